@@ -1,0 +1,177 @@
+/**
+ * The vocabulary of the Raft core. Say "committed entry" and "commit index" here; the
+ * transaction layer's "global commit" is a different thing and never appears in src/raft.
+ */
+
+/** A stable node id from config (e.g. "node1"), never an address: a node that moves is still itself. */
+export type NodeId = string;
+
+export type Role = 'follower' | 'pre-candidate' | 'candidate' | 'leader';
+
+/** Membership. Learners receive the log but do not vote and do not count toward quorum. */
+export interface ConfState {
+  voters: NodeId[];
+  learners: NodeId[];
+  /**
+   * Opaque per-member context, carried through the log with the change that added the
+   * member (the server layer stores the member's endpoints here as JSON). The core never
+   * reads it; it keeps it so membership survives snapshots and restarts in one place.
+   */
+  context: Record<NodeId, string>;
+}
+
+/**
+ * A single-server membership change. Concord uses one change at a time (Raft thesis §4.1)
+ * with the safety fix: a leader proposes no change before it has committed an entry of
+ * its own term. A change takes effect on each node when its entry is appended to that
+ * node's log (not when committed), and is reverted if that entry is truncated.
+ */
+export type ConfChange =
+  /** Adds a voter, or promotes a learner. An empty context keeps the member's existing one. */
+  | { type: 'addVoter'; nodeId: NodeId; context: string }
+  | { type: 'addLearner'; nodeId: NodeId; context: string }
+  | { type: 'removeNode'; nodeId: NodeId };
+
+/** A normal entry with empty data is the leader's no-op that opens its term. */
+export type Entry =
+  | { index: number; term: number; type: 'normal'; data: Uint8Array }
+  | { index: number; term: number; type: 'conf'; change: ConfChange };
+
+/** What must be durable before any vote grant or append response depending on it leaves. */
+export interface HardState {
+  term: number;
+  vote: NodeId | null;
+  commit: number;
+}
+
+export interface SnapshotMeta {
+  /** The last log index the snapshot covers, and that entry's term. */
+  index: number;
+  term: number;
+  /** Membership as of `index`. */
+  conf: ConfState;
+}
+
+export interface Snapshot {
+  meta: SnapshotMeta;
+  data: Uint8Array;
+}
+
+interface MessageBase {
+  from: NodeId;
+  to: NodeId;
+  term: number;
+}
+
+/**
+ * Messages between cores. Snapshots travel in chunks (`snap` with offset/done) so that no
+ * single message exceeds the configured size limit; the follower acknowledges each chunk.
+ */
+export type Message =
+  | (MessageBase & { type: 'preVote' | 'vote'; lastLogIndex: number; lastLogTerm: number; transfer: boolean })
+  | (MessageBase & { type: 'preVoteResp' | 'voteResp'; reject: boolean })
+  | (MessageBase & { type: 'app'; prevIndex: number; prevTerm: number; entries: Entry[]; commit: number })
+  | (MessageBase & {
+      type: 'appResp';
+      reject: boolean;
+      /** On success: the follower's last index matching the leader's. On reject: the prevIndex rejected. */
+      index: number;
+      /** Fast backtracking hint on reject: the conflicting term and the first index the follower holds of it. */
+      hintTerm: number;
+      hintIndex: number;
+    })
+  | (MessageBase & { type: 'heartbeat'; commit: number; readCtx: string | null })
+  | (MessageBase & { type: 'heartbeatResp'; readCtx: string | null })
+  | (MessageBase & { type: 'snap'; meta: SnapshotMeta; offset: number; chunk: Uint8Array; done: boolean })
+  | (MessageBase & { type: 'snapResp'; reject: boolean; index: number; offset: number })
+  | (MessageBase & { type: 'timeoutNow' });
+
+export type MessageType = Message['type'];
+
+/** The answer to a ReadIndex request: reads may be served once applied ≥ index. */
+export interface ReadState {
+  ctx: string;
+  index: number;
+}
+
+export interface SoftState {
+  role: Role;
+  leader: NodeId | null;
+  term: number;
+}
+
+/**
+ * What the core hands the caller after step/tick/propose. The caller must, in order:
+ *  1. persist `hardState`, `entries` (an entry whose index ≤ the durable last index
+ *     replaces that index and everything after it) and `snapshot` in ONE synced write;
+ *  2. only then send `messages` (vote grants and append responses depend on step 1);
+ *  3. restore `snapshot` into the state machine if present, then apply
+ *     `committedEntries` in order;
+ *  4. call `advance(ready)`.
+ * No further Ready is produced until advance is called.
+ */
+export interface Ready {
+  softState: SoftState | null;
+  hardState: HardState | null;
+  entries: Entry[];
+  snapshot: Snapshot | null;
+  messages: Message[];
+  committedEntries: Entry[];
+  readStates: ReadState[];
+}
+
+/** Limits, all named with their units. Defaults in config.ts. */
+export interface RaftConfig {
+  id: NodeId;
+  /** Ticks a follower waits without hearing a leader before it campaigns; randomized in [n, 2n). */
+  electionTicks: number;
+  heartbeatTicks: number;
+  preVote: boolean;
+  checkQuorum: boolean;
+  /** Upper bound on the encoded size of entries in one append message. */
+  maxMsgBytes: number;
+  /** Upper bound on append messages in flight to one follower (pipelining window). */
+  maxInflightMsgs: number;
+  /** Upper bound on one entry's data. */
+  maxEntryBytes: number;
+  /** Upper bound on proposed-but-uncommitted bytes on a leader; beyond it proposals are refused. */
+  maxUncommittedBytes: number;
+  /** Size of one snapshot chunk. */
+  snapshotChunkBytes: number;
+  /** Seeded randomness for election timeouts: the core reads no global RNG. */
+  random: () => number;
+}
+
+/** What a core restarts from: the durable state a driver loaded from storage. */
+export interface DurableState {
+  hardState: HardState;
+  snapshot: Snapshot | null;
+  /** Entries after the snapshot, contiguous. */
+  entries: Entry[];
+  /** Membership if there is no snapshot and no conf entry in the log (bootstrap). */
+  initialConf: ConfState;
+}
+
+export interface Progress {
+  match: number;
+  next: number;
+  state: 'probe' | 'replicate' | 'snapshot';
+  inflight: number;
+  recentActive: boolean;
+}
+
+export interface Status {
+  id: NodeId;
+  role: Role;
+  term: number;
+  leader: NodeId | null;
+  vote: NodeId | null;
+  commit: number;
+  applied: number;
+  lastIndex: number;
+  firstIndex: number;
+  conf: ConfState;
+  /** Only on a leader. */
+  progress: Record<NodeId, Progress> | null;
+  leadTransferee: NodeId | null;
+}

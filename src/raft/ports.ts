@@ -1,0 +1,67 @@
+/**
+ * The driver reaches disk, network and clock only through these ports, so the
+ * deterministic simulator can run the real driver (and its persist → send → apply
+ * ordering) with fakes behind it, and the real node with LevelDB, gRPC and timers.
+ */
+import type { Entry, HardState, Message, NodeId, Snapshot } from './core/types.ts';
+
+export interface LoadedState {
+  hardState: { term: number; vote: NodeId | null; commit: number };
+  snapshot: Snapshot | null;
+  /** Entries after the snapshot index, contiguous, in index order. */
+  entries: Entry[];
+}
+
+/** One round's durable write: ONE synced batch. */
+export interface PersistBatch {
+  hardState: HardState | null;
+  /** Entries to append; the first one may overwrite: every durable entry at index ≥ entries[0].index is deleted in the same batch. */
+  entries: Entry[];
+  /** A snapshot received from the leader: replaces the whole log up to and including its index. */
+  snapshot: Snapshot | null;
+}
+
+export interface LogStorage {
+  /** Reads the durable state; detects a corrupt or torn tail (checksums) and throws StorageCorruptError. */
+  load(): Promise<LoadedState>;
+  /** Writes the batch in one synced write. Resolves only once durable. Rejects on a failed write (the node must stop). */
+  save(batch: PersistBatch): Promise<void>;
+  /** Local compaction: persists a snapshot of applied state and deletes the entries it covers, in one synced write. */
+  saveSnapshot(snapshot: Snapshot): Promise<void>;
+  close(): Promise<void>;
+}
+
+export interface PeerTransport {
+  /**
+   * Queues messages for their peers. Never throws, never blocks: per-peer queues are
+   * bounded and drop (Raft retransmits) rather than grow without limit.
+   */
+  send(messages: Message[]): void;
+  /** Messages from peers are delivered here. */
+  onMessage(handler: (message: Message) => void): void;
+  /** The current membership's raft addresses by node id; peers not listed are disconnected. */
+  setPeers(peers: ReadonlyMap<NodeId, string>): void;
+  close(): Promise<void>;
+}
+
+export interface Clock {
+  /** Milliseconds, monotonic. */
+  now(): number;
+  /** Calls fn every `ms` milliseconds until the returned cancel function is called. */
+  every(ms: number, fn: () => void): () => void;
+  /** Calls fn once after `ms`; returns a cancel function. */
+  after(ms: number, fn: () => void): () => void;
+}
+
+/**
+ * The replicated state machine under the Raft. apply must be deterministic: it depends
+ * only on the current state and the entry data, never on time or randomness.
+ */
+export interface StateMachine {
+  /** Applies one committed entry's data; the result is handed to the proposer. */
+  apply(index: number, data: Uint8Array): unknown;
+  /** Encodes the whole state as of the last applied index. */
+  snapshot(): Uint8Array;
+  /** Replaces the whole state with a snapshot's. */
+  restore(data: Uint8Array, index: number): void;
+}

@@ -1,0 +1,120 @@
+/**
+ * Typed errors shared by every layer. One class per failure, a stable `name` and `code`,
+ * a `cause` chain, and whether a caller may retry. Status values stay string constants
+ * inside the code and are mapped to proto numbers only at the edge.
+ */
+export type ErrorCode =
+  | 'BAD_REQUEST'
+  | 'NOT_LEADER'
+  | 'UNKNOWN_XID'
+  | 'ILLEGAL_STATUS'
+  | 'LOCK_CONFLICT'
+  | 'TIMEOUT'
+  | 'UNAUTHORIZED'
+  | 'PROPOSAL_DROPPED'
+  | 'CHANGE_IN_PROGRESS'
+  | 'CONFIG_INVALID'
+  | 'STORAGE_CORRUPT'
+  | 'STOPPED'
+  | 'UNAVAILABLE'
+  | 'INTERNAL';
+
+export interface ConcordErrorOptions {
+  cause?: unknown;
+  retryable?: boolean;
+}
+
+export class ConcordError extends Error {
+  readonly code: ErrorCode;
+  readonly retryable: boolean;
+
+  constructor(code: ErrorCode, message: string, options: ConcordErrorOptions = {}) {
+    super(message, options.cause === undefined ? undefined : { cause: options.cause });
+    this.code = code;
+    this.retryable = options.retryable ?? false;
+    this.name = new.target.name;
+  }
+}
+
+export class BadRequestError extends ConcordError {
+  constructor(message: string, options: ConcordErrorOptions = {}) {
+    super('BAD_REQUEST', message, options);
+  }
+}
+
+/** A follower (or a candidate) refused a request that only the leader serves. */
+export class NotLeaderError extends ConcordError {
+  /** The leader this node knows of, if any: its node id and client-facing address. */
+  readonly leaderId: string | null;
+  readonly leaderAddress: string | null;
+  constructor(leaderId: string | null, leaderAddress: string | null = null, options: ConcordErrorOptions = {}) {
+    super(
+      'NOT_LEADER',
+      leaderId === null ? 'this node is not the leader and knows no leader' : `this node is not the leader; the leader is ${leaderId}${leaderAddress ? ` at ${leaderAddress}` : ''}`,
+      { retryable: true, ...options },
+    );
+    this.leaderId = leaderId;
+    this.leaderAddress = leaderAddress;
+  }
+}
+
+/** A proposal was accepted by a leader but lost to a leader change before it committed. */
+export class ProposalDroppedError extends ConcordError {
+  constructor(message: string, options: ConcordErrorOptions = {}) {
+    super('PROPOSAL_DROPPED', message, { retryable: true, ...options });
+  }
+}
+
+export class TimeoutError extends ConcordError {
+  constructor(message: string, options: ConcordErrorOptions = {}) {
+    super('TIMEOUT', message, { retryable: true, ...options });
+  }
+}
+
+export class UnauthorizedError extends ConcordError {
+  constructor(message = 'missing or invalid bearer token', options: ConcordErrorOptions = {}) {
+    super('UNAUTHORIZED', message, options);
+  }
+}
+
+export class ConfigError extends ConcordError {
+  /** The dotted path of the offending key, e.g. `raft.electionTimeoutMs`. */
+  readonly key: string;
+  constructor(key: string, message: string, options: ConcordErrorOptions = {}) {
+    super('CONFIG_INVALID', `config key "${key}": ${message}`, options);
+    this.key = key;
+  }
+}
+
+export class StorageCorruptError extends ConcordError {
+  constructor(message: string, options: ConcordErrorOptions = {}) {
+    super('STORAGE_CORRUPT', message, options);
+  }
+}
+
+export class StoppedError extends ConcordError {
+  constructor(message = 'the node is stopping', options: ConcordErrorOptions = {}) {
+    super('STOPPED', message, { retryable: true, ...options });
+  }
+}
+
+export class ChangeInProgressError extends ConcordError {
+  constructor(message = 'a membership change is already in progress', options: ConcordErrorOptions = {}) {
+    super('CHANGE_IN_PROGRESS', message, { retryable: true, ...options });
+  }
+}
+
+/**
+ * An assertion of an invariant. A failure is a bug report, not a recoverable error:
+ * callers must not catch it to carry on.
+ */
+export class AssertionFailure extends Error {
+  constructor(message: string) {
+    super(`assertion failed: ${message}`);
+    this.name = 'AssertionFailure';
+  }
+}
+
+export function assert(condition: unknown, message: string | (() => string)): asserts condition {
+  if (!condition) throw new AssertionFailure(typeof message === 'function' ? message() : message);
+}
