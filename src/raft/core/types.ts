@@ -68,8 +68,10 @@ interface MessageBase {
  * single message exceeds the configured size limit; the follower acknowledges each chunk.
  */
 export type Message =
-  | (MessageBase & { type: 'preVote' | 'vote'; lastLogIndex: number; lastLogTerm: number; transfer: boolean })
-  | (MessageBase & { type: 'preVoteResp' | 'voteResp'; reject: boolean })
+  | (MessageBase & { type: 'preVote'; lastLogIndex: number; lastLogTerm: number; transfer: boolean })
+  | (MessageBase & { type: 'vote'; lastLogIndex: number; lastLogTerm: number; transfer: boolean })
+  | (MessageBase & { type: 'preVoteResp'; reject: boolean })
+  | (MessageBase & { type: 'voteResp'; reject: boolean })
   | (MessageBase & { type: 'app'; prevIndex: number; prevTerm: number; entries: Entry[]; commit: number })
   | (MessageBase & {
       type: 'appResp';

@@ -1,0 +1,838 @@
+import {
+  BadRequestError,
+  ChangeInProgressError,
+  NotLeaderError,
+  ProposalDroppedError,
+  assert,
+} from '../../shared/errors.ts';
+import { MAX_PENDING_READS, entrySize, validateRaftConfig } from './config.ts';
+import { applyConfChange, cloneConf, confChangeError, isMember } from './confchange.ts';
+import { RaftLog } from './log.ts';
+import { Progress } from './progress.ts';
+import { committedIndex, quorumSize, voteResult } from './quorum.ts';
+import type {
+  ConfChange,
+  ConfState,
+  DurableState,
+  Entry,
+  HardState,
+  Message,
+  NodeId,
+  RaftConfig,
+  ReadState,
+  Ready,
+  Role,
+  Snapshot,
+  SnapshotMeta,
+  SoftState,
+  Status,
+} from './types.ts';
+
+type MessageOf<T extends Message['type']> = Extract<Message, { type: T }>;
+/** A message before `from`/`term` are stamped by send(). */
+type Outgoing = { [T in Message['type']]: Omit<MessageOf<T>, 'from' | 'term'> & { term?: number } }[Message['type']];
+
+interface PendingRead {
+  ctx: string;
+  index: number;
+  acks: Set<NodeId>;
+}
+
+/** A snapshot being received chunk by chunk. */
+interface IncomingSnapshot {
+  index: number;
+  term: number;
+  chunks: Uint8Array[];
+  bytes: number;
+}
+
+/**
+ * The Raft consensus core: a pure, deterministic state machine. It reads no clock, no
+ * disk, no network and no global randomness. The caller feeds it `tick()`, `step()` and
+ * proposals, takes a `Ready` (what to persist, send and apply) and reports back with
+ * `advance()`. See types.ts for the order the caller must follow.
+ *
+ * Membership: single-server changes, effective on append (thesis §4.1), one at a time,
+ * and none before the leader has committed an entry of its own term (the fix for the
+ * single-server-change bug found after the thesis).
+ */
+export class RaftCore {
+  private readonly cfg: RaftConfig;
+  readonly id: NodeId;
+  private term: number;
+  private vote: NodeId | null;
+  private role: Role = 'follower';
+  private leader: NodeId | null = null;
+  readonly log: RaftLog;
+  private conf: ConfState;
+  /** Index of the conf entry `conf` comes from (0 if from the snapshot or bootstrap). */
+  private confIndex = 0;
+  private readonly baseConf: ConfState;
+
+  private electionElapsed = 0;
+  private heartbeatElapsed = 0;
+  private randomizedElectionTimeout = 0;
+  private votes = new Map<NodeId, boolean>();
+  private progress = new Map<NodeId, Progress>();
+  private leadTransferee: NodeId | null = null;
+  /** Leader: bytes proposed in this term and not yet committed. */
+  private uncommittedBytes = 0;
+  private pendingReads: PendingRead[] = [];
+  private readStates: ReadState[] = [];
+  private incoming: IncomingSnapshot | null = null;
+
+  private msgs: Message[] = [];
+  private prevHard: HardState;
+  private prevSoft: SoftState;
+
+  constructor(config: RaftConfig, durable: DurableState) {
+    validateRaftConfig(config);
+    this.cfg = config;
+    this.id = config.id;
+    this.term = durable.hardState.term;
+    this.vote = durable.hardState.vote;
+    this.log = new RaftLog(durable.snapshot, durable.entries, durable.hardState.commit);
+    this.baseConf = cloneConf(durable.snapshot?.meta.conf ?? durable.initialConf);
+    this.conf = this.baseConf;
+    this.refreshConf();
+    this.prevHard = this.hardState();
+    this.prevSoft = this.softState();
+    this.resetRandomizedElectionTimeout();
+  }
+
+  // ---------------------------------------------------------------- inputs
+
+  /** One logical clock tick. */
+  tick(): void {
+    if (this.role === 'leader') this.tickLeader();
+    else this.tickElection();
+  }
+
+  private tickElection(): void {
+    this.electionElapsed++;
+    if (this.promotable() && this.electionElapsed >= this.randomizedElectionTimeout) {
+      this.electionElapsed = 0;
+      this.hup(false);
+    }
+  }
+
+  private tickLeader(): void {
+    this.heartbeatElapsed++;
+    this.electionElapsed++;
+    if (this.electionElapsed >= this.cfg.electionTicks) {
+      this.electionElapsed = 0;
+      if (this.cfg.checkQuorum && !this.quorumActive()) {
+        this.becomeFollower(this.term, null);
+        return;
+      }
+      // A transfer that has not finished within an election timeout is abandoned.
+      this.leadTransferee = null;
+    }
+    if (this.heartbeatElapsed >= this.cfg.heartbeatTicks) {
+      this.heartbeatElapsed = 0;
+      this.broadcastHeartbeat(this.pendingReads.at(-1)?.ctx ?? null);
+    }
+  }
+
+  /** Starts an election now (tests and operator use). */
+  campaign(): void {
+    this.hup(false);
+  }
+
+  step(m: Message): void {
+    if (m.to !== this.id) return;
+    if (m.term > this.term) {
+      if (m.type === 'preVote' || m.type === 'vote') {
+        const inLease = this.cfg.checkQuorum && this.leader !== null && this.electionElapsed < this.cfg.electionTicks;
+        // A follower that hears a live leader ignores disruptive candidates (§9.6), unless
+        // the leader itself asked for the election (transfer).
+        if (inLease && !m.transfer) return;
+      }
+      if (m.type === 'preVote') {
+        // A pre-vote never changes our term.
+      } else if (m.type === 'preVoteResp' && !m.reject) {
+        // A granted pre-vote carries the future term; we move to it when we campaign.
+      } else if (m.type === 'app' || m.type === 'heartbeat' || m.type === 'snap') {
+        this.becomeFollower(m.term, m.from);
+      } else {
+        this.becomeFollower(m.term, null);
+      }
+    } else if (m.term < this.term) {
+      if ((this.cfg.checkQuorum || this.cfg.preVote) && (m.type === 'heartbeat' || m.type === 'app')) {
+        // A stale leader (e.g. back from a partition) learns of the new term from this
+        // response and steps down, instead of being ignored until it times out.
+        this.send({ type: 'appResp', to: m.from, reject: true, index: 0, hintTerm: 0, hintIndex: 0 });
+      } else if (m.type === 'preVote') {
+        this.send({ type: 'preVoteResp', to: m.from, reject: true });
+      }
+      return;
+    }
+
+    switch (m.type) {
+      case 'preVote':
+      case 'vote':
+        this.handleVoteRequest(m);
+        return;
+      default:
+        break;
+    }
+    switch (this.role) {
+      case 'leader':
+        this.stepLeader(m);
+        return;
+      case 'candidate':
+      case 'pre-candidate':
+        this.stepCandidate(m);
+        return;
+      case 'follower':
+        this.stepFollower(m);
+        return;
+    }
+  }
+
+  /** Appends a normal entry. Returns where it will be if it commits. */
+  propose(data: Uint8Array): { index: number; term: number } {
+    if (data.length > this.cfg.maxEntryBytes) {
+      throw new BadRequestError(`entry of ${data.length} bytes exceeds maxEntryBytes ${this.cfg.maxEntryBytes}`);
+    }
+    this.checkCanPropose();
+    if (this.uncommittedBytes + entrySize(data) > this.cfg.maxUncommittedBytes) {
+      throw new ProposalDroppedError(`leader has ${this.uncommittedBytes} uncommitted bytes (limit ${this.cfg.maxUncommittedBytes})`);
+    }
+    return this.appendAsLeader({ type: 'normal', data });
+  }
+
+  proposeConfChange(cc: ConfChange): { index: number; term: number } {
+    this.checkCanPropose();
+    if (this.confIndex > this.log.committed) throw new ChangeInProgressError();
+    if (this.log.term(this.log.committed) !== this.term) {
+      throw new ChangeInProgressError('the leader has not yet committed an entry of its term; retry shortly');
+    }
+    const why = confChangeError(this.conf, cc);
+    if (why !== null) throw new BadRequestError(`membership change refused: ${why}`);
+    return this.appendAsLeader({ type: 'conf', change: cc });
+  }
+
+  transferLeadership(to: NodeId): void {
+    if (this.role !== 'leader') throw new NotLeaderError(this.leader);
+    if (to === this.id) return;
+    if (!this.conf.voters.includes(to)) throw new BadRequestError(`cannot transfer leadership to ${to}: not a voter`);
+    const pr = this.progress.get(to);
+    assert(pr !== undefined, 'a voter without progress on the leader');
+    this.leadTransferee = to;
+    this.electionElapsed = 0;
+    if (pr.match === this.log.lastIndex()) this.send({ type: 'timeoutNow', to });
+    else this.sendAppend(to);
+  }
+
+  /**
+   * Linearizable read (§6.4): once a quorum confirms this leader after the request, any
+   * read served at applied ≥ the returned index sees every acknowledged write.
+   */
+  readIndex(ctx: string): void {
+    if (this.role !== 'leader') throw new NotLeaderError(this.leader);
+    if (this.pendingReads.length >= MAX_PENDING_READS) throw new ProposalDroppedError(`too many pending reads (limit ${MAX_PENDING_READS})`);
+    if (this.log.term(this.log.committed) !== this.term) {
+      // Until it commits in its term a new leader does not know the commit index; the
+      // caller retries (the leader's no-op commits within a round trip).
+      throw new ProposalDroppedError('the leader has not yet committed an entry of its term; retry shortly');
+    }
+    const read: PendingRead = { ctx, index: this.log.committed, acks: new Set([this.id]) };
+    this.pendingReads.push(read);
+    if (this.quorumHas(read.acks)) this.releaseReads();
+    else this.broadcastHeartbeat(ctx);
+  }
+
+  /**
+   * The metadata of a snapshot at `index` (≤ applied): its term and the membership as of
+   * that index — not the current one, which may include later, uncommitted changes.
+   */
+  snapshotMeta(index: number): SnapshotMeta {
+    assert(index <= this.log.applied && index >= this.log.snapIndex, () => `snapshot index ${index} outside [${this.log.snapIndex}, ${this.log.applied}]`);
+    const term = this.log.term(index);
+    assert(term !== undefined, 'no term for a snapshot index');
+    let conf: ConfState = this.log.snapshot?.meta.conf ?? this.baseConf;
+    for (const e of this.log.entries) {
+      if (e.index > index) break;
+      if (e.type === 'conf') conf = applyConfChange(conf, e.change);
+    }
+    return { index, term, conf: cloneConf(conf) };
+  }
+
+  /** Local compaction: the caller persisted a snapshot of applied state. */
+  compact(snapshot: Snapshot): void {
+    this.log.compact(snapshot);
+  }
+
+  // ---------------------------------------------------------------- Ready
+
+  hasReady(): boolean {
+    return (
+      this.msgs.length > 0 ||
+      this.readStates.length > 0 ||
+      this.log.pendingSnapshot !== null ||
+      this.log.stable < this.log.lastIndex() ||
+      this.log.committed > this.log.applied ||
+      !sameHard(this.prevHard, this.hardState()) ||
+      !sameSoft(this.prevSoft, this.softState())
+    );
+  }
+
+  ready(): Ready {
+    const hard = this.hardState();
+    const soft = this.softState();
+    const snapshot = this.log.pendingSnapshot;
+    const rd: Ready = {
+      softState: sameSoft(this.prevSoft, soft) ? null : soft,
+      hardState: sameHard(this.prevHard, hard) ? null : hard,
+      entries: this.log.unstableEntries(),
+      snapshot,
+      messages: this.msgs,
+      committedEntries: this.log.nextCommitted(),
+      readStates: this.readStates,
+    };
+    this.msgs = [];
+    this.readStates = [];
+    return rd;
+  }
+
+  advance(rd: Ready): void {
+    if (rd.softState) this.prevSoft = rd.softState;
+    if (rd.hardState) this.prevHard = rd.hardState;
+    if (rd.snapshot && this.log.pendingSnapshot === rd.snapshot) {
+      this.log.pendingSnapshot = null;
+      this.log.appliedTo(rd.snapshot.meta.index);
+    }
+    const lastEntry = rd.entries.at(-1);
+    if (lastEntry) this.log.stableTo(lastEntry.index, lastEntry.term);
+    const lastApplied = rd.committedEntries.at(-1);
+    if (lastApplied) this.log.appliedTo(lastApplied.index);
+  }
+
+  status(): Status {
+    let progress: Status['progress'] = null;
+    if (this.role === 'leader') {
+      progress = {};
+      for (const [id, pr] of this.progress) progress[id] = pr.view();
+    }
+    return {
+      id: this.id,
+      role: this.role,
+      term: this.term,
+      leader: this.leader,
+      vote: this.vote,
+      commit: this.log.committed,
+      applied: this.log.applied,
+      lastIndex: this.log.lastIndex(),
+      firstIndex: this.log.firstIndex(),
+      conf: cloneConf(this.conf),
+      progress,
+      leadTransferee: this.leadTransferee,
+    };
+  }
+
+  // ---------------------------------------------------------------- roles
+
+  private promotable(): boolean {
+    return this.conf.voters.includes(this.id);
+  }
+
+  private reset(term: number): void {
+    if (this.term !== term) {
+      assert(term > this.term, () => `term must not go backwards: ${this.term} → ${term}`);
+      this.term = term;
+      this.vote = null;
+    }
+    this.leader = null;
+    this.electionElapsed = 0;
+    this.heartbeatElapsed = 0;
+    this.resetRandomizedElectionTimeout();
+    this.votes = new Map();
+    this.leadTransferee = null;
+    this.pendingReads = [];
+    this.uncommittedBytes = 0;
+    this.progress = new Map();
+  }
+
+  private resetRandomizedElectionTimeout(): void {
+    const r = this.cfg.random();
+    assert(r >= 0 && r < 1, 'random() must return a number in [0, 1)');
+    this.randomizedElectionTimeout = this.cfg.electionTicks + Math.floor(r * this.cfg.electionTicks);
+  }
+
+  private becomeFollower(term: number, leader: NodeId | null): void {
+    this.reset(term);
+    this.role = 'follower';
+    this.leader = leader;
+  }
+
+  private becomePreCandidate(): void {
+    assert(this.role !== 'leader', 'a leader cannot become a pre-candidate');
+    // Neither term nor vote changes: a pre-vote that fails leaves no trace.
+    this.votes = new Map();
+    this.role = 'pre-candidate';
+    this.leader = null;
+  }
+
+  private becomeCandidate(): void {
+    assert(this.role !== 'leader', 'a leader cannot become a candidate');
+    this.reset(this.term + 1);
+    this.vote = this.id;
+    this.role = 'candidate';
+  }
+
+  private becomeLeader(): void {
+    assert(this.role === 'candidate', 'only a candidate becomes leader');
+    this.reset(this.term);
+    this.role = 'leader';
+    this.leader = this.id;
+    for (const id of this.members()) this.progress.set(id, new Progress(this.log.lastIndex() + 1, this.cfg.maxInflightMsgs));
+    const self = this.progress.get(this.id);
+    assert(self !== undefined, 'a leader must be a member');
+    self.match = this.log.lastIndex();
+    self.becomeReplicate();
+    self.recentActive = true;
+    this.uncommittedBytes = this.log.bytesBetween(this.log.committed + 1, this.log.lastIndex());
+    // The no-op opens the term: it lets the leader learn the commit index (§8) and
+    // unblocks membership changes (they wait for a committed entry of this term).
+    this.appendAsLeader({ type: 'normal', data: new Uint8Array(0) });
+  }
+
+  private hup(transfer: boolean): void {
+    if (this.role === 'leader' || !this.promotable()) return;
+    if (this.cfg.preVote && !transfer) this.campaignPreVote();
+    else this.campaignVote(transfer);
+  }
+
+  private campaignPreVote(): void {
+    this.becomePreCandidate();
+    this.votes.set(this.id, true);
+    if (voteResult(this.conf.voters, this.votes) === 'won') {
+      this.campaignVote(false);
+      return;
+    }
+    this.requestVotes('preVote', this.term + 1, false);
+  }
+
+  private campaignVote(transfer: boolean): void {
+    this.becomeCandidate();
+    this.votes.set(this.id, true);
+    if (voteResult(this.conf.voters, this.votes) === 'won') {
+      this.becomeLeader();
+      return;
+    }
+    this.requestVotes('vote', this.term, transfer);
+  }
+
+  private requestVotes(type: 'preVote' | 'vote', term: number, transfer: boolean): void {
+    for (const v of this.conf.voters) {
+      if (v === this.id) continue;
+      const req = { to: v, term, lastLogIndex: this.log.lastIndex(), lastLogTerm: this.log.lastTerm(), transfer };
+      this.send(type === 'vote' ? { type: 'vote', ...req } : { type: 'preVote', ...req });
+    }
+  }
+
+  private handleVoteRequest(m: MessageOf<'preVote'> | MessageOf<'vote'>): void {
+    const canVote =
+      this.vote === m.from ||
+      (this.vote === null && this.leader === null) ||
+      (m.type === 'preVote' && m.term > this.term);
+    if (canVote && this.log.isUpToDate(m.lastLogIndex, m.lastLogTerm)) {
+      // A granted pre-vote answers in the candidate's future term so it can count it.
+      if (m.type === 'vote') {
+        this.electionElapsed = 0;
+        this.vote = m.from;
+        this.send({ type: 'voteResp', to: m.from, reject: false });
+      } else {
+        this.send({ type: 'preVoteResp', to: m.from, term: m.term, reject: false });
+      }
+    } else {
+      this.send(m.type === 'vote' ? { type: 'voteResp', to: m.from, reject: true } : { type: 'preVoteResp', to: m.from, reject: true });
+    }
+  }
+
+  // ---------------------------------------------------------------- per role
+
+  private stepCandidate(m: Message): void {
+    switch (m.type) {
+      case 'app':
+      case 'heartbeat':
+      case 'snap':
+        this.becomeFollower(m.term, m.from);
+        this.stepFollower(m);
+        return;
+      case 'preVoteResp':
+      case 'voteResp': {
+        const expected = this.role === 'pre-candidate' ? 'preVoteResp' : 'voteResp';
+        if (m.type !== expected) return;
+        if (!this.votes.has(m.from)) this.votes.set(m.from, !m.reject);
+        const result = voteResult(this.conf.voters, this.votes);
+        if (result === 'won') {
+          if (this.role === 'pre-candidate') this.campaignVote(false);
+          else this.becomeLeader();
+        } else if (result === 'lost') {
+          this.becomeFollower(this.term, null);
+        }
+        return;
+      }
+      default:
+        return;
+    }
+  }
+
+  private stepFollower(m: Message): void {
+    switch (m.type) {
+      case 'app':
+        this.electionElapsed = 0;
+        this.leader = m.from;
+        this.handleAppend(m);
+        return;
+      case 'heartbeat':
+        this.electionElapsed = 0;
+        this.leader = m.from;
+        // The leader sends min(match, commit), so our log matches up to it.
+        if (m.commit <= this.log.lastIndex()) this.log.commitTo(m.commit);
+        this.send({ type: 'heartbeatResp', to: m.from, readCtx: m.readCtx });
+        return;
+      case 'snap':
+        this.electionElapsed = 0;
+        this.leader = m.from;
+        this.handleSnapshotChunk(m);
+        return;
+      case 'timeoutNow':
+        // The leader asked us to take over: campaign at once, skipping pre-vote, with the
+        // transfer flag so voters in lease still answer.
+        if (this.promotable()) this.hup(true);
+        return;
+      default:
+        return;
+    }
+  }
+
+  private handleAppend(m: MessageOf<'app'>): void {
+    if (m.prevIndex < this.log.committed) {
+      // Everything up to our commit index matches the leader's log (leader completeness).
+      this.send({ type: 'appResp', to: m.from, reject: false, index: this.log.committed, hintTerm: 0, hintIndex: 0 });
+      return;
+    }
+    const result = this.log.maybeAppend(m.prevIndex, m.prevTerm, m.entries);
+    if (result === null) {
+      const reject = m.prevIndex;
+      let hintTerm = 0;
+      let hintIndex = this.log.lastIndex() + 1;
+      if (reject <= this.log.lastIndex()) {
+        hintTerm = this.log.term(reject) ?? 0;
+        hintIndex = this.log.firstIndexOfTermAt(reject);
+      }
+      this.send({ type: 'appResp', to: m.from, reject: true, index: reject, hintTerm, hintIndex });
+      return;
+    }
+    if (result.truncatedFrom !== null && result.truncatedFrom <= this.confIndex) this.refreshConf();
+    else if (m.entries.some((e) => e.type === 'conf')) this.refreshConf();
+    this.log.commitTo(Math.min(m.commit, result.lastNew));
+    this.send({ type: 'appResp', to: m.from, reject: false, index: result.lastNew, hintTerm: 0, hintIndex: 0 });
+  }
+
+  private handleSnapshotChunk(m: MessageOf<'snap'>): void {
+    const { index, term } = m.meta;
+    if (index <= this.log.committed) {
+      // We already hold everything it covers.
+      this.incoming = null;
+      this.send({ type: 'appResp', to: m.from, reject: false, index: this.log.committed, hintTerm: 0, hintIndex: 0 });
+      return;
+    }
+    if (m.offset === 0 && (this.incoming === null || this.incoming.index !== index || this.incoming.term !== term)) {
+      this.incoming = { index, term, chunks: [], bytes: 0 };
+    }
+    const inc = this.incoming;
+    if (inc === null || inc.index !== index || inc.term !== term || m.offset > inc.bytes) {
+      this.send({ type: 'snapResp', to: m.from, reject: true, index, offset: 0 });
+      return;
+    }
+    if (m.offset === inc.bytes) {
+      inc.chunks.push(m.chunk);
+      inc.bytes += m.chunk.length;
+    }
+    // A duplicate chunk (offset below what we hold) is acknowledged again, not appended.
+    if (!m.done || m.offset + m.chunk.length < inc.bytes) {
+      this.send({ type: 'snapResp', to: m.from, reject: false, index, offset: inc.bytes });
+      return;
+    }
+    this.incoming = null;
+    const data = concat(inc.chunks, inc.bytes);
+    const snapshot: Snapshot = { meta: { index, term, conf: cloneConf(m.meta.conf) }, data };
+    if (this.log.matchTerm(index, term)) {
+      // Our log already contains the snapshot's last entry: fast-forward the commit index.
+      this.log.commitTo(index);
+    } else {
+      this.log.restore(snapshot);
+      this.refreshConf();
+    }
+    this.send({ type: 'appResp', to: m.from, reject: false, index: this.log.lastIndex(), hintTerm: 0, hintIndex: 0 });
+  }
+
+  private stepLeader(m: Message): void {
+    const pr = this.progress.get(m.from);
+    switch (m.type) {
+      case 'appResp':
+        if (pr === undefined) return;
+        pr.recentActive = true;
+        if (m.reject) this.handleAppendRejected(m, pr);
+        else this.handleAppendAccepted(m, pr);
+        return;
+      case 'heartbeatResp':
+        if (pr === undefined) return;
+        pr.recentActive = true;
+        pr.probeSent = false;
+        if (pr.state === 'snapshot') this.sendSnapshotChunk(m.from, pr);
+        else if (pr.match < this.log.lastIndex()) this.sendAppend(m.from);
+        if (m.readCtx !== null) this.ackRead(m.readCtx, m.from);
+        return;
+      case 'snapResp':
+        if (pr === undefined) return;
+        pr.recentActive = true;
+        if (pr.state !== 'snapshot' || m.index !== pr.snapIndex) return;
+        if (m.reject) {
+          pr.becomeProbe();
+          this.sendAppend(m.from);
+          return;
+        }
+        if (m.offset > pr.snapOffset) {
+          pr.snapOffset = m.offset;
+          this.sendSnapshotChunk(m.from, pr);
+        }
+        return;
+      default:
+        return;
+    }
+  }
+
+  private handleAppendRejected(m: MessageOf<'appResp'>, pr: Progress): void {
+    if (pr.state === 'snapshot') return; // the snapshot stream decides what comes next
+    if (pr.state === 'replicate' ? m.index <= pr.match : m.index !== pr.next - 1) return; // stale
+    let next: number;
+    if (m.hintTerm === 0) {
+      next = m.hintIndex;
+    } else {
+      const ours = this.log.lastIndexOfTerm(m.hintTerm);
+      next = ours > 0 ? ours + 1 : m.hintIndex;
+    }
+    pr.becomeProbe();
+    pr.next = Math.max(pr.match + 1, Math.min(next, m.index));
+    this.sendAppend(m.from);
+  }
+
+  private handleAppendAccepted(m: MessageOf<'appResp'>, pr: Progress): void {
+    const wasPaused = pr.paused();
+    const updated = pr.maybeUpdate(m.index);
+    // A probe answered at our current match (e.g. an empty probe to an up-to-date
+    // follower) also ends probing, or the follower would stay paused until a heartbeat.
+    if (!updated && !(pr.state === 'probe' && pr.match === m.index)) {
+      pr.inflights.freeTo(m.index);
+      return;
+    }
+    if (pr.state === 'probe' || pr.state === 'snapshot') pr.becomeReplicate();
+    else pr.inflights.freeTo(m.index);
+    if (this.maybeCommit()) {
+      this.broadcastAppend();
+    } else if (wasPaused || pr.next <= this.log.lastIndex()) {
+      this.sendAppend(m.from);
+    }
+    if (this.role === 'leader' && this.leadTransferee === m.from && pr.match === this.log.lastIndex()) {
+      this.send({ type: 'timeoutNow', to: m.from });
+    }
+  }
+
+  // ---------------------------------------------------------------- leader helpers
+
+  private checkCanPropose(): void {
+    if (this.role !== 'leader') throw new NotLeaderError(this.leader);
+    if (this.leadTransferee !== null) throw new ProposalDroppedError(`leadership is being transferred to ${this.leadTransferee}`);
+  }
+
+  private appendAsLeader(e: { type: 'normal'; data: Uint8Array } | { type: 'conf'; change: ConfChange }): { index: number; term: number } {
+    const index = this.log.lastIndex() + 1;
+    const entry: Entry = e.type === 'normal' ? { index, term: this.term, type: 'normal', data: e.data } : { index, term: this.term, type: 'conf', change: e.change };
+    this.log.append([entry]);
+    this.uncommittedBytes += this.log.bytesBetween(index, index);
+    if (entry.type === 'conf') this.refreshConf();
+    const self = this.progress.get(this.id);
+    if (self) self.maybeUpdate(index);
+    this.maybeCommit();
+    this.broadcastAppend();
+    return { index, term: this.term };
+  }
+
+  /** §5.4.2: only entries of the leader's own term are committed by counting replicas. */
+  private maybeCommit(): boolean {
+    const mci = committedIndex(this.conf.voters, (id) => (id === this.id && this.conf.voters.includes(id) ? this.log.lastIndex() : (this.progress.get(id)?.match ?? 0)));
+    if (mci <= this.log.committed || this.log.term(mci) !== this.term) return false;
+    this.uncommittedBytes = Math.max(0, this.uncommittedBytes - this.log.bytesBetween(this.log.committed + 1, mci));
+    this.log.commitTo(mci);
+    this.afterCommit();
+    return true;
+  }
+
+  private afterCommit(): void {
+    // A leader removed from the configuration steps down once the removal is committed.
+    if (this.role === 'leader' && !this.conf.voters.includes(this.id) && this.confIndex <= this.log.committed) {
+      this.becomeFollower(this.term, null);
+      return;
+    }
+    if (this.role === 'leader' && this.pendingReads.length > 0) this.releaseReads();
+  }
+
+  private broadcastAppend(): void {
+    for (const id of this.progress.keys()) if (id !== this.id) this.sendAppend(id);
+  }
+
+  private broadcastHeartbeat(readCtx: string | null): void {
+    for (const [id, pr] of this.progress) {
+      if (id === this.id) continue;
+      this.send({ type: 'heartbeat', to: id, commit: Math.min(pr.match, this.log.committed), readCtx });
+    }
+  }
+
+  private sendAppend(to: NodeId): void {
+    const pr = this.progress.get(to);
+    if (pr === undefined || pr.paused()) return;
+    const prevIndex = pr.next - 1;
+    const prevTerm = this.log.term(prevIndex);
+    if (prevTerm === undefined) {
+      // What the follower needs was compacted away: send the snapshot instead.
+      const snap = this.log.snapshot;
+      assert(snap !== null, 'log compacted without a snapshot');
+      pr.becomeSnapshot(snap.meta.index);
+      this.sendSnapshotChunk(to, pr);
+      return;
+    }
+    const entries = pr.next <= this.log.lastIndex() ? this.log.slice(pr.next, this.log.lastIndex(), this.cfg.maxMsgBytes) : [];
+    this.send({ type: 'app', to, prevIndex, prevTerm, entries, commit: this.log.committed });
+    const last = entries.at(-1);
+    if (pr.state === 'replicate') {
+      if (last) {
+        pr.next = last.index + 1;
+        pr.inflights.add(last.index);
+      }
+    } else {
+      pr.probeSent = true;
+    }
+  }
+
+  private sendSnapshotChunk(to: NodeId, pr: Progress): void {
+    const snap = this.log.snapshot;
+    assert(snap !== null, 'snapshot state without a snapshot');
+    if (snap.meta.index !== pr.snapIndex) {
+      // Compacted again meanwhile: start over with the newer snapshot.
+      pr.becomeSnapshot(snap.meta.index);
+    }
+    const offset = pr.snapOffset;
+    const end = Math.min(offset + this.cfg.snapshotChunkBytes, snap.data.length);
+    this.send({
+      type: 'snap',
+      to,
+      meta: { index: snap.meta.index, term: snap.meta.term, conf: cloneConf(snap.meta.conf) },
+      offset,
+      chunk: snap.data.subarray(offset, end),
+      done: end === snap.data.length,
+    });
+  }
+
+  private ackRead(ctx: string, from: NodeId): void {
+    const at = this.pendingReads.findIndex((r) => r.ctx === ctx);
+    if (at < 0) return;
+    // A confirmation of a later request confirms every earlier one too.
+    for (let i = 0; i <= at; i++) this.pendingReads[i]!.acks.add(from);
+    this.releaseReads();
+  }
+
+  private releaseReads(): void {
+    let n = 0;
+    while (n < this.pendingReads.length && this.quorumHas(this.pendingReads[n]!.acks)) n++;
+    if (n === 0) return;
+    for (const r of this.pendingReads.splice(0, n)) this.readStates.push({ ctx: r.ctx, index: r.index });
+  }
+
+  private quorumHas(ids: ReadonlySet<NodeId>): boolean {
+    let n = 0;
+    for (const v of this.conf.voters) if (ids.has(v)) n++;
+    return n >= quorumSize(this.conf.voters.length);
+  }
+
+  private quorumActive(): boolean {
+    let n = 0;
+    for (const v of this.conf.voters) {
+      const pr = this.progress.get(v);
+      if (v === this.id || pr?.recentActive) n++;
+      if (pr && v !== this.id) pr.recentActive = false;
+    }
+    return n >= quorumSize(this.conf.voters.length);
+  }
+
+  private members(): NodeId[] {
+    return [...this.conf.voters, ...this.conf.learners];
+  }
+
+  // ---------------------------------------------------------------- membership
+
+  /**
+   * Recomputes the configuration from the log: the last conf entry wins (effective on
+   * append), else the snapshot's or the bootstrap configuration.
+   */
+  private refreshConf(): void {
+    let conf: ConfState = this.log.snapshot?.meta.conf ?? this.baseConf;
+    let confIndex = 0;
+    // Replay every conf entry after the base, in order: each change applies to the previous.
+    for (const e of this.log.entries) {
+      if (e.type === 'conf') {
+        conf = applyConfChange(conf, e.change);
+        confIndex = e.index;
+      }
+    }
+    this.conf = cloneConf(conf);
+    this.confIndex = confIndex;
+    if (this.role === 'leader') {
+      for (const id of this.members()) {
+        if (!this.progress.has(id)) {
+          const pr = new Progress(this.log.lastIndex(), this.cfg.maxInflightMsgs);
+          this.progress.set(id, pr);
+        }
+      }
+      for (const id of [...this.progress.keys()]) if (!isMember(this.conf, id)) this.progress.delete(id);
+      if (this.leadTransferee !== null && !this.conf.voters.includes(this.leadTransferee)) this.leadTransferee = null;
+    }
+  }
+
+  // ---------------------------------------------------------------- plumbing
+
+  private send(m: Outgoing): void {
+    const msg = { ...m, from: this.id, term: m.term ?? this.term } as Message;
+    this.msgs.push(msg);
+  }
+
+  private hardState(): HardState {
+    return { term: this.term, vote: this.vote, commit: this.log.committed };
+  }
+
+  private softState(): SoftState {
+    return { role: this.role, leader: this.leader, term: this.term };
+  }
+}
+
+function sameHard(a: HardState, b: HardState): boolean {
+  return a.term === b.term && a.vote === b.vote && a.commit === b.commit;
+}
+
+function sameSoft(a: SoftState, b: SoftState): boolean {
+  return a.role === b.role && a.leader === b.leader && a.term === b.term;
+}
+
+function concat(chunks: Uint8Array[], total: number): Uint8Array {
+  const out = new Uint8Array(total);
+  let at = 0;
+  for (const c of chunks) {
+    out.set(c, at);
+    at += c.length;
+  }
+  return out;
+}
