@@ -1,0 +1,247 @@
+/**
+ * The commands that change coordinator state, and their results. Every command is plain
+ * data that carries everything apply needs: the leader chooses times (`at`, `beginTime`),
+ * ids (`xid`, `branchId`) and its term, and writes them in; apply reads no clock and no
+ * random source, so every replica that applies the same log holds the same state.
+ *
+ * Client-originated commands that create something (Begin, RegisterBranch) carry the
+ * client's requestId: the state machine remembers the result, so a client that retries
+ * after a failover gets the first answer instead of a second transaction or branch.
+ */
+import { Packr } from 'msgpackr';
+import { AssertionFailure } from '../shared/errors.ts';
+import type { Rejection } from './errors.ts';
+import type { BranchSession, BranchStatus, BranchType, GlobalStatus } from './types.ts';
+
+/** TM: starts a global transaction. */
+export interface BeginCommand {
+  kind: 'Begin';
+  xid: string;
+  transactionId: string;
+  applicationId: string;
+  transactionServiceGroup: string;
+  name: string;
+  timeoutMs: number;
+  /** Leader's wall clock; deadline = beginTime + timeoutMs. */
+  beginTime: number;
+  requestId: string | null;
+}
+
+/** RM: registers a branch and locks its rows, all or nothing. */
+export interface RegisterBranchCommand {
+  kind: 'RegisterBranch';
+  xid: string;
+  /** Chosen by the leader. */
+  branchId: string;
+  type: BranchType;
+  resourceId: string;
+  /** `table:pk1,pk2;table2:pk3`, '' for no rows. */
+  lockKey: string;
+  applicationData: string;
+  clientId: string;
+  /** Leader's wall clock: a branch may not join a transaction past its deadline. */
+  at: number;
+  requestId: string | null;
+}
+
+/** RM: reports its phase-one outcome. Idempotent by state (the same report twice is fine). */
+export interface BranchReportCommand {
+  kind: 'BranchReport';
+  xid: string;
+  branchId: string;
+  status: BranchStatus;
+  /** Replaces the branch's application data when not null. */
+  applicationData: string | null;
+}
+
+/**
+ * Compare-and-set of a global status by the leader (TM commit/rollback, timeout, retry,
+ * failure). `from` must be the current status, so a TM commit racing the timeout job is
+ * decided by log order: the loser is rejected. Successful ends go through FinishGlobal.
+ */
+export interface ChangeGlobalStatusCommand {
+  kind: 'ChangeGlobalStatus';
+  xid: string;
+  from: GlobalStatus;
+  to: GlobalStatus;
+  at: number;
+  term: number;
+}
+
+/** Driver: the result of one branch's phase-two call. */
+export interface BranchPhaseTwoResultCommand {
+  kind: 'BranchPhaseTwoResult';
+  xid: string;
+  branchId: string;
+  status: BranchStatus;
+  term: number;
+}
+
+/** Driver: drops a branch that has nothing left to do (PhaseOne_Failed) and frees its rows. */
+export interface RemoveBranchCommand {
+  kind: 'RemoveBranch';
+  xid: string;
+  branchId: string;
+  term: number;
+}
+
+/** Driver: a pass ended in a retryable failure; the next one is due at nextRetryAt. */
+export interface RetryScheduledCommand {
+  kind: 'RetryScheduled';
+  xid: string;
+  /** Must exceed the recorded attempts: a late duplicate is refused. */
+  attempt: number;
+  nextRetryAt: number;
+  /** Taken only if the session has none yet (the budget starts at the first failure). */
+  retryDeadline: number;
+  term: number;
+}
+
+/** Operator: stop retrying phase two (reported as Stop*). */
+export interface RetryStoppedCommand {
+  kind: 'RetryStopped';
+  xid: string;
+  at: number;
+  term: number;
+}
+
+/** Operator: resume retrying, with a fresh retry budget. */
+export interface RetryResumedCommand {
+  kind: 'RetryResumed';
+  xid: string;
+  at: number;
+  retryDeadline: number;
+  term: number;
+}
+
+/**
+ * Operator: a failed (or retry-stopped) transaction was repaired by hand. Moves it to its
+ * *Failed end state if it was not there, releases its locks and ends the session.
+ */
+export interface MarkResolvedCommand {
+  kind: 'MarkResolved';
+  xid: string;
+  at: number;
+  /** Who resolved it, kept in the finished record. */
+  operator: string;
+  term: number;
+}
+
+/** Saga TM: reports the status its own engine reached (an end, or a phase-two status for the TC to drive). */
+export interface GlobalReportCommand {
+  kind: 'GlobalReport';
+  xid: string;
+  status: GlobalStatus;
+  at: number;
+  term: number;
+}
+
+/** Driver: every branch is done; the session reaches its successful end and leaves the live set. */
+export interface FinishGlobalCommand {
+  kind: 'FinishGlobal';
+  xid: string;
+  status: GlobalStatus;
+  at: number;
+  term: number;
+}
+
+/** Driver: this term now drives phase two of the transaction (the fence). */
+export interface AcquireDriverCommand {
+  kind: 'AcquireDriver';
+  xid: string;
+  term: number;
+}
+
+export type Command =
+  | BeginCommand
+  | RegisterBranchCommand
+  | BranchReportCommand
+  | ChangeGlobalStatusCommand
+  | BranchPhaseTwoResultCommand
+  | RemoveBranchCommand
+  | RetryScheduledCommand
+  | RetryStoppedCommand
+  | RetryResumedCommand
+  | MarkResolvedCommand
+  | GlobalReportCommand
+  | FinishGlobalCommand
+  | AcquireDriverCommand;
+
+export type CommandKind = Command['kind'];
+
+export const COMMAND_KINDS: readonly CommandKind[] = [
+  'Begin',
+  'RegisterBranch',
+  'BranchReport',
+  'ChangeGlobalStatus',
+  'BranchPhaseTwoResult',
+  'RemoveBranch',
+  'RetryScheduled',
+  'RetryStopped',
+  'RetryResumed',
+  'MarkResolved',
+  'GlobalReport',
+  'FinishGlobal',
+  'AcquireDriver',
+];
+
+/** A session as it left the live set: its end status and its branches' last statuses. */
+export interface FinishedSession {
+  xid: string;
+  status: GlobalStatus;
+  branches: BranchSession[];
+}
+
+export interface CommandResults {
+  Begin: { xid: string; deadline: number };
+  RegisterBranch: { branchId: string };
+  BranchReport: { status: BranchStatus };
+  ChangeGlobalStatus: { status: GlobalStatus };
+  BranchPhaseTwoResult: { status: BranchStatus; releasedRows: number };
+  RemoveBranch: { releasedRows: number };
+  RetryScheduled: { attempt: number; nextRetryAt: number; retryDeadline: number };
+  RetryStopped: { stopped: true };
+  RetryResumed: { stopped: false };
+  MarkResolved: FinishedSession;
+  /** `finished` when the report ended the session. */
+  GlobalReport: { status: GlobalStatus; finished: FinishedSession | null };
+  FinishGlobal: FinishedSession;
+  AcquireDriver: { driverTerm: number };
+}
+
+export type ResultOf<C extends Command> = CommandResults[C['kind']];
+
+/** What apply returns: a result, or why nothing changed. */
+export type Outcome<T> = { ok: true; value: T } | { ok: false; rejection: Rejection };
+
+// ---------------------------------------------------------------------------------------
+// Encoding (for a replicated log or a db command table)
+// ---------------------------------------------------------------------------------------
+
+/**
+ * One encoder for commands: plain msgpack maps (no msgpackr records, whose shared
+ * structures would make bytes depend on what was encoded before).
+ */
+const packr = new Packr({ useRecords: false, mapsAsObjects: true, moreTypes: false });
+
+export function encodeCommand(command: Command): Uint8Array {
+  return Uint8Array.from(packr.pack(command));
+}
+
+/**
+ * Decodes a command from a log entry. Only the envelope is checked here; apply validates
+ * every field and refuses a malformed command without changing anything. Bytes that are
+ * not a command at all mean a corrupt log or a foreign entry: an assertion, not a request error.
+ */
+export function decodeCommand(bytes: Uint8Array): Command {
+  let value: unknown;
+  try {
+    value = packr.unpack(bytes);
+  } catch (err) {
+    throw new AssertionFailure(`coordinator command does not decode: ${(err as Error).message}`);
+  }
+  if (typeof value !== 'object' || value === null || !COMMAND_KINDS.includes((value as { kind?: unknown }).kind as CommandKind)) {
+    throw new AssertionFailure('coordinator command has no known kind');
+  }
+  return value as Command;
+}

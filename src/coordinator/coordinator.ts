@@ -1,0 +1,400 @@
+/**
+ * The coordinator service (Seata's TC core): TM, RM and operator requests over a session
+ * store, and the phase-two driver that runs on the leader. The gRPC service and the HTTP
+ * console call this; it knows nothing of either, nor of Raft or databases.
+ *
+ * Order of effects, always: validate → submit (durable) → answer or call branches. A
+ * decision is never announced, and no branch is told, before its submit resolved
+ * (invariant 1).
+ */
+import { BadRequestError, NotLeaderError } from '../shared/errors.ts';
+import type { Logger } from '../shared/logger.ts';
+import type { Command, FinishedSession, Outcome, ResultOf } from './commands.ts';
+import { IllegalStatusError, UnknownXidError, rejectionToError } from './errors.ts';
+import { formatXid, parseXid } from './ids.ts';
+import { MAX_APPLICATION_DATA_BYTES, MAX_NAME_CHARS, MAX_REQUEST_ID_CHARS, MAX_TIMEOUT_MS, MIN_TIMEOUT_MS } from './limits.ts';
+import { parseLockKey, validateResourceId } from './lock-key.ts';
+import { PhaseTwoDriver, type PhaseTwoOptions } from './phase-two-driver.ts';
+import { systemClock, type BranchGateway, type Clock, type IdSource, type SessionStore } from './ports.ts';
+import {
+  BranchStatus,
+  GlobalStatus,
+  canBranchCommitAsync,
+  isBranchType,
+  isEndStatus,
+  isPhaseTwoInFlight,
+  reportedStatus,
+  type BranchType,
+  type FinishedRecord,
+  type GlobalSession,
+} from './types.ts';
+
+export interface CoordinatorOptions {
+  store: SessionStore;
+  gateway: BranchGateway;
+  ids: IdSource;
+  logger: Logger;
+  /** This TC's client-facing address: the xid prefix `<host>:<port>`. */
+  address: { host: string; port: number };
+  /** Default: the system clock. */
+  clock?: Clock;
+  phaseTwo?: Partial<PhaseTwoOptions>;
+}
+
+export interface BeginRequest {
+  applicationId: string;
+  transactionServiceGroup: string;
+  /** The transaction's name (Seata: the @GlobalTransactional name). Default ''. */
+  name?: string;
+  timeoutMs: number;
+  /** Makes a retried begin return the first xid instead of starting a second transaction. */
+  requestId?: string;
+}
+
+export interface RegisterBranchRequest {
+  xid: string;
+  branchType: BranchType;
+  resourceId: string;
+  /** `table:pk1,pk2;table2:pk3`; absent or '' for a branch that locks no rows (TCC, Saga). */
+  lockKey?: string;
+  applicationData?: string;
+  clientId: string;
+  requestId?: string;
+}
+
+export interface BranchReportRequest {
+  xid: string;
+  branchId: string;
+  status: BranchStatus;
+  applicationData?: string;
+}
+
+export interface GlobalReportRequest {
+  xid: string;
+  status: GlobalStatus;
+}
+
+export interface LockQueryRequest {
+  /** Absent for a @GlobalLock check outside any transaction: then any holder conflicts. */
+  xid?: string;
+  resourceId: string;
+  lockKey: string;
+}
+
+export interface MarkResolvedRequest {
+  xid: string;
+  /** Must repeat the xid: resolving releases locks on rows that may be half-written. */
+  confirmXid: string;
+  /** Who resolved it; kept with the final status. */
+  operator: string;
+}
+
+/** What getSession shows: the live session, or the record of a finished one. */
+export type SessionInfo = { live: true; session: GlobalSession; reportedStatus: GlobalStatus } | { live: false; finished: FinishedRecord };
+
+/** Statuses a Saga TM may report. */
+const REPORTABLE: ReadonlySet<GlobalStatus> = new Set([
+  GlobalStatus.Committed,
+  GlobalStatus.CommitFailed,
+  GlobalStatus.CommitRetrying,
+  GlobalStatus.Committing,
+  GlobalStatus.Rollbacked,
+  GlobalStatus.RollbackFailed,
+  GlobalStatus.RollbackRetrying,
+  GlobalStatus.Rollbacking,
+  GlobalStatus.TimeoutRollbacked,
+  GlobalStatus.TimeoutRollbackFailed,
+  GlobalStatus.TimeoutRollbackRetrying,
+  GlobalStatus.TimeoutRollbacking,
+]);
+
+export class Coordinator {
+  readonly driver: PhaseTwoDriver;
+  private readonly store: SessionStore;
+  private readonly ids: IdSource;
+  private readonly clock: Clock;
+  private readonly log: Logger;
+  private readonly address: { host: string; port: number };
+  private unsubscribe: (() => void) | null = null;
+
+  constructor(options: CoordinatorOptions) {
+    this.store = options.store;
+    this.ids = options.ids;
+    this.clock = options.clock ?? systemClock;
+    this.log = options.logger.child({ component: 'coordinator' });
+    this.address = options.address;
+    this.driver = new PhaseTwoDriver({
+      store: options.store,
+      gateway: options.gateway,
+      clock: this.clock,
+      logger: options.logger,
+      ...(options.phaseTwo ? { options: options.phaseTwo } : {}),
+    });
+  }
+
+  /** Follows the store's leadership: the phase-two driver runs exactly while this node leads. */
+  start(): void {
+    if (this.unsubscribe) return;
+    this.unsubscribe = this.store.onLeadershipChange((event) => {
+      if (event.isLeader) this.driver.start(event.term);
+      else this.driver.stop();
+    });
+    if (this.store.isLeader()) this.driver.start(this.store.term());
+  }
+
+  stop(): void {
+    this.unsubscribe?.();
+    this.unsubscribe = null;
+    this.driver.stop();
+  }
+
+  // -------------------------------------------------------------------------------------
+  // TM
+  // -------------------------------------------------------------------------------------
+
+  async begin(request: BeginRequest): Promise<{ xid: string }> {
+    requireName(request.applicationId, 'applicationId');
+    requireName(request.transactionServiceGroup, 'transactionServiceGroup');
+    const name = request.name ?? '';
+    if (typeof name !== 'string' || name.length > MAX_NAME_CHARS) throw new BadRequestError(`name must be a string of at most ${MAX_NAME_CHARS} characters`);
+    if (!Number.isSafeInteger(request.timeoutMs) || request.timeoutMs < MIN_TIMEOUT_MS || request.timeoutMs > MAX_TIMEOUT_MS) {
+      throw new BadRequestError(`timeoutMs must be an integer in ${MIN_TIMEOUT_MS}..${MAX_TIMEOUT_MS}`);
+    }
+    const requestId = optionalRequestId(request.requestId);
+    const transactionId = this.ids.nextTransactionId();
+    const { xid, deadline } = await this.submit({
+      kind: 'Begin',
+      xid: formatXid(this.address.host, this.address.port, transactionId),
+      transactionId,
+      applicationId: request.applicationId,
+      transactionServiceGroup: request.transactionServiceGroup,
+      name,
+      timeoutMs: request.timeoutMs,
+      beginTime: this.clock.now(),
+      requestId,
+    });
+    this.log.debug({ xid, deadline }, 'global transaction begun');
+    this.driver.watchDeadline(xid, deadline);
+    return { xid };
+  }
+
+  /**
+   * Commits: AsyncCommitting (answered at once) when every branch is AT, else Committing,
+   * one phase-two pass, and the status it reached (Committed, or CommitRetrying while a
+   * branch keeps failing). A transaction past its deadline is rolled back instead. A
+   * transaction already decided answers its status: a retried commit is harmless.
+   */
+  async commit(request: { xid: string }): Promise<GlobalStatus> {
+    const xid = requireXid(request.xid);
+    const session = await this.liveOrAnswer(xid);
+    if (typeof session === 'string') return session;
+    if (session.status !== GlobalStatus.Begin) return reportedStatus(session);
+    const now = this.clock.now();
+    if (now >= session.deadline) {
+      this.log.info({ xid, deadline: session.deadline }, 'commit after the deadline: rolling back');
+      return this.decide(xid, GlobalStatus.TimeoutRollbacking, now, true);
+    }
+    const async = session.branches.length > 0 && session.branches.every(canBranchCommitAsync);
+    return this.decide(xid, async ? GlobalStatus.AsyncCommitting : GlobalStatus.Committing, now, !async);
+  }
+
+  /** Rolls back (branches in reverse registration order); answers the status one pass reached. */
+  async rollback(request: { xid: string }): Promise<GlobalStatus> {
+    const xid = requireXid(request.xid);
+    const session = await this.liveOrAnswer(xid);
+    if (typeof session === 'string') return session;
+    if (session.status !== GlobalStatus.Begin) return reportedStatus(session);
+    return this.decide(xid, GlobalStatus.Rollbacking, this.clock.now(), true);
+  }
+
+  /** Linearizable: the status as of now (Stop* while an operator stopped retries). */
+  async getStatus(request: { xid: string }): Promise<GlobalStatus> {
+    const xid = requireXid(request.xid);
+    const session = await this.liveOrAnswer(xid);
+    return typeof session === 'string' ? session : reportedStatus(session);
+  }
+
+  /** Saga: the TM's engine reports the status it reached; an in-flight status hands phase two to the TC. */
+  async globalReport(request: GlobalReportRequest): Promise<GlobalStatus> {
+    const xid = requireXid(request.xid);
+    if (!REPORTABLE.has(request.status)) throw new BadRequestError(`a TM may not report ${String(request.status)}`);
+    const result = await this.submit({ kind: 'GlobalReport', xid, status: request.status, at: this.clock.now(), term: this.store.term() });
+    if (result.finished === null && !isEndStatus(result.status)) void this.driver.drive(xid);
+    return result.status;
+  }
+
+  // -------------------------------------------------------------------------------------
+  // RM
+  // -------------------------------------------------------------------------------------
+
+  /** Registers a branch and locks its rows, all or nothing (LockConflictError names the holder). */
+  async registerBranch(request: RegisterBranchRequest): Promise<{ branchId: string }> {
+    const xid = requireXid(request.xid);
+    if (!isBranchType(request.branchType)) throw new BadRequestError(`branch type must be AT, TCC, SAGA or XA, not ${String(request.branchType)}`);
+    validateResourceId(request.resourceId);
+    const lockKey = request.lockKey ?? '';
+    if (typeof lockKey !== 'string') throw new BadRequestError('lockKey must be a string');
+    if (lockKey !== '') parseLockKey(request.resourceId, lockKey); // the precise message, before a round trip
+    const applicationData = request.applicationData ?? '';
+    requireApplicationData(applicationData);
+    if (typeof request.clientId !== 'string' || request.clientId.length > MAX_NAME_CHARS) {
+      throw new BadRequestError(`clientId must be a string of at most ${MAX_NAME_CHARS} characters`);
+    }
+    return this.submit({
+      kind: 'RegisterBranch',
+      xid,
+      branchId: this.ids.nextBranchId(),
+      type: request.branchType,
+      resourceId: request.resourceId,
+      lockKey,
+      applicationData,
+      clientId: request.clientId,
+      at: this.clock.now(),
+      requestId: optionalRequestId(request.requestId),
+    });
+  }
+
+  async branchReport(request: BranchReportRequest): Promise<void> {
+    const xid = requireXid(request.xid);
+    requireBranchId(request.branchId);
+    if (request.applicationData !== undefined) requireApplicationData(request.applicationData);
+    await this.submit({
+      kind: 'BranchReport',
+      xid,
+      branchId: request.branchId,
+      status: request.status,
+      applicationData: request.applicationData ?? null,
+    });
+  }
+
+  /** True when every row of the lock key is free or already held by `xid`. */
+  async lockQuery(request: LockQueryRequest): Promise<boolean> {
+    const xid = request.xid === undefined || request.xid === '' ? '' : requireXid(request.xid);
+    const rows = parseLockKey(request.resourceId, request.lockKey);
+    return this.store.read((state) => state.isLockable(xid, rows));
+  }
+
+  // -------------------------------------------------------------------------------------
+  // Operator
+  // -------------------------------------------------------------------------------------
+
+  /** The live session (with what a client would see) or the finished record. */
+  async getSession(request: { xid: string }): Promise<SessionInfo> {
+    const xid = requireXid(request.xid);
+    const found = await this.store.read((state) => ({ session: state.getSession(xid), finished: state.getFinished(xid) }));
+    if (found.session) return { live: true, session: found.session, reportedStatus: reportedStatus(found.session) };
+    if (found.finished) return { live: false, finished: found.finished };
+    throw new UnknownXidError(xid);
+  }
+
+  /** Runs a phase-two pass now instead of waiting for the backoff; answers the status after it. */
+  async retryNow(request: { xid: string }): Promise<GlobalStatus> {
+    const xid = requireXid(request.xid);
+    const session = await this.requireLive(xid);
+    if (!isPhaseTwoInFlight(session.status)) throw new IllegalStatusError(xid, session.status, 'only a transaction in phase two can be retried');
+    if (session.retry.stopped) throw new IllegalStatusError(xid, reportedStatus(session), 'retries are stopped; resume them first');
+    if (!this.driver.isActive) throw new NotLeaderError(null);
+    await this.driver.drive(xid);
+    return this.getStatus({ xid });
+  }
+
+  /** Stops phase-two retries (the status reads Stop*); locks stay. */
+  async stopRetry(request: { xid: string }): Promise<void> {
+    const xid = requireXid(request.xid);
+    await this.submit({ kind: 'RetryStopped', xid, at: this.clock.now(), term: this.store.term() });
+    this.driver.park(xid);
+    this.log.warn({ xid }, 'phase-two retries stopped by an operator');
+  }
+
+  /** Resumes retries with a fresh retry budget and drives at once. */
+  async resumeRetry(request: { xid: string }): Promise<void> {
+    const xid = requireXid(request.xid);
+    const now = this.clock.now();
+    await this.submit({ kind: 'RetryResumed', xid, at: now, retryDeadline: now + this.driver.options.maxRetryMs, term: this.store.term() });
+    this.log.info({ xid }, 'phase-two retries resumed by an operator');
+    void this.driver.drive(xid);
+  }
+
+  /**
+   * Ends a failed (or retry-stopped) transaction an operator repaired by hand: its locks are
+   * released and its final *Failed status kept. Needs `confirmXid` equal to `xid`.
+   */
+  async markResolved(request: MarkResolvedRequest): Promise<FinishedSession> {
+    const xid = requireXid(request.xid);
+    if (request.confirmXid !== xid) throw new BadRequestError('confirmXid must repeat the xid: resolving releases the locks of rows that may be half-written');
+    requireName(request.operator, 'operator');
+    const result = await this.submit({ kind: 'MarkResolved', xid, at: this.clock.now(), operator: request.operator, term: this.store.term() });
+    this.driver.park(xid);
+    this.log.warn({ xid, status: result.status, operator: request.operator }, 'failed global transaction marked resolved; its locks are released');
+    return result;
+  }
+
+  // -------------------------------------------------------------------------------------
+
+  /** Records the decision (durable), then runs one pass if asked, and answers the status reached. */
+  private async decide(xid: string, to: GlobalStatus, at: number, awaitPass: boolean): Promise<GlobalStatus> {
+    const outcome = await this.store.submit({ kind: 'ChangeGlobalStatus', xid, from: GlobalStatus.Begin, to, at, term: this.store.term() });
+    if (!outcome.ok) {
+      // Lost the race to another decision (the timeout job, a concurrent TM call): answer it.
+      if (outcome.rejection.code === 'ILLEGAL_STATUS') return this.getStatus({ xid });
+      throw rejectionToError(outcome.rejection);
+    }
+    this.log.debug({ xid, status: to }, 'global transaction decided');
+    const pass = this.driver.drive(xid);
+    if (!awaitPass) return to;
+    await pass;
+    return this.getStatus({ xid });
+  }
+
+  /** The live session, or the status to answer at once (a finished one); UnknownXidError otherwise. */
+  private async liveOrAnswer(xid: string): Promise<GlobalSession | GlobalStatus> {
+    const found = await this.store.read((state) => ({ session: state.getSession(xid), finished: state.getFinished(xid) }));
+    if (found.session) return found.session;
+    if (found.finished) return found.finished.status;
+    throw new UnknownXidError(xid);
+  }
+
+  private async requireLive(xid: string): Promise<GlobalSession> {
+    const session = await this.liveOrAnswer(xid);
+    if (typeof session === 'string') throw new IllegalStatusError(xid, session, 'the transaction has ended');
+    return session;
+  }
+
+  private async submit<C extends Command>(command: C): Promise<ResultOf<C>> {
+    return unwrap(await this.store.submit(command));
+  }
+}
+
+function unwrap<T>(outcome: Outcome<T>): T {
+  if (outcome.ok) return outcome.value;
+  throw rejectionToError(outcome.rejection);
+}
+
+function requireXid(xid: unknown): string {
+  parseXid(xid);
+  return xid as string;
+}
+
+function requireBranchId(branchId: unknown): void {
+  if (typeof branchId !== 'string' || !/^[0-9]{1,20}$/.test(branchId)) throw new BadRequestError('branchId must be a decimal 64-bit id');
+}
+
+function requireName(value: unknown, field: string): void {
+  if (typeof value !== 'string' || value.length === 0 || value.length > MAX_NAME_CHARS) {
+    throw new BadRequestError(`${field} must be a string of 1..${MAX_NAME_CHARS} characters`);
+  }
+}
+
+function requireApplicationData(data: unknown): void {
+  if (typeof data !== 'string') throw new BadRequestError('applicationData must be a string');
+  const bytes = Buffer.byteLength(data, 'utf8');
+  if (bytes > MAX_APPLICATION_DATA_BYTES) throw new BadRequestError(`applicationData is ${bytes} bytes, more than the limit of ${MAX_APPLICATION_DATA_BYTES}`);
+}
+
+function optionalRequestId(requestId: unknown): string | null {
+  if (requestId === undefined || requestId === null || requestId === '') return null;
+  if (typeof requestId !== 'string' || requestId.length > MAX_REQUEST_ID_CHARS) {
+    throw new BadRequestError(`requestId must be a string of at most ${MAX_REQUEST_ID_CHARS} characters`);
+  }
+  return requestId;
+}

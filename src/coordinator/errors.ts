@@ -1,0 +1,88 @@
+/**
+ * The coordinator's typed errors. The state machine never throws for a rejected command:
+ * it returns a `Rejection` value (plain data, so it can cross a store boundary), and
+ * `rejectionToError` turns it into one of these at the coordinator.
+ */
+import { BadRequestError, ConcordError, NotLeaderError, type ConcordErrorOptions } from '../shared/errors.ts';
+
+/** A branch asked for rows another global transaction holds. Retryable: the holder will end. */
+export class LockConflictError extends ConcordError {
+  readonly holderXid: string;
+  /** The conflicting row keys (`resourceId^^^table^^^pk`), at most MAX_REPORTED_CONFLICT_ROWS. */
+  readonly rows: readonly string[];
+  constructor(holderXid: string, rows: readonly string[], options: ConcordErrorOptions = {}) {
+    super('LOCK_CONFLICT', `lock conflict: rows held by ${holderXid}: ${rows.join(', ')}`, { retryable: true, ...options });
+    this.holderXid = holderXid;
+    this.rows = rows;
+  }
+}
+
+export class UnknownXidError extends ConcordError {
+  readonly xid: string;
+  constructor(xid: string, options: ConcordErrorOptions = {}) {
+    super('UNKNOWN_XID', `unknown global transaction ${xid}`, options);
+    this.xid = xid;
+  }
+}
+
+/** The request is not legal in the transaction's (or branch's) current status. */
+export class IllegalStatusError extends ConcordError {
+  readonly xid: string;
+  readonly status: string;
+  constructor(xid: string, status: string, message: string, options: ConcordErrorOptions = {}) {
+    super('ILLEGAL_STATUS', `${xid} is ${status}: ${message}`, options);
+    this.xid = xid;
+    this.status = status;
+  }
+}
+
+/**
+ * A phase-two command from a driver whose term is older than the one that acquired the
+ * transaction: the sender was deposed. It is a not-leader error (code NOT_LEADER) so a
+ * client that hit a deposed leader retries on the new one.
+ */
+export class StaleTermError extends NotLeaderError {
+  readonly xid: string;
+  readonly term: number;
+  readonly driverTerm: number;
+  constructor(xid: string, term: number, driverTerm: number, options: ConcordErrorOptions = {}) {
+    super(null, null, options);
+    this.message = `term ${term} is stale for ${xid}: driven by term ${driverTerm}`;
+    this.xid = xid;
+    this.term = term;
+    this.driverTerm = driverTerm;
+  }
+}
+
+/** A bound on live state is reached (e.g. MAX_LIVE_SESSIONS). Retryable: sessions end. */
+export class CapacityError extends ConcordError {
+  constructor(message: string, options: ConcordErrorOptions = {}) {
+    super('UNAVAILABLE', message, { retryable: true, ...options });
+  }
+}
+
+/** Why the state machine refused a command. Plain data; a refused command changed nothing. */
+export type Rejection =
+  | { code: 'BAD_REQUEST'; message: string }
+  | { code: 'UNKNOWN_XID'; message: string; xid: string }
+  | { code: 'ILLEGAL_STATUS'; message: string; xid: string; status: string }
+  | { code: 'LOCK_CONFLICT'; message: string; holderXid: string; rows: string[] }
+  | { code: 'STALE_TERM'; message: string; xid: string; term: number; driverTerm: number }
+  | { code: 'CAPACITY'; message: string };
+
+export function rejectionToError(rejection: Rejection): ConcordError {
+  switch (rejection.code) {
+    case 'BAD_REQUEST':
+      return new BadRequestError(rejection.message);
+    case 'UNKNOWN_XID':
+      return new UnknownXidError(rejection.xid);
+    case 'ILLEGAL_STATUS':
+      return new IllegalStatusError(rejection.xid, rejection.status, rejection.message);
+    case 'LOCK_CONFLICT':
+      return new LockConflictError(rejection.holderXid, rejection.rows);
+    case 'STALE_TERM':
+      return new StaleTermError(rejection.xid, rejection.term, rejection.driverTerm);
+    case 'CAPACITY':
+      return new CapacityError(rejection.message);
+  }
+}

@@ -1,0 +1,75 @@
+/**
+ * The coordinator's public API. Stores (src/store/*) implement SessionStore and apply
+ * commands to CoordinatorStateMachine; the server wires Coordinator to gRPC and HTTP.
+ */
+export { Coordinator } from './coordinator.ts';
+export type {
+  BeginRequest,
+  BranchReportRequest,
+  CoordinatorOptions,
+  GlobalReportRequest,
+  LockQueryRequest,
+  MarkResolvedRequest,
+  RegisterBranchRequest,
+  SessionInfo,
+} from './coordinator.ts';
+export { PhaseTwoDriver, DEFAULT_PHASE_TWO_OPTIONS, retryDelayMs } from './phase-two-driver.ts';
+export type { PhaseTwoDriverDeps, PhaseTwoOptions } from './phase-two-driver.ts';
+export { CoordinatorStateMachine } from './state-machine.ts';
+export type { CoordinatorStateView } from './state-machine.ts';
+export { COMMAND_KINDS, decodeCommand, encodeCommand } from './commands.ts';
+export type {
+  AcquireDriverCommand,
+  BeginCommand,
+  BranchPhaseTwoResultCommand,
+  BranchReportCommand,
+  ChangeGlobalStatusCommand,
+  Command,
+  CommandKind,
+  CommandResults,
+  FinishGlobalCommand,
+  FinishedSession,
+  GlobalReportCommand,
+  MarkResolvedCommand,
+  Outcome,
+  RegisterBranchCommand,
+  RemoveBranchCommand,
+  ResultOf,
+  RetryResumedCommand,
+  RetryScheduledCommand,
+  RetryStoppedCommand,
+} from './commands.ts';
+export { systemClock } from './ports.ts';
+export type { BranchGateway, Clock, IdSource, LeadershipEvent, SessionStore } from './ports.ts';
+export { MemoryStore } from './memory-store.ts';
+export type { ApplyListener, MemoryStoreOptions } from './memory-store.ts';
+export { CapacityError, IllegalStatusError, LockConflictError, StaleTermError, UnknownXidError, rejectionToError } from './errors.ts';
+export type { Rejection } from './errors.ts';
+export { ROW_KEY_SEPARATOR, parseLockKey, rowKey, splitRowKey } from './lock-key.ts';
+export { LockTable } from './lock-table.ts';
+export { createSnowflakeIds, formatXid, parseXid } from './ids.ts';
+export type { ParsedXid } from './ids.ts';
+export * from './limits.ts';
+export {
+  BRANCH_STATUS_CODES,
+  BRANCH_TYPE_CODES,
+  BranchStatus,
+  BranchType,
+  GLOBAL_STATUS_CODES,
+  GLOBAL_TRANSITIONS,
+  GlobalStatus,
+  branchStatusFromCode,
+  branchStatusToCode,
+  branchTypeFromCode,
+  branchTypeToCode,
+  canTransition,
+  decisionOf,
+  globalStatusFromCode,
+  globalStatusToCode,
+  isEndStatus,
+  isFailedEnd,
+  isSuccessfulEnd,
+  reportedStatus,
+  statusRank,
+} from './types.ts';
+export type { BranchSession, Decision, FinishedRecord, GlobalSession, RetryInfo } from './types.ts';

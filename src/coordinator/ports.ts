@@ -1,0 +1,96 @@
+/**
+ * The ports the coordinator needs from the world. Session stores (src/store/raft,
+ * src/store/db, memory-store.ts) implement SessionStore; the server's RM channel
+ * implements BranchGateway; the process supplies Clock and IdSource. The coordinator
+ * imports none of them, only these interfaces.
+ */
+import type { Command, Outcome, ResultOf } from './commands.ts';
+import type { CoordinatorStateView } from './state-machine.ts';
+import type { BranchSession, BranchStatus } from './types.ts';
+
+export interface LeadershipEvent {
+  isLeader: boolean;
+  /** The term (Raft) or epoch (db lease) this event belongs to; never decreases. */
+  term: number;
+}
+
+/**
+ * Where sessions live. Every implementation applies commands to a CoordinatorStateMachine
+ * (or to something that behaves exactly like one) in one agreed order.
+ */
+export interface SessionStore {
+  /**
+   * Makes the command durable (committed on a quorum for raft; committed in the database
+   * for db) and applied, then resolves with apply's outcome. Invariant 1 rests on this:
+   * the coordinator answers the TM and calls branches only after the decision's submit
+   * resolved. A refused command resolves `{ok: false}`; the promise REJECTS only when the
+   * store could not get the command decided: NotLeaderError (a follower, with the leader's
+   * address), ProposalDroppedError (leadership lost before it committed: the command may
+   * or may not apply later), TimeoutError, StoppedError.
+   */
+  submit<C extends Command>(command: C): Promise<Outcome<ResultOf<C>>>;
+  /**
+   * A linearizable read (ReadIndex or a lease for raft): `fn` sees every command whose
+   * submit resolved before `read` was called. `fn` runs synchronously against the state
+   * and must not keep references into it (the view returns copies). Rejects like submit
+   * when this node cannot serve it (NotLeaderError, ...).
+   */
+  read<T>(fn: (state: CoordinatorStateView) => T): Promise<T>;
+  /** True while this node is the leader (may only serve writes). */
+  isLeader(): boolean;
+  /** The current term (or epoch); drivers stamp their commands with it as their fence. */
+  term(): number;
+  /**
+   * Called on every leadership change of this node. `isLeader: true` must be emitted only
+   * once the state holds every command committed before the term began (for raft: after
+   * the new leader's own first entry is applied), because the coordinator re-drives
+   * phase two from a scan of that state. Returns an unsubscribe function.
+   */
+  onLeadershipChange(listener: (event: LeadershipEvent) => void): () => void;
+}
+
+/**
+ * The RM channel: asks the resource manager that owns a branch to run its phase two.
+ * Resolves with the branch's new status: PhaseTwo_Committed / PhaseTwo_Rollbacked on
+ * success, *_Retryable or *_Unretryable on failure. A rejection (RM offline, timeout, no
+ * channel) is treated as retryable. Calls must be idempotent on the RM side: a branch may
+ * be told twice (a retry, a new leader re-driving).
+ */
+export interface BranchGateway {
+  commitBranch(branch: BranchSession): Promise<BranchStatus>;
+  rollbackBranch(branch: BranchSession): Promise<BranchStatus>;
+}
+
+/**
+ * Wall-clock time and timers. Wall clock (not monotonic) because times chosen by one leader
+ * (beginTime, deadlines, retry times) are read by the next one on another machine.
+ */
+export interface Clock {
+  /** Milliseconds since the epoch. */
+  now(): number;
+  /** Calls fn once after `ms`; returns a cancel function. */
+  after(ms: number, fn: () => void): () => void;
+  /** Calls fn every `ms` until cancelled. */
+  every(ms: number, fn: () => void): () => void;
+}
+
+/** Unique 64-bit ids as decimal strings, unique across nodes and leader changes. */
+export interface IdSource {
+  nextTransactionId(): string;
+  nextBranchId(): string;
+}
+
+/** The real clock. */
+export const systemClock: Clock = {
+  now: () => Date.now(),
+  after(ms, fn) {
+    const timer = setTimeout(fn, ms);
+    timer.unref?.();
+    return () => clearTimeout(timer);
+  },
+  every(ms, fn) {
+    const timer = setInterval(fn, ms);
+    timer.unref?.();
+    return () => clearInterval(timer);
+  },
+};

@@ -1,0 +1,625 @@
+/**
+ * The coordinator's deterministic state machine: live global sessions, their branches, the
+ * row lock table, a bounded map of recently finished sessions and a bounded request-dedup
+ * map. `apply(command)` depends only on the current state and the command (no clock, no
+ * randomness, no I/O): the same log applied anywhere yields byte-identical snapshots.
+ *
+ * A refused command returns a Rejection and changes nothing: every handler checks all of
+ * its preconditions before its first mutation.
+ */
+import { BadRequestError, StorageCorruptError, assert } from '../shared/errors.ts';
+import type {
+  AcquireDriverCommand,
+  BeginCommand,
+  BranchPhaseTwoResultCommand,
+  BranchReportCommand,
+  ChangeGlobalStatusCommand,
+  Command,
+  CommandResults,
+  FinishGlobalCommand,
+  FinishedSession,
+  GlobalReportCommand,
+  MarkResolvedCommand,
+  Outcome,
+  RegisterBranchCommand,
+  RemoveBranchCommand,
+  ResultOf,
+  RetryResumedCommand,
+  RetryScheduledCommand,
+  RetryStoppedCommand,
+} from './commands.ts';
+import { validateCommandShape } from './command-validation.ts';
+import type { Rejection } from './errors.ts';
+import {
+  MAX_APPLICATION_DATA_BYTES,
+  MAX_BRANCHES_PER_GLOBAL,
+  MAX_DEDUP_ENTRIES,
+  MAX_LIVE_SESSIONS,
+  MAX_RECENTLY_FINISHED,
+  MAX_TIMEOUT_MS,
+  MIN_TIMEOUT_MS,
+  RECENTLY_FINISHED_TTL_MS,
+} from './limits.ts';
+import { parseLockKey } from './lock-key.ts';
+import { LockTable } from './lock-table.ts';
+import { SNAPSHOT_FORMAT_VERSION, decodeSnapshot, encodeSnapshot } from './snapshot-codec.ts';
+import {
+  BranchStatus,
+  GlobalStatus,
+  branchDoneStatusFor,
+  canBranchCommitAsync,
+  canReach,
+  canTransition,
+  decisionOf,
+  failedStatusOf,
+  isBranchEndStatus,
+  isEndStatus,
+  isFailedEnd,
+  isPhaseOneStatus,
+  isPhaseTwoInFlight,
+  isSuccessfulEnd,
+  isUnretryableFailure,
+  phaseTwoStatusesFor,
+  type BranchSession,
+  type FinishedRecord,
+  type GlobalSession,
+} from './types.ts';
+
+/** Read-only queries of coordinator state. Everything returned is a copy. */
+export interface CoordinatorStateView {
+  getSession(xid: string): GlobalSession | undefined;
+  getFinished(xid: string): FinishedRecord | undefined;
+  liveSessionCount(): number;
+  /** Live xids, in no particular order. */
+  liveXids(): string[];
+  /** True when `xid` could lock every row now. */
+  isLockable(xid: string, rows: readonly string[]): boolean;
+  lockHolder(row: string): { xid: string; branchIds: string[] } | undefined;
+  lockedRowCount(): number;
+}
+
+const textEncoder = new TextEncoder();
+
+export class CoordinatorStateMachine implements CoordinatorStateView {
+  private sessions = new Map<string, GlobalSession>();
+  private locks = new LockTable();
+  private finished = new Map<string, FinishedRecord>();
+  private dedup = new Map<string, unknown>();
+
+  /** Applies one command. Never throws on bad input: a refused command is a Rejection. */
+  apply<C extends Command>(command: C): Outcome<ResultOf<C>>;
+  apply(command: Command): Outcome<unknown> {
+    const malformed = validateCommandShape(command);
+    if (malformed) return { ok: false, rejection: malformed };
+    const result = this.dispatch(command);
+    return result.ok ? { ok: true, value: result.value } : { ok: false, rejection: result.rejection };
+  }
+
+  // -------------------------------------------------------------------------------------
+  // Handlers
+  // -------------------------------------------------------------------------------------
+
+  private dispatch(c: Command): Outcome<unknown> {
+    switch (c.kind) {
+      case 'Begin':
+        return this.withDedup(c.kind, c.requestId, () => this.begin(c));
+      case 'RegisterBranch':
+        return this.withDedup(c.kind, c.requestId, () => this.registerBranch(c));
+      case 'BranchReport':
+        return this.branchReport(c);
+      case 'ChangeGlobalStatus':
+        return this.changeGlobalStatus(c);
+      case 'BranchPhaseTwoResult':
+        return this.branchPhaseTwoResult(c);
+      case 'RemoveBranch':
+        return this.removeBranch(c);
+      case 'RetryScheduled':
+        return this.retryScheduled(c);
+      case 'RetryStopped':
+        return this.retryStopped(c);
+      case 'RetryResumed':
+        return this.retryResumed(c);
+      case 'MarkResolved':
+        return this.markResolved(c);
+      case 'GlobalReport':
+        return this.globalReport(c);
+      case 'FinishGlobal':
+        return this.finishGlobal(c);
+      case 'AcquireDriver':
+        return this.acquireDriver(c);
+    }
+  }
+
+  private begin(c: BeginCommand): Outcome<CommandResults['Begin']> {
+    if (this.sessions.has(c.xid) || this.finished.has(c.xid)) return bad(`xid ${c.xid} already exists`);
+    if (c.timeoutMs < MIN_TIMEOUT_MS || c.timeoutMs > MAX_TIMEOUT_MS) {
+      return bad(`timeout ${c.timeoutMs} ms is outside ${MIN_TIMEOUT_MS}..${MAX_TIMEOUT_MS} ms`);
+    }
+    if (this.sessions.size >= MAX_LIVE_SESSIONS) {
+      return reject({ code: 'CAPACITY', message: `${MAX_LIVE_SESSIONS} global transactions are live, the limit` });
+    }
+    const deadline = c.beginTime + c.timeoutMs;
+    this.sessions.set(c.xid, {
+      xid: c.xid,
+      transactionId: c.transactionId,
+      applicationId: c.applicationId,
+      transactionServiceGroup: c.transactionServiceGroup,
+      name: c.name,
+      timeoutMs: c.timeoutMs,
+      beginTime: c.beginTime,
+      deadline,
+      status: GlobalStatus.Begin,
+      statusChangedAt: c.beginTime,
+      branches: [],
+      retry: { attempts: 0, nextRetryAt: null, retryDeadline: null, stopped: false },
+      driverTerm: 0,
+    });
+    return ok({ xid: c.xid, deadline });
+  }
+
+  private registerBranch(c: RegisterBranchCommand): Outcome<CommandResults['RegisterBranch']> {
+    const session = this.live(c.xid);
+    if (!isSession(session)) return reject(session);
+    if (session.status !== GlobalStatus.Begin) return illegal(session, 'branches register only while the transaction is Begin');
+    if (c.at >= session.deadline) return illegal(session, `past its deadline (${session.deadline}); it is being rolled back`);
+    if (session.branches.length >= MAX_BRANCHES_PER_GLOBAL) {
+      return bad(`${c.xid} already has ${MAX_BRANCHES_PER_GLOBAL} branches, the limit`);
+    }
+    if (session.branches.some((b) => b.branchId === c.branchId)) return bad(`branch ${c.branchId} already exists in ${c.xid}`);
+    const dataBytes = textEncoder.encode(c.applicationData).length;
+    if (dataBytes > MAX_APPLICATION_DATA_BYTES) {
+      return bad(`application data is ${dataBytes} bytes, more than the limit of ${MAX_APPLICATION_DATA_BYTES}`);
+    }
+    let rows: string[] = [];
+    if (c.lockKey !== '') {
+      try {
+        rows = parseLockKey(c.resourceId, c.lockKey);
+      } catch (err) {
+        if (err instanceof BadRequestError) return bad(err.message);
+        throw err;
+      }
+    }
+    const acquired = this.locks.tryAcquire(c.xid, c.branchId, rows);
+    if (!acquired.ok) {
+      return reject({
+        code: 'LOCK_CONFLICT',
+        message: `rows of ${c.xid} branch ${c.branchId} are held by ${acquired.holderXid}`,
+        holderXid: acquired.holderXid,
+        rows: acquired.rows,
+      });
+    }
+    session.branches.push({
+      branchId: c.branchId,
+      xid: c.xid,
+      type: c.type,
+      resourceId: c.resourceId,
+      lockKey: c.lockKey,
+      applicationData: c.applicationData,
+      status: BranchStatus.Registered,
+      clientId: c.clientId,
+      lockedRows: rows,
+    });
+    return ok({ branchId: c.branchId });
+  }
+
+  private branchReport(c: BranchReportCommand): Outcome<CommandResults['BranchReport']> {
+    const session = this.live(c.xid);
+    if (!isSession(session)) return reject(session);
+    const branch = findBranch(session, c.branchId);
+    if (!branch) return bad(`${c.xid} has no branch ${c.branchId}`);
+    if (!isPhaseOneStatus(c.status) || c.status === BranchStatus.Registered) {
+      return bad(`a branch reports PhaseOne_Done, PhaseOne_Failed or PhaseOne_Timeout, not ${c.status}`);
+    }
+    if (c.applicationData !== null) {
+      const dataBytes = textEncoder.encode(c.applicationData).length;
+      if (dataBytes > MAX_APPLICATION_DATA_BYTES) {
+        return bad(`application data is ${dataBytes} bytes, more than the limit of ${MAX_APPLICATION_DATA_BYTES}`);
+      }
+    }
+    // A phase-one outcome is reported once; the same report again is a harmless retry.
+    if (branch.status !== c.status && branch.status !== BranchStatus.Registered) {
+      return illegal(session, `branch ${c.branchId} is already ${branch.status}`);
+    }
+    branch.status = c.status;
+    if (c.applicationData !== null) branch.applicationData = c.applicationData;
+    return ok({ status: branch.status });
+  }
+
+  private changeGlobalStatus(c: ChangeGlobalStatusCommand): Outcome<CommandResults['ChangeGlobalStatus']> {
+    const session = this.live(c.xid);
+    if (!isSession(session)) return reject(session);
+    const fenced = fence(session, c.term);
+    if (fenced) return reject(fenced);
+    if (session.status !== c.from) return illegal(session, `expected ${c.from}`);
+    if (!canTransition(c.from, c.to)) return illegal(session, `${c.from} may not become ${c.to}`);
+    if (isSuccessfulEnd(c.to)) return illegal(session, `${c.to} is reached by FinishGlobal, once every branch is done`);
+    if (c.from === GlobalStatus.Begin) {
+      if (c.to === GlobalStatus.TimeoutRollbacking && c.at < session.deadline) {
+        return illegal(session, `not timed out before its deadline ${session.deadline}`);
+      }
+      if ((c.to === GlobalStatus.Committing || c.to === GlobalStatus.AsyncCommitting) && c.at >= session.deadline) {
+        return illegal(session, `past its deadline ${session.deadline}: it can only be rolled back`);
+      }
+      if (c.to === GlobalStatus.AsyncCommitting && !session.branches.every(canBranchCommitAsync)) {
+        return illegal(session, 'a branch that is not AT cannot be committed asynchronously');
+      }
+    }
+    session.status = c.to;
+    session.statusChangedAt = c.at;
+    return ok({ status: session.status });
+  }
+
+  private branchPhaseTwoResult(c: BranchPhaseTwoResultCommand): Outcome<CommandResults['BranchPhaseTwoResult']> {
+    const session = this.live(c.xid);
+    if (!isSession(session)) return reject(session);
+    const fenced = fence(session, c.term);
+    if (fenced) return reject(fenced);
+    if (!isPhaseTwoInFlight(session.status)) return illegal(session, 'phase two is not running');
+    const decision = decisionOf(session.status)!;
+    if (!phaseTwoStatusesFor(decision).includes(c.status)) return bad(`${c.status} is not a result of a phase-two ${decision}`);
+    const branch = findBranch(session, c.branchId);
+    if (!branch) return bad(`${c.xid} has no branch ${c.branchId}`);
+    if (branch.status === c.status) return ok({ status: branch.status, releasedRows: 0 });
+    if (isBranchEndStatus(branch.status)) return illegal(session, `branch ${c.branchId} already ended ${branch.status}`);
+    branch.status = c.status;
+    const releasedRows = c.status === branchDoneStatusFor(decision) ? this.releaseBranchLocks(branch) : 0;
+    return ok({ status: branch.status, releasedRows });
+  }
+
+  private removeBranch(c: RemoveBranchCommand): Outcome<CommandResults['RemoveBranch']> {
+    const session = this.live(c.xid);
+    if (!isSession(session)) return reject(session);
+    const fenced = fence(session, c.term);
+    if (fenced) return reject(fenced);
+    const index = session.branches.findIndex((b) => b.branchId === c.branchId);
+    const branch = session.branches[index];
+    if (!branch) return bad(`${c.xid} has no branch ${c.branchId}`);
+    const removable =
+      branch.status === BranchStatus.PhaseOne_Failed ||
+      branch.status === BranchStatus.PhaseTwo_Committed ||
+      branch.status === BranchStatus.PhaseTwo_Rollbacked;
+    if (!removable) return illegal(session, `branch ${c.branchId} is ${branch.status} and still has phase-two work`);
+    const releasedRows = this.releaseBranchLocks(branch);
+    session.branches.splice(index, 1);
+    return ok({ releasedRows });
+  }
+
+  private retryScheduled(c: RetryScheduledCommand): Outcome<CommandResults['RetryScheduled']> {
+    const session = this.live(c.xid);
+    if (!isSession(session)) return reject(session);
+    const fenced = fence(session, c.term);
+    if (fenced) return reject(fenced);
+    if (!isPhaseTwoInFlight(session.status)) return illegal(session, 'phase two is not running');
+    if (session.retry.stopped) return illegal(session, 'an operator stopped its retries');
+    if (c.attempt <= session.retry.attempts) return illegal(session, `attempt ${c.attempt} is not after attempt ${session.retry.attempts}`);
+    session.retry.attempts = c.attempt;
+    session.retry.nextRetryAt = c.nextRetryAt;
+    session.retry.retryDeadline ??= c.retryDeadline;
+    return ok({ attempt: c.attempt, nextRetryAt: c.nextRetryAt, retryDeadline: session.retry.retryDeadline });
+  }
+
+  private retryStopped(c: RetryStoppedCommand): Outcome<CommandResults['RetryStopped']> {
+    const session = this.live(c.xid);
+    if (!isSession(session)) return reject(session);
+    const fenced = fence(session, c.term);
+    if (fenced) return reject(fenced);
+    if (!isPhaseTwoInFlight(session.status)) return illegal(session, 'only a transaction in phase two has retries to stop');
+    session.retry.stopped = true;
+    return ok({ stopped: true as const });
+  }
+
+  private retryResumed(c: RetryResumedCommand): Outcome<CommandResults['RetryResumed']> {
+    const session = this.live(c.xid);
+    if (!isSession(session)) return reject(session);
+    const fenced = fence(session, c.term);
+    if (fenced) return reject(fenced);
+    if (!isPhaseTwoInFlight(session.status)) return illegal(session, 'only a transaction in phase two has retries to resume');
+    // Resuming what is not stopped is a harmless repeat (an operator retrying after a failover).
+    if (session.retry.stopped) {
+      session.retry.stopped = false;
+      session.retry.nextRetryAt = c.at;
+      session.retry.retryDeadline = c.retryDeadline;
+    }
+    return ok({ stopped: false as const });
+  }
+
+  private markResolved(c: MarkResolvedCommand): Outcome<CommandResults['MarkResolved']> {
+    const session = this.live(c.xid);
+    if (!isSession(session)) return reject(session);
+    const fenced = fence(session, c.term);
+    if (fenced) return reject(fenced);
+    const stoppedInFlight = isPhaseTwoInFlight(session.status) && session.retry.stopped;
+    if (!isFailedEnd(session.status) && !stoppedInFlight) {
+      return illegal(session, 'only a failed transaction, or one whose retries an operator stopped, can be marked resolved');
+    }
+    if (!isFailedEnd(session.status)) {
+      session.status = failedStatusOf(session.status);
+      session.statusChangedAt = c.at;
+    }
+    return ok(this.endSession(session, c.at, c.operator));
+  }
+
+  private globalReport(c: GlobalReportCommand): Outcome<CommandResults['GlobalReport']> {
+    const session = this.sessions.get(c.xid);
+    if (!session) {
+      const record = this.finished.get(c.xid);
+      // The same final report again (a TM retry after failover) is answered, not refused.
+      if (record && record.status === c.status) return ok({ status: record.status, finished: null });
+      return reject(this.missing(c.xid));
+    }
+    const fenced = fence(session, c.term);
+    if (fenced) return reject(fenced);
+    if (session.status === c.status) return ok({ status: session.status, finished: null });
+    if (c.status === GlobalStatus.AsyncCommitting || !canReach(session.status, c.status)) {
+      return illegal(session, `a report of ${c.status} is not reachable`);
+    }
+    if (isSuccessfulEnd(c.status)) {
+      // The TM's engine ran phase two itself: every branch is done by its word.
+      const decision = decisionOf(c.status)!;
+      const failed = session.branches.find((b) => isUnretryableFailure(b.status));
+      if (failed) return illegal(session, `branch ${failed.branchId} failed ${failed.status}; report a failed status instead`);
+      session.branches = session.branches.filter((b) => {
+        if (b.status !== BranchStatus.PhaseOne_Failed) return true;
+        this.releaseBranchLocks(b);
+        return false;
+      });
+      for (const branch of session.branches) {
+        branch.status = branchDoneStatusFor(decision);
+        this.releaseBranchLocks(branch);
+      }
+      session.status = c.status;
+      session.statusChangedAt = c.at;
+      return ok({ status: c.status, finished: this.endSession(session, c.at, null) });
+    }
+    session.status = c.status;
+    session.statusChangedAt = c.at;
+    return ok({ status: c.status, finished: null });
+  }
+
+  private finishGlobal(c: FinishGlobalCommand): Outcome<CommandResults['FinishGlobal']> {
+    const session = this.live(c.xid);
+    if (!isSession(session)) return reject(session);
+    const fenced = fence(session, c.term);
+    if (fenced) return reject(fenced);
+    if (!isSuccessfulEnd(c.status)) return bad(`FinishGlobal ends with Committed, Rollbacked or TimeoutRollbacked, not ${c.status}`);
+    if (!canTransition(session.status, c.status)) return illegal(session, `may not become ${c.status}`);
+    const done = branchDoneStatusFor(decisionOf(c.status)!);
+    const pending = session.branches.find((b) => b.status !== done);
+    if (pending) return illegal(session, `branch ${pending.branchId} is ${pending.status}, not ${done}`);
+    session.status = c.status;
+    session.statusChangedAt = c.at;
+    return ok(this.endSession(session, c.at, null));
+  }
+
+  private acquireDriver(c: AcquireDriverCommand): Outcome<CommandResults['AcquireDriver']> {
+    const session = this.live(c.xid);
+    if (!isSession(session)) return reject(session);
+    const fenced = fence(session, c.term);
+    if (fenced) return reject(fenced);
+    session.driverTerm = c.term;
+    return ok({ driverTerm: c.term });
+  }
+
+  // -------------------------------------------------------------------------------------
+  // Helpers that mutate
+  // -------------------------------------------------------------------------------------
+
+  private releaseBranchLocks(branch: BranchSession): number {
+    const released = this.locks.releaseBranch(branch.xid, branch.branchId);
+    assert(released.length === branch.lockedRows.length, () => `branch ${branch.branchId} of ${branch.xid} held ${branch.lockedRows.length} rows, the lock table ${released.length}`);
+    branch.lockedRows = [];
+    return released.length;
+  }
+
+  /** Leaves the live set: frees every row (no lock outlives its transaction) and keeps the final status. */
+  private endSession(session: GlobalSession, at: number, resolvedBy: string | null): FinishedSession {
+    assert(isEndStatus(session.status), () => `${session.xid} ends while ${session.status}`);
+    for (const branch of session.branches) this.releaseBranchLocks(branch);
+    assert(this.locks.releaseXid(session.xid).length === 0, () => `${session.xid} held rows no branch recorded`);
+    this.sessions.delete(session.xid);
+    this.rememberFinished({ xid: session.xid, status: session.status, finishedAt: at, resolvedBy });
+    return { xid: session.xid, status: session.status, branches: session.branches.map(cloneBranch) };
+  }
+
+  private rememberFinished(record: FinishedRecord): void {
+    this.finished.set(record.xid, record);
+    // Bounded by time (command time: deterministic) and by count, oldest first. Leaders'
+    // clocks differ, so finishedAt is not sorted: pruning stops at the first young entry.
+    for (const [xid, old] of this.finished) {
+      if (this.finished.size <= MAX_RECENTLY_FINISHED && old.finishedAt + RECENTLY_FINISHED_TTL_MS > record.finishedAt) break;
+      this.finished.delete(xid);
+    }
+  }
+
+  private withDedup<T>(kind: string, requestId: string | null, run: () => Outcome<T>): Outcome<T> {
+    if (requestId === null) return run();
+    const key = `${kind}\n${requestId}`;
+    if (this.dedup.has(key)) return ok(this.dedup.get(key) as T);
+    const outcome = run();
+    // Only a result is remembered: a refused request changed nothing, so a retry re-decides.
+    if (outcome.ok) {
+      // Frozen: the same object answers every retry, so no caller may change it.
+      this.dedup.set(key, Object.freeze(outcome.value));
+      if (this.dedup.size > MAX_DEDUP_ENTRIES) this.dedup.delete(this.dedup.keys().next().value!);
+    }
+    return outcome;
+  }
+
+  // -------------------------------------------------------------------------------------
+  // Lookups
+  // -------------------------------------------------------------------------------------
+
+  private live(xid: string): GlobalSession | Rejection {
+    return this.sessions.get(xid) ?? this.missing(xid);
+  }
+
+  private missing(xid: string): Rejection {
+    const record = this.finished.get(xid);
+    if (record) return { code: 'ILLEGAL_STATUS', message: `${xid} is ${record.status}: the transaction has ended`, xid, status: record.status };
+    return { code: 'UNKNOWN_XID', message: `unknown global transaction ${xid}`, xid };
+  }
+
+  // -------------------------------------------------------------------------------------
+  // View
+  // -------------------------------------------------------------------------------------
+
+  getSession(xid: string): GlobalSession | undefined {
+    const session = this.sessions.get(xid);
+    return session ? cloneSession(session) : undefined;
+  }
+
+  getFinished(xid: string): FinishedRecord | undefined {
+    const record = this.finished.get(xid);
+    return record ? { ...record } : undefined;
+  }
+
+  liveSessionCount(): number {
+    return this.sessions.size;
+  }
+
+  liveXids(): string[] {
+    return [...this.sessions.keys()];
+  }
+
+  isLockable(xid: string, rows: readonly string[]): boolean {
+    return this.locks.isLockable(xid, rows);
+  }
+
+  lockHolder(row: string): { xid: string; branchIds: string[] } | undefined {
+    const holder = this.locks.holderOf(row);
+    return holder ? { xid: holder.xid, branchIds: [...holder.branchIds].sort() } : undefined;
+  }
+
+  lockedRowCount(): number {
+    return this.locks.size;
+  }
+
+  /** Every locked row with its holder (for checkers and the console). */
+  lockEntries(): { row: string; xid: string; branchIds: string[] }[] {
+    return [...this.locks.entries()].map(([row, h]) => ({ row, xid: h.xid, branchIds: [...h.branchIds].sort() }));
+  }
+
+  // -------------------------------------------------------------------------------------
+  // Snapshot
+  // -------------------------------------------------------------------------------------
+
+  /** The whole state, canonically encoded: equal states give equal bytes. */
+  snapshot(): Uint8Array {
+    this.checkInvariants();
+    return encodeSnapshot({
+      version: SNAPSHOT_FORMAT_VERSION,
+      sessions: [...this.sessions.values()],
+      finished: [...this.finished.values()],
+      dedup: [...this.dedup.entries()],
+    });
+  }
+
+  /** Replaces the whole state. Throws StorageCorruptError (and keeps the old state) if the bytes are not a valid snapshot. */
+  restore(bytes: Uint8Array): void {
+    const data = decodeSnapshot(bytes);
+    const sessions = new Map<string, GlobalSession>();
+    const locks = new LockTable();
+    for (const session of data.sessions) {
+      if (sessions.has(session.xid)) throw new StorageCorruptError(`coordinator snapshot holds ${session.xid} twice`);
+      sessions.set(session.xid, session);
+      for (const branch of session.branches) {
+        if (!locks.tryAcquire(session.xid, branch.branchId, branch.lockedRows).ok) {
+          throw new StorageCorruptError(`coordinator snapshot has conflicting locks for ${session.xid} branch ${branch.branchId}`);
+        }
+      }
+    }
+    const previous = { sessions: this.sessions, locks: this.locks, finished: this.finished, dedup: this.dedup };
+    this.sessions = sessions;
+    this.locks = locks;
+    this.finished = new Map(data.finished.map((r) => [r.xid, r]));
+    this.dedup = new Map(data.dedup);
+    try {
+      this.checkInvariants();
+    } catch (err) {
+      Object.assign(this, previous);
+      throw new StorageCorruptError('coordinator snapshot breaks an invariant', { cause: err });
+    }
+  }
+
+  /**
+   * Asserts the invariants the state must always hold (run around every snapshot write and
+   * read; tests run it after every command). A failure is a bug, not a recoverable error.
+   */
+  checkInvariants(): void {
+    let lockedRows = 0;
+    for (const [xid, session] of this.sessions) {
+      assert(session.xid === xid, () => `session keyed ${xid} is ${session.xid}`);
+      assert(!isSuccessfulEnd(session.status), () => `${xid} is ${session.status} but still live`);
+      assert(session.driverTerm >= 0, () => `${xid} has driver term ${session.driverTerm}`);
+      for (const branch of session.branches) {
+        assert(branch.xid === xid, () => `branch ${branch.branchId} of ${xid} names ${branch.xid}`);
+        const done = branch.status === BranchStatus.PhaseTwo_Committed || branch.status === BranchStatus.PhaseTwo_Rollbacked;
+        assert(!done || branch.lockedRows.length === 0, () => `branch ${branch.branchId} of ${xid} is ${branch.status} but holds locks`);
+        for (const row of branch.lockedRows) {
+          const holder = this.locks.holderOf(row);
+          assert(holder?.xid === xid && holder.branchIds.has(branch.branchId), () => `row ${row} of ${xid}/${branch.branchId} is not in the lock table`);
+        }
+        lockedRows += branch.lockedRows.length;
+      }
+    }
+    let tableRows = 0;
+    for (const [row, holder] of this.locks.entries()) {
+      const session = this.sessions.get(holder.xid);
+      assert(session !== undefined, () => `row ${row} is held by ${holder.xid}, which is not live`);
+      for (const branchId of holder.branchIds) {
+        const branch = findBranch(session, branchId);
+        assert(branch?.lockedRows.includes(row), () => `row ${row} is held by ${holder.xid}/${branchId}, which does not record it`);
+        tableRows += 1;
+      }
+    }
+    assert(lockedRows === tableRows, () => `branches record ${lockedRows} row locks, the lock table ${tableRows}`);
+    assert(this.dedup.size <= MAX_DEDUP_ENTRIES, 'dedup map is over its bound');
+    assert(this.finished.size <= MAX_RECENTLY_FINISHED, 'recently-finished map is over its bound');
+    for (const xid of this.finished.keys()) assert(!this.sessions.has(xid), () => `${xid} is both live and finished`);
+  }
+}
+
+// ---------------------------------------------------------------------------------------
+
+function fence(session: GlobalSession, term: number): Rejection | null {
+  if (term >= session.driverTerm) return null;
+  return {
+    code: 'STALE_TERM',
+    message: `term ${term} is stale for ${session.xid}: driven by term ${session.driverTerm}`,
+    xid: session.xid,
+    term,
+    driverTerm: session.driverTerm,
+  };
+}
+
+function findBranch(session: GlobalSession, branchId: string): BranchSession | undefined {
+  return session.branches.find((b) => b.branchId === branchId);
+}
+
+function isSession(value: GlobalSession | Rejection): value is GlobalSession {
+  return 'xid' in value && 'branches' in value;
+}
+
+function ok<T>(value: T): Outcome<T> {
+  return { ok: true, value };
+}
+
+function reject<T>(rejection: Rejection): Outcome<T> {
+  return { ok: false, rejection };
+}
+
+function bad<T>(message: string): Outcome<T> {
+  return reject({ code: 'BAD_REQUEST', message });
+}
+
+function illegal<T>(session: GlobalSession, message: string): Outcome<T> {
+  return reject({ code: 'ILLEGAL_STATUS', message: `${session.xid} is ${session.status}: ${message}`, xid: session.xid, status: session.status });
+}
+
+export function cloneBranch(branch: BranchSession): BranchSession {
+  return { ...branch, lockedRows: [...branch.lockedRows] };
+}
+
+export function cloneSession(session: GlobalSession): GlobalSession {
+  return { ...session, branches: session.branches.map(cloneBranch), retry: { ...session.retry } };
+}

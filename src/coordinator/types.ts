@@ -1,0 +1,485 @@
+/**
+ * The coordinator's vocabulary: Seata's global and branch statuses (as string constants,
+ * with Seata's numeric codes kept in mapping tables for the proto edge), branch types, the
+ * session records and the legal-transition table of global statuses.
+ *
+ * Statuses are strings inside Concord so logs, snapshots and tests read as words; the
+ * numbers exist only to talk to the wire.
+ */
+
+// ---------------------------------------------------------------------------------------
+// Global status
+// ---------------------------------------------------------------------------------------
+
+export const GlobalStatus = {
+  /** Not a state a session is ever in: the answer for "no such status" at the edge. */
+  Unknown: 'Unknown',
+  /** Phase one: branches may register. */
+  Begin: 'Begin',
+  // Phase two, in flight: may still change.
+  Committing: 'Committing',
+  CommitRetrying: 'CommitRetrying',
+  Rollbacking: 'Rollbacking',
+  RollbackRetrying: 'RollbackRetrying',
+  TimeoutRollbacking: 'TimeoutRollbacking',
+  TimeoutRollbackRetrying: 'TimeoutRollbackRetrying',
+  /** Every branch can commit in the background (AT): the TM is answered at once. */
+  AsyncCommitting: 'AsyncCommitting',
+  // End states: never change again.
+  Committed: 'Committed',
+  CommitFailed: 'CommitFailed',
+  Rollbacked: 'Rollbacked',
+  RollbackFailed: 'RollbackFailed',
+  TimeoutRollbacked: 'TimeoutRollbacked',
+  TimeoutRollbackFailed: 'TimeoutRollbackFailed',
+  /** Seata: "not managed in the session map any more". Concord reports the real end state instead, but decodes it. */
+  Finished: 'Finished',
+  // Seata statuses Concord decodes at the edge but never enters: a retry timeout is
+  // reported as the matching *Failed state, and sessions are deleted by FinishGlobal.
+  CommitRetryTimeout: 'CommitRetryTimeout',
+  RollbackRetryTimeout: 'RollbackRetryTimeout',
+  Deleting: 'Deleting',
+  /**
+   * Operator stopped the retries. Concord keeps the real status and a `retry.stopped`
+   * flag (so the status machine stays monotonic: resuming is not a step backwards) and
+   * REPORTS these two at the edge while the flag is set. See `reportedStatus`.
+   */
+  StopCommitOrCommitRetry: 'StopCommitOrCommitRetry',
+  StopRollbackOrRollbackRetry: 'StopRollbackOrRollbackRetry',
+} as const;
+export type GlobalStatus = (typeof GlobalStatus)[keyof typeof GlobalStatus];
+
+/** Seata's numeric codes (io.seata.core.model.GlobalStatus), for the proto edge only. */
+export const GLOBAL_STATUS_CODES: Readonly<Record<GlobalStatus, number>> = {
+  Unknown: 0,
+  Begin: 1,
+  Committing: 2,
+  CommitRetrying: 3,
+  Rollbacking: 4,
+  RollbackRetrying: 5,
+  TimeoutRollbacking: 6,
+  TimeoutRollbackRetrying: 7,
+  AsyncCommitting: 8,
+  Committed: 9,
+  CommitFailed: 10,
+  Rollbacked: 11,
+  RollbackFailed: 12,
+  TimeoutRollbacked: 13,
+  TimeoutRollbackFailed: 14,
+  Finished: 15,
+  CommitRetryTimeout: 16,
+  RollbackRetryTimeout: 17,
+  Deleting: 18,
+  StopCommitOrCommitRetry: 19,
+  StopRollbackOrRollbackRetry: 20,
+};
+
+const GLOBAL_STATUS_BY_CODE: ReadonlyMap<number, GlobalStatus> = new Map(
+  Object.entries(GLOBAL_STATUS_CODES).map(([status, code]) => [code, status as GlobalStatus]),
+);
+
+export function globalStatusToCode(status: GlobalStatus): number {
+  return GLOBAL_STATUS_CODES[status];
+}
+
+/** An unknown code decodes to Unknown: the edge validates what it needs. */
+export function globalStatusFromCode(code: number): GlobalStatus {
+  return GLOBAL_STATUS_BY_CODE.get(code) ?? GlobalStatus.Unknown;
+}
+
+export function isGlobalStatus(value: unknown): value is GlobalStatus {
+  return typeof value === 'string' && Object.hasOwn(GLOBAL_STATUS_CODES, value);
+}
+
+/** Statuses a live session can hold (the rest exist only at the edge). */
+export const SESSION_STATUSES: readonly GlobalStatus[] = [
+  GlobalStatus.Begin,
+  GlobalStatus.Committing,
+  GlobalStatus.CommitRetrying,
+  GlobalStatus.AsyncCommitting,
+  GlobalStatus.Rollbacking,
+  GlobalStatus.RollbackRetrying,
+  GlobalStatus.TimeoutRollbacking,
+  GlobalStatus.TimeoutRollbackRetrying,
+  GlobalStatus.Committed,
+  GlobalStatus.CommitFailed,
+  GlobalStatus.Rollbacked,
+  GlobalStatus.RollbackFailed,
+  GlobalStatus.TimeoutRollbacked,
+  GlobalStatus.TimeoutRollbackFailed,
+];
+
+const COMMIT_FAMILY: ReadonlySet<GlobalStatus> = new Set([
+  GlobalStatus.Committing,
+  GlobalStatus.CommitRetrying,
+  GlobalStatus.AsyncCommitting,
+  GlobalStatus.Committed,
+  GlobalStatus.CommitFailed,
+  GlobalStatus.CommitRetryTimeout,
+  GlobalStatus.StopCommitOrCommitRetry,
+]);
+
+const ROLLBACK_FAMILY: ReadonlySet<GlobalStatus> = new Set([
+  GlobalStatus.Rollbacking,
+  GlobalStatus.RollbackRetrying,
+  GlobalStatus.TimeoutRollbacking,
+  GlobalStatus.TimeoutRollbackRetrying,
+  GlobalStatus.Rollbacked,
+  GlobalStatus.RollbackFailed,
+  GlobalStatus.TimeoutRollbacked,
+  GlobalStatus.TimeoutRollbackFailed,
+  GlobalStatus.RollbackRetryTimeout,
+  GlobalStatus.StopRollbackOrRollbackRetry,
+]);
+
+export type Decision = 'commit' | 'rollback';
+
+/** The decision a status implies, or null while undecided (Begin, Unknown, ...). */
+export function decisionOf(status: GlobalStatus): Decision | null {
+  if (COMMIT_FAMILY.has(status)) return 'commit';
+  if (ROLLBACK_FAMILY.has(status)) return 'rollback';
+  return null;
+}
+
+const END_STATUSES: ReadonlySet<GlobalStatus> = new Set([
+  GlobalStatus.Committed,
+  GlobalStatus.CommitFailed,
+  GlobalStatus.Rollbacked,
+  GlobalStatus.RollbackFailed,
+  GlobalStatus.TimeoutRollbacked,
+  GlobalStatus.TimeoutRollbackFailed,
+]);
+
+/** End states: the status never changes again (Seata's "final status"). */
+export function isEndStatus(status: GlobalStatus): boolean {
+  return END_STATUSES.has(status);
+}
+
+/** End states reached because every branch finished its phase two. */
+export function isSuccessfulEnd(status: GlobalStatus): boolean {
+  return status === GlobalStatus.Committed || status === GlobalStatus.Rollbacked || status === GlobalStatus.TimeoutRollbacked;
+}
+
+/**
+ * End states that need an operator: the session stays live and KEEPS its locks (the rows
+ * may be half-written; freeing them would expose dirty data) until MarkResolved.
+ */
+export function isFailedEnd(status: GlobalStatus): boolean {
+  return status === GlobalStatus.CommitFailed || status === GlobalStatus.RollbackFailed || status === GlobalStatus.TimeoutRollbackFailed;
+}
+
+/** Phase two is running: the driver owns the session. */
+export function isPhaseTwoInFlight(status: GlobalStatus): boolean {
+  return decisionOf(status) !== null && !isEndStatus(status) && SESSION_STATUSES.includes(status);
+}
+
+/**
+ * Progress rank: every legal transition strictly raises it, so "a status never moves
+ * backwards" is checkable as a number.
+ */
+export function statusRank(status: GlobalStatus): number {
+  switch (status) {
+    case GlobalStatus.Begin:
+      return 0;
+    case GlobalStatus.Committing:
+    case GlobalStatus.Rollbacking:
+    case GlobalStatus.TimeoutRollbacking:
+    case GlobalStatus.AsyncCommitting:
+      return 1;
+    case GlobalStatus.CommitRetrying:
+    case GlobalStatus.RollbackRetrying:
+    case GlobalStatus.TimeoutRollbackRetrying:
+      return 2;
+    default:
+      return isEndStatus(status) ? 3 : -1;
+  }
+}
+
+/**
+ * The legal transitions of a session's status: one step each. Every edge raises the rank,
+ * no edge leaves an end state, and no edge crosses from the commit family to the rollback
+ * family: that is invariant 2 written as data.
+ */
+export const GLOBAL_TRANSITIONS: ReadonlyMap<GlobalStatus, readonly GlobalStatus[]> = new Map<GlobalStatus, readonly GlobalStatus[]>([
+  [GlobalStatus.Begin, [GlobalStatus.Committing, GlobalStatus.AsyncCommitting, GlobalStatus.Rollbacking, GlobalStatus.TimeoutRollbacking]],
+  [GlobalStatus.Committing, [GlobalStatus.CommitRetrying, GlobalStatus.Committed, GlobalStatus.CommitFailed]],
+  [GlobalStatus.CommitRetrying, [GlobalStatus.Committed, GlobalStatus.CommitFailed]],
+  [GlobalStatus.AsyncCommitting, [GlobalStatus.Committed, GlobalStatus.CommitFailed]],
+  [GlobalStatus.Rollbacking, [GlobalStatus.RollbackRetrying, GlobalStatus.Rollbacked, GlobalStatus.RollbackFailed]],
+  [GlobalStatus.RollbackRetrying, [GlobalStatus.Rollbacked, GlobalStatus.RollbackFailed]],
+  [GlobalStatus.TimeoutRollbacking, [GlobalStatus.TimeoutRollbackRetrying, GlobalStatus.TimeoutRollbacked, GlobalStatus.TimeoutRollbackFailed]],
+  [GlobalStatus.TimeoutRollbackRetrying, [GlobalStatus.TimeoutRollbacked, GlobalStatus.TimeoutRollbackFailed]],
+]);
+
+/** One legal step. */
+export function canTransition(from: GlobalStatus, to: GlobalStatus): boolean {
+  return GLOBAL_TRANSITIONS.get(from)?.includes(to) ?? false;
+}
+
+/** Reachable in one or more legal steps (used by GlobalReport, where a Saga TM reports the end it reached itself). */
+export function canReach(from: GlobalStatus, to: GlobalStatus): boolean {
+  const seen = new Set<GlobalStatus>();
+  const stack: GlobalStatus[] = [from];
+  while (stack.length > 0) {
+    const s = stack.pop()!;
+    for (const next of GLOBAL_TRANSITIONS.get(s) ?? []) {
+      if (next === to) return true;
+      if (!seen.has(next)) {
+        seen.add(next);
+        stack.push(next);
+      }
+    }
+  }
+  return false;
+}
+
+/** The retrying status of an in-flight phase-two status (AsyncCommitting retries in place, as in Seata). */
+export function retryingStatusOf(status: GlobalStatus): GlobalStatus {
+  switch (status) {
+    case GlobalStatus.Committing:
+      return GlobalStatus.CommitRetrying;
+    case GlobalStatus.Rollbacking:
+      return GlobalStatus.RollbackRetrying;
+    case GlobalStatus.TimeoutRollbacking:
+      return GlobalStatus.TimeoutRollbackRetrying;
+    default:
+      return status;
+  }
+}
+
+/** The failed end of an in-flight phase-two status. */
+export function failedStatusOf(status: GlobalStatus): GlobalStatus {
+  switch (status) {
+    case GlobalStatus.Committing:
+    case GlobalStatus.CommitRetrying:
+    case GlobalStatus.AsyncCommitting:
+      return GlobalStatus.CommitFailed;
+    case GlobalStatus.Rollbacking:
+    case GlobalStatus.RollbackRetrying:
+      return GlobalStatus.RollbackFailed;
+    case GlobalStatus.TimeoutRollbacking:
+    case GlobalStatus.TimeoutRollbackRetrying:
+      return GlobalStatus.TimeoutRollbackFailed;
+    default:
+      return status;
+  }
+}
+
+/** The successful end of an in-flight phase-two status. */
+export function successfulEndOf(status: GlobalStatus): GlobalStatus {
+  switch (status) {
+    case GlobalStatus.Committing:
+    case GlobalStatus.CommitRetrying:
+    case GlobalStatus.AsyncCommitting:
+      return GlobalStatus.Committed;
+    case GlobalStatus.Rollbacking:
+    case GlobalStatus.RollbackRetrying:
+      return GlobalStatus.Rollbacked;
+    case GlobalStatus.TimeoutRollbacking:
+    case GlobalStatus.TimeoutRollbackRetrying:
+      return GlobalStatus.TimeoutRollbacked;
+    default:
+      return status;
+  }
+}
+
+// ---------------------------------------------------------------------------------------
+// Branch status and type
+// ---------------------------------------------------------------------------------------
+
+export const BranchStatus = {
+  Unknown: 'Unknown',
+  Registered: 'Registered',
+  PhaseOne_Done: 'PhaseOne_Done',
+  PhaseOne_Failed: 'PhaseOne_Failed',
+  PhaseOne_Timeout: 'PhaseOne_Timeout',
+  PhaseTwo_Committed: 'PhaseTwo_Committed',
+  PhaseTwo_CommitFailed_Retryable: 'PhaseTwo_CommitFailed_Retryable',
+  PhaseTwo_CommitFailed_Unretryable: 'PhaseTwo_CommitFailed_Unretryable',
+  PhaseTwo_Rollbacked: 'PhaseTwo_Rollbacked',
+  PhaseTwo_RollbackFailed_Retryable: 'PhaseTwo_RollbackFailed_Retryable',
+  PhaseTwo_RollbackFailed_Unretryable: 'PhaseTwo_RollbackFailed_Unretryable',
+} as const;
+export type BranchStatus = (typeof BranchStatus)[keyof typeof BranchStatus];
+
+/** Seata's numeric codes (io.seata.core.model.BranchStatus). */
+export const BRANCH_STATUS_CODES: Readonly<Record<BranchStatus, number>> = {
+  Unknown: 0,
+  Registered: 1,
+  PhaseOne_Done: 2,
+  PhaseOne_Failed: 3,
+  PhaseOne_Timeout: 4,
+  PhaseTwo_Committed: 5,
+  PhaseTwo_CommitFailed_Retryable: 6,
+  PhaseTwo_CommitFailed_Unretryable: 7,
+  PhaseTwo_Rollbacked: 8,
+  PhaseTwo_RollbackFailed_Retryable: 9,
+  PhaseTwo_RollbackFailed_Unretryable: 10,
+};
+
+const BRANCH_STATUS_BY_CODE: ReadonlyMap<number, BranchStatus> = new Map<number, BranchStatus>([
+  ...Object.entries(BRANCH_STATUS_CODES).map(([status, code]) => [code, status as BranchStatus] as const),
+  // Seata's XA codes: "XAER_NOTA, retry" is a retryable failure to Concord.
+  [11, BranchStatus.PhaseTwo_CommitFailed_Retryable],
+  [12, BranchStatus.PhaseTwo_RollbackFailed_Retryable],
+  // PhaseOne_RDONLY (an XA branch with nothing to commit) counts as phase one done.
+  [13, BranchStatus.PhaseOne_Done],
+]);
+
+export function branchStatusToCode(status: BranchStatus): number {
+  return BRANCH_STATUS_CODES[status];
+}
+
+export function branchStatusFromCode(code: number): BranchStatus {
+  return BRANCH_STATUS_BY_CODE.get(code) ?? BranchStatus.Unknown;
+}
+
+export function isBranchStatus(value: unknown): value is BranchStatus {
+  return typeof value === 'string' && Object.hasOwn(BRANCH_STATUS_CODES, value);
+}
+
+/** Statuses an RM may report in phase one (BranchReport). */
+export function isPhaseOneStatus(status: BranchStatus): boolean {
+  return (
+    status === BranchStatus.Registered ||
+    status === BranchStatus.PhaseOne_Done ||
+    status === BranchStatus.PhaseOne_Failed ||
+    status === BranchStatus.PhaseOne_Timeout
+  );
+}
+
+/** The results of a phase-two call for a decision. */
+export function phaseTwoStatusesFor(decision: Decision): readonly BranchStatus[] {
+  return decision === 'commit'
+    ? [BranchStatus.PhaseTwo_Committed, BranchStatus.PhaseTwo_CommitFailed_Retryable, BranchStatus.PhaseTwo_CommitFailed_Unretryable]
+    : [BranchStatus.PhaseTwo_Rollbacked, BranchStatus.PhaseTwo_RollbackFailed_Retryable, BranchStatus.PhaseTwo_RollbackFailed_Unretryable];
+}
+
+/** The branch status that completes phase two for a decision. */
+export function branchDoneStatusFor(decision: Decision): BranchStatus {
+  return decision === 'commit' ? BranchStatus.PhaseTwo_Committed : BranchStatus.PhaseTwo_Rollbacked;
+}
+
+/** A branch status that never changes again. */
+export function isBranchEndStatus(status: BranchStatus): boolean {
+  return (
+    status === BranchStatus.PhaseTwo_Committed ||
+    status === BranchStatus.PhaseTwo_Rollbacked ||
+    status === BranchStatus.PhaseTwo_CommitFailed_Unretryable ||
+    status === BranchStatus.PhaseTwo_RollbackFailed_Unretryable
+  );
+}
+
+export function isUnretryableFailure(status: BranchStatus): boolean {
+  return status === BranchStatus.PhaseTwo_CommitFailed_Unretryable || status === BranchStatus.PhaseTwo_RollbackFailed_Unretryable;
+}
+
+export const BranchType = {
+  AT: 'AT',
+  TCC: 'TCC',
+  SAGA: 'SAGA',
+  XA: 'XA',
+} as const;
+export type BranchType = (typeof BranchType)[keyof typeof BranchType];
+
+/** Seata's numeric codes (io.seata.core.model.BranchType). */
+export const BRANCH_TYPE_CODES: Readonly<Record<BranchType, number>> = { AT: 0, TCC: 1, SAGA: 2, XA: 3 };
+
+const BRANCH_TYPE_BY_CODE: ReadonlyMap<number, BranchType> = new Map(
+  Object.entries(BRANCH_TYPE_CODES).map(([type, code]) => [code, type as BranchType]),
+);
+
+export function branchTypeToCode(type: BranchType): number {
+  return BRANCH_TYPE_CODES[type];
+}
+
+/** Null for a code Concord does not know: the edge refuses it as a bad request. */
+export function branchTypeFromCode(code: number): BranchType | null {
+  return BRANCH_TYPE_BY_CODE.get(code) ?? null;
+}
+
+export function isBranchType(value: unknown): value is BranchType {
+  return typeof value === 'string' && Object.hasOwn(BRANCH_TYPE_CODES, value);
+}
+
+/**
+ * Seata's canBeCommittedAsync: an AT branch's phase-two commit only deletes undo logs, so
+ * the TM may be told "committed" before it runs. A branch that failed phase one has
+ * nothing to commit either.
+ */
+export function canBranchCommitAsync(branch: Pick<BranchSession, 'type' | 'status'>): boolean {
+  return branch.type === BranchType.AT || branch.status === BranchStatus.PhaseOne_Failed;
+}
+
+// ---------------------------------------------------------------------------------------
+// Sessions
+// ---------------------------------------------------------------------------------------
+
+export interface BranchSession {
+  /** 64-bit id as a decimal string (JS numbers lose precision above 2^53). */
+  branchId: string;
+  xid: string;
+  type: BranchType;
+  resourceId: string;
+  /** As the RM sent it (`table:pk1,pk2;table2:pk3`), '' for none. */
+  lockKey: string;
+  applicationData: string;
+  status: BranchStatus;
+  clientId: string;
+  /** Row keys this branch holds right now, sorted; emptied when its locks are released. */
+  lockedRows: string[];
+}
+
+export interface RetryInfo {
+  /** Phase-two passes that ended in a retryable failure. */
+  attempts: number;
+  /** When the driver tries again; null before the first failure. */
+  nextRetryAt: number | null;
+  /** After this instant a retryable failure becomes the *Failed end state; set at the first failure. */
+  retryDeadline: number | null;
+  /** An operator stopped the retries (reported as Stop* at the edge). */
+  stopped: boolean;
+}
+
+export interface GlobalSession {
+  xid: string;
+  /** 64-bit id as a decimal string. */
+  transactionId: string;
+  applicationId: string;
+  transactionServiceGroup: string;
+  name: string;
+  timeoutMs: number;
+  /** Wall-clock ms chosen by the leader. */
+  beginTime: number;
+  /** beginTime + timeoutMs: past it a Begin session is rolled back (TimeoutRollbacking). */
+  deadline: number;
+  status: GlobalStatus;
+  /** When the status last changed (leader time from the command). */
+  statusChangedAt: number;
+  /** In registration order: phase-two commit walks it forwards, rollback backwards. */
+  branches: BranchSession[];
+  retry: RetryInfo;
+  /**
+   * Fence: the highest Raft term (or store epoch) whose driver acquired this session.
+   * Driver commands carrying a lower term are rejected, so a deposed leader's late results
+   * cannot race the new leader's.
+   */
+  driverTerm: number;
+}
+
+/** What is kept of a session after it leaves the live set, for status queries and retries. */
+export interface FinishedRecord {
+  xid: string;
+  status: GlobalStatus;
+  finishedAt: number;
+  /** Set when an operator resolved a failed transaction by hand. */
+  resolvedBy: string | null;
+}
+
+/** The status a client or console sees: the Stop* statuses while an operator has stopped retries. */
+export function reportedStatus(session: Pick<GlobalSession, 'status' | 'retry'>): GlobalStatus {
+  if (session.retry.stopped && isPhaseTwoInFlight(session.status)) {
+    return decisionOf(session.status) === 'commit' ? GlobalStatus.StopCommitOrCommitRetry : GlobalStatus.StopRollbackOrRollbackRetry;
+  }
+  return session.status;
+}
