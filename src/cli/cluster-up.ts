@@ -1,0 +1,280 @@
+/**
+ * `concord cluster up [--dir cluster-configs]`: starts every `node<N>.yaml` of the
+ * directory as a child process, shows a live progress line until a leader is elected,
+ * prints the endpoints, and keeps running in the foreground. Ctrl-C / SIGTERM stops all
+ * nodes (SIGTERM, then SIGKILL after a grace period). The children hold an IPC channel to
+ * this process and exit when it goes away, so even a SIGKILLed parent leaves no orphans.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { closeSync, mkdirSync, openSync, readdirSync, readFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { createServer } from 'node:net';
+import { basename, dirname, join, relative, resolve } from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+import { fetchHealth, formatHostPort, type HealthAnswer } from '../client/http-metadata.ts';
+import { loadConfig, selfEndpoints, type NodeConfig } from '../server/config.ts';
+import { ConfigError } from '../shared/errors.ts';
+import { isTty, renderTable, style } from './table.ts';
+
+/** Node config files `cluster up` starts: node1.yaml, node2.yaml, ... */
+export const NODE_CONFIG_PATTERN = /^node\d+\.ya?ml$/;
+/** Health polling while the cluster runs, in ms. */
+export const PROGRESS_POLL_MS = 250;
+/** Per-request timeout of a health poll, in ms. */
+export const HEALTH_TIMEOUT_MS = 1_000;
+/** After this long without a leader, print a hint (the cluster keeps trying), in ms. */
+export const LEADER_WAIT_HINT_MS = 30_000;
+/** How long stopping children may take before they are killed, in ms. */
+export const STOP_GRACE_MS = 10_000;
+/** Lines of a crashed node's log shown, at most. */
+const LOG_TAIL_LINES = 15;
+
+const SPINNER = ['⠋', '⠙', '⠹', '⠸', '⠼', '⠴', '⠦', '⠧', '⠇', '⠏'];
+
+interface Member {
+  file: string;
+  config: NodeConfig;
+  logFile: string;
+  child: ChildProcess | null;
+  exit: { code: number | null; signal: NodeJS.Signals | null } | null;
+  health: HealthAnswer | null;
+}
+
+function mainScript(): string {
+  return fileURLToPath(new URL('./main.ts', import.meta.url));
+}
+
+function tsxLoader(): string {
+  return pathToFileURL(createRequire(import.meta.url).resolve('tsx')).href;
+}
+
+export function findNodeConfigs(dir: string): string[] {
+  let names: string[];
+  try {
+    names = readdirSync(dir);
+  } catch (err) {
+    throw new ConfigError('(dir)', `cannot read ${dir}: ${(err as Error).message}`);
+  }
+  const files = names.filter((n) => NODE_CONFIG_PATTERN.test(n)).sort((a, b) => Number(/\d+/.exec(a)![0]) - Number(/\d+/.exec(b)![0]));
+  if (files.length === 0) throw new ConfigError('(dir)', `${dir} holds no node<N>.yaml files`);
+  return files.map((f) => join(dir, f));
+}
+
+export async function runClusterUp(opts: { dir: string; verbose?: boolean }): Promise<void> {
+  const dir = resolve(opts.dir);
+  let members: Member[];
+  try {
+    members = findNodeConfigs(dir).map((file) => {
+      const config = loadConfig(file);
+      const logDir = join(dirname(config.raft.dataDir), 'logs');
+      return { file, config, logFile: join(logDir, `${config.node.id}.log`), child: null, exit: null, health: null };
+    });
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      console.error(`concord: ${err.message}`);
+      process.exit(2);
+    }
+    throw err;
+  }
+  const ids = new Set<string>();
+  for (const m of members) {
+    if (ids.has(m.config.node.id)) {
+      console.error(`concord: node id ${m.config.node.id} is used by two configs in ${dir}`);
+      process.exit(2);
+    }
+    ids.add(m.config.node.id);
+  }
+
+  const busy = await busyPorts(members);
+  if (busy.length > 0) {
+    for (const b of busy) console.error(`concord: port ${b.port} (${b.what}) is already in use`);
+    console.error('concord: is another cluster (or an earlier `cluster up`) still running?');
+    process.exit(2);
+  }
+
+  console.log(style('bold', `Starting ${members.length} Concord nodes from ${relative(process.cwd(), dir) || '.'}`));
+  let stopping = false;
+  let up = false;
+  const stopAll = async (code: number, why: string) => {
+    if (stopping) return;
+    stopping = true;
+    clearLine();
+    console.log(`${why}; stopping ${members.filter((m) => m.child && !m.exit).length} node(s)…`);
+    await Promise.all(members.map((m) => stopChild(m)));
+    console.log('All nodes stopped.');
+    process.exit(code);
+  };
+  process.on('SIGINT', () => void stopAll(0, 'Interrupted'));
+  process.on('SIGTERM', () => void stopAll(0, 'Terminated'));
+  process.on('SIGHUP', () => void stopAll(0, 'Hang-up'));
+
+  for (const m of members) {
+    mkdirSync(dirname(m.logFile), { recursive: true });
+    const fd = opts.verbose ? null : openSync(m.logFile, 'a');
+    const child = spawn(process.execPath, ['--import', tsxLoader(), mainScript(), 'start', '--config', m.file], {
+      stdio: ['ignore', fd ?? 'inherit', fd ?? 'inherit', 'ipc'],
+      env: process.env,
+    });
+    if (fd !== null) closeSync(fd);
+    m.child = child;
+    child.on('exit', (code, signal) => {
+      m.exit = { code, signal };
+      m.health = null;
+      if (stopping) return;
+      clearLine();
+      const how = signal ? `was killed by ${signal}` : `exited with code ${code}`;
+      console.log(style('red', `node ${m.config.node.id} ${how}.`));
+      printLogTail(m);
+      if (!up) void stopAll(1, `Node ${m.config.node.id} failed to start`);
+      else if (members.every((x) => x.exit)) void stopAll(1, 'Every node has exited');
+    });
+    child.on('error', (err) => {
+      clearLine();
+      console.error(`concord: could not start ${m.config.node.id}: ${err.message}`);
+    });
+  }
+
+  const started = performance.now();
+  let frame = 0;
+  let hinted = false;
+  let lastLeader: string | null = null;
+  for (;;) {
+    if (stopping) return;
+    await Promise.all(
+      members.map(async (m) => {
+        if (m.exit) return;
+        try {
+          const h = await fetchHealth(selfEndpoints(m.config).control, { timeoutMs: HEALTH_TIMEOUT_MS });
+          // Only our own child counts (not some other process on the same port).
+          m.health = h.pid === m.child?.pid ? h : null;
+        } catch {
+          m.health = null;
+        }
+      }),
+    );
+    if (stopping) return;
+    const leader = agreedLeader(members);
+    if (!up) {
+      if (leader) {
+        up = true;
+        lastLeader = leader.id;
+        clearLine();
+        printSummary(members, leader, dir);
+      } else {
+        if (isTty() && !opts.verbose) process.stdout.write(`\r\u001b[K${SPINNER[frame++ % SPINNER.length]} ${progressLine(members)}`);
+        if (!hinted && performance.now() - started > LEADER_WAIT_HINT_MS) {
+          hinted = true;
+          clearLine();
+          console.log(style('yellow', `No leader after ${LEADER_WAIT_HINT_MS / 1000} s; still trying. Logs: ${members.map((m) => relative(process.cwd(), m.logFile)).join(', ')}`));
+        }
+      }
+    } else if (leader && leader.id !== lastLeader) {
+      lastLeader = leader.id;
+      console.log(`${timestamp()} leader is now ${style('bold', leader.id)} (term ${leader.term})`);
+    } else if (!leader && lastLeader !== null && members.some((m) => m.health)) {
+      lastLeader = null;
+      console.log(`${timestamp()} no leader: election in progress`);
+    }
+    await new Promise((r) => setTimeout(r, PROGRESS_POLL_MS));
+  }
+}
+
+/** The configured ports some other process already listens on. */
+async function busyPorts(members: Member[]): Promise<Array<{ port: number; what: string }>> {
+  const checks = members.flatMap((m) =>
+    (['httpPort', 'tcPort', 'raftPort'] as const).map(async (k) => {
+      const port = m.config.server[k];
+      const free = await new Promise<boolean>((res) => {
+        const s = createServer();
+        s.once('error', () => res(false));
+        s.listen(port, m.config.server.host, () => s.close(() => res(true)));
+      });
+      return free ? null : { port, what: `${m.config.node.id} server.${k}` };
+    }),
+  );
+  return (await Promise.all(checks)).filter((x): x is { port: number; what: string } => x !== null);
+}
+
+/** The leader a majority of the answering nodes name, if any. */
+function agreedLeader(members: Member[]): { id: string; term: number } | null {
+  const votes = new Map<string, number>();
+  let term = 0;
+  for (const m of members) {
+    const id = m.health?.leader?.nodeId;
+    if (id) {
+      votes.set(id, (votes.get(id) ?? 0) + 1);
+      term = Math.max(term, m.health!.term);
+    }
+  }
+  for (const [id, n] of votes) {
+    const leaderSaysSo = members.some((m) => m.config.node.id === id && m.health?.role === 'leader');
+    if (leaderSaysSo && n > members.length / 2) return { id, term };
+  }
+  return null;
+}
+
+function progressLine(members: Member[]): string {
+  return members
+    .map((m) => {
+      const id = m.config.node.id;
+      if (m.exit) return `${id}: ${style('red', 'exited')}`;
+      if (!m.health) return `${id}: ${style('dim', 'starting')}`;
+      const role = m.health.role === 'leader' ? style('green', 'leader') : m.health.role;
+      return `${id}: ${role} t${m.health.term}`;
+    })
+    .join('  ·  ');
+}
+
+function printSummary(members: Member[], leader: { id: string; term: number }, dir: string): void {
+  const group = members[0]!.config.node.group;
+  console.log(`${style('green', '✔')} Cluster is up: group ${style('bold', group)}, term ${leader.term}, leader ${style('bold', leader.id)}\n`);
+  const rows = members.map((m) => {
+    const e = selfEndpoints(m.config);
+    const role = m.exit ? 'exited' : (m.health?.role ?? 'starting');
+    return [m.config.node.id, role, `http://${formatHostPort(e.control)}`, formatHostPort(e.transaction), formatHostPort(e.raft), String(m.child?.pid ?? '-')];
+  });
+  console.log(renderTable(['NODE', 'ROLE', 'OPENAPI (HTTP)', 'TC (gRPC)', 'RAFT', 'PID'], rows));
+  const first = selfEndpoints(members[0]!.config).control;
+  const logs = members.map((m) => relative(process.cwd(), m.logFile));
+  console.log('');
+  console.log(`  metadata  curl 'http://${formatHostPort(first)}/metadata/v1/cluster?group=${group}'`);
+  console.log(`  status    npx concord cluster status --server ${formatHostPort(first)}`);
+  console.log(`  logs      ${logs.join('  ')}`);
+  console.log(`  configs   ${relative(process.cwd(), dir) || '.'}/${members.map((m) => basename(m.file)).join(', ')}`);
+  console.log(`\nPress Ctrl-C to stop all nodes.`);
+}
+
+function printLogTail(m: Member): void {
+  try {
+    const lines = readFileSync(m.logFile, 'utf8').trimEnd().split('\n').slice(-LOG_TAIL_LINES);
+    if (lines.length === 0 || lines[0] === '') return;
+    console.log(style('dim', `--- last lines of ${relative(process.cwd(), m.logFile)} ---`));
+    for (const l of lines) console.log(style('dim', l));
+  } catch {
+    // no log yet
+  }
+}
+
+function stopChild(m: Member): Promise<void> {
+  const child = m.child;
+  if (!child || m.exit || child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
+  return new Promise((resolveStop) => {
+    const killer = setTimeout(() => {
+      console.log(style('yellow', `node ${m.config.node.id} did not stop within ${STOP_GRACE_MS / 1000} s; killing it`));
+      child.kill('SIGKILL');
+    }, STOP_GRACE_MS);
+    child.once('exit', () => {
+      clearTimeout(killer);
+      resolveStop();
+    });
+    child.kill('SIGTERM');
+  });
+}
+
+function clearLine(): void {
+  if (isTty()) process.stdout.write('\r\u001b[K');
+}
+
+function timestamp(): string {
+  return style('dim', new Date().toISOString().slice(11, 19));
+}

@@ -1,0 +1,57 @@
+/**
+ * `concord start --config <file>`: runs one node in the foreground until SIGINT/SIGTERM
+ * (or, when started by `concord cluster up`, until that parent goes away — so a killed
+ * parent leaves no orphans).
+ */
+import { loadConfig } from '../server/config.ts';
+import { TcNode } from '../server/tc-node.ts';
+import { ConfigError } from '../shared/errors.ts';
+import { createLogger } from '../shared/logger.ts';
+
+/** How long a stopping node may take before the process exits anyway, in ms. */
+export const SHUTDOWN_GRACE_MS = 8_000;
+
+export async function runStart(configPath: string, opts: { logLevel?: string } = {}): Promise<void> {
+  let config;
+  try {
+    config = loadConfig(configPath);
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      console.error(`concord: invalid config ${configPath}: ${err.message}`);
+      process.exit(2);
+    }
+    throw err;
+  }
+  const logger = createLogger({ name: 'concord', level: opts.logLevel ?? process.env.CONCORD_LOG_LEVEL ?? config.log.level });
+
+  let node: TcNode | null = null;
+  let exiting = false;
+  const exit = (code: number, reason: string) => {
+    if (exiting) return;
+    exiting = true;
+    logger.info({ reason }, 'shutting down');
+    const hard = setTimeout(() => {
+      logger.warn({ graceMs: SHUTDOWN_GRACE_MS }, 'shutdown took too long; exiting');
+      process.exit(code || 1);
+    }, SHUTDOWN_GRACE_MS);
+    hard.unref();
+    void (node?.stop() ?? Promise.resolve()).finally(() => {
+      logger.flush?.();
+      process.exit(code);
+    });
+  };
+
+  process.on('SIGINT', () => exit(0, 'SIGINT'));
+  process.on('SIGTERM', () => exit(0, 'SIGTERM'));
+  // Started by `concord cluster up` with an IPC channel: when the parent dies, so do we.
+  if (process.send !== undefined) process.on('disconnect', () => exit(0, 'parent process went away'));
+
+  try {
+    node = await TcNode.start({ config, logger, onFatal: () => exit(1, 'raft node fail-stopped') });
+  } catch (err) {
+    logger.fatal({ err }, 'could not start the node');
+    console.error(`concord: node ${config.node.id} could not start: ${(err as Error).message}`);
+    process.exit(1);
+  }
+  if (process.connected) process.send?.({ type: 'started', nodeId: config.node.id, httpPort: node.httpPort });
+}

@@ -1,0 +1,324 @@
+/**
+ * The node's configuration: a YAML file, validated with errors that name the bad key.
+ * Every option and its default is documented in docs/operations.md — keep the two in step.
+ *
+ *   node:   { id, group }
+ *   server: { host, advertiseHost, httpPort, tcPort, raftPort }
+ *   raft:   { dataDir, peers: [{nodeId, host, raftPort, tcPort, httpPort}], tickMs,
+ *             electionTicks, heartbeatTicks, snapshotEveryEntries, join }
+ *   store:  { mode: raft | db, db: { url } }
+ *   http:   { authToken }
+ *   limits: { maxRequestBodyBytes, maxWatchers, watchTimeoutMs, changeTimeoutMs,
+ *             learnerCatchUpTimeoutMs, learnerCatchUpMaxLagEntries, transferTimeoutMs }
+ *   log:    { level }
+ *
+ * Relative paths (raft.dataDir) are resolved against the process's working directory,
+ * as etcd and Seata do, so `npm start` from the repository root puts data in ./data/nodeN.
+ */
+import { readFileSync } from 'node:fs';
+import { resolve as resolvePath } from 'node:path';
+import { parseDocument } from 'yaml';
+import type { NodeId } from '../raft/core/types.ts';
+import { ConfigError } from '../shared/errors.ts';
+import type { MemberEndpoints } from './config/endpoints.ts';
+import {
+  HOST_HINT,
+  HOST_PATTERN,
+  NODE_ID_HINT,
+  NODE_ID_PATTERN,
+  bool,
+  int,
+  isPlainObject,
+  noUnknownKeys,
+  oneOf,
+  optStr,
+  port,
+  section,
+  str,
+  type Obj,
+} from './config/validate.ts';
+
+export type { HostPort, MemberEndpoints } from './config/endpoints.ts';
+
+// ------------------------------------------------------------------ defaults (units in names)
+
+export const DEFAULT_GROUP = 'default';
+export const DEFAULT_HOST = '127.0.0.1';
+export const DEFAULT_HTTP_PORT = 7091;
+export const DEFAULT_TC_PORT = 8091;
+export const DEFAULT_RAFT_PORT = 9091;
+export const DEFAULT_TICK_MS = 100;
+export const DEFAULT_ELECTION_TICKS = 10;
+export const DEFAULT_HEARTBEAT_TICKS = 1;
+export const DEFAULT_SNAPSHOT_EVERY_ENTRIES = 10_000;
+export const DEFAULT_MAX_REQUEST_BODY_BYTES = 64 * 1024;
+export const DEFAULT_MAX_WATCHERS = 1024;
+export const DEFAULT_WATCH_TIMEOUT_MS = 30_000;
+export const MIN_WATCH_TIMEOUT_MS = 1_000;
+export const MAX_WATCH_TIMEOUT_MS = 60_000;
+export const DEFAULT_CHANGE_TIMEOUT_MS = 120_000;
+export const DEFAULT_LEARNER_CATCH_UP_TIMEOUT_MS = 60_000;
+export const DEFAULT_LEARNER_CATCH_UP_MAX_LAG_ENTRIES = 100;
+export const DEFAULT_TRANSFER_TIMEOUT_MS = 10_000;
+export const DEFAULT_LOG_LEVEL = 'info';
+/** A bearer token shorter than this is refused: it would be guessable. */
+export const MIN_AUTH_TOKEN_CHARS = 16;
+export const MAX_AUTH_TOKEN_CHARS = 4096;
+/** Upper bound on configured peers (a Raft group larger than this is a mistake). */
+export const MAX_PEERS = 15;
+/** Environment variable that overrides http.authToken (keeps the secret out of the file). */
+export const AUTH_TOKEN_ENV = 'CONCORD_HTTP_AUTH_TOKEN';
+
+export type StoreMode = 'raft' | 'db';
+export const STORE_MODES: readonly StoreMode[] = ['raft', 'db'];
+export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
+export type LogLevel = (typeof LOG_LEVELS)[number];
+
+// ------------------------------------------------------------------ shape
+
+export interface PeerConfig {
+  nodeId: NodeId;
+  host: string;
+  raftPort: number;
+  tcPort: number;
+  httpPort: number;
+}
+
+export interface LimitsConfig {
+  /** Largest HTTP request body accepted, in bytes. */
+  maxRequestBodyBytes: number;
+  /** Concurrent `POST /metadata/v1/watch` long polls held; beyond it → 503. */
+  maxWatchers: number;
+  /** A watch's default wait when the request names none, in ms (clamped to [1 s, 60 s]). */
+  watchTimeoutMs: number;
+  /** Upper bound on one changeCluster request, in ms. */
+  changeTimeoutMs: number;
+  /** How long a new learner may take to catch up before the change gives up, in ms. */
+  learnerCatchUpTimeoutMs: number;
+  /** A learner is caught up when its match index is within this many entries of the leader's last index. */
+  learnerCatchUpMaxLagEntries: number;
+  /** How long a leadership transfer may take, in ms. */
+  transferTimeoutMs: number;
+}
+
+export interface NodeConfig {
+  node: { id: NodeId; group: string };
+  server: {
+    /** The address the node's sockets bind to. */
+    host: string;
+    /** The address other nodes and clients use to reach this node (defaults to host). */
+    advertiseHost: string;
+    httpPort: number;
+    tcPort: number;
+    raftPort: number;
+  };
+  raft: {
+    /** Absolute path. */
+    dataDir: string;
+    peers: PeerConfig[];
+    tickMs: number;
+    electionTicks: number;
+    heartbeatTicks: number;
+    snapshotEveryEntries: number;
+    /** Start with an empty membership and wait to be added by a changeCluster on the leader. */
+    join: boolean;
+  };
+  store: { mode: StoreMode; db: { url: string } | null };
+  http: { authToken: string | null };
+  limits: LimitsConfig;
+  log: { level: LogLevel };
+  /** Where the config came from (a file path or "<inline>"), for messages. */
+  source: string;
+}
+
+// ------------------------------------------------------------------ loading
+
+/** Reads and validates a YAML config file. Throws ConfigError. */
+export function loadConfig(file: string, env: NodeJS.ProcessEnv = process.env, cwd = process.cwd()): NodeConfig {
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (err) {
+    throw new ConfigError('(file)', `cannot read ${file}: ${(err as Error).message}`, { cause: err });
+  }
+  return parseConfigText(text, { source: file, env, cwd });
+}
+
+export function parseConfigText(text: string, opts: { source?: string; env?: NodeJS.ProcessEnv; cwd?: string } = {}): NodeConfig {
+  const doc = parseDocument(text, { prettyErrors: true, uniqueKeys: true });
+  if (doc.errors.length > 0) {
+    const e = doc.errors[0]!;
+    throw new ConfigError('(yaml)', `${opts.source ?? 'config'} is not valid YAML: ${e.message}`, { cause: e });
+  }
+  return validateConfig(doc.toJS({ maxAliasCount: 100 }) as unknown, opts);
+}
+
+/** Validates a parsed config object. Throws ConfigError naming the first bad key. */
+export function validateConfig(raw: unknown, opts: { source?: string; env?: NodeJS.ProcessEnv; cwd?: string } = {}): NodeConfig {
+  const env = opts.env ?? {};
+  const cwd = opts.cwd ?? process.cwd();
+  if (raw === null || raw === undefined) raw = {};
+  if (!isPlainObject(raw)) throw new ConfigError('(root)', 'the config must be a mapping of sections');
+  noUnknownKeys(raw, ['node', 'server', 'raft', 'store', 'http', 'limits', 'log'], '');
+
+  const nodeS = section(raw, 'node', '');
+  noUnknownKeys(nodeS, ['id', 'group'], 'node');
+  const node = {
+    id: str(nodeS, 'id', 'node', { pattern: NODE_ID_PATTERN, patternHint: NODE_ID_HINT }),
+    group: str(nodeS, 'group', 'node', { default: DEFAULT_GROUP, pattern: NODE_ID_PATTERN, patternHint: NODE_ID_HINT }),
+  };
+
+  const serverS = section(raw, 'server', '');
+  noUnknownKeys(serverS, ['host', 'advertiseHost', 'httpPort', 'tcPort', 'raftPort'], 'server');
+  const host = str(serverS, 'host', 'server', { default: DEFAULT_HOST, pattern: HOST_PATTERN, patternHint: HOST_HINT });
+  const wildcard = host === '0.0.0.0' || host === '::';
+  const advertiseHost = str(serverS, 'advertiseHost', 'server', {
+    ...(wildcard ? {} : { default: host }),
+    pattern: HOST_PATTERN,
+    patternHint: HOST_HINT,
+  });
+  const server = {
+    host,
+    advertiseHost,
+    httpPort: port(serverS, 'httpPort', 'server', DEFAULT_HTTP_PORT),
+    tcPort: port(serverS, 'tcPort', 'server', DEFAULT_TC_PORT),
+    raftPort: port(serverS, 'raftPort', 'server', DEFAULT_RAFT_PORT),
+  };
+  if (new Set([server.httpPort, server.tcPort, server.raftPort]).size !== 3) {
+    throw new ConfigError('server.raftPort', `httpPort, tcPort and raftPort must differ (got ${server.httpPort}, ${server.tcPort}, ${server.raftPort})`);
+  }
+
+  const raftS = section(raw, 'raft', '');
+  noUnknownKeys(raftS, ['dataDir', 'peers', 'tickMs', 'electionTicks', 'heartbeatTicks', 'snapshotEveryEntries', 'join'], 'raft');
+  const join = bool(raftS, 'join', 'raft', false);
+  const peers = parsePeers(raftS.peers, 'raft.peers', { required: !join });
+  const electionTicks = int(raftS, 'electionTicks', 'raft', { default: DEFAULT_ELECTION_TICKS, min: 2, max: 1000 });
+  const heartbeatTicks = int(raftS, 'heartbeatTicks', 'raft', { default: DEFAULT_HEARTBEAT_TICKS, min: 1, max: 1000 });
+  if (heartbeatTicks >= electionTicks) {
+    throw new ConfigError('raft.heartbeatTicks', `must be smaller than raft.electionTicks (${electionTicks}), got ${heartbeatTicks}`);
+  }
+  const raft = {
+    dataDir: resolvePath(cwd, str(raftS, 'dataDir', 'raft', { minLength: 1 })),
+    peers,
+    tickMs: int(raftS, 'tickMs', 'raft', { default: DEFAULT_TICK_MS, min: 1, max: 10_000 }),
+    electionTicks,
+    heartbeatTicks,
+    snapshotEveryEntries: int(raftS, 'snapshotEveryEntries', 'raft', { default: DEFAULT_SNAPSHOT_EVERY_ENTRIES, min: 1, max: 100_000_000 }),
+    join,
+  };
+  const self = peers.find((p) => p.nodeId === node.id);
+  const selfAt = peers.findIndex((p) => p.nodeId === node.id);
+  if (!join && !self) {
+    throw new ConfigError('raft.peers', `must list this node (${node.id}) among the bootstrap members, or set raft.join: true to start empty and be added later`);
+  }
+  if (self) {
+    for (const [k, want] of [['raftPort', server.raftPort], ['tcPort', server.tcPort], ['httpPort', server.httpPort]] as const) {
+      if (self[k] !== want) throw new ConfigError(`raft.peers[${selfAt}].${k}`, `${self[k]} does not match server.${k} ${want} of this node (${node.id})`);
+    }
+    if (self.host !== advertiseHost && !wildcard && serverS.advertiseHost === undefined) {
+      throw new ConfigError(`raft.peers[${selfAt}].host`, `${self.host} does not match server.host ${host} of this node; set server.advertiseHost if they differ on purpose`);
+    }
+  }
+
+  const storeS = section(raw, 'store', '');
+  noUnknownKeys(storeS, ['mode', 'db'], 'store');
+  const mode = oneOf(storeS, 'mode', 'store', STORE_MODES, 'raft');
+  const dbS = section(storeS, 'db', 'store');
+  noUnknownKeys(dbS, ['url'], 'store.db');
+  const dbUrl = optStr(dbS, 'url', 'store.db', { maxLength: 4096 });
+  if (mode === 'db' && dbUrl === null) throw new ConfigError('store.db.url', 'is required when store.mode is db');
+  if (dbUrl !== null && !/^(postgres|postgresql|mysql):\/\//.test(dbUrl)) {
+    throw new ConfigError('store.db.url', 'must start with postgres://, postgresql:// or mysql://');
+  }
+
+  const httpS = section(raw, 'http', '');
+  noUnknownKeys(httpS, ['authToken'], 'http');
+  const envToken = env[AUTH_TOKEN_ENV];
+  const authToken =
+    envToken !== undefined && envToken !== ''
+      ? str({ authToken: envToken }, 'authToken', `(env ${AUTH_TOKEN_ENV})`, { minLength: MIN_AUTH_TOKEN_CHARS, maxLength: MAX_AUTH_TOKEN_CHARS })
+      : optStr(httpS, 'authToken', 'http', { minLength: MIN_AUTH_TOKEN_CHARS, maxLength: MAX_AUTH_TOKEN_CHARS });
+
+  const limitsS = section(raw, 'limits', '');
+  const limitKeys = ['maxRequestBodyBytes', 'maxWatchers', 'watchTimeoutMs', 'changeTimeoutMs', 'learnerCatchUpTimeoutMs', 'learnerCatchUpMaxLagEntries', 'transferTimeoutMs'];
+  noUnknownKeys(limitsS, limitKeys, 'limits');
+  const limits: LimitsConfig = {
+    maxRequestBodyBytes: int(limitsS, 'maxRequestBodyBytes', 'limits', { default: DEFAULT_MAX_REQUEST_BODY_BYTES, min: 1024, max: 16 * 1024 * 1024 }),
+    maxWatchers: int(limitsS, 'maxWatchers', 'limits', { default: DEFAULT_MAX_WATCHERS, min: 1, max: 100_000 }),
+    watchTimeoutMs: int(limitsS, 'watchTimeoutMs', 'limits', { default: DEFAULT_WATCH_TIMEOUT_MS, min: MIN_WATCH_TIMEOUT_MS, max: MAX_WATCH_TIMEOUT_MS }),
+    changeTimeoutMs: int(limitsS, 'changeTimeoutMs', 'limits', { default: DEFAULT_CHANGE_TIMEOUT_MS, min: 1_000, max: 3_600_000 }),
+    learnerCatchUpTimeoutMs: int(limitsS, 'learnerCatchUpTimeoutMs', 'limits', { default: DEFAULT_LEARNER_CATCH_UP_TIMEOUT_MS, min: 100, max: 3_600_000 }),
+    learnerCatchUpMaxLagEntries: int(limitsS, 'learnerCatchUpMaxLagEntries', 'limits', { default: DEFAULT_LEARNER_CATCH_UP_MAX_LAG_ENTRIES, min: 0, max: 1_000_000 }),
+    transferTimeoutMs: int(limitsS, 'transferTimeoutMs', 'limits', { default: DEFAULT_TRANSFER_TIMEOUT_MS, min: 100, max: 600_000 }),
+  };
+
+  const logS = section(raw, 'log', '');
+  noUnknownKeys(logS, ['level'], 'log');
+  const log = { level: oneOf(logS, 'level', 'log', LOG_LEVELS, DEFAULT_LOG_LEVEL) };
+
+  return {
+    node,
+    server,
+    raft,
+    store: { mode, db: dbUrl === null ? null : { url: dbUrl } },
+    http: { authToken },
+    limits,
+    log,
+    source: opts.source ?? '<inline>',
+  };
+}
+
+function parsePeers(v: unknown, path: string, opts: { required: boolean }): PeerConfig[] {
+  if (v === undefined || v === null) {
+    if (opts.required) throw new ConfigError(path, 'is required: the bootstrap members of the Raft group');
+    return [];
+  }
+  if (!Array.isArray(v)) throw new ConfigError(path, 'must be a list of {nodeId, host, raftPort, tcPort, httpPort}');
+  if (opts.required && v.length === 0) throw new ConfigError(path, 'must list at least one member');
+  if (v.length > MAX_PEERS) throw new ConfigError(path, `lists ${v.length} members; at most ${MAX_PEERS} are allowed`);
+  const peers: PeerConfig[] = [];
+  const ids = new Set<string>();
+  const addresses = new Map<string, string>();
+  v.forEach((p: unknown, i: number) => {
+    const at = `${path}[${i}]`;
+    if (!isPlainObject(p)) throw new ConfigError(at, 'must be a mapping {nodeId, host, raftPort, tcPort, httpPort}');
+    noUnknownKeys(p, ['nodeId', 'host', 'raftPort', 'tcPort', 'httpPort'], at);
+    const peer: PeerConfig = {
+      nodeId: str(p, 'nodeId', at, { pattern: NODE_ID_PATTERN, patternHint: NODE_ID_HINT }),
+      host: str(p, 'host', at, { pattern: HOST_PATTERN, patternHint: HOST_HINT }),
+      raftPort: port(p, 'raftPort', at),
+      tcPort: port(p, 'tcPort', at),
+      httpPort: port(p, 'httpPort', at),
+    };
+    if (ids.has(peer.nodeId)) throw new ConfigError(`${at}.nodeId`, `${peer.nodeId} is listed twice`);
+    ids.add(peer.nodeId);
+    for (const k of ['raftPort', 'tcPort', 'httpPort'] as const) {
+      const addr = `${peer.host}:${peer[k]}`;
+      const other = addresses.get(addr);
+      if (other !== undefined) throw new ConfigError(`${at}.${k}`, `${addr} is already used by ${other}`);
+      addresses.set(addr, `${peer.nodeId}.${k}`);
+    }
+    peers.push(peer);
+  });
+  return peers;
+}
+
+// ------------------------------------------------------------------ derived values
+
+export function peerEndpoints(p: PeerConfig): MemberEndpoints {
+  return {
+    raft: { host: p.host, port: p.raftPort },
+    transaction: { host: p.host, port: p.tcPort },
+    control: { host: p.host, port: p.httpPort },
+  };
+}
+
+/** This node's own endpoints as others reach it. */
+export function selfEndpoints(c: NodeConfig): MemberEndpoints {
+  const h = c.server.advertiseHost;
+  return {
+    raft: { host: h, port: c.server.raftPort },
+    transaction: { host: h, port: c.server.tcPort },
+    control: { host: h, port: c.server.httpPort },
+  };
+}

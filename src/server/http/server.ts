@@ -1,0 +1,295 @@
+/**
+ * The node's HTTP openapi (node:http, JSON):
+ *
+ *   GET  /metadata/v1/cluster?group=default          members, roles, term, endpoints
+ *   POST /metadata/v1/watch                           long poll until term/membership change
+ *   POST /metadata/v1/changeCluster?raftClusterStr=   desired membership (Bearer token)
+ *   POST /metadata/v1/transferLeader?nodeId=          leadership transfer (Bearer token)
+ *   GET  /health                                      liveness, role, term, leader
+ *   GET  /metrics                                     Prometheus text
+ *
+ * Every request is validated at the edge; bad input gets a typed JSON error and changes
+ * nothing; no client input can crash the node (every handler's failure is caught and
+ * mapped, bodies are bounded).
+ */
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { BadRequestError, NotLeaderError, StoppedError } from '../../shared/errors.ts';
+import type { Logger } from '../../shared/logger.ts';
+import type { ClusterView } from '../cluster-view.ts';
+import type { LimitsConfig } from '../config.ts';
+import type { MembershipManager, DesiredMember } from '../membership.ts';
+import { parseMembersBody, parseRaftClusterStr } from '../membership.ts';
+import type { NodeMetrics } from '../metrics.ts';
+import { isFormBody, parseForm, parseJsonObject, readBody, requireBearer } from './body.ts';
+import { HttpError, MethodNotAllowedError, RouteNotFoundError, UnknownGroupError, toErrorAnswer } from './errors.ts';
+import type { ChangeClusterResult, WatchChanged } from './types.ts';
+import { WatchHub, parseWatchRequest } from './watch.ts';
+
+/** Headers must arrive within this time, in ms (slowloris guard). */
+export const HTTP_HEADERS_TIMEOUT_MS = 10_000;
+/** The whole request (headers and body) must arrive within this time, in ms; answering may take longer (watch). */
+export const HTTP_REQUEST_TIMEOUT_MS = 30_000;
+/** Idle keep-alive connections close after this, in ms. */
+export const HTTP_KEEP_ALIVE_TIMEOUT_MS = 5_000;
+/** Upper bound on request headers. */
+export const HTTP_MAX_HEADERS_COUNT = 100;
+/** Open connections held at most (watchers included); beyond it new sockets are refused. */
+export const HTTP_MAX_CONNECTIONS = 4096;
+/** How long close() waits for in-flight requests before destroying sockets, in ms. */
+export const HTTP_CLOSE_GRACE_MS = 2_000;
+
+export interface OpenApiOptions {
+  host: string;
+  port: number;
+  view: ClusterView;
+  membership: MembershipManager;
+  metrics: NodeMetrics;
+  limits: LimitsConfig;
+  authToken: string | null;
+  logger: Logger;
+}
+
+interface Route {
+  method: 'GET' | 'POST';
+  handle(req: IncomingMessage, url: URL, res: ServerResponse, signal: AbortSignal): Promise<Answer>;
+}
+
+type Answer = { status: number; body?: unknown; text?: string; contentType?: string; headers?: Record<string, string> };
+
+export class OpenApiServer {
+  private readonly server: Server;
+  private readonly hub: WatchHub;
+  private readonly routes: Map<string, Route>;
+  private readonly log: Logger;
+  private stopping = false;
+
+  constructor(private readonly o: OpenApiOptions) {
+    this.log = o.logger.child({ component: 'openapi' });
+    this.hub = new WatchHub(o.view, o.limits.maxWatchers);
+    this.routes = new Map<string, Route>([
+      ['/metadata/v1/cluster', { method: 'GET', handle: (req, url) => this.cluster(url) }],
+      ['/metadata/v1/watch', { method: 'POST', handle: (req, url, res, signal) => this.watch(req, url, signal) }],
+      ['/metadata/v1/changeCluster', { method: 'POST', handle: (req, url) => this.changeCluster(req, url) }],
+      ['/metadata/v1/transferLeader', { method: 'POST', handle: (req, url) => this.transferLeader(req, url) }],
+      ['/health', { method: 'GET', handle: async () => this.health() }],
+      ['/metrics', { method: 'GET', handle: () => this.metricsText() }],
+    ]);
+    this.server = createServer({ headersTimeout: HTTP_HEADERS_TIMEOUT_MS, requestTimeout: HTTP_REQUEST_TIMEOUT_MS, keepAliveTimeout: HTTP_KEEP_ALIVE_TIMEOUT_MS }, (req, res) => {
+      void this.dispatch(req, res);
+    });
+    this.server.maxHeadersCount = HTTP_MAX_HEADERS_COUNT;
+    this.server.maxConnections = HTTP_MAX_CONNECTIONS;
+    this.server.on('clientError', (err, socket) => {
+      if (socket.writable) socket.end('HTTP/1.1 400 Bad Request\r\nconnection: close\r\n\r\n');
+      else socket.destroy();
+      this.log.debug({ err: (err as Error).message }, 'http client error');
+    });
+  }
+
+  /** Binds; resolves with the bound port (useful with port 0). */
+  listen(): Promise<number> {
+    return new Promise((resolve, reject) => {
+      const onError = (err: Error) => reject(err);
+      this.server.once('error', onError);
+      this.server.listen(this.o.port, this.o.host, () => {
+        this.server.off('error', onError);
+        const port = (this.server.address() as AddressInfo).port;
+        this.log.info({ host: this.o.host, port }, 'openapi listening');
+        resolve(port);
+      });
+    });
+  }
+
+  /** Answers waiting watchers, stops accepting, and closes within HTTP_CLOSE_GRACE_MS. */
+  async close(): Promise<void> {
+    if (this.stopping) return;
+    this.stopping = true;
+    this.hub.close();
+    await new Promise<void>((resolve) => {
+      const force = setTimeout(() => {
+        this.server.closeAllConnections();
+        resolve();
+      }, HTTP_CLOSE_GRACE_MS);
+      force.unref();
+      this.server.close(() => {
+        clearTimeout(force);
+        resolve();
+      });
+      this.server.closeIdleConnections();
+    });
+  }
+
+  // ---------------------------------------------------------------- dispatch
+
+  private async dispatch(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const started = performance.now();
+    let routeName = 'unknown';
+    const abort = new AbortController();
+    res.on('close', () => abort.abort());
+    let answer: Answer;
+    try {
+      let url: URL;
+      try {
+        url = new URL(req.url ?? '/', 'http://localhost');
+      } catch {
+        throw new BadRequestError('the request target is not a valid URL');
+      }
+      const route = this.routes.get(url.pathname);
+      if (!route) throw new RouteNotFoundError(url.pathname);
+      routeName = url.pathname;
+      if (req.method !== route.method && !(route.method === 'GET' && req.method === 'HEAD')) throw new MethodNotAllowedError(req.method ?? '', [route.method]);
+      if (this.stopping) throw new StoppedError();
+      answer = await route.handle(req, url, res, abort.signal);
+    } catch (err) {
+      const a = toErrorAnswer(err, (id) => this.o.view.leaderInfo(id));
+      if (a.status >= 500 && !(err instanceof HttpError) && a.body.error.code === 'INTERNAL') {
+        this.log.error({ err, route: routeName }, 'openapi handler failed');
+      } else {
+        this.log.debug({ route: routeName, status: a.status, code: a.body.error.code }, 'openapi request refused');
+      }
+      answer = { status: a.status, body: a.body, headers: a.headers };
+    }
+    if (!req.complete) {
+      // Do not leave an unread body on a keep-alive connection.
+      answer.headers = { ...answer.headers, connection: 'close' };
+    }
+    this.send(res, req.method === 'HEAD', answer);
+    this.o.metrics.observeHttp(routeName, req.method ?? '', answer.status, (performance.now() - started) / 1000);
+  }
+
+  private send(res: ServerResponse, head: boolean, a: Answer): void {
+    if (res.writableEnded || res.destroyed) return;
+    const headers: Record<string, string> = { 'cache-control': 'no-store', ...a.headers };
+    let payload = '';
+    if (a.text !== undefined) {
+      payload = a.text;
+      headers['content-type'] = a.contentType ?? 'text/plain; charset=utf-8';
+    } else if (a.body !== undefined && a.status !== 304) {
+      payload = JSON.stringify(a.body);
+      headers['content-type'] = 'application/json; charset=utf-8';
+    }
+    headers['content-length'] = String(Buffer.byteLength(payload));
+    res.writeHead(a.status, headers);
+    res.end(head ? undefined : payload);
+  }
+
+  private checkGroup(group: string | null): void {
+    const g = group ?? this.o.view.group;
+    if (g !== this.o.view.group) throw new UnknownGroupError(g, this.o.view.group);
+  }
+
+  private async readJson(req: IncomingMessage): Promise<Record<string, unknown>> {
+    const body = await readBody(req, this.o.limits.maxRequestBodyBytes);
+    return parseJsonObject(body);
+  }
+
+  // ---------------------------------------------------------------- handlers
+
+  private async cluster(url: URL): Promise<Answer> {
+    this.checkGroup(url.searchParams.get('group'));
+    return { status: 200, body: this.o.view.metadata() };
+  }
+
+  private async watch(req: IncomingMessage, url: URL, signal: AbortSignal): Promise<Answer> {
+    const raw = await readBody(req, this.o.limits.maxRequestBodyBytes);
+    let body: Record<string, unknown>;
+    const text = raw.toString('utf8').trim();
+    if (isFormBody(req) && !text.startsWith('{')) {
+      // Seata's client form: one field per group (name=term), optional timeout.
+      const form = parseForm(raw);
+      const groupTerms: Record<string, unknown> = {};
+      for (const [k, v] of Object.entries(form)) if (k !== 'timeout' && k !== 'timeoutMs') groupTerms[k] = /^\d{1,15}$/.test(v) ? Number(v) : v;
+      body = { groupTerms };
+      const t = form.timeoutMs ?? form.timeout;
+      if (t !== undefined) body.timeoutMs = /^\d{1,9}$/.test(t) ? Number(t) : t;
+    } else {
+      body = parseJsonObject(raw);
+    }
+    const qt = url.searchParams.get('timeoutMs') ?? url.searchParams.get('timeout');
+    if (body.timeoutMs === undefined && qt !== null) body.timeoutMs = /^\d{1,9}$/.test(qt) ? Number(qt) : qt;
+    const w = parseWatchRequest(body, this.o.view.group, this.o.limits.watchTimeoutMs);
+    const outcome = await this.hub.wait(w, signal);
+    if ('changed' in outcome) {
+      const metadata = this.o.view.metadata();
+      const answer: WatchChanged = { changed: outcome.changed, groupTerms: { [this.o.view.group]: metadata.term }, metadata };
+      return { status: 200, body: answer };
+    }
+    if ('closed' in outcome && this.stopping) throw new StoppedError();
+    // Seata answers an unchanged watch with 304 Not Modified.
+    return { status: 304 };
+  }
+
+  private async changeCluster(req: IncomingMessage, url: URL): Promise<Answer> {
+    // Authenticate before reading or validating anything: an unauthenticated caller learns nothing.
+    requireBearer(req, this.o.authToken);
+    this.checkGroup(url.searchParams.get('group'));
+    const body = await this.readJson(req);
+    const str = url.searchParams.get('raftClusterStr');
+    let desired: DesiredMember[];
+    if (str !== null && body.members !== undefined) throw new BadRequestError('give either raftClusterStr or a JSON body with members, not both');
+    if (str !== null) desired = parseRaftClusterStr(str, this.o.view);
+    else if (body.members !== undefined) desired = parseMembersBody(body);
+    else throw new BadRequestError('missing member list: give ?raftClusterStr=host:port,... or a JSON body {"members":[...]}');
+    this.requireLeader();
+    try {
+      const report = await this.o.membership.change(desired);
+      this.o.metrics.countMembershipOp('change', 'ok');
+      const result: ChangeClusterResult = { ok: true, steps: report.steps, metadata: this.o.view.metadata() };
+      return { status: 200, body: result };
+    } catch (err) {
+      this.o.metrics.countMembershipOp('change', 'error');
+      throw err;
+    }
+  }
+
+  private async transferLeader(req: IncomingMessage, url: URL): Promise<Answer> {
+    requireBearer(req, this.o.authToken);
+    this.checkGroup(url.searchParams.get('group'));
+    const body = await this.readJson(req);
+    const to = url.searchParams.get('nodeId') ?? (typeof body.nodeId === 'string' ? body.nodeId : null);
+    if (to === null || to === '') throw new BadRequestError('missing nodeId: the voter to hand leadership to');
+    this.requireLeader();
+    try {
+      await this.o.membership.transfer(to);
+      this.o.metrics.countMembershipOp('transfer', 'ok');
+    } catch (err) {
+      this.o.metrics.countMembershipOp('transfer', 'error');
+      throw err;
+    }
+    return { status: 200, body: { ok: true, leader: this.o.view.leaderInfo(to), metadata: this.o.view.metadata() } };
+  }
+
+  private health(): Answer {
+    const st = this.o.view.status();
+    const up = st.stopped !== true;
+    const role = st.conf.learners.includes(st.id) ? 'learner' : st.role;
+    return {
+      status: up ? 200 : 503,
+      body: {
+        status: up ? 'UP' : 'DOWN',
+        nodeId: st.id,
+        pid: process.pid,
+        group: this.o.view.group,
+        role,
+        term: st.term,
+        leader: this.o.view.leaderInfo(st.leader),
+        member: st.conf.voters.includes(st.id) || st.conf.learners.includes(st.id),
+        commitIndex: st.commit,
+        appliedIndex: st.applied,
+        lastIndex: st.lastIndex,
+        watchers: this.hub.watchers,
+      },
+    };
+  }
+
+  private async metricsText(): Promise<Answer> {
+    const m = await this.o.metrics.render();
+    return { status: 200, text: m.body, contentType: m.contentType };
+  }
+
+  private requireLeader(): void {
+    const st = this.o.view.status();
+    if (st.role !== 'leader') throw new NotLeaderError(st.leader);
+  }
+}

@@ -1,0 +1,264 @@
+/**
+ * Prometheus metrics of one node (prom-client), served as text at `GET /metrics`.
+ *
+ * One Registry per node (never prom-client's global one: tests run several nodes in one
+ * process), with `node` and `group` as default labels. Other modules add their own
+ * metrics to `metrics.registry` — e.g. the coordinator's transactions by status:
+ *
+ *   new Gauge({ name: 'concord_tc_global_sessions', help: '…', labelNames: ['status'],
+ *               registers: [metrics.registry], collect() { … } })
+ *
+ * Raft gauges are read from the node's status at scrape time (no polling).
+ */
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import type { RaftControl } from './raft-control.ts';
+
+/** Buckets for Raft RPC and disk latencies, in seconds (0.1 ms … ~1.6 s). */
+export const LATENCY_BUCKETS_SECONDS = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5];
+/** Buckets for HTTP openapi requests, in seconds (watch long polls land in the top ones). */
+export const HTTP_BUCKETS_SECONDS = [0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 30, 60];
+
+/** The transport counters this module reads from a status, if present. */
+interface TransportCounts {
+  sent: number;
+  received: number;
+  reconnects: number;
+  dropped: Record<string, number>;
+  rejected: Record<string, number>;
+  peers: Record<string, { connected: boolean }>;
+}
+
+const ROLES = ['follower', 'pre-candidate', 'candidate', 'leader', 'learner'] as const;
+
+export interface NodeMetrics {
+  /** The node's registry: add metrics here (`registers: [metrics.registry]`). */
+  readonly registry: Registry;
+  /** Records one Raft RPC's latency (message type, seconds), e.g. from the transport. */
+  observeRaftRpc(type: string, seconds: number): void;
+  /** Records one synced disk write of the driver, in seconds. */
+  observePersist(seconds: number): void;
+  /** Records one HTTP openapi request. */
+  observeHttp(route: string, method: string, status: number, seconds: number): void;
+  /** Counts a membership operation by kind and result. */
+  countMembershipOp(kind: 'change' | 'transfer', result: 'ok' | 'error'): void;
+  /** Starts reading Raft gauges from this node. Call once the Raft node exists. */
+  bindRaft(control: RaftControl): void;
+  /** Text exposition for a scrape. */
+  render(): Promise<{ contentType: string; body: string }>;
+}
+
+export function createNodeMetrics(labels: { node: string; group: string }, opts: { processMetrics?: boolean } = {}): NodeMetrics {
+  const registry = new Registry();
+  registry.setDefaultLabels(labels);
+  if (opts.processMetrics ?? true) collectDefaultMetrics({ register: registry, prefix: 'concord_' });
+
+  let control: RaftControl | null = null;
+  const status = () => {
+    if (!control) return null;
+    try {
+      return control.status();
+    } catch {
+      return null;
+    }
+  };
+
+  new Gauge({
+    name: 'concord_raft_role',
+    help: 'Raft role of this node: 1 for the current role, 0 for the others (learner: a non-voting member)',
+    labelNames: ['role'],
+    registers: [registry],
+    collect() {
+      const st = status();
+      const isLearner = st !== null && st.conf.learners.includes(st.id);
+      for (const r of ROLES) this.set({ role: r }, st !== null && (r === 'learner' ? isLearner : !isLearner && st.role === r) ? 1 : 0);
+    },
+  });
+  new Gauge({
+    name: 'concord_raft_is_leader',
+    help: '1 if this node is the leader of its group',
+    registers: [registry],
+    collect() {
+      this.set(status()?.role === 'leader' ? 1 : 0);
+    },
+  });
+  new Gauge({
+    name: 'concord_raft_term',
+    help: 'Current Raft term',
+    registers: [registry],
+    collect() {
+      this.set(status()?.term ?? 0);
+    },
+  });
+  new Gauge({
+    name: 'concord_raft_commit_index',
+    help: 'Highest log index known committed (stored on a quorum)',
+    registers: [registry],
+    collect() {
+      this.set(status()?.commit ?? 0);
+    },
+  });
+  new Gauge({
+    name: 'concord_raft_applied_index',
+    help: 'Last log index applied to the state machine',
+    registers: [registry],
+    collect() {
+      this.set(status()?.applied ?? 0);
+    },
+  });
+  new Gauge({
+    name: 'concord_raft_last_index',
+    help: 'Last index of the Raft log on this node',
+    registers: [registry],
+    collect() {
+      this.set(status()?.lastIndex ?? 0);
+    },
+  });
+  new Gauge({
+    name: 'concord_raft_log_entries',
+    help: 'Entries held in the Raft log (after the last snapshot)',
+    registers: [registry],
+    collect() {
+      const st = status();
+      this.set(st ? Math.max(0, st.lastIndex - st.firstIndex + 1) : 0);
+    },
+  });
+  new Gauge({
+    name: 'concord_raft_snapshot_index',
+    help: 'Index covered by the latest snapshot on disk',
+    registers: [registry],
+    collect() {
+      this.set(status()?.snapshotIndex ?? 0);
+    },
+  });
+  new Gauge({
+    name: 'concord_raft_pending_proposals',
+    help: 'Proposals accepted by this leader and not yet applied',
+    registers: [registry],
+    collect() {
+      this.set(status()?.pendingProposals ?? 0);
+    },
+  });
+  new Gauge({
+    name: 'concord_raft_members',
+    help: 'Members of the group by kind',
+    labelNames: ['kind'],
+    registers: [registry],
+    collect() {
+      const st = status();
+      this.set({ kind: 'voter' }, st?.conf.voters.length ?? 0);
+      this.set({ kind: 'learner' }, st?.conf.learners.length ?? 0);
+    },
+  });
+  new Gauge({
+    name: 'concord_raft_follower_lag_entries',
+    help: "Leader only: how far each member's replicated log is behind the leader's last index",
+    labelNames: ['peer'],
+    registers: [registry],
+    collect() {
+      this.reset();
+      const st = status();
+      if (st?.role !== 'leader' || !st.progress) return;
+      for (const [peer, pr] of Object.entries(st.progress)) if (peer !== st.id) this.set({ peer }, Math.max(0, st.lastIndex - pr.match));
+    },
+  });
+  // Entries appended by this node while leader: rate() of it is proposals per second.
+  let lastLeaderIndex: number | null = null;
+  new Counter({
+    name: 'concord_raft_proposals_total',
+    help: 'Log entries appended by this node as leader (proposals, membership changes, term no-ops); rate() gives proposals/s',
+    registers: [registry],
+    collect() {
+      const st = status();
+      if (st?.role !== 'leader') {
+        lastLeaderIndex = null;
+        return;
+      }
+      if (lastLeaderIndex !== null && st.lastIndex > lastLeaderIndex) this.inc(st.lastIndex - lastLeaderIndex);
+      lastLeaderIndex = st.lastIndex;
+    },
+  });
+  // The peer transport's cumulative counts, when the status carries them (RaftNode does).
+  const transportStats = () => {
+    const t = (status() as { transport?: TransportCounts } | null)?.transport;
+    return t && typeof t.sent === 'number' ? t : null;
+  };
+  const fromTotals = (name: string, help: string, read: (t: TransportCounts) => Record<string, number>, label: string | null) => {
+    const last = new Map<string, number>();
+    new Counter({
+      name,
+      help,
+      labelNames: label ? [label] : [],
+      registers: [registry],
+      collect() {
+        const t = transportStats();
+        if (!t) return;
+        for (const [k, v] of Object.entries(read(t))) {
+          const before = last.get(k) ?? 0;
+          // A restarted transport starts from zero: count from there.
+          const delta = v >= before ? v - before : v;
+          if (delta > 0) {
+            if (label) this.inc({ [label]: k }, delta);
+            else this.inc(delta);
+          }
+          last.set(k, v);
+        }
+      },
+    });
+  };
+  fromTotals('concord_raft_messages_sent_total', 'Raft messages handed to the peer transport', (t) => ({ all: t.sent }), null);
+  fromTotals('concord_raft_messages_received_total', 'Raft messages received from peers', (t) => ({ all: t.received }), null);
+  fromTotals('concord_raft_messages_dropped_total', 'Raft messages dropped by the transport (Raft retransmits), by reason', (t) => ({ ...t.dropped }), 'reason');
+  fromTotals('concord_raft_frames_rejected_total', 'Frames from peers refused (unknown sender, wrong receiver, malformed), by reason', (t) => ({ ...t.rejected }), 'reason');
+  fromTotals('concord_raft_reconnects_total', 'Peer stream reconnects', (t) => ({ all: t.reconnects }), null);
+  new Gauge({
+    name: 'concord_raft_peer_connected',
+    help: '1 if the stream to the peer is connected',
+    labelNames: ['peer'],
+    registers: [registry],
+    collect() {
+      this.reset();
+      for (const [peer, p] of Object.entries(transportStats()?.peers ?? {})) this.set({ peer }, p.connected ? 1 : 0);
+    },
+  });
+
+  const rpc = new Histogram({
+    name: 'concord_raft_rpc_duration_seconds',
+    help: 'Raft peer RPC latency by message type',
+    labelNames: ['type'],
+    buckets: LATENCY_BUCKETS_SECONDS,
+    registers: [registry],
+  });
+  const persist = new Histogram({
+    name: 'concord_raft_persist_duration_seconds',
+    help: 'Duration of one synced Raft log write (a round of entries and hard state)',
+    buckets: LATENCY_BUCKETS_SECONDS,
+    registers: [registry],
+  });
+  const http = new Histogram({
+    name: 'concord_http_request_duration_seconds',
+    help: 'HTTP openapi requests by route, method and status',
+    labelNames: ['route', 'method', 'status'],
+    buckets: HTTP_BUCKETS_SECONDS,
+    registers: [registry],
+  });
+  const membership = new Counter({
+    name: 'concord_membership_operations_total',
+    help: 'Membership changes and leadership transfers handled by this node, by result',
+    labelNames: ['kind', 'result'],
+    registers: [registry],
+  });
+
+  return {
+    registry,
+    observeRaftRpc: (type, seconds) => rpc.observe({ type }, seconds),
+    observePersist: (seconds) => persist.observe(seconds),
+    observeHttp: (route, method, statusCode, seconds) => http.observe({ route, method, status: String(statusCode) }, seconds),
+    countMembershipOp: (kind, result) => membership.inc({ kind, result }),
+    bindRaft(c) {
+      control = c;
+    },
+    async render() {
+      return { contentType: registry.contentType, body: await registry.metrics() };
+    },
+  };
+}
