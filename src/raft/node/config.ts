@@ -1,0 +1,176 @@
+/**
+ * Raft node configuration: what one node needs to find its disk and its peers and to set
+ * its timing. Validated up front; a bad value is a ConfigError naming the key.
+ *
+ * Defaults:
+ *   tickMs                   100     milliseconds per core tick
+ *   electionTicks            10      follower's election timeout, randomized in [n, 2n) ticks
+ *   heartbeatTicks           1       leader's heartbeat interval in ticks (< electionTicks)
+ *   snapshotIntervalEntries  10000   applied entries between local snapshots (0 = never)
+ *   join                     false   true: start outside the membership and wait to be added
+ */
+import { ConfigError } from '../../shared/errors.ts';
+import type { NodeId } from '../core/types.ts';
+
+export interface RaftNodeConfig {
+  /** Stable node id ("node1"). */
+  nodeId: NodeId;
+  /** host:port the Raft peer transport listens on. */
+  raftAddress: string;
+  /** host:port peers reach this node at, if not raftAddress (e.g. raftAddress binds 0.0.0.0). */
+  advertiseRaftAddress: string;
+  /** The other members' raft addresses, by node id: the initial cluster, and where to look for a member whose context names no address. */
+  peers: Record<NodeId, string>;
+  /** Directory for this node's data; the Raft log lives in `<dataDir>/raft`. */
+  dataDir: string;
+  tickMs: number;
+  electionTicks: number;
+  heartbeatTicks: number;
+  snapshotIntervalEntries: number;
+  /**
+   * false: bootstrap (or restart) as a member of {nodeId} ∪ peers.
+   * true: the node is being added to a running cluster (after a wipe, or new): it starts
+   * with no membership, never campaigns, and waits for the leader to add it as a learner.
+   */
+  join: boolean;
+  /** Extra fields for this node's member context (e.g. its client-facing HTTP address). */
+  contextExtra: Record<string, string>;
+}
+
+export const DEFAULT_NODE_TICK_MS = 100;
+export const DEFAULT_NODE_ELECTION_TICKS = 10;
+export const DEFAULT_NODE_HEARTBEAT_TICKS = 1;
+export const DEFAULT_NODE_SNAPSHOT_INTERVAL_ENTRIES = 10_000;
+
+/** Bounds that catch unit mistakes (seconds given as milliseconds, and the like). */
+export const MAX_TICK_MS = 60_000;
+export const MAX_ELECTION_TICKS = 10_000;
+export const MAX_PEERS = 64;
+
+const NODE_ID_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
+const KNOWN_KEYS = new Set([
+  'nodeId',
+  'raftAddress',
+  'advertiseRaftAddress',
+  'peers',
+  'dataDir',
+  'tickMs',
+  'electionTicks',
+  'heartbeatTicks',
+  'snapshotIntervalEntries',
+  'join',
+  'contextExtra',
+]);
+
+/** Parses "host:port" (IPv6 as "[::1]:port"); returns null if malformed. */
+export function parseHostPort(value: string): { host: string; port: number } | null {
+  const m = /^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):(\d{1,5})$/.exec(value);
+  if (!m) return null;
+  const port = Number(m[2]);
+  if (port > 65535) return null;
+  return { host: m[1]!, port };
+}
+
+function address(key: string, value: unknown, allowPortZero: boolean): string {
+  if (typeof value !== 'string') throw new ConfigError(key, `must be a "host:port" string, got ${typeof value}`);
+  const hp = parseHostPort(value);
+  if (!hp) throw new ConfigError(key, `must be "host:port", got ${JSON.stringify(value)}`);
+  if (hp.port === 0 && !allowPortZero) throw new ConfigError(key, 'port 0 is not an address peers can reach');
+  return value;
+}
+
+function integer(key: string, value: unknown, fallback: number, min: number, max: number): number {
+  if (value === undefined) return fallback;
+  const n = typeof value === 'string' && value.trim() !== '' ? Number(value) : value;
+  if (typeof n !== 'number' || !Number.isInteger(n)) throw new ConfigError(key, `must be an integer, got ${JSON.stringify(value)}`);
+  if (n < min || n > max) throw new ConfigError(key, `must be between ${min} and ${max}, got ${n}`);
+  return n;
+}
+
+function nodeId(key: string, value: unknown): string {
+  if (typeof value !== 'string' || !NODE_ID_PATTERN.test(value)) {
+    throw new ConfigError(key, `must be 1-64 letters, digits, ".", "_" or "-" starting with a letter or digit, got ${JSON.stringify(value)}`);
+  }
+  return value;
+}
+
+/** Validates a raw (parsed JSON/YAML, or CLI-assembled) config object. */
+export function validateRaftNodeConfig(raw: unknown): RaftNodeConfig {
+  if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) throw new ConfigError('(root)', 'must be an object');
+  const r = raw as Record<string, unknown>;
+  for (const k of Object.keys(r)) {
+    if (!KNOWN_KEYS.has(k)) throw new ConfigError(k, `unknown key (known: ${[...KNOWN_KEYS].join(', ')})`);
+  }
+  const id = nodeId('nodeId', r.nodeId);
+  const raftAddress = address('raftAddress', r.raftAddress, true);
+  const advertiseRaftAddress = r.advertiseRaftAddress === undefined ? raftAddress : address('advertiseRaftAddress', r.advertiseRaftAddress, false);
+  if (r.advertiseRaftAddress === undefined && parseHostPort(raftAddress)!.port === 0) {
+    throw new ConfigError('raftAddress', 'port 0 needs an explicit advertiseRaftAddress');
+  }
+
+  const peersRaw = r.peers ?? {};
+  if (typeof peersRaw !== 'object' || peersRaw === null || Array.isArray(peersRaw)) {
+    throw new ConfigError('peers', 'must be an object of node id → "host:port"');
+  }
+  const peers: Record<string, string> = {};
+  const entries = Object.entries(peersRaw as Record<string, unknown>);
+  if (entries.length > MAX_PEERS) throw new ConfigError('peers', `at most ${MAX_PEERS} peers`);
+  for (const [pid, paddr] of entries) {
+    nodeId(`peers.${pid}`, pid);
+    const a = address(`peers.${pid}`, paddr, false);
+    if (pid === id) {
+      if (a !== advertiseRaftAddress) throw new ConfigError(`peers.${pid}`, `lists this node at ${a} but it advertises ${advertiseRaftAddress}`);
+      continue;
+    }
+    peers[pid] = a;
+  }
+
+  if (typeof r.dataDir !== 'string' || r.dataDir.trim() === '') throw new ConfigError('dataDir', 'must be a non-empty path');
+  if (r.dataDir.includes('\0')) throw new ConfigError('dataDir', 'is not a valid path');
+
+  const tickMs = integer('tickMs', r.tickMs, DEFAULT_NODE_TICK_MS, 1, MAX_TICK_MS);
+  const electionTicks = integer('electionTicks', r.electionTicks, DEFAULT_NODE_ELECTION_TICKS, 2, MAX_ELECTION_TICKS);
+  const heartbeatTicks = integer('heartbeatTicks', r.heartbeatTicks, DEFAULT_NODE_HEARTBEAT_TICKS, 1, MAX_ELECTION_TICKS);
+  if (heartbeatTicks >= electionTicks) {
+    throw new ConfigError('heartbeatTicks', `must be smaller than electionTicks (${electionTicks}), got ${heartbeatTicks}`);
+  }
+  const snapshotIntervalEntries = integer(
+    'snapshotIntervalEntries',
+    r.snapshotIntervalEntries,
+    DEFAULT_NODE_SNAPSHOT_INTERVAL_ENTRIES,
+    0,
+    Number.MAX_SAFE_INTEGER,
+  );
+
+  let join = false;
+  if (r.join !== undefined) {
+    if (typeof r.join !== 'boolean') throw new ConfigError('join', `must be true or false, got ${JSON.stringify(r.join)}`);
+    join = r.join;
+  }
+
+  const contextExtra: Record<string, string> = {};
+  if (r.contextExtra !== undefined) {
+    if (typeof r.contextExtra !== 'object' || r.contextExtra === null || Array.isArray(r.contextExtra)) {
+      throw new ConfigError('contextExtra', 'must be an object of string values');
+    }
+    for (const [k, v] of Object.entries(r.contextExtra)) {
+      if (typeof v !== 'string') throw new ConfigError(`contextExtra.${k}`, 'must be a string');
+      if (k === 'raft') throw new ConfigError('contextExtra.raft', 'is set from advertiseRaftAddress');
+      contextExtra[k] = v;
+    }
+  }
+
+  return {
+    nodeId: id,
+    raftAddress,
+    advertiseRaftAddress,
+    peers,
+    dataDir: r.dataDir,
+    tickMs,
+    electionTicks,
+    heartbeatTicks,
+    snapshotIntervalEntries,
+    join,
+    contextExtra,
+  };
+}

@@ -1,0 +1,208 @@
+/**
+ * RaftNode: one Raft member on a real disk and a real network. It assembles the LevelDB
+ * log storage (`<dataDir>/raft`), the gRPC peer transport, the system clock and the
+ * driver around a caller's StateMachine, and exposes the driver's requests.
+ */
+import { mkdir } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { Logger } from '../../shared/logger.ts';
+import { assert } from '../../shared/errors.ts';
+import { systemClock } from '../clock.ts';
+import { DEFAULT_MAX_MSG_BYTES, DEFAULT_SNAPSHOT_CHUNK_BYTES } from '../core/config.ts';
+import type { ConfChange, ConfState, NodeId, RaftConfig, Snapshot } from '../core/types.ts';
+import { RaftDriver, type DriverStatus, type RaftStateChange } from '../driver.ts';
+import type { LoadedState, LogStorage, PersistBatch, StateMachine } from '../ports.ts';
+import { LevelDbStorage, type StorageStats } from '../storage/leveldb-storage.ts';
+import { FRAME_OVERHEAD_BYTES, GrpcTransport, type TransportLimits, type TransportStats } from '../transport/grpc-transport.ts';
+import type { RaftNodeConfig } from './config.ts';
+import { encodeMemberContext, PeerDirectory } from './members.ts';
+
+export interface RaftNodeOptions {
+  config: RaftNodeConfig;
+  stateMachine: StateMachine;
+  logger: Logger;
+  /** Core limits beyond the node config (message sizes, windows); defaults from core/config.ts. */
+  raft?: Partial<Omit<RaftConfig, 'id' | 'random' | 'electionTicks' | 'heartbeatTicks'>>;
+  transportLimits?: Partial<TransportLimits>;
+  /** Called once if the node fail-stops (failed disk write, broken invariant). Default: log only. */
+  onFatal?: (error: unknown) => void;
+}
+
+export interface RaftNodeStatus extends DriverStatus {
+  raftAddress: string;
+  /** The context to give a membership change that adds this node. */
+  memberContext: string;
+  transport: TransportStats;
+  storage: StorageStats;
+}
+
+/**
+ * The bootstrap membership for a node config: this node and its peers, all voters, each
+ * with a context naming only its raft address — so that every node, given the same
+ * cluster, starts from a byte-identical membership (extras arrive with later changes).
+ */
+export function bootstrapConf(config: RaftNodeConfig): ConfState {
+  if (config.join) return { voters: [], learners: [], context: {} };
+  const addresses: Record<NodeId, string> = { ...config.peers, [config.nodeId]: config.advertiseRaftAddress };
+  const voters = Object.keys(addresses).sort();
+  // Sorted keys: the seed snapshot's bytes must not depend on which node wrote it.
+  const context: Record<NodeId, string> = {};
+  for (const id of voters) context[id] = encodeMemberContext({ raft: addresses[id]! });
+  return { voters, learners: [], context };
+}
+
+/** The index and term of the seed snapshot every bootstrapping member writes identically. */
+export const BOOTSTRAP_SNAPSHOT_INDEX = 1;
+export const BOOTSTRAP_SNAPSHOT_TERM = 1;
+
+/**
+ * Bootstrap through a seed snapshot. On first start (empty storage, not joining) a node
+ * writes a snapshot at index 1, term 1 holding the bootstrap membership and the fresh
+ * state machine — the same bytes on every founding member, as if all had applied one
+ * shared entry. The initial membership is thereby part of the replicated state: a node
+ * added later (empty, `join`) receives it with the leader's snapshot instead of replaying
+ * later membership changes from an empty base (which would leave it believing that only
+ * the members added since exist). The log proper starts at index 2.
+ */
+class SeedingStorage implements LogStorage {
+  constructor(
+    private readonly inner: LogStorage,
+    private readonly seed: (() => Snapshot) | null,
+    private readonly logger: Logger,
+  ) {}
+
+  async load(): Promise<LoadedState> {
+    const loaded = await this.inner.load();
+    const empty = loaded.snapshot === null && loaded.entries.length === 0 && loaded.hardState.term === 0 && loaded.hardState.commit === 0;
+    if (!empty || this.seed === null) return loaded;
+    const snapshot = this.seed();
+    const hardState = { term: BOOTSTRAP_SNAPSHOT_TERM, vote: null, commit: BOOTSTRAP_SNAPSHOT_INDEX };
+    await this.inner.save({ hardState, entries: [], snapshot });
+    this.logger.info({ conf: snapshot.meta.conf }, 'bootstrapped a new cluster member from the seed snapshot');
+    return { hardState, snapshot, entries: [] };
+  }
+
+  save(batch: PersistBatch): Promise<void> {
+    return this.inner.save(batch);
+  }
+
+  saveSnapshot(snapshot: Snapshot): Promise<void> {
+    return this.inner.saveSnapshot(snapshot);
+  }
+
+  close(): Promise<void> {
+    return this.inner.close();
+  }
+}
+
+export class RaftNode {
+  readonly config: RaftNodeConfig;
+  readonly driver: RaftDriver;
+  private readonly transport: GrpcTransport;
+  private readonly storage: LevelDbStorage;
+  private readonly logger: Logger;
+  private started = false;
+
+  constructor(options: RaftNodeOptions) {
+    const { config } = options;
+    this.config = config;
+    this.logger = options.logger.child({ node: config.nodeId });
+    this.transport = new GrpcTransport({
+      id: config.nodeId,
+      listenAddress: config.raftAddress,
+      logger: this.logger,
+      limits: options.transportLimits ?? {},
+    });
+    const frame = this.transport.limits.maxFrameBytes - FRAME_OVERHEAD_BYTES;
+    const maxMsgBytes = options.raft?.maxMsgBytes ?? DEFAULT_MAX_MSG_BYTES;
+    const chunkBytes = options.raft?.snapshotChunkBytes ?? DEFAULT_SNAPSHOT_CHUNK_BYTES;
+    // The core bounds the data of one message; the frame must hold it with room for the envelope.
+    assert(2 * maxMsgBytes <= frame, () => `raft maxMsgBytes ${maxMsgBytes} does not fit twice in a transport frame of ${frame} bytes`);
+    assert(2 * chunkBytes <= frame, () => `raft snapshotChunkBytes ${chunkBytes} does not fit twice in a transport frame of ${frame} bytes`);
+    this.storage = new LevelDbStorage({ path: join(config.dataDir, 'raft'), logger: this.logger, nodeId: config.nodeId });
+    this.driver = new RaftDriver({
+      id: config.nodeId,
+      storage: new SeedingStorage(
+        this.storage,
+        config.join
+          ? null
+          : () => ({
+              meta: { index: BOOTSTRAP_SNAPSHOT_INDEX, term: BOOTSTRAP_SNAPSHOT_TERM, conf: bootstrapConf(config) },
+              data: options.stateMachine.snapshot(),
+            }),
+        this.logger,
+      ),
+      transport: new PeerDirectory(this.transport, config.peers, config.nodeId, this.logger),
+      clock: systemClock,
+      stateMachine: options.stateMachine,
+      initialConf: bootstrapConf(config),
+      logger: this.logger,
+      raft: { ...options.raft, electionTicks: config.electionTicks, heartbeatTicks: config.heartbeatTicks },
+      tickMs: config.tickMs,
+      snapshotEveryEntries: config.snapshotIntervalEntries,
+      ...(options.onFatal ? { onFatal: options.onFatal } : {}),
+    });
+  }
+
+  /** Creates the data dir, binds the raft port, loads the log and starts ticking. */
+  async start(): Promise<void> {
+    assert(!this.started, 'RaftNode.start() called twice');
+    this.started = true;
+    await mkdir(this.config.dataDir, { recursive: true });
+    await this.transport.start();
+    try {
+      await this.driver.start();
+    } catch (err) {
+      await this.transport.close();
+      await this.storage.close().catch(() => undefined);
+      throw err;
+    }
+    this.logger.info({ raftAddress: this.config.raftAddress, join: this.config.join }, 'raft node started');
+  }
+
+  /** The bound raft port (useful with port 0). */
+  get raftPort(): number | null {
+    return this.transport.port;
+  }
+
+  propose(data: Uint8Array): Promise<unknown> {
+    return this.driver.propose(data);
+  }
+
+  read(): Promise<void> {
+    return this.driver.read();
+  }
+
+  changeMembership(cc: ConfChange): Promise<void> {
+    return this.driver.changeMembership(cc);
+  }
+
+  transferLeadership(to: NodeId): void {
+    this.driver.transferLeadership(to);
+  }
+
+  onStateChange(listener: (s: RaftStateChange) => void): () => void {
+    return this.driver.onStateChange(listener);
+  }
+
+  status(): RaftNodeStatus {
+    return {
+      ...this.driver.status(),
+      raftAddress: this.config.advertiseRaftAddress,
+      memberContext: this.memberContext(),
+      transport: this.transport.statsSnapshot(),
+      storage: this.storage.stats(),
+    };
+  }
+
+  /** This node's member context: its raft address and the configured extras. */
+  memberContext(): string {
+    return encodeMemberContext({ ...this.config.contextExtra, raft: this.config.advertiseRaftAddress });
+  }
+
+  /** Stops the driver, then closes the transport and the storage (the driver closes both). */
+  async stop(): Promise<void> {
+    await this.driver.stop();
+    this.logger.info('raft node stopped');
+  }
+}

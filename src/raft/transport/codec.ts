@@ -1,0 +1,87 @@
+/**
+ * The wire encoding of one Raft message: msgpackr of the core's Message object. Decoding
+ * never trusts the peer: every field the core will read is checked, and anything else is
+ * reported as a MalformedMessage string so the transport can drop and log it.
+ */
+import { Packr } from 'msgpackr';
+import type { Message } from '../core/types.ts';
+import { checkEntry, checkSnapshotMeta, isIndex, isNodeId, isObject } from '../storage/shape.ts';
+
+/**
+ * copyBuffers: decoded byte fields own their memory instead of pinning the whole
+ * received frame for as long as the core keeps an entry.
+ */
+const packr = new Packr({ useRecords: false, copyBuffers: true });
+
+export function encodeMessage(message: Message): Buffer {
+  return packr.pack(message);
+}
+
+export type DecodeResult = { ok: true; message: Message } | { ok: false; error: string };
+
+const isBool = (x: unknown): x is boolean => typeof x === 'boolean';
+const isCtx = (x: unknown): boolean => x === null || (typeof x === 'string' && x.length <= MAX_READ_CTX_CHARS);
+
+/** ReadIndex contexts are short request ids. */
+export const MAX_READ_CTX_CHARS = 1024;
+
+export function checkMessage(x: unknown): string | null {
+  if (!isObject(x)) return 'message is not an object';
+  if (!isNodeId(x.from)) return 'message.from is not a node id';
+  if (!isNodeId(x.to)) return 'message.to is not a node id';
+  if (!isIndex(x.term)) return 'message.term is not a non-negative integer';
+  switch (x.type) {
+    case 'preVote':
+    case 'vote':
+      if (!isIndex(x.lastLogIndex) || !isIndex(x.lastLogTerm)) return `${x.type}: bad last log position`;
+      return isBool(x.transfer) ? null : `${x.type}.transfer is not a boolean`;
+    case 'preVoteResp':
+    case 'voteResp':
+      return isBool(x.reject) ? null : `${x.type}.reject is not a boolean`;
+    case 'app': {
+      if (!isIndex(x.prevIndex) || !isIndex(x.prevTerm) || !isIndex(x.commit)) return 'app: bad prevIndex/prevTerm/commit';
+      if (!Array.isArray(x.entries)) return 'app.entries is not a list';
+      let expected = x.prevIndex + 1;
+      for (let i = 0; i < x.entries.length; i++) {
+        const problem = checkEntry(x.entries[i], `app.entries[${i}]`);
+        if (problem) return problem;
+        if ((x.entries[i] as { index: number }).index !== expected) return `app.entries[${i}] is not contiguous`;
+        expected++;
+      }
+      return null;
+    }
+    case 'appResp':
+      if (!isBool(x.reject)) return 'appResp.reject is not a boolean';
+      return isIndex(x.index) && isIndex(x.hintTerm) && isIndex(x.hintIndex) ? null : 'appResp: bad index or hint';
+    case 'heartbeat':
+      if (!isIndex(x.commit)) return 'heartbeat.commit is not a non-negative integer';
+      return isCtx(x.readCtx) ? null : 'heartbeat.readCtx is not a string or null';
+    case 'heartbeatResp':
+      return isCtx(x.readCtx) ? null : 'heartbeatResp.readCtx is not a string or null';
+    case 'snap': {
+      const problem = checkSnapshotMeta(x.meta, 'snap.meta');
+      if (problem) return problem;
+      if (!isIndex(x.offset)) return 'snap.offset is not a non-negative integer';
+      if (!(x.chunk instanceof Uint8Array)) return 'snap.chunk is not bytes';
+      return isBool(x.done) ? null : 'snap.done is not a boolean';
+    }
+    case 'snapResp':
+      if (!isBool(x.reject)) return 'snapResp.reject is not a boolean';
+      return isIndex(x.index) && isIndex(x.offset) ? null : 'snapResp: bad index or offset';
+    case 'timeoutNow':
+      return null;
+    default:
+      return `unknown message type ${JSON.stringify(String(x.type)).slice(0, 40)}`;
+  }
+}
+
+export function decodeMessage(bytes: Uint8Array): DecodeResult {
+  let value: unknown;
+  try {
+    value = packr.unpack(bytes);
+  } catch (err) {
+    return { ok: false, error: `undecodable message: ${(err as Error).message}` };
+  }
+  const problem = checkMessage(value);
+  return problem === null ? { ok: true, message: value as Message } : { ok: false, error: problem };
+}

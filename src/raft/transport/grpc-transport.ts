@@ -1,0 +1,544 @@
+/**
+ * PeerTransport over gRPC (proto/raft.proto). Each node keeps ONE long-lived client
+ * stream to each peer and writes batches of msgpackr-encoded Raft messages to it; the
+ * peer's server side hands each decoded message to the driver.
+ *
+ * - Per peer, a bounded queue (messages and bytes): when full, the OLDEST message is
+ *   dropped and counted. Raft retransmits, and the newest messages carry the newest
+ *   state, so a dead peer costs a fixed amount of memory and nothing else.
+ * - A broken stream is reopened after exponential backoff with jitter, once the channel
+ *   is ready again (waitForReady), so messages are not poured into a dead connection.
+ *   When a connect attempt fails or a stream breaks, the queue is emptied (counted as
+ *   `peerDown`): a peer back from an outage gets at most one connect window of messages,
+ *   not a backlog of stale appends — the leader's probe finds where it really stands.
+ * - grpc-js send and receive limits are set explicitly on both client and server.
+ * - Frames from unknown senders, addressed to another node, or that do not decode to a
+ *   well-formed Message are dropped and logged (rate-limited); they never crash the node.
+ */
+import { fileURLToPath } from 'node:url';
+import * as grpc from '@grpc/grpc-js';
+import * as protoLoader from '@grpc/proto-loader';
+import type { Message, NodeId } from '../core/types.ts';
+import type { PeerTransport } from '../ports.ts';
+import { AssertionFailure } from '../../shared/errors.ts';
+import type { Logger } from '../../shared/logger.ts';
+import { decodeMessage, encodeMessage } from './codec.ts';
+
+export const RAFT_PROTO_PATH = fileURLToPath(new URL('../../../proto/raft.proto', import.meta.url));
+
+export interface TransportLimits {
+  /** grpc-js send and receive limit for one frame (a batch), both sides. */
+  maxFrameBytes: number;
+  /** Encoded messages per batch, by bytes. One larger message still travels alone. */
+  maxBatchBytes: number;
+  maxBatchMessages: number;
+  /** Per-peer queue bounds; beyond either the oldest queued message is dropped. */
+  maxQueuedMessagesPerPeer: number;
+  maxQueuedBytesPerPeer: number;
+  /** Stream reconnect backoff: base · 2^attempt, capped, with equal jitter. */
+  reconnectBaseMs: number;
+  reconnectMaxMs: number;
+  /** How long to wait for a peer's channel to become ready before backing off again. */
+  connectTimeoutMs: number;
+  /** A stream that lived this long resets the backoff. */
+  streamHealthyAfterMs: number;
+  /** HTTP/2 keepalive pings detect a silently dead peer. */
+  keepaliveTimeMs: number;
+  keepaliveTimeoutMs: number;
+  /** At most one log line per reason and peer in this interval (drops, malformed frames). */
+  dropLogIntervalMs: number;
+}
+
+/** Room for the proto framing (ids, field tags) around the encoded messages of a batch. */
+export const FRAME_OVERHEAD_BYTES = 4 * 1024;
+
+export const DEFAULT_TRANSPORT_LIMITS: Readonly<TransportLimits> = Object.freeze({
+  maxFrameBytes: 16 * 1024 * 1024,
+  maxBatchBytes: 4 * 1024 * 1024,
+  maxBatchMessages: 1024,
+  maxQueuedMessagesPerPeer: 4096,
+  maxQueuedBytesPerPeer: 64 * 1024 * 1024,
+  reconnectBaseMs: 50,
+  reconnectMaxMs: 2_000,
+  connectTimeoutMs: 1_000,
+  streamHealthyAfterMs: 1_000,
+  keepaliveTimeMs: 10_000,
+  keepaliveTimeoutMs: 5_000,
+  dropLogIntervalMs: 5_000,
+});
+
+export interface GrpcTransportOptions {
+  id: NodeId;
+  /** host:port to listen on for peers' streams; port 0 picks a free one (see `port`). */
+  listenAddress: string;
+  logger: Logger;
+  limits?: Partial<TransportLimits>;
+  /** Jitter source; defaults to Math.random (the transport is an adapter, not the core). */
+  random?: () => number;
+}
+
+export type DropReason = 'queueFull' | 'peerDown' | 'tooLarge' | 'unknownPeer' | 'self' | 'closed';
+export type RejectReason = 'unknownSender' | 'wrongReceiver' | 'malformed';
+
+export interface TransportStats {
+  sent: number;
+  received: number;
+  dropped: Record<DropReason, number>;
+  rejected: Record<RejectReason, number>;
+  reconnects: number;
+  peers: Record<NodeId, { address: string; connected: boolean; queued: number; queuedBytes: number; dropped: number }>;
+}
+
+interface BatchFrame {
+  from: string;
+  to: string;
+  messages: Buffer[];
+}
+
+type RaftTransportClient = grpc.Client & {
+  Stream(callback: (err: grpc.ServiceError | null, summary?: unknown) => void): grpc.ClientWritableStream<BatchFrame>;
+};
+
+let serviceCache: { client: grpc.ServiceClientConstructor; service: grpc.ServiceDefinition } | null = null;
+
+function loadService() {
+  if (serviceCache) return serviceCache;
+  const def = protoLoader.loadSync(RAFT_PROTO_PATH, { keepCase: false, longs: Number, defaults: true });
+  const pkg = grpc.loadPackageDefinition(def) as unknown as {
+    concord: { raft: { v1: { RaftTransport: grpc.ServiceClientConstructor } } };
+  };
+  const client = pkg.concord.raft.v1.RaftTransport;
+  serviceCache = { client, service: client.service };
+  return serviceCache;
+}
+
+/** Distinct keys a LogLimiter remembers; beyond it, it forgets them all (strangers pick the keys). */
+export const MAX_LOG_LIMITER_KEYS = 1024;
+
+/** At most one log line per key per interval, with the count of what was suppressed. */
+class LogLimiter {
+  private readonly last = new Map<string, { at: number; suppressed: number }>();
+  constructor(private readonly intervalMs: number) {}
+  /** Returns null to stay quiet, or the number of suppressed events since the last line. */
+  check(key: string): number | null {
+    const now = Date.now();
+    const rec = this.last.get(key);
+    if (rec && now - rec.at < this.intervalMs) {
+      rec.suppressed++;
+      return null;
+    }
+    if (!rec && this.last.size >= MAX_LOG_LIMITER_KEYS) this.last.clear();
+    const suppressed = rec?.suppressed ?? 0;
+    this.last.set(key, { at: now, suppressed: 0 });
+    return suppressed;
+  }
+}
+
+/** A FIFO of encoded messages bounded by count and bytes, dropping its oldest. */
+class BoundedQueue {
+  private items: Buffer[] = [];
+  private head = 0;
+  bytes = 0;
+  constructor(
+    private readonly maxItems: number,
+    private readonly maxBytes: number,
+  ) {}
+  get length(): number {
+    return this.items.length - this.head;
+  }
+  /** Adds an item; returns how many old items were dropped to make room. */
+  push(item: Buffer): number {
+    this.items.push(item);
+    this.bytes += item.length;
+    let dropped = 0;
+    while (this.length > 1 && (this.length > this.maxItems || this.bytes > this.maxBytes)) {
+      this.shift();
+      dropped++;
+    }
+    return dropped;
+  }
+  peek(): Buffer | undefined {
+    return this.items[this.head];
+  }
+  shift(): Buffer | undefined {
+    const item = this.items[this.head];
+    if (item === undefined) return undefined;
+    this.items[this.head] = undefined as unknown as Buffer;
+    this.head++;
+    this.bytes -= item.length;
+    if (this.head > 1024 && this.head * 2 > this.items.length) {
+      this.items = this.items.slice(this.head);
+      this.head = 0;
+    }
+    return item;
+  }
+  clear(): number {
+    const n = this.length;
+    this.items = [];
+    this.head = 0;
+    this.bytes = 0;
+    return n;
+  }
+}
+
+class Peer {
+  readonly queue: BoundedQueue;
+  dropped = 0;
+  private client: RaftTransportClient;
+  private call: grpc.ClientWritableStream<BatchFrame> | null = null;
+  private callOpenedAt = 0;
+  private waitingDrain = false;
+  private connecting = false;
+  private backoffTimer: NodeJS.Timeout | null = null;
+  private attempt = 0;
+  private closed = false;
+
+  constructor(
+    readonly id: NodeId,
+    readonly address: string,
+    private readonly owner: GrpcTransport,
+  ) {
+    const limits = owner.limits;
+    this.queue = new BoundedQueue(limits.maxQueuedMessagesPerPeer, limits.maxQueuedBytesPerPeer);
+    const { client: Client } = loadService();
+    this.client = new Client(address, grpc.credentials.createInsecure(), {
+      'grpc.max_send_message_length': limits.maxFrameBytes,
+      'grpc.max_receive_message_length': limits.maxFrameBytes,
+      'grpc.initial_reconnect_backoff_ms': limits.reconnectBaseMs,
+      'grpc.max_reconnect_backoff_ms': limits.reconnectMaxMs,
+      'grpc.keepalive_time_ms': limits.keepaliveTimeMs,
+      'grpc.keepalive_timeout_ms': limits.keepaliveTimeoutMs,
+      'grpc.keepalive_permit_without_calls': 1,
+      // Each peer gets its own channel, never shared with another Peer object.
+      'grpc.use_local_subchannel_pool': 1,
+    }) as unknown as RaftTransportClient;
+  }
+
+  get connected(): boolean {
+    return this.call !== null;
+  }
+
+  enqueue(bytes: Buffer): void {
+    const dropped = this.queue.push(bytes);
+    if (dropped > 0) {
+      this.dropped += dropped;
+      this.owner.countDrop('queueFull', this.id, dropped);
+    }
+    this.pump();
+  }
+
+  private pump(): void {
+    if (this.closed) return;
+    if (this.call === null) {
+      this.connect();
+      return;
+    }
+    const limits = this.owner.limits;
+    while (!this.waitingDrain && this.queue.length > 0) {
+      const messages: Buffer[] = [];
+      let bytes = 0;
+      for (let next = this.queue.peek(); next !== undefined; next = this.queue.peek()) {
+        if (messages.length > 0 && (messages.length >= limits.maxBatchMessages || bytes + next.length > limits.maxBatchBytes)) break;
+        messages.push(this.queue.shift()!);
+        bytes += next.length;
+      }
+      this.owner.stats.sent += messages.length;
+      const ok = this.call.write({ from: this.owner.id, to: this.id, messages });
+      if (!ok) {
+        this.waitingDrain = true;
+        const call = this.call;
+        call.once('drain', () => {
+          if (this.call !== call) return;
+          this.waitingDrain = false;
+          this.pump();
+        });
+      }
+    }
+  }
+
+  private connect(): void {
+    if (this.connecting || this.backoffTimer !== null || this.closed) return;
+    this.connecting = true;
+    const limits = this.owner.limits;
+    this.client.waitForReady(Date.now() + limits.connectTimeoutMs, (err) => {
+      this.connecting = false;
+      if (this.closed) return;
+      if (err) {
+        this.dropQueued();
+        this.scheduleReconnect(err.message);
+        return;
+      }
+      this.openStream();
+    });
+  }
+
+  private openStream(): void {
+    const call = this.client.Stream((err) => this.onStreamEnd(call, err));
+    // Errors are reported through the callback above; this keeps the stream from throwing.
+    call.on('error', () => undefined);
+    this.call = call;
+    this.callOpenedAt = Date.now();
+    this.waitingDrain = false;
+    this.owner.logger.debug({ peer: this.id, address: this.address }, 'raft stream opened');
+    this.pump();
+  }
+
+  private onStreamEnd(call: grpc.ClientWritableStream<BatchFrame>, err: grpc.ServiceError | null): void {
+    if (this.call !== call) return;
+    this.call = null;
+    this.waitingDrain = false;
+    if (this.closed) return;
+    if (Date.now() - this.callOpenedAt >= this.owner.limits.streamHealthyAfterMs) this.attempt = 0;
+    this.owner.logger.debug({ peer: this.id, err: err?.message }, 'raft stream ended');
+    this.dropQueued();
+    this.scheduleReconnect(err?.message ?? 'stream ended');
+  }
+
+  /** The peer is down: what is queued would be stale by the time it is back. */
+  private dropQueued(): void {
+    const n = this.queue.clear();
+    if (n > 0) {
+      this.dropped += n;
+      this.owner.countDrop('peerDown', this.id, n);
+    }
+  }
+
+  private scheduleReconnect(reason: string): void {
+    if (this.closed || this.backoffTimer !== null) return;
+    const limits = this.owner.limits;
+    const ceiling = Math.min(limits.reconnectMaxMs, limits.reconnectBaseMs * 2 ** Math.min(this.attempt, 20));
+    const delay = ceiling / 2 + this.owner.random() * (ceiling / 2);
+    this.attempt++;
+    this.owner.stats.reconnects++;
+    this.owner.logLimited('reconnect', this.id, 'debug', { peer: this.id, address: this.address, reason, delayMs: Math.round(delay) }, 'raft peer unreachable; reconnecting');
+    this.backoffTimer = setTimeout(() => {
+      this.backoffTimer = null;
+      // Reconnect only if there is something to say; the next send() triggers it otherwise.
+      if (this.queue.length > 0) this.connect();
+    }, delay);
+    this.backoffTimer.unref();
+  }
+
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    if (this.backoffTimer) clearTimeout(this.backoffTimer);
+    this.backoffTimer = null;
+    const call = this.call;
+    this.call = null;
+    if (call) {
+      call.end();
+      call.cancel();
+    }
+    this.client.close();
+    this.queue.clear();
+  }
+}
+
+export class GrpcTransport implements PeerTransport {
+  readonly id: NodeId;
+  readonly limits: TransportLimits;
+  readonly logger: Logger;
+  readonly random: () => number;
+  readonly stats: Omit<TransportStats, 'peers'> = {
+    sent: 0,
+    received: 0,
+    dropped: { queueFull: 0, peerDown: 0, tooLarge: 0, unknownPeer: 0, self: 0, closed: 0 },
+    rejected: { unknownSender: 0, wrongReceiver: 0, malformed: 0 },
+    reconnects: 0,
+  };
+  private readonly listenAddress: string;
+  private readonly server: grpc.Server;
+  private readonly peers = new Map<NodeId, Peer>();
+  private readonly limiter: LogLimiter;
+  private handler: ((message: Message) => void) | null = null;
+  private boundPort: number | null = null;
+  private closed = false;
+
+  constructor(options: GrpcTransportOptions) {
+    this.id = options.id;
+    this.limits = { ...DEFAULT_TRANSPORT_LIMITS, ...options.limits };
+    this.logger = options.logger.child({ component: 'raft-transport' });
+    this.random = options.random ?? Math.random;
+    this.listenAddress = options.listenAddress;
+    this.limiter = new LogLimiter(this.limits.dropLogIntervalMs);
+    this.server = new grpc.Server({
+      'grpc.max_send_message_length': this.limits.maxFrameBytes,
+      'grpc.max_receive_message_length': this.limits.maxFrameBytes,
+      'grpc.keepalive_time_ms': this.limits.keepaliveTimeMs,
+      'grpc.keepalive_timeout_ms': this.limits.keepaliveTimeoutMs,
+    });
+    this.server.addService(loadService().service, {
+      Stream: (call: grpc.ServerReadableStream<BatchFrame, unknown>, callback: grpc.sendUnaryData<unknown>) =>
+        this.serveStream(call, callback),
+    });
+  }
+
+  /** Binds the listen address. Resolves with the bound port. */
+  start(): Promise<number> {
+    return new Promise((resolve, reject) => {
+      this.server.bindAsync(this.listenAddress, grpc.ServerCredentials.createInsecure(), (err, port) => {
+        if (err) {
+          reject(err);
+          return;
+        }
+        this.boundPort = port;
+        this.logger.info({ address: this.listenAddress, port }, 'raft transport listening');
+        resolve(port);
+      });
+    });
+  }
+
+  get port(): number | null {
+    return this.boundPort;
+  }
+
+  send(messages: Message[]): void {
+    for (const m of messages) {
+      if (this.closed) {
+        this.countDrop('closed', m.to, 1);
+        continue;
+      }
+      if (m.to === this.id) {
+        this.countDrop('self', m.to, 1);
+        continue;
+      }
+      const peer = this.peers.get(m.to);
+      if (!peer) {
+        this.countDrop('unknownPeer', m.to, 1);
+        continue;
+      }
+      let bytes: Buffer;
+      try {
+        bytes = encodeMessage(m);
+      } catch (err) {
+        // The core produced something msgpackr cannot encode: a bug, never a peer's fault.
+        throw new AssertionFailure(`raft message to ${m.to} of type ${m.type} is not encodable: ${(err as Error).message}`);
+      }
+      if (bytes.length > this.limits.maxFrameBytes - FRAME_OVERHEAD_BYTES) {
+        this.countDrop('tooLarge', m.to, 1, { type: m.type, bytes: bytes.length });
+        continue;
+      }
+      peer.enqueue(bytes);
+    }
+  }
+
+  onMessage(handler: (message: Message) => void): void {
+    this.handler = handler;
+  }
+
+  setPeers(peers: ReadonlyMap<NodeId, string>): void {
+    if (this.closed) return;
+    for (const [id, peer] of this.peers) {
+      if (peers.get(id) !== peer.address) {
+        peer.close();
+        this.peers.delete(id);
+        this.logger.info({ peer: id, address: peer.address }, 'raft peer removed');
+      }
+    }
+    for (const [id, address] of peers) {
+      if (id === this.id || this.peers.has(id)) continue;
+      this.peers.set(id, new Peer(id, address, this));
+      this.logger.info({ peer: id, address }, 'raft peer added');
+    }
+  }
+
+  statsSnapshot(): TransportStats {
+    const peers: TransportStats['peers'] = {};
+    for (const [id, p] of this.peers) {
+      peers[id] = { address: p.address, connected: p.connected, queued: p.queue.length, queuedBytes: p.queue.bytes, dropped: p.dropped };
+    }
+    return { ...this.stats, dropped: { ...this.stats.dropped }, rejected: { ...this.stats.rejected }, peers };
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    for (const peer of this.peers.values()) peer.close();
+    this.peers.clear();
+    // Peers' streams into this server are long-lived and would hold a graceful shutdown open.
+    this.server.forceShutdown();
+    this.logger.info('raft transport closed');
+  }
+
+  /** @internal */
+  countDrop(reason: DropReason, peer: NodeId, n: number, extra: Record<string, unknown> = {}): void {
+    this.stats.dropped[reason] += n;
+    const level = reason === 'tooLarge' ? 'warn' : 'debug';
+    this.logLimited(`drop:${reason}`, peer, level, { peer, reason, count: n, ...extra }, 'raft messages dropped');
+  }
+
+  /** @internal */
+  logLimited(kind: string, peer: string, level: 'debug' | 'warn', fields: Record<string, unknown>, msg: string): void {
+    const suppressed = this.limiter.check(`${kind}:${peer}`);
+    if (suppressed === null) return;
+    this.logger[level]({ ...fields, suppressedSinceLastLog: suppressed }, msg);
+  }
+
+  private reject(reason: RejectReason, sender: string, fields: Record<string, unknown>, n = 1): void {
+    this.stats.rejected[reason] += n;
+    this.logLimited(`reject:${reason}`, sender.slice(0, 64), 'warn', { reason, sender: sender.slice(0, 64), ...fields }, 'raft frame rejected');
+  }
+
+  private serveStream(call: grpc.ServerReadableStream<BatchFrame, unknown>, callback: grpc.sendUnaryData<unknown>): void {
+    let batches = 0;
+    let dropped = 0;
+    let answered = false;
+    const answer = () => {
+      if (answered) return;
+      answered = true;
+      callback(null, { batchesReceived: batches, messagesDropped: dropped });
+    };
+    const remote = call.getPeer();
+    call.on('data', (frame: BatchFrame) => {
+      batches++;
+      dropped += this.receiveBatch(frame, remote);
+    });
+    call.on('end', answer);
+    call.on('error', (err) => this.logger.debug({ remote, err: err.message }, 'raft inbound stream failed'));
+  }
+
+  /** Hands each well-formed message of a batch to the handler; returns how many it dropped. */
+  private receiveBatch(frame: BatchFrame, remote: string): number {
+    const from = typeof frame.from === 'string' ? frame.from : '';
+    const messages = Array.isArray(frame.messages) ? frame.messages : [];
+    if (this.closed) return messages.length;
+    if (!this.peers.has(from)) {
+      this.reject('unknownSender', from, { remote, messages: messages.length }, messages.length);
+      return messages.length;
+    }
+    if (frame.to !== this.id) {
+      this.reject('wrongReceiver', from, { remote, to: String(frame.to).slice(0, 64) }, messages.length);
+      return messages.length;
+    }
+    let dropped = 0;
+    for (const bytes of messages) {
+      const decoded = decodeMessage(bytes);
+      if (!decoded.ok) {
+        this.reject('malformed', from, { remote, error: decoded.error });
+        dropped++;
+        continue;
+      }
+      const m = decoded.message;
+      if (m.from !== from || m.to !== this.id) {
+        this.reject('malformed', from, { remote, error: `message from ${m.from} to ${m.to} inside a batch from ${from} to ${this.id}` });
+        dropped++;
+        continue;
+      }
+      this.stats.received++;
+      this.deliver(m);
+    }
+    return dropped;
+  }
+
+  private deliver(message: Message): void {
+    if (!this.handler) return;
+    try {
+      this.handler(message);
+    } catch (err) {
+      // An assertion failure is a bug report: let it take the process down.
+      if (err instanceof AssertionFailure) throw err;
+      this.logger.error({ err, from: message.from, type: message.type }, 'raft message handler failed');
+    }
+  }
+}

@@ -1,0 +1,294 @@
+import { createServer } from 'node:net';
+import * as grpc from '@grpc/grpc-js';
+import * as protoLoader from '@grpc/proto-loader';
+import { Packr } from 'msgpackr';
+import { afterEach, describe, expect, it } from 'vitest';
+import type { Message } from '../../src/raft/core/types.ts';
+import { crc32 } from '../../src/raft/storage/crc32.ts';
+import { decodeMessage, encodeMessage } from '../../src/raft/transport/codec.ts';
+import { GrpcTransport, RAFT_PROTO_PATH, type TransportLimits } from '../../src/raft/transport/grpc-transport.ts';
+import { silentLogger } from '../../src/shared/logger.ts';
+
+/** A free loopback port (bound then released). */
+async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = createServer();
+    srv.once('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const { port } = srv.address() as { port: number };
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+async function eventually(check: () => void, timeoutMs = 10_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    try {
+      check();
+      return;
+    } catch (err) {
+      if (Date.now() > deadline) throw err;
+      await new Promise((r) => setTimeout(r, 20));
+    }
+  }
+}
+
+/** Byte fields compared by length and checksum (Buffer vs Uint8Array, and fast on megabytes). */
+function norm(x: unknown): unknown {
+  if (x instanceof Uint8Array) return `bytes:${x.length}:${crc32(x)}`;
+  if (Array.isArray(x)) return x.map(norm);
+  if (typeof x === 'object' && x !== null) return Object.fromEntries(Object.entries(x).map(([k, v]) => [k, norm(v)]));
+  return x;
+}
+
+const heartbeat = (from: string, to: string, term: number, commit = 0): Message => ({
+  type: 'heartbeat',
+  from,
+  to,
+  term,
+  commit,
+  readCtx: null,
+});
+
+describe('codec', () => {
+  it('round-trips every message type', () => {
+    const meta = { index: 7, term: 2, conf: { voters: ['a', 'b'], learners: ['c'], context: { a: 'x' } } };
+    const messages: Message[] = [
+      { type: 'preVote', from: 'a', to: 'b', term: 3, lastLogIndex: 9, lastLogTerm: 2, transfer: false },
+      { type: 'vote', from: 'a', to: 'b', term: 3, lastLogIndex: 9, lastLogTerm: 2, transfer: true },
+      { type: 'preVoteResp', from: 'a', to: 'b', term: 3, reject: true },
+      { type: 'voteResp', from: 'a', to: 'b', term: 3, reject: false },
+      {
+        type: 'app',
+        from: 'a',
+        to: 'b',
+        term: 3,
+        prevIndex: 4,
+        prevTerm: 2,
+        commit: 4,
+        entries: [
+          { index: 5, term: 3, type: 'normal', data: new Uint8Array([1, 2, 3]) },
+          { index: 6, term: 3, type: 'conf', change: { type: 'removeNode', nodeId: 'c' } },
+        ],
+      },
+      { type: 'appResp', from: 'a', to: 'b', term: 3, reject: true, index: 4, hintTerm: 1, hintIndex: 2 },
+      heartbeat('a', 'b', 3),
+      { type: 'heartbeatResp', from: 'a', to: 'b', term: 3, readCtx: 'r1' },
+      { type: 'snap', from: 'a', to: 'b', term: 3, meta, offset: 0, chunk: new Uint8Array([9]), done: true },
+      { type: 'snapResp', from: 'a', to: 'b', term: 3, reject: false, index: 7, offset: 1 },
+      { type: 'timeoutNow', from: 'a', to: 'b', term: 3 },
+    ];
+    for (const m of messages) {
+      const d = decodeMessage(encodeMessage(m));
+      expect(d.ok).toBe(true);
+      expect(norm(d.ok && d.message)).toEqual(norm(m));
+    }
+  });
+
+  it('rejects malformed messages with a reason', () => {
+    const p = new Packr({ useRecords: false });
+    expect(decodeMessage(new Uint8Array([0xc1]))).toMatchObject({ ok: false });
+    expect(decodeMessage(p.pack({ type: 'nope', from: 'a', to: 'b', term: 1 }))).toMatchObject({ ok: false, error: /unknown message type/ });
+    expect(decodeMessage(p.pack({ type: 'heartbeat', from: 'a', to: 'b', term: -1, commit: 0, readCtx: null }))).toMatchObject({ ok: false });
+    expect(
+      decodeMessage(p.pack({ type: 'app', from: 'a', to: 'b', term: 1, prevIndex: 0, prevTerm: 0, commit: 0, entries: [{ index: 2, term: 1, type: 'normal', data: new Uint8Array() }] })),
+    ).toMatchObject({ ok: false, error: /not contiguous/ });
+    expect(
+      decodeMessage(p.pack({ type: 'app', from: 'a', to: 'b', term: 1, prevIndex: 0, prevTerm: 0, commit: 0, entries: [{ index: 1, term: 1, type: 'normal', data: 'str' }] })),
+    ).toMatchObject({ ok: false, error: /data is not bytes/ });
+    expect(decodeMessage(p.pack([1, 2, 3]))).toMatchObject({ ok: false });
+  });
+});
+
+describe('GrpcTransport', () => {
+  const transports: GrpcTransport[] = [];
+  const cleanups: Array<() => void> = [];
+
+  function transport(id: string, port: number, limits: Partial<TransportLimits> = {}) {
+    const t = new GrpcTransport({
+      id,
+      listenAddress: `127.0.0.1:${port}`,
+      logger: silentLogger(),
+      limits: { reconnectBaseMs: 20, reconnectMaxMs: 200, connectTimeoutMs: 300, ...limits },
+    });
+    transports.push(t);
+    return t;
+  }
+
+  async function pair() {
+    const [pa, pb] = [await freePort(), await freePort()];
+    const a = transport('a', pa);
+    const b = transport('b', pb);
+    await a.start();
+    await b.start();
+    const peers = new Map([
+      ['a', `127.0.0.1:${pa}`],
+      ['b', `127.0.0.1:${pb}`],
+    ]);
+    a.setPeers(peers);
+    b.setPeers(peers);
+    return { a, b, pa, pb, peers };
+  }
+
+  afterEach(async () => {
+    for (const c of cleanups.splice(0)) c();
+    for (const t of transports.splice(0)) await t.close();
+  });
+
+  it('carries messages both ways, in order, including entries and snapshot chunks', async () => {
+    const { a, b } = await pair();
+    const atB: Message[] = [];
+    const atA: Message[] = [];
+    b.onMessage((m) => atB.push(m));
+    a.onMessage((m) => atA.push(m));
+    const app: Message = {
+      type: 'app',
+      from: 'a',
+      to: 'b',
+      term: 1,
+      prevIndex: 0,
+      prevTerm: 0,
+      commit: 0,
+      entries: [{ index: 1, term: 1, type: 'normal', data: new Uint8Array(100_000).fill(7) }],
+    };
+    const snap: Message = {
+      type: 'snap',
+      from: 'a',
+      to: 'b',
+      term: 1,
+      meta: { index: 10, term: 1, conf: { voters: ['a', 'b'], learners: [], context: {} } },
+      offset: 0,
+      chunk: new Uint8Array(1_000_000).fill(3),
+      done: false,
+    };
+    const sent: Message[] = [app, snap];
+    for (let i = 1; i <= 2000; i++) sent.push(heartbeat('a', 'b', 1, i));
+    a.send(sent);
+    b.send([{ type: 'heartbeatResp', from: 'b', to: 'a', term: 1, readCtx: 'ctx' }]);
+    await eventually(() => expect(atB.length).toBe(sent.length));
+    expect(norm(atB)).toEqual(norm(sent));
+    await eventually(() => expect(atA).toEqual([{ type: 'heartbeatResp', from: 'b', to: 'a', term: 1, readCtx: 'ctx' }]));
+    expect(a.statsSnapshot().dropped.queueFull).toBe(0);
+  });
+
+  it('drops messages from senders that are not its peers, and keeps serving', async () => {
+    const { a, b, pb } = await pair();
+    const atB: Message[] = [];
+    b.onMessage((m) => atB.push(m));
+    // A stranger that knows b's address but that b does not list.
+    const strangerPort = await freePort();
+    const c = transport('c', strangerPort);
+    await c.start();
+    c.setPeers(new Map([['b', `127.0.0.1:${pb}`]]));
+    c.send([heartbeat('c', 'b', 9)]);
+    await eventually(() => expect(b.statsSnapshot().rejected.unknownSender).toBe(1));
+    a.send([heartbeat('a', 'b', 1)]);
+    await eventually(() => expect(atB).toEqual([heartbeat('a', 'b', 1)]));
+    // A sender removed from the peers is dropped from then on.
+    b.setPeers(new Map([['b', `127.0.0.1:${pb}`]]));
+    a.send([heartbeat('a', 'b', 2)]);
+    await eventually(() => expect(b.statsSnapshot().rejected.unknownSender).toBe(2));
+    expect(atB).toHaveLength(1);
+  });
+
+  it('drops malformed frames and mislabelled messages without crashing', async () => {
+    const { b, pb } = await pair();
+    const atB: Message[] = [];
+    b.onMessage((m) => atB.push(m));
+    const def = protoLoader.loadSync(RAFT_PROTO_PATH, { keepCase: false, longs: Number, defaults: true });
+    const pkg = grpc.loadPackageDefinition(def) as unknown as { concord: { raft: { v1: { RaftTransport: grpc.ServiceClientConstructor } } } };
+    const raw = new pkg.concord.raft.v1.RaftTransport(`127.0.0.1:${pb}`, grpc.credentials.createInsecure()) as unknown as grpc.Client & {
+      Stream(cb: (err: unknown, res: unknown) => void): grpc.ClientWritableStream<unknown>;
+    };
+    cleanups.push(() => raw.close());
+    const done = new Promise<unknown>((resolve) => {
+      const call = raw.Stream((err, res) => resolve(err ?? res));
+      call.write({ from: 'a', to: 'b', messages: [Buffer.from([0xc1, 0xff]), encodeMessage(heartbeat('a', 'b', 1))] });
+      call.write({ from: 'a', to: 'b', messages: [new Packr().pack({ type: 'vote', from: 'a', to: 'b' })] });
+      // Claims to come from a but the message inside says c.
+      call.write({ from: 'a', to: 'b', messages: [encodeMessage(heartbeat('c', 'b', 1))] });
+      // Addressed to someone else.
+      call.write({ from: 'a', to: 'z', messages: [encodeMessage(heartbeat('a', 'z', 1))] });
+      call.end();
+    });
+    expect(await done).toEqual({ batchesReceived: 4, messagesDropped: 4 });
+    expect(atB).toEqual([heartbeat('a', 'b', 1)]);
+    expect(b.statsSnapshot().rejected).toEqual({ unknownSender: 0, wrongReceiver: 1, malformed: 3 });
+
+    // A frame over the receive limit is refused by grpc-js; the server lives on.
+    const big = new Promise<unknown>((resolve) => {
+      const call = raw.Stream((err, res) => resolve(err ?? res));
+      call.on('error', () => undefined);
+      call.write({ from: 'a', to: 'b', messages: [Buffer.alloc(17 * 1024 * 1024)] });
+      call.end();
+    });
+    expect(await big).toMatchObject({ code: grpc.status.RESOURCE_EXHAUSTED });
+    const again = new Promise<unknown>((resolve) => {
+      const call = raw.Stream((err, res) => resolve(err ?? res));
+      call.write({ from: 'a', to: 'b', messages: [encodeMessage(heartbeat('a', 'b', 5))] });
+      call.end();
+    });
+    expect(await again).toEqual({ batchesReceived: 1, messagesDropped: 0 });
+  });
+
+  it('bounds the queue of a dead peer and counts the drops', async () => {
+    const deadPort = await freePort();
+    const a = transport('a', await freePort(), { maxQueuedMessagesPerPeer: 100 });
+    await a.start();
+    a.setPeers(new Map([['dead', `127.0.0.1:${deadPort}`]]));
+    const batch: Message[] = [];
+    for (let i = 0; i < 5000; i++) batch.push(heartbeat('a', 'dead', 1, i));
+    a.send(batch);
+    const s = a.statsSnapshot();
+    expect(s.peers.dead!.queued).toBe(100);
+    expect(s.dropped.queueFull).toBe(4900);
+    // Unknown receivers and oversized messages are dropped too.
+    a.send([heartbeat('a', 'nobody', 1), heartbeat('a', 'a', 1)]);
+    expect(a.statsSnapshot().dropped).toMatchObject({ unknownPeer: 1, self: 1 });
+  });
+
+  it('bounds the queue by bytes and refuses a message larger than a frame', async () => {
+    const a = transport('a', await freePort(), { maxQueuedBytesPerPeer: 10_000, maxFrameBytes: 64 * 1024 });
+    await a.start();
+    a.setPeers(new Map([['dead', `127.0.0.1:${await freePort()}`]]));
+    const entry = (i: number, bytes: number): Message => ({
+      type: 'app',
+      from: 'a',
+      to: 'dead',
+      term: 1,
+      prevIndex: i - 1,
+      prevTerm: 1,
+      commit: 0,
+      entries: [{ index: i, term: 1, type: 'normal', data: new Uint8Array(bytes) }],
+    });
+    for (let i = 1; i <= 20; i++) a.send([entry(i, 1000)]);
+    expect(a.statsSnapshot().peers.dead!.queuedBytes).toBeLessThanOrEqual(10_000);
+    a.send([entry(21, 100 * 1024)]);
+    expect(a.statsSnapshot().dropped.tooLarge).toBe(1);
+  });
+
+  it('reconnects with backoff when a peer restarts on the same address', async () => {
+    const { a, b, pb, peers } = await pair();
+    const atB: Message[] = [];
+    b.onMessage((m) => atB.push(m));
+    a.send([heartbeat('a', 'b', 1)]);
+    await eventually(() => expect(atB).toHaveLength(1));
+    await b.close();
+    // Messages sent while b is down: some may be lost, none may crash a.
+    for (let i = 0; i < 5; i++) {
+      a.send([heartbeat('a', 'b', 2)]);
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    const b2 = transport('b', pb);
+    const atB2: Message[] = [];
+    b2.onMessage((m) => atB2.push(m));
+    await b2.start();
+    b2.setPeers(peers);
+    await eventually(() => {
+      a.send([heartbeat('a', 'b', 3)]);
+      expect(atB2.some((m) => m.term === 3)).toBe(true);
+    });
+    expect(a.statsSnapshot().reconnects).toBeGreaterThan(0);
+  });
+});
