@@ -1,0 +1,50 @@
+/**
+ * Every bound of the fence, named with its unit. Inputs outside them are refused with
+ * BadRequestError before any database work.
+ */
+
+/** The default fence table name. */
+export const DEFAULT_FENCE_TABLE = 'concord_fence';
+/** Characters of the fence table name (each part of `schema.table` on PostgreSQL); leaves room for index-name suffixes within PostgreSQL's 63. */
+export const MAX_FENCE_TABLE_NAME_CHARS = 48;
+/** Digits of a branch id: an unsigned 64-bit integer in decimal. */
+export const MAX_BRANCH_ID_DIGITS = 20;
+/** The largest branch id (2^64 - 1). */
+export const MAX_BRANCH_ID = (1n << 64n) - 1n;
+
+/**
+ * Attempts of one `run` that the database may abort in a way that leaves nothing behind
+ * (serialization failure, deadlock victim) before the run fails with FenceConflictError. Each
+ * attempt is a fresh transaction whose predecessor was rolled back entirely.
+ */
+export const DEFAULT_FENCE_MAX_ATTEMPTS = 3;
+export const MAX_FENCE_MAX_ATTEMPTS = 10;
+/**
+ * Restarts of one run because PostgreSQL's REPEATABLE READ snapshot predated the try row it
+ * waited on. After one restart the row is committed and visible; the bound is a backstop.
+ */
+export const MAX_STALE_SNAPSHOT_RESTARTS = 2;
+/** Backoff before a retried attempt: base * 2^(attempt-1), capped, then jittered to [0.5, 1] of that. */
+export const FENCE_RETRY_BACKOFF_BASE_MS = 5;
+export const FENCE_RETRY_BACKOFF_MAX_MS = 200;
+
+/**
+ * How long fence rows are kept before cleanup may delete them. A row deleted too early
+ * forgets a cancel: a try delivered after that would run (a hanging try) and a repeated
+ * phase two would run twice. So the retention must exceed the longest a delivery can be
+ * late: the global transaction timeout plus the TC's phase-two retry window. Seata's default
+ * log retention is one day; so is ours, and we refuse anything under a minute.
+ */
+export const DEFAULT_FENCE_RETENTION_MS = 24 * 60 * 60 * 1000;
+export const MIN_FENCE_RETENTION_MS = 60 * 1000;
+/** Rows one cleanup DELETE removes: small enough to keep row locks short and the undo/WAL per statement bounded. */
+export const DEFAULT_CLEANUP_BATCH_SIZE = 1_000;
+export const MAX_CLEANUP_BATCH_SIZE = 10_000;
+/** DELETE statements one `cleanup` call issues at most; the next call (or tick) continues. */
+export const DEFAULT_CLEANUP_MAX_BATCHES = 100;
+export const MAX_CLEANUP_MAX_BATCHES = 10_000;
+/** Period of the background cleanup started by `startCleanup`. */
+export const DEFAULT_CLEANUP_INTERVAL_MS = 60 * 60 * 1000;
+export const MIN_CLEANUP_INTERVAL_MS = 10;
+/** Links of an error's `cause` chain inspected to classify it (guards against cycles). */
+export const MAX_CAUSE_DEPTH = 8;
