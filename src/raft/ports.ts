@@ -19,6 +19,15 @@ export interface PersistBatch {
   entries: Entry[];
   /** A snapshot received from the leader: replaces the whole log up to and including its index. */
   snapshot: Snapshot | null;
+  /**
+   * Whether save() must be durable (fsync) before it resolves; default true. The driver
+   * passes false only for a round that changes nothing but the commit index (etcd's
+   * MustSync): a commit index lost in a crash is learned again from the leader, and the
+   * state machine replays from its snapshot anyway. Entries, a snapshot, a new term or a
+   * vote are always synced, because the messages that leave after them depend on them.
+   * An unsynced write is still ordered: a later synced write makes it durable too.
+   */
+  sync?: boolean;
 }
 
 export interface LogStorage {

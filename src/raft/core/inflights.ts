@@ -29,6 +29,11 @@ export class Inflights {
     if (n > 0) this.ends.splice(0, n);
   }
 
+  /** Frees the oldest slot, acknowledged or not (see the heartbeat response handling). */
+  freeFirst(): void {
+    this.ends.shift();
+  }
+
   reset(): void {
     this.ends.length = 0;
   }

@@ -287,13 +287,25 @@ export class RaftCore {
       hardState: sameHard(this.prevHard, hard) ? null : hard,
       entries: this.log.unstableEntries(),
       snapshot,
-      messages: this.msgs,
+      messages: this.currentTermMessages(),
       committedEntries: this.log.nextCommitted(),
       readStates: this.readStates,
     };
     this.msgs = [];
     this.readStates = [];
     return rd;
+  }
+
+  /**
+   * The outbox, less what an earlier term left in it. A message describes the state it
+   * was made from; once the term moved on, that state may have been overwritten (a new
+   * leader truncates the entries an old-term append response acknowledged), and sending
+   * it after persisting the newer state would let an old leader count a replica that no
+   * longer holds what it claims. (Found by the simulator: seed 1450411913.)
+   */
+  private currentTermMessages(): Message[] {
+    const out = this.msgs.filter((m) => m.term >= this.term);
+    return out;
   }
 
   advance(rd: Ready): void {
@@ -584,6 +596,11 @@ export class RaftCore {
         if (pr === undefined) return;
         pr.recentActive = true;
         pr.probeSent = false;
+        // Appends pipelined to this follower may all have been lost (a drop, a partition,
+        // its restart): with a full window nothing would ever go out again. Freeing one
+        // slot lets the next append through; the follower rejects it for the gap and we
+        // fall back to probing from what it really holds.
+        if (pr.state === 'replicate' && pr.inflights.full()) pr.inflights.freeFirst();
         if (pr.state === 'snapshot') this.sendSnapshotChunk(m.from, pr);
         else if (pr.match < this.log.lastIndex()) this.sendAppend(m.from);
         if (m.readCtx !== null) this.ackRead(m.readCtx, m.from);

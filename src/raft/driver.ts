@@ -1,0 +1,757 @@
+/**
+ * RaftDriver: connects a RaftCore (a pure state machine) to the world through the ports
+ * of ports.ts — log storage, peer transport, clock, replicated state machine. The same
+ * driver runs in the server (LevelDB, gRPC, real timers) and in the deterministic
+ * simulator (fakes), so the persist → send → apply ordering below is what the simulator
+ * checks.
+ *
+ * One round (a "Ready"), strictly in this order:
+ *   1. persist hardState + entries + received snapshot in ONE synced write;
+ *   2. only then send the Ready's messages (vote grants and append responses depend on 1);
+ *   3. restore the received snapshot into the state machine, apply committed entries;
+ *   4. resolve the proposals and reads they complete; core.advance(ready).
+ * Only one round runs at a time. Messages, ticks and proposals that arrive while a round
+ * awaits the disk step the core at once and make the loop run again.
+ *
+ * A failed disk write is fatal: the driver sends nothing from that round, rejects every
+ * pending request, stops, and reports through `onFatal`. It never carries on.
+ */
+import type { Logger } from '../shared/logger.ts';
+import { silentLogger } from '../shared/logger.ts';
+import {
+  AssertionFailure,
+  ConcordError,
+  type ConcordErrorOptions,
+  NotLeaderError,
+  ProposalDroppedError,
+  StoppedError,
+  TimeoutError,
+  assert,
+} from '../shared/errors.ts';
+import { RaftCore } from './core/raft.ts';
+import { defaultRaftConfig } from './core/config.ts';
+import type {
+  ConfChange,
+  ConfState,
+  DurableState,
+  Entry,
+  HardState,
+  Message,
+  NodeId,
+  RaftConfig,
+  Ready,
+  Role,
+  Snapshot,
+  SnapshotMeta,
+  Status,
+} from './core/types.ts';
+import type { Clock, LogStorage, PeerTransport, StateMachine } from './ports.ts';
+
+// ---------------------------------------------------------------------------------------
+// Limits and defaults (units in the names).
+
+/** Milliseconds between two core ticks. Election and heartbeat timeouts are counted in ticks. */
+export const DEFAULT_TICK_MS = 100;
+/** Applied entries between two automatic snapshots (log compactions). */
+export const DEFAULT_SNAPSHOT_EVERY_ENTRIES = 10_000;
+/** Proposals (entries and membership changes) accepted but not yet applied; beyond it propose() is refused. */
+export const DEFAULT_MAX_PENDING_PROPOSALS = 4_096;
+/** Linearizable reads waiting for their read index; beyond it read() is refused. */
+export const DEFAULT_MAX_PENDING_READS = 4_096;
+/** Ticks a read may wait for its read index to be confirmed and applied before it fails with TimeoutError. */
+export const DEFAULT_READ_TIMEOUT_TICKS = 50;
+
+/** A request refused because a bounded queue of the driver is full. Retry later (with backoff). */
+export class OverloadedError extends ConcordError {
+  constructor(message: string, options: ConcordErrorOptions = {}) {
+    super('UNAVAILABLE', message, { retryable: true, ...options });
+  }
+}
+
+/** The part of RaftCore the driver uses (the real core implements it; tests may wrap it). */
+export interface RaftCoreApi {
+  tick(): void;
+  step(m: Message): void;
+  propose(data: Uint8Array): { index: number; term: number };
+  proposeConfChange(cc: ConfChange): { index: number; term: number };
+  transferLeadership(to: NodeId): void;
+  readIndex(ctx: string): void;
+  campaign(): void;
+  hasReady(): boolean;
+  ready(): Ready;
+  advance(rd: Ready): void;
+  compact(snapshot: Snapshot): void;
+  /** Term and membership as of an applied index, for a local snapshot. */
+  snapshotMeta(index: number): SnapshotMeta;
+  status(): Status;
+}
+
+export interface RaftDriverOptions {
+  id: NodeId;
+  storage: LogStorage;
+  transport: PeerTransport;
+  clock: Clock;
+  stateMachine: StateMachine;
+  /** Bootstrap membership, used only when storage holds no snapshot and no conf entry. */
+  initialConf: ConfState;
+  logger?: Logger;
+  /** Overrides of the core's defaults (src/raft/core/config.ts). `id` and `random` are the driver's. */
+  raft?: Partial<Omit<RaftConfig, 'id' | 'random'>>;
+  /** Randomness for election timeouts. Default Math.random; the simulator passes a seeded one. */
+  random?: () => number;
+  /** Default DEFAULT_TICK_MS. */
+  tickMs?: number;
+  /** Default DEFAULT_SNAPSHOT_EVERY_ENTRIES. 0 disables automatic snapshots. */
+  snapshotEveryEntries?: number;
+  /** Default DEFAULT_MAX_PENDING_PROPOSALS. */
+  maxPendingProposals?: number;
+  /** Default DEFAULT_MAX_PENDING_READS. */
+  maxPendingReads?: number;
+  /** Default DEFAULT_READ_TIMEOUT_TICKS. */
+  readTimeoutTicks?: number;
+  /** Called once if the driver fail-stops (a failed disk write, a broken invariant). */
+  onFatal?: (error: unknown) => void;
+  /** Builds the core. Default `new RaftCore(config, durable)`; tests may wrap it. */
+  createCore?: (config: RaftConfig, durable: DurableState) => RaftCoreApi;
+}
+
+/** What onStateChange listeners receive: the role, term, leader and membership now. */
+export interface RaftStateChange {
+  id: NodeId;
+  role: Role;
+  term: number;
+  leader: NodeId | null;
+  conf: ConfState;
+}
+
+export interface DriverStatus extends Status {
+  started: boolean;
+  stopped: boolean;
+  /** Last log index known durable on this node's disk. */
+  durableLastIndex: number;
+  /** Index of the latest snapshot on this node's disk (0 if none). */
+  snapshotIndex: number;
+  pendingProposals: number;
+  pendingReads: number;
+}
+
+interface PendingProposal {
+  index: number;
+  term: number;
+  kind: 'data' | 'conf';
+  resolve: (value: unknown) => void;
+  reject: (error: Error) => void;
+}
+
+interface PendingRead {
+  ctx: string;
+  /** The term this node led when the read was requested. */
+  term: number;
+  /** Set once the core reported the read index; the read completes once applied ≥ index. */
+  index: number | null;
+  deadlineTick: number;
+  resolve: () => void;
+  reject: (error: Error) => void;
+}
+
+interface SnapshotRequest {
+  resolve: () => void;
+  reject: (error: Error) => void;
+}
+
+function cloneConf(conf: ConfState): ConfState {
+  return { voters: [...conf.voters], learners: [...conf.learners], context: { ...conf.context } };
+}
+
+function confSignature(conf: ConfState): string {
+  return JSON.stringify([conf.voters, conf.learners, conf.context]);
+}
+
+export class RaftDriver {
+  readonly id: NodeId;
+  private readonly storage: LogStorage;
+  private readonly transport: PeerTransport;
+  private readonly clock: Clock;
+  private readonly sm: StateMachine;
+  private readonly initialConf: ConfState;
+  private readonly log: Logger;
+  private readonly raftOverrides: Partial<Omit<RaftConfig, 'id' | 'random'>>;
+  private readonly random: () => number;
+  private readonly createCore: (config: RaftConfig, durable: DurableState) => RaftCoreApi;
+
+  readonly tickMs: number;
+  readonly snapshotEveryEntries: number;
+  readonly maxPendingProposals: number;
+  readonly maxPendingReads: number;
+  readonly readTimeoutTicks: number;
+
+  private core: RaftCoreApi | null = null;
+  private started = false;
+  private stopped = false;
+  private cancelTick: (() => void) | null = null;
+  private ticks = 0;
+
+  // The ready loop's re-entrancy guard.
+  private looping = false;
+  private loopAgain = false;
+
+  // What is durable on this node's disk, as far as the driver knows (for assertions).
+  private durable: HardState = { term: 0, vote: null, commit: 0 };
+  private durableLastIndex = 0;
+  private snapshotIndex = 0;
+
+  // What the state machine holds.
+  private applied = 0;
+
+  // Soft state as last reported, and membership as last pushed to the transport.
+  private role: Role = 'follower';
+  private term = 0;
+  private leader: NodeId | null = null;
+  private peersSignature = '';
+  private confNow: ConfState;
+
+  private readonly proposals = new Map<number, PendingProposal>();
+  private readonly reads = new Map<string, PendingRead>();
+  private readSeq = 0;
+  private readNonce = '';
+  private snapshotRequests: SnapshotRequest[] = [];
+
+  private readonly stateListeners = new Set<(s: RaftStateChange) => void>();
+  private readonly fatalListeners = new Set<(e: unknown) => void>();
+
+  constructor(options: RaftDriverOptions) {
+    this.id = options.id;
+    this.storage = options.storage;
+    this.transport = options.transport;
+    this.clock = options.clock;
+    this.sm = options.stateMachine;
+    this.initialConf = cloneConf(options.initialConf);
+    this.confNow = cloneConf(options.initialConf);
+    this.log = (options.logger ?? silentLogger()).child({ component: 'raft-driver', node: options.id });
+    this.raftOverrides = options.raft ?? {};
+    this.random = options.random ?? Math.random;
+    this.createCore = options.createCore ?? ((config, durable) => new RaftCore(config, durable));
+    this.tickMs = options.tickMs ?? DEFAULT_TICK_MS;
+    this.snapshotEveryEntries = options.snapshotEveryEntries ?? DEFAULT_SNAPSHOT_EVERY_ENTRIES;
+    this.maxPendingProposals = options.maxPendingProposals ?? DEFAULT_MAX_PENDING_PROPOSALS;
+    this.maxPendingReads = options.maxPendingReads ?? DEFAULT_MAX_PENDING_READS;
+    this.readTimeoutTicks = options.readTimeoutTicks ?? DEFAULT_READ_TIMEOUT_TICKS;
+    if (options.onFatal) this.fatalListeners.add(options.onFatal);
+    assert(this.tickMs > 0, 'tickMs must be positive');
+    assert(this.snapshotEveryEntries >= 0, 'snapshotEveryEntries must be ≥ 0');
+    assert(this.maxPendingProposals > 0 && this.maxPendingReads > 0, 'pending limits must be positive');
+  }
+
+  // -------------------------------------------------------------------------------------
+  // Lifecycle
+
+  /** Loads the durable state, restores the state machine from the snapshot, builds the core and starts ticking. */
+  async start(): Promise<void> {
+    assert(!this.started, 'start() called twice');
+    this.started = true;
+    const loaded = await this.storage.load();
+    if (this.stopped) return;
+    const snap = loaded.snapshot;
+    const snapIndex = snap?.meta.index ?? 0;
+    // Paired with the storage's write-side checks: what we read back must be a contiguous log after the snapshot.
+    loaded.entries.forEach((e, i) => {
+      assert(e.index === snapIndex + 1 + i, () => `loaded log not contiguous after snapshot ${snapIndex}: entry ${i} has index ${e.index}`);
+    });
+    assert(loaded.hardState.commit <= snapIndex + loaded.entries.length, () => `loaded commit ${loaded.hardState.commit} beyond the loaded log (last ${snapIndex + loaded.entries.length})`);
+
+    if (snap) this.sm.restore(snap.data, snap.meta.index);
+    this.applied = snapIndex;
+    this.snapshotIndex = snapIndex;
+    this.durable = { ...loaded.hardState };
+    this.durableLastIndex = snapIndex + loaded.entries.length;
+
+    this.readNonce = Math.floor(this.random() * 2 ** 32).toString(36);
+    const config: RaftConfig = { ...defaultRaftConfig(this.id, this.random), ...this.raftOverrides, id: this.id, random: this.random };
+    this.core = this.createCore(config, {
+      hardState: { ...loaded.hardState },
+      snapshot: snap,
+      entries: loaded.entries,
+      initialConf: cloneConf(this.initialConf),
+    });
+    const st = this.core.status();
+    this.role = st.role;
+    this.term = st.term;
+    this.leader = st.leader;
+    this.transport.onMessage((m) => this.onMessage(m));
+    this.refreshPeers(true);
+    this.cancelTick = this.clock.every(this.tickMs, () => this.onTick());
+    this.log.info({ term: st.term, commit: st.commit, lastIndex: st.lastIndex, snapshotIndex: snapIndex }, 'raft driver started');
+    this.kick();
+  }
+
+  /**
+   * Stops ticking and serving; rejects pending requests with StoppedError and closes the
+   * transport and the storage. A round awaiting the disk is abandoned (nothing it would
+   * send is sent).
+   */
+  async stop(): Promise<void> {
+    if (this.stopped) return;
+    this.halt(new StoppedError());
+    await this.transport.close();
+    await this.storage.close();
+  }
+
+  onStateChange(listener: (s: RaftStateChange) => void): () => void {
+    this.stateListeners.add(listener);
+    return () => this.stateListeners.delete(listener);
+  }
+
+  onFatal(listener: (error: unknown) => void): () => void {
+    this.fatalListeners.add(listener);
+    return () => this.fatalListeners.delete(listener);
+  }
+
+  get isStopped(): boolean {
+    return this.stopped;
+  }
+
+  // -------------------------------------------------------------------------------------
+  // Requests
+
+  /**
+   * Proposes one entry. Resolves with the state machine's apply result once the entry is
+   * applied on this node. Rejects with NotLeaderError (carrying the known leader) on a
+   * follower, OverloadedError beyond maxPendingProposals, ProposalDroppedError if the
+   * entry at its index was applied with another term, or if this node lost leadership
+   * before the entry committed (then its outcome is unknown: it may still be committed
+   * by the next leader, so retry only idempotent commands), StoppedError on shutdown.
+   */
+  propose(data: Uint8Array): Promise<unknown> {
+    return this.submit('data', (core) => core.propose(data));
+  }
+
+  /** Proposes one membership change; resolves when its entry is applied on this node. */
+  changeMembership(cc: ConfChange): Promise<void> {
+    return this.submit('conf', (core) => core.proposeConfChange(cc)) as Promise<void>;
+  }
+
+  /**
+   * A linearizable read barrier (ReadIndex): resolves once this node, still the leader
+   * confirmed by a quorum, has applied everything committed when read() was called.
+   * NotLeaderError on a follower; TimeoutError after readTimeoutTicks.
+   */
+  read(): Promise<void> {
+    const core = this.liveCore();
+    if (this.reads.size >= this.maxPendingReads) {
+      return Promise.reject(new OverloadedError(`too many pending reads (max ${this.maxPendingReads})`));
+    }
+    // Unique across restarts too: a late heartbeat response must never confirm another incarnation's read.
+    const ctx = `${this.id}:${this.readNonce}:${++this.readSeq}`;
+    try {
+      core.readIndex(ctx);
+    } catch (err) {
+      return Promise.reject(this.checkCoreError(err));
+    }
+    const term = core.status().term;
+    const p = new Promise<void>((resolve, reject) => {
+      this.reads.set(ctx, { ctx, term, index: null, deadlineTick: this.ticks + this.readTimeoutTicks, resolve, reject });
+    });
+    this.kick();
+    return p;
+  }
+
+  /** Asks the leader to hand leadership to `to` (Raft thesis §3.10). Throws NotLeaderError on a follower. */
+  transferLeadership(to: NodeId): void {
+    const core = this.liveCore();
+    try {
+      core.transferLeadership(to);
+    } catch (err) {
+      throw this.checkCoreError(err);
+    }
+    this.kick();
+  }
+
+  /** Starts an election now (operator action; tests). */
+  campaign(): void {
+    const core = this.liveCore();
+    core.campaign();
+    this.kick();
+  }
+
+  /** Takes a snapshot of the applied state now and compacts the log behind it. */
+  snapshotNow(): Promise<void> {
+    this.liveCore();
+    const p = new Promise<void>((resolve, reject) => this.snapshotRequests.push({ resolve, reject }));
+    this.kick();
+    return p;
+  }
+
+  status(): DriverStatus {
+    const core = this.core;
+    const base: Status = core
+      ? core.status()
+      : { id: this.id, role: 'follower', term: 0, leader: null, vote: null, commit: 0, applied: 0, lastIndex: 0, firstIndex: 1, conf: cloneConf(this.initialConf), progress: null, leadTransferee: null };
+    // An explicit literal, not `{ ...base, extra }`: V8 builds the spread-then-extend
+    // shape on a slow path (tens of µs), and the simulator calls status() after every step.
+    return {
+      id: base.id,
+      role: base.role,
+      term: base.term,
+      leader: base.leader,
+      vote: base.vote,
+      commit: base.commit,
+      lastIndex: base.lastIndex,
+      firstIndex: base.firstIndex,
+      conf: base.conf,
+      progress: base.progress,
+      leadTransferee: base.leadTransferee,
+      applied: this.applied,
+      started: this.started,
+      stopped: this.stopped,
+      durableLastIndex: this.durableLastIndex,
+      snapshotIndex: this.snapshotIndex,
+      pendingProposals: this.proposals.size,
+      pendingReads: this.reads.size,
+    };
+  }
+
+  // -------------------------------------------------------------------------------------
+  // Events from the world
+
+  private onTick(): void {
+    if (this.stopped || !this.core) return;
+    this.ticks++;
+    try {
+      this.core.tick();
+    } catch (err) {
+      this.fail(err);
+      return;
+    }
+    this.expireReads();
+    this.kick();
+  }
+
+  private onMessage(m: Message): void {
+    if (this.stopped || !this.core) return;
+    if (m.to !== this.id) {
+      this.log.warn({ to: m.to, from: m.from, type: m.type }, 'dropping a message addressed to another node');
+      return;
+    }
+    try {
+      this.core.step(m);
+    } catch (err) {
+      if (err instanceof AssertionFailure) {
+        this.fail(err);
+        return;
+      }
+      // A peer's bad message must not take the node down; Raft retransmits what matters.
+      this.log.warn({ err, from: m.from, type: m.type }, 'core refused a peer message');
+      return;
+    }
+    this.kick();
+  }
+
+  private submit(kind: 'data' | 'conf', call: (core: RaftCoreApi) => { index: number; term: number }): Promise<unknown> {
+    let core: RaftCoreApi;
+    try {
+      core = this.liveCore();
+    } catch (err) {
+      return Promise.reject(err);
+    }
+    if (this.proposals.size >= this.maxPendingProposals) {
+      return Promise.reject(new OverloadedError(`too many pending proposals (max ${this.maxPendingProposals})`));
+    }
+    let at: { index: number; term: number };
+    try {
+      at = call(core);
+    } catch (err) {
+      return Promise.reject(this.checkCoreError(err));
+    }
+    const p = new Promise<unknown>((resolve, reject) => {
+      const old = this.proposals.get(at.index);
+      // An older proposal at the same index was overwritten by this leader's log.
+      if (old) old.reject(new ProposalDroppedError(`entry ${old.index} of term ${old.term} was overwritten by term ${at.term}`));
+      this.proposals.set(at.index, { index: at.index, term: at.term, kind, resolve, reject });
+    });
+    this.kick();
+    return p;
+  }
+
+  // -------------------------------------------------------------------------------------
+  // The ready loop
+
+  private kick(): void {
+    if (this.stopped || !this.core) return;
+    if (this.looping) {
+      this.loopAgain = true;
+      return;
+    }
+    this.looping = true;
+    void this.loop();
+  }
+
+  private async loop(): Promise<void> {
+    const core = this.core;
+    assert(core !== null, 'loop without a core');
+    try {
+      do {
+        this.loopAgain = false;
+        while (!this.stopped && core.hasReady()) {
+          await this.handleReady(core, core.ready());
+        }
+        if (!this.stopped && this.wantsSnapshot()) await this.takeSnapshot(core);
+      } while (this.loopAgain && !this.stopped);
+    } catch (err) {
+      this.fail(err);
+    } finally {
+      this.looping = false;
+    }
+  }
+
+  private async handleReady(core: RaftCoreApi, rd: Ready): Promise<void> {
+    // 0. Check what the core asks us to persist against what we know is durable.
+    const first = rd.entries[0];
+    if (first) {
+      rd.entries.forEach((e, i) => assert(e.index === first.index + i, () => `ready entries not contiguous at ${i}: ${e.index}`));
+      const base = rd.snapshot ? rd.snapshot.meta.index : this.durableLastIndex;
+      assert(first.index <= base + 1, () => `ready entries start at ${first.index}, leaving a gap after durable last index ${base}`);
+      assert(first.index > (rd.snapshot ? rd.snapshot.meta.index : this.snapshotIndex), () => `ready entry ${first.index} lies inside the snapshot`);
+    }
+    if (rd.hardState) {
+      const hs = rd.hardState;
+      assert(hs.term >= this.durable.term, () => `term goes backwards: ${this.durable.term} → ${hs.term}`);
+      assert(hs.commit >= this.durable.commit, () => `commit index goes backwards: ${this.durable.commit} → ${hs.commit}`);
+      assert(
+        hs.term > this.durable.term || this.durable.vote === null || hs.vote === this.durable.vote,
+        () => `vote changes within term ${hs.term}: ${this.durable.vote} → ${hs.vote}`,
+      );
+    }
+    if (rd.snapshot) {
+      assert(rd.snapshot.meta.index > this.applied, () => `received snapshot ${rd.snapshot?.meta.index} is not ahead of applied ${this.applied}`);
+    }
+
+    // Membership may change on append of a conf entry, on truncation of one, or with a snapshot.
+    const confMayChange = rd.snapshot !== null || (first !== undefined && (first.index <= this.durableLastIndex || rd.entries.some((e) => e.type === 'conf')));
+
+    // 1. Persist: one synced write, and nothing leaves before it is durable.
+    if (rd.hardState || rd.entries.length > 0 || rd.snapshot) {
+      try {
+        const sync =
+          rd.entries.length > 0 ||
+          rd.snapshot !== null ||
+          (rd.hardState !== null && (rd.hardState.term !== this.durable.term || rd.hardState.vote !== this.durable.vote));
+        await this.storage.save({ hardState: rd.hardState, entries: rd.entries, snapshot: rd.snapshot, sync });
+      } catch (err) {
+        this.fail(err, 'disk write failed');
+        return;
+      }
+      if (this.stopped) return;
+      if (rd.hardState) this.durable = { ...rd.hardState };
+      if (rd.snapshot) {
+        this.snapshotIndex = rd.snapshot.meta.index;
+        this.durableLastIndex = rd.snapshot.meta.index;
+      }
+      const last = rd.entries[rd.entries.length - 1];
+      if (last) this.durableLastIndex = last.index;
+    }
+    assert(this.durable.commit <= this.durableLastIndex, () => `durable commit ${this.durable.commit} beyond durable last index ${this.durableLastIndex}`);
+
+    // The transport must know every member before the messages to them go out.
+    if (confMayChange) this.refreshPeers(false);
+
+    // 2. Send.
+    if (rd.messages.length > 0) this.transport.send(rd.messages);
+
+    // Soft state: role, term, leader.
+    if (rd.softState) this.onSoftState(rd.softState.role, rd.softState.term, rd.softState.leader, rd.hardState?.commit ?? this.durable.commit);
+
+    // 3. Restore, then apply.
+    if (rd.snapshot) this.restoreSnapshot(rd.snapshot);
+    for (const e of rd.committedEntries) this.applyEntry(e);
+
+    // 4. Complete reads; advance.
+    for (const rs of rd.readStates) {
+      const r = this.reads.get(rs.ctx);
+      if (r) r.index = rs.index;
+    }
+    this.completeReads();
+    core.advance(rd);
+  }
+
+  private restoreSnapshot(snap: Snapshot): void {
+    this.sm.restore(snap.data, snap.meta.index);
+    this.applied = snap.meta.index;
+    // Proposals the snapshot covers cannot be matched to their entries any more.
+    for (const [index, p] of this.proposals) {
+      if (index <= snap.meta.index) {
+        this.proposals.delete(index);
+        p.reject(new ProposalDroppedError(`entry ${index} was superseded by a snapshot at ${snap.meta.index}; its outcome is unknown`));
+      }
+    }
+    this.log.info({ index: snap.meta.index, term: snap.meta.term }, 'restored a snapshot from the leader');
+  }
+
+  private applyEntry(e: Entry): void {
+    assert(e.index === this.applied + 1, () => `applying entry ${e.index} after applied ${this.applied}: applied must grow by one`);
+    assert(e.index <= this.durableLastIndex, () => `applying entry ${e.index} beyond the durable last index ${this.durableLastIndex}`);
+    assert(e.index <= this.durable.commit, () => `applying entry ${e.index} beyond the durable commit index ${this.durable.commit}`);
+    let result: unknown = undefined;
+    if (e.type === 'normal') {
+      if (e.data.length > 0) result = this.sm.apply(e.index, e.data);
+    }
+    this.applied = e.index;
+
+    const p = this.proposals.get(e.index);
+    if (p) {
+      this.proposals.delete(e.index);
+      const sameEntry = p.term === e.term && (p.kind === 'conf') === (e.type === 'conf');
+      if (sameEntry) p.resolve(p.kind === 'conf' ? undefined : result);
+      else p.reject(new ProposalDroppedError(`entry ${e.index} was applied with term ${e.term}, not the proposal's term ${p.term}`));
+    }
+  }
+
+  private onSoftState(role: Role, term: number, leader: NodeId | null, commit: number): void {
+    const changed = role !== this.role || term !== this.term || leader !== this.leader;
+    this.role = role;
+    this.term = term;
+    this.leader = leader;
+    if (!changed) return;
+    // A request made as leader of an older term (or of this term, now that this node no
+    // longer leads) lost its leader. What is committed will still be applied here; an
+    // uncommitted entry may or may not survive under the next leader. Requests of a newer
+    // term than this soft state (made after it, as a leader again) are kept.
+    const lost = (t: number) => t < term || (t === term && role !== 'leader');
+    for (const [index, p] of this.proposals) {
+      if (index > commit && lost(p.term)) {
+        this.proposals.delete(index);
+        p.reject(new ProposalDroppedError(`leadership lost (term ${p.term} → ${term}) before entry ${index} committed; it may still be committed by the new leader`));
+      }
+    }
+    for (const [ctx, r] of this.reads) {
+      if (r.index === null && lost(r.term)) {
+        this.reads.delete(ctx);
+        r.reject(new NotLeaderError(leader));
+      }
+    }
+    this.log.info({ role, term, leader }, 'raft state changed');
+    this.emitState();
+  }
+
+  private completeReads(): void {
+    for (const [ctx, r] of this.reads) {
+      if (r.index !== null && r.index <= this.applied) {
+        this.reads.delete(ctx);
+        r.resolve();
+      }
+    }
+  }
+
+  private expireReads(): void {
+    for (const [ctx, r] of this.reads) {
+      if (this.ticks >= r.deadlineTick) {
+        this.reads.delete(ctx);
+        r.reject(new TimeoutError(`read not confirmed within ${this.readTimeoutTicks} ticks`));
+      }
+    }
+  }
+
+  // -------------------------------------------------------------------------------------
+  // Snapshots (local compaction)
+
+  private wantsSnapshot(): boolean {
+    if (this.snapshotRequests.length > 0) return true;
+    return this.snapshotEveryEntries > 0 && this.applied - this.snapshotIndex >= this.snapshotEveryEntries;
+  }
+
+  private async takeSnapshot(core: RaftCoreApi): Promise<void> {
+    const requests = this.snapshotRequests;
+    this.snapshotRequests = [];
+    if (this.applied > this.snapshotIndex) {
+      const snap: Snapshot = { meta: core.snapshotMeta(this.applied), data: this.sm.snapshot() };
+      assert(snap.meta.index <= this.durableLastIndex, 'snapshot beyond the durable log');
+      try {
+        await this.storage.saveSnapshot(snap);
+      } catch (err) {
+        this.fail(err, 'snapshot write failed');
+        for (const r of requests) r.reject(new StoppedError('snapshot write failed', { cause: err }));
+        return;
+      }
+      if (this.stopped) {
+        for (const r of requests) r.reject(new StoppedError());
+        return;
+      }
+      // A snapshot received from the leader meanwhile would be newer; the loop is serialized, so none can be.
+      assert(snap.meta.index > this.snapshotIndex, 'snapshots must move forward');
+      core.compact(snap);
+      this.snapshotIndex = snap.meta.index;
+      this.log.debug({ index: snap.meta.index, term: snap.meta.term, bytes: snap.data.length }, 'log compacted');
+    }
+    for (const r of requests) r.resolve();
+  }
+
+  // -------------------------------------------------------------------------------------
+  // Helpers
+
+  private refreshPeers(force: boolean): void {
+    const core = this.core;
+    if (!core) return;
+    const conf = core.status().conf;
+    const sig = confSignature(conf);
+    if (!force && sig === this.peersSignature) return;
+    this.peersSignature = sig;
+    this.confNow = cloneConf(conf);
+    const peers = new Map<NodeId, string>();
+    for (const id of [...conf.voters, ...conf.learners]) {
+      if (id !== this.id) peers.set(id, conf.context[id] ?? '');
+    }
+    this.transport.setPeers(peers);
+    if (!force) this.emitState();
+  }
+
+  private emitState(): void {
+    const s: RaftStateChange = { id: this.id, role: this.role, term: this.term, leader: this.leader, conf: cloneConf(this.confNow) };
+    for (const l of this.stateListeners) {
+      try {
+        l(s);
+      } catch (err) {
+        this.log.warn({ err }, 'state listener threw');
+      }
+    }
+  }
+
+  private liveCore(): RaftCoreApi {
+    if (this.stopped) throw new StoppedError();
+    if (!this.core) throw new StoppedError('the raft driver is not started');
+    return this.core;
+  }
+
+  private checkCoreError(err: unknown): Error {
+    if (err instanceof AssertionFailure) {
+      this.fail(err);
+      return new StoppedError('raft core assertion failed', { cause: err });
+    }
+    return err instanceof Error ? err : new Error(String(err));
+  }
+
+  /** Stops everything without touching the ports. */
+  private halt(reason: Error): void {
+    this.stopped = true;
+    this.cancelTick?.();
+    this.cancelTick = null;
+    for (const p of this.proposals.values()) p.reject(reason);
+    this.proposals.clear();
+    for (const r of this.reads.values()) r.reject(reason);
+    this.reads.clear();
+    for (const r of this.snapshotRequests) r.reject(reason);
+    this.snapshotRequests = [];
+  }
+
+  /** Fail-stop: a failed disk write or a broken invariant. */
+  private fail(err: unknown, what = 'fatal error'): void {
+    if (this.stopped) return;
+    this.log.error({ err }, `raft driver stopping: ${what}`);
+    this.halt(new StoppedError(`raft node stopped: ${what}`, { cause: err }));
+    for (const l of this.fatalListeners) {
+      try {
+        l(err);
+      } catch (e) {
+        this.log.warn({ err: e }, 'fatal listener threw');
+      }
+    }
+  }
+}

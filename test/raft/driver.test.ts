@@ -1,0 +1,275 @@
+/**
+ * RaftDriver unit tests with hand-driven fakes: the persist → send → apply order, fail-stop
+ * on a failed write, bounds, typed errors, state-change events, snapshots and restart.
+ */
+import { describe, expect, it } from 'vitest';
+import { NotLeaderError, StoppedError } from '../../src/shared/errors.ts';
+import { OverloadedError, RaftDriver, type RaftDriverOptions, type RaftStateChange } from '../../src/raft/driver.ts';
+import { systemClock } from '../../src/raft/clock.ts';
+import type { ConfState, Message, NodeId, Snapshot } from '../../src/raft/core/types.ts';
+import type { LoadedState, LogStorage, PeerTransport, PersistBatch } from '../../src/raft/ports.ts';
+import { FakeClock } from '../sim/fake-clock.ts';
+import { applyBatch, applyCompaction, emptyDiskState, type DiskState } from '../sim/fake-disk.ts';
+import { SimStateMachine, encodePayload, type SimApplyResult } from '../sim/state-machine.ts';
+
+const flush = () => new Promise<void>((r) => setImmediate(r));
+
+class ManualStorage implements LogStorage {
+  state: DiskState = emptyDiskState();
+  /** When true, writes complete at once; otherwise they wait in `pending`. */
+  auto = true;
+  pending: Array<{ batch: PersistBatch; resolve: () => void; reject: (e: Error) => void }> = [];
+  snapshots: Snapshot[] = [];
+  events: string[];
+  failNext = false;
+  closed = false;
+  constructor(events: string[]) {
+    this.events = events;
+  }
+  async load(): Promise<LoadedState> {
+    return { hardState: { ...this.state.hardState }, snapshot: this.state.snapshot, entries: this.state.entries.map((e) => ({ ...e })) };
+  }
+  save(batch: PersistBatch): Promise<void> {
+    this.events.push('save');
+    if (this.failNext) {
+      this.failNext = false;
+      return Promise.reject(new Error('EIO'));
+    }
+    if (this.auto) {
+      applyBatch(this.state, batch);
+      this.events.push('durable');
+      return Promise.resolve();
+    }
+    return new Promise((resolve, reject) =>
+      this.pending.push({
+        batch,
+        resolve: () => {
+          applyBatch(this.state, batch);
+          this.events.push('durable');
+          resolve();
+        },
+        reject,
+      }),
+    );
+  }
+  async saveSnapshot(snap: Snapshot): Promise<void> {
+    applyCompaction(this.state, snap);
+    this.snapshots.push(snap);
+  }
+  async close(): Promise<void> {
+    this.closed = true;
+  }
+}
+
+class RecordingTransport implements PeerTransport {
+  sent: Message[] = [];
+  handler: ((m: Message) => void) | null = null;
+  peers = new Map<NodeId, string>();
+  closed = false;
+  constructor(private readonly events: string[]) {}
+  send(messages: Message[]): void {
+    for (const m of messages) this.events.push(`send ${m.type}${'reject' in m ? (m.reject ? ' reject' : ' ok') : ''}`);
+    this.sent.push(...messages);
+  }
+  onMessage(handler: (m: Message) => void): void {
+    this.handler = handler;
+  }
+  setPeers(peers: ReadonlyMap<NodeId, string>): void {
+    this.peers = new Map(peers);
+  }
+  async close(): Promise<void> {
+    this.closed = true;
+  }
+}
+
+function setup(voters: NodeId[], opts: Partial<RaftDriverOptions> = {}) {
+  const events: string[] = [];
+  const storage = new ManualStorage(events);
+  const transport = new RecordingTransport(events);
+  const clock = new FakeClock();
+  const sm = new SimStateMachine();
+  const conf: ConfState = { voters, learners: [], context: Object.fromEntries(voters.map((v) => [v, `addr-${v}`])) };
+  let r = 0;
+  const make = () =>
+    new RaftDriver({
+      id: voters[0]!,
+      storage,
+      transport,
+      clock,
+      stateMachine: sm,
+      initialConf: conf,
+      raft: { electionTicks: 5, heartbeatTicks: 1 },
+      random: () => ((r = (r * 9301 + 49297) % 233280), r / 233280),
+      tickMs: 10,
+      ...opts,
+    });
+  return { events, storage, transport, clock, sm, driver: make(), make };
+}
+
+/** Single voter: it elects itself on its first timeout. */
+async function singleLeader(opts: Partial<RaftDriverOptions> = {}) {
+  const s = setup(['n1'], opts);
+  await s.driver.start();
+  for (let i = 0; i < 20 && s.driver.status().role !== 'leader'; i++) {
+    s.clock.advance(10);
+    await flush();
+  }
+  expect(s.driver.status().role).toBe('leader');
+  return s;
+}
+
+describe('RaftDriver', () => {
+  it('persists a vote before the vote grant leaves (persist-before-send)', async () => {
+    const s = setup(['n1', 'n2', 'n3']);
+    await s.driver.start();
+    s.storage.auto = false;
+    s.transport.handler!({ type: 'vote', from: 'n2', to: 'n1', term: 1, lastLogIndex: 0, lastLogTerm: 0, transfer: false });
+    await flush();
+    expect(s.events).toEqual(['save']); // the grant waits for the disk
+    expect(s.transport.sent).toEqual([]);
+    s.storage.pending.shift()!.resolve();
+    await flush();
+    expect(s.events).toEqual(['save', 'durable', 'send voteResp ok']);
+    expect(s.storage.state.hardState).toMatchObject({ term: 1, vote: 'n2' });
+  });
+
+  it('fail-stops on a failed write: sends nothing from that round, rejects pending requests, reports fatal', async () => {
+    const s = await singleLeader();
+    let fatal: unknown = null;
+    s.driver.onFatal((e) => (fatal = e));
+    s.storage.auto = false;
+    const p = s.driver.propose(encodePayload(1, 'k', 'v'));
+    await flush();
+    const sentBefore = s.transport.sent.length;
+    s.storage.pending.shift()!.reject(new Error('EIO'));
+    await expect(p).rejects.toBeInstanceOf(StoppedError);
+    expect(fatal).toBeInstanceOf(Error);
+    expect(s.driver.isStopped).toBe(true);
+    expect(s.transport.sent.length).toBe(sentBefore);
+    await expect(s.driver.propose(encodePayload(2, 'k', 'v'))).rejects.toBeInstanceOf(StoppedError);
+    // Ticks no longer reach the core.
+    s.clock.advance(1000);
+  });
+
+  it('resolves a proposal with the state machine result once applied', async () => {
+    const s = await singleLeader();
+    const r = (await s.driver.propose(encodePayload(1, 'k', 'v1'))) as SimApplyResult;
+    expect(r.index).toBe(2); // after the leader's no-op
+    expect(s.sm.get('k')).toBe('v1');
+    expect(s.driver.status().applied).toBe(2);
+  });
+
+  it('refuses proposals beyond maxPendingProposals with a retryable OverloadedError', async () => {
+    const s = await singleLeader({ maxPendingProposals: 2 });
+    s.storage.auto = false;
+    const a = s.driver.propose(encodePayload(1, 'k', 'a'));
+    const b = s.driver.propose(encodePayload(2, 'k', 'b'));
+    const err = await s.driver.propose(encodePayload(3, 'k', 'c')).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(OverloadedError);
+    expect((err as OverloadedError).retryable).toBe(true);
+    s.storage.auto = true;
+    while (s.storage.pending.length) {
+      s.storage.pending.shift()!.resolve();
+      await flush();
+    }
+    await expect(a).resolves.toBeDefined();
+    await expect(b).resolves.toBeDefined();
+  });
+
+  it('a follower refuses proposals and reads with NotLeaderError', async () => {
+    const s = setup(['n1', 'n2', 'n3']);
+    await s.driver.start();
+    await expect(s.driver.propose(encodePayload(1, 'k', 'v'))).rejects.toBeInstanceOf(NotLeaderError);
+    await expect(s.driver.read()).rejects.toBeInstanceOf(NotLeaderError);
+    expect(() => s.driver.transferLeadership('n2')).toThrow(NotLeaderError);
+  });
+
+  it('reports role, term and leader changes to onStateChange listeners', async () => {
+    const s = setup(['n1']);
+    const seen: RaftStateChange[] = [];
+    s.driver.onStateChange((c) => seen.push(c));
+    await s.driver.start();
+    for (let i = 0; i < 20; i++) {
+      s.clock.advance(10);
+      await flush();
+    }
+    expect(seen.at(-1)).toMatchObject({ id: 'n1', role: 'leader', term: 1, leader: 'n1' });
+    expect(seen.at(-1)?.conf.voters).toEqual(['n1']);
+  });
+
+  it('a linearizable read on a single-voter leader completes at the applied index', async () => {
+    const s = await singleLeader();
+    await s.driver.propose(encodePayload(1, 'k', 'v'));
+    await expect(s.driver.read()).resolves.toBeUndefined();
+  });
+
+  it('compacts automatically every snapshotEveryEntries applied entries, and on demand', async () => {
+    const s = await singleLeader({ snapshotEveryEntries: 3 });
+    for (let i = 1; i <= 4; i++) await s.driver.propose(encodePayload(i, 'k', `v${i}`));
+    await flush();
+    expect(s.storage.snapshots.length).toBeGreaterThanOrEqual(1);
+    const first = s.storage.snapshots[0]!;
+    expect(first.meta.index).toBeGreaterThanOrEqual(3);
+    expect(first.meta.conf.voters).toEqual(['n1']);
+    await s.driver.snapshotNow();
+    const last = s.storage.snapshots.at(-1)!;
+    expect(last.meta.index).toBe(s.driver.status().applied);
+    expect(s.driver.status().firstIndex).toBe(last.meta.index + 1);
+    expect(s.driver.status().snapshotIndex).toBe(last.meta.index);
+  });
+
+  it('restarts from storage: restores the snapshot and replays committed entries', async () => {
+    const s = await singleLeader({ snapshotEveryEntries: 3 });
+    for (let i = 1; i <= 5; i++) await s.driver.propose(encodePayload(i, `k${i}`, `v${i}`));
+    await flush();
+    const hash = s.sm.hash;
+    await s.driver.stop();
+    expect(s.storage.closed).toBe(true);
+    expect(s.transport.closed).toBe(true);
+    const sm2 = new SimStateMachine();
+    const again = new RaftDriver({ id: 'n1', storage: s.storage, transport: new RecordingTransport([]), clock: new FakeClock(), stateMachine: sm2, initialConf: { voters: ['n1'], learners: [], context: {} }, tickMs: 10 });
+    await again.start();
+    await flush();
+    expect(sm2.hash).toBe(hash);
+    expect(sm2.get('k5')).toBe('v5');
+    expect(again.status().applied).toBe(s.storage.state.hardState.commit);
+  });
+
+  it('stop() rejects pending requests with StoppedError', async () => {
+    const s = await singleLeader();
+    s.storage.auto = false;
+    const p = s.driver.propose(encodePayload(1, 'k', 'v'));
+    await flush();
+    await s.driver.stop();
+    await expect(p).rejects.toBeInstanceOf(StoppedError);
+  });
+
+  it('keeps the transport\'s address book in step with the membership', async () => {
+    const s = await singleLeader();
+    expect([...s.transport.peers.keys()]).toEqual([]);
+    await s.driver.changeMembership({ type: 'addLearner', nodeId: 'n2', context: 'addr-n2' });
+    expect(s.transport.peers.get('n2')).toBe('addr-n2');
+    expect(s.driver.status().conf.learners).toEqual(['n2']);
+  });
+});
+
+describe('systemClock', () => {
+  it('fires intervals and timeouts until cancelled', async () => {
+    let n = 0;
+    const stop = systemClock.every(5, () => n++);
+    let fired = false;
+    systemClock.after(5, () => (fired = true));
+    const cancelled = systemClock.after(5, () => {
+      throw new Error('must not fire');
+    });
+    cancelled();
+    await new Promise((r) => setTimeout(r, 40));
+    stop();
+    const at = n;
+    await new Promise((r) => setTimeout(r, 20));
+    expect(at).toBeGreaterThan(0);
+    expect(n).toBe(at);
+    expect(fired).toBe(true);
+    expect(systemClock.now()).toBeGreaterThan(0);
+  });
+});

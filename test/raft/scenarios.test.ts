@@ -1,0 +1,288 @@
+/**
+ * Named scenarios on the simulated world: the real RaftDriver around the real RaftCore,
+ * with fake disks (unsynced writes lost on crash), fake network and fake clocks. Every
+ * step is checked by the simulator's invariant checkers.
+ */
+import { describe, expect, it } from 'vitest';
+import { NotLeaderError, ProposalDroppedError } from '../../src/shared/errors.ts';
+import type { Message } from '../../src/raft/core/types.ts';
+import { assertSafe, bootWorld, electedLeader, proposeAndWait, status, until } from './world-helpers.ts';
+
+const grantsFrom = (msgs: Message[], from: string, term: number) => msgs.filter((m) => m.type === 'voteResp' && !m.reject && m.from === from && m.term === term);
+
+describe('partitions', () => {
+  it('a partitioned old leader comes back, steps down, and its uncommitted entries are overwritten', async () => {
+    const w = await bootWorld({ nodes: 3, electionTicks: 8 });
+    const old = await electedLeader(w);
+    expect((await proposeAndWait(w, old.id, 'a', 'before')).ok).toBe(true);
+    const oldTerm = status(w, old.id).term;
+    await w.act(() => w.isolate([old.id]));
+    // A write on the old leader cannot commit: it has no quorum.
+    const lost = w.propose(old.id, 'a', 'lost');
+    await until(w, () => w.leader() !== null && w.leader()!.id !== old.id, 'a new leader on the majority side');
+    const fresh = w.leader()!;
+    expect(status(w, fresh.id).term).toBeGreaterThan(oldTerm);
+    expect((await proposeAndWait(w, fresh.id, 'a', 'after')).ok).toBe(true);
+    await w.act(() => w.heal());
+    await until(w, () => status(w, old.id).applied >= status(w, fresh.id).applied && status(w, old.id).role === 'follower', 'the old leader catches up as a follower');
+    // The old leader's write was refused (leadership lost before it committed) and is gone.
+    const out = w.outcomes.get(lost);
+    expect(out?.ok).toBe(false);
+    if (out && !out.ok) expect(out.error).toBeInstanceOf(ProposalDroppedError);
+    expect(w.node(old.id).sm!.get('a')).toBe('after');
+    assertSafe(w);
+  });
+
+  it('an asymmetric partition of five: the leader reaches only some followers, keeps leading, and the others cannot disrupt it', async () => {
+    const w = await bootWorld({ nodes: 5, electionTicks: 8 });
+    const leader = await electedLeader(w);
+    const term = status(w, leader.id).term;
+    const others = w.ids.slice(0, 5).filter((id) => id !== leader.id);
+    const [b, c, d, e] = others as [string, string, string, string];
+    // The leader's messages to d and e are lost; d and e still reach everyone.
+    await w.act(() =>
+      w.block([
+        [leader.id, d],
+        [leader.id, e],
+      ]),
+    );
+    for (let i = 0; i < 10; i++) expect((await proposeAndWait(w, leader.id, 'k', `v${i}`)).ok).toBe(true);
+    // d and e time out and try pre-votes for many election timeouts; b and c hear the leader and refuse.
+    for (let i = 0; i < 80; i++) await w.round();
+    expect(status(w, leader.id).role).toBe('leader');
+    expect(status(w, leader.id).term).toBe(term);
+    expect(status(w, b).term).toBe(term);
+    expect(status(w, c).term).toBe(term);
+    assertSafe(w);
+    // (That d and e catch up after the heal is checked below.)
+  });
+});
+
+describe('snapshots', () => {
+  it('a follower that falls behind a compaction receives the snapshot in chunks and converges', async () => {
+    const w = await bootWorld({ nodes: 3, snapshotEveryEntries: 5, snapshotChunkBytes: 24, electionTicks: 8 });
+    // The lagger is down from the start (the same story with a follower cut off while the
+    // leader pipelines to it is checked below).
+    const lagger = 'n3';
+    await w.act(() => w.crash(lagger));
+    const leader = await electedLeader(w);
+    for (let i = 0; i < 25; i++) expect((await proposeAndWait(w, leader.id, `k${i % 4}`, `v${i}`)).ok).toBe(true);
+    expect(status(w, leader.id).firstIndex).toBeGreaterThan(2); // compacted behind
+    w.recorded = [];
+    await w.act(() => w.startNode(lagger));
+    await until(w, () => status(w, lagger).applied >= status(w, leader.id).applied, 'the lagging follower catches up');
+    const chunks = w.recorded.filter((m) => m.type === 'snap' && m.to === lagger);
+    expect(chunks.length).toBeGreaterThan(1);
+    expect(chunks.some((m) => m.type === 'snap' && m.offset > 0)).toBe(true);
+    expect(w.node(lagger).disk.synced.snapshot).not.toBeNull();
+    expect(w.node(lagger).sm!.hash).toBe(w.node(leader.id).sm!.hash);
+    expect(w.node(lagger).sm!.get('k0')).toBe(w.node(leader.id).sm!.get('k0'));
+    assertSafe(w);
+  });
+
+  it('a node restarts from its snapshot and log and applies the same state', async () => {
+    const w = await bootWorld({ nodes: 3, snapshotEveryEntries: 4 });
+    const leader = await electedLeader(w);
+    for (let i = 0; i < 11; i++) expect((await proposeAndWait(w, leader.id, 'k', `v${i}`)).ok).toBe(true);
+    const other = w.ids.slice(0, 3).find((id) => id !== leader.id)!;
+    await until(w, () => status(w, other).applied === status(w, leader.id).applied, 'follower caught up');
+    const hash = w.node(other).sm!.hash;
+    await w.act(() => w.crash(other));
+    await w.act(() => w.startNode(other));
+    await until(w, () => status(w, other).applied === status(w, leader.id).applied, 'restarted follower replays');
+    expect(w.node(other).sm!.hash).toBe(hash);
+    assertSafe(w);
+  });
+});
+
+describe('disk failures', () => {
+  it('a disk write that fails: the vote it recorded is never granted and the node fail-stops', async () => {
+    const w = await bootWorld({ nodes: 3, electionTicks: 6 });
+    const leader = await electedLeader(w);
+    const [voter, candidate] = w.ids.slice(0, 3).filter((id) => id !== leader.id) as [string, string];
+    await w.act(() => w.crash(leader.id));
+    // The voter restarts (so it is in no leader's lease) and is never ticked (so it does not campaign itself).
+    await w.act(() => w.crash(voter));
+    await w.act(() => w.startNode(voter));
+    await w.act(() => w.campaign(candidate));
+    // Deliver one message at a time; arm the voter's disk just before the vote request reaches it.
+    let armed = false;
+    let voteTerm = 0;
+    for (let i = 0; i < 500 && w.node(voter).up; i++) {
+      const links = w.net.busyLinks();
+      const dirty = w.upNodes().filter((n) => n.disk.pendingWrites > 0);
+      if (links.length === 0 && dirty.length === 0) break;
+      for (const link of links) {
+        const m = w.net.peek(link, 0)!;
+        if (!armed && m.type === 'vote' && m.to === voter) {
+          armed = true;
+          voteTerm = m.term;
+          w.failNextWrite(voter);
+        }
+        await w.act(() => w.deliver(link));
+      }
+      for (const n of dirty) await w.act(() => w.sync(n.id));
+    }
+    expect(armed).toBe(true);
+    expect(w.node(voter).up).toBe(false); // fail-stop
+    expect(grantsFrom(w.recorded!, voter, voteTerm)).toEqual([]);
+    expect(w.node(voter).disk.synced.hardState.vote === candidate && w.node(voter).disk.synced.hardState.term === voteTerm).toBe(false);
+    assertSafe(w);
+    // It restarts from what is durable and the cluster recovers.
+    await w.act(() => w.startNode(voter));
+    await w.act(() => w.startNode(leader.id));
+    const l2 = await electedLeader(w);
+    expect((await proposeAndWait(w, l2.id)).ok).toBe(true);
+    assertSafe(w);
+  });
+
+  it('a leader whose disk fails sends nothing from that round and rejects its pending proposals', async () => {
+    const w = await bootWorld({ nodes: 3 });
+    const leader = await electedLeader(w);
+    w.recorded = [];
+    await w.act(() => w.failNextWrite(leader.id));
+    const seq = w.propose(leader.id, 'k', 'doomed');
+    await w.act(() => {});
+    const appsBefore = w.recorded.filter((m) => m.type === 'app' && m.from === leader.id).length;
+    await w.act(() => w.sync(leader.id));
+    expect(w.node(leader.id).up).toBe(false);
+    expect(w.recorded.filter((m) => m.type === 'app' && m.from === leader.id).length).toBe(appsBefore);
+    expect(appsBefore).toBe(0); // the append carrying the entry never left
+    const out = w.outcomes.get(seq);
+    expect(out?.ok).toBe(false);
+    assertSafe(w);
+  });
+});
+
+describe('leadership transfer', () => {
+  it('hands leadership to the chosen voter without waiting for an election timeout', async () => {
+    const w = await bootWorld({ nodes: 3, electionTicks: 20 });
+    const leader = await electedLeader(w);
+    expect((await proposeAndWait(w, leader.id)).ok).toBe(true);
+    const target = w.ids.slice(0, 3).find((id) => id !== leader.id)!;
+    const term = status(w, leader.id).term;
+    await w.act(() => w.transfer(leader.id, target));
+    await w.flush(); // no ticks at all
+    expect(status(w, target).role).toBe('leader');
+    expect(status(w, target).term).toBe(term + 1);
+    expect(status(w, leader.id).role).toBe('follower');
+    expect((await proposeAndWait(w, target)).ok).toBe(true);
+    assertSafe(w);
+  });
+
+  it('refuses proposals while a transfer is in progress', async () => {
+    const w = await bootWorld({ nodes: 3 });
+    const leader = await electedLeader(w);
+    const target = w.ids.slice(0, 3).find((id) => id !== leader.id)!;
+    await w.act(() => w.isolate([target])); // the transfer cannot complete
+    await w.act(() => w.transfer(leader.id, target));
+    const seq = w.propose(leader.id);
+    await w.act(() => {});
+    const out = w.outcomes.get(seq);
+    expect(out?.ok).toBe(false);
+    if (out && !out.ok) expect(out.error).toBeInstanceOf(ProposalDroppedError);
+    assertSafe(w);
+  });
+});
+
+describe('ReadIndex', () => {
+  it('a read on the leader completes after a quorum round and sees every acknowledged write', async () => {
+    const w = await bootWorld({ nodes: 3 });
+    const leader = await electedLeader(w);
+    const ack = await proposeAndWait(w, leader.id, 'x', '1');
+    expect(ack.ok).toBe(true);
+    let done = false;
+    void w.read(leader.id).then((ok) => (done = ok));
+    await w.act(() => {});
+    expect(done).toBe(false); // needs the heartbeat round
+    await until(w, () => done, 'the read completes');
+    if (ack.ok) expect(status(w, leader.id).applied).toBeGreaterThanOrEqual(ack.result.index);
+    assertSafe(w);
+  });
+
+  it('a read on a follower is refused with the leader\'s id', async () => {
+    const w = await bootWorld({ nodes: 3 });
+    const leader = await electedLeader(w);
+    const follower = w.ids.slice(0, 3).find((id) => id !== leader.id)!;
+    await w.round();
+    const err = await w.node(follower).driver!.read().catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(NotLeaderError);
+    expect((err as NotLeaderError).leaderId).toBe(leader.id);
+  });
+
+  it('a partitioned leader cannot complete a read; the read fails once it steps down', async () => {
+    const w = await bootWorld({ nodes: 3, electionTicks: 6 });
+    const leader = await electedLeader(w);
+    await w.round();
+    await w.act(() => w.isolate([leader.id]));
+    let outcome: boolean | null = null;
+    void w.read(leader.id).then((ok) => (outcome = ok));
+    await until(w, () => outcome !== null, 'the read is answered');
+    expect(outcome).toBe(false);
+    expect(status(w, leader.id).role).not.toBe('leader');
+    assertSafe(w);
+  });
+});
+
+describe('membership', () => {
+  it('a learner catches up without voting, then is promoted to voter', async () => {
+    const w = await bootWorld({ nodes: 3, spares: 1 });
+    const leader = await electedLeader(w);
+    for (let i = 0; i < 5; i++) expect((await proposeAndWait(w, leader.id)).ok).toBe(true);
+    await w.act(() => w.startNode('n4'));
+    await w.act(() => w.changeMembership(leader.id, { type: 'addLearner', nodeId: 'n4', context: 'sim://n4' }));
+    await until(w, () => status(w, 'n4').applied === status(w, leader.id).applied && status(w, leader.id).conf.learners.includes('n4'), 'the learner catches up');
+    expect(status(w, leader.id).conf.voters).not.toContain('n4');
+    expect(status(w, 'n4').role).toBe('follower');
+    expect(w.recorded!.some((m) => (m.type === 'vote' || m.type === 'preVote') && m.to === 'n4')).toBe(false);
+    await w.act(() => w.changeMembership(leader.id, { type: 'addVoter', nodeId: 'n4', context: '' }));
+    await until(w, () => status(w, 'n4').conf.voters.includes('n4') && status(w, leader.id).conf.voters.length === 4, 'promotion applied');
+    // Four voters: a write needs three of them.
+    expect((await proposeAndWait(w, leader.id)).ok).toBe(true);
+    assertSafe(w);
+  });
+
+  it('removing the leader makes it step down once the change commits; the rest elect a new leader', async () => {
+    const w = await bootWorld({ nodes: 3 });
+    const leader = await electedLeader(w);
+    expect((await proposeAndWait(w, leader.id)).ok).toBe(true);
+    await w.act(() => w.changeMembership(leader.id, { type: 'removeNode', nodeId: leader.id }));
+    await until(w, () => w.leader() !== null && w.leader()!.id !== leader.id, 'a new leader among the remaining voters');
+    expect(status(w, leader.id).role).not.toBe('leader');
+    const fresh = w.leader()!;
+    expect(status(w, fresh.id).conf.voters).not.toContain(leader.id);
+    expect((await proposeAndWait(w, fresh.id)).ok).toBe(true);
+    // The removed node keeps running and ticking; it does not disrupt the new leader.
+    const term = status(w, fresh.id).term;
+    for (let i = 0; i < 60; i++) await w.round();
+    expect(w.leader()?.id).toBe(fresh.id);
+    expect(status(w, fresh.id).term).toBe(term);
+    assertSafe(w);
+  });
+});
+
+/**
+ * Regressions of the stalled-window bug (test/raft/replication.test.ts): a follower whose
+ * pipelined appends were all lost must still catch up once the network heals.
+ */
+describe('followers whose pipelined appends were lost catch up', () => {
+  it('after an asymmetric partition heals, the followers the leader could not reach catch up', async () => {
+    const w = await bootWorld({ nodes: 5, electionTicks: 8 });
+    const leader = await electedLeader(w);
+    const [, , d, e] = w.ids.slice(0, 5).filter((id) => id !== leader.id) as [string, string, string, string];
+    await w.act(() => w.block([[leader.id, d], [leader.id, e]]));
+    for (let i = 0; i < 10; i++) expect((await proposeAndWait(w, leader.id, 'k', `v${i}`)).ok).toBe(true);
+    await w.act(() => w.heal());
+    await until(w, () => status(w, d).applied === status(w, leader.id).applied && status(w, e).applied === status(w, leader.id).applied, 'd and e catch up', 200);
+  });
+
+  it('a follower cut off while the leader pipelines to it gets the snapshot after the heal', async () => {
+    const w = await bootWorld({ nodes: 3, snapshotEveryEntries: 5, snapshotChunkBytes: 24, electionTicks: 8 });
+    const leader = await electedLeader(w);
+    const lagger = w.ids.slice(0, 3).find((id) => id !== leader.id)!;
+    await w.act(() => w.isolate([lagger]));
+    for (let i = 0; i < 25; i++) expect((await proposeAndWait(w, leader.id, `k${i % 4}`, `v${i}`)).ok).toBe(true);
+    await w.act(() => w.heal());
+    await until(w, () => status(w, lagger).applied >= status(w, leader.id).applied, 'the lagging follower catches up', 200);
+  });
+});

@@ -1,0 +1,147 @@
+/**
+ * Each checker fails on a minimal synthetic history that breaks its invariant (and stays
+ * quiet on the correct one), independently of the simulator.
+ */
+import { describe, expect, it } from 'vitest';
+import type { Entry, HardState, Message, Ready } from '../../src/raft/core/types.ts';
+import { InvariantChecker, type DiskView, type LogView, type NodeObservation } from './invariants.ts';
+
+const limits = { maxInflightMsgs: 2, maxPendingProposals: 2, maxPendingReads: 2, maxQueueLength: 3 };
+const enc = (s: string) => new TextEncoder().encode(s);
+const entry = (index: number, term: number, data = `e${index}t${term}`): Entry => ({ index, term, type: 'normal', data: enc(data) });
+
+function log(hs: HardState, terms: number[]): LogView {
+  return { hardState: () => hs, lastIndex: () => terms.length, snapshotIndex: () => 0, termAt: (i) => (i === 0 ? 0 : terms[i - 1]) };
+}
+function disk(synced: LogView, written: LogView = synced): DiskView {
+  return { synced, written };
+}
+const empty = disk(log({ term: 0, vote: null, commit: 0 }, []));
+const ready = (r: Partial<Ready>): Ready => ({ softState: null, hardState: null, entries: [], snapshot: null, messages: [], committedEntries: [], readStates: [], ...r });
+const hb = (from: string, to: string, term: number): Message => ({ type: 'heartbeat', from, to, term, commit: 0, readCtx: null });
+
+describe('invariant checkers', () => {
+  it('election-safety: two leaders in one term', () => {
+    const c = new InvariantChecker(limits);
+    c.onReady('a', ready({ softState: { role: 'leader', leader: 'a', term: 2 } }));
+    c.onSend('a', hb('a', 'b', 2), disk(log({ term: 2, vote: 'a', commit: 0 }, [])));
+    expect(c.violation).toBeNull();
+    c.onSend('b', hb('b', 'c', 2), disk(log({ term: 2, vote: 'b', commit: 0 }, [])));
+    expect(c.violation?.invariant).toBe('election-safety');
+  });
+
+  it('log-matching: same index and term, different entry', () => {
+    const c = new InvariantChecker(limits);
+    c.onWrite('a', { hardState: null, entries: [entry(1, 1, 'x')], snapshot: null }, empty, 0);
+    c.onWrite('b', { hardState: null, entries: [entry(1, 1, 'x')], snapshot: null }, empty, 0);
+    expect(c.violation).toBeNull();
+    c.onWrite('c', { hardState: null, entries: [entry(1, 1, 'y')], snapshot: null }, empty, 0);
+    expect(c.violation?.invariant).toBe('log-matching');
+  });
+
+  it('log-matching: same index and term, different history before it', () => {
+    const c = new InvariantChecker(limits);
+    c.onWrite('a', { hardState: null, entries: [entry(1, 1), entry(2, 2)], snapshot: null }, empty, 0);
+    c.onWrite('b', { hardState: null, entries: [entry(2, 2)], snapshot: null }, empty, 3);
+    expect(c.violation?.invariant).toBe('log-matching');
+  });
+
+  it('leader-completeness: a later leader without a committed entry', () => {
+    const c = new InvariantChecker(limits);
+    c.noteTerm('a', 1);
+    c.onReady('a', ready({ committedEntries: [entry(1, 1)] }));
+    // b leads term 2 and writes its no-op at index 1: its log lacks the committed entry.
+    c.onReady('b', ready({ softState: { role: 'leader', leader: 'b', term: 2 } }));
+    c.onWrite('b', { hardState: null, entries: [{ index: 1, term: 2, type: 'normal', data: new Uint8Array() }], snapshot: null }, disk(log({ term: 2, vote: 'b', commit: 0 }, [2])), 0);
+    expect(c.violation?.invariant).toBe('leader-completeness');
+  });
+
+  it('state-machine-safety: two nodes apply different entries at one index', () => {
+    const c = new InvariantChecker(limits);
+    const d = disk(log({ term: 1, vote: null, commit: 1 }, [1]));
+    c.onReady('a', ready({ committedEntries: [entry(1, 1, 'x')] }));
+    c.onApply('a', 1, 1, 'x', 111, d);
+    expect(c.violation).toBeNull();
+    c.onApply('b', 1, 1, 'y', 222, d);
+    expect(c.violation?.invariant).toBe('state-machine-safety');
+  });
+
+  it('state-machine-safety: applying past the durable log', () => {
+    const c = new InvariantChecker(limits);
+    c.onReady('a', ready({ committedEntries: [entry(1, 1, 'x')] }));
+    c.onApply('a', 1, 1, 'x', 1, empty);
+    expect(c.violation?.invariant).toBe('state-machine-safety');
+  });
+
+  it('commit-monotonic: the durable commit index goes back', () => {
+    const c = new InvariantChecker(limits);
+    c.onSync('a', { term: 1, vote: null, commit: 5 }, { term: 1, vote: null, commit: 4 });
+    expect(c.violation?.invariant).toBe('commit-monotonic');
+  });
+
+  it('commit-monotonic: a node\'s commit index goes back between steps', () => {
+    const c = new InvariantChecker(limits);
+    const obs = (commit: number): NodeObservation => ({
+      id: 'a',
+      incarnation: 1,
+      up: true,
+      disk: empty,
+      status: { id: 'a', role: 'follower', term: 1, leader: null, vote: null, commit, applied: 0, lastIndex: 9, firstIndex: 1, conf: { voters: ['a'], learners: [], context: {} }, progress: null, leadTransferee: null, pendingProposals: 0, pendingReads: 0 },
+    });
+    c.afterStep([obs(3)], []);
+    c.afterStep([obs(2)], []);
+    expect(c.violation?.invariant).toBe('commit-monotonic');
+  });
+
+  it('acked-not-lost: an acknowledgement for an entry that is not the committed one', () => {
+    const c = new InvariantChecker(limits);
+    c.onReady('a', ready({ committedEntries: [entry(1, 1, 'x')] }));
+    c.onAck(1, 'y');
+    expect(c.violation?.invariant).toBe('acked-not-lost');
+  });
+
+  it('vote-once: two grants in one term', () => {
+    const c = new InvariantChecker(limits, ['persist-before-send']);
+    const grant = (to: string): Message => ({ type: 'voteResp', from: 'a', to, term: 3, reject: false });
+    c.onSend('a', grant('b'), empty);
+    c.onSend('a', grant('b'), empty);
+    expect(c.violation).toBeNull();
+    c.onSend('a', grant('c'), empty);
+    expect(c.violation?.invariant).toBe('vote-once');
+  });
+
+  it('persist-before-send: a grant whose vote is not synced', () => {
+    const c = new InvariantChecker(limits);
+    const synced = log({ term: 3, vote: null, commit: 0 }, []);
+    const written = log({ term: 3, vote: 'b', commit: 0 }, []);
+    c.onSend('a', { type: 'voteResp', from: 'a', to: 'b', term: 3, reject: false }, disk(synced, written));
+    expect(c.violation?.invariant).toBe('persist-before-send');
+  });
+
+  it('persist-before-send: an append acknowledgement for entries not synced', () => {
+    const c = new InvariantChecker(limits);
+    const synced = log({ term: 1, vote: null, commit: 0 }, [1]);
+    const written = log({ term: 1, vote: null, commit: 0 }, [1, 1]);
+    c.onSend('a', { type: 'appResp', from: 'a', to: 'b', term: 1, reject: false, index: 1, hintTerm: 0, hintIndex: 0 }, disk(synced, written));
+    expect(c.violation).toBeNull();
+    c.onSend('a', { type: 'appResp', from: 'a', to: 'b', term: 1, reject: false, index: 2, hintTerm: 0, hintIndex: 0 }, disk(synced, written));
+    expect(c.violation?.invariant).toBe('persist-before-send');
+  });
+
+  it('read-linearizable: a read index below an acknowledged write', () => {
+    const c = new InvariantChecker(limits);
+    c.onReady('a', ready({ committedEntries: [entry(1, 1, 'x'), entry(2, 1, 'y')] }));
+    c.onAck(2, 'y');
+    c.onReadIndexRequest('r1');
+    c.onReady('a', ready({ readStates: [{ ctx: 'r1', index: 1 }] }));
+    expect(c.violation?.invariant).toBe('read-linearizable');
+  });
+
+  it('bounds: a network queue beyond its capacity', () => {
+    const c = new InvariantChecker(limits);
+    c.afterStep([], [3]);
+    expect(c.violation).toBeNull();
+    c.afterStep([], [4]);
+    expect(c.violation?.invariant).toBe('bounds');
+  });
+});

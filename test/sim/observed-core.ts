@@ -1,0 +1,62 @@
+/**
+ * A transparent wrapper around a core that shows its Readies (and ReadIndex requests) to
+ * an observer before the driver acts on them. Test-only instrumentation: the driver takes
+ * it through its `createCore` option, the core itself is untouched.
+ */
+import type { RaftCoreApi } from '../../src/raft/driver.ts';
+import type { ConfChange, Message, NodeId, Ready, Snapshot, SnapshotMeta, Status } from '../../src/raft/core/types.ts';
+
+export interface CoreObserver {
+  onReady(rd: Ready): void;
+  onReadIndex?(ctx: string): void;
+}
+
+export class ObservedCore implements RaftCoreApi {
+  constructor(
+    readonly inner: RaftCoreApi,
+    private readonly observer: CoreObserver,
+  ) {}
+
+  tick(): void {
+    this.inner.tick();
+  }
+  step(m: Message): void {
+    this.inner.step(m);
+  }
+  propose(data: Uint8Array): { index: number; term: number } {
+    return this.inner.propose(data);
+  }
+  proposeConfChange(cc: ConfChange): { index: number; term: number } {
+    return this.inner.proposeConfChange(cc);
+  }
+  transferLeadership(to: NodeId): void {
+    this.inner.transferLeadership(to);
+  }
+  readIndex(ctx: string): void {
+    this.inner.readIndex(ctx);
+    this.observer.onReadIndex?.(ctx);
+  }
+  campaign(): void {
+    this.inner.campaign();
+  }
+  hasReady(): boolean {
+    return this.inner.hasReady();
+  }
+  ready(): Ready {
+    const rd = this.inner.ready();
+    this.observer.onReady(rd);
+    return rd;
+  }
+  advance(rd: Ready): void {
+    this.inner.advance(rd);
+  }
+  compact(snapshot: Snapshot): void {
+    this.inner.compact(snapshot);
+  }
+  snapshotMeta(index: number): SnapshotMeta {
+    return this.inner.snapshotMeta(index);
+  }
+  status(): Status {
+    return this.inner.status();
+  }
+}
