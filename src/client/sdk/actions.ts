@@ -1,0 +1,227 @@
+/**
+ * TCC and Saga actions. Both are two-phase branches of the same shape:
+ *
+ *            phase one (in the caller)        phase two (the TC, on the RM channel)
+ *   TCC      try                              confirm (commit) | cancel (rollback)
+ *   Saga     action (the forward step)        nothing (commit) | compensate (rollback)
+ *
+ * Calling an action inside a global transaction registers a branch (BranchRegister, the
+ * arguments as its applicationData) and then runs phase one with the xid bound. The TC
+ * later sends commit or rollback for that branch to an RM serving the resource (this
+ * process, a sibling replica, or this service after a restart); the dispatcher (rm.ts)
+ * runs phase two with the arguments decoded from the applicationData. On rollback the TC
+ * walks the branches in reverse registration order, so compensations run newest first.
+ *
+ * With a fence (src/client/fence, PostgreSQL or MySQL, in the service's own database) each
+ * step runs inside the fence's local transaction, together with the business write it is
+ * handed as `ctx.tx`:
+ * - a repeated confirm/cancel/compensate does nothing (idempotent);
+ * - a cancel/compensate whose try/action never ran records an empty rollback and skips the
+ *   callback (the rollback of a branch that failed, or never got to run, phase one);
+ * - a try/action that arrives after its cancel/compensate is refused (hanging prevention):
+ *   the call throws BranchRefusedError.
+ * Without a fence those three cases are the action's own job (see docs/sdk.md).
+ *
+ * A failed phase one: without a fence the try may have done part of its work (nothing
+ * undoes it), so the branch stays and its cancel runs when the transaction rolls back, as
+ * in Seata and dtm. Under a fence the step's local transaction rolled back entirely, so
+ * the branch is reported PhaseOne_Failed and the TC drops it from phase two (neither
+ * confirm nor cancel) — see reportPhaseOneFailed.
+ */
+import { assert, BadRequestError } from '../../shared/errors.ts';
+import type { Logger } from '../../shared/logger.ts';
+import { currentXid, runWithoutXid, runWithXid } from '../context.ts';
+import { FenceError, type Fence, type FenceOp } from '../fence/index.ts';
+import { decodeActionContext, encodeActionContext } from './action-context.ts';
+import { BranchRefusedError, NoGlobalTransactionError, inPhase } from './errors.ts';
+import { validateResourceId, type ResourceManager } from './rm.ts';
+import { BranchStatus } from './status.ts';
+import type { PhaseTwoRequest, TcPort } from './tc-port.ts';
+import type { InflightTracker } from './tracker.ts';
+
+/** What every step of an action is told. `tx` is the fence's transaction handle (undefined without a fence). */
+export interface ActionContext<Tx = undefined> {
+  readonly xid: string;
+  readonly branchId: string;
+  readonly resourceId: string;
+  readonly branchType: 'TCC' | 'SAGA';
+  /** Run the business write through it: it commits (or rolls back) together with the fence row. */
+  readonly tx: Tx;
+}
+
+type Step<A, R, Tx> = (args: A, ctx: ActionContext<Tx>) => R | Promise<R>;
+
+interface NameOrResourceId {
+  /** The resource id the branch is registered under; every replica of the service must use the same one. */
+  name?: string;
+  /** Same as `name` (Seata's word). Give one of the two. */
+  resourceId?: string;
+}
+
+export interface TccActionDefinition<A, R, Tx = undefined> extends NameOrResourceId {
+  /** Phase one: reserve. Its result is returned to the caller. */
+  try: Step<A, R, Tx>;
+  /** Phase two on commit: use what try reserved. Receives try's arguments as JSON. */
+  confirm: Step<A, unknown, Tx>;
+  /** Phase two on rollback: release what try reserved. Receives try's arguments as JSON. */
+  cancel: Step<A, unknown, Tx>;
+  /** createPgFence / createMysqlFence on the service's own database. */
+  fence?: Fence<Tx>;
+}
+
+export interface SagaActionDefinition<A, R, Tx = undefined> extends NameOrResourceId {
+  /** The forward step; its result is returned to the caller. */
+  action: Step<A, R, Tx>;
+  /** Undoes the forward step on rollback. Receives the action's arguments as JSON. */
+  compensate: Step<A, unknown, Tx>;
+  fence?: Fence<Tx>;
+}
+
+/** A registered action: call it inside a global transaction. */
+export type BranchAction<A, R> = ((args: A) => Promise<R>) & {
+  readonly resourceId: string;
+  readonly branchType: 'TCC' | 'SAGA';
+};
+
+export interface ActionDeps {
+  tc: TcPort;
+  rm: ResourceManager;
+  clientId: string;
+  logger: Logger;
+  tracker: InflightTracker;
+  /** Throws ClientClosedError once the client is closed for good. */
+  assertUsable: () => void;
+}
+
+interface Spec<A, R, Tx> {
+  resourceId: string;
+  branchType: 'TCC' | 'SAGA';
+  fence: Fence<Tx> | undefined;
+  phaseOneOp: FenceOp;
+  phaseOne: Step<A, R, Tx>;
+  /** undefined: nothing to do on commit (Saga). */
+  commit: { op: FenceOp; step: Step<A, unknown, Tx> } | undefined;
+  rollback: { op: FenceOp; step: Step<A, unknown, Tx> };
+}
+
+function resourceIdOf(def: NameOrResourceId): string {
+  if (def.name !== undefined && def.resourceId !== undefined && def.name !== def.resourceId) {
+    throw new BadRequestError(`give name or resourceId, not two different ones (${def.name}, ${def.resourceId})`);
+  }
+  return validateResourceId(def.resourceId ?? def.name);
+}
+
+function requireFunction(value: unknown, what: string): void {
+  if (typeof value !== 'function') throw new BadRequestError(`${what} must be a function`);
+}
+
+function requireFence(fence: unknown): void {
+  if (fence !== undefined && (typeof fence !== 'object' || fence === null || typeof (fence as { run?: unknown }).run !== 'function')) {
+    throw new BadRequestError('fence must be a Fence (createPgFence or createMysqlFence)');
+  }
+}
+
+export function registerTcc<A, R, Tx>(deps: ActionDeps, def: TccActionDefinition<A, R, Tx>): BranchAction<A, R> {
+  if (typeof def !== 'object' || def === null) throw new BadRequestError('tcc.register needs { name, try, confirm, cancel, fence? }');
+  const resourceId = resourceIdOf(def);
+  requireFunction(def.try, 'try');
+  requireFunction(def.confirm, 'confirm');
+  requireFunction(def.cancel, 'cancel');
+  requireFence(def.fence);
+  return registerAction(deps, {
+    resourceId,
+    branchType: 'TCC',
+    fence: def.fence,
+    phaseOneOp: 'try',
+    phaseOne: def.try,
+    commit: { op: 'confirm', step: def.confirm },
+    rollback: { op: 'cancel', step: def.cancel },
+  });
+}
+
+export function registerSaga<A, R, Tx>(deps: ActionDeps, def: SagaActionDefinition<A, R, Tx>): BranchAction<A, R> {
+  if (typeof def !== 'object' || def === null) throw new BadRequestError('saga.register needs { name, action, compensate, fence? }');
+  const resourceId = resourceIdOf(def);
+  requireFunction(def.action, 'action');
+  requireFunction(def.compensate, 'compensate');
+  requireFence(def.fence);
+  return registerAction(deps, {
+    resourceId,
+    branchType: 'SAGA',
+    fence: def.fence,
+    phaseOneOp: 'action',
+    phaseOne: def.action,
+    commit: undefined,
+    rollback: { op: 'compensate', step: def.compensate },
+  });
+}
+
+function registerAction<A, R, Tx>(deps: ActionDeps, spec: Spec<A, R, Tx>): BranchAction<A, R> {
+  const log = deps.logger.child({ component: 'rm', resourceId: spec.resourceId });
+  const contextOf = (xid: string, branchId: string, tx: Tx): ActionContext<Tx> => ({ xid, branchId, resourceId: spec.resourceId, branchType: spec.branchType, tx });
+
+  /** Runs `step` inside the fence (or bare) and says whether it ran. */
+  async function fenced<T>(op: FenceOp, xid: string, branchId: string, step: (ctx: ActionContext<Tx>) => Promise<T>): Promise<{ ran: true; value: T } | { ran: false; outcome: string }> {
+    if (spec.fence === undefined) return { ran: true, value: await step(contextOf(xid, branchId, undefined as Tx)) };
+    let value: T | undefined;
+    const outcome = await spec.fence.run({ xid, branchId, op }, async (tx) => {
+      value = await step(contextOf(xid, branchId, tx));
+    });
+    return outcome === 'executed' ? { ran: true, value: value as T } : { ran: false, outcome };
+  }
+
+  deps.rm.register({
+    resourceId: spec.resourceId,
+    branchType: spec.branchType,
+    async phaseTwo(request: PhaseTwoRequest): Promise<void> {
+      const phase = request.kind === 'commit' ? spec.commit : spec.rollback;
+      if (phase === undefined) return; // Saga commit: the forward action already was the commit.
+      const args = decodeActionContext(spec.resourceId, request.applicationData) as A;
+      // Phase two belongs to no transaction scope: a call it makes must not carry the xid
+      // (the transaction is decided; a downstream service must not try to join it).
+      const result = await runWithoutXid(() => fenced(phase.op, request.xid, request.branchId, async (ctx) => phase.step(args, ctx)));
+      if (!result.ran) log.debug({ xid: request.xid, branchId: request.branchId, op: phase.op, outcome: result.outcome }, 'fence skipped phase two');
+    },
+  });
+
+  async function reportPhaseOneFailed(xid: string, branchId: string): Promise<void> {
+    try {
+      await deps.tc.branchReport({ xid, branchId, status: BranchStatus.PhaseOne_Failed });
+    } catch (err) {
+      // Best effort: the branch stays registered, and its phase two goes through the fence.
+      log.warn({ xid, branchId, err }, 'could not report the failed phase one; the branch is left to phase two');
+    }
+  }
+
+  const call = async (args: A): Promise<R> => {
+    deps.assertUsable();
+    const xid = currentXid();
+    if (xid === undefined) throw new NoGlobalTransactionError(spec.resourceId);
+    const applicationData = encodeActionContext(spec.resourceId, args);
+    return deps.tracker.run(async () => {
+      await deps.rm.ensureReady();
+      const branchId = await inPhase('branch', xid, () =>
+        deps.tc.branchRegister({ xid, branchType: spec.branchType, resourceId: spec.resourceId, lockKey: '', applicationData, clientId: deps.clientId }),
+      );
+      log.debug({ xid, branchId }, 'branch registered');
+      let result: Awaited<ReturnType<typeof fenced<R>>>;
+      try {
+        result = await runWithXid(xid, () => fenced(spec.phaseOneOp, xid, branchId, async (ctx) => spec.phaseOne(args, ctx)), { branchType: spec.branchType });
+      } catch (err) {
+        // Under a fence, an error from the step itself means its local transaction rolled
+        // back entirely: there is nothing to confirm or cancel. Saying so (PhaseOne_Failed)
+        // makes the TC drop the branch in phase two — so a transaction committed anyway
+        // (noRollbackFor) never confirms a try that did not happen. A FenceError may hide a
+        // commit whose outcome is unknown: then the branch stays, and its cancel (an empty
+        // rollback, or a real one) decides.
+        if (spec.fence !== undefined && !(err instanceof FenceError)) await reportPhaseOneFailed(xid, branchId);
+        throw err;
+      }
+      if (result.ran) return result.value;
+      if (result.outcome === 'hangingRefused') throw new BranchRefusedError(xid, branchId, spec.resourceId);
+      // 'duplicate' or 'emptyRollback' for a try: impossible for a branch id the TC just issued.
+      assert(false, `fence answered ${result.outcome} for the ${spec.phaseOneOp} of a new branch ${xid}/${branchId}`);
+    });
+  };
+  return Object.assign(call, { resourceId: spec.resourceId, branchType: spec.branchType }) as BranchAction<A, R>;
+}

@@ -1,0 +1,180 @@
+/**
+ * createClient: one Concord client per process (or per application in it), holding the TM,
+ * the RM (its registry and RM channel) and the connection to the TC cluster.
+ *
+ *   const concord = createClient({ servers: ['127.0.0.1:7091'], applicationId: 'order-service' });
+ *   const reserve = concord.tcc.register({ name: 'stock.reserve', try, confirm, cancel, fence });
+ *   await concord.transaction({ name: 'place-order' }, async () => { await reserve({ sku, n }); });
+ *   await concord.close();
+ *
+ * The client connects lazily (the first call finds the leader through the HTTP metadata
+ * endpoint of any server given); `connect()` does it eagerly, to fail fast at start-up.
+ */
+import { randomBytes } from 'node:crypto';
+import { hostname } from 'node:os';
+import { BadRequestError } from '../../shared/errors.ts';
+import { silentLogger, type Logger } from '../../shared/logger.ts';
+import { registerSaga, registerTcc, type BranchAction, type SagaActionDefinition, type TccActionDefinition } from './actions.ts';
+import { ClientClosedError } from './errors.ts';
+import { DEFAULT_CLOSE_DRAIN_MS, DEFAULT_TRANSACTION_TIMEOUT_MS, MAX_NAME_CHARS, MAX_TRANSACTION_TIMEOUT_MS, MIN_TRANSACTION_TIMEOUT_MS } from './limits.ts';
+import { ResourceManager } from './rm.ts';
+import { createTcPort } from './tc-adapter.ts';
+import type { TcPort } from './tc-port.ts';
+import { InflightTracker } from './tracker.ts';
+import { TransactionManager, type BeginOptions, type GlobalTransaction, type TransactionOptions, type TransactionScope } from './tm.ts';
+
+/** Seata's default transaction service group. */
+export const DEFAULT_TRANSACTION_SERVICE_GROUP = 'default_tx_group';
+/** The Raft group of the TC cluster the client talks to. */
+export const DEFAULT_GROUP = 'default';
+
+export interface ClientOptions {
+  /**
+   * HTTP control addresses ("host:port") of any nodes of the TC cluster — one reachable node
+   * is enough, the rest are found from its metadata. An array, or one comma-separated
+   * string (handy for an env var such as CONCORD_SERVERS).
+   */
+  servers: string | readonly string[];
+  /** The cluster's Raft group. Default 'default'. */
+  group?: string;
+  /** Names this service to the TC (TM and RM). Replicas of one service share it: the TC may hand a branch's phase two to any of them. */
+  applicationId: string;
+  /** Seata's transaction service group. Default 'default_tx_group'. */
+  transactionServiceGroup?: string;
+  /** Receives the SDK's logs (pino). Default: silent. */
+  logger?: Logger;
+  /** This process's RM identity. Default `<applicationId>:<hostname>:<pid>:<random>`, new at every start. */
+  clientId?: string;
+  /** Timeout of transactions whose options name none, ms. Default 60 000. */
+  defaultTimeoutMs?: number;
+  /** How long close() waits for in-flight work, ms. Default 30 000. */
+  closeTimeoutMs?: number;
+  /**
+   * Advanced: the TC connection to use instead of one built from `servers` (a test double,
+   * or a shared connection). The client closes it on close().
+   */
+  tc?: TcPort;
+}
+
+export interface TccApi {
+  /** Registers a TCC action under its resource id; returns the function to call inside a transaction. */
+  register<A = void, R = void, Tx = undefined>(definition: TccActionDefinition<A, R, Tx>): BranchAction<A, R>;
+}
+
+export interface SagaApi {
+  /** Registers a Saga action (forward step + compensation); returns the function to call inside a transaction. */
+  register<A = void, R = void, Tx = undefined>(definition: SagaActionDefinition<A, R, Tx>): BranchAction<A, R>;
+}
+
+export interface ConcordClient {
+  readonly applicationId: string;
+  readonly transactionServiceGroup: string;
+  readonly clientId: string;
+  /**
+   * Runs fn in a global transaction (see TransactionOptions for propagation and
+   * noRollbackFor): commits when it returns, rolls back when it throws, and rethrows.
+   */
+  transaction<T>(options: TransactionOptions, fn: (scope: TransactionScope) => T | Promise<T>): Promise<T>;
+  transaction<T>(fn: (scope: TransactionScope) => T | Promise<T>): Promise<T>;
+  /** Begins a global transaction and hands out its handle (not bound: use `tx.run(fn)`). */
+  begin(options?: BeginOptions): Promise<GlobalTransaction>;
+  /** A handle on a transaction by xid (status, commit, rollback of one begun elsewhere). */
+  globalTransaction(xid: string): GlobalTransaction;
+  readonly tcc: TccApi;
+  readonly saga: SagaApi;
+  /** Connects now (finds the leader); otherwise the first call does. */
+  connect(): Promise<void>;
+  /**
+   * Stops taking new transactions, waits (bounded by closeTimeoutMs) for the ones in flight
+   * and for running phase two, then closes the RM channel and the TC connection.
+   */
+  close(): Promise<void>;
+}
+
+function requireName(value: unknown, what: string): string {
+  if (typeof value !== 'string' || value.length === 0 || value.length > MAX_NAME_CHARS) {
+    throw new BadRequestError(`${what} must be a string of 1..${MAX_NAME_CHARS} characters`);
+  }
+  return value;
+}
+
+function parseServers(servers: unknown): string[] {
+  const list = typeof servers === 'string' ? servers.split(',') : Array.isArray(servers) ? servers : null;
+  if (list === null || !list.every((s) => typeof s === 'string')) throw new BadRequestError('servers must be "host:port" strings (an array, or one comma-separated string)');
+  const out = (list as string[]).map((s) => s.trim()).filter((s) => s.length > 0);
+  if (out.length === 0) throw new BadRequestError('servers must name at least one node ("host:port" of its HTTP port)');
+  return out;
+}
+
+export function createClient(options: ClientOptions): ConcordClient {
+  if (typeof options !== 'object' || options === null) throw new BadRequestError('createClient needs options');
+  const applicationId = requireName(options.applicationId, 'applicationId');
+  const transactionServiceGroup = requireName(options.transactionServiceGroup ?? DEFAULT_TRANSACTION_SERVICE_GROUP, 'transactionServiceGroup');
+  const group = requireName(options.group ?? DEFAULT_GROUP, 'group');
+  const logger = (options.logger ?? silentLogger()).child({ applicationId });
+  const clientId = requireName(options.clientId ?? `${applicationId}:${hostname()}:${process.pid}:${randomBytes(4).toString('hex')}`, 'clientId');
+  const defaultTimeoutMs = options.defaultTimeoutMs ?? DEFAULT_TRANSACTION_TIMEOUT_MS;
+  if (!Number.isSafeInteger(defaultTimeoutMs) || defaultTimeoutMs < MIN_TRANSACTION_TIMEOUT_MS || defaultTimeoutMs > MAX_TRANSACTION_TIMEOUT_MS) {
+    throw new BadRequestError(`defaultTimeoutMs must be an integer in ${MIN_TRANSACTION_TIMEOUT_MS}..${MAX_TRANSACTION_TIMEOUT_MS}`);
+  }
+  const closeTimeoutMs = options.closeTimeoutMs ?? DEFAULT_CLOSE_DRAIN_MS;
+  if (!Number.isSafeInteger(closeTimeoutMs) || closeTimeoutMs < 0) throw new BadRequestError('closeTimeoutMs must be a non-negative integer');
+
+  let tc: TcPort;
+  if (options.tc !== undefined) {
+    tc = options.tc;
+  } else {
+    tc = createTcPort({ servers: parseServers(options.servers), group, logger });
+  }
+
+  // open → draining (close() called: no new transactions; in-flight ones may still call
+  // actions and receive phase two) → closed.
+  let state: 'open' | 'draining' | 'closed' = 'open';
+  let closing: Promise<void> | null = null;
+  const tracker = new InflightTracker();
+  const assertOpen = () => {
+    if (state !== 'open') throw new ClientClosedError();
+  };
+  const assertUsable = () => {
+    if (state === 'closed') throw new ClientClosedError();
+  };
+
+  const tm = new TransactionManager({ tc, applicationId, transactionServiceGroup, defaultTimeoutMs, logger, tracker, assertOpen });
+  const rm = new ResourceManager({ tc, applicationId, transactionServiceGroup, clientId, logger });
+  const actionDeps = { tc, rm, clientId, logger, tracker, assertUsable };
+
+  function transaction<T>(a: TransactionOptions | ((scope: TransactionScope) => T | Promise<T>), b?: (scope: TransactionScope) => T | Promise<T>): Promise<T> {
+    if (typeof a === 'function') return tm.transaction({}, a);
+    return tm.transaction(a ?? {}, b as (scope: TransactionScope) => T | Promise<T>);
+  }
+
+  return {
+    applicationId,
+    transactionServiceGroup,
+    clientId,
+    transaction,
+    begin: (beginOptions = {}) => tm.begin(beginOptions),
+    globalTransaction: (xid: string) => tm.handle(xid),
+    tcc: { register: (definition) => registerTcc(actionDeps, definition) },
+    saga: { register: (definition) => registerSaga(actionDeps, definition) },
+    async connect() {
+      assertOpen();
+      // A status read of nothing would need an xid; asking the port to be ready is enough.
+      await (tc as TcPort & { connect?: () => Promise<void> }).connect?.();
+    },
+    close() {
+      closing ??= (async () => {
+        state = 'draining';
+        const started = performance.now();
+        const drained = await tracker.idle(closeTimeoutMs);
+        if (!drained) logger.warn({ inflight: tracker.size, closeTimeoutMs }, 'closing with transactions still in flight; the TC rolls back any left undecided at their timeout');
+        const left = Math.max(0, closeTimeoutMs - (performance.now() - started));
+        await rm.close(left);
+        state = 'closed';
+        await tc.close();
+        logger.debug('client closed');
+      })();
+      return closing;
+    },
+  };
+}

@@ -1,0 +1,146 @@
+/**
+ * The SDK's typed errors. Errors from the TC (LockConflictError naming the holding xid,
+ * UnknownXidError, NotLeaderError, ...) reach the caller unchanged except timeouts, which
+ * are re-thrown as TransactionTimeoutError saying which phase timed out. Business errors
+ * thrown by the caller's function, a try, an action, are never wrapped.
+ */
+import { ConcordError, TimeoutError, type ConcordErrorOptions } from '../../shared/errors.ts';
+import type { GlobalStatus } from './status.ts';
+
+/** Where a TC call was in the life of a transaction. */
+export type TransactionPhase = 'begin' | 'commit' | 'rollback' | 'status' | 'report' | 'branch';
+
+/**
+ * A TC call did not answer in time (after the retries that were safe). `phase` says which:
+ * begin (no transaction may exist, or one the TC will time out), commit or rollback (the
+ * decision is unknown to the caller: ask `status()`; a transaction the TC never decided is
+ * rolled back at its timeout), branch (the branch may or may not be registered; the
+ * transaction must roll back, and the SDK rolls it back), status, report.
+ */
+export class TransactionTimeoutError extends TimeoutError {
+  readonly phase: TransactionPhase;
+  readonly xid: string | null;
+  constructor(phase: TransactionPhase, xid: string | null, options: ConcordErrorOptions = {}) {
+    const cause = options.cause instanceof Error ? `: ${options.cause.message}` : '';
+    super(`${phase} of ${xid ?? 'a new global transaction'} timed out${cause}`, options);
+    this.phase = phase;
+    this.xid = xid;
+  }
+}
+
+/** A propagation rule refused to run: NEVER inside a transaction, MANDATORY outside one. */
+export class TransactionPropagationError extends ConcordError {
+  readonly propagation: string;
+  /** The transaction found (NEVER), or null (MANDATORY). */
+  readonly xid: string | null;
+  constructor(propagation: string, xid: string | null) {
+    super(
+      'ILLEGAL_STATUS',
+      xid === null
+        ? `propagation ${propagation} needs an existing global transaction, and none is bound`
+        : `propagation ${propagation} forbids an existing global transaction, and ${xid} is bound`,
+    );
+    this.propagation = propagation;
+    this.xid = xid;
+  }
+}
+
+/** A TCC or Saga action was called with no global transaction bound to the async context. */
+export class NoGlobalTransactionError extends ConcordError {
+  readonly resourceId: string;
+  constructor(resourceId: string) {
+    super('ILLEGAL_STATUS', `action ${resourceId} must be called inside a global transaction (client.transaction, or a request carrying TX_XID)`);
+    this.resourceId = resourceId;
+  }
+}
+
+/**
+ * A commit was asked for, but the TC rolled the transaction back instead (it outlived its
+ * timeout, or was rolled back by someone else). Nothing of it is kept.
+ */
+export class TransactionRolledBackError extends ConcordError {
+  readonly xid: string;
+  readonly status: GlobalStatus;
+  constructor(xid: string, status: GlobalStatus, options: ConcordErrorOptions = {}) {
+    super('ILLEGAL_STATUS', `global transaction ${xid} was rolled back instead of committed (${status})`, options);
+    this.xid = xid;
+    this.status = status;
+  }
+}
+
+/**
+ * Phase two gave up (CommitFailed, RollbackFailed, TimeoutRollbackFailed): a branch failed
+ * without a retry, or kept failing until the TC's retry deadline. The TC keeps the
+ * transaction's locks until an operator resolves it.
+ */
+export class TransactionFailedError extends ConcordError {
+  readonly xid: string;
+  readonly status: GlobalStatus;
+  constructor(xid: string, status: GlobalStatus, options: ConcordErrorOptions = {}) {
+    super('ILLEGAL_STATUS', `global transaction ${xid} ended ${status}: an operator must resolve it`, options);
+    this.xid = xid;
+    this.status = status;
+  }
+}
+
+/**
+ * A try (or Saga action) arrived after its branch had already been cancelled (compensated):
+ * the fence refused to run it (hanging prevention). The global transaction is rolled back.
+ */
+export class BranchRefusedError extends ConcordError {
+  readonly xid: string;
+  readonly branchId: string;
+  readonly resourceId: string;
+  constructor(xid: string, branchId: string, resourceId: string) {
+    super('ILLEGAL_STATUS', `${resourceId} branch ${branchId} of ${xid} arrived after its rollback; the fence refused it`);
+    this.xid = xid;
+    this.branchId = branchId;
+    this.resourceId = resourceId;
+  }
+}
+
+/**
+ * Throw from confirm, cancel or compensate to report a failure the TC must NOT retry
+ * (PhaseTwo_*Failed_Unretryable: the transaction ends *Failed and waits for an operator).
+ * Any other error is reported as a retryable failure, and the TC calls again later.
+ */
+export class UnretryableBranchError extends ConcordError {
+  constructor(message: string, options: ConcordErrorOptions = {}) {
+    super('INTERNAL', message, { ...options, retryable: false });
+  }
+}
+
+/** The client was closed: no new transactions or branches. */
+export class ClientClosedError extends ConcordError {
+  constructor(message = 'the Concord client is closed') {
+    super('STOPPED', message);
+  }
+}
+
+/** gRPC DEADLINE_EXCEEDED, in case a transport error reaches the SDK unmapped. */
+const GRPC_DEADLINE_EXCEEDED = 4;
+
+/** True for a timeout of any layer: the shared TimeoutError, or a raw gRPC deadline. */
+export function isTimeout(err: unknown): boolean {
+  if (err instanceof TimeoutError) return true;
+  return typeof err === 'object' && err !== null && (err as { code?: unknown }).code === GRPC_DEADLINE_EXCEEDED;
+}
+
+/**
+ * Maps an error of a TC call made in `phase` to what the caller sees: a timeout becomes a
+ * TransactionTimeoutError naming the phase (and the xid); anything else is returned as is.
+ */
+export function toPhaseError(err: unknown, phase: TransactionPhase, xid: string | null): unknown {
+  if (err instanceof TransactionTimeoutError) return err;
+  if (isTimeout(err)) return new TransactionTimeoutError(phase, xid, { cause: err });
+  return err;
+}
+
+/** Runs a TC call, mapping its failure with toPhaseError. */
+export async function inPhase<T>(phase: TransactionPhase, xid: string | null, call: () => Promise<T>): Promise<T> {
+  try {
+    return await call();
+  } catch (err) {
+    throw toPhaseError(err, phase, xid);
+  }
+}

@@ -1,0 +1,32 @@
+/** The client SDK (TM, TCC, Saga): its export list. The package's public API is src/index.ts. */
+export { createClient, DEFAULT_GROUP, DEFAULT_TRANSACTION_SERVICE_GROUP } from './client.ts';
+export type { ClientOptions, ConcordClient, TccApi, SagaApi } from './client.ts';
+export { TransactionAlreadyCommittedError } from './tm.ts';
+export type { BeginOptions, TransactionOptions, TransactionScope, GlobalTransaction, NoRollbackRule } from './tm.ts';
+export { Propagation, planPropagation } from './propagation-mode.ts';
+export type { PropagationPlan } from './propagation-mode.ts';
+export type { ActionContext, TccActionDefinition, SagaActionDefinition, BranchAction } from './actions.ts';
+export { GlobalStatus, BranchStatus, decisionOf, isEndStatus } from './status.ts';
+export {
+  TransactionTimeoutError,
+  TransactionPropagationError,
+  NoGlobalTransactionError,
+  TransactionRolledBackError,
+  TransactionFailedError,
+  BranchRefusedError,
+  UnretryableBranchError,
+  ClientClosedError,
+} from './errors.ts';
+export type { TransactionPhase } from './errors.ts';
+export type { TcPort, BeginArgs, BranchRegisterArgs, BranchReportArgs, PhaseTwoRequest, PhaseTwoHandler, RmChannelArgs, RmChannelPort } from './tc-port.ts';
+export {
+  DEFAULT_TRANSACTION_TIMEOUT_MS,
+  MIN_TRANSACTION_TIMEOUT_MS,
+  MAX_TRANSACTION_TIMEOUT_MS,
+  MAX_APPLICATION_DATA_BYTES,
+  MAX_RESOURCES_PER_CLIENT,
+  MAX_CONCURRENT_PHASE_TWO,
+  MAX_QUEUED_PHASE_TWO,
+  RM_READY_TIMEOUT_MS,
+  DEFAULT_CLOSE_DRAIN_MS,
+} from './limits.ts';

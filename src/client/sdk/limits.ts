@@ -1,0 +1,31 @@
+/**
+ * Every bound of the client SDK, named with its unit. Request value limits mirror the
+ * coordinator's (src/coordinator/limits.ts, which the client may not import): checking
+ * them here gives a precise error before a round trip.
+ */
+
+/** A global transaction's timeout when the options name none, ms (Seata's default). */
+export const DEFAULT_TRANSACTION_TIMEOUT_MS = 60_000;
+/** A global transaction's timeout bounds, ms (the coordinator's: 1 ms .. 24 h). */
+export const MIN_TRANSACTION_TIMEOUT_MS = 1;
+export const MAX_TRANSACTION_TIMEOUT_MS = 24 * 60 * 60 * 1000;
+/** Characters of a transaction name, applicationId, transactionServiceGroup, clientId. */
+export const MAX_NAME_CHARS = 256;
+/** Characters of a resource id (a TCC or Saga action name). */
+export const MAX_RESOURCE_ID_CHARS = 256;
+/** UTF-8 bytes of a branch's application data (the serialized action context). */
+export const MAX_APPLICATION_DATA_BYTES = 16 * 1024;
+/** TCC/Saga resources one client may register (the TC's bound per RM channel). */
+export const MAX_RESOURCES_PER_CLIENT = 1_024;
+
+/** Phase-two requests (confirm, cancel, compensate) one client runs at once. */
+export const MAX_CONCURRENT_PHASE_TWO = 64;
+/**
+ * Phase-two requests waiting for a slot. Beyond it a request is answered at once with a
+ * retryable failure: the TC retries it with backoff, which is better than an unbounded queue.
+ */
+export const MAX_QUEUED_PHASE_TWO = 4_096;
+/** How long an action waits for the RM channel to be registered before its first branch, ms. */
+export const RM_READY_TIMEOUT_MS = 10_000;
+/** How long close() waits for in-flight transactions and phase-two work before closing channels, ms. */
+export const DEFAULT_CLOSE_DRAIN_MS = 30_000;

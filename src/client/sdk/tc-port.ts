@@ -1,0 +1,93 @@
+/**
+ * The narrow view of the TC the SDK's TM and RM layers are written against. The typed gRPC
+ * client (src/client/tc-client.ts) satisfies it through a thin adapter (tc-adapter.ts);
+ * unit tests satisfy it with an in-memory fake. Keeping the SDK on this port means the TM
+ * and RM logic (propagation, phase-two dispatch, fences, error mapping) never depends on
+ * wire details, and the wire client never depends on the SDK.
+ *
+ * Contract of every call: it resolves with the TC's answer or rejects with a typed error
+ * (src/shared/errors.ts and the tc-client's own classes: LockConflictError naming the
+ * holding xid, UnknownXidError, IllegalStatusError, NotLeaderError, TimeoutError, ...).
+ * Leader discovery and safe retries (idempotent calls, request ids for Begin and
+ * BranchRegister) are the port's job: when a call rejects, it has already been retried as
+ * far as retrying is safe.
+ */
+import type { BranchType } from '../context.ts';
+import type { BranchStatus, GlobalStatus } from './status.ts';
+
+export interface BeginArgs {
+  name: string;
+  timeoutMs: number;
+  applicationId: string;
+  transactionServiceGroup: string;
+}
+
+export interface BranchRegisterArgs {
+  xid: string;
+  branchType: BranchType;
+  resourceId: string;
+  /** '' for a branch that locks no rows (TCC, Saga). */
+  lockKey: string;
+  applicationData: string;
+  /** The RM channel's client id: phase two goes to this RM first. */
+  clientId: string;
+}
+
+export interface BranchReportArgs {
+  xid: string;
+  branchId: string;
+  status: BranchStatus;
+  applicationData?: string;
+}
+
+/** A branch commit or rollback the TC sends on the RM channel. */
+export interface PhaseTwoRequest {
+  kind: 'commit' | 'rollback';
+  xid: string;
+  branchId: string;
+  branchType: BranchType;
+  resourceId: string;
+  applicationData: string;
+}
+
+/**
+ * Answers a phase-two request with the branch's new status: PhaseTwo_Committed /
+ * PhaseTwo_Rollbacked, or a *_Retryable / *_Unretryable failure. It must not reject (a
+ * rejection is reported to the TC as a retryable failure anyway).
+ */
+export type PhaseTwoHandler = (request: PhaseTwoRequest) => Promise<BranchStatus>;
+
+export interface RmChannelArgs {
+  applicationId: string;
+  transactionServiceGroup: string;
+  clientId: string;
+  /** The resources this RM serves, read at every (re)registration. */
+  resourceIds: () => readonly string[];
+  handler: PhaseTwoHandler;
+}
+
+/** The long-lived RM channel: kept connected to the leader (reconnecting after failover). */
+export interface RmChannelPort {
+  /** The set of resources changed: register again so the TC routes their phase two here. */
+  resourcesChanged(): void;
+  /**
+   * Resolves once the channel is registered with the current leader for every resource
+   * `resourceIds()` returned when it was called; rejects with TimeoutError after `timeoutMs`.
+   */
+  ready(timeoutMs: number): Promise<void>;
+  /** Stops reconnecting and closes the stream. Phase-two requests still running are not awaited here (the SDK drains them). */
+  close(): Promise<void>;
+}
+
+export interface TcPort {
+  begin(args: BeginArgs): Promise<string>;
+  commit(xid: string): Promise<GlobalStatus>;
+  rollback(xid: string): Promise<GlobalStatus>;
+  getStatus(xid: string): Promise<GlobalStatus>;
+  globalReport(xid: string, status: GlobalStatus): Promise<GlobalStatus>;
+  branchRegister(args: BranchRegisterArgs): Promise<string>;
+  branchReport(args: BranchReportArgs): Promise<void>;
+  openRmChannel(args: RmChannelArgs): RmChannelPort;
+  /** Closes channels and connections; calls still in flight reject. */
+  close(): Promise<void>;
+}

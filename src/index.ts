@@ -1,0 +1,107 @@
+/**
+ * Concord's public API: the client SDK a service imports. An explicit export list — what is
+ * not named here is internal and may change.
+ *
+ *   import { createClient, createPgFence, xidFetch, wrapHttpHandler } from 'concord';
+ *
+ * docs/sdk.md documents every export and its defaults.
+ */
+
+// ---- The client: TM (global transactions), RM (TCC and Saga actions) ----
+export {
+  createClient,
+  DEFAULT_GROUP,
+  DEFAULT_TRANSACTION_SERVICE_GROUP,
+  Propagation,
+  planPropagation,
+  GlobalStatus,
+  BranchStatus,
+  decisionOf,
+  isEndStatus,
+  DEFAULT_TRANSACTION_TIMEOUT_MS,
+  MIN_TRANSACTION_TIMEOUT_MS,
+  MAX_TRANSACTION_TIMEOUT_MS,
+  MAX_APPLICATION_DATA_BYTES,
+  MAX_RESOURCES_PER_CLIENT,
+  MAX_CONCURRENT_PHASE_TWO,
+  MAX_QUEUED_PHASE_TWO,
+  RM_READY_TIMEOUT_MS,
+  DEFAULT_CLOSE_DRAIN_MS,
+} from './client/sdk/index.ts';
+export type {
+  ClientOptions,
+  ConcordClient,
+  TccApi,
+  SagaApi,
+  BeginOptions,
+  TransactionOptions,
+  TransactionScope,
+  GlobalTransaction,
+  NoRollbackRule,
+  ActionContext,
+  TccActionDefinition,
+  SagaActionDefinition,
+  BranchAction,
+  TransactionPhase,
+  PropagationPlan,
+  TcPort,
+  BeginArgs,
+  BranchRegisterArgs,
+  BranchReportArgs,
+  PhaseTwoRequest,
+  PhaseTwoHandler,
+  RmChannelArgs,
+  RmChannelPort,
+} from './client/sdk/index.ts';
+
+// ---- Errors ----
+export {
+  TransactionTimeoutError,
+  TransactionPropagationError,
+  NoGlobalTransactionError,
+  TransactionRolledBackError,
+  TransactionFailedError,
+  TransactionAlreadyCommittedError,
+  BranchRefusedError,
+  UnretryableBranchError,
+  ClientClosedError,
+} from './client/sdk/index.ts';
+export { LockConflictError, UnknownXidError, IllegalStatusError, TcInternalError, UnavailableError } from './client/tc/errors.ts';
+export { ConcordError, BadRequestError, NotLeaderError, TimeoutError } from './shared/errors.ts';
+export type { ErrorCode } from './shared/errors.ts';
+
+// ---- The xid of the current async context ----
+export { currentXid, currentContext, runWithXid, runWithoutXid, bindToCurrentContext, isValidXid, parseXid, MAX_XID_CHARS } from './client/context.ts';
+export type { GlobalTxContext, ParsedXid, BranchType } from './client/context.ts';
+
+// ---- xid propagation: HTTP (TX_XID header) and gRPC (tx_xid metadata) ----
+export {
+  XID_HEADER,
+  xidHeaders,
+  withXidHeaders,
+  withXidInit,
+  xidFetch,
+  xidFromHeaders,
+  xidMiddleware,
+  wrapHttpHandler,
+  xidFastifyPlugin,
+  XID_METADATA_KEY,
+  xidClientInterceptor,
+  xidFromMetadata,
+  withXidFromMetadata,
+} from './client/propagation/index.ts';
+export type { XidServerOptions, XidMiddleware, XidServerCallOptions } from './client/propagation/index.ts';
+
+// ---- The fence (idempotent phase two, empty rollback, hanging prevention) ----
+export {
+  createPgFence,
+  createMysqlFence,
+  FenceError,
+  FenceConflictError,
+  FenceAbortedError,
+  FenceSchemaError,
+  FenceMisuseError,
+  DEFAULT_FENCE_TABLE,
+  DEFAULT_FENCE_RETENTION_MS,
+} from './client/fence/index.ts';
+export type { Fence, FenceOptions, FenceOutcome, FenceOp, FenceKey, PgFence, PgFenceTx, MysqlFence, MysqlFenceTx, FenceCleanupOptions, FenceCleanupResult } from './client/fence/index.ts';
