@@ -6,8 +6,9 @@
  * checks.
  *
  * One round (a "Ready"), strictly in this order:
- *   1. persist hardState + entries + received snapshot in ONE synced write;
- *   2. only then send the Ready's messages (vote grants and append responses depend on 1);
+ *   1. persist hardState + entries + received snapshot in ONE synced write (a leader's
+ *      appends and heartbeats may leave before it: they depend only on its durable term);
+ *   2. only then send the Ready's other messages (vote grants and append responses depend on 1);
  *   3. restore the received snapshot into the state machine, apply committed entries;
  *   4. resolve the proposals and reads they complete; core.advance(ready).
  * Only one round runs at a time. Messages, ticks and proposals that arrive while a round
@@ -62,6 +63,9 @@ export const DEFAULT_MAX_PENDING_READS = 4_096;
 export const DEFAULT_READ_TIMEOUT_TICKS = 50;
 
 /** A request refused because a bounded queue of the driver is full. Retry later (with backoff). */
+/** Messages only a leader sends; they may leave before the leader's own write (see handleReady). */
+const LEADER_MESSAGE_TYPES: ReadonlySet<Message['type']> = new Set(['app', 'heartbeat', 'snap', 'timeoutNow']);
+
 export class OverloadedError extends ConcordError {
   constructor(message: string, options: ConcordErrorOptions = {}) {
     super('UNAVAILABLE', message, { retryable: true, ...options });
@@ -527,8 +531,24 @@ export class RaftDriver {
 
     // Membership may change on append of a conf entry, on truncation of one, or with a snapshot.
     const confMayChange = rd.snapshot !== null || (first !== undefined && (first.index <= this.durableLastIndex || rd.entries.some((e) => e.type === 'conf')));
+    // The transport must know every member before the messages to them go out.
+    if (confMayChange) this.refreshPeers(false);
 
-    // 1. Persist: one synced write, and nothing leaves before it is durable.
+    // 1a. A leader's own messages (appends, heartbeats, snapshot chunks, timeoutNow) may
+    // leave before its write (Raft thesis §10.2.1), so its fsync and its followers' run in
+    // parallel. They depend only on its term, durable since it campaigned (checked below).
+    // Its own new entries still count for nothing observable before they are durable: a
+    // commit they take part in is persisted, applied and announced only in a later round,
+    // and rounds run one at a time, after this write.
+    let late = rd.messages;
+    if (rd.messages.length > 0) {
+      const early: Message[] = [];
+      late = [];
+      for (const m of rd.messages) (LEADER_MESSAGE_TYPES.has(m.type) && m.term <= this.durable.term ? early : late).push(m);
+      if (early.length > 0) this.transport.send(early);
+    }
+
+    // 1. Persist: one synced write; nothing else leaves before it is durable.
     if (rd.hardState || rd.entries.length > 0 || rd.snapshot) {
       try {
         const sync =
@@ -551,11 +571,8 @@ export class RaftDriver {
     }
     assert(this.durable.commit <= this.durableLastIndex, () => `durable commit ${this.durable.commit} beyond durable last index ${this.durableLastIndex}`);
 
-    // The transport must know every member before the messages to them go out.
-    if (confMayChange) this.refreshPeers(false);
-
-    // 2. Send.
-    if (rd.messages.length > 0) this.transport.send(rd.messages);
+    // 2. Send what depends on the write: vote grants, append responses, everything else.
+    if (late.length > 0) this.transport.send(late);
 
     // Soft state: role, term, leader.
     if (rd.softState) this.onSoftState(rd.softState.role, rd.softState.term, rd.softState.leader, rd.hardState?.commit ?? this.durable.commit);

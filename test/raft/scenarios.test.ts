@@ -136,7 +136,10 @@ describe('disk failures', () => {
     assertSafe(w);
   });
 
-  it('a leader whose disk fails sends nothing from that round and rejects its pending proposals', async () => {
+  // A leader's append may leave before its own write (thesis §10.2.1; see the driver), so
+  // the entry can reach followers; what must hold is that the leader stops at once, sends
+  // nothing after the failed write, rejects its proposal, and nothing unsafe follows.
+  it('a leader whose disk fails stops, sends nothing after the failed write, and rejects its pending proposals', async () => {
     const w = await bootWorld({ nodes: 3 });
     const leader = await electedLeader(w);
     w.recorded = [];
@@ -147,7 +150,6 @@ describe('disk failures', () => {
     await w.act(() => w.sync(leader.id));
     expect(w.node(leader.id).up).toBe(false);
     expect(w.recorded.filter((m) => m.type === 'app' && m.from === leader.id).length).toBe(appsBefore);
-    expect(appsBefore).toBe(0); // the append carrying the entry never left
     const out = w.outcomes.get(seq);
     expect(out?.ok).toBe(false);
     assertSafe(w);
