@@ -5,6 +5,7 @@
  */
 import { loadConfig } from '../server/config.ts';
 import { TcNode } from '../server/tc-node.ts';
+import { createTcNodeOptions } from '../server/tc/index.ts';
 import { ConfigError } from '../shared/errors.ts';
 import { createLogger } from '../shared/logger.ts';
 
@@ -47,7 +48,8 @@ export async function runStart(configPath: string, opts: { logLevel?: string } =
   if (process.send !== undefined) process.on('disconnect', () => exit(0, 'parent process went away'));
 
   try {
-    node = await TcNode.start({ config, logger, onFatal: () => exit(1, 'raft node fail-stopped') });
+    // The coordinator's state machine under the Raft and the TC gRPC service (src/server/tc).
+    node = await TcNode.start({ ...createTcNodeOptions(config, logger), onFatal: () => exit(1, 'raft node fail-stopped') });
   } catch (err) {
     logger.fatal({ err }, 'could not start the node');
     console.error(`concord: node ${config.node.id} could not start: ${(err as Error).message}`);

@@ -1,0 +1,354 @@
+/**
+ * TC benchmark: global transactions per second and their latency (p50/p99), through the
+ * low-level TC client (src/client/tc-client.ts), on a local three-node Concord cluster
+ * (three `concord start` processes, LevelDB + gRPC Raft, the TC gRPC service).
+ *
+ *   npm run bench -- tc [--duration 10] [--warmup 2] [--concurrency 64]
+ *                       [--transports unary,stream] [--scenarios empty,lock]
+ *                       [--key-space 1000000] [--tick-ms 50] [--keep] [--node-args "--cpu-prof"]
+ *
+ * Scenarios, each a loop per TM (`--concurrency` TMs in this one process):
+ *  - empty: Begin → Commit, no branch (2 TC calls; the TC proposes Begin, the decision,
+ *    AcquireDriver and FinishGlobal: 4 Raft entries, and makes 3 linearizable reads).
+ *  - lock:  Begin → BranchRegister (AT, one row `t:<random of key-space>`) → Commit
+ *    (3 TC calls; AT commits asynchronously: the TM hears AsyncCommitting, the RM in this
+ *    process is told to commit in the background, then the row's lock is released).
+ *    A lock conflict (two TMs picked the same row) rolls the transaction back and counts
+ *    as a conflict, not as a transaction.
+ *  - status: GetStatus of an open transaction, one call per loop (linearizable reads:
+ *    concurrent ones share a ReadIndex barrier on the leader, so this isolates the cost of
+ *    the transport). The tx columns count calls here.
+ * Transports: unary (one gRPC call per TC call) vs stream (the multiplexed `Calls` stream,
+ * calls of one event-loop turn batched in one message).
+ *
+ * The nodes log at `warn` (the driver's per-transaction info line costs CPU). Progress is
+ * printed every second, then a table.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdirSync, openSync, closeSync, writeFileSync } from 'node:fs';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { createServer } from 'node:net';
+import { cpus, tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { Command } from 'commander';
+import { stringify } from 'yaml';
+import { LockConflictError, TcClient } from '../src/client/tc-client.ts';
+
+const REPO_ROOT = resolve(import.meta.dirname, '..');
+/** Upper bound on the wait for the cluster to come up and elect a leader, ms. */
+const CLUSTER_START_TIMEOUT_MS = 60_000;
+/** How long stopped nodes get to exit on SIGTERM before SIGKILL, ms. */
+const STOP_GRACE_MS = 5_000;
+/** Progress line interval, ms. */
+const PROGRESS_EVERY_MS = 1_000;
+/** A global transaction's timeout in the bench, ms (long: none should time out). */
+const TX_TIMEOUT_MS = 60_000;
+
+type Transport = 'unary' | 'stream';
+type Scenario = 'empty' | 'lock' | 'status';
+
+interface Options {
+  durationS: number;
+  warmupS: number;
+  concurrency: number;
+  transports: Transport[];
+  scenarios: Scenario[];
+  keySpace: number;
+  tickMs: number;
+  keep: boolean;
+  /** Extra node flags for the node processes (e.g. --cpu-prof). */
+  nodeArgs: string[];
+}
+
+interface Result {
+  scenario: Scenario;
+  transport: Transport;
+  tx: number;
+  seconds: number;
+  perSecond: number;
+  callsPerSecond: number;
+  p50Ms: number;
+  p99Ms: number;
+  errors: number;
+  conflicts: number;
+  clientCpuPct: number;
+  /** Client CPU per TC call, µs. */
+  clientCpuUsPerCall: number;
+}
+
+const log = (msg: string) => process.stdout.write(`[bench tc] ${msg}\n`);
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+const children = new Set<ChildProcess>();
+process.on('exit', () => {
+  for (const c of children) c.kill('SIGKILL');
+});
+
+function freePort(): Promise<number> {
+  return new Promise((ok, fail) => {
+    const srv = createServer();
+    srv.once('error', fail);
+    srv.listen(0, '127.0.0.1', () => {
+      const { port } = srv.address() as { port: number };
+      srv.close(() => ok(port));
+    });
+  });
+}
+
+function parseOptions(args: string[]): Options {
+  const list = <T extends string>(allowed: readonly T[], what: string) => (v: string) => {
+    const items = v.split(',').map((s) => s.trim()).filter(Boolean);
+    for (const i of items) if (!allowed.includes(i as T)) throw new Error(`unknown ${what} ${i} (one of ${allowed.join(', ')})`);
+    return items as T[];
+  };
+  const p = new Command('tc')
+    .option('--duration <s>', 'measured seconds per run', Number, 10)
+    .option('--warmup <s>', 'unmeasured seconds before each run', Number, 2)
+    .option('--concurrency <n>', 'concurrent TMs', Number, 64)
+    .option('--transports <list>', 'unary,stream', list(['unary', 'stream'] as const, 'transport'), ['unary', 'stream'])
+    .option('--scenarios <list>', 'empty,lock,status', list(['empty', 'lock', 'status'] as const, 'scenario'), ['empty', 'lock', 'status'])
+    .option('--key-space <n>', 'rows the lock scenario picks from', Number, 1_000_000)
+    .option('--tick-ms <ms>', 'raft tick of the nodes', Number, 50)
+    .option('--keep', 'keep the data directory', false)
+    .option('--node-args <flags>', 'extra node flags for the node processes, e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof"', '')
+    .exitOverride();
+  p.parse(args, { from: 'user' });
+  const o = p.opts();
+  return { durationS: o.duration, warmupS: o.warmup, concurrency: o.concurrency, transports: o.transports, scenarios: o.scenarios, keySpace: o.keySpace, tickMs: o.tickMs, keep: o.keep, nodeArgs: String(o.nodeArgs).split(' ').filter(Boolean) };
+}
+
+// ---------------------------------------------------------------------------------------
+// The cluster
+
+interface Cluster {
+  seeds: string[];
+  stop(): Promise<void>;
+}
+
+async function startCluster(dir: string, tickMs: number, nodeArgs: string[]): Promise<Cluster> {
+  const nodes = [];
+  for (let i = 1; i <= 3; i++) nodes.push({ id: `node${i}`, http: await freePort(), tc: await freePort(), raft: await freePort() });
+  const procs: ChildProcess[] = [];
+  for (const n of nodes) {
+    const file = join(dir, `${n.id}.yaml`);
+    writeFileSync(
+      file,
+      stringify({
+        node: { id: n.id, group: 'default' },
+        server: { host: '127.0.0.1', httpPort: n.http, tcPort: n.tc, raftPort: n.raft },
+        raft: {
+          dataDir: join(dir, 'data', n.id),
+          tickMs,
+          electionTicks: 10,
+          heartbeatTicks: 1,
+          peers: nodes.map((p) => ({ nodeId: p.id, host: '127.0.0.1', raftPort: p.raft, tcPort: p.tc, httpPort: p.http })),
+        },
+        log: { level: 'warn' },
+      }),
+    );
+    const fd = openSync(join(dir, `${n.id}.log`), 'a');
+    const proc = spawn(process.execPath, [...nodeArgs, '--import', 'tsx', join(REPO_ROOT, 'src/cli/main.ts'), 'start', '--config', file], {
+      cwd: REPO_ROOT,
+      env: { ...process.env, CONCORD_LOG_LEVEL: 'warn' },
+      stdio: ['ignore', fd, fd],
+    });
+    closeSync(fd);
+    children.add(proc);
+    procs.push(proc);
+  }
+  const seeds = nodes.map((n) => `127.0.0.1:${n.http}`);
+  const deadline = Date.now() + CLUSTER_START_TIMEOUT_MS;
+  for (;;) {
+    try {
+      const res = await fetch(`http://${seeds[0]}/metadata/v1/cluster?group=default`, { signal: AbortSignal.timeout(1_000) });
+      const md = (await res.json()) as { leaderId: string | null };
+      if (md.leaderId) {
+        log(`cluster up (leader ${md.leaderId}), data in ${dir}`);
+        break;
+      }
+    } catch {
+      // starting
+    }
+    if (Date.now() > deadline) throw new Error(`the cluster did not elect a leader within ${CLUSTER_START_TIMEOUT_MS} ms`);
+    await sleep(200);
+  }
+  return {
+    seeds,
+    async stop() {
+      const exits = procs.filter((p) => p.exitCode === null).map((p) => new Promise((r) => p.once('exit', r)));
+      for (const p of procs) p.kill('SIGTERM');
+      await Promise.race([Promise.all(exits), sleep(STOP_GRACE_MS)]);
+      for (const p of procs) if (p.exitCode === null) p.kill('SIGKILL');
+    },
+  };
+}
+
+// ---------------------------------------------------------------------------------------
+// One run
+
+function percentile(sorted: number[], p: number): number {
+  if (sorted.length === 0) return 0;
+  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]!;
+}
+
+async function run(seeds: string[], scenario: Scenario, transport: Transport, o: Options): Promise<Result> {
+  const tc = new TcClient({ seeds, transport });
+  await tc.start();
+  const clientId = `bench-rm-${process.pid}`;
+  const rmChannel =
+    scenario === 'lock'
+      ? tc.openRmChannel({
+          applicationId: 'bench',
+          transactionServiceGroup: 'default',
+          clientId,
+          resourceIds: () => ['bench-db'],
+          handler: async (req) => (req.kind === 'commit' ? 'PhaseTwo_Committed' : 'PhaseTwo_Rollbacked'),
+        })
+      : null;
+  await rmChannel?.ready(15_000);
+
+  let measuring = false;
+  let stopping = false;
+  let tx = 0;
+  let calls = 0;
+  let errors = 0;
+  let conflicts = 0;
+  const latencies: number[] = [];
+  let lastError = '';
+
+  // The status scenario reads transactions opened here, one per TM.
+  const open =
+    scenario === 'status'
+      ? await Promise.all(Array.from({ length: o.concurrency }, () => tc.begin({ name: 'bench-status', timeoutMs: TX_TIMEOUT_MS, applicationId: 'bench', transactionServiceGroup: 'default' })))
+      : [];
+  let nextOpen = 0;
+
+  const one = async (worker: number): Promise<void> => {
+    const t0 = performance.now();
+    if (scenario === 'status') {
+      const status = await tc.getStatus(open[worker]!);
+      if (status !== 'Begin') throw new Error(`status answered ${status}`);
+      if (measuring) {
+        tx++;
+        calls++;
+        latencies.push(performance.now() - t0);
+      }
+      return;
+    }
+    const xid = await tc.begin({ name: 'bench', timeoutMs: TX_TIMEOUT_MS, applicationId: 'bench', transactionServiceGroup: 'default' });
+    let n = 1;
+    if (scenario === 'lock') {
+      const row = Math.floor(Math.random() * o.keySpace);
+      try {
+        n++;
+        await tc.branchRegister({ xid, branchType: 'AT', resourceId: 'bench-db', lockKey: `t:${row}`, clientId });
+      } catch (err) {
+        if (err instanceof LockConflictError) {
+          if (measuring) conflicts++;
+          await tc.rollback(xid);
+          return;
+        }
+        throw err;
+      }
+    }
+    n++;
+    const status = await tc.commit(xid);
+    if (status !== 'Committed' && status !== 'AsyncCommitting') throw new Error(`commit answered ${status}`);
+    if (measuring) {
+      tx++;
+      calls += n;
+      latencies.push(performance.now() - t0);
+    }
+  };
+
+  const worker = async () => {
+    const me = nextOpen++;
+    while (!stopping) {
+      try {
+        await one(me);
+      } catch (err) {
+        if (measuring) errors++;
+        lastError = (err as Error).message;
+      }
+    }
+  };
+
+  const workers = Array.from({ length: o.concurrency }, () => worker());
+  await sleep(o.warmupS * 1000);
+  measuring = true;
+  const cpu0 = process.cpuUsage();
+  const t0 = performance.now();
+  const progress = setInterval(() => {
+    const s = (performance.now() - t0) / 1000;
+    log(`${scenario}/${transport}: ${s.toFixed(0)} s, ${tx} tx (${(tx / s).toFixed(0)}/s), ${errors} errors, ${conflicts} conflicts`);
+  }, PROGRESS_EVERY_MS);
+  await sleep(o.durationS * 1000);
+  measuring = false;
+  const seconds = (performance.now() - t0) / 1000;
+  const cpu = process.cpuUsage(cpu0);
+  clearInterval(progress);
+  stopping = true;
+  await Promise.all(workers);
+  if (errors > 0) log(`last error: ${lastError}`);
+  for (const xid of open) await tc.rollback(xid).catch(() => undefined);
+  await tc.close();
+  latencies.sort((a, b) => a - b);
+  return {
+    scenario,
+    transport,
+    tx,
+    seconds,
+    perSecond: tx / seconds,
+    callsPerSecond: calls / seconds,
+    p50Ms: percentile(latencies, 50),
+    p99Ms: percentile(latencies, 99),
+    errors,
+    conflicts,
+    clientCpuPct: ((cpu.user + cpu.system) / 1e6 / seconds) * 100,
+    clientCpuUsPerCall: calls > 0 ? (cpu.user + cpu.system) / calls : 0,
+  };
+}
+
+function table(results: Result[]): string {
+  const head = ['scenario', 'transport', 'tx/s', 'TC calls/s', 'p50 ms', 'p99 ms', 'errors', 'conflicts', 'client CPU', 'client µs/call'];
+  const rows = results.map((r) => [
+    r.scenario,
+    r.transport,
+    r.perSecond.toFixed(0),
+    r.callsPerSecond.toFixed(0),
+    r.p50Ms.toFixed(1),
+    r.p99Ms.toFixed(1),
+    String(r.errors),
+    String(r.conflicts),
+    `${r.clientCpuPct.toFixed(0)}%`,
+    r.clientCpuUsPerCall.toFixed(0),
+  ]);
+  const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
+  const line = (cells: string[]) => `| ${cells.map((c, i) => c.padEnd(widths[i]!)).join(' | ')} |`;
+  return [line(head), `|${widths.map((w) => '-'.repeat(w + 2)).join('|')}|`, ...rows.map(line)].join('\n');
+}
+
+export async function main(args: string[]): Promise<void> {
+  const o = parseOptions(args);
+  log(
+    `settings: duration ${o.durationS} s, warmup ${o.warmupS} s, ${o.concurrency} TMs, transports ${o.transports.join(',')}, scenarios ${o.scenarios.join(',')}, ` +
+      `key space ${o.keySpace}, raft tick ${o.tickMs} ms; ${cpus().length} CPUs, node ${process.version}`,
+  );
+  const dir = await mkdtemp(join(tmpdir(), 'concord-bench-tc-'));
+  mkdirSync(join(dir, 'data'), { recursive: true });
+  const cluster = await startCluster(dir, o.tickMs, o.nodeArgs);
+  const results: Result[] = [];
+  try {
+    for (const scenario of o.scenarios) {
+      for (const transport of o.transports) {
+        log(`running ${scenario}/${transport}`);
+        const r = await run(cluster.seeds, scenario, transport, o);
+        results.push(r);
+        log(`${scenario}/${transport}: ${r.perSecond.toFixed(0)} tx/s, p50 ${r.p50Ms.toFixed(1)} ms, p99 ${r.p99Ms.toFixed(1)} ms`);
+      }
+    }
+  } finally {
+    await cluster.stop();
+    if (!o.keep) await rm(dir, { recursive: true, force: true });
+  }
+  process.stdout.write(`\n${table(results)}\n`);
+}

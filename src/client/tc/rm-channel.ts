@@ -1,0 +1,374 @@
+/**
+ * The RM side of the long-lived RM channel (proto/tc.proto `RmChannel`): registers this
+ * RM's resources with the leader, runs the phase-two requests the TC sends through a
+ * handler and answers each, keeps the heartbeat, and reconnects — to the leader the TC
+ * names in a NOT_LEADER answer, or to the one discovery finds — whenever the channel
+ * breaks, the TC goes away, or discovery sees a new leader.
+ *
+ * Phase-two handlers must be idempotent: the TC may send the same branch twice (a retry,
+ * a new leader re-driving, an answer lost with a broken channel).
+ */
+import type * as grpc from '@grpc/grpc-js';
+import { TimeoutError } from '../../shared/errors.ts';
+import type { Logger } from '../../shared/logger.ts';
+import type { HostPort } from '../http-metadata.ts';
+import { BRANCH_STATUS_CODES, branchTypeName, isBranchStatusName, type BranchStatusName, type BranchTypeName } from './codes.ts';
+import type { TcConnection } from './connection.ts';
+import {
+  MAX_CONCURRENT_PHASE_TWO_HANDLERS,
+  MAX_QUEUED_PHASE_TWO,
+  RM_DEAD_AFTER_HEARTBEATS,
+  RM_RECONNECT_BASE_MS,
+  RM_RECONNECT_MAX_MS,
+  RM_REGISTER_ANSWER_TIMEOUT_MS,
+} from './limits.ts';
+import type { PhaseTwoRequestWire, RmToTcWire, TcToRmWire, WireError } from './proto.ts';
+
+/** A branch commit or rollback the TC asks this RM to run. */
+export interface PhaseTwoRequest {
+  kind: 'commit' | 'rollback';
+  xid: string;
+  branchId: string;
+  branchType: BranchTypeName;
+  resourceId: string;
+  applicationData: string;
+}
+
+/**
+ * Answers with the branch's new status: PhaseTwo_Committed / PhaseTwo_Rollbacked, or a
+ * *_Retryable / *_Unretryable failure. A rejection is reported as a failed call, which the
+ * TC retries.
+ */
+export type PhaseTwoHandler = (request: PhaseTwoRequest) => Promise<BranchStatusName>;
+
+export interface RmChannelOptions {
+  applicationId: string;
+  transactionServiceGroup: string;
+  /** Stable id of this RM process; give the same to BranchRegister so phase two comes back here. */
+  clientId: string;
+  /** The resources this RM serves, read at every (re)registration. */
+  resourceIds: () => readonly string[];
+  handler: PhaseTwoHandler;
+}
+
+/** How the channel finds the leader and reaches it (the TcClient provides it). */
+export interface RmRouting {
+  logger: Logger;
+  /** The leader's TC endpoint (waits for one to be known). */
+  leader(): Promise<{ nodeId: string; transaction: HostPort }>;
+  connection(target: HostPort): TcConnection;
+  /** Called with the new leader's node id whenever discovery sees a change. */
+  onLeaderChange(listener: (nodeId: string | null) => void): () => void;
+  /** Ask discovery to look again (after a failure). */
+  refresh(): void;
+  random(): number;
+}
+
+interface SessionEnd {
+  registered: boolean;
+  /** The leader the TC named (NOT_LEADER), to try next. */
+  hint: { nodeId: string; transaction: HostPort } | null;
+  reason: string;
+}
+
+interface QueuedRequest {
+  stream: grpc.ClientDuplexStream<RmToTcWire, TcToRmWire>;
+  requestId: string;
+  request: PhaseTwoRequest;
+}
+
+export class RmChannel {
+  private readonly routing: RmRouting;
+  private readonly opts: RmChannelOptions;
+  private readonly log: Logger;
+  private closed = false;
+  private stream: grpc.ClientDuplexStream<RmToTcWire, TcToRmWire> | null = null;
+  /** Bumped by resourcesChanged(); a registration carries the version it was made with. */
+  private wantedVersion = 0;
+  private registeredVersion = -1;
+  private connectedNode: string | null = null;
+  private readyWaiters: { version: number; resolve: () => void }[] = [];
+  private running = 0;
+  private readonly queue: QueuedRequest[] = [];
+  private readonly unsubscribe: () => void;
+  private loop: Promise<void> | null = null;
+  private wake: (() => void) | null = null;
+  /** Phase-two requests handled (answered) since start. */
+  handled = 0;
+
+  constructor(routing: RmRouting, options: RmChannelOptions) {
+    this.routing = routing;
+    this.opts = options;
+    this.log = routing.logger.child({ component: 'rm-channel', clientId: options.clientId });
+    this.unsubscribe = routing.onLeaderChange((nodeId) => {
+      if (this.connectedNode !== null && nodeId !== null && nodeId !== this.connectedNode) {
+        this.log.info({ from: this.connectedNode, to: nodeId }, 'leader changed; moving the RM channel');
+        this.stream?.cancel();
+      }
+    });
+  }
+
+  /** Starts connecting (idempotent). */
+  start(): this {
+    this.loop ??= this.run();
+    return this;
+  }
+
+  /** The node this channel is registered with, or null. */
+  get registeredWith(): string | null {
+    return this.connectedNode;
+  }
+
+  /** Resolves once registered with the leader for the resources as of now; TimeoutError after `timeoutMs`. */
+  ready(timeoutMs: number): Promise<void> {
+    const version = this.wantedVersion;
+    if (this.connectedNode !== null && this.registeredVersion >= version) return Promise.resolve();
+    return new Promise<void>((resolve, reject) => {
+      const waiter = { version, resolve: () => (clearTimeout(timer), resolve()) };
+      const timer = setTimeout(() => {
+        this.readyWaiters = this.readyWaiters.filter((w) => w !== waiter);
+        reject(new TimeoutError(`the RM channel of ${this.opts.clientId} was not registered with the leader within ${timeoutMs} ms`));
+      }, timeoutMs);
+      timer.unref();
+      this.readyWaiters.push(waiter);
+    });
+  }
+
+  /** The resources changed: register again (on a fresh stream; the TC replaces the old one). */
+  resourcesChanged(): void {
+    this.wantedVersion++;
+    if (this.stream) this.stream.cancel();
+    else this.wake?.();
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    this.unsubscribe();
+    this.stream?.cancel();
+    this.wake?.();
+    await this.loop?.catch(() => undefined);
+  }
+
+  // -------------------------------------------------------------------------------------
+
+  private async run(): Promise<void> {
+    let failures = 0;
+    let hint: SessionEnd['hint'] = null;
+    while (!this.closed) {
+      let target: { nodeId: string; transaction: HostPort };
+      try {
+        target = hint ?? (await this.routing.leader());
+      } catch (err) {
+        this.log.debug({ err: (err as Error).message }, 'no leader known for the RM channel yet');
+        await this.pause(this.backoff(failures++));
+        continue;
+      }
+      hint = null;
+      const end = await this.session(target);
+      if (this.closed) break;
+      this.log.info({ node: target.nodeId, reason: end.reason, registered: end.registered }, 'RM channel ended; reconnecting');
+      failures = end.registered ? 0 : failures + 1;
+      hint = end.hint;
+      if (!hint) this.routing.refresh();
+      await this.pause(hint && failures < 2 ? 0 : this.backoff(failures));
+    }
+  }
+
+  /** One stream: register, serve, until it ends. Never rejects. */
+  private session(target: { nodeId: string; transaction: HostPort }): Promise<SessionEnd> {
+    return new Promise<SessionEnd>((resolve) => {
+      let stream: grpc.ClientDuplexStream<RmToTcWire, TcToRmWire>;
+      try {
+        stream = this.routing.connection(target.transaction).client.RmChannel();
+      } catch (err) {
+        resolve({ registered: false, hint: null, reason: `cannot open: ${(err as Error).message}` });
+        return;
+      }
+      this.stream = stream;
+      const version = this.wantedVersion;
+      let registered = false;
+      let hint: SessionEnd['hint'] = null;
+      let reason = 'stream ended';
+      let lastHeard = Date.now();
+      let heartbeat: NodeJS.Timeout | null = null;
+      let settled = false;
+      const registerTimer = setTimeout(() => {
+        reason = `no registration answer within ${RM_REGISTER_ANSWER_TIMEOUT_MS} ms`;
+        stream.cancel();
+      }, RM_REGISTER_ANSWER_TIMEOUT_MS);
+      registerTimer.unref();
+
+      const finish = () => {
+        if (settled) return;
+        settled = true;
+        clearTimeout(registerTimer);
+        if (heartbeat) clearInterval(heartbeat);
+        if (this.stream === stream) this.stream = null;
+        this.connectedNode = null;
+        try {
+          stream.cancel();
+        } catch {
+          // gone
+        }
+        resolve({ registered, hint, reason });
+      };
+      const write = (msg: RmToTcWire) => {
+        if (settled) return;
+        try {
+          stream.write(msg);
+        } catch (err) {
+          reason = `write failed: ${(err as Error).message}`;
+          finish();
+        }
+      };
+
+      stream.on('data', (msg: TcToRmWire) => {
+        lastHeard = Date.now();
+        switch (msg.message) {
+          case 'registered': {
+            clearTimeout(registerTimer);
+            const r = msg.registered!;
+            if (r.resultCode !== 'RESULT_CODE_OK') {
+              hint = hintOf(r.error);
+              reason = `registration refused: ${r.error?.code ?? 'unknown'} ${r.error?.message ?? ''}`;
+              finish();
+              return;
+            }
+            registered = true;
+            this.connectedNode = r.nodeId;
+            this.registeredVersion = version;
+            this.log.info({ node: r.nodeId, resources: this.opts.resourceIds().length }, 'RM channel registered');
+            const interval = Math.max(50, r.heartbeatIntervalMs || 5_000);
+            heartbeat = setInterval(() => {
+              if (Date.now() - lastHeard > RM_DEAD_AFTER_HEARTBEATS * interval) {
+                reason = 'the TC went silent';
+                finish();
+                return;
+              }
+              write({ ping: { sentAtMs: Date.now() } });
+            }, interval);
+            heartbeat.unref();
+            const ready = this.readyWaiters.filter((w) => w.version <= version);
+            this.readyWaiters = this.readyWaiters.filter((w) => w.version > version);
+            for (const w of ready) w.resolve();
+            return;
+          }
+          case 'branchCommit':
+          case 'branchRollback': {
+            const wire = msg[msg.message];
+            if (wire) this.accept(stream, msg.message === 'branchCommit' ? 'commit' : 'rollback', wire);
+            return;
+          }
+          case 'ping':
+            write({ pong: { sentAtMs: msg.ping?.sentAtMs ?? 0 } });
+            return;
+          case 'pong':
+            return;
+          case 'goAway':
+            hint = hintOf(msg.goAway?.error);
+            reason = `the TC closed the channel: ${msg.goAway?.error?.message ?? ''}`;
+            finish();
+            return;
+          default:
+            return;
+        }
+      });
+      stream.on('error', (err: Error) => {
+        if (!settled) reason = `stream error: ${err.message}`;
+        finish();
+      });
+      stream.on('end', () => finish());
+      stream.on('close', () => finish());
+
+      write({
+        register: {
+          applicationId: this.opts.applicationId,
+          transactionServiceGroup: this.opts.transactionServiceGroup,
+          resourceIds: [...this.opts.resourceIds()],
+          clientId: this.opts.clientId,
+        },
+      });
+    });
+  }
+
+  private accept(stream: grpc.ClientDuplexStream<RmToTcWire, TcToRmWire>, kind: 'commit' | 'rollback', w: PhaseTwoRequestWire): void {
+    const type = branchTypeName(w.branchType);
+    const reply = (branchResult: { requestId: string; branchStatus: number; error?: WireError | null }) => {
+      try {
+        stream.write({ branchResult });
+      } catch {
+        // The channel broke: the TC retries the call.
+      }
+    };
+    if (type === null) {
+      reply({ requestId: w.requestId, branchStatus: 0, error: { code: 'ERROR_CODE_BAD_REQUEST', message: `unknown branch type ${w.branchType}`, retryable: false } });
+      return;
+    }
+    if (this.queue.length >= MAX_QUEUED_PHASE_TWO) {
+      reply({ requestId: w.requestId, branchStatus: 0, error: { code: 'ERROR_CODE_UNAVAILABLE', message: `${MAX_QUEUED_PHASE_TWO} phase-two requests are queued at this RM`, retryable: true } });
+      return;
+    }
+    this.queue.push({
+      stream,
+      requestId: w.requestId,
+      request: { kind, xid: w.xid, branchId: w.branchId, branchType: type, resourceId: w.resourceId, applicationData: w.applicationData },
+    });
+    this.drain();
+  }
+
+  private drain(): void {
+    while (this.running < MAX_CONCURRENT_PHASE_TWO_HANDLERS && this.queue.length > 0) {
+      const item = this.queue.shift()!;
+      this.running++;
+      void this.runHandler(item).finally(() => {
+        this.running--;
+        this.drain();
+      });
+    }
+  }
+
+  private async runHandler(item: QueuedRequest): Promise<void> {
+    let branchResult: { requestId: string; branchStatus: number; error?: WireError | null };
+    try {
+      const status = await this.opts.handler(item.request);
+      if (!isBranchStatusName(status)) throw new TypeError(`the phase-two handler answered ${String(status)}, which is no branch status`);
+      branchResult = { requestId: item.requestId, branchStatus: BRANCH_STATUS_CODES[status] };
+    } catch (err) {
+      this.log.warn({ err, xid: item.request.xid, branchId: item.request.branchId, kind: item.request.kind }, 'phase-two handler failed; the TC will retry');
+      branchResult = { requestId: item.requestId, branchStatus: 0, error: { code: 'ERROR_CODE_UNAVAILABLE', message: (err as Error)?.message ?? String(err), retryable: true } };
+    }
+    this.handled++;
+    try {
+      item.stream.write({ branchResult });
+    } catch {
+      // The channel broke meanwhile: the TC retries the call on the next one.
+    }
+  }
+
+  private backoff(attempt: number): number {
+    const exp = Math.min(RM_RECONNECT_MAX_MS, RM_RECONNECT_BASE_MS * 2 ** Math.min(attempt, 20));
+    return exp / 2 + (exp / 2) * this.routing.random();
+  }
+
+  private pause(ms: number): Promise<void> {
+    if (this.closed) return Promise.resolve();
+    return new Promise((resolve) => {
+      const timer = setTimeout(done, ms);
+      function done() {
+        clearTimeout(timer);
+        resolve();
+      }
+      this.wake = () => {
+        this.wake = null;
+        done();
+      };
+    });
+  }
+}
+
+function hintOf(error: WireError | null | undefined): SessionEnd['hint'] {
+  const l = error?.code === 'ERROR_CODE_NOT_LEADER' ? error.leader : null;
+  if (!l || l.nodeId === '' || l.host === '' || !l.port) return null;
+  return { nodeId: l.nodeId, transaction: { host: l.host, port: l.port } };
+}

@@ -1,0 +1,219 @@
+/**
+ * proto/tc.proto loaded for the server, and the TypeScript shapes of its messages as
+ * @grpc/proto-loader hands them over (camelCase fields, enums as their names, 64-bit
+ * integers as numbers, proto3 defaults filled in, oneofs named by a virtual field).
+ *
+ * Decoded requests come from clients: every field's TYPE is guaranteed by protobuf, every
+ * VALUE must still be validated (mapping.ts) before it reaches the coordinator.
+ */
+import { fileURLToPath } from 'node:url';
+import * as grpc from '@grpc/grpc-js';
+import * as protoLoader from '@grpc/proto-loader';
+
+export const TC_PROTO_PATH = fileURLToPath(new URL('../../../proto/tc.proto', import.meta.url));
+
+/** The loader options; the client (src/client/tc/proto.ts) uses the same ones. */
+export const TC_PROTO_LOADER_OPTIONS: protoLoader.Options = { keepCase: false, longs: Number, enums: String, defaults: true, oneofs: true };
+
+export type WireResultCode = 'RESULT_CODE_UNSPECIFIED' | 'RESULT_CODE_OK' | 'RESULT_CODE_FAILED';
+export type WireErrorCode =
+  | 'ERROR_CODE_UNSPECIFIED'
+  | 'ERROR_CODE_UNKNOWN_XID'
+  | 'ERROR_CODE_ILLEGAL_STATUS'
+  | 'ERROR_CODE_LOCK_CONFLICT'
+  | 'ERROR_CODE_NOT_LEADER'
+  | 'ERROR_CODE_TIMEOUT'
+  | 'ERROR_CODE_BAD_REQUEST'
+  | 'ERROR_CODE_UNAVAILABLE'
+  | 'ERROR_CODE_INTERNAL';
+
+export interface WireLeader {
+  nodeId: string;
+  host: string;
+  port: number;
+}
+
+export interface WireError {
+  code: WireErrorCode;
+  message: string;
+  retryable: boolean;
+  holdingXid?: string;
+  rows?: string[];
+  leader?: WireLeader | null;
+  globalStatus?: number;
+}
+
+export interface WireResponse {
+  resultCode: WireResultCode;
+  error?: WireError | null;
+}
+
+export interface BeginRequestWire {
+  name: string;
+  timeoutMs: number;
+  applicationId: string;
+  transactionServiceGroup: string;
+  requestId: string;
+}
+export interface BeginResponseWire extends WireResponse {
+  xid?: string;
+}
+export interface XidRequestWire {
+  xid: string;
+}
+export interface GlobalStatusResponseWire extends WireResponse {
+  globalStatus?: number;
+}
+export interface GlobalReportRequestWire {
+  xid: string;
+  globalStatus: number;
+}
+export interface BranchRegisterRequestWire {
+  xid: string;
+  branchType: number;
+  resourceId: string;
+  lockKey: string;
+  applicationData: string;
+  requestId: string;
+  clientId: string;
+}
+export interface BranchRegisterResponseWire extends WireResponse {
+  branchId?: string;
+}
+export interface BranchReportRequestWire {
+  xid: string;
+  branchId: string;
+  branchStatus: number;
+  applicationData?: string;
+  /** Set by the loader when the optional field is present. */
+  _applicationData?: 'applicationData';
+}
+export interface LockQueryRequestWire {
+  xid: string;
+  resourceId: string;
+  lockKey: string;
+}
+export interface LockQueryResponseWire extends WireResponse {
+  lockable?: boolean;
+}
+export interface MarkResolvedRequestWire {
+  xid: string;
+  confirmXid: string;
+  operator: string;
+}
+export interface BranchInfoWire {
+  branchId: string;
+  branchType: number;
+  resourceId: string;
+  lockKey: string;
+  applicationData: string;
+  branchStatus: number;
+  clientId: string;
+  lockedRows: number;
+}
+export interface SessionInfoWire {
+  xid: string;
+  transactionId?: string;
+  applicationId?: string;
+  transactionServiceGroup?: string;
+  name?: string;
+  timeoutMs?: number;
+  beginTime?: number;
+  globalStatus: number;
+  internalStatus?: number;
+  branches?: BranchInfoWire[];
+  retryAttempts?: number;
+  nextRetryAt?: number;
+  retryStopped?: boolean;
+  live: boolean;
+  finishedAt?: number;
+  resolvedBy?: string;
+}
+export interface SessionResponseWire extends WireResponse {
+  session?: SessionInfoWire | null;
+}
+export interface ListSessionsRequestWire {
+  pageSize: number;
+  pageToken: string;
+  globalStatus: number;
+}
+export interface ListSessionsResponseWire extends WireResponse {
+  sessions?: SessionInfoWire[];
+  nextPageToken?: string;
+  totalLive?: number;
+}
+
+// RM channel
+export interface RmRegisterWire {
+  applicationId: string;
+  transactionServiceGroup: string;
+  resourceIds: string[];
+  clientId: string;
+}
+export interface RmRegisteredWire extends WireResponse {
+  heartbeatIntervalMs: number;
+  nodeId: string;
+}
+export interface PhaseTwoRequestWire {
+  requestId: string;
+  xid: string;
+  branchId: string;
+  branchType: number;
+  resourceId: string;
+  applicationData: string;
+}
+export interface BranchResultWire {
+  requestId: string;
+  branchStatus: number;
+  error?: WireError | null;
+}
+export interface PingWire {
+  sentAtMs: number;
+}
+export interface RmToTcWire {
+  message?: 'register' | 'branchResult' | 'ping' | 'pong';
+  register?: RmRegisterWire;
+  branchResult?: BranchResultWire;
+  ping?: PingWire;
+  pong?: PingWire;
+}
+export type TcToRmWire =
+  | { registered: RmRegisteredWire }
+  | { branchCommit: PhaseTwoRequestWire }
+  | { branchRollback: PhaseTwoRequestWire }
+  | { ping: PingWire }
+  | { pong: PingWire }
+  | { goAway: { error: WireError } };
+
+// Multiplexed calls
+export type CallKind = 'begin' | 'commit' | 'rollback' | 'getStatus' | 'globalReport' | 'branchRegister' | 'branchReport' | 'lockQuery';
+export interface CallWire {
+  id: number;
+  request?: CallKind;
+  begin?: BeginRequestWire;
+  commit?: XidRequestWire;
+  rollback?: XidRequestWire;
+  getStatus?: XidRequestWire;
+  globalReport?: GlobalReportRequestWire;
+  branchRegister?: BranchRegisterRequestWire;
+  branchReport?: BranchReportRequestWire;
+  lockQuery?: LockQueryRequestWire;
+}
+export interface CallBatchWire {
+  calls: CallWire[];
+}
+export type ResultWire = { id: number } & Partial<Record<CallKind | 'invalid', WireResponse>>;
+export interface ResultBatchWire {
+  results: ResultWire[];
+}
+
+let cached: grpc.ServiceDefinition | null = null;
+
+/** The TransactionCoordinator service definition (loaded once). */
+export function tcServiceDefinition(): grpc.ServiceDefinition {
+  if (cached) return cached;
+  const def = protoLoader.loadSync(TC_PROTO_PATH, TC_PROTO_LOADER_OPTIONS);
+  const pkg = grpc.loadPackageDefinition(def) as unknown as { concord: { tc: { v1: { TransactionCoordinator: grpc.ServiceClientConstructor } } } };
+  cached = pkg.concord.tc.v1.TransactionCoordinator.service;
+  return cached;
+}

@@ -1,0 +1,422 @@
+/**
+ * The TC gRPC service (proto/tc.proto): unary TM/RM/operator calls, the multiplexed
+ * `Calls` stream and the `RmChannel` stream, mapped onto the Coordinator.
+ *
+ * Order for every call: validate at the edge (mapping.ts; a bad request is answered
+ * BAD_REQUEST and changes nothing) → refuse at once with NOT_LEADER (and the leader's TC
+ * address) unless this node holds the leader role → the coordinator, which submits through
+ * the Raft store and answers only once the command is durable and applied. Every failure is
+ * an answer with a typed error, never a thrown handler: a node never crashes on a client.
+ */
+import * as grpc from '@grpc/grpc-js';
+import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
+import { reportedStatus, type Coordinator, type CoordinatorStateView, type GlobalStatus } from '../../coordinator/index.ts';
+import { BadRequestError, NotLeaderError } from '../../shared/errors.ts';
+import type { Logger } from '../../shared/logger.ts';
+import {
+  DEFAULT_LIST_PAGE_SIZE,
+  MAX_CALLS_PER_BATCH,
+  MAX_CALL_STREAMS,
+  MAX_INFLIGHT_CALLS_PER_STREAM,
+  MAX_LIST_PAGE_SIZE,
+  MAX_RESULTS_PER_BATCH,
+  MAX_TC_MESSAGE_BYTES,
+  SERVER_KEEPALIVE_TIME_MS,
+  SERVER_KEEPALIVE_TIMEOUT_MS,
+} from './limits.ts';
+import {
+  errorToWire,
+  failed,
+  isInternal,
+  liveSessionToWire,
+  ok,
+  sessionInfoToWire,
+  statusCode,
+  toBeginRequest,
+  toBranchReport,
+  toGlobalReport,
+  toLockQuery,
+  toMarkResolved,
+  toRegisterBranch,
+  toStatusFilter,
+  toXidRequest,
+} from './mapping.ts';
+import { tcServiceDefinition } from './proto.ts';
+import type { CallBatchWire, CallKind, ListSessionsRequestWire, ResultBatchWire, ResultWire, SessionInfoWire, WireLeader, WireResponse } from './proto.ts';
+import type { RmChannelHub } from './rm-hub.ts';
+
+/** Sessions one filtered ListSessions page may scan before it returns (with a token to go on). */
+export const MAX_LIST_SCAN = 10_000;
+/** How long a stopping server waits for calls in flight before cancelling them, ms. */
+export const SHUTDOWN_GRACE_MS = 2_000;
+/** Latency buckets of TC calls, seconds. */
+const CALL_BUCKETS_SECONDS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10];
+
+/** What the service needs of the session store beyond the coordinator. */
+export interface TcStoreAccess {
+  /** This node holds the Raft leader role (it may not have applied its first entry yet: calls then wait briefly). */
+  hasLeaderRole(): boolean;
+  notLeaderError(): NotLeaderError;
+  read<T>(fn: (state: CoordinatorStateView) => T): Promise<T>;
+}
+
+export interface TcGrpcServiceOptions {
+  coordinator: Coordinator;
+  store: TcStoreAccess;
+  hub: RmChannelHub;
+  /** The leader's id and TC address for a NOT_LEADER answer. */
+  leaderOf: (leaderId: string | null) => WireLeader | null;
+  host: string;
+  port: number;
+  logger: Logger;
+  registry?: Registry;
+}
+
+type Method = CallKind | 'getSession' | 'retryNow' | 'stopRetry' | 'resumeRetry' | 'markResolved' | 'listSessions';
+
+/** The wire method names of the unary calls. */
+const UNARY: Record<string, Method> = {
+  Begin: 'begin',
+  Commit: 'commit',
+  Rollback: 'rollback',
+  GetStatus: 'getStatus',
+  GlobalReport: 'globalReport',
+  BranchRegister: 'branchRegister',
+  BranchReport: 'branchReport',
+  LockQuery: 'lockQuery',
+  GetSession: 'getSession',
+  RetryNow: 'retryNow',
+  StopRetry: 'stopRetry',
+  ResumeRetry: 'resumeRetry',
+  MarkResolved: 'markResolved',
+  ListSessions: 'listSessions',
+};
+
+const CALL_KINDS: ReadonlySet<string> = new Set<CallKind>(['begin', 'commit', 'rollback', 'getStatus', 'globalReport', 'branchRegister', 'branchReport', 'lockQuery']);
+
+export class TcGrpcService {
+  private readonly opts: TcGrpcServiceOptions;
+  private readonly coordinator: Coordinator;
+  private readonly store: TcStoreAccess;
+  private readonly log: Logger;
+  private readonly server: grpc.Server;
+  private boundPort = 0;
+  private callStreams = 0;
+  private readonly metrics: { calls: Counter<'method' | 'code'>; seconds: Histogram<'method'> } | null;
+
+  constructor(options: TcGrpcServiceOptions) {
+    this.opts = options;
+    this.coordinator = options.coordinator;
+    this.store = options.store;
+    this.log = options.logger.child({ component: 'tc-service' });
+    this.server = new grpc.Server({
+      'grpc.max_receive_message_length': MAX_TC_MESSAGE_BYTES,
+      'grpc.max_send_message_length': MAX_TC_MESSAGE_BYTES,
+      'grpc.keepalive_time_ms': SERVER_KEEPALIVE_TIME_MS,
+      'grpc.keepalive_timeout_ms': SERVER_KEEPALIVE_TIMEOUT_MS,
+    });
+    const handlers: grpc.UntypedServiceImplementation = {};
+    for (const [name, method] of Object.entries(UNARY)) {
+      handlers[name] = (call: grpc.ServerUnaryCall<unknown, WireResponse>, callback: grpc.sendUnaryData<WireResponse>) => {
+        void this.execute(method, call.request).then((response) => callback(null, response));
+      };
+    }
+    handlers.Calls = (call: grpc.ServerDuplexStream<CallBatchWire, ResultBatchWire>) => this.onCallStream(call);
+    handlers.RmChannel = (call: Parameters<RmChannelHub['handle']>[0]) => options.hub.handle(call);
+    this.server.addService(tcServiceDefinition(), handlers);
+    this.metrics = options.registry ? this.createMetrics(options.registry) : null;
+  }
+
+  /** Binds host:port; resolves with the bound port. */
+  start(): Promise<number> {
+    return new Promise((resolve, reject) => {
+      const address = this.opts.host.includes(':') ? `[${this.opts.host}]:${this.opts.port}` : `${this.opts.host}:${this.opts.port}`;
+      this.server.bindAsync(address, grpc.ServerCredentials.createInsecure(), (err, port) => {
+        if (err) {
+          reject(err);
+          return;
+        }
+        this.boundPort = port;
+        this.log.info({ address, port }, 'TC gRPC service listening');
+        resolve(port);
+      });
+    });
+  }
+
+  get port(): number {
+    return this.boundPort;
+  }
+
+  /** Stops taking calls; calls in flight get SHUTDOWN_GRACE_MS before they are cancelled. */
+  close(): Promise<void> {
+    return new Promise((resolve) => {
+      const force = setTimeout(() => {
+        this.server.forceShutdown();
+        resolve();
+      }, SHUTDOWN_GRACE_MS);
+      force.unref();
+      this.server.tryShutdown(() => {
+        clearTimeout(force);
+        resolve();
+      });
+    });
+  }
+
+  // -------------------------------------------------------------------------------------
+  // One call, unary or multiplexed: never rejects.
+
+  async execute(method: Method, request: unknown): Promise<WireResponse> {
+    const started = performance.now();
+    let response: WireResponse;
+    try {
+      response = await this.dispatch(method, request);
+    } catch (err) {
+      if (isInternal(err)) this.log.error({ err, method }, 'TC call failed unexpectedly');
+      else this.log.debug({ method, err: (err as Error).message }, 'TC call refused');
+      response = failed(errorToWire(err, this.opts.leaderOf));
+    }
+    if (this.metrics) {
+      this.metrics.calls.inc({ method, code: response.error ? response.error.code : 'OK' });
+      this.metrics.seconds.observe({ method }, (performance.now() - started) / 1000);
+    }
+    return response;
+  }
+
+  private requireLeader(): void {
+    if (!this.store.hasLeaderRole()) throw this.store.notLeaderError();
+  }
+
+  private async dispatch(method: Method, request: unknown): Promise<WireResponse> {
+    const c = this.coordinator;
+    switch (method) {
+      case 'begin': {
+        const r = toBeginRequest(request as never);
+        this.requireLeader();
+        const { xid } = await c.begin(r);
+        return ok({ xid });
+      }
+      case 'commit': {
+        const r = toXidRequest(request as never);
+        this.requireLeader();
+        return ok({ globalStatus: statusCode(await c.commit(r)) });
+      }
+      case 'rollback': {
+        const r = toXidRequest(request as never);
+        this.requireLeader();
+        return ok({ globalStatus: statusCode(await c.rollback(r)) });
+      }
+      case 'getStatus': {
+        const r = toXidRequest(request as never);
+        this.requireLeader();
+        return ok({ globalStatus: statusCode(await c.getStatus(r)) });
+      }
+      case 'globalReport': {
+        const r = toGlobalReport(request as never);
+        this.requireLeader();
+        return ok({ globalStatus: statusCode(await c.globalReport(r)) });
+      }
+      case 'branchRegister': {
+        const r = toRegisterBranch(request as never);
+        this.requireLeader();
+        const { branchId } = await c.registerBranch(r);
+        return ok({ branchId });
+      }
+      case 'branchReport': {
+        const r = toBranchReport(request as never);
+        this.requireLeader();
+        await c.branchReport(r);
+        return ok({});
+      }
+      case 'lockQuery': {
+        const r = toLockQuery(request as never);
+        this.requireLeader();
+        return ok({ lockable: await c.lockQuery(r) });
+      }
+      case 'getSession': {
+        const r = toXidRequest(request as never);
+        this.requireLeader();
+        return ok({ session: sessionInfoToWire(await c.getSession(r)) });
+      }
+      case 'retryNow': {
+        const r = toXidRequest(request as never);
+        this.requireLeader();
+        return ok({ globalStatus: statusCode(await c.retryNow(r)) });
+      }
+      case 'stopRetry': {
+        const r = toXidRequest(request as never);
+        this.requireLeader();
+        await c.stopRetry(r);
+        return ok({});
+      }
+      case 'resumeRetry': {
+        const r = toXidRequest(request as never);
+        this.requireLeader();
+        await c.resumeRetry(r);
+        return ok({});
+      }
+      case 'markResolved': {
+        const r = toMarkResolved(request as never);
+        this.requireLeader();
+        const finished = await c.markResolved(r);
+        return ok({ globalStatus: statusCode(finished.status) });
+      }
+      case 'listSessions':
+        return this.listSessions(request as ListSessionsRequestWire | null);
+    }
+  }
+
+  /** A bounded page of live sessions in xid order (linearizable, like every read). */
+  private async listSessions(w: ListSessionsRequestWire | null): Promise<WireResponse> {
+    if (!w || typeof w !== 'object') throw new BadRequestError('request is missing');
+    const pageSize = w.pageSize === 0 ? DEFAULT_LIST_PAGE_SIZE : w.pageSize;
+    if (!Number.isInteger(pageSize) || pageSize < 1 || pageSize > MAX_LIST_PAGE_SIZE) throw new BadRequestError(`pageSize must be 0..${MAX_LIST_PAGE_SIZE}`);
+    const after = decodePageToken(w.pageToken);
+    const filter = toStatusFilter(w.globalStatus);
+    this.requireLeader();
+    const page = await this.store.read((state) => {
+      const xids = state.liveXids().sort();
+      let i = after === null ? 0 : upperBound(xids, after);
+      const sessions: SessionInfoWire[] = [];
+      let scanned = 0;
+      for (; i < xids.length && sessions.length < pageSize && scanned < MAX_LIST_SCAN; i++, scanned++) {
+        const session = state.getSession(xids[i]!);
+        if (!session) continue;
+        const reported: GlobalStatus = reportedStatus(session);
+        if (filter !== null && reported !== filter) continue;
+        sessions.push(liveSessionToWire(session, reported, false));
+      }
+      const more = i < xids.length;
+      return { sessions, next: more && i > 0 ? xids[i - 1]! : null, total: xids.length };
+    });
+    return ok({ sessions: page.sessions, nextPageToken: page.next === null ? '' : encodePageToken(page.next), totalLive: page.total });
+  }
+
+  // -------------------------------------------------------------------------------------
+  // The multiplexed call stream
+
+  private onCallStream(call: grpc.ServerDuplexStream<CallBatchWire, ResultBatchWire>): void {
+    if (this.callStreams >= MAX_CALL_STREAMS) {
+      call.emit('error', { code: grpc.status.RESOURCE_EXHAUSTED, details: `this node holds ${MAX_CALL_STREAMS} call streams, the limit` });
+      return;
+    }
+    this.callStreams++;
+    let inflight = 0;
+    let ended = false;
+    let done = false;
+    let outbox: ResultWire[] = [];
+    let flushScheduled = false;
+    const finish = () => {
+      if (done) return;
+      done = true;
+      this.callStreams--;
+    };
+    const flush = () => {
+      flushScheduled = false;
+      if (done) {
+        outbox = [];
+        return;
+      }
+      while (outbox.length > 0) {
+        const results = outbox.splice(0, MAX_RESULTS_PER_BATCH);
+        try {
+          call.write({ results });
+        } catch (err) {
+          this.log.debug({ err }, 'call stream write failed');
+          finish();
+          outbox = [];
+          return;
+        }
+      }
+      if (ended && inflight === 0) {
+        finish();
+        call.end();
+      }
+    };
+    // Results that complete in the same turn of the event loop leave in one batch.
+    const push = (result: ResultWire) => {
+      outbox.push(result);
+      if (!flushScheduled) {
+        flushScheduled = true;
+        setImmediate(flush);
+      }
+    };
+    call.on('data', (batch: CallBatchWire) => {
+      if (done) return;
+      const calls = Array.isArray(batch?.calls) ? batch.calls : [];
+      if (calls.length > MAX_CALLS_PER_BATCH) {
+        this.log.warn({ calls: calls.length, max: MAX_CALLS_PER_BATCH }, 'call batch too large; closing the stream');
+        finish();
+        call.emit('error', { code: grpc.status.INVALID_ARGUMENT, details: `a batch holds at most ${MAX_CALLS_PER_BATCH} calls, not ${calls.length}` });
+        return;
+      }
+      for (const c of calls) {
+        const id = typeof c?.id === 'number' ? c.id : 0;
+        const kind = c?.request;
+        if (kind === undefined || !CALL_KINDS.has(kind)) {
+          push({ id, invalid: failed({ code: 'ERROR_CODE_BAD_REQUEST', message: 'the call sets no request', retryable: false }) });
+          continue;
+        }
+        if (inflight >= MAX_INFLIGHT_CALLS_PER_STREAM) {
+          push({ id, [kind]: failed({ code: 'ERROR_CODE_UNAVAILABLE', message: `more than ${MAX_INFLIGHT_CALLS_PER_STREAM} calls in flight on this stream`, retryable: true }) });
+          continue;
+        }
+        inflight++;
+        void this.execute(kind, c[kind]).then((response) => {
+          inflight--;
+          push({ id, [kind]: response });
+        });
+      }
+    });
+    call.on('end', () => {
+      ended = true;
+      if (inflight === 0 && !flushScheduled) {
+        finish();
+        call.end();
+      }
+    });
+    call.on('error', () => finish());
+    call.on('cancelled', () => finish());
+  }
+
+  private createMetrics(registry: Registry) {
+    const existing = registry.getSingleMetric('concord_tc_calls_total');
+    if (existing) registry.removeSingleMetric('concord_tc_calls_total');
+    if (registry.getSingleMetric('concord_tc_call_seconds')) registry.removeSingleMetric('concord_tc_call_seconds');
+    if (registry.getSingleMetric('concord_tc_rm_channels')) registry.removeSingleMetric('concord_tc_rm_channels');
+    const hub = this.opts.hub;
+    new Gauge({
+      name: 'concord_tc_rm_channels',
+      help: 'RM channels connected to this node (registered ones)',
+      registers: [registry],
+      collect() {
+        this.set(hub.stats().registered);
+      },
+    });
+    return {
+      calls: new Counter({ name: 'concord_tc_calls_total', help: 'TC calls answered, by method and error code (OK for success)', labelNames: ['method', 'code'] as const, registers: [registry] }),
+      seconds: new Histogram({ name: 'concord_tc_call_seconds', help: 'TC call latency, seconds', labelNames: ['method'] as const, buckets: CALL_BUCKETS_SECONDS, registers: [registry] }),
+    };
+  }
+}
+
+/** Index of the first element > key in a sorted array. */
+function upperBound(sorted: readonly string[], key: string): number {
+  let lo = 0;
+  let hi = sorted.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >>> 1;
+    if (sorted[mid]! <= key) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo;
+}
+
+function encodePageToken(xid: string): string {
+  return Buffer.from(xid, 'utf8').toString('base64url');
+}
+
+function decodePageToken(token: unknown): string | null {
+  if (token === undefined || token === '') return null;
+  if (typeof token !== 'string' || token.length > 256 || !/^[A-Za-z0-9_-]+$/.test(token)) throw new BadRequestError('pageToken is not a token this server gave out');
+  return Buffer.from(token, 'base64url').toString('utf8');
+}

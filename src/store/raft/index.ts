@@ -1,0 +1,9 @@
+/** The Raft-backed session store: the coordinator's SessionStore over Concord's own Raft. */
+export {
+  DEFAULT_BARRIER_RETRY_MS,
+  DEFAULT_READ_TIMEOUT_MS,
+  DEFAULT_SUBMIT_TIMEOUT_MS,
+  MAX_READS_PER_BARRIER,
+  RaftSessionStore,
+} from './raft-session-store.ts';
+export type { RaftPort, RaftSessionStoreOptions } from './raft-session-store.ts';

@@ -1,0 +1,306 @@
+/**
+ * Helpers of the TC integration tests: a three-node cluster of REAL node processes
+ * (`node --import tsx src/cli/main.ts start --config <tmp yaml>`) on free loopback ports
+ * with tmp data dirs, and a test RM that records every phase-two call it receives.
+ */
+import * as grpc from '@grpc/grpc-js';
+import * as protoLoader from '@grpc/proto-loader';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { closeSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { stringify } from 'yaml';
+import { TcClient, type BranchStatusName, type PhaseTwoRequest, type RmChannel, type TcClientOptions } from '../../src/client/tc-client.ts';
+
+export const REPO_ROOT = resolve(import.meta.dirname, '../..');
+
+export function freePort(): Promise<number> {
+  return new Promise((res, rej) => {
+    const s = createServer();
+    s.unref();
+    s.on('error', rej);
+    s.listen(0, '127.0.0.1', () => {
+      const addr = s.address();
+      const port = typeof addr === 'object' && addr ? addr.port : 0;
+      s.close(() => res(port));
+    });
+  });
+}
+
+export async function waitFor<T>(what: string, fn: () => Promise<T | undefined> | T | undefined, timeoutMs = 15_000, everyMs = 50): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  let last: unknown = null;
+  for (;;) {
+    try {
+      const v = await fn();
+      if (v !== undefined) return v;
+    } catch (err) {
+      last = err;
+    }
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${last ? `: ${(last as Error).message}` : ''}`);
+    await sleep(everyMs);
+  }
+}
+
+export interface TestNode {
+  id: string;
+  http: number;
+  tc: number;
+  raft: number;
+  file: string;
+  logFile: string;
+  proc: ChildProcess | null;
+}
+
+export interface ClusterOptions {
+  /** Raft tick, ms (short: the suite's wall time). */
+  tickMs?: number;
+  electionTicks?: number;
+  logLevel?: string;
+}
+
+export class TestCluster {
+  readonly root: string;
+  readonly nodes: TestNode[] = [];
+  private readonly opts: Required<ClusterOptions>;
+
+  private constructor(name: string, opts: ClusterOptions) {
+    this.root = mkdtempSync(join(tmpdir(), `concord-tc-${name}-`));
+    this.opts = { tickMs: opts.tickMs ?? 30, electionTicks: opts.electionTicks ?? 10, logLevel: opts.logLevel ?? 'info' };
+  }
+
+  /** Starts three nodes and waits until they agree on a leader. */
+  static async start(name: string, opts: ClusterOptions = {}): Promise<TestCluster> {
+    const c = new TestCluster(name, opts);
+    const used = new Set<number>();
+    const port = async () => {
+      for (;;) {
+        const p = await freePort();
+        if (!used.has(p)) {
+          used.add(p);
+          return p;
+        }
+      }
+    };
+    for (let i = 1; i <= 3; i++) {
+      const id = `node${i}`;
+      c.nodes.push({ id, http: await port(), tc: await port(), raft: await port(), file: join(c.root, `${id}.yaml`), logFile: join(c.root, `${id}.log`), proc: null });
+    }
+    for (const n of c.nodes) c.writeConfig(n);
+    for (const n of c.nodes) c.spawnNode(n);
+    await c.leader(60_000);
+    return c;
+  }
+
+  seeds(): string[] {
+    return this.nodes.map((n) => `127.0.0.1:${n.http}`);
+  }
+
+  byId(id: string): TestNode {
+    const n = this.nodes.find((x) => x.id === id);
+    if (!n) throw new Error(`no node ${id}`);
+    return n;
+  }
+
+  byTcPort(port: number): TestNode | undefined {
+    return this.nodes.find((n) => n.tc === port);
+  }
+
+  live(): TestNode[] {
+    return this.nodes.filter((n) => n.proc !== null);
+  }
+
+  async metadata(n: TestNode): Promise<{ term: number; leaderId: string | null; lastIndex: number; appliedIndex: number; answeredBy: string }> {
+    const res = await fetch(`http://127.0.0.1:${n.http}/metadata/v1/cluster?group=default`, { signal: AbortSignal.timeout(2_000) });
+    if (res.status !== 200) throw new Error(`metadata of ${n.id}: HTTP ${res.status}`);
+    return (await res.json()) as never;
+  }
+
+  /** The leader every live node agrees on. */
+  async leader(timeoutMs = 20_000): Promise<TestNode> {
+    return waitFor(
+      'a leader every live node agrees on',
+      async () => {
+        const live = this.live();
+        const mds = await Promise.all(live.map((n) => this.metadata(n)));
+        const ids = new Set(mds.map((m) => m.leaderId));
+        const id = mds[0]?.leaderId ?? null;
+        if (ids.size !== 1 || id === null || !live.some((n) => n.id === id)) return undefined;
+        return this.byId(id);
+      },
+      timeoutMs,
+      50,
+    );
+  }
+
+  followers(leader: TestNode): TestNode[] {
+    return this.live().filter((n) => n.id !== leader.id);
+  }
+
+  /** Kills a node's process (SIGKILL by default) and waits until it is gone. */
+  async kill(n: TestNode, signal: NodeJS.Signals = 'SIGKILL'): Promise<void> {
+    const proc = n.proc;
+    if (!proc) return;
+    n.proc = null;
+    if (proc.exitCode !== null || proc.signalCode !== null) return;
+    const exited = new Promise<void>((r) => proc.once('exit', () => r()));
+    proc.kill(signal);
+    await Promise.race([exited, sleep(10_000)]);
+  }
+
+  /** Starts a killed node again on its data dir. */
+  restart(n: TestNode): void {
+    if (n.proc) return;
+    this.spawnNode(n);
+  }
+
+  tail(n: TestNode, lines = 40): string {
+    try {
+      return readFileSync(n.logFile, 'utf8').split('\n').slice(-lines).join('\n');
+    } catch {
+      return '';
+    }
+  }
+
+  async stop(): Promise<void> {
+    await Promise.all(this.nodes.map((n) => this.kill(n, 'SIGKILL')));
+    rmSync(this.root, { recursive: true, force: true });
+  }
+
+  client(opts: Partial<TcClientOptions> = {}): TcClient {
+    return new TcClient({ seeds: this.seeds(), ...opts });
+  }
+
+  private writeConfig(n: TestNode): void {
+    const config = {
+      node: { id: n.id, group: 'default' },
+      server: { host: '127.0.0.1', httpPort: n.http, tcPort: n.tc, raftPort: n.raft },
+      raft: {
+        dataDir: join(this.root, 'data', n.id),
+        tickMs: this.opts.tickMs,
+        electionTicks: this.opts.electionTicks,
+        heartbeatTicks: 1,
+        peers: this.nodes.map((p) => ({ nodeId: p.id, host: '127.0.0.1', raftPort: p.raft, tcPort: p.tc, httpPort: p.http })),
+      },
+      http: { authToken: 'tc-test-token-0123456789' },
+      log: { level: this.opts.logLevel },
+    };
+    mkdirSync(join(this.root, 'data'), { recursive: true });
+    writeFileSync(n.file, stringify(config));
+  }
+
+  private spawnNode(n: TestNode): void {
+    const fd = openSync(n.logFile, 'a');
+    const proc = spawn(process.execPath, ['--import', 'tsx', resolve(REPO_ROOT, 'src/cli/main.ts'), 'start', '--config', n.file], {
+      cwd: REPO_ROOT,
+      env: { ...process.env, CONCORD_LOG_LEVEL: this.opts.logLevel, NO_COLOR: '1' },
+      stdio: ['ignore', fd, fd],
+    });
+    closeSync(fd);
+    n.proc = proc;
+    proc.once('exit', () => {
+      if (n.proc === proc) n.proc = null;
+    });
+  }
+}
+
+/** What the test RM should answer a phase-two call with, or a promise it resolves later. */
+export type RmBehaviour = (call: PhaseTwoRequest, attempt: number) => BranchStatusName | Promise<BranchStatusName>;
+
+export interface RecordedCall extends PhaseTwoRequest {
+  at: number;
+  /** The node the channel was registered with when the call arrived. */
+  node: string | null;
+}
+
+/**
+ * A test RM: registers resources over the RM channel and records every phase-two call.
+ * By default it answers success; `behave` overrides per call (counts attempts per branch).
+ */
+export class TestRm {
+  readonly calls: RecordedCall[] = [];
+  readonly clientId: string;
+  channel: RmChannel | null = null;
+  behave: RmBehaviour | null = null;
+  private readonly attempts = new Map<string, number>();
+
+  constructor(
+    private readonly client: TcClient,
+    readonly resourceIds: string[],
+    opts: { clientId?: string; applicationId?: string } = {},
+  ) {
+    this.clientId = opts.clientId ?? `test-rm-${Math.random().toString(36).slice(2, 10)}`;
+    this.applicationId = opts.applicationId ?? 'test-app';
+  }
+
+  readonly applicationId: string;
+
+  async connect(timeoutMs = 15_000): Promise<void> {
+    this.channel = this.client.openRmChannel({
+      applicationId: this.applicationId,
+      transactionServiceGroup: 'default',
+      clientId: this.clientId,
+      resourceIds: () => this.resourceIds,
+      handler: async (call) => {
+        const key = `${call.kind}:${call.branchId}`;
+        const attempt = (this.attempts.get(key) ?? 0) + 1;
+        this.attempts.set(key, attempt);
+        this.calls.push({ ...call, at: Date.now(), node: this.channel?.registeredWith ?? null });
+        if (this.behave) return this.behave(call, attempt);
+        return call.kind === 'commit' ? 'PhaseTwo_Committed' : 'PhaseTwo_Rollbacked';
+      },
+    });
+    await this.channel.ready(timeoutMs);
+  }
+
+  async disconnect(): Promise<void> {
+    await this.channel?.close();
+    this.channel = null;
+  }
+
+  callsFor(xid: string): RecordedCall[] {
+    return this.calls.filter((c) => c.xid === xid);
+  }
+}
+
+/** Polls the status until `accept` says yes. */
+export async function waitForStatus(client: TcClient, xid: string, accept: (status: string) => boolean, timeoutMs = 20_000): Promise<string> {
+  return waitFor(
+    `${xid} to reach the expected status`,
+    async () => {
+      const s = await client.getStatus(xid).catch((err: Error) => (err.name === 'UnknownXidError' ? 'UnknownXid' : Promise.reject(err)));
+      return accept(s) ? s : undefined;
+    },
+    timeoutMs,
+    50,
+  );
+}
+
+// ---------------------------------------------------------------------------------------
+// A raw gRPC client of proto/tc.proto, for requests the typed client would refuse to send.
+
+
+export type RawClient = grpc.Client & Record<string, any>;
+
+let rawCtor: grpc.ServiceClientConstructor | null = null;
+
+export function rawClient(port: number, options: grpc.ChannelOptions = {}): RawClient {
+  if (!rawCtor) {
+    const def = protoLoader.loadSync(resolve(REPO_ROOT, 'proto/tc.proto'), { keepCase: false, longs: Number, enums: String, defaults: true, oneofs: true });
+    rawCtor = (grpc.loadPackageDefinition(def) as any).concord.tc.v1.TransactionCoordinator as grpc.ServiceClientConstructor;
+  }
+  return new rawCtor(`127.0.0.1:${port}`, grpc.credentials.createInsecure(), {
+    'grpc.max_send_message_length': 64 * 1024 * 1024,
+    'grpc.max_receive_message_length': 64 * 1024 * 1024,
+    ...options,
+  }) as RawClient;
+}
+
+/** One raw unary call: resolves with the response or the gRPC error. */
+export function rawCall(client: RawClient, method: string, request: unknown, timeoutMs = 10_000): Promise<{ response?: any; error?: grpc.ServiceError }> {
+  return new Promise((res) => {
+    client[method](request, { deadline: Date.now() + timeoutMs }, (error: grpc.ServiceError | null, response: any) => res(error ? { error } : { response }));
+  });
+}

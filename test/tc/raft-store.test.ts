@@ -1,0 +1,230 @@
+/**
+ * The Raft session store against a scripted Raft (no processes): leadership is announced
+ * only once the leader applied its first entry of the term, a submit resolves only with the
+ * applied outcome, not-leader answers name the leader's TC address, and concurrent reads
+ * share ReadIndex barriers without ever reusing one that started before them.
+ */
+import { describe, expect, it } from 'vitest';
+import { CoordinatorStateMachine, decodeCommand, type BeginCommand, type LeadershipEvent } from '../../src/coordinator/index.ts';
+import type { Role } from '../../src/raft/core/types.ts';
+import { NotLeaderError, ProposalDroppedError, TimeoutError } from '../../src/shared/errors.ts';
+import { silentLogger } from '../../src/shared/logger.ts';
+import { RaftSessionStore, type RaftPort } from '../../src/store/raft/index.ts';
+
+interface Deferred<T> {
+  promise: Promise<T>;
+  resolve: (v: T) => void;
+  reject: (e: Error) => void;
+}
+
+function deferred<T>(): Deferred<T> {
+  let resolve!: (v: T) => void;
+  let reject!: (e: Error) => void;
+  const promise = new Promise<T>((res, rej) => {
+    resolve = res;
+    reject = rej;
+  });
+  return { promise, resolve, reject };
+}
+
+/** A Raft whose proposals and read barriers complete when the test says so. */
+class ScriptedRaft implements RaftPort {
+  role: Role = 'follower';
+  term = 1;
+  leader: string | null = 'n2';
+  /** Until the leader's no-op is committed, ReadIndex is refused (as the core does). */
+  termEntryCommitted = false;
+  readonly machine = new CoordinatorStateMachine();
+  readonly proposals: Array<{ data: Uint8Array; done: Deferred<unknown> }> = [];
+  readonly reads: Deferred<void>[] = [];
+  readCalls = 0;
+  autoApply = true;
+  private readonly listeners = new Set<(c: { role: Role; term: number; leader: string | null }) => void>();
+
+  status() {
+    return { id: 'n1', role: this.role, term: this.term, leader: this.leader };
+  }
+
+  onStateChange(l: (c: { role: Role; term: number; leader: string | null }) => void): () => void {
+    this.listeners.add(l);
+    return () => this.listeners.delete(l);
+  }
+
+  set(role: Role, term: number, leader: string | null): void {
+    this.role = role;
+    this.term = term;
+    this.leader = leader;
+    this.termEntryCommitted = false;
+    for (const l of this.listeners) l({ role, term, leader });
+  }
+
+  propose(data: Uint8Array): Promise<unknown> {
+    if (this.role !== 'leader') return Promise.reject(new NotLeaderError(this.leader));
+    const done = deferred<unknown>();
+    this.proposals.push({ data, done });
+    if (this.autoApply) this.applyNext();
+    return done.promise;
+  }
+
+  applyNext(): void {
+    const p = this.proposals.shift()!;
+    p.done.resolve(this.machine.apply(decodeCommand(p.data)));
+  }
+
+  read(): Promise<void> {
+    this.readCalls++;
+    if (this.role !== 'leader') return Promise.reject(new NotLeaderError(this.leader));
+    if (!this.termEntryCommitted) return Promise.reject(new ProposalDroppedError('the leader has not yet committed an entry of its term'));
+    const d = deferred<void>();
+    this.reads.push(d);
+    return d.promise;
+  }
+
+  completeReads(): void {
+    for (const d of this.reads.splice(0)) d.resolve();
+  }
+}
+
+const begin = (n: number): BeginCommand => ({
+  kind: 'Begin',
+  xid: `127.0.0.1:8091:${n}`,
+  transactionId: String(n),
+  applicationId: 'app',
+  transactionServiceGroup: 'g',
+  name: '',
+  timeoutMs: 60_000,
+  beginTime: 1_000,
+  requestId: null,
+});
+
+function storeOver(raft: ScriptedRaft, opts: { submitTimeoutMs?: number } = {}) {
+  const events: LeadershipEvent[] = [];
+  const store = new RaftSessionStore({
+    raft,
+    state: raft.machine,
+    logger: silentLogger(),
+    leaderAddress: (id) => (id === 'n2' ? '10.0.0.2:8092' : null),
+    barrierRetryMs: 1,
+    ...opts,
+  });
+  store.onLeadershipChange((e) => events.push(e));
+  return { store, events };
+}
+
+const tick = (ms = 5) => new Promise((r) => setTimeout(r, ms));
+
+describe('RaftSessionStore', () => {
+  it('a follower refuses with NOT_LEADER naming the leader and its TC address', async () => {
+    const raft = new ScriptedRaft();
+    const { store } = storeOver(raft);
+    expect(store.isLeader()).toBe(false);
+    const err = await store.submit(begin(1)).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(NotLeaderError);
+    expect((err as NotLeaderError).leaderId).toBe('n2');
+    expect((err as NotLeaderError).leaderAddress).toBe('10.0.0.2:8092');
+    await expect(store.read((s) => s.liveSessionCount())).rejects.toBeInstanceOf(NotLeaderError);
+    expect(raft.proposals).toEqual([]);
+  });
+
+  it('announces leadership only after the leader applied its first entry of the term', async () => {
+    const raft = new ScriptedRaft();
+    const { store, events } = storeOver(raft);
+    raft.set('leader', 2, 'n1');
+    await tick(20);
+    // The no-op of term 2 is not committed: ReadIndex keeps being refused, nothing is announced.
+    expect(store.isLeader()).toBe(false);
+    expect(store.hasLeaderRole()).toBe(true);
+    expect(events).toEqual([]);
+    // Meanwhile a submit waits instead of failing.
+    const pending = store.submit(begin(1));
+    raft.termEntryCommitted = true;
+    await tick(20);
+    raft.completeReads();
+    await tick();
+    expect(events).toEqual([{ isLeader: true, term: 2 }]);
+    expect(store.isLeader()).toBe(true);
+    const outcome = await pending;
+    expect(outcome).toEqual({ ok: true, value: { xid: '127.0.0.1:8091:1', deadline: 61_000 } });
+
+    raft.set('follower', 3, 'n2');
+    expect(events.at(-1)).toEqual({ isLeader: false, term: 3 });
+    expect(store.isLeader()).toBe(false);
+    store.close();
+  });
+
+  it('submit resolves with the applied outcome, never before the entry is applied', async () => {
+    const raft = new ScriptedRaft();
+    const { store } = storeOver(raft);
+    raft.set('leader', 2, 'n1');
+    raft.termEntryCommitted = true;
+    await tick();
+    raft.completeReads();
+    await tick();
+    raft.autoApply = false;
+    let settled = false;
+    const p = store.submit(begin(7)).then((o) => ((settled = true), o));
+    await tick(20);
+    expect(settled).toBe(false);
+    expect(raft.machine.getSession('127.0.0.1:8091:7')).toBeUndefined();
+    raft.applyNext();
+    const outcome = await p;
+    expect(outcome.ok).toBe(true);
+    // A refused command is an outcome too, not a rejection.
+    raft.autoApply = true;
+    expect((await store.submit(begin(7))).ok).toBe(false);
+    store.close();
+  });
+
+  it('a command not decided in time is a TimeoutError (outcome unknown)', async () => {
+    const raft = new ScriptedRaft();
+    const { store } = storeOver(raft, { submitTimeoutMs: 30 });
+    raft.set('leader', 2, 'n1');
+    raft.termEntryCommitted = true;
+    await tick();
+    raft.completeReads();
+    await tick();
+    raft.autoApply = false;
+    await expect(store.submit(begin(9))).rejects.toBeInstanceOf(TimeoutError);
+    store.close();
+  });
+
+  it('concurrent reads share barriers, and none reuses a barrier that started before it', async () => {
+    const raft = new ScriptedRaft();
+    const { store } = storeOver(raft);
+    raft.set('leader', 2, 'n1');
+    raft.termEntryCommitted = true;
+    await tick();
+    raft.completeReads();
+    await tick();
+    const before = raft.readCalls;
+    const first = Array.from({ length: 50 }, () => store.read((s) => s.liveSessionCount()));
+    await tick();
+    expect(raft.readCalls - before).toBe(1);
+    // These arrive while the first barrier is in flight: they must wait for a new one.
+    const second = Array.from({ length: 50 }, () => store.read((s) => s.liveSessionCount()));
+    let secondDone = false;
+    void Promise.all(second).then(() => (secondDone = true));
+    raft.completeReads();
+    await Promise.all(first);
+    await tick();
+    expect(secondDone).toBe(false);
+    expect(raft.readCalls - before).toBe(2);
+    raft.completeReads();
+    await Promise.all(second);
+    expect(raft.readCalls - before).toBe(2);
+    store.close();
+  });
+
+  it('losing leadership fails the calls waiting for the barrier with NOT_LEADER', async () => {
+    const raft = new ScriptedRaft();
+    const { store } = storeOver(raft);
+    raft.set('leader', 2, 'n1');
+    const waiting = store.submit(begin(3));
+    await tick();
+    raft.set('follower', 3, 'n2');
+    const err = await waiting.catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(NotLeaderError);
+    expect((err as NotLeaderError).leaderAddress).toBe('10.0.0.2:8092');
+    store.close();
+  });
+});
