@@ -139,7 +139,7 @@ export class Coordinator {
       if (event.isLeader) this.driver.start(event.term);
       else this.driver.stop();
     });
-    if (this.store.isLeader()) this.driver.start(this.store.term());
+    if (this.store.drivesPhaseTwo?.() ?? this.store.isLeader()) this.driver.start(this.store.term());
   }
 
   stop(): void {

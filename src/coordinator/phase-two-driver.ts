@@ -80,6 +80,8 @@ export class PhaseTwoDriver {
   /** Bumped on every start and stop: work of an older generation exits at its next step. */
   private generation = 0;
   private readonly timers = new Map<string, () => void>();
+  /** When each timer fires, to tell whether it still fits its transaction (concurrent writers). */
+  private readonly timerAt = new Map<string, number>();
   /** A pass waiting to start, joined by every drive() call until it starts. */
   private readonly queued = new Map<string, Promise<void>>();
   private readonly running = new Map<string, Promise<void>>();
@@ -173,6 +175,7 @@ export class PhaseTwoDriver {
     this.cancelSweep = null;
     for (const cancel of this.timers.values()) cancel();
     this.timers.clear();
+    this.timerAt.clear();
     this.queued.clear();
     this.running.clear();
     this.parked.clear();
@@ -182,14 +185,20 @@ export class PhaseTwoDriver {
     return this.active && generation === this.generation;
   }
 
-  /** Picks up live transactions that no timer, pass or park covers (all of them, right after start). */
+  /**
+   * Picks up live transactions that no timer, pass or park covers (all of them, right after
+   * start); with concurrent writers, also those whose timer or park no longer fits them.
+   */
   private async sweep(generation: number): Promise<void> {
     let sessions: GlobalSession[];
     let live: Set<string>;
+    const recheck = this.store.concurrentWriters === true;
     try {
       ({ sessions, live } = await this.store.read((state) => {
         const xids = state.liveXids();
-        const untracked = xids.filter((xid) => !this.timers.has(xid) && !this.queued.has(xid) && !this.running.has(xid) && !this.parked.has(xid));
+        const untracked = xids.filter(
+          (xid) => !this.queued.has(xid) && !this.running.has(xid) && (recheck || (!this.timers.has(xid) && !this.parked.has(xid))),
+        );
         return { sessions: untracked.map((xid) => state.getSession(xid)!), live: new Set(xids) };
       }));
     } catch (err) {
@@ -198,7 +207,17 @@ export class PhaseTwoDriver {
     }
     if (!this.isCurrent(generation)) return;
     for (const xid of this.parked) if (!live.has(xid)) this.parked.delete(xid);
-    for (const session of sessions) this.plan(session, generation);
+    for (const session of sessions) if (!this.trackedAsIs(session)) this.plan(session, generation);
+  }
+
+  /** True when the timer or park this driver holds for the session still fits its state. */
+  private trackedAsIs(session: GlobalSession): boolean {
+    const drivable = isPhaseTwoInFlight(session.status) && !session.retry.stopped;
+    if (this.parked.has(session.xid)) return !drivable && session.status !== GlobalStatus.Begin;
+    const at = this.timerAt.get(session.xid);
+    if (at === undefined) return false;
+    if (session.status === GlobalStatus.Begin) return at === session.deadline;
+    return drivable && at === session.retry.nextRetryAt;
   }
 
   private plan(session: GlobalSession, generation: number): void {
@@ -221,15 +240,20 @@ export class PhaseTwoDriver {
       return;
     }
     const cancel = this.clock.after(delay, () => {
-      if (this.timers.get(xid) === cancel) this.timers.delete(xid);
+      if (this.timers.get(xid) === cancel) {
+        this.timers.delete(xid);
+        this.timerAt.delete(xid);
+      }
       if (this.isCurrent(generation)) void this.drive(xid);
     });
     this.timers.set(xid, cancel);
+    this.timerAt.set(xid, at);
   }
 
   private cancelTimer(xid: string): void {
     this.timers.get(xid)?.();
     this.timers.delete(xid);
+    this.timerAt.delete(xid);
   }
 
   /** One pass: timeout if due, acquire, walk the branches, then finish, fail or schedule a retry. */

@@ -32,12 +32,28 @@ export interface SessionStore {
   /**
    * A linearizable read (ReadIndex or a lease for raft): `fn` sees every command whose
    * submit resolved before `read` was called. `fn` runs synchronously against the state
-   * and must not keep references into it (the view returns copies). Rejects like submit
+   * and must not keep references into it (the view returns copies). It must be free of
+   * side effects: a store may run it more than once (the db store runs it again after
+   * fetching what it asked for) and keeps the last run's result. Rejects like submit
    * when this node cannot serve it (NotLeaderError, ...).
    */
   read<T>(fn: (state: CoordinatorStateView) => T): Promise<T>;
   /** True while this node is the leader (may only serve writes). */
   isLeader(): boolean;
+  /**
+   * Optional: true while this node should run the phase-two driver (retries, async
+   * commit, timeouts). Absent means the same as isLeader(). A db store serves writes on
+   * every node (isLeader() is always true there) but runs the driver on one node at a
+   * time, the holder of its lease; onLeadershipChange follows that lease.
+   */
+  drivesPhaseTwo?(): boolean;
+  /**
+   * Optional: true when nodes that do not drive phase two also commit commands (db mode:
+   * any node decides, resumes or resolves a transaction). The driver then re-checks, on
+   * every sweep, the transactions it already tracks, since their state may have changed
+   * behind its back. Absent: false (only the leader writes).
+   */
+  readonly concurrentWriters?: boolean;
   /** The current term (or epoch); drivers stamp their commands with it as their fence. */
   term(): number;
   /**

@@ -1,0 +1,96 @@
+/**
+ * Every bound of the db session store, named with its unit. Defaults suit a node that
+ * shares one PostgreSQL or MySQL with two or three other nodes; the ones a deployment may
+ * want to change are options of DbSessionStore (documented there and in docs/db-mode.md).
+ */
+
+// ------------------------------------------------------------------ connection pool
+
+/** Connections one node keeps to the database at most (each submit or read holds one). */
+export const DB_POOL_MAX_CONNECTIONS = 16;
+/** Connections of the lease's own pool (renewals never queue behind submits). */
+export const DB_LEASE_CONNECTIONS = 1;
+/** How long acquiring a pooled connection (or opening a new one) may take, ms. */
+export const DB_CONNECT_TIMEOUT_MS = 3_000;
+/** A pooled connection idle this long is closed, ms. */
+export const DB_POOL_IDLE_TIMEOUT_MS = 30_000;
+/** Upper bound on one SQL statement, ms (server side where the dialect supports it). */
+export const DB_STATEMENT_TIMEOUT_MS = 10_000;
+/** How long a statement waits for a row lock before it fails (and the submit is retried), ms. */
+export const DB_LOCK_WAIT_TIMEOUT_MS = 5_000;
+/**
+ * A session that sits inside an open transaction this long is killed by the server, ms.
+ * Guards against a node that vanished mid-transaction without its socket closing: its row
+ * locks would otherwise block every other node's submits on those sessions.
+ */
+export const DB_IDLE_IN_TRANSACTION_TIMEOUT_MS = 30_000;
+/** Submits and reads waiting for or holding a connection at once; beyond it, DbOverloadedError. */
+export const DB_MAX_PENDING_OPERATIONS = 2_000;
+
+// ------------------------------------------------------------------ reconnect
+
+/** First wait before probing a database that stopped answering, ms; doubles per failed probe. */
+export const DB_RECONNECT_BASE_MS = 100;
+/** Cap of the probe backoff, ms. */
+export const DB_RECONNECT_MAX_MS = 5_000;
+/** How long open() keeps trying an unreachable database before it gives up, ms (default). */
+export const DB_STARTUP_TIMEOUT_MS = 0;
+
+// ------------------------------------------------------------------ submit
+
+/**
+ * Attempts of one submit that lost a race the database detected (a lock row or request id
+ * inserted by another node in the meantime, a deadlock, a lock-wait timeout). Each retry
+ * re-reads the state, so a lost lock race turns into the coordinator's own LockConflict.
+ */
+export const DB_MAX_SUBMIT_ATTEMPTS = 8;
+/** Base of the jittered pause between those attempts, ms. */
+export const DB_SUBMIT_RETRY_BASE_MS = 5;
+/** Rows of lock_table written or read by one statement (parameter limits, packet sizes). */
+export const DB_LOCK_ROWS_PER_STATEMENT = 500;
+
+// ------------------------------------------------------------------ reads
+
+/**
+ * Live sessions one liveXids() answers at most, most urgent first (due_at order: deadlines
+ * and retry times). The phase-two driver's sweep sees the rest once these end or move on.
+ */
+export const DB_SCAN_PAGE_SESSIONS = 1_000;
+/** Sessions (with their branches) loaded by one statement of a read. */
+export const DB_READ_SESSIONS_PER_STATEMENT = 200;
+/** Rounds of "run fn, fetch what it missed" one read may take before it is a bug. */
+export const DB_MAX_READ_PASSES = 8;
+
+// ------------------------------------------------------------------ lease
+
+/** How long a lease holder may go without renewing before another node may take over, ms. */
+export const DB_LEASE_MS = 10_000;
+/** How often the holder renews (and the others look for an expired lease), ms. */
+export const DB_LEASE_RENEW_INTERVAL_MS = 2_000;
+/**
+ * The holder steps down this long before the lease would expire in the database, ms: it
+ * measures its own time from when it SENT the renewal, so clock-rate differences and the
+ * round trip only make it step down early, never late.
+ */
+export const DB_LEASE_SAFETY_MARGIN_MS = 1_000;
+
+// ------------------------------------------------------------------ housekeeping
+
+/** How often the lease holder prunes the finished and dedup tables, ms. */
+export const DB_HOUSEKEEPING_INTERVAL_MS = 30_000;
+/** Rows one pruning statement deletes at most (keeps its locks short). */
+export const DB_PRUNE_BATCH_ROWS = 1_000;
+
+// ------------------------------------------------------------------ schema
+
+/** Characters of a table prefix (identifiers must fit every dialect's 63/64-char limit). */
+export const DB_MAX_TABLE_PREFIX_CHARS = 32;
+/** Characters of a lock_table row key: resourceId^^^table^^^pk at their limits (256 + 128 + 256 + 6). */
+export const DB_MAX_ROW_KEY_CHARS = 646;
+
+/**
+ * The phase-two driver's sweep interval to use in db mode, ms. A transaction decided on a
+ * node that does not hold the lease is driven by the holder when its sweep finds it, so
+ * the sweep is much shorter than raft mode's default 10 s; each sweep is one bounded query.
+ */
+export const DB_MODE_SWEEP_INTERVAL_MS = 1_000;

@@ -1,0 +1,257 @@
+/**
+ * Helpers of the db store tests: the two real databases (found through the standard env
+ * vars; unreachable → the test FAILS, it never skips), unique table prefixes, coordinator
+ * worlds on a db store, polling, and a TCP proxy that plays a database going down.
+ */
+import { randomBytes } from 'node:crypto';
+import { createServer, connect, type Server, type Socket } from 'node:net';
+import { setTimeout as sleep } from 'node:timers/promises';
+import pg from 'pg';
+import mysql from 'mysql2/promise';
+import { Coordinator } from '../../src/coordinator/coordinator.ts';
+import type { PhaseTwoOptions } from '../../src/coordinator/phase-two-driver.ts';
+import { createLogger, silentLogger, type Logger } from '../../src/shared/logger.ts';
+import { DbSessionStore, tableNames, type DbSessionStoreOptions, type DialectName } from '../../src/store/db/index.ts';
+import { FakeClock, FakeGateway, SequentialIds, TEST_PHASE_TWO } from '../coordinator/fakes.ts';
+
+export const DIALECTS: readonly DialectName[] = ['postgres', 'mysql'];
+
+/** Silent, unless CONCORD_TEST_LOG names a level (debugging a failing run). */
+export function testLogger(): Logger {
+  const level = process.env.CONCORD_TEST_LOG;
+  return level ? createLogger({ level }) : silentLogger();
+}
+
+function enc(s: string): string {
+  return encodeURIComponent(s);
+}
+
+export function dbUrl(dialect: DialectName, port?: number): string {
+  if (dialect === 'postgres') {
+    const host = process.env.PGHOST ?? '127.0.0.1';
+    const user = process.env.PGUSER ?? 'postgres';
+    const password = process.env.PGPASSWORD ?? '';
+    const db = process.env.PGDATABASE ?? 'test';
+    return `postgres://${enc(user)}${password ? `:${enc(password)}` : ''}@${host}:${port ?? Number(process.env.PGPORT ?? 5432)}/${enc(db)}`;
+  }
+  const host = process.env.MYSQL_HOST ?? '127.0.0.1';
+  const user = process.env.MYSQL_USER ?? 'root';
+  const password = process.env.MYSQL_PASSWORD ?? '';
+  const db = process.env.MYSQL_DATABASE ?? 'test';
+  return `mysql://${enc(user)}${password ? `:${enc(password)}` : ''}@${host}:${port ?? Number(process.env.MYSQL_PORT ?? 3306)}/${enc(db)}`;
+}
+
+export function dbHostPort(dialect: DialectName): { host: string; port: number } {
+  return dialect === 'postgres'
+    ? { host: process.env.PGHOST ?? '127.0.0.1', port: Number(process.env.PGPORT ?? 5432) }
+    : { host: process.env.MYSQL_HOST ?? '127.0.0.1', port: Number(process.env.MYSQL_PORT ?? 3306) };
+}
+
+/** A table prefix unique to one test run (parallel files and reruns never share tables). */
+export function uniquePrefix(tag: string): string {
+  return `t_${tag}_${randomBytes(3).toString('hex')}_`;
+}
+
+/** Runs plain SQL against the real database: the test's own eyes, not the store's. */
+export interface AdminTx {
+  query(sql: string, params?: unknown[]): Promise<Record<string, unknown>[]>;
+  commit(): Promise<void>;
+  rollback(): Promise<void>;
+}
+
+export interface Admin {
+  query(sql: string, params?: unknown[]): Promise<Record<string, unknown>[]>;
+  /** A transaction on its own connection, left open until the test ends it. */
+  begin(): Promise<AdminTx>;
+  dropTables(prefix: string): Promise<void>;
+  close(): Promise<void>;
+}
+
+export async function connectAdmin(dialect: DialectName): Promise<Admin> {
+  const url = dbUrl(dialect);
+  try {
+    if (dialect === 'postgres') {
+      const pool = new pg.Pool({ connectionString: url, max: 4, connectionTimeoutMillis: 5_000 });
+      pool.on('error', () => undefined);
+      await pool.query('SELECT 1');
+      return {
+        async query(sql, params = []) {
+          let n = 0;
+          return (await pool.query(sql.replace(/\?/g, () => `$${++n}`), params)).rows as Record<string, unknown>[];
+        },
+        async begin() {
+          const client = await pool.connect();
+          await client.query('BEGIN');
+          return {
+            async query(sql, params = []) {
+              let n = 0;
+              return (await client.query(sql.replace(/\?/g, () => `$${++n}`), params)).rows as Record<string, unknown>[];
+            },
+            async commit() {
+              await client.query('COMMIT');
+              client.release();
+            },
+            async rollback() {
+              await client.query('ROLLBACK');
+              client.release();
+            },
+          };
+        },
+        async dropTables(prefix) {
+          for (const t of Object.values(tableNames(prefix))) await pool.query(`DROP TABLE IF EXISTS ${t}`);
+        },
+        close: () => pool.end(),
+      };
+    }
+    const pool = mysql.createPool({ uri: url, connectionLimit: 4, connectTimeout: 5_000 });
+    await pool.query('SELECT 1');
+    return {
+      async query(sql, params = []) {
+        const [rows] = await pool.query(sql, params);
+        return (Array.isArray(rows) ? rows : []) as Record<string, unknown>[];
+      },
+      async begin() {
+        const conn = await pool.getConnection();
+        await conn.query('START TRANSACTION');
+        return {
+          async query(sql, params = []) {
+            const [rows] = await conn.query(sql, params);
+            return (Array.isArray(rows) ? rows : []) as Record<string, unknown>[];
+          },
+          async commit() {
+            await conn.query('COMMIT');
+            conn.release();
+          },
+          async rollback() {
+            await conn.query('ROLLBACK');
+            conn.release();
+          },
+        };
+      },
+      async dropTables(prefix) {
+        for (const t of Object.values(tableNames(prefix))) await pool.query(`DROP TABLE IF EXISTS ${t}`);
+      },
+      close: () => pool.end(),
+    };
+  } catch (err) {
+    throw new Error(
+      dialect === 'postgres'
+        ? `PostgreSQL is unreachable at ${url} (PGHOST/PGPORT/PGUSER/PGPASSWORD/PGDATABASE): the db store tests need a real database and do not skip`
+        : `MySQL/MariaDB is unreachable at ${url} (MYSQL_HOST/MYSQL_PORT/MYSQL_USER/MYSQL_PASSWORD/MYSQL_DATABASE): the db store tests need a real database and do not skip`,
+      { cause: err },
+    );
+  }
+}
+
+/** Fast lease timings for tests: takeover within about two and a half seconds, yet a holder survives a 1.5 s stall. */
+export const TEST_LEASE = { leaseMs: 2_000, renewIntervalMs: 250, safetyMarginMs: 400 };
+
+export function openStore(dialect: DialectName, prefix: string, options: Partial<DbSessionStoreOptions> = {}): Promise<DbSessionStore> {
+  return DbSessionStore.open({
+    url: dbUrl(dialect),
+    nodeId: options.nodeId ?? `node-${randomBytes(2).toString('hex')}`,
+    logger: options.logger ?? testLogger(),
+    tablePrefix: prefix,
+    maxConnections: 6,
+    lease: TEST_LEASE,
+    ...options,
+  });
+}
+
+export interface DbWorld {
+  store: DbSessionStore;
+  coordinator: Coordinator;
+  gateway: FakeGateway;
+  clock: FakeClock;
+}
+
+/** A coordinator (fake clock and RM gateway, as in the coordinator's tests) on a db store. */
+export function dbWorld(
+  store: DbSessionStore,
+  options: { clock?: FakeClock; gateway?: FakeGateway; host?: string; idBase?: number; phaseTwo?: Partial<PhaseTwoOptions>; logger?: Logger } = {},
+): DbWorld {
+  const clock = options.clock ?? new FakeClock();
+  const gateway = options.gateway ?? new FakeGateway();
+  const coordinator = new Coordinator({
+    store,
+    gateway,
+    ids: new SequentialIds(options.idBase ?? 1_000 + Math.floor(Math.random() * 1_000_000) * 1_000),
+    clock,
+    logger: options.logger ?? testLogger(),
+    address: { host: options.host ?? '10.0.0.1', port: 8091 },
+    phaseTwo: { ...TEST_PHASE_TWO, sweepIntervalMs: 200, ...options.phaseTwo },
+  });
+  coordinator.start();
+  return { store, coordinator, gateway, clock };
+}
+
+/** Polls until fn returns a value other than undefined (real time: database round trips are real). */
+export async function waitFor<T>(what: string, fn: () => Promise<T | undefined> | T | undefined, timeoutMs = 15_000, everyMs = 25): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  let last: unknown = null;
+  for (;;) {
+    try {
+      const v = await fn();
+      if (v !== undefined) return v;
+    } catch (err) {
+      last = err;
+    }
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${last ? `: ${(last as Error).message}` : ''}`);
+    await sleep(everyMs);
+  }
+}
+
+/**
+ * A TCP proxy in front of the database: `down()` refuses new connections and cuts the open
+ * ones (a database that crashed), `up()` serves again on the same port.
+ */
+export class DbProxy {
+  private server: Server | null = null;
+  private readonly sockets = new Set<Socket>();
+  port = 0;
+
+  constructor(private readonly target: { host: string; port: number }) {}
+
+  async up(): Promise<void> {
+    const server = createServer((client) => {
+      const upstream = connect(this.target.port, this.target.host);
+      this.sockets.add(client);
+      this.sockets.add(upstream);
+      const drop = () => {
+        client.destroy();
+        upstream.destroy();
+        this.sockets.delete(client);
+        this.sockets.delete(upstream);
+      };
+      client.on('error', drop).on('close', drop);
+      upstream.on('error', drop).on('close', drop);
+      client.pipe(upstream);
+      upstream.pipe(client);
+    });
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(this.port, '127.0.0.1', () => resolve());
+    });
+    const addr = server.address();
+    this.port = typeof addr === 'object' && addr ? addr.port : 0;
+    this.server = server;
+  }
+
+  async down(): Promise<void> {
+    const server = this.server;
+    this.server = null;
+    for (const s of this.sockets) s.destroy();
+    this.sockets.clear();
+    if (server) await new Promise<void>((resolve) => server.close(() => resolve()));
+  }
+}
+
+/** A local port nothing listens on. */
+export async function closedPort(): Promise<number> {
+  const server = createServer();
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', () => resolve()));
+  const addr = server.address();
+  const port = typeof addr === 'object' && addr ? addr.port : 0;
+  await new Promise<void>((resolve) => server.close(() => resolve()));
+  return port;
+}
