@@ -57,6 +57,8 @@ export type {
 // ---- Errors ----
 export {
   TransactionTimeoutError,
+  TransactionOutcomeUnknownError,
+  isOutcomeUnknown,
   TransactionPropagationError,
   NoGlobalTransactionError,
   TransactionRolledBackError,
@@ -66,7 +68,7 @@ export {
   UnretryableBranchError,
   ClientClosedError,
 } from './client/sdk/index.ts';
-export { LockConflictError, UnknownXidError, IllegalStatusError, TcInternalError, UnavailableError } from './client/tc/errors.ts';
+export { LockConflictError, UnknownXidError, IllegalStatusError, TcInternalError, UnavailableError, OutcomeUnknownError } from './client/tc/errors.ts';
 export { ConcordError, BadRequestError, NotLeaderError, TimeoutError } from './shared/errors.ts';
 export type { ErrorCode } from './shared/errors.ts';
 

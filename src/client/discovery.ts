@@ -38,7 +38,6 @@ import { BadRequestError, ConcordError, NotLeaderError, ProposalDroppedError, Ti
 import { type Logger, silentLogger } from '../shared/logger.ts';
 import {
   type ClusterMetadata,
-  DEFAULT_REQUEST_TIMEOUT_MS,
   type HostPort,
   type NodeMetadata,
   UnavailableError,
@@ -51,6 +50,12 @@ import {
 
 /** Long-poll duration asked of the server, in ms (the server clamps it to [1 s, 60 s]). */
 export const DEFAULT_WATCH_TIMEOUT_MS = 30_000;
+/**
+ * A metadata request of a refresh gives up after this, ms: the answer is an in-memory read
+ * on the node, so a node silent this long is paused, black-holed or dead (a refresh does
+ * not wait for it anyway once another node named a leader).
+ */
+export const DEFAULT_METADATA_TIMEOUT_MS = 2_000;
 /** Retry backoff: base · 2^attempt, capped, with equal jitter (ms). */
 export const DEFAULT_BACKOFF_BASE_MS = 50;
 export const DEFAULT_BACKOFF_MAX_MS = 2_000;
@@ -62,6 +67,13 @@ export const MAX_KNOWN_ENDPOINTS = 32;
 export const WATCH_RETRY_MAX_MS = 2_000;
 /** A node whose watch failed is not watched again for this long, if others remain (ms). */
 export const WATCH_FAILURE_COOLDOWN_MS = 5_000;
+/**
+ * While no leader is known (an election, a restart of the whole cluster, a leader found
+ * unreachable), every known node is asked at this bounded backoff until one names a leader
+ * (ms). The watch alone cannot be trusted for it: the watched node may be the dead one.
+ */
+export const LEADER_POLL_BASE_MS = 50;
+export const LEADER_POLL_MAX_MS = 500;
 
 export interface LeaderEndpoint {
   nodeId: string;
@@ -115,14 +127,22 @@ export class ClusterDiscovery extends EventEmitter<DiscoveryEvents> {
   private readonly opts: Required<Pick<DiscoveryOptions, 'watch' | 'watchTimeoutMs' | 'requestTimeoutMs' | 'backoffBaseMs' | 'backoffMaxMs' | 'maxAttempts' | 'random'>>;
   private current: ClusterMetadata | null = null;
   private currentLeader: LeaderEndpoint | null = null;
-  private refreshing: Promise<ClusterMetadata> | null = null;
+  /** The leader the last leaderChange event named (currentLeader may be forgotten meanwhile). */
+  private announced: LeaderEndpoint | null = null;
+  /** The metadata request in flight per control endpoint. */
+  private readonly fetching = new Map<string, Promise<ClusterMetadata>>();
   private readonly closer = new AbortController();
   private watching = false;
   private watchTarget = 0;
   /** What each watched node last told us, so a lagging node is long-polled, not spun on. */
   private readonly seenFrom = new Map<string, { term: number; version: string }>();
-  /** When a node's watch last failed (performance.now()). */
+  /** When a node's watch last failed, or the node was found unreachable (performance.now()). */
   private readonly failedAt = new Map<string, number>();
+  /** Called when a leader becomes known (waitForLeader's waiters), or on close. */
+  private readonly leaderWaiters = new Set<() => void>();
+  private polling = false;
+  /** The watch request in flight, to restart it on a leader change (it may sit on a dead node). */
+  private watchAbort: AbortController | null = null;
 
   constructor(options: DiscoveryOptions) {
     super();
@@ -133,7 +153,7 @@ export class ClusterDiscovery extends EventEmitter<DiscoveryEvents> {
     this.opts = {
       watch: options.watch ?? true,
       watchTimeoutMs: options.watchTimeoutMs ?? DEFAULT_WATCH_TIMEOUT_MS,
-      requestTimeoutMs: options.requestTimeoutMs ?? DEFAULT_REQUEST_TIMEOUT_MS,
+      requestTimeoutMs: options.requestTimeoutMs ?? DEFAULT_METADATA_TIMEOUT_MS,
       backoffBaseMs: options.backoffBaseMs ?? DEFAULT_BACKOFF_BASE_MS,
       backoffMaxMs: options.backoffMaxMs ?? DEFAULT_BACKOFF_MAX_MS,
       maxAttempts: options.maxAttempts ?? DEFAULT_MAX_ATTEMPTS,
@@ -170,39 +190,66 @@ export class ClusterDiscovery extends EventEmitter<DiscoveryEvents> {
     if (this.closed) return;
     this.closer.abort();
     this.removeAllListeners();
+    for (const w of [...this.leaderWaiters]) w();
+  }
+
+  /**
+   * A client could not reach the node at this TC endpoint (connection refused, reset, dead):
+   * if it is the leader we know, forget it — calls then wait for a leader that a poll of
+   * every node finds, instead of going back to the dead one — and keep the watch off it.
+   */
+  reportUnreachable(transaction: HostPort): void {
+    if (this.closed) return;
+    const key = formatHostPort(transaction);
+    const node = this.current?.nodes.find((n) => n.transaction !== null && formatHostPort(n.transaction) === key);
+    if (node?.control) this.failedAt.set(formatHostPort(node.control), performance.now());
+    if (this.currentLeader && formatHostPort(this.currentLeader.transaction) === key) {
+      this.log.debug({ leader: this.currentLeader.nodeId }, 'the leader is unreachable; looking for the leader again');
+      this.currentLeader = null;
+    }
+    this.pollForLeader();
+  }
+
+  /** The node at this TC endpoint answered NOT_LEADER: it is not the leader we think it is. */
+  reportNotLeader(transaction: HostPort): void {
+    if (this.closed) return;
+    if (this.currentLeader && formatHostPort(this.currentLeader.transaction) === formatHostPort(transaction)) this.currentLeader = null;
+    this.pollForLeader();
   }
 
   /**
    * Asks every known node at once (seeds and members) and adopts the most recent view:
-   * the highest term, preferring an answer that names a leader. Concurrent callers share
-   * one refresh. Rejects with UnavailableError if no node answers.
+   * the highest term, preferring an answer that names a leader. At most one metadata
+   * request per node is in flight at a time (concurrent refreshes share them), so a node
+   * that hangs (paused, black-holed) costs one request and never delays the answers of the
+   * others. Rejects with UnavailableError if no node answers.
    */
   refresh(): Promise<ClusterMetadata> {
     if (this.closed) return Promise.reject(new UnavailableError('discovery is closed'));
-    if (!this.refreshing) {
-      this.refreshing = this.doRefresh().finally(() => {
-        this.refreshing = null;
-      });
-    }
-    return this.refreshing;
+    return this.doRefresh();
   }
 
-  /** Resolves with the leader, refreshing with backoff until one is known or `waitMs` passes. */
+  /**
+   * Resolves with the leader; while none is known, every node is polled (one poll shared by
+   * all waiters, at a bounded backoff) and the waiter wakes the moment a leader is adopted —
+   * by the poll, the watch or any refresh. UnavailableError after `waitMs`.
+   */
   async waitForLeader(waitMs = this.opts.backoffMaxMs * 4): Promise<LeaderEndpoint> {
-    const deadline = performance.now() + waitMs;
-    for (let attempt = 0; ; attempt++) {
-      if (this.closed) throw new UnavailableError('discovery is closed');
-      if (this.currentLeader) return this.currentLeader;
-      try {
-        await this.refresh();
-        if (this.currentLeader) return this.currentLeader;
-      } catch (err) {
-        this.log.debug({ err: (err as Error).message }, 'refresh failed while waiting for a leader');
-      }
-      const left = deadline - performance.now();
-      if (left <= 0) throw new UnavailableError(`no leader known for group ${this.group} within ${waitMs} ms`);
-      await this.pause(Math.min(left, this.backoff(attempt)));
-    }
+    if (this.closed) throw new UnavailableError('discovery is closed');
+    if (this.currentLeader) return this.currentLeader;
+    this.pollForLeader();
+    await new Promise<void>((resolve) => {
+      const done = () => {
+        clearTimeout(timer);
+        this.leaderWaiters.delete(done);
+        resolve();
+      };
+      const timer = setTimeout(done, Math.max(0, waitMs));
+      this.leaderWaiters.add(done);
+    });
+    if (this.closed) throw new UnavailableError('discovery is closed');
+    if (this.currentLeader) return this.currentLeader;
+    throw new UnavailableError(`no leader known for group ${this.group} within ${waitMs} ms`);
   }
 
   /**
@@ -234,25 +281,94 @@ export class ClusterDiscovery extends EventEmitter<DiscoveryEvents> {
 
   // ---------------------------------------------------------------- internals
 
-  private async doRefresh(): Promise<ClusterMetadata> {
+  /**
+   * Asks every known node at once; each answer is adopted as it arrives (if it is not older
+   * than what we hold). Resolves as soon as a leader is known — a paused or black-holed node
+   * must not hold the refresh for its request timeout — or when every node answered or
+   * failed; rejects when none answered.
+   */
+  private doRefresh(): Promise<ClusterMetadata> {
     const targets = this.knownControls();
-    const results = await Promise.allSettled(
-      targets.map((t) => fetchClusterMetadata(t, { group: this.group, timeoutMs: this.opts.requestTimeoutMs, signal: this.closer.signal })),
-    );
-    let best: ClusterMetadata | null = null;
-    const errors: string[] = [];
-    results.forEach((r, i) => {
-      if (r.status === 'fulfilled') {
-        if (best === null || isNewer(r.value, best)) best = r.value;
-      } else {
-        errors.push(`${formatHostPort(targets[i]!)}: ${(r.reason as Error).message}`);
-        // A group this client does not belong to is a configuration error, not an outage.
-        if (r.reason instanceof BadRequestError) this.log.warn({ err: r.reason.message }, 'metadata request refused');
+    return new Promise<ClusterMetadata>((resolve, reject) => {
+      let left = targets.length;
+      let answered = false;
+      let settled = false;
+      const errors: string[] = [];
+      const settle = () => {
+        if (settled) return;
+        if (this.currentLeader && answered) {
+          settled = true;
+          resolve(this.current!);
+        } else if (left === 0) {
+          settled = true;
+          if (answered && this.current) resolve(this.current);
+          else reject(new UnavailableError(`no node of group ${this.group} answered: ${errors.join('; ')}`));
+        }
+      };
+      if (targets.length === 0) {
+        settle();
+        return;
+      }
+      for (const t of targets) {
+        this.fetchFrom(t).then(
+          () => {
+            left--;
+            answered = true;
+            settle();
+          },
+          (err: unknown) => {
+            left--;
+            errors.push(`${formatHostPort(t)}: ${(err as Error).message}`);
+            // A group this client does not belong to is a configuration error, not an outage.
+            if (err instanceof BadRequestError) this.log.warn({ err: err.message }, 'metadata request refused');
+            settle();
+          },
+        );
       }
     });
-    if (best === null) throw new UnavailableError(`no node of group ${this.group} answered: ${errors.join('; ')}`);
-    this.adopt(best, true);
-    return this.current ?? best;
+  }
+
+  /** One metadata request to a node (shared while in flight); its answer is adopted when it arrives. */
+  private fetchFrom(target: HostPort): Promise<ClusterMetadata> {
+    const key = formatHostPort(target);
+    const inflight = this.fetching.get(key);
+    if (inflight) return inflight;
+    const p = fetchClusterMetadata(target, { group: this.group, timeoutMs: this.opts.requestTimeoutMs, signal: this.closer.signal })
+      .then((md) => {
+        if (!this.closed) this.adopt(md, true);
+        return md;
+      })
+      .finally(() => this.fetching.delete(key));
+    this.fetching.set(key, p);
+    return p;
+  }
+
+  /** Polls every known node until one names a leader (at most one poll loop at a time). */
+  private pollForLeader(): void {
+    if (this.polling || this.closed || this.currentLeader) return;
+    this.polling = true;
+    void (async () => {
+      try {
+        for (let attempt = 0; !this.closed && !this.currentLeader; attempt++) {
+          // Not awaited to the end: a node that hangs must not slow the polling of the others.
+          const round = this.refresh().catch((err: unknown) => {
+            this.log.debug({ err: (err as Error).message }, 'no node answered while looking for the leader');
+          });
+          const delay = this.pollDelay(attempt);
+          const started = performance.now();
+          await Promise.race([round, this.pause(delay)]);
+          if (this.closed || this.currentLeader) break;
+          await this.pause(delay - (performance.now() - started));
+        }
+      } finally {
+        this.polling = false;
+      }
+    })();
+  }
+
+  private pollDelay(attempt: number): number {
+    const exp = Math.min(LEADER_POLL_MAX_MS, this.opts.backoffMaxMs, LEADER_POLL_BASE_MS * 2 ** Math.min(attempt, 20));
+    return exp / 2 + (exp / 2) * this.opts.random();
   }
 
   /** Control endpoints to ask: members of the known metadata first, then the seeds. */
@@ -278,15 +394,28 @@ export class ClusterDiscovery extends EventEmitter<DiscoveryEvents> {
     if (cur && force && isNewer(cur, md)) return false;
     const versionChanged = !cur || cur.metadataVersion !== md.metadataVersion || cur.term !== md.term;
     this.current = md;
-    const previous = this.currentLeader;
     const next = leaderFrom(md);
-    const leaderChanged = (previous?.nodeId ?? null) !== (next?.nodeId ?? null) || (previous !== null && next !== null && formatHostPort(previous.transaction) !== formatHostPort(next.transaction));
     this.currentLeader = next;
     if (versionChanged) this.emit('metadata', md);
+    // Events compare with the leader last ANNOUNCED, not with currentLeader: a leader this
+    // client forgot (unreachable, NOT_LEADER) and a stale follower names again in the same
+    // term is no news — announcing it would wake every retry at once, straight back to it.
+    // The same node in a later term (re-elected after a restart) is announced.
+    const announced = this.announced;
+    const leaderChanged =
+      (announced?.nodeId ?? null) !== (next?.nodeId ?? null) ||
+      (announced !== null && next !== null && (formatHostPort(announced.transaction) !== formatHostPort(next.transaction) || next.term > announced.term));
     if (leaderChanged) {
-      this.log.info({ from: previous?.nodeId ?? null, to: next?.nodeId ?? null, term: md.term }, 'leader changed');
-      this.emit('leaderChange', { previous, leader: next, term: md.term });
+      this.announced = next;
+      this.log.info({ from: announced?.nodeId ?? null, to: next?.nodeId ?? null, term: md.term }, 'leader changed');
+      // The old leader may be dead: keep the watch off it for a while, and move a watch
+      // that may be waiting on it.
+      if (announced?.control && announced.nodeId !== next?.nodeId) this.failedAt.set(formatHostPort(announced.control), performance.now());
+      this.watchAbort?.abort();
+      this.emit('leaderChange', { previous: announced, leader: next, term: md.term });
     }
+    if (next) for (const w of [...this.leaderWaiters]) w();
+    else this.pollForLeader();
     return true;
   }
 
@@ -296,9 +425,11 @@ export class ClusterDiscovery extends EventEmitter<DiscoveryEvents> {
     if (this.currentLeader?.nodeId === hint.nodeId) return false;
     // The hint comes from a node in the same or a later term; refresh to learn which.
     void this.refresh().catch(() => undefined);
-    const previous = this.currentLeader;
+    const previous = this.announced;
     this.currentLeader = { nodeId: hint.nodeId, transaction: hint.transaction, control: hint.control, term: this.current.term };
+    this.announced = this.currentLeader;
     this.emit('leaderChange', { previous, leader: this.currentLeader, term: this.current.term });
+    for (const w of [...this.leaderWaiters]) w();
     return true;
   }
 
@@ -324,11 +455,14 @@ export class ClusterDiscovery extends EventEmitter<DiscoveryEvents> {
       const md = this.current;
       const seen = this.seenFrom.get(key);
       const known = seen ?? { term: md?.term ?? 0, version: md?.metadataVersion ?? '' };
+      const abort = new AbortController();
+      this.watchAbort = abort;
+      this.log.debug({ target: key, term: known.term }, 'watching');
       try {
         const r = await watchCluster(
           target,
           { group: this.group, term: known.term, metadataVersion: known.version },
-          { watchTimeoutMs: this.opts.watchTimeoutMs, signal: this.closer.signal },
+          { watchTimeoutMs: this.opts.watchTimeoutMs, signal: AbortSignal.any([this.closer.signal, abort.signal]) },
         );
         failures = 0;
         this.failedAt.delete(key);
@@ -342,6 +476,7 @@ export class ClusterDiscovery extends EventEmitter<DiscoveryEvents> {
         }
       } catch (err) {
         if (this.closed) return;
+        if (abort.signal.aborted) continue; // the leader changed: pick a node to watch again
         failures++;
         this.seenFrom.delete(key);
         this.failedAt.set(key, performance.now());
@@ -350,13 +485,16 @@ export class ClusterDiscovery extends EventEmitter<DiscoveryEvents> {
         await this.pause(Math.min(WATCH_RETRY_MAX_MS, this.backoff(failures)));
         // Whatever failed may have been the leader: ask around.
         await this.refresh().catch(() => undefined);
+      } finally {
+        if (this.watchAbort === abort) this.watchAbort = null;
       }
     }
   }
 
   /**
-   * A follower's control endpoint (rotating on failure; nodes whose watch failed recently
-   * and nodes the leader reports unhealthy come last); the leader only if it is alone.
+   * A follower's control endpoint (rotating on failure; followers whose watch failed
+   * recently or that the leader reports unhealthy come last); the leader only if no
+   * follower is known.
    */
   private pickWatchTarget(): HostPort | null {
     const md = this.current;
@@ -366,8 +504,14 @@ export class ClusterDiscovery extends EventEmitter<DiscoveryEvents> {
       const failed = this.failedAt.get(formatHostPort(n.control!));
       return n.healthy !== false && (failed === undefined || now - failed > WATCH_FAILURE_COOLDOWN_MS);
     };
+    const recentlyFailed = (n: NodeMetadata) => {
+      const failed = this.failedAt.get(formatHostPort(n.control!));
+      return failed !== undefined && now - failed <= WATCH_FAILURE_COOLDOWN_MS;
+    };
     const followers = nodes.filter((n) => n.role !== 'LEADER' && n.nodeId !== md?.leaderId);
-    const pools = [followers.filter(usable), nodes.filter(usable), followers, nodes];
+    // Any follower beats the leader (watching the leader cannot tell us it died), even one
+    // the leader reports unhealthy (a lagging follower still sees the term change).
+    const pools = [followers.filter(usable), followers.filter((n) => !recentlyFailed(n)), followers, nodes.filter(usable), nodes];
     const pool = pools.find((p) => p.length > 0);
     if (!pool) return this.seeds[this.watchTarget % this.seeds.length] ?? null;
     return pool[this.watchTarget % pool.length]!.control;
@@ -380,7 +524,7 @@ export class ClusterDiscovery extends EventEmitter<DiscoveryEvents> {
 
   private async pause(ms: number): Promise<void> {
     try {
-      await sleep(ms, undefined, { signal: this.closer.signal });
+      await sleep(Math.max(0, ms), undefined, { signal: this.closer.signal });
     } catch {
       // closed
     }

@@ -15,17 +15,39 @@
  * the metadata endpoint (src/client/discovery.ts, which also watches followers to learn a
  * new leader early) and sends every call to the leader's TC port.
  *
- *  - NOT_LEADER: nothing was proposed. Always retried, at once, on the leader the error
- *    names (or the one discovery finds).
- *  - UNAVAILABLE, TIMEOUT, a broken connection: the outcome is UNKNOWN (the command may
- *    still commit). Retried only when repeating is safe: reads; commit/rollback/report
- *    (a decided transaction keeps its decision); and Begin / BranchRegister, which always
- *    carry a requestId, generated once per logical call and sent unchanged on every retry —
- *    the TC's replicated dedup table answers a retry with the first result, so a Begin
- *    retried across a failover still yields ONE transaction.
- *  - LOCK_CONFLICT, UNKNOWN_XID, ILLEGAL_STATUS, BAD_REQUEST: definite answers, never
- *    retried here (a lock conflict is the caller's to retry or give up).
- * Retries back off exponentially (bounded) and stop at `maxAttempts` or `callDeadlineMs`.
+ * One logical call has a BUDGET (`callDeadlineMs`, default 30 s) and makes attempts until
+ * an answer, a definite error, or the budget is spent; each attempt has its own timeout
+ * (`attemptTimeoutMs`, default 5 s — see DEFAULT_ATTEMPT_TIMEOUT_MS for why). What a
+ * failed attempt means (`retryClassOf` in src/client/tc/errors.ts):
+ *
+ *  - NOT_LEADER: nothing was proposed. Always retried within the budget — at once on the
+ *    leader the error names, else on the one discovery finds.
+ *  - Not sent (no connection could be made): retried, after discovery looked again.
+ *  - Outcome UNKNOWN — a timeout, UNAVAILABLE, ProposalDropped, and every transport failure
+ *    (a reset, an RST_STREAM of any code, a dropped or keepalive-killed connection, a
+ *    server-side CANCELLED, a stream that ended): retried only when repeating is safe:
+ *    reads; Commit/Rollback/GlobalReport/BranchReport (a decided transaction keeps its
+ *    decision; reports are idempotent); and Begin / BranchRegister, which always carry a
+ *    requestId, generated once per logical call and sent unchanged on every retry — the
+ *    TC's replicated dedup table answers a retry with the first result, so a Begin retried
+ *    across a failover still yields ONE transaction. Only MarkResolved is unsafe.
+ *  - LOCK_CONFLICT, UNKNOWN_XID, ILLEGAL_STATUS, BAD_REQUEST, INTERNAL: definite answers,
+ *    never retried here (a lock conflict is the caller's to retry or give up).
+ *
+ * When the budget runs out after an attempt whose outcome was unknown (or an unsafe call's
+ * outcome is unknown), the call fails with OutcomeUnknownError (`outcomeUnknown: true`):
+ * for a Commit or Rollback, ask GetStatus. When every attempt was refused (no leader, no
+ * connection), it fails with UnavailableError: nothing was applied.
+ *
+ * Failing over promptly:
+ *  - when discovery sees the leader change, every call in flight on another node's
+ *    connection fails at once (AttemptAbortedError, outcome unknown) and is re-issued on
+ *    the new leader — it does not wait for its attempt timeout;
+ *  - a connection that fails (refused, reset, keepalive: 2 s ping / 2 s timeout) is closed
+ *    and replaced, never left to grpc-js's reconnect backoff, and discovery forgets a leader
+ *    it could not reach and polls every node (seeds included) until one names a leader;
+ *  - retry pauses back off exponentially (50 ms .. 1 s, jittered) and end early when
+ *    discovery names a new leader.
  *
  * ## Unary or stream
  *
@@ -34,10 +56,9 @@
  * calls are always unary. See bench/README.md for what the difference costs.
  */
 import { randomUUID } from 'node:crypto';
-import { setTimeout as sleep } from 'node:timers/promises';
-import { BadRequestError, ConcordError, NotLeaderError, ProposalDroppedError, TimeoutError } from '../shared/errors.ts';
+import { BadRequestError } from '../shared/errors.ts';
 import { silentLogger, type Logger } from '../shared/logger.ts';
-import { ClusterDiscovery } from './discovery.ts';
+import { ClusterDiscovery, type LeaderChangeEvent } from './discovery.ts';
 import { leaderOf, type HostPort } from './http-metadata.ts';
 import {
   BRANCH_STATUS_CODES,
@@ -54,7 +75,7 @@ import {
   type GlobalStatusName,
 } from './tc/codes.ts';
 import { TcConnection, formatAddress } from './tc/connection.ts';
-import { TcInternalError, UnavailableError, wireToError } from './tc/errors.ts';
+import { AttemptAbortedError, OutcomeUnknownError, TcInternalError, TransportError, UnavailableError, retryClassOf, wireToError } from './tc/errors.ts';
 import {
   DEFAULT_ATTEMPT_TIMEOUT_MS,
   DEFAULT_CALL_DEADLINE_MS,
@@ -62,12 +83,27 @@ import {
   DEFAULT_MAX_ATTEMPTS,
   DEFAULT_RETRY_BASE_MS,
   DEFAULT_RETRY_MAX_MS,
+  MAX_IMMEDIATE_LEADER_HOPS,
 } from './tc/limits.ts';
 import type { SessionInfoWire, StreamCallKind, WireResponse } from './tc/proto.ts';
 import { RmChannel, type PhaseTwoHandler, type PhaseTwoRequest, type RmChannelOptions } from './tc/rm-channel.ts';
 
 export * from './tc/codes.ts';
-export { IllegalStatusError, LockConflictError, TcInternalError, UnavailableError, UnknownXidError } from './tc/errors.ts';
+export {
+  AttemptAbortedError,
+  ConnectFailedError,
+  IllegalStatusError,
+  LockConflictError,
+  OutcomeUnknownError,
+  TcInternalError,
+  TransportError,
+  UnavailableError,
+  UnknownXidError,
+  grpcToError,
+  isOutcomeUnknown,
+  retryClassOf,
+} from './tc/errors.ts';
+export type { RetryClass } from './tc/errors.ts';
 export * from './tc/limits.ts';
 export { RmChannel } from './tc/rm-channel.ts';
 export type { PhaseTwoHandler, PhaseTwoRequest, RmChannelOptions };
@@ -81,11 +117,11 @@ export interface TcClientOptions {
   logger?: Logger;
   /** Default 'stream'. */
   transport?: 'unary' | 'stream';
-  /** One attempt's timeout, ms. Default DEFAULT_ATTEMPT_TIMEOUT_MS. */
+  /** One attempt's timeout, ms. Default DEFAULT_ATTEMPT_TIMEOUT_MS (5 s). */
   attemptTimeoutMs?: number;
-  /** All attempts of one call, ms. Default DEFAULT_CALL_DEADLINE_MS. */
+  /** The budget of one logical call — all its attempts, across failovers — ms. Default DEFAULT_CALL_DEADLINE_MS (30 s). */
   callDeadlineMs?: number;
-  /** Default DEFAULT_MAX_ATTEMPTS. */
+  /** A guard against hot loops, not the bound that matters (the budget is). Default DEFAULT_MAX_ATTEMPTS. */
   maxAttempts?: number;
   retryBaseMs?: number;
   retryMaxMs?: number;
@@ -173,7 +209,13 @@ export interface SessionPage {
   totalLive: number;
 }
 
-interface InvokeOptions {
+/** Per-call options of the calls that take them. */
+export interface CallOptions {
+  /** This call's budget, ms, instead of the client's `callDeadlineMs`. */
+  deadlineMs?: number;
+}
+
+interface InvokeOptions extends CallOptions {
   /** Repeating the call after an unknown outcome is harmless (reads, idempotent commands, a requestId). */
   safe: boolean;
 }
@@ -193,6 +235,9 @@ export class TcClient {
   private readonly random: () => number;
   private started: Promise<unknown> | null = null;
   private closed = false;
+  /** Retry pauses in progress: ended early when discovery names a new leader. */
+  private readonly sleepers = new Set<() => void>();
+  private readonly offLeaderChange: () => void;
 
   constructor(options: TcClientOptions) {
     this.log = (options.logger ?? silentLogger()).child({ component: 'tc-client' });
@@ -211,6 +256,9 @@ export class TcClient {
     this.retryBaseMs = options.retryBaseMs ?? DEFAULT_RETRY_BASE_MS;
     this.retryMaxMs = options.retryMaxMs ?? DEFAULT_RETRY_MAX_MS;
     this.random = options.random ?? Math.random;
+    const onLeaderChange = (e: LeaderChangeEvent) => this.onLeaderChange(e);
+    this.discovery.on('leaderChange', onLeaderChange);
+    this.offLeaderChange = () => this.discovery.off('leaderChange', onLeaderChange);
   }
 
   /** Fetches the metadata and starts watching (calls do it on first use). */
@@ -234,18 +282,22 @@ export class TcClient {
     return str(r.xid, 'xid');
   }
 
-  /** Commits; answers the status reached (Committed, AsyncCommitting, CommitRetrying, ... or a rollback status after the timeout). */
-  async commit(xid: string): Promise<GlobalStatusName> {
-    return this.statusCall('commit', 'Commit', { xid: requireXid(xid) });
+  /**
+   * Commits; answers the status reached (Committed, AsyncCommitting, CommitRetrying, ... or a
+   * rollback status after the timeout). OutcomeUnknownError when the budget ran out without
+   * an answer: ask getStatus.
+   */
+  async commit(xid: string, options: CallOptions = {}): Promise<GlobalStatusName> {
+    return this.statusCall('commit', 'Commit', { xid: requireXid(xid) }, options);
   }
 
-  async rollback(xid: string): Promise<GlobalStatusName> {
-    return this.statusCall('rollback', 'Rollback', { xid: requireXid(xid) });
+  async rollback(xid: string, options: CallOptions = {}): Promise<GlobalStatusName> {
+    return this.statusCall('rollback', 'Rollback', { xid: requireXid(xid) }, options);
   }
 
-  /** Linearizable: never older than anything acknowledged before the call. */
-  async getStatus(xid: string): Promise<GlobalStatusName> {
-    return this.statusCall('getStatus', 'GetStatus', { xid: requireXid(xid) });
+  /** Linearizable: never older than anything acknowledged before the call. `options.deadlineMs`: a budget of its own. */
+  async getStatus(xid: string, options: CallOptions = {}): Promise<GlobalStatusName> {
+    return this.statusCall('getStatus', 'GetStatus', { xid: requireXid(xid) }, options);
   }
 
   /** Saga: the TM reports the status its engine reached. */
@@ -310,6 +362,7 @@ export class TcClient {
           return () => this.discovery.off('leaderChange', l);
         },
         refresh: () => void this.discovery.refresh().catch(() => undefined),
+        unreachable: (target) => this.discovery.reportUnreachable(target),
         random: this.random,
       },
       options,
@@ -362,9 +415,11 @@ export class TcClient {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    this.offLeaderChange();
+    for (const wake of [...this.sleepers]) wake();
     await Promise.all([...this.channels].map((c) => c.close()));
     this.channels.clear();
-    for (const c of this.connections.values()) c.close();
+    for (const c of [...this.connections.values()]) c.close();
     this.connections.clear();
     if (this.ownsDiscovery) this.discovery.close();
   }
@@ -383,30 +438,60 @@ export class TcClient {
     return this.started;
   }
 
+  /** The connection to a node: the open one, or a new one (a connection that failed is never reused). */
   private connection(target: HostPort): TcConnection {
     const key = formatAddress(target);
-    let c = this.connections.get(key);
-    if (!c) {
-      c = new TcConnection(target);
-      this.connections.set(key, c);
-    }
+    const existing = this.connections.get(key);
+    if (existing?.usable) return existing;
+    const c = new TcConnection(target, {
+      onClosed: (conn, reason) => {
+        if (this.connections.get(key) === conn) this.connections.delete(key);
+        if (!this.closed && !(reason instanceof AttemptAbortedError)) this.log.debug({ target: key, reason: reason.message }, 'connection closed; the next call dials afresh');
+      },
+    });
+    this.connections.set(key, c);
     return c;
   }
 
-  private async statusCall(kind: StreamCallKind | null, method: string, request: object): Promise<GlobalStatusName> {
-    const r = await this.invoke(kind, method, request, { safe: true });
+  /**
+   * Discovery saw a new leader (or lost the old one): calls in flight on any other node are
+   * given up at once (outcome unknown) and re-issued on the new leader by their invoke loop;
+   * retry pauses end.
+   */
+  private onLeaderChange(e: LeaderChangeEvent): void {
+    if (this.closed) return;
+    const keep = e.leader ? formatAddress(e.leader.transaction) : null;
+    const to = e.leader ? `${e.leader.nodeId} (term ${e.term})` : `no leader yet (term ${e.term})`;
+    for (const [key, conn] of [...this.connections]) {
+      if (key === keep) continue;
+      // With no leader known, only the old leader's calls are known to be lost.
+      if (keep === null && (!e.previous || formatAddress(e.previous.transaction) !== key)) continue;
+      if (conn.inflight > 0) this.log.info({ node: key, inflight: conn.inflight, to }, 'leader changed: failing the calls in flight on the old leader, to retry them on the new one');
+      conn.abort(new AttemptAbortedError(`${key} is not the leader any more (discovery: ${to}); the outcome of a call in flight there is unknown`));
+    }
+    if (e.leader) for (const wake of [...this.sleepers]) wake();
+  }
+
+  private async statusCall(kind: StreamCallKind | null, method: string, request: object, options: CallOptions = {}): Promise<GlobalStatusName> {
+    const r = await this.invoke(kind, method, request, { safe: true, ...options });
     return globalStatusName(Number(r.globalStatus ?? 0));
   }
 
   /**
    * One logical call: attempts on the leader until an answer, a definite error, or the
-   * retry budget is spent (see the file comment for what is retried).
+   * budget is spent (see the file comment for what is retried and what is thrown).
    */
   private async invoke(kind: StreamCallKind | null, method: string, request: object, opts: InvokeOptions): Promise<WireResponse> {
-    const deadline = Date.now() + this.callDeadlineMs;
+    const started = Date.now();
+    const deadline = started + (opts.deadlineMs ?? this.callDeadlineMs);
     let hint: HostPort | null = null;
+    let hops = 0;
+    let attempts = 0;
+    let backoffs = 0;
+    /** Some attempt may have taken effect. */
+    let unknown = false;
     let lastError: unknown = new UnavailableError(`${method}: no attempt was made`);
-    for (let attempt = 0; attempt < this.maxAttempts; attempt++) {
+    while (attempts < this.maxAttempts) {
       if (this.closed) throw new UnavailableError('the TC client is closed');
       let target: HostPort;
       try {
@@ -418,49 +503,83 @@ export class TcClient {
       } catch (err) {
         lastError = err;
         if (Date.now() >= deadline) break;
-        await sleep(this.backoff(attempt));
+        await this.pause(this.backoff(backoffs++), deadline);
         continue;
       }
       hint = null;
       const timeoutMs = Math.max(1, Math.min(this.attemptTimeoutMs, deadline - Date.now()));
+      let immediate = false;
+      attempts++;
       try {
         const conn = this.connection(target);
         const response = kind !== null && this.transport === 'stream' ? await conn.streamCall(kind, request, timeoutMs) : await conn.unary(method, request, timeoutMs);
         if (response.resultCode === 'RESULT_CODE_OK') return response;
         throw response.error ? wireToError(response.error, `${method} at ${formatAddress(target)}`) : new TcInternalError(`${method} at ${formatAddress(target)} failed without an error`);
       } catch (err) {
+        if (this.closed) throw new UnavailableError('the TC client is closed', { cause: err });
         lastError = err;
-        if (err instanceof NotLeaderError) {
-          const named = leaderOf(err)?.transaction ?? null;
-          if (named && formatAddress(named) !== formatAddress(target)) hint = named;
-          void this.discovery.refresh().catch(() => undefined);
-          this.log.debug({ method, target: formatAddress(target), leader: named ? formatAddress(named) : null }, 'not the leader; retrying');
-        } else if (isUnknownOutcome(err)) {
-          if (!opts.safe) throw err;
-          void this.discovery.refresh().catch(() => undefined);
-          this.log.debug({ method, target: formatAddress(target), err: (err as Error).message }, 'outcome unknown; retrying (safe to repeat)');
-        } else {
-          throw err;
+        const where = { method, target: formatAddress(target), attempt: attempts, err: (err as Error).message };
+        switch (retryClassOf(err)) {
+          case 'definite':
+            // An answer about the state now — also after a retry (a requestId's retry is
+            // answered with the first attempt's result; a decided transaction with its decision).
+            throw err;
+          case 'not-leader': {
+            const named = leaderOf(err)?.transaction ?? null;
+            this.discovery.reportNotLeader(target);
+            if (named && formatAddress(named) !== formatAddress(target) && hops < MAX_IMMEDIATE_LEADER_HOPS) {
+              hint = named;
+              hops++;
+              immediate = true;
+            }
+            this.log.debug({ ...where, leader: named ? formatAddress(named) : null }, 'not the leader; retrying');
+            break;
+          }
+          case 'not-sent':
+            if (err instanceof AttemptAbortedError) immediate = true; // given up on a node that is no longer the leader
+            else this.discovery.reportUnreachable(target); // down or unreachable: look for the leader again, everywhere
+            this.log.debug(where, 'not sent; retrying');
+            break;
+          case 'unknown-outcome':
+            unknown = true;
+            if (!opts.safe) throw new OutcomeUnknownError(method, attempts, Date.now() - started, err);
+            if (err instanceof AttemptAbortedError) immediate = true; // the new leader is known
+            else if (err instanceof TransportError) this.discovery.reportUnreachable(target);
+            else void this.discovery.refresh().catch(() => undefined);
+            this.log.debug(where, 'outcome unknown; retrying (safe to repeat)');
+            break;
         }
       }
-      // A leader named by the refusing node is tried at once; anything else backs off.
-      const pause = hint ? 0 : this.backoff(attempt);
+      if (!immediate) hops = 0;
+      const pause = immediate ? 0 : this.backoff(backoffs++);
       if (Date.now() + pause >= deadline) break;
-      if (pause > 0) await sleep(pause);
+      if (pause > 0) await this.pause(pause, deadline);
     }
-    throw lastError;
+    const elapsed = Date.now() - started;
+    if (unknown) throw new OutcomeUnknownError(method, attempts, elapsed, lastError);
+    const last = lastError instanceof Error ? lastError.message : String(lastError);
+    throw new UnavailableError(`${method}: no leader took the call within ${elapsed} ms (${attempts} attempt(s)); it was not applied. Last failure: ${last}`, { cause: lastError });
+  }
+
+  /** Sleeps `ms` (never past `deadline`); a leader change seen by discovery ends it early. */
+  private pause(ms: number, deadline: number): Promise<void> {
+    const wait = Math.max(0, Math.min(ms, deadline - Date.now()));
+    if (wait === 0 || this.closed) return Promise.resolve();
+    return new Promise((resolve) => {
+      const done = () => {
+        clearTimeout(timer);
+        this.sleepers.delete(done);
+        resolve();
+      };
+      const timer = setTimeout(done, wait);
+      this.sleepers.add(done);
+    });
   }
 
   private backoff(attempt: number): number {
     const exp = Math.min(this.retryMaxMs, this.retryBaseMs * 2 ** Math.min(attempt, 20));
     return exp / 2 + (exp / 2) * this.random();
   }
-}
-
-/** The outcome of the attempt is unknown: it may have been applied. */
-function isUnknownOutcome(err: unknown): boolean {
-  if (err instanceof TimeoutError || err instanceof ProposalDroppedError || err instanceof UnavailableError) return true;
-  return err instanceof ConcordError && (err.code === 'UNAVAILABLE' || err.code === 'TIMEOUT' || err.code === 'STOPPED');
 }
 
 function requireXid(xid: unknown): string {

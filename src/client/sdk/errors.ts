@@ -28,6 +28,28 @@ export class TransactionTimeoutError extends TimeoutError {
   }
 }
 
+/**
+ * A TC call's outcome is unknown: the client's budget ran out after attempts that may or may
+ * not have taken effect (the cluster was unreachable, or lost its leader, for that long).
+ * `outcomeUnknown` is always true. For `commit`, the SDK already asked GetStatus and could
+ * not learn the decision either: the transaction may be committed, or will be rolled back
+ * at its timeout — check `status()` later, do not assume either. For `begin`, a transaction
+ * may exist that nobody will finish (the TC rolls it back at its timeout).
+ */
+export class TransactionOutcomeUnknownError extends TransactionTimeoutError {
+  readonly outcomeUnknown = true as const;
+  constructor(phase: TransactionPhase, xid: string | null, options: ConcordErrorOptions = {}) {
+    super(phase, xid, options);
+    const cause = options.cause instanceof Error ? `: ${options.cause.message}` : '';
+    this.message = `${phase} of ${xid ?? 'a new global transaction'}: outcome unknown${cause}`;
+  }
+}
+
+/** True for an error whose call may or may not have taken effect (`outcomeUnknown: true`). */
+export function isOutcomeUnknown(err: unknown): boolean {
+  return typeof err === 'object' && err !== null && (err as { outcomeUnknown?: unknown }).outcomeUnknown === true;
+}
+
 /** A propagation rule refused to run: NEVER inside a transaction, MANDATORY outside one. */
 export class TransactionPropagationError extends ConcordError {
   readonly propagation: string;
@@ -127,11 +149,13 @@ export function isTimeout(err: unknown): boolean {
 }
 
 /**
- * Maps an error of a TC call made in `phase` to what the caller sees: a timeout becomes a
- * TransactionTimeoutError naming the phase (and the xid); anything else is returned as is.
+ * Maps an error of a TC call made in `phase` to what the caller sees: an unknown outcome
+ * becomes a TransactionOutcomeUnknownError, a timeout a TransactionTimeoutError, naming the
+ * phase (and the xid); anything else is returned as is.
  */
 export function toPhaseError(err: unknown, phase: TransactionPhase, xid: string | null): unknown {
   if (err instanceof TransactionTimeoutError) return err;
+  if (isOutcomeUnknown(err)) return new TransactionOutcomeUnknownError(phase, xid, { cause: err });
   if (isTimeout(err)) return new TransactionTimeoutError(phase, xid, { cause: err });
   return err;
 }

@@ -9,6 +9,7 @@ export type { ActionContext, TccActionDefinition, SagaActionDefinition, BranchAc
 export { GlobalStatus, BranchStatus, decisionOf, isEndStatus } from './status.ts';
 export {
   TransactionTimeoutError,
+  TransactionOutcomeUnknownError,
   TransactionPropagationError,
   NoGlobalTransactionError,
   TransactionRolledBackError,
@@ -16,9 +17,10 @@ export {
   BranchRefusedError,
   UnretryableBranchError,
   ClientClosedError,
+  isOutcomeUnknown,
 } from './errors.ts';
 export type { TransactionPhase } from './errors.ts';
-export type { TcPort, BeginArgs, BranchRegisterArgs, BranchReportArgs, PhaseTwoRequest, PhaseTwoHandler, RmChannelArgs, RmChannelPort } from './tc-port.ts';
+export type { TcPort, TcCallOptions, BeginArgs, BranchRegisterArgs, BranchReportArgs, PhaseTwoRequest, PhaseTwoHandler, RmChannelArgs, RmChannelPort } from './tc-port.ts';
 export {
   DEFAULT_TRANSACTION_TIMEOUT_MS,
   MIN_TRANSACTION_TIMEOUT_MS,
@@ -29,4 +31,5 @@ export {
   MAX_QUEUED_PHASE_TWO,
   RM_READY_TIMEOUT_MS,
   DEFAULT_CLOSE_DRAIN_MS,
+  COMMIT_OUTCOME_QUERY_MS,
 } from './limits.ts';

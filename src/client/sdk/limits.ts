@@ -29,3 +29,10 @@ export const MAX_QUEUED_PHASE_TWO = 4_096;
 export const RM_READY_TIMEOUT_MS = 10_000;
 /** How long close() waits for in-flight transactions and phase-two work before closing channels, ms. */
 export const DEFAULT_CLOSE_DRAIN_MS = 30_000;
+/**
+ * After a commit whose outcome is unknown (the TC client's budget ran out), the TM asks
+ * GetStatus — and commits again if the transaction is still in Begin — within this budget,
+ * ms, before it reports the outcome as unknown. Short: the cluster was just unreachable for
+ * the whole commit budget, so this is a last look, not a second wait.
+ */
+export const COMMIT_OUTCOME_QUERY_MS = 5_000;

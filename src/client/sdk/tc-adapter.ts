@@ -22,9 +22,9 @@ export function tcPortOf(tc: TcClient): ConnectableTcPort {
   return {
     connect: () => tc.start(),
     begin: (args) => tc.begin(args),
-    commit: (xid) => tc.commit(xid),
+    commit: (xid, options) => tc.commit(xid, options),
     rollback: (xid) => tc.rollback(xid),
-    getStatus: (xid) => tc.getStatus(xid),
+    getStatus: (xid, options) => tc.getStatus(xid, options),
     globalReport: (xid, status) => tc.globalReport(xid, status),
     branchRegister: (args) => tc.branchRegister(args),
     branchReport: (args) => tc.branchReport(args),

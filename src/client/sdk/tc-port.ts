@@ -10,7 +10,8 @@
  * holding xid, UnknownXidError, IllegalStatusError, NotLeaderError, TimeoutError, ...).
  * Leader discovery and safe retries (idempotent calls, request ids for Begin and
  * BranchRegister) are the port's job: when a call rejects, it has already been retried as
- * far as retrying is safe.
+ * far as retrying is safe. A call whose outcome is unknown after that rejects with an error
+ * carrying `outcomeUnknown: true` (the tc-client's OutcomeUnknownError).
  */
 import type { BranchType } from '../context.ts';
 import type { BranchStatus, GlobalStatus } from './status.ts';
@@ -79,11 +80,18 @@ export interface RmChannelPort {
   close(): Promise<void>;
 }
 
+/** Options of the calls that take them. */
+export interface TcCallOptions {
+  /** This call's budget, ms (all its attempts), instead of the port's default. */
+  deadlineMs?: number;
+}
+
 export interface TcPort {
   begin(args: BeginArgs): Promise<string>;
-  commit(xid: string): Promise<GlobalStatus>;
+  /** Rejects with an error marked `outcomeUnknown: true` when the budget ran out without learning whether it took effect. */
+  commit(xid: string, options?: TcCallOptions): Promise<GlobalStatus>;
   rollback(xid: string): Promise<GlobalStatus>;
-  getStatus(xid: string): Promise<GlobalStatus>;
+  getStatus(xid: string, options?: TcCallOptions): Promise<GlobalStatus>;
   globalReport(xid: string, status: GlobalStatus): Promise<GlobalStatus>;
   branchRegister(args: BranchRegisterArgs): Promise<string>;
   branchReport(args: BranchReportArgs): Promise<void>;

@@ -8,6 +8,12 @@
  *   its timeout) throws TransactionRolledBackError; a commit that gave up (CommitFailed)
  *   throws TransactionFailedError. A commit still retrying phase two (CommitRetrying) is a
  *   success: the decision is durable and the TC finishes it.
+ * - A commit whose outcome is unknown (the client's retries ran out of budget, e.g. the
+ *   cluster had no reachable leader that long) is NEVER followed by a rollback: the commit
+ *   may have taken effect. The TM asks GetStatus: a decided status is the answer (as if the
+ *   commit had returned it); Begin means the commit did not take effect, so it commits
+ *   again (safe to repeat). If even that cannot be learned, it throws
+ *   TransactionOutcomeUnknownError (`outcomeUnknown: true`, a TransactionTimeoutError).
  * - fn throws → roll back, then rethrow fn's error unchanged — also when the rollback call
  *   itself failed (logged): the TC never commits a transaction nobody committed, it rolls
  *   it back at its timeout, so "rolled back" stays true.
@@ -17,8 +23,8 @@ import { BadRequestError, ConcordError } from '../../shared/errors.ts';
 import type { Logger } from '../../shared/logger.ts';
 import { assertValidXid, currentXid, runWithoutXid, runWithXid } from '../context.ts';
 import { IllegalStatusError } from '../tc/errors.ts';
-import { TransactionFailedError, TransactionRolledBackError, inPhase } from './errors.ts';
-import { DEFAULT_TRANSACTION_TIMEOUT_MS, MAX_NAME_CHARS, MAX_TRANSACTION_TIMEOUT_MS, MIN_TRANSACTION_TIMEOUT_MS } from './limits.ts';
+import { TransactionFailedError, TransactionOutcomeUnknownError, TransactionRolledBackError, inPhase, isOutcomeUnknown, toPhaseError } from './errors.ts';
+import { COMMIT_OUTCOME_QUERY_MS, DEFAULT_TRANSACTION_TIMEOUT_MS, MAX_NAME_CHARS, MAX_TRANSACTION_TIMEOUT_MS, MIN_TRANSACTION_TIMEOUT_MS } from './limits.ts';
 import { Propagation, isPropagation, planPropagation } from './propagation-mode.ts';
 import { GlobalStatus, decisionOf, isFailedStatus } from './status.ts';
 import type { TcPort } from './tc-port.ts';
@@ -136,6 +142,25 @@ export function isNoRollback(rule: NoRollbackRule | undefined, error: unknown, l
   return (rule as ReadonlyArray<abstract new (...args: never[]) => unknown>).some((cls) => error instanceof cls);
 }
 
+/**
+ * A commit's outcome is unknown: asks the TC (GetStatus, linearizable) within
+ * COMMIT_OUTCOME_QUERY_MS. A decided status is the answer; Begin means no commit took
+ * effect, so it commits again (repeating a commit is safe). Otherwise throws
+ * TransactionOutcomeUnknownError — never guesses, never rolls back.
+ */
+async function learnCommitOutcome(tc: TcPort, xid: string, unknown: unknown, log: Logger): Promise<GlobalStatus> {
+  const deadline = Date.now() + COMMIT_OUTCOME_QUERY_MS;
+  try {
+    const status = await tc.getStatus(xid, { deadlineMs: COMMIT_OUTCOME_QUERY_MS });
+    log.info({ xid, status }, 'commit outcome was unknown; GetStatus answered');
+    if (decisionOf(status) !== null) return status;
+    if (status === GlobalStatus.Begin) return await tc.commit(xid, { deadlineMs: Math.max(1, deadline - Date.now()) });
+  } catch (err) {
+    log.warn({ xid, err }, 'commit outcome unknown, and GetStatus could not tell');
+  }
+  throw new TransactionOutcomeUnknownError('commit', xid, { cause: unknown });
+}
+
 export class TransactionManager {
   private readonly log: Logger;
 
@@ -165,7 +190,13 @@ export class TransactionManager {
       timeoutMs,
       run: <T>(fn: () => T) => runWithXid(xid, fn),
       async commit() {
-        const status = await inPhase('commit', xid, () => tc.commit(xid));
+        let status: GlobalStatus;
+        try {
+          status = await tc.commit(xid);
+        } catch (err) {
+          if (!isOutcomeUnknown(err)) throw toPhaseError(err, 'commit', xid);
+          status = await learnCommitOutcome(tc, xid, err, log);
+        }
         log.debug({ xid, status }, 'commit answered');
         if (decisionOf(status) === 'rollback') throw new TransactionRolledBackError(xid, status);
         if (isFailedStatus(status)) throw new TransactionFailedError(xid, status);

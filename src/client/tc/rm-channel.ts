@@ -3,7 +3,11 @@
  * RM's resources with the leader, runs the phase-two requests the TC sends through a
  * handler and answers each, keeps the heartbeat, and reconnects — to the leader the TC
  * names in a NOT_LEADER answer, or to the one discovery finds — whenever the channel
- * breaks, the TC goes away, or discovery sees a new leader.
+ * breaks, the TC goes away, or discovery sees a new leader. A dead or SIGSTOPped leader is
+ * noticed by the first of: discovery's leader change (about one election timeout), HTTP/2
+ * keepalive on the connection (about 4 s: the connection breaks and cancels this stream),
+ * the TC's heartbeats going silent. A reconnect pause ends early when discovery names a
+ * new leader.
  *
  * Phase-two handlers must be idempotent: the TC may send the same branch twice (a retry,
  * a new leader re-driving, an answer lost with a broken channel).
@@ -14,6 +18,7 @@ import type { Logger } from '../../shared/logger.ts';
 import type { HostPort } from '../http-metadata.ts';
 import { BRANCH_STATUS_CODES, branchTypeName, isBranchStatusName, type BranchStatusName, type BranchTypeName } from './codes.ts';
 import type { TcConnection } from './connection.ts';
+import { TransportError, grpcToError } from './errors.ts';
 import {
   MAX_CONCURRENT_PHASE_TWO_HANDLERS,
   MAX_QUEUED_PHASE_TWO,
@@ -61,6 +66,8 @@ export interface RmRouting {
   onLeaderChange(listener: (nodeId: string | null) => void): () => void;
   /** Ask discovery to look again (after a failure). */
   refresh(): void;
+  /** The node at this endpoint could not be reached (the connection failed, or it never answered the registration). */
+  unreachable?(target: HostPort): void;
   random(): number;
 }
 
@@ -69,6 +76,8 @@ interface SessionEnd {
   /** The leader the TC named (NOT_LEADER), to try next. */
   hint: { nodeId: string; transaction: HostPort } | null;
   reason: string;
+  /** The node did not answer or could not be reached (a transport failure, no registration answer). */
+  unreachable: boolean;
 }
 
 interface QueuedRequest {
@@ -87,6 +96,10 @@ export class RmChannel {
   private wantedVersion = 0;
   private registeredVersion = -1;
   private connectedNode: string | null = null;
+  /** The node of the session in progress (registered or still registering). */
+  private targetNode: string | null = null;
+  /** Streams this channel cancelled itself (not a sign the node is unreachable). */
+  private readonly cancelledOnPurpose = new WeakSet<object>();
   private readyWaiters: { version: number; resolve: () => void }[] = [];
   private running = 0;
   private readonly queue: QueuedRequest[] = [];
@@ -101,10 +114,13 @@ export class RmChannel {
     this.opts = options;
     this.log = routing.logger.child({ component: 'rm-channel', clientId: options.clientId });
     this.unsubscribe = routing.onLeaderChange((nodeId) => {
-      if (this.connectedNode !== null && nodeId !== null && nodeId !== this.connectedNode) {
-        this.log.info({ from: this.connectedNode, to: nodeId }, 'leader changed; moving the RM channel');
-        this.stream?.cancel();
+      if (nodeId === null) return;
+      if (this.targetNode !== null && nodeId !== this.targetNode) {
+        this.log.info({ from: this.targetNode, to: nodeId }, 'leader changed; moving the RM channel');
+        this.cancelStream();
       }
+      // A reconnect pause ends now: there is a leader to go to.
+      this.wake?.();
     });
   }
 
@@ -137,7 +153,7 @@ export class RmChannel {
   /** The resources changed: register again (on a fresh stream; the TC replaces the old one). */
   resourcesChanged(): void {
     this.wantedVersion++;
-    if (this.stream) this.stream.cancel();
+    if (this.stream) this.cancelStream();
     else this.wake?.();
   }
 
@@ -145,12 +161,19 @@ export class RmChannel {
     if (this.closed) return;
     this.closed = true;
     this.unsubscribe();
-    this.stream?.cancel();
+    this.cancelStream();
     this.wake?.();
     await this.loop?.catch(() => undefined);
   }
 
   // -------------------------------------------------------------------------------------
+
+  private cancelStream(): void {
+    const stream = this.stream;
+    if (!stream) return;
+    this.cancelledOnPurpose.add(stream);
+    stream.cancel();
+  }
 
   private async run(): Promise<void> {
     let failures = 0;
@@ -165,13 +188,16 @@ export class RmChannel {
         continue;
       }
       hint = null;
+      this.targetNode = target.nodeId;
       const end = await this.session(target);
+      this.targetNode = null;
       if (this.closed) break;
       this.log.info({ node: target.nodeId, reason: end.reason, registered: end.registered }, 'RM channel ended; reconnecting');
       failures = end.registered ? 0 : failures + 1;
       hint = end.hint;
+      if (end.unreachable) this.routing.unreachable?.(target.transaction);
       if (!hint) this.routing.refresh();
-      await this.pause(hint && failures < 2 ? 0 : this.backoff(failures));
+      await this.pause(hint && failures < 2 ? 0 : end.registered ? 0 : this.backoff(failures));
     }
   }
 
@@ -180,9 +206,9 @@ export class RmChannel {
     return new Promise<SessionEnd>((resolve) => {
       let stream: grpc.ClientDuplexStream<RmToTcWire, TcToRmWire>;
       try {
-        stream = this.routing.connection(target.transaction).client.RmChannel();
+        stream = this.routing.connection(target.transaction).openRmStream();
       } catch (err) {
-        resolve({ registered: false, hint: null, reason: `cannot open: ${(err as Error).message}` });
+        resolve({ registered: false, hint: null, reason: `cannot open: ${(err as Error).message}`, unreachable: err instanceof TransportError });
         return;
       }
       this.stream = stream;
@@ -190,12 +216,14 @@ export class RmChannel {
       let registered = false;
       let hint: SessionEnd['hint'] = null;
       let reason = 'stream ended';
+      let unreachable = false;
       let lastHeard = Date.now();
       let heartbeat: NodeJS.Timeout | null = null;
       let settled = false;
       const registerTimer = setTimeout(() => {
         reason = `no registration answer within ${RM_REGISTER_ANSWER_TIMEOUT_MS} ms`;
-        stream.cancel();
+        unreachable = true;
+        finish();
       }, RM_REGISTER_ANSWER_TIMEOUT_MS);
       registerTimer.unref();
 
@@ -211,7 +239,7 @@ export class RmChannel {
         } catch {
           // gone
         }
-        resolve({ registered, hint, reason });
+        resolve({ registered, hint, reason, unreachable });
       };
       const write = (msg: RmToTcWire) => {
         if (settled) return;
@@ -243,6 +271,7 @@ export class RmChannel {
             heartbeat = setInterval(() => {
               if (Date.now() - lastHeard > RM_DEAD_AFTER_HEARTBEATS * interval) {
                 reason = 'the TC went silent';
+                unreachable = true;
                 finish();
                 return;
               }
@@ -275,7 +304,11 @@ export class RmChannel {
         }
       });
       stream.on('error', (err: Error) => {
-        if (!settled) reason = `stream error: ${err.message}`;
+        if (!settled) {
+          reason = `stream error: ${err.message}`;
+          // The connection failed (reset, refused, keepalive): the node may be dead or paused.
+          unreachable = !this.cancelledOnPurpose.has(stream) && grpcToError(err, 'RmChannel') instanceof TransportError;
+        }
         finish();
       });
       stream.on('end', () => finish());
