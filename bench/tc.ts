@@ -24,21 +24,14 @@
  * The nodes log at `warn` (the driver's per-transaction info line costs CPU). Progress is
  * printed every second, then a table.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdirSync, openSync, closeSync, writeFileSync } from 'node:fs';
+import { mkdirSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
-import { createServer } from 'node:net';
 import { cpus, tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
 import { Command } from 'commander';
-import { stringify } from 'yaml';
 import { LockConflictError, TcClient } from '../src/client/tc-client.ts';
+import { startCluster } from './lib/cluster.ts';
 
-const REPO_ROOT = resolve(import.meta.dirname, '..');
-/** Upper bound on the wait for the cluster to come up and elect a leader, ms. */
-const CLUSTER_START_TIMEOUT_MS = 60_000;
-/** How long stopped nodes get to exit on SIGTERM before SIGKILL, ms. */
-const STOP_GRACE_MS = 5_000;
 /** Progress line interval, ms. */
 const PROGRESS_EVERY_MS = 1_000;
 /** A global transaction's timeout in the bench, ms (long: none should time out). */
@@ -78,21 +71,6 @@ interface Result {
 
 const log = (msg: string) => process.stdout.write(`[bench tc] ${msg}\n`);
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-const children = new Set<ChildProcess>();
-process.on('exit', () => {
-  for (const c of children) c.kill('SIGKILL');
-});
-
-function freePort(): Promise<number> {
-  return new Promise((ok, fail) => {
-    const srv = createServer();
-    srv.once('error', fail);
-    srv.listen(0, '127.0.0.1', () => {
-      const { port } = srv.address() as { port: number };
-      srv.close(() => ok(port));
-    });
-  });
-}
 
 function parseOptions(args: string[]): Options {
   const list = <T extends string>(allowed: readonly T[], what: string) => (v: string) => {
@@ -114,72 +92,6 @@ function parseOptions(args: string[]): Options {
   p.parse(args, { from: 'user' });
   const o = p.opts();
   return { durationS: o.duration, warmupS: o.warmup, concurrency: o.concurrency, transports: o.transports, scenarios: o.scenarios, keySpace: o.keySpace, tickMs: o.tickMs, keep: o.keep, nodeArgs: String(o.nodeArgs).split(' ').filter(Boolean) };
-}
-
-// ---------------------------------------------------------------------------------------
-// The cluster
-
-interface Cluster {
-  seeds: string[];
-  stop(): Promise<void>;
-}
-
-async function startCluster(dir: string, tickMs: number, nodeArgs: string[]): Promise<Cluster> {
-  const nodes = [];
-  for (let i = 1; i <= 3; i++) nodes.push({ id: `node${i}`, http: await freePort(), tc: await freePort(), raft: await freePort() });
-  const procs: ChildProcess[] = [];
-  for (const n of nodes) {
-    const file = join(dir, `${n.id}.yaml`);
-    writeFileSync(
-      file,
-      stringify({
-        node: { id: n.id, group: 'default' },
-        server: { host: '127.0.0.1', httpPort: n.http, tcPort: n.tc, raftPort: n.raft },
-        raft: {
-          dataDir: join(dir, 'data', n.id),
-          tickMs,
-          electionTicks: 10,
-          heartbeatTicks: 1,
-          peers: nodes.map((p) => ({ nodeId: p.id, host: '127.0.0.1', raftPort: p.raft, tcPort: p.tc, httpPort: p.http })),
-        },
-        log: { level: 'warn' },
-      }),
-    );
-    const fd = openSync(join(dir, `${n.id}.log`), 'a');
-    const proc = spawn(process.execPath, [...nodeArgs, '--import', 'tsx', join(REPO_ROOT, 'src/cli/main.ts'), 'start', '--config', file], {
-      cwd: REPO_ROOT,
-      env: { ...process.env, CONCORD_LOG_LEVEL: 'warn' },
-      stdio: ['ignore', fd, fd],
-    });
-    closeSync(fd);
-    children.add(proc);
-    procs.push(proc);
-  }
-  const seeds = nodes.map((n) => `127.0.0.1:${n.http}`);
-  const deadline = Date.now() + CLUSTER_START_TIMEOUT_MS;
-  for (;;) {
-    try {
-      const res = await fetch(`http://${seeds[0]}/metadata/v1/cluster?group=default`, { signal: AbortSignal.timeout(1_000) });
-      const md = (await res.json()) as { leaderId: string | null };
-      if (md.leaderId) {
-        log(`cluster up (leader ${md.leaderId}), data in ${dir}`);
-        break;
-      }
-    } catch {
-      // starting
-    }
-    if (Date.now() > deadline) throw new Error(`the cluster did not elect a leader within ${CLUSTER_START_TIMEOUT_MS} ms`);
-    await sleep(200);
-  }
-  return {
-    seeds,
-    async stop() {
-      const exits = procs.filter((p) => p.exitCode === null).map((p) => new Promise((r) => p.once('exit', r)));
-      for (const p of procs) p.kill('SIGTERM');
-      await Promise.race([Promise.all(exits), sleep(STOP_GRACE_MS)]);
-      for (const p of procs) if (p.exitCode === null) p.kill('SIGKILL');
-    },
-  };
 }
 
 // ---------------------------------------------------------------------------------------
@@ -335,7 +247,8 @@ export async function main(args: string[]): Promise<void> {
   );
   const dir = await mkdtemp(join(tmpdir(), 'concord-bench-tc-'));
   mkdirSync(join(dir, 'data'), { recursive: true });
-  const cluster = await startCluster(dir, o.tickMs, o.nodeArgs);
+  const cluster = await startCluster({ dir, store: { mode: 'raft', tickMs: o.tickMs }, nodeArgs: o.nodeArgs });
+  log(`cluster up (leader ${cluster.leaderId}), data in ${dir}`);
   const results: Result[] = [];
   try {
     for (const scenario of o.scenarios) {

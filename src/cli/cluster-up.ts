@@ -1,6 +1,8 @@
 /**
- * `concord cluster up [--dir cluster-configs]`: starts every `node<N>.yaml` of the
- * directory as a child process, shows a live progress line until a leader is elected,
+ * `concord cluster up [--dir cluster-configs] [--pattern node]`: starts every
+ * `<pattern><N>.yaml` of the directory (default `node<N>.yaml`; `--pattern db-pg-node` for
+ * the db-mode configs) as a child process, shows a live progress line until a leader (in db
+ * mode: a driver-lease holder) is agreed on,
  * prints the endpoints, and keeps running in the foreground. Ctrl-C / SIGTERM stops all
  * nodes (SIGTERM, then SIGKILL after a grace period). The children hold an IPC channel to
  * this process and exit when it goes away, so even a SIGKILLed parent leaves no orphans.
@@ -16,8 +18,17 @@ import { loadConfig, selfEndpoints, type NodeConfig } from '../server/config.ts'
 import { ConfigError } from '../shared/errors.ts';
 import { isTty, renderTable, style } from './table.ts';
 
-/** Node config files `cluster up` starts: node1.yaml, node2.yaml, ... */
-export const NODE_CONFIG_PATTERN = /^node\d+\.ya?ml$/;
+/** `--pattern`: the file-name prefix before the number (`db-pg-node` → db-pg-node1.yaml, ...). */
+export const DEFAULT_CONFIG_PREFIX = 'node';
+const CONFIG_PREFIX_PATTERN = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/;
+
+/** The file names `cluster up` starts for a prefix: `<prefix><N>.yaml`. */
+export function nodeConfigPattern(prefix: string = DEFAULT_CONFIG_PREFIX): RegExp {
+  if (!CONFIG_PREFIX_PATTERN.test(prefix)) throw new ConfigError('--pattern', `${JSON.stringify(prefix)} is not a file-name prefix (letters, digits, "_", "." or "-")`);
+  return new RegExp(`^${prefix.replace(/[.]/g, '\\.')}\\d+\\.ya?ml$`);
+}
+/** Node config files `cluster up` starts by default: node1.yaml, node2.yaml, ... */
+export const NODE_CONFIG_PATTERN = nodeConfigPattern();
 /** Health polling while the cluster runs, in ms. */
 export const PROGRESS_POLL_MS = 250;
 /** Per-request timeout of a health poll, in ms. */
@@ -48,23 +59,25 @@ function tsxLoader(): string {
   return pathToFileURL(createRequire(import.meta.url).resolve('tsx')).href;
 }
 
-export function findNodeConfigs(dir: string): string[] {
+export function findNodeConfigs(dir: string, prefix: string = DEFAULT_CONFIG_PREFIX): string[] {
+  const pattern = nodeConfigPattern(prefix);
   let names: string[];
   try {
     names = readdirSync(dir);
   } catch (err) {
     throw new ConfigError('(dir)', `cannot read ${dir}: ${(err as Error).message}`);
   }
-  const files = names.filter((n) => NODE_CONFIG_PATTERN.test(n)).sort((a, b) => Number(/\d+/.exec(a)![0]) - Number(/\d+/.exec(b)![0]));
-  if (files.length === 0) throw new ConfigError('(dir)', `${dir} holds no node<N>.yaml files`);
+  const number = (n: string) => Number(/(\d+)\.ya?ml$/.exec(n)![1]);
+  const files = names.filter((n) => pattern.test(n)).sort((a, b) => number(a) - number(b));
+  if (files.length === 0) throw new ConfigError('(dir)', `${dir} holds no ${prefix}<N>.yaml files`);
   return files.map((f) => join(dir, f));
 }
 
-export async function runClusterUp(opts: { dir: string; verbose?: boolean }): Promise<void> {
+export async function runClusterUp(opts: { dir: string; pattern?: string; verbose?: boolean }): Promise<void> {
   const dir = resolve(opts.dir);
   let members: Member[];
   try {
-    members = findNodeConfigs(dir).map((file) => {
+    members = findNodeConfigs(dir, opts.pattern).map((file) => {
       const config = loadConfig(file);
       const logDir = join(dirname(config.raft.dataDir), 'logs');
       return { file, config, logFile: join(logDir, `${config.node.id}.log`), child: null, exit: null, health: null };
@@ -76,6 +89,14 @@ export async function runClusterUp(opts: { dir: string; verbose?: boolean }): Pr
     }
     throw err;
   }
+  const modes = new Set(members.map((m) => m.config.store.mode));
+  if (modes.size > 1) {
+    console.error(`concord: the configs in ${dir} mix store modes (raft and db); use --pattern to pick one set`);
+    process.exit(2);
+  }
+  // db mode: the "leader" is the holder of the driver lease (every node serves TC calls).
+  const dbMode = modes.has('db');
+  const leaderWord = dbMode ? 'lease holder' : 'leader';
   const ids = new Set<string>();
   for (const m of members) {
     if (ids.has(m.config.node.id)) {
@@ -159,21 +180,21 @@ export async function runClusterUp(opts: { dir: string; verbose?: boolean }): Pr
         up = true;
         lastLeader = leader.id;
         clearLine();
-        printSummary(members, leader, dir);
+        printSummary(members, leader, dir, dbMode);
       } else {
         if (isTty() && !opts.verbose) process.stdout.write(`\r\u001b[K${SPINNER[frame++ % SPINNER.length]} ${progressLine(members)}`);
         if (!hinted && performance.now() - started > LEADER_WAIT_HINT_MS) {
           hinted = true;
           clearLine();
-          console.log(style('yellow', `No leader after ${LEADER_WAIT_HINT_MS / 1000} s; still trying. Logs: ${members.map((m) => relative(process.cwd(), m.logFile)).join(', ')}`));
+          console.log(style('yellow', `No ${leaderWord} after ${LEADER_WAIT_HINT_MS / 1000} s; still trying. Logs: ${members.map((m) => relative(process.cwd(), m.logFile)).join(', ')}`));
         }
       }
     } else if (leader && leader.id !== lastLeader) {
       lastLeader = leader.id;
-      console.log(`${timestamp()} leader is now ${style('bold', leader.id)} (term ${leader.term})`);
+      console.log(`${timestamp()} ${leaderWord} is now ${style('bold', leader.id)} (${dbMode ? 'epoch' : 'term'} ${leader.term})`);
     } else if (!leader && lastLeader !== null && members.some((m) => m.health)) {
       lastLeader = null;
-      console.log(`${timestamp()} no leader: election in progress`);
+      console.log(`${timestamp()} ${dbMode ? 'no lease holder: the lease is changing hands' : 'no leader: election in progress'}`);
     }
     await new Promise((r) => setTimeout(r, PROGRESS_POLL_MS));
   }
@@ -182,7 +203,7 @@ export async function runClusterUp(opts: { dir: string; verbose?: boolean }): Pr
 /** The configured ports some other process already listens on. */
 async function busyPorts(members: Member[]): Promise<Array<{ port: number; what: string }>> {
   const checks = members.flatMap((m) =>
-    (['httpPort', 'tcPort', 'raftPort'] as const).map(async (k) => {
+    (m.config.store.mode === 'db' ? (['httpPort', 'tcPort'] as const) : (['httpPort', 'tcPort', 'raftPort'] as const)).map(async (k) => {
       const port = m.config.server[k];
       const free = await new Promise<boolean>((res) => {
         const s = createServer();
@@ -225,13 +246,18 @@ function progressLine(members: Member[]): string {
     .join('  ·  ');
 }
 
-function printSummary(members: Member[], leader: { id: string; term: number }, dir: string): void {
+function printSummary(members: Member[], leader: { id: string; term: number }, dir: string, dbMode: boolean): void {
   const group = members[0]!.config.node.group;
-  console.log(`${style('green', '✔')} Cluster is up: group ${style('bold', group)}, term ${leader.term}, leader ${style('bold', leader.id)}\n`);
+  if (dbMode) {
+    console.log(`${style('green', '✔')} Cluster is up (db mode: every node serves TC calls): group ${style('bold', group)}, lease epoch ${leader.term}, lease holder ${style('bold', leader.id)}\n`);
+  } else {
+    console.log(`${style('green', '✔')} Cluster is up: group ${style('bold', group)}, term ${leader.term}, leader ${style('bold', leader.id)}\n`);
+  }
   const rows = members.map((m) => {
     const e = selfEndpoints(m.config);
-    const role = m.exit ? 'exited' : (m.health?.role ?? 'starting');
-    return [m.config.node.id, role, `http://${formatHostPort(e.control)}`, formatHostPort(e.transaction), formatHostPort(e.raft), String(m.child?.pid ?? '-')];
+    const health = m.health?.role === 'leader' && dbMode ? 'lease holder' : m.health?.role;
+    const role = m.exit ? 'exited' : (health ?? 'starting');
+    return [m.config.node.id, role, `http://${formatHostPort(e.control)}`, formatHostPort(e.transaction), dbMode ? '-' : formatHostPort(e.raft), String(m.child?.pid ?? '-')];
   });
   console.log(renderTable(['NODE', 'ROLE', 'OPENAPI (HTTP)', 'TC (gRPC)', 'RAFT', 'PID'], rows));
   const first = selfEndpoints(members[0]!.config).control;

@@ -2,7 +2,7 @@
  * The `concord` command line (bin/concord.js runs this through tsx).
  *
  *   concord start --config <file>                  run one node
- *   concord cluster up [--dir cluster-configs]     run the local cluster in the foreground
+ *   concord cluster up [--dir cluster-configs] [--pattern node]   run the local cluster in the foreground
  *   concord cluster status --server <host:port>    members, roles, term, lag  [--json]
  *   concord cluster change --server … --members … --token …
  *   concord cluster transfer --server … --to <nodeId> --token …
@@ -57,10 +57,11 @@ export function buildProgram(): Command {
 
   cluster
     .command('up')
-    .description('start every node<N>.yaml of a directory as child processes; Ctrl-C stops them all')
+    .description('start every node<N>.yaml (or <pattern><N>.yaml) of a directory as child processes; Ctrl-C stops them all')
     .option('-d, --dir <dir>', 'directory of node configs', 'cluster-configs')
+    .option('-p, --pattern <prefix>', 'config file-name prefix: starts <prefix><N>.yaml (db mode: db-pg-node, db-mysql-node)', 'node')
     .option('-v, --verbose', "show the nodes' logs here instead of in files", false)
-    .action(action(async (o: { dir: string; verbose: boolean }) => runClusterUp({ dir: o.dir, verbose: o.verbose })));
+    .action(action(async (o: { dir: string; pattern: string; verbose: boolean }) => runClusterUp({ dir: o.dir, pattern: o.pattern, verbose: o.verbose })));
 
   const server = ['-s, --server <host:port>', "any node's HTTP (openapi) address"] as const;
   const group = ['-g, --group <group>', 'Raft group', 'default'] as const;

@@ -48,7 +48,8 @@ export async function runStart(configPath: string, opts: { logLevel?: string } =
   if (process.send !== undefined) process.on('disconnect', () => exit(0, 'parent process went away'));
 
   try {
-    // The coordinator's state machine under the Raft and the TC gRPC service (src/server/tc).
+    // raft mode: the coordinator's state machine under the Raft; db mode: the db session
+    // store (no Raft, no local data); the TC gRPC service on top (src/server/tc).
     node = await TcNode.start({ ...createTcNodeOptions(config, logger), onFatal: () => exit(1, 'raft node fail-stopped') });
   } catch (err) {
     logger.fatal({ err }, 'could not start the node');

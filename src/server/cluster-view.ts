@@ -6,6 +6,9 @@
  * Changes are detected two ways: the driver's onStateChange (role, term, leader,
  * membership) for promptness, and a short poll of status() as a safety net (and for the
  * leader's view of member health, which has no event).
+ *
+ * In db mode the control is the db store's lease (src/server/db-mode.ts LeaseControl): the
+ * leader is the lease holder, the term its epoch, the members the configured peers.
  */
 import { createHash } from 'node:crypto';
 import type { ConfState, NodeId } from '../raft/core/types.ts';
@@ -85,6 +88,10 @@ export class ClusterView {
     return this.opts.group;
   }
 
+  get storeMode(): 'raft' | 'db' {
+    return this.opts.storeMode;
+  }
+
   term(): number {
     return this.control.status().term;
   }
@@ -125,7 +132,8 @@ export class ClusterView {
         term: st.term,
         control: e ? endpoint(e.control) : null,
         transaction: e ? endpoint(e.transaction) : null,
-        internal: e ? endpoint(e.raft) : null,
+        // db mode has no Raft peer port.
+        internal: e && this.opts.storeMode === 'raft' ? endpoint(e.raft) : null,
         healthy: this.healthOf(id, st, now),
         version: id === st.id ? this.opts.version : null,
       };
@@ -153,6 +161,9 @@ export class ClusterView {
 
   private healthOf(id: NodeId, st: RaftControlStatus, now: number): boolean | null {
     if (id === st.id) return st.stopped !== true;
+    // db mode: the lease holder renewed within its lease (else another node holds it or
+    // none does); nodes do not watch each other otherwise.
+    if (this.opts.storeMode === 'db') return id === st.leader ? true : null;
     if (st.role === 'leader') {
       const seen = this.lastSeen.get(id);
       return seen !== undefined && now - seen <= this.opts.healthWindowMs;

@@ -6,7 +6,8 @@
  *   server: { host, advertiseHost, httpPort, tcPort, raftPort }
  *   raft:   { dataDir, peers: [{nodeId, host, raftPort, tcPort, httpPort}], tickMs,
  *             electionTicks, heartbeatTicks, snapshotEveryEntries, join }
- *   store:  { mode: raft | db, db: { url } }
+ *   store:  { mode: raft | db, db: { url, tablePrefix, maxConnections, startupTimeoutMs,
+ *             lease: { leaseMs, renewIntervalMs, safetyMarginMs } } }
  *   http:   { authToken }
  *   limits: { maxRequestBodyBytes, maxWatchers, watchTimeoutMs, changeTimeoutMs,
  *             learnerCatchUpTimeoutMs, learnerCatchUpMaxLagEntries, transferTimeoutMs }
@@ -14,12 +15,17 @@
  *
  * Relative paths (raft.dataDir) are resolved against the process's working directory,
  * as etcd and Seata do, so `npm start` from the repository root puts data in ./data/nodeN.
+ *
+ * In db mode the node runs no Raft: raft.dataDir and raft.peers are optional (the peers, if
+ * given, are the members the openapi lists; dataDir only tells `cluster up` where logs go)
+ * and server.raftPort is not bound.
  */
 import { readFileSync } from 'node:fs';
 import { resolve as resolvePath } from 'node:path';
 import { parseDocument } from 'yaml';
 import type { NodeId } from '../raft/core/types.ts';
 import { ConfigError } from '../shared/errors.ts';
+import { DB_LEASE_MS, DB_LEASE_RENEW_INTERVAL_MS, DB_LEASE_SAFETY_MARGIN_MS } from '../store/db/limits.ts';
 import type { MemberEndpoints } from './config/endpoints.ts';
 import {
   HOST_HINT,
@@ -68,6 +74,15 @@ export const MAX_AUTH_TOKEN_CHARS = 4096;
 export const MAX_PEERS = 15;
 /** Environment variable that overrides http.authToken (keeps the secret out of the file). */
 export const AUTH_TOKEN_ENV = 'CONCORD_HTTP_AUTH_TOKEN';
+/** Environment variable that overrides store.db.url (the db store's DB_URL_ENV). */
+export const DB_URL_ENV = 'CONCORD_DB_URL';
+
+/** Upper bounds of the db store's options in the config (the store checks its own too). */
+export const MAX_DB_CONNECTIONS = 1_000;
+export const MAX_DB_STARTUP_TIMEOUT_MS = 3_600_000;
+export const MAX_DB_LEASE_MS = 600_000;
+/** What a table prefix may be (it becomes part of SQL identifiers): the db store's own rule. */
+export const DB_TABLE_PREFIX_PATTERN = /^[a-z][a-z0-9_]{0,31}$/;
 
 export type StoreMode = 'raft' | 'db';
 export const STORE_MODES: readonly StoreMode[] = ['raft', 'db'];
@@ -101,6 +116,20 @@ export interface LimitsConfig {
   transferTimeoutMs: number;
 }
 
+/** `store.db`: the database of db mode. Absent options take the db store's defaults (docs/db-mode.md). */
+export interface DbConfig {
+  /** postgres://, postgresql://, mysql:// or mariadb:// (CONCORD_DB_URL overrides it at start). */
+  url: string;
+  /** Prefix of every table (default `concord_`): clusters sharing one database need their own. */
+  tablePrefix?: string;
+  /** Connections of this node's pool. */
+  maxConnections?: number;
+  /** Keep retrying an unreachable database at start for this long, ms (default 0: fail at once). */
+  startupTimeoutMs?: number;
+  /** The driver lease's timing, ms. */
+  lease?: { leaseMs?: number; renewIntervalMs?: number; safetyMarginMs?: number };
+}
+
 export interface NodeConfig {
   node: { id: NodeId; group: string };
   server: {
@@ -123,7 +152,7 @@ export interface NodeConfig {
     /** Start with an empty membership and wait to be added by a changeCluster on the leader. */
     join: boolean;
   };
-  store: { mode: StoreMode; db: { url: string } | null };
+  store: { mode: StoreMode; db: DbConfig | null };
   http: { authToken: string | null };
   limits: LimitsConfig;
   log: { level: LogLevel };
@@ -188,17 +217,25 @@ export function validateConfig(raw: unknown, opts: { source?: string; env?: Node
     throw new ConfigError('server.raftPort', `httpPort, tcPort and raftPort must differ (got ${server.httpPort}, ${server.tcPort}, ${server.raftPort})`);
   }
 
+  const storeS = section(raw, 'store', '');
+  noUnknownKeys(storeS, ['mode', 'db'], 'store');
+  const mode = oneOf(storeS, 'mode', 'store', STORE_MODES, 'raft');
+  const db = parseDbSection(storeS, mode, env);
+  const dbMode = mode === 'db';
+
   const raftS = section(raw, 'raft', '');
   noUnknownKeys(raftS, ['dataDir', 'peers', 'tickMs', 'electionTicks', 'heartbeatTicks', 'snapshotEveryEntries', 'join'], 'raft');
   const join = bool(raftS, 'join', 'raft', false);
-  const peers = parsePeers(raftS.peers, 'raft.peers', { required: !join });
+  if (dbMode && join) throw new ConfigError('raft.join', 'has no meaning in db mode: a db-mode node joins by starting with the same store.db.url');
+  const peers = parsePeers(raftS.peers, 'raft.peers', { required: !join && !dbMode });
   const electionTicks = int(raftS, 'electionTicks', 'raft', { default: DEFAULT_ELECTION_TICKS, min: 2, max: 1000 });
   const heartbeatTicks = int(raftS, 'heartbeatTicks', 'raft', { default: DEFAULT_HEARTBEAT_TICKS, min: 1, max: 1000 });
   if (heartbeatTicks >= electionTicks) {
     throw new ConfigError('raft.heartbeatTicks', `must be smaller than raft.electionTicks (${electionTicks}), got ${heartbeatTicks}`);
   }
   const raft = {
-    dataDir: resolvePath(cwd, str(raftS, 'dataDir', 'raft', { minLength: 1 })),
+    // db mode: no Raft data; `cluster up` still puts the node's log beside this directory.
+    dataDir: resolvePath(cwd, str(raftS, 'dataDir', 'raft', { minLength: 1, ...(dbMode ? { default: `data/${node.id}` } : {}) })),
     peers,
     tickMs: int(raftS, 'tickMs', 'raft', { default: DEFAULT_TICK_MS, min: 1, max: 10_000 }),
     electionTicks,
@@ -208,27 +245,18 @@ export function validateConfig(raw: unknown, opts: { source?: string; env?: Node
   };
   const self = peers.find((p) => p.nodeId === node.id);
   const selfAt = peers.findIndex((p) => p.nodeId === node.id);
-  if (!join && !self) {
+  if (!join && !self && !dbMode) {
     throw new ConfigError('raft.peers', `must list this node (${node.id}) among the bootstrap members, or set raft.join: true to start empty and be added later`);
   }
   if (self) {
-    for (const [k, want] of [['raftPort', server.raftPort], ['tcPort', server.tcPort], ['httpPort', server.httpPort]] as const) {
+    // db mode binds no raft port: a peer list shared with raft-mode tooling may name any.
+    const mustMatch = dbMode ? ([['tcPort', server.tcPort], ['httpPort', server.httpPort]] as const) : ([['raftPort', server.raftPort], ['tcPort', server.tcPort], ['httpPort', server.httpPort]] as const);
+    for (const [k, want] of mustMatch) {
       if (self[k] !== want) throw new ConfigError(`raft.peers[${selfAt}].${k}`, `${self[k]} does not match server.${k} ${want} of this node (${node.id})`);
     }
     if (self.host !== advertiseHost && !wildcard && serverS.advertiseHost === undefined) {
       throw new ConfigError(`raft.peers[${selfAt}].host`, `${self.host} does not match server.host ${host} of this node; set server.advertiseHost if they differ on purpose`);
     }
-  }
-
-  const storeS = section(raw, 'store', '');
-  noUnknownKeys(storeS, ['mode', 'db'], 'store');
-  const mode = oneOf(storeS, 'mode', 'store', STORE_MODES, 'raft');
-  const dbS = section(storeS, 'db', 'store');
-  noUnknownKeys(dbS, ['url'], 'store.db');
-  const dbUrl = optStr(dbS, 'url', 'store.db', { maxLength: 4096 });
-  if (mode === 'db' && dbUrl === null) throw new ConfigError('store.db.url', 'is required when store.mode is db');
-  if (dbUrl !== null && !/^(postgres|postgresql|mysql):\/\//.test(dbUrl)) {
-    throw new ConfigError('store.db.url', 'must start with postgres://, postgresql:// or mysql://');
   }
 
   const httpS = section(raw, 'http', '');
@@ -260,12 +288,50 @@ export function validateConfig(raw: unknown, opts: { source?: string; env?: Node
     node,
     server,
     raft,
-    store: { mode, db: dbUrl === null ? null : { url: dbUrl } },
+    store: { mode, db },
     http: { authToken },
     limits,
     log,
     source: opts.source ?? '<inline>',
   };
+}
+
+/** `store.db`; null when absent in raft mode. The URL may come from CONCORD_DB_URL instead. */
+function parseDbSection(storeS: Obj, mode: StoreMode, env: NodeJS.ProcessEnv): DbConfig | null {
+  const dbS = section(storeS, 'db', 'store');
+  noUnknownKeys(dbS, ['url', 'tablePrefix', 'maxConnections', 'startupTimeoutMs', 'lease'], 'store.db');
+  const fromEnv = env[DB_URL_ENV];
+  const url = optStr(dbS, 'url', 'store.db', { maxLength: 4096 }) ?? (mode === 'db' && fromEnv !== undefined && fromEnv !== '' ? fromEnv : null);
+  if (mode === 'db' && url === null) throw new ConfigError('store.db.url', `is required when store.mode is db (or set ${DB_URL_ENV})`);
+  if (url === null) {
+    if (Object.keys(dbS).length > 0) throw new ConfigError('store.db.url', 'is required when store.db is given');
+    return null;
+  }
+  if (!/^(postgres|postgresql|mysql|mariadb):\/\//.test(url)) {
+    throw new ConfigError('store.db.url', 'must start with postgres://, postgresql://, mysql:// or mariadb://');
+  }
+  const db: DbConfig = { url };
+  if (dbS.tablePrefix !== undefined && dbS.tablePrefix !== null) {
+    db.tablePrefix = str(dbS, 'tablePrefix', 'store.db', { pattern: DB_TABLE_PREFIX_PATTERN, patternHint: '1–32 of a-z, 0-9 and _, starting with a letter (it becomes part of SQL identifiers)' });
+  }
+  if (dbS.maxConnections !== undefined && dbS.maxConnections !== null) db.maxConnections = int(dbS, 'maxConnections', 'store.db', { min: 2, max: MAX_DB_CONNECTIONS });
+  if (dbS.startupTimeoutMs !== undefined && dbS.startupTimeoutMs !== null) db.startupTimeoutMs = int(dbS, 'startupTimeoutMs', 'store.db', { min: 0, max: MAX_DB_STARTUP_TIMEOUT_MS });
+  const leaseS = section(dbS, 'lease', 'store.db');
+  noUnknownKeys(leaseS, ['leaseMs', 'renewIntervalMs', 'safetyMarginMs'], 'store.db.lease');
+  if (Object.keys(leaseS).length > 0) {
+    const lease: NonNullable<DbConfig['lease']> = {};
+    for (const k of ['leaseMs', 'renewIntervalMs', 'safetyMarginMs'] as const) {
+      if (leaseS[k] !== undefined && leaseS[k] !== null) lease[k] = int(leaseS, k, 'store.db.lease', { min: 1, max: MAX_DB_LEASE_MS });
+    }
+    const leaseMs = lease.leaseMs ?? DB_LEASE_MS;
+    const renew = lease.renewIntervalMs ?? DB_LEASE_RENEW_INTERVAL_MS;
+    const margin = lease.safetyMarginMs ?? DB_LEASE_SAFETY_MARGIN_MS;
+    if (renew * 2 > leaseMs - margin) {
+      throw new ConfigError('store.db.lease.renewIntervalMs', `two renewals (${renew} ms each) must fit in leaseMs - safetyMarginMs (${leaseMs - margin} ms)`);
+    }
+    db.lease = lease;
+  }
+  return db;
 }
 
 function parsePeers(v: unknown, path: string, opts: { required: boolean }): PeerConfig[] {

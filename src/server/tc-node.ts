@@ -1,25 +1,20 @@
 /**
- * The assembled TC node process: config → RaftNode (LevelDB + gRPC transport + driver +
- * the replicated state machine) → HTTP openapi (metadata, watch, membership, health,
- * metrics) → the TC gRPC service.
+ * The assembled TC node process. Two ways to keep sessions (`store.mode`):
  *
- * ## Where the TC service and the coordinator plug in
+ *  - raft (default): config → RaftNode (LevelDB + gRPC transport + driver + the replicated
+ *    state machine) → HTTP openapi (metadata, watch, membership, health, metrics) → the
+ *    plugged-in services (the TC gRPC service);
+ *  - db: no Raft and no local data. The db session store (src/store/db) is opened first
+ *    (tables created if missing, first driver-lease round), then the same openapi — its
+ *    view follows the store's lease (src/server/db-mode.ts): the lease holder shows as
+ *    leader, the epoch as term; changeCluster/transferLeader answer a typed 409 — then the
+ *    same services.
  *
- *   const node = await TcNode.start({
- *     config, logger,
- *     // 1. The replicated state machine. src/store/raft provides one that applies
- *     //    coordinator commands to a CoordinatorStateMachine and implements the
- *     //    coordinator's SessionStore on top of `ctx.raft` (propose / read / leadership).
- *     stateMachine: raftStore.stateMachine,
- *     // 2. Services started once the Raft node runs: the TC gRPC service on
- *     //    config.server.tcPort (proto/tc.proto), the coordinator's phase-two driver, ...
- *     services: [(ctx) => startTcGrpcService(ctx, raftStore)],
- *   });
+ *   const node = await TcNode.start(createTcNodeOptions(config, logger)); // src/server/tc
  *
- * Until src/store/raft exists, the default state machine is `CoordinatorLogStateMachine`
- * below — the coordinator's deterministic state machine fed with encoded coordinator
- * commands — so the Raft log a node writes today is already the coordinator's format.
- * No service listens on the TC port until one is plugged in.
+ * A service receives the node's context; `ctx.sessions` says where sessions live (the Raft
+ * node and the state machine it applies to, or the db store), and the TC service
+ * (src/server/tc/index.ts startTcService) builds its session store from it.
  */
 import { CoordinatorStateMachine, decodeCommand } from '../coordinator/index.ts';
 import type { NodeId } from '../raft/core/types.ts';
@@ -27,23 +22,29 @@ import type { StateMachine } from '../raft/ports.ts';
 import { validateRaftNodeConfig, type RaftNodeConfig } from '../raft/node/config.ts';
 import { RaftNode } from '../raft/node/raft-node.ts';
 import type { Logger } from '../shared/logger.ts';
+import type { DbSessionStore } from '../store/db/index.ts';
 import { ClusterView } from './cluster-view.ts';
 import { formatHostPort, type MemberEndpoints } from './config/endpoints.ts';
 import { peerEndpoints, selfEndpoints, type NodeConfig } from './config.ts';
+import { LeaseControl, bindDbMetrics, openDbSessionStore } from './db-mode.ts';
 import { OpenApiServer } from './http/server.ts';
 import { MembershipManager } from './membership.ts';
 import { createNodeMetrics, type NodeMetrics } from './metrics.ts';
 import type { RaftControl } from './raft-control.ts';
 import { CONCORD_VERSION } from './version.ts';
 
+/** Where a node keeps its sessions. */
+export type NodeSessions =
+  /** The Raft node and the state machine it applies to (the one given in the options, or the default). */
+  | { mode: 'raft'; raft: RaftNode; stateMachine: StateMachine }
+  /** The db session store, opened by the node (and closed by it after the services). */
+  | { mode: 'db'; store: DbSessionStore };
+
 /** What a plugged-in service receives. */
 export interface TcNodeContext {
   config: NodeConfig;
   logger: Logger;
-  /** The Raft node: propose(), read(), status(), onStateChange(), ... */
-  raft: RaftNode;
-  /** The state machine the Raft applies to (the one given in the options, or the default). */
-  stateMachine: StateMachine;
+  sessions: NodeSessions;
   /** Add service metrics to `metrics.registry`. */
   metrics: NodeMetrics;
   /** Membership and leader endpoints, e.g. for not-leader answers carrying the leader's TC address. */
@@ -59,12 +60,24 @@ export type TcServiceFactory = (ctx: TcNodeContext) => Promise<TcService>;
 export interface TcNodeOptions {
   config: NodeConfig;
   logger: Logger;
-  /** The replicated state machine; default CoordinatorLogStateMachine. */
+  /** raft mode: the replicated state machine; default CoordinatorLogStateMachine. */
   stateMachine?: StateMachine;
-  /** Started in order after the Raft node and the openapi; closed in reverse order. */
+  /** db mode: opens the session store; default openDbSessionStore (from `store.db`). */
+  openDbStore?: (config: NodeConfig, logger: Logger) => Promise<DbSessionStore>;
+  /** Started in order after the sessions and the openapi; closed in reverse order. */
   services?: TcServiceFactory[];
   /** Called once if the Raft node fail-stops (failed disk write, broken invariant). */
   onFatal?: (error: unknown) => void;
+}
+
+/** What differs between the modes below the openapi. */
+interface Backend {
+  sessions: NodeSessions;
+  /** What the cluster view, health and metrics read. */
+  control: RaftControl;
+  /** raft: the RaftNode starts here; db: the store is already open. */
+  start(): Promise<void>;
+  stop(): Promise<void>;
 }
 
 /**
@@ -117,38 +130,25 @@ export function knownEndpointsOf(c: NodeConfig): Map<NodeId, MemberEndpoints> {
 
 export class TcNode {
   readonly config: NodeConfig;
-  readonly raft: RaftNode;
+  readonly sessions: NodeSessions;
   readonly view: ClusterView;
   readonly metrics: NodeMetrics;
-  readonly stateMachine: StateMachine;
+  private readonly backend: Backend;
   private readonly http: OpenApiServer;
   private readonly services: TcService[] = [];
   private readonly log: Logger;
   private httpPortBound = 0;
   private stopping: Promise<void> | null = null;
 
-  private constructor(opts: TcNodeOptions) {
+  private constructor(opts: TcNodeOptions, log: Logger, metrics: NodeMetrics, backend: Backend) {
     const c = opts.config;
     this.config = c;
-    this.log = opts.logger.child({ node: c.node.id });
-    this.metrics = createNodeMetrics({ node: c.node.id, group: c.node.group });
-    this.stateMachine = opts.stateMachine ?? new CoordinatorLogStateMachine();
-    this.raft = new RaftNode({
-      config: raftNodeConfigOf(c),
-      stateMachine: this.stateMachine,
-      logger: opts.logger,
-      onFatal: (err) => {
-        this.log.fatal({ err }, 'raft node fail-stopped');
-        opts.onFatal?.(err);
-      },
-    });
-    const control: RaftControl = {
-      id: c.node.id,
-      status: () => this.raft.status(),
-      onStateChange: (l) => this.raft.onStateChange(l),
-      changeMembership: (cc) => this.raft.changeMembership(cc),
-      transferLeadership: (to) => this.raft.transferLeadership(to),
-    };
+    this.log = log;
+    this.metrics = metrics;
+    this.backend = backend;
+    this.sessions = backend.sessions;
+    const control = backend.control;
+    const raftMode = backend.sessions.mode === 'raft';
     this.view = new ClusterView({
       control,
       group: c.node.group,
@@ -158,19 +158,22 @@ export class TcNode {
       knownEndpoints: knownEndpointsOf(c),
       logger: this.log,
     });
-    const membership = new MembershipManager(
-      control,
-      this.view,
-      {
-        changeTimeoutMs: c.limits.changeTimeoutMs,
-        learnerCatchUpTimeoutMs: c.limits.learnerCatchUpTimeoutMs,
-        learnerCatchUpMaxLagEntries: c.limits.learnerCatchUpMaxLagEntries,
-        transferTimeoutMs: c.limits.transferTimeoutMs,
-        electionTimeoutMs: c.raft.electionTicks * c.raft.tickMs,
-      },
-      this.log,
-    );
-    this.metrics.bindRaft(control);
+    const membership = raftMode
+      ? new MembershipManager(
+          control,
+          this.view,
+          {
+            changeTimeoutMs: c.limits.changeTimeoutMs,
+            learnerCatchUpTimeoutMs: c.limits.learnerCatchUpTimeoutMs,
+            learnerCatchUpMaxLagEntries: c.limits.learnerCatchUpMaxLagEntries,
+            transferTimeoutMs: c.limits.transferTimeoutMs,
+            electionTimeoutMs: c.raft.electionTicks * c.raft.tickMs,
+          },
+          this.log,
+        )
+      : null;
+    if (raftMode) this.metrics.bindRaft(control);
+    else if (backend.sessions.mode === 'db') bindDbMetrics(this.metrics, backend.sessions.store);
     this.http = new OpenApiServer({
       host: c.server.host,
       port: c.server.httpPort,
@@ -183,28 +186,45 @@ export class TcNode {
     });
   }
 
-  /** Starts the Raft node, the openapi and the plugged-in services. On failure, stops what started. */
+  /** Starts the sessions (Raft node or db store), the openapi and the plugged-in services. On failure, stops what started. */
   static async start(opts: TcNodeOptions): Promise<TcNode> {
-    const node = new TcNode(opts);
     const c = opts.config;
-    node.log.info(
-      { group: c.node.group, http: c.server.httpPort, tc: c.server.tcPort, raft: c.server.raftPort, dataDir: c.raft.dataDir, join: c.raft.join, storeMode: c.store.mode },
+    const log = opts.logger.child({ node: c.node.id });
+    const metrics = createNodeMetrics({ node: c.node.id, group: c.node.group });
+    log.info(
+      c.store.mode === 'raft'
+        ? { group: c.node.group, http: c.server.httpPort, tc: c.server.tcPort, raft: c.server.raftPort, dataDir: c.raft.dataDir, join: c.raft.join, storeMode: c.store.mode }
+        : { group: c.node.group, http: c.server.httpPort, tc: c.server.tcPort, storeMode: c.store.mode },
       'starting concord node',
     );
-    let raftStarted = false;
+    let backend: Backend;
     try {
-      await node.raft.start();
-      raftStarted = true;
+      backend = c.store.mode === 'raft' ? raftBackend(opts, log) : await dbBackend(opts);
+    } catch (err) {
+      log.error({ err }, 'node failed to start');
+      throw err;
+    }
+    let node: TcNode;
+    try {
+      node = new TcNode(opts, log, metrics, backend);
+    } catch (err) {
+      if (backend.sessions.mode === 'db') await backend.stop().catch(() => undefined);
+      throw err;
+    }
+    let backendStarted = false;
+    try {
+      await backend.start();
+      backendStarted = true;
       node.view.start();
       node.httpPortBound = await node.http.listen();
-      const ctx: TcNodeContext = { config: c, logger: node.log, raft: node.raft, stateMachine: node.stateMachine, metrics: node.metrics, view: node.view };
+      const ctx: TcNodeContext = { config: c, logger: node.log, sessions: node.sessions, metrics: node.metrics, view: node.view };
       for (const factory of opts.services ?? []) node.services.push(await factory(ctx));
     } catch (err) {
       node.log.error({ err }, 'node failed to start');
-      await node.shutdown(raftStarted).catch(() => undefined);
+      await node.shutdown(backendStarted).catch(() => undefined);
       throw err;
     }
-    node.log.info({ version: CONCORD_VERSION }, 'concord node started');
+    node.log.info({ version: CONCORD_VERSION, storeMode: c.store.mode }, 'concord node started');
     return node;
   }
 
@@ -212,18 +232,51 @@ export class TcNode {
     return this.httpPortBound;
   }
 
-  /** Stops the openapi (answering watchers), the services, then the Raft node. Idempotent. */
+  /** The Raft node (raft mode), else null. */
+  get raft(): RaftNode | null {
+    return this.sessions.mode === 'raft' ? this.sessions.raft : null;
+  }
+
+  /** Stops the openapi (answering watchers), the services, then the Raft node or the db store. Idempotent. */
   stop(): Promise<void> {
     this.stopping ??= this.shutdown(true);
     return this.stopping;
   }
 
-  private async shutdown(raftStarted: boolean): Promise<void> {
+  private async shutdown(backendStarted: boolean): Promise<void> {
     this.log.info('stopping concord node');
     await this.http.close().catch((err) => this.log.warn({ err }, 'openapi close failed'));
     for (const s of [...this.services].reverse()) await s.close().catch((err) => this.log.warn({ err }, 'service close failed'));
     this.view.stop();
-    if (raftStarted) await this.raft.stop().catch((err) => this.log.warn({ err }, 'raft stop failed'));
+    // db mode: the store was opened before start(), so it is always closed (releasing the lease).
+    if (backendStarted || this.sessions.mode === 'db') await this.backend.stop().catch((err) => this.log.warn({ err }, 'session store stop failed'));
     this.log.info('concord node stopped');
   }
+}
+
+function raftBackend(opts: TcNodeOptions, log: Logger): Backend {
+  const c = opts.config;
+  const stateMachine = opts.stateMachine ?? new CoordinatorLogStateMachine();
+  const raft = new RaftNode({
+    config: raftNodeConfigOf(c),
+    stateMachine,
+    logger: opts.logger,
+    onFatal: (err) => {
+      log.fatal({ err }, 'raft node fail-stopped');
+      opts.onFatal?.(err);
+    },
+  });
+  const control: RaftControl = {
+    id: c.node.id,
+    status: () => raft.status(),
+    onStateChange: (l) => raft.onStateChange(l),
+    changeMembership: (cc) => raft.changeMembership(cc),
+    transferLeadership: (to) => raft.transferLeadership(to),
+  };
+  return { sessions: { mode: 'raft', raft, stateMachine }, control, start: () => raft.start(), stop: () => raft.stop() };
+}
+
+async function dbBackend(opts: TcNodeOptions): Promise<Backend> {
+  const store = await (opts.openDbStore ?? openDbSessionStore)(opts.config, opts.logger);
+  return { sessions: { mode: 'db', store }, control: new LeaseControl(store, opts.config), start: async () => undefined, stop: () => store.close() };
 }

@@ -52,6 +52,24 @@ export class TooManyWatchersError extends HttpError {
   }
 }
 
+/**
+ * A membership change or leadership transfer asked of a db-mode node: its nodes are
+ * stateless and share the database, so there is no Raft membership and no leadership to
+ * hand over (the driver lease moves by itself). 409: the request conflicts with the node's
+ * configured mode; repeating it will not help.
+ */
+export class DbModeUnsupportedError extends HttpError {
+  constructor(operation: 'changeCluster' | 'transferLeader') {
+    super(
+      409,
+      'NOT_SUPPORTED_IN_DB_MODE',
+      operation === 'changeCluster'
+        ? 'changeCluster is not supported in db mode (store.mode: db): nodes are stateless and share the database, so there is no Raft membership to change. Add a node by starting it with the same store.db; remove one by stopping it.'
+        : 'transferLeader is not supported in db mode (store.mode: db): every node serves TC calls, and the driver lease moves to another node by itself when its holder stops.',
+    );
+  }
+}
+
 /** HTTP status for each shared error code. */
 const STATUS_BY_CODE: Record<string, number> = {
   BAD_REQUEST: 400,

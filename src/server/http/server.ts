@@ -6,6 +6,9 @@
  *   POST /metadata/v1/changeCluster?raftClusterStr=   desired membership (Bearer token)
  *   POST /metadata/v1/transferLeader?nodeId=          leadership transfer (Bearer token)
  *   GET  /health                                      liveness, role, term, leader
+ *
+ * In db mode (no Raft) the view's "leader" is the driver-lease holder and the term its
+ * epoch; changeCluster and transferLeader answer 409 NOT_SUPPORTED_IN_DB_MODE.
  *   GET  /metrics                                     Prometheus text
  *
  * Every request is validated at the edge; bad input gets a typed JSON error and changes
@@ -22,7 +25,7 @@ import type { MembershipManager, DesiredMember } from '../membership.ts';
 import { parseMembersBody, parseRaftClusterStr } from '../membership.ts';
 import type { NodeMetrics } from '../metrics.ts';
 import { isFormBody, parseForm, parseJsonObject, readBody, requireBearer } from './body.ts';
-import { HttpError, MethodNotAllowedError, RouteNotFoundError, UnknownGroupError, toErrorAnswer } from './errors.ts';
+import { DbModeUnsupportedError, HttpError, MethodNotAllowedError, RouteNotFoundError, UnknownGroupError, toErrorAnswer } from './errors.ts';
 import type { ChangeClusterResult, WatchChanged } from './types.ts';
 import { WatchHub, parseWatchRequest } from './watch.ts';
 
@@ -43,7 +46,8 @@ export interface OpenApiOptions {
   host: string;
   port: number;
   view: ClusterView;
-  membership: MembershipManager;
+  /** null in db mode: changeCluster and transferLeader answer DbModeUnsupportedError. */
+  membership: MembershipManager | null;
   metrics: NodeMetrics;
   limits: LimitsConfig;
   authToken: string | null;
@@ -224,6 +228,8 @@ export class OpenApiServer {
     // Authenticate before reading or validating anything: an unauthenticated caller learns nothing.
     requireBearer(req, this.o.authToken);
     this.checkGroup(url.searchParams.get('group'));
+    const membership = this.o.membership;
+    if (membership === null) throw new DbModeUnsupportedError('changeCluster');
     const body = await this.readJson(req);
     const str = url.searchParams.get('raftClusterStr');
     let desired: DesiredMember[];
@@ -233,7 +239,7 @@ export class OpenApiServer {
     else throw new BadRequestError('missing member list: give ?raftClusterStr=host:port,... or a JSON body {"members":[...]}');
     this.requireLeader();
     try {
-      const report = await this.o.membership.change(desired);
+      const report = await membership.change(desired);
       this.o.metrics.countMembershipOp('change', 'ok');
       const result: ChangeClusterResult = { ok: true, steps: report.steps, metadata: this.o.view.metadata() };
       return { status: 200, body: result };
@@ -246,12 +252,14 @@ export class OpenApiServer {
   private async transferLeader(req: IncomingMessage, url: URL): Promise<Answer> {
     requireBearer(req, this.o.authToken);
     this.checkGroup(url.searchParams.get('group'));
+    const membership = this.o.membership;
+    if (membership === null) throw new DbModeUnsupportedError('transferLeader');
     const body = await this.readJson(req);
     const to = url.searchParams.get('nodeId') ?? (typeof body.nodeId === 'string' ? body.nodeId : null);
     if (to === null || to === '') throw new BadRequestError('missing nodeId: the voter to hand leadership to');
     this.requireLeader();
     try {
-      await this.o.membership.transfer(to);
+      await membership.transfer(to);
       this.o.metrics.countMembershipOp('transfer', 'ok');
     } catch (err) {
       this.o.metrics.countMembershipOp('transfer', 'error');
@@ -268,6 +276,7 @@ export class OpenApiServer {
       status: up ? 200 : 503,
       body: {
         status: up ? 'UP' : 'DOWN',
+        storeMode: this.o.view.storeMode,
         nodeId: st.id,
         pid: process.pid,
         group: this.o.view.group,

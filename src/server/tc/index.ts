@@ -1,26 +1,40 @@
 /**
- * The TC service plugged into a node: the Raft session store over the node's RaftNode and
- * the coordinator state machine it applies to, the Coordinator (its phase-two driver runs
- * only while this node leads), the RM channel hub as the coordinator's BranchGateway, and
- * the gRPC server on config.server.tcPort.
+ * The TC service plugged into a node: a session store, the Coordinator (its phase-two
+ * driver runs only where the store says so), the RM channel hub as the coordinator's
+ * BranchGateway, and the gRPC server on config.server.tcPort.
  *
  *   TcNode.start(createTcNodeOptions(config, logger))     // what `concord start` does
  *
- * Leadership: when the store reports leadership lost, every RM channel is closed with
- * NOT_LEADER (the RMs reconnect to the new leader) and the coordinator stops driving.
+ * One code path for both modes (serveTc); what differs is the TcSessions it is given:
+ *
+ *  - raft: the Raft session store over the node's RaftNode and the coordinator state
+ *    machine it applies to. Only the leader serves calls (followers answer NOT_LEADER with
+ *    the leader's TC address) and takes RM channels; phase two runs on the leader.
+ *  - db: the node's db session store. Every node serves every call (never NOT_LEADER); the
+ *    holder of the store's driver lease runs phase two and takes the RM channels (the
+ *    others refuse a channel with NOT_LEADER naming the holder); the driver sweeps every
+ *    DB_MODE_SWEEP_INTERVAL_MS, since decisions made on other nodes reach it only that way.
+ *
+ * When this node stops taking RM channels (leadership or lease lost), every RM channel is
+ * closed with NOT_LEADER (the RMs reconnect to the new leader or holder) and the
+ * coordinator stops driving.
  */
 import { createHash } from 'node:crypto';
-import { Coordinator, createSnowflakeIds, systemClock, type PhaseTwoOptions } from '../../coordinator/index.ts';
-import { RaftSessionStore } from '../../store/raft/index.ts';
+import { Coordinator, createSnowflakeIds, systemClock, type PhaseTwoOptions, type SessionStore } from '../../coordinator/index.ts';
+import type { RaftNode } from '../../raft/node/raft-node.ts';
+import type { StateMachine } from '../../raft/ports.ts';
 import { AssertionFailure } from '../../shared/errors.ts';
 import type { Logger } from '../../shared/logger.ts';
+import type { DbSessionStore } from '../../store/db/index.ts';
+import { DB_MODE_SWEEP_INTERVAL_MS } from '../../store/db/limits.ts';
+import { RaftSessionStore } from '../../store/raft/index.ts';
 import { formatHostPort } from '../config/endpoints.ts';
 import { selfEndpoints, type NodeConfig } from '../config.ts';
 import { CoordinatorLogStateMachine, type TcNodeContext, type TcNodeOptions, type TcService } from '../tc-node.ts';
 import { errorToWire } from './mapping.ts';
 import type { WireLeader } from './proto.ts';
 import { RmChannelHub } from './rm-hub.ts';
-import { TcGrpcService } from './service.ts';
+import { TcGrpcService, type TcStoreAccess } from './service.ts';
 
 export { TcGrpcService } from './service.ts';
 export { RmChannelHub } from './rm-hub.ts';
@@ -43,9 +57,77 @@ export interface TcServiceOptions {
 /** The running TC service of a node (what TcNode closes on stop). */
 export interface RunningTcService extends TcService {
   readonly port: number;
-  readonly store: RaftSessionStore;
+  readonly store: SessionStore & TcStoreAccess;
   readonly coordinator: Coordinator;
   readonly hub: RmChannelHub;
+}
+
+/** What the TC service needs of the node's sessions, whatever keeps them. */
+export interface TcSessions {
+  /** The coordinator's store, with what the gRPC edge asks of it ("may I serve", reads). */
+  store: SessionStore & TcStoreAccess;
+  /** This node takes RM channels now: it runs phase two (raft: the leader role; db: the driver lease). */
+  takesRmChannels(): boolean;
+  /** Follows that role (holding, and the term or epoch it belongs to); returns an unsubscribe function. */
+  onRmRoleChange(listener: (holding: boolean, term: number) => void): () => void;
+  /** The leader (raft) or lease holder (db) as known now, for NOT_LEADER answers that name none. */
+  leaderId(): string | null;
+  /** Phase-two defaults of this mode (the service's options override them). */
+  phaseTwo: Partial<PhaseTwoOptions>;
+  /** Releases what the binding made (raft: the Raft session store; db: nothing, the node owns the store). */
+  close(): void;
+}
+
+/** The raft mode's sessions: the Raft session store over the node's RaftNode. */
+export function raftTcSessions(ctx: TcNodeContext, raft: RaftNode, stateMachine: StateMachine): TcSessions {
+  if (!(stateMachine instanceof CoordinatorLogStateMachine)) {
+    throw new AssertionFailure('the TC service needs the coordinator state machine (CoordinatorLogStateMachine) under the Raft');
+  }
+  const store = new RaftSessionStore({
+    raft,
+    state: stateMachine.coordinator,
+    logger: ctx.logger,
+    leaderAddress: (id) => {
+      const t = ctx.view.leaderInfo(id)?.transaction;
+      return t ? formatHostPort(t) : null;
+    },
+  });
+  return {
+    store,
+    takesRmChannels: () => store.hasLeaderRole(),
+    // RMs may register as soon as this node holds the leader role (before it applied its
+    // first entry of the term), so follow the Raft role itself, not only the store's
+    // announced leadership: any step-down sends every RM to the new leader.
+    onRmRoleChange(listener) {
+      const st = raft.status();
+      let leaderTerm = st.role === 'leader' ? st.term : -1;
+      return raft.onStateChange((change) => {
+        if (change.role !== 'leader') {
+          leaderTerm = -1;
+          listener(false, change.term);
+        } else if (change.term !== leaderTerm) {
+          leaderTerm = change.term;
+          listener(true, change.term);
+        }
+      });
+    },
+    leaderId: () => raft.status().leader,
+    phaseTwo: {},
+    close: () => store.close(),
+  };
+}
+
+/** The db mode's sessions: the node's db session store; its driver lease decides who drives and takes RM channels. */
+export function dbTcSessions(store: DbSessionStore): TcSessions {
+  return {
+    store,
+    takesRmChannels: () => store.drivesPhaseTwo(),
+    onRmRoleChange: (listener) => store.onLeadershipChange((event) => listener(event.isLeader, event.term)),
+    leaderId: () => store.leaseHolder()?.nodeId ?? null,
+    // Commits decided on other nodes reach the holder's driver only through its sweep.
+    phaseTwo: { sweepIntervalMs: DB_MODE_SWEEP_INTERVAL_MS },
+    close: () => undefined,
+  };
 }
 
 /**
@@ -61,60 +143,46 @@ export function workerIdOf(config: NodeConfig): number {
   return createHash('sha256').update(config.node.id).digest().readUInt16BE(0) % WORKER_ID_SPACE;
 }
 
-/** Starts the TC service on a running node (a TcNode service factory). */
-export async function startTcService(ctx: TcNodeContext, options: TcServiceOptions = {}): Promise<RunningTcService> {
+/** Starts the TC service on a running node (a TcNode service factory), in the node's store mode. */
+export function startTcService(ctx: TcNodeContext, options: TcServiceOptions = {}): Promise<RunningTcService> {
+  const sessions = ctx.sessions.mode === 'raft' ? raftTcSessions(ctx, ctx.sessions.raft, ctx.sessions.stateMachine) : dbTcSessions(ctx.sessions.store);
+  return serveTc(ctx, sessions, options);
+}
+
+/** The TC service over any sessions: the hub, the coordinator and the gRPC server. */
+export async function serveTc(ctx: TcNodeContext, sessions: TcSessions, options: TcServiceOptions = {}): Promise<RunningTcService> {
   const { config } = ctx;
   const log = ctx.logger.child({ component: 'tc' });
-  const sm = ctx.stateMachine;
-  if (!(sm instanceof CoordinatorLogStateMachine)) {
-    throw new AssertionFailure('the TC service needs the coordinator state machine (CoordinatorLogStateMachine) under the Raft');
-  }
+  const store = sessions.store;
   const leaderOf = (leaderId: string | null): WireLeader | null => {
-    const id = leaderId ?? ctx.raft.status().leader;
+    const id = leaderId ?? sessions.leaderId();
     if (id === null) return null;
     const info = ctx.view.leaderInfo(id);
     return { nodeId: id, host: info?.transaction?.host ?? '', port: info?.transaction?.port ?? 0 };
   };
-  const store = new RaftSessionStore({
-    raft: ctx.raft,
-    state: sm.coordinator,
-    logger: ctx.logger,
-    leaderAddress: (id) => {
-      const t = ctx.view.leaderInfo(id)?.transaction;
-      return t ? formatHostPort(t) : null;
-    },
-  });
   const hub = new RmChannelHub({
     nodeId: config.node.id,
     logger: ctx.logger,
-    acceptsChannels: () => store.hasLeaderRole(),
+    acceptsChannels: () => sessions.takesRmChannels(),
     notLeader: () => errorToWire(store.notLeaderError(), leaderOf),
     ...(options.rmHeartbeatIntervalMs !== undefined ? { heartbeatIntervalMs: options.rmHeartbeatIntervalMs } : {}),
     ...(options.phaseTwoCallTimeoutMs !== undefined ? { phaseTwoTimeoutMs: options.phaseTwoCallTimeoutMs } : {}),
   });
   const self = selfEndpoints(config).transaction;
+  const phaseTwo = { ...sessions.phaseTwo, ...options.phaseTwo };
   const coordinator = new Coordinator({
     store,
     gateway: hub,
     ids: createSnowflakeIds({ workerId: workerIdOf(config), clock: systemClock }),
     logger: ctx.logger,
     address: { host: self.host, port: self.port },
-    ...(options.phaseTwo ? { phaseTwo: options.phaseTwo } : {}),
+    ...(Object.keys(phaseTwo).length > 0 ? { phaseTwo } : {}),
   });
-  // RMs may register as soon as this node holds the leader role (before it applied its
-  // first entry of the term), so follow the Raft role itself, not only the store's
-  // announced leadership: any step-down sends every RM to the new leader.
-  let leaderTerm = -1;
-  const unsubscribe = ctx.raft.onStateChange((change) => {
-    if (change.role !== 'leader') {
-      leaderTerm = -1;
-      hub.closeAll(errorToWire(store.notLeaderError(), leaderOf));
-    } else if (change.term !== leaderTerm) {
-      leaderTerm = change.term;
-      hub.leadershipGained();
-    }
+  const unsubscribe = sessions.onRmRoleChange((holding) => {
+    if (holding) hub.leadershipGained();
+    else hub.closeAll(errorToWire(store.notLeaderError(), leaderOf));
   });
-  if (ctx.raft.status().role === 'leader') hub.leadershipGained();
+  if (sessions.takesRmChannels()) hub.leadershipGained();
   // Before anything awaits: the store may announce leadership on its next turn.
   coordinator.start();
   const service = new TcGrpcService({
@@ -134,10 +202,10 @@ export async function startTcService(ctx: TcNodeContext, options: TcServiceOptio
     unsubscribe();
     coordinator.stop();
     hub.close();
-    store.close();
+    sessions.close();
     throw err;
   }
-  log.info({ tc: formatHostPort(self), workerId: workerIdOf(config) }, 'TC service started');
+  log.info({ tc: formatHostPort(self), workerId: workerIdOf(config), storeMode: ctx.sessions.mode }, 'TC service started');
   return {
     port,
     store,
@@ -148,20 +216,22 @@ export async function startTcService(ctx: TcNodeContext, options: TcServiceOptio
       coordinator.stop();
       hub.close();
       await service.close();
-      store.close();
+      sessions.close();
       log.info('TC service stopped');
     },
   };
 }
 
 /**
- * The TcNode options of a node that serves the TC protocol: the coordinator's state machine
- * under the Raft and the TC service. `store.mode: db` needs the db session store, which
- * this module does not provide: such a node runs without a TC service (and says so).
+ * The TcNode options of a node that serves the TC protocol, in either store mode: raft —
+ * the coordinator's state machine under the Raft; db — the db session store from
+ * `store.db` (opened by the node) — and the TC service on top.
  */
 export function createTcNodeOptions(config: NodeConfig, logger: Logger, options: TcServiceOptions = {}): TcNodeOptions {
-  const services: TcNodeOptions['services'] = [];
-  if (config.store.mode === 'raft') services.push((ctx) => startTcService(ctx, options));
-  else logger.warn({ storeMode: config.store.mode }, 'store.mode is not raft: the TC service needs the db session store, which is not built in; no TC service started');
-  return { config, logger, stateMachine: new CoordinatorLogStateMachine(), services };
+  return {
+    config,
+    logger,
+    ...(config.store.mode === 'raft' ? { stateMachine: new CoordinatorLogStateMachine() } : {}),
+    services: [(ctx) => startTcService(ctx, options)],
+  };
 }

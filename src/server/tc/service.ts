@@ -4,8 +4,9 @@
  *
  * Order for every call: validate at the edge (mapping.ts; a bad request is answered
  * BAD_REQUEST and changes nothing) → refuse at once with NOT_LEADER (and the leader's TC
- * address) unless this node holds the leader role → the coordinator, which submits through
- * the Raft store and answers only once the command is durable and applied. Every failure is
+ * address) unless this node holds the leader role (in db mode every node does) → the
+ * coordinator, which submits through the session store and answers only once the command
+ * is durable and applied. Every failure is
  * an answer with a typed error, never a thrown handler: a node never crashes on a client.
  */
 import * as grpc from '@grpc/grpc-js';
@@ -54,7 +55,10 @@ const CALL_BUCKETS_SECONDS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0
 
 /** What the service needs of the session store beyond the coordinator. */
 export interface TcStoreAccess {
-  /** This node holds the Raft leader role (it may not have applied its first entry yet: calls then wait briefly). */
+  /**
+   * This node may serve TC calls: raft — it holds the Raft leader role (it may not have
+   * applied its first entry yet: calls then wait briefly); db — always (every node serves).
+   */
   hasLeaderRole(): boolean;
   notLeaderError(): NotLeaderError;
   read<T>(fn: (state: CoordinatorStateView) => T): Promise<T>;

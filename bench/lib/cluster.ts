@@ -1,0 +1,142 @@
+/**
+ * A local three-node Concord cluster for the benchmarks: three `concord start` processes on
+ * free loopback ports, in raft mode (LevelDB data in a tmp dir) or in db mode (stateless
+ * nodes on PostgreSQL or MySQL/MariaDB, tables under their own prefix), each logging to
+ * `<dir>/<id>.log`. Resolves once every node names the same leader (db mode: the driver
+ * lease holder). Used by bench/tc.ts and bench/tps.ts.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { closeSync, mkdirSync, openSync, readFileSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { join, resolve } from 'node:path';
+import { stringify } from 'yaml';
+import type { PinnedNode } from './pinned-discovery.ts';
+
+export const REPO_ROOT = resolve(import.meta.dirname, '../..');
+/** Upper bound on the wait for the cluster to come up and agree on a leader, ms. */
+export const CLUSTER_START_TIMEOUT_MS = 60_000;
+/** How long stopped nodes get to exit on SIGTERM before SIGKILL, ms. */
+export const STOP_GRACE_MS = 5_000;
+
+const children = new Set<ChildProcess>();
+process.on('exit', () => {
+  for (const c of children) c.kill('SIGKILL');
+});
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+export function freePort(): Promise<number> {
+  return new Promise((ok, fail) => {
+    const srv = createServer();
+    srv.once('error', fail);
+    srv.listen(0, '127.0.0.1', () => {
+      const { port } = srv.address() as { port: number };
+      srv.close(() => ok(port));
+    });
+  });
+}
+
+export type ClusterStore = { mode: 'raft'; tickMs?: number } | { mode: 'db'; url: string; tablePrefix: string };
+
+export interface ClusterOptions {
+  /** Where configs, logs and (raft) data go. */
+  dir: string;
+  store: ClusterStore;
+  /** Node ids' prefix: `<prefix>1` .. `<prefix>3`. Default `node`. */
+  idPrefix?: string;
+  /** Extra node flags (e.g. --cpu-prof). */
+  nodeArgs?: string[];
+  logLevel?: string;
+}
+
+export interface BenchNode extends PinnedNode {
+  proc: ChildProcess;
+}
+
+export interface BenchCluster {
+  nodes: BenchNode[];
+  /** HTTP control endpoints of every node ("host:port"). */
+  seeds: string[];
+  /** The leader (db mode: the lease holder) every node named at start. */
+  leaderId: string;
+  stop(): Promise<void>;
+}
+
+export async function startCluster(o: ClusterOptions): Promise<BenchCluster> {
+  const prefix = o.idPrefix ?? 'node';
+  const ports = [];
+  for (let i = 1; i <= 3; i++) ports.push({ id: `${prefix}${i}`, http: await freePort(), tc: await freePort(), raft: await freePort() });
+  const peers = ports.map((p) => ({ nodeId: p.id, host: '127.0.0.1', raftPort: p.raft, tcPort: p.tc, httpPort: p.http }));
+  const nodes: BenchNode[] = [];
+  for (const p of ports) {
+    const file = join(o.dir, `${p.id}.yaml`);
+    const raft =
+      o.store.mode === 'raft'
+        ? { dataDir: join(o.dir, 'data', p.id), tickMs: o.store.tickMs ?? 100, electionTicks: 10, heartbeatTicks: 1, peers }
+        : { dataDir: join(o.dir, 'data', p.id), peers };
+    const store = o.store.mode === 'raft' ? { mode: 'raft' } : { mode: 'db', db: { url: o.store.url, tablePrefix: o.store.tablePrefix } };
+    mkdirSync(join(o.dir, 'data'), { recursive: true });
+    writeFileSync(
+      file,
+      stringify({
+        node: { id: p.id, group: 'default' },
+        server: { host: '127.0.0.1', httpPort: p.http, tcPort: p.tc, raftPort: p.raft },
+        raft,
+        store,
+        log: { level: o.logLevel ?? 'warn' },
+      }),
+    );
+    const fd = openSync(join(o.dir, `${p.id}.log`), 'a');
+    const env: NodeJS.ProcessEnv = { ...process.env, CONCORD_LOG_LEVEL: o.logLevel ?? 'warn' };
+    delete env.CONCORD_DB_URL;
+    const proc = spawn(process.execPath, [...(o.nodeArgs ?? []), '--import', 'tsx', join(REPO_ROOT, 'src/cli/main.ts'), 'start', '--config', file], {
+      cwd: REPO_ROOT,
+      env,
+      stdio: ['ignore', fd, fd],
+    });
+    closeSync(fd);
+    children.add(proc);
+    proc.once('exit', () => children.delete(proc));
+    nodes.push({ nodeId: p.id, transaction: { host: '127.0.0.1', port: p.tc }, control: { host: '127.0.0.1', port: p.http }, proc });
+  }
+  const stop = async () => {
+    const live = nodes.map((n) => n.proc).filter((p) => p.exitCode === null && p.signalCode === null);
+    const exits = live.map((p) => new Promise((r) => p.once('exit', r)));
+    for (const p of live) p.kill('SIGTERM');
+    await Promise.race([Promise.all(exits), sleep(STOP_GRACE_MS)]);
+    for (const p of live) if (p.exitCode === null && p.signalCode === null) p.kill('SIGKILL');
+  };
+  const seeds = nodes.map((n) => `127.0.0.1:${n.control.port}`);
+  const deadline = Date.now() + CLUSTER_START_TIMEOUT_MS;
+  for (;;) {
+    const exited = nodes.find((n) => n.proc.exitCode !== null || n.proc.signalCode !== null);
+    if (exited) {
+      await stop();
+      const logFile = join(o.dir, `${exited.nodeId}.log`);
+      let tail = '';
+      try {
+        tail = readFileSync(logFile, 'utf8').trimEnd().split('\n').slice(-8).join('\n');
+      } catch {
+        // no log
+      }
+      throw new Error(`node ${exited.nodeId} exited while starting (${logFile}):\n${tail}`);
+    }
+    const named = await Promise.all(
+      seeds.map(async (s) => {
+        try {
+          const res = await fetch(`http://${s}/metadata/v1/cluster?group=default`, { signal: AbortSignal.timeout(1_000) });
+          return ((await res.json()) as { leaderId: string | null }).leaderId;
+        } catch {
+          return null;
+        }
+      }),
+    );
+    const leaderId = named[0] ?? null;
+    if (leaderId !== null && named.every((x) => x === leaderId)) return { nodes, seeds, leaderId, stop };
+    if (Date.now() > deadline) {
+      await stop();
+      throw new Error(`the cluster did not agree on a leader within ${CLUSTER_START_TIMEOUT_MS} ms; logs in ${o.dir}`);
+    }
+    await sleep(200);
+  }
+}
