@@ -1,48 +1,10 @@
 /**
- * Global and branch statuses as the SDK sees them: the same string constants as the
- * coordinator's (src/coordinator/types.ts), repeated here because the client may not import
- * the coordinator (the layering test). Only the statuses and helpers the SDK needs.
+ * Global and branch statuses as the SDK sees them: the shared constants
+ * (src/shared/tc-vocabulary.ts) and the helpers the SDK needs.
  */
+import { BranchStatus, GlobalStatus } from '../../shared/tc-vocabulary.ts';
 
-export const GlobalStatus = {
-  Unknown: 'Unknown',
-  Begin: 'Begin',
-  Committing: 'Committing',
-  CommitRetrying: 'CommitRetrying',
-  Rollbacking: 'Rollbacking',
-  RollbackRetrying: 'RollbackRetrying',
-  TimeoutRollbacking: 'TimeoutRollbacking',
-  TimeoutRollbackRetrying: 'TimeoutRollbackRetrying',
-  AsyncCommitting: 'AsyncCommitting',
-  Committed: 'Committed',
-  CommitFailed: 'CommitFailed',
-  Rollbacked: 'Rollbacked',
-  RollbackFailed: 'RollbackFailed',
-  TimeoutRollbacked: 'TimeoutRollbacked',
-  TimeoutRollbackFailed: 'TimeoutRollbackFailed',
-  Finished: 'Finished',
-  CommitRetryTimeout: 'CommitRetryTimeout',
-  RollbackRetryTimeout: 'RollbackRetryTimeout',
-  Deleting: 'Deleting',
-  StopCommitOrCommitRetry: 'StopCommitOrCommitRetry',
-  StopRollbackOrRollbackRetry: 'StopRollbackOrRollbackRetry',
-} as const;
-export type GlobalStatus = (typeof GlobalStatus)[keyof typeof GlobalStatus];
-
-export const BranchStatus = {
-  Unknown: 'Unknown',
-  Registered: 'Registered',
-  PhaseOne_Done: 'PhaseOne_Done',
-  PhaseOne_Failed: 'PhaseOne_Failed',
-  PhaseOne_Timeout: 'PhaseOne_Timeout',
-  PhaseTwo_Committed: 'PhaseTwo_Committed',
-  PhaseTwo_CommitFailed_Retryable: 'PhaseTwo_CommitFailed_Retryable',
-  PhaseTwo_CommitFailed_Unretryable: 'PhaseTwo_CommitFailed_Unretryable',
-  PhaseTwo_Rollbacked: 'PhaseTwo_Rollbacked',
-  PhaseTwo_RollbackFailed_Retryable: 'PhaseTwo_RollbackFailed_Retryable',
-  PhaseTwo_RollbackFailed_Unretryable: 'PhaseTwo_RollbackFailed_Unretryable',
-} as const;
-export type BranchStatus = (typeof BranchStatus)[keyof typeof BranchStatus];
+export { BranchStatus, GlobalStatus };
 
 const COMMIT_FAMILY: ReadonlySet<string> = new Set<GlobalStatus>([
   GlobalStatus.Committing,

@@ -1,50 +1,16 @@
 /**
  * Seata's numeric codes as the TC protocol carries them (proto/tc.proto), and the names the
- * client speaks. A copy of the coordinator's tables (src/coordinator/types.ts): the client
- * may not import the coordinator, and the codes are part of the wire contract anyway.
+ * client speaks. The tables live once, in src/shared/tc-vocabulary.ts, shared with the
+ * coordinator.
  */
+import { BRANCH_STATUS_CODES, BRANCH_TYPE_CODES, GLOBAL_STATUS_CODES } from '../../shared/tc-vocabulary.ts';
 
-export const GLOBAL_STATUS_CODES = {
-  Unknown: 0,
-  Begin: 1,
-  Committing: 2,
-  CommitRetrying: 3,
-  Rollbacking: 4,
-  RollbackRetrying: 5,
-  TimeoutRollbacking: 6,
-  TimeoutRollbackRetrying: 7,
-  AsyncCommitting: 8,
-  Committed: 9,
-  CommitFailed: 10,
-  Rollbacked: 11,
-  RollbackFailed: 12,
-  TimeoutRollbacked: 13,
-  TimeoutRollbackFailed: 14,
-  Finished: 15,
-  CommitRetryTimeout: 16,
-  RollbackRetryTimeout: 17,
-  Deleting: 18,
-  StopCommitOrCommitRetry: 19,
-  StopRollbackOrRollbackRetry: 20,
-} as const;
+export { BRANCH_STATUS_CODES, BRANCH_TYPE_CODES, GLOBAL_STATUS_CODES };
+
 export type GlobalStatusName = keyof typeof GLOBAL_STATUS_CODES;
 
-export const BRANCH_STATUS_CODES = {
-  Unknown: 0,
-  Registered: 1,
-  PhaseOne_Done: 2,
-  PhaseOne_Failed: 3,
-  PhaseOne_Timeout: 4,
-  PhaseTwo_Committed: 5,
-  PhaseTwo_CommitFailed_Retryable: 6,
-  PhaseTwo_CommitFailed_Unretryable: 7,
-  PhaseTwo_Rollbacked: 8,
-  PhaseTwo_RollbackFailed_Retryable: 9,
-  PhaseTwo_RollbackFailed_Unretryable: 10,
-} as const;
 export type BranchStatusName = keyof typeof BRANCH_STATUS_CODES;
 
-export const BRANCH_TYPE_CODES = { AT: 0, TCC: 1, SAGA: 2, XA: 3 } as const;
 export type BranchTypeName = keyof typeof BRANCH_TYPE_CODES;
 
 function invert<K extends string>(table: Readonly<Record<K, number>>): ReadonlyMap<number, K> {
