@@ -7,9 +7,10 @@
  * numbers exist only to talk to the wire.
  */
 
-import { BRANCH_STATUS_CODES, BRANCH_TYPE_CODES, BranchStatus, BranchType, GLOBAL_STATUS_CODES, GlobalStatus } from '../shared/tc-vocabulary.ts';
+import { BRANCH_STATUS_CODES, BRANCH_TYPE_CODES, BranchStatus, BranchType, type Decision, GLOBAL_STATUS_CODES, GlobalStatus, decisionOf, isFailedEnd } from '../shared/tc-vocabulary.ts';
 
-export { BRANCH_STATUS_CODES, BRANCH_TYPE_CODES, BranchStatus, BranchType, GLOBAL_STATUS_CODES, GlobalStatus };
+export { BRANCH_STATUS_CODES, BRANCH_TYPE_CODES, BranchStatus, BranchType, GLOBAL_STATUS_CODES, GlobalStatus, decisionOf, isFailedEnd };
+export type { Decision };
 
 // ---------------------------------------------------------------------------------------
 // Global status
@@ -50,38 +51,6 @@ export const SESSION_STATUSES: readonly GlobalStatus[] = [
   GlobalStatus.TimeoutRollbackFailed,
 ];
 
-const COMMIT_FAMILY: ReadonlySet<GlobalStatus> = new Set([
-  GlobalStatus.Committing,
-  GlobalStatus.CommitRetrying,
-  GlobalStatus.AsyncCommitting,
-  GlobalStatus.Committed,
-  GlobalStatus.CommitFailed,
-  GlobalStatus.CommitRetryTimeout,
-  GlobalStatus.StopCommitOrCommitRetry,
-]);
-
-const ROLLBACK_FAMILY: ReadonlySet<GlobalStatus> = new Set([
-  GlobalStatus.Rollbacking,
-  GlobalStatus.RollbackRetrying,
-  GlobalStatus.TimeoutRollbacking,
-  GlobalStatus.TimeoutRollbackRetrying,
-  GlobalStatus.Rollbacked,
-  GlobalStatus.RollbackFailed,
-  GlobalStatus.TimeoutRollbacked,
-  GlobalStatus.TimeoutRollbackFailed,
-  GlobalStatus.RollbackRetryTimeout,
-  GlobalStatus.StopRollbackOrRollbackRetry,
-]);
-
-export type Decision = 'commit' | 'rollback';
-
-/** The decision a status implies, or null while undecided (Begin, Unknown, ...). */
-export function decisionOf(status: GlobalStatus): Decision | null {
-  if (COMMIT_FAMILY.has(status)) return 'commit';
-  if (ROLLBACK_FAMILY.has(status)) return 'rollback';
-  return null;
-}
-
 const END_STATUSES: ReadonlySet<GlobalStatus> = new Set([
   GlobalStatus.Committed,
   GlobalStatus.CommitFailed,
@@ -91,7 +60,11 @@ const END_STATUSES: ReadonlySet<GlobalStatus> = new Set([
   GlobalStatus.TimeoutRollbackFailed,
 ]);
 
-/** End states: the status never changes again (Seata's "final status"). */
+/**
+ * End states: the status never changes again (Seata's "final status"). Unlike the SDK's
+ * isEndStatus, Finished is not among them: a session never enters it (it is decoded at
+ * the edge only).
+ */
 export function isEndStatus(status: GlobalStatus): boolean {
   return END_STATUSES.has(status);
 }
@@ -99,14 +72,6 @@ export function isEndStatus(status: GlobalStatus): boolean {
 /** End states reached because every branch finished its phase two. */
 export function isSuccessfulEnd(status: GlobalStatus): boolean {
   return status === GlobalStatus.Committed || status === GlobalStatus.Rollbacked || status === GlobalStatus.TimeoutRollbacked;
-}
-
-/**
- * End states that need an operator: the session stays live and KEEPS its locks (the rows
- * may be half-written; freeing them would expose dirty data) until MarkResolved.
- */
-export function isFailedEnd(status: GlobalStatus): boolean {
-  return status === GlobalStatus.CommitFailed || status === GlobalStatus.RollbackFailed || status === GlobalStatus.TimeoutRollbackFailed;
 }
 
 /** Phase two is running: the driver owns the session. */

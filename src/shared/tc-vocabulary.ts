@@ -108,3 +108,47 @@ export type BranchType = (typeof BranchType)[keyof typeof BranchType];
 
 /** Seata's numeric codes (io.seata.core.model.BranchType). */
 export const BRANCH_TYPE_CODES: Readonly<Record<BranchType, number>> = { AT: 0, TCC: 1, SAGA: 2, XA: 3 };
+
+// ---------------------------------------------------------------------------------------
+// What a status says about the decision
+// ---------------------------------------------------------------------------------------
+
+const COMMIT_FAMILY: ReadonlySet<GlobalStatus> = new Set([
+  GlobalStatus.Committing,
+  GlobalStatus.CommitRetrying,
+  GlobalStatus.AsyncCommitting,
+  GlobalStatus.Committed,
+  GlobalStatus.CommitFailed,
+  GlobalStatus.CommitRetryTimeout,
+  GlobalStatus.StopCommitOrCommitRetry,
+]);
+
+const ROLLBACK_FAMILY: ReadonlySet<GlobalStatus> = new Set([
+  GlobalStatus.Rollbacking,
+  GlobalStatus.RollbackRetrying,
+  GlobalStatus.TimeoutRollbacking,
+  GlobalStatus.TimeoutRollbackRetrying,
+  GlobalStatus.Rollbacked,
+  GlobalStatus.RollbackFailed,
+  GlobalStatus.TimeoutRollbacked,
+  GlobalStatus.TimeoutRollbackFailed,
+  GlobalStatus.RollbackRetryTimeout,
+  GlobalStatus.StopRollbackOrRollbackRetry,
+]);
+
+export type Decision = 'commit' | 'rollback';
+
+/** The decision a status implies, or null while undecided (Begin, Unknown, ...). */
+export function decisionOf(status: GlobalStatus): Decision | null {
+  if (COMMIT_FAMILY.has(status)) return 'commit';
+  if (ROLLBACK_FAMILY.has(status)) return 'rollback';
+  return null;
+}
+
+/**
+ * End states that need an operator: phase two gave up, the rows may be half-written. The
+ * coordinator keeps such a session live, with its locks, until MarkResolved.
+ */
+export function isFailedEnd(status: GlobalStatus): boolean {
+  return status === GlobalStatus.CommitFailed || status === GlobalStatus.RollbackFailed || status === GlobalStatus.TimeoutRollbackFailed;
+}
