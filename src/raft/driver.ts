@@ -9,7 +9,8 @@
  *   1. persist hardState + entries + received snapshot in ONE synced write (a leader's
  *      appends and heartbeats may leave before it: they depend only on its durable term);
  *   2. only then send the Ready's other messages (vote grants and append responses depend on 1);
- *   3. restore the received snapshot into the state machine, apply committed entries;
+ *   3. restore the received snapshot into the state machine, apply committed entries
+ *      (those already durable on this node are applied before step 1, see handleReady);
  *   4. resolve the proposals and reads they complete; core.advance(ready).
  * Only one round runs at a time. Messages, ticks and proposals that arrive while a round
  * awaits the disk step the core at once and make the loop run again.
@@ -486,7 +487,10 @@ export class RaftDriver {
       return;
     }
     this.looping = true;
-    void this.loop();
+    // The round starts in a microtask, not now: every message of a received batch and
+    // every proposal of one I/O callback steps the core first, so one round — one fsync,
+    // one batch per peer — carries them all.
+    queueMicrotask(() => void this.loop());
   }
 
   private async loop(): Promise<void> {
@@ -548,6 +552,23 @@ export class RaftDriver {
       if (early.length > 0) this.transport.send(early);
     }
 
+    // 0b. Committed entries that are already durable here are applied now, while this
+    // round's write is still ahead: they are committed (a quorum holds them durably) and
+    // on this node's disk, so nothing in this round's write can change them. A proposer
+    // hears its answer one fsync sooner (etcd applies in parallel with its WAL write for
+    // the same reason). The commit index itself need not be durable first: a restarted
+    // node rebuilds its state machine from its snapshot and the log, and learns the commit
+    // index again from the leader. Entries this round writes, or that follow a received
+    // snapshot, wait until after the write (step 3).
+    const commitNow = rd.hardState?.commit ?? this.durable.commit;
+    let appliedEarly = 0;
+    if (rd.snapshot === null) {
+      while (appliedEarly < rd.committedEntries.length && rd.committedEntries[appliedEarly]!.index <= this.durableLastIndex) {
+        this.applyEntry(rd.committedEntries[appliedEarly]!, commitNow);
+        appliedEarly++;
+      }
+    }
+
     // 1. Persist: one synced write; nothing else leaves before it is durable.
     if (rd.hardState || rd.entries.length > 0 || rd.snapshot) {
       try {
@@ -579,7 +600,7 @@ export class RaftDriver {
 
     // 3. Restore, then apply.
     if (rd.snapshot) this.restoreSnapshot(rd.snapshot);
-    for (const e of rd.committedEntries) this.applyEntry(e);
+    for (let i = appliedEarly; i < rd.committedEntries.length; i++) this.applyEntry(rd.committedEntries[i]!, this.durable.commit);
 
     // 4. Complete reads; advance.
     for (const rs of rd.readStates) {
@@ -603,10 +624,11 @@ export class RaftDriver {
     this.log.info({ index: snap.meta.index, term: snap.meta.term }, 'restored a snapshot from the leader');
   }
 
-  private applyEntry(e: Entry): void {
+  /** Applies one committed entry; `commit` is the core's commit index for this round. */
+  private applyEntry(e: Entry, commit: number): void {
     assert(e.index === this.applied + 1, () => `applying entry ${e.index} after applied ${this.applied}: applied must grow by one`);
     assert(e.index <= this.durableLastIndex, () => `applying entry ${e.index} beyond the durable last index ${this.durableLastIndex}`);
-    assert(e.index <= this.durable.commit, () => `applying entry ${e.index} beyond the durable commit index ${this.durable.commit}`);
+    assert(e.index <= commit, () => `applying entry ${e.index} beyond the commit index ${commit}`);
     let result: unknown = undefined;
     if (e.type === 'normal') {
       if (e.data.length > 0) result = this.sm.apply(e.index, e.data);

@@ -3,7 +3,7 @@ import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
 import { Packr } from 'msgpackr';
 import { afterEach, describe, expect, it } from 'vitest';
-import type { Message } from '../../src/raft/core/types.ts';
+import type { Entry, Message } from '../../src/raft/core/types.ts';
 import { crc32 } from '../../src/raft/storage/crc32.ts';
 import { decodeMessage, encodeMessage } from '../../src/raft/transport/codec.ts';
 import { GrpcTransport, RAFT_PROTO_PATH, type TransportLimits } from '../../src/raft/transport/grpc-transport.ts';
@@ -83,6 +83,22 @@ describe('codec', () => {
       const d = decodeMessage(encodeMessage(m));
       expect(d.ok).toBe(true);
       expect(norm(d.ok && d.message)).toEqual(norm(m));
+    }
+  });
+
+  it('encodes an append exactly as msgpackr would, reusing each entry\'s bytes across followers', () => {
+    const plain = new Packr({ useRecords: false });
+    for (const n of [1, 15, 16, 70_000]) {
+      const entries: Entry[] = [];
+      for (let i = 0; i < n; i++) entries.push({ index: 10 + i, term: 4, type: 'normal', data: new Uint8Array([i & 0xff, 7]) });
+      const toB: Message = { type: 'app', from: 'a', to: 'b', term: 4, prevIndex: 9, prevTerm: 3, commit: 9, entries };
+      const toC: Message = { ...toB, to: 'c', prevIndex: 10, prevTerm: 4, entries: entries.slice(1) };
+      for (const m of [toB, toC, toB]) {
+        const bytes = encodeMessage(m);
+        expect(Buffer.compare(bytes, plain.pack(m))).toBe(0);
+        const d = decodeMessage(bytes);
+        expect(norm(d.ok && d.message)).toEqual(norm(m));
+      }
     }
   });
 

@@ -210,9 +210,13 @@ function startHttp(node: RaftNode, sm: KvStateMachine, address: string, logger: 
   const propose = async (cmd: KvCommand) => node.propose(encodeKvCommand(cmd));
 
   const handle = async (req: IncomingMessage, res: ServerResponse): Promise<void> => {
-    const url = new URL(req.url ?? '/', 'http://x');
-    const path = url.pathname;
-    const stale = url.searchParams.get('stale') === '1' || url.searchParams.get('stale') === 'true';
+    // Split by hand: a WHATWG URL per request is a measurable share of a leader's CPU at
+    // thousands of writes a second, and only the path and two query parameters are read.
+    const target = req.url ?? '/';
+    const q = target.indexOf('?');
+    const path = q < 0 ? target : target.slice(0, q);
+    const query = new URLSearchParams(q < 0 ? '' : target.slice(q + 1));
+    const stale = query.get('stale') === '1' || query.get('stale') === 'true';
     const method = req.method ?? 'GET';
 
     if (path.startsWith('/kv/')) {
@@ -238,7 +242,7 @@ function startHttp(node: RaftNode, sm: KvStateMachine, address: string, logger: 
     }
     if (path === '/kv' && method === 'GET') {
       if (!stale) await node.read();
-      const entries = sm.entries(url.searchParams.get('prefix') ?? '');
+      const entries = sm.entries(query.get('prefix') ?? '');
       send(res, 200, { count: entries.length, entries: Object.fromEntries(entries) });
       return;
     }

@@ -13,8 +13,47 @@ import { checkEntry, checkSnapshotMeta, isIndex, isNodeId, isObject } from '../s
  */
 const packr = new Packr({ useRecords: false, copyBuffers: true });
 
+/**
+ * A leader sends the same entries to every follower (and again on a retry), so each
+ * entry's encoding is kept, keyed by the entry object, for as long as the core holds it.
+ */
+const encodedEntries = new WeakMap<object, Buffer>();
+
+function encodeEntry(entry: object): Buffer {
+  let bytes = encodedEntries.get(entry);
+  if (bytes === undefined) {
+    bytes = packr.pack(entry);
+    encodedEntries.set(entry, bytes);
+  }
+  return bytes;
+}
+
+/** The msgpack head of an array of n elements. */
+function arrayHead(n: number): Buffer {
+  if (n < 16) return Buffer.from([0x90 | n]);
+  if (n < 0x10000) return Buffer.from([0xdc, n >> 8, n & 0xff]);
+  const head = Buffer.allocUnsafe(5);
+  head[0] = 0xdd;
+  head.writeUInt32BE(n, 1);
+  return head;
+}
+
+/** The msgpack key `entries` (a fixstr). */
+const ENTRIES_KEY = packr.pack('entries');
+
 export function encodeMessage(message: Message): Buffer {
-  return packr.pack(message);
+  if (message.type !== 'app' || message.entries.length === 0) return packr.pack(message);
+  // An append is encoded as its other fields plus an `entries` key whose array is spliced
+  // together from the cached entry encodings: the same bytes msgpackr would produce for
+  // the whole object, without encoding each entry once per follower.
+  const { entries, ...rest } = message;
+  const head = packr.pack(rest);
+  const fields = head[0]! & 0x0f;
+  // A fixmap (≤ 15 fields) is all an append's few fields can make; anything else is a bug.
+  if ((head[0]! & 0xf0) !== 0x80 || fields === 15) return packr.pack(message);
+  const parts: Buffer[] = [Buffer.from([0x80 | (fields + 1)]), head.subarray(1), ENTRIES_KEY, arrayHead(entries.length)];
+  for (const e of entries) parts.push(encodeEntry(e));
+  return Buffer.concat(parts);
 }
 
 export type DecodeResult = { ok: true; message: Message } | { ok: false; error: string };

@@ -218,16 +218,16 @@ class Peer {
     return this.call !== null;
   }
 
+  /** Queues one encoded message; the caller pumps once it has queued a whole send() worth. */
   enqueue(bytes: Buffer): void {
     const dropped = this.queue.push(bytes);
     if (dropped > 0) {
       this.dropped += dropped;
       this.owner.countDrop('queueFull', this.id, dropped);
     }
-    this.pump();
   }
 
-  private pump(): void {
+  pump(): void {
     if (this.closed) return;
     if (this.call === null) {
       this.connect();
@@ -394,6 +394,9 @@ export class GrpcTransport implements PeerTransport {
   }
 
   send(messages: Message[]): void {
+    // All of a send() call's messages to one peer travel as one batch (one gRPC write):
+    // a leader's round to a follower (append + heartbeat), a follower's answers.
+    const touched = new Set<Peer>();
     for (const m of messages) {
       if (this.closed) {
         this.countDrop('closed', m.to, 1);
@@ -420,7 +423,9 @@ export class GrpcTransport implements PeerTransport {
         continue;
       }
       peer.enqueue(bytes);
+      touched.add(peer);
     }
+    for (const peer of touched) peer.pump();
   }
 
   onMessage(handler: (message: Message) => void): void {
