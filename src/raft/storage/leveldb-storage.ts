@@ -4,7 +4,7 @@
  * later membership changes are conf entries in the log).
  *
  * Layout (keys are binary and sort in log order):
- *   0x01 ‖ u64be(index)   one log entry
+ *   0x01 ‖ u64be(first)   one run: the entries first .. first+n-1 (n ≥ 1) written by one round
  *   0x02                  hard state {term, vote, commit}
  *   0x03                  snapshot meta {index, term, conf, dataBytes, dataCrc}
  *   0x04                  snapshot data
@@ -12,12 +12,30 @@
  *
  * Every value is framed as  u8 format ‖ u32be crc32(key ‖ payload) ‖ msgpackr(payload),
  * so a flipped byte, a truncated value or a value stored under the wrong key is caught by
- * `load()` and reported as StorageCorruptError rather than handed to the core.
+ * `load()` and reported as StorageCorruptError rather than handed to the core. A database
+ * in another format (the identity record says which) is refused, not upgraded.
+ *
+ * Why runs: abstract-level and LevelDB charge per operation, and a busy follower writes
+ * about ten entries a round; one put per entry made `save()` a quarter of its CPU. A round
+ * now writes its entries as ONE value (split only past MAX_RUN_ENTRIES) next to the hard
+ * state.
+ *
+ * Runs are never rewritten, so the log is read back with one rule: a run is truncated
+ * where the next run (in key order) begins. It reproduces the durable log because
+ *  - a round whose entries start at f (Raft's conflicting-tail overwrite) deletes every
+ *    run keyed ≥ f in the same batch; a run that starts before f and reaches past it
+ *    stays, and the new run keyed f cuts it on load;
+ *  - compaction at S (a local snapshot, or a received one that keeps its suffix, §7)
+ *    deletes the runs whose entries, so truncated, all lie at or below S; a run that
+ *    straddles S stays and its entries up to S are skipped on load. A received snapshot
+ *    that does not match the log deletes every run.
+ * So only the first run may start at or below the snapshot index, every later run starts
+ * right after the (truncated) previous one, and anything else is corruption.
  *
  * Durability: `save()` is ONE `db.batch(ops, { sync: true })` per Raft round (group
- * commit): the round's entries, the deletion of any conflicting durable tail, a received
- * snapshot (with the deletion of the entries it covers) and the hard state. `saveSnapshot()`
- * is likewise one synced batch. Writes are serialized; a failed write poisons the storage
+ * commit): the round's run, the deletion of the runs it supersedes, a received snapshot
+ * (with the deletion of the runs it covers) and the hard state. `saveSnapshot()` is
+ * likewise one synced batch. Writes are serialized; a failed write poisons the storage
  * (the node must stop — its in-memory view of the disk can no longer be trusted).
  */
 import { performance } from 'node:perf_hooks';
@@ -30,17 +48,27 @@ import type { Logger } from '../../shared/logger.ts';
 import { crc32 } from './crc32.ts';
 import { checkEntry, checkSnapshotMeta, isIndex, isNodeId, isObject } from './shape.ts';
 
-/** Version byte at the head of every stored value; bump on an incompatible layout change. */
-export const STORAGE_FORMAT_VERSION = 1;
+/**
+ * Version byte at the head of every stored value; bump on an incompatible layout change.
+ * 1: one key per entry. 2: one key per run of entries.
+ */
+export const STORAGE_FORMAT_VERSION = 2;
 /** u8 format + u32 crc. */
 const VALUE_HEADER_BYTES = 5;
 
-const PREFIX_ENTRY = 0x01;
+const PREFIX_RUN = 0x01;
 const KEY_HARD_STATE = Buffer.from([0x02]);
 const KEY_SNAPSHOT_META = Buffer.from([0x03]);
 const KEY_SNAPSHOT_DATA = Buffer.from([0x04]);
 const KEY_IDENTITY = Buffer.from([0x05]);
-const ENTRY_KEY_BYTES = 9;
+const RUN_KEY_BYTES = 9;
+
+/**
+ * Most entries one run holds. A larger batch (a follower catching up) is split into several
+ * runs in the same synced write, so that no single value (which load() decodes whole and
+ * msgpackr packs in one buffer) grows without bound.
+ */
+export const MAX_RUN_ENTRIES = 4096;
 
 /** Upper bound on the LevelDB block cache; the log is read once at start, so small is fine. */
 export const LEVELDB_CACHE_BYTES = 8 * 1024 * 1024;
@@ -49,15 +77,16 @@ export const LEVELDB_WRITE_BUFFER_BYTES = 4 * 1024 * 1024;
 
 const packr = new Packr({ useRecords: false, copyBuffers: true });
 
-export function entryKey(index: number): Buffer {
-  const key = Buffer.allocUnsafe(ENTRY_KEY_BYTES);
-  key[0] = PREFIX_ENTRY;
-  key.writeBigUInt64BE(BigInt(index), 1);
+/** The key of the run whose first entry is `firstIndex`. Exported for tests. */
+export function runKey(firstIndex: number): Buffer {
+  const key = Buffer.allocUnsafe(RUN_KEY_BYTES);
+  key[0] = PREFIX_RUN;
+  key.writeBigUInt64BE(BigInt(firstIndex), 1);
   return key;
 }
 
-function entryIndexOfKey(key: Buffer): number | null {
-  if (key.length !== ENTRY_KEY_BYTES || key[0] !== PREFIX_ENTRY) return null;
+function runFirstOfKey(key: Buffer): number | null {
+  if (key.length !== RUN_KEY_BYTES || key[0] !== PREFIX_RUN) return null;
   const index = key.readBigUInt64BE(1);
   return index <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(index) : null;
 }
@@ -71,11 +100,12 @@ export function frameValue(key: Buffer, payload: Uint8Array): Buffer {
   return out;
 }
 
-function unframeValue(key: Buffer, value: Buffer, what: string): Buffer {
+/** Checks a value's frame and returns its payload. `anyFormat` leaves the format byte to the caller (identity). */
+function unframeValue(key: Buffer, value: Buffer, what: string, anyFormat = false): Buffer {
   if (value.length < VALUE_HEADER_BYTES) {
     throw new StorageCorruptError(`${what}: value of ${value.length} bytes is shorter than its header (torn write?)`);
   }
-  if (value[0] !== STORAGE_FORMAT_VERSION) {
+  if (!anyFormat && value[0] !== STORAGE_FORMAT_VERSION) {
     throw new StorageCorruptError(`${what}: unknown storage format ${value[0]} (expected ${STORAGE_FORMAT_VERSION})`);
   }
   const payload = value.subarray(VALUE_HEADER_BYTES);
@@ -97,9 +127,7 @@ function decodePayload(payload: Buffer, what: string): unknown {
   }
 }
 
-function encodeEntry(entry: Entry): Buffer {
-  return frameValue(entryKey(entry.index), packr.pack(entry));
-}
+type WriteOp = { type: 'put'; key: Buffer; value: Buffer } | { type: 'del'; key: Buffer };
 
 interface StoredSnapshotMeta extends SnapshotMeta {
   dataBytes: number;
@@ -133,6 +161,12 @@ export interface StorageStats {
   lastIndex: number;
 }
 
+/** A durable run: its key, and its last entry once truncated where the next run begins. */
+interface Run {
+  first: number;
+  last: number;
+}
+
 /** Everything the storage knows about the durable state, mirrored in memory after load. */
 interface DurableView {
   hardState: HardState;
@@ -140,6 +174,13 @@ interface DurableView {
   snapshotTerm: number;
   /** Terms of the durable entries snapshotIndex+1 .. snapshotIndex+terms.length. */
   terms: number[];
+  /**
+   * The durable runs in key order, so a round knows which keys to delete without reading
+   * LevelDB. Their ranges (after truncation) are contiguous and end at the last index;
+   * only the first may start at or below snapshotIndex, and every one ends above it.
+   * Empty exactly when `terms` is.
+   */
+  runs: Run[];
 }
 
 export class LevelDbStorage implements LogStorage {
@@ -188,7 +229,7 @@ export class LevelDbStorage implements LogStorage {
   }
 
   /** One LevelDB batch, synced unless the caller says it need not be (see PersistBatch.sync), timed. */
-  private async syncedBatch(ops: Array<{ type: 'put'; key: Buffer; value: Buffer } | { type: 'del'; key: Buffer }>, entries: number, sync = true): Promise<void> {
+  private async syncedBatch(ops: WriteOp[], entries: number, sync = true): Promise<void> {
     const t0 = performance.now();
     await this.db.batch(ops, { sync });
     const ms = performance.now() - t0;
@@ -222,30 +263,56 @@ export class LevelDbStorage implements LogStorage {
     const snapshotIndex = snapshot?.meta.index ?? 0;
     const snapshotTerm = snapshot?.meta.term ?? 0;
 
+    // Runs come in key order; each is held back until the next one's key says where it
+    // ends (see the header: a run is truncated where the next run begins).
     const entries: Entry[] = [];
-    let expected = snapshotIndex + 1;
+    const runs: Run[] = [];
     let prevTerm = snapshotTerm;
-    for await (const [key, value] of this.db.iterator({ gte: entryKey(0), lte: entryKey(Number.MAX_SAFE_INTEGER) })) {
-      const index = entryIndexOfKey(key);
-      if (index === null) throw new StorageCorruptError(`malformed entry key ${key.toString('hex')}`);
-      const what = `log entry ${index}`;
-      if (index !== expected) {
+    let held: { first: number; entries: Entry[] } | null = null;
+    const accept = (run: { first: number; entries: Entry[] }, next: number | null) => {
+      const heldLast = run.first + run.entries.length - 1;
+      if (next !== null && next > heldLast + 1) {
+        throw new StorageCorruptError(`log run ${next}: gap in the log, expected index ${heldLast + 1} (torn tail?)`);
+      }
+      const last = next === null ? heldLast : next - 1;
+      if (last <= snapshotIndex) {
         throw new StorageCorruptError(
-          index < expected
-            ? `${what}: at or below the snapshot index ${snapshotIndex} (a compaction was not atomic?)`
-            : `${what}: gap in the log, expected index ${expected} (torn tail?)`,
+          `log run ${run.first}: its entries through ${last} are all at or below the snapshot index ${snapshotIndex} (a compaction was not atomic?)`,
         );
       }
-      const entry = decodePayload(unframeValue(key, value, what), what);
-      const problem = checkEntry(entry, what);
-      if (problem) throw new StorageCorruptError(problem);
-      const e = entry as Entry;
-      if (e.index !== index) throw new StorageCorruptError(`${what}: value says index ${e.index}`);
-      if (e.term < prevTerm) throw new StorageCorruptError(`${what}: term ${e.term} below the previous term ${prevTerm}`);
-      entries.push(e);
-      prevTerm = e.term;
-      expected++;
+      if (run.first <= snapshotIndex) {
+        // A run straddling the snapshot: the entry at the snapshot index was checked
+        // against the snapshot's term when the snapshot was written.
+        const atSnapshot = run.entries[snapshotIndex - run.first]!;
+        if (atSnapshot.term !== snapshotTerm) {
+          throw new StorageCorruptError(
+            `log entry ${snapshotIndex}: term ${atSnapshot.term}, the snapshot at that index says ${snapshotTerm}`,
+          );
+        }
+      }
+      for (let i = Math.max(run.first, snapshotIndex + 1); i <= last; i++) {
+        const e = run.entries[i - run.first]!;
+        if (e.term < prevTerm) throw new StorageCorruptError(`log entry ${i}: term ${e.term} below the previous term ${prevTerm}`);
+        entries.push(e);
+        prevTerm = e.term;
+      }
+      runs.push({ first: run.first, last });
+    };
+    for await (const [key, value] of this.db.iterator({ gte: runKey(0), lte: runKey(Number.MAX_SAFE_INTEGER) })) {
+      const first = runFirstOfKey(key);
+      if (first === null) throw new StorageCorruptError(`malformed run key ${key.toString('hex')}`);
+      const what = `log run ${first}`;
+      if (held === null && first > snapshotIndex + 1) {
+        throw new StorageCorruptError(`${what}: gap in the log, expected index ${snapshotIndex + 1} (torn tail?)`);
+      }
+      if (held !== null && first <= snapshotIndex) {
+        throw new StorageCorruptError(`${what}: at or below the snapshot index ${snapshotIndex} (a compaction was not atomic?)`);
+      }
+      const run = this.decodeRun(key, value, first, what);
+      if (held !== null) accept(held, first);
+      held = { first, entries: run };
     }
+    if (held !== null) accept(held, null);
 
     const lastIndex = snapshotIndex + entries.length;
     if (hardState.commit > lastIndex) {
@@ -257,12 +324,26 @@ export class LevelDbStorage implements LogStorage {
       throw new StorageCorruptError(`last entry term ${prevTerm} is above the hard state term ${hardState.term}`);
     }
 
-    this.view = { hardState, snapshotIndex, snapshotTerm, terms: entries.map((e) => e.term) };
+    this.view = { hardState, snapshotIndex, snapshotTerm, terms: entries.map((e) => e.term), runs };
     this.logger.info(
-      { term: hardState.term, commit: hardState.commit, snapshotIndex, firstIndex: snapshotIndex + 1, lastIndex },
+      { term: hardState.term, commit: hardState.commit, snapshotIndex, firstIndex: snapshotIndex + 1, lastIndex, runs: runs.length },
       'raft storage loaded',
     );
     return { hardState, snapshot, entries };
+  }
+
+  /** Decodes one run value and checks each entry: its shape, and that it sits at first+i. */
+  private decodeRun(key: Buffer, value: Buffer, first: number, what: string): Entry[] {
+    const run = decodePayload(unframeValue(key, value, what), what);
+    if (!Array.isArray(run) || run.length === 0) throw new StorageCorruptError(`${what}: not a non-empty list of entries`);
+    for (let i = 0; i < run.length; i++) {
+      const ewhat = `log entry ${first + i} (run ${first})`;
+      const problem = checkEntry(run[i], ewhat);
+      if (problem) throw new StorageCorruptError(problem);
+      const e = run[i] as Entry;
+      if (e.index !== first + i) throw new StorageCorruptError(`${ewhat}: value says index ${e.index}`);
+    }
+    return run as Entry[];
   }
 
   private async checkIdentity(): Promise<void> {
@@ -272,9 +353,17 @@ export class LevelDbStorage implements LogStorage {
       await this.db.put(KEY_IDENTITY, frameValue(KEY_IDENTITY, payload), { sync: true });
       return;
     }
-    const identity = decodePayload(unframeValue(KEY_IDENTITY, raw, 'identity'), 'identity');
-    if (!isObject(identity) || identity.format !== STORAGE_FORMAT_VERSION) {
-      throw new StorageCorruptError('identity record has an unknown format');
+    // Read whatever format wrote it (the checksum still holds across formats), so that data
+    // from another build is named as such rather than reported as a torn value.
+    const identity = decodePayload(unframeValue(KEY_IDENTITY, raw, 'identity', true), 'identity');
+    if (!isObject(identity) || !isIndex(identity.format)) throw new StorageCorruptError('identity record is malformed');
+    const format = raw[0] !== STORAGE_FORMAT_VERSION ? raw[0]! : identity.format;
+    if (format !== STORAGE_FORMAT_VERSION) {
+      throw new ConfigError(
+        'dataDir',
+        `the raft data is in unknown storage format ${format}: this build reads format ${STORAGE_FORMAT_VERSION} only ` +
+          'and does not convert data in place; wrong data directory, or data from another Concord version?',
+      );
     }
     if (this.nodeId !== undefined && isNodeId(identity.nodeId) && identity.nodeId !== this.nodeId) {
       throw new ConfigError(
@@ -342,7 +431,7 @@ export class LevelDbStorage implements LogStorage {
     return run;
   }
 
-  private snapshotOps(snapshot: Snapshot): Array<{ type: 'put'; key: Buffer; value: Buffer }> {
+  private snapshotOps(snapshot: Snapshot): WriteOp[] {
     const data = snapshot.data;
     const meta: StoredSnapshotMeta = {
       index: snapshot.meta.index,
@@ -359,17 +448,26 @@ export class LevelDbStorage implements LogStorage {
 
   private async doSave(batch: PersistBatch): Promise<void> {
     const view = this.view!;
-    type Op = { type: 'put'; key: Buffer; value: Buffer } | { type: 'del'; key: Buffer };
-    const ops: Op[] = [];
+    // Deletions go first: a new run may reuse the key of a run it supersedes, and within
+    // a LevelDB batch the later op on a key wins.
+    const dels: WriteOp[] = [];
+    const puts: WriteOp[] = [];
     // The view after this batch, built up as ops are added and installed only once durable:
-    // the first `keep` of `terms`, then `appended` (applied in place after the write, so a
-    // round costs O(entries), not O(log)).
+    // the first `keep` of `terms`, then `appended`; of `runs`, those in [dropFront, keepTo)
+    // (the last of them cut to end at `cutLast` if set), then `added`. Applied in place after
+    // the write, so a round costs O(entries + runs deleted), not O(log).
     let snapshotIndex = view.snapshotIndex;
     let snapshotTerm = view.snapshotTerm;
     let terms = view.terms;
     let keep = terms.length;
     let appended: number[] = [];
     const lastOf = () => snapshotIndex + keep + appended.length;
+    const runs = view.runs;
+    let dropFront = 0;
+    let keepTo = runs.length;
+    let cutLast: number | null = null;
+    const added: Run[] = [];
+    const delRun = (run: Run) => dels.push({ type: 'del', key: runKey(run.first) });
 
     if (batch.snapshot) {
       const meta = batch.snapshot.meta;
@@ -379,11 +477,14 @@ export class LevelDbStorage implements LogStorage {
       );
       assert(meta.term >= view.snapshotTerm, () => `received snapshot term ${meta.term} below ${view.snapshotTerm}`);
       // Raft §7: if the log holds the snapshot's last entry (same index and term), the
-      // entries after it stay; otherwise the whole log is discarded.
+      // entries after it stay (so does a run straddling it); otherwise the whole log is discarded.
       const keepSuffix = this.termAt(meta.index) === meta.term;
-      const deleteThrough = keepSuffix ? meta.index : lastOf();
-      for (let i = snapshotIndex + 1; i <= deleteThrough; i++) ops.push({ type: 'del', key: entryKey(i) });
-      ops.push(...this.snapshotOps(batch.snapshot));
+      if (keepSuffix) {
+        while (dropFront < keepTo && runs[dropFront]!.last <= meta.index) delRun(runs[dropFront++]!);
+      } else {
+        while (dropFront < keepTo) delRun(runs[dropFront++]!);
+      }
+      puts.push(...this.snapshotOps(batch.snapshot));
       terms = keepSuffix ? terms.slice(meta.index - snapshotIndex) : [];
       keep = terms.length;
       snapshotIndex = meta.index;
@@ -403,10 +504,21 @@ export class LevelDbStorage implements LogStorage {
         assert(b.index === a.index + 1, () => `entries not contiguous: ${a.index} then ${b.index}`);
         assert(b.term >= a.term, () => `entry ${b.index} term ${b.term} below entry ${a.index} term ${a.term}`);
       }
-      const newLast = entries[entries.length - 1]!.index;
-      // The conflicting durable tail beyond the new entries goes in the same batch.
-      for (let i = newLast + 1; i <= lastOf(); i++) ops.push({ type: 'del', key: entryKey(i) });
-      for (const e of entries) ops.push({ type: 'put', key: entryKey(e.index), value: encodeEntry(e) });
+      // The conflicting durable tail: every run keyed at or after the new first entry goes
+      // in the same batch. The run before it, if it reaches that far, stays and is cut on
+      // load by the new run's key — unless all it keeps is covered by the snapshot.
+      while (keepTo > dropFront && runs[keepTo - 1]!.first >= first.index) delRun(runs[--keepTo]!);
+      if (keepTo > dropFront && runs[keepTo - 1]!.last >= first.index) {
+        if (first.index - 1 <= snapshotIndex) delRun(runs[--keepTo]!);
+        else cutLast = first.index - 1;
+      }
+      for (let k = 0; k < entries.length; k += MAX_RUN_ENTRIES) {
+        const run = entries.length <= MAX_RUN_ENTRIES ? entries : entries.slice(k, k + MAX_RUN_ENTRIES);
+        const runFirst = run[0]!.index;
+        const key = runKey(runFirst);
+        puts.push({ type: 'put', key, value: frameValue(key, packr.pack(run)) });
+        added.push({ first: runFirst, last: run[run.length - 1]!.index });
+      }
       keep = first.index - snapshotIndex - 1;
       appended = entries.map((e) => e.term);
     }
@@ -422,7 +534,7 @@ export class LevelDbStorage implements LogStorage {
       );
       assert(hs.commit >= old.commit, () => `commit index moves back from ${old.commit} to ${hs.commit}`);
       hardState = { term: hs.term, vote: hs.vote, commit: hs.commit };
-      ops.push({ type: 'put', key: KEY_HARD_STATE, value: frameValue(KEY_HARD_STATE, packr.pack(hardState)) });
+      puts.push({ type: 'put', key: KEY_HARD_STATE, value: frameValue(KEY_HARD_STATE, packr.pack(hardState)) });
     }
     assert(
       hardState.commit <= lastOf(),
@@ -431,14 +543,19 @@ export class LevelDbStorage implements LogStorage {
     const lastTerm = appended.length > 0 ? appended[appended.length - 1]! : keep > 0 ? terms[keep - 1]! : snapshotTerm;
     assert(lastTerm <= hardState.term, () => `last entry term ${lastTerm} above the current term ${hardState.term}`);
 
+    const ops = dels.length === 0 ? puts : dels.concat(puts);
     if (ops.length === 0) return;
     await this.syncedBatch(ops, entries.length, batch.sync ?? true);
     terms.length = keep;
     for (const t of appended) terms.push(t);
+    runs.length = keepTo;
+    if (cutLast !== null) runs[keepTo - 1] = { first: runs[keepTo - 1]!.first, last: cutLast };
+    for (const r of added) runs.push(r);
+    if (dropFront > 0) runs.splice(0, dropFront);
     if (batch.snapshot) {
       this.logger.debug({ index: snapshotIndex, term: snapshotTerm, keptEntries: keep }, 'received snapshot persisted');
     }
-    this.view = { hardState, snapshotIndex, snapshotTerm, terms };
+    this.view = { hardState, snapshotIndex, snapshotTerm, terms, runs };
   }
 
   private async doSaveSnapshot(snapshot: Snapshot): Promise<void> {
@@ -452,17 +569,22 @@ export class LevelDbStorage implements LogStorage {
     assert(meta.index <= view.hardState.commit, () => `snapshot at ${meta.index} beyond the commit index ${view.hardState.commit}`);
     const term = this.termAt(meta.index);
     assert(term === meta.term, () => `snapshot at ${meta.index} says term ${meta.term}, the log holds ${term}`);
-    const ops: Array<{ type: 'put'; key: Buffer; value: Buffer } | { type: 'del'; key: Buffer }> = [];
-    for (let i = view.snapshotIndex + 1; i <= meta.index; i++) ops.push({ type: 'del', key: entryKey(i) });
+    // Only runs wholly covered go; one straddling the snapshot stays (load skips its head).
+    const runs = view.runs;
+    const ops: WriteOp[] = [];
+    let drop = 0;
+    while (drop < runs.length && runs[drop]!.last <= meta.index) ops.push({ type: 'del', key: runKey(runs[drop++]!.first) });
     ops.push(...this.snapshotOps(snapshot));
     await this.syncedBatch(ops, 0);
+    runs.splice(0, drop);
     this.view = {
       hardState: view.hardState,
       snapshotIndex: meta.index,
       snapshotTerm: meta.term,
       terms: view.terms.slice(meta.index - view.snapshotIndex),
+      runs,
     };
-    this.logger.debug({ index: meta.index, term: meta.term, bytes: snapshot.data.length }, 'log compacted');
+    this.logger.debug({ index: meta.index, term: meta.term, bytes: snapshot.data.length, runsDeleted: drop }, 'log compacted');
   }
 
   async close(): Promise<void> {
