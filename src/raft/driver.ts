@@ -136,6 +136,8 @@ export interface DriverStatus extends Status {
   durableLastIndex: number;
   /** Index of the latest snapshot on this node's disk (0 if none). */
   snapshotIndex: number;
+  /** Snapshots received from a leader and restored into the state machine since start. */
+  snapshotsRestored: number;
   pendingProposals: number;
   pendingReads: number;
 }
@@ -207,6 +209,7 @@ export class RaftDriver {
 
   // What the state machine holds.
   private applied = 0;
+  private snapshotsRestored = 0;
 
   // Soft state as last reported, and membership as last pushed to the transport.
   private role: Role = 'follower';
@@ -410,6 +413,7 @@ export class RaftDriver {
       stopped: this.stopped,
       durableLastIndex: this.durableLastIndex,
       snapshotIndex: this.snapshotIndex,
+      snapshotsRestored: this.snapshotsRestored,
       pendingProposals: this.proposals.size,
       pendingReads: this.reads.size,
     };
@@ -614,6 +618,7 @@ export class RaftDriver {
   private restoreSnapshot(snap: Snapshot): void {
     this.sm.restore(snap.data, snap.meta.index);
     this.applied = snap.meta.index;
+    this.snapshotsRestored++;
     // Proposals the snapshot covers cannot be matched to their entries any more.
     for (const [index, p] of this.proposals) {
       if (index <= snap.meta.index) {

@@ -62,6 +62,8 @@ export interface NodeStatus {
   firstIndex: number;
   snapshotIndex: number;
   durableLastIndex: number;
+  snapshotsRestored: number;
+  transport: { peers: Record<string, { connected: boolean; queued: number; dropped: number }> };
   conf: { voters: string[]; learners: string[]; context: Record<string, string> };
   memberContext: string;
   kvKeys: number;

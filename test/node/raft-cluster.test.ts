@@ -115,10 +115,18 @@ describe('raft node processes', () => {
     expect(ls.snapshotIndex).toBeGreaterThan(behind);
     expect(ls.firstIndex).toBeGreaterThan(behind + 1);
 
+    // The leader's transport keeps what it queued for the dead follower (appends of the
+    // entries it missed) for one connect window, then drops it. A follower back within that
+    // window catches up from those appends, legitimately, without a snapshot; wait it out.
+    await eventually('the leader to drop what it queued for the dead follower', async () => {
+      expect((await c.status(leader)).transport.peers[follower]?.dropped).toBeGreaterThan(0);
+    }, 10_000);
+
     await c.spawn(follower);
     await eventually(`${follower} to catch up`, async () => expectAllAcked(acked, await c.dump(follower, 'snap-', true)), 30_000);
-    await eventually('the restore in the follower log', async () => expect(await c.logOf(follower)).toContain('restored a snapshot from the leader'), 5_000);
+    // The restarted follower's driver counts the leader snapshots it restored.
     const fs = await c.status(follower);
+    expect(fs.snapshotsRestored).toBeGreaterThanOrEqual(1);
     expect(fs.snapshotIndex).toBeGreaterThan(behind);
   });
 
