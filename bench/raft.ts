@@ -76,7 +76,14 @@ async function freePort(): Promise<number> {
   });
 }
 
-function httpCall(agent: Agent | undefined, port: number, method: string, path: string, body?: string, contentType = 'text/plain'): Promise<{ status: number; body: string }> {
+function httpCall(
+  agent: Agent | undefined,
+  port: number,
+  method: string,
+  path: string,
+  body?: string,
+  contentType = 'text/plain',
+): Promise<{ status: number; body: string }> {
   return new Promise((ok, fail) => {
     const req = request(
       {
@@ -86,12 +93,17 @@ function httpCall(agent: Agent | undefined, port: number, method: string, path: 
         path,
         agent: agent ?? false,
         timeout: REQUEST_TIMEOUT_MS,
-        headers: body === undefined ? {} : { 'content-type': contentType, 'content-length': Buffer.byteLength(body) },
+        headers:
+          body === undefined
+            ? {}
+            : { 'content-type': contentType, 'content-length': Buffer.byteLength(body) },
       },
       (res) => {
         const chunks: Buffer[] = [];
         res.on('data', (c: Buffer) => chunks.push(c));
-        res.on('end', () => ok({ status: res.statusCode ?? 0, body: Buffer.concat(chunks).toString('utf8') }));
+        res.on('end', () =>
+          ok({ status: res.statusCode ?? 0, body: Buffer.concat(chunks).toString('utf8') }),
+        );
         res.on('error', fail);
       },
     );
@@ -101,7 +113,11 @@ function httpCall(agent: Agent | undefined, port: number, method: string, path: 
   });
 }
 
-async function until<T>(what: string, fn: () => Promise<T | null>, timeoutMs = CLUSTER_START_TIMEOUT_MS): Promise<T> {
+async function until<T>(
+  what: string,
+  fn: () => Promise<T | null>,
+  timeoutMs = CLUSTER_START_TIMEOUT_MS,
+): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     try {
@@ -131,7 +147,9 @@ interface System {
 
 /** SIGTERM, then SIGKILL whatever is still there after a grace period. */
 async function stopAll(procs: ChildProcess[]): Promise<void> {
-  const exits = procs.filter((p) => p.exitCode === null && p.signalCode === null).map((p) => new Promise((r) => p.once('exit', r)));
+  const exits = procs
+    .filter((p) => p.exitCode === null && p.signalCode === null)
+    .map((p) => new Promise((r) => p.once('exit', r)));
   for (const p of procs) p.kill('SIGTERM');
   await Promise.race([Promise.all(exits), sleep(STOP_GRACE_MS)]);
   for (const p of procs) if (p.exitCode === null && p.signalCode === null) p.kill('SIGKILL');
@@ -139,15 +157,37 @@ async function stopAll(procs: ChildProcess[]): Promise<void> {
 
 async function startConcord(dir: string, nodeArgs: string[]): Promise<System> {
   const procs: ChildProcess[] = [];
-  const nodes = await Promise.all(NODE_IDS.map(async (id) => ({ id, raft: await freePort(), http: await freePort() })));
+  const nodes = await Promise.all(
+    NODE_IDS.map(async (id) => ({ id, raft: await freePort(), http: await freePort() })),
+  );
   await Promise.all(
     nodes.map(
       (n) =>
         new Promise<void>((ok, fail) => {
-          const peers = nodes.filter((p) => p.id !== n.id).map((p) => `${p.id}=127.0.0.1:${p.raft}`).join(',');
+          const peers = nodes
+            .filter((p) => p.id !== n.id)
+            .map((p) => `${p.id}=127.0.0.1:${p.raft}`)
+            .join(',');
           const proc = spawn(
             process.execPath,
-            [...nodeArgs, '--import', 'tsx', 'src/raft/node/kv-main.ts', '--id', n.id, '--raft', `127.0.0.1:${n.raft}`, '--http', `127.0.0.1:${n.http}`, '--peers', peers, '--data-dir', join(dir, n.id), '--log-level', 'warn'],
+            [
+              ...nodeArgs,
+              '--import',
+              'tsx',
+              'src/raft/node/kv-main.ts',
+              '--id',
+              n.id,
+              '--raft',
+              `127.0.0.1:${n.raft}`,
+              '--http',
+              `127.0.0.1:${n.http}`,
+              '--peers',
+              peers,
+              '--data-dir',
+              join(dir, n.id),
+              '--log-level',
+              'warn',
+            ],
             { cwd: REPO_ROOT, stdio: ['ignore', 'pipe', 'pipe'] },
           );
           children.add(proc);
@@ -157,7 +197,9 @@ async function startConcord(dir: string, nodeArgs: string[]): Promise<System> {
           createInterface({ input: proc.stdout! }).on('line', (line) => {
             if (line.includes('"event":"listening"')) ok();
           });
-          proc.once('exit', (code) => fail(new Error(`concord ${n.id} exited with ${code}; see ${dir}/${n.id}.log`)));
+          proc.once('exit', (code) =>
+            fail(new Error(`concord ${n.id} exited with ${code}; see ${dir}/${n.id}.log`)),
+          );
         }),
     ),
   );
@@ -165,24 +207,36 @@ async function startConcord(dir: string, nodeArgs: string[]): Promise<System> {
     until('a Concord leader', async () => {
       for (const n of nodes) {
         const r = await httpCall(undefined, n.http, 'GET', '/status').catch(() => null);
-        if (r && r.status === 200 && (JSON.parse(r.body) as { role: string }).role === 'leader') return n.http;
+        if (r && r.status === 200 && (JSON.parse(r.body) as { role: string }).role === 'leader')
+          return n.http;
       }
       return null;
     });
-  let previous = new Map<string, { syncedWrites: number; entriesWritten: number; syncMsTotal: number }>();
+  let previous = new Map<
+    string,
+    { syncedWrites: number; entriesWritten: number; syncMsTotal: number }
+  >();
   const diagnostics = async () => {
     const parts: string[] = [];
-    const next = new Map<string, { syncedWrites: number; entriesWritten: number; syncMsTotal: number }>();
+    const next = new Map<
+      string,
+      { syncedWrites: number; entriesWritten: number; syncMsTotal: number }
+    >();
     for (const n of nodes) {
       const r = await httpCall(undefined, n.http, 'GET', '/status').catch(() => null);
       if (!r || r.status !== 200) continue;
-      const st = JSON.parse(r.body) as { role: string; storage: { syncedWrites: number; entriesWritten: number; syncMsTotal: number } };
+      const st = JSON.parse(r.body) as {
+        role: string;
+        storage: { syncedWrites: number; entriesWritten: number; syncMsTotal: number };
+      };
       next.set(n.id, st.storage);
       const p = previous.get(n.id) ?? { syncedWrites: 0, entriesWritten: 0, syncMsTotal: 0 };
       const writes = st.storage.syncedWrites - p.syncedWrites;
       const entries = st.storage.entriesWritten - p.entriesWritten;
       const ms = st.storage.syncMsTotal - p.syncMsTotal;
-      parts.push(`${n.id}(${st.role}) ${writes} synced writes, ${(entries / Math.max(1, writes)).toFixed(1)} entries/write, ${(ms / Math.max(1, writes)).toFixed(2)} ms/write`);
+      parts.push(
+        `${n.id}(${st.role}) ${writes} synced writes, ${(entries / Math.max(1, writes)).toFixed(1)} entries/write, ${(ms / Math.max(1, writes)).toFixed(2)} ms/write`,
+      );
     }
     previous = next;
     return parts.join('; ');
@@ -203,11 +257,16 @@ function ensureEtcd(): string {
   const have = () => spawnSync('sh', ['-c', 'command -v etcd'], { encoding: 'utf8' }).stdout.trim();
   let bin = have();
   if (bin) return bin;
-  log("etcd not found; installing Debian's etcd-server (apt-get update && apt-get install -y etcd-server)");
+  log(
+    "etcd not found; installing Debian's etcd-server (apt-get update && apt-get install -y etcd-server)",
+  );
   const env = { ...process.env, DEBIAN_FRONTEND: 'noninteractive' };
   for (const args of [['update'], ['install', '-y', 'etcd-server']]) {
     const r = spawnSync('apt-get', args, { stdio: 'inherit', env });
-    if (r.status !== 0) throw new Error(`apt-get ${args.join(' ')} failed (${r.status}); run as root or install etcd-server yourself`);
+    if (r.status !== 0)
+      throw new Error(
+        `apt-get ${args.join(' ')} failed (${r.status}); run as root or install etcd-server yourself`,
+      );
   }
   bin = have();
   if (!bin) throw new Error('etcd-server installed but no etcd binary on PATH');
@@ -216,25 +275,44 @@ function ensureEtcd(): string {
 
 async function startEtcd(dir: string, bin: string): Promise<System> {
   const procs: ChildProcess[] = [];
-  const members = await Promise.all(NODE_IDS.map(async (id) => ({ id: `e${id.slice(1)}`, client: await freePort(), peer: await freePort() })));
+  const members = await Promise.all(
+    NODE_IDS.map(async (id) => ({
+      id: `e${id.slice(1)}`,
+      client: await freePort(),
+      peer: await freePort(),
+    })),
+  );
   const initialCluster = members.map((m) => `${m.id}=http://127.0.0.1:${m.peer}`).join(',');
   for (const m of members) {
     const proc = spawn(
       bin,
       [
-        '--name', m.id,
-        '--data-dir', join(dir, m.id),
-        '--listen-client-urls', `http://127.0.0.1:${m.client}`,
-        '--advertise-client-urls', `http://127.0.0.1:${m.client}`,
-        '--listen-peer-urls', `http://127.0.0.1:${m.peer}`,
-        '--initial-advertise-peer-urls', `http://127.0.0.1:${m.peer}`,
-        '--initial-cluster', initialCluster,
-        '--initial-cluster-token', 'concord-bench',
-        '--initial-cluster-state', 'new',
-        '--heartbeat-interval', '100',
-        '--election-timeout', '1000',
-        '--logger', 'zap',
-        '--log-level', 'warn',
+        '--name',
+        m.id,
+        '--data-dir',
+        join(dir, m.id),
+        '--listen-client-urls',
+        `http://127.0.0.1:${m.client}`,
+        '--advertise-client-urls',
+        `http://127.0.0.1:${m.client}`,
+        '--listen-peer-urls',
+        `http://127.0.0.1:${m.peer}`,
+        '--initial-advertise-peer-urls',
+        `http://127.0.0.1:${m.peer}`,
+        '--initial-cluster',
+        initialCluster,
+        '--initial-cluster-token',
+        'concord-bench',
+        '--initial-cluster-state',
+        'new',
+        '--heartbeat-interval',
+        '100',
+        '--election-timeout',
+        '1000',
+        '--logger',
+        'zap',
+        '--log-level',
+        'warn',
       ],
       { stdio: ['ignore', 'ignore', 'pipe'] },
     );
@@ -246,7 +324,14 @@ async function startEtcd(dir: string, bin: string): Promise<System> {
   const leaderPort = () =>
     until('an etcd leader', async () => {
       for (const m of members) {
-        const r = await httpCall(undefined, m.client, 'POST', '/v3/maintenance/status', '{}', 'application/json').catch(() => null);
+        const r = await httpCall(
+          undefined,
+          m.client,
+          'POST',
+          '/v3/maintenance/status',
+          '{}',
+          'application/json',
+        ).catch(() => null);
         if (!r || r.status !== 200) continue;
         const s = JSON.parse(r.body) as { header?: { member_id?: string }; leader?: string };
         if (s.leader && s.header?.member_id === s.leader) return m.client;
@@ -259,7 +344,14 @@ async function startEtcd(dir: string, bin: string): Promise<System> {
     leaderPort,
     diagnostics: async () => null,
     async put(agent, port, key, value) {
-      const r = await httpCall(agent, port, 'POST', '/v3/kv/put', JSON.stringify({ key: b64(key), value: b64(value) }), 'application/json');
+      const r = await httpCall(
+        agent,
+        port,
+        'POST',
+        '/v3/kv/put',
+        JSON.stringify({ key: b64(key), value: b64(value) }),
+        'application/json',
+      );
       return r.status === 200;
     },
     stop: () => stopAll(procs),
@@ -271,10 +363,17 @@ async function startEtcd(dir: string, bin: string): Promise<System> {
 
 function percentile(sorted: Float64Array, p: number): number {
   if (sorted.length === 0) return NaN;
-  return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1))]!;
+  return sorted[
+    Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1))
+  ]!;
 }
 
-async function runLevel(sys: System, concurrency: number, opts: Options, round: number): Promise<Result> {
+async function runLevel(
+  sys: System,
+  concurrency: number,
+  opts: Options,
+  round: number,
+): Promise<Result> {
   const port = await sys.leaderPort();
   const agent = new Agent({ keepAlive: true, maxSockets: concurrency });
   const value = 'x'.repeat(opts.valueBytes);
@@ -321,18 +420,36 @@ async function runLevel(sys: System, concurrency: number, opts: Options, round: 
   };
 }
 
-async function bringUp(name: 'concord' | 'etcd', opts: Options, etcdBin: string | null, dirs: string[]): Promise<System> {
+async function bringUp(
+  name: 'concord' | 'etcd',
+  opts: Options,
+  etcdBin: string | null,
+  dirs: string[],
+): Promise<System> {
   const dir = await mkdtemp(join(tmpdir(), `concord-bench-${name}-`));
   dirs.push(dir);
   log(`starting a three-node ${name} cluster in ${dir}`);
-  const sys = name === 'concord' ? await startConcord(dir, opts.nodeArgs) : await startEtcd(dir, etcdBin!);
+  const sys =
+    name === 'concord' ? await startConcord(dir, opts.nodeArgs) : await startEtcd(dir, etcdBin!);
   log(`${name}: leader's client port ${await sys.leaderPort()}`);
   return sys;
 }
 
 function table(results: Result[], opts: Options): string {
-  const rows: string[][] = [['concurrency', 'concord w/s', 'concord p50', 'concord p99', 'etcd w/s', 'etcd p50', 'etcd p99', 'w/s ratio (concord/etcd)']];
-  const f = (n: number | undefined, d = 0) => (n === undefined || Number.isNaN(n) ? '-' : n.toFixed(d));
+  const rows: string[][] = [
+    [
+      'concurrency',
+      'concord w/s',
+      'concord p50',
+      'concord p99',
+      'etcd w/s',
+      'etcd p50',
+      'etcd p99',
+      'w/s ratio (concord/etcd)',
+    ],
+  ];
+  const f = (n: number | undefined, d = 0) =>
+    n === undefined || Number.isNaN(n) ? '-' : n.toFixed(d);
   for (const c of opts.concurrency) {
     const a = results.find((r) => r.system === 'concord' && r.concurrency === c);
     const b = results.find((r) => r.system === 'etcd' && r.concurrency === c);
@@ -349,7 +466,11 @@ function table(results: Result[], opts: Options): string {
   }
   const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
   const line = (r: string[]) => `| ${r.map((c, i) => c.padStart(widths[i]!)).join(' | ')} |`;
-  return [line(rows[0]!), `|${widths.map((w) => '-'.repeat(w + 2)).join('|')}|`, ...rows.slice(1).map(line)].join('\n');
+  return [
+    line(rows[0]!),
+    `|${widths.map((w) => '-'.repeat(w + 2)).join('|')}|`,
+    ...rows.slice(1).map(line),
+  ].join('\n');
 }
 
 export async function main(args: string[]): Promise<void> {
@@ -361,10 +482,21 @@ export async function main(args: string[]): Promise<void> {
     .option('--value-bytes <n>', 'bytes per value', '100')
     .option('--only <system>', 'run only concord or etcd')
     .option('--keep', 'keep data dirs and logs')
-    .option('--node-args <args>', 'extra node flags for the Concord processes, space-separated (e.g. "--cpu-prof")')
+    .option(
+      '--node-args <args>',
+      'extra node flags for the Concord processes, space-separated (e.g. "--cpu-prof")',
+    )
     .exitOverride();
   program.parse(args, { from: 'user' });
-  const o = program.opts<{ duration: string; warmup: string; concurrency: string; valueBytes: string; only?: string; keep?: boolean; nodeArgs?: string }>();
+  const o = program.opts<{
+    duration: string;
+    warmup: string;
+    concurrency: string;
+    valueBytes: string;
+    only?: string;
+    keep?: boolean;
+    nodeArgs?: string;
+  }>();
   const opts: Options = {
     durationS: Number(o.duration),
     warmupS: Number(o.warmup),
@@ -374,15 +506,26 @@ export async function main(args: string[]): Promise<void> {
     keep: o.keep ?? false,
     nodeArgs: (o.nodeArgs ?? '').split(' ').filter(Boolean),
   };
-  if (!(opts.durationS > 0) || !(opts.warmupS >= 0) || opts.concurrency.some((c) => !Number.isInteger(c) || c < 1) || !(opts.valueBytes >= 1)) {
-    throw new Error('bad options: --duration > 0, --warmup ≥ 0, --concurrency positive integers, --value-bytes ≥ 1');
+  if (
+    !(opts.durationS > 0) ||
+    !(opts.warmupS >= 0) ||
+    opts.concurrency.some((c) => !Number.isInteger(c) || c < 1) ||
+    !(opts.valueBytes >= 1)
+  ) {
+    throw new Error(
+      'bad options: --duration > 0, --warmup ≥ 0, --concurrency positive integers, --value-bytes ≥ 1',
+    );
   }
   if (o.only !== undefined && opts.only === null) throw new Error('--only takes concord or etcd');
-  if (!existsSync(join(REPO_ROOT, 'src/raft/node/kv-main.ts'))) throw new Error('run from the Concord repository');
+  if (!existsSync(join(REPO_ROOT, 'src/raft/node/kv-main.ts')))
+    throw new Error('run from the Concord repository');
 
-  log(`settings: duration ${opts.durationS}s, warm-up ${opts.warmupS}s, concurrency ${opts.concurrency.join(',')}, value ${opts.valueBytes} B, tmp ${tmpdir()}`);
+  log(
+    `settings: duration ${opts.durationS}s, warm-up ${opts.warmupS}s, concurrency ${opts.concurrency.join(',')}, value ${opts.valueBytes} B, tmp ${tmpdir()}`,
+  );
   const etcdBin = opts.only === 'concord' ? null : ensureEtcd();
-  if (etcdBin) log(`etcd: ${spawnSync(etcdBin, ['--version'], { encoding: 'utf8' }).stdout.split('\n')[0]}`);
+  if (etcdBin)
+    log(`etcd: ${spawnSync(etcdBin, ['--version'], { encoding: 'utf8' }).stdout.split('\n')[0]}`);
   // Both clusters run side by side (the idle one only heartbeats) and the levels
   // alternate between them, so a slow minute on a shared machine hits both alike.
   const names = (['concord', 'etcd'] as const).filter((n) => opts.only === null || opts.only === n);
@@ -394,9 +537,13 @@ export async function main(args: string[]): Promise<void> {
     for (const sys of systems) await sys.diagnostics(); // baseline for the per-level deltas
     for (const [round, c] of opts.concurrency.entries()) {
       for (const sys of systems) {
-        log(`${sys.name}: ${c} concurrent proposer(s), ${opts.warmupS}s warm-up + ${opts.durationS}s measured ...`);
+        log(
+          `${sys.name}: ${c} concurrent proposer(s), ${opts.warmupS}s warm-up + ${opts.durationS}s measured ...`,
+        );
         const r = await runLevel(sys, c, opts, round);
-        log(`${sys.name}: c=${c}  ${r.perSecond.toFixed(0)} writes/s  p50 ${r.p50Ms.toFixed(2)} ms  p99 ${r.p99Ms.toFixed(2)} ms  errors ${r.errors}`);
+        log(
+          `${sys.name}: c=${c}  ${r.perSecond.toFixed(0)} writes/s  p50 ${r.p50Ms.toFixed(2)} ms  p99 ${r.p99Ms.toFixed(2)} ms  errors ${r.errors}`,
+        );
         const diag = await sys.diagnostics();
         if (diag) log(`${sys.name}:   disk (warm-up included): ${diag}`);
         results.push(r);
@@ -410,8 +557,13 @@ export async function main(args: string[]): Promise<void> {
       else await rm(d, { recursive: true, force: true });
     }
   }
-  process.stdout.write(`\nThree-node clusters on loopback, ${opts.valueBytes}-byte values, ${opts.durationS}s per level; writes/s and latency of acknowledged writes.\n\n`);
+  process.stdout.write(
+    `\nThree-node clusters on loopback, ${opts.valueBytes}-byte values, ${opts.durationS}s per level; writes/s and latency of acknowledged writes.\n\n`,
+  );
   process.stdout.write(`${table(results, opts)}\n`);
   const errs = results.filter((r) => r.errors > 0);
-  if (errs.length > 0) process.stdout.write(`\nerrors: ${errs.map((r) => `${r.system} c=${r.concurrency}: ${r.errors}`).join(', ')}\n`);
+  if (errs.length > 0)
+    process.stdout.write(
+      `\nerrors: ${errs.map((r) => `${r.system} c=${r.concurrency}: ${r.errors}`).join(', ')}\n`,
+    );
 }

@@ -17,10 +17,14 @@ function available(): string[] {
 
 const [name, ...args] = process.argv.slice(2);
 if (!name || !/^[a-z0-9][a-z0-9-]*$/.test(name) || !existsSync(join(BENCH_DIR, `${name}.ts`))) {
-  process.stderr.write(`usage: npm run bench -- <name> [args]\navailable: ${available().join(', ') || '(none)'}\n`);
+  process.stderr.write(
+    `usage: npm run bench -- <name> [args]\navailable: ${available().join(', ') || '(none)'}\n`,
+  );
   process.exit(2);
 }
-const mod = (await import(pathToFileURL(join(BENCH_DIR, `${name}.ts`)).href)) as { main?: (args: string[]) => Promise<void> };
+const mod = (await import(pathToFileURL(join(BENCH_DIR, `${name}.ts`)).href)) as {
+  main?: (args: string[]) => Promise<void>;
+};
 if (typeof mod.main !== 'function') {
   process.stderr.write(`bench/${name}.ts exports no main(args)\n`);
   process.exit(2);

@@ -73,25 +73,56 @@ const log = (msg: string) => process.stdout.write(`[bench tc] ${msg}\n`);
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 function parseOptions(args: string[]): Options {
-  const list = <T extends string>(allowed: readonly T[], what: string) => (v: string) => {
-    const items = v.split(',').map((s) => s.trim()).filter(Boolean);
-    for (const i of items) if (!allowed.includes(i as T)) throw new Error(`unknown ${what} ${i} (one of ${allowed.join(', ')})`);
-    return items as T[];
-  };
+  const list =
+    <T extends string>(allowed: readonly T[], what: string) =>
+    (v: string) => {
+      const items = v
+        .split(',')
+        .map((s) => s.trim())
+        .filter(Boolean);
+      for (const i of items)
+        if (!allowed.includes(i as T))
+          throw new Error(`unknown ${what} ${i} (one of ${allowed.join(', ')})`);
+      return items as T[];
+    };
   const p = new Command('tc')
     .option('--duration <s>', 'measured seconds per run', Number, 10)
     .option('--warmup <s>', 'unmeasured seconds before each run', Number, 2)
     .option('--concurrency <n>', 'concurrent TMs', Number, 64)
-    .option('--transports <list>', 'unary,stream', list(['unary', 'stream'] as const, 'transport'), ['unary', 'stream'])
-    .option('--scenarios <list>', 'empty,lock,status', list(['empty', 'lock', 'status'] as const, 'scenario'), ['empty', 'lock', 'status'])
+    .option(
+      '--transports <list>',
+      'unary,stream',
+      list(['unary', 'stream'] as const, 'transport'),
+      ['unary', 'stream'],
+    )
+    .option(
+      '--scenarios <list>',
+      'empty,lock,status',
+      list(['empty', 'lock', 'status'] as const, 'scenario'),
+      ['empty', 'lock', 'status'],
+    )
     .option('--key-space <n>', 'rows the lock scenario picks from', Number, 1_000_000)
     .option('--tick-ms <ms>', 'raft tick of the nodes', Number, 50)
     .option('--keep', 'keep the data directory', false)
-    .option('--node-args <flags>', 'extra node flags for the node processes, e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof"', '')
+    .option(
+      '--node-args <flags>',
+      'extra node flags for the node processes, e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof"',
+      '',
+    )
     .exitOverride();
   p.parse(args, { from: 'user' });
   const o = p.opts();
-  return { durationS: o.duration, warmupS: o.warmup, concurrency: o.concurrency, transports: o.transports, scenarios: o.scenarios, keySpace: o.keySpace, tickMs: o.tickMs, keep: o.keep, nodeArgs: String(o.nodeArgs).split(' ').filter(Boolean) };
+  return {
+    durationS: o.duration,
+    warmupS: o.warmup,
+    concurrency: o.concurrency,
+    transports: o.transports,
+    scenarios: o.scenarios,
+    keySpace: o.keySpace,
+    tickMs: o.tickMs,
+    keep: o.keep,
+    nodeArgs: String(o.nodeArgs).split(' ').filter(Boolean),
+  };
 }
 
 // ---------------------------------------------------------------------------------------
@@ -102,7 +133,12 @@ function percentile(sorted: number[], p: number): number {
   return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]!;
 }
 
-async function run(seeds: string[], scenario: Scenario, transport: Transport, o: Options): Promise<Result> {
+async function run(
+  seeds: string[],
+  scenario: Scenario,
+  transport: Transport,
+  o: Options,
+): Promise<Result> {
   const tc = new TcClient({ seeds, transport });
   await tc.start();
   const clientId = `bench-rm-${process.pid}`;
@@ -113,7 +149,8 @@ async function run(seeds: string[], scenario: Scenario, transport: Transport, o:
           transactionServiceGroup: 'default',
           clientId,
           resourceIds: () => ['bench-db'],
-          handler: async (req) => (req.kind === 'commit' ? 'PhaseTwo_Committed' : 'PhaseTwo_Rollbacked'),
+          handler: async (req) =>
+            req.kind === 'commit' ? 'PhaseTwo_Committed' : 'PhaseTwo_Rollbacked',
         })
       : null;
   await rmChannel?.ready(15_000);
@@ -130,7 +167,16 @@ async function run(seeds: string[], scenario: Scenario, transport: Transport, o:
   // The status scenario reads transactions opened here, one per TM.
   const open =
     scenario === 'status'
-      ? await Promise.all(Array.from({ length: o.concurrency }, () => tc.begin({ name: 'bench-status', timeoutMs: TX_TIMEOUT_MS, applicationId: 'bench', transactionServiceGroup: 'default' })))
+      ? await Promise.all(
+          Array.from({ length: o.concurrency }, () =>
+            tc.begin({
+              name: 'bench-status',
+              timeoutMs: TX_TIMEOUT_MS,
+              applicationId: 'bench',
+              transactionServiceGroup: 'default',
+            }),
+          ),
+        )
       : [];
   let nextOpen = 0;
 
@@ -146,13 +192,24 @@ async function run(seeds: string[], scenario: Scenario, transport: Transport, o:
       }
       return;
     }
-    const xid = await tc.begin({ name: 'bench', timeoutMs: TX_TIMEOUT_MS, applicationId: 'bench', transactionServiceGroup: 'default' });
+    const xid = await tc.begin({
+      name: 'bench',
+      timeoutMs: TX_TIMEOUT_MS,
+      applicationId: 'bench',
+      transactionServiceGroup: 'default',
+    });
     let n = 1;
     if (scenario === 'lock') {
       const row = Math.floor(Math.random() * o.keySpace);
       try {
         n++;
-        await tc.branchRegister({ xid, branchType: 'AT', resourceId: 'bench-db', lockKey: `t:${row}`, clientId });
+        await tc.branchRegister({
+          xid,
+          branchType: 'AT',
+          resourceId: 'bench-db',
+          lockKey: `t:${row}`,
+          clientId,
+        });
       } catch (err) {
         if (err instanceof LockConflictError) {
           if (measuring) conflicts++;
@@ -164,7 +221,8 @@ async function run(seeds: string[], scenario: Scenario, transport: Transport, o:
     }
     n++;
     const status = await tc.commit(xid);
-    if (status !== 'Committed' && status !== 'AsyncCommitting') throw new Error(`commit answered ${status}`);
+    if (status !== 'Committed' && status !== 'AsyncCommitting')
+      throw new Error(`commit answered ${status}`);
     if (measuring) {
       tx++;
       calls += n;
@@ -191,7 +249,9 @@ async function run(seeds: string[], scenario: Scenario, transport: Transport, o:
   const t0 = performance.now();
   const progress = setInterval(() => {
     const s = (performance.now() - t0) / 1000;
-    log(`${scenario}/${transport}: ${s.toFixed(0)} s, ${tx} tx (${(tx / s).toFixed(0)}/s), ${errors} errors, ${conflicts} conflicts`);
+    log(
+      `${scenario}/${transport}: ${s.toFixed(0)} s, ${tx} tx (${(tx / s).toFixed(0)}/s), ${errors} errors, ${conflicts} conflicts`,
+    );
   }, PROGRESS_EVERY_MS);
   await sleep(o.durationS * 1000);
   measuring = false;
@@ -221,7 +281,18 @@ async function run(seeds: string[], scenario: Scenario, transport: Transport, o:
 }
 
 function table(results: Result[]): string {
-  const head = ['scenario', 'transport', 'tx/s', 'TC calls/s', 'p50 ms', 'p99 ms', 'errors', 'conflicts', 'client CPU', 'client µs/call'];
+  const head = [
+    'scenario',
+    'transport',
+    'tx/s',
+    'TC calls/s',
+    'p50 ms',
+    'p99 ms',
+    'errors',
+    'conflicts',
+    'client CPU',
+    'client µs/call',
+  ];
   const rows = results.map((r) => [
     r.scenario,
     r.transport,
@@ -236,7 +307,11 @@ function table(results: Result[]): string {
   ]);
   const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
   const line = (cells: string[]) => `| ${cells.map((c, i) => c.padEnd(widths[i]!)).join(' | ')} |`;
-  return [line(head), `|${widths.map((w) => '-'.repeat(w + 2)).join('|')}|`, ...rows.map(line)].join('\n');
+  return [
+    line(head),
+    `|${widths.map((w) => '-'.repeat(w + 2)).join('|')}|`,
+    ...rows.map(line),
+  ].join('\n');
 }
 
 export async function main(args: string[]): Promise<void> {
@@ -247,7 +322,11 @@ export async function main(args: string[]): Promise<void> {
   );
   const dir = await mkdtemp(join(tmpdir(), 'concord-bench-tc-'));
   mkdirSync(join(dir, 'data'), { recursive: true });
-  const cluster = await startCluster({ dir, store: { mode: 'raft', tickMs: o.tickMs }, nodeArgs: o.nodeArgs });
+  const cluster = await startCluster({
+    dir,
+    store: { mode: 'raft', tickMs: o.tickMs },
+    nodeArgs: o.nodeArgs,
+  });
   log(`cluster up (leader ${cluster.leaderId}), data in ${dir}`);
   const results: Result[] = [];
   try {
@@ -256,7 +335,9 @@ export async function main(args: string[]): Promise<void> {
         log(`running ${scenario}/${transport}`);
         const r = await run(cluster.seeds, scenario, transport, o);
         results.push(r);
-        log(`${scenario}/${transport}: ${r.perSecond.toFixed(0)} tx/s, p50 ${r.p50Ms.toFixed(1)} ms, p99 ${r.p99Ms.toFixed(1)} ms`);
+        log(
+          `${scenario}/${transport}: ${r.perSecond.toFixed(0)} tx/s, p50 ${r.p50Ms.toFixed(1)} ms, p99 ${r.p99Ms.toFixed(1)} ms`,
+        );
       }
     }
   } finally {

@@ -68,7 +68,12 @@ type RunMode = 'baseline' | ModeName;
 type Scenario = 'empty' | 'lock';
 const MODES: readonly ModeName[] = ['raft', 'pg', 'mysql'];
 const SCENARIOS: readonly Scenario[] = ['empty', 'lock'];
-const MODE_LABEL: Record<RunMode, string> = { baseline: 'no coordinator', raft: 'raft', pg: 'db (PostgreSQL)', mysql: 'db (MariaDB)' };
+const MODE_LABEL: Record<RunMode, string> = {
+  baseline: 'no coordinator',
+  raft: 'raft',
+  pg: 'db (PostgreSQL)',
+  mysql: 'db (MariaDB)',
+};
 const MODE_COLOR: Record<ModeName, string> = { raft: '#1f77b4', pg: '#d62728', mysql: '#2ca02c' };
 
 interface Options {
@@ -104,7 +109,10 @@ interface WorkerSpec {
   rows: number;
 }
 
-type ToWorker = { type: 'spec'; spec: WorkerSpec } | { type: 'go'; loadAt: number; measureFrom: number; measureTo: number } | { type: 'exit' };
+type ToWorker =
+  | { type: 'spec'; spec: WorkerSpec }
+  | { type: 'go'; loadAt: number; measureFrom: number; measureTo: number }
+  | { type: 'exit' };
 
 interface WorkerResult {
   /** Transactions completed in each measured second. */
@@ -129,7 +137,10 @@ type FromWorker =
 
 function histIndex(ms: number): number {
   if (ms <= HIST_MIN_MS) return 0;
-  return Math.min(HIST_BUCKETS - 1, Math.floor(Math.log(ms / HIST_MIN_MS) / Math.log(HIST_RATIO)) + 1);
+  return Math.min(
+    HIST_BUCKETS - 1,
+    Math.floor(Math.log(ms / HIST_MIN_MS) / Math.log(HIST_RATIO)) + 1,
+  );
 }
 
 function histPercentile(hist: number[], p: number): number {
@@ -200,7 +211,8 @@ async function runWorker(): Promise<void> {
         transactionServiceGroup: 'default',
         clientId,
         resourceIds: () => ['bench-db'],
-        handler: async (req) => (req.kind === 'commit' ? 'PhaseTwo_Committed' : 'PhaseTwo_Rollbacked'),
+        handler: async (req) =>
+          req.kind === 'commit' ? 'PhaseTwo_Committed' : 'PhaseTwo_Rollbacked',
       });
       await channel.ready(WORKER_READY_TIMEOUT_MS);
     }
@@ -208,14 +220,25 @@ async function runWorker(): Promise<void> {
     const go = await nextMessage('go');
 
     const durationS = Math.round((go.measureTo - go.measureFrom) / 1000);
-    const result: WorkerResult = { perSecond: new Array<number>(durationS).fill(0), hist: new Array<number>(HIST_BUCKETS).fill(0), tx: 0, errors: 0, conflicts: 0, statuses: {}, lastError: null, cpuMs: 0 };
+    const result: WorkerResult = {
+      perSecond: new Array<number>(durationS).fill(0),
+      hist: new Array<number>(HIST_BUCKETS).fill(0),
+      tx: 0,
+      errors: 0,
+      conflicts: 0,
+      statuses: {},
+      lastError: null,
+      cpuMs: 0,
+    };
     let tickTx = 0;
     let tickErrors = 0;
     let stopping = false;
     const inWindow = (t: number) => t >= go.measureFrom && t < go.measureTo;
 
     /** One global transaction; resolves with the status the TM heard, or 'conflict'. */
-    const oneTx = async (tc: TcClient | null): Promise<GlobalStatusName | 'conflict' | 'baseline'> => {
+    const oneTx = async (
+      tc: TcClient | null,
+    ): Promise<GlobalStatusName | 'conflict' | 'baseline'> => {
       const row = Math.floor(Math.random() * spec.rows);
       if (tc === null) {
         // The same client-side work without a coordinator: ids, the lock key, one turn per call.
@@ -229,10 +252,21 @@ async function runWorker(): Promise<void> {
         await turn();
         return 'baseline';
       }
-      const xid = await tc.begin({ name: 'tps', timeoutMs: TX_TIMEOUT_MS, applicationId: 'bench', transactionServiceGroup: 'default' });
+      const xid = await tc.begin({
+        name: 'tps',
+        timeoutMs: TX_TIMEOUT_MS,
+        applicationId: 'bench',
+        transactionServiceGroup: 'default',
+      });
       if (spec.scenario === 'lock') {
         try {
-          await tc.branchRegister({ xid, branchType: 'AT', resourceId: 'bench-db', lockKey: `stock:${row}`, clientId });
+          await tc.branchRegister({
+            xid,
+            branchType: 'AT',
+            resourceId: 'bench-db',
+            lockKey: `stock:${row}`,
+            clientId,
+          });
         } catch (err) {
           if (!(err instanceof LockConflictError)) throw err;
           await tc.rollback(xid);
@@ -253,7 +287,13 @@ async function runWorker(): Promise<void> {
             if (inWindow(end)) result.conflicts++;
             continue;
           }
-          if (status !== 'baseline' && status !== 'Committed' && status !== 'AsyncCommitting' && status !== 'Committing') throw new Error(`commit answered ${status}`);
+          if (
+            status !== 'baseline' &&
+            status !== 'Committed' &&
+            status !== 'AsyncCommitting' &&
+            status !== 'Committing'
+          )
+            throw new Error(`commit answered ${status}`);
           tickTx++;
           if (!inWindow(end)) continue;
           result.tx++;
@@ -275,7 +315,10 @@ async function runWorker(): Promise<void> {
       tickErrors = 0;
     }, 1_000);
     let cpu0 = process.cpuUsage();
-    const cpuAt = setTimeout(() => (cpu0 = process.cpuUsage()), Math.max(0, go.measureFrom - Date.now()));
+    const cpuAt = setTimeout(
+      () => (cpu0 = process.cpuUsage()),
+      Math.max(0, go.measureFrom - Date.now()),
+    );
     const loops = Array.from({ length: spec.tms }, (_, tm) => loop(tm));
     await new Promise((r) => setTimeout(r, Math.max(0, go.measureTo - Date.now())));
     const cpu = process.cpuUsage(cpu0);
@@ -283,7 +326,10 @@ async function runWorker(): Promise<void> {
     stopping = true;
     clearTimeout(cpuAt);
     clearInterval(ticker);
-    await Promise.race([Promise.all(loops), new Promise((r) => setTimeout(r, WORKER_STOP_GRACE_MS))]);
+    await Promise.race([
+      Promise.all(loops),
+      new Promise((r) => setTimeout(r, WORKER_STOP_GRACE_MS)),
+    ]);
     send({ type: 'done', result });
     // The RM channel stays up while the orchestrator watches the TC finish what is live.
     await nextMessage('exit');
@@ -336,7 +382,12 @@ function sampleCpu(nodePids: number[], dbNames: readonly string[]): CpuSample {
   let iowait = 0;
   let total = 0;
   try {
-    const f = readFileSync('/proc/stat', 'utf8').split('\n')[0]!.trim().split(/\s+/).slice(1).map(Number);
+    const f = readFileSync('/proc/stat', 'utf8')
+      .split('\n')[0]!
+      .trim()
+      .split(/\s+/)
+      .slice(1)
+      .map(Number);
     total = f.slice(0, 8).reduce((a, b) => a + b, 0);
     iowait = f[4] ?? 0;
     busy = total - (f[3] ?? 0) - iowait;
@@ -344,7 +395,14 @@ function sampleCpu(nodePids: number[], dbNames: readonly string[]): CpuSample {
     // not Linux
   }
   const sum = (pids: number[]) => pids.reduce((a, p) => a + procTicks(p), 0);
-  return { at: performance.now(), busy, iowait, total, nodes: sum(nodePids), db: dbNames.length > 0 ? sum(pidsNamed(dbNames)) : 0 };
+  return {
+    at: performance.now(),
+    busy,
+    iowait,
+    total,
+    nodes: sum(nodePids),
+    db: dbNames.length > 0 ? sum(pidsNamed(dbNames)) : 0,
+  };
 }
 
 // ---------------------------------------------------------------------------------------
@@ -363,9 +421,15 @@ async function sampleWork(cluster: BenchCluster): Promise<WorkSample> {
   await Promise.all(
     cluster.seeds.map(async (seed) => {
       try {
-        const md = (await (await fetch(`http://${seed}/metadata/v1/cluster?group=default`, { signal: AbortSignal.timeout(2_000) })).json()) as { lastIndex: number };
+        const md = (await (
+          await fetch(`http://${seed}/metadata/v1/cluster?group=default`, {
+            signal: AbortSignal.timeout(2_000),
+          })
+        ).json()) as { lastIndex: number };
         w.lastIndex = Math.max(w.lastIndex, md.lastIndex);
-        const text = await (await fetch(`http://${seed}/metrics`, { signal: AbortSignal.timeout(2_000) })).text();
+        const text = await (
+          await fetch(`http://${seed}/metrics`, { signal: AbortSignal.timeout(2_000) })
+        ).text();
         for (const line of text.split('\n')) {
           const m = /^(concord_db_submits|concord_db_reads)\{[^}]*\} (\d+)/.exec(line);
           if (m) w[m[1] === 'concord_db_submits' ? 'dbSubmits' : 'dbReads'] += Number(m[2]);
@@ -401,10 +465,22 @@ interface RunResult {
   /** Sessions still live when the clients stopped, and how long the TC took to finish them, s (null: not measured). */
   backlog: { live: number; drainS: number | null } | null;
   /** Server work per counted transaction: Raft entries (raft), database transactions (db); null: not measured. */
-  work: { entriesPerTx: number | null; dbWritesPerTx: number | null; dbReadsPerTx: number | null } | null;
+  work: {
+    entriesPerTx: number | null;
+    dbWritesPerTx: number | null;
+    dbReadsPerTx: number | null;
+  } | null;
 }
 
-function drawProgress(label: string, elapsedS: number, totalS: number, warmupS: number, tps: number, errors: number, tty: boolean): string {
+function drawProgress(
+  label: string,
+  elapsedS: number,
+  totalS: number,
+  warmupS: number,
+  tps: number,
+  errors: number,
+  tty: boolean,
+): string {
   const width = 30;
   const filled = Math.max(0, Math.min(width, Math.round((elapsedS / totalS) * width)));
   const phase = elapsedS < warmupS ? 'warm-up  ' : 'measuring';
@@ -420,7 +496,8 @@ async function runClients(
   target: { cluster: BenchCluster | null; dbProcessNames: readonly string[] },
 ): Promise<RunResult> {
   const tms = scenario === 'empty' ? o.emptyTms : o.lockTms;
-  const route: WorkerSpec['route'] = mode === 'baseline' ? 'baseline' : mode === 'raft' ? 'leader' : 'spread';
+  const route: WorkerSpec['route'] =
+    mode === 'baseline' ? 'baseline' : mode === 'raft' ? 'leader' : 'spread';
   const workers: ChildProcess[] = [];
   const label = `${MODE_LABEL[mode]} / ${scenario}`;
   const tty = process.stderr.isTTY === true;
@@ -440,20 +517,32 @@ async function runClients(
       tms: n,
       firstTm: first,
       seeds: target.cluster?.seeds ?? [],
-      nodes: target.cluster?.nodes.map((x) => ({ nodeId: x.nodeId, transaction: x.transaction, control: x.control })) ?? [],
+      nodes:
+        target.cluster?.nodes.map((x) => ({
+          nodeId: x.nodeId,
+          transaction: x.transaction,
+          control: x.control,
+        })) ?? [],
       rows: o.rows,
     };
     first += n;
-    const w = spawn(process.execPath, ['--import', 'tsx', join(BENCH_DIR, 'run.ts'), 'tps', '--worker'], { cwd: REPO_ROOT, stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+    const w = spawn(
+      process.execPath,
+      ['--import', 'tsx', join(BENCH_DIR, 'run.ts'), 'tps', '--worker'],
+      { cwd: REPO_ROOT, stdio: ['ignore', 'inherit', 'inherit', 'ipc'] },
+    );
     workers.push(w);
-    const exited = new Promise<never>((_, reject) => w.once('exit', (code) => reject(new Error(`client process ${i} exited (code ${code})`))));
+    const exited = new Promise<never>((_, reject) =>
+      w.once('exit', (code) => reject(new Error(`client process ${i} exited (code ${code})`))),
+    );
     exited.catch(() => undefined);
     readyOrFail.push(
       Promise.race([
         new Promise<void>((resolve, reject) =>
           w.on('message', (m: FromWorker) => {
             if (m.type === 'ready') resolve();
-            else if (m.type === 'failed') reject(new Error(`client process ${i} failed: ${m.error}`));
+            else if (m.type === 'failed')
+              reject(new Error(`client process ${i} failed: ${m.error}`));
           }),
         ),
         exited,
@@ -469,7 +558,8 @@ async function runClients(
             } else if (m.type === 'done') {
               results.push(m.result);
               resolve();
-            } else if (m.type === 'failed') reject(new Error(`client process ${i} failed: ${m.error}`));
+            } else if (m.type === 'failed')
+              reject(new Error(`client process ${i} failed: ${m.error}`));
           }),
         ),
         exited,
@@ -478,11 +568,20 @@ async function runClients(
     w.send({ type: 'spec', spec } satisfies ToWorker);
   }
   try {
-    await Promise.race([Promise.all(readyOrFail), new Promise((_, reject) => setTimeout(() => reject(new Error('client processes did not get ready in time')), WORKER_READY_TIMEOUT_MS))]);
+    await Promise.race([
+      Promise.all(readyOrFail),
+      new Promise((_, reject) =>
+        setTimeout(
+          () => reject(new Error('client processes did not get ready in time')),
+          WORKER_READY_TIMEOUT_MS,
+        ),
+      ),
+    ]);
     const loadAt = Date.now() + START_DELAY_MS;
     const measureFrom = loadAt + o.warmupS * 1000;
     const measureTo = measureFrom + o.durationS * 1000;
-    for (const w of workers) w.send({ type: 'go', loadAt, measureFrom, measureTo } satisfies ToWorker);
+    for (const w of workers)
+      w.send({ type: 'go', loadAt, measureFrom, measureTo } satisfies ToWorker);
 
     const nodePids = target.cluster?.nodes.map((n) => n.proc.pid ?? 0).filter((p) => p > 0) ?? [];
     let cpuFrom: CpuSample | null = null;
@@ -512,12 +611,30 @@ async function runClients(
         if (!tty && now - lastDraw < PROGRESS_LINE_MS) return;
         lastDraw = now;
         const elapsed = Math.max(0, (Date.now() - loadAt) / 1000);
-        process.stderr.write(drawProgress(label, Math.min(elapsed, o.warmupS + o.durationS), o.warmupS + o.durationS, o.warmupS, rate, liveErrors, tty));
+        process.stderr.write(
+          drawProgress(
+            label,
+            Math.min(elapsed, o.warmupS + o.durationS),
+            o.warmupS + o.durationS,
+            o.warmupS,
+            rate,
+            liveErrors,
+            tty,
+          ),
+        );
       },
       tty ? PROGRESS_TTY_MS : 1_000,
     );
     try {
-      await Promise.race([Promise.all(doneOrFail), new Promise((_, reject) => setTimeout(() => reject(new Error('client processes did not finish in time')), measureTo - Date.now() + WORKER_STOP_GRACE_MS + 30_000))]);
+      await Promise.race([
+        Promise.all(doneOrFail),
+        new Promise((_, reject) =>
+          setTimeout(
+            () => reject(new Error('client processes did not finish in time')),
+            measureTo - Date.now() + WORKER_STOP_GRACE_MS + 30_000,
+          ),
+        ),
+      ]);
     } finally {
       clearInterval(progress);
       clearTimeout(fromTimer);
@@ -556,7 +673,13 @@ async function runClients(
             busy: ((to.busy - from.busy) / (to.total - from.total)) * 100,
             iowait: ((to.iowait - from.iowait) / (to.total - from.total)) * 100,
           }
-        : { nodes: null, db: null, clients: (clientCpuMs / 1000 / seconds / cores) * 100, busy: 0, iowait: 0 };
+        : {
+            nodes: null,
+            db: null,
+            clients: (clientCpuMs / 1000 / seconds / cores) * 100,
+            busy: 0,
+            iowait: 0,
+          };
     const wf = workFrom as Promise<WorkSample> | null;
     const wt = workTo as Promise<WorkSample> | null;
     let work: RunResult['work'] = null;
@@ -565,8 +688,16 @@ async function runClients(
       const per = (n: number) => n / (tx + conflicts);
       work =
         mode === 'raft'
-          ? { entriesPerTx: per(b.lastIndex - a.lastIndex), dbWritesPerTx: null, dbReadsPerTx: null }
-          : { entriesPerTx: null, dbWritesPerTx: per(b.dbSubmits - a.dbSubmits), dbReadsPerTx: per(b.dbReads - a.dbReads) };
+          ? {
+              entriesPerTx: per(b.lastIndex - a.lastIndex),
+              dbWritesPerTx: null,
+              dbReadsPerTx: null,
+            }
+          : {
+              entriesPerTx: null,
+              dbWritesPerTx: per(b.dbSubmits - a.dbSubmits),
+              dbReadsPerTx: per(b.dbReads - a.dbReads),
+            };
     }
     // With the clients (and their RM channels) still up: what the TC has left to finish.
     const backlog = target.cluster
@@ -595,7 +726,9 @@ async function runClients(
       work,
     };
   } finally {
-    const exits = workers.filter((w) => w.exitCode === null && w.signalCode === null).map((w) => new Promise((r) => w.once('exit', r)));
+    const exits = workers
+      .filter((w) => w.exitCode === null && w.signalCode === null)
+      .map((w) => new Promise((r) => w.once('exit', r)));
     for (const w of workers) if (w.connected) w.send({ type: 'exit' } satisfies ToWorker);
     await Promise.race([Promise.all(exits), new Promise((r) => setTimeout(r, 5_000))]);
     for (const w of workers) if (w.exitCode === null && w.signalCode === null) w.kill('SIGKILL');
@@ -603,7 +736,10 @@ async function runClients(
 }
 
 /** Sessions still live right after a run, and how long until the TC finished them all. */
-async function measureBacklog(cluster: BenchCluster, drainS: number): Promise<{ live: number; drainS: number | null }> {
+async function measureBacklog(
+  cluster: BenchCluster,
+  drainS: number,
+): Promise<{ live: number; drainS: number | null }> {
   const tc = new TcClient({ seeds: cluster.seeds, transport: 'unary' });
   try {
     const started = performance.now();
@@ -623,34 +759,86 @@ async function measureBacklog(cluster: BenchCluster, drainS: number): Promise<{ 
 // Report
 
 function fmt(n: number, digits = 0): string {
-  return n.toLocaleString('en-US', { minimumFractionDigits: digits, maximumFractionDigits: digits }).replace(/,/g, ' ');
+  return n
+    .toLocaleString('en-US', { minimumFractionDigits: digits, maximumFractionDigits: digits })
+    .replace(/,/g, ' ');
 }
 
 function markdownTable(head: string[], rows: string[][]): string {
   const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
   const line = (cells: string[]) => `| ${cells.map((c, i) => c.padEnd(widths[i]!)).join(' | ')} |`;
-  return [line(head), `|${widths.map((w) => '-'.repeat(w + 2)).join('|')}|`, ...rows.map(line)].join('\n');
+  return [
+    line(head),
+    `|${widths.map((w) => '-'.repeat(w + 2)).join('|')}|`,
+    ...rows.map(line),
+  ].join('\n');
 }
 
 function mainTable(results: RunResult[]): string {
   return markdownTable(
     ['mode', 'scenario', 'TMs', 'TPS mean', 'TPS max/s', 'p50 ms', 'p99 ms', 'errors'],
-    results.map((r) => [MODE_LABEL[r.mode], r.scenario, String(r.tms), fmt(r.mean), fmt(r.max), r.p50 < 1 ? r.p50.toFixed(3) : r.p50.toFixed(1), r.p99 < 1 ? r.p99.toFixed(3) : r.p99.toFixed(1), String(r.errors)]),
+    results.map((r) => [
+      MODE_LABEL[r.mode],
+      r.scenario,
+      String(r.tms),
+      fmt(r.mean),
+      fmt(r.max),
+      r.p50 < 1 ? r.p50.toFixed(3) : r.p50.toFixed(1),
+      r.p99 < 1 ? r.p99.toFixed(3) : r.p99.toFixed(1),
+      String(r.errors),
+    ]),
   );
 }
 
 function detailTable(results: RunResult[]): string {
   const pct = (n: number | null) => (n === null ? '-' : `${n.toFixed(0)}%`);
   return markdownTable(
-    ['mode', 'scenario', 'TM heard', 'conflicts', 'server work per tx', 'live at end → drained in', 'CPU nodes', 'CPU db', 'CPU clients', 'machine busy', 'iowait'],
+    [
+      'mode',
+      'scenario',
+      'TM heard',
+      'conflicts',
+      'server work per tx',
+      'live at end → drained in',
+      'CPU nodes',
+      'CPU db',
+      'CPU clients',
+      'machine busy',
+      'iowait',
+    ],
     results.map((r) => {
       const total = Object.values(r.statuses).reduce((a, b) => a + b, 0);
-      const heard = r.mode === 'baseline' ? '-' : Object.entries(r.statuses).sort((a, b) => b[1] - a[1]).map(([k, v]) => `${k} ${((v / Math.max(1, total)) * 100).toFixed(0)}%`).join(', ');
-      const backlog = r.backlog === null ? '-' : `${r.backlog.live >= 1000 && r.mode !== 'raft' ? '≥' : ''}${fmt(r.backlog.live)} → ${r.backlog.drainS === null ? 'not drained' : `${r.backlog.drainS.toFixed(1)} s`}`;
+      const heard =
+        r.mode === 'baseline'
+          ? '-'
+          : Object.entries(r.statuses)
+              .sort((a, b) => b[1] - a[1])
+              .map(([k, v]) => `${k} ${((v / Math.max(1, total)) * 100).toFixed(0)}%`)
+              .join(', ');
+      const backlog =
+        r.backlog === null
+          ? '-'
+          : `${r.backlog.live >= 1000 && r.mode !== 'raft' ? '≥' : ''}${fmt(r.backlog.live)} → ${r.backlog.drainS === null ? 'not drained' : `${r.backlog.drainS.toFixed(1)} s`}`;
       const w = r.work;
       const work =
-        w === null ? '-' : w.entriesPerTx !== null ? `${w.entriesPerTx.toFixed(1)} Raft entries` : `${(w.dbWritesPerTx ?? 0).toFixed(1)} write + ${(w.dbReadsPerTx ?? 0).toFixed(1)} read db txns`;
-      return [MODE_LABEL[r.mode], r.scenario, heard, String(r.conflicts), work, backlog, pct(r.cpu.nodes), pct(r.cpu.db), pct(r.cpu.clients), pct(r.cpu.busy), pct(r.cpu.iowait)];
+        w === null
+          ? '-'
+          : w.entriesPerTx !== null
+            ? `${w.entriesPerTx.toFixed(1)} Raft entries`
+            : `${(w.dbWritesPerTx ?? 0).toFixed(1)} write + ${(w.dbReadsPerTx ?? 0).toFixed(1)} read db txns`;
+      return [
+        MODE_LABEL[r.mode],
+        r.scenario,
+        heard,
+        String(r.conflicts),
+        work,
+        backlog,
+        pct(r.cpu.nodes),
+        pct(r.cpu.db),
+        pct(r.cpu.clients),
+        pct(r.cpu.busy),
+        pct(r.cpu.iowait),
+      ];
     }),
   );
 }
@@ -661,7 +849,8 @@ function ratioLines(results: RunResult[]): string[] {
     const raft = results.find((r) => r.mode === 'raft' && r.scenario === s);
     for (const m of ['pg', 'mysql'] as const) {
       const db = results.find((r) => r.mode === m && r.scenario === s);
-      if (raft && db && db.mean > 0) out.push(`${s}: raft / ${MODE_LABEL[m]} = ${(raft.mean / db.mean).toFixed(2)}×`);
+      if (raft && db && db.mean > 0)
+        out.push(`${s}: raft / ${MODE_LABEL[m]} = ${(raft.mean / db.mean).toFixed(2)}×`);
     }
   }
   return out;
@@ -673,16 +862,22 @@ function escapeXml(s: string): string {
 
 /** TPS over the measured seconds, one panel per scenario, one line per mode. Hand-written SVG. */
 function chartSvg(results: RunResult[], title: string, rows: number): string {
-  const scenarios = SCENARIOS.filter((s) => results.some((r) => r.scenario === s && r.mode !== 'baseline'));
+  const scenarios = SCENARIOS.filter((s) =>
+    results.some((r) => r.scenario === s && r.mode !== 'baseline'),
+  );
   const panelW = 460;
   const panelH = 260;
   const margin = { left: 58, right: 16, top: 58, bottom: 64 };
   const width = margin.left + scenarios.length * (panelW + margin.right + 40);
   const height = margin.top + panelH + margin.bottom;
   const parts: string[] = [];
-  parts.push(`<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" viewBox="0 0 ${width} ${height}" font-family="Helvetica, Arial, sans-serif" font-size="12">`);
+  parts.push(
+    `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" viewBox="0 0 ${width} ${height}" font-family="Helvetica, Arial, sans-serif" font-size="12">`,
+  );
   parts.push(`<rect width="${width}" height="${height}" fill="#ffffff"/>`);
-  parts.push(`<text x="${margin.left}" y="24" font-size="15" font-weight="bold">${escapeXml(title)}</text>`);
+  parts.push(
+    `<text x="${margin.left}" y="24" font-size="15" font-weight="bold">${escapeXml(title)}</text>`,
+  );
   scenarios.forEach((scenario, p) => {
     const x0 = margin.left + p * (panelW + margin.right + 40);
     const y0 = margin.top;
@@ -694,17 +889,32 @@ function chartSvg(results: RunResult[], title: string, rows: number): string {
     const sx = (i: number) => x0 + (n <= 1 ? 0 : (i / (n - 1)) * panelW);
     const sy = (v: number) => y0 + panelH - (v / yMax) * panelH;
     const tms = runs[0]?.tms ?? 0;
-    parts.push(`<text x="${x0}" y="${y0 - 10}" font-size="13" font-weight="bold">${escapeXml(scenario === 'empty' ? `empty global transactions (begin + commit), ${tms} TMs` : `one branch + a row lock of ${fmt(rows)} rows, ${tms} TMs`)}</text>`);
+    parts.push(
+      `<text x="${x0}" y="${y0 - 10}" font-size="13" font-weight="bold">${escapeXml(scenario === 'empty' ? `empty global transactions (begin + commit), ${tms} TMs` : `one branch + a row lock of ${fmt(rows)} rows, ${tms} TMs`)}</text>`,
+    );
     for (let v = 0; v <= yMax + 1e-9; v += step) {
-      parts.push(`<line x1="${x0}" y1="${sy(v).toFixed(1)}" x2="${x0 + panelW}" y2="${sy(v).toFixed(1)}" stroke="#e5e5e5"/>`);
-      parts.push(`<text x="${x0 - 6}" y="${(sy(v) + 4).toFixed(1)}" text-anchor="end" fill="#555">${fmt(v)}</text>`);
+      parts.push(
+        `<line x1="${x0}" y1="${sy(v).toFixed(1)}" x2="${x0 + panelW}" y2="${sy(v).toFixed(1)}" stroke="#e5e5e5"/>`,
+      );
+      parts.push(
+        `<text x="${x0 - 6}" y="${(sy(v) + 4).toFixed(1)}" text-anchor="end" fill="#555">${fmt(v)}</text>`,
+      );
     }
     const xStep = Math.max(1, Math.ceil(n / 10));
-    for (let i = 0; i < n; i += xStep) parts.push(`<text x="${sx(i).toFixed(1)}" y="${y0 + panelH + 16}" text-anchor="middle" fill="#555">${i + 1}</text>`);
-    parts.push(`<line x1="${x0}" y1="${y0 + panelH}" x2="${x0 + panelW}" y2="${y0 + panelH}" stroke="#333"/>`);
+    for (let i = 0; i < n; i += xStep)
+      parts.push(
+        `<text x="${sx(i).toFixed(1)}" y="${y0 + panelH + 16}" text-anchor="middle" fill="#555">${i + 1}</text>`,
+      );
+    parts.push(
+      `<line x1="${x0}" y1="${y0 + panelH}" x2="${x0 + panelW}" y2="${y0 + panelH}" stroke="#333"/>`,
+    );
     parts.push(`<line x1="${x0}" y1="${y0}" x2="${x0}" y2="${y0 + panelH}" stroke="#333"/>`);
-    parts.push(`<text x="${x0 + panelW / 2}" y="${y0 + panelH + 34}" text-anchor="middle" fill="#333">second of the measured run</text>`);
-    parts.push(`<text transform="translate(${x0 - 44} ${y0 + panelH / 2}) rotate(-90)" text-anchor="middle" fill="#333">global transactions / s</text>`);
+    parts.push(
+      `<text x="${x0 + panelW / 2}" y="${y0 + panelH + 34}" text-anchor="middle" fill="#333">second of the measured run</text>`,
+    );
+    parts.push(
+      `<text transform="translate(${x0 - 44} ${y0 + panelH / 2}) rotate(-90)" text-anchor="middle" fill="#333">global transactions / s</text>`,
+    );
     let lx = x0;
     for (const r of runs) {
       const color = MODE_COLOR[r.mode as ModeName];
@@ -712,7 +922,9 @@ function chartSvg(results: RunResult[], title: string, rows: number): string {
       parts.push(`<polyline fill="none" stroke="${color}" stroke-width="2" points="${points}"/>`);
       const ly = y0 + panelH + 52;
       const text = `${MODE_LABEL[r.mode]}: ${fmt(r.mean)}/s`;
-      parts.push(`<line x1="${lx}" y1="${ly - 4}" x2="${lx + 18}" y2="${ly - 4}" stroke="${color}" stroke-width="3"/>`);
+      parts.push(
+        `<line x1="${lx}" y1="${ly - 4}" x2="${lx + 18}" y2="${ly - 4}" stroke="${color}" stroke-width="3"/>`,
+      );
       parts.push(`<text x="${lx + 24}" y="${ly}" fill="#222">${escapeXml(text)}</text>`);
       // About 6.7 px per character at 12 px Helvetica.
       lx += 24 + text.length * 6.7 + 18;
@@ -732,12 +944,18 @@ function machineLines(o: Options, dbNotes: string[], dir: string): string[] {
   const cpu = cpus();
   let disk = '';
   try {
-    disk = execFileSync('df', ['-hT', dir], { encoding: 'utf8' }).trim().split('\n').at(-1)!.replace(/\s+/g, ' ');
+    disk = execFileSync('df', ['-hT', dir], { encoding: 'utf8' })
+      .trim()
+      .split('\n')
+      .at(-1)!
+      .replace(/\s+/g, ' ');
   } catch {
     disk = 'unknown';
   }
   return [
-    `machine: ${cpu.length} × ${cpu[0]?.model ?? 'CPU'}, ${(totalmem() / 2 ** 30).toFixed(0)} GiB memory, Node ${process.version}, load average ${loadavg().map((l) => l.toFixed(1)).join(' ')} at start`,
+    `machine: ${cpu.length} × ${cpu[0]?.model ?? 'CPU'}, ${(totalmem() / 2 ** 30).toFixed(0)} GiB memory, Node ${process.version}, load average ${loadavg()
+      .map((l) => l.toFixed(1))
+      .join(' ')} at start`,
     `disk: raft data and both databases on one disk: ${disk} (df -hT of the tmp dir)`,
     ...dbNotes.map((n) => `db: ${n}`),
     `run: ${o.warmupS} s warm-up + ${o.durationS} s measured per mode and scenario; ${o.clients} client processes; TC client stream transport`,
@@ -748,19 +966,32 @@ function machineLines(o: Options, dbNotes: string[], dir: string): string[] {
 // main
 
 function parseOptions(args: string[]): Options {
-  const list = <T extends string>(allowed: readonly T[], what: string) => (v: string) => {
-    const items = v.split(',').map((s) => s.trim()).filter(Boolean);
-    for (const i of items) if (!allowed.includes(i as T)) throw new Error(`unknown ${what} ${i} (one of ${allowed.join(', ')})`);
-    return items as T[];
-  };
+  const list =
+    <T extends string>(allowed: readonly T[], what: string) =>
+    (v: string) => {
+      const items = v
+        .split(',')
+        .map((s) => s.trim())
+        .filter(Boolean);
+      for (const i of items)
+        if (!allowed.includes(i as T))
+          throw new Error(`unknown ${what} ${i} (one of ${allowed.join(', ')})`);
+      return items as T[];
+    };
   const positive = (what: string) => (v: string) => {
     const n = Number(v);
-    if (!Number.isInteger(n) || n < 1) throw new Error(`${what} must be a positive integer, got ${v}`);
+    if (!Number.isInteger(n) || n < 1)
+      throw new Error(`${what} must be a positive integer, got ${v}`);
     return n;
   };
   const p = new Command('tps')
     .option('--duration <s>', 'measured seconds per mode and scenario', positive('--duration'), 20)
-    .option('--warmup <s>', 'unmeasured seconds before each', (v: string) => Math.max(0, Number(v)), 5)
+    .option(
+      '--warmup <s>',
+      'unmeasured seconds before each',
+      (v: string) => Math.max(0, Number(v)),
+      5,
+    )
     .option('--modes <list>', 'raft,pg,mysql', list(MODES, 'mode'), [...MODES])
     .option('--scenarios <list>', 'empty,lock', list(SCENARIOS, 'scenario'), [...SCENARIOS])
     .option('--clients <n>', 'client processes', positive('--clients'), 3)
@@ -768,9 +999,22 @@ function parseOptions(args: string[]): Options {
     .option('--lock-tms <n>', 'concurrent TMs of the lock scenario', positive('--lock-tms'), 32)
     .option('--rows <n>', 'rows the lock scenario picks from', positive('--rows'), 3_000_000)
     .option('--no-baseline', 'skip the no-coordinator baseline')
-    .option('--drain <s>', 'after each run, wait this long for the TC to finish the live sessions', (v: string) => Math.max(0, Number(v)), 30)
-    .option('--pg-url <url>', 'PostgreSQL for db mode (default from PGHOST/PGPORT/PGUSER/PGPASSWORD/PGDATABASE)', defaultDbUrl('postgres'))
-    .option('--mysql-url <url>', 'MySQL/MariaDB for db mode (default from MYSQL_HOST/…)', defaultDbUrl('mysql'))
+    .option(
+      '--drain <s>',
+      'after each run, wait this long for the TC to finish the live sessions',
+      (v: string) => Math.max(0, Number(v)),
+      30,
+    )
+    .option(
+      '--pg-url <url>',
+      'PostgreSQL for db mode (default from PGHOST/PGPORT/PGUSER/PGPASSWORD/PGDATABASE)',
+      defaultDbUrl('postgres'),
+    )
+    .option(
+      '--mysql-url <url>',
+      'MySQL/MariaDB for db mode (default from MYSQL_HOST/…)',
+      defaultDbUrl('mysql'),
+    )
     .option('--out <dir>', 'where results (JSON, SVG) go', join(BENCH_DIR, 'results'))
     .option('--keep', 'keep the tmp dir (configs, node logs, raft data) and the tables', false)
     .exitOverride();
@@ -807,7 +1051,10 @@ export async function main(args: string[]): Promise<void> {
   const dbNotes: string[] = [];
   try {
     if (o.baseline) {
-      for (const scenario of o.scenarios) results.push(await runClients('baseline', scenario, o, { cluster: null, dbProcessNames: [] }));
+      for (const scenario of o.scenarios)
+        results.push(
+          await runClients('baseline', scenario, o, { cluster: null, dbProcessNames: [] }),
+        );
     }
     for (const mode of o.modes) {
       const modeDir = join(dir, mode);
@@ -827,17 +1074,35 @@ export async function main(args: string[]): Promise<void> {
         cluster = await startCluster({
           dir: modeDir,
           idPrefix: mode === 'raft' ? 'node' : `${mode}-node`,
-          store: mode === 'raft' ? { mode: 'raft' } : { mode: 'db', url: mode === 'pg' ? o.pgUrl : o.mysqlUrl, tablePrefix: prefix },
+          store:
+            mode === 'raft'
+              ? { mode: 'raft' }
+              : { mode: 'db', url: mode === 'pg' ? o.pgUrl : o.mysqlUrl, tablePrefix: prefix },
         });
-        log(`${MODE_LABEL[mode]} up; ${mode === 'raft' ? 'leader' : 'lease holder'} ${cluster.leaderId}`);
+        log(
+          `${MODE_LABEL[mode]} up; ${mode === 'raft' ? 'leader' : 'lease holder'} ${cluster.leaderId}`,
+        );
         for (const scenario of o.scenarios) {
-          const r = await runClients(mode, scenario, o, { cluster, dbProcessNames: dialect === 'postgres' ? ['postgres'] : dialect === 'mysql' ? ['mariadbd', 'mysqld'] : [] });
+          const r = await runClients(mode, scenario, o, {
+            cluster,
+            dbProcessNames:
+              dialect === 'postgres'
+                ? ['postgres']
+                : dialect === 'mysql'
+                  ? ['mariadbd', 'mysqld']
+                  : [],
+          });
           results.push(r);
-          log(`${MODE_LABEL[mode]} / ${scenario}: ${fmt(r.mean)} tx/s (best second ${fmt(r.max)}), p50 ${r.p50.toFixed(1)} ms, p99 ${r.p99.toFixed(1)} ms, ${r.errors} errors${r.lastError && r.errors > 0 ? ` (last: ${r.lastError})` : ''}`);
+          log(
+            `${MODE_LABEL[mode]} / ${scenario}: ${fmt(r.mean)} tx/s (best second ${fmt(r.max)}), p50 ${r.p50.toFixed(1)} ms, p99 ${r.p99.toFixed(1)} ms, ${r.errors} errors${r.lastError && r.errors > 0 ? ` (last: ${r.lastError})` : ''}`,
+          );
         }
       } finally {
         await cluster?.stop();
-        if (admin && !o.keep) await admin.dropTables(prefix).catch((err: unknown) => log(`could not drop ${prefix}*: ${(err as Error).message}`));
+        if (admin && !o.keep)
+          await admin
+            .dropTables(prefix)
+            .catch((err: unknown) => log(`could not drop ${prefix}*: ${(err as Error).message}`));
         await admin?.close();
       }
     }
@@ -864,8 +1129,14 @@ export async function main(args: string[]): Promise<void> {
   mkdirSync(o.out, { recursive: true });
   const base = join(o.out, `tps-${stamp}`);
   writeFileSync(`${base}.json`, `${JSON.stringify({ options: o, machine, results }, null, 2)}\n`);
-  const svg = chartSvg(results, `Concord: global transactions per second, raft mode vs db mode (${cpus().length} cores, Node ${process.version}, ${stamp.slice(0, 10)})`, o.rows);
+  const svg = chartSvg(
+    results,
+    `Concord: global transactions per second, raft mode vs db mode (${cpus().length} cores, Node ${process.version}, ${stamp.slice(0, 10)})`,
+    o.rows,
+  );
   writeFileSync(`${base}.svg`, svg);
   copyFileSync(`${base}.svg`, join(BENCH_DIR, 'tps.svg'));
-  log(`wrote ${relative(REPO_ROOT, base)}.json, ${relative(REPO_ROOT, base)}.svg and bench/tps.svg`);
+  log(
+    `wrote ${relative(REPO_ROOT, base)}.json, ${relative(REPO_ROOT, base)}.svg and bench/tps.svg`,
+  );
 }

@@ -38,7 +38,13 @@
  *   reservation-left              money still frozen after healing
  *   money-not-conserved           the total balance changed
  */
-import { statusFamily, statusRank, type HistoryEvent, type StatusFamily, type TxnPlan } from './history.ts';
+import {
+  statusFamily,
+  statusRank,
+  type HistoryEvent,
+  type StatusFamily,
+  type TxnPlan,
+} from './history.ts';
 
 export type EffectOp = 'try' | 'confirm' | 'cancel';
 
@@ -160,7 +166,14 @@ export function observationsOf(events: readonly HistoryEvent[]): StatusObservati
   for (const e of events) {
     if (e.type !== 'ok' || e.xid === undefined || e.value === undefined) continue;
     if (e.op !== 'commit' && e.op !== 'rollback' && e.op !== 'status') continue;
-    out.push({ xid: e.xid, status: e.value, t0: e.t0 ?? e.t, t: e.t, source: e.op, process: e.process });
+    out.push({
+      xid: e.xid,
+      status: e.value,
+      t0: e.t0 ?? e.t,
+      t: e.t,
+      source: e.op,
+      process: e.process,
+    });
   }
   return out;
 }
@@ -168,13 +181,18 @@ export function observationsOf(events: readonly HistoryEvent[]): StatusObservati
 /** Monotonicity and one-decision checks over one xid's observations. */
 export function checkStatusHistory(xid: string, obs: readonly StatusObservation[]): Violation[] {
   const out: Violation[] = [];
-  const describe = (o: StatusObservation) => `${o.status} (${o.source} by ${o.process}, ${o.t0}..${o.t})`;
+  const describe = (o: StatusObservation) =>
+    `${o.status} (${o.source} by ${o.process}, ${o.t0}..${o.t})`;
   // Backwards: o2 started after o1 ended, yet shows less progress. One report per xid.
   const ranked = obs.filter((o) => statusRank(o.status) !== null);
   backwards: for (const o2 of ranked) {
     for (const o1 of ranked) {
       if (o1.t < o2.t0 && statusRank(o2.status)! < statusRank(o1.status)!) {
-        out.push({ kind: 'status-backwards', xid, detail: `${describe(o1)} then, later, ${describe(o2)}` });
+        out.push({
+          kind: 'status-backwards',
+          xid,
+          detail: `${describe(o1)} then, later, ${describe(o2)}`,
+        });
         break backwards;
       }
     }
@@ -187,7 +205,11 @@ export function checkStatusHistory(xid: string, obs: readonly StatusObservation[
     if (side !== 'commit' && side !== 'rollback') continue;
     const later = obs.find((o) => o.t0 > ack.t && isOtherSide(side, statusFamily(o.status)));
     if (later) {
-      out.push({ kind: 'ack-contradicted', xid, detail: `${ack.source} acknowledged ${describe(ack)}, then ${describe(later)}` });
+      out.push({
+        kind: 'ack-contradicted',
+        xid,
+        detail: `${ack.source} acknowledged ${describe(ack)}, then ${describe(later)}`,
+      });
       contradicted = true;
       break;
     }
@@ -195,7 +217,8 @@ export function checkStatusHistory(xid: string, obs: readonly StatusObservation[
   if (!contradicted) {
     const c = obs.find((o) => statusFamily(o.status) === 'commit');
     const r = obs.find((o) => statusFamily(o.status) === 'rollback');
-    if (c && r) out.push({ kind: 'decision-changed', xid, detail: `seen ${describe(c)} and ${describe(r)}` });
+    if (c && r)
+      out.push({ kind: 'decision-changed', xid, detail: `seen ${describe(c)} and ${describe(r)}` });
   }
   return out;
 }
@@ -246,7 +269,13 @@ function xidViews(events: readonly HistoryEvent[]): Map<string, XidView> {
   const get = (xid: string) => {
     let v = xids.get(xid);
     if (!v) {
-      v = { xid, ackedTries: new Map(), ackedSide: null, commitRequested: false, begins: new Set() };
+      v = {
+        xid,
+        ackedTries: new Map(),
+        ackedSide: null,
+        commitRequested: false,
+        begins: new Set(),
+      };
       xids.set(xid, v);
     }
     return v;
@@ -255,7 +284,8 @@ function xidViews(events: readonly HistoryEvent[]): Map<string, XidView> {
     if (e.xid === undefined) continue;
     const v = get(e.xid);
     if (e.op === 'begin' && e.type === 'ok') v.begins.add(e.txn ?? `${e.process}@${e.t}`);
-    if (e.op === 'try' && e.type === 'ok' && e.branchId !== undefined) v.ackedTries.set(e.branchId, e.process);
+    if (e.op === 'try' && e.type === 'ok' && e.branchId !== undefined)
+      v.ackedTries.set(e.branchId, e.process);
     if (e.op === 'commit' && e.type === 'invoke') v.commitRequested = true;
     if ((e.op === 'commit' || e.op === 'rollback') && e.type === 'ok' && e.value !== undefined) {
       const side = statusFamily(e.value);
@@ -295,11 +325,15 @@ export function checkBranch(b: BranchEffects): Violation[] {
   const out: Violation[] = [];
   const at = { xid: b.xid, branchId: b.branchId };
   const counts = `try ${b.try}, confirm ${b.confirm}, cancel ${b.cancel}`;
-  if (b.try > 1 || b.confirm > 1 || b.cancel > 1) out.push({ kind: 'effect-duplicated', ...at, detail: counts });
-  if (b.confirm > 0 && b.try === 0) out.push({ kind: 'confirm-without-try', ...at, detail: counts });
+  if (b.try > 1 || b.confirm > 1 || b.cancel > 1)
+    out.push({ kind: 'effect-duplicated', ...at, detail: counts });
+  if (b.confirm > 0 && b.try === 0)
+    out.push({ kind: 'confirm-without-try', ...at, detail: counts });
   if (b.cancel > 0 && b.try === 0) out.push({ kind: 'cancel-without-try', ...at, detail: counts });
-  if (b.confirm > 0 && b.cancel > 0) out.push({ kind: 'confirmed-and-cancelled', ...at, detail: counts });
-  if (b.try > 0 && b.confirm === 0 && b.cancel === 0) out.push({ kind: 'branch-pending', ...at, detail: counts });
+  if (b.confirm > 0 && b.cancel > 0)
+    out.push({ kind: 'confirmed-and-cancelled', ...at, detail: counts });
+  if (b.try > 0 && b.confirm === 0 && b.cancel === 0)
+    out.push({ kind: 'branch-pending', ...at, detail: counts });
   return out;
 }
 
@@ -307,11 +341,22 @@ export function checkBranch(b: BranchEffects): Violation[] {
 export function checkFence(b: BranchEffects, fence: ReadonlyMap<string, string>): Violation[] {
   const tryReason = fence.get('try') ?? null;
   const problems: string[] = [];
-  if ((b.try > 0) !== (tryReason === 'try')) problems.push(`try effect ${b.try} but fence try row ${tryReason === null ? 'missing' : `reason ${tryReason}`}`);
-  if ((b.confirm > 0) !== fence.has('confirm')) problems.push(`confirm effect ${b.confirm} but fence confirm row ${fence.has('confirm') ? 'present' : 'missing'}`);
+  if (b.try > 0 !== (tryReason === 'try'))
+    problems.push(
+      `try effect ${b.try} but fence try row ${tryReason === null ? 'missing' : `reason ${tryReason}`}`,
+    );
+  if (b.confirm > 0 !== fence.has('confirm'))
+    problems.push(
+      `confirm effect ${b.confirm} but fence confirm row ${fence.has('confirm') ? 'present' : 'missing'}`,
+    );
   const realCancel = fence.has('cancel') && tryReason === 'try';
-  if ((b.cancel > 0) !== realCancel) problems.push(`cancel effect ${b.cancel} but fence cancel row ${fence.has('cancel') ? 'present' : 'missing'} over a try row ${tryReason ?? 'missing'}`);
-  return problems.length === 0 ? [] : [{ kind: 'fence-mismatch', xid: b.xid, branchId: b.branchId, detail: problems.join('; ') }];
+  if (b.cancel > 0 !== realCancel)
+    problems.push(
+      `cancel effect ${b.cancel} but fence cancel row ${fence.has('cancel') ? 'present' : 'missing'} over a try row ${tryReason ?? 'missing'}`,
+    );
+  return problems.length === 0
+    ? []
+    : [{ kind: 'fence-mismatch', xid: b.xid, branchId: b.branchId, detail: problems.join('; ') }];
 }
 
 // ------------------------------------------------------------------ the whole check
@@ -355,28 +400,70 @@ export function check(input: CheckInput): CheckResult {
     const confirmed = bs.filter((b) => b.confirm > 0);
     const cancelled = bs.filter((b) => b.cancel > 0);
     if (confirmed.length > 0 && cancelled.length > 0) {
-      violations.push({ kind: 'mixed-outcome', xid, detail: `confirmed ${confirmed.map((b) => b.branchId).join(',')}; cancelled ${cancelled.map((b) => b.branchId).join(',')}` });
+      violations.push({
+        kind: 'mixed-outcome',
+        xid,
+        detail: `confirmed ${confirmed.map((b) => b.branchId).join(',')}; cancelled ${cancelled.map((b) => b.branchId).join(',')}`,
+      });
     }
     if (v) {
       for (const branchId of v.ackedTries.keys()) {
         const b = branches.get(branchKey(xid, branchId));
-        if (!b || b.try === 0) violations.push({ kind: 'acked-try-missing', xid, branchId, detail: 'the client saw the try succeed; no try effect in the database' });
+        if (!b || b.try === 0)
+          violations.push({
+            kind: 'acked-try-missing',
+            xid,
+            branchId,
+            detail: 'the client saw the try succeed; no try effect in the database',
+          });
       }
-      const tried = new Set([...bs.filter((b) => b.try > 0).map((b) => b.branchId), ...v.ackedTries.keys()]);
+      const tried = new Set([
+        ...bs.filter((b) => b.try > 0).map((b) => b.branchId),
+        ...v.ackedTries.keys(),
+      ]);
       if (v.ackedSide === 'commit') {
         for (const branchId of tried) {
           const b = branches.get(branchKey(xid, branchId));
-          if (!b || b.confirm === 0) violations.push({ kind: 'committed-branch-not-confirmed', xid, branchId, detail: 'the TM was told committed' });
-          if (b && b.cancel > 0) violations.push({ kind: 'committed-branch-cancelled', xid, branchId, detail: 'the TM was told committed' });
+          if (!b || b.confirm === 0)
+            violations.push({
+              kind: 'committed-branch-not-confirmed',
+              xid,
+              branchId,
+              detail: 'the TM was told committed',
+            });
+          if (b && b.cancel > 0)
+            violations.push({
+              kind: 'committed-branch-cancelled',
+              xid,
+              branchId,
+              detail: 'the TM was told committed',
+            });
         }
       } else if (v.ackedSide === 'rollback') {
-        for (const b of confirmed) violations.push({ kind: 'rolledback-branch-confirmed', xid, branchId: b.branchId, detail: 'the TM was told rolled back' });
+        for (const b of confirmed)
+          violations.push({
+            kind: 'rolledback-branch-confirmed',
+            xid,
+            branchId: b.branchId,
+            detail: 'the TM was told rolled back',
+          });
         for (const branchId of tried) {
           const b = branches.get(branchKey(xid, branchId));
-          if (!b || b.cancel === 0) violations.push({ kind: 'rolledback-branch-not-cancelled', xid, branchId, detail: 'the TM was told rolled back' });
+          if (!b || b.cancel === 0)
+            violations.push({
+              kind: 'rolledback-branch-not-cancelled',
+              xid,
+              branchId,
+              detail: 'the TM was told rolled back',
+            });
         }
       }
-      if (v.begins.size > 1) violations.push({ kind: 'xid-reused', xid, detail: `acknowledged to ${[...v.begins].join(', ')}` });
+      if (v.begins.size > 1)
+        violations.push({
+          kind: 'xid-reused',
+          xid,
+          detail: `acknowledged to ${[...v.begins].join(', ')}`,
+        });
     }
   }
 
@@ -392,7 +479,11 @@ export function check(input: CheckInput): CheckResult {
     violations.push(...checkStatusHistory(xid, list));
     const commitSide = list.find((o) => statusFamily(o.status) === 'commit');
     if (commitSide && !(xids.get(xid)?.commitRequested ?? false)) {
-      violations.push({ kind: 'commit-without-request', xid, detail: `seen ${commitSide.status} (${commitSide.source} by ${commitSide.process}); no client asked to commit it` });
+      violations.push({
+        kind: 'commit-without-request',
+        xid,
+        detail: `seen ${commitSide.status} (${commitSide.source} by ${commitSide.process}); no client asked to commit it`,
+      });
     }
   }
   // Effects can show a commit nobody asked for too (a confirm of an xid never committed).
@@ -400,21 +491,44 @@ export function check(input: CheckInput): CheckResult {
     if (xids.get(xid)?.commitRequested) continue;
     const c = (branchesOfXid.get(xid) ?? []).find((b) => b.confirm > 0);
     if (c && !obsByXid.get(xid)?.some((o) => statusFamily(o.status) === 'commit')) {
-      violations.push({ kind: 'commit-without-request', xid, branchId: c.branchId, detail: 'a branch was confirmed; no client asked to commit the xid' });
+      violations.push({
+        kind: 'commit-without-request',
+        xid,
+        branchId: c.branchId,
+        detail: 'a branch was confirmed; no client asked to commit the xid',
+      });
     }
   }
 
   // The TC after healing.
   if (input.tc === null) notes.push('the TC state was not checked (no leader answered)');
   else {
-    for (const s of input.tc.liveSessions) violations.push({ kind: 'session-left', xid: s.xid, detail: `still live in status ${s.status}` });
-    for (const l of input.tc.heldLocks) violations.push({ kind: 'lock-left', ...(l.holder ? { xid: l.holder } : {}), detail: `lock ${l.key} still held` });
+    for (const s of input.tc.liveSessions)
+      violations.push({
+        kind: 'session-left',
+        xid: s.xid,
+        detail: `still live in status ${s.status}`,
+      });
+    for (const l of input.tc.heldLocks)
+      violations.push({
+        kind: 'lock-left',
+        ...(l.holder ? { xid: l.holder } : {}),
+        detail: `lock ${l.key} still held`,
+      });
   }
 
   // The bank.
   if (input.bank) {
-    if (input.bank.frozen !== 0) violations.push({ kind: 'reservation-left', detail: `${input.bank.frozen} still frozen across accounts` });
-    if (input.bank.total !== input.bank.expectedTotal) violations.push({ kind: 'money-not-conserved', detail: `total ${input.bank.total}, expected ${input.bank.expectedTotal}` });
+    if (input.bank.frozen !== 0)
+      violations.push({
+        kind: 'reservation-left',
+        detail: `${input.bank.frozen} still frozen across accounts`,
+      });
+    if (input.bank.total !== input.bank.expectedTotal)
+      violations.push({
+        kind: 'money-not-conserved',
+        detail: `total ${input.bank.total}, expected ${input.bank.expectedTotal}`,
+      });
   }
 
   // Statistics.
@@ -426,7 +540,13 @@ export function check(input: CheckInput): CheckResult {
     intendedFailures: 0,
     unknownResolved: { committed: 0, rolledBack: 0, noEffect: 0, noXid: 0 },
     xids: allXids.size,
-    branches: new Set([...branches.keys(), ...fenceByBranch.keys(), ...[...xids.values()].flatMap((v) => [...v.ackedTries.keys()].map((b) => branchKey(v.xid, b)))]).size,
+    branches: new Set([
+      ...branches.keys(),
+      ...fenceByBranch.keys(),
+      ...[...xids.values()].flatMap((v) =>
+        [...v.ackedTries.keys()].map((b) => branchKey(v.xid, b)),
+      ),
+    ]).size,
     statusObservations: obs.length,
     phaseTwoRuns: 0,
     phaseTwoBySibling: 0,
@@ -452,9 +572,17 @@ export function check(input: CheckInput): CheckResult {
     }
   }
   const triedBy = new Map<string, string>();
-  for (const e of input.events) if (e.op === 'try' && e.branchId !== undefined && e.xid !== undefined) triedBy.set(branchKey(e.xid, e.branchId), e.process);
+  for (const e of input.events)
+    if (e.op === 'try' && e.branchId !== undefined && e.xid !== undefined)
+      triedBy.set(branchKey(e.xid, e.branchId), e.process);
   for (const e of input.events) {
-    if ((e.op !== 'confirm' && e.op !== 'cancel') || e.type !== 'ok' || e.xid === undefined || e.branchId === undefined) continue;
+    if (
+      (e.op !== 'confirm' && e.op !== 'cancel') ||
+      e.type !== 'ok' ||
+      e.xid === undefined ||
+      e.branchId === undefined
+    )
+      continue;
     stats.phaseTwoRuns++;
     const by = triedBy.get(branchKey(e.xid, e.branchId));
     if (by !== undefined && by !== e.process) stats.phaseTwoBySibling++;

@@ -21,26 +21,72 @@ import { SABOTAGES, type Sabotage } from './workload.ts';
 
 const int = (name: string, min: number, max: number) => (v: string) => {
   const n = Number(v);
-  if (!Number.isSafeInteger(n) || n < min || n > max) throw new InvalidArgumentError(`${name} must be an integer in ${min}..${max}`);
+  if (!Number.isSafeInteger(n) || n < min || n > max)
+    throw new InvalidArgumentError(`${name} must be an integer in ${min}..${max}`);
   return n;
 };
 
 const program = new Command('chaos')
   .description('chaos and failover run against a real Concord cluster, with a consistency checker')
-  .option('-d, --duration <seconds>', 'planned length of the fault phase (every chosen nemesis runs at least once)', int('duration', 0, 86_400), 60)
-  .option('-s, --seed <n>', 'the seed that drives everything (default: random, printed first)', int('seed', 0, 0xffffffff))
-  .option('-n, --nemesis <list>', `comma-separated: ${NEMESIS_KINDS.join(', ')}; or all, none`, 'all')
-  .option('--clients <n>', 'client processes (pairs share an application id)', int('clients', 1, 16), DEFAULT_CLIENTS)
-  .option('--concurrency <n>', 'transaction loops per client process', int('concurrency', 1, 64), DEFAULT_CONCURRENCY)
+  .option(
+    '-d, --duration <seconds>',
+    'planned length of the fault phase (every chosen nemesis runs at least once)',
+    int('duration', 0, 86_400),
+    60,
+  )
+  .option(
+    '-s, --seed <n>',
+    'the seed that drives everything (default: random, printed first)',
+    int('seed', 0, 0xffffffff),
+  )
+  .option(
+    '-n, --nemesis <list>',
+    `comma-separated: ${NEMESIS_KINDS.join(', ')}; or all, none`,
+    'all',
+  )
+  .option(
+    '--clients <n>',
+    'client processes (pairs share an application id)',
+    int('clients', 1, 16),
+    DEFAULT_CLIENTS,
+  )
+  .option(
+    '--concurrency <n>',
+    'transaction loops per client process',
+    int('concurrency', 1, 64),
+    DEFAULT_CONCURRENCY,
+  )
   .option('--tick-ms <ms>', 'Raft tick of the nodes', int('tick-ms', 10, 1000), DEFAULT_TICK_MS)
-  .option('--election-ticks <n>', 'Raft election timeout in ticks', int('election-ticks', 3, 100), DEFAULT_ELECTION_TICKS)
-  .option('--snapshot-every <entries>', 'Raft log entries between snapshots', int('snapshot-every', 10, 100_000_000), 2_000)
-  .option('--txn-timeout-ms <ms>', 'global transaction timeout given to begin', int('txn-timeout-ms', 1_000, 600_000), TXN_TIMEOUT_MS)
-  .option('--run-dir <dir>', 'where logs, configs, data, histories and the report go (default: a new tmp dir)')
+  .option(
+    '--election-ticks <n>',
+    'Raft election timeout in ticks',
+    int('election-ticks', 3, 100),
+    DEFAULT_ELECTION_TICKS,
+  )
+  .option(
+    '--snapshot-every <entries>',
+    'Raft log entries between snapshots',
+    int('snapshot-every', 10, 100_000_000),
+    2_000,
+  )
+  .option(
+    '--txn-timeout-ms <ms>',
+    'global transaction timeout given to begin',
+    int('txn-timeout-ms', 1_000, 600_000),
+    TXN_TIMEOUT_MS,
+  )
+  .option(
+    '--run-dir <dir>',
+    'where logs, configs, data, histories and the report go (default: a new tmp dir)',
+  )
   .option('--keep-tables', 'keep the PostgreSQL tables after the run', false)
   .option('--node-log-level <level>', 'node log level', 'info')
   .option('--json', 'print the report as JSON instead of the table', false)
-  .addOption(new Option('--sabotage <bug>', 'plant a bug in the workload to see the checker catch it').choices([...SABOTAGES]).hideHelp())
+  .addOption(
+    new Option('--sabotage <bug>', 'plant a bug in the workload to see the checker catch it')
+      .choices([...SABOTAGES])
+      .hideHelp(),
+  )
   .showHelpAfterError()
   .exitOverride((err) => process.exit(err.exitCode === 0 ? 0 : 2));
 

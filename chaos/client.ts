@@ -39,10 +39,14 @@ const POOL_SIZE_EXTRA = 4;
 
 async function main(): Promise<void> {
   const raw = process.env.CHAOS_CLIENT_CONFIG;
-  if (!raw) throw new Error('CHAOS_CLIENT_CONFIG is not set: this process is started by the chaos harness');
+  if (!raw)
+    throw new Error('CHAOS_CLIENT_CONFIG is not set: this process is started by the chaos harness');
   const config = JSON.parse(raw) as ClientConfig;
   const logger = createLogger({ name: `chaos-${config.process}`, level: config.logLevel });
-  const history = new HistoryWriter(config.historyFile, { process: config.process, app: config.applicationId });
+  const history = new HistoryWriter(config.historyFile, {
+    process: config.process,
+    app: config.applicationId,
+  });
   const pool = createPool(config.concurrency + POOL_SIZE_EXTRA);
   // The low-level client for lock branches, and a raw RM channel answering their phase two.
   const tc = new TcClient({ seeds: config.servers, logger });
@@ -94,7 +98,9 @@ async function main(): Promise<void> {
   process.on('SIGTERM', () => void exit(0, 'SIGTERM'));
   process.on('message', (m: { type?: string }) => {
     if (m?.type === 'drain') {
-      void workload.drain().then(() => process.send?.({ type: 'drained', counters: workload.counters }));
+      void workload
+        .drain()
+        .then(() => process.send?.({ type: 'drained', counters: workload.counters }));
     } else if (m?.type === 'exit') {
       void exit(0, 'asked to exit');
     }

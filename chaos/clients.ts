@@ -48,7 +48,13 @@ export class ClientPool {
   private readonly log: Logger;
 
   constructor(private readonly o: ClientPoolOptions) {
-    this.slots = Array.from({ length: o.count }, (_, index) => ({ index, incarnation: 0, proc: null, ready: null, drained: null }));
+    this.slots = Array.from({ length: o.count }, (_, index) => ({
+      index,
+      incarnation: 0,
+      proc: null,
+      ready: null,
+      drained: null,
+    }));
     this.log = o.logger.child({ component: 'clients' });
   }
 
@@ -87,7 +93,15 @@ export class ClientPool {
     slot.proc = proc;
     slot.drained = null;
     slot.ready = new Promise<void>((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`client ${name} not ready within ${CLIENT_START_TIMEOUT_MS} ms; see ${proc.spec.logFile}`)), CLIENT_START_TIMEOUT_MS);
+      const timer = setTimeout(
+        () =>
+          reject(
+            new Error(
+              `client ${name} not ready within ${CLIENT_START_TIMEOUT_MS} ms; see ${proc.spec.logFile}`,
+            ),
+          ),
+        CLIENT_START_TIMEOUT_MS,
+      );
       proc.child.on('message', (m: { type?: string }) => {
         if (m?.type === 'ready') {
           clearTimeout(timer);
@@ -96,7 +110,11 @@ export class ClientPool {
       });
       void proc.exited.then((e) => {
         clearTimeout(timer);
-        reject(new Error(`client ${name} exited before it was ready (${JSON.stringify(e)}); see ${proc.spec.logFile}`));
+        reject(
+          new Error(
+            `client ${name} exited before it was ready (${JSON.stringify(e)}); see ${proc.spec.logFile}`,
+          ),
+        );
       });
     });
     // A rejection after ready (the exit) must not surface as unhandled.

@@ -38,7 +38,12 @@ export function pgSettings(): pg.PoolConfig {
 }
 
 export function createPool(max: number): pg.Pool {
-  const pool = new pg.Pool({ ...pgSettings(), max, connectionTimeoutMillis: 10_000, idleTimeoutMillis: 10_000 });
+  const pool = new pg.Pool({
+    ...pgSettings(),
+    max,
+    connectionTimeoutMillis: 10_000,
+    idleTimeoutMillis: 10_000,
+  });
   // An idle client that dies emits 'error' on the pool; unhandled, it would crash the process.
   pool.on('error', () => undefined);
   return pool;
@@ -60,26 +65,47 @@ export async function createTables(pool: pg.Pool, t: ChaosTables): Promise<void>
     at timestamptz NOT NULL DEFAULT now()
   )`);
   await pool.query(`CREATE INDEX ${t.effect}_xid_idx ON ${t.effect} (xid)`);
-  await pool.query(`CREATE TABLE ${t.account} (id int PRIMARY KEY, balance bigint NOT NULL, frozen bigint NOT NULL)`);
-  await pool.query(`INSERT INTO ${t.account} (id, balance, frozen) SELECT g, $1, 0 FROM generate_series(0, $2 - 1) g`, [OPENING_BALANCE, BANK_ACCOUNTS]);
+  await pool.query(
+    `CREATE TABLE ${t.account} (id int PRIMARY KEY, balance bigint NOT NULL, frozen bigint NOT NULL)`,
+  );
+  await pool.query(
+    `INSERT INTO ${t.account} (id, balance, frozen) SELECT g, $1, 0 FROM generate_series(0, $2 - 1) g`,
+    [OPENING_BALANCE, BANK_ACCOUNTS],
+  );
   await createPgFence(pool, { table: t.fence }).ensureSchema();
 }
 
 export async function dropTables(pool: pg.Pool, t: ChaosTables): Promise<void> {
-  for (const name of [t.effect, t.account, t.fence]) await pool.query(`DROP TABLE IF EXISTS ${name}`);
+  for (const name of [t.effect, t.account, t.fence])
+    await pool.query(`DROP TABLE IF EXISTS ${name}`);
 }
 
 export async function readEffects(pool: pg.Pool, t: ChaosTables): Promise<EffectRow[]> {
-  const r = await pool.query<{ xid: string; branch_id: string; op: string }>(`SELECT xid, branch_id, op FROM ${t.effect} ORDER BY id`);
+  const r = await pool.query<{ xid: string; branch_id: string; op: string }>(
+    `SELECT xid, branch_id, op FROM ${t.effect} ORDER BY id`,
+  );
   return r.rows.map((row) => ({ xid: row.xid, branchId: row.branch_id, op: row.op as EffectOp }));
 }
 
 export async function readFences(pool: pg.Pool, t: ChaosTables): Promise<FenceRow[]> {
-  const r = await pool.query<{ xid: string; branch_id: string; op: string; reason: string }>(`SELECT xid, branch_id, op, reason FROM ${t.fence}`);
-  return r.rows.map((row) => ({ xid: row.xid, branchId: String(row.branch_id), op: row.op, reason: row.reason }));
+  const r = await pool.query<{ xid: string; branch_id: string; op: string; reason: string }>(
+    `SELECT xid, branch_id, op, reason FROM ${t.fence}`,
+  );
+  return r.rows.map((row) => ({
+    xid: row.xid,
+    branchId: String(row.branch_id),
+    op: row.op,
+    reason: row.reason,
+  }));
 }
 
 export async function readBank(pool: pg.Pool, t: ChaosTables): Promise<BankState> {
-  const r = await pool.query<{ total: string; frozen: string }>(`SELECT coalesce(sum(balance), 0) AS total, coalesce(sum(abs(frozen)), 0) AS frozen FROM ${t.account}`);
-  return { expectedTotal: BANK_ACCOUNTS * OPENING_BALANCE, total: Number(r.rows[0]!.total), frozen: Number(r.rows[0]!.frozen) };
+  const r = await pool.query<{ total: string; frozen: string }>(
+    `SELECT coalesce(sum(balance), 0) AS total, coalesce(sum(abs(frozen)), 0) AS frozen FROM ${t.account}`,
+  );
+  return {
+    expectedTotal: BANK_ACCOUNTS * OPENING_BALANCE,
+    total: Number(r.rows[0]!.total),
+    frozen: Number(r.rows[0]!.frozen),
+  };
 }

@@ -31,7 +31,17 @@ import { closeSync, openSync, readdirSync, readFileSync, writeSync } from 'node:
 import { join } from 'node:path';
 
 export type EventType = 'invoke' | 'ok' | 'fail' | 'info';
-export const OPS = ['txn', 'begin', 'try', 'lock', 'commit', 'rollback', 'status', 'confirm', 'cancel'] as const;
+export const OPS = [
+  'txn',
+  'begin',
+  'try',
+  'lock',
+  'commit',
+  'rollback',
+  'status',
+  'confirm',
+  'cancel',
+] as const;
 export type Op = (typeof OPS)[number];
 
 /** How the workload meant a transaction to end. */
@@ -143,7 +153,12 @@ export class HistoryWriter {
 
   /** Writes one event now (one write(2)); returns it. After close(), events are dropped. */
   write(e: Omit<HistoryEvent, 'process' | 'app' | 't'> & { t?: number }): HistoryEvent {
-    const event: HistoryEvent = { t: e.t ?? Date.now(), process: this.base.process, app: this.base.app, ...stripUndefined(e) } as HistoryEvent;
+    const event: HistoryEvent = {
+      t: e.t ?? Date.now(),
+      process: this.base.process,
+      app: this.base.app,
+      ...stripUndefined(e),
+    } as HistoryEvent;
     if (this.fd !== null) writeSync(this.fd, `${JSON.stringify(event)}\n`);
     return event;
   }
@@ -176,7 +191,13 @@ export function parseHistory(text: string, file = '<text>'): ReadHistory {
     if (line.trim() === '') return;
     try {
       const e = JSON.parse(line) as HistoryEvent;
-      if (typeof e.t !== 'number' || typeof e.type !== 'string' || typeof e.op !== 'string' || typeof e.process !== 'string') throw new Error('not an event');
+      if (
+        typeof e.t !== 'number' ||
+        typeof e.type !== 'string' ||
+        typeof e.op !== 'string' ||
+        typeof e.process !== 'string'
+      )
+        throw new Error('not an event');
       events.push(e);
     } catch {
       badLines.push({ file, line: i + 1, text: line.slice(0, 200) });

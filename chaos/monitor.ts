@@ -59,7 +59,10 @@ export class LeaderMonitor {
     const last = this.timeline.at(-1);
     if (last && last.leader?.id === leader?.id && last.leader?.term === leader?.term) return;
     this.timeline.push({ t, leader });
-    this.log.info({ leader: leader?.id ?? null, term: leader?.term ?? null }, leader ? 'leader observed' : 'no agreed leader');
+    this.log.info(
+      { leader: leader?.id ?? null, term: leader?.term ?? null },
+      leader ? 'leader observed' : 'no agreed leader',
+    );
   }
 }
 
@@ -79,7 +82,12 @@ export function countFailovers(timeline: readonly LeaderSample[]): number {
  * Time from `faultAt` to the first agreed leader with a term above `termBefore` (a new
  * leadership), if one appeared before `until`; null if leadership never changed then.
  */
-export function timeToNewLeader(timeline: readonly LeaderSample[], faultAt: number, termBefore: number, until: number): number | null {
+export function timeToNewLeader(
+  timeline: readonly LeaderSample[],
+  faultAt: number,
+  termBefore: number,
+  until: number,
+): number | null {
   for (const s of timeline) {
     if (s.t < faultAt || s.t > until) continue;
     if (s.leader && s.leader.term > termBefore) return s.t - faultAt;

@@ -57,20 +57,34 @@ export class Nemesis {
       if (this.aborted) return;
       const record = await this.runStep(step);
       this.records.push(record);
-      if (record.error) throw new Error(`nemesis step #${step.n} (${step.kind}) failed: ${record.error}`);
+      if (record.error)
+        throw new Error(`nemesis step #${step.n} (${step.kind}) failed: ${record.error}`);
       await sleep(step.gapAfterMs);
     }
   }
 
   private async runStep(step: NemesisStep): Promise<StepRecord> {
-    const leaderBefore = await this.cluster.waitForLeader(LEADER_BEFORE_STEP_WAIT_MS, `before step #${step.n}`).catch(() => null);
-    const record: StepRecord = { n: step.n, kind: step.kind, target: null, leaderBefore, faultAt: Date.now(), healedAt: 0, detail: '' };
+    const leaderBefore = await this.cluster
+      .waitForLeader(LEADER_BEFORE_STEP_WAIT_MS, `before step #${step.n}`)
+      .catch(() => null);
+    const record: StepRecord = {
+      n: step.n,
+      kind: step.kind,
+      target: null,
+      leaderBefore,
+      faultAt: Date.now(),
+      healedAt: 0,
+      detail: '',
+    };
     let timer: NodeJS.Timeout | undefined;
     try {
       await Promise.race([
         this.execute(step, record),
         new Promise((_, reject) => {
-          timer = setTimeout(() => reject(new Error(`did not finish within ${STEP_TIMEOUT_MS} ms`)), STEP_TIMEOUT_MS);
+          timer = setTimeout(
+            () => reject(new Error(`did not finish within ${STEP_TIMEOUT_MS} ms`)),
+            STEP_TIMEOUT_MS,
+          );
         }),
       ]);
     } catch (err) {
@@ -79,7 +93,16 @@ export class Nemesis {
       clearTimeout(timer);
     }
     record.healedAt = Date.now();
-    this.log.info({ step: step.n, kind: step.kind, target: record.target, ms: record.healedAt - record.faultAt, error: record.error }, `nemesis: ${record.detail}`);
+    this.log.info(
+      {
+        step: step.n,
+        kind: step.kind,
+        target: record.target,
+        ms: record.healedAt - record.faultAt,
+        error: record.error,
+      },
+      `nemesis: ${record.detail}`,
+    );
     return record;
   }
 

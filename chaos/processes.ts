@@ -171,7 +171,9 @@ export class ProcessManager {
   /** Starts the reaper (once). */
   startReaper(): void {
     if (this.reaper) return;
-    this.reaper = spawn(process.execPath, ['-e', REAPER_SCRIPT], { stdio: ['ignore', 'ignore', 'ignore', 'ipc'] });
+    this.reaper = spawn(process.execPath, ['-e', REAPER_SCRIPT], {
+      stdio: ['ignore', 'ignore', 'ignore', 'ipc'],
+    });
     // The reaper must not keep the harness alive, nor die with it in an orderly way first.
     this.reaper.unref();
     this.reaper.channel?.unref();
@@ -202,11 +204,24 @@ export class ProcessManager {
     void p.exited.then((e) => {
       this.procs.delete(p);
       if (!p.expectingExit) {
-        this.unexpectedExits.push({ name: spec.name, pid: p.pid, code: e.code, signal: e.signal, at: e.at, logFile: spec.logFile });
-        this.log.error({ name: spec.name, pid: p.pid, code: e.code, signal: e.signal, log: spec.logFile }, 'process exited unexpectedly');
+        this.unexpectedExits.push({
+          name: spec.name,
+          pid: p.pid,
+          code: e.code,
+          signal: e.signal,
+          at: e.at,
+          logFile: spec.logFile,
+        });
+        this.log.error(
+          { name: spec.name, pid: p.pid, code: e.code, signal: e.signal, log: spec.logFile },
+          'process exited unexpectedly',
+        );
       }
       if (p.pid > 0 && this.reaper?.connected) this.reaper.send({ remove: p.pid });
-      this.log.debug({ name: spec.name, pid: p.pid, code: e.code, signal: e.signal }, 'process exited');
+      this.log.debug(
+        { name: spec.name, pid: p.pid, code: e.code, signal: e.signal },
+        'process exited',
+      );
     });
     this.log.debug({ name: spec.name, pid: p.pid, log: spec.logFile }, 'process started');
     return p;

@@ -70,7 +70,10 @@ export class FaultTable {
 
   /** The most severe rule matching `src → dst`; `src` null = not identified yet (only `* → dst` rules apply). */
   modeOf(src: string | null, dst: string): LinkMode {
-    const keys = src === null ? [`${ANY}>${dst}`, `${ANY}>${ANY}`] : [`${src}>${dst}`, `${ANY}>${dst}`, `${src}>${ANY}`, `${ANY}>${ANY}`];
+    const keys =
+      src === null
+        ? [`${ANY}>${dst}`, `${ANY}>${ANY}`]
+        : [`${src}>${dst}`, `${ANY}>${dst}`, `${src}>${ANY}`, `${ANY}>${ANY}`];
     let mode: LinkMode = 'ok';
     for (const k of keys) {
       const m = this.rules.get(k);
@@ -135,7 +138,13 @@ export function isLoopback(host: string): boolean {
 }
 
 export class FaultProxy {
-  readonly stats: ProxyStats = { accepted: 0, reset: 0, forwardedBytes: 0, droppedBytes: 0, unidentified: 0 };
+  readonly stats: ProxyStats = {
+    accepted: 0,
+    reset: 0,
+    forwardedBytes: 0,
+    droppedBytes: 0,
+    unidentified: 0,
+  };
   private readonly server: Server;
   private readonly conns = new Set<Conn>();
   private readonly unsubscribe: () => void;
@@ -143,7 +152,9 @@ export class FaultProxy {
 
   constructor(private readonly opts: FaultProxyOptions) {
     if (!isLoopback(opts.listen.host) || !isLoopback(opts.target.host)) {
-      throw new Error(`fault proxy ${opts.name}: loopback addresses only (listen ${opts.listen.host}, target ${opts.target.host})`);
+      throw new Error(
+        `fault proxy ${opts.name}: loopback addresses only (listen ${opts.listen.host}, target ${opts.target.host})`,
+      );
     }
     this.log = opts.logger.child({ proxy: opts.name });
     this.server = createServer({ pauseOnConnect: true }, (down) => this.accept(down));
@@ -188,7 +199,13 @@ export class FaultProxy {
   private accept(down: Socket): void {
     this.stats.accepted++;
     const up = new Socket();
-    const conn: Conn = { down, up, src: null, sniff: this.opts.identify ? Buffer.alloc(0) : null, closed: false };
+    const conn: Conn = {
+      down,
+      up,
+      src: null,
+      sniff: this.opts.identify ? Buffer.alloc(0) : null,
+      closed: false,
+    };
     this.conns.add(conn);
     const onError = (err: Error) => {
       this.log.debug({ err: err.message, src: conn.src }, 'proxied connection error');
@@ -244,7 +261,10 @@ export class FaultProxy {
     } else if (seen.length >= PROXY_SNIFF_MAX_BYTES) {
       conn.sniff = null;
       this.stats.unidentified++;
-      this.log.warn({ bytes: seen.length }, 'could not identify the source of a connection; only rules for any source apply to it');
+      this.log.warn(
+        { bytes: seen.length },
+        'could not identify the source of a connection; only rules for any source apply to it',
+      );
     } else {
       conn.sniff = seen;
     }
@@ -252,7 +272,8 @@ export class FaultProxy {
 
   /** A rule changed: reset connections on links now cut (black-holed ones stall by themselves). */
   private recheck(): void {
-    for (const c of this.conns) if (this.opts.table.modeOf(c.src, this.opts.dst) === 'cut') this.drop(c, true);
+    for (const c of this.conns)
+      if (this.opts.table.modeOf(c.src, this.opts.dst) === 'cut') this.drop(c, true);
   }
 
   private drop(conn: Conn, reset: boolean): void {
@@ -285,14 +306,21 @@ function resetSocket(s: Socket): void {
  * gRPC DATA frame (uncompressed: the transport sets no compression). Looks for each known
  * node id as `from` with this proxy's node as `to`.
  */
-export function raftSenderSniffer(nodeIds: () => readonly string[]): (sent: Buffer, dst: string) => string | null {
+export function raftSenderSniffer(
+  nodeIds: () => readonly string[],
+): (sent: Buffer, dst: string) => string | null {
   return (sent, dst) => {
     const to = Buffer.from(dst, 'utf8');
     for (const id of nodeIds()) {
       if (id === dst) continue;
       const from = Buffer.from(id, 'utf8');
       if (from.length > 127 || to.length > 127) continue; // one-byte varint lengths only
-      const pattern = Buffer.concat([Buffer.from([0x0a, from.length]), from, Buffer.from([0x12, to.length]), to]);
+      const pattern = Buffer.concat([
+        Buffer.from([0x0a, from.length]),
+        from,
+        Buffer.from([0x12, to.length]),
+        to,
+      ]);
       if (sent.indexOf(pattern) >= 0) return id;
     }
     return null;

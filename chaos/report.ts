@@ -50,8 +50,18 @@ export interface ChaosReport {
   ok: boolean;
   settings: RunSettings;
   schedule: string[];
-  phases: { setupMs: number; faultsMs: number; healMs: number; drainMs: number; quiesceMs: number; totalMs: number };
-  check: Omit<CheckResult, 'violations'> & { violations: CheckResult['violations']; violationsTotal: number };
+  phases: {
+    setupMs: number;
+    faultsMs: number;
+    healMs: number;
+    drainMs: number;
+    quiesceMs: number;
+    totalMs: number;
+  };
+  check: Omit<CheckResult, 'violations'> & {
+    violations: CheckResult['violations'];
+    violationsTotal: number;
+  };
   failovers: number;
   timeToLeaderMs: Distribution;
   timeToFirstCommitMs: Distribution;
@@ -79,7 +89,13 @@ export function distribution(values: ReadonlyArray<number | null>): Distribution
 export function timeToFirstCommit(events: readonly HistoryEvent[], faultAt: number): number | null {
   let best: number | null = null;
   for (const e of events) {
-    if (e.op !== 'commit' || e.type !== 'ok' || e.value === undefined || statusFamily(e.value) !== 'commit') continue;
+    if (
+      e.op !== 'commit' ||
+      e.type !== 'ok' ||
+      e.value === undefined ||
+      statusFamily(e.value) !== 'commit'
+    )
+      continue;
     if ((e.t0 ?? e.t) <= faultAt) continue;
     const d = e.t - faultAt;
     if (best === null || d < best) best = d;
@@ -87,7 +103,11 @@ export function timeToFirstCommit(events: readonly HistoryEvent[], faultAt: numb
   return best;
 }
 
-export function stepTimings(records: readonly StepRecord[], timeline: readonly LeaderSample[], events: readonly HistoryEvent[]): StepTiming[] {
+export function stepTimings(
+  records: readonly StepRecord[],
+  timeline: readonly LeaderSample[],
+  events: readonly HistoryEvent[],
+): StepTiming[] {
   return records.map((r, i) => {
     const next = records[i + 1];
     const until = next ? next.faultAt : Number.MAX_SAFE_INTEGER;
@@ -113,11 +133,18 @@ export function buildReport(args: {
 }): ChaosReport {
   const steps = stepTimings(args.records, args.timeline, args.events);
   return {
-    ok: args.check.violations.length === 0 && args.harnessErrors.length === 0 && args.crashes.length === 0,
+    ok:
+      args.check.violations.length === 0 &&
+      args.harnessErrors.length === 0 &&
+      args.crashes.length === 0,
     settings: args.settings,
     schedule: args.schedule.map(describeStep),
     phases: args.phases,
-    check: { ...args.check, violations: args.check.violations.slice(0, MAX_REPORTED_VIOLATIONS), violationsTotal: args.check.violations.length },
+    check: {
+      ...args.check,
+      violations: args.check.violations.slice(0, MAX_REPORTED_VIOLATIONS),
+      violationsTotal: args.check.violations.length,
+    },
     failovers: countFailovers(args.timeline),
     timeToLeaderMs: distribution(steps.map((s) => s.timeToLeaderMs)),
     timeToFirstCommitMs: distribution(steps.map((s) => s.timeToFirstCommitMs)),
@@ -132,7 +159,11 @@ export function buildReport(args: {
 
 function table(headers: string[], rows: string[][]): string {
   const widths = headers.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
-  const line = (cells: string[]) => cells.map((c, i) => c.padEnd(widths[i]!)).join('  ').trimEnd();
+  const line = (cells: string[]) =>
+    cells
+      .map((c, i) => c.padEnd(widths[i]!))
+      .join('  ')
+      .trimEnd();
   return [line(headers), line(widths.map((w) => '-'.repeat(w))), ...rows.map(line)].join('\n');
 }
 
@@ -142,7 +173,13 @@ const secs = (v: number) => `${(v / 1000).toFixed(1)} s`;
 export function formatReport(r: ChaosReport): string {
   const s = r.check.stats;
   const out: string[] = [];
-  const why = [`${r.check.violationsTotal} violation(s)`, r.crashes.length ? `${r.crashes.length} crash(es)` : '', r.harnessErrors.length ? `${r.harnessErrors.length} harness error(s)` : ''].filter(Boolean).join(', ');
+  const why = [
+    `${r.check.violationsTotal} violation(s)`,
+    r.crashes.length ? `${r.crashes.length} crash(es)` : '',
+    r.harnessErrors.length ? `${r.harnessErrors.length} harness error(s)` : '',
+  ]
+    .filter(Boolean)
+    .join(', ');
   out.push(`Chaos run, seed ${r.settings.seed}: ${r.ok ? 'PASS — 0 violations' : `FAIL — ${why}`}`);
   out.push(`run dir ${r.settings.runDir}`);
   out.push('');
@@ -153,7 +190,10 @@ export function formatReport(r: ChaosReport): string {
         ['attempted', String(s.attempted)],
         ['committed', String(s.committed)],
         ['rolled back', `${s.rolledBack} (${s.intendedFailures} planned failures)`],
-        ['unknown to client', `${s.unknown} (db: ${s.unknownResolved.committed} committed, ${s.unknownResolved.rolledBack} rolled back, ${s.unknownResolved.noEffect} no effect, ${s.unknownResolved.noXid} never got an xid)`],
+        [
+          'unknown to client',
+          `${s.unknown} (db: ${s.unknownResolved.committed} committed, ${s.unknownResolved.rolledBack} rolled back, ${s.unknownResolved.noEffect} no effect, ${s.unknownResolved.noXid} never got an xid)`,
+        ],
         ['xids / branches', `${s.xids} / ${s.branches}`],
         ['status observations', String(s.statusObservations)],
         ['phase two runs', `${s.phaseTwoRuns} (${s.phaseTwoBySibling} by a sibling process)`],
@@ -168,8 +208,20 @@ export function formatReport(r: ChaosReport): string {
       ['failover', 'n', 'p50', 'p99', 'max'],
       [
         ['leader changes seen', String(r.failovers), '', '', ''],
-        ['time to new leader', String(r.timeToLeaderMs.n), ms(r.timeToLeaderMs.p50), ms(r.timeToLeaderMs.p99), ms(r.timeToLeaderMs.max)],
-        ['time to first commit', String(r.timeToFirstCommitMs.n), ms(r.timeToFirstCommitMs.p50), ms(r.timeToFirstCommitMs.p99), ms(r.timeToFirstCommitMs.max)],
+        [
+          'time to new leader',
+          String(r.timeToLeaderMs.n),
+          ms(r.timeToLeaderMs.p50),
+          ms(r.timeToLeaderMs.p99),
+          ms(r.timeToLeaderMs.max),
+        ],
+        [
+          'time to first commit',
+          String(r.timeToFirstCommitMs.n),
+          ms(r.timeToFirstCommitMs.p50),
+          ms(r.timeToFirstCommitMs.p99),
+          ms(r.timeToFirstCommitMs.max),
+        ],
       ],
     ),
   );
@@ -191,20 +243,39 @@ export function formatReport(r: ChaosReport): string {
   );
   out.push('');
   const p = r.phases;
-  out.push(`phases: setup ${secs(p.setupMs)}, faults ${secs(p.faultsMs)}, heal ${secs(p.healMs)}, drain ${secs(p.drainMs)}, quiesce ${secs(p.quiesceMs)}, total ${secs(p.totalMs)}`);
-  const logTotals = Object.values(r.logErrors).reduce((a, x) => ({ errors: a.errors + x.errors, fatals: a.fatals + x.fatals }), { errors: 0, fatals: 0 });
-  out.push(`process logs: ${logTotals.errors} error line(s), ${logTotals.fatals} fatal line(s)${logTotals.errors + logTotals.fatals > 0 ? ` (per file in report.json; under faults, errors are expected)` : ''}`);
-  for (const [file, x] of Object.entries(r.logErrors)) if (x.firstFatal) out.push(`  fatal in ${file}: ${x.firstFatal}`);
-  for (const c of r.crashes) out.push(`CRASH: ${c.name} (pid ${c.pid}) exited ${c.signal ?? `with code ${c.code}`} unasked; log ${c.logFile}`);
+  out.push(
+    `phases: setup ${secs(p.setupMs)}, faults ${secs(p.faultsMs)}, heal ${secs(p.healMs)}, drain ${secs(p.drainMs)}, quiesce ${secs(p.quiesceMs)}, total ${secs(p.totalMs)}`,
+  );
+  const logTotals = Object.values(r.logErrors).reduce(
+    (a, x) => ({ errors: a.errors + x.errors, fatals: a.fatals + x.fatals }),
+    { errors: 0, fatals: 0 },
+  );
+  out.push(
+    `process logs: ${logTotals.errors} error line(s), ${logTotals.fatals} fatal line(s)${logTotals.errors + logTotals.fatals > 0 ? ` (per file in report.json; under faults, errors are expected)` : ''}`,
+  );
+  for (const [file, x] of Object.entries(r.logErrors))
+    if (x.firstFatal) out.push(`  fatal in ${file}: ${x.firstFatal}`);
+  for (const c of r.crashes)
+    out.push(
+      `CRASH: ${c.name} (pid ${c.pid}) exited ${c.signal ?? `with code ${c.code}`} unasked; log ${c.logFile}`,
+    );
   for (const n of r.check.notes) out.push(`note: ${n}`);
-  if (s.badHistoryLines > 0) out.push(`note: ${s.badHistoryLines} history line(s) did not parse (torn by a SIGKILL)`);
+  if (s.badHistoryLines > 0)
+    out.push(`note: ${s.badHistoryLines} history line(s) did not parse (torn by a SIGKILL)`);
   for (const e of r.harnessErrors) out.push(`HARNESS ERROR: ${e}`);
   if (r.check.violationsTotal > 0) {
     out.push('');
-    out.push(table(['violation', 'count'], Object.entries(r.check.counts).map(([k, v]) => [k, String(v)])));
+    out.push(
+      table(
+        ['violation', 'count'],
+        Object.entries(r.check.counts).map(([k, v]) => [k, String(v)]),
+      ),
+    );
     out.push('');
-    for (const v of r.check.violations.slice(0, 30)) out.push(`  ${v.kind} ${v.xid ?? ''}${v.branchId ? `/${v.branchId}` : ''}: ${v.detail}`);
-    if (r.check.violationsTotal > 30) out.push(`  … ${r.check.violationsTotal - 30} more in report.json`);
+    for (const v of r.check.violations.slice(0, 30))
+      out.push(`  ${v.kind} ${v.xid ?? ''}${v.branchId ? `/${v.branchId}` : ''}: ${v.detail}`);
+    if (r.check.violationsTotal > 30)
+      out.push(`  … ${r.check.violationsTotal - 30} more in report.json`);
   }
   return out.join('\n');
 }

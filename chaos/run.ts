@@ -24,7 +24,15 @@ import { TcClient } from '../src/client/tc-client.ts';
 import { check, type TcState } from './checker.ts';
 import { ClientPool } from './clients.ts';
 import { ChaosCluster } from './cluster.ts';
-import { createPool, createTables, dropTables, readBank, readEffects, readFences, tablesFor } from './db.ts';
+import {
+  createPool,
+  createTables,
+  dropTables,
+  readBank,
+  readEffects,
+  readFences,
+  tablesFor,
+} from './db.ts';
 import { readHistoryDir } from './history.ts';
 import {
   CLIENT_DRAIN_TIMEOUT_MS,
@@ -84,8 +92,16 @@ export class RunAborted extends Error {
 }
 
 /** The settings a run prints first: the seed and everything it chose. */
-export function preamble(o: ChaosOptions, settings: RunSettings, schedule: ReturnType<typeof planSchedule>, deadlineMs: number): string[] {
-  const planned = schedule.reduce((t, s) => Math.max(t, s.plannedAtMs + estimatedMs(s) + s.gapAfterMs), 0);
+export function preamble(
+  o: ChaosOptions,
+  settings: RunSettings,
+  schedule: ReturnType<typeof planSchedule>,
+  deadlineMs: number,
+): string[] {
+  const planned = schedule.reduce(
+    (t, s) => Math.max(t, s.plannedAtMs + estimatedMs(s) + s.gapAfterMs),
+    0,
+  );
   return [
     `chaos: seed ${o.seed}`,
     `chaos: settings ${JSON.stringify({ ...settings, nemeses: settings.nemeses.join(',') })}`,
@@ -116,8 +132,17 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
     ...(o.sabotage ? { sabotage: o.sabotage } : {}),
   };
   const electionTimeoutMaxMs = 2 * o.electionTicks * o.tickMs;
-  const schedule = planSchedule({ seed: o.seed, durationMs: o.durationMs, kinds: o.nemeses, clients: o.clients, electionTimeoutMaxMs });
-  const plannedMs = schedule.reduce((t, s) => Math.max(t, s.plannedAtMs + estimatedMs(s) + s.gapAfterMs), 0);
+  const schedule = planSchedule({
+    seed: o.seed,
+    durationMs: o.durationMs,
+    kinds: o.nemeses,
+    clients: o.clients,
+    electionTimeoutMaxMs,
+  });
+  const plannedMs = schedule.reduce(
+    (t, s) => Math.max(t, s.plannedAtMs + estimatedMs(s) + s.gapAfterMs),
+    0,
+  );
   const deadlineMs =
     NODE_START_TIMEOUT_MS +
     FIRST_LEADER_TIMEOUT_MS +
@@ -130,7 +155,10 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
     DEADLINE_MARGIN_MS;
   for (const line of preamble(o, settings, schedule, deadlineMs)) print(line);
 
-  const logger: Logger = pino({ level: 'info', base: { harness: tag } }, pino.destination({ dest: join(runDir, 'harness.log'), mkdir: true, sync: true }));
+  const logger: Logger = pino(
+    { level: 'info', base: { harness: tag } },
+    pino.destination({ dest: join(runDir, 'harness.log'), mkdir: true, sync: true }),
+  );
   const pm = new ProcessManager(logger);
   pm.startReaper();
   const pool = createPool(4);
@@ -145,8 +173,13 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
   const abort = new AbortController();
   const onOuterAbort = () => abort.abort(new RunAborted('interrupted'));
   o.signal?.addEventListener('abort', onOuterAbort);
-  const watchdog = setTimeout(() => abort.abort(new RunAborted(`the run exceeded its hard deadline of ${deadlineMs} ms`)), deadlineMs);
-  const aborted = new Promise<never>((_, reject) => abort.signal.addEventListener('abort', () => reject(abort.signal.reason as Error)));
+  const watchdog = setTimeout(
+    () => abort.abort(new RunAborted(`the run exceeded its hard deadline of ${deadlineMs} ms`)),
+    deadlineMs,
+  );
+  const aborted = new Promise<never>((_, reject) =>
+    abort.signal.addEventListener('abort', () => reject(abort.signal.reason as Error)),
+  );
   aborted.catch(() => undefined);
   const guard = <T>(p: Promise<T>): Promise<T> => Promise.race([p, aborted]);
   abort.signal.addEventListener('abort', () => nemesis?.abort());
@@ -173,7 +206,9 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
     );
     await guard(cluster.startAll());
     const first = await guard(cluster.waitForLeader(FIRST_LEADER_TIMEOUT_MS, 'first election'));
-    print(`chaos: cluster up in ${Date.now() - t0} ms, leader ${first.id} (term ${first.term}); nodes ${cluster.nodes.map((n) => `${n.id}=${n.proc?.pid}`).join(' ')}`);
+    print(
+      `chaos: cluster up in ${Date.now() - t0} ms, leader ${first.id} (term ${first.term}); nodes ${cluster.nodes.map((n) => `${n.id}=${n.proc?.pid}`).join(' ')}`,
+    );
     monitor = new LeaderMonitor(cluster, logger);
     monitor.start();
     clients = new ClientPool({
@@ -199,7 +234,9 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
     nemesis = new Nemesis(cluster, clients, logger);
     const ticker = setInterval(() => {
       const r = nemesis?.records.at(-1);
-      print(`chaos: ${((Date.now() - tf) / 1000).toFixed(0)} s into the faults; ${nemesis?.records.length ?? 0}/${schedule.length} steps done${r ? `, last: ${r.detail}${r.error ? ` (ERROR ${r.error})` : ''}` : ''}`);
+      print(
+        `chaos: ${((Date.now() - tf) / 1000).toFixed(0)} s into the faults; ${nemesis?.records.length ?? 0}/${schedule.length} steps done${r ? `, last: ${r.detail}${r.error ? ` (ERROR ${r.error})` : ''}` : ''}`,
+      );
     }, 10_000);
     try {
       if (schedule.length === 0) await guard(sleep(o.durationMs));
@@ -224,15 +261,23 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
     // ---- drain
     const td = Date.now();
     const drained = await guard(clients.drainAll());
-    if (drained.timedOut.length > 0) harnessErrors.push(`clients did not drain within ${CLIENT_DRAIN_TIMEOUT_MS} ms: ${drained.timedOut.join(', ')}`);
+    if (drained.timedOut.length > 0)
+      harnessErrors.push(
+        `clients did not drain within ${CLIENT_DRAIN_TIMEOUT_MS} ms: ${drained.timedOut.join(', ')}`,
+      );
     phases.drainMs = Date.now() - td;
 
     // ---- quiesce: the TC must finish every transaction (phase two, timeouts) with the RMs still up.
     const tq = Date.now();
-    tc = new TcClient({ seeds: cluster.ids().map((id) => `${NODE_HOST}:${cluster!.node(id).ports.http}`), logger });
+    tc = new TcClient({
+      seeds: cluster.ids().map((id) => `${NODE_HOST}:${cluster!.node(id).ports.http}`),
+      logger,
+    });
     tcState = await guard(quiesce(tc, print));
     phases.quiesceMs = Date.now() - tq;
-    print(`chaos: quiesce ${tcState.liveSessions.length === 0 ? 'done' : `timed out with ${tcState.liveSessions.length} live session(s)`} in ${phases.quiesceMs} ms`);
+    print(
+      `chaos: quiesce ${tcState.liveSessions.length === 0 ? 'done' : `timed out with ${tcState.liveSessions.length} live session(s)`} in ${phases.quiesceMs} ms`,
+    );
     await guard(clients.exitAll());
   } catch (err) {
     if (err instanceof RunAborted) {
@@ -258,7 +303,11 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
   // ---- check
   try {
     const history = readHistoryDir(join(runDir, 'history'));
-    const [effects, fences, bank] = await Promise.all([readEffects(pool, tables), readFences(pool, tables), readBank(pool, tables)]);
+    const [effects, fences, bank] = await Promise.all([
+      readEffects(pool, tables),
+      readFences(pool, tables),
+      readBank(pool, tables),
+    ]);
     const result = check({ events: history.events, effects, fences, tc: tcState, bank });
     result.stats.badHistoryLines = history.badLines.length;
     phases.totalMs = Date.now() - t0;
@@ -274,7 +323,10 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
       logErrors: scanLogs(join(runDir, 'logs')),
       harnessErrors,
     });
-    writeFileSync(join(runDir, 'report.json'), `${JSON.stringify({ ...report, leaderTimeline: monitor?.timeline ?? [], proxies: cluster?.proxyStats() ?? {} }, null, 2)}\n`);
+    writeFileSync(
+      join(runDir, 'report.json'),
+      `${JSON.stringify({ ...report, leaderTimeline: monitor?.timeline ?? [], proxies: cluster?.proxyStats() ?? {} }, null, 2)}\n`,
+    );
     const text = formatReport(report);
     writeFileSync(join(runDir, 'report.txt'), `${text}\n`);
     return report;
@@ -314,7 +366,8 @@ async function heldLockRows(tc: TcClient): Promise<TcState['heldLocks']> {
   const held: TcState['heldLocks'] = [];
   for (let k = 0; k < LOCK_ROWS; k++) {
     const lockKey = lockKeyOf([k]);
-    if (!(await tc.lockQuery({ resourceId: LOCK_RESOURCE, lockKey }))) held.push({ key: `${LOCK_RESOURCE}|${lockKey}`, holder: null });
+    if (!(await tc.lockQuery({ resourceId: LOCK_RESOURCE, lockKey })))
+      held.push({ key: `${LOCK_RESOURCE}|${lockKey}`, holder: null });
   }
   return held;
 }
@@ -328,7 +381,8 @@ async function quiesce(tc: TcClient, print: (l: string) => void): Promise<TcStat
     try {
       const page = await tc.listSessions({ pageSize: LIST_SESSIONS_PAGE_SIZE });
       if (page.totalLive === 0) return { liveSessions: [], heldLocks: await heldLockRows(tc) };
-      if (page.totalLive !== lastLive) print(`chaos: waiting for ${page.totalLive} live session(s) to finish`);
+      if (page.totalLive !== lastLive)
+        print(`chaos: waiting for ${page.totalLive} live session(s) to finish`);
       lastLive = page.totalLive;
     } catch (err) {
       lastError = (err as Error).message;
@@ -340,17 +394,24 @@ async function quiesce(tc: TcClient, print: (l: string) => void): Promise<TcStat
   try {
     let token: string | null = null;
     do {
-      const page = await tc.listSessions({ pageSize: LIST_SESSIONS_PAGE_SIZE, ...(token ? { pageToken: token } : {}) });
+      const page = await tc.listSessions({
+        pageSize: LIST_SESSIONS_PAGE_SIZE,
+        ...(token ? { pageToken: token } : {}),
+      });
       for (const s of page.sessions) {
         state.liveSessions.push({ xid: s.xid, status: s.status });
         const full = await tc.getSession(s.xid).catch(() => null);
-        for (const b of full?.branches ?? []) if (b.lockedRows > 0) state.heldLocks.push({ key: `${b.resourceId}|${b.lockKey}`, holder: s.xid });
+        for (const b of full?.branches ?? [])
+          if (b.lockedRows > 0)
+            state.heldLocks.push({ key: `${b.resourceId}|${b.lockKey}`, holder: s.xid });
       }
       token = page.nextPageToken;
     } while (token !== null);
   } catch (err) {
-    state.liveSessions.push({ xid: '(unknown)', status: `ListSessions failed: ${(err as Error).message}; before: ${lastError ?? 'n/a'}` });
+    state.liveSessions.push({
+      xid: '(unknown)',
+      status: `ListSessions failed: ${(err as Error).message}; before: ${lastError ?? 'n/a'}`,
+    });
   }
   return state;
 }
-

@@ -28,7 +28,14 @@ import {
 } from './limits.ts';
 import { Prng } from './prng.ts';
 
-export const NEMESIS_KINDS = ['kill', 'pause', 'partition', 'restart-all', 'membership', 'client-kill'] as const;
+export const NEMESIS_KINDS = [
+  'kill',
+  'pause',
+  'partition',
+  'restart-all',
+  'membership',
+  'client-kill',
+] as const;
 export type NemesisKind = (typeof NEMESIS_KINDS)[number];
 
 /** Which node a step hits; resolved when it runs. */
@@ -47,7 +54,13 @@ export type NemesisStep = StepBase &
   (
     | { kind: 'kill'; target: NodeTarget; pick: number; downMs: number }
     | { kind: 'pause'; target: NodeTarget; pick: number; pauseMs: number }
-    | { kind: 'partition'; target: NodeTarget; pick: number; mode: 'cut' | 'blackhole'; holdMs: number }
+    | {
+        kind: 'partition';
+        target: NodeTarget;
+        pick: number;
+        mode: 'cut' | 'blackhole';
+        holdMs: number;
+      }
     | { kind: 'restart-all'; downMs: number }
     | { kind: 'membership'; target: NodeTarget; pick: number }
     | { kind: 'client-kill'; client: number; downMs: number }
@@ -77,9 +90,15 @@ const STEP_OVERHEAD_ESTIMATE_MS: Record<NemesisKind, number> = {
 export function parseNemesisList(text: string): NemesisKind[] {
   if (text.trim() === '' || text.trim() === 'none') return [];
   if (text.trim() === 'all') return [...NEMESIS_KINDS];
-  const kinds = text.split(',').map((s) => s.trim()).filter((s) => s.length > 0);
+  const kinds = text
+    .split(',')
+    .map((s) => s.trim())
+    .filter((s) => s.length > 0);
   for (const k of kinds) {
-    if (!(NEMESIS_KINDS as readonly string[]).includes(k)) throw new Error(`unknown nemesis "${k}"; expected some of ${NEMESIS_KINDS.join(', ')} (or all, none)`);
+    if (!(NEMESIS_KINDS as readonly string[]).includes(k))
+      throw new Error(
+        `unknown nemesis "${k}"; expected some of ${NEMESIS_KINDS.join(', ')} (or all, none)`,
+      );
   }
   return [...new Set(kinds)] as NemesisKind[];
 }
@@ -101,29 +120,56 @@ export function planSchedule(s: ScheduleSettings): NemesisStep[] {
   return steps;
 }
 
-function drawStep(rnd: Prng, kind: NemesisKind, n: number, plannedAtMs: number, s: ScheduleSettings): NemesisStep {
+function drawStep(
+  rnd: Prng,
+  kind: NemesisKind,
+  n: number,
+  plannedAtMs: number,
+  s: ScheduleSettings,
+): NemesisStep {
   const base = { n, plannedAtMs, gapAfterMs: rnd.int(GAP_MIN_MS, GAP_MAX_MS) };
   const target = (): NodeTarget => rnd.pick(['leader', 'leader', 'follower', 'random'] as const); // leaders are where failovers happen: twice as likely
   const pick = () => rnd.int(0, 1_000_000);
   switch (kind) {
     case 'kill':
-      return { ...base, kind, target: target(), pick: pick(), downMs: rnd.int(DOWN_MIN_MS, DOWN_MAX_MS) };
+      return {
+        ...base,
+        kind,
+        target: target(),
+        pick: pick(),
+        downMs: rnd.int(DOWN_MIN_MS, DOWN_MAX_MS),
+      };
     case 'pause':
       return {
         ...base,
         kind,
         target: target(),
         pick: pick(),
-        pauseMs: rnd.int(Math.ceil(PAUSE_MIN_ELECTION_TIMEOUTS * s.electionTimeoutMaxMs), Math.ceil(PAUSE_MAX_ELECTION_TIMEOUTS * s.electionTimeoutMaxMs)),
+        pauseMs: rnd.int(
+          Math.ceil(PAUSE_MIN_ELECTION_TIMEOUTS * s.electionTimeoutMaxMs),
+          Math.ceil(PAUSE_MAX_ELECTION_TIMEOUTS * s.electionTimeoutMaxMs),
+        ),
       };
     case 'partition':
-      return { ...base, kind, target: target(), pick: pick(), mode: rnd.chance(0.5) ? 'cut' : 'blackhole', holdMs: rnd.int(PARTITION_MIN_MS, PARTITION_MAX_MS) };
+      return {
+        ...base,
+        kind,
+        target: target(),
+        pick: pick(),
+        mode: rnd.chance(0.5) ? 'cut' : 'blackhole',
+        holdMs: rnd.int(PARTITION_MIN_MS, PARTITION_MAX_MS),
+      };
     case 'restart-all':
       return { ...base, kind, downMs: rnd.int(DOWN_MIN_MS, DOWN_MAX_MS) };
     case 'membership':
       return { ...base, kind, target: target(), pick: pick() };
     case 'client-kill':
-      return { ...base, kind, client: rnd.int(0, s.clients - 1), downMs: rnd.int(CLIENT_DOWN_MIN_MS, CLIENT_DOWN_MAX_MS) };
+      return {
+        ...base,
+        kind,
+        client: rnd.int(0, s.clients - 1),
+        downMs: rnd.int(CLIENT_DOWN_MIN_MS, CLIENT_DOWN_MAX_MS),
+      };
   }
 }
 
@@ -141,7 +187,11 @@ export function estimatedMs(step: NemesisStep): number {
 }
 
 /** Resolves an abstract target among the candidates now: `pick` indexes a sorted list. */
-export function resolveTarget(target: NodeTarget, pick: number, nodes: { leader: string | null; members: readonly string[] }): string | null {
+export function resolveTarget(
+  target: NodeTarget,
+  pick: number,
+  nodes: { leader: string | null; members: readonly string[] },
+): string | null {
   const members = [...nodes.members].sort();
   if (members.length === 0) return null;
   if (target === 'leader') return nodes.leader ?? members[pick % members.length]!;

@@ -28,7 +28,13 @@
  */
 import type { Logger } from 'pino';
 import type pg from 'pg';
-import { createClient, TransactionAlreadyCommittedError, TransactionFailedError, TransactionRolledBackError, UnknownXidError } from '../src/index.ts';
+import {
+  createClient,
+  TransactionAlreadyCommittedError,
+  TransactionFailedError,
+  TransactionRolledBackError,
+  UnknownXidError,
+} from '../src/index.ts';
 import type { BranchAction, ConcordClient, GlobalTransaction, PgFenceTx } from '../src/index.ts';
 import { createPgFence } from '../src/client/fence/index.ts';
 import { LockConflictError, type TcClient } from '../src/client/tc-client.ts';
@@ -109,7 +115,11 @@ export function resourcesOf(applicationId: string): string[] {
 export function drawPlan(rnd: Prng): TxnPlan {
   const branches = rnd.int(BRANCHES_MIN, BRANCHES_MAX);
   const failTry = rnd.chance(FAIL_TRY_PROBABILITY) ? rnd.int(0, branches - 1) : null;
-  return { branches, failTry, failAfterTries: failTry === null && rnd.chance(FAIL_AFTER_TRIES_PROBABILITY) };
+  return {
+    branches,
+    failTry,
+    failAfterTries: failTry === null && rnd.chance(FAIL_AFTER_TRIES_PROBABILITY),
+  };
 }
 
 class PlannedFailure extends Error {
@@ -120,7 +130,8 @@ class PlannedFailure extends Error {
 }
 
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
-const errText = (err: unknown) => (err instanceof Error ? `${err.name}: ${err.message}` : String(err)).slice(0, 300);
+const errText = (err: unknown) =>
+  (err instanceof Error ? `${err.name}: ${err.message}` : String(err)).slice(0, 300);
 
 export class Workload {
   readonly client: ConcordClient;
@@ -135,10 +146,18 @@ export class Workload {
   constructor(private readonly o: WorkloadOptions) {
     this.h = o.history;
     this.log = o.logger.child({ component: 'workload' });
-    this.client = createClient({ servers: [...o.servers], applicationId: o.applicationId, logger: o.logger, defaultTimeoutMs: o.txnTimeoutMs });
+    this.client = createClient({
+      servers: [...o.servers],
+      applicationId: o.applicationId,
+      logger: o.logger,
+      defaultTimeoutMs: o.txnTimeoutMs,
+    });
     const fence = createPgFence(o.pool, { table: o.tables.fence, logger: o.logger });
     const effect = (tx: PgFenceTx, xid: string, branchId: string, op: string) =>
-      tx.query(`INSERT INTO ${o.tables.effect} (xid, branch_id, op, process) VALUES ($1, $2, $3, $4)`, [xid, branchId, op, o.process]);
+      tx.query(
+        `INSERT INTO ${o.tables.effect} (xid, branch_id, op, process) VALUES ($1, $2, $3, $4)`,
+        [xid, branchId, op, o.process],
+      );
     this.actions = resourcesOf(o.applicationId).map((resourceId) =>
       this.client.tcc.register<TransferArgs, string, PgFenceTx>({
         resourceId,
@@ -147,27 +166,51 @@ export class Workload {
           // The branch id is known only here; hand it to the TM side through the return value.
           if (a.fail) throw new PlannedFailure(`try ${a.i} of ${a.txn} (branch ${ctx.branchId})`);
           await effect(ctx.tx, ctx.xid, ctx.branchId, 'try');
-          await ctx.tx.query(`UPDATE ${o.tables.account} SET frozen = frozen + $2 WHERE id = $1`, [a.from, a.amount]);
+          await ctx.tx.query(`UPDATE ${o.tables.account} SET frozen = frozen + $2 WHERE id = $1`, [
+            a.from,
+            a.amount,
+          ]);
           return ctx.branchId;
         },
         confirm: async (a, ctx) => {
           await effect(ctx.tx, ctx.xid, ctx.branchId, 'confirm');
-          if (o.sabotage === 'double-confirm') await effect(ctx.tx, ctx.xid, ctx.branchId, 'confirm');
+          if (o.sabotage === 'double-confirm')
+            await effect(ctx.tx, ctx.xid, ctx.branchId, 'confirm');
           // Lower id first: two confirms moving money both ways cannot deadlock.
           const moves = [
             [a.from, -a.amount, -a.amount],
             [a.to, a.amount, 0],
           ].sort((x, y) => x[0]! - y[0]!);
           for (const [id, dBalance, dFrozen] of moves) {
-            await ctx.tx.query(`UPDATE ${o.tables.account} SET balance = balance + $2, frozen = frozen + $3 WHERE id = $1`, [id, dBalance, dFrozen]);
+            await ctx.tx.query(
+              `UPDATE ${o.tables.account} SET balance = balance + $2, frozen = frozen + $3 WHERE id = $1`,
+              [id, dBalance, dFrozen],
+            );
           }
-          this.h.write({ type: 'ok', op: 'confirm', xid: ctx.xid, branchId: ctx.branchId, resource: ctx.resourceId, value: 'ran' });
+          this.h.write({
+            type: 'ok',
+            op: 'confirm',
+            xid: ctx.xid,
+            branchId: ctx.branchId,
+            resource: ctx.resourceId,
+            value: 'ran',
+          });
         },
         cancel: async (a, ctx) => {
           if (o.sabotage === 'lost-cancel') return;
           await effect(ctx.tx, ctx.xid, ctx.branchId, 'cancel');
-          await ctx.tx.query(`UPDATE ${o.tables.account} SET frozen = frozen - $2 WHERE id = $1`, [a.from, a.amount]);
-          this.h.write({ type: 'ok', op: 'cancel', xid: ctx.xid, branchId: ctx.branchId, resource: ctx.resourceId, value: 'ran' });
+          await ctx.tx.query(`UPDATE ${o.tables.account} SET frozen = frozen - $2 WHERE id = $1`, [
+            a.from,
+            a.amount,
+          ]);
+          this.h.write({
+            type: 'ok',
+            op: 'cancel',
+            xid: ctx.xid,
+            branchId: ctx.branchId,
+            resource: ctx.resourceId,
+            value: 'ran',
+          });
         },
       }),
     );
@@ -205,18 +248,30 @@ export class Workload {
   private async one(rnd: Prng): Promise<void> {
     const txn = `${this.o.process}:${++this.seq}`;
     const drawn = drawPlan(rnd);
-    const plan = this.o.sabotage === 'lost-cancel' ? { ...drawn, failTry: null, failAfterTries: true } : drawn;
+    const plan =
+      this.o.sabotage === 'lost-cancel' ? { ...drawn, failTry: null, failAfterTries: true } : drawn;
     const t0 = Date.now();
     this.h.write({ type: 'invoke', op: 'txn', txn, plan, t: t0 });
     this.counters.txns++;
     const verdict = await this.run(txn, plan, rnd);
-    this.h.write({ type: verdict.type, op: 'txn', txn, ...(verdict.xid ? { xid: verdict.xid } : {}), value: verdict.value, t0 });
+    this.h.write({
+      type: verdict.type,
+      op: 'txn',
+      txn,
+      ...(verdict.xid ? { xid: verdict.xid } : {}),
+      value: verdict.value,
+      t0,
+    });
     if (verdict.type === 'ok') this.counters.committed++;
     else if (verdict.type === 'fail') this.counters.rolledBack++;
     else this.counters.unknown++;
   }
 
-  private async run(txn: string, plan: TxnPlan, rnd: Prng): Promise<{ type: 'ok' | 'fail' | 'info'; xid?: string; value: string }> {
+  private async run(
+    txn: string,
+    plan: TxnPlan,
+    rnd: Prng,
+  ): Promise<{ type: 'ok' | 'fail' | 'info'; xid?: string; value: string }> {
     // begin
     let tx: GlobalTransaction;
     const tb = Date.now();
@@ -237,19 +292,43 @@ export class Workload {
     for (let i = 0; i < plan.branches && failed === null; i++) {
       const action = this.actions[i % this.actions.length]!;
       const from = rnd.int(0, BANK_ACCOUNTS - 1);
-      const args: TransferArgs = { txn, i, from, to: (from + rnd.int(1, BANK_ACCOUNTS - 1)) % BANK_ACCOUNTS, amount: rnd.int(AMOUNT_MIN, AMOUNT_MAX), fail: plan.failTry === i };
+      const args: TransferArgs = {
+        txn,
+        i,
+        from,
+        to: (from + rnd.int(1, BANK_ACCOUNTS - 1)) % BANK_ACCOUNTS,
+        amount: rnd.int(AMOUNT_MIN, AMOUNT_MAX),
+        fail: plan.failTry === i,
+      };
       const tt = Date.now();
       this.h.write({ type: 'invoke', op: 'try', txn, xid, resource: action.resourceId, t: tt });
       try {
         const branchId = await tx.run(() => action(args));
-        this.h.write({ type: 'ok', op: 'try', txn, xid, branchId, resource: action.resourceId, t0: tt });
+        this.h.write({
+          type: 'ok',
+          op: 'try',
+          txn,
+          xid,
+          branchId,
+          resource: action.resourceId,
+          t0: tt,
+        });
       } catch (err) {
         const planned = err instanceof PlannedFailure;
-        this.h.write({ type: planned ? 'fail' : 'info', op: 'try', txn, xid, resource: action.resourceId, error: errText(err), t0: tt });
+        this.h.write({
+          type: planned ? 'fail' : 'info',
+          op: 'try',
+          txn,
+          xid,
+          resource: action.resourceId,
+          error: errText(err),
+          t0: tt,
+        });
         failed = planned ? 'planned try failure' : `try failed: ${errText(err)}`;
       }
     }
-    if (failed === null && rnd.chance(LOCK_BRANCH_PROBABILITY)) failed = await this.lockBranch(txn, xid, rnd);
+    if (failed === null && rnd.chance(LOCK_BRANCH_PROBABILITY))
+      failed = await this.lockBranch(txn, xid, rnd);
     if (failed === null && plan.failAfterTries) failed = 'planned failure after the tries';
 
     // phase two: commit or roll back, then learn the outcome
@@ -262,17 +341,52 @@ export class Workload {
 
   /** Registers a branch locking one or two rows; returns why the transaction must roll back, or null. */
   private async lockBranch(txn: string, xid: string, rnd: Prng): Promise<string | null> {
-    const rows = rnd.chance(0.5) ? [rnd.int(0, LOCK_ROWS - 1)] : [rnd.int(0, LOCK_ROWS - 1), rnd.int(0, LOCK_ROWS - 1)];
+    const rows = rnd.chance(0.5)
+      ? [rnd.int(0, LOCK_ROWS - 1)]
+      : [rnd.int(0, LOCK_ROWS - 1), rnd.int(0, LOCK_ROWS - 1)];
     const lockKey = lockKeyOf(rows);
     const t0 = Date.now();
-    this.h.write({ type: 'invoke', op: 'lock', txn, xid, resource: LOCK_RESOURCE, value: lockKey, t: t0 });
+    this.h.write({
+      type: 'invoke',
+      op: 'lock',
+      txn,
+      xid,
+      resource: LOCK_RESOURCE,
+      value: lockKey,
+      t: t0,
+    });
     try {
-      const branchId = await this.o.tc.branchRegister({ xid, branchType: 'TCC', resourceId: LOCK_RESOURCE, lockKey, applicationData: '', clientId: this.o.lockClientId });
-      this.h.write({ type: 'ok', op: 'lock', txn, xid, branchId, resource: LOCK_RESOURCE, value: lockKey, t0 });
+      const branchId = await this.o.tc.branchRegister({
+        xid,
+        branchType: 'TCC',
+        resourceId: LOCK_RESOURCE,
+        lockKey,
+        applicationData: '',
+        clientId: this.o.lockClientId,
+      });
+      this.h.write({
+        type: 'ok',
+        op: 'lock',
+        txn,
+        xid,
+        branchId,
+        resource: LOCK_RESOURCE,
+        value: lockKey,
+        t0,
+      });
       return null;
     } catch (err) {
       const conflict = err instanceof LockConflictError;
-      this.h.write({ type: conflict ? 'fail' : 'info', op: 'lock', txn, xid, resource: LOCK_RESOURCE, value: lockKey, error: errText(err), t0 });
+      this.h.write({
+        type: conflict ? 'fail' : 'info',
+        op: 'lock',
+        txn,
+        xid,
+        resource: LOCK_RESOURCE,
+        value: lockKey,
+        error: errText(err),
+        t0,
+      });
       return conflict ? 'lock conflict' : `lock branch failed: ${errText(err)}`;
     }
   }
@@ -285,7 +399,8 @@ export class Workload {
     try {
       status = await tx.commit();
     } catch (err) {
-      if (err instanceof TransactionRolledBackError || err instanceof TransactionFailedError) status = err.status;
+      if (err instanceof TransactionRolledBackError || err instanceof TransactionFailedError)
+        status = err.status;
       else {
         this.h.write({ type: 'info', op: 'commit', txn, xid: tx.xid, error: errText(err), t0 });
         return this.pollUntilEnd(txn, tx);
@@ -296,14 +411,18 @@ export class Workload {
     return sideOf(status);
   }
 
-  private async rollback(txn: string, tx: GlobalTransaction): Promise<'commit' | 'rollback' | null> {
+  private async rollback(
+    txn: string,
+    tx: GlobalTransaction,
+  ): Promise<'commit' | 'rollback' | null> {
     const t0 = Date.now();
     this.h.write({ type: 'invoke', op: 'rollback', txn, xid: tx.xid, t: t0 });
     let status: string;
     try {
       status = await tx.rollback();
     } catch (err) {
-      if (err instanceof TransactionAlreadyCommittedError || err instanceof TransactionFailedError) status = err.status;
+      if (err instanceof TransactionAlreadyCommittedError || err instanceof TransactionFailedError)
+        status = err.status;
       else {
         this.h.write({ type: 'info', op: 'rollback', txn, xid: tx.xid, error: errText(err), t0 });
         return this.pollUntilEnd(txn, tx);
@@ -322,13 +441,17 @@ export class Workload {
       this.h.write({ type: 'ok', op: 'status', txn, xid: tx.xid, value: status, t0 });
       return status;
     } catch (err) {
-      if (!(err instanceof UnknownXidError)) this.log.debug({ xid: tx.xid, err: errText(err) }, 'status poll failed');
+      if (!(err instanceof UnknownXidError))
+        this.log.debug({ xid: tx.xid, err: errText(err) }, 'status poll failed');
       return null;
     }
   }
 
   /** Polls until an end state (bounded); returns its side, or null. */
-  private async pollUntilEnd(txn: string, tx: GlobalTransaction): Promise<'commit' | 'rollback' | null> {
+  private async pollUntilEnd(
+    txn: string,
+    tx: GlobalTransaction,
+  ): Promise<'commit' | 'rollback' | null> {
     const deadline = Date.now() + STATUS_POLL_MAX_MS;
     let side: 'commit' | 'rollback' | null = null;
     while (Date.now() < deadline) {

@@ -68,12 +68,28 @@ export {
   UnretryableBranchError,
   ClientClosedError,
 } from './client/sdk/index.ts';
-export { LockConflictError, UnknownXidError, IllegalStatusError, TcInternalError, UnavailableError, OutcomeUnknownError } from './client/tc/errors.ts';
+export {
+  LockConflictError,
+  UnknownXidError,
+  IllegalStatusError,
+  TcInternalError,
+  UnavailableError,
+  OutcomeUnknownError,
+} from './client/tc/errors.ts';
 export { ConcordError, BadRequestError, NotLeaderError, TimeoutError } from './shared/errors.ts';
 export type { ErrorCode } from './shared/errors.ts';
 
 // ---- The xid of the current async context ----
-export { currentXid, currentContext, runWithXid, runWithoutXid, bindToCurrentContext, isValidXid, parseXid, MAX_XID_CHARS } from './client/context.ts';
+export {
+  currentXid,
+  currentContext,
+  runWithXid,
+  runWithoutXid,
+  bindToCurrentContext,
+  isValidXid,
+  parseXid,
+  MAX_XID_CHARS,
+} from './client/context.ts';
 export type { GlobalTxContext, ParsedXid, BranchType } from './client/context.ts';
 
 // ---- xid propagation: HTTP (TX_XID header) and gRPC (tx_xid metadata) ----
@@ -92,7 +108,11 @@ export {
   xidFromMetadata,
   withXidFromMetadata,
 } from './client/propagation/index.ts';
-export type { XidServerOptions, XidMiddleware, XidServerCallOptions } from './client/propagation/index.ts';
+export type {
+  XidServerOptions,
+  XidMiddleware,
+  XidServerCallOptions,
+} from './client/propagation/index.ts';
 
 // ---- The fence (idempotent phase two, empty rollback, hanging prevention) ----
 export {
@@ -106,4 +126,16 @@ export {
   DEFAULT_FENCE_TABLE,
   DEFAULT_FENCE_RETENTION_MS,
 } from './client/fence/index.ts';
-export type { Fence, FenceOptions, FenceOutcome, FenceOp, FenceKey, PgFence, PgFenceTx, MysqlFence, MysqlFenceTx, FenceCleanupOptions, FenceCleanupResult } from './client/fence/index.ts';
+export type {
+  Fence,
+  FenceOptions,
+  FenceOutcome,
+  FenceOp,
+  FenceKey,
+  PgFence,
+  PgFenceTx,
+  MysqlFence,
+  MysqlFenceTx,
+  FenceCleanupOptions,
+  FenceCleanupResult,
+} from './client/fence/index.ts';

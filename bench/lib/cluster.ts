@@ -36,7 +36,8 @@ export function freePort(): Promise<number> {
   });
 }
 
-export type ClusterStore = { mode: 'raft'; tickMs?: number } | { mode: 'db'; url: string; tablePrefix: string };
+export type ClusterStore =
+  { mode: 'raft'; tickMs?: number } | { mode: 'db'; url: string; tablePrefix: string };
 
 export interface ClusterOptions {
   /** Where configs, logs and (raft) data go. */
@@ -65,16 +66,37 @@ export interface BenchCluster {
 export async function startCluster(o: ClusterOptions): Promise<BenchCluster> {
   const prefix = o.idPrefix ?? 'node';
   const ports = [];
-  for (let i = 1; i <= 3; i++) ports.push({ id: `${prefix}${i}`, http: await freePort(), tc: await freePort(), raft: await freePort() });
-  const peers = ports.map((p) => ({ nodeId: p.id, host: '127.0.0.1', raftPort: p.raft, tcPort: p.tc, httpPort: p.http }));
+  for (let i = 1; i <= 3; i++)
+    ports.push({
+      id: `${prefix}${i}`,
+      http: await freePort(),
+      tc: await freePort(),
+      raft: await freePort(),
+    });
+  const peers = ports.map((p) => ({
+    nodeId: p.id,
+    host: '127.0.0.1',
+    raftPort: p.raft,
+    tcPort: p.tc,
+    httpPort: p.http,
+  }));
   const nodes: BenchNode[] = [];
   for (const p of ports) {
     const file = join(o.dir, `${p.id}.yaml`);
     const raft =
       o.store.mode === 'raft'
-        ? { dataDir: join(o.dir, 'data', p.id), tickMs: o.store.tickMs ?? 100, electionTicks: 10, heartbeatTicks: 1, peers }
+        ? {
+            dataDir: join(o.dir, 'data', p.id),
+            tickMs: o.store.tickMs ?? 100,
+            electionTicks: 10,
+            heartbeatTicks: 1,
+            peers,
+          }
         : { dataDir: join(o.dir, 'data', p.id), peers };
-    const store = o.store.mode === 'raft' ? { mode: 'raft' } : { mode: 'db', db: { url: o.store.url, tablePrefix: o.store.tablePrefix } };
+    const store =
+      o.store.mode === 'raft'
+        ? { mode: 'raft' }
+        : { mode: 'db', db: { url: o.store.url, tablePrefix: o.store.tablePrefix } };
     mkdirSync(join(o.dir, 'data'), { recursive: true });
     writeFileSync(
       file,
@@ -89,18 +111,37 @@ export async function startCluster(o: ClusterOptions): Promise<BenchCluster> {
     const fd = openSync(join(o.dir, `${p.id}.log`), 'a');
     const env: NodeJS.ProcessEnv = { ...process.env, CONCORD_LOG_LEVEL: o.logLevel ?? 'warn' };
     delete env.CONCORD_DB_URL;
-    const proc = spawn(process.execPath, [...(o.nodeArgs ?? []), '--import', 'tsx', join(REPO_ROOT, 'src/cli/main.ts'), 'start', '--config', file], {
-      cwd: REPO_ROOT,
-      env,
-      stdio: ['ignore', fd, fd],
-    });
+    const proc = spawn(
+      process.execPath,
+      [
+        ...(o.nodeArgs ?? []),
+        '--import',
+        'tsx',
+        join(REPO_ROOT, 'src/cli/main.ts'),
+        'start',
+        '--config',
+        file,
+      ],
+      {
+        cwd: REPO_ROOT,
+        env,
+        stdio: ['ignore', fd, fd],
+      },
+    );
     closeSync(fd);
     children.add(proc);
     proc.once('exit', () => children.delete(proc));
-    nodes.push({ nodeId: p.id, transaction: { host: '127.0.0.1', port: p.tc }, control: { host: '127.0.0.1', port: p.http }, proc });
+    nodes.push({
+      nodeId: p.id,
+      transaction: { host: '127.0.0.1', port: p.tc },
+      control: { host: '127.0.0.1', port: p.http },
+      proc,
+    });
   }
   const stop = async () => {
-    const live = nodes.map((n) => n.proc).filter((p) => p.exitCode === null && p.signalCode === null);
+    const live = nodes
+      .map((n) => n.proc)
+      .filter((p) => p.exitCode === null && p.signalCode === null);
     const exits = live.map((p) => new Promise((r) => p.once('exit', r)));
     for (const p of live) p.kill('SIGTERM');
     await Promise.race([Promise.all(exits), sleep(STOP_GRACE_MS)]);
@@ -124,7 +165,9 @@ export async function startCluster(o: ClusterOptions): Promise<BenchCluster> {
     const named = await Promise.all(
       seeds.map(async (s) => {
         try {
-          const res = await fetch(`http://${s}/metadata/v1/cluster?group=default`, { signal: AbortSignal.timeout(1_000) });
+          const res = await fetch(`http://${s}/metadata/v1/cluster?group=default`, {
+            signal: AbortSignal.timeout(1_000),
+          });
           return ((await res.json()) as { leaderId: string | null }).leaderId;
         } catch {
           return null;
@@ -132,10 +175,13 @@ export async function startCluster(o: ClusterOptions): Promise<BenchCluster> {
       }),
     );
     const leaderId = named[0] ?? null;
-    if (leaderId !== null && named.every((x) => x === leaderId)) return { nodes, seeds, leaderId, stop };
+    if (leaderId !== null && named.every((x) => x === leaderId))
+      return { nodes, seeds, leaderId, stop };
     if (Date.now() > deadline) {
       await stop();
-      throw new Error(`the cluster did not agree on a leader within ${CLUSTER_START_TIMEOUT_MS} ms; logs in ${o.dir}`);
+      throw new Error(
+        `the cluster did not agree on a leader within ${CLUSTER_START_TIMEOUT_MS} ms; logs in ${o.dir}`,
+      );
     }
     await sleep(200);
   }

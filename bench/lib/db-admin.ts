@@ -36,25 +36,37 @@ export async function connectDbAdmin(dialect: Dialect, url: string): Promise<DbA
     return {
       async describe() {
         const v = (await pool.query('SHOW server_version')).rows[0] as { server_version: string };
-        const s = (await pool.query("SELECT name, setting FROM pg_settings WHERE name IN ('fsync', 'synchronous_commit', 'wal_sync_method', 'shared_buffers')")).rows as { name: string; setting: string }[];
+        const s = (
+          await pool.query(
+            "SELECT name, setting FROM pg_settings WHERE name IN ('fsync', 'synchronous_commit', 'wal_sync_method', 'shared_buffers')",
+          )
+        ).rows as { name: string; setting: string }[];
         return `PostgreSQL ${v.server_version} (${s.map((r) => `${r.name}=${r.setting}`).join(', ')})`;
       },
       async dropTables(prefix) {
-        for (const t of Object.values(tableNames(prefix))) await pool.query(`DROP TABLE IF EXISTS ${t}`);
+        for (const t of Object.values(tableNames(prefix)))
+          await pool.query(`DROP TABLE IF EXISTS ${t}`);
       },
       close: () => pool.end(),
     };
   }
-  const pool = mysql.createPool({ uri: url.replace(/^mariadb:/i, 'mysql:'), connectionLimit: 1, connectTimeout: 5_000 });
+  const pool = mysql.createPool({
+    uri: url.replace(/^mariadb:/i, 'mysql:'),
+    connectionLimit: 1,
+    connectTimeout: 5_000,
+  });
   await pool.query('SELECT 1');
   return {
     async describe() {
-      const [rows] = await pool.query('SELECT @@version AS v, @@innodb_flush_log_at_trx_commit AS f, @@sync_binlog AS s, @@log_bin AS b, @@innodb_buffer_pool_size AS p');
+      const [rows] = await pool.query(
+        'SELECT @@version AS v, @@innodb_flush_log_at_trx_commit AS f, @@sync_binlog AS s, @@log_bin AS b, @@innodb_buffer_pool_size AS p',
+      );
       const r = (rows as Record<string, unknown>[])[0]!;
       return `MySQL/MariaDB ${String(r.v)} (innodb_flush_log_at_trx_commit=${String(r.f)}, log_bin=${String(r.b)}, sync_binlog=${String(r.s)}, innodb_buffer_pool_size=${String(r.p)})`;
     },
     async dropTables(prefix) {
-      for (const t of Object.values(tableNames(prefix))) await pool.query(`DROP TABLE IF EXISTS ${t}`);
+      for (const t of Object.values(tableNames(prefix)))
+        await pool.query(`DROP TABLE IF EXISTS ${t}`);
     },
     close: () => pool.end(),
   };

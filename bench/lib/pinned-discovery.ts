@@ -10,7 +10,12 @@
  *   const tc = new TcClient({ discovery: d });   // close both when done
  */
 import { ClusterDiscovery, type LeaderEndpoint } from '../../src/client/discovery.ts';
-import { UnavailableError, formatHostPort, type ClusterMetadata, type HostPort } from '../../src/client/http-metadata.ts';
+import {
+  UnavailableError,
+  formatHostPort,
+  type ClusterMetadata,
+  type HostPort,
+} from '../../src/client/http-metadata.ts';
 
 export interface PinnedNode {
   nodeId: string;
@@ -23,7 +28,12 @@ export class PinnedDiscovery extends ClusterDiscovery {
 
   constructor(node: PinnedNode, group = 'default') {
     super({ seeds: [formatHostPort(node.control)], group, watch: false });
-    this.node = { nodeId: node.nodeId, transaction: node.transaction, control: node.control, term: 0 };
+    this.node = {
+      nodeId: node.nodeId,
+      transaction: node.transaction,
+      control: node.control,
+      term: 0,
+    };
   }
 
   override start(): Promise<ClusterMetadata> {

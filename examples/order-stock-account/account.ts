@@ -41,17 +41,25 @@ interface Debit {
   amount: number;
 }
 
-const update = (tx: PgFenceTx, sql: string, values: unknown[]) => tx.query(`UPDATE ${SCHEMA}.account SET ${sql}`, values);
+const update = (tx: PgFenceTx, sql: string, values: unknown[]) =>
+  tx.query(`UPDATE ${SCHEMA}.account SET ${sql}`, values);
 
 const debit = client.tcc.register({
   name: 'account.debit',
   fence,
   try: async ({ userId, amount }: Debit, { tx }) => {
-    const r = await update(tx, 'frozen = frozen + $1 WHERE user_id = $2 AND balance - frozen >= $1', [amount, userId]);
+    const r = await update(
+      tx,
+      'frozen = frozen + $1 WHERE user_id = $2 AND balance - frozen >= $1',
+      [amount, userId],
+    );
     if (r.rowCount !== 1) throw new Refused(`insufficient balance: ${userId} cannot pay ${amount}`);
   },
   confirm: async ({ userId, amount }, { tx }) => {
-    await update(tx, 'balance = balance - $1, frozen = frozen - $1 WHERE user_id = $2', [amount, userId]);
+    await update(tx, 'balance = balance - $1, frozen = frozen - $1 WHERE user_id = $2', [
+      amount,
+      userId,
+    ]);
   },
   cancel: async ({ userId, amount }, { tx }) => {
     await update(tx, 'frozen = frozen - $1 WHERE user_id = $2', [amount, userId]);
@@ -62,13 +70,19 @@ const server = await serve(
   'account-service',
   {
     'POST /accounts/debit': async (body: Debit) => {
-      if (typeof body.userId !== 'string' || !Number.isSafeInteger(body.amount) || body.amount <= 0) throw new Refused('userId and a positive amount are required');
+      if (typeof body.userId !== 'string' || !Number.isSafeInteger(body.amount) || body.amount <= 0)
+        throw new Refused('userId and a positive amount are required');
       await debit({ userId: body.userId, amount: body.amount });
       return { status: 200, body: { frozen: body.amount } };
     },
     'GET /accounts/:userId': async (_body, [userId]) => {
-      const r = await pool.query(`SELECT user_id AS "userId", balance, frozen FROM ${SCHEMA}.account WHERE user_id = $1`, [userId]);
-      return r.rows[0] ? { status: 200, body: r.rows[0] } : { status: 404, body: { error: 'no such account' } };
+      const r = await pool.query(
+        `SELECT user_id AS "userId", balance, frozen FROM ${SCHEMA}.account WHERE user_id = $1`,
+        [userId],
+      );
+      return r.rows[0]
+        ? { status: 200, body: r.rows[0] }
+        : { status: 404, body: { error: 'no such account' } };
     },
   },
   logger,

@@ -58,17 +58,15 @@ const createOrder = client.tcc.register({
   name: 'order.create',
   fence,
   try: async (o: NewOrder, { tx, xid }) => {
-    await tx.query(`INSERT INTO ${SCHEMA}.orders (order_id, user_id, product_id, count, amount, status, xid) VALUES ($1, $2, $3, $4, $5, 'PENDING', $6)`, [
-      o.orderId,
-      o.userId,
-      o.productId,
-      o.count,
-      o.amount,
-      xid,
-    ]);
+    await tx.query(
+      `INSERT INTO ${SCHEMA}.orders (order_id, user_id, product_id, count, amount, status, xid) VALUES ($1, $2, $3, $4, $5, 'PENDING', $6)`,
+      [o.orderId, o.userId, o.productId, o.count, o.amount, xid],
+    );
   },
   confirm: async (o, { tx }) => {
-    await tx.query(`UPDATE ${SCHEMA}.orders SET status = 'CREATED' WHERE order_id = $1`, [o.orderId]);
+    await tx.query(`UPDATE ${SCHEMA}.orders SET status = 'CREATED' WHERE order_id = $1`, [
+      o.orderId,
+    ]);
   },
   cancel: async (o, { tx }) => {
     await tx.query(`DELETE FROM ${SCHEMA}.orders WHERE order_id = $1`, [o.orderId]);
@@ -77,7 +75,12 @@ const createOrder = client.tcc.register({
 
 /** POSTs JSON to another service; the bound xid travels in TX_XID. A 409 is a business refusal. */
 async function call(service: string, url: string, body: unknown): Promise<void> {
-  const res = await xidFetch(url, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body), signal: AbortSignal.timeout(CALL_TIMEOUT_MS) });
+  const res = await xidFetch(url, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify(body),
+    signal: AbortSignal.timeout(CALL_TIMEOUT_MS),
+  });
   if (res.ok) return;
   const answer = (await res.json().catch(() => ({}))) as { error?: string };
   if (res.status === 409) throw new Refused(`${service}: ${answer.error ?? 'refused'}`);
@@ -89,28 +92,51 @@ const server = await serve(
   {
     'POST /orders': async (body: { userId?: unknown; productId?: unknown; count?: unknown }) => {
       const { userId, productId, count } = body;
-      if (typeof userId !== 'string' || typeof productId !== 'string' || !Number.isSafeInteger(count) || (count as number) <= 0) {
+      if (
+        typeof userId !== 'string' ||
+        typeof productId !== 'string' ||
+        !Number.isSafeInteger(count) ||
+        (count as number) <= 0
+      ) {
         throw new Refused('userId, productId and a positive count are required');
       }
       const price = PRICES[productId];
       if (price === undefined) throw new Refused(`unknown product ${productId}`);
-      const order: NewOrder = { orderId: randomUUID(), userId, productId, count: count as number, amount: price * (count as number) };
+      const order: NewOrder = {
+        orderId: randomUUID(),
+        userId,
+        productId,
+        count: count as number,
+        amount: price * (count as number),
+      };
       try {
-        const xid = await client.transaction({ name: 'place-order', timeoutMs: ORDER_TIMEOUT_MS }, async ({ xid }) => {
-          await createOrder(order);
-          await call('stock-service', `${STOCK_URL}/stock/reserve`, { productId, count });
-          await call('account-service', `${ACCOUNT_URL}/accounts/debit`, { userId, amount: order.amount });
-          return xid;
-        });
+        const xid = await client.transaction(
+          { name: 'place-order', timeoutMs: ORDER_TIMEOUT_MS },
+          async ({ xid }) => {
+            await createOrder(order);
+            await call('stock-service', `${STOCK_URL}/stock/reserve`, { productId, count });
+            await call('account-service', `${ACCOUNT_URL}/accounts/debit`, {
+              userId,
+              amount: order.amount,
+            });
+            return xid;
+          },
+        );
         return { status: 201, body: { orderId: order.orderId, xid, amount: order.amount } };
       } catch (err) {
-        if (err instanceof Refused) return { status: 409, body: { orderId: order.orderId, error: err.message } };
+        if (err instanceof Refused)
+          return { status: 409, body: { orderId: order.orderId, error: err.message } };
         throw err;
       }
     },
     'GET /orders/:orderId': async (_body, [orderId]) => {
-      const r = await pool.query(`SELECT order_id AS "orderId", user_id AS "userId", product_id AS "productId", count, amount, status, xid FROM ${SCHEMA}.orders WHERE order_id = $1`, [orderId]);
-      return r.rows[0] ? { status: 200, body: r.rows[0] } : { status: 404, body: { error: 'no such order' } };
+      const r = await pool.query(
+        `SELECT order_id AS "orderId", user_id AS "userId", product_id AS "productId", count, amount, status, xid FROM ${SCHEMA}.orders WHERE order_id = $1`,
+        [orderId],
+      );
+      return r.rows[0]
+        ? { status: 200, body: r.rows[0] }
+        : { status: 404, body: { error: 'no such order' } };
     },
   },
   logger,

@@ -32,7 +32,10 @@ function startService(file: string, env: Record<string, string>): Promise<string
   children.push(child);
   return new Promise((resolve, reject) => {
     let out = '';
-    const timer = setTimeout(() => reject(new Error(`${file} did not start within ${START_TIMEOUT_MS} ms`)), START_TIMEOUT_MS);
+    const timer = setTimeout(
+      () => reject(new Error(`${file} did not start within ${START_TIMEOUT_MS} ms`)),
+      START_TIMEOUT_MS,
+    );
     child.stdout!.on('data', (chunk: Buffer) => {
       out += chunk.toString();
       const m = /READY (\d+)/.exec(out);
@@ -43,7 +46,11 @@ function startService(file: string, env: Record<string, string>): Promise<string
     });
     child.once('exit', (code) => {
       clearTimeout(timer);
-      reject(new Error(`${file} exited with code ${code} before it was ready (is the cluster up at ${servers}, and PostgreSQL reachable?)`));
+      reject(
+        new Error(
+          `${file} exited with code ${code} before it was ready (is the cluster up at ${servers}, and PostgreSQL reachable?)`,
+        ),
+      );
     });
   });
 }
@@ -68,7 +75,12 @@ async function getJson(url: string): Promise<{ status: number; body: any }> {
 }
 
 async function postJson(url: string, body: unknown): Promise<{ status: number; body: any }> {
-  const res = await fetch(url, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body), signal: AbortSignal.timeout(60_000) });
+  const res = await fetch(url, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify(body),
+    signal: AbortSignal.timeout(60_000),
+  });
   return { status: res.status, body: await res.json() };
 }
 
@@ -79,7 +91,11 @@ interface Snapshot {
 }
 
 async function snapshot(stockUrl: string, accountUrl: string): Promise<Snapshot> {
-  const [stock, alice, bob] = await Promise.all([getJson(`${stockUrl}/stock/P-1`), getJson(`${accountUrl}/accounts/alice`), getJson(`${accountUrl}/accounts/bob`)]);
+  const [stock, alice, bob] = await Promise.all([
+    getJson(`${stockUrl}/stock/P-1`),
+    getJson(`${accountUrl}/accounts/alice`),
+    getJson(`${accountUrl}/accounts/bob`),
+  ]);
   return {
     stock: { available: stock.body.available, reserved: stock.body.reserved },
     alice: { balance: alice.body.balance, frozen: alice.body.frozen },
@@ -92,7 +108,11 @@ async function settled(stockUrl: string, accountUrl: string): Promise<Snapshot> 
   const deadline = Date.now() + SETTLE_TIMEOUT_MS;
   for (;;) {
     const s = await snapshot(stockUrl, accountUrl);
-    if ((s.stock.reserved === 0 && s.alice.frozen === 0 && s.bob.frozen === 0) || Date.now() > deadline) return s;
+    if (
+      (s.stock.reserved === 0 && s.alice.frozen === 0 && s.bob.frozen === 0) ||
+      Date.now() > deadline
+    )
+      return s;
     await new Promise((r) => setTimeout(r, 100));
   }
 }
@@ -105,7 +125,10 @@ const same = (a: unknown, b: unknown) => JSON.stringify(a) === JSON.stringify(b)
 
 async function main(): Promise<boolean> {
   console.log(`Concord example: order → stock (TCC) + account (TCC), TC cluster at ${servers}`);
-  const [stockUrl, accountUrl] = await Promise.all([startService('stock.ts', {}), startService('account.ts', {})]);
+  const [stockUrl, accountUrl] = await Promise.all([
+    startService('stock.ts', {}),
+    startService('account.ts', {}),
+  ]);
   const orderUrl = await startService('order.ts', { STOCK_URL: stockUrl, ACCOUNT_URL: accountUrl });
   console.log(`services: order ${orderUrl}, stock ${stockUrl}, account ${accountUrl}\n`);
 
@@ -123,7 +146,11 @@ async function main(): Promise<boolean> {
   checks.push(['order 1 row is CREATED', okOrder?.body.status === 'CREATED']);
   checks.push([
     'order 1 took exactly 2 × P-1 and 100 from alice',
-    same(afterOk, { stock: { available: before.stock.available - 2, reserved: 0 }, alice: { balance: before.alice.balance - 100, frozen: 0 }, bob: before.bob }),
+    same(afterOk, {
+      stock: { available: before.stock.available - 2, reserved: 0 },
+      alice: { balance: before.alice.balance - 100, frozen: 0 },
+      bob: before.bob,
+    }),
   ]);
 
   // 2. bob (balance 30) buys 1 × P-1 at 50: the account service refuses, everything rolls back.
@@ -131,8 +158,13 @@ async function main(): Promise<boolean> {
   console.log(`\norder 2: bob buys 1 × P-1 → HTTP ${bad.status} ${JSON.stringify(bad.body)}`);
   const afterBad = await settled(stockUrl, accountUrl);
   console.log(row('after order 2', afterBad));
-  const badOrder = bad.body.orderId ? await getJson(`${orderUrl}/orders/${bad.body.orderId}`) : null;
-  checks.push(['order 2 refused (409, insufficient balance)', bad.status === 409 && /insufficient balance/.test(String(bad.body.error))]);
+  const badOrder = bad.body.orderId
+    ? await getJson(`${orderUrl}/orders/${bad.body.orderId}`)
+    : null;
+  checks.push([
+    'order 2 refused (409, insufficient balance)',
+    bad.status === 409 && /insufficient balance/.test(String(bad.body.error)),
+  ]);
   checks.push(['order 2 left no order row', badOrder?.status === 404]);
   checks.push(['order 2 left stock and balances exactly as before it', same(afterBad, afterOk)]);
 

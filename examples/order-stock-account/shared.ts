@@ -70,12 +70,16 @@ export function serve(name: string, routes: Routes, logger: Logger): Promise<Ser
   const server = createServer(
     wrapHttpHandler(async (req: IncomingMessage, res: ServerResponse) => {
       const url = new URL(req.url ?? '/', 'http://localhost');
-      const send = (status: number, body: unknown) => res.writeHead(status, { 'content-type': 'application/json' }).end(JSON.stringify(body));
+      const send = (status: number, body: unknown) =>
+        res.writeHead(status, { 'content-type': 'application/json' }).end(JSON.stringify(body));
       for (const route of table) {
         const match = route.method === req.method ? route.pattern.exec(url.pathname) : null;
         if (!match) continue;
         try {
-          const answer = await route.handler(await readBody(req), match.slice(1).map(decodeURIComponent));
+          const answer = await route.handler(
+            await readBody(req),
+            match.slice(1).map(decodeURIComponent),
+          );
           send(answer.status, answer.body);
         } catch (err) {
           if (err instanceof Refused) send(409, { error: err.message });

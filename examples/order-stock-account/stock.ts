@@ -41,20 +41,28 @@ interface Reserve {
   count: number;
 }
 
-const update = (tx: PgFenceTx, sql: string, values: unknown[]) => tx.query(`UPDATE ${SCHEMA}.stock SET ${sql}`, values);
+const update = (tx: PgFenceTx, sql: string, values: unknown[]) =>
+  tx.query(`UPDATE ${SCHEMA}.stock SET ${sql}`, values);
 
 const reserve = client.tcc.register({
   name: 'stock.reserve',
   fence,
   try: async ({ productId, count }: Reserve, { tx }) => {
-    const r = await update(tx, 'available = available - $1, reserved = reserved + $1 WHERE product_id = $2 AND available >= $1', [count, productId]);
+    const r = await update(
+      tx,
+      'available = available - $1, reserved = reserved + $1 WHERE product_id = $2 AND available >= $1',
+      [count, productId],
+    );
     if (r.rowCount !== 1) throw new Refused(`not enough ${productId} in stock for ${count}`);
   },
   confirm: async ({ productId, count }, { tx }) => {
     await update(tx, 'reserved = reserved - $1 WHERE product_id = $2', [count, productId]);
   },
   cancel: async ({ productId, count }, { tx }) => {
-    await update(tx, 'reserved = reserved - $1, available = available + $1 WHERE product_id = $2', [count, productId]);
+    await update(tx, 'reserved = reserved - $1, available = available + $1 WHERE product_id = $2', [
+      count,
+      productId,
+    ]);
   },
 });
 
@@ -62,13 +70,23 @@ const server = await serve(
   'stock-service',
   {
     'POST /stock/reserve': async (body: Reserve) => {
-      if (typeof body.productId !== 'string' || !Number.isSafeInteger(body.count) || body.count <= 0) throw new Refused('productId and a positive count are required');
+      if (
+        typeof body.productId !== 'string' ||
+        !Number.isSafeInteger(body.count) ||
+        body.count <= 0
+      )
+        throw new Refused('productId and a positive count are required');
       await reserve({ productId: body.productId, count: body.count });
       return { status: 200, body: { reserved: body.count } };
     },
     'GET /stock/:productId': async (_body, [productId]) => {
-      const r = await pool.query(`SELECT product_id AS "productId", available, reserved FROM ${SCHEMA}.stock WHERE product_id = $1`, [productId]);
-      return r.rows[0] ? { status: 200, body: r.rows[0] } : { status: 404, body: { error: 'no such product' } };
+      const r = await pool.query(
+        `SELECT product_id AS "productId", available, reserved FROM ${SCHEMA}.stock WHERE product_id = $1`,
+        [productId],
+      );
+      return r.rows[0]
+        ? { status: 200, body: r.rows[0] }
+        : { status: 404, body: { error: 'no such product' } };
     },
   },
   logger,

@@ -29,12 +29,19 @@ export function metadataTable(md: ClusterMetadata): string {
     n.transaction ? formatHostPort(n.transaction) : '-',
     n.internal ? formatHostPort(n.internal) : '-',
   ]);
-  const table = renderTable(['NODE', 'ROLE', 'HEALTHY', 'LAG', 'CONTROL (HTTP)', 'TRANSACTION (TC)', 'RAFT'], rows);
+  const table = renderTable(
+    ['NODE', 'ROLE', 'HEALTHY', 'LAG', 'CONTROL (HTTP)', 'TRANSACTION (TC)', 'RAFT'],
+    rows,
+  );
   return `${head}\n\n${table}`;
 }
 
 /** Status from the leader's view when it can be reached (it alone knows lag and health). */
-export async function runStatus(opts: { server: string; group: string; json?: boolean }): Promise<void> {
+export async function runStatus(opts: {
+  server: string;
+  group: string;
+  json?: boolean;
+}): Promise<void> {
   const server = parseAddress(opts.server);
   let md = await fetchClusterMetadata(server, { group: opts.group });
   const leader = md.nodes.find((n) => n.role === 'LEADER');
@@ -56,7 +63,8 @@ export async function runStatus(opts: { server: string; group: string; json?: bo
  */
 export function parseMemberList(list: string): MemberSpec[] {
   const parts = list.split(',').map((s) => s.trim());
-  if (parts.length === 0 || parts.every((p) => p === '')) throw new BadRequestError('--members is empty');
+  if (parts.length === 0 || parts.every((p) => p === ''))
+    throw new BadRequestError('--members is empty');
   return parts.map((p) => {
     if (p === '') throw new BadRequestError(`--members ${JSON.stringify(list)} has an empty entry`);
     const at = p.indexOf('@');
@@ -64,9 +72,17 @@ export function parseMemberList(list: string): MemberSpec[] {
     const nodeId = p.slice(0, at);
     const rest = p.slice(at + 1);
     const m = /^(\[[^\]]+\]|[^:]+):(\d+):(\d+):(\d+)$/.exec(rest);
-    if (!nodeId || !m) throw new BadRequestError(`--members entry ${JSON.stringify(p)} must be "id" or "id@host:raftPort:tcPort:httpPort"`);
+    if (!nodeId || !m)
+      throw new BadRequestError(
+        `--members entry ${JSON.stringify(p)} must be "id" or "id@host:raftPort:tcPort:httpPort"`,
+      );
     const host = m[1]!;
-    return { nodeId, raft: `${host}:${m[2]}`, transaction: `${host}:${m[3]}`, control: `${host}:${m[4]}` };
+    return {
+      nodeId,
+      raft: `${host}:${m[2]}`,
+      transaction: `${host}:${m[3]}`,
+      control: `${host}:${m[4]}`,
+    };
   });
 }
 
@@ -108,31 +124,64 @@ async function onLeader<T>(server: HostPort, fn: (target: HostPort) => Promise<T
   } catch (err) {
     const hint = err instanceof NotLeaderError ? leaderOf(err) : null;
     if (!hint?.control) throw err;
-    console.error(style('dim', `${formatHostPort(server)} is not the leader; sending to ${hint.nodeId} at ${formatHostPort(hint.control)}`));
+    console.error(
+      style(
+        'dim',
+        `${formatHostPort(server)} is not the leader; sending to ${hint.nodeId} at ${formatHostPort(hint.control)}`,
+      ),
+    );
     return fn(hint.control);
   }
 }
 
-export async function runChange(opts: { server: string; group: string; members?: string; raftClusterStr?: string; token?: string; json?: boolean }): Promise<void> {
+export async function runChange(opts: {
+  server: string;
+  group: string;
+  members?: string;
+  raftClusterStr?: string;
+  token?: string;
+  json?: boolean;
+}): Promise<void> {
   const server = parseAddress(opts.server);
   const token = tokenOf(opts.token);
-  if ((opts.members === undefined) === (opts.raftClusterStr === undefined)) throw new BadRequestError('give exactly one of --members or --raft-cluster-str');
-  const change = opts.members !== undefined ? { members: parseMemberList(opts.members) } : { raftClusterStr: opts.raftClusterStr! };
-  const answer = await onLeader(server, (target) => changeCluster(target, change, { token, group: opts.group }));
+  if ((opts.members === undefined) === (opts.raftClusterStr === undefined))
+    throw new BadRequestError('give exactly one of --members or --raft-cluster-str');
+  const change =
+    opts.members !== undefined
+      ? { members: parseMemberList(opts.members) }
+      : { raftClusterStr: opts.raftClusterStr! };
+  const answer = await onLeader(server, (target) =>
+    changeCluster(target, change, { token, group: opts.group }),
+  );
   answer.metadata = await settled(answer.metadata, opts.group);
   if (opts.json) {
     console.log(JSON.stringify(answer, null, 2));
     return;
   }
-  if (answer.steps.length === 0) console.log('Nothing to change: the membership is already as asked.');
+  if (answer.steps.length === 0)
+    console.log('Nothing to change: the membership is already as asked.');
   else for (const s of answer.steps) console.log(`${style('green', '✔')} ${s.type} ${s.nodeId}`);
   console.log(`\n${metadataTable(answer.metadata)}`);
 }
 
-export async function runTransfer(opts: { server: string; group: string; to: string; token?: string; json?: boolean }): Promise<void> {
+export async function runTransfer(opts: {
+  server: string;
+  group: string;
+  to: string;
+  token?: string;
+  json?: boolean;
+}): Promise<void> {
   const server = parseAddress(opts.server);
   const token = tokenOf(opts.token);
-  const md = await settled(await onLeader(server, (target) => transferLeader(target, opts.to, { token, group: opts.group })), opts.group);
+  const md = await settled(
+    await onLeader(server, (target) =>
+      transferLeader(target, opts.to, { token, group: opts.group }),
+    ),
+    opts.group,
+  );
   if (opts.json) console.log(JSON.stringify(md, null, 2));
-  else console.log(`${style('green', '✔')} leadership is now with ${opts.to} (term ${md.term})\n\n${metadataTable(md)}`);
+  else
+    console.log(
+      `${style('green', '✔')} leadership is now with ${opts.to} (term ${md.term})\n\n${metadataTable(md)}`,
+    );
 }

@@ -24,7 +24,11 @@ const CONFIG_PREFIX_PATTERN = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/;
 
 /** The file names `cluster up` starts for a prefix: `<prefix><N>.yaml`. */
 export function nodeConfigPattern(prefix: string = DEFAULT_CONFIG_PREFIX): RegExp {
-  if (!CONFIG_PREFIX_PATTERN.test(prefix)) throw new ConfigError('--pattern', `${JSON.stringify(prefix)} is not a file-name prefix (letters, digits, "_", "." or "-")`);
+  if (!CONFIG_PREFIX_PATTERN.test(prefix))
+    throw new ConfigError(
+      '--pattern',
+      `${JSON.stringify(prefix)} is not a file-name prefix (letters, digits, "_", "." or "-")`,
+    );
   return new RegExp(`^${prefix.replace(/[.]/g, '\\.')}\\d+\\.ya?ml$`);
 }
 /** Node config files `cluster up` starts by default: node1.yaml, node2.yaml, ... */
@@ -73,14 +77,25 @@ export function findNodeConfigs(dir: string, prefix: string = DEFAULT_CONFIG_PRE
   return files.map((f) => join(dir, f));
 }
 
-export async function runClusterUp(opts: { dir: string; pattern?: string; verbose?: boolean }): Promise<void> {
+export async function runClusterUp(opts: {
+  dir: string;
+  pattern?: string;
+  verbose?: boolean;
+}): Promise<void> {
   const dir = resolve(opts.dir);
   let members: Member[];
   try {
     members = findNodeConfigs(dir, opts.pattern).map((file) => {
       const config = loadConfig(file);
       const logDir = join(dirname(config.raft.dataDir), 'logs');
-      return { file, config, logFile: join(logDir, `${config.node.id}.log`), child: null, exit: null, health: null };
+      return {
+        file,
+        config,
+        logFile: join(logDir, `${config.node.id}.log`),
+        child: null,
+        exit: null,
+        health: null,
+      };
     });
   } catch (err) {
     if (err instanceof ConfigError) {
@@ -91,7 +106,9 @@ export async function runClusterUp(opts: { dir: string; pattern?: string; verbos
   }
   const modes = new Set(members.map((m) => m.config.store.mode));
   if (modes.size > 1) {
-    console.error(`concord: the configs in ${dir} mix store modes (raft and db); use --pattern to pick one set`);
+    console.error(
+      `concord: the configs in ${dir} mix store modes (raft and db); use --pattern to pick one set`,
+    );
     process.exit(2);
   }
   // db mode: the "leader" is the holder of the driver lease (every node serves TC calls).
@@ -113,7 +130,12 @@ export async function runClusterUp(opts: { dir: string; pattern?: string; verbos
     process.exit(2);
   }
 
-  console.log(style('bold', `Starting ${members.length} Concord nodes from ${relative(process.cwd(), dir) || '.'}`));
+  console.log(
+    style(
+      'bold',
+      `Starting ${members.length} Concord nodes from ${relative(process.cwd(), dir) || '.'}`,
+    ),
+  );
   let stopping = false;
   let up = false;
   const stopAll = async (code: number, why: string) => {
@@ -132,10 +154,14 @@ export async function runClusterUp(opts: { dir: string; pattern?: string; verbos
   for (const m of members) {
     mkdirSync(dirname(m.logFile), { recursive: true });
     const fd = opts.verbose ? null : openSync(m.logFile, 'a');
-    const child = spawn(process.execPath, ['--import', tsxLoader(), mainScript(), 'start', '--config', m.file], {
-      stdio: ['ignore', fd ?? 'inherit', fd ?? 'inherit', 'ipc'],
-      env: process.env,
-    });
+    const child = spawn(
+      process.execPath,
+      ['--import', tsxLoader(), mainScript(), 'start', '--config', m.file],
+      {
+        stdio: ['ignore', fd ?? 'inherit', fd ?? 'inherit', 'ipc'],
+        env: process.env,
+      },
+    );
     if (fd !== null) closeSync(fd);
     m.child = child;
     child.on('exit', (code, signal) => {
@@ -165,7 +191,9 @@ export async function runClusterUp(opts: { dir: string; pattern?: string; verbos
       members.map(async (m) => {
         if (m.exit) return;
         try {
-          const h = await fetchHealth(selfEndpoints(m.config).control, { timeoutMs: HEALTH_TIMEOUT_MS });
+          const h = await fetchHealth(selfEndpoints(m.config).control, {
+            timeoutMs: HEALTH_TIMEOUT_MS,
+          });
           // Only our own child counts (not some other process on the same port).
           m.health = h.pid === m.child?.pid ? h : null;
         } catch {
@@ -182,19 +210,31 @@ export async function runClusterUp(opts: { dir: string; pattern?: string; verbos
         clearLine();
         printSummary(members, leader, dir, dbMode);
       } else {
-        if (isTty() && !opts.verbose) process.stdout.write(`\r\u001b[K${SPINNER[frame++ % SPINNER.length]} ${progressLine(members)}`);
+        if (isTty() && !opts.verbose)
+          process.stdout.write(
+            `\r\u001b[K${SPINNER[frame++ % SPINNER.length]} ${progressLine(members)}`,
+          );
         if (!hinted && performance.now() - started > LEADER_WAIT_HINT_MS) {
           hinted = true;
           clearLine();
-          console.log(style('yellow', `No ${leaderWord} after ${LEADER_WAIT_HINT_MS / 1000} s; still trying. Logs: ${members.map((m) => relative(process.cwd(), m.logFile)).join(', ')}`));
+          console.log(
+            style(
+              'yellow',
+              `No ${leaderWord} after ${LEADER_WAIT_HINT_MS / 1000} s; still trying. Logs: ${members.map((m) => relative(process.cwd(), m.logFile)).join(', ')}`,
+            ),
+          );
         }
       }
     } else if (leader && leader.id !== lastLeader) {
       lastLeader = leader.id;
-      console.log(`${timestamp()} ${leaderWord} is now ${style('bold', leader.id)} (${dbMode ? 'epoch' : 'term'} ${leader.term})`);
+      console.log(
+        `${timestamp()} ${leaderWord} is now ${style('bold', leader.id)} (${dbMode ? 'epoch' : 'term'} ${leader.term})`,
+      );
     } else if (!leader && lastLeader !== null && members.some((m) => m.health)) {
       lastLeader = null;
-      console.log(`${timestamp()} ${dbMode ? 'no lease holder: the lease is changing hands' : 'no leader: election in progress'}`);
+      console.log(
+        `${timestamp()} ${dbMode ? 'no lease holder: the lease is changing hands' : 'no leader: election in progress'}`,
+      );
     }
     await new Promise((r) => setTimeout(r, PROGRESS_POLL_MS));
   }
@@ -203,7 +243,10 @@ export async function runClusterUp(opts: { dir: string; pattern?: string; verbos
 /** The configured ports some other process already listens on. */
 async function busyPorts(members: Member[]): Promise<Array<{ port: number; what: string }>> {
   const checks = members.flatMap((m) =>
-    (m.config.store.mode === 'db' ? (['httpPort', 'tcPort'] as const) : (['httpPort', 'tcPort', 'raftPort'] as const)).map(async (k) => {
+    (m.config.store.mode === 'db'
+      ? (['httpPort', 'tcPort'] as const)
+      : (['httpPort', 'tcPort', 'raftPort'] as const)
+    ).map(async (k) => {
       const port = m.config.server[k];
       const free = await new Promise<boolean>((res) => {
         const s = createServer();
@@ -228,7 +271,9 @@ function agreedLeader(members: Member[]): { id: string; term: number } | null {
     }
   }
   for (const [id, n] of votes) {
-    const leaderSaysSo = members.some((m) => m.config.node.id === id && m.health?.role === 'leader');
+    const leaderSaysSo = members.some(
+      (m) => m.config.node.id === id && m.health?.role === 'leader',
+    );
     if (leaderSaysSo && n > members.length / 2) return { id, term };
   }
   return null;
@@ -246,27 +291,47 @@ function progressLine(members: Member[]): string {
     .join('  ·  ');
 }
 
-function printSummary(members: Member[], leader: { id: string; term: number }, dir: string, dbMode: boolean): void {
+function printSummary(
+  members: Member[],
+  leader: { id: string; term: number },
+  dir: string,
+  dbMode: boolean,
+): void {
   const group = members[0]!.config.node.group;
   if (dbMode) {
-    console.log(`${style('green', '✔')} Cluster is up (db mode: every node serves TC calls): group ${style('bold', group)}, lease epoch ${leader.term}, lease holder ${style('bold', leader.id)}\n`);
+    console.log(
+      `${style('green', '✔')} Cluster is up (db mode: every node serves TC calls): group ${style('bold', group)}, lease epoch ${leader.term}, lease holder ${style('bold', leader.id)}\n`,
+    );
   } else {
-    console.log(`${style('green', '✔')} Cluster is up: group ${style('bold', group)}, term ${leader.term}, leader ${style('bold', leader.id)}\n`);
+    console.log(
+      `${style('green', '✔')} Cluster is up: group ${style('bold', group)}, term ${leader.term}, leader ${style('bold', leader.id)}\n`,
+    );
   }
   const rows = members.map((m) => {
     const e = selfEndpoints(m.config);
     const health = m.health?.role === 'leader' && dbMode ? 'lease holder' : m.health?.role;
     const role = m.exit ? 'exited' : (health ?? 'starting');
-    return [m.config.node.id, role, `http://${formatHostPort(e.control)}`, formatHostPort(e.transaction), dbMode ? '-' : formatHostPort(e.raft), String(m.child?.pid ?? '-')];
+    return [
+      m.config.node.id,
+      role,
+      `http://${formatHostPort(e.control)}`,
+      formatHostPort(e.transaction),
+      dbMode ? '-' : formatHostPort(e.raft),
+      String(m.child?.pid ?? '-'),
+    ];
   });
   console.log(renderTable(['NODE', 'ROLE', 'OPENAPI (HTTP)', 'TC (gRPC)', 'RAFT', 'PID'], rows));
   const first = selfEndpoints(members[0]!.config).control;
   const logs = members.map((m) => relative(process.cwd(), m.logFile));
   console.log('');
-  console.log(`  metadata  curl 'http://${formatHostPort(first)}/metadata/v1/cluster?group=${group}'`);
+  console.log(
+    `  metadata  curl 'http://${formatHostPort(first)}/metadata/v1/cluster?group=${group}'`,
+  );
   console.log(`  status    npx concord cluster status --server ${formatHostPort(first)}`);
   console.log(`  logs      ${logs.join('  ')}`);
-  console.log(`  configs   ${relative(process.cwd(), dir) || '.'}/${members.map((m) => basename(m.file)).join(', ')}`);
+  console.log(
+    `  configs   ${relative(process.cwd(), dir) || '.'}/${members.map((m) => basename(m.file)).join(', ')}`,
+  );
   console.log(`\nPress Ctrl-C to stop all nodes.`);
 }
 
@@ -283,10 +348,16 @@ function printLogTail(m: Member): void {
 
 function stopChild(m: Member): Promise<void> {
   const child = m.child;
-  if (!child || m.exit || child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
+  if (!child || m.exit || child.exitCode !== null || child.signalCode !== null)
+    return Promise.resolve();
   return new Promise((resolveStop) => {
     const killer = setTimeout(() => {
-      console.log(style('yellow', `node ${m.config.node.id} did not stop within ${STOP_GRACE_MS / 1000} s; killing it`));
+      console.log(
+        style(
+          'yellow',
+          `node ${m.config.node.id} did not stop within ${STOP_GRACE_MS / 1000} s; killing it`,
+        ),
+      );
       child.kill('SIGKILL');
     }, STOP_GRACE_MS);
     child.once('exit', () => {

@@ -50,22 +50,42 @@ export function buildProgram(): Command {
     .command('start')
     .description('run one node in the foreground')
     .requiredOption('-c, --config <file>', 'node config (YAML)')
-    .option('--log-level <level>', 'overrides log.level (fatal, error, warn, info, debug, trace, silent)')
-    .action(action(async (o: { config: string; logLevel?: string }) => runStart(o.config, { ...(o.logLevel ? { logLevel: o.logLevel } : {}) })));
+    .option(
+      '--log-level <level>',
+      'overrides log.level (fatal, error, warn, info, debug, trace, silent)',
+    )
+    .action(
+      action(async (o: { config: string; logLevel?: string }) =>
+        runStart(o.config, { ...(o.logLevel ? { logLevel: o.logLevel } : {}) }),
+      ),
+    );
 
   const cluster = program.command('cluster').description('run and operate a cluster');
 
   cluster
     .command('up')
-    .description('start every node<N>.yaml (or <pattern><N>.yaml) of a directory as child processes; Ctrl-C stops them all')
+    .description(
+      'start every node<N>.yaml (or <pattern><N>.yaml) of a directory as child processes; Ctrl-C stops them all',
+    )
     .option('-d, --dir <dir>', 'directory of node configs', 'cluster-configs')
-    .option('-p, --pattern <prefix>', 'config file-name prefix: starts <prefix><N>.yaml (db mode: db-pg-node, db-mysql-node)', 'node')
+    .option(
+      '-p, --pattern <prefix>',
+      'config file-name prefix: starts <prefix><N>.yaml (db mode: db-pg-node, db-mysql-node)',
+      'node',
+    )
     .option('-v, --verbose', "show the nodes' logs here instead of in files", false)
-    .action(action(async (o: { dir: string; pattern: string; verbose: boolean }) => runClusterUp({ dir: o.dir, pattern: o.pattern, verbose: o.verbose })));
+    .action(
+      action(async (o: { dir: string; pattern: string; verbose: boolean }) =>
+        runClusterUp({ dir: o.dir, pattern: o.pattern, verbose: o.verbose }),
+      ),
+    );
 
   const server = ['-s, --server <host:port>', "any node's HTTP (openapi) address"] as const;
   const group = ['-g, --group <group>', 'Raft group', 'default'] as const;
-  const token = ['-t, --token <token>', 'bearer token (default: $CONCORD_HTTP_AUTH_TOKEN)'] as const;
+  const token = [
+    '-t, --token <token>',
+    'bearer token (default: $CONCORD_HTTP_AUTH_TOKEN)',
+  ] as const;
 
   cluster
     .command('status')
@@ -77,14 +97,33 @@ export function buildProgram(): Command {
 
   cluster
     .command('change')
-    .description('change the membership to the given members (added as learners, promoted when caught up; removals one at a time, the leader last)')
+    .description(
+      'change the membership to the given members (added as learners, promoted when caught up; removals one at a time, the leader last)',
+    )
     .requiredOption(...server)
-    .option('-m, --members <list>', 'desired members: "node1,node2,node4@127.0.0.1:9094:8094:7094" (id, or id@host:raftPort:tcPort:httpPort for a new node)')
-    .option('--raft-cluster-str <list>', "Seata's form: raft addresses host:port,host:port of current members")
+    .option(
+      '-m, --members <list>',
+      'desired members: "node1,node2,node4@127.0.0.1:9094:8094:7094" (id, or id@host:raftPort:tcPort:httpPort for a new node)',
+    )
+    .option(
+      '--raft-cluster-str <list>',
+      "Seata's form: raft addresses host:port,host:port of current members",
+    )
     .option(...token)
     .option(...group)
     .option('--json', 'print the answer as JSON', false)
-    .action(action(async (o: { server: string; members?: string; raftClusterStr?: string; token?: string; group: string; json: boolean }) => runChange(o)));
+    .action(
+      action(
+        async (o: {
+          server: string;
+          members?: string;
+          raftClusterStr?: string;
+          token?: string;
+          group: string;
+          json: boolean;
+        }) => runChange(o),
+      ),
+    );
 
   cluster
     .command('transfer')
@@ -94,7 +133,12 @@ export function buildProgram(): Command {
     .option(...token)
     .option(...group)
     .option('--json', 'print the resulting metadata as JSON', false)
-    .action(action(async (o: { server: string; to: string; token?: string; group: string; json: boolean }) => runTransfer(o)));
+    .action(
+      action(
+        async (o: { server: string; to: string; token?: string; group: string; json: boolean }) =>
+          runTransfer(o),
+      ),
+    );
 
   return program;
 }

@@ -12,7 +12,10 @@ import { createLogger } from '../shared/logger.ts';
 /** How long a stopping node may take before the process exits anyway, in ms. */
 export const SHUTDOWN_GRACE_MS = 8_000;
 
-export async function runStart(configPath: string, opts: { logLevel?: string } = {}): Promise<void> {
+export async function runStart(
+  configPath: string,
+  opts: { logLevel?: string } = {},
+): Promise<void> {
   let config;
   try {
     config = loadConfig(configPath);
@@ -23,7 +26,10 @@ export async function runStart(configPath: string, opts: { logLevel?: string } =
     }
     throw err;
   }
-  const logger = createLogger({ name: 'concord', level: opts.logLevel ?? process.env.CONCORD_LOG_LEVEL ?? config.log.level });
+  const logger = createLogger({
+    name: 'concord',
+    level: opts.logLevel ?? process.env.CONCORD_LOG_LEVEL ?? config.log.level,
+  });
 
   let node: TcNode | null = null;
   let exiting = false;
@@ -45,16 +51,21 @@ export async function runStart(configPath: string, opts: { logLevel?: string } =
   process.on('SIGINT', () => exit(0, 'SIGINT'));
   process.on('SIGTERM', () => exit(0, 'SIGTERM'));
   // Started by `concord cluster up` with an IPC channel: when the parent dies, so do we.
-  if (process.send !== undefined) process.on('disconnect', () => exit(0, 'parent process went away'));
+  if (process.send !== undefined)
+    process.on('disconnect', () => exit(0, 'parent process went away'));
 
   try {
     // raft mode: the coordinator's state machine under the Raft; db mode: the db session
     // store (no Raft, no local data); the TC gRPC service on top (src/server/tc).
-    node = await TcNode.start({ ...createTcNodeOptions(config, logger), onFatal: () => exit(1, 'raft node fail-stopped') });
+    node = await TcNode.start({
+      ...createTcNodeOptions(config, logger),
+      onFatal: () => exit(1, 'raft node fail-stopped'),
+    });
   } catch (err) {
     logger.fatal({ err }, 'could not start the node');
     console.error(`concord: node ${config.node.id} could not start: ${(err as Error).message}`);
     process.exit(1);
   }
-  if (process.connected) process.send?.({ type: 'started', nodeId: config.node.id, httpPort: node.httpPort });
+  if (process.connected)
+    process.send?.({ type: 'started', nodeId: config.node.id, httpPort: node.httpPort });
 }

@@ -75,7 +75,8 @@ export function parseXid(value: unknown): ParsedXid | null {
   if (!PORT.test(portText)) return null;
   const port = Number(portText);
   if (port > 65_535) return null;
-  if (!TRANSACTION_ID.test(transactionId) || BigInt(transactionId) > MAX_TRANSACTION_ID) return null;
+  if (!TRANSACTION_ID.test(transactionId) || BigInt(transactionId) > MAX_TRANSACTION_ID)
+    return null;
 
   let host: string;
   if (rawHost.startsWith('[') && rawHost.endsWith(']')) {
@@ -102,8 +103,13 @@ export function isValidXid(value: unknown): value is string {
 /** Throws BadRequestError unless `xid` is well formed. */
 export function assertValidXid(xid: unknown, what = 'xid'): asserts xid is string {
   if (!isValidXid(xid)) {
-    const shown = typeof xid === 'string' ? JSON.stringify(xid.length > 80 ? `${xid.slice(0, 80)}…` : xid) : typeof xid;
-    throw new BadRequestError(`${what} must be "<host>:<port>:<transactionId>" of at most ${MAX_XID_CHARS} characters, got ${shown}`);
+    const shown =
+      typeof xid === 'string'
+        ? JSON.stringify(xid.length > 80 ? `${xid.slice(0, 80)}…` : xid)
+        : typeof xid;
+    throw new BadRequestError(
+      `${what} must be "<host>:<port>:<transactionId>" of at most ${MAX_XID_CHARS} characters, got ${shown}`,
+    );
   }
 }
 
@@ -122,11 +128,17 @@ export function currentXid(): string | undefined {
  * callbacks) and ends with it. Nested calls shadow the outer binding, and the outer one is
  * back when they return. Throws BadRequestError for a malformed xid or branch type.
  */
-export function runWithXid<T>(xid: string, fn: () => T, options: { branchType?: BranchType } = {}): T {
+export function runWithXid<T>(
+  xid: string,
+  fn: () => T,
+  options: { branchType?: BranchType } = {},
+): T {
   assertValidXid(xid);
   const { branchType } = options;
   if (branchType !== undefined && !BRANCH_TYPES.has(branchType)) {
-    throw new BadRequestError(`branchType must be one of ${[...BRANCH_TYPES].join(', ')}, got ${JSON.stringify(branchType)}`);
+    throw new BadRequestError(
+      `branchType must be one of ${[...BRANCH_TYPES].join(', ')}, got ${JSON.stringify(branchType)}`,
+    );
   }
   const context: GlobalTxContext = branchType === undefined ? { xid } : { xid, branchType };
   return storage.run(Object.freeze(context), fn);

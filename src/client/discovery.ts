@@ -34,7 +34,13 @@
  */
 import { EventEmitter } from 'node:events';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { BadRequestError, ConcordError, NotLeaderError, ProposalDroppedError, TimeoutError } from '../shared/errors.ts';
+import {
+  BadRequestError,
+  ConcordError,
+  NotLeaderError,
+  ProposalDroppedError,
+  TimeoutError,
+} from '../shared/errors.ts';
 import { type Logger, silentLogger } from '../shared/logger.ts';
 import {
   type ClusterMetadata,
@@ -124,7 +130,18 @@ export class ClusterDiscovery extends EventEmitter<DiscoveryEvents> {
   readonly group: string;
   private readonly log: Logger;
   private readonly seeds: HostPort[];
-  private readonly opts: Required<Pick<DiscoveryOptions, 'watch' | 'watchTimeoutMs' | 'requestTimeoutMs' | 'backoffBaseMs' | 'backoffMaxMs' | 'maxAttempts' | 'random'>>;
+  private readonly opts: Required<
+    Pick<
+      DiscoveryOptions,
+      | 'watch'
+      | 'watchTimeoutMs'
+      | 'requestTimeoutMs'
+      | 'backoffBaseMs'
+      | 'backoffMaxMs'
+      | 'maxAttempts'
+      | 'random'
+    >
+  >;
   private current: ClusterMetadata | null = null;
   private currentLeader: LeaderEndpoint | null = null;
   /** The leader the last leaderChange event named (currentLeader may be forgotten meanwhile). */
@@ -146,8 +163,11 @@ export class ClusterDiscovery extends EventEmitter<DiscoveryEvents> {
 
   constructor(options: DiscoveryOptions) {
     super();
-    if (options.seeds.length === 0) throw new BadRequestError('discovery needs at least one node address');
-    this.seeds = options.seeds.slice(0, MAX_KNOWN_ENDPOINTS).map((s) => (typeof s === 'string' ? parseAddress(s) : s));
+    if (options.seeds.length === 0)
+      throw new BadRequestError('discovery needs at least one node address');
+    this.seeds = options.seeds
+      .slice(0, MAX_KNOWN_ENDPOINTS)
+      .map((s) => (typeof s === 'string' ? parseAddress(s) : s));
     this.group = options.group ?? 'default';
     this.log = (options.logger ?? silentLogger()).child({ component: 'discovery' });
     this.opts = {
@@ -201,10 +221,15 @@ export class ClusterDiscovery extends EventEmitter<DiscoveryEvents> {
   reportUnreachable(transaction: HostPort): void {
     if (this.closed) return;
     const key = formatHostPort(transaction);
-    const node = this.current?.nodes.find((n) => n.transaction !== null && formatHostPort(n.transaction) === key);
+    const node = this.current?.nodes.find(
+      (n) => n.transaction !== null && formatHostPort(n.transaction) === key,
+    );
     if (node?.control) this.failedAt.set(formatHostPort(node.control), performance.now());
     if (this.currentLeader && formatHostPort(this.currentLeader.transaction) === key) {
-      this.log.debug({ leader: this.currentLeader.nodeId }, 'the leader is unreachable; looking for the leader again');
+      this.log.debug(
+        { leader: this.currentLeader.nodeId },
+        'the leader is unreachable; looking for the leader again',
+      );
       this.currentLeader = null;
     }
     this.pollForLeader();
@@ -213,7 +238,11 @@ export class ClusterDiscovery extends EventEmitter<DiscoveryEvents> {
   /** The node at this TC endpoint answered NOT_LEADER: it is not the leader we think it is. */
   reportNotLeader(transaction: HostPort): void {
     if (this.closed) return;
-    if (this.currentLeader && formatHostPort(this.currentLeader.transaction) === formatHostPort(transaction)) this.currentLeader = null;
+    if (
+      this.currentLeader &&
+      formatHostPort(this.currentLeader.transaction) === formatHostPort(transaction)
+    )
+      this.currentLeader = null;
     this.pollForLeader();
   }
 
@@ -258,7 +287,8 @@ export class ClusterDiscovery extends EventEmitter<DiscoveryEvents> {
    */
   async call<T>(fn: (leader: LeaderEndpoint) => Promise<T>, options: CallOptions = {}): Promise<T> {
     const maxAttempts = options.maxAttempts ?? this.opts.maxAttempts;
-    const repeatable = options.idempotent === true || (options.requestId !== undefined && options.requestId !== '');
+    const repeatable =
+      options.idempotent === true || (options.requestId !== undefined && options.requestId !== '');
     let lastError: unknown = null;
     for (let attempt = 0; attempt < maxAttempts; attempt++) {
       const leader = await this.waitForLeader(options.leaderWaitMs);
@@ -268,7 +298,10 @@ export class ClusterDiscovery extends EventEmitter<DiscoveryEvents> {
         lastError = err;
         const kind = classify(err);
         if (kind === 'fatal' || (kind === 'unknown-outcome' && !repeatable)) throw err;
-        this.log.debug({ attempt, leader: leader.nodeId, err: (err as Error).message }, 'call failed; finding the leader again');
+        this.log.debug(
+          { attempt, leader: leader.nodeId, err: (err as Error).message },
+          'call failed; finding the leader again',
+        );
         if (!(err instanceof NotLeaderError && this.adoptLeaderHint(err))) {
           this.dropLeader(leader);
           await this.refresh().catch(() => undefined);
@@ -302,7 +335,10 @@ export class ClusterDiscovery extends EventEmitter<DiscoveryEvents> {
         } else if (left === 0) {
           settled = true;
           if (answered && this.current) resolve(this.current);
-          else reject(new UnavailableError(`no node of group ${this.group} answered: ${errors.join('; ')}`));
+          else
+            reject(
+              new UnavailableError(`no node of group ${this.group} answered: ${errors.join('; ')}`),
+            );
         }
       };
       if (targets.length === 0) {
@@ -320,7 +356,8 @@ export class ClusterDiscovery extends EventEmitter<DiscoveryEvents> {
             left--;
             errors.push(`${formatHostPort(t)}: ${(err as Error).message}`);
             // A group this client does not belong to is a configuration error, not an outage.
-            if (err instanceof BadRequestError) this.log.warn({ err: err.message }, 'metadata request refused');
+            if (err instanceof BadRequestError)
+              this.log.warn({ err: err.message }, 'metadata request refused');
             settle();
           },
         );
@@ -333,7 +370,11 @@ export class ClusterDiscovery extends EventEmitter<DiscoveryEvents> {
     const key = formatHostPort(target);
     const inflight = this.fetching.get(key);
     if (inflight) return inflight;
-    const p = fetchClusterMetadata(target, { group: this.group, timeoutMs: this.opts.requestTimeoutMs, signal: this.closer.signal })
+    const p = fetchClusterMetadata(target, {
+      group: this.group,
+      timeoutMs: this.opts.requestTimeoutMs,
+      signal: this.closer.signal,
+    })
       .then((md) => {
         if (!this.closed) this.adopt(md, true);
         return md;
@@ -352,7 +393,10 @@ export class ClusterDiscovery extends EventEmitter<DiscoveryEvents> {
         for (let attempt = 0; !this.closed && !this.currentLeader; attempt++) {
           // Not awaited to the end: a node that hangs must not slow the polling of the others.
           const round = this.refresh().catch((err: unknown) => {
-            this.log.debug({ err: (err as Error).message }, 'no node answered while looking for the leader');
+            this.log.debug(
+              { err: (err as Error).message },
+              'no node answered while looking for the leader',
+            );
           });
           const delay = this.pollDelay(attempt);
           const started = performance.now();
@@ -367,7 +411,11 @@ export class ClusterDiscovery extends EventEmitter<DiscoveryEvents> {
   }
 
   private pollDelay(attempt: number): number {
-    const exp = Math.min(LEADER_POLL_MAX_MS, this.opts.backoffMaxMs, LEADER_POLL_BASE_MS * 2 ** Math.min(attempt, 20));
+    const exp = Math.min(
+      LEADER_POLL_MAX_MS,
+      this.opts.backoffMaxMs,
+      LEADER_POLL_BASE_MS * 2 ** Math.min(attempt, 20),
+    );
     return exp / 2 + (exp / 2) * this.opts.random();
   }
 
@@ -392,7 +440,8 @@ export class ClusterDiscovery extends EventEmitter<DiscoveryEvents> {
     const cur = this.current;
     if (cur && !force && !isNewer(md, cur)) return false;
     if (cur && force && isNewer(cur, md)) return false;
-    const versionChanged = !cur || cur.metadataVersion !== md.metadataVersion || cur.term !== md.term;
+    const versionChanged =
+      !cur || cur.metadataVersion !== md.metadataVersion || cur.term !== md.term;
     this.current = md;
     const next = leaderFrom(md);
     this.currentLeader = next;
@@ -404,13 +453,20 @@ export class ClusterDiscovery extends EventEmitter<DiscoveryEvents> {
     const announced = this.announced;
     const leaderChanged =
       (announced?.nodeId ?? null) !== (next?.nodeId ?? null) ||
-      (announced !== null && next !== null && (formatHostPort(announced.transaction) !== formatHostPort(next.transaction) || next.term > announced.term));
+      (announced !== null &&
+        next !== null &&
+        (formatHostPort(announced.transaction) !== formatHostPort(next.transaction) ||
+          next.term > announced.term));
     if (leaderChanged) {
       this.announced = next;
-      this.log.info({ from: announced?.nodeId ?? null, to: next?.nodeId ?? null, term: md.term }, 'leader changed');
+      this.log.info(
+        { from: announced?.nodeId ?? null, to: next?.nodeId ?? null, term: md.term },
+        'leader changed',
+      );
       // The old leader may be dead: keep the watch off it for a while, and move a watch
       // that may be waiting on it.
-      if (announced?.control && announced.nodeId !== next?.nodeId) this.failedAt.set(formatHostPort(announced.control), performance.now());
+      if (announced?.control && announced.nodeId !== next?.nodeId)
+        this.failedAt.set(formatHostPort(announced.control), performance.now());
       this.watchAbort?.abort();
       this.emit('leaderChange', { previous: announced, leader: next, term: md.term });
     }
@@ -426,7 +482,12 @@ export class ClusterDiscovery extends EventEmitter<DiscoveryEvents> {
     // The hint comes from a node in the same or a later term; refresh to learn which.
     void this.refresh().catch(() => undefined);
     const previous = this.announced;
-    this.currentLeader = { nodeId: hint.nodeId, transaction: hint.transaction, control: hint.control, term: this.current.term };
+    this.currentLeader = {
+      nodeId: hint.nodeId,
+      transaction: hint.transaction,
+      control: hint.control,
+      term: this.current.term,
+    };
     this.announced = this.currentLeader;
     this.emit('leaderChange', { previous, leader: this.currentLeader, term: this.current.term });
     for (const w of [...this.leaderWaiters]) w();
@@ -462,14 +523,20 @@ export class ClusterDiscovery extends EventEmitter<DiscoveryEvents> {
         const r = await watchCluster(
           target,
           { group: this.group, term: known.term, metadataVersion: known.version },
-          { watchTimeoutMs: this.opts.watchTimeoutMs, signal: AbortSignal.any([this.closer.signal, abort.signal]) },
+          {
+            watchTimeoutMs: this.opts.watchTimeoutMs,
+            signal: AbortSignal.any([this.closer.signal, abort.signal]),
+          },
         );
         failures = 0;
         this.failedAt.delete(key);
         if (r.changed) {
           this.seenFrom.set(key, { term: r.metadata.term, version: r.metadata.metadataVersion });
           const adopted = this.adopt(r.metadata);
-          this.log.debug({ from: key, term: r.metadata.term, leader: r.metadata.leaderId, adopted }, 'watch answered');
+          this.log.debug(
+            { from: key, term: r.metadata.term, leader: r.metadata.leaderId, adopted },
+            'watch answered',
+          );
           if (adopted && r.metadata.leaderId === null) {
             // An election is under way: the watched node tells us when it knows the winner.
           }
@@ -481,7 +548,10 @@ export class ClusterDiscovery extends EventEmitter<DiscoveryEvents> {
         this.seenFrom.delete(key);
         this.failedAt.set(key, performance.now());
         this.watchTarget++;
-        this.log.debug({ target: key, err: (err as Error).message }, 'watch failed; trying another node');
+        this.log.debug(
+          { target: key, err: (err as Error).message },
+          'watch failed; trying another node',
+        );
         await this.pause(Math.min(WATCH_RETRY_MAX_MS, this.backoff(failures)));
         // Whatever failed may have been the leader: ask around.
         await this.refresh().catch(() => undefined);
@@ -502,7 +572,9 @@ export class ClusterDiscovery extends EventEmitter<DiscoveryEvents> {
     const now = performance.now();
     const usable = (n: NodeMetadata) => {
       const failed = this.failedAt.get(formatHostPort(n.control!));
-      return n.healthy !== false && (failed === undefined || now - failed > WATCH_FAILURE_COOLDOWN_MS);
+      return (
+        n.healthy !== false && (failed === undefined || now - failed > WATCH_FAILURE_COOLDOWN_MS)
+      );
     };
     const recentlyFailed = (n: NodeMetadata) => {
       const failed = this.failedAt.get(formatHostPort(n.control!));
@@ -511,14 +583,23 @@ export class ClusterDiscovery extends EventEmitter<DiscoveryEvents> {
     const followers = nodes.filter((n) => n.role !== 'LEADER' && n.nodeId !== md?.leaderId);
     // Any follower beats the leader (watching the leader cannot tell us it died), even one
     // the leader reports unhealthy (a lagging follower still sees the term change).
-    const pools = [followers.filter(usable), followers.filter((n) => !recentlyFailed(n)), followers, nodes.filter(usable), nodes];
+    const pools = [
+      followers.filter(usable),
+      followers.filter((n) => !recentlyFailed(n)),
+      followers,
+      nodes.filter(usable),
+      nodes,
+    ];
     const pool = pools.find((p) => p.length > 0);
     if (!pool) return this.seeds[this.watchTarget % this.seeds.length] ?? null;
     return pool[this.watchTarget % pool.length]!.control;
   }
 
   private backoff(attempt: number): number {
-    const exp = Math.min(this.opts.backoffMaxMs, this.opts.backoffBaseMs * 2 ** Math.min(attempt, 20));
+    const exp = Math.min(
+      this.opts.backoffMaxMs,
+      this.opts.backoffBaseMs * 2 ** Math.min(attempt, 20),
+    );
     return exp / 2 + (exp / 2) * this.opts.random();
   }
 
@@ -545,7 +626,8 @@ function isNewer(a: ClusterMetadata, b: ClusterMetadata): boolean {
 }
 
 function leaderFrom(md: ClusterMetadata): LeaderEndpoint | null {
-  const n = md.nodes.find((x) => x.role === 'LEADER') ?? md.nodes.find((x) => x.nodeId === md.leaderId);
+  const n =
+    md.nodes.find((x) => x.role === 'LEADER') ?? md.nodes.find((x) => x.nodeId === md.leaderId);
   if (!n || !n.transaction) return null;
   return { nodeId: n.nodeId, transaction: n.transaction, control: n.control, term: md.term };
 }
@@ -565,6 +647,7 @@ export function classify(err: unknown): 'retry' | 'unknown-outcome' | 'fatal' {
   if (err instanceof ConcordError) return err.retryable ? 'unknown-outcome' : 'fatal';
   // Transport errors from other clients (gRPC): an unknown outcome unless proven otherwise.
   const code = (err as { code?: unknown }).code;
-  if (code === 14 /* grpc UNAVAILABLE */ || code === 4 /* DEADLINE_EXCEEDED */) return 'unknown-outcome';
+  if (code === 14 /* grpc UNAVAILABLE */ || code === 4 /* DEADLINE_EXCEEDED */)
+    return 'unknown-outcome';
   return 'fatal';
 }

@@ -86,7 +86,10 @@ export function formatHostPort(hp: HostPort): string {
 
 /** Parses "host:port", "[v6]:port" or "http://host:port". */
 export function parseAddress(s: string): HostPort {
-  const text = s.trim().replace(/^https?:\/\//, '').replace(/\/+$/, '');
+  const text = s
+    .trim()
+    .replace(/^https?:\/\//, '')
+    .replace(/\/+$/, '');
   let host: string;
   let port: string;
   if (text.startsWith('[')) {
@@ -99,13 +102,15 @@ export function parseAddress(s: string): HostPort {
     port = at > 0 ? text.slice(at + 1) : '';
   }
   const n = Number(port);
-  if (host === '' || !/^\d{1,5}$/.test(port) || n < 1 || n > 65535) throw new BadRequestError(`${JSON.stringify(s)} is not a "host:port" address`);
+  if (host === '' || !/^\d{1,5}$/.test(port) || n < 1 || n > 65535)
+    throw new BadRequestError(`${JSON.stringify(s)} is not a "host:port" address`);
   return { host, port: n };
 }
 
 // ------------------------------------------------------------------ validation of answers
 
-const isObj = (x: unknown): x is Record<string, unknown> => typeof x === 'object' && x !== null && !Array.isArray(x);
+const isObj = (x: unknown): x is Record<string, unknown> =>
+  typeof x === 'object' && x !== null && !Array.isArray(x);
 
 function hostPortOrNull(x: unknown): HostPort | null {
   if (!isObj(x) || typeof x.host !== 'string' || typeof x.port !== 'number') return null;
@@ -113,9 +118,14 @@ function hostPortOrNull(x: unknown): HostPort | null {
 }
 
 export function checkMetadata(x: unknown): ClusterMetadata {
-  if (!isObj(x) || typeof x.term !== 'number' || !Array.isArray(x.nodes)) throw new UnexpectedAnswerError(200, 'metadata answer lacks term or nodes');
+  if (!isObj(x) || typeof x.term !== 'number' || !Array.isArray(x.nodes))
+    throw new UnexpectedAnswerError(200, 'metadata answer lacks term or nodes');
   const nodes: NodeMetadata[] = x.nodes.map((n: unknown) => {
-    if (!isObj(n) || typeof n.nodeId !== 'string' || (n.role !== 'LEADER' && n.role !== 'FOLLOWER' && n.role !== 'LEARNER')) {
+    if (
+      !isObj(n) ||
+      typeof n.nodeId !== 'string' ||
+      (n.role !== 'LEADER' && n.role !== 'FOLLOWER' && n.role !== 'LEARNER')
+    ) {
       throw new UnexpectedAnswerError(200, 'metadata node lacks nodeId or role');
     }
     const out: NodeMetadata = {
@@ -150,7 +160,11 @@ export function checkMetadata(x: unknown): ClusterMetadata {
 
 function leaderHint(x: unknown): LeaderHint | null {
   if (!isObj(x) || typeof x.nodeId !== 'string') return null;
-  return { nodeId: x.nodeId, control: hostPortOrNull(x.control), transaction: hostPortOrNull(x.transaction) };
+  return {
+    nodeId: x.nodeId,
+    control: hostPortOrNull(x.control),
+    transaction: hostPortOrNull(x.transaction),
+  };
 }
 
 // ------------------------------------------------------------------ requests
@@ -166,7 +180,13 @@ interface RawAnswer {
   body: unknown;
 }
 
-async function request(base: HostPort, method: 'GET' | 'POST', path: string, body: unknown, opts: RequestOptions): Promise<RawAnswer> {
+async function request(
+  base: HostPort,
+  method: 'GET' | 'POST',
+  path: string,
+  body: unknown,
+  opts: RequestOptions,
+): Promise<RawAnswer> {
   const timeoutMs = opts.timeoutMs ?? DEFAULT_REQUEST_TIMEOUT_MS;
   const timeout = AbortSignal.timeout(timeoutMs);
   const signal = opts.signal ? AbortSignal.any([opts.signal, timeout]) : timeout;
@@ -176,18 +196,34 @@ async function request(base: HostPort, method: 'GET' | 'POST', path: string, bod
   const url = `http://${formatHostPort(base)}${path}`;
   let res: Response;
   try {
-    res = await fetch(url, { method, headers, ...(body === undefined ? {} : { body: JSON.stringify(body) }), signal });
+    res = await fetch(url, {
+      method,
+      headers,
+      ...(body === undefined ? {} : { body: JSON.stringify(body) }),
+      signal,
+    });
   } catch (err) {
     if (opts.signal?.aborted) throw new UnavailableError('request cancelled', { cause: err });
-    if (timeout.aborted) throw new TimeoutError(`${method} ${url} got no answer within ${timeoutMs} ms`, { cause: err });
-    throw new UnavailableError(`${method} ${url} failed: ${describeFetchError(err)}`, { cause: err });
+    if (timeout.aborted)
+      throw new TimeoutError(`${method} ${url} got no answer within ${timeoutMs} ms`, {
+        cause: err,
+      });
+    throw new UnavailableError(`${method} ${url} failed: ${describeFetchError(err)}`, {
+      cause: err,
+    });
   }
   let text: string;
   try {
     text = await readLimited(res);
   } catch (err) {
-    if (timeout.aborted) throw new TimeoutError(`${method} ${url}: the answer did not arrive within ${timeoutMs} ms`, { cause: err });
-    throw new UnavailableError(`${method} ${url}: reading the answer failed: ${describeFetchError(err)}`, { cause: err });
+    if (timeout.aborted)
+      throw new TimeoutError(`${method} ${url}: the answer did not arrive within ${timeoutMs} ms`, {
+        cause: err,
+      });
+    throw new UnavailableError(
+      `${method} ${url}: reading the answer failed: ${describeFetchError(err)}`,
+      { cause: err },
+    );
   }
   let parsed: unknown = undefined;
   if (text.length > 0) {
@@ -230,19 +266,32 @@ export function answerError(base: HostPort, a: RawAnswer): ConcordError {
   const code = typeof e?.code === 'string' ? e.code : '';
   if (a.status === 421 || code === 'NOT_LEADER') {
     const hint = isObj(a.body) ? leaderHint(a.body.leader) : null;
-    const err = new NotLeaderError(hint?.nodeId ?? null, hint?.control ? formatHostPort(hint.control) : null);
+    const err = new NotLeaderError(
+      hint?.nodeId ?? null,
+      hint?.control ? formatHostPort(hint.control) : null,
+    );
     return Object.assign(err, { leader: hint });
   }
   if (a.status === 401) return new UnauthorizedError(message);
   if (a.status === 409 && code === 'CHANGE_IN_PROGRESS') return new ChangeInProgressError(message);
   if (a.status === 504 || code === 'TIMEOUT') return new TimeoutError(message);
   if (a.status === 503 || a.status === 502) return new UnavailableError(message);
-  if (a.status >= 400 && a.status < 500) return Object.assign(new BadRequestError(message), { status: a.status, serverCode: code });
+  if (a.status >= 400 && a.status < 500)
+    return Object.assign(new BadRequestError(message), { status: a.status, serverCode: code });
   return new UnexpectedAnswerError(a.status, message);
 }
 
-export async function fetchClusterMetadata(base: HostPort, opts: RequestOptions & { group?: string } = {}): Promise<ClusterMetadata> {
-  const a = await request(base, 'GET', `/metadata/v1/cluster?group=${encodeURIComponent(opts.group ?? 'default')}`, undefined, opts);
+export async function fetchClusterMetadata(
+  base: HostPort,
+  opts: RequestOptions & { group?: string } = {},
+): Promise<ClusterMetadata> {
+  const a = await request(
+    base,
+    'GET',
+    `/metadata/v1/cluster?group=${encodeURIComponent(opts.group ?? 'default')}`,
+    undefined,
+    opts,
+  );
   if (a.status !== 200) throw answerError(base, a);
   return checkMetadata(a.body);
 }
@@ -260,7 +309,10 @@ export async function watchCluster(
     ...(known.metadataVersion ? { groupVersions: { [known.group]: known.metadataVersion } } : {}),
     timeoutMs: opts.watchTimeoutMs,
   };
-  const a = await request(base, 'POST', '/metadata/v1/watch', body, { ...opts, timeoutMs: opts.watchTimeoutMs + WATCH_GRACE_MS });
+  const a = await request(base, 'POST', '/metadata/v1/watch', body, {
+    ...opts,
+    timeoutMs: opts.watchTimeoutMs + WATCH_GRACE_MS,
+  });
   if (a.status === 304) return { changed: false };
   if (a.status !== 200) throw answerError(base, a);
   if (!isObj(a.body)) throw new UnexpectedAnswerError(200, 'watch answer is not an object');
@@ -288,17 +340,32 @@ export async function changeCluster(
   const q = new URLSearchParams({ group: opts.group ?? 'default' });
   if ('raftClusterStr' in change) q.set('raftClusterStr', change.raftClusterStr);
   const body = 'members' in change ? { members: change.members } : undefined;
-  const a = await request(base, 'POST', `/metadata/v1/changeCluster?${q.toString()}`, body, { timeoutMs: 180_000, ...opts });
+  const a = await request(base, 'POST', `/metadata/v1/changeCluster?${q.toString()}`, body, {
+    timeoutMs: 180_000,
+    ...opts,
+  });
   if (a.status !== 200) throw answerError(base, a);
-  if (!isObj(a.body) || !Array.isArray(a.body.steps)) throw new UnexpectedAnswerError(200, 'changeCluster answer lacks steps');
-  return { steps: a.body.steps as ChangeClusterAnswer['steps'], metadata: checkMetadata(a.body.metadata) };
+  if (!isObj(a.body) || !Array.isArray(a.body.steps))
+    throw new UnexpectedAnswerError(200, 'changeCluster answer lacks steps');
+  return {
+    steps: a.body.steps as ChangeClusterAnswer['steps'],
+    metadata: checkMetadata(a.body.metadata),
+  };
 }
 
-export async function transferLeader(base: HostPort, nodeId: string, opts: RequestOptions & { token: string; group?: string }): Promise<ClusterMetadata> {
+export async function transferLeader(
+  base: HostPort,
+  nodeId: string,
+  opts: RequestOptions & { token: string; group?: string },
+): Promise<ClusterMetadata> {
   const q = new URLSearchParams({ group: opts.group ?? 'default', nodeId });
-  const a = await request(base, 'POST', `/metadata/v1/transferLeader?${q.toString()}`, undefined, { timeoutMs: 30_000, ...opts });
+  const a = await request(base, 'POST', `/metadata/v1/transferLeader?${q.toString()}`, undefined, {
+    timeoutMs: 30_000,
+    ...opts,
+  });
   if (a.status !== 200) throw answerError(base, a);
-  if (!isObj(a.body)) throw new UnexpectedAnswerError(200, 'transferLeader answer is not an object');
+  if (!isObj(a.body))
+    throw new UnexpectedAnswerError(200, 'transferLeader answer is not an object');
   return checkMetadata(a.body.metadata);
 }
 
@@ -315,10 +382,14 @@ export interface HealthAnswer {
   appliedIndex: number;
 }
 
-export async function fetchHealth(base: HostPort, opts: RequestOptions = {}): Promise<HealthAnswer> {
+export async function fetchHealth(
+  base: HostPort,
+  opts: RequestOptions = {},
+): Promise<HealthAnswer> {
   const a = await request(base, 'GET', '/health', undefined, opts);
   if (a.status !== 200 && a.status !== 503) throw answerError(base, a);
-  if (!isObj(a.body) || typeof a.body.nodeId !== 'string') throw new UnexpectedAnswerError(a.status, 'health answer lacks nodeId');
+  if (!isObj(a.body) || typeof a.body.nodeId !== 'string')
+    throw new UnexpectedAnswerError(a.status, 'health answer lacks nodeId');
   const b = a.body;
   return {
     status: String(b.status),

@@ -75,7 +75,15 @@ import {
   type GlobalStatusName,
 } from './tc/codes.ts';
 import { TcConnection, formatAddress } from './tc/connection.ts';
-import { AttemptAbortedError, OutcomeUnknownError, TcInternalError, TransportError, UnavailableError, retryClassOf, wireToError } from './tc/errors.ts';
+import {
+  AttemptAbortedError,
+  OutcomeUnknownError,
+  TcInternalError,
+  TransportError,
+  UnavailableError,
+  retryClassOf,
+  wireToError,
+} from './tc/errors.ts';
 import {
   DEFAULT_ATTEMPT_TIMEOUT_MS,
   DEFAULT_CALL_DEADLINE_MS,
@@ -86,7 +94,12 @@ import {
   MAX_IMMEDIATE_LEADER_HOPS,
 } from './tc/limits.ts';
 import type { SessionInfoWire, StreamCallKind, WireResponse } from './tc/proto.ts';
-import { RmChannel, type PhaseTwoHandler, type PhaseTwoRequest, type RmChannelOptions } from './tc/rm-channel.ts';
+import {
+  RmChannel,
+  type PhaseTwoHandler,
+  type PhaseTwoRequest,
+  type RmChannelOptions,
+} from './tc/rm-channel.ts';
 
 export * from './tc/codes.ts';
 export {
@@ -245,8 +258,15 @@ export class TcClient {
       this.discovery = options.discovery;
       this.ownsDiscovery = false;
     } else {
-      if (!options.seeds || options.seeds.length === 0) throw new BadRequestError('the TC client needs node addresses (seeds) or a discovery client');
-      this.discovery = new ClusterDiscovery({ seeds: options.seeds, group: options.group ?? 'default', logger: this.log });
+      if (!options.seeds || options.seeds.length === 0)
+        throw new BadRequestError(
+          'the TC client needs node addresses (seeds) or a discovery client',
+        );
+      this.discovery = new ClusterDiscovery({
+        seeds: options.seeds,
+        group: options.group ?? 'default',
+        logger: this.log,
+      });
       this.ownsDiscovery = true;
     }
     this.transport = options.transport ?? 'stream';
@@ -302,8 +322,12 @@ export class TcClient {
 
   /** Saga: the TM reports the status its engine reached. */
   async globalReport(xid: string, status: GlobalStatusName): Promise<GlobalStatusName> {
-    if (!isGlobalStatusName(status)) throw new BadRequestError(`${String(status)} is not a global status`);
-    return this.statusCall('globalReport', 'GlobalReport', { xid: requireXid(xid), globalStatus: GLOBAL_STATUS_CODES[status] });
+    if (!isGlobalStatusName(status))
+      throw new BadRequestError(`${String(status)} is not a global status`);
+    return this.statusCall('globalReport', 'GlobalReport', {
+      xid: requireXid(xid),
+      globalStatus: GLOBAL_STATUS_CODES[status],
+    });
   }
 
   // -------------------------------------------------------------------------------------
@@ -311,7 +335,10 @@ export class TcClient {
 
   /** Registers a branch (and locks its rows, all or nothing); resolves with its branch id. LockConflictError names the holder. */
   async branchRegister(args: BranchRegisterArgs): Promise<string> {
-    if (!isBranchTypeName(args.branchType)) throw new BadRequestError(`${String(args.branchType)} is not a branch type (AT, TCC, SAGA, XA)`);
+    if (!isBranchTypeName(args.branchType))
+      throw new BadRequestError(
+        `${String(args.branchType)} is not a branch type (AT, TCC, SAGA, XA)`,
+      );
     const request = {
       xid: requireXid(args.xid),
       branchType: BRANCH_TYPE_CODES[args.branchType],
@@ -327,7 +354,8 @@ export class TcClient {
 
   /** Reports a branch's phase-one outcome (idempotent: the same report twice is fine). */
   async branchReport(args: BranchReportArgs): Promise<void> {
-    if (!isBranchStatusName(args.status)) throw new BadRequestError(`${String(args.status)} is not a branch status`);
+    if (!isBranchStatusName(args.status))
+      throw new BadRequestError(`${String(args.status)} is not a branch status`);
     const request = {
       xid: requireXid(args.xid),
       branchId: args.branchId,
@@ -357,7 +385,8 @@ export class TcClient {
         },
         connection: (target) => this.connection(target),
         onLeaderChange: (listener) => {
-          const l = (e: { leader: { nodeId: string } | null }) => listener(e.leader?.nodeId ?? null);
+          const l = (e: { leader: { nodeId: string } | null }) =>
+            listener(e.leader?.nodeId ?? null);
           this.discovery.on('leaderChange', l);
           return () => this.discovery.off('leaderChange', l);
         },
@@ -376,7 +405,8 @@ export class TcClient {
 
   async getSession(xid: string): Promise<SessionInfo> {
     const r = await this.invoke(null, 'GetSession', { xid: requireXid(xid) }, { safe: true });
-    if (!r.session || typeof r.session !== 'object') throw new TcInternalError('GetSession answered no session');
+    if (!r.session || typeof r.session !== 'object')
+      throw new TcInternalError('GetSession answered no session');
     return sessionFromWire(r.session as SessionInfoWire);
   }
 
@@ -398,17 +428,38 @@ export class TcClient {
    * final status. Not repeated after an unknown outcome (a second attempt would answer that
    * the transaction has ended): a TimeoutError means "check with getSession".
    */
-  async markResolved(args: { xid: string; confirmXid: string; operator: string }): Promise<GlobalStatusName> {
-    const r = await this.invoke(null, 'MarkResolved', { xid: requireXid(args.xid), confirmXid: args.confirmXid, operator: args.operator }, { safe: false });
+  async markResolved(args: {
+    xid: string;
+    confirmXid: string;
+    operator: string;
+  }): Promise<GlobalStatusName> {
+    const r = await this.invoke(
+      null,
+      'MarkResolved',
+      { xid: requireXid(args.xid), confirmXid: args.confirmXid, operator: args.operator },
+      { safe: false },
+    );
     return globalStatusName(Number(r.globalStatus ?? 0));
   }
 
   async listSessions(args: ListSessionsArgs = {}): Promise<SessionPage> {
-    if (args.status !== undefined && !isGlobalStatusName(args.status)) throw new BadRequestError(`${String(args.status)} is not a global status`);
-    const request = { pageSize: args.pageSize ?? 0, pageToken: args.pageToken ?? '', globalStatus: args.status === undefined ? 0 : GLOBAL_STATUS_CODES[args.status] };
+    if (args.status !== undefined && !isGlobalStatusName(args.status))
+      throw new BadRequestError(`${String(args.status)} is not a global status`);
+    const request = {
+      pageSize: args.pageSize ?? 0,
+      pageToken: args.pageToken ?? '',
+      globalStatus: args.status === undefined ? 0 : GLOBAL_STATUS_CODES[args.status],
+    };
     const r = await this.invoke(null, 'ListSessions', request, { safe: true });
-    const sessions = Array.isArray(r.sessions) ? (r.sessions as SessionInfoWire[]).map(sessionFromWire) : [];
-    return { sessions, nextPageToken: typeof r.nextPageToken === 'string' && r.nextPageToken !== '' ? r.nextPageToken : null, totalLive: Number(r.totalLive ?? 0) };
+    const sessions = Array.isArray(r.sessions)
+      ? (r.sessions as SessionInfoWire[]).map(sessionFromWire)
+      : [];
+    return {
+      sessions,
+      nextPageToken:
+        typeof r.nextPageToken === 'string' && r.nextPageToken !== '' ? r.nextPageToken : null,
+      totalLive: Number(r.totalLive ?? 0),
+    };
   }
 
   /** Closes RM channels, connections and (if it made it) the discovery client. Calls in flight reject. */
@@ -446,7 +497,11 @@ export class TcClient {
     const c = new TcConnection(target, {
       onClosed: (conn, reason) => {
         if (this.connections.get(key) === conn) this.connections.delete(key);
-        if (!this.closed && !(reason instanceof AttemptAbortedError)) this.log.debug({ target: key, reason: reason.message }, 'connection closed; the next call dials afresh');
+        if (!this.closed && !(reason instanceof AttemptAbortedError))
+          this.log.debug(
+            { target: key, reason: reason.message },
+            'connection closed; the next call dials afresh',
+          );
       },
     });
     this.connections.set(key, c);
@@ -466,13 +521,26 @@ export class TcClient {
       if (key === keep) continue;
       // With no leader known, only the old leader's calls are known to be lost.
       if (keep === null && (!e.previous || formatAddress(e.previous.transaction) !== key)) continue;
-      if (conn.inflight > 0) this.log.info({ node: key, inflight: conn.inflight, to }, 'leader changed: failing the calls in flight on the old leader, to retry them on the new one');
-      conn.abort(new AttemptAbortedError(`${key} is not the leader any more (discovery: ${to}); the outcome of a call in flight there is unknown`));
+      if (conn.inflight > 0)
+        this.log.info(
+          { node: key, inflight: conn.inflight, to },
+          'leader changed: failing the calls in flight on the old leader, to retry them on the new one',
+        );
+      conn.abort(
+        new AttemptAbortedError(
+          `${key} is not the leader any more (discovery: ${to}); the outcome of a call in flight there is unknown`,
+        ),
+      );
     }
     if (e.leader) for (const wake of [...this.sleepers]) wake();
   }
 
-  private async statusCall(kind: StreamCallKind | null, method: string, request: object, options: CallOptions = {}): Promise<GlobalStatusName> {
+  private async statusCall(
+    kind: StreamCallKind | null,
+    method: string,
+    request: object,
+    options: CallOptions = {},
+  ): Promise<GlobalStatusName> {
     const r = await this.invoke(kind, method, request, { safe: true, ...options });
     return globalStatusName(Number(r.globalStatus ?? 0));
   }
@@ -481,7 +549,12 @@ export class TcClient {
    * One logical call: attempts on the leader until an answer, a definite error, or the
    * budget is spent (see the file comment for what is retried and what is thrown).
    */
-  private async invoke(kind: StreamCallKind | null, method: string, request: object, opts: InvokeOptions): Promise<WireResponse> {
+  private async invoke(
+    kind: StreamCallKind | null,
+    method: string,
+    request: object,
+    opts: InvokeOptions,
+  ): Promise<WireResponse> {
     const started = Date.now();
     const deadline = started + (opts.deadlineMs ?? this.callDeadlineMs);
     let hint: HostPort | null = null;
@@ -498,7 +571,11 @@ export class TcClient {
         if (hint) target = hint;
         else {
           await this.ensureStarted();
-          target = (await this.discovery.waitForLeader(Math.max(1, Math.min(DEFAULT_LEADER_WAIT_MS, deadline - Date.now())))).transaction;
+          target = (
+            await this.discovery.waitForLeader(
+              Math.max(1, Math.min(DEFAULT_LEADER_WAIT_MS, deadline - Date.now())),
+            )
+          ).transaction;
         }
       } catch (err) {
         lastError = err;
@@ -512,13 +589,23 @@ export class TcClient {
       attempts++;
       try {
         const conn = this.connection(target);
-        const response = kind !== null && this.transport === 'stream' ? await conn.streamCall(kind, request, timeoutMs) : await conn.unary(method, request, timeoutMs);
+        const response =
+          kind !== null && this.transport === 'stream'
+            ? await conn.streamCall(kind, request, timeoutMs)
+            : await conn.unary(method, request, timeoutMs);
         if (response.resultCode === 'RESULT_CODE_OK') return response;
-        throw response.error ? wireToError(response.error, `${method} at ${formatAddress(target)}`) : new TcInternalError(`${method} at ${formatAddress(target)} failed without an error`);
+        throw response.error
+          ? wireToError(response.error, `${method} at ${formatAddress(target)}`)
+          : new TcInternalError(`${method} at ${formatAddress(target)} failed without an error`);
       } catch (err) {
         if (this.closed) throw new UnavailableError('the TC client is closed', { cause: err });
         lastError = err;
-        const where = { method, target: formatAddress(target), attempt: attempts, err: (err as Error).message };
+        const where = {
+          method,
+          target: formatAddress(target),
+          attempt: attempts,
+          err: (err as Error).message,
+        };
         switch (retryClassOf(err)) {
           case 'definite':
             // An answer about the state now — also after a retry (a requestId's retry is
@@ -527,23 +614,33 @@ export class TcClient {
           case 'not-leader': {
             const named = leaderOf(err)?.transaction ?? null;
             this.discovery.reportNotLeader(target);
-            if (named && formatAddress(named) !== formatAddress(target) && hops < MAX_IMMEDIATE_LEADER_HOPS) {
+            if (
+              named &&
+              formatAddress(named) !== formatAddress(target) &&
+              hops < MAX_IMMEDIATE_LEADER_HOPS
+            ) {
               hint = named;
               hops++;
               immediate = true;
             }
-            this.log.debug({ ...where, leader: named ? formatAddress(named) : null }, 'not the leader; retrying');
+            this.log.debug(
+              { ...where, leader: named ? formatAddress(named) : null },
+              'not the leader; retrying',
+            );
             break;
           }
           case 'not-sent':
-            if (err instanceof AttemptAbortedError) immediate = true; // given up on a node that is no longer the leader
+            if (err instanceof AttemptAbortedError)
+              immediate = true; // given up on a node that is no longer the leader
             else this.discovery.reportUnreachable(target); // down or unreachable: look for the leader again, everywhere
             this.log.debug(where, 'not sent; retrying');
             break;
           case 'unknown-outcome':
             unknown = true;
-            if (!opts.safe) throw new OutcomeUnknownError(method, attempts, Date.now() - started, err);
-            if (err instanceof AttemptAbortedError) immediate = true; // the new leader is known
+            if (!opts.safe)
+              throw new OutcomeUnknownError(method, attempts, Date.now() - started, err);
+            if (err instanceof AttemptAbortedError)
+              immediate = true; // the new leader is known
             else if (err instanceof TransportError) this.discovery.reportUnreachable(target);
             else void this.discovery.refresh().catch(() => undefined);
             this.log.debug(where, 'outcome unknown; retrying (safe to repeat)');
@@ -558,7 +655,10 @@ export class TcClient {
     const elapsed = Date.now() - started;
     if (unknown) throw new OutcomeUnknownError(method, attempts, elapsed, lastError);
     const last = lastError instanceof Error ? lastError.message : String(lastError);
-    throw new UnavailableError(`${method}: no leader took the call within ${elapsed} ms (${attempts} attempt(s)); it was not applied. Last failure: ${last}`, { cause: lastError });
+    throw new UnavailableError(
+      `${method}: no leader took the call within ${elapsed} ms (${attempts} attempt(s)); it was not applied. Last failure: ${last}`,
+      { cause: lastError },
+    );
   }
 
   /** Sleeps `ms` (never past `deadline`); a leader change seen by discovery ends it early. */
@@ -588,7 +688,8 @@ function requireXid(xid: unknown): string {
 }
 
 function str(value: unknown, field: string): string {
-  if (typeof value !== 'string' || value === '') throw new TcInternalError(`the TC answered without ${field}`);
+  if (typeof value !== 'string' || value === '')
+    throw new TcInternalError(`the TC answered without ${field}`);
   return value;
 }
 
@@ -614,7 +715,11 @@ function sessionFromWire(w: SessionInfoWire): SessionInfo {
       clientId: b.clientId,
       lockedRows: b.lockedRows,
     })),
-    retry: { attempts: w.retryAttempts ?? 0, nextRetryAt: w.nextRetryAt ? w.nextRetryAt : null, stopped: w.retryStopped === true },
+    retry: {
+      attempts: w.retryAttempts ?? 0,
+      nextRetryAt: w.nextRetryAt ? w.nextRetryAt : null,
+      stopped: w.retryStopped === true,
+    },
     finishedAt: w.finishedAt ? w.finishedAt : null,
     resolvedBy: w.resolvedBy ? w.resolvedBy : null,
   };

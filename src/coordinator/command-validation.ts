@@ -17,28 +17,57 @@ import { isBranchStatus, isBranchType, isGlobalStatus } from './types.ts';
 type Check = (value: unknown) => string | null;
 
 const xid: Check = (v) => nonEmptyString(v, MAX_XID_CHARS);
-const id: Check = (v) => (typeof v === 'string' && /^[0-9]{1,20}$/.test(v) ? null : 'must be a decimal 64-bit id');
+const id: Check = (v) =>
+  typeof v === 'string' && /^[0-9]{1,20}$/.test(v) ? null : 'must be a decimal 64-bit id';
 const name: Check = (v) => nonEmptyString(v, MAX_NAME_CHARS);
-const anyName: Check = (v) => (typeof v === 'string' && v.length <= MAX_NAME_CHARS ? null : `must be a string of at most ${MAX_NAME_CHARS} characters`);
-const time: Check = (v) => (Number.isSafeInteger(v) && (v as number) >= 0 ? null : 'must be a non-negative integer of ms');
+const anyName: Check = (v) =>
+  typeof v === 'string' && v.length <= MAX_NAME_CHARS
+    ? null
+    : `must be a string of at most ${MAX_NAME_CHARS} characters`;
+const time: Check = (v) =>
+  Number.isSafeInteger(v) && (v as number) >= 0 ? null : 'must be a non-negative integer of ms';
 const term: Check = time;
-const positive: Check = (v) => (Number.isSafeInteger(v) && (v as number) > 0 ? null : 'must be a positive integer');
+const positive: Check = (v) =>
+  Number.isSafeInteger(v) && (v as number) > 0 ? null : 'must be a positive integer';
 const globalStatus: Check = (v) => (isGlobalStatus(v) ? null : 'must be a global status');
 const branchStatus: Check = (v) => (isBranchStatus(v) ? null : 'must be a branch status');
 const branchType: Check = (v) => (isBranchType(v) ? null : 'must be AT, TCC, SAGA or XA');
 // Lengths of these are checked with their precise messages (bytes, rows) by apply.
 const text: Check = (v) => (typeof v === 'string' ? null : 'must be a string');
-const textOrNull: Check = (v) => (v === null || typeof v === 'string' ? null : 'must be a string or null');
+const textOrNull: Check = (v) =>
+  v === null || typeof v === 'string' ? null : 'must be a string or null';
 const requestId: Check = (v) =>
   v === null || (typeof v === 'string' && v.length > 0 && v.length <= MAX_REQUEST_ID_CHARS)
     ? null
     : `must be null or a string of 1..${MAX_REQUEST_ID_CHARS} characters`;
 const resourceId: Check = (v) => nonEmptyString(v, MAX_RESOURCE_ID_CHARS);
-const lockKey: Check = (v) => (typeof v === 'string' && v.length <= MAX_LOCK_KEY_CHARS ? null : `must be a string of at most ${MAX_LOCK_KEY_CHARS} characters`);
+const lockKey: Check = (v) =>
+  typeof v === 'string' && v.length <= MAX_LOCK_KEY_CHARS
+    ? null
+    : `must be a string of at most ${MAX_LOCK_KEY_CHARS} characters`;
 
 const SHAPES: Record<CommandKind, Record<string, Check>> = {
-  Begin: { xid, transactionId: id, applicationId: name, transactionServiceGroup: name, name: anyName, timeoutMs: positive, beginTime: time, requestId },
-  RegisterBranch: { xid, branchId: id, type: branchType, resourceId, lockKey, applicationData: text, clientId: anyName, at: time, requestId },
+  Begin: {
+    xid,
+    transactionId: id,
+    applicationId: name,
+    transactionServiceGroup: name,
+    name: anyName,
+    timeoutMs: positive,
+    beginTime: time,
+    requestId,
+  },
+  RegisterBranch: {
+    xid,
+    branchId: id,
+    type: branchType,
+    resourceId,
+    lockKey,
+    applicationData: text,
+    clientId: anyName,
+    at: time,
+    requestId,
+  },
   BranchReport: { xid, branchId: id, status: branchStatus, applicationData: textOrNull },
   ChangeGlobalStatus: { xid, from: globalStatus, to: globalStatus, at: time, term },
   BranchPhaseTwoResult: { xid, branchId: id, status: branchStatus, term },
@@ -56,7 +85,8 @@ const SHAPES: Record<CommandKind, Record<string, Check>> = {
 export function validateCommandShape(command: unknown): Rejection | null {
   if (typeof command !== 'object' || command === null) return bad('command is not an object');
   const kind = (command as { kind?: unknown }).kind;
-  if (typeof kind !== 'string' || !COMMAND_KINDS.includes(kind as CommandKind)) return bad(`unknown command kind ${JSON.stringify(kind)}`);
+  if (typeof kind !== 'string' || !COMMAND_KINDS.includes(kind as CommandKind))
+    return bad(`unknown command kind ${JSON.stringify(kind)}`);
   const fields = command as Record<string, unknown>;
   for (const [field, check] of Object.entries(SHAPES[kind as CommandKind])) {
     const problem = check(fields[field]);
@@ -66,7 +96,9 @@ export function validateCommandShape(command: unknown): Rejection | null {
 }
 
 function nonEmptyString(v: unknown, max: number): string | null {
-  return typeof v === 'string' && v.length > 0 && v.length <= max ? null : `must be a string of 1..${max} characters`;
+  return typeof v === 'string' && v.length > 0 && v.length <= max
+    ? null
+    : `must be a string of 1..${max} characters`;
 }
 
 function bad(message: string): Rejection {

@@ -240,7 +240,11 @@ export function decodeCommand(bytes: Uint8Array): Command {
   } catch (err) {
     throw new AssertionFailure(`coordinator command does not decode: ${(err as Error).message}`);
   }
-  if (typeof value !== 'object' || value === null || !COMMAND_KINDS.includes((value as { kind?: unknown }).kind as CommandKind)) {
+  if (
+    typeof value !== 'object' ||
+    value === null ||
+    !COMMAND_KINDS.includes((value as { kind?: unknown }).kind as CommandKind)
+  ) {
     throw new AssertionFailure('coordinator command has no known kind');
   }
   return value as Command;

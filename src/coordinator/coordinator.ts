@@ -12,10 +12,22 @@ import type { Logger } from '../shared/logger.ts';
 import type { Command, FinishedSession, Outcome, ResultOf } from './commands.ts';
 import { IllegalStatusError, UnknownXidError, rejectionToError } from './errors.ts';
 import { formatXid, parseXid } from './ids.ts';
-import { MAX_APPLICATION_DATA_BYTES, MAX_NAME_CHARS, MAX_REQUEST_ID_CHARS, MAX_TIMEOUT_MS, MIN_TIMEOUT_MS } from './limits.ts';
+import {
+  MAX_APPLICATION_DATA_BYTES,
+  MAX_NAME_CHARS,
+  MAX_REQUEST_ID_CHARS,
+  MAX_TIMEOUT_MS,
+  MIN_TIMEOUT_MS,
+} from './limits.ts';
 import { parseLockKey, validateResourceId } from './lock-key.ts';
 import { PhaseTwoDriver, type PhaseTwoOptions } from './phase-two-driver.ts';
-import { systemClock, type BranchGateway, type Clock, type IdSource, type SessionStore } from './ports.ts';
+import {
+  systemClock,
+  type BranchGateway,
+  type Clock,
+  type IdSource,
+  type SessionStore,
+} from './ports.ts';
 import {
   BranchStatus,
   GlobalStatus,
@@ -90,7 +102,9 @@ export interface MarkResolvedRequest {
 }
 
 /** What getSession shows: the live session, or the record of a finished one. */
-export type SessionInfo = { live: true; session: GlobalSession; reportedStatus: GlobalStatus } | { live: false; finished: FinishedRecord };
+export type SessionInfo =
+  | { live: true; session: GlobalSession; reportedStatus: GlobalStatus }
+  | { live: false; finished: FinishedRecord };
 
 /** Statuses a Saga TM may report. */
 const REPORTABLE: ReadonlySet<GlobalStatus> = new Set([
@@ -139,7 +153,8 @@ export class Coordinator {
       if (event.isLeader) this.driver.start(event.term);
       else this.driver.stop();
     });
-    if (this.store.drivesPhaseTwo?.() ?? this.store.isLeader()) this.driver.start(this.store.term());
+    if (this.store.drivesPhaseTwo?.() ?? this.store.isLeader())
+      this.driver.start(this.store.term());
   }
 
   stop(): void {
@@ -156,9 +171,16 @@ export class Coordinator {
     requireName(request.applicationId, 'applicationId');
     requireName(request.transactionServiceGroup, 'transactionServiceGroup');
     const name = request.name ?? '';
-    if (typeof name !== 'string' || name.length > MAX_NAME_CHARS) throw new BadRequestError(`name must be a string of at most ${MAX_NAME_CHARS} characters`);
-    if (!Number.isSafeInteger(request.timeoutMs) || request.timeoutMs < MIN_TIMEOUT_MS || request.timeoutMs > MAX_TIMEOUT_MS) {
-      throw new BadRequestError(`timeoutMs must be an integer in ${MIN_TIMEOUT_MS}..${MAX_TIMEOUT_MS}`);
+    if (typeof name !== 'string' || name.length > MAX_NAME_CHARS)
+      throw new BadRequestError(`name must be a string of at most ${MAX_NAME_CHARS} characters`);
+    if (
+      !Number.isSafeInteger(request.timeoutMs) ||
+      request.timeoutMs < MIN_TIMEOUT_MS ||
+      request.timeoutMs > MAX_TIMEOUT_MS
+    ) {
+      throw new BadRequestError(
+        `timeoutMs must be an integer in ${MIN_TIMEOUT_MS}..${MAX_TIMEOUT_MS}`,
+      );
     }
     const requestId = optionalRequestId(request.requestId);
     const transactionId = this.ids.nextTransactionId();
@@ -195,7 +217,12 @@ export class Coordinator {
       return this.decide(xid, GlobalStatus.TimeoutRollbacking, now, true);
     }
     const async = session.branches.length > 0 && session.branches.every(canBranchCommitAsync);
-    return this.decide(xid, async ? GlobalStatus.AsyncCommitting : GlobalStatus.Committing, now, !async);
+    return this.decide(
+      xid,
+      async ? GlobalStatus.AsyncCommitting : GlobalStatus.Committing,
+      now,
+      !async,
+    );
   }
 
   /** Rolls back (branches in reverse registration order); answers the status one pass reached. */
@@ -217,8 +244,15 @@ export class Coordinator {
   /** Saga: the TM's engine reports the status it reached; an in-flight status hands phase two to the TC. */
   async globalReport(request: GlobalReportRequest): Promise<GlobalStatus> {
     const xid = requireXid(request.xid);
-    if (!REPORTABLE.has(request.status)) throw new BadRequestError(`a TM may not report ${String(request.status)}`);
-    const result = await this.submit({ kind: 'GlobalReport', xid, status: request.status, at: this.clock.now(), term: this.store.term() });
+    if (!REPORTABLE.has(request.status))
+      throw new BadRequestError(`a TM may not report ${String(request.status)}`);
+    const result = await this.submit({
+      kind: 'GlobalReport',
+      xid,
+      status: request.status,
+      at: this.clock.now(),
+      term: this.store.term(),
+    });
     if (result.finished === null && !isEndStatus(result.status)) void this.driver.drive(xid);
     return result.status;
   }
@@ -230,7 +264,10 @@ export class Coordinator {
   /** Registers a branch and locks its rows, all or nothing (LockConflictError names the holder). */
   async registerBranch(request: RegisterBranchRequest): Promise<{ branchId: string }> {
     const xid = requireXid(request.xid);
-    if (!isBranchType(request.branchType)) throw new BadRequestError(`branch type must be AT, TCC, SAGA or XA, not ${String(request.branchType)}`);
+    if (!isBranchType(request.branchType))
+      throw new BadRequestError(
+        `branch type must be AT, TCC, SAGA or XA, not ${String(request.branchType)}`,
+      );
     validateResourceId(request.resourceId);
     const lockKey = request.lockKey ?? '';
     if (typeof lockKey !== 'string') throw new BadRequestError('lockKey must be a string');
@@ -238,7 +275,9 @@ export class Coordinator {
     const applicationData = request.applicationData ?? '';
     requireApplicationData(applicationData);
     if (typeof request.clientId !== 'string' || request.clientId.length > MAX_NAME_CHARS) {
-      throw new BadRequestError(`clientId must be a string of at most ${MAX_NAME_CHARS} characters`);
+      throw new BadRequestError(
+        `clientId must be a string of at most ${MAX_NAME_CHARS} characters`,
+      );
     }
     return this.submit({
       kind: 'RegisterBranch',
@@ -281,8 +320,12 @@ export class Coordinator {
   /** The live session (with what a client would see) or the finished record. */
   async getSession(request: { xid: string }): Promise<SessionInfo> {
     const xid = requireXid(request.xid);
-    const found = await this.store.read((state) => ({ session: state.getSession(xid), finished: state.getFinished(xid) }));
-    if (found.session) return { live: true, session: found.session, reportedStatus: reportedStatus(found.session) };
+    const found = await this.store.read((state) => ({
+      session: state.getSession(xid),
+      finished: state.getFinished(xid),
+    }));
+    if (found.session)
+      return { live: true, session: found.session, reportedStatus: reportedStatus(found.session) };
     if (found.finished) return { live: false, finished: found.finished };
     throw new UnknownXidError(xid);
   }
@@ -291,8 +334,18 @@ export class Coordinator {
   async retryNow(request: { xid: string }): Promise<GlobalStatus> {
     const xid = requireXid(request.xid);
     const session = await this.requireLive(xid);
-    if (!isPhaseTwoInFlight(session.status)) throw new IllegalStatusError(xid, session.status, 'only a transaction in phase two can be retried');
-    if (session.retry.stopped) throw new IllegalStatusError(xid, reportedStatus(session), 'retries are stopped; resume them first');
+    if (!isPhaseTwoInFlight(session.status))
+      throw new IllegalStatusError(
+        xid,
+        session.status,
+        'only a transaction in phase two can be retried',
+      );
+    if (session.retry.stopped)
+      throw new IllegalStatusError(
+        xid,
+        reportedStatus(session),
+        'retries are stopped; resume them first',
+      );
     if (!this.driver.isActive) throw new NotLeaderError(null);
     await this.driver.drive(xid);
     return this.getStatus({ xid });
@@ -310,7 +363,13 @@ export class Coordinator {
   async resumeRetry(request: { xid: string }): Promise<void> {
     const xid = requireXid(request.xid);
     const now = this.clock.now();
-    await this.submit({ kind: 'RetryResumed', xid, at: now, retryDeadline: now + this.driver.options.maxRetryMs, term: this.store.term() });
+    await this.submit({
+      kind: 'RetryResumed',
+      xid,
+      at: now,
+      retryDeadline: now + this.driver.options.maxRetryMs,
+      term: this.store.term(),
+    });
     this.log.info({ xid }, 'phase-two retries resumed by an operator');
     void this.driver.drive(xid);
   }
@@ -321,19 +380,43 @@ export class Coordinator {
    */
   async markResolved(request: MarkResolvedRequest): Promise<FinishedSession> {
     const xid = requireXid(request.xid);
-    if (request.confirmXid !== xid) throw new BadRequestError('confirmXid must repeat the xid: resolving releases the locks of rows that may be half-written');
+    if (request.confirmXid !== xid)
+      throw new BadRequestError(
+        'confirmXid must repeat the xid: resolving releases the locks of rows that may be half-written',
+      );
     requireName(request.operator, 'operator');
-    const result = await this.submit({ kind: 'MarkResolved', xid, at: this.clock.now(), operator: request.operator, term: this.store.term() });
+    const result = await this.submit({
+      kind: 'MarkResolved',
+      xid,
+      at: this.clock.now(),
+      operator: request.operator,
+      term: this.store.term(),
+    });
     this.driver.park(xid);
-    this.log.warn({ xid, status: result.status, operator: request.operator }, 'failed global transaction marked resolved; its locks are released');
+    this.log.warn(
+      { xid, status: result.status, operator: request.operator },
+      'failed global transaction marked resolved; its locks are released',
+    );
     return result;
   }
 
   // -------------------------------------------------------------------------------------
 
   /** Records the decision (durable), then runs one pass if asked, and answers the status reached. */
-  private async decide(xid: string, to: GlobalStatus, at: number, awaitPass: boolean): Promise<GlobalStatus> {
-    const outcome = await this.store.submit({ kind: 'ChangeGlobalStatus', xid, from: GlobalStatus.Begin, to, at, term: this.store.term() });
+  private async decide(
+    xid: string,
+    to: GlobalStatus,
+    at: number,
+    awaitPass: boolean,
+  ): Promise<GlobalStatus> {
+    const outcome = await this.store.submit({
+      kind: 'ChangeGlobalStatus',
+      xid,
+      from: GlobalStatus.Begin,
+      to,
+      at,
+      term: this.store.term(),
+    });
     if (!outcome.ok) {
       // Lost the race to another decision (the timeout job, a concurrent TM call): answer it.
       if (outcome.rejection.code === 'ILLEGAL_STATUS') return this.getStatus({ xid });
@@ -348,7 +431,10 @@ export class Coordinator {
 
   /** The live session, or the status to answer at once (a finished one); UnknownXidError otherwise. */
   private async liveOrAnswer(xid: string): Promise<GlobalSession | GlobalStatus> {
-    const found = await this.store.read((state) => ({ session: state.getSession(xid), finished: state.getFinished(xid) }));
+    const found = await this.store.read((state) => ({
+      session: state.getSession(xid),
+      finished: state.getFinished(xid),
+    }));
     if (found.session) return found.session;
     if (found.finished) return found.finished.status;
     throw new UnknownXidError(xid);
@@ -356,7 +442,8 @@ export class Coordinator {
 
   private async requireLive(xid: string): Promise<GlobalSession> {
     const session = await this.liveOrAnswer(xid);
-    if (typeof session === 'string') throw new IllegalStatusError(xid, session, 'the transaction has ended');
+    if (typeof session === 'string')
+      throw new IllegalStatusError(xid, session, 'the transaction has ended');
     return session;
   }
 
@@ -376,7 +463,8 @@ function requireXid(xid: unknown): string {
 }
 
 function requireBranchId(branchId: unknown): void {
-  if (typeof branchId !== 'string' || !/^[0-9]{1,20}$/.test(branchId)) throw new BadRequestError('branchId must be a decimal 64-bit id');
+  if (typeof branchId !== 'string' || !/^[0-9]{1,20}$/.test(branchId))
+    throw new BadRequestError('branchId must be a decimal 64-bit id');
 }
 
 function requireName(value: unknown, field: string): void {
@@ -388,13 +476,18 @@ function requireName(value: unknown, field: string): void {
 function requireApplicationData(data: unknown): void {
   if (typeof data !== 'string') throw new BadRequestError('applicationData must be a string');
   const bytes = Buffer.byteLength(data, 'utf8');
-  if (bytes > MAX_APPLICATION_DATA_BYTES) throw new BadRequestError(`applicationData is ${bytes} bytes, more than the limit of ${MAX_APPLICATION_DATA_BYTES}`);
+  if (bytes > MAX_APPLICATION_DATA_BYTES)
+    throw new BadRequestError(
+      `applicationData is ${bytes} bytes, more than the limit of ${MAX_APPLICATION_DATA_BYTES}`,
+    );
 }
 
 function optionalRequestId(requestId: unknown): string | null {
   if (requestId === undefined || requestId === null || requestId === '') return null;
   if (typeof requestId !== 'string' || requestId.length > MAX_REQUEST_ID_CHARS) {
-    throw new BadRequestError(`requestId must be a string of at most ${MAX_REQUEST_ID_CHARS} characters`);
+    throw new BadRequestError(
+      `requestId must be a string of at most ${MAX_REQUEST_ID_CHARS} characters`,
+    );
   }
   return requestId;
 }

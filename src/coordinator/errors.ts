@@ -3,7 +3,12 @@
  * it returns a `Rejection` value (plain data, so it can cross a store boundary), and
  * `rejectionToError` turns it into one of these at the coordinator.
  */
-import { BadRequestError, ConcordError, NotLeaderError, type ConcordErrorOptions } from '../shared/errors.ts';
+import {
+  BadRequestError,
+  ConcordError,
+  NotLeaderError,
+  type ConcordErrorOptions,
+} from '../shared/errors.ts';
 
 /** A branch asked for rows another global transaction holds. Retryable: the holder will end. */
 export class LockConflictError extends ConcordError {
@@ -11,7 +16,10 @@ export class LockConflictError extends ConcordError {
   /** The conflicting row keys (`resourceId^^^table^^^pk`), at most MAX_REPORTED_CONFLICT_ROWS. */
   readonly rows: readonly string[];
   constructor(holderXid: string, rows: readonly string[], options: ConcordErrorOptions = {}) {
-    super('LOCK_CONFLICT', `lock conflict: rows held by ${holderXid}: ${rows.join(', ')}`, { retryable: true, ...options });
+    super('LOCK_CONFLICT', `lock conflict: rows held by ${holderXid}: ${rows.join(', ')}`, {
+      retryable: true,
+      ...options,
+    });
     this.holderXid = holderXid;
     this.rows = rows;
   }

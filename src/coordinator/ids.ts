@@ -21,18 +21,25 @@ export function formatXid(host: string, port: number, transactionId: string): st
  */
 export function parseXid(xid: unknown): ParsedXid {
   if (typeof xid !== 'string' || xid.length === 0) throw new BadRequestError('xid is empty');
-  if (xid.length > MAX_XID_CHARS) throw new BadRequestError(`xid is ${xid.length} characters, more than the limit of ${MAX_XID_CHARS}`);
+  if (xid.length > MAX_XID_CHARS)
+    throw new BadRequestError(
+      `xid is ${xid.length} characters, more than the limit of ${MAX_XID_CHARS}`,
+    );
   const last = xid.lastIndexOf(':');
   const middle = last > 0 ? xid.lastIndexOf(':', last - 1) : -1;
-  if (middle <= 0) throw new BadRequestError(`xid ${JSON.stringify(xid)} is not <host>:<port>:<transactionId>`);
+  if (middle <= 0)
+    throw new BadRequestError(`xid ${JSON.stringify(xid)} is not <host>:<port>:<transactionId>`);
   const host = xid.slice(0, middle);
   const portText = xid.slice(middle + 1, last);
   const transactionId = xid.slice(last + 1);
   const port = Number(portText);
   // eslint-disable-next-line no-control-regex
-  if (/[\s\u0000-\u001f\u007f]/.test(host)) throw new BadRequestError(`xid ${JSON.stringify(xid)} has a bad host`);
-  if (!/^[0-9]{1,5}$/.test(portText) || port < 1 || port > 65_535) throw new BadRequestError(`xid ${JSON.stringify(xid)} has a bad port`);
-  if (!/^[0-9]{1,20}$/.test(transactionId)) throw new BadRequestError(`xid ${JSON.stringify(xid)} has a bad transaction id`);
+  if (/[\s\u0000-\u001f\u007f]/.test(host))
+    throw new BadRequestError(`xid ${JSON.stringify(xid)} has a bad host`);
+  if (!/^[0-9]{1,5}$/.test(portText) || port < 1 || port > 65_535)
+    throw new BadRequestError(`xid ${JSON.stringify(xid)} has a bad port`);
+  if (!/^[0-9]{1,20}$/.test(transactionId))
+    throw new BadRequestError(`xid ${JSON.stringify(xid)} has a bad transaction id`);
   return { host, port, transactionId };
 }
 
@@ -50,7 +57,10 @@ export const SNOWFLAKE_EPOCH_MS = 1_704_067_200_000;
  * ids in one ms, or a clock that steps back, borrows from the future instead of waiting or
  * repeating: the timestamp part only ever grows.
  */
-export function createSnowflakeIds(options: { workerId: number; clock: Pick<Clock, 'now'> }): IdSource {
+export function createSnowflakeIds(options: {
+  workerId: number;
+  clock: Pick<Clock, 'now'>;
+}): IdSource {
   const { workerId, clock } = options;
   if (!Number.isInteger(workerId) || workerId < 0 || workerId > MAX_WORKER_ID) {
     throw new RangeError(`snowflake worker id ${workerId} is outside 0..${MAX_WORKER_ID}`);
@@ -68,7 +78,11 @@ export function createSnowflakeIds(options: { workerId: number; clock: Pick<Cloc
       lastMs += 1n;
       sequence = 0n;
     }
-    return ((lastMs << (WORKER_BITS + SEQUENCE_BITS)) | (BigInt(workerId) << SEQUENCE_BITS) | sequence).toString();
+    return (
+      (lastMs << (WORKER_BITS + SEQUENCE_BITS)) |
+      (BigInt(workerId) << SEQUENCE_BITS) |
+      sequence
+    ).toString();
   };
   // One sequence for both kinds keeps every id of a node distinct, which logs appreciate.
   return { nextTransactionId: next, nextBranchId: next };

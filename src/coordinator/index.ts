@@ -43,7 +43,14 @@ export { systemClock } from './ports.ts';
 export type { BranchGateway, Clock, IdSource, LeadershipEvent, SessionStore } from './ports.ts';
 export { MemoryStore } from './memory-store.ts';
 export type { ApplyListener, MemoryStoreOptions } from './memory-store.ts';
-export { CapacityError, IllegalStatusError, LockConflictError, StaleTermError, UnknownXidError, rejectionToError } from './errors.ts';
+export {
+  CapacityError,
+  IllegalStatusError,
+  LockConflictError,
+  StaleTermError,
+  UnknownXidError,
+  rejectionToError,
+} from './errors.ts';
 export type { Rejection } from './errors.ts';
 export { ROW_KEY_SEPARATOR, parseLockKey, rowKey, splitRowKey } from './lock-key.ts';
 export { LockTable } from './lock-table.ts';

@@ -5,7 +5,13 @@
  * never a silently different lock set (a lock that is not taken is a lost update).
  */
 import { BadRequestError } from '../shared/errors.ts';
-import { MAX_LOCK_KEY_CHARS, MAX_LOCK_ROWS_PER_BRANCH, MAX_PK_CHARS, MAX_RESOURCE_ID_CHARS, MAX_TABLE_NAME_CHARS } from './limits.ts';
+import {
+  MAX_LOCK_KEY_CHARS,
+  MAX_LOCK_ROWS_PER_BRANCH,
+  MAX_PK_CHARS,
+  MAX_RESOURCE_ID_CHARS,
+  MAX_TABLE_NAME_CHARS,
+} from './limits.ts';
 
 export const ROW_KEY_SEPARATOR = '^^^';
 const TABLE_SEPARATOR = ';';
@@ -38,11 +44,17 @@ export function splitRowKey(key: string): RowKeyParts {
 }
 
 export function validateResourceId(resourceId: unknown): asserts resourceId is string {
-  if (typeof resourceId !== 'string' || resourceId.length === 0) throw new BadRequestError('resourceId is empty');
+  if (typeof resourceId !== 'string' || resourceId.length === 0)
+    throw new BadRequestError('resourceId is empty');
   if (resourceId.length > MAX_RESOURCE_ID_CHARS) {
-    throw new BadRequestError(`resourceId is ${resourceId.length} characters, more than the limit of ${MAX_RESOURCE_ID_CHARS}`);
+    throw new BadRequestError(
+      `resourceId is ${resourceId.length} characters, more than the limit of ${MAX_RESOURCE_ID_CHARS}`,
+    );
   }
-  if (CONTROL_OR_CARET.test(resourceId)) throw new BadRequestError(`resourceId ${JSON.stringify(resourceId)} holds a control character or '^'`);
+  if (CONTROL_OR_CARET.test(resourceId))
+    throw new BadRequestError(
+      `resourceId ${JSON.stringify(resourceId)} holds a control character or '^'`,
+    );
 }
 
 /**
@@ -56,32 +68,52 @@ export function parseLockKey(resourceId: string, lockKey: unknown): string[] {
   if (typeof lockKey !== 'string') throw new BadRequestError('lock key is not a string');
   if (lockKey.length === 0) throw new BadRequestError('lock key is empty');
   if (lockKey.length > MAX_LOCK_KEY_CHARS) {
-    throw new BadRequestError(`lock key is ${lockKey.length} characters, more than the limit of ${MAX_LOCK_KEY_CHARS}`);
+    throw new BadRequestError(
+      `lock key is ${lockKey.length} characters, more than the limit of ${MAX_LOCK_KEY_CHARS}`,
+    );
   }
-  if (CONTROL_OR_CARET.test(lockKey)) throw new BadRequestError("lock key holds a control character or '^'");
+  if (CONTROL_OR_CARET.test(lockKey))
+    throw new BadRequestError("lock key holds a control character or '^'");
 
   const rows = new Set<string>();
   const groups = lockKey.split(TABLE_SEPARATOR);
   for (const [g, group] of groups.entries()) {
     if (group.length === 0) throw new BadRequestError(`lock key table group ${g + 1} is empty`);
     const colon = group.indexOf(TABLE_PK_SEPARATOR);
-    if (colon < 0) throw new BadRequestError(`lock key table group ${JSON.stringify(clip(group))} has no ':' between table and primary keys`);
+    if (colon < 0)
+      throw new BadRequestError(
+        `lock key table group ${JSON.stringify(clip(group))} has no ':' between table and primary keys`,
+      );
     const table = group.slice(0, colon);
-    if (table.length === 0) throw new BadRequestError(`lock key table group ${g + 1} has an empty table name`);
+    if (table.length === 0)
+      throw new BadRequestError(`lock key table group ${g + 1} has an empty table name`);
     if (table.length > MAX_TABLE_NAME_CHARS) {
-      throw new BadRequestError(`lock key table name is ${table.length} characters, more than the limit of ${MAX_TABLE_NAME_CHARS}`);
+      throw new BadRequestError(
+        `lock key table name is ${table.length} characters, more than the limit of ${MAX_TABLE_NAME_CHARS}`,
+      );
     }
-    if (table.includes(PK_SEPARATOR)) throw new BadRequestError(`lock key table name ${JSON.stringify(clip(table))} holds ','`);
+    if (table.includes(PK_SEPARATOR))
+      throw new BadRequestError(`lock key table name ${JSON.stringify(clip(table))} holds ','`);
     const pks = group.slice(colon + 1);
-    if (pks.length === 0) throw new BadRequestError(`lock key table ${JSON.stringify(clip(table))} lists no primary keys`);
+    if (pks.length === 0)
+      throw new BadRequestError(
+        `lock key table ${JSON.stringify(clip(table))} lists no primary keys`,
+      );
     for (const pk of pks.split(PK_SEPARATOR)) {
-      if (pk.length === 0) throw new BadRequestError(`lock key table ${JSON.stringify(clip(table))} has an empty primary key`);
+      if (pk.length === 0)
+        throw new BadRequestError(
+          `lock key table ${JSON.stringify(clip(table))} has an empty primary key`,
+        );
       if (pk.length > MAX_PK_CHARS) {
-        throw new BadRequestError(`lock key primary key is ${pk.length} characters, more than the limit of ${MAX_PK_CHARS}`);
+        throw new BadRequestError(
+          `lock key primary key is ${pk.length} characters, more than the limit of ${MAX_PK_CHARS}`,
+        );
       }
       rows.add(rowKey(resourceId, table, pk));
       if (rows.size > MAX_LOCK_ROWS_PER_BRANCH) {
-        throw new BadRequestError(`lock key names more than ${MAX_LOCK_ROWS_PER_BRANCH} rows, the limit for one branch`);
+        throw new BadRequestError(
+          `lock key names more than ${MAX_LOCK_ROWS_PER_BRANCH} rows, the limit for one branch`,
+        );
       }
     }
   }

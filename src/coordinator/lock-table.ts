@@ -42,7 +42,10 @@ export class LockTable {
     }
     const key = branchKey(xid, branchId);
     const held = this.byBranch.get(key);
-    this.byBranch.set(key, held ? [...new Set([...held, ...rows])].sort(compareStrings) : [...rows]);
+    this.byBranch.set(
+      key,
+      held ? [...new Set([...held, ...rows])].sort(compareStrings) : [...rows],
+    );
     let branches = this.byXid.get(xid);
     if (!branches) this.byXid.set(xid, (branches = new Set()));
     branches.add(branchId);
@@ -70,7 +73,8 @@ export class LockTable {
   /** Releases every row of a global transaction; returns the rows its branches held. */
   releaseXid(xid: string): string[] {
     const released: string[] = [];
-    for (const branchId of [...(this.byXid.get(xid) ?? [])]) released.push(...this.releaseBranch(xid, branchId));
+    for (const branchId of [...(this.byXid.get(xid) ?? [])])
+      released.push(...this.releaseBranch(xid, branchId));
     return released;
   }
 
@@ -102,14 +106,18 @@ export class LockTable {
     this.byXid.clear();
   }
 
-  private firstConflict(xid: string, rows: readonly string[]): { holderXid: string; rows: string[] } | null {
+  private firstConflict(
+    xid: string,
+    rows: readonly string[],
+  ): { holderXid: string; rows: string[] } | null {
     let holderXid: string | null = null;
     const conflicting: string[] = [];
     for (const row of rows) {
       const holder = this.rows.get(row);
       if (!holder || holder.xid === xid) continue;
       holderXid ??= holder.xid;
-      if (holder.xid === holderXid && conflicting.length < MAX_REPORTED_CONFLICT_ROWS) conflicting.push(row);
+      if (holder.xid === holderXid && conflicting.length < MAX_REPORTED_CONFLICT_ROWS)
+        conflicting.push(row);
     }
     return holderXid === null ? null : { holderXid, rows: conflicting };
   }

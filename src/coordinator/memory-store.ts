@@ -6,7 +6,13 @@
  * yet can be played (its late commands reach the shared machine and meet the fence).
  */
 import { NotLeaderError } from '../shared/errors.ts';
-import { decodeCommand, encodeCommand, type Command, type Outcome, type ResultOf } from './commands.ts';
+import {
+  decodeCommand,
+  encodeCommand,
+  type Command,
+  type Outcome,
+  type ResultOf,
+} from './commands.ts';
 import type { LeadershipEvent, SessionStore } from './ports.ts';
 import { CoordinatorStateMachine, type CoordinatorStateView } from './state-machine.ts';
 
@@ -76,7 +82,8 @@ export class MemoryStore implements SessionStore {
 
   /** Changes this node's leadership and tells the listeners. Terms never go back. */
   setLeadership(isLeader: boolean, term: number = this.currentTerm): void {
-    if (term < this.currentTerm) throw new RangeError(`term ${term} is below the current term ${this.currentTerm}`);
+    if (term < this.currentTerm)
+      throw new RangeError(`term ${term} is below the current term ${this.currentTerm}`);
     this.leader = isLeader;
     this.currentTerm = term;
     for (const listener of [...this.leadershipListeners]) listener({ isLeader, term });

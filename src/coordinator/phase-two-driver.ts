@@ -55,7 +55,10 @@ export const DEFAULT_PHASE_TWO_OPTIONS: Readonly<PhaseTwoOptions> = {
 };
 
 /** Exponential backoff: base · 2^(attempt-1), capped. Deterministic (tests drive time). */
-export function retryDelayMs(attempt: number, options: Pick<PhaseTwoOptions, 'retryBaseMs' | 'retryMaxBackoffMs'>): number {
+export function retryDelayMs(
+  attempt: number,
+  options: Pick<PhaseTwoOptions, 'retryBaseMs' | 'retryMaxBackoffMs'>,
+): number {
   const exponent = Math.min(Math.max(attempt - 1, 0), 30);
   return Math.min(options.retryBaseMs * 2 ** exponent, options.retryMaxBackoffMs);
 }
@@ -115,7 +118,10 @@ export class PhaseTwoDriver {
     this.term = term;
     const generation = this.generation;
     this.log.info({ term }, 'phase-two driver started; re-driving live transactions');
-    this.cancelSweep = this.clock.every(this.options.sweepIntervalMs, () => void this.sweep(generation));
+    this.cancelSweep = this.clock.every(
+      this.options.sweepIntervalMs,
+      () => void this.sweep(generation),
+    );
     void this.sweep(generation);
   }
 
@@ -197,7 +203,10 @@ export class PhaseTwoDriver {
       ({ sessions, live } = await this.store.read((state) => {
         const xids = state.liveXids();
         const untracked = xids.filter(
-          (xid) => !this.queued.has(xid) && !this.running.has(xid) && (recheck || (!this.timers.has(xid) && !this.parked.has(xid))),
+          (xid) =>
+            !this.queued.has(xid) &&
+            !this.running.has(xid) &&
+            (recheck || (!this.timers.has(xid) && !this.parked.has(xid))),
         );
         return { sessions: untracked.map((xid) => state.getSession(xid)!), live: new Set(xids) };
       }));
@@ -221,7 +230,12 @@ export class PhaseTwoDriver {
   }
 
   private plan(session: GlobalSession, generation: number): void {
-    if (!this.isCurrent(generation) || this.queued.has(session.xid) || this.running.has(session.xid)) return;
+    if (
+      !this.isCurrent(generation) ||
+      this.queued.has(session.xid) ||
+      this.running.has(session.xid)
+    )
+      return;
     if (session.status === GlobalStatus.Begin) {
       this.schedule(session.xid, session.deadline, generation);
     } else if (isPhaseTwoInFlight(session.status) && !session.retry.stopped) {
@@ -267,10 +281,20 @@ export class PhaseTwoDriver {
         this.schedule(xid, session.deadline, generation);
         return;
       }
-      this.log.info({ xid, deadline: session.deadline }, 'global transaction timed out; rolling back');
+      this.log.info(
+        { xid, deadline: session.deadline },
+        'global transaction timed out; rolling back',
+      );
       // Losing this compare-and-set to a TM's commit or rollback is fine: either way the
       // transaction is decided now, and the re-read below drives whatever was decided.
-      await this.submit(generation, { kind: 'ChangeGlobalStatus', xid, from: GlobalStatus.Begin, to: GlobalStatus.TimeoutRollbacking, at: now, term: this.term });
+      await this.submit(generation, {
+        kind: 'ChangeGlobalStatus',
+        xid,
+        from: GlobalStatus.Begin,
+        to: GlobalStatus.TimeoutRollbacking,
+        at: now,
+        term: this.term,
+      });
       session = await this.readSession(xid);
       if (!session || !this.isCurrent(generation) || session.status === GlobalStatus.Begin) return;
     }
@@ -280,11 +304,18 @@ export class PhaseTwoDriver {
       return;
     }
     if (session.driverTerm > this.term) {
-      this.log.warn({ xid, term: this.term, driverTerm: session.driverTerm }, 'a newer term drives this transaction; leaving it');
+      this.log.warn(
+        { xid, term: this.term, driverTerm: session.driverTerm },
+        'a newer term drives this transaction; leaving it',
+      );
       return;
     }
     if (session.driverTerm < this.term) {
-      const acquired = await this.submit(generation, { kind: 'AcquireDriver', xid, term: this.term });
+      const acquired = await this.submit(generation, {
+        kind: 'AcquireDriver',
+        xid,
+        term: this.term,
+      });
       if (!acquired) return;
     }
 
@@ -295,7 +326,15 @@ export class PhaseTwoDriver {
       if (branch.status === done) continue;
       if (branch.status === BranchStatus.PhaseOne_Failed) {
         // Its local transaction already rolled back: nothing to commit or roll back (as Seata).
-        if (!(await this.submit(generation, { kind: 'RemoveBranch', xid, branchId: branch.branchId, term: this.term }))) return;
+        if (
+          !(await this.submit(generation, {
+            kind: 'RemoveBranch',
+            xid,
+            branchId: branch.branchId,
+            term: this.term,
+          }))
+        )
+          return;
         continue;
       }
       if (isUnretryableFailure(branch.status)) {
@@ -304,7 +343,13 @@ export class PhaseTwoDriver {
       }
       const result = await this.callBranch(decision, branch);
       if (!this.isCurrent(generation)) return;
-      const recorded = await this.submit(generation, { kind: 'BranchPhaseTwoResult', xid, branchId: branch.branchId, status: result, term: this.term });
+      const recorded = await this.submit(generation, {
+        kind: 'BranchPhaseTwoResult',
+        xid,
+        branchId: branch.branchId,
+        status: result,
+        term: this.term,
+      });
       if (!recorded) return;
       if (result === done) continue;
       if (isUnretryableFailure(result)) {
@@ -316,28 +361,53 @@ export class PhaseTwoDriver {
     }
 
     const status = successfulEndOf(session.status);
-    const finished = await this.submit(generation, { kind: 'FinishGlobal', xid, status, at: this.clock.now(), term: this.term });
-    if (finished) this.log.info({ xid, status, branches: finished.branches.length }, 'global transaction finished');
+    const finished = await this.submit(generation, {
+      kind: 'FinishGlobal',
+      xid,
+      status,
+      at: this.clock.now(),
+      term: this.term,
+    });
+    if (finished)
+      this.log.info(
+        { xid, status, branches: finished.branches.length },
+        'global transaction finished',
+      );
   }
 
   private async callBranch(decision: Decision, branch: BranchSession): Promise<BranchStatus> {
-    const retryable = decision === 'commit' ? BranchStatus.PhaseTwo_CommitFailed_Retryable : BranchStatus.PhaseTwo_RollbackFailed_Retryable;
+    const retryable =
+      decision === 'commit'
+        ? BranchStatus.PhaseTwo_CommitFailed_Retryable
+        : BranchStatus.PhaseTwo_RollbackFailed_Retryable;
     let cancelTimeout: () => void = () => {};
     const timeout = new Promise<'timeout'>((resolve) => {
       cancelTimeout = this.clock.after(this.options.branchCallTimeoutMs, () => resolve('timeout'));
     });
     try {
-      const call = decision === 'commit' ? this.gateway.commitBranch(branch) : this.gateway.rollbackBranch(branch);
+      const call =
+        decision === 'commit'
+          ? this.gateway.commitBranch(branch)
+          : this.gateway.rollbackBranch(branch);
       const status = await Promise.race([call, timeout]);
       if (status === 'timeout') {
-        this.log.warn({ xid: branch.xid, branchId: branch.branchId, decision }, 'branch phase-two call timed out; will retry');
+        this.log.warn(
+          { xid: branch.xid, branchId: branch.branchId, decision },
+          'branch phase-two call timed out; will retry',
+        );
         return retryable;
       }
       if (phaseTwoStatusesFor(decision).includes(status)) return status;
-      this.log.warn({ xid: branch.xid, branchId: branch.branchId, decision, status }, 'branch answered a status that is no phase-two result; will retry');
+      this.log.warn(
+        { xid: branch.xid, branchId: branch.branchId, decision, status },
+        'branch answered a status that is no phase-two result; will retry',
+      );
       return retryable;
     } catch (err) {
-      this.log.warn({ err, xid: branch.xid, branchId: branch.branchId, decision }, 'branch phase-two call failed; will retry');
+      this.log.warn(
+        { err, xid: branch.xid, branchId: branch.branchId, decision },
+        'branch phase-two call failed; will retry',
+      );
       return retryable;
     } finally {
       cancelTimeout();
@@ -355,12 +425,26 @@ export class PhaseTwoDriver {
     }
     const retrying = retryingStatusOf(session.status);
     if (retrying !== session.status) {
-      const changed = await this.submit(generation, { kind: 'ChangeGlobalStatus', xid, from: session.status, to: retrying, at: now, term: this.term });
+      const changed = await this.submit(generation, {
+        kind: 'ChangeGlobalStatus',
+        xid,
+        from: session.status,
+        to: retrying,
+        at: now,
+        term: this.term,
+      });
       if (!changed) return;
     }
     const attempt = session.retry.attempts + 1;
     const nextRetryAt = Math.min(now + retryDelayMs(attempt, this.options), retryDeadline);
-    const scheduled = await this.submit(generation, { kind: 'RetryScheduled', xid, attempt, nextRetryAt, retryDeadline, term: this.term });
+    const scheduled = await this.submit(generation, {
+      kind: 'RetryScheduled',
+      xid,
+      attempt,
+      nextRetryAt,
+      retryDeadline,
+      term: this.term,
+    });
     if (!scheduled) return;
     this.log.info({ xid, attempt, nextRetryAt, reason }, 'phase two will be retried');
     this.schedule(xid, nextRetryAt, generation);
@@ -371,8 +455,19 @@ export class PhaseTwoDriver {
     const session = await this.readSession(xid);
     if (!session || !this.isCurrent(generation) || !isPhaseTwoInFlight(session.status)) return;
     const to = failedStatusOf(session.status);
-    const changed = await this.submit(generation, { kind: 'ChangeGlobalStatus', xid, from: session.status, to, at: this.clock.now(), term: this.term });
-    if (changed) this.log.error({ xid, status: to, reason }, 'global transaction failed phase two; locks kept until an operator resolves it');
+    const changed = await this.submit(generation, {
+      kind: 'ChangeGlobalStatus',
+      xid,
+      from: session.status,
+      to,
+      at: this.clock.now(),
+      term: this.term,
+    });
+    if (changed)
+      this.log.error(
+        { xid, status: to, reason },
+        'global transaction failed phase two; locks kept until an operator resolves it',
+      );
     this.park(xid);
   }
 
@@ -386,23 +481,36 @@ export class PhaseTwoDriver {
   }
 
   /** Submits for the current generation; null (logged) when refused, fenced or not decided. */
-  private async submit<C extends Command>(generation: number, command: C): Promise<ResultOf<C> | null> {
+  private async submit<C extends Command>(
+    generation: number,
+    command: C,
+  ): Promise<ResultOf<C> | null> {
     if (!this.isCurrent(generation)) return null;
     let outcome: Outcome<ResultOf<C>>;
     try {
       outcome = await this.store.submit(command);
     } catch (err) {
       // Not decided (leadership lost, proposal dropped, timeout): try again later if still leader.
-      this.log.warn({ err, kind: command.kind, xid: command.xid }, 'phase-two command was not decided');
-      if (this.isCurrent(generation)) this.schedule(command.xid, this.clock.now() + this.options.retryBaseMs, generation);
+      this.log.warn(
+        { err, kind: command.kind, xid: command.xid },
+        'phase-two command was not decided',
+      );
+      if (this.isCurrent(generation))
+        this.schedule(command.xid, this.clock.now() + this.options.retryBaseMs, generation);
       return null;
     }
     if (outcome.ok) return outcome.value;
     const { rejection } = outcome;
     if (rejection.code === 'STALE_TERM') {
-      this.log.info({ xid: command.xid, term: this.term, kind: command.kind }, 'fenced off by a newer term; leaving the transaction');
+      this.log.info(
+        { xid: command.xid, term: this.term, kind: command.kind },
+        'fenced off by a newer term; leaving the transaction',
+      );
     } else {
-      this.log.debug({ xid: command.xid, kind: command.kind, rejection }, 'phase-two command refused');
+      this.log.debug(
+        { xid: command.xid, kind: command.kind, rejection },
+        'phase-two command refused',
+      );
     }
     return null;
   }

@@ -26,7 +26,10 @@ export interface SnapshotData {
 const packr = new Packr({ useRecords: false, mapsAsObjects: true, moreTypes: false });
 
 export function encodeSnapshot(data: SnapshotData): Uint8Array {
-  const sorted = { ...data, sessions: [...data.sessions].sort((a, b) => compareStrings(a.xid, b.xid)) };
+  const sorted = {
+    ...data,
+    sessions: [...data.sessions].sort((a, b) => compareStrings(a.xid, b.xid)),
+  };
   return Uint8Array.from(packr.pack(canonical(sorted)));
 }
 
@@ -39,11 +42,18 @@ export function decodeSnapshot(bytes: Uint8Array): SnapshotData {
     throw new StorageCorruptError('coordinator snapshot does not decode', { cause: err });
   }
   const data = value as Partial<SnapshotData> | null;
-  if (typeof data !== 'object' || data === null) throw new StorageCorruptError('coordinator snapshot is not an object');
+  if (typeof data !== 'object' || data === null)
+    throw new StorageCorruptError('coordinator snapshot is not an object');
   if (data.version !== SNAPSHOT_FORMAT_VERSION) {
-    throw new StorageCorruptError(`coordinator snapshot has format version ${String(data.version)}, this node reads ${SNAPSHOT_FORMAT_VERSION}`);
+    throw new StorageCorruptError(
+      `coordinator snapshot has format version ${String(data.version)}, this node reads ${SNAPSHOT_FORMAT_VERSION}`,
+    );
   }
-  if (!Array.isArray(data.sessions) || !Array.isArray(data.finished) || !Array.isArray(data.dedup)) {
+  if (
+    !Array.isArray(data.sessions) ||
+    !Array.isArray(data.finished) ||
+    !Array.isArray(data.dedup)
+  ) {
     throw new StorageCorruptError('coordinator snapshot lacks sessions, finished or dedup');
   }
   return data as SnapshotData;
@@ -55,9 +65,13 @@ export function decodeSnapshot(bytes: Uint8Array): SnapshotData {
  */
 export function canonical(value: unknown): unknown {
   if (Array.isArray(value)) return value.map(canonical);
-  if (value === undefined) throw new AssertionFailure('coordinator state holds undefined, which has no canonical encoding');
+  if (value === undefined)
+    throw new AssertionFailure(
+      'coordinator state holds undefined, which has no canonical encoding',
+    );
   if (typeof value !== 'object' || value === null) return value;
   const out: Record<string, unknown> = {};
-  for (const key of Object.keys(value).sort(compareStrings)) out[key] = canonical((value as Record<string, unknown>)[key]);
+  for (const key of Object.keys(value).sort(compareStrings))
+    out[key] = canonical((value as Record<string, unknown>)[key]);
   return out;
 }

@@ -92,7 +92,9 @@ export class CoordinatorStateMachine implements CoordinatorStateView {
     const malformed = validateCommandShape(command);
     if (malformed) return { ok: false, rejection: malformed };
     const result = this.dispatch(command);
-    return result.ok ? { ok: true, value: result.value } : { ok: false, rejection: result.rejection };
+    return result.ok
+      ? { ok: true, value: result.value }
+      : { ok: false, rejection: result.rejection };
   }
 
   // -------------------------------------------------------------------------------------
@@ -131,12 +133,16 @@ export class CoordinatorStateMachine implements CoordinatorStateView {
   }
 
   private begin(c: BeginCommand): Outcome<CommandResults['Begin']> {
-    if (this.sessions.has(c.xid) || this.finished.has(c.xid)) return bad(`xid ${c.xid} already exists`);
+    if (this.sessions.has(c.xid) || this.finished.has(c.xid))
+      return bad(`xid ${c.xid} already exists`);
     if (c.timeoutMs < MIN_TIMEOUT_MS || c.timeoutMs > MAX_TIMEOUT_MS) {
       return bad(`timeout ${c.timeoutMs} ms is outside ${MIN_TIMEOUT_MS}..${MAX_TIMEOUT_MS} ms`);
     }
     if (this.sessions.size >= MAX_LIVE_SESSIONS) {
-      return reject({ code: 'CAPACITY', message: `${MAX_LIVE_SESSIONS} global transactions are live, the limit` });
+      return reject({
+        code: 'CAPACITY',
+        message: `${MAX_LIVE_SESSIONS} global transactions are live, the limit`,
+      });
     }
     const deadline = c.beginTime + c.timeoutMs;
     this.sessions.set(c.xid, {
@@ -160,15 +166,20 @@ export class CoordinatorStateMachine implements CoordinatorStateView {
   private registerBranch(c: RegisterBranchCommand): Outcome<CommandResults['RegisterBranch']> {
     const session = this.live(c.xid);
     if (!isSession(session)) return reject(session);
-    if (session.status !== GlobalStatus.Begin) return illegal(session, 'branches register only while the transaction is Begin');
-    if (c.at >= session.deadline) return illegal(session, `past its deadline (${session.deadline}); it is being rolled back`);
+    if (session.status !== GlobalStatus.Begin)
+      return illegal(session, 'branches register only while the transaction is Begin');
+    if (c.at >= session.deadline)
+      return illegal(session, `past its deadline (${session.deadline}); it is being rolled back`);
     if (session.branches.length >= MAX_BRANCHES_PER_GLOBAL) {
       return bad(`${c.xid} already has ${MAX_BRANCHES_PER_GLOBAL} branches, the limit`);
     }
-    if (session.branches.some((b) => b.branchId === c.branchId)) return bad(`branch ${c.branchId} already exists in ${c.xid}`);
+    if (session.branches.some((b) => b.branchId === c.branchId))
+      return bad(`branch ${c.branchId} already exists in ${c.xid}`);
     const dataBytes = textEncoder.encode(c.applicationData).length;
     if (dataBytes > MAX_APPLICATION_DATA_BYTES) {
-      return bad(`application data is ${dataBytes} bytes, more than the limit of ${MAX_APPLICATION_DATA_BYTES}`);
+      return bad(
+        `application data is ${dataBytes} bytes, more than the limit of ${MAX_APPLICATION_DATA_BYTES}`,
+      );
     }
     let rows: string[] = [];
     if (c.lockKey !== '') {
@@ -208,12 +219,16 @@ export class CoordinatorStateMachine implements CoordinatorStateView {
     const branch = findBranch(session, c.branchId);
     if (!branch) return bad(`${c.xid} has no branch ${c.branchId}`);
     if (!isPhaseOneStatus(c.status) || c.status === BranchStatus.Registered) {
-      return bad(`a branch reports PhaseOne_Done, PhaseOne_Failed or PhaseOne_Timeout, not ${c.status}`);
+      return bad(
+        `a branch reports PhaseOne_Done, PhaseOne_Failed or PhaseOne_Timeout, not ${c.status}`,
+      );
     }
     if (c.applicationData !== null) {
       const dataBytes = textEncoder.encode(c.applicationData).length;
       if (dataBytes > MAX_APPLICATION_DATA_BYTES) {
-        return bad(`application data is ${dataBytes} bytes, more than the limit of ${MAX_APPLICATION_DATA_BYTES}`);
+        return bad(
+          `application data is ${dataBytes} bytes, more than the limit of ${MAX_APPLICATION_DATA_BYTES}`,
+        );
       }
     }
     // A phase-one outcome is reported once; the same report again is a harmless retry.
@@ -225,20 +240,29 @@ export class CoordinatorStateMachine implements CoordinatorStateView {
     return ok({ status: branch.status });
   }
 
-  private changeGlobalStatus(c: ChangeGlobalStatusCommand): Outcome<CommandResults['ChangeGlobalStatus']> {
+  private changeGlobalStatus(
+    c: ChangeGlobalStatusCommand,
+  ): Outcome<CommandResults['ChangeGlobalStatus']> {
     const session = this.live(c.xid);
     if (!isSession(session)) return reject(session);
     const fenced = fence(session, c.term);
     if (fenced) return reject(fenced);
     if (session.status !== c.from) return illegal(session, `expected ${c.from}`);
     if (!canTransition(c.from, c.to)) return illegal(session, `${c.from} may not become ${c.to}`);
-    if (isSuccessfulEnd(c.to)) return illegal(session, `${c.to} is reached by FinishGlobal, once every branch is done`);
+    if (isSuccessfulEnd(c.to))
+      return illegal(session, `${c.to} is reached by FinishGlobal, once every branch is done`);
     if (c.from === GlobalStatus.Begin) {
       if (c.to === GlobalStatus.TimeoutRollbacking && c.at < session.deadline) {
         return illegal(session, `not timed out before its deadline ${session.deadline}`);
       }
-      if ((c.to === GlobalStatus.Committing || c.to === GlobalStatus.AsyncCommitting) && c.at >= session.deadline) {
-        return illegal(session, `past its deadline ${session.deadline}: it can only be rolled back`);
+      if (
+        (c.to === GlobalStatus.Committing || c.to === GlobalStatus.AsyncCommitting) &&
+        c.at >= session.deadline
+      ) {
+        return illegal(
+          session,
+          `past its deadline ${session.deadline}: it can only be rolled back`,
+        );
       }
       if (c.to === GlobalStatus.AsyncCommitting && !session.branches.every(canBranchCommitAsync)) {
         return illegal(session, 'a branch that is not AT cannot be committed asynchronously');
@@ -249,20 +273,25 @@ export class CoordinatorStateMachine implements CoordinatorStateView {
     return ok({ status: session.status });
   }
 
-  private branchPhaseTwoResult(c: BranchPhaseTwoResultCommand): Outcome<CommandResults['BranchPhaseTwoResult']> {
+  private branchPhaseTwoResult(
+    c: BranchPhaseTwoResultCommand,
+  ): Outcome<CommandResults['BranchPhaseTwoResult']> {
     const session = this.live(c.xid);
     if (!isSession(session)) return reject(session);
     const fenced = fence(session, c.term);
     if (fenced) return reject(fenced);
     if (!isPhaseTwoInFlight(session.status)) return illegal(session, 'phase two is not running');
     const decision = decisionOf(session.status)!;
-    if (!phaseTwoStatusesFor(decision).includes(c.status)) return bad(`${c.status} is not a result of a phase-two ${decision}`);
+    if (!phaseTwoStatusesFor(decision).includes(c.status))
+      return bad(`${c.status} is not a result of a phase-two ${decision}`);
     const branch = findBranch(session, c.branchId);
     if (!branch) return bad(`${c.xid} has no branch ${c.branchId}`);
     if (branch.status === c.status) return ok({ status: branch.status, releasedRows: 0 });
-    if (isBranchEndStatus(branch.status)) return illegal(session, `branch ${c.branchId} already ended ${branch.status}`);
+    if (isBranchEndStatus(branch.status))
+      return illegal(session, `branch ${c.branchId} already ended ${branch.status}`);
     branch.status = c.status;
-    const releasedRows = c.status === branchDoneStatusFor(decision) ? this.releaseBranchLocks(branch) : 0;
+    const releasedRows =
+      c.status === branchDoneStatusFor(decision) ? this.releaseBranchLocks(branch) : 0;
     return ok({ status: branch.status, releasedRows });
   }
 
@@ -278,7 +307,11 @@ export class CoordinatorStateMachine implements CoordinatorStateView {
       branch.status === BranchStatus.PhaseOne_Failed ||
       branch.status === BranchStatus.PhaseTwo_Committed ||
       branch.status === BranchStatus.PhaseTwo_Rollbacked;
-    if (!removable) return illegal(session, `branch ${c.branchId} is ${branch.status} and still has phase-two work`);
+    if (!removable)
+      return illegal(
+        session,
+        `branch ${c.branchId} is ${branch.status} and still has phase-two work`,
+      );
     const releasedRows = this.releaseBranchLocks(branch);
     session.branches.splice(index, 1);
     return ok({ releasedRows });
@@ -291,11 +324,19 @@ export class CoordinatorStateMachine implements CoordinatorStateView {
     if (fenced) return reject(fenced);
     if (!isPhaseTwoInFlight(session.status)) return illegal(session, 'phase two is not running');
     if (session.retry.stopped) return illegal(session, 'an operator stopped its retries');
-    if (c.attempt <= session.retry.attempts) return illegal(session, `attempt ${c.attempt} is not after attempt ${session.retry.attempts}`);
+    if (c.attempt <= session.retry.attempts)
+      return illegal(
+        session,
+        `attempt ${c.attempt} is not after attempt ${session.retry.attempts}`,
+      );
     session.retry.attempts = c.attempt;
     session.retry.nextRetryAt = c.nextRetryAt;
     session.retry.retryDeadline ??= c.retryDeadline;
-    return ok({ attempt: c.attempt, nextRetryAt: c.nextRetryAt, retryDeadline: session.retry.retryDeadline });
+    return ok({
+      attempt: c.attempt,
+      nextRetryAt: c.nextRetryAt,
+      retryDeadline: session.retry.retryDeadline,
+    });
   }
 
   private retryStopped(c: RetryStoppedCommand): Outcome<CommandResults['RetryStopped']> {
@@ -303,7 +344,8 @@ export class CoordinatorStateMachine implements CoordinatorStateView {
     if (!isSession(session)) return reject(session);
     const fenced = fence(session, c.term);
     if (fenced) return reject(fenced);
-    if (!isPhaseTwoInFlight(session.status)) return illegal(session, 'only a transaction in phase two has retries to stop');
+    if (!isPhaseTwoInFlight(session.status))
+      return illegal(session, 'only a transaction in phase two has retries to stop');
     session.retry.stopped = true;
     return ok({ stopped: true as const });
   }
@@ -313,7 +355,8 @@ export class CoordinatorStateMachine implements CoordinatorStateView {
     if (!isSession(session)) return reject(session);
     const fenced = fence(session, c.term);
     if (fenced) return reject(fenced);
-    if (!isPhaseTwoInFlight(session.status)) return illegal(session, 'only a transaction in phase two has retries to resume');
+    if (!isPhaseTwoInFlight(session.status))
+      return illegal(session, 'only a transaction in phase two has retries to resume');
     // Resuming what is not stopped is a harmless repeat (an operator retrying after a failover).
     if (session.retry.stopped) {
       session.retry.stopped = false;
@@ -330,7 +373,10 @@ export class CoordinatorStateMachine implements CoordinatorStateView {
     if (fenced) return reject(fenced);
     const stoppedInFlight = isPhaseTwoInFlight(session.status) && session.retry.stopped;
     if (!isFailedEnd(session.status) && !stoppedInFlight) {
-      return illegal(session, 'only a failed transaction, or one whose retries an operator stopped, can be marked resolved');
+      return illegal(
+        session,
+        'only a failed transaction, or one whose retries an operator stopped, can be marked resolved',
+      );
     }
     if (!isFailedEnd(session.status)) {
       session.status = failedStatusOf(session.status);
@@ -344,7 +390,8 @@ export class CoordinatorStateMachine implements CoordinatorStateView {
     if (!session) {
       const record = this.finished.get(c.xid);
       // The same final report again (a TM retry after failover) is answered, not refused.
-      if (record && record.status === c.status) return ok({ status: record.status, finished: null });
+      if (record && record.status === c.status)
+        return ok({ status: record.status, finished: null });
       return reject(this.missing(c.xid));
     }
     const fenced = fence(session, c.term);
@@ -357,7 +404,11 @@ export class CoordinatorStateMachine implements CoordinatorStateView {
       // The TM's engine ran phase two itself: every branch is done by its word.
       const decision = decisionOf(c.status)!;
       const failed = session.branches.find((b) => isUnretryableFailure(b.status));
-      if (failed) return illegal(session, `branch ${failed.branchId} failed ${failed.status}; report a failed status instead`);
+      if (failed)
+        return illegal(
+          session,
+          `branch ${failed.branchId} failed ${failed.status}; report a failed status instead`,
+        );
       session.branches = session.branches.filter((b) => {
         if (b.status !== BranchStatus.PhaseOne_Failed) return true;
         this.releaseBranchLocks(b);
@@ -381,11 +432,16 @@ export class CoordinatorStateMachine implements CoordinatorStateView {
     if (!isSession(session)) return reject(session);
     const fenced = fence(session, c.term);
     if (fenced) return reject(fenced);
-    if (!isSuccessfulEnd(c.status)) return bad(`FinishGlobal ends with Committed, Rollbacked or TimeoutRollbacked, not ${c.status}`);
-    if (!canTransition(session.status, c.status)) return illegal(session, `may not become ${c.status}`);
+    if (!isSuccessfulEnd(c.status))
+      return bad(
+        `FinishGlobal ends with Committed, Rollbacked or TimeoutRollbacked, not ${c.status}`,
+      );
+    if (!canTransition(session.status, c.status))
+      return illegal(session, `may not become ${c.status}`);
     const done = branchDoneStatusFor(decisionOf(c.status)!);
     const pending = session.branches.find((b) => b.status !== done);
-    if (pending) return illegal(session, `branch ${pending.branchId} is ${pending.status}, not ${done}`);
+    if (pending)
+      return illegal(session, `branch ${pending.branchId} is ${pending.status}, not ${done}`);
     session.status = c.status;
     session.statusChangedAt = c.at;
     return ok(this.endSession(session, c.at, null));
@@ -406,19 +462,34 @@ export class CoordinatorStateMachine implements CoordinatorStateView {
 
   private releaseBranchLocks(branch: BranchSession): number {
     const released = this.locks.releaseBranch(branch.xid, branch.branchId);
-    assert(released.length === branch.lockedRows.length, () => `branch ${branch.branchId} of ${branch.xid} held ${branch.lockedRows.length} rows, the lock table ${released.length}`);
+    assert(
+      released.length === branch.lockedRows.length,
+      () =>
+        `branch ${branch.branchId} of ${branch.xid} held ${branch.lockedRows.length} rows, the lock table ${released.length}`,
+    );
     branch.lockedRows = [];
     return released.length;
   }
 
   /** Leaves the live set: frees every row (no lock outlives its transaction) and keeps the final status. */
-  private endSession(session: GlobalSession, at: number, resolvedBy: string | null): FinishedSession {
+  private endSession(
+    session: GlobalSession,
+    at: number,
+    resolvedBy: string | null,
+  ): FinishedSession {
     assert(isEndStatus(session.status), () => `${session.xid} ends while ${session.status}`);
     for (const branch of session.branches) this.releaseBranchLocks(branch);
-    assert(this.locks.releaseXid(session.xid).length === 0, () => `${session.xid} held rows no branch recorded`);
+    assert(
+      this.locks.releaseXid(session.xid).length === 0,
+      () => `${session.xid} held rows no branch recorded`,
+    );
     this.sessions.delete(session.xid);
     this.rememberFinished({ xid: session.xid, status: session.status, finishedAt: at, resolvedBy });
-    return { xid: session.xid, status: session.status, branches: session.branches.map(cloneBranch) };
+    return {
+      xid: session.xid,
+      status: session.status,
+      branches: session.branches.map(cloneBranch),
+    };
   }
 
   private rememberFinished(record: FinishedRecord): void {
@@ -426,7 +497,11 @@ export class CoordinatorStateMachine implements CoordinatorStateView {
     // Bounded by time (command time: deterministic) and by count, oldest first. Leaders'
     // clocks differ, so finishedAt is not sorted: pruning stops at the first young entry.
     for (const [xid, old] of this.finished) {
-      if (this.finished.size <= MAX_RECENTLY_FINISHED && old.finishedAt + RECENTLY_FINISHED_TTL_MS > record.finishedAt) break;
+      if (
+        this.finished.size <= MAX_RECENTLY_FINISHED &&
+        old.finishedAt + RECENTLY_FINISHED_TTL_MS > record.finishedAt
+      )
+        break;
       this.finished.delete(xid);
     }
   }
@@ -455,7 +530,13 @@ export class CoordinatorStateMachine implements CoordinatorStateView {
 
   private missing(xid: string): Rejection {
     const record = this.finished.get(xid);
-    if (record) return { code: 'ILLEGAL_STATUS', message: `${xid} is ${record.status}: the transaction has ended`, xid, status: record.status };
+    if (record)
+      return {
+        code: 'ILLEGAL_STATUS',
+        message: `${xid} is ${record.status}: the transaction has ended`,
+        xid,
+        status: record.status,
+      };
     return { code: 'UNKNOWN_XID', message: `unknown global transaction ${xid}`, xid };
   }
 
@@ -496,7 +577,11 @@ export class CoordinatorStateMachine implements CoordinatorStateView {
 
   /** Every locked row with its holder (for checkers and the console). */
   lockEntries(): { row: string; xid: string; branchIds: string[] }[] {
-    return [...this.locks.entries()].map(([row, h]) => ({ row, xid: h.xid, branchIds: [...h.branchIds].sort() }));
+    return [...this.locks.entries()].map(([row, h]) => ({
+      row,
+      xid: h.xid,
+      branchIds: [...h.branchIds].sort(),
+    }));
   }
 
   // -------------------------------------------------------------------------------------
@@ -520,15 +605,23 @@ export class CoordinatorStateMachine implements CoordinatorStateView {
     const sessions = new Map<string, GlobalSession>();
     const locks = new LockTable();
     for (const session of data.sessions) {
-      if (sessions.has(session.xid)) throw new StorageCorruptError(`coordinator snapshot holds ${session.xid} twice`);
+      if (sessions.has(session.xid))
+        throw new StorageCorruptError(`coordinator snapshot holds ${session.xid} twice`);
       sessions.set(session.xid, session);
       for (const branch of session.branches) {
         if (!locks.tryAcquire(session.xid, branch.branchId, branch.lockedRows).ok) {
-          throw new StorageCorruptError(`coordinator snapshot has conflicting locks for ${session.xid} branch ${branch.branchId}`);
+          throw new StorageCorruptError(
+            `coordinator snapshot has conflicting locks for ${session.xid} branch ${branch.branchId}`,
+          );
         }
       }
     }
-    const previous = { sessions: this.sessions, locks: this.locks, finished: this.finished, dedup: this.dedup };
+    const previous = {
+      sessions: this.sessions,
+      locks: this.locks,
+      finished: this.finished,
+      dedup: this.dedup,
+    };
     this.sessions = sessions;
     this.locks = locks;
     this.finished = new Map(data.finished.map((r) => [r.xid, r]));
@@ -553,11 +646,19 @@ export class CoordinatorStateMachine implements CoordinatorStateView {
       assert(session.driverTerm >= 0, () => `${xid} has driver term ${session.driverTerm}`);
       for (const branch of session.branches) {
         assert(branch.xid === xid, () => `branch ${branch.branchId} of ${xid} names ${branch.xid}`);
-        const done = branch.status === BranchStatus.PhaseTwo_Committed || branch.status === BranchStatus.PhaseTwo_Rollbacked;
-        assert(!done || branch.lockedRows.length === 0, () => `branch ${branch.branchId} of ${xid} is ${branch.status} but holds locks`);
+        const done =
+          branch.status === BranchStatus.PhaseTwo_Committed ||
+          branch.status === BranchStatus.PhaseTwo_Rollbacked;
+        assert(
+          !done || branch.lockedRows.length === 0,
+          () => `branch ${branch.branchId} of ${xid} is ${branch.status} but holds locks`,
+        );
         for (const row of branch.lockedRows) {
           const holder = this.locks.holderOf(row);
-          assert(holder?.xid === xid && holder.branchIds.has(branch.branchId), () => `row ${row} of ${xid}/${branch.branchId} is not in the lock table`);
+          assert(
+            holder?.xid === xid && holder.branchIds.has(branch.branchId),
+            () => `row ${row} of ${xid}/${branch.branchId} is not in the lock table`,
+          );
         }
         lockedRows += branch.lockedRows.length;
       }
@@ -568,14 +669,21 @@ export class CoordinatorStateMachine implements CoordinatorStateView {
       assert(session !== undefined, () => `row ${row} is held by ${holder.xid}, which is not live`);
       for (const branchId of holder.branchIds) {
         const branch = findBranch(session, branchId);
-        assert(branch?.lockedRows.includes(row), () => `row ${row} is held by ${holder.xid}/${branchId}, which does not record it`);
+        assert(
+          branch?.lockedRows.includes(row),
+          () => `row ${row} is held by ${holder.xid}/${branchId}, which does not record it`,
+        );
         tableRows += 1;
       }
     }
-    assert(lockedRows === tableRows, () => `branches record ${lockedRows} row locks, the lock table ${tableRows}`);
+    assert(
+      lockedRows === tableRows,
+      () => `branches record ${lockedRows} row locks, the lock table ${tableRows}`,
+    );
     assert(this.dedup.size <= MAX_DEDUP_ENTRIES, 'dedup map is over its bound');
     assert(this.finished.size <= MAX_RECENTLY_FINISHED, 'recently-finished map is over its bound');
-    for (const xid of this.finished.keys()) assert(!this.sessions.has(xid), () => `${xid} is both live and finished`);
+    for (const xid of this.finished.keys())
+      assert(!this.sessions.has(xid), () => `${xid} is both live and finished`);
   }
 }
 
@@ -613,7 +721,12 @@ function bad<T>(message: string): Outcome<T> {
 }
 
 function illegal<T>(session: GlobalSession, message: string): Outcome<T> {
-  return reject({ code: 'ILLEGAL_STATUS', message: `${session.xid} is ${session.status}: ${message}`, xid: session.xid, status: session.status });
+  return reject({
+    code: 'ILLEGAL_STATUS',
+    message: `${session.xid} is ${session.status}: ${message}`,
+    xid: session.xid,
+    status: session.status,
+  });
 }
 
 export function cloneBranch(branch: BranchSession): BranchSession {

@@ -7,9 +7,28 @@
  * numbers exist only to talk to the wire.
  */
 
-import { BRANCH_STATUS_CODES, BRANCH_TYPE_CODES, BranchStatus, BranchType, type Decision, GLOBAL_STATUS_CODES, GlobalStatus, decisionOf, isFailedEnd } from '../shared/tc-vocabulary.ts';
+import {
+  BRANCH_STATUS_CODES,
+  BRANCH_TYPE_CODES,
+  BranchStatus,
+  BranchType,
+  type Decision,
+  GLOBAL_STATUS_CODES,
+  GlobalStatus,
+  decisionOf,
+  isFailedEnd,
+} from '../shared/tc-vocabulary.ts';
 
-export { BRANCH_STATUS_CODES, BRANCH_TYPE_CODES, BranchStatus, BranchType, GLOBAL_STATUS_CODES, GlobalStatus, decisionOf, isFailedEnd };
+export {
+  BRANCH_STATUS_CODES,
+  BRANCH_TYPE_CODES,
+  BranchStatus,
+  BranchType,
+  GLOBAL_STATUS_CODES,
+  GlobalStatus,
+  decisionOf,
+  isFailedEnd,
+};
 export type { Decision };
 
 // ---------------------------------------------------------------------------------------
@@ -71,7 +90,11 @@ export function isEndStatus(status: GlobalStatus): boolean {
 
 /** End states reached because every branch finished its phase two. */
 export function isSuccessfulEnd(status: GlobalStatus): boolean {
-  return status === GlobalStatus.Committed || status === GlobalStatus.Rollbacked || status === GlobalStatus.TimeoutRollbacked;
+  return (
+    status === GlobalStatus.Committed ||
+    status === GlobalStatus.Rollbacked ||
+    status === GlobalStatus.TimeoutRollbacked
+  );
 }
 
 /** Phase two is running: the driver owns the session. */
@@ -106,15 +129,42 @@ export function statusRank(status: GlobalStatus): number {
  * no edge leaves an end state, and no edge crosses from the commit family to the rollback
  * family: that is invariant 2 written as data.
  */
-export const GLOBAL_TRANSITIONS: ReadonlyMap<GlobalStatus, readonly GlobalStatus[]> = new Map<GlobalStatus, readonly GlobalStatus[]>([
-  [GlobalStatus.Begin, [GlobalStatus.Committing, GlobalStatus.AsyncCommitting, GlobalStatus.Rollbacking, GlobalStatus.TimeoutRollbacking]],
-  [GlobalStatus.Committing, [GlobalStatus.CommitRetrying, GlobalStatus.Committed, GlobalStatus.CommitFailed]],
+export const GLOBAL_TRANSITIONS: ReadonlyMap<GlobalStatus, readonly GlobalStatus[]> = new Map<
+  GlobalStatus,
+  readonly GlobalStatus[]
+>([
+  [
+    GlobalStatus.Begin,
+    [
+      GlobalStatus.Committing,
+      GlobalStatus.AsyncCommitting,
+      GlobalStatus.Rollbacking,
+      GlobalStatus.TimeoutRollbacking,
+    ],
+  ],
+  [
+    GlobalStatus.Committing,
+    [GlobalStatus.CommitRetrying, GlobalStatus.Committed, GlobalStatus.CommitFailed],
+  ],
   [GlobalStatus.CommitRetrying, [GlobalStatus.Committed, GlobalStatus.CommitFailed]],
   [GlobalStatus.AsyncCommitting, [GlobalStatus.Committed, GlobalStatus.CommitFailed]],
-  [GlobalStatus.Rollbacking, [GlobalStatus.RollbackRetrying, GlobalStatus.Rollbacked, GlobalStatus.RollbackFailed]],
+  [
+    GlobalStatus.Rollbacking,
+    [GlobalStatus.RollbackRetrying, GlobalStatus.Rollbacked, GlobalStatus.RollbackFailed],
+  ],
   [GlobalStatus.RollbackRetrying, [GlobalStatus.Rollbacked, GlobalStatus.RollbackFailed]],
-  [GlobalStatus.TimeoutRollbacking, [GlobalStatus.TimeoutRollbackRetrying, GlobalStatus.TimeoutRollbacked, GlobalStatus.TimeoutRollbackFailed]],
-  [GlobalStatus.TimeoutRollbackRetrying, [GlobalStatus.TimeoutRollbacked, GlobalStatus.TimeoutRollbackFailed]],
+  [
+    GlobalStatus.TimeoutRollbacking,
+    [
+      GlobalStatus.TimeoutRollbackRetrying,
+      GlobalStatus.TimeoutRollbacked,
+      GlobalStatus.TimeoutRollbackFailed,
+    ],
+  ],
+  [
+    GlobalStatus.TimeoutRollbackRetrying,
+    [GlobalStatus.TimeoutRollbacked, GlobalStatus.TimeoutRollbackFailed],
+  ],
 ]);
 
 /** One legal step. */
@@ -194,7 +244,9 @@ export function successfulEndOf(status: GlobalStatus): GlobalStatus {
 // ---------------------------------------------------------------------------------------
 
 const BRANCH_STATUS_BY_CODE: ReadonlyMap<number, BranchStatus> = new Map<number, BranchStatus>([
-  ...Object.entries(BRANCH_STATUS_CODES).map(([status, code]) => [code, status as BranchStatus] as const),
+  ...Object.entries(BRANCH_STATUS_CODES).map(
+    ([status, code]) => [code, status as BranchStatus] as const,
+  ),
   // Seata's XA codes: "XAER_NOTA, retry" is a retryable failure to Concord.
   [11, BranchStatus.PhaseTwo_CommitFailed_Retryable],
   [12, BranchStatus.PhaseTwo_RollbackFailed_Retryable],
@@ -227,8 +279,16 @@ export function isPhaseOneStatus(status: BranchStatus): boolean {
 /** The results of a phase-two call for a decision. */
 export function phaseTwoStatusesFor(decision: Decision): readonly BranchStatus[] {
   return decision === 'commit'
-    ? [BranchStatus.PhaseTwo_Committed, BranchStatus.PhaseTwo_CommitFailed_Retryable, BranchStatus.PhaseTwo_CommitFailed_Unretryable]
-    : [BranchStatus.PhaseTwo_Rollbacked, BranchStatus.PhaseTwo_RollbackFailed_Retryable, BranchStatus.PhaseTwo_RollbackFailed_Unretryable];
+    ? [
+        BranchStatus.PhaseTwo_Committed,
+        BranchStatus.PhaseTwo_CommitFailed_Retryable,
+        BranchStatus.PhaseTwo_CommitFailed_Unretryable,
+      ]
+    : [
+        BranchStatus.PhaseTwo_Rollbacked,
+        BranchStatus.PhaseTwo_RollbackFailed_Retryable,
+        BranchStatus.PhaseTwo_RollbackFailed_Unretryable,
+      ];
 }
 
 /** The branch status that completes phase two for a decision. */
@@ -247,7 +307,10 @@ export function isBranchEndStatus(status: BranchStatus): boolean {
 }
 
 export function isUnretryableFailure(status: BranchStatus): boolean {
-  return status === BranchStatus.PhaseTwo_CommitFailed_Unretryable || status === BranchStatus.PhaseTwo_RollbackFailed_Unretryable;
+  return (
+    status === BranchStatus.PhaseTwo_CommitFailed_Unretryable ||
+    status === BranchStatus.PhaseTwo_RollbackFailed_Unretryable
+  );
 }
 
 const BRANCH_TYPE_BY_CODE: ReadonlyMap<number, BranchType> = new Map(
@@ -344,7 +407,9 @@ export interface FinishedRecord {
 /** The status a client or console sees: the Stop* statuses while an operator has stopped retries. */
 export function reportedStatus(session: Pick<GlobalSession, 'status' | 'retry'>): GlobalStatus {
   if (session.retry.stopped && isPhaseTwoInFlight(session.status)) {
-    return decisionOf(session.status) === 'commit' ? GlobalStatus.StopCommitOrCommitRetry : GlobalStatus.StopRollbackOrRollbackRetry;
+    return decisionOf(session.status) === 'commit'
+      ? GlobalStatus.StopCommitOrCommitRetry
+      : GlobalStatus.StopRollbackOrRollbackRetry;
   }
   return session.status;
 }

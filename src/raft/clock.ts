@@ -13,7 +13,8 @@ export const systemClock: Clock = {
     return performance.now();
   },
   every(ms: number, fn: () => void): () => void {
-    if (!Number.isFinite(ms) || ms < MIN_INTERVAL_MS) throw new RangeError(`interval must be ≥ ${MIN_INTERVAL_MS} ms, got ${ms}`);
+    if (!Number.isFinite(ms) || ms < MIN_INTERVAL_MS)
+      throw new RangeError(`interval must be ≥ ${MIN_INTERVAL_MS} ms, got ${ms}`);
     const handle = setInterval(fn, ms);
     // A timer alone must not keep the process alive: the server's sockets do.
     handle.unref();

@@ -65,7 +65,12 @@ export const DEFAULT_READ_TIMEOUT_TICKS = 50;
 
 /** A request refused because a bounded queue of the driver is full. Retry later (with backoff). */
 /** Messages only a leader sends; they may leave before the leader's own write (see handleReady). */
-const LEADER_MESSAGE_TYPES: ReadonlySet<Message['type']> = new Set(['app', 'heartbeat', 'snap', 'timeoutNow']);
+const LEADER_MESSAGE_TYPES: ReadonlySet<Message['type']> = new Set([
+  'app',
+  'heartbeat',
+  'snap',
+  'timeoutNow',
+]);
 
 export class OverloadedError extends ConcordError {
   constructor(message: string, options: ConcordErrorOptions = {}) {
@@ -235,7 +240,10 @@ export class RaftDriver {
     this.sm = options.stateMachine;
     this.initialConf = cloneConf(options.initialConf);
     this.confNow = cloneConf(options.initialConf);
-    this.log = (options.logger ?? silentLogger()).child({ component: 'raft-driver', node: options.id });
+    this.log = (options.logger ?? silentLogger()).child({
+      component: 'raft-driver',
+      node: options.id,
+    });
     this.raftOverrides = options.raft ?? {};
     this.random = options.random ?? Math.random;
     this.createCore = options.createCore ?? ((config, durable) => new RaftCore(config, durable));
@@ -247,7 +255,10 @@ export class RaftDriver {
     if (options.onFatal) this.fatalListeners.add(options.onFatal);
     assert(this.tickMs > 0, 'tickMs must be positive');
     assert(this.snapshotEveryEntries >= 0, 'snapshotEveryEntries must be ≥ 0');
-    assert(this.maxPendingProposals > 0 && this.maxPendingReads > 0, 'pending limits must be positive');
+    assert(
+      this.maxPendingProposals > 0 && this.maxPendingReads > 0,
+      'pending limits must be positive',
+    );
   }
 
   // -------------------------------------------------------------------------------------
@@ -263,9 +274,17 @@ export class RaftDriver {
     const snapIndex = snap?.meta.index ?? 0;
     // Paired with the storage's write-side checks: what we read back must be a contiguous log after the snapshot.
     loaded.entries.forEach((e, i) => {
-      assert(e.index === snapIndex + 1 + i, () => `loaded log not contiguous after snapshot ${snapIndex}: entry ${i} has index ${e.index}`);
+      assert(
+        e.index === snapIndex + 1 + i,
+        () =>
+          `loaded log not contiguous after snapshot ${snapIndex}: entry ${i} has index ${e.index}`,
+      );
     });
-    assert(loaded.hardState.commit <= snapIndex + loaded.entries.length, () => `loaded commit ${loaded.hardState.commit} beyond the loaded log (last ${snapIndex + loaded.entries.length})`);
+    assert(
+      loaded.hardState.commit <= snapIndex + loaded.entries.length,
+      () =>
+        `loaded commit ${loaded.hardState.commit} beyond the loaded log (last ${snapIndex + loaded.entries.length})`,
+    );
 
     if (snap) this.sm.restore(snap.data, snap.meta.index);
     this.applied = snapIndex;
@@ -274,7 +293,12 @@ export class RaftDriver {
     this.durableLastIndex = snapIndex + loaded.entries.length;
 
     this.readNonce = Math.floor(this.random() * 2 ** 32).toString(36);
-    const config: RaftConfig = { ...defaultRaftConfig(this.id, this.random), ...this.raftOverrides, id: this.id, random: this.random };
+    const config: RaftConfig = {
+      ...defaultRaftConfig(this.id, this.random),
+      ...this.raftOverrides,
+      id: this.id,
+      random: this.random,
+    };
     this.core = this.createCore(config, {
       hardState: { ...loaded.hardState },
       snapshot: snap,
@@ -288,7 +312,10 @@ export class RaftDriver {
     this.transport.onMessage((m) => this.onMessage(m));
     this.refreshPeers(true);
     this.cancelTick = this.clock.every(this.tickMs, () => this.onTick());
-    this.log.info({ term: st.term, commit: st.commit, lastIndex: st.lastIndex, snapshotIndex: snapIndex }, 'raft driver started');
+    this.log.info(
+      { term: st.term, commit: st.commit, lastIndex: st.lastIndex, snapshotIndex: snapIndex },
+      'raft driver started',
+    );
     this.kick();
   }
 
@@ -346,7 +373,9 @@ export class RaftDriver {
   read(): Promise<void> {
     const core = this.liveCore();
     if (this.reads.size >= this.maxPendingReads) {
-      return Promise.reject(new OverloadedError(`too many pending reads (max ${this.maxPendingReads})`));
+      return Promise.reject(
+        new OverloadedError(`too many pending reads (max ${this.maxPendingReads})`),
+      );
     }
     // Unique across restarts too: a late heartbeat response must never confirm another incarnation's read.
     const ctx = `${this.id}:${this.readNonce}:${++this.readSeq}`;
@@ -357,7 +386,14 @@ export class RaftDriver {
     }
     const term = core.status().term;
     const p = new Promise<void>((resolve, reject) => {
-      this.reads.set(ctx, { ctx, term, index: null, deadlineTick: this.ticks + this.readTimeoutTicks, resolve, reject });
+      this.reads.set(ctx, {
+        ctx,
+        term,
+        index: null,
+        deadlineTick: this.ticks + this.readTimeoutTicks,
+        resolve,
+        reject,
+      });
     });
     this.kick();
     return p;
@@ -384,7 +420,9 @@ export class RaftDriver {
   /** Takes a snapshot of the applied state now and compacts the log behind it. */
   snapshotNow(): Promise<void> {
     this.liveCore();
-    const p = new Promise<void>((resolve, reject) => this.snapshotRequests.push({ resolve, reject }));
+    const p = new Promise<void>((resolve, reject) =>
+      this.snapshotRequests.push({ resolve, reject }),
+    );
     this.kick();
     return p;
   }
@@ -393,7 +431,20 @@ export class RaftDriver {
     const core = this.core;
     const base: Status = core
       ? core.status()
-      : { id: this.id, role: 'follower', term: 0, leader: null, vote: null, commit: 0, applied: 0, lastIndex: 0, firstIndex: 1, conf: cloneConf(this.initialConf), progress: null, leadTransferee: null };
+      : {
+          id: this.id,
+          role: 'follower',
+          term: 0,
+          leader: null,
+          vote: null,
+          commit: 0,
+          applied: 0,
+          lastIndex: 0,
+          firstIndex: 1,
+          conf: cloneConf(this.initialConf),
+          progress: null,
+          leadTransferee: null,
+        };
     // An explicit literal, not `{ ...base, extra }`: V8 builds the spread-then-extend
     // shape on a slow path (tens of µs), and the simulator calls status() after every step.
     return {
@@ -438,7 +489,10 @@ export class RaftDriver {
   private onMessage(m: Message): void {
     if (this.stopped || !this.core) return;
     if (m.to !== this.id) {
-      this.log.warn({ to: m.to, from: m.from, type: m.type }, 'dropping a message addressed to another node');
+      this.log.warn(
+        { to: m.to, from: m.from, type: m.type },
+        'dropping a message addressed to another node',
+      );
       return;
     }
     try {
@@ -455,7 +509,10 @@ export class RaftDriver {
     this.kick();
   }
 
-  private submit(kind: 'data' | 'conf', call: (core: RaftCoreApi) => { index: number; term: number }): Promise<unknown> {
+  private submit(
+    kind: 'data' | 'conf',
+    call: (core: RaftCoreApi) => { index: number; term: number },
+  ): Promise<unknown> {
     let core: RaftCoreApi;
     try {
       core = this.liveCore();
@@ -463,7 +520,9 @@ export class RaftDriver {
       return Promise.reject(err);
     }
     if (this.proposals.size >= this.maxPendingProposals) {
-      return Promise.reject(new OverloadedError(`too many pending proposals (max ${this.maxPendingProposals})`));
+      return Promise.reject(
+        new OverloadedError(`too many pending proposals (max ${this.maxPendingProposals})`),
+      );
     }
     let at: { index: number; term: number };
     try {
@@ -474,7 +533,12 @@ export class RaftDriver {
     const p = new Promise<unknown>((resolve, reject) => {
       const old = this.proposals.get(at.index);
       // An older proposal at the same index was overwritten by this leader's log.
-      if (old) old.reject(new ProposalDroppedError(`entry ${old.index} of term ${old.term} was overwritten by term ${at.term}`));
+      if (old)
+        old.reject(
+          new ProposalDroppedError(
+            `entry ${old.index} of term ${old.term} was overwritten by term ${at.term}`,
+          ),
+        );
       this.proposals.set(at.index, { index: at.index, term: at.term, kind, resolve, reject });
     });
     this.kick();
@@ -519,26 +583,51 @@ export class RaftDriver {
     // 0. Check what the core asks us to persist against what we know is durable.
     const first = rd.entries[0];
     if (first) {
-      rd.entries.forEach((e, i) => assert(e.index === first.index + i, () => `ready entries not contiguous at ${i}: ${e.index}`));
+      rd.entries.forEach((e, i) =>
+        assert(
+          e.index === first.index + i,
+          () => `ready entries not contiguous at ${i}: ${e.index}`,
+        ),
+      );
       const base = rd.snapshot ? rd.snapshot.meta.index : this.durableLastIndex;
-      assert(first.index <= base + 1, () => `ready entries start at ${first.index}, leaving a gap after durable last index ${base}`);
-      assert(first.index > (rd.snapshot ? rd.snapshot.meta.index : this.snapshotIndex), () => `ready entry ${first.index} lies inside the snapshot`);
+      assert(
+        first.index <= base + 1,
+        () =>
+          `ready entries start at ${first.index}, leaving a gap after durable last index ${base}`,
+      );
+      assert(
+        first.index > (rd.snapshot ? rd.snapshot.meta.index : this.snapshotIndex),
+        () => `ready entry ${first.index} lies inside the snapshot`,
+      );
     }
     if (rd.hardState) {
       const hs = rd.hardState;
-      assert(hs.term >= this.durable.term, () => `term goes backwards: ${this.durable.term} → ${hs.term}`);
-      assert(hs.commit >= this.durable.commit, () => `commit index goes backwards: ${this.durable.commit} → ${hs.commit}`);
+      assert(
+        hs.term >= this.durable.term,
+        () => `term goes backwards: ${this.durable.term} → ${hs.term}`,
+      );
+      assert(
+        hs.commit >= this.durable.commit,
+        () => `commit index goes backwards: ${this.durable.commit} → ${hs.commit}`,
+      );
       assert(
         hs.term > this.durable.term || this.durable.vote === null || hs.vote === this.durable.vote,
         () => `vote changes within term ${hs.term}: ${this.durable.vote} → ${hs.vote}`,
       );
     }
     if (rd.snapshot) {
-      assert(rd.snapshot.meta.index > this.applied, () => `received snapshot ${rd.snapshot?.meta.index} is not ahead of applied ${this.applied}`);
+      assert(
+        rd.snapshot.meta.index > this.applied,
+        () =>
+          `received snapshot ${rd.snapshot?.meta.index} is not ahead of applied ${this.applied}`,
+      );
     }
 
     // Membership may change on append of a conf entry, on truncation of one, or with a snapshot.
-    const confMayChange = rd.snapshot !== null || (first !== undefined && (first.index <= this.durableLastIndex || rd.entries.some((e) => e.type === 'conf')));
+    const confMayChange =
+      rd.snapshot !== null ||
+      (first !== undefined &&
+        (first.index <= this.durableLastIndex || rd.entries.some((e) => e.type === 'conf')));
     // The transport must know every member before the messages to them go out.
     if (confMayChange) this.refreshPeers(false);
 
@@ -552,7 +641,8 @@ export class RaftDriver {
     if (rd.messages.length > 0) {
       const early: Message[] = [];
       late = [];
-      for (const m of rd.messages) (LEADER_MESSAGE_TYPES.has(m.type) && m.term <= this.durable.term ? early : late).push(m);
+      for (const m of rd.messages)
+        (LEADER_MESSAGE_TYPES.has(m.type) && m.term <= this.durable.term ? early : late).push(m);
       if (early.length > 0) this.transport.send(early);
     }
 
@@ -567,7 +657,10 @@ export class RaftDriver {
     const commitNow = rd.hardState?.commit ?? this.durable.commit;
     let appliedEarly = 0;
     if (rd.snapshot === null) {
-      while (appliedEarly < rd.committedEntries.length && rd.committedEntries[appliedEarly]!.index <= this.durableLastIndex) {
+      while (
+        appliedEarly < rd.committedEntries.length &&
+        rd.committedEntries[appliedEarly]!.index <= this.durableLastIndex
+      ) {
         this.applyEntry(rd.committedEntries[appliedEarly]!, commitNow);
         appliedEarly++;
       }
@@ -579,8 +672,14 @@ export class RaftDriver {
         const sync =
           rd.entries.length > 0 ||
           rd.snapshot !== null ||
-          (rd.hardState !== null && (rd.hardState.term !== this.durable.term || rd.hardState.vote !== this.durable.vote));
-        await this.storage.save({ hardState: rd.hardState, entries: rd.entries, snapshot: rd.snapshot, sync });
+          (rd.hardState !== null &&
+            (rd.hardState.term !== this.durable.term || rd.hardState.vote !== this.durable.vote));
+        await this.storage.save({
+          hardState: rd.hardState,
+          entries: rd.entries,
+          snapshot: rd.snapshot,
+          sync,
+        });
       } catch (err) {
         this.fail(err, 'disk write failed');
         return;
@@ -594,17 +693,28 @@ export class RaftDriver {
       const last = rd.entries[rd.entries.length - 1];
       if (last) this.durableLastIndex = last.index;
     }
-    assert(this.durable.commit <= this.durableLastIndex, () => `durable commit ${this.durable.commit} beyond durable last index ${this.durableLastIndex}`);
+    assert(
+      this.durable.commit <= this.durableLastIndex,
+      () =>
+        `durable commit ${this.durable.commit} beyond durable last index ${this.durableLastIndex}`,
+    );
 
     // 2. Send what depends on the write: vote grants, append responses, everything else.
     if (late.length > 0) this.transport.send(late);
 
     // Soft state: role, term, leader.
-    if (rd.softState) this.onSoftState(rd.softState.role, rd.softState.term, rd.softState.leader, rd.hardState?.commit ?? this.durable.commit);
+    if (rd.softState)
+      this.onSoftState(
+        rd.softState.role,
+        rd.softState.term,
+        rd.softState.leader,
+        rd.hardState?.commit ?? this.durable.commit,
+      );
 
     // 3. Restore, then apply.
     if (rd.snapshot) this.restoreSnapshot(rd.snapshot);
-    for (let i = appliedEarly; i < rd.committedEntries.length; i++) this.applyEntry(rd.committedEntries[i]!, this.durable.commit);
+    for (let i = appliedEarly; i < rd.committedEntries.length; i++)
+      this.applyEntry(rd.committedEntries[i]!, this.durable.commit);
 
     // 4. Complete reads; advance.
     for (const rs of rd.readStates) {
@@ -623,16 +733,29 @@ export class RaftDriver {
     for (const [index, p] of this.proposals) {
       if (index <= snap.meta.index) {
         this.proposals.delete(index);
-        p.reject(new ProposalDroppedError(`entry ${index} was superseded by a snapshot at ${snap.meta.index}; its outcome is unknown`));
+        p.reject(
+          new ProposalDroppedError(
+            `entry ${index} was superseded by a snapshot at ${snap.meta.index}; its outcome is unknown`,
+          ),
+        );
       }
     }
-    this.log.info({ index: snap.meta.index, term: snap.meta.term }, 'restored a snapshot from the leader');
+    this.log.info(
+      { index: snap.meta.index, term: snap.meta.term },
+      'restored a snapshot from the leader',
+    );
   }
 
   /** Applies one committed entry; `commit` is the core's commit index for this round. */
   private applyEntry(e: Entry, commit: number): void {
-    assert(e.index === this.applied + 1, () => `applying entry ${e.index} after applied ${this.applied}: applied must grow by one`);
-    assert(e.index <= this.durableLastIndex, () => `applying entry ${e.index} beyond the durable last index ${this.durableLastIndex}`);
+    assert(
+      e.index === this.applied + 1,
+      () => `applying entry ${e.index} after applied ${this.applied}: applied must grow by one`,
+    );
+    assert(
+      e.index <= this.durableLastIndex,
+      () => `applying entry ${e.index} beyond the durable last index ${this.durableLastIndex}`,
+    );
     assert(e.index <= commit, () => `applying entry ${e.index} beyond the commit index ${commit}`);
     let result: unknown = undefined;
     if (e.type === 'normal') {
@@ -645,7 +768,12 @@ export class RaftDriver {
       this.proposals.delete(e.index);
       const sameEntry = p.term === e.term && (p.kind === 'conf') === (e.type === 'conf');
       if (sameEntry) p.resolve(p.kind === 'conf' ? undefined : result);
-      else p.reject(new ProposalDroppedError(`entry ${e.index} was applied with term ${e.term}, not the proposal's term ${p.term}`));
+      else
+        p.reject(
+          new ProposalDroppedError(
+            `entry ${e.index} was applied with term ${e.term}, not the proposal's term ${p.term}`,
+          ),
+        );
     }
   }
 
@@ -663,7 +791,11 @@ export class RaftDriver {
     for (const [index, p] of this.proposals) {
       if (index > commit && lost(p.term)) {
         this.proposals.delete(index);
-        p.reject(new ProposalDroppedError(`leadership lost (term ${p.term} → ${term}) before entry ${index} committed; it may still be committed by the new leader`));
+        p.reject(
+          new ProposalDroppedError(
+            `leadership lost (term ${p.term} → ${term}) before entry ${index} committed; it may still be committed by the new leader`,
+          ),
+        );
       }
     }
     for (const [ctx, r] of this.reads) {
@@ -699,7 +831,10 @@ export class RaftDriver {
 
   private wantsSnapshot(): boolean {
     if (this.snapshotRequests.length > 0) return true;
-    return this.snapshotEveryEntries > 0 && this.applied - this.snapshotIndex >= this.snapshotEveryEntries;
+    return (
+      this.snapshotEveryEntries > 0 &&
+      this.applied - this.snapshotIndex >= this.snapshotEveryEntries
+    );
   }
 
   private async takeSnapshot(core: RaftCoreApi): Promise<void> {
@@ -712,7 +847,8 @@ export class RaftDriver {
         await this.storage.saveSnapshot(snap);
       } catch (err) {
         this.fail(err, 'snapshot write failed');
-        for (const r of requests) r.reject(new StoppedError('snapshot write failed', { cause: err }));
+        for (const r of requests)
+          r.reject(new StoppedError('snapshot write failed', { cause: err }));
         return;
       }
       if (this.stopped) {
@@ -723,7 +859,10 @@ export class RaftDriver {
       assert(snap.meta.index > this.snapshotIndex, 'snapshots must move forward');
       core.compact(snap);
       this.snapshotIndex = snap.meta.index;
-      this.log.debug({ index: snap.meta.index, term: snap.meta.term, bytes: snap.data.length }, 'log compacted');
+      this.log.debug(
+        { index: snap.meta.index, term: snap.meta.term, bytes: snap.data.length },
+        'log compacted',
+      );
     }
     for (const r of requests) r.resolve();
   }
@@ -748,7 +887,13 @@ export class RaftDriver {
   }
 
   private emitState(): void {
-    const s: RaftStateChange = { id: this.id, role: this.role, term: this.term, leader: this.leader, conf: cloneConf(this.confNow) };
+    const s: RaftStateChange = {
+      id: this.id,
+      role: this.role,
+      term: this.term,
+      leader: this.leader,
+      conf: cloneConf(this.confNow),
+    };
     for (const l of this.stateListeners) {
       try {
         l(s);

@@ -13,9 +13,19 @@
 import { createHash } from 'node:crypto';
 import type { ConfState, NodeId } from '../raft/core/types.ts';
 import type { Logger } from '../shared/logger.ts';
-import { decodePartialMemberContext, formatHostPort, type MemberEndpoints } from './config/endpoints.ts';
+import {
+  decodePartialMemberContext,
+  formatHostPort,
+  type MemberEndpoints,
+} from './config/endpoints.ts';
 import type { RaftControl, RaftControlStatus } from './raft-control.ts';
-import type { ClusterMetadata, Endpoint, ErrorBody, MemberRole, NodeMetadata } from './http/types.ts';
+import type {
+  ClusterMetadata,
+  Endpoint,
+  ErrorBody,
+  MemberRole,
+  NodeMetadata,
+} from './http/types.ts';
 
 /** How often the view samples the node's status, in ms. */
 export const VIEW_POLL_INTERVAL_MS = 100;
@@ -114,7 +124,11 @@ export class ClusterView {
   leaderInfo(id: NodeId | null): ErrorBody['leader'] {
     if (id === null) return null;
     const e = this.endpointsOf(id);
-    return { nodeId: id, control: e ? endpoint(e.control) : null, transaction: e ? endpoint(e.transaction) : null };
+    return {
+      nodeId: id,
+      control: e ? endpoint(e.control) : null,
+      transaction: e ? endpoint(e.transaction) : null,
+    };
   }
 
   metadata(): ClusterMetadata {
@@ -124,7 +138,8 @@ export class ClusterView {
     const learners = new Set(st.conf.learners);
     const nodes: NodeMetadata[] = members.map((id) => {
       const e = this.endpointsOf(id, st.conf);
-      const role: MemberRole = id === st.leader ? 'LEADER' : learners.has(id) ? 'LEARNER' : 'FOLLOWER';
+      const role: MemberRole =
+        id === st.leader ? 'LEADER' : learners.has(id) ? 'LEARNER' : 'FOLLOWER';
       const n: NodeMetadata = {
         group: this.opts.group,
         nodeId: id,
@@ -184,7 +199,8 @@ export class ClusterView {
     if (st.role === 'leader' && st.progress) {
       for (const [id, pr] of Object.entries(st.progress)) {
         const before = this.lastMatch.get(id);
-        if (pr.recentActive || (before !== undefined && pr.match > before)) this.lastSeen.set(id, now);
+        if (pr.recentActive || (before !== undefined && pr.match > before))
+          this.lastSeen.set(id, now);
         this.lastMatch.set(id, pr.match);
       }
     } else {
@@ -209,7 +225,11 @@ function endpoint(hp: { host: string; port: number }): Endpoint {
 }
 
 /** A member's endpoints: its context first, then what config knows, per endpoint. */
-export function resolveEndpoints(id: NodeId, conf: ConfState, known: ReadonlyMap<NodeId, MemberEndpoints>): MemberEndpoints | null {
+export function resolveEndpoints(
+  id: NodeId,
+  conf: ConfState,
+  known: ReadonlyMap<NodeId, MemberEndpoints>,
+): MemberEndpoints | null {
   const p = decodePartialMemberContext(conf.context[id]);
   const k = known.get(id);
   const raft = p.raft ?? k?.raft;
@@ -223,10 +243,17 @@ export function resolveEndpoints(id: NodeId, conf: ConfState, known: ReadonlyMap
  * from resolved endpoints (not raw contexts) so every node of a consistently configured
  * group gives the same fingerprint for the same view.
  */
-export function fingerprint(st: { term: number; leader: NodeId | null; conf: ConfState }, endpointsOf: (id: NodeId) => MemberEndpoints | null): string {
+export function fingerprint(
+  st: { term: number; leader: NodeId | null; conf: ConfState },
+  endpointsOf: (id: NodeId) => MemberEndpoints | null,
+): string {
   const members = [...st.conf.voters, ...st.conf.learners].sort().map((id) => {
     const e = endpointsOf(id);
-    return [id, st.conf.learners.includes(id) ? 'L' : 'V', e ? [formatHostPort(e.raft), formatHostPort(e.transaction), formatHostPort(e.control)] : null];
+    return [
+      id,
+      st.conf.learners.includes(id) ? 'L' : 'V',
+      e ? [formatHostPort(e.raft), formatHostPort(e.transaction), formatHostPort(e.control)] : null,
+    ];
   });
   const text = JSON.stringify([st.term, st.leader, members]);
   return createHash('sha256').update(text).digest('hex').slice(0, METADATA_VERSION_CHARS);

@@ -25,7 +25,11 @@ import { resolve as resolvePath } from 'node:path';
 import { parseDocument } from 'yaml';
 import type { NodeId } from '../raft/core/types.ts';
 import { ConfigError } from '../shared/errors.ts';
-import { DB_LEASE_MS, DB_LEASE_RENEW_INTERVAL_MS, DB_LEASE_SAFETY_MARGIN_MS } from '../store/db/limits.ts';
+import {
+  DB_LEASE_MS,
+  DB_LEASE_RENEW_INTERVAL_MS,
+  DB_LEASE_SAFETY_MARGIN_MS,
+} from '../store/db/limits.ts';
 import type { MemberEndpoints } from './config/endpoints.ts';
 import {
   HOST_HINT,
@@ -163,43 +167,66 @@ export interface NodeConfig {
 // ------------------------------------------------------------------ loading
 
 /** Reads and validates a YAML config file. Throws ConfigError. */
-export function loadConfig(file: string, env: NodeJS.ProcessEnv = process.env, cwd = process.cwd()): NodeConfig {
+export function loadConfig(
+  file: string,
+  env: NodeJS.ProcessEnv = process.env,
+  cwd = process.cwd(),
+): NodeConfig {
   let text: string;
   try {
     text = readFileSync(file, 'utf8');
   } catch (err) {
-    throw new ConfigError('(file)', `cannot read ${file}: ${(err as Error).message}`, { cause: err });
+    throw new ConfigError('(file)', `cannot read ${file}: ${(err as Error).message}`, {
+      cause: err,
+    });
   }
   return parseConfigText(text, { source: file, env, cwd });
 }
 
-export function parseConfigText(text: string, opts: { source?: string; env?: NodeJS.ProcessEnv; cwd?: string } = {}): NodeConfig {
+export function parseConfigText(
+  text: string,
+  opts: { source?: string; env?: NodeJS.ProcessEnv; cwd?: string } = {},
+): NodeConfig {
   const doc = parseDocument(text, { prettyErrors: true, uniqueKeys: true });
   if (doc.errors.length > 0) {
     const e = doc.errors[0]!;
-    throw new ConfigError('(yaml)', `${opts.source ?? 'config'} is not valid YAML: ${e.message}`, { cause: e });
+    throw new ConfigError('(yaml)', `${opts.source ?? 'config'} is not valid YAML: ${e.message}`, {
+      cause: e,
+    });
   }
   return validateConfig(doc.toJS({ maxAliasCount: 100 }) as unknown, opts);
 }
 
 /** Validates a parsed config object. Throws ConfigError naming the first bad key. */
-export function validateConfig(raw: unknown, opts: { source?: string; env?: NodeJS.ProcessEnv; cwd?: string } = {}): NodeConfig {
+export function validateConfig(
+  raw: unknown,
+  opts: { source?: string; env?: NodeJS.ProcessEnv; cwd?: string } = {},
+): NodeConfig {
   const env = opts.env ?? {};
   const cwd = opts.cwd ?? process.cwd();
   if (raw === null || raw === undefined) raw = {};
-  if (!isPlainObject(raw)) throw new ConfigError('(root)', 'the config must be a mapping of sections');
+  if (!isPlainObject(raw))
+    throw new ConfigError('(root)', 'the config must be a mapping of sections');
   noUnknownKeys(raw, ['node', 'server', 'raft', 'store', 'http', 'limits', 'log'], '');
 
   const nodeS = section(raw, 'node', '');
   noUnknownKeys(nodeS, ['id', 'group'], 'node');
   const node = {
     id: str(nodeS, 'id', 'node', { pattern: NODE_ID_PATTERN, patternHint: NODE_ID_HINT }),
-    group: str(nodeS, 'group', 'node', { default: DEFAULT_GROUP, pattern: NODE_ID_PATTERN, patternHint: NODE_ID_HINT }),
+    group: str(nodeS, 'group', 'node', {
+      default: DEFAULT_GROUP,
+      pattern: NODE_ID_PATTERN,
+      patternHint: NODE_ID_HINT,
+    }),
   };
 
   const serverS = section(raw, 'server', '');
   noUnknownKeys(serverS, ['host', 'advertiseHost', 'httpPort', 'tcPort', 'raftPort'], 'server');
-  const host = str(serverS, 'host', 'server', { default: DEFAULT_HOST, pattern: HOST_PATTERN, patternHint: HOST_HINT });
+  const host = str(serverS, 'host', 'server', {
+    default: DEFAULT_HOST,
+    pattern: HOST_PATTERN,
+    patternHint: HOST_HINT,
+  });
   const wildcard = host === '0.0.0.0' || host === '::';
   const advertiseHost = str(serverS, 'advertiseHost', 'server', {
     ...(wildcard ? {} : { default: host }),
@@ -214,7 +241,10 @@ export function validateConfig(raw: unknown, opts: { source?: string; env?: Node
     raftPort: port(serverS, 'raftPort', 'server', DEFAULT_RAFT_PORT),
   };
   if (new Set([server.httpPort, server.tcPort, server.raftPort]).size !== 3) {
-    throw new ConfigError('server.raftPort', `httpPort, tcPort and raftPort must differ (got ${server.httpPort}, ${server.tcPort}, ${server.raftPort})`);
+    throw new ConfigError(
+      'server.raftPort',
+      `httpPort, tcPort and raftPort must differ (got ${server.httpPort}, ${server.tcPort}, ${server.raftPort})`,
+    );
   }
 
   const storeS = section(raw, 'store', '');
@@ -224,38 +254,94 @@ export function validateConfig(raw: unknown, opts: { source?: string; env?: Node
   const dbMode = mode === 'db';
 
   const raftS = section(raw, 'raft', '');
-  noUnknownKeys(raftS, ['dataDir', 'peers', 'tickMs', 'electionTicks', 'heartbeatTicks', 'snapshotEveryEntries', 'join'], 'raft');
+  noUnknownKeys(
+    raftS,
+    [
+      'dataDir',
+      'peers',
+      'tickMs',
+      'electionTicks',
+      'heartbeatTicks',
+      'snapshotEveryEntries',
+      'join',
+    ],
+    'raft',
+  );
   const join = bool(raftS, 'join', 'raft', false);
-  if (dbMode && join) throw new ConfigError('raft.join', 'has no meaning in db mode: a db-mode node joins by starting with the same store.db.url');
+  if (dbMode && join)
+    throw new ConfigError(
+      'raft.join',
+      'has no meaning in db mode: a db-mode node joins by starting with the same store.db.url',
+    );
   const peers = parsePeers(raftS.peers, 'raft.peers', { required: !join && !dbMode });
-  const electionTicks = int(raftS, 'electionTicks', 'raft', { default: DEFAULT_ELECTION_TICKS, min: 2, max: 1000 });
-  const heartbeatTicks = int(raftS, 'heartbeatTicks', 'raft', { default: DEFAULT_HEARTBEAT_TICKS, min: 1, max: 1000 });
+  const electionTicks = int(raftS, 'electionTicks', 'raft', {
+    default: DEFAULT_ELECTION_TICKS,
+    min: 2,
+    max: 1000,
+  });
+  const heartbeatTicks = int(raftS, 'heartbeatTicks', 'raft', {
+    default: DEFAULT_HEARTBEAT_TICKS,
+    min: 1,
+    max: 1000,
+  });
   if (heartbeatTicks >= electionTicks) {
-    throw new ConfigError('raft.heartbeatTicks', `must be smaller than raft.electionTicks (${electionTicks}), got ${heartbeatTicks}`);
+    throw new ConfigError(
+      'raft.heartbeatTicks',
+      `must be smaller than raft.electionTicks (${electionTicks}), got ${heartbeatTicks}`,
+    );
   }
   const raft = {
     // db mode: no Raft data; `cluster up` still puts the node's log beside this directory.
-    dataDir: resolvePath(cwd, str(raftS, 'dataDir', 'raft', { minLength: 1, ...(dbMode ? { default: `data/${node.id}` } : {}) })),
+    dataDir: resolvePath(
+      cwd,
+      str(raftS, 'dataDir', 'raft', {
+        minLength: 1,
+        ...(dbMode ? { default: `data/${node.id}` } : {}),
+      }),
+    ),
     peers,
     tickMs: int(raftS, 'tickMs', 'raft', { default: DEFAULT_TICK_MS, min: 1, max: 10_000 }),
     electionTicks,
     heartbeatTicks,
-    snapshotEveryEntries: int(raftS, 'snapshotEveryEntries', 'raft', { default: DEFAULT_SNAPSHOT_EVERY_ENTRIES, min: 1, max: 100_000_000 }),
+    snapshotEveryEntries: int(raftS, 'snapshotEveryEntries', 'raft', {
+      default: DEFAULT_SNAPSHOT_EVERY_ENTRIES,
+      min: 1,
+      max: 100_000_000,
+    }),
     join,
   };
   const self = peers.find((p) => p.nodeId === node.id);
   const selfAt = peers.findIndex((p) => p.nodeId === node.id);
   if (!join && !self && !dbMode) {
-    throw new ConfigError('raft.peers', `must list this node (${node.id}) among the bootstrap members, or set raft.join: true to start empty and be added later`);
+    throw new ConfigError(
+      'raft.peers',
+      `must list this node (${node.id}) among the bootstrap members, or set raft.join: true to start empty and be added later`,
+    );
   }
   if (self) {
     // db mode binds no raft port: a peer list shared with raft-mode tooling may name any.
-    const mustMatch = dbMode ? ([['tcPort', server.tcPort], ['httpPort', server.httpPort]] as const) : ([['raftPort', server.raftPort], ['tcPort', server.tcPort], ['httpPort', server.httpPort]] as const);
+    const mustMatch = dbMode
+      ? ([
+          ['tcPort', server.tcPort],
+          ['httpPort', server.httpPort],
+        ] as const)
+      : ([
+          ['raftPort', server.raftPort],
+          ['tcPort', server.tcPort],
+          ['httpPort', server.httpPort],
+        ] as const);
     for (const [k, want] of mustMatch) {
-      if (self[k] !== want) throw new ConfigError(`raft.peers[${selfAt}].${k}`, `${self[k]} does not match server.${k} ${want} of this node (${node.id})`);
+      if (self[k] !== want)
+        throw new ConfigError(
+          `raft.peers[${selfAt}].${k}`,
+          `${self[k]} does not match server.${k} ${want} of this node (${node.id})`,
+        );
     }
     if (self.host !== advertiseHost && !wildcard && serverS.advertiseHost === undefined) {
-      throw new ConfigError(`raft.peers[${selfAt}].host`, `${self.host} does not match server.host ${host} of this node; set server.advertiseHost if they differ on purpose`);
+      throw new ConfigError(
+        `raft.peers[${selfAt}].host`,
+        `${self.host} does not match server.host ${host} of this node; set server.advertiseHost if they differ on purpose`,
+      );
     }
   }
 
@@ -264,20 +350,62 @@ export function validateConfig(raw: unknown, opts: { source?: string; env?: Node
   const envToken = env[AUTH_TOKEN_ENV];
   const authToken =
     envToken !== undefined && envToken !== ''
-      ? str({ authToken: envToken }, 'authToken', `(env ${AUTH_TOKEN_ENV})`, { minLength: MIN_AUTH_TOKEN_CHARS, maxLength: MAX_AUTH_TOKEN_CHARS })
-      : optStr(httpS, 'authToken', 'http', { minLength: MIN_AUTH_TOKEN_CHARS, maxLength: MAX_AUTH_TOKEN_CHARS });
+      ? str({ authToken: envToken }, 'authToken', `(env ${AUTH_TOKEN_ENV})`, {
+          minLength: MIN_AUTH_TOKEN_CHARS,
+          maxLength: MAX_AUTH_TOKEN_CHARS,
+        })
+      : optStr(httpS, 'authToken', 'http', {
+          minLength: MIN_AUTH_TOKEN_CHARS,
+          maxLength: MAX_AUTH_TOKEN_CHARS,
+        });
 
   const limitsS = section(raw, 'limits', '');
-  const limitKeys = ['maxRequestBodyBytes', 'maxWatchers', 'watchTimeoutMs', 'changeTimeoutMs', 'learnerCatchUpTimeoutMs', 'learnerCatchUpMaxLagEntries', 'transferTimeoutMs'];
+  const limitKeys = [
+    'maxRequestBodyBytes',
+    'maxWatchers',
+    'watchTimeoutMs',
+    'changeTimeoutMs',
+    'learnerCatchUpTimeoutMs',
+    'learnerCatchUpMaxLagEntries',
+    'transferTimeoutMs',
+  ];
   noUnknownKeys(limitsS, limitKeys, 'limits');
   const limits: LimitsConfig = {
-    maxRequestBodyBytes: int(limitsS, 'maxRequestBodyBytes', 'limits', { default: DEFAULT_MAX_REQUEST_BODY_BYTES, min: 1024, max: 16 * 1024 * 1024 }),
-    maxWatchers: int(limitsS, 'maxWatchers', 'limits', { default: DEFAULT_MAX_WATCHERS, min: 1, max: 100_000 }),
-    watchTimeoutMs: int(limitsS, 'watchTimeoutMs', 'limits', { default: DEFAULT_WATCH_TIMEOUT_MS, min: MIN_WATCH_TIMEOUT_MS, max: MAX_WATCH_TIMEOUT_MS }),
-    changeTimeoutMs: int(limitsS, 'changeTimeoutMs', 'limits', { default: DEFAULT_CHANGE_TIMEOUT_MS, min: 1_000, max: 3_600_000 }),
-    learnerCatchUpTimeoutMs: int(limitsS, 'learnerCatchUpTimeoutMs', 'limits', { default: DEFAULT_LEARNER_CATCH_UP_TIMEOUT_MS, min: 100, max: 3_600_000 }),
-    learnerCatchUpMaxLagEntries: int(limitsS, 'learnerCatchUpMaxLagEntries', 'limits', { default: DEFAULT_LEARNER_CATCH_UP_MAX_LAG_ENTRIES, min: 0, max: 1_000_000 }),
-    transferTimeoutMs: int(limitsS, 'transferTimeoutMs', 'limits', { default: DEFAULT_TRANSFER_TIMEOUT_MS, min: 100, max: 600_000 }),
+    maxRequestBodyBytes: int(limitsS, 'maxRequestBodyBytes', 'limits', {
+      default: DEFAULT_MAX_REQUEST_BODY_BYTES,
+      min: 1024,
+      max: 16 * 1024 * 1024,
+    }),
+    maxWatchers: int(limitsS, 'maxWatchers', 'limits', {
+      default: DEFAULT_MAX_WATCHERS,
+      min: 1,
+      max: 100_000,
+    }),
+    watchTimeoutMs: int(limitsS, 'watchTimeoutMs', 'limits', {
+      default: DEFAULT_WATCH_TIMEOUT_MS,
+      min: MIN_WATCH_TIMEOUT_MS,
+      max: MAX_WATCH_TIMEOUT_MS,
+    }),
+    changeTimeoutMs: int(limitsS, 'changeTimeoutMs', 'limits', {
+      default: DEFAULT_CHANGE_TIMEOUT_MS,
+      min: 1_000,
+      max: 3_600_000,
+    }),
+    learnerCatchUpTimeoutMs: int(limitsS, 'learnerCatchUpTimeoutMs', 'limits', {
+      default: DEFAULT_LEARNER_CATCH_UP_TIMEOUT_MS,
+      min: 100,
+      max: 3_600_000,
+    }),
+    learnerCatchUpMaxLagEntries: int(limitsS, 'learnerCatchUpMaxLagEntries', 'limits', {
+      default: DEFAULT_LEARNER_CATCH_UP_MAX_LAG_ENTRIES,
+      min: 0,
+      max: 1_000_000,
+    }),
+    transferTimeoutMs: int(limitsS, 'transferTimeoutMs', 'limits', {
+      default: DEFAULT_TRANSFER_TIMEOUT_MS,
+      min: 100,
+      max: 600_000,
+    }),
   };
 
   const logS = section(raw, 'log', '');
@@ -299,35 +427,62 @@ export function validateConfig(raw: unknown, opts: { source?: string; env?: Node
 /** `store.db`; null when absent in raft mode. The URL may come from CONCORD_DB_URL instead. */
 function parseDbSection(storeS: Obj, mode: StoreMode, env: NodeJS.ProcessEnv): DbConfig | null {
   const dbS = section(storeS, 'db', 'store');
-  noUnknownKeys(dbS, ['url', 'tablePrefix', 'maxConnections', 'startupTimeoutMs', 'lease'], 'store.db');
+  noUnknownKeys(
+    dbS,
+    ['url', 'tablePrefix', 'maxConnections', 'startupTimeoutMs', 'lease'],
+    'store.db',
+  );
   const fromEnv = env[DB_URL_ENV];
-  const url = optStr(dbS, 'url', 'store.db', { maxLength: 4096 }) ?? (mode === 'db' && fromEnv !== undefined && fromEnv !== '' ? fromEnv : null);
-  if (mode === 'db' && url === null) throw new ConfigError('store.db.url', `is required when store.mode is db (or set ${DB_URL_ENV})`);
+  const url =
+    optStr(dbS, 'url', 'store.db', { maxLength: 4096 }) ??
+    (mode === 'db' && fromEnv !== undefined && fromEnv !== '' ? fromEnv : null);
+  if (mode === 'db' && url === null)
+    throw new ConfigError(
+      'store.db.url',
+      `is required when store.mode is db (or set ${DB_URL_ENV})`,
+    );
   if (url === null) {
-    if (Object.keys(dbS).length > 0) throw new ConfigError('store.db.url', 'is required when store.db is given');
+    if (Object.keys(dbS).length > 0)
+      throw new ConfigError('store.db.url', 'is required when store.db is given');
     return null;
   }
   if (!/^(postgres|postgresql|mysql|mariadb):\/\//.test(url)) {
-    throw new ConfigError('store.db.url', 'must start with postgres://, postgresql://, mysql:// or mariadb://');
+    throw new ConfigError(
+      'store.db.url',
+      'must start with postgres://, postgresql://, mysql:// or mariadb://',
+    );
   }
   const db: DbConfig = { url };
   if (dbS.tablePrefix !== undefined && dbS.tablePrefix !== null) {
-    db.tablePrefix = str(dbS, 'tablePrefix', 'store.db', { pattern: DB_TABLE_PREFIX_PATTERN, patternHint: '1–32 of a-z, 0-9 and _, starting with a letter (it becomes part of SQL identifiers)' });
+    db.tablePrefix = str(dbS, 'tablePrefix', 'store.db', {
+      pattern: DB_TABLE_PREFIX_PATTERN,
+      patternHint:
+        '1–32 of a-z, 0-9 and _, starting with a letter (it becomes part of SQL identifiers)',
+    });
   }
-  if (dbS.maxConnections !== undefined && dbS.maxConnections !== null) db.maxConnections = int(dbS, 'maxConnections', 'store.db', { min: 2, max: MAX_DB_CONNECTIONS });
-  if (dbS.startupTimeoutMs !== undefined && dbS.startupTimeoutMs !== null) db.startupTimeoutMs = int(dbS, 'startupTimeoutMs', 'store.db', { min: 0, max: MAX_DB_STARTUP_TIMEOUT_MS });
+  if (dbS.maxConnections !== undefined && dbS.maxConnections !== null)
+    db.maxConnections = int(dbS, 'maxConnections', 'store.db', { min: 2, max: MAX_DB_CONNECTIONS });
+  if (dbS.startupTimeoutMs !== undefined && dbS.startupTimeoutMs !== null)
+    db.startupTimeoutMs = int(dbS, 'startupTimeoutMs', 'store.db', {
+      min: 0,
+      max: MAX_DB_STARTUP_TIMEOUT_MS,
+    });
   const leaseS = section(dbS, 'lease', 'store.db');
   noUnknownKeys(leaseS, ['leaseMs', 'renewIntervalMs', 'safetyMarginMs'], 'store.db.lease');
   if (Object.keys(leaseS).length > 0) {
     const lease: NonNullable<DbConfig['lease']> = {};
     for (const k of ['leaseMs', 'renewIntervalMs', 'safetyMarginMs'] as const) {
-      if (leaseS[k] !== undefined && leaseS[k] !== null) lease[k] = int(leaseS, k, 'store.db.lease', { min: 1, max: MAX_DB_LEASE_MS });
+      if (leaseS[k] !== undefined && leaseS[k] !== null)
+        lease[k] = int(leaseS, k, 'store.db.lease', { min: 1, max: MAX_DB_LEASE_MS });
     }
     const leaseMs = lease.leaseMs ?? DB_LEASE_MS;
     const renew = lease.renewIntervalMs ?? DB_LEASE_RENEW_INTERVAL_MS;
     const margin = lease.safetyMarginMs ?? DB_LEASE_SAFETY_MARGIN_MS;
     if (renew * 2 > leaseMs - margin) {
-      throw new ConfigError('store.db.lease.renewIntervalMs', `two renewals (${renew} ms each) must fit in leaseMs - safetyMarginMs (${leaseMs - margin} ms)`);
+      throw new ConfigError(
+        'store.db.lease.renewIntervalMs',
+        `two renewals (${renew} ms each) must fit in leaseMs - safetyMarginMs (${leaseMs - margin} ms)`,
+      );
     }
     db.lease = lease;
   }
@@ -336,18 +491,22 @@ function parseDbSection(storeS: Obj, mode: StoreMode, env: NodeJS.ProcessEnv): D
 
 function parsePeers(v: unknown, path: string, opts: { required: boolean }): PeerConfig[] {
   if (v === undefined || v === null) {
-    if (opts.required) throw new ConfigError(path, 'is required: the bootstrap members of the Raft group');
+    if (opts.required)
+      throw new ConfigError(path, 'is required: the bootstrap members of the Raft group');
     return [];
   }
-  if (!Array.isArray(v)) throw new ConfigError(path, 'must be a list of {nodeId, host, raftPort, tcPort, httpPort}');
+  if (!Array.isArray(v))
+    throw new ConfigError(path, 'must be a list of {nodeId, host, raftPort, tcPort, httpPort}');
   if (opts.required && v.length === 0) throw new ConfigError(path, 'must list at least one member');
-  if (v.length > MAX_PEERS) throw new ConfigError(path, `lists ${v.length} members; at most ${MAX_PEERS} are allowed`);
+  if (v.length > MAX_PEERS)
+    throw new ConfigError(path, `lists ${v.length} members; at most ${MAX_PEERS} are allowed`);
   const peers: PeerConfig[] = [];
   const ids = new Set<string>();
   const addresses = new Map<string, string>();
   v.forEach((p: unknown, i: number) => {
     const at = `${path}[${i}]`;
-    if (!isPlainObject(p)) throw new ConfigError(at, 'must be a mapping {nodeId, host, raftPort, tcPort, httpPort}');
+    if (!isPlainObject(p))
+      throw new ConfigError(at, 'must be a mapping {nodeId, host, raftPort, tcPort, httpPort}');
     noUnknownKeys(p, ['nodeId', 'host', 'raftPort', 'tcPort', 'httpPort'], at);
     const peer: PeerConfig = {
       nodeId: str(p, 'nodeId', at, { pattern: NODE_ID_PATTERN, patternHint: NODE_ID_HINT }),
@@ -356,12 +515,14 @@ function parsePeers(v: unknown, path: string, opts: { required: boolean }): Peer
       tcPort: port(p, 'tcPort', at),
       httpPort: port(p, 'httpPort', at),
     };
-    if (ids.has(peer.nodeId)) throw new ConfigError(`${at}.nodeId`, `${peer.nodeId} is listed twice`);
+    if (ids.has(peer.nodeId))
+      throw new ConfigError(`${at}.nodeId`, `${peer.nodeId} is listed twice`);
     ids.add(peer.nodeId);
     for (const k of ['raftPort', 'tcPort', 'httpPort'] as const) {
       const addr = `${peer.host}:${peer[k]}`;
       const other = addresses.get(addr);
-      if (other !== undefined) throw new ConfigError(`${at}.${k}`, `${addr} is already used by ${other}`);
+      if (other !== undefined)
+        throw new ConfigError(`${at}.${k}`, `${addr} is already used by ${other}`);
       addresses.set(addr, `${peer.nodeId}.${k}`);
     }
     peers.push(peer);

@@ -22,7 +22,10 @@ import type { NodeMetrics } from './metrics.ts';
 import type { RaftControl, RaftControlStatus } from './raft-control.ts';
 
 /** Opens the node's db session store from its config: tables created if missing, first lease round run. */
-export async function openDbSessionStore(config: NodeConfig, logger: Logger): Promise<DbSessionStore> {
+export async function openDbSessionStore(
+  config: NodeConfig,
+  logger: Logger,
+): Promise<DbSessionStore> {
   const db = config.store.db;
   const { createDbSessionStore } = await import('../store/db/index.ts');
   return createDbSessionStore(config, logger, {
@@ -62,7 +65,10 @@ export class LeaseControl implements RaftControl {
   status(): RaftControlStatus {
     const holder = this.store.leaseHolder();
     const leader = holder?.nodeId ?? null;
-    const voters = leader !== null && !this.members.includes(leader) ? [...this.members, leader] : [...this.members];
+    const voters =
+      leader !== null && !this.members.includes(leader)
+        ? [...this.members, leader]
+        : [...this.members];
     return {
       id: this.id,
       role: this.store.drivesPhaseTwo() ? 'leader' : 'follower',
@@ -106,10 +112,34 @@ export function bindDbMetrics(metrics: NodeMetrics, store: DbSessionStore): void
         this.set(read());
       },
     });
-  gauge('concord_db_lease_holder', '1 while this node holds the driver lease (runs phase two and takes RM channels)', () => (store.drivesPhaseTwo() ? 1 : 0));
-  gauge('concord_db_lease_epoch', 'The driver lease epoch this node knows (the coordinator term in db mode)', () => store.term());
-  gauge('concord_db_up', '1 while the database answers, 0 while this node fails calls fast and reconnects', () => (store.databaseDown ? 0 : 1));
-  gauge('concord_db_submits', 'Commands this node committed to the database since it started', () => store.stats.submits);
-  gauge('concord_db_reads', 'Read transactions this node ran since it started', () => store.stats.reads);
-  gauge('concord_db_race_retries', 'Submits retried after losing a race in the database (lock row, request id, deadlock)', () => store.stats.raceRetries);
+  gauge(
+    'concord_db_lease_holder',
+    '1 while this node holds the driver lease (runs phase two and takes RM channels)',
+    () => (store.drivesPhaseTwo() ? 1 : 0),
+  );
+  gauge(
+    'concord_db_lease_epoch',
+    'The driver lease epoch this node knows (the coordinator term in db mode)',
+    () => store.term(),
+  );
+  gauge(
+    'concord_db_up',
+    '1 while the database answers, 0 while this node fails calls fast and reconnects',
+    () => (store.databaseDown ? 0 : 1),
+  );
+  gauge(
+    'concord_db_submits',
+    'Commands this node committed to the database since it started',
+    () => store.stats.submits,
+  );
+  gauge(
+    'concord_db_reads',
+    'Read transactions this node ran since it started',
+    () => store.stats.reads,
+  );
+  gauge(
+    'concord_db_race_retries',
+    'Submits retried after losing a race in the database (lock row, request id, deadlock)',
+    () => store.stats.raceRetries,
+  );
 }

@@ -76,16 +76,26 @@ export interface ChangeReport {
  * restate the group); adding a node needs its id and endpoints — the JSON body.
  */
 export function parseRaftClusterStr(s: string, view: ClusterView): DesiredMember[] {
-  if (s.length > MAX_RAFT_CLUSTER_STR_CHARS) throw new BadRequestError(`raftClusterStr is longer than ${MAX_RAFT_CLUSTER_STR_CHARS} characters`);
+  if (s.length > MAX_RAFT_CLUSTER_STR_CHARS)
+    throw new BadRequestError(
+      `raftClusterStr is longer than ${MAX_RAFT_CLUSTER_STR_CHARS} characters`,
+    );
   const parts = s.split(',').map((p) => p.trim());
-  if (parts.length === 1 && parts[0] === '') throw new BadRequestError('raftClusterStr is empty: removing every node is not allowed');
+  if (parts.length === 1 && parts[0] === '')
+    throw new BadRequestError('raftClusterStr is empty: removing every node is not allowed');
   const conf = view.status().conf;
   const members = [...conf.voters, ...conf.learners];
   const out: DesiredMember[] = [];
   for (const p of parts) {
-    if (p === '') throw new BadRequestError(`raftClusterStr ${JSON.stringify(s.slice(0, 200))} has an empty entry`);
+    if (p === '')
+      throw new BadRequestError(
+        `raftClusterStr ${JSON.stringify(s.slice(0, 200))} has an empty entry`,
+      );
     const hp = parseHostPort(p);
-    if (!hp) throw new BadRequestError(`raftClusterStr entry ${JSON.stringify(p.slice(0, 100))} is not a valid "host:port"`);
+    if (!hp)
+      throw new BadRequestError(
+        `raftClusterStr entry ${JSON.stringify(p.slice(0, 100))} is not a valid "host:port"`,
+      );
     const id = members.find((m) => {
       const e = view.endpointsOf(m, conf);
       return e !== null && sameHostPort(e.raft, hp);
@@ -103,20 +113,33 @@ export function parseRaftClusterStr(s: string, view: ClusterView): DesiredMember
 /** The JSON body form: `{ "members": [ {"nodeId", "raft", "transaction", "control"} ] }`. */
 export function parseMembersBody(body: Record<string, unknown>): DesiredMember[] {
   const list = body.members;
-  if (!Array.isArray(list)) throw new BadRequestError('members must be a list of {nodeId, raft, transaction, control}');
-  if (list.length === 0) throw new BadRequestError('members is empty: removing every node is not allowed');
-  if (list.length > MAX_PEERS) throw new BadRequestError(`members lists ${list.length} nodes; at most ${MAX_PEERS} are allowed`);
+  if (!Array.isArray(list))
+    throw new BadRequestError('members must be a list of {nodeId, raft, transaction, control}');
+  if (list.length === 0)
+    throw new BadRequestError('members is empty: removing every node is not allowed');
+  if (list.length > MAX_PEERS)
+    throw new BadRequestError(
+      `members lists ${list.length} nodes; at most ${MAX_PEERS} are allowed`,
+    );
   return list.map((m: unknown, i: number) => {
     const at = `members[${i}]`;
-    if (typeof m !== 'object' || m === null || Array.isArray(m)) throw new BadRequestError(`${at} must be an object {nodeId, raft, transaction, control}`);
+    if (typeof m !== 'object' || m === null || Array.isArray(m))
+      throw new BadRequestError(`${at} must be an object {nodeId, raft, transaction, control}`);
     const o = m as Record<string, unknown>;
     for (const k of Object.keys(o)) {
-      if (!['nodeId', 'raft', 'transaction', 'control'].includes(k)) throw new BadRequestError(`${at}.${k.slice(0, 40)} is not a known field (nodeId, raft, transaction, control)`);
+      if (!['nodeId', 'raft', 'transaction', 'control'].includes(k))
+        throw new BadRequestError(
+          `${at}.${k.slice(0, 40)} is not a known field (nodeId, raft, transaction, control)`,
+        );
     }
-    if (typeof o.nodeId !== 'string' || !NODE_ID_PATTERN.test(o.nodeId)) throw new BadRequestError(`${at}.nodeId must be a node id: ${NODE_ID_HINT}`);
+    if (typeof o.nodeId !== 'string' || !NODE_ID_PATTERN.test(o.nodeId))
+      throw new BadRequestError(`${at}.nodeId must be a node id: ${NODE_ID_HINT}`);
     const given = ['raft', 'transaction', 'control'].filter((k) => o[k] !== undefined);
     if (given.length === 0) return { nodeId: o.nodeId, endpoints: null };
-    if (given.length !== 3) throw new BadRequestError(`${at} must give all of raft, transaction and control, or none (for an existing member)`);
+    if (given.length !== 3)
+      throw new BadRequestError(
+        `${at} must give all of raft, transaction and control, or none (for an existing member)`,
+      );
     return {
       nodeId: o.nodeId,
       endpoints: {
@@ -150,7 +173,8 @@ export class MembershipManager {
   /** Checks the list against the current membership and returns the steps, without running them. */
   plan(desired: DesiredMember[]): Array<ConfChange> {
     const st = this.control.status();
-    if (desired.length === 0) throw new BadRequestError('the member list is empty: removing every node is not allowed');
+    if (desired.length === 0)
+      throw new BadRequestError('the member list is empty: removing every node is not allowed');
     const ids = new Set<NodeId>();
     const raftAddrs = new Map<string, NodeId>();
     const current = [...st.conf.voters, ...st.conf.learners];
@@ -165,15 +189,30 @@ export class MembershipManager {
       const existing = current.includes(m.nodeId);
       if (existing) {
         const cur = this.view.endpointsOf(m.nodeId, st.conf);
-        if (m.endpoints && cur && !(sameHostPort(cur.raft, m.endpoints.raft) && sameHostPort(cur.transaction, m.endpoints.transaction) && sameHostPort(cur.control, m.endpoints.control))) {
-          throw new BadRequestError(`node ${m.nodeId} is a member with other endpoints (raft ${formatHostPort(cur.raft)}); to move it, remove it and add it again`);
+        if (
+          m.endpoints &&
+          cur &&
+          !(
+            sameHostPort(cur.raft, m.endpoints.raft) &&
+            sameHostPort(cur.transaction, m.endpoints.transaction) &&
+            sameHostPort(cur.control, m.endpoints.control)
+          )
+        ) {
+          throw new BadRequestError(
+            `node ${m.nodeId} is a member with other endpoints (raft ${formatHostPort(cur.raft)}); to move it, remove it and add it again`,
+          );
         }
         continue;
       }
-      if (!m.endpoints) throw new BadRequestError(`node ${m.nodeId} is not a member; adding it needs its raft, transaction and control endpoints`);
+      if (!m.endpoints)
+        throw new BadRequestError(
+          `node ${m.nodeId} is not a member; adding it needs its raft, transaction and control endpoints`,
+        );
       const owner = raftAddrs.get(formatHostPort(m.endpoints.raft));
       if (owner !== undefined && owner !== m.nodeId) {
-        throw new BadRequestError(`raft address ${formatHostPort(m.endpoints.raft)} of ${m.nodeId} is already used by member ${owner}`);
+        throw new BadRequestError(
+          `raft address ${formatHostPort(m.endpoints.raft)} of ${m.nodeId} is already used by member ${owner}`,
+        );
       }
       raftAddrs.set(formatHostPort(m.endpoints.raft), m.nodeId);
       adds.push({ nodeId: m.nodeId, context: encodeMemberContext(m.endpoints) });
@@ -181,23 +220,32 @@ export class MembershipManager {
     const steps: ConfChange[] = [];
     for (const a of adds) steps.push({ type: 'addLearner', nodeId: a.nodeId, context: a.context });
     for (const a of adds) steps.push({ type: 'addVoter', nodeId: a.nodeId, context: '' });
-    for (const id of st.conf.learners) if (ids.has(id)) steps.push({ type: 'addVoter', nodeId: id, context: '' });
+    for (const id of st.conf.learners)
+      if (ids.has(id)) steps.push({ type: 'addVoter', nodeId: id, context: '' });
     const removeLearners = st.conf.learners.filter((id) => !ids.has(id));
     const removeVoters = st.conf.voters.filter((id) => !ids.has(id) && id !== st.id);
-    for (const id of [...removeLearners, ...removeVoters]) steps.push({ type: 'removeNode', nodeId: id });
-    if (!ids.has(st.id) && current.includes(st.id)) steps.push({ type: 'removeNode', nodeId: st.id });
+    for (const id of [...removeLearners, ...removeVoters])
+      steps.push({ type: 'removeNode', nodeId: id });
+    if (!ids.has(st.id) && current.includes(st.id))
+      steps.push({ type: 'removeNode', nodeId: st.id });
     return steps;
   }
 
   /** Runs a change to the desired member list. Leader only. */
   async change(desired: DesiredMember[]): Promise<ChangeReport> {
     this.requireLeader();
-    if (this.busy !== null) throw new ChangeInProgressError(`a membership operation is already in progress on this node (${this.busy})`);
+    if (this.busy !== null)
+      throw new ChangeInProgressError(
+        `a membership operation is already in progress on this node (${this.busy})`,
+      );
     const steps = this.plan(desired);
     this.busy = `change to [${desired.map((d) => d.nodeId).join(', ')}]`;
     const deadline = performance.now() + this.limits.changeTimeoutMs;
     const done: ChangeStep[] = [];
-    this.log.info({ desired: desired.map((d) => d.nodeId), steps: steps.map((s) => `${s.type} ${s.nodeId}`) }, 'membership change started');
+    this.log.info(
+      { desired: desired.map((d) => d.nodeId), steps: steps.map((s) => `${s.type} ${s.nodeId}`) },
+      'membership change started',
+    );
     try {
       for (const step of steps) {
         if (step.type === 'addVoter') await this.waitCaughtUp(step.nodeId, deadline, done);
@@ -218,9 +266,13 @@ export class MembershipManager {
   /** Hands leadership to `to` and waits until it leads. Leader only. */
   async transfer(to: NodeId): Promise<void> {
     const st = this.requireLeader();
-    if (this.busy !== null) throw new ChangeInProgressError(`a membership operation is in progress on this node (${this.busy})`);
+    if (this.busy !== null)
+      throw new ChangeInProgressError(
+        `a membership operation is in progress on this node (${this.busy})`,
+      );
     if (to === st.id) return;
-    if (!st.conf.voters.includes(to)) throw new BadRequestError(`cannot transfer leadership to ${to}: not a voter of the group`);
+    if (!st.conf.voters.includes(to))
+      throw new BadRequestError(`cannot transfer leadership to ${to}: not a voter of the group`);
     this.busy = `transfer to ${to}`;
     const deadline = performance.now() + this.limits.transferTimeoutMs;
     try {
@@ -232,10 +284,16 @@ export class MembershipManager {
         const now = this.control.status();
         if (now.leader === to && now.role !== 'leader') return;
         if (performance.now() > deadline) {
-          throw new TimeoutError(`leadership did not move to ${to} within ${this.limits.transferTimeoutMs} ms (leader now: ${now.leader ?? 'none'})`);
+          throw new TimeoutError(
+            `leadership did not move to ${to} within ${this.limits.transferTimeoutMs} ms (leader now: ${now.leader ?? 'none'})`,
+          );
         }
         // The core abandons a transfer after an election timeout; ask again while we still lead.
-        if (now.role === 'leader' && now.leadTransferee === null && performance.now() - issuedAt > this.limits.electionTimeoutMs) {
+        if (
+          now.role === 'leader' &&
+          now.leadTransferee === null &&
+          performance.now() - issuedAt > this.limits.electionTimeoutMs
+        ) {
           issuedAt = performance.now();
           this.control.transferLeadership(to);
         }
@@ -251,8 +309,15 @@ export class MembershipManager {
     return st;
   }
 
-  private async waitCaughtUp(id: NodeId, changeDeadline: number, done: ChangeStep[]): Promise<void> {
-    const deadline = Math.min(changeDeadline, performance.now() + this.limits.learnerCatchUpTimeoutMs);
+  private async waitCaughtUp(
+    id: NodeId,
+    changeDeadline: number,
+    done: ChangeStep[],
+  ): Promise<void> {
+    const deadline = Math.min(
+      changeDeadline,
+      performance.now() + this.limits.learnerCatchUpTimeoutMs,
+    );
     for (;;) {
       const st = this.control.status();
       if (st.role !== 'leader') throw this.partial(new NotLeaderError(st.leader), done);
@@ -279,11 +344,16 @@ export class MembershipManager {
         return;
       } catch (err) {
         const st = this.control.status();
-        if (err instanceof ChangeInProgressError && st.role === 'leader' && performance.now() < retryUntil) {
+        if (
+          err instanceof ChangeInProgressError &&
+          st.role === 'leader' &&
+          performance.now() < retryUntil
+        ) {
           await sleep(MEMBERSHIP_POLL_INTERVAL_MS);
           continue;
         }
-        if (st.role !== 'leader' && !(err instanceof BadRequestError)) throw this.partial(new NotLeaderError(st.leader, null, { cause: err }), done);
+        if (st.role !== 'leader' && !(err instanceof BadRequestError))
+          throw this.partial(new NotLeaderError(st.leader, null, { cause: err }), done);
         throw this.partial(err, done);
       }
     }

@@ -14,7 +14,9 @@ import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom
 import type { RaftControl } from './raft-control.ts';
 
 /** Buckets for Raft RPC and disk latencies, in seconds (0.1 ms … ~1.6 s). */
-export const LATENCY_BUCKETS_SECONDS = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5];
+export const LATENCY_BUCKETS_SECONDS = [
+  0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5,
+];
 /** Buckets for HTTP openapi requests, in seconds (watch long polls land in the top ones). */
 export const HTTP_BUCKETS_SECONDS = [0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 30, 60];
 
@@ -47,10 +49,14 @@ export interface NodeMetrics {
   render(): Promise<{ contentType: string; body: string }>;
 }
 
-export function createNodeMetrics(labels: { node: string; group: string }, opts: { processMetrics?: boolean } = {}): NodeMetrics {
+export function createNodeMetrics(
+  labels: { node: string; group: string },
+  opts: { processMetrics?: boolean } = {},
+): NodeMetrics {
   const registry = new Registry();
   registry.setDefaultLabels(labels);
-  if (opts.processMetrics ?? true) collectDefaultMetrics({ register: registry, prefix: 'concord_' });
+  if (opts.processMetrics ?? true)
+    collectDefaultMetrics({ register: registry, prefix: 'concord_' });
 
   let control: RaftControl | null = null;
   const status = () => {
@@ -70,7 +76,11 @@ export function createNodeMetrics(labels: { node: string; group: string }, opts:
     collect() {
       const st = status();
       const isLearner = st !== null && st.conf.learners.includes(st.id);
-      for (const r of ROLES) this.set({ role: r }, st !== null && (r === 'learner' ? isLearner : !isLearner && st.role === r) ? 1 : 0);
+      for (const r of ROLES)
+        this.set(
+          { role: r },
+          st !== null && (r === 'learner' ? isLearner : !isLearner && st.role === r) ? 1 : 0,
+        );
     },
   });
   new Gauge({
@@ -158,7 +168,8 @@ export function createNodeMetrics(labels: { node: string; group: string }, opts:
       this.reset();
       const st = status();
       if (st?.role !== 'leader' || !st.progress) return;
-      for (const [peer, pr] of Object.entries(st.progress)) if (peer !== st.id) this.set({ peer }, Math.max(0, st.lastIndex - pr.match));
+      for (const [peer, pr] of Object.entries(st.progress))
+        if (peer !== st.id) this.set({ peer }, Math.max(0, st.lastIndex - pr.match));
     },
   });
   // Entries appended by this node while leader: rate() of it is proposals per second.
@@ -173,7 +184,8 @@ export function createNodeMetrics(labels: { node: string; group: string }, opts:
         lastLeaderIndex = null;
         return;
       }
-      if (lastLeaderIndex !== null && st.lastIndex > lastLeaderIndex) this.inc(st.lastIndex - lastLeaderIndex);
+      if (lastLeaderIndex !== null && st.lastIndex > lastLeaderIndex)
+        this.inc(st.lastIndex - lastLeaderIndex);
       lastLeaderIndex = st.lastIndex;
     },
   });
@@ -182,7 +194,12 @@ export function createNodeMetrics(labels: { node: string; group: string }, opts:
     const t = (status() as { transport?: TransportCounts } | null)?.transport;
     return t && typeof t.sent === 'number' ? t : null;
   };
-  const fromTotals = (name: string, help: string, read: (t: TransportCounts) => Record<string, number>, label: string | null) => {
+  const fromTotals = (
+    name: string,
+    help: string,
+    read: (t: TransportCounts) => Record<string, number>,
+    label: string | null,
+  ) => {
     const last = new Map<string, number>();
     new Counter({
       name,
@@ -205,11 +222,36 @@ export function createNodeMetrics(labels: { node: string; group: string }, opts:
       },
     });
   };
-  fromTotals('concord_raft_messages_sent_total', 'Raft messages handed to the peer transport', (t) => ({ all: t.sent }), null);
-  fromTotals('concord_raft_messages_received_total', 'Raft messages received from peers', (t) => ({ all: t.received }), null);
-  fromTotals('concord_raft_messages_dropped_total', 'Raft messages dropped by the transport (Raft retransmits), by reason', (t) => ({ ...t.dropped }), 'reason');
-  fromTotals('concord_raft_frames_rejected_total', 'Frames from peers refused (unknown sender, wrong receiver, malformed), by reason', (t) => ({ ...t.rejected }), 'reason');
-  fromTotals('concord_raft_reconnects_total', 'Peer stream reconnects', (t) => ({ all: t.reconnects }), null);
+  fromTotals(
+    'concord_raft_messages_sent_total',
+    'Raft messages handed to the peer transport',
+    (t) => ({ all: t.sent }),
+    null,
+  );
+  fromTotals(
+    'concord_raft_messages_received_total',
+    'Raft messages received from peers',
+    (t) => ({ all: t.received }),
+    null,
+  );
+  fromTotals(
+    'concord_raft_messages_dropped_total',
+    'Raft messages dropped by the transport (Raft retransmits), by reason',
+    (t) => ({ ...t.dropped }),
+    'reason',
+  );
+  fromTotals(
+    'concord_raft_frames_rejected_total',
+    'Frames from peers refused (unknown sender, wrong receiver, malformed), by reason',
+    (t) => ({ ...t.rejected }),
+    'reason',
+  );
+  fromTotals(
+    'concord_raft_reconnects_total',
+    'Peer stream reconnects',
+    (t) => ({ all: t.reconnects }),
+    null,
+  );
   new Gauge({
     name: 'concord_raft_peer_connected',
     help: '1 if the stream to the peer is connected',
@@ -217,7 +259,8 @@ export function createNodeMetrics(labels: { node: string; group: string }, opts:
     registers: [registry],
     collect() {
       this.reset();
-      for (const [peer, p] of Object.entries(transportStats()?.peers ?? {})) this.set({ peer }, p.connected ? 1 : 0);
+      for (const [peer, p] of Object.entries(transportStats()?.peers ?? {}))
+        this.set({ peer }, p.connected ? 1 : 0);
     },
   });
 
@@ -252,7 +295,8 @@ export function createNodeMetrics(labels: { node: string; group: string }, opts:
     registry,
     observeRaftRpc: (type, seconds) => rpc.observe({ type }, seconds),
     observePersist: (seconds) => persist.observe(seconds),
-    observeHttp: (route, method, statusCode, seconds) => http.observe({ route, method, status: String(statusCode) }, seconds),
+    observeHttp: (route, method, statusCode, seconds) =>
+      http.observe({ route, method, status: String(statusCode) }, seconds),
     countMembershipOp: (kind, result) => membership.inc({ kind, result }),
     bindRaft(c) {
       control = c;

@@ -103,7 +103,9 @@ export class CoordinatorLogStateMachine implements StateMachine {
 export function raftNodeConfigOf(c: NodeConfig): RaftNodeConfig {
   const self = selfEndpoints(c);
   const peers: Record<NodeId, string> = {};
-  for (const p of c.raft.peers) if (p.nodeId !== c.node.id) peers[p.nodeId] = formatHostPort({ host: p.host, port: p.raftPort });
+  for (const p of c.raft.peers)
+    if (p.nodeId !== c.node.id)
+      peers[p.nodeId] = formatHostPort({ host: p.host, port: p.raftPort });
   return validateRaftNodeConfig({
     nodeId: c.node.id,
     raftAddress: formatHostPort({ host: c.server.host, port: c.server.raftPort }),
@@ -116,7 +118,10 @@ export function raftNodeConfigOf(c: NodeConfig): RaftNodeConfig {
     snapshotIntervalEntries: c.raft.snapshotEveryEntries,
     join: c.raft.join,
     // This node's own client-facing endpoints travel in its member context.
-    contextExtra: { transaction: formatHostPort(self.transaction), control: formatHostPort(self.control) },
+    contextExtra: {
+      transaction: formatHostPort(self.transaction),
+      control: formatHostPort(self.control),
+    },
   });
 }
 
@@ -193,8 +198,21 @@ export class TcNode {
     const metrics = createNodeMetrics({ node: c.node.id, group: c.node.group });
     log.info(
       c.store.mode === 'raft'
-        ? { group: c.node.group, http: c.server.httpPort, tc: c.server.tcPort, raft: c.server.raftPort, dataDir: c.raft.dataDir, join: c.raft.join, storeMode: c.store.mode }
-        : { group: c.node.group, http: c.server.httpPort, tc: c.server.tcPort, storeMode: c.store.mode },
+        ? {
+            group: c.node.group,
+            http: c.server.httpPort,
+            tc: c.server.tcPort,
+            raft: c.server.raftPort,
+            dataDir: c.raft.dataDir,
+            join: c.raft.join,
+            storeMode: c.store.mode,
+          }
+        : {
+            group: c.node.group,
+            http: c.server.httpPort,
+            tc: c.server.tcPort,
+            storeMode: c.store.mode,
+          },
       'starting concord node',
     );
     let backend: Backend;
@@ -217,7 +235,13 @@ export class TcNode {
       backendStarted = true;
       node.view.start();
       node.httpPortBound = await node.http.listen();
-      const ctx: TcNodeContext = { config: c, logger: node.log, sessions: node.sessions, metrics: node.metrics, view: node.view };
+      const ctx: TcNodeContext = {
+        config: c,
+        logger: node.log,
+        sessions: node.sessions,
+        metrics: node.metrics,
+        view: node.view,
+      };
       for (const factory of opts.services ?? []) node.services.push(await factory(ctx));
     } catch (err) {
       node.log.error({ err }, 'node failed to start');
@@ -246,10 +270,12 @@ export class TcNode {
   private async shutdown(backendStarted: boolean): Promise<void> {
     this.log.info('stopping concord node');
     await this.http.close().catch((err) => this.log.warn({ err }, 'openapi close failed'));
-    for (const s of [...this.services].reverse()) await s.close().catch((err) => this.log.warn({ err }, 'service close failed'));
+    for (const s of [...this.services].reverse())
+      await s.close().catch((err) => this.log.warn({ err }, 'service close failed'));
     this.view.stop();
     // db mode: the store was opened before start(), so it is always closed (releasing the lease).
-    if (backendStarted || this.sessions.mode === 'db') await this.backend.stop().catch((err) => this.log.warn({ err }, 'session store stop failed'));
+    if (backendStarted || this.sessions.mode === 'db')
+      await this.backend.stop().catch((err) => this.log.warn({ err }, 'session store stop failed'));
     this.log.info('concord node stopped');
   }
 }
@@ -273,10 +299,20 @@ function raftBackend(opts: TcNodeOptions, log: Logger): Backend {
     changeMembership: (cc) => raft.changeMembership(cc),
     transferLeadership: (to) => raft.transferLeadership(to),
   };
-  return { sessions: { mode: 'raft', raft, stateMachine }, control, start: () => raft.start(), stop: () => raft.stop() };
+  return {
+    sessions: { mode: 'raft', raft, stateMachine },
+    control,
+    start: () => raft.start(),
+    stop: () => raft.stop(),
+  };
 }
 
 async function dbBackend(opts: TcNodeOptions): Promise<Backend> {
   const store = await (opts.openDbStore ?? openDbSessionStore)(opts.config, opts.logger);
-  return { sessions: { mode: 'db', store }, control: new LeaseControl(store, opts.config), start: async () => undefined, stop: () => store.close() };
+  return {
+    sessions: { mode: 'db', store },
+    control: new LeaseControl(store, opts.config),
+    start: async () => undefined,
+    stop: () => store.close(),
+  };
 }

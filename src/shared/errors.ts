@@ -47,10 +47,16 @@ export class NotLeaderError extends ConcordError {
   /** The leader this node knows of, if any: its node id and client-facing address. */
   readonly leaderId: string | null;
   readonly leaderAddress: string | null;
-  constructor(leaderId: string | null, leaderAddress: string | null = null, options: ConcordErrorOptions = {}) {
+  constructor(
+    leaderId: string | null,
+    leaderAddress: string | null = null,
+    options: ConcordErrorOptions = {},
+  ) {
     super(
       'NOT_LEADER',
-      leaderId === null ? 'this node is not the leader and knows no leader' : `this node is not the leader; the leader is ${leaderId}${leaderAddress ? ` at ${leaderAddress}` : ''}`,
+      leaderId === null
+        ? 'this node is not the leader and knows no leader'
+        : `this node is not the leader; the leader is ${leaderId}${leaderAddress ? ` at ${leaderAddress}` : ''}`,
       { retryable: true, ...options },
     );
     this.leaderId = leaderId;
@@ -99,7 +105,10 @@ export class StoppedError extends ConcordError {
 }
 
 export class ChangeInProgressError extends ConcordError {
-  constructor(message = 'a membership change is already in progress', options: ConcordErrorOptions = {}) {
+  constructor(
+    message = 'a membership change is already in progress',
+    options: ConcordErrorOptions = {},
+  ) {
     super('CHANGE_IN_PROGRESS', message, { retryable: true, ...options });
   }
 }

@@ -107,7 +107,12 @@ export const BranchType = {
 export type BranchType = (typeof BranchType)[keyof typeof BranchType];
 
 /** Seata's numeric codes (io.seata.core.model.BranchType). */
-export const BRANCH_TYPE_CODES: Readonly<Record<BranchType, number>> = { AT: 0, TCC: 1, SAGA: 2, XA: 3 };
+export const BRANCH_TYPE_CODES: Readonly<Record<BranchType, number>> = {
+  AT: 0,
+  TCC: 1,
+  SAGA: 2,
+  XA: 3,
+};
 
 // ---------------------------------------------------------------------------------------
 // What a status says about the decision
@@ -150,5 +155,9 @@ export function decisionOf(status: GlobalStatus): Decision | null {
  * coordinator keeps such a session live, with its locks, until MarkResolved.
  */
 export function isFailedEnd(status: GlobalStatus): boolean {
-  return status === GlobalStatus.CommitFailed || status === GlobalStatus.RollbackFailed || status === GlobalStatus.TimeoutRollbackFailed;
+  return (
+    status === GlobalStatus.CommitFailed ||
+    status === GlobalStatus.RollbackFailed ||
+    status === GlobalStatus.TimeoutRollbackFailed
+  );
 }

@@ -27,15 +27,26 @@ function filesUnder(dir: string): string[] {
 /** Every import specifier of a file, resolved to a repo path when relative. */
 function importsOf(file: string): string[] {
   const text = readFileSync(join(root, file), 'utf8');
-  const specs = [...text.matchAll(/(?:import|export)[^'"]*?from\s*['"]([^'"]+)['"]|import\(\s*['"]([^'"]+)['"]\s*\)/g)].map((m) => m[1] ?? m[2] ?? '');
-  return specs.map((s) => (s.startsWith('.') ? relative(root, resolve(dirname(join(root, file)), s)) : s));
+  const specs = [
+    ...text.matchAll(
+      /(?:import|export)[^'"]*?from\s*['"]([^'"]+)['"]|import\(\s*['"]([^'"]+)['"]\s*\)/g,
+    ),
+  ].map((m) => m[1] ?? m[2] ?? '');
+  return specs.map((s) =>
+    s.startsWith('.') ? relative(root, resolve(dirname(join(root, file)), s)) : s,
+  );
 }
 
 function violations(dir: string, forbidden: (spec: string) => boolean): string[] {
-  return filesUnder(dir).flatMap((f) => importsOf(f).filter(forbidden).map((s) => `${f} imports ${s}`));
+  return filesUnder(dir).flatMap((f) =>
+    importsOf(f)
+      .filter(forbidden)
+      .map((s) => `${f} imports ${s}`),
+  );
 }
 
-const under = (prefix: string) => (spec: string) => spec === prefix || spec.startsWith(`${prefix}/`);
+const under = (prefix: string) => (spec: string) =>
+  spec === prefix || spec.startsWith(`${prefix}/`);
 
 describe('layering', () => {
   it('the raft layer imports nothing of the coordinator, stores, server or client', () => {
@@ -59,21 +70,43 @@ describe('layering', () => {
   });
 
   it('the Raft core is pure: no clock, timers, disk, network or global randomness', () => {
-    const impure = /\b(Date\.now|new Date\(|setTimeout|setInterval|setImmediate|performance\.now|Math\.random|process\.)/;
-    const nodeModules = (s: string) => s.startsWith('node:') || ['fs', 'net', 'http', 'level', '@grpc/grpc-js'].includes(s);
+    const impure =
+      /\b(Date\.now|new Date\(|setTimeout|setInterval|setImmediate|performance\.now|Math\.random|process\.)/;
+    const nodeModules = (s: string) =>
+      s.startsWith('node:') || ['fs', 'net', 'http', 'level', '@grpc/grpc-js'].includes(s);
     const files = filesUnder('src/raft/core');
     expect(files.length).toBeGreaterThan(0);
     const found = files.flatMap((f) => {
       const text = readFileSync(join(root, f), 'utf8');
-      const hits = text.split('\n').flatMap((line, i) => (impure.test(line) && !line.trim().startsWith('//') && !line.trim().startsWith('*') ? [`${f}:${i + 1}: ${line.trim()}`] : []));
-      return [...hits, ...importsOf(f).filter(nodeModules).map((s) => `${f} imports ${s}`)];
+      const hits = text
+        .split('\n')
+        .flatMap((line, i) =>
+          impure.test(line) && !line.trim().startsWith('//') && !line.trim().startsWith('*')
+            ? [`${f}:${i + 1}: ${line.trim()}`]
+            : [],
+        );
+      return [
+        ...hits,
+        ...importsOf(f)
+          .filter(nodeModules)
+          .map((s) => `${f} imports ${s}`),
+      ];
     });
     expect(found).toEqual([]);
   });
 
   it('library code logs through pino, not console.log', () => {
-    const files = ['src/raft', 'src/coordinator', 'src/store', 'src/server', 'src/client', 'src/shared'].flatMap(filesUnder);
-    const hits = files.filter((f) => /console\.(log|info|warn|error)\(/.test(readFileSync(join(root, f), 'utf8')));
+    const files = [
+      'src/raft',
+      'src/coordinator',
+      'src/store',
+      'src/server',
+      'src/client',
+      'src/shared',
+    ].flatMap(filesUnder);
+    const hits = files.filter((f) =>
+      /console\.(log|info|warn|error)\(/.test(readFileSync(join(root, f), 'utf8')),
+    );
     expect(hits).toEqual([]);
   });
 });

@@ -13,7 +13,13 @@ import { describe, expect, it } from 'vitest';
 import { formatReport } from '../../chaos/report.ts';
 import { runChaos } from '../../chaos/run.ts';
 import { NEMESIS_KINDS } from '../../chaos/schedule.ts';
-import { DEFAULT_CLIENTS, DEFAULT_CONCURRENCY, DEFAULT_ELECTION_TICKS, DEFAULT_TICK_MS, TXN_TIMEOUT_MS } from '../../chaos/limits.ts';
+import {
+  DEFAULT_CLIENTS,
+  DEFAULT_CONCURRENCY,
+  DEFAULT_ELECTION_TICKS,
+  DEFAULT_TICK_MS,
+  TXN_TIMEOUT_MS,
+} from '../../chaos/limits.ts';
 // Type-only: brings the two entry points (which run on import) into the root `tsc --noEmit`.
 import type {} from '../../chaos/cli.ts';
 import type {} from '../../chaos/client.ts';
@@ -85,7 +91,12 @@ describe('chaos', () => {
       if (VERBOSE) console.log(text);
       expect(report.harnessErrors, `${lines.join('\n')}\n${text}`).toEqual([]);
       expect(report.ok).toBe(false);
-      expect(Object.keys(report.check.counts).sort()).toEqual(['branch-pending', 'fence-mismatch', 'reservation-left', 'rolledback-branch-not-cancelled']);
+      expect(Object.keys(report.check.counts).sort()).toEqual([
+        'branch-pending',
+        'fence-mismatch',
+        'reservation-left',
+        'rolledback-branch-not-cancelled',
+      ]);
       rmSync(report.settings.runDir, { recursive: true, force: true });
     },
     ROUND_BUDGET_MS,

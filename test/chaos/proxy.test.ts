@@ -25,19 +25,38 @@ async function echoServer(): Promise<{ server: Server; port: number }> {
   return { server, port: (server.address() as { port: number }).port };
 }
 
-async function proxyTo(port: number, table: FaultTable, dst = 'b', identify?: (buf: Buffer, dst: string) => string | null): Promise<FaultProxy> {
-  const p = new FaultProxy({ name: `${dst}.test`, dst, listen: { host: '127.0.0.1', port: 0 }, target: { host: '127.0.0.1', port }, table, logger, ...(identify ? { identify } : {}) });
+async function proxyTo(
+  port: number,
+  table: FaultTable,
+  dst = 'b',
+  identify?: (buf: Buffer, dst: string) => string | null,
+): Promise<FaultProxy> {
+  const p = new FaultProxy({
+    name: `${dst}.test`,
+    dst,
+    listen: { host: '127.0.0.1', port: 0 },
+    target: { host: '127.0.0.1', port },
+    table,
+    logger,
+    ...(identify ? { identify } : {}),
+  });
   await p.listen();
   cleanups.push(() => p.close());
   return p;
 }
 
-function client(port: number): Promise<{ sock: Socket; received: () => string; closed: () => { closed: boolean; error: string | null } }> {
+function client(port: number): Promise<{
+  sock: Socket;
+  received: () => string;
+  closed: () => { closed: boolean; error: string | null };
+}> {
   return new Promise((resolve, reject) => {
     let got = '';
     let closed = false;
     let error: string | null = null;
-    const sock = connect(port, '127.0.0.1', () => resolve({ sock, received: () => got, closed: () => ({ closed, error }) }));
+    const sock = connect(port, '127.0.0.1', () =>
+      resolve({ sock, received: () => got, closed: () => ({ closed, error }) }),
+    );
     sock.on('data', (d) => (got += d.toString()));
     sock.on('error', (e: NodeJS.ErrnoException) => {
       error = e.code ?? e.message;
@@ -64,7 +83,8 @@ async function eventually(check: () => void, timeoutMs = 5_000): Promise<void> {
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /** A test identifier: the first line a client sends is `hello <id>`. */
-const helloSniffer = (buf: Buffer): string | null => /^hello (\w+)\n/.exec(buf.toString('latin1'))?.[1] ?? null;
+const helloSniffer = (buf: Buffer): string | null =>
+  /^hello (\w+)\n/.exec(buf.toString('latin1'))?.[1] ?? null;
 
 describe('FaultTable', () => {
   it('applies the most severe matching rule, and only `*` rules to an unidentified source', () => {
@@ -89,7 +109,17 @@ describe('FaultProxy', () => {
   it('refuses anything but loopback', () => {
     expect(isLoopback('127.0.0.2')).toBe(true);
     expect(isLoopback('10.0.0.1')).toBe(false);
-    expect(() => new FaultProxy({ name: 'x', dst: 'b', listen: { host: '0.0.0.0', port: 0 }, target: { host: '127.0.0.1', port: 1 }, table: new FaultTable(), logger })).toThrow(/loopback/);
+    expect(
+      () =>
+        new FaultProxy({
+          name: 'x',
+          dst: 'b',
+          listen: { host: '0.0.0.0', port: 0 },
+          target: { host: '127.0.0.1', port: 1 },
+          table: new FaultTable(),
+          logger,
+        }),
+    ).toThrow(/loopback/);
   });
 
   it('forwards both ways while the link is ok', async () => {
@@ -162,23 +192,55 @@ describe('FaultProxy', () => {
 });
 
 describe('raft link partitions through the proxy', () => {
-  const heartbeat = (from: string, to: string, term: number): Message => ({ type: 'heartbeat', from, to, term, commit: 0, readCtx: null });
+  const heartbeat = (from: string, to: string, term: number): Message => ({
+    type: 'heartbeat',
+    from,
+    to,
+    term,
+    commit: 0,
+    readCtx: null,
+  });
 
   it('identifies Raft transport streams by sender and cuts exactly one link', async () => {
     const ids = ['a', 'b', 'c'];
     const table = new FaultTable();
     const mk = async (id: string) => {
-      const t = new GrpcTransport({ id, listenAddress: '127.0.0.1:0', logger, limits: { reconnectBaseMs: 20, reconnectMaxMs: 100, connectTimeoutMs: 500 } });
+      const t = new GrpcTransport({
+        id,
+        listenAddress: '127.0.0.1:0',
+        logger,
+        limits: { reconnectBaseMs: 20, reconnectMaxMs: 100, connectTimeoutMs: 500 },
+      });
       await t.start();
       cleanups.push(() => t.close());
       return t;
     };
     const [a, b, c] = [await mk('a'), await mk('b'), await mk('c')];
-    const proxyB = await proxyTo(b.port!, table, 'b', raftSenderSniffer(() => ids));
+    const proxyB = await proxyTo(
+      b.port!,
+      table,
+      'b',
+      raftSenderSniffer(() => ids),
+    );
     const viaProxy = `127.0.0.1:${proxyB.port}`;
-    a.setPeers(new Map([['b', viaProxy], ['c', `127.0.0.1:${c.port}`]]));
-    c.setPeers(new Map([['b', viaProxy], ['a', `127.0.0.1:${a.port}`]]));
-    b.setPeers(new Map([['a', `127.0.0.1:${a.port}`], ['c', `127.0.0.1:${c.port}`]]));
+    a.setPeers(
+      new Map([
+        ['b', viaProxy],
+        ['c', `127.0.0.1:${c.port}`],
+      ]),
+    );
+    c.setPeers(
+      new Map([
+        ['b', viaProxy],
+        ['a', `127.0.0.1:${a.port}`],
+      ]),
+    );
+    b.setPeers(
+      new Map([
+        ['a', `127.0.0.1:${a.port}`],
+        ['c', `127.0.0.1:${c.port}`],
+      ]),
+    );
     const atB: Message[] = [];
     b.onMessage((m) => atB.push(m));
     const countFrom = (id: string) => atB.filter((m) => m.from === id).length;

@@ -12,7 +12,16 @@ const timeline: LeaderSample[] = [
   { t: 5_000, leader: { id: 'node2', term: 5 } },
 ];
 
-const commit = (t0: number, t: number, value = 'Committed'): HistoryEvent => ({ t, t0, process: 'c0.1', app: 'a', type: 'ok', op: 'commit', xid: 'x', value });
+const commit = (t0: number, t: number, value = 'Committed'): HistoryEvent => ({
+  t,
+  t0,
+  process: 'c0.1',
+  app: 'a',
+  type: 'ok',
+  op: 'commit',
+  xid: 'x',
+  value,
+});
 
 describe('report timings', () => {
   it('counts leader changes, by id or term, across gaps without a leader', () => {
@@ -27,7 +36,12 @@ describe('report timings', () => {
   });
 
   it('measures the time to the first acknowledged commit sent after the fault', () => {
-    const events = [commit(800, 1_050), commit(1_100, 2_500), commit(1_200, 2_000), commit(1_300, 1_400, 'Rollbacked')];
+    const events = [
+      commit(800, 1_050),
+      commit(1_100, 2_500),
+      commit(1_200, 2_000),
+      commit(1_300, 1_400, 'Rollbacked'),
+    ];
     // The commit answered at 1 050 was sent before the fault; the rolled-back one does not count.
     expect(timeToFirstCommit(events, 1_000)).toBe(1_000);
     expect(timeToFirstCommit(events, 3_000)).toBeNull();
@@ -41,7 +55,15 @@ describe('report timings', () => {
   });
 
   it('gives each step its timings, bounded by the next step', () => {
-    const rec = (n: number, faultAt: number, term: number): StepRecord => ({ n, kind: 'kill', target: 'node1', leaderBefore: { id: 'node1', term }, faultAt, healedAt: faultAt + 10, detail: '' });
+    const rec = (n: number, faultAt: number, term: number): StepRecord => ({
+      n,
+      kind: 'kill',
+      target: 'node1',
+      leaderBefore: { id: 'node1', term },
+      faultAt,
+      healedAt: faultAt + 10,
+      detail: '',
+    });
     const steps = stepTimings([rec(1, 900, 2), rec(2, 2_000, 3)], timeline, [commit(1_100, 2_500)]);
     expect(steps.map((s) => [s.timeToLeaderMs, s.timeToFirstCommitMs])).toEqual([
       [800, 1_600],

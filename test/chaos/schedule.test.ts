@@ -1,9 +1,21 @@
 /** The nemesis schedule: a pure function of the seed, touching every enabled nemesis. */
 import { describe, expect, it } from 'vitest';
-import { NEMESIS_KINDS, describeStep, parseNemesisList, planSchedule, resolveTarget } from '../../chaos/schedule.ts';
+import {
+  NEMESIS_KINDS,
+  describeStep,
+  parseNemesisList,
+  planSchedule,
+  resolveTarget,
+} from '../../chaos/schedule.ts';
 import { Prng } from '../../chaos/prng.ts';
 
-const settings = { seed: 42, durationMs: 60_000, kinds: NEMESIS_KINDS, clients: 4, electionTimeoutMaxMs: 1_000 };
+const settings = {
+  seed: 42,
+  durationMs: 60_000,
+  kinds: NEMESIS_KINDS,
+  clients: 4,
+  electionTimeoutMaxMs: 1_000,
+};
 
 describe('nemesis schedule', () => {
   it('is the same for the same seed and differs for another', () => {

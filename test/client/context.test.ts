@@ -61,7 +61,8 @@ describe('isValidXid: <host>:<port>:<transactionId>, bounded', () => {
   });
 
   it('refuses non-strings', () => {
-    for (const v of [undefined, null, 42, 42n, {}, ['10.0.0.1:8091:1']]) expect(isValidXid(v)).toBe(false);
+    for (const v of [undefined, null, 42, 42n, {}, ['10.0.0.1:8091:1']])
+      expect(isValidXid(v)).toBe(false);
   });
 
   it('property: every well-formed xid within the length bound is accepted and parses back to its parts', () => {
@@ -71,25 +72,37 @@ describe('isValidXid: <host>:<port>:<transactionId>, bounded', () => {
       fc.ipV6().map((h) => `[${h}]`),
     );
     fc.assert(
-      fc.property(host, fc.integer({ min: 1, max: 65_535 }), fc.bigInt({ min: 0n, max: (1n << 64n) - 1n }), (h, port, id) => {
-        const xid = `${h}:${port}:${id}`;
-        const parsed = parseXid(xid);
-        if (xid.length > MAX_XID_CHARS) return expect(parsed).toBeNull();
-        expect(parsed).toEqual({ host: h.startsWith('[') ? h.slice(1, -1) : h, port, transactionId: id.toString() });
-      }),
+      fc.property(
+        host,
+        fc.integer({ min: 1, max: 65_535 }),
+        fc.bigInt({ min: 0n, max: (1n << 64n) - 1n }),
+        (h, port, id) => {
+          const xid = `${h}:${port}:${id}`;
+          const parsed = parseXid(xid);
+          if (xid.length > MAX_XID_CHARS) return expect(parsed).toBeNull();
+          expect(parsed).toEqual({
+            host: h.startsWith('[') ? h.slice(1, -1) : h,
+            port,
+            transactionId: id.toString(),
+          });
+        },
+      ),
       { numRuns: 500 },
     );
   });
 
   it('property: arbitrary strings never throw, and whatever is accepted is bounded and well-shaped', () => {
     fc.assert(
-      fc.property(fc.oneof(fc.string({ maxLength: 200 }), fc.string({ unit: 'binary', maxLength: 50 })), (s) => {
-        const ok = isValidXid(s);
-        if (ok) {
-          expect(s.length).toBeLessThanOrEqual(MAX_XID_CHARS);
-          expect(s).toMatch(/^\S+:[1-9][0-9]*:(?:0|[1-9][0-9]*)$/);
-        }
-      }),
+      fc.property(
+        fc.oneof(fc.string({ maxLength: 200 }), fc.string({ unit: 'binary', maxLength: 50 })),
+        (s) => {
+          const ok = isValidXid(s);
+          if (ok) {
+            expect(s.length).toBeLessThanOrEqual(MAX_XID_CHARS);
+            expect(s).toMatch(/^\S+:[1-9][0-9]*:(?:0|[1-9][0-9]*)$/);
+          }
+        },
+      ),
       { numRuns: 1_000 },
     );
   });
@@ -107,7 +120,12 @@ describe('the xid context', () => {
       seen.push(currentXid());
       await tick();
       seen.push(currentXid());
-      await new Promise<void>((resolve) => setTimeout(() => { seen.push(currentXid()); resolve(); }, 1));
+      await new Promise<void>((resolve) =>
+        setTimeout(() => {
+          seen.push(currentXid());
+          resolve();
+        }, 1),
+      );
       await Promise.resolve().then(() => seen.push(currentXid()));
       return 'value';
     });
@@ -140,7 +158,7 @@ describe('the xid context', () => {
     });
   });
 
-  it('concurrent chains never see each other\'s xid', async () => {
+  it("concurrent chains never see each other's xid", async () => {
     const chain = (xid: string) =>
       runWithXid(xid, async () => {
         const seen: (string | undefined)[] = [];
@@ -156,11 +174,15 @@ describe('the xid context', () => {
   });
 
   it('the branch type travels with the xid; the context is immutable', () => {
-    runWithXid(X1, () => {
-      const ctx = currentContext();
-      expect(ctx).toEqual({ xid: X1, branchType: 'TCC' });
-      expect(Object.isFrozen(ctx)).toBe(true);
-    }, { branchType: 'TCC' });
+    runWithXid(
+      X1,
+      () => {
+        const ctx = currentContext();
+        expect(ctx).toEqual({ xid: X1, branchType: 'TCC' });
+        expect(Object.isFrozen(ctx)).toBe(true);
+      },
+      { branchType: 'TCC' },
+    );
   });
 
   it('a malformed xid or branch type is refused with BadRequestError', () => {
@@ -173,7 +195,10 @@ describe('the xid context', () => {
     const seen: (string | undefined)[] = [];
     runWithXid(X1, () => {
       emitter.on('plain', () => seen.push(currentXid()));
-      emitter.on('bound', bindToCurrentContext(() => seen.push(currentXid())));
+      emitter.on(
+        'bound',
+        bindToCurrentContext(() => seen.push(currentXid())),
+      );
     });
     runWithXid(X2, () => emitter.emit('plain'));
     emitter.emit('bound');

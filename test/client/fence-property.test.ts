@@ -27,7 +27,10 @@ const MAX_GROUP = 3;
 const MAX_GROUPS = 7;
 
 type Family = 'tcc' | 'saga';
-const OPS: Record<Family, readonly FenceOp[]> = { tcc: ['try', 'confirm', 'cancel'], saga: ['action', 'compensate'] };
+const OPS: Record<Family, readonly FenceOp[]> = {
+  tcc: ['try', 'confirm', 'cancel'],
+  saga: ['action', 'compensate'],
+};
 const ORIGIN: Partial<Record<FenceOp, FenceOp>> = { cancel: 'try', compensate: 'action' };
 const COMPENSATOR: Partial<Record<FenceOp, FenceOp>> = { try: 'cancel', action: 'compensate' };
 
@@ -60,7 +63,8 @@ function step(state: ModelState, d: Delivery): { state: ModelState; outcome: Obs
   } else {
     decision = 'executed';
   }
-  if (decision === 'duplicate' || decision === 'hangingRefused') return { state, outcome: decision };
+  if (decision === 'duplicate' || decision === 'hangingRefused')
+    return { state, outcome: decision };
   if (decision === 'emptyRollback') {
     rows[d.op] = d.op;
     rows[origin as FenceOp] = d.op;
@@ -73,11 +77,14 @@ function step(state: ModelState, d: Delivery): { state: ModelState; outcome: Obs
 
 function permutations<T>(items: readonly T[]): T[][] {
   if (items.length <= 1) return [items.slice()];
-  return items.flatMap((item, i) => permutations([...items.slice(0, i), ...items.slice(i + 1)]).map((rest) => [item, ...rest]));
+  return items.flatMap((item, i) =>
+    permutations([...items.slice(0, i), ...items.slice(i + 1)]).map((rest) => [item, ...rest]),
+  );
 }
 
 const sameState = (a: ModelState, b: ModelState) =>
-  JSON.stringify(Object.entries(a.rows).sort()) === JSON.stringify(Object.entries(b.rows).sort()) && JSON.stringify(a.ledger) === JSON.stringify(b.ledger);
+  JSON.stringify(Object.entries(a.rows).sort()) === JSON.stringify(Object.entries(b.rows).sort()) &&
+  JSON.stringify(a.ledger) === JSON.stringify(b.ledger);
 
 const scenario = fc.constantFrom<Family>('tcc', 'saga').chain((family) =>
   fc.record({
@@ -97,7 +104,10 @@ const scenario = fc.constantFrom<Family>('tcc', 'saga').chain((family) =>
   }),
 );
 
-async function checkScenario<Tx>(d: FenceDriver<Tx>, s: { family: Family; isolation: IsolationLevel; groups: Delivery[][] }): Promise<void> {
+async function checkScenario<Tx>(
+  d: FenceDriver<Tx>,
+  s: { family: Family; isolation: IsolationLevel; groups: Delivery[][] },
+): Promise<void> {
   const fence = d.newFence({ isolationLevel: s.isolation });
   const xid = newXid();
   const branchId = newBranchId();
@@ -108,7 +118,11 @@ async function checkScenario<Tx>(d: FenceDriver<Tx>, s: { family: Family; isolat
       group.map((delivery) =>
         fence
           .run({ xid, branchId, op: delivery.op }, async (tx) => {
-            await d.txSql(tx, `INSERT INTO ${d.names.ledger} (xid, branch_id, kind) VALUES ($1, $2, $3)`, [xid, branchId, delivery.op]);
+            await d.txSql(
+              tx,
+              `INSERT INTO ${d.names.ledger} (xid, branch_id, kind) VALUES ($1, $2, $3)`,
+              [xid, branchId, delivery.op],
+            );
             if (delivery.linger > 0) await sleep(delivery.linger);
             if (delivery.fails) throw new Error('business failure');
           })
@@ -125,9 +139,19 @@ async function checkScenario<Tx>(d: FenceDriver<Tx>, s: { family: Family; isolat
     );
 
     const rows = Object.fromEntries(
-      (await d.sql(`SELECT op, reason FROM ${d.names.fence} WHERE xid = $1 AND branch_id = $2`, [xid, branchId])).rows.map((r) => [String(r.op), String(r.reason)]),
+      (
+        await d.sql(`SELECT op, reason FROM ${d.names.fence} WHERE xid = $1 AND branch_id = $2`, [
+          xid,
+          branchId,
+        ])
+      ).rows.map((r) => [String(r.op), String(r.reason)]),
     );
-    const ledger = (await d.sql(`SELECT kind FROM ${d.names.ledger} WHERE xid = $1 AND branch_id = $2 ORDER BY seq`, [xid, branchId])).rows.map((r) => String(r.kind));
+    const ledger = (
+      await d.sql(
+        `SELECT kind FROM ${d.names.ledger} WHERE xid = $1 AND branch_id = $2 ORDER BY seq`,
+        [xid, branchId],
+      )
+    ).rows.map((r) => String(r.kind));
     const actual: ModelState = { rows, ledger };
 
     // Some serial order of this group must explain both what each delivery saw and where the database ended up.
@@ -143,7 +167,9 @@ async function checkScenario<Tx>(d: FenceDriver<Tx>, s: { family: Family; isolat
         }
         return { state, outcomes };
       })
-      .find((c) => JSON.stringify(c.outcomes) === JSON.stringify(results) && sameState(c.state, actual));
+      .find(
+        (c) => JSON.stringify(c.outcomes) === JSON.stringify(results) && sameState(c.state, actual),
+      );
     if (explained === undefined) {
       expect.fail(
         `group ${g} ${JSON.stringify(group)} from model ${JSON.stringify(model)}: observed ${JSON.stringify(results)} with database ${JSON.stringify(actual)}, which no serial order explains`,
@@ -154,10 +180,12 @@ async function checkScenario<Tx>(d: FenceDriver<Tx>, s: { family: Family; isolat
     // The named invariants, checked directly as well.
     const origin = s.family === 'tcc' ? 'try' : 'action';
     const compensate = s.family === 'tcc' ? 'cancel' : 'compensate';
-    for (const op of OPS[s.family]) expect(ledger.filter((k) => k === op).length).toBeLessThanOrEqual(1);
+    for (const op of OPS[s.family])
+      expect(ledger.filter((k) => k === op).length).toBeLessThanOrEqual(1);
     if (rows[origin] === compensate) expect(ledger).not.toContain(origin); // no hanging try after an empty rollback
     if (ledger.includes(compensate)) expect(ledger.indexOf(origin)).toBeGreaterThanOrEqual(0); // a business cancel only undoes a try that ran
-    if (ledger.includes(compensate)) expect(ledger.indexOf(origin)).toBeLessThan(ledger.indexOf(compensate));
+    if (ledger.includes(compensate))
+      expect(ledger.indexOf(origin)).toBeLessThan(ledger.indexOf(compensate));
   }
 }
 
@@ -195,10 +223,28 @@ describe('fence property: random deliveries and interleavings match the sequenti
         return r.outcome;
       });
     };
-    expect(run([['try'], ['try'], ['confirm'], ['confirm']])).toEqual(['executed', 'duplicate', 'executed', 'duplicate']);
-    expect(run([['cancel'], ['try'], ['cancel']])).toEqual(['emptyRollback', 'hangingRefused', 'duplicate']);
-    expect(run([['try', true], ['cancel'], ['try']])).toEqual(['error', 'emptyRollback', 'hangingRefused']);
-    expect(run([['try'], ['cancel', true], ['cancel'], ['cancel']])).toEqual(['executed', 'error', 'executed', 'duplicate']);
+    expect(run([['try'], ['try'], ['confirm'], ['confirm']])).toEqual([
+      'executed',
+      'duplicate',
+      'executed',
+      'duplicate',
+    ]);
+    expect(run([['cancel'], ['try'], ['cancel']])).toEqual([
+      'emptyRollback',
+      'hangingRefused',
+      'duplicate',
+    ]);
+    expect(run([['try', true], ['cancel'], ['try']])).toEqual([
+      'error',
+      'emptyRollback',
+      'hangingRefused',
+    ]);
+    expect(run([['try'], ['cancel', true], ['cancel'], ['cancel']])).toEqual([
+      'executed',
+      'error',
+      'executed',
+      'duplicate',
+    ]);
     expect(run([['compensate'], ['action']])).toEqual(['emptyRollback', 'hangingRefused']);
   });
 

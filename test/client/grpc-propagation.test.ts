@@ -6,7 +6,11 @@
 import * as grpc from '@grpc/grpc-js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { currentXid, runWithXid, runWithoutXid } from '../../src/client/context.ts';
-import { XID_METADATA_KEY, withXidFromMetadata, xidClientInterceptor } from '../../src/client/propagation/index.ts';
+import {
+  XID_METADATA_KEY,
+  withXidFromMetadata,
+  xidClientInterceptor,
+} from '../../src/client/propagation/index.ts';
 import { capturingLogger, sleep } from './helpers/db.ts';
 
 const X1 = '10.0.0.1:8091:777';
@@ -40,15 +44,22 @@ const serverLog = capturingLogger();
 const opts = { logger: serverLog.logger };
 
 let server: grpc.Server;
-let client: grpc.Client & Record<'unary' | 'serverStream' | 'clientStream' | 'bidi', (...args: unknown[]) => unknown>;
+let client: grpc.Client &
+  Record<'unary' | 'serverStream' | 'clientStream' | 'bidi', (...args: unknown[]) => unknown>;
 
 beforeAll(async () => {
-  server = new grpc.Server({ 'grpc.max_receive_message_length': MAX_MESSAGE_BYTES, 'grpc.max_send_message_length': MAX_MESSAGE_BYTES });
+  server = new grpc.Server({
+    'grpc.max_receive_message_length': MAX_MESSAGE_BYTES,
+    'grpc.max_send_message_length': MAX_MESSAGE_BYTES,
+  });
   server.addService(service, {
-    unary: withXidFromMetadata<grpc.ServerUnaryCall<Msg, Msg>, [grpc.sendUnaryData<Msg>]>(async (_call, callback) => {
-      await sleep(2);
-      callback(null, { xid: seenXid() });
-    }, opts),
+    unary: withXidFromMetadata<grpc.ServerUnaryCall<Msg, Msg>, [grpc.sendUnaryData<Msg>]>(
+      async (_call, callback) => {
+        await sleep(2);
+        callback(null, { xid: seenXid() });
+      },
+      opts,
+    ),
     serverStream: withXidFromMetadata<grpc.ServerWritableStream<Msg, Msg>, []>((call) => {
       let n = 0;
       const timer = setInterval(() => {
@@ -59,11 +70,18 @@ beforeAll(async () => {
         }
       }, 2);
     }, opts),
-    clientStream: withXidFromMetadata<grpc.ServerReadableStream<Msg, Msg>, [grpc.sendUnaryData<Msg>]>((call, callback) => {
+    clientStream: withXidFromMetadata<
+      grpc.ServerReadableStream<Msg, Msg>,
+      [grpc.sendUnaryData<Msg>]
+    >((call, callback) => {
       // Plain event listeners: these fire from the HTTP/2 stream's context, not the handler's.
       const seen = new Set<string | null>();
       call.on('data', () => seen.add(seenXid()));
-      call.on('end', () => callback(null, { xid: seen.size === 1 ? [...seen][0] ?? null : `mixed:${[...seen].join('|')}` }));
+      call.on('end', () =>
+        callback(null, {
+          xid: seen.size === 1 ? ([...seen][0] ?? null) : `mixed:${[...seen].join('|')}`,
+        }),
+      );
     }, opts),
     bidi: withXidFromMetadata<grpc.ServerDuplexStream<Msg, Msg>, []>(async (call) => {
       // destroyOnReturn: false — a plain `for await` destroys the duplex when the loop ends,
@@ -76,7 +94,9 @@ beforeAll(async () => {
     }, opts),
   });
   const port = await new Promise<number>((resolve, reject) =>
-    server.bindAsync('127.0.0.1:0', grpc.ServerCredentials.createInsecure(), (err, p) => (err ? reject(err) : resolve(p))),
+    server.bindAsync('127.0.0.1:0', grpc.ServerCredentials.createInsecure(), (err, p) =>
+      err ? reject(err) : resolve(p),
+    ),
   );
   const Client = grpc.makeGenericClientConstructor(service, 'XidEcho');
   client = new Client(`127.0.0.1:${port}`, grpc.credentials.createInsecure(), {
@@ -92,7 +112,11 @@ afterAll(async () => {
 });
 
 const unary = (metadata = new grpc.Metadata()) =>
-  new Promise<Msg>((resolve, reject) => client.unary({ xid: null }, metadata, (err: Error | null, res: Msg) => (err ? reject(err) : resolve(res))));
+  new Promise<Msg>((resolve, reject) =>
+    client.unary({ xid: null }, metadata, (err: Error | null, res: Msg) =>
+      err ? reject(err) : resolve(res),
+    ),
+  );
 const collect = <T>(stream: NodeJS.EventEmitter) =>
   new Promise<T[]>((resolve, reject) => {
     const out: T[] = [];
@@ -109,22 +133,30 @@ describe('gRPC propagation', () => {
   });
 
   it('concurrent calls under different xids each carry their own', async () => {
-    const results = await Promise.all(Array.from({ length: 20 }, (_, i) => runWithXid(i % 2 ? X1 : X2, () => unary())));
+    const results = await Promise.all(
+      Array.from({ length: 20 }, (_, i) => runWithXid(i % 2 ? X1 : X2, () => unary())),
+    );
     results.forEach((r, i) => expect(r.xid).toBe(i % 2 ? X1 : X2));
   });
 
   it('server streaming: every message is written under the xid', async () => {
-    const messages = await runWithXid(X1, () => collect<Msg>(client.serverStream({ xid: null }) as NodeJS.EventEmitter));
+    const messages = await runWithXid(X1, () =>
+      collect<Msg>(client.serverStream({ xid: null }) as NodeJS.EventEmitter),
+    );
     expect(messages.map((m) => m.xid)).toEqual([X1, X1, X1]);
   });
 
   it('client streaming: data listeners see the xid', async () => {
-    const result = await runWithXid(X2, () =>
-      new Promise<Msg>((resolve, reject) => {
-        const call = client.clientStream((err: Error | null, res: Msg) => (err ? reject(err) : resolve(res))) as grpc.ClientWritableStream<Msg>;
-        for (let n = 0; n < 3; n++) call.write({ xid: null, n });
-        call.end();
-      }),
+    const result = await runWithXid(
+      X2,
+      () =>
+        new Promise<Msg>((resolve, reject) => {
+          const call = client.clientStream((err: Error | null, res: Msg) =>
+            err ? reject(err) : resolve(res),
+          ) as grpc.ClientWritableStream<Msg>;
+          for (let n = 0; n < 3; n++) call.write({ xid: null, n });
+          call.end();
+        }),
     );
     expect(result).toEqual({ xid: X2 });
   });
@@ -151,7 +183,9 @@ describe('gRPC propagation', () => {
     const md = new grpc.Metadata();
     md.set(XID_METADATA_KEY, 'not an xid');
     expect(await unary(md)).toEqual({ xid: null });
-    expect(serverLog.records.some((r) => r.level === 40 && /malformed incoming xid/.test(String(r.msg)))).toBe(true);
+    expect(
+      serverLog.records.some((r) => r.level === 40 && /malformed incoming xid/.test(String(r.msg))),
+    ).toBe(true);
     const twice = new grpc.Metadata();
     twice.add(XID_METADATA_KEY, X1);
     twice.add(XID_METADATA_KEY, X2);

@@ -30,7 +30,8 @@ async function listen(server: http.Server): Promise<string> {
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   return `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
 }
-const close = (server: http.Server) => new Promise<void>((resolve) => server.close(() => resolve()));
+const close = (server: http.Server) =>
+  new Promise<void>((resolve) => server.close(() => resolve()));
 
 interface Seen {
   xid: string | null;
@@ -55,7 +56,10 @@ beforeAll(async () => {
       async (req, res) => {
         await sleep(2);
         await new Promise<void>((resolve) => setTimeout(resolve, 1));
-        const seen: Seen = { xid: currentXid() ?? null, header: (req.headers['tx_xid'] as string | undefined) ?? null };
+        const seen: Seen = {
+          xid: currentXid() ?? null,
+          header: (req.headers['tx_xid'] as string | undefined) ?? null,
+        };
         send(res, seen);
       },
       { logger: serverLog.logger },
@@ -98,22 +102,30 @@ describe('HTTP propagation', () => {
   });
 
   it('runWithoutXid suspends propagation inside a transaction', async () => {
-    const body = await runWithXid(X1, () => runWithoutXid(async () => (await xidFetch(bUrl)).json()));
+    const body = await runWithXid(X1, () =>
+      runWithoutXid(async () => (await xidFetch(bUrl)).json()),
+    );
     expect(body).toEqual({ xid: null, header: null });
   });
 
   it('the xid crosses via a node:http request with withXidHeaders', async () => {
-    const body = await runWithXid(X1, () =>
-      new Promise<Seen>((resolve, reject) => {
-        const req = http.request(bUrl, { headers: withXidHeaders({ accept: 'application/json' }) }, (res) => {
-          let data = '';
-          res.setEncoding('utf8');
-          res.on('data', (c: string) => (data += c));
-          res.on('end', () => resolve(JSON.parse(data) as Seen));
-        });
-        req.on('error', reject);
-        req.end();
-      }),
+    const body = await runWithXid(
+      X1,
+      () =>
+        new Promise<Seen>((resolve, reject) => {
+          const req = http.request(
+            bUrl,
+            { headers: withXidHeaders({ accept: 'application/json' }) },
+            (res) => {
+              let data = '';
+              res.setEncoding('utf8');
+              res.on('data', (c: string) => (data += c));
+              res.on('end', () => resolve(JSON.parse(data) as Seen));
+            },
+          );
+          req.on('error', reject);
+          req.end();
+        }),
     );
     expect(body).toEqual({ xid: X1, header: X1 });
   });
@@ -138,20 +150,25 @@ describe('HTTP propagation', () => {
   it('a repeated header is malformed too (node joins it with ", ")', async () => {
     const body = await new Promise<Seen>((resolve, reject) => {
       const url = new URL(bUrl);
-      const req = http.request({ host: url.hostname, port: url.port, headers: { tx_xid: [X1, X2] } }, (res) => {
-        let data = '';
-        res.on('data', (c: Buffer) => (data += c.toString()));
-        res.on('end', () => resolve(JSON.parse(data) as Seen));
-      });
+      const req = http.request(
+        { host: url.hostname, port: url.port, headers: { tx_xid: [X1, X2] } },
+        (res) => {
+          let data = '';
+          res.on('data', (c: Buffer) => (data += c.toString()));
+          res.on('end', () => resolve(JSON.parse(data) as Seen));
+        },
+      );
       req.on('error', reject);
       req.end();
     });
     expect(body.xid).toBeNull();
   });
 
-  it('xidFetch keeps a Request\'s own headers and an explicit xid header wins', async () => {
+  it("xidFetch keeps a Request's own headers and an explicit xid header wins", async () => {
     const seen = await runWithXid(X1, async () => {
-      const viaRequest = (await (await xidFetch(new Request(bUrl, { headers: { 'x-other': '1' } }))).json()) as Seen;
+      const viaRequest = (await (
+        await xidFetch(new Request(bUrl, { headers: { 'x-other': '1' } }))
+      ).json()) as Seen;
       const explicit = (await (await xidFetch(bUrl, { headers: { tx_xid: X2 } })).json()) as Seen;
       return { viaRequest, explicit };
     });
@@ -170,14 +187,17 @@ describe('outgoing header helpers', () => {
     expect(withXidInit({ method: 'POST' })).toEqual({ method: 'POST' });
     runWithXid(X1, () => {
       expect(withXidHeaders(record)).toEqual({ a: '1', [XID_HEADER]: X1 });
-      expect(withXidHeaders(tuples)).toEqual([['a', '1'], [XID_HEADER, X1]]);
+      expect(withXidHeaders(tuples)).toEqual([
+        ['a', '1'],
+        [XID_HEADER, X1],
+      ]);
       const h = withXidHeaders(headers);
       expect(h).toBeInstanceOf(Headers);
       expect(h.get('tx_xid')).toBe(X1);
       expect(withXidHeaders()).toEqual({ [XID_HEADER]: X1 });
       expect(xidHeaders()).toEqual({ [XID_HEADER]: X1 });
       expect(new Headers(withXidInit({ headers: { b: '2' } }).headers).get(XID_HEADER)).toBe(X1);
-      expect(withXidHeaders({ 'Tx_Xid': X2 })).toEqual({ 'Tx_Xid': X2 });
+      expect(withXidHeaders({ Tx_Xid: X2 })).toEqual({ Tx_Xid: X2 });
     });
     expect(record).toEqual({ a: '1' });
     expect(tuples).toEqual([['a', '1']]);
@@ -185,7 +205,7 @@ describe('outgoing header helpers', () => {
   });
 });
 
-describe('fastify plugin (against a minimal fake of fastify\'s hook lifecycle)', () => {
+describe("fastify plugin (against a minimal fake of fastify's hook lifecycle)", () => {
   /**
    * Mimics what matters of fastify: hooks run in order, each calls `done` to continue, and
    * the body is parsed from stream events — which run in the socket's async context, not the
@@ -200,9 +220,15 @@ describe('fastify plugin (against a minimal fake of fastify\'s hook lifecycle)',
       },
     };
     const socketScope = runWithoutXid(() => new AsyncResource('fake-socket'));
-    const runHooks = (name: string, request: { headers: http.IncomingHttpHeaders }, then: () => void) => {
-      const list = options.skipPreValidation && name === 'preValidation' ? [] : (hooks.get(name) ?? []);
-      const next = (i: number) => (i >= list.length ? then() : list[i]?.(request, {}, (err) => (err ? then() : next(i + 1))));
+    const runHooks = (
+      name: string,
+      request: { headers: http.IncomingHttpHeaders },
+      then: () => void,
+    ) => {
+      const list =
+        options.skipPreValidation && name === 'preValidation' ? [] : (hooks.get(name) ?? []);
+      const next = (i: number) =>
+        i >= list.length ? then() : list[i]?.(request, {}, (err) => (err ? then() : next(i + 1)));
       next(0);
     };
     const inject = (headers: http.IncomingHttpHeaders) =>
@@ -225,7 +251,9 @@ describe('fastify plugin (against a minimal fake of fastify\'s hook lifecycle)',
 
   it('binds the xid for the handler, across the body-parsing context switch', async () => {
     const app = fakeFastify();
-    await new Promise<void>((resolve, reject) => xidFastifyPlugin(app.instance, {}, (err) => (err ? reject(err) : resolve())));
+    await new Promise<void>((resolve, reject) =>
+      xidFastifyPlugin(app.instance, {}, (err) => (err ? reject(err) : resolve())),
+    );
     expect(await app.inject({ tx_xid: X1 })).toBe(X1);
     expect(await app.inject({})).toBeUndefined();
     expect(await app.inject({ tx_xid: 'bad' })).toBeUndefined();
@@ -238,6 +266,8 @@ describe('fastify plugin (against a minimal fake of fastify\'s hook lifecycle)',
   });
 
   it('is marked skip-override so its hooks apply to the whole instance', () => {
-    expect((xidFastifyPlugin as unknown as Record<symbol, unknown>)[Symbol.for('skip-override')]).toBe(true);
+    expect(
+      (xidFastifyPlugin as unknown as Record<symbol, unknown>)[Symbol.for('skip-override')],
+    ).toBe(true);
   });
 });

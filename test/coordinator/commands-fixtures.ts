@@ -29,7 +29,12 @@ export function beginCmd(n: number, over: Partial<BeginCommand> = {}): BeginComm
   };
 }
 
-export function registerCmd(xid: string, branchId: string, lockKey: string, over: Partial<RegisterBranchCommand> = {}): RegisterBranchCommand {
+export function registerCmd(
+  xid: string,
+  branchId: string,
+  lockKey: string,
+  over: Partial<RegisterBranchCommand> = {},
+): RegisterBranchCommand {
   return {
     kind: 'RegisterBranch',
     xid,
@@ -45,15 +50,29 @@ export function registerCmd(xid: string, branchId: string, lockKey: string, over
   };
 }
 
-export function changeCmd(xid: string, from: GlobalStatus, to: GlobalStatus, over: Partial<ChangeGlobalStatusCommand> = {}): ChangeGlobalStatusCommand {
+export function changeCmd(
+  xid: string,
+  from: GlobalStatus,
+  to: GlobalStatus,
+  over: Partial<ChangeGlobalStatusCommand> = {},
+): ChangeGlobalStatusCommand {
   return { kind: 'ChangeGlobalStatus', xid, from, to, at: T0 + 2, term: 1, ...over };
 }
 
-export function resultCmd(xid: string, branchId: string, status: BranchStatus, term = 1): BranchPhaseTwoResultCommand {
+export function resultCmd(
+  xid: string,
+  branchId: string,
+  status: BranchStatus,
+  term = 1,
+): BranchPhaseTwoResultCommand {
   return { kind: 'BranchPhaseTwoResult', xid, branchId, status, term };
 }
 
-export function finishCmd(xid: string, status: GlobalStatus, over: Partial<FinishGlobalCommand> = {}): FinishGlobalCommand {
+export function finishCmd(
+  xid: string,
+  status: GlobalStatus,
+  over: Partial<FinishGlobalCommand> = {},
+): FinishGlobalCommand {
   return { kind: 'FinishGlobal', xid, status, at: T0 + 3, term: 1, ...over };
 }
 
@@ -64,7 +83,10 @@ export function acquireCmd(xid: string, term: number): AcquireDriverCommand {
 /** Applies and expects success; returns the value. */
 export function applyOk<C extends Command>(machine: CoordinatorStateMachine, command: C): unknown {
   const outcome: Outcome<unknown> = machine.apply(command);
-  if (!outcome.ok) throw new Error(`${command.kind} refused: ${outcome.rejection.code} ${outcome.rejection.message}`);
+  if (!outcome.ok)
+    throw new Error(
+      `${command.kind} refused: ${outcome.rejection.code} ${outcome.rejection.message}`,
+    );
   return outcome.value;
 }
 

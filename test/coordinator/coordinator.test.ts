@@ -5,7 +5,8 @@ import { BranchStatus, GlobalStatus, type BranchSession } from '../../src/coordi
 import { BadRequestError, NotLeaderError } from '../../src/shared/errors.ts';
 import { FakeGateway, begin, flush, makeWorld, register, type World } from './fakes.ts';
 
-const rm = (world: World, xid: string) => world.gateway.callsFor(xid).map((c) => `${c.kind}:${c.branchId}`);
+const rm = (world: World, xid: string) =>
+  world.gateway.callsFor(xid).map((c) => `${c.kind}:${c.branchId}`);
 
 describe('commit', () => {
   it('commits a transaction without branches at once', async () => {
@@ -31,7 +32,8 @@ describe('commit', () => {
     const world = makeWorld();
     const xid = await begin(world);
     const ids = [];
-    for (let i = 0; i < 5; i++) ids.push(await register(world, xid, i % 2 ? 'TCC' : 'XA', `t${i}:1`));
+    for (let i = 0; i < 5; i++)
+      ids.push(await register(world, xid, i % 2 ? 'TCC' : 'XA', `t${i}:1`));
     expect(await world.coordinator.commit({ xid })).toBe(GlobalStatus.Committed);
     expect(rm(world, xid)).toEqual(ids.map((id) => `commit:${id}`));
   });
@@ -84,7 +86,11 @@ describe('commit', () => {
     world.gateway.script(flaky, BranchStatus.PhaseTwo_CommitFailed_Retryable, 'throw');
     expect(await world.coordinator.commit({ xid })).toBe(GlobalStatus.CommitRetrying);
     let session = world.machine.getSession(xid)!;
-    expect(session.retry).toMatchObject({ attempts: 1, nextRetryAt: world.clock.now() + 1_000, stopped: false });
+    expect(session.retry).toMatchObject({
+      attempts: 1,
+      nextRetryAt: world.clock.now() + 1_000,
+      stopped: false,
+    });
     // The committed branch let go of its rows; the failing one keeps them.
     expect(session.branches.map((b) => b.lockedRows.length)).toEqual([0, 1]);
     await world.clock.advance(1_000);
@@ -95,7 +101,12 @@ describe('commit', () => {
     expect(await world.coordinator.getStatus({ xid })).toBe(GlobalStatus.CommitRetrying);
     await world.clock.advance(1);
     expect(await world.coordinator.getStatus({ xid })).toBe(GlobalStatus.Committed);
-    expect(rm(world, xid)).toEqual([`commit:${ok}`, `commit:${flaky}`, `commit:${flaky}`, `commit:${flaky}`]);
+    expect(rm(world, xid)).toEqual([
+      `commit:${ok}`,
+      `commit:${flaky}`,
+      `commit:${flaky}`,
+      `commit:${flaky}`,
+    ]);
     expect(world.machine.lockedRowCount()).toBe(0);
   });
 
@@ -117,12 +128,20 @@ describe('commit', () => {
     const b = await register(world, xid, 'TCC', 'orders:1');
     world.gateway.script(b, BranchStatus.PhaseTwo_CommitFailed_Unretryable);
     expect(await world.coordinator.commit({ xid })).toBe(GlobalStatus.CommitFailed);
-    expect(await world.coordinator.lockQuery({ resourceId: 'jdbc:db', lockKey: 'orders:1' })).toBe(false);
+    expect(await world.coordinator.lockQuery({ resourceId: 'jdbc:db', lockKey: 'orders:1' })).toBe(
+      false,
+    );
     await world.clock.advance(120_000);
     expect(world.gateway.calls).toHaveLength(1); // nobody retries a failed transaction
-    await expect(world.coordinator.markResolved({ xid, confirmXid: 'no', operator: 'ops' })).rejects.toBeInstanceOf(BadRequestError);
+    await expect(
+      world.coordinator.markResolved({ xid, confirmXid: 'no', operator: 'ops' }),
+    ).rejects.toBeInstanceOf(BadRequestError);
     expect(world.machine.lockedRowCount()).toBe(1);
-    const resolved = await world.coordinator.markResolved({ xid, confirmXid: xid, operator: 'ops' });
+    const resolved = await world.coordinator.markResolved({
+      xid,
+      confirmXid: xid,
+      operator: 'ops',
+    });
     expect(resolved.status).toBe(GlobalStatus.CommitFailed);
     expect(world.machine.lockedRowCount()).toBe(0);
     expect(await world.coordinator.getStatus({ xid })).toBe(GlobalStatus.CommitFailed);
@@ -130,10 +149,15 @@ describe('commit', () => {
   });
 
   it('gives up after maxRetryMs of retryable failures: CommitFailed, locks kept', async () => {
-    const world = makeWorld({ phaseTwo: { maxRetryMs: 10_000, retryBaseMs: 1_000, retryMaxBackoffMs: 4_000 } });
+    const world = makeWorld({
+      phaseTwo: { maxRetryMs: 10_000, retryBaseMs: 1_000, retryMaxBackoffMs: 4_000 },
+    });
     const xid = await begin(world);
     const b = await register(world, xid, 'TCC', 'orders:1');
-    world.gateway.script(b, ...Array<BranchStatus>(50).fill(BranchStatus.PhaseTwo_CommitFailed_Retryable));
+    world.gateway.script(
+      b,
+      ...Array<BranchStatus>(50).fill(BranchStatus.PhaseTwo_CommitFailed_Retryable),
+    );
     const start = world.clock.now();
     expect(await world.coordinator.commit({ xid })).toBe(GlobalStatus.CommitRetrying);
     await world.clock.advance(30_000);
@@ -150,9 +174,15 @@ describe('commit', () => {
     const xid = await begin(world);
     await world.coordinator.rollback({ xid });
     expect(await world.coordinator.commit({ xid })).toBe(GlobalStatus.Rollbacked);
-    await expect(world.coordinator.commit({ xid: '10.0.0.1:8091:4242' })).rejects.toBeInstanceOf(UnknownXidError);
-    await expect(world.coordinator.commit({ xid: 'garbage' })).rejects.toBeInstanceOf(BadRequestError);
-    await expect(world.coordinator.getStatus({ xid: '10.0.0.1:99999:1' })).rejects.toBeInstanceOf(BadRequestError);
+    await expect(world.coordinator.commit({ xid: '10.0.0.1:8091:4242' })).rejects.toBeInstanceOf(
+      UnknownXidError,
+    );
+    await expect(world.coordinator.commit({ xid: 'garbage' })).rejects.toBeInstanceOf(
+      BadRequestError,
+    );
+    await expect(world.coordinator.getStatus({ xid: '10.0.0.1:99999:1' })).rejects.toBeInstanceOf(
+      BadRequestError,
+    );
   });
 });
 
@@ -160,7 +190,11 @@ describe('rollback', () => {
   it('rolls branches back in reverse registration order', async () => {
     const world = makeWorld();
     const xid = await begin(world);
-    const ids = [await register(world, xid, 'TCC', 'a:1'), await register(world, xid, 'AT', 'b:1'), await register(world, xid, 'XA', 'c:1')];
+    const ids = [
+      await register(world, xid, 'TCC', 'a:1'),
+      await register(world, xid, 'AT', 'b:1'),
+      await register(world, xid, 'XA', 'c:1'),
+    ];
     expect(await world.coordinator.rollback({ xid })).toBe(GlobalStatus.Rollbacked);
     expect(rm(world, xid)).toEqual(ids.reverse().map((id) => `rollback:${id}`));
     expect(world.machine.lockedRowCount()).toBe(0);
@@ -184,7 +218,11 @@ describe('rollback', () => {
     const xid = await begin(world);
     const done = await register(world, xid, 'AT', 'a:1');
     const failed = await register(world, xid, 'AT', 'a:2');
-    await world.coordinator.branchReport({ xid, branchId: failed, status: BranchStatus.PhaseOne_Failed });
+    await world.coordinator.branchReport({
+      xid,
+      branchId: failed,
+      status: BranchStatus.PhaseOne_Failed,
+    });
     expect(await world.coordinator.rollback({ xid })).toBe(GlobalStatus.Rollbacked);
     expect(rm(world, xid)).toEqual([`rollback:${done}`]);
     expect(world.machine.lockedRowCount()).toBe(0);
@@ -225,7 +263,12 @@ describe('timeout', () => {
 describe('requests', () => {
   it('a begin retried with the same requestId returns the first xid', async () => {
     const world = makeWorld();
-    const request = { applicationId: 'app', transactionServiceGroup: 'g', timeoutMs: 1_000, requestId: 'req-7' };
+    const request = {
+      applicationId: 'app',
+      transactionServiceGroup: 'g',
+      timeoutMs: 1_000,
+      requestId: 'req-7',
+    };
     const first = await world.coordinator.begin(request);
     const second = await world.coordinator.begin(request);
     expect(second).toEqual(first);
@@ -236,13 +279,27 @@ describe('requests', () => {
     const world = makeWorld();
     const xid = await begin(world);
     const c = world.coordinator;
-    await expect(c.begin({ applicationId: '', transactionServiceGroup: 'g', timeoutMs: 1 })).rejects.toBeInstanceOf(BadRequestError);
-    await expect(c.begin({ applicationId: 'a', transactionServiceGroup: 'g', timeoutMs: 0 })).rejects.toBeInstanceOf(BadRequestError);
-    await expect(c.registerBranch({ xid, branchType: 'XX' as never, resourceId: 'r', clientId: 'c' })).rejects.toBeInstanceOf(BadRequestError);
-    await expect(c.registerBranch({ xid, branchType: 'AT', resourceId: 'r', lockKey: 't:', clientId: 'c' })).rejects.toThrow(/no primary keys/);
-    await expect(c.branchReport({ xid, branchId: 'abc', status: BranchStatus.PhaseOne_Done })).rejects.toBeInstanceOf(BadRequestError);
-    await expect(c.globalReport({ xid, status: GlobalStatus.Begin })).rejects.toBeInstanceOf(BadRequestError);
-    await expect(c.lockQuery({ resourceId: 'r', lockKey: '' })).rejects.toBeInstanceOf(BadRequestError);
+    await expect(
+      c.begin({ applicationId: '', transactionServiceGroup: 'g', timeoutMs: 1 }),
+    ).rejects.toBeInstanceOf(BadRequestError);
+    await expect(
+      c.begin({ applicationId: 'a', transactionServiceGroup: 'g', timeoutMs: 0 }),
+    ).rejects.toBeInstanceOf(BadRequestError);
+    await expect(
+      c.registerBranch({ xid, branchType: 'XX' as never, resourceId: 'r', clientId: 'c' }),
+    ).rejects.toBeInstanceOf(BadRequestError);
+    await expect(
+      c.registerBranch({ xid, branchType: 'AT', resourceId: 'r', lockKey: 't:', clientId: 'c' }),
+    ).rejects.toThrow(/no primary keys/);
+    await expect(
+      c.branchReport({ xid, branchId: 'abc', status: BranchStatus.PhaseOne_Done }),
+    ).rejects.toBeInstanceOf(BadRequestError);
+    await expect(c.globalReport({ xid, status: GlobalStatus.Begin })).rejects.toBeInstanceOf(
+      BadRequestError,
+    );
+    await expect(c.lockQuery({ resourceId: 'r', lockKey: '' })).rejects.toBeInstanceOf(
+      BadRequestError,
+    );
     expect(world.machine.getSession(xid)!.branches).toHaveLength(0);
   });
 
@@ -256,7 +313,9 @@ describe('requests', () => {
     const world = makeWorld();
     const xid = await begin(world);
     await register(world, xid, 'SAGA', 'a:1');
-    expect(await world.coordinator.globalReport({ xid, status: GlobalStatus.Committed })).toBe(GlobalStatus.Committed);
+    expect(await world.coordinator.globalReport({ xid, status: GlobalStatus.Committed })).toBe(
+      GlobalStatus.Committed,
+    );
     expect(world.gateway.calls).toHaveLength(0);
     expect(world.machine.lockedRowCount()).toBe(0);
   });
@@ -265,7 +324,9 @@ describe('requests', () => {
     const world = makeWorld();
     const xid = await begin(world);
     const b = await register(world, xid, 'SAGA');
-    expect(await world.coordinator.globalReport({ xid, status: GlobalStatus.RollbackRetrying })).toBe(GlobalStatus.RollbackRetrying);
+    expect(
+      await world.coordinator.globalReport({ xid, status: GlobalStatus.RollbackRetrying }),
+    ).toBe(GlobalStatus.RollbackRetrying);
     await flush();
     expect(rm(world, xid)).toEqual([`rollback:${b}`]);
     expect(await world.coordinator.getStatus({ xid })).toBe(GlobalStatus.Rollbacked);
@@ -304,9 +365,15 @@ describe('operator actions', () => {
     const b = await register(world, xid, 'TCC', 'a:1');
     world.gateway.script(b, 'throw');
     await world.coordinator.rollback({ xid });
-    await expect(world.coordinator.markResolved({ xid, confirmXid: xid, operator: 'ops' })).rejects.toBeInstanceOf(IllegalStatusError);
+    await expect(
+      world.coordinator.markResolved({ xid, confirmXid: xid, operator: 'ops' }),
+    ).rejects.toBeInstanceOf(IllegalStatusError);
     await world.coordinator.stopRetry({ xid });
-    const resolved = await world.coordinator.markResolved({ xid, confirmXid: xid, operator: 'ops' });
+    const resolved = await world.coordinator.markResolved({
+      xid,
+      confirmXid: xid,
+      operator: 'ops',
+    });
     expect(resolved.status).toBe(GlobalStatus.RollbackFailed);
     expect(world.machine.lockedRowCount()).toBe(0);
   });

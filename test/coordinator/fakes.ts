@@ -52,7 +52,9 @@ export class FakeClock implements Clock {
     const target = this.time + ms;
     await flush();
     for (;;) {
-      const next = this.timers.filter((t) => t.at <= target).sort((a, b) => a.at - b.at || a.id - b.id)[0];
+      const next = this.timers
+        .filter((t) => t.at <= target)
+        .sort((a, b) => a.at - b.at || a.id - b.id)[0];
       if (!next) break;
       this.time = Math.max(this.time, next.at);
       if (next.every === null) this.timers = this.timers.filter((t) => t !== next);
@@ -104,7 +106,11 @@ export interface GatewayCall {
 export class FakeGateway implements BranchGateway {
   readonly calls: GatewayCall[] = [];
   private readonly scripts = new Map<string, GatewayAnswer[]>();
-  private readonly pending: { call: GatewayCall; resolve: (s: BranchStatus) => void; reject: (e: Error) => void }[] = [];
+  private readonly pending: {
+    call: GatewayCall;
+    resolve: (s: BranchStatus) => void;
+    reject: (e: Error) => void;
+  }[] = [];
   manual = false;
 
   /** The next answers for one branch, in order. */
@@ -128,14 +134,27 @@ export class FakeGateway implements BranchGateway {
    * Settles a pending call (manual mode). 'success', 'retryable' and 'unretryable' answer
    * the status of that kind for the call's direction; 'throw' rejects (RM unreachable).
    */
-  settle(index: number, answer: BranchStatus | 'success' | 'retryable' | 'unretryable' | 'throw'): GatewayCall | null {
+  settle(
+    index: number,
+    answer: BranchStatus | 'success' | 'retryable' | 'unretryable' | 'throw',
+  ): GatewayCall | null {
     const entry = this.pending.splice(index, 1)[0];
     if (!entry) return null;
     const commit = entry.call.kind === 'commit';
     if (answer === 'throw') entry.reject(new Error('RM unreachable'));
     else if (answer === 'success') entry.resolve(success(entry.call.kind));
-    else if (answer === 'retryable') entry.resolve(commit ? BranchStatus.PhaseTwo_CommitFailed_Retryable : BranchStatus.PhaseTwo_RollbackFailed_Retryable);
-    else if (answer === 'unretryable') entry.resolve(commit ? BranchStatus.PhaseTwo_CommitFailed_Unretryable : BranchStatus.PhaseTwo_RollbackFailed_Unretryable);
+    else if (answer === 'retryable')
+      entry.resolve(
+        commit
+          ? BranchStatus.PhaseTwo_CommitFailed_Retryable
+          : BranchStatus.PhaseTwo_RollbackFailed_Retryable,
+      );
+    else if (answer === 'unretryable')
+      entry.resolve(
+        commit
+          ? BranchStatus.PhaseTwo_CommitFailed_Unretryable
+          : BranchStatus.PhaseTwo_RollbackFailed_Unretryable,
+      );
     else entry.resolve(answer);
     return entry.call;
   }
@@ -145,7 +164,12 @@ export class FakeGateway implements BranchGateway {
   }
 
   private call(kind: 'commit' | 'rollback', branch: BranchSession): Promise<BranchStatus> {
-    const call: GatewayCall = { kind, xid: branch.xid, branchId: branch.branchId, resourceId: branch.resourceId };
+    const call: GatewayCall = {
+      kind,
+      xid: branch.xid,
+      branchId: branch.branchId,
+      resourceId: branch.resourceId,
+    };
     this.calls.push(call);
     if (this.manual) {
       return new Promise((resolve, reject) => this.pending.push({ call, resolve, reject }));
@@ -178,7 +202,15 @@ export const TEST_PHASE_TWO: Partial<PhaseTwoOptions> = {
   sweepIntervalMs: 10_000,
 };
 
-export function makeWorld(options: { phaseTwo?: Partial<PhaseTwoOptions>; clock?: FakeClock; store?: MemoryStore; gateway?: FakeGateway; start?: boolean } = {}): World {
+export function makeWorld(
+  options: {
+    phaseTwo?: Partial<PhaseTwoOptions>;
+    clock?: FakeClock;
+    store?: MemoryStore;
+    gateway?: FakeGateway;
+    start?: boolean;
+  } = {},
+): World {
   const clock = options.clock ?? new FakeClock();
   const store = options.store ?? new MemoryStore();
   const gateway = options.gateway ?? new FakeGateway();
@@ -198,11 +230,28 @@ export function makeWorld(options: { phaseTwo?: Partial<PhaseTwoOptions>; clock?
 
 /** Begins a transaction with a default 60 s timeout. */
 export async function begin(world: World, timeoutMs = 60_000): Promise<string> {
-  const { xid } = await world.coordinator.begin({ applicationId: 'app', transactionServiceGroup: 'group', name: 'tx', timeoutMs });
+  const { xid } = await world.coordinator.begin({
+    applicationId: 'app',
+    transactionServiceGroup: 'group',
+    name: 'tx',
+    timeoutMs,
+  });
   return xid;
 }
 
-export async function register(world: World, xid: string, branchType: 'AT' | 'TCC' | 'SAGA' | 'XA', lockKey = '', resourceId = 'jdbc:db'): Promise<string> {
-  const { branchId } = await world.coordinator.registerBranch({ xid, branchType, resourceId, lockKey, clientId: 'rm-1' });
+export async function register(
+  world: World,
+  xid: string,
+  branchType: 'AT' | 'TCC' | 'SAGA' | 'XA',
+  lockKey = '',
+  resourceId = 'jdbc:db',
+): Promise<string> {
+  const { branchId } = await world.coordinator.registerBranch({
+    xid,
+    branchType,
+    resourceId,
+    lockKey,
+    clientId: 'rm-1',
+  });
   return branchId;
 }

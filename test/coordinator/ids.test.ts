@@ -1,19 +1,37 @@
 import { describe, expect, it } from 'vitest';
-import { MAX_WORKER_ID, createSnowflakeIds, formatXid, parseXid } from '../../src/coordinator/ids.ts';
+import {
+  MAX_WORKER_ID,
+  createSnowflakeIds,
+  formatXid,
+  parseXid,
+} from '../../src/coordinator/ids.ts';
 import { BadRequestError } from '../../src/shared/errors.ts';
 
 describe('xid', () => {
   it('formats and parses <host>:<port>:<transactionId>, IPv6 hosts included', () => {
-    expect(parseXid(formatXid('10.0.0.1', 8091, '123'))).toEqual({ host: '10.0.0.1', port: 8091, transactionId: '123' });
+    expect(parseXid(formatXid('10.0.0.1', 8091, '123'))).toEqual({
+      host: '10.0.0.1',
+      port: 8091,
+      transactionId: '123',
+    });
     expect(parseXid('::1:8091:77')).toEqual({ host: '::1', port: 8091, transactionId: '77' });
   });
 
-  it.each([[''], ['nocolons'], ['h:8091'], ['h:0:1'], ['h:70000:1'], ['h:80a:1'], ['h:8091:x1'], [':8091:1'], ['h h:8091:1'], [`${'h'.repeat(130)}:1:1`], [42]])(
-    'refuses %j with a BadRequestError',
-    (xid) => {
-      expect(() => parseXid(xid)).toThrow(BadRequestError);
-    },
-  );
+  it.each([
+    [''],
+    ['nocolons'],
+    ['h:8091'],
+    ['h:0:1'],
+    ['h:70000:1'],
+    ['h:80a:1'],
+    ['h:8091:x1'],
+    [':8091:1'],
+    ['h h:8091:1'],
+    [`${'h'.repeat(130)}:1:1`],
+    [42],
+  ])('refuses %j with a BadRequestError', (xid) => {
+    expect(() => parseXid(xid)).toThrow(BadRequestError);
+  });
 });
 
 describe('snowflake ids', () => {

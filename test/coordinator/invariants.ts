@@ -38,23 +38,35 @@ export class InvariantChecker {
       this.see(xid, session.status, command);
       // Invariant 4: a branch done with phase two holds nothing; a lock is held only by a live branch.
       for (const branch of session.branches) {
-        const done = branch.status === BranchStatus.PhaseTwo_Committed || branch.status === BranchStatus.PhaseTwo_Rollbacked;
-        if (done && branch.lockedRows.length > 0) this.violate(`${xid}/${branch.branchId} is ${branch.status} but holds locks`);
+        const done =
+          branch.status === BranchStatus.PhaseTwo_Committed ||
+          branch.status === BranchStatus.PhaseTwo_Rollbacked;
+        if (done && branch.lockedRows.length > 0)
+          this.violate(`${xid}/${branch.branchId} is ${branch.status} but holds locks`);
       }
     }
     for (const lock of this.machine.lockEntries()) {
-      if (!this.machine.getSession(lock.xid)) this.violate(`row ${lock.row} is held by ${lock.xid}, which is not live`);
+      if (!this.machine.getSession(lock.xid))
+        this.violate(`row ${lock.row} is held by ${lock.xid}, which is not live`);
     }
     if (outcome.ok) {
-      const value = outcome.value as Partial<FinishedSession> & { finished?: FinishedSession | null };
-      const ended = command.kind === 'FinishGlobal' || command.kind === 'MarkResolved' ? (value as FinishedSession) : command.kind === 'GlobalReport' ? value.finished ?? null : null;
+      const value = outcome.value as Partial<FinishedSession> & {
+        finished?: FinishedSession | null;
+      };
+      const ended =
+        command.kind === 'FinishGlobal' || command.kind === 'MarkResolved'
+          ? (value as FinishedSession)
+          : command.kind === 'GlobalReport'
+            ? (value.finished ?? null)
+            : null;
       if (ended) this.sawFinish(ended, command);
     }
     // Sessions that left the live set keep their final status while remembered.
     for (const [xid, status] of this.lastStatus) {
       if (this.machine.getSession(xid)) continue;
       const record = this.machine.getFinished(xid);
-      if (record && record.status !== status) this.violate(`${xid} finished as ${record.status} after being seen ${status}`);
+      if (record && record.status !== status)
+        this.violate(`${xid} finished as ${record.status} after being seen ${status}`);
     }
   }
 
@@ -62,13 +74,22 @@ export class InvariantChecker {
   private sawFinish(session: FinishedSession, command: Command): void {
     this.see(session.xid, session.status, command);
     this.finished.set(session.xid, session);
-    if (this.machine.getSession(session.xid)) this.violate(`${session.xid} finished but is still live`);
-    if (this.machine.lockEntries().some((l) => l.xid === session.xid)) this.violate(`${session.xid} finished but still holds locks`);
-    if (!isEndStatus(session.status)) this.violate(`${session.xid} finished as ${session.status}, not an end state`);
+    if (this.machine.getSession(session.xid))
+      this.violate(`${session.xid} finished but is still live`);
+    if (this.machine.lockEntries().some((l) => l.xid === session.xid))
+      this.violate(`${session.xid} finished but still holds locks`);
+    if (!isEndStatus(session.status))
+      this.violate(`${session.xid} finished as ${session.status}, not an end state`);
     if (isSuccessfulEnd(session.status)) {
-      const want = decisionOf(session.status) === 'commit' ? BranchStatus.PhaseTwo_Committed : BranchStatus.PhaseTwo_Rollbacked;
+      const want =
+        decisionOf(session.status) === 'commit'
+          ? BranchStatus.PhaseTwo_Committed
+          : BranchStatus.PhaseTwo_Rollbacked;
       for (const branch of session.branches) {
-        if (branch.status !== want) this.violate(`${session.xid} ${session.status} but branch ${branch.branchId} is ${branch.status}`);
+        if (branch.status !== want)
+          this.violate(
+            `${session.xid} ${session.status} but branch ${branch.branchId} is ${branch.status}`,
+          );
       }
     }
   }
@@ -77,14 +98,19 @@ export class InvariantChecker {
   private see(xid: string, status: GlobalStatus, command: Command): void {
     const before = this.lastStatus.get(xid);
     if (before !== undefined && before !== status) {
-      if (isEndStatus(before)) this.violate(`${xid} left end state ${before} for ${status} (${command.kind})`);
-      if (statusRank(status) <= statusRank(before)) this.violate(`${xid} moved backwards ${before} → ${status} (${command.kind})`);
+      if (isEndStatus(before))
+        this.violate(`${xid} left end state ${before} for ${status} (${command.kind})`);
+      if (statusRank(status) <= statusRank(before))
+        this.violate(`${xid} moved backwards ${before} → ${status} (${command.kind})`);
     }
     this.lastStatus.set(xid, status);
     const decision = decisionOf(status);
     if (decision) {
       const earlier = this.decision.get(xid);
-      if (earlier && earlier !== decision) this.violate(`${xid} changed its decision from ${earlier} to ${decision} (${command.kind})`);
+      if (earlier && earlier !== decision)
+        this.violate(
+          `${xid} changed its decision from ${earlier} to ${decision} (${command.kind})`,
+        );
       this.decision.set(xid, decision);
     }
   }

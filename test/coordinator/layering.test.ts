@@ -12,13 +12,21 @@ const ALLOWED_PACKAGES = new Set(['msgpackr', 'pino']);
 
 function sourceFiles(dir: string): string[] {
   return readdirSync(dir, { withFileTypes: true }).flatMap((entry) =>
-    entry.isDirectory() ? sourceFiles(join(dir, entry.name)) : entry.name.endsWith('.ts') ? [join(dir, entry.name)] : [],
+    entry.isDirectory()
+      ? sourceFiles(join(dir, entry.name))
+      : entry.name.endsWith('.ts')
+        ? [join(dir, entry.name)]
+        : [],
   );
 }
 
 function importsOf(file: string): string[] {
   const text = readFileSync(file, 'utf8');
-  return [...text.matchAll(/(?:import|export)\s[^'"]*?from\s+['"]([^'"]+)['"]|import\(\s*['"]([^'"]+)['"]\s*\)/g)].map((m) => (m[1] ?? m[2])!);
+  return [
+    ...text.matchAll(
+      /(?:import|export)\s[^'"]*?from\s+['"]([^'"]+)['"]|import\(\s*['"]([^'"]+)['"]\s*\)/g,
+    ),
+  ].map((m) => (m[1] ?? m[2])!);
 }
 
 describe('coordinator layering', () => {
@@ -30,7 +38,8 @@ describe('coordinator layering', () => {
       for (const spec of importsOf(file)) {
         if (spec.startsWith('.')) {
           const target = relative(ROOT, resolve(file, '..', spec));
-          if (!target.startsWith('src/coordinator/') && !target.startsWith('src/shared/')) offences.push(`${relative(ROOT, file)} → ${spec}`);
+          if (!target.startsWith('src/coordinator/') && !target.startsWith('src/shared/'))
+            offences.push(`${relative(ROOT, file)} → ${spec}`);
         } else if (!spec.startsWith('node:') && !ALLOWED_PACKAGES.has(spec)) {
           offences.push(`${relative(ROOT, file)} → package ${spec}`);
         }

@@ -13,8 +13,16 @@ function twoNodes() {
   const machine = new CoordinatorStateMachine();
   const clock = new FakeClock();
   const gateway = new FakeGateway();
-  const a = makeWorld({ clock, gateway, store: new MemoryStore({ machine, leader: true, term: 1 }) });
-  const b = makeWorld({ clock, gateway, store: new MemoryStore({ machine, leader: false, term: 1 }) });
+  const a = makeWorld({
+    clock,
+    gateway,
+    store: new MemoryStore({ machine, leader: true, term: 1 }),
+  });
+  const b = makeWorld({
+    clock,
+    gateway,
+    store: new MemoryStore({ machine, leader: false, term: 1 }),
+  });
   const rejections: string[] = [];
   for (const world of [a, b]) {
     world.store.onApply((_c, outcome) => {

@@ -1,5 +1,10 @@
 import { describe, expect, it } from 'vitest';
-import { MAX_LOCK_KEY_CHARS, MAX_LOCK_ROWS_PER_BRANCH, MAX_PK_CHARS, MAX_TABLE_NAME_CHARS } from '../../src/coordinator/limits.ts';
+import {
+  MAX_LOCK_KEY_CHARS,
+  MAX_LOCK_ROWS_PER_BRANCH,
+  MAX_PK_CHARS,
+  MAX_TABLE_NAME_CHARS,
+} from '../../src/coordinator/limits.ts';
 import { parseLockKey, rowKey, splitRowKey } from '../../src/coordinator/lock-key.ts';
 import { BadRequestError } from '../../src/shared/errors.ts';
 
@@ -27,7 +32,9 @@ describe('lock key parsing', () => {
   });
 
   it('lets a primary key hold a colon (a group splits at its first one, as Seata)', () => {
-    expect(parseLockKey(R, 'log:2024-01-01T00:00:00')).toEqual([rowKey(R, 'log', '2024-01-01T00:00:00')]);
+    expect(parseLockKey(R, 'log:2024-01-01T00:00:00')).toEqual([
+      rowKey(R, 'log', '2024-01-01T00:00:00'),
+    ]);
   });
 
   it('round-trips row keys', () => {
@@ -60,13 +67,18 @@ describe('lock key parsing', () => {
 
   it('refuses too long keys, tables and primary keys', () => {
     expectBad(`t:${'1'.repeat(MAX_LOCK_KEY_CHARS)}`, new RegExp(`limit of ${MAX_LOCK_KEY_CHARS}`));
-    expectBad(`${'t'.repeat(MAX_TABLE_NAME_CHARS + 1)}:1`, new RegExp(`limit of ${MAX_TABLE_NAME_CHARS}`));
+    expectBad(
+      `${'t'.repeat(MAX_TABLE_NAME_CHARS + 1)}:1`,
+      new RegExp(`limit of ${MAX_TABLE_NAME_CHARS}`),
+    );
     expectBad(`t:${'9'.repeat(MAX_PK_CHARS + 1)}`, new RegExp(`limit of ${MAX_PK_CHARS}`));
   });
 
   it(`refuses more than MAX_LOCK_ROWS_PER_BRANCH (${MAX_LOCK_ROWS_PER_BRANCH}) rows, and accepts exactly that many`, () => {
     const pks = (n: number) => Array.from({ length: n }, (_, i) => i).join(',');
-    expect(parseLockKey(R, `t:${pks(MAX_LOCK_ROWS_PER_BRANCH)}`)).toHaveLength(MAX_LOCK_ROWS_PER_BRANCH);
+    expect(parseLockKey(R, `t:${pks(MAX_LOCK_ROWS_PER_BRANCH)}`)).toHaveLength(
+      MAX_LOCK_ROWS_PER_BRANCH,
+    );
     expectBad(`t:${pks(MAX_LOCK_ROWS_PER_BRANCH + 1)}`, /more than 5000 rows/);
   });
 });

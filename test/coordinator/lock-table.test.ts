@@ -9,7 +9,11 @@ describe('lock table', () => {
   it('acquires all or nothing and names the holder and the conflicting rows', () => {
     const locks = new LockTable();
     expect(locks.tryAcquire('x1', '1', ['a', 'b'])).toEqual({ ok: true });
-    expect(locks.tryAcquire('x2', '2', ['c', 'b', 'd'])).toEqual({ ok: false, holderXid: 'x1', rows: ['b'] });
+    expect(locks.tryAcquire('x2', '2', ['c', 'b', 'd'])).toEqual({
+      ok: false,
+      holderXid: 'x1',
+      rows: ['b'],
+    });
     // Nothing of the refused request was taken: c and d are still free.
     expect(locks.holderOf('c')).toBeUndefined();
     expect(locks.holderOf('d')).toBeUndefined();
@@ -78,7 +82,9 @@ describe('branch registration locks rows', () => {
     expect((error as LockConflictError).holderXid).toBe(x1);
     expect((error as LockConflictError).rows).toEqual(['jdbc:db^^^order^^^2']);
     // All or nothing: order:3 was not taken, and the refused branch does not exist.
-    expect(await world.coordinator.lockQuery({ xid: x1, resourceId: 'jdbc:db', lockKey: 'order:3' })).toBe(true);
+    expect(
+      await world.coordinator.lockQuery({ xid: x1, resourceId: 'jdbc:db', lockKey: 'order:3' }),
+    ).toBe(true);
     expect(world.machine.getSession(x2)!.branches).toHaveLength(0);
   });
 
@@ -86,7 +92,9 @@ describe('branch registration locks rows', () => {
     const world = makeWorld();
     const x1 = await begin(world);
     await register(world, x1, 'TCC', 'order:1');
-    expect(await world.coordinator.lockQuery({ resourceId: 'jdbc:db', lockKey: 'order:1' })).toBe(false);
+    expect(await world.coordinator.lockQuery({ resourceId: 'jdbc:db', lockKey: 'order:1' })).toBe(
+      false,
+    );
     await world.coordinator.commit({ xid: x1 });
     expect(world.machine.lockedRowCount()).toBe(0);
     const x2 = await begin(world);

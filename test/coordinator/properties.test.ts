@@ -42,7 +42,20 @@ const T0 = 1_700_000_000_000;
 const BRANCH_STATUSES = Object.keys(BRANCH_STATUS_CODES) as BranchStatus[];
 const GLOBAL_STATUSES = [...SESSION_STATUSES, GlobalStatus.Unknown, GlobalStatus.Finished];
 const TYPES: BranchType[] = ['AT', 'TCC', 'SAGA', 'XA'];
-const LOCK_KEYS = ['', 't:1', 't:2', 't:1,2', 'u:1;t:3', 't:3', 'u:1', 't:4', 't:5,6', 'u:2', 't:', 'x:,'];
+const LOCK_KEYS = [
+  '',
+  't:1',
+  't:2',
+  't:1,2',
+  'u:1;t:3',
+  't:3',
+  'u:1',
+  't:4',
+  't:5,6',
+  'u:2',
+  't:',
+  'x:,',
+];
 
 // ---------------------------------------------------------------------------------------
 // 1. The state machine alone
@@ -79,7 +92,10 @@ const intentArb: fc.Arbitrary<Intent> = fc.record({
   a: fc.nat(1000),
   b: fc.nat(1000),
   c: fc.nat(1000),
-  dt: fc.oneof({ arbitrary: fc.integer({ min: 0, max: 300 }), weight: 4 }, { arbitrary: fc.integer({ min: 0, max: 5_000 }), weight: 1 }),
+  dt: fc.oneof(
+    { arbitrary: fc.integer({ min: 0, max: 300 }), weight: 4 },
+    { arbitrary: fc.integer({ min: 0, max: 5_000 }), weight: 1 },
+  ),
   term: fc.integer({ min: 0, max: 9 }),
 });
 
@@ -109,7 +125,17 @@ class CommandMaker {
         const x = `10.0.0.1:8091:${n}`;
         this.xids.push(x);
         const requestId = i.b % 4 === 0 ? `req-${i.c % 3}` : null;
-        return { kind: 'Begin', xid: x, transactionId: String(n), applicationId: 'app', transactionServiceGroup: 'g', name: 'p', timeoutMs: 1_000 + (i.b % 10) * 1_000, beginTime: at, requestId };
+        return {
+          kind: 'Begin',
+          xid: x,
+          transactionId: String(n),
+          applicationId: 'app',
+          transactionServiceGroup: 'g',
+          name: 'p',
+          timeoutMs: 1_000 + (i.b % 10) * 1_000,
+          beginTime: at,
+          requestId,
+        };
       }
       case 'register':
         return {
@@ -125,10 +151,23 @@ class CommandMaker {
           requestId: i.c % 5 === 0 ? `reg-${i.b % 3}` : null,
         };
       case 'report':
-        return { kind: 'BranchReport', xid, branchId, status: BRANCH_STATUSES[i.c % BRANCH_STATUSES.length]!, applicationData: null };
+        return {
+          kind: 'BranchReport',
+          xid,
+          branchId,
+          status: BRANCH_STATUSES[i.c % BRANCH_STATUSES.length]!,
+          applicationData: null,
+        };
       case 'change': {
         const from = i.c % 6 === 0 ? GLOBAL_STATUSES[i.c % GLOBAL_STATUSES.length]! : current;
-        return { kind: 'ChangeGlobalStatus', xid, from, to: GLOBAL_STATUSES[i.b % GLOBAL_STATUSES.length]!, at, term: i.term };
+        return {
+          kind: 'ChangeGlobalStatus',
+          xid,
+          from,
+          to: GLOBAL_STATUSES[i.b % GLOBAL_STATUSES.length]!,
+          at,
+          term: i.term,
+        };
       }
       case 'result': {
         const decision = decisionOf(current);
@@ -148,7 +187,14 @@ class CommandMaker {
       case 'remove':
         return { kind: 'RemoveBranch', xid, branchId, term: i.term };
       case 'retry':
-        return { kind: 'RetryScheduled', xid, attempt: 1 + (i.c % 4), nextRetryAt: at + 1_000, retryDeadline: at + 60_000, term: i.term };
+        return {
+          kind: 'RetryScheduled',
+          xid,
+          attempt: 1 + (i.c % 4),
+          nextRetryAt: at + 1_000,
+          retryDeadline: at + 60_000,
+          term: i.term,
+        };
       case 'stop':
         return { kind: 'RetryStopped', xid, at, term: i.term };
       case 'resume':
@@ -156,9 +202,16 @@ class CommandMaker {
       case 'resolve':
         return { kind: 'MarkResolved', xid, at, operator: 'ops', term: i.term };
       case 'greport':
-        return { kind: 'GlobalReport', xid, status: GLOBAL_STATUSES[i.b % GLOBAL_STATUSES.length]!, at, term: i.term };
+        return {
+          kind: 'GlobalReport',
+          xid,
+          status: GLOBAL_STATUSES[i.b % GLOBAL_STATUSES.length]!,
+          at,
+          term: i.term,
+        };
       case 'finish': {
-        const status = i.c % 3 === 0 ? GLOBAL_STATUSES[i.b % GLOBAL_STATUSES.length]! : successfulEndOf(current);
+        const status =
+          i.c % 3 === 0 ? GLOBAL_STATUSES[i.b % GLOBAL_STATUSES.length]! : successfulEndOf(current);
         return { kind: 'FinishGlobal', xid, status, at, term: i.term };
       }
       case 'acquire':
@@ -175,7 +228,11 @@ class CommandMaker {
 
   private pickBranch(branches: readonly BranchSession[], n: number): string {
     // Mostly a branch with phase-two work left.
-    const open = branches.filter((b) => b.status !== BranchStatus.PhaseTwo_Committed && b.status !== BranchStatus.PhaseTwo_Rollbacked);
+    const open = branches.filter(
+      (b) =>
+        b.status !== BranchStatus.PhaseTwo_Committed &&
+        b.status !== BranchStatus.PhaseTwo_Rollbacked,
+    );
     if (n % 4 !== 0 && open.length > 0) return open[n % open.length]!.branchId;
     return branches[n % (branches.length + 1)]?.branchId ?? '777777';
   }
@@ -196,7 +253,11 @@ describe('state machine properties', () => {
           const outcome = machine.apply(command);
           log.push(command);
           if (outcome.ok) acceptedKinds.add(command.kind);
-          else expect(Buffer.from(machine.snapshot()).equals(Buffer.from(before)), `refused ${command.kind} changed state`).toBe(true);
+          else
+            expect(
+              Buffer.from(machine.snapshot()).equals(Buffer.from(before)),
+              `refused ${command.kind} changed state`,
+            ).toBe(true);
           checker.observe(command, outcome);
         }
         expect(checker.violations).toEqual([]);
@@ -230,7 +291,11 @@ type Action =
   | { t: 'register'; node: number; x: number; lock: number; type: number }
   | { t: 'report'; node: number; x: number; b: number; failed: boolean }
   | { t: 'commit' | 'rollback' | 'status'; node: number; x: number }
-  | { t: 'answer'; call: number; answer: 'success' | 'retryable' | 'unretryable' | 'throw' | 'wrong-way' }
+  | {
+      t: 'answer';
+      call: number;
+      answer: 'success' | 'retryable' | 'unretryable' | 'throw' | 'wrong-way';
+    }
   | { t: 'tick'; ms: number }
   | { t: 'elect'; node: number; tellOld: boolean }
   | { t: 'tell' }
@@ -238,25 +303,100 @@ type Action =
 
 const NODES = 3;
 /** -1 is "the current leader" (most calls find it, as clients follow the metadata); else a node by number. */
-const node = fc.oneof({ arbitrary: fc.constant(-1), weight: 4 }, { arbitrary: fc.nat(NODES - 1), weight: 1 });
+const node = fc.oneof(
+  { arbitrary: fc.constant(-1), weight: 4 },
+  { arbitrary: fc.nat(NODES - 1), weight: 1 },
+);
 const pick = fc.nat(50);
 const actionArb: fc.Arbitrary<Action> = fc.oneof(
-  { arbitrary: fc.record({ t: fc.constant('begin' as const), node, timeout: fc.constantFrom(3_000, 30_000, 120_000) }), weight: 3 },
-  { arbitrary: fc.record({ t: fc.constant('register' as const), node, x: pick, lock: pick, type: pick }), weight: 4 },
-  { arbitrary: fc.record({ t: fc.constant('report' as const), node, x: pick, b: pick, failed: fc.boolean() }), weight: 1 },
-  { arbitrary: fc.record({ t: fc.constantFrom('commit' as const, 'rollback' as const), node, x: pick }), weight: 4 },
+  {
+    arbitrary: fc.record({
+      t: fc.constant('begin' as const),
+      node,
+      timeout: fc.constantFrom(3_000, 30_000, 120_000),
+    }),
+    weight: 3,
+  },
+  {
+    arbitrary: fc.record({
+      t: fc.constant('register' as const),
+      node,
+      x: pick,
+      lock: pick,
+      type: pick,
+    }),
+    weight: 4,
+  },
+  {
+    arbitrary: fc.record({
+      t: fc.constant('report' as const),
+      node,
+      x: pick,
+      b: pick,
+      failed: fc.boolean(),
+    }),
+    weight: 1,
+  },
+  {
+    arbitrary: fc.record({
+      t: fc.constantFrom('commit' as const, 'rollback' as const),
+      node,
+      x: pick,
+    }),
+    weight: 4,
+  },
   { arbitrary: fc.record({ t: fc.constant('status' as const), node, x: pick }), weight: 1 },
   {
-    arbitrary: fc.record({ t: fc.constant('answer' as const), call: pick, answer: fc.constantFrom('success' as const, 'success' as const, 'success' as const, 'retryable' as const, 'unretryable' as const, 'throw' as const, 'wrong-way' as const) }),
+    arbitrary: fc.record({
+      t: fc.constant('answer' as const),
+      call: pick,
+      answer: fc.constantFrom(
+        'success' as const,
+        'success' as const,
+        'success' as const,
+        'retryable' as const,
+        'unretryable' as const,
+        'throw' as const,
+        'wrong-way' as const,
+      ),
+    }),
     weight: 6,
   },
-  { arbitrary: fc.record({ t: fc.constant('tick' as const), ms: fc.integer({ min: 1, max: 6_000 }) }), weight: 3 },
-  { arbitrary: fc.record({ t: fc.constant('elect' as const), node, tellOld: fc.boolean() }), weight: 1 },
+  {
+    arbitrary: fc.record({
+      t: fc.constant('tick' as const),
+      ms: fc.integer({ min: 1, max: 6_000 }),
+    }),
+    weight: 3,
+  },
+  {
+    arbitrary: fc.record({ t: fc.constant('elect' as const), node, tellOld: fc.boolean() }),
+    weight: 1,
+  },
   { arbitrary: fc.record({ t: fc.constant('tell' as const) }), weight: 1 },
-  { arbitrary: fc.record({ t: fc.constantFrom('stop' as const, 'resume' as const, 'resolve' as const, 'retryNow' as const), node, x: pick }), weight: 1 },
+  {
+    arbitrary: fc.record({
+      t: fc.constantFrom(
+        'stop' as const,
+        'resume' as const,
+        'resolve' as const,
+        'retryNow' as const,
+      ),
+      node,
+      x: pick,
+    }),
+    weight: 1,
+  },
 );
 
-const EXPECTED_ERRORS = new Set(['BAD_REQUEST', 'NOT_LEADER', 'UNKNOWN_XID', 'ILLEGAL_STATUS', 'LOCK_CONFLICT', 'UNAVAILABLE']);
+const EXPECTED_ERRORS = new Set([
+  'BAD_REQUEST',
+  'NOT_LEADER',
+  'UNKNOWN_XID',
+  'ILLEGAL_STATUS',
+  'LOCK_CONFLICT',
+  'UNAVAILABLE',
+]);
 
 class Cluster {
   readonly machine = new CoordinatorStateMachine();
@@ -299,7 +439,13 @@ class Cluster {
         logger: silentLogger(),
         address: { host: `10.0.0.${i + 1}`, port: 8091 },
         // Retries never give up here, so only an unretryable answer may fail a transaction.
-        phaseTwo: { maxRetryMs: 365 * 24 * 3600 * 1000, retryBaseMs: 500, retryMaxBackoffMs: 4_000, branchCallTimeoutMs: 20_000, sweepIntervalMs: 5_000 },
+        phaseTwo: {
+          maxRetryMs: 365 * 24 * 3600 * 1000,
+          retryBaseMs: 500,
+          retryMaxBackoffMs: 4_000,
+          branchCallTimeoutMs: 20_000,
+          sweepIntervalMs: 5_000,
+        },
       });
       coordinator.start();
       this.stores.push(store);
@@ -309,16 +455,22 @@ class Cluster {
 
   private call(kind: 'commit' | 'rollback', branch: BranchSession) {
     // A late call of a deposed leader may come after the transaction finished: its recorded decision counts.
-    const status = this.machine.getSession(branch.xid)?.status ?? this.machine.getFinished(branch.xid)?.status;
-    const decision = status === undefined ? this.checker.decisionOf(branch.xid) : decisionOf(status);
-    if (decision !== kind) this.undecidedCalls.push(`${kind} ${branch.xid}/${branch.branchId} while ${String(status)}`);
-    return kind === 'commit' ? this.gateway.commitBranch(branch) : this.gateway.rollbackBranch(branch);
+    const status =
+      this.machine.getSession(branch.xid)?.status ?? this.machine.getFinished(branch.xid)?.status;
+    const decision =
+      status === undefined ? this.checker.decisionOf(branch.xid) : decisionOf(status);
+    if (decision !== kind)
+      this.undecidedCalls.push(`${kind} ${branch.xid}/${branch.branchId} while ${String(status)}`);
+    return kind === 'commit'
+      ? this.gateway.commitBranch(branch)
+      : this.gateway.rollbackBranch(branch);
   }
 
   private track(p: Promise<unknown>): void {
     this.inFlight.push(
       p.catch((err: unknown) => {
-        if (!(err instanceof ConcordError) || !EXPECTED_ERRORS.has(err.code)) this.unexpected.push(String((err as Error)?.stack ?? err));
+        if (!(err instanceof ConcordError) || !EXPECTED_ERRORS.has(err.code))
+          this.unexpected.push(String((err as Error)?.stack ?? err));
       }),
     );
   }
@@ -330,19 +482,43 @@ class Cluster {
   }
 
   async run(action: Action): Promise<void> {
-    const c = 'node' in action && action.node >= 0 ? this.nodes[action.node]! : this.nodes[this.leader]!;
+    const c =
+      'node' in action && action.node >= 0 ? this.nodes[action.node]! : this.nodes[this.leader]!;
     switch (action.t) {
       case 'begin':
-        this.track(c.begin({ applicationId: 'app', transactionServiceGroup: 'g', timeoutMs: action.timeout }).then(({ xid }) => this.xids.push(xid)));
+        this.track(
+          c
+            .begin({
+              applicationId: 'app',
+              transactionServiceGroup: 'g',
+              timeoutMs: action.timeout,
+            })
+            .then(({ xid }) => this.xids.push(xid)),
+        );
         break;
       case 'register':
-        this.track(c.registerBranch({ xid: this.xid(action.x), branchType: TYPES[action.type % 4]!, resourceId: 'db', lockKey: LOCK_KEYS[action.lock % 10], clientId: 'rm' }));
+        this.track(
+          c.registerBranch({
+            xid: this.xid(action.x),
+            branchType: TYPES[action.type % 4]!,
+            resourceId: 'db',
+            lockKey: LOCK_KEYS[action.lock % 10],
+            clientId: 'rm',
+          }),
+        );
         break;
       case 'report': {
         const xid = this.xid(action.x);
         const branches = this.machine.getSession(xid)?.branches ?? [];
         const branch = branches[action.b % Math.max(1, branches.length)];
-        if (branch) this.track(c.branchReport({ xid, branchId: branch.branchId, status: action.failed ? BranchStatus.PhaseOne_Failed : BranchStatus.PhaseOne_Done }));
+        if (branch)
+          this.track(
+            c.branchReport({
+              xid,
+              branchId: branch.branchId,
+              status: action.failed ? BranchStatus.PhaseOne_Failed : BranchStatus.PhaseOne_Done,
+            }),
+          );
         break;
       }
       case 'commit':
@@ -358,7 +534,10 @@ class Cluster {
         if (this.gateway.pendingCount === 0) break;
         const index = action.call % this.gateway.pendingCount;
         // 'wrong-way' answers a commit's status to a rollback (or the reverse): it must count as retryable.
-        const answer = action.answer === 'wrong-way' ? BranchStatus.PhaseTwo_CommitFailed_Retryable : action.answer;
+        const answer =
+          action.answer === 'wrong-way'
+            ? BranchStatus.PhaseTwo_CommitFailed_Retryable
+            : action.answer;
         const call = this.gateway.settle(index, answer);
         if (call && action.answer === 'unretryable') this.unretryable.add(call.xid);
         break;
@@ -371,7 +550,8 @@ class Cluster {
         const old = this.leader;
         this.leader = action.node >= 0 ? action.node : (old + 1) % NODES;
         this.stores[this.leader]!.setLeadership(true, this.term);
-        if (action.tellOld && old !== this.leader) this.stores[old]!.setLeadership(false, this.term);
+        if (action.tellOld && old !== this.leader)
+          this.stores[old]!.setLeadership(false, this.term);
         break;
       }
       case 'tell':
@@ -397,7 +577,8 @@ class Cluster {
 
   tellAll(): void {
     for (let i = 0; i < NODES; i++) {
-      if (i !== this.leader && this.stores[i]!.isLeader()) this.stores[i]!.setLeadership(false, this.term);
+      if (i !== this.leader && this.stores[i]!.isLeader())
+        this.stores[i]!.setLeadership(false, this.term);
     }
   }
 
@@ -418,53 +599,75 @@ describe('coordinator properties', () => {
   it('random TM/RM interleavings, RM failures and leader changes never break an invariant, and every transaction ends as decided', async () => {
     const seen = new Set<string>();
     await fc.assert(
-      fc.asyncProperty(fc.array(actionArb, { minLength: 10, maxLength: 120, size: 'max' }), async (actions) => {
-        const cluster = new Cluster();
-        const { machine, checker } = cluster;
-        for (const action of actions) await cluster.run(action);
-        await cluster.recover();
-        for (const s of cluster.seen) seen.add(s);
-        for (const f of checker.finished.values()) seen.add(f.status);
+      fc.asyncProperty(
+        fc.array(actionArb, { minLength: 10, maxLength: 120, size: 'max' }),
+        async (actions) => {
+          const cluster = new Cluster();
+          const { machine, checker } = cluster;
+          for (const action of actions) await cluster.run(action);
+          await cluster.recover();
+          for (const s of cluster.seen) seen.add(s);
+          for (const f of checker.finished.values()) seen.add(f.status);
 
-        expect(cluster.unexpected).toEqual([]);
-        expect(cluster.undecidedCalls).toEqual([]);
-        expect(checker.violations).toEqual([]);
+          expect(cluster.unexpected).toEqual([]);
+          expect(cluster.undecidedCalls).toEqual([]);
+          expect(checker.violations).toEqual([]);
 
-        // Liveness: nothing is left in Begin or in a running phase two; only operator cases remain.
-        for (const xid of machine.liveXids()) {
-          const session = machine.getSession(xid)!;
-          const waitsForOperator = isFailedEnd(session.status) || (isPhaseTwoInFlight(session.status) && session.retry.stopped);
-          expect(waitsForOperator, `${xid} is stuck ${session.status}`).toBe(true);
-          if (isFailedEnd(session.status)) expect(cluster.unretryable.has(xid), `${xid} failed without an unretryable answer`).toBe(true);
-        }
+          // Liveness: nothing is left in Begin or in a running phase two; only operator cases remain.
+          for (const xid of machine.liveXids()) {
+            const session = machine.getSession(xid)!;
+            const waitsForOperator =
+              isFailedEnd(session.status) ||
+              (isPhaseTwoInFlight(session.status) && session.retry.stopped);
+            expect(waitsForOperator, `${xid} is stuck ${session.status}`).toBe(true);
+            if (isFailedEnd(session.status))
+              expect(
+                cluster.unretryable.has(xid),
+                `${xid} failed without an unretryable answer`,
+              ).toBe(true);
+          }
 
-        // The operator clears what waits for them; then no transaction and no lock is left.
-        const leader = cluster.nodes[cluster.leader]!;
-        for (const xid of machine.liveXids()) {
-          const session = machine.getSession(xid)!;
-          if (session.retry.stopped && !isFailedEnd(session.status)) await leader.resumeRetry({ xid });
-        }
-        await cluster.clock.advance(10_000);
-        for (const xid of machine.liveXids()) {
-          const session = machine.getSession(xid)!;
-          expect(isFailedEnd(session.status), `${xid} is stuck ${session.status} after resume`).toBe(true);
-          await leader.markResolved({ xid, confirmXid: xid, operator: 'ops' });
-        }
-        expect(machine.liveSessionCount()).toBe(0);
-        expect(machine.lockedRowCount()).toBe(0);
-        expect(checker.violations).toEqual([]);
+          // The operator clears what waits for them; then no transaction and no lock is left.
+          const leader = cluster.nodes[cluster.leader]!;
+          for (const xid of machine.liveXids()) {
+            const session = machine.getSession(xid)!;
+            if (session.retry.stopped && !isFailedEnd(session.status))
+              await leader.resumeRetry({ xid });
+          }
+          await cluster.clock.advance(10_000);
+          for (const xid of machine.liveXids()) {
+            const session = machine.getSession(xid)!;
+            expect(
+              isFailedEnd(session.status),
+              `${xid} is stuck ${session.status} after resume`,
+            ).toBe(true);
+            await leader.markResolved({ xid, confirmXid: xid, operator: 'ops' });
+          }
+          expect(machine.liveSessionCount()).toBe(0);
+          expect(machine.lockedRowCount()).toBe(0);
+          expect(checker.violations).toEqual([]);
 
-        // Every transaction that ended successfully ended as its decision said (checked per
-        // branch by the checker); and at least the decision of every one is visible.
-        for (const [xid, finished] of checker.finished) {
-          expect(decisionOf(finished.status)).toBe(checker.decisionOf(xid));
-        }
-      }),
+          // Every transaction that ended successfully ended as its decision said (checked per
+          // branch by the checker); and at least the decision of every one is visible.
+          for (const [xid, finished] of checker.finished) {
+            expect(decisionOf(finished.status)).toBe(checker.decisionOf(xid));
+          }
+        },
+      ),
       { numRuns: RUNS },
     );
     // Guards the generator: the histories reached every outcome worth testing.
     if (RUNS >= 100) {
-      for (const s of ['Committed', 'Rollbacked', 'TimeoutRollbacked', 'STALE_TERM', 'LOCK_CONFLICT', 'RemoveBranch', 'RetryScheduled', 'MarkResolved']) {
+      for (const s of [
+        'Committed',
+        'Rollbacked',
+        'TimeoutRollbacked',
+        'STALE_TERM',
+        'LOCK_CONFLICT',
+        'RemoveBranch',
+        'RetryScheduled',
+        'MarkResolved',
+      ]) {
         expect(seen, `no history reached ${s}`).toContain(s);
       }
     }

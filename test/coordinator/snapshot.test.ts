@@ -1,5 +1,10 @@
 import { describe, expect, it } from 'vitest';
-import { COMMAND_KINDS, decodeCommand, encodeCommand, type Command } from '../../src/coordinator/commands.ts';
+import {
+  COMMAND_KINDS,
+  decodeCommand,
+  encodeCommand,
+  type Command,
+} from '../../src/coordinator/commands.ts';
 import { CoordinatorStateMachine } from '../../src/coordinator/state-machine.ts';
 import { AssertionFailure, StorageCorruptError } from '../../src/shared/errors.ts';
 import { BranchStatus } from '../../src/coordinator/types.ts';
@@ -40,25 +45,47 @@ async function recordScenario(): Promise<Command[]> {
   const halfFailed = await begin(world);
   await register(world, halfFailed, 'AT', 'orders:8');
   const localFailed = await register(world, halfFailed, 'AT', 'orders:9');
-  await coordinator.branchReport({ xid: halfFailed, branchId: localFailed, status: BranchStatus.PhaseOne_Failed });
+  await coordinator.branchReport({
+    xid: halfFailed,
+    branchId: localFailed,
+    status: BranchStatus.PhaseOne_Failed,
+  });
   await coordinator.rollback({ xid: halfFailed });
 
   const saga = await begin(world);
   const step = await register(world, saga, 'SAGA');
-  await coordinator.branchReport({ xid: saga, branchId: step, status: BranchStatus.PhaseOne_Done, applicationData: '{"s":1}' });
+  await coordinator.branchReport({
+    xid: saga,
+    branchId: step,
+    status: BranchStatus.PhaseOne_Done,
+    applicationData: '{"s":1}',
+  });
 
   await begin(world, 5_000); // will time out
-  await coordinator.begin({ applicationId: 'app', transactionServiceGroup: 'g', timeoutMs: 60_000, requestId: 'r-1' });
+  await coordinator.begin({
+    applicationId: 'app',
+    transactionServiceGroup: 'g',
+    timeoutMs: 60_000,
+    requestId: 'r-1',
+  });
   await clock.advance(6_000);
   await coordinator.globalReport({ xid: saga, status: 'Committed' });
   await coordinator.resumeRetry({ xid: stopped });
   await clock.advance(1_000);
   await coordinator.markResolved({ xid: failed, confirmXid: failed, operator: 'ops' });
-  await coordinator.begin({ applicationId: 'app', transactionServiceGroup: 'g', timeoutMs: 60_000, requestId: 'r-2' });
+  await coordinator.begin({
+    applicationId: 'app',
+    transactionServiceGroup: 'g',
+    timeoutMs: 60_000,
+    requestId: 'r-2',
+  });
   return log;
 }
 
-function replay(commands: readonly Command[], machine = new CoordinatorStateMachine()): CoordinatorStateMachine {
+function replay(
+  commands: readonly Command[],
+  machine = new CoordinatorStateMachine(),
+): CoordinatorStateMachine {
   for (const command of commands) machine.apply(decodeCommand(encodeCommand(command)));
   return machine;
 }
@@ -106,21 +133,28 @@ describe('snapshots', () => {
     const restored = new CoordinatorStateMachine();
     restored.restore(original.snapshot());
     const begin = log.find((c) => c.kind === 'Begin' && c.requestId === 'r-1')!;
-    expect(restored.apply({ ...begin, xid: '10.0.0.1:8091:999999' } as Command)).toEqual(original.apply({ ...begin, xid: '10.0.0.1:8091:999998' } as Command));
+    expect(restored.apply({ ...begin, xid: '10.0.0.1:8091:999999' } as Command)).toEqual(
+      original.apply({ ...begin, xid: '10.0.0.1:8091:999998' } as Command),
+    );
     expect(restored.lockEntries()).toEqual(original.lockEntries());
-    for (const xid of original.liveXids()) expect(restored.getSession(xid)).toEqual(original.getSession(xid));
+    for (const xid of original.liveXids())
+      expect(restored.getSession(xid)).toEqual(original.getSession(xid));
   });
 
   it('refuses a corrupt snapshot with StorageCorruptError and keeps its state', async () => {
     const machine = replay(await recordScenario());
     const before = machine.snapshot();
     expect(() => machine.restore(Uint8Array.from([0xc1]))).toThrow(StorageCorruptError);
-    expect(() => machine.restore(encodeCommand({ kind: 'AcquireDriver', xid: 'x', term: 1 }))).toThrow(StorageCorruptError);
+    expect(() =>
+      machine.restore(encodeCommand({ kind: 'AcquireDriver', xid: 'x', term: 1 })),
+    ).toThrow(StorageCorruptError);
     expect(equalBytes(machine.snapshot(), before)).toBe(true);
   });
 
   it('treats undecodable log bytes as an assertion, not a request error', () => {
     expect(() => decodeCommand(Uint8Array.from([0xc1]))).toThrow(AssertionFailure);
-    expect(() => decodeCommand(encodeCommand({ kind: 'Nope' } as unknown as Command))).toThrow(AssertionFailure);
+    expect(() => decodeCommand(encodeCommand({ kind: 'Nope' } as unknown as Command))).toThrow(
+      AssertionFailure,
+    );
   });
 });

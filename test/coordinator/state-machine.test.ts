@@ -1,6 +1,12 @@
 import { describe, expect, it } from 'vitest';
 import type { Command } from '../../src/coordinator/commands.ts';
-import { MAX_APPLICATION_DATA_BYTES, MAX_BRANCHES_PER_GLOBAL, MAX_DEDUP_ENTRIES, MAX_RECENTLY_FINISHED, RECENTLY_FINISHED_TTL_MS } from '../../src/coordinator/limits.ts';
+import {
+  MAX_APPLICATION_DATA_BYTES,
+  MAX_BRANCHES_PER_GLOBAL,
+  MAX_DEDUP_ENTRIES,
+  MAX_RECENTLY_FINISHED,
+  RECENTLY_FINISHED_TTL_MS,
+} from '../../src/coordinator/limits.ts';
 import { CoordinatorStateMachine } from '../../src/coordinator/state-machine.ts';
 import {
   GLOBAL_TRANSITIONS,
@@ -40,7 +46,10 @@ function expectRefused(machine: CoordinatorStateMachine, command: Command, code:
   const before = machine.snapshot();
   const outcome = machine.apply(command);
   expect(outcome.ok, `${command.kind} should be refused`).toBe(false);
-  expect(Buffer.from(machine.snapshot()).equals(Buffer.from(before)), 'a refused command changed the state').toBe(true);
+  expect(
+    Buffer.from(machine.snapshot()).equals(Buffer.from(before)),
+    'a refused command changed the state',
+  ).toBe(true);
   if (outcome.ok) return '';
   expect(outcome.rejection.code).toBe(code);
   return outcome.rejection.message;
@@ -55,7 +64,8 @@ describe('status vocabulary', () => {
     expect(GLOBAL_STATUS_CODES.Committed).toBe(9);
     expect(GLOBAL_STATUS_CODES.StopRollbackOrRollbackRetry).toBe(20);
     expect(globalStatusFromCode(99)).toBe(GlobalStatus.Unknown);
-    for (const [status, code] of Object.entries(BRANCH_STATUS_CODES)) expect(branchStatusFromCode(code)).toBe(status);
+    for (const [status, code] of Object.entries(BRANCH_STATUS_CODES))
+      expect(branchStatusFromCode(code)).toBe(status);
     expect(BRANCH_STATUS_CODES.PhaseTwo_RollbackFailed_Unretryable).toBe(10);
     expect(branchStatusFromCode(11)).toBe(BranchStatus.PhaseTwo_CommitFailed_Retryable);
     expect(branchTypeFromCode(2)).toBe('SAGA');
@@ -97,9 +107,24 @@ describe('coordinator state machine', () => {
     expectRefused(machine, registerCmd(xid, 'x7', ''), 'BAD_REQUEST');
     expectRefused(machine, registerCmd(xid, '7', 't:1,,2'), 'BAD_REQUEST');
     expectRefused(machine, registerCmd(xid, '7', '', { type: 'BOGUS' as never }), 'BAD_REQUEST');
-    expectRefused(machine, registerCmd(xid, '7', '', { applicationData: 'x'.repeat(MAX_APPLICATION_DATA_BYTES + 1) }), 'BAD_REQUEST');
-    expectRefused(machine, changeCmd(xid, GlobalStatus.Begin, 'Sideways' as GlobalStatus), 'BAD_REQUEST');
-    expectRefused(machine, { ...changeCmd(xid, GlobalStatus.Begin, GlobalStatus.Committing), term: undefined } as unknown as Command, 'BAD_REQUEST');
+    expectRefused(
+      machine,
+      registerCmd(xid, '7', '', { applicationData: 'x'.repeat(MAX_APPLICATION_DATA_BYTES + 1) }),
+      'BAD_REQUEST',
+    );
+    expectRefused(
+      machine,
+      changeCmd(xid, GlobalStatus.Begin, 'Sideways' as GlobalStatus),
+      'BAD_REQUEST',
+    );
+    expectRefused(
+      machine,
+      {
+        ...changeCmd(xid, GlobalStatus.Begin, GlobalStatus.Committing),
+        term: undefined,
+      } as unknown as Command,
+      'BAD_REQUEST',
+    );
   });
 
   it('refuses unknown xids and commands for ended transactions', () => {
@@ -123,7 +148,8 @@ describe('coordinator state machine', () => {
 
   it(`bounds branches per transaction at ${MAX_BRANCHES_PER_GLOBAL}`, () => {
     const { machine, xid } = machineWithTx();
-    for (let i = 0; i < MAX_BRANCHES_PER_GLOBAL; i++) applyOk(machine, registerCmd(xid, String(100 + i), ''));
+    for (let i = 0; i < MAX_BRANCHES_PER_GLOBAL; i++)
+      applyOk(machine, registerCmd(xid, String(100 + i), ''));
     expect(expectRefused(machine, registerCmd(xid, '99999', ''), 'BAD_REQUEST')).toMatch(/limit/);
   });
 
@@ -132,13 +158,33 @@ describe('coordinator state machine', () => {
     applyOk(machine, registerCmd(xid, '7', 't:1'));
     applyOk(machine, changeCmd(xid, GlobalStatus.Begin, GlobalStatus.Committing));
     // Compare-and-set: a rollback decided from Begin loses, whatever its term.
-    expectRefused(machine, changeCmd(xid, GlobalStatus.Begin, GlobalStatus.Rollbacking, { term: 9 }), 'ILLEGAL_STATUS');
-    expectRefused(machine, changeCmd(xid, GlobalStatus.Committing, GlobalStatus.Rollbacking), 'ILLEGAL_STATUS');
-    expectRefused(machine, changeCmd(xid, GlobalStatus.Committing, GlobalStatus.Begin), 'ILLEGAL_STATUS');
+    expectRefused(
+      machine,
+      changeCmd(xid, GlobalStatus.Begin, GlobalStatus.Rollbacking, { term: 9 }),
+      'ILLEGAL_STATUS',
+    );
+    expectRefused(
+      machine,
+      changeCmd(xid, GlobalStatus.Committing, GlobalStatus.Rollbacking),
+      'ILLEGAL_STATUS',
+    );
+    expectRefused(
+      machine,
+      changeCmd(xid, GlobalStatus.Committing, GlobalStatus.Begin),
+      'ILLEGAL_STATUS',
+    );
     applyOk(machine, changeCmd(xid, GlobalStatus.Committing, GlobalStatus.CommitRetrying));
-    expectRefused(machine, changeCmd(xid, GlobalStatus.CommitRetrying, GlobalStatus.Committing), 'ILLEGAL_STATUS');
+    expectRefused(
+      machine,
+      changeCmd(xid, GlobalStatus.CommitRetrying, GlobalStatus.Committing),
+      'ILLEGAL_STATUS',
+    );
     applyOk(machine, changeCmd(xid, GlobalStatus.CommitRetrying, GlobalStatus.CommitFailed));
-    expectRefused(machine, changeCmd(xid, GlobalStatus.CommitFailed, GlobalStatus.Committed), 'ILLEGAL_STATUS');
+    expectRefused(
+      machine,
+      changeCmd(xid, GlobalStatus.CommitFailed, GlobalStatus.Committed),
+      'ILLEGAL_STATUS',
+    );
     expectRefused(machine, finishCmd(xid, GlobalStatus.Committed), 'ILLEGAL_STATUS');
   });
 
@@ -147,40 +193,78 @@ describe('coordinator state machine', () => {
     applyOk(machine, registerCmd(xid, '7', 't:1'));
     applyOk(machine, registerCmd(xid, '8', 't:2'));
     applyOk(machine, changeCmd(xid, GlobalStatus.Begin, GlobalStatus.Committing));
-    expectRefused(machine, changeCmd(xid, GlobalStatus.Committing, GlobalStatus.Committed), 'ILLEGAL_STATUS');
+    expectRefused(
+      machine,
+      changeCmd(xid, GlobalStatus.Committing, GlobalStatus.Committed),
+      'ILLEGAL_STATUS',
+    );
     applyOk(machine, resultCmd(xid, '7', BranchStatus.PhaseTwo_Committed));
     expect(machine.lockHolder('db^^^t^^^1')).toBeUndefined(); // released with its branch
     expect(machine.lockHolder('db^^^t^^^2')?.xid).toBe(xid);
-    expect(expectRefused(machine, finishCmd(xid, GlobalStatus.Committed), 'ILLEGAL_STATUS')).toMatch(/branch 8/);
+    expect(
+      expectRefused(machine, finishCmd(xid, GlobalStatus.Committed), 'ILLEGAL_STATUS'),
+    ).toMatch(/branch 8/);
     expectRefused(machine, resultCmd(xid, '8', BranchStatus.PhaseTwo_Rollbacked), 'BAD_REQUEST'); // wrong direction
     applyOk(machine, resultCmd(xid, '8', BranchStatus.PhaseTwo_Committed));
     expectRefused(machine, finishCmd(xid, GlobalStatus.Rollbacked), 'ILLEGAL_STATUS');
-    const finished = applyOk(machine, finishCmd(xid, GlobalStatus.Committed)) as { branches: { status: string }[] };
-    expect(finished.branches.map((b) => b.status)).toEqual([BranchStatus.PhaseTwo_Committed, BranchStatus.PhaseTwo_Committed]);
+    const finished = applyOk(machine, finishCmd(xid, GlobalStatus.Committed)) as {
+      branches: { status: string }[];
+    };
+    expect(finished.branches.map((b) => b.status)).toEqual([
+      BranchStatus.PhaseTwo_Committed,
+      BranchStatus.PhaseTwo_Committed,
+    ]);
     expect(machine.getSession(xid)).toBeUndefined();
     expect(machine.lockedRowCount()).toBe(0);
   });
 
   it('times out only at or after the deadline; commits only before it', () => {
     const { machine, xid } = machineWithTx();
-    expectRefused(machine, changeCmd(xid, GlobalStatus.Begin, GlobalStatus.TimeoutRollbacking, { at: T0 + 59_999 }), 'ILLEGAL_STATUS');
-    expectRefused(machine, changeCmd(xid, GlobalStatus.Begin, GlobalStatus.Committing, { at: T0 + 60_000 }), 'ILLEGAL_STATUS');
-    applyOk(machine, changeCmd(xid, GlobalStatus.Begin, GlobalStatus.TimeoutRollbacking, { at: T0 + 60_000 }));
+    expectRefused(
+      machine,
+      changeCmd(xid, GlobalStatus.Begin, GlobalStatus.TimeoutRollbacking, { at: T0 + 59_999 }),
+      'ILLEGAL_STATUS',
+    );
+    expectRefused(
+      machine,
+      changeCmd(xid, GlobalStatus.Begin, GlobalStatus.Committing, { at: T0 + 60_000 }),
+      'ILLEGAL_STATUS',
+    );
+    applyOk(
+      machine,
+      changeCmd(xid, GlobalStatus.Begin, GlobalStatus.TimeoutRollbacking, { at: T0 + 60_000 }),
+    );
   });
 
   it('goes AsyncCommitting only when every branch is AT', () => {
     const { machine, xid } = machineWithTx();
     applyOk(machine, registerCmd(xid, '7', 't:1', { type: 'AT' }));
     applyOk(machine, registerCmd(xid, '8', '', { type: 'TCC' }));
-    expectRefused(machine, changeCmd(xid, GlobalStatus.Begin, GlobalStatus.AsyncCommitting), 'ILLEGAL_STATUS');
-    applyOk(machine, { kind: 'BranchReport', xid, branchId: '8', status: BranchStatus.PhaseOne_Failed, applicationData: null });
+    expectRefused(
+      machine,
+      changeCmd(xid, GlobalStatus.Begin, GlobalStatus.AsyncCommitting),
+      'ILLEGAL_STATUS',
+    );
+    applyOk(machine, {
+      kind: 'BranchReport',
+      xid,
+      branchId: '8',
+      status: BranchStatus.PhaseOne_Failed,
+      applicationData: null,
+    });
     applyOk(machine, changeCmd(xid, GlobalStatus.Begin, GlobalStatus.AsyncCommitting));
   });
 
   it('accepts a phase-one report once; the same report again is a no-op', () => {
     const { machine, xid } = machineWithTx();
     applyOk(machine, registerCmd(xid, '7', ''));
-    const report = { kind: 'BranchReport' as const, xid, branchId: '7', status: BranchStatus.PhaseOne_Done, applicationData: '{"a":1}' };
+    const report = {
+      kind: 'BranchReport' as const,
+      xid,
+      branchId: '7',
+      status: BranchStatus.PhaseOne_Done,
+      applicationData: '{"a":1}',
+    };
     applyOk(machine, report);
     applyOk(machine, report);
     expect(machine.getSession(xid)!.branches[0]!.applicationData).toBe('{"a":1}');
@@ -209,7 +293,8 @@ describe('coordinator state machine', () => {
   it(`bounds the dedup map at ${MAX_DEDUP_ENTRIES} entries, oldest evicted first`, () => {
     const machine = new CoordinatorStateMachine();
     const { xid } = applyOk(machine, beginCmd(1, { requestId: 'r0' })) as { xid: string };
-    for (let i = 1; i <= MAX_DEDUP_ENTRIES; i++) applyOk(machine, beginCmd(1 + i, { requestId: `r${i}` }));
+    for (let i = 1; i <= MAX_DEDUP_ENTRIES; i++)
+      applyOk(machine, beginCmd(1 + i, { requestId: `r${i}` }));
     machine.checkInvariants();
     // r0 was evicted: a retry of it is decided afresh and its xid, now existing, is refused.
     const outcome = machine.apply(beginCmd(1, { requestId: 'r0' }));
@@ -244,9 +329,21 @@ describe('coordinator state machine', () => {
       applyOk(machine, acquireCmd(xid, 1));
       applyOk(machine, acquireCmd(xid, 2)); // a new leader takes over
       expectRefused(machine, acquireCmd(xid, 1), 'STALE_TERM');
-      expectRefused(machine, resultCmd(xid, '7', BranchStatus.PhaseTwo_CommitFailed_Unretryable, 1), 'STALE_TERM');
-      expectRefused(machine, changeCmd(xid, GlobalStatus.Committing, GlobalStatus.CommitFailed, { term: 1 }), 'STALE_TERM');
-      expectRefused(machine, { kind: 'RetryScheduled', xid, attempt: 1, nextRetryAt: T0, retryDeadline: T0, term: 1 }, 'STALE_TERM');
+      expectRefused(
+        machine,
+        resultCmd(xid, '7', BranchStatus.PhaseTwo_CommitFailed_Unretryable, 1),
+        'STALE_TERM',
+      );
+      expectRefused(
+        machine,
+        changeCmd(xid, GlobalStatus.Committing, GlobalStatus.CommitFailed, { term: 1 }),
+        'STALE_TERM',
+      );
+      expectRefused(
+        machine,
+        { kind: 'RetryScheduled', xid, attempt: 1, nextRetryAt: T0, retryDeadline: T0, term: 1 },
+        'STALE_TERM',
+      );
       expectRefused(machine, finishCmd(xid, GlobalStatus.Committed, { term: 1 }), 'STALE_TERM');
       applyOk(machine, resultCmd(xid, '7', BranchStatus.PhaseTwo_Committed, 2));
       applyOk(machine, finishCmd(xid, GlobalStatus.Committed, { term: 3 })); // a higher term is never fenced
@@ -266,19 +363,44 @@ describe('coordinator state machine', () => {
     it('keeps the locks of a failed transaction until it is marked resolved', () => {
       const { machine, xid } = failed();
       expect(machine.lockHolder('db^^^t^^^1')?.xid).toBe(xid);
-      const resolved = applyOk(machine, { kind: 'MarkResolved', xid, at: T0 + 9, operator: 'alice', term: 1 }) as { status: string };
+      const resolved = applyOk(machine, {
+        kind: 'MarkResolved',
+        xid,
+        at: T0 + 9,
+        operator: 'alice',
+        term: 1,
+      }) as { status: string };
       expect(resolved.status).toBe(GlobalStatus.CommitFailed);
       expect(machine.lockedRowCount()).toBe(0);
-      expect(machine.getFinished(xid)).toEqual({ xid, status: GlobalStatus.CommitFailed, finishedAt: T0 + 9, resolvedBy: 'alice' });
+      expect(machine.getFinished(xid)).toEqual({
+        xid,
+        status: GlobalStatus.CommitFailed,
+        finishedAt: T0 + 9,
+        resolvedBy: 'alice',
+      });
     });
 
     it('refuses to mark resolved a transaction that is running normally', () => {
       const { machine, xid } = machineWithTx();
       applyOk(machine, changeCmd(xid, GlobalStatus.Begin, GlobalStatus.Rollbacking));
-      expectRefused(machine, { kind: 'MarkResolved', xid, at: T0, operator: 'alice', term: 1 }, 'ILLEGAL_STATUS');
+      expectRefused(
+        machine,
+        { kind: 'MarkResolved', xid, at: T0, operator: 'alice', term: 1 },
+        'ILLEGAL_STATUS',
+      );
       applyOk(machine, { kind: 'RetryStopped', xid, at: T0, term: 1 });
-      expectRefused(machine, { kind: 'RetryScheduled', xid, attempt: 1, nextRetryAt: T0, retryDeadline: T0, term: 1 }, 'ILLEGAL_STATUS');
-      const resolved = applyOk(machine, { kind: 'MarkResolved', xid, at: T0, operator: 'alice', term: 1 }) as { status: string };
+      expectRefused(
+        machine,
+        { kind: 'RetryScheduled', xid, attempt: 1, nextRetryAt: T0, retryDeadline: T0, term: 1 },
+        'ILLEGAL_STATUS',
+      );
+      const resolved = applyOk(machine, {
+        kind: 'MarkResolved',
+        xid,
+        at: T0,
+        operator: 'alice',
+        term: 1,
+      }) as { status: string };
       expect(resolved.status).toBe(GlobalStatus.RollbackFailed);
     });
 
@@ -289,7 +411,12 @@ describe('coordinator state machine', () => {
       expect(machine.getSession(xid)!.retry.stopped).toBe(true);
       expect(machine.getSession(xid)!.status).toBe(GlobalStatus.Committing);
       applyOk(machine, { kind: 'RetryResumed', xid, at: T0 + 5, retryDeadline: T0 + 100, term: 1 });
-      expect(machine.getSession(xid)!.retry).toEqual({ attempts: 0, nextRetryAt: T0 + 5, retryDeadline: T0 + 100, stopped: false });
+      expect(machine.getSession(xid)!.retry).toEqual({
+        attempts: 0,
+        nextRetryAt: T0 + 5,
+        retryDeadline: T0 + 100,
+        stopped: false,
+      });
     });
   });
 
@@ -298,20 +425,42 @@ describe('coordinator state machine', () => {
       const { machine, xid } = machineWithTx();
       applyOk(machine, registerCmd(xid, '7', 't:1', { type: 'SAGA' }));
       applyOk(machine, registerCmd(xid, '8', '', { type: 'SAGA' }));
-      const result = applyOk(machine, { kind: 'GlobalReport', xid, status: GlobalStatus.Committed, at: T0 + 5, term: 1 }) as {
+      const result = applyOk(machine, {
+        kind: 'GlobalReport',
+        xid,
+        status: GlobalStatus.Committed,
+        at: T0 + 5,
+        term: 1,
+      }) as {
         finished: { branches: { status: string }[] };
       };
-      expect(result.finished.branches.every((b) => b.status === BranchStatus.PhaseTwo_Committed)).toBe(true);
+      expect(
+        result.finished.branches.every((b) => b.status === BranchStatus.PhaseTwo_Committed),
+      ).toBe(true);
       expect(machine.lockedRowCount()).toBe(0);
       // A retried report of the same end is answered; a different one is refused.
-      applyOk(machine, { kind: 'GlobalReport', xid, status: GlobalStatus.Committed, at: T0 + 6, term: 1 });
-      expectRefused(machine, { kind: 'GlobalReport', xid, status: GlobalStatus.Rollbacked, at: T0 + 6, term: 1 }, 'ILLEGAL_STATUS');
+      applyOk(machine, {
+        kind: 'GlobalReport',
+        xid,
+        status: GlobalStatus.Committed,
+        at: T0 + 6,
+        term: 1,
+      });
+      expectRefused(
+        machine,
+        { kind: 'GlobalReport', xid, status: GlobalStatus.Rollbacked, at: T0 + 6, term: 1 },
+        'ILLEGAL_STATUS',
+      );
     });
 
     it('refuses a report that would change the decision', () => {
       const { machine, xid } = machineWithTx();
       applyOk(machine, changeCmd(xid, GlobalStatus.Begin, GlobalStatus.Rollbacking));
-      expectRefused(machine, { kind: 'GlobalReport', xid, status: GlobalStatus.Committed, at: T0 + 5, term: 1 }, 'ILLEGAL_STATUS');
+      expectRefused(
+        machine,
+        { kind: 'GlobalReport', xid, status: GlobalStatus.Committed, at: T0 + 5, term: 1 },
+        'ILLEGAL_STATUS',
+      );
     });
   });
 });

@@ -6,7 +6,11 @@ import { afterEach, describe, expect, it } from 'vitest';
 import type { Entry, Message } from '../../src/raft/core/types.ts';
 import { crc32 } from '../../src/raft/storage/crc32.ts';
 import { decodeMessage, encodeMessage } from '../../src/raft/transport/codec.ts';
-import { GrpcTransport, RAFT_PROTO_PATH, type TransportLimits } from '../../src/raft/transport/grpc-transport.ts';
+import {
+  GrpcTransport,
+  RAFT_PROTO_PATH,
+  type TransportLimits,
+} from '../../src/raft/transport/grpc-transport.ts';
 import { silentLogger } from '../../src/shared/logger.ts';
 
 /** A free loopback port (bound then released). */
@@ -38,7 +42,8 @@ async function eventually(check: () => void, timeoutMs = 10_000): Promise<void> 
 function norm(x: unknown): unknown {
   if (x instanceof Uint8Array) return `bytes:${x.length}:${crc32(x)}`;
   if (Array.isArray(x)) return x.map(norm);
-  if (typeof x === 'object' && x !== null) return Object.fromEntries(Object.entries(x).map(([k, v]) => [k, norm(v)]));
+  if (typeof x === 'object' && x !== null)
+    return Object.fromEntries(Object.entries(x).map(([k, v]) => [k, norm(v)]));
   return x;
 }
 
@@ -53,10 +58,30 @@ const heartbeat = (from: string, to: string, term: number, commit = 0): Message 
 
 describe('codec', () => {
   it('round-trips every message type', () => {
-    const meta = { index: 7, term: 2, conf: { voters: ['a', 'b'], learners: ['c'], context: { a: 'x' } } };
+    const meta = {
+      index: 7,
+      term: 2,
+      conf: { voters: ['a', 'b'], learners: ['c'], context: { a: 'x' } },
+    };
     const messages: Message[] = [
-      { type: 'preVote', from: 'a', to: 'b', term: 3, lastLogIndex: 9, lastLogTerm: 2, transfer: false },
-      { type: 'vote', from: 'a', to: 'b', term: 3, lastLogIndex: 9, lastLogTerm: 2, transfer: true },
+      {
+        type: 'preVote',
+        from: 'a',
+        to: 'b',
+        term: 3,
+        lastLogIndex: 9,
+        lastLogTerm: 2,
+        transfer: false,
+      },
+      {
+        type: 'vote',
+        from: 'a',
+        to: 'b',
+        term: 3,
+        lastLogIndex: 9,
+        lastLogTerm: 2,
+        transfer: true,
+      },
       { type: 'preVoteResp', from: 'a', to: 'b', term: 3, reject: true },
       { type: 'voteResp', from: 'a', to: 'b', term: 3, reject: false },
       {
@@ -72,10 +97,28 @@ describe('codec', () => {
           { index: 6, term: 3, type: 'conf', change: { type: 'removeNode', nodeId: 'c' } },
         ],
       },
-      { type: 'appResp', from: 'a', to: 'b', term: 3, reject: true, index: 4, hintTerm: 1, hintIndex: 2 },
+      {
+        type: 'appResp',
+        from: 'a',
+        to: 'b',
+        term: 3,
+        reject: true,
+        index: 4,
+        hintTerm: 1,
+        hintIndex: 2,
+      },
       heartbeat('a', 'b', 3),
       { type: 'heartbeatResp', from: 'a', to: 'b', term: 3, readCtx: 'r1' },
-      { type: 'snap', from: 'a', to: 'b', term: 3, meta, offset: 0, chunk: new Uint8Array([9]), done: true },
+      {
+        type: 'snap',
+        from: 'a',
+        to: 'b',
+        term: 3,
+        meta,
+        offset: 0,
+        chunk: new Uint8Array([9]),
+        done: true,
+      },
       { type: 'snapResp', from: 'a', to: 'b', term: 3, reject: false, index: 7, offset: 1 },
       { type: 'timeoutNow', from: 'a', to: 'b', term: 3 },
     ];
@@ -86,13 +129,34 @@ describe('codec', () => {
     }
   });
 
-  it('encodes an append exactly as msgpackr would, reusing each entry\'s bytes across followers', () => {
+  it("encodes an append exactly as msgpackr would, reusing each entry's bytes across followers", () => {
     const plain = new Packr({ useRecords: false });
     for (const n of [1, 15, 16, 70_000]) {
       const entries: Entry[] = [];
-      for (let i = 0; i < n; i++) entries.push({ index: 10 + i, term: 4, type: 'normal', data: new Uint8Array([i & 0xff, 7]) });
-      const toB: Message = { type: 'app', from: 'a', to: 'b', term: 4, prevIndex: 9, prevTerm: 3, commit: 9, entries };
-      const toC: Message = { ...toB, to: 'c', prevIndex: 10, prevTerm: 4, entries: entries.slice(1) };
+      for (let i = 0; i < n; i++)
+        entries.push({
+          index: 10 + i,
+          term: 4,
+          type: 'normal',
+          data: new Uint8Array([i & 0xff, 7]),
+        });
+      const toB: Message = {
+        type: 'app',
+        from: 'a',
+        to: 'b',
+        term: 4,
+        prevIndex: 9,
+        prevTerm: 3,
+        commit: 9,
+        entries,
+      };
+      const toC: Message = {
+        ...toB,
+        to: 'c',
+        prevIndex: 10,
+        prevTerm: 4,
+        entries: entries.slice(1),
+      };
       for (const m of [toB, toC, toB]) {
         const bytes = encodeMessage(m);
         expect(Buffer.compare(bytes, plain.pack(m))).toBe(0);
@@ -105,13 +169,42 @@ describe('codec', () => {
   it('rejects malformed messages with a reason', () => {
     const p = new Packr({ useRecords: false });
     expect(decodeMessage(new Uint8Array([0xc1]))).toMatchObject({ ok: false });
-    expect(decodeMessage(p.pack({ type: 'nope', from: 'a', to: 'b', term: 1 }))).toMatchObject({ ok: false, error: /unknown message type/ });
-    expect(decodeMessage(p.pack({ type: 'heartbeat', from: 'a', to: 'b', term: -1, commit: 0, readCtx: null }))).toMatchObject({ ok: false });
+    expect(decodeMessage(p.pack({ type: 'nope', from: 'a', to: 'b', term: 1 }))).toMatchObject({
+      ok: false,
+      error: /unknown message type/,
+    });
     expect(
-      decodeMessage(p.pack({ type: 'app', from: 'a', to: 'b', term: 1, prevIndex: 0, prevTerm: 0, commit: 0, entries: [{ index: 2, term: 1, type: 'normal', data: new Uint8Array() }] })),
+      decodeMessage(
+        p.pack({ type: 'heartbeat', from: 'a', to: 'b', term: -1, commit: 0, readCtx: null }),
+      ),
+    ).toMatchObject({ ok: false });
+    expect(
+      decodeMessage(
+        p.pack({
+          type: 'app',
+          from: 'a',
+          to: 'b',
+          term: 1,
+          prevIndex: 0,
+          prevTerm: 0,
+          commit: 0,
+          entries: [{ index: 2, term: 1, type: 'normal', data: new Uint8Array() }],
+        }),
+      ),
     ).toMatchObject({ ok: false, error: /not contiguous/ });
     expect(
-      decodeMessage(p.pack({ type: 'app', from: 'a', to: 'b', term: 1, prevIndex: 0, prevTerm: 0, commit: 0, entries: [{ index: 1, term: 1, type: 'normal', data: 'str' }] })),
+      decodeMessage(
+        p.pack({
+          type: 'app',
+          from: 'a',
+          to: 'b',
+          term: 1,
+          prevIndex: 0,
+          prevTerm: 0,
+          commit: 0,
+          entries: [{ index: 1, term: 1, type: 'normal', data: 'str' }],
+        }),
+      ),
     ).toMatchObject({ ok: false, error: /data is not bytes/ });
     expect(decodeMessage(p.pack([1, 2, 3]))).toMatchObject({ ok: false });
   });
@@ -184,7 +277,9 @@ describe('GrpcTransport', () => {
     b.send([{ type: 'heartbeatResp', from: 'b', to: 'a', term: 1, readCtx: 'ctx' }]);
     await eventually(() => expect(atB.length).toBe(sent.length));
     expect(norm(atB)).toEqual(norm(sent));
-    await eventually(() => expect(atA).toEqual([{ type: 'heartbeatResp', from: 'b', to: 'a', term: 1, readCtx: 'ctx' }]));
+    await eventually(() =>
+      expect(atA).toEqual([{ type: 'heartbeatResp', from: 'b', to: 'a', term: 1, readCtx: 'ctx' }]),
+    );
     expect(a.statsSnapshot().dropped.queueFull).toBe(0);
   });
 
@@ -212,16 +307,33 @@ describe('GrpcTransport', () => {
     const { b, pb } = await pair();
     const atB: Message[] = [];
     b.onMessage((m) => atB.push(m));
-    const def = protoLoader.loadSync(RAFT_PROTO_PATH, { keepCase: false, longs: Number, defaults: true });
-    const pkg = grpc.loadPackageDefinition(def) as unknown as { concord: { raft: { v1: { RaftTransport: grpc.ServiceClientConstructor } } } };
-    const raw = new pkg.concord.raft.v1.RaftTransport(`127.0.0.1:${pb}`, grpc.credentials.createInsecure()) as unknown as grpc.Client & {
+    const def = protoLoader.loadSync(RAFT_PROTO_PATH, {
+      keepCase: false,
+      longs: Number,
+      defaults: true,
+    });
+    const pkg = grpc.loadPackageDefinition(def) as unknown as {
+      concord: { raft: { v1: { RaftTransport: grpc.ServiceClientConstructor } } };
+    };
+    const raw = new pkg.concord.raft.v1.RaftTransport(
+      `127.0.0.1:${pb}`,
+      grpc.credentials.createInsecure(),
+    ) as unknown as grpc.Client & {
       Stream(cb: (err: unknown, res: unknown) => void): grpc.ClientWritableStream<unknown>;
     };
     cleanups.push(() => raw.close());
     const done = new Promise<unknown>((resolve) => {
       const call = raw.Stream((err, res) => resolve(err ?? res));
-      call.write({ from: 'a', to: 'b', messages: [Buffer.from([0xc1, 0xff]), encodeMessage(heartbeat('a', 'b', 1))] });
-      call.write({ from: 'a', to: 'b', messages: [new Packr().pack({ type: 'vote', from: 'a', to: 'b' })] });
+      call.write({
+        from: 'a',
+        to: 'b',
+        messages: [Buffer.from([0xc1, 0xff]), encodeMessage(heartbeat('a', 'b', 1))],
+      });
+      call.write({
+        from: 'a',
+        to: 'b',
+        messages: [new Packr().pack({ type: 'vote', from: 'a', to: 'b' })],
+      });
       // Claims to come from a but the message inside says c.
       call.write({ from: 'a', to: 'b', messages: [encodeMessage(heartbeat('c', 'b', 1))] });
       // Addressed to someone else.
@@ -230,7 +342,11 @@ describe('GrpcTransport', () => {
     });
     expect(await done).toEqual({ batchesReceived: 4, messagesDropped: 4 });
     expect(atB).toEqual([heartbeat('a', 'b', 1)]);
-    expect(b.statsSnapshot().rejected).toEqual({ unknownSender: 0, wrongReceiver: 1, malformed: 3 });
+    expect(b.statsSnapshot().rejected).toEqual({
+      unknownSender: 0,
+      wrongReceiver: 1,
+      malformed: 3,
+    });
 
     // A frame over the receive limit is refused by grpc-js; the server lives on.
     const big = new Promise<unknown>((resolve) => {
@@ -265,7 +381,10 @@ describe('GrpcTransport', () => {
   });
 
   it('bounds the queue by bytes and refuses a message larger than a frame', async () => {
-    const a = transport('a', await freePort(), { maxQueuedBytesPerPeer: 10_000, maxFrameBytes: 64 * 1024 });
+    const a = transport('a', await freePort(), {
+      maxQueuedBytesPerPeer: 10_000,
+      maxFrameBytes: 64 * 1024,
+    });
     await a.start();
     a.setPeers(new Map([['dead', `127.0.0.1:${await freePort()}`]]));
     const entry = (i: number, bytes: number): Message => ({

@@ -37,7 +37,12 @@ export async function freePort(): Promise<number> {
 
 export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-export async function eventually<T>(what: string, fn: () => Promise<T>, timeoutMs = 20_000, everyMs = 100): Promise<T> {
+export async function eventually<T>(
+  what: string,
+  fn: () => Promise<T>,
+  timeoutMs = 20_000,
+  everyMs = 100,
+): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   let last: unknown;
   for (;;) {
@@ -46,7 +51,10 @@ export async function eventually<T>(what: string, fn: () => Promise<T>, timeoutM
     } catch (err) {
       last = err;
     }
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}: ${(last as Error)?.message ?? last}`);
+    if (Date.now() > deadline)
+      throw new Error(
+        `timed out after ${timeoutMs} ms waiting for ${what}: ${(last as Error)?.message ?? last}`,
+      );
     await sleep(everyMs);
   }
 }
@@ -161,19 +169,34 @@ export class KvCluster {
       .map((p) => `${p}=127.0.0.1:${this.slot(p).raftPort}`)
       .join(',');
     const args = [
-      '--import', 'tsx', KV_MAIN,
-      '--id', id,
-      '--raft', `127.0.0.1:${s.raftPort}`,
-      '--http', `127.0.0.1:${s.httpPort}`,
-      '--peers', peers,
-      '--data-dir', s.dataDir,
-      '--tick-ms', String(this.opts.tickMs),
-      '--election-ticks', String(this.opts.electionTicks),
-      '--heartbeat-ticks', String(this.opts.heartbeatTicks),
-      '--snapshot-interval', String(this.opts.snapshotInterval),
+      '--import',
+      'tsx',
+      KV_MAIN,
+      '--id',
+      id,
+      '--raft',
+      `127.0.0.1:${s.raftPort}`,
+      '--http',
+      `127.0.0.1:${s.httpPort}`,
+      '--peers',
+      peers,
+      '--data-dir',
+      s.dataDir,
+      '--tick-ms',
+      String(this.opts.tickMs),
+      '--election-ticks',
+      String(this.opts.electionTicks),
+      '--heartbeat-ticks',
+      String(this.opts.heartbeatTicks),
+      '--snapshot-interval',
+      String(this.opts.snapshotInterval),
       ...(options.join ? ['--join'] : []),
     ];
-    const proc = spawn(process.execPath, args, { cwd: REPO_ROOT, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, CONCORD_LOG_LEVEL: process.env.KV_LOG_LEVEL ?? 'info' } });
+    const proc = spawn(process.execPath, args, {
+      cwd: REPO_ROOT,
+      stdio: ['ignore', 'pipe', 'pipe'],
+      env: { ...process.env, CONCORD_LOG_LEVEL: process.env.KV_LOG_LEVEL ?? 'info' },
+    });
     live.add(proc);
     s.proc = proc;
     s.starts++;
@@ -189,7 +212,15 @@ export class KvCluster {
       }),
     );
     await new Promise<void>((ok, fail) => {
-      const timer = setTimeout(() => fail(new Error(`${id} printed no listening line within ${SPAWN_TIMEOUT_MS} ms; see ${s.logPath}`)), SPAWN_TIMEOUT_MS);
+      const timer = setTimeout(
+        () =>
+          fail(
+            new Error(
+              `${id} printed no listening line within ${SPAWN_TIMEOUT_MS} ms; see ${s.logPath}`,
+            ),
+          ),
+        SPAWN_TIMEOUT_MS,
+      );
       const lines = createInterface({ input: proc.stdout! });
       lines.on('line', (line) => {
         if (line.includes('"event":"listening"')) {
@@ -230,7 +261,12 @@ export class KvCluster {
 
   // ---------------------------------------------------------------- HTTP
 
-  async request(id: string, method: string, path: string, body?: string | object): Promise<unknown> {
+  async request(
+    id: string,
+    method: string,
+    path: string,
+    body?: string | object,
+  ): Promise<unknown> {
     const res = await fetch(`http://${this.httpAddress(id)}${path}`, {
       method,
       body: body === undefined ? undefined : typeof body === 'string' ? body : JSON.stringify(body),
@@ -256,12 +292,17 @@ export class KvCluster {
     return eventually(
       'a leader',
       async () => {
-        const statuses = await Promise.all(this.running().map((id) => this.status(id).catch(() => null)));
+        const statuses = await Promise.all(
+          this.running().map((id) => this.status(id).catch(() => null)),
+        );
         const leaders = statuses.filter((s): s is NodeStatus => s?.role === 'leader');
         const top = leaders.sort((a, b) => b.term - a.term)[0];
         if (!top) throw new Error('no leader yet');
-        const agreeing = statuses.filter((s) => s && s.term === top.term && s.leader === top.id).length;
-        if (agreeing * 2 <= top.conf.voters.length) throw new Error(`leader ${top.id} not yet acknowledged by a quorum`);
+        const agreeing = statuses.filter(
+          (s) => s && s.term === top.term && s.leader === top.id,
+        ).length;
+        if (agreeing * 2 <= top.conf.voters.length)
+          throw new Error(`leader ${top.id} not yet acknowledged by a quorum`);
         this.leaderHint = top.id;
         return top.id;
       },
@@ -276,7 +317,12 @@ export class KvCluster {
       async () => {
         const leader = this.leaderHint ?? (await this.waitForLeader());
         try {
-          const r = (await this.request(leader, 'PUT', `/kv/${encodeURIComponent(key)}`, value)) as { index: number };
+          const r = (await this.request(
+            leader,
+            'PUT',
+            `/kv/${encodeURIComponent(key)}`,
+            value,
+          )) as { index: number };
           return r.index;
         } catch (err) {
           this.leaderHint = null;
@@ -316,7 +362,11 @@ export class KvCluster {
 
   /** All keys with a prefix on one node: linearizable (through the leader) or that node's applied state. */
   async dump(id: string, prefix: string, stale = false): Promise<Record<string, string>> {
-    const r = (await this.request(id, 'GET', `/kv?prefix=${encodeURIComponent(prefix)}${stale ? '&stale=1' : ''}`)) as {
+    const r = (await this.request(
+      id,
+      'GET',
+      `/kv?prefix=${encodeURIComponent(prefix)}${stale ? '&stale=1' : ''}`,
+    )) as {
       entries: Record<string, string>;
     };
     return r.entries;
@@ -326,7 +376,11 @@ export class KvCluster {
    * Proposes a membership change through the leader, retrying until the leader's
    * membership shows it (a retry after a lost answer finds it already done).
    */
-  async changeMembership(body: { type: 'addVoter' | 'addLearner' | 'removeNode'; nodeId: string; context?: string }): Promise<void> {
+  async changeMembership(body: {
+    type: 'addVoter' | 'addLearner' | 'removeNode';
+    nodeId: string;
+    context?: string;
+  }): Promise<void> {
     const done = (conf: NodeStatus['conf']) =>
       body.type === 'removeNode'
         ? !conf.voters.includes(body.nodeId) && !conf.learners.includes(body.nodeId)
@@ -351,7 +405,10 @@ export class KvCluster {
         const dumps = await Promise.all(this.running().map((id) => this.dump(id, prefix, true)));
         const first = JSON.stringify(dumps[0]);
         for (const [i, d] of dumps.entries()) {
-          if (JSON.stringify(d) !== first) throw new Error(`${this.running()[i]} differs (${Object.keys(d).length} vs ${Object.keys(dumps[0]!).length} keys)`);
+          if (JSON.stringify(d) !== first)
+            throw new Error(
+              `${this.running()[i]} differs (${Object.keys(d).length} vs ${Object.keys(dumps[0]!).length} keys)`,
+            );
         }
         return dumps[0]!;
       },

@@ -18,7 +18,11 @@ import {
 import { AssertionFailure, ConfigError, StorageCorruptError } from '../../src/shared/errors.ts';
 import { silentLogger } from '../../src/shared/logger.ts';
 
-const conf: ConfState = { voters: ['n1', 'n2', 'n3'], learners: [], context: { n1: '{"raft":"a"}' } };
+const conf: ConfState = {
+  voters: ['n1', 'n2', 'n3'],
+  learners: [],
+  context: { n1: '{"raft":"a"}' },
+};
 
 function normal(index: number, term: number, text = `e${index}t${term}`): Entry {
   return { index, term, type: 'normal', data: new TextEncoder().encode(text) };
@@ -50,7 +54,8 @@ function log(entries: Entry[]): string[] {
 /** The run keys (first indexes) in the raw database. */
 async function runFirsts(db: Level<Buffer, Buffer>): Promise<number[]> {
   const out: number[] = [];
-  for await (const key of db.keys({ gte: runKey(0), lte: runKey(Number.MAX_SAFE_INTEGER) })) out.push(Number(key.readBigUInt64BE(1)));
+  for await (const key of db.keys({ gte: runKey(0), lte: runKey(Number.MAX_SAFE_INTEGER) }))
+    out.push(Number(key.readBigUInt64BE(1)));
   return out;
 }
 
@@ -71,7 +76,11 @@ describe('LevelDbStorage', () => {
   const open: LevelDbStorage[] = [];
 
   async function fresh(nodeId?: string): Promise<LevelDbStorage> {
-    const s = new LevelDbStorage({ path: join(dir, 'raft'), logger: silentLogger(), ...(nodeId ? { nodeId } : {}) });
+    const s = new LevelDbStorage({
+      path: join(dir, 'raft'),
+      logger: silentLogger(),
+      ...(nodeId ? { nodeId } : {}),
+    });
     open.push(s);
     return s;
   }
@@ -84,7 +93,10 @@ describe('LevelDbStorage', () => {
 
   /** Edits the raw database behind a closed storage. */
   async function withRaw<T = void>(fn: (db: Level<Buffer, Buffer>) => Promise<T>): Promise<T> {
-    const db = new Level<Buffer, Buffer>(join(dir, 'raft'), { keyEncoding: 'buffer', valueEncoding: 'buffer' });
+    const db = new Level<Buffer, Buffer>(join(dir, 'raft'), {
+      keyEncoding: 'buffer',
+      valueEncoding: 'buffer',
+    });
     await db.open();
     try {
       return await fn(db);
@@ -98,8 +110,15 @@ describe('LevelDbStorage', () => {
     const db = (s as unknown as { db: Level<Buffer, Buffer> }).db;
     const calls: Array<{ puts: number; dels: number; sync: unknown }> = [];
     const original = db.batch.bind(db) as (ops: unknown, opts: unknown) => Promise<void>;
-    (db as unknown as { batch: unknown }).batch = (ops: Array<{ type: string }>, opts: { sync?: boolean }) => {
-      calls.push({ puts: ops.filter((o) => o.type === 'put').length, dels: ops.filter((o) => o.type === 'del').length, sync: opts?.sync });
+    (db as unknown as { batch: unknown }).batch = (
+      ops: Array<{ type: string }>,
+      opts: { sync?: boolean },
+    ) => {
+      calls.push({
+        puts: ops.filter((o) => o.type === 'put').length,
+        dels: ops.filter((o) => o.type === 'del').length,
+        sync: opts?.sync,
+      });
       return original(ops, opts);
     };
     return calls;
@@ -115,15 +134,32 @@ describe('LevelDbStorage', () => {
 
   it('starts empty', async () => {
     const s = await fresh();
-    expect(await s.load()).toEqual({ hardState: { term: 0, vote: null, commit: 0 }, snapshot: null, entries: [] });
+    expect(await s.load()).toEqual({
+      hardState: { term: 0, vote: null, commit: 0 },
+      snapshot: null,
+      entries: [],
+    });
   });
 
   it('round-trips entries, conf entries and hard state across a reopen', async () => {
     const s = await fresh();
     await s.load();
-    const conf1: Entry = { index: 4, term: 2, type: 'conf', change: { type: 'addLearner', nodeId: 'n4', context: 'ctx' } };
-    await s.save({ hardState: { term: 1, vote: 'n1', commit: 0 }, entries: range(1, 3, 1), snapshot: null });
-    await s.save({ hardState: { term: 2, vote: 'n2', commit: 3 }, entries: [conf1, normal(5, 2)], snapshot: null });
+    const conf1: Entry = {
+      index: 4,
+      term: 2,
+      type: 'conf',
+      change: { type: 'addLearner', nodeId: 'n4', context: 'ctx' },
+    };
+    await s.save({
+      hardState: { term: 1, vote: 'n1', commit: 0 },
+      entries: range(1, 3, 1),
+      snapshot: null,
+    });
+    await s.save({
+      hardState: { term: 2, vote: 'n2', commit: 3 },
+      entries: [conf1, normal(5, 2)],
+      snapshot: null,
+    });
     const { state } = await reopen(s);
     expect(state.hardState).toEqual({ term: 2, vote: 'n2', commit: 3 });
     expect(state.snapshot).toBeNull();
@@ -142,20 +178,37 @@ describe('LevelDbStorage', () => {
   it('stores each round as one run', async () => {
     const s = await fresh();
     await s.load();
-    await s.save({ hardState: { term: 1, vote: null, commit: 0 }, entries: range(1, 3, 1), snapshot: null });
+    await s.save({
+      hardState: { term: 1, vote: null, commit: 0 },
+      entries: range(1, 3, 1),
+      snapshot: null,
+    });
     await s.save({ hardState: null, entries: range(4, 4, 1), snapshot: null });
     await s.save({ hardState: null, entries: range(5, 9, 1), snapshot: null });
     await s.close();
     expect(await withRaw(runFirsts)).toEqual([1, 4, 5]);
-    expect(s.stats()).toMatchObject({ entriesWritten: 9, syncedWrites: 3, firstIndex: 1, lastIndex: 9 });
+    expect(s.stats()).toMatchObject({
+      entriesWritten: 9,
+      syncedWrites: 3,
+      firstIndex: 1,
+      lastIndex: 9,
+    });
   });
 
   it('overwrites a conflicting tail in the same batch and deletes what lies beyond it', async () => {
     const s = await fresh();
     await s.load();
-    await s.save({ hardState: { term: 1, vote: null, commit: 2 }, entries: range(1, 6, 1), snapshot: null });
+    await s.save({
+      hardState: { term: 1, vote: null, commit: 2 },
+      entries: range(1, 6, 1),
+      snapshot: null,
+    });
     // A new leader of term 3 replaces entries from 4 on with a shorter tail.
-    await s.save({ hardState: { term: 3, vote: null, commit: 2 }, entries: [normal(4, 3, 'new4')], snapshot: null });
+    await s.save({
+      hardState: { term: 3, vote: null, commit: 2 },
+      entries: [normal(4, 3, 'new4')],
+      snapshot: null,
+    });
     const { storage, state } = await reopen(s);
     expect(log(state.entries)).toEqual(['1/1', '2/1', '3/1', '4/3']);
     const e4 = state.entries[3]!;
@@ -169,11 +222,23 @@ describe('LevelDbStorage', () => {
   it('a partially overwritten run is cut where the next run begins', async () => {
     const s = await fresh();
     await s.load();
-    await s.save({ hardState: { term: 1, vote: null, commit: 3 }, entries: range(1, 10, 1), snapshot: null });
-    await s.save({ hardState: { term: 2, vote: null, commit: 3 }, entries: range(6, 8, 2), snapshot: null });
+    await s.save({
+      hardState: { term: 1, vote: null, commit: 3 },
+      entries: range(1, 10, 1),
+      snapshot: null,
+    });
+    await s.save({
+      hardState: { term: 2, vote: null, commit: 3 },
+      entries: range(6, 8, 2),
+      snapshot: null,
+    });
     const { storage, state } = await reopen(s);
     expect(log(state.entries)).toEqual([...log(range(1, 5, 1)), ...log(range(6, 8, 2))]);
-    await storage.save({ hardState: { term: 2, vote: null, commit: 9 }, entries: range(9, 12, 2), snapshot: null });
+    await storage.save({
+      hardState: { term: 2, vote: null, commit: 9 },
+      entries: range(9, 12, 2),
+      snapshot: null,
+    });
     const again = await reopen(storage);
     expect(log(again.state.entries)).toEqual([...log(range(1, 5, 1)), ...log(range(6, 12, 2))]);
     await again.storage.close();
@@ -184,11 +249,19 @@ describe('LevelDbStorage', () => {
   it('an overwrite on a run boundary replaces that run and deletes the later ones', async () => {
     const s = await fresh();
     await s.load();
-    await s.save({ hardState: { term: 1, vote: null, commit: 2 }, entries: range(1, 5, 1), snapshot: null });
+    await s.save({
+      hardState: { term: 1, vote: null, commit: 2 },
+      entries: range(1, 5, 1),
+      snapshot: null,
+    });
     await s.save({ hardState: null, entries: range(6, 10, 1), snapshot: null });
     await s.save({ hardState: null, entries: range(11, 12, 1), snapshot: null });
     const calls = spyBatches(s);
-    await s.save({ hardState: { term: 2, vote: null, commit: 2 }, entries: range(6, 7, 2), snapshot: null });
+    await s.save({
+      hardState: { term: 2, vote: null, commit: 2 },
+      entries: range(6, 7, 2),
+      snapshot: null,
+    });
     // Runs 6 and 11 deleted (6 rewritten under the same key), one run put and the hard state.
     expect(calls).toEqual([{ puts: 2, dels: 2, sync: true }]);
     const { storage, state } = await reopen(s);
@@ -200,14 +273,30 @@ describe('LevelDbStorage', () => {
   it('an overwrite in the middle of a run that was already cut once', async () => {
     const s = await fresh();
     await s.load();
-    await s.save({ hardState: { term: 1, vote: null, commit: 1 }, entries: range(1, 10, 1), snapshot: null });
-    await s.save({ hardState: { term: 2, vote: null, commit: 1 }, entries: range(6, 8, 2), snapshot: null }); // 1..10 cut to 1..5
-    await s.save({ hardState: { term: 3, vote: null, commit: 1 }, entries: range(3, 4, 3), snapshot: null }); // cut again to 1..2
+    await s.save({
+      hardState: { term: 1, vote: null, commit: 1 },
+      entries: range(1, 10, 1),
+      snapshot: null,
+    });
+    await s.save({
+      hardState: { term: 2, vote: null, commit: 1 },
+      entries: range(6, 8, 2),
+      snapshot: null,
+    }); // 1..10 cut to 1..5
+    await s.save({
+      hardState: { term: 3, vote: null, commit: 1 },
+      entries: range(3, 4, 3),
+      snapshot: null,
+    }); // cut again to 1..2
     const { storage, state } = await reopen(s);
     expect(log(state.entries)).toEqual([...log(range(1, 2, 1)), ...log(range(3, 4, 3))]);
     // Appending after the overwrite, and one more overwrite inside the new run.
     await storage.save({ hardState: null, entries: range(5, 7, 3), snapshot: null });
-    await storage.save({ hardState: { term: 4, vote: null, commit: 1 }, entries: range(4, 4, 4), snapshot: null });
+    await storage.save({
+      hardState: { term: 4, vote: null, commit: 1 },
+      entries: range(4, 4, 4),
+      snapshot: null,
+    });
     const again = await reopen(storage);
     expect(log(again.state.entries)).toEqual([...log(range(1, 2, 1)), '3/3', '4/4']);
     await again.storage.close();
@@ -217,7 +306,11 @@ describe('LevelDbStorage', () => {
   it('compacts: a local snapshot replaces the entries it covers', async () => {
     const s = await fresh();
     await s.load();
-    await s.save({ hardState: { term: 2, vote: null, commit: 8 }, entries: range(1, 10, 2), snapshot: null });
+    await s.save({
+      hardState: { term: 2, vote: null, commit: 8 },
+      entries: range(1, 10, 2),
+      snapshot: null,
+    });
     await s.saveSnapshot(snapshot(8, 2));
     // A stale compaction is a no-op.
     await s.saveSnapshot(snapshot(5, 2));
@@ -225,19 +318,35 @@ describe('LevelDbStorage', () => {
     expect(state.snapshot?.meta).toEqual({ index: 8, term: 2, conf });
     expect(new TextDecoder().decode(state.snapshot!.data)).toBe('state@8');
     expect(state.entries.map((e) => e.index)).toEqual([9, 10]);
-    await storage.save({ hardState: { term: 2, vote: null, commit: 10 }, entries: [normal(11, 2)], snapshot: null });
+    await storage.save({
+      hardState: { term: 2, vote: null, commit: 10 },
+      entries: [normal(11, 2)],
+      snapshot: null,
+    });
     await storage.saveSnapshot(snapshot(10, 2));
     const again = await reopen(storage);
     expect(again.state.snapshot?.meta.index).toBe(10);
     expect(again.state.entries.map((e) => e.index)).toEqual([11]);
-    expect(again.storage.stats()).toMatchObject({ snapshotIndex: 10, firstIndex: 11, lastIndex: 11 });
+    expect(again.storage.stats()).toMatchObject({
+      snapshotIndex: 10,
+      firstIndex: 11,
+      lastIndex: 11,
+    });
   });
 
   it('compaction keeps a run that straddles the snapshot and deletes one that ends at it', async () => {
     const s = await fresh();
     await s.load();
-    await s.save({ hardState: { term: 1, vote: null, commit: 0 }, entries: range(1, 4, 1), snapshot: null });
-    await s.save({ hardState: { term: 1, vote: null, commit: 10 }, entries: range(5, 10, 1), snapshot: null });
+    await s.save({
+      hardState: { term: 1, vote: null, commit: 0 },
+      entries: range(1, 4, 1),
+      snapshot: null,
+    });
+    await s.save({
+      hardState: { term: 1, vote: null, commit: 10 },
+      entries: range(5, 10, 1),
+      snapshot: null,
+    });
     await s.saveSnapshot(snapshot(7, 1));
     const { storage, state } = await reopen(s);
     expect(state.snapshot?.meta.index).toBe(7);
@@ -261,9 +370,17 @@ describe('LevelDbStorage', () => {
   it('an overwrite right after the snapshot deletes the straddling run it leaves wholly covered', async () => {
     const s = await fresh();
     await s.load();
-    await s.save({ hardState: { term: 1, vote: null, commit: 7 }, entries: range(1, 10, 1), snapshot: null });
+    await s.save({
+      hardState: { term: 1, vote: null, commit: 7 },
+      entries: range(1, 10, 1),
+      snapshot: null,
+    });
     await s.saveSnapshot(snapshot(7, 1));
-    await s.save({ hardState: { term: 2, vote: null, commit: 7 }, entries: range(8, 9, 2), snapshot: null });
+    await s.save({
+      hardState: { term: 2, vote: null, commit: 7 },
+      entries: range(8, 9, 2),
+      snapshot: null,
+    });
     const { storage, state } = await reopen(s);
     expect(state.snapshot?.meta.index).toBe(7);
     expect(log(state.entries)).toEqual(log(range(8, 9, 2)));
@@ -274,9 +391,17 @@ describe('LevelDbStorage', () => {
   it('a received snapshot that does not match the log discards the whole log', async () => {
     const s = await fresh();
     await s.load();
-    await s.save({ hardState: { term: 1, vote: null, commit: 2 }, entries: range(1, 5, 1), snapshot: null });
+    await s.save({
+      hardState: { term: 1, vote: null, commit: 2 },
+      entries: range(1, 5, 1),
+      snapshot: null,
+    });
     await s.save({ hardState: null, entries: range(6, 9, 1), snapshot: null });
-    await s.save({ hardState: { term: 3, vote: null, commit: 20 }, entries: [], snapshot: snapshot(20, 3) });
+    await s.save({
+      hardState: { term: 3, vote: null, commit: 20 },
+      entries: [],
+      snapshot: snapshot(20, 3),
+    });
     const { storage, state } = await reopen(s);
     expect(state.snapshot?.meta.index).toBe(20);
     expect(state.entries).toEqual([]);
@@ -288,10 +413,18 @@ describe('LevelDbStorage', () => {
   it('a received snapshot inside the log with another term discards it all, even with new entries in the batch', async () => {
     const s = await fresh();
     await s.load();
-    await s.save({ hardState: { term: 1, vote: null, commit: 2 }, entries: range(1, 4, 1), snapshot: null });
+    await s.save({
+      hardState: { term: 1, vote: null, commit: 2 },
+      entries: range(1, 4, 1),
+      snapshot: null,
+    });
     await s.save({ hardState: null, entries: range(5, 10, 1), snapshot: null });
     // The snapshot at 7 has term 2; the log's entry 7 has term 1.
-    await s.save({ hardState: { term: 2, vote: null, commit: 7 }, entries: range(8, 9, 2), snapshot: snapshot(7, 2) });
+    await s.save({
+      hardState: { term: 2, vote: null, commit: 7 },
+      entries: range(8, 9, 2),
+      snapshot: snapshot(7, 2),
+    });
     const { storage, state } = await reopen(s);
     expect(state.snapshot?.meta).toEqual({ index: 7, term: 2, conf });
     expect(log(state.entries)).toEqual(log(range(8, 9, 2)));
@@ -302,8 +435,16 @@ describe('LevelDbStorage', () => {
   it('a received snapshot matching the log keeps the entries after it (Raft §7)', async () => {
     const s = await fresh();
     await s.load();
-    await s.save({ hardState: { term: 1, vote: null, commit: 2 }, entries: range(1, 6, 1), snapshot: null });
-    await s.save({ hardState: { term: 1, vote: null, commit: 4 }, entries: [], snapshot: snapshot(4, 1) });
+    await s.save({
+      hardState: { term: 1, vote: null, commit: 2 },
+      entries: range(1, 6, 1),
+      snapshot: null,
+    });
+    await s.save({
+      hardState: { term: 1, vote: null, commit: 4 },
+      entries: [],
+      snapshot: snapshot(4, 1),
+    });
     const { state } = await reopen(s);
     expect(state.snapshot?.meta.index).toBe(4);
     expect(state.entries.map((e) => e.index)).toEqual([5, 6]);
@@ -312,17 +453,29 @@ describe('LevelDbStorage', () => {
   it('a received snapshot keeps its suffix through a straddling run and deletes the runs it covers', async () => {
     const s = await fresh();
     await s.load();
-    await s.save({ hardState: { term: 1, vote: null, commit: 2 }, entries: range(1, 4, 1), snapshot: null });
+    await s.save({
+      hardState: { term: 1, vote: null, commit: 2 },
+      entries: range(1, 4, 1),
+      snapshot: null,
+    });
     await s.save({ hardState: null, entries: range(5, 10, 1), snapshot: null });
     await s.save({ hardState: null, entries: range(11, 12, 1), snapshot: null });
     const calls = spyBatches(s);
-    await s.save({ hardState: { term: 1, vote: null, commit: 7 }, entries: [], snapshot: snapshot(7, 1) });
+    await s.save({
+      hardState: { term: 1, vote: null, commit: 7 },
+      entries: [],
+      snapshot: snapshot(7, 1),
+    });
     expect(calls).toEqual([{ puts: 3, dels: 1, sync: true }]);
     const { storage, state } = await reopen(s);
     expect(state.snapshot?.meta.index).toBe(7);
     expect(state.entries.map((e) => e.index)).toEqual([8, 9, 10, 11, 12]);
     // Then an overwrite in the straddling run, past the snapshot.
-    await storage.save({ hardState: { term: 2, vote: null, commit: 7 }, entries: range(9, 9, 2), snapshot: null });
+    await storage.save({
+      hardState: { term: 2, vote: null, commit: 7 },
+      entries: range(9, 9, 2),
+      snapshot: null,
+    });
     const again = await reopen(storage);
     expect(log(again.state.entries)).toEqual(['8/1', '9/2']);
     await again.storage.close();
@@ -334,14 +487,22 @@ describe('LevelDbStorage', () => {
     await s.load();
     const n = 2 * MAX_RUN_ENTRIES + 5;
     const calls = spyBatches(s);
-    await s.save({ hardState: { term: 1, vote: null, commit: 0 }, entries: range(1, n, 1), snapshot: null });
+    await s.save({
+      hardState: { term: 1, vote: null, commit: 0 },
+      entries: range(1, n, 1),
+      snapshot: null,
+    });
     expect(calls).toEqual([{ puts: 4, dels: 0, sync: true }]);
     expect(s.stats().entriesWritten).toBe(n);
     const { storage, state } = await reopen(s);
     expect(log(state.entries)).toEqual(log(range(1, n, 1)));
     // An overwrite inside the second run deletes the third.
     const at = MAX_RUN_ENTRIES + 100;
-    await storage.save({ hardState: { term: 2, vote: null, commit: 0 }, entries: range(at, at, 2), snapshot: null });
+    await storage.save({
+      hardState: { term: 2, vote: null, commit: 0 },
+      entries: range(at, at, 2),
+      snapshot: null,
+    });
     const again = await reopen(storage);
     expect(log(again.state.entries)).toEqual([...log(range(1, at - 1, 1)), `${at}/2`]);
     await again.storage.close();
@@ -351,8 +512,16 @@ describe('LevelDbStorage', () => {
   it('detects a flipped byte in a run value', async () => {
     const s = await fresh();
     await s.load();
-    await s.save({ hardState: { term: 1, vote: null, commit: 2 }, entries: range(1, 2, 1), snapshot: null });
-    await s.save({ hardState: { term: 1, vote: null, commit: 3 }, entries: range(3, 5, 1), snapshot: null });
+    await s.save({
+      hardState: { term: 1, vote: null, commit: 2 },
+      entries: range(1, 2, 1),
+      snapshot: null,
+    });
+    await s.save({
+      hardState: { term: 1, vote: null, commit: 3 },
+      entries: range(3, 5, 1),
+      snapshot: null,
+    });
     await s.close();
     await withRaw(async (db) => {
       const v = (await db.get(runKey(3)))!;
@@ -367,7 +536,11 @@ describe('LevelDbStorage', () => {
   it('detects a torn (truncated) value', async () => {
     const s = await fresh();
     await s.load();
-    await s.save({ hardState: { term: 1, vote: null, commit: 1 }, entries: range(1, 3, 1), snapshot: null });
+    await s.save({
+      hardState: { term: 1, vote: null, commit: 1 },
+      entries: range(1, 3, 1),
+      snapshot: null,
+    });
     await s.close();
     await withRaw(async (db) => {
       const v = (await db.get(runKey(1)))!;
@@ -381,24 +554,40 @@ describe('LevelDbStorage', () => {
   it('detects a gap in the log and a commit index beyond the log', async () => {
     const s = await fresh();
     await s.load();
-    await s.save({ hardState: { term: 1, vote: null, commit: 1 }, entries: range(1, 2, 1), snapshot: null });
+    await s.save({
+      hardState: { term: 1, vote: null, commit: 1 },
+      entries: range(1, 2, 1),
+      snapshot: null,
+    });
     await s.save({ hardState: null, entries: range(3, 4, 1), snapshot: null });
-    await s.save({ hardState: { term: 1, vote: null, commit: 5 }, entries: range(5, 6, 1), snapshot: null });
+    await s.save({
+      hardState: { term: 1, vote: null, commit: 5 },
+      entries: range(5, 6, 1),
+      snapshot: null,
+    });
     await s.close();
     await withRaw((db) => db.del(runKey(3)));
     await expect((await fresh()).load()).rejects.toThrow(/gap in the log, expected index 3/);
     await withRaw((db) => db.del(runKey(5)));
-    await expect((await fresh()).load()).rejects.toThrow(/commit index 5 is beyond the last durable entry 2/);
+    await expect((await fresh()).load()).rejects.toThrow(
+      /commit index 5 is beyond the last durable entry 2/,
+    );
     // A log that starts past its (absent) snapshot.
     await withRaw((db) => db.del(runKey(1)));
     await withRaw((db) => db.put(runKey(3), craftedRun(3, range(3, 4, 1))));
-    await expect((await fresh()).load()).rejects.toThrow(/log run 3: gap in the log, expected index 1/);
+    await expect((await fresh()).load()).rejects.toThrow(
+      /log run 3: gap in the log, expected index 1/,
+    );
   });
 
   it('detects a value moved under another key', async () => {
     const s = await fresh();
     await s.load();
-    await s.save({ hardState: { term: 1, vote: null, commit: 1 }, entries: range(1, 2, 1), snapshot: null });
+    await s.save({
+      hardState: { term: 1, vote: null, commit: 1 },
+      entries: range(1, 2, 1),
+      snapshot: null,
+    });
     await s.save({ hardState: null, entries: range(3, 4, 1), snapshot: null });
     await s.close();
     await withRaw(async (db) => {
@@ -410,7 +599,11 @@ describe('LevelDbStorage', () => {
   it('detects well-framed runs with bad contents', async () => {
     const s = await fresh();
     await s.load();
-    await s.save({ hardState: { term: 2, vote: null, commit: 1 }, entries: range(1, 2, 2), snapshot: null });
+    await s.save({
+      hardState: { term: 2, vote: null, commit: 1 },
+      entries: range(1, 2, 2),
+      snapshot: null,
+    });
     await s.close();
     const expectCorrupt = async (value: Buffer, pattern: RegExp) => {
       await withRaw((db) => db.put(runKey(3), value));
@@ -419,15 +612,30 @@ describe('LevelDbStorage', () => {
     };
     await expectCorrupt(craftedRun(3, normal(3, 2)), /log run 3: not a non-empty list of entries/);
     await expectCorrupt(craftedRun(3, []), /log run 3: not a non-empty list of entries/);
-    await expectCorrupt(craftedRun(3, [normal(3, 2), { index: 4, term: 2, type: 'bogus' }]), /log entry 4 \(run 3\)\.type/);
+    await expectCorrupt(
+      craftedRun(3, [normal(3, 2), { index: 4, term: 2, type: 'bogus' }]),
+      /log entry 4 \(run 3\)\.type/,
+    );
     // An entry in the wrong place: under the wrong key, or not contiguous within its run.
     await expectCorrupt(craftedRun(3, [normal(4, 2)]), /log entry 3 \(run 3\): value says index 4/);
-    await expectCorrupt(craftedRun(3, [normal(3, 2), normal(5, 2)]), /log entry 4 \(run 3\): value says index 5/);
+    await expectCorrupt(
+      craftedRun(3, [normal(3, 2), normal(5, 2)]),
+      /log entry 4 \(run 3\): value says index 5/,
+    );
     // Terms: moving back across runs, and beyond the hard state's term.
-    await expectCorrupt(craftedRun(3, [normal(3, 1)]), /log entry 3: term 1 below the previous term 2/);
-    await expectCorrupt(craftedRun(3, [normal(3, 9)]), /last entry term 9 is above the hard state term 2/);
+    await expectCorrupt(
+      craftedRun(3, [normal(3, 1)]),
+      /log entry 3: term 1 below the previous term 2/,
+    );
+    await expectCorrupt(
+      craftedRun(3, [normal(3, 9)]),
+      /last entry term 9 is above the hard state term 2/,
+    );
     // Terms moving back inside one run.
-    await expectCorrupt(craftedRun(3, [normal(3, 2), normal(4, 1)]), /log entry 4: term 1 below the previous term 2/);
+    await expectCorrupt(
+      craftedRun(3, [normal(3, 2), normal(4, 1)]),
+      /log entry 4: term 1 below the previous term 2/,
+    );
     // The same run, well-formed, loads.
     await withRaw((db) => db.put(runKey(3), craftedRun(3, range(3, 4, 2))));
     expect(log((await (await fresh()).load()).entries)).toEqual(log(range(1, 4, 2)));
@@ -436,18 +644,32 @@ describe('LevelDbStorage', () => {
   it('detects runs that break the snapshot rules', async () => {
     const s = await fresh();
     await s.load();
-    await s.save({ hardState: { term: 2, vote: null, commit: 8 }, entries: range(1, 10, 2), snapshot: null });
-    await s.save({ hardState: { term: 2, vote: null, commit: 8 }, entries: range(11, 12, 2), snapshot: null });
+    await s.save({
+      hardState: { term: 2, vote: null, commit: 8 },
+      entries: range(1, 10, 2),
+      snapshot: null,
+    });
+    await s.save({
+      hardState: { term: 2, vote: null, commit: 8 },
+      entries: range(11, 12, 2),
+      snapshot: null,
+    });
     await s.saveSnapshot(snapshot(8, 2)); // run 1..10 straddles it
     await s.close();
     const run1 = await withRaw(async (db) => (await db.get(runKey(1)))!);
     // A later run at or below the snapshot index.
     await withRaw((db) => db.put(runKey(5), craftedRun(5, range(5, 10, 2))));
-    await expect((await fresh()).load()).rejects.toThrow(/log run 5: at or below the snapshot index 8/);
+    await expect((await fresh()).load()).rejects.toThrow(
+      /log run 5: at or below the snapshot index 8/,
+    );
     await withRaw((db) => db.del(runKey(5)));
     // The straddling run's entry at the snapshot index has another term than the snapshot.
-    await withRaw((db) => db.put(runKey(1), craftedRun(1, [...range(1, 8, 1), ...range(9, 10, 2)])));
-    await expect((await fresh()).load()).rejects.toThrow(/log entry 8: term 1, the snapshot at that index says 2/);
+    await withRaw((db) =>
+      db.put(runKey(1), craftedRun(1, [...range(1, 8, 1), ...range(9, 10, 2)])),
+    );
+    await expect((await fresh()).load()).rejects.toThrow(
+      /log entry 8: term 1, the snapshot at that index says 2/,
+    );
     // Restore the run, then compact up to its end, which deletes it.
     await withRaw((db) => db.put(runKey(1), run1));
     const t = await fresh();
@@ -457,20 +679,28 @@ describe('LevelDbStorage', () => {
     await t.close();
     // A run that a compaction should have deleted (wholly at or below the snapshot).
     await withRaw((db) => db.put(runKey(1), run1));
-    await expect((await fresh()).load()).rejects.toThrow(/log run 1: its entries through 10 are all at or below the snapshot index 10/);
+    await expect((await fresh()).load()).rejects.toThrow(
+      /log run 1: its entries through 10 are all at or below the snapshot index 10/,
+    );
     // And a first run that starts beyond the snapshot's next index.
     await withRaw(async (db) => {
       await db.del(runKey(1));
       await db.del(runKey(11));
       await db.put(runKey(12), craftedRun(12, range(12, 12, 2)));
     });
-    await expect((await fresh()).load()).rejects.toThrow(/log run 12: gap in the log, expected index 11/);
+    await expect((await fresh()).load()).rejects.toThrow(
+      /log run 12: gap in the log, expected index 11/,
+    );
   });
 
   it('detects corrupt hard state and snapshot data', async () => {
     const s = await fresh();
     await s.load();
-    await s.save({ hardState: { term: 1, vote: 'n1', commit: 3 }, entries: range(1, 4, 1), snapshot: null });
+    await s.save({
+      hardState: { term: 1, vote: 'n1', commit: 3 },
+      entries: range(1, 4, 1),
+      snapshot: null,
+    });
     await s.saveSnapshot(snapshot(3, 1));
     await s.close();
     await withRaw(async (db) => {
@@ -492,35 +722,69 @@ describe('LevelDbStorage', () => {
     const make = async () => {
       const s = await fresh();
       await s.load();
-      await s.save({ hardState: { term: 2, vote: 'n1', commit: 2 }, entries: range(1, 4, 2), snapshot: null });
+      await s.save({
+        hardState: { term: 2, vote: 'n1', commit: 2 },
+        entries: range(1, 4, 2),
+        snapshot: null,
+      });
       return s;
     };
-    await expect((await make()).save({ hardState: null, entries: [normal(6, 2)], snapshot: null })).rejects.toThrow(AssertionFailure);
-    await s2close();
-    await expect((await make()).save({ hardState: null, entries: [normal(3, 1)], snapshot: null })).rejects.toThrow(/term 1 below/);
-    await s2close();
-    await expect((await make()).save({ hardState: { term: 1, vote: null, commit: 2 }, entries: [], snapshot: null })).rejects.toThrow(/moves back/);
-    await s2close();
-    await expect((await make()).save({ hardState: { term: 2, vote: 'n3', commit: 2 }, entries: [], snapshot: null })).rejects.toThrow(/vote changes/);
+    await expect(
+      (await make()).save({ hardState: null, entries: [normal(6, 2)], snapshot: null }),
+    ).rejects.toThrow(AssertionFailure);
     await s2close();
     await expect(
-      (await make()).save({ hardState: null, entries: [normal(5, 2), normal(7, 2)], snapshot: null }),
+      (await make()).save({ hardState: null, entries: [normal(3, 1)], snapshot: null }),
+    ).rejects.toThrow(/term 1 below/);
+    await s2close();
+    await expect(
+      (await make()).save({
+        hardState: { term: 1, vote: null, commit: 2 },
+        entries: [],
+        snapshot: null,
+      }),
+    ).rejects.toThrow(/moves back/);
+    await s2close();
+    await expect(
+      (await make()).save({
+        hardState: { term: 2, vote: 'n3', commit: 2 },
+        entries: [],
+        snapshot: null,
+      }),
+    ).rejects.toThrow(/vote changes/);
+    await s2close();
+    await expect(
+      (await make()).save({
+        hardState: null,
+        entries: [normal(5, 2), normal(7, 2)],
+        snapshot: null,
+      }),
     ).rejects.toThrow(/not contiguous/);
     await s2close();
     // An overwrite that would leave the commit index beyond the log.
     await expect(
-      (await make()).save({ hardState: { term: 2, vote: 'n1', commit: 3 }, entries: [normal(2, 2)], snapshot: null }),
+      (await make()).save({
+        hardState: { term: 2, vote: 'n1', commit: 3 },
+        entries: [normal(2, 2)],
+        snapshot: null,
+      }),
     ).rejects.toThrow(/commit index 3 beyond the last durable entry 2/);
     await s2close();
     // A failed write poisons the storage.
     const s = await make();
-    await expect(s.save({ hardState: null, entries: [normal(9, 2)], snapshot: null })).rejects.toThrow(AssertionFailure);
-    await expect(s.save({ hardState: null, entries: [normal(5, 2)], snapshot: null })).rejects.toThrow(/failed an earlier write/);
+    await expect(
+      s.save({ hardState: null, entries: [normal(9, 2)], snapshot: null }),
+    ).rejects.toThrow(AssertionFailure);
+    await expect(
+      s.save({ hardState: null, entries: [normal(5, 2)], snapshot: null }),
+    ).rejects.toThrow(/failed an earlier write/);
     await s2close();
     // Overwriting the snapshot (last: the snapshot stays in this directory).
     const t = await make();
     await t.saveSnapshot(snapshot(2, 2));
-    await expect(t.save({ hardState: null, entries: [normal(2, 2)], snapshot: null })).rejects.toThrow(/overwrite the snapshot/);
+    await expect(
+      t.save({ hardState: null, entries: [normal(2, 2)], snapshot: null }),
+    ).rejects.toThrow(/overwrite the snapshot/);
 
     async function s2close() {
       for (const o of open.splice(0)) await o.close();
@@ -550,9 +814,13 @@ describe('LevelDbStorage', () => {
       await db.put(runKey(1), format1(packr.pack(normal(1, 1))));
     });
     await expect((await fresh('n1')).load()).rejects.toThrow(ConfigError);
-    await expect((await fresh('n1')).load()).rejects.toThrow(/unknown storage format 1: this build reads format 2 only/);
+    await expect((await fresh('n1')).load()).rejects.toThrow(
+      /unknown storage format 1: this build reads format 2 only/,
+    );
     // Also when only the record's own field says so.
-    await withRaw((db) => db.put(identityKey, frameValue(identityKey, packr.pack({ format: 1, nodeId: 'n1' }))));
+    await withRaw((db) =>
+      db.put(identityKey, frameValue(identityKey, packr.pack({ format: 1, nodeId: 'n1' }))),
+    );
     await expect((await fresh('n1')).load()).rejects.toThrow(/unknown storage format 1/);
     // A damaged identity record is corruption, not a format question.
     await withRaw(async (db) => {
@@ -567,10 +835,23 @@ describe('LevelDbStorage', () => {
     const s = await fresh();
     await s.load();
     const calls = spyBatches(s);
-    await s.save({ hardState: { term: 1, vote: 'n1', commit: 0 }, entries: range(1, 50, 1), snapshot: null });
+    await s.save({
+      hardState: { term: 1, vote: 'n1', commit: 0 },
+      entries: range(1, 50, 1),
+      snapshot: null,
+    });
     await s.save({ hardState: null, entries: range(51, 60, 1), snapshot: null });
-    await s.save({ hardState: { term: 2, vote: null, commit: 10 }, entries: range(20, 25, 2), snapshot: null });
-    await s.save({ hardState: { term: 2, vote: null, commit: 22 }, entries: [], snapshot: null, sync: false });
+    await s.save({
+      hardState: { term: 2, vote: null, commit: 10 },
+      entries: range(20, 25, 2),
+      snapshot: null,
+    });
+    await s.save({
+      hardState: { term: 2, vote: null, commit: 22 },
+      entries: [],
+      snapshot: null,
+      sync: false,
+    });
     await s.saveSnapshot(snapshot(10, 1));
     await s.saveSnapshot(snapshot(20, 2));
     expect(calls).toEqual([
@@ -584,7 +865,14 @@ describe('LevelDbStorage', () => {
       { puts: 2, dels: 0, sync: true },
       { puts: 2, dels: 1, sync: true },
     ]);
-    expect(s.stats()).toMatchObject({ syncedWrites: 5, unsyncedWrites: 1, entriesWritten: 66, snapshotIndex: 20, firstIndex: 21, lastIndex: 25 });
+    expect(s.stats()).toMatchObject({
+      syncedWrites: 5,
+      unsyncedWrites: 1,
+      entriesWritten: 66,
+      snapshotIndex: 20,
+      firstIndex: 21,
+      lastIndex: 25,
+    });
   });
 });
 
@@ -595,7 +883,17 @@ describe('LevelDbStorage', () => {
  * in-memory model holds. fast-check prints the shrunk operation list on failure.
  */
 describe('LevelDbStorage against an in-memory model of the log', () => {
-  const KINDS = ['append', 'append', 'overwrite', 'commit', 'compact', 'recvMatch', 'recvOther', 'hardState', 'reopen'] as const;
+  const KINDS = [
+    'append',
+    'append',
+    'overwrite',
+    'commit',
+    'compact',
+    'recvMatch',
+    'recvOther',
+    'hardState',
+    'reopen',
+  ] as const;
   const opArb = fc.record({
     kind: fc.constantFrom(...KINDS),
     a: fc.nat(1000),
@@ -624,14 +922,21 @@ describe('LevelDbStorage against an in-memory model of the log', () => {
     let storage = new LevelDbStorage({ path, logger: silentLogger() });
     try {
       await storage.load();
-      const m: Model = { hardState: { term: 0, vote: null, commit: 0 }, snapshot: null, entries: [] };
+      const m: Model = {
+        hardState: { term: 0, vote: null, commit: 0 },
+        snapshot: null,
+        entries: [],
+      };
       let version = 0;
       const snapIndex = () => m.snapshot?.meta.index ?? 0;
       const lastIndex = () => snapIndex() + m.entries.length;
-      const termAt = (i: number) => (i === snapIndex() ? (m.snapshot?.meta.term ?? 0) : m.entries[i - snapIndex() - 1]!.term);
+      const termAt = (i: number) =>
+        i === snapIndex() ? (m.snapshot?.meta.term ?? 0) : m.entries[i - snapIndex() - 1]!.term;
       const make = (from: number, count: number, term: number) => {
         version++;
-        return Array.from({ length: count }, (_, k) => normal(from + k, term, `e${from + k}t${term}v${version}`));
+        return Array.from({ length: count }, (_, k) =>
+          normal(from + k, term, `e${from + k}t${term}v${version}`),
+        );
       };
       /** Model side of a round's entries: drop from their first index on, then append. */
       const put = (entries: Entry[]) => {
@@ -719,7 +1024,9 @@ describe('LevelDbStorage against an in-memory model of the log', () => {
             break;
           }
           case 'hardState': {
-            const hardState = op.flag ? { term: hs.term + 1, vote: null, commit: hs.commit } : { ...hs, vote: hs.vote ?? 'n2' };
+            const hardState = op.flag
+              ? { term: hs.term + 1, vote: null, commit: hs.commit }
+              : { ...hs, vote: hs.vote ?? 'n2' };
             await storage.save({ hardState, entries: [], snapshot: null });
             m.hardState = hardState;
             break;
@@ -728,7 +1035,10 @@ describe('LevelDbStorage against an in-memory model of the log', () => {
             await reopenAndCheck();
             break;
         }
-        expect(storage.stats()).toMatchObject({ snapshotIndex: snapIndex(), lastIndex: lastIndex() });
+        expect(storage.stats()).toMatchObject({
+          snapshotIndex: snapIndex(),
+          lastIndex: lastIndex(),
+        });
       }
       await reopenAndCheck();
     } finally {

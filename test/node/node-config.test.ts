@@ -61,14 +61,24 @@ describe('raft node config', () => {
   });
 
   it('accepts numbers given as strings (CLI flags) and a self entry in peers', () => {
-    const c = validateRaftNodeConfig({ ...base, tickMs: '25', peers: { ...base.peers, n1: '127.0.0.1:7001' } });
+    const c = validateRaftNodeConfig({
+      ...base,
+      tickMs: '25',
+      peers: { ...base.peers, n1: '127.0.0.1:7001' },
+    });
     expect(c.tickMs).toBe(25);
     expect(Object.keys(c.peers)).toEqual(['n2', 'n3']);
   });
 
   it('bootstraps the same membership on every founding node, and none when joining', () => {
     const n1 = validateRaftNodeConfig(base);
-    const n2 = validateRaftNodeConfig({ ...base, nodeId: 'n2', raftAddress: '127.0.0.1:7002', peers: { n1: '127.0.0.1:7001', n3: '127.0.0.1:7003' }, contextExtra: { http: 'x' } });
+    const n2 = validateRaftNodeConfig({
+      ...base,
+      nodeId: 'n2',
+      raftAddress: '127.0.0.1:7002',
+      peers: { n1: '127.0.0.1:7001', n3: '127.0.0.1:7003' },
+      contextExtra: { http: 'x' },
+    });
     expect(JSON.stringify(bootstrapConf(n2))).toBe(JSON.stringify({ ...bootstrapConf(n1) }));
     expect(bootstrapConf({ ...n1, join: true })).toEqual({ voters: [], learners: [], context: {} });
   });
@@ -82,10 +92,28 @@ describe('raft node config', () => {
   });
 
   it('kv-main refuses a bad flag with the key in its message and exit code 2', async () => {
-    const proc = spawn(process.execPath, ['--import', 'tsx', KV_MAIN, '--id', 'n1', '--raft', '127.0.0.1:1', '--http', '127.0.0.1:2', '--data-dir', '/tmp/x', '--tick-ms', 'fast'], {
-      cwd: REPO_ROOT,
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
+    const proc = spawn(
+      process.execPath,
+      [
+        '--import',
+        'tsx',
+        KV_MAIN,
+        '--id',
+        'n1',
+        '--raft',
+        '127.0.0.1:1',
+        '--http',
+        '127.0.0.1:2',
+        '--data-dir',
+        '/tmp/x',
+        '--tick-ms',
+        'fast',
+      ],
+      {
+        cwd: REPO_ROOT,
+        stdio: ['ignore', 'pipe', 'pipe'],
+      },
+    );
     let stderr = '';
     proc.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
     const code = await new Promise<number | null>((r) => proc.once('exit', r));
@@ -101,15 +129,32 @@ describe('kv-main with a YAML config file', () => {
     const file = join(dir, 'node.yaml');
     await writeFile(
       file,
-      [`nodeId: solo`, `raftAddress: "127.0.0.1:${raft}"`, `httpAddress: "127.0.0.1:${http}"`, `dataDir: ${join(dir, 'data')}`, `tickMs: 20`, `electionTicks: 10`, `heartbeatTicks: 2`].join('\n'),
+      [
+        `nodeId: solo`,
+        `raftAddress: "127.0.0.1:${raft}"`,
+        `httpAddress: "127.0.0.1:${http}"`,
+        `dataDir: ${join(dir, 'data')}`,
+        `tickMs: 20`,
+        `electionTicks: 10`,
+        `heartbeatTicks: 2`,
+      ].join('\n'),
     );
-    const proc = spawn(process.execPath, ['--import', 'tsx', KV_MAIN, '--config', file, '--log-level', 'warn'], { cwd: REPO_ROOT, stdio: ['ignore', 'pipe', 'inherit'] });
+    const proc = spawn(
+      process.execPath,
+      ['--import', 'tsx', KV_MAIN, '--config', file, '--log-level', 'warn'],
+      { cwd: REPO_ROOT, stdio: ['ignore', 'pipe', 'inherit'] },
+    );
     try {
       const line = await new Promise<string>((ok, fail) => {
         proc.stdout.on('data', (d: Buffer) => ok(d.toString()));
         proc.once('exit', (code) => fail(new Error(`exited ${code}`)));
       });
-      expect(JSON.parse(line)).toMatchObject({ event: 'listening', nodeId: 'solo', raftPort: raft, httpPort: http });
+      expect(JSON.parse(line)).toMatchObject({
+        event: 'listening',
+        nodeId: 'solo',
+        raftPort: raft,
+        httpPort: http,
+      });
       const base = `http://127.0.0.1:${http}`;
       const deadline = Date.now() + 10_000;
       let put: Response | null = null;
@@ -119,14 +164,31 @@ describe('kv-main with a YAML config file', () => {
         await new Promise((r) => setTimeout(r, 100));
       }
       expect(put?.ok).toBe(true);
-      expect(await (await fetch(`${base}/kv/hello`)).json()).toEqual({ key: 'hello', value: 'world' });
+      expect(await (await fetch(`${base}/kv/hello`)).json()).toEqual({
+        key: 'hello',
+        value: 'world',
+      });
       expect((await fetch(`${base}/kv/missing`)).status).toBe(404);
       // Bad input at the edge: typed errors, nothing changes, the node lives on.
-      expect((await fetch(`${base}/membership`, { method: 'POST', body: 'not json' })).status).toBe(400);
-      expect((await fetch(`${base}/membership`, { method: 'POST', body: '{"type":"explode","nodeId":"x"}' })).status).toBe(400);
-      expect((await fetch(`${base}/kv/${'k'.repeat(2000)}`, { method: 'PUT', body: 'v' })).status).toBe(400);
+      expect((await fetch(`${base}/membership`, { method: 'POST', body: 'not json' })).status).toBe(
+        400,
+      );
+      expect(
+        (
+          await fetch(`${base}/membership`, {
+            method: 'POST',
+            body: '{"type":"explode","nodeId":"x"}',
+          })
+        ).status,
+      ).toBe(400);
+      expect(
+        (await fetch(`${base}/kv/${'k'.repeat(2000)}`, { method: 'PUT', body: 'v' })).status,
+      ).toBe(400);
       expect((await fetch(`${base}/nowhere`)).status).toBe(404);
-      const status = (await (await fetch(`${base}/status`)).json()) as { role: string; conf: { voters: string[] } };
+      const status = (await (await fetch(`${base}/status`)).json()) as {
+        role: string;
+        conf: { voters: string[] };
+      };
       expect(status.role).toBe('leader');
       expect(status.conf.voters).toEqual(['solo']);
     } finally {

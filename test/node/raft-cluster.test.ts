@@ -8,7 +8,9 @@ import { eventually, KvCluster, Load, sleep } from './kv-cluster.ts';
 
 const clusters: KvCluster[] = [];
 
-async function cluster(options: ConstructorParameters<typeof KvCluster>[0] = {}): Promise<KvCluster> {
+async function cluster(
+  options: ConstructorParameters<typeof KvCluster>[0] = {},
+): Promise<KvCluster> {
   const c = new KvCluster(options);
   clusters.push(c);
   await c.start();
@@ -35,7 +37,8 @@ describe('raft node processes', () => {
     for (const id of c.ids) {
       await eventually(`${id} to apply all writes`, async () => {
         const local = await c.dump(id, 'basic-', true);
-        if (Object.keys(local).length !== 30) throw new Error(`${id} has ${Object.keys(local).length}`);
+        if (Object.keys(local).length !== 30)
+          throw new Error(`${id} has ${Object.keys(local).length}`);
         expect(local['basic-7']).toBe('v7');
       });
     }
@@ -69,7 +72,9 @@ describe('raft node processes', () => {
 
     // The killed leader comes back as a follower and catches up.
     await c.spawn(first);
-    await eventually(`${first} to catch up`, async () => expectAllAcked(load.acked, await c.dump(first, 'crash-', true)));
+    await eventually(`${first} to catch up`, async () =>
+      expectAllAcked(load.acked, await c.dump(first, 'crash-', true)),
+    );
     // Every node applied the same commands: identical maps (acknowledged or not).
     expectAllAcked(load.acked, await c.converged('crash-'));
   });
@@ -96,7 +101,8 @@ describe('raft node processes', () => {
     const follower = c.ids.find((id) => id !== leader)!;
     for (let i = 0; i < 10; i++) await c.put(`snap-${i}`, `v${i}`);
     await eventually('follower applied', async () => {
-      if (Object.keys(await c.dump(follower, 'snap-', true)).length !== 10) throw new Error('not yet');
+      if (Object.keys(await c.dump(follower, 'snap-', true)).length !== 10)
+        throw new Error('not yet');
     });
     const behind = (await c.status(follower)).durableLastIndex;
     await c.kill(follower);
@@ -118,12 +124,20 @@ describe('raft node processes', () => {
     // The leader's transport keeps what it queued for the dead follower (appends of the
     // entries it missed) for one connect window, then drops it. A follower back within that
     // window catches up from those appends, legitimately, without a snapshot; wait it out.
-    await eventually('the leader to drop what it queued for the dead follower', async () => {
-      expect((await c.status(leader)).transport.peers[follower]?.dropped).toBeGreaterThan(0);
-    }, 10_000);
+    await eventually(
+      'the leader to drop what it queued for the dead follower',
+      async () => {
+        expect((await c.status(leader)).transport.peers[follower]?.dropped).toBeGreaterThan(0);
+      },
+      10_000,
+    );
 
     await c.spawn(follower);
-    await eventually(`${follower} to catch up`, async () => expectAllAcked(acked, await c.dump(follower, 'snap-', true)), 30_000);
+    await eventually(
+      `${follower} to catch up`,
+      async () => expectAllAcked(acked, await c.dump(follower, 'snap-', true)),
+      30_000,
+    );
     // The restarted follower's driver counts the leader snapshots it restored.
     const fs = await c.status(follower);
     expect(fs.snapshotsRestored).toBeGreaterThanOrEqual(1);
@@ -157,10 +171,15 @@ describe('raft node processes', () => {
     expect(outside.term).toBeLessThanOrEqual(leaderStatus.term);
 
     // 3. Add it as a learner: it catches up without voting.
-    await c.changeMembership({ type: 'addLearner', nodeId: victim, context: outside.memberContext });
+    await c.changeMembership({
+      type: 'addLearner',
+      nodeId: victim,
+      context: outside.memberContext,
+    });
     await eventually(`${victim} to catch up as a learner`, async () => {
       const local = await c.dump(victim, 'wipe-', true);
-      if (Object.keys(local).length !== 40) throw new Error(`has ${Object.keys(local).length} of 40`);
+      if (Object.keys(local).length !== 40)
+        throw new Error(`has ${Object.keys(local).length} of 40`);
     });
     expect((await c.status(victim)).conf.learners).toEqual([victim]);
 

@@ -32,13 +32,26 @@ let up: ReturnType<typeof spawnCli> | null = null;
 
 const url = (n: NodeSpec, path: string) => `http://127.0.0.1:${n.http}${path}`;
 const byId = (id: string) => nodes.find((n) => n.id === id)!;
-const peerOf = (n: NodeSpec) => ({ nodeId: n.id, host: '127.0.0.1', raftPort: n.raft, tcPort: n.tc, httpPort: n.http });
+const peerOf = (n: NodeSpec) => ({
+  nodeId: n.id,
+  host: '127.0.0.1',
+  raftPort: n.raft,
+  tcPort: n.tc,
+  httpPort: n.http,
+});
 
 function writeNodeConfig(n: NodeSpec, peers: NodeSpec[], joining: boolean): void {
   const config = {
     node: { id: n.id, group: 'default' },
     server: { host: '127.0.0.1', httpPort: n.http, tcPort: n.tc, raftPort: n.raft },
-    raft: { dataDir: join(root, 'data', n.id), tickMs: TICK_MS, electionTicks: 10, heartbeatTicks: 1, join: joining, peers: peers.map(peerOf) },
+    raft: {
+      dataDir: join(root, 'data', n.id),
+      tickMs: TICK_MS,
+      electionTicks: 10,
+      heartbeatTicks: 1,
+      join: joining,
+      peers: peers.map(peerOf),
+    },
     http: { authToken: TOKEN },
     log: { level: 'info' },
   };
@@ -52,7 +65,10 @@ async function metadata(n: NodeSpec): Promise<any> {
 }
 
 /** The leader every given live node agrees on, with its metadata. */
-async function agreedLeader(live: NodeSpec[], timeoutMs = 15_000): Promise<{ id: string; term: number; md: any }> {
+async function agreedLeader(
+  live: NodeSpec[],
+  timeoutMs = 15_000,
+): Promise<{ id: string; term: number; md: any }> {
   return waitFor(
     `a leader agreed by ${live.map((n) => n.id).join(', ')}`,
     async () => {
@@ -84,14 +100,30 @@ beforeAll(async () => {
   const ports = await freePorts(12);
   for (let i = 0; i < 4; i++) {
     const id = `node${i + 1}`;
-    nodes.push({ id, http: ports[3 * i]!, tc: ports[3 * i + 1]!, raft: ports[3 * i + 2]!, file: i < 3 ? join(configsDir, `${id}.yaml`) : join(root, 'extra', `${id}.yaml`) });
+    nodes.push({
+      id,
+      http: ports[3 * i]!,
+      tc: ports[3 * i + 1]!,
+      raft: ports[3 * i + 2]!,
+      file: i < 3 ? join(configsDir, `${id}.yaml`) : join(root, 'extra', `${id}.yaml`),
+    });
   }
   const first3 = nodes.slice(0, 3);
   for (const n of first3) writeNodeConfig(n, first3, false);
   writeNodeConfig(nodes[3]!, first3, true);
 
   up = spawnCli(['cluster', 'up', '--dir', configsDir]);
-  await waitFor('"Cluster is up" from concord cluster up', () => (up!.output().includes('Cluster is up') ? true : up!.exitCode !== null ? Promise.reject(new Error(up!.output())) : undefined), 60_000, 100);
+  await waitFor(
+    '"Cluster is up" from concord cluster up',
+    () =>
+      up!.output().includes('Cluster is up')
+        ? true
+        : up!.exitCode !== null
+          ? Promise.reject(new Error(up!.output()))
+          : undefined,
+    60_000,
+    100,
+  );
 }, 90_000);
 
 afterAll(async () => {
@@ -122,7 +154,9 @@ describe('a three-node cluster', () => {
     const { id, md } = await agreedLeader(first3);
     expect(md.storeMode).toBe('raft');
     expect(md.nodes.map((n: any) => n.nodeId)).toEqual(['node1', 'node2', 'node3']);
-    expect(md.nodes.filter((n: any) => n.role === 'LEADER').map((n: any) => n.nodeId)).toEqual([id]);
+    expect(md.nodes.filter((n: any) => n.role === 'LEADER').map((n: any) => n.nodeId)).toEqual([
+      id,
+    ]);
     expect(md.nodes.filter((n: any) => n.role === 'FOLLOWER')).toHaveLength(2);
     for (const n of md.nodes) {
       const spec = byId(n.nodeId);
@@ -135,7 +169,9 @@ describe('a three-node cluster', () => {
       });
     }
     // The leader sees every member answer.
-    await waitFor('all members healthy on the leader', async () => ((await metadata(byId(id))).nodes.every((n: any) => n.healthy === true) ? true : undefined));
+    await waitFor('all members healthy on the leader', async () =>
+      (await metadata(byId(id))).nodes.every((n: any) => n.healthy === true) ? true : undefined,
+    );
     expect(up!.output()).toContain(`http://127.0.0.1:${nodes[0]!.http}`);
   });
 
@@ -144,7 +180,13 @@ describe('a three-node cluster', () => {
     expect(table.code, table.out).toBe(0);
     expect(table.out).toMatch(/NODE\s+ROLE\s+HEALTHY\s+LAG/);
     expect(table.out).toMatch(/node1\s+(LEADER|FOLLOWER)/);
-    const json = await runCli(['cluster', 'status', '--server', `127.0.0.1:${nodes[2]!.http}`, '--json']);
+    const json = await runCli([
+      'cluster',
+      'status',
+      '--server',
+      `127.0.0.1:${nodes[2]!.http}`,
+      '--json',
+    ]);
     expect(json.code, json.out).toBe(0);
     const md = JSON.parse(json.out);
     expect(md.nodes).toHaveLength(3);
@@ -155,18 +197,38 @@ describe('a three-node cluster', () => {
     const { id } = await agreedLeader(nodes.slice(0, 3));
     const leader = byId(id);
     const before = (await metadata(leader)).metadataVersion;
-    const change = (q: string, opts: Parameters<typeof http>[2]) => http('POST', url(leader, `/metadata/v1/changeCluster${q}`), opts);
+    const change = (q: string, opts: Parameters<typeof http>[2]) =>
+      http('POST', url(leader, `/metadata/v1/changeCluster${q}`), opts);
     expect((await change('?raftClusterStr=127.0.0.1:1', {})).status).toBe(401);
-    expect((await change('', { token: 'not-the-token-at-all', body: { members: [{ nodeId: id }] } })).status).toBe(401);
-    expect((await http('POST', url(leader, `/metadata/v1/transferLeader?nodeId=${id}`), { token: 'x' })).status).toBe(401);
-    for (const body of [{ members: [] }, { members: [{ nodeId: 'node9' }] }, { members: [{ nodeId: id }, { nodeId: id }] }]) {
+    expect(
+      (await change('', { token: 'not-the-token-at-all', body: { members: [{ nodeId: id }] } }))
+        .status,
+    ).toBe(401);
+    expect(
+      (await http('POST', url(leader, `/metadata/v1/transferLeader?nodeId=${id}`), { token: 'x' }))
+        .status,
+    ).toBe(401);
+    for (const body of [
+      { members: [] },
+      { members: [{ nodeId: 'node9' }] },
+      { members: [{ nodeId: id }, { nodeId: id }] },
+    ]) {
       const r = await change('', { token: TOKEN, body });
       expect(r.status, JSON.stringify(body)).toBe(400);
       expect(r.body.error.code).toBe('BAD_REQUEST');
     }
     expect((await change('?raftClusterStr=', { token: TOKEN })).status).toBe(400);
     expect((await change('', { token: TOKEN, raw: '{"members":' })).status).toBe(400);
-    const cli = await runCli(['cluster', 'change', '--server', `127.0.0.1:${leader.http}`, '--token', 'wrong-token-wrong-token', '--members', 'node1']);
+    const cli = await runCli([
+      'cluster',
+      'change',
+      '--server',
+      `127.0.0.1:${leader.http}`,
+      '--token',
+      'wrong-token-wrong-token',
+      '--members',
+      'node1',
+    ]);
     expect(cli.code).not.toBe(0);
     expect(cli.out).toContain('bearer token');
     const after = await metadata(leader);
@@ -177,16 +239,31 @@ describe('a three-node cluster', () => {
   it('a follower refuses a change with 421 naming the leader', async () => {
     const { id } = await agreedLeader(nodes.slice(0, 3));
     const follower = nodes.slice(0, 3).find((n) => n.id !== id)!;
-    const r = await http('POST', url(follower, '/metadata/v1/changeCluster'), { token: TOKEN, body: { members: [{ nodeId: 'node1' }, { nodeId: 'node2' }, { nodeId: 'node3' }] } });
+    const r = await http('POST', url(follower, '/metadata/v1/changeCluster'), {
+      token: TOKEN,
+      body: { members: [{ nodeId: 'node1' }, { nodeId: 'node2' }, { nodeId: 'node3' }] },
+    });
     expect(r.status).toBe(421);
-    expect(r.body.leader).toMatchObject({ nodeId: id, control: { host: '127.0.0.1', port: byId(id).http } });
+    expect(r.body.leader).toMatchObject({
+      nodeId: id,
+      control: { host: '127.0.0.1', port: byId(id).http },
+    });
   });
 
   it('transfers leadership to a follower (CLI, following the not-leader answer)', async () => {
     const { id, term } = await agreedLeader(nodes.slice(0, 3));
     const target = nodes.slice(0, 3).find((n) => n.id !== id)!;
     const other = nodes.slice(0, 3).find((n) => n.id !== id && n.id !== target.id)!;
-    const r = await runCli(['cluster', 'transfer', '--server', `127.0.0.1:${other.http}`, '--to', target.id, '--token', TOKEN]);
+    const r = await runCli([
+      'cluster',
+      'transfer',
+      '--server',
+      `127.0.0.1:${other.http}`,
+      '--to',
+      target.id,
+      '--token',
+      TOKEN,
+    ]);
     expect(r.code, r.out).toBe(0);
     const now = await agreedLeader(nodes.slice(0, 3));
     expect(now.id).toBe(target.id);
@@ -196,14 +273,19 @@ describe('a three-node cluster', () => {
   it('SIGKILL of the leader: the survivors show a new leader within seconds, and a watching discovery client learns it without a failed call', async () => {
     const first3 = nodes.slice(0, 3);
     const { id: oldLeader } = await agreedLeader(first3);
-    const d = new ClusterDiscovery({ seeds: first3.map((n) => `127.0.0.1:${n.http}`), watchTimeoutMs: 10_000 });
+    const d = new ClusterDiscovery({
+      seeds: first3.map((n) => `127.0.0.1:${n.http}`),
+      watchTimeoutMs: 10_000,
+    });
     try {
       await d.start();
       expect(d.leader()?.nodeId).toBe(oldLeader);
       expect(d.leader()?.transaction.port).toBe(byId(oldLeader).tc);
       const changes: LeaderChangeEvent[] = [];
       d.on('leaderChange', (e) => changes.push(e));
-      const learned = new Promise<LeaderChangeEvent>((resolve) => d.on('leaderChange', (e) => e.leader && e.leader.nodeId !== oldLeader && resolve(e)));
+      const learned = new Promise<LeaderChangeEvent>((resolve) =>
+        d.on('leaderChange', (e) => e.leader && e.leader.nodeId !== oldLeader && resolve(e)),
+      );
 
       const pid = await pidOf(byId(oldLeader));
       const killedAt = Date.now();
@@ -214,7 +296,12 @@ describe('a three-node cluster', () => {
       expect(Date.now() - killedAt).toBeLessThan(10_000);
       expect(after.md.nodes.find((n: any) => n.nodeId === after.id).role).toBe('LEADER');
 
-      const e = await Promise.race([learned, new Promise<never>((_, rej) => setTimeout(() => rej(new Error('discovery did not learn the new leader')), 10_000))]);
+      const e = await Promise.race([
+        learned,
+        new Promise<never>((_, rej) =>
+          setTimeout(() => rej(new Error('discovery did not learn the new leader')), 10_000),
+        ),
+      ]);
       expect(e.leader!.nodeId).toBe(after.id);
       expect(d.leader()?.nodeId).toBe(after.id);
       // The first call goes straight to the new leader: nothing failed on the way.
@@ -245,7 +332,14 @@ describe('a three-node cluster', () => {
   it('adds a fourth node with changeCluster: joins as a learner, promoted to voter once caught up', async () => {
     const node4 = nodes[3]!;
     startNode(node4);
-    await waitFor('node4 up (outside the membership)', async () => ((await http('GET', url(node4, '/health'), { timeoutMs: 1_000 })).body.member === false ? true : undefined), 30_000);
+    await waitFor(
+      'node4 up (outside the membership)',
+      async () =>
+        (await http('GET', url(node4, '/health'), { timeoutMs: 1_000 })).body.member === false
+          ? true
+          : undefined,
+      30_000,
+    );
     const { id } = await agreedLeader(nodes.slice(0, 3));
     const leader = byId(id);
     // Record the roles node4 goes through, as the leader reports them.
@@ -259,8 +353,22 @@ describe('a three-node cluster', () => {
         await new Promise((res) => setTimeout(res, 5));
       }
     })();
-    const members = [{ nodeId: 'node1' }, { nodeId: 'node2' }, { nodeId: 'node3' }, { nodeId: 'node4', raft: `127.0.0.1:${node4.raft}`, transaction: `127.0.0.1:${node4.tc}`, control: `127.0.0.1:${node4.http}` }];
-    const r = await http('POST', url(leader, '/metadata/v1/changeCluster'), { token: TOKEN, body: { members }, timeoutMs: 60_000 });
+    const members = [
+      { nodeId: 'node1' },
+      { nodeId: 'node2' },
+      { nodeId: 'node3' },
+      {
+        nodeId: 'node4',
+        raft: `127.0.0.1:${node4.raft}`,
+        transaction: `127.0.0.1:${node4.tc}`,
+        control: `127.0.0.1:${node4.http}`,
+      },
+    ];
+    const r = await http('POST', url(leader, '/metadata/v1/changeCluster'), {
+      token: TOKEN,
+      body: { members },
+      timeoutMs: 60_000,
+    });
     polling = false;
     await poller;
     expect(r.status, JSON.stringify(r.body)).toBe(200);
@@ -271,8 +379,14 @@ describe('a three-node cluster', () => {
     // Seen by the leader: a learner first (it waits ≥ one 50 ms progress poll there), then a voter.
     expect(roles).toEqual(['LEARNER', 'FOLLOWER']);
     const md = r.body.metadata;
-    expect(md.nodes.map((n: any) => [n.nodeId, n.role === 'LEADER' ? 'LEADER' : n.role])).toContainEqual(['node4', 'FOLLOWER']);
-    expect(md.nodes.find((n: any) => n.nodeId === 'node4')).toMatchObject({ control: { port: node4.http }, transaction: { port: node4.tc }, internal: { port: node4.raft } });
+    expect(
+      md.nodes.map((n: any) => [n.nodeId, n.role === 'LEADER' ? 'LEADER' : n.role]),
+    ).toContainEqual(['node4', 'FOLLOWER']);
+    expect(md.nodes.find((n: any) => n.nodeId === 'node4')).toMatchObject({
+      control: { port: node4.http },
+      transaction: { port: node4.tc },
+      internal: { port: node4.raft },
+    });
     await waitFor('node4 a voting member that knows the leader', async () => {
       const h = (await http('GET', url(node4, '/health'))).body;
       return h.member && h.role === 'follower' && h.leader?.nodeId === id ? true : undefined;
@@ -283,7 +397,17 @@ describe('a three-node cluster', () => {
 
   it('removes the fourth node again', async () => {
     const { id } = await agreedLeader(nodes);
-    const r = await runCli(['cluster', 'change', '--server', `127.0.0.1:${byId(id).http}`, '--token', TOKEN, '--members', 'node1,node2,node3', '--json']);
+    const r = await runCli([
+      'cluster',
+      'change',
+      '--server',
+      `127.0.0.1:${byId(id).http}`,
+      '--token',
+      TOKEN,
+      '--members',
+      'node1,node2,node3',
+      '--json',
+    ]);
     expect(r.code, r.out).toBe(0);
     const answer = JSON.parse(r.out);
     expect(answer.steps).toEqual([{ type: 'removeNode', nodeId: 'node4' }]);
@@ -292,7 +416,12 @@ describe('a three-node cluster', () => {
     // leader stops replicating to it once the change is appended, as in any Raft — so the
     // operator stops it; its pre-votes cannot disturb the group.)
     const after = await agreedLeader(nodes.slice(0, 3));
-    for (const n of nodes.slice(0, 3)) expect((await metadata(n)).nodes.map((x: any) => x.nodeId)).toEqual(['node1', 'node2', 'node3']);
+    for (const n of nodes.slice(0, 3))
+      expect((await metadata(n)).nodes.map((x: any) => x.nodeId)).toEqual([
+        'node1',
+        'node2',
+        'node3',
+      ]);
     expect(after.md.nodes).toHaveLength(3);
   });
 
@@ -300,7 +429,14 @@ describe('a three-node cluster', () => {
     const first3 = nodes.slice(0, 3);
     const { id, term } = await agreedLeader(first3);
     const rest = first3.filter((n) => n.id !== id);
-    const r = await http('POST', url(byId(id), `/metadata/v1/changeCluster?raftClusterStr=${rest.map((n) => `127.0.0.1:${n.raft}`).join(',')}`), { token: TOKEN, timeoutMs: 60_000 });
+    const r = await http(
+      'POST',
+      url(
+        byId(id),
+        `/metadata/v1/changeCluster?raftClusterStr=${rest.map((n) => `127.0.0.1:${n.raft}`).join(',')}`,
+      ),
+      { token: TOKEN, timeoutMs: 60_000 },
+    );
     expect(r.status, JSON.stringify(r.body)).toBe(200);
     expect(r.body.steps).toEqual([{ type: 'removeNode', nodeId: id }]);
     const now = await agreedLeader(rest, 15_000);

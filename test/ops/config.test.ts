@@ -22,7 +22,10 @@ import { REPO_ROOT } from './helpers.ts';
 const minimal = {
   node: { id: 'node1' },
   server: { httpPort: 7091, tcPort: 8091, raftPort: 9091 },
-  raft: { dataDir: './data/node1', peers: [{ nodeId: 'node1', host: '127.0.0.1', raftPort: 9091, tcPort: 8091, httpPort: 7091 }] },
+  raft: {
+    dataDir: './data/node1',
+    peers: [{ nodeId: 'node1', host: '127.0.0.1', raftPort: 9091, tcPort: 8091, httpPort: 7091 }],
+  },
 };
 
 function clone<T>(x: T): T {
@@ -57,18 +60,33 @@ describe('config', () => {
 
   it('loads the shipped three-node cluster with Seata’s ports', () => {
     const files = findNodeConfigs(join(REPO_ROOT, 'cluster-configs'));
-    expect(files.map((f) => f.split('/').pop())).toEqual(['node1.yaml', 'node2.yaml', 'node3.yaml']);
+    expect(files.map((f) => f.split('/').pop())).toEqual([
+      'node1.yaml',
+      'node2.yaml',
+      'node3.yaml',
+    ]);
     const configs = files.map((f) => loadConfig(f, {}, REPO_ROOT));
-    expect(configs.map((c) => [c.node.id, c.server.httpPort, c.server.tcPort, c.server.raftPort])).toEqual([
+    expect(
+      configs.map((c) => [c.node.id, c.server.httpPort, c.server.tcPort, c.server.raftPort]),
+    ).toEqual([
       ['node1', 7091, 8091, 9091],
       ['node2', 7092, 8092, 9092],
       ['node3', 7093, 8093, 9093],
     ]);
-    expect(configs.map((c) => c.raft.dataDir)).toEqual([1, 2, 3].map((i) => join(REPO_ROOT, `data/node${i}`)));
+    expect(configs.map((c) => c.raft.dataDir)).toEqual(
+      [1, 2, 3].map((i) => join(REPO_ROOT, `data/node${i}`)),
+    );
     for (const c of configs) expect(c.http.authToken).toBeTruthy();
-    const join4 = loadConfig(join(REPO_ROOT, 'cluster-configs/extra/node4-join.yaml'), {}, REPO_ROOT);
+    const join4 = loadConfig(
+      join(REPO_ROOT, 'cluster-configs/extra/node4-join.yaml'),
+      {},
+      REPO_ROOT,
+    );
     expect(join4.raft.join).toBe(true);
-    expect(raftNodeConfigOf(join4)).toMatchObject({ join: true, peers: { node1: '127.0.0.1:9091', node2: '127.0.0.1:9092', node3: '127.0.0.1:9093' } });
+    expect(raftNodeConfigOf(join4)).toMatchObject({
+      join: true,
+      peers: { node1: '127.0.0.1:9091', node2: '127.0.0.1:9092', node3: '127.0.0.1:9093' },
+    });
   });
 
   it('maps to the RaftNode config: peers by raft address, own endpoints in the member context', () => {
@@ -97,8 +115,21 @@ describe('config', () => {
       ['raft.peers', (c) => delete c.raft.peers],
       ['raft.peers', (c) => (c.raft.peers = {})],
       ['raft.peers', (c) => (c.raft.peers[0].nodeId = 'other')],
-      ['raft.peers[1].nodeId', (c) => c.raft.peers.push({ ...c.raft.peers[0], raftPort: 1, tcPort: 2, httpPort: 3 })],
-      ['raft.peers[1].raftPort', (c) => c.raft.peers.push({ nodeId: 'node2', host: '127.0.0.1', raftPort: 9091, tcPort: 2, httpPort: 3 })],
+      [
+        'raft.peers[1].nodeId',
+        (c) => c.raft.peers.push({ ...c.raft.peers[0], raftPort: 1, tcPort: 2, httpPort: 3 }),
+      ],
+      [
+        'raft.peers[1].raftPort',
+        (c) =>
+          c.raft.peers.push({
+            nodeId: 'node2',
+            host: '127.0.0.1',
+            raftPort: 9091,
+            tcPort: 2,
+            httpPort: 3,
+          }),
+      ],
       ['raft.peers[0].raftPort', (c) => (c.raft.peers[0].raftPort = 9999)],
       ['raft.peers[0].host', (c) => (c.raft.peers[0].host = '10.0.0.1')],
       ['raft.peers[0].weight', (c) => (c.raft.peers[0].weight = 1)],
@@ -127,7 +158,9 @@ describe('config', () => {
   });
 
   it('puts the key in the message, too', () => {
-    expect(() => validateConfig({ ...clone(minimal), raft: { ...minimal.raft, tickMs: 'fast' } })).toThrow(/config key "raft\.tickMs": must be an integer/);
+    expect(() =>
+      validateConfig({ ...clone(minimal), raft: { ...minimal.raft, tickMs: 'fast' } }),
+    ).toThrow(/config key "raft\.tickMs": must be an integer/);
   });
 
   it('refuses YAML that does not parse, and duplicate keys', () => {
@@ -142,7 +175,11 @@ describe('config', () => {
   });
 
   it('lets a joining node start without itself among the peers', () => {
-    const c = validateConfig({ node: { id: 'node4' }, server: { httpPort: 7094, tcPort: 8094, raftPort: 9094 }, raft: { dataDir: '/d', join: true, peers: minimal.raft.peers } });
+    const c = validateConfig({
+      node: { id: 'node4' },
+      server: { httpPort: 7094, tcPort: 8094, raftPort: 9094 },
+      raft: { dataDir: '/d', join: true, peers: minimal.raft.peers },
+    });
     expect(c.raft.join).toBe(true);
     expect(c.raft.peers.map((p) => p.nodeId)).toEqual(['node1']);
   });
@@ -157,17 +194,40 @@ describe('addresses and member lists', () => {
     expect(parseHostPort('127.0.0.1:7091')).toEqual({ host: '127.0.0.1', port: 7091 });
     expect(parseHostPort('[::1]:7091')).toEqual({ host: '::1', port: 7091 });
     expect(parseHostPort('tc-1.internal:8091')).toEqual({ host: 'tc-1.internal', port: 8091 });
-    for (const bad of ['', '7091', 'host:', ':80', 'host:0', 'host:65536', 'a:b:c', 'http://x:1', 'x y:1']) expect(parseHostPort(bad), bad).toBeNull();
+    for (const bad of [
+      '',
+      '7091',
+      'host:',
+      ':80',
+      'host:0',
+      'host:65536',
+      'a:b:c',
+      'http://x:1',
+      'x y:1',
+    ])
+      expect(parseHostPort(bad), bad).toBeNull();
   });
 
   it('parses the CLI member list', () => {
     expect(parseMemberList('node1, node2,node4@127.0.0.1:9094:8094:7094')).toEqual([
       { nodeId: 'node1' },
       { nodeId: 'node2' },
-      { nodeId: 'node4', raft: '127.0.0.1:9094', transaction: '127.0.0.1:8094', control: '127.0.0.1:7094' },
+      {
+        nodeId: 'node4',
+        raft: '127.0.0.1:9094',
+        transaction: '127.0.0.1:8094',
+        control: '127.0.0.1:7094',
+      },
     ]);
-    expect(parseMemberList('n5@[::1]:1:2:3')[0]).toEqual({ nodeId: 'n5', raft: '[::1]:1', transaction: '[::1]:2', control: '[::1]:3' });
+    expect(parseMemberList('n5@[::1]:1:2:3')[0]).toEqual({
+      nodeId: 'n5',
+      raft: '[::1]:1',
+      transaction: '[::1]:2',
+      control: '[::1]:3',
+    });
     expect(() => parseMemberList('node1,,node2')).toThrow(/empty entry/);
-    expect(() => parseMemberList('node4@127.0.0.1:9094')).toThrow(/id@host:raftPort:tcPort:httpPort/);
+    expect(() => parseMemberList('node4@127.0.0.1:9094')).toThrow(
+      /id@host:raftPort:tcPort:httpPort/,
+    );
   });
 });

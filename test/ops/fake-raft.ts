@@ -10,7 +10,11 @@ import type { RaftControl, RaftControlStatus } from '../../src/server/raft-contr
 import { encodeMemberContext, type MemberEndpoints } from '../../src/server/config/endpoints.ts';
 
 export function endpointsFor(i: number, host = '127.0.0.1'): MemberEndpoints {
-  return { raft: { host, port: 19090 + i }, transaction: { host, port: 18090 + i }, control: { host, port: 17090 + i } };
+  return {
+    raft: { host, port: 19090 + i },
+    transaction: { host, port: 18090 + i },
+    control: { host, port: 17090 + i },
+  };
 }
 
 export class FakeGroup {
@@ -29,7 +33,9 @@ export class FakeGroup {
 
   constructor(ids: NodeId[], contexts: Record<NodeId, string> = {}) {
     const context: Record<NodeId, string> = {};
-    ids.forEach((id, i) => (context[id] = contexts[id] ?? encodeMemberContext(endpointsFor(i + 1))));
+    ids.forEach(
+      (id, i) => (context[id] = contexts[id] ?? encodeMemberContext(endpointsFor(i + 1))),
+    );
     this.conf = { voters: [...ids].sort(), learners: [], context };
     for (const id of ids) this.match.set(id, this.lastIndex);
   }
@@ -55,7 +61,13 @@ export class FakeGroup {
         if (isLeader) {
           progress = {};
           for (const m of [...g.conf.voters, ...g.conf.learners]) {
-            progress[m] = { match: m === id ? g.lastIndex : (g.match.get(m) ?? 0), next: g.lastIndex + 1, state: 'replicate', inflight: 0, recentActive: true };
+            progress[m] = {
+              match: m === id ? g.lastIndex : (g.match.get(m) ?? 0),
+              next: g.lastIndex + 1,
+              state: 'replicate',
+              inflight: 0,
+              recentActive: true,
+            };
           }
         }
         return {
@@ -68,7 +80,11 @@ export class FakeGroup {
           applied: g.commit,
           lastIndex: g.lastIndex,
           firstIndex: 1,
-          conf: { voters: [...g.conf.voters], learners: [...g.conf.learners], context: { ...g.conf.context } },
+          conf: {
+            voters: [...g.conf.voters],
+            learners: [...g.conf.learners],
+            context: { ...g.conf.context },
+          },
           progress,
           leadTransferee: null,
         };

@@ -28,7 +28,12 @@ export async function freePorts(n: number): Promise<number[]> {
 }
 
 /** Polls `fn` until it returns a non-undefined value, or throws the last error after `timeoutMs`. */
-export async function waitFor<T>(what: string, fn: () => Promise<T | undefined> | T | undefined, timeoutMs = 15_000, everyMs = 100): Promise<T> {
+export async function waitFor<T>(
+  what: string,
+  fn: () => Promise<T | undefined> | T | undefined,
+  timeoutMs = 15_000,
+  everyMs = 100,
+): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   let last: unknown = null;
   for (;;) {
@@ -38,7 +43,10 @@ export async function waitFor<T>(what: string, fn: () => Promise<T | undefined> 
     } catch (err) {
       last = err;
     }
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${last ? `: ${(last as Error).message}` : ''}`);
+    if (Date.now() > deadline)
+      throw new Error(
+        `timed out after ${timeoutMs} ms waiting for ${what}${last ? `: ${(last as Error).message}` : ''}`,
+      );
     await sleep(everyMs);
   }
 }
@@ -49,7 +57,17 @@ export interface HttpAnswer {
   headers: Headers;
 }
 
-export async function http(method: string, url: string, opts: { body?: unknown; raw?: string; token?: string; headers?: Record<string, string>; timeoutMs?: number } = {}): Promise<HttpAnswer> {
+export async function http(
+  method: string,
+  url: string,
+  opts: {
+    body?: unknown;
+    raw?: string;
+    token?: string;
+    headers?: Record<string, string>;
+    timeoutMs?: number;
+  } = {},
+): Promise<HttpAnswer> {
   const headers: Record<string, string> = { ...opts.headers };
   if (opts.token !== undefined) headers.authorization = `Bearer ${opts.token}`;
   let body: string | undefined;
@@ -58,7 +76,12 @@ export async function http(method: string, url: string, opts: { body?: unknown; 
     body = JSON.stringify(opts.body);
     headers['content-type'] ??= 'application/json';
   }
-  const res = await fetch(url, { method, headers, ...(body !== undefined ? { body } : {}), signal: AbortSignal.timeout(opts.timeoutMs ?? 10_000) });
+  const res = await fetch(url, {
+    method,
+    headers,
+    ...(body !== undefined ? { body } : {}),
+    signal: AbortSignal.timeout(opts.timeoutMs ?? 10_000),
+  });
   const text = await res.text();
   let parsed: unknown = text;
   try {
@@ -70,12 +93,24 @@ export async function http(method: string, url: string, opts: { body?: unknown; 
 }
 
 /** Runs the concord CLI (through tsx) as a child process. */
-export function spawnCli(args: string[], opts: { cwd?: string; env?: NodeJS.ProcessEnv; capture?: boolean } = {}): ChildProcess & { output: () => string } {
-  const child = spawn(process.execPath, ['--import', 'tsx', resolve(REPO_ROOT, 'src/cli/main.ts'), ...args], {
-    cwd: opts.cwd ?? REPO_ROOT,
-    env: { ...process.env, CONCORD_LOG_LEVEL: process.env.CONCORD_LOG_LEVEL ?? 'info', NO_COLOR: '1', ...opts.env },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
+export function spawnCli(
+  args: string[],
+  opts: { cwd?: string; env?: NodeJS.ProcessEnv; capture?: boolean } = {},
+): ChildProcess & { output: () => string } {
+  const child = spawn(
+    process.execPath,
+    ['--import', 'tsx', resolve(REPO_ROOT, 'src/cli/main.ts'), ...args],
+    {
+      cwd: opts.cwd ?? REPO_ROOT,
+      env: {
+        ...process.env,
+        CONCORD_LOG_LEVEL: process.env.CONCORD_LOG_LEVEL ?? 'info',
+        NO_COLOR: '1',
+        ...opts.env,
+      },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    },
+  );
   let out = '';
   child.stdout?.on('data', (d: Buffer) => (out += d.toString()));
   child.stderr?.on('data', (d: Buffer) => (out += d.toString()));
@@ -83,7 +118,10 @@ export function spawnCli(args: string[], opts: { cwd?: string; env?: NodeJS.Proc
 }
 
 /** Runs the CLI to completion; resolves with its exit code and output. */
-export async function runCli(args: string[], opts: { env?: NodeJS.ProcessEnv; timeoutMs?: number } = {}): Promise<{ code: number | null; out: string }> {
+export async function runCli(
+  args: string[],
+  opts: { env?: NodeJS.ProcessEnv; timeoutMs?: number } = {},
+): Promise<{ code: number | null; out: string }> {
   const child = spawnCli(args, opts);
   const timer = setTimeout(() => child.kill('SIGKILL'), opts.timeoutMs ?? 60_000);
   const code = await new Promise<number | null>((res) => child.on('exit', (c) => res(c)));
@@ -92,7 +130,11 @@ export async function runCli(args: string[], opts: { env?: NodeJS.ProcessEnv; ti
 }
 
 /** Kills a process (by pid) and waits until it is gone. */
-export async function killPid(pid: number, signal: NodeJS.Signals = 'SIGKILL', timeoutMs = 10_000): Promise<void> {
+export async function killPid(
+  pid: number,
+  signal: NodeJS.Signals = 'SIGKILL',
+  timeoutMs = 10_000,
+): Promise<void> {
   try {
     process.kill(pid, signal);
   } catch {

@@ -19,7 +19,10 @@ import { FakeGroup, endpointsFor } from './fake-raft.ts';
 import { freePorts, http } from './helpers.ts';
 
 const TOKEN = 'test-token-0123456789abcdef';
-const baseLimits: LimitsConfig = validateConfig({ node: { id: 'x' }, raft: { dataDir: '/tmp/x', join: true } }).limits;
+const baseLimits: LimitsConfig = validateConfig({
+  node: { id: 'x' },
+  raft: { dataDir: '/tmp/x', join: true },
+}).limits;
 
 interface Api {
   id: string;
@@ -36,7 +39,11 @@ afterEach(async () => {
   }
 });
 
-async function startApi(group: FakeGroup, id: string, opts: { port?: number; limits?: Partial<LimitsConfig>; token?: string | null } = {}): Promise<Api> {
+async function startApi(
+  group: FakeGroup,
+  id: string,
+  opts: { port?: number; limits?: Partial<LimitsConfig>; token?: string | null } = {},
+): Promise<Api> {
   const control = group.control(id);
   const view = new ClusterView({
     control,
@@ -48,11 +55,22 @@ async function startApi(group: FakeGroup, id: string, opts: { port?: number; lim
     logger: silentLogger(),
   });
   view.start();
-  const limits = { ...baseLimits, learnerCatchUpTimeoutMs: 1_000, transferTimeoutMs: 2_000, ...opts.limits };
+  const limits = {
+    ...baseLimits,
+    learnerCatchUpTimeoutMs: 1_000,
+    transferTimeoutMs: 2_000,
+    ...opts.limits,
+  };
   const membership = new MembershipManager(
     control,
     view,
-    { changeTimeoutMs: limits.changeTimeoutMs, learnerCatchUpTimeoutMs: limits.learnerCatchUpTimeoutMs, learnerCatchUpMaxLagEntries: limits.learnerCatchUpMaxLagEntries, transferTimeoutMs: limits.transferTimeoutMs, electionTimeoutMs: 500 },
+    {
+      changeTimeoutMs: limits.changeTimeoutMs,
+      learnerCatchUpTimeoutMs: limits.learnerCatchUpTimeoutMs,
+      learnerCatchUpMaxLagEntries: limits.learnerCatchUpMaxLagEntries,
+      transferTimeoutMs: limits.transferTimeoutMs,
+      electionTimeoutMs: 500,
+    },
     silentLogger(),
   );
   const metrics = createNodeMetrics({ node: id, group: 'default' }, { processMetrics: false });
@@ -89,7 +107,15 @@ describe('GET /metadata/v1/cluster', () => {
       ['node3', 'FOLLOWER'],
     ]);
     const n1 = r.body.nodes[0];
-    expect(n1).toMatchObject({ group: 'default', term: 3, control: { host: '127.0.0.1', port: 17091 }, transaction: { host: '127.0.0.1', port: 18091 }, internal: { host: '127.0.0.1', port: 19091 }, healthy: true, version: '9.9.9' });
+    expect(n1).toMatchObject({
+      group: 'default',
+      term: 3,
+      control: { host: '127.0.0.1', port: 17091 },
+      transaction: { host: '127.0.0.1', port: 18091 },
+      internal: { host: '127.0.0.1', port: 19091 },
+      healthy: true,
+      version: '9.9.9',
+    });
     // A follower cannot judge other followers' health.
     expect(r.body.nodes[2].healthy).toBeNull();
   });
@@ -98,7 +124,11 @@ describe('GET /metadata/v1/cluster', () => {
     const g = new FakeGroup(['node1', 'node2']);
     g.elect('node1');
     const a = await startApi(g, 'node1');
-    await g.control('node1').changeMembership({ type: 'addLearner', nodeId: 'node3', context: encodeMemberContext(endpointsFor(3)) });
+    await g.control('node1').changeMembership({
+      type: 'addLearner',
+      nodeId: 'node3',
+      context: encodeMemberContext(endpointsFor(3)),
+    });
     g.match.set('node3', 4);
     const r = await http('GET', `${a.url}/metadata/v1/cluster`);
     const n3 = r.body.nodes.find((n: any) => n.nodeId === 'node3');
@@ -135,7 +165,9 @@ describe('GET /metadata/v1/cluster', () => {
         sock.on('close', () => resolve(out));
         sock.on('error', () => resolve(out));
       });
-    expect(await raw('GET //x:99999 HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n')).toMatch(/^HTTP\/1\.1 (400|404)/);
+    expect(await raw('GET //x:99999 HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n')).toMatch(
+      /^HTTP\/1\.1 (400|404)/,
+    );
     expect(await raw('\x00\x01\x02 not http at all\r\n\r\n')).toMatch(/^HTTP\/1\.1 400/);
     expect((await http('GET', `${a.url}/health`)).status).toBe(200);
   });
@@ -146,7 +178,9 @@ describe('POST /metadata/v1/watch', () => {
     const g = new FakeGroup(['node1', 'node2']);
     g.elect('node1', 5);
     const a = await startApi(g, 'node2');
-    const r = await http('POST', `${a.url}/metadata/v1/watch`, { body: { groupTerms: { default: 4 } } });
+    const r = await http('POST', `${a.url}/metadata/v1/watch`, {
+      body: { groupTerms: { default: 4 } },
+    });
     expect(r.status).toBe(200);
     expect(r.body.changed).toEqual(['default']);
     expect(r.body.groupTerms).toEqual({ default: 5 });
@@ -158,7 +192,9 @@ describe('POST /metadata/v1/watch', () => {
     g.elect('node1', 5);
     const a = await startApi(g, 'node2');
     const started = Date.now();
-    const pending = http('POST', `${a.url}/metadata/v1/watch`, { body: { groupTerms: { default: 5 }, timeoutMs: 10_000 } });
+    const pending = http('POST', `${a.url}/metadata/v1/watch`, {
+      body: { groupTerms: { default: 5 }, timeoutMs: 10_000 },
+    });
     await sleep(300);
     g.elect('node2', 6);
     const r = await pending;
@@ -172,9 +208,19 @@ describe('POST /metadata/v1/watch', () => {
     g.elect('node1', 5);
     const a = await startApi(g, 'node2');
     const md = (await http('GET', `${a.url}/metadata/v1/cluster`)).body;
-    const pending = http('POST', `${a.url}/metadata/v1/watch`, { body: { groupTerms: { default: 5 }, groupVersions: { default: md.metadataVersion }, timeoutMs: 10_000 } });
+    const pending = http('POST', `${a.url}/metadata/v1/watch`, {
+      body: {
+        groupTerms: { default: 5 },
+        groupVersions: { default: md.metadataVersion },
+        timeoutMs: 10_000,
+      },
+    });
     await sleep(200);
-    await g.control('node1').changeMembership({ type: 'addLearner', nodeId: 'node3', context: encodeMemberContext(endpointsFor(3)) });
+    await g.control('node1').changeMembership({
+      type: 'addLearner',
+      nodeId: 'node3',
+      context: encodeMemberContext(endpointsFor(3)),
+    });
     const r = await pending;
     expect(r.status).toBe(200);
     expect(r.body.metadata.term).toBe(5);
@@ -186,7 +232,9 @@ describe('POST /metadata/v1/watch', () => {
     g.elect('node1', 2);
     const a = await startApi(g, 'node1');
     const started = Date.now();
-    const r = await http('POST', `${a.url}/metadata/v1/watch`, { body: { groupTerms: { default: 2 }, timeoutMs: 10 } });
+    const r = await http('POST', `${a.url}/metadata/v1/watch`, {
+      body: { groupTerms: { default: 2 }, timeoutMs: 10 },
+    });
     expect(r.status).toBe(304);
     expect(Date.now() - started).toBeGreaterThanOrEqual(950);
   });
@@ -195,7 +243,10 @@ describe('POST /metadata/v1/watch', () => {
     const g = new FakeGroup(['node1']);
     g.elect('node1', 2);
     const a = await startApi(g, 'node1');
-    const r = await http('POST', `${a.url}/metadata/v1/watch`, { raw: 'default=1', headers: { 'content-type': 'application/x-www-form-urlencoded' } });
+    const r = await http('POST', `${a.url}/metadata/v1/watch`, {
+      raw: 'default=1',
+      headers: { 'content-type': 'application/x-www-form-urlencoded' },
+    });
     expect(r.status).toBe(200);
     expect(r.body.groupTerms).toEqual({ default: 2 });
   });
@@ -204,9 +255,15 @@ describe('POST /metadata/v1/watch', () => {
     const g = new FakeGroup(['node1']);
     g.elect('node1', 2);
     const a = await startApi(g, 'node1', { limits: { maxWatchers: 2 } });
-    const held = [1, 2].map(() => http('POST', `${a.url}/metadata/v1/watch`, { body: { groupTerms: { default: 2 }, timeoutMs: 5_000 } }));
+    const held = [1, 2].map(() =>
+      http('POST', `${a.url}/metadata/v1/watch`, {
+        body: { groupTerms: { default: 2 }, timeoutMs: 5_000 },
+      }),
+    );
     await sleep(200);
-    const r = await http('POST', `${a.url}/metadata/v1/watch`, { body: { groupTerms: { default: 2 } } });
+    const r = await http('POST', `${a.url}/metadata/v1/watch`, {
+      body: { groupTerms: { default: 2 } },
+    });
     expect(r.status).toBe(503);
     expect(r.body.error).toMatchObject({ code: 'TOO_MANY_WATCHERS', retryable: true });
     g.elect('node1', 3);
@@ -230,7 +287,9 @@ describe('POST /metadata/v1/watch', () => {
       const r = await http('POST', url, b);
       expect(r.body?.error?.code, JSON.stringify(b)).toBe(b.code);
     }
-    const huge = await http('POST', url, { raw: JSON.stringify({ groupTerms: { default: 1 }, pad: 'x'.repeat(100_000) }) });
+    const huge = await http('POST', url, {
+      raw: JSON.stringify({ groupTerms: { default: 1 }, pad: 'x'.repeat(100_000) }),
+    });
     expect(huge.status).toBe(413);
     expect(huge.body.error.code).toBe('PAYLOAD_TOO_LARGE');
     // Still serving.
@@ -253,12 +312,18 @@ describe('POST /metadata/v1/changeCluster', () => {
     const before = JSON.stringify(g.conf);
     const url = `${a.url}/metadata/v1/changeCluster`;
     for (const token of [undefined, '', 'wrong', `${TOKEN}x`, TOKEN.slice(0, -1)]) {
-      const r = await http('POST', url, { body: { members: [{ nodeId: 'node1' }] }, ...(token === undefined ? {} : { token }) });
+      const r = await http('POST', url, {
+        body: { members: [{ nodeId: 'node1' }] },
+        ...(token === undefined ? {} : { token }),
+      });
       expect(r.status).toBe(401);
       expect(r.body.error.code).toBe('UNAUTHORIZED');
       expect(r.headers.get('www-authenticate')).toContain('Bearer');
     }
-    const basic = await http('POST', url, { body: { members: [{ nodeId: 'node1' }] }, headers: { authorization: `Basic ${TOKEN}` } });
+    const basic = await http('POST', url, {
+      body: { members: [{ nodeId: 'node1' }] },
+      headers: { authorization: `Basic ${TOKEN}` },
+    });
     expect(basic.status).toBe(401);
     expect(JSON.stringify(g.conf)).toBe(before);
     expect(g.proposed).toEqual([]);
@@ -268,7 +333,11 @@ describe('POST /metadata/v1/changeCluster', () => {
     const g = new FakeGroup(['node1']);
     g.elect('node1');
     const a = await startApi(g, 'node1', { token: null });
-    const r = await http('POST', `${a.url}/metadata/v1/changeCluster?raftClusterStr=127.0.0.1:19091`, { token: TOKEN });
+    const r = await http(
+      'POST',
+      `${a.url}/metadata/v1/changeCluster?raftClusterStr=127.0.0.1:19091`,
+      { token: TOKEN },
+    );
     expect(r.status).toBe(401);
     expect(r.body.error.message).toContain('no http.authToken');
   });
@@ -290,17 +359,49 @@ describe('POST /metadata/v1/changeCluster', () => {
       { body: { members: [{ nodeId: 'bad id!' }] }, msg: /nodeId must be a node id/ },
       { body: { members: [{ nodeId: 'node1' }, { nodeId: 'node1' }] }, msg: /listed twice/ },
       { body: { members: [{ nodeId: 'node4' }] }, msg: /needs its raft, transaction and control/ },
-      { body: { members: [{ nodeId: 'node4', raft: '127.0.0.1:1' }] }, msg: /all of raft, transaction and control/ },
-      { body: { members: [{ nodeId: 'node4', raft: 'x', transaction: '127.0.0.1:2', control: '127.0.0.1:3' }] }, msg: /members\[0\]\.raft/ },
-      { body: { members: [{ ...node4(), raft: '127.0.0.1:19091' }] }, msg: /already used by member node1/ },
+      {
+        body: { members: [{ nodeId: 'node4', raft: '127.0.0.1:1' }] },
+        msg: /all of raft, transaction and control/,
+      },
+      {
+        body: {
+          members: [
+            { nodeId: 'node4', raft: 'x', transaction: '127.0.0.1:2', control: '127.0.0.1:3' },
+          ],
+        },
+        msg: /members\[0\]\.raft/,
+      },
+      {
+        body: { members: [{ ...node4(), raft: '127.0.0.1:19091' }] },
+        msg: /already used by member node1/,
+      },
       { body: { members: [{ nodeId: 'node1', extra: 1 }] }, msg: /not a known field/ },
-      { body: { members: [{ nodeId: 'node1', raft: '127.0.0.1:1', transaction: '127.0.0.1:2', control: '127.0.0.1:3' }] }, msg: /other endpoints/ },
+      {
+        body: {
+          members: [
+            {
+              nodeId: 'node1',
+              raft: '127.0.0.1:1',
+              transaction: '127.0.0.1:2',
+              control: '127.0.0.1:3',
+            },
+          ],
+        },
+        msg: /other endpoints/,
+      },
       { body: {}, msg: /missing member list/ },
       { raw: '{"members": [', msg: /malformed JSON/ },
-      { q: 'raftClusterStr=127.0.0.1:19091', body: { members: [{ nodeId: 'node1' }] }, msg: /either raftClusterStr or/ },
+      {
+        q: 'raftClusterStr=127.0.0.1:19091',
+        body: { members: [{ nodeId: 'node1' }] },
+        msg: /either raftClusterStr or/,
+      },
     ];
     for (const c of cases) {
-      const r = await http('POST', `${url}${c.q ? `?${c.q}` : ''}`, { token: TOKEN, ...(c.raw !== undefined ? { raw: c.raw } : c.body !== undefined ? { body: c.body } : {}) });
+      const r = await http('POST', `${url}${c.q ? `?${c.q}` : ''}`, {
+        token: TOKEN,
+        ...(c.raw !== undefined ? { raw: c.raw } : c.body !== undefined ? { body: c.body } : {}),
+      });
       expect(r.status, JSON.stringify(c)).toBe(400);
       expect(r.body.error.code).toBe('BAD_REQUEST');
       expect(r.body.error.message).toMatch(c.msg);
@@ -313,10 +414,17 @@ describe('POST /metadata/v1/changeCluster', () => {
     const g = new FakeGroup(['node1', 'node2']);
     g.elect('node2');
     const a = await startApi(g, 'node1');
-    const r = await http('POST', `${a.url}/metadata/v1/changeCluster`, { token: TOKEN, body: { members: [{ nodeId: 'node1' }] } });
+    const r = await http('POST', `${a.url}/metadata/v1/changeCluster`, {
+      token: TOKEN,
+      body: { members: [{ nodeId: 'node1' }] },
+    });
     expect(r.status).toBe(421);
     expect(r.body.error.code).toBe('NOT_LEADER');
-    expect(r.body.leader).toEqual({ nodeId: 'node2', control: { host: '127.0.0.1', port: 17092 }, transaction: { host: '127.0.0.1', port: 18092 } });
+    expect(r.body.leader).toEqual({
+      nodeId: 'node2',
+      control: { host: '127.0.0.1', port: 17092 },
+      transaction: { host: '127.0.0.1', port: 18092 },
+    });
   });
 
   it('adds a node as a learner, promotes it once caught up, then removes others one at a time, the leader last', async () => {
@@ -326,7 +434,10 @@ describe('POST /metadata/v1/changeCluster', () => {
     g.match.set('node4', 0);
     // The learner catches up a little later.
     setTimeout(() => g.match.set('node4', g.lastIndex), 300);
-    const r = await http('POST', `${a.url}/metadata/v1/changeCluster`, { token: TOKEN, body: { members: [node4(), { nodeId: 'node3' }] } });
+    const r = await http('POST', `${a.url}/metadata/v1/changeCluster`, {
+      token: TOKEN,
+      body: { members: [node4(), { nodeId: 'node3' }] },
+    });
     expect(r.status, JSON.stringify(r.body)).toBe(200);
     expect(r.body.steps).toEqual([
       { type: 'addLearner', nodeId: 'node4' },
@@ -335,14 +446,22 @@ describe('POST /metadata/v1/changeCluster', () => {
       { type: 'removeNode', nodeId: 'node1' },
     ]);
     expect(g.conf.voters).toEqual(['node3', 'node4']);
-    expect(JSON.parse(g.conf.context.node4!)).toEqual({ raft: '127.0.0.1:19094', transaction: '127.0.0.1:18094', control: '127.0.0.1:17094' });
+    expect(JSON.parse(g.conf.context.node4!)).toEqual({
+      raft: '127.0.0.1:19094',
+      transaction: '127.0.0.1:18094',
+      control: '127.0.0.1:17094',
+    });
   });
 
   it('accepts Seata’s raftClusterStr to shrink the group', async () => {
     const g = new FakeGroup(['node1', 'node2', 'node3']);
     g.elect('node1');
     const a = await startApi(g, 'node1');
-    const r = await http('POST', `${a.url}/metadata/v1/changeCluster?raftClusterStr=127.0.0.1:19091,127.0.0.1:19092`, { token: TOKEN });
+    const r = await http(
+      'POST',
+      `${a.url}/metadata/v1/changeCluster?raftClusterStr=127.0.0.1:19091,127.0.0.1:19092`,
+      { token: TOKEN },
+    );
     expect(r.status).toBe(200);
     expect(r.body.steps).toEqual([{ type: 'removeNode', nodeId: 'node3' }]);
     expect(r.body.metadata.nodes.map((n: any) => n.nodeId)).toEqual(['node1', 'node2']);
@@ -353,10 +472,15 @@ describe('POST /metadata/v1/changeCluster', () => {
     g.elect('node1');
     const a = await startApi(g, 'node1', { limits: { learnerCatchUpTimeoutMs: 300 } });
     g.match.set('node4', 0);
-    const r = await http('POST', `${a.url}/metadata/v1/changeCluster`, { token: TOKEN, body: { members: [{ nodeId: 'node1' }, node4()] } });
+    const r = await http('POST', `${a.url}/metadata/v1/changeCluster`, {
+      token: TOKEN,
+      body: { members: [{ nodeId: 'node1' }, node4()] },
+    });
     expect(r.status).toBe(504);
     expect(r.body.error.code).toBe('TIMEOUT');
-    expect(r.body.error.message).toMatch(/learner node4 did not catch up.*steps already committed: addLearner node4/);
+    expect(r.body.error.message).toMatch(
+      /learner node4 did not catch up.*steps already committed: addLearner node4/,
+    );
     expect(g.conf.learners).toEqual(['node4']);
   });
 
@@ -366,9 +490,15 @@ describe('POST /metadata/v1/changeCluster', () => {
     const a = await startApi(g, 'node1');
     let open!: () => void;
     g.gate = new Promise((r) => (open = r));
-    const first = http('POST', `${a.url}/metadata/v1/changeCluster`, { token: TOKEN, body: { members: [{ nodeId: 'node1' }] } });
+    const first = http('POST', `${a.url}/metadata/v1/changeCluster`, {
+      token: TOKEN,
+      body: { members: [{ nodeId: 'node1' }] },
+    });
     await sleep(200);
-    const second = await http('POST', `${a.url}/metadata/v1/changeCluster`, { token: TOKEN, body: { members: [{ nodeId: 'node1' }, { nodeId: 'node2' }] } });
+    const second = await http('POST', `${a.url}/metadata/v1/changeCluster`, {
+      token: TOKEN,
+      body: { members: [{ nodeId: 'node1' }, { nodeId: 'node2' }] },
+    });
     expect(second.status).toBe(409);
     expect(second.body.error.code).toBe('CHANGE_IN_PROGRESS');
     g.gate = null;
@@ -381,7 +511,10 @@ describe('POST /metadata/v1/changeCluster', () => {
     const g = new FakeGroup(['node1', 'node2']);
     g.elect('node1');
     const a = await startApi(g, 'node1');
-    const r = await http('POST', `${a.url}/metadata/v1/changeCluster`, { token: TOKEN, body: { members: [{ nodeId: 'node2' }, { nodeId: 'node1' }] } });
+    const r = await http('POST', `${a.url}/metadata/v1/changeCluster`, {
+      token: TOKEN,
+      body: { members: [{ nodeId: 'node2' }, { nodeId: 'node1' }] },
+    });
     expect(r.status).toBe(200);
     expect(r.body.steps).toEqual([]);
   });
@@ -392,11 +525,18 @@ describe('POST /metadata/v1/transferLeader', () => {
     const g = new FakeGroup(['node1', 'node2', 'node3']);
     g.elect('node1');
     const a = await startApi(g, 'node1');
-    expect((await http('POST', `${a.url}/metadata/v1/transferLeader?nodeId=node3`, { token: 'nope' })).status).toBe(401);
+    expect(
+      (await http('POST', `${a.url}/metadata/v1/transferLeader?nodeId=node3`, { token: 'nope' }))
+        .status,
+    ).toBe(401);
     expect(g.leader).toBe('node1');
-    const bad = await http('POST', `${a.url}/metadata/v1/transferLeader?nodeId=node9`, { token: TOKEN });
+    const bad = await http('POST', `${a.url}/metadata/v1/transferLeader?nodeId=node9`, {
+      token: TOKEN,
+    });
     expect(bad.status).toBe(400);
-    const r = await http('POST', `${a.url}/metadata/v1/transferLeader?nodeId=node3`, { token: TOKEN });
+    const r = await http('POST', `${a.url}/metadata/v1/transferLeader?nodeId=node3`, {
+      token: TOKEN,
+    });
     expect(r.status).toBe(200);
     expect(g.leader).toBe('node3');
     expect(r.body.leader.nodeId).toBe('node3');
@@ -409,7 +549,14 @@ describe('GET /health and /metrics', () => {
     g.elect('node2', 4);
     const a = await startApi(g, 'node1');
     const r = await http('GET', `${a.url}/health`);
-    expect(r.body).toMatchObject({ status: 'UP', nodeId: 'node1', role: 'follower', term: 4, leader: { nodeId: 'node2' }, member: true });
+    expect(r.body).toMatchObject({
+      status: 'UP',
+      nodeId: 'node1',
+      role: 'follower',
+      term: 4,
+      leader: { nodeId: 'node2' },
+      member: true,
+    });
   });
 
   it('serves Prometheus text with the Raft gauges', async () => {
@@ -433,7 +580,11 @@ describe('ClusterDiscovery against the openapi', () => {
     const ports = await freePorts(3);
     const contexts: Record<string, string> = {};
     ports.forEach((p, i) => {
-      contexts[`node${i + 1}`] = encodeMemberContext({ raft: { host: '127.0.0.1', port: 19000 + i }, transaction: { host: '127.0.0.1', port: 18000 + i }, control: { host: '127.0.0.1', port: p } });
+      contexts[`node${i + 1}`] = encodeMemberContext({
+        raft: { host: '127.0.0.1', port: 19000 + i },
+        transaction: { host: '127.0.0.1', port: 18000 + i },
+        control: { host: '127.0.0.1', port: p },
+      });
     });
     const g = new FakeGroup(['node1', 'node2', 'node3'], contexts);
     g.elect('node1', 2);
@@ -470,12 +621,20 @@ describe('ClusterDiscovery against the openapi', () => {
     const ports = await freePorts(2);
     const contexts: Record<string, string> = {};
     ports.forEach((p, i) => {
-      contexts[`node${i + 1}`] = encodeMemberContext({ raft: { host: '127.0.0.1', port: 19000 + i }, transaction: { host: '127.0.0.1', port: 18000 + i }, control: { host: '127.0.0.1', port: p } });
+      contexts[`node${i + 1}`] = encodeMemberContext({
+        raft: { host: '127.0.0.1', port: 19000 + i },
+        transaction: { host: '127.0.0.1', port: 18000 + i },
+        control: { host: '127.0.0.1', port: p },
+      });
     });
     const g = new FakeGroup(['node1', 'node2'], contexts);
     g.elect('node1', 2);
     for (let i = 0; i < 2; i++) await startApi(g, `node${i + 1}`, { port: ports[i]! });
-    const d = new ClusterDiscovery({ seeds: [`127.0.0.1:${ports[0]}`], watch: false, backoffBaseMs: 10 });
+    const d = new ClusterDiscovery({
+      seeds: [`127.0.0.1:${ports[0]}`],
+      watch: false,
+      backoffBaseMs: 10,
+    });
     try {
       await d.start();
       g.elect('node2', 3);

@@ -4,7 +4,12 @@
  */
 import { describe, expect, it } from 'vitest';
 import { NotLeaderError, StoppedError } from '../../src/shared/errors.ts';
-import { OverloadedError, RaftDriver, type RaftDriverOptions, type RaftStateChange } from '../../src/raft/driver.ts';
+import {
+  OverloadedError,
+  RaftDriver,
+  type RaftDriverOptions,
+  type RaftStateChange,
+} from '../../src/raft/driver.ts';
 import { systemClock } from '../../src/raft/clock.ts';
 import type { ConfState, Message, NodeId, Snapshot } from '../../src/raft/core/types.ts';
 import type { LoadedState, LogStorage, PeerTransport, PersistBatch } from '../../src/raft/ports.ts';
@@ -27,7 +32,11 @@ class ManualStorage implements LogStorage {
     this.events = events;
   }
   async load(): Promise<LoadedState> {
-    return { hardState: { ...this.state.hardState }, snapshot: this.state.snapshot, entries: this.state.entries.map((e) => ({ ...e })) };
+    return {
+      hardState: { ...this.state.hardState },
+      snapshot: this.state.snapshot,
+      entries: this.state.entries.map((e) => ({ ...e })),
+    };
   }
   save(batch: PersistBatch): Promise<void> {
     this.events.push('save');
@@ -68,7 +77,8 @@ class RecordingTransport implements PeerTransport {
   closed = false;
   constructor(private readonly events: string[]) {}
   send(messages: Message[]): void {
-    for (const m of messages) this.events.push(`send ${m.type}${'reject' in m ? (m.reject ? ' reject' : ' ok') : ''}`);
+    for (const m of messages)
+      this.events.push(`send ${m.type}${'reject' in m ? (m.reject ? ' reject' : ' ok') : ''}`);
     this.sent.push(...messages);
   }
   onMessage(handler: (m: Message) => void): void {
@@ -88,7 +98,11 @@ function setup(voters: NodeId[], opts: Partial<RaftDriverOptions> = {}) {
   const transport = new RecordingTransport(events);
   const clock = new FakeClock();
   const sm = new SimStateMachine();
-  const conf: ConfState = { voters, learners: [], context: Object.fromEntries(voters.map((v) => [v, `addr-${v}`])) };
+  const conf: ConfState = {
+    voters,
+    learners: [],
+    context: Object.fromEntries(voters.map((v) => [v, `addr-${v}`])),
+  };
   let r = 0;
   const make = () =>
     new RaftDriver({
@@ -123,7 +137,15 @@ describe('RaftDriver', () => {
     const s = setup(['n1', 'n2', 'n3']);
     await s.driver.start();
     s.storage.auto = false;
-    s.transport.handler!({ type: 'vote', from: 'n2', to: 'n1', term: 1, lastLogIndex: 0, lastLogTerm: 0, transfer: false });
+    s.transport.handler!({
+      type: 'vote',
+      from: 'n2',
+      to: 'n1',
+      term: 1,
+      lastLogIndex: 0,
+      lastLogTerm: 0,
+      transfer: false,
+    });
     await flush();
     expect(s.events).toEqual(['save']); // the grant waits for the disk
     expect(s.transport.sent).toEqual([]);
@@ -179,7 +201,9 @@ describe('RaftDriver', () => {
   it('a follower refuses proposals and reads with NotLeaderError', async () => {
     const s = setup(['n1', 'n2', 'n3']);
     await s.driver.start();
-    await expect(s.driver.propose(encodePayload(1, 'k', 'v'))).rejects.toBeInstanceOf(NotLeaderError);
+    await expect(s.driver.propose(encodePayload(1, 'k', 'v'))).rejects.toBeInstanceOf(
+      NotLeaderError,
+    );
     await expect(s.driver.read()).rejects.toBeInstanceOf(NotLeaderError);
     expect(() => s.driver.transferLeadership('n2')).toThrow(NotLeaderError);
   });
@@ -227,7 +251,15 @@ describe('RaftDriver', () => {
     expect(s.storage.closed).toBe(true);
     expect(s.transport.closed).toBe(true);
     const sm2 = new SimStateMachine();
-    const again = new RaftDriver({ id: 'n1', storage: s.storage, transport: new RecordingTransport([]), clock: new FakeClock(), stateMachine: sm2, initialConf: { voters: ['n1'], learners: [], context: {} }, tickMs: 10 });
+    const again = new RaftDriver({
+      id: 'n1',
+      storage: s.storage,
+      transport: new RecordingTransport([]),
+      clock: new FakeClock(),
+      stateMachine: sm2,
+      initialConf: { voters: ['n1'], learners: [], context: {} },
+      tickMs: 10,
+    });
     await again.start();
     await flush();
     expect(sm2.hash).toBe(hash);
@@ -244,7 +276,7 @@ describe('RaftDriver', () => {
     await expect(p).rejects.toBeInstanceOf(StoppedError);
   });
 
-  it('keeps the transport\'s address book in step with the membership', async () => {
+  it("keeps the transport's address book in step with the membership", async () => {
     const s = await singleLeader();
     expect([...s.transport.peers.keys()]).toEqual([]);
     await s.driver.changeMembership({ type: 'addLearner', nodeId: 'n2', context: 'addr-n2' });

@@ -6,7 +6,7 @@ import { describe, expect, it } from 'vitest';
 import { Cluster, logOfTerms, type HarnessOptions } from './harness.ts';
 import { OldTermCommitMutant } from '../sim/mutants.ts';
 
-describe('Figure 7: followers a–f converge to the leader\'s log', () => {
+describe("Figure 7: followers a–f converge to the leader's log", () => {
   const leaderLog = [1, 1, 1, 4, 4, 5, 5, 6, 6, 6];
   const followers: Record<string, number[]> = {
     a: [1, 1, 1, 4, 4, 5, 5, 6, 6],
@@ -17,15 +17,27 @@ describe('Figure 7: followers a–f converge to the leader\'s log', () => {
     f: [1, 1, 1, 2, 2, 2, 3, 3, 3, 3, 3],
   };
 
-  it('the leader of term 8 repairs every follower, overwriting c\'s and d\'s extra entries', () => {
-    const disks: Record<string, { hardState: { term: number; vote: string | null; commit: number }; entries: ReturnType<typeof logOfTerms> }> = {
+  it("the leader of term 8 repairs every follower, overwriting c's and d's extra entries", () => {
+    const disks: Record<
+      string,
+      {
+        hardState: { term: number; vote: string | null; commit: number };
+        entries: ReturnType<typeof logOfTerms>;
+      }
+    > = {
       l: { hardState: { term: 7, vote: null, commit: 0 }, entries: logOfTerms(leaderLog) },
     };
     for (const [id, terms] of Object.entries(followers)) {
-      disks[id] = { hardState: { term: Math.max(...terms), vote: null, commit: 0 }, entries: logOfTerms(terms) };
+      disks[id] = {
+        hardState: { term: Math.max(...terms), vote: null, commit: 0 },
+        entries: logOfTerms(terms),
+      };
     }
     // f's entries of terms 2 and 3 differ from the others' at the same index: give them their own content.
-    const c = new Cluster(['l', 'a', 'b', 'c', 'd', 'e', 'f'], { disks, config: { maxMsgBytes: 64 } });
+    const c = new Cluster(['l', 'a', 'b', 'c', 'd', 'e', 'f'], {
+      disks,
+      config: { maxMsgBytes: 64 },
+    });
     c.elect('l');
     expect(c.status('l').role).toBe('leader');
     expect(c.status('l').term).toBe(8);
@@ -36,16 +48,28 @@ describe('Figure 7: followers a–f converge to the leader\'s log', () => {
       expect(c.status(id).commit).toBe(11);
     }
     // Same content, not just the same terms.
-    const content = (id: string) => c.log(id).map((e) => (e.type === 'normal' ? new TextDecoder().decode(e.data) : 'conf'));
-    for (const id of followers ? Object.keys(followers) : []) expect(content(id)).toEqual(content('l'));
+    const content = (id: string) =>
+      c.log(id).map((e) => (e.type === 'normal' ? new TextDecoder().decode(e.data) : 'conf'));
+    for (const id of followers ? Object.keys(followers) : [])
+      expect(content(id)).toEqual(content('l'));
     c.assertSafe();
   });
 
-  it('c and d, whose logs are longer or newer, cannot win against the leader\'s log', () => {
-    const disks: Record<string, { hardState: { term: number; vote: string | null; commit: number }; entries: ReturnType<typeof logOfTerms> }> = {
+  it("c and d, whose logs are longer or newer, cannot win against the leader's log", () => {
+    const disks: Record<
+      string,
+      {
+        hardState: { term: number; vote: string | null; commit: number };
+        entries: ReturnType<typeof logOfTerms>;
+      }
+    > = {
       l: { hardState: { term: 7, vote: null, commit: 0 }, entries: logOfTerms(leaderLog) },
     };
-    for (const [id, terms] of Object.entries(followers)) disks[id] = { hardState: { term: Math.max(...terms), vote: null, commit: 0 }, entries: logOfTerms(terms) };
+    for (const [id, terms] of Object.entries(followers))
+      disks[id] = {
+        hardState: { term: Math.max(...terms), vote: null, commit: 0 },
+        entries: logOfTerms(terms),
+      };
     const c = new Cluster(['l', 'a', 'b', 'c', 'd', 'e', 'f'], { disks });
     // f has the longest log but the oldest last term: nobody but itself and b, e would vote for it
     c.elect('f');
@@ -62,7 +86,12 @@ describe('Figure 7: followers a–f converge to the leader\'s log', () => {
  */
 function figure8(wrap?: HarnessOptions['wrap']): Cluster {
   const hs = (term: number, vote: string | null = null) => ({ term, vote, commit: 1 });
-  const e = (index: number, term: number, tag: string) => ({ index, term, type: 'normal' as const, data: new TextEncoder().encode(tag) });
+  const e = (index: number, term: number, tag: string) => ({
+    index,
+    term,
+    type: 'normal' as const,
+    data: new TextEncoder().encode(tag),
+  });
   const disks = {
     s1: { hardState: hs(3), entries: [e(1, 1, 'one'), e(2, 2, 'two-by-s1')] },
     s2: { hardState: hs(2), entries: [e(1, 1, 'one'), e(2, 2, 'two-by-s1')] },
@@ -72,12 +101,17 @@ function figure8(wrap?: HarnessOptions['wrap']): Cluster {
   };
   // One entry per append message, so index 2 and the no-op at 3 travel separately. As in
   // the paper, no check-quorum (whose leader lease would make S2–S4 ignore S5 for a while).
-  return new Cluster(['s1', 's2', 's3', 's4', 's5'], { disks, config: { maxMsgBytes: 40, checkQuorum: false }, ...(wrap ? { wrap } : {}) });
+  return new Cluster(['s1', 's2', 's3', 's4', 's5'], {
+    disks,
+    config: { maxMsgBytes: 40, checkQuorum: false },
+    ...(wrap ? { wrap } : {}),
+  });
 }
 
 /** Drops every append carrying index 3 to a follower that holds index 2 (and would accept it). */
 function noOpLost(c: Cluster): (m: import('../../src/raft/core/types.ts').Message) => boolean {
-  return (m) => !(m.type === 'app' && m.entries.some((x) => x.index === 3) && c.terms(m.to).length >= 2);
+  return (m) =>
+    !(m.type === 'app' && m.entries.some((x) => x.index === 3) && c.terms(m.to).length >= 2);
 }
 
 /** S5 campaigns (its first pre-vote, in term 4, only teaches it the current term) and wins term 5. */
@@ -134,6 +168,8 @@ describe('Figure 8: the commit rule', () => {
     electS5(c);
     // S5 overwrote the "committed" entry: the checkers must say so.
     expect(c.checker.violation).not.toBeNull();
-    expect(['leader-completeness', 'state-machine-safety']).toContain(c.checker.violation?.invariant);
+    expect(['leader-completeness', 'state-machine-safety']).toContain(
+      c.checker.violation?.invariant,
+    );
   });
 });

@@ -6,9 +6,28 @@
  */
 import { RaftCore } from '../../src/raft/core/raft.ts';
 import { defaultRaftConfig } from '../../src/raft/core/config.ts';
-import type { ConfChange, ConfState, DurableState, Entry, HardState, Message, NodeId, RaftConfig, Ready, Snapshot, Status } from '../../src/raft/core/types.ts';
+import type {
+  ConfChange,
+  ConfState,
+  DurableState,
+  Entry,
+  HardState,
+  Message,
+  NodeId,
+  RaftConfig,
+  Ready,
+  Snapshot,
+  Status,
+} from '../../src/raft/core/types.ts';
 import type { RaftCoreApi } from '../../src/raft/driver.ts';
-import { applyBatch, applyCompaction, emptyDiskState, lastIndex, termAt, type DiskState } from '../sim/fake-disk.ts';
+import {
+  applyBatch,
+  applyCompaction,
+  emptyDiskState,
+  lastIndex,
+  termAt,
+  type DiskState,
+} from '../sim/fake-disk.ts';
 import { InvariantChecker, bytesKey, type DiskView, type LogView } from '../sim/invariants.ts';
 import { Prng } from '../sim/prng.ts';
 
@@ -31,7 +50,12 @@ export function data(s: string): Uint8Array {
 
 /** A log given as terms only: entries 1..n with empty-ish payloads naming index and term. */
 export function logOfTerms(terms: number[]): Entry[] {
-  return terms.map((term, i) => ({ index: i + 1, term, type: 'normal', data: data(`e${i + 1}t${term}`) }));
+  return terms.map((term, i) => ({
+    index: i + 1,
+    term,
+    type: 'normal',
+    data: data(`e${i + 1}t${term}`),
+  }));
 }
 
 class HNode {
@@ -79,8 +103,17 @@ export class Cluster {
     this.options = options;
     this.rng = new Prng(options.seed ?? 1);
     const voters = options.voters ?? ids;
-    this.bootstrap = { voters: [...voters].sort(), learners: [], context: Object.fromEntries(voters.map((v) => [v, `addr-${v}`])) };
-    this.checker = new InvariantChecker({ maxInflightMsgs: options.config?.maxInflightMsgs ?? 256, maxPendingProposals: 1e9, maxPendingReads: 1e9, maxQueueLength: 1e9 });
+    this.bootstrap = {
+      voters: [...voters].sort(),
+      learners: [],
+      context: Object.fromEntries(voters.map((v) => [v, `addr-${v}`])),
+    };
+    this.checker = new InvariantChecker({
+      maxInflightMsgs: options.config?.maxInflightMsgs ?? 256,
+      maxPendingProposals: 1e9,
+      maxPendingReads: 1e9,
+      maxQueueLength: 1e9,
+    });
     for (const id of ids) {
       const disk = emptyDiskState();
       const given = options.disks?.[id];
@@ -88,21 +121,43 @@ export class Cluster {
         disk.hardState = { ...given.hardState };
         disk.entries = given.entries.map((e) => ({ ...e }));
         // Seed the log-matching registry with the given logs.
-        this.checker.onWrite(id, { hardState: null, entries: disk.entries, snapshot: null }, this.viewOf(disk), 0);
+        this.checker.onWrite(
+          id,
+          { hardState: null, entries: disk.entries, snapshot: null },
+          this.viewOf(disk),
+          0,
+        );
       }
       this.nodes.set(id, new HNode(id, this.makeCore(id, disk), disk));
     }
   }
 
   private viewOf(disk: DiskState): DiskView {
-    const v: LogView = { hardState: () => disk.hardState, lastIndex: () => lastIndex(disk), snapshotIndex: () => disk.snapshot?.meta.index ?? 0, termAt: (i) => termAt(disk, i) };
+    const v: LogView = {
+      hardState: () => disk.hardState,
+      lastIndex: () => lastIndex(disk),
+      snapshotIndex: () => disk.snapshot?.meta.index ?? 0,
+      termAt: (i) => termAt(disk, i),
+    };
     return { synced: v, written: v };
   }
 
   private makeCore(id: NodeId, disk: DiskState): RaftCoreApi {
     const random = this.rng.fork();
-    const config: RaftConfig = { ...defaultRaftConfig(id, () => random.float()), electionTicks: 10, heartbeatTicks: 1, ...this.options.config, id, random: () => random.float() };
-    const durable: DurableState = { hardState: { ...disk.hardState }, snapshot: disk.snapshot, entries: disk.entries.map((e) => ({ ...e })), initialConf: this.bootstrap };
+    const config: RaftConfig = {
+      ...defaultRaftConfig(id, () => random.float()),
+      electionTicks: 10,
+      heartbeatTicks: 1,
+      ...this.options.config,
+      id,
+      random: () => random.float(),
+    };
+    const durable: DurableState = {
+      hardState: { ...disk.hardState },
+      snapshot: disk.snapshot,
+      entries: disk.entries.map((e) => ({ ...e })),
+      initialConf: this.bootstrap,
+    };
     this.checker.noteTerm(id, disk.hardState.term);
     const core: RaftCoreApi = new RaftCore(config, durable);
     return this.options.wrap ? this.options.wrap(core, id) : core;
@@ -143,10 +198,19 @@ export class Cluster {
       this.checker.onReady(id, rd);
       if (rd.hardState || rd.entries.length || rd.snapshot) {
         const first = rd.entries[0];
-        const prevTerm = first ? (rd.snapshot && first.index - 1 === rd.snapshot.meta.index ? rd.snapshot.meta.term : termAt(n.disk, first.index - 1)) : undefined;
+        const prevTerm = first
+          ? rd.snapshot && first.index - 1 === rd.snapshot.meta.index
+            ? rd.snapshot.meta.term
+            : termAt(n.disk, first.index - 1)
+          : undefined;
         const before = n.disk.hardState;
         applyBatch(n.disk, { hardState: rd.hardState, entries: rd.entries, snapshot: rd.snapshot });
-        this.checker.onWrite(id, { hardState: rd.hardState, entries: rd.entries, snapshot: rd.snapshot }, n.view, prevTerm);
+        this.checker.onWrite(
+          id,
+          { hardState: rd.hardState, entries: rd.entries, snapshot: rd.snapshot },
+          n.view,
+          prevTerm,
+        );
         this.checker.onSync(id, before, n.disk.hardState);
       }
       for (const m of rd.messages) this.send(id, m);
@@ -155,7 +219,8 @@ export class Cluster {
         n.appliedIndex = rd.snapshot.meta.index;
       }
       for (const e of rd.committedEntries) {
-        if (e.index !== n.appliedIndex + 1) throw new Error(`${id} applies ${e.index} after ${n.appliedIndex}`);
+        if (e.index !== n.appliedIndex + 1)
+          throw new Error(`${id} applies ${e.index} after ${n.appliedIndex}`);
         n.appliedIndex = e.index;
         if (e.type === 'normal' && e.data.length > 0) n.applied.push(bytesKey(e.data));
       }
@@ -261,7 +326,8 @@ export class Cluster {
 
   /** Blocks both directions between each node of `group` and every node outside it. */
   isolate(...group: NodeId[]): void {
-    for (const a of group) for (const b of this.ids) if (!group.includes(b)) this.block(a, b), this.block(b, a);
+    for (const a of group)
+      for (const b of this.ids) if (!group.includes(b)) (this.block(a, b), this.block(b, a));
   }
 
   /** Blocks one direction. */
@@ -283,7 +349,9 @@ export class Cluster {
   restart(id: NodeId): void {
     const n = this.node(id);
     n.core = this.makeCore(id, n.disk);
-    n.applied = n.disk.snapshot ? (JSON.parse(new TextDecoder().decode(n.disk.snapshot.data)) as string[]) : [];
+    n.applied = n.disk.snapshot
+      ? (JSON.parse(new TextDecoder().decode(n.disk.snapshot.data)) as string[])
+      : [];
     n.appliedIndex = n.disk.snapshot?.meta.index ?? 0;
     n.up = true;
     this.process(id);

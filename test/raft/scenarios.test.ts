@@ -6,9 +6,17 @@
 import { describe, expect, it } from 'vitest';
 import { NotLeaderError, ProposalDroppedError } from '../../src/shared/errors.ts';
 import type { Message } from '../../src/raft/core/types.ts';
-import { assertSafe, bootWorld, electedLeader, proposeAndWait, status, until } from './world-helpers.ts';
+import {
+  assertSafe,
+  bootWorld,
+  electedLeader,
+  proposeAndWait,
+  status,
+  until,
+} from './world-helpers.ts';
 
-const grantsFrom = (msgs: Message[], from: string, term: number) => msgs.filter((m) => m.type === 'voteResp' && !m.reject && m.from === from && m.term === term);
+const grantsFrom = (msgs: Message[], from: string, term: number) =>
+  msgs.filter((m) => m.type === 'voteResp' && !m.reject && m.from === from && m.term === term);
 
 describe('partitions', () => {
   it('a partitioned old leader comes back, steps down, and its uncommitted entries are overwritten', async () => {
@@ -19,12 +27,22 @@ describe('partitions', () => {
     await w.act(() => w.isolate([old.id]));
     // A write on the old leader cannot commit: it has no quorum.
     const lost = w.propose(old.id, 'a', 'lost');
-    await until(w, () => w.leader() !== null && w.leader()!.id !== old.id, 'a new leader on the majority side');
+    await until(
+      w,
+      () => w.leader() !== null && w.leader()!.id !== old.id,
+      'a new leader on the majority side',
+    );
     const fresh = w.leader()!;
     expect(status(w, fresh.id).term).toBeGreaterThan(oldTerm);
     expect((await proposeAndWait(w, fresh.id, 'a', 'after')).ok).toBe(true);
     await w.act(() => w.heal());
-    await until(w, () => status(w, old.id).applied >= status(w, fresh.id).applied && status(w, old.id).role === 'follower', 'the old leader catches up as a follower');
+    await until(
+      w,
+      () =>
+        status(w, old.id).applied >= status(w, fresh.id).applied &&
+        status(w, old.id).role === 'follower',
+      'the old leader catches up as a follower',
+    );
     // The old leader's write was refused (leadership lost before it committed) and is gone.
     const out = w.outcomes.get(lost);
     expect(out?.ok).toBe(false);
@@ -46,7 +64,8 @@ describe('partitions', () => {
         [leader.id, e],
       ]),
     );
-    for (let i = 0; i < 10; i++) expect((await proposeAndWait(w, leader.id, 'k', `v${i}`)).ok).toBe(true);
+    for (let i = 0; i < 10; i++)
+      expect((await proposeAndWait(w, leader.id, 'k', `v${i}`)).ok).toBe(true);
     // d and e time out and try pre-votes for many election timeouts; b and c hear the leader and refuse.
     for (let i = 0; i < 80; i++) await w.round();
     expect(status(w, leader.id).role).toBe('leader');
@@ -60,17 +79,27 @@ describe('partitions', () => {
 
 describe('snapshots', () => {
   it('a follower that falls behind a compaction receives the snapshot in chunks and converges', async () => {
-    const w = await bootWorld({ nodes: 3, snapshotEveryEntries: 5, snapshotChunkBytes: 24, electionTicks: 8 });
+    const w = await bootWorld({
+      nodes: 3,
+      snapshotEveryEntries: 5,
+      snapshotChunkBytes: 24,
+      electionTicks: 8,
+    });
     // The lagger is down from the start (the same story with a follower cut off while the
     // leader pipelines to it is checked below).
     const lagger = 'n3';
     await w.act(() => w.crash(lagger));
     const leader = await electedLeader(w);
-    for (let i = 0; i < 25; i++) expect((await proposeAndWait(w, leader.id, `k${i % 4}`, `v${i}`)).ok).toBe(true);
+    for (let i = 0; i < 25; i++)
+      expect((await proposeAndWait(w, leader.id, `k${i % 4}`, `v${i}`)).ok).toBe(true);
     expect(status(w, leader.id).firstIndex).toBeGreaterThan(2); // compacted behind
     w.recorded = [];
     await w.act(() => w.startNode(lagger));
-    await until(w, () => status(w, lagger).applied >= status(w, leader.id).applied, 'the lagging follower catches up');
+    await until(
+      w,
+      () => status(w, lagger).applied >= status(w, leader.id).applied,
+      'the lagging follower catches up',
+    );
     const chunks = w.recorded.filter((m) => m.type === 'snap' && m.to === lagger);
     expect(chunks.length).toBeGreaterThan(1);
     expect(chunks.some((m) => m.type === 'snap' && m.offset > 0)).toBe(true);
@@ -83,13 +112,22 @@ describe('snapshots', () => {
   it('a node restarts from its snapshot and log and applies the same state', async () => {
     const w = await bootWorld({ nodes: 3, snapshotEveryEntries: 4 });
     const leader = await electedLeader(w);
-    for (let i = 0; i < 11; i++) expect((await proposeAndWait(w, leader.id, 'k', `v${i}`)).ok).toBe(true);
+    for (let i = 0; i < 11; i++)
+      expect((await proposeAndWait(w, leader.id, 'k', `v${i}`)).ok).toBe(true);
     const other = w.ids.slice(0, 3).find((id) => id !== leader.id)!;
-    await until(w, () => status(w, other).applied === status(w, leader.id).applied, 'follower caught up');
+    await until(
+      w,
+      () => status(w, other).applied === status(w, leader.id).applied,
+      'follower caught up',
+    );
     const hash = w.node(other).sm!.hash;
     await w.act(() => w.crash(other));
     await w.act(() => w.startNode(other));
-    await until(w, () => status(w, other).applied === status(w, leader.id).applied, 'restarted follower replays');
+    await until(
+      w,
+      () => status(w, other).applied === status(w, leader.id).applied,
+      'restarted follower replays',
+    );
     expect(w.node(other).sm!.hash).toBe(hash);
     assertSafe(w);
   });
@@ -99,7 +137,10 @@ describe('disk failures', () => {
   it('a disk write that fails: the vote it recorded is never granted and the node fail-stops', async () => {
     const w = await bootWorld({ nodes: 3, electionTicks: 6 });
     const leader = await electedLeader(w);
-    const [voter, candidate] = w.ids.slice(0, 3).filter((id) => id !== leader.id) as [string, string];
+    const [voter, candidate] = w.ids.slice(0, 3).filter((id) => id !== leader.id) as [
+      string,
+      string,
+    ];
     await w.act(() => w.crash(leader.id));
     // The voter restarts (so it is in no leader's lease) and is never ticked (so it does not campaign itself).
     await w.act(() => w.crash(voter));
@@ -126,7 +167,10 @@ describe('disk failures', () => {
     expect(armed).toBe(true);
     expect(w.node(voter).up).toBe(false); // fail-stop
     expect(grantsFrom(w.recorded!, voter, voteTerm)).toEqual([]);
-    expect(w.node(voter).disk.synced.hardState.vote === candidate && w.node(voter).disk.synced.hardState.term === voteTerm).toBe(false);
+    expect(
+      w.node(voter).disk.synced.hardState.vote === candidate &&
+        w.node(voter).disk.synced.hardState.term === voteTerm,
+    ).toBe(false);
     assertSafe(w);
     // It restarts from what is durable and the cluster recovers.
     await w.act(() => w.startNode(voter));
@@ -149,7 +193,9 @@ describe('disk failures', () => {
     const appsBefore = w.recorded.filter((m) => m.type === 'app' && m.from === leader.id).length;
     await w.act(() => w.sync(leader.id));
     expect(w.node(leader.id).up).toBe(false);
-    expect(w.recorded.filter((m) => m.type === 'app' && m.from === leader.id).length).toBe(appsBefore);
+    expect(w.recorded.filter((m) => m.type === 'app' && m.from === leader.id).length).toBe(
+      appsBefore,
+    );
     const out = w.outcomes.get(seq);
     expect(out?.ok).toBe(false);
     assertSafe(w);
@@ -202,12 +248,15 @@ describe('ReadIndex', () => {
     assertSafe(w);
   });
 
-  it('a read on a follower is refused with the leader\'s id', async () => {
+  it("a read on a follower is refused with the leader's id", async () => {
     const w = await bootWorld({ nodes: 3 });
     const leader = await electedLeader(w);
     const follower = w.ids.slice(0, 3).find((id) => id !== leader.id)!;
     await w.round();
-    const err = await w.node(follower).driver!.read().catch((e: unknown) => e);
+    const err = await w
+      .node(follower)
+      .driver!.read()
+      .catch((e: unknown) => e);
     expect(err).toBeInstanceOf(NotLeaderError);
     expect((err as NotLeaderError).leaderId).toBe(leader.id);
   });
@@ -232,13 +281,30 @@ describe('membership', () => {
     const leader = await electedLeader(w);
     for (let i = 0; i < 5; i++) expect((await proposeAndWait(w, leader.id)).ok).toBe(true);
     await w.act(() => w.startNode('n4'));
-    await w.act(() => w.changeMembership(leader.id, { type: 'addLearner', nodeId: 'n4', context: 'sim://n4' }));
-    await until(w, () => status(w, 'n4').applied === status(w, leader.id).applied && status(w, leader.id).conf.learners.includes('n4'), 'the learner catches up');
+    await w.act(() =>
+      w.changeMembership(leader.id, { type: 'addLearner', nodeId: 'n4', context: 'sim://n4' }),
+    );
+    await until(
+      w,
+      () =>
+        status(w, 'n4').applied === status(w, leader.id).applied &&
+        status(w, leader.id).conf.learners.includes('n4'),
+      'the learner catches up',
+    );
     expect(status(w, leader.id).conf.voters).not.toContain('n4');
     expect(status(w, 'n4').role).toBe('follower');
-    expect(w.recorded!.some((m) => (m.type === 'vote' || m.type === 'preVote') && m.to === 'n4')).toBe(false);
-    await w.act(() => w.changeMembership(leader.id, { type: 'addVoter', nodeId: 'n4', context: '' }));
-    await until(w, () => status(w, 'n4').conf.voters.includes('n4') && status(w, leader.id).conf.voters.length === 4, 'promotion applied');
+    expect(
+      w.recorded!.some((m) => (m.type === 'vote' || m.type === 'preVote') && m.to === 'n4'),
+    ).toBe(false);
+    await w.act(() =>
+      w.changeMembership(leader.id, { type: 'addVoter', nodeId: 'n4', context: '' }),
+    );
+    await until(
+      w,
+      () =>
+        status(w, 'n4').conf.voters.includes('n4') && status(w, leader.id).conf.voters.length === 4,
+      'promotion applied',
+    );
     // Four voters: a write needs three of them.
     expect((await proposeAndWait(w, leader.id)).ok).toBe(true);
     assertSafe(w);
@@ -249,7 +315,11 @@ describe('membership', () => {
     const leader = await electedLeader(w);
     expect((await proposeAndWait(w, leader.id)).ok).toBe(true);
     await w.act(() => w.changeMembership(leader.id, { type: 'removeNode', nodeId: leader.id }));
-    await until(w, () => w.leader() !== null && w.leader()!.id !== leader.id, 'a new leader among the remaining voters');
+    await until(
+      w,
+      () => w.leader() !== null && w.leader()!.id !== leader.id,
+      'a new leader among the remaining voters',
+    );
     expect(status(w, leader.id).role).not.toBe('leader');
     const fresh = w.leader()!;
     expect(status(w, fresh.id).conf.voters).not.toContain(leader.id);
@@ -271,20 +341,49 @@ describe('followers whose pipelined appends were lost catch up', () => {
   it('after an asymmetric partition heals, the followers the leader could not reach catch up', async () => {
     const w = await bootWorld({ nodes: 5, electionTicks: 8 });
     const leader = await electedLeader(w);
-    const [, , d, e] = w.ids.slice(0, 5).filter((id) => id !== leader.id) as [string, string, string, string];
-    await w.act(() => w.block([[leader.id, d], [leader.id, e]]));
-    for (let i = 0; i < 10; i++) expect((await proposeAndWait(w, leader.id, 'k', `v${i}`)).ok).toBe(true);
+    const [, , d, e] = w.ids.slice(0, 5).filter((id) => id !== leader.id) as [
+      string,
+      string,
+      string,
+      string,
+    ];
+    await w.act(() =>
+      w.block([
+        [leader.id, d],
+        [leader.id, e],
+      ]),
+    );
+    for (let i = 0; i < 10; i++)
+      expect((await proposeAndWait(w, leader.id, 'k', `v${i}`)).ok).toBe(true);
     await w.act(() => w.heal());
-    await until(w, () => status(w, d).applied === status(w, leader.id).applied && status(w, e).applied === status(w, leader.id).applied, 'd and e catch up', 200);
+    await until(
+      w,
+      () =>
+        status(w, d).applied === status(w, leader.id).applied &&
+        status(w, e).applied === status(w, leader.id).applied,
+      'd and e catch up',
+      200,
+    );
   });
 
   it('a follower cut off while the leader pipelines to it gets the snapshot after the heal', async () => {
-    const w = await bootWorld({ nodes: 3, snapshotEveryEntries: 5, snapshotChunkBytes: 24, electionTicks: 8 });
+    const w = await bootWorld({
+      nodes: 3,
+      snapshotEveryEntries: 5,
+      snapshotChunkBytes: 24,
+      electionTicks: 8,
+    });
     const leader = await electedLeader(w);
     const lagger = w.ids.slice(0, 3).find((id) => id !== leader.id)!;
     await w.act(() => w.isolate([lagger]));
-    for (let i = 0; i < 25; i++) expect((await proposeAndWait(w, leader.id, `k${i % 4}`, `v${i}`)).ok).toBe(true);
+    for (let i = 0; i < 25; i++)
+      expect((await proposeAndWait(w, leader.id, `k${i % 4}`, `v${i}`)).ok).toBe(true);
     await w.act(() => w.heal());
-    await until(w, () => status(w, lagger).applied >= status(w, leader.id).applied, 'the lagging follower catches up', 200);
+    await until(
+      w,
+      () => status(w, lagger).applied >= status(w, leader.id).applied,
+      'the lagging follower catches up',
+      200,
+    );
   });
 });

@@ -20,7 +20,15 @@ it('transcript: three nodes, a campaigns (pre-vote, vote), wins, and replicates 
   c.deliverAll();
   c.tickAll(1);
   lines.push(...c.sent.slice(mark).map(describeMessage));
-  lines.push('-- state', ...c.ids.map((id) => `${id}: ${c.status(id).role} term ${c.status(id).term} commit ${c.status(id).commit} log [${c.terms(id).join(',')}]`));
-  await expect(lines.join('\n') + '\n').toMatchFileSnapshot('./__snapshots__/election-transcript.txt');
+  lines.push(
+    '-- state',
+    ...c.ids.map(
+      (id) =>
+        `${id}: ${c.status(id).role} term ${c.status(id).term} commit ${c.status(id).commit} log [${c.terms(id).join(',')}]`,
+    ),
+  );
+  await expect(lines.join('\n') + '\n').toMatchFileSnapshot(
+    './__snapshots__/election-transcript.txt',
+  );
   c.assertSafe();
 });

@@ -35,7 +35,10 @@ import { mysqlDriver, pgDriver, type FenceDriver } from '../client/helpers/drive
 import { REPO_ROOT, waitFor } from '../ops/helpers.ts';
 import { startCluster, type TestCluster } from './helpers/cluster.ts';
 
-const logger = createLogger({ name: 'sdk-test', level: process.env.CONCORD_TEST_LOG_LEVEL ?? 'silent' });
+const logger = createLogger({
+  name: 'sdk-test',
+  level: process.env.CONCORD_TEST_LOG_LEVEL ?? 'silent',
+});
 /** How long the TC's phase-two retries (1 s, 2 s, 4 s, ... backoff) get to finish a branch in a test. */
 const PHASE_TWO_WAIT_MS = 30_000;
 
@@ -48,7 +51,12 @@ const clients: ConcordClient[] = [];
 let seq = 0;
 
 function newClient(applicationId = `sdk-test-${++seq}`): ConcordClient {
-  const c = createClient({ servers: cluster.servers, applicationId, logger, closeTimeoutMs: 5_000 });
+  const c = createClient({
+    servers: cluster.servers,
+    applicationId,
+    logger,
+    closeTimeoutMs: 5_000,
+  });
   clients.push(c);
   return c;
 }
@@ -109,26 +117,48 @@ function observedFence<Tx>(d: FenceDriver<Tx>, hooks: Hooks, outcomes: string[])
   };
 }
 
-function freezeAction<Tx>(client: ConcordClient, d: FenceDriver<Tx>, name: string, hooks: Hooks = {}, outcomes: string[] = []) {
+function freezeAction<Tx>(
+  client: ConcordClient,
+  d: FenceDriver<Tx>,
+  name: string,
+  hooks: Hooks = {},
+  outcomes: string[] = [],
+) {
   const { account: acc, ledger } = d.names;
-  const note = (tx: Tx, xid: string, branchId: string, kind: string) => d.txSql(tx, `INSERT INTO ${ledger} (xid, branch_id, kind) VALUES ($1, $2, $3)`, [xid, branchId, kind]);
+  const note = (tx: Tx, xid: string, branchId: string, kind: string) =>
+    d.txSql(tx, `INSERT INTO ${ledger} (xid, branch_id, kind) VALUES ($1, $2, $3)`, [
+      xid,
+      branchId,
+      kind,
+    ]);
   return client.tcc.register({
     name,
     fence: observedFence(d, hooks, outcomes),
     try: async ({ account, amount }: Freeze, ctx) => {
-      const r = await d.txSql(ctx.tx, `UPDATE ${acc} SET frozen = frozen + $1 WHERE id = $2 AND balance - frozen >= $3`, [amount, account, amount]);
+      const r = await d.txSql(
+        ctx.tx,
+        `UPDATE ${acc} SET frozen = frozen + $1 WHERE id = $2 AND balance - frozen >= $3`,
+        [amount, account, amount],
+      );
       if (r.count !== 1) throw new InsufficientFunds(`${account} cannot freeze ${amount}`);
       await note(ctx.tx, ctx.xid, ctx.branchId, 'try');
       await hooks.inside?.('try', ctx);
       return ctx.branchId;
     },
     confirm: async ({ account, amount }, ctx) => {
-      await d.txSql(ctx.tx, `UPDATE ${acc} SET balance = balance - $1, frozen = frozen - $2 WHERE id = $3`, [amount, amount, account]);
+      await d.txSql(
+        ctx.tx,
+        `UPDATE ${acc} SET balance = balance - $1, frozen = frozen - $2 WHERE id = $3`,
+        [amount, amount, account],
+      );
       await note(ctx.tx, ctx.xid, ctx.branchId, 'confirm');
       await hooks.inside?.('confirm', ctx);
     },
     cancel: async ({ account, amount }, ctx) => {
-      await d.txSql(ctx.tx, `UPDATE ${acc} SET frozen = frozen - $1 WHERE id = $2`, [amount, account]);
+      await d.txSql(ctx.tx, `UPDATE ${acc} SET frozen = frozen - $1 WHERE id = $2`, [
+        amount,
+        account,
+      ]);
       await note(ctx.tx, ctx.xid, ctx.branchId, 'cancel');
       await hooks.inside?.('cancel', ctx);
     },
@@ -137,11 +167,17 @@ function freezeAction<Tx>(client: ConcordClient, d: FenceDriver<Tx>, name: strin
 
 async function openAccount(d: FenceDriver<unknown>, balance: number): Promise<string> {
   const id = `acct-${++seq}`;
-  await d.sql(`INSERT INTO ${d.names.account} (id, balance, frozen) VALUES ($1, $2, 0)`, [id, balance]);
+  await d.sql(`INSERT INTO ${d.names.account} (id, balance, frozen) VALUES ($1, $2, 0)`, [
+    id,
+    balance,
+  ]);
   return id;
 }
 
-async function accountOf(d: FenceDriver<unknown>, id: string): Promise<{ balance: number; frozen: number }> {
+async function accountOf(
+  d: FenceDriver<unknown>,
+  id: string,
+): Promise<{ balance: number; frozen: number }> {
   const r = await d.sql(`SELECT balance, frozen FROM ${d.names.account} WHERE id = $1`, [id]);
   const row = r.rows[0]!;
   return { balance: Number(row.balance), frozen: Number(row.frozen) };
@@ -156,8 +192,17 @@ async function statusOf(client: ConcordClient, xid: string): Promise<GlobalStatu
   return client.globalTransaction(xid).status();
 }
 
-async function waitForStatus(client: ConcordClient, xid: string, wanted: GlobalStatus): Promise<void> {
-  await waitFor(`${xid} to be ${wanted}`, async () => ((await statusOf(client, xid)) === wanted ? true : undefined), PHASE_TWO_WAIT_MS, 200);
+async function waitForStatus(
+  client: ConcordClient,
+  xid: string,
+  wanted: GlobalStatus,
+): Promise<void> {
+  await waitFor(
+    `${xid} to be ${wanted}`,
+    async () => ((await statusOf(client, xid)) === wanted ? true : undefined),
+    PHASE_TWO_WAIT_MS,
+    200,
+  );
 }
 
 function deferred(): { promise: Promise<void>; resolve: () => void } {
@@ -193,7 +238,9 @@ describe('TCC on PostgreSQL and MySQL under the fence', () => {
     const client = newClient();
     const outcomes: string[] = [];
     const cancelOrder: string[] = [];
-    const hooks = (name: string): Hooks => ({ inside: (op) => void (op === 'cancel' && cancelOrder.push(name)) });
+    const hooks = (name: string): Hooks => ({
+      inside: (op) => void (op === 'cancel' && cancelOrder.push(name)),
+    });
     const first = freezeAction(client, pgD, 'fail.first', hooks('fail.first'), outcomes);
     const second = freezeAction(client, myD, 'fail.second', hooks('fail.second'), outcomes);
     const third = freezeAction(client, pgD, 'fail.third', hooks('fail.third'), outcomes);
@@ -213,7 +260,12 @@ describe('TCC on PostgreSQL and MySQL under the fence', () => {
     expect(await statusOf(client, xid)).toBe('Rollbacked');
     // The third try threw inside its fence: nothing of it committed, it was reported
     // PhaseOne_Failed, and the TC skips it; the two tried branches are cancelled, newest first.
-    expect(outcomes).toEqual(['try:executed', 'try:executed', 'cancel:executed', 'cancel:executed']);
+    expect(outcomes).toEqual([
+      'try:executed',
+      'try:executed',
+      'cancel:executed',
+      'cancel:executed',
+    ]);
     expect(cancelOrder).toEqual(['fail.second', 'fail.first']);
     expect(await accountOf(pgD, a)).toEqual({ balance: 100, frozen: 0 });
     expect(await accountOf(myD, b)).toEqual({ balance: 100, frozen: 0 });
@@ -238,7 +290,8 @@ describe('TCC on PostgreSQL and MySQL under the fence', () => {
         {
           inside: (op) => {
             // After the business write: the failure must roll that write back with the fence row.
-            if (op === 'confirm' && ++confirms <= 2) throw new Error(`transient failure ${confirms}`);
+            if (op === 'confirm' && ++confirms <= 2)
+              throw new Error(`transient failure ${confirms}`);
           },
         },
         outcomes,
@@ -256,40 +309,45 @@ describe('TCC on PostgreSQL and MySQL under the fence', () => {
       expect(outcomes).toEqual(['try:executed', 'confirm:executed']);
     });
 
-    it.each(['confirm', 'cancel'] as const)('phase two delivered twice (%s): the second delivery is a no-op', async (op) => {
-      const d = driver();
-      const client = newClient();
-      const outcomes: string[] = [];
-      let lost = false;
-      const action = freezeAction(
-        client,
-        d,
-        `twice.${op}.${label}`,
-        {
-          after: (key) => {
-            // The op committed, but its answer never reaches the TC: it will deliver again.
-            if (key.op === op && !lost) {
-              lost = true;
-              throw new Error('answer lost');
-            }
+    it.each(['confirm', 'cancel'] as const)(
+      'phase two delivered twice (%s): the second delivery is a no-op',
+      async (op) => {
+        const d = driver();
+        const client = newClient();
+        const outcomes: string[] = [];
+        let lost = false;
+        const action = freezeAction(
+          client,
+          d,
+          `twice.${op}.${label}`,
+          {
+            after: (key) => {
+              // The op committed, but its answer never reaches the TC: it will deliver again.
+              if (key.op === op && !lost) {
+                lost = true;
+                throw new Error('answer lost');
+              }
+            },
           },
-        },
-        outcomes,
-      );
-      const a = await openAccount(d, 100);
-      let xid = '';
-      const run = client.transaction({}, async (scope) => {
-        xid = scope.xid!;
-        await action({ account: a, amount: 10 });
-        if (op === 'cancel') throw new Error('roll back');
-      });
-      if (op === 'cancel') await expect(run).rejects.toThrow('roll back');
-      else await run;
-      await waitForStatus(client, xid, op === 'confirm' ? 'Committed' : 'Rollbacked');
-      expect(outcomes).toEqual(['try:executed', `${op}:executed`, `${op}:duplicate`]);
-      expect(await ledgerOf(d, xid)).toEqual(['try', op]);
-      expect(await accountOf(d, a)).toEqual(op === 'confirm' ? { balance: 90, frozen: 0 } : { balance: 100, frozen: 0 });
-    });
+          outcomes,
+        );
+        const a = await openAccount(d, 100);
+        let xid = '';
+        const run = client.transaction({}, async (scope) => {
+          xid = scope.xid!;
+          await action({ account: a, amount: 10 });
+          if (op === 'cancel') throw new Error('roll back');
+        });
+        if (op === 'cancel') await expect(run).rejects.toThrow('roll back');
+        else await run;
+        await waitForStatus(client, xid, op === 'confirm' ? 'Committed' : 'Rollbacked');
+        expect(outcomes).toEqual(['try:executed', `${op}:executed`, `${op}:duplicate`]);
+        expect(await ledgerOf(d, xid)).toEqual(['try', op]);
+        expect(await accountOf(d, a)).toEqual(
+          op === 'confirm' ? { balance: 90, frozen: 0 } : { balance: 100, frozen: 0 },
+        );
+      },
+    );
 
     it('cancel delivered before the try: an empty rollback, and the late try is refused', async () => {
       const d = driver();
@@ -359,11 +417,19 @@ describe('Saga', () => {
         fence: pgD.newFence(),
         action: async (n: number, ctx) => {
           log.push(`${name}(${n})`);
-          await pgD.txSql(ctx.tx, `INSERT INTO ${ledger} (xid, branch_id, kind) VALUES ($1, $2, $3)`, [ctx.xid, ctx.branchId, `${name}`]);
+          await pgD.txSql(
+            ctx.tx,
+            `INSERT INTO ${ledger} (xid, branch_id, kind) VALUES ($1, $2, $3)`,
+            [ctx.xid, ctx.branchId, `${name}`],
+          );
         },
         compensate: async (n, ctx) => {
           log.push(`undo ${name}(${n})`);
-          await pgD.txSql(ctx.tx, `INSERT INTO ${ledger} (xid, branch_id, kind) VALUES ($1, $2, $3)`, [ctx.xid, ctx.branchId, `undo ${name}`]);
+          await pgD.txSql(
+            ctx.tx,
+            `INSERT INTO ${ledger} (xid, branch_id, kind) VALUES ($1, $2, $3)`,
+            [ctx.xid, ctx.branchId, `undo ${name}`],
+          );
         },
       });
     const book = step('saga.book');
@@ -388,7 +454,12 @@ describe('Saga', () => {
     ).rejects.toThrow('shipping failed');
     expect(await statusOf(client, bad)).toBe('Rollbacked');
     expect(log).toEqual(['saga.book(2)', 'saga.pay(2)', 'undo saga.pay(2)', 'undo saga.book(2)']);
-    expect(await ledgerOf(pgD, bad)).toEqual(['saga.book', 'saga.pay', 'undo saga.pay', 'undo saga.book']);
+    expect(await ledgerOf(pgD, bad)).toEqual([
+      'saga.book',
+      'saga.pay',
+      'undo saga.pay',
+      'undo saga.book',
+    ]);
   });
 });
 
@@ -413,8 +484,12 @@ describe('propagation modes against the cluster', () => {
           inner = s.xid!;
           await action({ account: a, amount: 4 });
         });
-        suspended = await client.transaction({ propagation: 'NOT_SUPPORTED' }, () => action({ account: a, amount: 8 }).catch((e: unknown) => e));
-        await expect(client.transaction({ propagation: 'NEVER' }, () => 1)).rejects.toBeInstanceOf(TransactionPropagationError);
+        suspended = await client.transaction({ propagation: 'NOT_SUPPORTED' }, () =>
+          action({ account: a, amount: 8 }).catch((e: unknown) => e),
+        );
+        await expect(client.transaction({ propagation: 'NEVER' }, () => 1)).rejects.toBeInstanceOf(
+          TransactionPropagationError,
+        );
         expect(currentXid()).toBe(outer);
         throw new Error('outer fails');
       }),
@@ -432,10 +507,22 @@ describe('propagation modes against the cluster', () => {
 
   it('SUPPORTS and NEVER run without a transaction outside one; MANDATORY refuses', async () => {
     const client = newClient();
-    expect(await client.transaction({ propagation: 'SUPPORTS' }, (s) => s)).toEqual({ xid: undefined, role: 'none' });
-    expect(await client.transaction({ propagation: 'NEVER' }, (s) => s)).toEqual({ xid: undefined, role: 'none' });
-    await expect(client.transaction({ propagation: 'MANDATORY' }, () => 1)).rejects.toBeInstanceOf(TransactionPropagationError);
-    const inside = await client.transaction({}, async ({ xid }) => [xid, await client.transaction({ propagation: 'SUPPORTS' }, (s) => s.xid), await client.transaction({ propagation: 'MANDATORY' }, (s) => s.xid)]);
+    expect(await client.transaction({ propagation: 'SUPPORTS' }, (s) => s)).toEqual({
+      xid: undefined,
+      role: 'none',
+    });
+    expect(await client.transaction({ propagation: 'NEVER' }, (s) => s)).toEqual({
+      xid: undefined,
+      role: 'none',
+    });
+    await expect(client.transaction({ propagation: 'MANDATORY' }, () => 1)).rejects.toBeInstanceOf(
+      TransactionPropagationError,
+    );
+    const inside = await client.transaction({}, async ({ xid }) => [
+      xid,
+      await client.transaction({ propagation: 'SUPPORTS' }, (s) => s.xid),
+      await client.transaction({ propagation: 'MANDATORY' }, (s) => s.xid),
+    ]);
     expect(inside[1]).toBe(inside[0]);
     expect(inside[2]).toBe(inside[0]);
   });
@@ -489,7 +576,10 @@ describe('xid propagation between services', () => {
       wrapHttpHandler(async (req, res) => {
         seen.push(currentXid());
         try {
-          const branchId = await action({ account: a, amount: Number(new URL(req.url ?? '/', 'http://x').searchParams.get('amount')) });
+          const branchId = await action({
+            account: a,
+            amount: Number(new URL(req.url ?? '/', 'http://x').searchParams.get('amount')),
+          });
           res.writeHead(200).end(branchId);
         } catch (err) {
           res.writeHead(409).end((err as Error).message);
@@ -526,7 +616,10 @@ describe('xid propagation between services', () => {
     const callee = newClient('grpc-callee');
     const action = freezeAction(callee, myD, 'grpc.freeze');
     const a = await openAccount(myD, 100);
-    const json = { serialize: (v: unknown) => Buffer.from(JSON.stringify(v)), deserialize: (b: Buffer) => JSON.parse(b.toString()) as unknown };
+    const json = {
+      serialize: (v: unknown) => Buffer.from(JSON.stringify(v)),
+      deserialize: (b: Buffer) => JSON.parse(b.toString()) as unknown,
+    };
     const definition: grpc.ServiceDefinition = {
       Freeze: {
         path: '/sdk.test.Account/Freeze',
@@ -541,21 +634,31 @@ describe('xid propagation between services', () => {
     const seen: (string | undefined)[] = [];
     grpcServer = new grpc.Server();
     grpcServer.addService(definition, {
-      Freeze: withXidFromMetadata((call: grpc.ServerUnaryCall<Freeze, unknown>, callback: grpc.sendUnaryData<unknown>) => {
-        seen.push(currentXid());
-        action(call.request).then(
-          (branchId) => callback(null, { branchId }),
-          (err: Error) => callback({ code: grpc.status.FAILED_PRECONDITION, details: err.message }),
-        );
-      }),
+      Freeze: withXidFromMetadata(
+        (call: grpc.ServerUnaryCall<Freeze, unknown>, callback: grpc.sendUnaryData<unknown>) => {
+          seen.push(currentXid());
+          action(call.request).then(
+            (branchId) => callback(null, { branchId }),
+            (err: Error) =>
+              callback({ code: grpc.status.FAILED_PRECONDITION, details: err.message }),
+          );
+        },
+      ),
     });
-    const port = await new Promise<number>((res, rej) => grpcServer!.bindAsync('127.0.0.1:0', grpc.ServerCredentials.createInsecure(), (e, p) => (e ? rej(e) : res(p))));
+    const port = await new Promise<number>((res, rej) =>
+      grpcServer!.bindAsync('127.0.0.1:0', grpc.ServerCredentials.createInsecure(), (e, p) =>
+        e ? rej(e) : res(p),
+      ),
+    );
     const Stub = grpc.makeGenericClientConstructor(definition, 'Account');
-    const stub = new Stub(`127.0.0.1:${port}`, grpc.credentials.createInsecure(), { interceptors: [xidClientInterceptor] }) as unknown as {
+    const stub = new Stub(`127.0.0.1:${port}`, grpc.credentials.createInsecure(), {
+      interceptors: [xidClientInterceptor],
+    }) as unknown as {
       Freeze(req: Freeze, cb: (err: grpc.ServiceError | null, res: unknown) => void): void;
       close(): void;
     };
-    const freeze = (req: Freeze) => new Promise((res, rej) => stub.Freeze(req, (err, r) => (err ? rej(err) : res(r))));
+    const freeze = (req: Freeze) =>
+      new Promise((res, rej) => stub.Freeze(req, (err, r) => (err ? rej(err) : res(r))));
     let xid = '';
     try {
       await caller.transaction({}, async (scope) => {
@@ -582,7 +685,13 @@ describe('an RM restarted between try and confirm', () => {
   async function startRm(schema: string): Promise<{ child: ChildProcess; port: number }> {
     const child = spawn(process.execPath, ['--import', 'tsx', FIXTURE], {
       cwd: REPO_ROOT,
-      env: { ...process.env, CONCORD_SERVERS: cluster.servers.join(','), RM_SCHEMA: schema, RM_APPLICATION_ID: 'restart-rm', ...pgEnv() },
+      env: {
+        ...process.env,
+        CONCORD_SERVERS: cluster.servers.join(','),
+        RM_SCHEMA: schema,
+        RM_APPLICATION_ID: 'restart-rm',
+        ...pgEnv(),
+      },
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     children.add(child);
@@ -605,7 +714,13 @@ describe('an RM restarted between try and confirm', () => {
 
   function pgEnv(): Record<string, string> {
     const s = pgSettings();
-    return { PGHOST: s.host, PGPORT: String(s.port), PGUSER: s.user, PGPASSWORD: s.password, PGDATABASE: s.database };
+    return {
+      PGHOST: s.host,
+      PGPORT: String(s.port),
+      PGUSER: s.user,
+      PGPASSWORD: s.password,
+      PGDATABASE: s.database,
+    };
   }
 
   it('still gets its confirm: the TC retries until an RM of the application serves the resource again', async () => {
@@ -613,7 +728,9 @@ describe('an RM restarted between try and confirm', () => {
     const tm = newClient('restart-tm');
     const first = await startRm(schema);
     const tx = await tm.begin({ name: 'restart', timeoutMs: 60_000 });
-    const res = await tx.run(() => xidFetch(`http://127.0.0.1:${first.port}/try`, { method: 'POST' }));
+    const res = await tx.run(() =>
+      xidFetch(`http://127.0.0.1:${first.port}/try`, { method: 'POST' }),
+    );
     expect(res.status).toBe(200);
     expect(((await res.json()) as { xid: string }).xid).toBe(tx.xid);
     expect(await ledgerOf(pgD, tx.xid)).toEqual(['try']);

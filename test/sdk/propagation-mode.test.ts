@@ -1,6 +1,11 @@
 /** Seata's propagation table, as a pure decision of (mode, bound xid). */
 import { describe, expect, it } from 'vitest';
-import { Propagation, planPropagation, TransactionPropagationError, BadRequestError } from '../../src/index.ts';
+import {
+  Propagation,
+  planPropagation,
+  TransactionPropagationError,
+  BadRequestError,
+} from '../../src/index.ts';
 
 const XID = '127.0.0.1:8091:42';
 
@@ -34,7 +39,9 @@ describe('planPropagation', () => {
   });
 
   it('MANDATORY outside a transaction throws', () => {
-    expect(() => planPropagation(Propagation.MANDATORY, undefined)).toThrow(TransactionPropagationError);
+    expect(() => planPropagation(Propagation.MANDATORY, undefined)).toThrow(
+      TransactionPropagationError,
+    );
   });
 
   it('an unknown mode is a bad request', () => {

@@ -84,8 +84,18 @@ describe('client.transaction', () => {
     const { tc, client } = setup();
     const xids: string[] = [];
     const rule = (e: unknown) => e instanceof Error && e.message.startsWith('soft');
-    await expect(client.transaction({ noRollbackFor: rule }, () => (xids.push(currentXid()!), Promise.reject(new Error('soft: ok'))))).rejects.toThrow('soft');
-    await expect(client.transaction({ noRollbackFor: rule }, () => (xids.push(currentXid()!), Promise.reject(new Error('hard'))))).rejects.toThrow('hard');
+    await expect(
+      client.transaction(
+        { noRollbackFor: rule },
+        () => (xids.push(currentXid()!), Promise.reject(new Error('soft: ok'))),
+      ),
+    ).rejects.toThrow('soft');
+    await expect(
+      client.transaction(
+        { noRollbackFor: rule },
+        () => (xids.push(currentXid()!), Promise.reject(new Error('hard'))),
+      ),
+    ).rejects.toThrow('hard');
     expect(xids.map((x) => tc.sessions.get(x)?.status)).toEqual(['Committed', 'Rollbacked']);
   });
 
@@ -119,7 +129,12 @@ describe('client.transaction', () => {
 
   it('a lock conflict reaches the caller typed, naming the holder', async () => {
     const { tc, client } = setup();
-    const action = client.tcc.register({ name: 'locky', try: () => 1, confirm: () => {}, cancel: () => {} });
+    const action = client.tcc.register({
+      name: 'locky',
+      try: () => 1,
+      confirm: () => {},
+      cancel: () => {},
+    });
     tc.failNext.branchRegister = new LockConflictError('127.0.0.1:8091:1', ['r^^^t^^^1'], 'held');
     const err = await client.transaction({}, () => action()).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(LockConflictError);
@@ -128,10 +143,17 @@ describe('client.transaction', () => {
 
   it('a branch-register timeout says phase "branch" and rolls the transaction back', async () => {
     const { tc, client } = setup();
-    const action = client.tcc.register({ name: 'slow', try: () => 1, confirm: () => {}, cancel: () => {} });
+    const action = client.tcc.register({
+      name: 'slow',
+      try: () => 1,
+      confirm: () => {},
+      cancel: () => {},
+    });
     tc.failNext.branchRegister = new TimeoutError('late');
     let xid: string | undefined;
-    const err = await client.transaction({}, () => ((xid = currentXid()), action())).catch((e: unknown) => e);
+    const err = await client
+      .transaction({}, () => ((xid = currentXid()), action()))
+      .catch((e: unknown) => e);
     expect(err).toMatchObject({ name: 'TransactionTimeoutError', phase: 'branch' });
     expect(tc.sessions.get(xid!)?.status).toBe('Rollbacked');
   });
@@ -139,8 +161,12 @@ describe('client.transaction', () => {
   it('bad options are refused before any TC call', async () => {
     const { tc, client } = setup();
     await expect(client.transaction({ timeoutMs: 0 }, () => 1)).rejects.toThrow(/timeoutMs/);
-    await expect(client.transaction({ propagation: 'X' as never }, () => 1)).rejects.toThrow(/propagation/);
-    await expect(client.transaction({ noRollbackFor: 'Error' as never }, () => 1)).rejects.toThrow(/noRollbackFor/);
+    await expect(client.transaction({ propagation: 'X' as never }, () => 1)).rejects.toThrow(
+      /propagation/,
+    );
+    await expect(client.transaction({ noRollbackFor: 'Error' as never }, () => 1)).rejects.toThrow(
+      /noRollbackFor/,
+    );
     expect(() => client.globalTransaction('not-an-xid')).toThrow(/xid/);
     expect(tc.calls).toEqual([]);
   });
@@ -156,9 +182,14 @@ describe('propagation in action', () => {
       await client.transaction({ propagation: 'SUPPORTS' }, (s) => void (seen.supports = s));
       await client.transaction({ propagation: 'MANDATORY' }, (s) => void (seen.mandatory = s));
       await client.transaction({ propagation: 'REQUIRES_NEW' }, (s) => void (seen.requiresNew = s));
-      await client.transaction({ propagation: 'NOT_SUPPORTED' }, (s) => void (seen.notSupported = { ...s, bound: currentXid() }));
+      await client.transaction(
+        { propagation: 'NOT_SUPPORTED' },
+        (s) => void (seen.notSupported = { ...s, bound: currentXid() }),
+      );
       seen.after = currentXid();
-      await expect(client.transaction({ propagation: 'NEVER' }, () => 1)).rejects.toBeInstanceOf(TransactionPropagationError);
+      await expect(client.transaction({ propagation: 'NEVER' }, () => 1)).rejects.toBeInstanceOf(
+        TransactionPropagationError,
+      );
     });
     const outer = seen.outer as string;
     expect(seen.required).toEqual({ xid: outer, role: 'participant' });
@@ -212,9 +243,18 @@ describe('propagation in action', () => {
 
   it('SUPPORTS and NEVER outside a transaction run without one; MANDATORY throws', async () => {
     const { client } = setup();
-    await expect(client.transaction({ propagation: 'SUPPORTS' }, (s) => s)).resolves.toEqual({ xid: undefined, role: 'none' });
-    await expect(client.transaction({ propagation: 'NEVER' }, (s) => s)).resolves.toEqual({ xid: undefined, role: 'none' });
-    await expect(client.transaction({ propagation: 'MANDATORY' }, () => 1)).rejects.toMatchObject({ name: 'TransactionPropagationError', xid: null });
+    await expect(client.transaction({ propagation: 'SUPPORTS' }, (s) => s)).resolves.toEqual({
+      xid: undefined,
+      role: 'none',
+    });
+    await expect(client.transaction({ propagation: 'NEVER' }, (s) => s)).resolves.toEqual({
+      xid: undefined,
+      role: 'none',
+    });
+    await expect(client.transaction({ propagation: 'MANDATORY' }, () => 1)).rejects.toMatchObject({
+      name: 'TransactionPropagationError',
+      xid: null,
+    });
   });
 });
 
@@ -228,7 +268,10 @@ describe('TCC and Saga actions (fake TC)', () => {
         log.push(`try ${args.sku} ${args.n} ${ctx.branchType} bound=${currentXid() === ctx.xid}`);
         return `r-${ctx.branchId}`;
       },
-      confirm: (args, ctx) => void log.push(`confirm ${args.sku} ${args.n} bound=${currentXid() !== undefined} ${ctx.branchId}`),
+      confirm: (args, ctx) =>
+        void log.push(
+          `confirm ${args.sku} ${args.n} bound=${currentXid() !== undefined} ${ctx.branchId}`,
+        ),
       cancel: () => void log.push('cancel'),
     });
     expect(reserve.resourceId).toBe('stock.reserve');
@@ -236,7 +279,12 @@ describe('TCC and Saga actions (fake TC)', () => {
     const [session] = tc.sessions.values();
     const branch = session!.branches[0]!;
     expect(r).toBe(`r-${branch.branchId}`);
-    expect(branch).toMatchObject({ branchType: 'TCC', resourceId: 'stock.reserve', clientId: client.clientId, status: 'PhaseTwo_Committed' });
+    expect(branch).toMatchObject({
+      branchType: 'TCC',
+      resourceId: 'stock.reserve',
+      clientId: client.clientId,
+      status: 'PhaseTwo_Committed',
+    });
     expect(JSON.parse(branch.applicationData)).toEqual({ concord: 1, args: { sku: 'A', n: 2 } });
     // Phase two runs unbound: a call it makes must not join the decided transaction.
     expect(log).toEqual(['try A 2 TCC bound=true', `confirm A 2 bound=false ${branch.branchId}`]);
@@ -258,7 +306,9 @@ describe('TCC and Saga actions (fake TC)', () => {
     const a = mk('a');
     const b = mk('b');
     const c = mk('c', true);
-    await expect(client.transaction({}, async () => (await a(), await b(), await c()))).rejects.toThrow('c failed');
+    await expect(
+      client.transaction({}, async () => (await a(), await b(), await c())),
+    ).rejects.toThrow('c failed');
     expect(log).toEqual(['try a', 'try b', 'try c', 'cancel c', 'cancel b', 'cancel a']);
   });
 
@@ -281,10 +331,14 @@ describe('TCC and Saga actions (fake TC)', () => {
       confirm: (fail) => void log.push(`confirm ${fail}`),
       cancel: (fail) => void log.push(`cancel ${fail}`),
     });
-    await expect(client.transaction({}, async () => (await a(false), await a(true)))).rejects.toBeInstanceOf(Soft);
+    await expect(
+      client.transaction({}, async () => (await a(false), await a(true))),
+    ).rejects.toBeInstanceOf(Soft);
     expect(log).toEqual(['cancel false']);
     log.length = 0;
-    await expect(client.transaction({ noRollbackFor: [Soft] }, async () => (await a(false), await a(true)))).rejects.toBeInstanceOf(Soft);
+    await expect(
+      client.transaction({ noRollbackFor: [Soft] }, async () => (await a(false), await a(true))),
+    ).rejects.toBeInstanceOf(Soft);
     expect(log).toEqual(['confirm false']);
     const statuses = [...tc.sessions.values()].map((s) => s.branches.map((b) => b.status));
     expect(statuses).toEqual([
@@ -297,14 +351,23 @@ describe('TCC and Saga actions (fake TC)', () => {
     const { tc, client } = setup();
     const log: string[] = [];
     const step = (name: string) =>
-      client.saga.register({ name, action: (n: number) => void log.push(`${name}(${n})`), compensate: (n: number) => void log.push(`undo ${name}(${n})`) });
+      client.saga.register({
+        name,
+        action: (n: number) => void log.push(`${name}(${n})`),
+        compensate: (n: number) => void log.push(`undo ${name}(${n})`),
+      });
     const s1 = step('s1');
     const s2 = step('s2');
     await client.transaction({}, async () => (await s1(1), await s2(2)));
     expect(log).toEqual(['s1(1)', 's2(2)']);
     expect([...tc.sessions.values()][0]!.status).toBe('Committed');
     log.length = 0;
-    await expect(client.transaction({}, async () => (await s1(3), await s2(4), Promise.reject(new Error('later step failed'))))).rejects.toThrow('later');
+    await expect(
+      client.transaction(
+        {},
+        async () => (await s1(3), await s2(4), Promise.reject(new Error('later step failed'))),
+      ),
+    ).rejects.toThrow('later');
     expect(log).toEqual(['s1(3)', 's2(4)', 'undo s2(4)', 'undo s1(3)']);
   });
 
@@ -317,7 +380,12 @@ describe('TCC and Saga actions (fake TC)', () => {
 
   it('arguments that are not JSON, or too large, are refused before registering', async () => {
     const { tc, client } = setup();
-    const a = client.tcc.register({ name: 'a', try: (_: unknown) => 1, confirm: () => {}, cancel: () => {} });
+    const a = client.tcc.register({
+      name: 'a',
+      try: (_: unknown) => 1,
+      confirm: () => {},
+      cancel: () => {},
+    });
     await expect(client.transaction({}, () => a({ n: 1n }))).rejects.toThrow(/JSON/);
     await expect(client.transaction({}, () => a('x'.repeat(20_000)))).rejects.toThrow(/bytes/);
     expect(tc.calls.filter((c) => c === 'branchRegister')).toEqual([]);
@@ -326,10 +394,18 @@ describe('TCC and Saga actions (fake TC)', () => {
   it('registration is validated: duplicate ids, bad names, missing steps', () => {
     const { client } = setup();
     client.tcc.register({ name: 'dup', try: () => 1, confirm: () => {}, cancel: () => {} });
-    expect(() => client.tcc.register({ name: 'dup', try: () => 1, confirm: () => {}, cancel: () => {} })).toThrow(/already registered/);
-    expect(() => client.tcc.register({ name: 'has space', try: () => 1, confirm: () => {}, cancel: () => {} })).toThrow(/resource id/);
-    expect(() => client.tcc.register({ name: 'x', try: () => 1, confirm: () => {} } as never)).toThrow(/cancel/);
-    expect(() => client.saga.register({ name: 'y', resourceId: 'z', action: () => 1, compensate: () => {} })).toThrow(/name or resourceId/);
+    expect(() =>
+      client.tcc.register({ name: 'dup', try: () => 1, confirm: () => {}, cancel: () => {} }),
+    ).toThrow(/already registered/);
+    expect(() =>
+      client.tcc.register({ name: 'has space', try: () => 1, confirm: () => {}, cancel: () => {} }),
+    ).toThrow(/resource id/);
+    expect(() =>
+      client.tcc.register({ name: 'x', try: () => 1, confirm: () => {} } as never),
+    ).toThrow(/cancel/);
+    expect(() =>
+      client.saga.register({ name: 'y', resourceId: 'z', action: () => 1, compensate: () => {} }),
+    ).toThrow(/name or resourceId/);
   });
 });
 
@@ -342,7 +418,14 @@ describe('phase-two dispatch', () => {
       if (mode === 'never') throw new UnretryableBranchError('gone for good');
     };
     client.tcc.register({ name: 'r', try: () => 1, confirm: act, cancel: act });
-    const req = (kind: 'commit' | 'rollback') => ({ kind, xid: '127.0.0.1:8091:1', branchId: '5', branchType: 'TCC' as const, resourceId: 'r', applicationData: '{"concord":1}' });
+    const req = (kind: 'commit' | 'rollback') => ({
+      kind,
+      xid: '127.0.0.1:8091:1',
+      branchId: '5',
+      branchType: 'TCC' as const,
+      resourceId: 'r',
+      applicationData: '{"concord":1}',
+    });
     expect(await tc.deliver(req('commit'))).toBe('PhaseTwo_Committed');
     expect(await tc.deliver(req('rollback'))).toBe('PhaseTwo_Rollbacked');
     mode = 'retry';
@@ -352,9 +435,13 @@ describe('phase-two dispatch', () => {
     expect(await tc.deliver(req('commit'))).toBe('PhaseTwo_CommitFailed_Unretryable');
     // Application data that is not ours can never be phase-two'd: unretryable.
     mode = 'ok';
-    expect(await tc.deliver({ ...req('commit'), applicationData: 'not json' })).toBe('PhaseTwo_CommitFailed_Unretryable');
+    expect(await tc.deliver({ ...req('commit'), applicationData: 'not json' })).toBe(
+      'PhaseTwo_CommitFailed_Unretryable',
+    );
     // A branch type that does not match the resource: retryable (a deploy mix-up, fixed by redeploying).
-    expect(await tc.deliver({ ...req('commit'), branchType: 'SAGA' })).toBe('PhaseTwo_CommitFailed_Retryable');
+    expect(await tc.deliver({ ...req('commit'), branchType: 'SAGA' })).toBe(
+      'PhaseTwo_CommitFailed_Retryable',
+    );
   });
 
   it('a confirm that fails twice then succeeds: Retrying, Retrying, Committed', async () => {
@@ -382,12 +469,27 @@ describe('phase-two dispatch', () => {
     let runs = 0;
     let release!: () => void;
     const gate = new Promise<void>((r) => (release = r));
-    client.tcc.register({ name: 'slow', try: () => 1, confirm: async () => (runs++, await gate), cancel: () => {} });
-    const req = { kind: 'commit' as const, xid: '127.0.0.1:8091:1', branchId: '9', branchType: 'TCC' as const, resourceId: 'slow', applicationData: '{"concord":1}' };
+    client.tcc.register({
+      name: 'slow',
+      try: () => 1,
+      confirm: async () => (runs++, await gate),
+      cancel: () => {},
+    });
+    const req = {
+      kind: 'commit' as const,
+      xid: '127.0.0.1:8091:1',
+      branchId: '9',
+      branchType: 'TCC' as const,
+      resourceId: 'slow',
+      applicationData: '{"concord":1}',
+    };
     const first = tc.deliver(req);
     const second = tc.deliver(req);
     release();
-    expect(await Promise.all([first, second])).toEqual(['PhaseTwo_Committed', 'PhaseTwo_Committed']);
+    expect(await Promise.all([first, second])).toEqual([
+      'PhaseTwo_Committed',
+      'PhaseTwo_Committed',
+    ]);
     expect(runs).toBe(1);
   });
 
@@ -395,7 +497,16 @@ describe('phase-two dispatch', () => {
     const { tc, client } = setup();
     client.tcc.register({ name: 'known', try: () => 1, confirm: () => {}, cancel: () => {} });
     const handler = tc.channels[0]!.handler;
-    expect(await handler({ kind: 'rollback', xid: '127.0.0.1:8091:1', branchId: '1', branchType: 'TCC', resourceId: 'unknown', applicationData: '' })).toBe('PhaseTwo_RollbackFailed_Retryable');
+    expect(
+      await handler({
+        kind: 'rollback',
+        xid: '127.0.0.1:8091:1',
+        branchId: '1',
+        branchType: 'TCC',
+        resourceId: 'unknown',
+        applicationData: '',
+      }),
+    ).toBe('PhaseTwo_RollbackFailed_Retryable');
   });
 
   it('with a fence, phase two runs inside it and a refused try throws BranchRefusedError', async () => {
@@ -411,7 +522,13 @@ describe('phase-two dispatch', () => {
       },
     } as unknown as Fence<string>;
     const txs: string[] = [];
-    const a = client.tcc.register({ name: 'fenced', fence, try: () => 1, confirm: () => {}, cancel: (_args, ctx) => void txs.push(ctx.tx) });
+    const a = client.tcc.register({
+      name: 'fenced',
+      fence,
+      try: () => 1,
+      confirm: () => {},
+      cancel: (_args, ctx) => void txs.push(ctx.tx),
+    });
     const err = await client.transaction({}, () => a()).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(BranchRefusedError);
     expect(ran).toEqual(['try', 'cancel']);

@@ -21,7 +21,14 @@ interface Args {
 }
 
 function parseArgs(argv: string[]): Args {
-  const args: Args = { seed: null, baseSeed: null, runs: 1, steps: 2000, nodes: undefined, verbose: false };
+  const args: Args = {
+    seed: null,
+    baseSeed: null,
+    runs: 1,
+    steps: 2000,
+    nodes: undefined,
+    verbose: false,
+  };
   const int = (name: string, v: string | undefined): number => {
     const n = Number(v);
     if (v === undefined || !Number.isInteger(n) || n < 0) {
@@ -60,7 +67,9 @@ function parseArgs(argv: string[]): Args {
         break;
       case '--help':
       case '-h':
-        console.log('usage: sim [--seed N | --runs R [--base-seed B]] [--steps M] [--nodes 3|5] [--verbose]');
+        console.log(
+          'usage: sim [--seed N | --runs R [--base-seed B]] [--steps M] [--nodes 3|5] [--verbose]',
+        );
         process.exit(0);
         break;
       default:
@@ -77,14 +86,20 @@ function printViolation(r: RunResult): void {
   console.log(`VIOLATION seed=${r.seed}: [${v.invariant}] ${v.message}`);
   console.log(`--- last ${r.trace.length} events ---`);
   for (const line of r.trace) console.log(`  ${line}`);
-  console.log(`--- replay: npm run sim -- --seed ${r.seed} --steps ${r.steps - r.recoverySteps} --nodes ${r.settings.nodes} ---`);
+  console.log(
+    `--- replay: npm run sim -- --seed ${r.seed} --steps ${r.steps - r.recoverySteps} --nodes ${r.settings.nodes} ---`,
+  );
 }
 
 async function main(): Promise<void> {
   const args = parseArgs(process.argv.slice(2));
   if (args.seed !== null) {
     // runSimulation draws the settings first from the same seed: print them before the run starts.
-    const chosen = chooseSettings(new Prng(args.seed), { seed: args.seed, steps: args.steps, nodes: args.nodes });
+    const chosen = chooseSettings(new Prng(args.seed), {
+      seed: args.seed,
+      steps: args.steps,
+      nodes: args.nodes,
+    });
     console.log(describeSettings(args.seed, args.steps, chosen.settings, chosen.profile));
     const r = await runSimulation({ seed: args.seed, steps: args.steps, nodes: args.nodes });
     const s = r.stats;
@@ -101,7 +116,9 @@ async function main(): Promise<void> {
   }
 
   const base = args.baseSeed ?? randomInt(0, 2 ** 31);
-  console.log(`base seed=${base} runs=${args.runs} steps=${args.steps}${args.nodes ? ` nodes=${args.nodes}` : ''} (replay the batch with --base-seed; a failing run prints its own seed)`);
+  console.log(
+    `base seed=${base} runs=${args.runs} steps=${args.steps}${args.nodes ? ` nodes=${args.nodes}` : ''} (replay the batch with --base-seed; a failing run prints its own seed)`,
+  );
   const seeds = new Prng(base);
   const t0 = performance.now();
   let steps = 0;
@@ -114,7 +131,10 @@ async function main(): Promise<void> {
     const r = await runSimulation({ seed, steps: args.steps, nodes: args.nodes });
     steps += r.steps;
     acked += r.stats.acked;
-    if (args.verbose) console.log(`run ${i + 1}: ${describeSettings(seed, args.steps, r.settings, r.profile)} → ${r.violation ? 'VIOLATION' : 'ok'} (${r.steps} steps, ${r.stats.acked} acked, ${r.elapsedMs.toFixed(0)} ms)`);
+    if (args.verbose)
+      console.log(
+        `run ${i + 1}: ${describeSettings(seed, args.steps, r.settings, r.profile)} → ${r.violation ? 'VIOLATION' : 'ok'} (${r.steps} steps, ${r.stats.acked} acked, ${r.elapsedMs.toFixed(0)} ms)`,
+      );
     if (r.violation) {
       violations++;
       byInvariant.set(r.violation.invariant, (byInvariant.get(r.violation.invariant) ?? 0) + 1);
@@ -124,10 +144,17 @@ async function main(): Promise<void> {
     }
   }
   const secs = (performance.now() - t0) / 1000;
-  console.log(`elapsed ${secs.toFixed(1)} s, ${(steps / secs).toFixed(0)} steps/s, ${acked} proposals acknowledged`);
+  console.log(
+    `elapsed ${secs.toFixed(1)} s, ${(steps / secs).toFixed(0)} steps/s, ${acked} proposals acknowledged`,
+  );
   if (violations > 0) {
-    console.log(`violations by invariant: ${[...byInvariant].map(([k, v]) => `${k}=${v}`).join(' ')}`);
-    if (knownBug > 0) console.log(`${knownBug} of them look like a stalled replication window (followers in replicate state with a full in-flight window)`);
+    console.log(
+      `violations by invariant: ${[...byInvariant].map(([k, v]) => `${k}=${v}`).join(' ')}`,
+    );
+    if (knownBug > 0)
+      console.log(
+        `${knownBug} of them look like a stalled replication window (followers in replicate state with a full in-flight window)`,
+      );
   }
   console.log(`runs: ${args.runs}, steps: ${steps}, violations: ${violations}`);
   if (violations > 0) process.exit(1);

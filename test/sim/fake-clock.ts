@@ -42,7 +42,12 @@ export class FakeClock implements Clock {
     const end = this.t + ms;
     for (;;) {
       let next: Timer | undefined;
-      for (const x of this.timers) if (x.at <= end && (next === undefined || x.at < next.at || (x.at === next.at && x.id < next.id))) next = x;
+      for (const x of this.timers)
+        if (
+          x.at <= end &&
+          (next === undefined || x.at < next.at || (x.at === next.at && x.id < next.id))
+        )
+          next = x;
       if (next === undefined) break;
       this.t = next.at;
       if (next.every !== null) next.at += next.every;

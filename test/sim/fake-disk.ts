@@ -59,7 +59,10 @@ export function applyBatch(s: DiskState, b: PersistBatch): void {
   const first = b.entries[0];
   if (first) {
     const keep = first.index - snapIndex(s) - 1;
-    if (keep < 0 || keep > s.entries.length) throw new Error(`disk: batch starting at ${first.index} does not fit a log of ${snapIndex(s)}+${s.entries.length}`);
+    if (keep < 0 || keep > s.entries.length)
+      throw new Error(
+        `disk: batch starting at ${first.index} does not fit a log of ${snapIndex(s)}+${s.entries.length}`,
+      );
     s.entries.length = keep;
     for (const e of b.entries) s.entries.push(e);
   }
@@ -70,7 +73,8 @@ export function applyBatch(s: DiskState, b: PersistBatch): void {
 export function applyCompaction(s: DiskState, snap: Snapshot): void {
   const si = snapIndex(s);
   if (snap.meta.index <= si) return;
-  if (snap.meta.index > lastIndex(s)) throw new Error(`disk: snapshot at ${snap.meta.index} beyond the log's end ${lastIndex(s)}`);
+  if (snap.meta.index > lastIndex(s))
+    throw new Error(`disk: snapshot at ${snap.meta.index} beyond the log's end ${lastIndex(s)}`);
   s.entries = s.entries.slice(snap.meta.index - si);
   s.snapshot = snap;
 }
@@ -119,19 +123,42 @@ export class FakeDisk {
     return {
       load: async (): Promise<LoadedState> => {
         const s = cloneState(this.synced);
-        return { hardState: s.hardState, snapshot: s.snapshot, entries: s.entries.map((e) => ({ ...e })) };
+        return {
+          hardState: s.hardState,
+          snapshot: s.snapshot,
+          entries: s.entries.map((e) => ({ ...e })),
+        };
       },
       save: (batch) => {
         const first = batch.entries[0];
-        const prevTerm = first ? (batch.snapshot && first.index - 1 === batch.snapshot.meta.index ? batch.snapshot.meta.term : termAt(this.written, first.index - 1)) : undefined;
-        return this.write(gen, (s) => applyBatch(s, batch), () => this.observer?.onWrite(batch, prevTerm), batch.sync ?? true);
+        const prevTerm = first
+          ? batch.snapshot && first.index - 1 === batch.snapshot.meta.index
+            ? batch.snapshot.meta.term
+            : termAt(this.written, first.index - 1)
+          : undefined;
+        return this.write(
+          gen,
+          (s) => applyBatch(s, batch),
+          () => this.observer?.onWrite(batch, prevTerm),
+          batch.sync ?? true,
+        );
       },
-      saveSnapshot: (snap) => this.write(gen, (s) => applyCompaction(s, snap), () => {}),
+      saveSnapshot: (snap) =>
+        this.write(
+          gen,
+          (s) => applyCompaction(s, snap),
+          () => {},
+        ),
       close: async () => {},
     };
   }
 
-  private write(gen: number, apply: (s: DiskState) => void, observe: () => void, sync = true): Promise<void> {
+  private write(
+    gen: number,
+    apply: (s: DiskState) => void,
+    observe: () => void,
+    sync = true,
+  ): Promise<void> {
     // A dead incarnation's write never completes (its process is gone).
     if (gen !== this.generation) return new Promise<void>(() => {});
     apply(this.written);

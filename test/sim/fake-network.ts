@@ -16,7 +16,18 @@ export function cloneMessage(m: Message): Message {
     case 'app':
       return { ...m, entries: m.entries.map(cloneEntry) };
     case 'snap':
-      return { ...m, chunk: m.chunk.slice(), meta: { ...m.meta, conf: { voters: [...m.meta.conf.voters], learners: [...m.meta.conf.learners], context: { ...m.meta.conf.context } } } };
+      return {
+        ...m,
+        chunk: m.chunk.slice(),
+        meta: {
+          ...m.meta,
+          conf: {
+            voters: [...m.meta.conf.voters],
+            learners: [...m.meta.conf.learners],
+            context: { ...m.meta.conf.context },
+          },
+        },
+      };
     default:
       return { ...m };
   }

@@ -4,21 +4,57 @@
  */
 import { describe, expect, it } from 'vitest';
 import type { Entry, HardState, Message, Ready } from '../../src/raft/core/types.ts';
-import { InvariantChecker, type DiskView, type LogView, type NodeObservation } from './invariants.ts';
+import {
+  InvariantChecker,
+  type DiskView,
+  type LogView,
+  type NodeObservation,
+} from './invariants.ts';
 
-const limits = { maxInflightMsgs: 2, maxPendingProposals: 2, maxPendingReads: 2, maxQueueLength: 3 };
+const limits = {
+  maxInflightMsgs: 2,
+  maxPendingProposals: 2,
+  maxPendingReads: 2,
+  maxQueueLength: 3,
+};
 const enc = (s: string) => new TextEncoder().encode(s);
-const entry = (index: number, term: number, data = `e${index}t${term}`): Entry => ({ index, term, type: 'normal', data: enc(data) });
+const entry = (index: number, term: number, data = `e${index}t${term}`): Entry => ({
+  index,
+  term,
+  type: 'normal',
+  data: enc(data),
+});
 
 function log(hs: HardState, terms: number[]): LogView {
-  return { hardState: () => hs, lastIndex: () => terms.length, snapshotIndex: () => 0, termAt: (i) => (i === 0 ? 0 : terms[i - 1]) };
+  return {
+    hardState: () => hs,
+    lastIndex: () => terms.length,
+    snapshotIndex: () => 0,
+    termAt: (i) => (i === 0 ? 0 : terms[i - 1]),
+  };
 }
 function disk(synced: LogView, written: LogView = synced): DiskView {
   return { synced, written };
 }
 const empty = disk(log({ term: 0, vote: null, commit: 0 }, []));
-const ready = (r: Partial<Ready>): Ready => ({ softState: null, hardState: null, entries: [], snapshot: null, messages: [], committedEntries: [], readStates: [], ...r });
-const hb = (from: string, to: string, term: number): Message => ({ type: 'heartbeat', from, to, term, commit: 0, readCtx: null });
+const ready = (r: Partial<Ready>): Ready => ({
+  softState: null,
+  hardState: null,
+  entries: [],
+  snapshot: null,
+  messages: [],
+  committedEntries: [],
+  readStates: [],
+  ...r,
+});
+const hb = (from: string, to: string, term: number): Message => ({
+  type: 'heartbeat',
+  from,
+  to,
+  term,
+  commit: 0,
+  readCtx: null,
+});
 
 describe('invariant checkers', () => {
   it('election-safety: two leaders in one term', () => {
@@ -41,7 +77,12 @@ describe('invariant checkers', () => {
 
   it('log-matching: same index and term, different history before it', () => {
     const c = new InvariantChecker(limits);
-    c.onWrite('a', { hardState: null, entries: [entry(1, 1), entry(2, 2)], snapshot: null }, empty, 0);
+    c.onWrite(
+      'a',
+      { hardState: null, entries: [entry(1, 1), entry(2, 2)], snapshot: null },
+      empty,
+      0,
+    );
     c.onWrite('b', { hardState: null, entries: [entry(2, 2)], snapshot: null }, empty, 3);
     expect(c.violation?.invariant).toBe('log-matching');
   });
@@ -52,7 +93,16 @@ describe('invariant checkers', () => {
     c.onReady('a', ready({ committedEntries: [entry(1, 1)] }));
     // b leads term 2 and writes its no-op at index 1: its log lacks the committed entry.
     c.onReady('b', ready({ softState: { role: 'leader', leader: 'b', term: 2 } }));
-    c.onWrite('b', { hardState: null, entries: [{ index: 1, term: 2, type: 'normal', data: new Uint8Array() }], snapshot: null }, disk(log({ term: 2, vote: 'b', commit: 0 }, [2])), 0);
+    c.onWrite(
+      'b',
+      {
+        hardState: null,
+        entries: [{ index: 1, term: 2, type: 'normal', data: new Uint8Array() }],
+        snapshot: null,
+      },
+      disk(log({ term: 2, vote: 'b', commit: 0 }, [2])),
+      0,
+    );
     expect(c.violation?.invariant).toBe('leader-completeness');
   });
 
@@ -79,14 +129,29 @@ describe('invariant checkers', () => {
     expect(c.violation?.invariant).toBe('commit-monotonic');
   });
 
-  it('commit-monotonic: a node\'s commit index goes back between steps', () => {
+  it("commit-monotonic: a node's commit index goes back between steps", () => {
     const c = new InvariantChecker(limits);
     const obs = (commit: number): NodeObservation => ({
       id: 'a',
       incarnation: 1,
       up: true,
       disk: empty,
-      status: { id: 'a', role: 'follower', term: 1, leader: null, vote: null, commit, applied: 0, lastIndex: 9, firstIndex: 1, conf: { voters: ['a'], learners: [], context: {} }, progress: null, leadTransferee: null, pendingProposals: 0, pendingReads: 0 },
+      status: {
+        id: 'a',
+        role: 'follower',
+        term: 1,
+        leader: null,
+        vote: null,
+        commit,
+        applied: 0,
+        lastIndex: 9,
+        firstIndex: 1,
+        conf: { voters: ['a'], learners: [], context: {} },
+        progress: null,
+        leadTransferee: null,
+        pendingProposals: 0,
+        pendingReads: 0,
+      },
     });
     c.afterStep([obs(3)], []);
     c.afterStep([obs(2)], []);
@@ -102,7 +167,13 @@ describe('invariant checkers', () => {
 
   it('vote-once: two grants in one term', () => {
     const c = new InvariantChecker(limits, ['persist-before-send']);
-    const grant = (to: string): Message => ({ type: 'voteResp', from: 'a', to, term: 3, reject: false });
+    const grant = (to: string): Message => ({
+      type: 'voteResp',
+      from: 'a',
+      to,
+      term: 3,
+      reject: false,
+    });
     c.onSend('a', grant('b'), empty);
     c.onSend('a', grant('b'), empty);
     expect(c.violation).toBeNull();
@@ -114,7 +185,11 @@ describe('invariant checkers', () => {
     const c = new InvariantChecker(limits);
     const synced = log({ term: 3, vote: null, commit: 0 }, []);
     const written = log({ term: 3, vote: 'b', commit: 0 }, []);
-    c.onSend('a', { type: 'voteResp', from: 'a', to: 'b', term: 3, reject: false }, disk(synced, written));
+    c.onSend(
+      'a',
+      { type: 'voteResp', from: 'a', to: 'b', term: 3, reject: false },
+      disk(synced, written),
+    );
     expect(c.violation?.invariant).toBe('persist-before-send');
   });
 
@@ -122,9 +197,35 @@ describe('invariant checkers', () => {
     const c = new InvariantChecker(limits);
     const synced = log({ term: 1, vote: null, commit: 0 }, [1]);
     const written = log({ term: 1, vote: null, commit: 0 }, [1, 1]);
-    c.onSend('a', { type: 'appResp', from: 'a', to: 'b', term: 1, reject: false, index: 1, hintTerm: 0, hintIndex: 0 }, disk(synced, written));
+    c.onSend(
+      'a',
+      {
+        type: 'appResp',
+        from: 'a',
+        to: 'b',
+        term: 1,
+        reject: false,
+        index: 1,
+        hintTerm: 0,
+        hintIndex: 0,
+      },
+      disk(synced, written),
+    );
     expect(c.violation).toBeNull();
-    c.onSend('a', { type: 'appResp', from: 'a', to: 'b', term: 1, reject: false, index: 2, hintTerm: 0, hintIndex: 0 }, disk(synced, written));
+    c.onSend(
+      'a',
+      {
+        type: 'appResp',
+        from: 'a',
+        to: 'b',
+        term: 1,
+        reject: false,
+        index: 2,
+        hintTerm: 0,
+        hintIndex: 0,
+      },
+      disk(synced, written),
+    );
     expect(c.violation?.invariant).toBe('persist-before-send');
   });
 

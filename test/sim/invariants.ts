@@ -28,7 +28,14 @@
  *  - bounds                  network queues, in-flight windows, pending requests stay bounded
  *  - peers-follow-membership a request leaves only for a peer the transport's address book holds
  */
-import type { Entry, HardState, Message, NodeId, Ready, Status } from '../../src/raft/core/types.ts';
+import type {
+  Entry,
+  HardState,
+  Message,
+  NodeId,
+  Ready,
+  Status,
+} from '../../src/raft/core/types.ts';
 import type { PersistBatch } from '../../src/raft/ports.ts';
 
 export type InvariantName =
@@ -84,7 +91,14 @@ export interface Limits {
 }
 
 const LEADER_TYPES = new Set<Message['type']>(['app', 'heartbeat', 'snap', 'timeoutNow']);
-const REQUEST_TYPES = new Set<Message['type']>(['app', 'heartbeat', 'snap', 'timeoutNow', 'vote', 'preVote']);
+const REQUEST_TYPES = new Set<Message['type']>([
+  'app',
+  'heartbeat',
+  'snap',
+  'timeoutNow',
+  'vote',
+  'preVote',
+]);
 
 /** A stable key for an entry's content (not its position). */
 export function entryKey(e: Entry): string {
@@ -174,7 +188,11 @@ export class InvariantChecker {
   private noteLeader(term: number, id: NodeId, how: string): void {
     const known = this.leaderOfTerm.get(term);
     if (known === undefined) this.leaderOfTerm.set(term, id);
-    else if (known !== id) this.report('election-safety', `two leaders in term ${term}: ${known} and ${id} (seen via ${how})`);
+    else if (known !== id)
+      this.report(
+        'election-safety',
+        `two leaders in term ${term}: ${known} and ${id} (seen via ${how})`,
+      );
   }
 
   leaderOf(term: number): NodeId | undefined {
@@ -188,13 +206,18 @@ export class InvariantChecker {
     const t = Math.max(rd.hardState?.term ?? 0, rd.softState?.term ?? 0);
     if (t > 0) this.noteTerm(id, t);
     if (rd.softState?.role === 'leader') this.noteLeader(rd.softState.term, id, 'soft state');
-    for (const m of rd.messages) if (LEADER_TYPES.has(m.type)) this.noteLeader(m.term, m.from, `${m.type} message`);
+    for (const m of rd.messages)
+      if (LEADER_TYPES.has(m.type)) this.noteLeader(m.term, m.from, `${m.type} message`);
     for (const e of rd.committedEntries) this.noteCommitted(id, e);
     for (const rs of rd.readStates) {
       const must = this.readMustSee.get(rs.ctx);
       if (must === undefined) continue;
       this.readMustSee.delete(rs.ctx);
-      if (rs.index < must) this.report('read-linearizable', `${id} answered read ${rs.ctx} with read index ${rs.index}, below write ${must} acknowledged before the read began`);
+      if (rs.index < must)
+        this.report(
+          'read-linearizable',
+          `${id} answered read ${rs.ctx} with read index ${rs.index}, below write ${must} acknowledged before the read began`,
+        );
     }
   }
 
@@ -217,11 +240,13 @@ export class InvariantChecker {
     if (known === undefined) {
       this.committed.set(e.index, { term: e.term, key, commitTerm });
       // Retroactively: every leader of a term after the commit must hold it.
-      for (const rec of this.leaderRecords.values()) this.checkLeaderHas(rec, e.index, e.term, commitTerm);
+      for (const rec of this.leaderRecords.values())
+        this.checkLeaderHas(rec, e.index, e.term, commitTerm);
     } else if (known.term === e.term && known.key === key) {
       if (commitTerm < known.commitTerm) {
         known.commitTerm = commitTerm;
-        for (const rec of this.leaderRecords.values()) this.checkLeaderHas(rec, e.index, e.term, commitTerm);
+        for (const rec of this.leaderRecords.values())
+          this.checkLeaderHas(rec, e.index, e.term, commitTerm);
       }
     } else {
       this.report(
@@ -235,24 +260,38 @@ export class InvariantChecker {
     // Leader completeness: an entry committed in term U is in the log of every leader of a term > U.
     if (rec.term <= commitTerm) return;
     if (index >= rec.firstIndex) {
-      this.report('leader-completeness', `entry ${index}@t${term}, committed by term ${commitTerm}, is missing from the log of the leader of term ${rec.term} (${rec.leader}), which started its term at index ${rec.firstIndex}`);
+      this.report(
+        'leader-completeness',
+        `entry ${index}@t${term}, committed by term ${commitTerm}, is missing from the log of the leader of term ${rec.term} (${rec.leader}), which started its term at index ${rec.firstIndex}`,
+      );
       return;
     }
     if (index < rec.knownFrom) return; // compacted on the leader: state-machine-safety covers it
     const t = rec.terms[index - rec.knownFrom];
     if (t !== term) {
-      this.report('leader-completeness', `entry ${index}@t${term}, committed by term ${commitTerm}, is missing from the log of the leader of term ${rec.term} (${rec.leader}), which holds term ${t} at index ${index}`);
+      this.report(
+        'leader-completeness',
+        `entry ${index}@t${term}, committed by term ${commitTerm}, is missing from the log of the leader of term ${rec.term} (${rec.leader}), which holds term ${t} at index ${index}`,
+      );
     }
   }
 
   /** A message leaves `from` (intercepted in the transport, before the network). */
-  onSend(from: NodeId, m: Message, disk: DiskView, unaddressedMember: ((to: NodeId) => boolean) | null = null): void {
+  onSend(
+    from: NodeId,
+    m: Message,
+    disk: DiskView,
+    unaddressedMember: ((to: NodeId) => boolean) | null = null,
+  ): void {
     if (m.from !== from) this.report('bounds', `${from} sent a message stamped from ${m.from}`);
     // A request to a member of the sender's current configuration must find the member in
     // the transport's address book. (Responses answer whoever asked; a request queued just
     // before its target was removed may go nowhere.)
     if (unaddressedMember && REQUEST_TYPES.has(m.type) && unaddressedMember(m.to)) {
-      this.report('peers-follow-membership', `${from} sent ${m.type} to ${m.to}, which its transport's address book does not hold`);
+      this.report(
+        'peers-follow-membership',
+        `${from} sent ${m.type} to ${m.to}, which its transport's address book does not hold`,
+      );
     }
     if (LEADER_TYPES.has(m.type)) this.noteLeader(m.term, from, `sent ${m.type}`);
     if (m.type !== 'preVote' && m.type !== 'preVoteResp') this.noteTerm(from, m.term);
@@ -260,36 +299,58 @@ export class InvariantChecker {
     if (m.type !== 'preVote' && m.type !== 'preVoteResp') {
       const durableTerm = disk.synced.hardState().term;
       if (durableTerm < m.term) {
-        this.report('persist-before-send', `${from} sent ${m.type} of term ${m.term} to ${m.to} while its synced term is ${durableTerm}`);
+        this.report(
+          'persist-before-send',
+          `${from} sent ${m.type} of term ${m.term} to ${m.to} while its synced term is ${durableTerm}`,
+        );
       }
     }
     if (m.type === 'voteResp' && !m.reject) {
       const k = `${from}|${m.term}`;
       const before = this.grants.get(k);
-      if (before !== undefined && before !== m.to) this.report('vote-once', `${from} granted its vote in term ${m.term} to ${before} and to ${m.to}`);
+      if (before !== undefined && before !== m.to)
+        this.report(
+          'vote-once',
+          `${from} granted its vote in term ${m.term} to ${before} and to ${m.to}`,
+        );
       this.grants.set(k, m.to);
       const hs = disk.synced.hardState();
       if (hs.term !== m.term || hs.vote !== m.to) {
-        this.report('persist-before-send', `${from} granted its vote in term ${m.term} to ${m.to} but its synced hard state is term ${hs.term} vote ${hs.vote}`);
+        this.report(
+          'persist-before-send',
+          `${from} granted its vote in term ${m.term} to ${m.to} but its synced hard state is term ${hs.term} vote ${hs.vote}`,
+        );
       }
     }
     if (m.type === 'appResp' && !m.reject) {
       const s = disk.synced;
       if (s.lastIndex() < m.index) {
-        this.report('persist-before-send', `${from} acknowledged entries up to ${m.index} (term ${m.term}) but its synced log ends at ${s.lastIndex()}`);
+        this.report(
+          'persist-before-send',
+          `${from} acknowledged entries up to ${m.index} (term ${m.term}) but its synced log ends at ${s.lastIndex()}`,
+        );
       } else {
         const syncedTerm = s.termAt(m.index);
         const writtenTerm = disk.written.termAt(m.index);
         if (syncedTerm !== undefined && writtenTerm !== undefined && syncedTerm !== writtenTerm) {
-          this.report('persist-before-send', `${from} acknowledged index ${m.index} holding term ${writtenTerm}, but its synced log has term ${syncedTerm} there`);
+          this.report(
+            'persist-before-send',
+            `${from} acknowledged index ${m.index} holding term ${writtenTerm}, but its synced log has term ${syncedTerm} there`,
+          );
         }
       }
     }
-    if (m.type === 'app') this.registerChain(from, m.prevIndex, m.prevTerm, m.entries, 'append message');
+    if (m.type === 'app')
+      this.registerChain(from, m.prevIndex, m.prevTerm, m.entries, 'append message');
   }
 
   /** A node wrote a batch (not yet synced); `disk.written` already includes it. */
-  onWrite(id: NodeId, batch: PersistBatch, disk: DiskView, prevTermOfFirst: number | undefined): void {
+  onWrite(
+    id: NodeId,
+    batch: PersistBatch,
+    disk: DiskView,
+    prevTermOfFirst: number | undefined,
+  ): void {
     const first = batch.entries[0];
     if (first) {
       this.registerChain(id, first.index - 1, prevTermOfFirst, batch.entries, 'disk write');
@@ -300,24 +361,43 @@ export class InvariantChecker {
         const knownFrom = w.snapshotIndex() + 1;
         const terms = new Int32Array(Math.max(0, e.index - knownFrom));
         for (let i = knownFrom; i < e.index; i++) terms[i - knownFrom] = w.termAt(i) ?? -1;
-        const rec: LeaderRecord = { term: e.term, leader: id, firstIndex: e.index, knownFrom, terms };
+        const rec: LeaderRecord = {
+          term: e.term,
+          leader: id,
+          firstIndex: e.index,
+          knownFrom,
+          terms,
+        };
         this.leaderRecords.set(e.term, rec);
-        for (const [index, c] of this.committed) this.checkLeaderHas(rec, index, c.term, c.commitTerm);
+        for (const [index, c] of this.committed)
+          this.checkLeaderHas(rec, index, c.term, c.commitTerm);
         break;
       }
     }
   }
 
-  private registerChain(id: NodeId, prevIndex: number, prevTerm: number | undefined, entries: readonly Entry[], where: string): void {
+  private registerChain(
+    id: NodeId,
+    prevIndex: number,
+    prevTerm: number | undefined,
+    entries: readonly Entry[],
+    where: string,
+  ): void {
     let prev = prevTerm;
     let expectIndex = prevIndex + 1;
     for (const e of entries) {
       if (e.index !== expectIndex) {
-        this.report('log-matching', `${id}: ${where} entries not contiguous (${e.index} after ${expectIndex - 1})`);
+        this.report(
+          'log-matching',
+          `${id}: ${where} entries not contiguous (${e.index} after ${expectIndex - 1})`,
+        );
         return;
       }
       if (prev !== undefined && e.term < prev) {
-        this.report('log-matching', `${id}: ${where} has term ${e.term} at ${e.index} after term ${prev}: terms must not decrease along a log`);
+        this.report(
+          'log-matching',
+          `${id}: ${where} has term ${e.term} at ${e.index} after term ${prev}: terms must not decrease along a log`,
+        );
       }
       const key = entryKey(e);
       const k = it(e.index, e.term);
@@ -325,9 +405,16 @@ export class InvariantChecker {
       if (known === undefined) {
         this.logEntries.set(k, { key, prevTerm: prev ?? -1 });
       } else {
-        if (known.key !== key) this.report('log-matching', `${id}: ${where} holds ${key} at ${e.index}@t${e.term}, another log holds ${known.key}`);
+        if (known.key !== key)
+          this.report(
+            'log-matching',
+            `${id}: ${where} holds ${key} at ${e.index}@t${e.term}, another log holds ${known.key}`,
+          );
         else if (prev !== undefined && known.prevTerm !== -1 && known.prevTerm !== prev) {
-          this.report('log-matching', `${id}: ${where} has term ${prev} before ${e.index}@t${e.term}, another log has term ${known.prevTerm}`);
+          this.report(
+            'log-matching',
+            `${id}: ${where} has term ${prev} before ${e.index}@t${e.term}, another log has term ${known.prevTerm}`,
+          );
         } else if (known.prevTerm === -1 && prev !== undefined) known.prevTerm = prev;
       }
       prev = e.term;
@@ -337,10 +424,21 @@ export class InvariantChecker {
 
   /** The synced state of a node's disk changed. */
   onSync(id: NodeId, before: HardState, after: HardState): void {
-    if (after.term < before.term) this.report('commit-monotonic', `${id}: durable term went back ${before.term} → ${after.term}`);
-    if (after.commit < before.commit) this.report('commit-monotonic', `${id}: durable commit index went back ${before.commit} → ${after.commit}`);
+    if (after.term < before.term)
+      this.report(
+        'commit-monotonic',
+        `${id}: durable term went back ${before.term} → ${after.term}`,
+      );
+    if (after.commit < before.commit)
+      this.report(
+        'commit-monotonic',
+        `${id}: durable commit index went back ${before.commit} → ${after.commit}`,
+      );
     if (after.term === before.term && before.vote !== null && after.vote !== before.vote) {
-      this.report('vote-once', `${id}: durable vote changed within term ${after.term}: ${before.vote} → ${after.vote}`);
+      this.report(
+        'vote-once',
+        `${id}: durable vote changed within term ${after.term}: ${before.vote} → ${after.vote}`,
+      );
     }
   }
 
@@ -353,40 +451,92 @@ export class InvariantChecker {
   }
 
   /** The state machine of `id` applied one entry's data; `hash` is its state hash after it. */
-  onApply(id: NodeId, incarnation: number, index: number, payload: string, hash: number, disk: DiskView): void {
+  onApply(
+    id: NodeId,
+    incarnation: number,
+    index: number,
+    payload: string,
+    hash: number,
+    disk: DiskView,
+  ): void {
     const inc = `${id}#${incarnation}`;
     const last = this.lastApplied.get(inc) ?? 0;
-    if (index <= last) this.report('state-machine-safety', `${inc} applied index ${index} after ${last}`);
+    if (index <= last)
+      this.report('state-machine-safety', `${inc} applied index ${index} after ${last}`);
     this.lastApplied.set(inc, index);
-    if (index > disk.synced.lastIndex()) this.report('state-machine-safety', `${inc} applied index ${index} beyond its synced log (last ${disk.synced.lastIndex()})`);
+    if (index > disk.synced.lastIndex())
+      this.report(
+        'state-machine-safety',
+        `${inc} applied index ${index} beyond its synced log (last ${disk.synced.lastIndex()})`,
+      );
     const c = this.committed.get(index);
-    if (c === undefined) this.report('state-machine-safety', `${inc} applied index ${index} that no core reported committed`);
-    else if (c.key !== `n:${payload}`) this.report('state-machine-safety', `${inc} applied ${payload} at ${index}, but ${c.key} is committed there`);
+    if (c === undefined)
+      this.report(
+        'state-machine-safety',
+        `${inc} applied index ${index} that no core reported committed`,
+      );
+    else if (c.key !== `n:${payload}`)
+      this.report(
+        'state-machine-safety',
+        `${inc} applied ${payload} at ${index}, but ${c.key} is committed there`,
+      );
     const known = this.appliedAt.get(index);
     if (known === undefined) {
       this.appliedAt.set(index, payload);
       this.hashAt.set(index, hash);
       const at = this.indexOfPayload.get(payload);
-      if (at !== undefined && at !== index) this.report('state-machine-safety', `payload ${payload} applied at ${at} and again at ${index}`);
+      if (at !== undefined && at !== index)
+        this.report(
+          'state-machine-safety',
+          `payload ${payload} applied at ${at} and again at ${index}`,
+        );
       this.indexOfPayload.set(payload, index);
     } else if (known !== payload) {
-      this.report('state-machine-safety', `${inc} applied ${payload} at ${index}, another node applied ${known}`);
+      this.report(
+        'state-machine-safety',
+        `${inc} applied ${payload} at ${index}, another node applied ${known}`,
+      );
     } else if (this.hashAt.get(index) !== hash) {
-      this.report('state-machine-safety', `${inc} reached state ${hash} at ${index}, another node reached ${this.hashAt.get(index)} (an earlier entry was skipped or applied differently)`);
+      this.report(
+        'state-machine-safety',
+        `${inc} reached state ${hash} at ${index}, another node reached ${this.hashAt.get(index)} (an earlier entry was skipped or applied differently)`,
+      );
     }
   }
 
   /** The state machine of `id` restored a snapshot taken at `index`; its state is that after applying `stateIndex`. */
-  onRestore(id: NodeId, incarnation: number, index: number, stateIndex: number, hash: number): void {
+  onRestore(
+    id: NodeId,
+    incarnation: number,
+    index: number,
+    stateIndex: number,
+    hash: number,
+  ): void {
     const inc = `${id}#${incarnation}`;
-    if (stateIndex > index) this.report('state-machine-safety', `${inc} restored a snapshot at ${index} holding state of ${stateIndex}`);
+    if (stateIndex > index)
+      this.report(
+        'state-machine-safety',
+        `${inc} restored a snapshot at ${index} holding state of ${stateIndex}`,
+      );
     if (stateIndex > 0) {
       const known = this.hashAt.get(stateIndex);
-      if (known === undefined) this.report('state-machine-safety', `${inc} restored state of index ${stateIndex} that no node applied`);
-      else if (known !== hash) this.report('state-machine-safety', `${inc} restored state ${hash} at ${stateIndex}, the others hold ${known}`);
+      if (known === undefined)
+        this.report(
+          'state-machine-safety',
+          `${inc} restored state of index ${stateIndex} that no node applied`,
+        );
+      else if (known !== hash)
+        this.report(
+          'state-machine-safety',
+          `${inc} restored state ${hash} at ${stateIndex}, the others hold ${known}`,
+        );
     }
     const last = this.lastApplied.get(inc) ?? 0;
-    if (index < last) this.report('state-machine-safety', `${inc} restored a snapshot at ${index} after applying ${last}`);
+    if (index < last)
+      this.report(
+        'state-machine-safety',
+        `${inc} restored a snapshot at ${index} after applying ${last}`,
+      );
     this.lastApplied.set(inc, index);
   }
 
@@ -394,7 +544,10 @@ export class InvariantChecker {
   onAck(index: number, payload: string): void {
     const c = this.committed.get(index);
     if (c === undefined || c.key !== `n:${payload}`) {
-      this.report('acked-not-lost', `proposal ${payload} acknowledged at ${index} but ${c ? c.key : 'nothing'} is committed there`);
+      this.report(
+        'acked-not-lost',
+        `proposal ${payload} acknowledged at ${index} but ${c ? c.key : 'nothing'} is committed there`,
+      );
     }
     this.acked.set(index, payload);
     if (index > this.maxAckedIndex) this.maxAckedIndex = index;
@@ -402,7 +555,11 @@ export class InvariantChecker {
 
   /** A linearizable read completed on `id` whose applied index is `applied`; `mustSee` is the highest acked index when it began. */
   onReadDone(id: NodeId, applied: number, mustSee: number): void {
-    if (applied < mustSee) this.report('read-linearizable', `read on ${id} completed at applied ${applied}, but a write at ${mustSee} was acknowledged before it began`);
+    if (applied < mustSee)
+      this.report(
+        'read-linearizable',
+        `read on ${id} completed at applied ${applied}, but a write at ${mustSee} was acknowledged before it began`,
+      );
   }
 
   /** After every step: the whole cluster. */
@@ -413,20 +570,41 @@ export class InvariantChecker {
       const inc = `${n.id}#${n.incarnation}`;
       if (st.role === 'leader') this.noteLeader(st.term, n.id, 'status');
       const prev = this.lastCommit.get(inc) ?? 0;
-      if (st.commit < prev) this.report('commit-monotonic', `${inc}: commit index went back ${prev} → ${st.commit}`);
+      if (st.commit < prev)
+        this.report('commit-monotonic', `${inc}: commit index went back ${prev} → ${st.commit}`);
       this.lastCommit.set(inc, st.commit);
       const durable = n.disk.synced.hardState().commit;
-      if (st.commit < durable) this.report('commit-monotonic', `${inc}: commit index ${st.commit} below its durable commit ${durable}`);
+      if (st.commit < durable)
+        this.report(
+          'commit-monotonic',
+          `${inc}: commit index ${st.commit} below its durable commit ${durable}`,
+        );
       if (st.progress) {
         for (const [peer, pr] of Object.entries(st.progress)) {
-          if (pr.inflight > this.limits.maxInflightMsgs) this.report('bounds', `${n.id}: ${pr.inflight} appends in flight to ${peer} (max ${this.limits.maxInflightMsgs})`);
+          if (pr.inflight > this.limits.maxInflightMsgs)
+            this.report(
+              'bounds',
+              `${n.id}: ${pr.inflight} appends in flight to ${peer} (max ${this.limits.maxInflightMsgs})`,
+            );
         }
       }
-      if (st.pendingProposals > this.limits.maxPendingProposals) this.report('bounds', `${n.id}: ${st.pendingProposals} pending proposals (max ${this.limits.maxPendingProposals})`);
-      if (st.pendingReads > this.limits.maxPendingReads) this.report('bounds', `${n.id}: ${st.pendingReads} pending reads (max ${this.limits.maxPendingReads})`);
+      if (st.pendingProposals > this.limits.maxPendingProposals)
+        this.report(
+          'bounds',
+          `${n.id}: ${st.pendingProposals} pending proposals (max ${this.limits.maxPendingProposals})`,
+        );
+      if (st.pendingReads > this.limits.maxPendingReads)
+        this.report(
+          'bounds',
+          `${n.id}: ${st.pendingReads} pending reads (max ${this.limits.maxPendingReads})`,
+        );
     }
     for (const len of queueLengths) {
-      if (len > this.limits.maxQueueLength) this.report('bounds', `a network queue holds ${len} messages (max ${this.limits.maxQueueLength})`);
+      if (len > this.limits.maxQueueLength)
+        this.report(
+          'bounds',
+          `a network queue holds ${len} messages (max ${this.limits.maxQueueLength})`,
+        );
     }
   }
 
@@ -436,10 +614,22 @@ export class InvariantChecker {
    */
   checkHoldsAcked(id: NodeId, applied: number, stateIndex: number, hash: number): void {
     for (const [index, payload] of this.acked) {
-      if (index > applied) this.report('acked-not-lost', `${id} applied only up to ${applied}, below acknowledged write ${payload} at ${index}`);
-      else if (this.appliedAt.get(index) !== payload) this.report('acked-not-lost', `acknowledged write ${payload} at ${index} is not what was applied there (${this.appliedAt.get(index)})`);
+      if (index > applied)
+        this.report(
+          'acked-not-lost',
+          `${id} applied only up to ${applied}, below acknowledged write ${payload} at ${index}`,
+        );
+      else if (this.appliedAt.get(index) !== payload)
+        this.report(
+          'acked-not-lost',
+          `acknowledged write ${payload} at ${index} is not what was applied there (${this.appliedAt.get(index)})`,
+        );
     }
-    if (stateIndex > 0 && this.hashAt.get(stateIndex) !== hash) this.report('acked-not-lost', `${id}'s final state ${hash} at ${stateIndex} differs from the applied history (${this.hashAt.get(stateIndex)})`);
+    if (stateIndex > 0 && this.hashAt.get(stateIndex) !== hash)
+      this.report(
+        'acked-not-lost',
+        `${id}'s final state ${hash} at ${stateIndex} differs from the applied history (${this.hashAt.get(stateIndex)})`,
+      );
   }
 }
 

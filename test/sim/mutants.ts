@@ -4,7 +4,16 @@
  * rewrites what its Readies say.
  */
 import { RaftCore } from '../../src/raft/core/raft.ts';
-import type { ConfChange, Entry, Message, NodeId, Ready, Snapshot, SnapshotMeta, Status } from '../../src/raft/core/types.ts';
+import type {
+  ConfChange,
+  Entry,
+  Message,
+  NodeId,
+  Ready,
+  Snapshot,
+  SnapshotMeta,
+  Status,
+} from '../../src/raft/core/types.ts';
 import type { RaftCoreApi } from '../../src/raft/driver.ts';
 
 /**
@@ -28,7 +37,9 @@ export class OldTermCommitMutant implements RaftCoreApi {
 
   private quorumMatch(st: Status): number {
     if (st.role !== 'leader' || !st.progress) return 0;
-    const matches = st.conf.voters.map((v) => (v === st.id ? st.lastIndex : (st.progress?.[v]?.match ?? 0))).sort((a, b) => b - a);
+    const matches = st.conf.voters
+      .map((v) => (v === st.id ? st.lastIndex : (st.progress?.[v]?.match ?? 0)))
+      .sort((a, b) => b - a);
     return matches[Math.max(0, Math.floor(st.conf.voters.length / 2) + this.quorumShift)] ?? 0;
   }
 
@@ -54,8 +65,13 @@ export class OldTermCommitMutant implements RaftCoreApi {
     }
     const last = committed.at(-1);
     if (last) this.delivered = Math.max(this.delivered, last.index);
-    const hard = rd.hardState ?? (commit > st.commit ? { term: st.term, vote: st.vote, commit } : null);
-    const out: Ready = { ...rd, hardState: hard ? { ...hard, commit: Math.max(hard.commit, commit) } : null, committedEntries: committed };
+    const hard =
+      rd.hardState ?? (commit > st.commit ? { term: st.term, vote: st.vote, commit } : null);
+    const out: Ready = {
+      ...rd,
+      hardState: hard ? { ...hard, commit: Math.max(hard.commit, commit) } : null,
+      committedEntries: committed,
+    };
     this.originals.set(out, rd);
     return out;
   }
@@ -93,7 +109,11 @@ export class OldTermCommitMutant implements RaftCoreApi {
   }
   status(): Status {
     const st = this.inner.status();
-    return { ...st, commit: Math.max(st.commit, this.fakeCommit), applied: Math.max(st.applied, this.delivered) };
+    return {
+      ...st,
+      commit: Math.max(st.commit, this.fakeCommit),
+      applied: Math.max(st.applied, this.delivered),
+    };
   }
 }
 

@@ -11,7 +11,10 @@ import { DEFAULT_SETTINGS, World } from './world.ts';
 import { Prng } from './prng.ts';
 
 /** Runs seeds from 1 until one reports a violation (or gives up). */
-async function firstViolation(opts: Omit<RunOptions, 'seed'>, maxSeeds: number): Promise<RunResult | null> {
+async function firstViolation(
+  opts: Omit<RunOptions, 'seed'>,
+  maxSeeds: number,
+): Promise<RunResult | null> {
   for (let seed = 1; seed <= maxSeeds; seed++) {
     const r = await runSimulation({ ...opts, seed });
     if (r.violation) return r;
@@ -19,7 +22,13 @@ async function firstViolation(opts: Omit<RunOptions, 'seed'>, maxSeeds: number):
   return null;
 }
 
-const SAFETY: InvariantName[] = ['state-machine-safety', 'leader-completeness', 'acked-not-lost', 'log-matching', 'election-safety'];
+const SAFETY: InvariantName[] = [
+  'state-machine-safety',
+  'leader-completeness',
+  'acked-not-lost',
+  'log-matching',
+  'election-safety',
+];
 
 describe('persist-before-send', () => {
   it('is violated by a storage that acknowledges a write before it is synced (the driver then sends too early)', async () => {
@@ -38,7 +47,12 @@ describe('vote-once', () => {
   it('catches a node that votes twice in a term because its vote was not durable', async () => {
     // n1..n3; the disk of every node forgets votes. With persist-before-send muted, the
     // double vote itself must be caught.
-    const w = new World({ settings: { ...DEFAULT_SETTINGS, nodes: 3, diskBug: 'forgetVote' }, prng: new Prng(3), ignore: ['persist-before-send'], traceSize: 80 });
+    const w = new World({
+      settings: { ...DEFAULT_SETTINGS, nodes: 3, diskBug: 'forgetVote' },
+      prng: new Prng(3),
+      ignore: ['persist-before-send'],
+      traceSize: 80,
+    });
     await w.act(() => w.boot());
     for (let r = 0; r < 200 && !w.leader(); r++) await w.round();
     const leader = w.leader()!;
@@ -53,7 +67,12 @@ describe('vote-once', () => {
     await w.act(() => w.campaign(b));
     // Everything flows except b's vote request to v (so v grants a's request first) and
     // whatever a sends as a leader (so v's log stays as short as b's).
-    await w.flush(10_000, (m) => (m.type === 'vote' && m.from === b && m.to === v) || (m.from === a && (m.type === 'app' || m.type === 'heartbeat')));
+    await w.flush(
+      10_000,
+      (m) =>
+        (m.type === 'vote' && m.from === b && m.to === v) ||
+        (m.from === a && (m.type === 'app' || m.type === 'heartbeat')),
+    );
     // v crashes and restarts: its vote is gone from disk. Then b's request arrives.
     await w.act(() => w.crash(v));
     await w.act(() => w.startNode(v));
@@ -80,7 +99,13 @@ describe('the commit rule', () => {
 
   it('... and by the linearizable-read checker', async () => {
     const r = await firstViolation(
-      { steps: 1000, wrapCore: (core) => new MinorityCommitMutant(core), settings: { snapshotEveryEntries: 0 }, profile: { snapshot: 0, read: 3 }, ignore: ['liveness'] },
+      {
+        steps: 1000,
+        wrapCore: (core) => new MinorityCommitMutant(core),
+        settings: { snapshotEveryEntries: 0 },
+        profile: { snapshot: 0, read: 3 },
+        ignore: ['liveness'],
+      },
       5,
     );
     expect(r?.violation?.invariant).toBe('read-linearizable');
@@ -102,7 +127,11 @@ describe('state-machine-safety', () => {
         return super.apply(index, this.id === 'n2' ? new Uint8Array([...data, 0x21]) : data);
       }
     }
-    const w = new World({ settings: { ...DEFAULT_SETTINGS, nodes: 3 }, prng: new Prng(5), stateMachine: (id) => new Skewed(id) });
+    const w = new World({
+      settings: { ...DEFAULT_SETTINGS, nodes: 3 },
+      prng: new Prng(5),
+      stateMachine: (id) => new Skewed(id),
+    });
     await w.act(() => w.boot());
     for (let r = 0; r < 200 && !w.leader(); r++) await w.round();
     w.propose(w.leader()!.id);

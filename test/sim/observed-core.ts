@@ -4,7 +4,15 @@
  * it through its `createCore` option, the core itself is untouched.
  */
 import type { RaftCoreApi } from '../../src/raft/driver.ts';
-import type { ConfChange, Message, NodeId, Ready, Snapshot, SnapshotMeta, Status } from '../../src/raft/core/types.ts';
+import type {
+  ConfChange,
+  Message,
+  NodeId,
+  Ready,
+  Snapshot,
+  SnapshotMeta,
+  Status,
+} from '../../src/raft/core/types.ts';
 
 export interface CoreObserver {
   onReady(rd: Ready): void;

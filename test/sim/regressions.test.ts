@@ -7,15 +7,26 @@ import { runSimulation } from './runner.ts';
 
 const REGRESSIONS: Array<{ seed: number; nodes: number; bug: string }> = [
   { seed: 2, nodes: 3, bug: 'a full in-flight window of lost appends stalled a follower forever' },
-  { seed: 1459845513, nodes: 5, bug: 'a full in-flight window of lost appends stalled a follower forever (5 nodes)' },
-  { seed: 1450411913, nodes: 3, bug: 'an append response of an old term was sent after a new leader truncated what it acknowledged' },
+  {
+    seed: 1459845513,
+    nodes: 5,
+    bug: 'a full in-flight window of lost appends stalled a follower forever (5 nodes)',
+  },
+  {
+    seed: 1450411913,
+    nodes: 3,
+    bug: 'an append response of an old term was sent after a new leader truncated what it acknowledged',
+  },
 ];
 
 describe('simulator regressions', () => {
   for (const r of REGRESSIONS) {
     it(`seed ${r.seed}: ${r.bug}`, async () => {
       const result = await runSimulation({ seed: r.seed, steps: 2000, nodes: r.nodes });
-      expect(result.violation, result.violation ? `[${result.violation.invariant}] ${result.violation.message}` : '').toBeNull();
+      expect(
+        result.violation,
+        result.violation ? `[${result.violation.invariant}] ${result.violation.message}` : '',
+      ).toBeNull();
     });
   }
 });

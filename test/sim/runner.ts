@@ -9,7 +9,13 @@ import type { RaftCoreApi } from '../../src/raft/driver.ts';
 import type { DiskBug } from './fake-disk.ts';
 import type { InvariantName, Violation } from './invariants.ts';
 import { Prng } from './prng.ts';
-import { DEFAULT_SETTINGS, World, type SimNode, type SimSettings, type WorldStats } from './world.ts';
+import {
+  DEFAULT_SETTINGS,
+  World,
+  type SimNode,
+  type SimSettings,
+  type WorldStats,
+} from './world.ts';
 
 /** Relative weights of the fault-phase actions (0 disables one). */
 export interface FaultProfile {
@@ -71,7 +77,10 @@ export interface RunResult {
 /** Ticks the recovery phase may take to elect a leader and commit a proposal, per election timeout. */
 export const RECOVERY_ELECTION_TIMEOUTS = 30;
 
-export function chooseSettings(rng: Prng, opts: RunOptions): { settings: SimSettings; profile: FaultProfile } {
+export function chooseSettings(
+  rng: Prng,
+  opts: RunOptions,
+): { settings: SimSettings; profile: FaultProfile } {
   // Always draw, so that passing --nodes with the value the seed chose replays the same run.
   const drawnNodes = rng.chance(0.5) ? 3 : 5;
   const nodes = opts.nodes ?? drawnNodes;
@@ -116,9 +125,16 @@ export function chooseSettings(rng: Prng, opts: RunOptions): { settings: SimSett
   return { settings, profile };
 }
 
-export function describeSettings(seed: number, steps: number, s: SimSettings, p: FaultProfile): string {
+export function describeSettings(
+  seed: number,
+  steps: number,
+  s: SimSettings,
+  p: FaultProfile,
+): string {
   const set = `nodes=${s.nodes} spares=${s.spares} electionTicks=${s.electionTicks} heartbeatTicks=${s.heartbeatTicks} maxMsgBytes=${s.maxMsgBytes} maxInflightMsgs=${s.maxInflightMsgs} snapshotChunkBytes=${s.snapshotChunkBytes} snapshotEveryEntries=${s.snapshotEveryEntries} maxPendingProposals=${s.maxPendingProposals} maxUncommittedBytes=${s.maxUncommittedBytes} maxQueueLength=${s.maxQueueLength} readTimeoutTicks=${s.readTimeoutTicks} diskBug=${s.diskBug}`;
-  const prof = Object.entries(p).map(([k, v]) => `${k}=${v}`).join(' ');
+  const prof = Object.entries(p)
+    .map(([k, v]) => `${k}=${v}`)
+    .join(' ');
   return `seed=${seed} steps=${steps} ${set} | weights: ${prof}`;
 }
 
@@ -265,7 +281,9 @@ class Scheduler {
       const a = this.rng.pick(members);
       const others = this.rng.shuffle(members.filter((x) => x !== a));
       const k = this.rng.int(1, Math.max(1, others.length));
-      const pairs: Array<[NodeId, NodeId]> = others.slice(0, k).map((b) => (shape === 2 ? [a, b] : [b, a]));
+      const pairs: Array<[NodeId, NodeId]> = others
+        .slice(0, k)
+        .map((b) => (shape === 2 ? [a, b] : [b, a]));
       w.block(pairs);
     }
   }
@@ -288,7 +306,9 @@ class Scheduler {
     for (const l of conf.learners) {
       const pr = progress[l];
       if (pr && (pr.match >= leader.driver.status().commit - 2 || this.rng.chance(0.2))) {
-        options.push(() => w.changeMembership(leader.id, { type: 'addVoter', nodeId: l, context: '' }));
+        options.push(() =>
+          w.changeMembership(leader.id, { type: 'addVoter', nodeId: l, context: '' }),
+        );
       }
     }
     if (conf.voters.length >= 3) {
@@ -315,11 +335,14 @@ class Scheduler {
  * committed a new proposal, within RECOVERY_ELECTION_TIMEOUTS election timeouts, else a
  * liveness violation. Finally the proposer must hold every acknowledged write.
  */
-export async function recoveryPhase(world: World): Promise<{ done: boolean; ticks: number; diagnosis: string | null }> {
+export async function recoveryPhase(
+  world: World,
+): Promise<{ done: boolean; ticks: number; diagnosis: string | null }> {
   world.log('--- recovery: heal everything, restart crashed nodes ---');
   world.heal();
   for (const n of world.nodes.values()) n.disk.failNextSync = false;
-  for (const n of world.nodes.values()) if (n.started && !n.up) await world.act(() => world.startNode(n.id));
+  for (const n of world.nodes.values())
+    if (n.started && !n.up) await world.act(() => world.startNode(n.id));
   const budget = RECOVERY_ELECTION_TIMEOUTS * world.settings.electionTicks;
   let seq: number | null = null;
   let proposer: SimNode | null = null;
@@ -348,13 +371,27 @@ export async function recoveryPhase(world: World): Promise<{ done: boolean; tick
     if (!done) {
       const leader = world.leader();
       const st = leader?.driver?.status();
-      const prog = st?.progress ? Object.entries(st.progress).map(([id, p]) => `${id}:${p.state} match ${p.match} next ${p.next} inflight ${p.inflight}`).join('; ') : '';
+      const prog = st?.progress
+        ? Object.entries(st.progress)
+            .map(
+              ([id, p]) =>
+                `${id}:${p.state} match ${p.match} next ${p.next} inflight ${p.inflight}`,
+            )
+            .join('; ')
+        : '';
       // A diagnosis, not an excuse: followers in replicate state whose in-flight window is full
       // (of appends that were lost) are never sent to again, so no quorum forms.
       if (st?.progress) {
-        const stalled = Object.entries(st.progress).filter(([id, p]) => id !== leader!.id && p.state === 'replicate' && p.inflight >= world.settings.maxInflightMsgs && p.match < st.lastIndex);
+        const stalled = Object.entries(st.progress).filter(
+          ([id, p]) =>
+            id !== leader!.id &&
+            p.state === 'replicate' &&
+            p.inflight >= world.settings.maxInflightMsgs &&
+            p.match < st.lastIndex,
+        );
         const healthy = st.conf.voters.filter((v) => !stalled.some(([id]) => id === v)).length;
-        if (stalled.length > 0 && healthy < Math.floor(st.conf.voters.length / 2) + 1) diagnosis = 'stalled-replication-window';
+        if (stalled.length > 0 && healthy < Math.floor(st.conf.voters.length / 2) + 1)
+          diagnosis = 'stalled-replication-window';
       }
       world.checker.report(
         'liveness',
@@ -362,7 +399,12 @@ export async function recoveryPhase(world: World): Promise<{ done: boolean; tick
       );
     } else if (proposer?.driver && proposer.sm) {
       // The proposer applied the new entry, so it must hold every write acknowledged before.
-      world.checker.checkHoldsAcked(proposer.id, proposer.driver.status().applied, proposer.sm.lastIndex, proposer.sm.hash);
+      world.checker.checkHoldsAcked(
+        proposer.id,
+        proposer.driver.status().applied,
+        proposer.sm.lastIndex,
+        proposer.sm.hash,
+      );
     }
   }
   return { done, ticks, diagnosis };
@@ -372,7 +414,14 @@ export async function runSimulation(opts: RunOptions): Promise<RunResult> {
   const t0 = performance.now();
   const rng = new Prng(opts.seed);
   const { settings, profile } = chooseSettings(rng, opts);
-  const world = new World({ settings, prng: rng.fork(), wrapCore: opts.wrapCore, coreFactory: opts.coreFactory, traceSize: opts.traceSize ?? 50, ignore: opts.ignore ?? [] });
+  const world = new World({
+    settings,
+    prng: rng.fork(),
+    wrapCore: opts.wrapCore,
+    coreFactory: opts.coreFactory,
+    traceSize: opts.traceSize ?? 50,
+    ignore: opts.ignore ?? [],
+  });
   const scheduler = new Scheduler(world, rng.fork(), profile);
   let steps = 0;
   let recoverySteps = 0;
@@ -381,7 +430,10 @@ export async function runSimulation(opts: RunOptions): Promise<RunResult> {
 
   const fail = (err: unknown) => {
     const e = err as Error;
-    world.checker.report('driver-assertion', `uncaught in step ${world.step}: ${e?.stack ?? String(err)}`);
+    world.checker.report(
+      'driver-assertion',
+      `uncaught in step ${world.step}: ${e?.stack ?? String(err)}`,
+    );
   };
 
   try {

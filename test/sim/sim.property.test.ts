@@ -22,14 +22,18 @@ const SCHEDULE_RUNS = 50;
 describe('simulation properties', () => {
   it('no invariant breaks under random fault schedules (seed-driven)', async () => {
     await fc.assert(
-      fc.asyncProperty(fc.integer({ min: 0, max: 2 ** 31 - 1 }), fc.constantFrom(3, 5), async (seed, nodes) => {
-        const r = await runSimulation({ seed, steps: SEED_STEPS, nodes });
-        if (r.violation) {
-          throw new Error(
-            `[${r.violation.invariant}] ${r.violation.message}\nreplay: npm run sim -- --seed ${seed} --steps ${SEED_STEPS} --nodes ${nodes}\n${r.trace.slice(-20).join('\n')}`,
-          );
-        }
-      }),
+      fc.asyncProperty(
+        fc.integer({ min: 0, max: 2 ** 31 - 1 }),
+        fc.constantFrom(3, 5),
+        async (seed, nodes) => {
+          const r = await runSimulation({ seed, steps: SEED_STEPS, nodes });
+          if (r.violation) {
+            throw new Error(
+              `[${r.violation.invariant}] ${r.violation.message}\nreplay: npm run sim -- --seed ${seed} --steps ${SEED_STEPS} --nodes ${nodes}\n${r.trace.slice(-20).join('\n')}`,
+            );
+          }
+        },
+      ),
       { numRuns: SEED_RUNS },
     );
   });
@@ -37,26 +41,81 @@ describe('simulation properties', () => {
   type Action =
     | { k: 'deliver'; link: number; pos: number }
     | { k: 'drop' | 'dup'; link: number }
-    | { k: 'tick' | 'sync' | 'propose' | 'read' | 'crash' | 'restart' | 'isolate' | 'diskFail' | 'snapshot' | 'campaign'; node: number }
+    | {
+        k:
+          | 'tick'
+          | 'sync'
+          | 'propose'
+          | 'read'
+          | 'crash'
+          | 'restart'
+          | 'isolate'
+          | 'diskFail'
+          | 'snapshot'
+          | 'campaign';
+        node: number;
+      }
     | { k: 'oneWay'; from: number; to: number }
     | { k: 'transfer'; to: number }
     | { k: 'heal' };
 
   const node = fc.nat({ max: 4 });
   const action: fc.Arbitrary<Action> = fc.oneof(
-    { weight: 12, arbitrary: fc.record({ k: fc.constant('deliver' as const), link: fc.nat(), pos: fc.nat({ max: 3 }) }) },
+    {
+      weight: 12,
+      arbitrary: fc.record({
+        k: fc.constant('deliver' as const),
+        link: fc.nat(),
+        pos: fc.nat({ max: 3 }),
+      }),
+    },
     { weight: 6, arbitrary: fc.record({ k: fc.constant('tick' as const), node }) },
     { weight: 6, arbitrary: fc.record({ k: fc.constant('sync' as const), node }) },
     { weight: 3, arbitrary: fc.record({ k: fc.constant('propose' as const), node }) },
-    { weight: 1, arbitrary: fc.record({ k: fc.constantFrom('drop' as const, 'dup' as const), link: fc.nat() }) },
-    { weight: 1, arbitrary: fc.record({ k: fc.constantFrom('read' as const, 'crash' as const, 'restart' as const, 'isolate' as const, 'diskFail' as const, 'snapshot' as const, 'campaign' as const), node }) },
-    { weight: 1, arbitrary: fc.record({ k: fc.constant('oneWay' as const), from: node, to: node }) },
+    {
+      weight: 1,
+      arbitrary: fc.record({ k: fc.constantFrom('drop' as const, 'dup' as const), link: fc.nat() }),
+    },
+    {
+      weight: 1,
+      arbitrary: fc.record({
+        k: fc.constantFrom(
+          'read' as const,
+          'crash' as const,
+          'restart' as const,
+          'isolate' as const,
+          'diskFail' as const,
+          'snapshot' as const,
+          'campaign' as const,
+        ),
+        node,
+      }),
+    },
+    {
+      weight: 1,
+      arbitrary: fc.record({ k: fc.constant('oneWay' as const), from: node, to: node }),
+    },
     { weight: 1, arbitrary: fc.record({ k: fc.constant('transfer' as const), to: node }) },
     { weight: 1, arbitrary: fc.constant({ k: 'heal' as const }) },
   );
 
-  async function play(seed: number, nodes: number, schedule: Action[]): Promise<{ invariant: string; message: string; diagnosis: string | null } | null> {
-    const w = new World({ settings: { ...DEFAULT_SETTINGS, nodes, spares: 0, electionTicks: 5, heartbeatTicks: 1, snapshotEveryEntries: 6, maxInflightMsgs: 2 }, prng: new Prng(seed) });
+  async function play(
+    seed: number,
+    nodes: number,
+    schedule: Action[],
+  ): Promise<{ invariant: string; message: string; diagnosis: string | null } | null> {
+    const w = new World({
+      settings: {
+        ...DEFAULT_SETTINGS,
+        nodes,
+        spares: 0,
+        electionTicks: 5,
+        heartbeatTicks: 1,
+        snapshotEveryEntries: 6,
+        maxInflightMsgs: 2,
+      },
+      prng: new Prng(seed),
+    });
     await w.act(() => w.boot());
     const ids = w.ids;
     const pick = (i: number): NodeId => ids[i % ids.length]!;
@@ -118,10 +177,15 @@ describe('simulation properties', () => {
 
   it('no invariant breaks under generated fault schedules (shrinks to a minimal schedule)', async () => {
     await fc.assert(
-      fc.asyncProperty(fc.integer({ min: 0, max: 2 ** 31 - 1 }), fc.constantFrom(3, 5), fc.array(action, { minLength: 1, maxLength: 400 }), async (seed, nodes, schedule) => {
-        const v = await play(seed, nodes, schedule);
-        if (v) throw new Error(`[${v.invariant}] ${v.message}`);
-      }),
+      fc.asyncProperty(
+        fc.integer({ min: 0, max: 2 ** 31 - 1 }),
+        fc.constantFrom(3, 5),
+        fc.array(action, { minLength: 1, maxLength: 400 }),
+        async (seed, nodes, schedule) => {
+          const v = await play(seed, nodes, schedule);
+          if (v) throw new Error(`[${v.invariant}] ${v.message}`);
+        },
+      ),
       { numRuns: SCHEDULE_RUNS },
     );
   });

@@ -52,7 +52,8 @@ export class SimStateMachine implements StateMachine {
   observer: SimStateObserver | null = null;
 
   apply(index: number, data: Uint8Array): SimApplyResult {
-    if (index <= this.lastIndex) throw new Error(`state machine: apply ${index} after ${this.lastIndex}`);
+    if (index <= this.lastIndex)
+      throw new Error(`state machine: apply ${index} after ${this.lastIndex}`);
     const payload = bytesKey(data);
     const bar = payload.indexOf('|');
     const eq = payload.indexOf('=', bar + 1);
@@ -72,7 +73,12 @@ export class SimStateMachine implements StateMachine {
   }
 
   snapshot(): Uint8Array {
-    const enc: Encoded = { lastIndex: this.lastIndex, hash: this.hash, count: this.count, kv: [...this.kv.entries()].sort((a, b) => (a[0] < b[0] ? -1 : 1)) };
+    const enc: Encoded = {
+      lastIndex: this.lastIndex,
+      hash: this.hash,
+      count: this.count,
+      kv: [...this.kv.entries()].sort((a, b) => (a[0] < b[0] ? -1 : 1)),
+    };
     return encoder.encode(JSON.stringify(enc));
   }
 

@@ -10,11 +10,23 @@ import { AssertionFailure } from '../../src/shared/errors.ts';
 import { silentLogger } from '../../src/shared/logger.ts';
 import { RaftCore } from '../../src/raft/core/raft.ts';
 import { RaftDriver, type RaftCoreApi, type RaftStateChange } from '../../src/raft/driver.ts';
-import type { ConfChange, ConfState, DurableState, Message, NodeId, RaftConfig } from '../../src/raft/core/types.ts';
+import type {
+  ConfChange,
+  ConfState,
+  DurableState,
+  Message,
+  NodeId,
+  RaftConfig,
+} from '../../src/raft/core/types.ts';
 import { FakeClock } from './fake-clock.ts';
 import { FakeDisk, type DiskBug } from './fake-disk.ts';
 import { FakeNetwork, type FakeTransport, describeMessage } from './fake-network.ts';
-import { InvariantChecker, bytesKey, type InvariantName, type NodeObservation } from './invariants.ts';
+import {
+  InvariantChecker,
+  bytesKey,
+  type InvariantName,
+  type NodeObservation,
+} from './invariants.ts';
 import { ObservedCore } from './observed-core.ts';
 import { Prng } from './prng.ts';
 import { SimStateMachine, encodePayload, type SimApplyResult } from './state-machine.ts';
@@ -119,7 +131,9 @@ export class Trace {
     this.next = (this.next + 1) % this.size;
   }
   tail(): string[] {
-    return this.buf.length < this.size ? [...this.buf] : [...this.buf.slice(this.next), ...this.buf.slice(0, this.next)];
+    return this.buf.length < this.size
+      ? [...this.buf]
+      : [...this.buf.slice(this.next), ...this.buf.slice(0, this.next)];
   }
 }
 
@@ -131,7 +145,18 @@ export class World {
   readonly ids: NodeId[];
   readonly bootstrap: ConfState;
   readonly trace: Trace;
-  readonly stats: WorldStats = { proposed: 0, acked: 0, refused: {}, reads: 0, readsDone: 0, crashes: 0, fatals: 0, leaderChanges: 0, snapshotsSent: 0, confChanges: 0 };
+  readonly stats: WorldStats = {
+    proposed: 0,
+    acked: 0,
+    refused: {},
+    reads: 0,
+    readsDone: 0,
+    crashes: 0,
+    fatals: 0,
+    leaderChanges: 0,
+    snapshotsSent: 0,
+    confChanges: 0,
+  };
   step = 0;
   private seq = 0;
   /** When set, every message that leaves a node is appended here (scripted tests). */
@@ -140,7 +165,10 @@ export class World {
   private readonly makeStateMachine: (id: NodeId) => SimStateMachine;
   private readonly coreFactory: (config: RaftConfig, durable: DurableState) => RaftCoreApi;
   /** Results of client proposals by client sequence number, for scripted tests. */
-  readonly outcomes = new Map<number, { ok: true; result: SimApplyResult } | { ok: false; error: Error }>();
+  readonly outcomes = new Map<
+    number,
+    { ok: true; result: SimApplyResult } | { ok: false; error: Error }
+  >();
 
   constructor(options: WorldOptions) {
     const s = options.settings;
@@ -150,16 +178,23 @@ export class World {
     this.coreFactory = options.coreFactory ?? ((config, durable) => new RaftCore(config, durable));
     this.trace = new Trace(options.traceSize ?? 50);
     this.net = new FakeNetwork(s.maxQueueLength);
-    this.checker = new InvariantChecker({
-      maxInflightMsgs: s.maxInflightMsgs,
-      maxPendingProposals: s.maxPendingProposals,
-      maxPendingReads: s.maxPendingReads,
-      maxQueueLength: s.maxQueueLength,
-    }, options.ignore);
+    this.checker = new InvariantChecker(
+      {
+        maxInflightMsgs: s.maxInflightMsgs,
+        maxPendingProposals: s.maxPendingProposals,
+        maxPendingReads: s.maxPendingReads,
+        maxQueueLength: s.maxQueueLength,
+      },
+      options.ignore,
+    );
     this.ids = [];
     for (let i = 1; i <= s.nodes + s.spares; i++) this.ids.push(`n${i}`);
     const voters = this.ids.slice(0, s.nodes);
-    this.bootstrap = { voters, learners: [], context: Object.fromEntries(voters.map((v) => [v, `sim://${v}`])) };
+    this.bootstrap = {
+      voters,
+      learners: [],
+      context: Object.fromEntries(voters.map((v) => [v, `sim://${v}`])),
+    };
     for (const id of this.ids) {
       const node = new SimNode(id, s.diskBug, options.prng.fork());
       node.disk.observer = {
@@ -219,8 +254,10 @@ export class World {
     const transport = this.net.attach(id);
     const sm = this.makeStateMachine(id);
     sm.observer = {
-      onApply: (index, payload, hash) => this.checker.onApply(id, inc, index, payload, hash, node.disk.view),
-      onRestore: (index, stateIndex, hash) => this.checker.onRestore(id, inc, index, stateIndex, hash),
+      onApply: (index, payload, hash) =>
+        this.checker.onApply(id, inc, index, payload, hash, node.disk.view),
+      onRestore: (index, stateIndex, hash) =>
+        this.checker.onRestore(id, inc, index, stateIndex, hash),
     };
     const s = this.settings;
     const raft: Partial<Omit<RaftConfig, 'id' | 'random'>> = {
@@ -263,7 +300,9 @@ export class World {
     node.transport = transport;
     node.up = true;
     this.checker.onStart(id, inc, node.disk.view);
-    this.log(`start ${id}#${inc} (durable term ${node.disk.synced.hardState.term}, commit ${node.disk.synced.hardState.commit}, last ${node.disk.view.synced.lastIndex()})`);
+    this.log(
+      `start ${id}#${inc} (durable term ${node.disk.synced.hardState.term}, commit ${node.disk.synced.hardState.commit}, last ${node.disk.view.synced.lastIndex()})`,
+    );
     try {
       await driver.start();
     } catch (err) {
@@ -273,14 +312,19 @@ export class World {
 
   private onStateChange(st: RaftStateChange): void {
     if (st.role === 'leader') this.stats.leaderChanges++;
-    this.log(`${st.id} is ${st.role} in term ${st.term} (leader ${st.leader ?? '-'}) voters [${st.conf.voters.join(',')}] learners [${st.conf.learners.join(',')}]`);
+    this.log(
+      `${st.id} is ${st.role} in term ${st.term} (leader ${st.leader ?? '-'}) voters [${st.conf.voters.join(',')}] learners [${st.conf.learners.join(',')}]`,
+    );
   }
 
   private onFatal(node: SimNode, inc: number, err: unknown): void {
     if (node.incarnation !== inc) return;
     this.stats.fatals++;
     this.log(`${node.id} FATAL: ${String(err)}`);
-    if (err instanceof AssertionFailure || (err instanceof Error && err.cause instanceof AssertionFailure)) {
+    if (
+      err instanceof AssertionFailure ||
+      (err instanceof Error && err.cause instanceof AssertionFailure)
+    ) {
       this.checker.report('driver-assertion', `${node.id}: ${String(err)}`);
     }
     // The process exits: what it did not sync is lost.
@@ -322,7 +366,10 @@ export class World {
 
   deliver(link: string, position = 0, duplicate = false): void {
     const m = this.net.deliver(link, position, duplicate);
-    if (m) this.log(`${duplicate ? 'dup ' : ''}deliver${position > 0 ? `[${position}]` : ''} ${describeMessage(m)}`);
+    if (m)
+      this.log(
+        `${duplicate ? 'dup ' : ''}deliver${position > 0 ? `[${position}]` : ''} ${describeMessage(m)}`,
+      );
   }
 
   drop(link: string, position = 0): void {
@@ -339,7 +386,8 @@ export class World {
   /** Cuts `group` off from everyone else, both ways. */
   isolate(group: NodeId[]): void {
     const pairs: Array<[NodeId, NodeId]> = [];
-    for (const a of group) for (const b of this.ids) if (!group.includes(b)) pairs.push([a, b], [b, a]);
+    for (const a of group)
+      for (const b of this.ids) if (!group.includes(b)) pairs.push([a, b], [b, a]);
     this.block(pairs);
   }
 
@@ -408,7 +456,8 @@ export class World {
     this.log(`conf change on ${on}: ${cc.type} ${cc.nodeId}`);
     node.driver.changeMembership(cc).then(
       () => this.log(`conf change ${cc.type} ${cc.nodeId} applied on ${on}`),
-      (err: Error) => this.log(`conf change ${cc.type} ${cc.nodeId} refused: ${err.name}: ${err.message}`),
+      (err: Error) =>
+        this.log(`conf change ${cc.type} ${cc.nodeId} refused: ${err.name}: ${err.message}`),
     );
   }
 
@@ -460,7 +509,8 @@ export class World {
 
   maxTerm(): number {
     let t = 0;
-    for (const n of this.nodes.values()) if (n.up && n.driver) t = Math.max(t, n.driver.status().term);
+    for (const n of this.nodes.values())
+      if (n.up && n.driver) t = Math.max(t, n.driver.status().term);
     return t;
   }
 
@@ -492,7 +542,7 @@ export class World {
    * A link whose oldest message matches `hold` is left alone.
    */
   async flush(maxSteps = 10_000, hold?: (m: Message) => boolean): Promise<void> {
-    for (let i = 0; i < maxSteps && this.checker.violation === null; ) {
+    for (let i = 0; i < maxSteps && this.checker.violation === null;) {
       let did = false;
       for (const link of this.net.busyLinks()) {
         const head = this.net.peek(link, 0);

@@ -8,7 +8,16 @@ import { LockConflictError } from '../../src/coordinator/errors.ts';
 import { parseLockKey } from '../../src/coordinator/lock-key.ts';
 import { GlobalStatus } from '../../src/coordinator/types.ts';
 import type { DbSessionStore, DialectName } from '../../src/store/db/index.ts';
-import { DIALECTS, connectAdmin, dbWorld, openStore, uniquePrefix, waitFor, type Admin, type DbWorld } from './helpers.ts';
+import {
+  DIALECTS,
+  connectAdmin,
+  dbWorld,
+  openStore,
+  uniquePrefix,
+  waitFor,
+  type Admin,
+  type DbWorld,
+} from './helpers.ts';
 
 const NODES = 3;
 const XIDS = 6;
@@ -23,7 +32,9 @@ function lockKeyOf(i: number): string {
   const picks = i % 3 === 0 ? [a] : i % 3 === 1 ? [a, b] : [a, b, c];
   const t = picks.filter((p) => p % 2 === 0).map(String);
   const u = picks.filter((p) => p % 2 === 1).map(String);
-  return [t.length ? `t:${t.join(',')}` : '', u.length ? `u:${u.join(',')}` : ''].filter(Boolean).join(';');
+  return [t.length ? `t:${t.join(',')}` : '', u.length ? `u:${u.join(',')}` : '']
+    .filter(Boolean)
+    .join(';');
 }
 
 describe.each(DIALECTS)('concurrent nodes on %s', (dialect: DialectName) => {
@@ -51,16 +62,35 @@ describe.each(DIALECTS)('concurrent nodes on %s', (dialect: DialectName) => {
   it('racing branch registers from several nodes: all rows or none, never two holders of a row', async () => {
     const xids: string[] = [];
     for (let i = 0; i < XIDS; i++) {
-      xids.push((await worlds[i % NODES]!.coordinator.begin({ applicationId: 'app', transactionServiceGroup: 'g', timeoutMs: 600_000 })).xid);
+      xids.push(
+        (
+          await worlds[i % NODES]!.coordinator.begin({
+            applicationId: 'app',
+            transactionServiceGroup: 'g',
+            timeoutMs: 600_000,
+          })
+        ).xid,
+      );
     }
-    type Attempt = { xid: string; lockKey: string; rows: string[]; result: 'ok' | LockConflictError };
+    type Attempt = {
+      xid: string;
+      lockKey: string;
+      rows: string[];
+      result: 'ok' | LockConflictError;
+    };
     const attempts = await Promise.all(
       Array.from({ length: REGISTERS }, async (_, i): Promise<Attempt> => {
         const xid = xids[(i * 5) % XIDS]!;
         const lockKey = lockKeyOf(i);
         const world = worlds[i % NODES]!;
         try {
-          await world.coordinator.registerBranch({ xid, branchType: 'TCC', resourceId: 'db', lockKey, clientId: `rm-${i}` });
+          await world.coordinator.registerBranch({
+            xid,
+            branchType: 'TCC',
+            resourceId: 'db',
+            lockKey,
+            clientId: `rm-${i}`,
+          });
           return { xid, lockKey, rows: parseLockKey('db', lockKey), result: 'ok' };
         } catch (err) {
           if (!(err instanceof LockConflictError)) throw err;
@@ -79,7 +109,9 @@ describe.each(DIALECTS)('concurrent nodes on %s', (dialect: DialectName) => {
     for (const a of won) {
       for (const row of a.rows) {
         const held = winner.get(row);
-        expect(held === undefined || held === a.xid, `${row} won by ${held} and ${a.xid}`).toBe(true);
+        expect(held === undefined || held === a.xid, `${row} won by ${held} and ${a.xid}`).toBe(
+          true,
+        );
         winner.set(row, a.xid);
       }
     }
@@ -104,8 +136,11 @@ describe.each(DIALECTS)('concurrent nodes on %s', (dialect: DialectName) => {
     expect(() => state.checkInvariants()).not.toThrow();
 
     // Every transaction ends, from whichever node, and no row outlives it.
-    const ends = await Promise.all(xids.map((xid, i) => worlds[(i + 1) % NODES]!.coordinator.rollback({ xid })));
-    for (const status of ends) expect([GlobalStatus.Rollbacked, GlobalStatus.Rollbacking]).toContain(status);
+    const ends = await Promise.all(
+      xids.map((xid, i) => worlds[(i + 1) % NODES]!.coordinator.rollback({ xid })),
+    );
+    for (const status of ends)
+      expect([GlobalStatus.Rollbacked, GlobalStatus.Rollbacking]).toContain(status);
     await waitFor(
       'every transaction to end',
       async () => {
@@ -119,42 +154,88 @@ describe.each(DIALECTS)('concurrent nodes on %s', (dialect: DialectName) => {
   });
 
   it('concurrent phase-two commands on one transaction from several nodes serialize on its row', async () => {
-    const xid = (await worlds[0]!.coordinator.begin({ applicationId: 'app', transactionServiceGroup: 'g', timeoutMs: 600_000 })).xid;
-    await Promise.all(Array.from({ length: 12 }, (_, i) => worlds[i % NODES]!.coordinator.registerBranch({ xid, branchType: 'TCC', resourceId: 'db', lockKey: `s:${i}`, clientId: 'rm' })));
+    const xid = (
+      await worlds[0]!.coordinator.begin({
+        applicationId: 'app',
+        transactionServiceGroup: 'g',
+        timeoutMs: 600_000,
+      })
+    ).xid;
+    await Promise.all(
+      Array.from({ length: 12 }, (_, i) =>
+        worlds[i % NODES]!.coordinator.registerBranch({
+          xid,
+          branchType: 'TCC',
+          resourceId: 'db',
+          lockKey: `s:${i}`,
+          clientId: 'rm',
+        }),
+      ),
+    );
     // Every node tries to decide at once: exactly one decision is recorded, every caller learns it.
     const answers = await Promise.all(
-      Array.from({ length: 9 }, (_, i) => (i % 2 === 0 ? worlds[i % NODES]!.coordinator.commit({ xid }) : worlds[i % NODES]!.coordinator.rollback({ xid }))),
+      Array.from({ length: 9 }, (_, i) =>
+        i % 2 === 0
+          ? worlds[i % NODES]!.coordinator.commit({ xid })
+          : worlds[i % NODES]!.coordinator.rollback({ xid }),
+      ),
     );
     const final = await waitFor(
       'the decision to be driven to its end',
       async () => {
         for (const w of worlds) await w.clock.advance(200);
         const status = await worlds[0]!.coordinator.getStatus({ xid });
-        return status === GlobalStatus.Committed || status === GlobalStatus.Rollbacked ? status : undefined;
+        return status === GlobalStatus.Committed || status === GlobalStatus.Rollbacked
+          ? status
+          : undefined;
       },
       20_000,
     );
     const decision = final === GlobalStatus.Committed ? 'commit' : 'rollback';
-    for (const a of answers) expect(a.startsWith(decision === 'commit' ? 'Commit' : 'Rollback'), `${a} vs ${final}`).toBe(true);
-    expect(await admin.query(`SELECT row_key FROM ${prefix}lock_table WHERE xid = ?`, [xid])).toEqual([]);
+    for (const a of answers)
+      expect(a.startsWith(decision === 'commit' ? 'Commit' : 'Rollback'), `${a} vs ${final}`).toBe(
+        true,
+      );
+    expect(
+      await admin.query(`SELECT row_key FROM ${prefix}lock_table WHERE xid = ?`, [xid]),
+    ).toEqual([]);
   });
 
   it('a lock row inserted by a transaction that commits after our read is caught by the key: re-read, LockConflict naming it', async () => {
     const w = worlds[1]!;
-    const xid = (await w.coordinator.begin({ applicationId: 'app', transactionServiceGroup: 'g', timeoutMs: 600_000 })).xid;
+    const xid = (
+      await w.coordinator.begin({
+        applicationId: 'app',
+        transactionServiceGroup: 'g',
+        timeoutMs: 600_000,
+      })
+    ).xid;
     const racer = '10.9.9.9:8091:4242';
     for (const outcome of ['commit', 'rollback'] as const) {
       // Another node's transaction has inserted the row but not committed yet: our read cannot see it.
       const tx = await admin.begin();
-      await tx.query(`INSERT INTO ${prefix}lock_table (row_key, xid, branch_id, resource_id, table_name, pk) VALUES (?, ?, ?, ?, ?, ?)`, ['db^^^race^^^1', racer, '1', 'db', 'race', '1']);
-      const retriesBefore = stores[1]!.stats.raceRetries;
-      const register = w.coordinator.registerBranch({ xid, branchType: 'TCC', resourceId: 'db', lockKey: 'race:1,2', clientId: 'rm' }).then(
-        () => 'registered' as const,
-        (err: unknown) => err,
+      await tx.query(
+        `INSERT INTO ${prefix}lock_table (row_key, xid, branch_id, resource_id, table_name, pk) VALUES (?, ?, ?, ?, ?, ?)`,
+        ['db^^^race^^^1', racer, '1', 'db', 'race', '1'],
       );
+      const retriesBefore = stores[1]!.stats.raceRetries;
+      const register = w.coordinator
+        .registerBranch({
+          xid,
+          branchType: 'TCC',
+          resourceId: 'db',
+          lockKey: 'race:1,2',
+          clientId: 'rm',
+        })
+        .then(
+          () => 'registered' as const,
+          (err: unknown) => err,
+        );
       // Our INSERT waits on the racer's uncommitted key...
       await waitFor('the register to block on the racing row', async () => {
-        const rows = await admin.query(`SELECT row_key FROM ${prefix}lock_table WHERE xid = ?`, [xid]);
+        const rows = await admin.query(`SELECT row_key FROM ${prefix}lock_table WHERE xid = ?`, [
+          xid,
+        ]);
         return rows.length === 0 ? true : undefined;
       });
       await new Promise((resolve) => setTimeout(resolve, 150));
@@ -166,13 +247,18 @@ describe.each(DIALECTS)('concurrent nodes on %s', (dialect: DialectName) => {
         expect((err as LockConflictError).holderXid).toBe(racer);
         expect((err as LockConflictError).rows).toEqual(['db^^^race^^^1']);
         expect(stores[1]!.stats.raceRetries).toBeGreaterThan(retriesBefore);
-        expect(await admin.query(`SELECT row_key FROM ${prefix}lock_table WHERE xid = ?`, [xid])).toEqual([]);
+        expect(
+          await admin.query(`SELECT row_key FROM ${prefix}lock_table WHERE xid = ?`, [xid]),
+        ).toEqual([]);
         await admin.query(`DELETE FROM ${prefix}lock_table WHERE xid = ?`, [racer]);
       } else {
         await tx.rollback();
         // ...and goes through once the racer rolls back.
         expect(await register).toBe('registered');
-        const rows = await admin.query(`SELECT row_key FROM ${prefix}lock_table WHERE xid = ? ORDER BY row_key`, [xid]);
+        const rows = await admin.query(
+          `SELECT row_key FROM ${prefix}lock_table WHERE xid = ? ORDER BY row_key`,
+          [xid],
+        );
         expect(rows.map((r) => String(r.row_key))).toEqual(['db^^^race^^^1', 'db^^^race^^^2']);
       }
     }

@@ -7,7 +7,13 @@ import { join, resolve } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { loadConfig } from '../../src/server/config.ts';
 import { ConfigError } from '../../src/shared/errors.ts';
-import { DB_URL_ENV, createDbSessionStore, dialectOf, redactUrl, resolveDbUrl } from '../../src/store/db/index.ts';
+import {
+  DB_URL_ENV,
+  createDbSessionStore,
+  dialectOf,
+  redactUrl,
+  resolveDbUrl,
+} from '../../src/store/db/index.ts';
 import { connectAdmin, dbUrl, testLogger, uniquePrefix } from './helpers.ts';
 
 const ROOT = resolve(import.meta.dirname, '../..');
@@ -23,8 +29,17 @@ describe('db store configuration', () => {
   });
 
   it('ships three PostgreSQL and three MySQL nodes in db mode, on ports of their own', () => {
-    const files = readdirSync(CONFIGS).filter((f) => /^db-(pg|mysql)-node\d\.yaml$/.test(f)).sort();
-    expect(files).toEqual(['db-mysql-node1.yaml', 'db-mysql-node2.yaml', 'db-mysql-node3.yaml', 'db-pg-node1.yaml', 'db-pg-node2.yaml', 'db-pg-node3.yaml']);
+    const files = readdirSync(CONFIGS)
+      .filter((f) => /^db-(pg|mysql)-node\d\.yaml$/.test(f))
+      .sort();
+    expect(files).toEqual([
+      'db-mysql-node1.yaml',
+      'db-mysql-node2.yaml',
+      'db-mysql-node3.yaml',
+      'db-pg-node1.yaml',
+      'db-pg-node2.yaml',
+      'db-pg-node3.yaml',
+    ]);
     const raftPorts = [1, 2, 3].flatMap((i) => {
       const c = loadConfig(join(CONFIGS, `node${i}.yaml`), {}, ROOT);
       return [c.server.httpPort, c.server.tcPort, c.server.raftPort];
@@ -45,18 +60,29 @@ describe('db store configuration', () => {
     const config = { node: { id: 'n1' }, store: { mode: 'db', db: { url: 'postgres://a@h/db' } } };
     expect(resolveDbUrl(config, {})).toBe('postgres://a@h/db');
     expect(resolveDbUrl(config, { [DB_URL_ENV]: 'mysql://b@h/db' })).toBe('mysql://b@h/db');
-    expect(() => resolveDbUrl({ ...config, store: { mode: 'db', db: null } }, {})).toThrow(ConfigError);
+    expect(() => resolveDbUrl({ ...config, store: { mode: 'db', db: null } }, {})).toThrow(
+      ConfigError,
+    );
     expect(() => resolveDbUrl(config, { [DB_URL_ENV]: 'sqlite://x' })).toThrow(/store\.db\.url/);
-    expect(() => createDbSessionStore({ ...config, store: { mode: 'raft', db: null } }, testLogger())).toThrow(/store\.mode/);
+    expect(() =>
+      createDbSessionStore({ ...config, store: { mode: 'raft', db: null } }, testLogger()),
+    ).toThrow(/store\.mode/);
     expect(dialectOf('mariadb://root@h/db')).toBe('mysql');
-    expect(redactUrl('postgres://user:s3cret@host:5432/db')).toBe('postgres://user:***@host:5432/db');
+    expect(redactUrl('postgres://user:s3cret@host:5432/db')).toBe(
+      'postgres://user:***@host:5432/db',
+    );
   });
 
   it('opens a node’s store from a shipped config, with the URL from the environment', async () => {
     const config = loadConfig(join(CONFIGS, 'db-pg-node2.yaml'), {}, ROOT);
     const prefix = uniquePrefix('cfg');
     prefixes.push(prefix);
-    const store = await createDbSessionStore(config, testLogger(), { tablePrefix: prefix, address: '127.0.0.1:8192' }, { [DB_URL_ENV]: dbUrl('postgres') });
+    const store = await createDbSessionStore(
+      config,
+      testLogger(),
+      { tablePrefix: prefix, address: '127.0.0.1:8192' },
+      { [DB_URL_ENV]: dbUrl('postgres') },
+    );
     try {
       expect(store.nodeId).toBe('pg-node2');
       expect(store.isLeader()).toBe(true);

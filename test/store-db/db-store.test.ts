@@ -6,8 +6,21 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { LockConflictError } from '../../src/coordinator/errors.ts';
 import { BranchStatus, GlobalStatus } from '../../src/coordinator/types.ts';
-import { DbSchemaVersionError, DbSessionStore, type DialectName } from '../../src/store/db/index.ts';
-import { DIALECTS, connectAdmin, dbWorld, openStore, uniquePrefix, waitFor, type Admin, type DbWorld } from './helpers.ts';
+import {
+  DbSchemaVersionError,
+  DbSessionStore,
+  type DialectName,
+} from '../../src/store/db/index.ts';
+import {
+  DIALECTS,
+  connectAdmin,
+  dbWorld,
+  openStore,
+  uniquePrefix,
+  waitFor,
+  type Admin,
+  type DbWorld,
+} from './helpers.ts';
 
 describe.each(DIALECTS)('db store on %s', (dialect: DialectName) => {
   const prefix = uniquePrefix(dialect === 'postgres' ? 'pgs' : 'mys');
@@ -28,11 +41,34 @@ describe.each(DIALECTS)('db store on %s', (dialect: DialectName) => {
     await admin?.close();
   });
 
-  const begin = async (timeoutMs = 60_000) => (await w.coordinator.begin({ applicationId: 'app', transactionServiceGroup: 'g', name: 'tx', timeoutMs })).xid;
-  const register = async (xid: string, type: 'AT' | 'TCC' | 'SAGA' | 'XA', lockKey = '', resourceId = 'db1') =>
-    (await w.coordinator.registerBranch({ xid, branchType: type, resourceId, lockKey, clientId: 'rm-1' })).branchId;
+  const begin = async (timeoutMs = 60_000) =>
+    (
+      await w.coordinator.begin({
+        applicationId: 'app',
+        transactionServiceGroup: 'g',
+        name: 'tx',
+        timeoutMs,
+      })
+    ).xid;
+  const register = async (
+    xid: string,
+    type: 'AT' | 'TCC' | 'SAGA' | 'XA',
+    lockKey = '',
+    resourceId = 'db1',
+  ) =>
+    (
+      await w.coordinator.registerBranch({
+        xid,
+        branchType: type,
+        resourceId,
+        lockKey,
+        clientId: 'rm-1',
+      })
+    ).branchId;
   const lockRows = async (xid: string) =>
-    (await admin.query(`SELECT row_key, xid FROM ${prefix}lock_table WHERE xid = ?`, [xid])).map((r) => String(r.row_key)).sort();
+    (await admin.query(`SELECT row_key, xid FROM ${prefix}lock_table WHERE xid = ?`, [xid]))
+      .map((r) => String(r.row_key))
+      .sort();
 
   it('creates its tables with a schema version row, idempotently, and refuses a schema it does not know', async () => {
     const rows = await admin.query(`SELECT id, version FROM ${prefix}schema_version`);
@@ -40,13 +76,19 @@ describe.each(DIALECTS)('db store on %s', (dialect: DialectName) => {
     // A second node on the same tables: CREATE TABLE IF NOT EXISTS, same version row.
     const second = await openStore(dialect, prefix, { lease: false });
     await second.close();
-    expect((await admin.query(`SELECT COUNT(*) AS n FROM ${prefix}schema_version`)).map((r) => Number(r.n))).toEqual([1]);
+    expect(
+      (await admin.query(`SELECT COUNT(*) AS n FROM ${prefix}schema_version`)).map((r) =>
+        Number(r.n),
+      ),
+    ).toEqual([1]);
 
     const other = uniquePrefix('ver');
     const first = await openStore(dialect, other, { lease: false });
     await first.close();
     await admin.query(`UPDATE ${other}schema_version SET version = 99 WHERE id = 1`);
-    await expect(openStore(dialect, other, { lease: false })).rejects.toBeInstanceOf(DbSchemaVersionError);
+    await expect(openStore(dialect, other, { lease: false })).rejects.toBeInstanceOf(
+      DbSchemaVersionError,
+    );
     await admin.dropTables(other);
   });
 
@@ -63,10 +105,18 @@ describe.each(DIALECTS)('db store on %s', (dialect: DialectName) => {
     const b2 = await register(xid, 'TCC', 'u:7');
     const b3 = await register(xid, 'SAGA');
     expect(await lockRows(xid)).toEqual(['db1^^^t^^^1', 'db1^^^t^^^2', 'db1^^^u^^^7']);
-    await w.coordinator.branchReport({ xid, branchId: b1, status: BranchStatus.PhaseOne_Done, applicationData: '{"undo":1}' });
+    await w.coordinator.branchReport({
+      xid,
+      branchId: b1,
+      status: BranchStatus.PhaseOne_Done,
+      applicationData: '{"undo":1}',
+    });
 
     const session = await w.coordinator.getSession({ xid });
-    expect(session.live && session.session.branches.map((b) => [b.branchId, b.status, b.lockedRows.length])).toEqual([
+    expect(
+      session.live &&
+        session.session.branches.map((b) => [b.branchId, b.status, b.lockedRows.length]),
+    ).toEqual([
       [b1, 'PhaseOne_Done', 2],
       [b2, 'Registered', 1],
       [b3, 'Registered', 0],
@@ -74,12 +124,23 @@ describe.each(DIALECTS)('db store on %s', (dialect: DialectName) => {
     expect(session.live && session.session.branches[0]!.applicationData).toBe('{"undo":1}');
 
     expect(await w.coordinator.commit({ xid })).toBe(GlobalStatus.Committed);
-    expect(w.gateway.callsFor(xid).map((c) => `${c.kind} ${c.branchId}`)).toEqual([`commit ${b1}`, `commit ${b2}`, `commit ${b3}`]);
+    expect(w.gateway.callsFor(xid).map((c) => `${c.kind} ${c.branchId}`)).toEqual([
+      `commit ${b1}`,
+      `commit ${b2}`,
+      `commit ${b3}`,
+    ]);
     expect(await lockRows(xid)).toEqual([]);
-    expect(await admin.query(`SELECT xid FROM ${prefix}global_table WHERE xid = ?`, [xid])).toEqual([]);
-    expect(await admin.query(`SELECT xid FROM ${prefix}branch_table WHERE xid = ?`, [xid])).toEqual([]);
+    expect(await admin.query(`SELECT xid FROM ${prefix}global_table WHERE xid = ?`, [xid])).toEqual(
+      [],
+    );
+    expect(await admin.query(`SELECT xid FROM ${prefix}branch_table WHERE xid = ?`, [xid])).toEqual(
+      [],
+    );
     expect(await w.coordinator.getStatus({ xid })).toBe(GlobalStatus.Committed);
-    expect(await w.coordinator.getSession({ xid })).toMatchObject({ live: false, finished: { xid, status: 'Committed' } });
+    expect(await w.coordinator.getSession({ xid })).toMatchObject({
+      live: false,
+      finished: { xid, status: 'Committed' },
+    });
     // A retried commit answers the status reached.
     expect(await w.coordinator.commit({ xid })).toBe(GlobalStatus.Committed);
   });
@@ -89,7 +150,10 @@ describe.each(DIALECTS)('db store on %s', (dialect: DialectName) => {
     const b1 = await register(xid, 'TCC', 'r:1');
     const b2 = await register(xid, 'TCC', 'r:2');
     expect(await w.coordinator.rollback({ xid })).toBe(GlobalStatus.Rollbacked);
-    expect(w.gateway.callsFor(xid).map((c) => `${c.kind} ${c.branchId}`)).toEqual([`rollback ${b2}`, `rollback ${b1}`]);
+    expect(w.gateway.callsFor(xid).map((c) => `${c.kind} ${c.branchId}`)).toEqual([
+      `rollback ${b2}`,
+      `rollback ${b1}`,
+    ]);
     expect(await lockRows(xid)).toEqual([]);
   });
 
@@ -97,7 +161,9 @@ describe.each(DIALECTS)('db store on %s', (dialect: DialectName) => {
     const xid = await begin();
     await register(xid, 'AT', 'a:1');
     expect(await w.coordinator.commit({ xid })).toBe(GlobalStatus.AsyncCommitting);
-    await waitFor('async commit to finish', async () => ((await w.coordinator.getStatus({ xid })) === GlobalStatus.Committed ? true : undefined));
+    await waitFor('async commit to finish', async () =>
+      (await w.coordinator.getStatus({ xid })) === GlobalStatus.Committed ? true : undefined,
+    );
     expect(await lockRows(xid)).toEqual([]);
   });
 
@@ -106,24 +172,45 @@ describe.each(DIALECTS)('db store on %s', (dialect: DialectName) => {
     await register(holder, 'TCC', 'acct:1,2,3');
     const other = await begin();
     await register(other, 'AT', 'acct:9');
-    const before = await admin.query(`SELECT row_key, xid, branch_id FROM ${prefix}lock_table ORDER BY row_key`);
+    const before = await admin.query(
+      `SELECT row_key, xid, branch_id FROM ${prefix}lock_table ORDER BY row_key`,
+    );
 
-    const err = await w.coordinator.registerBranch({ xid: other, branchType: 'AT', resourceId: 'db1', lockKey: 'acct:8,3,2', clientId: 'rm' }).catch((e: unknown) => e);
+    const err = await w.coordinator
+      .registerBranch({
+        xid: other,
+        branchType: 'AT',
+        resourceId: 'db1',
+        lockKey: 'acct:8,3,2',
+        clientId: 'rm',
+      })
+      .catch((e: unknown) => e);
     expect(err).toBeInstanceOf(LockConflictError);
     expect((err as LockConflictError).holderXid).toBe(holder);
     expect((err as LockConflictError).rows).toEqual(['db1^^^acct^^^2', 'db1^^^acct^^^3']);
     expect((err as LockConflictError).retryable).toBe(true);
     // All or nothing: acct:8 was free, and is still free; no branch row was written.
-    expect(await admin.query(`SELECT row_key, xid, branch_id FROM ${prefix}lock_table ORDER BY row_key`)).toEqual(before);
+    expect(
+      await admin.query(`SELECT row_key, xid, branch_id FROM ${prefix}lock_table ORDER BY row_key`),
+    ).toEqual(before);
     const live = await w.coordinator.getSession({ xid: other });
     expect(live.live && live.session.branches).toHaveLength(1);
-    expect(await w.coordinator.lockQuery({ xid: other, resourceId: 'db1', lockKey: 'acct:8,3' })).toBe(false);
-    expect(await w.coordinator.lockQuery({ xid: holder, resourceId: 'db1', lockKey: 'acct:8,3' })).toBe(true);
+    expect(
+      await w.coordinator.lockQuery({ xid: other, resourceId: 'db1', lockKey: 'acct:8,3' }),
+    ).toBe(false);
+    expect(
+      await w.coordinator.lockQuery({ xid: holder, resourceId: 'db1', lockKey: 'acct:8,3' }),
+    ).toBe(true);
     expect(await w.coordinator.lockQuery({ resourceId: 'db1', lockKey: 'acct:8' })).toBe(true);
 
     expect(await w.coordinator.commit({ xid: holder })).toBe(GlobalStatus.Committed);
     await register(other, 'AT', 'acct:8,3,2');
-    expect(await lockRows(other)).toEqual(['db1^^^acct^^^2', 'db1^^^acct^^^3', 'db1^^^acct^^^8', 'db1^^^acct^^^9']);
+    expect(await lockRows(other)).toEqual([
+      'db1^^^acct^^^2',
+      'db1^^^acct^^^3',
+      'db1^^^acct^^^8',
+      'db1^^^acct^^^9',
+    ]);
     expect(await w.coordinator.rollback({ xid: other })).toBe(GlobalStatus.Rollbacked);
     expect(await lockRows(other)).toEqual([]);
   });
@@ -136,21 +223,45 @@ describe.each(DIALECTS)('db store on %s', (dialect: DialectName) => {
     const holder = await store.read((s) => s.lockHolder('db1^^^own^^^2'));
     expect(holder).toEqual({ xid, branchIds: [b1, b2].sort() });
     expect(await w.coordinator.commit({ xid })).toBe(GlobalStatus.AsyncCommitting);
-    await waitFor('commit to finish', async () => ((await lockRows(xid)).length === 0 ? true : undefined));
+    await waitFor('commit to finish', async () =>
+      (await lockRows(xid)).length === 0 ? true : undefined,
+    );
   });
 
   it('a duplicate requestId is applied once: Begin and RegisterBranch answer their first result', async () => {
-    const first = await w.coordinator.begin({ applicationId: 'app', transactionServiceGroup: 'g', timeoutMs: 60_000, requestId: `begin-${prefix}` });
-    const again = await w.coordinator.begin({ applicationId: 'app', transactionServiceGroup: 'g', timeoutMs: 60_000, requestId: `begin-${prefix}` });
+    const first = await w.coordinator.begin({
+      applicationId: 'app',
+      transactionServiceGroup: 'g',
+      timeoutMs: 60_000,
+      requestId: `begin-${prefix}`,
+    });
+    const again = await w.coordinator.begin({
+      applicationId: 'app',
+      transactionServiceGroup: 'g',
+      timeoutMs: 60_000,
+      requestId: `begin-${prefix}`,
+    });
     expect(again.xid).toBe(first.xid);
-    const reg = { xid: first.xid, branchType: 'AT' as const, resourceId: 'db1', lockKey: 'dup:1', clientId: 'rm', requestId: `reg-${prefix}` };
+    const reg = {
+      xid: first.xid,
+      branchType: 'AT' as const,
+      resourceId: 'db1',
+      lockKey: 'dup:1',
+      clientId: 'rm',
+      requestId: `reg-${prefix}`,
+    };
     const r1 = await w.coordinator.registerBranch(reg);
     const r2 = await w.coordinator.registerBranch(reg);
     expect(r2.branchId).toBe(r1.branchId);
     const session = await w.coordinator.getSession({ xid: first.xid });
     expect(session.live && session.session.branches.map((b) => b.branchId)).toEqual([r1.branchId]);
     // 'r' and 'r ' are two requests (MySQL would pad them equal in a _bin VARCHAR key).
-    const spaced = await w.coordinator.begin({ applicationId: 'app', transactionServiceGroup: 'g', timeoutMs: 60_000, requestId: `begin-${prefix} ` });
+    const spaced = await w.coordinator.begin({
+      applicationId: 'app',
+      transactionServiceGroup: 'g',
+      timeoutMs: 60_000,
+      requestId: `begin-${prefix} `,
+    });
     expect(spaced.xid).not.toBe(first.xid);
     await w.coordinator.rollback({ xid: first.xid });
     await w.coordinator.rollback({ xid: spaced.xid });
@@ -162,10 +273,20 @@ describe.each(DIALECTS)('db store on %s', (dialect: DialectName) => {
       const w2 = dbWorld(node2, { host: '10.0.0.2' });
       const requestId = `race-${prefix}`;
       const answers = await Promise.all(
-        Array.from({ length: 8 }, (_, i) => (i % 2 === 0 ? w : w2).coordinator.begin({ applicationId: 'app', transactionServiceGroup: 'g', timeoutMs: 60_000, requestId })),
+        Array.from({ length: 8 }, (_, i) =>
+          (i % 2 === 0 ? w : w2).coordinator.begin({
+            applicationId: 'app',
+            transactionServiceGroup: 'g',
+            timeoutMs: 60_000,
+            requestId,
+          }),
+        ),
       );
       expect(new Set(answers.map((a) => a.xid)).size).toBe(1);
-      const rows = await admin.query(`SELECT COUNT(*) AS n FROM ${prefix}request_dedup WHERE kind = 'Begin' AND request_id = ?`, [requestId]);
+      const rows = await admin.query(
+        `SELECT COUNT(*) AS n FROM ${prefix}request_dedup WHERE kind = 'Begin' AND request_id = ?`,
+        [requestId],
+      );
       expect(Number(rows[0]!.n)).toBe(1);
       await w.coordinator.rollback({ xid: answers[0]!.xid });
       w2.coordinator.stop();
@@ -178,7 +299,11 @@ describe.each(DIALECTS)('db store on %s', (dialect: DialectName) => {
     const xid = await begin(5_000);
     await register(xid, 'TCC', 'to:1');
     await w.clock.advance(5_000);
-    await waitFor('timeout rollback', async () => ((await w.coordinator.getStatus({ xid })) === GlobalStatus.TimeoutRollbacked ? true : undefined));
+    await waitFor('timeout rollback', async () =>
+      (await w.coordinator.getStatus({ xid })) === GlobalStatus.TimeoutRollbacked
+        ? true
+        : undefined,
+    );
     expect(w.gateway.callsFor(xid).map((c) => c.kind)).toEqual(['rollback']);
     expect(await lockRows(xid)).toEqual([]);
     // A commit after the decision answers it.
@@ -188,17 +313,26 @@ describe.each(DIALECTS)('db store on %s', (dialect: DialectName) => {
   it('a retryable phase-two failure is retried with backoff; a failed transaction keeps its locks until marked resolved', async () => {
     const xid = await begin();
     const b1 = await register(xid, 'TCC', 'f:1');
-    w.gateway.script(b1, BranchStatus.PhaseTwo_CommitFailed_Retryable, BranchStatus.PhaseTwo_CommitFailed_Unretryable);
+    w.gateway.script(
+      b1,
+      BranchStatus.PhaseTwo_CommitFailed_Retryable,
+      BranchStatus.PhaseTwo_CommitFailed_Unretryable,
+    );
     expect(await w.coordinator.commit({ xid })).toBe(GlobalStatus.CommitRetrying);
     const retry = await store.read((s) => s.getSession(xid)!.retry);
     expect(retry).toMatchObject({ attempts: 1, stopped: false });
     await w.clock.advance(1_000);
-    await waitFor('commit to fail', async () => ((await w.coordinator.getStatus({ xid })) === GlobalStatus.CommitFailed ? true : undefined));
+    await waitFor('commit to fail', async () =>
+      (await w.coordinator.getStatus({ xid })) === GlobalStatus.CommitFailed ? true : undefined,
+    );
     expect(await lockRows(xid)).toEqual(['db1^^^f^^^1']);
     const resolved = await w.coordinator.markResolved({ xid, confirmXid: xid, operator: 'ops' });
     expect(resolved.status).toBe(GlobalStatus.CommitFailed);
     expect(await lockRows(xid)).toEqual([]);
-    expect(await w.coordinator.getSession({ xid })).toMatchObject({ live: false, finished: { status: 'CommitFailed', resolvedBy: 'ops' } });
+    expect(await w.coordinator.getSession({ xid })).toMatchObject({
+      live: false,
+      finished: { status: 'CommitFailed', resolvedBy: 'ops' },
+    });
   });
 
   it('refused commands change nothing and come back as the coordinator’s typed errors', async () => {
@@ -210,10 +344,28 @@ describe.each(DIALECTS)('db store on %s', (dialect: DialectName) => {
       l: await lockRows(xid),
     });
     const before = await snapshot();
-    await expect(w.coordinator.branchReport({ xid, branchId, status: BranchStatus.PhaseTwo_Committed })).rejects.toMatchObject({ code: 'BAD_REQUEST' });
-    await expect(w.coordinator.markResolved({ xid, confirmXid: xid, operator: 'ops' })).rejects.toMatchObject({ code: 'ILLEGAL_STATUS' });
-    await expect(w.coordinator.registerBranch({ xid: '10.0.0.1:8091:1', branchType: 'AT', resourceId: 'db1', lockKey: 'q:1', clientId: 'rm' })).rejects.toMatchObject({ code: 'UNKNOWN_XID' });
-    const nul = await store.submit({ kind: 'BranchReport', xid, branchId, status: BranchStatus.PhaseOne_Done, applicationData: 'a\u0000b' });
+    await expect(
+      w.coordinator.branchReport({ xid, branchId, status: BranchStatus.PhaseTwo_Committed }),
+    ).rejects.toMatchObject({ code: 'BAD_REQUEST' });
+    await expect(
+      w.coordinator.markResolved({ xid, confirmXid: xid, operator: 'ops' }),
+    ).rejects.toMatchObject({ code: 'ILLEGAL_STATUS' });
+    await expect(
+      w.coordinator.registerBranch({
+        xid: '10.0.0.1:8091:1',
+        branchType: 'AT',
+        resourceId: 'db1',
+        lockKey: 'q:1',
+        clientId: 'rm',
+      }),
+    ).rejects.toMatchObject({ code: 'UNKNOWN_XID' });
+    const nul = await store.submit({
+      kind: 'BranchReport',
+      xid,
+      branchId,
+      status: BranchStatus.PhaseOne_Done,
+      applicationData: 'a\u0000b',
+    });
     expect(nul).toMatchObject({ ok: false, rejection: { code: 'BAD_REQUEST' } });
     expect(await snapshot()).toEqual(before);
     await w.coordinator.rollback({ xid });
@@ -223,17 +375,37 @@ describe.each(DIALECTS)('db store on %s', (dialect: DialectName) => {
     const xid = await begin();
     const branchId = await register(xid, 'TCC');
     const epoch = store.term();
-    await store.submit({ kind: 'ChangeGlobalStatus', xid, from: 'Begin', to: 'Rollbacking', at: w.clock.now(), term: epoch });
+    await store.submit({
+      kind: 'ChangeGlobalStatus',
+      xid,
+      from: 'Begin',
+      to: 'Rollbacking',
+      at: w.clock.now(),
+      term: epoch,
+    });
     // A newer epoch's driver acquires the transaction...
     const acquired = await store.submit({ kind: 'AcquireDriver', xid, term: epoch + 5 });
     expect(acquired.ok).toBe(true);
     // ...and the old epoch's late result is refused.
-    const late = await store.submit({ kind: 'BranchPhaseTwoResult', xid, branchId, status: BranchStatus.PhaseTwo_Rollbacked, term: epoch });
-    expect(late).toMatchObject({ ok: false, rejection: { code: 'STALE_TERM', term: epoch, driverTerm: epoch + 5 } });
+    const late = await store.submit({
+      kind: 'BranchPhaseTwoResult',
+      xid,
+      branchId,
+      status: BranchStatus.PhaseTwo_Rollbacked,
+      term: epoch,
+    });
+    expect(late).toMatchObject({
+      ok: false,
+      rejection: { code: 'STALE_TERM', term: epoch, driverTerm: epoch + 5 },
+    });
     const session = await store.read((s) => s.getSession(xid));
     expect(session?.branches[0]?.status).toBe(BranchStatus.Registered);
     // The typed error a client would see; and the node learned the newer epoch from it.
-    await expect(store.submit({ kind: 'RetryStopped', xid, at: w.clock.now(), term: epoch }).then((o) => o.ok || o.rejection.code)).resolves.toBe('STALE_TERM');
+    await expect(
+      store
+        .submit({ kind: 'RetryStopped', xid, at: w.clock.now(), term: epoch })
+        .then((o) => o.ok || o.rejection.code),
+    ).resolves.toBe('STALE_TERM');
     expect(store.term()).toBe(epoch + 5);
   });
 
@@ -242,11 +414,18 @@ describe.each(DIALECTS)('db store on %s', (dialect: DialectName) => {
     const later = await begin(600_000);
     const page = await store.read((s) => s.liveXids());
     expect(page.indexOf(soon)).toBeLessThan(page.indexOf(later));
-    const counts = await store.read((s) => ({ live: s.liveSessionCount(), locked: s.lockedRowCount() }));
+    const counts = await store.read((s) => ({
+      live: s.liveSessionCount(),
+      locked: s.lockedRowCount(),
+    }));
     expect(counts.live).toBeGreaterThanOrEqual(2);
     expect(counts.locked).toBeGreaterThanOrEqual(0);
     // fn's own error comes out as it was thrown.
-    await expect(store.read(() => { throw new RangeError('mine'); })).rejects.toThrow('mine');
+    await expect(
+      store.read(() => {
+        throw new RangeError('mine');
+      }),
+    ).rejects.toThrow('mine');
     await w.coordinator.rollback({ xid: soon });
     await w.coordinator.rollback({ xid: later });
   });

@@ -8,7 +8,14 @@ import { describe, expect, it } from 'vitest';
 import { MemoryStore } from '../../src/coordinator/memory-store.ts';
 import { CoordinatorStateMachine } from '../../src/coordinator/state-machine.ts';
 import { GlobalStatus } from '../../src/coordinator/types.ts';
-import { FakeClock, FakeGateway, TEST_PHASE_TWO, begin, makeWorld, register } from '../coordinator/fakes.ts';
+import {
+  FakeClock,
+  FakeGateway,
+  TEST_PHASE_TWO,
+  begin,
+  makeWorld,
+  register,
+} from '../coordinator/fakes.ts';
 
 /** Serves writes (isLeader) on every node; drives phase two only where told. */
 class SharedStore extends MemoryStore {
@@ -28,8 +35,16 @@ function pair(concurrentWriters: boolean) {
   const machine = new CoordinatorStateMachine();
   const clock = new FakeClock();
   const gateway = new FakeGateway();
-  const holder = makeWorld({ clock, gateway, store: new SharedStore(machine, true, concurrentWriters) });
-  const other = makeWorld({ clock, gateway, store: new SharedStore(machine, false, concurrentWriters) });
+  const holder = makeWorld({
+    clock,
+    gateway,
+    store: new SharedStore(machine, true, concurrentWriters),
+  });
+  const other = makeWorld({
+    clock,
+    gateway,
+    store: new SharedStore(machine, false, concurrentWriters),
+  });
   return { machine, clock, gateway, holder, other };
 }
 

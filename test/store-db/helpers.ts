@@ -11,7 +11,12 @@ import mysql from 'mysql2/promise';
 import { Coordinator } from '../../src/coordinator/coordinator.ts';
 import type { PhaseTwoOptions } from '../../src/coordinator/phase-two-driver.ts';
 import { createLogger, silentLogger, type Logger } from '../../src/shared/logger.ts';
-import { DbSessionStore, tableNames, type DbSessionStoreOptions, type DialectName } from '../../src/store/db/index.ts';
+import {
+  DbSessionStore,
+  tableNames,
+  type DbSessionStoreOptions,
+  type DialectName,
+} from '../../src/store/db/index.ts';
 import { FakeClock, FakeGateway, SequentialIds, TEST_PHASE_TWO } from '../coordinator/fakes.ts';
 
 export const DIALECTS: readonly DialectName[] = ['postgres', 'mysql'];
@@ -77,7 +82,12 @@ export async function connectAdmin(dialect: DialectName): Promise<Admin> {
       return {
         async query(sql, params = []) {
           let n = 0;
-          return (await pool.query(sql.replace(/\?/g, () => `$${++n}`), params)).rows as Record<string, unknown>[];
+          return (
+            await pool.query(
+              sql.replace(/\?/g, () => `$${++n}`),
+              params,
+            )
+          ).rows as Record<string, unknown>[];
         },
         async begin() {
           const client = await pool.connect();
@@ -85,7 +95,12 @@ export async function connectAdmin(dialect: DialectName): Promise<Admin> {
           return {
             async query(sql, params = []) {
               let n = 0;
-              return (await client.query(sql.replace(/\?/g, () => `$${++n}`), params)).rows as Record<string, unknown>[];
+              return (
+                await client.query(
+                  sql.replace(/\?/g, () => `$${++n}`),
+                  params,
+                )
+              ).rows as Record<string, unknown>[];
             },
             async commit() {
               await client.query('COMMIT');
@@ -98,7 +113,8 @@ export async function connectAdmin(dialect: DialectName): Promise<Admin> {
           };
         },
         async dropTables(prefix) {
-          for (const t of Object.values(tableNames(prefix))) await pool.query(`DROP TABLE IF EXISTS ${t}`);
+          for (const t of Object.values(tableNames(prefix)))
+            await pool.query(`DROP TABLE IF EXISTS ${t}`);
         },
         close: () => pool.end(),
       };
@@ -129,7 +145,8 @@ export async function connectAdmin(dialect: DialectName): Promise<Admin> {
         };
       },
       async dropTables(prefix) {
-        for (const t of Object.values(tableNames(prefix))) await pool.query(`DROP TABLE IF EXISTS ${t}`);
+        for (const t of Object.values(tableNames(prefix)))
+          await pool.query(`DROP TABLE IF EXISTS ${t}`);
       },
       close: () => pool.end(),
     };
@@ -146,7 +163,11 @@ export async function connectAdmin(dialect: DialectName): Promise<Admin> {
 /** Fast lease timings for tests: takeover within about two and a half seconds, yet a holder survives a 1.5 s stall. */
 export const TEST_LEASE = { leaseMs: 2_000, renewIntervalMs: 250, safetyMarginMs: 400 };
 
-export function openStore(dialect: DialectName, prefix: string, options: Partial<DbSessionStoreOptions> = {}): Promise<DbSessionStore> {
+export function openStore(
+  dialect: DialectName,
+  prefix: string,
+  options: Partial<DbSessionStoreOptions> = {},
+): Promise<DbSessionStore> {
   return DbSessionStore.open({
     url: dbUrl(dialect),
     nodeId: options.nodeId ?? `node-${randomBytes(2).toString('hex')}`,
@@ -168,7 +189,14 @@ export interface DbWorld {
 /** A coordinator (fake clock and RM gateway, as in the coordinator's tests) on a db store. */
 export function dbWorld(
   store: DbSessionStore,
-  options: { clock?: FakeClock; gateway?: FakeGateway; host?: string; idBase?: number; phaseTwo?: Partial<PhaseTwoOptions>; logger?: Logger } = {},
+  options: {
+    clock?: FakeClock;
+    gateway?: FakeGateway;
+    host?: string;
+    idBase?: number;
+    phaseTwo?: Partial<PhaseTwoOptions>;
+    logger?: Logger;
+  } = {},
 ): DbWorld {
   const clock = options.clock ?? new FakeClock();
   const gateway = options.gateway ?? new FakeGateway();
@@ -186,7 +214,12 @@ export function dbWorld(
 }
 
 /** Polls until fn returns a value other than undefined (real time: database round trips are real). */
-export async function waitFor<T>(what: string, fn: () => Promise<T | undefined> | T | undefined, timeoutMs = 15_000, everyMs = 25): Promise<T> {
+export async function waitFor<T>(
+  what: string,
+  fn: () => Promise<T | undefined> | T | undefined,
+  timeoutMs = 15_000,
+  everyMs = 25,
+): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   let last: unknown = null;
   for (;;) {
@@ -196,7 +229,10 @@ export async function waitFor<T>(what: string, fn: () => Promise<T | undefined> 
     } catch (err) {
       last = err;
     }
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${last ? `: ${(last as Error).message}` : ''}`);
+    if (Date.now() > deadline)
+      throw new Error(
+        `timed out after ${timeoutMs} ms waiting for ${what}${last ? `: ${(last as Error).message}` : ''}`,
+      );
     await sleep(everyMs);
   }
 }

@@ -8,7 +8,17 @@ import { FakeGateway } from '../coordinator/fakes.ts';
 import type { Command, Outcome } from '../../src/coordinator/commands.ts';
 import { BranchStatus, GlobalStatus } from '../../src/coordinator/types.ts';
 import type { DbSessionStore, DialectName } from '../../src/store/db/index.ts';
-import { DIALECTS, TEST_LEASE, connectAdmin, dbWorld, openStore, uniquePrefix, waitFor, type Admin, type DbWorld } from './helpers.ts';
+import {
+  DIALECTS,
+  TEST_LEASE,
+  connectAdmin,
+  dbWorld,
+  openStore,
+  uniquePrefix,
+  waitFor,
+  type Admin,
+  type DbWorld,
+} from './helpers.ts';
 
 /** Longest a takeover may take: the lease runs out, then the next round of a waiting node. */
 const TAKEOVER_MS = TEST_LEASE.leaseMs + 3 * TEST_LEASE.renewIntervalMs + 2_000;
@@ -38,16 +48,24 @@ describe.each(DIALECTS)('driver lease on %s', (dialect: DialectName) => {
   async function nodes(n: number, gateways: FakeGateway[] = []): Promise<DbWorld[]> {
     prefix = uniquePrefix(dialect === 'postgres' ? 'pgl' : 'myl');
     for (let i = 0; i < n; i++) {
-      const store = await openStore(dialect, prefix, { nodeId: `node${i + 1}`, address: `127.0.0.1:${8191 + i}` });
+      const store = await openStore(dialect, prefix, {
+        nodeId: `node${i + 1}`,
+        address: `127.0.0.1:${8191 + i}`,
+      });
       stores.push(store);
-      const world = dbWorld(store, { host: `10.0.0.${i + 1}`, idBase: (i + 1) * 10_000_000, ...(gateways[i] ? { gateway: gateways[i] } : {}) });
+      const world = dbWorld(store, {
+        host: `10.0.0.${i + 1}`,
+        idBase: (i + 1) * 10_000_000,
+        ...(gateways[i] ? { gateway: gateways[i] } : {}),
+      });
       worlds.push(world);
     }
     return worlds;
   }
 
   const holders = () => stores.filter((s) => s.drivesPhaseTwo());
-  const leaseRow = async () => (await admin.query(`SELECT holder, epoch FROM ${prefix}distributed_lock`))[0];
+  const leaseRow = async () =>
+    (await admin.query(`SELECT holder, epoch FROM ${prefix}distributed_lock`))[0];
 
   it('one node of three holds the lease and runs the driver; the others serve requests and know the epoch', async () => {
     const ws = await nodes(3);
@@ -62,19 +80,35 @@ describe.each(DIALECTS)('driver lease on %s', (dialect: DialectName) => {
     expect(stores.map((s) => s.term())).toEqual([epoch, epoch, epoch]);
     expect(await leaseRow()).toMatchObject({ holder: stores[0]!.leaseHolderId });
     // Every node knows who drives, and where: an RM's callback channel is sent there.
-    for (const s of stores) expect(s.leaseHolder()).toEqual({ nodeId: 'node1', address: '127.0.0.1:8191', epoch });
-    expect(stores[2]!.notLeaderError()).toMatchObject({ code: 'NOT_LEADER', leaderId: 'node1', leaderAddress: '127.0.0.1:8191' });
+    for (const s of stores)
+      expect(s.leaseHolder()).toEqual({ nodeId: 'node1', address: '127.0.0.1:8191', epoch });
+    expect(stores[2]!.notLeaderError()).toMatchObject({
+      code: 'NOT_LEADER',
+      leaderId: 'node1',
+      leaderAddress: '127.0.0.1:8191',
+    });
     expect(stores.every((s) => s.hasLeaderRole())).toBe(true);
     // Any node serves TC requests.
     for (const w of ws) {
-      const { xid } = await w.coordinator.begin({ applicationId: 'app', transactionServiceGroup: 'g', timeoutMs: 60_000 });
-      await w.coordinator.registerBranch({ xid, branchType: 'TCC', resourceId: 'db', clientId: 'rm' });
+      const { xid } = await w.coordinator.begin({
+        applicationId: 'app',
+        transactionServiceGroup: 'g',
+        timeoutMs: 60_000,
+      });
+      await w.coordinator.registerBranch({
+        xid,
+        branchType: 'TCC',
+        resourceId: 'db',
+        clientId: 'rm',
+      });
       expect(w.store.isLeader()).toBe(true);
       // Decided on a node that does not drive: the holder finishes it.
       await w.coordinator.commit({ xid });
       await waitFor('the holder to finish it', async () => {
         for (const x of ws) await x.clock.advance(200);
-        return (await w.coordinator.getStatus({ xid })) === GlobalStatus.Committed ? true : undefined;
+        return (await w.coordinator.getStatus({ xid })) === GlobalStatus.Committed
+          ? true
+          : undefined;
       });
     }
   });
@@ -87,15 +121,38 @@ describe.each(DIALECTS)('driver lease on %s', (dialect: DialectName) => {
     const events: { node: number; isLeader: boolean; term: number }[] = [];
     stores.forEach((s, i) => s.onLeadershipChange((e) => events.push({ node: i, ...e })));
 
-    const { xid } = await a!.coordinator.begin({ applicationId: 'app', transactionServiceGroup: 'g', timeoutMs: 60_000 });
-    const b1 = (await a!.coordinator.registerBranch({ xid, branchType: 'TCC', resourceId: 'db', lockKey: 'k:1', clientId: 'rm' })).branchId;
-    const b2 = (await a!.coordinator.registerBranch({ xid, branchType: 'TCC', resourceId: 'db', lockKey: 'k:2', clientId: 'rm' })).branchId;
+    const { xid } = await a!.coordinator.begin({
+      applicationId: 'app',
+      transactionServiceGroup: 'g',
+      timeoutMs: 60_000,
+    });
+    const b1 = (
+      await a!.coordinator.registerBranch({
+        xid,
+        branchType: 'TCC',
+        resourceId: 'db',
+        lockKey: 'k:1',
+        clientId: 'rm',
+      })
+    ).branchId;
+    const b2 = (
+      await a!.coordinator.registerBranch({
+        xid,
+        branchType: 'TCC',
+        resourceId: 'db',
+        lockKey: 'k:2',
+        clientId: 'rm',
+      })
+    ).branchId;
     void a!.coordinator.commit({ xid }).catch(() => undefined);
     await waitFor('the first branch call', () => (stuck.pendingCount > 0 ? true : undefined));
     stuck.settle(0, 'success'); // branch 1 committed and recorded, then the node dies on branch 2
     await waitFor('the second branch call', async () => {
       const session = await stores[1]!.read((s) => s.getSession(xid));
-      return session?.branches[0]?.status === BranchStatus.PhaseTwo_Committed && stuck.pendingCount > 0 ? true : undefined;
+      return session?.branches[0]?.status === BranchStatus.PhaseTwo_Committed &&
+        stuck.pendingCount > 0
+        ? true
+        : undefined;
     });
     const oldEpoch = stores[0]!.term();
     expect(await stores[1]!.read((s) => s.getSession(xid)?.status)).toBe(GlobalStatus.Committing);
@@ -109,18 +166,35 @@ describe.each(DIALECTS)('driver lease on %s', (dialect: DialectName) => {
     const heir = holders()[0]!;
     expect(heir).not.toBe(stores[0]);
     expect(heir.term()).toBeGreaterThan(oldEpoch);
-    await waitFor('phase two finished by the new holder', async () => ((await heir.read((s) => s.getFinished(xid)?.status)) === GlobalStatus.Committed ? true : undefined), 10_000);
+    await waitFor(
+      'phase two finished by the new holder',
+      async () =>
+        (await heir.read((s) => s.getFinished(xid)?.status)) === GlobalStatus.Committed
+          ? true
+          : undefined,
+      10_000,
+    );
     const heirWorld = worlds[stores.indexOf(heir)]!;
     // The new holder re-drove the branch left undone (and only that one: branch 1 was recorded).
     expect(heirWorld.gateway.callsFor(xid).map((c) => c.branchId)).toEqual([b2]);
     expect(await admin.query(`SELECT row_key FROM ${prefix}lock_table`)).toEqual([]);
-    expect(events.some((e) => e.node === stores.indexOf(heir) && e.isLeader && e.term === heir.term())).toBe(true);
+    expect(
+      events.some((e) => e.node === stores.indexOf(heir) && e.isLeader && e.term === heir.term()),
+    ).toBe(true);
     expect((await leaseRow())?.holder).toBe(heir.leaseHolderId);
     const heirIndex = stores.indexOf(heir);
     for (const s of stores.slice(1)) {
-      await waitFor('every live node to learn the new holder', () => (s.leaseHolder()?.nodeId === `node${heirIndex + 1}` ? true : undefined), TAKEOVER_MS);
+      await waitFor(
+        'every live node to learn the new holder',
+        () => (s.leaseHolder()?.nodeId === `node${heirIndex + 1}` ? true : undefined),
+        TAKEOVER_MS,
+      );
     }
-    expect(stores[1]!.leaseHolder()).toEqual({ nodeId: `node${heirIndex + 1}`, address: `127.0.0.1:${8191 + heirIndex}`, epoch: heir.term() });
+    expect(stores[1]!.leaseHolder()).toEqual({
+      nodeId: `node${heirIndex + 1}`,
+      address: `127.0.0.1:${8191 + heirIndex}`,
+      epoch: heir.term(),
+    });
     stores.splice(0, 1); // already gone
     worlds.splice(0, 1);
   });
@@ -131,7 +205,11 @@ describe.each(DIALECTS)('driver lease on %s', (dialect: DialectName) => {
     worlds[0]!.coordinator.stop();
     await stores[0]!.close();
     const started = Date.now();
-    await waitFor('the other node to take over', () => (stores[1]!.drivesPhaseTwo() ? true : undefined), TAKEOVER_MS);
+    await waitFor(
+      'the other node to take over',
+      () => (stores[1]!.drivesPhaseTwo() ? true : undefined),
+      TAKEOVER_MS,
+    );
     // Released, not expired: the next renew round takes it, well before a lease runs out.
     expect(Date.now() - started).toBeLessThan(TEST_LEASE.leaseMs);
     expect(stores[1]!.term()).toBe(epoch + 1);
@@ -150,44 +228,98 @@ describe.each(DIALECTS)('driver lease on %s', (dialect: DialectName) => {
     const applied: { node: string; command: Command; outcome: Outcome<unknown> }[] = [];
     stores[0]!.onApply((command, outcome) => applied.push({ node: 'a', command, outcome }));
 
-    const { xid } = await a!.coordinator.begin({ applicationId: 'app', transactionServiceGroup: 'g', timeoutMs: 60_000 });
-    const branchId = (await a!.coordinator.registerBranch({ xid, branchType: 'TCC', resourceId: 'db', lockKey: 'p:1', clientId: 'rm' })).branchId;
+    const { xid } = await a!.coordinator.begin({
+      applicationId: 'app',
+      transactionServiceGroup: 'g',
+      timeoutMs: 60_000,
+    });
+    const branchId = (
+      await a!.coordinator.registerBranch({
+        xid,
+        branchType: 'TCC',
+        resourceId: 'db',
+        lockKey: 'p:1',
+        clientId: 'rm',
+      })
+    ).branchId;
     void a!.coordinator.commit({ xid }).catch(() => undefined);
     await waitFor('A to call the branch', () => (slowA.pendingCount > 0 ? true : undefined));
     const oldEpoch = stores[0]!.term();
 
     // A freezes (a long GC pause): it still believes it holds the lease, its driver still runs.
     stores[0]!.freezeLease();
-    await waitFor('B to take over', () => (stores[1]!.drivesPhaseTwo() ? true : undefined), TAKEOVER_MS);
+    await waitFor(
+      'B to take over',
+      () => (stores[1]!.drivesPhaseTwo() ? true : undefined),
+      TAKEOVER_MS,
+    );
     expect(stores[0]!.drivesPhaseTwo()).toBe(true); // A does not know
-    await waitFor('B to acquire the transaction and call the branch', () => (slowB.pendingCount > 0 ? true : undefined), 10_000);
+    await waitFor(
+      'B to acquire the transaction and call the branch',
+      () => (slowB.pendingCount > 0 ? true : undefined),
+      10_000,
+    );
     expect(await stores[1]!.read((s) => s.getSession(xid)?.driverTerm)).toBe(stores[1]!.term());
 
     // A's RM answers late; A records the result with its old epoch: the fence refuses it.
     slowA.settle(0, 'success');
-    await waitFor('A to try to record its result', () => applied.find((x) => x.command.kind === 'BranchPhaseTwoResult'));
+    await waitFor('A to try to record its result', () =>
+      applied.find((x) => x.command.kind === 'BranchPhaseTwoResult'),
+    );
     const late = applied.find((x) => x.command.kind === 'BranchPhaseTwoResult')!;
-    expect(late.outcome).toMatchObject({ ok: false, rejection: { code: 'STALE_TERM', term: oldEpoch, driverTerm: stores[1]!.term() } });
-    expect(await stores[1]!.read((s) => s.getSession(xid)?.branches.find((x) => x.branchId === branchId)?.status)).toBe(BranchStatus.Registered);
+    expect(late.outcome).toMatchObject({
+      ok: false,
+      rejection: { code: 'STALE_TERM', term: oldEpoch, driverTerm: stores[1]!.term() },
+    });
+    expect(
+      await stores[1]!.read(
+        (s) => s.getSession(xid)?.branches.find((x) => x.branchId === branchId)?.status,
+      ),
+    ).toBe(BranchStatus.Registered);
 
     // B's own call decides.
     slowB.settle(0, 'success');
-    await waitFor('B to finish', async () => ((await stores[1]!.read((s) => s.getFinished(xid)?.status)) === GlobalStatus.Committed ? true : undefined), 10_000);
+    await waitFor(
+      'B to finish',
+      async () =>
+        (await stores[1]!.read((s) => s.getFinished(xid)?.status)) === GlobalStatus.Committed
+          ? true
+          : undefined,
+      10_000,
+    );
     expect(b!.coordinator.driver.isActive).toBe(true);
   });
 
   it('a node killed in the middle of a transaction loses nothing acknowledged and leaves nothing half-written', async () => {
     await nodes(2);
     const [a, b] = worlds;
-    const { xid } = await b!.coordinator.begin({ applicationId: 'app', transactionServiceGroup: 'g', timeoutMs: 60_000 });
-    await b!.coordinator.registerBranch({ xid, branchType: 'TCC', resourceId: 'db', lockKey: 'm:1', clientId: 'rm' });
+    const { xid } = await b!.coordinator.begin({
+      applicationId: 'app',
+      transactionServiceGroup: 'g',
+      timeoutMs: 60_000,
+    });
+    await b!.coordinator.registerBranch({
+      xid,
+      branchType: 'TCC',
+      resourceId: 'db',
+      lockKey: 'm:1',
+      clientId: 'rm',
+    });
     // Hold the transaction's row so A's register is stuck inside its database transaction...
     const blocker = await admin.begin();
     await blocker.query(`SELECT xid FROM ${prefix}global_table WHERE xid = ? FOR UPDATE`, [xid]);
-    const inFlight = a!.coordinator.registerBranch({ xid, branchType: 'TCC', resourceId: 'db', lockKey: 'm:2,3', clientId: 'rm' }).then(
-      () => 'acknowledged',
-      (err: unknown) => err,
-    );
+    const inFlight = a!.coordinator
+      .registerBranch({
+        xid,
+        branchType: 'TCC',
+        resourceId: 'db',
+        lockKey: 'm:2,3',
+        clientId: 'rm',
+      })
+      .then(
+        () => 'acknowledged',
+        (err: unknown) => err,
+      );
     await new Promise((r) => setTimeout(r, 200));
     // ...and kill A there.
     a!.coordinator.stop();
@@ -199,8 +331,14 @@ describe.each(DIALECTS)('driver lease on %s', (dialect: DialectName) => {
     // Nothing of it was written; the transaction goes on from the other node.
     const session = await stores[1]!.read((s) => s.getSession(xid));
     expect(session?.branches).toHaveLength(1);
-    expect((await admin.query(`SELECT row_key FROM ${prefix}lock_table`)).map((r) => String(r.row_key))).toEqual(['db^^^m^^^1']);
-    await waitFor('B to hold the lease', () => (stores[1]!.drivesPhaseTwo() ? true : undefined), TAKEOVER_MS);
+    expect(
+      (await admin.query(`SELECT row_key FROM ${prefix}lock_table`)).map((r) => String(r.row_key)),
+    ).toEqual(['db^^^m^^^1']);
+    await waitFor(
+      'B to hold the lease',
+      () => (stores[1]!.drivesPhaseTwo() ? true : undefined),
+      TAKEOVER_MS,
+    );
     expect(await b!.coordinator.commit({ xid })).toBe(GlobalStatus.Committed);
     stores.splice(0, 1);
     worlds.splice(0, 1);

@@ -7,7 +7,21 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { GlobalStatus } from '../../src/coordinator/types.ts';
 import { DbSessionStore, DbUnavailableError, type DialectName } from '../../src/store/db/index.ts';
-import { DIALECTS, DbProxy, TEST_LEASE, closedPort, connectAdmin, dbHostPort, dbUrl, dbWorld, openStore, testLogger, uniquePrefix, waitFor, type Admin } from './helpers.ts';
+import {
+  DIALECTS,
+  DbProxy,
+  TEST_LEASE,
+  closedPort,
+  connectAdmin,
+  dbHostPort,
+  dbUrl,
+  dbWorld,
+  openStore,
+  testLogger,
+  uniquePrefix,
+  waitFor,
+  type Admin,
+} from './helpers.ts';
 
 describe.each(DIALECTS)('database outages on %s', (dialect: DialectName) => {
   const prefix = uniquePrefix(dialect === 'postgres' ? 'pgo' : 'myo');
@@ -25,7 +39,12 @@ describe.each(DIALECTS)('database outages on %s', (dialect: DialectName) => {
   it('a store pointed at a closed port fails to open with a typed, retryable UNAVAILABLE error', async () => {
     const port = await closedPort();
     const started = Date.now();
-    const err = await DbSessionStore.open({ url: dbUrl(dialect, port), nodeId: 'n', logger: testLogger(), tablePrefix: prefix }).catch((e: unknown) => e);
+    const err = await DbSessionStore.open({
+      url: dbUrl(dialect, port),
+      nodeId: 'n',
+      logger: testLogger(),
+      tablePrefix: prefix,
+    }).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(DbUnavailableError);
     expect(err).toMatchObject({ code: 'UNAVAILABLE', retryable: true, name: 'DbUnavailableError' });
     expect((err as Error).message).toMatch(/unreachable/);
@@ -36,7 +55,14 @@ describe.each(DIALECTS)('database outages on %s', (dialect: DialectName) => {
   it('waits for a database that comes up during startupTimeoutMs (reconnect with backoff)', async () => {
     const proxy = new DbProxy(dbHostPort(dialect));
     proxy.port = await closedPort();
-    const opening = DbSessionStore.open({ url: dbUrl(dialect, proxy.port), nodeId: 'late', logger: testLogger(), tablePrefix: prefix, lease: TEST_LEASE, startupTimeoutMs: 10_000 });
+    const opening = DbSessionStore.open({
+      url: dbUrl(dialect, proxy.port),
+      nodeId: 'late',
+      logger: testLogger(),
+      tablePrefix: prefix,
+      lease: TEST_LEASE,
+      startupTimeoutMs: 10_000,
+    });
     await new Promise((r) => setTimeout(r, 400));
     await proxy.up();
     const store = await opening;
@@ -48,17 +74,36 @@ describe.each(DIALECTS)('database outages on %s', (dialect: DialectName) => {
   it('down: every call fails fast with DbUnavailableError, the holder steps down, another node takes over; back: it reconnects', async () => {
     const proxy = new DbProxy(dbHostPort(dialect));
     await proxy.up();
-    const a = await DbSessionStore.open({ url: dbUrl(dialect, proxy.port), nodeId: 'proxied', logger: testLogger(), tablePrefix: prefix, lease: TEST_LEASE, maxConnections: 4 });
+    const a = await DbSessionStore.open({
+      url: dbUrl(dialect, proxy.port),
+      nodeId: 'proxied',
+      logger: testLogger(),
+      tablePrefix: prefix,
+      lease: TEST_LEASE,
+      maxConnections: 4,
+    });
     const b = await openStore(dialect, prefix, { nodeId: 'direct' });
     const wa = dbWorld(a, { host: '10.0.0.1' });
     const wb = dbWorld(b, { host: '10.0.0.2' });
     try {
       expect(a.drivesPhaseTwo()).toBe(true);
-      const { xid } = await wa.coordinator.begin({ applicationId: 'app', transactionServiceGroup: 'g', timeoutMs: 60_000 });
-      await wa.coordinator.registerBranch({ xid, branchType: 'TCC', resourceId: 'db', lockKey: 'o:1', clientId: 'rm' });
+      const { xid } = await wa.coordinator.begin({
+        applicationId: 'app',
+        transactionServiceGroup: 'g',
+        timeoutMs: 60_000,
+      });
+      await wa.coordinator.registerBranch({
+        xid,
+        branchType: 'TCC',
+        resourceId: 'db',
+        lockKey: 'o:1',
+        clientId: 'rm',
+      });
 
       await proxy.down();
-      const first = await wa.coordinator.begin({ applicationId: 'app', transactionServiceGroup: 'g', timeoutMs: 60_000 }).catch((e: unknown) => e);
+      const first = await wa.coordinator
+        .begin({ applicationId: 'app', transactionServiceGroup: 'g', timeoutMs: 60_000 })
+        .catch((e: unknown) => e);
       expect(first).toBeInstanceOf(DbUnavailableError);
       expect(first).toMatchObject({ code: 'UNAVAILABLE', retryable: true });
       expect(a.databaseDown).toBe(true);
@@ -66,15 +111,26 @@ describe.each(DIALECTS)('database outages on %s', (dialect: DialectName) => {
       const started = Date.now();
       for (let i = 0; i < 20; i++) {
         await expect(wa.coordinator.getStatus({ xid })).rejects.toBeInstanceOf(DbUnavailableError);
-        await expect(wa.coordinator.commit({ xid })).rejects.toMatchObject({ code: 'UNAVAILABLE', retryable: true });
+        await expect(wa.coordinator.commit({ xid })).rejects.toMatchObject({
+          code: 'UNAVAILABLE',
+          retryable: true,
+        });
       }
       expect(Date.now() - started).toBeLessThan(1_000);
       await expect(a.read((s) => s.liveXids())).rejects.toThrow(/unreachable for \d+ ms/);
 
       // The holder cannot renew: it steps down before its lease runs out; the other node takes over.
-      await waitFor('A to step down', () => (a.drivesPhaseTwo() ? undefined : true), TEST_LEASE.leaseMs + 1_000);
+      await waitFor(
+        'A to step down',
+        () => (a.drivesPhaseTwo() ? undefined : true),
+        TEST_LEASE.leaseMs + 1_000,
+      );
       expect(wa.coordinator.driver.isActive).toBe(false);
-      await waitFor('B to take over', () => (b.drivesPhaseTwo() ? true : undefined), TEST_LEASE.leaseMs * 3);
+      await waitFor(
+        'B to take over',
+        () => (b.drivesPhaseTwo() ? true : undefined),
+        TEST_LEASE.leaseMs * 3,
+      );
       // The other node serves the transaction meanwhile.
       expect(await wb.coordinator.commit({ xid })).toBe(GlobalStatus.Committed);
 
@@ -82,7 +138,11 @@ describe.each(DIALECTS)('database outages on %s', (dialect: DialectName) => {
       await proxy.up();
       await waitFor('A to reconnect', () => (a.databaseDown ? undefined : true), 10_000);
       expect(await wa.coordinator.getStatus({ xid })).toBe(GlobalStatus.Committed);
-      await waitFor('A to learn the epoch', () => (a.term() === b.term() ? true : undefined), TEST_LEASE.leaseMs * 2);
+      await waitFor(
+        'A to learn the epoch',
+        () => (a.term() === b.term() ? true : undefined),
+        TEST_LEASE.leaseMs * 2,
+      );
       expect(a.drivesPhaseTwo()).toBe(false);
       expect(a.stats.unavailable).toBeGreaterThanOrEqual(1);
     } finally {

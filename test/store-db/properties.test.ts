@@ -18,7 +18,10 @@ import type { Command, Outcome, ResultOf } from '../../src/coordinator/commands.
 import { Coordinator } from '../../src/coordinator/coordinator.ts';
 import type { BranchGateway, LeadershipEvent, SessionStore } from '../../src/coordinator/ports.ts';
 import { decodeSnapshot, encodeSnapshot } from '../../src/coordinator/snapshot-codec.ts';
-import { CoordinatorStateMachine, type CoordinatorStateView } from '../../src/coordinator/state-machine.ts';
+import {
+  CoordinatorStateMachine,
+  type CoordinatorStateView,
+} from '../../src/coordinator/state-machine.ts';
 import {
   BRANCH_STATUS_CODES,
   BranchStatus,
@@ -44,18 +47,50 @@ const T0 = 1_700_000_000_000;
 const BRANCH_STATUSES = Object.keys(BRANCH_STATUS_CODES) as BranchStatus[];
 const GLOBAL_STATUSES = [...SESSION_STATUSES, GlobalStatus.Unknown];
 const TYPES: BranchType[] = ['AT', 'TCC', 'SAGA', 'XA'];
-const LOCK_KEYS = ['', 't:1', 't:2', 't:1,2', 'u:1;t:3', 't:3', 'u:1', 't:4', 't:5,6', 'u:2', 't:', 'x:,'];
+const LOCK_KEYS = [
+  '',
+  't:1',
+  't:2',
+  't:1,2',
+  'u:1;t:3',
+  't:3',
+  'u:1',
+  't:4',
+  't:5,6',
+  'u:2',
+  't:',
+  'x:,',
+];
 
 /** Empties the store's session tables between runs (the schema and lease rows stay). */
 async function truncate(admin: Admin, prefix: string): Promise<void> {
-  for (const t of ['lock_table', 'branch_table', 'global_table', 'finished_table', 'request_dedup']) await admin.query(`DELETE FROM ${prefix}${t}`);
+  for (const t of ['lock_table', 'branch_table', 'global_table', 'finished_table', 'request_dedup'])
+    await admin.query(`DELETE FROM ${prefix}${t}`);
 }
 
 // ---------------------------------------------------------------------------------------
 // 1. Differential
 // ---------------------------------------------------------------------------------------
 
-const OPS = ['begin', 'register', 'register', 'report', 'change', 'change', 'result', 'result', 'remove', 'retry', 'stop', 'resume', 'resolve', 'greport', 'finish', 'finish', 'acquire'] as const;
+const OPS = [
+  'begin',
+  'register',
+  'register',
+  'report',
+  'change',
+  'change',
+  'result',
+  'result',
+  'remove',
+  'retry',
+  'stop',
+  'resume',
+  'resolve',
+  'greport',
+  'finish',
+  'finish',
+  'acquire',
+] as const;
 type Op = (typeof OPS)[number];
 interface Intent {
   op: Op;
@@ -88,11 +123,21 @@ class CommandMaker {
     if (i.term === 9) this.term += 1;
     const term = i.term === 0 ? this.term - 1 : this.term;
     const live = this.machine.liveXids();
-    const xid = i.a % 5 !== 0 && live.length > 0 ? live[i.a % live.length]! : (this.xids[i.a % (this.xids.length + 1)] ?? '10.0.0.1:8091:424242');
+    const xid =
+      i.a % 5 !== 0 && live.length > 0
+        ? live[i.a % live.length]!
+        : (this.xids[i.a % (this.xids.length + 1)] ?? '10.0.0.1:8091:424242');
     const session = this.machine.getSession(xid);
     const branches = session?.branches ?? [];
-    const open = branches.filter((b) => b.status !== BranchStatus.PhaseTwo_Committed && b.status !== BranchStatus.PhaseTwo_Rollbacked);
-    const branchId = i.b % 4 !== 0 && open.length > 0 ? open[i.b % open.length]!.branchId : (branches[i.b % (branches.length + 1)]?.branchId ?? '777777');
+    const open = branches.filter(
+      (b) =>
+        b.status !== BranchStatus.PhaseTwo_Committed &&
+        b.status !== BranchStatus.PhaseTwo_Rollbacked,
+    );
+    const branchId =
+      i.b % 4 !== 0 && open.length > 0
+        ? open[i.b % open.length]!.branchId
+        : (branches[i.b % (branches.length + 1)]?.branchId ?? '777777');
     const current = session?.status ?? GlobalStatus.Begin;
     const decision = decisionOf(current);
     switch (i.op) {
@@ -100,17 +145,54 @@ class CommandMaker {
         const n = this.nextId++;
         const x = `10.0.0.1:8091:${n}`;
         this.xids.push(x);
-        return { kind: 'Begin', xid: x, transactionId: String(n), applicationId: 'app', transactionServiceGroup: 'g', name: 'p', timeoutMs: 1_000 + (i.b % 10) * 1_000, beginTime: at, requestId: i.b % 4 === 0 ? `req-${i.c % 3}` : null };
+        return {
+          kind: 'Begin',
+          xid: x,
+          transactionId: String(n),
+          applicationId: 'app',
+          transactionServiceGroup: 'g',
+          name: 'p',
+          timeoutMs: 1_000 + (i.b % 10) * 1_000,
+          beginTime: at,
+          requestId: i.b % 4 === 0 ? `req-${i.c % 3}` : null,
+        };
       }
       case 'register':
-        return { kind: 'RegisterBranch', xid, branchId: String(100_000 + this.nextId++), type: TYPES[i.c % 4]!, resourceId: 'db', lockKey: LOCK_KEYS[i.b % LOCK_KEYS.length]!, applicationData: i.c % 7 === 0 ? 'd' : '', clientId: 'rm', at, requestId: i.c % 5 === 0 ? `reg-${i.b % 3}` : null };
+        return {
+          kind: 'RegisterBranch',
+          xid,
+          branchId: String(100_000 + this.nextId++),
+          type: TYPES[i.c % 4]!,
+          resourceId: 'db',
+          lockKey: LOCK_KEYS[i.b % LOCK_KEYS.length]!,
+          applicationData: i.c % 7 === 0 ? 'd' : '',
+          clientId: 'rm',
+          at,
+          requestId: i.c % 5 === 0 ? `reg-${i.b % 3}` : null,
+        };
       case 'report':
-        return { kind: 'BranchReport', xid, branchId, status: BRANCH_STATUSES[i.c % BRANCH_STATUSES.length]!, applicationData: i.c % 3 === 0 ? 'r' : null };
+        return {
+          kind: 'BranchReport',
+          xid,
+          branchId,
+          status: BRANCH_STATUSES[i.c % BRANCH_STATUSES.length]!,
+          applicationData: i.c % 3 === 0 ? 'r' : null,
+        };
       case 'change': {
         // Mostly a legal next status (so phase two is reached), now and then any.
         const legal = GLOBAL_TRANSITIONS.get(current) ?? [];
-        const to = i.b % 3 !== 0 && legal.length > 0 ? legal[i.b % legal.length]! : GLOBAL_STATUSES[i.b % GLOBAL_STATUSES.length]!;
-        return { kind: 'ChangeGlobalStatus', xid, from: i.c % 6 === 0 ? GLOBAL_STATUSES[i.c % GLOBAL_STATUSES.length]! : current, to, at, term };
+        const to =
+          i.b % 3 !== 0 && legal.length > 0
+            ? legal[i.b % legal.length]!
+            : GLOBAL_STATUSES[i.b % GLOBAL_STATUSES.length]!;
+        return {
+          kind: 'ChangeGlobalStatus',
+          xid,
+          from: i.c % 6 === 0 ? GLOBAL_STATUSES[i.c % GLOBAL_STATUSES.length]! : current,
+          to,
+          at,
+          term,
+        };
       }
       case 'result': {
         const status =
@@ -128,7 +210,14 @@ class CommandMaker {
       case 'remove':
         return { kind: 'RemoveBranch', xid, branchId, term };
       case 'retry':
-        return { kind: 'RetryScheduled', xid, attempt: 1 + (i.c % 4), nextRetryAt: at + 1_000, retryDeadline: at + 60_000, term };
+        return {
+          kind: 'RetryScheduled',
+          xid,
+          attempt: 1 + (i.c % 4),
+          nextRetryAt: at + 1_000,
+          retryDeadline: at + 60_000,
+          term,
+        };
       case 'stop':
         return { kind: 'RetryStopped', xid, at, term };
       case 'resume':
@@ -136,9 +225,24 @@ class CommandMaker {
       case 'resolve':
         return { kind: 'MarkResolved', xid, at, operator: 'ops', term };
       case 'greport':
-        return { kind: 'GlobalReport', xid, status: GLOBAL_STATUSES[i.b % GLOBAL_STATUSES.length]!, at, term };
+        return {
+          kind: 'GlobalReport',
+          xid,
+          status: GLOBAL_STATUSES[i.b % GLOBAL_STATUSES.length]!,
+          at,
+          term,
+        };
       case 'finish':
-        return { kind: 'FinishGlobal', xid, status: i.c % 3 === 0 ? GLOBAL_STATUSES[i.b % GLOBAL_STATUSES.length]! : successfulEndOf(current), at, term };
+        return {
+          kind: 'FinishGlobal',
+          xid,
+          status:
+            i.c % 3 === 0
+              ? GLOBAL_STATUSES[i.b % GLOBAL_STATUSES.length]!
+              : successfulEndOf(current),
+          at,
+          term,
+        };
       case 'acquire':
         return { kind: 'AcquireDriver', xid, term };
     }
@@ -148,54 +252,66 @@ class CommandMaker {
 /** A comparable picture of a state: live sessions, lock rows, finished records. */
 function picture(machine: CoordinatorStateMachine, finishedXids: readonly string[]) {
   return {
-    sessions: machine.liveXids().sort().map((xid) => machine.getSession(xid)),
+    sessions: machine
+      .liveXids()
+      .sort()
+      .map((xid) => machine.getSession(xid)),
     locks: machine.lockEntries().sort((x, y) => (x.row < y.row ? -1 : 1)),
     finished: [...finishedXids].sort().map((xid) => machine.getFinished(xid) ?? null),
   };
 }
 
-describe.each(DIALECTS)('db store ≡ the coordinator state machine on %s', (dialect: DialectName) => {
-  const prefix = uniquePrefix(dialect === 'postgres' ? 'pgp' : 'myp');
-  let admin: Admin;
-  let store: DbSessionStore;
+describe.each(DIALECTS)(
+  'db store ≡ the coordinator state machine on %s',
+  (dialect: DialectName) => {
+    const prefix = uniquePrefix(dialect === 'postgres' ? 'pgp' : 'myp');
+    let admin: Admin;
+    let store: DbSessionStore;
 
-  beforeAll(async () => {
-    admin = await connectAdmin(dialect);
-    store = await openStore(dialect, prefix, { lease: false });
-  });
+    beforeAll(async () => {
+      admin = await connectAdmin(dialect);
+      store = await openStore(dialect, prefix, { lease: false });
+    });
 
-  afterAll(async () => {
-    await store?.close();
-    await admin?.dropTables(prefix);
-    await admin?.close();
-  });
+    afterAll(async () => {
+      await store?.close();
+      await admin?.dropTables(prefix);
+      await admin?.close();
+    });
 
-  it('random command histories: the same outcome for every command, the same state at the end', async () => {
-    const accepted = new Set<string>();
-    await fc.assert(
-      fc.asyncProperty(fc.array(intentArb, { minLength: 1, maxLength: 120, size: 'max' }), async (intents) => {
-        await truncate(admin, prefix);
-        const reference = new CoordinatorStateMachine();
-        const maker = new CommandMaker(reference);
-        const finishedXids = new Set<string>();
-        for (const intent of intents) {
-          const command = maker.make(intent);
-          const want = reference.apply(structuredClone(command));
-          const got = await store.submit(command);
-          expect(got, `${command.kind} ${JSON.stringify(command)}`).toEqual(want);
-          if (want.ok) accepted.add(command.kind);
-          finishedXids.add(command.xid);
-        }
-        const exported = await store.exportState();
-        expect(picture(exported, [...finishedXids])).toEqual(picture(reference, [...finishedXids]));
-      }),
-      { numRuns: RUNS * 3 },
-    );
-    // Guards the generator: most kinds were accepted at least once.
-    if (process.env.CONCORD_TEST_LOG) process.stderr.write(`accepted: ${[...accepted].sort().join(',')}\n`);
-    if (RUNS >= 12) expect(accepted.size).toBeGreaterThanOrEqual(11);
-  }, 180_000);
-});
+    it('random command histories: the same outcome for every command, the same state at the end', async () => {
+      const accepted = new Set<string>();
+      await fc.assert(
+        fc.asyncProperty(
+          fc.array(intentArb, { minLength: 1, maxLength: 120, size: 'max' }),
+          async (intents) => {
+            await truncate(admin, prefix);
+            const reference = new CoordinatorStateMachine();
+            const maker = new CommandMaker(reference);
+            const finishedXids = new Set<string>();
+            for (const intent of intents) {
+              const command = maker.make(intent);
+              const want = reference.apply(structuredClone(command));
+              const got = await store.submit(command);
+              expect(got, `${command.kind} ${JSON.stringify(command)}`).toEqual(want);
+              if (want.ok) accepted.add(command.kind);
+              finishedXids.add(command.xid);
+            }
+            const exported = await store.exportState();
+            expect(picture(exported, [...finishedXids])).toEqual(
+              picture(reference, [...finishedXids]),
+            );
+          },
+        ),
+        { numRuns: RUNS * 3 },
+      );
+      // Guards the generator: most kinds were accepted at least once.
+      if (process.env.CONCORD_TEST_LOG)
+        process.stderr.write(`accepted: ${[...accepted].sort().join(',')}\n`);
+      if (RUNS >= 12) expect(accepted.size).toBeGreaterThanOrEqual(11);
+    }, 180_000);
+  },
+);
 
 // ---------------------------------------------------------------------------------------
 // 2. Coordinators, RMs, clock and driver changes over one database
@@ -213,22 +329,99 @@ type Action =
   | { t: 'stop' | 'resume' | 'resolve'; node: number; x: number };
 
 const NODES = 3;
-const nodeArb = fc.oneof({ arbitrary: fc.constant(-1), weight: 3 }, { arbitrary: fc.nat(NODES - 1), weight: 2 });
+const nodeArb = fc.oneof(
+  { arbitrary: fc.constant(-1), weight: 3 },
+  { arbitrary: fc.nat(NODES - 1), weight: 2 },
+);
 const pick = fc.nat(50);
 const actionArb: fc.Arbitrary<Action> = fc.oneof(
-  { arbitrary: fc.record({ t: fc.constant('begin' as const), node: nodeArb, timeout: fc.constantFrom(3_000, 30_000, 120_000) }), weight: 3 },
-  { arbitrary: fc.record({ t: fc.constant('register' as const), node: nodeArb, x: pick, lock: pick, type: pick }), weight: 4 },
-  { arbitrary: fc.record({ t: fc.constant('report' as const), node: nodeArb, x: pick, b: pick, failed: fc.boolean() }), weight: 1 },
-  { arbitrary: fc.record({ t: fc.constantFrom('commit' as const, 'rollback' as const), node: nodeArb, x: pick }), weight: 4 },
-  { arbitrary: fc.record({ t: fc.constant('status' as const), node: nodeArb, x: pick }), weight: 1 },
-  { arbitrary: fc.record({ t: fc.constant('answer' as const), call: pick, answer: fc.constantFrom('success' as const, 'success' as const, 'retryable' as const, 'unretryable' as const, 'throw' as const) }), weight: 6 },
-  { arbitrary: fc.record({ t: fc.constant('tick' as const), ms: fc.integer({ min: 1, max: 6_000 }) }), weight: 3 },
-  { arbitrary: fc.record({ t: fc.constant('elect' as const), node: nodeArb, tellOld: fc.boolean() }), weight: 2 },
+  {
+    arbitrary: fc.record({
+      t: fc.constant('begin' as const),
+      node: nodeArb,
+      timeout: fc.constantFrom(3_000, 30_000, 120_000),
+    }),
+    weight: 3,
+  },
+  {
+    arbitrary: fc.record({
+      t: fc.constant('register' as const),
+      node: nodeArb,
+      x: pick,
+      lock: pick,
+      type: pick,
+    }),
+    weight: 4,
+  },
+  {
+    arbitrary: fc.record({
+      t: fc.constant('report' as const),
+      node: nodeArb,
+      x: pick,
+      b: pick,
+      failed: fc.boolean(),
+    }),
+    weight: 1,
+  },
+  {
+    arbitrary: fc.record({
+      t: fc.constantFrom('commit' as const, 'rollback' as const),
+      node: nodeArb,
+      x: pick,
+    }),
+    weight: 4,
+  },
+  {
+    arbitrary: fc.record({ t: fc.constant('status' as const), node: nodeArb, x: pick }),
+    weight: 1,
+  },
+  {
+    arbitrary: fc.record({
+      t: fc.constant('answer' as const),
+      call: pick,
+      answer: fc.constantFrom(
+        'success' as const,
+        'success' as const,
+        'retryable' as const,
+        'unretryable' as const,
+        'throw' as const,
+      ),
+    }),
+    weight: 6,
+  },
+  {
+    arbitrary: fc.record({
+      t: fc.constant('tick' as const),
+      ms: fc.integer({ min: 1, max: 6_000 }),
+    }),
+    weight: 3,
+  },
+  {
+    arbitrary: fc.record({
+      t: fc.constant('elect' as const),
+      node: nodeArb,
+      tellOld: fc.boolean(),
+    }),
+    weight: 2,
+  },
   { arbitrary: fc.record({ t: fc.constant('tell' as const) }), weight: 1 },
-  { arbitrary: fc.record({ t: fc.constantFrom('stop' as const, 'resume' as const, 'resolve' as const), node: nodeArb, x: pick }), weight: 1 },
+  {
+    arbitrary: fc.record({
+      t: fc.constantFrom('stop' as const, 'resume' as const, 'resolve' as const),
+      node: nodeArb,
+      x: pick,
+    }),
+    weight: 1,
+  },
 );
 
-const EXPECTED_ERRORS = new Set(['BAD_REQUEST', 'NOT_LEADER', 'UNKNOWN_XID', 'ILLEGAL_STATUS', 'LOCK_CONFLICT']);
+const EXPECTED_ERRORS = new Set([
+  'BAD_REQUEST',
+  'NOT_LEADER',
+  'UNKNOWN_XID',
+  'ILLEGAL_STATUS',
+  'LOCK_CONFLICT',
+]);
 
 /**
  * A db store behind a gate the test can close: submits wait at the gate, so the test can
@@ -315,7 +508,10 @@ class DbCluster {
     public term: number,
   ) {
     this.gateway.manual = true;
-    const gateway: BranchGateway = { commitBranch: (b) => this.call('commit', b), rollbackBranch: (b) => this.call('rollback', b) };
+    const gateway: BranchGateway = {
+      commitBranch: (b) => this.call('commit', b),
+      rollbackBranch: (b) => this.call('rollback', b),
+    };
     this.gated = stores.map((store) => new GatedStore(store));
     stores.forEach((store, i) => {
       store.setLeadership(i === 0, term);
@@ -332,7 +528,13 @@ class DbCluster {
         clock: this.clock,
         logger: silentLogger(),
         address: { host: `10.0.0.${i + 1}`, port: 8091 },
-        phaseTwo: { maxRetryMs: 365 * 24 * 3600 * 1000, retryBaseMs: 500, retryMaxBackoffMs: 4_000, branchCallTimeoutMs: 20_000, sweepIntervalMs: 2_000 },
+        phaseTwo: {
+          maxRetryMs: 365 * 24 * 3600 * 1000,
+          retryBaseMs: 500,
+          retryMaxBackoffMs: 4_000,
+          branchCallTimeoutMs: 20_000,
+          sweepIntervalMs: 2_000,
+        },
       });
       coordinator.start();
       this.nodes.push(coordinator);
@@ -342,17 +544,23 @@ class DbCluster {
   /** Invariant 1: a branch is called only after its transaction's decision is recorded (a read issued now sees it). */
   private call(kind: 'commit' | 'rollback', branch: BranchSession) {
     this.track(
-      this.stores[0]!.read((s) => s.getSession(branch.xid)?.status ?? s.getFinished(branch.xid)?.status).then((status) => {
-        if (status !== undefined && decisionOf(status) !== kind) this.undecidedCalls.push(`${kind} ${branch.xid}/${branch.branchId} while ${status}`);
+      this.stores[0]!.read(
+        (s) => s.getSession(branch.xid)?.status ?? s.getFinished(branch.xid)?.status,
+      ).then((status) => {
+        if (status !== undefined && decisionOf(status) !== kind)
+          this.undecidedCalls.push(`${kind} ${branch.xid}/${branch.branchId} while ${status}`);
       }),
     );
-    return kind === 'commit' ? this.gateway.commitBranch(branch) : this.gateway.rollbackBranch(branch);
+    return kind === 'commit'
+      ? this.gateway.commitBranch(branch)
+      : this.gateway.rollbackBranch(branch);
   }
 
   private track(p: Promise<unknown>): void {
     this.inFlight.push(
       p.catch((err: unknown) => {
-        if (!(err instanceof ConcordError) || !EXPECTED_ERRORS.has(err.code)) this.unexpected.push(String((err as Error)?.stack ?? err));
+        if (!(err instanceof ConcordError) || !EXPECTED_ERRORS.has(err.code))
+          this.unexpected.push(String((err as Error)?.stack ?? err));
       }),
     );
   }
@@ -387,34 +595,66 @@ class DbCluster {
    */
   private check(batch: { command: Command; outcome: Outcome<unknown> }[], state: Uint8Array): void {
     const ends = (x: { command: Command; outcome: Outcome<unknown> }) =>
-      x.outcome.ok && (x.command.kind === 'FinishGlobal' || x.command.kind === 'MarkResolved' || (x.command.kind === 'GlobalReport' && (x.outcome.value as { finished: unknown }).finished !== null));
+      x.outcome.ok &&
+      (x.command.kind === 'FinishGlobal' ||
+        x.command.kind === 'MarkResolved' ||
+        (x.command.kind === 'GlobalReport' &&
+          (x.outcome.value as { finished: unknown }).finished !== null));
     const before = this.checker.violations.length;
     const ended = batch.filter(ends);
     const endedXids = new Set(ended.map((x) => x.command.xid));
     const data = decodeSnapshot(state);
-    this.mirror.restore(encodeSnapshot({ ...data, finished: data.finished.filter((r) => !endedXids.has(r.xid)) }));
+    this.mirror.restore(
+      encodeSnapshot({ ...data, finished: data.finished.filter((r) => !endedXids.has(r.xid)) }),
+    );
     for (const x of ended) this.checker.observe(x.command, x.outcome);
     this.mirror.restore(state);
     for (const x of batch.filter((x) => !ends(x))) this.checker.observe(x.command, x.outcome);
     if (process.env.CONCORD_TEST_LOG && this.checker.violations.length > before) {
-      process.stderr.write(`VIOLATION after batch:\n${batch.map((x) => `  ${x.command.kind} ${x.command.xid} ${JSON.stringify(x.outcome).slice(0, 200)}`).join('\n')}\n`);
+      process.stderr.write(
+        `VIOLATION after batch:\n${batch.map((x) => `  ${x.command.kind} ${x.command.xid} ${JSON.stringify(x.outcome).slice(0, 200)}`).join('\n')}\n`,
+      );
     }
   }
 
   async run(action: Action): Promise<void> {
-    const c = 'node' in action && action.node >= 0 ? this.nodes[action.node]! : this.nodes[this.leader]!;
+    const c =
+      'node' in action && action.node >= 0 ? this.nodes[action.node]! : this.nodes[this.leader]!;
     switch (action.t) {
       case 'begin':
-        this.track(c.begin({ applicationId: 'app', transactionServiceGroup: 'g', timeoutMs: action.timeout }).then(({ xid }) => this.xids.push(xid)));
+        this.track(
+          c
+            .begin({
+              applicationId: 'app',
+              transactionServiceGroup: 'g',
+              timeoutMs: action.timeout,
+            })
+            .then(({ xid }) => this.xids.push(xid)),
+        );
         break;
       case 'register':
-        this.track(c.registerBranch({ xid: this.xid(action.x), branchType: TYPES[action.type % 4]!, resourceId: 'db', lockKey: LOCK_KEYS[action.lock % 10], clientId: 'rm' }));
+        this.track(
+          c.registerBranch({
+            xid: this.xid(action.x),
+            branchType: TYPES[action.type % 4]!,
+            resourceId: 'db',
+            lockKey: LOCK_KEYS[action.lock % 10],
+            clientId: 'rm',
+          }),
+        );
         break;
       case 'report': {
         const xid = this.xid(action.x);
         const branches = this.mirror.getSession(xid)?.branches ?? [];
         const branch = branches[action.b % Math.max(1, branches.length)];
-        if (branch) this.track(c.branchReport({ xid, branchId: branch.branchId, status: action.failed ? BranchStatus.PhaseOne_Failed : BranchStatus.PhaseOne_Done }));
+        if (branch)
+          this.track(
+            c.branchReport({
+              xid,
+              branchId: branch.branchId,
+              status: action.failed ? BranchStatus.PhaseOne_Failed : BranchStatus.PhaseOne_Done,
+            }),
+          );
         break;
       }
       case 'commit':
@@ -440,7 +680,8 @@ class DbCluster {
         const old = this.leader;
         this.leader = action.node >= 0 ? action.node : (old + 1) % NODES;
         this.stores[this.leader]!.setLeadership(true, this.term);
-        if (action.tellOld && old !== this.leader) this.stores[old]!.setLeadership(false, this.term);
+        if (action.tellOld && old !== this.leader)
+          this.stores[old]!.setLeadership(false, this.term);
         break;
       }
       case 'tell':
@@ -462,7 +703,9 @@ class DbCluster {
   }
 
   tellAll(): void {
-    for (let i = 0; i < NODES; i++) if (i !== this.leader && this.stores[i]!.drivesPhaseTwo()) this.stores[i]!.setLeadership(false, this.term);
+    for (let i = 0; i < NODES; i++)
+      if (i !== this.leader && this.stores[i]!.drivesPhaseTwo())
+        this.stores[i]!.setLeadership(false, this.term);
   }
 
   async recover(): Promise<void> {
@@ -476,7 +719,12 @@ class DbCluster {
       await this.clock.advance(2_000);
       await this.settle();
       const live = this.mirror.liveXids().map((x) => this.mirror.getSession(x)!);
-      if (live.every((s) => isFailedEnd(s.status) || (isPhaseTwoInFlight(s.status) && s.retry.stopped))) break;
+      if (
+        live.every(
+          (s) => isFailedEnd(s.status) || (isPhaseTwoInFlight(s.status) && s.retry.stopped),
+        )
+      )
+        break;
     }
   }
 
@@ -498,7 +746,8 @@ describe.each(DIALECTS)('coordinator properties on the db store (%s)', (dialect:
 
   beforeAll(async () => {
     admin = await connectAdmin(dialect);
-    for (let i = 0; i < NODES; i++) stores.push(await openStore(dialect, prefix, { lease: false, nodeId: `w${i + 1}` }));
+    for (let i = 0; i < NODES; i++)
+      stores.push(await openStore(dialect, prefix, { lease: false, nodeId: `w${i + 1}` }));
   });
 
   afterAll(async () => {
@@ -510,56 +759,84 @@ describe.each(DIALECTS)('coordinator properties on the db store (%s)', (dialect:
   it('random TM/RM interleavings, RM failures and driver changes never break an invariant, and every transaction ends as decided', async () => {
     const seen = new Set<string>();
     await fc.assert(
-      fc.asyncProperty(fc.array(actionArb, { minLength: 10, maxLength: 60, size: 'max' }), async (actions) => {
-        await truncate(admin, prefix);
-        // Terms never go back on a store: start each run above the last one.
-        const cluster = new DbCluster(stores, Math.max(...stores.map((s) => s.term())) + 1);
-        try {
-          for (const action of actions) await cluster.run(action);
-          await cluster.recover();
-          for (const x of cluster.seen) seen.add(x);
-          expect(cluster.unexpected).toEqual([]);
-          expect(cluster.undecidedCalls).toEqual([]);
-          expect(cluster.checker.violations).toEqual([]);
+      fc.asyncProperty(
+        fc.array(actionArb, { minLength: 10, maxLength: 60, size: 'max' }),
+        async (actions) => {
+          await truncate(admin, prefix);
+          // Terms never go back on a store: start each run above the last one.
+          const cluster = new DbCluster(stores, Math.max(...stores.map((s) => s.term())) + 1);
+          try {
+            for (const action of actions) await cluster.run(action);
+            await cluster.recover();
+            for (const x of cluster.seen) seen.add(x);
+            expect(cluster.unexpected).toEqual([]);
+            expect(cluster.undecidedCalls).toEqual([]);
+            expect(cluster.checker.violations).toEqual([]);
 
-          const { mirror } = cluster;
-          for (const xid of mirror.liveXids()) {
-            const session = mirror.getSession(xid)!;
-            const waitsForOperator = isFailedEnd(session.status) || (isPhaseTwoInFlight(session.status) && session.retry.stopped);
-            expect(waitsForOperator, `${xid} is stuck ${session.status}`).toBe(true);
-            if (isFailedEnd(session.status)) expect(cluster.unretryable.has(xid), `${xid} failed without an unretryable answer`).toBe(true);
-          }
-          const leader = cluster.nodes[cluster.leader]!;
-          for (const xid of mirror.liveXids()) {
-            const session = mirror.getSession(xid)!;
-            if (session.retry.stopped && !isFailedEnd(session.status)) await leader.resumeRetry({ xid });
-          }
-          for (let i = 0; i < 60 && mirror.liveXids().some((x) => !isFailedEnd(mirror.getSession(x)!.status)); i++) {
-            await cluster.clock.advance(2_000);
+            const { mirror } = cluster;
+            for (const xid of mirror.liveXids()) {
+              const session = mirror.getSession(xid)!;
+              const waitsForOperator =
+                isFailedEnd(session.status) ||
+                (isPhaseTwoInFlight(session.status) && session.retry.stopped);
+              expect(waitsForOperator, `${xid} is stuck ${session.status}`).toBe(true);
+              if (isFailedEnd(session.status))
+                expect(
+                  cluster.unretryable.has(xid),
+                  `${xid} failed without an unretryable answer`,
+                ).toBe(true);
+            }
+            const leader = cluster.nodes[cluster.leader]!;
+            for (const xid of mirror.liveXids()) {
+              const session = mirror.getSession(xid)!;
+              if (session.retry.stopped && !isFailedEnd(session.status))
+                await leader.resumeRetry({ xid });
+            }
+            for (
+              let i = 0;
+              i < 60 && mirror.liveXids().some((x) => !isFailedEnd(mirror.getSession(x)!.status));
+              i++
+            ) {
+              await cluster.clock.advance(2_000);
+              await cluster.settle();
+            }
+            for (const xid of mirror.liveXids()) {
+              expect(
+                isFailedEnd(mirror.getSession(xid)!.status),
+                `${xid} is stuck ${mirror.getSession(xid)!.status} after resume`,
+              ).toBe(true);
+              await leader.markResolved({ xid, confirmXid: xid, operator: 'ops' });
+            }
             await cluster.settle();
+            expect(mirror.liveSessionCount()).toBe(0);
+            expect(mirror.lockedRowCount()).toBe(0);
+            expect(cluster.checker.violations).toEqual([]);
+            for (const [xid, finished] of cluster.checker.finished) {
+              seen.add(finished.status);
+              expect(decisionOf(finished.status)).toBe(cluster.checker.decisionOf(xid));
+            }
+          } finally {
+            await cluster.stop();
           }
-          for (const xid of mirror.liveXids()) {
-            expect(isFailedEnd(mirror.getSession(xid)!.status), `${xid} is stuck ${mirror.getSession(xid)!.status} after resume`).toBe(true);
-            await leader.markResolved({ xid, confirmXid: xid, operator: 'ops' });
-          }
-          await cluster.settle();
-          expect(mirror.liveSessionCount()).toBe(0);
-          expect(mirror.lockedRowCount()).toBe(0);
-          expect(cluster.checker.violations).toEqual([]);
-          for (const [xid, finished] of cluster.checker.finished) {
-            seen.add(finished.status);
-            expect(decisionOf(finished.status)).toBe(cluster.checker.decisionOf(xid));
-          }
-        } finally {
-          await cluster.stop();
-        }
-      }),
-      { numRuns: Math.max(2, Math.ceil(RUNS / 2)), ...(process.env.CONCORD_DB_PROPERTY_SEED ? { seed: Number(process.env.CONCORD_DB_PROPERTY_SEED), path: process.env.CONCORD_DB_PROPERTY_PATH, endOnFailure: true } : {}) },
+        },
+      ),
+      {
+        numRuns: Math.max(2, Math.ceil(RUNS / 2)),
+        ...(process.env.CONCORD_DB_PROPERTY_SEED
+          ? {
+              seed: Number(process.env.CONCORD_DB_PROPERTY_SEED),
+              path: process.env.CONCORD_DB_PROPERTY_PATH,
+              endOnFailure: true,
+            }
+          : {}),
+      },
     );
-    if (process.env.CONCORD_TEST_LOG) process.stderr.write(`world reached: ${[...seen].sort().join(',')}\n`);
+    if (process.env.CONCORD_TEST_LOG)
+      process.stderr.write(`world reached: ${[...seen].sort().join(',')}\n`);
     // Guards the generator: the histories reached the outcomes worth testing.
     // (The fence and lock conflicts are reached here only now and then with few runs; lease
     // and concurrency tests cover them deterministically.)
-    for (const x of ['Committed', 'AcquireDriver', 'FinishGlobal']) expect(seen, `no history reached ${x}`).toContain(x);
+    for (const x of ['Committed', 'AcquireDriver', 'FinishGlobal'])
+      expect(seen, `no history reached ${x}`).toContain(x);
   }, 300_000);
 });

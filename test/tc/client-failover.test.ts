@@ -15,10 +15,20 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import * as grpc from '@grpc/grpc-js';
 import { createServer as createHttpServer, type Server as HttpServer } from 'node:http';
-import { createServer as createTcpServer, connect, type AddressInfo, type Server as TcpServer, type Socket } from 'node:net';
+import {
+  createServer as createTcpServer,
+  connect,
+  type AddressInfo,
+  type Server as TcpServer,
+  type Socket,
+} from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { ClusterDiscovery } from '../../src/client/discovery.ts';
-import { createClient, TransactionOutcomeUnknownError, TransactionTimeoutError } from '../../src/client/sdk/index.ts';
+import {
+  createClient,
+  TransactionOutcomeUnknownError,
+  TransactionTimeoutError,
+} from '../../src/client/sdk/index.ts';
 import {
   ConnectFailedError,
   OutcomeUnknownError,
@@ -34,14 +44,24 @@ import {
 } from '../../src/client/tc-client.ts';
 import { wireToError } from '../../src/client/tc/errors.ts';
 import { tcClientConstructor } from '../../src/client/tc/proto.ts';
-import { BadRequestError, NotLeaderError, ProposalDroppedError, TimeoutError } from '../../src/shared/errors.ts';
+import {
+  BadRequestError,
+  NotLeaderError,
+  ProposalDroppedError,
+  TimeoutError,
+} from '../../src/shared/errors.ts';
 import { FakeTc } from '../sdk/helpers/fake-tc.ts';
 import { TestCluster, TestRm, waitFor, waitForStatus, type TestNode } from './helpers.ts';
 
 // ---------------------------------------------------------------------------------------
 // Unit: what a failure means for a retry
 
-const grpcError = (code: grpc.status, details: string) => Object.assign(new Error(`${code} ${grpc.status[code]}: ${details}`), { code, details, metadata: new grpc.Metadata() });
+const grpcError = (code: grpc.status, details: string) =>
+  Object.assign(new Error(`${code} ${grpc.status[code]}: ${details}`), {
+    code,
+    details,
+    metadata: new grpc.Metadata(),
+  });
 
 describe('error classification', () => {
   it('transport failures are outcome-unknown, never internal: RST_STREAM of any code, resets, server CANCELLED, UNAVAILABLE, DEADLINE_EXCEEDED', () => {
@@ -62,36 +82,88 @@ describe('error classification', () => {
       expect(retryClassOf(err), details).toBe('unknown-outcome');
       expect(retryClassOf(grpcError(code, details)), `raw ${details}`).toBe('unknown-outcome');
     }
-    const deadline = grpcToError(grpcError(grpc.status.DEADLINE_EXCEEDED, 'Deadline exceeded'), 'Commit at n1');
+    const deadline = grpcToError(
+      grpcError(grpc.status.DEADLINE_EXCEEDED, 'Deadline exceeded'),
+      'Commit at n1',
+    );
     expect(deadline).toBeInstanceOf(TimeoutError);
     expect(retryClassOf(deadline)).toBe('unknown-outcome');
   });
 
   it('a call that never left is "not sent"; NOT_LEADER is "not-leader"; answers are definite', () => {
-    for (const details of ['No connection established. Last error: connect ECONNREFUSED 127.0.0.1:1', 'Channel has been shut down']) {
+    for (const details of [
+      'No connection established. Last error: connect ECONNREFUSED 127.0.0.1:1',
+      'Channel has been shut down',
+    ]) {
       const err = grpcToError(grpcError(grpc.status.UNAVAILABLE, details), 'Begin at n1');
       expect(err).toBeInstanceOf(ConnectFailedError);
       expect(retryClassOf(err)).toBe('not-sent');
     }
     expect(retryClassOf(new NotLeaderError('n2', '127.0.0.1:2'))).toBe('not-leader');
-    expect(retryClassOf(wireToError({ code: 'ERROR_CODE_NOT_LEADER', message: 'no', retryable: true, leader: null }, 'x'))).toBe('not-leader');
+    expect(
+      retryClassOf(
+        wireToError(
+          { code: 'ERROR_CODE_NOT_LEADER', message: 'no', retryable: true, leader: null },
+          'x',
+        ),
+      ),
+    ).toBe('not-leader');
     expect(retryClassOf(new ProposalDroppedError('lost the leadership'))).toBe('unknown-outcome');
-    expect(retryClassOf(wireToError({ code: 'ERROR_CODE_TIMEOUT', message: 'slow', retryable: true }, 'x'))).toBe('unknown-outcome');
-    expect(retryClassOf(wireToError({ code: 'ERROR_CODE_UNAVAILABLE', message: 'stopping', retryable: true }, 'x'))).toBe('unknown-outcome');
-    for (const code of ['ERROR_CODE_UNKNOWN_XID', 'ERROR_CODE_ILLEGAL_STATUS', 'ERROR_CODE_LOCK_CONFLICT', 'ERROR_CODE_BAD_REQUEST', 'ERROR_CODE_INTERNAL'] as const) {
-      expect(retryClassOf(wireToError({ code, message: 'm', retryable: false }, 'x')), code).toBe('definite');
+    expect(
+      retryClassOf(
+        wireToError({ code: 'ERROR_CODE_TIMEOUT', message: 'slow', retryable: true }, 'x'),
+      ),
+    ).toBe('unknown-outcome');
+    expect(
+      retryClassOf(
+        wireToError({ code: 'ERROR_CODE_UNAVAILABLE', message: 'stopping', retryable: true }, 'x'),
+      ),
+    ).toBe('unknown-outcome');
+    for (const code of [
+      'ERROR_CODE_UNKNOWN_XID',
+      'ERROR_CODE_ILLEGAL_STATUS',
+      'ERROR_CODE_LOCK_CONFLICT',
+      'ERROR_CODE_BAD_REQUEST',
+      'ERROR_CODE_INTERNAL',
+    ] as const) {
+      expect(retryClassOf(wireToError({ code, message: 'm', retryable: false }, 'x')), code).toBe(
+        'definite',
+      );
     }
     // An INTERNAL that is no transport failure is a bug report, not retried; so is a malformed call.
-    expect(grpcToError(grpcError(grpc.status.INTERNAL, 'Failed to parse server response'), 'x')).toBeInstanceOf(TcInternalError);
-    expect(grpcToError(grpcError(grpc.status.INVALID_ARGUMENT, 'too many calls'), 'x')).toBeInstanceOf(BadRequestError);
-    expect(grpcToError(grpcError(grpc.status.RESOURCE_EXHAUSTED, 'Received message larger than max (9000000 vs 8388608)'), 'x')).toBeInstanceOf(BadRequestError);
+    expect(
+      grpcToError(grpcError(grpc.status.INTERNAL, 'Failed to parse server response'), 'x'),
+    ).toBeInstanceOf(TcInternalError);
+    expect(
+      grpcToError(grpcError(grpc.status.INVALID_ARGUMENT, 'too many calls'), 'x'),
+    ).toBeInstanceOf(BadRequestError);
+    expect(
+      grpcToError(
+        grpcError(
+          grpc.status.RESOURCE_EXHAUSTED,
+          'Received message larger than max (9000000 vs 8388608)',
+        ),
+        'x',
+      ),
+    ).toBeInstanceOf(BadRequestError);
     expect(retryClassOf(new TypeError('a bug'))).toBe('definite');
   });
 
   it('OutcomeUnknownError says so, and is a TimeoutError that is not blindly retryable', () => {
-    const err = new OutcomeUnknownError('Commit', 4, 30_000, new TransportError('Commit at n1: Connection dropped'));
+    const err = new OutcomeUnknownError(
+      'Commit',
+      4,
+      30_000,
+      new TransportError('Commit at n1: Connection dropped'),
+    );
     expect(err).toBeInstanceOf(TimeoutError);
-    expect(err).toMatchObject({ name: 'OutcomeUnknownError', outcomeUnknown: true, method: 'Commit', attempts: 4, retryable: false });
+    expect(err).toMatchObject({
+      name: 'OutcomeUnknownError',
+      outcomeUnknown: true,
+      method: 'Commit',
+      attempts: 4,
+      retryable: false,
+    });
     expect(err.message).toMatch(/outcome unknown/);
     expect(isOutcomeUnknown(err)).toBe(true);
     expect(isOutcomeUnknown(new TimeoutError('plain'))).toBe(false);
@@ -101,7 +173,11 @@ describe('error classification', () => {
 // ---------------------------------------------------------------------------------------
 // Unit: the budget, against a scripted TC (one gRPC server, one metadata endpoint)
 
-type Script = (kind: string, request: Record<string, unknown>, n: number) => Record<string, unknown> | null | 'reset';
+type Script = (
+  kind: string,
+  request: Record<string, unknown>,
+  n: number,
+) => Record<string, unknown> | null | 'reset';
 
 /** A one-node "cluster": metadata naming it leader, a Calls stream answered by `script`, behind a TCP proxy that can reset connections. */
 class ScriptedTc {
@@ -117,12 +193,24 @@ class ScriptedTc {
   async start(): Promise<void> {
     this.grpcServer = new grpc.Server();
     this.grpcServer.addService(tcClientConstructor().service, {
-      Calls: (call: grpc.ServerDuplexStream<{ calls: Array<Record<string, unknown> & { id: number }> }, unknown>) => {
+      Calls: (
+        call: grpc.ServerDuplexStream<
+          { calls: Array<Record<string, unknown> & { id: number }> },
+          unknown
+        >,
+      ) => {
         call.on('data', (batch: { calls: Array<Record<string, unknown> & { id: number }> }) => {
           for (const c of batch.calls) {
-            const kind = typeof c.call === 'string' ? c.call : Object.keys(c).find((k) => k !== 'id' && c[k] !== null && c[k] !== undefined)!;
+            const kind =
+              typeof c.call === 'string'
+                ? c.call
+                : Object.keys(c).find((k) => k !== 'id' && c[k] !== null && c[k] !== undefined)!;
             this.received.push(kind);
-            const answer = this.script(kind, c[kind] as Record<string, unknown>, this.received.length);
+            const answer = this.script(
+              kind,
+              c[kind] as Record<string, unknown>,
+              this.received.length,
+            );
             if (answer === 'reset') {
               for (const s of this.sockets) s.resetAndDestroy();
               return;
@@ -134,7 +222,11 @@ class ScriptedTc {
         call.on('end', () => call.end());
       },
     });
-    const grpcPort = await new Promise<number>((res, rej) => this.grpcServer.bindAsync('127.0.0.1:0', grpc.ServerCredentials.createInsecure(), (e, p) => (e ? rej(e) : res(p))));
+    const grpcPort = await new Promise<number>((res, rej) =>
+      this.grpcServer.bindAsync('127.0.0.1:0', grpc.ServerCredentials.createInsecure(), (e, p) =>
+        e ? rej(e) : res(p),
+      ),
+    );
     this.proxy = createTcpServer((client) => {
       const upstream = connect(grpcPort, '127.0.0.1');
       for (const s of [client, upstream]) {
@@ -160,9 +252,19 @@ class ScriptedTc {
         leaderId: 'n1',
         metadataVersion: 'v1',
         answeredBy: 'n1',
-        nodes: [{ nodeId: 'n1', role: 'LEADER', term: 1, control: { host: '127.0.0.1', port: this.httpPort }, transaction: { host: '127.0.0.1', port: tcPort } }],
+        nodes: [
+          {
+            nodeId: 'n1',
+            role: 'LEADER',
+            term: 1,
+            control: { host: '127.0.0.1', port: this.httpPort },
+            transaction: { host: '127.0.0.1', port: tcPort },
+          },
+        ],
       };
-      res.writeHead(req.url?.startsWith('/metadata/v1/cluster') ? 200 : 404, { 'content-type': 'application/json' });
+      res.writeHead(req.url?.startsWith('/metadata/v1/cluster') ? 200 : 404, {
+        'content-type': 'application/json',
+      });
       res.end(JSON.stringify(md));
     });
     await new Promise<void>((r) => this.http.listen(0, '127.0.0.1', r));
@@ -203,7 +305,10 @@ describe('the call budget (scripted TC)', () => {
     await fake?.stop();
   });
 
-  const ok = (kind: string) => ({ resultCode: 'RESULT_CODE_OK', ...(kind === 'begin' ? { xid: '127.0.0.1:1:1' } : { globalStatus: 9 }) });
+  const ok = (kind: string) => ({
+    resultCode: 'RESULT_CODE_OK',
+    ...(kind === 'begin' ? { xid: '127.0.0.1:1:1' } : { globalStatus: 9 }),
+  });
 
   it('a Commit that never gets an answer is retried per attempt timeout, then fails with OutcomeUnknownError', async () => {
     fake.received.length = 0;
@@ -224,7 +329,15 @@ describe('the call budget (scripted TC)', () => {
 
   it('NOT_LEADER naming no leader is retried until the budget, not a fixed count; then "not applied", not "unknown"', async () => {
     fake.received.length = 0;
-    fake.script = () => ({ resultCode: 'RESULT_CODE_FAILED', error: { code: 'ERROR_CODE_NOT_LEADER', message: 'election in progress', retryable: true, leader: null } });
+    fake.script = () => ({
+      resultCode: 'RESULT_CODE_FAILED',
+      error: {
+        code: 'ERROR_CODE_NOT_LEADER',
+        message: 'election in progress',
+        retryable: true,
+        leader: null,
+      },
+    });
     const tc = fake.client({ attemptTimeoutMs: 500, callDeadlineMs: 1_500 });
     try {
       const err = await tc.rollback('127.0.0.1:1:1').catch((e: unknown) => e);
@@ -284,7 +397,8 @@ describe('the call budget (scripted TC)', () => {
 // Unit: the SDK never rolls back a commit whose outcome is unknown
 
 describe('the SDK after a commit whose outcome is unknown', () => {
-  const unknown = () => new OutcomeUnknownError('Commit', 9, 30_000, new TransportError('Connection dropped'));
+  const unknown = () =>
+    new OutcomeUnknownError('Commit', 9, 30_000, new TransportError('Connection dropped'));
 
   it('asks GetStatus: a commit that took effect is reported as committed', async () => {
     const tc = new FakeTc();
@@ -388,7 +502,8 @@ class Load {
   /** When the first commit acknowledged after `t` came back. */
   firstCommitAfter(t: number): number | undefined {
     let best: number | undefined;
-    for (const o of this.outcomes) if (o.status === 'Committed' && o.t1 > t && (best === undefined || o.t1 < best)) best = o.t1;
+    for (const o of this.outcomes)
+      if (o.status === 'Committed' && o.t1 > t && (best === undefined || o.t1 < best)) best = o.t1;
     return best;
   }
 
@@ -426,7 +541,10 @@ describe('client failover on a real cluster', () => {
   beforeAll(async () => {
     cluster = await TestCluster.start('client-failover', { tickMs: TICK_MS, logLevel: 'warn' });
     tc = cluster.client();
-    rm = new TestRm(tc, ['stock'], { clientId: 'rm-client-failover', applicationId: APP.applicationId });
+    rm = new TestRm(tc, ['stock'], {
+      clientId: 'rm-client-failover',
+      applicationId: APP.applicationId,
+    });
     await rm.connect();
   }, 90_000);
 
@@ -443,7 +561,11 @@ describe('client failover on a real cluster', () => {
     const load = new Load(tc);
     let stopped = false;
     try {
-      await waitFor('the load to commit', () => (load.committed().length >= 5 ? true : undefined), 20_000);
+      await waitFor(
+        'the load to commit',
+        () => (load.committed().length >= 5 ? true : undefined),
+        20_000,
+      );
       // Calls surely in flight to the leader when it stops (sent in this turn of the event loop).
       const probes = Array.from({ length: 4 }, async () => {
         const xid = await tc.begin({ ...APP, name: 'in-flight', timeoutMs: 60_000 });
@@ -462,8 +584,18 @@ describe('client failover on a real cluster', () => {
         20_000,
         25,
       );
-      const firstCommit = await waitFor('a commit after the election', () => load.firstCommitAfter(elected.at), 30_000, 10);
-      const rmMoved = await waitFor('the RM channel on the new leader', () => (rm.channel!.registeredWith === elected.id ? Date.now() : undefined), 30_000, 10);
+      const firstCommit = await waitFor(
+        'a commit after the election',
+        () => load.firstCommitAfter(elected.at),
+        30_000,
+        10,
+      );
+      const rmMoved = await waitFor(
+        'the RM channel on the new leader',
+        () => (rm.channel!.registeredWith === elected.id ? Date.now() : undefined),
+        30_000,
+        10,
+      );
       // The calls that were in flight at the stop were failed fast and re-issued on the new leader.
       const inflight = await Promise.all(probes);
       const lastInflight = Math.max(...inflight.map((p) => p.at));
@@ -474,7 +606,9 @@ describe('client failover on a real cluster', () => {
       );
       expect(firstCommit - elected.at).toBeLessThan(RECOVERY_BOUND_MS);
       expect(rmMoved - elected.at).toBeLessThan(RECOVERY_BOUND_MS);
-      expect(inflight.map((p) => p.status)).toEqual(inflight.map(() => expect.stringMatching(/^(Committed|Committing)$/)));
+      expect(inflight.map((p) => p.status)).toEqual(
+        inflight.map(() => expect.stringMatching(/^(Committed|Committing)$/)),
+      );
       expect(lastInflight - elected.at).toBeLessThan(RECOVERY_BOUND_MS);
       await sleep(300);
     } finally {
@@ -489,7 +623,11 @@ describe('client failover on a real cluster', () => {
   it('(b) all three nodes SIGKILLed, down 6 s, restarted: the same client resumes soon after a leader exists, no call lost', async () => {
     const load = new Load(tc);
     try {
-      await waitFor('the load to commit', () => (load.committed().length >= 5 ? true : undefined), 20_000);
+      await waitFor(
+        'the load to commit',
+        () => (load.committed().length >= 5 ? true : undefined),
+        20_000,
+      );
       const tKill = Date.now();
       await Promise.all(cluster.nodes.map((n) => cluster.kill(n, 'SIGKILL')));
       // Down long enough that the old client's fixed 10 attempts ran out (it failed calls
@@ -500,14 +638,28 @@ describe('client failover on a real cluster', () => {
       const tLeader = await waitFor(
         'a leader after the restart',
         async () => {
-          const mds = await Promise.all(cluster.nodes.map((n) => cluster.metadata(n).catch(() => null)));
-          return mds.some((m, i) => m !== null && m.leaderId === cluster.nodes[i]!.id) ? Date.now() : undefined;
+          const mds = await Promise.all(
+            cluster.nodes.map((n) => cluster.metadata(n).catch(() => null)),
+          );
+          return mds.some((m, i) => m !== null && m.leaderId === cluster.nodes[i]!.id)
+            ? Date.now()
+            : undefined;
         },
         60_000,
         25,
       );
-      const firstCommit = await waitFor('a commit after the restart', () => load.firstCommitAfter(tKill + 1), 60_000, 10);
-      const rmBack = await waitFor('the RM channel registered again', () => (rm.channel!.registeredWith !== null ? Date.now() : undefined), 30_000, 10);
+      const firstCommit = await waitFor(
+        'a commit after the restart',
+        () => load.firstCommitAfter(tKill + 1),
+        60_000,
+        10,
+      );
+      const rmBack = await waitFor(
+        'the RM channel registered again',
+        () => (rm.channel!.registeredWith !== null ? Date.now() : undefined),
+        30_000,
+        10,
+      );
       log(
         `restart-all: leader +${tLeader - tKill} ms after the kill; first commit +${firstCommit - tKill} ms ` +
           `(${firstCommit - tLeader} ms after a leader existed); RM channel registered +${rmBack - tKill} ms`,
@@ -526,16 +678,27 @@ describe('client failover on a real cluster', () => {
     // Group B: one branch each whose first phase-two commit hangs — their Commit calls are
     // surely in flight at the kill. Group A: no branch, killed right after the send.
     const hung: Array<(s: BranchStatusName) => void> = [];
-    rm.behave = (call, attempt) => (call.kind === 'commit' && attempt === 1 ? new Promise<BranchStatusName>((r) => hung.push(r)) : call.kind === 'commit' ? 'PhaseTwo_Committed' : 'PhaseTwo_Rollbacked');
+    rm.behave = (call, attempt) =>
+      call.kind === 'commit' && attempt === 1
+        ? new Promise<BranchStatusName>((r) => hung.push(r))
+        : call.kind === 'commit'
+          ? 'PhaseTwo_Committed'
+          : 'PhaseTwo_Rollbacked';
     try {
       const groupB: string[] = [];
       for (let i = 0; i < 4; i++) {
         const xid = await tc.begin({ ...APP, name: 'reset-b', timeoutMs: 60_000 });
-        await tc.branchRegister({ xid, branchType: 'TCC', resourceId: 'stock', clientId: rm.clientId });
+        await tc.branchRegister({
+          xid,
+          branchType: 'TCC',
+          resourceId: 'stock',
+          clientId: rm.clientId,
+        });
         groupB.push(xid);
       }
       const groupA: string[] = [];
-      for (let i = 0; i < 8; i++) groupA.push(await tc.begin({ ...APP, name: 'reset-a', timeoutMs: 60_000 }));
+      for (let i = 0; i < 8; i++)
+        groupA.push(await tc.begin({ ...APP, name: 'reset-a', timeoutMs: 60_000 }));
 
       const settle = (xid: string) =>
         tc.commit(xid).then(
@@ -543,7 +706,12 @@ describe('client failover on a real cluster', () => {
           (error: Error) => ({ xid, status: null as GlobalStatusName | null, error }),
         );
       const commitsB = groupB.map(settle);
-      await waitFor('the hanging phase-two calls', () => (hung.length >= groupB.length ? true : undefined), 15_000, 5);
+      await waitFor(
+        'the hanging phase-two calls',
+        () => (hung.length >= groupB.length ? true : undefined),
+        15_000,
+        5,
+      );
       const commitsA = groupA.map(settle);
       await new Promise((r) => setImmediate(r));
       await sleep(2);
@@ -551,14 +719,21 @@ describe('client failover on a real cluster', () => {
       await cluster.kill(leader, 'SIGKILL');
 
       const answers = await Promise.all([...commitsA, ...commitsB]);
-      log(`reset mid-call: ${answers.length} commits answered within ${Date.now() - tKill} ms of the kill: ${[...new Set(answers.map((a) => a.status ?? a.error?.name))].join(', ')}`);
+      log(
+        `reset mid-call: ${answers.length} commits answered within ${Date.now() - tKill} ms of the kill: ${[...new Set(answers.map((a) => a.status ?? a.error?.name))].join(', ')}`,
+      );
       for (const a of answers) {
         expect(a.error, `${a.xid}: ${a.error?.name}: ${a.error?.message}`).toBeNull();
-        expect(['Committing', 'CommitRetrying', 'Committed', 'AsyncCommitting']).toContain(a.status);
+        expect(['Committing', 'CommitRetrying', 'Committed', 'AsyncCommitting']).toContain(
+          a.status,
+        );
       }
       for (const r of hung) r('PhaseTwo_Committed');
       // What the client was told is what happened.
-      for (const a of answers) expect(await waitForStatus(tc, a.xid, (s) => s === 'Committed' || s === 'Rollbacked', 30_000)).toBe('Committed');
+      for (const a of answers)
+        expect(
+          await waitForStatus(tc, a.xid, (s) => s === 'Committed' || s === 'Rollbacked', 30_000),
+        ).toBe('Committed');
     } finally {
       rm.behave = null;
       for (const r of hung) r('PhaseTwo_Committed');

@@ -17,11 +17,23 @@ import { stringify } from 'yaml';
 import { PinnedDiscovery } from '../../bench/lib/pinned-discovery.ts';
 import { LockConflictError, TcClient } from '../../src/client/tc-client.ts';
 import { findNodeConfigs } from '../../src/cli/cluster-up.ts';
-import { DB_URL_ENV as CONFIG_DB_URL_ENV, loadConfig, validateConfig } from '../../src/server/config.ts';
+import {
+  DB_URL_ENV as CONFIG_DB_URL_ENV,
+  loadConfig,
+  validateConfig,
+} from '../../src/server/config.ts';
 import { ConfigError } from '../../src/shared/errors.ts';
 import { DB_URL_ENV, type DialectName } from '../../src/store/db/index.ts';
 import { connectAdmin, dbUrl, uniquePrefix, type Admin } from '../store-db/helpers.ts';
-import { REPO_ROOT, TestRm, freePort, rawCall, rawClient, waitFor, waitForStatus } from './helpers.ts';
+import {
+  REPO_ROOT,
+  TestRm,
+  freePort,
+  rawCall,
+  rawClient,
+  waitFor,
+  waitForStatus,
+} from './helpers.ts';
 
 const TOKEN = 'db-mode-test-token-0123456789';
 const LEASE = { leaseMs: 3_000, renewIntervalMs: 500, safetyMarginMs: 500 };
@@ -40,7 +52,13 @@ interface Metadata {
   storeMode: string;
   term: number;
   leaderId: string | null;
-  nodes: Array<{ nodeId: string; role: string; transaction: { host: string; port: number } | null; internal: unknown; healthy: boolean | null }>;
+  nodes: Array<{
+    nodeId: string;
+    role: string;
+    transaction: { host: string; port: number } | null;
+    internal: unknown;
+    healthy: boolean | null;
+  }>;
 }
 
 /** Three db-mode node processes on free ports, sharing fresh tables. */
@@ -69,7 +87,14 @@ class DbCluster {
     const raftPorts: number[] = [];
     for (let i = 1; i <= 3; i++) {
       const id = `${dialect === 'postgres' ? 'pg' : 'my'}-node${i}`;
-      c.nodes.push({ id, http: await port(), tc: await port(), file: join(c.root, `${id}.yaml`), logFile: join(c.root, `${id}.log`), proc: null });
+      c.nodes.push({
+        id,
+        http: await port(),
+        tc: await port(),
+        file: join(c.root, `${id}.yaml`),
+        logFile: join(c.root, `${id}.log`),
+        proc: null,
+      });
       raftPorts.push(await port());
     }
     for (const n of c.nodes) {
@@ -79,7 +104,15 @@ class DbCluster {
           node: { id: n.id, group: 'default' },
           server: { host: '127.0.0.1', httpPort: n.http, tcPort: n.tc },
           // No dataDir: db mode keeps nothing locally. The peers are the members the openapi lists.
-          raft: { peers: c.nodes.map((p, i) => ({ nodeId: p.id, host: '127.0.0.1', raftPort: raftPorts[i], tcPort: p.tc, httpPort: p.http })) },
+          raft: {
+            peers: c.nodes.map((p, i) => ({
+              nodeId: p.id,
+              host: '127.0.0.1',
+              raftPort: raftPorts[i],
+              tcPort: p.tc,
+              httpPort: p.http,
+            })),
+          },
           store: { mode: 'db', db: { url: dbUrl(dialect), tablePrefix: c.prefix, lease: LEASE } },
           http: { authToken: TOKEN },
           log: { level: 'info' },
@@ -95,7 +128,11 @@ class DbCluster {
     const fd = openSync(n.logFile, 'a');
     const env: NodeJS.ProcessEnv = { ...process.env, NO_COLOR: '1' };
     delete env[DB_URL_ENV];
-    const proc = spawn(process.execPath, ['--import', 'tsx', resolve(REPO_ROOT, 'src/cli/main.ts'), 'start', '--config', n.file], { cwd: REPO_ROOT, env, stdio: ['ignore', fd, fd] });
+    const proc = spawn(
+      process.execPath,
+      ['--import', 'tsx', resolve(REPO_ROOT, 'src/cli/main.ts'), 'start', '--config', n.file],
+      { cwd: REPO_ROOT, env, stdio: ['ignore', fd, fd] },
+    );
     closeSync(fd);
     n.proc = proc;
     proc.once('exit', () => {
@@ -114,7 +151,9 @@ class DbCluster {
   }
 
   async metadata(n: DbNode): Promise<Metadata> {
-    const res = await fetch(`http://127.0.0.1:${n.http}/metadata/v1/cluster?group=default`, { signal: AbortSignal.timeout(2_000) });
+    const res = await fetch(`http://127.0.0.1:${n.http}/metadata/v1/cluster?group=default`, {
+      signal: AbortSignal.timeout(2_000),
+    });
     if (res.status !== 200) throw new Error(`metadata of ${n.id}: HTTP ${res.status}`);
     return (await res.json()) as Metadata;
   }
@@ -127,7 +166,8 @@ class DbCluster {
         const live = this.live();
         const mds = await Promise.all(live.map((n) => this.metadata(n)));
         const id = mds[0]?.leaderId ?? null;
-        if (id === null || mds.some((m) => m.leaderId !== id) || !live.some((n) => n.id === id)) return undefined;
+        if (id === null || mds.some((m) => m.leaderId !== id) || !live.some((n) => n.id === id))
+          return undefined;
         return this.byId(id);
       },
       timeoutMs,
@@ -137,7 +177,13 @@ class DbCluster {
 
   /** A TM client that sends every call to this node. */
   pinned(n: DbNode): TcClient {
-    return new TcClient({ discovery: new PinnedDiscovery({ nodeId: n.id, transaction: { host: '127.0.0.1', port: n.tc }, control: { host: '127.0.0.1', port: n.http } }) });
+    return new TcClient({
+      discovery: new PinnedDiscovery({
+        nodeId: n.id,
+        transaction: { host: '127.0.0.1', port: n.tc },
+        control: { host: '127.0.0.1', port: n.http },
+      }),
+    });
   }
 
   /** A client that follows the metadata's leader: the lease holder (RM channels go there). */
@@ -185,7 +231,10 @@ describe('db-mode config', () => {
       return err instanceof ConfigError ? err.key : String(err);
     }
   };
-  const minimal = { node: { id: 'a' }, store: { mode: 'db', db: { url: 'postgres://u@127.0.0.1:5432/db' } } };
+  const minimal = {
+    node: { id: 'a' },
+    store: { mode: 'db', db: { url: 'postgres://u@127.0.0.1:5432/db' } },
+  };
 
   it('needs no Raft section: no data dir, no peers, no raft port checks', () => {
     const c = validateConfig(minimal, { cwd: '/srv' });
@@ -204,18 +253,43 @@ describe('db-mode config', () => {
   });
 
   it('takes the store options, and names the key of a bad one', () => {
-    const c = validateConfig({ ...minimal, store: { mode: 'db', db: { url: 'mariadb://r@h/db', tablePrefix: 'c2_', maxConnections: 8, lease: LEASE } } });
-    expect(c.store.db).toEqual({ url: 'mariadb://r@h/db', tablePrefix: 'c2_', maxConnections: 8, lease: LEASE });
-    const db = (extra: object) => ({ ...minimal, store: { mode: 'db', db: { url: 'postgres://u@h/db', ...extra } } });
+    const c = validateConfig({
+      ...minimal,
+      store: {
+        mode: 'db',
+        db: { url: 'mariadb://r@h/db', tablePrefix: 'c2_', maxConnections: 8, lease: LEASE },
+      },
+    });
+    expect(c.store.db).toEqual({
+      url: 'mariadb://r@h/db',
+      tablePrefix: 'c2_',
+      maxConnections: 8,
+      lease: LEASE,
+    });
+    const db = (extra: object) => ({
+      ...minimal,
+      store: { mode: 'db', db: { url: 'postgres://u@h/db', ...extra } },
+    });
     expect(keyOf(db({ tablePrefix: 'Bad-Prefix' }))).toBe('store.db.tablePrefix');
     expect(keyOf(db({ maxConnections: 1 }))).toBe('store.db.maxConnections');
-    expect(keyOf(db({ lease: { leaseMs: 3_000, renewIntervalMs: 2_000 } }))).toBe('store.db.lease.renewIntervalMs');
+    expect(keyOf(db({ lease: { leaseMs: 3_000, renewIntervalMs: 2_000 } }))).toBe(
+      'store.db.lease.renewIntervalMs',
+    );
     expect(keyOf(db({ lease: { ttl: 1 } }))).toBe('store.db.lease.ttl');
     expect(keyOf(db({ password: 'x' }))).toBe('store.db.password');
     expect(keyOf({ ...minimal, raft: { join: true } })).toBe('raft.join');
     expect(keyOf({ node: { id: 'a' }, store: { mode: 'db' } })).toBe('store.db.url');
-    expect(keyOf({ node: { id: 'a' }, store: { mode: 'db' } }, { [DB_URL_ENV]: 'postgres://u@h/db' })).toBeNull();
-    expect(keyOf({ ...minimal, raft: { peers: [{ nodeId: 'a', host: '127.0.0.1', raftPort: 1, tcPort: 2, httpPort: 7091 }] } })).toBe('raft.peers[0].tcPort');
+    expect(
+      keyOf({ node: { id: 'a' }, store: { mode: 'db' } }, { [DB_URL_ENV]: 'postgres://u@h/db' }),
+    ).toBeNull();
+    expect(
+      keyOf({
+        ...minimal,
+        raft: {
+          peers: [{ nodeId: 'a', host: '127.0.0.1', raftPort: 1, tcPort: 2, httpPort: 7091 }],
+        },
+      }),
+    ).toBe('raft.peers[0].tcPort');
   });
 
   it('the config and the db store name the same URL override variable', () => {
@@ -223,165 +297,232 @@ describe('db-mode config', () => {
   });
 });
 
-describe.each([['PostgreSQL', 'postgres'] as const, ['MariaDB', 'mysql'] as const])('db mode on %s: three stateless node processes', (_name, dialect) => {
-  let cluster: DbCluster;
-  let admin: Admin | null = null;
-  let rmClient: TcClient;
-  let rm: TestRm;
-  const tms = new Map<string, TcClient>();
-  const tm = (n: DbNode) => {
-    let c = tms.get(n.id);
-    if (!c) {
-      c = cluster.pinned(n);
-      tms.set(n.id, c);
-    }
-    return c;
-  };
-
-  beforeAll(async () => {
-    admin = await connectAdmin(dialect);
-    cluster = await DbCluster.start(dialect);
-    rmClient = cluster.client();
-    rm = new TestRm(rmClient, ['db-mode-stock'], { applicationId: TM.applicationId });
-    await rm.connect(20_000);
-  }, 90_000);
-
-  afterAll(async () => {
-    for (const c of tms.values()) await c.close().catch(() => undefined);
-    await rmClient?.close().catch(() => undefined);
-    await cluster?.stop(admin);
-    await admin?.close();
-  });
-
-  it('shows db mode in the openapi: same holder everywhere, no Raft port, membership changes refused with a typed error', async () => {
-    const holder = await cluster.holder();
-    for (const n of cluster.nodes) {
-      const md = await cluster.metadata(n);
-      expect(md.storeMode).toBe('db');
-      expect(md.leaderId).toBe(holder.id);
-      expect(md.nodes.map((x) => x.nodeId).sort()).toEqual(cluster.nodes.map((x) => x.id).sort());
-      expect(md.nodes.every((x) => x.internal === null)).toBe(true);
-      const health = await fetch(`http://127.0.0.1:${n.http}/health`);
-      expect(health.status).toBe(200);
-      expect(await health.json()).toMatchObject({ status: 'UP', storeMode: 'db', role: n.id === holder.id ? 'leader' : 'follower' });
-    }
-    const change = await fetch(`http://127.0.0.1:${holder.http}/metadata/v1/changeCluster?raftClusterStr=127.0.0.1:1`, { method: 'POST', headers: { authorization: `Bearer ${TOKEN}` } });
-    expect(change.status).toBe(409);
-    expect(((await change.json()) as { error: { code: string } }).error.code).toBe('NOT_SUPPORTED_IN_DB_MODE');
-    const unauthenticated = await fetch(`http://127.0.0.1:${holder.http}/metadata/v1/changeCluster?raftClusterStr=127.0.0.1:1`, { method: 'POST' });
-    expect(unauthenticated.status).toBe(401);
-    const metrics = await (await fetch(`http://127.0.0.1:${holder.http}/metrics`)).text();
-    expect(metrics).toMatch(/concord_db_lease_holder\{[^}]*\} 1/);
-  });
-
-  it('serves begin, branch register and commit on every node (never NOT_LEADER), also across nodes', async () => {
-    // Raw calls: the typed client would follow a NOT_LEADER silently.
-    for (const n of cluster.nodes) {
-      const raw = rawClient(n.tc);
-      try {
-        const { response, error } = await rawCall(raw, 'Begin', { ...TM, name: 'raw', timeoutMs: 30_000, requestId: `raw-${n.id}-${Date.now()}` });
-        expect(error).toBeUndefined();
-        expect(response.resultCode, `${n.id}: ${JSON.stringify(response.error)}`).toBe('RESULT_CODE_OK');
-        expect(response.xid).toMatch(new RegExp(`^127\\.0\\.0\\.1:${n.tc}:`));
-      } finally {
-        raw.close();
+describe.each([['PostgreSQL', 'postgres'] as const, ['MariaDB', 'mysql'] as const])(
+  'db mode on %s: three stateless node processes',
+  (_name, dialect) => {
+    let cluster: DbCluster;
+    let admin: Admin | null = null;
+    let rmClient: TcClient;
+    let rm: TestRm;
+    const tms = new Map<string, TcClient>();
+    const tm = (n: DbNode) => {
+      let c = tms.get(n.id);
+      if (!c) {
+        c = cluster.pinned(n);
+        tms.set(n.id, c);
       }
-    }
-    const xids: string[] = [];
-    for (const n of cluster.nodes) {
-      const xid = await tm(n).begin({ ...TM, name: `on-${n.id}`, timeoutMs: 30_000 });
-      await tm(n).branchRegister({ xid, branchType: 'TCC', resourceId: 'db-mode-stock', lockKey: `stock:${n.id}`, clientId: rm.clientId });
-      // The holder runs the first pass before answering; another node records the decision
-      // and the holder's driver finds it on its next sweep.
-      expect(['Committed', 'Committing']).toContain(await tm(n).commit(xid));
-      xids.push(xid);
-    }
-    // One transaction through all three nodes.
-    const [a, b, c] = cluster.nodes as [DbNode, DbNode, DbNode];
-    const xid = await tm(a).begin({ ...TM, name: 'across', timeoutMs: 30_000 });
-    await tm(b).branchRegister({ xid, branchType: 'TCC', resourceId: 'db-mode-stock', lockKey: 'stock:across', clientId: rm.clientId });
-    expect(['Committed', 'Committing']).toContain(await tm(c).commit(xid));
-    xids.push(xid);
-    for (const x of xids) {
-      expect(await waitForStatus(tm(a), x, (s) => s === 'Committed', 20_000)).toBe('Committed');
-      expect(rm.callsFor(x).map((call) => call.kind)).toEqual(['commit']);
-    }
-  });
-
-  it('a row locked through one node conflicts through another, until the holder rolls the owner back', async () => {
-    const [a, b, c] = cluster.nodes as [DbNode, DbNode, DbNode];
-    const owner = await tm(a).begin({ ...TM, name: 'owner', timeoutMs: 30_000 });
-    await tm(a).branchRegister({ xid: owner, branchType: 'TCC', resourceId: 'db-mode-stock', lockKey: 'stock:1,2', clientId: rm.clientId });
-    const other = await tm(b).begin({ ...TM, name: 'other', timeoutMs: 30_000 });
-    const conflict = await tm(b)
-      .branchRegister({ xid: other, branchType: 'TCC', resourceId: 'db-mode-stock', lockKey: 'stock:2,3', clientId: rm.clientId })
-      .then(() => null, (err: unknown) => err);
-    expect(conflict).toBeInstanceOf(LockConflictError);
-    expect((conflict as LockConflictError).message).toContain(owner);
-    expect(await tm(c).lockQuery({ resourceId: 'db-mode-stock', lockKey: 'stock:2' })).toBe(false);
-    // Nothing of the refused branch was kept: row 3 is free.
-    expect(await tm(c).lockQuery({ resourceId: 'db-mode-stock', lockKey: 'stock:3' })).toBe(true);
-    expect(['Rollbacked', 'Rollbacking']).toContain(await tm(c).rollback(owner));
-    await waitForStatus(tm(a), owner, (s) => s === 'Rollbacked', 20_000);
-    await tm(b).branchRegister({ xid: other, branchType: 'TCC', resourceId: 'db-mode-stock', lockKey: 'stock:2,3', clientId: rm.clientId });
-    expect(['Committed', 'Committing']).toContain(await tm(b).commit(other));
-    await waitForStatus(tm(c), other, (s) => s === 'Committed', 20_000);
-  });
-
-  it('kill -9 of the lease holder while a transaction is Committing: another node takes the lease and finishes phase two', async () => {
-    const holder = await cluster.holder();
-    const others = cluster.live().filter((n) => n.id !== holder.id) as [DbNode, DbNode];
-    const epochBefore = (await cluster.metadata(others[0])).term;
-    // The RM takes the first commit call and never answers it: the holder's driver is in the
-    // middle of phase two, the session Committing, when the holder dies.
-    let firstCall!: () => void;
-    const stuck = new Promise<void>((r) => (firstCall = r));
-    let release!: (s: 'PhaseTwo_Committed') => void;
-    const never = new Promise<'PhaseTwo_Committed'>((r) => (release = r));
-    rm.behave = (call, attempt) => {
-      if (call.kind === 'commit' && attempt === 1) {
-        firstCall();
-        return never;
-      }
-      return call.kind === 'commit' ? 'PhaseTwo_Committed' : 'PhaseTwo_Rollbacked';
+      return c;
     };
-    try {
-      const xid = await tm(others[0]).begin({ ...TM, name: 'failover', timeoutMs: 60_000 });
-      await tm(others[0]).branchRegister({ xid, branchType: 'TCC', resourceId: 'db-mode-stock', lockKey: 'stock:failover', clientId: rm.clientId });
-      expect(await tm(others[0]).commit(xid)).toBe('Committing');
-      await stuck;
-      expect(rm.callsFor(xid)[0]?.node).toBe(holder.id);
-      expect((await tm(others[1]).getSession(xid)).status).toBe('Committing');
 
-      // A watch on a survivor answers when the lease changes hands.
-      const md = await cluster.metadata(others[1]);
-      const watch = fetch(`http://127.0.0.1:${others[1].http}/metadata/v1/watch`, {
-        method: 'POST',
-        headers: { 'content-type': 'application/json' },
-        body: JSON.stringify({ groupTerms: { default: md.term }, timeoutMs: 20_000 }),
-        signal: AbortSignal.timeout(25_000),
+    beforeAll(async () => {
+      admin = await connectAdmin(dialect);
+      cluster = await DbCluster.start(dialect);
+      rmClient = cluster.client();
+      rm = new TestRm(rmClient, ['db-mode-stock'], { applicationId: TM.applicationId });
+      await rm.connect(20_000);
+    }, 90_000);
+
+    afterAll(async () => {
+      for (const c of tms.values()) await c.close().catch(() => undefined);
+      await rmClient?.close().catch(() => undefined);
+      await cluster?.stop(admin);
+      await admin?.close();
+    });
+
+    it('shows db mode in the openapi: same holder everywhere, no Raft port, membership changes refused with a typed error', async () => {
+      const holder = await cluster.holder();
+      for (const n of cluster.nodes) {
+        const md = await cluster.metadata(n);
+        expect(md.storeMode).toBe('db');
+        expect(md.leaderId).toBe(holder.id);
+        expect(md.nodes.map((x) => x.nodeId).sort()).toEqual(cluster.nodes.map((x) => x.id).sort());
+        expect(md.nodes.every((x) => x.internal === null)).toBe(true);
+        const health = await fetch(`http://127.0.0.1:${n.http}/health`);
+        expect(health.status).toBe(200);
+        expect(await health.json()).toMatchObject({
+          status: 'UP',
+          storeMode: 'db',
+          role: n.id === holder.id ? 'leader' : 'follower',
+        });
+      }
+      const change = await fetch(
+        `http://127.0.0.1:${holder.http}/metadata/v1/changeCluster?raftClusterStr=127.0.0.1:1`,
+        { method: 'POST', headers: { authorization: `Bearer ${TOKEN}` } },
+      );
+      expect(change.status).toBe(409);
+      expect(((await change.json()) as { error: { code: string } }).error.code).toBe(
+        'NOT_SUPPORTED_IN_DB_MODE',
+      );
+      const unauthenticated = await fetch(
+        `http://127.0.0.1:${holder.http}/metadata/v1/changeCluster?raftClusterStr=127.0.0.1:1`,
+        { method: 'POST' },
+      );
+      expect(unauthenticated.status).toBe(401);
+      const metrics = await (await fetch(`http://127.0.0.1:${holder.http}/metrics`)).text();
+      expect(metrics).toMatch(/concord_db_lease_holder\{[^}]*\} 1/);
+    });
+
+    it('serves begin, branch register and commit on every node (never NOT_LEADER), also across nodes', async () => {
+      // Raw calls: the typed client would follow a NOT_LEADER silently.
+      for (const n of cluster.nodes) {
+        const raw = rawClient(n.tc);
+        try {
+          const { response, error } = await rawCall(raw, 'Begin', {
+            ...TM,
+            name: 'raw',
+            timeoutMs: 30_000,
+            requestId: `raw-${n.id}-${Date.now()}`,
+          });
+          expect(error).toBeUndefined();
+          expect(response.resultCode, `${n.id}: ${JSON.stringify(response.error)}`).toBe(
+            'RESULT_CODE_OK',
+          );
+          expect(response.xid).toMatch(new RegExp(`^127\\.0\\.0\\.1:${n.tc}:`));
+        } finally {
+          raw.close();
+        }
+      }
+      const xids: string[] = [];
+      for (const n of cluster.nodes) {
+        const xid = await tm(n).begin({ ...TM, name: `on-${n.id}`, timeoutMs: 30_000 });
+        await tm(n).branchRegister({
+          xid,
+          branchType: 'TCC',
+          resourceId: 'db-mode-stock',
+          lockKey: `stock:${n.id}`,
+          clientId: rm.clientId,
+        });
+        // The holder runs the first pass before answering; another node records the decision
+        // and the holder's driver finds it on its next sweep.
+        expect(['Committed', 'Committing']).toContain(await tm(n).commit(xid));
+        xids.push(xid);
+      }
+      // One transaction through all three nodes.
+      const [a, b, c] = cluster.nodes as [DbNode, DbNode, DbNode];
+      const xid = await tm(a).begin({ ...TM, name: 'across', timeoutMs: 30_000 });
+      await tm(b).branchRegister({
+        xid,
+        branchType: 'TCC',
+        resourceId: 'db-mode-stock',
+        lockKey: 'stock:across',
+        clientId: rm.clientId,
       });
-      const killedAt = Date.now();
-      await cluster.kill(holder);
+      expect(['Committed', 'Committing']).toContain(await tm(c).commit(xid));
+      xids.push(xid);
+      for (const x of xids) {
+        expect(await waitForStatus(tm(a), x, (s) => s === 'Committed', 20_000)).toBe('Committed');
+        expect(rm.callsFor(x).map((call) => call.kind)).toEqual(['commit']);
+      }
+    });
 
-      const next = await cluster.holder(20_000);
-      expect(next.id).not.toBe(holder.id);
-      const watched = await watch;
-      expect(watched.status).toBe(200);
-      expect(((await watched.json()) as { metadata: Metadata }).metadata.term).toBeGreaterThan(epochBefore);
-      expect(await waitForStatus(tm(others[1]), xid, (s) => s === 'Committed', 30_000)).toBe('Committed');
-      const calls = rm.callsFor(xid);
-      expect(calls.length).toBeGreaterThanOrEqual(2);
-      expect(calls.at(-1)!.node).toBe(next.id);
-      expect((await cluster.metadata(next)).term).toBeGreaterThan(epochBefore);
-      // Within the lease (3 s) plus a few renewals, the RM's reconnect and one pass.
-      expect(Date.now() - killedAt).toBeLessThan(20_000);
-    } catch (err) {
-      console.error(cluster.tails());
-      throw err;
-    } finally {
-      release('PhaseTwo_Committed');
-      rm.behave = null;
-    }
-  });
-});
+    it('a row locked through one node conflicts through another, until the holder rolls the owner back', async () => {
+      const [a, b, c] = cluster.nodes as [DbNode, DbNode, DbNode];
+      const owner = await tm(a).begin({ ...TM, name: 'owner', timeoutMs: 30_000 });
+      await tm(a).branchRegister({
+        xid: owner,
+        branchType: 'TCC',
+        resourceId: 'db-mode-stock',
+        lockKey: 'stock:1,2',
+        clientId: rm.clientId,
+      });
+      const other = await tm(b).begin({ ...TM, name: 'other', timeoutMs: 30_000 });
+      const conflict = await tm(b)
+        .branchRegister({
+          xid: other,
+          branchType: 'TCC',
+          resourceId: 'db-mode-stock',
+          lockKey: 'stock:2,3',
+          clientId: rm.clientId,
+        })
+        .then(
+          () => null,
+          (err: unknown) => err,
+        );
+      expect(conflict).toBeInstanceOf(LockConflictError);
+      expect((conflict as LockConflictError).message).toContain(owner);
+      expect(await tm(c).lockQuery({ resourceId: 'db-mode-stock', lockKey: 'stock:2' })).toBe(
+        false,
+      );
+      // Nothing of the refused branch was kept: row 3 is free.
+      expect(await tm(c).lockQuery({ resourceId: 'db-mode-stock', lockKey: 'stock:3' })).toBe(true);
+      expect(['Rollbacked', 'Rollbacking']).toContain(await tm(c).rollback(owner));
+      await waitForStatus(tm(a), owner, (s) => s === 'Rollbacked', 20_000);
+      await tm(b).branchRegister({
+        xid: other,
+        branchType: 'TCC',
+        resourceId: 'db-mode-stock',
+        lockKey: 'stock:2,3',
+        clientId: rm.clientId,
+      });
+      expect(['Committed', 'Committing']).toContain(await tm(b).commit(other));
+      await waitForStatus(tm(c), other, (s) => s === 'Committed', 20_000);
+    });
+
+    it('kill -9 of the lease holder while a transaction is Committing: another node takes the lease and finishes phase two', async () => {
+      const holder = await cluster.holder();
+      const others = cluster.live().filter((n) => n.id !== holder.id) as [DbNode, DbNode];
+      const epochBefore = (await cluster.metadata(others[0])).term;
+      // The RM takes the first commit call and never answers it: the holder's driver is in the
+      // middle of phase two, the session Committing, when the holder dies.
+      let firstCall!: () => void;
+      const stuck = new Promise<void>((r) => (firstCall = r));
+      let release!: (s: 'PhaseTwo_Committed') => void;
+      const never = new Promise<'PhaseTwo_Committed'>((r) => (release = r));
+      rm.behave = (call, attempt) => {
+        if (call.kind === 'commit' && attempt === 1) {
+          firstCall();
+          return never;
+        }
+        return call.kind === 'commit' ? 'PhaseTwo_Committed' : 'PhaseTwo_Rollbacked';
+      };
+      try {
+        const xid = await tm(others[0]).begin({ ...TM, name: 'failover', timeoutMs: 60_000 });
+        await tm(others[0]).branchRegister({
+          xid,
+          branchType: 'TCC',
+          resourceId: 'db-mode-stock',
+          lockKey: 'stock:failover',
+          clientId: rm.clientId,
+        });
+        expect(await tm(others[0]).commit(xid)).toBe('Committing');
+        await stuck;
+        expect(rm.callsFor(xid)[0]?.node).toBe(holder.id);
+        expect((await tm(others[1]).getSession(xid)).status).toBe('Committing');
+
+        // A watch on a survivor answers when the lease changes hands.
+        const md = await cluster.metadata(others[1]);
+        const watch = fetch(`http://127.0.0.1:${others[1].http}/metadata/v1/watch`, {
+          method: 'POST',
+          headers: { 'content-type': 'application/json' },
+          body: JSON.stringify({ groupTerms: { default: md.term }, timeoutMs: 20_000 }),
+          signal: AbortSignal.timeout(25_000),
+        });
+        const killedAt = Date.now();
+        await cluster.kill(holder);
+
+        const next = await cluster.holder(20_000);
+        expect(next.id).not.toBe(holder.id);
+        const watched = await watch;
+        expect(watched.status).toBe(200);
+        expect(((await watched.json()) as { metadata: Metadata }).metadata.term).toBeGreaterThan(
+          epochBefore,
+        );
+        expect(await waitForStatus(tm(others[1]), xid, (s) => s === 'Committed', 30_000)).toBe(
+          'Committed',
+        );
+        const calls = rm.callsFor(xid);
+        expect(calls.length).toBeGreaterThanOrEqual(2);
+        expect(calls.at(-1)!.node).toBe(next.id);
+        expect((await cluster.metadata(next)).term).toBeGreaterThan(epochBefore);
+        // Within the lease (3 s) plus a few renewals, the RM's reconnect and one pass.
+        expect(Date.now() - killedAt).toBeLessThan(20_000);
+      } catch (err) {
+        console.error(cluster.tails());
+        throw err;
+      } finally {
+        release('PhaseTwo_Committed');
+        rm.behave = null;
+      }
+    });
+  },
+);

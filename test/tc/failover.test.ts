@@ -41,12 +41,25 @@ describe('leader failover', () => {
     const oldLeader = await cluster.leader();
     expect(rm.channel!.registeredWith).toBe(oldLeader.id);
     const xid = await tc.begin({ ...APP, name: 'failover', timeoutMs: 60_000 });
-    const first = await tc.branchRegister({ xid, branchType: 'TCC', resourceId: 'inventory', clientId: rm.clientId });
-    const second = await tc.branchRegister({ xid, branchType: 'TCC', resourceId: 'billing', clientId: rm.clientId });
+    const first = await tc.branchRegister({
+      xid,
+      branchType: 'TCC',
+      resourceId: 'inventory',
+      clientId: rm.clientId,
+    });
+    const second = await tc.branchRegister({
+      xid,
+      branchType: 'TCC',
+      resourceId: 'billing',
+      clientId: rm.clientId,
+    });
 
     // The second branch's first commit hangs: the transaction sits in Committing on the old leader.
     let release: (s: BranchStatusName) => void = () => undefined;
-    rm.behave = (call, attempt) => (call.branchId === second && attempt === 1 ? new Promise<BranchStatusName>((r) => (release = r)) : 'PhaseTwo_Committed');
+    rm.behave = (call, attempt) =>
+      call.branchId === second && attempt === 1
+        ? new Promise<BranchStatusName>((r) => (release = r))
+        : 'PhaseTwo_Committed';
 
     const seen: GlobalStatusName[] = [];
     let polling = true;
@@ -64,7 +77,11 @@ describe('leader failover', () => {
 
     try {
       const commit = tc.commit(xid);
-      await waitFor('the hanging commit call', () => (rm.callsFor(xid).some((c) => c.branchId === second) ? true : undefined), 15_000);
+      await waitFor(
+        'the hanging commit call',
+        () => (rm.callsFor(xid).some((c) => c.branchId === second) ? true : undefined),
+        15_000,
+      );
       expect(await observer.getStatus(xid)).toBe('Committing');
 
       await cluster.kill(oldLeader, 'SIGKILL');
@@ -94,7 +111,10 @@ describe('leader failover', () => {
 
     // Status queries never went backwards, across the failover too.
     seen.push('Committed');
-    for (let i = 1; i < seen.length; i++) expect(rank(seen[i]!), `${seen[i - 1]} → ${seen[i]}`).toBeGreaterThanOrEqual(rank(seen[i - 1]!));
+    for (let i = 1; i < seen.length; i++)
+      expect(rank(seen[i]!), `${seen[i - 1]} → ${seen[i]}`).toBeGreaterThanOrEqual(
+        rank(seen[i - 1]!),
+      );
 
     // Bring the old leader back (on its data dir) for the next test.
     cluster.restart(oldLeader);
@@ -128,7 +148,12 @@ describe('leader failover', () => {
       expect((await retrier.listSessions()).totalLive).toBe(liveBefore + 1);
       expect(await retrier.getStatus(xid)).toBe('Begin');
       // A different requestId is a different transaction.
-      const other = await retrier.begin({ ...APP, name: 'retried', timeoutMs: 60_000, requestId: `${requestId}-2` });
+      const other = await retrier.begin({
+        ...APP,
+        name: 'retried',
+        timeoutMs: 60_000,
+        requestId: `${requestId}-2`,
+      });
       expect(other).not.toBe(xid);
       expect(await retrier.rollback(other)).toBe('Rollbacked');
       expect(await retrier.rollback(xid)).toBe('Rollbacked');

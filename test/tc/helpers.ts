@@ -6,13 +6,27 @@
 import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { closeSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import {
+  closeSync,
+  mkdirSync,
+  mkdtempSync,
+  openSync,
+  readFileSync,
+  rmSync,
+  writeFileSync,
+} from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { stringify } from 'yaml';
-import { TcClient, type BranchStatusName, type PhaseTwoRequest, type RmChannel, type TcClientOptions } from '../../src/client/tc-client.ts';
+import {
+  TcClient,
+  type BranchStatusName,
+  type PhaseTwoRequest,
+  type RmChannel,
+  type TcClientOptions,
+} from '../../src/client/tc-client.ts';
 
 export const REPO_ROOT = resolve(import.meta.dirname, '../..');
 
@@ -29,7 +43,12 @@ export function freePort(): Promise<number> {
   });
 }
 
-export async function waitFor<T>(what: string, fn: () => Promise<T | undefined> | T | undefined, timeoutMs = 15_000, everyMs = 50): Promise<T> {
+export async function waitFor<T>(
+  what: string,
+  fn: () => Promise<T | undefined> | T | undefined,
+  timeoutMs = 15_000,
+  everyMs = 50,
+): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   let last: unknown = null;
   for (;;) {
@@ -39,7 +58,10 @@ export async function waitFor<T>(what: string, fn: () => Promise<T | undefined> 
     } catch (err) {
       last = err;
     }
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${last ? `: ${(last as Error).message}` : ''}`);
+    if (Date.now() > deadline)
+      throw new Error(
+        `timed out after ${timeoutMs} ms waiting for ${what}${last ? `: ${(last as Error).message}` : ''}`,
+      );
     await sleep(everyMs);
   }
 }
@@ -68,7 +90,11 @@ export class TestCluster {
 
   private constructor(name: string, opts: ClusterOptions) {
     this.root = mkdtempSync(join(tmpdir(), `concord-tc-${name}-`));
-    this.opts = { tickMs: opts.tickMs ?? 30, electionTicks: opts.electionTicks ?? 10, logLevel: opts.logLevel ?? 'info' };
+    this.opts = {
+      tickMs: opts.tickMs ?? 30,
+      electionTicks: opts.electionTicks ?? 10,
+      logLevel: opts.logLevel ?? 'info',
+    };
   }
 
   /** Starts three nodes and waits until they agree on a leader. */
@@ -86,7 +112,15 @@ export class TestCluster {
     };
     for (let i = 1; i <= 3; i++) {
       const id = `node${i}`;
-      c.nodes.push({ id, http: await port(), tc: await port(), raft: await port(), file: join(c.root, `${id}.yaml`), logFile: join(c.root, `${id}.log`), proc: null });
+      c.nodes.push({
+        id,
+        http: await port(),
+        tc: await port(),
+        raft: await port(),
+        file: join(c.root, `${id}.yaml`),
+        logFile: join(c.root, `${id}.log`),
+        proc: null,
+      });
     }
     for (const n of c.nodes) c.writeConfig(n);
     for (const n of c.nodes) c.spawnNode(n);
@@ -112,8 +146,16 @@ export class TestCluster {
     return this.nodes.filter((n) => n.proc !== null);
   }
 
-  async metadata(n: TestNode): Promise<{ term: number; leaderId: string | null; lastIndex: number; appliedIndex: number; answeredBy: string }> {
-    const res = await fetch(`http://127.0.0.1:${n.http}/metadata/v1/cluster?group=default`, { signal: AbortSignal.timeout(2_000) });
+  async metadata(n: TestNode): Promise<{
+    term: number;
+    leaderId: string | null;
+    lastIndex: number;
+    appliedIndex: number;
+    answeredBy: string;
+  }> {
+    const res = await fetch(`http://127.0.0.1:${n.http}/metadata/v1/cluster?group=default`, {
+      signal: AbortSignal.timeout(2_000),
+    });
     if (res.status !== 200) throw new Error(`metadata of ${n.id}: HTTP ${res.status}`);
     return (await res.json()) as never;
   }
@@ -182,7 +224,13 @@ export class TestCluster {
         tickMs: this.opts.tickMs,
         electionTicks: this.opts.electionTicks,
         heartbeatTicks: 1,
-        peers: this.nodes.map((p) => ({ nodeId: p.id, host: '127.0.0.1', raftPort: p.raft, tcPort: p.tc, httpPort: p.http })),
+        peers: this.nodes.map((p) => ({
+          nodeId: p.id,
+          host: '127.0.0.1',
+          raftPort: p.raft,
+          tcPort: p.tc,
+          httpPort: p.http,
+        })),
       },
       http: { authToken: 'tc-test-token-0123456789' },
       log: { level: this.opts.logLevel },
@@ -193,11 +241,15 @@ export class TestCluster {
 
   private spawnNode(n: TestNode): void {
     const fd = openSync(n.logFile, 'a');
-    const proc = spawn(process.execPath, ['--import', 'tsx', resolve(REPO_ROOT, 'src/cli/main.ts'), 'start', '--config', n.file], {
-      cwd: REPO_ROOT,
-      env: { ...process.env, CONCORD_LOG_LEVEL: this.opts.logLevel, NO_COLOR: '1' },
-      stdio: ['ignore', fd, fd],
-    });
+    const proc = spawn(
+      process.execPath,
+      ['--import', 'tsx', resolve(REPO_ROOT, 'src/cli/main.ts'), 'start', '--config', n.file],
+      {
+        cwd: REPO_ROOT,
+        env: { ...process.env, CONCORD_LOG_LEVEL: this.opts.logLevel, NO_COLOR: '1' },
+        stdio: ['ignore', fd, fd],
+      },
+    );
     closeSync(fd);
     n.proc = proc;
     proc.once('exit', () => {
@@ -207,7 +259,10 @@ export class TestCluster {
 }
 
 /** What the test RM should answer a phase-two call with, or a promise it resolves later. */
-export type RmBehaviour = (call: PhaseTwoRequest, attempt: number) => BranchStatusName | Promise<BranchStatusName>;
+export type RmBehaviour = (
+  call: PhaseTwoRequest,
+  attempt: number,
+) => BranchStatusName | Promise<BranchStatusName>;
 
 export interface RecordedCall extends PhaseTwoRequest {
   at: number;
@@ -266,11 +321,20 @@ export class TestRm {
 }
 
 /** Polls the status until `accept` says yes. */
-export async function waitForStatus(client: TcClient, xid: string, accept: (status: string) => boolean, timeoutMs = 20_000): Promise<string> {
+export async function waitForStatus(
+  client: TcClient,
+  xid: string,
+  accept: (status: string) => boolean,
+  timeoutMs = 20_000,
+): Promise<string> {
   return waitFor(
     `${xid} to reach the expected status`,
     async () => {
-      const s = await client.getStatus(xid).catch((err: Error) => (err.name === 'UnknownXidError' ? 'UnknownXid' : Promise.reject(err)));
+      const s = await client
+        .getStatus(xid)
+        .catch((err: Error) =>
+          err.name === 'UnknownXidError' ? 'UnknownXid' : Promise.reject(err),
+        );
       return accept(s) ? s : undefined;
     },
     timeoutMs,
@@ -281,15 +345,21 @@ export async function waitForStatus(client: TcClient, xid: string, accept: (stat
 // ---------------------------------------------------------------------------------------
 // A raw gRPC client of proto/tc.proto, for requests the typed client would refuse to send.
 
-
 export type RawClient = grpc.Client & Record<string, any>;
 
 let rawCtor: grpc.ServiceClientConstructor | null = null;
 
 export function rawClient(port: number, options: grpc.ChannelOptions = {}): RawClient {
   if (!rawCtor) {
-    const def = protoLoader.loadSync(resolve(REPO_ROOT, 'proto/tc.proto'), { keepCase: false, longs: Number, enums: String, defaults: true, oneofs: true });
-    rawCtor = (grpc.loadPackageDefinition(def) as any).concord.tc.v1.TransactionCoordinator as grpc.ServiceClientConstructor;
+    const def = protoLoader.loadSync(resolve(REPO_ROOT, 'proto/tc.proto'), {
+      keepCase: false,
+      longs: Number,
+      enums: String,
+      defaults: true,
+      oneofs: true,
+    });
+    rawCtor = (grpc.loadPackageDefinition(def) as any).concord.tc.v1
+      .TransactionCoordinator as grpc.ServiceClientConstructor;
   }
   return new rawCtor(`127.0.0.1:${port}`, grpc.credentials.createInsecure(), {
     'grpc.max_send_message_length': 64 * 1024 * 1024,
@@ -299,8 +369,17 @@ export function rawClient(port: number, options: grpc.ChannelOptions = {}): RawC
 }
 
 /** One raw unary call: resolves with the response or the gRPC error. */
-export function rawCall(client: RawClient, method: string, request: unknown, timeoutMs = 10_000): Promise<{ response?: any; error?: grpc.ServiceError }> {
+export function rawCall(
+  client: RawClient,
+  method: string,
+  request: unknown,
+  timeoutMs = 10_000,
+): Promise<{ response?: any; error?: grpc.ServiceError }> {
   return new Promise((res) => {
-    client[method](request, { deadline: Date.now() + timeoutMs }, (error: grpc.ServiceError | null, response: any) => res(error ? { error } : { response }));
+    client[method](
+      request,
+      { deadline: Date.now() + timeoutMs },
+      (error: grpc.ServiceError | null, response: any) => res(error ? { error } : { response }),
+    );
   });
 }

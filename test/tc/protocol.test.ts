@@ -7,8 +7,20 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { LockConflictError, type GlobalStatusName, type TcClient } from '../../src/client/tc-client.ts';
-import { TestCluster, TestRm, rawCall, rawClient, waitFor, waitForStatus, type RawClient } from './helpers.ts';
+import {
+  LockConflictError,
+  type GlobalStatusName,
+  type TcClient,
+} from '../../src/client/tc-client.ts';
+import {
+  TestCluster,
+  TestRm,
+  rawCall,
+  rawClient,
+  waitFor,
+  waitForStatus,
+  type RawClient,
+} from './helpers.ts';
 
 const TICK_MS = 50;
 const APP = { applicationId: 'shop', transactionServiceGroup: 'default' };
@@ -67,10 +79,31 @@ describe('bad requests', () => {
       ['Begin', { ...APP, timeoutMs: 1000, requestId: 'r'.repeat(129) }],
       ['BranchRegister', { xid, branchType: 9, resourceId: 'stock', clientId: 'c' }],
       ['BranchRegister', { xid, branchType: -1, resourceId: 'stock', clientId: 'c' }],
-      ['BranchRegister', { xid, branchType: 0, resourceId: 'stock', lockKey: `t:${'k'.repeat(MAX_LOCK_KEY_CHARS)}`, clientId: 'c' }],
-      ['BranchRegister', { xid, branchType: 0, resourceId: 'stock', lockKey: 'no-colon-here', clientId: 'c' }],
+      [
+        'BranchRegister',
+        {
+          xid,
+          branchType: 0,
+          resourceId: 'stock',
+          lockKey: `t:${'k'.repeat(MAX_LOCK_KEY_CHARS)}`,
+          clientId: 'c',
+        },
+      ],
+      [
+        'BranchRegister',
+        { xid, branchType: 0, resourceId: 'stock', lockKey: 'no-colon-here', clientId: 'c' },
+      ],
       ['BranchRegister', { xid, branchType: 1, resourceId: '', clientId: 'c' }],
-      ['BranchRegister', { xid, branchType: 1, resourceId: 'stock', applicationData: 'x'.repeat(16 * 1024 + 1), clientId: 'c' }],
+      [
+        'BranchRegister',
+        {
+          xid,
+          branchType: 1,
+          resourceId: 'stock',
+          applicationData: 'x'.repeat(16 * 1024 + 1),
+          clientId: 'c',
+        },
+      ],
       ['BranchReport', { xid, branchId: 'abc', branchStatus: 2 }],
       ['BranchReport', { xid, branchId: '1', branchStatus: 77 }],
       ['GlobalReport', { xid, globalStatus: 99 }],
@@ -82,21 +115,32 @@ describe('bad requests', () => {
     for (const [method, request] of bad) {
       const { response, error } = await rawCall(client, method, request);
       expect(error, `${method} ${JSON.stringify(request).slice(0, 80)}`).toBeUndefined();
-      expect(response.resultCode, `${method} ${JSON.stringify(request).slice(0, 80)}`).toBe('RESULT_CODE_FAILED');
-      expect(response.error.code, `${method} ${JSON.stringify(request).slice(0, 80)}: ${response.error.message}`).toBe('ERROR_CODE_BAD_REQUEST');
+      expect(response.resultCode, `${method} ${JSON.stringify(request).slice(0, 80)}`).toBe(
+        'RESULT_CODE_FAILED',
+      );
+      expect(
+        response.error.code,
+        `${method} ${JSON.stringify(request).slice(0, 80)}: ${response.error.message}`,
+      ).toBe('ERROR_CODE_BAD_REQUEST');
       expect(response.error.retryable).toBe(false);
       expect(response.error.message.length).toBeGreaterThan(0);
     }
 
     // A message above the 8 MiB limit is refused by gRPC itself.
-    const huge = await rawCall(client, 'Begin', { ...APP, timeoutMs: 1000, name: 'n'.repeat(9 * 1024 * 1024) });
+    const huge = await rawCall(client, 'Begin', {
+      ...APP,
+      timeoutMs: 1000,
+      name: 'n'.repeat(9 * 1024 * 1024),
+    });
     expect(huge.error?.code).toBe(8 /* RESOURCE_EXHAUSTED */);
 
     // The multiplexed stream: a call that sets no request, and a bad one, are answered one by one.
     const stream = client.Calls();
     const results: any[] = [];
     stream.on('data', (b: any) => results.push(...b.results));
-    stream.write({ calls: [{ id: 1 }, { id: 2, commit: { xid: 'nope' } }, { id: 3, getStatus: { xid } }] });
+    stream.write({
+      calls: [{ id: 1 }, { id: 2, commit: { xid: 'nope' } }, { id: 3, getStatus: { xid } }],
+    });
     await waitFor('three results', () => (results.length >= 3 ? true : undefined), 10_000);
     stream.end();
     const byId = new Map(results.map((r) => [r.id, r]));
@@ -111,7 +155,12 @@ describe('bad requests', () => {
       flood.on('error', res);
       flood.on('data', () => undefined);
     });
-    flood.write({ calls: Array.from({ length: 1025 }, (_, i) => ({ id: i + 1, begin: { ...APP, timeoutMs: 1000 } })) });
+    flood.write({
+      calls: Array.from({ length: 1025 }, (_, i) => ({
+        id: i + 1,
+        begin: { ...APP, timeoutMs: 1000 },
+      })),
+    });
     expect((await floodEnd).code).toBe(3 /* INVALID_ARGUMENT */);
 
     // An RM channel that registers garbage is told why and closed.
@@ -154,7 +203,11 @@ describe('not the leader', () => {
       expect(response.resultCode, method).toBe('RESULT_CODE_FAILED');
       expect(response.error.code, method).toBe('ERROR_CODE_NOT_LEADER');
       expect(response.error.retryable).toBe(true);
-      expect(response.error.leader).toEqual({ nodeId: leader.id, host: '127.0.0.1', port: leader.tc });
+      expect(response.error.leader).toEqual({
+        nodeId: leader.id,
+        host: '127.0.0.1',
+        port: leader.tc,
+      });
     }
     // The RM channel too: registration is refused with the leader's address.
     const channel = client.RmChannel();
@@ -164,7 +217,11 @@ describe('not the leader', () => {
     channel.write({ register: { ...APP, resourceIds: ['stock'], clientId: 'c-follower' } });
     await waitFor('the registration answer', () => (fromTc.length > 0 ? true : undefined), 10_000);
     expect(fromTc[0].registered.resultCode).toBe('RESULT_CODE_FAILED');
-    expect(fromTc[0].registered.error.leader).toEqual({ nodeId: leader.id, host: '127.0.0.1', port: leader.tc });
+    expect(fromTc[0].registered.error.leader).toEqual({
+      nodeId: leader.id,
+      host: '127.0.0.1',
+      port: leader.tc,
+    });
     channel.cancel();
     // The follower's refusal changed nothing: the transaction is still open.
     expect(await tc.getStatus(xid)).toBe('Begin');
@@ -185,23 +242,41 @@ describe('commit and rollback', () => {
 
   it('commits a transaction with one branch: the RM is told once', async () => {
     const xid = await tc.begin({ ...APP, name: 'one', timeoutMs: 30_000 });
-    const branchId = await tc.branchRegister({ xid, branchType: 'TCC', resourceId: 'stock', clientId: rm.clientId, applicationData: '{"n":1}' });
+    const branchId = await tc.branchRegister({
+      xid,
+      branchType: 'TCC',
+      resourceId: 'stock',
+      clientId: rm.clientId,
+      applicationData: '{"n":1}',
+    });
     expect(await tc.commit(xid)).toBe('Committed');
     const calls = rm.callsFor(xid);
-    expect(calls.map((c) => [c.kind, c.branchId, c.branchType, c.resourceId, c.applicationData])).toEqual([['commit', branchId, 'TCC', 'stock', '{"n":1}']]);
+    expect(
+      calls.map((c) => [c.kind, c.branchId, c.branchType, c.resourceId, c.applicationData]),
+    ).toEqual([['commit', branchId, 'TCC', 'stock', '{"n":1}']]);
   });
 
   it('commits a transaction with many branches, in registration order (unary transport)', async () => {
     const xid = await unary.begin({ ...APP, name: 'many', timeoutMs: 30_000 });
     const ids: string[] = [];
     for (let i = 0; i < 12; i++) {
-      ids.push(await unary.branchRegister({ xid, branchType: 'TCC', resourceId: i % 2 === 0 ? 'stock' : 'payments', lockKey: `acct:${i}`, clientId: rm.clientId }));
+      ids.push(
+        await unary.branchRegister({
+          xid,
+          branchType: 'TCC',
+          resourceId: i % 2 === 0 ? 'stock' : 'payments',
+          lockKey: `acct:${i}`,
+          clientId: rm.clientId,
+        }),
+      );
     }
     const session = await unary.getSession(xid);
     expect(session.branches.map((b) => b.branchId)).toEqual(ids);
     expect(session.branches.every((b) => b.lockedRows === 1)).toBe(true);
     expect(await unary.commit(xid)).toBe('Committed');
-    expect(rm.callsFor(xid).map((c) => [c.kind, c.branchId])).toEqual(ids.map((id) => ['commit', id]));
+    expect(rm.callsFor(xid).map((c) => [c.kind, c.branchId])).toEqual(
+      ids.map((id) => ['commit', id]),
+    );
     // Its locks are gone with it.
     expect(await tc.lockQuery({ resourceId: 'stock', lockKey: 'acct:0,2,4' })).toBe(true);
   });
@@ -209,9 +284,19 @@ describe('commit and rollback', () => {
   it('rolls back in reverse registration order', async () => {
     const xid = await tc.begin({ ...APP, name: 'rollback', timeoutMs: 30_000 });
     const ids: string[] = [];
-    for (let i = 0; i < 5; i++) ids.push(await tc.branchRegister({ xid, branchType: 'TCC', resourceId: 'stock', clientId: rm.clientId }));
+    for (let i = 0; i < 5; i++)
+      ids.push(
+        await tc.branchRegister({
+          xid,
+          branchType: 'TCC',
+          resourceId: 'stock',
+          clientId: rm.clientId,
+        }),
+      );
     expect(await tc.rollback(xid)).toBe('Rollbacked');
-    expect(rm.callsFor(xid).map((c) => [c.kind, c.branchId])).toEqual([...ids].reverse().map((id) => ['rollback', id]));
+    expect(rm.callsFor(xid).map((c) => [c.kind, c.branchId])).toEqual(
+      [...ids].reverse().map((id) => ['rollback', id]),
+    );
     expect(await tc.getStatus(xid)).toBe('Rollbacked');
   });
 });
@@ -220,13 +305,31 @@ describe('locks', () => {
   it('a conflicting branch of another xid is refused naming the holder; it gets the rows once the first ends', async () => {
     const first = await tc.begin({ ...APP, name: 'holder', timeoutMs: 30_000 });
     const second = await tc.begin({ ...APP, name: 'waiter', timeoutMs: 30_000 });
-    await tc.branchRegister({ xid: first, branchType: 'AT', resourceId: 'orders-db', lockKey: 'orders:1,2;items:7', clientId: rm.clientId });
+    await tc.branchRegister({
+      xid: first,
+      branchType: 'AT',
+      resourceId: 'orders-db',
+      lockKey: 'orders:1,2;items:7',
+      clientId: rm.clientId,
+    });
     // The holder may lock its own rows again.
-    expect(await tc.lockQuery({ xid: first, resourceId: 'orders-db', lockKey: 'orders:2' })).toBe(true);
-    expect(await tc.lockQuery({ xid: second, resourceId: 'orders-db', lockKey: 'orders:2,3' })).toBe(false);
+    expect(await tc.lockQuery({ xid: first, resourceId: 'orders-db', lockKey: 'orders:2' })).toBe(
+      true,
+    );
+    expect(
+      await tc.lockQuery({ xid: second, resourceId: 'orders-db', lockKey: 'orders:2,3' }),
+    ).toBe(false);
     expect(await tc.lockQuery({ resourceId: 'orders-db', lockKey: 'orders:9' })).toBe(true);
 
-    const err = await tc.branchRegister({ xid: second, branchType: 'AT', resourceId: 'orders-db', lockKey: 'orders:2,3', clientId: rm.clientId }).catch((e: unknown) => e);
+    const err = await tc
+      .branchRegister({
+        xid: second,
+        branchType: 'AT',
+        resourceId: 'orders-db',
+        lockKey: 'orders:2,3',
+        clientId: rm.clientId,
+      })
+      .catch((e: unknown) => e);
     expect(err).toBeInstanceOf(LockConflictError);
     const conflict = err as LockConflictError;
     expect(conflict.holdingXid).toBe(first);
@@ -238,8 +341,16 @@ describe('locks', () => {
     // AT commits asynchronously: the TM hears AsyncCommitting, the rows are free once the branch committed.
     expect(await tc.commit(first)).toBe('AsyncCommitting');
     await waitForStatus(tc, first, (s) => s === 'Committed');
-    expect(await tc.lockQuery({ xid: second, resourceId: 'orders-db', lockKey: 'orders:2,3' })).toBe(true);
-    await tc.branchRegister({ xid: second, branchType: 'AT', resourceId: 'orders-db', lockKey: 'orders:2,3', clientId: rm.clientId });
+    expect(
+      await tc.lockQuery({ xid: second, resourceId: 'orders-db', lockKey: 'orders:2,3' }),
+    ).toBe(true);
+    await tc.branchRegister({
+      xid: second,
+      branchType: 'AT',
+      resourceId: 'orders-db',
+      lockKey: 'orders:2,3',
+      clientId: rm.clientId,
+    });
     expect(await tc.rollback(second)).toBe('Rollbacked');
   });
 });
@@ -247,9 +358,22 @@ describe('locks', () => {
 describe('phase-two failures', () => {
   it('a branch that fails commit twice then succeeds is retried until committed', async () => {
     const xid = await tc.begin({ ...APP, name: 'flaky', timeoutMs: 30_000 });
-    const ok = await tc.branchRegister({ xid, branchType: 'TCC', resourceId: 'stock', clientId: rm.clientId });
-    const flaky = await tc.branchRegister({ xid, branchType: 'TCC', resourceId: 'payments', clientId: rm.clientId });
-    rm.behave = (call, attempt) => (call.branchId === flaky && attempt <= 2 ? 'PhaseTwo_CommitFailed_Retryable' : 'PhaseTwo_Committed');
+    const ok = await tc.branchRegister({
+      xid,
+      branchType: 'TCC',
+      resourceId: 'stock',
+      clientId: rm.clientId,
+    });
+    const flaky = await tc.branchRegister({
+      xid,
+      branchType: 'TCC',
+      resourceId: 'payments',
+      clientId: rm.clientId,
+    });
+    rm.behave = (call, attempt) =>
+      call.branchId === flaky && attempt <= 2
+        ? 'PhaseTwo_CommitFailed_Retryable'
+        : 'PhaseTwo_Committed';
     try {
       expect(await tc.commit(xid)).toBe('CommitRetrying');
       await waitForStatus(tc, xid, (s) => s === 'Committed', 20_000);
@@ -270,7 +394,12 @@ describe('phase-two failures', () => {
     const away = new TestRm(tc, ['ledger'], { clientId: 'rm-away' });
     await away.connect();
     const xid = await tc.begin({ ...APP, name: 'rm-away', timeoutMs: 30_000 });
-    const branchId = await tc.branchRegister({ xid, branchType: 'TCC', resourceId: 'ledger', clientId: away.clientId });
+    const branchId = await tc.branchRegister({
+      xid,
+      branchType: 'TCC',
+      resourceId: 'ledger',
+      clientId: away.clientId,
+    });
     await away.disconnect();
     // No RM serves the resource: phase two fails retryably, the decision stands.
     expect(await tc.commit(xid)).toBe('CommitRetrying');
@@ -285,44 +414,75 @@ describe('phase-two failures', () => {
 
   it('a transaction that outlives its timeout is rolled back by the TC', async () => {
     const xid = await tc.begin({ ...APP, name: 'slow', timeoutMs: 400 });
-    const branchId = await tc.branchRegister({ xid, branchType: 'TCC', resourceId: 'stock', clientId: rm.clientId });
+    const branchId = await tc.branchRegister({
+      xid,
+      branchType: 'TCC',
+      resourceId: 'stock',
+      clientId: rm.clientId,
+    });
     await waitForStatus(tc, xid, (s) => s === 'TimeoutRollbacked', 15_000);
     expect(rm.callsFor(xid).map((c) => [c.kind, c.branchId])).toEqual([['rollback', branchId]]);
     // A late commit cannot change the decision.
     expect(await tc.commit(xid)).toBe('TimeoutRollbacked');
     // Nor can a branch join it.
-    await expect(tc.branchRegister({ xid, branchType: 'TCC', resourceId: 'stock', clientId: rm.clientId })).rejects.toThrow();
+    await expect(
+      tc.branchRegister({ xid, branchType: 'TCC', resourceId: 'stock', clientId: rm.clientId }),
+    ).rejects.toThrow();
   });
 });
 
 describe('operator calls', () => {
   it('stop, resume and run retries now; mark a stuck transaction resolved', async () => {
     const failing = new Set<string>();
-    rm.behave = (call) => (failing.has(call.branchId) ? 'PhaseTwo_CommitFailed_Retryable' : call.kind === 'commit' ? 'PhaseTwo_Committed' : 'PhaseTwo_Rollbacked');
+    rm.behave = (call) =>
+      failing.has(call.branchId)
+        ? 'PhaseTwo_CommitFailed_Retryable'
+        : call.kind === 'commit'
+          ? 'PhaseTwo_Committed'
+          : 'PhaseTwo_Rollbacked';
     try {
       // Stop and resume, then a manual retry once the RM is healthy.
       const a = await tc.begin({ ...APP, name: 'ops-a', timeoutMs: 30_000 });
-      const branchA = await tc.branchRegister({ xid: a, branchType: 'TCC', resourceId: 'stock', lockKey: 'ops:1', clientId: rm.clientId });
+      const branchA = await tc.branchRegister({
+        xid: a,
+        branchType: 'TCC',
+        resourceId: 'stock',
+        lockKey: 'ops:1',
+        clientId: rm.clientId,
+      });
       failing.add(branchA);
       expect(await tc.commit(a)).toBe('CommitRetrying');
       await tc.stopRetry(a);
       expect(await tc.getStatus(a)).toBe('StopCommitOrCommitRetry');
-      await expect(tc.retryNow(a)).rejects.toMatchObject({ name: 'IllegalStatusError', globalStatus: 'StopCommitOrCommitRetry' });
+      await expect(tc.retryNow(a)).rejects.toMatchObject({
+        name: 'IllegalStatusError',
+        globalStatus: 'StopCommitOrCommitRetry',
+      });
       await tc.resumeRetry(a);
       failing.delete(branchA);
       expect(await tc.retryNow(a)).toBe('Committed');
 
       // A stuck one is resolved by hand: its locks go, its failed status stays, with who did it.
       const b = await tc.begin({ ...APP, name: 'ops-b', timeoutMs: 30_000 });
-      const branchB = await tc.branchRegister({ xid: b, branchType: 'TCC', resourceId: 'stock', lockKey: 'ops:2', clientId: rm.clientId });
+      const branchB = await tc.branchRegister({
+        xid: b,
+        branchType: 'TCC',
+        resourceId: 'stock',
+        lockKey: 'ops:2',
+        clientId: rm.clientId,
+      });
       failing.add(branchB);
       expect(await tc.commit(b)).toBe('CommitRetrying');
       await tc.stopRetry(b);
       expect(await tc.lockQuery({ resourceId: 'stock', lockKey: 'ops:2' })).toBe(false);
       const page = await tc.listSessions({ status: 'StopCommitOrCommitRetry' });
       expect(page.sessions.map((s) => s.xid)).toContain(b);
-      await expect(tc.markResolved({ xid: b, confirmXid: a, operator: 'alice' })).rejects.toMatchObject({ name: 'BadRequestError' });
-      expect(await tc.markResolved({ xid: b, confirmXid: b, operator: 'alice' })).toBe('CommitFailed');
+      await expect(
+        tc.markResolved({ xid: b, confirmXid: a, operator: 'alice' }),
+      ).rejects.toMatchObject({ name: 'BadRequestError' });
+      expect(await tc.markResolved({ xid: b, confirmXid: b, operator: 'alice' })).toBe(
+        'CommitFailed',
+      );
       expect(await tc.lockQuery({ resourceId: 'stock', lockKey: 'ops:2' })).toBe(true);
       const session = await tc.getSession(b);
       expect(session).toMatchObject({ live: false, status: 'CommitFailed', resolvedBy: 'alice' });
@@ -335,11 +495,23 @@ describe('operator calls', () => {
 describe('status queries', () => {
   it('never go backwards while phase two runs and retries', async () => {
     const xid = await tc.begin({ ...APP, name: 'watched', timeoutMs: 30_000 });
-    const a = await tc.branchRegister({ xid, branchType: 'TCC', resourceId: 'stock', clientId: rm.clientId });
-    const b = await tc.branchRegister({ xid, branchType: 'TCC', resourceId: 'payments', clientId: rm.clientId });
+    const a = await tc.branchRegister({
+      xid,
+      branchType: 'TCC',
+      resourceId: 'stock',
+      clientId: rm.clientId,
+    });
+    const b = await tc.branchRegister({
+      xid,
+      branchType: 'TCC',
+      resourceId: 'payments',
+      clientId: rm.clientId,
+    });
     rm.behave = async (call, attempt) => {
       await sleep(100);
-      return call.branchId === b && attempt === 1 ? 'PhaseTwo_CommitFailed_Retryable' : 'PhaseTwo_Committed';
+      return call.branchId === b && attempt === 1
+        ? 'PhaseTwo_CommitFailed_Retryable'
+        : 'PhaseTwo_Committed';
     };
     const seen: GlobalStatusName[] = [];
     let stop = false;
@@ -358,7 +530,10 @@ describe('status queries', () => {
       await poller;
     }
     seen.push(await tc.getStatus(xid));
-    for (let i = 1; i < seen.length; i++) expect(rank(seen[i]!), `${seen[i - 1]} → ${seen[i]}`).toBeGreaterThanOrEqual(rank(seen[i - 1]!));
+    for (let i = 1; i < seen.length; i++)
+      expect(rank(seen[i]!), `${seen[i - 1]} → ${seen[i]}`).toBeGreaterThanOrEqual(
+        rank(seen[i - 1]!),
+      );
     expect(seen).toContain('Begin');
     expect(seen).toContain('CommitRetrying');
     expect(seen.at(-1)).toBe('Committed');

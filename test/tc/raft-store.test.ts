@@ -5,7 +5,12 @@
  * share ReadIndex barriers without ever reusing one that started before them.
  */
 import { describe, expect, it } from 'vitest';
-import { CoordinatorStateMachine, decodeCommand, type BeginCommand, type LeadershipEvent } from '../../src/coordinator/index.ts';
+import {
+  CoordinatorStateMachine,
+  decodeCommand,
+  type BeginCommand,
+  type LeadershipEvent,
+} from '../../src/coordinator/index.ts';
 import type { Role } from '../../src/raft/core/types.ts';
 import { NotLeaderError, ProposalDroppedError, TimeoutError } from '../../src/shared/errors.ts';
 import { silentLogger } from '../../src/shared/logger.ts';
@@ -39,7 +44,9 @@ class ScriptedRaft implements RaftPort {
   readonly reads: Deferred<void>[] = [];
   readCalls = 0;
   autoApply = true;
-  private readonly listeners = new Set<(c: { role: Role; term: number; leader: string | null }) => void>();
+  private readonly listeners = new Set<
+    (c: { role: Role; term: number; leader: string | null }) => void
+  >();
 
   status() {
     return { id: 'n1', role: this.role, term: this.term, leader: this.leader };
@@ -74,7 +81,10 @@ class ScriptedRaft implements RaftPort {
   read(): Promise<void> {
     this.readCalls++;
     if (this.role !== 'leader') return Promise.reject(new NotLeaderError(this.leader));
-    if (!this.termEntryCommitted) return Promise.reject(new ProposalDroppedError('the leader has not yet committed an entry of its term'));
+    if (!this.termEntryCommitted)
+      return Promise.reject(
+        new ProposalDroppedError('the leader has not yet committed an entry of its term'),
+      );
     const d = deferred<void>();
     this.reads.push(d);
     return d.promise;

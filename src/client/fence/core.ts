@@ -35,7 +35,13 @@
 import type { Logger } from '../../shared/logger.ts';
 import { silentLogger } from '../../shared/logger.ts';
 import { BadRequestError } from '../../shared/errors.ts';
-import { FenceAbortedError, FenceConflictError, FenceError, FenceMisuseError, FenceSchemaError } from './errors.ts';
+import {
+  FenceAbortedError,
+  FenceConflictError,
+  FenceError,
+  FenceMisuseError,
+  FenceSchemaError,
+} from './errors.ts';
 import {
   COMPENSATING_OP,
   ORIGIN_OP,
@@ -64,7 +70,11 @@ import {
 } from './limits.ts';
 
 export type IsolationLevel = 'READ COMMITTED' | 'REPEATABLE READ' | 'SERIALIZABLE';
-const ISOLATION_LEVELS: readonly IsolationLevel[] = ['READ COMMITTED', 'REPEATABLE READ', 'SERIALIZABLE'];
+const ISOLATION_LEVELS: readonly IsolationLevel[] = [
+  'READ COMMITTED',
+  'REPEATABLE READ',
+  'SERIALIZABLE',
+];
 
 /** Ten years, in ms: the largest retention accepted (keeps interval arithmetic exact). */
 const MAX_RETENTION_MS = 10 * 365 * 24 * 60 * 60 * 1000;
@@ -141,7 +151,8 @@ export interface Fence<Tx> {
  * - connection: the connection failed; its transaction's fate may be unknown.
  * - schema: the table is missing.
  */
-export type DbErrorKind = 'duplicate' | 'conflict' | 'lockTimeout' | 'connection' | 'schema' | 'other';
+export type DbErrorKind =
+  'duplicate' | 'conflict' | 'lockTimeout' | 'connection' | 'schema' | 'other';
 export interface DbErrorInfo {
   kind: DbErrorKind;
   code: string | undefined;
@@ -168,7 +179,12 @@ export interface FenceSession<Tx> {
    */
   insert(key: NormalizedFenceKey, op: FenceOp, reason: FenceOp): Promise<boolean>;
   /** Claims the origin row for a cancel/compensate; the transaction stays usable unless 'stale'. */
-  claimOrigin(key: NormalizedFenceKey, origin: FenceOp, reason: FenceOp, isolation: IsolationLevel | undefined): Promise<OriginClaim>;
+  claimOrigin(
+    key: NormalizedFenceKey,
+    origin: FenceOp,
+    reason: FenceOp,
+    isolation: IsolationLevel | undefined,
+  ): Promise<OriginClaim>;
   /** The `reason` of a committed row, read outside any transaction. */
   reasonOf(key: NormalizedFenceKey, op: FenceOp): Promise<string | null>;
   /** The callback's view of the transaction. Valid until `guard.close()`. */
@@ -193,9 +209,16 @@ export interface FenceDialect<Tx> {
 }
 
 /** Follows `cause` links (bounded) and returns the first value `pick` accepts. */
-export function findInCauseChain<T>(err: unknown, pick: (e: Record<string, unknown>) => T | undefined): T | undefined {
+export function findInCauseChain<T>(
+  err: unknown,
+  pick: (e: Record<string, unknown>) => T | undefined,
+): T | undefined {
   let current: unknown = err;
-  for (let depth = 0; depth < MAX_CAUSE_DEPTH && typeof current === 'object' && current !== null; depth++) {
+  for (
+    let depth = 0;
+    depth < MAX_CAUSE_DEPTH && typeof current === 'object' && current !== null;
+    depth++
+  ) {
     const found = pick(current as Record<string, unknown>);
     if (found !== undefined) return found;
     current = (current as { cause?: unknown }).cause;
@@ -225,10 +248,16 @@ export class TxGuard {
   ) {}
 
   async run<R>(sql: unknown, exec: () => Promise<R>): Promise<R> {
-    if (this.closed) throw new FenceMisuseError('a fence tx was used after its transaction ended: keep all queries inside the callback and await them');
-    if (typeof sql !== 'string') throw new BadRequestError('fence tx.query takes SQL text as its first argument');
+    if (this.closed)
+      throw new FenceMisuseError(
+        'a fence tx was used after its transaction ended: keep all queries inside the callback and await them',
+      );
+    if (typeof sql !== 'string')
+      throw new BadRequestError('fence tx.query takes SQL text as its first argument');
     if (this.forbidden.test(sql)) {
-      throw new FenceMisuseError(`the fence owns the transaction; "${sql.trim().slice(0, 40)}" is not allowed inside a fence callback (throw to roll back)`);
+      throw new FenceMisuseError(
+        `the fence owns the transaction; "${sql.trim().slice(0, 40)}" is not allowed inside a fence callback (throw to roll back)`,
+      );
     }
     try {
       return await exec();
@@ -250,7 +279,9 @@ export class TxGuard {
 // The algorithm.
 // ---------------------------------------------------------------------------------------
 
-type Attempt = { kind: 'done'; outcome: FenceOutcome } | { kind: 'retry'; why: 'conflict' | 'staleSnapshot'; cause: unknown };
+type Attempt =
+  | { kind: 'done'; outcome: FenceOutcome }
+  | { kind: 'retry'; why: 'conflict' | 'staleSnapshot'; cause: unknown };
 
 /** Marks the callback's own error so the outer handler rethrows it unwrapped. */
 class BusinessFailure {
@@ -260,18 +291,33 @@ class BusinessFailure {
 const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 
 function backoffMs(attempt: number): number {
-  const capped = Math.min(FENCE_RETRY_BACKOFF_MAX_MS, FENCE_RETRY_BACKOFF_BASE_MS * 2 ** (attempt - 1));
+  const capped = Math.min(
+    FENCE_RETRY_BACKOFF_MAX_MS,
+    FENCE_RETRY_BACKOFF_BASE_MS * 2 ** (attempt - 1),
+  );
   // Jitter: two runs that deadlocked each other should not retry in lockstep.
   return Math.round(capped * (0.5 + Math.random() * 0.5));
 }
 
 export function createFence<Tx>(dialect: FenceDialect<Tx>, options: FenceOptions): Fence<Tx> {
   if (options.isolationLevel !== undefined && !ISOLATION_LEVELS.includes(options.isolationLevel)) {
-    throw new BadRequestError(`isolationLevel must be one of ${ISOLATION_LEVELS.join(', ')}, got ${JSON.stringify(options.isolationLevel)}`);
+    throw new BadRequestError(
+      `isolationLevel must be one of ${ISOLATION_LEVELS.join(', ')}, got ${JSON.stringify(options.isolationLevel)}`,
+    );
   }
   const isolation = options.isolationLevel;
-  const maxAttempts = checkIntegerOption('maxAttempts', options.maxAttempts, 1, MAX_FENCE_MAX_ATTEMPTS, DEFAULT_FENCE_MAX_ATTEMPTS);
-  const log = (options.logger ?? silentLogger()).child({ component: 'fence', dialect: dialect.name, table: dialect.table });
+  const maxAttempts = checkIntegerOption(
+    'maxAttempts',
+    options.maxAttempts,
+    1,
+    MAX_FENCE_MAX_ATTEMPTS,
+    DEFAULT_FENCE_MAX_ATTEMPTS,
+  );
+  const log = (options.logger ?? silentLogger()).child({
+    component: 'fence',
+    dialect: dialect.name,
+    table: dialect.table,
+  });
 
   /** Converts an error from the fence's own statements (not the callback's) into a FenceError. */
   function fenceFailure(err: unknown, doing: string): FenceError {
@@ -280,7 +326,10 @@ export function createFence<Tx>(dialect: FenceDialect<Tx>, options: FenceOptions
     const message = `fence ${doing} failed${err instanceof Error ? `: ${err.message}` : ''}`;
     switch (info.kind) {
       case 'schema':
-        return new FenceSchemaError(`${message} (call ensureSchema() first?)`, { cause: err, dbCode: info.code });
+        return new FenceSchemaError(`${message} (call ensureSchema() first?)`, {
+          cause: err,
+          dbCode: info.code,
+        });
       case 'conflict':
       case 'lockTimeout':
         return new FenceConflictError(message, { cause: err, dbCode: info.code });
@@ -291,12 +340,18 @@ export function createFence<Tx>(dialect: FenceDialect<Tx>, options: FenceOptions
     }
   }
 
-  async function attempt(key: NormalizedFenceKey, fn: (tx: Tx) => Promise<unknown> | unknown): Promise<Attempt> {
+  async function attempt(
+    key: NormalizedFenceKey,
+    fn: (tx: Tx) => Promise<unknown> | unknown,
+  ): Promise<Attempt> {
     let session: FenceSession<Tx>;
     try {
       session = await dialect.acquire();
     } catch (err) {
-      throw new FenceError(`fence could not get a connection${err instanceof Error ? `: ${err.message}` : ''}`, { cause: err, retryable: true });
+      throw new FenceError(
+        `fence could not get a connection${err instanceof Error ? `: ${err.message}` : ''}`,
+        { cause: err, retryable: true },
+      );
     }
     let broken = false;
     let inTransaction = false;
@@ -309,7 +364,10 @@ export function createFence<Tx>(dialect: FenceDialect<Tx>, options: FenceOptions
       } catch (err) {
         // The connection is in an unknown state; never hand it back to the pool.
         broken = true;
-        log.warn({ err, xid: key.xid, branchId: key.branchId, op: key.op }, 'fence rollback failed; discarding the connection');
+        log.warn(
+          { err, xid: key.xid, branchId: key.branchId, op: key.op },
+          'fence rollback failed; discarding the connection',
+        );
       }
     };
     try {
@@ -357,7 +415,10 @@ export function createFence<Tx>(dialect: FenceDialect<Tx>, options: FenceOptions
           // Read after the rollback, outside any snapshot: the row is committed (we got a
           // duplicate-key error, so its writer committed), and its reason says who wrote it.
           const reason = await session.reasonOf(key, key.op);
-          return { kind: 'done', outcome: reason === compensating ? 'hangingRefused' : 'duplicate' };
+          return {
+            kind: 'done',
+            outcome: reason === compensating ? 'hangingRefused' : 'duplicate',
+          };
         }
       }
 
@@ -399,11 +460,14 @@ export function createFence<Tx>(dialect: FenceDialect<Tx>, options: FenceOptions
       if (info.kind === 'connection' && committing) {
         // Lost during COMMIT: it may or may not have committed. Redelivery is safe — that is
         // exactly what the fence row makes idempotent.
-        throw new FenceError(`fence commit outcome unknown for ${key.op} ${key.xid}/${key.branchId}; redeliver (the fence makes it idempotent)`, {
-          cause: err,
-          dbCode: info.code,
-          retryable: true,
-        });
+        throw new FenceError(
+          `fence commit outcome unknown for ${key.op} ${key.xid}/${key.branchId}; redeliver (the fence makes it idempotent)`,
+          {
+            cause: err,
+            dbCode: info.code,
+            retryable: true,
+          },
+        );
       }
       throw fenceFailure(err, `${key.op} ${key.xid}/${key.branchId}`);
     } finally {
@@ -412,7 +476,10 @@ export function createFence<Tx>(dialect: FenceDialect<Tx>, options: FenceOptions
     }
   }
 
-  async function run(rawKey: FenceKey, fn: (tx: Tx) => Promise<unknown> | unknown): Promise<FenceOutcome> {
+  async function run(
+    rawKey: FenceKey,
+    fn: (tx: Tx) => Promise<unknown> | unknown,
+  ): Promise<FenceOutcome> {
     const key = normalizeFenceKey(rawKey);
     if (typeof fn !== 'function') throw new BadRequestError('fence.run needs a callback');
     const started = performance.now();
@@ -424,43 +491,91 @@ export function createFence<Tx>(dialect: FenceDialect<Tx>, options: FenceOptions
         result = await attempt(key, fn);
       } catch (err) {
         if (err instanceof BusinessFailure) {
-          log.debug({ xid: key.xid, branchId: key.branchId, op: key.op, attempts: n }, 'fence callback failed; local transaction rolled back');
+          log.debug(
+            { xid: key.xid, branchId: key.branchId, op: key.op, attempts: n },
+            'fence callback failed; local transaction rolled back',
+          );
           throw err.error;
         }
         throw err;
       }
       if (result.kind === 'done') {
-        const fields = { xid: key.xid, branchId: key.branchId, op: key.op, outcome: result.outcome, attempts: n, ms: Math.round(performance.now() - started) };
-        if (result.outcome === 'hangingRefused') log.warn(fields, 'fence refused a try/action that arrived after its cancel/compensate');
-        else if (result.outcome === 'emptyRollback') log.info(fields, 'fence recorded an empty rollback: the try/action never ran');
+        const fields = {
+          xid: key.xid,
+          branchId: key.branchId,
+          op: key.op,
+          outcome: result.outcome,
+          attempts: n,
+          ms: Math.round(performance.now() - started),
+        };
+        if (result.outcome === 'hangingRefused')
+          log.warn(fields, 'fence refused a try/action that arrived after its cancel/compensate');
+        else if (result.outcome === 'emptyRollback')
+          log.info(fields, 'fence recorded an empty rollback: the try/action never ran');
         else log.debug(fields, 'fence outcome');
         return result.outcome;
       }
       // A stale-snapshot restart is routine (any cancel that waited on its try under
       // PostgreSQL REPEATABLE READ) and cannot recur once the try's row is committed, so it
       // has its own small budget instead of eating into the conflict attempts.
-      const exhausted = result.why === 'staleSnapshot' ? ++staleRestarts > MAX_STALE_SNAPSHOT_RESTARTS : ++conflicts >= maxAttempts;
+      const exhausted =
+        result.why === 'staleSnapshot'
+          ? ++staleRestarts > MAX_STALE_SNAPSHOT_RESTARTS
+          : ++conflicts >= maxAttempts;
       const info = result.cause === undefined ? undefined : dialect.classify(result.cause);
       if (exhausted) {
-        throw new FenceConflictError(`fence ${key.op} ${key.xid}/${key.branchId} aborted by the database ${n} times (last: ${result.why}); nothing committed, redelivery is safe`, {
-          cause: result.cause,
-          dbCode: info?.code,
-        });
+        throw new FenceConflictError(
+          `fence ${key.op} ${key.xid}/${key.branchId} aborted by the database ${n} times (last: ${result.why}); nothing committed, redelivery is safe`,
+          {
+            cause: result.cause,
+            dbCode: info?.code,
+          },
+        );
       }
-      log.info({ xid: key.xid, branchId: key.branchId, op: key.op, attempt: n, why: result.why, dbCode: info?.code }, 'fence transaction aborted; retrying');
+      log.info(
+        {
+          xid: key.xid,
+          branchId: key.branchId,
+          op: key.op,
+          attempt: n,
+          why: result.why,
+          dbCode: info?.code,
+        },
+        'fence transaction aborted; retrying',
+      );
       if (result.why === 'conflict') await sleep(backoffMs(conflicts));
     }
   }
 
   function cleanupSettings(options: FenceCleanupOptions) {
     return {
-      olderThanMs: checkIntegerOption('olderThanMs', options.olderThanMs, MIN_FENCE_RETENTION_MS, MAX_RETENTION_MS, DEFAULT_FENCE_RETENTION_MS),
-      batchSize: checkIntegerOption('batchSize', options.batchSize, 1, MAX_CLEANUP_BATCH_SIZE, DEFAULT_CLEANUP_BATCH_SIZE),
-      maxBatches: checkIntegerOption('maxBatches', options.maxBatches, 1, MAX_CLEANUP_MAX_BATCHES, DEFAULT_CLEANUP_MAX_BATCHES),
+      olderThanMs: checkIntegerOption(
+        'olderThanMs',
+        options.olderThanMs,
+        MIN_FENCE_RETENTION_MS,
+        MAX_RETENTION_MS,
+        DEFAULT_FENCE_RETENTION_MS,
+      ),
+      batchSize: checkIntegerOption(
+        'batchSize',
+        options.batchSize,
+        1,
+        MAX_CLEANUP_BATCH_SIZE,
+        DEFAULT_CLEANUP_BATCH_SIZE,
+      ),
+      maxBatches: checkIntegerOption(
+        'maxBatches',
+        options.maxBatches,
+        1,
+        MAX_CLEANUP_MAX_BATCHES,
+        DEFAULT_CLEANUP_MAX_BATCHES,
+      ),
     };
   }
 
-  async function cleanupWith(settings: ReturnType<typeof cleanupSettings>): Promise<FenceCleanupResult> {
+  async function cleanupWith(
+    settings: ReturnType<typeof cleanupSettings>,
+  ): Promise<FenceCleanupResult> {
     let deleted = 0;
     let batches = 0;
     while (batches < settings.maxBatches) {
@@ -502,7 +617,13 @@ export function createFence<Tx>(dialect: FenceDialect<Tx>, options: FenceOptions
     startCleanup(options = {}) {
       // Validate now: a bad option is the caller's bug, better thrown here than logged forever.
       const settings = cleanupSettings(options);
-      const everyMs = checkIntegerOption('everyMs', options.everyMs, MIN_CLEANUP_INTERVAL_MS, MAX_CLEANUP_INTERVAL_MS, DEFAULT_CLEANUP_INTERVAL_MS);
+      const everyMs = checkIntegerOption(
+        'everyMs',
+        options.everyMs,
+        MIN_CLEANUP_INTERVAL_MS,
+        MAX_CLEANUP_INTERVAL_MS,
+        DEFAULT_CLEANUP_INTERVAL_MS,
+      );
       let stopped = false;
       let timer: NodeJS.Timeout | undefined;
       let running: Promise<void> | undefined;

@@ -17,7 +17,10 @@ export class FenceError extends ConcordError {
   readonly dbCode: string | undefined;
   constructor(message: string, options: FenceErrorOptions = {}, code?: ErrorCode) {
     const retryable = options.retryable ?? false;
-    super(code ?? (retryable ? 'UNAVAILABLE' : 'INTERNAL'), message, { cause: options.cause, retryable });
+    super(code ?? (retryable ? 'UNAVAILABLE' : 'INTERNAL'), message, {
+      cause: options.cause,
+      retryable,
+    });
     this.dbCode = options.dbCode;
   }
 }

@@ -3,10 +3,25 @@ export { createPgFence, classifyPgError } from './pg.ts';
 export type { PgFence, PgFenceTx } from './pg.ts';
 export { createMysqlFence, classifyMysqlError } from './mysql.ts';
 export type { MysqlFence, MysqlFenceTx, MysqlQueryResult } from './mysql.ts';
-export type { Fence, FenceOptions, FenceCleanupOptions, FenceCleanupResult, FenceCleanupSchedule, IsolationLevel, DbErrorInfo, DbErrorKind } from './core.ts';
+export type {
+  Fence,
+  FenceOptions,
+  FenceCleanupOptions,
+  FenceCleanupResult,
+  FenceCleanupSchedule,
+  IsolationLevel,
+  DbErrorInfo,
+  DbErrorKind,
+} from './core.ts';
 export { FENCE_OPS, isFenceOp, normalizeFenceKey, normalizeBranchId } from './key.ts';
 export type { FenceKey, FenceOp, FenceOutcome, NormalizedFenceKey } from './key.ts';
-export { FenceError, FenceConflictError, FenceAbortedError, FenceSchemaError, FenceMisuseError } from './errors.ts';
+export {
+  FenceError,
+  FenceConflictError,
+  FenceAbortedError,
+  FenceSchemaError,
+  FenceMisuseError,
+} from './errors.ts';
 export type { FenceErrorOptions } from './errors.ts';
 export {
   DEFAULT_FENCE_TABLE,

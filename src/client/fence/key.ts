@@ -33,9 +33,15 @@ export interface NormalizedFenceKey {
 }
 
 /** The op whose row a compensating op claims first: cancel → try, compensate → action. */
-export const ORIGIN_OP: Readonly<Partial<Record<FenceOp, FenceOp>>> = { cancel: 'try', compensate: 'action' };
+export const ORIGIN_OP: Readonly<Partial<Record<FenceOp, FenceOp>>> = {
+  cancel: 'try',
+  compensate: 'action',
+};
 /** The op that, having claimed an origin row, makes a later try/action a hanging one. */
-export const COMPENSATING_OP: Readonly<Partial<Record<FenceOp, FenceOp>>> = { try: 'cancel', action: 'compensate' };
+export const COMPENSATING_OP: Readonly<Partial<Record<FenceOp, FenceOp>>> = {
+  try: 'cancel',
+  action: 'compensate',
+};
 
 const BRANCH_ID = new RegExp(`^(?:0|[1-9][0-9]{0,${MAX_BRANCH_ID_DIGITS - 1}})$`);
 
@@ -43,9 +49,14 @@ export function normalizeBranchId(branchId: unknown): string {
   let text: string;
   if (typeof branchId === 'bigint') text = branchId.toString();
   else if (typeof branchId === 'string') text = branchId;
-  else throw new BadRequestError(`branchId must be a decimal string or a bigint, got ${typeof branchId}`);
+  else
+    throw new BadRequestError(
+      `branchId must be a decimal string or a bigint, got ${typeof branchId}`,
+    );
   if (!BRANCH_ID.test(text) || BigInt(text) > MAX_BRANCH_ID) {
-    throw new BadRequestError(`branchId must be an unsigned 64-bit integer in canonical decimal, got ${JSON.stringify(text.slice(0, 40))}`);
+    throw new BadRequestError(
+      `branchId must be an unsigned 64-bit integer in canonical decimal, got ${JSON.stringify(text.slice(0, 40))}`,
+    );
   }
   return text;
 }
@@ -55,10 +66,14 @@ export function isFenceOp(op: unknown): op is FenceOp {
 }
 
 export function normalizeFenceKey(key: unknown): NormalizedFenceKey {
-  if (typeof key !== 'object' || key === null) throw new BadRequestError('fence key must be an object { xid, branchId, op }');
+  if (typeof key !== 'object' || key === null)
+    throw new BadRequestError('fence key must be an object { xid, branchId, op }');
   const { xid, branchId, op } = key as Record<string, unknown>;
   assertValidXid(xid, 'fence key xid');
-  if (!isFenceOp(op)) throw new BadRequestError(`fence key op must be one of ${FENCE_OPS.join(', ')}, got ${JSON.stringify(op)}`);
+  if (!isFenceOp(op))
+    throw new BadRequestError(
+      `fence key op must be one of ${FENCE_OPS.join(', ')}, got ${JSON.stringify(op)}`,
+    );
   return { xid, branchId: normalizeBranchId(branchId), op };
 }
 
@@ -72,17 +87,33 @@ const TABLE_PART = /^[a-z_][a-z0-9_]*$/;
 export function parseTableName(name: unknown): { schema: string | null; table: string } {
   if (typeof name !== 'string') throw new BadRequestError('fence table must be a string');
   const parts = name.split('.');
-  const valid = parts.length <= 2 && parts.every((p) => p.length > 0 && p.length <= MAX_FENCE_TABLE_NAME_CHARS && TABLE_PART.test(p));
+  const valid =
+    parts.length <= 2 &&
+    parts.every(
+      (p) => p.length > 0 && p.length <= MAX_FENCE_TABLE_NAME_CHARS && TABLE_PART.test(p),
+    );
   if (!valid) {
-    throw new BadRequestError(`fence table must be "table" or "schema.table" of lower-case identifiers ([a-z_][a-z0-9_]*, at most ${MAX_FENCE_TABLE_NAME_CHARS} characters each), got ${JSON.stringify(name.slice(0, 120))}`);
+    throw new BadRequestError(
+      `fence table must be "table" or "schema.table" of lower-case identifiers ([a-z_][a-z0-9_]*, at most ${MAX_FENCE_TABLE_NAME_CHARS} characters each), got ${JSON.stringify(name.slice(0, 120))}`,
+    );
   }
-  return parts.length === 2 ? { schema: parts[0] ?? null, table: parts[1] ?? '' } : { schema: null, table: parts[0] ?? '' };
+  return parts.length === 2
+    ? { schema: parts[0] ?? null, table: parts[1] ?? '' }
+    : { schema: null, table: parts[0] ?? '' };
 }
 
-export function checkIntegerOption(name: string, value: unknown, min: number, max: number, fallback: number): number {
+export function checkIntegerOption(
+  name: string,
+  value: unknown,
+  min: number,
+  max: number,
+  fallback: number,
+): number {
   if (value === undefined) return fallback;
   if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < min || value > max) {
-    throw new BadRequestError(`${name} must be an integer in [${min}, ${max}], got ${String(value)}`);
+    throw new BadRequestError(
+      `${name} must be an integer in [${min}, ${max}], got ${String(value)}`,
+    );
   }
   return value;
 }

@@ -21,7 +21,19 @@
  *   on the session time zone.
  */
 import type { Pool, PoolConnection, ResultSetHeader, RowDataPacket } from 'mysql2/promise';
-import { createFence, findInCauseChain, TxGuard, type CommitResult, type DbErrorInfo, type Fence, type FenceDialect, type FenceOptions, type FenceSession, type IsolationLevel, type OriginClaim } from './core.ts';
+import {
+  createFence,
+  findInCauseChain,
+  TxGuard,
+  type CommitResult,
+  type DbErrorInfo,
+  type Fence,
+  type FenceDialect,
+  type FenceOptions,
+  type FenceSession,
+  type IsolationLevel,
+  type OriginClaim,
+} from './core.ts';
 import { FenceSchemaError } from './errors.ts';
 import { parseTableName, type FenceOp, type NormalizedFenceKey } from './key.ts';
 import { DEFAULT_FENCE_TABLE } from './limits.ts';
@@ -33,7 +45,10 @@ export interface MysqlFenceTx {
   /** Text protocol, client-side placeholders (`connection.query`). Resolves with the rows or the result header. */
   query<T extends MysqlQueryResult = RowDataPacket[]>(sql: string, values?: unknown[]): Promise<T>;
   /** Server-side prepared statement (`connection.execute`). */
-  execute<T extends MysqlQueryResult = RowDataPacket[]>(sql: string, values?: unknown[]): Promise<T>;
+  execute<T extends MysqlQueryResult = RowDataPacket[]>(
+    sql: string,
+    values?: unknown[],
+  ): Promise<T>;
 }
 
 export type MysqlFence = Fence<MysqlFenceTx>;
@@ -47,10 +62,20 @@ const DUPLICATE_ERRNOS = new Set([1062, 1586, 1022]);
 const CONFLICT_ERRNOS = new Set([1213, 1020]);
 /** 2006/2013 server gone / lost; 1927 connection killed; 1053 server shutdown. */
 const CONNECTION_ERRNOS = new Set([2006, 2013, 1927, 1053]);
-const CONNECTION_CODES = new Set(['PROTOCOL_CONNECTION_LOST', 'ECONNRESET', 'ECONNREFUSED', 'EPIPE', 'ETIMEDOUT', 'EHOSTUNREACH', 'ENOTFOUND']);
+const CONNECTION_CODES = new Set([
+  'PROTOCOL_CONNECTION_LOST',
+  'ECONNRESET',
+  'ECONNREFUSED',
+  'EPIPE',
+  'ETIMEDOUT',
+  'EHOSTUNREACH',
+  'ENOTFOUND',
+]);
 
 export function classifyMysqlError(err: unknown): DbErrorInfo {
-  const errno = findInCauseChain(err, (e) => (typeof e.errno === 'number' && e.errno > 0 ? e.errno : undefined));
+  const errno = findInCauseChain(err, (e) =>
+    typeof e.errno === 'number' && e.errno > 0 ? e.errno : undefined,
+  );
   const code = errno === undefined ? undefined : String(errno);
   if (errno !== undefined && DUPLICATE_ERRNOS.has(errno)) return { kind: 'duplicate', code };
   if (errno !== undefined && CONFLICT_ERRNOS.has(errno)) return { kind: 'conflict', code };
@@ -58,7 +83,11 @@ export function classifyMysqlError(err: unknown): DbErrorInfo {
   if (errno === 1146) return { kind: 'schema', code };
   if (errno !== undefined && CONNECTION_ERRNOS.has(errno)) return { kind: 'connection', code };
   const fatal = findInCauseChain(err, (e) =>
-    e.fatal === true || (typeof e.code === 'string' && CONNECTION_CODES.has(e.code)) ? (typeof e.code === 'string' ? e.code : 'fatal') : undefined,
+    e.fatal === true || (typeof e.code === 'string' && CONNECTION_CODES.has(e.code))
+      ? typeof e.code === 'string'
+        ? e.code
+        : 'fatal'
+      : undefined,
   );
   if (fatal !== undefined) return { kind: 'connection', code: code ?? fatal };
   return { kind: 'other', code };
@@ -79,7 +108,8 @@ function quoteIdent(name: string): string {
 export function createMysqlFence(pool: Pool, options: FenceOptions = {}): MysqlFence {
   const tableName = options.table ?? DEFAULT_FENCE_TABLE;
   const { schema, table } = parseTableName(tableName);
-  const qualified = schema === null ? quoteIdent(table) : `${quoteIdent(schema)}.${quoteIdent(table)}`;
+  const qualified =
+    schema === null ? quoteIdent(table) : `${quoteIdent(schema)}.${quoteIdent(table)}`;
 
   const sql = {
     insert: `INSERT INTO ${qualified} (xid, branch_id, op, reason, created_at) VALUES (?, ?, ?, ?, UTC_TIMESTAMP(3))`,
@@ -105,7 +135,10 @@ export function createMysqlFence(pool: Pool, options: FenceOptions = {}): MysqlF
         tx: {
           query: <T extends MysqlQueryResult = RowDataPacket[]>(text: string, values?: unknown[]) =>
             guard.run(text, async () => (await conn.query(text, values))[0] as T),
-          execute: <T extends MysqlQueryResult = RowDataPacket[]>(text: string, values?: unknown[]) =>
+          execute: <T extends MysqlQueryResult = RowDataPacket[]>(
+            text: string,
+            values?: unknown[],
+          ) =>
             // mysql2 types execute's values narrowly (ExecuteValues, not exported); it validates them at runtime.
             guard.run(text, async () => (await conn.execute(text, values as never))[0] as T),
         },
@@ -199,9 +232,13 @@ export function createMysqlFence(pool: Pool, options: FenceOptions = {}): MysqlF
         [schema, table],
       );
       const engine: unknown = tables[0]?.engine;
-      if (engine === undefined) throw new FenceSchemaError(`fence table ${tableName} does not exist (call ensureSchema())`);
+      if (engine === undefined)
+        throw new FenceSchemaError(`fence table ${tableName} does not exist (call ensureSchema())`);
       // Row locks, statement-level rollback of a duplicate, transactions at all: InnoDB only.
-      if (typeof engine !== 'string' || engine.toLowerCase() !== 'innodb') throw new FenceSchemaError(`fence table ${tableName} uses engine ${String(engine)}; the fence needs InnoDB`);
+      if (typeof engine !== 'string' || engine.toLowerCase() !== 'innodb')
+        throw new FenceSchemaError(
+          `fence table ${tableName} uses engine ${String(engine)}; the fence needs InnoDB`,
+        );
       const [keys] = await pool.query<RowDataPacket[]>(
         `SELECT INDEX_NAME AS name, GROUP_CONCAT(COLUMN_NAME ORDER BY COLUMN_NAME SEPARATOR ',') AS cols, SUM(SUB_PART IS NOT NULL) AS prefixed
            FROM information_schema.STATISTICS
@@ -211,7 +248,10 @@ export function createMysqlFence(pool: Pool, options: FenceOptions = {}): MysqlF
       );
       // A prefix index (SUB_PART) would make distinct long xids collide; only a full key on exactly these columns fences.
       const ok = keys.some((k) => k.cols === 'branch_id,op,xid' && Number(k.prefixed) === 0);
-      if (!ok) throw new FenceSchemaError(`fence table ${tableName} has no full unique key on exactly (xid, branch_id, op); the fence would not fence`);
+      if (!ok)
+        throw new FenceSchemaError(
+          `fence table ${tableName} has no full unique key on exactly (xid, branch_id, op); the fence would not fence`,
+        );
     },
 
     async deleteBatch(olderThanMs, batchSize) {
@@ -222,7 +262,10 @@ export function createMysqlFence(pool: Pool, options: FenceOptions = {}): MysqlF
         // READ COMMITTED for the DELETE: no gap locks on the created_at range, so a cleanup
         // pass never blocks a fence insert. Applies to this one statement's transaction.
         await conn.query('SET TRANSACTION ISOLATION LEVEL READ COMMITTED');
-        const [result] = await conn.query<ResultSetHeader>(sql.deleteBatch, [olderThanMs * 1000, batchSize]);
+        const [result] = await conn.query<ResultSetHeader>(sql.deleteBatch, [
+          olderThanMs * 1000,
+          batchSize,
+        ]);
         broken = false;
         return result.affectedRows;
       } finally {

@@ -18,21 +18,44 @@
  */
 import { createHash } from 'node:crypto';
 import type { Pool, PoolClient, QueryResult, QueryResultRow } from 'pg';
-import { createFence, findInCauseChain, TxGuard, type CommitResult, type DbErrorInfo, type Fence, type FenceDialect, type FenceOptions, type FenceSession, type IsolationLevel, type OriginClaim } from './core.ts';
+import {
+  createFence,
+  findInCauseChain,
+  TxGuard,
+  type CommitResult,
+  type DbErrorInfo,
+  type Fence,
+  type FenceDialect,
+  type FenceOptions,
+  type FenceSession,
+  type IsolationLevel,
+  type OriginClaim,
+} from './core.ts';
 import { FenceSchemaError } from './errors.ts';
 import { parseTableName, type FenceOp, type NormalizedFenceKey } from './key.ts';
 import { DEFAULT_FENCE_TABLE } from './limits.ts';
 
 /** The callback's handle on the fence transaction: a query on the same connection. */
 export interface PgFenceTx {
-  query<R extends QueryResultRow = QueryResultRow>(text: string, values?: unknown[]): Promise<QueryResult<R>>;
+  query<R extends QueryResultRow = QueryResultRow>(
+    text: string,
+    values?: unknown[],
+  ): Promise<QueryResult<R>>;
 }
 
 export type PgFence = Fence<PgFenceTx>;
 
 /** Statements that would end or reshape the fence's transaction. */
-const PG_FORBIDDEN = /^\s*(?:BEGIN|START\s+TRANSACTION|COMMIT|END|ABORT|ROLLBACK(?!\s+(?:WORK\s+|TRANSACTION\s+)?TO\b)|PREPARE\s+TRANSACTION|SET\s+(?:SESSION\s+)?(?:TRANSACTION|CHARACTERISTICS))\b/i;
-const CONNECTION_ERRNOS = new Set(['ECONNRESET', 'ECONNREFUSED', 'EPIPE', 'ETIMEDOUT', 'EHOSTUNREACH', 'ENOTFOUND']);
+const PG_FORBIDDEN =
+  /^\s*(?:BEGIN|START\s+TRANSACTION|COMMIT|END|ABORT|ROLLBACK(?!\s+(?:WORK\s+|TRANSACTION\s+)?TO\b)|PREPARE\s+TRANSACTION|SET\s+(?:SESSION\s+)?(?:TRANSACTION|CHARACTERISTICS))\b/i;
+const CONNECTION_ERRNOS = new Set([
+  'ECONNRESET',
+  'ECONNREFUSED',
+  'EPIPE',
+  'ETIMEDOUT',
+  'EHOSTUNREACH',
+  'ENOTFOUND',
+]);
 
 export function classifyPgError(err: unknown): DbErrorInfo {
   const code = findInCauseChain(err, (e) => (typeof e.code === 'string' ? e.code : undefined));
@@ -40,11 +63,21 @@ export function classifyPgError(err: unknown): DbErrorInfo {
   if (code === '40001' || code === '40P01') return { kind: 'conflict', code };
   if (code === '55P03') return { kind: 'lockTimeout', code };
   if (code === '42P01') return { kind: 'schema', code };
-  if (code !== undefined && (code.startsWith('08') || code === '57P01' || code === '57P02' || code === '57P03' || CONNECTION_ERRNOS.has(code))) {
+  if (
+    code !== undefined &&
+    (code.startsWith('08') ||
+      code === '57P01' ||
+      code === '57P02' ||
+      code === '57P03' ||
+      CONNECTION_ERRNOS.has(code))
+  ) {
     return { kind: 'connection', code };
   }
   const lost = findInCauseChain(err, (e) =>
-    typeof e.message === 'string' && /Connection terminated|connection error|Client was closed/i.test(e.message) ? true : undefined,
+    typeof e.message === 'string' &&
+    /Connection terminated|connection error|Client was closed/i.test(e.message)
+      ? true
+      : undefined,
   );
   if (lost) return { kind: 'connection', code };
   return { kind: 'other', code };
@@ -56,14 +89,22 @@ function quoteIdent(name: string): string {
 }
 
 /** A named prepared statement per distinct text, so each connection parses the fence's statements once. */
-function prepared(text: string, values: unknown[]): { name: string; text: string; values: unknown[] } {
-  return { name: `concord_fence_${createHash('sha1').update(text).digest('hex').slice(0, 16)}`, text, values };
+function prepared(
+  text: string,
+  values: unknown[],
+): { name: string; text: string; values: unknown[] } {
+  return {
+    name: `concord_fence_${createHash('sha1').update(text).digest('hex').slice(0, 16)}`,
+    text,
+    values,
+  };
 }
 
 export function createPgFence(pool: Pool, options: FenceOptions = {}): PgFence {
   const tableName = options.table ?? DEFAULT_FENCE_TABLE;
   const { schema, table } = parseTableName(tableName);
-  const qualified = schema === null ? quoteIdent(table) : `${quoteIdent(schema)}.${quoteIdent(table)}`;
+  const qualified =
+    schema === null ? quoteIdent(table) : `${quoteIdent(schema)}.${quoteIdent(table)}`;
   const uniqueName = quoteIdent(`${table}_xid_branch_op_uk`);
   const createdIndexName = quoteIdent(`${table}_created_at_idx`);
 
@@ -100,7 +141,9 @@ export function createPgFence(pool: Pool, options: FenceOptions = {}): PgFence {
             guard.run(text, () => client.query<R>(text, values)),
         },
         async begin(isolation: IsolationLevel | undefined) {
-          await client.query(isolation === undefined ? 'BEGIN' : `BEGIN ISOLATION LEVEL ${isolation}`);
+          await client.query(
+            isolation === undefined ? 'BEGIN' : `BEGIN ISOLATION LEVEL ${isolation}`,
+          );
         },
         async insert(key, op, reason) {
           try {
@@ -113,7 +156,9 @@ export function createPgFence(pool: Pool, options: FenceOptions = {}): PgFence {
         },
         async claimOrigin(key, origin, reason): Promise<OriginClaim> {
           try {
-            const result = await client.query(prepared(sql.claim, [...keyValues(key, origin), reason]));
+            const result = await client.query(
+              prepared(sql.claim, [...keyValues(key, origin), reason]),
+            );
             return result.rowCount === 1 ? 'claimed' : 'taken';
           } catch (err) {
             // 40001 here: the conflicting row is invisible to our snapshot (see the header).
@@ -123,7 +168,9 @@ export function createPgFence(pool: Pool, options: FenceOptions = {}): PgFence {
           }
         },
         async reasonOf(key, op) {
-          const result = await client.query<{ reason: string }>(prepared(sql.reason, keyValues(key, op)));
+          const result = await client.query<{ reason: string }>(
+            prepared(sql.reason, keyValues(key, op)),
+          );
           return result.rows[0]?.reason ?? null;
         },
         async commit(): Promise<CommitResult> {
@@ -154,7 +201,9 @@ export function createPgFence(pool: Pool, options: FenceOptions = {}): PgFence {
         // CREATE ... IF NOT EXISTS is not safe against itself in PostgreSQL (two sessions can
         // both pass the existence check and one fails on pg_type's unique index), so
         // concurrent ensureSchema calls, say from several replicas starting, take turns.
-        await client.query('SELECT pg_advisory_xact_lock(hashtext($1))', [`concord_fence:${tableName}`]);
+        await client.query('SELECT pg_advisory_xact_lock(hashtext($1))', [
+          `concord_fence:${tableName}`,
+        ]);
         await client.query(
           `CREATE TABLE IF NOT EXISTS ${qualified} (
             id         bigserial    PRIMARY KEY,
@@ -166,7 +215,9 @@ export function createPgFence(pool: Pool, options: FenceOptions = {}): PgFence {
             CONSTRAINT ${uniqueName} UNIQUE (xid, branch_id, op)
           )`,
         );
-        await client.query(`CREATE INDEX IF NOT EXISTS ${createdIndexName} ON ${qualified} (created_at)`);
+        await client.query(
+          `CREATE INDEX IF NOT EXISTS ${createdIndexName} ON ${qualified} (created_at)`,
+        );
         await client.query('COMMIT');
       } catch (err) {
         try {
@@ -182,8 +233,12 @@ export function createPgFence(pool: Pool, options: FenceOptions = {}): PgFence {
     },
 
     async verifySchema() {
-      const exists = await pool.query<{ oid: string | null }>('SELECT to_regclass($1)::oid AS oid', [qualified]);
-      if (exists.rows[0]?.oid == null) throw new FenceSchemaError(`fence table ${tableName} does not exist (call ensureSchema())`);
+      const exists = await pool.query<{ oid: string | null }>(
+        'SELECT to_regclass($1)::oid AS oid',
+        [qualified],
+      );
+      if (exists.rows[0]?.oid == null)
+        throw new FenceSchemaError(`fence table ${tableName} does not exist (call ensureSchema())`);
       // The fence's correctness rests on this key: unique on exactly (xid, branch_id, op),
       // checked immediately (a DEFERRABLE key would let both racers insert and fail one
       // only at COMMIT), over all rows (not partial), valid (not a half-built index).
@@ -196,8 +251,13 @@ export function createPgFence(pool: Pool, options: FenceOptions = {}): PgFence {
           GROUP BY i.indexrelid`,
         [qualified],
       );
-      const ok = keys.rows.some((r) => r.cols.length === 3 && r.cols.join(',') === 'branch_id,op,xid');
-      if (!ok) throw new FenceSchemaError(`fence table ${tableName} has no immediate unique key on exactly (xid, branch_id, op); the fence would not fence`);
+      const ok = keys.rows.some(
+        (r) => r.cols.length === 3 && r.cols.join(',') === 'branch_id,op,xid',
+      );
+      if (!ok)
+        throw new FenceSchemaError(
+          `fence table ${tableName} has no immediate unique key on exactly (xid, branch_id, op); the fence would not fence`,
+        );
     },
 
     async deleteBatch(olderThanMs, batchSize) {

@@ -27,20 +27,29 @@ export const xidClientInterceptor: Interceptor = (options, nextCall) => {
   const xid = currentXid();
   return new InterceptingCall(nextCall(options), {
     start(metadata, listener, next) {
-      if (xid !== undefined && metadata.get(XID_METADATA_KEY).length === 0) metadata.set(XID_METADATA_KEY, xid);
+      if (xid !== undefined && metadata.get(XID_METADATA_KEY).length === 0)
+        metadata.set(XID_METADATA_KEY, xid);
       next(metadata, listener);
     },
   });
 };
 
 /** The xid in incoming metadata; undefined when absent, or malformed (then logged at warn). */
-export function xidFromMetadata(metadata: Metadata, logger: Logger = silentLogger()): string | undefined {
+export function xidFromMetadata(
+  metadata: Metadata,
+  logger: Logger = silentLogger(),
+): string | undefined {
   const values = metadata.get(XID_METADATA_KEY);
   if (values.length === 0) return undefined;
   const [first] = values;
   if (values.length === 1 && typeof first === 'string' && isValidXid(first)) return first;
-  const shown = values.map((v) => (typeof v === 'string' ? v : '<binary>').slice(0, MAX_LOGGED_HEADER_CHARS));
-  logger.warn({ key: XID_METADATA_KEY, values: shown.slice(0, 2), count: values.length }, 'ignoring malformed incoming xid metadata: the call runs outside any global transaction');
+  const shown = values.map((v) =>
+    (typeof v === 'string' ? v : '<binary>').slice(0, MAX_LOGGED_HEADER_CHARS),
+  );
+  logger.warn(
+    { key: XID_METADATA_KEY, values: shown.slice(0, 2), count: values.length },
+    'ignoring malformed incoming xid metadata: the call runs outside any global transaction',
+  );
   return undefined;
 }
 

@@ -19,7 +19,12 @@
  * is never registered, so the TC rolls the transaction back rather than committing half of
  * it. The warning is what makes the misconfiguration visible.
  */
-import type { IncomingHttpHeaders, IncomingMessage, OutgoingHttpHeaders, ServerResponse } from 'node:http';
+import type {
+  IncomingHttpHeaders,
+  IncomingMessage,
+  OutgoingHttpHeaders,
+  ServerResponse,
+} from 'node:http';
 import { AsyncResource } from 'node:async_hooks';
 import type { Logger } from '../../shared/logger.ts';
 import { silentLogger } from '../../shared/logger.ts';
@@ -54,8 +59,12 @@ type HeaderTuples = [string, string][];
 export function withXidHeaders(headers?: undefined): Record<string, string>;
 export function withXidHeaders(headers: Headers): Headers;
 export function withXidHeaders(headers: HeaderTuples): HeaderTuples;
-export function withXidHeaders<H extends OutgoingHttpHeaders | Record<string, string>>(headers: H): H;
-export function withXidHeaders(headers?: Headers | HeaderTuples | OutgoingHttpHeaders | Record<string, string>): Headers | HeaderTuples | OutgoingHttpHeaders {
+export function withXidHeaders<H extends OutgoingHttpHeaders | Record<string, string>>(
+  headers: H,
+): H;
+export function withXidHeaders(
+  headers?: Headers | HeaderTuples | OutgoingHttpHeaders | Record<string, string>,
+): Headers | HeaderTuples | OutgoingHttpHeaders {
   const xid = currentXid();
   if (headers === undefined) return xid === undefined ? {} : { [XID_HEADER]: xid };
   if (headers instanceof Headers) {
@@ -65,11 +74,13 @@ export function withXidHeaders(headers?: Headers | HeaderTuples | OutgoingHttpHe
   }
   if (Array.isArray(headers)) {
     const copy: HeaderTuples = headers.map(([k, v]) => [k, v]);
-    if (xid !== undefined && !copy.some(([k]) => k.toLowerCase() === XID_HEADER_LOWER)) copy.push([XID_HEADER, xid]);
+    if (xid !== undefined && !copy.some(([k]) => k.toLowerCase() === XID_HEADER_LOWER))
+      copy.push([XID_HEADER, xid]);
     return copy;
   }
   const copy: OutgoingHttpHeaders = { ...headers };
-  if (xid !== undefined && !Object.keys(copy).some((k) => k.toLowerCase() === XID_HEADER_LOWER)) copy[XID_HEADER] = xid;
+  if (xid !== undefined && !Object.keys(copy).some((k) => k.toLowerCase() === XID_HEADER_LOWER))
+    copy[XID_HEADER] = xid;
   return copy;
 }
 
@@ -85,7 +96,12 @@ export function withXidInit(init: RequestInit = {}): RequestInit {
  */
 export function xidFetch(input: string | URL | Request, init?: RequestInit): Promise<Response> {
   if (currentXid() === undefined) return fetch(input, init);
-  const base = init?.headers !== undefined ? init.headers : input instanceof Request ? input.headers : undefined;
+  const base =
+    init?.headers !== undefined
+      ? init.headers
+      : input instanceof Request
+        ? input.headers
+        : undefined;
   return fetch(input, { ...init, headers: withXidHeaders(new Headers(base)) });
 }
 
@@ -93,7 +109,10 @@ export function xidFetch(input: string | URL | Request, init?: RequestInit): Pro
  * Reads the xid from incoming headers. Undefined when absent; undefined plus a warn log when
  * present but malformed (repeated headers arrive joined with ", " and so are malformed too).
  */
-export function xidFromHeaders(headers: IncomingHttpHeaders, logger: Logger = silentLogger()): string | undefined {
+export function xidFromHeaders(
+  headers: IncomingHttpHeaders,
+  logger: Logger = silentLogger(),
+): string | undefined {
   const raw = headers[XID_HEADER_LOWER];
   if (raw === undefined) return undefined;
   const value: string = Array.isArray(raw) ? raw.join(', ') : raw;
@@ -147,7 +166,11 @@ export type FastifyHookDone = (err?: Error) => void;
 export interface FastifyLikeRequest {
   headers: IncomingHttpHeaders;
 }
-export type FastifyLikeHook = (request: FastifyLikeRequest, reply: unknown, done: FastifyHookDone) => void;
+export type FastifyLikeHook = (
+  request: FastifyLikeRequest,
+  reply: unknown,
+  done: FastifyHookDone,
+) => void;
 export interface FastifyLikeInstance {
   addHook(name: 'onRequest' | 'preValidation', hook: FastifyLikeHook): unknown;
 }
@@ -165,7 +188,11 @@ type ScopedRequest = FastifyLikeRequest & { [requestScope]?: AsyncResource };
  * skip-override (what fastify-plugin does) so its hooks apply to the whole instance, not
  * only to an encapsulated child.
  */
-export function xidFastifyPlugin(fastify: FastifyLikeInstance, options: XidServerOptions, done: (err?: Error) => void): void {
+export function xidFastifyPlugin(
+  fastify: FastifyLikeInstance,
+  options: XidServerOptions,
+  done: (err?: Error) => void,
+): void {
   const logger = options?.logger ?? silentLogger();
   fastify.addHook('onRequest', (request, _reply, hookDone) => {
     runWithContext(contextOf(request.headers, logger), () => {
@@ -182,4 +209,6 @@ export function xidFastifyPlugin(fastify: FastifyLikeInstance, options: XidServe
   done();
 }
 Object.defineProperty(xidFastifyPlugin, Symbol.for('skip-override'), { value: true });
-Object.defineProperty(xidFastifyPlugin, Symbol.for('fastify.display-name'), { value: 'concord-xid' });
+Object.defineProperty(xidFastifyPlugin, Symbol.for('fastify.display-name'), {
+  value: 'concord-xid',
+});

@@ -21,5 +21,10 @@ export type {
   FastifyLikeHook,
   FastifyLikeInstance,
 } from './http.ts';
-export { XID_METADATA_KEY, xidClientInterceptor, xidFromMetadata, withXidFromMetadata } from './grpc.ts';
+export {
+  XID_METADATA_KEY,
+  xidClientInterceptor,
+  xidFromMetadata,
+  withXidFromMetadata,
+} from './grpc.ts';
 export type { XidServerCallOptions } from './grpc.ts';

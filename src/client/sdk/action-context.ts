@@ -26,11 +26,16 @@ export function encodeActionContext(resourceId: string, args: unknown): string {
   try {
     data = JSON.stringify(envelope);
   } catch (err) {
-    throw new BadRequestError(`the arguments of ${resourceId} must be JSON-serializable (they are kept by the TC for phase two): ${(err as Error).message}`, { cause: err });
+    throw new BadRequestError(
+      `the arguments of ${resourceId} must be JSON-serializable (they are kept by the TC for phase two): ${(err as Error).message}`,
+      { cause: err },
+    );
   }
   const bytes = Buffer.byteLength(data, 'utf8');
   if (bytes > MAX_APPLICATION_DATA_BYTES) {
-    throw new BadRequestError(`the arguments of ${resourceId} serialize to ${bytes} bytes, more than the limit of ${MAX_APPLICATION_DATA_BYTES}: pass ids, not documents`);
+    throw new BadRequestError(
+      `the arguments of ${resourceId} serialize to ${bytes} bytes, more than the limit of ${MAX_APPLICATION_DATA_BYTES}: pass ids, not documents`,
+    );
   }
   return data;
 }
@@ -44,10 +49,18 @@ export function decodeActionContext(resourceId: string, data: string): unknown {
   try {
     parsed = JSON.parse(data);
   } catch (err) {
-    throw new UnretryableBranchError(`applicationData of a ${resourceId} branch is not JSON`, { cause: err });
+    throw new UnretryableBranchError(`applicationData of a ${resourceId} branch is not JSON`, {
+      cause: err,
+    });
   }
-  if (typeof parsed !== 'object' || parsed === null || (parsed as Record<string, unknown>)[FORMAT_KEY] !== FORMAT_VERSION) {
-    throw new UnretryableBranchError(`applicationData of a ${resourceId} branch is not a Concord action context (version ${FORMAT_VERSION})`);
+  if (
+    typeof parsed !== 'object' ||
+    parsed === null ||
+    (parsed as Record<string, unknown>)[FORMAT_KEY] !== FORMAT_VERSION
+  ) {
+    throw new UnretryableBranchError(
+      `applicationData of a ${resourceId} branch is not a Concord action context (version ${FORMAT_VERSION})`,
+    );
   }
   return (parsed as Envelope).args;
 }

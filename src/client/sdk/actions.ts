@@ -106,7 +106,9 @@ interface Spec<A, R, Tx> {
 
 function resourceIdOf(def: NameOrResourceId): string {
   if (def.name !== undefined && def.resourceId !== undefined && def.name !== def.resourceId) {
-    throw new BadRequestError(`give name or resourceId, not two different ones (${def.name}, ${def.resourceId})`);
+    throw new BadRequestError(
+      `give name or resourceId, not two different ones (${def.name}, ${def.resourceId})`,
+    );
   }
   return validateResourceId(def.resourceId ?? def.name);
 }
@@ -116,13 +118,22 @@ function requireFunction(value: unknown, what: string): void {
 }
 
 function requireFence(fence: unknown): void {
-  if (fence !== undefined && (typeof fence !== 'object' || fence === null || typeof (fence as { run?: unknown }).run !== 'function')) {
+  if (
+    fence !== undefined &&
+    (typeof fence !== 'object' ||
+      fence === null ||
+      typeof (fence as { run?: unknown }).run !== 'function')
+  ) {
     throw new BadRequestError('fence must be a Fence (createPgFence or createMysqlFence)');
   }
 }
 
-export function registerTcc<A, R, Tx>(deps: ActionDeps, def: TccActionDefinition<A, R, Tx>): BranchAction<A, R> {
-  if (typeof def !== 'object' || def === null) throw new BadRequestError('tcc.register needs { name, try, confirm, cancel, fence? }');
+export function registerTcc<A, R, Tx>(
+  deps: ActionDeps,
+  def: TccActionDefinition<A, R, Tx>,
+): BranchAction<A, R> {
+  if (typeof def !== 'object' || def === null)
+    throw new BadRequestError('tcc.register needs { name, try, confirm, cancel, fence? }');
   const resourceId = resourceIdOf(def);
   requireFunction(def.try, 'try');
   requireFunction(def.confirm, 'confirm');
@@ -139,8 +150,12 @@ export function registerTcc<A, R, Tx>(deps: ActionDeps, def: TccActionDefinition
   });
 }
 
-export function registerSaga<A, R, Tx>(deps: ActionDeps, def: SagaActionDefinition<A, R, Tx>): BranchAction<A, R> {
-  if (typeof def !== 'object' || def === null) throw new BadRequestError('saga.register needs { name, action, compensate, fence? }');
+export function registerSaga<A, R, Tx>(
+  deps: ActionDeps,
+  def: SagaActionDefinition<A, R, Tx>,
+): BranchAction<A, R> {
+  if (typeof def !== 'object' || def === null)
+    throw new BadRequestError('saga.register needs { name, action, compensate, fence? }');
   const resourceId = resourceIdOf(def);
   requireFunction(def.action, 'action');
   requireFunction(def.compensate, 'compensate');
@@ -158,11 +173,23 @@ export function registerSaga<A, R, Tx>(deps: ActionDeps, def: SagaActionDefiniti
 
 function registerAction<A, R, Tx>(deps: ActionDeps, spec: Spec<A, R, Tx>): BranchAction<A, R> {
   const log = deps.logger.child({ component: 'rm', resourceId: spec.resourceId });
-  const contextOf = (xid: string, branchId: string, tx: Tx): ActionContext<Tx> => ({ xid, branchId, resourceId: spec.resourceId, branchType: spec.branchType, tx });
+  const contextOf = (xid: string, branchId: string, tx: Tx): ActionContext<Tx> => ({
+    xid,
+    branchId,
+    resourceId: spec.resourceId,
+    branchType: spec.branchType,
+    tx,
+  });
 
   /** Runs `step` inside the fence (or bare) and says whether it ran. */
-  async function fenced<T>(op: FenceOp, xid: string, branchId: string, step: (ctx: ActionContext<Tx>) => Promise<T>): Promise<{ ran: true; value: T } | { ran: false; outcome: string }> {
-    if (spec.fence === undefined) return { ran: true, value: await step(contextOf(xid, branchId, undefined as Tx)) };
+  async function fenced<T>(
+    op: FenceOp,
+    xid: string,
+    branchId: string,
+    step: (ctx: ActionContext<Tx>) => Promise<T>,
+  ): Promise<{ ran: true; value: T } | { ran: false; outcome: string }> {
+    if (spec.fence === undefined)
+      return { ran: true, value: await step(contextOf(xid, branchId, undefined as Tx)) };
     let value: T | undefined;
     const outcome = await spec.fence.run({ xid, branchId, op }, async (tx) => {
       value = await step(contextOf(xid, branchId, tx));
@@ -179,8 +206,14 @@ function registerAction<A, R, Tx>(deps: ActionDeps, spec: Spec<A, R, Tx>): Branc
       const args = decodeActionContext(spec.resourceId, request.applicationData) as A;
       // Phase two belongs to no transaction scope: a call it makes must not carry the xid
       // (the transaction is decided; a downstream service must not try to join it).
-      const result = await runWithoutXid(() => fenced(phase.op, request.xid, request.branchId, async (ctx) => phase.step(args, ctx)));
-      if (!result.ran) log.debug({ xid: request.xid, branchId: request.branchId, op: phase.op, outcome: result.outcome }, 'fence skipped phase two');
+      const result = await runWithoutXid(() =>
+        fenced(phase.op, request.xid, request.branchId, async (ctx) => phase.step(args, ctx)),
+      );
+      if (!result.ran)
+        log.debug(
+          { xid: request.xid, branchId: request.branchId, op: phase.op, outcome: result.outcome },
+          'fence skipped phase two',
+        );
     },
   });
 
@@ -189,7 +222,10 @@ function registerAction<A, R, Tx>(deps: ActionDeps, spec: Spec<A, R, Tx>): Branc
       await deps.tc.branchReport({ xid, branchId, status: BranchStatus.PhaseOne_Failed });
     } catch (err) {
       // Best effort: the branch stays registered, and its phase two goes through the fence.
-      log.warn({ xid, branchId, err }, 'could not report the failed phase one; the branch is left to phase two');
+      log.warn(
+        { xid, branchId, err },
+        'could not report the failed phase one; the branch is left to phase two',
+      );
     }
   }
 
@@ -201,12 +237,23 @@ function registerAction<A, R, Tx>(deps: ActionDeps, spec: Spec<A, R, Tx>): Branc
     return deps.tracker.run(async () => {
       await deps.rm.ensureReady();
       const branchId = await inPhase('branch', xid, () =>
-        deps.tc.branchRegister({ xid, branchType: spec.branchType, resourceId: spec.resourceId, lockKey: '', applicationData, clientId: deps.clientId }),
+        deps.tc.branchRegister({
+          xid,
+          branchType: spec.branchType,
+          resourceId: spec.resourceId,
+          lockKey: '',
+          applicationData,
+          clientId: deps.clientId,
+        }),
       );
       log.debug({ xid, branchId }, 'branch registered');
       let result: Awaited<ReturnType<typeof fenced<R>>>;
       try {
-        result = await runWithXid(xid, () => fenced(spec.phaseOneOp, xid, branchId, async (ctx) => spec.phaseOne(args, ctx)), { branchType: spec.branchType });
+        result = await runWithXid(
+          xid,
+          () => fenced(spec.phaseOneOp, xid, branchId, async (ctx) => spec.phaseOne(args, ctx)),
+          { branchType: spec.branchType },
+        );
       } catch (err) {
         // Under a fence, an error from the step itself means its local transaction rolled
         // back entirely: there is nothing to confirm or cancel. Saying so (PhaseOne_Failed)
@@ -214,14 +261,22 @@ function registerAction<A, R, Tx>(deps: ActionDeps, spec: Spec<A, R, Tx>): Branc
         // (noRollbackFor) never confirms a try that did not happen. A FenceError may hide a
         // commit whose outcome is unknown: then the branch stays, and its cancel (an empty
         // rollback, or a real one) decides.
-        if (spec.fence !== undefined && !(err instanceof FenceError)) await reportPhaseOneFailed(xid, branchId);
+        if (spec.fence !== undefined && !(err instanceof FenceError))
+          await reportPhaseOneFailed(xid, branchId);
         throw err;
       }
       if (result.ran) return result.value;
-      if (result.outcome === 'hangingRefused') throw new BranchRefusedError(xid, branchId, spec.resourceId);
+      if (result.outcome === 'hangingRefused')
+        throw new BranchRefusedError(xid, branchId, spec.resourceId);
       // 'duplicate' or 'emptyRollback' for a try: impossible for a branch id the TC just issued.
-      assert(false, `fence answered ${result.outcome} for the ${spec.phaseOneOp} of a new branch ${xid}/${branchId}`);
+      assert(
+        false,
+        `fence answered ${result.outcome} for the ${spec.phaseOneOp} of a new branch ${xid}/${branchId}`,
+      );
     });
   };
-  return Object.assign(call, { resourceId: spec.resourceId, branchType: spec.branchType }) as BranchAction<A, R>;
+  return Object.assign(call, {
+    resourceId: spec.resourceId,
+    branchType: spec.branchType,
+  }) as BranchAction<A, R>;
 }

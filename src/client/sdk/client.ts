@@ -14,14 +14,32 @@ import { randomBytes } from 'node:crypto';
 import { hostname } from 'node:os';
 import { BadRequestError } from '../../shared/errors.ts';
 import { silentLogger, type Logger } from '../../shared/logger.ts';
-import { registerSaga, registerTcc, type BranchAction, type SagaActionDefinition, type TccActionDefinition } from './actions.ts';
+import {
+  registerSaga,
+  registerTcc,
+  type BranchAction,
+  type SagaActionDefinition,
+  type TccActionDefinition,
+} from './actions.ts';
 import { ClientClosedError } from './errors.ts';
-import { DEFAULT_CLOSE_DRAIN_MS, DEFAULT_TRANSACTION_TIMEOUT_MS, MAX_NAME_CHARS, MAX_TRANSACTION_TIMEOUT_MS, MIN_TRANSACTION_TIMEOUT_MS } from './limits.ts';
+import {
+  DEFAULT_CLOSE_DRAIN_MS,
+  DEFAULT_TRANSACTION_TIMEOUT_MS,
+  MAX_NAME_CHARS,
+  MAX_TRANSACTION_TIMEOUT_MS,
+  MIN_TRANSACTION_TIMEOUT_MS,
+} from './limits.ts';
 import { ResourceManager } from './rm.ts';
 import { createTcPort } from './tc-adapter.ts';
 import type { TcPort } from './tc-port.ts';
 import { InflightTracker } from './tracker.ts';
-import { TransactionManager, type BeginOptions, type GlobalTransaction, type TransactionOptions, type TransactionScope } from './tm.ts';
+import {
+  TransactionManager,
+  type BeginOptions,
+  type GlobalTransaction,
+  type TransactionOptions,
+  type TransactionScope,
+} from './tm.ts';
 
 /** Seata's default transaction service group. */
 export const DEFAULT_TRANSACTION_SERVICE_GROUP = 'default_tx_group';
@@ -58,12 +76,16 @@ export interface ClientOptions {
 
 export interface TccApi {
   /** Registers a TCC action under its resource id; returns the function to call inside a transaction. */
-  register<A = void, R = void, Tx = undefined>(definition: TccActionDefinition<A, R, Tx>): BranchAction<A, R>;
+  register<A = void, R = void, Tx = undefined>(
+    definition: TccActionDefinition<A, R, Tx>,
+  ): BranchAction<A, R>;
 }
 
 export interface SagaApi {
   /** Registers a Saga action (forward step + compensation); returns the function to call inside a transaction. */
-  register<A = void, R = void, Tx = undefined>(definition: SagaActionDefinition<A, R, Tx>): BranchAction<A, R>;
+  register<A = void, R = void, Tx = undefined>(
+    definition: SagaActionDefinition<A, R, Tx>,
+  ): BranchAction<A, R>;
 }
 
 export interface ConcordClient {
@@ -74,7 +96,10 @@ export interface ConcordClient {
    * Runs fn in a global transaction (see TransactionOptions for propagation and
    * noRollbackFor): commits when it returns, rolls back when it throws, and rethrows.
    */
-  transaction<T>(options: TransactionOptions, fn: (scope: TransactionScope) => T | Promise<T>): Promise<T>;
+  transaction<T>(
+    options: TransactionOptions,
+    fn: (scope: TransactionScope) => T | Promise<T>,
+  ): Promise<T>;
   transaction<T>(fn: (scope: TransactionScope) => T | Promise<T>): Promise<T>;
   /** Begins a global transaction and hands out its handle (not bound: use `tx.run(fn)`). */
   begin(options?: BeginOptions): Promise<GlobalTransaction>;
@@ -99,26 +124,46 @@ function requireName(value: unknown, what: string): string {
 }
 
 function parseServers(servers: unknown): string[] {
-  const list = typeof servers === 'string' ? servers.split(',') : Array.isArray(servers) ? servers : null;
-  if (list === null || !list.every((s) => typeof s === 'string')) throw new BadRequestError('servers must be "host:port" strings (an array, or one comma-separated string)');
+  const list =
+    typeof servers === 'string' ? servers.split(',') : Array.isArray(servers) ? servers : null;
+  if (list === null || !list.every((s) => typeof s === 'string'))
+    throw new BadRequestError(
+      'servers must be "host:port" strings (an array, or one comma-separated string)',
+    );
   const out = (list as string[]).map((s) => s.trim()).filter((s) => s.length > 0);
-  if (out.length === 0) throw new BadRequestError('servers must name at least one node ("host:port" of its HTTP port)');
+  if (out.length === 0)
+    throw new BadRequestError('servers must name at least one node ("host:port" of its HTTP port)');
   return out;
 }
 
 export function createClient(options: ClientOptions): ConcordClient {
-  if (typeof options !== 'object' || options === null) throw new BadRequestError('createClient needs options');
+  if (typeof options !== 'object' || options === null)
+    throw new BadRequestError('createClient needs options');
   const applicationId = requireName(options.applicationId, 'applicationId');
-  const transactionServiceGroup = requireName(options.transactionServiceGroup ?? DEFAULT_TRANSACTION_SERVICE_GROUP, 'transactionServiceGroup');
+  const transactionServiceGroup = requireName(
+    options.transactionServiceGroup ?? DEFAULT_TRANSACTION_SERVICE_GROUP,
+    'transactionServiceGroup',
+  );
   const group = requireName(options.group ?? DEFAULT_GROUP, 'group');
   const logger = (options.logger ?? silentLogger()).child({ applicationId });
-  const clientId = requireName(options.clientId ?? `${applicationId}:${hostname()}:${process.pid}:${randomBytes(4).toString('hex')}`, 'clientId');
+  const clientId = requireName(
+    options.clientId ??
+      `${applicationId}:${hostname()}:${process.pid}:${randomBytes(4).toString('hex')}`,
+    'clientId',
+  );
   const defaultTimeoutMs = options.defaultTimeoutMs ?? DEFAULT_TRANSACTION_TIMEOUT_MS;
-  if (!Number.isSafeInteger(defaultTimeoutMs) || defaultTimeoutMs < MIN_TRANSACTION_TIMEOUT_MS || defaultTimeoutMs > MAX_TRANSACTION_TIMEOUT_MS) {
-    throw new BadRequestError(`defaultTimeoutMs must be an integer in ${MIN_TRANSACTION_TIMEOUT_MS}..${MAX_TRANSACTION_TIMEOUT_MS}`);
+  if (
+    !Number.isSafeInteger(defaultTimeoutMs) ||
+    defaultTimeoutMs < MIN_TRANSACTION_TIMEOUT_MS ||
+    defaultTimeoutMs > MAX_TRANSACTION_TIMEOUT_MS
+  ) {
+    throw new BadRequestError(
+      `defaultTimeoutMs must be an integer in ${MIN_TRANSACTION_TIMEOUT_MS}..${MAX_TRANSACTION_TIMEOUT_MS}`,
+    );
   }
   const closeTimeoutMs = options.closeTimeoutMs ?? DEFAULT_CLOSE_DRAIN_MS;
-  if (!Number.isSafeInteger(closeTimeoutMs) || closeTimeoutMs < 0) throw new BadRequestError('closeTimeoutMs must be a non-negative integer');
+  if (!Number.isSafeInteger(closeTimeoutMs) || closeTimeoutMs < 0)
+    throw new BadRequestError('closeTimeoutMs must be a non-negative integer');
 
   let tc: TcPort;
   if (options.tc !== undefined) {
@@ -139,11 +184,22 @@ export function createClient(options: ClientOptions): ConcordClient {
     if (state === 'closed') throw new ClientClosedError();
   };
 
-  const tm = new TransactionManager({ tc, applicationId, transactionServiceGroup, defaultTimeoutMs, logger, tracker, assertOpen });
+  const tm = new TransactionManager({
+    tc,
+    applicationId,
+    transactionServiceGroup,
+    defaultTimeoutMs,
+    logger,
+    tracker,
+    assertOpen,
+  });
   const rm = new ResourceManager({ tc, applicationId, transactionServiceGroup, clientId, logger });
   const actionDeps = { tc, rm, clientId, logger, tracker, assertUsable };
 
-  function transaction<T>(a: TransactionOptions | ((scope: TransactionScope) => T | Promise<T>), b?: (scope: TransactionScope) => T | Promise<T>): Promise<T> {
+  function transaction<T>(
+    a: TransactionOptions | ((scope: TransactionScope) => T | Promise<T>),
+    b?: (scope: TransactionScope) => T | Promise<T>,
+  ): Promise<T> {
     if (typeof a === 'function') return tm.transaction({}, a);
     return tm.transaction(a ?? {}, b as (scope: TransactionScope) => T | Promise<T>);
   }
@@ -167,7 +223,11 @@ export function createClient(options: ClientOptions): ConcordClient {
         state = 'draining';
         const started = performance.now();
         const drained = await tracker.idle(closeTimeoutMs);
-        if (!drained) logger.warn({ inflight: tracker.size, closeTimeoutMs }, 'closing with transactions still in flight; the TC rolls back any left undecided at their timeout');
+        if (!drained)
+          logger.warn(
+            { inflight: tracker.size, closeTimeoutMs },
+            'closing with transactions still in flight; the TC rolls back any left undecided at their timeout',
+          );
         const left = Math.max(0, closeTimeoutMs - (performance.now() - started));
         await rm.close(left);
         state = 'closed';

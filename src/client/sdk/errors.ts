@@ -47,7 +47,11 @@ export class TransactionOutcomeUnknownError extends TransactionTimeoutError {
 
 /** True for an error whose call may or may not have taken effect (`outcomeUnknown: true`). */
 export function isOutcomeUnknown(err: unknown): boolean {
-  return typeof err === 'object' && err !== null && (err as { outcomeUnknown?: unknown }).outcomeUnknown === true;
+  return (
+    typeof err === 'object' &&
+    err !== null &&
+    (err as { outcomeUnknown?: unknown }).outcomeUnknown === true
+  );
 }
 
 /** A propagation rule refused to run: NEVER inside a transaction, MANDATORY outside one. */
@@ -71,7 +75,10 @@ export class TransactionPropagationError extends ConcordError {
 export class NoGlobalTransactionError extends ConcordError {
   readonly resourceId: string;
   constructor(resourceId: string) {
-    super('ILLEGAL_STATUS', `action ${resourceId} must be called inside a global transaction (client.transaction, or a request carrying TX_XID)`);
+    super(
+      'ILLEGAL_STATUS',
+      `action ${resourceId} must be called inside a global transaction (client.transaction, or a request carrying TX_XID)`,
+    );
     this.resourceId = resourceId;
   }
 }
@@ -84,7 +91,11 @@ export class TransactionRolledBackError extends ConcordError {
   readonly xid: string;
   readonly status: GlobalStatus;
   constructor(xid: string, status: GlobalStatus, options: ConcordErrorOptions = {}) {
-    super('ILLEGAL_STATUS', `global transaction ${xid} was rolled back instead of committed (${status})`, options);
+    super(
+      'ILLEGAL_STATUS',
+      `global transaction ${xid} was rolled back instead of committed (${status})`,
+      options,
+    );
     this.xid = xid;
     this.status = status;
   }
@@ -99,7 +110,11 @@ export class TransactionFailedError extends ConcordError {
   readonly xid: string;
   readonly status: GlobalStatus;
   constructor(xid: string, status: GlobalStatus, options: ConcordErrorOptions = {}) {
-    super('ILLEGAL_STATUS', `global transaction ${xid} ended ${status}: an operator must resolve it`, options);
+    super(
+      'ILLEGAL_STATUS',
+      `global transaction ${xid} ended ${status}: an operator must resolve it`,
+      options,
+    );
     this.xid = xid;
     this.status = status;
   }
@@ -114,7 +129,10 @@ export class BranchRefusedError extends ConcordError {
   readonly branchId: string;
   readonly resourceId: string;
   constructor(xid: string, branchId: string, resourceId: string) {
-    super('ILLEGAL_STATUS', `${resourceId} branch ${branchId} of ${xid} arrived after its rollback; the fence refused it`);
+    super(
+      'ILLEGAL_STATUS',
+      `${resourceId} branch ${branchId} of ${xid} arrived after its rollback; the fence refused it`,
+    );
     this.xid = xid;
     this.branchId = branchId;
     this.resourceId = resourceId;
@@ -145,7 +163,11 @@ const GRPC_DEADLINE_EXCEEDED = 4;
 /** True for a timeout of any layer: the shared TimeoutError, or a raw gRPC deadline. */
 export function isTimeout(err: unknown): boolean {
   if (err instanceof TimeoutError) return true;
-  return typeof err === 'object' && err !== null && (err as { code?: unknown }).code === GRPC_DEADLINE_EXCEEDED;
+  return (
+    typeof err === 'object' &&
+    err !== null &&
+    (err as { code?: unknown }).code === GRPC_DEADLINE_EXCEEDED
+  );
 }
 
 /**
@@ -161,7 +183,11 @@ export function toPhaseError(err: unknown, phase: TransactionPhase, xid: string 
 }
 
 /** Runs a TC call, mapping its failure with toPhaseError. */
-export async function inPhase<T>(phase: TransactionPhase, xid: string | null, call: () => Promise<T>): Promise<T> {
+export async function inPhase<T>(
+  phase: TransactionPhase,
+  xid: string | null,
+  call: () => Promise<T>,
+): Promise<T> {
   try {
     return await call();
   } catch (err) {

@@ -2,10 +2,21 @@
 export { createClient, DEFAULT_GROUP, DEFAULT_TRANSACTION_SERVICE_GROUP } from './client.ts';
 export type { ClientOptions, ConcordClient, TccApi, SagaApi } from './client.ts';
 export { TransactionAlreadyCommittedError } from './tm.ts';
-export type { BeginOptions, TransactionOptions, TransactionScope, GlobalTransaction, NoRollbackRule } from './tm.ts';
+export type {
+  BeginOptions,
+  TransactionOptions,
+  TransactionScope,
+  GlobalTransaction,
+  NoRollbackRule,
+} from './tm.ts';
 export { Propagation, planPropagation } from './propagation-mode.ts';
 export type { PropagationPlan } from './propagation-mode.ts';
-export type { ActionContext, TccActionDefinition, SagaActionDefinition, BranchAction } from './actions.ts';
+export type {
+  ActionContext,
+  TccActionDefinition,
+  SagaActionDefinition,
+  BranchAction,
+} from './actions.ts';
 export { GlobalStatus, BranchStatus, decisionOf, isEndStatus } from './status.ts';
 export {
   TransactionTimeoutError,
@@ -20,7 +31,17 @@ export {
   isOutcomeUnknown,
 } from './errors.ts';
 export type { TransactionPhase } from './errors.ts';
-export type { TcPort, TcCallOptions, BeginArgs, BranchRegisterArgs, BranchReportArgs, PhaseTwoRequest, PhaseTwoHandler, RmChannelArgs, RmChannelPort } from './tc-port.ts';
+export type {
+  TcPort,
+  TcCallOptions,
+  BeginArgs,
+  BranchRegisterArgs,
+  BranchReportArgs,
+  PhaseTwoRequest,
+  PhaseTwoHandler,
+  RmChannelArgs,
+  RmChannelPort,
+} from './tc-port.ts';
 export {
   DEFAULT_TRANSACTION_TIMEOUT_MS,
   MIN_TRANSACTION_TIMEOUT_MS,

@@ -40,7 +40,10 @@ export function isPropagation(value: unknown): value is Propagation {
  * - join: run in the bound transaction `xid`, owning nothing;
  * - none: run with no transaction bound (suspending the bound one, if any).
  */
-export type PropagationPlan = { action: 'begin'; suspends: string | null } | { action: 'join'; xid: string } | { action: 'none'; suspends: string | null };
+export type PropagationPlan =
+  | { action: 'begin'; suspends: string | null }
+  | { action: 'join'; xid: string }
+  | { action: 'none'; suspends: string | null };
 
 /** Throws TransactionPropagationError for NEVER inside / MANDATORY outside a transaction, BadRequestError for an unknown mode. */
 export function planPropagation(mode: Propagation, bound: string | undefined): PropagationPlan {
@@ -61,6 +64,8 @@ export function planPropagation(mode: Propagation, bound: string | undefined): P
       if (xid === null) throw new TransactionPropagationError(mode, null);
       return { action: 'join', xid };
     default:
-      throw new BadRequestError(`propagation must be one of ${Object.keys(Propagation).join(', ')}, got ${JSON.stringify(mode)}`);
+      throw new BadRequestError(
+        `propagation must be one of ${Object.keys(Propagation).join(', ')}, got ${JSON.stringify(mode)}`,
+      );
   }
 }

@@ -16,7 +16,13 @@ import { BadRequestError } from '../../shared/errors.ts';
 import type { Logger } from '../../shared/logger.ts';
 import type { BranchType } from '../context.ts';
 import { UnretryableBranchError } from './errors.ts';
-import { MAX_CONCURRENT_PHASE_TWO, MAX_QUEUED_PHASE_TWO, MAX_RESOURCE_ID_CHARS, MAX_RESOURCES_PER_CLIENT, RM_READY_TIMEOUT_MS } from './limits.ts';
+import {
+  MAX_CONCURRENT_PHASE_TWO,
+  MAX_QUEUED_PHASE_TWO,
+  MAX_RESOURCE_ID_CHARS,
+  MAX_RESOURCES_PER_CLIENT,
+  RM_READY_TIMEOUT_MS,
+} from './limits.ts';
 import { BranchStatus } from './status.ts';
 import type { PhaseTwoRequest, RmChannelPort, TcPort } from './tc-port.ts';
 
@@ -40,8 +46,15 @@ export interface ResourceManagerDeps {
 const RESOURCE_ID = /^[\x21-\x7e]+$/;
 
 export function validateResourceId(resourceId: unknown): string {
-  if (typeof resourceId !== 'string' || resourceId.length === 0 || resourceId.length > MAX_RESOURCE_ID_CHARS || !RESOURCE_ID.test(resourceId)) {
-    throw new BadRequestError(`a resource id (action name) must be 1..${MAX_RESOURCE_ID_CHARS} printable ASCII characters without spaces, got ${JSON.stringify(String(resourceId).slice(0, 80))}`);
+  if (
+    typeof resourceId !== 'string' ||
+    resourceId.length === 0 ||
+    resourceId.length > MAX_RESOURCE_ID_CHARS ||
+    !RESOURCE_ID.test(resourceId)
+  ) {
+    throw new BadRequestError(
+      `a resource id (action name) must be 1..${MAX_RESOURCE_ID_CHARS} printable ASCII characters without spaces, got ${JSON.stringify(String(resourceId).slice(0, 80))}`,
+    );
   }
   return resourceId;
 }
@@ -51,8 +64,13 @@ function doneStatus(kind: PhaseTwoRequest['kind']): BranchStatus {
 }
 
 function failedStatus(kind: PhaseTwoRequest['kind'], retryable: boolean): BranchStatus {
-  if (kind === 'commit') return retryable ? BranchStatus.PhaseTwo_CommitFailed_Retryable : BranchStatus.PhaseTwo_CommitFailed_Unretryable;
-  return retryable ? BranchStatus.PhaseTwo_RollbackFailed_Retryable : BranchStatus.PhaseTwo_RollbackFailed_Unretryable;
+  if (kind === 'commit')
+    return retryable
+      ? BranchStatus.PhaseTwo_CommitFailed_Retryable
+      : BranchStatus.PhaseTwo_CommitFailed_Unretryable;
+  return retryable
+    ? BranchStatus.PhaseTwo_RollbackFailed_Retryable
+    : BranchStatus.PhaseTwo_RollbackFailed_Unretryable;
 }
 
 export class ResourceManager {
@@ -80,8 +98,12 @@ export class ResourceManager {
   /** Adds a resource and (re)registers the RM channel so the TC routes its phase two here. */
   register(handler: ResourceHandler): void {
     validateResourceId(handler.resourceId);
-    if (this.resources.has(handler.resourceId)) throw new BadRequestError(`resource ${handler.resourceId} is already registered on this client`);
-    if (this.resources.size >= MAX_RESOURCES_PER_CLIENT) throw new BadRequestError(`a client serves at most ${MAX_RESOURCES_PER_CLIENT} resources`);
+    if (this.resources.has(handler.resourceId))
+      throw new BadRequestError(
+        `resource ${handler.resourceId} is already registered on this client`,
+      );
+    if (this.resources.size >= MAX_RESOURCES_PER_CLIENT)
+      throw new BadRequestError(`a client serves at most ${MAX_RESOURCES_PER_CLIENT} resources`);
     this.resources.set(handler.resourceId, handler);
     if (this.channel === null) {
       this.channel = this.deps.tc.openRmChannel({
@@ -94,7 +116,10 @@ export class ResourceManager {
     } else {
       this.channel.resourcesChanged();
     }
-    this.log.debug({ resourceId: handler.resourceId, branchType: handler.branchType }, 'resource registered');
+    this.log.debug(
+      { resourceId: handler.resourceId, branchType: handler.branchType },
+      'resource registered',
+    );
   }
 
   /**
@@ -107,7 +132,10 @@ export class ResourceManager {
     try {
       await this.channel.ready(timeoutMs);
     } catch (err) {
-      this.log.warn({ err, timeoutMs }, 'the RM channel is not registered yet; phase two will reach this RM once it is (the TC retries)');
+      this.log.warn(
+        { err, timeoutMs },
+        'the RM channel is not registered yet; phase two will reach this RM once it is (the TC retries)',
+      );
     }
   }
 
@@ -116,7 +144,10 @@ export class ResourceManager {
     const key = `${request.kind}|${request.xid}|${request.branchId}`;
     const same = this.inflight.get(key);
     if (same !== undefined) {
-      this.log.debug({ xid: request.xid, branchId: request.branchId, kind: request.kind }, 'phase two delivered again while running; sharing the run');
+      this.log.debug(
+        { xid: request.xid, branchId: request.branchId, kind: request.kind },
+        'phase two delivered again while running; sharing the run',
+      );
       return same;
     }
     const run = this.dispatch(request).finally(() => this.inflight.delete(key));
@@ -125,22 +156,39 @@ export class ResourceManager {
   }
 
   private async dispatch(request: PhaseTwoRequest): Promise<BranchStatus> {
-    const fields = { xid: request.xid, branchId: request.branchId, resourceId: request.resourceId, kind: request.kind };
+    const fields = {
+      xid: request.xid,
+      branchId: request.branchId,
+      resourceId: request.resourceId,
+      kind: request.kind,
+    };
     if (!this.accepting) {
-      this.log.info(fields, 'client closing: phase two refused (retryable); another RM of the resource, or this one restarted, will run it');
+      this.log.info(
+        fields,
+        'client closing: phase two refused (retryable); another RM of the resource, or this one restarted, will run it',
+      );
       return failedStatus(request.kind, true);
     }
     const handler = this.resources.get(request.resourceId);
     if (handler === undefined) {
-      this.log.warn(fields, 'phase two for a resource this client does not serve; answered retryable');
+      this.log.warn(
+        fields,
+        'phase two for a resource this client does not serve; answered retryable',
+      );
       return failedStatus(request.kind, true);
     }
     if (handler.branchType !== request.branchType) {
-      this.log.error({ ...fields, expected: handler.branchType, got: request.branchType }, 'phase two with the wrong branch type for the resource; answered retryable');
+      this.log.error(
+        { ...fields, expected: handler.branchType, got: request.branchType },
+        'phase two with the wrong branch type for the resource; answered retryable',
+      );
       return failedStatus(request.kind, true);
     }
     if (!(await this.acquireSlot())) {
-      this.log.warn({ ...fields, queued: this.queue.length }, 'phase-two queue full; answered retryable');
+      this.log.warn(
+        { ...fields, queued: this.queue.length },
+        'phase-two queue full; answered retryable',
+      );
       return failedStatus(request.kind, true);
     }
     const started = performance.now();
@@ -151,7 +199,11 @@ export class ResourceManager {
     } catch (err) {
       const retryable = !(err instanceof UnretryableBranchError);
       if (retryable) this.log.warn({ ...fields, err }, 'phase two failed; the TC will retry');
-      else this.log.error({ ...fields, err }, 'phase two failed unretryably; the transaction needs an operator');
+      else
+        this.log.error(
+          { ...fields, err },
+          'phase two failed unretryably; the transaction needs an operator',
+        );
       return failedStatus(request.kind, retryable);
     } finally {
       this.releaseSlot();
@@ -197,7 +249,11 @@ export class ResourceManager {
           resolve(true);
         });
       });
-      if (!drained) this.log.warn({ running: this.running }, 'phase two still running at close; the TC will redeliver it');
+      if (!drained)
+        this.log.warn(
+          { running: this.running },
+          'phase two still running at close; the TC will redeliver it',
+        );
     }
     const channel = this.channel;
     this.channel = null;

@@ -34,5 +34,7 @@ export function tcPortOf(tc: TcClient): ConnectableTcPort {
 }
 
 export function createTcPort(options: TcPortOptions): ConnectableTcPort {
-  return tcPortOf(new TcClient({ seeds: options.servers, group: options.group, logger: options.logger }));
+  return tcPortOf(
+    new TcClient({ seeds: options.servers, group: options.group, logger: options.logger }),
+  );
 }

@@ -23,15 +23,29 @@ import { BadRequestError, ConcordError } from '../../shared/errors.ts';
 import type { Logger } from '../../shared/logger.ts';
 import { assertValidXid, currentXid, runWithoutXid, runWithXid } from '../context.ts';
 import { IllegalStatusError } from '../tc/errors.ts';
-import { TransactionFailedError, TransactionOutcomeUnknownError, TransactionRolledBackError, inPhase, isOutcomeUnknown, toPhaseError } from './errors.ts';
-import { COMMIT_OUTCOME_QUERY_MS, DEFAULT_TRANSACTION_TIMEOUT_MS, MAX_NAME_CHARS, MAX_TRANSACTION_TIMEOUT_MS, MIN_TRANSACTION_TIMEOUT_MS } from './limits.ts';
+import {
+  TransactionFailedError,
+  TransactionOutcomeUnknownError,
+  TransactionRolledBackError,
+  inPhase,
+  isOutcomeUnknown,
+  toPhaseError,
+} from './errors.ts';
+import {
+  COMMIT_OUTCOME_QUERY_MS,
+  DEFAULT_TRANSACTION_TIMEOUT_MS,
+  MAX_NAME_CHARS,
+  MAX_TRANSACTION_TIMEOUT_MS,
+  MIN_TRANSACTION_TIMEOUT_MS,
+} from './limits.ts';
 import { Propagation, isPropagation, planPropagation } from './propagation-mode.ts';
 import { GlobalStatus, decisionOf, isFailedStatus } from './status.ts';
 import type { TcPort } from './tc-port.ts';
 import type { InflightTracker } from './tracker.ts';
 
 /** Error classes, or a predicate, naming the errors after which the transaction commits anyway. */
-export type NoRollbackRule = ReadonlyArray<abstract new (...args: never[]) => unknown> | ((error: unknown) => boolean);
+export type NoRollbackRule =
+  ReadonlyArray<abstract new (...args: never[]) => unknown> | ((error: unknown) => boolean);
 
 export interface BeginOptions {
   /** The transaction's name, shown by the TC's console and logs. Default ''. */
@@ -110,13 +124,24 @@ export interface TransactionManagerDeps {
   assertOpen: () => void;
 }
 
-export function validateBeginOptions(options: BeginOptions, defaultTimeoutMs = DEFAULT_TRANSACTION_TIMEOUT_MS): { name: string; timeoutMs: number } {
-  if (typeof options !== 'object' || options === null) throw new BadRequestError('transaction options must be an object');
+export function validateBeginOptions(
+  options: BeginOptions,
+  defaultTimeoutMs = DEFAULT_TRANSACTION_TIMEOUT_MS,
+): { name: string; timeoutMs: number } {
+  if (typeof options !== 'object' || options === null)
+    throw new BadRequestError('transaction options must be an object');
   const name = options.name ?? '';
-  if (typeof name !== 'string' || name.length > MAX_NAME_CHARS) throw new BadRequestError(`name must be a string of at most ${MAX_NAME_CHARS} characters`);
+  if (typeof name !== 'string' || name.length > MAX_NAME_CHARS)
+    throw new BadRequestError(`name must be a string of at most ${MAX_NAME_CHARS} characters`);
   const timeoutMs = options.timeoutMs ?? defaultTimeoutMs;
-  if (!Number.isSafeInteger(timeoutMs) || timeoutMs < MIN_TRANSACTION_TIMEOUT_MS || timeoutMs > MAX_TRANSACTION_TIMEOUT_MS) {
-    throw new BadRequestError(`timeoutMs must be an integer in ${MIN_TRANSACTION_TIMEOUT_MS}..${MAX_TRANSACTION_TIMEOUT_MS}, got ${String(timeoutMs)}`);
+  if (
+    !Number.isSafeInteger(timeoutMs) ||
+    timeoutMs < MIN_TRANSACTION_TIMEOUT_MS ||
+    timeoutMs > MAX_TRANSACTION_TIMEOUT_MS
+  ) {
+    throw new BadRequestError(
+      `timeoutMs must be an integer in ${MIN_TRANSACTION_TIMEOUT_MS}..${MAX_TRANSACTION_TIMEOUT_MS}, got ${String(timeoutMs)}`,
+    );
   }
   return { name, timeoutMs };
 }
@@ -124,12 +149,19 @@ export function validateBeginOptions(options: BeginOptions, defaultTimeoutMs = D
 export function validateNoRollbackRule(rule: unknown): NoRollbackRule | undefined {
   if (rule === undefined) return undefined;
   if (typeof rule === 'function') return rule as NoRollbackRule;
-  if (Array.isArray(rule) && rule.every((c) => typeof c === 'function')) return rule as NoRollbackRule;
-  throw new BadRequestError('noRollbackFor must be an array of error classes or a predicate (error) => boolean');
+  if (Array.isArray(rule) && rule.every((c) => typeof c === 'function'))
+    return rule as NoRollbackRule;
+  throw new BadRequestError(
+    'noRollbackFor must be an array of error classes or a predicate (error) => boolean',
+  );
 }
 
 /** True when `rule` says `error` must not roll the transaction back. A predicate that throws counts as "roll back". */
-export function isNoRollback(rule: NoRollbackRule | undefined, error: unknown, logger?: Logger): boolean {
+export function isNoRollback(
+  rule: NoRollbackRule | undefined,
+  error: unknown,
+  logger?: Logger,
+): boolean {
   if (rule === undefined) return false;
   if (typeof rule === 'function') {
     try {
@@ -139,7 +171,9 @@ export function isNoRollback(rule: NoRollbackRule | undefined, error: unknown, l
       return false;
     }
   }
-  return (rule as ReadonlyArray<abstract new (...args: never[]) => unknown>).some((cls) => error instanceof cls);
+  return (rule as ReadonlyArray<abstract new (...args: never[]) => unknown>).some(
+    (cls) => error instanceof cls,
+  );
 }
 
 /**
@@ -148,13 +182,19 @@ export function isNoRollback(rule: NoRollbackRule | undefined, error: unknown, l
  * effect, so it commits again (repeating a commit is safe). Otherwise throws
  * TransactionOutcomeUnknownError — never guesses, never rolls back.
  */
-async function learnCommitOutcome(tc: TcPort, xid: string, unknown: unknown, log: Logger): Promise<GlobalStatus> {
+async function learnCommitOutcome(
+  tc: TcPort,
+  xid: string,
+  unknown: unknown,
+  log: Logger,
+): Promise<GlobalStatus> {
   const deadline = Date.now() + COMMIT_OUTCOME_QUERY_MS;
   try {
     const status = await tc.getStatus(xid, { deadlineMs: COMMIT_OUTCOME_QUERY_MS });
     log.info({ xid, status }, 'commit outcome was unknown; GetStatus answered');
     if (decisionOf(status) !== null) return status;
-    if (status === GlobalStatus.Begin) return await tc.commit(xid, { deadlineMs: Math.max(1, deadline - Date.now()) });
+    if (status === GlobalStatus.Begin)
+      return await tc.commit(xid, { deadlineMs: Math.max(1, deadline - Date.now()) });
   } catch (err) {
     log.warn({ xid, err }, 'commit outcome unknown, and GetStatus could not tell');
   }
@@ -173,7 +213,12 @@ export class TransactionManager {
     this.deps.assertOpen();
     const { name, timeoutMs } = validateBeginOptions(options, this.deps.defaultTimeoutMs);
     const xid = await inPhase('begin', null, () =>
-      this.deps.tc.begin({ name, timeoutMs, applicationId: this.deps.applicationId, transactionServiceGroup: this.deps.transactionServiceGroup }),
+      this.deps.tc.begin({
+        name,
+        timeoutMs,
+        applicationId: this.deps.applicationId,
+        transactionServiceGroup: this.deps.transactionServiceGroup,
+      }),
     );
     this.log.debug({ xid, name, timeoutMs }, 'global transaction begun');
     return this.handle(xid, name, timeoutMs);
@@ -201,13 +246,15 @@ export class TransactionManager {
         if (decisionOf(status) === 'rollback') throw new TransactionRolledBackError(xid, status);
         if (isFailedStatus(status)) throw new TransactionFailedError(xid, status);
         // Begin or Unknown after a commit: the TC did not decide; say so rather than guess.
-        if (decisionOf(status) !== 'commit') throw new IllegalStatusError(`commit of ${xid} answered ${status}`, status);
+        if (decisionOf(status) !== 'commit')
+          throw new IllegalStatusError(`commit of ${xid} answered ${status}`, status);
         return status;
       },
       async rollback() {
         const status = await inPhase('rollback', xid, () => tc.rollback(xid));
         log.debug({ xid, status }, 'rollback answered');
-        if (decisionOf(status) === 'commit') throw new TransactionAlreadyCommittedError(xid, status);
+        if (decisionOf(status) === 'commit')
+          throw new TransactionAlreadyCommittedError(xid, status);
         if (isFailedStatus(status)) throw new TransactionFailedError(xid, status);
         return status;
       },
@@ -217,7 +264,10 @@ export class TransactionManager {
   }
 
   /** See the file comment and TransactionOptions. */
-  async transaction<T>(options: TransactionOptions, fn: (scope: TransactionScope) => T | Promise<T>): Promise<T> {
+  async transaction<T>(
+    options: TransactionOptions,
+    fn: (scope: TransactionScope) => T | Promise<T>,
+  ): Promise<T> {
     if (typeof fn !== 'function') throw new BadRequestError('transaction needs a function');
     const propagation = options.propagation ?? Propagation.REQUIRED;
     if (!isPropagation(propagation)) planPropagation(propagation, undefined); // throws the precise BadRequestError
@@ -230,17 +280,28 @@ export class TransactionManager {
       return runWithXid(plan.xid, () => fn(scope));
     }
     if (plan.action === 'none') {
-      if (plan.suspends !== null) this.log.debug({ suspended: plan.suspends, propagation }, 'transaction suspended');
+      if (plan.suspends !== null)
+        this.log.debug({ suspended: plan.suspends, propagation }, 'transaction suspended');
       const scope: TransactionScope = { xid: undefined, role: 'none' };
       return runWithoutXid(() => fn(scope));
     }
-    if (plan.suspends !== null) this.log.debug({ suspended: plan.suspends, propagation }, 'transaction suspended for a new one');
+    if (plan.suspends !== null)
+      this.log.debug(
+        { suspended: plan.suspends, propagation },
+        'transaction suspended for a new one',
+      );
     // The new transaction runs outside the suspended one: begin, fn, commit/rollback all
     // happen under its own binding, and the caller's comes back when this returns.
-    return this.deps.tracker.run(() => runWithoutXid(() => this.launch(options, noRollbackFor, fn)));
+    return this.deps.tracker.run(() =>
+      runWithoutXid(() => this.launch(options, noRollbackFor, fn)),
+    );
   }
 
-  private async launch<T>(options: TransactionOptions, noRollbackFor: NoRollbackRule | undefined, fn: (scope: TransactionScope) => T | Promise<T>): Promise<T> {
+  private async launch<T>(
+    options: TransactionOptions,
+    noRollbackFor: NoRollbackRule | undefined,
+    fn: (scope: TransactionScope) => T | Promise<T>,
+  ): Promise<T> {
     const tx = await this.begin(options);
     const scope: TransactionScope = { xid: tx.xid, role: 'launcher' };
     let result: T;
@@ -253,7 +314,10 @@ export class TransactionManager {
           await tx.commit();
         } catch (commitErr) {
           // The caller asked for a commit and did not get one: that outweighs the business error.
-          this.log.warn({ xid: tx.xid, err, commitErr }, 'commit after a noRollbackFor error failed');
+          this.log.warn(
+            { xid: tx.xid, err, commitErr },
+            'commit after a noRollbackFor error failed',
+          );
           throw commitErr;
         }
         throw err;
@@ -272,7 +336,10 @@ export class TransactionManager {
     } catch (err) {
       // The business error is what the caller must see. The transaction is not lost: the TC
       // rolls back any transaction still in Begin at its timeout.
-      this.log.error({ xid: tx.xid, err, cause }, 'rollback after a failure did not complete; the TC rolls the transaction back at its timeout');
+      this.log.error(
+        { xid: tx.xid, err, cause },
+        'rollback after a failure did not complete; the TC rolls the transaction back at its timeout',
+      );
     }
   }
 }

@@ -3,7 +3,11 @@
  * client speaks. The tables live once, in src/shared/tc-vocabulary.ts, shared with the
  * coordinator.
  */
-import { BRANCH_STATUS_CODES, BRANCH_TYPE_CODES, GLOBAL_STATUS_CODES } from '../../shared/tc-vocabulary.ts';
+import {
+  BRANCH_STATUS_CODES,
+  BRANCH_TYPE_CODES,
+  GLOBAL_STATUS_CODES,
+} from '../../shared/tc-vocabulary.ts';
 
 export { BRANCH_STATUS_CODES, BRANCH_TYPE_CODES, GLOBAL_STATUS_CODES };
 

@@ -27,7 +27,13 @@
 import * as grpc from '@grpc/grpc-js';
 import { TimeoutError } from '../../shared/errors.ts';
 import type { HostPort } from '../http-metadata.ts';
-import { AttemptAbortedError, ConnectFailedError, TransportError, UnavailableError, grpcToError } from './errors.ts';
+import {
+  AttemptAbortedError,
+  ConnectFailedError,
+  TransportError,
+  UnavailableError,
+  grpcToError,
+} from './errors.ts';
 import {
   CLIENT_KEEPALIVE_TIME_MS,
   CLIENT_KEEPALIVE_TIMEOUT_MS,
@@ -38,7 +44,16 @@ import {
   MAX_INFLIGHT_STREAM_CALLS,
   MAX_TC_MESSAGE_BYTES,
 } from './limits.ts';
-import { tcClientConstructor, type CallWire, type ResultWire, type RmToTcWire, type StreamCallKind, type TcGrpcClient, type TcToRmWire, type WireResponse } from './proto.ts';
+import {
+  tcClientConstructor,
+  type CallWire,
+  type ResultWire,
+  type RmToTcWire,
+  type StreamCallKind,
+  type TcGrpcClient,
+  type TcToRmWire,
+  type WireResponse,
+} from './proto.ts';
 
 export const CHANNEL_OPTIONS: grpc.ChannelOptions = {
   'grpc.max_receive_message_length': MAX_TC_MESSAGE_BYTES,
@@ -101,7 +116,11 @@ export class TcConnection {
     this.address = formatAddress(target);
     this.events = events;
     const Ctor = tcClientConstructor();
-    this.client = new Ctor(this.address, grpc.credentials.createInsecure(), CHANNEL_OPTIONS) as TcGrpcClient;
+    this.client = new Ctor(
+      this.address,
+      grpc.credentials.createInsecure(),
+      CHANNEL_OPTIONS,
+    ) as TcGrpcClient;
     this.watchState(this.client.getChannel().getConnectivityState(true));
   }
 
@@ -123,17 +142,26 @@ export class TcConnection {
     return new Promise((resolve, reject) => {
       const entry: PendingUnary = { call: null, reject };
       this.unaries.add(entry);
-      entry.call = fn.call(this.client, request, { deadline: Date.now() + timeoutMs }, (err, response) => {
-        if (!this.unaries.delete(entry)) return; // aborted already
-        if (!err) {
-          resolve(response!);
-          return;
-        }
-        let e = grpcToError(err, `${method} at ${this.address}`);
-        if (!this.everReady && (e instanceof TimeoutError || e instanceof TransportError)) e = new ConnectFailedError(`${method} at ${this.address}: no connection within ${timeoutMs} ms (${e.message})`, { cause: err });
-        if (e instanceof TransportError) this.break(e);
-        reject(e);
-      });
+      entry.call = fn.call(
+        this.client,
+        request,
+        { deadline: Date.now() + timeoutMs },
+        (err, response) => {
+          if (!this.unaries.delete(entry)) return; // aborted already
+          if (!err) {
+            resolve(response!);
+            return;
+          }
+          let e = grpcToError(err, `${method} at ${this.address}`);
+          if (!this.everReady && (e instanceof TimeoutError || e instanceof TransportError))
+            e = new ConnectFailedError(
+              `${method} at ${this.address}: no connection within ${timeoutMs} ms (${e.message})`,
+              { cause: err },
+            );
+          if (e instanceof TransportError) this.break(e);
+          reject(e);
+        },
+      );
     });
   }
 
@@ -141,7 +169,11 @@ export class TcConnection {
   streamCall(kind: StreamCallKind, request: object, timeoutMs: number): Promise<WireResponse> {
     if (this.closedReason) return Promise.reject(this.closedReason);
     if (this.pending.size >= MAX_INFLIGHT_STREAM_CALLS) {
-      return Promise.reject(new UnavailableError(`${MAX_INFLIGHT_STREAM_CALLS} calls are in flight on the stream to ${this.address}, the limit`));
+      return Promise.reject(
+        new UnavailableError(
+          `${MAX_INFLIGHT_STREAM_CALLS} calls are in flight on the stream to ${this.address}, the limit`,
+        ),
+      );
     }
     const id = this.allocateId();
     return new Promise<WireResponse>((resolve, reject) => {
@@ -149,7 +181,9 @@ export class TcConnection {
         if (!this.pending.delete(id)) return;
         if (!this.everReady) {
           // grpc-js holds a stream until the channel is READY: nothing left this process.
-          const err = new ConnectFailedError(`${kind} at ${this.address}: no connection within ${timeoutMs} ms`);
+          const err = new ConnectFailedError(
+            `${kind} at ${this.address}: no connection within ${timeoutMs} ms`,
+          );
           reject(err);
           this.break(err);
           return;
@@ -159,7 +193,11 @@ export class TcConnection {
       timer.unref();
       this.pending.set(id, { kind, resolve, reject, timer, sent: false });
       const chars = approxChars(request);
-      if (this.outbox.length >= MAX_CALLS_PER_BATCH || (this.outbox.length > 0 && this.outboxChars + chars > MAX_BATCH_CHARS)) this.flush();
+      if (
+        this.outbox.length >= MAX_CALLS_PER_BATCH ||
+        (this.outbox.length > 0 && this.outboxChars + chars > MAX_BATCH_CHARS)
+      )
+        this.flush();
       this.outbox.push({ id, [kind]: request });
       this.outboxChars += chars;
       if (!this.flushScheduled) {
@@ -204,7 +242,12 @@ export class TcConnection {
   private break(err: Error): void {
     if (this.closedReason) return;
     const reason =
-      err instanceof TransportError ? err : new TransportError(`the connection to ${this.address} failed: ${err.message}`, { cause: err, notSent: !this.everReady });
+      err instanceof TransportError
+        ? err
+        : new TransportError(`the connection to ${this.address} failed: ${err.message}`, {
+            cause: err,
+            notSent: !this.everReady,
+          });
     this.shutdown(reason);
   }
 
@@ -215,8 +258,11 @@ export class TcConnection {
     // this process: it fails as not sent (any call may retry that). The rest: `reason`.
     const notSentMessage = `${reason.message} (the call was not sent)`;
     const notSent = () =>
-      reason instanceof AttemptAbortedError ? new AttemptAbortedError(notSentMessage, { cause: reason, notSent: true }) : new ConnectFailedError(notSentMessage, { cause: reason });
-    const failure = (sent: boolean) => (sent && this.everReady) || !(reason instanceof TransportError) ? reason : notSent();
+      reason instanceof AttemptAbortedError
+        ? new AttemptAbortedError(notSentMessage, { cause: reason, notSent: true })
+        : new ConnectFailedError(notSentMessage, { cause: reason });
+    const failure = (sent: boolean) =>
+      (sent && this.everReady) || !(reason instanceof TransportError) ? reason : notSent();
     for (const [id, p] of [...this.pending]) {
       this.pending.delete(id);
       clearTimeout(p.timer);
@@ -266,11 +312,19 @@ export class TcConnection {
         const next = this.client.getChannel().getConnectivityState(false);
         if (next === grpc.connectivityState.READY) this.everReady = true;
         const lost = this.everReady && next !== grpc.connectivityState.READY;
-        if (lost || next === grpc.connectivityState.TRANSIENT_FAILURE || next === grpc.connectivityState.SHUTDOWN) {
+        if (
+          lost ||
+          next === grpc.connectivityState.TRANSIENT_FAILURE ||
+          next === grpc.connectivityState.SHUTDOWN
+        ) {
           this.break(
             lost
-              ? new TransportError(`the connection to ${this.address} was lost (${grpc.connectivityState[next]})`)
-              : new ConnectFailedError(`cannot connect to ${this.address} (${grpc.connectivityState[next]})`),
+              ? new TransportError(
+                  `the connection to ${this.address} was lost (${grpc.connectivityState[next]})`,
+                )
+              : new ConnectFailedError(
+                  `cannot connect to ${this.address} (${grpc.connectivityState[next]})`,
+                ),
           );
           return;
         }
@@ -314,8 +368,12 @@ export class TcConnection {
     stream.on('data', (batch: { results?: ResultWire[] }) => {
       for (const r of batch.results ?? []) this.onResult(r);
     });
-    stream.on('error', (err: Error) => this.onStreamFailure(stream, grpcToError(err, `Calls at ${this.address}`)));
-    stream.on('end', () => this.onStreamFailure(stream, new TransportError(`the call stream to ${this.address} ended`)));
+    stream.on('error', (err: Error) =>
+      this.onStreamFailure(stream, grpcToError(err, `Calls at ${this.address}`)),
+    );
+    stream.on('end', () =>
+      this.onStreamFailure(stream, new TransportError(`the call stream to ${this.address} ended`)),
+    );
     return stream;
   }
 
@@ -326,7 +384,8 @@ export class TcConnection {
     clearTimeout(pending.timer);
     const response = (r[pending.kind] ?? r.invalid) as WireResponse | undefined;
     if (response && typeof response === 'object') pending.resolve(response);
-    else pending.reject(new UnavailableError(`the TC answered ${pending.kind} with an empty result`));
+    else
+      pending.reject(new UnavailableError(`the TC answered ${pending.kind} with an empty result`));
   }
 
   private onStreamFailure(stream: CallStream, err: Error): void {

@@ -37,7 +37,12 @@ export class LockConflictError extends ConcordError {
   readonly holdingXid: string;
   /** Conflicting row keys (`resourceId^^^table^^^pk`, at most 20 named). */
   readonly rows: readonly string[];
-  constructor(holdingXid: string, rows: readonly string[], message: string, options: ConcordErrorOptions = {}) {
+  constructor(
+    holdingXid: string,
+    rows: readonly string[],
+    message: string,
+    options: ConcordErrorOptions = {},
+  ) {
     super('LOCK_CONFLICT', message, { retryable: true, ...options });
     this.holdingXid = holdingXid;
     this.rows = rows;
@@ -107,10 +112,13 @@ export class OutcomeUnknownError extends TimeoutError {
   readonly elapsedMs: number;
   constructor(method: string, attempts: number, elapsedMs: number, cause: unknown) {
     const last = cause instanceof Error ? cause.message : String(cause);
-    super(`${method}: outcome unknown after ${attempts} attempt(s) in ${elapsedMs} ms — it may or may not have taken effect (last failure: ${last})`, {
-      cause,
-      retryable: false,
-    });
+    super(
+      `${method}: outcome unknown after ${attempts} attempt(s) in ${elapsedMs} ms — it may or may not have taken effect (last failure: ${last})`,
+      {
+        cause,
+        retryable: false,
+      },
+    );
     this.method = method;
     this.attempts = attempts;
     this.elapsedMs = elapsedMs;
@@ -119,7 +127,11 @@ export class OutcomeUnknownError extends TimeoutError {
 
 /** True for an error that says the outcome of a call is unknown (OutcomeUnknownError or anything marked `outcomeUnknown: true`). */
 export function isOutcomeUnknown(err: unknown): boolean {
-  return typeof err === 'object' && err !== null && (err as { outcomeUnknown?: unknown }).outcomeUnknown === true;
+  return (
+    typeof err === 'object' &&
+    err !== null &&
+    (err as { outcomeUnknown?: unknown }).outcomeUnknown === true
+  );
 }
 
 export type RetryClass = 'not-leader' | 'not-sent' | 'unknown-outcome' | 'definite';
@@ -128,20 +140,45 @@ export type RetryClass = 'not-leader' | 'not-sent' | 'unknown-outcome' | 'defini
 export function retryClassOf(err: unknown): RetryClass {
   if (err instanceof NotLeaderError) return 'not-leader';
   if (err instanceof TransportError) return err.notSent ? 'not-sent' : 'unknown-outcome';
-  if (err instanceof TimeoutError || err instanceof ProposalDroppedError || err instanceof UnavailableError || err instanceof StoppedError) return 'unknown-outcome';
+  if (
+    err instanceof TimeoutError ||
+    err instanceof ProposalDroppedError ||
+    err instanceof UnavailableError ||
+    err instanceof StoppedError
+  )
+    return 'unknown-outcome';
   if (err instanceof ConcordError) {
-    return err.code === 'UNAVAILABLE' || err.code === 'TIMEOUT' || err.code === 'STOPPED' || err.code === 'PROPOSAL_DROPPED' ? 'unknown-outcome' : 'definite';
+    return err.code === 'UNAVAILABLE' ||
+      err.code === 'TIMEOUT' ||
+      err.code === 'STOPPED' ||
+      err.code === 'PROPOSAL_DROPPED'
+      ? 'unknown-outcome'
+      : 'definite';
   }
-  if (typeof err === 'object' && err !== null && typeof (err as { code?: unknown }).code === 'number' && 'details' in err) return retryClassOf(grpcToError(err, 'gRPC'));
+  if (
+    typeof err === 'object' &&
+    err !== null &&
+    typeof (err as { code?: unknown }).code === 'number' &&
+    'details' in err
+  )
+    return retryClassOf(grpcToError(err, 'gRPC'));
   return 'definite';
 }
 
 /** NotLeaderError with the hint the discovery client reads (`leaderOf` in http-metadata.ts). */
-export function notLeaderError(nodeId: string | null, transaction: HostPort | null, message?: string): NotLeaderError & { leader: LeaderHint | null } {
-  const address = transaction ? `${transaction.host.includes(':') ? `[${transaction.host}]` : transaction.host}:${transaction.port}` : null;
+export function notLeaderError(
+  nodeId: string | null,
+  transaction: HostPort | null,
+  message?: string,
+): NotLeaderError & { leader: LeaderHint | null } {
+  const address = transaction
+    ? `${transaction.host.includes(':') ? `[${transaction.host}]` : transaction.host}:${transaction.port}`
+    : null;
   const err = new NotLeaderError(nodeId, address);
   if (message) err.message = message;
-  return Object.assign(err, { leader: nodeId === null ? null : { nodeId, control: null, transaction } });
+  return Object.assign(err, {
+    leader: nodeId === null ? null : { nodeId, control: null, transaction },
+  });
 }
 
 /** The wire's Error as a typed error. */
@@ -172,9 +209,11 @@ export function wireToError(e: WireError, where: string): Error {
 }
 
 /** Details of a gRPC failure that mean "the connection or the stream broke", whatever the status code. */
-const TRANSPORT_DETAILS = /RST_STREAM|Connection dropped|ECONNRESET|EPIPE|ETIMEDOUT|socket hang up|stream (was )?(ended|closed|removed)|premature close|GOAWAY|Stream refused|Bandwidth exhausted|call streams/i;
+const TRANSPORT_DETAILS =
+  /RST_STREAM|Connection dropped|ECONNRESET|EPIPE|ETIMEDOUT|socket hang up|stream (was )?(ended|closed|removed)|premature close|GOAWAY|Stream refused|Bandwidth exhausted|call streams/i;
 /** Details of an UNAVAILABLE that mean "no connection was ever made": the request did not leave. */
-const NOT_SENT_DETAILS = /No connection established|ECONNREFUSED|EHOSTUNREACH|ENETUNREACH|Failed to connect|name resolution|DNS resolution|Channel (has been shut down|closed before call started)/i;
+const NOT_SENT_DETAILS =
+  /No connection established|ECONNREFUSED|EHOSTUNREACH|ENETUNREACH|Failed to connect|name resolution|DNS resolution|Channel (has been shut down|closed before call started)/i;
 
 /** A gRPC status error (the transport, not the TC's answer) as a typed error. */
 export function grpcToError(err: unknown, where: string): Error {
@@ -185,7 +224,9 @@ export function grpcToError(err: unknown, where: string): Error {
     case grpc.status.DEADLINE_EXCEEDED:
       return new TimeoutError(message, { cause: err });
     case grpc.status.UNAVAILABLE:
-      return NOT_SENT_DETAILS.test(details) ? new ConnectFailedError(message, { cause: err }) : new TransportError(message, { cause: err });
+      return NOT_SENT_DETAILS.test(details)
+        ? new ConnectFailedError(message, { cause: err })
+        : new TransportError(message, { cause: err });
     case grpc.status.INVALID_ARGUMENT:
     case grpc.status.OUT_OF_RANGE:
       // A malformed call: sending it again cannot help.
@@ -193,12 +234,16 @@ export function grpcToError(err: unknown, where: string): Error {
     case grpc.status.RESOURCE_EXHAUSTED:
       // A stream refused at the server's bound, or HTTP/2 ENHANCE_YOUR_CALM: try again;
       // a message above the size limit: sending it again cannot help.
-      return TRANSPORT_DETAILS.test(details) ? new TransportError(message, { cause: err }) : new BadRequestError(message, { cause: err });
+      return TRANSPORT_DETAILS.test(details)
+        ? new TransportError(message, { cause: err })
+        : new BadRequestError(message, { cause: err });
     case grpc.status.INTERNAL:
       // grpc-js reports a stream reset without a gRPC status (a node killed mid-call, a
       // proxy cutting the connection) as INTERNAL "Received RST_STREAM with code N": a
       // transport failure, outcome unknown — not a bug of the TC.
-      return TRANSPORT_DETAILS.test(details) ? new TransportError(message, { cause: err }) : new TcInternalError(message, { cause: err });
+      return TRANSPORT_DETAILS.test(details)
+        ? new TransportError(message, { cause: err })
+        : new TcInternalError(message, { cause: err });
     case grpc.status.UNIMPLEMENTED:
     case grpc.status.DATA_LOSS:
       return new TcInternalError(message, { cause: err });

@@ -9,7 +9,13 @@ import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
 
 export const TC_PROTO_PATH = fileURLToPath(new URL('../../../proto/tc.proto', import.meta.url));
-const LOADER_OPTIONS: protoLoader.Options = { keepCase: false, longs: Number, enums: String, defaults: true, oneofs: true };
+const LOADER_OPTIONS: protoLoader.Options = {
+  keepCase: false,
+  longs: Number,
+  enums: String,
+  defaults: true,
+  oneofs: true,
+};
 
 export type WireErrorCode =
   | 'ERROR_CODE_UNSPECIFIED'
@@ -79,7 +85,12 @@ export interface PhaseTwoRequestWire {
 
 export interface TcToRmWire {
   message?: 'registered' | 'branchCommit' | 'branchRollback' | 'ping' | 'pong' | 'goAway';
-  registered?: { resultCode: WireResponse['resultCode']; error?: WireError | null; heartbeatIntervalMs: number; nodeId: string };
+  registered?: {
+    resultCode: WireResponse['resultCode'];
+    error?: WireError | null;
+    heartbeatIntervalMs: number;
+    nodeId: string;
+  };
   branchCommit?: PhaseTwoRequestWire;
   branchRollback?: PhaseTwoRequestWire;
   ping?: { sentAtMs: number };
@@ -88,13 +99,28 @@ export interface TcToRmWire {
 }
 
 export type RmToTcWire =
-  | { register: { applicationId: string; transactionServiceGroup: string; resourceIds: string[]; clientId: string } }
+  | {
+      register: {
+        applicationId: string;
+        transactionServiceGroup: string;
+        resourceIds: string[];
+        clientId: string;
+      };
+    }
   | { branchResult: { requestId: string; branchStatus: number; error?: WireError | null } }
   | { ping: { sentAtMs: number } }
   | { pong: { sentAtMs: number } };
 
 /** Calls the multiplexed stream carries (the oneof field names of proto Call). */
-export type StreamCallKind = 'begin' | 'commit' | 'rollback' | 'getStatus' | 'globalReport' | 'branchRegister' | 'branchReport' | 'lockQuery';
+export type StreamCallKind =
+  | 'begin'
+  | 'commit'
+  | 'rollback'
+  | 'getStatus'
+  | 'globalReport'
+  | 'branchRegister'
+  | 'branchReport'
+  | 'lockQuery';
 
 export interface CallWire {
   id: number;
@@ -107,11 +133,17 @@ export interface ResultWire {
   [kind: string]: unknown;
 }
 
-type UnaryMethod = (request: unknown, options: grpc.CallOptions, callback: (err: grpc.ServiceError | null, response?: WireResponse) => void) => grpc.ClientUnaryCall;
+type UnaryMethod = (
+  request: unknown,
+  options: grpc.CallOptions,
+  callback: (err: grpc.ServiceError | null, response?: WireResponse) => void,
+) => grpc.ClientUnaryCall;
 
 /** The generated client, typed as far as this module uses it. */
 export type TcGrpcClient = grpc.Client & {
-  Calls(options?: grpc.CallOptions): grpc.ClientDuplexStream<{ calls: CallWire[] }, { results: ResultWire[] }>;
+  Calls(
+    options?: grpc.CallOptions,
+  ): grpc.ClientDuplexStream<{ calls: CallWire[] }, { results: ResultWire[] }>;
   RmChannel(options?: grpc.CallOptions): grpc.ClientDuplexStream<RmToTcWire, TcToRmWire>;
 } & Record<string, UnaryMethod>;
 
@@ -120,7 +152,9 @@ let ctor: grpc.ServiceClientConstructor | null = null;
 export function tcClientConstructor(): grpc.ServiceClientConstructor {
   if (ctor) return ctor;
   const def = protoLoader.loadSync(TC_PROTO_PATH, LOADER_OPTIONS);
-  const pkg = grpc.loadPackageDefinition(def) as unknown as { concord: { tc: { v1: { TransactionCoordinator: grpc.ServiceClientConstructor } } } };
+  const pkg = grpc.loadPackageDefinition(def) as unknown as {
+    concord: { tc: { v1: { TransactionCoordinator: grpc.ServiceClientConstructor } } };
+  };
   ctor = pkg.concord.tc.v1.TransactionCoordinator;
   return ctor;
 }

@@ -16,7 +16,13 @@ import type * as grpc from '@grpc/grpc-js';
 import { TimeoutError } from '../../shared/errors.ts';
 import type { Logger } from '../../shared/logger.ts';
 import type { HostPort } from '../http-metadata.ts';
-import { BRANCH_STATUS_CODES, branchTypeName, isBranchStatusName, type BranchStatusName, type BranchTypeName } from './codes.ts';
+import {
+  BRANCH_STATUS_CODES,
+  branchTypeName,
+  isBranchStatusName,
+  type BranchStatusName,
+  type BranchTypeName,
+} from './codes.ts';
 import type { TcConnection } from './connection.ts';
 import { TransportError, grpcToError } from './errors.ts';
 import {
@@ -116,7 +122,10 @@ export class RmChannel {
     this.unsubscribe = routing.onLeaderChange((nodeId) => {
       if (nodeId === null) return;
       if (this.targetNode !== null && nodeId !== this.targetNode) {
-        this.log.info({ from: this.targetNode, to: nodeId }, 'leader changed; moving the RM channel');
+        this.log.info(
+          { from: this.targetNode, to: nodeId },
+          'leader changed; moving the RM channel',
+        );
         this.cancelStream();
       }
       // A reconnect pause ends now: there is a leader to go to.
@@ -143,7 +152,11 @@ export class RmChannel {
       const waiter = { version, resolve: () => (clearTimeout(timer), resolve()) };
       const timer = setTimeout(() => {
         this.readyWaiters = this.readyWaiters.filter((w) => w !== waiter);
-        reject(new TimeoutError(`the RM channel of ${this.opts.clientId} was not registered with the leader within ${timeoutMs} ms`));
+        reject(
+          new TimeoutError(
+            `the RM channel of ${this.opts.clientId} was not registered with the leader within ${timeoutMs} ms`,
+          ),
+        );
       }, timeoutMs);
       timer.unref();
       this.readyWaiters.push(waiter);
@@ -192,7 +205,10 @@ export class RmChannel {
       const end = await this.session(target);
       this.targetNode = null;
       if (this.closed) break;
-      this.log.info({ node: target.nodeId, reason: end.reason, registered: end.registered }, 'RM channel ended; reconnecting');
+      this.log.info(
+        { node: target.nodeId, reason: end.reason, registered: end.registered },
+        'RM channel ended; reconnecting',
+      );
       failures = end.registered ? 0 : failures + 1;
       hint = end.hint;
       if (end.unreachable) this.routing.unreachable?.(target.transaction);
@@ -208,7 +224,12 @@ export class RmChannel {
       try {
         stream = this.routing.connection(target.transaction).openRmStream();
       } catch (err) {
-        resolve({ registered: false, hint: null, reason: `cannot open: ${(err as Error).message}`, unreachable: err instanceof TransportError });
+        resolve({
+          registered: false,
+          hint: null,
+          reason: `cannot open: ${(err as Error).message}`,
+          unreachable: err instanceof TransportError,
+        });
         return;
       }
       this.stream = stream;
@@ -266,7 +287,10 @@ export class RmChannel {
             registered = true;
             this.connectedNode = r.nodeId;
             this.registeredVersion = version;
-            this.log.info({ node: r.nodeId, resources: this.opts.resourceIds().length }, 'RM channel registered');
+            this.log.info(
+              { node: r.nodeId, resources: this.opts.resourceIds().length },
+              'RM channel registered',
+            );
             const interval = Math.max(50, r.heartbeatIntervalMs || 5_000);
             heartbeat = setInterval(() => {
               if (Date.now() - lastHeard > RM_DEAD_AFTER_HEARTBEATS * interval) {
@@ -286,7 +310,8 @@ export class RmChannel {
           case 'branchCommit':
           case 'branchRollback': {
             const wire = msg[msg.message];
-            if (wire) this.accept(stream, msg.message === 'branchCommit' ? 'commit' : 'rollback', wire);
+            if (wire)
+              this.accept(stream, msg.message === 'branchCommit' ? 'commit' : 'rollback', wire);
             return;
           }
           case 'ping':
@@ -307,7 +332,9 @@ export class RmChannel {
         if (!settled) {
           reason = `stream error: ${err.message}`;
           // The connection failed (reset, refused, keepalive): the node may be dead or paused.
-          unreachable = !this.cancelledOnPurpose.has(stream) && grpcToError(err, 'RmChannel') instanceof TransportError;
+          unreachable =
+            !this.cancelledOnPurpose.has(stream) &&
+            grpcToError(err, 'RmChannel') instanceof TransportError;
         }
         finish();
       });
@@ -325,9 +352,17 @@ export class RmChannel {
     });
   }
 
-  private accept(stream: grpc.ClientDuplexStream<RmToTcWire, TcToRmWire>, kind: 'commit' | 'rollback', w: PhaseTwoRequestWire): void {
+  private accept(
+    stream: grpc.ClientDuplexStream<RmToTcWire, TcToRmWire>,
+    kind: 'commit' | 'rollback',
+    w: PhaseTwoRequestWire,
+  ): void {
     const type = branchTypeName(w.branchType);
-    const reply = (branchResult: { requestId: string; branchStatus: number; error?: WireError | null }) => {
+    const reply = (branchResult: {
+      requestId: string;
+      branchStatus: number;
+      error?: WireError | null;
+    }) => {
       try {
         stream.write({ branchResult });
       } catch {
@@ -335,17 +370,40 @@ export class RmChannel {
       }
     };
     if (type === null) {
-      reply({ requestId: w.requestId, branchStatus: 0, error: { code: 'ERROR_CODE_BAD_REQUEST', message: `unknown branch type ${w.branchType}`, retryable: false } });
+      reply({
+        requestId: w.requestId,
+        branchStatus: 0,
+        error: {
+          code: 'ERROR_CODE_BAD_REQUEST',
+          message: `unknown branch type ${w.branchType}`,
+          retryable: false,
+        },
+      });
       return;
     }
     if (this.queue.length >= MAX_QUEUED_PHASE_TWO) {
-      reply({ requestId: w.requestId, branchStatus: 0, error: { code: 'ERROR_CODE_UNAVAILABLE', message: `${MAX_QUEUED_PHASE_TWO} phase-two requests are queued at this RM`, retryable: true } });
+      reply({
+        requestId: w.requestId,
+        branchStatus: 0,
+        error: {
+          code: 'ERROR_CODE_UNAVAILABLE',
+          message: `${MAX_QUEUED_PHASE_TWO} phase-two requests are queued at this RM`,
+          retryable: true,
+        },
+      });
       return;
     }
     this.queue.push({
       stream,
       requestId: w.requestId,
-      request: { kind, xid: w.xid, branchId: w.branchId, branchType: type, resourceId: w.resourceId, applicationData: w.applicationData },
+      request: {
+        kind,
+        xid: w.xid,
+        branchId: w.branchId,
+        branchType: type,
+        resourceId: w.resourceId,
+        applicationData: w.applicationData,
+      },
     });
     this.drain();
   }
@@ -365,11 +423,25 @@ export class RmChannel {
     let branchResult: { requestId: string; branchStatus: number; error?: WireError | null };
     try {
       const status = await this.opts.handler(item.request);
-      if (!isBranchStatusName(status)) throw new TypeError(`the phase-two handler answered ${String(status)}, which is no branch status`);
+      if (!isBranchStatusName(status))
+        throw new TypeError(
+          `the phase-two handler answered ${String(status)}, which is no branch status`,
+        );
       branchResult = { requestId: item.requestId, branchStatus: BRANCH_STATUS_CODES[status] };
     } catch (err) {
-      this.log.warn({ err, xid: item.request.xid, branchId: item.request.branchId, kind: item.request.kind }, 'phase-two handler failed; the TC will retry');
-      branchResult = { requestId: item.requestId, branchStatus: 0, error: { code: 'ERROR_CODE_UNAVAILABLE', message: (err as Error)?.message ?? String(err), retryable: true } };
+      this.log.warn(
+        { err, xid: item.request.xid, branchId: item.request.branchId, kind: item.request.kind },
+        'phase-two handler failed; the TC will retry',
+      );
+      branchResult = {
+        requestId: item.requestId,
+        branchStatus: 0,
+        error: {
+          code: 'ERROR_CODE_UNAVAILABLE',
+          message: (err as Error)?.message ?? String(err),
+          retryable: true,
+        },
+      };
     }
     this.handled++;
     try {

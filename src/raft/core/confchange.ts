@@ -17,7 +17,8 @@ export function confChangeError(c: ConfState, cc: ConfChange): string | null {
   switch (cc.type) {
     case 'addVoter':
       if (c.voters.includes(cc.nodeId)) return `${cc.nodeId} is already a voter`;
-      if (!c.learners.includes(cc.nodeId) && cc.context === '') return `adding ${cc.nodeId} needs its endpoint context`;
+      if (!c.learners.includes(cc.nodeId) && cc.context === '')
+        return `adding ${cc.nodeId} needs its endpoint context`;
       return null;
     case 'addLearner':
       if (isMember(c, cc.nodeId)) return `${cc.nodeId} is already a member`;

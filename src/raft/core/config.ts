@@ -31,13 +31,21 @@ export function defaultRaftConfig(id: NodeId, random: () => number): RaftConfig 
 
 export function validateRaftConfig(c: RaftConfig): void {
   const positive: Array<keyof RaftConfig> = [
-    'electionTicks', 'heartbeatTicks', 'maxMsgBytes', 'maxInflightMsgs', 'maxEntryBytes', 'maxUncommittedBytes', 'snapshotChunkBytes',
+    'electionTicks',
+    'heartbeatTicks',
+    'maxMsgBytes',
+    'maxInflightMsgs',
+    'maxEntryBytes',
+    'maxUncommittedBytes',
+    'snapshotChunkBytes',
   ];
   for (const k of positive) {
     const v = c[k];
-    if (typeof v !== 'number' || !Number.isInteger(v) || v <= 0) throw new RangeError(`raft config ${k} must be a positive integer, got ${String(v)}`);
+    if (typeof v !== 'number' || !Number.isInteger(v) || v <= 0)
+      throw new RangeError(`raft config ${k} must be a positive integer, got ${String(v)}`);
   }
-  if (c.heartbeatTicks >= c.electionTicks) throw new RangeError('raft config heartbeatTicks must be smaller than electionTicks');
+  if (c.heartbeatTicks >= c.electionTicks)
+    throw new RangeError('raft config heartbeatTicks must be smaller than electionTicks');
   if (c.id.length === 0) throw new RangeError('raft config id must not be empty');
 }
 

@@ -19,7 +19,10 @@ export class Inflights {
   add(lastIndex: number): void {
     assert(!this.full(), 'inflight window overflow');
     const prev = this.ends[this.ends.length - 1];
-    assert(prev === undefined || lastIndex >= prev, () => `inflight indices must not go backwards: ${prev} then ${lastIndex}`);
+    assert(
+      prev === undefined || lastIndex >= prev,
+      () => `inflight indices must not go backwards: ${prev} then ${lastIndex}`,
+    );
     this.ends.push(lastIndex);
   }
 

@@ -32,10 +32,16 @@ export class RaftLog {
     this.snapTerm = snapshot?.meta.term ?? 0;
     this.entries = entries.filter((e) => e.index > this.snapIndex);
     for (let i = 0; i < this.entries.length; i++) {
-      assert(this.entries[i]!.index === this.snapIndex + 1 + i, 'durable log is not contiguous after the snapshot');
+      assert(
+        this.entries[i]!.index === this.snapIndex + 1 + i,
+        'durable log is not contiguous after the snapshot',
+      );
     }
     this.stable = this.lastIndex();
-    assert(committed <= this.lastIndex(), () => `durable commit ${committed} beyond the durable last index ${this.lastIndex()}`);
+    assert(
+      committed <= this.lastIndex(),
+      () => `durable commit ${committed} beyond the durable last index ${this.lastIndex()}`,
+    );
     this.committed = Math.max(committed, this.snapIndex);
     this.applied = this.snapIndex;
   }
@@ -76,7 +82,10 @@ export class RaftLog {
 
   /** Entries in [lo, hi], capped at maxBytes (always at least one entry if any). */
   slice(lo: number, hi: number, maxBytes: number): Entry[] {
-    assert(lo > this.snapIndex, () => `slice from ${lo} reaches into the snapshot at ${this.snapIndex}`);
+    assert(
+      lo > this.snapIndex,
+      () => `slice from ${lo} reaches into the snapshot at ${this.snapIndex}`,
+    );
     const out: Entry[] = [];
     let bytes = 0;
     for (let i = lo; i <= Math.min(hi, this.lastIndex()); i++) {
@@ -91,7 +100,10 @@ export class RaftLog {
   /** Leader append of new entries at the end. */
   append(entries: Entry[]): void {
     for (const e of entries) {
-      assert(e.index === this.lastIndex() + 1, () => `append at ${e.index} but last index is ${this.lastIndex()}`);
+      assert(
+        e.index === this.lastIndex() + 1,
+        () => `append at ${e.index} but last index is ${this.lastIndex()}`,
+      );
       this.entries.push(e);
     }
   }
@@ -101,7 +113,11 @@ export class RaftLog {
    * does not contain an entry at prevIndex with prevTerm. A conflicting suffix is truncated
    * (never below the commit index) and replaced.
    */
-  maybeAppend(prevIndex: number, prevTerm: number, entries: Entry[]): { lastNew: number; truncatedFrom: number | null } | null {
+  maybeAppend(
+    prevIndex: number,
+    prevTerm: number,
+    entries: Entry[],
+  ): { lastNew: number; truncatedFrom: number | null } | null {
     if (!this.matchTerm(prevIndex, prevTerm)) return null;
     const lastNew = prevIndex + entries.length;
     let truncatedFrom: number | null = null;
@@ -112,7 +128,10 @@ export class RaftLog {
       const t = this.term(e.index);
       if (t === e.term) continue;
       if (t !== undefined) {
-        assert(e.index > this.committed, () => `entry ${e.index} conflicts with the committed log (commit ${this.committed})`);
+        assert(
+          e.index > this.committed,
+          () => `entry ${e.index} conflicts with the committed log (commit ${this.committed})`,
+        );
         this.truncateFrom(e.index);
         truncatedFrom = e.index;
       }
@@ -150,7 +169,10 @@ export class RaftLog {
 
   commitTo(index: number): boolean {
     if (index <= this.committed) return false;
-    assert(index <= this.lastIndex(), () => `commit ${index} beyond last index ${this.lastIndex()}`);
+    assert(
+      index <= this.lastIndex(),
+      () => `commit ${index} beyond last index ${this.lastIndex()}`,
+    );
     this.committed = index;
     return true;
   }
@@ -194,7 +216,10 @@ export class RaftLog {
     const { index, term } = snapshot.meta;
     if (index <= this.snapIndex) return;
     assert(index <= this.applied, () => `compacting to ${index} beyond applied ${this.applied}`);
-    assert(this.term(index) === term, () => `snapshot term ${term} at ${index} does not match the log`);
+    assert(
+      this.term(index) === term,
+      () => `snapshot term ${term} at ${index} does not match the log`,
+    );
     this.entries = this.entries.slice(index - this.snapIndex);
     this.snapIndex = index;
     this.snapTerm = term;
@@ -203,7 +228,8 @@ export class RaftLog {
 
   bytesBetween(lo: number, hi: number): number {
     let n = 0;
-    for (let i = Math.max(lo, this.snapIndex + 1); i <= Math.min(hi, this.lastIndex()); i++) n += entryBytes(this.entry(i)!);
+    for (let i = Math.max(lo, this.snapIndex + 1); i <= Math.min(hi, this.lastIndex()); i++)
+      n += entryBytes(this.entry(i)!);
     return n;
   }
 }

@@ -70,6 +70,12 @@ export class Progress {
   }
 
   view(): ProgressView {
-    return { match: this.match, next: this.next, state: this.state, inflight: this.inflights.count, recentActive: this.recentActive };
+    return {
+      match: this.match,
+      next: this.next,
+      state: this.state,
+      inflight: this.inflights.count,
+      recentActive: this.recentActive,
+    };
   }
 }

@@ -18,7 +18,10 @@ export function committedIndex(voters: readonly NodeId[], match: (id: NodeId) =>
 export type VoteResult = 'won' | 'lost' | 'pending';
 
 /** Tallies granted and rejected votes among the voters only (learners and strangers don't count). */
-export function voteResult(voters: readonly NodeId[], votes: ReadonlyMap<NodeId, boolean>): VoteResult {
+export function voteResult(
+  voters: readonly NodeId[],
+  votes: ReadonlyMap<NodeId, boolean>,
+): VoteResult {
   let granted = 0;
   let rejected = 0;
   for (const v of voters) {

@@ -30,7 +30,9 @@ import type {
 
 type MessageOf<T extends Message['type']> = Extract<Message, { type: T }>;
 /** A message before `from`/`term` are stamped by send(). */
-type Outgoing = { [T in Message['type']]: Omit<MessageOf<T>, 'from' | 'term'> & { term?: number } }[Message['type']];
+type Outgoing = {
+  [T in Message['type']]: Omit<MessageOf<T>, 'from' | 'term'> & { term?: number };
+}[Message['type']];
 
 interface PendingRead {
   ctx: string;
@@ -143,7 +145,10 @@ export class RaftCore {
     if (m.to !== this.id) return;
     if (m.term > this.term) {
       if (m.type === 'preVote' || m.type === 'vote') {
-        const inLease = this.cfg.checkQuorum && this.leader !== null && this.electionElapsed < this.cfg.electionTicks;
+        const inLease =
+          this.cfg.checkQuorum &&
+          this.leader !== null &&
+          this.electionElapsed < this.cfg.electionTicks;
         // A follower that hears a live leader ignores disruptive candidates (§9.6), unless
         // the leader itself asked for the election (transfer).
         if (inLease && !m.transfer) return;
@@ -158,10 +163,20 @@ export class RaftCore {
         this.becomeFollower(m.term, null);
       }
     } else if (m.term < this.term) {
-      if ((this.cfg.checkQuorum || this.cfg.preVote) && (m.type === 'heartbeat' || m.type === 'app')) {
+      if (
+        (this.cfg.checkQuorum || this.cfg.preVote) &&
+        (m.type === 'heartbeat' || m.type === 'app')
+      ) {
         // A stale leader (e.g. back from a partition) learns of the new term from this
         // response and steps down, instead of being ignored until it times out.
-        this.send({ type: 'appResp', to: m.from, reject: true, index: 0, hintTerm: 0, hintIndex: 0 });
+        this.send({
+          type: 'appResp',
+          to: m.from,
+          reject: true,
+          index: 0,
+          hintTerm: 0,
+          hintIndex: 0,
+        });
       } else if (m.type === 'preVote') {
         this.send({ type: 'preVoteResp', to: m.from, reject: true });
       }
@@ -193,11 +208,15 @@ export class RaftCore {
   /** Appends a normal entry. Returns where it will be if it commits. */
   propose(data: Uint8Array): { index: number; term: number } {
     if (data.length > this.cfg.maxEntryBytes) {
-      throw new BadRequestError(`entry of ${data.length} bytes exceeds maxEntryBytes ${this.cfg.maxEntryBytes}`);
+      throw new BadRequestError(
+        `entry of ${data.length} bytes exceeds maxEntryBytes ${this.cfg.maxEntryBytes}`,
+      );
     }
     this.checkCanPropose();
     if (this.uncommittedBytes + entrySize(data) > this.cfg.maxUncommittedBytes) {
-      throw new ProposalDroppedError(`leader has ${this.uncommittedBytes} uncommitted bytes (limit ${this.cfg.maxUncommittedBytes})`);
+      throw new ProposalDroppedError(
+        `leader has ${this.uncommittedBytes} uncommitted bytes (limit ${this.cfg.maxUncommittedBytes})`,
+      );
     }
     return this.appendAsLeader({ type: 'normal', data });
   }
@@ -206,7 +225,9 @@ export class RaftCore {
     this.checkCanPropose();
     if (this.confIndex > this.log.committed) throw new ChangeInProgressError();
     if (this.log.term(this.log.committed) !== this.term) {
-      throw new ChangeInProgressError('the leader has not yet committed an entry of its term; retry shortly');
+      throw new ChangeInProgressError(
+        'the leader has not yet committed an entry of its term; retry shortly',
+      );
     }
     const why = confChangeError(this.conf, cc);
     if (why !== null) throw new BadRequestError(`membership change refused: ${why}`);
@@ -216,7 +237,8 @@ export class RaftCore {
   transferLeadership(to: NodeId): void {
     if (this.role !== 'leader') throw new NotLeaderError(this.leader);
     if (to === this.id) return;
-    if (!this.conf.voters.includes(to)) throw new BadRequestError(`cannot transfer leadership to ${to}: not a voter`);
+    if (!this.conf.voters.includes(to))
+      throw new BadRequestError(`cannot transfer leadership to ${to}: not a voter`);
     const pr = this.progress.get(to);
     assert(pr !== undefined, 'a voter without progress on the leader');
     this.leadTransferee = to;
@@ -231,11 +253,14 @@ export class RaftCore {
    */
   readIndex(ctx: string): void {
     if (this.role !== 'leader') throw new NotLeaderError(this.leader);
-    if (this.pendingReads.length >= MAX_PENDING_READS) throw new ProposalDroppedError(`too many pending reads (limit ${MAX_PENDING_READS})`);
+    if (this.pendingReads.length >= MAX_PENDING_READS)
+      throw new ProposalDroppedError(`too many pending reads (limit ${MAX_PENDING_READS})`);
     if (this.log.term(this.log.committed) !== this.term) {
       // Until it commits in its term a new leader does not know the commit index; the
       // caller retries (the leader's no-op commits within a round trip).
-      throw new ProposalDroppedError('the leader has not yet committed an entry of its term; retry shortly');
+      throw new ProposalDroppedError(
+        'the leader has not yet committed an entry of its term; retry shortly',
+      );
     }
     const read: PendingRead = { ctx, index: this.log.committed, acks: new Set([this.id]) };
     this.pendingReads.push(read);
@@ -248,7 +273,10 @@ export class RaftCore {
    * that index — not the current one, which may include later, uncommitted changes.
    */
   snapshotMeta(index: number): SnapshotMeta {
-    assert(index <= this.log.applied && index >= this.log.snapIndex, () => `snapshot index ${index} outside [${this.log.snapIndex}, ${this.log.applied}]`);
+    assert(
+      index <= this.log.applied && index >= this.log.snapIndex,
+      () => `snapshot index ${index} outside [${this.log.snapIndex}, ${this.log.applied}]`,
+    );
     const term = this.log.term(index);
     assert(term !== undefined, 'no term for a snapshot index');
     let conf: ConfState = this.log.snapshot?.meta.conf ?? this.baseConf;
@@ -369,7 +397,8 @@ export class RaftCore {
   private resetRandomizedElectionTimeout(): void {
     const r = this.cfg.random();
     assert(r >= 0 && r < 1, 'random() must return a number in [0, 1)');
-    this.randomizedElectionTimeout = this.cfg.electionTicks + Math.floor(r * this.cfg.electionTicks);
+    this.randomizedElectionTimeout =
+      this.cfg.electionTicks + Math.floor(r * this.cfg.electionTicks);
   }
 
   private becomeFollower(term: number, leader: NodeId | null): void {
@@ -398,7 +427,8 @@ export class RaftCore {
     this.reset(this.term);
     this.role = 'leader';
     this.leader = this.id;
-    for (const id of this.members()) this.progress.set(id, new Progress(this.log.lastIndex() + 1, this.cfg.maxInflightMsgs));
+    for (const id of this.members())
+      this.progress.set(id, new Progress(this.log.lastIndex() + 1, this.cfg.maxInflightMsgs));
     const self = this.progress.get(this.id);
     assert(self !== undefined, 'a leader must be a member');
     self.match = this.log.lastIndex();
@@ -439,7 +469,13 @@ export class RaftCore {
   private requestVotes(type: 'preVote' | 'vote', term: number, transfer: boolean): void {
     for (const v of this.conf.voters) {
       if (v === this.id) continue;
-      const req = { to: v, term, lastLogIndex: this.log.lastIndex(), lastLogTerm: this.log.lastTerm(), transfer };
+      const req = {
+        to: v,
+        term,
+        lastLogIndex: this.log.lastIndex(),
+        lastLogTerm: this.log.lastTerm(),
+        transfer,
+      };
       this.send(type === 'vote' ? { type: 'vote', ...req } : { type: 'preVote', ...req });
     }
   }
@@ -459,7 +495,11 @@ export class RaftCore {
         this.send({ type: 'preVoteResp', to: m.from, term: m.term, reject: false });
       }
     } else {
-      this.send(m.type === 'vote' ? { type: 'voteResp', to: m.from, reject: true } : { type: 'preVoteResp', to: m.from, reject: true });
+      this.send(
+        m.type === 'vote'
+          ? { type: 'voteResp', to: m.from, reject: true }
+          : { type: 'preVoteResp', to: m.from, reject: true },
+      );
     }
   }
 
@@ -524,7 +564,14 @@ export class RaftCore {
   private handleAppend(m: MessageOf<'app'>): void {
     if (m.prevIndex < this.log.committed) {
       // Everything up to our commit index matches the leader's log (leader completeness).
-      this.send({ type: 'appResp', to: m.from, reject: false, index: this.log.committed, hintTerm: 0, hintIndex: 0 });
+      this.send({
+        type: 'appResp',
+        to: m.from,
+        reject: false,
+        index: this.log.committed,
+        hintTerm: 0,
+        hintIndex: 0,
+      });
       return;
     }
     const result = this.log.maybeAppend(m.prevIndex, m.prevTerm, m.entries);
@@ -542,7 +589,14 @@ export class RaftCore {
     if (result.truncatedFrom !== null && result.truncatedFrom <= this.confIndex) this.refreshConf();
     else if (m.entries.some((e) => e.type === 'conf')) this.refreshConf();
     this.log.commitTo(Math.min(m.commit, result.lastNew));
-    this.send({ type: 'appResp', to: m.from, reject: false, index: result.lastNew, hintTerm: 0, hintIndex: 0 });
+    this.send({
+      type: 'appResp',
+      to: m.from,
+      reject: false,
+      index: result.lastNew,
+      hintTerm: 0,
+      hintIndex: 0,
+    });
   }
 
   private handleSnapshotChunk(m: MessageOf<'snap'>): void {
@@ -550,10 +604,20 @@ export class RaftCore {
     if (index <= this.log.committed) {
       // We already hold everything it covers.
       this.incoming = null;
-      this.send({ type: 'appResp', to: m.from, reject: false, index: this.log.committed, hintTerm: 0, hintIndex: 0 });
+      this.send({
+        type: 'appResp',
+        to: m.from,
+        reject: false,
+        index: this.log.committed,
+        hintTerm: 0,
+        hintIndex: 0,
+      });
       return;
     }
-    if (m.offset === 0 && (this.incoming === null || this.incoming.index !== index || this.incoming.term !== term)) {
+    if (
+      m.offset === 0 &&
+      (this.incoming === null || this.incoming.index !== index || this.incoming.term !== term)
+    ) {
       this.incoming = { index, term, chunks: [], bytes: 0 };
     }
     const inc = this.incoming;
@@ -580,7 +644,14 @@ export class RaftCore {
       this.log.restore(snapshot);
       this.refreshConf();
     }
-    this.send({ type: 'appResp', to: m.from, reject: false, index: this.log.lastIndex(), hintTerm: 0, hintIndex: 0 });
+    this.send({
+      type: 'appResp',
+      to: m.from,
+      reject: false,
+      index: this.log.lastIndex(),
+      hintTerm: 0,
+      hintIndex: 0,
+    });
   }
 
   private stepLeader(m: Message): void {
@@ -655,7 +726,11 @@ export class RaftCore {
     } else if (wasPaused || pr.next <= this.log.lastIndex()) {
       this.sendAppend(m.from);
     }
-    if (this.role === 'leader' && this.leadTransferee === m.from && pr.match === this.log.lastIndex()) {
+    if (
+      this.role === 'leader' &&
+      this.leadTransferee === m.from &&
+      pr.match === this.log.lastIndex()
+    ) {
       this.send({ type: 'timeoutNow', to: m.from });
     }
   }
@@ -664,12 +739,18 @@ export class RaftCore {
 
   private checkCanPropose(): void {
     if (this.role !== 'leader') throw new NotLeaderError(this.leader);
-    if (this.leadTransferee !== null) throw new ProposalDroppedError(`leadership is being transferred to ${this.leadTransferee}`);
+    if (this.leadTransferee !== null)
+      throw new ProposalDroppedError(`leadership is being transferred to ${this.leadTransferee}`);
   }
 
-  private appendAsLeader(e: { type: 'normal'; data: Uint8Array } | { type: 'conf'; change: ConfChange }): { index: number; term: number } {
+  private appendAsLeader(
+    e: { type: 'normal'; data: Uint8Array } | { type: 'conf'; change: ConfChange },
+  ): { index: number; term: number } {
     const index = this.log.lastIndex() + 1;
-    const entry: Entry = e.type === 'normal' ? { index, term: this.term, type: 'normal', data: e.data } : { index, term: this.term, type: 'conf', change: e.change };
+    const entry: Entry =
+      e.type === 'normal'
+        ? { index, term: this.term, type: 'normal', data: e.data }
+        : { index, term: this.term, type: 'conf', change: e.change };
     this.log.append([entry]);
     this.uncommittedBytes += this.log.bytesBetween(index, index);
     if (entry.type === 'conf') this.refreshConf();
@@ -682,9 +763,16 @@ export class RaftCore {
 
   /** §5.4.2: only entries of the leader's own term are committed by counting replicas. */
   private maybeCommit(): boolean {
-    const mci = committedIndex(this.conf.voters, (id) => (id === this.id && this.conf.voters.includes(id) ? this.log.lastIndex() : (this.progress.get(id)?.match ?? 0)));
+    const mci = committedIndex(this.conf.voters, (id) =>
+      id === this.id && this.conf.voters.includes(id)
+        ? this.log.lastIndex()
+        : (this.progress.get(id)?.match ?? 0),
+    );
     if (mci <= this.log.committed || this.log.term(mci) !== this.term) return false;
-    this.uncommittedBytes = Math.max(0, this.uncommittedBytes - this.log.bytesBetween(this.log.committed + 1, mci));
+    this.uncommittedBytes = Math.max(
+      0,
+      this.uncommittedBytes - this.log.bytesBetween(this.log.committed + 1, mci),
+    );
     this.log.commitTo(mci);
     this.afterCommit();
     return true;
@@ -692,7 +780,11 @@ export class RaftCore {
 
   private afterCommit(): void {
     // A leader removed from the configuration steps down once the removal is committed.
-    if (this.role === 'leader' && !this.conf.voters.includes(this.id) && this.confIndex <= this.log.committed) {
+    if (
+      this.role === 'leader' &&
+      !this.conf.voters.includes(this.id) &&
+      this.confIndex <= this.log.committed
+    ) {
       this.becomeFollower(this.term, null);
       return;
     }
@@ -706,7 +798,12 @@ export class RaftCore {
   private broadcastHeartbeat(readCtx: string | null): void {
     for (const [id, pr] of this.progress) {
       if (id === this.id) continue;
-      this.send({ type: 'heartbeat', to: id, commit: Math.min(pr.match, this.log.committed), readCtx });
+      this.send({
+        type: 'heartbeat',
+        to: id,
+        commit: Math.min(pr.match, this.log.committed),
+        readCtx,
+      });
     }
   }
 
@@ -723,7 +820,10 @@ export class RaftCore {
       this.sendSnapshotChunk(to, pr);
       return;
     }
-    const entries = pr.next <= this.log.lastIndex() ? this.log.slice(pr.next, this.log.lastIndex(), this.cfg.maxMsgBytes) : [];
+    const entries =
+      pr.next <= this.log.lastIndex()
+        ? this.log.slice(pr.next, this.log.lastIndex(), this.cfg.maxMsgBytes)
+        : [];
     this.send({ type: 'app', to, prevIndex, prevTerm, entries, commit: this.log.committed });
     const last = entries.at(-1);
     if (pr.state === 'replicate') {
@@ -767,7 +867,8 @@ export class RaftCore {
     let n = 0;
     while (n < this.pendingReads.length && this.quorumHas(this.pendingReads[n]!.acks)) n++;
     if (n === 0) return;
-    for (const r of this.pendingReads.splice(0, n)) this.readStates.push({ ctx: r.ctx, index: r.index });
+    for (const r of this.pendingReads.splice(0, n))
+      this.readStates.push({ ctx: r.ctx, index: r.index });
   }
 
   private quorumHas(ids: ReadonlySet<NodeId>): boolean {
@@ -815,8 +916,10 @@ export class RaftCore {
           this.progress.set(id, pr);
         }
       }
-      for (const id of [...this.progress.keys()]) if (!isMember(this.conf, id)) this.progress.delete(id);
-      if (this.leadTransferee !== null && !this.conf.voters.includes(this.leadTransferee)) this.leadTransferee = null;
+      for (const id of [...this.progress.keys()])
+        if (!isMember(this.conf, id)) this.progress.delete(id);
+      if (this.leadTransferee !== null && !this.conf.voters.includes(this.leadTransferee))
+        this.leadTransferee = null;
     }
   }
 

@@ -68,11 +68,22 @@ interface MessageBase {
  * single message exceeds the configured size limit; the follower acknowledges each chunk.
  */
 export type Message =
-  | (MessageBase & { type: 'preVote'; lastLogIndex: number; lastLogTerm: number; transfer: boolean })
+  | (MessageBase & {
+      type: 'preVote';
+      lastLogIndex: number;
+      lastLogTerm: number;
+      transfer: boolean;
+    })
   | (MessageBase & { type: 'vote'; lastLogIndex: number; lastLogTerm: number; transfer: boolean })
   | (MessageBase & { type: 'preVoteResp'; reject: boolean })
   | (MessageBase & { type: 'voteResp'; reject: boolean })
-  | (MessageBase & { type: 'app'; prevIndex: number; prevTerm: number; entries: Entry[]; commit: number })
+  | (MessageBase & {
+      type: 'app';
+      prevIndex: number;
+      prevTerm: number;
+      entries: Entry[];
+      commit: number;
+    })
   | (MessageBase & {
       type: 'appResp';
       reject: boolean;
@@ -84,7 +95,13 @@ export type Message =
     })
   | (MessageBase & { type: 'heartbeat'; commit: number; readCtx: string | null })
   | (MessageBase & { type: 'heartbeatResp'; readCtx: string | null })
-  | (MessageBase & { type: 'snap'; meta: SnapshotMeta; offset: number; chunk: Uint8Array; done: boolean })
+  | (MessageBase & {
+      type: 'snap';
+      meta: SnapshotMeta;
+      offset: number;
+      chunk: Uint8Array;
+      done: boolean;
+    })
   | (MessageBase & { type: 'snapResp'; reject: boolean; index: number; offset: number })
   | (MessageBase & { type: 'timeoutNow' });
 

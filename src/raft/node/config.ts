@@ -72,38 +72,49 @@ export function parseHostPort(value: string): { host: string; port: number } | n
 }
 
 function address(key: string, value: unknown, allowPortZero: boolean): string {
-  if (typeof value !== 'string') throw new ConfigError(key, `must be a "host:port" string, got ${typeof value}`);
+  if (typeof value !== 'string')
+    throw new ConfigError(key, `must be a "host:port" string, got ${typeof value}`);
   const hp = parseHostPort(value);
   if (!hp) throw new ConfigError(key, `must be "host:port", got ${JSON.stringify(value)}`);
-  if (hp.port === 0 && !allowPortZero) throw new ConfigError(key, 'port 0 is not an address peers can reach');
+  if (hp.port === 0 && !allowPortZero)
+    throw new ConfigError(key, 'port 0 is not an address peers can reach');
   return value;
 }
 
 function integer(key: string, value: unknown, fallback: number, min: number, max: number): number {
   if (value === undefined) return fallback;
   const n = typeof value === 'string' && value.trim() !== '' ? Number(value) : value;
-  if (typeof n !== 'number' || !Number.isInteger(n)) throw new ConfigError(key, `must be an integer, got ${JSON.stringify(value)}`);
+  if (typeof n !== 'number' || !Number.isInteger(n))
+    throw new ConfigError(key, `must be an integer, got ${JSON.stringify(value)}`);
   if (n < min || n > max) throw new ConfigError(key, `must be between ${min} and ${max}, got ${n}`);
   return n;
 }
 
 function nodeId(key: string, value: unknown): string {
   if (typeof value !== 'string' || !NODE_ID_PATTERN.test(value)) {
-    throw new ConfigError(key, `must be 1-64 letters, digits, ".", "_" or "-" starting with a letter or digit, got ${JSON.stringify(value)}`);
+    throw new ConfigError(
+      key,
+      `must be 1-64 letters, digits, ".", "_" or "-" starting with a letter or digit, got ${JSON.stringify(value)}`,
+    );
   }
   return value;
 }
 
 /** Validates a raw (parsed JSON/YAML, or CLI-assembled) config object. */
 export function validateRaftNodeConfig(raw: unknown): RaftNodeConfig {
-  if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) throw new ConfigError('(root)', 'must be an object');
+  if (typeof raw !== 'object' || raw === null || Array.isArray(raw))
+    throw new ConfigError('(root)', 'must be an object');
   const r = raw as Record<string, unknown>;
   for (const k of Object.keys(r)) {
-    if (!KNOWN_KEYS.has(k)) throw new ConfigError(k, `unknown key (known: ${[...KNOWN_KEYS].join(', ')})`);
+    if (!KNOWN_KEYS.has(k))
+      throw new ConfigError(k, `unknown key (known: ${[...KNOWN_KEYS].join(', ')})`);
   }
   const id = nodeId('nodeId', r.nodeId);
   const raftAddress = address('raftAddress', r.raftAddress, true);
-  const advertiseRaftAddress = r.advertiseRaftAddress === undefined ? raftAddress : address('advertiseRaftAddress', r.advertiseRaftAddress, false);
+  const advertiseRaftAddress =
+    r.advertiseRaftAddress === undefined
+      ? raftAddress
+      : address('advertiseRaftAddress', r.advertiseRaftAddress, false);
   if (r.advertiseRaftAddress === undefined && parseHostPort(raftAddress)!.port === 0) {
     throw new ConfigError('raftAddress', 'port 0 needs an explicit advertiseRaftAddress');
   }
@@ -119,20 +130,40 @@ export function validateRaftNodeConfig(raw: unknown): RaftNodeConfig {
     nodeId(`peers.${pid}`, pid);
     const a = address(`peers.${pid}`, paddr, false);
     if (pid === id) {
-      if (a !== advertiseRaftAddress) throw new ConfigError(`peers.${pid}`, `lists this node at ${a} but it advertises ${advertiseRaftAddress}`);
+      if (a !== advertiseRaftAddress)
+        throw new ConfigError(
+          `peers.${pid}`,
+          `lists this node at ${a} but it advertises ${advertiseRaftAddress}`,
+        );
       continue;
     }
     peers[pid] = a;
   }
 
-  if (typeof r.dataDir !== 'string' || r.dataDir.trim() === '') throw new ConfigError('dataDir', 'must be a non-empty path');
+  if (typeof r.dataDir !== 'string' || r.dataDir.trim() === '')
+    throw new ConfigError('dataDir', 'must be a non-empty path');
   if (r.dataDir.includes('\0')) throw new ConfigError('dataDir', 'is not a valid path');
 
   const tickMs = integer('tickMs', r.tickMs, DEFAULT_NODE_TICK_MS, 1, MAX_TICK_MS);
-  const electionTicks = integer('electionTicks', r.electionTicks, DEFAULT_NODE_ELECTION_TICKS, 2, MAX_ELECTION_TICKS);
-  const heartbeatTicks = integer('heartbeatTicks', r.heartbeatTicks, DEFAULT_NODE_HEARTBEAT_TICKS, 1, MAX_ELECTION_TICKS);
+  const electionTicks = integer(
+    'electionTicks',
+    r.electionTicks,
+    DEFAULT_NODE_ELECTION_TICKS,
+    2,
+    MAX_ELECTION_TICKS,
+  );
+  const heartbeatTicks = integer(
+    'heartbeatTicks',
+    r.heartbeatTicks,
+    DEFAULT_NODE_HEARTBEAT_TICKS,
+    1,
+    MAX_ELECTION_TICKS,
+  );
   if (heartbeatTicks >= electionTicks) {
-    throw new ConfigError('heartbeatTicks', `must be smaller than electionTicks (${electionTicks}), got ${heartbeatTicks}`);
+    throw new ConfigError(
+      'heartbeatTicks',
+      `must be smaller than electionTicks (${electionTicks}), got ${heartbeatTicks}`,
+    );
   }
   const snapshotIntervalEntries = integer(
     'snapshotIntervalEntries',
@@ -144,18 +175,24 @@ export function validateRaftNodeConfig(raw: unknown): RaftNodeConfig {
 
   let join = false;
   if (r.join !== undefined) {
-    if (typeof r.join !== 'boolean') throw new ConfigError('join', `must be true or false, got ${JSON.stringify(r.join)}`);
+    if (typeof r.join !== 'boolean')
+      throw new ConfigError('join', `must be true or false, got ${JSON.stringify(r.join)}`);
     join = r.join;
   }
 
   const contextExtra: Record<string, string> = {};
   if (r.contextExtra !== undefined) {
-    if (typeof r.contextExtra !== 'object' || r.contextExtra === null || Array.isArray(r.contextExtra)) {
+    if (
+      typeof r.contextExtra !== 'object' ||
+      r.contextExtra === null ||
+      Array.isArray(r.contextExtra)
+    ) {
       throw new ConfigError('contextExtra', 'must be an object of string values');
     }
     for (const [k, v] of Object.entries(r.contextExtra)) {
       if (typeof v !== 'string') throw new ConfigError(`contextExtra.${k}`, 'must be a string');
-      if (k === 'raft') throw new ConfigError('contextExtra.raft', 'is set from advertiseRaftAddress');
+      if (k === 'raft')
+        throw new ConfigError('contextExtra.raft', 'is set from advertiseRaftAddress');
       contextExtra[k] = v;
     }
   }

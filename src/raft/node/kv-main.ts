@@ -32,7 +32,13 @@ import { BadRequestError, ConcordError, ConfigError, NotLeaderError } from '../.
 import type { Logger } from '../../shared/logger.ts';
 import type { ConfChange } from '../core/types.ts';
 import { parseHostPort, validateRaftNodeConfig, type RaftNodeConfig } from './config.ts';
-import { encodeKvCommand, KvStateMachine, MAX_KV_KEY_BYTES, MAX_KV_VALUE_BYTES, type KvCommand } from './kv-state-machine.ts';
+import {
+  encodeKvCommand,
+  KvStateMachine,
+  MAX_KV_KEY_BYTES,
+  MAX_KV_VALUE_BYTES,
+  type KvCommand,
+} from './kv-state-machine.ts';
 import { memberContextFields } from './members.ts';
 import { RaftNode } from './raft-node.ts';
 
@@ -67,9 +73,13 @@ interface CliFlags {
 
 function parsePeers(value: string): Record<string, string> {
   const peers: Record<string, string> = {};
-  for (const part of value.split(',').map((s) => s.trim()).filter(Boolean)) {
+  for (const part of value
+    .split(',')
+    .map((s) => s.trim())
+    .filter(Boolean)) {
     const eq = part.indexOf('=');
-    if (eq <= 0) throw new ConfigError('peers', `expected id=host:port, got ${JSON.stringify(part)}`);
+    if (eq <= 0)
+      throw new ConfigError('peers', `expected id=host:port, got ${JSON.stringify(part)}`);
     peers[part.slice(0, eq)] = part.slice(eq + 1);
   }
   return peers;
@@ -88,9 +98,14 @@ async function loadConfig(flags: CliFlags): Promise<KvMainConfig> {
     try {
       parsed = /\.ya?ml$/i.test(flags.config) ? parseYaml(text) : JSON.parse(text);
     } catch (cause) {
-      throw new ConfigError('--config', `${flags.config} is not valid ${/\.ya?ml$/i.test(flags.config) ? 'YAML' : 'JSON'}`, { cause });
+      throw new ConfigError(
+        '--config',
+        `${flags.config} is not valid ${/\.ya?ml$/i.test(flags.config) ? 'YAML' : 'JSON'}`,
+        { cause },
+      );
     }
-    if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) throw new ConfigError('(root)', 'config file must hold an object');
+    if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed))
+      throw new ConfigError('(root)', 'config file must hold an object');
     raw = { ...(parsed as Record<string, unknown>) };
   }
   const set = (key: string, value: unknown) => {
@@ -114,10 +129,19 @@ async function loadConfig(flags: CliFlags): Promise<KvMainConfig> {
     throw new ConfigError('httpAddress', `must be "host:port", got ${JSON.stringify(httpAddress)}`);
   }
   const level = logLevel ?? process.env.CONCORD_LOG_LEVEL ?? 'info';
-  if (typeof level !== 'string' || !['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].includes(level)) {
-    throw new ConfigError('logLevel', `must be one of fatal, error, warn, info, debug, trace, silent; got ${JSON.stringify(level)}`);
+  if (
+    typeof level !== 'string' ||
+    !['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].includes(level)
+  ) {
+    throw new ConfigError(
+      'logLevel',
+      `must be one of fatal, error, warn, info, debug, trace, silent; got ${JSON.stringify(level)}`,
+    );
   }
-  const contextExtra = { ...((nodeRaw.contextExtra as Record<string, string> | undefined) ?? {}), http: httpAddress };
+  const contextExtra = {
+    ...((nodeRaw.contextExtra as Record<string, string> | undefined) ?? {}),
+    http: httpAddress,
+  };
   const node = validateRaftNodeConfig({ ...nodeRaw, contextExtra });
   return { node, httpAddress, logLevel: level };
 }
@@ -157,13 +181,17 @@ async function readJson(req: IncomingMessage): Promise<Record<string, unknown>> 
   } catch {
     throw new BadRequestError('request body is not JSON');
   }
-  if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) throw new BadRequestError('request body must be a JSON object');
+  if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed))
+    throw new BadRequestError('request body must be a JSON object');
   return parsed as Record<string, unknown>;
 }
 
 function send(res: ServerResponse, status: number, body: unknown): void {
   const text = JSON.stringify(body);
-  res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) });
+  res.writeHead(status, {
+    'content-type': 'application/json',
+    'content-length': Buffer.byteLength(text),
+  });
   res.end(text);
 }
 
@@ -185,16 +213,19 @@ function checkKey(raw: string): string {
     throw new BadRequestError('key is not valid percent-encoding');
   }
   if (key.length === 0) throw new BadRequestError('key is empty');
-  if (Buffer.byteLength(key) > MAX_KV_KEY_BYTES) throw new BadRequestError(`key over ${MAX_KV_KEY_BYTES} bytes`);
+  if (Buffer.byteLength(key) > MAX_KV_KEY_BYTES)
+    throw new BadRequestError(`key over ${MAX_KV_KEY_BYTES} bytes`);
   return key;
 }
 
 function checkConfChange(body: Record<string, unknown>): ConfChange {
   const { type, nodeId, context } = body;
-  if (typeof nodeId !== 'string' || !/^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/.test(nodeId)) throw new BadRequestError('nodeId must be a node id');
+  if (typeof nodeId !== 'string' || !/^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/.test(nodeId))
+    throw new BadRequestError('nodeId must be a node id');
   if (type === 'removeNode') return { type, nodeId };
   if (type === 'addVoter' || type === 'addLearner') {
-    if (context !== undefined && typeof context !== 'string') throw new BadRequestError('context must be a string');
+    if (context !== undefined && typeof context !== 'string')
+      throw new BadRequestError('context must be a string');
     return { type, nodeId, context: context ?? '' };
   }
   throw new BadRequestError('type must be addVoter, addLearner or removeNode');
@@ -223,7 +254,8 @@ function startHttp(node: RaftNode, sm: KvStateMachine, address: string, logger: 
       const key = checkKey(path.slice(4));
       if (method === 'PUT') {
         const value = await readBody(req);
-        if (value.length > MAX_KV_VALUE_BYTES) throw new HttpError(413, `value over ${MAX_KV_VALUE_BYTES} bytes`);
+        if (value.length > MAX_KV_VALUE_BYTES)
+          throw new HttpError(413, `value over ${MAX_KV_VALUE_BYTES} bytes`);
         send(res, 200, await propose({ op: 'put', key, value: value.toString('utf8') }));
         return;
       }
@@ -234,7 +266,10 @@ function startHttp(node: RaftNode, sm: KvStateMachine, address: string, logger: 
       if (method === 'GET') {
         if (!stale) await node.read();
         const value = sm.get(key);
-        if (value === undefined) send(res, 404, { error: { code: 'NOT_FOUND', message: `no key ${JSON.stringify(key)}` } });
+        if (value === undefined)
+          send(res, 404, {
+            error: { code: 'NOT_FOUND', message: `no key ${JSON.stringify(key)}` },
+          });
         else send(res, 200, { key, value });
         return;
       }
@@ -278,13 +313,22 @@ function startHttp(node: RaftNode, sm: KvStateMachine, address: string, logger: 
         return;
       }
       if (err instanceof HttpError) {
-        send(res, err.status, { error: { code: err.status === 404 ? 'NOT_FOUND' : 'BAD_REQUEST', message: err.message } });
+        send(res, err.status, {
+          error: { code: err.status === 404 ? 'NOT_FOUND' : 'BAD_REQUEST', message: err.message },
+        });
         return;
       }
       if (err instanceof ConcordError) {
         const leaderId = err instanceof NotLeaderError ? err.leaderId : null;
         send(res, STATUS_OF[err.code] ?? 500, {
-          error: { code: err.code, name: err.name, message: err.message, retryable: err.retryable, leaderId, leaderHttp: leaderHttp(leaderId) },
+          error: {
+            code: err.code,
+            name: err.name,
+            message: err.message,
+            retryable: err.retryable,
+            leaderId,
+            leaderHttp: leaderHttp(leaderId),
+          },
         });
         return;
       }
@@ -317,7 +361,17 @@ async function main(argv: string[]): Promise<void> {
     .option('--heartbeat-ticks <n>', 'heartbeat interval in ticks')
     .option('--snapshot-interval <entries>', 'applied entries between snapshots (0 = never)')
     .option('--join', 'start outside the membership and wait to be added by the leader')
-    .addOption(new Option('--log-level <level>', 'log level').choices(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']))
+    .addOption(
+      new Option('--log-level <level>', 'log level').choices([
+        'fatal',
+        'error',
+        'warn',
+        'info',
+        'debug',
+        'trace',
+        'silent',
+      ]),
+    )
     .exitOverride();
   program.parse(argv);
   const config = await loadConfig(program.opts<CliFlags>());
@@ -357,12 +411,16 @@ async function main(argv: string[]): Promise<void> {
 
   const httpPort = (server.address() as AddressInfo).port;
   // The one line the test harness and the benchmark wait for.
-  process.stdout.write(`${JSON.stringify({ event: 'listening', nodeId: config.node.nodeId, raftPort: node.raftPort, httpPort, pid: process.pid })}\n`);
+  process.stdout.write(
+    `${JSON.stringify({ event: 'listening', nodeId: config.node.nodeId, raftPort: node.raftPort, httpPort, pid: process.pid })}\n`,
+  );
 }
 
 main(process.argv).catch((err: unknown) => {
   const e = err as { code?: string; message?: string; exitCode?: number };
   if (e.code?.startsWith('commander.')) process.exit(e.exitCode ?? 2);
-  process.stderr.write(`kv-main: ${err instanceof ConfigError ? err.message : ((err as Error)?.stack ?? String(err))}\n`);
+  process.stderr.write(
+    `kv-main: ${err instanceof ConfigError ? err.message : ((err as Error)?.stack ?? String(err))}\n`,
+  );
   process.exit(err instanceof ConfigError ? 2 : 1);
 });

@@ -40,7 +40,9 @@ export class KvStateMachine implements StateMachine {
   }
 
   entries(prefix = ''): Array<[string, string]> {
-    return [...this.map].filter(([k]) => k.startsWith(prefix)).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+    return [...this.map]
+      .filter(([k]) => k.startsWith(prefix))
+      .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
   }
 
   apply(index: number, data: Uint8Array): KvApplyResult {

@@ -27,7 +27,11 @@ export function raftAddressOf(context: string): string | null {
   if (trimmed.startsWith('{')) {
     try {
       const parsed: unknown = JSON.parse(trimmed);
-      if (typeof parsed === 'object' && parsed !== null && typeof (parsed as { raft?: unknown }).raft === 'string') {
+      if (
+        typeof parsed === 'object' &&
+        parsed !== null &&
+        typeof (parsed as { raft?: unknown }).raft === 'string'
+      ) {
         const raft = (parsed as { raft: string }).raft;
         return parseHostPort(raft) ? raft : null;
       }
@@ -44,7 +48,9 @@ export function memberContextFields(context: string): Record<string, string> {
   try {
     const parsed: unknown = JSON.parse(context);
     if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) return {};
-    return Object.fromEntries(Object.entries(parsed).filter(([, v]) => typeof v === 'string')) as Record<string, string>;
+    return Object.fromEntries(
+      Object.entries(parsed).filter(([, v]) => typeof v === 'string'),
+    ) as Record<string, string>;
   } catch {
     return {};
   }
@@ -76,12 +82,16 @@ export class PeerDirectory implements PeerTransport {
 
   setPeers(members: ReadonlyMap<NodeId, string>): void {
     const resolved = new Map<NodeId, string>();
-    for (const [id, address] of Object.entries(this.seeds)) if (id !== this.selfId) resolved.set(id, address);
+    for (const [id, address] of Object.entries(this.seeds))
+      if (id !== this.selfId) resolved.set(id, address);
     for (const [id, context] of members) {
       if (id === this.selfId) continue;
       const address = raftAddressOf(context) ?? this.seeds[id] ?? null;
       if (address === null) {
-        this.logger.warn({ peer: id, context }, 'member has no raft address in its context or the configured peers; unreachable');
+        this.logger.warn(
+          { peer: id, context },
+          'member has no raft address in its context or the configured peers; unreachable',
+        );
         continue;
       }
       resolved.set(id, address);

@@ -13,7 +13,12 @@ import type { ConfChange, ConfState, NodeId, RaftConfig, Snapshot } from '../cor
 import { RaftDriver, type DriverStatus, type RaftStateChange } from '../driver.ts';
 import type { LoadedState, LogStorage, PersistBatch, StateMachine } from '../ports.ts';
 import { LevelDbStorage, type StorageStats } from '../storage/leveldb-storage.ts';
-import { FRAME_OVERHEAD_BYTES, GrpcTransport, type TransportLimits, type TransportStats } from '../transport/grpc-transport.ts';
+import {
+  FRAME_OVERHEAD_BYTES,
+  GrpcTransport,
+  type TransportLimits,
+  type TransportStats,
+} from '../transport/grpc-transport.ts';
 import type { RaftNodeConfig } from './config.ts';
 import { encodeMemberContext, PeerDirectory } from './members.ts';
 
@@ -43,7 +48,10 @@ export interface RaftNodeStatus extends DriverStatus {
  */
 export function bootstrapConf(config: RaftNodeConfig): ConfState {
   if (config.join) return { voters: [], learners: [], context: {} };
-  const addresses: Record<NodeId, string> = { ...config.peers, [config.nodeId]: config.advertiseRaftAddress };
+  const addresses: Record<NodeId, string> = {
+    ...config.peers,
+    [config.nodeId]: config.advertiseRaftAddress,
+  };
   const voters = Object.keys(addresses).sort();
   // Sorted keys: the seed snapshot's bytes must not depend on which node wrote it.
   const context: Record<NodeId, string> = {};
@@ -73,12 +81,23 @@ class SeedingStorage implements LogStorage {
 
   async load(): Promise<LoadedState> {
     const loaded = await this.inner.load();
-    const empty = loaded.snapshot === null && loaded.entries.length === 0 && loaded.hardState.term === 0 && loaded.hardState.commit === 0;
+    const empty =
+      loaded.snapshot === null &&
+      loaded.entries.length === 0 &&
+      loaded.hardState.term === 0 &&
+      loaded.hardState.commit === 0;
     if (!empty || this.seed === null) return loaded;
     const snapshot = this.seed();
-    const hardState = { term: BOOTSTRAP_SNAPSHOT_TERM, vote: null, commit: BOOTSTRAP_SNAPSHOT_INDEX };
+    const hardState = {
+      term: BOOTSTRAP_SNAPSHOT_TERM,
+      vote: null,
+      commit: BOOTSTRAP_SNAPSHOT_INDEX,
+    };
     await this.inner.save({ hardState, entries: [], snapshot });
-    this.logger.info({ conf: snapshot.meta.conf }, 'bootstrapped a new cluster member from the seed snapshot');
+    this.logger.info(
+      { conf: snapshot.meta.conf },
+      'bootstrapped a new cluster member from the seed snapshot',
+    );
     return { hardState, snapshot, entries: [] };
   }
 
@@ -117,9 +136,21 @@ export class RaftNode {
     const maxMsgBytes = options.raft?.maxMsgBytes ?? DEFAULT_MAX_MSG_BYTES;
     const chunkBytes = options.raft?.snapshotChunkBytes ?? DEFAULT_SNAPSHOT_CHUNK_BYTES;
     // The core bounds the data of one message; the frame must hold it with room for the envelope.
-    assert(2 * maxMsgBytes <= frame, () => `raft maxMsgBytes ${maxMsgBytes} does not fit twice in a transport frame of ${frame} bytes`);
-    assert(2 * chunkBytes <= frame, () => `raft snapshotChunkBytes ${chunkBytes} does not fit twice in a transport frame of ${frame} bytes`);
-    this.storage = new LevelDbStorage({ path: join(config.dataDir, 'raft'), logger: this.logger, nodeId: config.nodeId });
+    assert(
+      2 * maxMsgBytes <= frame,
+      () =>
+        `raft maxMsgBytes ${maxMsgBytes} does not fit twice in a transport frame of ${frame} bytes`,
+    );
+    assert(
+      2 * chunkBytes <= frame,
+      () =>
+        `raft snapshotChunkBytes ${chunkBytes} does not fit twice in a transport frame of ${frame} bytes`,
+    );
+    this.storage = new LevelDbStorage({
+      path: join(config.dataDir, 'raft'),
+      logger: this.logger,
+      nodeId: config.nodeId,
+    });
     this.driver = new RaftDriver({
       id: config.nodeId,
       storage: new SeedingStorage(
@@ -127,7 +158,11 @@ export class RaftNode {
         config.join
           ? null
           : () => ({
-              meta: { index: BOOTSTRAP_SNAPSHOT_INDEX, term: BOOTSTRAP_SNAPSHOT_TERM, conf: bootstrapConf(config) },
+              meta: {
+                index: BOOTSTRAP_SNAPSHOT_INDEX,
+                term: BOOTSTRAP_SNAPSHOT_TERM,
+                conf: bootstrapConf(config),
+              },
               data: options.stateMachine.snapshot(),
             }),
         this.logger,
@@ -137,7 +172,11 @@ export class RaftNode {
       stateMachine: options.stateMachine,
       initialConf: bootstrapConf(config),
       logger: this.logger,
-      raft: { ...options.raft, electionTicks: config.electionTicks, heartbeatTicks: config.heartbeatTicks },
+      raft: {
+        ...options.raft,
+        electionTicks: config.electionTicks,
+        heartbeatTicks: config.heartbeatTicks,
+      },
       tickMs: config.tickMs,
       snapshotEveryEntries: config.snapshotIntervalEntries,
       ...(options.onFatal ? { onFatal: options.onFatal } : {}),
@@ -157,7 +196,10 @@ export class RaftNode {
       await this.storage.close().catch(() => undefined);
       throw err;
     }
-    this.logger.info({ raftAddress: this.config.raftAddress, join: this.config.join }, 'raft node started');
+    this.logger.info(
+      { raftAddress: this.config.raftAddress, join: this.config.join },
+      'raft node started',
+    );
   }
 
   /** The bound raft port (useful with port 0). */
@@ -197,7 +239,10 @@ export class RaftNode {
 
   /** This node's member context: its raft address and the configured extras. */
   memberContext(): string {
-    return encodeMemberContext({ ...this.config.contextExtra, raft: this.config.advertiseRaftAddress });
+    return encodeMemberContext({
+      ...this.config.contextExtra,
+      raft: this.config.advertiseRaftAddress,
+    });
   }
 
   /** Stops the driver, then closes the transport and the storage (the driver closes both). */

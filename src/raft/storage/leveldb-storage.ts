@@ -103,10 +103,14 @@ export function frameValue(key: Buffer, payload: Uint8Array): Buffer {
 /** Checks a value's frame and returns its payload. `anyFormat` leaves the format byte to the caller (identity). */
 function unframeValue(key: Buffer, value: Buffer, what: string, anyFormat = false): Buffer {
   if (value.length < VALUE_HEADER_BYTES) {
-    throw new StorageCorruptError(`${what}: value of ${value.length} bytes is shorter than its header (torn write?)`);
+    throw new StorageCorruptError(
+      `${what}: value of ${value.length} bytes is shorter than its header (torn write?)`,
+    );
   }
   if (!anyFormat && value[0] !== STORAGE_FORMAT_VERSION) {
-    throw new StorageCorruptError(`${what}: unknown storage format ${value[0]} (expected ${STORAGE_FORMAT_VERSION})`);
+    throw new StorageCorruptError(
+      `${what}: unknown storage format ${value[0]} (expected ${STORAGE_FORMAT_VERSION})`,
+    );
   }
   const payload = value.subarray(VALUE_HEADER_BYTES);
   const stored = value.readUInt32BE(1);
@@ -192,7 +196,14 @@ export class LevelDbStorage implements LogStorage {
   private tail: Promise<void> = Promise.resolve();
   private failed: unknown = null;
   private closed = false;
-  private readonly counters = { syncedWrites: 0, unsyncedWrites: 0, entriesWritten: 0, bytesWritten: 0, syncMsTotal: 0, syncMsMax: 0 };
+  private readonly counters = {
+    syncedWrites: 0,
+    unsyncedWrites: 0,
+    entriesWritten: 0,
+    bytesWritten: 0,
+    syncMsTotal: 0,
+    syncMsMax: 0,
+  };
 
   constructor(options: LevelDbStorageOptions) {
     this.db = new Level<Buffer, Buffer>(options.path, {
@@ -272,7 +283,9 @@ export class LevelDbStorage implements LogStorage {
     const accept = (run: { first: number; entries: Entry[] }, next: number | null) => {
       const heldLast = run.first + run.entries.length - 1;
       if (next !== null && next > heldLast + 1) {
-        throw new StorageCorruptError(`log run ${next}: gap in the log, expected index ${heldLast + 1} (torn tail?)`);
+        throw new StorageCorruptError(
+          `log run ${next}: gap in the log, expected index ${heldLast + 1} (torn tail?)`,
+        );
       }
       const last = next === null ? heldLast : next - 1;
       if (last <= snapshotIndex) {
@@ -292,21 +305,31 @@ export class LevelDbStorage implements LogStorage {
       }
       for (let i = Math.max(run.first, snapshotIndex + 1); i <= last; i++) {
         const e = run.entries[i - run.first]!;
-        if (e.term < prevTerm) throw new StorageCorruptError(`log entry ${i}: term ${e.term} below the previous term ${prevTerm}`);
+        if (e.term < prevTerm)
+          throw new StorageCorruptError(
+            `log entry ${i}: term ${e.term} below the previous term ${prevTerm}`,
+          );
         entries.push(e);
         prevTerm = e.term;
       }
       runs.push({ first: run.first, last });
     };
-    for await (const [key, value] of this.db.iterator({ gte: runKey(0), lte: runKey(Number.MAX_SAFE_INTEGER) })) {
+    for await (const [key, value] of this.db.iterator({
+      gte: runKey(0),
+      lte: runKey(Number.MAX_SAFE_INTEGER),
+    })) {
       const first = runFirstOfKey(key);
       if (first === null) throw new StorageCorruptError(`malformed run key ${key.toString('hex')}`);
       const what = `log run ${first}`;
       if (held === null && first > snapshotIndex + 1) {
-        throw new StorageCorruptError(`${what}: gap in the log, expected index ${snapshotIndex + 1} (torn tail?)`);
+        throw new StorageCorruptError(
+          `${what}: gap in the log, expected index ${snapshotIndex + 1} (torn tail?)`,
+        );
       }
       if (held !== null && first <= snapshotIndex) {
-        throw new StorageCorruptError(`${what}: at or below the snapshot index ${snapshotIndex} (a compaction was not atomic?)`);
+        throw new StorageCorruptError(
+          `${what}: at or below the snapshot index ${snapshotIndex} (a compaction was not atomic?)`,
+        );
       }
       const run = this.decodeRun(key, value, first, what);
       if (held !== null) accept(held, first);
@@ -321,12 +344,21 @@ export class LevelDbStorage implements LogStorage {
       );
     }
     if (prevTerm > hardState.term) {
-      throw new StorageCorruptError(`last entry term ${prevTerm} is above the hard state term ${hardState.term}`);
+      throw new StorageCorruptError(
+        `last entry term ${prevTerm} is above the hard state term ${hardState.term}`,
+      );
     }
 
     this.view = { hardState, snapshotIndex, snapshotTerm, terms: entries.map((e) => e.term), runs };
     this.logger.info(
-      { term: hardState.term, commit: hardState.commit, snapshotIndex, firstIndex: snapshotIndex + 1, lastIndex, runs: runs.length },
+      {
+        term: hardState.term,
+        commit: hardState.commit,
+        snapshotIndex,
+        firstIndex: snapshotIndex + 1,
+        lastIndex,
+        runs: runs.length,
+      },
       'raft storage loaded',
     );
     return { hardState, snapshot, entries };
@@ -335,13 +367,15 @@ export class LevelDbStorage implements LogStorage {
   /** Decodes one run value and checks each entry: its shape, and that it sits at first+i. */
   private decodeRun(key: Buffer, value: Buffer, first: number, what: string): Entry[] {
     const run = decodePayload(unframeValue(key, value, what), what);
-    if (!Array.isArray(run) || run.length === 0) throw new StorageCorruptError(`${what}: not a non-empty list of entries`);
+    if (!Array.isArray(run) || run.length === 0)
+      throw new StorageCorruptError(`${what}: not a non-empty list of entries`);
     for (let i = 0; i < run.length; i++) {
       const ewhat = `log entry ${first + i} (run ${first})`;
       const problem = checkEntry(run[i], ewhat);
       if (problem) throw new StorageCorruptError(problem);
       const e = run[i] as Entry;
-      if (e.index !== first + i) throw new StorageCorruptError(`${ewhat}: value says index ${e.index}`);
+      if (e.index !== first + i)
+        throw new StorageCorruptError(`${ewhat}: value says index ${e.index}`);
     }
     return run as Entry[];
   }
@@ -356,7 +390,8 @@ export class LevelDbStorage implements LogStorage {
     // Read whatever format wrote it (the checksum still holds across formats), so that data
     // from another build is named as such rather than reported as a torn value.
     const identity = decodePayload(unframeValue(KEY_IDENTITY, raw, 'identity', true), 'identity');
-    if (!isObject(identity) || !isIndex(identity.format)) throw new StorageCorruptError('identity record is malformed');
+    if (!isObject(identity) || !isIndex(identity.format))
+      throw new StorageCorruptError('identity record is malformed');
     const format = raw[0] !== STORAGE_FORMAT_VERSION ? raw[0]! : identity.format;
     if (format !== STORAGE_FORMAT_VERSION) {
       throw new ConfigError(
@@ -377,7 +412,12 @@ export class LevelDbStorage implements LogStorage {
     const raw = await this.db.get(KEY_HARD_STATE);
     if (raw === undefined) return { term: 0, vote: null, commit: 0 };
     const hs = decodePayload(unframeValue(KEY_HARD_STATE, raw, 'hard state'), 'hard state');
-    if (!isObject(hs) || !isIndex(hs.term) || !isIndex(hs.commit) || !(hs.vote === null || isNodeId(hs.vote))) {
+    if (
+      !isObject(hs) ||
+      !isIndex(hs.term) ||
+      !isIndex(hs.commit) ||
+      !(hs.vote === null || isNodeId(hs.vote))
+    ) {
       throw new StorageCorruptError('hard state has a malformed value');
     }
     return { term: hs.term, vote: hs.vote, commit: hs.commit };
@@ -387,13 +427,19 @@ export class LevelDbStorage implements LogStorage {
     const [rawMeta, rawData] = await this.db.getMany([KEY_SNAPSHOT_META, KEY_SNAPSHOT_DATA]);
     if (rawMeta === undefined && rawData === undefined) return null;
     if (rawMeta === undefined || rawData === undefined) {
-      throw new StorageCorruptError(`snapshot ${rawMeta === undefined ? 'meta' : 'data'} is missing`);
+      throw new StorageCorruptError(
+        `snapshot ${rawMeta === undefined ? 'meta' : 'data'} is missing`,
+      );
     }
-    const meta = decodePayload(unframeValue(KEY_SNAPSHOT_META, rawMeta, 'snapshot meta'), 'snapshot meta');
+    const meta = decodePayload(
+      unframeValue(KEY_SNAPSHOT_META, rawMeta, 'snapshot meta'),
+      'snapshot meta',
+    );
     const problem = checkSnapshotMeta(meta, 'snapshot meta');
     if (problem) throw new StorageCorruptError(problem);
     const m = meta as unknown as StoredSnapshotMeta;
-    if (!isIndex(m.dataBytes) || !isIndex(m.dataCrc)) throw new StorageCorruptError('snapshot meta lacks its data size and checksum');
+    if (!isIndex(m.dataBytes) || !isIndex(m.dataCrc))
+      throw new StorageCorruptError('snapshot meta lacks its data size and checksum');
     const data = unframeValue(KEY_SNAPSHOT_DATA, rawData, 'snapshot data');
     if (data.length !== m.dataBytes || crc32(data) !== m.dataCrc) {
       throw new StorageCorruptError(
@@ -417,7 +463,8 @@ export class LevelDbStorage implements LogStorage {
   private serialize(write: () => Promise<void>): Promise<void> {
     const run = this.tail.then(async () => {
       if (this.closed) throw new StoppedError('raft storage is closed');
-      if (this.failed !== null) throw new StoppedError('raft storage failed an earlier write', { cause: this.failed });
+      if (this.failed !== null)
+        throw new StoppedError('raft storage failed an earlier write', { cause: this.failed });
       assert(this.view !== null, 'raft storage written before load');
       try {
         await write();
@@ -441,7 +488,11 @@ export class LevelDbStorage implements LogStorage {
       dataCrc: crc32(data),
     };
     return [
-      { type: 'put', key: KEY_SNAPSHOT_META, value: frameValue(KEY_SNAPSHOT_META, packr.pack(meta)) },
+      {
+        type: 'put',
+        key: KEY_SNAPSHOT_META,
+        value: frameValue(KEY_SNAPSHOT_META, packr.pack(meta)),
+      },
       { type: 'put', key: KEY_SNAPSHOT_DATA, value: frameValue(KEY_SNAPSHOT_DATA, data) },
     ];
   }
@@ -473,14 +524,19 @@ export class LevelDbStorage implements LogStorage {
       const meta = batch.snapshot.meta;
       assert(
         meta.index > view.snapshotIndex,
-        () => `received snapshot at ${meta.index} is not newer than the durable snapshot at ${view.snapshotIndex}`,
+        () =>
+          `received snapshot at ${meta.index} is not newer than the durable snapshot at ${view.snapshotIndex}`,
       );
-      assert(meta.term >= view.snapshotTerm, () => `received snapshot term ${meta.term} below ${view.snapshotTerm}`);
+      assert(
+        meta.term >= view.snapshotTerm,
+        () => `received snapshot term ${meta.term} below ${view.snapshotTerm}`,
+      );
       // Raft §7: if the log holds the snapshot's last entry (same index and term), the
       // entries after it stay (so does a run straddling it); otherwise the whole log is discarded.
       const keepSuffix = this.termAt(meta.index) === meta.term;
       if (keepSuffix) {
-        while (dropFront < keepTo && runs[dropFront]!.last <= meta.index) delRun(runs[dropFront++]!);
+        while (dropFront < keepTo && runs[dropFront]!.last <= meta.index)
+          delRun(runs[dropFront++]!);
       } else {
         while (dropFront < keepTo) delRun(runs[dropFront++]!);
       }
@@ -494,15 +550,30 @@ export class LevelDbStorage implements LogStorage {
     const entries = batch.entries;
     if (entries.length > 0) {
       const first = entries[0]!;
-      assert(first.index > snapshotIndex, () => `entry ${first.index} would overwrite the snapshot at ${snapshotIndex}`);
-      assert(first.index <= lastOf() + 1, () => `entry ${first.index} leaves a gap after the last entry ${lastOf()}`);
-      const prevTerm = first.index - 1 === snapshotIndex ? snapshotTerm : terms[first.index - 1 - snapshotIndex - 1]!;
-      assert(first.term >= prevTerm, () => `entry ${first.index} term ${first.term} below its predecessor's ${prevTerm}`);
+      assert(
+        first.index > snapshotIndex,
+        () => `entry ${first.index} would overwrite the snapshot at ${snapshotIndex}`,
+      );
+      assert(
+        first.index <= lastOf() + 1,
+        () => `entry ${first.index} leaves a gap after the last entry ${lastOf()}`,
+      );
+      const prevTerm =
+        first.index - 1 === snapshotIndex
+          ? snapshotTerm
+          : terms[first.index - 1 - snapshotIndex - 1]!;
+      assert(
+        first.term >= prevTerm,
+        () => `entry ${first.index} term ${first.term} below its predecessor's ${prevTerm}`,
+      );
       for (let k = 1; k < entries.length; k++) {
         const a = entries[k - 1]!;
         const b = entries[k]!;
         assert(b.index === a.index + 1, () => `entries not contiguous: ${a.index} then ${b.index}`);
-        assert(b.term >= a.term, () => `entry ${b.index} term ${b.term} below entry ${a.index} term ${a.term}`);
+        assert(
+          b.term >= a.term,
+          () => `entry ${b.index} term ${b.term} below entry ${a.index} term ${a.term}`,
+        );
       }
       // The conflicting durable tail: every run keyed at or after the new first entry goes
       // in the same batch. The run before it, if it reaches that far, stays and is cut on
@@ -513,7 +584,8 @@ export class LevelDbStorage implements LogStorage {
         else cutLast = first.index - 1;
       }
       for (let k = 0; k < entries.length; k += MAX_RUN_ENTRIES) {
-        const run = entries.length <= MAX_RUN_ENTRIES ? entries : entries.slice(k, k + MAX_RUN_ENTRIES);
+        const run =
+          entries.length <= MAX_RUN_ENTRIES ? entries : entries.slice(k, k + MAX_RUN_ENTRIES);
         const runFirst = run[0]!.index;
         const key = runKey(runFirst);
         puts.push({ type: 'put', key, value: frameValue(key, packr.pack(run)) });
@@ -527,21 +599,39 @@ export class LevelDbStorage implements LogStorage {
     if (batch.hardState) {
       const hs = batch.hardState;
       const old = view.hardState;
-      assert(hs.term >= old.term, () => `hard state term moves back from ${old.term} to ${hs.term}`);
+      assert(
+        hs.term >= old.term,
+        () => `hard state term moves back from ${old.term} to ${hs.term}`,
+      );
       assert(
         hs.term > old.term || old.vote === null || hs.vote === old.vote,
         () => `vote changes within term ${hs.term} from ${old.vote} to ${hs.vote}`,
       );
-      assert(hs.commit >= old.commit, () => `commit index moves back from ${old.commit} to ${hs.commit}`);
+      assert(
+        hs.commit >= old.commit,
+        () => `commit index moves back from ${old.commit} to ${hs.commit}`,
+      );
       hardState = { term: hs.term, vote: hs.vote, commit: hs.commit };
-      puts.push({ type: 'put', key: KEY_HARD_STATE, value: frameValue(KEY_HARD_STATE, packr.pack(hardState)) });
+      puts.push({
+        type: 'put',
+        key: KEY_HARD_STATE,
+        value: frameValue(KEY_HARD_STATE, packr.pack(hardState)),
+      });
     }
     assert(
       hardState.commit <= lastOf(),
       () => `commit index ${hardState.commit} beyond the last durable entry ${lastOf()}`,
     );
-    const lastTerm = appended.length > 0 ? appended[appended.length - 1]! : keep > 0 ? terms[keep - 1]! : snapshotTerm;
-    assert(lastTerm <= hardState.term, () => `last entry term ${lastTerm} above the current term ${hardState.term}`);
+    const lastTerm =
+      appended.length > 0
+        ? appended[appended.length - 1]!
+        : keep > 0
+          ? terms[keep - 1]!
+          : snapshotTerm;
+    assert(
+      lastTerm <= hardState.term,
+      () => `last entry term ${lastTerm} above the current term ${hardState.term}`,
+    );
 
     const ops = dels.length === 0 ? puts : dels.concat(puts);
     if (ops.length === 0) return;
@@ -553,7 +643,10 @@ export class LevelDbStorage implements LogStorage {
     for (const r of added) runs.push(r);
     if (dropFront > 0) runs.splice(0, dropFront);
     if (batch.snapshot) {
-      this.logger.debug({ index: snapshotIndex, term: snapshotTerm, keptEntries: keep }, 'received snapshot persisted');
+      this.logger.debug(
+        { index: snapshotIndex, term: snapshotTerm, keptEntries: keep },
+        'received snapshot persisted',
+      );
     }
     this.view = { hardState, snapshotIndex, snapshotTerm, terms, runs };
   }
@@ -563,17 +656,27 @@ export class LevelDbStorage implements LogStorage {
     const meta = snapshot.meta;
     if (meta.index <= view.snapshotIndex) {
       // A snapshot from the leader already covered this point; compaction has nothing to do.
-      this.logger.debug({ index: meta.index, durable: view.snapshotIndex }, 'stale local snapshot ignored');
+      this.logger.debug(
+        { index: meta.index, durable: view.snapshotIndex },
+        'stale local snapshot ignored',
+      );
       return;
     }
-    assert(meta.index <= view.hardState.commit, () => `snapshot at ${meta.index} beyond the commit index ${view.hardState.commit}`);
+    assert(
+      meta.index <= view.hardState.commit,
+      () => `snapshot at ${meta.index} beyond the commit index ${view.hardState.commit}`,
+    );
     const term = this.termAt(meta.index);
-    assert(term === meta.term, () => `snapshot at ${meta.index} says term ${meta.term}, the log holds ${term}`);
+    assert(
+      term === meta.term,
+      () => `snapshot at ${meta.index} says term ${meta.term}, the log holds ${term}`,
+    );
     // Only runs wholly covered go; one straddling the snapshot stays (load skips its head).
     const runs = view.runs;
     const ops: WriteOp[] = [];
     let drop = 0;
-    while (drop < runs.length && runs[drop]!.last <= meta.index) ops.push({ type: 'del', key: runKey(runs[drop++]!.first) });
+    while (drop < runs.length && runs[drop]!.last <= meta.index)
+      ops.push({ type: 'del', key: runKey(runs[drop++]!.first) });
     ops.push(...this.snapshotOps(snapshot));
     await this.syncedBatch(ops, 0);
     runs.splice(0, drop);
@@ -584,7 +687,10 @@ export class LevelDbStorage implements LogStorage {
       terms: view.terms.slice(meta.index - view.snapshotIndex),
       runs,
     };
-    this.logger.debug({ index: meta.index, term: meta.term, bytes: snapshot.data.length, runsDeleted: drop }, 'log compacted');
+    this.logger.debug(
+      { index: meta.index, term: meta.term, bytes: snapshot.data.length, runsDeleted: drop },
+      'log compacted',
+    );
   }
 
   async close(): Promise<void> {

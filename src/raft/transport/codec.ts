@@ -51,7 +51,12 @@ export function encodeMessage(message: Message): Buffer {
   const fields = head[0]! & 0x0f;
   // A fixmap (≤ 15 fields) is all an append's few fields can make; anything else is a bug.
   if ((head[0]! & 0xf0) !== 0x80 || fields === 15) return packr.pack(message);
-  const parts: Buffer[] = [Buffer.from([0x80 | (fields + 1)]), head.subarray(1), ENTRIES_KEY, arrayHead(entries.length)];
+  const parts: Buffer[] = [
+    Buffer.from([0x80 | (fields + 1)]),
+    head.subarray(1),
+    ENTRIES_KEY,
+    arrayHead(entries.length),
+  ];
   for (const e of entries) parts.push(encodeEntry(e));
   return Buffer.concat(parts);
 }
@@ -59,7 +64,8 @@ export function encodeMessage(message: Message): Buffer {
 export type DecodeResult = { ok: true; message: Message } | { ok: false; error: string };
 
 const isBool = (x: unknown): x is boolean => typeof x === 'boolean';
-const isCtx = (x: unknown): boolean => x === null || (typeof x === 'string' && x.length <= MAX_READ_CTX_CHARS);
+const isCtx = (x: unknown): boolean =>
+  x === null || (typeof x === 'string' && x.length <= MAX_READ_CTX_CHARS);
 
 /** ReadIndex contexts are short request ids. */
 export const MAX_READ_CTX_CHARS = 1024;
@@ -72,26 +78,31 @@ export function checkMessage(x: unknown): string | null {
   switch (x.type) {
     case 'preVote':
     case 'vote':
-      if (!isIndex(x.lastLogIndex) || !isIndex(x.lastLogTerm)) return `${x.type}: bad last log position`;
+      if (!isIndex(x.lastLogIndex) || !isIndex(x.lastLogTerm))
+        return `${x.type}: bad last log position`;
       return isBool(x.transfer) ? null : `${x.type}.transfer is not a boolean`;
     case 'preVoteResp':
     case 'voteResp':
       return isBool(x.reject) ? null : `${x.type}.reject is not a boolean`;
     case 'app': {
-      if (!isIndex(x.prevIndex) || !isIndex(x.prevTerm) || !isIndex(x.commit)) return 'app: bad prevIndex/prevTerm/commit';
+      if (!isIndex(x.prevIndex) || !isIndex(x.prevTerm) || !isIndex(x.commit))
+        return 'app: bad prevIndex/prevTerm/commit';
       if (!Array.isArray(x.entries)) return 'app.entries is not a list';
       let expected = x.prevIndex + 1;
       for (let i = 0; i < x.entries.length; i++) {
         const problem = checkEntry(x.entries[i], `app.entries[${i}]`);
         if (problem) return problem;
-        if ((x.entries[i] as { index: number }).index !== expected) return `app.entries[${i}] is not contiguous`;
+        if ((x.entries[i] as { index: number }).index !== expected)
+          return `app.entries[${i}] is not contiguous`;
         expected++;
       }
       return null;
     }
     case 'appResp':
       if (!isBool(x.reject)) return 'appResp.reject is not a boolean';
-      return isIndex(x.index) && isIndex(x.hintTerm) && isIndex(x.hintIndex) ? null : 'appResp: bad index or hint';
+      return isIndex(x.index) && isIndex(x.hintTerm) && isIndex(x.hintIndex)
+        ? null
+        : 'appResp: bad index or hint';
     case 'heartbeat':
       if (!isIndex(x.commit)) return 'heartbeat.commit is not a non-negative integer';
       return isCtx(x.readCtx) ? null : 'heartbeat.readCtx is not a string or null';

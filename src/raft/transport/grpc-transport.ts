@@ -86,7 +86,10 @@ export interface TransportStats {
   dropped: Record<DropReason, number>;
   rejected: Record<RejectReason, number>;
   reconnects: number;
-  peers: Record<NodeId, { address: string; connected: boolean; queued: number; queuedBytes: number; dropped: number }>;
+  peers: Record<
+    NodeId,
+    { address: string; connected: boolean; queued: number; queuedBytes: number; dropped: number }
+  >;
 }
 
 interface BatchFrame {
@@ -96,14 +99,23 @@ interface BatchFrame {
 }
 
 type RaftTransportClient = grpc.Client & {
-  Stream(callback: (err: grpc.ServiceError | null, summary?: unknown) => void): grpc.ClientWritableStream<BatchFrame>;
+  Stream(
+    callback: (err: grpc.ServiceError | null, summary?: unknown) => void,
+  ): grpc.ClientWritableStream<BatchFrame>;
 };
 
-let serviceCache: { client: grpc.ServiceClientConstructor; service: grpc.ServiceDefinition } | null = null;
+let serviceCache: {
+  client: grpc.ServiceClientConstructor;
+  service: grpc.ServiceDefinition;
+} | null = null;
 
 function loadService() {
   if (serviceCache) return serviceCache;
-  const def = protoLoader.loadSync(RAFT_PROTO_PATH, { keepCase: false, longs: Number, defaults: true });
+  const def = protoLoader.loadSync(RAFT_PROTO_PATH, {
+    keepCase: false,
+    longs: Number,
+    defaults: true,
+  });
   const pkg = grpc.loadPackageDefinition(def) as unknown as {
     concord: { raft: { v1: { RaftTransport: grpc.ServiceClientConstructor } } };
   };
@@ -238,7 +250,11 @@ class Peer {
       const messages: Buffer[] = [];
       let bytes = 0;
       for (let next = this.queue.peek(); next !== undefined; next = this.queue.peek()) {
-        if (messages.length > 0 && (messages.length >= limits.maxBatchMessages || bytes + next.length > limits.maxBatchBytes)) break;
+        if (
+          messages.length > 0 &&
+          (messages.length >= limits.maxBatchMessages || bytes + next.length > limits.maxBatchBytes)
+        )
+          break;
         messages.push(this.queue.shift()!);
         bytes += next.length;
       }
@@ -283,7 +299,10 @@ class Peer {
     this.pump();
   }
 
-  private onStreamEnd(call: grpc.ClientWritableStream<BatchFrame>, err: grpc.ServiceError | null): void {
+  private onStreamEnd(
+    call: grpc.ClientWritableStream<BatchFrame>,
+    err: grpc.ServiceError | null,
+  ): void {
     if (this.call !== call) return;
     this.call = null;
     this.waitingDrain = false;
@@ -306,11 +325,20 @@ class Peer {
   private scheduleReconnect(reason: string): void {
     if (this.closed || this.backoffTimer !== null) return;
     const limits = this.owner.limits;
-    const ceiling = Math.min(limits.reconnectMaxMs, limits.reconnectBaseMs * 2 ** Math.min(this.attempt, 20));
+    const ceiling = Math.min(
+      limits.reconnectMaxMs,
+      limits.reconnectBaseMs * 2 ** Math.min(this.attempt, 20),
+    );
     const delay = ceiling / 2 + this.owner.random() * (ceiling / 2);
     this.attempt++;
     this.owner.stats.reconnects++;
-    this.owner.logLimited('reconnect', this.id, 'debug', { peer: this.id, address: this.address, reason, delayMs: Math.round(delay) }, 'raft peer unreachable; reconnecting');
+    this.owner.logLimited(
+      'reconnect',
+      this.id,
+      'debug',
+      { peer: this.id, address: this.address, reason, delayMs: Math.round(delay) },
+      'raft peer unreachable; reconnecting',
+    );
     this.backoffTimer = setTimeout(() => {
       this.backoffTimer = null;
       // Reconnect only if there is something to say; the next send() triggers it otherwise.
@@ -369,23 +397,29 @@ export class GrpcTransport implements PeerTransport {
       'grpc.keepalive_timeout_ms': this.limits.keepaliveTimeoutMs,
     });
     this.server.addService(loadService().service, {
-      Stream: (call: grpc.ServerReadableStream<BatchFrame, unknown>, callback: grpc.sendUnaryData<unknown>) =>
-        this.serveStream(call, callback),
+      Stream: (
+        call: grpc.ServerReadableStream<BatchFrame, unknown>,
+        callback: grpc.sendUnaryData<unknown>,
+      ) => this.serveStream(call, callback),
     });
   }
 
   /** Binds the listen address. Resolves with the bound port. */
   start(): Promise<number> {
     return new Promise((resolve, reject) => {
-      this.server.bindAsync(this.listenAddress, grpc.ServerCredentials.createInsecure(), (err, port) => {
-        if (err) {
-          reject(err);
-          return;
-        }
-        this.boundPort = port;
-        this.logger.info({ address: this.listenAddress, port }, 'raft transport listening');
-        resolve(port);
-      });
+      this.server.bindAsync(
+        this.listenAddress,
+        grpc.ServerCredentials.createInsecure(),
+        (err, port) => {
+          if (err) {
+            reject(err);
+            return;
+          }
+          this.boundPort = port;
+          this.logger.info({ address: this.listenAddress, port }, 'raft transport listening');
+          resolve(port);
+        },
+      );
     });
   }
 
@@ -416,7 +450,9 @@ export class GrpcTransport implements PeerTransport {
         bytes = encodeMessage(m);
       } catch (err) {
         // The core produced something msgpackr cannot encode: a bug, never a peer's fault.
-        throw new AssertionFailure(`raft message to ${m.to} of type ${m.type} is not encodable: ${(err as Error).message}`);
+        throw new AssertionFailure(
+          `raft message to ${m.to} of type ${m.type} is not encodable: ${(err as Error).message}`,
+        );
       }
       if (bytes.length > this.limits.maxFrameBytes - FRAME_OVERHEAD_BYTES) {
         this.countDrop('tooLarge', m.to, 1, { type: m.type, bytes: bytes.length });
@@ -451,9 +487,20 @@ export class GrpcTransport implements PeerTransport {
   statsSnapshot(): TransportStats {
     const peers: TransportStats['peers'] = {};
     for (const [id, p] of this.peers) {
-      peers[id] = { address: p.address, connected: p.connected, queued: p.queue.length, queuedBytes: p.queue.bytes, dropped: p.dropped };
+      peers[id] = {
+        address: p.address,
+        connected: p.connected,
+        queued: p.queue.length,
+        queuedBytes: p.queue.bytes,
+        dropped: p.dropped,
+      };
     }
-    return { ...this.stats, dropped: { ...this.stats.dropped }, rejected: { ...this.stats.rejected }, peers };
+    return {
+      ...this.stats,
+      dropped: { ...this.stats.dropped },
+      rejected: { ...this.stats.rejected },
+      peers,
+    };
   }
 
   async close(): Promise<void> {
@@ -467,25 +514,56 @@ export class GrpcTransport implements PeerTransport {
   }
 
   /** @internal */
-  countDrop(reason: DropReason, peer: NodeId, n: number, extra: Record<string, unknown> = {}): void {
+  countDrop(
+    reason: DropReason,
+    peer: NodeId,
+    n: number,
+    extra: Record<string, unknown> = {},
+  ): void {
     this.stats.dropped[reason] += n;
     const level = reason === 'tooLarge' ? 'warn' : 'debug';
-    this.logLimited(`drop:${reason}`, peer, level, { peer, reason, count: n, ...extra }, 'raft messages dropped');
+    this.logLimited(
+      `drop:${reason}`,
+      peer,
+      level,
+      { peer, reason, count: n, ...extra },
+      'raft messages dropped',
+    );
   }
 
   /** @internal */
-  logLimited(kind: string, peer: string, level: 'debug' | 'warn', fields: Record<string, unknown>, msg: string): void {
+  logLimited(
+    kind: string,
+    peer: string,
+    level: 'debug' | 'warn',
+    fields: Record<string, unknown>,
+    msg: string,
+  ): void {
     const suppressed = this.limiter.check(`${kind}:${peer}`);
     if (suppressed === null) return;
     this.logger[level]({ ...fields, suppressedSinceLastLog: suppressed }, msg);
   }
 
-  private reject(reason: RejectReason, sender: string, fields: Record<string, unknown>, n = 1): void {
+  private reject(
+    reason: RejectReason,
+    sender: string,
+    fields: Record<string, unknown>,
+    n = 1,
+  ): void {
     this.stats.rejected[reason] += n;
-    this.logLimited(`reject:${reason}`, sender.slice(0, 64), 'warn', { reason, sender: sender.slice(0, 64), ...fields }, 'raft frame rejected');
+    this.logLimited(
+      `reject:${reason}`,
+      sender.slice(0, 64),
+      'warn',
+      { reason, sender: sender.slice(0, 64), ...fields },
+      'raft frame rejected',
+    );
   }
 
-  private serveStream(call: grpc.ServerReadableStream<BatchFrame, unknown>, callback: grpc.sendUnaryData<unknown>): void {
+  private serveStream(
+    call: grpc.ServerReadableStream<BatchFrame, unknown>,
+    callback: grpc.sendUnaryData<unknown>,
+  ): void {
     let batches = 0;
     let dropped = 0;
     let answered = false;
@@ -500,7 +578,9 @@ export class GrpcTransport implements PeerTransport {
       dropped += this.receiveBatch(frame, remote);
     });
     call.on('end', answer);
-    call.on('error', (err) => this.logger.debug({ remote, err: err.message }, 'raft inbound stream failed'));
+    call.on('error', (err) =>
+      this.logger.debug({ remote, err: err.message }, 'raft inbound stream failed'),
+    );
   }
 
   /** Hands each well-formed message of a batch to the handler; returns how many it dropped. */
@@ -513,7 +593,12 @@ export class GrpcTransport implements PeerTransport {
       return messages.length;
     }
     if (frame.to !== this.id) {
-      this.reject('wrongReceiver', from, { remote, to: String(frame.to).slice(0, 64) }, messages.length);
+      this.reject(
+        'wrongReceiver',
+        from,
+        { remote, to: String(frame.to).slice(0, 64) },
+        messages.length,
+      );
       return messages.length;
     }
     let dropped = 0;
@@ -526,7 +611,10 @@ export class GrpcTransport implements PeerTransport {
       }
       const m = decoded.message;
       if (m.from !== from || m.to !== this.id) {
-        this.reject('malformed', from, { remote, error: `message from ${m.from} to ${m.to} inside a batch from ${from} to ${this.id}` });
+        this.reject('malformed', from, {
+          remote,
+          error: `message from ${m.from} to ${m.to} inside a batch from ${from} to ${this.id}`,
+        });
         dropped++;
         continue;
       }
@@ -543,7 +631,10 @@ export class GrpcTransport implements PeerTransport {
     } catch (err) {
       // An assertion failure is a bug report: let it take the process down.
       if (err instanceof AssertionFailure) throw err;
-      this.logger.error({ err, from: message.from, type: message.type }, 'raft message handler failed');
+      this.logger.error(
+        { err, from: message.from, type: message.type },
+        'raft message handler failed',
+      );
     }
   }
 }

@@ -57,7 +57,11 @@ export function parseHostPort(s: string): HostPort | null {
 }
 
 export function encodeMemberContext(e: MemberEndpoints): string {
-  return JSON.stringify({ raft: formatHostPort(e.raft), transaction: formatHostPort(e.transaction), control: formatHostPort(e.control) });
+  return JSON.stringify({
+    raft: formatHostPort(e.raft),
+    transaction: formatHostPort(e.transaction),
+    control: formatHostPort(e.control),
+  });
 }
 
 /**
@@ -68,7 +72,9 @@ export function encodeMemberContext(e: MemberEndpoints): string {
  */
 export function decodeMemberContext(context: string | undefined): MemberEndpoints | null {
   const p = decodePartialMemberContext(context);
-  return p.raft && p.transaction && p.control ? { raft: p.raft, transaction: p.transaction, control: p.control } : null;
+  return p.raft && p.transaction && p.control
+    ? { raft: p.raft, transaction: p.transaction, control: p.control }
+    : null;
 }
 
 /**
@@ -77,7 +83,8 @@ export function decodeMemberContext(context: string | undefined): MemberEndpoint
  * callers merge this with what they know.
  */
 export function decodePartialMemberContext(context: string | undefined): Partial<MemberEndpoints> {
-  if (context === undefined || context === '' || context.length > MAX_MEMBER_CONTEXT_CHARS) return {};
+  if (context === undefined || context === '' || context.length > MAX_MEMBER_CONTEXT_CHARS)
+    return {};
   const trimmed = context.trim();
   if (!trimmed.startsWith('{')) {
     const raft = parseHostPort(trimmed);
@@ -105,7 +112,8 @@ function toHostPort(x: unknown): HostPort | null {
   if (typeof x === 'string') return parseHostPort(x);
   if (typeof x === 'object' && x !== null) {
     const o = x as Record<string, unknown>;
-    if (typeof o.host === 'string' && typeof o.port === 'number') return parseHostPort(formatHostPort({ host: o.host, port: o.port }));
+    if (typeof o.host === 'string' && typeof o.port === 'number')
+      return parseHostPort(formatHostPort({ host: o.host, port: o.port }));
   }
   return null;
 }
@@ -114,7 +122,10 @@ function toHostPort(x: unknown): HostPort | null {
 export function requireHostPort(s: unknown, field: string): HostPort {
   if (typeof s !== 'string') throw new BadRequestError(`${field} must be a "host:port" string`);
   const hp = parseHostPort(s);
-  if (!hp) throw new BadRequestError(`${field} ${JSON.stringify(s.slice(0, 80))} is not a valid "host:port"`);
+  if (!hp)
+    throw new BadRequestError(
+      `${field} ${JSON.stringify(s.slice(0, 80))} is not a valid "host:port"`,
+    );
   return hp;
 }
 

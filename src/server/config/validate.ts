@@ -18,7 +18,8 @@ export function join(path: string, key: string): string {
 export function section(parent: Obj, key: string, path: string): Obj {
   const v = parent[key];
   if (v === undefined || v === null) return {};
-  if (!isPlainObject(v)) throw new ConfigError(join(path, key), `must be a mapping, got ${describe(v)}`);
+  if (!isPlainObject(v))
+    throw new ConfigError(join(path, key), `must be a mapping, got ${describe(v)}`);
   return v;
 }
 
@@ -34,11 +35,23 @@ export function noUnknownKeys(o: Obj, allowed: readonly string[], path: string):
 export function describe(v: unknown): string {
   if (v === null) return 'null';
   if (Array.isArray(v)) return 'a list';
-  if (typeof v === 'string') return `the string ${JSON.stringify(v.length > 40 ? `${v.slice(0, 40)}…` : v)}`;
+  if (typeof v === 'string')
+    return `the string ${JSON.stringify(v.length > 40 ? `${v.slice(0, 40)}…` : v)}`;
   return `${typeof v} ${String(v)}`;
 }
 
-export function str(o: Obj, key: string, path: string, opts: { default?: string; pattern?: RegExp; patternHint?: string; minLength?: number; maxLength?: number } = {}): string {
+export function str(
+  o: Obj,
+  key: string,
+  path: string,
+  opts: {
+    default?: string;
+    pattern?: RegExp;
+    patternHint?: string;
+    minLength?: number;
+    maxLength?: number;
+  } = {},
+): string {
   const v = o[key];
   const at = join(path, key);
   if (v === undefined || v === null) {
@@ -46,27 +59,45 @@ export function str(o: Obj, key: string, path: string, opts: { default?: string;
     throw new ConfigError(at, 'is required');
   }
   if (typeof v !== 'string') throw new ConfigError(at, `must be a string, got ${describe(v)}`);
-  if (opts.minLength !== undefined && v.length < opts.minLength) throw new ConfigError(at, `must be at least ${opts.minLength} characters`);
-  if (opts.maxLength !== undefined && v.length > opts.maxLength) throw new ConfigError(at, `must be at most ${opts.maxLength} characters`);
-  if (opts.pattern && !opts.pattern.test(v)) throw new ConfigError(at, `${JSON.stringify(v)} is not valid: ${opts.patternHint ?? `must match ${opts.pattern}`}`);
+  if (opts.minLength !== undefined && v.length < opts.minLength)
+    throw new ConfigError(at, `must be at least ${opts.minLength} characters`);
+  if (opts.maxLength !== undefined && v.length > opts.maxLength)
+    throw new ConfigError(at, `must be at most ${opts.maxLength} characters`);
+  if (opts.pattern && !opts.pattern.test(v))
+    throw new ConfigError(
+      at,
+      `${JSON.stringify(v)} is not valid: ${opts.patternHint ?? `must match ${opts.pattern}`}`,
+    );
   return v;
 }
 
-export function optStr(o: Obj, key: string, path: string, opts: { minLength?: number; maxLength?: number } = {}): string | null {
+export function optStr(
+  o: Obj,
+  key: string,
+  path: string,
+  opts: { minLength?: number; maxLength?: number } = {},
+): string | null {
   const v = o[key];
   if (v === undefined || v === null || v === '') return null;
   return str(o, key, path, opts);
 }
 
-export function int(o: Obj, key: string, path: string, opts: { default?: number; min: number; max: number }): number {
+export function int(
+  o: Obj,
+  key: string,
+  path: string,
+  opts: { default?: number; min: number; max: number },
+): number {
   const v = o[key];
   const at = join(path, key);
   if (v === undefined || v === null) {
     if (opts.default !== undefined) return opts.default;
     throw new ConfigError(at, 'is required');
   }
-  if (typeof v !== 'number' || !Number.isInteger(v)) throw new ConfigError(at, `must be an integer, got ${describe(v)}`);
-  if (v < opts.min || v > opts.max) throw new ConfigError(at, `must be between ${opts.min} and ${opts.max}, got ${v}`);
+  if (typeof v !== 'number' || !Number.isInteger(v))
+    throw new ConfigError(at, `must be an integer, got ${describe(v)}`);
+  if (v < opts.min || v > opts.max)
+    throw new ConfigError(at, `must be between ${opts.min} and ${opts.max}, got ${v}`);
   return v;
 }
 
@@ -77,22 +108,34 @@ export function port(o: Obj, key: string, path: string, def?: number): number {
 export function bool(o: Obj, key: string, path: string, def: boolean): boolean {
   const v = o[key];
   if (v === undefined || v === null) return def;
-  if (typeof v !== 'boolean') throw new ConfigError(join(path, key), `must be true or false, got ${describe(v)}`);
+  if (typeof v !== 'boolean')
+    throw new ConfigError(join(path, key), `must be true or false, got ${describe(v)}`);
   return v;
 }
 
-export function oneOf<T extends string>(o: Obj, key: string, path: string, values: readonly T[], def: T): T {
+export function oneOf<T extends string>(
+  o: Obj,
+  key: string,
+  path: string,
+  values: readonly T[],
+  def: T,
+): T {
   const v = o[key];
   if (v === undefined || v === null) return def;
   if (typeof v !== 'string' || !(values as readonly string[]).includes(v)) {
-    throw new ConfigError(join(path, key), `must be one of ${values.join(', ')}, got ${describe(v)}`);
+    throw new ConfigError(
+      join(path, key),
+      `must be one of ${values.join(', ')}, got ${describe(v)}`,
+    );
   }
   return v as T;
 }
 
 /** A node id: short, printable, no separators used in addresses or lists. */
 export const NODE_ID_PATTERN = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/;
-export const NODE_ID_HINT = '1–64 characters of letters, digits, "_", "." or "-", starting with a letter or digit';
+export const NODE_ID_HINT =
+  '1–64 characters of letters, digits, "_", "." or "-", starting with a letter or digit';
 /** A host name or an IPv4/IPv6 literal (no scheme, no port). */
-export const HOST_PATTERN = /^(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,62})?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,62})?)*|\d{1,3}(?:\.\d{1,3}){3}|[0-9A-Fa-f:]+)$/;
+export const HOST_PATTERN =
+  /^(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,62})?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,62})?)*|\d{1,3}(?:\.\d{1,3}){3}|[0-9A-Fa-f:]+)$/;
 export const HOST_HINT = 'a host name or an IP address, without scheme or port';

@@ -65,12 +65,16 @@ export function parseJsonObject(body: Buffer): Record<string, unknown> {
   } catch (err) {
     throw new BadRequestError(`malformed JSON body: ${(err as Error).message}`, { cause: err });
   }
-  if (typeof v !== 'object' || v === null || Array.isArray(v)) throw new BadRequestError('the JSON body must be an object');
+  if (typeof v !== 'object' || v === null || Array.isArray(v))
+    throw new BadRequestError('the JSON body must be an object');
   return v as Record<string, unknown>;
 }
 
 export function isFormBody(req: IncomingMessage): boolean {
-  return (req.headers['content-type'] ?? '').split(';')[0]!.trim().toLowerCase() === 'application/x-www-form-urlencoded';
+  return (
+    (req.headers['content-type'] ?? '').split(';')[0]!.trim().toLowerCase() ===
+    'application/x-www-form-urlencoded'
+  );
 }
 
 /** Upper bound on fields of a form body. */
@@ -82,7 +86,8 @@ export function parseForm(body: Buffer): Record<string, string> {
   const out: Record<string, string> = {};
   let n = 0;
   for (const [k, v] of params) {
-    if (++n > MAX_FORM_FIELDS) throw new BadRequestError(`form body has more than ${MAX_FORM_FIELDS} fields`);
+    if (++n > MAX_FORM_FIELDS)
+      throw new BadRequestError(`form body has more than ${MAX_FORM_FIELDS} fields`);
     out[k] = v;
   }
   return out;
@@ -99,7 +104,9 @@ function digest(s: string): Buffer {
  */
 export function requireBearer(req: IncomingMessage, configured: string | null): void {
   if (configured === null) {
-    throw new UnauthorizedError('this node has no http.authToken configured; authenticated endpoints are disabled');
+    throw new UnauthorizedError(
+      'this node has no http.authToken configured; authenticated endpoints are disabled',
+    );
   }
   const header = req.headers.authorization;
   const m = typeof header === 'string' ? /^Bearer[ ]+(\S+)\s*$/i.exec(header) : null;

@@ -12,7 +12,12 @@ export class HttpError extends Error {
   readonly code: string;
   readonly retryable: boolean;
   readonly headers: Record<string, string>;
-  constructor(status: number, code: string, message: string, opts: { retryable?: boolean; headers?: Record<string, string>; cause?: unknown } = {}) {
+  constructor(
+    status: number,
+    code: string,
+    message: string,
+    opts: { retryable?: boolean; headers?: Record<string, string>; cause?: unknown } = {},
+  ) {
     super(message, opts.cause === undefined ? undefined : { cause: opts.cause });
     this.status = status;
     this.code = code;
@@ -30,13 +35,22 @@ export class RouteNotFoundError extends HttpError {
 
 export class MethodNotAllowedError extends HttpError {
   constructor(method: string, allowed: string[]) {
-    super(405, 'METHOD_NOT_ALLOWED', `${method.slice(0, 16)} is not allowed here; use ${allowed.join(' or ')}`, { headers: { allow: allowed.join(', ') } });
+    super(
+      405,
+      'METHOD_NOT_ALLOWED',
+      `${method.slice(0, 16)} is not allowed here; use ${allowed.join(' or ')}`,
+      { headers: { allow: allowed.join(', ') } },
+    );
   }
 }
 
 export class UnknownGroupError extends HttpError {
   constructor(group: string, known: string) {
-    super(404, 'UNKNOWN_GROUP', `unknown group ${JSON.stringify(group.slice(0, 100))}; this node serves group ${JSON.stringify(known)}`);
+    super(
+      404,
+      'UNKNOWN_GROUP',
+      `unknown group ${JSON.stringify(group.slice(0, 100))}; this node serves group ${JSON.stringify(known)}`,
+    );
   }
 }
 
@@ -48,7 +62,12 @@ export class PayloadTooLargeError extends HttpError {
 
 export class TooManyWatchersError extends HttpError {
   constructor(limit: number) {
-    super(503, 'TOO_MANY_WATCHERS', `too many concurrent watch requests (limit ${limit}); retry later`, { retryable: true, headers: { 'retry-after': '1' } });
+    super(
+      503,
+      'TOO_MANY_WATCHERS',
+      `too many concurrent watch requests (limit ${limit}); retry later`,
+      { retryable: true, headers: { 'retry-after': '1' } },
+    );
   }
 }
 
@@ -98,13 +117,24 @@ export interface ErrorAnswer {
  * Maps any thrown value to an answer. `leaderInfo` resolves a NotLeaderError's leader id
  * to its endpoints (from the membership), so clients can redirect.
  */
-export function toErrorAnswer(err: unknown, leaderInfo: (id: string | null) => ErrorBody['leader']): ErrorAnswer {
+export function toErrorAnswer(
+  err: unknown,
+  leaderInfo: (id: string | null) => ErrorBody['leader'],
+): ErrorAnswer {
   if (err instanceof HttpError) {
-    return { status: err.status, headers: err.headers, body: { error: { name: err.name, code: err.code, message: err.message, retryable: err.retryable } } };
+    return {
+      status: err.status,
+      headers: err.headers,
+      body: {
+        error: { name: err.name, code: err.code, message: err.message, retryable: err.retryable },
+      },
+    };
   }
   if (err instanceof ConcordError) {
     const status = STATUS_BY_CODE[err.code] ?? 500;
-    const body: ErrorBody = { error: { name: err.name, code: err.code, message: err.message, retryable: err.retryable } };
+    const body: ErrorBody = {
+      error: { name: err.name, code: err.code, message: err.message, retryable: err.retryable },
+    };
     const headers: Record<string, string> = {};
     if (err instanceof NotLeaderError) body.leader = leaderInfo(err.leaderId);
     if (status === 401) headers['www-authenticate'] = 'Bearer realm="concord"';
@@ -114,6 +144,13 @@ export function toErrorAnswer(err: unknown, leaderInfo: (id: string | null) => E
   return {
     status: 500,
     headers: {},
-    body: { error: { name: 'InternalError', code: 'INTERNAL', message: 'internal error', retryable: false } },
+    body: {
+      error: {
+        name: 'InternalError',
+        code: 'INTERNAL',
+        message: 'internal error',
+        retryable: false,
+      },
+    },
   };
 }

@@ -25,7 +25,14 @@ import type { MembershipManager, DesiredMember } from '../membership.ts';
 import { parseMembersBody, parseRaftClusterStr } from '../membership.ts';
 import type { NodeMetrics } from '../metrics.ts';
 import { isFormBody, parseForm, parseJsonObject, readBody, requireBearer } from './body.ts';
-import { DbModeUnsupportedError, HttpError, MethodNotAllowedError, RouteNotFoundError, UnknownGroupError, toErrorAnswer } from './errors.ts';
+import {
+  DbModeUnsupportedError,
+  HttpError,
+  MethodNotAllowedError,
+  RouteNotFoundError,
+  UnknownGroupError,
+  toErrorAnswer,
+} from './errors.ts';
 import type { ChangeClusterResult, WatchChanged } from './types.ts';
 import { WatchHub, parseWatchRequest } from './watch.ts';
 
@@ -59,7 +66,13 @@ interface Route {
   handle(req: IncomingMessage, url: URL, res: ServerResponse, signal: AbortSignal): Promise<Answer>;
 }
 
-type Answer = { status: number; body?: unknown; text?: string; contentType?: string; headers?: Record<string, string> };
+type Answer = {
+  status: number;
+  body?: unknown;
+  text?: string;
+  contentType?: string;
+  headers?: Record<string, string>;
+};
 
 export class OpenApiServer {
   private readonly server: Server;
@@ -73,15 +86,31 @@ export class OpenApiServer {
     this.hub = new WatchHub(o.view, o.limits.maxWatchers);
     this.routes = new Map<string, Route>([
       ['/metadata/v1/cluster', { method: 'GET', handle: (req, url) => this.cluster(url) }],
-      ['/metadata/v1/watch', { method: 'POST', handle: (req, url, res, signal) => this.watch(req, url, signal) }],
-      ['/metadata/v1/changeCluster', { method: 'POST', handle: (req, url) => this.changeCluster(req, url) }],
-      ['/metadata/v1/transferLeader', { method: 'POST', handle: (req, url) => this.transferLeader(req, url) }],
+      [
+        '/metadata/v1/watch',
+        { method: 'POST', handle: (req, url, res, signal) => this.watch(req, url, signal) },
+      ],
+      [
+        '/metadata/v1/changeCluster',
+        { method: 'POST', handle: (req, url) => this.changeCluster(req, url) },
+      ],
+      [
+        '/metadata/v1/transferLeader',
+        { method: 'POST', handle: (req, url) => this.transferLeader(req, url) },
+      ],
       ['/health', { method: 'GET', handle: async () => this.health() }],
       ['/metrics', { method: 'GET', handle: () => this.metricsText() }],
     ]);
-    this.server = createServer({ headersTimeout: HTTP_HEADERS_TIMEOUT_MS, requestTimeout: HTTP_REQUEST_TIMEOUT_MS, keepAliveTimeout: HTTP_KEEP_ALIVE_TIMEOUT_MS }, (req, res) => {
-      void this.dispatch(req, res);
-    });
+    this.server = createServer(
+      {
+        headersTimeout: HTTP_HEADERS_TIMEOUT_MS,
+        requestTimeout: HTTP_REQUEST_TIMEOUT_MS,
+        keepAliveTimeout: HTTP_KEEP_ALIVE_TIMEOUT_MS,
+      },
+      (req, res) => {
+        void this.dispatch(req, res);
+      },
+    );
     this.server.maxHeadersCount = HTTP_MAX_HEADERS_COUNT;
     this.server.maxConnections = HTTP_MAX_CONNECTIONS;
     this.server.on('clientError', (err, socket) => {
@@ -142,7 +171,8 @@ export class OpenApiServer {
       const route = this.routes.get(url.pathname);
       if (!route) throw new RouteNotFoundError(url.pathname);
       routeName = url.pathname;
-      if (req.method !== route.method && !(route.method === 'GET' && req.method === 'HEAD')) throw new MethodNotAllowedError(req.method ?? '', [route.method]);
+      if (req.method !== route.method && !(route.method === 'GET' && req.method === 'HEAD'))
+        throw new MethodNotAllowedError(req.method ?? '', [route.method]);
       if (this.stopping) throw new StoppedError();
       answer = await route.handle(req, url, res, abort.signal);
     } catch (err) {
@@ -150,7 +180,10 @@ export class OpenApiServer {
       if (a.status >= 500 && !(err instanceof HttpError) && a.body.error.code === 'INTERNAL') {
         this.log.error({ err, route: routeName }, 'openapi handler failed');
       } else {
-        this.log.debug({ route: routeName, status: a.status, code: a.body.error.code }, 'openapi request refused');
+        this.log.debug(
+          { route: routeName, status: a.status, code: a.body.error.code },
+          'openapi request refused',
+        );
       }
       answer = { status: a.status, body: a.body, headers: a.headers };
     }
@@ -159,7 +192,12 @@ export class OpenApiServer {
       answer.headers = { ...answer.headers, connection: 'close' };
     }
     this.send(res, req.method === 'HEAD', answer);
-    this.o.metrics.observeHttp(routeName, req.method ?? '', answer.status, (performance.now() - started) / 1000);
+    this.o.metrics.observeHttp(
+      routeName,
+      req.method ?? '',
+      answer.status,
+      (performance.now() - started) / 1000,
+    );
   }
 
   private send(res: ServerResponse, head: boolean, a: Answer): void {
@@ -203,7 +241,9 @@ export class OpenApiServer {
       // Seata's client form: one field per group (name=term), optional timeout.
       const form = parseForm(raw);
       const groupTerms: Record<string, unknown> = {};
-      for (const [k, v] of Object.entries(form)) if (k !== 'timeout' && k !== 'timeoutMs') groupTerms[k] = /^\d{1,15}$/.test(v) ? Number(v) : v;
+      for (const [k, v] of Object.entries(form))
+        if (k !== 'timeout' && k !== 'timeoutMs')
+          groupTerms[k] = /^\d{1,15}$/.test(v) ? Number(v) : v;
       body = { groupTerms };
       const t = form.timeoutMs ?? form.timeout;
       if (t !== undefined) body.timeoutMs = /^\d{1,9}$/.test(t) ? Number(t) : t;
@@ -211,12 +251,17 @@ export class OpenApiServer {
       body = parseJsonObject(raw);
     }
     const qt = url.searchParams.get('timeoutMs') ?? url.searchParams.get('timeout');
-    if (body.timeoutMs === undefined && qt !== null) body.timeoutMs = /^\d{1,9}$/.test(qt) ? Number(qt) : qt;
+    if (body.timeoutMs === undefined && qt !== null)
+      body.timeoutMs = /^\d{1,9}$/.test(qt) ? Number(qt) : qt;
     const w = parseWatchRequest(body, this.o.view.group, this.o.limits.watchTimeoutMs);
     const outcome = await this.hub.wait(w, signal);
     if ('changed' in outcome) {
       const metadata = this.o.view.metadata();
-      const answer: WatchChanged = { changed: outcome.changed, groupTerms: { [this.o.view.group]: metadata.term }, metadata };
+      const answer: WatchChanged = {
+        changed: outcome.changed,
+        groupTerms: { [this.o.view.group]: metadata.term },
+        metadata,
+      };
       return { status: 200, body: answer };
     }
     if ('closed' in outcome && this.stopping) throw new StoppedError();
@@ -233,15 +278,23 @@ export class OpenApiServer {
     const body = await this.readJson(req);
     const str = url.searchParams.get('raftClusterStr');
     let desired: DesiredMember[];
-    if (str !== null && body.members !== undefined) throw new BadRequestError('give either raftClusterStr or a JSON body with members, not both');
+    if (str !== null && body.members !== undefined)
+      throw new BadRequestError('give either raftClusterStr or a JSON body with members, not both');
     if (str !== null) desired = parseRaftClusterStr(str, this.o.view);
     else if (body.members !== undefined) desired = parseMembersBody(body);
-    else throw new BadRequestError('missing member list: give ?raftClusterStr=host:port,... or a JSON body {"members":[...]}');
+    else
+      throw new BadRequestError(
+        'missing member list: give ?raftClusterStr=host:port,... or a JSON body {"members":[...]}',
+      );
     this.requireLeader();
     try {
       const report = await membership.change(desired);
       this.o.metrics.countMembershipOp('change', 'ok');
-      const result: ChangeClusterResult = { ok: true, steps: report.steps, metadata: this.o.view.metadata() };
+      const result: ChangeClusterResult = {
+        ok: true,
+        steps: report.steps,
+        metadata: this.o.view.metadata(),
+      };
       return { status: 200, body: result };
     } catch (err) {
       this.o.metrics.countMembershipOp('change', 'error');
@@ -255,8 +308,10 @@ export class OpenApiServer {
     const membership = this.o.membership;
     if (membership === null) throw new DbModeUnsupportedError('transferLeader');
     const body = await this.readJson(req);
-    const to = url.searchParams.get('nodeId') ?? (typeof body.nodeId === 'string' ? body.nodeId : null);
-    if (to === null || to === '') throw new BadRequestError('missing nodeId: the voter to hand leadership to');
+    const to =
+      url.searchParams.get('nodeId') ?? (typeof body.nodeId === 'string' ? body.nodeId : null);
+    if (to === null || to === '')
+      throw new BadRequestError('missing nodeId: the voter to hand leadership to');
     this.requireLeader();
     try {
       await membership.transfer(to);
@@ -265,7 +320,10 @@ export class OpenApiServer {
       this.o.metrics.countMembershipOp('transfer', 'error');
       throw err;
     }
-    return { status: 200, body: { ok: true, leader: this.o.view.leaderInfo(to), metadata: this.o.view.metadata() } };
+    return {
+      status: 200,
+      body: { ok: true, leader: this.o.view.leaderInfo(to), metadata: this.o.view.metadata() },
+    };
   }
 
   private health(): Answer {

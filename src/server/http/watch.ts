@@ -20,37 +20,58 @@ export function clampWatchTimeoutMs(ms: number): number {
 }
 
 /** Validates a watch request body. Unknown groups → 404 (as for the metadata). */
-export function parseWatchRequest(body: Record<string, unknown>, group: string, defaultTimeoutMs: number): WatchRequest & { timeoutMs: number } {
+export function parseWatchRequest(
+  body: Record<string, unknown>,
+  group: string,
+  defaultTimeoutMs: number,
+): WatchRequest & { timeoutMs: number } {
   const gt = body.groupTerms;
   if (typeof gt !== 'object' || gt === null || Array.isArray(gt)) {
-    throw new BadRequestError('groupTerms must be an object mapping a group name to the term the client knows, e.g. {"default": 3}');
+    throw new BadRequestError(
+      'groupTerms must be an object mapping a group name to the term the client knows, e.g. {"default": 3}',
+    );
   }
   const entries = Object.entries(gt as Record<string, unknown>);
   if (entries.length === 0) throw new BadRequestError('groupTerms names no group');
-  if (entries.length > MAX_WATCH_GROUPS) throw new BadRequestError(`groupTerms names ${entries.length} groups; at most ${MAX_WATCH_GROUPS}`);
+  if (entries.length > MAX_WATCH_GROUPS)
+    throw new BadRequestError(
+      `groupTerms names ${entries.length} groups; at most ${MAX_WATCH_GROUPS}`,
+    );
   const groupTerms: Record<string, number> = {};
   for (const [g, t] of entries) {
-    if (typeof t !== 'number' || !Number.isSafeInteger(t) || t < 0) throw new BadRequestError(`groupTerms.${g.slice(0, 64)} must be a non-negative integer`);
+    if (typeof t !== 'number' || !Number.isSafeInteger(t) || t < 0)
+      throw new BadRequestError(`groupTerms.${g.slice(0, 64)} must be a non-negative integer`);
     if (g !== group) throw new UnknownGroupError(g, group);
     groupTerms[g] = t;
   }
   let groupVersions: Record<string, string> | undefined;
   if (body.groupVersions !== undefined) {
     const gv = body.groupVersions;
-    if (typeof gv !== 'object' || gv === null || Array.isArray(gv)) throw new BadRequestError('groupVersions must be an object mapping a group name to a metadataVersion');
+    if (typeof gv !== 'object' || gv === null || Array.isArray(gv))
+      throw new BadRequestError(
+        'groupVersions must be an object mapping a group name to a metadataVersion',
+      );
     groupVersions = {};
     for (const [g, v] of Object.entries(gv as Record<string, unknown>)) {
-      if (typeof v !== 'string' || v.length > 128) throw new BadRequestError(`groupVersions.${g.slice(0, 64)} must be a metadataVersion string`);
+      if (typeof v !== 'string' || v.length > 128)
+        throw new BadRequestError(
+          `groupVersions.${g.slice(0, 64)} must be a metadataVersion string`,
+        );
       if (g !== group) throw new UnknownGroupError(g, group);
       groupVersions[g] = v;
     }
   }
   let timeoutMs = defaultTimeoutMs;
   if (body.timeoutMs !== undefined) {
-    if (typeof body.timeoutMs !== 'number' || !Number.isFinite(body.timeoutMs)) throw new BadRequestError('timeoutMs must be a number of milliseconds');
+    if (typeof body.timeoutMs !== 'number' || !Number.isFinite(body.timeoutMs))
+      throw new BadRequestError('timeoutMs must be a number of milliseconds');
     timeoutMs = body.timeoutMs;
   }
-  return { groupTerms, ...(groupVersions ? { groupVersions } : {}), timeoutMs: clampWatchTimeoutMs(timeoutMs) };
+  return {
+    groupTerms,
+    ...(groupVersions ? { groupVersions } : {}),
+    timeoutMs: clampWatchTimeoutMs(timeoutMs),
+  };
 }
 
 export class WatchHub {
@@ -75,7 +96,13 @@ export class WatchHub {
   }
 
   /** Which of the request's groups differ from this node's view (`now`: term and version, computed once per change). */
-  differs(req: WatchRequest, now: { term: number; version: string } = { term: this.view.term(), version: this.view.version() }): string[] {
+  differs(
+    req: WatchRequest,
+    now: { term: number; version: string } = {
+      term: this.view.term(),
+      version: this.view.version(),
+    },
+  ): string[] {
     const g = this.view.group;
     const knownTerm = req.groupTerms[g];
     const knownVersion = req.groupVersions?.[g];
@@ -89,7 +116,10 @@ export class WatchHub {
    * Waits until the view differs from what the client knows, the timeout passes, the
    * client goes away (`signal`), or the hub closes. Throws TooManyWatchersError at the limit.
    */
-  async wait(req: WatchRequest & { timeoutMs: number }, signal: AbortSignal): Promise<WatchOutcome> {
+  async wait(
+    req: WatchRequest & { timeoutMs: number },
+    signal: AbortSignal,
+  ): Promise<WatchOutcome> {
     if (this.closed) return { closed: true };
     const now = this.differs(req);
     if (now.length > 0) return { changed: now };

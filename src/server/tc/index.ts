@@ -20,7 +20,13 @@
  * coordinator stops driving.
  */
 import { createHash } from 'node:crypto';
-import { Coordinator, createSnowflakeIds, systemClock, type PhaseTwoOptions, type SessionStore } from '../../coordinator/index.ts';
+import {
+  Coordinator,
+  createSnowflakeIds,
+  systemClock,
+  type PhaseTwoOptions,
+  type SessionStore,
+} from '../../coordinator/index.ts';
 import type { RaftNode } from '../../raft/node/raft-node.ts';
 import type { StateMachine } from '../../raft/ports.ts';
 import { AssertionFailure } from '../../shared/errors.ts';
@@ -30,7 +36,12 @@ import { DB_MODE_SWEEP_INTERVAL_MS } from '../../store/db/limits.ts';
 import { RaftSessionStore } from '../../store/raft/index.ts';
 import { formatHostPort } from '../config/endpoints.ts';
 import { selfEndpoints, type NodeConfig } from '../config.ts';
-import { CoordinatorLogStateMachine, type TcNodeContext, type TcNodeOptions, type TcService } from '../tc-node.ts';
+import {
+  CoordinatorLogStateMachine,
+  type TcNodeContext,
+  type TcNodeOptions,
+  type TcService,
+} from '../tc-node.ts';
 import { errorToWire } from './mapping.ts';
 import type { WireLeader } from './proto.ts';
 import { RmChannelHub } from './rm-hub.ts';
@@ -79,9 +90,15 @@ export interface TcSessions {
 }
 
 /** The raft mode's sessions: the Raft session store over the node's RaftNode. */
-export function raftTcSessions(ctx: TcNodeContext, raft: RaftNode, stateMachine: StateMachine): TcSessions {
+export function raftTcSessions(
+  ctx: TcNodeContext,
+  raft: RaftNode,
+  stateMachine: StateMachine,
+): TcSessions {
   if (!(stateMachine instanceof CoordinatorLogStateMachine)) {
-    throw new AssertionFailure('the TC service needs the coordinator state machine (CoordinatorLogStateMachine) under the Raft');
+    throw new AssertionFailure(
+      'the TC service needs the coordinator state machine (CoordinatorLogStateMachine) under the Raft',
+    );
   }
   const store = new RaftSessionStore({
     raft,
@@ -122,7 +139,8 @@ export function dbTcSessions(store: DbSessionStore): TcSessions {
   return {
     store,
     takesRmChannels: () => store.drivesPhaseTwo(),
-    onRmRoleChange: (listener) => store.onLeadershipChange((event) => listener(event.isLeader, event.term)),
+    onRmRoleChange: (listener) =>
+      store.onLeadershipChange((event) => listener(event.isLeader, event.term)),
     leaderId: () => store.leaseHolder()?.nodeId ?? null,
     // Commits decided on other nodes reach the holder's driver only through its sweep.
     phaseTwo: { sweepIntervalMs: DB_MODE_SWEEP_INTERVAL_MS },
@@ -144,13 +162,23 @@ export function workerIdOf(config: NodeConfig): number {
 }
 
 /** Starts the TC service on a running node (a TcNode service factory), in the node's store mode. */
-export function startTcService(ctx: TcNodeContext, options: TcServiceOptions = {}): Promise<RunningTcService> {
-  const sessions = ctx.sessions.mode === 'raft' ? raftTcSessions(ctx, ctx.sessions.raft, ctx.sessions.stateMachine) : dbTcSessions(ctx.sessions.store);
+export function startTcService(
+  ctx: TcNodeContext,
+  options: TcServiceOptions = {},
+): Promise<RunningTcService> {
+  const sessions =
+    ctx.sessions.mode === 'raft'
+      ? raftTcSessions(ctx, ctx.sessions.raft, ctx.sessions.stateMachine)
+      : dbTcSessions(ctx.sessions.store);
   return serveTc(ctx, sessions, options);
 }
 
 /** The TC service over any sessions: the hub, the coordinator and the gRPC server. */
-export async function serveTc(ctx: TcNodeContext, sessions: TcSessions, options: TcServiceOptions = {}): Promise<RunningTcService> {
+export async function serveTc(
+  ctx: TcNodeContext,
+  sessions: TcSessions,
+  options: TcServiceOptions = {},
+): Promise<RunningTcService> {
   const { config } = ctx;
   const log = ctx.logger.child({ component: 'tc' });
   const store = sessions.store;
@@ -165,8 +193,12 @@ export async function serveTc(ctx: TcNodeContext, sessions: TcSessions, options:
     logger: ctx.logger,
     acceptsChannels: () => sessions.takesRmChannels(),
     notLeader: () => errorToWire(store.notLeaderError(), leaderOf),
-    ...(options.rmHeartbeatIntervalMs !== undefined ? { heartbeatIntervalMs: options.rmHeartbeatIntervalMs } : {}),
-    ...(options.phaseTwoCallTimeoutMs !== undefined ? { phaseTwoTimeoutMs: options.phaseTwoCallTimeoutMs } : {}),
+    ...(options.rmHeartbeatIntervalMs !== undefined
+      ? { heartbeatIntervalMs: options.rmHeartbeatIntervalMs }
+      : {}),
+    ...(options.phaseTwoCallTimeoutMs !== undefined
+      ? { phaseTwoTimeoutMs: options.phaseTwoCallTimeoutMs }
+      : {}),
   });
   const self = selfEndpoints(config).transaction;
   const phaseTwo = { ...sessions.phaseTwo, ...options.phaseTwo };
@@ -205,7 +237,10 @@ export async function serveTc(ctx: TcNodeContext, sessions: TcSessions, options:
     sessions.close();
     throw err;
   }
-  log.info({ tc: formatHostPort(self), workerId: workerIdOf(config), storeMode: ctx.sessions.mode }, 'TC service started');
+  log.info(
+    { tc: formatHostPort(self), workerId: workerIdOf(config), storeMode: ctx.sessions.mode },
+    'TC service started',
+  );
   return {
     port,
     store,
@@ -227,7 +262,11 @@ export async function serveTc(ctx: TcNodeContext, sessions: TcSessions, options:
  * the coordinator's state machine under the Raft; db — the db session store from
  * `store.db` (opened by the node) — and the TC service on top.
  */
-export function createTcNodeOptions(config: NodeConfig, logger: Logger, options: TcServiceOptions = {}): TcNodeOptions {
+export function createTcNodeOptions(
+  config: NodeConfig,
+  logger: Logger,
+  options: TcServiceOptions = {},
+): TcNodeOptions {
   return {
     config,
     logger,

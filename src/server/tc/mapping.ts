@@ -59,7 +59,8 @@ import type {
 
 /** A missing message (a oneof left empty, a null) is a bad request, not a crash. */
 function present<T>(value: T | null | undefined, what: string): T {
-  if (value === null || value === undefined || typeof value !== 'object') throw new BadRequestError(`${what} is missing`);
+  if (value === null || value === undefined || typeof value !== 'object')
+    throw new BadRequestError(`${what} is missing`);
   return value;
 }
 
@@ -67,7 +68,11 @@ function str(value: unknown, field: string, opts: { min?: number; max: number })
   if (typeof value !== 'string') throw new BadRequestError(`${field} must be a string`);
   const min = opts.min ?? 0;
   if (value.length < min || value.length > opts.max) {
-    throw new BadRequestError(min > 0 ? `${field} must be ${min}..${opts.max} characters, not ${value.length}` : `${field} is ${value.length} characters, more than the limit of ${opts.max}`);
+    throw new BadRequestError(
+      min > 0
+        ? `${field} must be ${min}..${opts.max} characters, not ${value.length}`
+        : `${field} is ${value.length} characters, more than the limit of ${opts.max}`,
+    );
   }
   return value;
 }
@@ -79,12 +84,17 @@ export function requireXid(value: unknown, field = 'xid'): string {
 }
 
 function requireCode(value: unknown, field: string): number {
-  if (typeof value !== 'number' || !Number.isInteger(value)) throw new BadRequestError(`${field} must be an integer code`);
+  if (typeof value !== 'number' || !Number.isInteger(value))
+    throw new BadRequestError(`${field} must be an integer code`);
   return value;
 }
 
 function requireBranchId(value: unknown): string {
-  if (typeof value !== 'string' || !/^[0-9]{1,20}$/.test(value) || BigInt(value) > 0xffff_ffff_ffff_ffffn) {
+  if (
+    typeof value !== 'string' ||
+    !/^[0-9]{1,20}$/.test(value) ||
+    BigInt(value) > 0xffff_ffff_ffff_ffffn
+  ) {
     throw new BadRequestError('branchId must be a decimal 64-bit id');
   }
   return value;
@@ -93,8 +103,13 @@ function requireBranchId(value: unknown): string {
 function requireApplicationData(value: unknown): string {
   if (typeof value !== 'string') throw new BadRequestError('applicationData must be a string');
   // Characters first (cheap) so a huge string is refused without measuring it.
-  if (value.length > MAX_APPLICATION_DATA_BYTES || Buffer.byteLength(value, 'utf8') > MAX_APPLICATION_DATA_BYTES) {
-    throw new BadRequestError(`applicationData is more than the limit of ${MAX_APPLICATION_DATA_BYTES} bytes`);
+  if (
+    value.length > MAX_APPLICATION_DATA_BYTES ||
+    Buffer.byteLength(value, 'utf8') > MAX_APPLICATION_DATA_BYTES
+  ) {
+    throw new BadRequestError(
+      `applicationData is more than the limit of ${MAX_APPLICATION_DATA_BYTES} bytes`,
+    );
   }
   return value;
 }
@@ -113,13 +128,22 @@ function requireLockKey(resourceId: string, value: unknown, field = 'lockKey'): 
 export function toBeginRequest(w: BeginRequestWire | null | undefined): BeginRequest {
   const r = present(w, 'begin request');
   const timeoutMs = r.timeoutMs;
-  if (!Number.isSafeInteger(timeoutMs) || timeoutMs < MIN_TIMEOUT_MS || timeoutMs > MAX_TIMEOUT_MS) {
-    throw new BadRequestError(`timeoutMs must be an integer in ${MIN_TIMEOUT_MS}..${MAX_TIMEOUT_MS}, not ${String(timeoutMs)}`);
+  if (
+    !Number.isSafeInteger(timeoutMs) ||
+    timeoutMs < MIN_TIMEOUT_MS ||
+    timeoutMs > MAX_TIMEOUT_MS
+  ) {
+    throw new BadRequestError(
+      `timeoutMs must be an integer in ${MIN_TIMEOUT_MS}..${MAX_TIMEOUT_MS}, not ${String(timeoutMs)}`,
+    );
   }
   const requestId = optionalRequestId(r.requestId);
   return {
     applicationId: str(r.applicationId, 'applicationId', { min: 1, max: MAX_NAME_CHARS }),
-    transactionServiceGroup: str(r.transactionServiceGroup, 'transactionServiceGroup', { min: 1, max: MAX_NAME_CHARS }),
+    transactionServiceGroup: str(r.transactionServiceGroup, 'transactionServiceGroup', {
+      min: 1,
+      max: MAX_NAME_CHARS,
+    }),
     name: str(r.name ?? '', 'name', { max: MAX_NAME_CHARS }),
     timeoutMs,
     ...(requestId ? { requestId } : {}),
@@ -130,22 +154,32 @@ export function toXidRequest(w: XidRequestWire | null | undefined): { xid: strin
   return { xid: requireXid(present(w, 'request').xid) };
 }
 
-export function toGlobalReport(w: GlobalReportRequestWire | null | undefined): { xid: string; status: GlobalStatus } {
+export function toGlobalReport(w: GlobalReportRequestWire | null | undefined): {
+  xid: string;
+  status: GlobalStatus;
+} {
   const r = present(w, 'global report');
   const xid = requireXid(r.xid);
   const code = requireCode(r.globalStatus, 'globalStatus');
   const status = globalStatusFromCode(code);
-  if (status === GlobalStatus.Unknown) throw new BadRequestError(`globalStatus ${code} is not a global status code`);
+  if (status === GlobalStatus.Unknown)
+    throw new BadRequestError(`globalStatus ${code} is not a global status code`);
   return { xid, status };
 }
 
-export function toRegisterBranch(w: BranchRegisterRequestWire | null | undefined): RegisterBranchRequest {
+export function toRegisterBranch(
+  w: BranchRegisterRequestWire | null | undefined,
+): RegisterBranchRequest {
   const r = present(w, 'branch register request');
   const xid = requireXid(r.xid);
   const typeCode = requireCode(r.branchType, 'branchType');
   const branchType = branchTypeFromCode(typeCode);
-  if (branchType === null) throw new BadRequestError(`branchType ${typeCode} is not a branch type (0 AT, 1 TCC, 2 SAGA, 3 XA)`);
-  if (typeof r.resourceId !== 'string' || r.resourceId === '') throw new BadRequestError('resourceId is empty');
+  if (branchType === null)
+    throw new BadRequestError(
+      `branchType ${typeCode} is not a branch type (0 AT, 1 TCC, 2 SAGA, 3 XA)`,
+    );
+  if (typeof r.resourceId !== 'string' || r.resourceId === '')
+    throw new BadRequestError('resourceId is empty');
   const resourceId = r.resourceId;
   const lockKey = requireLockKey(resourceId, r.lockKey);
   const requestId = optionalRequestId(r.requestId);
@@ -166,15 +200,22 @@ export function toBranchReport(w: BranchReportRequestWire | null | undefined): B
   const branchId = requireBranchId(r.branchId);
   const code = requireCode(r.branchStatus, 'branchStatus');
   const status = branchStatusFromCode(code);
-  if (status === 'Unknown') throw new BadRequestError(`branchStatus ${code} is not a branch status code`);
+  if (status === 'Unknown')
+    throw new BadRequestError(`branchStatus ${code} is not a branch status code`);
   const hasData = r._applicationData === 'applicationData' && r.applicationData !== undefined;
-  return { xid, branchId, status, ...(hasData ? { applicationData: requireApplicationData(r.applicationData) } : {}) };
+  return {
+    xid,
+    branchId,
+    status,
+    ...(hasData ? { applicationData: requireApplicationData(r.applicationData) } : {}),
+  };
 }
 
 export function toLockQuery(w: LockQueryRequestWire | null | undefined): LockQueryRequest {
   const r = present(w, 'lock query');
   const xid = r.xid === '' || r.xid === undefined ? undefined : requireXid(r.xid);
-  if (typeof r.resourceId !== 'string' || r.resourceId === '') throw new BadRequestError('resourceId is empty');
+  if (typeof r.resourceId !== 'string' || r.resourceId === '')
+    throw new BadRequestError('resourceId is empty');
   const lockKey = requireLockKey(r.resourceId, r.lockKey);
   if (lockKey === '') throw new BadRequestError('lockKey is empty');
   return { ...(xid ? { xid } : {}), resourceId: r.resourceId, lockKey };
@@ -201,7 +242,8 @@ export function toStatusFilter(code: unknown): GlobalStatus | null {
   const c = requireCode(code ?? 0, 'globalStatus');
   if (c === 0) return null;
   const status = globalStatusFromCode(c);
-  if (status === GlobalStatus.Unknown) throw new BadRequestError(`globalStatus ${c} is not a global status code`);
+  if (status === GlobalStatus.Unknown)
+    throw new BadRequestError(`globalStatus ${c} is not a global status code`);
   return status;
 }
 
@@ -241,10 +283,22 @@ const WIRE_CODES: Record<string, WireErrorCode> = {
  * NOT_LEADER (the current view, which may know more than the error). Anything that is no
  * ConcordError is a bug: INTERNAL, with a generic message (the details go to the log).
  */
-export function errorToWire(err: unknown, leaderOf: (leaderId: string | null) => WireLeader | null): WireError {
-  if (!(err instanceof ConcordError)) return { code: 'ERROR_CODE_INTERNAL', message: 'internal error', retryable: false };
+export function errorToWire(
+  err: unknown,
+  leaderOf: (leaderId: string | null) => WireLeader | null,
+): WireError {
+  if (!(err instanceof ConcordError))
+    return { code: 'ERROR_CODE_INTERNAL', message: 'internal error', retryable: false };
   const code = WIRE_CODES[err.code] ?? 'ERROR_CODE_INTERNAL';
-  const wire: WireError = { code, message: err.message, retryable: code === 'ERROR_CODE_NOT_LEADER' || code === 'ERROR_CODE_UNAVAILABLE' || code === 'ERROR_CODE_TIMEOUT' || err.retryable };
+  const wire: WireError = {
+    code,
+    message: err.message,
+    retryable:
+      code === 'ERROR_CODE_NOT_LEADER' ||
+      code === 'ERROR_CODE_UNAVAILABLE' ||
+      code === 'ERROR_CODE_TIMEOUT' ||
+      err.retryable,
+  };
   if (err instanceof LockConflictError) {
     wire.holdingXid = err.holderXid;
     wire.rows = [...err.rows];
@@ -252,7 +306,9 @@ export function errorToWire(err: unknown, leaderOf: (leaderId: string | null) =>
   if (err instanceof NotLeaderError) wire.leader = leaderOf(err.leaderId);
   if (err instanceof IllegalStatusError) {
     const status = err.status;
-    wire.globalStatus = Object.hasOwn(GLOBAL_STATUS_CODES, status) ? globalStatusToCode(status as GlobalStatus) : 0;
+    wire.globalStatus = Object.hasOwn(GLOBAL_STATUS_CODES, status)
+      ? globalStatusToCode(status as GlobalStatus)
+      : 0;
   }
   return wire;
 }
@@ -274,7 +330,11 @@ export function branchToWire(b: BranchSession): BranchInfoWire {
   };
 }
 
-export function liveSessionToWire(session: GlobalSession, reported: GlobalStatus, withBranches: boolean): SessionInfoWire {
+export function liveSessionToWire(
+  session: GlobalSession,
+  reported: GlobalStatus,
+  withBranches: boolean,
+): SessionInfoWire {
   return {
     xid: session.xid,
     transactionId: session.transactionId,
@@ -296,5 +356,12 @@ export function liveSessionToWire(session: GlobalSession, reported: GlobalStatus
 export function sessionInfoToWire(info: SessionInfo): SessionInfoWire {
   if (info.live) return liveSessionToWire(info.session, info.reportedStatus, true);
   const f = info.finished;
-  return { xid: f.xid, globalStatus: statusCode(f.status), internalStatus: statusCode(f.status), live: false, finishedAt: f.finishedAt, resolvedBy: f.resolvedBy ?? '' };
+  return {
+    xid: f.xid,
+    globalStatus: statusCode(f.status),
+    internalStatus: statusCode(f.status),
+    live: false,
+    finishedAt: f.finishedAt,
+    resolvedBy: f.resolvedBy ?? '',
+  };
 }

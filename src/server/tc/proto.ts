@@ -13,7 +13,13 @@ import * as protoLoader from '@grpc/proto-loader';
 export const TC_PROTO_PATH = fileURLToPath(new URL('../../../proto/tc.proto', import.meta.url));
 
 /** The loader options; the client (src/client/tc/proto.ts) uses the same ones. */
-export const TC_PROTO_LOADER_OPTIONS: protoLoader.Options = { keepCase: false, longs: Number, enums: String, defaults: true, oneofs: true };
+export const TC_PROTO_LOADER_OPTIONS: protoLoader.Options = {
+  keepCase: false,
+  longs: Number,
+  enums: String,
+  defaults: true,
+  oneofs: true,
+};
 
 export type WireResultCode = 'RESULT_CODE_UNSPECIFIED' | 'RESULT_CODE_OK' | 'RESULT_CODE_FAILED';
 export type WireErrorCode =
@@ -186,7 +192,15 @@ export type TcToRmWire =
   | { goAway: { error: WireError } };
 
 // Multiplexed calls
-export type CallKind = 'begin' | 'commit' | 'rollback' | 'getStatus' | 'globalReport' | 'branchRegister' | 'branchReport' | 'lockQuery';
+export type CallKind =
+  | 'begin'
+  | 'commit'
+  | 'rollback'
+  | 'getStatus'
+  | 'globalReport'
+  | 'branchRegister'
+  | 'branchReport'
+  | 'lockQuery';
 export interface CallWire {
   id: number;
   request?: CallKind;
@@ -213,7 +227,9 @@ let cached: grpc.ServiceDefinition | null = null;
 export function tcServiceDefinition(): grpc.ServiceDefinition {
   if (cached) return cached;
   const def = protoLoader.loadSync(TC_PROTO_PATH, TC_PROTO_LOADER_OPTIONS);
-  const pkg = grpc.loadPackageDefinition(def) as unknown as { concord: { tc: { v1: { TransactionCoordinator: grpc.ServiceClientConstructor } } } };
+  const pkg = grpc.loadPackageDefinition(def) as unknown as {
+    concord: { tc: { v1: { TransactionCoordinator: grpc.ServiceClientConstructor } } };
+  };
   cached = pkg.concord.tc.v1.TransactionCoordinator.service;
   return cached;
 }

@@ -47,7 +47,13 @@ import {
   RM_REGISTER_TIMEOUT_MS,
 } from './limits.ts';
 import { FAILED, OK, branchStatusOfCode } from './mapping.ts';
-import type { PhaseTwoRequestWire, RmRegisterWire, RmToTcWire, TcToRmWire, WireError } from './proto.ts';
+import type {
+  PhaseTwoRequestWire,
+  RmRegisterWire,
+  RmToTcWire,
+  TcToRmWire,
+  WireError,
+} from './proto.ts';
 
 export type RmStream = grpc.ServerDuplexStream<RmToTcWire, TcToRmWire>;
 
@@ -147,12 +153,20 @@ export class RmChannelHub implements BranchGateway {
   handle(stream: RmStream): void {
     const peer = safePeer(stream);
     if (this.closed) {
-      this.refuse(stream, { code: 'ERROR_CODE_UNAVAILABLE', message: 'the node is stopping', retryable: true });
+      this.refuse(stream, {
+        code: 'ERROR_CODE_UNAVAILABLE',
+        message: 'the node is stopping',
+        retryable: true,
+      });
       return;
     }
     if (this.channels.size >= this.maxChannels) {
       this.log.warn({ peer, max: this.maxChannels }, 'RM channel refused: too many channels');
-      this.refuse(stream, { code: 'ERROR_CODE_UNAVAILABLE', message: `this node holds ${this.maxChannels} RM channels, the limit`, retryable: true });
+      this.refuse(stream, {
+        code: 'ERROR_CODE_UNAVAILABLE',
+        message: `this node holds ${this.maxChannels} RM channels, the limit`,
+        retryable: true,
+      });
       return;
     }
     const now = this.now();
@@ -198,7 +212,11 @@ export class RmChannelHub implements BranchGateway {
     this.timer = null;
     this.graceUntil = 0;
     for (const set of [...this.waiters.values()]) for (const wake of [...set]) wake();
-    this.closeAll({ code: 'ERROR_CODE_UNAVAILABLE', message: 'the node is stopping', retryable: true });
+    this.closeAll({
+      code: 'ERROR_CODE_UNAVAILABLE',
+      message: 'the node is stopping',
+      retryable: true,
+    });
   }
 
   // -------------------------------------------------------------------------------------
@@ -214,7 +232,12 @@ export class RmChannelHub implements BranchGateway {
 
   private async call(branch: BranchSession, kind: 'commit' | 'rollback'): Promise<BranchStatus> {
     let channel = this.pick(branch);
-    if (!channel && !this.byResource.has(branch.resourceId) && this.now() < this.graceUntil && this.waiterCount < MAX_RM_WAITERS) {
+    if (
+      !channel &&
+      !this.byResource.has(branch.resourceId) &&
+      this.now() < this.graceUntil &&
+      this.waiterCount < MAX_RM_WAITERS
+    ) {
       await this.waitForResource(branch.resourceId, this.graceUntil - this.now());
       channel = this.pick(branch);
     }
@@ -230,7 +253,11 @@ export class RmChannelHub implements BranchGateway {
     return this.send(channel, branch, kind);
   }
 
-  private send(channel: Channel, branch: BranchSession, kind: 'commit' | 'rollback'): Promise<BranchStatus> {
+  private send(
+    channel: Channel,
+    branch: BranchSession,
+    kind: 'commit' | 'rollback',
+  ): Promise<BranchStatus> {
     const requestId = `${this.opts.nodeId}-${++this.requestSeq}`;
     const request: PhaseTwoRequestWire = {
       requestId,
@@ -243,13 +270,23 @@ export class RmChannelHub implements BranchGateway {
     return new Promise<BranchStatus>((resolve, reject) => {
       const timer = setTimeout(() => {
         if (channel.inflight.delete(requestId)) {
-          reject(new TimeoutError(`RM ${channel.clientId} did not answer ${kind} of branch ${branch.branchId} within ${this.phaseTwoTimeoutMs} ms`));
+          reject(
+            new TimeoutError(
+              `RM ${channel.clientId} did not answer ${kind} of branch ${branch.branchId} within ${this.phaseTwoTimeoutMs} ms`,
+            ),
+          );
         }
       }, this.phaseTwoTimeoutMs);
       timer.unref();
       channel.inflight.set(requestId, { resolve, reject, timer });
-      this.write(channel, kind === 'commit' ? { branchCommit: request } : { branchRollback: request });
-      this.log.debug({ xid: branch.xid, branchId: branch.branchId, kind, clientId: channel.clientId, requestId }, 'phase-two request sent');
+      this.write(
+        channel,
+        kind === 'commit' ? { branchCommit: request } : { branchRollback: request },
+      );
+      this.log.debug(
+        { xid: branch.xid, branchId: branch.branchId, kind, clientId: channel.clientId, requestId },
+        'phase-two request sent',
+      );
     });
   }
 
@@ -277,11 +314,13 @@ export class RmChannelHub implements BranchGateway {
     if (!serving || serving.size === 0) return null;
     const usable = (c: Channel) => !c.closed && c.inflight.size < this.maxInflightPerRm;
     const original = this.byClient.get(branch.clientId);
-    if (original && original.resourceIds.has(branch.resourceId) && usable(original)) return original;
+    if (original && original.resourceIds.has(branch.resourceId) && usable(original))
+      return original;
     const candidates = [...serving].filter(usable);
     if (candidates.length === 0) return null;
     const application = original?.applicationId ?? this.knownClients.get(branch.clientId);
-    const siblings = application === undefined ? [] : candidates.filter((c) => c.applicationId === application);
+    const siblings =
+      application === undefined ? [] : candidates.filter((c) => c.applicationId === application);
     const pool = siblings.length > 0 ? siblings : candidates;
     return pool[this.roundRobin++ % pool.length]!;
   }
@@ -306,38 +345,69 @@ export class RmChannelHub implements BranchGateway {
         case 'pong':
           return;
         default:
-          throw new BadRequestError('an RmToTc message must set one of register, branch_result, ping, pong');
+          throw new BadRequestError(
+            'an RmToTc message must set one of register, branch_result, ping, pong',
+          );
       }
     } catch (err) {
       // A client's bad message ends its channel; it never takes the node down.
       const message = err instanceof ConcordError ? err.message : 'internal error';
-      if (!(err instanceof ConcordError)) this.log.error({ err, peer: channel.peer }, 'RM channel message handling failed');
-      this.drop(channel, message, true, { code: err instanceof BadRequestError ? 'ERROR_CODE_BAD_REQUEST' : 'ERROR_CODE_INTERNAL', message, retryable: false });
+      if (!(err instanceof ConcordError))
+        this.log.error({ err, peer: channel.peer }, 'RM channel message handling failed');
+      this.drop(channel, message, true, {
+        code: err instanceof BadRequestError ? 'ERROR_CODE_BAD_REQUEST' : 'ERROR_CODE_INTERNAL',
+        message,
+        retryable: false,
+      });
     }
   }
 
   private register(channel: Channel, reg: RmRegisterWire | undefined): void {
-    if (channel.clientId !== null) throw new BadRequestError('this RM channel is already registered');
+    if (channel.clientId !== null)
+      throw new BadRequestError('this RM channel is already registered');
     if (!reg) throw new BadRequestError('register is empty');
     const clientId = requireName(reg.clientId, 'clientId');
     const applicationId = requireName(reg.applicationId, 'applicationId');
-    const group = typeof reg.transactionServiceGroup === 'string' && reg.transactionServiceGroup.length <= MAX_NAME_CHARS ? reg.transactionServiceGroup : null;
-    if (group === null) throw new BadRequestError(`transactionServiceGroup must be at most ${MAX_NAME_CHARS} characters`);
+    const group =
+      typeof reg.transactionServiceGroup === 'string' &&
+      reg.transactionServiceGroup.length <= MAX_NAME_CHARS
+        ? reg.transactionServiceGroup
+        : null;
+    if (group === null)
+      throw new BadRequestError(
+        `transactionServiceGroup must be at most ${MAX_NAME_CHARS} characters`,
+      );
     const ids = Array.isArray(reg.resourceIds) ? reg.resourceIds : [];
-    if (ids.length === 0 || ids.length > MAX_RESOURCES_PER_RM) throw new BadRequestError(`an RM must register 1..${MAX_RESOURCES_PER_RM} resource ids, not ${ids.length}`);
+    if (ids.length === 0 || ids.length > MAX_RESOURCES_PER_RM)
+      throw new BadRequestError(
+        `an RM must register 1..${MAX_RESOURCES_PER_RM} resource ids, not ${ids.length}`,
+      );
     for (const id of ids) {
       if (typeof id !== 'string' || id.length === 0 || id.length > MAX_RESOURCE_ID_CHARS) {
-        throw new BadRequestError(`every resource id must be 1..${MAX_RESOURCE_ID_CHARS} characters`);
+        throw new BadRequestError(
+          `every resource id must be 1..${MAX_RESOURCE_ID_CHARS} characters`,
+        );
       }
     }
     if (!this.opts.acceptsChannels()) {
-      this.write(channel, { registered: { resultCode: FAILED, error: this.opts.notLeader(), heartbeatIntervalMs: this.heartbeatIntervalMs, nodeId: this.opts.nodeId } });
+      this.write(channel, {
+        registered: {
+          resultCode: FAILED,
+          error: this.opts.notLeader(),
+          heartbeatIntervalMs: this.heartbeatIntervalMs,
+          nodeId: this.opts.nodeId,
+        },
+      });
       this.drop(channel, 'not the leader', false);
       return;
     }
     const previous = this.byClient.get(clientId);
     if (previous && previous !== channel) {
-      this.drop(previous, `replaced by a newer channel of ${clientId}`, true, { code: 'ERROR_CODE_UNAVAILABLE', message: 'replaced by a newer channel of the same client id', retryable: true });
+      this.drop(previous, `replaced by a newer channel of ${clientId}`, true, {
+        code: 'ERROR_CODE_UNAVAILABLE',
+        message: 'replaced by a newer channel of the same client id',
+        retryable: true,
+      });
     }
     channel.clientId = clientId;
     channel.applicationId = applicationId;
@@ -351,27 +421,50 @@ export class RmChannelHub implements BranchGateway {
     }
     this.knownClients.delete(clientId);
     this.knownClients.set(clientId, applicationId);
-    while (this.knownClients.size > MAX_REMEMBERED_RM_CLIENTS) this.knownClients.delete(this.knownClients.keys().next().value!);
-    this.write(channel, { registered: { resultCode: OK, error: null, heartbeatIntervalMs: this.heartbeatIntervalMs, nodeId: this.opts.nodeId } });
-    this.log.info({ clientId, applicationId, group, resources: ids.length, peer: channel.peer }, 'RM registered');
-    for (const id of channel.resourceIds) for (const wake of [...(this.waiters.get(id) ?? [])]) wake();
+    while (this.knownClients.size > MAX_REMEMBERED_RM_CLIENTS)
+      this.knownClients.delete(this.knownClients.keys().next().value!);
+    this.write(channel, {
+      registered: {
+        resultCode: OK,
+        error: null,
+        heartbeatIntervalMs: this.heartbeatIntervalMs,
+        nodeId: this.opts.nodeId,
+      },
+    });
+    this.log.info(
+      { clientId, applicationId, group, resources: ids.length, peer: channel.peer },
+      'RM registered',
+    );
+    for (const id of channel.resourceIds)
+      for (const wake of [...(this.waiters.get(id) ?? [])]) wake();
   }
 
   private result(channel: Channel, r: RmToTcWire['branchResult']): void {
     if (channel.clientId === null) throw new BadRequestError('register before sending results');
-    if (!r || typeof r.requestId !== 'string') throw new BadRequestError('branch_result lacks a request id');
+    if (!r || typeof r.requestId !== 'string')
+      throw new BadRequestError('branch_result lacks a request id');
     const pending = channel.inflight.get(r.requestId);
     // A late answer (after the timeout) or a duplicate: nothing waits for it.
     if (!pending) return;
     channel.inflight.delete(r.requestId);
     clearTimeout(pending.timer);
     if (r.error) {
-      pending.reject(new RmCallFailedError(channel.clientId, `RM ${channel.clientId} failed the phase-two call: ${String(r.error.message).slice(0, 512)}`));
+      pending.reject(
+        new RmCallFailedError(
+          channel.clientId,
+          `RM ${channel.clientId} failed the phase-two call: ${String(r.error.message).slice(0, 512)}`,
+        ),
+      );
       return;
     }
     const status = branchStatusOfCode(r.branchStatus);
     if (status === null) {
-      pending.reject(new RmCallFailedError(channel.clientId, `RM ${channel.clientId} answered ${String(r.branchStatus)}, which is no branch status`));
+      pending.reject(
+        new RmCallFailedError(
+          channel.clientId,
+          `RM ${channel.clientId} answered ${String(r.branchStatus)}, which is no branch status`,
+        ),
+      );
       return;
     }
     // The coordinator checks that it is a phase-two status of the right decision.
@@ -385,10 +478,21 @@ export class RmChannelHub implements BranchGateway {
     const deadAfter = DEAD_AFTER_HEARTBEATS * this.heartbeatIntervalMs;
     for (const c of [...this.channels]) {
       if (c.clientId === null && now - c.openedAt > RM_REGISTER_TIMEOUT_MS) {
-        this.drop(c, 'no registration in time', true, { code: 'ERROR_CODE_BAD_REQUEST', message: `register within ${RM_REGISTER_TIMEOUT_MS} ms`, retryable: false });
+        this.drop(c, 'no registration in time', true, {
+          code: 'ERROR_CODE_BAD_REQUEST',
+          message: `register within ${RM_REGISTER_TIMEOUT_MS} ms`,
+          retryable: false,
+        });
       } else if (now - c.lastHeardAt > deadAfter) {
-        this.log.warn({ clientId: c.clientId, silentMs: now - c.lastHeardAt }, 'RM silent for too long; dropping its channel');
-        this.drop(c, 'silent peer', true, { code: 'ERROR_CODE_UNAVAILABLE', message: `no message for ${deadAfter} ms`, retryable: true });
+        this.log.warn(
+          { clientId: c.clientId, silentMs: now - c.lastHeardAt },
+          'RM silent for too long; dropping its channel',
+        );
+        this.drop(c, 'silent peer', true, {
+          code: 'ERROR_CODE_UNAVAILABLE',
+          message: `no message for ${deadAfter} ms`,
+          retryable: true,
+        });
       } else {
         this.write(c, { ping: { sentAtMs: now } });
       }
@@ -417,11 +521,19 @@ export class RmChannelHub implements BranchGateway {
         set?.delete(channel);
         if (set && set.size === 0) this.byResource.delete(id);
       }
-      this.log.info({ clientId: channel.clientId, reason, failedCalls: channel.inflight.size }, 'RM channel closed');
+      this.log.info(
+        { clientId: channel.clientId, reason, failedCalls: channel.inflight.size },
+        'RM channel closed',
+      );
     }
     for (const [, pending] of channel.inflight) {
       clearTimeout(pending.timer);
-      pending.reject(new RmUnavailableError('', `the RM channel of ${channel.clientId ?? channel.peer} closed (${reason}) before it answered`));
+      pending.reject(
+        new RmUnavailableError(
+          '',
+          `the RM channel of ${channel.clientId ?? channel.peer} closed (${reason}) before it answered`,
+        ),
+      );
     }
     channel.inflight.clear();
     // End our side too: a channel is over once either side is done with it.

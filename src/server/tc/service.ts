@@ -11,7 +11,12 @@
  */
 import * as grpc from '@grpc/grpc-js';
 import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
-import { reportedStatus, type Coordinator, type CoordinatorStateView, type GlobalStatus } from '../../coordinator/index.ts';
+import {
+  reportedStatus,
+  type Coordinator,
+  type CoordinatorStateView,
+  type GlobalStatus,
+} from '../../coordinator/index.ts';
 import { BadRequestError, NotLeaderError } from '../../shared/errors.ts';
 import type { Logger } from '../../shared/logger.ts';
 import {
@@ -43,7 +48,16 @@ import {
   toXidRequest,
 } from './mapping.ts';
 import { tcServiceDefinition } from './proto.ts';
-import type { CallBatchWire, CallKind, ListSessionsRequestWire, ResultBatchWire, ResultWire, SessionInfoWire, WireLeader, WireResponse } from './proto.ts';
+import type {
+  CallBatchWire,
+  CallKind,
+  ListSessionsRequestWire,
+  ResultBatchWire,
+  ResultWire,
+  SessionInfoWire,
+  WireLeader,
+  WireResponse,
+} from './proto.ts';
 import type { RmChannelHub } from './rm-hub.ts';
 
 /** Sessions one filtered ListSessions page may scan before it returns (with a token to go on). */
@@ -51,7 +65,9 @@ export const MAX_LIST_SCAN = 10_000;
 /** How long a stopping server waits for calls in flight before cancelling them, ms. */
 export const SHUTDOWN_GRACE_MS = 2_000;
 /** Latency buckets of TC calls, seconds. */
-const CALL_BUCKETS_SECONDS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10];
+const CALL_BUCKETS_SECONDS = [
+  0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10,
+];
 
 /** What the service needs of the session store beyond the coordinator. */
 export interface TcStoreAccess {
@@ -76,7 +92,14 @@ export interface TcGrpcServiceOptions {
   registry?: Registry;
 }
 
-type Method = CallKind | 'getSession' | 'retryNow' | 'stopRetry' | 'resumeRetry' | 'markResolved' | 'listSessions';
+type Method =
+  | CallKind
+  | 'getSession'
+  | 'retryNow'
+  | 'stopRetry'
+  | 'resumeRetry'
+  | 'markResolved'
+  | 'listSessions';
 
 /** The wire method names of the unary calls. */
 const UNARY: Record<string, Method> = {
@@ -96,7 +119,16 @@ const UNARY: Record<string, Method> = {
   ListSessions: 'listSessions',
 };
 
-const CALL_KINDS: ReadonlySet<string> = new Set<CallKind>(['begin', 'commit', 'rollback', 'getStatus', 'globalReport', 'branchRegister', 'branchReport', 'lockQuery']);
+const CALL_KINDS: ReadonlySet<string> = new Set<CallKind>([
+  'begin',
+  'commit',
+  'rollback',
+  'getStatus',
+  'globalReport',
+  'branchRegister',
+  'branchReport',
+  'lockQuery',
+]);
 
 export class TcGrpcService {
   private readonly opts: TcGrpcServiceOptions;
@@ -106,7 +138,10 @@ export class TcGrpcService {
   private readonly server: grpc.Server;
   private boundPort = 0;
   private callStreams = 0;
-  private readonly metrics: { calls: Counter<'method' | 'code'>; seconds: Histogram<'method'> } | null;
+  private readonly metrics: {
+    calls: Counter<'method' | 'code'>;
+    seconds: Histogram<'method'>;
+  } | null;
 
   constructor(options: TcGrpcServiceOptions) {
     this.opts = options;
@@ -121,11 +156,15 @@ export class TcGrpcService {
     });
     const handlers: grpc.UntypedServiceImplementation = {};
     for (const [name, method] of Object.entries(UNARY)) {
-      handlers[name] = (call: grpc.ServerUnaryCall<unknown, WireResponse>, callback: grpc.sendUnaryData<WireResponse>) => {
+      handlers[name] = (
+        call: grpc.ServerUnaryCall<unknown, WireResponse>,
+        callback: grpc.sendUnaryData<WireResponse>,
+      ) => {
         void this.execute(method, call.request).then((response) => callback(null, response));
       };
     }
-    handlers.Calls = (call: grpc.ServerDuplexStream<CallBatchWire, ResultBatchWire>) => this.onCallStream(call);
+    handlers.Calls = (call: grpc.ServerDuplexStream<CallBatchWire, ResultBatchWire>) =>
+      this.onCallStream(call);
     handlers.RmChannel = (call: Parameters<RmChannelHub['handle']>[0]) => options.hub.handle(call);
     this.server.addService(tcServiceDefinition(), handlers);
     this.metrics = options.registry ? this.createMetrics(options.registry) : null;
@@ -134,7 +173,9 @@ export class TcGrpcService {
   /** Binds host:port; resolves with the bound port. */
   start(): Promise<number> {
     return new Promise((resolve, reject) => {
-      const address = this.opts.host.includes(':') ? `[${this.opts.host}]:${this.opts.port}` : `${this.opts.host}:${this.opts.port}`;
+      const address = this.opts.host.includes(':')
+        ? `[${this.opts.host}]:${this.opts.port}`
+        : `${this.opts.host}:${this.opts.port}`;
       this.server.bindAsync(address, grpc.ServerCredentials.createInsecure(), (err, port) => {
         if (err) {
           reject(err);
@@ -273,7 +314,8 @@ export class TcGrpcService {
   private async listSessions(w: ListSessionsRequestWire | null): Promise<WireResponse> {
     if (!w || typeof w !== 'object') throw new BadRequestError('request is missing');
     const pageSize = w.pageSize === 0 ? DEFAULT_LIST_PAGE_SIZE : w.pageSize;
-    if (!Number.isInteger(pageSize) || pageSize < 1 || pageSize > MAX_LIST_PAGE_SIZE) throw new BadRequestError(`pageSize must be 0..${MAX_LIST_PAGE_SIZE}`);
+    if (!Number.isInteger(pageSize) || pageSize < 1 || pageSize > MAX_LIST_PAGE_SIZE)
+      throw new BadRequestError(`pageSize must be 0..${MAX_LIST_PAGE_SIZE}`);
     const after = decodePageToken(w.pageToken);
     const filter = toStatusFilter(w.globalStatus);
     this.requireLeader();
@@ -282,7 +324,11 @@ export class TcGrpcService {
       let i = after === null ? 0 : upperBound(xids, after);
       const sessions: SessionInfoWire[] = [];
       let scanned = 0;
-      for (; i < xids.length && sessions.length < pageSize && scanned < MAX_LIST_SCAN; i++, scanned++) {
+      for (
+        ;
+        i < xids.length && sessions.length < pageSize && scanned < MAX_LIST_SCAN;
+        i++, scanned++
+      ) {
         const session = state.getSession(xids[i]!);
         if (!session) continue;
         const reported: GlobalStatus = reportedStatus(session);
@@ -292,7 +338,11 @@ export class TcGrpcService {
       const more = i < xids.length;
       return { sessions, next: more && i > 0 ? xids[i - 1]! : null, total: xids.length };
     });
-    return ok({ sessions: page.sessions, nextPageToken: page.next === null ? '' : encodePageToken(page.next), totalLive: page.total });
+    return ok({
+      sessions: page.sessions,
+      nextPageToken: page.next === null ? '' : encodePageToken(page.next),
+      totalLive: page.total,
+    });
   }
 
   // -------------------------------------------------------------------------------------
@@ -300,7 +350,10 @@ export class TcGrpcService {
 
   private onCallStream(call: grpc.ServerDuplexStream<CallBatchWire, ResultBatchWire>): void {
     if (this.callStreams >= MAX_CALL_STREAMS) {
-      call.emit('error', { code: grpc.status.RESOURCE_EXHAUSTED, details: `this node holds ${MAX_CALL_STREAMS} call streams, the limit` });
+      call.emit('error', {
+        code: grpc.status.RESOURCE_EXHAUSTED,
+        details: `this node holds ${MAX_CALL_STREAMS} call streams, the limit`,
+      });
       return;
     }
     this.callStreams++;
@@ -348,20 +401,40 @@ export class TcGrpcService {
       if (done) return;
       const calls = Array.isArray(batch?.calls) ? batch.calls : [];
       if (calls.length > MAX_CALLS_PER_BATCH) {
-        this.log.warn({ calls: calls.length, max: MAX_CALLS_PER_BATCH }, 'call batch too large; closing the stream');
+        this.log.warn(
+          { calls: calls.length, max: MAX_CALLS_PER_BATCH },
+          'call batch too large; closing the stream',
+        );
         finish();
-        call.emit('error', { code: grpc.status.INVALID_ARGUMENT, details: `a batch holds at most ${MAX_CALLS_PER_BATCH} calls, not ${calls.length}` });
+        call.emit('error', {
+          code: grpc.status.INVALID_ARGUMENT,
+          details: `a batch holds at most ${MAX_CALLS_PER_BATCH} calls, not ${calls.length}`,
+        });
         return;
       }
       for (const c of calls) {
         const id = typeof c?.id === 'number' ? c.id : 0;
         const kind = c?.request;
         if (kind === undefined || !CALL_KINDS.has(kind)) {
-          push({ id, invalid: failed({ code: 'ERROR_CODE_BAD_REQUEST', message: 'the call sets no request', retryable: false }) });
+          push({
+            id,
+            invalid: failed({
+              code: 'ERROR_CODE_BAD_REQUEST',
+              message: 'the call sets no request',
+              retryable: false,
+            }),
+          });
           continue;
         }
         if (inflight >= MAX_INFLIGHT_CALLS_PER_STREAM) {
-          push({ id, [kind]: failed({ code: 'ERROR_CODE_UNAVAILABLE', message: `more than ${MAX_INFLIGHT_CALLS_PER_STREAM} calls in flight on this stream`, retryable: true }) });
+          push({
+            id,
+            [kind]: failed({
+              code: 'ERROR_CODE_UNAVAILABLE',
+              message: `more than ${MAX_INFLIGHT_CALLS_PER_STREAM} calls in flight on this stream`,
+              retryable: true,
+            }),
+          });
           continue;
         }
         inflight++;
@@ -385,8 +458,10 @@ export class TcGrpcService {
   private createMetrics(registry: Registry) {
     const existing = registry.getSingleMetric('concord_tc_calls_total');
     if (existing) registry.removeSingleMetric('concord_tc_calls_total');
-    if (registry.getSingleMetric('concord_tc_call_seconds')) registry.removeSingleMetric('concord_tc_call_seconds');
-    if (registry.getSingleMetric('concord_tc_rm_channels')) registry.removeSingleMetric('concord_tc_rm_channels');
+    if (registry.getSingleMetric('concord_tc_call_seconds'))
+      registry.removeSingleMetric('concord_tc_call_seconds');
+    if (registry.getSingleMetric('concord_tc_rm_channels'))
+      registry.removeSingleMetric('concord_tc_rm_channels');
     const hub = this.opts.hub;
     new Gauge({
       name: 'concord_tc_rm_channels',
@@ -397,8 +472,19 @@ export class TcGrpcService {
       },
     });
     return {
-      calls: new Counter({ name: 'concord_tc_calls_total', help: 'TC calls answered, by method and error code (OK for success)', labelNames: ['method', 'code'] as const, registers: [registry] }),
-      seconds: new Histogram({ name: 'concord_tc_call_seconds', help: 'TC call latency, seconds', labelNames: ['method'] as const, buckets: CALL_BUCKETS_SECONDS, registers: [registry] }),
+      calls: new Counter({
+        name: 'concord_tc_calls_total',
+        help: 'TC calls answered, by method and error code (OK for success)',
+        labelNames: ['method', 'code'] as const,
+        registers: [registry],
+      }),
+      seconds: new Histogram({
+        name: 'concord_tc_call_seconds',
+        help: 'TC call latency, seconds',
+        labelNames: ['method'] as const,
+        buckets: CALL_BUCKETS_SECONDS,
+        registers: [registry],
+      }),
     };
   }
 }
@@ -421,6 +507,7 @@ function encodePageToken(xid: string): string {
 
 function decodePageToken(token: unknown): string | null {
   if (token === undefined || token === '') return null;
-  if (typeof token !== 'string' || token.length > 256 || !/^[A-Za-z0-9_-]+$/.test(token)) throw new BadRequestError('pageToken is not a token this server gave out');
+  if (typeof token !== 'string' || token.length > 256 || !/^[A-Za-z0-9_-]+$/.test(token))
+    throw new BadRequestError('pageToken is not a token this server gave out');
   return Buffer.from(token, 'base64url').toString('utf8');
 }

@@ -23,9 +23,19 @@ import type { Command, Outcome } from '../../coordinator/commands.ts';
 import type { Rejection } from '../../coordinator/errors.ts';
 import { MAX_LIVE_SESSIONS } from '../../coordinator/limits.ts';
 import { parseLockKey } from '../../coordinator/lock-key.ts';
-import { SNAPSHOT_FORMAT_VERSION, canonical, encodeSnapshot } from '../../coordinator/snapshot-codec.ts';
+import {
+  SNAPSHOT_FORMAT_VERSION,
+  canonical,
+  encodeSnapshot,
+} from '../../coordinator/snapshot-codec.ts';
 import { CoordinatorStateMachine } from '../../coordinator/state-machine.ts';
-import { BranchStatus, GlobalStatus, type BranchSession, type FinishedRecord, type GlobalSession } from '../../coordinator/types.ts';
+import {
+  BranchStatus,
+  GlobalStatus,
+  type BranchSession,
+  type FinishedRecord,
+  type GlobalSession,
+} from '../../coordinator/types.ts';
 import { heldRows } from './rows.ts';
 import type { LockHolderRow, SessionSql } from './session-sql.ts';
 import type { SqlConn } from './sql.ts';
@@ -35,7 +45,11 @@ import type { SqlConn } from './sql.ts';
  * (or one answered from its requestId's remembered result) wrote nothing. Throws on
  * database errors: the caller retries the transaction or reports them.
  */
-export async function applyCommand(conn: SqlConn, sql: SessionSql, command: Command): Promise<Outcome<unknown>> {
+export async function applyCommand(
+  conn: SqlConn,
+  sql: SessionSql,
+  command: Command,
+): Promise<Outcome<unknown>> {
   // The machine validates the shape too, but the fields are SQL parameters before that.
   const malformed = validateCommandShape(command) ?? refuseUnstorable(command);
   if (malformed) return { ok: false, rejection: malformed };
@@ -45,21 +59,37 @@ export async function applyCommand(conn: SqlConn, sql: SessionSql, command: Comm
   const locked = await sql.lockSession(conn, xid);
   const before = locked?.session;
   const finishedBefore = before ? undefined : (await sql.loadFinished(conn, [xid])).get(xid);
-  const requestId = command.kind === 'Begin' || command.kind === 'RegisterBranch' ? command.requestId : null;
-  const remembered = requestId === null ? undefined : await sql.loadDedup(conn, command.kind, requestId);
+  const requestId =
+    command.kind === 'Begin' || command.kind === 'RegisterBranch' ? command.requestId : null;
+  const remembered =
+    requestId === null ? undefined : await sql.loadDedup(conn, command.kind, requestId);
   if (locked) {
     const rows = heldRows(before).size;
-    assert(locked.lockRows === rows, () => `lock_table holds ${locked.lockRows} rows of ${xid}; its branches record ${rows}`);
+    assert(
+      locked.lockRows === rows,
+      () => `lock_table holds ${locked.lockRows} rows of ${xid}; its branches record ${rows}`,
+    );
   }
   let holders: LockHolderRow[] = [];
-  if (command.kind === 'RegisterBranch' && before && remembered === undefined && command.lockKey !== '') {
+  if (
+    command.kind === 'RegisterBranch' &&
+    before &&
+    remembered === undefined &&
+    command.lockKey !== ''
+  ) {
     const wanted = parseOrNull(command.resourceId, command.lockKey);
     if (wanted) holders = await sql.lockHolders(conn, wanted, xid);
   }
   if (command.kind === 'Begin' && !before && !finishedBefore && remembered === undefined) {
     // A bound on the whole table, which the restored machine cannot see.
     if ((await sql.countLive(conn, MAX_LIVE_SESSIONS)) >= MAX_LIVE_SESSIONS) {
-      return { ok: false, rejection: { code: 'CAPACITY', message: `${MAX_LIVE_SESSIONS} global transactions are live, the limit` } };
+      return {
+        ok: false,
+        rejection: {
+          code: 'CAPACITY',
+          message: `${MAX_LIVE_SESSIONS} global transactions are live, the limit`,
+        },
+      };
     }
   }
 
@@ -72,7 +102,10 @@ export async function applyCommand(conn: SqlConn, sql: SessionSql, command: Comm
       finished: finishedBefore ? [finishedBefore] : [],
       // The machine's own dedup key (kind, newline, requestId): a drift would show as the
       // differential property test's duplicate-requestId outcomes differing.
-      dedup: requestId !== null && remembered !== undefined ? [[`${command.kind}\n${requestId}`, remembered]] : [],
+      dedup:
+        requestId !== null && remembered !== undefined
+          ? [[`${command.kind}\n${requestId}`, remembered]]
+          : [],
     }),
   );
   // The session as the machine holds it: compared with its state after apply, field by field.
@@ -98,7 +131,13 @@ interface SessionState {
 }
 
 /** Writes what changed between two states of one xid. Knows no command: only rows. */
-async function writeDiff(conn: SqlConn, sql: SessionSql, before: SessionState, after: SessionState, nextBranchSeq: number): Promise<void> {
+async function writeDiff(
+  conn: SqlConn,
+  sql: SessionSql,
+  before: SessionState,
+  after: SessionState,
+  nextBranchSeq: number,
+): Promise<void> {
   const xid = (before.session ?? after.session ?? before.finished ?? after.finished)?.xid;
   if (xid === undefined) return;
   if (before.finished || !after.finished) {
@@ -112,7 +151,10 @@ async function writeDiff(conn: SqlConn, sql: SessionSql, before: SessionState, a
   if (!after.session) {
     if (!before.session) return;
     // The session ended: no row of it stays behind (invariant 4), its final status is kept.
-    assert(after.finished !== undefined, () => `${xid} left the live set without a finished record`);
+    assert(
+      after.finished !== undefined,
+      () => `${xid} left the live set without a finished record`,
+    );
     await sql.deleteAllLocks(conn, xid, rowsBefore.size);
     await sql.deleteBranches(conn, xid, before.session.branches.length);
     await sql.deleteGlobal(conn, xid, before.session.status);
@@ -121,7 +163,8 @@ async function writeDiff(conn: SqlConn, sql: SessionSql, before: SessionState, a
   }
 
   if (!before.session) await sql.insertGlobal(conn, after.session);
-  else if (!sameJson(withoutBranches(before.session), withoutBranches(after.session))) await sql.updateGlobal(conn, after.session, before.session.status);
+  else if (!sameJson(withoutBranches(before.session), withoutBranches(after.session)))
+    await sql.updateGlobal(conn, after.session, before.session.status);
 
   const oldBranches = new Map((before.session?.branches ?? []).map((b) => [b.branchId, b]));
   const newIds = new Set(after.session.branches.map((b) => b.branchId));
@@ -131,11 +174,15 @@ async function writeDiff(conn: SqlConn, sql: SessionSql, before: SessionState, a
     const old = oldBranches.get(branch.branchId);
     if (!old) await sql.insertBranch(conn, branch, nextSeq++);
     else if (!sameJson(old, branch)) {
-      assert(sameImmutableBranch(old, branch), () => `branch ${xid}/${branch.branchId} changed a field that never changes`);
+      assert(
+        sameImmutableBranch(old, branch),
+        () => `branch ${xid}/${branch.branchId} changed a field that never changes`,
+      );
       await sql.updateBranch(conn, branch);
     }
   }
-  for (const old of before.session?.branches ?? []) if (!newIds.has(old.branchId)) await sql.deleteBranch(conn, xid, old.branchId);
+  for (const old of before.session?.branches ?? [])
+    if (!newIds.has(old.branchId)) await sql.deleteBranch(conn, xid, old.branchId);
 
   const released = [...rowsBefore.keys()].filter((row) => !rowsAfter.has(row));
   const acquired = new Map([...rowsAfter].filter(([row]) => !rowsBefore.has(row)));
@@ -162,14 +209,30 @@ function stubHolders(holders: readonly LockHolderRow[]): GlobalSession[] {
     deadline: 0,
     status: GlobalStatus.Begin,
     statusChangedAt: 0,
-    branches: [stubBranch(xid, rows[0]!.branchId, rows.map((r) => r.row))],
+    branches: [
+      stubBranch(
+        xid,
+        rows[0]!.branchId,
+        rows.map((r) => r.row),
+      ),
+    ],
     retry: { attempts: 0, nextRetryAt: null, retryDeadline: null, stopped: false },
     driverTerm: 0,
   }));
 }
 
 function stubBranch(xid: string, branchId: string, rows: string[]): BranchSession {
-  return { branchId, xid, type: 'AT', resourceId: '', lockKey: '', applicationData: '', status: BranchStatus.Registered, clientId: '', lockedRows: rows };
+  return {
+    branchId,
+    xid,
+    type: 'AT',
+    resourceId: '',
+    lockKey: '',
+    applicationData: '',
+    status: BranchStatus.Registered,
+    clientId: '',
+    lockedRows: rows,
+  };
 }
 
 function parseOrNull(resourceId: string, lockKey: string): string[] | null {
@@ -188,7 +251,11 @@ function parseOrNull(resourceId: string, lockKey: string): string[] | null {
  */
 function refuseUnstorable(command: Command): Rejection | null {
   for (const [field, value] of Object.entries(command)) {
-    if (typeof value === 'string' && value.includes('\u0000')) return { code: 'BAD_REQUEST', message: `${command.kind}.${field} holds a NUL character, which the database cannot store` };
+    if (typeof value === 'string' && value.includes('\u0000'))
+      return {
+        code: 'BAD_REQUEST',
+        message: `${command.kind}.${field} holds a NUL character, which the database cannot store`,
+      };
   }
   return null;
 }
@@ -199,10 +266,21 @@ function withoutBranches(session: GlobalSession): Omit<GlobalSession, 'branches'
 }
 
 function sameImmutableBranch(a: BranchSession, b: BranchSession): boolean {
-  return a.xid === b.xid && a.type === b.type && a.resourceId === b.resourceId && a.lockKey === b.lockKey && a.clientId === b.clientId;
+  return (
+    a.xid === b.xid &&
+    a.type === b.type &&
+    a.resourceId === b.resourceId &&
+    a.lockKey === b.lockKey &&
+    a.clientId === b.clientId
+  );
 }
 
 /** Deep equality of plain records, whatever their key order. */
 function sameJson(a: unknown, b: unknown): boolean {
-  return a === b || (a !== undefined && b !== undefined && JSON.stringify(canonical(a)) === JSON.stringify(canonical(b)));
+  return (
+    a === b ||
+    (a !== undefined &&
+      b !== undefined &&
+      JSON.stringify(canonical(a)) === JSON.stringify(canonical(b)))
+  );
 }

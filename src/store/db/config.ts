@@ -16,10 +16,14 @@ export interface DbStoreNodeConfig {
 }
 
 /** The connection URL: CONCORD_DB_URL if set, else store.db.url. ConfigError when neither names a known dialect. */
-export function resolveDbUrl(config: DbStoreNodeConfig, env: NodeJS.ProcessEnv = process.env): string {
+export function resolveDbUrl(
+  config: DbStoreNodeConfig,
+  env: NodeJS.ProcessEnv = process.env,
+): string {
   const fromEnv = env[DB_URL_ENV];
   const url = fromEnv !== undefined && fromEnv !== '' ? fromEnv : config.store.db?.url;
-  if (url === undefined || url === '') throw new ConfigError('store.db.url', `is required in db mode (or set ${DB_URL_ENV})`);
+  if (url === undefined || url === '')
+    throw new ConfigError('store.db.url', `is required in db mode (or set ${DB_URL_ENV})`);
   dialectOf(url);
   return url;
 }
@@ -34,6 +38,12 @@ export function createDbSessionStore(
   overrides: Partial<Omit<DbSessionStoreOptions, 'url' | 'nodeId' | 'logger'>> = {},
   env: NodeJS.ProcessEnv = process.env,
 ): Promise<DbSessionStore> {
-  if (config.store.mode !== 'db') throw new ConfigError('store.mode', `is ${config.store.mode}; a db session store needs db`);
-  return DbSessionStore.open({ ...overrides, url: resolveDbUrl(config, env), nodeId: config.node.id, logger });
+  if (config.store.mode !== 'db')
+    throw new ConfigError('store.mode', `is ${config.store.mode}; a db session store needs db`);
+  return DbSessionStore.open({
+    ...overrides,
+    url: resolveDbUrl(config, env),
+    nodeId: config.node.id,
+    logger,
+  });
 }

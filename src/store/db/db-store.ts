@@ -16,16 +16,43 @@
  * at once, while a probe reconnects with exponential backoff; nothing crashes the node.
  */
 import { setTimeout as sleep } from 'node:timers/promises';
-import { AssertionFailure, ConcordError, ConfigError, NotLeaderError, StoppedError, TimeoutError } from '../../shared/errors.ts';
+import {
+  AssertionFailure,
+  ConcordError,
+  ConfigError,
+  NotLeaderError,
+  StoppedError,
+  TimeoutError,
+} from '../../shared/errors.ts';
 import type { Logger } from '../../shared/logger.ts';
 import type { Command, Outcome, ResultOf } from '../../coordinator/commands.ts';
-import { MAX_DEDUP_ENTRIES, MAX_RECENTLY_FINISHED, RECENTLY_FINISHED_TTL_MS } from '../../coordinator/limits.ts';
+import {
+  MAX_DEDUP_ENTRIES,
+  MAX_RECENTLY_FINISHED,
+  RECENTLY_FINISHED_TTL_MS,
+} from '../../coordinator/limits.ts';
 import type { LeadershipEvent, SessionStore } from '../../coordinator/ports.ts';
-import { CoordinatorStateMachine, type CoordinatorStateView } from '../../coordinator/state-machine.ts';
+import {
+  CoordinatorStateMachine,
+  type CoordinatorStateView,
+} from '../../coordinator/state-machine.ts';
 import { SNAPSHOT_FORMAT_VERSION, encodeSnapshot } from '../../coordinator/snapshot-codec.ts';
 import { applyCommand } from './apply.ts';
-import { DbContentionError, DbCommitUnknownError, DbOverloadedError, DbQueryError, DbSchemaVersionError, DbUnavailableError } from './errors.ts';
-import { DEFAULT_LEASE_OPTIONS, DriverLease, validateLeaseOptions, type LeaseHolder, type LeaseOptions } from './lease.ts';
+import {
+  DbContentionError,
+  DbCommitUnknownError,
+  DbOverloadedError,
+  DbQueryError,
+  DbSchemaVersionError,
+  DbUnavailableError,
+} from './errors.ts';
+import {
+  DEFAULT_LEASE_OPTIONS,
+  DriverLease,
+  validateLeaseOptions,
+  type LeaseHolder,
+  type LeaseOptions,
+} from './lease.ts';
 import {
   DB_HOUSEKEEPING_INTERVAL_MS,
   DB_LEASE_CONNECTIONS,
@@ -44,7 +71,15 @@ import { MysqlDriver } from './mysql-driver.ts';
 import { PgDriver } from './pg-driver.ts';
 import { CachedView, ReadCache } from './read-view.ts';
 import { SessionSql } from './session-sql.ts';
-import { CommitOutcomeUnknown, intOf, tableNames, textOf, type DialectName, type SqlDriver, type TableNames } from './sql.ts';
+import {
+  CommitOutcomeUnknown,
+  intOf,
+  tableNames,
+  textOf,
+  type DialectName,
+  type SqlDriver,
+  type TableNames,
+} from './sql.ts';
 
 /** The version of the tables this code reads and writes; kept in `<prefix>schema_version`. */
 export const DB_SCHEMA_VERSION = 1;
@@ -83,7 +118,10 @@ export type DbApplyListener = (command: Command, outcome: Outcome<unknown>) => v
 export function dialectOf(url: string): DialectName {
   if (/^postgres(ql)?:\/\//i.test(url)) return 'postgres';
   if (/^(mysql|mariadb):\/\//i.test(url)) return 'mysql';
-  throw new ConfigError('store.db.url', 'must start with postgres://, postgresql://, mysql:// or mariadb://');
+  throw new ConfigError(
+    'store.db.url',
+    'must start with postgres://, postgresql://, mysql:// or mariadb://',
+  );
 }
 
 /** The URL without its password, for logs. */
@@ -119,7 +157,12 @@ export class DbSessionStore implements SessionStore {
   /** Manual leadership (lease disabled). */
   private manual = { holding: false, term: 0 };
   /** Set while the database is unreachable: calls fail fast, a probe reconnects. */
-  private outage: { since: number; attempts: number; lastError: unknown; timer: ReturnType<typeof setTimeout> | null } | null = null;
+  private outage: {
+    since: number;
+    attempts: number;
+    lastError: unknown;
+    timer: ReturnType<typeof setTimeout> | null;
+  } | null = null;
 
   private constructor(options: DbSessionStoreOptions, leaseOptions: LeaseOptions | null) {
     this.dialect = dialectOf(options.url);
@@ -127,17 +170,29 @@ export class DbSessionStore implements SessionStore {
     this.address = options.address ?? null;
     const prefix = options.tablePrefix ?? DEFAULT_TABLE_PREFIX;
     if (!TABLE_PREFIX_PATTERN.test(prefix) || prefix.length > DB_MAX_TABLE_PREFIX_CHARS) {
-      throw new ConfigError('tablePrefix', `must be 1..${DB_MAX_TABLE_PREFIX_CHARS} of a-z, 0-9 and _, starting with a letter (it becomes part of SQL identifiers)`);
+      throw new ConfigError(
+        'tablePrefix',
+        `must be 1..${DB_MAX_TABLE_PREFIX_CHARS} of a-z, 0-9 and _, starting with a letter (it becomes part of SQL identifiers)`,
+      );
     }
     this.tables = tableNames(prefix);
     this.sql = new SessionSql(this.tables);
-    this.log = options.logger.child({ component: 'db-store', dialect: this.dialect, node: options.nodeId });
+    this.log = options.logger.child({
+      component: 'db-store',
+      dialect: this.dialect,
+      node: options.nodeId,
+    });
     const maxConnections = options.maxConnections ?? DB_POOL_MAX_CONNECTIONS;
-    if (!Number.isSafeInteger(maxConnections) || maxConnections < 2) throw new ConfigError('maxConnections', 'must be an integer of at least 2');
+    if (!Number.isSafeInteger(maxConnections) || maxConnections < 2)
+      throw new ConfigError('maxConnections', 'must be an integer of at least 2');
     const makeDriver = (connections: number): SqlDriver =>
       this.dialect === 'postgres'
         ? new PgDriver({ url: options.url, maxConnections: connections, logger: this.log })
-        : new MysqlDriver({ url: options.url.replace(/^mariadb:/i, 'mysql:'), maxConnections: connections, logger: this.log });
+        : new MysqlDriver({
+            url: options.url.replace(/^mariadb:/i, 'mysql:'),
+            maxConnections: connections,
+            logger: this.log,
+          });
     this.driver = makeDriver(maxConnections);
     this.leaseDriver = leaseOptions === null ? null : makeDriver(DB_LEASE_CONNECTIONS);
     this.housekeepingIntervalMs = options.housekeepingIntervalMs ?? DB_HOUSEKEEPING_INTERVAL_MS;
@@ -166,17 +221,25 @@ export class DbSessionStore implements SessionStore {
    * DbUnavailableError when the database stays unreachable for startupTimeoutMs.
    */
   static async open(options: DbSessionStoreOptions): Promise<DbSessionStore> {
-    const leaseOptions = options.lease === false ? null : validateLeaseOptions({ ...DEFAULT_LEASE_OPTIONS, ...options.lease });
+    const leaseOptions =
+      options.lease === false
+        ? null
+        : validateLeaseOptions({ ...DEFAULT_LEASE_OPTIONS, ...options.lease });
     const store = new DbSessionStore(options, leaseOptions);
     const startupTimeoutMs = options.startupTimeoutMs ?? DB_STARTUP_TIMEOUT_MS;
     const giveUpAt = Date.now() + startupTimeoutMs;
-    store.log.info({ url: redactUrl(options.url), tables: store.tables.global }, 'opening db session store');
+    store.log.info(
+      { url: redactUrl(options.url), tables: store.tables.global },
+      'opening db session store',
+    );
     for (let attempt = 1; ; attempt++) {
       try {
         await store.ensureSchema();
         break;
       } catch (err) {
-        const unavailable = !(err instanceof ConcordError) && ['unavailable', 'timeout'].includes(store.driver.classify(err));
+        const unavailable =
+          !(err instanceof ConcordError) &&
+          ['unavailable', 'timeout'].includes(store.driver.classify(err));
         if (unavailable && Date.now() < giveUpAt) {
           const wait = Math.min(DB_RECONNECT_BASE_MS * 2 ** (attempt - 1), DB_RECONNECT_MAX_MS);
           store.log.warn({ err, attempt, waitMs: wait }, 'database unreachable at start; retrying');
@@ -188,14 +251,31 @@ export class DbSessionStore implements SessionStore {
         store.leaseDriver?.destroy();
         if (err instanceof ConcordError) throw err;
         throw unavailable
-          ? new DbUnavailableError(`the ${store.dialect} database at ${redactUrl(options.url)} is unreachable: ${(err as Error).message}`, { cause: err })
-          : new DbQueryError(`could not prepare the ${store.dialect} tables: ${(err as Error).message}`, store.driver.errorCode(err), { cause: err });
+          ? new DbUnavailableError(
+              `the ${store.dialect} database at ${redactUrl(options.url)} is unreachable: ${(err as Error).message}`,
+              { cause: err },
+            )
+          : new DbQueryError(
+              `could not prepare the ${store.dialect} tables: ${(err as Error).message}`,
+              store.driver.errorCode(err),
+              { cause: err },
+            );
       }
     }
     await store.lease?.start();
-    store.housekeepingTimer = setInterval(() => void store.runHousekeeping(), store.housekeepingIntervalMs);
+    store.housekeepingTimer = setInterval(
+      () => void store.runHousekeeping(),
+      store.housekeepingIntervalMs,
+    );
     store.housekeepingTimer.unref?.();
-    store.log.info({ holder: store.lease?.holderId ?? null, epoch: store.term(), drives: store.drivesPhaseTwo() }, 'db session store open');
+    store.log.info(
+      {
+        holder: store.lease?.holderId ?? null,
+        epoch: store.term(),
+        drives: store.drivesPhaseTwo(),
+      },
+      'db session store open',
+    );
     return store;
   }
 
@@ -206,19 +286,28 @@ export class DbSessionStore implements SessionStore {
       this.stats.submits += 1;
       for (let attempt = 1; ; attempt++) {
         try {
-          const outcome = (await this.driver.transaction('write', (conn) => applyCommand(conn, this.sql, command))) as Outcome<ResultOf<C>>;
+          const outcome = (await this.driver.transaction('write', (conn) =>
+            applyCommand(conn, this.sql, command),
+          )) as Outcome<ResultOf<C>>;
           // A fence names the epoch that fenced us: a node that is not the holder learns it here.
-          if (!outcome.ok && outcome.rejection.code === 'STALE_TERM') this.lease?.observe(outcome.rejection.driverTerm);
+          if (!outcome.ok && outcome.rejection.code === 'STALE_TERM')
+            this.lease?.observe(outcome.rejection.driverTerm);
           for (const listener of this.applyListeners) listener(command, outcome);
           return outcome;
         } catch (err) {
           const kind = isOwnError(err) ? 'own' : this.driver.classify(err);
           if (kind !== 'duplicate' && kind !== 'conflict') throw err;
           if (attempt >= DB_MAX_SUBMIT_ATTEMPTS) {
-            throw new DbContentionError(`${command.kind} of ${command.xid} lost ${attempt} races in the database; try again`, { cause: err });
+            throw new DbContentionError(
+              `${command.kind} of ${command.xid} lost ${attempt} races in the database; try again`,
+              { cause: err },
+            );
           }
           this.stats.raceRetries += 1;
-          this.log.debug({ kind: command.kind, xid: command.xid, attempt, race: kind }, 'submit lost a race in the database; retrying');
+          this.log.debug(
+            { kind: command.kind, xid: command.xid, attempt, race: kind },
+            'submit lost a race in the database; retrying',
+          );
           await sleep(DB_SUBMIT_RETRY_BASE_MS * attempt * (0.5 + Math.random()));
         }
       }
@@ -281,7 +370,10 @@ export class DbSessionStore implements SessionStore {
 
   /** The lease holder as of the last lease round (this node while it holds it); null if none is known. */
   leaseHolder(): LeaseHolder | null {
-    if (!this.lease) return this.manual.holding ? { nodeId: this.nodeId, address: this.address, epoch: this.manual.term } : null;
+    if (!this.lease)
+      return this.manual.holding
+        ? { nodeId: this.nodeId, address: this.address, epoch: this.manual.term }
+        : null;
     return this.lease.holder;
   }
 
@@ -291,7 +383,9 @@ export class DbSessionStore implements SessionStore {
    */
   notLeaderError(): NotLeaderError {
     const holder = this.leaseHolder();
-    return holder === null ? new NotLeaderError(null) : new NotLeaderError(holder.nodeId, holder.address);
+    return holder === null
+      ? new NotLeaderError(null)
+      : new NotLeaderError(holder.nodeId, holder.address);
   }
 
   // ------------------------------------------------------------------ operations
@@ -304,8 +398,10 @@ export class DbSessionStore implements SessionStore {
 
   /** Test hook (lease disabled): sets whether this node drives phase two, and the term. Terms never go back. */
   setLeadership(holding: boolean, term: number = this.manual.term): void {
-    if (this.lease) throw new AssertionFailure('setLeadership is for a store opened with lease: false');
-    if (term < this.manual.term) throw new RangeError(`term ${term} is below the current term ${this.manual.term}`);
+    if (this.lease)
+      throw new AssertionFailure('setLeadership is for a store opened with lease: false');
+    if (term < this.manual.term)
+      throw new RangeError(`term ${term} is below the current term ${this.manual.term}`);
     this.manual = { holding, term };
     this.emit({ isLeader: holding, term });
   }
@@ -333,27 +429,44 @@ export class DbSessionStore implements SessionStore {
   async exportState(): Promise<CoordinatorStateMachine> {
     return this.operation(() =>
       this.driver.transaction('snapshot', async (conn) => {
-        const xids = (await conn.query(`SELECT xid FROM ${this.tables.global}`)).rows.map((r) => textOf(r.xid, 'xid'));
+        const xids = (await conn.query(`SELECT xid FROM ${this.tables.global}`)).rows.map((r) =>
+          textOf(r.xid, 'xid'),
+        );
         const sessions = await this.sql.loadSessions(conn, xids);
-        const finishedXids = (await conn.query(`SELECT xid FROM ${this.tables.finished} ORDER BY seq`)).rows.map((r) => textOf(r.xid, 'xid'));
+        const finishedXids = (
+          await conn.query(`SELECT xid FROM ${this.tables.finished} ORDER BY seq`)
+        ).rows.map((r) => textOf(r.xid, 'xid'));
         const finished = await this.sql.loadFinished(conn, finishedXids);
-        const dedupRows = await conn.query(`SELECT kind, request_id, result FROM ${this.tables.dedup} ORDER BY seq`);
+        const dedupRows = await conn.query(
+          `SELECT kind, request_id, result FROM ${this.tables.dedup} ORDER BY seq`,
+        );
         const machine = new CoordinatorStateMachine();
         machine.restore(
           encodeSnapshot({
             version: SNAPSHOT_FORMAT_VERSION,
             sessions: [...sessions.values()],
             finished: finishedXids.map((xid) => finished.get(xid)!),
-            dedup: dedupRows.rows.map((r) => [`${textOf(r.kind, 'kind')}\n${textOf(r.request_id, 'request_id')}`, JSON.parse(textOf(r.result, 'result')) as unknown]),
+            dedup: dedupRows.rows.map((r) => [
+              `${textOf(r.kind, 'kind')}\n${textOf(r.request_id, 'request_id')}`,
+              JSON.parse(textOf(r.result, 'result')) as unknown,
+            ]),
           }),
         );
         const lockRows = await this.sql.countLockRows(conn);
         if (lockRows !== machine.lockedRowCount()) {
-          throw new AssertionFailure(`lock_table holds ${lockRows} rows; the sessions' branches record ${machine.lockedRowCount()}`);
+          throw new AssertionFailure(
+            `lock_table holds ${lockRows} rows; the sessions' branches record ${machine.lockedRowCount()}`,
+          );
         }
-        const holders = await this.sql.lockHolders(conn, machine.lockEntries().map((e) => e.row));
+        const holders = await this.sql.lockHolders(
+          conn,
+          machine.lockEntries().map((e) => e.row),
+        );
         for (const h of holders) {
-          if (machine.lockHolder(h.row)?.xid !== h.xid) throw new AssertionFailure(`lock_table says ${h.row} is held by ${h.xid}; the sessions say ${machine.lockHolder(h.row)?.xid}`);
+          if (machine.lockHolder(h.row)?.xid !== h.xid)
+            throw new AssertionFailure(
+              `lock_table says ${h.row} is held by ${h.xid}; the sessions say ${machine.lockHolder(h.row)?.xid}`,
+            );
         }
         return machine;
       }),
@@ -369,8 +482,12 @@ export class DbSessionStore implements SessionStore {
     this.closed = true;
     if (this.outage?.timer) clearTimeout(this.outage.timer);
     this.outage = null;
-    await this.driver.close().catch((err: unknown) => this.log.warn({ err }, 'closing the database pool failed'));
-    await this.leaseDriver?.close().catch((err: unknown) => this.log.warn({ err }, 'closing the lease connection failed'));
+    await this.driver
+      .close()
+      .catch((err: unknown) => this.log.warn({ err }, 'closing the database pool failed'));
+    await this.leaseDriver
+      ?.close()
+      .catch((err: unknown) => this.log.warn({ err }, 'closing the lease connection failed'));
     this.log.info('db session store closed');
   }
 
@@ -399,7 +516,9 @@ export class DbSessionStore implements SessionStore {
       const found = await conn.query(`SELECT version FROM ${t.schemaVersion} WHERE id = 1`);
       const row = found.rows[0];
       if (!row) {
-        await conn.query(`INSERT INTO ${t.schemaVersion} (id, version) VALUES (1, ?)`, [DB_SCHEMA_VERSION]);
+        await conn.query(`INSERT INTO ${t.schemaVersion} (id, version) VALUES (1, ?)`, [
+          DB_SCHEMA_VERSION,
+        ]);
         this.log.info({ version: DB_SCHEMA_VERSION }, 'created the db session store tables');
       } else if (intOf(row.version, 'version') !== DB_SCHEMA_VERSION) {
         throw new DbSchemaVersionError(intOf(row.version, 'version'), DB_SCHEMA_VERSION);
@@ -412,7 +531,9 @@ export class DbSessionStore implements SessionStore {
     if (this.closed) throw new StoppedError('the db session store is closed');
     if (this.outage) throw this.unavailableError();
     if (this.pending >= DB_MAX_PENDING_OPERATIONS) {
-      throw new DbOverloadedError(`${this.pending} database operations are pending on this node, the limit (${DB_MAX_PENDING_OPERATIONS})`);
+      throw new DbOverloadedError(
+        `${this.pending} database operations are pending on this node, the limit (${DB_MAX_PENDING_OPERATIONS})`,
+      );
     }
     this.pending += 1;
     try {
@@ -433,16 +554,32 @@ export class DbSessionStore implements SessionStore {
       case 'unavailable':
         this.markUnavailable(err);
         return err instanceof CommitOutcomeUnknown
-          ? new DbCommitUnknownError(`the ${this.dialect} connection broke during COMMIT: the command may or may not have been applied`, { cause: err })
-          : new DbUnavailableError(`the ${this.dialect} database is unreachable: ${(err as Error).message}`, { cause: err });
+          ? new DbCommitUnknownError(
+              `the ${this.dialect} connection broke during COMMIT: the command may or may not have been applied`,
+              { cause: err },
+            )
+          : new DbUnavailableError(
+              `the ${this.dialect} database is unreachable: ${(err as Error).message}`,
+              { cause: err },
+            );
       case 'timeout':
-        return new TimeoutError(`a ${this.dialect} statement or connection timed out: ${(err as Error).message}`, { cause: err });
+        return new TimeoutError(
+          `a ${this.dialect} statement or connection timed out: ${(err as Error).message}`,
+          { cause: err },
+        );
       case 'duplicate':
       case 'conflict':
-        return new DbContentionError(`the ${this.dialect} database refused a statement in a race: ${(err as Error).message}`, { cause: err });
+        return new DbContentionError(
+          `the ${this.dialect} database refused a statement in a race: ${(err as Error).message}`,
+          { cause: err },
+        );
       case 'other':
         this.log.error({ err }, 'unexpected database error');
-        return new DbQueryError(`the ${this.dialect} database refused a statement: ${(err as Error).message}`, this.driver.errorCode(err), { cause: err });
+        return new DbQueryError(
+          `the ${this.dialect} database refused a statement: ${(err as Error).message}`,
+          this.driver.errorCode(err),
+          { cause: err },
+        );
     }
   }
 
@@ -476,7 +613,10 @@ export class DbSessionStore implements SessionStore {
       return;
     }
     this.outage = null;
-    this.log.info({ downMs: Date.now() - outage.since, probes: outage.attempts + 1 }, 'database reachable again');
+    this.log.info(
+      { downMs: Date.now() - outage.since, probes: outage.attempts + 1 },
+      'database reachable again',
+    );
     // Win the lease back (or learn who has it) without waiting for the next round.
     void this.lease?.tick();
   }
@@ -509,7 +649,8 @@ export class DbSessionStore implements SessionStore {
     if (this.closed || this.outage || !this.drivesPhaseTwo()) return Promise.resolve();
     this.housekeeping ??= this.prune()
       .catch((err: unknown) => {
-        if (!isOwnError(err) && this.driver.classify(err) === 'unavailable') this.markUnavailable(err);
+        if (!isOwnError(err) && this.driver.classify(err) === 'unavailable')
+          this.markUnavailable(err);
         this.log.warn({ err }, 'housekeeping failed; trying again next interval');
       })
       .finally(() => {
@@ -529,7 +670,9 @@ export class DbSessionStore implements SessionStore {
     const newestAt = newest.rows[0]?.newest;
     let removed = 0;
     if (newestAt !== null && newestAt !== undefined) {
-      removed += await this.deleteOldest(t.finished, 'xid', 'finished_at < ?', [intOf(newestAt, 'newest') - RECENTLY_FINISHED_TTL_MS]);
+      removed += await this.deleteOldest(t.finished, 'xid', 'finished_at < ?', [
+        intOf(newestAt, 'newest') - RECENTLY_FINISHED_TTL_MS,
+      ]);
     }
     removed += await this.deleteBeyondCount(t.finished, 'xid', MAX_RECENTLY_FINISHED);
     removed += await this.deleteBeyondCount(t.dedup, 'seq', MAX_DEDUP_ENTRIES);
@@ -537,20 +680,34 @@ export class DbSessionStore implements SessionStore {
   }
 
   /** Deletes rows matching `where`, oldest (seq) first, a batch per statement; returns how many. */
-  private async deleteOldest(table: string, key: string, where: string, params: (string | number)[]): Promise<number> {
+  private async deleteOldest(
+    table: string,
+    key: string,
+    where: string,
+    params: (string | number)[],
+  ): Promise<number> {
     let removed = 0;
     for (;;) {
-      const batch = await this.driver.query(`SELECT ${key} AS k FROM ${table} WHERE ${where} ORDER BY seq LIMIT ?`, [...params, DB_PRUNE_BATCH_ROWS]);
+      const batch = await this.driver.query(
+        `SELECT ${key} AS k FROM ${table} WHERE ${where} ORDER BY seq LIMIT ?`,
+        [...params, DB_PRUNE_BATCH_ROWS],
+      );
       if (batch.rows.length === 0) return removed;
       const keys = batch.rows.map((r) => (typeof r.k === 'number' ? r.k : textOf(r.k, key)));
-      const deleted = await this.driver.query(`DELETE FROM ${table} WHERE ${key} IN (${keys.map(() => '?').join(', ')})`, keys);
+      const deleted = await this.driver.query(
+        `DELETE FROM ${table} WHERE ${key} IN (${keys.map(() => '?').join(', ')})`,
+        keys,
+      );
       removed += deleted.affected;
       if (batch.rows.length < DB_PRUNE_BATCH_ROWS || this.closed) return removed;
     }
   }
 
   private async deleteBeyondCount(table: string, key: string, keep: number): Promise<number> {
-    const cut = await this.driver.query(`SELECT seq FROM ${table} ORDER BY seq DESC LIMIT 1 OFFSET ?`, [keep]);
+    const cut = await this.driver.query(
+      `SELECT seq FROM ${table} ORDER BY seq DESC LIMIT 1 OFFSET ?`,
+      [keep],
+    );
     const seq = cut.rows[0]?.seq;
     if (seq === undefined) return 0;
     return this.deleteOldest(table, key, 'seq <= ?', [intOf(seq, 'seq')]);
@@ -559,7 +716,12 @@ export class DbSessionStore implements SessionStore {
 
 /** Errors of the store's own logic (typed, assertions, corrupt rows): never classified as database errors. */
 function isOwnError(err: unknown): boolean {
-  return err instanceof ConcordError || err instanceof AssertionFailure || err instanceof TypeError || err instanceof RangeError;
+  return (
+    err instanceof ConcordError ||
+    err instanceof AssertionFailure ||
+    err instanceof TypeError ||
+    err instanceof RangeError
+  );
 }
 
 /** An error thrown by a read's fn, carried out of the transaction as is. */

@@ -50,7 +50,11 @@ export class DbSchemaVersionError extends ConcordError {
   readonly found: number;
   readonly supported: number;
   constructor(found: number, supported: number, options: ConcordErrorOptions = {}) {
-    super('STORAGE_CORRUPT', `the database holds Concord schema version ${found}; this node reads version ${supported}`, options);
+    super(
+      'STORAGE_CORRUPT',
+      `the database holds Concord schema version ${found}; this node reads version ${supported}`,
+      options,
+    );
     this.found = found;
     this.supported = supported;
   }

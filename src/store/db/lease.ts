@@ -47,16 +47,25 @@ export const DRIVER_LEASE_KEY = 'concord-phase-two-driver';
 
 export function validateLeaseOptions(o: LeaseOptions): LeaseOptions {
   for (const key of ['leaseMs', 'renewIntervalMs', 'safetyMarginMs'] as const) {
-    if (!Number.isSafeInteger(o[key]) || o[key] <= 0) throw new ConfigError(`lease.${key}`, `must be a positive integer of ms, got ${String(o[key])}`);
+    if (!Number.isSafeInteger(o[key]) || o[key] <= 0)
+      throw new ConfigError(
+        `lease.${key}`,
+        `must be a positive integer of ms, got ${String(o[key])}`,
+      );
   }
   // At least two renewal attempts fit in the part of the lease the holder uses.
   if (o.renewIntervalMs * 2 > o.leaseMs - o.safetyMarginMs) {
-    throw new ConfigError('lease.renewIntervalMs', `two renewals (${o.renewIntervalMs} ms each) must fit in leaseMs - safetyMarginMs (${o.leaseMs - o.safetyMarginMs} ms)`);
+    throw new ConfigError(
+      'lease.renewIntervalMs',
+      `two renewals (${o.renewIntervalMs} ms each) must fit in leaseMs - safetyMarginMs (${o.leaseMs - o.safetyMarginMs} ms)`,
+    );
   }
   return o;
 }
 
-type ClaimResult = { holding: true; epoch: number } | { holding: false; epoch: number; holder: string; holderAddress: string; expired: boolean };
+type ClaimResult =
+  | { holding: true; epoch: number }
+  | { holding: false; epoch: number; holder: string; holderAddress: string; expired: boolean };
 
 /** Who holds the lease, as this node last saw it. */
 export interface LeaseHolder {
@@ -108,7 +117,12 @@ export class DriverLease {
 
   /** The holder as of the last lease round (this node itself while it holds it); null if none is known. */
   get holder(): LeaseHolder | null {
-    if (this.holding) return { nodeId: this.nodeId, address: this.address === '' ? null : this.address, epoch: this.myEpoch };
+    if (this.holding)
+      return {
+        nodeId: this.nodeId,
+        address: this.address === '' ? null : this.address,
+        epoch: this.myEpoch,
+      };
     return this.holderSeen;
   }
 
@@ -142,7 +156,10 @@ export class DriverLease {
       // By holder id, not by what this node believes: a round that won the row while the
       // node was stopping is released too. A row naming this process is held by no one else.
       try {
-        const released = await this.driver.query(`UPDATE ${this.tables.distributedLock} SET expire_at = 0 WHERE lock_key = ? AND holder = ?`, [DRIVER_LEASE_KEY, this.holderId]);
+        const released = await this.driver.query(
+          `UPDATE ${this.tables.distributedLock} SET expire_at = 0 WHERE lock_key = ? AND holder = ?`,
+          [DRIVER_LEASE_KEY, this.holderId],
+        );
         if (released.affected > 0) this.log.info({ epoch: this.myEpoch }, 'driver lease released');
       } catch (err) {
         this.log.warn({ err }, 'could not release the driver lease; it expires on its own');
@@ -194,14 +211,22 @@ export class DriverLease {
         if (this.holding) this.stepDown('lease epoch moved');
         this.holding = true;
         this.myEpoch = result.epoch;
-        this.log.info({ epoch: result.epoch, holder: this.holderId }, 'driver lease acquired: this node runs the phase-two driver');
+        this.log.info(
+          { epoch: result.epoch, holder: this.holderId },
+          'driver lease acquired: this node runs the phase-two driver',
+        );
         this.events.onChange(true, result.epoch);
       }
     } else {
       this.holderSeen = result.expired
         ? null
-        : { nodeId: result.holder.replace(/#[^#]*$/, ''), address: result.holderAddress === '' ? null : result.holderAddress, epoch: result.epoch };
-      if (this.holding) this.stepDown(`the lease is held by ${result.holder} at epoch ${result.epoch}`);
+        : {
+            nodeId: result.holder.replace(/#[^#]*$/, ''),
+            address: result.holderAddress === '' ? null : result.holderAddress,
+            epoch: result.epoch,
+          };
+      if (this.holding)
+        this.stepDown(`the lease is held by ${result.holder} at epoch ${result.epoch}`);
     }
     this.checkLocalExpiry();
   }
@@ -210,35 +235,46 @@ export class DriverLease {
   private async claim(conn: SqlConn): Promise<ClaimResult> {
     const t = this.tables.distributedLock;
     const now = this.driver.nowMsSql;
-    const found = await conn.query(`SELECT holder, holder_address, epoch, expire_at, ${now} AS db_now FROM ${t} WHERE lock_key = ? FOR UPDATE`, [DRIVER_LEASE_KEY]);
+    const found = await conn.query(
+      `SELECT holder, holder_address, epoch, expire_at, ${now} AS db_now FROM ${t} WHERE lock_key = ? FOR UPDATE`,
+      [DRIVER_LEASE_KEY],
+    );
     const row = found.rows[0];
     if (!row) {
       // The first node ever: epoch 1. A racing node's INSERT fails on the key and retries next round.
-      await conn.query(`INSERT INTO ${t} (lock_key, holder, holder_address, epoch, expire_at) VALUES (?, ?, ?, 1, ${now} + ?)`, [DRIVER_LEASE_KEY, this.holderId, this.address, this.options.leaseMs]);
+      await conn.query(
+        `INSERT INTO ${t} (lock_key, holder, holder_address, epoch, expire_at) VALUES (?, ?, ?, 1, ${now} + ?)`,
+        [DRIVER_LEASE_KEY, this.holderId, this.address, this.options.leaseMs],
+      );
       return { holding: true, epoch: 1 };
     }
     const holder = textOf(row.holder, 'holder');
     const epoch = intOf(row.epoch, 'epoch');
     const expired = intOf(row.expire_at, 'expire_at') <= intOf(row.db_now, 'db_now');
     if (holder === this.holderId && this.holding && epoch === this.myEpoch && !expired) {
-      await conn.query(`UPDATE ${t} SET expire_at = ${now} + ? WHERE lock_key = ? AND holder = ? AND epoch = ?`, [this.options.leaseMs, DRIVER_LEASE_KEY, this.holderId, epoch]);
+      await conn.query(
+        `UPDATE ${t} SET expire_at = ${now} + ? WHERE lock_key = ? AND holder = ? AND epoch = ?`,
+        [this.options.leaseMs, DRIVER_LEASE_KEY, this.holderId, epoch],
+      );
       return { holding: true, epoch };
     }
     if (expired || holder === this.holderId) {
       // Free, or ours from before we stepped down: a new epoch either way, so nothing the
       // old one still has in flight can pass the fence of what the new one acquires.
       const next = epoch + 1;
-      await conn.query(`UPDATE ${t} SET holder = ?, holder_address = ?, epoch = ?, expire_at = ${now} + ? WHERE lock_key = ? AND epoch = ?`, [
-        this.holderId,
-        this.address,
-        next,
-        this.options.leaseMs,
-        DRIVER_LEASE_KEY,
-        epoch,
-      ]);
+      await conn.query(
+        `UPDATE ${t} SET holder = ?, holder_address = ?, epoch = ?, expire_at = ${now} + ? WHERE lock_key = ? AND epoch = ?`,
+        [this.holderId, this.address, next, this.options.leaseMs, DRIVER_LEASE_KEY, epoch],
+      );
       return { holding: true, epoch: next };
     }
-    return { holding: false, epoch, holder, holderAddress: textOf(row.holder_address, 'holder_address'), expired };
+    return {
+      holding: false,
+      epoch,
+      holder,
+      holderAddress: textOf(row.holder_address, 'holder_address'),
+      expired,
+    };
   }
 
   private armExpiryTimer(): void {
@@ -263,7 +299,10 @@ export class DriverLease {
     if (!this.holding) return;
     this.holding = false;
     this.clearExpiryTimer();
-    this.log[level]({ epoch: this.myEpoch, reason }, 'driver lease given up: this node stops its phase-two driver');
+    this.log[level](
+      { epoch: this.myEpoch, reason },
+      'driver lease given up: this node stops its phase-two driver',
+    );
     this.events.onChange(false, this.knownEpoch);
   }
 }

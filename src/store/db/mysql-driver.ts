@@ -8,8 +8,23 @@
  */
 import mysql from 'mysql2/promise';
 import type { Logger } from '../../shared/logger.ts';
-import { DB_CONNECT_TIMEOUT_MS, DB_IDLE_IN_TRANSACTION_TIMEOUT_MS, DB_LOCK_WAIT_TIMEOUT_MS, DB_POOL_IDLE_TIMEOUT_MS, DB_STATEMENT_TIMEOUT_MS } from './limits.ts';
-import { CommitOutcomeUnknown, type SqlConn, type SqlDriver, type SqlErrorKind, type SqlResult, type SqlValue, type TableNames, type TxMode } from './sql.ts';
+import {
+  DB_CONNECT_TIMEOUT_MS,
+  DB_IDLE_IN_TRANSACTION_TIMEOUT_MS,
+  DB_LOCK_WAIT_TIMEOUT_MS,
+  DB_POOL_IDLE_TIMEOUT_MS,
+  DB_STATEMENT_TIMEOUT_MS,
+} from './limits.ts';
+import {
+  CommitOutcomeUnknown,
+  type SqlConn,
+  type SqlDriver,
+  type SqlErrorKind,
+  type SqlResult,
+  type SqlValue,
+  type TableNames,
+  type TxMode,
+} from './sql.ts';
 
 const UNAVAILABLE_CODES = new Set([
   'PROTOCOL_CONNECTION_LOST',
@@ -69,7 +84,10 @@ export class MysqlDriver implements SqlDriver {
     // MySQL has no idle-in-transaction timeout: wait_timeout closes any session idle that
     // long (in a transaction or not). It must exceed the pool's idle timeout, or the server
     // would close pooled connections before the pool retires them.
-    const waitTimeoutS = Math.max(Math.ceil(DB_IDLE_IN_TRANSACTION_TIMEOUT_MS / 1000), Math.ceil(DB_POOL_IDLE_TIMEOUT_MS / 1000) * 2);
+    const waitTimeoutS = Math.max(
+      Math.ceil(DB_IDLE_IN_TRANSACTION_TIMEOUT_MS / 1000),
+      Math.ceil(DB_POOL_IDLE_TIMEOUT_MS / 1000) * 2,
+    );
     const lockWaitS = Math.max(1, Math.ceil(DB_LOCK_WAIT_TIMEOUT_MS / 1000));
     this.pool.pool.on('connection', (conn) => {
       // Queued before any statement of the first user: a connection is never used unset.
@@ -153,9 +171,19 @@ export class MysqlDriver implements SqlDriver {
     const message = String((err as Error)?.message ?? '');
     if (code === 'ER_DUP_ENTRY') return 'duplicate';
     if (code === 'ER_LOCK_DEADLOCK' || code === 'ER_LOCK_WAIT_TIMEOUT') return 'conflict';
-    if (code === 'PROTOCOL_SEQUENCE_TIMEOUT' || code === 'ER_STATEMENT_TIMEOUT' || code === POOL_ACQUIRE_TIMEOUT) return 'timeout';
+    if (
+      code === 'PROTOCOL_SEQUENCE_TIMEOUT' ||
+      code === 'ER_STATEMENT_TIMEOUT' ||
+      code === POOL_ACQUIRE_TIMEOUT
+    )
+      return 'timeout';
     if (typeof code === 'string' && UNAVAILABLE_CODES.has(code)) return 'unavailable';
-    if (/Pool is closed|connection is in closed state|Can't add new command when connection is in closed state/i.test(message)) return 'unavailable';
+    if (
+      /Pool is closed|connection is in closed state|Can't add new command when connection is in closed state/i.test(
+        message,
+      )
+    )
+      return 'unavailable';
     return 'other';
   }
 
@@ -248,8 +276,14 @@ export class MysqlDriver implements SqlDriver {
     const conn = await this.acquire();
     let broken = false;
     try {
-      const got = await run(conn, 'SELECT GET_LOCK(?, ?) AS got', [name.slice(0, 64), Math.ceil(DB_STATEMENT_TIMEOUT_MS / 1000)]);
-      if (Number(got.rows[0]?.got) !== 1) throw Object.assign(new Error(`could not take the schema lock ${name}`), { code: POOL_ACQUIRE_TIMEOUT });
+      const got = await run(conn, 'SELECT GET_LOCK(?, ?) AS got', [
+        name.slice(0, 64),
+        Math.ceil(DB_STATEMENT_TIMEOUT_MS / 1000),
+      ]);
+      if (Number(got.rows[0]?.got) !== 1)
+        throw Object.assign(new Error(`could not take the schema lock ${name}`), {
+          code: POOL_ACQUIRE_TIMEOUT,
+        });
       try {
         return await fn({ query: (sql, params) => run(conn, sql, params) });
       } finally {
@@ -283,7 +317,12 @@ export class MysqlDriver implements SqlDriver {
       let timedOut = false;
       const timer = setTimeout(() => {
         timedOut = true;
-        reject(Object.assign(new Error(`no MySQL connection became free within ${DB_CONNECT_TIMEOUT_MS} ms`), { code: POOL_ACQUIRE_TIMEOUT }));
+        reject(
+          Object.assign(
+            new Error(`no MySQL connection became free within ${DB_CONNECT_TIMEOUT_MS} ms`),
+            { code: POOL_ACQUIRE_TIMEOUT },
+          ),
+        );
       }, DB_CONNECT_TIMEOUT_MS);
       timer.unref?.();
       this.pool.getConnection().then(
@@ -305,8 +344,15 @@ export class MysqlDriver implements SqlDriver {
   }
 }
 
-async function run(conn: mysql.PoolConnection, sql: string, params: readonly SqlValue[] = []): Promise<SqlResult> {
-  const [result] = await conn.query({ sql, timeout: DB_STATEMENT_TIMEOUT_MS }, params as SqlValue[]);
+async function run(
+  conn: mysql.PoolConnection,
+  sql: string,
+  params: readonly SqlValue[] = [],
+): Promise<SqlResult> {
+  const [result] = await conn.query(
+    { sql, timeout: DB_STATEMENT_TIMEOUT_MS },
+    params as SqlValue[],
+  );
   if (Array.isArray(result)) return { rows: result as Record<string, unknown>[], affected: 0 };
   return { rows: [], affected: (result as mysql.ResultSetHeader).affectedRows };
 }

@@ -12,12 +12,32 @@ import {
   DB_POOL_IDLE_TIMEOUT_MS,
   DB_STATEMENT_TIMEOUT_MS,
 } from './limits.ts';
-import { CommitOutcomeUnknown, type SqlConn, type SqlDriver, type SqlErrorKind, type SqlResult, type SqlValue, type TableNames, type TxMode } from './sql.ts';
+import {
+  CommitOutcomeUnknown,
+  type SqlConn,
+  type SqlDriver,
+  type SqlErrorKind,
+  type SqlResult,
+  type SqlValue,
+  type TableNames,
+  type TxMode,
+} from './sql.ts';
 
 /** SQLSTATEs of a connection that is gone or a server that will not serve (class 08, shutdown, too many connections). */
 const UNAVAILABLE_STATES = new Set(['57P01', '57P02', '57P03', '53300', '25P03']);
-const NETWORK_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EPIPE', 'ENOTFOUND', 'EHOSTUNREACH', 'ENETUNREACH', 'EAI_AGAIN', 'ECONNABORTED']);
-const UNAVAILABLE_MESSAGES = /Connection terminated|connection error|not queryable|Cannot use a pool after calling end|Client was closed/i;
+const NETWORK_CODES = new Set([
+  'ECONNREFUSED',
+  'ECONNRESET',
+  'ETIMEDOUT',
+  'EPIPE',
+  'ENOTFOUND',
+  'EHOSTUNREACH',
+  'ENETUNREACH',
+  'EAI_AGAIN',
+  'ECONNABORTED',
+]);
+const UNAVAILABLE_MESSAGES =
+  /Connection terminated|connection error|not queryable|Cannot use a pool after calling end|Client was closed/i;
 
 export interface PgDriverOptions {
   url: string;
@@ -63,7 +83,9 @@ export class PgDriver implements SqlDriver {
     client.on('error', onError);
     const conn = wrap(client);
     try {
-      await client.query(mode === 'write' ? 'BEGIN' : 'BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
+      await client.query(
+        mode === 'write' ? 'BEGIN' : 'BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY',
+      );
       let result: T;
       try {
         result = await fn(conn);
@@ -77,11 +99,14 @@ export class PgDriver implements SqlDriver {
         await client.query('COMMIT');
       } catch (err) {
         broken = err as Error;
-        throw this.classify(err) === 'unavailable' || this.classify(err) === 'timeout' ? new CommitOutcomeUnknown(err) : err;
+        throw this.classify(err) === 'unavailable' || this.classify(err) === 'timeout'
+          ? new CommitOutcomeUnknown(err)
+          : err;
       }
       return result;
     } catch (err) {
-      if (this.classify(err) === 'unavailable' || this.classify(err) === 'timeout') broken ??= err as Error;
+      if (this.classify(err) === 'unavailable' || this.classify(err) === 'timeout')
+        broken ??= err as Error;
       throw err;
     } finally {
       client.removeListener('error', onError);
@@ -107,8 +132,16 @@ export class PgDriver implements SqlDriver {
     const message = String((err as Error)?.message ?? '');
     if (code === '23505') return 'duplicate';
     if (code === '40P01' || code === '40001' || code === '55P03') return 'conflict';
-    if (code === '57014' || /Query read timeout|timeout exceeded when trying to connect/i.test(message)) return 'timeout';
-    if (typeof code === 'string' && (code.startsWith('08') || UNAVAILABLE_STATES.has(code) || NETWORK_CODES.has(code))) return 'unavailable';
+    if (
+      code === '57014' ||
+      /Query read timeout|timeout exceeded when trying to connect/i.test(message)
+    )
+      return 'timeout';
+    if (
+      typeof code === 'string' &&
+      (code.startsWith('08') || UNAVAILABLE_STATES.has(code) || NETWORK_CODES.has(code))
+    )
+      return 'unavailable';
     if (UNAVAILABLE_MESSAGES.test(message)) return 'unavailable';
     return 'other';
   }
@@ -206,7 +239,10 @@ export class PgDriver implements SqlDriver {
   destroy(): void {
     // pg has no "abort everything": end the pool without waiting and cut every client's socket.
     const clients = (this.pool as unknown as { _clients?: pg.Client[] })._clients ?? [];
-    for (const client of clients) (client as unknown as { connection?: { stream?: { destroy(): void } } }).connection?.stream?.destroy();
+    for (const client of clients)
+      (
+        client as unknown as { connection?: { stream?: { destroy(): void } } }
+      ).connection?.stream?.destroy();
     void this.pool.end().catch(() => undefined);
   }
 }

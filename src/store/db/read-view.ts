@@ -27,7 +27,14 @@ interface Needs {
 }
 
 function noNeeds(): Needs {
-  return { sessions: new Set(), finished: new Set(), lockRows: new Set(), liveXids: false, liveCount: false, lockCount: false };
+  return {
+    sessions: new Set(),
+    finished: new Set(),
+    lockRows: new Set(),
+    liveXids: false,
+    liveCount: false,
+    lockCount: false,
+  };
 }
 
 /** What one read fetched so far; `null` = known to be absent. */
@@ -52,7 +59,10 @@ export class ReadCache {
       // A live session has no finished record (the store writes one as it deletes the other).
       const unknown = [...needs.finished].filter((xid) => !this.sessions.get(xid));
       for (const xid of needs.finished) if (this.sessions.get(xid)) this.finished.set(xid, null);
-      const found = unknown.length > 0 ? await sql.loadFinished(conn, unknown) : new Map<string, FinishedRecord>();
+      const found =
+        unknown.length > 0
+          ? await sql.loadFinished(conn, unknown)
+          : new Map<string, FinishedRecord>();
       for (const xid of unknown) this.finished.set(xid, found.get(xid) ?? null);
     }
     if (needs.lockRows.size > 0) {
@@ -117,7 +127,9 @@ export class CachedView implements CoordinatorStateView {
     // Every branch of the holder that names the row holds it (as in the coordinator's lock table).
     const session = this.getSession(holder.xid);
     if (!session) return { xid: holder.xid, branchIds: [holder.branchId] };
-    const branchIds = session.branches.filter((b) => b.lockedRows.includes(row)).map((b) => b.branchId);
+    const branchIds = session.branches
+      .filter((b) => b.lockedRows.includes(row))
+      .map((b) => b.branchId);
     return { xid: holder.xid, branchIds: branchIds.sort() };
   }
 

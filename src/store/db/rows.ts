@@ -19,7 +19,15 @@ import {
   type FinishedRecord,
   type GlobalSession,
 } from '../../coordinator/types.ts';
-import { boolOf, intOf, intOrNullOf, textOf, textOrNullOf, type Row, type SqlValue } from './sql.ts';
+import {
+  boolOf,
+  intOf,
+  intOrNullOf,
+  textOf,
+  textOrNullOf,
+  type Row,
+  type SqlValue,
+} from './sql.ts';
 
 /** due_at of a session nothing will happen to until an operator acts (sorts after every real time). */
 export const PARKED_DUE_AT = Number.MAX_SAFE_INTEGER;
@@ -44,7 +52,16 @@ export const GLOBAL_COLUMNS = [
 ] as const;
 
 /** The columns a command may change (the rest are fixed at Begin). */
-export const GLOBAL_MUTABLE_COLUMNS = ['status', 'status_changed_at', 'retry_attempts', 'next_retry_at', 'retry_deadline', 'retry_stopped', 'driver_term', 'due_at'] as const;
+export const GLOBAL_MUTABLE_COLUMNS = [
+  'status',
+  'status_changed_at',
+  'retry_attempts',
+  'next_retry_at',
+  'retry_deadline',
+  'retry_stopped',
+  'driver_term',
+  'due_at',
+] as const;
 
 export const BRANCH_COLUMNS = [
   'xid',
@@ -59,7 +76,14 @@ export const BRANCH_COLUMNS = [
   'locks_held',
 ] as const;
 
-export const LOCK_COLUMNS = ['row_key', 'xid', 'branch_id', 'resource_id', 'table_name', 'pk'] as const;
+export const LOCK_COLUMNS = [
+  'row_key',
+  'xid',
+  'branch_id',
+  'resource_id',
+  'table_name',
+  'pk',
+] as const;
 
 /**
  * When the phase-two driver next has something to do with a session: its deadline while
@@ -68,7 +92,8 @@ export const LOCK_COLUMNS = ['row_key', 'xid', 'branch_id', 'resource_id', 'tabl
  */
 export function dueAtOf(session: GlobalSession): number {
   if (session.status === GlobalStatus.Begin) return session.deadline;
-  if (isPhaseTwoInFlight(session.status) && !session.retry.stopped) return session.retry.nextRetryAt ?? session.statusChangedAt;
+  if (isPhaseTwoInFlight(session.status) && !session.retry.stopped)
+    return session.retry.nextRetryAt ?? session.statusChangedAt;
   return PARKED_DUE_AT;
 }
 
@@ -88,11 +113,31 @@ export function globalRowValues(s: GlobalSession): SqlValue[] {
 
 /** In GLOBAL_MUTABLE_COLUMNS order. */
 export function globalMutableValues(s: GlobalSession): SqlValue[] {
-  return [s.status, s.statusChangedAt, s.retry.attempts, s.retry.nextRetryAt, s.retry.retryDeadline, s.retry.stopped, s.driverTerm, dueAtOf(s)];
+  return [
+    s.status,
+    s.statusChangedAt,
+    s.retry.attempts,
+    s.retry.nextRetryAt,
+    s.retry.retryDeadline,
+    s.retry.stopped,
+    s.driverTerm,
+    dueAtOf(s),
+  ];
 }
 
 export function branchRowValues(b: BranchSession, seq: number): SqlValue[] {
-  return [b.xid, b.branchId, seq, b.type, b.resourceId, b.lockKey, b.applicationData, b.status, b.clientId, b.lockedRows.length > 0];
+  return [
+    b.xid,
+    b.branchId,
+    seq,
+    b.type,
+    b.resourceId,
+    b.lockKey,
+    b.applicationData,
+    b.status,
+    b.clientId,
+    b.lockedRows.length > 0,
+  ];
 }
 
 export function lockRowValues(row: string, xid: string, branchId: string): SqlValue[] {
@@ -104,8 +149,11 @@ export function lockRowValues(row: string, xid: string, branchId: string): SqlVa
 export function sessionFromRows(g: Row, branchRows: readonly Row[]): GlobalSession {
   const xid = textOf(g.xid, 'xid');
   const status = textOf(g.status, 'status');
-  if (!isGlobalStatus(status)) throw new StorageCorruptError(`global_table row ${xid} has status ${JSON.stringify(status)}`);
-  const sorted = [...branchRows].sort((a, b) => intOf(a.branch_seq, 'branch_seq') - intOf(b.branch_seq, 'branch_seq'));
+  if (!isGlobalStatus(status))
+    throw new StorageCorruptError(`global_table row ${xid} has status ${JSON.stringify(status)}`);
+  const sorted = [...branchRows].sort(
+    (a, b) => intOf(a.branch_seq, 'branch_seq') - intOf(b.branch_seq, 'branch_seq'),
+  );
   return {
     xid,
     transactionId: textOf(g.transaction_id, 'transaction_id'),
@@ -132,9 +180,18 @@ function branchFromRow(xid: string, b: Row): BranchSession {
   const branchId = textOf(b.branch_id, 'branch_id');
   const type = textOf(b.branch_type, 'branch_type');
   const status = textOf(b.status, 'status');
-  if (textOf(b.xid, 'xid') !== xid) throw new StorageCorruptError(`branch_table row ${branchId} names ${textOf(b.xid, 'xid')}, loaded for ${xid}`);
-  if (!isBranchType(type)) throw new StorageCorruptError(`branch_table row ${xid}/${branchId} has type ${JSON.stringify(type)}`);
-  if (!isBranchStatus(status)) throw new StorageCorruptError(`branch_table row ${xid}/${branchId} has status ${JSON.stringify(status)}`);
+  if (textOf(b.xid, 'xid') !== xid)
+    throw new StorageCorruptError(
+      `branch_table row ${branchId} names ${textOf(b.xid, 'xid')}, loaded for ${xid}`,
+    );
+  if (!isBranchType(type))
+    throw new StorageCorruptError(
+      `branch_table row ${xid}/${branchId} has type ${JSON.stringify(type)}`,
+    );
+  if (!isBranchStatus(status))
+    throw new StorageCorruptError(
+      `branch_table row ${xid}/${branchId} has status ${JSON.stringify(status)}`,
+    );
   const resourceId = textOf(b.resource_id, 'resource_id');
   const lockKey = textOf(b.lock_key, 'lock_key');
   let lockedRows: string[] = [];
@@ -142,7 +199,10 @@ function branchFromRow(xid: string, b: Row): BranchSession {
     try {
       lockedRows = parseLockKey(resourceId, lockKey);
     } catch (err) {
-      throw new StorageCorruptError(`branch_table row ${xid}/${branchId} holds locks but its lock key does not parse`, { cause: err });
+      throw new StorageCorruptError(
+        `branch_table row ${xid}/${branchId} holds locks but its lock key does not parse`,
+        { cause: err },
+      );
     }
   }
   return {
@@ -161,13 +221,20 @@ function branchFromRow(xid: string, b: Row): BranchSession {
 export function finishedFromRow(f: Row): FinishedRecord {
   const xid = textOf(f.xid, 'xid');
   const status = textOf(f.status, 'status');
-  if (!isGlobalStatus(status)) throw new StorageCorruptError(`finished_table row ${xid} has status ${JSON.stringify(status)}`);
-  return { xid, status, finishedAt: intOf(f.finished_at, 'finished_at'), resolvedBy: textOrNullOf(f.resolved_by, 'resolved_by') };
+  if (!isGlobalStatus(status))
+    throw new StorageCorruptError(`finished_table row ${xid} has status ${JSON.stringify(status)}`);
+  return {
+    xid,
+    status,
+    finishedAt: intOf(f.finished_at, 'finished_at'),
+    resolvedBy: textOrNullOf(f.resolved_by, 'resolved_by'),
+  };
 }
 
 /** Every row a session holds, with the first branch (registration order) that names it. */
 export function heldRows(session: GlobalSession | undefined): Map<string, string> {
   const rows = new Map<string, string>();
-  for (const branch of session?.branches ?? []) for (const row of branch.lockedRows) if (!rows.has(row)) rows.set(row, branch.branchId);
+  for (const branch of session?.branches ?? [])
+    for (const row of branch.lockedRows) if (!rows.has(row)) rows.set(row, branch.branchId);
   return rows;
 }

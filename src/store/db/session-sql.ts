@@ -17,7 +17,16 @@ import {
   lockRowValues,
   sessionFromRows,
 } from './rows.ts';
-import { chunks, intOf, placeholders, textOf, type Row, type SqlConn, type SqlValue, type TableNames } from './sql.ts';
+import {
+  chunks,
+  intOf,
+  placeholders,
+  textOf,
+  type Row,
+  type SqlConn,
+  type SqlValue,
+  type TableNames,
+} from './sql.ts';
 
 const GLOBAL_SELECT = GLOBAL_COLUMNS.map((c) => `g.${c}`).join(', ');
 const BRANCH_SELECT = BRANCH_COLUMNS.join(', ');
@@ -42,8 +51,14 @@ export class SessionSql {
    * row, but the rest of the statement still sees the snapshot taken before the wait. Only
    * a statement started after the lock is granted sees what the previous holder committed.
    */
-  async lockSession(conn: SqlConn, xid: string): Promise<{ session: GlobalSession; lockRows: number; nextBranchSeq: number } | undefined> {
-    const g = await conn.query(`SELECT ${GLOBAL_SELECT} FROM ${this.t.global} g WHERE g.xid = ? FOR UPDATE`, [xid]);
+  async lockSession(
+    conn: SqlConn,
+    xid: string,
+  ): Promise<{ session: GlobalSession; lockRows: number; nextBranchSeq: number } | undefined> {
+    const g = await conn.query(
+      `SELECT ${GLOBAL_SELECT} FROM ${this.t.global} g WHERE g.xid = ? FOR UPDATE`,
+      [xid],
+    );
     const row = g.rows[0];
     if (!row) return undefined;
     // One row at least (the count), joined with every branch.
@@ -55,18 +70,31 @@ export class SessionSql {
       [xid, xid],
     );
     const branchRows = r.rows.filter((b) => b.branch_id !== null && b.branch_id !== undefined);
-    const nextBranchSeq = branchRows.reduce((max, b) => Math.max(max, intOf(b.branch_seq, 'branch_seq') + 1), 0);
-    return { session: sessionFromRows(row, branchRows), lockRows: intOf(r.rows[0]?.lock_rows, 'lock_rows'), nextBranchSeq };
+    const nextBranchSeq = branchRows.reduce(
+      (max, b) => Math.max(max, intOf(b.branch_seq, 'branch_seq') + 1),
+      0,
+    );
+    return {
+      session: sessionFromRows(row, branchRows),
+      lockRows: intOf(r.rows[0]?.lock_rows, 'lock_rows'),
+      nextBranchSeq,
+    };
   }
 
   /** Sessions by xid (absent ones are missing from the map), branches included. */
   async loadSessions(conn: SqlConn, xids: readonly string[]): Promise<Map<string, GlobalSession>> {
     const sessions = new Map<string, GlobalSession>();
     for (const part of chunks([...new Set(xids)], DB_READ_SESSIONS_PER_STATEMENT)) {
-      const g = await conn.query(`SELECT ${GLOBAL_SELECT} FROM ${this.t.global} g WHERE g.xid IN (${placeholders(part.length)})`, part);
+      const g = await conn.query(
+        `SELECT ${GLOBAL_SELECT} FROM ${this.t.global} g WHERE g.xid IN (${placeholders(part.length)})`,
+        part,
+      );
       if (g.rows.length === 0) continue;
       const found = g.rows.map((r) => textOf(r.xid, 'xid'));
-      const b = await conn.query(`SELECT ${BRANCH_SELECT} FROM ${this.t.branch} WHERE xid IN (${placeholders(found.length)})`, found);
+      const b = await conn.query(
+        `SELECT ${BRANCH_SELECT} FROM ${this.t.branch} WHERE xid IN (${placeholders(found.length)})`,
+        found,
+      );
       const byXid = new Map<string, Row[]>();
       for (const r of b.rows) {
         const xid = textOf(r.xid, 'xid');
@@ -85,7 +113,10 @@ export class SessionSql {
   async loadFinished(conn: SqlConn, xids: readonly string[]): Promise<Map<string, FinishedRecord>> {
     const records = new Map<string, FinishedRecord>();
     for (const part of chunks([...new Set(xids)], DB_READ_SESSIONS_PER_STATEMENT)) {
-      const f = await conn.query(`SELECT xid, status, finished_at, resolved_by FROM ${this.t.finished} WHERE xid IN (${placeholders(part.length)})`, part);
+      const f = await conn.query(
+        `SELECT xid, status, finished_at, resolved_by FROM ${this.t.finished} WHERE xid IN (${placeholders(part.length)})`,
+        part,
+      );
       for (const r of f.rows) {
         const record = finishedFromRow(r);
         records.set(record.xid, record);
@@ -96,18 +127,27 @@ export class SessionSql {
 
   /** The remembered result of a client request, or undefined. */
   async loadDedup(conn: SqlConn, kind: string, requestId: string): Promise<unknown> {
-    const r = await conn.query(`SELECT result FROM ${this.t.dedup} WHERE kind = ? AND request_id = ?`, [kind, requestId]);
+    const r = await conn.query(
+      `SELECT result FROM ${this.t.dedup} WHERE kind = ? AND request_id = ?`,
+      [kind, requestId],
+    );
     const row = r.rows[0];
     if (!row) return undefined;
     try {
       return JSON.parse(textOf(row.result, 'result')) as unknown;
     } catch (err) {
-      throw new StorageCorruptError(`request_dedup row ${kind}/${requestId} does not hold JSON`, { cause: err });
+      throw new StorageCorruptError(`request_dedup row ${kind}/${requestId} does not hold JSON`, {
+        cause: err,
+      });
     }
   }
 
   /** Who holds each of `rows` (rows nobody holds are absent). Optionally leaving out one xid's own rows. */
-  async lockHolders(conn: SqlConn, rows: readonly string[], exceptXid: string | null = null): Promise<LockHolderRow[]> {
+  async lockHolders(
+    conn: SqlConn,
+    rows: readonly string[],
+    exceptXid: string | null = null,
+  ): Promise<LockHolderRow[]> {
     const holders: LockHolderRow[] = [];
     for (const part of chunks([...new Set(rows)], DB_LOCK_ROWS_PER_STATEMENT)) {
       const params: SqlValue[] = [...part];
@@ -117,14 +157,22 @@ export class SessionSql {
         params.push(exceptXid);
       }
       const r = await conn.query(sql, params);
-      for (const row of r.rows) holders.push({ row: textOf(row.row_key, 'row_key'), xid: textOf(row.xid, 'xid'), branchId: textOf(row.branch_id, 'branch_id') });
+      for (const row of r.rows)
+        holders.push({
+          row: textOf(row.row_key, 'row_key'),
+          xid: textOf(row.xid, 'xid'),
+          branchId: textOf(row.branch_id, 'branch_id'),
+        });
     }
     return holders;
   }
 
   /** Live sessions, counted up to `bound` (an index-only scan that stops there). */
   async countLive(conn: SqlConn, bound: number): Promise<number> {
-    const r = await conn.query(`SELECT COUNT(*) AS n FROM (SELECT 1 AS one FROM ${this.t.global} LIMIT ?) live`, [bound]);
+    const r = await conn.query(
+      `SELECT COUNT(*) AS n FROM (SELECT 1 AS one FROM ${this.t.global} LIMIT ?) live`,
+      [bound],
+    );
     return intOf(r.rows[0]?.n, 'n');
   }
 
@@ -135,53 +183,96 @@ export class SessionSql {
 
   /** Live xids, most urgent first (due_at), at most `limit`. */
   async liveXidsPage(conn: SqlConn, limit: number): Promise<string[]> {
-    const r = await conn.query(`SELECT xid FROM ${this.t.global} ORDER BY due_at, xid LIMIT ?`, [limit]);
+    const r = await conn.query(`SELECT xid FROM ${this.t.global} ORDER BY due_at, xid LIMIT ?`, [
+      limit,
+    ]);
     return r.rows.map((row) => textOf(row.xid, 'xid'));
   }
 
   // ---------------------------------------------------------------- writes (each asserts what it touched)
 
   async insertGlobal(conn: SqlConn, session: GlobalSession): Promise<void> {
-    const r = await conn.query(`INSERT INTO ${this.t.global} (${GLOBAL_COLUMNS.join(', ')}) VALUES (${placeholders(GLOBAL_COLUMNS.length)})`, globalRowValues(session));
-    assert(r.affected === 1, () => `inserting global_table row ${session.xid} touched ${r.affected} rows`);
+    const r = await conn.query(
+      `INSERT INTO ${this.t.global} (${GLOBAL_COLUMNS.join(', ')}) VALUES (${placeholders(GLOBAL_COLUMNS.length)})`,
+      globalRowValues(session),
+    );
+    assert(
+      r.affected === 1,
+      () => `inserting global_table row ${session.xid} touched ${r.affected} rows`,
+    );
   }
 
   /** Compare-and-set on the status the submit read: with the row locked it must match, or the store has a bug. */
   async updateGlobal(conn: SqlConn, session: GlobalSession, expectedStatus: string): Promise<void> {
     const set = GLOBAL_MUTABLE_COLUMNS.map((c) => `${c} = ?`).join(', ');
-    const r = await conn.query(`UPDATE ${this.t.global} SET ${set} WHERE xid = ? AND status = ?`, [...globalMutableValues(session), session.xid, expectedStatus]);
-    assert(r.affected === 1, () => `compare-and-set of ${session.xid} from ${expectedStatus} matched ${r.affected} rows`);
+    const r = await conn.query(`UPDATE ${this.t.global} SET ${set} WHERE xid = ? AND status = ?`, [
+      ...globalMutableValues(session),
+      session.xid,
+      expectedStatus,
+    ]);
+    assert(
+      r.affected === 1,
+      () => `compare-and-set of ${session.xid} from ${expectedStatus} matched ${r.affected} rows`,
+    );
   }
 
   async deleteGlobal(conn: SqlConn, xid: string, expectedStatus: string): Promise<void> {
-    const r = await conn.query(`DELETE FROM ${this.t.global} WHERE xid = ? AND status = ?`, [xid, expectedStatus]);
-    assert(r.affected === 1, () => `deleting ${xid} in ${expectedStatus} matched ${r.affected} rows`);
+    const r = await conn.query(`DELETE FROM ${this.t.global} WHERE xid = ? AND status = ?`, [
+      xid,
+      expectedStatus,
+    ]);
+    assert(
+      r.affected === 1,
+      () => `deleting ${xid} in ${expectedStatus} matched ${r.affected} rows`,
+    );
   }
 
   async insertBranch(conn: SqlConn, branch: BranchSession, seq: number): Promise<void> {
-    const r = await conn.query(`INSERT INTO ${this.t.branch} (${BRANCH_COLUMNS.join(', ')}) VALUES (${placeholders(BRANCH_COLUMNS.length)})`, branchRowValues(branch, seq));
-    assert(r.affected === 1, () => `inserting branch_table row ${branch.xid}/${branch.branchId} touched ${r.affected} rows`);
+    const r = await conn.query(
+      `INSERT INTO ${this.t.branch} (${BRANCH_COLUMNS.join(', ')}) VALUES (${placeholders(BRANCH_COLUMNS.length)})`,
+      branchRowValues(branch, seq),
+    );
+    assert(
+      r.affected === 1,
+      () =>
+        `inserting branch_table row ${branch.xid}/${branch.branchId} touched ${r.affected} rows`,
+    );
   }
 
   async updateBranch(conn: SqlConn, branch: BranchSession): Promise<void> {
-    const r = await conn.query(`UPDATE ${this.t.branch} SET status = ?, application_data = ?, locks_held = ? WHERE xid = ? AND branch_id = ?`, [
-      branch.status,
-      branch.applicationData,
-      branch.lockedRows.length > 0,
-      branch.xid,
-      branch.branchId,
-    ]);
-    assert(r.affected === 1, () => `updating branch_table row ${branch.xid}/${branch.branchId} matched ${r.affected} rows`);
+    const r = await conn.query(
+      `UPDATE ${this.t.branch} SET status = ?, application_data = ?, locks_held = ? WHERE xid = ? AND branch_id = ?`,
+      [
+        branch.status,
+        branch.applicationData,
+        branch.lockedRows.length > 0,
+        branch.xid,
+        branch.branchId,
+      ],
+    );
+    assert(
+      r.affected === 1,
+      () => `updating branch_table row ${branch.xid}/${branch.branchId} matched ${r.affected} rows`,
+    );
   }
 
   async deleteBranch(conn: SqlConn, xid: string, branchId: string): Promise<void> {
-    const r = await conn.query(`DELETE FROM ${this.t.branch} WHERE xid = ? AND branch_id = ?`, [xid, branchId]);
-    assert(r.affected === 1, () => `deleting branch_table row ${xid}/${branchId} matched ${r.affected} rows`);
+    const r = await conn.query(`DELETE FROM ${this.t.branch} WHERE xid = ? AND branch_id = ?`, [
+      xid,
+      branchId,
+    ]);
+    assert(
+      r.affected === 1,
+      () => `deleting branch_table row ${xid}/${branchId} matched ${r.affected} rows`,
+    );
   }
 
   async deleteBranches(conn: SqlConn, xid: string, expected: number): Promise<void> {
     const r = await conn.query(`DELETE FROM ${this.t.branch} WHERE xid = ?`, [xid]);
-    assert(r.affected === expected, () => `deleting the branches of ${xid} matched ${r.affected} rows, expected ${expected}`);
+    assert(
+      r.affected === expected,
+      () => `deleting the branches of ${xid} matched ${r.affected} rows, expected ${expected}`,
+    );
   }
 
   /**
@@ -199,34 +290,58 @@ export class SessionSql {
         `INSERT INTO ${this.t.lock} (${LOCK_COLUMNS.join(', ')}) VALUES ${values}`,
         part.flatMap(([row, branchId]) => lockRowValues(row, xid, branchId)),
       );
-      assert(r.affected === part.length, () => `inserting ${part.length} lock rows of ${xid} touched ${r.affected}`);
+      assert(
+        r.affected === part.length,
+        () => `inserting ${part.length} lock rows of ${xid} touched ${r.affected}`,
+      );
     }
   }
 
   async deleteLocks(conn: SqlConn, xid: string, rows: readonly string[]): Promise<void> {
     for (const part of chunks(rows, DB_LOCK_ROWS_PER_STATEMENT)) {
-      const r = await conn.query(`DELETE FROM ${this.t.lock} WHERE xid = ? AND row_key IN (${placeholders(part.length)})`, [xid, ...part]);
-      assert(r.affected === part.length, () => `releasing ${part.length} lock rows of ${xid} matched ${r.affected}`);
+      const r = await conn.query(
+        `DELETE FROM ${this.t.lock} WHERE xid = ? AND row_key IN (${placeholders(part.length)})`,
+        [xid, ...part],
+      );
+      assert(
+        r.affected === part.length,
+        () => `releasing ${part.length} lock rows of ${xid} matched ${r.affected}`,
+      );
     }
   }
 
   async deleteAllLocks(conn: SqlConn, xid: string, expected: number): Promise<void> {
     const r = await conn.query(`DELETE FROM ${this.t.lock} WHERE xid = ?`, [xid]);
-    assert(r.affected === expected, () => `releasing every lock row of ${xid} matched ${r.affected}, expected ${expected}`);
+    assert(
+      r.affected === expected,
+      () => `releasing every lock row of ${xid} matched ${r.affected}, expected ${expected}`,
+    );
   }
 
   async insertFinished(conn: SqlConn, record: FinishedRecord): Promise<void> {
-    const r = await conn.query(`INSERT INTO ${this.t.finished} (xid, status, finished_at, resolved_by) VALUES (?, ?, ?, ?)`, [
-      record.xid,
-      record.status,
-      record.finishedAt,
-      record.resolvedBy,
-    ]);
-    assert(r.affected === 1, () => `inserting finished_table row ${record.xid} touched ${r.affected} rows`);
+    const r = await conn.query(
+      `INSERT INTO ${this.t.finished} (xid, status, finished_at, resolved_by) VALUES (?, ?, ?, ?)`,
+      [record.xid, record.status, record.finishedAt, record.resolvedBy],
+    );
+    assert(
+      r.affected === 1,
+      () => `inserting finished_table row ${record.xid} touched ${r.affected} rows`,
+    );
   }
 
-  async insertDedup(conn: SqlConn, kind: string, requestId: string, result: unknown): Promise<void> {
-    const r = await conn.query(`INSERT INTO ${this.t.dedup} (kind, request_id, result) VALUES (?, ?, ?)`, [kind, requestId, JSON.stringify(result)]);
-    assert(r.affected === 1, () => `inserting request_dedup row ${kind}/${requestId} touched ${r.affected} rows`);
+  async insertDedup(
+    conn: SqlConn,
+    kind: string,
+    requestId: string,
+    result: unknown,
+  ): Promise<void> {
+    const r = await conn.query(
+      `INSERT INTO ${this.t.dedup} (kind, request_id, result) VALUES (?, ?, ?)`,
+      [kind, requestId, JSON.stringify(result)],
+    );
+    assert(
+      r.affected === 1,
+      () => `inserting request_dedup row ${kind}/${requestId} touched ${r.affected} rows`,
+    );
   }
 }

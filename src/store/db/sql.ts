@@ -42,7 +42,9 @@ export type DialectName = 'postgres' | 'mysql';
 /** The connection failed while COMMIT was in flight: the transaction may or may not be committed. */
 export class CommitOutcomeUnknown extends Error {
   constructor(cause: unknown) {
-    super(`the connection failed during COMMIT: ${(cause as Error)?.message ?? String(cause)}`, { cause });
+    super(`the connection failed during COMMIT: ${(cause as Error)?.message ?? String(cause)}`, {
+      cause,
+    });
     this.name = 'CommitOutcomeUnknown';
   }
 }
@@ -121,8 +123,14 @@ export function textOrNullOf(value: unknown, column: string): string | null {
 
 /** A BIGINT or INT column: drivers return strings for BIGINT (exact), numbers for INT. */
 export function intOf(value: unknown, column: string): number {
-  const n = typeof value === 'number' ? value : typeof value === 'string' || typeof value === 'bigint' ? Number(value) : NaN;
-  if (!Number.isSafeInteger(n)) throw new StorageCorruptError(`column ${column} is not a safe integer: ${String(value)}`);
+  const n =
+    typeof value === 'number'
+      ? value
+      : typeof value === 'string' || typeof value === 'bigint'
+        ? Number(value)
+        : NaN;
+  if (!Number.isSafeInteger(n))
+    throw new StorageCorruptError(`column ${column} is not a safe integer: ${String(value)}`);
   return n;
 }
 

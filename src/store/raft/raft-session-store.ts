@@ -20,9 +20,24 @@
  * to. It imports no server code: the leader's TC address for not-leader answers comes in
  * through `leaderAddress`.
  */
-import { encodeCommand, type Command, type CoordinatorStateView, type LeadershipEvent, type Outcome, type ResultOf, type SessionStore } from '../../coordinator/index.ts';
+import {
+  encodeCommand,
+  type Command,
+  type CoordinatorStateView,
+  type LeadershipEvent,
+  type Outcome,
+  type ResultOf,
+  type SessionStore,
+} from '../../coordinator/index.ts';
 import type { NodeId, Role } from '../../raft/core/types.ts';
-import { AssertionFailure, ConcordError, NotLeaderError, ProposalDroppedError, StoppedError, TimeoutError } from '../../shared/errors.ts';
+import {
+  AssertionFailure,
+  ConcordError,
+  NotLeaderError,
+  ProposalDroppedError,
+  StoppedError,
+  TimeoutError,
+} from '../../shared/errors.ts';
 import type { Logger } from '../../shared/logger.ts';
 
 /** How long a submitted command may take to be committed and applied before the caller hears TimeoutError (outcome unknown), ms. */
@@ -41,7 +56,9 @@ export interface RaftPort {
   /** ReadIndex barrier: resolves once this node, confirmed leader, applied everything committed when called. */
   read(): Promise<void>;
   status(): { id: NodeId; role: Role; term: number; leader: NodeId | null };
-  onStateChange(listener: (change: { role: Role; term: number; leader: NodeId | null }) => void): () => void;
+  onStateChange(
+    listener: (change: { role: Role; term: number; leader: NodeId | null }) => void,
+  ): () => void;
 }
 
 export interface RaftSessionStoreOptions {
@@ -97,7 +114,9 @@ export class RaftSessionStore implements SessionStore {
     this.currentTerm = st.term;
     this.leaderId = st.leader;
     this.reads = new ReadBatcher(() => this.raft.read());
-    this.unsubscribe = this.raft.onStateChange((change) => this.onRaftState(change.role, change.term, change.leader));
+    this.unsubscribe = this.raft.onStateChange((change) =>
+      this.onRaftState(change.role, change.term, change.leader),
+    );
     this.onRaftState(st.role, st.term, st.leader);
   }
 
@@ -125,11 +144,21 @@ export class RaftSessionStore implements SessionStore {
     await this.waitReady(deadline);
     let result: unknown;
     try {
-      result = await withDeadline(this.raft.propose(data), deadline, () => new TimeoutError(`${command.kind} was not committed within ${this.submitTimeoutMs} ms; its outcome is unknown`));
+      result = await withDeadline(
+        this.raft.propose(data),
+        deadline,
+        () =>
+          new TimeoutError(
+            `${command.kind} was not committed within ${this.submitTimeoutMs} ms; its outcome is unknown`,
+          ),
+      );
     } catch (err) {
       throw this.translate(err);
     }
-    if (!isOutcome(result)) throw new AssertionFailure(`the raft state machine answered ${command.kind} with something that is no coordinator outcome`);
+    if (!isOutcome(result))
+      throw new AssertionFailure(
+        `the raft state machine answered ${command.kind} with something that is no coordinator outcome`,
+      );
     return result as Outcome<ResultOf<C>>;
   }
 
@@ -138,7 +167,11 @@ export class RaftSessionStore implements SessionStore {
     const deadline = Date.now() + this.readTimeoutMs;
     await this.waitReady(deadline);
     try {
-      await withDeadline(this.reads.barrier(), deadline, () => new TimeoutError(`read not confirmed within ${this.readTimeoutMs} ms`));
+      await withDeadline(
+        this.reads.barrier(),
+        deadline,
+        () => new TimeoutError(`read not confirmed within ${this.readTimeoutMs} ms`),
+      );
     } catch (err) {
       throw this.translate(err);
     }
@@ -176,7 +209,8 @@ export class RaftSessionStore implements SessionStore {
 
   /** A NotLeaderError naming the leader this node knows, with its TC address. */
   notLeaderError(): NotLeaderError {
-    const id = this.leaderId !== null && this.leaderId !== this.raft.status().id ? this.leaderId : null;
+    const id =
+      this.leaderId !== null && this.leaderId !== this.raft.status().id ? this.leaderId : null;
     return new NotLeaderError(id, id === null ? null : this.leaderAddress(id));
   }
 
@@ -218,7 +252,11 @@ export class RaftSessionStore implements SessionStore {
       } catch (err) {
         if (!stillLeading()) return;
         // ProposalDroppedError: the no-op of the term is not committed yet. Try again.
-        if (!(err instanceof ProposalDroppedError || err instanceof TimeoutError || (err instanceof ConcordError && err.retryable))) {
+        if (!(
+          err instanceof ProposalDroppedError ||
+          err instanceof TimeoutError ||
+          (err instanceof ConcordError && err.retryable)
+        )) {
           this.log.warn({ err, term }, 'leadership barrier failed');
         }
         await sleep(this.barrierRetryMs);
@@ -239,8 +277,17 @@ export class RaftSessionStore implements SessionStore {
 
   private waitReady(deadline: number): Promise<void> {
     if (this.isLeader()) return Promise.resolve();
-    const ready = new Promise<void>((resolve, reject) => this.readyWaiters.push({ resolve, reject }));
-    return withDeadline(ready, deadline, () => new TimeoutError('this node was elected but has not yet applied its first entry of the term')).catch((err: unknown) => {
+    const ready = new Promise<void>((resolve, reject) =>
+      this.readyWaiters.push({ resolve, reject }),
+    );
+    return withDeadline(
+      ready,
+      deadline,
+      () =>
+        new TimeoutError(
+          'this node was elected but has not yet applied its first entry of the term',
+        ),
+    ).catch((err: unknown) => {
       throw this.translate(err);
     });
   }
@@ -270,7 +317,8 @@ export class RaftSessionStore implements SessionStore {
   private translate(err: unknown): unknown {
     if (err instanceof NotLeaderError && err.leaderAddress === null) {
       const id = err.leaderId ?? this.leaderId;
-      if (id !== null && id !== this.raft.status().id) return new NotLeaderError(id, this.leaderAddress(id), { cause: err });
+      if (id !== null && id !== this.raft.status().id)
+        return new NotLeaderError(id, this.leaderAddress(id), { cause: err });
       return new NotLeaderError(null, null, { cause: err });
     }
     return err;
@@ -313,25 +361,35 @@ class ReadBatcher {
     } catch (err) {
       done = Promise.reject(err);
     }
-    done.then(
-      () => {
-        for (const w of batch) w.resolve();
-      },
-      (err: Error) => {
-        for (const w of batch) w.reject(err);
-      },
-    ).finally(() => {
-      this.inFlight = false;
-      this.start();
-    });
+    done
+      .then(
+        () => {
+          for (const w of batch) w.resolve();
+        },
+        (err: Error) => {
+          for (const w of batch) w.reject(err);
+        },
+      )
+      .finally(() => {
+        this.inFlight = false;
+        this.start();
+      });
   }
 }
 
 function isOutcome(value: unknown): value is Outcome<unknown> {
-  return typeof value === 'object' && value !== null && typeof (value as { ok?: unknown }).ok === 'boolean';
+  return (
+    typeof value === 'object' &&
+    value !== null &&
+    typeof (value as { ok?: unknown }).ok === 'boolean'
+  );
 }
 
-function withDeadline<T>(promise: Promise<T>, deadline: number, onTimeout: () => Error): Promise<T> {
+function withDeadline<T>(
+  promise: Promise<T>,
+  deadline: number,
+  onTimeout: () => Error,
+): Promise<T> {
   const ms = deadline - Date.now();
   if (ms <= 0) return Promise.reject(onTimeout());
   return new Promise<T>((resolve, reject) => {

@@ -29,7 +29,12 @@ export function mysqlSettings() {
 
 export async function connectPg(max: number): Promise<pg.Pool> {
   const s = pgSettings();
-  const pool = new pg.Pool({ ...s, max, connectionTimeoutMillis: 5_000, idleTimeoutMillis: 10_000 });
+  const pool = new pg.Pool({
+    ...s,
+    max,
+    connectionTimeoutMillis: 5_000,
+    idleTimeoutMillis: 10_000,
+  });
   // A pool emits 'error' for idle clients that die; without a listener that crashes the worker.
   pool.on('error', () => {});
   try {
@@ -47,7 +52,12 @@ export async function connectPg(max: number): Promise<pg.Pool> {
 
 export async function connectMysql(connectionLimit: number): Promise<mysql.Pool> {
   const s = mysqlSettings();
-  const pool = mysql.createPool({ ...s, connectionLimit, connectTimeout: 5_000, waitForConnections: true });
+  const pool = mysql.createPool({
+    ...s,
+    connectionLimit,
+    connectTimeout: 5_000,
+    waitForConnections: true,
+  });
   try {
     await pool.query('SELECT 1');
   } catch (err) {
@@ -67,7 +77,10 @@ export function uniquePrefix(file: string): string {
 }
 
 /** A logger that keeps every record, for tests that assert on what was logged. */
-export function capturingLogger(level = 'debug'): { logger: Logger; records: Record<string, unknown>[] } {
+export function capturingLogger(level = 'debug'): {
+  logger: Logger;
+  records: Record<string, unknown>[];
+} {
   const records: Record<string, unknown>[] = [];
   // pino writes each record synchronously to any object with write(string).
   const stream = {

@@ -24,23 +24,50 @@ export const RACE_PAIRS = 50;
 /** Pairs in flight at once: 2 connections each, within the test pool. */
 export const RACE_WAVE = 10;
 
-export function defineFenceSuite<Tx>(label: string, getDriver: () => FenceDriver<Tx>, isolation: IsolationLevel): void {
+export function defineFenceSuite<Tx>(
+  label: string,
+  getDriver: () => FenceDriver<Tx>,
+  isolation: IsolationLevel,
+): void {
   const d = () => getDriver();
-  const fence = (extra: { maxAttempts?: number; logger?: ReturnType<typeof capturingLogger>['logger'] } = {}) => d().newFence({ isolationLevel: isolation, ...extra });
+  const fence = (
+    extra: { maxAttempts?: number; logger?: ReturnType<typeof capturingLogger>['logger'] } = {},
+  ) => d().newFence({ isolationLevel: isolation, ...extra });
   const key = (xid: string, branchId: string, op: FenceOp): FenceKey => ({ xid, branchId, op });
 
   const record = (tx: Tx, xid: string, branchId: string, kind: string) =>
-    d().txSql(tx, `INSERT INTO ${d().names.ledger} (xid, branch_id, kind) VALUES ($1, $2, $3)`, [xid, branchId, kind]);
+    d().txSql(tx, `INSERT INTO ${d().names.ledger} (xid, branch_id, kind) VALUES ($1, $2, $3)`, [
+      xid,
+      branchId,
+      kind,
+    ]);
   const ledger = async (xid: string, branchId: string) =>
-    (await d().sql(`SELECT kind FROM ${d().names.ledger} WHERE xid = $1 AND branch_id = $2 ORDER BY seq`, [xid, branchId])).rows.map((r) => r.kind);
+    (
+      await d().sql(
+        `SELECT kind FROM ${d().names.ledger} WHERE xid = $1 AND branch_id = $2 ORDER BY seq`,
+        [xid, branchId],
+      )
+    ).rows.map((r) => r.kind);
   const fenceRows = async (xid: string, branchId: string) =>
-    (await d().sql(`SELECT op, reason FROM ${d().names.fence} WHERE xid = $1 AND branch_id = $2 ORDER BY op`, [xid, branchId])).rows.map((r) => `${String(r.op)}/${String(r.reason)}`);
-  const newAccount = async (id: string) => d().sql(`INSERT INTO ${d().names.account} (id, balance, frozen) VALUES ($1, 100, 0)`, [id]);
+    (
+      await d().sql(
+        `SELECT op, reason FROM ${d().names.fence} WHERE xid = $1 AND branch_id = $2 ORDER BY op`,
+        [xid, branchId],
+      )
+    ).rows.map((r) => `${String(r.op)}/${String(r.reason)}`);
+  const newAccount = async (id: string) =>
+    d().sql(`INSERT INTO ${d().names.account} (id, balance, frozen) VALUES ($1, 100, 0)`, [id]);
   const account = async (id: string) => {
-    const row = (await d().sql(`SELECT balance, frozen FROM ${d().names.account} WHERE id = $1`, [id])).rows[0];
+    const row = (
+      await d().sql(`SELECT balance, frozen FROM ${d().names.account} WHERE id = $1`, [id])
+    ).rows[0];
     return { balance: Number(row?.balance), frozen: Number(row?.frozen) };
   };
-  const freeze = (tx: Tx, id: string, amount: number) => d().txSql(tx, `UPDATE ${d().names.account} SET frozen = frozen + $1 WHERE id = $2`, [amount, id]);
+  const freeze = (tx: Tx, id: string, amount: number) =>
+    d().txSql(tx, `UPDATE ${d().names.account} SET frozen = frozen + $1 WHERE id = $2`, [
+      amount,
+      id,
+    ]);
 
   describe(`fence on ${label} under ${isolation}`, () => {
     it('a repeated confirm does nothing: the business confirm runs once', async () => {
@@ -67,9 +94,17 @@ export function defineFenceSuite<Tx>(label: string, getDriver: () => FenceDriver
       const [xid, b] = [newXid(), newBranchId()];
       const acct = `acct-${b}`;
       await newAccount(acct);
-      expect(await f.run(key(xid, b, 'try'), async (tx) => { await freeze(tx, acct, 30); await record(tx, xid, b, 'try'); })).toBe('executed');
+      expect(
+        await f.run(key(xid, b, 'try'), async (tx) => {
+          await freeze(tx, acct, 30);
+          await record(tx, xid, b, 'try');
+        }),
+      ).toBe('executed');
       expect(await account(acct)).toEqual({ balance: 100, frozen: 30 });
-      const cancel = async (tx: Tx) => { await freeze(tx, acct, -30); await record(tx, xid, b, 'cancel'); };
+      const cancel = async (tx: Tx) => {
+        await freeze(tx, acct, -30);
+        await record(tx, xid, b, 'cancel');
+      };
       expect(await f.run(key(xid, b, 'cancel'), cancel)).toBe('executed');
       expect(await f.run(key(xid, b, 'cancel'), cancel)).toBe('duplicate');
       expect(await f.run(key(xid, b, 'cancel'), cancel)).toBe('duplicate');
@@ -82,27 +117,55 @@ export function defineFenceSuite<Tx>(label: string, getDriver: () => FenceDriver
       const f = fence();
       const [xid, b] = [newXid(), newBranchId()];
       let ran = 0;
-      expect(await f.run(key(xid, b, 'cancel'), () => { ran++; })).toBe('emptyRollback');
+      expect(
+        await f.run(key(xid, b, 'cancel'), () => {
+          ran++;
+        }),
+      ).toBe('emptyRollback');
       expect(ran).toBe(0);
       expect(await fenceRows(xid, b)).toEqual(['cancel/cancel', 'try/cancel']);
-      expect(await f.run(key(xid, b, 'try'), () => { ran++; })).toBe('hangingRefused');
-      expect(await f.run(key(xid, b, 'cancel'), () => { ran++; })).toBe('duplicate');
-      expect(await f.run(key(xid, b, 'try'), () => { ran++; })).toBe('hangingRefused');
+      expect(
+        await f.run(key(xid, b, 'try'), () => {
+          ran++;
+        }),
+      ).toBe('hangingRefused');
+      expect(
+        await f.run(key(xid, b, 'cancel'), () => {
+          ran++;
+        }),
+      ).toBe('duplicate');
+      expect(
+        await f.run(key(xid, b, 'try'), () => {
+          ran++;
+        }),
+      ).toBe('hangingRefused');
       expect(ran).toBe(0);
     });
 
     it('Saga: action then compensate runs both once; a compensate before its action is an empty rollback and the action is refused', async () => {
       const f = fence();
       const [xid, b] = [newXid(), newBranchId()];
-      expect(await f.run(key(xid, b, 'action'), (tx) => record(tx, xid, b, 'action'))).toBe('executed');
-      expect(await f.run(key(xid, b, 'action'), (tx) => record(tx, xid, b, 'action'))).toBe('duplicate');
-      expect(await f.run(key(xid, b, 'compensate'), (tx) => record(tx, xid, b, 'compensate'))).toBe('executed');
-      expect(await f.run(key(xid, b, 'compensate'), (tx) => record(tx, xid, b, 'compensate'))).toBe('duplicate');
+      expect(await f.run(key(xid, b, 'action'), (tx) => record(tx, xid, b, 'action'))).toBe(
+        'executed',
+      );
+      expect(await f.run(key(xid, b, 'action'), (tx) => record(tx, xid, b, 'action'))).toBe(
+        'duplicate',
+      );
+      expect(await f.run(key(xid, b, 'compensate'), (tx) => record(tx, xid, b, 'compensate'))).toBe(
+        'executed',
+      );
+      expect(await f.run(key(xid, b, 'compensate'), (tx) => record(tx, xid, b, 'compensate'))).toBe(
+        'duplicate',
+      );
       expect(await ledger(xid, b)).toEqual(['action', 'compensate']);
 
       const b2 = newBranchId();
-      expect(await f.run(key(xid, b2, 'compensate'), (tx) => record(tx, xid, b2, 'compensate'))).toBe('emptyRollback');
-      expect(await f.run(key(xid, b2, 'action'), (tx) => record(tx, xid, b2, 'action'))).toBe('hangingRefused');
+      expect(
+        await f.run(key(xid, b2, 'compensate'), (tx) => record(tx, xid, b2, 'compensate')),
+      ).toBe('emptyRollback');
+      expect(await f.run(key(xid, b2, 'action'), (tx) => record(tx, xid, b2, 'action'))).toBe(
+        'hangingRefused',
+      );
       expect(await ledger(xid, b2)).toEqual([]);
     });
 
@@ -110,22 +173,38 @@ export function defineFenceSuite<Tx>(label: string, getDriver: () => FenceDriver
       const f = fence();
       const [xid, b] = [newXid(), newBranchId()];
       const boom = new Error('insufficient funds');
-      await expect(f.run(key(xid, b, 'try'), async (tx) => { await record(tx, xid, b, 'try'); throw boom; })).rejects.toBe(boom);
+      await expect(
+        f.run(key(xid, b, 'try'), async (tx) => {
+          await record(tx, xid, b, 'try');
+          throw boom;
+        }),
+      ).rejects.toBe(boom);
       expect(await fenceRows(xid, b)).toEqual([]);
       expect(await ledger(xid, b)).toEqual([]);
       expect(await f.run(key(xid, b, 'try'), (tx) => record(tx, xid, b, 'try'))).toBe('executed');
 
       // Same for phase two: a failing cancel leaves no cancel row, so the TC's retry runs it.
-      await expect(f.run(key(xid, b, 'cancel'), async (tx) => { await record(tx, xid, b, 'cancel'); throw boom; })).rejects.toBe(boom);
+      await expect(
+        f.run(key(xid, b, 'cancel'), async (tx) => {
+          await record(tx, xid, b, 'cancel');
+          throw boom;
+        }),
+      ).rejects.toBe(boom);
       expect(await fenceRows(xid, b)).toEqual(['try/try']);
-      expect(await f.run(key(xid, b, 'cancel'), (tx) => record(tx, xid, b, 'cancel'))).toBe('executed');
+      expect(await f.run(key(xid, b, 'cancel'), (tx) => record(tx, xid, b, 'cancel'))).toBe(
+        'executed',
+      );
       expect(await ledger(xid, b)).toEqual(['try', 'cancel']);
     });
 
     it('a failing business write on the database side (not a thrown JS error) also fails the run and leaves no fence row', async () => {
       const f = fence();
       const [xid, b] = [newXid(), newBranchId()];
-      await expect(f.run(key(xid, b, 'confirm'), async (tx) => { await d().txSql(tx, 'SELECT * FROM no_such_table_cf'); })).rejects.toThrow(/no_such_table_cf/);
+      await expect(
+        f.run(key(xid, b, 'confirm'), async (tx) => {
+          await d().txSql(tx, 'SELECT * FROM no_such_table_cf');
+        }),
+      ).rejects.toThrow(/no_such_table_cf/);
       expect(await fenceRows(xid, b)).toEqual([]);
     });
 
@@ -136,7 +215,9 @@ export function defineFenceSuite<Tx>(label: string, getDriver: () => FenceDriver
         // Any error aborts a PostgreSQL transaction; COMMIT then answers ROLLBACK.
         const run = f.run(key(xid, b, 'confirm'), async (tx) => {
           await record(tx, xid, b, 'confirm');
-          await d().txSql(tx, 'SELECT 1 / 0').catch(() => {});
+          await d()
+            .txSql(tx, 'SELECT 1 / 0')
+            .catch(() => {});
         });
         await expect(run).rejects.toBeInstanceOf(FenceAbortedError);
       } else {
@@ -154,7 +235,10 @@ export function defineFenceSuite<Tx>(label: string, getDriver: () => FenceDriver
             await freeze(tx, acct, 1).catch(() => {});
             await d().txSql(tx, 'SET SESSION innodb_lock_wait_timeout = DEFAULT');
           });
-          const err = await run.then(() => null, (e: unknown) => e);
+          const err = await run.then(
+            () => null,
+            (e: unknown) => e,
+          );
           expect(err).toBeInstanceOf(FenceAbortedError);
           expect((err as FenceAbortedError).dbCode).toBe('1205');
         } finally {
@@ -171,24 +255,45 @@ export function defineFenceSuite<Tx>(label: string, getDriver: () => FenceDriver
       const [xid, b] = [newXid(), newBranchId()];
       const run = f.run(key(xid, b, 'confirm'), async (tx) => {
         await record(tx, xid, b, 'confirm');
-        await d().txSql(tx, d().dialect === 'postgres' ? 'SELECT pg_terminate_backend(pg_backend_pid())' : 'KILL CONNECTION_ID()');
+        await d().txSql(
+          tx,
+          d().dialect === 'postgres'
+            ? 'SELECT pg_terminate_backend(pg_backend_pid())'
+            : 'KILL CONNECTION_ID()',
+        );
       });
       await expect(run).rejects.toThrow();
       expect(await fenceRows(xid, b)).toEqual([]);
       expect(await ledger(xid, b)).toEqual([]);
       // The broken connection was discarded, not pooled: the next runs work.
-      for (let i = 0; i < 3; i++) expect(await f.run(key(xid, newBranchId(), 'confirm'), () => {})).toBe('executed');
-      expect(await f.run(key(xid, b, 'confirm'), (tx) => record(tx, xid, b, 'confirm'))).toBe('executed');
+      for (let i = 0; i < 3; i++)
+        expect(await f.run(key(xid, newBranchId(), 'confirm'), () => {})).toBe('executed');
+      expect(await f.run(key(xid, b, 'confirm'), (tx) => record(tx, xid, b, 'confirm'))).toBe(
+        'executed',
+      );
     });
 
     it('the callback cannot end the fence transaction, nor use tx after it ended', async () => {
       const f = fence();
       const [xid, b] = [newXid(), newBranchId()];
-      await expect(f.run(key(xid, b, 'confirm'), async (tx) => { await record(tx, xid, b, 'confirm'); await d().txSql(tx, 'COMMIT'); })).rejects.toBeInstanceOf(FenceMisuseError);
-      await expect(f.run(key(xid, b, 'confirm'), async (tx) => { await d().txSql(tx, '  rollback'); })).rejects.toBeInstanceOf(FenceMisuseError);
+      await expect(
+        f.run(key(xid, b, 'confirm'), async (tx) => {
+          await record(tx, xid, b, 'confirm');
+          await d().txSql(tx, 'COMMIT');
+        }),
+      ).rejects.toBeInstanceOf(FenceMisuseError);
+      await expect(
+        f.run(key(xid, b, 'confirm'), async (tx) => {
+          await d().txSql(tx, '  rollback');
+        }),
+      ).rejects.toBeInstanceOf(FenceMisuseError);
       expect(await fenceRows(xid, b)).toEqual([]);
       let leaked: Tx | undefined;
-      expect(await f.run(key(xid, b, 'confirm'), (tx) => { leaked = tx; })).toBe('executed');
+      expect(
+        await f.run(key(xid, b, 'confirm'), (tx) => {
+          leaked = tx;
+        }),
+      ).toBe('executed');
       await expect(d().txSql(leaked as Tx, 'SELECT 1')).rejects.toBeInstanceOf(FenceMisuseError);
       // Savepoints of the business's own are fine.
       const b2 = newBranchId();
@@ -216,25 +321,36 @@ export function defineFenceSuite<Tx>(label: string, getDriver: () => FenceDriver
         { xid: '10.0.0.1:8091:1', branchId: b, op: 'commit' },
         null,
       ];
-      for (const k of bad) await expect(f.run(k as FenceKey, () => {})).rejects.toBeInstanceOf(BadRequestError);
-      await expect(f.run({ xid: '10.0.0.1:8091:1', branchId: b, op: 'try' }, undefined as never)).rejects.toBeInstanceOf(BadRequestError);
+      for (const k of bad)
+        await expect(f.run(k as FenceKey, () => {})).rejects.toBeInstanceOf(BadRequestError);
+      await expect(
+        f.run({ xid: '10.0.0.1:8091:1', branchId: b, op: 'try' }, undefined as never),
+      ).rejects.toBeInstanceOf(BadRequestError);
       expect(() => d().newFence({ table: 'Robert"); DROP TABLE x; --' })).toThrow(BadRequestError);
       expect(() => d().newFence({ table: 'a.b.c' })).toThrow(BadRequestError);
       expect(() => d().newFence({ maxAttempts: 0 })).toThrow(BadRequestError);
-      expect(() => d().newFence({ isolationLevel: 'READ UNCOMMITTED' as IsolationLevel })).toThrow(BadRequestError);
+      expect(() => d().newFence({ isolationLevel: 'READ UNCOMMITTED' as IsolationLevel })).toThrow(
+        BadRequestError,
+      );
       await expect(f.cleanup({ olderThanMs: 1_000 })).rejects.toBeInstanceOf(BadRequestError);
-      await expect(f.cleanup({ olderThanMs: MIN_FENCE_RETENTION_MS, batchSize: 0 })).rejects.toBeInstanceOf(BadRequestError);
+      await expect(
+        f.cleanup({ olderThanMs: MIN_FENCE_RETENTION_MS, batchSize: 0 }),
+      ).rejects.toBeInstanceOf(BadRequestError);
       expect(() => f.startCleanup({ everyMs: 1 })).toThrow(BadRequestError);
     });
 
     it('a missing table is a FenceSchemaError; ensureSchema is idempotent; verifySchema refuses a table without the unique key', async () => {
       const missing = d().newFence({ table: `${d().names.fence}_missing` });
-      await expect(missing.run(key(newXid(), newBranchId(), 'try'), () => {})).rejects.toBeInstanceOf(FenceSchemaError);
+      await expect(
+        missing.run(key(newXid(), newBranchId(), 'try'), () => {}),
+      ).rejects.toBeInstanceOf(FenceSchemaError);
       await expect(missing.verifySchema()).rejects.toBeInstanceOf(FenceSchemaError);
       await fence().ensureSchema();
       await fence().ensureSchema();
       const weak = `${d().names.fence}_weak`;
-      await d().sql(`CREATE TABLE ${weak} (id bigint, xid varchar(128), branch_id varchar(20), op varchar(16), reason varchar(16), created_at timestamp)`);
+      await d().sql(
+        `CREATE TABLE ${weak} (id bigint, xid varchar(128), branch_id varchar(20), op varchar(16), reason varchar(16), created_at timestamp)`,
+      );
       try {
         await expect(d().newFence({ table: weak }).verifySchema()).rejects.toThrow(/unique key/);
       } finally {
@@ -242,7 +358,7 @@ export function defineFenceSuite<Tx>(label: string, getDriver: () => FenceDriver
       }
     });
 
-    it('a cancel that waited on an in-flight try sees the try\'s writes (no stale snapshot), and runs the business cancel', async () => {
+    it("a cancel that waited on an in-flight try sees the try's writes (no stale snapshot), and runs the business cancel", async () => {
       const { logger, records } = capturingLogger();
       const f = fence({ logger });
       const [xid, b] = [newXid(), newBranchId()];
@@ -251,7 +367,11 @@ export function defineFenceSuite<Tx>(label: string, getDriver: () => FenceDriver
       let tryInside!: () => void;
       const tryStarted = new Promise<void>((resolve) => (tryInside = resolve));
       const tryRun = f.run(key(xid, b, 'try'), async (tx) => {
-        await d().txSql(tx, `INSERT INTO ${d().names.reservation} (xid, branch_id, amount) VALUES ($1, $2, 42)`, [xid, b]);
+        await d().txSql(
+          tx,
+          `INSERT INTO ${d().names.reservation} (xid, branch_id, amount) VALUES ($1, $2, 42)`,
+          [xid, b],
+        );
         tryInside();
         await tryHeld;
       });
@@ -259,8 +379,18 @@ export function defineFenceSuite<Tx>(label: string, getDriver: () => FenceDriver
       let seen: unknown[] = [];
       const cancelRun = f.run(key(xid, b, 'cancel'), async (tx) => {
         // A plain (non-locking) read: under REPEATABLE READ it reads the transaction's snapshot.
-        seen = (await d().txSql(tx, `SELECT amount FROM ${d().names.reservation} WHERE xid = $1 AND branch_id = $2`, [xid, b])).rows.map((r) => Number(r.amount));
-        await d().txSql(tx, `DELETE FROM ${d().names.reservation} WHERE xid = $1 AND branch_id = $2`, [xid, b]);
+        seen = (
+          await d().txSql(
+            tx,
+            `SELECT amount FROM ${d().names.reservation} WHERE xid = $1 AND branch_id = $2`,
+            [xid, b],
+          )
+        ).rows.map((r) => Number(r.amount));
+        await d().txSql(
+          tx,
+          `DELETE FROM ${d().names.reservation} WHERE xid = $1 AND branch_id = $2`,
+          [xid, b],
+        );
       });
       await sleep(150); // the cancel is now blocked on the try's fence row
       releaseTry();
@@ -283,7 +413,9 @@ export function defineFenceSuite<Tx>(label: string, getDriver: () => FenceDriver
       let attempts = 0;
       try {
         await other.sql(d().dialect === 'postgres' ? 'BEGIN' : 'START TRANSACTION');
-        await other.sql(`UPDATE ${d().names.account} SET balance = balance + 1 WHERE id = $1`, [a1]);
+        await other.sql(`UPDATE ${d().names.account} SET balance = balance + 1 WHERE id = $1`, [
+          a1,
+        ]);
         const run = f.run(key(xid, b, 'confirm'), async (tx) => {
           attempts++;
           await freeze(tx, a2, 5);
@@ -291,10 +423,17 @@ export function defineFenceSuite<Tx>(label: string, getDriver: () => FenceDriver
           await freeze(tx, a1, 5); // waits for `other`, which then waits for us: a cycle
         });
         await sleep(100);
-        const otherSide = other.sql(`UPDATE ${d().names.account} SET balance = balance + 1 WHERE id = $1`, [a2]).then(() => 'ok', (e: unknown) => e);
+        const otherSide = other
+          .sql(`UPDATE ${d().names.account} SET balance = balance + 1 WHERE id = $1`, [a2])
+          .then(
+            () => 'ok',
+            (e: unknown) => e,
+          );
         // Whoever the database picks as the victim, the fence run must end executed, once.
         const otherResult = await Promise.race([otherSide, sleep(3_000).then(() => 'waiting')]);
-        await other.sql(otherResult === 'ok' || otherResult === 'waiting' ? 'COMMIT' : 'ROLLBACK').catch(() => other.sql('ROLLBACK'));
+        await other
+          .sql(otherResult === 'ok' || otherResult === 'waiting' ? 'COMMIT' : 'ROLLBACK')
+          .catch(() => other.sql('ROLLBACK'));
         expect(await run).toBe('executed');
         await otherSide;
       } finally {
@@ -309,7 +448,11 @@ export function defineFenceSuite<Tx>(label: string, getDriver: () => FenceDriver
 
     it('an aborted attempt is retried up to maxAttempts, then fails with FenceConflictError and nothing committed', async () => {
       // What the driver raises for a deadlock victim; the fence classifies by code, not by class.
-      const deadlock = () => Object.assign(new Error('deadlock detected'), d().dialect === 'postgres' ? { code: '40P01' } : { errno: 1213 });
+      const deadlock = () =>
+        Object.assign(
+          new Error('deadlock detected'),
+          d().dialect === 'postgres' ? { code: '40P01' } : { errno: 1213 },
+        );
       const f = fence({ maxAttempts: 3 });
       const [xid, b] = [newXid(), newBranchId()];
       let calls = 0;
@@ -319,10 +462,15 @@ export function defineFenceSuite<Tx>(label: string, getDriver: () => FenceDriver
           await record(tx, xid, b, 'confirm');
           throw deadlock();
         })
-        .then(() => null, (e: unknown) => e);
+        .then(
+          () => null,
+          (e: unknown) => e,
+        );
       expect(err).toBeInstanceOf(FenceConflictError);
       expect((err as FenceConflictError).retryable).toBe(true);
-      expect((err as FenceConflictError).dbCode).toBe(d().dialect === 'postgres' ? '40P01' : '1213');
+      expect((err as FenceConflictError).dbCode).toBe(
+        d().dialect === 'postgres' ? '40P01' : '1213',
+      );
       expect(calls).toBe(3);
       expect(await fenceRows(xid, b)).toEqual([]);
       expect(await ledger(xid, b)).toEqual([]);
@@ -344,7 +492,12 @@ export function defineFenceSuite<Tx>(label: string, getDriver: () => FenceDriver
         const f = fence({ logger });
         const [xid, b] = [newXid(), newBranchId()];
         const outcomes = await Promise.all(
-          Array.from({ length: 12 }, () => f.run(key(xid, b, 'confirm'), async (tx) => { await record(tx, xid, b, 'confirm'); await sleep(20); })),
+          Array.from({ length: 12 }, () =>
+            f.run(key(xid, b, 'confirm'), async (tx) => {
+              await record(tx, xid, b, 'confirm');
+              await sleep(20);
+            }),
+          ),
         );
         expect(outcomes.filter((o) => o === 'executed')).toHaveLength(1);
         expect(outcomes.filter((o) => o === 'duplicate')).toHaveLength(11);
@@ -358,8 +511,15 @@ export function defineFenceSuite<Tx>(label: string, getDriver: () => FenceDriver
       for (let rep = 0; rep < CONCURRENCY_REPEATS; rep++) {
         const f = fence({ logger });
         const [xid, withTry, withoutTry] = [newXid(), newBranchId(), newBranchId()];
-        expect(await f.run(key(xid, withTry, 'try'), (tx) => record(tx, xid, withTry, 'try'))).toBe('executed');
-        const cancels = (b: string) => Promise.all(Array.from({ length: 8 }, () => f.run(key(xid, b, 'cancel'), (tx) => record(tx, xid, b, 'cancel'))));
+        expect(await f.run(key(xid, withTry, 'try'), (tx) => record(tx, xid, withTry, 'try'))).toBe(
+          'executed',
+        );
+        const cancels = (b: string) =>
+          Promise.all(
+            Array.from({ length: 8 }, () =>
+              f.run(key(xid, b, 'cancel'), (tx) => record(tx, xid, b, 'cancel')),
+            ),
+          );
         const [a, e] = await Promise.all([cancels(withTry), cancels(withoutTry)]);
         expect(a.filter((o) => o === 'executed')).toHaveLength(1);
         expect(a.filter((o) => o === 'duplicate')).toHaveLength(7);
@@ -376,7 +536,10 @@ export function defineFenceSuite<Tx>(label: string, getDriver: () => FenceDriver
       const tally = new Map<string, number>();
       for (let rep = 0; rep < CONCURRENCY_REPEATS; rep++) {
         const f = fence({ logger });
-        const pairs = Array.from({ length: RACE_PAIRS }, () => ({ xid: newXid(), b: newBranchId() }));
+        const pairs = Array.from({ length: RACE_PAIRS }, () => ({
+          xid: newXid(),
+          b: newBranchId(),
+        }));
         for (const p of pairs) await newAccount(`race-${p.b}`);
         for (let w = 0; w < RACE_PAIRS; w += RACE_WAVE) {
           await Promise.all(
@@ -416,7 +579,9 @@ export function defineFenceSuite<Tx>(label: string, getDriver: () => FenceDriver
       expect(deadlocks).toEqual([]);
       const staleRestarts = records.filter((r) => r.why === 'staleSnapshot').length;
       const conflictRetries = records.filter((r) => r.why === 'conflict').length;
-      console.info(`[${label} ${isolation}] race outcomes ${JSON.stringify(Object.fromEntries(tally))}; stale-snapshot restarts ${staleRestarts}; conflict retries ${conflictRetries}`);
+      console.info(
+        `[${label} ${isolation}] race outcomes ${JSON.stringify(Object.fromEntries(tally))}; stale-snapshot restarts ${staleRestarts}; conflict retries ${conflictRetries}`,
+      );
       expect([...tally.values()].reduce((a, b) => a + b, 0)).toBe(RACE_PAIRS * CONCURRENCY_REPEATS);
     });
 
@@ -430,10 +595,18 @@ export function defineFenceSuite<Tx>(label: string, getDriver: () => FenceDriver
       await confirmMany(oldXid, 23);
       await confirmMany(youngXid, 4);
       await d().backdate(oldXid, 2 * MIN_FENCE_RETENTION_MS);
-      const count = async (xid: string) => Number((await d().sql(`SELECT COUNT(*) AS n FROM ${d().names.fence} WHERE xid = $1`, [xid])).rows[0]?.n);
+      const count = async (xid: string) =>
+        Number(
+          (await d().sql(`SELECT COUNT(*) AS n FROM ${d().names.fence} WHERE xid = $1`, [xid]))
+            .rows[0]?.n,
+        );
 
       // Other tests' rows in the table are young, so only ours are eligible.
-      const partial = await f.cleanup({ olderThanMs: MIN_FENCE_RETENTION_MS, batchSize: 5, maxBatches: 2 });
+      const partial = await f.cleanup({
+        olderThanMs: MIN_FENCE_RETENTION_MS,
+        batchSize: 5,
+        maxBatches: 2,
+      });
       expect(partial).toEqual({ deleted: 10, batches: 2, complete: false });
       const rest = await f.cleanup({ olderThanMs: MIN_FENCE_RETENTION_MS, batchSize: 5 });
       expect(rest).toEqual({ deleted: 13, batches: 3, complete: true });
@@ -441,12 +614,20 @@ export function defineFenceSuite<Tx>(label: string, getDriver: () => FenceDriver
       expect(await count(youngXid)).toBe(4);
 
       // A row younger than the retention survives even a 0-row pass.
-      expect(await f.cleanup({ olderThanMs: MIN_FENCE_RETENTION_MS })).toEqual({ deleted: 0, batches: 1, complete: true });
+      expect(await f.cleanup({ olderThanMs: MIN_FENCE_RETENTION_MS })).toEqual({
+        deleted: 0,
+        batches: 1,
+        complete: true,
+      });
 
       const again = newXid();
       await confirmMany(again, 7);
       await d().backdate(again, 2 * MIN_FENCE_RETENTION_MS);
-      const stop = f.startCleanup({ everyMs: 20, olderThanMs: MIN_FENCE_RETENTION_MS, batchSize: 3 });
+      const stop = f.startCleanup({
+        everyMs: 20,
+        olderThanMs: MIN_FENCE_RETENTION_MS,
+        batchSize: 3,
+      });
       for (let i = 0; i < 100 && (await count(again)) > 0; i++) await sleep(20);
       await stop();
       expect(await count(again)).toBe(0);
@@ -454,4 +635,3 @@ export function defineFenceSuite<Tx>(label: string, getDriver: () => FenceDriver
     });
   });
 }
-

@@ -25,15 +25,32 @@ export async function startCluster(label = 'sdk'): Promise<TestCluster> {
   const dir = join(root, 'configs');
   mkdirSync(dir);
   const ports = await freePorts(9);
-  const nodes = [0, 1, 2].map((i) => ({ id: `node${i + 1}`, http: ports[i * 3]!, tc: ports[i * 3 + 1]!, raft: ports[i * 3 + 2]! }));
-  const peers = nodes.map((n) => ({ nodeId: n.id, host: '127.0.0.1', raftPort: n.raft, tcPort: n.tc, httpPort: n.http }));
+  const nodes = [0, 1, 2].map((i) => ({
+    id: `node${i + 1}`,
+    http: ports[i * 3]!,
+    tc: ports[i * 3 + 1]!,
+    raft: ports[i * 3 + 2]!,
+  }));
+  const peers = nodes.map((n) => ({
+    nodeId: n.id,
+    host: '127.0.0.1',
+    raftPort: n.raft,
+    tcPort: n.tc,
+    httpPort: n.http,
+  }));
   for (const n of nodes) {
     writeFileSync(
       join(dir, `${n.id}.yaml`),
       stringify({
         node: { id: n.id, group: 'default' },
         server: { host: '127.0.0.1', httpPort: n.http, tcPort: n.tc, raftPort: n.raft },
-        raft: { dataDir: join(root, 'data', n.id), tickMs: TICK_MS, electionTicks: 10, heartbeatTicks: 1, peers },
+        raft: {
+          dataDir: join(root, 'data', n.id),
+          tickMs: TICK_MS,
+          electionTicks: 10,
+          heartbeatTicks: 1,
+          peers,
+        },
         log: { level: process.env.CONCORD_TEST_NODE_LOG_LEVEL ?? 'warn' },
       }),
     );
@@ -41,7 +58,12 @@ export async function startCluster(label = 'sdk'): Promise<TestCluster> {
   const up = spawnCli(['cluster', 'up', '--dir', dir]);
   await waitFor(
     'a three-node cluster ("Cluster is up")',
-    () => (up.output().includes('Cluster is up') ? true : up.exitCode !== null ? Promise.reject(new Error(up.output())) : undefined),
+    () =>
+      up.output().includes('Cluster is up')
+        ? true
+        : up.exitCode !== null
+          ? Promise.reject(new Error(up.output()))
+          : undefined,
     START_TIMEOUT_MS,
     100,
   );

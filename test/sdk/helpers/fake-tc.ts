@@ -4,7 +4,15 @@
  * order, rollback in reverse — the way the real coordinator does. No retries: a failed
  * branch leaves the status at *Retrying, and `redeliver(xid)` runs the pass again.
  */
-import type { BranchStatus, GlobalStatus, PhaseTwoHandler, PhaseTwoRequest, RmChannelArgs, RmChannelPort, TcPort } from '../../../src/client/sdk/index.ts';
+import type {
+  BranchStatus,
+  GlobalStatus,
+  PhaseTwoHandler,
+  PhaseTwoRequest,
+  RmChannelArgs,
+  RmChannelPort,
+  TcPort,
+} from '../../../src/client/sdk/index.ts';
 
 export interface FakeBranch {
   branchId: string;
@@ -30,7 +38,9 @@ export class FakeTc implements TcPort {
   readonly channels: RmChannelArgs[] = [];
   private nextId = 1000;
   /** Set to make the next call of that name reject with this error. */
-  failNext: Partial<Record<'begin' | 'commit' | 'rollback' | 'branchRegister' | 'getStatus', Error>> = {};
+  failNext: Partial<
+    Record<'begin' | 'commit' | 'rollback' | 'branchRegister' | 'getStatus', Error>
+  > = {};
   /** Set to make commit answer this instead of running phase two. */
   commitAnswer: GlobalStatus | null = null;
   closed = false;
@@ -47,7 +57,13 @@ export class FakeTc implements TcPort {
   async begin(args: { name: string; timeoutMs: number }): Promise<string> {
     this.take('begin');
     const xid = `127.0.0.1:8091:${this.nextId++}`;
-    this.sessions.set(xid, { xid, name: args.name, timeoutMs: args.timeoutMs, status: 'Begin', branches: [] });
+    this.sessions.set(xid, {
+      xid,
+      name: args.name,
+      timeoutMs: args.timeoutMs,
+      status: 'Begin',
+      branches: [],
+    });
     return xid;
   }
 
@@ -82,12 +98,25 @@ export class FakeTc implements TcPort {
     return status;
   }
 
-  async branchRegister(args: { xid: string; branchType: string; resourceId: string; applicationData: string; clientId: string }): Promise<string> {
+  async branchRegister(args: {
+    xid: string;
+    branchType: string;
+    resourceId: string;
+    applicationData: string;
+    clientId: string;
+  }): Promise<string> {
     this.take('branchRegister');
     const s = this.must(xid(args));
     if (s.status !== 'Begin') throw new Error(`${s.xid} is ${s.status}`);
     const branchId = String(this.nextId++);
-    s.branches.push({ branchId, branchType: args.branchType, resourceId: args.resourceId, applicationData: args.applicationData, clientId: args.clientId, status: 'Registered' });
+    s.branches.push({
+      branchId,
+      branchType: args.branchType,
+      resourceId: args.resourceId,
+      applicationData: args.applicationData,
+      clientId: args.clientId,
+      status: 'Registered',
+    });
     return branchId;
   }
 
@@ -130,7 +159,14 @@ export class FakeTc implements TcPort {
   }
 
   requestFor(xid: string, branch: FakeBranch, kind: 'commit' | 'rollback'): PhaseTwoRequest {
-    return { kind, xid, branchId: branch.branchId, branchType: branch.branchType as PhaseTwoRequest['branchType'], resourceId: branch.resourceId, applicationData: branch.applicationData };
+    return {
+      kind,
+      xid,
+      branchId: branch.branchId,
+      branchType: branch.branchType as PhaseTwoRequest['branchType'],
+      resourceId: branch.resourceId,
+      applicationData: branch.applicationData,
+    };
   }
 
   private async pass(s: FakeSession): Promise<GlobalStatus> {
@@ -142,10 +178,20 @@ export class FakeTc implements TcPort {
       // As the coordinator: a branch whose phase one failed has nothing to commit or roll back.
       if (b.status === 'PhaseOne_Failed') continue;
       const handler = this.handlers.get(b.resourceId);
-      const result: BranchStatus = handler ? await handler(this.requestFor(s.xid, b, commit ? 'commit' : 'rollback')) : commit ? 'PhaseTwo_CommitFailed_Retryable' : 'PhaseTwo_RollbackFailed_Retryable';
+      const result: BranchStatus = handler
+        ? await handler(this.requestFor(s.xid, b, commit ? 'commit' : 'rollback'))
+        : commit
+          ? 'PhaseTwo_CommitFailed_Retryable'
+          : 'PhaseTwo_RollbackFailed_Retryable';
       b.status = result;
       if (result !== done) {
-        s.status = result.endsWith('Unretryable') ? (commit ? 'CommitFailed' : 'RollbackFailed') : commit ? 'CommitRetrying' : 'RollbackRetrying';
+        s.status = result.endsWith('Unretryable')
+          ? commit
+            ? 'CommitFailed'
+            : 'RollbackFailed'
+          : commit
+            ? 'CommitRetrying'
+            : 'RollbackRetrying';
         return s.status;
       }
     }
