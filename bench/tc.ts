@@ -209,6 +209,7 @@ async function run(
           resourceId: 'bench-db',
           lockKey: `t:${row}`,
           clientId,
+          applicationId: 'bench',
         });
       } catch (err) {
         if (err instanceof LockConflictError) {

@@ -266,6 +266,7 @@ async function runWorker(): Promise<void> {
             resourceId: 'bench-db',
             lockKey: `stock:${row}`,
             clientId,
+            applicationId: 'bench',
           });
         } catch (err) {
           if (!(err instanceof LockConflictError)) throw err;

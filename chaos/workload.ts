@@ -363,6 +363,7 @@ export class Workload {
         lockKey,
         applicationData: '',
         clientId: this.o.lockClientId,
+        applicationId: this.o.applicationId,
       });
       this.h.write({
         type: 'ok',

@@ -66,6 +66,7 @@ export {
   TransactionAlreadyCommittedError,
   BranchRefusedError,
   UnretryableBranchError,
+  ForeignBranchError,
   ClientClosedError,
 } from './client/sdk/index.ts';
 export {

@@ -160,6 +160,11 @@ export interface BranchRegisterArgs {
   applicationData?: string;
   /** The RM channel's client id: phase two goes to this RM first. */
   clientId: string;
+  /**
+   * The registering RM's application: phase two goes only to RMs of it. Default: the
+   * application of this client's open RM channel with `clientId` (BadRequestError if none).
+   */
+  applicationId?: string;
   requestId?: string;
 }
 
@@ -186,6 +191,17 @@ export interface BranchInfo {
   status: BranchStatusName;
   clientId: string;
   lockedRows: number;
+  /** The application of the RM that registered it ('' if recorded before branches kept one). */
+  applicationId: string;
+}
+
+/** A branch whose phase two waits for an RM of its application (none serving its resource is connected). */
+export interface RmWaitInfo {
+  branchId: string;
+  applicationId: string;
+  resourceId: string;
+  /** Epoch ms of the first call that found no RM. */
+  since: number;
 }
 
 export interface SessionInfo {
@@ -205,6 +221,8 @@ export interface SessionInfo {
   retry: { attempts: number; nextRetryAt: number | null; stopped: boolean };
   finishedAt: number | null;
   resolvedBy: string | null;
+  /** Live sessions: the branch whose phase two waits for an RM of its application, if any. */
+  rmWaits: RmWaitInfo[];
 }
 
 export interface ListSessionsArgs {
@@ -347,9 +365,19 @@ export class TcClient {
       applicationData: args.applicationData ?? '',
       requestId: args.requestId ?? randomUUID(),
       clientId: args.clientId,
+      applicationId: args.applicationId ?? this.applicationOfChannel(args.clientId),
     };
     const r = await this.invoke('branchRegister', 'BranchRegister', request, { safe: true });
     return str(r.branchId, 'branchId');
+  }
+
+  /** The application of this client's RM channel registered as `clientId`: a branch's default. */
+  private applicationOfChannel(clientId: string): string {
+    for (const channel of this.channels)
+      if (channel.clientId === clientId) return channel.applicationId;
+    throw new BadRequestError(
+      `branchRegister needs applicationId: this client has no RM channel of client ${clientId} to take it from`,
+    );
   }
 
   /** Reports a branch's phase-one outcome (idempotent: the same report twice is fine). */
@@ -714,6 +742,7 @@ function sessionFromWire(w: SessionInfoWire): SessionInfo {
       status: branchStatusName(b.branchStatus),
       clientId: b.clientId,
       lockedRows: b.lockedRows,
+      applicationId: b.applicationId ?? '',
     })),
     retry: {
       attempts: w.retryAttempts ?? 0,
@@ -722,5 +751,11 @@ function sessionFromWire(w: SessionInfoWire): SessionInfo {
     },
     finishedAt: w.finishedAt ? w.finishedAt : null,
     resolvedBy: w.resolvedBy ? w.resolvedBy : null,
+    rmWaits: (w.rmWaits ?? []).map((x) => ({
+      branchId: x.branchId,
+      applicationId: x.applicationId,
+      resourceId: x.resourceId,
+      since: x.since,
+    })),
   };
 }

@@ -40,6 +40,8 @@ const requestId: Check = (v) =>
   v === null || (typeof v === 'string' && v.length > 0 && v.length <= MAX_REQUEST_ID_CHARS)
     ? null
     : `must be null or a string of 1..${MAX_REQUEST_ID_CHARS} characters`;
+/** Required of new commands; a command logged before branches kept their application lacks it. */
+const applicationOrLegacy: Check = (v) => (v === undefined ? null : name(v));
 const resourceId: Check = (v) => nonEmptyString(v, MAX_RESOURCE_ID_CHARS);
 const lockKey: Check = (v) =>
   typeof v === 'string' && v.length <= MAX_LOCK_KEY_CHARS
@@ -65,6 +67,7 @@ const SHAPES: Record<CommandKind, Record<string, Check>> = {
     lockKey,
     applicationData: text,
     clientId: anyName,
+    applicationId: applicationOrLegacy,
     at: time,
     requestId,
   },

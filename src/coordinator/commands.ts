@@ -39,6 +39,11 @@ export interface RegisterBranchCommand {
   lockKey: string;
   applicationData: string;
   clientId: string;
+  /**
+   * The registering RM's application: phase two of the branch goes only to RMs of it.
+   * Absent in a command logged before branches kept their application (applied as '').
+   */
+  applicationId: string;
   /** Leader's wall clock: a branch may not join a transaction past its deadline. */
   at: number;
   requestId: string | null;

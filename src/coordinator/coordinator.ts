@@ -20,7 +20,7 @@ import {
   MIN_TIMEOUT_MS,
 } from './limits.ts';
 import { parseLockKey, validateResourceId } from './lock-key.ts';
-import { PhaseTwoDriver, type PhaseTwoOptions } from './phase-two-driver.ts';
+import { PhaseTwoDriver, type PhaseTwoOptions, type RmWait } from './phase-two-driver.ts';
 import {
   systemClock,
   type BranchGateway,
@@ -71,6 +71,8 @@ export interface RegisterBranchRequest {
   lockKey?: string;
   applicationData?: string;
   clientId: string;
+  /** The registering RM's application: phase two goes only to RMs of it. */
+  applicationId: string;
   requestId?: string;
 }
 
@@ -101,9 +103,12 @@ export interface MarkResolvedRequest {
   operator: string;
 }
 
-/** What getSession shows: the live session, or the record of a finished one. */
+/**
+ * What getSession shows: the live session (with the branches whose phase two waits for an
+ * RM of their application, as this node's driver saw them), or the record of a finished one.
+ */
 export type SessionInfo =
-  | { live: true; session: GlobalSession; reportedStatus: GlobalStatus }
+  | { live: true; session: GlobalSession; reportedStatus: GlobalStatus; rmWaits: RmWait[] }
   | { live: false; finished: FinishedRecord };
 
 /** Statuses a Saga TM may report. */
@@ -279,6 +284,7 @@ export class Coordinator {
         `clientId must be a string of at most ${MAX_NAME_CHARS} characters`,
       );
     }
+    requireName(request.applicationId, 'applicationId');
     return this.submit({
       kind: 'RegisterBranch',
       xid,
@@ -288,6 +294,7 @@ export class Coordinator {
       lockKey,
       applicationData,
       clientId: request.clientId,
+      applicationId: request.applicationId,
       at: this.clock.now(),
       requestId: optionalRequestId(request.requestId),
     });
@@ -325,7 +332,12 @@ export class Coordinator {
       finished: state.getFinished(xid),
     }));
     if (found.session)
-      return { live: true, session: found.session, reportedStatus: reportedStatus(found.session) };
+      return {
+        live: true,
+        session: found.session,
+        reportedStatus: reportedStatus(found.session),
+        rmWaits: this.driver.rmWaitsOf(xid),
+      };
     if (found.finished) return { live: false, finished: found.finished };
     throw new UnknownXidError(xid);
   }

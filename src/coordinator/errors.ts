@@ -69,6 +69,27 @@ export class CapacityError extends ConcordError {
   }
 }
 
+/**
+ * A BranchGateway's answer when no RM of the branch's application that serves its resource
+ * is connected: the branch waits for one (the driver retries with backoff, and shows the
+ * branch as waiting for its application's RM). Never another application's RM instead: a
+ * resource id is unique within an application only. Retryable.
+ */
+export class ApplicationRmUnavailableError extends ConcordError {
+  readonly applicationId: string;
+  readonly resourceId: string;
+  constructor(
+    applicationId: string,
+    resourceId: string,
+    message = `no RM of application ${applicationId} serving resource ${resourceId} is connected`,
+    options: ConcordErrorOptions = {},
+  ) {
+    super('UNAVAILABLE', message, { retryable: true, ...options });
+    this.applicationId = applicationId;
+    this.resourceId = resourceId;
+  }
+}
+
 /** Why the state machine refused a command. Plain data; a refused command changed nothing. */
 export type Rejection =
   | { code: 'BAD_REQUEST'; message: string }

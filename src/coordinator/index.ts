@@ -14,7 +14,7 @@ export type {
   SessionInfo,
 } from './coordinator.ts';
 export { PhaseTwoDriver, DEFAULT_PHASE_TWO_OPTIONS, retryDelayMs } from './phase-two-driver.ts';
-export type { PhaseTwoDriverDeps, PhaseTwoOptions } from './phase-two-driver.ts';
+export type { PhaseTwoDriverDeps, PhaseTwoOptions, RmWait } from './phase-two-driver.ts';
 export { CoordinatorStateMachine } from './state-machine.ts';
 export type { CoordinatorStateView } from './state-machine.ts';
 export { COMMAND_KINDS, decodeCommand, encodeCommand } from './commands.ts';
@@ -44,6 +44,7 @@ export type { BranchGateway, Clock, IdSource, LeadershipEvent, SessionStore } fr
 export { MemoryStore } from './memory-store.ts';
 export type { ApplyListener, MemoryStoreOptions } from './memory-store.ts';
 export {
+  ApplicationRmUnavailableError,
   CapacityError,
   IllegalStatusError,
   LockConflictError,

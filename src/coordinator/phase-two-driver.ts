@@ -13,6 +13,8 @@
  */
 import type { Logger } from '../shared/logger.ts';
 import type { Command, Outcome, ResultOf } from './commands.ts';
+import { ApplicationRmUnavailableError } from './errors.ts';
+import { MAX_LIVE_SESSIONS } from './limits.ts';
 import type { BranchGateway, Clock, SessionStore } from './ports.ts';
 import {
   BranchStatus,
@@ -63,6 +65,21 @@ export function retryDelayMs(
   return Math.min(options.retryBaseMs * 2 ** exponent, options.retryMaxBackoffMs);
 }
 
+/**
+ * A transaction whose phase two waits for an RM of a branch's application: the last call
+ * for the branch found no RM of that application serving its resource connected. Kept in
+ * memory by the driving node (shown to operators, counted in a metric); a pass that gets
+ * through to an RM, or the transaction leaving the driver, ends it.
+ */
+export interface RmWait {
+  xid: string;
+  branchId: string;
+  applicationId: string;
+  resourceId: string;
+  /** When the first call that found no RM ran (clock ms); kept while the wait lasts. */
+  since: number;
+}
+
 export interface PhaseTwoDriverDeps {
   store: SessionStore;
   gateway: BranchGateway;
@@ -90,6 +107,8 @@ export class PhaseTwoDriver {
   private readonly running = new Map<string, Promise<void>>();
   /** Live transactions with nothing to do until an operator acts (failed, retries stopped). */
   private readonly parked = new Set<string>();
+  /** Transactions waiting for an RM of a branch's application, by xid (one branch each: a pass stops there). */
+  private readonly rmWaits = new Map<string, RmWait>();
   private cancelSweep: (() => void) | null = null;
   private slotsInUse = 0;
   private readonly slotWaiters: (() => void)[] = [];
@@ -142,6 +161,36 @@ export class PhaseTwoDriver {
   park(xid: string): void {
     this.cancelTimer(xid);
     this.parked.add(xid);
+    this.rmWaits.delete(xid);
+  }
+
+  /** The branch of `xid` whose phase two waits for an RM of its application, if any. */
+  rmWaitsOf(xid: string): RmWait[] {
+    const wait = this.rmWaits.get(xid);
+    return wait ? [{ ...wait }] : [];
+  }
+
+  /** Transactions whose phase two waits for an RM of a branch's application. */
+  rmWaitCount(): number {
+    return this.rmWaits.size;
+  }
+
+  /**
+   * An RM of `applicationId` serving `resourceIds` just connected: the transactions waiting
+   * for one are driven now instead of at their next backoff step.
+   */
+  rmConnected(applicationId: string, resourceIds: Iterable<string>): void {
+    if (!this.active) return;
+    const served = new Set(resourceIds);
+    const woken = [...this.rmWaits.values()].filter(
+      (w) => w.applicationId === applicationId && served.has(w.resourceId),
+    );
+    if (woken.length === 0) return;
+    this.log.info(
+      { applicationId, transactions: woken.length },
+      'an RM of an application that branches wait for connected; driving their phase two now',
+    );
+    for (const wait of woken) void this.drive(wait.xid);
   }
 
   /**
@@ -185,6 +234,7 @@ export class PhaseTwoDriver {
     this.queued.clear();
     this.running.clear();
     this.parked.clear();
+    this.rmWaits.clear();
   }
 
   private isCurrent(generation: number): boolean {
@@ -216,6 +266,7 @@ export class PhaseTwoDriver {
     }
     if (!this.isCurrent(generation)) return;
     for (const xid of this.parked) if (!live.has(xid)) this.parked.delete(xid);
+    for (const xid of this.rmWaits.keys()) if (!live.has(xid)) this.rmWaits.delete(xid);
     for (const session of sessions) if (!this.trackedAsIs(session)) this.plan(session, generation);
   }
 
@@ -273,6 +324,7 @@ export class PhaseTwoDriver {
   /** One pass: timeout if due, acquire, walk the branches, then finish, fail or schedule a retry. */
   private async pass(xid: string, generation: number): Promise<void> {
     let session = await this.readSession(xid);
+    if (!session) this.rmWaits.delete(xid);
     if (!session || !this.isCurrent(generation)) return;
 
     if (session.status === GlobalStatus.Begin) {
@@ -355,7 +407,7 @@ export class PhaseTwoDriver {
       if (isUnretryableFailure(result)) {
         await this.fail(xid, generation, `branch ${branch.branchId} answered ${result}`);
       } else {
-        await this.scheduleRetry(xid, generation, `branch ${branch.branchId} answered ${result}`);
+        await this.scheduleRetry(xid, generation, this.retryReason(branch, result));
       }
       return;
     }
@@ -368,11 +420,35 @@ export class PhaseTwoDriver {
       at: this.clock.now(),
       term: this.term,
     });
-    if (finished)
+    if (finished) {
+      this.rmWaits.delete(xid);
       this.log.info(
         { xid, status, branches: finished.branches.length },
         'global transaction finished',
       );
+    }
+  }
+
+  /** Why a branch's retryable failure is retried: a wait for its application's RM says so. */
+  private retryReason(branch: BranchSession, result: BranchStatus): string {
+    const wait = this.rmWaits.get(branch.xid);
+    if (wait?.branchId !== branch.branchId) return `branch ${branch.branchId} answered ${result}`;
+    if (wait.applicationId === '')
+      return `branch ${branch.branchId} waits for RM ${branch.clientId}, which registered it before branches kept their application: it is not connected`;
+    return `branch ${branch.branchId} waits for an RM of application ${JSON.stringify(wait.applicationId)} serving resource ${JSON.stringify(wait.resourceId)}: none is connected (since ${new Date(wait.since).toISOString()})`;
+  }
+
+  /** Records that `branch` waits for an RM of its application (the first wait's time is kept). */
+  private noteRmWait(branch: BranchSession, err: ApplicationRmUnavailableError): void {
+    const previous = this.rmWaits.get(branch.xid);
+    if (!previous && this.rmWaits.size >= MAX_LIVE_SESSIONS) return;
+    this.rmWaits.set(branch.xid, {
+      xid: branch.xid,
+      branchId: branch.branchId,
+      applicationId: err.applicationId,
+      resourceId: err.resourceId,
+      since: previous?.branchId === branch.branchId ? previous.since : this.clock.now(),
+    });
   }
 
   private async callBranch(decision: Decision, branch: BranchSession): Promise<BranchStatus> {
@@ -397,6 +473,8 @@ export class PhaseTwoDriver {
         );
         return retryable;
       }
+      // The call got through to an RM (whatever it answered): no longer waiting for one.
+      this.rmWaits.delete(branch.xid);
       if (phaseTwoStatusesFor(decision).includes(status)) return status;
       this.log.warn(
         { xid: branch.xid, branchId: branch.branchId, decision, status },
@@ -404,6 +482,12 @@ export class PhaseTwoDriver {
       );
       return retryable;
     } catch (err) {
+      if (err instanceof ApplicationRmUnavailableError) {
+        // Logged once per backoff step, with the retry it leads to (scheduleRetry).
+        this.noteRmWait(branch, err);
+        return retryable;
+      }
+      this.rmWaits.delete(branch.xid);
       this.log.warn(
         { err, xid: branch.xid, branchId: branch.branchId, decision },
         'branch phase-two call failed; will retry',
@@ -446,7 +530,9 @@ export class PhaseTwoDriver {
       term: this.term,
     });
     if (!scheduled) return;
-    this.log.info({ xid, attempt, nextRetryAt, reason }, 'phase two will be retried');
+    if (this.rmWaits.has(xid))
+      this.log.warn({ xid, attempt, nextRetryAt, reason }, 'phase two waits; will be retried');
+    else this.log.info({ xid, attempt, nextRetryAt, reason }, 'phase two will be retried');
     this.schedule(xid, nextRetryAt, generation);
   }
 

@@ -66,11 +66,14 @@ export interface SessionStore {
 }
 
 /**
- * The RM channel: asks the resource manager that owns a branch to run its phase two.
- * Resolves with the branch's new status: PhaseTwo_Committed / PhaseTwo_Rollbacked on
- * success, *_Retryable or *_Unretryable on failure. A rejection (RM offline, timeout, no
- * channel) is treated as retryable. Calls must be idempotent on the RM side: a branch may
- * be told twice (a retry, a new leader re-driving).
+ * The RM channel: asks the resource manager that owns a branch to run its phase two — an
+ * RM of the branch's application (`branch.applicationId`) only, never another
+ * application's, whatever resources it serves. Resolves with the branch's new status:
+ * PhaseTwo_Committed / PhaseTwo_Rollbacked on success, *_Retryable or *_Unretryable on
+ * failure. A rejection (RM offline, timeout, no channel) is treated as retryable; an
+ * ApplicationRmUnavailableError says no RM of the application serving the resource is
+ * connected, and the branch is shown as waiting for one. Calls must be idempotent on the
+ * RM side: a branch may be told twice (a retry, a new leader re-driving).
  */
 export interface BranchGateway {
   commitBranch(branch: BranchSession): Promise<BranchStatus>;

@@ -11,7 +11,10 @@ import { AssertionFailure, StorageCorruptError } from '../shared/errors.ts';
 import type { FinishedRecord, GlobalSession } from './types.ts';
 import { compareStrings } from './lock-key.ts';
 
-export const SNAPSHOT_FORMAT_VERSION = 1;
+/** 2: every branch records its application (`applicationId`). */
+export const SNAPSHOT_FORMAT_VERSION = 2;
+/** Format 1 (before branches kept their application) is read, its branches given ''. */
+const LEGACY_FORMAT_VERSION = 1;
 
 export interface SnapshotData {
   version: number;
@@ -44,7 +47,7 @@ export function decodeSnapshot(bytes: Uint8Array): SnapshotData {
   const data = value as Partial<SnapshotData> | null;
   if (typeof data !== 'object' || data === null)
     throw new StorageCorruptError('coordinator snapshot is not an object');
-  if (data.version !== SNAPSHOT_FORMAT_VERSION) {
+  if (data.version !== SNAPSHOT_FORMAT_VERSION && data.version !== LEGACY_FORMAT_VERSION) {
     throw new StorageCorruptError(
       `coordinator snapshot has format version ${String(data.version)}, this node reads ${SNAPSHOT_FORMAT_VERSION}`,
     );
@@ -56,7 +59,22 @@ export function decodeSnapshot(bytes: Uint8Array): SnapshotData {
   ) {
     throw new StorageCorruptError('coordinator snapshot lacks sessions, finished or dedup');
   }
+  if (data.version === LEGACY_FORMAT_VERSION) return upgradeLegacy(data as SnapshotData);
   return data as SnapshotData;
+}
+
+/** A format-1 snapshot as format 2: its branches recorded no application (''). */
+function upgradeLegacy(data: SnapshotData): SnapshotData {
+  for (const session of data.sessions) {
+    if (typeof session !== 'object' || session === null || !Array.isArray(session.branches))
+      throw new StorageCorruptError('coordinator snapshot holds a session without branches');
+    for (const branch of session.branches) {
+      if (typeof branch !== 'object' || branch === null)
+        throw new StorageCorruptError('coordinator snapshot holds a malformed branch');
+      branch.applicationId ??= '';
+    }
+  }
+  return { ...data, version: SNAPSHOT_FORMAT_VERSION };
 }
 
 /**

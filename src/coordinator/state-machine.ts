@@ -208,6 +208,8 @@ export class CoordinatorStateMachine implements CoordinatorStateView {
       applicationData: c.applicationData,
       status: BranchStatus.Registered,
       clientId: c.clientId,
+      // A command logged before branches kept their application has none: '' (legacy).
+      applicationId: c.applicationId ?? '',
       lockedRows: rows,
     });
     return ok({ branchId: c.branchId });
@@ -646,6 +648,10 @@ export class CoordinatorStateMachine implements CoordinatorStateView {
       assert(session.driverTerm >= 0, () => `${xid} has driver term ${session.driverTerm}`);
       for (const branch of session.branches) {
         assert(branch.xid === xid, () => `branch ${branch.branchId} of ${xid} names ${branch.xid}`);
+        assert(
+          typeof branch.applicationId === 'string',
+          () => `branch ${branch.branchId} of ${xid} records no application`,
+        );
         const done =
           branch.status === BranchStatus.PhaseTwo_Committed ||
           branch.status === BranchStatus.PhaseTwo_Rollbacked;

@@ -354,6 +354,13 @@ export interface BranchSession {
   applicationData: string;
   status: BranchStatus;
   clientId: string;
+  /**
+   * The application of the RM that registered the branch. Phase two goes only to RMs of
+   * this application (a resource id is unique within an application, not across the
+   * cluster). '' only for a branch recorded before branches kept their application: its
+   * phase two goes only to the client that registered it.
+   */
+  applicationId: string;
   /** Row keys this branch holds right now, sorted; emptied when its locks are released. */
   lockedRows: string[];
 }

@@ -44,6 +44,7 @@ export function registerCmd(
     lockKey,
     applicationData: '',
     clientId: 'rm',
+    applicationId: 'app',
     at: T0 + 1,
     requestId: null,
     ...over,

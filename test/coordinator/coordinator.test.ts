@@ -286,11 +286,33 @@ describe('requests', () => {
       c.begin({ applicationId: 'a', transactionServiceGroup: 'g', timeoutMs: 0 }),
     ).rejects.toBeInstanceOf(BadRequestError);
     await expect(
-      c.registerBranch({ xid, branchType: 'XX' as never, resourceId: 'r', clientId: 'c' }),
+      c.registerBranch({
+        xid,
+        branchType: 'XX' as never,
+        resourceId: 'r',
+        clientId: 'c',
+        applicationId: 'a',
+      }),
     ).rejects.toBeInstanceOf(BadRequestError);
     await expect(
-      c.registerBranch({ xid, branchType: 'AT', resourceId: 'r', lockKey: 't:', clientId: 'c' }),
+      c.registerBranch({
+        xid,
+        branchType: 'AT',
+        resourceId: 'r',
+        lockKey: 't:',
+        clientId: 'c',
+        applicationId: 'a',
+      }),
     ).rejects.toThrow(/no primary keys/);
+    await expect(
+      c.registerBranch({
+        xid,
+        branchType: 'TCC',
+        resourceId: 'r',
+        clientId: 'c',
+        applicationId: '',
+      }),
+    ).rejects.toThrow(/applicationId/);
     await expect(
       c.branchReport({ xid, branchId: 'abc', status: BranchStatus.PhaseOne_Done }),
     ).rejects.toBeInstanceOf(BadRequestError);

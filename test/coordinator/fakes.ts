@@ -3,12 +3,13 @@
  * sequential ids, and a world that wires them to a Coordinator over a MemoryStore.
  */
 import { Coordinator } from '../../src/coordinator/coordinator.ts';
+import { ApplicationRmUnavailableError } from '../../src/coordinator/errors.ts';
 import { MemoryStore } from '../../src/coordinator/memory-store.ts';
 import type { PhaseTwoOptions } from '../../src/coordinator/phase-two-driver.ts';
 import type { BranchGateway, Clock, IdSource } from '../../src/coordinator/ports.ts';
 import type { CoordinatorStateMachine } from '../../src/coordinator/state-machine.ts';
 import { BranchStatus, type BranchSession } from '../../src/coordinator/types.ts';
-import { silentLogger } from '../../src/shared/logger.ts';
+import { silentLogger, type Logger } from '../../src/shared/logger.ts';
 
 /** Lets every promise chain that waits on nothing but other promises run to its end. */
 export async function flush(rounds = 3): Promise<void> {
@@ -90,7 +91,8 @@ export class SequentialIds implements IdSource {
   }
 }
 
-export type GatewayAnswer = BranchStatus | 'throw' | 'hang';
+/** 'no-rm': no RM of the branch's application serving its resource is connected. */
+export type GatewayAnswer = BranchStatus | 'throw' | 'hang' | 'no-rm';
 
 export interface GatewayCall {
   kind: 'commit' | 'rollback';
@@ -176,6 +178,10 @@ export class FakeGateway implements BranchGateway {
     }
     const answer = this.scripts.get(branch.branchId)?.shift() ?? success(kind);
     if (answer === 'throw') return Promise.reject(new Error('RM unreachable'));
+    if (answer === 'no-rm')
+      return Promise.reject(
+        new ApplicationRmUnavailableError(branch.applicationId, branch.resourceId),
+      );
     if (answer === 'hang') return new Promise(() => {});
     return Promise.resolve(answer);
   }
@@ -209,6 +215,7 @@ export function makeWorld(
     store?: MemoryStore;
     gateway?: FakeGateway;
     start?: boolean;
+    logger?: Logger;
   } = {},
 ): World {
   const clock = options.clock ?? new FakeClock();
@@ -220,7 +227,7 @@ export function makeWorld(
     gateway,
     ids,
     clock,
-    logger: silentLogger(),
+    logger: options.logger ?? silentLogger(),
     address: { host: '10.0.0.1', port: 8091 },
     phaseTwo: { ...TEST_PHASE_TWO, ...options.phaseTwo },
   });
@@ -252,6 +259,7 @@ export async function register(
     resourceId,
     lockKey,
     clientId: 'rm-1',
+    applicationId: 'app',
   });
   return branchId;
 }

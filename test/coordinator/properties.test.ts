@@ -147,6 +147,7 @@ class CommandMaker {
           lockKey: LOCK_KEYS[i.b % LOCK_KEYS.length]!,
           applicationData: '',
           clientId: 'rm',
+          applicationId: 'app',
           at,
           requestId: i.c % 5 === 0 ? `reg-${i.b % 3}` : null,
         };
@@ -504,6 +505,7 @@ class Cluster {
             resourceId: 'db',
             lockKey: LOCK_KEYS[action.lock % 10],
             clientId: 'rm',
+            applicationId: 'app',
           }),
         );
         break;

@@ -425,6 +425,7 @@ describe('phase-two dispatch', () => {
       branchType: 'TCC' as const,
       resourceId: 'r',
       applicationData: '{"concord":1}',
+      applicationId: 'unit',
     });
     expect(await tc.deliver(req('commit'))).toBe('PhaseTwo_Committed');
     expect(await tc.deliver(req('rollback'))).toBe('PhaseTwo_Rollbacked');
@@ -482,6 +483,7 @@ describe('phase-two dispatch', () => {
       branchType: 'TCC' as const,
       resourceId: 'slow',
       applicationData: '{"concord":1}',
+      applicationId: 'unit',
     };
     const first = tc.deliver(req);
     const second = tc.deliver(req);
@@ -505,6 +507,7 @@ describe('phase-two dispatch', () => {
         branchType: 'TCC',
         resourceId: 'unknown',
         applicationData: '',
+        applicationId: 'unit',
       }),
     ).toBe('PhaseTwo_RollbackFailed_Retryable');
   });

@@ -90,6 +90,7 @@ describe.each(DIALECTS)('concurrent nodes on %s', (dialect: DialectName) => {
             resourceId: 'db',
             lockKey,
             clientId: `rm-${i}`,
+            applicationId: 'app',
           });
           return { xid, lockKey, rows: parseLockKey('db', lockKey), result: 'ok' };
         } catch (err) {
@@ -169,6 +170,7 @@ describe.each(DIALECTS)('concurrent nodes on %s', (dialect: DialectName) => {
           resourceId: 'db',
           lockKey: `s:${i}`,
           clientId: 'rm',
+          applicationId: 'app',
         }),
       ),
     );
@@ -226,6 +228,7 @@ describe.each(DIALECTS)('concurrent nodes on %s', (dialect: DialectName) => {
           resourceId: 'db',
           lockKey: 'race:1,2',
           clientId: 'rm',
+          applicationId: 'app',
         })
         .then(
           () => 'registered' as const,

@@ -7,6 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { LockConflictError } from '../../src/coordinator/errors.ts';
 import { BranchStatus, GlobalStatus } from '../../src/coordinator/types.ts';
 import {
+  DB_SCHEMA_VERSION,
   DbSchemaVersionError,
   DbSessionStore,
   type DialectName,
@@ -63,6 +64,7 @@ describe.each(DIALECTS)('db store on %s', (dialect: DialectName) => {
         resourceId,
         lockKey,
         clientId: 'rm-1',
+        applicationId: 'app',
       })
     ).branchId;
   const lockRows = async (xid: string) =>
@@ -72,7 +74,7 @@ describe.each(DIALECTS)('db store on %s', (dialect: DialectName) => {
 
   it('creates its tables with a schema version row, idempotently, and refuses a schema it does not know', async () => {
     const rows = await admin.query(`SELECT id, version FROM ${prefix}schema_version`);
-    expect(rows.map((r) => [Number(r.id), Number(r.version)])).toEqual([[1, 1]]);
+    expect(rows.map((r) => [Number(r.id), Number(r.version)])).toEqual([[1, DB_SCHEMA_VERSION]]);
     // A second node on the same tables: CREATE TABLE IF NOT EXISTS, same version row.
     const second = await openStore(dialect, prefix, { lease: false });
     await second.close();
@@ -183,6 +185,7 @@ describe.each(DIALECTS)('db store on %s', (dialect: DialectName) => {
         resourceId: 'db1',
         lockKey: 'acct:8,3,2',
         clientId: 'rm',
+        applicationId: 'app',
       })
       .catch((e: unknown) => e);
     expect(err).toBeInstanceOf(LockConflictError);
@@ -248,6 +251,7 @@ describe.each(DIALECTS)('db store on %s', (dialect: DialectName) => {
       resourceId: 'db1',
       lockKey: 'dup:1',
       clientId: 'rm',
+      applicationId: 'app',
       requestId: `reg-${prefix}`,
     };
     const r1 = await w.coordinator.registerBranch(reg);
@@ -357,6 +361,7 @@ describe.each(DIALECTS)('db store on %s', (dialect: DialectName) => {
         resourceId: 'db1',
         lockKey: 'q:1',
         clientId: 'rm',
+        applicationId: 'app',
       }),
     ).rejects.toMatchObject({ code: 'UNKNOWN_XID' });
     const nul = await store.submit({

@@ -100,6 +100,7 @@ describe.each(DIALECTS)('driver lease on %s', (dialect: DialectName) => {
         branchType: 'TCC',
         resourceId: 'db',
         clientId: 'rm',
+        applicationId: 'app',
       });
       expect(w.store.isLeader()).toBe(true);
       // Decided on a node that does not drive: the holder finishes it.
@@ -133,6 +134,7 @@ describe.each(DIALECTS)('driver lease on %s', (dialect: DialectName) => {
         resourceId: 'db',
         lockKey: 'k:1',
         clientId: 'rm',
+        applicationId: 'app',
       })
     ).branchId;
     const b2 = (
@@ -142,6 +144,7 @@ describe.each(DIALECTS)('driver lease on %s', (dialect: DialectName) => {
         resourceId: 'db',
         lockKey: 'k:2',
         clientId: 'rm',
+        applicationId: 'app',
       })
     ).branchId;
     void a!.coordinator.commit({ xid }).catch(() => undefined);
@@ -240,6 +243,7 @@ describe.each(DIALECTS)('driver lease on %s', (dialect: DialectName) => {
         resourceId: 'db',
         lockKey: 'p:1',
         clientId: 'rm',
+        applicationId: 'app',
       })
     ).branchId;
     void a!.coordinator.commit({ xid }).catch(() => undefined);
@@ -304,6 +308,7 @@ describe.each(DIALECTS)('driver lease on %s', (dialect: DialectName) => {
       resourceId: 'db',
       lockKey: 'm:1',
       clientId: 'rm',
+      applicationId: 'app',
     });
     // Hold the transaction's row so A's register is stuck inside its database transaction...
     const blocker = await admin.begin();
@@ -315,6 +320,7 @@ describe.each(DIALECTS)('driver lease on %s', (dialect: DialectName) => {
         resourceId: 'db',
         lockKey: 'm:2,3',
         clientId: 'rm',
+        applicationId: 'app',
       })
       .then(
         () => 'acknowledged',

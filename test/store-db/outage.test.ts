@@ -98,6 +98,7 @@ describe.each(DIALECTS)('database outages on %s', (dialect: DialectName) => {
         resourceId: 'db',
         lockKey: 'o:1',
         clientId: 'rm',
+        applicationId: 'app',
       });
 
       await proxy.down();

@@ -167,6 +167,7 @@ class CommandMaker {
           lockKey: LOCK_KEYS[i.b % LOCK_KEYS.length]!,
           applicationData: i.c % 7 === 0 ? 'd' : '',
           clientId: 'rm',
+          applicationId: 'app',
           at,
           requestId: i.c % 5 === 0 ? `reg-${i.b % 3}` : null,
         };
@@ -640,6 +641,7 @@ class DbCluster {
             resourceId: 'db',
             lockKey: LOCK_KEYS[action.lock % 10],
             clientId: 'rm',
+            applicationId: 'app',
           }),
         );
         break;

@@ -693,6 +693,7 @@ describe('client failover on a real cluster', () => {
           branchType: 'TCC',
           resourceId: 'stock',
           clientId: rm.clientId,
+          applicationId: rm.applicationId,
         });
         groupB.push(xid);
       }

@@ -391,6 +391,7 @@ describe.each([['PostgreSQL', 'postgres'] as const, ['MariaDB', 'mysql'] as cons
           resourceId: 'db-mode-stock',
           lockKey: `stock:${n.id}`,
           clientId: rm.clientId,
+          applicationId: rm.applicationId,
         });
         // The holder runs the first pass before answering; another node records the decision
         // and the holder's driver finds it on its next sweep.
@@ -406,6 +407,7 @@ describe.each([['PostgreSQL', 'postgres'] as const, ['MariaDB', 'mysql'] as cons
         resourceId: 'db-mode-stock',
         lockKey: 'stock:across',
         clientId: rm.clientId,
+        applicationId: rm.applicationId,
       });
       expect(['Committed', 'Committing']).toContain(await tm(c).commit(xid));
       xids.push(xid);
@@ -424,6 +426,7 @@ describe.each([['PostgreSQL', 'postgres'] as const, ['MariaDB', 'mysql'] as cons
         resourceId: 'db-mode-stock',
         lockKey: 'stock:1,2',
         clientId: rm.clientId,
+        applicationId: rm.applicationId,
       });
       const other = await tm(b).begin({ ...TM, name: 'other', timeoutMs: 30_000 });
       const conflict = await tm(b)
@@ -433,6 +436,7 @@ describe.each([['PostgreSQL', 'postgres'] as const, ['MariaDB', 'mysql'] as cons
           resourceId: 'db-mode-stock',
           lockKey: 'stock:2,3',
           clientId: rm.clientId,
+          applicationId: rm.applicationId,
         })
         .then(
           () => null,
@@ -453,6 +457,7 @@ describe.each([['PostgreSQL', 'postgres'] as const, ['MariaDB', 'mysql'] as cons
         resourceId: 'db-mode-stock',
         lockKey: 'stock:2,3',
         clientId: rm.clientId,
+        applicationId: rm.applicationId,
       });
       expect(['Committed', 'Committing']).toContain(await tm(b).commit(other));
       await waitForStatus(tm(c), other, (s) => s === 'Committed', 20_000);
@@ -483,6 +488,7 @@ describe.each([['PostgreSQL', 'postgres'] as const, ['MariaDB', 'mysql'] as cons
           resourceId: 'db-mode-stock',
           lockKey: 'stock:failover',
           clientId: rm.clientId,
+          applicationId: rm.applicationId,
         });
         expect(await tm(others[0]).commit(xid)).toBe('Committing');
         await stuck;

@@ -46,12 +46,14 @@ describe('leader failover', () => {
       branchType: 'TCC',
       resourceId: 'inventory',
       clientId: rm.clientId,
+      applicationId: rm.applicationId,
     });
     const second = await tc.branchRegister({
       xid,
       branchType: 'TCC',
       resourceId: 'billing',
       clientId: rm.clientId,
+      applicationId: rm.applicationId,
     });
 
     // The second branch's first commit hangs: the transaction sits in Committing on the old leader.

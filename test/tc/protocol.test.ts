@@ -77,8 +77,14 @@ describe('bad requests', () => {
       ['Begin', { ...APP, name: 'x', timeoutMs: 0 }],
       ['Begin', { applicationId: '', transactionServiceGroup: 'g', timeoutMs: 1000 }],
       ['Begin', { ...APP, timeoutMs: 1000, requestId: 'r'.repeat(129) }],
-      ['BranchRegister', { xid, branchType: 9, resourceId: 'stock', clientId: 'c' }],
-      ['BranchRegister', { xid, branchType: -1, resourceId: 'stock', clientId: 'c' }],
+      [
+        'BranchRegister',
+        { xid, branchType: 9, resourceId: 'stock', clientId: 'c', applicationId: 'a' },
+      ],
+      [
+        'BranchRegister',
+        { xid, branchType: -1, resourceId: 'stock', clientId: 'c', applicationId: 'a' },
+      ],
       [
         'BranchRegister',
         {
@@ -87,13 +93,28 @@ describe('bad requests', () => {
           resourceId: 'stock',
           lockKey: `t:${'k'.repeat(MAX_LOCK_KEY_CHARS)}`,
           clientId: 'c',
+          applicationId: 'a',
         },
       ],
       [
         'BranchRegister',
-        { xid, branchType: 0, resourceId: 'stock', lockKey: 'no-colon-here', clientId: 'c' },
+        {
+          xid,
+          branchType: 0,
+          resourceId: 'stock',
+          lockKey: 'no-colon-here',
+          clientId: 'c',
+          applicationId: 'a',
+        },
       ],
-      ['BranchRegister', { xid, branchType: 1, resourceId: '', clientId: 'c' }],
+      ['BranchRegister', { xid, branchType: 1, resourceId: '', clientId: 'c', applicationId: 'a' }],
+      // A branch must name its application (phase two goes only to RMs of it).
+      ['BranchRegister', { xid, branchType: 1, resourceId: 'stock', clientId: 'c' }],
+      // A client id whose RM channel registered another application.
+      [
+        'BranchRegister',
+        { xid, branchType: 1, resourceId: 'stock', clientId: 'rm-main', applicationId: 'not-shop' },
+      ],
       [
         'BranchRegister',
         {
@@ -102,6 +123,7 @@ describe('bad requests', () => {
           resourceId: 'stock',
           applicationData: 'x'.repeat(16 * 1024 + 1),
           clientId: 'c',
+          applicationId: 'a',
         },
       ],
       ['BranchReport', { xid, branchId: 'abc', branchStatus: 2 }],
@@ -193,7 +215,10 @@ describe('not the leader', () => {
       ['Begin', { ...APP, timeoutMs: 1000 }],
       ['GetStatus', { xid }],
       ['Commit', { xid }],
-      ['BranchRegister', { xid, branchType: 1, resourceId: 'stock', clientId: 'c' }],
+      [
+        'BranchRegister',
+        { xid, branchType: 1, resourceId: 'stock', clientId: 'c', applicationId: 'a' },
+      ],
       ['LockQuery', { xid, resourceId: 'stock', lockKey: 't:1' }],
       ['GetSession', { xid }],
       ['ListSessions', {}],
@@ -247,13 +272,21 @@ describe('commit and rollback', () => {
       branchType: 'TCC',
       resourceId: 'stock',
       clientId: rm.clientId,
+      applicationId: rm.applicationId,
       applicationData: '{"n":1}',
     });
     expect(await tc.commit(xid)).toBe('Committed');
     const calls = rm.callsFor(xid);
     expect(
-      calls.map((c) => [c.kind, c.branchId, c.branchType, c.resourceId, c.applicationData]),
-    ).toEqual([['commit', branchId, 'TCC', 'stock', '{"n":1}']]);
+      calls.map((c) => [
+        c.kind,
+        c.branchId,
+        c.branchType,
+        c.resourceId,
+        c.applicationData,
+        c.applicationId,
+      ]),
+    ).toEqual([['commit', branchId, 'TCC', 'stock', '{"n":1}', rm.applicationId]]);
   });
 
   it('commits a transaction with many branches, in registration order (unary transport)', async () => {
@@ -267,6 +300,7 @@ describe('commit and rollback', () => {
           resourceId: i % 2 === 0 ? 'stock' : 'payments',
           lockKey: `acct:${i}`,
           clientId: rm.clientId,
+          applicationId: rm.applicationId,
         }),
       );
     }
@@ -291,6 +325,7 @@ describe('commit and rollback', () => {
           branchType: 'TCC',
           resourceId: 'stock',
           clientId: rm.clientId,
+          applicationId: rm.applicationId,
         }),
       );
     expect(await tc.rollback(xid)).toBe('Rollbacked');
@@ -311,6 +346,7 @@ describe('locks', () => {
       resourceId: 'orders-db',
       lockKey: 'orders:1,2;items:7',
       clientId: rm.clientId,
+      applicationId: rm.applicationId,
     });
     // The holder may lock its own rows again.
     expect(await tc.lockQuery({ xid: first, resourceId: 'orders-db', lockKey: 'orders:2' })).toBe(
@@ -328,6 +364,7 @@ describe('locks', () => {
         resourceId: 'orders-db',
         lockKey: 'orders:2,3',
         clientId: rm.clientId,
+        applicationId: rm.applicationId,
       })
       .catch((e: unknown) => e);
     expect(err).toBeInstanceOf(LockConflictError);
@@ -350,6 +387,7 @@ describe('locks', () => {
       resourceId: 'orders-db',
       lockKey: 'orders:2,3',
       clientId: rm.clientId,
+      applicationId: rm.applicationId,
     });
     expect(await tc.rollback(second)).toBe('Rollbacked');
   });
@@ -363,12 +401,14 @@ describe('phase-two failures', () => {
       branchType: 'TCC',
       resourceId: 'stock',
       clientId: rm.clientId,
+      applicationId: rm.applicationId,
     });
     const flaky = await tc.branchRegister({
       xid,
       branchType: 'TCC',
       resourceId: 'payments',
       clientId: rm.clientId,
+      applicationId: rm.applicationId,
     });
     rm.behave = (call, attempt) =>
       call.branchId === flaky && attempt <= 2
@@ -399,6 +439,7 @@ describe('phase-two failures', () => {
       branchType: 'TCC',
       resourceId: 'ledger',
       clientId: away.clientId,
+      applicationId: away.applicationId,
     });
     await away.disconnect();
     // No RM serves the resource: phase two fails retryably, the decision stands.
@@ -419,6 +460,7 @@ describe('phase-two failures', () => {
       branchType: 'TCC',
       resourceId: 'stock',
       clientId: rm.clientId,
+      applicationId: rm.applicationId,
     });
     await waitForStatus(tc, xid, (s) => s === 'TimeoutRollbacked', 15_000);
     expect(rm.callsFor(xid).map((c) => [c.kind, c.branchId])).toEqual([['rollback', branchId]]);
@@ -449,6 +491,7 @@ describe('operator calls', () => {
         resourceId: 'stock',
         lockKey: 'ops:1',
         clientId: rm.clientId,
+        applicationId: rm.applicationId,
       });
       failing.add(branchA);
       expect(await tc.commit(a)).toBe('CommitRetrying');
@@ -470,6 +513,7 @@ describe('operator calls', () => {
         resourceId: 'stock',
         lockKey: 'ops:2',
         clientId: rm.clientId,
+        applicationId: rm.applicationId,
       });
       failing.add(branchB);
       expect(await tc.commit(b)).toBe('CommitRetrying');
@@ -500,12 +544,14 @@ describe('status queries', () => {
       branchType: 'TCC',
       resourceId: 'stock',
       clientId: rm.clientId,
+      applicationId: rm.applicationId,
     });
     const b = await tc.branchRegister({
       xid,
       branchType: 'TCC',
       resourceId: 'payments',
       clientId: rm.clientId,
+      applicationId: rm.applicationId,
     });
     rm.behave = async (call, attempt) => {
       await sleep(100);

@@ -7,8 +7,9 @@
  *
  * Calling an action inside a global transaction registers a branch (BranchRegister, the
  * arguments as its applicationData) and then runs phase one with the xid bound. The TC
- * later sends commit or rollback for that branch to an RM serving the resource (this
- * process, a sibling replica, or this service after a restart); the dispatcher (rm.ts)
+ * later sends commit or rollback for that branch to an RM of this application serving the
+ * resource (this process, a sibling replica, or this service after a restart — never
+ * another application that named an action the same); the dispatcher (rm.ts)
  * runs phase two with the arguments decoded from the applicationData. On rollback the TC
  * walks the branches in reverse registration order, so compensations run newest first.
  *
@@ -87,6 +88,8 @@ export interface ActionDeps {
   tc: TcPort;
   rm: ResourceManager;
   clientId: string;
+  /** The client's application: its branches' phase two goes only to RMs of it. */
+  applicationId: string;
   logger: Logger;
   tracker: InflightTracker;
   /** Throws ClientClosedError once the client is closed for good. */
@@ -244,6 +247,7 @@ function registerAction<A, R, Tx>(deps: ActionDeps, spec: Spec<A, R, Tx>): Branc
           lockKey: '',
           applicationData,
           clientId: deps.clientId,
+          applicationId: deps.applicationId,
         }),
       );
       log.debug({ xid, branchId }, 'branch registered');

@@ -55,7 +55,11 @@ export interface ClientOptions {
   servers: string | readonly string[];
   /** The cluster's Raft group. Default 'default'. */
   group?: string;
-  /** Names this service to the TC (TM and RM). Replicas of one service share it: the TC may hand a branch's phase two to any of them. */
+  /**
+   * Names this service to the TC (TM and RM). Replicas of one service share it: the TC may
+   * hand a branch's phase two to any of them, and to no other application's RM (action
+   * names are unique within an application only).
+   */
   applicationId: string;
   /** Seata's transaction service group. Default 'default_tx_group'. */
   transactionServiceGroup?: string;
@@ -194,7 +198,7 @@ export function createClient(options: ClientOptions): ConcordClient {
     assertOpen,
   });
   const rm = new ResourceManager({ tc, applicationId, transactionServiceGroup, clientId, logger });
-  const actionDeps = { tc, rm, clientId, logger, tracker, assertUsable };
+  const actionDeps = { tc, rm, clientId, applicationId, logger, tracker, assertUsable };
 
   function transaction<T>(
     a: TransactionOptions | ((scope: TransactionScope) => T | Promise<T>),

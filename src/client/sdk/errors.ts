@@ -4,7 +4,12 @@
  * are re-thrown as TransactionTimeoutError saying which phase timed out. Business errors
  * thrown by the caller's function, a try, an action, are never wrapped.
  */
-import { ConcordError, TimeoutError, type ConcordErrorOptions } from '../../shared/errors.ts';
+import {
+  BadRequestError,
+  ConcordError,
+  TimeoutError,
+  type ConcordErrorOptions,
+} from '../../shared/errors.ts';
 import type { GlobalStatus } from './status.ts';
 
 /** Where a TC call was in the life of a transaction. */
@@ -147,6 +152,38 @@ export class BranchRefusedError extends ConcordError {
 export class UnretryableBranchError extends ConcordError {
   constructor(message: string, options: ConcordErrorOptions = {}) {
     super('INTERNAL', message, { ...options, retryable: false });
+  }
+}
+
+/**
+ * The TC asked this RM to run phase two of a branch registered by another application (a
+ * resource id is unique within an application only: another team may have an action of the
+ * same name). The RM refuses it without running anything; the TC retries it with an RM of
+ * the branch's own application. Seeing this means a misrouted request: a TC bug, or two
+ * applications sharing a client id.
+ */
+export class ForeignBranchError extends BadRequestError {
+  readonly xid: string;
+  readonly branchId: string;
+  /** The branch's application, as the request named it. */
+  readonly branchApplicationId: string;
+  /** This RM's application. */
+  readonly applicationId: string;
+  constructor(
+    xid: string,
+    branchId: string,
+    branchApplicationId: string,
+    applicationId: string,
+    resourceId: string,
+  ) {
+    super(
+      `branch ${branchId} of ${xid} belongs to application ${JSON.stringify(branchApplicationId)}, not to this RM's ${JSON.stringify(applicationId)}: its ${resourceId} phase two is refused, nothing ran`,
+      { retryable: true },
+    );
+    this.xid = xid;
+    this.branchId = branchId;
+    this.branchApplicationId = branchApplicationId;
+    this.applicationId = applicationId;
   }
 }
 

@@ -27,6 +27,7 @@ export {
   TransactionFailedError,
   BranchRefusedError,
   UnretryableBranchError,
+  ForeignBranchError,
   ClientClosedError,
   isOutcomeUnknown,
 } from './errors.ts';

@@ -11,11 +11,15 @@
  *
  * Two deliveries of the same (kind, xid, branch) that overlap in this process share one
  * run: the second waits for the first's answer instead of racing it.
+ *
+ * A request for a branch of another application is refused before anything else
+ * (ForeignBranchError, answered to the TC as a refusal): a resource id is unique within an
+ * application only, so another team's action of the same name is not this one.
  */
 import { BadRequestError } from '../../shared/errors.ts';
 import type { Logger } from '../../shared/logger.ts';
 import type { BranchType } from '../context.ts';
-import { UnretryableBranchError } from './errors.ts';
+import { ForeignBranchError, UnretryableBranchError } from './errors.ts';
 import {
   MAX_CONCURRENT_PHASE_TWO,
   MAX_QUEUED_PHASE_TWO,
@@ -139,8 +143,12 @@ export class ResourceManager {
     }
   }
 
-  /** The RM channel's handler: never rejects. */
+  /**
+   * The RM channel's handler. Rejects only with ForeignBranchError, for a branch of another
+   * application (a resource id is unique within an application only): nothing runs.
+   */
   async handle(request: PhaseTwoRequest): Promise<BranchStatus> {
+    this.refuseForeign(request);
     const key = `${request.kind}|${request.xid}|${request.branchId}`;
     const same = this.inflight.get(key);
     if (same !== undefined) {
@@ -153,6 +161,29 @@ export class ResourceManager {
     const run = this.dispatch(request).finally(() => this.inflight.delete(key));
     this.inflight.set(key, run);
     return run;
+  }
+
+  /** Throws ForeignBranchError (logged) when the request's branch is not this application's. */
+  private refuseForeign(request: PhaseTwoRequest): void {
+    if (request.applicationId === this.deps.applicationId) return;
+    const err = new ForeignBranchError(
+      request.xid,
+      request.branchId,
+      request.applicationId,
+      this.deps.applicationId,
+      request.resourceId,
+    );
+    this.log.error(
+      {
+        xid: request.xid,
+        branchId: request.branchId,
+        resourceId: request.resourceId,
+        kind: request.kind,
+        branchApplicationId: request.applicationId,
+      },
+      'phase two for a branch of another application refused; nothing ran',
+    );
+    throw err;
   }
 
   private async dispatch(request: PhaseTwoRequest): Promise<BranchStatus> {

@@ -32,6 +32,8 @@ export interface BranchRegisterArgs {
   applicationData: string;
   /** The RM channel's client id: phase two goes to this RM first. */
   clientId: string;
+  /** The RM's application (as on its RM channel): phase two goes only to RMs of it. */
+  applicationId: string;
 }
 
 export interface BranchReportArgs {
@@ -49,12 +51,15 @@ export interface PhaseTwoRequest {
   branchType: BranchType;
   resourceId: string;
   applicationData: string;
+  /** The branch's application: an RM of another application refuses the request. */
+  applicationId: string;
 }
 
 /**
  * Answers a phase-two request with the branch's new status: PhaseTwo_Committed /
- * PhaseTwo_Rollbacked, or a *_Retryable / *_Unretryable failure. It must not reject (a
- * rejection is reported to the TC as a retryable failure anyway).
+ * PhaseTwo_Rollbacked, or a *_Retryable / *_Unretryable failure. It rejects only to refuse
+ * a request that is not its own (ForeignBranchError: another application's branch); the
+ * TC hears a refusal and retries elsewhere, nothing ran.
  */
 export type PhaseTwoHandler = (request: PhaseTwoRequest) => Promise<BranchStatus>;
 

@@ -53,6 +53,14 @@ export interface BranchInfoWire {
   branchStatus: number;
   clientId: string;
   lockedRows: number;
+  applicationId: string;
+}
+
+export interface RmWaitWire {
+  branchId: string;
+  applicationId: string;
+  resourceId: string;
+  since: number;
 }
 
 export interface SessionInfoWire {
@@ -72,6 +80,7 @@ export interface SessionInfoWire {
   live: boolean;
   finishedAt: number;
   resolvedBy: string;
+  rmWaits: RmWaitWire[];
 }
 
 export interface PhaseTwoRequestWire {
@@ -81,6 +90,7 @@ export interface PhaseTwoRequestWire {
   branchType: number;
   resourceId: string;
   applicationData: string;
+  applicationId: string;
 }
 
 export interface TcToRmWire {

@@ -13,7 +13,7 @@
  * a new leader re-driving, an answer lost with a broken channel).
  */
 import type * as grpc from '@grpc/grpc-js';
-import { TimeoutError } from '../../shared/errors.ts';
+import { ConcordError, TimeoutError } from '../../shared/errors.ts';
 import type { Logger } from '../../shared/logger.ts';
 import type { HostPort } from '../http-metadata.ts';
 import {
@@ -43,6 +43,8 @@ export interface PhaseTwoRequest {
   branchType: BranchTypeName;
   resourceId: string;
   applicationData: string;
+  /** The branch's application: a handler must refuse (throw) a branch of another application. */
+  applicationId: string;
 }
 
 /**
@@ -137,6 +139,14 @@ export class RmChannel {
   start(): this {
     this.loop ??= this.run();
     return this;
+  }
+
+  get clientId(): string {
+    return this.opts.clientId;
+  }
+
+  get applicationId(): string {
+    return this.opts.applicationId;
   }
 
   /** The node this channel is registered with, or null. */
@@ -403,6 +413,7 @@ export class RmChannel {
         branchType: type,
         resourceId: w.resourceId,
         applicationData: w.applicationData,
+        applicationId: w.applicationId ?? '',
       },
     });
     this.drain();
@@ -433,11 +444,14 @@ export class RmChannel {
         { err, xid: item.request.xid, branchId: item.request.branchId, kind: item.request.kind },
         'phase-two handler failed; the TC will retry',
       );
+      // A handler that refused the request itself (BadRequestError: not its application,
+      // resource or type) says so; anything else is a failure the TC retries.
+      const refused = err instanceof ConcordError && err.code === 'BAD_REQUEST';
       branchResult = {
         requestId: item.requestId,
         branchStatus: 0,
         error: {
-          code: 'ERROR_CODE_UNAVAILABLE',
+          code: refused ? 'ERROR_CODE_BAD_REQUEST' : 'ERROR_CODE_UNAVAILABLE',
           message: (err as Error)?.message ?? String(err),
           retryable: true,
         },

@@ -20,6 +20,7 @@
  * coordinator stops driving.
  */
 import { createHash } from 'node:crypto';
+import { Gauge, type Registry } from 'prom-client';
 import {
   Coordinator,
   createSnowflakeIds,
@@ -52,6 +53,20 @@ export { RmChannelHub } from './rm-hub.ts';
 export { RmCallFailedError, RmUnavailableError } from './errors.ts';
 export { TC_PROTO_PATH, tcServiceDefinition } from './proto.ts';
 export * from './limits.ts';
+
+/** The gauge of transactions whose phase two waits for an RM of a branch's application. */
+function registerRmWaitGauge(registry: Registry, coordinator: Coordinator): void {
+  const name = 'concord_tc_phase_two_waiting_for_rm';
+  if (registry.getSingleMetric(name)) registry.removeSingleMetric(name);
+  new Gauge({
+    name,
+    help: "Transactions whose phase two waits for an RM of a branch's application (none serving the branch's resource is connected); counted where phase two is driven",
+    registers: [registry],
+    collect() {
+      this.set(coordinator.driver.rmWaitCount());
+    },
+  });
+}
 
 /** Snowflake worker ids: 10 bits. */
 const WORKER_ID_SPACE = 1024;
@@ -210,10 +225,19 @@ export async function serveTc(
     address: { host: self.host, port: self.port },
     ...(Object.keys(phaseTwo).length > 0 ? { phaseTwo } : {}),
   });
-  const unsubscribe = sessions.onRmRoleChange((holding) => {
+  const offRoleChange = sessions.onRmRoleChange((holding) => {
     if (holding) hub.leadershipGained();
     else hub.closeAll(errorToWire(store.notLeaderError(), leaderOf));
   });
+  // A branch waiting for an RM of its application is retried as soon as one connects.
+  const offRegistered = hub.onRmRegistered((applicationId, resourceIds) =>
+    coordinator.driver.rmConnected(applicationId, resourceIds),
+  );
+  const unsubscribe = () => {
+    offRoleChange();
+    offRegistered();
+  };
+  registerRmWaitGauge(ctx.metrics.registry, coordinator);
   if (sessions.takesRmChannels()) hub.leadershipGained();
   // Before anything awaits: the store may announce leadership on its next turn.
   coordinator.start();

@@ -31,14 +31,13 @@ export const DEAD_AFTER_HEARTBEATS = 3;
 export const RM_REGISTER_TIMEOUT_MS = 10_000;
 /**
  * After this node becomes leader, RMs are still moving over from the old one: for this
- * long, a phase-two call for a resource no connected RM serves waits (at most until the
- * window closes) for one to register instead of failing at once into the retry backoff, ms.
+ * long, a phase-two call for which no connected RM of the branch's application serves the
+ * resource waits (at most until the window closes) for one to register instead of failing
+ * at once into the retry backoff, ms.
  */
 export const RM_RECONNECT_GRACE_MS = 5_000;
 /** Phase-two calls waiting in that window for an RM to register, at most. */
 export const MAX_RM_WAITERS = 10_000;
-/** clientId → applicationId remembered after an RM left (to pick a sibling RM of the same application), entries. */
-export const MAX_REMEMBERED_RM_CLIENTS = 10_000;
 
 /** ListSessions page size: default and upper bound, sessions. */
 export const DEFAULT_LIST_PAGE_SIZE = 100;

@@ -33,6 +33,7 @@ import {
   type LockQueryRequest,
   type MarkResolvedRequest,
   type RegisterBranchRequest,
+  type RmWait,
   type SessionInfo,
   BRANCH_STATUS_CODES,
   GLOBAL_STATUS_CODES,
@@ -47,6 +48,7 @@ import type {
   GlobalReportRequestWire,
   LockQueryRequestWire,
   MarkResolvedRequestWire,
+  RmWaitWire,
   SessionInfoWire,
   WireError,
   WireErrorCode,
@@ -190,6 +192,7 @@ export function toRegisterBranch(
     lockKey,
     applicationData: requireApplicationData(r.applicationData ?? ''),
     clientId: str(r.clientId ?? '', 'clientId', { max: MAX_NAME_CHARS }),
+    applicationId: str(r.applicationId ?? '', 'applicationId', { min: 1, max: MAX_NAME_CHARS }),
     ...(requestId ? { requestId } : {}),
   };
 }
@@ -327,6 +330,16 @@ export function branchToWire(b: BranchSession): BranchInfoWire {
     branchStatus: Object.hasOwn(BRANCH_STATUS_CODES, b.status) ? branchStatusToCode(b.status) : 0,
     clientId: b.clientId,
     lockedRows: b.lockedRows.length,
+    applicationId: b.applicationId,
+  };
+}
+
+export function rmWaitToWire(w: RmWait): RmWaitWire {
+  return {
+    branchId: w.branchId,
+    applicationId: w.applicationId,
+    resourceId: w.resourceId,
+    since: w.since,
   };
 }
 
@@ -334,6 +347,7 @@ export function liveSessionToWire(
   session: GlobalSession,
   reported: GlobalStatus,
   withBranches: boolean,
+  rmWaits: readonly RmWait[],
 ): SessionInfoWire {
   return {
     xid: session.xid,
@@ -350,11 +364,12 @@ export function liveSessionToWire(
     nextRetryAt: session.retry.nextRetryAt ?? 0,
     retryStopped: session.retry.stopped,
     live: true,
+    rmWaits: rmWaits.map(rmWaitToWire),
   };
 }
 
 export function sessionInfoToWire(info: SessionInfo): SessionInfoWire {
-  if (info.live) return liveSessionToWire(info.session, info.reportedStatus, true);
+  if (info.live) return liveSessionToWire(info.session, info.reportedStatus, true, info.rmWaits);
   const f = info.finished;
   return {
     xid: f.xid,

@@ -82,6 +82,7 @@ export interface BranchRegisterRequestWire {
   applicationData: string;
   requestId: string;
   clientId: string;
+  applicationId: string;
 }
 export interface BranchRegisterResponseWire extends WireResponse {
   branchId?: string;
@@ -116,6 +117,13 @@ export interface BranchInfoWire {
   branchStatus: number;
   clientId: string;
   lockedRows: number;
+  applicationId: string;
+}
+export interface RmWaitWire {
+  branchId: string;
+  applicationId: string;
+  resourceId: string;
+  since: number;
 }
 export interface SessionInfoWire {
   xid: string;
@@ -134,6 +142,7 @@ export interface SessionInfoWire {
   live: boolean;
   finishedAt?: number;
   resolvedBy?: string;
+  rmWaits?: RmWaitWire[];
 }
 export interface SessionResponseWire extends WireResponse {
   session?: SessionInfoWire | null;
@@ -167,6 +176,7 @@ export interface PhaseTwoRequestWire {
   branchType: number;
   resourceId: string;
   applicationData: string;
+  applicationId: string;
 }
 export interface BranchResultWire {
   requestId: string;

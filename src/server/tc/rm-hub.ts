@@ -1,21 +1,27 @@
 /**
  * The RM channel hub: every RM connected to this node over the long-lived `RmChannel`
- * stream, indexed by client id and by resource id, and the coordinator's BranchGateway on
- * top of it — BranchCommit / BranchRollback requests go out on a channel and the RM's
- * `branch_result` (correlated by request id) resolves the call.
+ * stream, indexed by client id and by (application, resource id), and the coordinator's
+ * BranchGateway on top of it — BranchCommit / BranchRollback requests go out on a channel
+ * and the RM's `branch_result` (correlated by request id) resolves the call.
  *
- * Picking an RM for a branch (as Seata does): the RM that registered the branch (its
- * client id) if it is connected and serves the resource; else an RM of the same
- * application serving the resource; else any RM serving the resource. RMs must make phase
- * two idempotent (a branch may be told twice: a retry, a new leader re-driving), so any RM
- * of the resource may run it.
+ * Picking an RM for a branch (rm-route.ts): the RM that registered the branch (its client
+ * id) if it is connected, of the branch's application and serves the resource; else another
+ * RM of the branch's application serving the resource; NEVER an RM of another application —
+ * a resource id is unique within an application only, and the branch's application is
+ * recorded with it (replicated: a new leader knows it without having seen the registering
+ * RM). RMs must make phase two idempotent (a branch may be told twice: a retry, a new
+ * leader re-driving), so any RM of the application serving the resource may run it. Every
+ * request carries the branch's application, so an RM can refuse a branch that is not its own.
  *
  * Every failure is a REJECTION the coordinator treats as retryable (no RM, RM at its
- * in-flight bound, timeout, channel lost, RM error): phase two is retried with backoff.
- * One exception to failing at once: for RM_RECONNECT_GRACE_MS after this node becomes
- * leader, a call for a resource no RM serves yet waits for one to register — the RMs of
- * the old leader are reconnecting, and the re-driven transactions would otherwise all
- * fall into the retry backoff (1 s, 2 s, 4 s, ...) right after every failover.
+ * in-flight bound, timeout, channel lost, RM error): phase two is retried with backoff. No
+ * RM of the application serving the resource is an ApplicationRmUnavailableError: the
+ * driver shows the branch as waiting for its application's RM, and `onRmRegistered`
+ * listeners hear when such an RM connects (the driver then retries at once). One exception
+ * to failing at once: for RM_RECONNECT_GRACE_MS after this node becomes leader, a call for
+ * which no RM of the application serves the resource yet waits for one to register — the
+ * RMs of the old leader are reconnecting, and the re-driven transactions would otherwise
+ * all fall into the retry backoff (1 s, 2 s, 4 s, ...) right after every failover.
  *
  * Bounded: MAX_RM_CHANNELS channels (registered or not yet), MAX_RESOURCES_PER_RM per
  * channel, MAX_INFLIGHT_PHASE_TWO_PER_RM calls in flight per channel, a per-call timeout.
@@ -24,6 +30,7 @@
  */
 import type * as grpc from '@grpc/grpc-js';
 import {
+  ApplicationRmUnavailableError,
   MAX_NAME_CHARS,
   MAX_RESOURCE_ID_CHARS,
   branchTypeToCode,
@@ -39,7 +46,6 @@ import {
   DEFAULT_PHASE_TWO_CALL_TIMEOUT_MS,
   DEFAULT_RM_HEARTBEAT_INTERVAL_MS,
   MAX_INFLIGHT_PHASE_TWO_PER_RM,
-  MAX_REMEMBERED_RM_CLIENTS,
   MAX_RESOURCES_PER_RM,
   MAX_RM_CHANNELS,
   MAX_RM_WAITERS,
@@ -54,6 +60,7 @@ import type {
   TcToRmWire,
   WireError,
 } from './proto.ts';
+import { chooseRm, routeKey } from './rm-route.ts';
 
 export type RmStream = grpc.ServerDuplexStream<RmToTcWire, TcToRmWire>;
 
@@ -94,6 +101,9 @@ interface Channel {
   closed: boolean;
 }
 
+/** Hears every RM registration: its application and the resources it serves. */
+export type RmRegisteredListener = (applicationId: string, resourceIds: readonly string[]) => void;
+
 export interface RmHubStats {
   channels: number;
   registered: number;
@@ -111,18 +121,18 @@ export class RmChannelHub implements BranchGateway {
   private readonly maxInflightPerRm: number;
   private readonly channels = new Set<Channel>();
   private readonly byClient = new Map<string, Channel>();
-  private readonly byResource = new Map<string, Set<Channel>>();
-  /** clientId → applicationId of RMs seen, oldest first (bounded). */
-  private readonly knownClients = new Map<string, string>();
+  /** Registered channels by routeKey(application, resource id). */
+  private readonly byRoute = new Map<string, Set<Channel>>();
+  private readonly registeredListeners = new Set<RmRegisteredListener>();
   private seq = 0;
   private requestSeq = 0;
   private roundRobin = 0;
   private timer: NodeJS.Timeout | null = null;
   private closed = false;
   private readonly reconnectGraceMs: number;
-  /** Until then (epoch ms) calls for a resource no RM serves wait for one to register. */
+  /** Until then (epoch ms) calls that find no RM of the branch's application wait for one to register. */
   private graceUntil = 0;
-  /** Calls waiting for an RM of a resource to register, by resource id. */
+  /** Calls waiting for an RM of an application and resource to register, by routeKey. */
   private readonly waiters = new Map<string, Set<() => void>>();
   private waiterCount = 0;
 
@@ -146,7 +156,27 @@ export class RmChannelHub implements BranchGateway {
       if (c.clientId !== null) registered++;
       inflight += c.inflight.size;
     }
-    return { channels: this.channels.size, registered, inflight, resources: this.byResource.size };
+    return { channels: this.channels.size, registered, inflight, resources: this.byRoute.size };
+  }
+
+  /**
+   * A branch registered for `clientId` must name the application that client's RM channel
+   * registered with (when it is connected here): a client id belongs to one application.
+   * Throws BadRequestError otherwise. (Which application a caller may claim at all is for
+   * authentication to say.)
+   */
+  checkApplication(clientId: string, applicationId: string): void {
+    const registered = this.byClient.get(clientId)?.applicationId;
+    if (registered !== undefined && registered !== applicationId)
+      throw new BadRequestError(
+        `client ${clientId} registered its RM channel for application ${registered}, not ${applicationId}`,
+      );
+  }
+
+  /** Calls `listener` after every RM registration. Returns the unsubscribe function. */
+  onRmRegistered(listener: RmRegisteredListener): () => void {
+    this.registeredListeners.add(listener);
+    return () => this.registeredListeners.delete(listener);
   }
 
   /** The RmChannel handler: one call per connected RM. Never throws. */
@@ -231,26 +261,44 @@ export class RmChannelHub implements BranchGateway {
   }
 
   private async call(branch: BranchSession, kind: 'commit' | 'rollback'): Promise<BranchStatus> {
-    let channel = this.pick(branch);
+    let choice = this.route(branch);
     if (
-      !channel &&
-      !this.byResource.has(branch.resourceId) &&
+      choice.channel === null &&
+      choice.why === 'no-rm' &&
+      branch.applicationId !== '' &&
       this.now() < this.graceUntil &&
       this.waiterCount < MAX_RM_WAITERS
     ) {
-      await this.waitForResource(branch.resourceId, this.graceUntil - this.now());
-      channel = this.pick(branch);
+      await this.waitForRoute(
+        routeKey(branch.applicationId, branch.resourceId),
+        this.graceUntil - this.now(),
+      );
+      choice = this.route(branch);
     }
-    if (!channel) {
-      const serving = this.byResource.get(branch.resourceId)?.size ?? 0;
+    if (choice.channel !== null) return this.send(choice.channel, branch, kind);
+    if (choice.why === 'busy')
       throw new RmUnavailableError(
         branch.resourceId,
-        serving === 0
-          ? `no RM serving resource ${branch.resourceId} is connected`
-          : `every RM serving resource ${branch.resourceId} has ${this.maxInflightPerRm} phase-two calls in flight`,
+        `every RM of application ${branch.applicationId || '(unrecorded)'} serving resource ${branch.resourceId} has ${this.maxInflightPerRm} phase-two calls in flight`,
       );
-    }
-    return this.send(channel, branch, kind);
+    throw new ApplicationRmUnavailableError(
+      branch.applicationId,
+      branch.resourceId,
+      branch.applicationId === ''
+        ? `RM ${branch.clientId}, which registered branch ${branch.branchId} before branches kept their application, is not connected (only it may run the branch)`
+        : undefined,
+    );
+  }
+
+  /** The RM for a branch's phase two, inside the branch's application only (rm-route.ts). */
+  private route(branch: BranchSession) {
+    return chooseRm(
+      branch,
+      this.byClient.get(branch.clientId),
+      this.byRoute.get(routeKey(branch.applicationId, branch.resourceId)) ?? [],
+      (c) => !c.closed && c.inflight.size < this.maxInflightPerRm,
+      this.roundRobin++,
+    );
   }
 
   private send(
@@ -266,6 +314,8 @@ export class RmChannelHub implements BranchGateway {
       branchType: branchTypeToCode(branch.type),
       resourceId: branch.resourceId,
       applicationData: branch.applicationData,
+      // A branch that recorded no application goes only to the RM that registered it.
+      applicationId: branch.applicationId || channel.applicationId,
     };
     return new Promise<BranchStatus>((resolve, reject) => {
       const timer = setTimeout(() => {
@@ -290,15 +340,15 @@ export class RmChannelHub implements BranchGateway {
     });
   }
 
-  /** Resolves when an RM serving `resourceId` registers, or after `ms`. */
-  private waitForResource(resourceId: string, ms: number): Promise<void> {
+  /** Resolves when an RM of the application serving the resource (its routeKey) registers, or after `ms`. */
+  private waitForRoute(key: string, ms: number): Promise<void> {
     return new Promise<void>((resolve) => {
-      let set = this.waiters.get(resourceId);
-      if (!set) this.waiters.set(resourceId, (set = new Set()));
+      let set = this.waiters.get(key);
+      if (!set) this.waiters.set(key, (set = new Set()));
       const done = () => {
         clearTimeout(timer);
         if (set.delete(done)) this.waiterCount--;
-        if (set.size === 0 && this.waiters.get(resourceId) === set) this.waiters.delete(resourceId);
+        if (set.size === 0 && this.waiters.get(key) === set) this.waiters.delete(key);
         resolve();
       };
       const timer = setTimeout(done, Math.max(0, ms));
@@ -306,23 +356,6 @@ export class RmChannelHub implements BranchGateway {
       set.add(done);
       this.waiterCount++;
     });
-  }
-
-  /** The original RM, then one of its application, then any (round robin), skipping full ones. */
-  private pick(branch: BranchSession): Channel | null {
-    const serving = this.byResource.get(branch.resourceId);
-    if (!serving || serving.size === 0) return null;
-    const usable = (c: Channel) => !c.closed && c.inflight.size < this.maxInflightPerRm;
-    const original = this.byClient.get(branch.clientId);
-    if (original && original.resourceIds.has(branch.resourceId) && usable(original))
-      return original;
-    const candidates = [...serving].filter(usable);
-    if (candidates.length === 0) return null;
-    const application = original?.applicationId ?? this.knownClients.get(branch.clientId);
-    const siblings =
-      application === undefined ? [] : candidates.filter((c) => c.applicationId === application);
-    const pool = siblings.length > 0 ? siblings : candidates;
-    return pool[this.roundRobin++ % pool.length]!;
   }
 
   // -------------------------------------------------------------------------------------
@@ -415,14 +448,11 @@ export class RmChannelHub implements BranchGateway {
     channel.resourceIds = new Set(ids);
     this.byClient.set(clientId, channel);
     for (const id of channel.resourceIds) {
-      let set = this.byResource.get(id);
-      if (!set) this.byResource.set(id, (set = new Set()));
+      const key = routeKey(applicationId, id);
+      let set = this.byRoute.get(key);
+      if (!set) this.byRoute.set(key, (set = new Set()));
       set.add(channel);
     }
-    this.knownClients.delete(clientId);
-    this.knownClients.set(clientId, applicationId);
-    while (this.knownClients.size > MAX_REMEMBERED_RM_CLIENTS)
-      this.knownClients.delete(this.knownClients.keys().next().value!);
     this.write(channel, {
       registered: {
         resultCode: OK,
@@ -436,7 +466,18 @@ export class RmChannelHub implements BranchGateway {
       'RM registered',
     );
     for (const id of channel.resourceIds)
-      for (const wake of [...(this.waiters.get(id) ?? [])]) wake();
+      for (const wake of [...(this.waiters.get(routeKey(applicationId, id)) ?? [])]) wake();
+    this.announceRegistered(applicationId, ids);
+  }
+
+  private announceRegistered(applicationId: string, resourceIds: readonly string[]): void {
+    for (const listener of [...this.registeredListeners]) {
+      try {
+        listener(applicationId, resourceIds);
+      } catch (err) {
+        this.log.error({ err, applicationId }, 'an RM registration listener failed');
+      }
+    }
   }
 
   private result(channel: Channel, r: RmToTcWire['branchResult']): void {
@@ -449,6 +490,11 @@ export class RmChannelHub implements BranchGateway {
     channel.inflight.delete(r.requestId);
     clearTimeout(pending.timer);
     if (r.error) {
+      if (r.error.code === 'ERROR_CODE_BAD_REQUEST')
+        this.log.error(
+          { clientId: channel.clientId, applicationId: channel.applicationId, error: r.error },
+          'an RM refused a phase-two request as not its own (a wrong application, type or resource)',
+        );
       pending.reject(
         new RmCallFailedError(
           channel.clientId,
@@ -517,9 +563,10 @@ export class RmChannelHub implements BranchGateway {
     if (channel.clientId !== null) {
       if (this.byClient.get(channel.clientId) === channel) this.byClient.delete(channel.clientId);
       for (const id of channel.resourceIds) {
-        const set = this.byResource.get(id);
+        const key = routeKey(channel.applicationId, id);
+        const set = this.byRoute.get(key);
         set?.delete(channel);
-        if (set && set.size === 0) this.byResource.delete(id);
+        if (set && set.size === 0) this.byRoute.delete(key);
       }
       this.log.info(
         { clientId: channel.clientId, reason, failedCalls: channel.inflight.size },

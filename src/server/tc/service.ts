@@ -263,6 +263,7 @@ export class TcGrpcService {
       case 'branchRegister': {
         const r = toRegisterBranch(request as never);
         this.requireLeader();
+        this.opts.hub.checkApplication(r.clientId, r.applicationId);
         const { branchId } = await c.registerBranch(r);
         return ok({ branchId });
       }
@@ -333,7 +334,9 @@ export class TcGrpcService {
         if (!session) continue;
         const reported: GlobalStatus = reportedStatus(session);
         if (filter !== null && reported !== filter) continue;
-        sessions.push(liveSessionToWire(session, reported, false));
+        sessions.push(
+          liveSessionToWire(session, reported, false, this.coordinator.driver.rmWaitsOf(xids[i]!)),
+        );
       }
       const more = i < xids.length;
       return { sessions, next: more && i > 0 ? xids[i - 1]! : null, total: xids.length };

@@ -231,6 +231,7 @@ function stubBranch(xid: string, branchId: string, rows: string[]): BranchSessio
     applicationData: '',
     status: BranchStatus.Registered,
     clientId: '',
+    applicationId: '',
     lockedRows: rows,
   };
 }
@@ -271,7 +272,8 @@ function sameImmutableBranch(a: BranchSession, b: BranchSession): boolean {
     a.type === b.type &&
     a.resourceId === b.resourceId &&
     a.lockKey === b.lockKey &&
-    a.clientId === b.clientId
+    a.clientId === b.clientId &&
+    a.applicationId === b.applicationId
   );
 }
 

@@ -43,7 +43,6 @@ import {
   DbCommitUnknownError,
   DbOverloadedError,
   DbQueryError,
-  DbSchemaVersionError,
   DbUnavailableError,
 } from './errors.ts';
 import {
@@ -70,6 +69,7 @@ import {
 import { MysqlDriver } from './mysql-driver.ts';
 import { PgDriver } from './pg-driver.ts';
 import { CachedView, ReadCache } from './read-view.ts';
+import { prepareSchema } from './schema.ts';
 import { SessionSql } from './session-sql.ts';
 import {
   CommitOutcomeUnknown,
@@ -81,8 +81,7 @@ import {
   type TableNames,
 } from './sql.ts';
 
-/** The version of the tables this code reads and writes; kept in `<prefix>schema_version`. */
-export const DB_SCHEMA_VERSION = 1;
+export { DB_SCHEMA_VERSION } from './schema.ts';
 export const DEFAULT_TABLE_PREFIX = 'concord_';
 const TABLE_PREFIX_PATTERN = /^[a-z][a-z0-9_]*$/;
 
@@ -511,19 +510,9 @@ export class DbSessionStore implements SessionStore {
 
   private async ensureSchema(): Promise<void> {
     const t = this.tables;
-    await this.driver.withSchemaLock(`concord_schema_${t.global}`, async (conn) => {
-      for (const statement of this.driver.schemaStatements(t)) await conn.query(statement);
-      const found = await conn.query(`SELECT version FROM ${t.schemaVersion} WHERE id = 1`);
-      const row = found.rows[0];
-      if (!row) {
-        await conn.query(`INSERT INTO ${t.schemaVersion} (id, version) VALUES (1, ?)`, [
-          DB_SCHEMA_VERSION,
-        ]);
-        this.log.info({ version: DB_SCHEMA_VERSION }, 'created the db session store tables');
-      } else if (intOf(row.version, 'version') !== DB_SCHEMA_VERSION) {
-        throw new DbSchemaVersionError(intOf(row.version, 'version'), DB_SCHEMA_VERSION);
-      }
-    });
+    await this.driver.withSchemaLock(`concord_schema_${t.global}`, (conn) =>
+      prepareSchema(conn, this.driver, t, this.log),
+    );
   }
 
   /** Admission, outage fail-fast and error mapping around every submit and read. */

@@ -61,6 +61,7 @@ export class MysqlDriver implements SqlDriver {
   readonly dialect = 'mysql' as const;
   // UNIX_TIMESTAMP of a DATETIME reads it in the session zone, which is UTC (set below).
   readonly nowMsSql = 'CAST(UNIX_TIMESTAMP(SYSDATE(3)) * 1000 AS SIGNED)';
+  readonly currentSchemaSql = 'DATABASE()';
   private readonly pool: mysql.Pool;
   private readonly log: Logger;
   private readonly connections = new Set<mysql.PoolConnection>();
@@ -230,6 +231,7 @@ export class MysqlDriver implements SqlDriver {
         status VARCHAR(48) NOT NULL,
         client_id VARCHAR(256) NOT NULL,
         locks_held BOOLEAN NOT NULL,
+        application_id VARCHAR(256) NOT NULL,
         PRIMARY KEY (xid, branch_id)
       ) ${table}`,
       // 646 characters of UTF-8 are at most 2584 bytes: under InnoDB's 3072-byte key limit.

@@ -48,6 +48,7 @@ export interface PgDriverOptions {
 export class PgDriver implements SqlDriver {
   readonly dialect = 'postgres' as const;
   readonly nowMsSql = '(EXTRACT(EPOCH FROM clock_timestamp()) * 1000)::BIGINT';
+  readonly currentSchemaSql = 'current_schema()';
   private readonly pool: pg.Pool;
   private readonly log: Logger;
 
@@ -187,6 +188,7 @@ export class PgDriver implements SqlDriver {
         status VARCHAR(48) NOT NULL,
         client_id VARCHAR(256) NOT NULL,
         locks_held BOOLEAN NOT NULL,
+        application_id VARCHAR(256) NOT NULL,
         PRIMARY KEY (xid, branch_id)
       )`,
       `CREATE TABLE IF NOT EXISTS ${t.lock} (

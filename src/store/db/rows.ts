@@ -74,6 +74,7 @@ export const BRANCH_COLUMNS = [
   'status',
   'client_id',
   'locks_held',
+  'application_id',
 ] as const;
 
 export const LOCK_COLUMNS = [
@@ -137,6 +138,7 @@ export function branchRowValues(b: BranchSession, seq: number): SqlValue[] {
     b.status,
     b.clientId,
     b.lockedRows.length > 0,
+    b.applicationId,
   ];
 }
 
@@ -214,6 +216,7 @@ function branchFromRow(xid: string, b: Row): BranchSession {
     applicationData: textOf(b.application_data, 'application_data'),
     status,
     clientId: textOf(b.client_id, 'client_id'),
+    applicationId: textOf(b.application_id, 'application_id'),
     lockedRows,
   };
 }

@@ -62,6 +62,8 @@ export interface SqlDriver {
   errorCode(err: unknown): string | null;
   /** The database clock in ms since the epoch, as an SQL expression (leases use one clock for every node). */
   readonly nowMsSql: string;
+  /** The schema (PostgreSQL) or database (MySQL) the store's tables live in, as an SQL expression. */
+  readonly currentSchemaSql: string;
   /** The statements that create the store's tables (idempotent). */
   schemaStatements(tables: TableNames): string[];
   /** Runs fn while holding a database-wide named lock (schema creation by concurrent nodes). */

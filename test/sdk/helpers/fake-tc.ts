@@ -20,6 +20,7 @@ export interface FakeBranch {
   resourceId: string;
   applicationData: string;
   clientId: string;
+  applicationId: string;
   status: BranchStatus;
 }
 
@@ -104,6 +105,7 @@ export class FakeTc implements TcPort {
     resourceId: string;
     applicationData: string;
     clientId: string;
+    applicationId: string;
   }): Promise<string> {
     this.take('branchRegister');
     const s = this.must(xid(args));
@@ -115,6 +117,7 @@ export class FakeTc implements TcPort {
       resourceId: args.resourceId,
       applicationData: args.applicationData,
       clientId: args.clientId,
+      applicationId: args.applicationId,
       status: 'Registered',
     });
     return branchId;
@@ -166,6 +169,7 @@ export class FakeTc implements TcPort {
       branchType: branch.branchType as PhaseTwoRequest['branchType'],
       resourceId: branch.resourceId,
       applicationData: branch.applicationData,
+      applicationId: branch.applicationId,
     };
   }
 
