@@ -14,16 +14,11 @@ import { readMode, setupServices } from './services.ts';
 import { installMariadb, MARIADB_FIX } from './services/mariadb-install.ts';
 import { isDebian } from './services/host.ts';
 import { ROOT_PREFIX } from './services/private-root.ts';
+import { FAILS_ON_PURPOSE, FALLBACK_SUITES } from './services/fallback-run.config.ts';
 
 const REPO_ROOT = resolve(import.meta.dirname, '../..');
 const VITEST = resolve(REPO_ROOT, 'node_modules/vitest/vitest.mjs');
-/** Suites that use both databases, and one that checks the variables reach workers and children. */
-const DB_SUITES = [
-  'test/support/services-env.test.ts',
-  'test/client/fence-pg.test.ts',
-  'test/client/fence-mysql.test.ts',
-  'test/store-db/db-store.test.ts',
-];
+const FALLBACK_CONFIG = resolve(import.meta.dirname, 'services/fallback-run.config.ts');
 
 async function closedPort(): Promise<number> {
   const server = createServer();
@@ -79,25 +74,27 @@ function runToEnd(
 }
 
 describe('service step: private servers when nothing answers', () => {
-  it('starts real PostgreSQL and MariaDB on free ports; the database suites pass on them; nothing stays behind', async () => {
+  it('starts real PostgreSQL and MariaDB on free ports; the database suites pass on them; a failing test still fails the run; nothing stays behind', async () => {
     const env = await unreachableEnv();
-    const { code, output } = await runToEnd([VITEST, 'run', ...DB_SUITES], env);
+    const { code, output } = await runToEnd([VITEST, 'run', '--config', FALLBACK_CONFIG], env);
     const context = `exit ${code}\n${output.slice(-4000)}`;
     expect(output, context).toContain(`nothing usable at postgres@127.0.0.1:${env.PGPORT}/test`);
     expect(output, context).toContain(`nothing usable at root@127.0.0.1:${env.MYSQL_PORT}/test`);
-    const pgPort = Number(
-      /PostgreSQL: private .* ready at \S+@127\.0\.0\.1:(\d+)\//.exec(output)?.[1],
-    );
-    const myPort = Number(
-      /MariaDB: private .* ready at \S+@127\.0\.0\.1:(\d+)\//.exec(output)?.[1],
-    );
-    expect([pgPort, myPort], context).not.toContain(NaN);
-    expect([5432, 3306, Number(env.PGPORT), Number(env.MYSQL_PORT)]).not.toContain(pgPort);
-    expect([5432, 3306, Number(env.PGPORT), Number(env.MYSQL_PORT)]).not.toContain(myPort);
+    const port = (name: string) =>
+      Number(
+        new RegExp(`${name}: private .* ready at \\S+@127\\.0\\.0\\.1:(\\d+)/`).exec(output)?.[1],
+      );
+    const taken = [5432, 3306, Number(env.PGPORT), Number(env.MYSQL_PORT), NaN];
+    expect(taken, context).not.toContain(port('PostgreSQL'));
+    expect(taken, context).not.toContain(port('MariaDB'));
     expect(output, context).toContain('max_prepared_transactions=64');
-    expect(code, context).toBe(0);
+    // Every database suite passed; the one failure is the fixture's, and it fails the run.
+    expect(output, context).toMatch(
+      new RegExp(`Test Files\\s+1 failed \\| ${FALLBACK_SUITES.length} passed`),
+    );
+    expect(output, context).toContain(`FAIL  ${FAILS_ON_PURPOSE} > fails on purpose`);
+    expect(code, context).toBe(1);
     expect(output, context).toContain('private servers stopped, their files removed');
-    expect(output, context).toMatch(new RegExp(`Test Files\\s+${DB_SUITES.length} passed`));
     const dir = new RegExp(`/\\S*${ROOT_PREFIX}\\w+`).exec(output)?.[0];
     expect(dir, context).toBeDefined();
     await nothingLeftUnder(dir!);

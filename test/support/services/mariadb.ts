@@ -100,6 +100,9 @@ export async function startMariadb(root: PrivateRoot): Promise<RunningServer> {
         `--init-file=${join(dir, 'init.sql')}`,
         `--log-error=${log}`,
         '--skip-name-resolve',
+        // As Debian's packaged server is configured (the compiled-in default is latin1).
+        '--character-set-server=utf8mb4',
+        '--collation-server=utf8mb4_general_ci',
         ...asUser,
       ],
       { stdio: 'ignore' },
