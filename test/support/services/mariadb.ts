@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import mysql from 'mysql2/promise';
 import { installMariadb, MARIADB_FIX } from './mariadb-install.ts';
-import { exited, freePort, isRoot, progress, run, seconds, stopProcess, tail } from './host.ts';
+import { freePort, isRoot, progress, run, seconds, stopProcess, tail } from './host.ts';
 import type { RunningServer } from './postgres.ts';
 import type { PrivateRoot } from './private-root.ts';
 import { describe, type DbSettings } from './settings.ts';
@@ -88,25 +88,7 @@ export async function startMariadb(root: PrivateRoot): Promise<RunningServer> {
     };
     const log = join(dir, `error-${attempt}.log`);
     progress(`MariaDB: starting ${bins.server} on port ${port}`);
-    const child = spawn(
-      bins.server,
-      [
-        '--no-defaults',
-        `--datadir=${join(dir, 'data')}`,
-        `--port=${port}`,
-        '--bind-address=127.0.0.1',
-        `--socket=${join(dir, 'mariadbd.sock')}`,
-        `--pid-file=${join(dir, 'mariadbd.pid')}`,
-        `--init-file=${join(dir, 'init.sql')}`,
-        `--log-error=${log}`,
-        '--skip-name-resolve',
-        // As Debian's packaged server is configured (the compiled-in default is latin1).
-        '--character-set-server=utf8mb4',
-        '--collation-server=utf8mb4_general_ci',
-        ...asUser,
-      ],
-      { stdio: 'ignore' },
-    );
+    const child = spawn(bins.server, mariadbdArgs(dir, port, log), { stdio: 'ignore' });
     if (child.pid) await root.register({ pid: child.pid, signal: 'SIGTERM' });
     const ready = await waitReady(
       settings,
@@ -120,14 +102,26 @@ export async function startMariadb(root: PrivateRoot): Promise<RunningServer> {
     }
     const { version } = await probeMariadb(settings);
     progress(`MariaDB: private ${version} ready at ${describe(settings)} in ${seconds(started)}`);
-    return {
-      settings,
-      stop: async () => {
-        await stopProcess(child, 'SIGTERM', STOP_GRACE_MS);
-        await exited(child);
-      },
-    };
+    return { settings, stop: () => stopProcess(child, 'SIGTERM', STOP_GRACE_MS) };
   }
+}
+
+function mariadbdArgs(dir: string, port: number, log: string): string[] {
+  return [
+    '--no-defaults',
+    `--datadir=${join(dir, 'data')}`,
+    `--port=${port}`,
+    '--bind-address=127.0.0.1',
+    `--socket=${join(dir, 'mariadbd.sock')}`,
+    `--pid-file=${join(dir, 'mariadbd.pid')}`,
+    `--init-file=${join(dir, 'init.sql')}`,
+    `--log-error=${log}`,
+    '--skip-name-resolve',
+    // As Debian's packaged server is configured (the compiled-in default is latin1).
+    '--character-set-server=utf8mb4',
+    '--collation-server=utf8mb4_general_ci',
+    ...(isRoot() ? ['--user=root'] : []), // mariadbd runs as root only when told so
+  ];
 }
 
 async function waitReady(s: DbSettings, gone: () => boolean): Promise<boolean> {
