@@ -3,6 +3,8 @@ import { defineConfig } from 'vitest/config';
 export default defineConfig({
   test: {
     include: ['test/**/*.test.ts'],
+    // Finds or starts PostgreSQL and MariaDB before any file runs, stops what it started after.
+    globalSetup: ['test/support/services.ts'],
     // Integration tests start real node processes; two cores, so keep files serial enough.
     fileParallelism: true,
     maxWorkers: 2,
