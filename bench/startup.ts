@@ -1,7 +1,9 @@
 /**
  * Start-up time of the `concord` command: how long a process takes to print `--help`, and
  * how long `concord start` takes from spawn to answering `GET /health` (a one-node raft
- * cluster on a fresh data dir, free loopback ports), and then to lead its group.
+ * cluster on a fresh data dir, free loopback ports), with the CPU time the process used
+ * until then (Linux: /proc; the figure to compare on a loaded machine), and then to lead
+ * its group.
  *
  *   npm run bench -- startup [--runs 10] [--modes bin,tsx]
  *
@@ -10,7 +12,7 @@
  * Prints the median and min/max of each measure per mode.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -59,7 +61,20 @@ async function health(port: number): Promise<{ role?: string } | null> {
   }
 }
 
-async function timeStart(mode: Mode): Promise<{ health: number; leader: number }> {
+/** CPU time (user + system) a live process has used so far, ms; null off Linux. */
+function cpuMs(pid: number): number | null {
+  try {
+    // /proc/<pid>/stat: fields 14 and 15 (utime, stime) in clock ticks, 100 per second.
+    const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+    return (Number(fields[11]) + Number(fields[12])) * 10;
+  } catch {
+    return null;
+  }
+}
+
+async function timeStart(
+  mode: Mode,
+): Promise<{ health: number; cpu: number | null; leader: number }> {
   const dir = mkdtempSync(join(tmpdir(), 'concord-startup-'));
   const [httpPort, tcPort, raftPort] = [await freePort(), await freePort(), await freePort()];
   const config = join(dir, 'node1.yaml');
@@ -82,12 +97,16 @@ async function timeStart(mode: Mode): Promise<{ health: number; leader: number }
   child.stderr!.on('data', (b: Buffer) => (stderr += b.toString()));
   try {
     let healthAt = 0;
+    let cpu: number | null = null;
     for (;;) {
       if (child.exitCode !== null) throw new Error(`node exited: ${stderr.slice(-2000)}`);
       if (performance.now() - t0 > START_TIMEOUT_MS) throw new Error('node did not start');
       const h = await health(httpPort);
-      if (h !== null && healthAt === 0) healthAt = performance.now() - t0;
-      if (h?.role === 'leader') return { health: healthAt, leader: performance.now() - t0 };
+      if (h !== null && healthAt === 0) {
+        healthAt = performance.now() - t0;
+        cpu = cpuMs(child.pid!);
+      }
+      if (h?.role === 'leader') return { health: healthAt, cpu, leader: performance.now() - t0 };
       await sleep(POLL_MS);
     }
   } finally {
@@ -122,8 +141,9 @@ export async function main(argv: string[]): Promise<void> {
     !existsSync(join(REPO_ROOT, 'dist'))
   )
     process.stdout.write('note: no dist/ (run `npm run build` to measure the compiled bin)\n');
-  const results = new Map<Mode, { help: number[]; health: number[]; leader: number[] }>();
-  for (const m of modes) results.set(m, { help: [], health: [], leader: [] });
+  type Samples = { help: number[]; health: number[]; cpu: number[]; leader: number[] };
+  const results = new Map<Mode, Samples>();
+  for (const m of modes) results.set(m, { help: [], health: [], cpu: [], leader: [] });
   // Modes alternate run by run, so that noise on a shared machine hits both alike.
   for (let i = 0; i < runs; i++) {
     for (const m of modes) {
@@ -131,6 +151,7 @@ export async function main(argv: string[]): Promise<void> {
       r.help.push(await timeHelp(m));
       const s = await timeStart(m);
       r.health.push(s.health);
+      if (s.cpu !== null) r.cpu.push(s.cpu);
       r.leader.push(s.leader);
     }
     process.stdout.write(`run ${i + 1}/${runs} done\n`);
@@ -138,8 +159,9 @@ export async function main(argv: string[]): Promise<void> {
   for (const m of modes) {
     const r = results.get(m)!;
     process.stdout.write(
-      `${m}: --help ${summary(r.help)}; start → /health ${summary(r.health)}; ` +
-        `start → leader ${summary(r.leader)}\n`,
+      `${m}: --help ${summary(r.help)}; start → /health ${summary(r.health)}` +
+        (r.cpu.length > 0 ? ` using ${summary(r.cpu)} of CPU` : '') +
+        `; start → leader ${summary(r.leader)}\n`,
     );
   }
 }
