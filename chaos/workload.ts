@@ -35,7 +35,8 @@ import {
   TransactionRolledBackError,
   UnknownXidError,
 } from '../src/index.ts';
-import type { BranchAction, ConcordClient, GlobalTransaction, PgFenceTx } from '../src/index.ts';
+import type { BranchAction, ConcordClient, GlobalTransaction } from '../src/index.ts';
+import type { PgFenceTx } from '../src/pg.ts';
 import { createPgFence } from '../src/client/fence/index.ts';
 import { LockConflictError, type TcClient } from '../src/client/tc-client.ts';
 import type { ChaosTables } from './db.ts';

@@ -1,8 +1,14 @@
 /**
- * Concord's public API: the client SDK a service imports. An explicit export list — what is
- * not named here is internal and may change.
+ * Concord's public API: the client SDK a service imports (the `@concord/client` package,
+ * built from this file by packages/client). An explicit export list — what is not named
+ * here is internal and may change.
  *
- *   import { createClient, createPgFence, xidFetch, wrapHttpHandler } from 'concord';
+ *   import { createClient, xidFetch, wrapHttpHandler } from '@concord/client';
+ *   import { createPgFence } from '@concord/client/pg';        // src/pg.ts
+ *   import { createMysqlFence } from '@concord/client/mysql';  // src/mysql.ts
+ *
+ * What needs a database driver lives in that driver's entry point, so that neither this
+ * entry nor its type declarations reach for `pg` or `mysql2` (optional peer dependencies).
  *
  * docs/sdk.md documents every export and its defaults.
  */
@@ -116,27 +122,20 @@ export type {
 } from './client/propagation/index.ts';
 
 // ---- The fence (idempotent phase two, empty rollback, hanging prevention) ----
+// The database-neutral part; createPgFence and createMysqlFence are in src/pg.ts and
+// src/mysql.ts.
 export {
-  createPgFence,
-  createMysqlFence,
   FenceError,
   FenceConflictError,
   FenceAbortedError,
   FenceSchemaError,
   FenceMisuseError,
-  DEFAULT_FENCE_TABLE,
-  DEFAULT_FENCE_RETENTION_MS,
-} from './client/fence/index.ts';
+} from './client/fence/errors.ts';
+export { DEFAULT_FENCE_TABLE, DEFAULT_FENCE_RETENTION_MS } from './client/fence/limits.ts';
 export type {
   Fence,
   FenceOptions,
-  FenceOutcome,
-  FenceOp,
-  FenceKey,
-  PgFence,
-  PgFenceTx,
-  MysqlFence,
-  MysqlFenceTx,
   FenceCleanupOptions,
   FenceCleanupResult,
-} from './client/fence/index.ts';
+} from './client/fence/core.ts';
+export type { FenceOutcome, FenceOp, FenceKey } from './client/fence/key.ts';

@@ -8,7 +8,7 @@
  *   POST /accounts/debit {userId, amount}  (called inside the caller's transaction: TX_XID)
  *   GET  /accounts/:userId
  */
-import { createPgFence, type PgFenceTx } from '../../src/index.ts';
+import { createPgFence, type PgFenceTx } from '../../src/pg.ts';
 import { Refused, concordClient, exampleLogger, pgPool, serve, stopOnSignal } from './shared.ts';
 
 const SCHEMA = 'concord_example_account';

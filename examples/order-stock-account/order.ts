@@ -14,7 +14,8 @@
  * env: STOCK_URL, ACCOUNT_URL (e.g. http://127.0.0.1:8201), CONCORD_SERVERS, PG*, PORT.
  */
 import { randomUUID } from 'node:crypto';
-import { createPgFence, xidFetch } from '../../src/index.ts';
+import { xidFetch } from '../../src/index.ts';
+import { createPgFence } from '../../src/pg.ts';
 import { Refused, concordClient, exampleLogger, pgPool, serve, stopOnSignal } from './shared.ts';
 
 const SCHEMA = 'concord_example_order';

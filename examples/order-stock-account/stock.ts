@@ -8,7 +8,7 @@
  *   POST /stock/reserve {productId, count}  (called inside the caller's transaction: TX_XID)
  *   GET  /stock/:productId
  */
-import { createPgFence, type PgFenceTx } from '../../src/index.ts';
+import { createPgFence, type PgFenceTx } from '../../src/pg.ts';
 import { Refused, concordClient, exampleLogger, pgPool, serve, stopOnSignal } from './shared.ts';
 
 const SCHEMA = 'concord_example_stock';

@@ -55,12 +55,16 @@ interface Member {
   health: HealthAnswer | null;
 }
 
-function mainScript(): string {
-  return fileURLToPath(new URL('./main.ts', import.meta.url));
-}
-
-function tsxLoader(): string {
-  return pathToFileURL(createRequire(import.meta.url).resolve('tsx')).href;
+/**
+ * How a child node is started: the compiled CLI with plain Node when this file runs from
+ * dist/ (the package), the TypeScript sources through tsx when it runs from src/ (the repo's
+ * dev loop, `npm start`).
+ */
+function nodeCommand(): string[] {
+  if (!import.meta.url.endsWith('.ts'))
+    return [fileURLToPath(new URL('./main.js', import.meta.url))];
+  const tsx = pathToFileURL(createRequire(import.meta.url).resolve('tsx')).href;
+  return ['--import', tsx, fileURLToPath(new URL('./main.ts', import.meta.url))];
 }
 
 export function findNodeConfigs(dir: string, prefix: string = DEFAULT_CONFIG_PREFIX): string[] {
@@ -154,14 +158,10 @@ export async function runClusterUp(opts: {
   for (const m of members) {
     mkdirSync(dirname(m.logFile), { recursive: true });
     const fd = opts.verbose ? null : openSync(m.logFile, 'a');
-    const child = spawn(
-      process.execPath,
-      ['--import', tsxLoader(), mainScript(), 'start', '--config', m.file],
-      {
-        stdio: ['ignore', fd ?? 'inherit', fd ?? 'inherit', 'ipc'],
-        env: process.env,
-      },
-    );
+    const child = spawn(process.execPath, [...nodeCommand(), 'start', '--config', m.file], {
+      stdio: ['ignore', fd ?? 'inherit', fd ?? 'inherit', 'ipc'],
+      env: process.env,
+    });
     if (fd !== null) closeSync(fd);
     m.child = child;
     child.on('exit', (code, signal) => {

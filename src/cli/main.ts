@@ -1,5 +1,5 @@
 /**
- * The `concord` command line (bin/concord.js runs this through tsx).
+ * The `concord` command line (bin/concord.js runs its compiled form, dist/cli/main.js).
  *
  *   concord start --config <file>                  run one node
  *   concord cluster up [--dir cluster-configs] [--pattern node]   run the local cluster in the foreground

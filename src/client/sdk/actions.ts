@@ -32,7 +32,11 @@
 import { assert, BadRequestError } from '../../shared/errors.ts';
 import type { Logger } from '../../shared/logger.ts';
 import { currentXid, runWithoutXid, runWithXid } from '../context.ts';
-import { FenceError, type Fence, type FenceOp } from '../fence/index.ts';
+// Not the fence barrel (../fence/index.ts): that one re-exports the pg and mysql2 fences,
+// whose declarations would make every SDK user's type check need both drivers' types.
+import type { Fence } from '../fence/core.ts';
+import { FenceError } from '../fence/errors.ts';
+import type { FenceOp } from '../fence/key.ts';
 import { decodeActionContext, encodeActionContext } from './action-context.ts';
 import { BranchRefusedError, NoGlobalTransactionError, inPhase } from './errors.ts';
 import { validateResourceId, type ResourceManager } from './rm.ts';
