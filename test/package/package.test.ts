@@ -16,7 +16,7 @@
  * Dependencies come from the npm cache (the repo's own `npm ci` filled it) or the registry.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -108,6 +108,28 @@ function repoVersion(name: string): string {
   return `${name}@${pkg.version}`;
 }
 
+/** `import … from 'x'`, `export … from 'x'`, `import 'x'`, `import('x')` of a package (not `./`). */
+const IMPORT_SPECIFIER =
+  /(?:^|\n)\s*(?:import|export)\s[^'"]*?from\s*'([^'.][^']*)'|(?:^|\n)\s*import\s*'([^'.][^']*)'|import\('([^'.][^']*)'\)/g;
+
+/** Package names imported at run time by the .js files under `dir` (not node: builtins). */
+function bareImports(dir: string): Set<string> {
+  const names = new Set<string>();
+  const files = readdirSync(dir, { recursive: true, encoding: 'utf8' }).filter((f) =>
+    f.endsWith('.js'),
+  );
+  for (const f of files) {
+    const text = readFileSync(join(dir, f), 'utf8');
+    for (const m of text.matchAll(IMPORT_SPECIFIER)) {
+      const spec = m[1] ?? m[2] ?? m[3]!;
+      if (spec.startsWith('node:')) continue;
+      const parts = spec.split('/');
+      names.add(spec.startsWith('@') ? `${parts[0]}/${parts[1]}` : parts[0]!);
+    }
+  }
+  return names;
+}
+
 function newProject(dir: string, files: Record<string, string>): string {
   mkdirSync(dir, { recursive: true });
   const pkg = { name: 'user-project', version: '1.0.0', private: true, type: 'module' };
@@ -144,6 +166,9 @@ async function installedNames(dir: string): Promise<Set<string>> {
 /** The application: a TM and a TCC action, as a user writes them in plain ESM. */
 const ESM_APP = `
 import { createClient, isValidXid } from '@concord/client';
+import { createPgFence } from '@concord/client/pg';
+import { createMysqlFence } from '@concord/client/mysql';
+if (typeof createPgFence !== 'function' || typeof createMysqlFence !== 'function') throw new Error('fences');
 
 const concord = createClient({ servers: process.env.CONCORD_SERVERS, applicationId: 'pkg-esm' });
 const tx = await concord.begin({ name: 'pkg-esm-begin', timeoutMs: 30000 });
@@ -346,10 +371,36 @@ describe('the packages as a user installs them', () => {
         'proto/tc.proto',
       ]),
     );
-    expect(clientPack.files.filter((f) => f.startsWith('dist/server/'))).toEqual([]);
+    // The SDK holds its entry points, src/client and src/shared: none of the server's layers.
+    const outside = clientPack.files.filter(
+      (f) =>
+        f.startsWith('dist/') &&
+        !/^dist\/(client|shared)\//.test(f) &&
+        !/^dist\/(index|pg|mysql)\.(js|js\.map|d\.ts)$/.test(f),
+    );
+    expect(outside).toEqual([]);
     expect(serverPack.files).toEqual(
       expect.arrayContaining(['bin/concord.js', 'dist/cli/main.js', 'proto/raft.proto']),
     );
+  });
+
+  it('every package the compiled code imports is a dependency (or a peer) of its package', () => {
+    for (const dir of [
+      join(app, 'node_modules/@concord/client'),
+      join(ops, 'node_modules/concord'),
+    ]) {
+      const pkg = JSON.parse(readFileSync(join(dir, 'package.json'), 'utf8'));
+      const declared = new Set([
+        ...Object.keys(pkg.dependencies ?? {}),
+        ...Object.keys(pkg.peerDependencies ?? {}),
+      ]);
+      const imported = bareImports(join(dir, 'dist'));
+      expect(imported.size).toBeGreaterThan(0);
+      expect(
+        [...imported].filter((name) => !declared.has(name)),
+        pkg.name,
+      ).toEqual([]);
+    }
   });
 
   it(
