@@ -16,6 +16,8 @@ import type {
   ChangeGlobalStatusCommand,
   Command,
   CommandResults,
+  CommitGlobalCommand,
+  DecisionResult,
   FinishGlobalCommand,
   FinishedSession,
   GlobalReportCommand,
@@ -27,6 +29,7 @@ import type {
   RetryResumedCommand,
   RetryScheduledCommand,
   RetryStoppedCommand,
+  RollbackGlobalCommand,
 } from './commands.ts';
 import { validateCommandShape } from './command-validation.ts';
 import type { Rejection } from './errors.ts';
@@ -60,6 +63,8 @@ import {
   isSuccessfulEnd,
   isUnretryableFailure,
   phaseTwoStatusesFor,
+  reportedStatus,
+  successfulEndOf,
   type BranchSession,
   type FinishedRecord,
   type GlobalSession,
@@ -129,6 +134,10 @@ export class CoordinatorStateMachine implements CoordinatorStateView {
         return this.finishGlobal(c);
       case 'AcquireDriver':
         return this.acquireDriver(c);
+      case 'CommitGlobal':
+        return this.commitGlobal(c);
+      case 'RollbackGlobal':
+        return this.rollbackGlobal(c);
     }
   }
 
@@ -158,7 +167,7 @@ export class CoordinatorStateMachine implements CoordinatorStateView {
       statusChangedAt: c.beginTime,
       branches: [],
       retry: { attempts: 0, nextRetryAt: null, retryDeadline: null, stopped: false },
-      driverTerm: 0,
+      driverTerm: c.term ?? 0,
     });
     return ok({ xid: c.xid, deadline });
   }
@@ -449,6 +458,56 @@ export class CoordinatorStateMachine implements CoordinatorStateView {
     return ok(this.endSession(session, c.at, null));
   }
 
+  private commitGlobal(c: CommitGlobalCommand): Outcome<DecisionResult> {
+    const session = this.sessions.get(c.xid);
+    if (!session) return this.answerEnded(c.xid);
+    const fenced = fence(session, c.term);
+    if (fenced) return reject(fenced);
+    if (session.status !== GlobalStatus.Begin) return ok(undecided(session));
+    if (c.at >= session.deadline) return ok(this.decide(session, 'timeout', c));
+    if (session.branches.length === 0) return ok(this.decide(session, 'onePhase', c));
+    const async = session.branches.every(canBranchCommitAsync);
+    return ok(this.decide(session, async ? 'async' : 'sync', c));
+  }
+
+  private rollbackGlobal(c: RollbackGlobalCommand): Outcome<DecisionResult> {
+    const session = this.sessions.get(c.xid);
+    if (!session) return this.answerEnded(c.xid);
+    const fenced = fence(session, c.term);
+    if (fenced) return reject(fenced);
+    if (session.status !== GlobalStatus.Begin) return ok(undecided(session));
+    if (c.timeout && c.at < session.deadline)
+      return illegal(session, `not timed out before its deadline ${session.deadline}`);
+    return ok(this.decide(session, c.timeout ? 'timeout' : 'rollback', c));
+  }
+
+  /** Records a decision taken in apply; a branchless session ends in the same entry. */
+  private decide(
+    session: GlobalSession,
+    how: 'onePhase' | 'async' | 'sync' | 'rollback' | 'timeout',
+    c: { at: number; term: number },
+  ): DecisionResult {
+    const status = DECIDED_STATUS[how];
+    session.status = status;
+    session.statusChangedAt = c.at;
+    session.driverTerm = Math.max(session.driverTerm, c.term);
+    if (session.branches.length > 0 && how !== 'onePhase')
+      return { status, decided: true, finished: null };
+    session.status = successfulEndOf(status);
+    return {
+      status: session.status,
+      decided: true,
+      finished: this.endSession(session, c.at, null),
+    };
+  }
+
+  /** A commit or rollback of a session that left the live set answers its final status. */
+  private answerEnded(xid: string): Outcome<DecisionResult> {
+    const record = this.finished.get(xid);
+    if (!record) return reject(this.missing(xid));
+    return ok({ status: record.status, decided: false, finished: null });
+  }
+
   private acquireDriver(c: AcquireDriverCommand): Outcome<CommandResults['AcquireDriver']> {
     const session = this.live(c.xid);
     if (!isSession(session)) return reject(session);
@@ -704,6 +763,19 @@ function fence(session: GlobalSession, term: number): Rejection | null {
     term,
     driverTerm: session.driverTerm,
   };
+}
+
+const DECIDED_STATUS = {
+  onePhase: GlobalStatus.Committing,
+  async: GlobalStatus.AsyncCommitting,
+  sync: GlobalStatus.Committing,
+  rollback: GlobalStatus.Rollbacking,
+  timeout: GlobalStatus.TimeoutRollbacking,
+} as const;
+
+/** The answer to a commit or rollback of a session that is already decided. */
+function undecided(session: GlobalSession): DecisionResult {
+  return { status: reportedStatus(session), decided: false, finished: null };
 }
 
 function findBranch(session: GlobalSession, branchId: string): BranchSession | undefined {

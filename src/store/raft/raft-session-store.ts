@@ -180,6 +180,13 @@ export class RaftSessionStore implements SessionStore {
     return fn(this.state);
   }
 
+  /** The applied state of this leader, no barrier: for its own phase-two work only. */
+  readLocal<T>(fn: (state: CoordinatorStateView) => T): T {
+    this.requireLeaderRole();
+    if (!this.isLeader()) throw this.notLeaderError();
+    return fn(this.state);
+  }
+
   isLeader(): boolean {
     return !this.closed && this.role === 'leader' && this.readyTerm === this.currentTerm;
   }
