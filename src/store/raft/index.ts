@@ -7,3 +7,11 @@ export {
   RaftSessionStore,
 } from './raft-session-store.ts';
 export type { RaftPort, RaftSessionStoreOptions } from './raft-session-store.ts';
+export {
+  MAX_COMMANDS_PER_ENTRY,
+  MAX_ENTRY_BYTES,
+  SubmitBatcher,
+  applyEntry,
+  encodeEntry,
+  isBatchEntry,
+} from './command-batch.ts';

@@ -2,8 +2,9 @@
  * The coordinator's SessionStore over Concord's Raft: where the coordinator and the Raft
  * meet (DESIGN.md, "Layers"). Neither knows the other; this adapter
  *
- *  - submits a command by proposing `encodeCommand(command)` and resolves with the
- *    coordinator state machine's apply outcome, which the Raft driver hands back only once
+ *  - submits a command by proposing `encodeCommand(command)` (with the other submits of
+ *    the same event-loop turn, in one entry: command-batch.ts) and resolves with the
+ *    coordinator state machine's apply outcome for it, which the Raft driver hands back only once
  *    the entry is committed on a quorum AND applied on this node (invariant 1: the
  *    coordinator answers a TM or calls a branch only after that);
  *  - serves linearizable reads: a ReadIndex barrier (`raft.read()`), then `fn` on the
@@ -39,6 +40,7 @@ import {
   TimeoutError,
 } from '../../shared/errors.ts';
 import type { Logger } from '../../shared/logger.ts';
+import { SubmitBatcher } from './command-batch.ts';
 
 /** How long a submitted command may take to be committed and applied before the caller hears TimeoutError (outcome unknown), ms. */
 export const DEFAULT_SUBMIT_TIMEOUT_MS = 10_000;
@@ -98,6 +100,7 @@ export class RaftSessionStore implements SessionStore {
   private readyWaiters: ReadyWaiter[] = [];
   private readonly listeners = new Set<(event: LeadershipEvent) => void>();
   private readonly reads: ReadBatcher;
+  private readonly submits: SubmitBatcher;
   private unsubscribe: (() => void) | null;
   private closed = false;
 
@@ -114,6 +117,7 @@ export class RaftSessionStore implements SessionStore {
     this.currentTerm = st.term;
     this.leaderId = st.leader;
     this.reads = new ReadBatcher(() => this.raft.read());
+    this.submits = new SubmitBatcher((data) => this.raft.propose(data));
     this.unsubscribe = this.raft.onStateChange((change) =>
       this.onRaftState(change.role, change.term, change.leader),
     );
@@ -137,6 +141,12 @@ export class RaftSessionStore implements SessionStore {
   // -------------------------------------------------------------------------------------
   // SessionStore
 
+  /** Entries proposed and the commands they carried, since start. */
+  batchCounts(): { entries: number; commands: number } {
+    return { ...this.submits.counts };
+  }
+
+  /** Joins the other submits of this event-loop turn in one entry (see SubmitBatcher). */
   async submit<C extends Command>(command: C): Promise<Outcome<ResultOf<C>>> {
     this.requireLeaderRole();
     const data = encodeCommand(command);
@@ -145,7 +155,7 @@ export class RaftSessionStore implements SessionStore {
     let result: unknown;
     try {
       result = await withDeadline(
-        this.raft.propose(data),
+        this.submits.add(data),
         deadline,
         () =>
           new TimeoutError(
