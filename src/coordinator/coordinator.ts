@@ -20,6 +20,7 @@ import {
   MIN_TIMEOUT_MS,
 } from './limits.ts';
 import { parseLockKey, validateResourceId } from './lock-key.ts';
+import { commandClock } from './command-clock.ts';
 import { PhaseTwoDriver, type PhaseTwoOptions, type RmWait } from './phase-two-driver.ts';
 import {
   systemClock,
@@ -48,7 +49,7 @@ export interface CoordinatorOptions {
   logger: Logger;
   /** This TC's client-facing address: the xid prefix `<host>:<port>`. */
   address: { host: string; port: number };
-  /** Default: the system clock. */
+  /** Default: the system clock. Commands carry max(this clock, the last applied command time). */
   clock?: Clock;
   phaseTwo?: Partial<PhaseTwoOptions>;
 }
@@ -139,7 +140,7 @@ export class Coordinator {
   constructor(options: CoordinatorOptions) {
     this.store = options.store;
     this.ids = options.ids;
-    this.clock = options.clock ?? systemClock;
+    this.clock = commandClock(options.clock ?? systemClock, options.store);
     this.log = options.logger.child({ component: 'coordinator' });
     this.address = options.address;
     this.driver = new PhaseTwoDriver({

@@ -34,14 +34,13 @@ import type {
 import { validateCommandShape } from './command-validation.ts';
 import type { Rejection } from './errors.ts';
 import {
+  DEFAULT_RETENTION,
   MAX_APPLICATION_DATA_BYTES,
   MAX_BRANCHES_PER_GLOBAL,
-  MAX_DEDUP_ENTRIES,
   MAX_LIVE_SESSIONS,
-  MAX_RECENTLY_FINISHED,
   MAX_TIMEOUT_MS,
   MIN_TIMEOUT_MS,
-  RECENTLY_FINISHED_TTL_MS,
+  type RetentionLimits,
 } from './limits.ts';
 import { parseLockKey } from './lock-key.ts';
 import { LockTable } from './lock-table.ts';
@@ -81,6 +80,12 @@ export interface CoordinatorStateView {
   isLockable(xid: string, rows: readonly string[]): boolean;
   lockHolder(row: string): { xid: string; branchIds: string[] } | undefined;
   lockedRowCount(): number;
+  /**
+   * The latest command time (ms) among applied commands: a leader stamps its commands with
+   * max(its clock, this), so command time never goes backwards across leaders. Optional:
+   * the db store's partial view has none (its nodes share one database clock order).
+   */
+  commandTime?(): number;
 }
 
 const textEncoder = new TextEncoder();
@@ -89,7 +94,14 @@ export class CoordinatorStateMachine implements CoordinatorStateView {
   private sessions = new Map<string, GlobalSession>();
   private locks = new LockTable();
   private finished = new Map<string, FinishedRecord>();
-  private dedup = new Map<string, unknown>();
+  /** key → the remembered result and the command time it was remembered at; oldest first. */
+  private dedup = new Map<string, DedupEntry>();
+  private lastCommandTime = 0;
+  private readonly retention: Readonly<RetentionLimits>;
+
+  constructor(options: { retention?: Partial<RetentionLimits> } = {}) {
+    this.retention = { ...DEFAULT_RETENTION, ...options.retention };
+  }
 
   /** Applies one command. Never throws on bad input: a refused command is a Rejection. */
   apply<C extends Command>(command: C): Outcome<ResultOf<C>>;
@@ -97,6 +109,7 @@ export class CoordinatorStateMachine implements CoordinatorStateView {
     const malformed = validateCommandShape(command);
     if (malformed) return { ok: false, rejection: malformed };
     const result = this.dispatch(command);
+    if (result.ok) this.lastCommandTime = Math.max(this.lastCommandTime, commandTimeOf(command));
     return result.ok
       ? { ok: true, value: result.value }
       : { ok: false, rejection: result.rejection };
@@ -109,9 +122,9 @@ export class CoordinatorStateMachine implements CoordinatorStateView {
   private dispatch(c: Command): Outcome<unknown> {
     switch (c.kind) {
       case 'Begin':
-        return this.withDedup(c.kind, c.requestId, () => this.begin(c));
+        return this.withDedup(c.kind, c.requestId, c.beginTime, () => this.begin(c));
       case 'RegisterBranch':
-        return this.withDedup(c.kind, c.requestId, () => this.registerBranch(c));
+        return this.withDedup(c.kind, c.requestId, c.at, () => this.registerBranch(c));
       case 'BranchReport':
         return this.branchReport(c);
       case 'ChangeGlobalStatus':
@@ -555,30 +568,59 @@ export class CoordinatorStateMachine implements CoordinatorStateView {
 
   private rememberFinished(record: FinishedRecord): void {
     this.finished.set(record.xid, record);
-    // Bounded by time (command time: deterministic) and by count, oldest first. Leaders'
-    // clocks differ, so finishedAt is not sorted: pruning stops at the first young entry.
+    // Kept for finishedRetentionMs of command time (never goes backwards, so insertion
+    // order is time order and pruning stops at the first young record); the count bound
+    // is a memory guard far above what the retention holds.
+    const horizon = record.finishedAt - this.retention.finishedRetentionMs;
     for (const [xid, old] of this.finished) {
-      if (
-        this.finished.size <= MAX_RECENTLY_FINISHED &&
-        old.finishedAt + RECENTLY_FINISHED_TTL_MS > record.finishedAt
-      )
-        break;
+      if (this.finished.size <= this.retention.finishedEntries && old.finishedAt > horizon) break;
       this.finished.delete(xid);
     }
   }
 
-  private withDedup<T>(kind: string, requestId: string | null, run: () => Outcome<T>): Outcome<T> {
+  /**
+   * Answers a retried request (same kind and requestId) with its first result. Results are
+   * kept for dedupRetentionMs of command time; when the table is full of younger ones, a
+   * new request is refused (CAPACITY) instead of evicting one a client may still retry.
+   */
+  private withDedup<T>(
+    kind: string,
+    requestId: string | null,
+    at: number,
+    run: () => Outcome<T>,
+  ): Outcome<T> {
     if (requestId === null) return run();
     const key = `${kind}\n${requestId}`;
-    if (this.dedup.has(key)) return ok(this.dedup.get(key) as T);
+    const remembered = this.dedup.get(key);
+    if (remembered) return ok(remembered.value as T);
+    if (this.dedupFull(at)) {
+      return reject({
+        code: 'CAPACITY',
+        message: `${this.retention.dedupEntries} requests of the last ${this.retention.dedupRetentionMs} ms are remembered, the limit; retry later`,
+      });
+    }
     const outcome = run();
     // Only a result is remembered: a refused request changed nothing, so a retry re-decides.
     if (outcome.ok) {
+      this.pruneDedup(at);
       // Frozen: the same object answers every retry, so no caller may change it.
-      this.dedup.set(key, Object.freeze(outcome.value));
-      if (this.dedup.size > MAX_DEDUP_ENTRIES) this.dedup.delete(this.dedup.keys().next().value!);
+      this.dedup.set(key, { value: Object.freeze(outcome.value), at });
     }
     return outcome;
+  }
+
+  /** True when no entry could be added at `at` without evicting one younger than the retention. */
+  private dedupFull(at: number): boolean {
+    if (this.dedup.size < this.retention.dedupEntries) return false;
+    const oldest = this.dedup.values().next().value!;
+    return oldest.at + this.retention.dedupRetentionMs > at;
+  }
+
+  private pruneDedup(at: number): void {
+    for (const [key, entry] of this.dedup) {
+      if (entry.at + this.retention.dedupRetentionMs > at) break;
+      this.dedup.delete(key);
+    }
   }
 
   // -------------------------------------------------------------------------------------
@@ -636,6 +678,10 @@ export class CoordinatorStateMachine implements CoordinatorStateView {
     return this.locks.size;
   }
 
+  commandTime(): number {
+    return this.lastCommandTime;
+  }
+
   /** Every locked row with its holder (for checkers and the console). */
   lockEntries(): { row: string; xid: string; branchIds: string[] }[] {
     return [...this.locks.entries()].map(([row, h]) => ({
@@ -656,7 +702,8 @@ export class CoordinatorStateMachine implements CoordinatorStateView {
       version: SNAPSHOT_FORMAT_VERSION,
       sessions: [...this.sessions.values()],
       finished: [...this.finished.values()],
-      dedup: [...this.dedup.entries()],
+      dedup: [...this.dedup].map(([key, e]): DedupRow => [key, e.value, e.at]),
+      commandTime: this.lastCommandTime,
     });
   }
 
@@ -682,11 +729,16 @@ export class CoordinatorStateMachine implements CoordinatorStateView {
       locks: this.locks,
       finished: this.finished,
       dedup: this.dedup,
+      lastCommandTime: this.lastCommandTime,
     };
     this.sessions = sessions;
     this.locks = locks;
     this.finished = new Map(data.finished.map((r) => [r.xid, r]));
-    this.dedup = new Map(data.dedup);
+    this.lastCommandTime = data.commandTime ?? 0;
+    // Format 1 kept no time: such entries count as remembered at the snapshot's command time.
+    this.dedup = new Map(
+      data.dedup.map(([key, value, at]) => [key, { value, at: at ?? this.lastCommandTime }]),
+    );
     try {
       this.checkInvariants();
     } catch (err) {
@@ -745,8 +797,11 @@ export class CoordinatorStateMachine implements CoordinatorStateView {
       lockedRows === tableRows,
       () => `branches record ${lockedRows} row locks, the lock table ${tableRows}`,
     );
-    assert(this.dedup.size <= MAX_DEDUP_ENTRIES, 'dedup map is over its bound');
-    assert(this.finished.size <= MAX_RECENTLY_FINISHED, 'recently-finished map is over its bound');
+    assert(this.dedup.size <= this.retention.dedupEntries, 'dedup map is over its bound');
+    assert(
+      this.finished.size <= this.retention.finishedEntries,
+      'recently-finished map is over its bound',
+    );
     for (const xid of this.finished.keys())
       assert(!this.sessions.has(xid), () => `${xid} is both live and finished`);
   }
@@ -763,6 +818,35 @@ function fence(session: GlobalSession, term: number): Rejection | null {
     term,
     driverTerm: session.driverTerm,
   };
+}
+
+interface DedupEntry {
+  value: unknown;
+  /** Command time of the request that produced it. */
+  at: number;
+}
+
+/** [key, result, command time] as a snapshot holds it. */
+type DedupRow = [string, unknown, number];
+
+/** The leader's "now" a command carries (0 for commands that carry none). */
+function commandTimeOf(c: Command): number {
+  switch (c.kind) {
+    case 'Begin':
+      return c.beginTime;
+    case 'RegisterBranch':
+    case 'ChangeGlobalStatus':
+    case 'RetryStopped':
+    case 'RetryResumed':
+    case 'MarkResolved':
+    case 'GlobalReport':
+    case 'FinishGlobal':
+    case 'CommitGlobal':
+    case 'RollbackGlobal':
+      return c.at;
+    default:
+      return 0;
+  }
 }
 
 const DECIDED_STATUS = {

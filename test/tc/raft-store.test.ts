@@ -295,6 +295,7 @@ describe('RaftSessionStore', () => {
         lockKey: '',
         applicationData: data,
         clientId: 'c',
+        applicationId: 'app',
         at: 2_000,
         requestId: null,
       }),
