@@ -47,6 +47,7 @@ import { LockTable } from './lock-table.ts';
 import { SNAPSHOT_FORMAT_VERSION, decodeSnapshot, encodeSnapshot } from './snapshot-codec.ts';
 import {
   BranchStatus,
+  BranchType,
   GlobalStatus,
   branchDoneStatusFor,
   canBranchCommitAsync,
@@ -255,10 +256,18 @@ export class CoordinatorStateMachine implements CoordinatorStateView {
         );
       }
     }
-    // A phase-one outcome is reported once; the same report again is a harmless retry.
-    if (branch.status !== c.status && branch.status !== BranchStatus.Registered) {
-      return illegal(session, `branch ${c.branchId} is already ${branch.status}`);
+    // A phase-one outcome is reported once, while the transaction is undecided; the same
+    // report again (same data) is a harmless retry, a different one is refused: a branch's
+    // data must not change under a decision already taken on it.
+    if (branch.status === c.status) {
+      if (c.applicationData !== null && c.applicationData !== branch.applicationData)
+        return illegal(session, `branch ${c.branchId} already reported, with other data`);
+      return ok({ status: branch.status });
     }
+    if (session.status !== GlobalStatus.Begin)
+      return illegal(session, 'a branch reports its phase one only before the decision');
+    if (branch.status !== BranchStatus.Registered)
+      return illegal(session, `branch ${c.branchId} is already ${branch.status}`);
     branch.status = c.status;
     if (c.applicationData !== null) branch.applicationData = c.applicationData;
     return ok({ status: branch.status });
@@ -294,6 +303,8 @@ export class CoordinatorStateMachine implements CoordinatorStateView {
     }
     session.status = c.to;
     session.statusChangedAt = c.at;
+    if (c.from === GlobalStatus.Begin && decisionOf(c.to) === 'commit')
+      this.releaseAtLocks(session);
     return ok({ status: session.status });
   }
 
@@ -420,6 +431,12 @@ export class CoordinatorStateMachine implements CoordinatorStateView {
     }
     const fenced = fence(session, c.term);
     if (fenced) return reject(fenced);
+    const notSaga = session.branches.find((b) => b.type !== BranchType.SAGA);
+    if (notSaga)
+      return illegal(
+        session,
+        `a TM reports the status only of a Saga transaction; branch ${notSaga.branchId} is ${notSaga.type}`,
+      );
     if (session.status === c.status) return ok({ status: session.status, finished: null });
     if (c.status === GlobalStatus.AsyncCommitting || !canReach(session.status, c.status)) {
       return illegal(session, `a report of ${c.status} is not reachable`);
@@ -504,6 +521,7 @@ export class CoordinatorStateMachine implements CoordinatorStateView {
     session.status = status;
     session.statusChangedAt = c.at;
     session.driverTerm = Math.max(session.driverTerm, c.term);
+    if (how === 'async' || how === 'sync') this.releaseAtLocks(session);
     if (session.branches.length > 0 && how !== 'onePhase')
       return { status, decided: true, finished: null };
     session.status = successfulEndOf(status);
@@ -533,6 +551,16 @@ export class CoordinatorStateMachine implements CoordinatorStateView {
   // -------------------------------------------------------------------------------------
   // Helpers that mutate
   // -------------------------------------------------------------------------------------
+
+  /**
+   * At the commit decision AT branches free their rows (as Seata: an AT commit only deletes
+   * undo logs, the data is final); on rollback they keep them until rolled back.
+   */
+  private releaseAtLocks(session: GlobalSession): void {
+    for (const branch of session.branches)
+      if (branch.type === BranchType.AT && branch.lockedRows.length > 0)
+        this.releaseBranchLocks(branch);
+  }
 
   private releaseBranchLocks(branch: BranchSession): number {
     const released = this.locks.releaseBranch(branch.xid, branch.branchId);
