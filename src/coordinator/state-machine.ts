@@ -100,8 +100,13 @@ export class CoordinatorStateMachine implements CoordinatorStateView {
   private lastCommandTime = 0;
   private readonly retention: Readonly<RetentionLimits>;
 
-  constructor(options: { retention?: Partial<RetentionLimits> } = {}) {
+  /** Live sessions in a *Failed end state, waiting for an operator: not counted as live. */
+  private failed = new Set<string>();
+  private readonly maxLiveSessions: number;
+
+  constructor(options: { retention?: Partial<RetentionLimits>; maxLiveSessions?: number } = {}) {
     this.retention = { ...DEFAULT_RETENTION, ...options.retention };
+    this.maxLiveSessions = options.maxLiveSessions ?? MAX_LIVE_SESSIONS;
   }
 
   /** Applies one command. Never throws on bad input: a refused command is a Rejection. */
@@ -110,7 +115,10 @@ export class CoordinatorStateMachine implements CoordinatorStateView {
     const malformed = validateCommandShape(command);
     if (malformed) return { ok: false, rejection: malformed };
     const result = this.dispatch(command);
-    if (result.ok) this.lastCommandTime = Math.max(this.lastCommandTime, commandTimeOf(command));
+    if (result.ok) {
+      this.lastCommandTime = Math.max(this.lastCommandTime, commandTimeOf(command));
+      this.trackFailed(command.xid);
+    }
     return result.ok
       ? { ok: true, value: result.value }
       : { ok: false, rejection: result.rejection };
@@ -161,10 +169,11 @@ export class CoordinatorStateMachine implements CoordinatorStateView {
     if (c.timeoutMs < MIN_TIMEOUT_MS || c.timeoutMs > MAX_TIMEOUT_MS) {
       return bad(`timeout ${c.timeoutMs} ms is outside ${MIN_TIMEOUT_MS}..${MAX_TIMEOUT_MS} ms`);
     }
-    if (this.sessions.size >= MAX_LIVE_SESSIONS) {
+    // Failed sessions wait for an operator: they do not use up the room of new ones.
+    if (this.sessions.size - this.failed.size >= this.maxLiveSessions) {
       return reject({
         code: 'CAPACITY',
-        message: `${MAX_LIVE_SESSIONS} global transactions are live, the limit`,
+        message: `${this.maxLiveSessions} global transactions are live, the limit`,
       });
     }
     const deadline = c.beginTime + c.timeoutMs;
@@ -552,6 +561,17 @@ export class CoordinatorStateMachine implements CoordinatorStateView {
   // Helpers that mutate
   // -------------------------------------------------------------------------------------
 
+  private trackFailed(xid: string): void {
+    const session = this.sessions.get(xid);
+    if (session && isFailedEnd(session.status)) this.failed.add(xid);
+    else this.failed.delete(xid);
+  }
+
+  /** Live sessions in a *Failed end state (counted apart from the live-session limit). */
+  failedSessionCount(): number {
+    return this.failed.size;
+  }
+
   /**
    * At the commit decision AT branches free their rows (as Seata: an AT commit only deletes
    * undo logs, the data is final); on rollback they keep them until rolled back.
@@ -758,11 +778,15 @@ export class CoordinatorStateMachine implements CoordinatorStateView {
       finished: this.finished,
       dedup: this.dedup,
       lastCommandTime: this.lastCommandTime,
+      failed: this.failed,
     };
     this.sessions = sessions;
     this.locks = locks;
     this.finished = new Map(data.finished.map((r) => [r.xid, r]));
     this.lastCommandTime = data.commandTime ?? 0;
+    this.failed = new Set(
+      [...sessions.values()].filter((x) => isFailedEnd(x.status)).map((x) => x.xid),
+    );
     // Format 1 kept no time: such entries count as remembered at the snapshot's command time.
     this.dedup = new Map(
       data.dedup.map(([key, value, at]) => [key, { value, at: at ?? this.lastCommandTime }]),
@@ -832,6 +856,12 @@ export class CoordinatorStateMachine implements CoordinatorStateView {
     );
     for (const xid of this.finished.keys())
       assert(!this.sessions.has(xid), () => `${xid} is both live and finished`);
+    let failed = 0;
+    for (const session of this.sessions.values()) if (isFailedEnd(session.status)) failed += 1;
+    assert(
+      failed === this.failed.size && [...this.failed].every((x) => this.sessions.has(x)),
+      () => `${failed} live sessions are failed, the failed set holds ${this.failed.size}`,
+    );
   }
 }
 

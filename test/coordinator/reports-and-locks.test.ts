@@ -4,6 +4,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import { IllegalStatusError } from '../../src/coordinator/errors.ts';
+import { CoordinatorStateMachine } from '../../src/coordinator/state-machine.ts';
 import { BranchStatus, GlobalStatus } from '../../src/coordinator/types.ts';
 import { begin, flush, makeWorld, register } from './fakes.ts';
 
@@ -113,5 +114,65 @@ describe('reports at the right time (item 12)', () => {
     ).rejects.toBeInstanceOf(IllegalStatusError);
     world.gateway.settle(0, 'success');
     expect(await committing).toBe(GlobalStatus.Committed);
+  });
+});
+
+describe('failed sessions and the live limit (item 11)', () => {
+  // Before the fix failed sessions (waiting for an operator) used up the live limit, so
+  // new Begins were refused more and more over time.
+  it('failed sessions are counted apart: they do not use up the room of new transactions', () => {
+    const machine = new CoordinatorStateMachine({ maxLiveSessions: 2 });
+    const at = 1_700_000_000_000;
+    const beginN = (n: number) =>
+      machine.apply({
+        kind: 'Begin',
+        xid: `10.0.0.1:8091:${n}`,
+        transactionId: String(n),
+        applicationId: 'a',
+        transactionServiceGroup: 'g',
+        name: '',
+        timeoutMs: 60_000,
+        beginTime: at,
+        requestId: null,
+        term: 1,
+      });
+    for (const n of [1, 2]) {
+      const xid = `10.0.0.1:8091:${n}`;
+      expect(beginN(n).ok).toBe(true);
+      machine.apply({
+        kind: 'RegisterBranch',
+        xid,
+        branchId: String(100 + n),
+        type: 'TCC',
+        resourceId: 'r',
+        lockKey: '',
+        applicationData: '',
+        clientId: 'c',
+        applicationId: 'a',
+        at,
+        requestId: null,
+      });
+      expect(machine.apply({ kind: 'CommitGlobal', xid, at, term: 1 }).ok).toBe(true);
+      const fail = machine.apply({
+        kind: 'ChangeGlobalStatus',
+        xid,
+        from: GlobalStatus.Committing,
+        to: GlobalStatus.CommitFailed,
+        at,
+        term: 1,
+      });
+      expect(fail.ok).toBe(true);
+    }
+    expect(machine.failedSessionCount()).toBe(2);
+    expect(beginN(3).ok).toBe(true);
+    expect(beginN(4).ok).toBe(true);
+    const full = beginN(5);
+    expect(full.ok).toBe(false);
+    if (!full.ok) expect(full.rejection.code).toBe('CAPACITY');
+    machine.checkInvariants();
+    // A restored replica counts the same.
+    const copy = new CoordinatorStateMachine({ maxLiveSessions: 2 });
+    copy.restore(machine.snapshot());
+    expect(copy.failedSessionCount()).toBe(2);
   });
 });

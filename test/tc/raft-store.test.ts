@@ -113,7 +113,10 @@ const begin = (n: number): BeginCommand => ({
   requestId: null,
 });
 
-function storeOver(raft: ScriptedRaft, opts: { submitTimeoutMs?: number } = {}) {
+function storeOver(
+  raft: ScriptedRaft,
+  opts: { submitTimeoutMs?: number; readTimeoutMs?: number } = {},
+) {
   const events: LeadershipEvent[] = [];
   const store = new RaftSessionStore({
     raft,
@@ -300,12 +303,36 @@ describe('RaftSessionStore', () => {
         requestId: null,
       }),
     );
-    await tick();
+    while (store.batchCounts().commands < 101) await tick();
     expect(raft.proposals.length).toBeGreaterThan(1);
     for (const p of raft.proposals) expect(p.data.length).toBeLessThanOrEqual(MAX_ENTRY_BYTES + 64);
     while (raft.proposals.length > 0) raft.applyNext();
     expect((await Promise.all(registers)).every((o) => o.ok)).toBe(true);
     expect(raft.machine.getSession(xid)?.branches).toHaveLength(100);
+    store.close();
+  });
+
+  // Issue 13 item 11. Before the fix a caller that timed out stayed in the queue, so an
+  // overloaded leader's queue grew without bound.
+  it('a read that timed out leaves the barrier queue', async () => {
+    const raft = new ScriptedRaft();
+    const { store } = storeOver(raft, { readTimeoutMs: 40 });
+    raft.set('leader', 2, 'n1');
+    raft.termEntryCommitted = true;
+    await tick();
+    raft.completeReads();
+    await tick();
+    // Its barrier never completes.
+    const first = store.read((s) => s.liveSessionCount()).catch(() => undefined);
+    await tick();
+    const late = Array.from({ length: 50 }, () =>
+      store.read((s) => s.liveSessionCount()).catch((e: unknown) => e),
+    );
+    await tick();
+    expect(store.queuedReads()).toBe(50);
+    for (const err of await Promise.all(late)) expect(err).toBeInstanceOf(TimeoutError);
+    expect(store.queuedReads()).toBe(0);
+    await first;
     store.close();
   });
 });

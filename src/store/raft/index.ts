@@ -3,6 +3,7 @@ export {
   DEFAULT_BARRIER_RETRY_MS,
   DEFAULT_READ_TIMEOUT_MS,
   DEFAULT_SUBMIT_TIMEOUT_MS,
+  MAX_QUEUED_READS,
   MAX_READS_PER_BARRIER,
   RaftSessionStore,
 } from './raft-session-store.ts';

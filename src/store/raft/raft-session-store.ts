@@ -22,6 +22,7 @@
  * through `leaderAddress`.
  */
 import {
+  CapacityError,
   encodeCommand,
   type Command,
   type CoordinatorStateView,
@@ -50,6 +51,8 @@ export const DEFAULT_READ_TIMEOUT_MS = 10_000;
 export const DEFAULT_BARRIER_RETRY_MS = 20;
 /** Callers waiting for one ReadIndex barrier; beyond it they queue for the next one (keeps one batch bounded). */
 export const MAX_READS_PER_BARRIER = 4_096;
+/** Callers that may wait for a barrier at once; beyond it a read is refused (CapacityError). */
+export const MAX_QUEUED_READS = 65_536;
 
 /** What the store needs of a Raft node (RaftNode satisfies it structurally). */
 export interface RaftPort {
@@ -141,6 +144,11 @@ export class RaftSessionStore implements SessionStore {
   // -------------------------------------------------------------------------------------
   // SessionStore
 
+  /** Reads waiting for a ReadIndex barrier that has not started. */
+  queuedReads(): number {
+    return this.reads.queued;
+  }
+
   /** Entries proposed and the commands they carried, since start. */
   batchCounts(): { entries: number; commands: number } {
     return { ...this.submits.counts };
@@ -176,13 +184,15 @@ export class RaftSessionStore implements SessionStore {
     this.requireLeaderRole();
     const deadline = Date.now() + this.readTimeoutMs;
     await this.waitReady(deadline);
+    const waiter = this.reads.barrier();
     try {
       await withDeadline(
-        this.reads.barrier(),
+        waiter.done,
         deadline,
         () => new TimeoutError(`read not confirmed within ${this.readTimeoutMs} ms`),
       );
     } catch (err) {
+      waiter.cancel(); // a caller that gave up leaves the queue
       throw this.translate(err);
     }
     // A leader change between the barrier and here is harmless: the barrier proved that
@@ -355,8 +365,26 @@ class ReadBatcher {
 
   constructor(private readonly barrierFn: () => Promise<void>) {}
 
-  barrier(): Promise<void> {
-    const p = new Promise<void>((resolve, reject) => this.waiting.push({ resolve, reject }));
+  /**
+   * Joins the next barrier. `cancel` takes a caller that gave up out of the queue; a full
+   * queue refuses at once (CapacityError), so memory stays bounded under overload.
+   */
+  barrier(): { done: Promise<void>; cancel: () => void } {
+    if (this.waiting.length >= MAX_QUEUED_READS) {
+      const full = new CapacityError(
+        `${MAX_QUEUED_READS} reads wait for a ReadIndex barrier, the limit; retry later`,
+      );
+      return { done: Promise.reject(full), cancel: () => {} };
+    }
+    let waiter!: ReadyWaiter;
+    const p = new Promise<void>((resolve, reject) => {
+      waiter = { resolve, reject };
+      this.waiting.push(waiter);
+    });
+    const cancel = () => {
+      const i = this.waiting.indexOf(waiter);
+      if (i >= 0) this.waiting.splice(i, 1);
+    };
     if (!this.inFlight && !this.startQueued) {
       // Start after the current microtasks: reads issued together share the first barrier.
       this.startQueued = true;
@@ -365,7 +393,12 @@ class ReadBatcher {
         if (!this.inFlight) this.start();
       });
     }
-    return p;
+    return { done: p, cancel };
+  }
+
+  /** Callers waiting for a barrier that has not started (for tests and metrics). */
+  get queued(): number {
+    return this.waiting.length;
   }
 
   private start(): void {
