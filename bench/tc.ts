@@ -8,8 +8,9 @@
  *                       [--key-space 1000000] [--tick-ms 50] [--keep] [--node-args "--cpu-prof"]
  *
  * Scenarios, each a loop per TM (`--concurrency` TMs in this one process):
- *  - empty: Begin → Commit, no branch (2 TC calls; the TC proposes Begin, the decision,
- *    AcquireDriver and FinishGlobal: 4 Raft entries, and makes 3 linearizable reads).
+ *  - empty: Begin → Commit, no branch (2 TC calls; the TC proposes Begin and CommitGlobal,
+ *    which ends the transaction in the same entry: 2 commands, no linearizable read; the
+ *    commands of one event-loop turn share a Raft entry).
  *  - lock:  Begin → BranchRegister (AT, one row `t:<random of key-space>`) → Commit
  *    (3 TC calls; AT commits asynchronously: the TM hears AsyncCommitting, the RM in this
  *    process is told to commit in the background, then the row's lock is released).

@@ -80,6 +80,7 @@ import {
   OutcomeUnknownError,
   TcInternalError,
   TransportError,
+  UnknownXidError,
   UnavailableError,
   retryClassOf,
   wireToError,
@@ -638,6 +639,11 @@ export class TcClient {
           case 'definite':
             // An answer about the state now — also after a retry (a requestId's retry is
             // answered with the first attempt's result; a decided transaction with its decision).
+            // Except UNKNOWN_XID after an attempt whose outcome is unknown: that attempt may
+            // have ended the transaction and its record may be gone since (Seata answers
+            // Finished there). Never a definite failure.
+            if (unknown && err instanceof UnknownXidError)
+              throw new OutcomeUnknownError(method, attempts, Date.now() - started, err);
             throw err;
           case 'not-leader': {
             const named = leaderOf(err)?.transaction ?? null;

@@ -27,6 +27,8 @@ const anyName: Check = (v) =>
 const time: Check = (v) =>
   Number.isSafeInteger(v) && (v as number) >= 0 ? null : 'must be a non-negative integer of ms';
 const term: Check = time;
+const termOrAbsent: Check = (v) => (v === undefined ? null : term(v));
+const flag: Check = (v) => (typeof v === 'boolean' ? null : 'must be a boolean');
 const positive: Check = (v) =>
   Number.isSafeInteger(v) && (v as number) > 0 ? null : 'must be a positive integer';
 const globalStatus: Check = (v) => (isGlobalStatus(v) ? null : 'must be a global status');
@@ -58,6 +60,7 @@ const SHAPES: Record<CommandKind, Record<string, Check>> = {
     timeoutMs: positive,
     beginTime: time,
     requestId,
+    term: termOrAbsent,
   },
   RegisterBranch: {
     xid,
@@ -82,6 +85,8 @@ const SHAPES: Record<CommandKind, Record<string, Check>> = {
   GlobalReport: { xid, status: globalStatus, at: time, term },
   FinishGlobal: { xid, status: globalStatus, at: time, term },
   AcquireDriver: { xid, term },
+  CommitGlobal: { xid, at: time, term },
+  RollbackGlobal: { xid, timeout: flag, at: time, term },
 };
 
 /** Null when the command is well formed; otherwise a BAD_REQUEST naming the first bad field. */

@@ -25,6 +25,12 @@ export interface BeginCommand {
   /** Leader's wall clock; deadline = beginTime + timeoutMs. */
   beginTime: number;
   requestId: string | null;
+  /**
+   * The leader's term: the new session is driven by it from the start, so its first
+   * phase-two pass needs no AcquireDriver. Absent in entries written before format 2
+   * (read as 0, as those leaders did).
+   */
+  term?: number;
 }
 
 /** RM: registers a branch and locks its rows, all or nothing. */
@@ -69,6 +75,33 @@ export interface ChangeGlobalStatusCommand {
   xid: string;
   from: GlobalStatus;
   to: GlobalStatus;
+  at: number;
+  term: number;
+}
+
+/**
+ * TM: commit, decided inside apply against the state at that moment (DESIGN.md, "Decide in
+ * apply"). Past its deadline the transaction is rolled back (TimeoutRollbacking); with no
+ * branch it ends Committed in this same entry (one-phase); with only AT branches (or
+ * branches that failed phase one) it becomes AsyncCommitting; otherwise Committing. A
+ * decided or finished transaction answers its status unchanged (a retried commit). The
+ * decision also makes `term` the session's driver (AcquireDriver folded in).
+ */
+export interface CommitGlobalCommand {
+  kind: 'CommitGlobal';
+  xid: string;
+  at: number;
+  term: number;
+}
+
+/**
+ * TM rollback, or the timeout job (`timeout: true`, refused before the deadline): decided
+ * in apply like CommitGlobal; with no branch the session ends in this entry.
+ */
+export interface RollbackGlobalCommand {
+  kind: 'RollbackGlobal';
+  xid: string;
+  timeout: boolean;
   at: number;
   term: number;
 }
@@ -170,7 +203,9 @@ export type Command =
   | MarkResolvedCommand
   | GlobalReportCommand
   | FinishGlobalCommand
-  | AcquireDriverCommand;
+  | AcquireDriverCommand
+  | CommitGlobalCommand
+  | RollbackGlobalCommand;
 
 export type CommandKind = Command['kind'];
 
@@ -188,6 +223,8 @@ export const COMMAND_KINDS: readonly CommandKind[] = [
   'GlobalReport',
   'FinishGlobal',
   'AcquireDriver',
+  'CommitGlobal',
+  'RollbackGlobal',
 ];
 
 /** A session as it left the live set: its end status and its branches' last statuses. */
@@ -212,6 +249,19 @@ export interface CommandResults {
   GlobalReport: { status: GlobalStatus; finished: FinishedSession | null };
   FinishGlobal: FinishedSession;
   AcquireDriver: { driverTerm: number };
+  CommitGlobal: DecisionResult;
+  RollbackGlobal: DecisionResult;
+}
+
+/**
+ * What a CommitGlobal or RollbackGlobal answers: the status the TM hears now (as a client
+ * sees it: Stop* while retries are stopped), whether this command made the decision, and
+ * the finished session when this command also ended it (a branchless one-phase end).
+ */
+export interface DecisionResult {
+  status: GlobalStatus;
+  decided: boolean;
+  finished: FinishedSession | null;
 }
 
 export type ResultOf<C extends Command> = CommandResults[C['kind']];

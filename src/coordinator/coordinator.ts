@@ -9,7 +9,7 @@
  */
 import { BadRequestError, NotLeaderError } from '../shared/errors.ts';
 import type { Logger } from '../shared/logger.ts';
-import type { Command, FinishedSession, Outcome, ResultOf } from './commands.ts';
+import type { Command, DecisionResult, FinishedSession, Outcome, ResultOf } from './commands.ts';
 import { IllegalStatusError, UnknownXidError, rejectionToError } from './errors.ts';
 import { formatXid, parseXid } from './ids.ts';
 import {
@@ -20,6 +20,7 @@ import {
   MIN_TIMEOUT_MS,
 } from './limits.ts';
 import { parseLockKey, validateResourceId } from './lock-key.ts';
+import { commandClock } from './command-clock.ts';
 import { PhaseTwoDriver, type PhaseTwoOptions, type RmWait } from './phase-two-driver.ts';
 import {
   systemClock,
@@ -48,7 +49,7 @@ export interface CoordinatorOptions {
   logger: Logger;
   /** This TC's client-facing address: the xid prefix `<host>:<port>`. */
   address: { host: string; port: number };
-  /** Default: the system clock. */
+  /** Default: the system clock. Commands carry max(this clock, the last applied command time). */
   clock?: Clock;
   phaseTwo?: Partial<PhaseTwoOptions>;
 }
@@ -139,7 +140,7 @@ export class Coordinator {
   constructor(options: CoordinatorOptions) {
     this.store = options.store;
     this.ids = options.ids;
-    this.clock = options.clock ?? systemClock;
+    this.clock = commandClock(options.clock ?? systemClock, options.store);
     this.log = options.logger.child({ component: 'coordinator' });
     this.address = options.address;
     this.driver = new PhaseTwoDriver({
@@ -199,6 +200,7 @@ export class Coordinator {
       timeoutMs: request.timeoutMs,
       beginTime: this.clock.now(),
       requestId,
+      term: this.store.term(),
     });
     this.log.debug({ xid, deadline }, 'global transaction begun');
     this.driver.watchDeadline(xid, deadline);
@@ -206,37 +208,38 @@ export class Coordinator {
   }
 
   /**
-   * Commits: AsyncCommitting (answered at once) when every branch is AT, else Committing,
-   * one phase-two pass, and the status it reached (Committed, or CommitRetrying while a
-   * branch keeps failing). A transaction past its deadline is rolled back instead. A
-   * transaction already decided answers its status: a retried commit is harmless.
+   * Commits, decided inside apply against the state at that moment (CommitGlobal): a
+   * branchless transaction ends Committed in that one entry; AsyncCommitting (answered at
+   * once) when every branch is AT; else Committing, one phase-two pass, and the status it
+   * reached (Committed, or CommitRetrying while a branch keeps failing). Past its deadline
+   * it is rolled back instead. A decided or finished transaction answers its status: a
+   * retried commit is harmless. No read before or after the decision.
    */
   async commit(request: { xid: string }): Promise<GlobalStatus> {
     const xid = requireXid(request.xid);
-    const session = await this.liveOrAnswer(xid);
-    if (typeof session === 'string') return session;
-    if (session.status !== GlobalStatus.Begin) return reportedStatus(session);
     const now = this.clock.now();
-    if (now >= session.deadline) {
-      this.log.info({ xid, deadline: session.deadline }, 'commit after the deadline: rolling back');
-      return this.decide(xid, GlobalStatus.TimeoutRollbacking, now, true);
-    }
-    const async = session.branches.length > 0 && session.branches.every(canBranchCommitAsync);
-    return this.decide(
+    const result = await this.submit({
+      kind: 'CommitGlobal',
       xid,
-      async ? GlobalStatus.AsyncCommitting : GlobalStatus.Committing,
-      now,
-      !async,
-    );
+      at: now,
+      term: this.store.term(),
+    });
+    if (result.decided && result.status === GlobalStatus.TimeoutRollbacking)
+      this.log.info({ xid }, 'commit after the deadline: rolling back');
+    return this.afterDecision(xid, result);
   }
 
   /** Rolls back (branches in reverse registration order); answers the status one pass reached. */
   async rollback(request: { xid: string }): Promise<GlobalStatus> {
     const xid = requireXid(request.xid);
-    const session = await this.liveOrAnswer(xid);
-    if (typeof session === 'string') return session;
-    if (session.status !== GlobalStatus.Begin) return reportedStatus(session);
-    return this.decide(xid, GlobalStatus.Rollbacking, this.clock.now(), true);
+    const result = await this.submit({
+      kind: 'RollbackGlobal',
+      xid,
+      timeout: false,
+      at: this.clock.now(),
+      term: this.store.term(),
+    });
+    return this.afterDecision(xid, result);
   }
 
   /** Linearizable: the status as of now (Stop* while an operator stopped retries). */
@@ -414,31 +417,16 @@ export class Coordinator {
 
   // -------------------------------------------------------------------------------------
 
-  /** Records the decision (durable), then runs one pass if asked, and answers the status reached. */
-  private async decide(
-    xid: string,
-    to: GlobalStatus,
-    at: number,
-    awaitPass: boolean,
-  ): Promise<GlobalStatus> {
-    const outcome = await this.store.submit({
-      kind: 'ChangeGlobalStatus',
-      xid,
-      from: GlobalStatus.Begin,
-      to,
-      at,
-      term: this.store.term(),
-    });
-    if (!outcome.ok) {
-      // Lost the race to another decision (the timeout job, a concurrent TM call): answer it.
-      if (outcome.rejection.code === 'ILLEGAL_STATUS') return this.getStatus({ xid });
-      throw rejectionToError(outcome.rejection);
-    }
-    this.log.debug({ xid, status: to }, 'global transaction decided');
+  /**
+   * The TM's answer from the applied decision: an ended or asynchronous one at once; a
+   * synchronous one after one phase-two pass, with the status that pass reached.
+   */
+  private async afterDecision(xid: string, result: DecisionResult): Promise<GlobalStatus> {
+    if (!result.decided || result.finished) return result.status;
+    this.log.debug({ xid, status: result.status }, 'global transaction decided');
     const pass = this.driver.drive(xid);
-    if (!awaitPass) return to;
-    await pass;
-    return this.getStatus({ xid });
+    if (result.status === GlobalStatus.AsyncCommitting) return result.status;
+    return (await pass) ?? this.getStatus({ xid });
   }
 
   /** The live session, or the status to answer at once (a finished one); UnknownXidError otherwise. */

@@ -32,9 +32,39 @@ export const MAX_TIMEOUT_MS = 24 * 60 * 60 * 1000;
 /** Conflicting rows named in one LockConflictError (the message stays small). */
 export const MAX_REPORTED_CONFLICT_ROWS = 20;
 
-/** requestId → result entries kept for deduplicating client retries (oldest evicted first). */
-export const MAX_DEDUP_ENTRIES = 50_000;
-/** Finished sessions whose final status stays queryable (oldest evicted first). */
-export const MAX_RECENTLY_FINISHED = 10_000;
+/**
+ * How long a requestId's result is kept to answer a client's retry, ms of command time:
+ * twice the client's default call budget (30 s), so no retry within the budget finds it
+ * gone (issue 13 item 5).
+ */
+export const DEDUP_RETENTION_MS = 60_000;
+/**
+ * requestId → result entries kept at most. Entries leave only by age: when the table is
+ * full of entries younger than DEDUP_RETENTION_MS, a new request with a requestId is
+ * refused (CAPACITY, retryable) rather than evict a live entry. 5,000 requests/s for a
+ * whole retention fit.
+ */
+export const MAX_DEDUP_ENTRIES = 400_000;
 /** How long a finished session's status stays queryable, ms of command time. */
-export const RECENTLY_FINISHED_TTL_MS = 10 * 60 * 1000;
+export const RECENTLY_FINISHED_TTL_MS = 5 * 60 * 1000;
+/**
+ * Finished records kept at most: a memory bound far above what the retention holds at
+ * the rates the TC sustains; past it the oldest is dropped even if young (the client
+ * never reads UNKNOWN_XID after an unknown outcome as a failure, so nothing is lost).
+ */
+export const MAX_RECENTLY_FINISHED = 1_000_000;
+
+/** The retention bounds a state machine applies (replicated behaviour; tests shrink them). */
+export interface RetentionLimits {
+  dedupEntries: number;
+  dedupRetentionMs: number;
+  finishedEntries: number;
+  finishedRetentionMs: number;
+}
+
+export const DEFAULT_RETENTION: Readonly<RetentionLimits> = {
+  dedupEntries: MAX_DEDUP_ENTRIES,
+  dedupRetentionMs: DEDUP_RETENTION_MS,
+  finishedEntries: MAX_RECENTLY_FINISHED,
+  finishedRetentionMs: RECENTLY_FINISHED_TTL_MS,
+};

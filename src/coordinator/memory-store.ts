@@ -61,6 +61,11 @@ export class MemoryStore implements SessionStore {
     }
   }
 
+  readLocal<T>(fn: (state: CoordinatorStateView) => T): T {
+    if (!this.leader) throw new NotLeaderError(null);
+    return fn(this.machine);
+  }
+
   isLeader(): boolean {
     return this.leader;
   }

@@ -12,7 +12,7 @@
  * replicated state; on losing it, it stops (pending passes see a new generation and exit).
  */
 import type { Logger } from '../shared/logger.ts';
-import type { Command, Outcome, ResultOf } from './commands.ts';
+import type { Command, Outcome, RemoveBranchCommand, ResultOf } from './commands.ts';
 import { ApplicationRmUnavailableError } from './errors.ts';
 import { MAX_LIVE_SESSIONS } from './limits.ts';
 import type { BranchGateway, Clock, SessionStore } from './ports.ts';
@@ -103,8 +103,8 @@ export class PhaseTwoDriver {
   /** When each timer fires, to tell whether it still fits its transaction (concurrent writers). */
   private readonly timerAt = new Map<string, number>();
   /** A pass waiting to start, joined by every drive() call until it starts. */
-  private readonly queued = new Map<string, Promise<void>>();
-  private readonly running = new Map<string, Promise<void>>();
+  private readonly queued = new Map<string, Promise<GlobalStatus | null>>();
+  private readonly running = new Map<string, Promise<GlobalStatus | null>>();
   /** Live transactions with nothing to do until an operator acts (failed, retries stopped). */
   private readonly parked = new Set<string>();
   /** Transactions waiting for an RM of a branch's application, by xid (one branch each: a pass stops there). */
@@ -195,24 +195,26 @@ export class PhaseTwoDriver {
 
   /**
    * Runs one phase-two pass over the transaction now (after the one in progress, if any)
-   * and resolves when that pass ended. Never rejects.
+   * and resolves when that pass ended, with the status it reached (null when it does not
+   * know: not leader, a command not decided). Never rejects.
    */
-  drive(xid: string): Promise<void> {
-    if (!this.active) return Promise.resolve();
+  drive(xid: string): Promise<GlobalStatus | null> {
+    if (!this.active) return Promise.resolve(null);
     const waiting = this.queued.get(xid);
     if (waiting) return waiting;
     this.cancelTimer(xid);
     this.parked.delete(xid);
     const generation = this.generation;
-    const previous = this.running.get(xid) ?? Promise.resolve();
-    const pass: Promise<void> = previous.then(async () => {
+    const previous = this.running.get(xid) ?? Promise.resolve(null);
+    const pass: Promise<GlobalStatus | null> = previous.then(async () => {
       if (this.queued.get(xid) === pass) this.queued.delete(xid);
-      if (!this.isCurrent(generation)) return;
+      if (!this.isCurrent(generation)) return null;
       this.running.set(xid, pass);
       try {
-        await this.withSlot(() => this.pass(xid, generation));
+        return await this.withSlot(() => this.pass(xid, generation));
       } catch (err) {
         this.log.error({ err, xid }, 'phase-two pass failed unexpectedly');
+        return null;
       } finally {
         if (this.running.get(xid) === pass) this.running.delete(xid);
       }
@@ -321,56 +323,76 @@ export class PhaseTwoDriver {
     this.timerAt.delete(xid);
   }
 
-  /** One pass: timeout if due, acquire, walk the branches, then finish, fail or schedule a retry. */
-  private async pass(xid: string, generation: number): Promise<void> {
+  /**
+   * One pass: timeout if due, acquire if another term drove it, walk the branches, then
+   * finish, fail or schedule a retry. Works from this leader's applied state; answers the
+   * status it reached (null when unknown).
+   */
+  private async pass(xid: string, generation: number): Promise<GlobalStatus | null> {
     let session = await this.readSession(xid);
     if (!session) this.rmWaits.delete(xid);
-    if (!session || !this.isCurrent(generation)) return;
-
+    if (!session || !this.isCurrent(generation)) return null;
     if (session.status === GlobalStatus.Begin) {
-      const now = this.clock.now();
-      if (now < session.deadline) {
-        this.schedule(xid, session.deadline, generation);
-        return;
-      }
-      this.log.info(
-        { xid, deadline: session.deadline },
-        'global transaction timed out; rolling back',
-      );
-      // Losing this compare-and-set to a TM's commit or rollback is fine: either way the
-      // transaction is decided now, and the re-read below drives whatever was decided.
-      await this.submit(generation, {
-        kind: 'ChangeGlobalStatus',
-        xid,
-        from: GlobalStatus.Begin,
-        to: GlobalStatus.TimeoutRollbacking,
-        at: now,
-        term: this.term,
-      });
-      session = await this.readSession(xid);
-      if (!session || !this.isCurrent(generation) || session.status === GlobalStatus.Begin) return;
+      session = await this.timeOut(session, generation);
+      if (!session) return null;
+      if (session.status === GlobalStatus.Begin) return session.status;
     }
-
     if (!isPhaseTwoInFlight(session.status) || session.retry.stopped) {
       this.park(xid);
-      return;
+      return session.status;
     }
     if (session.driverTerm > this.term) {
       this.log.warn(
         { xid, term: this.term, driverTerm: session.driverTerm },
         'a newer term drives this transaction; leaving it',
       );
-      return;
+      return null;
     }
     if (session.driverTerm < this.term) {
-      const acquired = await this.submit(generation, {
-        kind: 'AcquireDriver',
-        xid,
-        term: this.term,
-      });
-      if (!acquired) return;
+      const acquire = { kind: 'AcquireDriver', xid, term: this.term } as const;
+      if (!(await this.submit(generation, acquire))) return null;
     }
+    return this.walkBranches(session, generation);
+  }
 
+  /**
+   * A Begin session: its timer, or (past the deadline) the timeout rollback, decided in
+   * apply. Answers the session to drive on (undefined: nothing to do or not known).
+   */
+  private async timeOut(
+    session: GlobalSession,
+    generation: number,
+  ): Promise<GlobalSession | undefined> {
+    const { xid } = session;
+    const now = this.clock.now();
+    if (now < session.deadline) {
+      this.schedule(xid, session.deadline, generation);
+      return session;
+    }
+    this.log.info(
+      { xid, deadline: session.deadline },
+      'global transaction timed out; rolling back',
+    );
+    // Losing to a TM's commit or rollback is fine: the transaction is decided either way,
+    // and what was decided is driven below.
+    const decided = await this.submit(generation, {
+      kind: 'RollbackGlobal',
+      xid,
+      timeout: true,
+      at: now,
+      term: this.term,
+    });
+    if (!decided || decided.finished) return undefined;
+    const after = await this.readSession(xid);
+    return after && this.isCurrent(generation) ? after : undefined;
+  }
+
+  /** Tells each branch the decision in order, records each result, then ends the pass. */
+  private async walkBranches(
+    session: GlobalSession,
+    generation: number,
+  ): Promise<GlobalStatus | null> {
+    const { xid } = session;
     const decision = decisionOf(session.status)!;
     const done = branchDoneStatusFor(decision);
     const order = decision === 'commit' ? session.branches : [...session.branches].reverse();
@@ -378,23 +400,19 @@ export class PhaseTwoDriver {
       if (branch.status === done) continue;
       if (branch.status === BranchStatus.PhaseOne_Failed) {
         // Its local transaction already rolled back: nothing to commit or roll back (as Seata).
-        if (
-          !(await this.submit(generation, {
-            kind: 'RemoveBranch',
-            xid,
-            branchId: branch.branchId,
-            term: this.term,
-          }))
-        )
-          return;
+        const remove: RemoveBranchCommand = {
+          kind: 'RemoveBranch',
+          xid,
+          branchId: branch.branchId,
+          term: this.term,
+        };
+        if (!(await this.submit(generation, remove))) return null;
         continue;
       }
-      if (isUnretryableFailure(branch.status)) {
-        await this.fail(xid, generation, `branch ${branch.branchId} is ${branch.status}`);
-        return;
-      }
+      if (isUnretryableFailure(branch.status))
+        return this.fail(xid, generation, `branch ${branch.branchId} is ${branch.status}`);
       const result = await this.callBranch(decision, branch);
-      if (!this.isCurrent(generation)) return;
+      if (!this.isCurrent(generation)) return null;
       const recorded = await this.submit(generation, {
         kind: 'BranchPhaseTwoResult',
         xid,
@@ -402,16 +420,12 @@ export class PhaseTwoDriver {
         status: result,
         term: this.term,
       });
-      if (!recorded) return;
+      if (!recorded) return null;
       if (result === done) continue;
-      if (isUnretryableFailure(result)) {
-        await this.fail(xid, generation, `branch ${branch.branchId} answered ${result}`);
-      } else {
-        await this.scheduleRetry(xid, generation, this.retryReason(branch, result));
-      }
-      return;
+      return isUnretryableFailure(result)
+        ? this.fail(xid, generation, `branch ${branch.branchId} answered ${result}`)
+        : this.scheduleRetry(xid, generation, this.retryReason(branch, result));
     }
-
     const status = successfulEndOf(session.status);
     const finished = await this.submit(generation, {
       kind: 'FinishGlobal',
@@ -420,13 +434,13 @@ export class PhaseTwoDriver {
       at: this.clock.now(),
       term: this.term,
     });
-    if (finished) {
-      this.rmWaits.delete(xid);
-      this.log.info(
-        { xid, status, branches: finished.branches.length },
-        'global transaction finished',
-      );
-    }
+    if (!finished) return null;
+    this.rmWaits.delete(xid);
+    this.log.info(
+      { xid, status, branches: finished.branches.length },
+      'global transaction finished',
+    );
+    return finished.status;
   }
 
   /** Why a branch's retryable failure is retried: a wait for its application's RM says so. */
@@ -498,15 +512,17 @@ export class PhaseTwoDriver {
     }
   }
 
-  private async scheduleRetry(xid: string, generation: number, reason: string): Promise<void> {
+  private async scheduleRetry(
+    xid: string,
+    generation: number,
+    reason: string,
+  ): Promise<GlobalStatus | null> {
     const session = await this.readSession(xid);
-    if (!session || !this.isCurrent(generation) || !isPhaseTwoInFlight(session.status)) return;
+    if (!session || !this.isCurrent(generation) || !isPhaseTwoInFlight(session.status)) return null;
     const now = this.clock.now();
     const retryDeadline = session.retry.retryDeadline ?? now + this.options.maxRetryMs;
-    if (now >= retryDeadline) {
-      await this.fail(xid, generation, `${reason}; retried until the deadline ${retryDeadline}`);
-      return;
-    }
+    if (now >= retryDeadline)
+      return this.fail(xid, generation, `${reason}; retried until the deadline ${retryDeadline}`);
     const retrying = retryingStatusOf(session.status);
     if (retrying !== session.status) {
       const changed = await this.submit(generation, {
@@ -517,7 +533,7 @@ export class PhaseTwoDriver {
         at: now,
         term: this.term,
       });
-      if (!changed) return;
+      if (!changed) return null;
     }
     const attempt = session.retry.attempts + 1;
     const nextRetryAt = Math.min(now + retryDelayMs(attempt, this.options), retryDeadline);
@@ -529,17 +545,22 @@ export class PhaseTwoDriver {
       retryDeadline,
       term: this.term,
     });
-    if (!scheduled) return;
+    if (!scheduled) return null;
     if (this.rmWaits.has(xid))
       this.log.warn({ xid, attempt, nextRetryAt, reason }, 'phase two waits; will be retried');
     else this.log.info({ xid, attempt, nextRetryAt, reason }, 'phase two will be retried');
     this.schedule(xid, nextRetryAt, generation);
+    return retrying;
   }
 
   /** The *Failed end state: locks stay (rows may be half-done), an operator resolves it. */
-  private async fail(xid: string, generation: number, reason: string): Promise<void> {
+  private async fail(
+    xid: string,
+    generation: number,
+    reason: string,
+  ): Promise<GlobalStatus | null> {
     const session = await this.readSession(xid);
-    if (!session || !this.isCurrent(generation) || !isPhaseTwoInFlight(session.status)) return;
+    if (!session || !this.isCurrent(generation) || !isPhaseTwoInFlight(session.status)) return null;
     const to = failedStatusOf(session.status);
     const changed = await this.submit(generation, {
       kind: 'ChangeGlobalStatus',
@@ -555,10 +576,13 @@ export class PhaseTwoDriver {
         'global transaction failed phase two; locks kept until an operator resolves it',
       );
     this.park(xid);
+    return changed ? to : null;
   }
 
+  /** The session as this leader applied it (no barrier, see SessionStore.readLocal). */
   private async readSession(xid: string): Promise<GlobalSession | undefined> {
     try {
+      if (this.store.readLocal) return this.store.readLocal((state) => state.getSession(xid));
       return await this.store.read((state) => state.getSession(xid));
     } catch (err) {
       this.log.warn({ err, xid }, 'phase-two read failed');

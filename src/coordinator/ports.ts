@@ -38,6 +38,14 @@ export interface SessionStore {
    * when this node cannot serve it (NotLeaderError, ...).
    */
   read<T>(fn: (state: CoordinatorStateView) => T): Promise<T>;
+  /**
+   * Optional: `fn` on this node's applied state at once, with no barrier, for the leader's
+   * own phase-two work (DESIGN.md: "works phase two from its applied state"). It may miss
+   * commands in flight, so what it shows may be stale, never ahead: a command built from
+   * it is decided (and refused if stale) in apply. Throws NotLeaderError when this node
+   * does not serve as leader. Absent (db mode): the driver uses `read`.
+   */
+  readLocal?<T>(fn: (state: CoordinatorStateView) => T): T;
   /** True while this node is the leader (may only serve writes). */
   isLeader(): boolean;
   /**

@@ -11,10 +11,16 @@ import { AssertionFailure, StorageCorruptError } from '../shared/errors.ts';
 import type { FinishedRecord, GlobalSession } from './types.ts';
 import { compareStrings } from './lock-key.ts';
 
-/** 2: every branch records its application (`applicationId`). */
-export const SNAPSHOT_FORMAT_VERSION = 2;
-/** Format 1 (before branches kept their application) is read, its branches given ''. */
+/**
+ * 3: the latest command time (`commandTime`) and the time of each dedup entry.
+ * 2: every branch records its application (`applicationId`).
+ * Formats 1 and 2 are read: format 1's branches are given '' as their application; both
+ * read as commandTime 0, their dedup entries as remembered at that time.
+ */
+export const SNAPSHOT_FORMAT_VERSION = 3;
+/** Format 1 (before branches kept their application). */
 const LEGACY_FORMAT_VERSION = 1;
+const READABLE_VERSIONS: readonly number[] = [1, 2, 3];
 
 export interface SnapshotData {
   version: number;
@@ -22,8 +28,16 @@ export interface SnapshotData {
   sessions: GlobalSession[];
   /** Oldest first (eviction order). */
   finished: FinishedRecord[];
-  /** [dedup key, result], oldest first (eviction order). */
-  dedup: [string, unknown][];
+  /**
+   * [dedup key, result, command time remembered at], oldest first (eviction order). The
+   * time is absent in format 1 and in the db store's partial states.
+   */
+  dedup: ([string, unknown] | [string, unknown, number])[];
+  /**
+   * The latest command time applied (ms): a new leader stamps no command below it.
+   * Absent in format 1 and in the partial states the db store restores: 0.
+   */
+  commandTime?: number;
 }
 
 const packr = new Packr({ useRecords: false, mapsAsObjects: true, moreTypes: false });
@@ -47,11 +61,16 @@ export function decodeSnapshot(bytes: Uint8Array): SnapshotData {
   const data = value as Partial<SnapshotData> | null;
   if (typeof data !== 'object' || data === null)
     throw new StorageCorruptError('coordinator snapshot is not an object');
-  if (data.version !== SNAPSHOT_FORMAT_VERSION && data.version !== LEGACY_FORMAT_VERSION) {
+  if (!READABLE_VERSIONS.includes(data.version as number)) {
     throw new StorageCorruptError(
-      `coordinator snapshot has format version ${String(data.version)}, this node reads ${SNAPSHOT_FORMAT_VERSION}`,
+      `coordinator snapshot has format version ${String(data.version)}, this node reads ${READABLE_VERSIONS.join(' and ')}`,
     );
   }
+  if (
+    data.commandTime !== undefined &&
+    !(Number.isSafeInteger(data.commandTime) && data.commandTime >= 0)
+  )
+    throw new StorageCorruptError('coordinator snapshot has a bad commandTime');
   if (
     !Array.isArray(data.sessions) ||
     !Array.isArray(data.finished) ||
@@ -63,7 +82,7 @@ export function decodeSnapshot(bytes: Uint8Array): SnapshotData {
   return data as SnapshotData;
 }
 
-/** A format-1 snapshot as format 2: its branches recorded no application (''). */
+/** A format-1 snapshot as the current format: its branches recorded no application (''). */
 function upgradeLegacy(data: SnapshotData): SnapshotData {
   for (const session of data.sessions) {
     if (typeof session !== 'object' || session === null || !Array.isArray(session.branches))

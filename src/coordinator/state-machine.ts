@@ -16,6 +16,8 @@ import type {
   ChangeGlobalStatusCommand,
   Command,
   CommandResults,
+  CommitGlobalCommand,
+  DecisionResult,
   FinishGlobalCommand,
   FinishedSession,
   GlobalReportCommand,
@@ -27,24 +29,25 @@ import type {
   RetryResumedCommand,
   RetryScheduledCommand,
   RetryStoppedCommand,
+  RollbackGlobalCommand,
 } from './commands.ts';
 import { validateCommandShape } from './command-validation.ts';
 import type { Rejection } from './errors.ts';
 import {
+  DEFAULT_RETENTION,
   MAX_APPLICATION_DATA_BYTES,
   MAX_BRANCHES_PER_GLOBAL,
-  MAX_DEDUP_ENTRIES,
   MAX_LIVE_SESSIONS,
-  MAX_RECENTLY_FINISHED,
   MAX_TIMEOUT_MS,
   MIN_TIMEOUT_MS,
-  RECENTLY_FINISHED_TTL_MS,
+  type RetentionLimits,
 } from './limits.ts';
 import { parseLockKey } from './lock-key.ts';
 import { LockTable } from './lock-table.ts';
 import { SNAPSHOT_FORMAT_VERSION, decodeSnapshot, encodeSnapshot } from './snapshot-codec.ts';
 import {
   BranchStatus,
+  BranchType,
   GlobalStatus,
   branchDoneStatusFor,
   canBranchCommitAsync,
@@ -60,6 +63,8 @@ import {
   isSuccessfulEnd,
   isUnretryableFailure,
   phaseTwoStatusesFor,
+  reportedStatus,
+  successfulEndOf,
   type BranchSession,
   type FinishedRecord,
   type GlobalSession,
@@ -76,6 +81,12 @@ export interface CoordinatorStateView {
   isLockable(xid: string, rows: readonly string[]): boolean;
   lockHolder(row: string): { xid: string; branchIds: string[] } | undefined;
   lockedRowCount(): number;
+  /**
+   * The latest command time (ms) among applied commands: a leader stamps its commands with
+   * max(its clock, this), so command time never goes backwards across leaders. Optional:
+   * the db store's partial view has none (its nodes share one database clock order).
+   */
+  commandTime?(): number;
 }
 
 const textEncoder = new TextEncoder();
@@ -84,7 +95,19 @@ export class CoordinatorStateMachine implements CoordinatorStateView {
   private sessions = new Map<string, GlobalSession>();
   private locks = new LockTable();
   private finished = new Map<string, FinishedRecord>();
-  private dedup = new Map<string, unknown>();
+  /** key → the remembered result and the command time it was remembered at; oldest first. */
+  private dedup = new Map<string, DedupEntry>();
+  private lastCommandTime = 0;
+  private readonly retention: Readonly<RetentionLimits>;
+
+  /** Live sessions in a *Failed end state, waiting for an operator: not counted as live. */
+  private failed = new Set<string>();
+  private readonly maxLiveSessions: number;
+
+  constructor(options: { retention?: Partial<RetentionLimits>; maxLiveSessions?: number } = {}) {
+    this.retention = { ...DEFAULT_RETENTION, ...options.retention };
+    this.maxLiveSessions = options.maxLiveSessions ?? MAX_LIVE_SESSIONS;
+  }
 
   /** Applies one command. Never throws on bad input: a refused command is a Rejection. */
   apply<C extends Command>(command: C): Outcome<ResultOf<C>>;
@@ -92,6 +115,10 @@ export class CoordinatorStateMachine implements CoordinatorStateView {
     const malformed = validateCommandShape(command);
     if (malformed) return { ok: false, rejection: malformed };
     const result = this.dispatch(command);
+    if (result.ok) {
+      this.lastCommandTime = Math.max(this.lastCommandTime, commandTimeOf(command));
+      this.trackFailed(command.xid);
+    }
     return result.ok
       ? { ok: true, value: result.value }
       : { ok: false, rejection: result.rejection };
@@ -104,9 +131,9 @@ export class CoordinatorStateMachine implements CoordinatorStateView {
   private dispatch(c: Command): Outcome<unknown> {
     switch (c.kind) {
       case 'Begin':
-        return this.withDedup(c.kind, c.requestId, () => this.begin(c));
+        return this.withDedup(c.kind, c.requestId, c.beginTime, () => this.begin(c));
       case 'RegisterBranch':
-        return this.withDedup(c.kind, c.requestId, () => this.registerBranch(c));
+        return this.withDedup(c.kind, c.requestId, c.at, () => this.registerBranch(c));
       case 'BranchReport':
         return this.branchReport(c);
       case 'ChangeGlobalStatus':
@@ -129,6 +156,10 @@ export class CoordinatorStateMachine implements CoordinatorStateView {
         return this.finishGlobal(c);
       case 'AcquireDriver':
         return this.acquireDriver(c);
+      case 'CommitGlobal':
+        return this.commitGlobal(c);
+      case 'RollbackGlobal':
+        return this.rollbackGlobal(c);
     }
   }
 
@@ -138,10 +169,11 @@ export class CoordinatorStateMachine implements CoordinatorStateView {
     if (c.timeoutMs < MIN_TIMEOUT_MS || c.timeoutMs > MAX_TIMEOUT_MS) {
       return bad(`timeout ${c.timeoutMs} ms is outside ${MIN_TIMEOUT_MS}..${MAX_TIMEOUT_MS} ms`);
     }
-    if (this.sessions.size >= MAX_LIVE_SESSIONS) {
+    // Failed sessions wait for an operator: they do not use up the room of new ones.
+    if (this.sessions.size - this.failed.size >= this.maxLiveSessions) {
       return reject({
         code: 'CAPACITY',
-        message: `${MAX_LIVE_SESSIONS} global transactions are live, the limit`,
+        message: `${this.maxLiveSessions} global transactions are live, the limit`,
       });
     }
     const deadline = c.beginTime + c.timeoutMs;
@@ -158,7 +190,7 @@ export class CoordinatorStateMachine implements CoordinatorStateView {
       statusChangedAt: c.beginTime,
       branches: [],
       retry: { attempts: 0, nextRetryAt: null, retryDeadline: null, stopped: false },
-      driverTerm: 0,
+      driverTerm: c.term ?? 0,
     });
     return ok({ xid: c.xid, deadline });
   }
@@ -233,10 +265,18 @@ export class CoordinatorStateMachine implements CoordinatorStateView {
         );
       }
     }
-    // A phase-one outcome is reported once; the same report again is a harmless retry.
-    if (branch.status !== c.status && branch.status !== BranchStatus.Registered) {
-      return illegal(session, `branch ${c.branchId} is already ${branch.status}`);
+    // A phase-one outcome is reported once, while the transaction is undecided; the same
+    // report again (same data) is a harmless retry, a different one is refused: a branch's
+    // data must not change under a decision already taken on it.
+    if (branch.status === c.status) {
+      if (c.applicationData !== null && c.applicationData !== branch.applicationData)
+        return illegal(session, `branch ${c.branchId} already reported, with other data`);
+      return ok({ status: branch.status });
     }
+    if (session.status !== GlobalStatus.Begin)
+      return illegal(session, 'a branch reports its phase one only before the decision');
+    if (branch.status !== BranchStatus.Registered)
+      return illegal(session, `branch ${c.branchId} is already ${branch.status}`);
     branch.status = c.status;
     if (c.applicationData !== null) branch.applicationData = c.applicationData;
     return ok({ status: branch.status });
@@ -272,6 +312,8 @@ export class CoordinatorStateMachine implements CoordinatorStateView {
     }
     session.status = c.to;
     session.statusChangedAt = c.at;
+    if (c.from === GlobalStatus.Begin && decisionOf(c.to) === 'commit')
+      this.releaseAtLocks(session);
     return ok({ status: session.status });
   }
 
@@ -398,6 +440,12 @@ export class CoordinatorStateMachine implements CoordinatorStateView {
     }
     const fenced = fence(session, c.term);
     if (fenced) return reject(fenced);
+    const notSaga = session.branches.find((b) => b.type !== BranchType.SAGA);
+    if (notSaga)
+      return illegal(
+        session,
+        `a TM reports the status only of a Saga transaction; branch ${notSaga.branchId} is ${notSaga.type}`,
+      );
     if (session.status === c.status) return ok({ status: session.status, finished: null });
     if (c.status === GlobalStatus.AsyncCommitting || !canReach(session.status, c.status)) {
       return illegal(session, `a report of ${c.status} is not reachable`);
@@ -449,6 +497,57 @@ export class CoordinatorStateMachine implements CoordinatorStateView {
     return ok(this.endSession(session, c.at, null));
   }
 
+  private commitGlobal(c: CommitGlobalCommand): Outcome<DecisionResult> {
+    const session = this.sessions.get(c.xid);
+    if (!session) return this.answerEnded(c.xid);
+    const fenced = fence(session, c.term);
+    if (fenced) return reject(fenced);
+    if (session.status !== GlobalStatus.Begin) return ok(undecided(session));
+    if (c.at >= session.deadline) return ok(this.decide(session, 'timeout', c));
+    if (session.branches.length === 0) return ok(this.decide(session, 'onePhase', c));
+    const async = session.branches.every(canBranchCommitAsync);
+    return ok(this.decide(session, async ? 'async' : 'sync', c));
+  }
+
+  private rollbackGlobal(c: RollbackGlobalCommand): Outcome<DecisionResult> {
+    const session = this.sessions.get(c.xid);
+    if (!session) return this.answerEnded(c.xid);
+    const fenced = fence(session, c.term);
+    if (fenced) return reject(fenced);
+    if (session.status !== GlobalStatus.Begin) return ok(undecided(session));
+    if (c.timeout && c.at < session.deadline)
+      return illegal(session, `not timed out before its deadline ${session.deadline}`);
+    return ok(this.decide(session, c.timeout ? 'timeout' : 'rollback', c));
+  }
+
+  /** Records a decision taken in apply; a branchless session ends in the same entry. */
+  private decide(
+    session: GlobalSession,
+    how: 'onePhase' | 'async' | 'sync' | 'rollback' | 'timeout',
+    c: { at: number; term: number },
+  ): DecisionResult {
+    const status = DECIDED_STATUS[how];
+    session.status = status;
+    session.statusChangedAt = c.at;
+    session.driverTerm = Math.max(session.driverTerm, c.term);
+    if (how === 'async' || how === 'sync') this.releaseAtLocks(session);
+    if (session.branches.length > 0 && how !== 'onePhase')
+      return { status, decided: true, finished: null };
+    session.status = successfulEndOf(status);
+    return {
+      status: session.status,
+      decided: true,
+      finished: this.endSession(session, c.at, null),
+    };
+  }
+
+  /** A commit or rollback of a session that left the live set answers its final status. */
+  private answerEnded(xid: string): Outcome<DecisionResult> {
+    const record = this.finished.get(xid);
+    if (!record) return reject(this.missing(xid));
+    return ok({ status: record.status, decided: false, finished: null });
+  }
+
   private acquireDriver(c: AcquireDriverCommand): Outcome<CommandResults['AcquireDriver']> {
     const session = this.live(c.xid);
     if (!isSession(session)) return reject(session);
@@ -461,6 +560,27 @@ export class CoordinatorStateMachine implements CoordinatorStateView {
   // -------------------------------------------------------------------------------------
   // Helpers that mutate
   // -------------------------------------------------------------------------------------
+
+  private trackFailed(xid: string): void {
+    const session = this.sessions.get(xid);
+    if (session && isFailedEnd(session.status)) this.failed.add(xid);
+    else this.failed.delete(xid);
+  }
+
+  /** Live sessions in a *Failed end state (counted apart from the live-session limit). */
+  failedSessionCount(): number {
+    return this.failed.size;
+  }
+
+  /**
+   * At the commit decision AT branches free their rows (as Seata: an AT commit only deletes
+   * undo logs, the data is final); on rollback they keep them until rolled back.
+   */
+  private releaseAtLocks(session: GlobalSession): void {
+    for (const branch of session.branches)
+      if (branch.type === BranchType.AT && branch.lockedRows.length > 0)
+        this.releaseBranchLocks(branch);
+  }
 
   private releaseBranchLocks(branch: BranchSession): number {
     const released = this.locks.releaseBranch(branch.xid, branch.branchId);
@@ -496,30 +616,59 @@ export class CoordinatorStateMachine implements CoordinatorStateView {
 
   private rememberFinished(record: FinishedRecord): void {
     this.finished.set(record.xid, record);
-    // Bounded by time (command time: deterministic) and by count, oldest first. Leaders'
-    // clocks differ, so finishedAt is not sorted: pruning stops at the first young entry.
+    // Kept for finishedRetentionMs of command time (never goes backwards, so insertion
+    // order is time order and pruning stops at the first young record); the count bound
+    // is a memory guard far above what the retention holds.
+    const horizon = record.finishedAt - this.retention.finishedRetentionMs;
     for (const [xid, old] of this.finished) {
-      if (
-        this.finished.size <= MAX_RECENTLY_FINISHED &&
-        old.finishedAt + RECENTLY_FINISHED_TTL_MS > record.finishedAt
-      )
-        break;
+      if (this.finished.size <= this.retention.finishedEntries && old.finishedAt > horizon) break;
       this.finished.delete(xid);
     }
   }
 
-  private withDedup<T>(kind: string, requestId: string | null, run: () => Outcome<T>): Outcome<T> {
+  /**
+   * Answers a retried request (same kind and requestId) with its first result. Results are
+   * kept for dedupRetentionMs of command time; when the table is full of younger ones, a
+   * new request is refused (CAPACITY) instead of evicting one a client may still retry.
+   */
+  private withDedup<T>(
+    kind: string,
+    requestId: string | null,
+    at: number,
+    run: () => Outcome<T>,
+  ): Outcome<T> {
     if (requestId === null) return run();
     const key = `${kind}\n${requestId}`;
-    if (this.dedup.has(key)) return ok(this.dedup.get(key) as T);
+    const remembered = this.dedup.get(key);
+    if (remembered) return ok(remembered.value as T);
+    if (this.dedupFull(at)) {
+      return reject({
+        code: 'CAPACITY',
+        message: `${this.retention.dedupEntries} requests of the last ${this.retention.dedupRetentionMs} ms are remembered, the limit; retry later`,
+      });
+    }
     const outcome = run();
     // Only a result is remembered: a refused request changed nothing, so a retry re-decides.
     if (outcome.ok) {
+      this.pruneDedup(at);
       // Frozen: the same object answers every retry, so no caller may change it.
-      this.dedup.set(key, Object.freeze(outcome.value));
-      if (this.dedup.size > MAX_DEDUP_ENTRIES) this.dedup.delete(this.dedup.keys().next().value!);
+      this.dedup.set(key, { value: Object.freeze(outcome.value), at });
     }
     return outcome;
+  }
+
+  /** True when no entry could be added at `at` without evicting one younger than the retention. */
+  private dedupFull(at: number): boolean {
+    if (this.dedup.size < this.retention.dedupEntries) return false;
+    const oldest = this.dedup.values().next().value!;
+    return oldest.at + this.retention.dedupRetentionMs > at;
+  }
+
+  private pruneDedup(at: number): void {
+    for (const [key, entry] of this.dedup) {
+      if (entry.at + this.retention.dedupRetentionMs > at) break;
+      this.dedup.delete(key);
+    }
   }
 
   // -------------------------------------------------------------------------------------
@@ -577,6 +726,10 @@ export class CoordinatorStateMachine implements CoordinatorStateView {
     return this.locks.size;
   }
 
+  commandTime(): number {
+    return this.lastCommandTime;
+  }
+
   /** Every locked row with its holder (for checkers and the console). */
   lockEntries(): { row: string; xid: string; branchIds: string[] }[] {
     return [...this.locks.entries()].map(([row, h]) => ({
@@ -597,7 +750,8 @@ export class CoordinatorStateMachine implements CoordinatorStateView {
       version: SNAPSHOT_FORMAT_VERSION,
       sessions: [...this.sessions.values()],
       finished: [...this.finished.values()],
-      dedup: [...this.dedup.entries()],
+      dedup: [...this.dedup].map(([key, e]): DedupRow => [key, e.value, e.at]),
+      commandTime: this.lastCommandTime,
     });
   }
 
@@ -623,11 +777,20 @@ export class CoordinatorStateMachine implements CoordinatorStateView {
       locks: this.locks,
       finished: this.finished,
       dedup: this.dedup,
+      lastCommandTime: this.lastCommandTime,
+      failed: this.failed,
     };
     this.sessions = sessions;
     this.locks = locks;
     this.finished = new Map(data.finished.map((r) => [r.xid, r]));
-    this.dedup = new Map(data.dedup);
+    this.lastCommandTime = data.commandTime ?? 0;
+    this.failed = new Set(
+      [...sessions.values()].filter((x) => isFailedEnd(x.status)).map((x) => x.xid),
+    );
+    // Format 1 kept no time: such entries count as remembered at the snapshot's command time.
+    this.dedup = new Map(
+      data.dedup.map(([key, value, at]) => [key, { value, at: at ?? this.lastCommandTime }]),
+    );
     try {
       this.checkInvariants();
     } catch (err) {
@@ -686,10 +849,19 @@ export class CoordinatorStateMachine implements CoordinatorStateView {
       lockedRows === tableRows,
       () => `branches record ${lockedRows} row locks, the lock table ${tableRows}`,
     );
-    assert(this.dedup.size <= MAX_DEDUP_ENTRIES, 'dedup map is over its bound');
-    assert(this.finished.size <= MAX_RECENTLY_FINISHED, 'recently-finished map is over its bound');
+    assert(this.dedup.size <= this.retention.dedupEntries, 'dedup map is over its bound');
+    assert(
+      this.finished.size <= this.retention.finishedEntries,
+      'recently-finished map is over its bound',
+    );
     for (const xid of this.finished.keys())
       assert(!this.sessions.has(xid), () => `${xid} is both live and finished`);
+    let failed = 0;
+    for (const session of this.sessions.values()) if (isFailedEnd(session.status)) failed += 1;
+    assert(
+      failed === this.failed.size && [...this.failed].every((x) => this.sessions.has(x)),
+      () => `${failed} live sessions are failed, the failed set holds ${this.failed.size}`,
+    );
   }
 }
 
@@ -704,6 +876,48 @@ function fence(session: GlobalSession, term: number): Rejection | null {
     term,
     driverTerm: session.driverTerm,
   };
+}
+
+interface DedupEntry {
+  value: unknown;
+  /** Command time of the request that produced it. */
+  at: number;
+}
+
+/** [key, result, command time] as a snapshot holds it. */
+type DedupRow = [string, unknown, number];
+
+/** The leader's "now" a command carries (0 for commands that carry none). */
+function commandTimeOf(c: Command): number {
+  switch (c.kind) {
+    case 'Begin':
+      return c.beginTime;
+    case 'RegisterBranch':
+    case 'ChangeGlobalStatus':
+    case 'RetryStopped':
+    case 'RetryResumed':
+    case 'MarkResolved':
+    case 'GlobalReport':
+    case 'FinishGlobal':
+    case 'CommitGlobal':
+    case 'RollbackGlobal':
+      return c.at;
+    default:
+      return 0;
+  }
+}
+
+const DECIDED_STATUS = {
+  onePhase: GlobalStatus.Committing,
+  async: GlobalStatus.AsyncCommitting,
+  sync: GlobalStatus.Committing,
+  rollback: GlobalStatus.Rollbacking,
+  timeout: GlobalStatus.TimeoutRollbacking,
+} as const;
+
+/** The answer to a commit or rollback of a session that is already decided. */
+function undecided(session: GlobalSession): DecisionResult {
+  return { status: reportedStatus(session), decided: false, finished: null };
 }
 
 function findBranch(session: GlobalSession, branchId: string): BranchSession | undefined {

@@ -16,13 +16,14 @@
  * node and the state machine it applies to, or the db store), and the TC service
  * (src/server/tc/index.ts startTcService) builds its session store from it.
  */
-import { CoordinatorStateMachine, decodeCommand } from '../coordinator/index.ts';
+import { CoordinatorStateMachine } from '../coordinator/index.ts';
 import type { NodeId } from '../raft/core/types.ts';
 import type { StateMachine } from '../raft/ports.ts';
 import { validateRaftNodeConfig, type RaftNodeConfig } from '../raft/node/config.ts';
 import { RaftNode } from '../raft/node/raft-node.ts';
 import type { Logger } from '../shared/logger.ts';
 import type { DbSessionStore } from '../store/db/index.ts';
+import { applyEntry } from '../store/raft/command-batch.ts';
 import { ClusterView } from './cluster-view.ts';
 import { formatHostPort, type MemberEndpoints } from './config/endpoints.ts';
 import { peerEndpoints, selfEndpoints, type NodeConfig } from './config.ts';
@@ -82,14 +83,14 @@ interface Backend {
 
 /**
  * The coordinator's state machine behind the Raft port: each entry's data is an encoded
- * coordinator command (encodeCommand). Deterministic: apply reads nothing but the state
+ * coordinator command or a batch of them (src/store/raft/command-batch.ts). Deterministic: apply reads nothing but the state
  * and the command. An entry that does not decode is a corrupt log — decodeCommand throws
  * an AssertionFailure and the driver fail-stops, as it must.
  */
 export class CoordinatorLogStateMachine implements StateMachine {
   readonly coordinator = new CoordinatorStateMachine();
   apply(_index: number, data: Uint8Array): unknown {
-    return this.coordinator.apply(decodeCommand(data));
+    return applyEntry(this.coordinator, data);
   }
   snapshot(): Uint8Array {
     return this.coordinator.snapshot();

@@ -54,7 +54,7 @@ describe('the branch records its application', () => {
       version: number;
       sessions: { branches: Record<string, unknown>[] }[];
     };
-    expect(current.version).toBe(2);
+    expect(current.version).toBe(3);
     for (const s of current.sessions) for (const b of s.branches) delete b.applicationId;
     const legacyBytes = Uint8Array.from(packr.pack(canonical({ ...current, version: 1 })));
     const restored = new CoordinatorStateMachine();

@@ -56,7 +56,9 @@ export class InvariantChecker {
       const ended =
         command.kind === 'FinishGlobal' || command.kind === 'MarkResolved'
           ? (value as FinishedSession)
-          : command.kind === 'GlobalReport'
+          : command.kind === 'GlobalReport' ||
+              command.kind === 'CommitGlobal' ||
+              command.kind === 'RollbackGlobal'
             ? (value.finished ?? null)
             : null;
       if (ended) this.sawFinish(ended, command);

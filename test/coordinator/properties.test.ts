@@ -75,6 +75,8 @@ const OPS = [
   ['greport', 1],
   ['finish', 3],
   ['acquire', 2],
+  ['commit', 3],
+  ['rollback', 2],
 ] as const;
 type Op = (typeof OPS)[number][0];
 
@@ -135,6 +137,7 @@ class CommandMaker {
           timeoutMs: 1_000 + (i.b % 10) * 1_000,
           beginTime: at,
           requestId,
+          ...(i.c % 7 === 0 ? {} : { term: i.term }),
         };
       }
       case 'register':
@@ -217,6 +220,10 @@ class CommandMaker {
       }
       case 'acquire':
         return { kind: 'AcquireDriver', xid, term: i.term };
+      case 'commit':
+        return { kind: 'CommitGlobal', xid, at, term: i.term };
+      case 'rollback':
+        return { kind: 'RollbackGlobal', xid, timeout: i.c % 3 === 0, at, term: i.term };
     }
   }
 

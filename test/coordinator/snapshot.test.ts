@@ -70,6 +70,8 @@ async function recordScenario(): Promise<Command[]> {
   });
   await clock.advance(6_000);
   await coordinator.globalReport({ xid: saga, status: 'Committed' });
+  // A new term: its driver acquires what an older term drove (AcquireDriver).
+  world.store.setLeadership(true, 2);
   await coordinator.resumeRetry({ xid: stopped });
   await clock.advance(1_000);
   await coordinator.markResolved({ xid: failed, confirmXid: failed, operator: 'ops' });

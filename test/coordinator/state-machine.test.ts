@@ -3,8 +3,6 @@ import type { Command } from '../../src/coordinator/commands.ts';
 import {
   MAX_APPLICATION_DATA_BYTES,
   MAX_BRANCHES_PER_GLOBAL,
-  MAX_DEDUP_ENTRIES,
-  MAX_RECENTLY_FINISHED,
   RECENTLY_FINISHED_TTL_MS,
 } from '../../src/coordinator/limits.ts';
 import { CoordinatorStateMachine } from '../../src/coordinator/state-machine.ts';
@@ -290,19 +288,39 @@ describe('coordinator state machine', () => {
     expect(machine.apply(registerCmd(xid, '9', 't:2', { requestId: 'reg-2' })).ok).toBe(true);
   });
 
-  it(`bounds the dedup map at ${MAX_DEDUP_ENTRIES} entries, oldest evicted first`, () => {
+  // Issue 13 item 5. Before the fix the table kept the last 50,000 results by count: the
+  // 50,001st request evicted r0, and r0's retry registered a second branch.
+  it('keeps a result for its whole retention however many requests follow (no count eviction)', () => {
     const machine = new CoordinatorStateMachine();
-    const { xid } = applyOk(machine, beginCmd(1, { requestId: 'r0' })) as { xid: string };
-    for (let i = 1; i <= MAX_DEDUP_ENTRIES; i++)
-      applyOk(machine, beginCmd(1 + i, { requestId: `r${i}` }));
+    const { xid } = applyOk(machine, beginCmd(1)) as { xid: string };
+    const first = applyOk(machine, registerCmd(xid, '7', '', { requestId: 'r0' }));
+    for (let i = 1; i <= 50_001; i++) applyOk(machine, beginCmd(1 + i, { requestId: `r${i}` }));
+    expect(applyOk(machine, registerCmd(xid, '8', '', { requestId: 'r0' }))).toEqual(first);
+    expect(machine.getSession(xid)!.branches).toHaveLength(1);
     machine.checkInvariants();
-    // r0 was evicted: a retry of it is decided afresh and its xid, now existing, is refused.
-    const outcome = machine.apply(beginCmd(1, { requestId: 'r0' }));
-    expect(outcome.ok).toBe(false);
-    expect(machine.getSession(xid)).toBeDefined();
   });
 
-  it('bounds the recently-finished map by time (command time) and by count', () => {
+  it('when the dedup table is full of live entries, refuses new requests with CAPACITY and evicts nothing', () => {
+    const retention = { dedupEntries: 3, dedupRetentionMs: 1_000 };
+    const machine = new CoordinatorStateMachine({ retention });
+    for (let i = 0; i < 3; i++)
+      applyOk(machine, beginCmd(1 + i, { requestId: `r${i}`, beginTime: T0 + i }));
+    const before = machine.snapshot();
+    const full = machine.apply(beginCmd(9, { requestId: 'r9', beginTime: T0 + 999 }));
+    expect(full.ok).toBe(false);
+    if (!full.ok) expect(full.rejection.code).toBe('CAPACITY');
+    expect(Buffer.from(machine.snapshot()).equals(Buffer.from(before))).toBe(true);
+    // A retry of a remembered request is still answered; a request without an id is not limited.
+    expect(machine.apply(beginCmd(1, { requestId: 'r0', beginTime: T0 + 999 })).ok).toBe(true);
+    expect(machine.apply(beginCmd(10, { beginTime: T0 + 999 })).ok).toBe(true);
+    // Once the oldest aged past the retention (command time), it makes room.
+    expect(machine.apply(beginCmd(11, { requestId: 'r11', beginTime: T0 + 1_000 })).ok).toBe(true);
+    const again = machine.apply(beginCmd(12, { requestId: 'r0', beginTime: T0 + 2_000 }));
+    expect(again.ok).toBe(true); // r0 was pruned: decided afresh, a new transaction
+    machine.checkInvariants();
+  });
+
+  it('keeps finished records by command time: none younger than the retention is dropped', () => {
     const machine = new CoordinatorStateMachine();
     const finish = (n: number, at: number) => {
       const { xid } = applyOk(machine, beginCmd(n)) as { xid: string };
@@ -316,8 +334,22 @@ describe('coordinator state machine', () => {
     finish(3, T0 + RECENTLY_FINISHED_TTL_MS);
     expect(machine.getFinished(old)).toBeUndefined();
     expect(machine.getFinished(young)).toBeDefined();
-    for (let i = 0; i < MAX_RECENTLY_FINISHED; i++) finish(10 + i, T0 + RECENTLY_FINISHED_TTL_MS);
-    expect(machine.getFinished(young)).toBeUndefined();
+    // Before the fix, 10,000 later finishes evicted it although it was young (issue 13 item 6).
+    for (let i = 0; i < 10_001; i++) finish(10 + i, T0 + RECENTLY_FINISHED_TTL_MS);
+    expect(machine.getFinished(young)).toBeDefined();
+    machine.checkInvariants();
+  });
+
+  it('bounds finished records by count as a memory guard', () => {
+    const machine = new CoordinatorStateMachine({ retention: { finishedEntries: 5 } });
+    const xids: string[] = [];
+    for (let i = 0; i < 7; i++) {
+      const { xid } = applyOk(machine, beginCmd(1 + i)) as { xid: string };
+      applyOk(machine, { kind: 'CommitGlobal', xid, at: T0 + 1, term: 1 });
+      xids.push(xid);
+    }
+    expect(machine.getFinished(xids[0]!)).toBeUndefined();
+    expect(machine.getFinished(xids[6]!)).toBeDefined();
     machine.checkInvariants();
   });
 

@@ -599,7 +599,9 @@ class DbCluster {
       x.outcome.ok &&
       (x.command.kind === 'FinishGlobal' ||
         x.command.kind === 'MarkResolved' ||
-        (x.command.kind === 'GlobalReport' &&
+        ((x.command.kind === 'GlobalReport' ||
+          x.command.kind === 'CommitGlobal' ||
+          x.command.kind === 'RollbackGlobal') &&
           (x.outcome.value as { finished: unknown }).finished !== null));
     const before = this.checker.violations.length;
     const ended = batch.filter(ends);

@@ -377,6 +377,32 @@ describe('the call budget (scripted TC)', () => {
     }
   });
 
+  // Issue 13 item 6. Before the fix the client threw UnknownXidError, a definite failure,
+  // although its first attempt may have committed and ended the transaction.
+  it('UNKNOWN_XID after an attempt with an unknown outcome is no definite failure: OutcomeUnknownError', async () => {
+    fake.received.length = 0;
+    fake.script = (_kind, _req, n) =>
+      n === 1
+        ? 'reset'
+        : {
+            resultCode: 'RESULT_CODE_FAILED',
+            error: {
+              code: 'ERROR_CODE_UNKNOWN_XID',
+              message: 'unknown global transaction',
+              retryable: false,
+            },
+          };
+    const tc = fake.client({ attemptTimeoutMs: 2_000, callDeadlineMs: 10_000 });
+    try {
+      const err = await tc.commit('127.0.0.1:1:1').catch((e: unknown) => e);
+      expect(fake.received).toEqual(['commit', 'commit']);
+      expect(err).toBeInstanceOf(OutcomeUnknownError);
+      expect(isOutcomeUnknown(err)).toBe(true);
+    } finally {
+      await tc.close();
+    }
+  });
+
   it('a Commit whose connection is reset mid-call is retried on a fresh connection and answered', async () => {
     fake.received.length = 0;
     fake.script = (kind, _req, n) => (n === 1 ? 'reset' : ok(kind));

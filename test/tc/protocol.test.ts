@@ -559,7 +559,9 @@ describe('status queries', () => {
         ? 'PhaseTwo_CommitFailed_Retryable'
         : 'PhaseTwo_Committed';
     };
-    const seen: GlobalStatusName[] = [];
+    // Seen before the commit: the commit no longer reads first, so a poll started with it
+    // may already see the decision.
+    const seen: GlobalStatusName[] = [await tc.getStatus(xid)];
     let stop = false;
     const poller = (async () => {
       while (!stop) {

@@ -14,7 +14,13 @@ import {
 import type { Role } from '../../src/raft/core/types.ts';
 import { NotLeaderError, ProposalDroppedError, TimeoutError } from '../../src/shared/errors.ts';
 import { silentLogger } from '../../src/shared/logger.ts';
-import { RaftSessionStore, type RaftPort } from '../../src/store/raft/index.ts';
+import {
+  MAX_ENTRY_BYTES,
+  RaftSessionStore,
+  applyEntry,
+  isBatchEntry,
+  type RaftPort,
+} from '../../src/store/raft/index.ts';
 
 interface Deferred<T> {
   promise: Promise<T>;
@@ -75,7 +81,7 @@ class ScriptedRaft implements RaftPort {
 
   applyNext(): void {
     const p = this.proposals.shift()!;
-    p.done.resolve(this.machine.apply(decodeCommand(p.data)));
+    p.done.resolve(applyEntry(this.machine, p.data));
   }
 
   read(): Promise<void> {
@@ -107,7 +113,10 @@ const begin = (n: number): BeginCommand => ({
   requestId: null,
 });
 
-function storeOver(raft: ScriptedRaft, opts: { submitTimeoutMs?: number } = {}) {
+function storeOver(
+  raft: ScriptedRaft,
+  opts: { submitTimeoutMs?: number; readTimeoutMs?: number } = {},
+) {
   const events: LeadershipEvent[] = [];
   const store = new RaftSessionStore({
     raft,
@@ -235,6 +244,95 @@ describe('RaftSessionStore', () => {
     const err = await waiting.catch((e: unknown) => e);
     expect(err).toBeInstanceOf(NotLeaderError);
     expect((err as NotLeaderError).leaderAddress).toBe('10.0.0.2:8092');
+    store.close();
+  });
+
+  it('the submits of one event-loop turn travel in one entry, one outcome each; a refused one leaves the others applied', async () => {
+    const raft = new ScriptedRaft();
+    const { store } = storeOver(raft);
+    raft.set('leader', 2, 'n1');
+    raft.termEntryCommitted = true;
+    await tick();
+    raft.completeReads();
+    await tick();
+    raft.autoApply = false;
+    // xid 11 twice: the second Begin is refused inside the batch.
+    const submitted = [11, 12, 11, 13].map((n) => store.submit(begin(n)));
+    await tick();
+    expect(raft.proposals).toHaveLength(1);
+    expect(isBatchEntry(raft.proposals[0]!.data)).toBe(true);
+    raft.applyNext();
+    const outcomes = await Promise.all(submitted);
+    expect(outcomes.map((o) => o.ok)).toEqual([true, true, false, true]);
+    expect(raft.machine.liveSessionCount()).toBe(3);
+    expect(store.batchCounts()).toEqual({ entries: 1, commands: 4 });
+    // A lone submit still travels as a lone command (the format before batching).
+    const lone = store.submit(begin(14));
+    await tick();
+    expect(isBatchEntry(raft.proposals[0]!.data)).toBe(false);
+    raft.applyNext();
+    expect((await lone).ok).toBe(true);
+    store.close();
+  });
+
+  it('an entry is bounded: a turn with more than MAX_ENTRY_BYTES of commands is split', async () => {
+    const raft = new ScriptedRaft();
+    const { store } = storeOver(raft);
+    raft.set('leader', 2, 'n1');
+    raft.termEntryCommitted = true;
+    await tick();
+    raft.completeReads();
+    await tick();
+    const xid = '127.0.0.1:8091:1';
+    expect((await store.submit(begin(1))).ok).toBe(true);
+    raft.autoApply = false;
+    // Each register carries ~16 KiB of application data: 100 of them exceed one entry.
+    const data = 'x'.repeat(16 * 1024 - 10);
+    const registers = Array.from({ length: 100 }, (_, i) =>
+      store.submit({
+        kind: 'RegisterBranch',
+        xid,
+        branchId: String(500 + i),
+        type: 'TCC',
+        resourceId: 'r',
+        lockKey: '',
+        applicationData: data,
+        clientId: 'c',
+        applicationId: 'app',
+        at: 2_000,
+        requestId: null,
+      }),
+    );
+    while (store.batchCounts().commands < 101) await tick();
+    expect(raft.proposals.length).toBeGreaterThan(1);
+    for (const p of raft.proposals) expect(p.data.length).toBeLessThanOrEqual(MAX_ENTRY_BYTES + 64);
+    while (raft.proposals.length > 0) raft.applyNext();
+    expect((await Promise.all(registers)).every((o) => o.ok)).toBe(true);
+    expect(raft.machine.getSession(xid)?.branches).toHaveLength(100);
+    store.close();
+  });
+
+  // Issue 13 item 11. Before the fix a caller that timed out stayed in the queue, so an
+  // overloaded leader's queue grew without bound.
+  it('a read that timed out leaves the barrier queue', async () => {
+    const raft = new ScriptedRaft();
+    const { store } = storeOver(raft, { readTimeoutMs: 40 });
+    raft.set('leader', 2, 'n1');
+    raft.termEntryCommitted = true;
+    await tick();
+    raft.completeReads();
+    await tick();
+    // Its barrier never completes.
+    const first = store.read((s) => s.liveSessionCount()).catch(() => undefined);
+    await tick();
+    const late = Array.from({ length: 50 }, () =>
+      store.read((s) => s.liveSessionCount()).catch((e: unknown) => e),
+    );
+    await tick();
+    expect(store.queuedReads()).toBe(50);
+    for (const err of await Promise.all(late)) expect(err).toBeInstanceOf(TimeoutError);
+    expect(store.queuedReads()).toBe(0);
+    await first;
     store.close();
   });
 });

@@ -2,8 +2,9 @@
  * The coordinator's SessionStore over Concord's Raft: where the coordinator and the Raft
  * meet (DESIGN.md, "Layers"). Neither knows the other; this adapter
  *
- *  - submits a command by proposing `encodeCommand(command)` and resolves with the
- *    coordinator state machine's apply outcome, which the Raft driver hands back only once
+ *  - submits a command by proposing `encodeCommand(command)` (with the other submits of
+ *    the same event-loop turn, in one entry: command-batch.ts) and resolves with the
+ *    coordinator state machine's apply outcome for it, which the Raft driver hands back only once
  *    the entry is committed on a quorum AND applied on this node (invariant 1: the
  *    coordinator answers a TM or calls a branch only after that);
  *  - serves linearizable reads: a ReadIndex barrier (`raft.read()`), then `fn` on the
@@ -21,6 +22,7 @@
  * through `leaderAddress`.
  */
 import {
+  CapacityError,
   encodeCommand,
   type Command,
   type CoordinatorStateView,
@@ -39,6 +41,7 @@ import {
   TimeoutError,
 } from '../../shared/errors.ts';
 import type { Logger } from '../../shared/logger.ts';
+import { SubmitBatcher } from './command-batch.ts';
 
 /** How long a submitted command may take to be committed and applied before the caller hears TimeoutError (outcome unknown), ms. */
 export const DEFAULT_SUBMIT_TIMEOUT_MS = 10_000;
@@ -48,6 +51,8 @@ export const DEFAULT_READ_TIMEOUT_MS = 10_000;
 export const DEFAULT_BARRIER_RETRY_MS = 20;
 /** Callers waiting for one ReadIndex barrier; beyond it they queue for the next one (keeps one batch bounded). */
 export const MAX_READS_PER_BARRIER = 4_096;
+/** Callers that may wait for a barrier at once; beyond it a read is refused (CapacityError). */
+export const MAX_QUEUED_READS = 65_536;
 
 /** What the store needs of a Raft node (RaftNode satisfies it structurally). */
 export interface RaftPort {
@@ -98,6 +103,7 @@ export class RaftSessionStore implements SessionStore {
   private readyWaiters: ReadyWaiter[] = [];
   private readonly listeners = new Set<(event: LeadershipEvent) => void>();
   private readonly reads: ReadBatcher;
+  private readonly submits: SubmitBatcher;
   private unsubscribe: (() => void) | null;
   private closed = false;
 
@@ -114,6 +120,7 @@ export class RaftSessionStore implements SessionStore {
     this.currentTerm = st.term;
     this.leaderId = st.leader;
     this.reads = new ReadBatcher(() => this.raft.read());
+    this.submits = new SubmitBatcher((data) => this.raft.propose(data));
     this.unsubscribe = this.raft.onStateChange((change) =>
       this.onRaftState(change.role, change.term, change.leader),
     );
@@ -137,6 +144,17 @@ export class RaftSessionStore implements SessionStore {
   // -------------------------------------------------------------------------------------
   // SessionStore
 
+  /** Reads waiting for a ReadIndex barrier that has not started. */
+  queuedReads(): number {
+    return this.reads.queued;
+  }
+
+  /** Entries proposed and the commands they carried, since start. */
+  batchCounts(): { entries: number; commands: number } {
+    return { ...this.submits.counts };
+  }
+
+  /** Joins the other submits of this event-loop turn in one entry (see SubmitBatcher). */
   async submit<C extends Command>(command: C): Promise<Outcome<ResultOf<C>>> {
     this.requireLeaderRole();
     const data = encodeCommand(command);
@@ -145,7 +163,7 @@ export class RaftSessionStore implements SessionStore {
     let result: unknown;
     try {
       result = await withDeadline(
-        this.raft.propose(data),
+        this.submits.add(data),
         deadline,
         () =>
           new TimeoutError(
@@ -166,17 +184,26 @@ export class RaftSessionStore implements SessionStore {
     this.requireLeaderRole();
     const deadline = Date.now() + this.readTimeoutMs;
     await this.waitReady(deadline);
+    const waiter = this.reads.barrier();
     try {
       await withDeadline(
-        this.reads.barrier(),
+        waiter.done,
         deadline,
         () => new TimeoutError(`read not confirmed within ${this.readTimeoutMs} ms`),
       );
     } catch (err) {
+      waiter.cancel(); // a caller that gave up leaves the queue
       throw this.translate(err);
     }
     // A leader change between the barrier and here is harmless: the barrier proved that
     // this state includes everything acknowledged before read() was called.
+    return fn(this.state);
+  }
+
+  /** The applied state of this leader, no barrier: for its own phase-two work only. */
+  readLocal<T>(fn: (state: CoordinatorStateView) => T): T {
+    this.requireLeaderRole();
+    if (!this.isLeader()) throw this.notLeaderError();
     return fn(this.state);
   }
 
@@ -338,8 +365,26 @@ class ReadBatcher {
 
   constructor(private readonly barrierFn: () => Promise<void>) {}
 
-  barrier(): Promise<void> {
-    const p = new Promise<void>((resolve, reject) => this.waiting.push({ resolve, reject }));
+  /**
+   * Joins the next barrier. `cancel` takes a caller that gave up out of the queue; a full
+   * queue refuses at once (CapacityError), so memory stays bounded under overload.
+   */
+  barrier(): { done: Promise<void>; cancel: () => void } {
+    if (this.waiting.length >= MAX_QUEUED_READS) {
+      const full = new CapacityError(
+        `${MAX_QUEUED_READS} reads wait for a ReadIndex barrier, the limit; retry later`,
+      );
+      return { done: Promise.reject(full), cancel: () => {} };
+    }
+    let waiter!: ReadyWaiter;
+    const p = new Promise<void>((resolve, reject) => {
+      waiter = { resolve, reject };
+      this.waiting.push(waiter);
+    });
+    const cancel = () => {
+      const i = this.waiting.indexOf(waiter);
+      if (i >= 0) this.waiting.splice(i, 1);
+    };
     if (!this.inFlight && !this.startQueued) {
       // Start after the current microtasks: reads issued together share the first barrier.
       this.startQueued = true;
@@ -348,7 +393,12 @@ class ReadBatcher {
         if (!this.inFlight) this.start();
       });
     }
-    return p;
+    return { done: p, cancel };
+  }
+
+  /** Callers waiting for a barrier that has not started (for tests and metrics). */
+  get queued(): number {
+    return this.waiting.length;
   }
 
   private start(): void {

@@ -1,0 +1,138 @@
+/**
+ * The Raft entry format of coordinator commands. An entry holds either one encoded command
+ * (a msgpack map: the only format before batching, so old logs replay unchanged) or a
+ * batch: a msgpack array of encoded commands, all submitted in one event-loop turn
+ * (DESIGN.md: "Commands of one event-loop turn share one Raft entry"). Applying a batch
+ * applies its commands in order and answers one outcome per command; a refused command
+ * changes nothing, so it leaves the others in its entry untouched.
+ */
+import { Packr } from 'msgpackr';
+import {
+  decodeCommand,
+  type CoordinatorStateMachine,
+  type Outcome,
+} from '../../coordinator/index.ts';
+import { AssertionFailure } from '../../shared/errors.ts';
+
+/** Bytes of encoded commands one entry may carry (a single larger command travels alone). */
+export const MAX_ENTRY_BYTES = 1024 * 1024;
+/** Commands one entry may carry. */
+export const MAX_COMMANDS_PER_ENTRY = 1_024;
+
+const packr = new Packr({ useRecords: false, mapsAsObjects: true, moreTypes: false });
+
+/** One entry for encoded commands: a lone command as itself, several as a batch. */
+export function encodeEntry(commands: readonly Uint8Array[]): Uint8Array {
+  if (commands.length === 0) throw new AssertionFailure('an entry needs at least one command');
+  if (commands.length === 1) return commands[0]!;
+  // A copy: msgpackr may reuse the memory of what it packed for the next pack.
+  return Uint8Array.from(packr.pack(commands));
+}
+
+/** True when the entry is a batch (a msgpack array), not a lone command (a msgpack map). */
+export function isBatchEntry(data: Uint8Array): boolean {
+  const first = data[0];
+  return (
+    first !== undefined && ((first >= 0x90 && first <= 0x9f) || first === 0xdc || first === 0xdd)
+  );
+}
+
+/**
+ * Applies an entry: a lone command answers its outcome, a batch an array of outcomes in
+ * order. An entry that does not decode is a corrupt log: AssertionFailure (the driver
+ * fail-stops).
+ */
+export function applyEntry(
+  machine: CoordinatorStateMachine,
+  data: Uint8Array,
+): Outcome<unknown> | Outcome<unknown>[] {
+  if (!isBatchEntry(data)) return machine.apply(decodeCommand(data));
+  let parts: unknown;
+  try {
+    parts = packr.unpack(data);
+  } catch (err) {
+    throw new AssertionFailure(`command batch does not decode: ${(err as Error).message}`);
+  }
+  if (!Array.isArray(parts) || !parts.every((p) => p instanceof Uint8Array))
+    throw new AssertionFailure('command batch is not an array of encoded commands');
+  const commands = (parts as Uint8Array[]).map((p) => decodeCommand(p));
+  return commands.map((command) => machine.apply(command));
+}
+
+/**
+ * Gathers the submits of one event-loop turn into entries of at most MAX_ENTRY_BYTES and
+ * MAX_COMMANDS_PER_ENTRY, proposes each entry once, and hands every submitter the outcome
+ * of its own command (or the entry's failure: not leader, dropped).
+ */
+export class SubmitBatcher {
+  private pending: {
+    data: Uint8Array;
+    resolve: (v: unknown) => void;
+    reject: (e: unknown) => void;
+  }[] = [];
+  private scheduled = false;
+  /** Entries proposed and commands they carried (for metrics and tests). */
+  readonly counts = { entries: 0, commands: 0 };
+
+  constructor(private readonly propose: (data: Uint8Array) => Promise<unknown>) {}
+
+  /** Resolves with the command's own apply outcome once its entry is applied. */
+  add(data: Uint8Array): Promise<unknown> {
+    const done = new Promise<unknown>((resolve, reject) =>
+      this.pending.push({ data, resolve, reject }),
+    );
+    if (!this.scheduled) {
+      this.scheduled = true;
+      setImmediate(() => this.flush());
+    }
+    return done;
+  }
+
+  private flush(): void {
+    this.scheduled = false;
+    const pending = this.pending;
+    this.pending = [];
+    let start = 0;
+    while (start < pending.length) {
+      let end = start + 1;
+      let bytes = pending[start]!.data.length;
+      while (
+        end < pending.length &&
+        end - start < MAX_COMMANDS_PER_ENTRY &&
+        bytes + pending[end]!.data.length <= MAX_ENTRY_BYTES
+      ) {
+        bytes += pending[end]!.data.length;
+        end += 1;
+      }
+      this.proposeEntry(pending.slice(start, end));
+      start = end;
+    }
+  }
+
+  private proposeEntry(batch: SubmitBatcher['pending']): void {
+    this.counts.entries += 1;
+    this.counts.commands += batch.length;
+    let proposed: Promise<unknown>;
+    try {
+      proposed = this.propose(encodeEntry(batch.map((p) => p.data)));
+    } catch (err) {
+      proposed = Promise.reject(err);
+    }
+    proposed.then(
+      (result) => {
+        if (batch.length === 1) return batch[0]!.resolve(result);
+        if (!Array.isArray(result) || result.length !== batch.length) {
+          const err = new AssertionFailure(
+            `a batch of ${batch.length} commands was answered with something else`,
+          );
+          for (const p of batch) p.reject(err);
+          return;
+        }
+        batch.forEach((p, i) => p.resolve(result[i]));
+      },
+      (err: unknown) => {
+        for (const p of batch) p.reject(err);
+      },
+    );
+  }
+}
