@@ -12,6 +12,7 @@ import {
   DB_CONNECT_TIMEOUT_MS,
   DB_IDLE_IN_TRANSACTION_TIMEOUT_MS,
   DB_LOCK_WAIT_TIMEOUT_MS,
+  DB_MAX_PREPARED_STATEMENTS,
   DB_POOL_IDLE_TIMEOUT_MS,
   DB_STATEMENT_TIMEOUT_MS,
 } from './limits.ts';
@@ -81,6 +82,8 @@ export class MysqlDriver implements SqlDriver {
       dateStrings: true,
       charset: 'utf8mb4',
       enableKeepAlive: true,
+      // execute() keeps each connection's prepared statements in an LRU of this size.
+      maxPreparedStatements: DB_MAX_PREPARED_STATEMENTS,
     });
     // MySQL has no idle-in-transaction timeout: wait_timeout closes any session idle that
     // long (in a transaction or not). It must exceed the pool's idle timeout, or the server
@@ -346,15 +349,19 @@ export class MysqlDriver implements SqlDriver {
   }
 }
 
+/**
+ * A statement with parameters runs as a prepared statement (`execute`: prepared once per
+ * connection, then only bound); one without (START TRANSACTION, COMMIT, DDL, SET) as text.
+ */
 async function run(
   conn: mysql.PoolConnection,
   sql: string,
   params: readonly SqlValue[] = [],
 ): Promise<SqlResult> {
-  const [result] = await conn.query(
-    { sql, timeout: DB_STATEMENT_TIMEOUT_MS },
-    params as SqlValue[],
-  );
+  const [result] =
+    params.length === 0
+      ? await conn.query({ sql, timeout: DB_STATEMENT_TIMEOUT_MS })
+      : await conn.execute({ sql, timeout: DB_STATEMENT_TIMEOUT_MS }, params as SqlValue[]);
   if (Array.isArray(result)) return { rows: result as Record<string, unknown>[], affected: 0 };
   return { rows: [], affected: (result as mysql.ResultSetHeader).affectedRows };
 }

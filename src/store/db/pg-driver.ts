@@ -9,6 +9,7 @@ import {
   DB_CONNECT_TIMEOUT_MS,
   DB_IDLE_IN_TRANSACTION_TIMEOUT_MS,
   DB_LOCK_WAIT_TIMEOUT_MS,
+  DB_MAX_PREPARED_STATEMENTS,
   DB_POOL_IDLE_TIMEOUT_MS,
   DB_STATEMENT_TIMEOUT_MS,
 } from './limits.ts';
@@ -119,7 +120,7 @@ export class PgDriver implements SqlDriver {
   }
 
   async query(sql: string, params: readonly SqlValue[] = []): Promise<SqlResult> {
-    const result = await this.pool.query(numbered(sql), params as SqlValue[]);
+    const result = await this.pool.query(prepared(sql, params));
     return { rows: result.rows as Record<string, unknown>[], affected: result.rowCount ?? 0 };
   }
 
@@ -252,10 +253,30 @@ export class PgDriver implements SqlDriver {
 function wrap(client: pg.PoolClient): SqlConn {
   return {
     async query(sql, params = []) {
-      const result = await client.query(numbered(sql), params as SqlValue[]);
+      const result = await client.query(prepared(sql, params));
       return { rows: result.rows as Record<string, unknown>[], affected: result.rowCount ?? 0 };
     },
   };
+}
+
+/** Statement text → its numbered text and prepared-statement name (one per distinct text). */
+const preparedNames = new Map<string, { text: string; name: string }>();
+
+/**
+ * A statement with parameters runs as a named prepared statement: each connection parses
+ * and plans it once, then only binds (`pg` keeps the per-connection set). Statements
+ * without parameters (BEGIN, COMMIT, DDL) stay simple one-round-trip queries.
+ */
+function prepared(sql: string, params: readonly SqlValue[]): pg.QueryConfig<SqlValue[]> {
+  if (params.length === 0) return { text: sql };
+  let entry = preparedNames.get(sql);
+  if (!entry) {
+    const text = numbered(sql);
+    if (preparedNames.size >= DB_MAX_PREPARED_STATEMENTS) return { text, values: [...params] };
+    entry = { text, name: `concord_${preparedNames.size.toString(36)}` };
+    preparedNames.set(sql, entry);
+  }
+  return { name: entry.name, text: entry.text, values: [...params] };
 }
 
 /** `?` → `$1, $2, …` (the store's statements hold no `?` inside string literals). */
