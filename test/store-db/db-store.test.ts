@@ -8,6 +8,7 @@ import { LockConflictError } from '../../src/coordinator/errors.ts';
 import { BranchStatus, GlobalStatus } from '../../src/coordinator/types.ts';
 import {
   DB_SCHEMA_VERSION,
+  DbSchemaUpgradeBlockedError,
   DbSchemaVersionError,
   DbSessionStore,
   type DialectName,

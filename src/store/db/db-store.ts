@@ -28,6 +28,7 @@ import type { Logger } from '../../shared/logger.ts';
 import type { Command, Outcome, ResultOf } from '../../coordinator/commands.ts';
 import {
   MAX_DEDUP_ENTRIES,
+  MAX_LIVE_SESSIONS,
   MAX_RECENTLY_FINISHED,
   RECENTLY_FINISHED_TTL_MS,
 } from '../../coordinator/limits.ts';
@@ -37,7 +38,9 @@ import {
   type CoordinatorStateView,
 } from '../../coordinator/state-machine.ts';
 import { SNAPSHOT_FORMAT_VERSION, encodeSnapshot } from '../../coordinator/snapshot-codec.ts';
-import { applyCommand } from './apply.ts';
+import { applyCommand, refuseMalformed } from './apply.ts';
+import { FastPaths, type FastPathStats } from './fast-path.ts';
+import { LiveSessionBound } from './live-bound.ts';
 import {
   DbContentionError,
   DbCommitUnknownError,
@@ -142,6 +145,8 @@ export class DbSessionStore implements SessionStore {
    */
   private readonly leaseDriver: SqlDriver | null;
   private readonly sql: SessionSql;
+  private readonly fast: FastPaths;
+  private readonly liveBound: LiveSessionBound;
   private readonly log: Logger;
   private readonly lease: DriverLease | null;
   private readonly leadershipListeners = new Set<(event: LeadershipEvent) => void>();
@@ -193,6 +198,8 @@ export class DbSessionStore implements SessionStore {
             logger: this.log,
           });
     this.driver = makeDriver(maxConnections);
+    this.fast = new FastPaths(this.driver, this.tables);
+    this.liveBound = new LiveSessionBound(() => this.sql.countLive(this.driver, MAX_LIVE_SESSIONS));
     this.leaseDriver = leaseOptions === null ? null : makeDriver(DB_LEASE_CONNECTIONS);
     this.housekeepingIntervalMs = options.housekeepingIntervalMs ?? DB_HOUSEKEEPING_INTERVAL_MS;
     this.lease =
@@ -283,6 +290,11 @@ export class DbSessionStore implements SessionStore {
   submit<C extends Command>(command: C): Promise<Outcome<ResultOf<C>>> {
     return this.operation(async () => {
       this.stats.submits += 1;
+      const fast = await this.tryFastPath(command);
+      if (fast) {
+        for (const listener of this.applyListeners) listener(command, fast);
+        return fast as Outcome<ResultOf<C>>;
+      }
       for (let attempt = 1; ; attempt++) {
         try {
           const outcome = (await this.driver.transaction('write', (conn) =>
@@ -311,6 +323,25 @@ export class DbSessionStore implements SessionStore {
         }
       }
     });
+  }
+
+  /**
+   * The command's one-statement form (fast-path.ts), or undefined: then nothing was written
+   * and the general path decides. A race the database caught (a duplicate key, a deadlock)
+   * also goes the general way, which re-reads and retries.
+   */
+  private async tryFastPath(command: Command): Promise<Outcome<unknown> | undefined> {
+    if (refuseMalformed(command)) return undefined;
+    try {
+      const mayBegin = command.kind === 'Begin' && (await this.liveBound.mayBegin());
+      const outcome = await this.fast.tryApply(command, mayBegin);
+      if (outcome && command.kind === 'Begin') this.liveBound.admitted();
+      return outcome;
+    } catch (err) {
+      const kind = isOwnError(err) ? 'own' : this.driver.classify(err);
+      if (kind === 'duplicate' || kind === 'conflict') return undefined;
+      throw err;
+    }
   }
 
   read<T>(fn: (state: CoordinatorStateView) => T): Promise<T> {
@@ -415,6 +446,16 @@ export class DbSessionStore implements SessionStore {
     return this.lease?.holderId ?? null;
   }
 
+  /** How often the one-statement forms were taken or declined (metrics, the differential test). */
+  get fastPathStats(): Readonly<FastPathStats> {
+    return this.fast.stats;
+  }
+
+  /** Statements this node sent to the database (BEGIN and COMMIT included), lease aside. */
+  get statements(): number {
+    return this.driver.statements;
+  }
+
   /** True while the database is unreachable and calls fail fast. */
   get databaseDown(): boolean {
     return this.outage !== null;
@@ -451,6 +492,16 @@ export class DbSessionStore implements SessionStore {
             ]),
           }),
         );
+        const counts = await conn.query(`SELECT xid, branch_count FROM ${this.tables.global}`);
+        for (const r of counts.rows) {
+          const xid = textOf(r.xid, 'xid');
+          const recorded = intOf(r.branch_count, 'branch_count');
+          const held = sessions.get(xid)?.branches.length;
+          if (recorded !== held)
+            throw new AssertionFailure(
+              `global_table says ${xid} has ${recorded} branches; branch_table holds ${held}`,
+            );
+        }
         const lockRows = await this.sql.countLockRows(conn);
         if (lockRows !== machine.lockedRowCount()) {
           throw new AssertionFailure(

@@ -50,6 +50,7 @@ export class PgDriver implements SqlDriver {
   readonly dialect = 'postgres' as const;
   readonly nowMsSql = '(EXTRACT(EPOCH FROM clock_timestamp()) * 1000)::BIGINT';
   readonly currentSchemaSql = 'current_schema()';
+  statements = 0;
   private readonly pool: pg.Pool;
   private readonly log: Logger;
 
@@ -83,8 +84,9 @@ export class PgDriver implements SqlDriver {
       this.log.warn({ err }, 'PostgreSQL connection failed inside a transaction');
     };
     client.on('error', onError);
-    const conn = wrap(client);
+    const conn = wrap(client, this);
     try {
+      this.statements += 1;
       await client.query(
         mode === 'write' ? 'BEGIN' : 'BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY',
       );
@@ -92,12 +94,14 @@ export class PgDriver implements SqlDriver {
       try {
         result = await fn(conn);
       } catch (err) {
+        this.statements += 1;
         await client.query('ROLLBACK').catch((rollbackErr: unknown) => {
           broken = rollbackErr as Error;
         });
         throw err;
       }
       try {
+        this.statements += 1;
         await client.query('COMMIT');
       } catch (err) {
         broken = err as Error;
@@ -120,6 +124,7 @@ export class PgDriver implements SqlDriver {
   }
 
   async query(sql: string, params: readonly SqlValue[] = []): Promise<SqlResult> {
+    this.statements += 1;
     const result = await this.pool.query(prepared(sql, params));
     return { rows: result.rows as Record<string, unknown>[], affected: result.rowCount ?? 0 };
   }
@@ -175,7 +180,8 @@ export class PgDriver implements SqlDriver {
         retry_deadline BIGINT,
         retry_stopped BOOLEAN NOT NULL,
         driver_term BIGINT NOT NULL,
-        due_at BIGINT NOT NULL
+        due_at BIGINT NOT NULL,
+        branch_count INTEGER NOT NULL DEFAULT 0
       )`,
       `CREATE INDEX IF NOT EXISTS ${t.global}_due ON ${t.global} (due_at, xid)`,
       `CREATE TABLE IF NOT EXISTS ${t.branch} (
@@ -250,9 +256,10 @@ export class PgDriver implements SqlDriver {
   }
 }
 
-function wrap(client: pg.PoolClient): SqlConn {
+function wrap(client: pg.PoolClient, counter: { statements: number }): SqlConn {
   return {
     async query(sql, params = []) {
+      counter.statements += 1;
       const result = await client.query(prepared(sql, params));
       return { rows: result.rows as Record<string, unknown>[], affected: result.rowCount ?? 0 };
     },

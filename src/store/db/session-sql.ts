@@ -54,7 +54,10 @@ export class SessionSql {
   async lockSession(
     conn: SqlConn,
     xid: string,
-  ): Promise<{ session: GlobalSession; lockRows: number; nextBranchSeq: number } | undefined> {
+  ): Promise<
+    | { session: GlobalSession; lockRows: number; nextBranchSeq: number; branchCount: number }
+    | undefined
+  > {
     const g = await conn.query(
       `SELECT ${GLOBAL_SELECT} FROM ${this.t.global} g WHERE g.xid = ? FOR UPDATE`,
       [xid],
@@ -78,6 +81,7 @@ export class SessionSql {
       session: sessionFromRows(row, branchRows),
       lockRows: intOf(r.rows[0]?.lock_rows, 'lock_rows'),
       nextBranchSeq,
+      branchCount: intOf(row.branch_count, 'branch_count'),
     };
   }
 
