@@ -180,7 +180,7 @@ export class DbSessionStore implements SessionStore {
       );
     }
     this.tables = tableNames(prefix);
-    this.sql = new SessionSql(this.tables);
+    this.sql = new SessionSql(this.tables, this.dialect);
     this.log = options.logger.child({
       component: 'db-store',
       dialect: this.dialect,
@@ -345,29 +345,65 @@ export class DbSessionStore implements SessionStore {
   }
 
   read<T>(fn: (state: CoordinatorStateView) => T): Promise<T> {
-    return this.operation(() =>
-      this.driver.transaction('snapshot', async (conn) => {
-        this.stats.reads += 1;
-        const cache = new ReadCache();
-        for (let pass = 1; pass <= DB_MAX_READ_PASSES; pass++) {
-          const view = new CachedView(cache);
-          let result: T | undefined;
-          let failure: { error: unknown } | null = null;
-          try {
-            result = fn(view);
-          } catch (error) {
-            failure = { error };
-          }
-          if (view.complete) {
-            // fn's own error, carried through the transaction untouched.
-            if (failure) throw new ReadFnError(failure.error);
-            return result as T;
-          }
-          await cache.fetch(conn, this.sql, view.needs);
+    return this.operation(async () => {
+      this.stats.reads += 1;
+      const quick = await this.readByOneStatement(fn);
+      return quick ? quick.result : this.readInSnapshot(fn);
+    });
+  }
+
+  /**
+   * The hot reads (a commit's status check, getStatus) ask for one xid's session and
+   * finished record only: those come by one statement (one snapshot), outside any
+   * transaction. Undefined when fn asks for more: then the snapshot transaction answers.
+   */
+  private async readByOneStatement<T>(
+    fn: (state: CoordinatorStateView) => T,
+  ): Promise<{ result: T } | undefined> {
+    const cache = new ReadCache();
+    for (let pass = 1; pass <= 2; pass++) {
+      const view = new CachedView(cache);
+      let result: T | undefined;
+      let failure: { error: unknown } | null = null;
+      try {
+        result = fn(view);
+      } catch (error) {
+        failure = { error };
+      }
+      if (view.complete) {
+        if (failure) throw new ReadFnError(failure.error);
+        return { result: result as T };
+      }
+      const xid = view.needsOneXidOnly();
+      if (pass === 2 || xid === null) return undefined;
+      const found = await this.sql.loadOne(this.driver, xid);
+      cache.sessions.set(xid, found.session);
+      cache.finished.set(xid, found.session ? null : found.finished);
+    }
+    return undefined;
+  }
+
+  private readInSnapshot<T>(fn: (state: CoordinatorStateView) => T): Promise<T> {
+    return this.driver.transaction('snapshot', async (conn) => {
+      const cache = new ReadCache();
+      for (let pass = 1; pass <= DB_MAX_READ_PASSES; pass++) {
+        const view = new CachedView(cache);
+        let result: T | undefined;
+        let failure: { error: unknown } | null = null;
+        try {
+          result = fn(view);
+        } catch (error) {
+          failure = { error };
         }
-        throw new AssertionFailure(`a read did not settle in ${DB_MAX_READ_PASSES} passes`);
-      }),
-    );
+        if (view.complete) {
+          // fn's own error, carried through the transaction untouched.
+          if (failure) throw new ReadFnError(failure.error);
+          return result as T;
+        }
+        await cache.fetch(conn, this.sql, view.needs);
+      }
+      throw new AssertionFailure(`a read did not settle in ${DB_MAX_READ_PASSES} passes`);
+    });
   }
 
   /** Every node serves TC requests in db mode: there is no follower to redirect to. */
