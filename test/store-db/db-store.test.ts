@@ -123,6 +123,7 @@ describe.each(DIALECTS)('db store on %s', (dialect: DialectName) => {
       lockKey: '',
       applicationData: '',
       clientId: 'rm',
+      applicationId: 'app',
       at: now,
       requestId: null,
     });
