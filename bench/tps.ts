@@ -415,10 +415,12 @@ interface WorkSample {
   /** db: write and read transactions every node ran (the db store's counters). */
   dbSubmits: number;
   dbReads: number;
+  /** db: statements every node sent (BEGIN and COMMIT included; the lease's own aside). */
+  dbStatements: number;
 }
 
 async function sampleWork(cluster: BenchCluster): Promise<WorkSample> {
-  const w: WorkSample = { lastIndex: 0, dbSubmits: 0, dbReads: 0 };
+  const w: WorkSample = { lastIndex: 0, dbSubmits: 0, dbReads: 0, dbStatements: 0 };
   await Promise.all(
     cluster.seeds.map(async (seed) => {
       try {
@@ -432,8 +434,10 @@ async function sampleWork(cluster: BenchCluster): Promise<WorkSample> {
           await fetch(`http://${seed}/metrics`, { signal: AbortSignal.timeout(2_000) })
         ).text();
         for (const line of text.split('\n')) {
-          const m = /^(concord_db_submits|concord_db_reads)\{[^}]*\} (\d+)/.exec(line);
-          if (m) w[m[1] === 'concord_db_submits' ? 'dbSubmits' : 'dbReads'] += Number(m[2]);
+          const m = /^concord_db_(submits|reads|statements)\{[^}]*\} (\d+)/.exec(line);
+          if (m)
+            w[m[1] === 'submits' ? 'dbSubmits' : m[1] === 'reads' ? 'dbReads' : 'dbStatements'] +=
+              Number(m[2]);
         }
       } catch {
         // a node that does not answer adds nothing
@@ -470,6 +474,8 @@ interface RunResult {
     entriesPerTx: number | null;
     dbWritesPerTx: number | null;
     dbReadsPerTx: number | null;
+    /** SQL statements per transaction (db; BEGIN and COMMIT count). */
+    dbStatementsPerTx: number | null;
   } | null;
 }
 
@@ -693,11 +699,13 @@ async function runClients(
               entriesPerTx: per(b.lastIndex - a.lastIndex),
               dbWritesPerTx: null,
               dbReadsPerTx: null,
+              dbStatementsPerTx: null,
             }
           : {
               entriesPerTx: null,
               dbWritesPerTx: per(b.dbSubmits - a.dbSubmits),
               dbReadsPerTx: per(b.dbReads - a.dbReads),
+              dbStatementsPerTx: per(b.dbStatements - a.dbStatements),
             };
     }
     // With the clients (and their RM channels) still up: what the TC has left to finish.
@@ -826,7 +834,7 @@ function detailTable(results: RunResult[]): string {
           ? '-'
           : w.entriesPerTx !== null
             ? `${w.entriesPerTx.toFixed(1)} Raft entries`
-            : `${(w.dbWritesPerTx ?? 0).toFixed(1)} write + ${(w.dbReadsPerTx ?? 0).toFixed(1)} read db txns`;
+            : `${(w.dbWritesPerTx ?? 0).toFixed(1)} write + ${(w.dbReadsPerTx ?? 0).toFixed(1)} read db txns, ${(w.dbStatementsPerTx ?? 0).toFixed(1)} statements`;
       return [
         MODE_LABEL[r.mode],
         r.scenario,

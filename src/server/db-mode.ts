@@ -138,6 +138,16 @@ export function bindDbMetrics(metrics: NodeMetrics, store: DbSessionStore): void
     () => store.stats.reads,
   );
   gauge(
+    'concord_db_statements',
+    'SQL statements this node sent to the database since it started (BEGIN and COMMIT included; the lease connection aside)',
+    () => store.statements,
+  );
+  gauge(
+    'concord_db_fast_path_taken',
+    'Commands this node applied by their one-statement form (Begin, a branchless decision and end)',
+    () => store.fastPathStats.taken,
+  );
+  gauge(
     'concord_db_race_retries',
     'Submits retried after losing a race in the database (lock row, request id, deadlock)',
     () => store.stats.raceRetries,

@@ -8,6 +8,7 @@ import { LockConflictError } from '../../src/coordinator/errors.ts';
 import { BranchStatus, GlobalStatus } from '../../src/coordinator/types.ts';
 import {
   DB_SCHEMA_VERSION,
+  DbSchemaUpgradeBlockedError,
   DbSchemaVersionError,
   DbSessionStore,
   type DialectName,
@@ -92,6 +93,80 @@ describe.each(DIALECTS)('db store on %s', (dialect: DialectName) => {
       DbSchemaVersionError,
     );
     await admin.dropTables(other);
+  });
+
+  it('upgrades tables of schema version 1 (branch_count filled from the branches), but not under a held lease', async () => {
+    const old = uniquePrefix('v1');
+    const now = Date.now();
+    const xid = (n: number) => `10.0.0.1:8091:${n}`;
+    const first = await openStore(dialect, old, { lease: false });
+    for (const n of [1, 2]) {
+      const begun = await first.submit({
+        kind: 'Begin',
+        xid: xid(n),
+        transactionId: String(n),
+        applicationId: 'app',
+        transactionServiceGroup: 'g',
+        name: 'tx',
+        timeoutMs: 60_000,
+        beginTime: now,
+        requestId: null,
+      });
+      expect(begun.ok).toBe(true);
+    }
+    const registered = await first.submit({
+      kind: 'RegisterBranch',
+      xid: xid(1),
+      branchId: '11',
+      type: 'TCC',
+      resourceId: 'db',
+      lockKey: '',
+      applicationData: '',
+      clientId: 'rm',
+      applicationId: 'app',
+      at: now,
+      requestId: null,
+    });
+    expect(registered.ok).toBe(true);
+    await first.close();
+    // What a version-1 node left behind: no branch_count column, version 1.
+    await admin.query(`ALTER TABLE ${old}global_table DROP COLUMN branch_count`);
+    await admin.query(`UPDATE ${old}schema_version SET version = 1 WHERE id = 1`);
+    await admin.query(
+      `INSERT INTO ${old}distributed_lock (lock_key, holder, holder_address, epoch, expire_at) VALUES ('concord-phase-two-driver', 'old-node', '', 1, ?)`,
+      [Date.now() + 600_000],
+    );
+    await expect(openStore(dialect, old, { lease: false })).rejects.toBeInstanceOf(
+      DbSchemaUpgradeBlockedError,
+    );
+
+    await admin.query(`UPDATE ${old}distributed_lock SET expire_at = 0`);
+    const upgraded = await openStore(dialect, old, { lease: false });
+    try {
+      const version = await admin.query(`SELECT version FROM ${old}schema_version`);
+      expect(version.map((r) => Number(r.version))).toEqual([DB_SCHEMA_VERSION]);
+      const counts = await admin.query(
+        `SELECT xid, branch_count FROM ${old}global_table ORDER BY xid`,
+      );
+      expect(counts.map((r) => [String(r.xid), Number(r.branch_count)])).toEqual([
+        [xid(1), 1],
+        [xid(2), 0],
+      ]);
+      // The one-statement decision must see the TCC branch: AsyncCommitting is refused.
+      const async = await upgraded.submit({
+        kind: 'ChangeGlobalStatus',
+        xid: xid(1),
+        from: GlobalStatus.Begin,
+        to: GlobalStatus.AsyncCommitting,
+        at: Date.now(),
+        term: 0,
+      });
+      expect(async.ok ? 'accepted' : async.rejection.code).toBe('ILLEGAL_STATUS');
+      await upgraded.exportState(); // asserts branch_count against branch_table
+    } finally {
+      await upgraded.close();
+      await admin.dropTables(old);
+    }
   });
 
   it('the only node holds the lease and drives phase two; every node serves TC requests', () => {

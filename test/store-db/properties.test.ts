@@ -310,6 +310,15 @@ describe.each(DIALECTS)(
       if (process.env.CONCORD_TEST_LOG)
         process.stderr.write(`accepted: ${[...accepted].sort().join(',')}\n`);
       if (RUNS >= 12) expect(accepted.size).toBeGreaterThanOrEqual(11);
+      // Guards the comparison: the one-statement forms were taken, and declined, many times.
+      const fast = store.fastPathStats;
+      if (process.env.CONCORD_TEST_LOG)
+        process.stderr.write(`fast paths: ${JSON.stringify(fast)}\n`);
+      if (RUNS >= 12) {
+        for (const kind of ['Begin', 'ChangeGlobalStatus', 'AcquireDriver', 'FinishGlobal'])
+          expect(fast.takenByKind[kind as Command['kind']] ?? 0, kind).toBeGreaterThan(5);
+        expect(fast.declined).toBeGreaterThan(50);
+      }
     }, 180_000);
   },
 );

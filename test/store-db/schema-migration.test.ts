@@ -44,8 +44,9 @@ describe.each(DIALECTS)('schema migration on %s', (dialect: DialectName) => {
     });
     w.coordinator.stop();
     await store.close();
-    // What version 1 had: branch_table without application_id.
+    // What version 1 had: branch_table without application_id, global_table without branch_count.
     await admin.query(`ALTER TABLE ${prefix}branch_table DROP COLUMN application_id`);
+    await admin.query(`ALTER TABLE ${prefix}global_table DROP COLUMN branch_count`);
     await admin.query(`UPDATE ${prefix}schema_version SET version = 1 WHERE id = 1`);
     return xid;
   }

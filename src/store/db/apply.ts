@@ -51,7 +51,7 @@ export async function applyCommand(
   command: Command,
 ): Promise<Outcome<unknown>> {
   // The machine validates the shape too, but the fields are SQL parameters before that.
-  const malformed = validateCommandShape(command) ?? refuseUnstorable(command);
+  const malformed = refuseMalformed(command);
   if (malformed) return { ok: false, rejection: malformed };
   const xid = command.xid;
 
@@ -68,6 +68,11 @@ export async function applyCommand(
     assert(
       locked.lockRows === rows,
       () => `lock_table holds ${locked.lockRows} rows of ${xid}; its branches record ${rows}`,
+    );
+    assert(
+      locked.branchCount === locked.session.branches.length,
+      () =>
+        `global_table says ${xid} has ${locked.branchCount} branches; branch_table holds ${locked.session.branches.length}`,
     );
   }
   let holders: LockHolderRow[] = [];
@@ -163,7 +168,11 @@ async function writeDiff(
   }
 
   if (!before.session) await sql.insertGlobal(conn, after.session);
-  else if (!sameJson(withoutBranches(before.session), withoutBranches(after.session)))
+  else if (
+    !sameJson(withoutBranches(before.session), withoutBranches(after.session)) ||
+    // branch_count lives on the global row: a new or removed branch rewrites it.
+    before.session.branches.length !== after.session.branches.length
+  )
     await sql.updateGlobal(conn, after.session, before.session.status);
 
   const oldBranches = new Map((before.session?.branches ?? []).map((b) => [b.branchId, b]));
@@ -244,6 +253,11 @@ function parseOrNull(resourceId: string, lockKey: string): string[] | null {
     if (err instanceof BadRequestError) return null;
     throw err;
   }
+}
+
+/** Why a command may not reach SQL at all (its shape, or a string no dialect stores), or null. */
+export function refuseMalformed(command: Command): Rejection | null {
+  return validateCommandShape(command) ?? refuseUnstorable(command);
 }
 
 /**

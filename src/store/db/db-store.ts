@@ -28,6 +28,7 @@ import type { Logger } from '../../shared/logger.ts';
 import type { Command, Outcome, ResultOf } from '../../coordinator/commands.ts';
 import {
   MAX_DEDUP_ENTRIES,
+  MAX_LIVE_SESSIONS,
   MAX_RECENTLY_FINISHED,
   RECENTLY_FINISHED_TTL_MS,
 } from '../../coordinator/limits.ts';
@@ -37,7 +38,9 @@ import {
   type CoordinatorStateView,
 } from '../../coordinator/state-machine.ts';
 import { SNAPSHOT_FORMAT_VERSION, encodeSnapshot } from '../../coordinator/snapshot-codec.ts';
-import { applyCommand } from './apply.ts';
+import { applyCommand, refuseMalformed } from './apply.ts';
+import { FastPaths, type FastPathStats } from './fast-path.ts';
+import { LiveSessionBound } from './live-bound.ts';
 import {
   DbContentionError,
   DbCommitUnknownError,
@@ -142,6 +145,8 @@ export class DbSessionStore implements SessionStore {
    */
   private readonly leaseDriver: SqlDriver | null;
   private readonly sql: SessionSql;
+  private readonly fast: FastPaths;
+  private readonly liveBound: LiveSessionBound;
   private readonly log: Logger;
   private readonly lease: DriverLease | null;
   private readonly leadershipListeners = new Set<(event: LeadershipEvent) => void>();
@@ -175,7 +180,7 @@ export class DbSessionStore implements SessionStore {
       );
     }
     this.tables = tableNames(prefix);
-    this.sql = new SessionSql(this.tables);
+    this.sql = new SessionSql(this.tables, this.dialect);
     this.log = options.logger.child({
       component: 'db-store',
       dialect: this.dialect,
@@ -193,6 +198,8 @@ export class DbSessionStore implements SessionStore {
             logger: this.log,
           });
     this.driver = makeDriver(maxConnections);
+    this.fast = new FastPaths(this.driver, this.tables);
+    this.liveBound = new LiveSessionBound(() => this.sql.countLive(this.driver, MAX_LIVE_SESSIONS));
     this.leaseDriver = leaseOptions === null ? null : makeDriver(DB_LEASE_CONNECTIONS);
     this.housekeepingIntervalMs = options.housekeepingIntervalMs ?? DB_HOUSEKEEPING_INTERVAL_MS;
     this.lease =
@@ -283,6 +290,11 @@ export class DbSessionStore implements SessionStore {
   submit<C extends Command>(command: C): Promise<Outcome<ResultOf<C>>> {
     return this.operation(async () => {
       this.stats.submits += 1;
+      const fast = await this.tryFastPath(command);
+      if (fast) {
+        for (const listener of this.applyListeners) listener(command, fast);
+        return fast as Outcome<ResultOf<C>>;
+      }
       for (let attempt = 1; ; attempt++) {
         try {
           const outcome = (await this.driver.transaction('write', (conn) =>
@@ -313,30 +325,85 @@ export class DbSessionStore implements SessionStore {
     });
   }
 
+  /**
+   * The command's one-statement form (fast-path.ts), or undefined: then nothing was written
+   * and the general path decides. A race the database caught (a duplicate key, a deadlock)
+   * also goes the general way, which re-reads and retries.
+   */
+  private async tryFastPath(command: Command): Promise<Outcome<unknown> | undefined> {
+    if (refuseMalformed(command)) return undefined;
+    try {
+      const mayBegin = command.kind === 'Begin' && (await this.liveBound.mayBegin());
+      const outcome = await this.fast.tryApply(command, mayBegin);
+      if (outcome && command.kind === 'Begin') this.liveBound.admitted();
+      return outcome;
+    } catch (err) {
+      const kind = isOwnError(err) ? 'own' : this.driver.classify(err);
+      if (kind === 'duplicate' || kind === 'conflict') return undefined;
+      throw err;
+    }
+  }
+
   read<T>(fn: (state: CoordinatorStateView) => T): Promise<T> {
-    return this.operation(() =>
-      this.driver.transaction('snapshot', async (conn) => {
-        this.stats.reads += 1;
-        const cache = new ReadCache();
-        for (let pass = 1; pass <= DB_MAX_READ_PASSES; pass++) {
-          const view = new CachedView(cache);
-          let result: T | undefined;
-          let failure: { error: unknown } | null = null;
-          try {
-            result = fn(view);
-          } catch (error) {
-            failure = { error };
-          }
-          if (view.complete) {
-            // fn's own error, carried through the transaction untouched.
-            if (failure) throw new ReadFnError(failure.error);
-            return result as T;
-          }
-          await cache.fetch(conn, this.sql, view.needs);
+    return this.operation(async () => {
+      this.stats.reads += 1;
+      const quick = await this.readByOneStatement(fn);
+      return quick ? quick.result : this.readInSnapshot(fn);
+    });
+  }
+
+  /**
+   * The hot reads (a commit's status check, getStatus) ask for one xid's session and
+   * finished record only: those come by one statement (one snapshot), outside any
+   * transaction. Undefined when fn asks for more: then the snapshot transaction answers.
+   */
+  private async readByOneStatement<T>(
+    fn: (state: CoordinatorStateView) => T,
+  ): Promise<{ result: T } | undefined> {
+    const cache = new ReadCache();
+    for (let pass = 1; pass <= 2; pass++) {
+      const view = new CachedView(cache);
+      let result: T | undefined;
+      let failure: { error: unknown } | null = null;
+      try {
+        result = fn(view);
+      } catch (error) {
+        failure = { error };
+      }
+      if (view.complete) {
+        if (failure) throw new ReadFnError(failure.error);
+        return { result: result as T };
+      }
+      const xid = view.needsOneXidOnly();
+      if (pass === 2 || xid === null) return undefined;
+      const found = await this.sql.loadOne(this.driver, xid);
+      cache.sessions.set(xid, found.session);
+      cache.finished.set(xid, found.session ? null : found.finished);
+    }
+    return undefined;
+  }
+
+  private readInSnapshot<T>(fn: (state: CoordinatorStateView) => T): Promise<T> {
+    return this.driver.transaction('snapshot', async (conn) => {
+      const cache = new ReadCache();
+      for (let pass = 1; pass <= DB_MAX_READ_PASSES; pass++) {
+        const view = new CachedView(cache);
+        let result: T | undefined;
+        let failure: { error: unknown } | null = null;
+        try {
+          result = fn(view);
+        } catch (error) {
+          failure = { error };
         }
-        throw new AssertionFailure(`a read did not settle in ${DB_MAX_READ_PASSES} passes`);
-      }),
-    );
+        if (view.complete) {
+          // fn's own error, carried through the transaction untouched.
+          if (failure) throw new ReadFnError(failure.error);
+          return result as T;
+        }
+        await cache.fetch(conn, this.sql, view.needs);
+      }
+      throw new AssertionFailure(`a read did not settle in ${DB_MAX_READ_PASSES} passes`);
+    });
   }
 
   /** Every node serves TC requests in db mode: there is no follower to redirect to. */
@@ -415,6 +482,16 @@ export class DbSessionStore implements SessionStore {
     return this.lease?.holderId ?? null;
   }
 
+  /** How often the one-statement forms were taken or declined (metrics, the differential test). */
+  get fastPathStats(): Readonly<FastPathStats> {
+    return this.fast.stats;
+  }
+
+  /** Statements this node sent to the database (BEGIN and COMMIT included), lease aside. */
+  get statements(): number {
+    return this.driver.statements;
+  }
+
   /** True while the database is unreachable and calls fail fast. */
   get databaseDown(): boolean {
     return this.outage !== null;
@@ -451,6 +528,16 @@ export class DbSessionStore implements SessionStore {
             ]),
           }),
         );
+        const counts = await conn.query(`SELECT xid, branch_count FROM ${this.tables.global}`);
+        for (const r of counts.rows) {
+          const xid = textOf(r.xid, 'xid');
+          const recorded = intOf(r.branch_count, 'branch_count');
+          const held = sessions.get(xid)?.branches.length;
+          if (recorded !== held)
+            throw new AssertionFailure(
+              `global_table says ${xid} has ${recorded} branches; branch_table holds ${held}`,
+            );
+        }
         const lockRows = await this.sql.countLockRows(conn);
         if (lockRows !== machine.lockedRowCount()) {
           throw new AssertionFailure(

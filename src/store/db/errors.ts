@@ -69,3 +69,15 @@ export class DbQueryError extends ConcordError {
     this.dbCode = dbCode;
   }
 }
+
+/**
+ * Tables of schema version 1 while a node holds an unexpired driver lease: a node of the
+ * old version may still be writing (it would not keep the new `branch_count` column), so
+ * this node does not upgrade under it. Not retryable as such: stop every node of the old
+ * version, then start the new ones (the first one upgrades the tables).
+ */
+export class DbSchemaUpgradeBlockedError extends ConcordError {
+  constructor(message: string, options: ConcordErrorOptions = {}) {
+    super('UNAVAILABLE', message, { retryable: false, ...options });
+  }
+}

@@ -19,6 +19,7 @@ export {
   DbContentionError,
   DbOverloadedError,
   DbQueryError,
+  DbSchemaUpgradeBlockedError,
   DbSchemaVersionError,
   DbUnavailableError,
 } from './errors.ts';

@@ -94,3 +94,25 @@ export const DB_MAX_ROW_KEY_CHARS = 646;
  * the sweep is much shorter than raft mode's default 10 s; each sweep is one bounded query.
  */
 export const DB_MODE_SWEEP_INTERVAL_MS = 1_000;
+
+// ------------------------------------------------------------------ prepared statements
+
+/**
+ * Distinct statement texts one node prepares (pg named statements; mysql2's per-connection
+ * cache). Statement shapes are few (IN lists are chunked), so the hot ones are prepared
+ * long before the bound; texts beyond it run unprepared.
+ */
+export const DB_MAX_PREPARED_STATEMENTS = 1_000;
+
+// ------------------------------------------------------------------ live-session bound
+
+/**
+ * Begin checks MAX_LIVE_SESSIONS against a count of live sessions that is at most this old,
+ * ms, plus the begins this node admitted since (the fast path never scans per Begin).
+ */
+export const DB_LIVE_COUNT_MAX_AGE_MS = 1_000;
+/**
+ * Below this share of MAX_LIVE_SESSIONS (by that estimate) a Begin is admitted on the
+ * estimate; at or above it, every Begin counts exactly (bounded scan), as before.
+ */
+export const DB_LIVE_COUNT_EXACT_FROM = 0.9;

@@ -12,6 +12,7 @@ import {
   DB_CONNECT_TIMEOUT_MS,
   DB_IDLE_IN_TRANSACTION_TIMEOUT_MS,
   DB_LOCK_WAIT_TIMEOUT_MS,
+  DB_MAX_PREPARED_STATEMENTS,
   DB_POOL_IDLE_TIMEOUT_MS,
   DB_STATEMENT_TIMEOUT_MS,
 } from './limits.ts';
@@ -62,6 +63,7 @@ export class MysqlDriver implements SqlDriver {
   // UNIX_TIMESTAMP of a DATETIME reads it in the session zone, which is UTC (set below).
   readonly nowMsSql = 'CAST(UNIX_TIMESTAMP(SYSDATE(3)) * 1000 AS SIGNED)';
   readonly currentSchemaSql = 'DATABASE()';
+  statements = 0;
   private readonly pool: mysql.Pool;
   private readonly log: Logger;
   private readonly connections = new Set<mysql.PoolConnection>();
@@ -81,6 +83,8 @@ export class MysqlDriver implements SqlDriver {
       dateStrings: true,
       charset: 'utf8mb4',
       enableKeepAlive: true,
+      // execute() keeps each connection's prepared statements in an LRU of this size.
+      maxPreparedStatements: DB_MAX_PREPARED_STATEMENTS,
     });
     // MySQL has no idle-in-transaction timeout: wait_timeout closes any session idle that
     // long (in a transaction or not). It must exceed the pool's idle timeout, or the server
@@ -112,22 +116,22 @@ export class MysqlDriver implements SqlDriver {
     let broken = false;
     try {
       if (mode === 'write') {
-        await run(conn, 'START TRANSACTION');
+        await this.run(conn, 'START TRANSACTION');
       } else {
-        await run(conn, 'SET TRANSACTION ISOLATION LEVEL REPEATABLE READ');
-        await run(conn, 'START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY');
+        await this.run(conn, 'SET TRANSACTION ISOLATION LEVEL REPEATABLE READ');
+        await this.run(conn, 'START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY');
       }
       let result: T;
       try {
-        result = await fn({ query: (sql, params) => run(conn, sql, params) });
+        result = await fn({ query: (sql, params) => this.run(conn, sql, params) });
       } catch (err) {
-        await run(conn, 'ROLLBACK').catch(() => {
+        await this.run(conn, 'ROLLBACK').catch(() => {
           broken = true;
         });
         throw err;
       }
       try {
-        await run(conn, 'COMMIT');
+        await this.run(conn, 'COMMIT');
       } catch (err) {
         broken = true;
         const kind = this.classify(err);
@@ -150,7 +154,7 @@ export class MysqlDriver implements SqlDriver {
     const conn = await this.acquire();
     let broken = false;
     try {
-      return await run(conn, sql, params);
+      return await this.run(conn, sql, params);
     } catch (err) {
       const kind = this.classify(err);
       if (kind === 'unavailable' || kind === 'timeout') broken = true;
@@ -217,6 +221,7 @@ export class MysqlDriver implements SqlDriver {
         retry_stopped BOOLEAN NOT NULL,
         driver_term BIGINT NOT NULL,
         due_at BIGINT NOT NULL,
+        branch_count INT NOT NULL DEFAULT 0,
         PRIMARY KEY (xid),
         KEY idx_due (due_at, xid)
       ) ${table}`,
@@ -278,7 +283,7 @@ export class MysqlDriver implements SqlDriver {
     const conn = await this.acquire();
     let broken = false;
     try {
-      const got = await run(conn, 'SELECT GET_LOCK(?, ?) AS got', [
+      const got = await this.run(conn, 'SELECT GET_LOCK(?, ?) AS got', [
         name.slice(0, 64),
         Math.ceil(DB_STATEMENT_TIMEOUT_MS / 1000),
       ]);
@@ -287,9 +292,9 @@ export class MysqlDriver implements SqlDriver {
           code: POOL_ACQUIRE_TIMEOUT,
         });
       try {
-        return await fn({ query: (sql, params) => run(conn, sql, params) });
+        return await fn({ query: (sql, params) => this.run(conn, sql, params) });
       } finally {
-        await run(conn, 'SELECT RELEASE_LOCK(?)', [name.slice(0, 64)]).catch(() => {
+        await this.run(conn, 'SELECT RELEASE_LOCK(?)', [name.slice(0, 64)]).catch(() => {
           broken = true;
         });
       }
@@ -311,6 +316,15 @@ export class MysqlDriver implements SqlDriver {
     for (const conn of this.connections) conn.destroy();
     this.connections.clear();
     void this.pool.end().catch(() => undefined);
+  }
+
+  private run(
+    conn: mysql.PoolConnection,
+    sql: string,
+    params: readonly SqlValue[] = [],
+  ): Promise<SqlResult> {
+    this.statements += 1;
+    return send(conn, sql, params);
   }
 
   /** A pooled connection, or a timeout error: mysql2's pool would wait for one forever. */
@@ -346,15 +360,19 @@ export class MysqlDriver implements SqlDriver {
   }
 }
 
-async function run(
+/**
+ * A statement with parameters runs as a prepared statement (`execute`: prepared once per
+ * connection, then only bound); one without (START TRANSACTION, COMMIT, DDL, SET) as text.
+ */
+async function send(
   conn: mysql.PoolConnection,
   sql: string,
   params: readonly SqlValue[] = [],
 ): Promise<SqlResult> {
-  const [result] = await conn.query(
-    { sql, timeout: DB_STATEMENT_TIMEOUT_MS },
-    params as SqlValue[],
-  );
+  const [result] =
+    params.length === 0
+      ? await conn.query({ sql, timeout: DB_STATEMENT_TIMEOUT_MS })
+      : await conn.execute({ sql, timeout: DB_STATEMENT_TIMEOUT_MS }, params as SqlValue[]);
   if (Array.isArray(result)) return { rows: result as Record<string, unknown>[], affected: 0 };
   return { rows: [], affected: (result as mysql.ResultSetHeader).affectedRows };
 }

@@ -9,6 +9,7 @@ import {
   DB_CONNECT_TIMEOUT_MS,
   DB_IDLE_IN_TRANSACTION_TIMEOUT_MS,
   DB_LOCK_WAIT_TIMEOUT_MS,
+  DB_MAX_PREPARED_STATEMENTS,
   DB_POOL_IDLE_TIMEOUT_MS,
   DB_STATEMENT_TIMEOUT_MS,
 } from './limits.ts';
@@ -49,6 +50,7 @@ export class PgDriver implements SqlDriver {
   readonly dialect = 'postgres' as const;
   readonly nowMsSql = '(EXTRACT(EPOCH FROM clock_timestamp()) * 1000)::BIGINT';
   readonly currentSchemaSql = 'current_schema()';
+  statements = 0;
   private readonly pool: pg.Pool;
   private readonly log: Logger;
 
@@ -82,8 +84,9 @@ export class PgDriver implements SqlDriver {
       this.log.warn({ err }, 'PostgreSQL connection failed inside a transaction');
     };
     client.on('error', onError);
-    const conn = wrap(client);
+    const conn = wrap(client, this);
     try {
+      this.statements += 1;
       await client.query(
         mode === 'write' ? 'BEGIN' : 'BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY',
       );
@@ -91,12 +94,14 @@ export class PgDriver implements SqlDriver {
       try {
         result = await fn(conn);
       } catch (err) {
+        this.statements += 1;
         await client.query('ROLLBACK').catch((rollbackErr: unknown) => {
           broken = rollbackErr as Error;
         });
         throw err;
       }
       try {
+        this.statements += 1;
         await client.query('COMMIT');
       } catch (err) {
         broken = err as Error;
@@ -119,7 +124,8 @@ export class PgDriver implements SqlDriver {
   }
 
   async query(sql: string, params: readonly SqlValue[] = []): Promise<SqlResult> {
-    const result = await this.pool.query(numbered(sql), params as SqlValue[]);
+    this.statements += 1;
+    const result = await this.pool.query(prepared(sql, params));
     return { rows: result.rows as Record<string, unknown>[], affected: result.rowCount ?? 0 };
   }
 
@@ -174,7 +180,8 @@ export class PgDriver implements SqlDriver {
         retry_deadline BIGINT,
         retry_stopped BOOLEAN NOT NULL,
         driver_term BIGINT NOT NULL,
-        due_at BIGINT NOT NULL
+        due_at BIGINT NOT NULL,
+        branch_count INTEGER NOT NULL DEFAULT 0
       )`,
       `CREATE INDEX IF NOT EXISTS ${t.global}_due ON ${t.global} (due_at, xid)`,
       `CREATE TABLE IF NOT EXISTS ${t.branch} (
@@ -249,13 +256,34 @@ export class PgDriver implements SqlDriver {
   }
 }
 
-function wrap(client: pg.PoolClient): SqlConn {
+function wrap(client: pg.PoolClient, counter: { statements: number }): SqlConn {
   return {
     async query(sql, params = []) {
-      const result = await client.query(numbered(sql), params as SqlValue[]);
+      counter.statements += 1;
+      const result = await client.query(prepared(sql, params));
       return { rows: result.rows as Record<string, unknown>[], affected: result.rowCount ?? 0 };
     },
   };
+}
+
+/** Statement text → its numbered text and prepared-statement name (one per distinct text). */
+const preparedNames = new Map<string, { text: string; name: string }>();
+
+/**
+ * A statement with parameters runs as a named prepared statement: each connection parses
+ * and plans it once, then only binds (`pg` keeps the per-connection set). Statements
+ * without parameters (BEGIN, COMMIT, DDL) stay simple one-round-trip queries.
+ */
+function prepared(sql: string, params: readonly SqlValue[]): pg.QueryConfig<SqlValue[]> {
+  if (params.length === 0) return { text: sql };
+  let entry = preparedNames.get(sql);
+  if (!entry) {
+    const text = numbered(sql);
+    if (preparedNames.size >= DB_MAX_PREPARED_STATEMENTS) return { text, values: [...params] };
+    entry = { text, name: `concord_${preparedNames.size.toString(36)}` };
+    preparedNames.set(sql, entry);
+  }
+  return { name: entry.name, text: entry.text, values: [...params] };
 }
 
 /** `?` → `$1, $2, …` (the store's statements hold no `?` inside string literals). */

@@ -87,6 +87,14 @@ export class CachedView implements CoordinatorStateView {
     return !this.missed;
   }
 
+  /** The one xid this pass missed, when all it missed is that xid's session and/or finished record. */
+  needsOneXidOnly(): string | null {
+    const n = this.needs;
+    if (n.liveXids || n.liveCount || n.lockCount || n.lockRows.size > 0) return null;
+    const xids = new Set([...n.sessions, ...n.finished]);
+    return xids.size === 1 ? [...xids][0]! : null;
+  }
+
   getSession(xid: string): GlobalSession | undefined {
     const session = this.cache.sessions.get(xid);
     if (session === undefined) return this.miss(() => this.needs.sessions.add(xid), undefined);

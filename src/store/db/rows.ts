@@ -49,6 +49,7 @@ export const GLOBAL_COLUMNS = [
   'retry_stopped',
   'driver_term',
   'due_at',
+  'branch_count',
 ] as const;
 
 /** The columns a command may change (the rest are fixed at Begin). */
@@ -61,6 +62,7 @@ export const GLOBAL_MUTABLE_COLUMNS = [
   'retry_stopped',
   'driver_term',
   'due_at',
+  'branch_count',
 ] as const;
 
 export const BRANCH_COLUMNS = [
@@ -123,6 +125,10 @@ export function globalMutableValues(s: GlobalSession): SqlValue[] {
     s.retry.stopped,
     s.driverTerm,
     dueAtOf(s),
+    // Kept on the global row (schema 2) so a one-statement commit can require "no branch"
+    // of the row it locks: a RegisterBranch rewrites this row, so a statement that waited
+    // for its row lock re-checks the new count (see fast-path.ts).
+    s.branches.length,
   ];
 }
 

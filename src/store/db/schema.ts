@@ -7,11 +7,15 @@
  * this node would not know what its tables mean.
  */
 import type { Logger } from '../../shared/logger.ts';
-import { DbSchemaVersionError } from './errors.ts';
+import { DbSchemaUpgradeBlockedError, DbSchemaVersionError } from './errors.ts';
 import { intOf, type SqlConn, type SqlDriver, type TableNames } from './sql.ts';
 
-/** The version of the tables this code reads and writes; kept in `<prefix>schema_version`. */
-export const DB_SCHEMA_VERSION = 2;
+/**
+ * The version of the tables this code reads and writes; kept in `<prefix>schema_version`.
+ * 2: branch_table.application_id. 3: global_table.branch_count (the one-statement
+ * commit's "no branch" check, fast-path.ts).
+ */
+export const DB_SCHEMA_VERSION = 3;
 
 interface MigrationStep {
   /** The version the step leaves the tables at (one more than before it). */
@@ -28,6 +32,29 @@ const STEPS: readonly MigrationStep[] = [
       if (await hasColumn(conn, driver, t.branch, 'application_id')) return;
       await conn.query(
         `ALTER TABLE ${t.branch} ADD COLUMN application_id VARCHAR(256) NOT NULL DEFAULT ''`,
+      );
+    },
+  },
+  {
+    to: 3,
+    what: 'global_table.branch_count, filled from branch_table',
+    async run(conn, driver, t) {
+      // Nodes of an older version do not keep the column: a node of this version does not
+      // upgrade under them. A held lease is the common sign of a running cluster (an old
+      // node that does not hold it cannot be seen: docs/db-mode.md asks to stop them all).
+      const lease = await conn.query(
+        `SELECT holder FROM ${t.distributedLock} WHERE expire_at > ${driver.nowMsSql}`,
+      );
+      if (lease.rows.length > 0)
+        throw new DbSchemaUpgradeBlockedError(
+          `the ${t.global} tables are of an older schema version and node ${String(lease.rows[0]!.holder)} holds the driver lease: stop every node of the previous version, then start this one (it upgrades the tables to version ${DB_SCHEMA_VERSION})`,
+        );
+      if (!(await hasColumn(conn, driver, t.global, 'branch_count')))
+        await conn.query(
+          `ALTER TABLE ${t.global} ADD COLUMN branch_count INTEGER NOT NULL DEFAULT 0`,
+        );
+      await conn.query(
+        `UPDATE ${t.global} SET branch_count = (SELECT COUNT(*) FROM ${t.branch} b WHERE b.xid = ${t.global}.xid)`,
       );
     },
   },

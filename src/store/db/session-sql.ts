@@ -24,6 +24,7 @@ import {
   textOf,
   type Row,
   type SqlConn,
+  type DialectName,
   type SqlValue,
   type TableNames,
 } from './sql.ts';
@@ -38,7 +39,10 @@ export interface LockHolderRow {
 }
 
 export class SessionSql {
-  constructor(readonly t: TableNames) {}
+  constructor(
+    readonly t: TableNames,
+    private readonly dialect: DialectName,
+  ) {}
 
   // ---------------------------------------------------------------- reads
 
@@ -54,7 +58,10 @@ export class SessionSql {
   async lockSession(
     conn: SqlConn,
     xid: string,
-  ): Promise<{ session: GlobalSession; lockRows: number; nextBranchSeq: number } | undefined> {
+  ): Promise<
+    | { session: GlobalSession; lockRows: number; nextBranchSeq: number; branchCount: number }
+    | undefined
+  > {
     const g = await conn.query(
       `SELECT ${GLOBAL_SELECT} FROM ${this.t.global} g WHERE g.xid = ? FOR UPDATE`,
       [xid],
@@ -78,6 +85,7 @@ export class SessionSql {
       session: sessionFromRows(row, branchRows),
       lockRows: intOf(r.rows[0]?.lock_rows, 'lock_rows'),
       nextBranchSeq,
+      branchCount: intOf(row.branch_count, 'branch_count'),
     };
   }
 
@@ -109,6 +117,50 @@ export class SessionSql {
     }
     return sessions;
   }
+
+  /**
+   * One xid's session (branches included) and finished record by ONE statement: a
+   * statement sees one snapshot in both dialects, so a read that needs only this can run
+   * it outside any transaction (the hot reads: a commit's status check, getStatus).
+   */
+  async loadOne(
+    conn: SqlConn,
+    xid: string,
+  ): Promise<{ session: GlobalSession | null; finished: FinishedRecord | null }> {
+    const r = await conn.query(this.loadOneSql, [xid]);
+    const first = r.rows[0];
+    if (!first) return { session: null, finished: null };
+    const unprefix = (row: Row, prefix: string): Row => {
+      const out: Row = {};
+      for (const [key, value] of Object.entries(row))
+        if (key.startsWith(prefix)) out[key.slice(prefix.length)] = value;
+      return out;
+    };
+    const finished =
+      first.f_xid === null || first.f_xid === undefined
+        ? null
+        : finishedFromRow(unprefix(first, 'f_'));
+    if (first.g_xid === null || first.g_xid === undefined) return { session: null, finished };
+    const branches = r.rows
+      .filter((row) => row.b_branch_id !== null && row.b_branch_id !== undefined)
+      .map((row) => unprefix(row, 'b_'));
+    return { session: sessionFromRows(unprefix(first, 'g_'), branches), finished };
+  }
+
+  private get loadOneSql(): string {
+    this.loadOneText ??= `SELECT ${GLOBAL_COLUMNS.map((c) => `g.${c} AS g_${c}`).join(', ')},
+         ${BRANCH_COLUMNS.map((c) => `b.${c} AS b_${c}`).join(', ')},
+         f.xid AS f_xid, f.status AS f_status, f.finished_at AS f_finished_at,
+         f.resolved_by AS f_resolved_by
+       FROM (SELECT ${this.dialect === 'postgres' ? 'CAST(? AS VARCHAR)' : '?'} AS xid) k
+       LEFT JOIN ${this.t.global} g ON g.xid = k.xid
+       LEFT JOIN ${this.t.branch} b ON b.xid = k.xid
+       LEFT JOIN ${this.t.finished} f ON f.xid = k.xid
+       ORDER BY b.branch_seq`;
+    return this.loadOneText;
+  }
+
+  private loadOneText: string | undefined;
 
   async loadFinished(conn: SqlConn, xids: readonly string[]): Promise<Map<string, FinishedRecord>> {
     const records = new Map<string, FinishedRecord>();

@@ -51,6 +51,8 @@ export class CommitOutcomeUnknown extends Error {
 
 export interface SqlDriver {
   readonly dialect: DialectName;
+  /** Statements sent so far (BEGIN, COMMIT and ROLLBACK included): the bench's statement count. */
+  readonly statements: number;
   /** Runs fn inside one transaction on one connection: COMMIT when fn resolves, ROLLBACK when it throws. */
   transaction<T>(mode: TxMode, fn: (conn: SqlConn) => Promise<T>): Promise<T>;
   /** One statement in autocommit mode. */

@@ -1,0 +1,268 @@
+/**
+ * One-statement forms of the hot commands (Begin, and the steps of a branchless commit or
+ * rollback), tried before the general path (apply.ts). Each is a single autocommit
+ * statement on PostgreSQL (MySQL: one statement, or one short transaction where MySQL has
+ * no data-modifying CTE) whose WHERE clause is exactly the case the coordinator's state
+ * machine accepts with a known effect. When the statement matches no row, nothing was
+ * written and the general path decides — it restores the state machine, so every refusal,
+ * message and corner case stays the machine's own. The rules written here are pinned to
+ * the machine by the differential property test (test/store-db/properties.test.ts).
+ *
+ * Why the WHERE clauses are safe under concurrency: every one is on the xid's global row,
+ * the serialization point of every submit. A statement that waits for that row's lock
+ * (another node's submit holding it FOR UPDATE) re-checks its WHERE on the row that
+ * transaction committed (PostgreSQL's READ COMMITTED re-check, InnoDB's locking read), so
+ * each condition must be a column of that row: hence `branch_count` (schema 2), which
+ * every RegisterBranch and RemoveBranch rewrites.
+ */
+import type {
+  AcquireDriverCommand,
+  BeginCommand,
+  ChangeGlobalStatusCommand,
+  Command,
+  FinishGlobalCommand,
+  Outcome,
+} from '../../coordinator/commands.ts';
+import { MAX_TIMEOUT_MS, MIN_TIMEOUT_MS } from '../../coordinator/limits.ts';
+import {
+  GLOBAL_TRANSITIONS,
+  GlobalStatus,
+  canTransition,
+  isPhaseTwoInFlight,
+  isSuccessfulEnd,
+  type GlobalSession,
+} from '../../coordinator/types.ts';
+import { GLOBAL_COLUMNS, globalRowValues } from './rows.ts';
+import { placeholders, type SqlDriver, type SqlValue, type TableNames } from './sql.ts';
+
+/** PostgreSQL types of global_table's columns: parameters in an INSERT … SELECT carry no target type. */
+const PG_GLOBAL_TYPES: Record<(typeof GLOBAL_COLUMNS)[number], string> = {
+  xid: 'varchar',
+  transaction_id: 'varchar',
+  application_id: 'varchar',
+  transaction_service_group: 'varchar',
+  transaction_name: 'varchar',
+  timeout_ms: 'bigint',
+  begin_time: 'bigint',
+  deadline: 'bigint',
+  status: 'varchar',
+  status_changed_at: 'bigint',
+  retry_attempts: 'integer',
+  next_retry_at: 'bigint',
+  retry_deadline: 'bigint',
+  retry_stopped: 'boolean',
+  driver_term: 'bigint',
+  due_at: 'bigint',
+  branch_count: 'integer',
+};
+
+/** Thrown inside a MySQL fast-path transaction to roll it back: the general path decides. */
+class NotThisWay extends Error {}
+
+/** What the fast paths did, for metrics and for the differential test (it must see them taken). */
+export interface FastPathStats {
+  taken: number;
+  declined: number;
+  /** Taken, by command kind. */
+  takenByKind: Partial<Record<Command['kind'], number>>;
+}
+
+export class FastPaths {
+  readonly stats: FastPathStats = { taken: 0, declined: 0, takenByKind: {} };
+  private readonly globalCols = GLOBAL_COLUMNS.join(', ');
+
+  constructor(
+    private readonly driver: SqlDriver,
+    private readonly t: TableNames,
+  ) {}
+
+  /**
+   * The command's outcome by one statement, or undefined: nothing was written and the
+   * general path must decide. `mayBegin` is the live-session bound's verdict for a Begin.
+   * Throws database errors (a duplicate key means a race: the caller goes the general way).
+   */
+  async tryApply(command: Command, mayBegin: boolean): Promise<Outcome<unknown> | undefined> {
+    let outcome: Outcome<unknown> | undefined;
+    switch (command.kind) {
+      case 'Begin':
+        outcome = mayBegin ? await this.begin(command) : undefined;
+        break;
+      case 'ChangeGlobalStatus':
+        outcome = await this.decideFromBegin(command);
+        break;
+      case 'AcquireDriver':
+        outcome = await this.acquireDriver(command);
+        break;
+      case 'FinishGlobal':
+        outcome = await this.finishBranchless(command);
+        break;
+      default:
+        return undefined;
+    }
+    if (outcome) {
+      this.stats.taken += 1;
+      this.stats.takenByKind[command.kind] = (this.stats.takenByKind[command.kind] ?? 0) + 1;
+    } else this.stats.declined += 1;
+    return outcome;
+  }
+
+  // ---------------------------------------------------------------- Begin
+
+  /**
+   * PostgreSQL: one INSERT of the global row, guarded by the dedup row's
+   * `INSERT … ON CONFLICT (kind, request_id) DO NOTHING RETURNING` in the same statement:
+   * a remembered requestId or a finished xid inserts nothing (the general path answers);
+   * an xid inserted concurrently fails the statement on the primary key (the caller goes
+   * the general way). MySQL: the same two INSERTs in one short transaction.
+   */
+  private async begin(c: BeginCommand): Promise<Outcome<unknown> | undefined> {
+    // The machine's own range check; out of range, it words the refusal.
+    if (c.timeoutMs < MIN_TIMEOUT_MS || c.timeoutMs > MAX_TIMEOUT_MS) return undefined;
+    const session = newSession(c);
+    const result = { xid: c.xid, deadline: session.deadline };
+    const row = globalRowValues(session);
+    const notFinished = `NOT EXISTS (SELECT 1 FROM ${this.t.finished} WHERE xid = ?)`;
+    if (this.driver.dialect === 'postgres') {
+      const values = GLOBAL_COLUMNS.map((col) => `?::${PG_GLOBAL_TYPES[col]}`).join(', ');
+      const insertGlobal = (from: string, where: string) =>
+        `INSERT INTO ${this.t.global} (${this.globalCols}) SELECT ${values}${from} WHERE ${where} RETURNING xid`;
+      const r =
+        c.requestId === null
+          ? await this.driver.query(insertGlobal('', notFinished), [...row, c.xid])
+          : await this.driver.query(
+              `WITH d AS (INSERT INTO ${this.t.dedup} (kind, request_id, result)
+                 SELECT 'Begin', ?::varchar, ?::text WHERE ${notFinished}
+                 ON CONFLICT (kind, request_id) DO NOTHING RETURNING 1 AS one)
+               ${insertGlobal(' FROM d', 'd.one = 1')}`,
+              [c.requestId, JSON.stringify(result), c.xid, ...row],
+            );
+      return r.rows.length === 1 ? ok(result) : undefined;
+    }
+    return this.mysqlSteps(async (conn) => {
+      if (c.requestId !== null) {
+        const d = await conn.query(
+          `INSERT INTO ${this.t.dedup} (kind, request_id, result) SELECT 'Begin', ?, ? FROM DUAL WHERE ${notFinished}`,
+          [c.requestId, JSON.stringify(result), c.xid],
+        );
+        if (d.affected !== 1) throw new NotThisWay();
+      }
+      const g = await conn.query(
+        `INSERT INTO ${this.t.global} (${this.globalCols}) SELECT ${placeholders(row.length)} FROM DUAL WHERE ${notFinished}`,
+        [...row, c.xid],
+      );
+      if (g.affected !== 1) throw new NotThisWay();
+      return ok(result);
+    });
+  }
+
+  // ---------------------------------------------------------------- the decision
+
+  /**
+   * ChangeGlobalStatus out of Begin as one compare-and-set UPDATE: the machine's checks
+   * (status, fence, deadline, "every branch AT" for AsyncCommitting, which only a
+   * branchless session passes here) are the WHERE clause. Retry fields are still at their
+   * start while Begin, so the new due_at is the decision time (dueAtOf).
+   */
+  private async decideFromBegin(
+    c: ChangeGlobalStatusCommand,
+  ): Promise<Outcome<unknown> | undefined> {
+    if (c.from !== GlobalStatus.Begin || !canTransition(c.from, c.to)) return undefined;
+    if (!isPhaseTwoInFlight(c.to)) return undefined;
+    const where = ['xid = ?', 'status = ?', 'driver_term <= ?'];
+    const params: SqlValue[] = [c.to, c.at, c.at, c.xid, GlobalStatus.Begin, c.term];
+    where.push('retry_stopped = ?', 'next_retry_at IS NULL');
+    params.push(false);
+    if (c.to === GlobalStatus.TimeoutRollbacking) {
+      where.push('deadline <= ?');
+      params.push(c.at);
+    }
+    if (c.to === GlobalStatus.Committing || c.to === GlobalStatus.AsyncCommitting) {
+      where.push('deadline > ?');
+      params.push(c.at);
+    }
+    if (c.to === GlobalStatus.AsyncCommitting) where.push('branch_count = 0');
+    const r = await this.driver.query(
+      `UPDATE ${this.t.global} SET status = ?, status_changed_at = ?, due_at = ? WHERE ${where.join(' AND ')}`,
+      params,
+    );
+    return r.affected === 1 ? ok({ status: c.to }) : undefined;
+  }
+
+  /** The fence as one UPDATE: a live session whose driver term is not above the command's. */
+  private async acquireDriver(c: AcquireDriverCommand): Promise<Outcome<unknown> | undefined> {
+    const r = await this.driver.query(
+      `UPDATE ${this.t.global} SET driver_term = ? WHERE xid = ? AND driver_term <= ?`,
+      [c.term, c.xid, c.term],
+    );
+    return r.affected === 1 ? ok({ driverTerm: c.term }) : undefined;
+  }
+
+  // ---------------------------------------------------------------- the end
+
+  /**
+   * FinishGlobal of a session with no branch (nothing to release, no branch to check):
+   * PostgreSQL deletes the global row and inserts the finished record in one statement;
+   * MySQL in one short transaction. A session with branches goes the general way.
+   */
+  private async finishBranchless(c: FinishGlobalCommand): Promise<Outcome<unknown> | undefined> {
+    if (!isSuccessfulEnd(c.status)) return undefined;
+    const from = [...GLOBAL_TRANSITIONS.keys()].filter((s) => canTransition(s, c.status));
+    if (from.length === 0) return undefined;
+    const where = `xid = ? AND branch_count = 0 AND driver_term <= ? AND status IN (${placeholders(from.length)})`;
+    const whereParams: SqlValue[] = [c.xid, c.term, ...from];
+    const result = { xid: c.xid, status: c.status, branches: [] };
+    if (this.driver.dialect === 'postgres') {
+      const r = await this.driver.query(
+        `WITH gone AS (DELETE FROM ${this.t.global} WHERE ${where} RETURNING xid)
+         INSERT INTO ${this.t.finished} (xid, status, finished_at, resolved_by)
+         SELECT xid, ?::varchar, ?::bigint, NULL FROM gone RETURNING xid`,
+        [...whereParams, c.status, c.at],
+      );
+      return r.rows.length === 1 ? ok(result) : undefined;
+    }
+    return this.mysqlSteps(async (conn) => {
+      const gone = await conn.query(`DELETE FROM ${this.t.global} WHERE ${where}`, whereParams);
+      if (gone.affected !== 1) throw new NotThisWay();
+      await conn.query(
+        `INSERT INTO ${this.t.finished} (xid, status, finished_at, resolved_by) VALUES (?, ?, ?, NULL)`,
+        [c.xid, c.status, c.at],
+      );
+      return ok(result);
+    });
+  }
+
+  /** MySQL has no data-modifying CTE: the steps run in one transaction, rolled back when one declines. */
+  private async mysqlSteps(
+    steps: (conn: { query: SqlDriver['query'] }) => Promise<Outcome<unknown>>,
+  ): Promise<Outcome<unknown> | undefined> {
+    try {
+      return await this.driver.transaction('write', steps);
+    } catch (err) {
+      if (err instanceof NotThisWay) return undefined;
+      throw err;
+    }
+  }
+}
+
+/** The session Begin creates: the machine's own begin(), field for field. */
+function newSession(c: BeginCommand): GlobalSession {
+  return {
+    xid: c.xid,
+    transactionId: c.transactionId,
+    applicationId: c.applicationId,
+    transactionServiceGroup: c.transactionServiceGroup,
+    name: c.name,
+    timeoutMs: c.timeoutMs,
+    beginTime: c.beginTime,
+    deadline: c.beginTime + c.timeoutMs,
+    status: GlobalStatus.Begin,
+    statusChangedAt: c.beginTime,
+    branches: [],
+    retry: { attempts: 0, nextRetryAt: null, retryDeadline: null, stopped: false },
+    driverTerm: 0,
+  };
+}
+
+function ok<T>(value: T): Outcome<T> {
+  return { ok: true, value };
+}
