@@ -9,6 +9,7 @@ import {
   ConcordError,
   TimeoutError,
   type ConcordErrorOptions,
+  type ErrorCode,
 } from '../../shared/errors.ts';
 import type { GlobalStatus } from './status.ts';
 
@@ -16,7 +17,9 @@ import type { GlobalStatus } from './status.ts';
 export type TransactionPhase = 'begin' | 'commit' | 'rollback' | 'status' | 'report' | 'branch';
 
 /**
- * A TC call did not answer in time (after the retries that were safe). `phase` says which:
+ * ONE TC call did not answer in time (after the retries that were safe) — not to be confused
+ * with GlobalTimeoutError, the whole global transaction outliving its `timeoutMs`. `phase`
+ * says which call:
  * begin (no transaction may exist, or one the TC will time out), commit or rollback (the
  * decision is unknown to the caller: ask `status()`; a transaction the TC never decided is
  * rolled back at its timeout), branch (the branch may or may not be registered; the
@@ -64,15 +67,32 @@ export class TransactionPropagationError extends ConcordError {
   readonly propagation: string;
   /** The transaction found (NEVER), or null (MANDATORY). */
   readonly xid: string | null;
-  constructor(propagation: string, xid: string | null) {
+  constructor(propagation: string, xid: string | null, message?: string) {
     super(
       'ILLEGAL_STATUS',
-      xid === null
-        ? `propagation ${propagation} needs an existing global transaction, and none is bound`
-        : `propagation ${propagation} forbids an existing global transaction, and ${xid} is bound`,
+      message ??
+        (xid === null
+          ? `propagation ${propagation} needs an existing global transaction, and none is bound`
+          : `propagation ${propagation} forbids an existing global transaction, and ${xid} is bound`),
     );
     this.propagation = propagation;
     this.xid = xid;
+  }
+}
+
+/**
+ * `joinTransaction` found no caller's transaction to join: the request carried no xid (no
+ * `TX_XID` header or `tx_xid` metadata), or no propagation middleware bound it. Nothing was
+ * begun: a callee never turns into a TM by accident. A TransactionPropagationError
+ * (MANDATORY).
+ */
+export class NoTransactionToJoinError extends TransactionPropagationError {
+  constructor() {
+    super(
+      'MANDATORY',
+      null,
+      'joinTransaction needs the caller’s global transaction, and none is bound: the request carried no TX_XID header (tx_xid metadata), or no propagation middleware (wrapHttpHandler, xidMiddleware, xidFastifyPlugin, withXidFromMetadata) bound it; nothing was begun',
+    );
   }
 }
 
@@ -95,14 +115,68 @@ export class NoGlobalTransactionError extends ConcordError {
 export class TransactionRolledBackError extends ConcordError {
   readonly xid: string;
   readonly status: GlobalStatus;
-  constructor(xid: string, status: GlobalStatus, options: ConcordErrorOptions = {}) {
+  constructor(
+    xid: string,
+    status: GlobalStatus,
+    options: ConcordErrorOptions = {},
+    /** For subclasses: their own code and message. */
+    own: { code: ErrorCode; message: string } = {
+      code: 'ILLEGAL_STATUS',
+      message: `global transaction ${xid} was rolled back instead of committed (${status})`,
+    },
+  ) {
+    super(own.code, own.message, options);
+    this.xid = xid;
+    this.status = status;
+  }
+}
+
+/**
+ * The global transaction outlived its `timeoutMs` and is rolled back (the TC's
+ * TimeoutRollbacking … TimeoutRollbacked): thrown by a commit the TC answered with a timeout
+ * rollback, by a branch call the TC refused for that reason, and used as the reason of the
+ * scope's AbortSignal when the timeout passes while the function still runs. A
+ * TransactionRolledBackError (nothing of the transaction is kept), with `code` TIMEOUT;
+ * distinct from TransactionTimeoutError, which is ONE TC call that did not answer.
+ * Retryable: running the whole transaction again is safe.
+ */
+export class GlobalTimeoutError extends TransactionRolledBackError {
+  /** The transaction's timeout, ms (0 when this process did not begin it and so does not know it). */
+  readonly timeoutMs: number;
+  constructor(
+    xid: string,
+    status: GlobalStatus,
+    timeoutMs: number,
+    options: ConcordErrorOptions = {},
+  ) {
+    const after = timeoutMs > 0 ? ` of ${timeoutMs} ms` : '';
+    super(
+      xid,
+      status,
+      { retryable: true, ...options },
+      {
+        code: 'TIMEOUT',
+        message: `global transaction ${xid} outlived its timeout${after} and is rolled back (${status})`,
+      },
+    );
+    this.timeoutMs = timeoutMs;
+  }
+}
+
+/**
+ * The transaction this work belongs to is being rolled back — its function threw, or
+ * `rollback()` was called — so the scope's AbortSignal was aborted with this reason, and
+ * branch calls made after that are refused before they reach the TC.
+ */
+export class TransactionRollingBackError extends ConcordError {
+  readonly xid: string;
+  constructor(xid: string, options: ConcordErrorOptions = {}) {
     super(
       'ILLEGAL_STATUS',
-      `global transaction ${xid} was rolled back instead of committed (${status})`,
+      `global transaction ${xid} is being rolled back: work of its scope must stop, and no branch may join it`,
       options,
     );
     this.xid = xid;
-    this.status = status;
   }
 }
 
