@@ -72,7 +72,7 @@ beforeAll(async () => {
     await d.newFence().ensureSchema();
   }
   cluster = await startCluster('sdk');
-}, 120_000);
+}, 180_000);
 
 afterAll(async () => {
   await Promise.allSettled(clients.map((c) => c.close()));

@@ -77,7 +77,7 @@ beforeAll(async () => {
   await d.newFence().ensureSchema();
   cluster = await startCluster('safety');
   tc = new TcClient({ seeds: cluster.servers, logger: silentLogger() });
-}, 120_000);
+}, 180_000);
 
 afterAll(async () => {
   await Promise.allSettled(clients.map((c) => c.close()));
