@@ -14,6 +14,7 @@ import {
   runWithXid,
   TimeoutError,
   TransactionFailedError,
+  TransactionOutcomeUnknownError,
   TransactionPropagationError,
   TransactionRolledBackError,
   TransactionTimeoutError,
@@ -21,7 +22,7 @@ import {
   type Fence,
   type FenceKey,
 } from '../../src/index.ts';
-import { LockConflictError } from '../../src/client/tc/errors.ts';
+import { LockConflictError, OutcomeUnknownError } from '../../src/client/tc/errors.ts';
 import { silentLogger } from '../../src/shared/logger.ts';
 import { FakeTc } from './helpers/fake-tc.ts';
 
@@ -140,6 +141,19 @@ describe('client.transaction', () => {
     const commit = await client.transaction({}, () => 1).catch((e: unknown) => e);
     expect(commit).toMatchObject({ name: 'TransactionTimeoutError', phase: 'commit' });
     expect((commit as TransactionTimeoutError).xid).toMatch(/^127\.0\.0\.1:8091:\d+$/);
+  });
+
+  it('a commit whose outcome stays unknown says so once: TransactionOutcomeUnknownError with the attempts and the last failure, no repeated sentence', async () => {
+    const { tc, client } = setup();
+    tc.failNext.commit = new OutcomeUnknownError('Commit', 3, 30_000, new Error('no leader'));
+    tc.failNext.getStatus = new TimeoutError('still no leader');
+    const err = await client.transaction({}, () => 1).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(TransactionOutcomeUnknownError);
+    const message = (err as Error).message;
+    expect(message).toMatch(
+      /^commit of \S+: outcome unknown after 3 attempt\(s\) in 30000 ms, and it may or may not have taken effect \(last failure: no leader\)$/,
+    );
+    expect(message.match(/outcome unknown/g)).toHaveLength(1);
   });
 
   it('a lock conflict reaches the caller typed, naming the holder', async () => {

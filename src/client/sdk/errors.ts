@@ -11,6 +11,7 @@ import {
   type ConcordErrorOptions,
   type ErrorCode,
 } from '../../shared/errors.ts';
+import { OutcomeUnknownError } from '../tc/errors.ts';
 import type { GlobalStatus } from './status.ts';
 
 /** Where a TC call was in the life of a transaction. */
@@ -48,9 +49,21 @@ export class TransactionOutcomeUnknownError extends TransactionTimeoutError {
   readonly outcomeUnknown = true as const;
   constructor(phase: TransactionPhase, xid: string | null, options: ConcordErrorOptions = {}) {
     super(phase, xid, options);
-    const cause = options.cause instanceof Error ? `: ${options.cause.message}` : '';
-    this.message = `${phase} of ${xid ?? 'a new global transaction'}: outcome unknown${cause}`;
+    this.message = `${phase} of ${xid ?? 'a new global transaction'}: outcome unknown${unknownDetail(options.cause)}`;
   }
+}
+
+/**
+ * What a cause adds to "outcome unknown", without saying it twice: the TC client's
+ * OutcomeUnknownError contributes its attempts, time and last failure, not its own
+ * "<Method>: outcome unknown …" sentence.
+ */
+function unknownDetail(cause: unknown): string {
+  if (cause instanceof OutcomeUnknownError) {
+    const last = cause.cause instanceof Error ? cause.cause.message : String(cause.cause);
+    return ` after ${cause.attempts} attempt(s) in ${cause.elapsedMs} ms, and it may or may not have taken effect (last failure: ${last})`;
+  }
+  return cause instanceof Error ? `: ${cause.message}` : '';
 }
 
 /** True for an error whose call may or may not have taken effect (`outcomeUnknown: true`). */
