@@ -33,6 +33,8 @@ export {
   MAX_QUEUED_PHASE_TWO,
   RM_READY_TIMEOUT_MS,
   DEFAULT_CLOSE_DRAIN_MS,
+  MAX_PHASE_TWO_WAIT_MS,
+  createBranchGate,
 } from './client/sdk/index.ts';
 export type {
   ClientOptions,
@@ -42,6 +44,14 @@ export type {
   BeginOptions,
   TransactionOptions,
   TransactionScope,
+  TransactionRole,
+  TransactionOutcome,
+  PhaseTwoOutcome,
+  PhaseTwoState,
+  ClientHooks,
+  BranchPoint,
+  BranchGate,
+  BranchGateOptions,
   GlobalTransaction,
   NoRollbackRule,
   ActionContext,
@@ -68,6 +78,9 @@ export {
   TransactionPropagationError,
   NoGlobalTransactionError,
   TransactionRolledBackError,
+  GlobalTimeoutError,
+  TransactionRollingBackError,
+  NoTransactionToJoinError,
   TransactionFailedError,
   TransactionAlreadyCommittedError,
   BranchRefusedError,
@@ -114,12 +127,17 @@ export {
   xidClientInterceptor,
   xidFromMetadata,
   withXidFromMetadata,
+  InvalidIncomingXidError,
 } from './client/propagation/index.ts';
 export type {
   XidServerOptions,
   XidMiddleware,
   XidServerCallOptions,
+  RequestWithHeaders,
 } from './client/propagation/index.ts';
+
+// ---- Logging: pino, or any logger with the usual methods (console) ----
+export type { LoggerLike } from './client/logger.ts';
 
 // ---- The fence (idempotent phase two, empty rollback, hanging prevention) ----
 // The database-neutral part; createPgFence and createMysqlFence are in src/pg.ts and
@@ -130,8 +148,15 @@ export {
   FenceAbortedError,
   FenceSchemaError,
   FenceMisuseError,
+  ConfirmWithoutTryError,
+  FenceRetentionError,
 } from './client/fence/errors.ts';
-export { DEFAULT_FENCE_TABLE, DEFAULT_FENCE_RETENTION_MS } from './client/fence/limits.ts';
+export {
+  DEFAULT_FENCE_TABLE,
+  DEFAULT_FENCE_RETENTION_MS,
+  DEFAULT_RETRY_HORIZON_MS,
+  MIN_RETRY_HORIZON_MS,
+} from './client/fence/limits.ts';
 export type {
   Fence,
   FenceOptions,

@@ -5,7 +5,7 @@
  *   cancel  unfreezes: frozen -= amount
  * Each step runs inside the fence, in the same local transaction as its UPDATE.
  *
- *   POST /accounts/debit {userId, amount}  (called inside the caller's transaction: TX_XID)
+ *   POST /accounts/debit {userId, amount}  (joins the caller's transaction: TX_XID; 400 without one)
  *   GET  /accounts/:userId
  */
 import { createPgFence, type PgFenceTx } from '../../src/pg.ts';
@@ -72,7 +72,7 @@ const server = await serve(
     'POST /accounts/debit': async (body: Debit) => {
       if (typeof body.userId !== 'string' || !Number.isSafeInteger(body.amount) || body.amount <= 0)
         throw new Refused('userId and a positive amount are required');
-      await debit({ userId: body.userId, amount: body.amount });
+      await client.joinTransaction(() => debit({ userId: body.userId, amount: body.amount }));
       return { status: 200, body: { frozen: body.amount } };
     },
     'GET /accounts/:userId': async (_body, [userId]) => {

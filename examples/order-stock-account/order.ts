@@ -14,7 +14,7 @@
  * env: STOCK_URL, ACCOUNT_URL (e.g. http://127.0.0.1:8201), CONCORD_SERVERS, PG*, PORT.
  */
 import { randomUUID } from 'node:crypto';
-import { xidFetch } from '../../src/index.ts';
+import { GlobalTimeoutError, xidFetch } from '../../src/index.ts';
 import { createPgFence } from '../../src/pg.ts';
 import { Refused, concordClient, exampleLogger, pgPool, serve, stopOnSignal } from './shared.ts';
 
@@ -74,13 +74,22 @@ const createOrder = client.tcc.register({
   },
 });
 
-/** POSTs JSON to another service; the bound xid travels in TX_XID. A 409 is a business refusal. */
-async function call(service: string, url: string, body: unknown): Promise<void> {
+/**
+ * POSTs JSON to another service; the bound xid travels in TX_XID. A 409 is a business
+ * refusal. `signal` is the transaction scope's: the call stops when the transaction times
+ * out or rolls back.
+ */
+async function call(
+  service: string,
+  url: string,
+  body: unknown,
+  signal: AbortSignal,
+): Promise<void> {
   const res = await xidFetch(url, {
     method: 'POST',
     headers: { 'content-type': 'application/json' },
     body: JSON.stringify(body),
-    signal: AbortSignal.timeout(CALL_TIMEOUT_MS),
+    signal: AbortSignal.any([signal, AbortSignal.timeout(CALL_TIMEOUT_MS)]),
   });
   if (res.ok) return;
   const answer = (await res.json().catch(() => ({}))) as { error?: string };
@@ -113,13 +122,15 @@ const server = await serve(
       try {
         const xid = await client.transaction(
           { name: 'place-order', timeoutMs: ORDER_TIMEOUT_MS },
-          async ({ xid }) => {
+          async ({ xid, signal }) => {
             await createOrder(order);
-            await call('stock-service', `${STOCK_URL}/stock/reserve`, { productId, count });
-            await call('account-service', `${ACCOUNT_URL}/accounts/debit`, {
-              userId,
-              amount: order.amount,
-            });
+            await call('stock-service', `${STOCK_URL}/stock/reserve`, { productId, count }, signal);
+            await call(
+              'account-service',
+              `${ACCOUNT_URL}/accounts/debit`,
+              { userId, amount: order.amount },
+              signal,
+            );
             return xid;
           },
         );
@@ -127,6 +138,9 @@ const server = await serve(
       } catch (err) {
         if (err instanceof Refused)
           return { status: 409, body: { orderId: order.orderId, error: err.message } };
+        // The whole transaction outlived ORDER_TIMEOUT_MS: rolled back, safe to retry.
+        if (err instanceof GlobalTimeoutError)
+          return { status: 504, body: { orderId: order.orderId, error: err.message } };
         throw err;
       }
     },

@@ -8,7 +8,9 @@
  *    service refuses (bob, balance 30, buys 1 × P-1) and is rolled back;
  * 3. prints stock and balances before and after each order, and checks that the first
  *    order moved exactly its amounts and the failed one left no trace (stock, balances,
- *    reservations, frozen amounts, the order row). Exits 1 if anything does not match.
+ *    reservations, frozen amounts, the order row);
+ * 4. calls the stock service without a transaction header: its joinTransaction refuses
+ *    (400) and nothing is reserved. Exits 1 if anything does not match.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
@@ -167,6 +169,14 @@ async function main(): Promise<boolean> {
   ]);
   checks.push(['order 2 left no order row', badOrder?.status === 404]);
   checks.push(['order 2 left stock and balances exactly as before it', same(afterBad, afterOk)]);
+
+  // 3. A callee reached without the caller's transaction (no TX_XID): joinTransaction refuses
+  // (400) and nothing is reserved — a callee never runs its work in a transaction of its own.
+  const stray = await postJson(`${stockUrl}/stock/reserve`, { productId: 'P-1', count: 1 });
+  console.log(`\nno TX_XID: stock/reserve → HTTP ${stray.status} ${JSON.stringify(stray.body)}`);
+  const afterStray = await snapshot(stockUrl, accountUrl);
+  checks.push(['a call without TX_XID is refused (400)', stray.status === 400]);
+  checks.push(['and reserves nothing', same(afterStray, afterBad)]);
 
   console.log('');
   for (const [what, passed] of checks) console.log(`  ${passed ? 'ok  ' : 'FAIL'} ${what}`);

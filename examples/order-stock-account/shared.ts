@@ -1,12 +1,18 @@
 /**
  * What the three example services share: configuration from the environment, a PostgreSQL
  * pool, the Concord client, and a tiny JSON-over-HTTP server whose handlers run with the
- * request's xid bound (wrapHttpHandler reads the TX_XID header).
+ * request's xid bound (wrapHttpHandler reads the TX_XID header, and answers 400 to one that
+ * is not a well-formed xid before any handler runs).
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import pg from 'pg';
 import { pino, type Logger } from 'pino';
-import { createClient, wrapHttpHandler, type ConcordClient } from '../../src/index.ts';
+import {
+  createClient,
+  NoTransactionToJoinError,
+  wrapHttpHandler,
+  type ConcordClient,
+} from '../../src/index.ts';
 
 /** The local cluster of `npm start` (HTTP control ports); CONCORD_SERVERS overrides it. */
 export const DEFAULT_SERVERS = '127.0.0.1:7091,127.0.0.1:7092,127.0.0.1:7093';
@@ -68,30 +74,34 @@ export function serve(name: string, routes: Routes, logger: Logger): Promise<Ser
     return { method, pattern, handler };
   });
   const server = createServer(
-    wrapHttpHandler(async (req: IncomingMessage, res: ServerResponse) => {
-      const url = new URL(req.url ?? '/', 'http://localhost');
-      const send = (status: number, body: unknown) =>
-        res.writeHead(status, { 'content-type': 'application/json' }).end(JSON.stringify(body));
-      for (const route of table) {
-        const match = route.method === req.method ? route.pattern.exec(url.pathname) : null;
-        if (!match) continue;
-        try {
-          const answer = await route.handler(
-            await readBody(req),
-            match.slice(1).map(decodeURIComponent),
-          );
-          send(answer.status, answer.body);
-        } catch (err) {
-          if (err instanceof Refused) send(409, { error: err.message });
-          else {
-            logger.error({ err }, 'request failed');
-            send(500, { error: (err as Error).message });
+    wrapHttpHandler(
+      async (req: IncomingMessage, res: ServerResponse) => {
+        const url = new URL(req.url ?? '/', 'http://localhost');
+        const send = (status: number, body: unknown) =>
+          res.writeHead(status, { 'content-type': 'application/json' }).end(JSON.stringify(body));
+        for (const route of table) {
+          const match = route.method === req.method ? route.pattern.exec(url.pathname) : null;
+          if (!match) continue;
+          try {
+            const answer = await route.handler(
+              await readBody(req),
+              match.slice(1).map(decodeURIComponent),
+            );
+            send(answer.status, answer.body);
+          } catch (err) {
+            if (err instanceof Refused) send(409, { error: err.message });
+            else if (err instanceof NoTransactionToJoinError) send(400, { error: err.message });
+            else {
+              logger.error({ err }, 'request failed');
+              send(500, { error: (err as Error).message });
+            }
           }
+          return;
         }
-        return;
-      }
-      send(404, { error: 'not found' });
-    }),
+        send(404, { error: 'not found' });
+      },
+      { logger },
+    ),
   );
   return new Promise((resolve) => {
     server.listen(Number(process.env.PORT ?? 0), '127.0.0.1', () => {

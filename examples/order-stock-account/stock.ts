@@ -5,7 +5,7 @@
  *   cancel  releases: reserved -= n, available += n
  * Each step runs inside the fence, in the same local transaction as its UPDATE.
  *
- *   POST /stock/reserve {productId, count}  (called inside the caller's transaction: TX_XID)
+ *   POST /stock/reserve {productId, count}  (joins the caller's transaction: TX_XID; 400 without one)
  *   GET  /stock/:productId
  */
 import { createPgFence, type PgFenceTx } from '../../src/pg.ts';
@@ -76,7 +76,9 @@ const server = await serve(
         body.count <= 0
       )
         throw new Refused('productId and a positive count are required');
-      await reserve({ productId: body.productId, count: body.count });
+      // A callee joins the caller's transaction, and never begins one of its own: without an
+      // incoming TX_XID this throws NoTransactionToJoinError (answered 400 by serve()).
+      await client.joinTransaction(() => reserve({ productId: body.productId, count: body.count }));
       return { status: 200, body: { reserved: body.count } };
     },
     'GET /stock/:productId': async (_body, [productId]) => {

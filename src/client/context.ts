@@ -32,6 +32,12 @@ export interface GlobalTxContext {
   readonly xid: string;
   /** The kind of branch the current code runs as, when it runs inside one (a TCC try, a Saga action). */
   readonly branchType?: BranchType;
+  /**
+   * Aborted when this process knows the transaction is over (its global timeout passed, or
+   * it is being rolled back): set by the TM for the transactions it began. Branch calls
+   * made after it aborted are refused before they reach the TC.
+   */
+  readonly signal?: AbortSignal;
 }
 
 export interface ParsedXid {
@@ -131,16 +137,20 @@ export function currentXid(): string | undefined {
 export function runWithXid<T>(
   xid: string,
   fn: () => T,
-  options: { branchType?: BranchType } = {},
+  options: { branchType?: BranchType; signal?: AbortSignal } = {},
 ): T {
   assertValidXid(xid);
-  const { branchType } = options;
+  const { branchType, signal } = options;
   if (branchType !== undefined && !BRANCH_TYPES.has(branchType)) {
     throw new BadRequestError(
       `branchType must be one of ${[...BRANCH_TYPES].join(', ')}, got ${JSON.stringify(branchType)}`,
     );
   }
-  const context: GlobalTxContext = branchType === undefined ? { xid } : { xid, branchType };
+  if (signal !== undefined && !(signal instanceof AbortSignal))
+    throw new BadRequestError('signal must be an AbortSignal');
+  const context: { -readonly [K in keyof GlobalTxContext]: GlobalTxContext[K] } = { xid };
+  if (branchType !== undefined) context.branchType = branchType;
+  if (signal !== undefined) context.signal = signal;
   return storage.run(Object.freeze(context), fn);
 }
 

@@ -105,8 +105,15 @@ export function rejectionToError(rejection: Rejection): ConcordError {
       return new BadRequestError(rejection.message);
     case 'UNKNOWN_XID':
       return new UnknownXidError(rejection.xid);
-    case 'ILLEGAL_STATUS':
-      return new IllegalStatusError(rejection.xid, rejection.status, rejection.message);
+    case 'ILLEGAL_STATUS': {
+      // The state machine's message already starts with "<xid> is <status>: ", which the
+      // error's constructor adds: keep it once ("… is TimeoutRollbacked: … is TimeoutRollbacked").
+      const prefix = `${rejection.xid} is ${rejection.status}: `;
+      const message = rejection.message.startsWith(prefix)
+        ? rejection.message.slice(prefix.length)
+        : rejection.message;
+      return new IllegalStatusError(rejection.xid, rejection.status, message);
+    }
     case 'LOCK_CONFLICT':
       return new LockConflictError(rejection.holderXid, rejection.rows);
     case 'STALE_TERM':

@@ -6,6 +6,8 @@
  *   - each business op runs at most once, and only when it failed no earlier time it ran;
  *   - a cancel/compensate whose try/action has not run is an empty rollback, and from then on
  *     the try/action is refused (no hanging);
+ *   - a confirm whose try has not run (no try row, or the row of an empty rollback) is
+ *     refused with ConfirmWithoutTryError and leaves no trace;
  *   - a business failure leaves no trace (fence row and business write both rolled back);
  *   - concurrent deliveries behave as if they ran one after another in SOME order.
  *
@@ -18,7 +20,12 @@ import type pg from 'pg';
 import type mysql from 'mysql2/promise';
 import { connectMysql, connectPg, newBranchId, newXid, sleep, uniquePrefix } from './helpers/db.ts';
 import { mysqlDriver, pgDriver, type FenceDriver } from './helpers/drivers.ts';
-import type { FenceOp, FenceOutcome, IsolationLevel } from '../../src/client/fence/index.ts';
+import {
+  ConfirmWithoutTryError,
+  type FenceOp,
+  type FenceOutcome,
+  type IsolationLevel,
+} from '../../src/client/fence/index.ts';
 
 /** fast-check runs per database. Each run is a fresh branch, so runs never interfere. */
 const RUNS_PER_DATABASE = 100;
@@ -33,6 +40,8 @@ const OPS: Record<Family, readonly FenceOp[]> = {
 };
 const ORIGIN: Partial<Record<FenceOp, FenceOp>> = { cancel: 'try', compensate: 'action' };
 const COMPENSATOR: Partial<Record<FenceOp, FenceOp>> = { try: 'cancel', action: 'compensate' };
+/** The op that must have run before this one may: a confirm needs its try. */
+const REQUIRED: Partial<Record<FenceOp, FenceOp>> = { confirm: 'try' };
 
 interface Delivery {
   op: FenceOp;
@@ -41,7 +50,8 @@ interface Delivery {
   /** ms the callback lingers inside the transaction, widening race windows. */
   linger: number;
 }
-type Observed = FenceOutcome | 'error';
+/** error: the business callback failed. refused: ConfirmWithoutTryError. */
+type Observed = FenceOutcome | 'error' | 'refused';
 
 /** The fence's state for one branch: its rows (op → reason) and the business ops that ran, in order. */
 interface ModelState {
@@ -61,6 +71,8 @@ function step(state: ModelState, d: Delivery): { state: ModelState; outcome: Obs
   } else if (rows[d.op] !== undefined) {
     decision = rows[d.op] === COMPENSATOR[d.op] ? 'hangingRefused' : 'duplicate';
   } else {
+    const required = REQUIRED[d.op];
+    if (required !== undefined && rows[required] !== required) return { state, outcome: 'refused' };
     decision = 'executed';
   }
   if (decision === 'duplicate' || decision === 'hangingRefused')
@@ -129,9 +141,11 @@ async function checkScenario<Tx>(
           .then(
             (outcome): Observed => outcome,
             (err: unknown): Observed => {
-              // Only the business's own error may surface: any FenceError (a deadlock that
-              // outlived the retries, a schema problem) fails the property.
+              // Only the business's own error and a refused confirm may surface: any other
+              // FenceError (a deadlock that outlived the retries, a schema problem) fails the
+              // property.
               if (err instanceof Error && err.message === 'business failure') return 'error';
+              if (err instanceof ConfirmWithoutTryError) return 'refused';
               throw err;
             },
           ),
@@ -186,6 +200,10 @@ async function checkScenario<Tx>(
     if (ledger.includes(compensate)) expect(ledger.indexOf(origin)).toBeGreaterThanOrEqual(0); // a business cancel only undoes a try that ran
     if (ledger.includes(compensate))
       expect(ledger.indexOf(origin)).toBeLessThan(ledger.indexOf(compensate));
+    // a business confirm only uses a try that ran, before it
+    if (ledger.includes('confirm')) expect(ledger.indexOf('try')).toBeGreaterThanOrEqual(0);
+    if (ledger.includes('confirm'))
+      expect(ledger.indexOf('try')).toBeLessThan(ledger.indexOf('confirm'));
   }
 }
 
@@ -223,6 +241,20 @@ describe('fence property: random deliveries and interleavings match the sequenti
         return r.outcome;
       });
     };
+    expect(run([['confirm'], ['cancel'], ['confirm'], ['try'], ['confirm']])).toEqual([
+      'refused',
+      'emptyRollback',
+      'refused',
+      'hangingRefused',
+      'refused',
+    ]);
+    expect(run([['try', true], ['confirm'], ['try'], ['confirm', true], ['confirm']])).toEqual([
+      'error',
+      'refused',
+      'executed',
+      'error',
+      'executed',
+    ]);
     expect(run([['try'], ['try'], ['confirm'], ['confirm']])).toEqual([
       'executed',
       'duplicate',

@@ -37,6 +37,7 @@ const service = {
   serverStream: method('ServerStream', false, true),
   clientStream: method('ClientStream', true, false),
   bidi: method('Bidi', true, true),
+  fails: method('Fails', false, false),
 } satisfies grpc.ServiceDefinition;
 
 const seenXid = () => currentXid() ?? null;
@@ -45,7 +46,10 @@ const opts = { logger: serverLog.logger };
 
 let server: grpc.Server;
 let client: grpc.Client &
-  Record<'unary' | 'serverStream' | 'clientStream' | 'bidi', (...args: unknown[]) => unknown>;
+  Record<
+    'unary' | 'serverStream' | 'clientStream' | 'bidi' | 'fails',
+    (...args: unknown[]) => unknown
+  >;
 
 beforeAll(async () => {
   server = new grpc.Server({
@@ -92,6 +96,14 @@ beforeAll(async () => {
       }
       call.end();
     }, opts),
+    // An async handler that rejects before answering.
+    fails: withXidFromMetadata<grpc.ServerUnaryCall<Msg, Msg>, [grpc.sendUnaryData<Msg>]>(
+      async () => {
+        await sleep(1);
+        throw new Error(`handler failed under ${seenXid()}`);
+      },
+      opts,
+    ),
   });
   const port = await new Promise<number>((resolve, reject) =>
     server.bindAsync('127.0.0.1:0', grpc.ServerCredentials.createInsecure(), (err, p) =>
@@ -178,17 +190,81 @@ describe('gRPC propagation', () => {
     expect(await runWithXid(X1, () => unary(md))).toEqual({ xid: X2 });
   });
 
-  it('malformed metadata is ignored and logged at warn', async () => {
+  it('metadata that is not one well-formed xid is refused with INVALID_ARGUMENT on every call kind, logged at warn; the handler never runs', async () => {
     serverLog.records.length = 0;
-    const md = new grpc.Metadata();
-    md.set(XID_METADATA_KEY, 'not an xid');
-    expect(await unary(md)).toEqual({ xid: null });
-    expect(
-      serverLog.records.some((r) => r.level === 40 && /malformed incoming xid/.test(String(r.msg))),
-    ).toBe(true);
+    const bad = () => {
+      const md = new grpc.Metadata();
+      md.set(XID_METADATA_KEY, 'not an xid');
+      return md;
+    };
+    const refused = (err: unknown) =>
+      expect(err).toMatchObject({
+        code: grpc.status.INVALID_ARGUMENT,
+        details: expect.stringMatching(/tx_xid metadata is not one well-formed xid/),
+      });
+    refused(await unary(bad()).catch((e: unknown) => e));
+    refused(
+      await collect<Msg>(client.serverStream({ xid: null }, bad()) as NodeJS.EventEmitter).catch(
+        (e: unknown) => e,
+      ),
+    );
+    refused(
+      await new Promise<unknown>((resolve) => {
+        const call = client.clientStream(bad(), (err: Error | null) =>
+          resolve(err),
+        ) as grpc.ClientWritableStream<Msg>;
+        call.write({ xid: null, n: 1 });
+        call.end();
+      }),
+    );
+    const bidi = client.bidi(bad()) as grpc.ClientDuplexStream<Msg, Msg>;
+    const bidiDone = collect<Msg>(bidi).catch((e: unknown) => e);
+    bidi.end();
+    refused(await bidiDone);
+    const warns = serverLog.records.filter(
+      (r) => r.level === 40 && /not one well-formed xid/.test(String(r.msg)),
+    );
+    expect(warns).toHaveLength(4);
+    expect(warns[0]).toMatchObject({ carrier: 'metadata', values: ['not an xid'] });
+  });
+
+  it('two different xids are refused; the same xid twice (a proxy that adds it again) is one xid', async () => {
     const twice = new grpc.Metadata();
     twice.add(XID_METADATA_KEY, X1);
     twice.add(XID_METADATA_KEY, X2);
-    expect(await unary(twice)).toEqual({ xid: null });
+    expect(await unary(twice).catch((e: unknown) => e)).toMatchObject({
+      code: grpc.status.INVALID_ARGUMENT,
+    });
+    const same = new grpc.Metadata();
+    same.add(XID_METADATA_KEY, X1);
+    same.add(XID_METADATA_KEY, X1);
+    expect(await unary(same)).toEqual({ xid: X1 });
+  });
+
+  it('an async handler that rejects ends the call with UNKNOWN and its message, logged at error (no unhandled rejection)', async () => {
+    serverLog.records.length = 0;
+    const unhandled: unknown[] = [];
+    const onUnhandled = (reason: unknown) => unhandled.push(reason);
+    process.on('unhandledRejection', onUnhandled);
+    try {
+      const err = await runWithXid(
+        X1,
+        () =>
+          new Promise<unknown>((resolve) =>
+            client.fails({ xid: null }, new grpc.Metadata(), (e: Error | null) => resolve(e)),
+          ),
+      );
+      expect(err).toMatchObject({
+        code: grpc.status.UNKNOWN,
+        details: `handler failed under ${X1}`,
+      });
+      await sleep(20);
+      expect(unhandled).toEqual([]);
+      expect(serverLog.records.some((r) => r.level === 50 && /rejected/.test(String(r.msg)))).toBe(
+        true,
+      );
+    } finally {
+      process.off('unhandledRejection', onUnhandled);
+    }
   });
 });

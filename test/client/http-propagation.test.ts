@@ -74,7 +74,7 @@ beforeAll(async () => {
   upstream = runWithXid(X2, () =>
     http.createServer((req, res) => {
       middleware(req, res, async (err) => {
-        if (err) return void res.writeHead(500).end();
+        if (err) return void res.writeHead((err as { status?: number }).status ?? 500).end();
         await sleep(1);
         const own = currentXid() ?? null;
         const fromB = (await (await xidFetch(bUrl)).json()) as Seen;
@@ -137,31 +137,39 @@ describe('HTTP propagation', () => {
     }
   });
 
-  it('a malformed incoming xid is ignored (no 400) and logged at warn, truncated', async () => {
+  it('a malformed incoming xid is refused with 400 (the handler never runs) and logged at warn, truncated', async () => {
     serverLog.records.length = 0;
     const res = await fetch(bUrl, { headers: { TX_XID: `not-an-xid-${'z'.repeat(500)}` } });
-    expect(res.status).toBe(200);
-    expect(((await res.json()) as Seen).xid).toBeNull();
+    expect(res.status).toBe(400);
+    const body = (await res.json()) as { error: { name: string; code: string; message: string } };
+    expect(body.error).toMatchObject({ name: 'InvalidIncomingXidError', code: 'BAD_REQUEST' });
+    expect(body.error.message).toMatch(/TX_XID header is not one well-formed xid/);
     const warn = serverLog.records.find((r) => r.level === 40);
-    expect(warn?.msg).toMatch(/malformed incoming xid/);
-    expect(String(warn?.value).length).toBeLessThanOrEqual(80);
+    expect(warn?.msg).toMatch(/not one well-formed xid/);
+    const [value] = warn?.values as string[];
+    expect(value!.length).toBeLessThanOrEqual(81);
   });
 
-  it('a repeated header is malformed too (node joins it with ", ")', async () => {
-    const body = await new Promise<Seen>((resolve, reject) => {
-      const url = new URL(bUrl);
-      const req = http.request(
-        { host: url.hostname, port: url.port, headers: { tx_xid: [X1, X2] } },
-        (res) => {
-          let data = '';
-          res.on('data', (c: Buffer) => (data += c.toString()));
-          res.on('end', () => resolve(JSON.parse(data) as Seen));
-        },
-      );
-      req.on('error', reject);
-      req.end();
-    });
-    expect(body.xid).toBeNull();
+  it('a header repeated with two different xids is refused; repeated with the same xid it is one xid', async () => {
+    const send = (values: string[]) =>
+      new Promise<{ status: number; body: string }>((resolve, reject) => {
+        const url = new URL(bUrl);
+        const req = http.request(
+          { host: url.hostname, port: url.port, headers: { tx_xid: values } },
+          (res) => {
+            let data = '';
+            res.on('data', (c: Buffer) => (data += c.toString()));
+            res.on('end', () => resolve({ status: res.statusCode ?? 0, body: data }));
+          },
+        );
+        req.on('error', reject);
+        req.end();
+      });
+    const different = await send([X1, X2]);
+    expect(different.status).toBe(400);
+    const same = await send([X1, X1]);
+    expect(same.status).toBe(200);
+    expect((JSON.parse(same.body) as Seen).xid).toBe(X1);
   });
 
   it("xidFetch keeps a Request's own headers and an explicit xid header wins", async () => {

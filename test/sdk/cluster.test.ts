@@ -72,7 +72,7 @@ beforeAll(async () => {
     await d.newFence().ensureSchema();
   }
   cluster = await startCluster('sdk');
-}, 120_000);
+}, 180_000);
 
 afterAll(async () => {
   await Promise.allSettled(clients.map((c) => c.close()));
@@ -391,11 +391,12 @@ describe('TCC on PostgreSQL and MySQL under the fence', () => {
     const action = freezeAction(client, pgD, 'timeout.pg');
     const a = await openAccount(pgD, 100);
     let xid = '';
+    // 1.5 s: the branch registers well within it even on a loaded machine; then fn outlives it.
     const err = await client
-      .transaction({ timeoutMs: 300 }, async (scope) => {
+      .transaction({ timeoutMs: 1_500 }, async (scope) => {
         xid = scope.xid!;
         await action({ account: a, amount: 10 });
-        await sleep(1_000);
+        await sleep(3_000);
       })
       .catch((e: unknown) => e);
     expect(err).toBeInstanceOf(TransactionRolledBackError);
@@ -507,11 +508,11 @@ describe('propagation modes against the cluster', () => {
 
   it('SUPPORTS and NEVER run without a transaction outside one; MANDATORY refuses', async () => {
     const client = newClient();
-    expect(await client.transaction({ propagation: 'SUPPORTS' }, (s) => s)).toEqual({
+    expect(await client.transaction({ propagation: 'SUPPORTS' }, (s) => s)).toMatchObject({
       xid: undefined,
       role: 'none',
     });
-    expect(await client.transaction({ propagation: 'NEVER' }, (s) => s)).toEqual({
+    expect(await client.transaction({ propagation: 'NEVER' }, (s) => s)).toMatchObject({
       xid: undefined,
       role: 'none',
     });

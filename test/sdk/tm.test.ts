@@ -8,11 +8,13 @@ import {
   BranchRefusedError,
   ClientClosedError,
   createClient,
+  GlobalTimeoutError,
   currentXid,
   NoGlobalTransactionError,
   runWithXid,
   TimeoutError,
   TransactionFailedError,
+  TransactionOutcomeUnknownError,
   TransactionPropagationError,
   TransactionRolledBackError,
   TransactionTimeoutError,
@@ -20,12 +22,18 @@ import {
   type Fence,
   type FenceKey,
 } from '../../src/index.ts';
-import { LockConflictError } from '../../src/client/tc/errors.ts';
+import { LockConflictError, OutcomeUnknownError } from '../../src/client/tc/errors.ts';
+import { silentLogger } from '../../src/shared/logger.ts';
 import { FakeTc } from './helpers/fake-tc.ts';
 
 function setup() {
   const tc = new FakeTc();
-  const client = createClient({ servers: 'unused:1', applicationId: 'unit', tc });
+  const client = createClient({
+    servers: 'unused:1',
+    applicationId: 'unit',
+    tc,
+    logger: silentLogger(),
+  });
   return { tc, client };
 }
 
@@ -37,7 +45,9 @@ describe('client.transaction', () => {
     let inside: string | undefined;
     const result = await client.transaction({ name: 'ok' }, async (scope) => {
       inside = currentXid();
-      expect(scope).toEqual({ xid: inside, role: 'launcher' });
+      expect(scope).toMatchObject({ xid: inside, role: 'launcher' });
+      expect(scope.signal).toBeInstanceOf(AbortSignal);
+      expect(scope.signal.aborted).toBe(false);
       return 7;
     });
     expect(result).toBe(7);
@@ -99,12 +109,18 @@ describe('client.transaction', () => {
     expect(xids.map((x) => tc.sessions.get(x)?.status)).toEqual(['Committed', 'Rollbacked']);
   });
 
-  it('a commit the TC answers with a timeout rollback throws TransactionRolledBackError', async () => {
+  it('a commit the TC answers with a timeout rollback throws GlobalTimeoutError (a TransactionRolledBackError, code TIMEOUT), another rollback TransactionRolledBackError', async () => {
     const { tc, client } = setup();
     tc.commitAnswer = 'TimeoutRollbacked';
-    const err = await client.transaction({}, () => 1).catch((e: unknown) => e);
+    const err = await client.transaction({ timeoutMs: 30_000 }, () => 1).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(GlobalTimeoutError);
     expect(err).toBeInstanceOf(TransactionRolledBackError);
-    expect(err).toMatchObject({ status: 'TimeoutRollbacked' });
+    expect(err).not.toBeInstanceOf(TransactionTimeoutError);
+    expect(err).toMatchObject({ status: 'TimeoutRollbacked', code: 'TIMEOUT', timeoutMs: 30_000 });
+    tc.commitAnswer = 'Rollbacked';
+    const other = await client.transaction({}, () => 1).catch((e: unknown) => e);
+    expect(other).toBeInstanceOf(TransactionRolledBackError);
+    expect(other).not.toBeInstanceOf(GlobalTimeoutError);
   });
 
   it('CommitFailed throws TransactionFailedError; CommitRetrying is a success', async () => {
@@ -125,6 +141,19 @@ describe('client.transaction', () => {
     const commit = await client.transaction({}, () => 1).catch((e: unknown) => e);
     expect(commit).toMatchObject({ name: 'TransactionTimeoutError', phase: 'commit' });
     expect((commit as TransactionTimeoutError).xid).toMatch(/^127\.0\.0\.1:8091:\d+$/);
+  });
+
+  it('a commit whose outcome stays unknown says so once: TransactionOutcomeUnknownError with the attempts and the last failure, no repeated sentence', async () => {
+    const { tc, client } = setup();
+    tc.failNext.commit = new OutcomeUnknownError('Commit', 3, 30_000, new Error('no leader'));
+    tc.failNext.getStatus = new TimeoutError('still no leader');
+    const err = await client.transaction({}, () => 1).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(TransactionOutcomeUnknownError);
+    const message = (err as Error).message;
+    expect(message).toMatch(
+      /^commit of \S+: outcome unknown after 3 attempt\(s\) in 30000 ms, and it may or may not have taken effect \(last failure: no leader\)$/,
+    );
+    expect(message.match(/outcome unknown/g)).toHaveLength(1);
   });
 
   it('a lock conflict reaches the caller typed, naming the holder', async () => {
@@ -176,8 +205,9 @@ describe('propagation in action', () => {
   it('REQUIRED joins, REQUIRES_NEW suspends and begins, NOT_SUPPORTED suspends, SUPPORTS follows', async () => {
     const { tc, client } = setup();
     const seen: Record<string, unknown> = {};
-    await client.transaction({}, async ({ xid: outer }) => {
-      seen.outer = outer;
+    await client.transaction({}, async (launcherScope) => {
+      seen.outer = launcherScope.xid;
+      seen.launcherScope = launcherScope;
       await client.transaction({ propagation: 'REQUIRED' }, (s) => void (seen.required = s));
       await client.transaction({ propagation: 'SUPPORTS' }, (s) => void (seen.supports = s));
       await client.transaction({ propagation: 'MANDATORY' }, (s) => void (seen.mandatory = s));
@@ -192,13 +222,17 @@ describe('propagation in action', () => {
       );
     });
     const outer = seen.outer as string;
-    expect(seen.required).toEqual({ xid: outer, role: 'participant' });
-    expect(seen.supports).toEqual({ xid: outer, role: 'participant' });
-    expect(seen.mandatory).toEqual({ xid: outer, role: 'participant' });
+    expect(seen.required).toMatchObject({ xid: outer, role: 'participant' });
+    expect(seen.supports).toMatchObject({ xid: outer, role: 'participant' });
+    expect(seen.mandatory).toMatchObject({ xid: outer, role: 'participant' });
+    // A participant in the launcher's process shares its signal.
+    expect((seen.required as { signal: AbortSignal }).signal).toBe(
+      (seen.launcherScope as { signal: AbortSignal }).signal,
+    );
     const inner = (seen.requiresNew as { xid: string }).xid;
     expect(inner).not.toBe(outer);
-    expect(seen.requiresNew).toEqual({ xid: inner, role: 'launcher' });
-    expect(seen.notSupported).toEqual({ xid: undefined, role: 'none', bound: undefined });
+    expect(seen.requiresNew).toMatchObject({ xid: inner, role: 'launcher' });
+    expect(seen.notSupported).toMatchObject({ xid: undefined, role: 'none', bound: undefined });
     expect(seen.after).toBe(outer);
     expect(tc.sessions.get(inner)?.status).toBe('Committed');
     expect(tc.sessions.get(outer)?.status).toBe('Committed');
@@ -237,17 +271,17 @@ describe('propagation in action', () => {
     const { tc, client } = setup();
     const remote = await tc.begin({ name: 'remote', timeoutMs: 1000 });
     const scope = await runWithXid(remote, () => client.transaction({}, (s) => s));
-    expect(scope).toEqual({ xid: remote, role: 'participant' });
+    expect(scope).toMatchObject({ xid: remote, role: 'participant' });
     expect(tc.calls).toEqual(['begin']);
   });
 
   it('SUPPORTS and NEVER outside a transaction run without one; MANDATORY throws', async () => {
     const { client } = setup();
-    await expect(client.transaction({ propagation: 'SUPPORTS' }, (s) => s)).resolves.toEqual({
+    await expect(client.transaction({ propagation: 'SUPPORTS' }, (s) => s)).resolves.toMatchObject({
       xid: undefined,
       role: 'none',
     });
-    await expect(client.transaction({ propagation: 'NEVER' }, (s) => s)).resolves.toEqual({
+    await expect(client.transaction({ propagation: 'NEVER' }, (s) => s)).resolves.toMatchObject({
       xid: undefined,
       role: 'none',
     });

@@ -15,6 +15,11 @@
  * - try / action / confirm: insert the op's own row. Inserted → run the callback. Duplicate →
  *   nothing to do: 'duplicate' (already ran), or for a try/action whose row was written by a
  *   cancel/compensate, 'hangingRefused' (it arrived after its own rollback).
+ * - confirm, in addition (as Seata's commit fence): it must find its try. After its own row
+ *   it claims the try row the way a cancel does; claimed (no try) or written by a cancel (an
+ *   empty rollback) → roll back and throw ConfirmWithoutTryError: the business confirm of a
+ *   try that never ran is never run. Claiming — an insert, not a read — makes a confirm
+ *   that races a try still in flight wait for it, as a cancel does.
  * - cancel / compensate: insert the op's own row; duplicate → a repeated cancel: 'duplicate',
  *   roll back. Then claim the origin (try/action) row, with reason = this op. Claimed → the
  *   try never ran: an empty rollback ('emptyRollback': commit both rows, skip the callback);
@@ -32,19 +37,21 @@
  * included, and is rethrown unchanged. A fence never turns a failed business write into a
  * success, and a later redelivery starts from a clean slate.
  */
-import type { Logger } from '../../shared/logger.ts';
-import { silentLogger } from '../../shared/logger.ts';
+import { toClientLogger, type LoggerLike } from '../logger.ts';
 import { BadRequestError } from '../../shared/errors.ts';
 import {
+  ConfirmWithoutTryError,
   FenceAbortedError,
   FenceConflictError,
   FenceError,
   FenceMisuseError,
+  FenceRetentionError,
   FenceSchemaError,
 } from './errors.ts';
 import {
   COMPENSATING_OP,
   ORIGIN_OP,
+  REQUIRED_OP,
   checkIntegerOption,
   normalizeFenceKey,
   type FenceKey,
@@ -57,7 +64,7 @@ import {
   DEFAULT_CLEANUP_INTERVAL_MS,
   DEFAULT_CLEANUP_MAX_BATCHES,
   DEFAULT_FENCE_MAX_ATTEMPTS,
-  DEFAULT_FENCE_RETENTION_MS,
+  DEFAULT_RETRY_HORIZON_MS,
   FENCE_RETRY_BACKOFF_BASE_MS,
   FENCE_RETRY_BACKOFF_MAX_MS,
   MAX_CAUSE_DEPTH,
@@ -66,7 +73,7 @@ import {
   MAX_FENCE_MAX_ATTEMPTS,
   MAX_STALE_SNAPSHOT_RESTARTS,
   MIN_CLEANUP_INTERVAL_MS,
-  MIN_FENCE_RETENTION_MS,
+  MIN_RETRY_HORIZON_MS,
 } from './limits.ts';
 
 export type IsolationLevel = 'READ COMMITTED' | 'REPEATABLE READ' | 'SERIALIZABLE';
@@ -84,8 +91,8 @@ const MAX_CLEANUP_INTERVAL_MS = 24 * 60 * 60 * 1000;
 export interface FenceOptions {
   /** Fence table, `table` or `schema.table`. Default `concord_fence`. */
   table?: string;
-  /** Receives outcome (debug/info/warn) and retry logs. Default: silent. */
-  logger?: Logger;
+  /** Receives outcome (debug/info/warn) and retry logs: pino or any logger with the usual methods. Default: pino at warn on stderr. */
+  logger?: LoggerLike;
   /**
    * Isolation of the fence's local transactions. Default: the database's own default
    * (PostgreSQL: READ COMMITTED, MySQL/MariaDB: REPEATABLE READ). The fence is correct under
@@ -94,10 +101,19 @@ export interface FenceOptions {
   isolationLevel?: IsolationLevel;
   /** Attempts the database may abort (deadlock, serialization failure) before run fails with FenceConflictError. Default 3, at most 10. */
   maxAttempts?: number;
+  /**
+   * How long after a branch's fence row was written the TC may still deliver an op of that
+   * branch, ms: the longest timeout of the transactions this service takes part in plus the
+   * TC's phase-two retry window. Cleanup never deletes a row younger than this (a shorter
+   * `olderThanMs` is refused with FenceRetentionError). Default 24 h 10 min — every timeout
+   * the TC accepts (24 h) plus its default retry window (10 min); at least 11 min
+   * (MIN_RETRY_HORIZON_MS).
+   */
+  retryHorizonMs?: number;
 }
 
 export interface FenceCleanupOptions {
-  /** Delete rows older than this. Default one day, at least one minute (MIN_FENCE_RETENTION_MS). */
+  /** Delete rows older than this. Default, and least accepted: the fence's `retryHorizonMs` (24 h 10 min unless set). */
   olderThanMs?: number;
   /** Rows per DELETE. Default 1000, at most 10000. */
   batchSize?: number;
@@ -313,7 +329,14 @@ export function createFence<Tx>(dialect: FenceDialect<Tx>, options: FenceOptions
     MAX_FENCE_MAX_ATTEMPTS,
     DEFAULT_FENCE_MAX_ATTEMPTS,
   );
-  const log = (options.logger ?? silentLogger()).child({
+  const retryHorizonMs = checkIntegerOption(
+    'retryHorizonMs',
+    options.retryHorizonMs,
+    MIN_RETRY_HORIZON_MS,
+    MAX_RETENTION_MS,
+    DEFAULT_RETRY_HORIZON_MS,
+  );
+  const log = toClientLogger(options.logger).child({
     component: 'fence',
     dialect: dialect.name,
     table: dialect.table,
@@ -338,6 +361,25 @@ export function createFence<Tx>(dialect: FenceDialect<Tx>, options: FenceOptions
       default:
         return new FenceError(message, { cause: err, dbCode: info.code, retryable: false });
     }
+  }
+
+  /**
+   * Did `required` (the try) run for this branch? Claims its row the way a cancel does, so
+   * a try still in flight is waited for: claimed → it never ran ('noTry'; the caller rolls
+   * the claim back); there, written by the try → 'ran'; written by a cancel's empty rollback
+   * → 'rolledBack'; committed after this transaction's snapshot → 'stale' (restart).
+   */
+  async function findRequired(
+    session: FenceSession<Tx>,
+    key: NormalizedFenceKey,
+    required: FenceOp,
+  ): Promise<'ran' | 'noTry' | 'rolledBack' | 'stale'> {
+    const claim = await session.claimOrigin(key, required, key.op, isolation);
+    if (claim === 'claimed') return 'noTry';
+    if (claim === 'stale') return 'stale';
+    // Visible to this transaction ('taken' says so under every isolation level).
+    const reason = await session.reasonOf(key, required);
+    return reason === required ? 'ran' : 'rolledBack';
   }
 
   async function attempt(
@@ -419,6 +461,13 @@ export function createFence<Tx>(dialect: FenceDialect<Tx>, options: FenceOptions
             kind: 'done',
             outcome: reason === compensating ? 'hangingRefused' : 'duplicate',
           };
+        }
+        const required = REQUIRED_OP[key.op];
+        if (required !== undefined) {
+          const found = await findRequired(session, key, required);
+          if (found !== 'ran') await rollbackQuietly();
+          if (found === 'stale') return { kind: 'retry', why: 'staleSnapshot', cause: undefined };
+          if (found !== 'ran') throw new ConfirmWithoutTryError(key.xid, key.branchId, found);
         }
       }
 
@@ -548,14 +597,21 @@ export function createFence<Tx>(dialect: FenceDialect<Tx>, options: FenceOptions
   }
 
   function cleanupSettings(options: FenceCleanupOptions) {
+    const olderThanMs = checkIntegerOption(
+      'olderThanMs',
+      options.olderThanMs,
+      1,
+      MAX_RETENTION_MS,
+      retryHorizonMs,
+    );
+    if (olderThanMs < retryHorizonMs)
+      throw new FenceRetentionError(
+        `fence cleanup olderThanMs ${olderThanMs} is shorter than the fence's retryHorizonMs ${retryHorizonMs}: ` +
+          'it would delete rows of branches whose phase two the TC may still deliver (a confirm would find no try, a late try would pass). ' +
+          'Keep olderThanMs ≥ retryHorizonMs; lower retryHorizonMs only to your longest transaction timeout plus the TC’s phase-two retry window',
+      );
     return {
-      olderThanMs: checkIntegerOption(
-        'olderThanMs',
-        options.olderThanMs,
-        MIN_FENCE_RETENTION_MS,
-        MAX_RETENTION_MS,
-        DEFAULT_FENCE_RETENTION_MS,
-      ),
+      olderThanMs,
       batchSize: checkIntegerOption(
         'batchSize',
         options.batchSize,

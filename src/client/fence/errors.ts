@@ -59,3 +59,43 @@ export class FenceMisuseError extends FenceError {
     super(message, { retryable: false }, 'BAD_REQUEST');
   }
 }
+
+/**
+ * A confirm found no try for its branch — no try row at all, or only the row an empty
+ * rollback wrote (the try never ran and its branch was rolled back) — so the business
+ * confirm was NOT run and nothing was written. As Seata's commit fence: a confirm must find
+ * its try. It happens when a branch reaches phase two without a phase one (an orphan
+ * branch registered twice, a lost PhaseOne_Failed report, a try still running when the
+ * transaction was committed) or after cleanup deleted the branch's rows too early. Not
+ * retryable: the SDK reports the branch PhaseTwo_CommitFailed_Unretryable so an operator
+ * sees it.
+ */
+export class ConfirmWithoutTryError extends FenceError {
+  readonly xid: string;
+  readonly branchId: string;
+  /** noTry: no try row. rolledBack: the try row was written by a cancel (an empty rollback). */
+  readonly found: 'noTry' | 'rolledBack';
+  constructor(xid: string, branchId: string, found: 'noTry' | 'rolledBack') {
+    super(
+      found === 'noTry'
+        ? `confirm of ${xid}/${branchId} refused: the branch has no try in the fence (it never ran, or its rows were cleaned up); the business confirm was not run`
+        : `confirm of ${xid}/${branchId} refused: the branch was rolled back before its try ran (empty rollback); the business confirm was not run`,
+      { retryable: false },
+      'ILLEGAL_STATUS',
+    );
+    this.xid = xid;
+    this.branchId = branchId;
+    this.found = found;
+  }
+}
+
+/**
+ * A cleanup setting would delete fence rows younger than the retry horizon — rows whose
+ * branch the TC may still deliver phase two for: a confirm would then run twice, a late try
+ * would pass. Refused before any database work.
+ */
+export class FenceRetentionError extends FenceError {
+  constructor(message: string) {
+    super(message, { retryable: false }, 'CONFIG_INVALID');
+  }
+}

@@ -21,6 +21,8 @@ export {
   FenceAbortedError,
   FenceSchemaError,
   FenceMisuseError,
+  ConfirmWithoutTryError,
+  FenceRetentionError,
 } from './errors.ts';
 export type { FenceErrorOptions } from './errors.ts';
 export {
@@ -31,7 +33,10 @@ export {
   MAX_FENCE_MAX_ATTEMPTS,
   MAX_STALE_SNAPSHOT_RESTARTS,
   DEFAULT_FENCE_RETENTION_MS,
-  MIN_FENCE_RETENTION_MS,
+  DEFAULT_RETRY_HORIZON_MS,
+  MIN_RETRY_HORIZON_MS,
+  TC_MAX_TRANSACTION_TIMEOUT_MS,
+  TC_PHASE_TWO_RETRY_WINDOW_MS,
   DEFAULT_CLEANUP_BATCH_SIZE,
   MAX_CLEANUP_BATCH_SIZE,
   DEFAULT_CLEANUP_MAX_BATCHES,

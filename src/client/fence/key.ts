@@ -37,6 +37,10 @@ export const ORIGIN_OP: Readonly<Partial<Record<FenceOp, FenceOp>>> = {
   cancel: 'try',
   compensate: 'action',
 };
+/** The op whose row must exist, written by that op itself, before this one may run: confirm → try. */
+export const REQUIRED_OP: Readonly<Partial<Record<FenceOp, FenceOp>>> = {
+  confirm: 'try',
+};
 /** The op that, having claimed an origin row, makes a later try/action a hanging one. */
 export const COMPENSATING_OP: Readonly<Partial<Record<FenceOp, FenceOp>>> = {
   try: 'cancel',

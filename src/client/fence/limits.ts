@@ -29,14 +29,29 @@ export const FENCE_RETRY_BACKOFF_BASE_MS = 5;
 export const FENCE_RETRY_BACKOFF_MAX_MS = 200;
 
 /**
- * How long fence rows are kept before cleanup may delete them. A row deleted too early
- * forgets a cancel: a try delivered after that would run (a hanging try) and a repeated
- * phase two would run twice. So the retention must exceed the longest a delivery can be
- * late: the global transaction timeout plus the TC's phase-two retry window. Seata's default
- * log retention is one day; so is ours, and we refuse anything under a minute.
+ * The TC's bounds that decide how late a phase-two delivery can be, as the TC has them by
+ * default (the client may not import the coordinator; these mirror it): the longest
+ * transaction timeout it accepts (src/coordinator/limits.ts), and how long it retries a
+ * branch's phase two before it stops (the phase-two driver's `maxRetryMs`).
  */
-export const DEFAULT_FENCE_RETENTION_MS = 24 * 60 * 60 * 1000;
-export const MIN_FENCE_RETENTION_MS = 60 * 1000;
+export const TC_MAX_TRANSACTION_TIMEOUT_MS = 24 * 60 * 60 * 1000;
+export const TC_PHASE_TWO_RETRY_WINDOW_MS = 10 * 60 * 1000;
+/**
+ * The retry horizon: how long after a branch's fence row was written the TC may still
+ * deliver an op of that branch — the transaction's timeout (phase two starts at the
+ * decision, at the latest at the timeout) plus the TC's phase-two retry window. A fence row
+ * deleted before that forgets a cancel or a confirm: a late try would run (hanging) and a
+ * repeated confirm would find no row. Cleanup never deletes a row younger than the fence's
+ * `retryHorizonMs`; the default covers every transaction the TC accepts (24 h + 10 min).
+ * A service whose transactions are all short may declare a shorter horizon (its longest
+ * timeout plus the TC's retry window), but not below MIN_RETRY_HORIZON_MS.
+ */
+export const DEFAULT_RETRY_HORIZON_MS =
+  TC_MAX_TRANSACTION_TIMEOUT_MS + TC_PHASE_TWO_RETRY_WINDOW_MS;
+/** The TC's default retry window plus the SDK's default transaction timeout (60 s). */
+export const MIN_RETRY_HORIZON_MS = TC_PHASE_TWO_RETRY_WINDOW_MS + 60 * 1000;
+/** Rows cleanup deletes by default: those older than the fence's retry horizon (default DEFAULT_RETRY_HORIZON_MS). */
+export const DEFAULT_FENCE_RETENTION_MS = DEFAULT_RETRY_HORIZON_MS;
 /** Rows one cleanup DELETE removes: small enough to keep row locks short and the undo/WAL per statement bounded. */
 export const DEFAULT_CLEANUP_BATCH_SIZE = 1_000;
 export const MAX_CLEANUP_BATCH_SIZE = 10_000;

@@ -5,14 +5,19 @@
  * Client: `xidClientInterceptor`, installed with `new Client(address, creds, { interceptors:
  * [xidClientInterceptor] })` or per call, adds the bound xid to the outgoing metadata.
  * Server: `withXidFromMetadata(handler)` wraps any handler kind (unary, client-, server- or
- * bidi-streaming) so it runs with the call's xid bound. Same policy as HTTP for a malformed
- * value: ignored, logged at warn (see http.ts for why).
+ * bidi-streaming) so it runs with the call's xid bound. Same policy as HTTP for a value that
+ * is not one well-formed xid: refused (INVALID_ARGUMENT), logged at warn (incoming.ts).
  */
-import { InterceptingCall, type Interceptor, type Metadata } from '@grpc/grpc-js';
-import type { Logger } from '../../shared/logger.ts';
-import { silentLogger } from '../../shared/logger.ts';
-import { currentXid, isValidXid, runWithContext, type GlobalTxContext } from '../context.ts';
-import { MAX_LOGGED_HEADER_CHARS } from './http.ts';
+import {
+  InterceptingCall,
+  status,
+  type Interceptor,
+  type Metadata,
+  type StatusObject,
+} from '@grpc/grpc-js';
+import { currentXid, runWithContext, type GlobalTxContext } from '../context.ts';
+import { toClientLogger, type Logger, type LoggerLike } from '../logger.ts';
+import { InvalidIncomingXidError, readIncomingXid } from './incoming.ts';
 
 export const XID_METADATA_KEY = 'tx_xid';
 
@@ -34,37 +39,57 @@ export const xidClientInterceptor: Interceptor = (options, nextCall) => {
   });
 };
 
-/** The xid in incoming metadata; undefined when absent, or malformed (then logged at warn). */
-export function xidFromMetadata(
-  metadata: Metadata,
-  logger: Logger = silentLogger(),
-): string | undefined {
-  const values = metadata.get(XID_METADATA_KEY);
-  if (values.length === 0) return undefined;
-  const [first] = values;
-  if (values.length === 1 && typeof first === 'string' && isValidXid(first)) return first;
-  const shown = values.map((v) =>
-    (typeof v === 'string' ? v : '<binary>').slice(0, MAX_LOGGED_HEADER_CHARS),
-  );
+/**
+ * The xid in incoming metadata: undefined when absent. Throws InvalidIncomingXidError when
+ * present but not exactly one well-formed xid (identical repeated values count as one);
+ * logged at warn on `logger` when one is given.
+ */
+export function xidFromMetadata(metadata: Metadata, logger?: LoggerLike): string | undefined {
+  const incoming = readIncomingXid(metadata.get(XID_METADATA_KEY), 'metadata', XID_METADATA_KEY);
+  if (incoming.kind === 'none') return undefined;
+  if (incoming.kind === 'xid') return incoming.xid;
+  if (logger !== undefined) warnRefused(toClientLogger(logger), incoming.error);
+  throw incoming.error;
+}
+
+function warnRefused(logger: Logger, error: InvalidIncomingXidError): void {
   logger.warn(
-    { key: XID_METADATA_KEY, values: shown.slice(0, 2), count: values.length },
-    'ignoring malformed incoming xid metadata: the call runs outside any global transaction',
+    { carrier: error.carrier, values: error.values },
+    'refused a call whose transaction metadata is not one well-formed xid (INVALID_ARGUMENT)',
   );
-  return undefined;
 }
 
 export interface XidServerCallOptions {
-  /** Where a malformed incoming xid is reported (warn). Default: silent. */
-  logger?: Logger;
+  /**
+   * Where refused calls (warn) and handler rejections (error) are logged: pino, or any
+   * logger with the usual methods (console). Default: pino at warn on stderr.
+   */
+  logger?: LoggerLike;
 }
 
 interface CallWithMetadata {
   readonly metadata: Metadata;
 }
 
+/** Ends a call with `error`: through the callback (unary, client streaming) or the stream (server streaming, bidi). */
+function endWithError(call: unknown, rest: unknown[], error: Partial<StatusObject>): void {
+  const [callback] = rest;
+  if (typeof callback === 'function') {
+    (callback as (err: Partial<StatusObject>) => void)(error);
+    return;
+  }
+  const stream = call as { emit?: (event: string, err: unknown) => boolean };
+  stream.emit?.('error', error);
+}
+
 /**
  * Wraps a grpc-js server handler so the handler and everything it starts run with the
  * call's xid bound (or explicitly none when the metadata has no xid).
+ *
+ * A call whose metadata is not one well-formed xid never reaches the handler: it ends with
+ * INVALID_ARGUMENT (logged at warn). A handler that returns a promise which rejects ends
+ * the call with UNKNOWN and the error's message (logged at error), instead of an unhandled
+ * rejection.
  *
  * Streaming calls deliver messages through events ('data', 'end', ...) emitted from the
  * HTTP/2 stream's async context, which is not the handler's; an event listener would see no
@@ -73,13 +98,22 @@ interface CallWithMetadata {
  * works because the listeners themselves are untouched.
  */
 export function withXidFromMetadata<C extends CallWithMetadata, Rest extends unknown[]>(
-  handler: (call: C, ...rest: Rest) => void,
+  handler: (call: C, ...rest: Rest) => unknown,
   options: XidServerCallOptions = {},
 ): (call: C, ...rest: Rest) => void {
-  const logger = options.logger ?? silentLogger();
+  const logger = toClientLogger(options.logger);
   return (call, ...rest) => {
-    const xid = xidFromMetadata(call.metadata, logger);
-    const context: GlobalTxContext | null = xid === undefined ? null : { xid };
+    const incoming = readIncomingXid(
+      call.metadata.get(XID_METADATA_KEY),
+      'metadata',
+      XID_METADATA_KEY,
+    );
+    if (incoming.kind === 'invalid') {
+      warnRefused(logger, incoming.error);
+      endWithError(call, rest, { code: status.INVALID_ARGUMENT, details: incoming.error.message });
+      return;
+    }
+    const context: GlobalTxContext | null = incoming.kind === 'xid' ? { xid: incoming.xid } : null;
     const emitter = call as unknown as { emit?: (...args: unknown[]) => boolean };
     if (typeof emitter.emit === 'function') {
       const emit = emitter.emit;
@@ -87,6 +121,12 @@ export function withXidFromMetadata<C extends CallWithMetadata, Rest extends unk
         return runWithContext(context, () => emit.apply(this, args));
       };
     }
-    runWithContext(context, () => handler(call, ...rest));
+    const returned = runWithContext(context, () => handler(call, ...rest));
+    if (returned instanceof Promise)
+      returned.catch((err: unknown) => {
+        logger.error({ err }, 'gRPC handler rejected; the call ends with UNKNOWN');
+        const details = err instanceof Error ? err.message : String(err);
+        endWithError(call, rest, { code: status.UNKNOWN, details });
+      });
   };
 }

@@ -7,17 +7,17 @@
  * transaction is bound to the current async context. A header the caller set explicitly
  * wins: a gateway that forwards a request verbatim must not have its xid replaced.
  *
- * Incoming: `xidMiddleware` (express/connect style), `wrapHttpHandler` (bare node:http) and
- * `xidFastifyPlugin` bind the request's xid for the rest of the request. A request without
- * the header runs with no transaction bound — explicitly unbound, so a server created
- * inside some `runWithXid` cannot leak that xid into unrelated requests.
+ * Incoming: `xidMiddleware` (express/connect style), `wrapHttpHandler` (bare node:http,
+ * Express, Fastify) and `xidFastifyPlugin` bind the request's xid for the rest of the
+ * request. A request without the header runs with no transaction bound — explicitly
+ * unbound, so a server created inside some `runWithXid` cannot leak that xid into unrelated
+ * requests.
  *
- * A malformed incoming xid is ignored (the request runs with no transaction) and logged at
- * warn, not refused with 400: the header is set by other services, proxies and clients we do
- * not control, and a foreign or mangled header must not take a service's endpoints down.
- * Ignoring is safe for the transaction: a branch that fails to join its global transaction
- * is never registered, so the TC rolls the transaction back rather than committing half of
- * it. The warning is what makes the misconfiguration visible.
+ * A header that is present but is not one well-formed xid is REFUSED (HTTP 400,
+ * InvalidIncomingXidError) and logged at warn; identical repeated values count as one
+ * (incoming.ts). Ignoring it would let the callee run outside the caller's transaction: its
+ * work would not roll back with the caller's, and a callee using REQUIRED would even begin
+ * and commit a transaction of its own.
  */
 import type {
   IncomingHttpHeaders,
@@ -26,20 +26,24 @@ import type {
   ServerResponse,
 } from 'node:http';
 import { AsyncResource } from 'node:async_hooks';
-import type { Logger } from '../../shared/logger.ts';
-import { silentLogger } from '../../shared/logger.ts';
-import { currentXid, isValidXid, runWithContext, type GlobalTxContext } from '../context.ts';
+import { currentXid, runWithContext, type GlobalTxContext } from '../context.ts';
+import { toClientLogger, type Logger, type LoggerLike } from '../logger.ts';
+import { InvalidIncomingXidError, readIncomingXid } from './incoming.ts';
+
+export { MAX_LOGGED_HEADER_CHARS } from './incoming.ts';
 
 /** The header Seata's HTTP integrations use. */
 export const XID_HEADER = 'TX_XID';
 /** How node:http presents it to a server (header names arrive lower-cased). */
 export const XID_HEADER_LOWER = 'tx_xid';
-/** Characters of a rejected header value that reach the log (the rest is cut: headers are attacker-controlled). */
-export const MAX_LOGGED_HEADER_CHARS = 80;
 
 export interface XidServerOptions {
-  /** Where a malformed incoming xid is reported (warn). Default: silent. */
-  logger?: Logger;
+  /**
+   * Where refused requests (warn) and, for a bare node:http server, handler failures (error)
+   * are logged: pino, or any logger with the usual methods (console). Default: pino at warn
+   * on stderr.
+   */
+  logger?: LoggerLike;
 }
 
 /** `{ TX_XID: xid }` when a transaction is bound, else `{}`: spread it into node:http request headers. */
@@ -105,30 +109,48 @@ export function xidFetch(input: string | URL | Request, init?: RequestInit): Pro
   return fetch(input, { ...init, headers: withXidHeaders(new Headers(base)) });
 }
 
+/** The raw values of the xid header: one per header line (node joins repeats with ", "). */
+function headerValues(headers: IncomingHttpHeaders): string[] {
+  const raw: unknown = headers[XID_HEADER_LOWER];
+  if (raw === undefined) return [];
+  return Array.isArray(raw) ? (raw as string[]) : [String(raw)];
+}
+
 /**
- * Reads the xid from incoming headers. Undefined when absent; undefined plus a warn log when
- * present but malformed (repeated headers arrive joined with ", " and so are malformed too).
+ * Reads the xid from incoming headers: the xid, or undefined when the header is absent.
+ * Throws InvalidIncomingXidError (HTTP 400) when the header is present but is not exactly
+ * one well-formed xid; identical repeated values count as one. Logged at warn on `logger`
+ * when one is given.
  */
 export function xidFromHeaders(
   headers: IncomingHttpHeaders,
-  logger: Logger = silentLogger(),
+  logger?: LoggerLike,
 ): string | undefined {
-  const raw = headers[XID_HEADER_LOWER];
-  if (raw === undefined) return undefined;
-  const value: string = Array.isArray(raw) ? raw.join(', ') : raw;
-  // Not written as `if (isValidXid(value))`: the type guard would narrow `value` to never below.
-  const valid: boolean = isValidXid(value);
-  if (valid) return value;
-  logger.warn(
-    { header: XID_HEADER, value: value.slice(0, MAX_LOGGED_HEADER_CHARS), length: value.length },
-    'ignoring malformed incoming xid header: the request runs outside any global transaction',
-  );
-  return undefined;
+  const incoming = readIncomingXid(headerValues(headers), 'header', XID_HEADER);
+  if (incoming.kind === 'none') return undefined;
+  if (incoming.kind === 'xid') return incoming.xid;
+  if (logger !== undefined) warnRefused(toClientLogger(logger), incoming.error);
+  throw incoming.error;
 }
 
-function contextOf(headers: IncomingHttpHeaders, logger: Logger): GlobalTxContext | null {
-  const xid = xidFromHeaders(headers, logger);
-  return xid === undefined ? null : { xid };
+function warnRefused(logger: Logger, error: InvalidIncomingXidError): void {
+  logger.warn(
+    { carrier: error.carrier, values: error.values },
+    'refused a request whose transaction header is not one well-formed xid (answered 400 / INVALID_ARGUMENT)',
+  );
+}
+
+/** The context to bind for a request, or the refusal (already logged). */
+function contextOf(
+  headers: IncomingHttpHeaders,
+  logger: Logger,
+): { context: GlobalTxContext | null } | { refused: InvalidIncomingXidError } {
+  const incoming = readIncomingXid(headerValues(headers), 'header', XID_HEADER);
+  if (incoming.kind === 'invalid') {
+    warnRefused(logger, incoming.error);
+    return { refused: incoming.error };
+  }
+  return { context: incoming.kind === 'xid' ? { xid: incoming.xid } : null };
 }
 
 export type NextFunction = (err?: unknown) => void;
@@ -136,25 +158,97 @@ export type XidMiddleware = (req: IncomingMessage, res: ServerResponse, next: Ne
 
 /**
  * Express/connect middleware: binds the request's xid (or none) for everything after it.
- * Register it before the routes. Everything the later middleware and the handler start
- * inherits the binding — except callbacks of event emitters created outside the request
- * (use `bindToCurrentContext` for those).
+ * Register it before the routes. A request whose header is not one well-formed xid is
+ * passed to the error path (`next(err)`, an InvalidIncomingXidError with status 400).
+ * Everything the later middleware and the handler start inherits the binding — except
+ * callbacks of event emitters created outside the request (use `bindToCurrentContext`).
  */
 export function xidMiddleware(options: XidServerOptions = {}): XidMiddleware {
-  const logger = options.logger ?? silentLogger();
+  const logger = toClientLogger(options.logger);
   return (req, _res, next) => {
-    runWithContext(contextOf(req.headers, logger), () => next());
+    const decided = contextOf(req.headers, logger);
+    if ('refused' in decided) return next(decided.refused);
+    runWithContext(decided.context, () => next());
   };
 }
 
-/** Wraps a bare node:http request listener so it (and all it starts) runs with the request's xid. */
-export function wrapHttpHandler<Req extends IncomingMessage, Res extends ServerResponse>(
-  handler: (req: Req, res: Res) => unknown,
+/** A request as any framework hands it: node's IncomingMessage, Express's, Fastify's. */
+export interface RequestWithHeaders {
+  readonly headers: IncomingHttpHeaders;
+}
+
+/** True for node:http's ServerResponse (Express's res is one; Fastify's reply is not). */
+function isServerResponse(res: unknown): res is ServerResponse {
+  return (
+    typeof res === 'object' &&
+    res !== null &&
+    typeof (res as ServerResponse).writeHead === 'function' &&
+    typeof (res as ServerResponse).headersSent === 'boolean'
+  );
+}
+
+/** HTTP status an error asks for (`status` / `statusCode` in 400..599), else 500. */
+function statusOf(err: unknown): number {
+  const e = err as { status?: unknown; statusCode?: unknown } | null;
+  const code = typeof e?.statusCode === 'number' ? e.statusCode : e?.status;
+  return typeof code === 'number' && Number.isInteger(code) && code >= 400 && code <= 599
+    ? code
+    : 500;
+}
+
+/** The answer of a bare node:http server to a failure (there is no framework to hand it to). */
+function answerFailure(res: ServerResponse, err: unknown, logger: Logger): void {
+  const status = statusOf(err);
+  if (!(err instanceof InvalidIncomingXidError))
+    logger.error({ err }, 'HTTP handler failed; answered 500');
+  if (res.headersSent) {
+    res.destroy(err instanceof Error ? err : undefined);
+    return;
+  }
+  const e = err as { name?: unknown; code?: unknown; message?: unknown; expose?: unknown };
+  const exposed = e?.expose === true || status < 500;
+  const body = exposed
+    ? { name: e.name, code: e.code, message: e.message }
+    : { name: 'InternalError', message: 'internal error' };
+  res
+    .writeHead(status, { 'content-type': 'application/json' })
+    .end(JSON.stringify({ error: body }));
+}
+
+/**
+ * Wraps a request handler so it (and all it starts) runs with the request's xid, and its
+ * failures take the framework's error path instead of becoming unhandled rejections:
+ *
+ * - bare node:http (`http.createServer(wrapHttpHandler(h))`): the handler is awaited; an
+ *   error answers 500 (logged at error; the connection is cut if the headers were sent),
+ *   or the error's own `status` / `statusCode`;
+ * - Express / connect (called with `next`): the error goes to `next(err)`;
+ * - Fastify and other promise-aware frameworks (`reply` is not a ServerResponse): the
+ *   returned promise rejects, and the framework's error handler answers.
+ *
+ * A request whose header is not one well-formed xid never reaches the handler: it fails the
+ * same way with InvalidIncomingXidError (HTTP 400), logged at warn.
+ */
+export function wrapHttpHandler<
+  Req extends RequestWithHeaders = IncomingMessage,
+  Res = ServerResponse,
+  Rest extends unknown[] = [],
+>(
+  handler: (req: Req, res: Res, ...rest: Rest) => unknown,
   options: XidServerOptions = {},
-): (req: Req, res: Res) => void {
-  const logger = options.logger ?? silentLogger();
-  return (req, res) => {
-    runWithContext(contextOf(req.headers, logger), () => handler(req, res));
+): (req: Req, res: Res, ...rest: Rest) => Promise<void> {
+  const logger = toClientLogger(options.logger);
+  return async (req, res, ...rest) => {
+    const decided = contextOf(req.headers, logger);
+    try {
+      if ('refused' in decided) throw decided.refused;
+      await runWithContext(decided.context, () => handler(req, res, ...rest));
+    } catch (err) {
+      const [next] = rest;
+      if (typeof next === 'function') (next as NextFunction)(err);
+      else if (isServerResponse(res)) answerFailure(res, err, logger);
+      else throw err;
+    }
   };
 }
 
@@ -193,9 +287,11 @@ export function xidFastifyPlugin(
   options: XidServerOptions,
   done: (err?: Error) => void,
 ): void {
-  const logger = options?.logger ?? silentLogger();
+  const logger = toClientLogger(options?.logger);
   fastify.addHook('onRequest', (request, _reply, hookDone) => {
-    runWithContext(contextOf(request.headers, logger), () => {
+    const decided = contextOf(request.headers, logger);
+    if ('refused' in decided) return hookDone(decided.refused);
+    runWithContext(decided.context, () => {
       const scope = new AsyncResource('concord.xid');
       (request as ScopedRequest)[requestScope] = scope;
       hookDone();

@@ -16,11 +16,14 @@ export type {
   XidServerOptions,
   NextFunction,
   XidMiddleware,
+  RequestWithHeaders,
   FastifyHookDone,
   FastifyLikeRequest,
   FastifyLikeHook,
   FastifyLikeInstance,
 } from './http.ts';
+export { InvalidIncomingXidError, MAX_XID_VALUES } from './incoming.ts';
+export type { XidCarrier } from './incoming.ts';
 export {
   XID_METADATA_KEY,
   xidClientInterceptor,

@@ -30,17 +30,25 @@
  * confirm nor cancel) — see reportPhaseOneFailed.
  */
 import { assert, BadRequestError } from '../../shared/errors.ts';
-import type { Logger } from '../../shared/logger.ts';
-import { currentXid, runWithoutXid, runWithXid } from '../context.ts';
+import { currentContext, runWithoutXid, runWithXid } from '../context.ts';
 // Not the fence barrel (../fence/index.ts): that one re-exports the pg and mysql2 fences,
 // whose declarations would make every SDK user's type check need both drivers' types.
 import type { Fence } from '../fence/core.ts';
-import { FenceError } from '../fence/errors.ts';
+import { ConfirmWithoutTryError, FenceError } from '../fence/errors.ts';
 import type { FenceOp } from '../fence/key.ts';
+import type { Logger } from '../logger.ts';
+import { IllegalStatusError } from '../tc/errors.ts';
 import { decodeActionContext, encodeActionContext } from './action-context.ts';
-import { BranchRefusedError, NoGlobalTransactionError, inPhase } from './errors.ts';
+import {
+  BranchRefusedError,
+  GlobalTimeoutError,
+  NoGlobalTransactionError,
+  UnretryableBranchError,
+  inPhase,
+} from './errors.ts';
+import type { BranchPoint, ClientHooks } from './hooks.ts';
 import { validateResourceId, type ResourceManager } from './rm.ts';
-import { BranchStatus } from './status.ts';
+import { BranchStatus, isGlobalStatus, isTimeoutRollback } from './status.ts';
 import type { PhaseTwoRequest, TcPort } from './tc-port.ts';
 import type { InflightTracker } from './tracker.ts';
 
@@ -98,6 +106,8 @@ export interface ActionDeps {
   tracker: InflightTracker;
   /** Throws ClientClosedError once the client is closed for good. */
   assertUsable: () => void;
+  /** Test hooks (hooks.ts); {} in production. */
+  hooks: ClientHooks;
 }
 
 interface Spec<A, R, Tx> {
@@ -204,6 +214,32 @@ function registerAction<A, R, Tx>(deps: ActionDeps, spec: Spec<A, R, Tx>): Branc
     return outcome === 'executed' ? { ran: true, value: value as T } : { ran: false, outcome };
   }
 
+  const pointOf = (xid: string, branchId: string, op: FenceOp): BranchPoint => ({
+    xid,
+    branchId,
+    resourceId: spec.resourceId,
+    branchType: spec.branchType,
+    op,
+  });
+
+  /** Runs a phase-two step; a confirm the fence refused (no try) becomes an unretryable failure, logged loudly. */
+  async function phaseTwoStep<T>(
+    request: PhaseTwoRequest,
+    op: FenceOp,
+    run: () => Promise<T>,
+  ): Promise<T> {
+    try {
+      return await run();
+    } catch (err) {
+      if (!(err instanceof ConfirmWithoutTryError)) throw err;
+      log.error(
+        { xid: request.xid, branchId: request.branchId, found: err.found, err },
+        `${op} refused: the branch has no try; the business ${op} was NOT run, and the branch is reported unretryable for an operator`,
+      );
+      throw new UnretryableBranchError(err.message, { cause: err });
+    }
+  }
+
   deps.rm.register({
     resourceId: spec.resourceId,
     branchType: spec.branchType,
@@ -211,10 +247,13 @@ function registerAction<A, R, Tx>(deps: ActionDeps, spec: Spec<A, R, Tx>): Branc
       const phase = request.kind === 'commit' ? spec.commit : spec.rollback;
       if (phase === undefined) return; // Saga commit: the forward action already was the commit.
       const args = decodeActionContext(spec.resourceId, request.applicationData) as A;
+      await deps.hooks.beforePhaseTwo?.(pointOf(request.xid, request.branchId, phase.op));
       // Phase two belongs to no transaction scope: a call it makes must not carry the xid
       // (the transaction is decided; a downstream service must not try to join it).
-      const result = await runWithoutXid(() =>
-        fenced(phase.op, request.xid, request.branchId, async (ctx) => phase.step(args, ctx)),
+      const result = await phaseTwoStep(request, phase.op, () =>
+        runWithoutXid(() =>
+          fenced(phase.op, request.xid, request.branchId, async (ctx) => phase.step(args, ctx)),
+        ),
       );
       if (!result.ran)
         log.debug(
@@ -236,14 +275,18 @@ function registerAction<A, R, Tx>(deps: ActionDeps, spec: Spec<A, R, Tx>): Branc
     }
   }
 
-  const call = async (args: A): Promise<R> => {
-    deps.assertUsable();
-    const xid = currentXid();
-    if (xid === undefined) throw new NoGlobalTransactionError(spec.resourceId);
-    const applicationData = encodeActionContext(spec.resourceId, args);
-    return deps.tracker.run(async () => {
-      await deps.rm.ensureReady();
-      const branchId = await inPhase('branch', xid, () =>
+  /**
+   * BranchRegister; a refusal because the transaction timed out becomes GlobalTimeoutError:
+   * the TC names a Timeout* status, or (still Begin, past its deadline) this process's own
+   * timer has fired by the time the refusal arrives.
+   */
+  async function registerBranch(
+    xid: string,
+    applicationData: string,
+    signal: AbortSignal | undefined,
+  ): Promise<string> {
+    try {
+      return await inPhase('branch', xid, () =>
         deps.tc.branchRegister({
           xid,
           branchType: spec.branchType,
@@ -254,33 +297,68 @@ function registerAction<A, R, Tx>(deps: ActionDeps, spec: Spec<A, R, Tx>): Branc
           applicationId: deps.applicationId,
         }),
       );
-      log.debug({ xid, branchId }, 'branch registered');
-      let result: Awaited<ReturnType<typeof fenced<R>>>;
-      try {
-        result = await runWithXid(
-          xid,
-          () => fenced(spec.phaseOneOp, xid, branchId, async (ctx) => spec.phaseOne(args, ctx)),
-          { branchType: spec.branchType },
-        );
-      } catch (err) {
-        // Under a fence, an error from the step itself means its local transaction rolled
-        // back entirely: there is nothing to confirm or cancel. Saying so (PhaseOne_Failed)
-        // makes the TC drop the branch in phase two — so a transaction committed anyway
-        // (noRollbackFor) never confirms a try that did not happen. A FenceError may hide a
-        // commit whose outcome is unknown: then the branch stays, and its cancel (an empty
-        // rollback, or a real one) decides.
-        if (spec.fence !== undefined && !(err instanceof FenceError))
-          await reportPhaseOneFailed(xid, branchId);
-        throw err;
-      }
-      if (result.ran) return result.value;
-      if (result.outcome === 'hangingRefused')
-        throw new BranchRefusedError(xid, branchId, spec.resourceId);
-      // 'duplicate' or 'emptyRollback' for a try: impossible for a branch id the TC just issued.
-      assert(
-        false,
-        `fence answered ${result.outcome} for the ${spec.phaseOneOp} of a new branch ${xid}/${branchId}`,
+    } catch (err) {
+      if (!(err instanceof IllegalStatusError)) throw err;
+      const status = err.globalStatus;
+      if (isGlobalStatus(status) && isTimeoutRollback(status))
+        throw new GlobalTimeoutError(xid, status, 0, { cause: err });
+      const local: unknown = signal?.reason;
+      if (local instanceof GlobalTimeoutError)
+        throw new GlobalTimeoutError(xid, local.status, local.timeoutMs, { cause: err });
+      throw err;
+    }
+  }
+
+  /** Phase one of a registered branch: the hook, then the step (fenced), bound to the xid. */
+  async function phaseOne(
+    args: A,
+    xid: string,
+    branchId: string,
+    signal: AbortSignal | undefined,
+  ): Promise<R> {
+    let result: Awaited<ReturnType<typeof fenced<R>>>;
+    try {
+      await deps.hooks.afterBranchRegister?.(pointOf(xid, branchId, spec.phaseOneOp));
+      result = await runWithXid(
+        xid,
+        () => fenced(spec.phaseOneOp, xid, branchId, async (ctx) => spec.phaseOne(args, ctx)),
+        { branchType: spec.branchType, signal },
       );
+    } catch (err) {
+      // Under a fence, an error from the step itself means its local transaction rolled
+      // back entirely: there is nothing to confirm or cancel. Saying so (PhaseOne_Failed)
+      // makes the TC drop the branch in phase two — so a transaction committed anyway
+      // (noRollbackFor) never confirms a try that did not happen. A FenceError may hide a
+      // commit whose outcome is unknown: then the branch stays, and its cancel (an empty
+      // rollback, or a real one) decides.
+      if (spec.fence !== undefined && !(err instanceof FenceError))
+        await reportPhaseOneFailed(xid, branchId);
+      throw err;
+    }
+    if (result.ran) return result.value;
+    if (result.outcome === 'hangingRefused')
+      throw new BranchRefusedError(xid, branchId, spec.resourceId);
+    // 'duplicate' or 'emptyRollback' for a try: impossible for a branch id the TC just issued.
+    assert(
+      false,
+      `fence answered ${result.outcome} for the ${spec.phaseOneOp} of a new branch ${xid}/${branchId}`,
+    );
+  }
+
+  const call = async (args: A): Promise<R> => {
+    deps.assertUsable();
+    const context = currentContext();
+    if (context === undefined) throw new NoGlobalTransactionError(spec.resourceId);
+    const { xid, signal } = context;
+    // The transaction's scope is over for this process (timeout, rollback): refused here,
+    // before anything reaches the TC.
+    if (signal?.aborted) throw signal.reason;
+    const applicationData = encodeActionContext(spec.resourceId, args);
+    return deps.tracker.run(async () => {
+      await deps.rm.ensureReady();
+      const branchId = await registerBranch(xid, applicationData, signal);
+      log.debug({ xid, branchId }, 'branch registered');
+      return phaseOne(args, xid, branchId, signal);
     });
   };
   return Object.assign(call, {

@@ -13,7 +13,7 @@
 import { randomBytes } from 'node:crypto';
 import { hostname } from 'node:os';
 import { BadRequestError } from '../../shared/errors.ts';
-import { silentLogger, type Logger } from '../../shared/logger.ts';
+import { toClientLogger, type LoggerLike } from '../logger.ts';
 import {
   registerSaga,
   registerTcc,
@@ -22,6 +22,7 @@ import {
   type TccActionDefinition,
 } from './actions.ts';
 import { ClientClosedError } from './errors.ts';
+import { validateHooks, type ClientHooks } from './hooks.ts';
 import {
   DEFAULT_CLOSE_DRAIN_MS,
   DEFAULT_TRANSACTION_TIMEOUT_MS,
@@ -38,6 +39,7 @@ import {
   type BeginOptions,
   type GlobalTransaction,
   type TransactionOptions,
+  type TransactionOutcome,
   type TransactionScope,
 } from './tm.ts';
 
@@ -63,8 +65,12 @@ export interface ClientOptions {
   applicationId: string;
   /** Seata's transaction service group. Default 'default_tx_group'. */
   transactionServiceGroup?: string;
-  /** Receives the SDK's logs (pino). Default: silent. */
-  logger?: Logger;
+  /**
+   * Receives the SDK's logs: a pino logger, or any logger with error/warn/info/debug methods
+   * (console, winston, bunyan). Default: pino at `warn` on stderr (CONCORD_LOG_LEVEL sets
+   * its level).
+   */
+  logger?: LoggerLike;
   /** This process's RM identity. Default `<applicationId>:<hostname>:<pid>:<random>`, new at every start. */
   clientId?: string;
   /** Timeout of transactions whose options name none, ms. Default 60 000. */
@@ -76,6 +82,12 @@ export interface ClientOptions {
    * or a shared connection). The client closes it on close().
    */
   tc?: TcPort;
+  /**
+   * For a service's own tests: callbacks at the points between the SDK's steps (after a
+   * branch is registered and before its try runs; before a confirm/cancel/compensate).
+   * `createBranchGate` builds them. Never needed in production.
+   */
+  hooks?: ClientHooks;
 }
 
 export interface TccApi {
@@ -105,6 +117,20 @@ export interface ConcordClient {
     fn: (scope: TransactionScope) => T | Promise<T>,
   ): Promise<T>;
   transaction<T>(fn: (scope: TransactionScope) => T | Promise<T>): Promise<T>;
+  /**
+   * transaction(), resolving with what happened too: the xid, the role, the status reached
+   * and whether phase two is `done` or still `pending` (see `waitForPhaseTwoMs`).
+   */
+  transactionOutcome<T>(
+    options: TransactionOptions,
+    fn: (scope: TransactionScope) => T | Promise<T>,
+  ): Promise<TransactionOutcome<T>>;
+  /**
+   * The callee's side: runs fn in the caller's global transaction — the one the request
+   * carried (TX_XID header, tx_xid metadata) and a propagation helper bound. Throws
+   * NoTransactionToJoinError when there is none; it NEVER begins one (Seata's MANDATORY).
+   */
+  joinTransaction<T>(fn: (scope: TransactionScope) => T | Promise<T>): Promise<T>;
   /** Begins a global transaction and hands out its handle (not bound: use `tx.run(fn)`). */
   begin(options?: BeginOptions): Promise<GlobalTransaction>;
   /** A handle on a transaction by xid (status, commit, rollback of one begun elsewhere). */
@@ -149,7 +175,8 @@ export function createClient(options: ClientOptions): ConcordClient {
     'transactionServiceGroup',
   );
   const group = requireName(options.group ?? DEFAULT_GROUP, 'group');
-  const logger = (options.logger ?? silentLogger()).child({ applicationId });
+  const logger = toClientLogger(options.logger).child({ applicationId });
+  const hooks = validateHooks(options.hooks);
   const clientId = requireName(
     options.clientId ??
       `${applicationId}:${hostname()}:${process.pid}:${randomBytes(4).toString('hex')}`,
@@ -198,7 +225,7 @@ export function createClient(options: ClientOptions): ConcordClient {
     assertOpen,
   });
   const rm = new ResourceManager({ tc, applicationId, transactionServiceGroup, clientId, logger });
-  const actionDeps = { tc, rm, clientId, applicationId, logger, tracker, assertUsable };
+  const actionDeps = { tc, rm, clientId, applicationId, logger, tracker, assertUsable, hooks };
 
   function transaction<T>(
     a: TransactionOptions | ((scope: TransactionScope) => T | Promise<T>),
@@ -213,6 +240,8 @@ export function createClient(options: ClientOptions): ConcordClient {
     transactionServiceGroup,
     clientId,
     transaction,
+    transactionOutcome: (txOptions, fn) => tm.outcome(txOptions ?? {}, fn),
+    joinTransaction: async (fn) => (await tm.join(fn)).value,
     begin: (beginOptions = {}) => tm.begin(beginOptions),
     globalTransaction: (xid: string) => tm.handle(xid),
     tcc: { register: (definition) => registerTcc(actionDeps, definition) },

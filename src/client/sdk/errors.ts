@@ -9,14 +9,18 @@ import {
   ConcordError,
   TimeoutError,
   type ConcordErrorOptions,
+  type ErrorCode,
 } from '../../shared/errors.ts';
+import { OutcomeUnknownError } from '../tc/errors.ts';
 import type { GlobalStatus } from './status.ts';
 
 /** Where a TC call was in the life of a transaction. */
 export type TransactionPhase = 'begin' | 'commit' | 'rollback' | 'status' | 'report' | 'branch';
 
 /**
- * A TC call did not answer in time (after the retries that were safe). `phase` says which:
+ * ONE TC call did not answer in time (after the retries that were safe) — not to be confused
+ * with GlobalTimeoutError, the whole global transaction outliving its `timeoutMs`. `phase`
+ * says which call:
  * begin (no transaction may exist, or one the TC will time out), commit or rollback (the
  * decision is unknown to the caller: ask `status()`; a transaction the TC never decided is
  * rolled back at its timeout), branch (the branch may or may not be registered; the
@@ -45,9 +49,21 @@ export class TransactionOutcomeUnknownError extends TransactionTimeoutError {
   readonly outcomeUnknown = true as const;
   constructor(phase: TransactionPhase, xid: string | null, options: ConcordErrorOptions = {}) {
     super(phase, xid, options);
-    const cause = options.cause instanceof Error ? `: ${options.cause.message}` : '';
-    this.message = `${phase} of ${xid ?? 'a new global transaction'}: outcome unknown${cause}`;
+    this.message = `${phase} of ${xid ?? 'a new global transaction'}: outcome unknown${unknownDetail(options.cause)}`;
   }
+}
+
+/**
+ * What a cause adds to "outcome unknown", without saying it twice: the TC client's
+ * OutcomeUnknownError contributes its attempts, time and last failure, not its own
+ * "<Method>: outcome unknown …" sentence.
+ */
+function unknownDetail(cause: unknown): string {
+  if (cause instanceof OutcomeUnknownError) {
+    const last = cause.cause instanceof Error ? cause.cause.message : String(cause.cause);
+    return ` after ${cause.attempts} attempt(s) in ${cause.elapsedMs} ms, and it may or may not have taken effect (last failure: ${last})`;
+  }
+  return cause instanceof Error ? `: ${cause.message}` : '';
 }
 
 /** True for an error whose call may or may not have taken effect (`outcomeUnknown: true`). */
@@ -64,15 +80,32 @@ export class TransactionPropagationError extends ConcordError {
   readonly propagation: string;
   /** The transaction found (NEVER), or null (MANDATORY). */
   readonly xid: string | null;
-  constructor(propagation: string, xid: string | null) {
+  constructor(propagation: string, xid: string | null, message?: string) {
     super(
       'ILLEGAL_STATUS',
-      xid === null
-        ? `propagation ${propagation} needs an existing global transaction, and none is bound`
-        : `propagation ${propagation} forbids an existing global transaction, and ${xid} is bound`,
+      message ??
+        (xid === null
+          ? `propagation ${propagation} needs an existing global transaction, and none is bound`
+          : `propagation ${propagation} forbids an existing global transaction, and ${xid} is bound`),
     );
     this.propagation = propagation;
     this.xid = xid;
+  }
+}
+
+/**
+ * `joinTransaction` found no caller's transaction to join: the request carried no xid (no
+ * `TX_XID` header or `tx_xid` metadata), or no propagation middleware bound it. Nothing was
+ * begun: a callee never turns into a TM by accident. A TransactionPropagationError
+ * (MANDATORY).
+ */
+export class NoTransactionToJoinError extends TransactionPropagationError {
+  constructor() {
+    super(
+      'MANDATORY',
+      null,
+      'joinTransaction needs the caller’s global transaction, and none is bound: the request carried no TX_XID header (tx_xid metadata), or no propagation middleware (wrapHttpHandler, xidMiddleware, xidFastifyPlugin, withXidFromMetadata) bound it; nothing was begun',
+    );
   }
 }
 
@@ -95,14 +128,68 @@ export class NoGlobalTransactionError extends ConcordError {
 export class TransactionRolledBackError extends ConcordError {
   readonly xid: string;
   readonly status: GlobalStatus;
-  constructor(xid: string, status: GlobalStatus, options: ConcordErrorOptions = {}) {
+  constructor(
+    xid: string,
+    status: GlobalStatus,
+    options: ConcordErrorOptions = {},
+    /** For subclasses: their own code and message. */
+    own: { code: ErrorCode; message: string } = {
+      code: 'ILLEGAL_STATUS',
+      message: `global transaction ${xid} was rolled back instead of committed (${status})`,
+    },
+  ) {
+    super(own.code, own.message, options);
+    this.xid = xid;
+    this.status = status;
+  }
+}
+
+/**
+ * The global transaction outlived its `timeoutMs` and is rolled back (the TC's
+ * TimeoutRollbacking … TimeoutRollbacked): thrown by a commit the TC answered with a timeout
+ * rollback, by a branch call the TC refused for that reason, and used as the reason of the
+ * scope's AbortSignal when the timeout passes while the function still runs. A
+ * TransactionRolledBackError (nothing of the transaction is kept), with `code` TIMEOUT;
+ * distinct from TransactionTimeoutError, which is ONE TC call that did not answer.
+ * Retryable: running the whole transaction again is safe.
+ */
+export class GlobalTimeoutError extends TransactionRolledBackError {
+  /** The transaction's timeout, ms (0 when this process did not begin it and so does not know it). */
+  readonly timeoutMs: number;
+  constructor(
+    xid: string,
+    status: GlobalStatus,
+    timeoutMs: number,
+    options: ConcordErrorOptions = {},
+  ) {
+    const after = timeoutMs > 0 ? ` of ${timeoutMs} ms` : '';
+    super(
+      xid,
+      status,
+      { retryable: true, ...options },
+      {
+        code: 'TIMEOUT',
+        message: `global transaction ${xid} outlived its timeout${after} and is rolled back (${status})`,
+      },
+    );
+    this.timeoutMs = timeoutMs;
+  }
+}
+
+/**
+ * The transaction this work belongs to is being rolled back — its function threw, or
+ * `rollback()` was called — so the scope's AbortSignal was aborted with this reason, and
+ * branch calls made after that are refused before they reach the TC.
+ */
+export class TransactionRollingBackError extends ConcordError {
+  readonly xid: string;
+  constructor(xid: string, options: ConcordErrorOptions = {}) {
     super(
       'ILLEGAL_STATUS',
-      `global transaction ${xid} was rolled back instead of committed (${status})`,
+      `global transaction ${xid} is being rolled back: work of its scope must stop, and no branch may join it`,
       options,
     );
     this.xid = xid;
-    this.status = status;
   }
 }
 

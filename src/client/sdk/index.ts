@@ -6,9 +6,15 @@ export type {
   BeginOptions,
   TransactionOptions,
   TransactionScope,
+  TransactionRole,
+  TransactionOutcome,
   GlobalTransaction,
   NoRollbackRule,
 } from './tm.ts';
+export type { PhaseTwoOutcome, PhaseTwoState } from './phase-two-wait.ts';
+export type { ClientHooks, BranchPoint } from './hooks.ts';
+export { createBranchGate, MAX_GATE_WAITING } from './testing.ts';
+export type { BranchGate, BranchGateOptions } from './testing.ts';
 export { Propagation, planPropagation } from './propagation-mode.ts';
 export type { PropagationPlan } from './propagation-mode.ts';
 export type {
@@ -24,6 +30,9 @@ export {
   TransactionPropagationError,
   NoGlobalTransactionError,
   TransactionRolledBackError,
+  GlobalTimeoutError,
+  TransactionRollingBackError,
+  NoTransactionToJoinError,
   TransactionFailedError,
   BranchRefusedError,
   UnretryableBranchError,
@@ -54,4 +63,5 @@ export {
   RM_READY_TIMEOUT_MS,
   DEFAULT_CLOSE_DRAIN_MS,
   COMMIT_OUTCOME_QUERY_MS,
+  MAX_PHASE_TWO_WAIT_MS,
 } from './limits.ts';

@@ -36,3 +36,9 @@ export const DEFAULT_CLOSE_DRAIN_MS = 30_000;
  * the whole commit budget, so this is a last look, not a second wait.
  */
 export const COMMIT_OUTCOME_QUERY_MS = 5_000;
+/** The longest a caller may wait for phase two to finish (waitForPhaseTwoMs), ms. */
+export const MAX_PHASE_TWO_WAIT_MS = 60 * 60 * 1000;
+/** Waiting for phase two polls GetStatus with a backoff from this pause, ms … */
+export const PHASE_TWO_POLL_MIN_MS = 50;
+/** … doubling up to this one, ms. */
+export const PHASE_TWO_POLL_MAX_MS = 1_000;

@@ -4,26 +4,41 @@
  * built on, for code that must commit or roll back by itself.
  *
  * The outcome rules, as Seata's template has them:
- * - fn returns → commit. A commit the TC answers with a rollback (the transaction outlived
- *   its timeout) throws TransactionRolledBackError; a commit that gave up (CommitFailed)
- *   throws TransactionFailedError. A commit still retrying phase two (CommitRetrying) is a
- *   success: the decision is durable and the TC finishes it.
+ * - fn returns → commit. A commit the TC answers with a timeout rollback (the transaction
+ *   outlived its timeout) throws GlobalTimeoutError, another rollback
+ *   TransactionRolledBackError; a commit that gave up (CommitFailed) throws
+ *   TransactionFailedError. A commit still retrying phase two (CommitRetrying) is a success:
+ *   the decision is durable and the TC finishes it (`waitForPhaseTwoMs` waits for that, and
+ *   `transactionOutcome` says whether it happened).
+ * - fn returns after the transaction's timeout passed (its scope's AbortSignal fired) → roll
+ *   back and throw GlobalTimeoutError: work that stopped half-way at the signal must never
+ *   be committed.
  * - A commit whose outcome is unknown (the client's retries ran out of budget, e.g. the
  *   cluster had no reachable leader that long) is NEVER followed by a rollback: the commit
  *   may have taken effect. The TM asks GetStatus: a decided status is the answer (as if the
  *   commit had returned it); Begin means the commit did not take effect, so it commits
  *   again (safe to repeat). If even that cannot be learned, it throws
  *   TransactionOutcomeUnknownError (`outcomeUnknown: true`, a TransactionTimeoutError).
- * - fn throws → roll back, then rethrow fn's error unchanged — also when the rollback call
- *   itself failed (logged): the TC never commits a transaction nobody committed, it rolls
- *   it back at its timeout, so "rolled back" stays true.
- * - fn throws an error `noRollbackFor` accepts → commit anyway, then rethrow it.
+ * - fn throws → roll back (the scope's AbortSignal fires first), then rethrow fn's error
+ *   unchanged — also when the rollback call itself failed (logged): the TC never commits a
+ *   transaction nobody committed, it rolls it back at its timeout, so "rolled back" stays
+ *   true.
+ * - fn throws an error `noRollbackFor` accepts → commit anyway (unless the timeout passed),
+ *   then rethrow it.
  */
 import { BadRequestError, ConcordError } from '../../shared/errors.ts';
-import type { Logger } from '../../shared/logger.ts';
-import { assertValidXid, currentXid, runWithoutXid, runWithXid } from '../context.ts';
+import {
+  assertValidXid,
+  currentContext,
+  currentXid,
+  runWithoutXid,
+  runWithXid,
+} from '../context.ts';
+import type { Logger } from '../logger.ts';
 import { IllegalStatusError } from '../tc/errors.ts';
 import {
+  GlobalTimeoutError,
+  NoTransactionToJoinError,
   TransactionFailedError,
   TransactionOutcomeUnknownError,
   TransactionRolledBackError,
@@ -31,6 +46,7 @@ import {
   isOutcomeUnknown,
   toPhaseError,
 } from './errors.ts';
+import { NEVER_ABORTED, TransactionLifetime } from './lifetime.ts';
 import {
   COMMIT_OUTCOME_QUERY_MS,
   DEFAULT_TRANSACTION_TIMEOUT_MS,
@@ -38,8 +54,20 @@ import {
   MAX_TRANSACTION_TIMEOUT_MS,
   MIN_TRANSACTION_TIMEOUT_MS,
 } from './limits.ts';
+import {
+  validatePhaseTwoWait,
+  waitForPhaseTwo,
+  type PhaseTwoOutcome,
+  type PhaseTwoState,
+} from './phase-two-wait.ts';
 import { Propagation, isPropagation, planPropagation } from './propagation-mode.ts';
-import { GlobalStatus, decisionOf, isFailedStatus } from './status.ts';
+import {
+  GlobalStatus,
+  decisionOf,
+  isEndStatus,
+  isFailedStatus,
+  isTimeoutRollback,
+} from './status.ts';
 import type { TcPort } from './tc-port.ts';
 import type { InflightTracker } from './tracker.ts';
 
@@ -59,14 +87,47 @@ export interface TransactionOptions extends BeginOptions {
   propagation?: Propagation;
   /** Errors that do not roll back: the transaction commits, then the error is rethrown. Default: none. */
   noRollbackFor?: NoRollbackRule;
+  /**
+   * After a commit whose phase two is still running (the TC retries confirms an RM has not
+   * answered yet), wait up to this long for it to finish, ms. Default 0: resolve as soon as
+   * the decision is durable. `transactionOutcome` says whether it finished (`phaseTwo`).
+   */
+  waitForPhaseTwoMs?: number;
 }
+
+export type TransactionRole = 'launcher' | 'participant' | 'none';
 
 /** What a transactional function is told about its scope. */
 export interface TransactionScope {
   /** The transaction bound while fn runs; undefined when it runs without one (SUPPORTS, NOT_SUPPORTED, NEVER). */
   readonly xid: string | undefined;
   /** launcher: this scope began it and ends it. participant: it joined the caller's. none: no transaction. */
-  readonly role: 'launcher' | 'participant' | 'none';
+  readonly role: TransactionRole;
+  /**
+   * Aborted when the transaction is over for this process: its global timeout passed
+   * (reason: GlobalTimeoutError) or it is being rolled back (reason:
+   * TransactionRollingBackError). Hand it to fetch, database drivers, loops. Branch calls
+   * made after it fired are refused before they reach the TC. In a participant that joined
+   * a transaction begun in ANOTHER process (a callee), it never fires: that process's TM
+   * owns the timeout; the TC refuses the branch instead.
+   */
+  readonly signal: AbortSignal;
+}
+
+/** What `transactionOutcome` resolves with. */
+export interface TransactionOutcome<T> {
+  /** What fn returned. */
+  readonly value: T;
+  readonly xid: string | undefined;
+  readonly role: TransactionRole;
+  /** The launcher's last known status of the transaction (after waiting, if asked); undefined for a participant or none. */
+  readonly status: GlobalStatus | undefined;
+  /**
+   * done: phase two finished (every confirm ran: the effects are there). pending: the
+   * commit is durable, confirms are still being delivered by the TC. null: this scope did
+   * not begin the transaction (participant) or ran without one.
+   */
+  readonly phaseTwo: PhaseTwoState | null;
 }
 
 /**
@@ -77,7 +138,9 @@ export interface GlobalTransaction {
   readonly xid: string;
   readonly name: string;
   readonly timeoutMs: number;
-  /** Runs fn with this transaction bound to the async context (branches and outgoing calls join it). */
+  /** Aborted at the global timeout, on rollback(), or when a commit found it rolled back (see TransactionScope.signal). */
+  readonly signal: AbortSignal;
+  /** Runs fn with this transaction (and its signal) bound to the async context (branches and outgoing calls join it). */
   run<T>(fn: () => T): T;
   /**
    * Commits. Resolves with the status reached: Committed, or Committing / CommitRetrying /
@@ -93,6 +156,11 @@ export interface GlobalTransaction {
   rollback(): Promise<GlobalStatus>;
   /** The status now, as the leader knows it (linearizable). */
   status(): Promise<GlobalStatus>;
+  /**
+   * Waits, at most `timeoutMs`, until the transaction reaches an end state: `done` with it,
+   * or `pending` with the last status seen. Throws TransactionFailedError for a *Failed end.
+   */
+  waitForPhaseTwo(timeoutMs: number): Promise<PhaseTwoOutcome>;
   /**
    * Reports the status the caller's own engine reached (Seata's GlobalReport, for Saga
    * engines that run phase two themselves). Reporting Committed or Rollbacked ENDS the
@@ -201,6 +269,13 @@ async function learnCommitOutcome(
   throw new TransactionOutcomeUnknownError('commit', xid, { cause: unknown });
 }
 
+/** The error a commit answered with `status` (a rollback decision) stands for. */
+function rolledBackError(xid: string, status: GlobalStatus, timeoutMs: number): Error {
+  return isTimeoutRollback(status)
+    ? new GlobalTimeoutError(xid, status, timeoutMs)
+    : new TransactionRolledBackError(xid, status);
+}
+
 export class TransactionManager {
   private readonly log: Logger;
 
@@ -212,6 +287,7 @@ export class TransactionManager {
   async begin(options: BeginOptions = {}): Promise<GlobalTransaction> {
     this.deps.assertOpen();
     const { name, timeoutMs } = validateBeginOptions(options, this.deps.defaultTimeoutMs);
+    const startedAt = performance.now();
     const xid = await inPhase('begin', null, () =>
       this.deps.tc.begin({
         name,
@@ -221,11 +297,16 @@ export class TransactionManager {
       }),
     );
     this.log.debug({ xid, name, timeoutMs }, 'global transaction begun');
-    return this.handle(xid, name, timeoutMs);
+    return this.handle(xid, name, timeoutMs, new TransactionLifetime(xid, timeoutMs, startedAt));
   }
 
   /** A handle on an existing transaction (one this process did not begin: an operator tool, a recovery job). */
-  handle(xid: string, name = '', timeoutMs = 0): GlobalTransaction {
+  handle(
+    xid: string,
+    name = '',
+    timeoutMs = 0,
+    lifetime = new TransactionLifetime(xid, 0, 0),
+  ): GlobalTransaction {
     assertValidXid(xid);
     const { tc } = this.deps;
     const log = this.log;
@@ -233,7 +314,8 @@ export class TransactionManager {
       xid,
       name,
       timeoutMs,
-      run: <T>(fn: () => T) => runWithXid(xid, fn),
+      signal: lifetime.signal,
+      run: <T>(fn: () => T) => runWithXid(xid, fn, { signal: lifetime.signal }),
       async commit() {
         let status: GlobalStatus;
         try {
@@ -241,9 +323,15 @@ export class TransactionManager {
         } catch (err) {
           if (!isOutcomeUnknown(err)) throw toPhaseError(err, 'commit', xid);
           status = await learnCommitOutcome(tc, xid, err, log);
+        } finally {
+          lifetime.end(); // asked to commit: the local timer has nothing left to time
         }
         log.debug({ xid, status }, 'commit answered');
-        if (decisionOf(status) === 'rollback') throw new TransactionRolledBackError(xid, status);
+        if (decisionOf(status) === 'rollback') {
+          const err = rolledBackError(xid, status, timeoutMs);
+          lifetime.abort(err);
+          throw err;
+        }
         if (isFailedStatus(status)) throw new TransactionFailedError(xid, status);
         // Begin or Unknown after a commit: the TC did not decide; say so rather than guess.
         if (decisionOf(status) !== 'commit')
@@ -251,6 +339,7 @@ export class TransactionManager {
         return status;
       },
       async rollback() {
+        lifetime.rollingBack();
         const status = await inPhase('rollback', xid, () => tc.rollback(xid));
         log.debug({ xid, status }, 'rollback answered');
         if (decisionOf(status) === 'commit')
@@ -259,6 +348,8 @@ export class TransactionManager {
         return status;
       },
       status: () => inPhase('status', xid, () => tc.getStatus(xid)),
+      waitForPhaseTwo: (ms: number) =>
+        waitForPhaseTwo(tc, xid, null, validatePhaseTwoWait(ms, 'timeoutMs')),
       report: (status: GlobalStatus) => inPhase('report', xid, () => tc.globalReport(xid, status)),
     };
   }
@@ -268,22 +359,29 @@ export class TransactionManager {
     options: TransactionOptions,
     fn: (scope: TransactionScope) => T | Promise<T>,
   ): Promise<T> {
+    return (await this.outcome(options, fn)).value;
+  }
+
+  /** transaction(), resolving with what happened as well as fn's value. */
+  async outcome<T>(
+    options: TransactionOptions,
+    fn: (scope: TransactionScope) => T | Promise<T>,
+  ): Promise<TransactionOutcome<T>> {
     if (typeof fn !== 'function') throw new BadRequestError('transaction needs a function');
     const propagation = options.propagation ?? Propagation.REQUIRED;
     if (!isPropagation(propagation)) planPropagation(propagation, undefined); // throws the precise BadRequestError
     const noRollbackFor = validateNoRollbackRule(options.noRollbackFor);
     validateBeginOptions(options, this.deps.defaultTimeoutMs);
+    const waitMs = validatePhaseTwoWait(options.waitForPhaseTwoMs);
     const plan = planPropagation(propagation, currentXid());
 
-    if (plan.action === 'join') {
-      const scope: TransactionScope = { xid: plan.xid, role: 'participant' };
-      return runWithXid(plan.xid, () => fn(scope));
-    }
+    if (plan.action === 'join') return { ...(await this.join(fn)), status: undefined };
     if (plan.action === 'none') {
       if (plan.suspends !== null)
         this.log.debug({ suspended: plan.suspends, propagation }, 'transaction suspended');
-      const scope: TransactionScope = { xid: undefined, role: 'none' };
-      return runWithoutXid(() => fn(scope));
+      const scope: TransactionScope = { xid: undefined, role: 'none', signal: NEVER_ABORTED };
+      const value = await runWithoutXid(() => fn(scope));
+      return { value, xid: undefined, role: 'none', status: undefined, phaseTwo: null };
     }
     if (plan.suspends !== null)
       this.log.debug(
@@ -293,40 +391,83 @@ export class TransactionManager {
     // The new transaction runs outside the suspended one: begin, fn, commit/rollback all
     // happen under its own binding, and the caller's comes back when this returns.
     return this.deps.tracker.run(() =>
-      runWithoutXid(() => this.launch(options, noRollbackFor, fn)),
+      runWithoutXid(() => this.launch(options, noRollbackFor, waitMs, fn)),
     );
+  }
+
+  /**
+   * Runs fn as a participant of the transaction bound to the caller (Seata's MANDATORY):
+   * the callee's side of a call that carried an xid. Throws NoTransactionToJoinError when
+   * none is bound — it never begins one.
+   */
+  async join<T>(
+    fn: (scope: TransactionScope) => T | Promise<T>,
+  ): Promise<{ value: T; xid: string; role: 'participant'; phaseTwo: null }> {
+    if (typeof fn !== 'function') throw new BadRequestError('joinTransaction needs a function');
+    const context = currentContext();
+    if (context === undefined) throw new NoTransactionToJoinError();
+    const { xid } = context;
+    const scope: TransactionScope = {
+      xid,
+      role: 'participant',
+      signal: context.signal ?? NEVER_ABORTED,
+    };
+    const value = await runWithXid(xid, () => fn(scope), { signal: context.signal });
+    return { value, xid, role: 'participant', phaseTwo: null };
   }
 
   private async launch<T>(
     options: TransactionOptions,
     noRollbackFor: NoRollbackRule | undefined,
+    waitMs: number,
     fn: (scope: TransactionScope) => T | Promise<T>,
-  ): Promise<T> {
+  ): Promise<TransactionOutcome<T>> {
     const tx = await this.begin(options);
-    const scope: TransactionScope = { xid: tx.xid, role: 'launcher' };
-    let result: T;
+    const scope: TransactionScope = { xid: tx.xid, role: 'launcher', signal: tx.signal };
+    let value: T;
     try {
-      result = await tx.run(() => fn(scope));
+      value = await tx.run(() => fn(scope));
     } catch (err) {
-      if (isNoRollback(noRollbackFor, err, this.log)) {
-        this.log.debug({ xid: tx.xid, err }, 'error listed in noRollbackFor: committing anyway');
-        try {
-          await tx.commit();
-        } catch (commitErr) {
-          // The caller asked for a commit and did not get one: that outweighs the business error.
-          this.log.warn(
-            { xid: tx.xid, err, commitErr },
-            'commit after a noRollbackFor error failed',
-          );
-          throw commitErr;
-        }
-        throw err;
-      }
-      await this.rollbackAfterFailure(tx, err);
+      await this.afterFailure(tx, err, noRollbackFor);
       throw err;
     }
-    await tx.commit();
-    return result;
+    if (tx.signal.aborted) {
+      // The global timeout passed while fn ran: whatever fn did after the signal fired (or
+      // did not do because of it) must not be committed.
+      const reason: unknown = tx.signal.reason;
+      this.log.warn(
+        { xid: tx.xid, timeoutMs: tx.timeoutMs },
+        'transaction outlived its timeout; rolling back',
+      );
+      await this.rollbackAfterFailure(tx, reason);
+      throw reason;
+    }
+    const committed = await tx.commit();
+    const { status, phaseTwo } =
+      waitMs > 0
+        ? await waitForPhaseTwo(this.deps.tc, tx.xid, committed, waitMs)
+        : ({ status: committed, phaseTwo: isEndStatus(committed) ? 'done' : 'pending' } as const);
+    return { value, xid: tx.xid, role: 'launcher', status, phaseTwo };
+  }
+
+  /** fn threw: commit anyway when noRollbackFor says so (and the timeout has not passed), else roll back. */
+  private async afterFailure(
+    tx: GlobalTransaction,
+    err: unknown,
+    noRollbackFor: NoRollbackRule | undefined,
+  ): Promise<void> {
+    if (tx.signal.aborted || !isNoRollback(noRollbackFor, err, this.log)) {
+      await this.rollbackAfterFailure(tx, err);
+      return;
+    }
+    this.log.debug({ xid: tx.xid, err }, 'error listed in noRollbackFor: committing anyway');
+    try {
+      await tx.commit();
+    } catch (commitErr) {
+      // The caller asked for a commit and did not get one: that outweighs the business error.
+      this.log.warn({ xid: tx.xid, err, commitErr }, 'commit after a noRollbackFor error failed');
+      throw commitErr;
+    }
   }
 
   private async rollbackAfterFailure(tx: GlobalTransaction, cause: unknown): Promise<void> {

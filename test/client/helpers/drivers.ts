@@ -13,6 +13,10 @@ import {
   type MysqlFenceTx,
   type PgFenceTx,
 } from '../../../src/client/fence/index.ts';
+import { silentLogger } from '../../../src/shared/logger.ts';
+
+/** The fences of the tests log nothing unless a test passes its own logger (the default is pino at warn on stderr). */
+const quiet = silentLogger();
 
 export interface SqlResult {
   rows: Record<string, unknown>[];
@@ -60,7 +64,8 @@ export function pgDriver(pool: pg.Pool, schema: string): FenceDriver<PgFenceTx> 
   return {
     dialect: 'postgres',
     names,
-    newFence: (options = {}) => createPgFence(pool, { table: names.fence, ...options }),
+    newFence: (options = {}) =>
+      createPgFence(pool, { table: names.fence, logger: quiet, ...options }),
     sql: (text, values) => run((t, v) => pool.query(t, v), text, values),
     txSql: (tx, text, values) => run((t, v) => tx.query(t, v), text, values),
     async connection() {
@@ -108,7 +113,8 @@ export function mysqlDriver(pool: mysql.Pool, prefix: string): FenceDriver<Mysql
   return {
     dialect: 'mysql',
     names,
-    newFence: (options = {}) => createMysqlFence(pool, { table: names.fence, ...options }),
+    newFence: (options = {}) =>
+      createMysqlFence(pool, { table: names.fence, logger: quiet, ...options }),
     sql: async (text, values) =>
       shape(
         (await pool.query<RowDataPacket[] | ResultSetHeader>(toQuestionMarks(text), values))[0],

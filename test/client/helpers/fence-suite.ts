@@ -5,11 +5,14 @@
 import { describe, expect, it } from 'vitest';
 import { BadRequestError } from '../../../src/shared/errors.ts';
 import {
+  ConfirmWithoutTryError,
+  DEFAULT_RETRY_HORIZON_MS,
   FenceAbortedError,
   FenceConflictError,
   FenceMisuseError,
+  FenceRetentionError,
   FenceSchemaError,
-  MIN_FENCE_RETENTION_MS,
+  MIN_RETRY_HORIZON_MS,
   type FenceKey,
   type FenceOp,
   type IsolationLevel,
@@ -31,7 +34,11 @@ export function defineFenceSuite<Tx>(
 ): void {
   const d = () => getDriver();
   const fence = (
-    extra: { maxAttempts?: number; logger?: ReturnType<typeof capturingLogger>['logger'] } = {},
+    extra: {
+      maxAttempts?: number;
+      logger?: ReturnType<typeof capturingLogger>['logger'];
+      retryHorizonMs?: number;
+    } = {},
   ) => d().newFence({ isolationLevel: isolation, ...extra });
   const key = (xid: string, branchId: string, op: FenceOp): FenceKey => ({ xid, branchId, op });
 
@@ -74,10 +81,89 @@ export function defineFenceSuite<Tx>(
       const f = fence();
       const [xid, b] = [newXid(), newBranchId()];
       const body = async (tx: Tx) => void (await record(tx, xid, b, 'confirm'));
+      expect(await f.run(key(xid, b, 'try'), (tx) => record(tx, xid, b, 'try'))).toBe('executed');
       expect(await f.run(key(xid, b, 'confirm'), body)).toBe('executed');
       expect(await f.run(key(xid, b, 'confirm'), body)).toBe('duplicate');
       expect(await f.run({ xid, branchId: BigInt(b), op: 'confirm' }, body)).toBe('duplicate');
-      expect(await ledger(xid, b)).toEqual(['confirm']);
+      expect(await ledger(xid, b)).toEqual(['try', 'confirm']);
+    });
+
+    it("a confirm must find its try (as Seata's commit fence): without one, or after an empty rollback, it fails with ConfirmWithoutTryError, writes nothing and never runs the business confirm", async () => {
+      const f = fence();
+      const [xid, noTry, rolledBack, failedTry] = [
+        newXid(),
+        newBranchId(),
+        newBranchId(),
+        newBranchId(),
+      ];
+      let ran = 0;
+      const confirm = (b: string) =>
+        f.run(key(xid, b, 'confirm'), async (tx) => {
+          ran++;
+          await record(tx, xid, b, 'confirm');
+        });
+      const err = await confirm(noTry).catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(ConfirmWithoutTryError);
+      expect(err).toMatchObject({ xid, branchId: noTry, found: 'noTry', retryable: false });
+      expect(await fenceRows(xid, noTry)).toEqual([]);
+      // Refused again on redelivery; and a try arriving afterwards still runs (nothing barred it).
+      await expect(confirm(noTry)).rejects.toBeInstanceOf(ConfirmWithoutTryError);
+      expect(await f.run(key(xid, noTry, 'try'), (tx) => record(tx, xid, noTry, 'try'))).toBe(
+        'executed',
+      );
+      expect(await confirm(noTry)).toBe('executed');
+      expect(await ledger(xid, noTry)).toEqual(['try', 'confirm']);
+
+      // An empty rollback wrote the try row (reason cancel): the try never ran.
+      expect(await f.run(key(xid, rolledBack, 'cancel'), () => {})).toBe('emptyRollback');
+      await expect(confirm(rolledBack)).rejects.toMatchObject({
+        name: 'ConfirmWithoutTryError',
+        found: 'rolledBack',
+      });
+      expect(await fenceRows(xid, rolledBack)).toEqual(['cancel/cancel', 'try/cancel']);
+
+      // A try whose business step failed left no row: its confirm is refused too.
+      await expect(
+        f.run(key(xid, failedTry, 'try'), () => Promise.reject(new Error('out of stock'))),
+      ).rejects.toThrow('out of stock');
+      await expect(confirm(failedTry)).rejects.toBeInstanceOf(ConfirmWithoutTryError);
+      expect(ran).toBe(1);
+      expect(await ledger(xid, rolledBack)).toEqual([]);
+      expect(await ledger(xid, failedTry)).toEqual([]);
+    });
+
+    it("a confirm that races its try still in flight waits for it and sees the try's writes", async () => {
+      const f = fence();
+      const [xid, b] = [newXid(), newBranchId()];
+      let releaseTry!: () => void;
+      const tryHeld = new Promise<void>((resolve) => (releaseTry = resolve));
+      let tryInside!: () => void;
+      const tryStarted = new Promise<void>((resolve) => (tryInside = resolve));
+      const tryRun = f.run(key(xid, b, 'try'), async (tx) => {
+        await d().txSql(
+          tx,
+          `INSERT INTO ${d().names.reservation} (xid, branch_id, amount) VALUES ($1, $2, 7)`,
+          [xid, b],
+        );
+        tryInside();
+        await tryHeld;
+      });
+      await tryStarted;
+      let seen: unknown[] = [];
+      const confirmRun = f.run(key(xid, b, 'confirm'), async (tx) => {
+        seen = (
+          await d().txSql(
+            tx,
+            `SELECT amount FROM ${d().names.reservation} WHERE xid = $1 AND branch_id = $2`,
+            [xid, b],
+          )
+        ).rows.map((r) => Number(r.amount));
+      });
+      await sleep(150); // the confirm is now blocked on the try's fence row
+      releaseTry();
+      expect(await tryRun).toBe('executed');
+      expect(await confirmRun).toBe('executed');
+      expect(seen).toEqual([7]);
     });
 
     it('a repeated try is a duplicate, not a second reservation', async () => {
@@ -201,7 +287,7 @@ export function defineFenceSuite<Tx>(
       const f = fence();
       const [xid, b] = [newXid(), newBranchId()];
       await expect(
-        f.run(key(xid, b, 'confirm'), async (tx) => {
+        f.run(key(xid, b, 'try'), async (tx) => {
           await d().txSql(tx, 'SELECT * FROM no_such_table_cf');
         }),
       ).rejects.toThrow(/no_such_table_cf/);
@@ -213,8 +299,8 @@ export function defineFenceSuite<Tx>(
       const [xid, b] = [newXid(), newBranchId()];
       if (d().dialect === 'postgres') {
         // Any error aborts a PostgreSQL transaction; COMMIT then answers ROLLBACK.
-        const run = f.run(key(xid, b, 'confirm'), async (tx) => {
-          await record(tx, xid, b, 'confirm');
+        const run = f.run(key(xid, b, 'try'), async (tx) => {
+          await record(tx, xid, b, 'try');
           await d()
             .txSql(tx, 'SELECT 1 / 0')
             .catch(() => {});
@@ -229,8 +315,8 @@ export function defineFenceSuite<Tx>(
         try {
           await holder.sql('START TRANSACTION');
           await holder.sql(`SELECT * FROM ${d().names.account} WHERE id = $1 FOR UPDATE`, [acct]);
-          const run = f.run(key(xid, b, 'confirm'), async (tx) => {
-            await record(tx, xid, b, 'confirm');
+          const run = f.run(key(xid, b, 'try'), async (tx) => {
+            await record(tx, xid, b, 'try');
             await d().txSql(tx, 'SET SESSION innodb_lock_wait_timeout = 1');
             await freeze(tx, acct, 1).catch(() => {});
             await d().txSql(tx, 'SET SESSION innodb_lock_wait_timeout = DEFAULT');
@@ -253,8 +339,8 @@ export function defineFenceSuite<Tx>(
     it('a connection killed inside the callback fails the run, commits nothing, and the pool recovers', async () => {
       const f = fence();
       const [xid, b] = [newXid(), newBranchId()];
-      const run = f.run(key(xid, b, 'confirm'), async (tx) => {
-        await record(tx, xid, b, 'confirm');
+      const run = f.run(key(xid, b, 'try'), async (tx) => {
+        await record(tx, xid, b, 'try');
         await d().txSql(
           tx,
           d().dialect === 'postgres'
@@ -267,30 +353,28 @@ export function defineFenceSuite<Tx>(
       expect(await ledger(xid, b)).toEqual([]);
       // The broken connection was discarded, not pooled: the next runs work.
       for (let i = 0; i < 3; i++)
-        expect(await f.run(key(xid, newBranchId(), 'confirm'), () => {})).toBe('executed');
-      expect(await f.run(key(xid, b, 'confirm'), (tx) => record(tx, xid, b, 'confirm'))).toBe(
-        'executed',
-      );
+        expect(await f.run(key(xid, newBranchId(), 'try'), () => {})).toBe('executed');
+      expect(await f.run(key(xid, b, 'try'), (tx) => record(tx, xid, b, 'try'))).toBe('executed');
     });
 
     it('the callback cannot end the fence transaction, nor use tx after it ended', async () => {
       const f = fence();
       const [xid, b] = [newXid(), newBranchId()];
       await expect(
-        f.run(key(xid, b, 'confirm'), async (tx) => {
-          await record(tx, xid, b, 'confirm');
+        f.run(key(xid, b, 'try'), async (tx) => {
+          await record(tx, xid, b, 'try');
           await d().txSql(tx, 'COMMIT');
         }),
       ).rejects.toBeInstanceOf(FenceMisuseError);
       await expect(
-        f.run(key(xid, b, 'confirm'), async (tx) => {
+        f.run(key(xid, b, 'try'), async (tx) => {
           await d().txSql(tx, '  rollback');
         }),
       ).rejects.toBeInstanceOf(FenceMisuseError);
       expect(await fenceRows(xid, b)).toEqual([]);
       let leaked: Tx | undefined;
       expect(
-        await f.run(key(xid, b, 'confirm'), (tx) => {
+        await f.run(key(xid, b, 'try'), (tx) => {
           leaked = tx;
         }),
       ).toBe('executed');
@@ -298,14 +382,14 @@ export function defineFenceSuite<Tx>(
       // Savepoints of the business's own are fine.
       const b2 = newBranchId();
       expect(
-        await f.run(key(xid, b2, 'confirm'), async (tx) => {
+        await f.run(key(xid, b2, 'try'), async (tx) => {
           await d().txSql(tx, 'SAVEPOINT mine');
-          await record(tx, xid, b2, 'confirm');
+          await record(tx, xid, b2, 'try');
           await d().txSql(tx, 'ROLLBACK TO SAVEPOINT mine');
-          await record(tx, xid, b2, 'confirm-2');
+          await record(tx, xid, b2, 'try-2');
         }),
       ).toBe('executed');
-      expect(await ledger(xid, b2)).toEqual(['confirm-2']);
+      expect(await ledger(xid, b2)).toEqual(['try-2']);
     });
 
     it('bad input is refused with BadRequestError before any database work', async () => {
@@ -332,9 +416,9 @@ export function defineFenceSuite<Tx>(
       expect(() => d().newFence({ isolationLevel: 'READ UNCOMMITTED' as IsolationLevel })).toThrow(
         BadRequestError,
       );
-      await expect(f.cleanup({ olderThanMs: 1_000 })).rejects.toBeInstanceOf(BadRequestError);
+      await expect(f.cleanup({ olderThanMs: 0 })).rejects.toBeInstanceOf(BadRequestError);
       await expect(
-        f.cleanup({ olderThanMs: MIN_FENCE_RETENTION_MS, batchSize: 0 }),
+        f.cleanup({ olderThanMs: DEFAULT_RETRY_HORIZON_MS, batchSize: 0 }),
       ).rejects.toBeInstanceOf(BadRequestError);
       expect(() => f.startCleanup({ everyMs: 1 })).toThrow(BadRequestError);
     });
@@ -416,10 +500,10 @@ export function defineFenceSuite<Tx>(
         await other.sql(`UPDATE ${d().names.account} SET balance = balance + 1 WHERE id = $1`, [
           a1,
         ]);
-        const run = f.run(key(xid, b, 'confirm'), async (tx) => {
+        const run = f.run(key(xid, b, 'try'), async (tx) => {
           attempts++;
           await freeze(tx, a2, 5);
-          await record(tx, xid, b, 'confirm');
+          await record(tx, xid, b, 'try');
           await freeze(tx, a1, 5); // waits for `other`, which then waits for us: a cycle
         });
         await sleep(100);
@@ -439,7 +523,7 @@ export function defineFenceSuite<Tx>(
       } finally {
         other.release();
       }
-      expect(await ledger(xid, b)).toEqual(['confirm']);
+      expect(await ledger(xid, b)).toEqual(['try']);
       expect((await account(a1)).frozen).toBe(5);
       expect((await account(a2)).frozen).toBe(5);
       const retried = records.filter((r) => r.why === 'conflict').length;
@@ -457,9 +541,9 @@ export function defineFenceSuite<Tx>(
       const [xid, b] = [newXid(), newBranchId()];
       let calls = 0;
       const err = await f
-        .run(key(xid, b, 'confirm'), async (tx) => {
+        .run(key(xid, b, 'try'), async (tx) => {
           calls++;
-          await record(tx, xid, b, 'confirm');
+          await record(tx, xid, b, 'try');
           throw deadlock();
         })
         .then(
@@ -476,14 +560,14 @@ export function defineFenceSuite<Tx>(
       expect(await ledger(xid, b)).toEqual([]);
 
       calls = 0;
-      const once = f.run(key(xid, b, 'confirm'), async (tx) => {
+      const once = f.run(key(xid, b, 'try'), async (tx) => {
         calls++;
-        await record(tx, xid, b, 'confirm');
+        await record(tx, xid, b, 'try');
         if (calls === 1) throw deadlock();
       });
       expect(await once).toBe('executed');
       expect(calls).toBe(2);
-      expect(await ledger(xid, b)).toEqual(['confirm']);
+      expect(await ledger(xid, b)).toEqual(['try']);
     });
 
     it('concurrent duplicate confirms: exactly one executes, without deadlocks', async () => {
@@ -491,6 +575,7 @@ export function defineFenceSuite<Tx>(
       for (let rep = 0; rep < CONCURRENCY_REPEATS; rep++) {
         const f = fence({ logger });
         const [xid, b] = [newXid(), newBranchId()];
+        expect(await f.run(key(xid, b, 'try'), () => {})).toBe('executed');
         const outcomes = await Promise.all(
           Array.from({ length: 12 }, () =>
             f.run(key(xid, b, 'confirm'), async (tx) => {
@@ -586,15 +671,15 @@ export function defineFenceSuite<Tx>(
     });
 
     it('cleanup deletes only rows older than the retention, in bounded batches; startCleanup runs it periodically and stops', async () => {
-      const f = fence();
+      const f = fence({ retryHorizonMs: MIN_RETRY_HORIZON_MS });
       const oldXid = newXid();
       const youngXid = newXid();
       const confirmMany = async (xid: string, n: number) => {
-        for (let i = 0; i < n; i++) await f.run(key(xid, newBranchId(), 'confirm'), () => {});
+        for (let i = 0; i < n; i++) await f.run(key(xid, newBranchId(), 'try'), () => {});
       };
       await confirmMany(oldXid, 23);
       await confirmMany(youngXid, 4);
-      await d().backdate(oldXid, 2 * MIN_FENCE_RETENTION_MS);
+      await d().backdate(oldXid, 2 * MIN_RETRY_HORIZON_MS);
       const count = async (xid: string) =>
         Number(
           (await d().sql(`SELECT COUNT(*) AS n FROM ${d().names.fence} WHERE xid = $1`, [xid]))
@@ -603,18 +688,18 @@ export function defineFenceSuite<Tx>(
 
       // Other tests' rows in the table are young, so only ours are eligible.
       const partial = await f.cleanup({
-        olderThanMs: MIN_FENCE_RETENTION_MS,
+        olderThanMs: MIN_RETRY_HORIZON_MS,
         batchSize: 5,
         maxBatches: 2,
       });
       expect(partial).toEqual({ deleted: 10, batches: 2, complete: false });
-      const rest = await f.cleanup({ olderThanMs: MIN_FENCE_RETENTION_MS, batchSize: 5 });
+      const rest = await f.cleanup({ olderThanMs: MIN_RETRY_HORIZON_MS, batchSize: 5 });
       expect(rest).toEqual({ deleted: 13, batches: 3, complete: true });
       expect(await count(oldXid)).toBe(0);
       expect(await count(youngXid)).toBe(4);
 
       // A row younger than the retention survives even a 0-row pass.
-      expect(await f.cleanup({ olderThanMs: MIN_FENCE_RETENTION_MS })).toEqual({
+      expect(await f.cleanup({ olderThanMs: MIN_RETRY_HORIZON_MS })).toEqual({
         deleted: 0,
         batches: 1,
         complete: true,
@@ -622,16 +707,59 @@ export function defineFenceSuite<Tx>(
 
       const again = newXid();
       await confirmMany(again, 7);
-      await d().backdate(again, 2 * MIN_FENCE_RETENTION_MS);
+      await d().backdate(again, 2 * MIN_RETRY_HORIZON_MS);
       const stop = f.startCleanup({
         everyMs: 20,
-        olderThanMs: MIN_FENCE_RETENTION_MS,
+        olderThanMs: MIN_RETRY_HORIZON_MS,
         batchSize: 3,
       });
       for (let i = 0; i < 100 && (await count(again)) > 0; i++) await sleep(20);
       await stop();
       expect(await count(again)).toBe(0);
       expect(await count(youngXid)).toBe(4);
+    });
+
+    it('cleanup never deletes a row younger than the retry horizon: by default rows live 24 h 10 min (every timeout the TC accepts plus its retry window), not one day', async () => {
+      const f = fence();
+      const [young, old] = [newXid(), newXid()];
+      expect(await f.run(key(young, newBranchId(), 'try'), () => {})).toBe('executed');
+      expect(await f.run(key(old, newBranchId(), 'try'), () => {})).toBe('executed');
+      const DAY_MS = 24 * 60 * 60 * 1000;
+      // A 24 h transaction decided at its timeout may still be retrying phase two here.
+      await d().backdate(young, DAY_MS + 5 * 60 * 1000);
+      await d().backdate(old, DEFAULT_RETRY_HORIZON_MS + 5 * 60 * 1000);
+      const count = async (xid: string) =>
+        Number(
+          (await d().sql(`SELECT COUNT(*) AS n FROM ${d().names.fence} WHERE xid = $1`, [xid]))
+            .rows[0]?.n,
+        );
+      try {
+        const result = await f.cleanup();
+        expect(result.deleted).toBeGreaterThanOrEqual(1);
+        expect(await count(old)).toBe(0);
+        expect(await count(young)).toBe(1);
+      } finally {
+        await d().sql(`DELETE FROM ${d().names.fence} WHERE xid = $1 OR xid = $2`, [young, old]);
+      }
+    });
+
+    it('a cleanup setting that would delete rows younger than the retry horizon is refused with FenceRetentionError, before any database work', async () => {
+      const f = fence();
+      const err = await f.cleanup({ olderThanMs: 60 * 60 * 1000 }).catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(FenceRetentionError);
+      expect(err).toMatchObject({ code: 'CONFIG_INVALID', retryable: false });
+      expect((err as Error).message).toMatch(/retryHorizonMs/);
+      await expect(f.cleanup({ olderThanMs: 24 * 60 * 60 * 1000 })).rejects.toBeInstanceOf(
+        FenceRetentionError,
+      );
+      expect(() => f.startCleanup({ olderThanMs: 60 * 1000 })).toThrow(FenceRetentionError);
+      // A shorter horizon is a declaration the service makes; it has a floor.
+      const short = fence({ retryHorizonMs: MIN_RETRY_HORIZON_MS });
+      await expect(short.cleanup({ olderThanMs: MIN_RETRY_HORIZON_MS - 1 })).rejects.toBeInstanceOf(
+        FenceRetentionError,
+      );
+      expect(() => fence({ retryHorizonMs: MIN_RETRY_HORIZON_MS - 1 })).toThrow(BadRequestError);
+      expect(() => fence({ retryHorizonMs: 60 * 1000 })).toThrow(/retryHorizonMs/);
     });
   });
 }

@@ -11,7 +11,8 @@ import { freePorts, http, killPid, spawnCli, waitFor } from '../../ops/helpers.t
 
 /** Raft tick of the test cluster, ms: elections in ~0.5–1 s. */
 const TICK_MS = 50;
-const START_TIMEOUT_MS = 60_000;
+/** Generous: two cluster files may start at once on a loaded two-core machine. */
+const START_TIMEOUT_MS = 120_000;
 const STOP_GRACE_MS = 15_000;
 
 export interface TestCluster {
