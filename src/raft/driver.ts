@@ -6,12 +6,13 @@
  * checks.
  *
  * One round (a "Ready"), strictly in this order:
- *   1. persist hardState + entries + received snapshot in ONE synced write (a leader's
- *      appends and heartbeats may leave before it: they depend only on its durable term);
- *   2. only then send the Ready's other messages (vote grants and append responses depend on 1);
- *   3. restore the received snapshot into the state machine, apply committed entries
- *      (those already durable on this node are applied before step 1, see handleReady);
- *   4. resolve the proposals and reads they complete; core.advance(ready).
+ *   1. send the Ready's `messages`, which the core says may leave before the write (a
+ *      leader's appends and heartbeats of its durable term); apply the committed entries
+ *      that are already durable here;
+ *   2. persist hardState + entries + received snapshot in ONE synced write;
+ *   3. only then send `messagesAfterPersist` (vote grants and append responses depend on 2);
+ *   4. restore the received snapshot into the state machine, apply the other committed
+ *      entries; resolve the proposals and reads they complete; core.advance(ready).
  * Only one round runs at a time. Messages, ticks and proposals that arrive while a round
  * awaits the disk step the core at once and make the loop run again.
  *
@@ -64,14 +65,6 @@ export const DEFAULT_MAX_PENDING_READS = 4_096;
 export const DEFAULT_READ_TIMEOUT_TICKS = 50;
 
 /** A request refused because a bounded queue of the driver is full. Retry later (with backoff). */
-/** Messages only a leader sends; they may leave before the leader's own write (see handleReady). */
-const LEADER_MESSAGE_TYPES: ReadonlySet<Message['type']> = new Set([
-  'app',
-  'heartbeat',
-  'snap',
-  'timeoutNow',
-]);
-
 export class OverloadedError extends ConcordError {
   constructor(message: string, options: ConcordErrorOptions = {}) {
     super('UNAVAILABLE', message, { retryable: true, ...options });
@@ -631,19 +624,16 @@ export class RaftDriver {
     // The transport must know every member before the messages to them go out.
     if (confMayChange) this.refreshPeers(false);
 
-    // 1a. A leader's own messages (appends, heartbeats, snapshot chunks, timeoutNow) may
-    // leave before its write (Raft thesis §10.2.1), so its fsync and its followers' run in
-    // parallel. They depend only on its term, durable since it campaigned (checked below).
-    // Its own new entries still count for nothing observable before they are durable: a
-    // commit they take part in is persisted, applied and announced only in a later round,
-    // and rounds run one at a time, after this write.
-    let late = rd.messages;
+    // 1a. What the core says may leave before the write leaves now (Raft thesis §10.2.1):
+    // a leader's appends, heartbeats, snapshot chunks and timeoutNow of its durable term,
+    // so its fsync and its followers' run in parallel.
     if (rd.messages.length > 0) {
-      const early: Message[] = [];
-      late = [];
       for (const m of rd.messages)
-        (LEADER_MESSAGE_TYPES.has(m.type) && m.term <= this.durable.term ? early : late).push(m);
-      if (early.length > 0) this.transport.send(early);
+        assert(
+          m.term <= this.durable.term,
+          () => `${m.type} of term ${m.term} may not leave before term ${m.term} is durable`,
+        );
+      this.transport.send(rd.messages);
     }
 
     // 0b. Committed entries that are already durable here are applied now, while this
@@ -700,7 +690,7 @@ export class RaftDriver {
     );
 
     // 2. Send what depends on the write: vote grants, append responses, everything else.
-    if (late.length > 0) this.transport.send(late);
+    if (rd.messagesAfterPersist.length > 0) this.transport.send(rd.messagesAfterPersist);
 
     // Soft state: role, term, leader.
     if (rd.softState)

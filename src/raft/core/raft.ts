@@ -28,6 +28,14 @@ import type {
   Status,
 } from './types.ts';
 
+/** Messages that may leave before the round's write, given a durable term (mayLeaveBeforePersist). */
+const EARLY_MESSAGE_TYPES: ReadonlySet<Message['type']> = new Set([
+  'app',
+  'heartbeat',
+  'snap',
+  'timeoutNow',
+]);
+
 type MessageOf<T extends Message['type']> = Extract<Message, { type: T }>;
 /** A message before `from`/`term` are stamped by send(). */
 type Outgoing = {
@@ -310,12 +318,17 @@ export class RaftCore {
     const hard = this.hardState();
     const soft = this.softState();
     const snapshot = this.log.pendingSnapshot;
+    const now: Message[] = [];
+    const afterPersist: Message[] = [];
+    for (const m of this.currentTermMessages())
+      (this.mayLeaveBeforePersist(m) ? now : afterPersist).push(m);
     const rd: Ready = {
       softState: sameSoft(this.prevSoft, soft) ? null : soft,
       hardState: sameHard(this.prevHard, hard) ? null : hard,
       entries: this.log.unstableEntries(),
       snapshot,
-      messages: this.currentTermMessages(),
+      messages: now,
+      messagesAfterPersist: afterPersist,
       committedEntries: this.log.nextCommitted(),
       readStates: this.readStates,
     };
@@ -334,6 +347,16 @@ export class RaftCore {
   private currentTermMessages(): Message[] {
     const out = this.msgs.filter((m) => m.term >= this.term);
     return out;
+  }
+
+  /**
+   * Whether a message depends on nothing the pending write holds, so it may leave before
+   * (or during) that write: a leader's own requests, which promise only its term — if
+   * that term is already durable (`prevHard` is what the caller reported persisted). Vote
+   * grants and append/snapshot answers promise what the write holds; they wait.
+   */
+  private mayLeaveBeforePersist(m: Message): boolean {
+    return EARLY_MESSAGE_TYPES.has(m.type) && m.term <= this.prevHard.term;
   }
 
   advance(rd: Ready): void {
