@@ -626,7 +626,9 @@ export class RaftDriver {
 
     // 1a. What the core says may leave before the write leaves now (Raft thesis §10.2.1):
     // a leader's appends, heartbeats, snapshot chunks and timeoutNow of its durable term,
-    // so its fsync and its followers' run in parallel.
+    // so its fsync and its followers' run in parallel. Its own new entries count for
+    // nothing before they are durable: the core counts only its durable index toward a
+    // commit, so no commit index these messages carry covers what this round writes.
     if (rd.messages.length > 0) {
       for (const m of rd.messages)
         assert(

@@ -337,6 +337,59 @@ describe('membership', () => {
  * Regressions of the stalled-window bug (test/raft/replication.test.ts): a follower whose
  * pipelined appends were all lost must still catch up once the network heals.
  */
+describe('one voter plus learners (issue 13, item 1)', () => {
+  it("a learner never applies an entry the single voter had not made durable, though the voter's appends leave before its write", async () => {
+    const w = await bootWorld({ nodes: 1, spares: 2, electionTicks: 6, snapshotEveryEntries: 0 });
+    const leader = await electedLeader(w);
+    expect(leader.id).toBe('n1');
+    await w.act(() => w.startNode('n2'));
+    await w.act(() =>
+      w.changeMembership('n1', { type: 'addLearner', nodeId: 'n2', context: 'sim://n2' }),
+    );
+    expect((await proposeAndWait(w, 'n1', 'k', 'before')).ok).toBe(true);
+    await until(
+      w,
+      () =>
+        status(w, 'n1').conf.learners.includes('n2') &&
+        status(w, 'n2').applied === status(w, 'n1').applied,
+      'the learner catches up',
+    );
+    const applied = status(w, 'n2').applied;
+
+    // X: its append leaves for the learner before the voter's own write; everything is
+    // delivered and the learner's disk syncs, the voter's never does.
+    w.propose('n1', 'k', 'x');
+    await w.act(() => {});
+    for (let i = 0; i < 50 && w.net.busyLinks().length > 0; i++) {
+      for (const link of w.net.busyLinks()) await w.act(() => w.deliver(link));
+      await w.act(() => w.sync('n2'));
+    }
+    expect(w.node('n1').disk.pendingWrites).toBeGreaterThan(0);
+    // The learner holds X but does not know it committed: nothing is committed until the
+    // single voter's write is durable.
+    expect(status(w, 'n2').lastIndex).toBe(applied + 1);
+    expect(status(w, 'n2').applied).toBe(applied);
+    expect(w.node('n2').sm!.get('k')).toBe('before');
+
+    // The voter crashes before its fsync: X is gone. It restarts, leads again and commits
+    // its no-op where X was; the learner's X is overwritten, never applied.
+    await w.act(() => w.crash('n1'));
+    await w.act(() => w.startNode('n1'));
+    await until(
+      w,
+      () =>
+        w.leader()?.id === 'n1' &&
+        status(w, 'n1').commit > applied &&
+        status(w, 'n2').applied === status(w, 'n1').applied,
+      'the voter leads again and the learner follows it',
+    );
+    expect(w.node('n2').sm!.get('k')).toBe('before');
+    expect((await proposeAndWait(w, 'n1', 'k', 'after')).ok).toBe(true);
+    await until(w, () => w.node('n2').sm?.get('k') === 'after', 'the learner applies later writes');
+    assertSafe(w);
+  });
+});
+
 describe('followers whose pipelined appends were lost catch up', () => {
   it('after an asymmetric partition heals, the followers the leader could not reach catch up', async () => {
     const w = await bootWorld({ nodes: 5, electionTicks: 8 });

@@ -54,8 +54,8 @@ function parseArgs(argv: string[]): Args {
         break;
       case '--nodes': {
         const n = int('nodes', argv[++i]);
-        if (n !== 3 && n !== 5) {
-          console.error('--nodes must be 3 or 5');
+        if (n !== 1 && n !== 3 && n !== 5) {
+          console.error('--nodes must be 1, 3 or 5');
           process.exit(2);
         }
         args.nodes = n;
@@ -68,7 +68,7 @@ function parseArgs(argv: string[]): Args {
       case '--help':
       case '-h':
         console.log(
-          'usage: sim [--seed N | --runs R [--base-seed B]] [--steps M] [--nodes 3|5] [--verbose]',
+          'usage: sim [--seed N | --runs R [--base-seed B]] [--steps M] [--nodes 1|3|5] [--verbose]',
         );
         process.exit(0);
         break;

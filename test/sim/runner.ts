@@ -43,7 +43,7 @@ export interface RunOptions {
   seed: number;
   /** Fault-phase steps. */
   steps: number;
-  /** 3 or 5 voters at bootstrap; chosen by the seed if absent. */
+  /** 1, 3 or 5 voters at bootstrap; chosen by the seed if absent. */
   nodes?: number;
   diskBug?: DiskBug;
   wrapCore?: (core: RaftCoreApi, id: NodeId) => RaftCoreApi;
@@ -74,6 +74,9 @@ export interface RunResult {
   elapsedMs: number;
 }
 
+/** Share of seeds that bootstrap one voter (the spares may join as learners, then voters). */
+export const ONE_VOTER_SHARE = 0.15;
+
 /** Ticks the recovery phase may take to elect a leader and commit a proposal, per election timeout. */
 export const RECOVERY_ELECTION_TIMEOUTS = 30;
 
@@ -82,7 +85,10 @@ export function chooseSettings(
   opts: RunOptions,
 ): { settings: SimSettings; profile: FaultProfile } {
   // Always draw, so that passing --nodes with the value the seed chose replays the same run.
-  const drawnNodes = rng.chance(0.5) ? 3 : 5;
+  // One voter (whose spares join as learners) is the shape where a leader's own unsynced
+  // tail could count toward a commit index that learners apply (issue 13, item 1).
+  const nodesDraw = rng.float();
+  const drawnNodes = nodesDraw < ONE_VOTER_SHARE ? 1 : nodesDraw < 0.5 ? 3 : 5;
   const nodes = opts.nodes ?? drawnNodes;
   const electionTicks = rng.int(4, 12);
   const settings: SimSettings = {
@@ -111,12 +117,12 @@ export function chooseSettings(
     drop: rng.pick([0, 1, 4]),
     duplicate: rng.pick([0, 0.5, 2]),
     reorder: rng.pick([0, 0.1, 0.3]),
-    crash: rng.pick([0, 0.15, 0.5]),
+    crash: nodes === 1 ? rng.pick([0.15, 0.5]) : rng.pick([0, 0.15, 0.5]),
     restart: 2,
     partition: rng.pick([0, 0.2, 0.6]),
     heal: 0.6,
     diskFail: rng.pick([0, 0.03, 0.1]),
-    conf: rng.pick([0, 0.3, 1]),
+    conf: nodes === 1 ? rng.pick([0.5, 1, 2]) : rng.pick([0, 0.3, 1]),
     transfer: rng.pick([0, 0.1, 0.4]),
     snapshot: rng.pick([0, 0.1, 0.4]),
     campaign: rng.pick([0, 0.05]),

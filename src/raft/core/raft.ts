@@ -370,6 +370,10 @@ export class RaftCore {
     if (lastEntry) this.log.stableTo(lastEntry.index, lastEntry.term);
     const lastApplied = rd.committedEntries.at(-1);
     if (lastApplied) this.log.appliedTo(lastApplied.index);
+    // The leader's own write is durable now: it counts toward the commit index (this is
+    // all a single voter waits for), and the followers hear the new commit index.
+    if (lastEntry && this.role === 'leader' && this.maybeCommit() && this.role === 'leader')
+      this.broadcastAppend();
   }
 
   status(): Status {
@@ -784,12 +788,16 @@ export class RaftCore {
     return { index, term: this.term };
   }
 
-  /** §5.4.2: only entries of the leader's own term are committed by counting replicas. */
+  /**
+   * §5.4.2: only entries of the leader's own term are committed by counting replicas.
+   * The leader counts itself at its DURABLE last index (`log.stable`, what the caller
+   * reported persisted), never at entries still in a pending write: its appends leave
+   * before its own write, and a commit index they carried that covered its unsynced tail
+   * could let a learner (or, with one voter, anyone) apply an entry a crash then loses.
+   */
   private maybeCommit(): boolean {
     const mci = committedIndex(this.conf.voters, (id) =>
-      id === this.id && this.conf.voters.includes(id)
-        ? this.log.lastIndex()
-        : (this.progress.get(id)?.match ?? 0),
+      id === this.id ? this.log.stable : (this.progress.get(id)?.match ?? 0),
     );
     if (mci <= this.log.committed || this.log.term(mci) !== this.term) return false;
     this.uncommittedBytes = Math.max(
