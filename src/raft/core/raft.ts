@@ -666,6 +666,8 @@ export class RaftCore {
     const snapshot: Snapshot = { meta: { index, term, conf: cloneConf(m.meta.conf) }, data };
     if (this.log.matchTerm(index, term)) {
       // Our log already contains the snapshot's last entry: fast-forward the commit index.
+      // Only up to there is our log known to match the leader's; the tail after it may be
+      // stale (an old term's), so the answer is the commit index, as etcd's, never lastIndex.
       this.log.commitTo(index);
     } else {
       this.log.restore(snapshot);
@@ -675,7 +677,7 @@ export class RaftCore {
       type: 'appResp',
       to: m.from,
       reject: false,
-      index: this.log.lastIndex(),
+      index: this.log.committed,
       hintTerm: 0,
       hintIndex: 0,
     });
