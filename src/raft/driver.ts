@@ -71,6 +71,24 @@ export class OverloadedError extends ConcordError {
   }
 }
 
+/**
+ * A snapshot received from a leader that the state machine could not decode or validate.
+ * Nothing of it was persisted; the leader resends (a corrupt frame is usually transient).
+ */
+export class SnapshotRejectedError extends ConcordError {
+  readonly index: number;
+  readonly term: number;
+  constructor(index: number, term: number, from: NodeId | null, options: ConcordErrorOptions) {
+    super(
+      'BAD_REQUEST',
+      `refused the snapshot at ${index} (term ${term})${from ? ` from ${from}` : ''}: it does not decode into a valid state`,
+      { retryable: true, ...options },
+    );
+    this.index = index;
+    this.term = term;
+  }
+}
+
 /** The part of RaftCore the driver uses (the real core implements it; tests may wrap it). */
 export interface RaftCoreApi {
   tick(): void;
@@ -98,8 +116,8 @@ export interface RaftDriverOptions {
   /** Bootstrap membership, used only when storage holds no snapshot and no conf entry. */
   initialConf: ConfState;
   logger?: Logger;
-  /** Overrides of the core's defaults (src/raft/core/config.ts). `id` and `random` are the driver's. */
-  raft?: Partial<Omit<RaftConfig, 'id' | 'random'>>;
+  /** Overrides of the core's defaults (src/raft/core/config.ts). `id`, `random` and `acceptSnapshot` are the driver's. */
+  raft?: Partial<Omit<RaftConfig, 'id' | 'random' | 'acceptSnapshot'>>;
   /** Randomness for election timeouts. Default Math.random; the simulator passes a seeded one. */
   random?: () => number;
   /** Default DEFAULT_TICK_MS. */
@@ -136,6 +154,8 @@ export interface DriverStatus extends Status {
   snapshotIndex: number;
   /** Snapshots received from a leader and restored into the state machine since start. */
   snapshotsRestored: number;
+  /** Snapshots received from a leader and refused (they did not decode) since start. */
+  snapshotsRejected: number;
   pendingProposals: number;
   pendingReads: number;
 }
@@ -180,7 +200,7 @@ export class RaftDriver {
   private readonly sm: StateMachine;
   private readonly initialConf: ConfState;
   private readonly log: Logger;
-  private readonly raftOverrides: Partial<Omit<RaftConfig, 'id' | 'random'>>;
+  private readonly raftOverrides: Partial<Omit<RaftConfig, 'id' | 'random' | 'acceptSnapshot'>>;
   private readonly random: () => number;
   private readonly createCore: (config: RaftConfig, durable: DurableState) => RaftCoreApi;
 
@@ -208,6 +228,7 @@ export class RaftDriver {
   // What the state machine holds.
   private applied = 0;
   private snapshotsRestored = 0;
+  private snapshotsRejected = 0;
 
   // Soft state as last reported, and membership as last pushed to the transport.
   private role: Role = 'follower';
@@ -291,6 +312,7 @@ export class RaftDriver {
       ...this.raftOverrides,
       id: this.id,
       random: this.random,
+      acceptSnapshot: (snapshot) => this.acceptSnapshot(snapshot),
     };
     this.core = this.createCore(config, {
       hardState: { ...loaded.hardState },
@@ -458,6 +480,7 @@ export class RaftDriver {
       durableLastIndex: this.durableLastIndex,
       snapshotIndex: this.snapshotIndex,
       snapshotsRestored: this.snapshotsRestored,
+      snapshotsRejected: this.snapshotsRejected,
       pendingProposals: this.proposals.size,
       pendingReads: this.reads.size,
     };
@@ -715,6 +738,25 @@ export class RaftDriver {
     }
     this.completeReads();
     core.advance(rd);
+  }
+
+  /**
+   * The core asks, before it keeps a received snapshot: does it decode into a valid state?
+   * Decoded into a scratch state machine by the port; the live state is not touched.
+   */
+  private acceptSnapshot(snapshot: Snapshot): boolean {
+    try {
+      this.sm.validateSnapshot(snapshot.data);
+      return true;
+    } catch (cause) {
+      // Whatever the decoder trips on, the bytes came from a peer: refused, never fatal.
+      this.snapshotsRejected++;
+      const err = new SnapshotRejectedError(snapshot.meta.index, snapshot.meta.term, this.leader, {
+        cause,
+      });
+      this.log.warn({ err, bytes: snapshot.data.length }, err.message);
+      return false;
+    }
   }
 
   private restoreSnapshot(snap: Snapshot): void {

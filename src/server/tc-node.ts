@@ -21,6 +21,7 @@ import type { NodeId } from '../raft/core/types.ts';
 import type { StateMachine } from '../raft/ports.ts';
 import { validateRaftNodeConfig, type RaftNodeConfig } from '../raft/node/config.ts';
 import { RaftNode } from '../raft/node/raft-node.ts';
+import { StorageCorruptError } from '../shared/errors.ts';
 import type { Logger } from '../shared/logger.ts';
 import type { DbSessionStore } from '../store/db/index.ts';
 import { ClusterView } from './cluster-view.ts';
@@ -96,6 +97,19 @@ export class CoordinatorLogStateMachine implements StateMachine {
   }
   restore(data: Uint8Array): void {
     this.coordinator.restore(data);
+  }
+  /**
+   * The coordinator's own snapshot decoding and checks, into a scratch state machine. Its
+   * decoder checks the outline only, so a malformed session inside surfaces as whatever
+   * restore trips on: reported as the StorageCorruptError it is.
+   */
+  validateSnapshot(data: Uint8Array): void {
+    try {
+      new CoordinatorStateMachine().restore(data);
+    } catch (err) {
+      if (err instanceof StorageCorruptError) throw err;
+      throw new StorageCorruptError('coordinator snapshot is malformed', { cause: err });
+    }
   }
 }
 

@@ -109,6 +109,51 @@ describe('snapshots', () => {
     assertSafe(w);
   });
 
+  it('a corrupt snapshot is refused before anything of it is persisted; the follower keeps running and installs the one resent (issue 13, item 4)', async () => {
+    const w = await bootWorld({
+      nodes: 3,
+      snapshotEveryEntries: 5,
+      snapshotChunkBytes: 24,
+      electionTicks: 8,
+    });
+    const lagger = 'n3';
+    await w.act(() => w.crash(lagger));
+    const leader = await electedLeader(w);
+    for (let i = 0; i < 25; i++)
+      expect((await proposeAndWait(w, leader.id, `k${i % 4}`, `v${i}`)).ok).toBe(true);
+    // The first snapshot stream to the lagger is corrupted in flight, chunk by chunk.
+    let corrupted = 0;
+    w.net.tamper = (m) => {
+      if (m.type !== 'snap' || m.to !== lagger) return m;
+      const st = w.node(lagger).driver?.status();
+      if (!st || st.snapshotsRejected > 0) return m;
+      corrupted++;
+      return { ...m, chunk: new Uint8Array(m.chunk.length).fill(0x7b) };
+    };
+    await w.act(() => w.startNode(lagger));
+    await until(
+      w,
+      () => status(w, lagger).applied >= status(w, leader.id).applied,
+      'the lagging follower catches up',
+    );
+    expect(corrupted).toBeGreaterThan(0);
+    const st = status(w, lagger);
+    expect(st.snapshotsRejected).toBe(1);
+    expect(st.snapshotsRestored).toBe(1);
+    expect(w.stats.fatals).toBe(0);
+    expect(w.node(lagger).incarnation).toBe(1 + 1); // started once after the crash, never again
+    expect(w.node(lagger).sm!.hash).toBe(w.node(leader.id).sm!.hash);
+    // The node restarts from what it persisted: only the good snapshot ever reached its disk.
+    await w.act(() => w.crash(lagger));
+    await w.act(() => w.startNode(lagger));
+    await until(
+      w,
+      () => status(w, lagger).applied >= status(w, leader.id).applied,
+      'the follower restarts from its disk',
+    );
+    assertSafe(w);
+  });
+
   it('a node restarts from its snapshot and log and applies the same state', async () => {
     const w = await bootWorld({ nodes: 3, snapshotEveryEntries: 4 });
     const leader = await electedLeader(w);

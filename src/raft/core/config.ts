@@ -26,6 +26,7 @@ export function defaultRaftConfig(id: NodeId, random: () => number): RaftConfig 
     maxUncommittedBytes: DEFAULT_MAX_UNCOMMITTED_BYTES,
     snapshotChunkBytes: DEFAULT_SNAPSHOT_CHUNK_BYTES,
     random,
+    acceptSnapshot: () => true,
   };
 }
 

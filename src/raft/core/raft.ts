@@ -664,6 +664,12 @@ export class RaftCore {
     this.incoming = null;
     const data = concat(inc.chunks, inc.bytes);
     const snapshot: Snapshot = { meta: { index, term, conf: cloneConf(m.meta.conf) }, data };
+    if (!this.log.matchTerm(index, term) && !this.cfg.acceptSnapshot(snapshot)) {
+      // It does not decode into a state this node could restore: nothing of it is kept;
+      // the leader starts over (a corrupt frame is resent whole).
+      this.send({ type: 'snapResp', to: m.from, reject: true, index, offset: 0 });
+      return;
+    }
     if (this.log.matchTerm(index, term)) {
       // Our log already contains the snapshot's last entry: fast-forward the commit index.
       // Only up to there is our log known to match the leader's; the tail after it may be

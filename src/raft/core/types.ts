@@ -171,6 +171,13 @@ export interface RaftConfig {
   snapshotChunkBytes: number;
   /** Seeded randomness for election timeouts: the core reads no global RNG. */
   random: () => number;
+  /**
+   * Whether a snapshot received from a leader may replace this node's state: called once
+   * its last chunk arrived, BEFORE anything of it is persisted. The caller decodes it into
+   * a scratch state machine (deterministic, no I/O); a refused one is answered with a
+   * rejection and forgotten, and this node carries on with the state it has.
+   */
+  acceptSnapshot: (snapshot: Snapshot) => boolean;
 }
 
 /** What a core restarts from: the durable state a driver loaded from storage. */

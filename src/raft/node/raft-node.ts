@@ -27,7 +27,9 @@ export interface RaftNodeOptions {
   stateMachine: StateMachine;
   logger: Logger;
   /** Core limits beyond the node config (message sizes, windows); defaults from core/config.ts. */
-  raft?: Partial<Omit<RaftConfig, 'id' | 'random' | 'electionTicks' | 'heartbeatTicks'>>;
+  raft?: Partial<
+    Omit<RaftConfig, 'id' | 'random' | 'acceptSnapshot' | 'electionTicks' | 'heartbeatTicks'>
+  >;
   transportLimits?: Partial<TransportLimits>;
   /** Called once if the node fail-stops (failed disk write, broken invariant). Default: log only. */
   onFatal?: (error: unknown) => void;
