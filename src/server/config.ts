@@ -5,7 +5,7 @@
  *   node:   { id, group }
  *   server: { host, advertiseHost, httpPort, tcPort, raftPort }
  *   raft:   { dataDir, peers: [{nodeId, host, raftPort, tcPort, httpPort}], tickMs,
- *             electionTicks, heartbeatTicks, snapshotEveryEntries, join }
+ *             electionTicks, heartbeatTicks, snapshotEveryEntries, join, clusterToken }
  *   store:  { mode: raft | db, db: { url, tablePrefix, maxConnections, startupTimeoutMs,
  *             lease: { leaseMs, renewIntervalMs, safetyMarginMs } } }
  *   http:   { authToken }
@@ -155,6 +155,8 @@ export interface NodeConfig {
     snapshotEveryEntries: number;
     /** Start with an empty membership and wait to be added by a changeCluster on the leader. */
     join: boolean;
+    /** Mixed into the cluster id the founding members compute ('' by default). */
+    clusterToken: string;
   };
   store: { mode: StoreMode; db: DbConfig | null };
   http: { authToken: string | null };
@@ -264,6 +266,7 @@ export function validateConfig(
       'heartbeatTicks',
       'snapshotEveryEntries',
       'join',
+      'clusterToken',
     ],
     'raft',
   );
@@ -309,6 +312,7 @@ export function validateConfig(
       max: 100_000_000,
     }),
     join,
+    clusterToken: str(raftS, 'clusterToken', 'raft', { default: '', maxLength: 128 }),
   };
   const self = peers.find((p) => p.nodeId === node.id);
   const selfAt = peers.findIndex((p) => p.nodeId === node.id);

@@ -131,6 +131,7 @@ export function raftNodeConfigOf(c: NodeConfig): RaftNodeConfig {
     heartbeatTicks: c.raft.heartbeatTicks,
     snapshotIntervalEntries: c.raft.snapshotEveryEntries,
     join: c.raft.join,
+    clusterToken: c.raft.clusterToken,
     // This node's own client-facing endpoints travel in its member context.
     contextExtra: {
       transaction: formatHostPort(self.transaction),

@@ -799,6 +799,27 @@ describe('LevelDbStorage', () => {
     await expect(t.load()).rejects.toThrow(ConfigError);
   });
 
+  it('keeps the node identity, the cluster id and the identities peers were seen with', async () => {
+    const s = await fresh('n1');
+    const first = await s.readIdentity();
+    expect(first).toMatchObject({ clusterId: null, peerUids: {}, empty: true });
+    expect(first.nodeUid).toMatch(/^[0-9a-f-]{36}$/);
+    await s.saveClusterId('c1');
+    await s.load();
+    await s.save({ hardState: { term: 1, vote: null, commit: 0 }, entries: [], snapshot: null });
+    await s.savePeerIdentities({ n2: 'uid-2', n3: 'uid-3' });
+    await s.close();
+    const t = await fresh('n1');
+    expect(await t.readIdentity()).toEqual({
+      clusterId: 'c1',
+      nodeUid: first.nodeUid,
+      peerUids: { n2: 'uid-2', n3: 'uid-3' },
+      empty: false,
+    });
+    // The log loads as before: the identity records are not log.
+    expect((await t.load()).hardState.term).toBe(1);
+  });
+
   it('refuses a database in storage format 1 (one key per entry) with a clear error', async () => {
     // What a format-1 build left behind: its identity record, framed with format byte 1.
     const identityKey = Buffer.from([0x05]);

@@ -37,6 +37,7 @@ describe('raft node config', () => {
       snapshotIntervalEntries: 10_000,
       join: false,
       contextExtra: {},
+      clusterToken: '',
     });
   });
 

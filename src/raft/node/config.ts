@@ -8,6 +8,9 @@
  *   heartbeatTicks           1       leader's heartbeat interval in ticks (< electionTicks)
  *   snapshotIntervalEntries  10000   applied entries between local snapshots (0 = never)
  *   join                     false   true: start outside the membership and wait to be added
+ *   clusterToken             ""      mixed into the cluster id founding members compute (etcd's
+ *                                    initial-cluster-token): two clusters with the same members
+ *                                    and addresses stay apart when their tokens differ
  */
 import { ConfigError } from '../../shared/errors.ts';
 import type { NodeId } from '../core/types.ts';
@@ -35,6 +38,8 @@ export interface RaftNodeConfig {
   join: boolean;
   /** Extra fields for this node's member context (e.g. its client-facing HTTP address). */
   contextExtra: Record<string, string>;
+  /** Mixed into the cluster id at bootstrap (see node/identity.ts); the same on every founding member. */
+  clusterToken: string;
 }
 
 export const DEFAULT_NODE_TICK_MS = 100;
@@ -60,7 +65,11 @@ const KNOWN_KEYS = new Set([
   'snapshotIntervalEntries',
   'join',
   'contextExtra',
+  'clusterToken',
 ]);
+
+/** Longest cluster token accepted. */
+export const MAX_CLUSTER_TOKEN_CHARS = 128;
 
 /** Parses "host:port" (IPv6 as "[::1]:port"); returns null if malformed. */
 export function parseHostPort(value: string): { host: string; port: number } | null {
@@ -197,6 +206,16 @@ export function validateRaftNodeConfig(raw: unknown): RaftNodeConfig {
     }
   }
 
+  let clusterToken = '';
+  if (r.clusterToken !== undefined) {
+    if (typeof r.clusterToken !== 'string' || r.clusterToken.length > MAX_CLUSTER_TOKEN_CHARS)
+      throw new ConfigError(
+        'clusterToken',
+        `must be a string of at most ${MAX_CLUSTER_TOKEN_CHARS} characters`,
+      );
+    clusterToken = r.clusterToken;
+  }
+
   return {
     nodeId: id,
     raftAddress,
@@ -209,5 +228,6 @@ export function validateRaftNodeConfig(raw: unknown): RaftNodeConfig {
     snapshotIntervalEntries,
     join,
     contextExtra,
+    clusterToken,
   };
 }

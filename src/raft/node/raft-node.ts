@@ -16,10 +16,13 @@ import { LevelDbStorage, type StorageStats } from '../storage/leveldb-storage.ts
 import {
   FRAME_OVERHEAD_BYTES,
   GrpcTransport,
+  identifyPeer,
+  type NodeIdentity,
   type TransportLimits,
   type TransportStats,
 } from '../transport/grpc-transport.ts';
 import type { RaftNodeConfig } from './config.ts';
+import { PeerIdentityBook, settleIdentity } from './identity.ts';
 import { encodeMemberContext, PeerDirectory } from './members.ts';
 
 export interface RaftNodeOptions {
@@ -36,6 +39,9 @@ export interface RaftNodeOptions {
 }
 
 export interface RaftNodeStatus extends DriverStatus {
+  /** The cluster this node belongs to ('' before start) and its persisted identity. */
+  clusterId: string;
+  nodeUid: string;
   raftAddress: string;
   /** The context to give a membership change that adds this node. */
   memberContext: string;
@@ -123,6 +129,7 @@ export class RaftNode {
   private readonly storage: LevelDbStorage;
   private readonly logger: Logger;
   private started = false;
+  private identity: NodeIdentity | null = null;
 
   constructor(options: RaftNodeOptions) {
     const { config } = options;
@@ -185,11 +192,36 @@ export class RaftNode {
     });
   }
 
-  /** Creates the data dir, binds the raft port, loads the log and starts ticking. */
+  /**
+   * Creates the data dir, settles which cluster it belongs to (and refuses a directory
+   * that lost its state, see identity.ts), binds the raft port, loads the log and starts
+   * ticking.
+   */
   async start(): Promise<void> {
     assert(!this.started, 'RaftNode.start() called twice');
     this.started = true;
     await mkdir(this.config.dataDir, { recursive: true });
+    let book: PeerIdentityBook;
+    try {
+      const stored = await this.storage.readIdentity();
+      const { identity, learned } = await settleIdentity({
+        config: this.config,
+        stored,
+        bootstrap: bootstrapConf(this.config),
+        identify: (address, from, timeoutMs) =>
+          identifyPeer(address, from, timeoutMs, this.transport.limits),
+        logger: this.logger,
+      });
+      if (learned) await this.storage.saveClusterId(identity.clusterId);
+      this.identity = identity;
+      book = new PeerIdentityBook(stored.peerUids, (uids) => {
+        void this.storage.savePeerIdentities(uids);
+      });
+      this.transport.setIdentity(identity, book);
+    } catch (err) {
+      await this.storage.close().catch(() => undefined);
+      throw err;
+    }
     await this.transport.start();
     try {
       await this.driver.start();
@@ -198,8 +230,16 @@ export class RaftNode {
       await this.storage.close().catch(() => undefined);
       throw err;
     }
+    const members = (conf: ConfState) => [...conf.voters, ...conf.learners];
+    book.setMembers(members(this.driver.status().conf));
+    this.driver.onStateChange((st) => book.setMembers(members(st.conf)));
     this.logger.info(
-      { raftAddress: this.config.raftAddress, join: this.config.join },
+      {
+        raftAddress: this.config.raftAddress,
+        join: this.config.join,
+        clusterId: this.identity.clusterId,
+        nodeUid: this.identity.nodeUid,
+      },
       'raft node started',
     );
   }
@@ -232,6 +272,8 @@ export class RaftNode {
   status(): RaftNodeStatus {
     return {
       ...this.driver.status(),
+      clusterId: this.identity?.clusterId ?? '',
+      nodeUid: this.identity?.nodeUid ?? '',
       raftAddress: this.config.advertiseRaftAddress,
       memberContext: this.memberContext(),
       transport: this.transport.statsSnapshot(),

@@ -8,7 +8,9 @@
  *   0x02                  hard state {term, vote, commit}
  *   0x03                  snapshot meta {index, term, conf, dataBytes, dataCrc}
  *   0x04                  snapshot data
- *   0x05                  identity {format, nodeId}
+ *   0x05                  identity {format, nodeId, clusterId, nodeUid}
+ *   0x06                  peer identities {nodeId → nodeUid}: the identity each member was
+ *                         last seen with (a member whose identity changes lost its disk)
  *
  * Every value is framed as  u8 format ‖ u32be crc32(key ‖ payload) ‖ msgpackr(payload),
  * so a flipped byte, a truncated value or a value stored under the wrong key is caught by
@@ -38,6 +40,7 @@
  * likewise one synced batch. Writes are serialized; a failed write poisons the storage
  * (the node must stop — its in-memory view of the disk can no longer be trusted).
  */
+import { randomUUID } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
 import { Level } from 'level';
 import { Packr } from 'msgpackr';
@@ -61,6 +64,7 @@ const KEY_HARD_STATE = Buffer.from([0x02]);
 const KEY_SNAPSHOT_META = Buffer.from([0x03]);
 const KEY_SNAPSHOT_DATA = Buffer.from([0x04]);
 const KEY_IDENTITY = Buffer.from([0x05]);
+const KEY_PEER_IDENTITIES = Buffer.from([0x06]);
 const RUN_KEY_BYTES = 9;
 
 /**
@@ -149,6 +153,23 @@ export interface LevelDbStorageOptions {
   nodeId?: string;
 }
 
+/** Who this data directory belongs to (see src/raft/node/identity.ts). */
+export interface StoredIdentity {
+  /** Null until the node learned or founded its cluster (and for data written before ids existed). */
+  clusterId: string | null;
+  /** This node's persisted identity, made on first use of the directory. */
+  nodeUid: string;
+  /** The identity each peer was last seen with. */
+  peerUids: Record<string, string>;
+  /** No hard state, no snapshot, no log: the directory holds no Raft state. */
+  empty: boolean;
+}
+
+/** Bounds on identity strings read back (they are short ids). */
+export const MAX_IDENTITY_CHARS = 128;
+const isIdentityString = (x: unknown): x is string =>
+  typeof x === 'string' && x.length > 0 && x.length <= MAX_IDENTITY_CHARS;
+
 /** Counters of the synced writes, for status pages and benchmarks. */
 export interface StorageStats {
   /** Synced batches written (save and saveSnapshot). */
@@ -194,6 +215,10 @@ export class LevelDbStorage implements LogStorage {
   private view: DurableView | null = null;
   /** Serializes writes: each waits for the previous one. */
   private tail: Promise<void> = Promise.resolve();
+  /** Serializes the (advisory) peer identity writes, apart from the log's. */
+  private identityTail: Promise<void> = Promise.resolve();
+  /** The identity record as read or written (set by readIdentity or load). */
+  private identity: { clusterId: string | null; nodeUid: string } | null = null;
   private failed: unknown = null;
   private closed = false;
   private readonly counters = {
@@ -380,11 +405,102 @@ export class LevelDbStorage implements LogStorage {
     return run as Entry[];
   }
 
+  /**
+   * Reads (on first use: makes and persists) who this directory belongs to, before the
+   * log is loaded: the node decides from it whether it may start (src/raft/node).
+   */
+  async readIdentity(): Promise<StoredIdentity> {
+    assert(!this.closed, 'readIdentity after close');
+    assert(this.view === null, 'readIdentity after load');
+    if (this.db.status !== 'open') await this.db.open();
+    try {
+      await this.checkIdentity();
+      const [hs, meta] = await this.db.getMany([KEY_HARD_STATE, KEY_SNAPSHOT_META]);
+      let runs = 0;
+      for await (const key of this.db.keys({
+        gte: runKey(0),
+        lte: runKey(Number.MAX_SAFE_INTEGER),
+        limit: 1,
+      }))
+        if (key) runs++;
+      const id = this.identity!;
+      return {
+        clusterId: id.clusterId,
+        nodeUid: id.nodeUid,
+        peerUids: await this.readPeerIdentities(),
+        empty: hs === undefined && meta === undefined && runs === 0,
+      };
+    } catch (err) {
+      await this.db.close().catch(() => undefined);
+      throw err;
+    }
+  }
+
+  /** Records the cluster this directory belongs to (once: founded or learned at first start). */
+  async saveClusterId(clusterId: string): Promise<void> {
+    assert(this.view === null, 'the cluster id is settled before the log is loaded');
+    const id = this.identity;
+    assert(id !== null, 'saveClusterId before readIdentity');
+    assert(
+      id.clusterId === null || id.clusterId === clusterId,
+      () => `the directory belongs to cluster ${id.clusterId}, not ${clusterId}`,
+    );
+    if (id.clusterId === clusterId) return;
+    await this.writeIdentity(clusterId, id.nodeUid);
+  }
+
+  /**
+   * Persists the identities peers were last seen with. Advisory (a lost write only means a
+   * wiped peer is recognised later), so it runs beside the log's writes, in order, and a
+   * failure is logged, not fatal.
+   */
+  savePeerIdentities(peerUids: Readonly<Record<string, string>>): Promise<void> {
+    const payload = packr.pack({ ...peerUids });
+    const run = this.identityTail.then(async () => {
+      if (this.closed || this.db.status !== 'open') return;
+      await this.db.put(KEY_PEER_IDENTITIES, frameValue(KEY_PEER_IDENTITIES, payload), {
+        sync: true,
+      });
+    });
+    this.identityTail = run.catch((err: unknown) =>
+      this.logger.warn({ err }, 'could not persist peer identities'),
+    );
+    return this.identityTail;
+  }
+
+  private async readPeerIdentities(): Promise<Record<string, string>> {
+    const raw = await this.db.get(KEY_PEER_IDENTITIES);
+    if (raw === undefined) return {};
+    const value = decodePayload(
+      unframeValue(KEY_PEER_IDENTITIES, raw, 'peer identities'),
+      'peer identities',
+    );
+    if (!isObject(value)) throw new StorageCorruptError('peer identities record is malformed');
+    const out: Record<string, string> = {};
+    for (const [k, v] of Object.entries(value)) {
+      if (!isNodeId(k) || !isIdentityString(v))
+        throw new StorageCorruptError('peer identities record holds a malformed entry');
+      out[k] = v;
+    }
+    return out;
+  }
+
+  private async writeIdentity(clusterId: string | null, nodeUid: string): Promise<void> {
+    const payload = packr.pack({
+      format: STORAGE_FORMAT_VERSION,
+      nodeId: this.nodeId ?? null,
+      clusterId,
+      nodeUid,
+    });
+    await this.db.put(KEY_IDENTITY, frameValue(KEY_IDENTITY, payload), { sync: true });
+    this.identity = { clusterId, nodeUid };
+  }
+
   private async checkIdentity(): Promise<void> {
+    if (this.identity !== null) return;
     const raw = await this.db.get(KEY_IDENTITY);
     if (raw === undefined) {
-      const payload = packr.pack({ format: STORAGE_FORMAT_VERSION, nodeId: this.nodeId ?? null });
-      await this.db.put(KEY_IDENTITY, frameValue(KEY_IDENTITY, payload), { sync: true });
+      await this.writeIdentity(null, randomUUID());
       return;
     }
     // Read whatever format wrote it (the checksum still holds across formats), so that data
@@ -406,6 +522,16 @@ export class LevelDbStorage implements LogStorage {
         `the raft data belongs to node "${identity.nodeId}", not "${this.nodeId}"; wrong data directory?`,
       );
     }
+    const clusterId = identity.clusterId ?? null;
+    const nodeUid = identity.nodeUid ?? null;
+    if (
+      !(clusterId === null || isIdentityString(clusterId)) ||
+      !(nodeUid === null || isIdentityString(nodeUid))
+    )
+      throw new StorageCorruptError('identity record has a malformed cluster id or node identity');
+    // Data from before node identities existed gets one now.
+    if (nodeUid === null) await this.writeIdentity(clusterId, randomUUID());
+    else this.identity = { clusterId, nodeUid };
   }
 
   private async readHardState(): Promise<HardState> {
@@ -696,6 +822,7 @@ export class LevelDbStorage implements LogStorage {
   async close(): Promise<void> {
     if (this.closed) return;
     await this.tail;
+    await this.identityTail;
     this.closed = true;
     if (this.db.status === 'open' || this.db.status === 'opening') await this.db.close();
   }
