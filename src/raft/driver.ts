@@ -42,6 +42,7 @@ import type {
   Message,
   NodeId,
   RaftConfig,
+  ReadState,
   Ready,
   Role,
   Snapshot,
@@ -63,6 +64,16 @@ export const DEFAULT_MAX_PENDING_PROPOSALS = 4_096;
 export const DEFAULT_MAX_PENDING_READS = 4_096;
 /** Ticks a read may wait for its read index to be confirmed and applied before it fails with TimeoutError. */
 export const DEFAULT_READ_TIMEOUT_TICKS = 50;
+/**
+ * With lease reads: the bound assumed on how much two nodes' clocks may drift apart, as a
+ * fraction of elapsed time (0.05: while one node measures 1 s, another measures 0.95 to
+ * 1.05 s). A lease is shortened by it; a drift beyond it can serve a stale read.
+ */
+export const DEFAULT_MAX_CLOCK_DRIFT = 0.05;
+/** Largest drift bound accepted: beyond it a lease would be too short to be of use. */
+export const MAX_CLOCK_DRIFT = 0.5;
+/** How much earlier than asked a timer may fire (libuv truncates to the millisecond), per tick. */
+export const TIMER_EARLY_MS = 1;
 
 /** A request refused because a bounded queue of the driver is full. Retry later (with backoff). */
 export class OverloadedError extends ConcordError {
@@ -97,6 +108,10 @@ export interface RaftCoreApi {
   proposeConfChange(cc: ConfChange): { index: number; term: number };
   transferLeadership(to: NodeId): void;
   readIndex(ctx: string): void;
+  /** The index a lease read may be served at (leader, committed in its term, no transfer), or null. */
+  leaseReadIndex(): number | null;
+  /** Between a Ready and its advance: heartbeats, their answers and read states (no write needed). */
+  takeUnblocked(): { messages: Message[]; readStates: ReadState[] };
   campaign(): void;
   hasReady(): boolean;
   ready(): Ready;
@@ -130,6 +145,17 @@ export interface RaftDriverOptions {
   maxPendingReads?: number;
   /** Default DEFAULT_READ_TIMEOUT_TICKS. */
   readTimeoutTicks?: number;
+  /**
+   * Serve reads on a leader's lease, without a quorum round per read (default false: every
+   * read is a ReadIndex round). Must be the same on every node (followers then hold their
+   * votes as the lease needs, see RaftConfig.leaseReads); needs checkQuorum. A lease lasts
+   * (electionTicks − 1) ticks shortened by the clock drift bound, from the moment the last
+   * heartbeat a quorum confirmed was sent; it is off while leadership is being transferred.
+   * Unsafe if clocks drift apart faster than `maxClockDrift`.
+   */
+  leaseReads?: boolean;
+  /** Default DEFAULT_MAX_CLOCK_DRIFT; in [0, MAX_CLOCK_DRIFT). */
+  maxClockDrift?: number;
   /** Called once if the driver fail-stops (a failed disk write, a broken invariant). */
   onFatal?: (error: unknown) => void;
   /** Builds the core. Default `new RaftCore(config, durable)`; tests may wrap it. */
@@ -158,6 +184,18 @@ export interface DriverStatus extends Status {
   snapshotsRejected: number;
   pendingProposals: number;
   pendingReads: number;
+  /** Reads served on the leader's lease (no quorum round) since start. */
+  leaseReadsServed: number;
+  /** Milliseconds the leader's lease still holds (0 if none, or lease reads are off). */
+  leaseRemainingMs: number;
+}
+
+/** A heartbeat round the driver asked for to renew its lease. */
+interface LeaseProbe {
+  ctx: string;
+  /** The clock when it was asked for: its heartbeats leave at or after this. */
+  sentAt: number;
+  epoch: number;
 }
 
 interface PendingProposal {
@@ -209,6 +247,16 @@ export class RaftDriver {
   readonly maxPendingProposals: number;
   readonly maxPendingReads: number;
   readonly readTimeoutTicks: number;
+  readonly leaseReads: boolean;
+  readonly maxClockDrift: number;
+  /** How long a confirmed heartbeat round holds the lease, in clock ms (set at start). */
+  private leaseMs = 0;
+  private leaseStart = Number.NEGATIVE_INFINITY;
+  /** Bumped whenever a lease must not carry over (a role or term change, a transfer). */
+  private leaseEpoch = 0;
+  private leaseProbe: LeaseProbe | null = null;
+  private leaseReadsServed = 0;
+  private unblockedScheduled = false;
 
   private core: RaftCoreApi | null = null;
   private started = false;
@@ -266,6 +314,12 @@ export class RaftDriver {
     this.maxPendingProposals = options.maxPendingProposals ?? DEFAULT_MAX_PENDING_PROPOSALS;
     this.maxPendingReads = options.maxPendingReads ?? DEFAULT_MAX_PENDING_READS;
     this.readTimeoutTicks = options.readTimeoutTicks ?? DEFAULT_READ_TIMEOUT_TICKS;
+    this.leaseReads = options.leaseReads ?? false;
+    this.maxClockDrift = options.maxClockDrift ?? DEFAULT_MAX_CLOCK_DRIFT;
+    assert(
+      this.maxClockDrift >= 0 && this.maxClockDrift < MAX_CLOCK_DRIFT,
+      () => `maxClockDrift must be in [0, ${MAX_CLOCK_DRIFT}), got ${this.maxClockDrift}`,
+    );
     if (options.onFatal) this.fatalListeners.add(options.onFatal);
     assert(this.tickMs > 0, 'tickMs must be positive');
     assert(this.snapshotEveryEntries >= 0, 'snapshotEveryEntries must be ≥ 0');
@@ -312,8 +366,18 @@ export class RaftDriver {
       ...this.raftOverrides,
       id: this.id,
       random: this.random,
+      leaseReads: this.leaseReads,
       acceptSnapshot: (snapshot) => this.acceptSnapshot(snapshot),
     };
+    // A follower that confirmed a heartbeat sent at t grants no vote until an election
+    // timeout of its own ticks has passed: (electionTicks − 1) ticks of its clock at least
+    // (the first may fire at once). Measured on this node's clock, shortened for drift.
+    const rho = this.maxClockDrift;
+    const ticks = config.electionTicks - 1;
+    this.leaseMs = Math.max(
+      0,
+      (ticks * this.tickMs * (1 - rho)) / (1 + rho) - ticks * TIMER_EARLY_MS,
+    );
     this.core = this.createCore(config, {
       hardState: { ...loaded.hardState },
       snapshot: snap,
@@ -394,29 +458,85 @@ export class RaftDriver {
     }
     // Unique across restarts too: a late heartbeat response must never confirm another incarnation's read.
     const ctx = `${this.id}:${this.readNonce}:${++this.readSeq}`;
-    try {
-      core.readIndex(ctx);
-    } catch (err) {
-      return Promise.reject(this.checkCoreError(err));
-    }
-    const term = core.status().term;
+    // On a lease: the index now, no quorum round (it waits only for apply).
+    const leaseIndex = this.leaseRemainingMs() > 0 ? core.leaseReadIndex() : null;
+    if (leaseIndex === null) {
+      try {
+        core.readIndex(ctx);
+      } catch (err) {
+        return Promise.reject(this.checkCoreError(err));
+      }
+    } else this.leaseReadsServed++;
     const p = new Promise<void>((resolve, reject) => {
       this.reads.set(ctx, {
         ctx,
-        term,
-        index: null,
+        term: this.term,
+        index: leaseIndex,
         deadlineTick: this.ticks + this.readTimeoutTicks,
         resolve,
         reject,
       });
     });
-    this.kick();
+    if (leaseIndex !== null) this.completeReads();
+    else this.kick();
     return p;
+  }
+
+  /** Milliseconds the lease still holds by this node's clock (0 if none, or lease reads are off). */
+  private leaseRemainingMs(): number {
+    if (!this.leaseReads || this.role !== 'leader') return 0;
+    return Math.max(0, this.leaseStart + this.leaseMs - this.clock.now());
+  }
+
+  /** Forgets the lease: it must not carry over a role or term change, or a transfer. */
+  private dropLease(): void {
+    this.leaseEpoch++;
+    this.leaseStart = Number.NEGATIVE_INFINITY;
+    this.leaseProbe = null;
+  }
+
+  /**
+   * Asks for a heartbeat round to renew the lease (one at a time; a lost one is given up
+   * after an election timeout). Its confirmation moves the lease's start to when it was
+   * asked for — no later than its heartbeats left.
+   */
+  private renewLease(core: RaftCoreApi): void {
+    if (!this.leaseReads || this.role !== 'leader') return;
+    const now = this.clock.now();
+    const probe = this.leaseProbe;
+    if (probe !== null && now - probe.sentAt < this.leaseMs) return;
+    // Not while leadership is handed over, nor before the leader knows the commit index.
+    if (core.leaseReadIndex() === null) return;
+    const ctx = `${this.id}:${this.readNonce}:lease:${++this.readSeq}`;
+    try {
+      core.readIndex(ctx);
+    } catch {
+      return; // too many pending reads, or not leader any more: try on the next tick
+    }
+    this.leaseProbe = { ctx, sentAt: now, epoch: this.leaseEpoch };
+  }
+
+  /** Read states from the core: read indexes for reads, renewals for the lease. */
+  private onReadStates(readStates: readonly ReadState[]): void {
+    for (const rs of readStates) {
+      const probe = this.leaseProbe;
+      if (probe !== null && rs.ctx === probe.ctx) {
+        this.leaseProbe = null;
+        if (probe.epoch === this.leaseEpoch && probe.sentAt > this.leaseStart)
+          this.leaseStart = probe.sentAt;
+        continue;
+      }
+      const r = this.reads.get(rs.ctx);
+      if (r) r.index = rs.index;
+    }
+    this.completeReads();
   }
 
   /** Asks the leader to hand leadership to `to` (Raft thesis §3.10). Throws NotLeaderError on a follower. */
   transferLeadership(to: NodeId): void {
     const core = this.liveCore();
+    // The transferee may be elected at once, by voters that still honour this leader.
+    this.dropLease();
     try {
       core.transferLeadership(to);
     } catch (err) {
@@ -483,6 +603,8 @@ export class RaftDriver {
       snapshotsRejected: this.snapshotsRejected,
       pendingProposals: this.proposals.size,
       pendingReads: this.reads.size,
+      leaseReadsServed: this.leaseReadsServed,
+      leaseRemainingMs: this.leaseRemainingMs(),
     };
   }
 
@@ -499,6 +621,7 @@ export class RaftDriver {
       return;
     }
     this.expireReads();
+    this.renewLease(this.core);
     this.kick();
   }
 
@@ -568,6 +691,7 @@ export class RaftDriver {
     if (this.stopped || !this.core) return;
     if (this.looping) {
       this.loopAgain = true;
+      this.scheduleUnblocked();
       return;
     }
     this.looping = true;
@@ -575,6 +699,38 @@ export class RaftDriver {
     // every proposal of one I/O callback steps the core first, so one round — one fsync,
     // one batch per peer — carries them all.
     queueMicrotask(() => void this.loop());
+  }
+
+  /**
+   * While a round awaits the disk, what depends on no write (heartbeats and their
+   * answers, read states) goes out at once, in one batch per microtask, instead of
+   * waiting for the round to end.
+   */
+  private scheduleUnblocked(): void {
+    if (this.unblockedScheduled) return;
+    this.unblockedScheduled = true;
+    queueMicrotask(() => {
+      this.unblockedScheduled = false;
+      const core = this.core;
+      // Between rounds the next Ready carries them.
+      if (this.stopped || core === null || !this.looping) return;
+      try {
+        const { messages, readStates } = core.takeUnblocked();
+        if (messages.length > 0) {
+          // A member added by an entry this round has not handed out yet is a peer already.
+          this.refreshPeers(false);
+          for (const m of messages)
+            assert(
+              m.term <= this.durable.term,
+              () => `${m.type} of term ${m.term} taken before term ${m.term} is durable`,
+            );
+          this.transport.send(messages);
+        }
+        if (readStates.length > 0) this.onReadStates(readStates);
+      } catch (err) {
+        this.fail(err);
+      }
+    });
   }
 
   private async loop(): Promise<void> {
@@ -732,11 +888,7 @@ export class RaftDriver {
       this.applyEntry(rd.committedEntries[i]!, this.durable.commit);
 
     // 4. Complete reads; advance.
-    for (const rs of rd.readStates) {
-      const r = this.reads.get(rs.ctx);
-      if (r) r.index = rs.index;
-    }
-    this.completeReads();
+    this.onReadStates(rd.readStates);
     core.advance(rd);
   }
 
@@ -817,6 +969,7 @@ export class RaftDriver {
     this.term = term;
     this.leader = leader;
     if (!changed) return;
+    this.dropLease();
     // A request made as leader of an older term (or of this term, now that this node no
     // longer leads) lost its leader. What is committed will still be applied here; an
     // uncommitted entry may or may not survive under the next leader. Requests of a newer

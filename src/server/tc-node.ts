@@ -132,6 +132,8 @@ export function raftNodeConfigOf(c: NodeConfig): RaftNodeConfig {
     snapshotIntervalEntries: c.raft.snapshotEveryEntries,
     join: c.raft.join,
     clusterToken: c.raft.clusterToken,
+    leaseReads: c.raft.leaseReads,
+    maxClockDrift: c.raft.maxClockDrift,
     // This node's own client-facing endpoints travel in its member context.
     contextExtra: {
       transaction: formatHostPort(self.transaction),

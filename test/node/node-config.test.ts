@@ -38,6 +38,8 @@ describe('raft node config', () => {
       join: false,
       contextExtra: {},
       clusterToken: '',
+      leaseReads: false,
+      maxClockDrift: 0.05,
     });
   });
 

@@ -293,6 +293,33 @@ describe('ReadIndex', () => {
     assertSafe(w);
   });
 
+  it('a read completes while the leader and its followers are all still writing: heartbeats and their answers do not wait behind a disk write (issue 12, item 3)', async () => {
+    const w = await bootWorld({ nodes: 3 });
+    const leader = await electedLeader(w);
+    expect((await proposeAndWait(w, leader.id, 'k', 'before')).ok).toBe(true);
+    await until(
+      w,
+      () => w.ids.slice(0, 3).every((id) => status(w, id).applied === status(w, leader.id).applied),
+      'everyone applied the write',
+    );
+    // A write starts a round on every node that only a sync would finish; no disk syncs.
+    w.propose(leader.id, 'k', 'slow');
+    await w.act(() => {});
+    const deliverAll = async () => {
+      for (let i = 0; i < 50 && w.net.busyLinks().length > 0; i++)
+        for (const link of w.net.busyLinks()) await w.act(() => w.deliver(link));
+    };
+    await deliverAll();
+    for (const id of w.ids.slice(0, 3)) expect(w.node(id).disk.pendingWrites).toBeGreaterThan(0);
+    let done = false;
+    void w.read(leader.id).then((ok) => (done = ok));
+    await w.act(() => {});
+    await deliverAll();
+    expect(done).toBe(true);
+    for (const id of w.ids.slice(0, 3)) expect(w.node(id).disk.pendingWrites).toBeGreaterThan(0);
+    assertSafe(w);
+  });
+
   it("a read on a follower is refused with the leader's id", async () => {
     const w = await bootWorld({ nodes: 3 });
     const leader = await electedLeader(w);

@@ -104,7 +104,7 @@ async function main(): Promise<void> {
     const r = await runSimulation({ seed: args.seed, steps: args.steps, nodes: args.nodes });
     const s = r.stats;
     console.log(
-      `steps=${r.steps} (recovery ${r.recoverySteps} steps, ${r.recoveryTicks} ticks) proposed=${s.proposed} acked=${s.acked} reads=${s.readsDone}/${s.reads} crashes=${s.crashes} fatals=${s.fatals} leaderChanges=${s.leaderChanges} confChanges=${s.confChanges} snapshotsInstalled=${s.snapshotsSent} refused=${JSON.stringify(s.refused)} in ${r.elapsedMs.toFixed(0)} ms`,
+      `steps=${r.steps} (recovery ${r.recoverySteps} steps, ${r.recoveryTicks} ticks) proposed=${s.proposed} acked=${s.acked} reads=${s.readsDone}/${s.reads} (lease ${s.leaseReads}) crashes=${s.crashes} fatals=${s.fatals} leaderChanges=${s.leaderChanges} confChanges=${s.confChanges} snapshotsInstalled=${s.snapshotsSent} refused=${JSON.stringify(s.refused)} in ${r.elapsedMs.toFixed(0)} ms`,
     );
     if (args.verbose) for (const line of r.trace) console.log(`  ${line}`);
     if (r.violation) {

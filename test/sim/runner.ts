@@ -74,6 +74,25 @@ export interface RunResult {
   elapsedMs: number;
 }
 
+/**
+ * Share of seeds that run lease reads on one global time, every clock within the drift
+ * bound. Drawn from a stream of its own, so the other settings of a seed stay as they were.
+ */
+export const LEASE_SHARE = 0.2;
+
+function leaseSettings(
+  seed: number,
+  ids: number,
+): Pick<SimSettings, 'leaseReads' | 'maxClockDrift' | 'clockRates'> {
+  const rng = new Prng((seed ^ 0x1ea5e5ee) >>> 0);
+  if (!rng.chance(LEASE_SHARE)) return { leaseReads: false, maxClockDrift: 0.05, clockRates: null };
+  const maxClockDrift = rng.pick([0, 0.01, 0.05, 0.2]);
+  const clockRates: number[] = [];
+  for (let i = 0; i < ids; i++)
+    clockRates.push(1 - maxClockDrift + 2 * maxClockDrift * rng.float());
+  return { leaseReads: true, maxClockDrift, clockRates };
+}
+
 /** Share of seeds that bootstrap one voter (the spares may join as learners, then voters). */
 export const ONE_VOTER_SHARE = 0.15;
 
@@ -106,6 +125,7 @@ export function chooseSettings(
     maxQueueLength: rng.pick([16, 64]),
     readTimeoutTicks: 4 * electionTicks,
     diskBug: opts.diskBug ?? 'none',
+    ...leaseSettings(opts.seed, nodes + 2),
     ...opts.settings,
   };
   const profile: FaultProfile = {
@@ -137,7 +157,10 @@ export function describeSettings(
   s: SimSettings,
   p: FaultProfile,
 ): string {
-  const set = `nodes=${s.nodes} spares=${s.spares} electionTicks=${s.electionTicks} heartbeatTicks=${s.heartbeatTicks} maxMsgBytes=${s.maxMsgBytes} maxInflightMsgs=${s.maxInflightMsgs} snapshotChunkBytes=${s.snapshotChunkBytes} snapshotEveryEntries=${s.snapshotEveryEntries} maxPendingProposals=${s.maxPendingProposals} maxUncommittedBytes=${s.maxUncommittedBytes} maxQueueLength=${s.maxQueueLength} readTimeoutTicks=${s.readTimeoutTicks} diskBug=${s.diskBug}`;
+  const lease = s.leaseReads
+    ? ` leaseReads maxClockDrift=${s.maxClockDrift} clockRates=[${(s.clockRates ?? []).map((r) => r.toFixed(4)).join(',')}]`
+    : '';
+  const set = `nodes=${s.nodes} spares=${s.spares} electionTicks=${s.electionTicks} heartbeatTicks=${s.heartbeatTicks} maxMsgBytes=${s.maxMsgBytes} maxInflightMsgs=${s.maxInflightMsgs} snapshotChunkBytes=${s.snapshotChunkBytes} snapshotEveryEntries=${s.snapshotEveryEntries} maxPendingProposals=${s.maxPendingProposals} maxUncommittedBytes=${s.maxUncommittedBytes} maxQueueLength=${s.maxQueueLength} readTimeoutTicks=${s.readTimeoutTicks} diskBug=${s.diskBug}${lease}`;
   const prof = Object.entries(p)
     .map(([k, v]) => `${k}=${v}`)
     .join(' ');
@@ -202,6 +225,11 @@ class Scheduler {
         return;
       }
       case 'tick': {
+        // One global time with lease reads (bounded drift); else any one node's clock.
+        if (w.settings.clockRates !== null) {
+          w.advanceTime(w.settings.tickMs / 2);
+          return;
+        }
         const n = this.randomUp();
         if (n) w.tick(n.id);
         return;

@@ -34,6 +34,8 @@ const EARLY_MESSAGE_TYPES: ReadonlySet<Message['type']> = new Set([
   'heartbeat',
   'snap',
   'timeoutNow',
+  // A heartbeat's answer promises only that this node heard the leader of its term.
+  'heartbeatResp',
 ]);
 
 type MessageOf<T extends Message['type']> = Extract<Message, { type: T }>;
@@ -89,6 +91,8 @@ export class RaftCore {
   private uncommittedBytes = 0;
   private pendingReads: PendingRead[] = [];
   private readStates: ReadState[] = [];
+  /** Ticks since this core was built (a restart): with lease reads, no vote before an election timeout. */
+  private ticksSinceStart = 0;
   private incoming: IncomingSnapshot | null = null;
 
   private msgs: Message[] = [];
@@ -114,8 +118,20 @@ export class RaftCore {
 
   /** One logical clock tick. */
   tick(): void {
+    if (this.ticksSinceStart < this.cfg.electionTicks) this.ticksSinceStart++;
     if (this.role === 'leader') this.tickLeader();
     else this.tickElection();
+  }
+
+  /**
+   * Whether this node still honours a leader it heard within an election timeout (§9.6),
+   * so it grants no vote to a candidate the leader did not ask for. With lease reads a
+   * node that has just started honours the leader it may have heard before it went down.
+   */
+  private inLease(): boolean {
+    if (!this.cfg.checkQuorum) return false;
+    if (this.leader !== null && this.electionElapsed < this.cfg.electionTicks) return true;
+    return this.cfg.leaseReads && this.ticksSinceStart < this.cfg.electionTicks;
   }
 
   private tickElection(): void {
@@ -144,8 +160,12 @@ export class RaftCore {
     }
   }
 
-  /** Starts an election now (tests and operator use). */
+  /**
+   * Starts an election now (tests and operator use). With lease reads, not while this node
+   * honours a leader: its vote for itself would break the promise a lease rests on.
+   */
   campaign(): void {
+    if (this.cfg.leaseReads && this.role !== 'leader' && this.inLease()) return;
     this.hup(false);
   }
 
@@ -153,13 +173,9 @@ export class RaftCore {
     if (m.to !== this.id) return;
     if (m.term > this.term) {
       if (m.type === 'preVote' || m.type === 'vote') {
-        const inLease =
-          this.cfg.checkQuorum &&
-          this.leader !== null &&
-          this.electionElapsed < this.cfg.electionTicks;
         // A follower that hears a live leader ignores disruptive candidates (§9.6), unless
         // the leader itself asked for the election (transfer).
-        if (inLease && !m.transfer) return;
+        if (this.inLease() && !m.transfer) return;
       }
       if (m.type === 'preVote') {
         // A pre-vote never changes our term.
@@ -277,6 +293,42 @@ export class RaftCore {
   }
 
   /**
+   * For a lease read: the index a read may be served at without a quorum round, if this
+   * node leads, has committed an entry of its term (so its commit index is the cluster's)
+   * and is not handing leadership over; else null. Whether the lease itself holds is the
+   * caller's to judge, by its clock (see the driver).
+   */
+  leaseReadIndex(): number | null {
+    if (this.role !== 'leader' || this.leadTransferee !== null) return null;
+    if (this.log.term(this.log.committed) !== this.term) return null;
+    return this.log.committed;
+  }
+
+  /**
+   * What depends on no write at all, taken between a Ready and its advance (while the
+   * caller awaits the disk): heartbeats and their answers of a term already durable, and
+   * read states. ReadIndex rounds thus never wait behind a disk write (as in etcd). What
+   * is taken here is not in the next Ready.
+   */
+  takeUnblocked(): { messages: Message[]; readStates: ReadState[] } {
+    const messages: Message[] = [];
+    if (this.msgs.length > 0) {
+      const keep: Message[] = [];
+      for (const m of this.msgs) {
+        const unblocked =
+          (m.type === 'heartbeat' || m.type === 'heartbeatResp') &&
+          m.term >= this.term &&
+          m.term <= this.prevHard.term;
+        (unblocked ? messages : keep).push(m);
+      }
+      this.msgs = keep;
+    }
+    const readStates = this.readStates;
+    this.readStates = [];
+    return { messages, readStates };
+  }
+
+  /**
    * The metadata of a snapshot at `index` (≤ applied): its term and the membership as of
    * that index — not the current one, which may include later, uncommitted changes.
    */
@@ -351,9 +403,10 @@ export class RaftCore {
 
   /**
    * Whether a message depends on nothing the pending write holds, so it may leave before
-   * (or during) that write: a leader's own requests, which promise only its term — if
-   * that term is already durable (`prevHard` is what the caller reported persisted). Vote
-   * grants and append/snapshot answers promise what the write holds; they wait.
+   * (or during) that write: a leader's own requests and the answers to its heartbeats,
+   * which promise only the term — if that term is already durable (`prevHard` is what the
+   * caller reported persisted). Vote grants and append/snapshot answers promise what the
+   * write holds; they wait.
    */
   private mayLeaveBeforePersist(m: Message): boolean {
     return EARLY_MESSAGE_TYPES.has(m.type) && m.term <= this.prevHard.term;

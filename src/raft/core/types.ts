@@ -125,8 +125,8 @@ export interface SoftState {
  * (etcd's `msgsAfterAppend`); the caller never decides by message type. The caller must:
  *  1. send `messages` whenever it likes, before or during the write: they depend on
  *     nothing this Ready persists (a leader's appends, heartbeats, snapshot chunks and
- *     timeoutNow of a term already durable) — so a leader's fsync and its followers' run
- *     in parallel (Raft thesis §10.2.1);
+ *     timeoutNow, and heartbeat answers, of a term already durable) — so a leader's fsync
+ *     and its followers' run in parallel (Raft thesis §10.2.1);
  *  2. persist `hardState`, `entries` (an entry whose index ≤ the durable last index
  *     replaces that index and everything after it) and `snapshot` in ONE synced write;
  *  3. only then send `messagesAfterPersist`: vote grants, append and snapshot answers, and
@@ -136,7 +136,9 @@ export interface SoftState {
  *     committed and nothing in this write can change them);
  *  5. hand `readStates` to their readers (any time: they depend on no write of this node);
  *  6. call `advance(ready)`.
- * No further Ready is produced until advance is called.
+ * No further Ready is produced until advance is called; in between, `takeUnblocked()`
+ * hands out what depends on no write at all (heartbeats, their answers, read states), so
+ * that ReadIndex rounds never wait behind the disk.
  */
 export interface Ready {
   softState: SoftState | null;
@@ -169,6 +171,14 @@ export interface RaftConfig {
   maxUncommittedBytes: number;
   /** Size of one snapshot chunk. */
   snapshotChunkBytes: number;
+  /**
+   * The whole cluster serves lease reads (the driver's `leaseReads`; needs checkQuorum).
+   * Then a voter that heard a leader grants no vote, and campaigns on no operator's
+   * command, until an election timeout of its own ticks has passed — after a restart as
+   * well (it may have acknowledged a leader's heartbeat just before it went down). A
+   * leader's lease rests on exactly that promise.
+   */
+  leaseReads: boolean;
   /** Seeded randomness for election timeouts: the core reads no global RNG. */
   random: () => number;
   /**

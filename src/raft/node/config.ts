@@ -8,12 +8,17 @@
  *   heartbeatTicks           1       leader's heartbeat interval in ticks (< electionTicks)
  *   snapshotIntervalEntries  10000   applied entries between local snapshots (0 = never)
  *   join                     false   true: start outside the membership and wait to be added
+ *   leaseReads               false   serve linearizable reads on the leader's lease (no quorum
+ *                                    round per read); the same on every node; needs clocks
+ *                                    that drift apart by less than maxClockDrift
+ *   maxClockDrift            0.05    the drift bound a lease assumes, a fraction of elapsed time
  *   clusterToken             ""      mixed into the cluster id founding members compute (etcd's
  *                                    initial-cluster-token): two clusters with the same members
  *                                    and addresses stay apart when their tokens differ
  */
 import { ConfigError } from '../../shared/errors.ts';
 import type { NodeId } from '../core/types.ts';
+import { DEFAULT_MAX_CLOCK_DRIFT, MAX_CLOCK_DRIFT } from '../driver.ts';
 
 export interface RaftNodeConfig {
   /** Stable node id ("node1"). */
@@ -40,6 +45,10 @@ export interface RaftNodeConfig {
   contextExtra: Record<string, string>;
   /** Mixed into the cluster id at bootstrap (see node/identity.ts); the same on every founding member. */
   clusterToken: string;
+  /** Lease reads (RaftDriverOptions.leaseReads); the same on every node. */
+  leaseReads: boolean;
+  /** The clock drift bound a lease assumes (RaftDriverOptions.maxClockDrift). */
+  maxClockDrift: number;
 }
 
 export const DEFAULT_NODE_TICK_MS = 100;
@@ -66,6 +75,8 @@ const KNOWN_KEYS = new Set([
   'join',
   'contextExtra',
   'clusterToken',
+  'leaseReads',
+  'maxClockDrift',
 ]);
 
 /** Longest cluster token accepted. */
@@ -216,6 +227,25 @@ export function validateRaftNodeConfig(raw: unknown): RaftNodeConfig {
     clusterToken = r.clusterToken;
   }
 
+  let leaseReads = false;
+  if (r.leaseReads !== undefined) {
+    if (typeof r.leaseReads !== 'boolean')
+      throw new ConfigError(
+        'leaseReads',
+        `must be true or false, got ${JSON.stringify(r.leaseReads)}`,
+      );
+    leaseReads = r.leaseReads;
+  }
+  let maxClockDrift = DEFAULT_MAX_CLOCK_DRIFT;
+  if (r.maxClockDrift !== undefined) {
+    if (
+      typeof r.maxClockDrift !== 'number' ||
+      !(r.maxClockDrift >= 0 && r.maxClockDrift < MAX_CLOCK_DRIFT)
+    )
+      throw new ConfigError('maxClockDrift', `must be a number in [0, ${MAX_CLOCK_DRIFT})`);
+    maxClockDrift = r.maxClockDrift;
+  }
+
   return {
     nodeId: id,
     raftAddress,
@@ -229,5 +259,7 @@ export function validateRaftNodeConfig(raw: unknown): RaftNodeConfig {
     join,
     contextExtra,
     clusterToken,
+    leaseReads,
+    maxClockDrift,
   };
 }

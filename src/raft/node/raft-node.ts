@@ -188,6 +188,8 @@ export class RaftNode {
       },
       tickMs: config.tickMs,
       snapshotEveryEntries: config.snapshotIntervalEntries,
+      leaseReads: config.leaseReads,
+      maxClockDrift: config.maxClockDrift,
       ...(options.onFatal ? { onFatal: options.onFatal } : {}),
     });
   }
