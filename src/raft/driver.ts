@@ -58,6 +58,11 @@ import type { Clock, LogStorage, PeerTransport, StateMachine } from './ports.ts'
 export const DEFAULT_TICK_MS = 100;
 /** Applied entries between two automatic snapshots (log compactions). */
 export const DEFAULT_SNAPSHOT_EVERY_ENTRIES = 10_000;
+/**
+ * Applied entry bytes between two automatic snapshots: whichever of the two limits comes
+ * first triggers one, so a log of large entries is compacted before it holds this much.
+ */
+export const DEFAULT_SNAPSHOT_EVERY_BYTES = 64 * 1024 * 1024;
 /** Proposals (entries and membership changes) accepted but not yet applied; beyond it propose() is refused. */
 export const DEFAULT_MAX_PENDING_PROPOSALS = 4_096;
 /** Linearizable reads waiting for their read index; beyond it read() is refused. */
@@ -137,8 +142,10 @@ export interface RaftDriverOptions {
   random?: () => number;
   /** Default DEFAULT_TICK_MS. */
   tickMs?: number;
-  /** Default DEFAULT_SNAPSHOT_EVERY_ENTRIES. 0 disables automatic snapshots. */
+  /** Default DEFAULT_SNAPSHOT_EVERY_ENTRIES. 0 disables this trigger. */
   snapshotEveryEntries?: number;
+  /** Default DEFAULT_SNAPSHOT_EVERY_BYTES (of applied entry data). 0 disables this trigger. */
+  snapshotEveryBytes?: number;
   /** Default DEFAULT_MAX_PENDING_PROPOSALS. */
   maxPendingProposals?: number;
   /** Default DEFAULT_MAX_PENDING_READS. */
@@ -186,8 +193,28 @@ export interface DriverStatus extends Status {
   pendingReads: number;
   /** Reads served on the leader's lease (no quorum round) since start. */
   leaseReadsServed: number;
+  /**
+   * Hot-path counters since start (rates and ratios are the caller's: rounds/s, entries
+   * per round, reads per round): Readies handled, entries they persisted, entries applied,
+   * reads completed (ReadIndex and lease), local snapshots taken and their time.
+   */
+  counters: DriverCounters;
   /** Milliseconds the leader's lease still holds (0 if none, or lease reads are off). */
   leaseRemainingMs: number;
+}
+
+export interface DriverCounters {
+  rounds: number;
+  entriesPersisted: number;
+  entriesApplied: number;
+  readsCompleted: number;
+  snapshotsTaken: number;
+  /** Total milliseconds of local snapshots (encode + write). */
+  snapshotMsTotal: number;
+  /** The last local snapshot: encode ms (on the event loop), write ms (off it), bytes. */
+  lastSnapshotEncodeMs: number;
+  lastSnapshotWriteMs: number;
+  lastSnapshotBytes: number;
 }
 
 /** A heartbeat round the driver asked for to renew its lease. */
@@ -244,6 +271,7 @@ export class RaftDriver {
 
   readonly tickMs: number;
   readonly snapshotEveryEntries: number;
+  readonly snapshotEveryBytes: number;
   readonly maxPendingProposals: number;
   readonly maxPendingReads: number;
   readonly readTimeoutTicks: number;
@@ -290,6 +318,19 @@ export class RaftDriver {
   private readSeq = 0;
   private readNonce = '';
   private snapshotRequests: SnapshotRequest[] = [];
+  /** A local snapshot whose write is under way (at most one); rounds go on meanwhile. */
+  private snapshotInFlight = false;
+  /** Applied index and entry bytes since the last snapshot taken or restored (the triggers). */
+  private capturedIndex = 0;
+  private bytesSinceCapture = 0;
+  // Counters for the status (and the server's /metrics).
+  private rounds = 0;
+  private entriesPersisted = 0;
+  private entriesApplied = 0;
+  private readsCompleted = 0;
+  private snapshotsTaken = 0;
+  private snapshotMsTotal = 0;
+  private lastSnapshot = { encodeMs: 0, writeMs: 0, bytes: 0 };
 
   private readonly stateListeners = new Set<(s: RaftStateChange) => void>();
   private readonly fatalListeners = new Set<(e: unknown) => void>();
@@ -311,6 +352,7 @@ export class RaftDriver {
     this.createCore = options.createCore ?? ((config, durable) => new RaftCore(config, durable));
     this.tickMs = options.tickMs ?? DEFAULT_TICK_MS;
     this.snapshotEveryEntries = options.snapshotEveryEntries ?? DEFAULT_SNAPSHOT_EVERY_ENTRIES;
+    this.snapshotEveryBytes = options.snapshotEveryBytes ?? DEFAULT_SNAPSHOT_EVERY_BYTES;
     this.maxPendingProposals = options.maxPendingProposals ?? DEFAULT_MAX_PENDING_PROPOSALS;
     this.maxPendingReads = options.maxPendingReads ?? DEFAULT_MAX_PENDING_READS;
     this.readTimeoutTicks = options.readTimeoutTicks ?? DEFAULT_READ_TIMEOUT_TICKS;
@@ -323,6 +365,7 @@ export class RaftDriver {
     if (options.onFatal) this.fatalListeners.add(options.onFatal);
     assert(this.tickMs > 0, 'tickMs must be positive');
     assert(this.snapshotEveryEntries >= 0, 'snapshotEveryEntries must be ≥ 0');
+    assert(this.snapshotEveryBytes >= 0, 'snapshotEveryBytes must be ≥ 0');
     assert(
       this.maxPendingProposals > 0 && this.maxPendingReads > 0,
       'pending limits must be positive',
@@ -357,6 +400,7 @@ export class RaftDriver {
     if (snap) this.sm.restore(snap.data, snap.meta.index);
     this.applied = snapIndex;
     this.snapshotIndex = snapIndex;
+    this.capturedIndex = snapIndex;
     this.durable = { ...loaded.hardState };
     this.durableLastIndex = snapIndex + loaded.entries.length;
 
@@ -605,6 +649,17 @@ export class RaftDriver {
       pendingReads: this.reads.size,
       leaseReadsServed: this.leaseReadsServed,
       leaseRemainingMs: this.leaseRemainingMs(),
+      counters: {
+        rounds: this.rounds,
+        entriesPersisted: this.entriesPersisted,
+        entriesApplied: this.entriesApplied,
+        readsCompleted: this.readsCompleted,
+        snapshotsTaken: this.snapshotsTaken,
+        snapshotMsTotal: this.snapshotMsTotal,
+        lastSnapshotEncodeMs: this.lastSnapshot.encodeMs,
+        lastSnapshotWriteMs: this.lastSnapshot.writeMs,
+        lastSnapshotBytes: this.lastSnapshot.bytes,
+      },
     };
   }
 
@@ -742,7 +797,8 @@ export class RaftDriver {
         while (!this.stopped && core.hasReady()) {
           await this.handleReady(core, core.ready());
         }
-        if (!this.stopped && this.wantsSnapshot()) await this.takeSnapshot(core);
+        if (!this.stopped && !this.snapshotInFlight && this.wantsSnapshot())
+          this.startSnapshot(core);
       } while (this.loopAgain && !this.stopped);
     } catch (err) {
       this.fail(err);
@@ -752,6 +808,8 @@ export class RaftDriver {
   }
 
   private async handleReady(core: RaftCoreApi, rd: Ready): Promise<void> {
+    this.rounds++;
+    this.entriesPersisted += rd.entries.length;
     // 0. Check what the core asks us to persist against what we know is durable.
     const first = rd.entries[0];
     if (first) {
@@ -914,6 +972,8 @@ export class RaftDriver {
   private restoreSnapshot(snap: Snapshot): void {
     this.sm.restore(snap.data, snap.meta.index);
     this.applied = snap.meta.index;
+    this.capturedIndex = snap.meta.index;
+    this.bytesSinceCapture = 0;
     this.snapshotsRestored++;
     // Proposals the snapshot covers cannot be matched to their entries any more.
     for (const [index, p] of this.proposals) {
@@ -946,8 +1006,10 @@ export class RaftDriver {
     let result: unknown = undefined;
     if (e.type === 'normal') {
       if (e.data.length > 0) result = this.sm.apply(e.index, e.data);
+      this.bytesSinceCapture += e.data.length;
     }
     this.applied = e.index;
+    this.entriesApplied++;
 
     const p = this.proposals.get(e.index);
     if (p) {
@@ -999,6 +1061,7 @@ export class RaftDriver {
     for (const [ctx, r] of this.reads) {
       if (r.index !== null && r.index <= this.applied) {
         this.reads.delete(ctx);
+        this.readsCompleted++;
         r.resolve();
       }
     }
@@ -1019,39 +1082,74 @@ export class RaftDriver {
   private wantsSnapshot(): boolean {
     if (this.snapshotRequests.length > 0) return true;
     return (
-      this.snapshotEveryEntries > 0 &&
-      this.applied - this.snapshotIndex >= this.snapshotEveryEntries
+      (this.snapshotEveryEntries > 0 &&
+        this.applied - this.capturedIndex >= this.snapshotEveryEntries) ||
+      (this.snapshotEveryBytes > 0 && this.bytesSinceCapture >= this.snapshotEveryBytes)
     );
   }
 
-  private async takeSnapshot(core: RaftCoreApi): Promise<void> {
+  /**
+   * Takes a local snapshot off the round loop: the state is encoded here, between two
+   * rounds (the state machine's own cost; everything applied so far, nothing half-applied),
+   * and its write — a data file and a small meta batch — goes on while the next rounds
+   * run. Once durable, the in-memory log is trimmed behind it.
+   */
+  private startSnapshot(core: RaftCoreApi): void {
     const requests = this.snapshotRequests;
     this.snapshotRequests = [];
-    if (this.applied > this.snapshotIndex) {
-      const snap: Snapshot = { meta: core.snapshotMeta(this.applied), data: this.sm.snapshot() };
-      assert(snap.meta.index <= this.durableLastIndex, 'snapshot beyond the durable log');
-      try {
-        await this.storage.saveSnapshot(snap);
-      } catch (err) {
+    if (this.applied <= this.snapshotIndex) {
+      for (const r of requests) r.resolve();
+      return;
+    }
+    const t0 = this.clock.now();
+    const snap: Snapshot = { meta: core.snapshotMeta(this.applied), data: this.sm.snapshot() };
+    const t1 = this.clock.now();
+    assert(snap.meta.index <= this.durableLastIndex, 'snapshot beyond the durable log');
+    this.capturedIndex = snap.meta.index;
+    this.bytesSinceCapture = 0;
+    this.snapshotInFlight = true;
+    this.storage.saveSnapshot(snap).then(
+      () => {
+        this.snapshotInFlight = false;
+        this.finishSnapshot(core, snap, requests, {
+          encodeMs: t1 - t0,
+          writeMs: this.clock.now() - t1,
+        });
+      },
+      (err: unknown) => {
+        this.snapshotInFlight = false;
         this.fail(err, 'snapshot write failed');
         for (const r of requests)
           r.reject(new StoppedError('snapshot write failed', { cause: err }));
-        return;
-      }
-      if (this.stopped) {
-        for (const r of requests) r.reject(new StoppedError());
-        return;
-      }
-      // A snapshot received from the leader meanwhile would be newer; the loop is serialized, so none can be.
-      assert(snap.meta.index > this.snapshotIndex, 'snapshots must move forward');
+      },
+    );
+  }
+
+  private finishSnapshot(
+    core: RaftCoreApi,
+    snap: Snapshot,
+    requests: SnapshotRequest[],
+    ms: { encodeMs: number; writeMs: number },
+  ): void {
+    if (this.stopped) {
+      for (const r of requests) r.reject(new StoppedError());
+      return;
+    }
+    // A snapshot received from the leader meanwhile is newer: then there is nothing to trim.
+    if (snap.meta.index > this.snapshotIndex) {
       core.compact(snap);
       this.snapshotIndex = snap.meta.index;
-      this.log.debug(
-        { index: snap.meta.index, term: snap.meta.term, bytes: snap.data.length },
-        'log compacted',
-      );
     }
+    this.snapshotsTaken++;
+    this.snapshotMsTotal += ms.encodeMs + ms.writeMs;
+    this.lastSnapshot = { ...ms, bytes: snap.data.length };
+    this.log.debug(
+      { index: snap.meta.index, term: snap.meta.term, bytes: snap.data.length, ...ms },
+      'log compacted',
+    );
     for (const r of requests) r.resolve();
+    // Requests that came meanwhile, or a trigger reached again.
+    if (this.wantsSnapshot()) this.kick();
   }
 
   // -------------------------------------------------------------------------------------

@@ -5,7 +5,8 @@
  *   node:   { id, group }
  *   server: { host, advertiseHost, httpPort, tcPort, raftPort }
  *   raft:   { dataDir, peers: [{nodeId, host, raftPort, tcPort, httpPort}], tickMs,
- *             electionTicks, heartbeatTicks, snapshotEveryEntries, join, clusterToken,
+ *             electionTicks, heartbeatTicks, snapshotEveryEntries, snapshotEveryBytes, join,
+ *             clusterToken,
  *             leaseReads, maxClockDrift }
  *   store:  { mode: raft | db, db: { url, tablePrefix, maxConnections, startupTimeoutMs,
  *             lease: { leaseMs, renewIntervalMs, safetyMarginMs } } }
@@ -62,6 +63,7 @@ export const DEFAULT_TICK_MS = 100;
 export const DEFAULT_ELECTION_TICKS = 10;
 export const DEFAULT_HEARTBEAT_TICKS = 1;
 export const DEFAULT_SNAPSHOT_EVERY_ENTRIES = 10_000;
+export const DEFAULT_SNAPSHOT_EVERY_BYTES = 64 * 1024 * 1024;
 /** With raft.leaseReads: the clock drift bound a lease assumes (see src/raft/driver.ts). */
 export const DEFAULT_MAX_CLOCK_DRIFT = 0.05;
 export const MAX_CLOCK_DRIFT = 0.5;
@@ -157,6 +159,8 @@ export interface NodeConfig {
     electionTicks: number;
     heartbeatTicks: number;
     snapshotEveryEntries: number;
+    /** Applied entry bytes between local snapshots (whichever trigger comes first). */
+    snapshotEveryBytes: number;
     /** Start with an empty membership and wait to be added by a changeCluster on the leader. */
     join: boolean;
     /** Mixed into the cluster id the founding members compute ('' by default). */
@@ -273,6 +277,7 @@ export function validateConfig(
       'electionTicks',
       'heartbeatTicks',
       'snapshotEveryEntries',
+      'snapshotEveryBytes',
       'join',
       'clusterToken',
       'leaseReads',
@@ -320,6 +325,11 @@ export function validateConfig(
       default: DEFAULT_SNAPSHOT_EVERY_ENTRIES,
       min: 1,
       max: 100_000_000,
+    }),
+    snapshotEveryBytes: int(raftS, 'snapshotEveryBytes', 'raft', {
+      default: DEFAULT_SNAPSHOT_EVERY_BYTES,
+      min: 1024,
+      max: 16 * 1024 * 1024 * 1024,
     }),
     join,
     clusterToken: str(raftS, 'clusterToken', 'raft', { default: '', maxLength: 128 }),

@@ -130,6 +130,7 @@ export function raftNodeConfigOf(c: NodeConfig): RaftNodeConfig {
     electionTicks: c.raft.electionTicks,
     heartbeatTicks: c.raft.heartbeatTicks,
     snapshotIntervalEntries: c.raft.snapshotEveryEntries,
+    snapshotIntervalBytes: c.raft.snapshotEveryBytes,
     join: c.raft.join,
     clusterToken: c.raft.clusterToken,
     leaseReads: c.raft.leaseReads,

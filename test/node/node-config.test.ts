@@ -38,6 +38,7 @@ describe('raft node config', () => {
       join: false,
       contextExtra: {},
       clusterToken: '',
+      snapshotIntervalBytes: 64 * 1024 * 1024,
       leaseReads: false,
       maxClockDrift: 0.05,
     });

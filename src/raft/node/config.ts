@@ -6,7 +6,8 @@
  *   tickMs                   100     milliseconds per core tick
  *   electionTicks            10      follower's election timeout, randomized in [n, 2n) ticks
  *   heartbeatTicks           1       leader's heartbeat interval in ticks (< electionTicks)
- *   snapshotIntervalEntries  10000   applied entries between local snapshots (0 = never)
+ *   snapshotIntervalEntries  10000   applied entries between local snapshots (0 = this trigger off)
+ *   snapshotIntervalBytes    64 MiB  applied entry bytes between local snapshots (0 = this trigger off)
  *   join                     false   true: start outside the membership and wait to be added
  *   leaseReads               false   serve linearizable reads on the leader's lease (no quorum
  *                                    round per read); the same on every node; needs clocks
@@ -18,7 +19,11 @@
  */
 import { ConfigError } from '../../shared/errors.ts';
 import type { NodeId } from '../core/types.ts';
-import { DEFAULT_MAX_CLOCK_DRIFT, MAX_CLOCK_DRIFT } from '../driver.ts';
+import {
+  DEFAULT_MAX_CLOCK_DRIFT,
+  DEFAULT_SNAPSHOT_EVERY_BYTES,
+  MAX_CLOCK_DRIFT,
+} from '../driver.ts';
 
 export interface RaftNodeConfig {
   /** Stable node id ("node1"). */
@@ -35,6 +40,7 @@ export interface RaftNodeConfig {
   electionTicks: number;
   heartbeatTicks: number;
   snapshotIntervalEntries: number;
+  snapshotIntervalBytes: number;
   /**
    * false: bootstrap (or restart) as a member of {nodeId} ∪ peers.
    * true: the node is being added to a running cluster (after a wipe, or new): it starts
@@ -72,6 +78,7 @@ const KNOWN_KEYS = new Set([
   'electionTicks',
   'heartbeatTicks',
   'snapshotIntervalEntries',
+  'snapshotIntervalBytes',
   'join',
   'contextExtra',
   'clusterToken',
@@ -193,6 +200,14 @@ export function validateRaftNodeConfig(raw: unknown): RaftNodeConfig {
     Number.MAX_SAFE_INTEGER,
   );
 
+  const snapshotIntervalBytes = integer(
+    'snapshotIntervalBytes',
+    r.snapshotIntervalBytes,
+    DEFAULT_SNAPSHOT_EVERY_BYTES,
+    0,
+    Number.MAX_SAFE_INTEGER,
+  );
+
   let join = false;
   if (r.join !== undefined) {
     if (typeof r.join !== 'boolean')
@@ -256,6 +271,7 @@ export function validateRaftNodeConfig(raw: unknown): RaftNodeConfig {
     electionTicks,
     heartbeatTicks,
     snapshotIntervalEntries,
+    snapshotIntervalBytes,
     join,
     contextExtra,
     clusterToken,

@@ -188,6 +188,7 @@ export class RaftNode {
       },
       tickMs: config.tickMs,
       snapshotEveryEntries: config.snapshotIntervalEntries,
+      snapshotEveryBytes: config.snapshotIntervalBytes,
       leaseReads: config.leaseReads,
       maxClockDrift: config.maxClockDrift,
       ...(options.onFatal ? { onFatal: options.onFatal } : {}),
