@@ -127,6 +127,36 @@ export interface RaftCoreApi {
   status(): Status;
 }
 
+/**
+ * Timings the driver reports as they happen, for latency histograms (the server feeds its
+ * /metrics from it). Called synchronously; must not throw, and should be cheap.
+ */
+export interface RaftObserver {
+  /** One synced write of a round (a Ready): its duration in seconds. */
+  persisted(seconds: number): void;
+  /**
+   * A peer answered a request of `type` (app, heartbeat, snap, vote, preVote): seconds from
+   * the oldest such request still unanswered to that peer until this answer (the round
+   * trip, the peer's disk write included where its answer waits for one).
+   */
+  rpc(type: string, seconds: number): void;
+}
+
+/** A request unanswered this long is taken as lost: the next one starts the clock again. */
+export const RPC_ANSWER_LOST_MS = 5_000;
+
+/** Which request each answer answers, for RaftObserver.rpc. */
+const REQUEST_OF_ANSWER: Partial<Record<Message['type'], Message['type']>> = {
+  appResp: 'app',
+  heartbeatResp: 'heartbeat',
+  snapResp: 'snap',
+  voteResp: 'vote',
+  preVoteResp: 'preVote',
+};
+const ANSWERED_TYPES: ReadonlySet<Message['type']> = new Set(
+  Object.values(REQUEST_OF_ANSWER) as Message['type'][],
+);
+
 export interface RaftDriverOptions {
   id: NodeId;
   storage: LogStorage;
@@ -165,6 +195,8 @@ export interface RaftDriverOptions {
   maxClockDrift?: number;
   /** Called once if the driver fail-stops (a failed disk write, a broken invariant). */
   onFatal?: (error: unknown) => void;
+  /** Latency hooks (persist, peer round trips); default none. */
+  observer?: RaftObserver;
   /** Builds the core. Default `new RaftCore(config, durable)`; tests may wrap it. */
   createCore?: (config: RaftConfig, durable: DurableState) => RaftCoreApi;
 }
@@ -285,6 +317,9 @@ export class RaftDriver {
   private leaseProbe: LeaseProbe | null = null;
   private leaseReadsServed = 0;
   private unblockedScheduled = false;
+  private readonly observer: RaftObserver | null;
+  /** With an observer: when the oldest unanswered request of a type went to a peer ("peer|type"). */
+  private readonly rpcSentAt = new Map<string, number>();
 
   private core: RaftCoreApi | null = null;
   private started = false;
@@ -363,6 +398,7 @@ export class RaftDriver {
       () => `maxClockDrift must be in [0, ${MAX_CLOCK_DRIFT}), got ${this.maxClockDrift}`,
     );
     if (options.onFatal) this.fatalListeners.add(options.onFatal);
+    this.observer = options.observer ?? null;
     assert(this.tickMs > 0, 'tickMs must be positive');
     assert(this.snapshotEveryEntries >= 0, 'snapshotEveryEntries must be ≥ 0');
     assert(this.snapshotEveryBytes >= 0, 'snapshotEveryBytes must be ≥ 0');
@@ -680,8 +716,34 @@ export class RaftDriver {
     this.kick();
   }
 
+  /** Hands messages to the transport, noting when requests left (for RaftObserver.rpc). */
+  private send(messages: Message[]): void {
+    if (this.observer !== null) {
+      const now = this.clock.now();
+      for (const m of messages) {
+        if (!ANSWERED_TYPES.has(m.type)) continue;
+        const key = `${m.to}|${m.type}`;
+        const sentAt = this.rpcSentAt.get(key);
+        if (sentAt === undefined || now - sentAt > RPC_ANSWER_LOST_MS) this.rpcSentAt.set(key, now);
+      }
+    }
+    this.transport.send(messages);
+  }
+
+  /** A peer's answer: the round trip since the oldest request of its type still unanswered. */
+  private observeAnswer(m: Message): void {
+    const request = REQUEST_OF_ANSWER[m.type];
+    if (request === undefined || this.observer === null) return;
+    const key = `${m.from}|${request}`;
+    const sentAt = this.rpcSentAt.get(key);
+    if (sentAt === undefined) return;
+    this.rpcSentAt.delete(key);
+    this.observer.rpc(request, (this.clock.now() - sentAt) / 1000);
+  }
+
   private onMessage(m: Message): void {
     if (this.stopped || !this.core) return;
+    this.observeAnswer(m);
     if (m.to !== this.id) {
       this.log.warn(
         { to: m.to, from: m.from, type: m.type },
@@ -779,7 +841,7 @@ export class RaftDriver {
               m.term <= this.durable.term,
               () => `${m.type} of term ${m.term} taken before term ${m.term} is durable`,
             );
-          this.transport.send(messages);
+          this.send(messages);
         }
         if (readStates.length > 0) this.onReadStates(readStates);
       } catch (err) {
@@ -872,7 +934,7 @@ export class RaftDriver {
           m.term <= this.durable.term,
           () => `${m.type} of term ${m.term} may not leave before term ${m.term} is durable`,
         );
-      this.transport.send(rd.messages);
+      this.send(rd.messages);
     }
 
     // 0b. Committed entries that are already durable here are applied now, while this
@@ -897,12 +959,13 @@ export class RaftDriver {
 
     // 1. Persist: one synced write; nothing else leaves before it is durable.
     if (rd.hardState || rd.entries.length > 0 || rd.snapshot) {
+      const sync =
+        rd.entries.length > 0 ||
+        rd.snapshot !== null ||
+        (rd.hardState !== null &&
+          (rd.hardState.term !== this.durable.term || rd.hardState.vote !== this.durable.vote));
+      const t0 = this.clock.now();
       try {
-        const sync =
-          rd.entries.length > 0 ||
-          rd.snapshot !== null ||
-          (rd.hardState !== null &&
-            (rd.hardState.term !== this.durable.term || rd.hardState.vote !== this.durable.vote));
         await this.storage.save({
           hardState: rd.hardState,
           entries: rd.entries,
@@ -913,6 +976,7 @@ export class RaftDriver {
         this.fail(err, 'disk write failed');
         return;
       }
+      if (sync && this.observer !== null) this.observer.persisted((this.clock.now() - t0) / 1000);
       if (this.stopped) return;
       if (rd.hardState) this.durable = { ...rd.hardState };
       if (rd.snapshot) {
@@ -929,7 +993,7 @@ export class RaftDriver {
     );
 
     // 2. Send what depends on the write: vote grants, append responses, everything else.
-    if (rd.messagesAfterPersist.length > 0) this.transport.send(rd.messagesAfterPersist);
+    if (rd.messagesAfterPersist.length > 0) this.send(rd.messagesAfterPersist);
 
     // Soft state: role, term, leader.
     if (rd.softState)

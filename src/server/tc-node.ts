@@ -235,7 +235,7 @@ export class TcNode {
     );
     let backend: Backend;
     try {
-      backend = c.store.mode === 'raft' ? raftBackend(opts, log) : await dbBackend(opts);
+      backend = c.store.mode === 'raft' ? raftBackend(opts, log, metrics) : await dbBackend(opts);
     } catch (err) {
       log.error({ err }, 'node failed to start');
       throw err;
@@ -298,13 +298,14 @@ export class TcNode {
   }
 }
 
-function raftBackend(opts: TcNodeOptions, log: Logger): Backend {
+function raftBackend(opts: TcNodeOptions, log: Logger, metrics: NodeMetrics): Backend {
   const c = opts.config;
   const stateMachine = opts.stateMachine ?? new CoordinatorLogStateMachine();
   const raft = new RaftNode({
     config: raftNodeConfigOf(c),
     stateMachine,
     logger: opts.logger,
+    observer: { persisted: metrics.observePersist, rpc: metrics.observeRaftRpc },
     onFatal: (err) => {
       log.fatal({ err }, 'raft node fail-stopped');
       opts.onFatal?.(err);

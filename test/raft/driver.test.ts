@@ -285,6 +285,28 @@ describe('RaftDriver', () => {
     expect(s.driver.status().counters).toMatchObject({ snapshotsTaken: 2 });
   });
 
+  it('reports synced writes and peer round trips to its observer (the /metrics histograms)', async () => {
+    const seen: string[] = [];
+    const s = setup(['n1', 'n2', 'n3'], {
+      raft: { electionTicks: 5, heartbeatTicks: 1, preVote: false },
+      observer: {
+        persisted: (sec) => seen.push(`persist ${sec}`),
+        rpc: (type, sec) => seen.push(`${type} ${sec}`),
+      },
+    });
+    await s.driver.start();
+    s.driver.campaign();
+    await flush();
+    expect(s.transport.sent.filter((m) => m.type === 'vote')).toHaveLength(2);
+    s.clock.advance(20);
+    s.transport.handler!({ type: 'voteResp', from: 'n2', to: 'n1', term: 1, reject: false });
+    await flush();
+    // The campaign's synced write (term and vote), then n2's answer 20 ms after the request;
+    // n3 never answered, so nothing is reported for it.
+    expect(seen).toEqual(['persist 0', 'vote 0.02', 'persist 0']);
+    expect(s.driver.status().role).toBe('leader');
+  });
+
   it('restarts from storage: restores the snapshot and replays committed entries', async () => {
     const s = await singleLeader({ snapshotEveryEntries: 3 });
     for (let i = 1; i <= 5; i++) await s.driver.propose(encodePayload(i, `k${i}`, `v${i}`));

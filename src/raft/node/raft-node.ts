@@ -10,7 +10,12 @@ import { assert } from '../../shared/errors.ts';
 import { systemClock } from '../clock.ts';
 import { DEFAULT_MAX_MSG_BYTES, DEFAULT_SNAPSHOT_CHUNK_BYTES } from '../core/config.ts';
 import type { ConfChange, ConfState, NodeId, RaftConfig, Snapshot } from '../core/types.ts';
-import { RaftDriver, type DriverStatus, type RaftStateChange } from '../driver.ts';
+import {
+  RaftDriver,
+  type DriverStatus,
+  type RaftObserver,
+  type RaftStateChange,
+} from '../driver.ts';
 import type { LoadedState, LogStorage, PersistBatch, StateMachine } from '../ports.ts';
 import { LevelDbStorage, type StorageStats } from '../storage/leveldb-storage.ts';
 import {
@@ -36,6 +41,8 @@ export interface RaftNodeOptions {
   transportLimits?: Partial<TransportLimits>;
   /** Called once if the node fail-stops (failed disk write, broken invariant). Default: log only. */
   onFatal?: (error: unknown) => void;
+  /** Latency hooks for metrics (persist, peer round trips). */
+  observer?: RaftObserver;
 }
 
 export interface RaftNodeStatus extends DriverStatus {
@@ -192,6 +199,7 @@ export class RaftNode {
       leaseReads: config.leaseReads,
       maxClockDrift: config.maxClockDrift,
       ...(options.onFatal ? { onFatal: options.onFatal } : {}),
+      ...(options.observer ? { observer: options.observer } : {}),
     });
   }
 
