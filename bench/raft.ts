@@ -212,30 +212,51 @@ async function startConcord(dir: string, nodeArgs: string[]): Promise<System> {
       }
       return null;
     });
-  let previous = new Map<
-    string,
-    { syncedWrites: number; entriesWritten: number; syncMsTotal: number }
-  >();
+  interface Totals {
+    syncedWrites: number;
+    entriesWritten: number;
+    syncMsTotal: number;
+    rounds: number;
+    roundEntries: number;
+    reads: number;
+    snapshots: number;
+    at: number;
+  }
+  let previous = new Map<string, Totals>();
   const diagnostics = async () => {
     const parts: string[] = [];
-    const next = new Map<
-      string,
-      { syncedWrites: number; entriesWritten: number; syncMsTotal: number }
-    >();
+    const next = new Map<string, Totals>();
     for (const n of nodes) {
       const r = await httpCall(undefined, n.http, 'GET', '/status').catch(() => null);
       if (!r || r.status !== 200) continue;
       const st = JSON.parse(r.body) as {
         role: string;
         storage: { syncedWrites: number; entriesWritten: number; syncMsTotal: number };
+        counters?: {
+          rounds: number;
+          entriesPersisted: number;
+          readsCompleted: number;
+          snapshotsTaken: number;
+        };
       };
-      next.set(n.id, st.storage);
-      const p = previous.get(n.id) ?? { syncedWrites: 0, entriesWritten: 0, syncMsTotal: 0 };
-      const writes = st.storage.syncedWrites - p.syncedWrites;
-      const entries = st.storage.entriesWritten - p.entriesWritten;
-      const ms = st.storage.syncMsTotal - p.syncMsTotal;
+      const c = st.counters;
+      const now: Totals = {
+        ...st.storage,
+        rounds: c?.rounds ?? 0,
+        roundEntries: c?.entriesPersisted ?? 0,
+        reads: c?.readsCompleted ?? 0,
+        snapshots: c?.snapshotsTaken ?? 0,
+        at: Date.now(),
+      };
+      next.set(n.id, now);
+      const p = previous.get(n.id);
+      const d = (k: keyof Totals) => now[k] - (p?.[k] ?? 0);
+      const writes = d('syncedWrites');
+      const rounds = d('rounds');
+      const secs = p ? d('at') / 1000 : NaN;
       parts.push(
-        `${n.id}(${st.role}) ${writes} synced writes, ${(entries / Math.max(1, writes)).toFixed(1)} entries/write, ${(ms / Math.max(1, writes)).toFixed(2)} ms/write`,
+        `${n.id}(${st.role}) ${writes} synced writes, ${(d('entriesWritten') / Math.max(1, writes)).toFixed(1)} entries/write, ${(d('syncMsTotal') / Math.max(1, writes)).toFixed(2)} ms/write, ` +
+          `${Number.isNaN(secs) ? '-' : (rounds / secs).toFixed(0)} rounds/s, ${(d('roundEntries') / Math.max(1, rounds)).toFixed(2)} entries/round, ${(d('reads') / Math.max(1, rounds)).toFixed(2)} reads/round, ${d('snapshots')} snapshots`,
       );
     }
     previous = next;

@@ -6,12 +6,13 @@
  * checks.
  *
  * One round (a "Ready"), strictly in this order:
- *   1. persist hardState + entries + received snapshot in ONE synced write (a leader's
- *      appends and heartbeats may leave before it: they depend only on its durable term);
- *   2. only then send the Ready's other messages (vote grants and append responses depend on 1);
- *   3. restore the received snapshot into the state machine, apply committed entries
- *      (those already durable on this node are applied before step 1, see handleReady);
- *   4. resolve the proposals and reads they complete; core.advance(ready).
+ *   1. send the Ready's `messages`, which the core says may leave before the write (a
+ *      leader's appends and heartbeats of its durable term); apply the committed entries
+ *      that are already durable here;
+ *   2. persist hardState + entries + received snapshot in ONE synced write;
+ *   3. only then send `messagesAfterPersist` (vote grants and append responses depend on 2);
+ *   4. restore the received snapshot into the state machine, apply the other committed
+ *      entries; resolve the proposals and reads they complete; core.advance(ready).
  * Only one round runs at a time. Messages, ticks and proposals that arrive while a round
  * awaits the disk step the core at once and make the loop run again.
  *
@@ -41,6 +42,7 @@ import type {
   Message,
   NodeId,
   RaftConfig,
+  ReadState,
   Ready,
   Role,
   Snapshot,
@@ -56,25 +58,50 @@ import type { Clock, LogStorage, PeerTransport, StateMachine } from './ports.ts'
 export const DEFAULT_TICK_MS = 100;
 /** Applied entries between two automatic snapshots (log compactions). */
 export const DEFAULT_SNAPSHOT_EVERY_ENTRIES = 10_000;
+/**
+ * Applied entry bytes between two automatic snapshots: whichever of the two limits comes
+ * first triggers one, so a log of large entries is compacted before it holds this much.
+ */
+export const DEFAULT_SNAPSHOT_EVERY_BYTES = 64 * 1024 * 1024;
 /** Proposals (entries and membership changes) accepted but not yet applied; beyond it propose() is refused. */
 export const DEFAULT_MAX_PENDING_PROPOSALS = 4_096;
 /** Linearizable reads waiting for their read index; beyond it read() is refused. */
 export const DEFAULT_MAX_PENDING_READS = 4_096;
 /** Ticks a read may wait for its read index to be confirmed and applied before it fails with TimeoutError. */
 export const DEFAULT_READ_TIMEOUT_TICKS = 50;
+/**
+ * With lease reads: the bound assumed on how much two nodes' clocks may drift apart, as a
+ * fraction of elapsed time (0.05: while one node measures 1 s, another measures 0.95 to
+ * 1.05 s). A lease is shortened by it; a drift beyond it can serve a stale read.
+ */
+export const DEFAULT_MAX_CLOCK_DRIFT = 0.05;
+/** Largest drift bound accepted: beyond it a lease would be too short to be of use. */
+export const MAX_CLOCK_DRIFT = 0.5;
+/** How much earlier than asked a timer may fire (libuv truncates to the millisecond), per tick. */
+export const TIMER_EARLY_MS = 1;
 
 /** A request refused because a bounded queue of the driver is full. Retry later (with backoff). */
-/** Messages only a leader sends; they may leave before the leader's own write (see handleReady). */
-const LEADER_MESSAGE_TYPES: ReadonlySet<Message['type']> = new Set([
-  'app',
-  'heartbeat',
-  'snap',
-  'timeoutNow',
-]);
-
 export class OverloadedError extends ConcordError {
   constructor(message: string, options: ConcordErrorOptions = {}) {
     super('UNAVAILABLE', message, { retryable: true, ...options });
+  }
+}
+
+/**
+ * A snapshot received from a leader that the state machine could not decode or validate.
+ * Nothing of it was persisted; the leader resends (a corrupt frame is usually transient).
+ */
+export class SnapshotRejectedError extends ConcordError {
+  readonly index: number;
+  readonly term: number;
+  constructor(index: number, term: number, from: NodeId | null, options: ConcordErrorOptions) {
+    super(
+      'BAD_REQUEST',
+      `refused the snapshot at ${index} (term ${term})${from ? ` from ${from}` : ''}: it does not decode into a valid state`,
+      { retryable: true, ...options },
+    );
+    this.index = index;
+    this.term = term;
   }
 }
 
@@ -86,6 +113,10 @@ export interface RaftCoreApi {
   proposeConfChange(cc: ConfChange): { index: number; term: number };
   transferLeadership(to: NodeId): void;
   readIndex(ctx: string): void;
+  /** The index a lease read may be served at (leader, committed in its term, no transfer), or null. */
+  leaseReadIndex(): number | null;
+  /** Between a Ready and its advance: heartbeats, their answers and read states (no write needed). */
+  takeUnblocked(): { messages: Message[]; readStates: ReadState[] };
   campaign(): void;
   hasReady(): boolean;
   ready(): Ready;
@@ -96,6 +127,36 @@ export interface RaftCoreApi {
   status(): Status;
 }
 
+/**
+ * Timings the driver reports as they happen, for latency histograms (the server feeds its
+ * /metrics from it). Called synchronously; must not throw, and should be cheap.
+ */
+export interface RaftObserver {
+  /** One synced write of a round (a Ready): its duration in seconds. */
+  persisted(seconds: number): void;
+  /**
+   * A peer answered a request of `type` (app, heartbeat, snap, vote, preVote): seconds from
+   * the oldest such request still unanswered to that peer until this answer (the round
+   * trip, the peer's disk write included where its answer waits for one).
+   */
+  rpc(type: string, seconds: number): void;
+}
+
+/** A request unanswered this long is taken as lost: the next one starts the clock again. */
+export const RPC_ANSWER_LOST_MS = 5_000;
+
+/** Which request each answer answers, for RaftObserver.rpc. */
+const REQUEST_OF_ANSWER: Partial<Record<Message['type'], Message['type']>> = {
+  appResp: 'app',
+  heartbeatResp: 'heartbeat',
+  snapResp: 'snap',
+  voteResp: 'vote',
+  preVoteResp: 'preVote',
+};
+const ANSWERED_TYPES: ReadonlySet<Message['type']> = new Set(
+  Object.values(REQUEST_OF_ANSWER) as Message['type'][],
+);
+
 export interface RaftDriverOptions {
   id: NodeId;
   storage: LogStorage;
@@ -105,22 +166,37 @@ export interface RaftDriverOptions {
   /** Bootstrap membership, used only when storage holds no snapshot and no conf entry. */
   initialConf: ConfState;
   logger?: Logger;
-  /** Overrides of the core's defaults (src/raft/core/config.ts). `id` and `random` are the driver's. */
-  raft?: Partial<Omit<RaftConfig, 'id' | 'random'>>;
+  /** Overrides of the core's defaults (src/raft/core/config.ts). `id`, `random` and `acceptSnapshot` are the driver's. */
+  raft?: Partial<Omit<RaftConfig, 'id' | 'random' | 'acceptSnapshot'>>;
   /** Randomness for election timeouts. Default Math.random; the simulator passes a seeded one. */
   random?: () => number;
   /** Default DEFAULT_TICK_MS. */
   tickMs?: number;
-  /** Default DEFAULT_SNAPSHOT_EVERY_ENTRIES. 0 disables automatic snapshots. */
+  /** Default DEFAULT_SNAPSHOT_EVERY_ENTRIES. 0 disables this trigger. */
   snapshotEveryEntries?: number;
+  /** Default DEFAULT_SNAPSHOT_EVERY_BYTES (of applied entry data). 0 disables this trigger. */
+  snapshotEveryBytes?: number;
   /** Default DEFAULT_MAX_PENDING_PROPOSALS. */
   maxPendingProposals?: number;
   /** Default DEFAULT_MAX_PENDING_READS. */
   maxPendingReads?: number;
   /** Default DEFAULT_READ_TIMEOUT_TICKS. */
   readTimeoutTicks?: number;
+  /**
+   * Serve reads on a leader's lease, without a quorum round per read (default false: every
+   * read is a ReadIndex round). Must be the same on every node (followers then hold their
+   * votes as the lease needs, see RaftConfig.leaseReads); needs checkQuorum. A lease lasts
+   * (electionTicks − 1) ticks shortened by the clock drift bound, from the moment the last
+   * heartbeat a quorum confirmed was sent; it is off while leadership is being transferred.
+   * Unsafe if clocks drift apart faster than `maxClockDrift`.
+   */
+  leaseReads?: boolean;
+  /** Default DEFAULT_MAX_CLOCK_DRIFT; in [0, MAX_CLOCK_DRIFT). */
+  maxClockDrift?: number;
   /** Called once if the driver fail-stops (a failed disk write, a broken invariant). */
   onFatal?: (error: unknown) => void;
+  /** Latency hooks (persist, peer round trips); default none. */
+  observer?: RaftObserver;
   /** Builds the core. Default `new RaftCore(config, durable)`; tests may wrap it. */
   createCore?: (config: RaftConfig, durable: DurableState) => RaftCoreApi;
 }
@@ -143,8 +219,42 @@ export interface DriverStatus extends Status {
   snapshotIndex: number;
   /** Snapshots received from a leader and restored into the state machine since start. */
   snapshotsRestored: number;
+  /** Snapshots received from a leader and refused (they did not decode) since start. */
+  snapshotsRejected: number;
   pendingProposals: number;
   pendingReads: number;
+  /** Reads served on the leader's lease (no quorum round) since start. */
+  leaseReadsServed: number;
+  /**
+   * Hot-path counters since start (rates and ratios are the caller's: rounds/s, entries
+   * per round, reads per round): Readies handled, entries they persisted, entries applied,
+   * reads completed (ReadIndex and lease), local snapshots taken and their time.
+   */
+  counters: DriverCounters;
+  /** Milliseconds the leader's lease still holds (0 if none, or lease reads are off). */
+  leaseRemainingMs: number;
+}
+
+export interface DriverCounters {
+  rounds: number;
+  entriesPersisted: number;
+  entriesApplied: number;
+  readsCompleted: number;
+  snapshotsTaken: number;
+  /** Total milliseconds of local snapshots (encode + write). */
+  snapshotMsTotal: number;
+  /** The last local snapshot: encode ms (on the event loop), write ms (off it), bytes. */
+  lastSnapshotEncodeMs: number;
+  lastSnapshotWriteMs: number;
+  lastSnapshotBytes: number;
+}
+
+/** A heartbeat round the driver asked for to renew its lease. */
+interface LeaseProbe {
+  ctx: string;
+  /** The clock when it was asked for: its heartbeats leave at or after this. */
+  sentAt: number;
+  epoch: number;
 }
 
 interface PendingProposal {
@@ -187,15 +297,29 @@ export class RaftDriver {
   private readonly sm: StateMachine;
   private readonly initialConf: ConfState;
   private readonly log: Logger;
-  private readonly raftOverrides: Partial<Omit<RaftConfig, 'id' | 'random'>>;
+  private readonly raftOverrides: Partial<Omit<RaftConfig, 'id' | 'random' | 'acceptSnapshot'>>;
   private readonly random: () => number;
   private readonly createCore: (config: RaftConfig, durable: DurableState) => RaftCoreApi;
 
   readonly tickMs: number;
   readonly snapshotEveryEntries: number;
+  readonly snapshotEveryBytes: number;
   readonly maxPendingProposals: number;
   readonly maxPendingReads: number;
   readonly readTimeoutTicks: number;
+  readonly leaseReads: boolean;
+  readonly maxClockDrift: number;
+  /** How long a confirmed heartbeat round holds the lease, in clock ms (set at start). */
+  private leaseMs = 0;
+  private leaseStart = Number.NEGATIVE_INFINITY;
+  /** Bumped whenever a lease must not carry over (a role or term change, a transfer). */
+  private leaseEpoch = 0;
+  private leaseProbe: LeaseProbe | null = null;
+  private leaseReadsServed = 0;
+  private unblockedScheduled = false;
+  private readonly observer: RaftObserver | null;
+  /** With an observer: when the oldest unanswered request of a type went to a peer ("peer|type"). */
+  private readonly rpcSentAt = new Map<string, number>();
 
   private core: RaftCoreApi | null = null;
   private started = false;
@@ -215,6 +339,7 @@ export class RaftDriver {
   // What the state machine holds.
   private applied = 0;
   private snapshotsRestored = 0;
+  private snapshotsRejected = 0;
 
   // Soft state as last reported, and membership as last pushed to the transport.
   private role: Role = 'follower';
@@ -228,6 +353,19 @@ export class RaftDriver {
   private readSeq = 0;
   private readNonce = '';
   private snapshotRequests: SnapshotRequest[] = [];
+  /** A local snapshot whose write is under way (at most one); rounds go on meanwhile. */
+  private snapshotInFlight = false;
+  /** Applied index and entry bytes since the last snapshot taken or restored (the triggers). */
+  private capturedIndex = 0;
+  private bytesSinceCapture = 0;
+  // Counters for the status (and the server's /metrics).
+  private rounds = 0;
+  private entriesPersisted = 0;
+  private entriesApplied = 0;
+  private readsCompleted = 0;
+  private snapshotsTaken = 0;
+  private snapshotMsTotal = 0;
+  private lastSnapshot = { encodeMs: 0, writeMs: 0, bytes: 0 };
 
   private readonly stateListeners = new Set<(s: RaftStateChange) => void>();
   private readonly fatalListeners = new Set<(e: unknown) => void>();
@@ -249,12 +387,21 @@ export class RaftDriver {
     this.createCore = options.createCore ?? ((config, durable) => new RaftCore(config, durable));
     this.tickMs = options.tickMs ?? DEFAULT_TICK_MS;
     this.snapshotEveryEntries = options.snapshotEveryEntries ?? DEFAULT_SNAPSHOT_EVERY_ENTRIES;
+    this.snapshotEveryBytes = options.snapshotEveryBytes ?? DEFAULT_SNAPSHOT_EVERY_BYTES;
     this.maxPendingProposals = options.maxPendingProposals ?? DEFAULT_MAX_PENDING_PROPOSALS;
     this.maxPendingReads = options.maxPendingReads ?? DEFAULT_MAX_PENDING_READS;
     this.readTimeoutTicks = options.readTimeoutTicks ?? DEFAULT_READ_TIMEOUT_TICKS;
+    this.leaseReads = options.leaseReads ?? false;
+    this.maxClockDrift = options.maxClockDrift ?? DEFAULT_MAX_CLOCK_DRIFT;
+    assert(
+      this.maxClockDrift >= 0 && this.maxClockDrift < MAX_CLOCK_DRIFT,
+      () => `maxClockDrift must be in [0, ${MAX_CLOCK_DRIFT}), got ${this.maxClockDrift}`,
+    );
     if (options.onFatal) this.fatalListeners.add(options.onFatal);
+    this.observer = options.observer ?? null;
     assert(this.tickMs > 0, 'tickMs must be positive');
     assert(this.snapshotEveryEntries >= 0, 'snapshotEveryEntries must be ≥ 0');
+    assert(this.snapshotEveryBytes >= 0, 'snapshotEveryBytes must be ≥ 0');
     assert(
       this.maxPendingProposals > 0 && this.maxPendingReads > 0,
       'pending limits must be positive',
@@ -289,6 +436,7 @@ export class RaftDriver {
     if (snap) this.sm.restore(snap.data, snap.meta.index);
     this.applied = snapIndex;
     this.snapshotIndex = snapIndex;
+    this.capturedIndex = snapIndex;
     this.durable = { ...loaded.hardState };
     this.durableLastIndex = snapIndex + loaded.entries.length;
 
@@ -298,7 +446,18 @@ export class RaftDriver {
       ...this.raftOverrides,
       id: this.id,
       random: this.random,
+      leaseReads: this.leaseReads,
+      acceptSnapshot: (snapshot) => this.acceptSnapshot(snapshot),
     };
+    // A follower that confirmed a heartbeat sent at t grants no vote until an election
+    // timeout of its own ticks has passed: (electionTicks − 1) ticks of its clock at least
+    // (the first may fire at once). Measured on this node's clock, shortened for drift.
+    const rho = this.maxClockDrift;
+    const ticks = config.electionTicks - 1;
+    this.leaseMs = Math.max(
+      0,
+      (ticks * this.tickMs * (1 - rho)) / (1 + rho) - ticks * TIMER_EARLY_MS,
+    );
     this.core = this.createCore(config, {
       hardState: { ...loaded.hardState },
       snapshot: snap,
@@ -379,29 +538,85 @@ export class RaftDriver {
     }
     // Unique across restarts too: a late heartbeat response must never confirm another incarnation's read.
     const ctx = `${this.id}:${this.readNonce}:${++this.readSeq}`;
-    try {
-      core.readIndex(ctx);
-    } catch (err) {
-      return Promise.reject(this.checkCoreError(err));
-    }
-    const term = core.status().term;
+    // On a lease: the index now, no quorum round (it waits only for apply).
+    const leaseIndex = this.leaseRemainingMs() > 0 ? core.leaseReadIndex() : null;
+    if (leaseIndex === null) {
+      try {
+        core.readIndex(ctx);
+      } catch (err) {
+        return Promise.reject(this.checkCoreError(err));
+      }
+    } else this.leaseReadsServed++;
     const p = new Promise<void>((resolve, reject) => {
       this.reads.set(ctx, {
         ctx,
-        term,
-        index: null,
+        term: this.term,
+        index: leaseIndex,
         deadlineTick: this.ticks + this.readTimeoutTicks,
         resolve,
         reject,
       });
     });
-    this.kick();
+    if (leaseIndex !== null) this.completeReads();
+    else this.kick();
     return p;
+  }
+
+  /** Milliseconds the lease still holds by this node's clock (0 if none, or lease reads are off). */
+  private leaseRemainingMs(): number {
+    if (!this.leaseReads || this.role !== 'leader') return 0;
+    return Math.max(0, this.leaseStart + this.leaseMs - this.clock.now());
+  }
+
+  /** Forgets the lease: it must not carry over a role or term change, or a transfer. */
+  private dropLease(): void {
+    this.leaseEpoch++;
+    this.leaseStart = Number.NEGATIVE_INFINITY;
+    this.leaseProbe = null;
+  }
+
+  /**
+   * Asks for a heartbeat round to renew the lease (one at a time; a lost one is given up
+   * after an election timeout). Its confirmation moves the lease's start to when it was
+   * asked for — no later than its heartbeats left.
+   */
+  private renewLease(core: RaftCoreApi): void {
+    if (!this.leaseReads || this.role !== 'leader') return;
+    const now = this.clock.now();
+    const probe = this.leaseProbe;
+    if (probe !== null && now - probe.sentAt < this.leaseMs) return;
+    // Not while leadership is handed over, nor before the leader knows the commit index.
+    if (core.leaseReadIndex() === null) return;
+    const ctx = `${this.id}:${this.readNonce}:lease:${++this.readSeq}`;
+    try {
+      core.readIndex(ctx);
+    } catch {
+      return; // too many pending reads, or not leader any more: try on the next tick
+    }
+    this.leaseProbe = { ctx, sentAt: now, epoch: this.leaseEpoch };
+  }
+
+  /** Read states from the core: read indexes for reads, renewals for the lease. */
+  private onReadStates(readStates: readonly ReadState[]): void {
+    for (const rs of readStates) {
+      const probe = this.leaseProbe;
+      if (probe !== null && rs.ctx === probe.ctx) {
+        this.leaseProbe = null;
+        if (probe.epoch === this.leaseEpoch && probe.sentAt > this.leaseStart)
+          this.leaseStart = probe.sentAt;
+        continue;
+      }
+      const r = this.reads.get(rs.ctx);
+      if (r) r.index = rs.index;
+    }
+    this.completeReads();
   }
 
   /** Asks the leader to hand leadership to `to` (Raft thesis §3.10). Throws NotLeaderError on a follower. */
   transferLeadership(to: NodeId): void {
     const core = this.liveCore();
+    // The transferee may be elected at once, by voters that still honour this leader.
+    this.dropLease();
     try {
       core.transferLeadership(to);
     } catch (err) {
@@ -465,8 +680,22 @@ export class RaftDriver {
       durableLastIndex: this.durableLastIndex,
       snapshotIndex: this.snapshotIndex,
       snapshotsRestored: this.snapshotsRestored,
+      snapshotsRejected: this.snapshotsRejected,
       pendingProposals: this.proposals.size,
       pendingReads: this.reads.size,
+      leaseReadsServed: this.leaseReadsServed,
+      leaseRemainingMs: this.leaseRemainingMs(),
+      counters: {
+        rounds: this.rounds,
+        entriesPersisted: this.entriesPersisted,
+        entriesApplied: this.entriesApplied,
+        readsCompleted: this.readsCompleted,
+        snapshotsTaken: this.snapshotsTaken,
+        snapshotMsTotal: this.snapshotMsTotal,
+        lastSnapshotEncodeMs: this.lastSnapshot.encodeMs,
+        lastSnapshotWriteMs: this.lastSnapshot.writeMs,
+        lastSnapshotBytes: this.lastSnapshot.bytes,
+      },
     };
   }
 
@@ -483,11 +712,38 @@ export class RaftDriver {
       return;
     }
     this.expireReads();
+    this.renewLease(this.core);
     this.kick();
+  }
+
+  /** Hands messages to the transport, noting when requests left (for RaftObserver.rpc). */
+  private send(messages: Message[]): void {
+    if (this.observer !== null) {
+      const now = this.clock.now();
+      for (const m of messages) {
+        if (!ANSWERED_TYPES.has(m.type)) continue;
+        const key = `${m.to}|${m.type}`;
+        const sentAt = this.rpcSentAt.get(key);
+        if (sentAt === undefined || now - sentAt > RPC_ANSWER_LOST_MS) this.rpcSentAt.set(key, now);
+      }
+    }
+    this.transport.send(messages);
+  }
+
+  /** A peer's answer: the round trip since the oldest request of its type still unanswered. */
+  private observeAnswer(m: Message): void {
+    const request = REQUEST_OF_ANSWER[m.type];
+    if (request === undefined || this.observer === null) return;
+    const key = `${m.from}|${request}`;
+    const sentAt = this.rpcSentAt.get(key);
+    if (sentAt === undefined) return;
+    this.rpcSentAt.delete(key);
+    this.observer.rpc(request, (this.clock.now() - sentAt) / 1000);
   }
 
   private onMessage(m: Message): void {
     if (this.stopped || !this.core) return;
+    this.observeAnswer(m);
     if (m.to !== this.id) {
       this.log.warn(
         { to: m.to, from: m.from, type: m.type },
@@ -552,6 +808,7 @@ export class RaftDriver {
     if (this.stopped || !this.core) return;
     if (this.looping) {
       this.loopAgain = true;
+      this.scheduleUnblocked();
       return;
     }
     this.looping = true;
@@ -559,6 +816,38 @@ export class RaftDriver {
     // every proposal of one I/O callback steps the core first, so one round — one fsync,
     // one batch per peer — carries them all.
     queueMicrotask(() => void this.loop());
+  }
+
+  /**
+   * While a round awaits the disk, what depends on no write (heartbeats and their
+   * answers, read states) goes out at once, in one batch per microtask, instead of
+   * waiting for the round to end.
+   */
+  private scheduleUnblocked(): void {
+    if (this.unblockedScheduled) return;
+    this.unblockedScheduled = true;
+    queueMicrotask(() => {
+      this.unblockedScheduled = false;
+      const core = this.core;
+      // Between rounds the next Ready carries them.
+      if (this.stopped || core === null || !this.looping) return;
+      try {
+        const { messages, readStates } = core.takeUnblocked();
+        if (messages.length > 0) {
+          // A member added by an entry this round has not handed out yet is a peer already.
+          this.refreshPeers(false);
+          for (const m of messages)
+            assert(
+              m.term <= this.durable.term,
+              () => `${m.type} of term ${m.term} taken before term ${m.term} is durable`,
+            );
+          this.send(messages);
+        }
+        if (readStates.length > 0) this.onReadStates(readStates);
+      } catch (err) {
+        this.fail(err);
+      }
+    });
   }
 
   private async loop(): Promise<void> {
@@ -570,7 +859,8 @@ export class RaftDriver {
         while (!this.stopped && core.hasReady()) {
           await this.handleReady(core, core.ready());
         }
-        if (!this.stopped && this.wantsSnapshot()) await this.takeSnapshot(core);
+        if (!this.stopped && !this.snapshotInFlight && this.wantsSnapshot())
+          this.startSnapshot(core);
       } while (this.loopAgain && !this.stopped);
     } catch (err) {
       this.fail(err);
@@ -580,6 +870,8 @@ export class RaftDriver {
   }
 
   private async handleReady(core: RaftCoreApi, rd: Ready): Promise<void> {
+    this.rounds++;
+    this.entriesPersisted += rd.entries.length;
     // 0. Check what the core asks us to persist against what we know is durable.
     const first = rd.entries[0];
     if (first) {
@@ -631,19 +923,18 @@ export class RaftDriver {
     // The transport must know every member before the messages to them go out.
     if (confMayChange) this.refreshPeers(false);
 
-    // 1a. A leader's own messages (appends, heartbeats, snapshot chunks, timeoutNow) may
-    // leave before its write (Raft thesis §10.2.1), so its fsync and its followers' run in
-    // parallel. They depend only on its term, durable since it campaigned (checked below).
-    // Its own new entries still count for nothing observable before they are durable: a
-    // commit they take part in is persisted, applied and announced only in a later round,
-    // and rounds run one at a time, after this write.
-    let late = rd.messages;
+    // 1a. What the core says may leave before the write leaves now (Raft thesis §10.2.1):
+    // a leader's appends, heartbeats, snapshot chunks and timeoutNow of its durable term,
+    // so its fsync and its followers' run in parallel. Its own new entries count for
+    // nothing before they are durable: the core counts only its durable index toward a
+    // commit, so no commit index these messages carry covers what this round writes.
     if (rd.messages.length > 0) {
-      const early: Message[] = [];
-      late = [];
       for (const m of rd.messages)
-        (LEADER_MESSAGE_TYPES.has(m.type) && m.term <= this.durable.term ? early : late).push(m);
-      if (early.length > 0) this.transport.send(early);
+        assert(
+          m.term <= this.durable.term,
+          () => `${m.type} of term ${m.term} may not leave before term ${m.term} is durable`,
+        );
+      this.send(rd.messages);
     }
 
     // 0b. Committed entries that are already durable here are applied now, while this
@@ -668,12 +959,13 @@ export class RaftDriver {
 
     // 1. Persist: one synced write; nothing else leaves before it is durable.
     if (rd.hardState || rd.entries.length > 0 || rd.snapshot) {
+      const sync =
+        rd.entries.length > 0 ||
+        rd.snapshot !== null ||
+        (rd.hardState !== null &&
+          (rd.hardState.term !== this.durable.term || rd.hardState.vote !== this.durable.vote));
+      const t0 = this.clock.now();
       try {
-        const sync =
-          rd.entries.length > 0 ||
-          rd.snapshot !== null ||
-          (rd.hardState !== null &&
-            (rd.hardState.term !== this.durable.term || rd.hardState.vote !== this.durable.vote));
         await this.storage.save({
           hardState: rd.hardState,
           entries: rd.entries,
@@ -684,6 +976,7 @@ export class RaftDriver {
         this.fail(err, 'disk write failed');
         return;
       }
+      if (sync && this.observer !== null) this.observer.persisted((this.clock.now() - t0) / 1000);
       if (this.stopped) return;
       if (rd.hardState) this.durable = { ...rd.hardState };
       if (rd.snapshot) {
@@ -700,7 +993,7 @@ export class RaftDriver {
     );
 
     // 2. Send what depends on the write: vote grants, append responses, everything else.
-    if (late.length > 0) this.transport.send(late);
+    if (rd.messagesAfterPersist.length > 0) this.send(rd.messagesAfterPersist);
 
     // Soft state: role, term, leader.
     if (rd.softState)
@@ -717,17 +1010,34 @@ export class RaftDriver {
       this.applyEntry(rd.committedEntries[i]!, this.durable.commit);
 
     // 4. Complete reads; advance.
-    for (const rs of rd.readStates) {
-      const r = this.reads.get(rs.ctx);
-      if (r) r.index = rs.index;
-    }
-    this.completeReads();
+    this.onReadStates(rd.readStates);
     core.advance(rd);
+  }
+
+  /**
+   * The core asks, before it keeps a received snapshot: does it decode into a valid state?
+   * Decoded into a scratch state machine by the port; the live state is not touched.
+   */
+  private acceptSnapshot(snapshot: Snapshot): boolean {
+    try {
+      this.sm.validateSnapshot(snapshot.data);
+      return true;
+    } catch (cause) {
+      // Whatever the decoder trips on, the bytes came from a peer: refused, never fatal.
+      this.snapshotsRejected++;
+      const err = new SnapshotRejectedError(snapshot.meta.index, snapshot.meta.term, this.leader, {
+        cause,
+      });
+      this.log.warn({ err, bytes: snapshot.data.length }, err.message);
+      return false;
+    }
   }
 
   private restoreSnapshot(snap: Snapshot): void {
     this.sm.restore(snap.data, snap.meta.index);
     this.applied = snap.meta.index;
+    this.capturedIndex = snap.meta.index;
+    this.bytesSinceCapture = 0;
     this.snapshotsRestored++;
     // Proposals the snapshot covers cannot be matched to their entries any more.
     for (const [index, p] of this.proposals) {
@@ -760,8 +1070,10 @@ export class RaftDriver {
     let result: unknown = undefined;
     if (e.type === 'normal') {
       if (e.data.length > 0) result = this.sm.apply(e.index, e.data);
+      this.bytesSinceCapture += e.data.length;
     }
     this.applied = e.index;
+    this.entriesApplied++;
 
     const p = this.proposals.get(e.index);
     if (p) {
@@ -783,6 +1095,7 @@ export class RaftDriver {
     this.term = term;
     this.leader = leader;
     if (!changed) return;
+    this.dropLease();
     // A request made as leader of an older term (or of this term, now that this node no
     // longer leads) lost its leader. What is committed will still be applied here; an
     // uncommitted entry may or may not survive under the next leader. Requests of a newer
@@ -812,6 +1125,7 @@ export class RaftDriver {
     for (const [ctx, r] of this.reads) {
       if (r.index !== null && r.index <= this.applied) {
         this.reads.delete(ctx);
+        this.readsCompleted++;
         r.resolve();
       }
     }
@@ -832,39 +1146,74 @@ export class RaftDriver {
   private wantsSnapshot(): boolean {
     if (this.snapshotRequests.length > 0) return true;
     return (
-      this.snapshotEveryEntries > 0 &&
-      this.applied - this.snapshotIndex >= this.snapshotEveryEntries
+      (this.snapshotEveryEntries > 0 &&
+        this.applied - this.capturedIndex >= this.snapshotEveryEntries) ||
+      (this.snapshotEveryBytes > 0 && this.bytesSinceCapture >= this.snapshotEveryBytes)
     );
   }
 
-  private async takeSnapshot(core: RaftCoreApi): Promise<void> {
+  /**
+   * Takes a local snapshot off the round loop: the state is encoded here, between two
+   * rounds (the state machine's own cost; everything applied so far, nothing half-applied),
+   * and its write — a data file and a small meta batch — goes on while the next rounds
+   * run. Once durable, the in-memory log is trimmed behind it.
+   */
+  private startSnapshot(core: RaftCoreApi): void {
     const requests = this.snapshotRequests;
     this.snapshotRequests = [];
-    if (this.applied > this.snapshotIndex) {
-      const snap: Snapshot = { meta: core.snapshotMeta(this.applied), data: this.sm.snapshot() };
-      assert(snap.meta.index <= this.durableLastIndex, 'snapshot beyond the durable log');
-      try {
-        await this.storage.saveSnapshot(snap);
-      } catch (err) {
+    if (this.applied <= this.snapshotIndex) {
+      for (const r of requests) r.resolve();
+      return;
+    }
+    const t0 = this.clock.now();
+    const snap: Snapshot = { meta: core.snapshotMeta(this.applied), data: this.sm.snapshot() };
+    const t1 = this.clock.now();
+    assert(snap.meta.index <= this.durableLastIndex, 'snapshot beyond the durable log');
+    this.capturedIndex = snap.meta.index;
+    this.bytesSinceCapture = 0;
+    this.snapshotInFlight = true;
+    this.storage.saveSnapshot(snap).then(
+      () => {
+        this.snapshotInFlight = false;
+        this.finishSnapshot(core, snap, requests, {
+          encodeMs: t1 - t0,
+          writeMs: this.clock.now() - t1,
+        });
+      },
+      (err: unknown) => {
+        this.snapshotInFlight = false;
         this.fail(err, 'snapshot write failed');
         for (const r of requests)
           r.reject(new StoppedError('snapshot write failed', { cause: err }));
-        return;
-      }
-      if (this.stopped) {
-        for (const r of requests) r.reject(new StoppedError());
-        return;
-      }
-      // A snapshot received from the leader meanwhile would be newer; the loop is serialized, so none can be.
-      assert(snap.meta.index > this.snapshotIndex, 'snapshots must move forward');
+      },
+    );
+  }
+
+  private finishSnapshot(
+    core: RaftCoreApi,
+    snap: Snapshot,
+    requests: SnapshotRequest[],
+    ms: { encodeMs: number; writeMs: number },
+  ): void {
+    if (this.stopped) {
+      for (const r of requests) r.reject(new StoppedError());
+      return;
+    }
+    // A snapshot received from the leader meanwhile is newer: then there is nothing to trim.
+    if (snap.meta.index > this.snapshotIndex) {
       core.compact(snap);
       this.snapshotIndex = snap.meta.index;
-      this.log.debug(
-        { index: snap.meta.index, term: snap.meta.term, bytes: snap.data.length },
-        'log compacted',
-      );
     }
+    this.snapshotsTaken++;
+    this.snapshotMsTotal += ms.encodeMs + ms.writeMs;
+    this.lastSnapshot = { ...ms, bytes: snap.data.length };
+    this.log.debug(
+      { index: snap.meta.index, term: snap.meta.term, bytes: snap.data.length, ...ms },
+      'log compacted',
+    );
     for (const r of requests) r.resolve();
+    // Requests that came meanwhile, or a trigger reached again.
+    if (this.wantsSnapshot()) this.kick();
   }
 
   // -------------------------------------------------------------------------------------

@@ -73,4 +73,11 @@ export interface StateMachine {
   snapshot(): Uint8Array;
   /** Replaces the whole state with a snapshot's. */
   restore(data: Uint8Array, index: number): void;
+  /**
+   * Decodes a snapshot received from a peer into a scratch state machine and checks it,
+   * without touching the live state; throws a typed error (StorageCorruptError or the
+   * state machine's own) if `restore` could not take it. The driver calls it before the
+   * snapshot is persisted: a bad one is refused and the node keeps running.
+   */
+  validateSnapshot(data: Uint8Array): void;
 }

@@ -5,7 +5,9 @@
  *   node:   { id, group }
  *   server: { host, advertiseHost, httpPort, tcPort, raftPort }
  *   raft:   { dataDir, peers: [{nodeId, host, raftPort, tcPort, httpPort}], tickMs,
- *             electionTicks, heartbeatTicks, snapshotEveryEntries, join }
+ *             electionTicks, heartbeatTicks, snapshotEveryEntries, snapshotEveryBytes, join,
+ *             clusterToken,
+ *             leaseReads, maxClockDrift }
  *   store:  { mode: raft | db, db: { url, tablePrefix, maxConnections, startupTimeoutMs,
  *             lease: { leaseMs, renewIntervalMs, safetyMarginMs } } }
  *   http:   { authToken }
@@ -61,6 +63,10 @@ export const DEFAULT_TICK_MS = 100;
 export const DEFAULT_ELECTION_TICKS = 10;
 export const DEFAULT_HEARTBEAT_TICKS = 1;
 export const DEFAULT_SNAPSHOT_EVERY_ENTRIES = 10_000;
+export const DEFAULT_SNAPSHOT_EVERY_BYTES = 64 * 1024 * 1024;
+/** With raft.leaseReads: the clock drift bound a lease assumes (see src/raft/driver.ts). */
+export const DEFAULT_MAX_CLOCK_DRIFT = 0.05;
+export const MAX_CLOCK_DRIFT = 0.5;
 export const DEFAULT_MAX_REQUEST_BODY_BYTES = 64 * 1024;
 export const DEFAULT_MAX_WATCHERS = 1024;
 export const DEFAULT_WATCH_TIMEOUT_MS = 30_000;
@@ -153,8 +159,16 @@ export interface NodeConfig {
     electionTicks: number;
     heartbeatTicks: number;
     snapshotEveryEntries: number;
+    /** Applied entry bytes between local snapshots (whichever trigger comes first). */
+    snapshotEveryBytes: number;
     /** Start with an empty membership and wait to be added by a changeCluster on the leader. */
     join: boolean;
+    /** Mixed into the cluster id the founding members compute ('' by default). */
+    clusterToken: string;
+    /** Serve linearizable reads on the leader's lease (off by default; the same on every node). */
+    leaseReads: boolean;
+    /** The clock drift bound a lease assumes (a fraction, default 0.05). */
+    maxClockDrift: number;
   };
   store: { mode: StoreMode; db: DbConfig | null };
   http: { authToken: string | null };
@@ -263,7 +277,11 @@ export function validateConfig(
       'electionTicks',
       'heartbeatTicks',
       'snapshotEveryEntries',
+      'snapshotEveryBytes',
       'join',
+      'clusterToken',
+      'leaseReads',
+      'maxClockDrift',
     ],
     'raft',
   );
@@ -308,7 +326,15 @@ export function validateConfig(
       min: 1,
       max: 100_000_000,
     }),
+    snapshotEveryBytes: int(raftS, 'snapshotEveryBytes', 'raft', {
+      default: DEFAULT_SNAPSHOT_EVERY_BYTES,
+      min: 1024,
+      max: 16 * 1024 * 1024 * 1024,
+    }),
     join,
+    clusterToken: str(raftS, 'clusterToken', 'raft', { default: '', maxLength: 128 }),
+    leaseReads: bool(raftS, 'leaseReads', 'raft', false),
+    maxClockDrift: clockDrift(raftS.maxClockDrift),
   };
   const self = peers.find((p) => p.nodeId === node.id);
   const selfAt = peers.findIndex((p) => p.nodeId === node.id);
@@ -487,6 +513,16 @@ function parseDbSection(storeS: Obj, mode: StoreMode, env: NodeJS.ProcessEnv): D
     db.lease = lease;
   }
   return db;
+}
+
+function clockDrift(v: unknown): number {
+  if (v === undefined || v === null) return DEFAULT_MAX_CLOCK_DRIFT;
+  if (typeof v !== 'number' || !(v >= 0 && v < MAX_CLOCK_DRIFT))
+    throw new ConfigError(
+      'raft.maxClockDrift',
+      `must be a number in [0, ${MAX_CLOCK_DRIFT}) (a fraction of elapsed time), got ${JSON.stringify(v)}`,
+    );
+  return v;
 }
 
 function parsePeers(v: unknown, path: string, opts: { required: boolean }): PeerConfig[] {

@@ -264,9 +264,75 @@ export function createNodeMetrics(
     },
   });
 
+  // The driver's hot-path counters: rate(rounds) is rounds/s; rate(entries)/rate(rounds)
+  // entries per round; rate(reads)/rate(rounds) reads per round.
+  const counters = () => status()?.counters ?? null;
+  const driverTotal = (name: string, help: string, read: () => number | undefined) => {
+    let last = 0;
+    new Counter({
+      name,
+      help,
+      registers: [registry],
+      collect() {
+        const v = read();
+        if (v === undefined) return;
+        // A restarted driver starts from zero: count from there.
+        const delta = v >= last ? v - last : v;
+        if (delta > 0) this.inc(delta);
+        last = v;
+      },
+    });
+  };
+  driverTotal(
+    'concord_raft_rounds_total',
+    'Raft rounds (Readies) handled by the driver; rate() is rounds/s',
+    () => counters()?.rounds,
+  );
+  driverTotal(
+    'concord_raft_round_entries_total',
+    "Log entries persisted by the driver's rounds; divided by rounds: entries per round",
+    () => counters()?.entriesPersisted,
+  );
+  driverTotal(
+    'concord_raft_entries_applied_total',
+    'Committed entries applied to the state machine',
+    () => counters()?.entriesApplied,
+  );
+  driverTotal(
+    'concord_raft_reads_total',
+    'Linearizable reads completed (ReadIndex or lease); divided by rounds: reads per round',
+    () => counters()?.readsCompleted,
+  );
+  driverTotal(
+    'concord_raft_lease_reads_total',
+    "Reads served on the leader's lease, without a quorum round",
+    () => status()?.leaseReadsServed,
+  );
+  driverTotal(
+    'concord_raft_snapshots_total',
+    'Local snapshots taken (log compactions)',
+    () => counters()?.snapshotsTaken,
+  );
+  driverTotal(
+    'concord_raft_snapshot_milliseconds_total',
+    'Milliseconds spent in local snapshots (encode + write)',
+    () => counters()?.snapshotMsTotal,
+  );
+  new Gauge({
+    name: 'concord_raft_last_snapshot_milliseconds',
+    help: 'The last local snapshot: encode (on the event loop, between rounds) and write (off the round loop), in ms',
+    labelNames: ['phase'],
+    registers: [registry],
+    collect() {
+      const c = counters();
+      this.set({ phase: 'encode' }, c?.lastSnapshotEncodeMs ?? 0);
+      this.set({ phase: 'write' }, c?.lastSnapshotWriteMs ?? 0);
+    },
+  });
+
   const rpc = new Histogram({
     name: 'concord_raft_rpc_duration_seconds',
-    help: 'Raft peer RPC latency by message type',
+    help: 'Raft peer round trip by request type (app, heartbeat, snap, vote, preVote): from the oldest unanswered request to its answer',
     labelNames: ['type'],
     buckets: LATENCY_BUCKETS_SECONDS,
     registers: [registry],

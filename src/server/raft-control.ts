@@ -14,6 +14,19 @@ export interface RaftControlStatus extends Status {
   snapshotIndex?: number;
   pendingProposals?: number;
   pendingReads?: number;
+  leaseReadsServed?: number;
+  /** The driver's hot-path counters (src/raft/driver.ts DriverCounters). */
+  counters?: {
+    rounds: number;
+    entriesPersisted: number;
+    entriesApplied: number;
+    readsCompleted: number;
+    snapshotsTaken: number;
+    snapshotMsTotal: number;
+    lastSnapshotEncodeMs: number;
+    lastSnapshotWriteMs: number;
+    lastSnapshotBytes: number;
+  };
 }
 
 export interface RaftControl {

@@ -21,6 +21,7 @@ import type { NodeId } from '../raft/core/types.ts';
 import type { StateMachine } from '../raft/ports.ts';
 import { validateRaftNodeConfig, type RaftNodeConfig } from '../raft/node/config.ts';
 import { RaftNode } from '../raft/node/raft-node.ts';
+import { StorageCorruptError } from '../shared/errors.ts';
 import type { Logger } from '../shared/logger.ts';
 import type { DbSessionStore } from '../store/db/index.ts';
 import { applyEntry } from '../store/raft/command-batch.ts';
@@ -98,6 +99,19 @@ export class CoordinatorLogStateMachine implements StateMachine {
   restore(data: Uint8Array): void {
     this.coordinator.restore(data);
   }
+  /**
+   * The coordinator's own snapshot decoding and checks, into a scratch state machine. Its
+   * decoder checks the outline only, so a malformed session inside surfaces as whatever
+   * restore trips on: reported as the StorageCorruptError it is.
+   */
+  validateSnapshot(data: Uint8Array): void {
+    try {
+      new CoordinatorStateMachine().restore(data);
+    } catch (err) {
+      if (err instanceof StorageCorruptError) throw err;
+      throw new StorageCorruptError('coordinator snapshot is malformed', { cause: err });
+    }
+  }
 }
 
 /** The RaftNode's config from the node config. */
@@ -117,7 +131,11 @@ export function raftNodeConfigOf(c: NodeConfig): RaftNodeConfig {
     electionTicks: c.raft.electionTicks,
     heartbeatTicks: c.raft.heartbeatTicks,
     snapshotIntervalEntries: c.raft.snapshotEveryEntries,
+    snapshotIntervalBytes: c.raft.snapshotEveryBytes,
     join: c.raft.join,
+    clusterToken: c.raft.clusterToken,
+    leaseReads: c.raft.leaseReads,
+    maxClockDrift: c.raft.maxClockDrift,
     // This node's own client-facing endpoints travel in its member context.
     contextExtra: {
       transaction: formatHostPort(self.transaction),
@@ -218,7 +236,7 @@ export class TcNode {
     );
     let backend: Backend;
     try {
-      backend = c.store.mode === 'raft' ? raftBackend(opts, log) : await dbBackend(opts);
+      backend = c.store.mode === 'raft' ? raftBackend(opts, log, metrics) : await dbBackend(opts);
     } catch (err) {
       log.error({ err }, 'node failed to start');
       throw err;
@@ -281,13 +299,14 @@ export class TcNode {
   }
 }
 
-function raftBackend(opts: TcNodeOptions, log: Logger): Backend {
+function raftBackend(opts: TcNodeOptions, log: Logger, metrics: NodeMetrics): Backend {
   const c = opts.config;
   const stateMachine = opts.stateMachine ?? new CoordinatorLogStateMachine();
   const raft = new RaftNode({
     config: raftNodeConfigOf(c),
     stateMachine,
     logger: opts.logger,
+    observer: { persisted: metrics.observePersist, rpc: metrics.observeRaftRpc },
     onFatal: (err) => {
       log.fatal({ err }, 'raft node fail-stopped');
       opts.onFatal?.(err);

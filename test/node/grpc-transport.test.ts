@@ -9,8 +9,10 @@ import { decodeMessage, encodeMessage } from '../../src/raft/transport/codec.ts'
 import {
   GrpcTransport,
   RAFT_PROTO_PATH,
+  identifyPeer,
   type TransportLimits,
 } from '../../src/raft/transport/grpc-transport.ts';
+import { PeerIdentityBook } from '../../src/raft/node/identity.ts';
 import { silentLogger } from '../../src/shared/logger.ts';
 
 /** A free loopback port (bound then released). */
@@ -303,6 +305,61 @@ describe('GrpcTransport', () => {
     expect(atB).toHaveLength(1);
   });
 
+  it('refuses and counts frames of another cluster and of a member whose identity changed; Identify says who it is', async () => {
+    const [pa, pb, pc] = [await freePort(), await freePort(), await freePort()];
+    const a = transport('a', pa);
+    const b = transport('b', pb);
+    const c = transport('a', pc); // a second node calling itself "a": the wiped one
+    const book = new PeerIdentityBook({}, () => undefined);
+    book.setMembers(['a', 'b']);
+    a.setIdentity({ clusterId: 'c1', nodeUid: 'uid-a' }, new PeerIdentityBook({}, () => {}));
+    b.setIdentity({ clusterId: 'c1', nodeUid: 'uid-b' }, book);
+    c.setIdentity({ clusterId: 'c1', nodeUid: 'uid-a2' }, new PeerIdentityBook({}, () => {}));
+    await Promise.all([a.start(), b.start(), c.start()]);
+    const atB: Message[] = [];
+    b.onMessage((m) => atB.push(m));
+    b.setPeers(new Map([['a', `127.0.0.1:${pa}`]]));
+    a.setPeers(new Map([['b', `127.0.0.1:${pb}`]]));
+    c.setPeers(new Map([['b', `127.0.0.1:${pb}`]]));
+
+    // The first identity b sees for its member a is remembered ...
+    a.send([heartbeat('a', 'b', 1)]);
+    await eventually(() => expect(atB).toHaveLength(1));
+    expect(book.knownUid('a')).toBe('uid-a');
+    // ... and another node presenting itself as a is refused: its state is not a's.
+    c.send([heartbeat('a', 'b', 2)]);
+    await eventually(() => expect(b.statsSnapshot().rejected.wrongIdentity).toBe(1));
+    expect(atB).toHaveLength(1);
+
+    // A frame of another cluster is refused and counted, whoever sends it.
+    const pd = await freePort();
+    const d = transport('a', pd);
+    d.setIdentity({ clusterId: 'c2', nodeUid: 'uid-a' }, new PeerIdentityBook({}, () => {}));
+    await d.start();
+    d.setPeers(new Map([['b', `127.0.0.1:${pb}`]]));
+    d.send([heartbeat('a', 'b', 3)]);
+    await eventually(() => expect(b.statsSnapshot().rejected.wrongCluster).toBe(1));
+    expect(atB).toHaveLength(1);
+
+    // b keeps serving a.
+    a.send([heartbeat('a', 'b', 4)]);
+    await eventually(() => expect(atB).toHaveLength(2));
+
+    // Identify: who b is, and the identity it knows the asker by.
+    expect(await identifyPeer(`127.0.0.1:${pb}`, 'a', 2_000)).toEqual({
+      nodeId: 'b',
+      clusterId: 'c1',
+      nodeUid: 'uid-b',
+      knownUid: 'uid-a',
+    });
+    expect((await identifyPeer(`127.0.0.1:${pb}`, 'z', 2_000))?.knownUid).toBe('');
+    // A member that leaves the membership is forgotten (it may come back, re-added).
+    book.setMembers(['b']);
+    expect((await identifyPeer(`127.0.0.1:${pb}`, 'a', 2_000))?.knownUid).toBe('');
+    // Nobody listening: null, quickly.
+    expect(await identifyPeer(`127.0.0.1:${await freePort()}`, 'a', 2_000)).toBeNull();
+  });
+
   it('drops malformed frames and mislabelled messages without crashing', async () => {
     const { b, pb } = await pair();
     const atB: Message[] = [];
@@ -345,6 +402,8 @@ describe('GrpcTransport', () => {
     expect(b.statsSnapshot().rejected).toEqual({
       unknownSender: 0,
       wrongReceiver: 1,
+      wrongCluster: 0,
+      wrongIdentity: 0,
       malformed: 3,
     });
 

@@ -61,6 +61,8 @@ export async function eventually<T>(
 
 export interface NodeStatus {
   id: string;
+  clusterId: string;
+  nodeUid: string;
   role: string;
   term: number;
   leader: string | null;

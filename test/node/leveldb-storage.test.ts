@@ -1,4 +1,4 @@
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import fc from 'fast-check';
@@ -7,7 +7,8 @@ import { Packr } from 'msgpackr';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import type { ConfState, Entry, HardState, Snapshot } from '../../src/raft/core/types.ts';
 import type { LoadedState } from '../../src/raft/ports.ts';
-import { crc32 } from '../../src/raft/storage/crc32.ts';
+import { CRC32_IS_NATIVE, crc32, crc32Table } from '../../src/raft/storage/crc32.ts';
+import { SnapshotFiles } from '../../src/raft/storage/snapshot-files.ts';
 import {
   frameValue,
   LevelDbStorage,
@@ -68,6 +69,18 @@ describe('crc32', () => {
     const a = new TextEncoder().encode('1234');
     const b = new TextEncoder().encode('56789');
     expect(crc32(b, crc32(a))).toBe(0xcbf43926);
+  });
+  it("is zlib's on this runtime, and agrees with the table-driven one", () => {
+    const [major, minor] = process.versions.node.split('.').map(Number) as [number, number];
+    // zlib.crc32 came with Node 20.15 and 22.2 (the machines run 20.20).
+    const hasNative = major >= 23 || (major === 22 && minor >= 2) || (major === 20 && minor >= 15);
+    expect(CRC32_IS_NATIVE).toBe(hasNative);
+    fc.assert(
+      fc.property(fc.uint8Array({ maxLength: 300 }), fc.nat(), (data, seed) => {
+        const start = seed >>> 0;
+        expect(crc32(data, start)).toBe(crc32Table(data, start));
+      }),
+    );
   });
 });
 
@@ -359,7 +372,8 @@ describe('LevelDbStorage', () => {
     await t.save({ hardState: null, entries: range(11, 12, 1), snapshot: null });
     const calls = spyBatches(t);
     await t.saveSnapshot(snapshot(10, 1));
-    expect(calls).toEqual([{ puts: 2, dels: 1, sync: true }]);
+    // The meta (its data is in a file), the run it covers and any inline data deleted.
+    expect(calls).toEqual([{ puts: 1, dels: 2, sync: true }]);
     const again = await reopen(t);
     expect(again.state.snapshot?.meta.index).toBe(10);
     expect(again.state.entries.map((e) => e.index)).toEqual([11, 12]);
@@ -466,7 +480,7 @@ describe('LevelDbStorage', () => {
       entries: [],
       snapshot: snapshot(7, 1),
     });
-    expect(calls).toEqual([{ puts: 3, dels: 1, sync: true }]);
+    expect(calls).toEqual([{ puts: 2, dels: 2, sync: true }]);
     const { storage, state } = await reopen(s);
     expect(state.snapshot?.meta.index).toBe(7);
     expect(state.entries.map((e) => e.index)).toEqual([8, 9, 10, 11, 12]);
@@ -693,6 +707,74 @@ describe('LevelDbStorage', () => {
     );
   });
 
+  it('keeps snapshot data in files: the old one and orphans go, a snapshot written inline before files still loads', async () => {
+    const s = await fresh();
+    await s.load();
+    await s.save({
+      hardState: { term: 1, vote: 'n1', commit: 6 },
+      entries: range(1, 8, 1),
+      snapshot: null,
+    });
+    await s.saveSnapshot(snapshot(3, 1));
+    await s.saveSnapshot(snapshot(6, 1));
+    await s.close();
+    const snapDir = join(dir, 'raft-snapshots');
+    // An orphan: a file written whose meta never was (a crash in between).
+    await writeFile(join(snapDir, SnapshotFiles.fileName(7, 1)), 'orphan');
+    const t = await fresh();
+    const state = await t.load();
+    expect(state.snapshot?.meta.index).toBe(6);
+    expect(new TextDecoder().decode(state.snapshot!.data)).toBe('state@6');
+    await t.close();
+    expect(await readdir(snapDir)).toEqual([SnapshotFiles.fileName(6, 1)]);
+
+    // Data written before snapshot files: the meta names no file, the data is under 0x04.
+    await withRaw(async (db) => {
+      const data = new TextEncoder().encode('inline@6');
+      const meta = {
+        index: 6,
+        term: 1,
+        conf: snapshot(6, 1).meta.conf,
+        dataBytes: data.length,
+        dataCrc: crc32(data),
+      };
+      await db.put(Buffer.from([0x03]), frameValue(Buffer.from([0x03]), packr.pack(meta)));
+      await db.put(Buffer.from([0x04]), frameValue(Buffer.from([0x04]), data));
+    });
+    const u = await fresh();
+    const old = await u.load();
+    expect(new TextDecoder().decode(old.snapshot!.data)).toBe('inline@6');
+    // The next snapshot moves it to a file and deletes the inline data.
+    await u.save({ hardState: { term: 1, vote: 'n1', commit: 8 }, entries: [], snapshot: null });
+    await u.saveSnapshot(snapshot(8, 1));
+    await u.close();
+    expect(await withRaw(async (db) => db.get(Buffer.from([0x04])))).toBeUndefined();
+    expect(await reopen(await fresh()).then((r) => r.state.snapshot?.meta.index)).toBe(8);
+  });
+
+  it("a round's write does not wait behind a local snapshot's data file", async () => {
+    const s = await fresh();
+    await s.load();
+    await s.save({
+      hardState: { term: 1, vote: 'n1', commit: 3 },
+      entries: range(1, 4, 1),
+      snapshot: null,
+    });
+    const big: Snapshot = { ...snapshot(3, 1), data: new Uint8Array(32 * 1024 * 1024).fill(7) };
+    const order: string[] = [];
+    const snap = s.saveSnapshot(big).then(() => order.push('snapshot'));
+    const round = s
+      .save({ hardState: null, entries: range(5, 5, 1), snapshot: null })
+      .then(() => order.push('round'));
+    await Promise.all([snap, round]);
+    expect(order).toEqual(['round', 'snapshot']);
+    const { storage, state } = await reopen(s);
+    expect(state.snapshot?.meta.index).toBe(3);
+    expect(state.snapshot?.data.length).toBe(big.data.length);
+    expect(state.entries.map((e) => e.index)).toEqual([4, 5]);
+    await storage.close();
+  });
+
   it('detects corrupt hard state and snapshot data', async () => {
     const s = await fresh();
     await s.load();
@@ -703,14 +785,17 @@ describe('LevelDbStorage', () => {
     });
     await s.saveSnapshot(snapshot(3, 1));
     await s.close();
+    const file = join(dir, 'raft-snapshots', SnapshotFiles.fileName(3, 1));
+    const bytes = await readFile(file);
+    bytes[2]! ^= 1;
+    await writeFile(file, bytes);
+    await expect((await fresh()).load()).rejects.toThrow(
+      /snapshot file .* does not match its meta/,
+    );
+    await rm(file);
+    await expect((await fresh()).load()).rejects.toThrow(/snapshot file .* cannot be read/);
     await withRaw(async (db) => {
-      const v = (await db.get(Buffer.from([0x04])))!;
-      v[6]! ^= 1;
-      await db.put(Buffer.from([0x04]), v);
-    });
-    await expect((await fresh()).load()).rejects.toThrow(/snapshot data: checksum mismatch/);
-    await withRaw(async (db) => {
-      await db.del(Buffer.from([0x04]));
+      await db.del(Buffer.from([0x03]));
       const v = (await db.get(Buffer.from([0x02])))!;
       v[5]! ^= 1;
       await db.put(Buffer.from([0x02]), v);
@@ -799,6 +884,27 @@ describe('LevelDbStorage', () => {
     await expect(t.load()).rejects.toThrow(ConfigError);
   });
 
+  it('keeps the node identity, the cluster id and the identities peers were seen with', async () => {
+    const s = await fresh('n1');
+    const first = await s.readIdentity();
+    expect(first).toMatchObject({ clusterId: null, peerUids: {}, empty: true });
+    expect(first.nodeUid).toMatch(/^[0-9a-f-]{36}$/);
+    await s.saveClusterId('c1');
+    await s.load();
+    await s.save({ hardState: { term: 1, vote: null, commit: 0 }, entries: [], snapshot: null });
+    await s.savePeerIdentities({ n2: 'uid-2', n3: 'uid-3' });
+    await s.close();
+    const t = await fresh('n1');
+    expect(await t.readIdentity()).toEqual({
+      clusterId: 'c1',
+      nodeUid: first.nodeUid,
+      peerUids: { n2: 'uid-2', n3: 'uid-3' },
+      empty: false,
+    });
+    // The log loads as before: the identity records are not log.
+    expect((await t.load()).hardState.term).toBe(1);
+  });
+
   it('refuses a database in storage format 1 (one key per entry) with a clear error', async () => {
     // What a format-1 build left behind: its identity record, framed with format byte 1.
     const identityKey = Buffer.from([0x05]);
@@ -861,9 +967,10 @@ describe('LevelDbStorage', () => {
       // The run 51.. deleted, the run 1.. cut on load by the new run 20.
       { puts: 2, dels: 1, sync: true },
       { puts: 1, dels: 0, sync: false },
-      // Snapshot meta + data; the run 1..19 straddles 10 and stays, then ends below 20 and goes.
-      { puts: 2, dels: 0, sync: true },
-      { puts: 2, dels: 1, sync: true },
+      // Snapshot meta (data in a file; any inline data deleted); the run 1..19 straddles 10
+      // and stays, then ends below 20 and goes.
+      { puts: 1, dels: 1, sync: true },
+      { puts: 1, dels: 2, sync: true },
     ]);
     expect(s.stats()).toMatchObject({
       syncedWrites: 5,

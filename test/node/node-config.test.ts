@@ -37,6 +37,10 @@ describe('raft node config', () => {
       snapshotIntervalEntries: 10_000,
       join: false,
       contextExtra: {},
+      clusterToken: '',
+      snapshotIntervalBytes: 64 * 1024 * 1024,
+      leaseReads: false,
+      maxClockDrift: 0.05,
     });
   });
 

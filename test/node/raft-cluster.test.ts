@@ -149,8 +149,18 @@ describe('raft node processes', () => {
     await c.waitForLeader();
     for (let i = 0; i < 20; i++) await c.put(`wipe-a-${i}`, `v${i}`);
     const victim = 'n3';
+    const clusterId = (await c.status(victim)).clusterId;
+    expect(clusterId).toMatch(/^[0-9a-f]{16}$/);
+    for (const id of c.ids) expect((await c.status(id)).clusterId).toBe(clusterId);
     await c.kill(victim);
     await c.wipe(victim);
+
+    // 0. Restarted as a founding member on its empty directory, it refuses to start: its
+    // peers know it, so it lost its vote and its log. The error names the recovery.
+    await expect(c.spawn(victim)).rejects.toThrow(/exited with 2 before listening/);
+    const log = await c.logOf(victim);
+    expect(log).toMatch(/node "n3" is a member of cluster [0-9a-f]{16}/);
+    expect(log).toMatch(/concord cluster change/);
 
     // 1. Remove the lost member (its vote and its log are gone; it must not count).
     await c.changeMembership({ type: 'removeNode', nodeId: victim });
@@ -182,6 +192,10 @@ describe('raft node processes', () => {
         throw new Error(`has ${Object.keys(local).length} of 40`);
     });
     expect((await c.status(victim)).conf.learners).toEqual([victim]);
+
+    // Same cluster, new identity: its peers took it once it was a member again.
+    const rejoined = await c.status(victim);
+    expect(rejoined.clusterId).toBe(clusterId);
 
     // 4. Promote it; it is a voter on every node.
     await c.changeMembership({ type: 'addVoter', nodeId: victim, context: '' });

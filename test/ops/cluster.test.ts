@@ -173,6 +173,22 @@ describe('a three-node cluster', () => {
       (await metadata(byId(id))).nodes.every((n: any) => n.healthy === true) ? true : undefined,
     );
     expect(up!.output()).toContain(`http://127.0.0.1:${nodes[0]!.http}`);
+
+    // The leader's /metrics are fed by its driver: persist and peer round-trip histograms,
+    // and the hot-path counters.
+    const metric = (text: string, name: string) =>
+      Number(new RegExp(`^${name}(?:\\{[^}]*\\})? (\\S+)$`, 'm').exec(text)?.[1] ?? NaN);
+    await waitFor('the leader reports its rounds and round trips', async () => {
+      const res = await fetch(`http://127.0.0.1:${byId(id).http}/metrics`);
+      const text = await res.text();
+      const ok =
+        metric(text, 'concord_raft_persist_duration_seconds_count') > 0 &&
+        /concord_raft_rpc_duration_seconds_count\{[^}]*type="heartbeat"[^}]*\} [1-9]/.test(text) &&
+        /concord_raft_rpc_duration_seconds_count\{[^}]*type="app"[^}]*\} [1-9]/.test(text) &&
+        metric(text, 'concord_raft_rounds_total') > 0 &&
+        metric(text, 'concord_raft_round_entries_total') > 0;
+      return ok ? true : undefined;
+    });
   });
 
   it('cluster status prints members, roles, term and lag (table and --json)', async () => {

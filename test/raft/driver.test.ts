@@ -61,7 +61,11 @@ class ManualStorage implements LogStorage {
       }),
     );
   }
+  /** When set, a local snapshot's write waits here until released. */
+  holdSnapshots = false;
+  heldSnapshots: Array<() => void> = [];
   async saveSnapshot(snap: Snapshot): Promise<void> {
+    if (this.holdSnapshots) await new Promise<void>((r) => this.heldSnapshots.push(r));
     applyCompaction(this.state, snap);
     this.snapshots.push(snap);
   }
@@ -240,6 +244,67 @@ describe('RaftDriver', () => {
     expect(last.meta.index).toBe(s.driver.status().applied);
     expect(s.driver.status().firstIndex).toBe(last.meta.index + 1);
     expect(s.driver.status().snapshotIndex).toBe(last.meta.index);
+  });
+
+  it('compacts once the applied entries reach snapshotEveryBytes, whatever their count', async () => {
+    const s = await singleLeader({ snapshotEveryEntries: 0, snapshotEveryBytes: 4096 });
+    await s.driver.propose(encodePayload(1, 'k', 'x'.repeat(1000)));
+    await s.driver.propose(encodePayload(2, 'k', 'x'.repeat(1000)));
+    await flush();
+    expect(s.storage.snapshots).toHaveLength(0);
+    await s.driver.propose(encodePayload(3, 'k', 'x'.repeat(3000)));
+    await flush();
+    expect(s.storage.snapshots).toHaveLength(1);
+    expect(s.storage.snapshots[0]!.meta.index).toBe(4);
+    expect(s.driver.status().firstIndex).toBe(5); // the in-memory log is trimmed behind it
+    expect(s.driver.status().counters.snapshotsTaken).toBe(1);
+  });
+
+  it('proposals and reads do not wait behind a local snapshot that is still being written', async () => {
+    const s = await singleLeader({ snapshotEveryEntries: 2 });
+    s.storage.holdSnapshots = true;
+    for (let i = 1; i <= 3; i++) await s.driver.propose(encodePayload(i, 'k', `v${i}`));
+    await flush();
+    expect(s.storage.heldSnapshots).toHaveLength(1); // one snapshot write under way
+    // Meanwhile proposals are applied and reads answered; no second snapshot starts.
+    for (let i = 4; i <= 8; i++) await s.driver.propose(encodePayload(i, 'k', `v${i}`));
+    await s.driver.read();
+    expect(s.sm.get('k')).toBe('v8');
+    expect(s.storage.heldSnapshots).toHaveLength(1);
+    const held = s.driver.status().firstIndex;
+    // Once it is durable the log is trimmed behind it, and the next one starts.
+    s.storage.heldSnapshots.shift()!();
+    await flush();
+    await flush();
+    expect(s.storage.snapshots).toHaveLength(1);
+    expect(s.driver.status().firstIndex).toBeGreaterThan(held);
+    expect(s.storage.heldSnapshots).toHaveLength(1);
+    s.storage.holdSnapshots = false;
+    s.storage.heldSnapshots.shift()!();
+    await flush();
+    expect(s.driver.status().counters).toMatchObject({ snapshotsTaken: 2 });
+  });
+
+  it('reports synced writes and peer round trips to its observer (the /metrics histograms)', async () => {
+    const seen: string[] = [];
+    const s = setup(['n1', 'n2', 'n3'], {
+      raft: { electionTicks: 5, heartbeatTicks: 1, preVote: false },
+      observer: {
+        persisted: (sec) => seen.push(`persist ${sec}`),
+        rpc: (type, sec) => seen.push(`${type} ${sec}`),
+      },
+    });
+    await s.driver.start();
+    s.driver.campaign();
+    await flush();
+    expect(s.transport.sent.filter((m) => m.type === 'vote')).toHaveLength(2);
+    s.clock.advance(20);
+    s.transport.handler!({ type: 'voteResp', from: 'n2', to: 'n1', term: 1, reject: false });
+    await flush();
+    // The campaign's synced write (term and vote), then n2's answer 20 ms after the request;
+    // n3 never answered, so nothing is reported for it.
+    expect(seen).toEqual(['persist 0', 'vote 0.02', 'persist 0']);
+    expect(s.driver.status().role).toBe('leader');
   });
 
   it('restarts from storage: restores the snapshot and replays committed entries', async () => {

@@ -214,6 +214,7 @@ export class Cluster {
         this.checker.onSync(id, before, n.disk.hardState);
       }
       for (const m of rd.messages) this.send(id, m);
+      for (const m of rd.messagesAfterPersist) this.send(id, m);
       if (rd.snapshot) {
         n.applied = JSON.parse(new TextDecoder().decode(rd.snapshot.data)) as string[];
         n.appliedIndex = rd.snapshot.meta.index;

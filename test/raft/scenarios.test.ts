@@ -109,6 +109,51 @@ describe('snapshots', () => {
     assertSafe(w);
   });
 
+  it('a corrupt snapshot is refused before anything of it is persisted; the follower keeps running and installs the one resent (issue 13, item 4)', async () => {
+    const w = await bootWorld({
+      nodes: 3,
+      snapshotEveryEntries: 5,
+      snapshotChunkBytes: 24,
+      electionTicks: 8,
+    });
+    const lagger = 'n3';
+    await w.act(() => w.crash(lagger));
+    const leader = await electedLeader(w);
+    for (let i = 0; i < 25; i++)
+      expect((await proposeAndWait(w, leader.id, `k${i % 4}`, `v${i}`)).ok).toBe(true);
+    // The first snapshot stream to the lagger is corrupted in flight, chunk by chunk.
+    let corrupted = 0;
+    w.net.tamper = (m) => {
+      if (m.type !== 'snap' || m.to !== lagger) return m;
+      const st = w.node(lagger).driver?.status();
+      if (!st || st.snapshotsRejected > 0) return m;
+      corrupted++;
+      return { ...m, chunk: new Uint8Array(m.chunk.length).fill(0x7b) };
+    };
+    await w.act(() => w.startNode(lagger));
+    await until(
+      w,
+      () => status(w, lagger).applied >= status(w, leader.id).applied,
+      'the lagging follower catches up',
+    );
+    expect(corrupted).toBeGreaterThan(0);
+    const st = status(w, lagger);
+    expect(st.snapshotsRejected).toBe(1);
+    expect(st.snapshotsRestored).toBe(1);
+    expect(w.stats.fatals).toBe(0);
+    expect(w.node(lagger).incarnation).toBe(1 + 1); // started once after the crash, never again
+    expect(w.node(lagger).sm!.hash).toBe(w.node(leader.id).sm!.hash);
+    // The node restarts from what it persisted: only the good snapshot ever reached its disk.
+    await w.act(() => w.crash(lagger));
+    await w.act(() => w.startNode(lagger));
+    await until(
+      w,
+      () => status(w, lagger).applied >= status(w, leader.id).applied,
+      'the follower restarts from its disk',
+    );
+    assertSafe(w);
+  });
+
   it('a node restarts from its snapshot and log and applies the same state', async () => {
     const w = await bootWorld({ nodes: 3, snapshotEveryEntries: 4 });
     const leader = await electedLeader(w);
@@ -248,6 +293,33 @@ describe('ReadIndex', () => {
     assertSafe(w);
   });
 
+  it('a read completes while the leader and its followers are all still writing: heartbeats and their answers do not wait behind a disk write (issue 12, item 3)', async () => {
+    const w = await bootWorld({ nodes: 3 });
+    const leader = await electedLeader(w);
+    expect((await proposeAndWait(w, leader.id, 'k', 'before')).ok).toBe(true);
+    await until(
+      w,
+      () => w.ids.slice(0, 3).every((id) => status(w, id).applied === status(w, leader.id).applied),
+      'everyone applied the write',
+    );
+    // A write starts a round on every node that only a sync would finish; no disk syncs.
+    w.propose(leader.id, 'k', 'slow');
+    await w.act(() => {});
+    const deliverAll = async () => {
+      for (let i = 0; i < 50 && w.net.busyLinks().length > 0; i++)
+        for (const link of w.net.busyLinks()) await w.act(() => w.deliver(link));
+    };
+    await deliverAll();
+    for (const id of w.ids.slice(0, 3)) expect(w.node(id).disk.pendingWrites).toBeGreaterThan(0);
+    let done = false;
+    void w.read(leader.id).then((ok) => (done = ok));
+    await w.act(() => {});
+    await deliverAll();
+    expect(done).toBe(true);
+    for (const id of w.ids.slice(0, 3)) expect(w.node(id).disk.pendingWrites).toBeGreaterThan(0);
+    assertSafe(w);
+  });
+
   it("a read on a follower is refused with the leader's id", async () => {
     const w = await bootWorld({ nodes: 3 });
     const leader = await electedLeader(w);
@@ -337,6 +409,59 @@ describe('membership', () => {
  * Regressions of the stalled-window bug (test/raft/replication.test.ts): a follower whose
  * pipelined appends were all lost must still catch up once the network heals.
  */
+describe('one voter plus learners (issue 13, item 1)', () => {
+  it("a learner never applies an entry the single voter had not made durable, though the voter's appends leave before its write", async () => {
+    const w = await bootWorld({ nodes: 1, spares: 2, electionTicks: 6, snapshotEveryEntries: 0 });
+    const leader = await electedLeader(w);
+    expect(leader.id).toBe('n1');
+    await w.act(() => w.startNode('n2'));
+    await w.act(() =>
+      w.changeMembership('n1', { type: 'addLearner', nodeId: 'n2', context: 'sim://n2' }),
+    );
+    expect((await proposeAndWait(w, 'n1', 'k', 'before')).ok).toBe(true);
+    await until(
+      w,
+      () =>
+        status(w, 'n1').conf.learners.includes('n2') &&
+        status(w, 'n2').applied === status(w, 'n1').applied,
+      'the learner catches up',
+    );
+    const applied = status(w, 'n2').applied;
+
+    // X: its append leaves for the learner before the voter's own write; everything is
+    // delivered and the learner's disk syncs, the voter's never does.
+    w.propose('n1', 'k', 'x');
+    await w.act(() => {});
+    for (let i = 0; i < 50 && w.net.busyLinks().length > 0; i++) {
+      for (const link of w.net.busyLinks()) await w.act(() => w.deliver(link));
+      await w.act(() => w.sync('n2'));
+    }
+    expect(w.node('n1').disk.pendingWrites).toBeGreaterThan(0);
+    // The learner holds X but does not know it committed: nothing is committed until the
+    // single voter's write is durable.
+    expect(status(w, 'n2').lastIndex).toBe(applied + 1);
+    expect(status(w, 'n2').applied).toBe(applied);
+    expect(w.node('n2').sm!.get('k')).toBe('before');
+
+    // The voter crashes before its fsync: X is gone. It restarts, leads again and commits
+    // its no-op where X was; the learner's X is overwritten, never applied.
+    await w.act(() => w.crash('n1'));
+    await w.act(() => w.startNode('n1'));
+    await until(
+      w,
+      () =>
+        w.leader()?.id === 'n1' &&
+        status(w, 'n1').commit > applied &&
+        status(w, 'n2').applied === status(w, 'n1').applied,
+      'the voter leads again and the learner follows it',
+    );
+    expect(w.node('n2').sm!.get('k')).toBe('before');
+    expect((await proposeAndWait(w, 'n1', 'k', 'after')).ok).toBe(true);
+    await until(w, () => w.node('n2').sm?.get('k') === 'after', 'the learner applies later writes');
+    assertSafe(w);
+  });
+});
+
 describe('followers whose pipelined appends were lost catch up', () => {
   it('after an asymmetric partition heals, the followers the leader could not reach catch up', async () => {
     const w = await bootWorld({ nodes: 5, electionTicks: 8 });

@@ -54,8 +54,8 @@ function parseArgs(argv: string[]): Args {
         break;
       case '--nodes': {
         const n = int('nodes', argv[++i]);
-        if (n !== 3 && n !== 5) {
-          console.error('--nodes must be 3 or 5');
+        if (n !== 1 && n !== 3 && n !== 5) {
+          console.error('--nodes must be 1, 3 or 5');
           process.exit(2);
         }
         args.nodes = n;
@@ -68,7 +68,7 @@ function parseArgs(argv: string[]): Args {
       case '--help':
       case '-h':
         console.log(
-          'usage: sim [--seed N | --runs R [--base-seed B]] [--steps M] [--nodes 3|5] [--verbose]',
+          'usage: sim [--seed N | --runs R [--base-seed B]] [--steps M] [--nodes 1|3|5] [--verbose]',
         );
         process.exit(0);
         break;
@@ -104,7 +104,7 @@ async function main(): Promise<void> {
     const r = await runSimulation({ seed: args.seed, steps: args.steps, nodes: args.nodes });
     const s = r.stats;
     console.log(
-      `steps=${r.steps} (recovery ${r.recoverySteps} steps, ${r.recoveryTicks} ticks) proposed=${s.proposed} acked=${s.acked} reads=${s.readsDone}/${s.reads} crashes=${s.crashes} fatals=${s.fatals} leaderChanges=${s.leaderChanges} confChanges=${s.confChanges} snapshotsInstalled=${s.snapshotsSent} refused=${JSON.stringify(s.refused)} in ${r.elapsedMs.toFixed(0)} ms`,
+      `steps=${r.steps} (recovery ${r.recoverySteps} steps, ${r.recoveryTicks} ticks) proposed=${s.proposed} acked=${s.acked} reads=${s.readsDone}/${s.reads} (lease ${s.leaseReads}) crashes=${s.crashes} fatals=${s.fatals} leaderChanges=${s.leaderChanges} confChanges=${s.confChanges} snapshotsInstalled=${s.snapshotsSent} refused=${JSON.stringify(s.refused)} in ${r.elapsedMs.toFixed(0)} ms`,
     );
     if (args.verbose) for (const line of r.trace) console.log(`  ${line}`);
     if (r.violation) {

@@ -166,6 +166,9 @@ export class FakeNetwork {
     return n;
   }
 
+  /** Scripted tests: rewrites each delivered copy (e.g. corrupts a frame in flight). */
+  tamper: ((m: Message) => Message) | null = null;
+
   peek(link: string, position: number): Message | undefined {
     return this.queues.get(link)?.[position];
   }
@@ -185,7 +188,8 @@ export class FakeNetwork {
       return m;
     }
     this.delivered++;
-    t.receive(cloneMessage(m));
+    const copy = cloneMessage(m);
+    t.receive(this.tamper ? this.tamper(copy) : copy);
     return m;
   }
 

@@ -43,6 +43,7 @@ const ready = (r: Partial<Ready>): Ready => ({
   entries: [],
   snapshot: null,
   messages: [],
+  messagesAfterPersist: [],
   committedEntries: [],
   readStates: [],
   ...r,

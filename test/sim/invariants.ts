@@ -206,7 +206,7 @@ export class InvariantChecker {
     const t = Math.max(rd.hardState?.term ?? 0, rd.softState?.term ?? 0);
     if (t > 0) this.noteTerm(id, t);
     if (rd.softState?.role === 'leader') this.noteLeader(rd.softState.term, id, 'soft state');
-    for (const m of rd.messages)
+    for (const m of [...rd.messages, ...rd.messagesAfterPersist])
       if (LEADER_TYPES.has(m.type)) this.noteLeader(m.term, m.from, `${m.type} message`);
     for (const e of rd.committedEntries) this.noteCommitted(id, e);
     for (const rs of rd.readStates) {

@@ -9,6 +9,7 @@ import type {
   Entry,
   Message,
   NodeId,
+  ReadState,
   Ready,
   Snapshot,
   SnapshotMeta,
@@ -97,6 +98,12 @@ export class OldTermCommitMutant implements RaftCoreApi {
   }
   readIndex(ctx: string): void {
     this.inner.readIndex(ctx);
+  }
+  leaseReadIndex(): number | null {
+    return this.inner.leaseReadIndex();
+  }
+  takeUnblocked(): { messages: Message[]; readStates: ReadState[] } {
+    return this.inner.takeUnblocked();
   }
   campaign(): void {
     this.inner.campaign();

@@ -8,6 +8,7 @@ import type {
   ConfChange,
   Message,
   NodeId,
+  ReadState,
   Ready,
   Snapshot,
   SnapshotMeta,
@@ -43,6 +44,25 @@ export class ObservedCore implements RaftCoreApi {
   readIndex(ctx: string): void {
     this.inner.readIndex(ctx);
     this.observer.onReadIndex?.(ctx);
+  }
+  leaseReadIndex(): number | null {
+    return this.inner.leaseReadIndex();
+  }
+  takeUnblocked(): { messages: Message[]; readStates: ReadState[] } {
+    const out = this.inner.takeUnblocked();
+    if (out.messages.length > 0 || out.readStates.length > 0) {
+      this.observer.onReady({
+        softState: null,
+        hardState: null,
+        entries: [],
+        snapshot: null,
+        messages: out.messages,
+        messagesAfterPersist: [],
+        committedEntries: [],
+        readStates: out.readStates,
+      });
+    }
+    return out;
   }
   campaign(): void {
     this.inner.campaign();

@@ -17,6 +17,11 @@ const REGRESSIONS: Array<{ seed: number; nodes: number; bug: string }> = [
     nodes: 3,
     bug: 'an append response of an old term was sent after a new leader truncated what it acknowledged',
   },
+  {
+    seed: 698889132,
+    nodes: 1,
+    bug: 'a single voter counted its unsynced tail toward the commit index its early appends carried, so a crash lost an entry reported committed',
+  },
 ];
 
 describe('simulator regressions', () => {

@@ -43,7 +43,7 @@ export interface RunOptions {
   seed: number;
   /** Fault-phase steps. */
   steps: number;
-  /** 3 or 5 voters at bootstrap; chosen by the seed if absent. */
+  /** 1, 3 or 5 voters at bootstrap; chosen by the seed if absent. */
   nodes?: number;
   diskBug?: DiskBug;
   wrapCore?: (core: RaftCoreApi, id: NodeId) => RaftCoreApi;
@@ -74,6 +74,28 @@ export interface RunResult {
   elapsedMs: number;
 }
 
+/**
+ * Share of seeds that run lease reads on one global time, every clock within the drift
+ * bound. Drawn from a stream of its own, so the other settings of a seed stay as they were.
+ */
+export const LEASE_SHARE = 0.2;
+
+function leaseSettings(
+  seed: number,
+  ids: number,
+): Pick<SimSettings, 'leaseReads' | 'maxClockDrift' | 'clockRates'> {
+  const rng = new Prng((seed ^ 0x1ea5e5ee) >>> 0);
+  if (!rng.chance(LEASE_SHARE)) return { leaseReads: false, maxClockDrift: 0.05, clockRates: null };
+  const maxClockDrift = rng.pick([0, 0.01, 0.05, 0.2]);
+  const clockRates: number[] = [];
+  for (let i = 0; i < ids; i++)
+    clockRates.push(1 - maxClockDrift + 2 * maxClockDrift * rng.float());
+  return { leaseReads: true, maxClockDrift, clockRates };
+}
+
+/** Share of seeds that bootstrap one voter (the spares may join as learners, then voters). */
+export const ONE_VOTER_SHARE = 0.15;
+
 /** Ticks the recovery phase may take to elect a leader and commit a proposal, per election timeout. */
 export const RECOVERY_ELECTION_TIMEOUTS = 30;
 
@@ -82,7 +104,10 @@ export function chooseSettings(
   opts: RunOptions,
 ): { settings: SimSettings; profile: FaultProfile } {
   // Always draw, so that passing --nodes with the value the seed chose replays the same run.
-  const drawnNodes = rng.chance(0.5) ? 3 : 5;
+  // One voter (whose spares join as learners) is the shape where a leader's own unsynced
+  // tail could count toward a commit index that learners apply (issue 13, item 1).
+  const nodesDraw = rng.float();
+  const drawnNodes = nodesDraw < ONE_VOTER_SHARE ? 1 : nodesDraw < 0.5 ? 3 : 5;
   const nodes = opts.nodes ?? drawnNodes;
   const electionTicks = rng.int(4, 12);
   const settings: SimSettings = {
@@ -100,6 +125,7 @@ export function chooseSettings(
     maxQueueLength: rng.pick([16, 64]),
     readTimeoutTicks: 4 * electionTicks,
     diskBug: opts.diskBug ?? 'none',
+    ...leaseSettings(opts.seed, nodes + 2),
     ...opts.settings,
   };
   const profile: FaultProfile = {
@@ -111,12 +137,12 @@ export function chooseSettings(
     drop: rng.pick([0, 1, 4]),
     duplicate: rng.pick([0, 0.5, 2]),
     reorder: rng.pick([0, 0.1, 0.3]),
-    crash: rng.pick([0, 0.15, 0.5]),
+    crash: nodes === 1 ? rng.pick([0.15, 0.5]) : rng.pick([0, 0.15, 0.5]),
     restart: 2,
     partition: rng.pick([0, 0.2, 0.6]),
     heal: 0.6,
     diskFail: rng.pick([0, 0.03, 0.1]),
-    conf: rng.pick([0, 0.3, 1]),
+    conf: nodes === 1 ? rng.pick([0.5, 1, 2]) : rng.pick([0, 0.3, 1]),
     transfer: rng.pick([0, 0.1, 0.4]),
     snapshot: rng.pick([0, 0.1, 0.4]),
     campaign: rng.pick([0, 0.05]),
@@ -131,7 +157,10 @@ export function describeSettings(
   s: SimSettings,
   p: FaultProfile,
 ): string {
-  const set = `nodes=${s.nodes} spares=${s.spares} electionTicks=${s.electionTicks} heartbeatTicks=${s.heartbeatTicks} maxMsgBytes=${s.maxMsgBytes} maxInflightMsgs=${s.maxInflightMsgs} snapshotChunkBytes=${s.snapshotChunkBytes} snapshotEveryEntries=${s.snapshotEveryEntries} maxPendingProposals=${s.maxPendingProposals} maxUncommittedBytes=${s.maxUncommittedBytes} maxQueueLength=${s.maxQueueLength} readTimeoutTicks=${s.readTimeoutTicks} diskBug=${s.diskBug}`;
+  const lease = s.leaseReads
+    ? ` leaseReads maxClockDrift=${s.maxClockDrift} clockRates=[${(s.clockRates ?? []).map((r) => r.toFixed(4)).join(',')}]`
+    : '';
+  const set = `nodes=${s.nodes} spares=${s.spares} electionTicks=${s.electionTicks} heartbeatTicks=${s.heartbeatTicks} maxMsgBytes=${s.maxMsgBytes} maxInflightMsgs=${s.maxInflightMsgs} snapshotChunkBytes=${s.snapshotChunkBytes} snapshotEveryEntries=${s.snapshotEveryEntries} maxPendingProposals=${s.maxPendingProposals} maxUncommittedBytes=${s.maxUncommittedBytes} maxQueueLength=${s.maxQueueLength} readTimeoutTicks=${s.readTimeoutTicks} diskBug=${s.diskBug}${lease}`;
   const prof = Object.entries(p)
     .map(([k, v]) => `${k}=${v}`)
     .join(' ');
@@ -196,6 +225,11 @@ class Scheduler {
         return;
       }
       case 'tick': {
+        // One global time with lease reads (bounded drift); else any one node's clock.
+        if (w.settings.clockRates !== null) {
+          w.advanceTime(w.settings.tickMs / 2);
+          return;
+        }
         const n = this.randomUp();
         if (n) w.tick(n.id);
         return;

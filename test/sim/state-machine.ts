@@ -4,6 +4,7 @@
  * same order hold the same hash, and any skip, reorder or divergence shows.
  */
 import type { StateMachine } from '../../src/raft/ports.ts';
+import { StorageCorruptError } from '../../src/shared/errors.ts';
 import { bytesKey } from './invariants.ts';
 
 export interface SimStateObserver {
@@ -82,12 +83,36 @@ export class SimStateMachine implements StateMachine {
     return encoder.encode(JSON.stringify(enc));
   }
 
+  /** Throws if the bytes are not a snapshot of this state machine (decoded apart from the live state). */
+  validateSnapshot(data: Uint8Array): void {
+    decodeSimSnapshot(data);
+  }
+
   restore(data: Uint8Array, index: number): void {
-    const enc = JSON.parse(decoder.decode(data)) as Encoded;
+    const enc = decodeSimSnapshot(data);
     this.lastIndex = enc.lastIndex;
     this.hash = enc.hash;
     this.count = enc.count;
     this.kv = new Map(enc.kv);
     this.observer?.onRestore(index, enc.lastIndex, enc.hash);
   }
+}
+
+function decodeSimSnapshot(data: Uint8Array): Encoded {
+  let enc: Partial<Encoded>;
+  try {
+    enc = JSON.parse(decoder.decode(data)) as Partial<Encoded>;
+  } catch (cause) {
+    throw new StorageCorruptError('sim snapshot does not decode', { cause });
+  }
+  if (
+    typeof enc !== 'object' ||
+    enc === null ||
+    !Number.isInteger(enc.lastIndex) ||
+    !Number.isInteger(enc.hash) ||
+    !Number.isInteger(enc.count) ||
+    !Array.isArray(enc.kv)
+  )
+    throw new StorageCorruptError('sim snapshot lacks lastIndex, hash, count or kv');
+  return enc as Encoded;
 }

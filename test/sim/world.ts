@@ -49,6 +49,15 @@ export interface SimSettings {
   readTimeoutTicks: number;
   maxQueueLength: number;
   diskBug: DiskBug;
+  /** Lease reads on every node (the driver's leaseReads), with this clock drift bound. */
+  leaseReads: boolean;
+  maxClockDrift: number;
+  /**
+   * Null: every node's clock is ticked on its own (arbitrary drift; the default). Else one
+   * global time, and node i's clock runs at clockRates[i] times its speed (`advanceTime`):
+   * what lease reads need, with rates within 1 ± maxClockDrift, or beyond it to break them.
+   */
+  clockRates: number[] | null;
 }
 
 export const DEFAULT_SETTINGS: SimSettings = {
@@ -67,6 +76,9 @@ export const DEFAULT_SETTINGS: SimSettings = {
   readTimeoutTicks: 40,
   maxQueueLength: 64,
   diskBug: 'none',
+  leaseReads: false,
+  maxClockDrift: 0.05,
+  clockRates: null,
 };
 
 export interface WorldOptions {
@@ -112,6 +124,8 @@ export interface WorldStats {
   refused: Record<string, number>;
   reads: number;
   readsDone: number;
+  /** Reads served on the leader's lease (no quorum round). */
+  leaseReads: number;
   crashes: number;
   fatals: number;
   leaderChanges: number;
@@ -151,6 +165,7 @@ export class World {
     refused: {},
     reads: 0,
     readsDone: 0,
+    leaseReads: 0,
     crashes: 0,
     fatals: 0,
     leaderChanges: 0,
@@ -158,6 +173,8 @@ export class World {
     confChanges: 0,
   };
   step = 0;
+  /** Global time in ms (clockRates mode only). */
+  time = 0;
   private seq = 0;
   /** When set, every message that leaves a node is appended here (scripted tests). */
   recorded: Message[] | null = null;
@@ -283,6 +300,8 @@ export class World {
       maxPendingProposals: s.maxPendingProposals,
       maxPendingReads: s.maxPendingReads,
       readTimeoutTicks: s.readTimeoutTicks,
+      leaseReads: s.leaseReads,
+      maxClockDrift: s.maxClockDrift,
       createCore: (config, durable) => {
         let core: RaftCoreApi = this.coreFactory(config, durable);
         if (this.wrapCore) core = this.wrapCore(core, id);
@@ -356,6 +375,24 @@ export class World {
     const node = this.node(id);
     if (!node.up || !node.clock) return;
     node.clock.advance(this.settings.tickMs);
+  }
+
+  /** Global time (clockRates mode): every live node's clock moves by `ms` times its rate. */
+  advanceTime(ms: number): void {
+    const rates = this.settings.clockRates;
+    if (rates === null) throw new Error('advanceTime needs settings.clockRates');
+    this.time += ms;
+    this.ids.forEach((id, i) => {
+      const node = this.node(id);
+      if (node.up && node.clock) node.clock.advance(ms * (rates[i] ?? 1));
+    });
+  }
+
+  /** Changes a node's clock rate (clockRates mode), e.g. to slow the leader once elected. */
+  setClockRate(id: NodeId, rate: number): void {
+    const rates = this.settings.clockRates;
+    if (rates === null) throw new Error('setClockRate needs settings.clockRates');
+    rates[this.ids.indexOf(id)] = rate;
   }
 
   sync(id: NodeId): void {
@@ -433,8 +470,12 @@ export class World {
     const driver = node.driver;
     const mustSee = this.checker.highestAckedIndex;
     this.stats.reads++;
-    this.log(`read on ${id} (must see ${mustSee})`);
-    return driver.read().then(
+    const leaseBefore = driver.status().leaseReadsServed;
+    const p = driver.read();
+    const onLease = driver.status().leaseReadsServed > leaseBefore;
+    if (onLease) this.stats.leaseReads++;
+    this.log(`read on ${id} (must see ${mustSee})${onLease ? ' on the lease' : ''}`);
+    return p.then(
       () => {
         this.stats.readsDone++;
         const applied = driver.status().applied;
@@ -562,9 +603,11 @@ export class World {
     }
   }
 
-  /** Ticks every live node once, then flushes. */
+  /** Ticks every live node once (or moves global time by a tick), then flushes. */
   async round(): Promise<void> {
-    for (const n of this.upNodes()) await this.act(() => this.tick(n.id));
+    if (this.settings.clockRates !== null)
+      await this.act(() => this.advanceTime(this.settings.tickMs));
+    else for (const n of this.upNodes()) await this.act(() => this.tick(n.id));
     await this.flush();
   }
 }

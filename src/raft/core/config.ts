@@ -20,12 +20,14 @@ export function defaultRaftConfig(id: NodeId, random: () => number): RaftConfig 
     heartbeatTicks: DEFAULT_HEARTBEAT_TICKS,
     preVote: true,
     checkQuorum: true,
+    leaseReads: false,
     maxMsgBytes: DEFAULT_MAX_MSG_BYTES,
     maxInflightMsgs: DEFAULT_MAX_INFLIGHT_MSGS,
     maxEntryBytes: DEFAULT_MAX_ENTRY_BYTES,
     maxUncommittedBytes: DEFAULT_MAX_UNCOMMITTED_BYTES,
     snapshotChunkBytes: DEFAULT_SNAPSHOT_CHUNK_BYTES,
     random,
+    acceptSnapshot: () => true,
   };
 }
 
@@ -47,6 +49,10 @@ export function validateRaftConfig(c: RaftConfig): void {
   if (c.heartbeatTicks >= c.electionTicks)
     throw new RangeError('raft config heartbeatTicks must be smaller than electionTicks');
   if (c.id.length === 0) throw new RangeError('raft config id must not be empty');
+  if (c.leaseReads && !c.checkQuorum)
+    throw new RangeError(
+      'raft config leaseReads needs checkQuorum (a leader must step down on losing its quorum)',
+    );
 }
 
 export function entrySize(data: Uint8Array): number {

@@ -28,6 +28,16 @@ import type {
   Status,
 } from './types.ts';
 
+/** Messages that may leave before the round's write, given a durable term (mayLeaveBeforePersist). */
+const EARLY_MESSAGE_TYPES: ReadonlySet<Message['type']> = new Set([
+  'app',
+  'heartbeat',
+  'snap',
+  'timeoutNow',
+  // A heartbeat's answer promises only that this node heard the leader of its term.
+  'heartbeatResp',
+]);
+
 type MessageOf<T extends Message['type']> = Extract<Message, { type: T }>;
 /** A message before `from`/`term` are stamped by send(). */
 type Outgoing = {
@@ -81,6 +91,8 @@ export class RaftCore {
   private uncommittedBytes = 0;
   private pendingReads: PendingRead[] = [];
   private readStates: ReadState[] = [];
+  /** Ticks since this core was built (a restart): with lease reads, no vote before an election timeout. */
+  private ticksSinceStart = 0;
   private incoming: IncomingSnapshot | null = null;
 
   private msgs: Message[] = [];
@@ -106,8 +118,20 @@ export class RaftCore {
 
   /** One logical clock tick. */
   tick(): void {
+    if (this.ticksSinceStart < this.cfg.electionTicks) this.ticksSinceStart++;
     if (this.role === 'leader') this.tickLeader();
     else this.tickElection();
+  }
+
+  /**
+   * Whether this node still honours a leader it heard within an election timeout (§9.6),
+   * so it grants no vote to a candidate the leader did not ask for. With lease reads a
+   * node that has just started honours the leader it may have heard before it went down.
+   */
+  private inLease(): boolean {
+    if (!this.cfg.checkQuorum) return false;
+    if (this.leader !== null && this.electionElapsed < this.cfg.electionTicks) return true;
+    return this.cfg.leaseReads && this.ticksSinceStart < this.cfg.electionTicks;
   }
 
   private tickElection(): void {
@@ -136,8 +160,12 @@ export class RaftCore {
     }
   }
 
-  /** Starts an election now (tests and operator use). */
+  /**
+   * Starts an election now (tests and operator use). With lease reads, not while this node
+   * honours a leader: its vote for itself would break the promise a lease rests on.
+   */
   campaign(): void {
+    if (this.cfg.leaseReads && this.role !== 'leader' && this.inLease()) return;
     this.hup(false);
   }
 
@@ -145,13 +173,9 @@ export class RaftCore {
     if (m.to !== this.id) return;
     if (m.term > this.term) {
       if (m.type === 'preVote' || m.type === 'vote') {
-        const inLease =
-          this.cfg.checkQuorum &&
-          this.leader !== null &&
-          this.electionElapsed < this.cfg.electionTicks;
         // A follower that hears a live leader ignores disruptive candidates (§9.6), unless
         // the leader itself asked for the election (transfer).
-        if (inLease && !m.transfer) return;
+        if (this.inLease() && !m.transfer) return;
       }
       if (m.type === 'preVote') {
         // A pre-vote never changes our term.
@@ -269,6 +293,42 @@ export class RaftCore {
   }
 
   /**
+   * For a lease read: the index a read may be served at without a quorum round, if this
+   * node leads, has committed an entry of its term (so its commit index is the cluster's)
+   * and is not handing leadership over; else null. Whether the lease itself holds is the
+   * caller's to judge, by its clock (see the driver).
+   */
+  leaseReadIndex(): number | null {
+    if (this.role !== 'leader' || this.leadTransferee !== null) return null;
+    if (this.log.term(this.log.committed) !== this.term) return null;
+    return this.log.committed;
+  }
+
+  /**
+   * What depends on no write at all, taken between a Ready and its advance (while the
+   * caller awaits the disk): heartbeats and their answers of a term already durable, and
+   * read states. ReadIndex rounds thus never wait behind a disk write (as in etcd). What
+   * is taken here is not in the next Ready.
+   */
+  takeUnblocked(): { messages: Message[]; readStates: ReadState[] } {
+    const messages: Message[] = [];
+    if (this.msgs.length > 0) {
+      const keep: Message[] = [];
+      for (const m of this.msgs) {
+        const unblocked =
+          (m.type === 'heartbeat' || m.type === 'heartbeatResp') &&
+          m.term >= this.term &&
+          m.term <= this.prevHard.term;
+        (unblocked ? messages : keep).push(m);
+      }
+      this.msgs = keep;
+    }
+    const readStates = this.readStates;
+    this.readStates = [];
+    return { messages, readStates };
+  }
+
+  /**
    * The metadata of a snapshot at `index` (≤ applied): its term and the membership as of
    * that index — not the current one, which may include later, uncommitted changes.
    */
@@ -310,12 +370,17 @@ export class RaftCore {
     const hard = this.hardState();
     const soft = this.softState();
     const snapshot = this.log.pendingSnapshot;
+    const now: Message[] = [];
+    const afterPersist: Message[] = [];
+    for (const m of this.currentTermMessages())
+      (this.mayLeaveBeforePersist(m) ? now : afterPersist).push(m);
     const rd: Ready = {
       softState: sameSoft(this.prevSoft, soft) ? null : soft,
       hardState: sameHard(this.prevHard, hard) ? null : hard,
       entries: this.log.unstableEntries(),
       snapshot,
-      messages: this.currentTermMessages(),
+      messages: now,
+      messagesAfterPersist: afterPersist,
       committedEntries: this.log.nextCommitted(),
       readStates: this.readStates,
     };
@@ -336,6 +401,17 @@ export class RaftCore {
     return out;
   }
 
+  /**
+   * Whether a message depends on nothing the pending write holds, so it may leave before
+   * (or during) that write: a leader's own requests and the answers to its heartbeats,
+   * which promise only the term — if that term is already durable (`prevHard` is what the
+   * caller reported persisted). Vote grants and append/snapshot answers promise what the
+   * write holds; they wait.
+   */
+  private mayLeaveBeforePersist(m: Message): boolean {
+    return EARLY_MESSAGE_TYPES.has(m.type) && m.term <= this.prevHard.term;
+  }
+
   advance(rd: Ready): void {
     if (rd.softState) this.prevSoft = rd.softState;
     if (rd.hardState) this.prevHard = rd.hardState;
@@ -347,6 +423,10 @@ export class RaftCore {
     if (lastEntry) this.log.stableTo(lastEntry.index, lastEntry.term);
     const lastApplied = rd.committedEntries.at(-1);
     if (lastApplied) this.log.appliedTo(lastApplied.index);
+    // The leader's own write is durable now: it counts toward the commit index (this is
+    // all a single voter waits for), and the followers hear the new commit index.
+    if (lastEntry && this.role === 'leader' && this.maybeCommit() && this.role === 'leader')
+      this.broadcastAppend();
   }
 
   status(): Status {
@@ -637,8 +717,16 @@ export class RaftCore {
     this.incoming = null;
     const data = concat(inc.chunks, inc.bytes);
     const snapshot: Snapshot = { meta: { index, term, conf: cloneConf(m.meta.conf) }, data };
+    if (!this.log.matchTerm(index, term) && !this.cfg.acceptSnapshot(snapshot)) {
+      // It does not decode into a state this node could restore: nothing of it is kept;
+      // the leader starts over (a corrupt frame is resent whole).
+      this.send({ type: 'snapResp', to: m.from, reject: true, index, offset: 0 });
+      return;
+    }
     if (this.log.matchTerm(index, term)) {
       // Our log already contains the snapshot's last entry: fast-forward the commit index.
+      // Only up to there is our log known to match the leader's; the tail after it may be
+      // stale (an old term's), so the answer is the commit index, as etcd's, never lastIndex.
       this.log.commitTo(index);
     } else {
       this.log.restore(snapshot);
@@ -648,7 +736,7 @@ export class RaftCore {
       type: 'appResp',
       to: m.from,
       reject: false,
-      index: this.log.lastIndex(),
+      index: this.log.committed,
       hintTerm: 0,
       hintIndex: 0,
     });
@@ -761,12 +849,16 @@ export class RaftCore {
     return { index, term: this.term };
   }
 
-  /** §5.4.2: only entries of the leader's own term are committed by counting replicas. */
+  /**
+   * §5.4.2: only entries of the leader's own term are committed by counting replicas.
+   * The leader counts itself at its DURABLE last index (`log.stable`, what the caller
+   * reported persisted), never at entries still in a pending write: its appends leave
+   * before its own write, and a commit index they carried that covered its unsynced tail
+   * could let a learner (or, with one voter, anyone) apply an entry a crash then loses.
+   */
   private maybeCommit(): boolean {
     const mci = committedIndex(this.conf.voters, (id) =>
-      id === this.id && this.conf.voters.includes(id)
-        ? this.log.lastIndex()
-        : (this.progress.get(id)?.match ?? 0),
+      id === this.id ? this.log.stable : (this.progress.get(id)?.match ?? 0),
     );
     if (mci <= this.log.committed || this.log.term(mci) !== this.term) return false;
     this.uncommittedBytes = Math.max(

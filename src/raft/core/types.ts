@@ -120,21 +120,35 @@ export interface SoftState {
 }
 
 /**
- * What the core hands the caller after step/tick/propose. The caller must, in order:
- *  1. persist `hardState`, `entries` (an entry whose index ≤ the durable last index
+ * What the core hands the caller after step/tick/propose. The core itself says which
+ * messages may leave before this round's write (etcd's `msgs`) and which must wait for it
+ * (etcd's `msgsAfterAppend`); the caller never decides by message type. The caller must:
+ *  1. send `messages` whenever it likes, before or during the write: they depend on
+ *     nothing this Ready persists (a leader's appends, heartbeats, snapshot chunks and
+ *     timeoutNow, and heartbeat answers, of a term already durable) — so a leader's fsync
+ *     and its followers' run in parallel (Raft thesis §10.2.1);
+ *  2. persist `hardState`, `entries` (an entry whose index ≤ the durable last index
  *     replaces that index and everything after it) and `snapshot` in ONE synced write;
- *  2. only then send `messages` (vote grants and append responses depend on step 1);
- *  3. restore `snapshot` into the state machine if present, then apply
- *     `committedEntries` in order;
- *  4. call `advance(ready)`.
- * No further Ready is produced until advance is called.
+ *  3. only then send `messagesAfterPersist`: vote grants, append and snapshot answers, and
+ *     anything of a term this Ready makes durable, depend on step 2;
+ *  4. restore `snapshot` into the state machine if present, then apply `committedEntries`
+ *     in order (those already durable on this node may be applied before step 2: they are
+ *     committed and nothing in this write can change them);
+ *  5. hand `readStates` to their readers (any time: they depend on no write of this node);
+ *  6. call `advance(ready)`.
+ * No further Ready is produced until advance is called; in between, `takeUnblocked()`
+ * hands out what depends on no write at all (heartbeats, their answers, read states), so
+ * that ReadIndex rounds never wait behind the disk.
  */
 export interface Ready {
   softState: SoftState | null;
   hardState: HardState | null;
   entries: Entry[];
   snapshot: Snapshot | null;
+  /** May leave at once, before or during the write of this Ready. */
   messages: Message[];
+  /** Must wait until this Ready's write is durable (etcd's msgsAfterAppend). */
+  messagesAfterPersist: Message[];
   committedEntries: Entry[];
   readStates: ReadState[];
 }
@@ -157,8 +171,23 @@ export interface RaftConfig {
   maxUncommittedBytes: number;
   /** Size of one snapshot chunk. */
   snapshotChunkBytes: number;
+  /**
+   * The whole cluster serves lease reads (the driver's `leaseReads`; needs checkQuorum).
+   * Then a voter that heard a leader grants no vote, and campaigns on no operator's
+   * command, until an election timeout of its own ticks has passed — after a restart as
+   * well (it may have acknowledged a leader's heartbeat just before it went down). A
+   * leader's lease rests on exactly that promise.
+   */
+  leaseReads: boolean;
   /** Seeded randomness for election timeouts: the core reads no global RNG. */
   random: () => number;
+  /**
+   * Whether a snapshot received from a leader may replace this node's state: called once
+   * its last chunk arrived, BEFORE anything of it is persisted. The caller decodes it into
+   * a scratch state machine (deterministic, no I/O); a refused one is answered with a
+   * rejection and forgotten, and this node carries on with the state it has.
+   */
+  acceptSnapshot: (snapshot: Snapshot) => boolean;
 }
 
 /** What a core restarts from: the durable state a driver loaded from storage. */

@@ -6,11 +6,24 @@
  *   tickMs                   100     milliseconds per core tick
  *   electionTicks            10      follower's election timeout, randomized in [n, 2n) ticks
  *   heartbeatTicks           1       leader's heartbeat interval in ticks (< electionTicks)
- *   snapshotIntervalEntries  10000   applied entries between local snapshots (0 = never)
+ *   snapshotIntervalEntries  10000   applied entries between local snapshots (0 = this trigger off)
+ *   snapshotIntervalBytes    64 MiB  applied entry bytes between local snapshots (0 = this trigger off)
  *   join                     false   true: start outside the membership and wait to be added
+ *   leaseReads               false   serve linearizable reads on the leader's lease (no quorum
+ *                                    round per read); the same on every node; needs clocks
+ *                                    that drift apart by less than maxClockDrift
+ *   maxClockDrift            0.05    the drift bound a lease assumes, a fraction of elapsed time
+ *   clusterToken             ""      mixed into the cluster id founding members compute (etcd's
+ *                                    initial-cluster-token): two clusters with the same members
+ *                                    and addresses stay apart when their tokens differ
  */
 import { ConfigError } from '../../shared/errors.ts';
 import type { NodeId } from '../core/types.ts';
+import {
+  DEFAULT_MAX_CLOCK_DRIFT,
+  DEFAULT_SNAPSHOT_EVERY_BYTES,
+  MAX_CLOCK_DRIFT,
+} from '../driver.ts';
 
 export interface RaftNodeConfig {
   /** Stable node id ("node1"). */
@@ -27,6 +40,7 @@ export interface RaftNodeConfig {
   electionTicks: number;
   heartbeatTicks: number;
   snapshotIntervalEntries: number;
+  snapshotIntervalBytes: number;
   /**
    * false: bootstrap (or restart) as a member of {nodeId} ∪ peers.
    * true: the node is being added to a running cluster (after a wipe, or new): it starts
@@ -35,6 +49,12 @@ export interface RaftNodeConfig {
   join: boolean;
   /** Extra fields for this node's member context (e.g. its client-facing HTTP address). */
   contextExtra: Record<string, string>;
+  /** Mixed into the cluster id at bootstrap (see node/identity.ts); the same on every founding member. */
+  clusterToken: string;
+  /** Lease reads (RaftDriverOptions.leaseReads); the same on every node. */
+  leaseReads: boolean;
+  /** The clock drift bound a lease assumes (RaftDriverOptions.maxClockDrift). */
+  maxClockDrift: number;
 }
 
 export const DEFAULT_NODE_TICK_MS = 100;
@@ -58,9 +78,16 @@ const KNOWN_KEYS = new Set([
   'electionTicks',
   'heartbeatTicks',
   'snapshotIntervalEntries',
+  'snapshotIntervalBytes',
   'join',
   'contextExtra',
+  'clusterToken',
+  'leaseReads',
+  'maxClockDrift',
 ]);
+
+/** Longest cluster token accepted. */
+export const MAX_CLUSTER_TOKEN_CHARS = 128;
 
 /** Parses "host:port" (IPv6 as "[::1]:port"); returns null if malformed. */
 export function parseHostPort(value: string): { host: string; port: number } | null {
@@ -173,6 +200,14 @@ export function validateRaftNodeConfig(raw: unknown): RaftNodeConfig {
     Number.MAX_SAFE_INTEGER,
   );
 
+  const snapshotIntervalBytes = integer(
+    'snapshotIntervalBytes',
+    r.snapshotIntervalBytes,
+    DEFAULT_SNAPSHOT_EVERY_BYTES,
+    0,
+    Number.MAX_SAFE_INTEGER,
+  );
+
   let join = false;
   if (r.join !== undefined) {
     if (typeof r.join !== 'boolean')
@@ -197,6 +232,35 @@ export function validateRaftNodeConfig(raw: unknown): RaftNodeConfig {
     }
   }
 
+  let clusterToken = '';
+  if (r.clusterToken !== undefined) {
+    if (typeof r.clusterToken !== 'string' || r.clusterToken.length > MAX_CLUSTER_TOKEN_CHARS)
+      throw new ConfigError(
+        'clusterToken',
+        `must be a string of at most ${MAX_CLUSTER_TOKEN_CHARS} characters`,
+      );
+    clusterToken = r.clusterToken;
+  }
+
+  let leaseReads = false;
+  if (r.leaseReads !== undefined) {
+    if (typeof r.leaseReads !== 'boolean')
+      throw new ConfigError(
+        'leaseReads',
+        `must be true or false, got ${JSON.stringify(r.leaseReads)}`,
+      );
+    leaseReads = r.leaseReads;
+  }
+  let maxClockDrift = DEFAULT_MAX_CLOCK_DRIFT;
+  if (r.maxClockDrift !== undefined) {
+    if (
+      typeof r.maxClockDrift !== 'number' ||
+      !(r.maxClockDrift >= 0 && r.maxClockDrift < MAX_CLOCK_DRIFT)
+    )
+      throw new ConfigError('maxClockDrift', `must be a number in [0, ${MAX_CLOCK_DRIFT})`);
+    maxClockDrift = r.maxClockDrift;
+  }
+
   return {
     nodeId: id,
     raftAddress,
@@ -207,7 +271,11 @@ export function validateRaftNodeConfig(raw: unknown): RaftNodeConfig {
     electionTicks,
     heartbeatTicks,
     snapshotIntervalEntries,
+    snapshotIntervalBytes,
     join,
     contextExtra,
+    clusterToken,
+    leaseReads,
+    maxClockDrift,
   };
 }

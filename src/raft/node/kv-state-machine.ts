@@ -3,6 +3,7 @@
  * on the Raft. Deterministic: apply depends only on the current map and the command.
  */
 import { Packr } from 'msgpackr';
+import { StorageCorruptError } from '../../shared/errors.ts';
 import type { StateMachine } from '../ports.ts';
 
 /** Bounds on one command, checked at the HTTP edge before proposing. */
@@ -72,8 +73,30 @@ export class KvStateMachine implements StateMachine {
   }
 
   restore(data: Uint8Array, index: number): void {
-    const s = packr.unpack(data) as { entries: Array<[string, string]> };
-    this.map = new Map(s.entries);
+    this.map = decodeKvSnapshot(data);
     this.appliedIndex = index;
   }
+
+  validateSnapshot(data: Uint8Array): void {
+    decodeKvSnapshot(data);
+  }
+}
+
+/** Decodes a snapshot into a fresh map; StorageCorruptError if it is not one. */
+export function decodeKvSnapshot(data: Uint8Array): Map<string, string> {
+  let s: unknown;
+  try {
+    s = packr.unpack(data);
+  } catch (cause) {
+    throw new StorageCorruptError('kv snapshot does not decode', { cause });
+  }
+  const entries = (s as { entries?: unknown } | null)?.entries;
+  if (!Array.isArray(entries)) throw new StorageCorruptError('kv snapshot has no entries list');
+  const map = new Map<string, string>();
+  for (const e of entries) {
+    if (!Array.isArray(e) || typeof e[0] !== 'string' || typeof e[1] !== 'string')
+      throw new StorageCorruptError('kv snapshot holds an entry that is not [key, value]');
+    map.set(e[0], e[1]);
+  }
+  return map;
 }

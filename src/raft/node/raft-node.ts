@@ -10,16 +10,24 @@ import { assert } from '../../shared/errors.ts';
 import { systemClock } from '../clock.ts';
 import { DEFAULT_MAX_MSG_BYTES, DEFAULT_SNAPSHOT_CHUNK_BYTES } from '../core/config.ts';
 import type { ConfChange, ConfState, NodeId, RaftConfig, Snapshot } from '../core/types.ts';
-import { RaftDriver, type DriverStatus, type RaftStateChange } from '../driver.ts';
+import {
+  RaftDriver,
+  type DriverStatus,
+  type RaftObserver,
+  type RaftStateChange,
+} from '../driver.ts';
 import type { LoadedState, LogStorage, PersistBatch, StateMachine } from '../ports.ts';
 import { LevelDbStorage, type StorageStats } from '../storage/leveldb-storage.ts';
 import {
   FRAME_OVERHEAD_BYTES,
   GrpcTransport,
+  identifyPeer,
+  type NodeIdentity,
   type TransportLimits,
   type TransportStats,
 } from '../transport/grpc-transport.ts';
 import type { RaftNodeConfig } from './config.ts';
+import { PeerIdentityBook, settleIdentity } from './identity.ts';
 import { encodeMemberContext, PeerDirectory } from './members.ts';
 
 export interface RaftNodeOptions {
@@ -27,13 +35,20 @@ export interface RaftNodeOptions {
   stateMachine: StateMachine;
   logger: Logger;
   /** Core limits beyond the node config (message sizes, windows); defaults from core/config.ts. */
-  raft?: Partial<Omit<RaftConfig, 'id' | 'random' | 'electionTicks' | 'heartbeatTicks'>>;
+  raft?: Partial<
+    Omit<RaftConfig, 'id' | 'random' | 'acceptSnapshot' | 'electionTicks' | 'heartbeatTicks'>
+  >;
   transportLimits?: Partial<TransportLimits>;
   /** Called once if the node fail-stops (failed disk write, broken invariant). Default: log only. */
   onFatal?: (error: unknown) => void;
+  /** Latency hooks for metrics (persist, peer round trips). */
+  observer?: RaftObserver;
 }
 
 export interface RaftNodeStatus extends DriverStatus {
+  /** The cluster this node belongs to ('' before start) and its persisted identity. */
+  clusterId: string;
+  nodeUid: string;
   raftAddress: string;
   /** The context to give a membership change that adds this node. */
   memberContext: string;
@@ -121,6 +136,7 @@ export class RaftNode {
   private readonly storage: LevelDbStorage;
   private readonly logger: Logger;
   private started = false;
+  private identity: NodeIdentity | null = null;
 
   constructor(options: RaftNodeOptions) {
     const { config } = options;
@@ -179,15 +195,44 @@ export class RaftNode {
       },
       tickMs: config.tickMs,
       snapshotEveryEntries: config.snapshotIntervalEntries,
+      snapshotEveryBytes: config.snapshotIntervalBytes,
+      leaseReads: config.leaseReads,
+      maxClockDrift: config.maxClockDrift,
       ...(options.onFatal ? { onFatal: options.onFatal } : {}),
+      ...(options.observer ? { observer: options.observer } : {}),
     });
   }
 
-  /** Creates the data dir, binds the raft port, loads the log and starts ticking. */
+  /**
+   * Creates the data dir, settles which cluster it belongs to (and refuses a directory
+   * that lost its state, see identity.ts), binds the raft port, loads the log and starts
+   * ticking.
+   */
   async start(): Promise<void> {
     assert(!this.started, 'RaftNode.start() called twice');
     this.started = true;
     await mkdir(this.config.dataDir, { recursive: true });
+    let book: PeerIdentityBook;
+    try {
+      const stored = await this.storage.readIdentity();
+      const { identity, learned } = await settleIdentity({
+        config: this.config,
+        stored,
+        bootstrap: bootstrapConf(this.config),
+        identify: (address, from, timeoutMs) =>
+          identifyPeer(address, from, timeoutMs, this.transport.limits),
+        logger: this.logger,
+      });
+      if (learned) await this.storage.saveClusterId(identity.clusterId);
+      this.identity = identity;
+      book = new PeerIdentityBook(stored.peerUids, (uids) => {
+        void this.storage.savePeerIdentities(uids);
+      });
+      this.transport.setIdentity(identity, book);
+    } catch (err) {
+      await this.storage.close().catch(() => undefined);
+      throw err;
+    }
     await this.transport.start();
     try {
       await this.driver.start();
@@ -196,8 +241,16 @@ export class RaftNode {
       await this.storage.close().catch(() => undefined);
       throw err;
     }
+    const members = (conf: ConfState) => [...conf.voters, ...conf.learners];
+    book.setMembers(members(this.driver.status().conf));
+    this.driver.onStateChange((st) => book.setMembers(members(st.conf)));
     this.logger.info(
-      { raftAddress: this.config.raftAddress, join: this.config.join },
+      {
+        raftAddress: this.config.raftAddress,
+        join: this.config.join,
+        clusterId: this.identity.clusterId,
+        nodeUid: this.identity.nodeUid,
+      },
       'raft node started',
     );
   }
@@ -230,6 +283,8 @@ export class RaftNode {
   status(): RaftNodeStatus {
     return {
       ...this.driver.status(),
+      clusterId: this.identity?.clusterId ?? '',
+      nodeUid: this.identity?.nodeUid ?? '',
       raftAddress: this.config.advertiseRaftAddress,
       memberContext: this.memberContext(),
       transport: this.transport.statsSnapshot(),

@@ -6,9 +6,11 @@
  * Layout (keys are binary and sort in log order):
  *   0x01 ‖ u64be(first)   one run: the entries first .. first+n-1 (n ≥ 1) written by one round
  *   0x02                  hard state {term, vote, commit}
- *   0x03                  snapshot meta {index, term, conf, dataBytes, dataCrc}
- *   0x04                  snapshot data
- *   0x05                  identity {format, nodeId}
+ *   0x03                  snapshot meta {index, term, conf, dataBytes, dataCrc, file}
+ *   0x04                  snapshot data of a snapshot written before snapshot files (read only)
+ *   0x05                  identity {format, nodeId, clusterId, nodeUid}
+ *   0x06                  peer identities {nodeId → nodeUid}: the identity each member was
+ *                         last seen with (a member whose identity changes lost its disk)
  *
  * Every value is framed as  u8 format ‖ u32be crc32(key ‖ payload) ‖ msgpackr(payload),
  * so a flipped byte, a truncated value or a value stored under the wrong key is caught by
@@ -32,12 +34,17 @@
  * So only the first run may start at or below the snapshot index, every later run starts
  * right after the (truncated) previous one, and anything else is corruption.
  *
+ * Snapshot data lives in files beside the database (snapshot-files.ts); the meta names
+ * its file. A local snapshot's file is written in parallel with the rounds, outside their
+ * write chain; only its small meta batch joins the chain.
+ *
  * Durability: `save()` is ONE `db.batch(ops, { sync: true })` per Raft round (group
- * commit): the round's run, the deletion of the runs it supersedes, a received snapshot
- * (with the deletion of the runs it covers) and the hard state. `saveSnapshot()` is
- * likewise one synced batch. Writes are serialized; a failed write poisons the storage
+ * commit): the round's run, the deletion of the runs it supersedes, a received snapshot's
+ * meta (its file written and fsynced first, with the deletion of the runs it covers) and
+ * the hard state. `saveSnapshot()` writes its file, then one synced batch. Writes are serialized; a failed write poisons the storage
  * (the node must stop — its in-memory view of the disk can no longer be trusted).
  */
+import { randomUUID } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
 import { Level } from 'level';
 import { Packr } from 'msgpackr';
@@ -47,6 +54,7 @@ import { assert, ConfigError, StorageCorruptError, StoppedError } from '../../sh
 import type { Logger } from '../../shared/logger.ts';
 import { crc32 } from './crc32.ts';
 import { checkEntry, checkSnapshotMeta, isIndex, isNodeId, isObject } from './shape.ts';
+import { SnapshotFiles, type SnapshotFile } from './snapshot-files.ts';
 
 /**
  * Version byte at the head of every stored value; bump on an incompatible layout change.
@@ -61,6 +69,7 @@ const KEY_HARD_STATE = Buffer.from([0x02]);
 const KEY_SNAPSHOT_META = Buffer.from([0x03]);
 const KEY_SNAPSHOT_DATA = Buffer.from([0x04]);
 const KEY_IDENTITY = Buffer.from([0x05]);
+const KEY_PEER_IDENTITIES = Buffer.from([0x06]);
 const RUN_KEY_BYTES = 9;
 
 /**
@@ -136,11 +145,15 @@ type WriteOp = { type: 'put'; key: Buffer; value: Buffer } | { type: 'del'; key:
 interface StoredSnapshotMeta extends SnapshotMeta {
   dataBytes: number;
   dataCrc: number;
+  /** The data's file (snapshot-files.ts); absent in data written before snapshot files. */
+  file?: string;
 }
 
 export interface LevelDbStorageOptions {
   /** The LevelDB directory (the node puts it at `<dataDir>/raft`). Created if missing. */
   path: string;
+  /** Where snapshot data files go; default `<path>-snapshots`. */
+  snapshotDir?: string;
   logger: Logger;
   /**
    * When set, the database records the node id on first use and refuses to open under
@@ -148,6 +161,23 @@ export interface LevelDbStorageOptions {
    */
   nodeId?: string;
 }
+
+/** Who this data directory belongs to (see src/raft/node/identity.ts). */
+export interface StoredIdentity {
+  /** Null until the node learned or founded its cluster (and for data written before ids existed). */
+  clusterId: string | null;
+  /** This node's persisted identity, made on first use of the directory. */
+  nodeUid: string;
+  /** The identity each peer was last seen with. */
+  peerUids: Record<string, string>;
+  /** No hard state, no snapshot, no log: the directory holds no Raft state. */
+  empty: boolean;
+}
+
+/** Bounds on identity strings read back (they are short ids). */
+export const MAX_IDENTITY_CHARS = 128;
+const isIdentityString = (x: unknown): x is string =>
+  typeof x === 'string' && x.length > 0 && x.length <= MAX_IDENTITY_CHARS;
 
 /** Counters of the synced writes, for status pages and benchmarks. */
 export interface StorageStats {
@@ -194,6 +224,13 @@ export class LevelDbStorage implements LogStorage {
   private view: DurableView | null = null;
   /** Serializes writes: each waits for the previous one. */
   private tail: Promise<void> = Promise.resolve();
+  /** Serializes the (advisory) peer identity writes, apart from the log's. */
+  private identityTail: Promise<void> = Promise.resolve();
+  private readonly files: SnapshotFiles;
+  /** Removal of snapshot files no meta names any more, after each new durable meta. */
+  private housekeeping: Promise<void> = Promise.resolve();
+  /** The identity record as read or written (set by readIdentity or load). */
+  private identity: { clusterId: string | null; nodeUid: string } | null = null;
   private failed: unknown = null;
   private closed = false;
   private readonly counters = {
@@ -214,6 +251,7 @@ export class LevelDbStorage implements LogStorage {
     });
     this.logger = options.logger.child({ component: 'raft-storage' });
     this.nodeId = options.nodeId;
+    this.files = new SnapshotFiles(options.snapshotDir ?? `${options.path}-snapshots`, this.logger);
   }
 
   private get lastIndex(): number {
@@ -380,11 +418,102 @@ export class LevelDbStorage implements LogStorage {
     return run as Entry[];
   }
 
+  /**
+   * Reads (on first use: makes and persists) who this directory belongs to, before the
+   * log is loaded: the node decides from it whether it may start (src/raft/node).
+   */
+  async readIdentity(): Promise<StoredIdentity> {
+    assert(!this.closed, 'readIdentity after close');
+    assert(this.view === null, 'readIdentity after load');
+    if (this.db.status !== 'open') await this.db.open();
+    try {
+      await this.checkIdentity();
+      const [hs, meta] = await this.db.getMany([KEY_HARD_STATE, KEY_SNAPSHOT_META]);
+      let runs = 0;
+      for await (const key of this.db.keys({
+        gte: runKey(0),
+        lte: runKey(Number.MAX_SAFE_INTEGER),
+        limit: 1,
+      }))
+        if (key) runs++;
+      const id = this.identity!;
+      return {
+        clusterId: id.clusterId,
+        nodeUid: id.nodeUid,
+        peerUids: await this.readPeerIdentities(),
+        empty: hs === undefined && meta === undefined && runs === 0,
+      };
+    } catch (err) {
+      await this.db.close().catch(() => undefined);
+      throw err;
+    }
+  }
+
+  /** Records the cluster this directory belongs to (once: founded or learned at first start). */
+  async saveClusterId(clusterId: string): Promise<void> {
+    assert(this.view === null, 'the cluster id is settled before the log is loaded');
+    const id = this.identity;
+    assert(id !== null, 'saveClusterId before readIdentity');
+    assert(
+      id.clusterId === null || id.clusterId === clusterId,
+      () => `the directory belongs to cluster ${id.clusterId}, not ${clusterId}`,
+    );
+    if (id.clusterId === clusterId) return;
+    await this.writeIdentity(clusterId, id.nodeUid);
+  }
+
+  /**
+   * Persists the identities peers were last seen with. Advisory (a lost write only means a
+   * wiped peer is recognised later), so it runs beside the log's writes, in order, and a
+   * failure is logged, not fatal.
+   */
+  savePeerIdentities(peerUids: Readonly<Record<string, string>>): Promise<void> {
+    const payload = packr.pack({ ...peerUids });
+    const run = this.identityTail.then(async () => {
+      if (this.closed || this.db.status !== 'open') return;
+      await this.db.put(KEY_PEER_IDENTITIES, frameValue(KEY_PEER_IDENTITIES, payload), {
+        sync: true,
+      });
+    });
+    this.identityTail = run.catch((err: unknown) =>
+      this.logger.warn({ err }, 'could not persist peer identities'),
+    );
+    return this.identityTail;
+  }
+
+  private async readPeerIdentities(): Promise<Record<string, string>> {
+    const raw = await this.db.get(KEY_PEER_IDENTITIES);
+    if (raw === undefined) return {};
+    const value = decodePayload(
+      unframeValue(KEY_PEER_IDENTITIES, raw, 'peer identities'),
+      'peer identities',
+    );
+    if (!isObject(value)) throw new StorageCorruptError('peer identities record is malformed');
+    const out: Record<string, string> = {};
+    for (const [k, v] of Object.entries(value)) {
+      if (!isNodeId(k) || !isIdentityString(v))
+        throw new StorageCorruptError('peer identities record holds a malformed entry');
+      out[k] = v;
+    }
+    return out;
+  }
+
+  private async writeIdentity(clusterId: string | null, nodeUid: string): Promise<void> {
+    const payload = packr.pack({
+      format: STORAGE_FORMAT_VERSION,
+      nodeId: this.nodeId ?? null,
+      clusterId,
+      nodeUid,
+    });
+    await this.db.put(KEY_IDENTITY, frameValue(KEY_IDENTITY, payload), { sync: true });
+    this.identity = { clusterId, nodeUid };
+  }
+
   private async checkIdentity(): Promise<void> {
+    if (this.identity !== null) return;
     const raw = await this.db.get(KEY_IDENTITY);
     if (raw === undefined) {
-      const payload = packr.pack({ format: STORAGE_FORMAT_VERSION, nodeId: this.nodeId ?? null });
-      await this.db.put(KEY_IDENTITY, frameValue(KEY_IDENTITY, payload), { sync: true });
+      await this.writeIdentity(null, randomUUID());
       return;
     }
     // Read whatever format wrote it (the checksum still holds across formats), so that data
@@ -406,6 +535,16 @@ export class LevelDbStorage implements LogStorage {
         `the raft data belongs to node "${identity.nodeId}", not "${this.nodeId}"; wrong data directory?`,
       );
     }
+    const clusterId = identity.clusterId ?? null;
+    const nodeUid = identity.nodeUid ?? null;
+    if (
+      !(clusterId === null || isIdentityString(clusterId)) ||
+      !(nodeUid === null || isIdentityString(nodeUid))
+    )
+      throw new StorageCorruptError('identity record has a malformed cluster id or node identity');
+    // Data from before node identities existed gets one now.
+    if (nodeUid === null) await this.writeIdentity(clusterId, randomUUID());
+    else this.identity = { clusterId, nodeUid };
   }
 
   private async readHardState(): Promise<HardState> {
@@ -425,12 +564,11 @@ export class LevelDbStorage implements LogStorage {
 
   private async readSnapshot(): Promise<Snapshot | null> {
     const [rawMeta, rawData] = await this.db.getMany([KEY_SNAPSHOT_META, KEY_SNAPSHOT_DATA]);
-    if (rawMeta === undefined && rawData === undefined) return null;
-    if (rawMeta === undefined || rawData === undefined) {
-      throw new StorageCorruptError(
-        `snapshot ${rawMeta === undefined ? 'meta' : 'data'} is missing`,
-      );
+    if (rawMeta === undefined && rawData === undefined) {
+      this.tidySnapshotFiles(null);
+      return null;
     }
+    if (rawMeta === undefined) throw new StorageCorruptError('snapshot meta is missing');
     const meta = decodePayload(
       unframeValue(KEY_SNAPSHOT_META, rawMeta, 'snapshot meta'),
       'snapshot meta',
@@ -440,24 +578,42 @@ export class LevelDbStorage implements LogStorage {
     const m = meta as unknown as StoredSnapshotMeta;
     if (!isIndex(m.dataBytes) || !isIndex(m.dataCrc))
       throw new StorageCorruptError('snapshot meta lacks its data size and checksum');
+    const snapshotMeta = { index: m.index, term: m.term, conf: m.conf };
+    if (m.file !== undefined) {
+      if (typeof m.file !== 'string')
+        throw new StorageCorruptError('snapshot meta file is malformed');
+      const data = await this.files.read(m.file, m.dataBytes, m.dataCrc);
+      this.tidySnapshotFiles(m.file);
+      return { meta: snapshotMeta, data };
+    }
+    if (rawData === undefined) throw new StorageCorruptError('snapshot data is missing');
     const data = unframeValue(KEY_SNAPSHOT_DATA, rawData, 'snapshot data');
     if (data.length !== m.dataBytes || crc32(data) !== m.dataCrc) {
       throw new StorageCorruptError(
         `snapshot data does not match its meta (${data.length} bytes, meta says ${m.dataBytes})`,
       );
     }
-    return {
-      meta: { index: m.index, term: m.term, conf: m.conf },
-      data: new Uint8Array(data.buffer, data.byteOffset, data.length),
-    };
+    return { meta: snapshotMeta, data: new Uint8Array(data.buffer, data.byteOffset, data.length) };
+  }
+
+  /** Removes the snapshot files no durable meta names (after `keep` became the one). */
+  private tidySnapshotFiles(keep: string | null): void {
+    this.housekeeping = this.housekeeping.then(() => this.files.removeAllBut(keep));
   }
 
   save(batch: PersistBatch): Promise<void> {
     return this.serialize(() => this.doSave(batch));
   }
 
-  saveSnapshot(snapshot: Snapshot): Promise<void> {
-    return this.serialize(() => this.doSaveSnapshot(snapshot));
+  /**
+   * Local compaction. The data file is written and fsynced first, in parallel with the
+   * rounds' writes; only the meta batch (which names the file and deletes the runs the
+   * snapshot covers) joins their chain.
+   */
+  async saveSnapshot(snapshot: Snapshot): Promise<void> {
+    assert(!this.closed, 'saveSnapshot after close');
+    const file = await this.files.write(snapshot);
+    await this.serialize(() => this.doSaveSnapshot(snapshot, file));
   }
 
   private serialize(write: () => Promise<void>): Promise<void> {
@@ -478,26 +634,28 @@ export class LevelDbStorage implements LogStorage {
     return run;
   }
 
-  private snapshotOps(snapshot: Snapshot): WriteOp[] {
-    const data = snapshot.data;
+  private snapshotOps(snapshot: Snapshot, file: SnapshotFile): WriteOp[] {
     const meta: StoredSnapshotMeta = {
       index: snapshot.meta.index,
       term: snapshot.meta.term,
       conf: snapshot.meta.conf,
-      dataBytes: data.length,
-      dataCrc: crc32(data),
+      dataBytes: file.bytes,
+      dataCrc: file.crc,
+      file: file.file,
     };
     return [
+      { type: 'del', key: KEY_SNAPSHOT_DATA },
       {
         type: 'put',
         key: KEY_SNAPSHOT_META,
         value: frameValue(KEY_SNAPSHOT_META, packr.pack(meta)),
       },
-      { type: 'put', key: KEY_SNAPSHOT_DATA, value: frameValue(KEY_SNAPSHOT_DATA, data) },
     ];
   }
 
   private async doSave(batch: PersistBatch): Promise<void> {
+    // A received snapshot's data goes to its file first; the batch below names it.
+    const file = batch.snapshot ? await this.files.write(batch.snapshot) : null;
     const view = this.view!;
     // Deletions go first: a new run may reuse the key of a run it supersedes, and within
     // a LevelDB batch the later op on a key wins.
@@ -540,7 +698,7 @@ export class LevelDbStorage implements LogStorage {
       } else {
         while (dropFront < keepTo) delRun(runs[dropFront++]!);
       }
-      puts.push(...this.snapshotOps(batch.snapshot));
+      puts.push(...this.snapshotOps(batch.snapshot, file!));
       terms = keepSuffix ? terms.slice(meta.index - snapshotIndex) : [];
       keep = terms.length;
       snapshotIndex = meta.index;
@@ -647,11 +805,12 @@ export class LevelDbStorage implements LogStorage {
         { index: snapshotIndex, term: snapshotTerm, keptEntries: keep },
         'received snapshot persisted',
       );
+      this.tidySnapshotFiles(file!.file);
     }
     this.view = { hardState, snapshotIndex, snapshotTerm, terms, runs };
   }
 
-  private async doSaveSnapshot(snapshot: Snapshot): Promise<void> {
+  private async doSaveSnapshot(snapshot: Snapshot, file: SnapshotFile): Promise<void> {
     const view = this.view!;
     const meta = snapshot.meta;
     if (meta.index <= view.snapshotIndex) {
@@ -660,6 +819,7 @@ export class LevelDbStorage implements LogStorage {
         { index: meta.index, durable: view.snapshotIndex },
         'stale local snapshot ignored',
       );
+      this.tidySnapshotFiles(SnapshotFiles.fileName(view.snapshotIndex, view.snapshotTerm));
       return;
     }
     assert(
@@ -677,8 +837,9 @@ export class LevelDbStorage implements LogStorage {
     let drop = 0;
     while (drop < runs.length && runs[drop]!.last <= meta.index)
       ops.push({ type: 'del', key: runKey(runs[drop++]!.first) });
-    ops.push(...this.snapshotOps(snapshot));
+    ops.push(...this.snapshotOps(snapshot, file));
     await this.syncedBatch(ops, 0);
+    this.tidySnapshotFiles(file.file);
     runs.splice(0, drop);
     this.view = {
       hardState: view.hardState,
@@ -696,6 +857,8 @@ export class LevelDbStorage implements LogStorage {
   async close(): Promise<void> {
     if (this.closed) return;
     await this.tail;
+    await this.identityTail;
+    await this.housekeeping;
     this.closed = true;
     if (this.db.status === 'open' || this.db.status === 'opening') await this.db.close();
   }

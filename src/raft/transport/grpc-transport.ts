@@ -14,13 +14,17 @@
  * - grpc-js send and receive limits are set explicitly on both client and server.
  * - Frames from unknown senders, addressed to another node, or that do not decode to a
  *   well-formed Message are dropped and logged (rate-limited); they never crash the node.
+ * - Every frame carries the sender's cluster id and node identity (see node/identity.ts).
+ *   A frame of another cluster, or from a member whose identity changed (its data dir was
+ *   wiped), is refused and counted, and the sender's stream is ended with
+ *   FAILED_PRECONDITION so that it logs why. `Identify` answers who this node is.
  */
 import { fileURLToPath } from 'node:url';
 import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
 import type { Message, NodeId } from '../core/types.ts';
 import type { PeerTransport } from '../ports.ts';
-import { AssertionFailure } from '../../shared/errors.ts';
+import { AssertionFailure, assert } from '../../shared/errors.ts';
 import type { Logger } from '../../shared/logger.ts';
 import { decodeMessage, encodeMessage } from './codec.ts';
 
@@ -78,7 +82,32 @@ export interface GrpcTransportOptions {
 }
 
 export type DropReason = 'queueFull' | 'peerDown' | 'tooLarge' | 'unknownPeer' | 'self' | 'closed';
-export type RejectReason = 'unknownSender' | 'wrongReceiver' | 'malformed';
+export type RejectReason =
+  'unknownSender' | 'wrongReceiver' | 'malformed' | 'wrongCluster' | 'wrongIdentity';
+
+/** Who this node is, stamped on every frame it sends. */
+export interface NodeIdentity {
+  clusterId: string;
+  nodeUid: string;
+}
+
+/** The node's book of the identities its peers were seen with (node/identity.ts). */
+export interface IdentityGuard {
+  /** Whether a frame from `from` presenting identity `uid` is accepted (and remembered). */
+  accept(from: NodeId, uid: string): boolean;
+  /** The identity `id` was last seen with as a member, or null. */
+  knownUid(id: NodeId): string | null;
+}
+
+/** What a peer answers to Identify. */
+export interface IdentifyAnswer {
+  nodeId: string;
+  /** Empty while it has no cluster id. */
+  clusterId: string;
+  nodeUid: string;
+  /** The identity the asking node was last seen with as a member; empty if never. */
+  knownUid: string;
+}
 
 export interface TransportStats {
   sent: number;
@@ -96,13 +125,65 @@ interface BatchFrame {
   from: string;
   to: string;
   messages: Buffer[];
+  clusterId: string;
+  fromUid: string;
 }
 
 type RaftTransportClient = grpc.Client & {
   Stream(
     callback: (err: grpc.ServiceError | null, summary?: unknown) => void,
   ): grpc.ClientWritableStream<BatchFrame>;
+  Identify(
+    request: { from: string },
+    options: grpc.CallOptions,
+    callback: (err: grpc.ServiceError | null, answer?: IdentifyAnswer) => void,
+  ): grpc.ClientUnaryCall;
 };
+
+/** Bounds on what an Identify answer may hold (they are short ids). */
+export const MAX_IDENTIFY_FIELD_CHARS = 256;
+
+/**
+ * Asks the node at `address` who it is and whether it knows `from`. Resolves null if it
+ * cannot be reached within `timeoutMs` or answers garbage; never rejects.
+ */
+export function identifyPeer(
+  address: string,
+  from: NodeId,
+  timeoutMs: number,
+  limits: Partial<TransportLimits> = {},
+): Promise<IdentifyAnswer | null> {
+  const { client: Client } = loadService();
+  const maxFrameBytes = limits.maxFrameBytes ?? DEFAULT_TRANSPORT_LIMITS.maxFrameBytes;
+  const client = new Client(address, grpc.credentials.createInsecure(), {
+    'grpc.max_send_message_length': maxFrameBytes,
+    'grpc.max_receive_message_length': maxFrameBytes,
+    'grpc.use_local_subchannel_pool': 1,
+  }) as unknown as RaftTransportClient;
+  return new Promise((resolve) => {
+    client.Identify({ from }, { deadline: Date.now() + timeoutMs }, (err, answer) => {
+      client.close();
+      const ok = (x: unknown) => typeof x === 'string' && x.length <= MAX_IDENTIFY_FIELD_CHARS;
+      if (
+        err ||
+        !answer ||
+        !ok(answer.nodeId) ||
+        !ok(answer.clusterId) ||
+        !ok(answer.nodeUid) ||
+        !ok(answer.knownUid)
+      ) {
+        resolve(null);
+        return;
+      }
+      resolve({
+        nodeId: answer.nodeId,
+        clusterId: answer.clusterId,
+        nodeUid: answer.nodeUid,
+        knownUid: answer.knownUid,
+      });
+    });
+  });
+}
 
 let serviceCache: {
   client: grpc.ServiceClientConstructor;
@@ -259,7 +340,14 @@ class Peer {
         bytes += next.length;
       }
       this.owner.stats.sent += messages.length;
-      const ok = this.call.write({ from: this.owner.id, to: this.id, messages });
+      const identity = this.owner.identity;
+      const ok = this.call.write({
+        from: this.owner.id,
+        to: this.id,
+        messages,
+        clusterId: identity?.clusterId ?? '',
+        fromUid: identity?.nodeUid ?? '',
+      });
       if (!ok) {
         this.waitingDrain = true;
         const call = this.call;
@@ -308,6 +396,16 @@ class Peer {
     this.waitingDrain = false;
     if (this.closed) return;
     if (Date.now() - this.callOpenedAt >= this.owner.limits.streamHealthyAfterMs) this.attempt = 0;
+    if (err?.code === grpc.status.FAILED_PRECONDITION) {
+      // The peer refuses this node (another cluster, or an identity it does not know).
+      this.owner.logLimited(
+        'refused',
+        this.id,
+        'error',
+        { peer: this.id, address: this.address, reason: err.details },
+        'raft peer refuses this node',
+      );
+    }
     this.owner.logger.debug({ peer: this.id, err: err?.message }, 'raft stream ended');
     this.dropQueued();
     this.scheduleReconnect(err?.message ?? 'stream ended');
@@ -372,7 +470,13 @@ export class GrpcTransport implements PeerTransport {
     sent: 0,
     received: 0,
     dropped: { queueFull: 0, peerDown: 0, tooLarge: 0, unknownPeer: 0, self: 0, closed: 0 },
-    rejected: { unknownSender: 0, wrongReceiver: 0, malformed: 0 },
+    rejected: {
+      unknownSender: 0,
+      wrongReceiver: 0,
+      malformed: 0,
+      wrongCluster: 0,
+      wrongIdentity: 0,
+    },
     reconnects: 0,
   };
   private readonly listenAddress: string;
@@ -382,6 +486,9 @@ export class GrpcTransport implements PeerTransport {
   private handler: ((message: Message) => void) | null = null;
   private boundPort: number | null = null;
   private closed = false;
+  /** Stamped on every frame; frames of another cluster are refused. Null: no checks (tests). */
+  identity: NodeIdentity | null = null;
+  private guard: IdentityGuard | null = null;
 
   constructor(options: GrpcTransportOptions) {
     this.id = options.id;
@@ -401,7 +508,34 @@ export class GrpcTransport implements PeerTransport {
         call: grpc.ServerReadableStream<BatchFrame, unknown>,
         callback: grpc.sendUnaryData<unknown>,
       ) => this.serveStream(call, callback),
+      Identify: (
+        call: grpc.ServerUnaryCall<{ from?: unknown }, IdentifyAnswer>,
+        callback: grpc.sendUnaryData<IdentifyAnswer>,
+      ) => callback(null, this.identify(call.request?.from)),
     });
+  }
+
+  /**
+   * Who this node is (stamped on every frame) and whom it accepts. Set before start(); a
+   * transport without an identity neither stamps nor checks (in-process tests).
+   */
+  setIdentity(identity: NodeIdentity, guard: IdentityGuard): void {
+    assert(this.boundPort === null, 'setIdentity after start');
+    this.identity = { ...identity };
+    this.guard = guard;
+  }
+
+  private identify(from: unknown): IdentifyAnswer {
+    const known =
+      typeof from === 'string' && from.length <= MAX_IDENTIFY_FIELD_CHARS
+        ? (this.guard?.knownUid(from) ?? '')
+        : '';
+    return {
+      nodeId: this.id,
+      clusterId: this.identity?.clusterId ?? '',
+      nodeUid: this.identity?.nodeUid ?? '',
+      knownUid: known,
+    };
   }
 
   /** Binds the listen address. Resolves with the bound port. */
@@ -535,7 +669,7 @@ export class GrpcTransport implements PeerTransport {
   logLimited(
     kind: string,
     peer: string,
-    level: 'debug' | 'warn',
+    level: 'debug' | 'warn' | 'error',
     fields: Record<string, unknown>,
     msg: string,
   ): void {
@@ -574,8 +708,16 @@ export class GrpcTransport implements PeerTransport {
     };
     const remote = call.getPeer();
     call.on('data', (frame: BatchFrame) => {
+      if (answered) return;
       batches++;
-      dropped += this.receiveBatch(frame, remote);
+      const r = this.receiveBatch(frame, remote);
+      if (typeof r === 'number') {
+        dropped += r;
+        return;
+      }
+      // Refused: end the stream with the reason, so the sender logs it.
+      answered = true;
+      callback({ code: grpc.status.FAILED_PRECONDITION, details: r.refused });
     });
     call.on('end', answer);
     call.on('error', (err) =>
@@ -583,8 +725,11 @@ export class GrpcTransport implements PeerTransport {
     );
   }
 
-  /** Hands each well-formed message of a batch to the handler; returns how many it dropped. */
-  private receiveBatch(frame: BatchFrame, remote: string): number {
+  /**
+   * Hands each well-formed message of a batch to the handler; returns how many it dropped,
+   * or why the sender is refused altogether.
+   */
+  private receiveBatch(frame: BatchFrame, remote: string): number | { refused: string } {
     const from = typeof frame.from === 'string' ? frame.from : '';
     const messages = Array.isArray(frame.messages) ? frame.messages : [];
     if (this.closed) return messages.length;
@@ -601,6 +746,8 @@ export class GrpcTransport implements PeerTransport {
       );
       return messages.length;
     }
+    const refused = this.checkIdentity(frame, from, remote, messages.length);
+    if (refused !== null) return { refused };
     let dropped = 0;
     for (const bytes of messages) {
       const decoded = decodeMessage(bytes);
@@ -622,6 +769,28 @@ export class GrpcTransport implements PeerTransport {
       this.deliver(m);
     }
     return dropped;
+  }
+
+  /** null if the frame's cluster and sender identity are accepted, else why not. */
+  private checkIdentity(frame: BatchFrame, from: NodeId, remote: string, n: number): string | null {
+    const own = this.identity;
+    if (own === null) return null;
+    const clusterId = typeof frame.clusterId === 'string' ? frame.clusterId : '';
+    if (clusterId !== own.clusterId) {
+      this.reject('wrongCluster', from, { remote, clusterId: clusterId.slice(0, 64) }, n);
+      return `node ${this.id} belongs to cluster ${own.clusterId}, this frame to cluster ${clusterId.slice(0, 64) || '(none)'}`;
+    }
+    const uid = typeof frame.fromUid === 'string' ? frame.fromUid.slice(0, 256) : '';
+    if (this.guard && !this.guard.accept(from, uid)) {
+      const known = this.guard.knownUid(from);
+      this.reject('wrongIdentity', from, { remote, uid, known }, n);
+      return (
+        `node ${this.id} knows member ${from} as ${known ?? '(unknown)'}, not ${uid || '(none)'}: ` +
+        `its data directory was wiped or replaced; remove it and add it back as a new member ` +
+        `(concord cluster change), starting it with raft.join`
+      );
+    }
+    return null;
   }
 
   private deliver(message: Message): void {
