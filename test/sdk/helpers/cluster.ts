@@ -57,38 +57,41 @@ export async function startCluster(label = 'sdk'): Promise<TestCluster> {
     );
   }
   const up = spawnCli(['cluster', 'up', '--dir', dir]);
-  await waitFor(
-    'a three-node cluster ("Cluster is up")',
-    () =>
-      up.output().includes('Cluster is up')
-        ? true
-        : up.exitCode !== null
-          ? Promise.reject(new Error(up.output()))
-          : undefined,
-    START_TIMEOUT_MS,
-    100,
-  );
-  const servers = nodes.map((n) => `127.0.0.1:${n.http}`);
-  return {
-    servers,
-    async stop() {
-      const pids: number[] = [];
-      for (const n of nodes) {
-        try {
-          const r = await http('GET', `http://127.0.0.1:${n.http}/health`, { timeoutMs: 1_000 });
-          if (typeof r.body?.pid === 'number') pids.push(r.body.pid);
-        } catch {
-          // not running
-        }
+  const stop = async (): Promise<void> => {
+    const pids: number[] = [];
+    for (const n of nodes) {
+      try {
+        const r = await http('GET', `http://127.0.0.1:${n.http}/health`, { timeoutMs: 1_000 });
+        if (typeof r.body?.pid === 'number') pids.push(r.body.pid);
+      } catch {
+        // not running
       }
-      if (up.exitCode === null) {
-        const exited = new Promise((r) => up.once('exit', r));
-        up.kill('SIGTERM');
-        await Promise.race([exited, new Promise((r) => setTimeout(r, STOP_GRACE_MS))]);
-        if (up.exitCode === null) up.kill('SIGKILL');
-      }
-      for (const pid of pids) await killPid(pid, 'SIGKILL');
-      rmSync(root, { recursive: true, force: true });
-    },
+    }
+    if (up.exitCode === null) {
+      const exited = new Promise((r) => up.once('exit', r));
+      up.kill('SIGTERM');
+      await Promise.race([exited, new Promise((r) => setTimeout(r, STOP_GRACE_MS))]);
+      if (up.exitCode === null) up.kill('SIGKILL');
+    }
+    for (const pid of pids) await killPid(pid, 'SIGKILL');
+    rmSync(root, { recursive: true, force: true });
   };
+  try {
+    await waitFor(
+      'a three-node cluster ("Cluster is up")',
+      () =>
+        up.output().includes('Cluster is up')
+          ? true
+          : up.exitCode !== null
+            ? Promise.reject(new Error(up.output()))
+            : undefined,
+      START_TIMEOUT_MS,
+      100,
+    );
+  } catch (err) {
+    // A cluster that did not come up in time must not outlive the test file.
+    await stop();
+    throw err;
+  }
+  return { servers: nodes.map((n) => `127.0.0.1:${n.http}`), stop };
 }
