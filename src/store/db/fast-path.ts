@@ -28,6 +28,7 @@ import {
   GLOBAL_TRANSITIONS,
   GlobalStatus,
   canTransition,
+  decisionOf,
   isPhaseTwoInFlight,
   isSuccessfulEnd,
   type GlobalSession,
@@ -159,8 +160,8 @@ export class FastPaths {
 
   /**
    * ChangeGlobalStatus out of Begin as one compare-and-set UPDATE: the machine's checks
-   * (status, fence, deadline, "every branch AT" for AsyncCommitting, which only a
-   * branchless session passes here) are the WHERE clause. Retry fields are still at their
+   * (status, fence, deadline) are the WHERE clause; a commit decision is taken here only
+   * for a branchless session (with branches it frees AT rows, which the general path does). Retry fields are still at their
    * start while Begin, so the new due_at is the decision time (dueAtOf).
    */
   private async decideFromBegin(
@@ -180,7 +181,9 @@ export class FastPaths {
       where.push('deadline > ?');
       params.push(c.at);
     }
-    if (c.to === GlobalStatus.AsyncCommitting) where.push('branch_count = 0');
+    // A commit decision frees the AT branches' rows (the machine's releaseAtLocks): with
+    // branches, the general path applies it; only a branchless session is decided here.
+    if (decisionOf(c.to) === 'commit') where.push('branch_count = 0');
     const r = await this.driver.query(
       `UPDATE ${this.t.global} SET status = ?, status_changed_at = ?, due_at = ? WHERE ${where.join(' AND ')}`,
       params,
@@ -259,7 +262,7 @@ function newSession(c: BeginCommand): GlobalSession {
     statusChangedAt: c.beginTime,
     branches: [],
     retry: { attempts: 0, nextRetryAt: null, retryDeadline: null, stopped: false },
-    driverTerm: 0,
+    driverTerm: c.term ?? 0,
   };
 }
 
