@@ -96,6 +96,8 @@ export class RaftCore {
   private incoming: IncomingSnapshot | null = null;
 
   private msgs: Message[] = [];
+  /** Heartbeats and heartbeat answers in `msgs` (what takeUnblocked may take). */
+  private heartbeatsInOutbox = 0;
   private prevHard: HardState;
   private prevSoft: SoftState;
 
@@ -312,7 +314,9 @@ export class RaftCore {
    */
   takeUnblocked(): { messages: Message[]; readStates: ReadState[] } {
     const messages: Message[] = [];
-    if (this.msgs.length > 0) {
+    // Only heartbeats and their answers are taken: skip the scan of a busy outbox without any.
+    if (this.heartbeatsInOutbox > 0) {
+      this.heartbeatsInOutbox = 0;
       const keep: Message[] = [];
       for (const m of this.msgs) {
         const unblocked =
@@ -385,6 +389,7 @@ export class RaftCore {
       readStates: this.readStates,
     };
     this.msgs = [];
+    this.heartbeatsInOutbox = 0;
     this.readStates = [];
     return rd;
   }
@@ -1019,6 +1024,7 @@ export class RaftCore {
 
   private send(m: Outgoing): void {
     const msg = { ...m, from: this.id, term: m.term ?? this.term } as Message;
+    if (msg.type === 'heartbeat' || msg.type === 'heartbeatResp') this.heartbeatsInOutbox++;
     this.msgs.push(msg);
   }
 
