@@ -41,8 +41,6 @@ export type {
 } from './commands.ts';
 export { systemClock } from './ports.ts';
 export type { BranchGateway, Clock, IdSource, LeadershipEvent, SessionStore } from './ports.ts';
-export { MemoryStore } from './memory-store.ts';
-export type { ApplyListener, MemoryStoreOptions } from './memory-store.ts';
 export {
   ApplicationRmUnavailableError,
   CapacityError,

@@ -11,7 +11,7 @@
  * leader is the lease holder, the term its epoch, the members the configured peers.
  */
 import { createHash } from 'node:crypto';
-import type { ConfState, NodeId } from '../raft/core/types.ts';
+import type { ConfState, NodeId } from '../store/raft/index.ts';
 import type { Logger } from '../shared/logger.ts';
 import {
   decodePartialMemberContext,

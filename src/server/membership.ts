@@ -16,7 +16,7 @@
  * Raft core refuses a change while another is uncommitted (also 409).
  */
 import { setTimeout as sleep } from 'node:timers/promises';
-import type { ConfChange, NodeId } from '../raft/core/types.ts';
+import type { ConfChange, NodeId } from '../store/raft/index.ts';
 import {
   BadRequestError,
   ChangeInProgressError,

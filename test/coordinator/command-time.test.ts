@@ -9,7 +9,7 @@ import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import type { Command } from '../../src/coordinator/commands.ts';
 import { Coordinator } from '../../src/coordinator/coordinator.ts';
-import { MemoryStore } from '../../src/coordinator/memory-store.ts';
+import { MemoryStore } from '../../src/store/memory/index.ts';
 import { CoordinatorStateMachine } from '../../src/coordinator/state-machine.ts';
 import { silentLogger } from '../../src/shared/logger.ts';
 import { FakeClock, FakeGateway, SequentialIds, TEST_PHASE_TWO, flush } from './fakes.ts';

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { IllegalStatusError, UnknownXidError } from '../../src/coordinator/errors.ts';
-import { MemoryStore } from '../../src/coordinator/memory-store.ts';
+import { MemoryStore } from '../../src/store/memory/index.ts';
 import { BranchStatus, GlobalStatus, type BranchSession } from '../../src/coordinator/types.ts';
 import { BadRequestError, NotLeaderError } from '../../src/shared/errors.ts';
 import { FakeGateway, begin, flush, makeWorld, register, type World } from './fakes.ts';

@@ -4,7 +4,7 @@
  */
 import { Coordinator } from '../../src/coordinator/coordinator.ts';
 import { ApplicationRmUnavailableError } from '../../src/coordinator/errors.ts';
-import { MemoryStore } from '../../src/coordinator/memory-store.ts';
+import { MemoryStore } from '../../src/store/memory/index.ts';
 import type { PhaseTwoOptions } from '../../src/coordinator/phase-two-driver.ts';
 import type { BranchGateway, Clock, IdSource } from '../../src/coordinator/ports.ts';
 import type { CoordinatorStateMachine } from '../../src/coordinator/state-machine.ts';

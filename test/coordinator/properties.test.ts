@@ -17,7 +17,7 @@ import { describe, expect, it } from 'vitest';
 import type { Command } from '../../src/coordinator/commands.ts';
 import { COMMAND_KINDS, decodeCommand, encodeCommand } from '../../src/coordinator/commands.ts';
 import { Coordinator } from '../../src/coordinator/coordinator.ts';
-import { MemoryStore } from '../../src/coordinator/memory-store.ts';
+import { MemoryStore } from '../../src/store/memory/index.ts';
 import type { BranchGateway } from '../../src/coordinator/ports.ts';
 import { CoordinatorStateMachine } from '../../src/coordinator/state-machine.ts';
 import {

@@ -28,21 +28,13 @@ import {
   type PhaseTwoOptions,
   type SessionStore,
 } from '../../coordinator/index.ts';
-import type { RaftNode } from '../../raft/node/raft-node.ts';
-import type { StateMachine } from '../../raft/ports.ts';
-import { AssertionFailure } from '../../shared/errors.ts';
 import type { Logger } from '../../shared/logger.ts';
 import type { DbSessionStore } from '../../store/db/index.ts';
 import { DB_MODE_SWEEP_INTERVAL_MS } from '../../store/db/limits.ts';
-import { RaftSessionStore } from '../../store/raft/index.ts';
+import type { RaftSessions } from '../../store/raft/index.ts';
 import { formatHostPort } from '../config/endpoints.ts';
 import { selfEndpoints, type NodeConfig } from '../config.ts';
-import {
-  CoordinatorLogStateMachine,
-  type TcNodeContext,
-  type TcNodeOptions,
-  type TcService,
-} from '../tc-node.ts';
+import type { TcNodeContext, TcNodeOptions, TcService } from '../tc-node.ts';
 import { errorToWire } from './mapping.ts';
 import type { WireLeader } from './proto.ts';
 import { RmChannelHub } from './rm-hub.ts';
@@ -104,20 +96,9 @@ export interface TcSessions {
   close(): void;
 }
 
-/** The raft mode's sessions: the Raft session store over the node's RaftNode. */
-export function raftTcSessions(
-  ctx: TcNodeContext,
-  raft: RaftNode,
-  stateMachine: StateMachine,
-): TcSessions {
-  if (!(stateMachine instanceof CoordinatorLogStateMachine)) {
-    throw new AssertionFailure(
-      'the TC service needs the coordinator state machine (CoordinatorLogStateMachine) under the Raft',
-    );
-  }
-  const store = new RaftSessionStore({
-    raft,
-    state: stateMachine.coordinator,
+/** The raft mode's sessions: a Raft session store over the node's Raft sessions. */
+export function raftTcSessions(ctx: TcNodeContext, raft: RaftSessions): TcSessions {
+  const store = raft.openStore({
     logger: ctx.logger,
     leaderAddress: (id) => {
       const t = ctx.view.leaderInfo(id)?.transaction;
@@ -127,23 +108,8 @@ export function raftTcSessions(
   return {
     store,
     takesRmChannels: () => store.hasLeaderRole(),
-    // RMs may register as soon as this node holds the leader role (before it applied its
-    // first entry of the term), so follow the Raft role itself, not only the store's
-    // announced leadership: any step-down sends every RM to the new leader.
-    onRmRoleChange(listener) {
-      const st = raft.status();
-      let leaderTerm = st.role === 'leader' ? st.term : -1;
-      return raft.onStateChange((change) => {
-        if (change.role !== 'leader') {
-          leaderTerm = -1;
-          listener(false, change.term);
-        } else if (change.term !== leaderTerm) {
-          leaderTerm = change.term;
-          listener(true, change.term);
-        }
-      });
-    },
-    leaderId: () => raft.status().leader,
+    onRmRoleChange: (listener) => store.onLeaderRoleChange(listener),
+    leaderId: () => store.knownLeader(),
     phaseTwo: {},
     close: () => store.close(),
   };
@@ -183,7 +149,7 @@ export function startTcService(
 ): Promise<RunningTcService> {
   const sessions =
     ctx.sessions.mode === 'raft'
-      ? raftTcSessions(ctx, ctx.sessions.raft, ctx.sessions.stateMachine)
+      ? raftTcSessions(ctx, ctx.sessions.raft)
       : dbTcSessions(ctx.sessions.store);
   return serveTc(ctx, sessions, options);
 }
@@ -282,19 +248,14 @@ export async function serveTc(
 }
 
 /**
- * The TcNode options of a node that serves the TC protocol, in either store mode: raft —
- * the coordinator's state machine under the Raft; db — the db session store from
- * `store.db` (opened by the node) — and the TC service on top.
+ * The TcNode options of a node that serves the TC protocol, in either store mode (raft:
+ * the Raft sessions of src/store/raft; db: the db session store from `store.db`, opened
+ * by the node), and the TC service on top.
  */
 export function createTcNodeOptions(
   config: NodeConfig,
   logger: Logger,
   options: TcServiceOptions = {},
 ): TcNodeOptions {
-  return {
-    config,
-    logger,
-    ...(config.store.mode === 'raft' ? { stateMachine: new CoordinatorLogStateMachine() } : {}),
-    services: [(ctx) => startTcService(ctx, options)],
-  };
+  return { config, logger, services: [(ctx) => startTcService(ctx, options)] };
 }

@@ -16,10 +16,10 @@
  *    of a term proves exactly that: the core refuses ReadIndex until it has committed an
  *    entry of its term, and the read completes only when applied ≥ that commit index.
  *
- * The Raft's StateMachine is the coordinator's (src/server/tc-node.ts
- * CoordinatorLogStateMachine); this store only needs a read view of the state it applies
- * to. It imports no server code: the leader's TC address for not-leader answers comes in
- * through `leaderAddress`.
+ * The Raft's StateMachine is the coordinator's (coordinator-log.ts, the apply half; the two
+ * are assembled in raft-sessions.ts); this store only needs a read view of the state it
+ * applies to. It imports no server code: the leader's TC address for not-leader answers
+ * comes in through `leaderAddress`.
  */
 import {
   CapacityError,
@@ -227,6 +227,26 @@ export class RaftSessionStore implements SessionStore {
    */
   hasLeaderRole(): boolean {
     return !this.closed && this.role === 'leader';
+  }
+
+  /**
+   * Follows the Raft leader role itself (holding, and its term), not only the announced
+   * leadership: RMs may register as soon as this node holds the role (before it applied its
+   * first entry of the term), and any step-down must send every RM to the new leader.
+   * Returns an unsubscribe function.
+   */
+  onLeaderRoleChange(listener: (holding: boolean, term: number) => void): () => void {
+    const st = this.raft.status();
+    let leaderTerm = st.role === 'leader' ? st.term : -1;
+    return this.raft.onStateChange((change) => {
+      if (change.role !== 'leader') {
+        leaderTerm = -1;
+        listener(false, change.term);
+      } else if (change.term !== leaderTerm) {
+        leaderTerm = change.term;
+        listener(true, change.term);
+      }
+    });
   }
 
   /** The leader this node knows of (for not-leader answers). */
