@@ -61,19 +61,22 @@ import { silentLogger, type Logger } from '../shared/logger.ts';
 import { ClusterDiscovery, type LeaderChangeEvent } from './discovery.ts';
 import { leaderOf, type HostPort } from './http-metadata.ts';
 import {
-  BRANCH_STATUS_CODES,
-  BRANCH_TYPE_CODES,
-  GLOBAL_STATUS_CODES,
-  branchStatusName,
-  branchTypeName,
-  globalStatusName,
-  isBranchStatusName,
-  isBranchTypeName,
-  isGlobalStatusName,
-  type BranchStatusName,
-  type BranchTypeName,
-  type GlobalStatusName,
-} from './tc/codes.ts';
+  branchStatusFromCode,
+  branchStatusToCode,
+  branchTypeFromCode,
+  branchTypeToCode,
+  globalStatusFromCode,
+  globalStatusToCode,
+} from '../shared/tc-codes.ts';
+import type { AnyResponseWire, CallKind, SessionInfoWire } from '../shared/tc-wire.ts';
+import {
+  BranchStatus,
+  BranchType,
+  GlobalStatus,
+  isBranchStatus,
+  isBranchType,
+  isGlobalStatus,
+} from '../shared/tc-vocabulary.ts';
 import { TcConnection, formatAddress } from './tc/connection.ts';
 import {
   AttemptAbortedError,
@@ -94,7 +97,6 @@ import {
   DEFAULT_RETRY_MAX_MS,
   MAX_IMMEDIATE_LEADER_HOPS,
 } from './tc/limits.ts';
-import type { SessionInfoWire, StreamCallKind, WireResponse } from './tc/proto.ts';
 import {
   RmChannel,
   type PhaseTwoHandler,
@@ -102,7 +104,7 @@ import {
   type RmChannelOptions,
 } from './tc/rm-channel.ts';
 
-export * from './tc/codes.ts';
+export { BranchStatus, BranchType, GlobalStatus };
 export {
   AttemptAbortedError,
   ConnectFailedError,
@@ -154,7 +156,7 @@ export interface BeginArgs {
 
 export interface BranchRegisterArgs {
   xid: string;
-  branchType: BranchTypeName;
+  branchType: BranchType;
   resourceId: string;
   /** `table:pk1,pk2;table2:pk3`; '' or absent for none. */
   lockKey?: string;
@@ -172,7 +174,7 @@ export interface BranchRegisterArgs {
 export interface BranchReportArgs {
   xid: string;
   branchId: string;
-  status: BranchStatusName;
+  status: BranchStatus;
   applicationData?: string;
 }
 
@@ -185,11 +187,11 @@ export interface LockQueryArgs {
 
 export interface BranchInfo {
   branchId: string;
-  branchType: BranchTypeName | null;
+  branchType: BranchType | null;
   resourceId: string;
   lockKey: string;
   applicationData: string;
-  status: BranchStatusName;
+  status: BranchStatus;
   clientId: string;
   lockedRows: number;
   /** The application of the RM that registered it ('' if recorded before branches kept one). */
@@ -210,8 +212,8 @@ export interface SessionInfo {
   /** false: the session ended; only xid, status, finishedAt and resolvedBy are meaningful. */
   live: boolean;
   /** What a client sees (Stop* while an operator stopped the retries). */
-  status: GlobalStatusName;
-  internalStatus: GlobalStatusName;
+  status: GlobalStatus;
+  internalStatus: GlobalStatus;
   transactionId: string;
   applicationId: string;
   transactionServiceGroup: string;
@@ -231,7 +233,7 @@ export interface ListSessionsArgs {
   pageSize?: number;
   pageToken?: string;
   /** Only sessions with this reported status. */
-  status?: GlobalStatusName;
+  status?: GlobalStatus;
 }
 
 export interface SessionPage {
@@ -326,26 +328,26 @@ export class TcClient {
    * rollback status after the timeout). OutcomeUnknownError when the budget ran out without
    * an answer: ask getStatus.
    */
-  async commit(xid: string, options: CallOptions = {}): Promise<GlobalStatusName> {
+  async commit(xid: string, options: CallOptions = {}): Promise<GlobalStatus> {
     return this.statusCall('commit', 'Commit', { xid: requireXid(xid) }, options);
   }
 
-  async rollback(xid: string, options: CallOptions = {}): Promise<GlobalStatusName> {
+  async rollback(xid: string, options: CallOptions = {}): Promise<GlobalStatus> {
     return this.statusCall('rollback', 'Rollback', { xid: requireXid(xid) }, options);
   }
 
   /** Linearizable: never older than anything acknowledged before the call. `options.deadlineMs`: a budget of its own. */
-  async getStatus(xid: string, options: CallOptions = {}): Promise<GlobalStatusName> {
+  async getStatus(xid: string, options: CallOptions = {}): Promise<GlobalStatus> {
     return this.statusCall('getStatus', 'GetStatus', { xid: requireXid(xid) }, options);
   }
 
   /** Saga: the TM reports the status its engine reached. */
-  async globalReport(xid: string, status: GlobalStatusName): Promise<GlobalStatusName> {
-    if (!isGlobalStatusName(status))
+  async globalReport(xid: string, status: GlobalStatus): Promise<GlobalStatus> {
+    if (!isGlobalStatus(status))
       throw new BadRequestError(`${String(status)} is not a global status`);
     return this.statusCall('globalReport', 'GlobalReport', {
       xid: requireXid(xid),
-      globalStatus: GLOBAL_STATUS_CODES[status],
+      globalStatus: globalStatusToCode(status),
     });
   }
 
@@ -354,13 +356,13 @@ export class TcClient {
 
   /** Registers a branch (and locks its rows, all or nothing); resolves with its branch id. LockConflictError names the holder. */
   async branchRegister(args: BranchRegisterArgs): Promise<string> {
-    if (!isBranchTypeName(args.branchType))
+    if (!isBranchType(args.branchType))
       throw new BadRequestError(
         `${String(args.branchType)} is not a branch type (AT, TCC, SAGA, XA)`,
       );
     const request = {
       xid: requireXid(args.xid),
-      branchType: BRANCH_TYPE_CODES[args.branchType],
+      branchType: branchTypeToCode(args.branchType),
       resourceId: args.resourceId,
       lockKey: args.lockKey ?? '',
       applicationData: args.applicationData ?? '',
@@ -383,12 +385,12 @@ export class TcClient {
 
   /** Reports a branch's phase-one outcome (idempotent: the same report twice is fine). */
   async branchReport(args: BranchReportArgs): Promise<void> {
-    if (!isBranchStatusName(args.status))
+    if (!isBranchStatus(args.status))
       throw new BadRequestError(`${String(args.status)} is not a branch status`);
     const request = {
       xid: requireXid(args.xid),
       branchId: args.branchId,
-      branchStatus: BRANCH_STATUS_CODES[args.status],
+      branchStatus: branchStatusToCode(args.status),
       ...(args.applicationData !== undefined ? { applicationData: args.applicationData } : {}),
     };
     await this.invoke('branchReport', 'BranchReport', request, { safe: true });
@@ -440,7 +442,7 @@ export class TcClient {
   }
 
   /** Runs a phase-two pass now; answers the status after it. */
-  async retryNow(xid: string): Promise<GlobalStatusName> {
+  async retryNow(xid: string): Promise<GlobalStatus> {
     return this.statusCall(null, 'RetryNow', { xid: requireXid(xid) });
   }
 
@@ -461,23 +463,23 @@ export class TcClient {
     xid: string;
     confirmXid: string;
     operator: string;
-  }): Promise<GlobalStatusName> {
+  }): Promise<GlobalStatus> {
     const r = await this.invoke(
       null,
       'MarkResolved',
       { xid: requireXid(args.xid), confirmXid: args.confirmXid, operator: args.operator },
       { safe: false },
     );
-    return globalStatusName(Number(r.globalStatus ?? 0));
+    return globalStatusFromCode(Number(r.globalStatus ?? 0));
   }
 
   async listSessions(args: ListSessionsArgs = {}): Promise<SessionPage> {
-    if (args.status !== undefined && !isGlobalStatusName(args.status))
+    if (args.status !== undefined && !isGlobalStatus(args.status))
       throw new BadRequestError(`${String(args.status)} is not a global status`);
     const request = {
       pageSize: args.pageSize ?? 0,
       pageToken: args.pageToken ?? '',
-      globalStatus: args.status === undefined ? 0 : GLOBAL_STATUS_CODES[args.status],
+      globalStatus: args.status === undefined ? 0 : globalStatusToCode(args.status),
     };
     const r = await this.invoke(null, 'ListSessions', request, { safe: true });
     const sessions = Array.isArray(r.sessions)
@@ -565,13 +567,13 @@ export class TcClient {
   }
 
   private async statusCall(
-    kind: StreamCallKind | null,
+    kind: CallKind | null,
     method: string,
     request: object,
     options: CallOptions = {},
-  ): Promise<GlobalStatusName> {
+  ): Promise<GlobalStatus> {
     const r = await this.invoke(kind, method, request, { safe: true, ...options });
-    return globalStatusName(Number(r.globalStatus ?? 0));
+    return globalStatusFromCode(Number(r.globalStatus ?? 0));
   }
 
   /**
@@ -579,11 +581,11 @@ export class TcClient {
    * budget is spent (see the file comment for what is retried and what is thrown).
    */
   private async invoke(
-    kind: StreamCallKind | null,
+    kind: CallKind | null,
     method: string,
     request: object,
     opts: InvokeOptions,
-  ): Promise<WireResponse> {
+  ): Promise<AnyResponseWire> {
     const started = Date.now();
     const deadline = started + (opts.deadlineMs ?? this.callDeadlineMs);
     let hint: HostPort | null = null;
@@ -731,8 +733,8 @@ function sessionFromWire(w: SessionInfoWire): SessionInfo {
   return {
     xid: w.xid,
     live: w.live === true,
-    status: globalStatusName(w.globalStatus),
-    internalStatus: globalStatusName(w.internalStatus),
+    status: globalStatusFromCode(w.globalStatus),
+    internalStatus: globalStatusFromCode(w.internalStatus ?? 0),
     transactionId: w.transactionId ?? '',
     applicationId: w.applicationId ?? '',
     transactionServiceGroup: w.transactionServiceGroup ?? '',
@@ -741,11 +743,11 @@ function sessionFromWire(w: SessionInfoWire): SessionInfo {
     beginTime: w.beginTime ?? 0,
     branches: (w.branches ?? []).map((b) => ({
       branchId: b.branchId,
-      branchType: branchTypeName(b.branchType),
+      branchType: branchTypeFromCode(b.branchType),
       resourceId: b.resourceId,
       lockKey: b.lockKey,
       applicationData: b.applicationData,
-      status: branchStatusName(b.branchStatus),
+      status: branchStatusFromCode(b.branchStatus),
       clientId: b.clientId,
       lockedRows: b.lockedRows,
       applicationId: b.applicationId ?? '',

@@ -37,7 +37,7 @@ import { MAX_PEERS } from './config.ts';
 import { NODE_ID_HINT, NODE_ID_PATTERN } from './config/validate.ts';
 import type { ClusterView } from './cluster-view.ts';
 import type { RaftControl } from './raft-control.ts';
-import type { ChangeStep } from './http/types.ts';
+import type { ChangeStep } from '../shared/metadata.ts';
 
 /** How often progress is checked while waiting (learner catch-up, transfer), in ms. */
 export const MEMBERSHIP_POLL_INTERVAL_MS = 50;

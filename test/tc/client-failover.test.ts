@@ -39,11 +39,11 @@ import {
   grpcToError,
   isOutcomeUnknown,
   retryClassOf,
-  type BranchStatusName,
-  type GlobalStatusName,
+  type BranchStatus,
+  type GlobalStatus,
 } from '../../src/client/tc-client.ts';
 import { wireToError } from '../../src/client/tc/errors.ts';
-import { tcClientConstructor } from '../../src/client/tc/proto.ts';
+import { tcServiceConstructor } from '../../src/shared/tc-wire.ts';
 import {
   BadRequestError,
   NotLeaderError,
@@ -192,7 +192,7 @@ class ScriptedTc {
 
   async start(): Promise<void> {
     this.grpcServer = new grpc.Server();
-    this.grpcServer.addService(tcClientConstructor().service, {
+    this.grpcServer.addService(tcServiceConstructor().service, {
       Calls: (
         call: grpc.ServerDuplexStream<
           { calls: Array<Record<string, unknown> & { id: number }> },
@@ -487,7 +487,7 @@ interface Outcome {
   t0: number;
   t1: number;
   xid?: string;
-  status?: GlobalStatusName;
+  status?: GlobalStatus;
   error?: Error;
 }
 
@@ -703,10 +703,10 @@ describe('client failover on a real cluster', () => {
     const leader = await cluster.leader();
     // Group B: one branch each whose first phase-two commit hangs — their Commit calls are
     // surely in flight at the kill. Group A: no branch, killed right after the send.
-    const hung: Array<(s: BranchStatusName) => void> = [];
+    const hung: Array<(s: BranchStatus) => void> = [];
     rm.behave = (call, attempt) =>
       call.kind === 'commit' && attempt === 1
-        ? new Promise<BranchStatusName>((r) => hung.push(r))
+        ? new Promise<BranchStatus>((r) => hung.push(r))
         : call.kind === 'commit'
           ? 'PhaseTwo_Committed'
           : 'PhaseTwo_Rollbacked';
@@ -730,7 +730,7 @@ describe('client failover on a real cluster', () => {
       const settle = (xid: string) =>
         tc.commit(xid).then(
           (status) => ({ xid, status, error: null as Error | null }),
-          (error: Error) => ({ xid, status: null as GlobalStatusName | null, error }),
+          (error: Error) => ({ xid, status: null as GlobalStatus | null, error }),
         );
       const commitsB = groupB.map(settle);
       await waitFor(

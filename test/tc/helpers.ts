@@ -22,7 +22,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { stringify } from 'yaml';
 import {
   TcClient,
-  type BranchStatusName,
+  type BranchStatus,
   type PhaseTwoRequest,
   type RmChannel,
   type TcClientOptions,
@@ -262,7 +262,7 @@ export class TestCluster {
 export type RmBehaviour = (
   call: PhaseTwoRequest,
   attempt: number,
-) => BranchStatusName | Promise<BranchStatusName>;
+) => BranchStatus | Promise<BranchStatus>;
 
 export interface RecordedCall extends PhaseTwoRequest {
   at: number;

@@ -48,7 +48,7 @@ import {
 } from './errors.ts';
 import type { BranchPoint, ClientHooks } from './hooks.ts';
 import { validateResourceId, type ResourceManager } from './rm.ts';
-import { BranchStatus, isGlobalStatus, isTimeoutRollback } from './status.ts';
+import { BranchStatus, isGlobalStatus, isTimeoutRollback } from '../../shared/tc-vocabulary.ts';
 import type { PhaseTwoRequest, TcPort } from './tc-port.ts';
 import type { InflightTracker } from './tracker.ts';
 

@@ -23,7 +23,7 @@ export type {
   SagaActionDefinition,
   BranchAction,
 } from './actions.ts';
-export { GlobalStatus, BranchStatus, decisionOf, isEndStatus } from './status.ts';
+export { GlobalStatus, BranchStatus, decisionOf, isEndStatus } from '../../shared/tc-vocabulary.ts';
 export {
   TransactionTimeoutError,
   TransactionOutcomeUnknownError,

@@ -14,7 +14,7 @@
  * carrying `outcomeUnknown: true` (the tc-client's OutcomeUnknownError).
  */
 import type { BranchType } from '../context.ts';
-import type { BranchStatus, GlobalStatus } from './status.ts';
+import type { BranchStatus, GlobalStatus } from '../../shared/tc-vocabulary.ts';
 
 export interface BeginArgs {
   name: string;

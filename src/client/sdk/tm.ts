@@ -65,9 +65,9 @@ import {
   GlobalStatus,
   decisionOf,
   isEndStatus,
-  isFailedStatus,
+  isFailedEnd,
   isTimeoutRollback,
-} from './status.ts';
+} from '../../shared/tc-vocabulary.ts';
 import type { TcPort } from './tc-port.ts';
 import type { InflightTracker } from './tracker.ts';
 
@@ -332,10 +332,10 @@ export class TransactionManager {
           lifetime.abort(err);
           throw err;
         }
-        if (isFailedStatus(status)) throw new TransactionFailedError(xid, status);
+        if (isFailedEnd(status)) throw new TransactionFailedError(xid, status);
         // Begin or Unknown after a commit: the TC did not decide; say so rather than guess.
         if (decisionOf(status) !== 'commit')
-          throw new IllegalStatusError(`commit of ${xid} answered ${status}`, status);
+          throw new IllegalStatusError(xid, status, 'the commit answered an undecided status');
         return status;
       },
       async rollback() {
@@ -344,7 +344,7 @@ export class TransactionManager {
         log.debug({ xid, status }, 'rollback answered');
         if (decisionOf(status) === 'commit')
           throw new TransactionAlreadyCommittedError(xid, status);
-        if (isFailedStatus(status)) throw new TransactionFailedError(xid, status);
+        if (isFailedEnd(status)) throw new TransactionFailedError(xid, status);
         return status;
       },
       status: () => inPhase('status', xid, () => tc.getStatus(xid)),

@@ -36,14 +36,13 @@ import { formatHostPort } from '../config/endpoints.ts';
 import { selfEndpoints, type NodeConfig } from '../config.ts';
 import type { TcNodeContext, TcNodeOptions, TcService } from '../tc-node.ts';
 import { errorToWire } from './mapping.ts';
-import type { WireLeader } from './proto.ts';
+import type { WireLeader } from '../../shared/tc-wire.ts';
 import { RmChannelHub } from './rm-hub.ts';
 import { TcGrpcService, type TcStoreAccess } from './service.ts';
 
 export { TcGrpcService } from './service.ts';
 export { RmChannelHub } from './rm-hub.ts';
 export { RmCallFailedError, RmUnavailableError } from './errors.ts';
-export { TC_PROTO_PATH, tcServiceDefinition } from './proto.ts';
 export * from './limits.ts';
 
 /** The gauge of transactions whose phase two waits for an RM of a branch's application. */

@@ -47,7 +47,7 @@ import {
   toStatusFilter,
   toXidRequest,
 } from './mapping.ts';
-import { tcServiceDefinition } from './proto.ts';
+import { tcServiceConstructor } from '../../shared/tc-wire.ts';
 import type {
   CallBatchWire,
   CallKind,
@@ -57,7 +57,7 @@ import type {
   SessionInfoWire,
   WireLeader,
   WireResponse,
-} from './proto.ts';
+} from '../../shared/tc-wire.ts';
 import type { RmChannelHub } from './rm-hub.ts';
 
 /** Sessions one filtered ListSessions page may scan before it returns (with a token to go on). */
@@ -166,7 +166,7 @@ export class TcGrpcService {
     handlers.Calls = (call: grpc.ServerDuplexStream<CallBatchWire, ResultBatchWire>) =>
       this.onCallStream(call);
     handlers.RmChannel = (call: Parameters<RmChannelHub['handle']>[0]) => options.hub.handle(call);
-    this.server.addService(tcServiceDefinition(), handlers);
+    this.server.addService(tcServiceConstructor().service, handlers);
     this.metrics = options.registry ? this.createMetrics(options.registry) : null;
   }
 
