@@ -26,6 +26,7 @@
  * (every client process serves `chaos.locks` on a raw RM channel); after healing every row
  * must be lockable again.
  */
+import type { Xid } from '../src/shared/ids.ts';
 import type { Logger } from 'pino';
 import type pg from 'pg';
 import {
@@ -341,7 +342,7 @@ export class Workload {
   }
 
   /** Registers a branch locking one or two rows; returns why the transaction must roll back, or null. */
-  private async lockBranch(txn: string, xid: string, rnd: Prng): Promise<string | null> {
+  private async lockBranch(txn: string, xid: Xid, rnd: Prng): Promise<string | null> {
     const rows = rnd.chance(0.5)
       ? [rnd.int(0, LOCK_ROWS - 1)]
       : [rnd.int(0, LOCK_ROWS - 1), rnd.int(0, LOCK_ROWS - 1)];

@@ -226,12 +226,7 @@ export function answerError(base: HostPort, a: RawAnswer): ConcordError {
   const message = `${formatHostPort(base)}: ${typeof e?.message === 'string' ? e.message : `HTTP ${a.status}`}`;
   const code = typeof e?.code === 'string' ? e.code : '';
   if (a.status === 421 || code === 'NOT_LEADER') {
-    const hint = isObj(a.body) ? leaderHint(a.body.leader) : null;
-    const err = new NotLeaderError(
-      hint?.nodeId ?? null,
-      hint?.control ? formatHostPort(hint.control) : null,
-    );
-    return Object.assign(err, { leader: hint });
+    return new NotLeaderError(isObj(a.body) ? leaderHint(a.body.leader) : null);
   }
   if (a.status === 401) return new UnauthorizedError(message);
   if (a.status === 409 && code === 'CHANGE_IN_PROGRESS') return new ChangeInProgressError(message);
@@ -363,9 +358,4 @@ export async function fetchHealth(
     commitIndex: typeof b.commitIndex === 'number' ? b.commitIndex : 0,
     appliedIndex: typeof b.appliedIndex === 'number' ? b.appliedIndex : 0,
   };
-}
-
-/** The leader hint a NotLeaderError from this module carries, if any. */
-export function leaderOf(err: unknown): LeaderHint | null {
-  return (err as { leader?: LeaderHint | null }).leader ?? null;
 }

@@ -56,10 +56,11 @@
  * calls are always unary. See bench/README.md for what the difference costs.
  */
 import { randomUUID } from 'node:crypto';
-import { BadRequestError } from '../shared/errors.ts';
+import { BadRequestError, NotLeaderError } from '../shared/errors.ts';
+import { isBranchId, isValidXid, type BranchId, type Xid } from '../shared/ids.ts';
 import { silentLogger, type Logger } from '../shared/logger.ts';
 import { ClusterDiscovery, type LeaderChangeEvent } from './discovery.ts';
-import { leaderOf, type HostPort } from './http-metadata.ts';
+import type { HostPort } from './http-metadata.ts';
 import {
   branchStatusFromCode,
   branchStatusToCode,
@@ -97,12 +98,17 @@ import {
   DEFAULT_RETRY_MAX_MS,
   MAX_IMMEDIATE_LEADER_HOPS,
 } from './tc/limits.ts';
-import {
-  RmChannel,
-  type PhaseTwoHandler,
-  type PhaseTwoRequest,
-  type RmChannelOptions,
-} from './tc/rm-channel.ts';
+import type {
+  BeginArgs,
+  BranchRegisterArgs,
+  BranchReportArgs,
+  PhaseTwoHandler,
+  PhaseTwoRequest,
+  RmChannelArgs,
+  TcCallOptions,
+  TcPort,
+} from './tc/port.ts';
+import { RmChannel } from './tc/rm-channel.ts';
 
 export { BranchStatus, BranchType, GlobalStatus };
 export {
@@ -122,7 +128,16 @@ export {
 export type { RetryClass } from './tc/errors.ts';
 export * from './tc/limits.ts';
 export { RmChannel } from './tc/rm-channel.ts';
-export type { PhaseTwoHandler, PhaseTwoRequest, RmChannelOptions };
+export type {
+  BeginArgs,
+  BranchRegisterArgs,
+  BranchReportArgs,
+  PhaseTwoHandler,
+  PhaseTwoRequest,
+  RmChannelArgs,
+  TcCallOptions,
+  TcPort,
+};
 
 export interface TcClientOptions {
   /** HTTP control endpoints ("host:port") of any nodes of the group. Required unless `discovery` is given. */
@@ -143,39 +158,6 @@ export interface TcClientOptions {
   retryMaxMs?: number;
   /** Jitter source (tests pass a seeded one). */
   random?: () => number;
-}
-
-export interface BeginArgs {
-  name?: string;
-  timeoutMs: number;
-  applicationId: string;
-  transactionServiceGroup: string;
-  /** Generated when absent; give your own to dedup across processes. */
-  requestId?: string;
-}
-
-export interface BranchRegisterArgs {
-  xid: string;
-  branchType: BranchType;
-  resourceId: string;
-  /** `table:pk1,pk2;table2:pk3`; '' or absent for none. */
-  lockKey?: string;
-  applicationData?: string;
-  /** The RM channel's client id: phase two goes to this RM first. */
-  clientId: string;
-  /**
-   * The registering RM's application: phase two goes only to RMs of it. Default: the
-   * application of this client's open RM channel with `clientId` (BadRequestError if none).
-   */
-  applicationId?: string;
-  requestId?: string;
-}
-
-export interface BranchReportArgs {
-  xid: string;
-  branchId: string;
-  status: BranchStatus;
-  applicationData?: string;
 }
 
 export interface LockQueryArgs {
@@ -243,18 +225,12 @@ export interface SessionPage {
   totalLive: number;
 }
 
-/** Per-call options of the calls that take them. */
-export interface CallOptions {
-  /** This call's budget, ms, instead of the client's `callDeadlineMs`. */
-  deadlineMs?: number;
-}
-
-interface InvokeOptions extends CallOptions {
+interface InvokeOptions extends TcCallOptions {
   /** Repeating the call after an unknown outcome is harmless (reads, idempotent commands, a requestId). */
   safe: boolean;
 }
 
-export class TcClient {
+export class TcClient implements TcPort {
   readonly transport: 'unary' | 'stream';
   private readonly discovery: ClusterDiscovery;
   private readonly ownsDiscovery: boolean;
@@ -311,7 +287,7 @@ export class TcClient {
   // TM
 
   /** Begins a global transaction; resolves with its xid. Retried with one requestId, so at most one transaction results. */
-  async begin(args: BeginArgs): Promise<string> {
+  async begin(args: BeginArgs): Promise<Xid> {
     const request = {
       name: args.name ?? '',
       timeoutMs: args.timeoutMs,
@@ -320,7 +296,9 @@ export class TcClient {
       requestId: args.requestId ?? randomUUID(),
     };
     const r = await this.invoke('begin', 'Begin', request, { safe: true });
-    return str(r.xid, 'xid');
+    const xid = str(r.xid, 'xid');
+    if (!isValidXid(xid)) throw new TcInternalError('the TC answered Begin with a malformed xid');
+    return xid;
   }
 
   /**
@@ -328,25 +306,25 @@ export class TcClient {
    * rollback status after the timeout). OutcomeUnknownError when the budget ran out without
    * an answer: ask getStatus.
    */
-  async commit(xid: string, options: CallOptions = {}): Promise<GlobalStatus> {
-    return this.statusCall('commit', 'Commit', { xid: requireXid(xid) }, options);
+  async commit(xid: Xid, options: TcCallOptions = {}): Promise<GlobalStatus> {
+    return this.statusCall('commit', 'Commit', { xid: xid }, options);
   }
 
-  async rollback(xid: string, options: CallOptions = {}): Promise<GlobalStatus> {
-    return this.statusCall('rollback', 'Rollback', { xid: requireXid(xid) }, options);
+  async rollback(xid: Xid, options: TcCallOptions = {}): Promise<GlobalStatus> {
+    return this.statusCall('rollback', 'Rollback', { xid: xid }, options);
   }
 
   /** Linearizable: never older than anything acknowledged before the call. `options.deadlineMs`: a budget of its own. */
-  async getStatus(xid: string, options: CallOptions = {}): Promise<GlobalStatus> {
-    return this.statusCall('getStatus', 'GetStatus', { xid: requireXid(xid) }, options);
+  async getStatus(xid: Xid, options: TcCallOptions = {}): Promise<GlobalStatus> {
+    return this.statusCall('getStatus', 'GetStatus', { xid: xid }, options);
   }
 
   /** Saga: the TM reports the status its engine reached. */
-  async globalReport(xid: string, status: GlobalStatus): Promise<GlobalStatus> {
+  async globalReport(xid: Xid, status: GlobalStatus): Promise<GlobalStatus> {
     if (!isGlobalStatus(status))
       throw new BadRequestError(`${String(status)} is not a global status`);
     return this.statusCall('globalReport', 'GlobalReport', {
-      xid: requireXid(xid),
+      xid: xid,
       globalStatus: globalStatusToCode(status),
     });
   }
@@ -355,13 +333,13 @@ export class TcClient {
   // RM
 
   /** Registers a branch (and locks its rows, all or nothing); resolves with its branch id. LockConflictError names the holder. */
-  async branchRegister(args: BranchRegisterArgs): Promise<string> {
+  async branchRegister(args: BranchRegisterArgs): Promise<BranchId> {
     if (!isBranchType(args.branchType))
       throw new BadRequestError(
         `${String(args.branchType)} is not a branch type (AT, TCC, SAGA, XA)`,
       );
     const request = {
-      xid: requireXid(args.xid),
+      xid: args.xid,
       branchType: branchTypeToCode(args.branchType),
       resourceId: args.resourceId,
       lockKey: args.lockKey ?? '',
@@ -371,7 +349,10 @@ export class TcClient {
       applicationId: args.applicationId ?? this.applicationOfChannel(args.clientId),
     };
     const r = await this.invoke('branchRegister', 'BranchRegister', request, { safe: true });
-    return str(r.branchId, 'branchId');
+    const branchId = str(r.branchId, 'branchId');
+    if (!isBranchId(branchId))
+      throw new TcInternalError('the TC answered BranchRegister with a malformed branch id');
+    return branchId;
   }
 
   /** The application of this client's RM channel registered as `clientId`: a branch's default. */
@@ -388,7 +369,7 @@ export class TcClient {
     if (!isBranchStatus(args.status))
       throw new BadRequestError(`${String(args.status)} is not a branch status`);
     const request = {
-      xid: requireXid(args.xid),
+      xid: args.xid,
       branchId: args.branchId,
       branchStatus: branchStatusToCode(args.status),
       ...(args.applicationData !== undefined ? { applicationData: args.applicationData } : {}),
@@ -404,7 +385,7 @@ export class TcClient {
   }
 
   /** Opens the RM channel (reconnecting to the leader after any failover) and starts it. */
-  openRmChannel(options: RmChannelOptions): RmChannel {
+  openRmChannel(options: RmChannelArgs): RmChannel {
     if (this.closed) throw new UnavailableError('the TC client is closed');
     const channel = new RmChannel(
       {
@@ -434,24 +415,24 @@ export class TcClient {
   // -------------------------------------------------------------------------------------
   // Operator
 
-  async getSession(xid: string): Promise<SessionInfo> {
-    const r = await this.invoke(null, 'GetSession', { xid: requireXid(xid) }, { safe: true });
+  async getSession(xid: Xid): Promise<SessionInfo> {
+    const r = await this.invoke(null, 'GetSession', { xid: xid }, { safe: true });
     if (!r.session || typeof r.session !== 'object')
       throw new TcInternalError('GetSession answered no session');
     return sessionFromWire(r.session as SessionInfoWire);
   }
 
   /** Runs a phase-two pass now; answers the status after it. */
-  async retryNow(xid: string): Promise<GlobalStatus> {
-    return this.statusCall(null, 'RetryNow', { xid: requireXid(xid) });
+  async retryNow(xid: Xid): Promise<GlobalStatus> {
+    return this.statusCall(null, 'RetryNow', { xid: xid });
   }
 
-  async stopRetry(xid: string): Promise<void> {
-    await this.invoke(null, 'StopRetry', { xid: requireXid(xid) }, { safe: true });
+  async stopRetry(xid: Xid): Promise<void> {
+    await this.invoke(null, 'StopRetry', { xid: xid }, { safe: true });
   }
 
-  async resumeRetry(xid: string): Promise<void> {
-    await this.invoke(null, 'ResumeRetry', { xid: requireXid(xid) }, { safe: true });
+  async resumeRetry(xid: Xid): Promise<void> {
+    await this.invoke(null, 'ResumeRetry', { xid: xid }, { safe: true });
   }
 
   /**
@@ -467,7 +448,7 @@ export class TcClient {
     const r = await this.invoke(
       null,
       'MarkResolved',
-      { xid: requireXid(args.xid), confirmXid: args.confirmXid, operator: args.operator },
+      { xid: args.xid, confirmXid: args.confirmXid, operator: args.operator },
       { safe: false },
     );
     return globalStatusFromCode(Number(r.globalStatus ?? 0));
@@ -570,7 +551,7 @@ export class TcClient {
     kind: CallKind | null,
     method: string,
     request: object,
-    options: CallOptions = {},
+    options: TcCallOptions = {},
   ): Promise<GlobalStatus> {
     const r = await this.invoke(kind, method, request, { safe: true, ...options });
     return globalStatusFromCode(Number(r.globalStatus ?? 0));
@@ -648,7 +629,7 @@ export class TcClient {
               throw new OutcomeUnknownError(method, attempts, Date.now() - started, err);
             throw err;
           case 'not-leader': {
-            const named = leaderOf(err)?.transaction ?? null;
+            const named = (err as NotLeaderError).leader?.transaction ?? null;
             this.discovery.reportNotLeader(target);
             if (
               named &&
@@ -716,11 +697,6 @@ export class TcClient {
     const exp = Math.min(this.retryMaxMs, this.retryBaseMs * 2 ** Math.min(attempt, 20));
     return exp / 2 + (exp / 2) * this.random();
   }
-}
-
-function requireXid(xid: unknown): string {
-  if (typeof xid !== 'string' || xid === '') throw new BadRequestError('xid is empty');
-  return xid;
 }
 
 function str(value: unknown, field: string): string {

@@ -27,8 +27,10 @@ export class StaleTermError extends NotLeaderError {
   readonly term: number;
   readonly driverTerm: number;
   constructor(xid: string, term: number, driverTerm: number, options: ConcordErrorOptions = {}) {
-    super(null, null, options);
-    this.message = `term ${term} is stale for ${xid}: driven by term ${driverTerm}`;
+    super(null, {
+      message: `term ${term} is stale for ${xid}: driven by term ${driverTerm}`,
+      ...options,
+    });
     this.xid = xid;
     this.term = term;
     this.driverTerm = driverTerm;

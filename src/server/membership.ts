@@ -353,7 +353,7 @@ export class MembershipManager {
           continue;
         }
         if (st.role !== 'leader' && !(err instanceof BadRequestError))
-          throw this.partial(new NotLeaderError(st.leader, null, { cause: err }), done);
+          throw this.partial(new NotLeaderError(st.leader, { cause: err }), done);
         throw this.partial(err, done);
       }
     }

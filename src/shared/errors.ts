@@ -3,6 +3,7 @@
  * a `cause` chain, and whether a caller may retry. Status values stay string constants
  * inside the code and are mapped to proto numbers only at the edge.
  */
+import { formatHostPort, type LeaderHint } from './metadata.ts';
 import type { GlobalStatus } from './tc-vocabulary.ts';
 
 export type ErrorCode =
@@ -49,25 +50,29 @@ export class BadRequestError extends ConcordError {
   }
 }
 
-/** A follower (or a candidate) refused a request that only the leader serves. */
+/**
+ * A follower (or a candidate) refused a request that only the leader serves. It names the
+ * leader this node knows of, if any; `leader` says where it is reached once the edge that
+ * answers has looked it up (the TC service and the openapi do, once, from the cluster
+ * view), or as the peer's answer said.
+ */
 export class NotLeaderError extends ConcordError {
-  /** The leader this node knows of, if any: its node id and client-facing address. */
   readonly leaderId: string | null;
-  readonly leaderAddress: string | null;
-  constructor(
-    leaderId: string | null,
-    leaderAddress: string | null = null,
-    options: ConcordErrorOptions = {},
-  ) {
+  readonly leader: LeaderHint | null;
+  constructor(leader: string | LeaderHint | null, options: DescribedErrorOptions = {}) {
+    const hint = typeof leader === 'string' ? null : leader;
+    const id = typeof leader === 'string' ? leader : (leader?.nodeId ?? null);
+    const at = hint?.transaction ? ` at ${formatHostPort(hint.transaction)}` : '';
     super(
       'NOT_LEADER',
-      leaderId === null
-        ? 'this node is not the leader and knows no leader'
-        : `this node is not the leader; the leader is ${leaderId}${leaderAddress ? ` at ${leaderAddress}` : ''}`,
+      options.message ??
+        (id === null
+          ? 'this node is not the leader and knows no leader'
+          : `this node is not the leader; the leader is ${id}${at}`),
       { retryable: true, ...options },
     );
-    this.leaderId = leaderId;
-    this.leaderAddress = leaderAddress;
+    this.leaderId = id;
+    this.leader = hint;
   }
 }
 

@@ -3,6 +3,7 @@
  * (`node --import tsx src/cli/main.ts start --config <tmp yaml>`) on free loopback ports
  * with tmp data dirs, and a test RM that records every phase-two call it receives.
  */
+import type { Xid } from '../../src/shared/ids.ts';
 import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
 import { spawn, type ChildProcess } from 'node:child_process';
@@ -323,7 +324,7 @@ export class TestRm {
 /** Polls the status until `accept` says yes. */
 export async function waitForStatus(
   client: TcClient,
-  xid: string,
+  xid: Xid,
   accept: (status: string) => boolean,
   timeoutMs = 20_000,
 ): Promise<string> {

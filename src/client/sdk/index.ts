@@ -51,7 +51,7 @@ export type {
   PhaseTwoHandler,
   RmChannelArgs,
   RmChannelPort,
-} from './tc-port.ts';
+} from '../tc/port.ts';
 export {
   DEFAULT_TRANSACTION_TIMEOUT_MS,
   MIN_TRANSACTION_TIMEOUT_MS,

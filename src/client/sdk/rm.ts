@@ -28,7 +28,7 @@ import {
   RM_READY_TIMEOUT_MS,
 } from './limits.ts';
 import { BranchStatus } from '../../shared/tc-vocabulary.ts';
-import type { PhaseTwoRequest, RmChannelPort, TcPort } from './tc-port.ts';
+import type { PhaseTwoRequest, RmChannelPort, TcPort } from '../tc/port.ts';
 
 /** One resource's phase two. Resolves when the branch is done (or had nothing to do); throws on failure. */
 export interface ResourceHandler {

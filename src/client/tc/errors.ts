@@ -31,7 +31,6 @@ import {
 } from '../../shared/errors.ts';
 import { globalStatusFromCode } from '../../shared/tc-codes.ts';
 import type { WireError } from '../../shared/tc-wire.ts';
-import type { HostPort, LeaderHint } from '../http-metadata.ts';
 
 export { IllegalStatusError, LockConflictError, UnavailableError, UnknownXidError };
 
@@ -136,22 +135,6 @@ export function retryClassOf(err: unknown): RetryClass {
   return 'definite';
 }
 
-/** NotLeaderError with the hint the discovery client reads (`leaderOf` in http-metadata.ts). */
-export function notLeaderError(
-  nodeId: string | null,
-  transaction: HostPort | null,
-  message?: string,
-): NotLeaderError & { leader: LeaderHint | null } {
-  const address = transaction
-    ? `${transaction.host.includes(':') ? `[${transaction.host}]` : transaction.host}:${transaction.port}`
-    : null;
-  const err = new NotLeaderError(nodeId, address);
-  if (message) err.message = message;
-  return Object.assign(err, {
-    leader: nodeId === null ? null : { nodeId, control: null, transaction },
-  });
-}
-
 /** The wire's Error as a typed error. */
 export function wireToError(e: WireError, where: string): Error {
   const message = `${where}: ${e.message || e.code}`;
@@ -167,7 +150,8 @@ export function wireToError(e: WireError, where: string): Error {
     case 'ERROR_CODE_NOT_LEADER': {
       const l = e.leader;
       const transaction = l && l.host !== '' && l.port > 0 ? { host: l.host, port: l.port } : null;
-      return notLeaderError(l && l.nodeId !== '' ? l.nodeId : null, transaction, message);
+      const hint = l && l.nodeId !== '' ? { nodeId: l.nodeId, control: null, transaction } : null;
+      return new NotLeaderError(hint, { message });
     }
     case 'ERROR_CODE_TIMEOUT':
       return new TimeoutError(message);

@@ -18,8 +18,9 @@ import type { Logger } from '../../shared/logger.ts';
 import type { HostPort } from '../http-metadata.ts';
 import { branchStatusToCode, branchTypeFromCode } from '../../shared/tc-codes.ts';
 import type { PhaseTwoRequestWire, WireError } from '../../shared/tc-wire.ts';
-import { isBranchStatus, type BranchStatus, type BranchType } from '../../shared/tc-vocabulary.ts';
+import { isBranchStatus, type BranchStatus } from '../../shared/tc-vocabulary.ts';
 import type { RmToTcWire, TcConnection, TcToRmWire } from './connection.ts';
+import type { PhaseTwoRequest, RmChannelArgs, RmChannelPort } from './port.ts';
 import { TransportError, grpcToError } from './errors.ts';
 import {
   MAX_CONCURRENT_PHASE_TWO_HANDLERS,
@@ -29,35 +30,6 @@ import {
   RM_RECONNECT_MAX_MS,
   RM_REGISTER_ANSWER_TIMEOUT_MS,
 } from './limits.ts';
-
-/** A branch commit or rollback the TC asks this RM to run. */
-export interface PhaseTwoRequest {
-  kind: 'commit' | 'rollback';
-  xid: string;
-  branchId: string;
-  branchType: BranchType;
-  resourceId: string;
-  applicationData: string;
-  /** The branch's application: a handler must refuse (throw) a branch of another application. */
-  applicationId: string;
-}
-
-/**
- * Answers with the branch's new status: PhaseTwo_Committed / PhaseTwo_Rollbacked, or a
- * *_Retryable / *_Unretryable failure. A rejection is reported as a failed call, which the
- * TC retries.
- */
-export type PhaseTwoHandler = (request: PhaseTwoRequest) => Promise<BranchStatus>;
-
-export interface RmChannelOptions {
-  applicationId: string;
-  transactionServiceGroup: string;
-  /** Stable id of this RM process; give the same to BranchRegister so phase two comes back here. */
-  clientId: string;
-  /** The resources this RM serves, read at every (re)registration. */
-  resourceIds: () => readonly string[];
-  handler: PhaseTwoHandler;
-}
 
 /** How the channel finds the leader and reaches it (the TcClient provides it). */
 export interface RmRouting {
@@ -89,9 +61,9 @@ interface QueuedRequest {
   request: PhaseTwoRequest;
 }
 
-export class RmChannel {
+export class RmChannel implements RmChannelPort {
   private readonly routing: RmRouting;
-  private readonly opts: RmChannelOptions;
+  private readonly opts: RmChannelArgs;
   private readonly log: Logger;
   private closed = false;
   private stream: grpc.ClientDuplexStream<RmToTcWire, TcToRmWire> | null = null;
@@ -112,7 +84,7 @@ export class RmChannel {
   /** Phase-two requests handled (answered) since start. */
   handled = 0;
 
-  constructor(routing: RmRouting, options: RmChannelOptions) {
+  constructor(routing: RmRouting, options: RmChannelArgs) {
     this.routing = routing;
     this.opts = options;
     this.log = routing.logger.child({ component: 'rm-channel', clientId: options.clientId });

@@ -97,13 +97,7 @@ export interface TcSessions {
 
 /** The raft mode's sessions: a Raft session store over the node's Raft sessions. */
 export function raftTcSessions(ctx: TcNodeContext, raft: RaftSessions): TcSessions {
-  const store = raft.openStore({
-    logger: ctx.logger,
-    leaderAddress: (id) => {
-      const t = ctx.view.leaderInfo(id)?.transaction;
-      return t ? formatHostPort(t) : null;
-    },
-  });
+  const store = raft.openStore({ logger: ctx.logger });
   return {
     store,
     takesRmChannels: () => store.hasLeaderRole(),
@@ -162,6 +156,7 @@ export async function serveTc(
   const { config } = ctx;
   const log = ctx.logger.child({ component: 'tc' });
   const store = sessions.store;
+  // The one place a not-leader answer learns where the leader is reached: the cluster view.
   const leaderOf = (leaderId: string | null): WireLeader | null => {
     const id = leaderId ?? sessions.leaderId();
     if (id === null) return null;

@@ -250,10 +250,6 @@ export function failed(error: WireError): WireResponse {
   return { resultCode: FAILED, error };
 }
 
-export function statusCode(status: GlobalStatus): number {
-  return globalStatusToCode(status);
-}
-
 const WIRE_CODES: Record<string, WireErrorCode> = {
   UNKNOWN_XID: 'ERROR_CODE_UNKNOWN_XID',
   ILLEGAL_STATUS: 'ERROR_CODE_ILLEGAL_STATUS',
@@ -339,8 +335,8 @@ export function liveSessionToWire(
     name: session.name,
     timeoutMs: session.timeoutMs,
     beginTime: session.beginTime,
-    globalStatus: statusCode(reported),
-    internalStatus: statusCode(session.status),
+    globalStatus: globalStatusToCode(reported),
+    internalStatus: globalStatusToCode(session.status),
     branches: withBranches ? session.branches.map(branchToWire) : [],
     retryAttempts: session.retry.attempts,
     nextRetryAt: session.retry.nextRetryAt ?? 0,
@@ -355,8 +351,8 @@ export function sessionInfoToWire(info: SessionInfo): SessionInfoWire {
   const f = info.finished;
   return {
     xid: f.xid,
-    globalStatus: statusCode(f.status),
-    internalStatus: statusCode(f.status),
+    globalStatus: globalStatusToCode(f.status),
+    internalStatus: globalStatusToCode(f.status),
     live: false,
     finishedAt: f.finishedAt,
     resolvedBy: f.resolvedBy ?? '',
