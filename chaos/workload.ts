@@ -53,7 +53,8 @@ import {
   THINK_MAX_MS,
   THINK_MIN_MS,
 } from './limits.ts';
-import type { Prng } from './prng.ts';
+import type { Prng } from '../test/support/prng.ts';
+import { sleep } from '../test/support/wait.ts';
 
 /** Resources an application serves (its branches' phase two may go to any of its processes). */
 export const RESOURCES_PER_APP = 2;
@@ -131,7 +132,6 @@ class PlannedFailure extends Error {
   }
 }
 
-const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 const errText = (err: unknown) =>
   (err instanceof Error ? `${err.name}: ${err.message}` : String(err)).slice(0, 300);
 
