@@ -1,6 +1,6 @@
 /**
  * Raft benchmark: committed writes/s and p50/p99 latency at 1, 16 and 64 concurrent
- * proposers, on a local three-node Concord cluster (src/raft/node/kv-main.ts: LevelDB +
+ * proposers, on a local three-node Concord cluster (test/node/kv-main.ts: LevelDB +
  * gRPC + the Raft core, a KV state machine) and, in the same run, on a local three-member
  * etcd cluster (Debian's etcd-server; installed with apt-get if missing).
  *
@@ -24,6 +24,8 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { createInterface } from 'node:readline';
 import { Command } from 'commander';
+import { freePort } from '../test/support/ports.ts';
+import { sleep } from '../test/support/wait.ts';
 
 const REPO_ROOT = resolve(import.meta.dirname, '..');
 const NODE_IDS = ['n1', 'n2', 'n3'] as const;
@@ -63,18 +65,6 @@ function killAll(): void {
 process.on('exit', killAll);
 
 const log = (msg: string) => process.stdout.write(`[bench raft] ${msg}\n`);
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-async function freePort(): Promise<number> {
-  return new Promise((ok, fail) => {
-    const srv = createServer();
-    srv.once('error', fail);
-    srv.listen(0, '127.0.0.1', () => {
-      const { port } = srv.address() as { port: number };
-      srv.close(() => ok(port));
-    });
-  });
-}
 
 function httpCall(
   agent: Agent | undefined,
@@ -174,7 +164,7 @@ async function startConcord(dir: string, nodeArgs: string[]): Promise<System> {
               ...nodeArgs,
               '--import',
               'tsx',
-              'src/raft/node/kv-main.ts',
+              'test/node/kv-main.ts',
               '--id',
               n.id,
               '--raft',
@@ -538,7 +528,7 @@ export async function main(args: string[]): Promise<void> {
     );
   }
   if (o.only !== undefined && opts.only === null) throw new Error('--only takes concord or etcd');
-  if (!existsSync(join(REPO_ROOT, 'src/raft/node/kv-main.ts')))
+  if (!existsSync(join(REPO_ROOT, 'test/node/kv-main.ts')))
     throw new Error('run from the Concord repository');
 
   log(

@@ -32,6 +32,7 @@ import { join } from 'node:path';
 import { Command } from 'commander';
 import { LockConflictError, TcClient } from '../src/client/tc-client.ts';
 import { startCluster } from './lib/cluster.ts';
+import { sleep } from '../test/support/wait.ts';
 
 /** Progress line interval, ms. */
 const PROGRESS_EVERY_MS = 1_000;
@@ -71,7 +72,6 @@ interface Result {
 }
 
 const log = (msg: string) => process.stdout.write(`[bench tc] ${msg}\n`);
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 function parseOptions(args: string[]): Options {
   const list =

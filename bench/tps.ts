@@ -39,7 +39,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { cpus, loadavg, tmpdir, totalmem } from 'node:os';
 import { join, relative } from 'node:path';
 import { Command } from 'commander';
-import { LockConflictError, TcClient, type GlobalStatusName } from '../src/client/tc-client.ts';
+import { LockConflictError, TcClient, type GlobalStatus } from '../src/client/tc-client.ts';
 import { REPO_ROOT, startCluster, type BenchCluster } from './lib/cluster.ts';
 import { connectDbAdmin, defaultDbUrl, type DbAdmin, type Dialect } from './lib/db-admin.ts';
 import { PinnedDiscovery, type PinnedNode } from './lib/pinned-discovery.ts';
@@ -236,9 +236,7 @@ async function runWorker(): Promise<void> {
     const inWindow = (t: number) => t >= go.measureFrom && t < go.measureTo;
 
     /** One global transaction; resolves with the status the TM heard, or 'conflict'. */
-    const oneTx = async (
-      tc: TcClient | null,
-    ): Promise<GlobalStatusName | 'conflict' | 'baseline'> => {
+    const oneTx = async (tc: TcClient | null): Promise<GlobalStatus | 'conflict' | 'baseline'> => {
       const row = Math.floor(Math.random() * spec.rows);
       if (tc === null) {
         // The same client-side work without a coordinator: ids, the lock key, one turn per call.

@@ -15,7 +15,7 @@ import { TcClient } from '../src/client/tc-client.ts';
 import { createLogger } from '../src/shared/logger.ts';
 import { createPool, type ChaosTables } from './db.ts';
 import { HistoryWriter } from './history.ts';
-import { Prng } from './prng.ts';
+import { Prng } from '../test/support/prng.ts';
 import { LOCK_RESOURCE, Workload, type Sabotage } from './workload.ts';
 
 export interface ClientConfig {

@@ -14,6 +14,7 @@
  * Every phase has a bound, and the whole run a hard deadline (a watchdog) derived from
  * them, so no run hangs. Ctrl-C (the `signal`) stops at once and cleans up.
  */
+import { requireXid } from '../src/shared/ids.ts';
 import { randomBytes } from 'node:crypto';
 import { mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -400,7 +401,7 @@ async function quiesce(tc: TcClient, print: (l: string) => void): Promise<TcStat
       });
       for (const s of page.sessions) {
         state.liveSessions.push({ xid: s.xid, status: s.status });
-        const full = await tc.getSession(s.xid).catch(() => null);
+        const full = await tc.getSession(requireXid(s.xid)).catch(() => null);
         for (const b of full?.branches ?? [])
           if (b.lockedRows > 0)
             state.heldLocks.push({ key: `${b.resourceId}|${b.lockKey}`, holder: s.xid });

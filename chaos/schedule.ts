@@ -26,7 +26,7 @@ import {
   PAUSE_MIN_ELECTION_TIMEOUTS,
   WARMUP_MS,
 } from './limits.ts';
-import { Prng } from './prng.ts';
+import { Prng } from '../test/support/prng.ts';
 
 export const NEMESIS_KINDS = [
   'kill',

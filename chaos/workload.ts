@@ -26,6 +26,7 @@
  * (every client process serves `chaos.locks` on a raw RM channel); after healing every row
  * must be lockable again.
  */
+import type { Xid } from '../src/shared/ids.ts';
 import type { Logger } from 'pino';
 import type pg from 'pg';
 import {
@@ -52,7 +53,8 @@ import {
   THINK_MAX_MS,
   THINK_MIN_MS,
 } from './limits.ts';
-import type { Prng } from './prng.ts';
+import type { Prng } from '../test/support/prng.ts';
+import { sleep } from '../test/support/wait.ts';
 
 /** Resources an application serves (its branches' phase two may go to any of its processes). */
 export const RESOURCES_PER_APP = 2;
@@ -130,7 +132,6 @@ class PlannedFailure extends Error {
   }
 }
 
-const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 const errText = (err: unknown) =>
   (err instanceof Error ? `${err.name}: ${err.message}` : String(err)).slice(0, 300);
 
@@ -341,7 +342,7 @@ export class Workload {
   }
 
   /** Registers a branch locking one or two rows; returns why the transaction must roll back, or null. */
-  private async lockBranch(txn: string, xid: string, rnd: Prng): Promise<string | null> {
+  private async lockBranch(txn: string, xid: Xid, rnd: Prng): Promise<string | null> {
     const rows = rnd.chance(0.5)
       ? [rnd.int(0, LOCK_ROWS - 1)]
       : [rnd.int(0, LOCK_ROWS - 1), rnd.int(0, LOCK_ROWS - 1)];

@@ -10,7 +10,7 @@
  * client: the `@concord/client` package (the SDK): src/index.ts and what it imports →
  *         packages/client/dist/, plus the one .proto file the SDK loads at run time
  *         (proto/tc.proto → packages/client/proto/, where the compiled
- *         dist/client/tc/proto.js looks for it: three folders up).
+ *         dist/shared/tc-wire.js looks for it: two folders up).
  *
  * Each output folder is emptied first, so a removed source leaves no stale file behind.
  */

@@ -110,7 +110,8 @@ export {
   parseXid,
   MAX_XID_CHARS,
 } from './client/context.ts';
-export type { GlobalTxContext, ParsedXid, BranchType } from './client/context.ts';
+export type { GlobalTxContext, ParsedXid, BranchType, Xid } from './client/context.ts';
+export type { BranchId } from './shared/ids.ts';
 
 // ---- xid propagation: HTTP (TX_XID header) and gRPC (tx_xid metadata) ----
 export {

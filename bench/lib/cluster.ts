@@ -11,6 +11,10 @@ import { createServer } from 'node:net';
 import { join, resolve } from 'node:path';
 import { stringify } from 'yaml';
 import type { PinnedNode } from './pinned-discovery.ts';
+import { freePort } from '../../test/support/ports.ts';
+import { sleep } from '../../test/support/wait.ts';
+
+export { freePort };
 
 export const REPO_ROOT = resolve(import.meta.dirname, '../..');
 /** Upper bound on the wait for the cluster to come up and agree on a leader, ms. */
@@ -22,19 +26,6 @@ const children = new Set<ChildProcess>();
 process.on('exit', () => {
   for (const c of children) c.kill('SIGKILL');
 });
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-export function freePort(): Promise<number> {
-  return new Promise((ok, fail) => {
-    const srv = createServer();
-    srv.once('error', fail);
-    srv.listen(0, '127.0.0.1', () => {
-      const { port } = srv.address() as { port: number };
-      srv.close(() => ok(port));
-    });
-  });
-}
 
 export type ClusterStore =
   { mode: 'raft'; tickMs?: number } | { mode: 'db'; url: string; tablePrefix: string };

@@ -9,7 +9,6 @@ import {
   changeCluster,
   fetchClusterMetadata,
   formatHostPort,
-  leaderOf,
   parseAddress,
   transferLeader,
 } from '../client/http-metadata.ts';
@@ -122,7 +121,7 @@ async function onLeader<T>(server: HostPort, fn: (target: HostPort) => Promise<T
   try {
     return await fn(server);
   } catch (err) {
-    const hint = err instanceof NotLeaderError ? leaderOf(err) : null;
+    const hint = err instanceof NotLeaderError ? err.leader : null;
     if (!hint?.control) throw err;
     console.error(
       style(

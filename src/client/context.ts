@@ -12,24 +12,16 @@
  * hide an outer binding — undefined (no store at all) would let an outer one show through.
  */
 import { AsyncLocalStorage } from 'node:async_hooks';
-import { isIP, isIPv4, isIPv6 } from 'node:net';
 import { BadRequestError } from '../shared/errors.ts';
+import { isValidXid, parseXid, requireXid, type ParsedXid, type Xid } from '../shared/ids.ts';
+import { MAX_XID_CHARS } from '../shared/protocol-limits.ts';
+import { BranchType, isBranchType } from '../shared/tc-vocabulary.ts';
 
-/** Characters of an xid (Seata's column and Concord's coordinator both use 128). */
-export const MAX_XID_CHARS = 128;
-/** Characters of a DNS host name (RFC 1123). */
-const MAX_HOSTNAME_CHARS = 253;
-/** Characters of one DNS label. */
-const MAX_LABEL_CHARS = 63;
-/** The largest transaction id: ids are unsigned 64-bit, carried as decimal strings. */
-const MAX_TRANSACTION_ID = (1n << 64n) - 1n;
-
-/** Branch types, as the coordinator names them (kept as plain strings: the client may not import the coordinator). */
-export type BranchType = 'AT' | 'TCC' | 'SAGA' | 'XA';
-const BRANCH_TYPES: ReadonlySet<string> = new Set<BranchType>(['AT', 'TCC', 'SAGA', 'XA']);
+export { MAX_XID_CHARS, isValidXid, parseXid };
+export type { BranchType, ParsedXid, Xid };
 
 export interface GlobalTxContext {
-  readonly xid: string;
+  readonly xid: Xid;
   /** The kind of branch the current code runs as, when it runs inside one (a TCC try, a Saga action). */
   readonly branchType?: BranchType;
   /**
@@ -40,83 +32,11 @@ export interface GlobalTxContext {
   readonly signal?: AbortSignal;
 }
 
-export interface ParsedXid {
-  /** The TC's address as written in the xid: a host name, an IPv4 address or an IPv6 address (brackets removed). */
-  readonly host: string;
-  readonly port: number;
-  /** Unsigned 64-bit id as a decimal string. */
-  readonly transactionId: string;
-}
-
 const storage = new AsyncLocalStorage<GlobalTxContext | null>();
 
-const LABEL = /^[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?$/;
-const PORT = /^[1-9][0-9]{0,4}$/;
-const TRANSACTION_ID = /^(?:0|[1-9][0-9]{0,19})$/;
-
-function isHostname(host: string): boolean {
-  if (host.length === 0 || host.length > MAX_HOSTNAME_CHARS) return false;
-  // A purely numeric dotted name that is not a valid IPv4 address (999.1.1.1) is a typo, not a host.
-  if (/^[0-9.]+$/.test(host)) return isIPv4(host);
-  return host.split('.').every((label) => label.length <= MAX_LABEL_CHARS && LABEL.test(label));
-}
-
-/**
- * Parses `<host>:<port>:<transactionId>`, or returns null.
- *
- * Parsed from the right: the last two fields are the port and the id, everything before is
- * the host. That keeps Seata's unbracketed IPv6 xids (`fe80::1:8091:42`) unambiguous, and
- * a bracketed `[fe80::1]` is accepted too.
- */
-export function parseXid(value: unknown): ParsedXid | null {
-  if (typeof value !== 'string' || value.length === 0 || value.length > MAX_XID_CHARS) return null;
-  const last = value.lastIndexOf(':');
-  if (last <= 0) return null;
-  const middle = value.lastIndexOf(':', last - 1);
-  if (middle <= 0) return null;
-  const rawHost = value.slice(0, middle);
-  const portText = value.slice(middle + 1, last);
-  const transactionId = value.slice(last + 1);
-
-  if (!PORT.test(portText)) return null;
-  const port = Number(portText);
-  if (port > 65_535) return null;
-  if (!TRANSACTION_ID.test(transactionId) || BigInt(transactionId) > MAX_TRANSACTION_ID)
-    return null;
-
-  let host: string;
-  if (rawHost.startsWith('[') && rawHost.endsWith(']')) {
-    host = rawHost.slice(1, -1);
-    if (!isIPv6(host)) return null;
-  } else if (rawHost.includes(':')) {
-    host = rawHost;
-    if (!isIPv6(host)) return null;
-  } else {
-    host = rawHost;
-    if (!(isIP(host) === 4 || isHostname(host))) return null;
-  }
-  return { host, port, transactionId };
-}
-
-/**
- * True for a well-formed xid. Strict on purpose: an xid arrives in headers and metadata that
- * anyone can set, and ends up in database rows, logs and TC requests.
- */
-export function isValidXid(value: unknown): value is string {
-  return parseXid(value) !== null;
-}
-
-/** Throws BadRequestError unless `xid` is well formed. */
-export function assertValidXid(xid: unknown, what = 'xid'): asserts xid is string {
-  if (!isValidXid(xid)) {
-    const shown =
-      typeof xid === 'string'
-        ? JSON.stringify(xid.length > 80 ? `${xid.slice(0, 80)}…` : xid)
-        : typeof xid;
-    throw new BadRequestError(
-      `${what} must be "<host>:<port>:<transactionId>" of at most ${MAX_XID_CHARS} characters, got ${shown}`,
-    );
-  }
+/** Throws BadRequestError unless `xid` is well formed (src/shared/ids.ts: strict on purpose). */
+export function assertValidXid(xid: unknown, what = 'xid'): asserts xid is Xid {
+  requireXid(xid, what);
 }
 
 /** The bound context, or undefined when no global transaction is bound (or it was suspended). */
@@ -125,7 +45,7 @@ export function currentContext(): GlobalTxContext | undefined {
 }
 
 /** The xid of the global transaction bound to this async call chain, if any. */
-export function currentXid(): string | undefined {
+export function currentXid(): Xid | undefined {
   return storage.getStore()?.xid;
 }
 
@@ -141,9 +61,9 @@ export function runWithXid<T>(
 ): T {
   assertValidXid(xid);
   const { branchType, signal } = options;
-  if (branchType !== undefined && !BRANCH_TYPES.has(branchType)) {
+  if (branchType !== undefined && !isBranchType(branchType)) {
     throw new BadRequestError(
-      `branchType must be one of ${[...BRANCH_TYPES].join(', ')}, got ${JSON.stringify(branchType)}`,
+      `branchType must be one of ${Object.keys(BranchType).join(', ')}, got ${JSON.stringify(branchType)}`,
     );
   }
   if (signal !== undefined && !(signal instanceof AbortSignal))

@@ -49,7 +49,6 @@ import {
   UnavailableError,
   fetchClusterMetadata,
   formatHostPort,
-  leaderOf,
   parseAddress,
   watchCluster,
 } from './http-metadata.ts';
@@ -476,7 +475,7 @@ export class ClusterDiscovery extends EventEmitter<DiscoveryEvents> {
   }
 
   private adoptLeaderHint(err: NotLeaderError): boolean {
-    const hint = leaderOf(err);
+    const hint = err.leader;
     if (!hint?.transaction || !this.current) return false;
     if (this.currentLeader?.nodeId === hint.nodeId) return false;
     // The hint comes from a node in the same or a later term; refresh to learn which.

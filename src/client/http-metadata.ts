@@ -1,7 +1,7 @@
 /**
  * A small client for a Concord node's HTTP openapi (metadata, watch, membership), used by
- * the discovery client and the CLI. It keeps its own copy of the wire shapes and checks
- * every answer it reads: the SDK shares no code with the server (only plain types).
+ * the discovery client and the CLI. The wire shapes are the shared ones
+ * (src/shared/metadata.ts); every answer is checked against them as it is read.
  *
  * Errors are typed: NotLeaderError (421, with the leader the node named), UnauthorizedError
  * (401), BadRequestError (400/404/413/415), ChangeInProgressError (409), TimeoutError
@@ -15,47 +15,19 @@ import {
   NotLeaderError,
   TimeoutError,
   UnauthorizedError,
+  UnavailableError,
 } from '../shared/errors.ts';
+import {
+  formatHostPort,
+  type ClusterMetadata,
+  type HostPort,
+  type LeaderHint,
+  type MemberRole,
+  type NodeMetadata,
+} from '../shared/metadata.ts';
 
-export interface HostPort {
-  host: string;
-  port: number;
-}
-
-export type MemberRole = 'LEADER' | 'FOLLOWER' | 'LEARNER';
-
-export interface NodeMetadata {
-  group: string;
-  nodeId: string;
-  role: MemberRole;
-  term: number;
-  control: HostPort | null;
-  transaction: HostPort | null;
-  internal: HostPort | null;
-  healthy: boolean | null;
-  version: string | null;
-  matchIndex?: number;
-  lag?: number;
-}
-
-export interface ClusterMetadata {
-  storeMode: 'raft' | 'db';
-  group: string;
-  term: number;
-  leaderId: string | null;
-  metadataVersion: string;
-  answeredBy: string;
-  commitIndex: number;
-  appliedIndex: number;
-  lastIndex: number;
-  nodes: NodeMetadata[];
-}
-
-export interface LeaderHint {
-  nodeId: string;
-  control: HostPort | null;
-  transaction: HostPort | null;
-}
+export { formatHostPort, UnavailableError };
+export type { ClusterMetadata, HostPort, LeaderHint, MemberRole, NodeMetadata };
 
 /** Upper bound on an answer body the client reads, in bytes. */
 export const MAX_RESPONSE_BYTES = 1024 * 1024;
@@ -64,13 +36,6 @@ export const DEFAULT_REQUEST_TIMEOUT_MS = 5_000;
 /** Extra time a watch request waits beyond its server-side timeout, in ms. */
 export const WATCH_GRACE_MS = 5_000;
 
-/** The server could not be reached, or said it cannot serve now (503). Retry with backoff. */
-export class UnavailableError extends ConcordError {
-  constructor(message: string, options: ConcordErrorOptions = {}) {
-    super('UNAVAILABLE', message, { retryable: true, ...options });
-  }
-}
-
 /** An answer the client did not expect (a status or a body it cannot read). */
 export class UnexpectedAnswerError extends ConcordError {
   readonly status: number;
@@ -78,10 +43,6 @@ export class UnexpectedAnswerError extends ConcordError {
     super('INTERNAL', message, options);
     this.status = status;
   }
-}
-
-export function formatHostPort(hp: HostPort): string {
-  return hp.host.includes(':') ? `[${hp.host}]:${hp.port}` : `${hp.host}:${hp.port}`;
 }
 
 /** Parses "host:port", "[v6]:port" or "http://host:port". */
@@ -265,12 +226,7 @@ export function answerError(base: HostPort, a: RawAnswer): ConcordError {
   const message = `${formatHostPort(base)}: ${typeof e?.message === 'string' ? e.message : `HTTP ${a.status}`}`;
   const code = typeof e?.code === 'string' ? e.code : '';
   if (a.status === 421 || code === 'NOT_LEADER') {
-    const hint = isObj(a.body) ? leaderHint(a.body.leader) : null;
-    const err = new NotLeaderError(
-      hint?.nodeId ?? null,
-      hint?.control ? formatHostPort(hint.control) : null,
-    );
-    return Object.assign(err, { leader: hint });
+    return new NotLeaderError(isObj(a.body) ? leaderHint(a.body.leader) : null);
   }
   if (a.status === 401) return new UnauthorizedError(message);
   if (a.status === 409 && code === 'CHANGE_IN_PROGRESS') return new ChangeInProgressError(message);
@@ -402,9 +358,4 @@ export async function fetchHealth(
     commitIndex: typeof b.commitIndex === 'number' ? b.commitIndex : 0,
     appliedIndex: typeof b.appliedIndex === 'number' ? b.appliedIndex : 0,
   };
-}
-
-/** The leader hint a NotLeaderError from this module carries, if any. */
-export function leaderOf(err: unknown): LeaderHint | null {
-  return (err as { leader?: LeaderHint | null }).leader ?? null;
 }

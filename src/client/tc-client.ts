@@ -56,24 +56,28 @@
  * calls are always unary. See bench/README.md for what the difference costs.
  */
 import { randomUUID } from 'node:crypto';
-import { BadRequestError } from '../shared/errors.ts';
+import { BadRequestError, NotLeaderError } from '../shared/errors.ts';
+import { isBranchId, isValidXid, type BranchId, type Xid } from '../shared/ids.ts';
 import { silentLogger, type Logger } from '../shared/logger.ts';
 import { ClusterDiscovery, type LeaderChangeEvent } from './discovery.ts';
-import { leaderOf, type HostPort } from './http-metadata.ts';
+import type { HostPort } from './http-metadata.ts';
 import {
-  BRANCH_STATUS_CODES,
-  BRANCH_TYPE_CODES,
-  GLOBAL_STATUS_CODES,
-  branchStatusName,
-  branchTypeName,
-  globalStatusName,
-  isBranchStatusName,
-  isBranchTypeName,
-  isGlobalStatusName,
-  type BranchStatusName,
-  type BranchTypeName,
-  type GlobalStatusName,
-} from './tc/codes.ts';
+  branchStatusFromCode,
+  branchStatusToCode,
+  branchTypeFromCode,
+  branchTypeToCode,
+  globalStatusFromCode,
+  globalStatusToCode,
+} from '../shared/tc-codes.ts';
+import type { AnyResponseWire, CallKind, SessionInfoWire } from '../shared/tc-wire.ts';
+import {
+  BranchStatus,
+  BranchType,
+  GlobalStatus,
+  isBranchStatus,
+  isBranchType,
+  isGlobalStatus,
+} from '../shared/tc-vocabulary.ts';
 import { TcConnection, formatAddress } from './tc/connection.ts';
 import {
   AttemptAbortedError,
@@ -94,15 +98,19 @@ import {
   DEFAULT_RETRY_MAX_MS,
   MAX_IMMEDIATE_LEADER_HOPS,
 } from './tc/limits.ts';
-import type { SessionInfoWire, StreamCallKind, WireResponse } from './tc/proto.ts';
-import {
-  RmChannel,
-  type PhaseTwoHandler,
-  type PhaseTwoRequest,
-  type RmChannelOptions,
-} from './tc/rm-channel.ts';
+import type {
+  BeginArgs,
+  BranchRegisterArgs,
+  BranchReportArgs,
+  PhaseTwoHandler,
+  PhaseTwoRequest,
+  RmChannelArgs,
+  TcCallOptions,
+  TcPort,
+} from './tc/port.ts';
+import { RmChannel } from './tc/rm-channel.ts';
 
-export * from './tc/codes.ts';
+export { BranchStatus, BranchType, GlobalStatus };
 export {
   AttemptAbortedError,
   ConnectFailedError,
@@ -120,7 +128,16 @@ export {
 export type { RetryClass } from './tc/errors.ts';
 export * from './tc/limits.ts';
 export { RmChannel } from './tc/rm-channel.ts';
-export type { PhaseTwoHandler, PhaseTwoRequest, RmChannelOptions };
+export type {
+  BeginArgs,
+  BranchRegisterArgs,
+  BranchReportArgs,
+  PhaseTwoHandler,
+  PhaseTwoRequest,
+  RmChannelArgs,
+  TcCallOptions,
+  TcPort,
+};
 
 export interface TcClientOptions {
   /** HTTP control endpoints ("host:port") of any nodes of the group. Required unless `discovery` is given. */
@@ -143,39 +160,6 @@ export interface TcClientOptions {
   random?: () => number;
 }
 
-export interface BeginArgs {
-  name?: string;
-  timeoutMs: number;
-  applicationId: string;
-  transactionServiceGroup: string;
-  /** Generated when absent; give your own to dedup across processes. */
-  requestId?: string;
-}
-
-export interface BranchRegisterArgs {
-  xid: string;
-  branchType: BranchTypeName;
-  resourceId: string;
-  /** `table:pk1,pk2;table2:pk3`; '' or absent for none. */
-  lockKey?: string;
-  applicationData?: string;
-  /** The RM channel's client id: phase two goes to this RM first. */
-  clientId: string;
-  /**
-   * The registering RM's application: phase two goes only to RMs of it. Default: the
-   * application of this client's open RM channel with `clientId` (BadRequestError if none).
-   */
-  applicationId?: string;
-  requestId?: string;
-}
-
-export interface BranchReportArgs {
-  xid: string;
-  branchId: string;
-  status: BranchStatusName;
-  applicationData?: string;
-}
-
 export interface LockQueryArgs {
   /** Absent for a check outside any transaction (any holder conflicts). */
   xid?: string;
@@ -185,11 +169,11 @@ export interface LockQueryArgs {
 
 export interface BranchInfo {
   branchId: string;
-  branchType: BranchTypeName | null;
+  branchType: BranchType | null;
   resourceId: string;
   lockKey: string;
   applicationData: string;
-  status: BranchStatusName;
+  status: BranchStatus;
   clientId: string;
   lockedRows: number;
   /** The application of the RM that registered it ('' if recorded before branches kept one). */
@@ -210,8 +194,8 @@ export interface SessionInfo {
   /** false: the session ended; only xid, status, finishedAt and resolvedBy are meaningful. */
   live: boolean;
   /** What a client sees (Stop* while an operator stopped the retries). */
-  status: GlobalStatusName;
-  internalStatus: GlobalStatusName;
+  status: GlobalStatus;
+  internalStatus: GlobalStatus;
   transactionId: string;
   applicationId: string;
   transactionServiceGroup: string;
@@ -231,7 +215,7 @@ export interface ListSessionsArgs {
   pageSize?: number;
   pageToken?: string;
   /** Only sessions with this reported status. */
-  status?: GlobalStatusName;
+  status?: GlobalStatus;
 }
 
 export interface SessionPage {
@@ -241,18 +225,12 @@ export interface SessionPage {
   totalLive: number;
 }
 
-/** Per-call options of the calls that take them. */
-export interface CallOptions {
-  /** This call's budget, ms, instead of the client's `callDeadlineMs`. */
-  deadlineMs?: number;
-}
-
-interface InvokeOptions extends CallOptions {
+interface InvokeOptions extends TcCallOptions {
   /** Repeating the call after an unknown outcome is harmless (reads, idempotent commands, a requestId). */
   safe: boolean;
 }
 
-export class TcClient {
+export class TcClient implements TcPort {
   readonly transport: 'unary' | 'stream';
   private readonly discovery: ClusterDiscovery;
   private readonly ownsDiscovery: boolean;
@@ -309,7 +287,7 @@ export class TcClient {
   // TM
 
   /** Begins a global transaction; resolves with its xid. Retried with one requestId, so at most one transaction results. */
-  async begin(args: BeginArgs): Promise<string> {
+  async begin(args: BeginArgs): Promise<Xid> {
     const request = {
       name: args.name ?? '',
       timeoutMs: args.timeoutMs,
@@ -318,7 +296,9 @@ export class TcClient {
       requestId: args.requestId ?? randomUUID(),
     };
     const r = await this.invoke('begin', 'Begin', request, { safe: true });
-    return str(r.xid, 'xid');
+    const xid = str(r.xid, 'xid');
+    if (!isValidXid(xid)) throw new TcInternalError('the TC answered Begin with a malformed xid');
+    return xid;
   }
 
   /**
@@ -326,26 +306,26 @@ export class TcClient {
    * rollback status after the timeout). OutcomeUnknownError when the budget ran out without
    * an answer: ask getStatus.
    */
-  async commit(xid: string, options: CallOptions = {}): Promise<GlobalStatusName> {
-    return this.statusCall('commit', 'Commit', { xid: requireXid(xid) }, options);
+  async commit(xid: Xid, options: TcCallOptions = {}): Promise<GlobalStatus> {
+    return this.statusCall('commit', 'Commit', { xid: xid }, options);
   }
 
-  async rollback(xid: string, options: CallOptions = {}): Promise<GlobalStatusName> {
-    return this.statusCall('rollback', 'Rollback', { xid: requireXid(xid) }, options);
+  async rollback(xid: Xid, options: TcCallOptions = {}): Promise<GlobalStatus> {
+    return this.statusCall('rollback', 'Rollback', { xid: xid }, options);
   }
 
   /** Linearizable: never older than anything acknowledged before the call. `options.deadlineMs`: a budget of its own. */
-  async getStatus(xid: string, options: CallOptions = {}): Promise<GlobalStatusName> {
-    return this.statusCall('getStatus', 'GetStatus', { xid: requireXid(xid) }, options);
+  async getStatus(xid: Xid, options: TcCallOptions = {}): Promise<GlobalStatus> {
+    return this.statusCall('getStatus', 'GetStatus', { xid: xid }, options);
   }
 
   /** Saga: the TM reports the status its engine reached. */
-  async globalReport(xid: string, status: GlobalStatusName): Promise<GlobalStatusName> {
-    if (!isGlobalStatusName(status))
+  async globalReport(xid: Xid, status: GlobalStatus): Promise<GlobalStatus> {
+    if (!isGlobalStatus(status))
       throw new BadRequestError(`${String(status)} is not a global status`);
     return this.statusCall('globalReport', 'GlobalReport', {
-      xid: requireXid(xid),
-      globalStatus: GLOBAL_STATUS_CODES[status],
+      xid: xid,
+      globalStatus: globalStatusToCode(status),
     });
   }
 
@@ -353,14 +333,14 @@ export class TcClient {
   // RM
 
   /** Registers a branch (and locks its rows, all or nothing); resolves with its branch id. LockConflictError names the holder. */
-  async branchRegister(args: BranchRegisterArgs): Promise<string> {
-    if (!isBranchTypeName(args.branchType))
+  async branchRegister(args: BranchRegisterArgs): Promise<BranchId> {
+    if (!isBranchType(args.branchType))
       throw new BadRequestError(
         `${String(args.branchType)} is not a branch type (AT, TCC, SAGA, XA)`,
       );
     const request = {
-      xid: requireXid(args.xid),
-      branchType: BRANCH_TYPE_CODES[args.branchType],
+      xid: args.xid,
+      branchType: branchTypeToCode(args.branchType),
       resourceId: args.resourceId,
       lockKey: args.lockKey ?? '',
       applicationData: args.applicationData ?? '',
@@ -369,7 +349,10 @@ export class TcClient {
       applicationId: args.applicationId ?? this.applicationOfChannel(args.clientId),
     };
     const r = await this.invoke('branchRegister', 'BranchRegister', request, { safe: true });
-    return str(r.branchId, 'branchId');
+    const branchId = str(r.branchId, 'branchId');
+    if (!isBranchId(branchId))
+      throw new TcInternalError('the TC answered BranchRegister with a malformed branch id');
+    return branchId;
   }
 
   /** The application of this client's RM channel registered as `clientId`: a branch's default. */
@@ -383,12 +366,12 @@ export class TcClient {
 
   /** Reports a branch's phase-one outcome (idempotent: the same report twice is fine). */
   async branchReport(args: BranchReportArgs): Promise<void> {
-    if (!isBranchStatusName(args.status))
+    if (!isBranchStatus(args.status))
       throw new BadRequestError(`${String(args.status)} is not a branch status`);
     const request = {
-      xid: requireXid(args.xid),
+      xid: args.xid,
       branchId: args.branchId,
-      branchStatus: BRANCH_STATUS_CODES[args.status],
+      branchStatus: branchStatusToCode(args.status),
       ...(args.applicationData !== undefined ? { applicationData: args.applicationData } : {}),
     };
     await this.invoke('branchReport', 'BranchReport', request, { safe: true });
@@ -402,7 +385,7 @@ export class TcClient {
   }
 
   /** Opens the RM channel (reconnecting to the leader after any failover) and starts it. */
-  openRmChannel(options: RmChannelOptions): RmChannel {
+  openRmChannel(options: RmChannelArgs): RmChannel {
     if (this.closed) throw new UnavailableError('the TC client is closed');
     const channel = new RmChannel(
       {
@@ -432,24 +415,24 @@ export class TcClient {
   // -------------------------------------------------------------------------------------
   // Operator
 
-  async getSession(xid: string): Promise<SessionInfo> {
-    const r = await this.invoke(null, 'GetSession', { xid: requireXid(xid) }, { safe: true });
+  async getSession(xid: Xid): Promise<SessionInfo> {
+    const r = await this.invoke(null, 'GetSession', { xid: xid }, { safe: true });
     if (!r.session || typeof r.session !== 'object')
       throw new TcInternalError('GetSession answered no session');
     return sessionFromWire(r.session as SessionInfoWire);
   }
 
   /** Runs a phase-two pass now; answers the status after it. */
-  async retryNow(xid: string): Promise<GlobalStatusName> {
-    return this.statusCall(null, 'RetryNow', { xid: requireXid(xid) });
+  async retryNow(xid: Xid): Promise<GlobalStatus> {
+    return this.statusCall(null, 'RetryNow', { xid: xid });
   }
 
-  async stopRetry(xid: string): Promise<void> {
-    await this.invoke(null, 'StopRetry', { xid: requireXid(xid) }, { safe: true });
+  async stopRetry(xid: Xid): Promise<void> {
+    await this.invoke(null, 'StopRetry', { xid: xid }, { safe: true });
   }
 
-  async resumeRetry(xid: string): Promise<void> {
-    await this.invoke(null, 'ResumeRetry', { xid: requireXid(xid) }, { safe: true });
+  async resumeRetry(xid: Xid): Promise<void> {
+    await this.invoke(null, 'ResumeRetry', { xid: xid }, { safe: true });
   }
 
   /**
@@ -461,23 +444,23 @@ export class TcClient {
     xid: string;
     confirmXid: string;
     operator: string;
-  }): Promise<GlobalStatusName> {
+  }): Promise<GlobalStatus> {
     const r = await this.invoke(
       null,
       'MarkResolved',
-      { xid: requireXid(args.xid), confirmXid: args.confirmXid, operator: args.operator },
+      { xid: args.xid, confirmXid: args.confirmXid, operator: args.operator },
       { safe: false },
     );
-    return globalStatusName(Number(r.globalStatus ?? 0));
+    return globalStatusFromCode(Number(r.globalStatus ?? 0));
   }
 
   async listSessions(args: ListSessionsArgs = {}): Promise<SessionPage> {
-    if (args.status !== undefined && !isGlobalStatusName(args.status))
+    if (args.status !== undefined && !isGlobalStatus(args.status))
       throw new BadRequestError(`${String(args.status)} is not a global status`);
     const request = {
       pageSize: args.pageSize ?? 0,
       pageToken: args.pageToken ?? '',
-      globalStatus: args.status === undefined ? 0 : GLOBAL_STATUS_CODES[args.status],
+      globalStatus: args.status === undefined ? 0 : globalStatusToCode(args.status),
     };
     const r = await this.invoke(null, 'ListSessions', request, { safe: true });
     const sessions = Array.isArray(r.sessions)
@@ -565,13 +548,13 @@ export class TcClient {
   }
 
   private async statusCall(
-    kind: StreamCallKind | null,
+    kind: CallKind | null,
     method: string,
     request: object,
-    options: CallOptions = {},
-  ): Promise<GlobalStatusName> {
+    options: TcCallOptions = {},
+  ): Promise<GlobalStatus> {
     const r = await this.invoke(kind, method, request, { safe: true, ...options });
-    return globalStatusName(Number(r.globalStatus ?? 0));
+    return globalStatusFromCode(Number(r.globalStatus ?? 0));
   }
 
   /**
@@ -579,11 +562,11 @@ export class TcClient {
    * budget is spent (see the file comment for what is retried and what is thrown).
    */
   private async invoke(
-    kind: StreamCallKind | null,
+    kind: CallKind | null,
     method: string,
     request: object,
     opts: InvokeOptions,
-  ): Promise<WireResponse> {
+  ): Promise<AnyResponseWire> {
     const started = Date.now();
     const deadline = started + (opts.deadlineMs ?? this.callDeadlineMs);
     let hint: HostPort | null = null;
@@ -646,7 +629,7 @@ export class TcClient {
               throw new OutcomeUnknownError(method, attempts, Date.now() - started, err);
             throw err;
           case 'not-leader': {
-            const named = leaderOf(err)?.transaction ?? null;
+            const named = (err as NotLeaderError).leader?.transaction ?? null;
             this.discovery.reportNotLeader(target);
             if (
               named &&
@@ -716,11 +699,6 @@ export class TcClient {
   }
 }
 
-function requireXid(xid: unknown): string {
-  if (typeof xid !== 'string' || xid === '') throw new BadRequestError('xid is empty');
-  return xid;
-}
-
 function str(value: unknown, field: string): string {
   if (typeof value !== 'string' || value === '')
     throw new TcInternalError(`the TC answered without ${field}`);
@@ -731,8 +709,8 @@ function sessionFromWire(w: SessionInfoWire): SessionInfo {
   return {
     xid: w.xid,
     live: w.live === true,
-    status: globalStatusName(w.globalStatus),
-    internalStatus: globalStatusName(w.internalStatus),
+    status: globalStatusFromCode(w.globalStatus),
+    internalStatus: globalStatusFromCode(w.internalStatus ?? 0),
     transactionId: w.transactionId ?? '',
     applicationId: w.applicationId ?? '',
     transactionServiceGroup: w.transactionServiceGroup ?? '',
@@ -741,11 +719,11 @@ function sessionFromWire(w: SessionInfoWire): SessionInfo {
     beginTime: w.beginTime ?? 0,
     branches: (w.branches ?? []).map((b) => ({
       branchId: b.branchId,
-      branchType: branchTypeName(b.branchType),
+      branchType: branchTypeFromCode(b.branchType),
       resourceId: b.resourceId,
       lockKey: b.lockKey,
       applicationData: b.applicationData,
-      status: branchStatusName(b.branchStatus),
+      status: branchStatusFromCode(b.branchStatus),
       clientId: b.clientId,
       lockedRows: b.lockedRows,
       applicationId: b.applicationId ?? '',

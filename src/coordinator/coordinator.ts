@@ -5,19 +5,20 @@
  *
  * Order of effects, always: validate → submit (durable) → answer or call branches. A
  * decision is never announced, and no branch is told, before its submit resolved
- * (invariant 1).
+ * (invariant 1). Ids come in validated and branded (Xid, BranchId: the edge parsed them);
+ * the rest of a request is checked here, the domain's own guard.
  */
-import { BadRequestError, NotLeaderError } from '../shared/errors.ts';
+import { assert, BadRequestError, NotLeaderError } from '../shared/errors.ts';
+import { formatXid, isValidXid, type BranchId, type Xid } from '../shared/ids.ts';
 import type { Logger } from '../shared/logger.ts';
 import type { Command, DecisionResult, FinishedSession, Outcome, ResultOf } from './commands.ts';
 import { IllegalStatusError, UnknownXidError, rejectionToError } from './errors.ts';
-import { formatXid, parseXid } from './ids.ts';
 import {
   MAX_APPLICATION_DATA_BYTES,
   MAX_NAME_CHARS,
   MAX_REQUEST_ID_CHARS,
-  MAX_TIMEOUT_MS,
-  MIN_TIMEOUT_MS,
+  MAX_TRANSACTION_TIMEOUT_MS,
+  MIN_TRANSACTION_TIMEOUT_MS,
 } from './limits.ts';
 import { parseLockKey, validateResourceId } from './lock-key.ts';
 import { commandClock } from './command-clock.ts';
@@ -65,7 +66,7 @@ export interface BeginRequest {
 }
 
 export interface RegisterBranchRequest {
-  xid: string;
+  xid: Xid;
   branchType: BranchType;
   resourceId: string;
   /** `table:pk1,pk2;table2:pk3`; absent or '' for a branch that locks no rows (TCC, Saga). */
@@ -78,28 +79,28 @@ export interface RegisterBranchRequest {
 }
 
 export interface BranchReportRequest {
-  xid: string;
-  branchId: string;
+  xid: Xid;
+  branchId: BranchId;
   status: BranchStatus;
   applicationData?: string;
 }
 
 export interface GlobalReportRequest {
-  xid: string;
+  xid: Xid;
   status: GlobalStatus;
 }
 
 export interface LockQueryRequest {
   /** Absent for a @GlobalLock check outside any transaction: then any holder conflicts. */
-  xid?: string;
+  xid?: Xid;
   resourceId: string;
   lockKey: string;
 }
 
 export interface MarkResolvedRequest {
-  xid: string;
+  xid: Xid;
   /** Must repeat the xid: resolving releases locks on rows that may be half-written. */
-  confirmXid: string;
+  confirmXid: Xid;
   /** Who resolved it; kept with the final status. */
   operator: string;
 }
@@ -143,6 +144,10 @@ export class Coordinator {
     this.clock = commandClock(options.clock ?? systemClock, options.store);
     this.log = options.logger.child({ component: 'coordinator' });
     this.address = options.address;
+    assert(
+      isValidXid(formatXid(this.address.host, this.address.port, '0')),
+      () => `the TC address ${this.address.host}:${this.address.port} makes no valid xid`,
+    );
     this.driver = new PhaseTwoDriver({
       store: options.store,
       gateway: options.gateway,
@@ -173,7 +178,7 @@ export class Coordinator {
   // TM
   // -------------------------------------------------------------------------------------
 
-  async begin(request: BeginRequest): Promise<{ xid: string }> {
+  async begin(request: BeginRequest): Promise<{ xid: Xid }> {
     requireName(request.applicationId, 'applicationId');
     requireName(request.transactionServiceGroup, 'transactionServiceGroup');
     const name = request.name ?? '';
@@ -181,11 +186,11 @@ export class Coordinator {
       throw new BadRequestError(`name must be a string of at most ${MAX_NAME_CHARS} characters`);
     if (
       !Number.isSafeInteger(request.timeoutMs) ||
-      request.timeoutMs < MIN_TIMEOUT_MS ||
-      request.timeoutMs > MAX_TIMEOUT_MS
+      request.timeoutMs < MIN_TRANSACTION_TIMEOUT_MS ||
+      request.timeoutMs > MAX_TRANSACTION_TIMEOUT_MS
     ) {
       throw new BadRequestError(
-        `timeoutMs must be an integer in ${MIN_TIMEOUT_MS}..${MAX_TIMEOUT_MS}`,
+        `timeoutMs must be an integer in ${MIN_TRANSACTION_TIMEOUT_MS}..${MAX_TRANSACTION_TIMEOUT_MS}`,
       );
     }
     const requestId = optionalRequestId(request.requestId);
@@ -204,7 +209,8 @@ export class Coordinator {
     });
     this.log.debug({ xid, deadline }, 'global transaction begun');
     this.driver.watchDeadline(xid, deadline);
-    return { xid };
+    // The xid of this Begin, or of the first one with its requestId: one this TC formatted.
+    return { xid: xid as Xid };
   }
 
   /**
@@ -215,8 +221,8 @@ export class Coordinator {
    * it is rolled back instead. A decided or finished transaction answers its status: a
    * retried commit is harmless. No read before or after the decision.
    */
-  async commit(request: { xid: string }): Promise<GlobalStatus> {
-    const xid = requireXid(request.xid);
+  async commit(request: { xid: Xid }): Promise<GlobalStatus> {
+    const xid = request.xid;
     const now = this.clock.now();
     const result = await this.submit({
       kind: 'CommitGlobal',
@@ -230,8 +236,8 @@ export class Coordinator {
   }
 
   /** Rolls back (branches in reverse registration order); answers the status one pass reached. */
-  async rollback(request: { xid: string }): Promise<GlobalStatus> {
-    const xid = requireXid(request.xid);
+  async rollback(request: { xid: Xid }): Promise<GlobalStatus> {
+    const xid = request.xid;
     const result = await this.submit({
       kind: 'RollbackGlobal',
       xid,
@@ -243,15 +249,15 @@ export class Coordinator {
   }
 
   /** Linearizable: the status as of now (Stop* while an operator stopped retries). */
-  async getStatus(request: { xid: string }): Promise<GlobalStatus> {
-    const xid = requireXid(request.xid);
+  async getStatus(request: { xid: Xid }): Promise<GlobalStatus> {
+    const xid = request.xid;
     const session = await this.liveOrAnswer(xid);
     return typeof session === 'string' ? session : reportedStatus(session);
   }
 
   /** Saga: the TM's engine reports the status it reached; an in-flight status hands phase two to the TC. */
   async globalReport(request: GlobalReportRequest): Promise<GlobalStatus> {
-    const xid = requireXid(request.xid);
+    const xid = request.xid;
     if (!REPORTABLE.has(request.status))
       throw new BadRequestError(`a TM may not report ${String(request.status)}`);
     const result = await this.submit({
@@ -270,8 +276,8 @@ export class Coordinator {
   // -------------------------------------------------------------------------------------
 
   /** Registers a branch and locks its rows, all or nothing (LockConflictError names the holder). */
-  async registerBranch(request: RegisterBranchRequest): Promise<{ branchId: string }> {
-    const xid = requireXid(request.xid);
+  async registerBranch(request: RegisterBranchRequest): Promise<{ branchId: BranchId }> {
+    const xid = request.xid;
     if (!isBranchType(request.branchType))
       throw new BadRequestError(
         `branch type must be AT, TCC, SAGA or XA, not ${String(request.branchType)}`,
@@ -288,7 +294,7 @@ export class Coordinator {
       );
     }
     requireName(request.applicationId, 'applicationId');
-    return this.submit({
+    const { branchId } = await this.submit({
       kind: 'RegisterBranch',
       xid,
       branchId: this.ids.nextBranchId(),
@@ -301,11 +307,12 @@ export class Coordinator {
       at: this.clock.now(),
       requestId: optionalRequestId(request.requestId),
     });
+    // This registration's id, or the first one's with its requestId: one this TC chose.
+    return { branchId: branchId as BranchId };
   }
 
   async branchReport(request: BranchReportRequest): Promise<void> {
-    const xid = requireXid(request.xid);
-    requireBranchId(request.branchId);
+    const xid = request.xid;
     if (request.applicationData !== undefined) requireApplicationData(request.applicationData);
     await this.submit({
       kind: 'BranchReport',
@@ -318,7 +325,7 @@ export class Coordinator {
 
   /** True when every row of the lock key is free or already held by `xid`. */
   async lockQuery(request: LockQueryRequest): Promise<boolean> {
-    const xid = request.xid === undefined || request.xid === '' ? '' : requireXid(request.xid);
+    const xid = request.xid ?? '';
     const rows = parseLockKey(request.resourceId, request.lockKey);
     return this.store.read((state) => state.isLockable(xid, rows));
   }
@@ -328,8 +335,8 @@ export class Coordinator {
   // -------------------------------------------------------------------------------------
 
   /** The live session (with what a client would see) or the finished record. */
-  async getSession(request: { xid: string }): Promise<SessionInfo> {
-    const xid = requireXid(request.xid);
+  async getSession(request: { xid: Xid }): Promise<SessionInfo> {
+    const xid = request.xid;
     const found = await this.store.read((state) => ({
       session: state.getSession(xid),
       finished: state.getFinished(xid),
@@ -346,8 +353,8 @@ export class Coordinator {
   }
 
   /** Runs a phase-two pass now instead of waiting for the backoff; answers the status after it. */
-  async retryNow(request: { xid: string }): Promise<GlobalStatus> {
-    const xid = requireXid(request.xid);
+  async retryNow(request: { xid: Xid }): Promise<GlobalStatus> {
+    const xid = request.xid;
     const session = await this.requireLive(xid);
     if (!isPhaseTwoInFlight(session.status))
       throw new IllegalStatusError(
@@ -367,16 +374,16 @@ export class Coordinator {
   }
 
   /** Stops phase-two retries (the status reads Stop*); locks stay. */
-  async stopRetry(request: { xid: string }): Promise<void> {
-    const xid = requireXid(request.xid);
+  async stopRetry(request: { xid: Xid }): Promise<void> {
+    const xid = request.xid;
     await this.submit({ kind: 'RetryStopped', xid, at: this.clock.now(), term: this.store.term() });
     this.driver.park(xid);
     this.log.warn({ xid }, 'phase-two retries stopped by an operator');
   }
 
   /** Resumes retries with a fresh retry budget and drives at once. */
-  async resumeRetry(request: { xid: string }): Promise<void> {
-    const xid = requireXid(request.xid);
+  async resumeRetry(request: { xid: Xid }): Promise<void> {
+    const xid = request.xid;
     const now = this.clock.now();
     await this.submit({
       kind: 'RetryResumed',
@@ -394,7 +401,7 @@ export class Coordinator {
    * released and its final *Failed status kept. Needs `confirmXid` equal to `xid`.
    */
   async markResolved(request: MarkResolvedRequest): Promise<FinishedSession> {
-    const xid = requireXid(request.xid);
+    const xid = request.xid;
     if (request.confirmXid !== xid)
       throw new BadRequestError(
         'confirmXid must repeat the xid: resolving releases the locks of rows that may be half-written',
@@ -421,7 +428,7 @@ export class Coordinator {
    * The TM's answer from the applied decision: an ended or asynchronous one at once; a
    * synchronous one after one phase-two pass, with the status that pass reached.
    */
-  private async afterDecision(xid: string, result: DecisionResult): Promise<GlobalStatus> {
+  private async afterDecision(xid: Xid, result: DecisionResult): Promise<GlobalStatus> {
     if (!result.decided || result.finished) return result.status;
     this.log.debug({ xid, status: result.status }, 'global transaction decided');
     const pass = this.driver.drive(xid);
@@ -455,16 +462,6 @@ export class Coordinator {
 function unwrap<T>(outcome: Outcome<T>): T {
   if (outcome.ok) return outcome.value;
   throw rejectionToError(outcome.rejection);
-}
-
-function requireXid(xid: unknown): string {
-  parseXid(xid);
-  return xid as string;
-}
-
-function requireBranchId(branchId: unknown): void {
-  if (typeof branchId !== 'string' || !/^[0-9]{1,20}$/.test(branchId))
-    throw new BadRequestError('branchId must be a decimal 64-bit id');
 }
 
 function requireName(value: unknown, field: string): void {

@@ -1,48 +1,21 @@
 /**
  * The coordinator's typed errors. The state machine never throws for a rejected command:
  * it returns a `Rejection` value (plain data, so it can cross a store boundary), and
- * `rejectionToError` turns it into one of these at the coordinator.
+ * `rejectionToError` turns it into a typed error at the coordinator. The failures a client
+ * sees too (lock conflict, unknown xid, illegal status) are the shared classes.
  */
 import {
   BadRequestError,
   ConcordError,
+  IllegalStatusError,
+  LockConflictError,
   NotLeaderError,
+  UnknownXidError,
   type ConcordErrorOptions,
 } from '../shared/errors.ts';
+import type { GlobalStatus } from '../shared/tc-vocabulary.ts';
 
-/** A branch asked for rows another global transaction holds. Retryable: the holder will end. */
-export class LockConflictError extends ConcordError {
-  readonly holderXid: string;
-  /** The conflicting row keys (`resourceId^^^table^^^pk`), at most MAX_REPORTED_CONFLICT_ROWS. */
-  readonly rows: readonly string[];
-  constructor(holderXid: string, rows: readonly string[], options: ConcordErrorOptions = {}) {
-    super('LOCK_CONFLICT', `lock conflict: rows held by ${holderXid}: ${rows.join(', ')}`, {
-      retryable: true,
-      ...options,
-    });
-    this.holderXid = holderXid;
-    this.rows = rows;
-  }
-}
-
-export class UnknownXidError extends ConcordError {
-  readonly xid: string;
-  constructor(xid: string, options: ConcordErrorOptions = {}) {
-    super('UNKNOWN_XID', `unknown global transaction ${xid}`, options);
-    this.xid = xid;
-  }
-}
-
-/** The request is not legal in the transaction's (or branch's) current status. */
-export class IllegalStatusError extends ConcordError {
-  readonly xid: string;
-  readonly status: string;
-  constructor(xid: string, status: string, message: string, options: ConcordErrorOptions = {}) {
-    super('ILLEGAL_STATUS', `${xid} is ${status}: ${message}`, options);
-    this.xid = xid;
-    this.status = status;
-  }
-}
+export { IllegalStatusError, LockConflictError, UnknownXidError };
 
 /**
  * A phase-two command from a driver whose term is older than the one that acquired the
@@ -54,8 +27,10 @@ export class StaleTermError extends NotLeaderError {
   readonly term: number;
   readonly driverTerm: number;
   constructor(xid: string, term: number, driverTerm: number, options: ConcordErrorOptions = {}) {
-    super(null, null, options);
-    this.message = `term ${term} is stale for ${xid}: driven by term ${driverTerm}`;
+    super(null, {
+      message: `term ${term} is stale for ${xid}: driven by term ${driverTerm}`,
+      ...options,
+    });
     this.xid = xid;
     this.term = term;
     this.driverTerm = driverTerm;
@@ -94,8 +69,8 @@ export class ApplicationRmUnavailableError extends ConcordError {
 export type Rejection =
   | { code: 'BAD_REQUEST'; message: string }
   | { code: 'UNKNOWN_XID'; message: string; xid: string }
-  | { code: 'ILLEGAL_STATUS'; message: string; xid: string; status: string }
-  | { code: 'LOCK_CONFLICT'; message: string; holderXid: string; rows: string[] }
+  | { code: 'ILLEGAL_STATUS'; message: string; xid: string; globalStatus: GlobalStatus }
+  | { code: 'LOCK_CONFLICT'; message: string; holdingXid: string; rows: string[] }
   | { code: 'STALE_TERM'; message: string; xid: string; term: number; driverTerm: number }
   | { code: 'CAPACITY'; message: string };
 
@@ -105,17 +80,12 @@ export function rejectionToError(rejection: Rejection): ConcordError {
       return new BadRequestError(rejection.message);
     case 'UNKNOWN_XID':
       return new UnknownXidError(rejection.xid);
-    case 'ILLEGAL_STATUS': {
-      // The state machine's message already starts with "<xid> is <status>: ", which the
-      // error's constructor adds: keep it once ("… is TimeoutRollbacked: … is TimeoutRollbacked").
-      const prefix = `${rejection.xid} is ${rejection.status}: `;
-      const message = rejection.message.startsWith(prefix)
-        ? rejection.message.slice(prefix.length)
-        : rejection.message;
-      return new IllegalStatusError(rejection.xid, rejection.status, message);
-    }
+    case 'ILLEGAL_STATUS':
+      return new IllegalStatusError(rejection.xid, rejection.globalStatus, '', {
+        message: rejection.message,
+      });
     case 'LOCK_CONFLICT':
-      return new LockConflictError(rejection.holderXid, rejection.rows);
+      return new LockConflictError(rejection.holdingXid, rejection.rows);
     case 'STALE_TERM':
       return new StaleTermError(rejection.xid, rejection.term, rejection.driverTerm);
     case 'CAPACITY':

@@ -1,47 +1,8 @@
 /**
- * Transaction and branch ids, and the xid format `"<tc-host>:<port>:<transactionId>"`.
+ * Snowflake transaction and branch ids. The xid format and its parsing are the shared
+ * vocabulary's (src/shared/ids.ts).
  */
-import { BadRequestError } from '../shared/errors.ts';
-import { MAX_XID_CHARS } from './limits.ts';
 import type { Clock, IdSource } from './ports.ts';
-
-export interface ParsedXid {
-  host: string;
-  port: number;
-  transactionId: string;
-}
-
-export function formatXid(host: string, port: number, transactionId: string): string {
-  return `${host}:${port}:${transactionId}`;
-}
-
-/**
- * Parses and validates an xid from a client. Splits from the right, so an IPv6 host
- * (which holds ':') still parses. Throws BadRequestError.
- */
-export function parseXid(xid: unknown): ParsedXid {
-  if (typeof xid !== 'string' || xid.length === 0) throw new BadRequestError('xid is empty');
-  if (xid.length > MAX_XID_CHARS)
-    throw new BadRequestError(
-      `xid is ${xid.length} characters, more than the limit of ${MAX_XID_CHARS}`,
-    );
-  const last = xid.lastIndexOf(':');
-  const middle = last > 0 ? xid.lastIndexOf(':', last - 1) : -1;
-  if (middle <= 0)
-    throw new BadRequestError(`xid ${JSON.stringify(xid)} is not <host>:<port>:<transactionId>`);
-  const host = xid.slice(0, middle);
-  const portText = xid.slice(middle + 1, last);
-  const transactionId = xid.slice(last + 1);
-  const port = Number(portText);
-  // eslint-disable-next-line no-control-regex
-  if (/[\s\u0000-\u001f\u007f]/.test(host))
-    throw new BadRequestError(`xid ${JSON.stringify(xid)} has a bad host`);
-  if (!/^[0-9]{1,5}$/.test(portText) || port < 1 || port > 65_535)
-    throw new BadRequestError(`xid ${JSON.stringify(xid)} has a bad port`);
-  if (!/^[0-9]{1,20}$/.test(transactionId))
-    throw new BadRequestError(`xid ${JSON.stringify(xid)} has a bad transaction id`);
-  return { host, port, transactionId };
-}
 
 /** Bits of a snowflake id: 41 of ms since SNOWFLAKE_EPOCH_MS, 10 of worker, 12 of sequence. */
 const WORKER_BITS = 10n;

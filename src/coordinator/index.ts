@@ -41,8 +41,6 @@ export type {
 } from './commands.ts';
 export { systemClock } from './ports.ts';
 export type { BranchGateway, Clock, IdSource, LeadershipEvent, SessionStore } from './ports.ts';
-export { MemoryStore } from './memory-store.ts';
-export type { ApplyListener, MemoryStoreOptions } from './memory-store.ts';
 export {
   ApplicationRmUnavailableError,
   CapacityError,
@@ -55,29 +53,25 @@ export {
 export type { Rejection } from './errors.ts';
 export { ROW_KEY_SEPARATOR, parseLockKey, rowKey, splitRowKey } from './lock-key.ts';
 export { LockTable } from './lock-table.ts';
-export { createSnowflakeIds, formatXid, parseXid } from './ids.ts';
-export type { ParsedXid } from './ids.ts';
+export { createSnowflakeIds } from './ids.ts';
 export * from './limits.ts';
 export {
-  BRANCH_STATUS_CODES,
-  BRANCH_TYPE_CODES,
-  BranchStatus,
-  BranchType,
-  GLOBAL_STATUS_CODES,
   GLOBAL_TRANSITIONS,
-  GlobalStatus,
-  branchStatusFromCode,
-  branchStatusToCode,
-  branchTypeFromCode,
-  branchTypeToCode,
   canTransition,
-  decisionOf,
-  globalStatusFromCode,
-  globalStatusToCode,
-  isEndStatus,
-  isFailedEnd,
   isSuccessfulEnd,
   reportedStatus,
   statusRank,
 } from './types.ts';
-export type { BranchSession, Decision, FinishedRecord, GlobalSession, RetryInfo } from './types.ts';
+export type { BranchSession, FinishedRecord, GlobalSession, RetryInfo } from './types.ts';
+export {
+  BranchStatus,
+  BranchType,
+  GlobalStatus,
+  decisionOf,
+  isBranchStatus,
+  isBranchType,
+  isEndStatus,
+  isFailedEnd,
+  isGlobalStatus,
+} from '../shared/tc-vocabulary.ts';
+export type { Decision } from '../shared/tc-vocabulary.ts';

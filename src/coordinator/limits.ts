@@ -2,7 +2,19 @@
  * Every bound of the coordinator, named with its unit. The state machine enforces them
  * (they are part of replicated behaviour: changing one changes what a replica accepts, so
  * treat a change like a log-format change), the edge validates against the same numbers.
+ *
+ * The request value limits the client checks too live in src/shared/protocol-limits.ts.
  */
+export {
+  MAX_APPLICATION_DATA_BYTES,
+  MAX_LOCK_KEY_CHARS,
+  MAX_NAME_CHARS,
+  MAX_REQUEST_ID_CHARS,
+  MAX_RESOURCE_ID_CHARS,
+  MAX_TRANSACTION_TIMEOUT_MS,
+  MAX_XID_CHARS,
+  MIN_TRANSACTION_TIMEOUT_MS,
+} from '../shared/protocol-limits.ts';
 
 /** Branches one global transaction may register. */
 export const MAX_BRANCHES_PER_GLOBAL = 1_000;
@@ -10,25 +22,10 @@ export const MAX_BRANCHES_PER_GLOBAL = 1_000;
 export const MAX_LIVE_SESSIONS = 100_000;
 /** Row keys one branch may lock. */
 export const MAX_LOCK_ROWS_PER_BRANCH = 5_000;
-/** Characters of a branch's whole lock key string. */
-export const MAX_LOCK_KEY_CHARS = 64 * 1024;
 /** Characters of a table name inside a lock key. */
 export const MAX_TABLE_NAME_CHARS = 128;
 /** Characters of one primary-key value inside a lock key. */
 export const MAX_PK_CHARS = 256;
-/** Characters of a resource id (a data source or TCC resource name). */
-export const MAX_RESOURCE_ID_CHARS = 256;
-/** UTF-8 bytes of a branch's application data. */
-export const MAX_APPLICATION_DATA_BYTES = 16 * 1024;
-/** Characters of an xid (Seata's column is 128). */
-export const MAX_XID_CHARS = 128;
-/** Characters of applicationId, transactionServiceGroup, transaction name, clientId. */
-export const MAX_NAME_CHARS = 256;
-/** Characters of a client request id. */
-export const MAX_REQUEST_ID_CHARS = 128;
-/** A global transaction's timeout, ms: 1 ms .. 24 h. */
-export const MIN_TIMEOUT_MS = 1;
-export const MAX_TIMEOUT_MS = 24 * 60 * 60 * 1000;
 /** Conflicting rows named in one LockConflictError (the message stays small). */
 export const MAX_REPORTED_CONFLICT_ROWS = 20;
 

@@ -17,7 +17,7 @@ export interface LockHolder {
   branchIds: ReadonlySet<string>;
 }
 
-export type AcquireResult = { ok: true } | { ok: false; holderXid: string; rows: string[] };
+export type AcquireResult = { ok: true } | { ok: false; holdingXid: string; rows: string[] };
 
 export class LockTable {
   private readonly rows = new Map<string, { xid: string; branchIds: Set<string> }>();
@@ -109,17 +109,17 @@ export class LockTable {
   private firstConflict(
     xid: string,
     rows: readonly string[],
-  ): { holderXid: string; rows: string[] } | null {
-    let holderXid: string | null = null;
+  ): { holdingXid: string; rows: string[] } | null {
+    let holdingXid: string | null = null;
     const conflicting: string[] = [];
     for (const row of rows) {
       const holder = this.rows.get(row);
       if (!holder || holder.xid === xid) continue;
-      holderXid ??= holder.xid;
-      if (holder.xid === holderXid && conflicting.length < MAX_REPORTED_CONFLICT_ROWS)
+      holdingXid ??= holder.xid;
+      if (holder.xid === holdingXid && conflicting.length < MAX_REPORTED_CONFLICT_ROWS)
         conflicting.push(row);
     }
-    return holderXid === null ? null : { holderXid, rows: conflicting };
+    return holdingXid === null ? null : { holdingXid, rows: conflicting };
   }
 }
 

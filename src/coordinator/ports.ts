@@ -1,6 +1,6 @@
 /**
  * The ports the coordinator needs from the world. Session stores (src/store/raft,
- * src/store/db, memory-store.ts) implement SessionStore; the server's RM channel
+ * src/store/db, src/store/memory) implement SessionStore; the server's RM channel
  * implements BranchGateway; the process supplies Clock and IdSource. The coordinator
  * imports none of them, only these interfaces.
  */

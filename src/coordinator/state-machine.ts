@@ -7,6 +7,7 @@
  * A refused command returns a Rejection and changes nothing: every handler checks all of
  * its preconditions before its first mutation.
  */
+import type { BranchId, Xid } from '../shared/ids.ts';
 import { BadRequestError, StorageCorruptError, assert } from '../shared/errors.ts';
 import type {
   AcquireDriverCommand,
@@ -38,8 +39,8 @@ import {
   MAX_APPLICATION_DATA_BYTES,
   MAX_BRANCHES_PER_GLOBAL,
   MAX_LIVE_SESSIONS,
-  MAX_TIMEOUT_MS,
-  MIN_TIMEOUT_MS,
+  MAX_TRANSACTION_TIMEOUT_MS,
+  MIN_TRANSACTION_TIMEOUT_MS,
   type RetentionLimits,
 } from './limits.ts';
 import { parseLockKey } from './lock-key.ts';
@@ -76,7 +77,7 @@ export interface CoordinatorStateView {
   getFinished(xid: string): FinishedRecord | undefined;
   liveSessionCount(): number;
   /** Live xids, in no particular order. */
-  liveXids(): string[];
+  liveXids(): Xid[];
   /** True when `xid` could lock every row now. */
   isLockable(xid: string, rows: readonly string[]): boolean;
   lockHolder(row: string): { xid: string; branchIds: string[] } | undefined;
@@ -166,8 +167,10 @@ export class CoordinatorStateMachine implements CoordinatorStateView {
   private begin(c: BeginCommand): Outcome<CommandResults['Begin']> {
     if (this.sessions.has(c.xid) || this.finished.has(c.xid))
       return bad(`xid ${c.xid} already exists`);
-    if (c.timeoutMs < MIN_TIMEOUT_MS || c.timeoutMs > MAX_TIMEOUT_MS) {
-      return bad(`timeout ${c.timeoutMs} ms is outside ${MIN_TIMEOUT_MS}..${MAX_TIMEOUT_MS} ms`);
+    if (c.timeoutMs < MIN_TRANSACTION_TIMEOUT_MS || c.timeoutMs > MAX_TRANSACTION_TIMEOUT_MS) {
+      return bad(
+        `timeout ${c.timeoutMs} ms is outside ${MIN_TRANSACTION_TIMEOUT_MS}..${MAX_TRANSACTION_TIMEOUT_MS} ms`,
+      );
     }
     // Failed sessions wait for an operator: they do not use up the room of new ones.
     if (this.sessions.size - this.failed.size >= this.maxLiveSessions) {
@@ -178,7 +181,8 @@ export class CoordinatorStateMachine implements CoordinatorStateView {
     }
     const deadline = c.beginTime + c.timeoutMs;
     this.sessions.set(c.xid, {
-      xid: c.xid,
+      // A leader's coordinator formatted it (formatXid); its shape was checked above.
+      xid: c.xid as Xid,
       transactionId: c.transactionId,
       applicationId: c.applicationId,
       transactionServiceGroup: c.transactionServiceGroup,
@@ -226,14 +230,15 @@ export class CoordinatorStateMachine implements CoordinatorStateView {
     if (!acquired.ok) {
       return reject({
         code: 'LOCK_CONFLICT',
-        message: `rows of ${c.xid} branch ${c.branchId} are held by ${acquired.holderXid}`,
-        holderXid: acquired.holderXid,
+        message: `rows of ${c.xid} branch ${c.branchId} are held by ${acquired.holdingXid}`,
+        holdingXid: acquired.holdingXid,
         rows: acquired.rows,
       });
     }
     session.branches.push({
-      branchId: c.branchId,
-      xid: c.xid,
+      // The leader's id source chose it; its shape was checked above.
+      branchId: c.branchId as BranchId,
+      xid: session.xid,
       type: c.type,
       resourceId: c.resourceId,
       lockKey: c.lockKey,
@@ -686,7 +691,7 @@ export class CoordinatorStateMachine implements CoordinatorStateView {
         code: 'ILLEGAL_STATUS',
         message: `${xid} is ${record.status}: the transaction has ended`,
         xid,
-        status: record.status,
+        globalStatus: record.status,
       };
     return { code: 'UNKNOWN_XID', message: `unknown global transaction ${xid}`, xid };
   }
@@ -709,8 +714,8 @@ export class CoordinatorStateMachine implements CoordinatorStateView {
     return this.sessions.size;
   }
 
-  liveXids(): string[] {
-    return [...this.sessions.keys()];
+  liveXids(): Xid[] {
+    return Array.from(this.sessions.values(), (session) => session.xid);
   }
 
   isLockable(xid: string, rows: readonly string[]): boolean {
@@ -945,7 +950,7 @@ function illegal<T>(session: GlobalSession, message: string): Outcome<T> {
     code: 'ILLEGAL_STATUS',
     message: `${session.xid} is ${session.status}: ${message}`,
     xid: session.xid,
-    status: session.status,
+    globalStatus: session.status,
   });
 }
 

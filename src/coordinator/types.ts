@@ -1,56 +1,35 @@
 /**
- * The coordinator's vocabulary: Seata's global and branch statuses (as string constants,
- * with Seata's numeric codes kept in mapping tables for the proto edge), branch types, the
- * session records and the legal-transition table of global statuses.
- *
- * Statuses are strings inside Concord so logs, snapshots and tests read as words; the
- * numbers exist only to talk to the wire.
+ * The coordinator's vocabulary: the shared statuses and branch types
+ * (src/shared/tc-vocabulary.ts), the session records and the legal-transition table of
+ * global statuses. Statuses are strings inside Concord so logs, snapshots and tests read as
+ * words; Seata's numbers exist only at the wire edges (src/shared/tc-codes.ts).
  */
-
 import {
-  BRANCH_STATUS_CODES,
-  BRANCH_TYPE_CODES,
   BranchStatus,
   BranchType,
-  type Decision,
-  GLOBAL_STATUS_CODES,
   GlobalStatus,
   decisionOf,
+  isBranchStatus,
+  isBranchType,
+  isEndStatus,
   isFailedEnd,
+  isGlobalStatus,
+  type Decision,
 } from '../shared/tc-vocabulary.ts';
+import type { BranchId, Xid } from '../shared/ids.ts';
 
 export {
-  BRANCH_STATUS_CODES,
-  BRANCH_TYPE_CODES,
   BranchStatus,
   BranchType,
-  GLOBAL_STATUS_CODES,
   GlobalStatus,
   decisionOf,
+  isBranchStatus,
+  isBranchType,
+  isEndStatus,
   isFailedEnd,
+  isGlobalStatus,
 };
 export type { Decision };
-
-// ---------------------------------------------------------------------------------------
-// Global status
-// ---------------------------------------------------------------------------------------
-
-const GLOBAL_STATUS_BY_CODE: ReadonlyMap<number, GlobalStatus> = new Map(
-  Object.entries(GLOBAL_STATUS_CODES).map(([status, code]) => [code, status as GlobalStatus]),
-);
-
-export function globalStatusToCode(status: GlobalStatus): number {
-  return GLOBAL_STATUS_CODES[status];
-}
-
-/** An unknown code decodes to Unknown: the edge validates what it needs. */
-export function globalStatusFromCode(code: number): GlobalStatus {
-  return GLOBAL_STATUS_BY_CODE.get(code) ?? GlobalStatus.Unknown;
-}
-
-export function isGlobalStatus(value: unknown): value is GlobalStatus {
-  return typeof value === 'string' && Object.hasOwn(GLOBAL_STATUS_CODES, value);
-}
 
 /** Statuses a live session can hold (the rest exist only at the edge). */
 export const SESSION_STATUSES: readonly GlobalStatus[] = [
@@ -69,24 +48,6 @@ export const SESSION_STATUSES: readonly GlobalStatus[] = [
   GlobalStatus.TimeoutRollbacked,
   GlobalStatus.TimeoutRollbackFailed,
 ];
-
-const END_STATUSES: ReadonlySet<GlobalStatus> = new Set([
-  GlobalStatus.Committed,
-  GlobalStatus.CommitFailed,
-  GlobalStatus.Rollbacked,
-  GlobalStatus.RollbackFailed,
-  GlobalStatus.TimeoutRollbacked,
-  GlobalStatus.TimeoutRollbackFailed,
-]);
-
-/**
- * End states: the status never changes again (Seata's "final status"). Unlike the SDK's
- * isEndStatus, Finished is not among them: a session never enters it (it is decoded at
- * the edge only).
- */
-export function isEndStatus(status: GlobalStatus): boolean {
-  return END_STATUSES.has(status);
-}
 
 /** End states reached because every branch finished its phase two. */
 export function isSuccessfulEnd(status: GlobalStatus): boolean {
@@ -243,29 +204,6 @@ export function successfulEndOf(status: GlobalStatus): GlobalStatus {
 // Branch status and type
 // ---------------------------------------------------------------------------------------
 
-const BRANCH_STATUS_BY_CODE: ReadonlyMap<number, BranchStatus> = new Map<number, BranchStatus>([
-  ...Object.entries(BRANCH_STATUS_CODES).map(
-    ([status, code]) => [code, status as BranchStatus] as const,
-  ),
-  // Seata's XA codes: "XAER_NOTA, retry" is a retryable failure to Concord.
-  [11, BranchStatus.PhaseTwo_CommitFailed_Retryable],
-  [12, BranchStatus.PhaseTwo_RollbackFailed_Retryable],
-  // PhaseOne_RDONLY (an XA branch with nothing to commit) counts as phase one done.
-  [13, BranchStatus.PhaseOne_Done],
-]);
-
-export function branchStatusToCode(status: BranchStatus): number {
-  return BRANCH_STATUS_CODES[status];
-}
-
-export function branchStatusFromCode(code: number): BranchStatus {
-  return BRANCH_STATUS_BY_CODE.get(code) ?? BranchStatus.Unknown;
-}
-
-export function isBranchStatus(value: unknown): value is BranchStatus {
-  return typeof value === 'string' && Object.hasOwn(BRANCH_STATUS_CODES, value);
-}
-
 /** Statuses an RM may report in phase one (BranchReport). */
 export function isPhaseOneStatus(status: BranchStatus): boolean {
   return (
@@ -313,23 +251,6 @@ export function isUnretryableFailure(status: BranchStatus): boolean {
   );
 }
 
-const BRANCH_TYPE_BY_CODE: ReadonlyMap<number, BranchType> = new Map(
-  Object.entries(BRANCH_TYPE_CODES).map(([type, code]) => [code, type as BranchType]),
-);
-
-export function branchTypeToCode(type: BranchType): number {
-  return BRANCH_TYPE_CODES[type];
-}
-
-/** Null for a code Concord does not know: the edge refuses it as a bad request. */
-export function branchTypeFromCode(code: number): BranchType | null {
-  return BRANCH_TYPE_BY_CODE.get(code) ?? null;
-}
-
-export function isBranchType(value: unknown): value is BranchType {
-  return typeof value === 'string' && Object.hasOwn(BRANCH_TYPE_CODES, value);
-}
-
 /**
  * Seata's canBeCommittedAsync: an AT branch's phase-two commit only deletes undo logs, so
  * the TM may be told "committed" before it runs. A branch that failed phase one has
@@ -345,8 +266,8 @@ export function canBranchCommitAsync(branch: Pick<BranchSession, 'type' | 'statu
 
 export interface BranchSession {
   /** 64-bit id as a decimal string (JS numbers lose precision above 2^53). */
-  branchId: string;
-  xid: string;
+  branchId: BranchId;
+  xid: Xid;
   type: BranchType;
   resourceId: string;
   /** As the RM sent it (`table:pk1,pk2;table2:pk3`), '' for none. */
@@ -377,7 +298,7 @@ export interface RetryInfo {
 }
 
 export interface GlobalSession {
-  xid: string;
+  xid: Xid;
   /** 64-bit id as a decimal string. */
   transactionId: string;
   applicationId: string;
@@ -404,7 +325,7 @@ export interface GlobalSession {
 
 /** What is kept of a session after it leaves the live set, for status queries and retries. */
 export interface FinishedRecord {
-  xid: string;
+  xid: Xid;
   status: GlobalStatus;
   finishedAt: number;
   /** Set when an operator resolved a failed transaction by hand. */

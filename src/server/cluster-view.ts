@@ -11,7 +11,7 @@
  * leader is the lease holder, the term its epoch, the members the configured peers.
  */
 import { createHash } from 'node:crypto';
-import type { ConfState, NodeId } from '../raft/core/types.ts';
+import type { ConfState, NodeId } from '../store/raft/index.ts';
 import type { Logger } from '../shared/logger.ts';
 import {
   decodePartialMemberContext,
@@ -21,11 +21,11 @@ import {
 import type { RaftControl, RaftControlStatus } from './raft-control.ts';
 import type {
   ClusterMetadata,
-  Endpoint,
+  HostPort,
   ErrorBody,
   MemberRole,
   NodeMetadata,
-} from './http/types.ts';
+} from '../shared/metadata.ts';
 
 /** How often the view samples the node's status, in ms. */
 export const VIEW_POLL_INTERVAL_MS = 100;
@@ -220,7 +220,7 @@ export class ClusterView {
   }
 }
 
-function endpoint(hp: { host: string; port: number }): Endpoint {
+function endpoint(hp: { host: string; port: number }): HostPort {
   return { host: hp.host, port: hp.port };
 }
 

@@ -25,7 +25,7 @@
 import { readFileSync } from 'node:fs';
 import { resolve as resolvePath } from 'node:path';
 import { parseDocument } from 'yaml';
-import type { NodeId } from '../raft/core/types.ts';
+import type { NodeId } from '../store/raft/index.ts';
 import { ConfigError } from '../shared/errors.ts';
 import {
   DB_LEASE_MS,

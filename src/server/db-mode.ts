@@ -12,7 +12,7 @@
  *  - bindDbMetrics: lease and store gauges on the node's registry.
  */
 import { Gauge } from 'prom-client';
-import type { NodeId } from '../raft/core/types.ts';
+import type { NodeId } from '../store/raft/index.ts';
 import type { Logger } from '../shared/logger.ts';
 import type { DbSessionStore } from '../store/db/index.ts';
 import { formatHostPort } from './config/endpoints.ts';

@@ -16,7 +16,7 @@
  * Raft core refuses a change while another is uncommitted (also 409).
  */
 import { setTimeout as sleep } from 'node:timers/promises';
-import type { ConfChange, NodeId } from '../raft/core/types.ts';
+import type { ConfChange, NodeId } from '../store/raft/index.ts';
 import {
   BadRequestError,
   ChangeInProgressError,
@@ -37,7 +37,7 @@ import { MAX_PEERS } from './config.ts';
 import { NODE_ID_HINT, NODE_ID_PATTERN } from './config/validate.ts';
 import type { ClusterView } from './cluster-view.ts';
 import type { RaftControl } from './raft-control.ts';
-import type { ChangeStep } from './http/types.ts';
+import type { ChangeStep } from '../shared/metadata.ts';
 
 /** How often progress is checked while waiting (learner catch-up, transfer), in ms. */
 export const MEMBERSHIP_POLL_INTERVAL_MS = 50;
@@ -353,7 +353,7 @@ export class MembershipManager {
           continue;
         }
         if (st.role !== 'leader' && !(err instanceof BadRequestError))
-          throw this.partial(new NotLeaderError(st.leader, null, { cause: err }), done);
+          throw this.partial(new NotLeaderError(st.leader, { cause: err }), done);
         throw this.partial(err, done);
       }
     }

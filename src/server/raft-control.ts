@@ -1,13 +1,13 @@
 /**
  * What the server shell needs of a Raft node, and nothing more: its status, a signal when
  * role/term/leader/membership change, a membership change and a leadership transfer.
- * `RaftDriver` (src/raft/driver.ts) satisfies it structurally; the openapi handlers, the
- * membership orchestration and the metrics are written against this interface so they
- * can be unit-tested with a fake.
+ * The Raft sessions' control (src/store/raft) satisfies it structurally; the openapi
+ * handlers, the membership orchestration and the metrics are written against this
+ * interface so they can be unit-tested with a fake.
  */
-import type { ConfChange, NodeId, Status } from '../raft/core/types.ts';
+import type { ConfChange, NodeId, RaftStatus } from '../store/raft/index.ts';
 
-export interface RaftControlStatus extends Status {
+export interface RaftControlStatus extends RaftStatus {
   /** Driver extras, when the implementation has them. */
   stopped?: boolean;
   durableLastIndex?: number;

@@ -13,18 +13,19 @@
  *   const node = await TcNode.start(createTcNodeOptions(config, logger)); // src/server/tc
  *
  * A service receives the node's context; `ctx.sessions` says where sessions live (the Raft
- * node and the state machine it applies to, or the db store), and the TC service
- * (src/server/tc/index.ts startTcService) builds its session store from it.
+ * sessions of src/store/raft, or the db store), and the TC service (src/server/tc/index.ts
+ * startTcService) opens its session store from it. The shell imports no Raft internals:
+ * src/store/raft assembles the Raft node around the coordinator's state machine.
  */
-import { CoordinatorStateMachine } from '../coordinator/index.ts';
-import type { NodeId } from '../raft/core/types.ts';
-import type { StateMachine } from '../raft/ports.ts';
-import { validateRaftNodeConfig, type RaftNodeConfig } from '../raft/node/config.ts';
-import { RaftNode } from '../raft/node/raft-node.ts';
-import { StorageCorruptError } from '../shared/errors.ts';
 import type { Logger } from '../shared/logger.ts';
 import type { DbSessionStore } from '../store/db/index.ts';
-import { applyEntry } from '../store/raft/command-batch.ts';
+import {
+  createRaftSessions,
+  validateRaftNodeConfig,
+  type NodeId,
+  type RaftNodeConfig,
+  type RaftSessions,
+} from '../store/raft/index.ts';
 import { ClusterView } from './cluster-view.ts';
 import { formatHostPort, type MemberEndpoints } from './config/endpoints.ts';
 import { peerEndpoints, selfEndpoints, type NodeConfig } from './config.ts';
@@ -37,8 +38,8 @@ import { CONCORD_VERSION } from './version.ts';
 
 /** Where a node keeps its sessions. */
 export type NodeSessions =
-  /** The Raft node and the state machine it applies to (the one given in the options, or the default). */
-  | { mode: 'raft'; raft: RaftNode; stateMachine: StateMachine }
+  /** Sessions replicated by the node's Raft (src/store/raft). */
+  | { mode: 'raft'; raft: RaftSessions }
   /** The db session store, opened by the node (and closed by it after the services). */
   | { mode: 'db'; store: DbSessionStore };
 
@@ -62,8 +63,6 @@ export type TcServiceFactory = (ctx: TcNodeContext) => Promise<TcService>;
 export interface TcNodeOptions {
   config: NodeConfig;
   logger: Logger;
-  /** raft mode: the replicated state machine; default CoordinatorLogStateMachine. */
-  stateMachine?: StateMachine;
   /** db mode: opens the session store; default openDbSessionStore (from `store.db`). */
   openDbStore?: (config: NodeConfig, logger: Logger) => Promise<DbSessionStore>;
   /** Started in order after the sessions and the openapi; closed in reverse order. */
@@ -80,38 +79,6 @@ interface Backend {
   /** raft: the RaftNode starts here; db: the store is already open. */
   start(): Promise<void>;
   stop(): Promise<void>;
-}
-
-/**
- * The coordinator's state machine behind the Raft port: each entry's data is an encoded
- * coordinator command or a batch of them (src/store/raft/command-batch.ts). Deterministic: apply reads nothing but the state
- * and the command. An entry that does not decode is a corrupt log — decodeCommand throws
- * an AssertionFailure and the driver fail-stops, as it must.
- */
-export class CoordinatorLogStateMachine implements StateMachine {
-  readonly coordinator = new CoordinatorStateMachine();
-  apply(_index: number, data: Uint8Array): unknown {
-    return applyEntry(this.coordinator, data);
-  }
-  snapshot(): Uint8Array {
-    return this.coordinator.snapshot();
-  }
-  restore(data: Uint8Array): void {
-    this.coordinator.restore(data);
-  }
-  /**
-   * The coordinator's own snapshot decoding and checks, into a scratch state machine. Its
-   * decoder checks the outline only, so a malformed session inside surfaces as whatever
-   * restore trips on: reported as the StorageCorruptError it is.
-   */
-  validateSnapshot(data: Uint8Array): void {
-    try {
-      new CoordinatorStateMachine().restore(data);
-    } catch (err) {
-      if (err instanceof StorageCorruptError) throw err;
-      throw new StorageCorruptError('coordinator snapshot is malformed', { cause: err });
-    }
-  }
 }
 
 /** The RaftNode's config from the node config. */
@@ -275,11 +242,6 @@ export class TcNode {
     return this.httpPortBound;
   }
 
-  /** The Raft node (raft mode), else null. */
-  get raft(): RaftNode | null {
-    return this.sessions.mode === 'raft' ? this.sessions.raft : null;
-  }
-
   /** Stops the openapi (answering watchers), the services, then the Raft node or the db store. Idempotent. */
   stop(): Promise<void> {
     this.stopping ??= this.shutdown(true);
@@ -300,11 +262,8 @@ export class TcNode {
 }
 
 function raftBackend(opts: TcNodeOptions, log: Logger, metrics: NodeMetrics): Backend {
-  const c = opts.config;
-  const stateMachine = opts.stateMachine ?? new CoordinatorLogStateMachine();
-  const raft = new RaftNode({
-    config: raftNodeConfigOf(c),
-    stateMachine,
+  const raft = createRaftSessions({
+    config: raftNodeConfigOf(opts.config),
     logger: opts.logger,
     observer: { persisted: metrics.observePersist, rpc: metrics.observeRaftRpc },
     onFatal: (err) => {
@@ -312,16 +271,9 @@ function raftBackend(opts: TcNodeOptions, log: Logger, metrics: NodeMetrics): Ba
       opts.onFatal?.(err);
     },
   });
-  const control: RaftControl = {
-    id: c.node.id,
-    status: () => raft.status(),
-    onStateChange: (l) => raft.onStateChange(l),
-    changeMembership: (cc) => raft.changeMembership(cc),
-    transferLeadership: (to) => raft.transferLeadership(to),
-  };
   return {
-    sessions: { mode: 'raft', raft, stateMachine },
-    control,
+    sessions: { mode: 'raft', raft },
+    control: raft.control,
     start: () => raft.start(),
     stop: () => raft.stop(),
   };

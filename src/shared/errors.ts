@@ -3,6 +3,9 @@
  * a `cause` chain, and whether a caller may retry. Status values stay string constants
  * inside the code and are mapped to proto numbers only at the edge.
  */
+import { formatHostPort, type LeaderHint } from './metadata.ts';
+import type { GlobalStatus } from './tc-vocabulary.ts';
+
 export type ErrorCode =
   | 'BAD_REQUEST'
   | 'NOT_LEADER'
@@ -36,31 +39,92 @@ export class ConcordError extends Error {
   }
 }
 
+/** Options of an error whose message is made from its fields, unless one is given (as a peer sent it). */
+export interface DescribedErrorOptions extends ConcordErrorOptions {
+  message?: string;
+}
+
 export class BadRequestError extends ConcordError {
   constructor(message: string, options: ConcordErrorOptions = {}) {
     super('BAD_REQUEST', message, options);
   }
 }
 
-/** A follower (or a candidate) refused a request that only the leader serves. */
+/**
+ * A follower (or a candidate) refused a request that only the leader serves. It names the
+ * leader this node knows of, if any; `leader` says where it is reached once the edge that
+ * answers has looked it up (the TC service and the openapi do, once, from the cluster
+ * view), or as the peer's answer said.
+ */
 export class NotLeaderError extends ConcordError {
-  /** The leader this node knows of, if any: its node id and client-facing address. */
   readonly leaderId: string | null;
-  readonly leaderAddress: string | null;
-  constructor(
-    leaderId: string | null,
-    leaderAddress: string | null = null,
-    options: ConcordErrorOptions = {},
-  ) {
+  readonly leader: LeaderHint | null;
+  constructor(leader: string | LeaderHint | null, options: DescribedErrorOptions = {}) {
+    const hint = typeof leader === 'string' ? null : leader;
+    const id = typeof leader === 'string' ? leader : (leader?.nodeId ?? null);
+    const at = hint?.transaction ? ` at ${formatHostPort(hint.transaction)}` : '';
     super(
       'NOT_LEADER',
-      leaderId === null
-        ? 'this node is not the leader and knows no leader'
-        : `this node is not the leader; the leader is ${leaderId}${leaderAddress ? ` at ${leaderAddress}` : ''}`,
+      options.message ??
+        (id === null
+          ? 'this node is not the leader and knows no leader'
+          : `this node is not the leader; the leader is ${id}${at}`),
       { retryable: true, ...options },
     );
-    this.leaderId = leaderId;
-    this.leaderAddress = leaderAddress;
+    this.leaderId = id;
+    this.leader = hint;
+  }
+}
+
+/** A branch asked for rows another global transaction holds. Retryable: the holder will end. */
+export class LockConflictError extends ConcordError {
+  /** The global transaction holding the rows. */
+  readonly holdingXid: string;
+  /** The conflicting row keys (`resourceId^^^table^^^pk`), at most MAX_REPORTED_CONFLICT_ROWS. */
+  readonly rows: readonly string[];
+  constructor(holdingXid: string, rows: readonly string[], options: DescribedErrorOptions = {}) {
+    super(
+      'LOCK_CONFLICT',
+      options.message ?? `lock conflict: rows held by ${holdingXid}: ${rows.join(', ')}`,
+      { retryable: true, ...options },
+    );
+    this.holdingXid = holdingXid;
+    this.rows = rows;
+  }
+}
+
+/** No such global transaction (never begun here, or forgotten since it finished). */
+export class UnknownXidError extends ConcordError {
+  /** The xid asked for; null when a peer's answer did not say. */
+  readonly xid: string | null;
+  constructor(xid: string | null, options: DescribedErrorOptions = {}) {
+    super('UNKNOWN_XID', options.message ?? `unknown global transaction ${xid}`, options);
+    this.xid = xid;
+  }
+}
+
+/** The request is not legal in the transaction's (or one of its branches') current status. */
+export class IllegalStatusError extends ConcordError {
+  /** The transaction; null when a peer's answer did not say. */
+  readonly xid: string | null;
+  /** Its global status (Unknown when a peer's answer did not say). */
+  readonly globalStatus: GlobalStatus;
+  constructor(
+    xid: string | null,
+    globalStatus: GlobalStatus,
+    detail: string,
+    options: DescribedErrorOptions = {},
+  ) {
+    super('ILLEGAL_STATUS', options.message ?? `${xid} is ${globalStatus}: ${detail}`, options);
+    this.xid = xid;
+    this.globalStatus = globalStatus;
+  }
+}
+
+/** The peer could not be reached, or said it cannot serve now. Retry with backoff. */
+export class UnavailableError extends ConcordError {
+  constructor(message: string, options: ConcordErrorOptions = {}) {
+    super('UNAVAILABLE', message, { retryable: true, ...options });
   }
 }
 

@@ -1,8 +1,8 @@
 /**
  * The transaction vocabulary shared by the coordinator and the client SDK: Seata's global
- * statuses, branch statuses and branch types as string constants, and Seata's numeric codes
- * for them as the TC protocol carries them (proto/tc.proto). One copy: the client may not
- * import the coordinator (the layering test), but both may import src/shared.
+ * statuses, branch statuses and branch types as string constants, and what a status says.
+ * One copy: the client may not import the coordinator, but both may import src/shared.
+ * Seata's numeric codes for them exist only at the wire edges (tc-codes.ts).
  */
 
 export const GlobalStatus = {
@@ -43,31 +43,6 @@ export const GlobalStatus = {
 } as const;
 export type GlobalStatus = (typeof GlobalStatus)[keyof typeof GlobalStatus];
 
-/** Seata's numeric codes (io.seata.core.model.GlobalStatus), for the proto edge only. */
-export const GLOBAL_STATUS_CODES: Readonly<Record<GlobalStatus, number>> = {
-  Unknown: 0,
-  Begin: 1,
-  Committing: 2,
-  CommitRetrying: 3,
-  Rollbacking: 4,
-  RollbackRetrying: 5,
-  TimeoutRollbacking: 6,
-  TimeoutRollbackRetrying: 7,
-  AsyncCommitting: 8,
-  Committed: 9,
-  CommitFailed: 10,
-  Rollbacked: 11,
-  RollbackFailed: 12,
-  TimeoutRollbacked: 13,
-  TimeoutRollbackFailed: 14,
-  Finished: 15,
-  CommitRetryTimeout: 16,
-  RollbackRetryTimeout: 17,
-  Deleting: 18,
-  StopCommitOrCommitRetry: 19,
-  StopRollbackOrRollbackRetry: 20,
-};
-
 export const BranchStatus = {
   Unknown: 'Unknown',
   Registered: 'Registered',
@@ -83,21 +58,6 @@ export const BranchStatus = {
 } as const;
 export type BranchStatus = (typeof BranchStatus)[keyof typeof BranchStatus];
 
-/** Seata's numeric codes (io.seata.core.model.BranchStatus). */
-export const BRANCH_STATUS_CODES: Readonly<Record<BranchStatus, number>> = {
-  Unknown: 0,
-  Registered: 1,
-  PhaseOne_Done: 2,
-  PhaseOne_Failed: 3,
-  PhaseOne_Timeout: 4,
-  PhaseTwo_Committed: 5,
-  PhaseTwo_CommitFailed_Retryable: 6,
-  PhaseTwo_CommitFailed_Unretryable: 7,
-  PhaseTwo_Rollbacked: 8,
-  PhaseTwo_RollbackFailed_Retryable: 9,
-  PhaseTwo_RollbackFailed_Unretryable: 10,
-};
-
 export const BranchType = {
   AT: 'AT',
   TCC: 'TCC',
@@ -106,13 +66,17 @@ export const BranchType = {
 } as const;
 export type BranchType = (typeof BranchType)[keyof typeof BranchType];
 
-/** Seata's numeric codes (io.seata.core.model.BranchType). */
-export const BRANCH_TYPE_CODES: Readonly<Record<BranchType, number>> = {
-  AT: 0,
-  TCC: 1,
-  SAGA: 2,
-  XA: 3,
-};
+export function isGlobalStatus(value: unknown): value is GlobalStatus {
+  return typeof value === 'string' && Object.hasOwn(GlobalStatus, value);
+}
+
+export function isBranchStatus(value: unknown): value is BranchStatus {
+  return typeof value === 'string' && Object.hasOwn(BranchStatus, value);
+}
+
+export function isBranchType(value: unknown): value is BranchType {
+  return typeof value === 'string' && Object.hasOwn(BranchType, value);
+}
 
 // ---------------------------------------------------------------------------------------
 // What a status says about the decision
@@ -158,6 +122,35 @@ export function isFailedEnd(status: GlobalStatus): boolean {
   return (
     status === GlobalStatus.CommitFailed ||
     status === GlobalStatus.RollbackFailed ||
+    status === GlobalStatus.TimeoutRollbackFailed
+  );
+}
+
+const END_STATUSES: ReadonlySet<GlobalStatus> = new Set([
+  GlobalStatus.Committed,
+  GlobalStatus.CommitFailed,
+  GlobalStatus.Rollbacked,
+  GlobalStatus.RollbackFailed,
+  GlobalStatus.TimeoutRollbacked,
+  GlobalStatus.TimeoutRollbackFailed,
+  GlobalStatus.Finished,
+]);
+
+/**
+ * End states: the status never changes again (Seata's "final status"). Finished is one — a
+ * code a Seata-style server may answer — though a Concord session never enters it (a
+ * session ends in one of the others; Finished is decoded at the edge only).
+ */
+export function isEndStatus(status: GlobalStatus): boolean {
+  return END_STATUSES.has(status);
+}
+
+/** A rollback the TC decided on its own because the transaction outlived its timeout. */
+export function isTimeoutRollback(status: GlobalStatus): boolean {
+  return (
+    status === GlobalStatus.TimeoutRollbacking ||
+    status === GlobalStatus.TimeoutRollbackRetrying ||
+    status === GlobalStatus.TimeoutRollbacked ||
     status === GlobalStatus.TimeoutRollbackFailed
   );
 }

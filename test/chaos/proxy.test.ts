@@ -8,6 +8,7 @@ import { pino } from 'pino';
 import { FaultProxy, FaultTable, isLoopback, raftSenderSniffer } from '../../chaos/proxy.ts';
 import type { Message } from '../../src/raft/core/types.ts';
 import { GrpcTransport } from '../../src/raft/transport/grpc-transport.ts';
+import { sleep } from '../support/wait.ts';
 
 const logger = pino({ level: 'silent' });
 const cleanups: Array<() => Promise<void> | void> = [];
@@ -79,8 +80,6 @@ async function eventually(check: () => void, timeoutMs = 5_000): Promise<void> {
     }
   }
 }
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /** A test identifier: the first line a client sends is `hello <id>`. */
 const helloSniffer = (buf: Buffer): string | null =>

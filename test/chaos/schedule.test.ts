@@ -7,7 +7,7 @@ import {
   planSchedule,
   resolveTarget,
 } from '../../chaos/schedule.ts';
-import { Prng } from '../../chaos/prng.ts';
+import { Prng } from '../support/prng.ts';
 
 const settings = {
   seed: 42,

@@ -4,6 +4,7 @@
  * has no RM connected waiting: shown to operators, counted, logged once per backoff step,
  * and driven at once when an RM of that application connects.
  */
+import type { Xid } from '../../src/shared/ids.ts';
 import { Writable } from 'node:stream';
 import { pino } from 'pino';
 import { Packr } from 'msgpackr';
@@ -91,7 +92,7 @@ function loggedWorld(): { world: World; lines: Record<string, unknown>[] } {
   return { world, lines };
 }
 
-async function tccBranch(world: World, xid: string, applicationId: string): Promise<string> {
+async function tccBranch(world: World, xid: Xid, applicationId: string): Promise<string> {
   const { branchId } = await world.coordinator.registerBranch({
     xid,
     branchType: 'TCC',

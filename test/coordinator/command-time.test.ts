@@ -5,11 +5,12 @@
  * runs. Every accepted command's time must be at least every earlier one's, and no
  * transaction may be timed out before timeoutMs of command time since it began.
  */
+import type { Xid } from '../../src/shared/ids.ts';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import type { Command } from '../../src/coordinator/commands.ts';
 import { Coordinator } from '../../src/coordinator/coordinator.ts';
-import { MemoryStore } from '../../src/coordinator/memory-store.ts';
+import { MemoryStore } from '../../src/store/memory/index.ts';
 import { CoordinatorStateMachine } from '../../src/coordinator/state-machine.ts';
 import { silentLogger } from '../../src/shared/logger.ts';
 import { FakeClock, FakeGateway, SequentialIds, TEST_PHASE_TWO, flush } from './fakes.ts';
@@ -72,7 +73,7 @@ async function run(skews: number[], ops: Op[]): Promise<string[]> {
   });
   let leader = 0;
   let term = 1;
-  const xids: string[] = [];
+  const xids: Xid[] = [];
   const quiet = (p: Promise<unknown>) => p.catch(() => undefined);
   for (const op of ops) {
     const tc = nodes[leader]!.coordinator;

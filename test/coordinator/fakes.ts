@@ -2,9 +2,10 @@
  * Fakes for coordinator unit tests: a clock the test moves, an RM gateway the test scripts,
  * sequential ids, and a world that wires them to a Coordinator over a MemoryStore.
  */
+import type { BranchId, Xid } from '../../src/shared/ids.ts';
 import { Coordinator } from '../../src/coordinator/coordinator.ts';
 import { ApplicationRmUnavailableError } from '../../src/coordinator/errors.ts';
-import { MemoryStore } from '../../src/coordinator/memory-store.ts';
+import { MemoryStore } from '../../src/store/memory/index.ts';
 import type { PhaseTwoOptions } from '../../src/coordinator/phase-two-driver.ts';
 import type { BranchGateway, Clock, IdSource } from '../../src/coordinator/ports.ts';
 import type { CoordinatorStateMachine } from '../../src/coordinator/state-machine.ts';
@@ -236,7 +237,7 @@ export function makeWorld(
 }
 
 /** Begins a transaction with a default 60 s timeout. */
-export async function begin(world: World, timeoutMs = 60_000): Promise<string> {
+export async function begin(world: World, timeoutMs = 60_000): Promise<Xid> {
   const { xid } = await world.coordinator.begin({
     applicationId: 'app',
     transactionServiceGroup: 'group',
@@ -248,11 +249,11 @@ export async function begin(world: World, timeoutMs = 60_000): Promise<string> {
 
 export async function register(
   world: World,
-  xid: string,
+  xid: Xid,
   branchType: 'AT' | 'TCC' | 'SAGA' | 'XA',
   lockKey = '',
   resourceId = 'jdbc:db',
-): Promise<string> {
+): Promise<BranchId> {
   const { branchId } = await world.coordinator.registerBranch({
     xid,
     branchType,

@@ -4,7 +4,7 @@
  * has not heard the news yet can be played.
  */
 import { describe, expect, it } from 'vitest';
-import { MemoryStore } from '../../src/coordinator/memory-store.ts';
+import { MemoryStore } from '../../src/store/memory/index.ts';
 import { CoordinatorStateMachine } from '../../src/coordinator/state-machine.ts';
 import { BranchStatus, GlobalStatus } from '../../src/coordinator/types.ts';
 import { FakeClock, FakeGateway, begin, flush, makeWorld, register } from './fakes.ts';

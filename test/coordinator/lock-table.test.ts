@@ -11,7 +11,7 @@ describe('lock table', () => {
     expect(locks.tryAcquire('x1', '1', ['a', 'b'])).toEqual({ ok: true });
     expect(locks.tryAcquire('x2', '2', ['c', 'b', 'd'])).toEqual({
       ok: false,
-      holderXid: 'x1',
+      holdingXid: 'x1',
       rows: ['b'],
     });
     // Nothing of the refused request was taken: c and d are still free.
@@ -79,7 +79,7 @@ describe('branch registration locks rows', () => {
     expect(error).toBeInstanceOf(ConcordError);
     expect((error as LockConflictError).code).toBe('LOCK_CONFLICT');
     expect((error as LockConflictError).retryable).toBe(true);
-    expect((error as LockConflictError).holderXid).toBe(x1);
+    expect((error as LockConflictError).holdingXid).toBe(x1);
     expect((error as LockConflictError).rows).toEqual(['jdbc:db^^^order^^^2']);
     // All or nothing: order:3 was not taken, and the refused branch does not exist.
     expect(

@@ -12,16 +12,16 @@
  *
  * Runs: CONCORD_PROPERTY_RUNS (default 100 each). fast-check prints the seed on failure.
  */
+import { requireXid, type Xid } from '../../src/shared/ids.ts';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import type { Command } from '../../src/coordinator/commands.ts';
 import { COMMAND_KINDS, decodeCommand, encodeCommand } from '../../src/coordinator/commands.ts';
 import { Coordinator } from '../../src/coordinator/coordinator.ts';
-import { MemoryStore } from '../../src/coordinator/memory-store.ts';
+import { MemoryStore } from '../../src/store/memory/index.ts';
 import type { BranchGateway } from '../../src/coordinator/ports.ts';
 import { CoordinatorStateMachine } from '../../src/coordinator/state-machine.ts';
 import {
-  BRANCH_STATUS_CODES,
   BranchStatus,
   GlobalStatus,
   SESSION_STATUSES,
@@ -45,7 +45,7 @@ const RUNS = Number(process.env.CONCORD_PROPERTY_RUNS ?? 100);
  */
 const COORDINATOR_SEED = Number(process.env.CONCORD_PROPERTY_SEED ?? 20261207);
 const T0 = 1_700_000_000_000;
-const BRANCH_STATUSES = Object.keys(BRANCH_STATUS_CODES) as BranchStatus[];
+const BRANCH_STATUSES = Object.values(BranchStatus);
 const GLOBAL_STATUSES = [...SESSION_STATUSES, GlobalStatus.Unknown, GlobalStatus.Finished];
 const TYPES: BranchType[] = ['AT', 'TCC', 'SAGA', 'XA'];
 const LOCK_KEYS = [
@@ -112,7 +112,7 @@ class CommandMaker {
   private now = T0;
   private nextId = 1;
   private term = 1;
-  private readonly xids: string[] = [];
+  private readonly xids: Xid[] = [];
 
   constructor(private readonly machine: CoordinatorStateMachine) {}
 
@@ -130,7 +130,7 @@ class CommandMaker {
     switch (i.op) {
       case 'begin': {
         const n = this.nextId++;
-        const x = `10.0.0.1:8091:${n}`;
+        const x = requireXid(`10.0.0.1:8091:${n}`);
         this.xids.push(x);
         const requestId = i.b % 4 === 0 ? `req-${i.c % 3}` : null;
         return {
@@ -237,7 +237,7 @@ class CommandMaker {
     // Mostly a live transaction; otherwise any, or (one in k+1) an xid that never existed.
     const live = this.machine.liveXids();
     if (n % 5 !== 0 && live.length > 0) return live[n % live.length]!;
-    return this.xids[n % (this.xids.length + 1)] ?? '10.0.0.1:8091:424242';
+    return this.xids[n % (this.xids.length + 1)] ?? requireXid('10.0.0.1:8091:424242');
   }
 
   private pickBranch(branches: readonly BranchSession[], n: number): string {
@@ -419,7 +419,7 @@ class Cluster {
   readonly checker = new InvariantChecker(this.machine);
   readonly stores: MemoryStore[] = [];
   readonly nodes: Coordinator[] = [];
-  readonly xids: string[] = [];
+  readonly xids: Xid[] = [];
   readonly unexpected: string[] = [];
   /** xids whose RM answered an unretryable failure: the only ones allowed to end *Failed. */
   readonly unretryable = new Set<string>();
@@ -489,10 +489,10 @@ class Cluster {
     );
   }
 
-  private xid(n: number): string {
+  private xid(n: number): Xid {
     const live = this.machine.liveXids();
     if (n % 4 !== 0 && live.length > 0) return live[n % live.length]!;
-    return this.xids[n % (this.xids.length + 1)] ?? '10.0.0.9:8091:1';
+    return this.xids[n % (this.xids.length + 1)] ?? requireXid('10.0.0.9:8091:1');
   }
 
   async run(action: Action): Promise<void> {

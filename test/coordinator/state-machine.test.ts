@@ -13,13 +13,15 @@ import {
   decisionOf,
   isEndStatus,
   statusRank,
-  globalStatusFromCode,
-  globalStatusToCode,
+} from '../../src/coordinator/types.ts';
+import {
+  BRANCH_STATUS_CODES,
   GLOBAL_STATUS_CODES,
   branchStatusFromCode,
-  BRANCH_STATUS_CODES,
   branchTypeFromCode,
-} from '../../src/coordinator/types.ts';
+  globalStatusFromCode,
+  globalStatusToCode,
+} from '../../src/shared/tc-codes.ts';
 import {
   BranchStatus,
   GlobalStatus,

@@ -14,18 +14,7 @@ import {
 } from '../../src/raft/transport/grpc-transport.ts';
 import { PeerIdentityBook } from '../../src/raft/node/identity.ts';
 import { silentLogger } from '../../src/shared/logger.ts';
-
-/** A free loopback port (bound then released). */
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = createServer();
-    srv.once('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const { port } = srv.address() as { port: number };
-      srv.close(() => resolve(port));
-    });
-  });
-}
+import { freePort } from '../support/ports.ts';
 
 async function eventually(check: () => void, timeoutMs = 10_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;

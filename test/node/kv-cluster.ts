@@ -10,9 +10,13 @@ import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { createInterface } from 'node:readline';
+import { freePort } from '../support/ports.ts';
+import { sleep } from '../support/wait.ts';
+
+export { freePort, sleep };
 
 export const REPO_ROOT = resolve(import.meta.dirname, '../..');
-export const KV_MAIN = 'src/raft/node/kv-main.ts';
+export const KV_MAIN = 'test/node/kv-main.ts';
 
 /** A process must print its listening line within this. */
 const SPAWN_TIMEOUT_MS = 30_000;
@@ -23,19 +27,6 @@ const live = new Set<ChildProcess>();
 process.on('exit', () => {
   for (const p of live) p.kill('SIGKILL');
 });
-
-export async function freePort(): Promise<number> {
-  return new Promise((resolvePort, reject) => {
-    const srv = createServer();
-    srv.once('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const { port } = srv.address() as { port: number };
-      srv.close(() => resolvePort(port));
-    });
-  });
-}
-
-export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 export async function eventually<T>(
   what: string,

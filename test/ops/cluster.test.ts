@@ -4,6 +4,7 @@
  * (a fourth node joins as learner and is promoted, then leaves; the leader removes
  * itself); leadership transfer; refused changes that change nothing.
  */
+import { raftNodeConfig, writeConfig } from '../support/cluster.ts';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { mkdtempSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -32,30 +33,17 @@ let up: ReturnType<typeof spawnCli> | null = null;
 
 const url = (n: NodeSpec, path: string) => `http://127.0.0.1:${n.http}${path}`;
 const byId = (id: string) => nodes.find((n) => n.id === id)!;
-const peerOf = (n: NodeSpec) => ({
-  nodeId: n.id,
-  host: '127.0.0.1',
-  raftPort: n.raft,
-  tcPort: n.tc,
-  httpPort: n.http,
-});
-
 function writeNodeConfig(n: NodeSpec, peers: NodeSpec[], joining: boolean): void {
-  const config = {
-    node: { id: n.id, group: 'default' },
-    server: { host: '127.0.0.1', httpPort: n.http, tcPort: n.tc, raftPort: n.raft },
-    raft: {
-      dataDir: join(root, 'data', n.id),
+  writeConfig(
+    n.file,
+    raftNodeConfig(n, {
+      peers,
+      dataRoot: join(root, 'data'),
       tickMs: TICK_MS,
-      electionTicks: 10,
-      heartbeatTicks: 1,
       join: joining,
-      peers: peers.map(peerOf),
-    },
-    http: { authToken: TOKEN },
-    log: { level: 'info' },
-  };
-  writeFileSync(n.file, stringify(config));
+      authToken: TOKEN,
+    }),
+  );
 }
 
 async function metadata(n: NodeSpec): Promise<any> {

@@ -1,55 +1,12 @@
 /** Shared helpers of the ops tests: free ports, polling, processes, HTTP. */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { createServer } from 'node:net';
 import { resolve } from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
+import { freePort, freePorts } from '../support/ports.ts';
+import { sleep, waitFor } from '../support/wait.ts';
+
+export { freePort, freePorts, sleep, waitFor };
 
 export const REPO_ROOT = resolve(import.meta.dirname, '../..');
-
-/** A port that was free a moment ago on 127.0.0.1. */
-export function freePort(): Promise<number> {
-  return new Promise((res, rej) => {
-    const s = createServer();
-    s.unref();
-    s.on('error', rej);
-    s.listen(0, '127.0.0.1', () => {
-      const addr = s.address();
-      const port = typeof addr === 'object' && addr ? addr.port : 0;
-      s.close(() => res(port));
-    });
-  });
-}
-
-/** Distinct free ports. */
-export async function freePorts(n: number): Promise<number[]> {
-  const out = new Set<number>();
-  while (out.size < n) out.add(await freePort());
-  return [...out];
-}
-
-/** Polls `fn` until it returns a non-undefined value, or throws the last error after `timeoutMs`. */
-export async function waitFor<T>(
-  what: string,
-  fn: () => Promise<T | undefined> | T | undefined,
-  timeoutMs = 15_000,
-  everyMs = 100,
-): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  let last: unknown = null;
-  for (;;) {
-    try {
-      const v = await fn();
-      if (v !== undefined) return v;
-    } catch (err) {
-      last = err;
-    }
-    if (Date.now() > deadline)
-      throw new Error(
-        `timed out after ${timeoutMs} ms waiting for ${what}${last ? `: ${(last as Error).message}` : ''}`,
-      );
-    await sleep(everyMs);
-  }
-}
 
 export interface HttpAnswer {
   status: number;

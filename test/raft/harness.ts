@@ -29,7 +29,7 @@ import {
   type DiskState,
 } from '../sim/fake-disk.ts';
 import { InvariantChecker, bytesKey, type DiskView, type LogView } from '../sim/invariants.ts';
-import { Prng } from '../sim/prng.ts';
+import { Prng } from '../support/prng.ts';
 
 export interface HarnessOptions {
   /** Voters at bootstrap (default: every id). */

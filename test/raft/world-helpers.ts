@@ -2,7 +2,7 @@
  * Helpers for scripted scenario tests on the simulated world (real driver + real core
  * behind fake disk, network and clock).
  */
-import { Prng } from '../sim/prng.ts';
+import { Prng } from '../support/prng.ts';
 import {
   DEFAULT_SETTINGS,
   World,

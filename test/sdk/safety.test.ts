@@ -10,6 +10,7 @@
  * - the gap between register and try, reached with createBranchGate;
  * - a confirm for a branch whose try never ran is refused and reported unretryable.
  */
+import { requireXid } from '../../src/shared/ids.ts';
 import { createServer, request as httpRequest, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import * as grpc from '@grpc/grpc-js';
@@ -163,7 +164,7 @@ async function ledgerXids(branchIds: string[]): Promise<string[]> {
 async function waitForStatus(xid: string, wanted: GlobalStatus): Promise<void> {
   await waitFor(
     `${xid} to be ${wanted}`,
-    async () => ((await tc.getStatus(xid)) === wanted ? true : undefined),
+    async () => ((await tc.getStatus(requireXid(xid))) === wanted ? true : undefined),
     PHASE_TWO_WAIT_MS,
     100,
   );
@@ -333,7 +334,7 @@ describe('a callee behind a proxy that repeats TX_XID (Express 5 and Fastify 5)'
             if (res.status !== 200) throw new Error(`callee answered ${res.status}`);
           }),
         ).rejects.toThrow('callee answered 400');
-        expect(await tc.getStatus(xid)).toBe('Rollbacked');
+        expect(await tc.getStatus(requireXid(xid))).toBe('Rollbacked');
         expect(await ledgerOf(xid)).toEqual([]);
         expect(await accountOf(a)).toEqual({ balance: 100, frozen: 0 });
         expect(server.warnings()).toBe(1);
@@ -419,7 +420,7 @@ describe('gRPC: repeated tx_xid metadata', () => {
         })
         .catch((e: unknown) => e);
       expect(err).toMatchObject({ code: grpc.status.INVALID_ARGUMENT });
-      expect(await tc.getStatus(bad)).toBe('Rollbacked');
+      expect(await tc.getStatus(requireXid(bad))).toBe('Rollbacked');
       expect(await ledgerOf(bad)).toEqual([]);
       expect(await accountOf(a)).toEqual({ balance: 90, frozen: 0 });
     } finally {
@@ -534,7 +535,7 @@ describe('the scope’s AbortSignal and the global timeout', () => {
     expect(repeats((err as Error).message)).toBe(false);
     await waitFor(
       `${xid} rolled back`,
-      async () => (/Rollbacked$/.test(await tc.getStatus(xid)) ? true : undefined),
+      async () => (/Rollbacked$/.test(await tc.getStatus(requireXid(xid))) ? true : undefined),
       PHASE_TWO_WAIT_MS,
       100,
     );
@@ -588,7 +589,7 @@ describe('the scope’s AbortSignal and the global timeout', () => {
     const late = await background;
     expect(late).toBeInstanceOf(TransactionRollingBackError);
     expect(late).toMatchObject({ xid });
-    expect(await tc.getStatus(xid)).toBe('Rollbacked');
+    expect(await tc.getStatus(requireXid(xid))).toBe('Rollbacked');
     expect(await ledgerOf(xid)).toEqual(['try', 'cancel']);
     expect(await accountOf(b)).toEqual({ balance: 100, frozen: 0 });
   });

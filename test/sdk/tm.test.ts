@@ -164,7 +164,9 @@ describe('client.transaction', () => {
       confirm: () => {},
       cancel: () => {},
     });
-    tc.failNext.branchRegister = new LockConflictError('127.0.0.1:8091:1', ['r^^^t^^^1'], 'held');
+    tc.failNext.branchRegister = new LockConflictError('127.0.0.1:8091:1', ['r^^^t^^^1'], {
+      message: 'held',
+    });
     const err = await client.transaction({}, () => action()).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(LockConflictError);
     expect(err).toMatchObject({ holdingXid: '127.0.0.1:8091:1', code: 'LOCK_CONFLICT' });

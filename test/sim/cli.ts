@@ -9,7 +9,7 @@
  */
 import { randomInt } from 'node:crypto';
 import { chooseSettings, describeSettings, runSimulation, type RunResult } from './runner.ts';
-import { Prng } from './prng.ts';
+import { Prng } from '../support/prng.ts';
 
 interface Args {
   seed: number | null;

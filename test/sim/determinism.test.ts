@@ -3,7 +3,7 @@
  * this, a printed seed would not replay the failure it came from.
  */
 import { describe, expect, it } from 'vitest';
-import { Prng } from './prng.ts';
+import { Prng } from '../support/prng.ts';
 import { chooseSettings, runSimulation } from './runner.ts';
 
 describe('determinism', () => {

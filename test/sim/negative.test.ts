@@ -8,7 +8,7 @@ import { MinorityCommitMutant } from './mutants.ts';
 import { runSimulation, type RunOptions, type RunResult } from './runner.ts';
 import { SimStateMachine, type SimApplyResult } from './state-machine.ts';
 import { DEFAULT_SETTINGS, World } from './world.ts';
-import { Prng } from './prng.ts';
+import { Prng } from '../support/prng.ts';
 
 /** Runs seeds from 1 until one reports a violation (or gives up). */
 async function firstViolation(

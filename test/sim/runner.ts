@@ -8,7 +8,7 @@ import type { DurableState, NodeId, RaftConfig } from '../../src/raft/core/types
 import type { RaftCoreApi } from '../../src/raft/driver.ts';
 import type { DiskBug } from './fake-disk.ts';
 import type { InvariantName, Violation } from './invariants.ts';
-import { Prng } from './prng.ts';
+import { Prng } from '../support/prng.ts';
 import {
   DEFAULT_SETTINGS,
   World,

@@ -11,7 +11,7 @@
 import fc from 'fast-check';
 import { describe, it } from 'vitest';
 import type { NodeId } from '../../src/raft/core/types.ts';
-import { Prng } from './prng.ts';
+import { Prng } from '../support/prng.ts';
 import { recoveryPhase, runSimulation } from './runner.ts';
 import { DEFAULT_SETTINGS, World } from './world.ts';
 

@@ -28,7 +28,7 @@ import {
   type NodeObservation,
 } from './invariants.ts';
 import { ObservedCore } from './observed-core.ts';
-import { Prng } from './prng.ts';
+import { Prng } from '../support/prng.ts';
 import { SimStateMachine, encodePayload, type SimApplyResult } from './state-machine.ts';
 
 export interface SimSettings {

@@ -3,6 +3,7 @@
  * branch registers for overlapping row sets. What the database must guarantee, whatever
  * the interleaving: a register takes all its rows or none, and no row ever has two holders.
  */
+import type { Xid } from '../../src/shared/ids.ts';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { LockConflictError } from '../../src/coordinator/errors.ts';
 import { parseLockKey } from '../../src/coordinator/lock-key.ts';
@@ -60,7 +61,7 @@ describe.each(DIALECTS)('concurrent nodes on %s', (dialect: DialectName) => {
   });
 
   it('racing branch registers from several nodes: all rows or none, never two holders of a row', async () => {
-    const xids: string[] = [];
+    const xids: Xid[] = [];
     for (let i = 0; i < XIDS; i++) {
       xids.push(
         (
@@ -123,11 +124,11 @@ describe.each(DIALECTS)('concurrent nodes on %s', (dialect: DialectName) => {
     // Every loser was told the truth: its holder is another transaction that won those rows.
     for (const a of lost) {
       const err = a.result as LockConflictError;
-      expect(err.holderXid).not.toBe(a.xid);
+      expect(err.holdingXid).not.toBe(a.xid);
       expect(err.rows.length).toBeGreaterThan(0);
       for (const row of err.rows) {
         expect(a.rows).toContain(row);
-        expect(winner.get(row)).toBe(err.holderXid);
+        expect(winner.get(row)).toBe(err.holdingXid);
       }
     }
     // Branch rows: exactly the winners.
@@ -247,7 +248,7 @@ describe.each(DIALECTS)('concurrent nodes on %s', (dialect: DialectName) => {
         // ...fails on the key once the racer commits, retries, re-reads, and is refused by the coordinator's lock table.
         const err = await register;
         expect(err).toBeInstanceOf(LockConflictError);
-        expect((err as LockConflictError).holderXid).toBe(racer);
+        expect((err as LockConflictError).holdingXid).toBe(racer);
         expect((err as LockConflictError).rows).toEqual(['db^^^race^^^1']);
         expect(stores[1]!.stats.raceRetries).toBeGreaterThan(retriesBefore);
         expect(

@@ -3,6 +3,7 @@
  * Coordinator, fake RM gateway and fake clock as the coordinator's own tests, with sessions
  * in SQL. Unreachable database → the file fails (see helpers.ts).
  */
+import { requireXid, type Xid } from '../../src/shared/ids.ts';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { LockConflictError } from '../../src/coordinator/errors.ts';
 import { BranchStatus, GlobalStatus } from '../../src/coordinator/types.ts';
@@ -53,7 +54,7 @@ describe.each(DIALECTS)('db store on %s', (dialect: DialectName) => {
       })
     ).xid;
   const register = async (
-    xid: string,
+    xid: Xid,
     type: 'AT' | 'TCC' | 'SAGA' | 'XA',
     lockKey = '',
     resourceId = 'db1',
@@ -68,7 +69,7 @@ describe.each(DIALECTS)('db store on %s', (dialect: DialectName) => {
         applicationId: 'app',
       })
     ).branchId;
-  const lockRows = async (xid: string) =>
+  const lockRows = async (xid: Xid) =>
     (await admin.query(`SELECT row_key, xid FROM ${prefix}lock_table WHERE xid = ?`, [xid]))
       .map((r) => String(r.row_key))
       .sort();
@@ -264,7 +265,7 @@ describe.each(DIALECTS)('db store on %s', (dialect: DialectName) => {
       })
       .catch((e: unknown) => e);
     expect(err).toBeInstanceOf(LockConflictError);
-    expect((err as LockConflictError).holderXid).toBe(holder);
+    expect((err as LockConflictError).holdingXid).toBe(holder);
     expect((err as LockConflictError).rows).toEqual(['db1^^^acct^^^2', 'db1^^^acct^^^3']);
     expect((err as LockConflictError).retryable).toBe(true);
     // All or nothing: acct:8 was free, and is still free; no branch row was written.
@@ -431,7 +432,7 @@ describe.each(DIALECTS)('db store on %s', (dialect: DialectName) => {
     ).rejects.toMatchObject({ code: 'ILLEGAL_STATUS' });
     await expect(
       w.coordinator.registerBranch({
-        xid: '10.0.0.1:8091:1',
+        xid: requireXid('10.0.0.1:8091:1'),
         branchType: 'AT',
         resourceId: 'db1',
         lockKey: 'q:1',

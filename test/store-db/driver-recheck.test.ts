@@ -5,7 +5,7 @@
  * transaction it already tracks (a deadline timer, a park), at its next sweep.
  */
 import { describe, expect, it } from 'vitest';
-import { MemoryStore } from '../../src/coordinator/memory-store.ts';
+import { MemoryStore } from '../../src/store/memory/index.ts';
 import { CoordinatorStateMachine } from '../../src/coordinator/state-machine.ts';
 import { GlobalStatus } from '../../src/coordinator/types.ts';
 import {

@@ -19,6 +19,10 @@ import {
 } from '../../src/store/db/index.ts';
 import { FakeClock, FakeGateway, SequentialIds, TEST_PHASE_TWO } from '../coordinator/fakes.ts';
 
+import { waitFor } from '../support/wait.ts';
+
+export { waitFor };
+
 export const DIALECTS: readonly DialectName[] = ['postgres', 'mysql'];
 
 /** Silent, unless CONCORD_TEST_LOG names a level (debugging a failing run). */
@@ -211,30 +215,6 @@ export function dbWorld(
   });
   coordinator.start();
   return { store, coordinator, gateway, clock };
-}
-
-/** Polls until fn returns a value other than undefined (real time: database round trips are real). */
-export async function waitFor<T>(
-  what: string,
-  fn: () => Promise<T | undefined> | T | undefined,
-  timeoutMs = 15_000,
-  everyMs = 25,
-): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  let last: unknown = null;
-  for (;;) {
-    try {
-      const v = await fn();
-      if (v !== undefined) return v;
-    } catch (err) {
-      last = err;
-    }
-    if (Date.now() > deadline)
-      throw new Error(
-        `timed out after ${timeoutMs} ms waiting for ${what}${last ? `: ${(last as Error).message}` : ''}`,
-      );
-    await sleep(everyMs);
-  }
 }
 
 /**

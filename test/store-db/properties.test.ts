@@ -12,6 +12,7 @@
  *
  * Runs: CONCORD_DB_PROPERTY_RUNS (default 12: 36 histories for 1, 6 for 2). fast-check prints the seed on failure.
  */
+import { requireXid, type Xid } from '../../src/shared/ids.ts';
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Command, Outcome, ResultOf } from '../../src/coordinator/commands.ts';
@@ -23,7 +24,6 @@ import {
   type CoordinatorStateView,
 } from '../../src/coordinator/state-machine.ts';
 import {
-  BRANCH_STATUS_CODES,
   BranchStatus,
   GLOBAL_TRANSITIONS,
   GlobalStatus,
@@ -44,7 +44,7 @@ import { DIALECTS, connectAdmin, openStore, uniquePrefix, type Admin } from './h
 
 const RUNS = Number(process.env.CONCORD_DB_PROPERTY_RUNS ?? 12);
 const T0 = 1_700_000_000_000;
-const BRANCH_STATUSES = Object.keys(BRANCH_STATUS_CODES) as BranchStatus[];
+const BRANCH_STATUSES = Object.values(BranchStatus);
 const GLOBAL_STATUSES = [...SESSION_STATUSES, GlobalStatus.Unknown];
 const TYPES: BranchType[] = ['AT', 'TCC', 'SAGA', 'XA'];
 const LOCK_KEYS = [
@@ -114,7 +114,7 @@ class CommandMaker {
   private now = T0;
   private nextId = 1;
   private term = 1;
-  private readonly xids: string[] = [];
+  private readonly xids: Xid[] = [];
   constructor(private readonly machine: CoordinatorStateMachine) {}
 
   make(i: Intent): Command {
@@ -126,7 +126,7 @@ class CommandMaker {
     const xid =
       i.a % 5 !== 0 && live.length > 0
         ? live[i.a % live.length]!
-        : (this.xids[i.a % (this.xids.length + 1)] ?? '10.0.0.1:8091:424242');
+        : (this.xids[i.a % (this.xids.length + 1)] ?? requireXid('10.0.0.1:8091:424242'));
     const session = this.machine.getSession(xid);
     const branches = session?.branches ?? [];
     const open = branches.filter(
@@ -143,7 +143,7 @@ class CommandMaker {
     switch (i.op) {
       case 'begin': {
         const n = this.nextId++;
-        const x = `10.0.0.1:8091:${n}`;
+        const x = requireXid(`10.0.0.1:8091:${n}`);
         this.xids.push(x);
         return {
           kind: 'Begin',
@@ -500,7 +500,7 @@ class DbCluster {
   readonly mirror = new CoordinatorStateMachine();
   readonly checker = new InvariantChecker(this.mirror);
   readonly nodes: Coordinator[] = [];
-  readonly xids: string[] = [];
+  readonly xids: Xid[] = [];
   readonly unexpected: string[] = [];
   readonly unretryable = new Set<string>();
   readonly undecidedCalls: string[] = [];
@@ -575,10 +575,10 @@ class DbCluster {
     );
   }
 
-  private xid(n: number): string {
+  private xid(n: number): Xid {
     const live = this.mirror.liveXids();
     if (n % 4 !== 0 && live.length > 0) return live[n % live.length]!;
-    return this.xids[n % (this.xids.length + 1)] ?? '10.0.0.9:8091:1';
+    return this.xids[n % (this.xids.length + 1)] ?? requireXid('10.0.0.9:8091:1');
   }
 
   /**

@@ -4,6 +4,7 @@
  * live sessions survive, their branches read with an empty application (routed only to the
  * client that registered them), new branches record theirs — and the step is idempotent.
  */
+import { requireXid } from '../../src/shared/ids.ts';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DB_SCHEMA_VERSION, type DialectName } from '../../src/store/db/index.ts';
 import { DIALECTS, connectAdmin, dbWorld, openStore, uniquePrefix, type Admin } from './helpers.ts';
@@ -54,7 +55,7 @@ describe.each(DIALECTS)('schema migration on %s', (dialect: DialectName) => {
   it('migrates version 1 in place: a live branch reads with no application, new ones record theirs', async () => {
     const prefix = uniquePrefix('mig');
     prefixes.push(prefix);
-    const xid = await versionOneTables(prefix);
+    const xid = requireXid(await versionOneTables(prefix));
     expect(await version(prefix)).toEqual([1]);
 
     const store = await openStore(dialect, prefix, { lease: false });

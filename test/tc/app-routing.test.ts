@@ -11,6 +11,7 @@
  * one and the decision (the new leader's hub has never seen team-a's RM), and for a Saga
  * compensation.
  */
+import type { Xid } from '../../src/shared/ids.ts';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
@@ -129,12 +130,12 @@ beforeAll(async () => {
   teamBWire = new TestRm(ops, ['debit', 'ship'], { applicationId: 'team-b' });
   await teamBWire.connect();
   // team-b's own transaction: its branch comes back to team-b (and its RM channel is up).
-  let own = '';
+  let own: Xid | undefined;
   await teamB.transaction({}, async () => {
     own = currentXid()!;
     await debitB({});
   });
-  await waitForStatus(ops, own, (s) => s === 'Committed');
+  await waitForStatus(ops, own!, (s) => s === 'Committed');
   expect(teamBRuns.map((e) => e.op)).toEqual(['try', 'confirm']);
   teamBRuns.length = 0;
 }, 120_000);
@@ -185,7 +186,7 @@ function waitLogs(node: TestNode, xid: string): { attempt: number; reason: strin
  * one log line per backoff step) and team-b is never sent it. Waits for `steps` backoff
  * steps to pass first, so a misrouting would have had its chances.
  */
-async function expectWaiting(xid: string, branchId: string, resourceId: string, steps: number) {
+async function expectWaiting(xid: Xid, branchId: string, resourceId: string, steps: number) {
   const leader = await cluster.leader();
   const session = await waitFor(
     `${xid} to have waited ${steps} backoff steps`,

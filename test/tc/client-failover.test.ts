@@ -12,6 +12,7 @@
  * error against a scripted gRPC server, and the SDK's handling of a commit whose outcome is
  * unknown (FakeTc).
  */
+import { requireXid, type Xid } from '../../src/shared/ids.ts';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import * as grpc from '@grpc/grpc-js';
 import { createServer as createHttpServer, type Server as HttpServer } from 'node:http';
@@ -39,11 +40,11 @@ import {
   grpcToError,
   isOutcomeUnknown,
   retryClassOf,
-  type BranchStatusName,
-  type GlobalStatusName,
+  type BranchStatus,
+  type GlobalStatus,
 } from '../../src/client/tc-client.ts';
 import { wireToError } from '../../src/client/tc/errors.ts';
-import { tcClientConstructor } from '../../src/client/tc/proto.ts';
+import { tcServiceConstructor } from '../../src/shared/tc-wire.ts';
 import {
   BadRequestError,
   NotLeaderError,
@@ -99,7 +100,7 @@ describe('error classification', () => {
       expect(err).toBeInstanceOf(ConnectFailedError);
       expect(retryClassOf(err)).toBe('not-sent');
     }
-    expect(retryClassOf(new NotLeaderError('n2', '127.0.0.1:2'))).toBe('not-leader');
+    expect(retryClassOf(new NotLeaderError('n2'))).toBe('not-leader');
     expect(
       retryClassOf(
         wireToError(
@@ -192,7 +193,7 @@ class ScriptedTc {
 
   async start(): Promise<void> {
     this.grpcServer = new grpc.Server();
-    this.grpcServer.addService(tcClientConstructor().service, {
+    this.grpcServer.addService(tcServiceConstructor().service, {
       Calls: (
         call: grpc.ServerDuplexStream<
           { calls: Array<Record<string, unknown> & { id: number }> },
@@ -307,7 +308,7 @@ describe('the call budget (scripted TC)', () => {
 
   const ok = (kind: string) => ({
     resultCode: 'RESULT_CODE_OK',
-    ...(kind === 'begin' ? { xid: '127.0.0.1:1:1' } : { globalStatus: 9 }),
+    ...(kind === 'begin' ? { xid: requireXid('127.0.0.1:1:1') } : { globalStatus: 9 }),
   });
 
   it('a Commit that never gets an answer is retried per attempt timeout, then fails with OutcomeUnknownError', async () => {
@@ -316,7 +317,7 @@ describe('the call budget (scripted TC)', () => {
     const tc = fake.client({ attemptTimeoutMs: 150, callDeadlineMs: 1_000 });
     try {
       const t0 = Date.now();
-      const err = await tc.commit('127.0.0.1:1:1').catch((e: unknown) => e);
+      const err = await tc.commit(requireXid('127.0.0.1:1:1')).catch((e: unknown) => e);
       expect(err).toBeInstanceOf(OutcomeUnknownError);
       expect(err).toMatchObject({ outcomeUnknown: true, method: 'Commit' });
       expect((err as OutcomeUnknownError).attempts).toBeGreaterThanOrEqual(3);
@@ -340,7 +341,7 @@ describe('the call budget (scripted TC)', () => {
     });
     const tc = fake.client({ attemptTimeoutMs: 500, callDeadlineMs: 1_500 });
     try {
-      const err = await tc.rollback('127.0.0.1:1:1').catch((e: unknown) => e);
+      const err = await tc.rollback(requireXid('127.0.0.1:1:1')).catch((e: unknown) => e);
       expect(err).toBeInstanceOf(UnavailableError);
       expect(isOutcomeUnknown(err)).toBe(false);
       expect((err as Error).message).toMatch(/not applied/);
@@ -356,11 +357,11 @@ describe('the call budget (scripted TC)', () => {
     const tc = fake.client({ attemptTimeoutMs: 500, callDeadlineMs: 1_500 });
     let down = false;
     try {
-      expect(await tc.getStatus('127.0.0.1:1:1')).toBe('Committed');
+      expect(await tc.getStatus(requireXid('127.0.0.1:1:1'))).toBe('Committed');
       await fake.down();
       down = true;
       await sleep(200); // the client sees its connection drop (a call caught in the drop would have an unknown outcome)
-      const err = await tc.rollback('127.0.0.1:1:1').catch((e: unknown) => e);
+      const err = await tc.rollback(requireXid('127.0.0.1:1:1')).catch((e: unknown) => e);
       expect(err).toBeInstanceOf(UnavailableError);
       expect(isOutcomeUnknown(err)).toBe(false);
       const attempts = Number(/\((\d+) attempt/.exec((err as Error).message)?.[1]);
@@ -369,7 +370,7 @@ describe('the call budget (scripted TC)', () => {
       await fake.up();
       down = false;
       const t0 = Date.now();
-      expect(await tc.commit('127.0.0.1:1:1')).toBe('Committed');
+      expect(await tc.commit(requireXid('127.0.0.1:1:1'))).toBe('Committed');
       expect(Date.now() - t0).toBeLessThan(1_500);
     } finally {
       if (down) await fake.up();
@@ -394,7 +395,7 @@ describe('the call budget (scripted TC)', () => {
           };
     const tc = fake.client({ attemptTimeoutMs: 2_000, callDeadlineMs: 10_000 });
     try {
-      const err = await tc.commit('127.0.0.1:1:1').catch((e: unknown) => e);
+      const err = await tc.commit(requireXid('127.0.0.1:1:1')).catch((e: unknown) => e);
       expect(fake.received).toEqual(['commit', 'commit']);
       expect(err).toBeInstanceOf(OutcomeUnknownError);
       expect(isOutcomeUnknown(err)).toBe(true);
@@ -409,7 +410,7 @@ describe('the call budget (scripted TC)', () => {
     const tc = fake.client({ attemptTimeoutMs: 2_000, callDeadlineMs: 10_000 });
     try {
       const t0 = Date.now();
-      expect(await tc.commit('127.0.0.1:1:1')).toBe('Committed');
+      expect(await tc.commit(requireXid('127.0.0.1:1:1'))).toBe('Committed');
       expect(fake.received).toEqual(['commit', 'commit']);
       // Retried at once on a new connection, not after the attempt timeout.
       expect(Date.now() - t0).toBeLessThan(1_500);
@@ -487,7 +488,7 @@ interface Outcome {
   t0: number;
   t1: number;
   xid?: string;
-  status?: GlobalStatusName;
+  status?: GlobalStatus;
   error?: Error;
 }
 
@@ -504,7 +505,7 @@ class Load {
   private async loop(): Promise<void> {
     while (this.running) {
       const t0 = Date.now();
-      let xid: string | undefined;
+      let xid: Xid | undefined;
       try {
         xid = await this.tc.begin({ ...APP, name: 'load', timeoutMs: 60_000 });
         const status = await this.tc.commit(xid);
@@ -703,15 +704,15 @@ describe('client failover on a real cluster', () => {
     const leader = await cluster.leader();
     // Group B: one branch each whose first phase-two commit hangs — their Commit calls are
     // surely in flight at the kill. Group A: no branch, killed right after the send.
-    const hung: Array<(s: BranchStatusName) => void> = [];
+    const hung: Array<(s: BranchStatus) => void> = [];
     rm.behave = (call, attempt) =>
       call.kind === 'commit' && attempt === 1
-        ? new Promise<BranchStatusName>((r) => hung.push(r))
+        ? new Promise<BranchStatus>((r) => hung.push(r))
         : call.kind === 'commit'
           ? 'PhaseTwo_Committed'
           : 'PhaseTwo_Rollbacked';
     try {
-      const groupB: string[] = [];
+      const groupB: Xid[] = [];
       for (let i = 0; i < 4; i++) {
         const xid = await tc.begin({ ...APP, name: 'reset-b', timeoutMs: 60_000 });
         await tc.branchRegister({
@@ -723,14 +724,14 @@ describe('client failover on a real cluster', () => {
         });
         groupB.push(xid);
       }
-      const groupA: string[] = [];
+      const groupA: Xid[] = [];
       for (let i = 0; i < 8; i++)
         groupA.push(await tc.begin({ ...APP, name: 'reset-a', timeoutMs: 60_000 }));
 
-      const settle = (xid: string) =>
+      const settle = (xid: Xid) =>
         tc.commit(xid).then(
           (status) => ({ xid, status, error: null as Error | null }),
-          (error: Error) => ({ xid, status: null as GlobalStatusName | null, error }),
+          (error: Error) => ({ xid, status: null as GlobalStatus | null, error }),
         );
       const commitsB = groupB.map(settle);
       await waitFor(

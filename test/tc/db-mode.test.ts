@@ -7,6 +7,7 @@
  *
  * A short lease (3 s, renewed every 500 ms) keeps the failover part of the file short.
  */
+import type { Xid } from '../../src/shared/ids.ts';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { closeSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -382,7 +383,7 @@ describe.each([['PostgreSQL', 'postgres'] as const, ['MariaDB', 'mysql'] as cons
           raw.close();
         }
       }
-      const xids: string[] = [];
+      const xids: Xid[] = [];
       for (const n of cluster.nodes) {
         const xid = await tm(n).begin({ ...TM, name: `on-${n.id}`, timeoutMs: 30_000 });
         await tm(n).branchRegister({

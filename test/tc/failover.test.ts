@@ -6,7 +6,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { setTimeout as sleep } from 'node:timers/promises';
-import type { BranchStatusName, GlobalStatusName, TcClient } from '../../src/client/tc-client.ts';
+import type { BranchStatus, GlobalStatus, TcClient } from '../../src/client/tc-client.ts';
 import { TestCluster, TestRm, waitFor, waitForStatus } from './helpers.ts';
 
 const TICK_MS = 50;
@@ -57,13 +57,13 @@ describe('leader failover', () => {
     });
 
     // The second branch's first commit hangs: the transaction sits in Committing on the old leader.
-    let release: (s: BranchStatusName) => void = () => undefined;
+    let release: (s: BranchStatus) => void = () => undefined;
     rm.behave = (call, attempt) =>
       call.branchId === second && attempt === 1
-        ? new Promise<BranchStatusName>((r) => (release = r))
+        ? new Promise<BranchStatus>((r) => (release = r))
         : 'PhaseTwo_Committed';
 
-    const seen: GlobalStatusName[] = [];
+    const seen: GlobalStatus[] = [];
     let polling = true;
     const observer = cluster.client();
     const poller = (async () => {

@@ -3,6 +3,7 @@
  * (`node --import tsx src/cli/main.ts start --config <tmp yaml>`) on free loopback ports
  * with tmp data dirs, and a test RM that records every phase-two call it receives.
  */
+import type { Xid } from '../../src/shared/ids.ts';
 import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
 import { spawn, type ChildProcess } from 'node:child_process';
@@ -22,49 +23,19 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { stringify } from 'yaml';
 import {
   TcClient,
-  type BranchStatusName,
+  type BranchStatus,
   type PhaseTwoRequest,
   type RmChannel,
   type TcClientOptions,
 } from '../../src/client/tc-client.ts';
 
+import { freePort } from '../support/ports.ts';
+import { waitFor } from '../support/wait.ts';
+import { allocateNodes, raftNodeConfig, writeConfig } from '../support/cluster.ts';
+
+export { freePort, waitFor };
+
 export const REPO_ROOT = resolve(import.meta.dirname, '../..');
-
-export function freePort(): Promise<number> {
-  return new Promise((res, rej) => {
-    const s = createServer();
-    s.unref();
-    s.on('error', rej);
-    s.listen(0, '127.0.0.1', () => {
-      const addr = s.address();
-      const port = typeof addr === 'object' && addr ? addr.port : 0;
-      s.close(() => res(port));
-    });
-  });
-}
-
-export async function waitFor<T>(
-  what: string,
-  fn: () => Promise<T | undefined> | T | undefined,
-  timeoutMs = 15_000,
-  everyMs = 50,
-): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  let last: unknown = null;
-  for (;;) {
-    try {
-      const v = await fn();
-      if (v !== undefined) return v;
-    } catch (err) {
-      last = err;
-    }
-    if (Date.now() > deadline)
-      throw new Error(
-        `timed out after ${timeoutMs} ms waiting for ${what}${last ? `: ${(last as Error).message}` : ''}`,
-      );
-    await sleep(everyMs);
-  }
-}
 
 export interface TestNode {
   id: string;
@@ -100,25 +71,11 @@ export class TestCluster {
   /** Starts three nodes and waits until they agree on a leader. */
   static async start(name: string, opts: ClusterOptions = {}): Promise<TestCluster> {
     const c = new TestCluster(name, opts);
-    const used = new Set<number>();
-    const port = async () => {
-      for (;;) {
-        const p = await freePort();
-        if (!used.has(p)) {
-          used.add(p);
-          return p;
-        }
-      }
-    };
-    for (let i = 1; i <= 3; i++) {
-      const id = `node${i}`;
+    for (const ports of await allocateNodes(3)) {
       c.nodes.push({
-        id,
-        http: await port(),
-        tc: await port(),
-        raft: await port(),
-        file: join(c.root, `${id}.yaml`),
-        logFile: join(c.root, `${id}.log`),
+        ...ports,
+        file: join(c.root, `${ports.id}.yaml`),
+        logFile: join(c.root, `${ports.id}.log`),
         proc: null,
       });
     }
@@ -216,27 +173,16 @@ export class TestCluster {
   }
 
   private writeConfig(n: TestNode): void {
-    const config = {
-      node: { id: n.id, group: 'default' },
-      server: { host: '127.0.0.1', httpPort: n.http, tcPort: n.tc, raftPort: n.raft },
-      raft: {
-        dataDir: join(this.root, 'data', n.id),
-        tickMs: this.opts.tickMs,
-        electionTicks: this.opts.electionTicks,
-        heartbeatTicks: 1,
-        peers: this.nodes.map((p) => ({
-          nodeId: p.id,
-          host: '127.0.0.1',
-          raftPort: p.raft,
-          tcPort: p.tc,
-          httpPort: p.http,
-        })),
-      },
-      http: { authToken: 'tc-test-token-0123456789' },
-      log: { level: this.opts.logLevel },
-    };
+    const config = raftNodeConfig(n, {
+      peers: this.nodes,
+      dataRoot: join(this.root, 'data'),
+      tickMs: this.opts.tickMs,
+      electionTicks: this.opts.electionTicks,
+      authToken: 'tc-test-token-0123456789',
+      logLevel: this.opts.logLevel,
+    });
     mkdirSync(join(this.root, 'data'), { recursive: true });
-    writeFileSync(n.file, stringify(config));
+    writeConfig(n.file, config);
   }
 
   private spawnNode(n: TestNode): void {
@@ -262,7 +208,7 @@ export class TestCluster {
 export type RmBehaviour = (
   call: PhaseTwoRequest,
   attempt: number,
-) => BranchStatusName | Promise<BranchStatusName>;
+) => BranchStatus | Promise<BranchStatus>;
 
 export interface RecordedCall extends PhaseTwoRequest {
   at: number;
@@ -323,7 +269,7 @@ export class TestRm {
 /** Polls the status until `accept` says yes. */
 export async function waitForStatus(
   client: TcClient,
-  xid: string,
+  xid: Xid,
   accept: (status: string) => boolean,
   timeoutMs = 20_000,
 ): Promise<string> {

@@ -7,11 +7,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { setTimeout as sleep } from 'node:timers/promises';
-import {
-  LockConflictError,
-  type GlobalStatusName,
-  type TcClient,
-} from '../../src/client/tc-client.ts';
+import { LockConflictError, type GlobalStatus, type TcClient } from '../../src/client/tc-client.ts';
 import {
   TestCluster,
   TestRm,
@@ -561,7 +557,7 @@ describe('status queries', () => {
     };
     // Seen before the commit: the commit no longer reads first, so a poll started with it
     // may already see the decision.
-    const seen: GlobalStatusName[] = [await tc.getStatus(xid)];
+    const seen: GlobalStatus[] = [await tc.getStatus(xid)];
     let stop = false;
     const poller = (async () => {
       while (!stop) {

@@ -122,7 +122,6 @@ function storeOver(
     raft,
     state: raft.machine,
     logger: silentLogger(),
-    leaderAddress: (id) => (id === 'n2' ? '10.0.0.2:8092' : null),
     barrierRetryMs: 1,
     ...opts,
   });
@@ -133,14 +132,13 @@ function storeOver(
 const tick = (ms = 5) => new Promise((r) => setTimeout(r, ms));
 
 describe('RaftSessionStore', () => {
-  it('a follower refuses with NOT_LEADER naming the leader and its TC address', async () => {
+  it('a follower refuses with NOT_LEADER naming the leader (the TC edge adds its address)', async () => {
     const raft = new ScriptedRaft();
     const { store } = storeOver(raft);
     expect(store.isLeader()).toBe(false);
     const err = await store.submit(begin(1)).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(NotLeaderError);
     expect((err as NotLeaderError).leaderId).toBe('n2');
-    expect((err as NotLeaderError).leaderAddress).toBe('10.0.0.2:8092');
     await expect(store.read((s) => s.liveSessionCount())).rejects.toBeInstanceOf(NotLeaderError);
     expect(raft.proposals).toEqual([]);
   });
@@ -243,7 +241,7 @@ describe('RaftSessionStore', () => {
     raft.set('follower', 3, 'n2');
     const err = await waiting.catch((e: unknown) => e);
     expect(err).toBeInstanceOf(NotLeaderError);
-    expect((err as NotLeaderError).leaderAddress).toBe('10.0.0.2:8092');
+    expect((err as NotLeaderError).leaderId).toBe('n2');
     store.close();
   });
 

@@ -5,7 +5,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import { encodeSnapshot, SNAPSHOT_FORMAT_VERSION } from '../../src/coordinator/snapshot-codec.ts';
-import { CoordinatorLogStateMachine } from '../../src/server/tc-node.ts';
+import { CoordinatorLogStateMachine } from '../../src/store/raft/index.ts';
 import { StorageCorruptError } from '../../src/shared/errors.ts';
 
 describe('CoordinatorLogStateMachine.validateSnapshot', () => {

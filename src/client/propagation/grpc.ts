@@ -15,7 +15,7 @@ import {
   type Metadata,
   type StatusObject,
 } from '@grpc/grpc-js';
-import { currentXid, runWithContext, type GlobalTxContext } from '../context.ts';
+import { currentXid, runWithContext, type GlobalTxContext, type Xid } from '../context.ts';
 import { toClientLogger, type Logger, type LoggerLike } from '../logger.ts';
 import { InvalidIncomingXidError, readIncomingXid } from './incoming.ts';
 
@@ -44,7 +44,7 @@ export const xidClientInterceptor: Interceptor = (options, nextCall) => {
  * present but not exactly one well-formed xid (identical repeated values count as one);
  * logged at warn on `logger` when one is given.
  */
-export function xidFromMetadata(metadata: Metadata, logger?: LoggerLike): string | undefined {
+export function xidFromMetadata(metadata: Metadata, logger?: LoggerLike): Xid | undefined {
   const incoming = readIncomingXid(metadata.get(XID_METADATA_KEY), 'metadata', XID_METADATA_KEY);
   if (incoming.kind === 'none') return undefined;
   if (incoming.kind === 'xid') return incoming.xid;

@@ -26,7 +26,7 @@ import type {
   ServerResponse,
 } from 'node:http';
 import { AsyncResource } from 'node:async_hooks';
-import { currentXid, runWithContext, type GlobalTxContext } from '../context.ts';
+import { currentXid, runWithContext, type GlobalTxContext, type Xid } from '../context.ts';
 import { toClientLogger, type Logger, type LoggerLike } from '../logger.ts';
 import { InvalidIncomingXidError, readIncomingXid } from './incoming.ts';
 
@@ -122,10 +122,7 @@ function headerValues(headers: IncomingHttpHeaders): string[] {
  * one well-formed xid; identical repeated values count as one. Logged at warn on `logger`
  * when one is given.
  */
-export function xidFromHeaders(
-  headers: IncomingHttpHeaders,
-  logger?: LoggerLike,
-): string | undefined {
+export function xidFromHeaders(headers: IncomingHttpHeaders, logger?: LoggerLike): Xid | undefined {
   const incoming = readIncomingXid(headerValues(headers), 'header', XID_HEADER);
   if (incoming.kind === 'none') return undefined;
   if (incoming.kind === 'xid') return incoming.xid;

@@ -10,7 +10,7 @@
  * headers with ", ", and gRPC hands them over as a list.
  */
 import { BadRequestError } from '../../shared/errors.ts';
-import { isValidXid, MAX_XID_CHARS } from '../context.ts';
+import { isValidXid, MAX_XID_CHARS, type Xid } from '../context.ts';
 
 /** Characters of a rejected value that reach the log and the error (headers are attacker-controlled). */
 export const MAX_LOGGED_HEADER_CHARS = 80;
@@ -42,7 +42,7 @@ export class InvalidIncomingXidError extends BadRequestError {
 
 export type IncomingXid =
   | { readonly kind: 'none' }
-  | { readonly kind: 'xid'; readonly xid: string }
+  | { readonly kind: 'xid'; readonly xid: Xid }
   | { readonly kind: 'invalid'; readonly error: InvalidIncomingXidError };
 
 const NONE: IncomingXid = Object.freeze({ kind: 'none' });

@@ -30,7 +30,7 @@
  * confirm nor cancel) — see reportPhaseOneFailed.
  */
 import { assert, BadRequestError } from '../../shared/errors.ts';
-import { currentContext, runWithoutXid, runWithXid } from '../context.ts';
+import { currentContext, runWithoutXid, runWithXid, type Xid } from '../context.ts';
 // Not the fence barrel (../fence/index.ts): that one re-exports the pg and mysql2 fences,
 // whose declarations would make every SDK user's type check need both drivers' types.
 import type { Fence } from '../fence/core.ts';
@@ -48,8 +48,8 @@ import {
 } from './errors.ts';
 import type { BranchPoint, ClientHooks } from './hooks.ts';
 import { validateResourceId, type ResourceManager } from './rm.ts';
-import { BranchStatus, isGlobalStatus, isTimeoutRollback } from './status.ts';
-import type { PhaseTwoRequest, TcPort } from './tc-port.ts';
+import { BranchStatus, isGlobalStatus, isTimeoutRollback } from '../../shared/tc-vocabulary.ts';
+import type { PhaseTwoRequest, TcPort } from '../tc/port.ts';
 import type { InflightTracker } from './tracker.ts';
 
 /** What every step of an action is told. `tx` is the fence's transaction handle (undefined without a fence). */
@@ -263,7 +263,7 @@ function registerAction<A, R, Tx>(deps: ActionDeps, spec: Spec<A, R, Tx>): Branc
     },
   });
 
-  async function reportPhaseOneFailed(xid: string, branchId: string): Promise<void> {
+  async function reportPhaseOneFailed(xid: Xid, branchId: string): Promise<void> {
     try {
       await deps.tc.branchReport({ xid, branchId, status: BranchStatus.PhaseOne_Failed });
     } catch (err) {
@@ -281,7 +281,7 @@ function registerAction<A, R, Tx>(deps: ActionDeps, spec: Spec<A, R, Tx>): Branc
    * timer has fired by the time the refusal arrives.
    */
   async function registerBranch(
-    xid: string,
+    xid: Xid,
     applicationData: string,
     signal: AbortSignal | undefined,
   ): Promise<string> {
@@ -312,7 +312,7 @@ function registerAction<A, R, Tx>(deps: ActionDeps, spec: Spec<A, R, Tx>): Branc
   /** Phase one of a registered branch: the hook, then the step (fenced), bound to the xid. */
   async function phaseOne(
     args: A,
-    xid: string,
+    xid: Xid,
     branchId: string,
     signal: AbortSignal | undefined,
   ): Promise<R> {

@@ -31,8 +31,8 @@ import {
   MIN_TRANSACTION_TIMEOUT_MS,
 } from './limits.ts';
 import { ResourceManager } from './rm.ts';
-import { createTcPort } from './tc-adapter.ts';
-import type { TcPort } from './tc-port.ts';
+import { TcClient } from '../tc-client.ts';
+import type { TcPort } from '../tc/port.ts';
 import { InflightTracker } from './tracker.ts';
 import {
   TransactionManager,
@@ -200,7 +200,7 @@ export function createClient(options: ClientOptions): ConcordClient {
   if (options.tc !== undefined) {
     tc = options.tc;
   } else {
-    tc = createTcPort({ servers: parseServers(options.servers), group, logger });
+    tc = new TcClient({ seeds: parseServers(options.servers), group, logger });
   }
 
   // open → draining (close() called: no new transactions; in-flight ones may still call

@@ -12,7 +12,7 @@ import {
   type ErrorCode,
 } from '../../shared/errors.ts';
 import { OutcomeUnknownError } from '../tc/errors.ts';
-import type { GlobalStatus } from './status.ts';
+import type { GlobalStatus } from '../../shared/tc-vocabulary.ts';
 
 /** Where a TC call was in the life of a transaction. */
 export type TransactionPhase = 'begin' | 'commit' | 'rollback' | 'status' | 'report' | 'branch';

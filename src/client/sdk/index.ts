@@ -23,7 +23,7 @@ export type {
   SagaActionDefinition,
   BranchAction,
 } from './actions.ts';
-export { GlobalStatus, BranchStatus, decisionOf, isEndStatus } from './status.ts';
+export { GlobalStatus, BranchStatus, decisionOf, isEndStatus } from '../../shared/tc-vocabulary.ts';
 export {
   TransactionTimeoutError,
   TransactionOutcomeUnknownError,
@@ -51,7 +51,7 @@ export type {
   PhaseTwoHandler,
   RmChannelArgs,
   RmChannelPort,
-} from './tc-port.ts';
+} from '../tc/port.ts';
 export {
   DEFAULT_TRANSACTION_TIMEOUT_MS,
   MIN_TRANSACTION_TIMEOUT_MS,

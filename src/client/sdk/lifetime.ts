@@ -12,7 +12,7 @@
  * before they reach the TC (actions.ts).
  */
 import { GlobalTimeoutError, TransactionRollingBackError } from './errors.ts';
-import { GlobalStatus } from './status.ts';
+import { GlobalStatus } from '../../shared/tc-vocabulary.ts';
 
 /** A signal that never aborts: the scope of work that runs without a transaction of this process. */
 export const NEVER_ABORTED: AbortSignal = new AbortController().signal;

@@ -1,22 +1,21 @@
 /**
- * Every bound of the client SDK, named with its unit. Request value limits mirror the
- * coordinator's (src/coordinator/limits.ts, which the client may not import): checking
- * them here gives a precise error before a round trip.
+ * Every bound of the client SDK, named with its unit. The request value limits are the
+ * protocol's (src/shared/protocol-limits.ts, the coordinator's too): checking them here
+ * gives a precise error before a round trip.
  */
+export {
+  MAX_APPLICATION_DATA_BYTES,
+  MAX_NAME_CHARS,
+  MAX_RESOURCE_ID_CHARS,
+  MAX_TRANSACTION_TIMEOUT_MS,
+  MIN_TRANSACTION_TIMEOUT_MS,
+} from '../../shared/protocol-limits.ts';
+import { MAX_RESOURCES_PER_RM } from '../../shared/protocol-limits.ts';
 
 /** A global transaction's timeout when the options name none, ms (Seata's default). */
 export const DEFAULT_TRANSACTION_TIMEOUT_MS = 60_000;
-/** A global transaction's timeout bounds, ms (the coordinator's: 1 ms .. 24 h). */
-export const MIN_TRANSACTION_TIMEOUT_MS = 1;
-export const MAX_TRANSACTION_TIMEOUT_MS = 24 * 60 * 60 * 1000;
-/** Characters of a transaction name, applicationId, transactionServiceGroup, clientId. */
-export const MAX_NAME_CHARS = 256;
-/** Characters of a resource id (a TCC or Saga action name). */
-export const MAX_RESOURCE_ID_CHARS = 256;
-/** UTF-8 bytes of a branch's application data (the serialized action context). */
-export const MAX_APPLICATION_DATA_BYTES = 16 * 1024;
 /** TCC/Saga resources one client may register (the TC's bound per RM channel). */
-export const MAX_RESOURCES_PER_CLIENT = 1_024;
+export const MAX_RESOURCES_PER_CLIENT = MAX_RESOURCES_PER_RM;
 
 /** Phase-two requests (confirm, cancel, compensate) one client runs at once. */
 export const MAX_CONCURRENT_PHASE_TWO = 64;

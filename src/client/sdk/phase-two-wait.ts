@@ -17,8 +17,9 @@ import { BadRequestError } from '../../shared/errors.ts';
 import { UnknownXidError } from '../tc/errors.ts';
 import { TransactionFailedError } from './errors.ts';
 import { MAX_PHASE_TWO_WAIT_MS, PHASE_TWO_POLL_MAX_MS, PHASE_TWO_POLL_MIN_MS } from './limits.ts';
-import { GlobalStatus, isEndStatus, isFailedStatus } from './status.ts';
-import type { TcPort } from './tc-port.ts';
+import { GlobalStatus, isEndStatus, isFailedEnd } from '../../shared/tc-vocabulary.ts';
+import type { Xid } from '../../shared/ids.ts';
+import type { TcPort } from '../tc/port.ts';
 
 /** Where phase two stands when a wait ends. */
 export type PhaseTwoState = 'done' | 'pending';
@@ -47,7 +48,7 @@ const sleep = (ms: number) =>
   });
 
 function outcomeOf(xid: string, status: GlobalStatus): PhaseTwoOutcome | null {
-  if (isFailedStatus(status)) throw new TransactionFailedError(xid, status);
+  if (isFailedEnd(status)) throw new TransactionFailedError(xid, status);
   return isEndStatus(status) ? { status, phaseTwo: 'done' } : null;
 }
 
@@ -58,7 +59,7 @@ function outcomeOf(xid: string, status: GlobalStatus): PhaseTwoOutcome | null {
  */
 export async function waitForPhaseTwo(
   tc: TcPort,
-  xid: string,
+  xid: Xid,
   known: GlobalStatus | null,
   timeoutMs: number,
 ): Promise<PhaseTwoOutcome> {

@@ -27,8 +27,8 @@ import {
   MAX_RESOURCES_PER_CLIENT,
   RM_READY_TIMEOUT_MS,
 } from './limits.ts';
-import { BranchStatus } from './status.ts';
-import type { PhaseTwoRequest, RmChannelPort, TcPort } from './tc-port.ts';
+import { BranchStatus } from '../../shared/tc-vocabulary.ts';
+import type { PhaseTwoRequest, RmChannelPort, TcPort } from '../tc/port.ts';
 
 /** One resource's phase two. Resolves when the branch is done (or had nothing to do); throws on failure. */
 export interface ResourceHandler {

@@ -33,6 +33,7 @@ import {
   currentXid,
   runWithoutXid,
   runWithXid,
+  type Xid,
 } from '../context.ts';
 import type { Logger } from '../logger.ts';
 import { IllegalStatusError } from '../tc/errors.ts';
@@ -65,10 +66,10 @@ import {
   GlobalStatus,
   decisionOf,
   isEndStatus,
-  isFailedStatus,
+  isFailedEnd,
   isTimeoutRollback,
-} from './status.ts';
-import type { TcPort } from './tc-port.ts';
+} from '../../shared/tc-vocabulary.ts';
+import type { TcPort } from '../tc/port.ts';
 import type { InflightTracker } from './tracker.ts';
 
 /** Error classes, or a predicate, naming the errors after which the transaction commits anyway. */
@@ -100,7 +101,7 @@ export type TransactionRole = 'launcher' | 'participant' | 'none';
 /** What a transactional function is told about its scope. */
 export interface TransactionScope {
   /** The transaction bound while fn runs; undefined when it runs without one (SUPPORTS, NOT_SUPPORTED, NEVER). */
-  readonly xid: string | undefined;
+  readonly xid: Xid | undefined;
   /** launcher: this scope began it and ends it. participant: it joined the caller's. none: no transaction. */
   readonly role: TransactionRole;
   /**
@@ -118,7 +119,7 @@ export interface TransactionScope {
 export interface TransactionOutcome<T> {
   /** What fn returned. */
   readonly value: T;
-  readonly xid: string | undefined;
+  readonly xid: Xid | undefined;
   readonly role: TransactionRole;
   /** The launcher's last known status of the transaction (after waiting, if asked); undefined for a participant or none. */
   readonly status: GlobalStatus | undefined;
@@ -135,7 +136,7 @@ export interface TransactionOutcome<T> {
  * rollback() may be called again (the TC answers a decided transaction with its status).
  */
 export interface GlobalTransaction {
-  readonly xid: string;
+  readonly xid: Xid;
   readonly name: string;
   readonly timeoutMs: number;
   /** Aborted at the global timeout, on rollback(), or when a commit found it rolled back (see TransactionScope.signal). */
@@ -252,7 +253,7 @@ export function isNoRollback(
  */
 async function learnCommitOutcome(
   tc: TcPort,
-  xid: string,
+  xid: Xid,
   unknown: unknown,
   log: Logger,
 ): Promise<GlobalStatus> {
@@ -332,10 +333,10 @@ export class TransactionManager {
           lifetime.abort(err);
           throw err;
         }
-        if (isFailedStatus(status)) throw new TransactionFailedError(xid, status);
+        if (isFailedEnd(status)) throw new TransactionFailedError(xid, status);
         // Begin or Unknown after a commit: the TC did not decide; say so rather than guess.
         if (decisionOf(status) !== 'commit')
-          throw new IllegalStatusError(`commit of ${xid} answered ${status}`, status);
+          throw new IllegalStatusError(xid, status, 'the commit answered an undecided status');
         return status;
       },
       async rollback() {
@@ -344,7 +345,7 @@ export class TransactionManager {
         log.debug({ xid, status }, 'rollback answered');
         if (decisionOf(status) === 'commit')
           throw new TransactionAlreadyCommittedError(xid, status);
-        if (isFailedStatus(status)) throw new TransactionFailedError(xid, status);
+        if (isFailedEnd(status)) throw new TransactionFailedError(xid, status);
         return status;
       },
       status: () => inPhase('status', xid, () => tc.getStatus(xid)),
@@ -402,7 +403,7 @@ export class TransactionManager {
    */
   async join<T>(
     fn: (scope: TransactionScope) => T | Promise<T>,
-  ): Promise<{ value: T; xid: string; role: 'participant'; phaseTwo: null }> {
+  ): Promise<{ value: T; xid: Xid; role: 'participant'; phaseTwo: null }> {
     if (typeof fn !== 'function') throw new BadRequestError('joinTransaction needs a function');
     const context = currentContext();
     if (context === undefined) throw new NoTransactionToJoinError();

@@ -45,15 +45,34 @@ import {
   MAX_TC_MESSAGE_BYTES,
 } from './limits.ts';
 import {
-  tcClientConstructor,
+  tcServiceConstructor,
+  type AnyResponseWire,
+  type CallBatchWire,
+  type CallKind,
   type CallWire,
+  type Decoded,
+  type OneOf,
+  type ResultBatchWire,
   type ResultWire,
-  type RmToTcWire,
-  type StreamCallKind,
-  type TcGrpcClient,
-  type TcToRmWire,
-  type WireResponse,
-} from './proto.ts';
+  type RmToTcFields,
+  type TcToRmFields,
+} from '../../shared/tc-wire.ts';
+
+/** What the RM channel writes and reads. */
+export type RmToTcWire = OneOf<RmToTcFields>;
+export type TcToRmWire = Decoded<TcToRmFields, 'message'>;
+
+type UnaryMethod = (
+  request: unknown,
+  options: grpc.CallOptions,
+  callback: (err: grpc.ServiceError | null, response?: AnyResponseWire) => void,
+) => grpc.ClientUnaryCall;
+
+/** The generated client, typed as far as this module uses it. */
+type TcGrpcClient = grpc.Client & {
+  Calls(options?: grpc.CallOptions): grpc.ClientDuplexStream<CallBatchWire, ResultBatchWire>;
+  RmChannel(options?: grpc.CallOptions): grpc.ClientDuplexStream<RmToTcWire, TcToRmWire>;
+} & Record<string, UnaryMethod>;
 
 export const CHANNEL_OPTIONS: grpc.ChannelOptions = {
   'grpc.max_receive_message_length': MAX_TC_MESSAGE_BYTES,
@@ -73,12 +92,12 @@ export function formatAddress(hp: HostPort): string {
   return hp.host.includes(':') ? `[${hp.host}]:${hp.port}` : `${hp.host}:${hp.port}`;
 }
 
-type CallStream = grpc.ClientDuplexStream<{ calls: CallWire[] }, { results: ResultWire[] }>;
+type CallStream = grpc.ClientDuplexStream<CallBatchWire, ResultBatchWire>;
 export type RmStream = grpc.ClientDuplexStream<RmToTcWire, TcToRmWire>;
 
 interface PendingCall {
-  kind: StreamCallKind;
-  resolve: (r: WireResponse) => void;
+  kind: CallKind;
+  resolve: (r: AnyResponseWire) => void;
   reject: (e: Error) => void;
   timer: NodeJS.Timeout;
   /** Written to a stream (a stream failure fails it); calls still in the outbox go on the next stream. */
@@ -115,7 +134,7 @@ export class TcConnection {
     this.target = target;
     this.address = formatAddress(target);
     this.events = events;
-    const Ctor = tcClientConstructor();
+    const Ctor = tcServiceConstructor();
     this.client = new Ctor(
       this.address,
       grpc.credentials.createInsecure(),
@@ -135,7 +154,7 @@ export class TcConnection {
   }
 
   /** One unary call; resolves with the TC's response (which may carry an error), rejects on transport failure. */
-  unary(method: string, request: unknown, timeoutMs: number): Promise<WireResponse> {
+  unary(method: string, request: unknown, timeoutMs: number): Promise<AnyResponseWire> {
     if (this.closedReason) return Promise.reject(this.closedReason);
     const fn = this.client[method];
     if (typeof fn !== 'function') return Promise.reject(new TypeError(`no TC method ${method}`));
@@ -166,7 +185,7 @@ export class TcConnection {
   }
 
   /** One call over the multiplexed stream. */
-  streamCall(kind: StreamCallKind, request: object, timeoutMs: number): Promise<WireResponse> {
+  streamCall(kind: CallKind, request: object, timeoutMs: number): Promise<AnyResponseWire> {
     if (this.closedReason) return Promise.reject(this.closedReason);
     if (this.pending.size >= MAX_INFLIGHT_STREAM_CALLS) {
       return Promise.reject(
@@ -176,7 +195,7 @@ export class TcConnection {
       );
     }
     const id = this.allocateId();
-    return new Promise<WireResponse>((resolve, reject) => {
+    return new Promise<AnyResponseWire>((resolve, reject) => {
       const timer = setTimeout(() => {
         if (!this.pending.delete(id)) return;
         if (!this.everReady) {
@@ -382,7 +401,7 @@ export class TcConnection {
     if (!pending) return; // timed out already
     this.pending.delete(r.id);
     clearTimeout(pending.timer);
-    const response = (r[pending.kind] ?? r.invalid) as WireResponse | undefined;
+    const response = (r[pending.kind] ?? r.invalid) as AnyResponseWire | undefined;
     if (response && typeof response === 'object') pending.resolve(response);
     else
       pending.reject(new UnavailableError(`the TC answered ${pending.kind} with an empty result`));

@@ -19,50 +19,20 @@ import * as grpc from '@grpc/grpc-js';
 import {
   BadRequestError,
   ConcordError,
+  IllegalStatusError,
+  LockConflictError,
   NotLeaderError,
   ProposalDroppedError,
   StoppedError,
   TimeoutError,
+  UnavailableError,
+  UnknownXidError,
   type ConcordErrorOptions,
 } from '../../shared/errors.ts';
-import { UnavailableError, type HostPort, type LeaderHint } from '../http-metadata.ts';
-import { globalStatusName, type GlobalStatusName } from './codes.ts';
-import type { WireError } from './proto.ts';
+import { globalStatusFromCode } from '../../shared/tc-codes.ts';
+import type { WireError } from '../../shared/tc-wire.ts';
 
-export { UnavailableError };
-
-/** Rows another global transaction holds. `retryable`: the holder will end; try again later. */
-export class LockConflictError extends ConcordError {
-  /** The global transaction holding the rows. */
-  readonly holdingXid: string;
-  /** Conflicting row keys (`resourceId^^^table^^^pk`, at most 20 named). */
-  readonly rows: readonly string[];
-  constructor(
-    holdingXid: string,
-    rows: readonly string[],
-    message: string,
-    options: ConcordErrorOptions = {},
-  ) {
-    super('LOCK_CONFLICT', message, { retryable: true, ...options });
-    this.holdingXid = holdingXid;
-    this.rows = rows;
-  }
-}
-
-export class UnknownXidError extends ConcordError {
-  constructor(message: string, options: ConcordErrorOptions = {}) {
-    super('UNKNOWN_XID', message, options);
-  }
-}
-
-/** The call is not legal in the transaction's current status (named when the TC knows it). */
-export class IllegalStatusError extends ConcordError {
-  readonly globalStatus: GlobalStatusName;
-  constructor(message: string, globalStatus: GlobalStatusName, options: ConcordErrorOptions = {}) {
-    super('ILLEGAL_STATUS', message, options);
-    this.globalStatus = globalStatus;
-  }
-}
+export { IllegalStatusError, LockConflictError, UnavailableError, UnknownXidError };
 
 /** The TC failed on its side (a bug), or answered something this client cannot read. */
 export class TcInternalError extends ConcordError {
@@ -165,36 +135,23 @@ export function retryClassOf(err: unknown): RetryClass {
   return 'definite';
 }
 
-/** NotLeaderError with the hint the discovery client reads (`leaderOf` in http-metadata.ts). */
-export function notLeaderError(
-  nodeId: string | null,
-  transaction: HostPort | null,
-  message?: string,
-): NotLeaderError & { leader: LeaderHint | null } {
-  const address = transaction
-    ? `${transaction.host.includes(':') ? `[${transaction.host}]` : transaction.host}:${transaction.port}`
-    : null;
-  const err = new NotLeaderError(nodeId, address);
-  if (message) err.message = message;
-  return Object.assign(err, {
-    leader: nodeId === null ? null : { nodeId, control: null, transaction },
-  });
-}
-
 /** The wire's Error as a typed error. */
 export function wireToError(e: WireError, where: string): Error {
   const message = `${where}: ${e.message || e.code}`;
   switch (e.code) {
     case 'ERROR_CODE_UNKNOWN_XID':
-      return new UnknownXidError(message);
+      return new UnknownXidError(null, { message });
     case 'ERROR_CODE_ILLEGAL_STATUS':
-      return new IllegalStatusError(message, globalStatusName(e.globalStatus ?? 0));
+      return new IllegalStatusError(null, globalStatusFromCode(e.globalStatus ?? 0), '', {
+        message,
+      });
     case 'ERROR_CODE_LOCK_CONFLICT':
-      return new LockConflictError(e.holdingXid ?? '', e.rows ?? [], message);
+      return new LockConflictError(e.holdingXid ?? '', e.rows ?? [], { message });
     case 'ERROR_CODE_NOT_LEADER': {
       const l = e.leader;
       const transaction = l && l.host !== '' && l.port > 0 ? { host: l.host, port: l.port } : null;
-      return notLeaderError(l && l.nodeId !== '' ? l.nodeId : null, transaction, message);
+      const hint = l && l.nodeId !== '' ? { nodeId: l.nodeId, control: null, transaction } : null;
+      return new NotLeaderError(hint, { message });
     }
     case 'ERROR_CODE_TIMEOUT':
       return new TimeoutError(message);

@@ -1,7 +1,6 @@
 /** Bounds and defaults of the low-level TC client, with their units. */
 
-/** grpc-js send and receive limit for one message, both directions, bytes (the server's). */
-export const MAX_TC_MESSAGE_BYTES = 8 * 1024 * 1024;
+export { MAX_CALLS_PER_BATCH, MAX_TC_MESSAGE_BYTES } from '../../shared/protocol-limits.ts';
 /**
  * One attempt of a call (one RPC to one node) is abandoned after this, ms, and the call is
  * retried if repeating it is safe.
@@ -39,8 +38,6 @@ export const MAX_IMMEDIATE_LEADER_HOPS = 2;
 /** How long an attempt waits for discovery to name a leader, ms (bounded by the call's budget too). */
 export const DEFAULT_LEADER_WAIT_MS = 10_000;
 
-/** Calls in one CallBatch (the server's bound). */
-export const MAX_CALLS_PER_BATCH = 1_024;
 /**
  * Upper estimate of one CallBatch's bytes: the characters of its strings ×3 (the worst
  * UTF-8 expansion) plus framing. Well below MAX_TC_MESSAGE_BYTES.

@@ -16,14 +16,11 @@ import type * as grpc from '@grpc/grpc-js';
 import { ConcordError, TimeoutError } from '../../shared/errors.ts';
 import type { Logger } from '../../shared/logger.ts';
 import type { HostPort } from '../http-metadata.ts';
-import {
-  BRANCH_STATUS_CODES,
-  branchTypeName,
-  isBranchStatusName,
-  type BranchStatusName,
-  type BranchTypeName,
-} from './codes.ts';
-import type { TcConnection } from './connection.ts';
+import { branchStatusToCode, branchTypeFromCode } from '../../shared/tc-codes.ts';
+import type { PhaseTwoRequestWire, WireError } from '../../shared/tc-wire.ts';
+import { isBranchStatus, type BranchStatus } from '../../shared/tc-vocabulary.ts';
+import type { RmToTcWire, TcConnection, TcToRmWire } from './connection.ts';
+import type { PhaseTwoRequest, RmChannelArgs, RmChannelPort } from './port.ts';
 import { TransportError, grpcToError } from './errors.ts';
 import {
   MAX_CONCURRENT_PHASE_TWO_HANDLERS,
@@ -33,36 +30,6 @@ import {
   RM_RECONNECT_MAX_MS,
   RM_REGISTER_ANSWER_TIMEOUT_MS,
 } from './limits.ts';
-import type { PhaseTwoRequestWire, RmToTcWire, TcToRmWire, WireError } from './proto.ts';
-
-/** A branch commit or rollback the TC asks this RM to run. */
-export interface PhaseTwoRequest {
-  kind: 'commit' | 'rollback';
-  xid: string;
-  branchId: string;
-  branchType: BranchTypeName;
-  resourceId: string;
-  applicationData: string;
-  /** The branch's application: a handler must refuse (throw) a branch of another application. */
-  applicationId: string;
-}
-
-/**
- * Answers with the branch's new status: PhaseTwo_Committed / PhaseTwo_Rollbacked, or a
- * *_Retryable / *_Unretryable failure. A rejection is reported as a failed call, which the
- * TC retries.
- */
-export type PhaseTwoHandler = (request: PhaseTwoRequest) => Promise<BranchStatusName>;
-
-export interface RmChannelOptions {
-  applicationId: string;
-  transactionServiceGroup: string;
-  /** Stable id of this RM process; give the same to BranchRegister so phase two comes back here. */
-  clientId: string;
-  /** The resources this RM serves, read at every (re)registration. */
-  resourceIds: () => readonly string[];
-  handler: PhaseTwoHandler;
-}
 
 /** How the channel finds the leader and reaches it (the TcClient provides it). */
 export interface RmRouting {
@@ -94,9 +61,9 @@ interface QueuedRequest {
   request: PhaseTwoRequest;
 }
 
-export class RmChannel {
+export class RmChannel implements RmChannelPort {
   private readonly routing: RmRouting;
-  private readonly opts: RmChannelOptions;
+  private readonly opts: RmChannelArgs;
   private readonly log: Logger;
   private closed = false;
   private stream: grpc.ClientDuplexStream<RmToTcWire, TcToRmWire> | null = null;
@@ -117,7 +84,7 @@ export class RmChannel {
   /** Phase-two requests handled (answered) since start. */
   handled = 0;
 
-  constructor(routing: RmRouting, options: RmChannelOptions) {
+  constructor(routing: RmRouting, options: RmChannelArgs) {
     this.routing = routing;
     this.opts = options;
     this.log = routing.logger.child({ component: 'rm-channel', clientId: options.clientId });
@@ -367,7 +334,7 @@ export class RmChannel {
     kind: 'commit' | 'rollback',
     w: PhaseTwoRequestWire,
   ): void {
-    const type = branchTypeName(w.branchType);
+    const type = branchTypeFromCode(w.branchType);
     const reply = (branchResult: {
       requestId: string;
       branchStatus: number;
@@ -434,11 +401,11 @@ export class RmChannel {
     let branchResult: { requestId: string; branchStatus: number; error?: WireError | null };
     try {
       const status = await this.opts.handler(item.request);
-      if (!isBranchStatusName(status))
+      if (!isBranchStatus(status))
         throw new TypeError(
           `the phase-two handler answered ${String(status)}, which is no branch status`,
         );
-      branchResult = { requestId: item.requestId, branchStatus: BRANCH_STATUS_CODES[status] };
+      branchResult = { requestId: item.requestId, branchStatus: branchStatusToCode(status) };
     } catch (err) {
       this.log.warn(
         { err, xid: item.request.xid, branchId: item.request.branchId, kind: item.request.kind },

@@ -10,12 +10,10 @@
  *   {"raft":"127.0.0.1:9091","transaction":"127.0.0.1:8091","control":"127.0.0.1:7091"}
  */
 import { BadRequestError } from '../../shared/errors.ts';
+import { formatHostPort, type HostPort } from '../../shared/metadata.ts';
 import { HOST_PATTERN } from './validate.ts';
 
-export interface HostPort {
-  host: string;
-  port: number;
-}
+export { formatHostPort, type HostPort };
 
 export interface MemberEndpoints {
   /** The Raft peer port ("internal" in the metadata, as in Seata). */
@@ -28,10 +26,6 @@ export interface MemberEndpoints {
 
 /** Upper bound on one member's encoded context, in characters. */
 export const MAX_MEMBER_CONTEXT_CHARS = 1024;
-
-export function formatHostPort(hp: HostPort): string {
-  return hp.host.includes(':') ? `[${hp.host}]:${hp.port}` : `${hp.host}:${hp.port}`;
-}
 
 /** Parses "host:port" or "[v6]:port". Returns null on anything else. */
 export function parseHostPort(s: string): HostPort | null {

@@ -5,7 +5,7 @@
  * group, oversized body, too many watchers) have their own classes here.
  */
 import { ConcordError, NotLeaderError } from '../../shared/errors.ts';
-import type { ErrorBody } from './types.ts';
+import type { ErrorBody } from '../../shared/metadata.ts';
 
 export class HttpError extends Error {
   readonly status: number;

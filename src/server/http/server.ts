@@ -33,7 +33,7 @@ import {
   UnknownGroupError,
   toErrorAnswer,
 } from './errors.ts';
-import type { ChangeClusterResult, WatchChanged } from './types.ts';
+import type { ChangeClusterResult, WatchChanged } from '../../shared/metadata.ts';
 import { WatchHub, parseWatchRequest } from './watch.ts';
 
 /** Headers must arrive within this time, in ms (slowloris guard). */

@@ -8,7 +8,7 @@ import { BadRequestError } from '../../shared/errors.ts';
 import { MAX_WATCH_TIMEOUT_MS, MIN_WATCH_TIMEOUT_MS } from '../config.ts';
 import type { ClusterView } from '../cluster-view.ts';
 import { TooManyWatchersError, UnknownGroupError } from './errors.ts';
-import type { WatchRequest } from './types.ts';
+import type { WatchRequest } from '../../shared/metadata.ts';
 
 /** Upper bound on groups named in one watch request. */
 export const MAX_WATCH_GROUPS = 16;

@@ -28,30 +28,21 @@ import {
   type PhaseTwoOptions,
   type SessionStore,
 } from '../../coordinator/index.ts';
-import type { RaftNode } from '../../raft/node/raft-node.ts';
-import type { StateMachine } from '../../raft/ports.ts';
-import { AssertionFailure } from '../../shared/errors.ts';
 import type { Logger } from '../../shared/logger.ts';
 import type { DbSessionStore } from '../../store/db/index.ts';
 import { DB_MODE_SWEEP_INTERVAL_MS } from '../../store/db/limits.ts';
-import { RaftSessionStore } from '../../store/raft/index.ts';
+import type { RaftSessions } from '../../store/raft/index.ts';
 import { formatHostPort } from '../config/endpoints.ts';
 import { selfEndpoints, type NodeConfig } from '../config.ts';
-import {
-  CoordinatorLogStateMachine,
-  type TcNodeContext,
-  type TcNodeOptions,
-  type TcService,
-} from '../tc-node.ts';
+import type { TcNodeContext, TcNodeOptions, TcService } from '../tc-node.ts';
 import { errorToWire } from './mapping.ts';
-import type { WireLeader } from './proto.ts';
+import type { WireLeader } from '../../shared/tc-wire.ts';
 import { RmChannelHub } from './rm-hub.ts';
 import { TcGrpcService, type TcStoreAccess } from './service.ts';
 
 export { TcGrpcService } from './service.ts';
 export { RmChannelHub } from './rm-hub.ts';
 export { RmCallFailedError, RmUnavailableError } from './errors.ts';
-export { TC_PROTO_PATH, tcServiceDefinition } from './proto.ts';
 export * from './limits.ts';
 
 /** The gauge of transactions whose phase two waits for an RM of a branch's application. */
@@ -104,46 +95,14 @@ export interface TcSessions {
   close(): void;
 }
 
-/** The raft mode's sessions: the Raft session store over the node's RaftNode. */
-export function raftTcSessions(
-  ctx: TcNodeContext,
-  raft: RaftNode,
-  stateMachine: StateMachine,
-): TcSessions {
-  if (!(stateMachine instanceof CoordinatorLogStateMachine)) {
-    throw new AssertionFailure(
-      'the TC service needs the coordinator state machine (CoordinatorLogStateMachine) under the Raft',
-    );
-  }
-  const store = new RaftSessionStore({
-    raft,
-    state: stateMachine.coordinator,
-    logger: ctx.logger,
-    leaderAddress: (id) => {
-      const t = ctx.view.leaderInfo(id)?.transaction;
-      return t ? formatHostPort(t) : null;
-    },
-  });
+/** The raft mode's sessions: a Raft session store over the node's Raft sessions. */
+export function raftTcSessions(ctx: TcNodeContext, raft: RaftSessions): TcSessions {
+  const store = raft.openStore({ logger: ctx.logger });
   return {
     store,
     takesRmChannels: () => store.hasLeaderRole(),
-    // RMs may register as soon as this node holds the leader role (before it applied its
-    // first entry of the term), so follow the Raft role itself, not only the store's
-    // announced leadership: any step-down sends every RM to the new leader.
-    onRmRoleChange(listener) {
-      const st = raft.status();
-      let leaderTerm = st.role === 'leader' ? st.term : -1;
-      return raft.onStateChange((change) => {
-        if (change.role !== 'leader') {
-          leaderTerm = -1;
-          listener(false, change.term);
-        } else if (change.term !== leaderTerm) {
-          leaderTerm = change.term;
-          listener(true, change.term);
-        }
-      });
-    },
-    leaderId: () => raft.status().leader,
+    onRmRoleChange: (listener) => store.onLeaderRoleChange(listener),
+    leaderId: () => store.knownLeader(),
     phaseTwo: {},
     close: () => store.close(),
   };
@@ -183,7 +142,7 @@ export function startTcService(
 ): Promise<RunningTcService> {
   const sessions =
     ctx.sessions.mode === 'raft'
-      ? raftTcSessions(ctx, ctx.sessions.raft, ctx.sessions.stateMachine)
+      ? raftTcSessions(ctx, ctx.sessions.raft)
       : dbTcSessions(ctx.sessions.store);
   return serveTc(ctx, sessions, options);
 }
@@ -197,6 +156,7 @@ export async function serveTc(
   const { config } = ctx;
   const log = ctx.logger.child({ component: 'tc' });
   const store = sessions.store;
+  // The one place a not-leader answer learns where the leader is reached: the cluster view.
   const leaderOf = (leaderId: string | null): WireLeader | null => {
     const id = leaderId ?? sessions.leaderId();
     if (id === null) return null;
@@ -282,19 +242,14 @@ export async function serveTc(
 }
 
 /**
- * The TcNode options of a node that serves the TC protocol, in either store mode: raft —
- * the coordinator's state machine under the Raft; db — the db session store from
- * `store.db` (opened by the node) — and the TC service on top.
+ * The TcNode options of a node that serves the TC protocol, in either store mode (raft:
+ * the Raft sessions of src/store/raft; db: the db session store from `store.db`, opened
+ * by the node), and the TC service on top.
  */
 export function createTcNodeOptions(
   config: NodeConfig,
   logger: Logger,
   options: TcServiceOptions = {},
 ): TcNodeOptions {
-  return {
-    config,
-    logger,
-    ...(config.store.mode === 'raft' ? { stateMachine: new CoordinatorLogStateMachine() } : {}),
-    services: [(ctx) => startTcService(ctx, options)],
-  };
+  return { config, logger, services: [(ctx) => startTcService(ctx, options)] };
 }

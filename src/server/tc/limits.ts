@@ -4,10 +4,11 @@
  * (src/coordinator/limits.ts): the edge validates against the same numbers.
  */
 
-/** grpc-js send and receive limit for one message, both directions, in bytes. */
-export const MAX_TC_MESSAGE_BYTES = 8 * 1024 * 1024;
-/** Calls in one CallBatch of the multiplexed stream. */
-export const MAX_CALLS_PER_BATCH = 1_024;
+export {
+  MAX_CALLS_PER_BATCH,
+  MAX_RESOURCES_PER_RM,
+  MAX_TC_MESSAGE_BYTES,
+} from '../../shared/protocol-limits.ts';
 /** Calls of one multiplexed stream in flight at once; beyond it a call is answered UNAVAILABLE (retryable). */
 export const MAX_INFLIGHT_CALLS_PER_STREAM = 8_192;
 /** Results in one ResultBatch the server writes. */
@@ -17,8 +18,6 @@ export const MAX_CALL_STREAMS = 4_096;
 
 /** Connected RM channels per node; one more is refused (UNAVAILABLE). */
 export const MAX_RM_CHANNELS = 1_024;
-/** Resource ids one RM may register. */
-export const MAX_RESOURCES_PER_RM = 1_024;
 /** Phase-two calls in flight on one RM channel; a full RM is skipped for another of the resource, or the call fails retryable. */
 export const MAX_INFLIGHT_PHASE_TWO_PER_RM = 256;
 /** One phase-two call (BranchCommit / BranchRollback) is abandoned after this, ms (retryable; the coordinator retries). */

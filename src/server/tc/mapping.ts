@@ -9,22 +9,13 @@
  */
 import {
   GlobalStatus,
-  IllegalStatusError,
-  LockConflictError,
   MAX_APPLICATION_DATA_BYTES,
   MAX_LOCK_KEY_CHARS,
   MAX_NAME_CHARS,
   MAX_REQUEST_ID_CHARS,
-  MAX_TIMEOUT_MS,
-  MIN_TIMEOUT_MS,
-  branchStatusFromCode,
-  branchStatusToCode,
-  branchTypeFromCode,
-  branchTypeToCode,
-  globalStatusFromCode,
-  globalStatusToCode,
+  MAX_TRANSACTION_TIMEOUT_MS,
+  MIN_TRANSACTION_TIMEOUT_MS,
   parseLockKey,
-  parseXid,
   type BeginRequest,
   type BranchReportRequest,
   type BranchSession,
@@ -35,11 +26,23 @@ import {
   type RegisterBranchRequest,
   type RmWait,
   type SessionInfo,
-  BRANCH_STATUS_CODES,
-  GLOBAL_STATUS_CODES,
 } from '../../coordinator/index.ts';
-import { BadRequestError, ConcordError, NotLeaderError } from '../../shared/errors.ts';
-import { MAX_OPERATOR_CHARS } from './limits.ts';
+import {
+  BadRequestError,
+  ConcordError,
+  IllegalStatusError,
+  LockConflictError,
+  NotLeaderError,
+} from '../../shared/errors.ts';
+import { requireBranchId, requireXid, type Xid } from '../../shared/ids.ts';
+import {
+  branchStatusFromCode,
+  branchStatusToCode,
+  branchTypeFromCode,
+  branchTypeToCode,
+  globalStatusFromCode,
+  globalStatusToCode,
+} from '../../shared/tc-codes.ts';
 import type {
   BeginRequestWire,
   BranchInfoWire,
@@ -55,7 +58,8 @@ import type {
   WireLeader,
   WireResponse,
   XidRequestWire,
-} from './proto.ts';
+} from '../../shared/tc-wire.ts';
+import { MAX_OPERATOR_CHARS } from './limits.ts';
 
 // ------------------------------------------------------------------ requests
 
@@ -79,26 +83,9 @@ function str(value: unknown, field: string, opts: { min?: number; max: number })
   return value;
 }
 
-export function requireXid(value: unknown, field = 'xid'): string {
-  if (typeof value !== 'string' || value === '') throw new BadRequestError(`${field} is empty`);
-  parseXid(value);
-  return value;
-}
-
 function requireCode(value: unknown, field: string): number {
   if (typeof value !== 'number' || !Number.isInteger(value))
     throw new BadRequestError(`${field} must be an integer code`);
-  return value;
-}
-
-function requireBranchId(value: unknown): string {
-  if (
-    typeof value !== 'string' ||
-    !/^[0-9]{1,20}$/.test(value) ||
-    BigInt(value) > 0xffff_ffff_ffff_ffffn
-  ) {
-    throw new BadRequestError('branchId must be a decimal 64-bit id');
-  }
   return value;
 }
 
@@ -132,11 +119,11 @@ export function toBeginRequest(w: BeginRequestWire | null | undefined): BeginReq
   const timeoutMs = r.timeoutMs;
   if (
     !Number.isSafeInteger(timeoutMs) ||
-    timeoutMs < MIN_TIMEOUT_MS ||
-    timeoutMs > MAX_TIMEOUT_MS
+    timeoutMs < MIN_TRANSACTION_TIMEOUT_MS ||
+    timeoutMs > MAX_TRANSACTION_TIMEOUT_MS
   ) {
     throw new BadRequestError(
-      `timeoutMs must be an integer in ${MIN_TIMEOUT_MS}..${MAX_TIMEOUT_MS}, not ${String(timeoutMs)}`,
+      `timeoutMs must be an integer in ${MIN_TRANSACTION_TIMEOUT_MS}..${MAX_TRANSACTION_TIMEOUT_MS}, not ${String(timeoutMs)}`,
     );
   }
   const requestId = optionalRequestId(r.requestId);
@@ -152,12 +139,12 @@ export function toBeginRequest(w: BeginRequestWire | null | undefined): BeginReq
   };
 }
 
-export function toXidRequest(w: XidRequestWire | null | undefined): { xid: string } {
+export function toXidRequest(w: XidRequestWire | null | undefined): { xid: Xid } {
   return { xid: requireXid(present(w, 'request').xid) };
 }
 
 export function toGlobalReport(w: GlobalReportRequestWire | null | undefined): {
-  xid: string;
+  xid: Xid;
   status: GlobalStatus;
 } {
   const r = present(w, 'global report');
@@ -263,10 +250,6 @@ export function failed(error: WireError): WireResponse {
   return { resultCode: FAILED, error };
 }
 
-export function statusCode(status: GlobalStatus): number {
-  return globalStatusToCode(status);
-}
-
 const WIRE_CODES: Record<string, WireErrorCode> = {
   UNKNOWN_XID: 'ERROR_CODE_UNKNOWN_XID',
   ILLEGAL_STATUS: 'ERROR_CODE_ILLEGAL_STATUS',
@@ -303,16 +286,11 @@ export function errorToWire(
       err.retryable,
   };
   if (err instanceof LockConflictError) {
-    wire.holdingXid = err.holderXid;
+    wire.holdingXid = err.holdingXid;
     wire.rows = [...err.rows];
   }
   if (err instanceof NotLeaderError) wire.leader = leaderOf(err.leaderId);
-  if (err instanceof IllegalStatusError) {
-    const status = err.status;
-    wire.globalStatus = Object.hasOwn(GLOBAL_STATUS_CODES, status)
-      ? globalStatusToCode(status as GlobalStatus)
-      : 0;
-  }
+  if (err instanceof IllegalStatusError) wire.globalStatus = globalStatusToCode(err.globalStatus);
   return wire;
 }
 
@@ -327,7 +305,7 @@ export function branchToWire(b: BranchSession): BranchInfoWire {
     resourceId: b.resourceId,
     lockKey: b.lockKey,
     applicationData: b.applicationData,
-    branchStatus: Object.hasOwn(BRANCH_STATUS_CODES, b.status) ? branchStatusToCode(b.status) : 0,
+    branchStatus: branchStatusToCode(b.status),
     clientId: b.clientId,
     lockedRows: b.lockedRows.length,
     applicationId: b.applicationId,
@@ -357,8 +335,8 @@ export function liveSessionToWire(
     name: session.name,
     timeoutMs: session.timeoutMs,
     beginTime: session.beginTime,
-    globalStatus: statusCode(reported),
-    internalStatus: statusCode(session.status),
+    globalStatus: globalStatusToCode(reported),
+    internalStatus: globalStatusToCode(session.status),
     branches: withBranches ? session.branches.map(branchToWire) : [],
     retryAttempts: session.retry.attempts,
     nextRetryAt: session.retry.nextRetryAt ?? 0,
@@ -373,8 +351,8 @@ export function sessionInfoToWire(info: SessionInfo): SessionInfoWire {
   const f = info.finished;
   return {
     xid: f.xid,
-    globalStatus: statusCode(f.status),
-    internalStatus: statusCode(f.status),
+    globalStatus: globalStatusToCode(f.status),
+    internalStatus: globalStatusToCode(f.status),
     live: false,
     finishedAt: f.finishedAt,
     resolvedBy: f.resolvedBy ?? '',

@@ -33,13 +33,13 @@ import {
   ApplicationRmUnavailableError,
   MAX_NAME_CHARS,
   MAX_RESOURCE_ID_CHARS,
-  branchTypeToCode,
   type BranchGateway,
   type BranchSession,
   type BranchStatus,
 } from '../../coordinator/index.ts';
 import { BadRequestError, ConcordError, TimeoutError } from '../../shared/errors.ts';
 import type { Logger } from '../../shared/logger.ts';
+import { branchTypeToCode } from '../../shared/tc-codes.ts';
 import { RmCallFailedError, RmUnavailableError } from './errors.ts';
 import {
   DEAD_AFTER_HEARTBEATS,
@@ -54,14 +54,18 @@ import {
 } from './limits.ts';
 import { FAILED, OK, branchStatusOfCode } from './mapping.ts';
 import type {
+  Decoded,
+  OneOf,
   PhaseTwoRequestWire,
   RmRegisterWire,
-  RmToTcWire,
-  TcToRmWire,
+  RmToTcFields,
+  TcToRmFields,
   WireError,
-} from './proto.ts';
+} from '../../shared/tc-wire.ts';
 import { chooseRm, routeKey } from './rm-route.ts';
 
+type RmToTcWire = Decoded<RmToTcFields, 'message'>;
+type TcToRmWire = OneOf<TcToRmFields>;
 export type RmStream = grpc.ServerDuplexStream<RmToTcWire, TcToRmWire>;
 
 export interface RmChannelHubOptions {

@@ -13,12 +13,20 @@ import * as grpc from '@grpc/grpc-js';
 import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
 import {
   reportedStatus,
+  type BeginRequest,
+  type BranchReportRequest,
   type Coordinator,
   type CoordinatorStateView,
+  type GlobalReportRequest,
   type GlobalStatus,
+  type LockQueryRequest,
+  type MarkResolvedRequest,
+  type RegisterBranchRequest,
 } from '../../coordinator/index.ts';
 import { BadRequestError, NotLeaderError } from '../../shared/errors.ts';
+import type { Xid } from '../../shared/ids.ts';
 import type { Logger } from '../../shared/logger.ts';
+import { globalStatusToCode } from '../../shared/tc-codes.ts';
 import {
   DEFAULT_LIST_PAGE_SIZE,
   MAX_CALLS_PER_BATCH,
@@ -37,7 +45,6 @@ import {
   liveSessionToWire,
   ok,
   sessionInfoToWire,
-  statusCode,
   toBeginRequest,
   toBranchReport,
   toGlobalReport,
@@ -47,17 +54,24 @@ import {
   toStatusFilter,
   toXidRequest,
 } from './mapping.ts';
-import { tcServiceDefinition } from './proto.ts';
+import { tcServiceConstructor } from '../../shared/tc-wire.ts';
 import type {
+  BeginRequestWire,
+  BranchRegisterRequestWire,
+  BranchReportRequestWire,
   CallBatchWire,
   CallKind,
+  GlobalReportRequestWire,
   ListSessionsRequestWire,
+  LockQueryRequestWire,
+  MarkResolvedRequestWire,
+  XidRequestWire,
   ResultBatchWire,
   ResultWire,
   SessionInfoWire,
   WireLeader,
   WireResponse,
-} from './proto.ts';
+} from '../../shared/tc-wire.ts';
 import type { RmChannelHub } from './rm-hub.ts';
 
 /** Sessions one filtered ListSessions page may scan before it returns (with a token to go on). */
@@ -92,33 +106,104 @@ export interface TcGrpcServiceOptions {
   registry?: Registry;
 }
 
-type Method =
-  | CallKind
-  | 'getSession'
-  | 'retryNow'
-  | 'stopRetry'
-  | 'resumeRetry'
-  | 'markResolved'
-  | 'listSessions';
+/**
+ * One TC method at the edge: decode and validate the wire request (a bad one is answered
+ * BAD_REQUEST and changes nothing), then — only once this node may serve — call the
+ * coordinator and encode its answer.
+ */
+interface MethodSpec<Request> {
+  decode(wire: unknown): Request;
+  call(edge: Edge, request: Request): Promise<object>;
+}
 
-/** The wire method names of the unary calls. */
-const UNARY: Record<string, Method> = {
-  Begin: 'begin',
-  Commit: 'commit',
-  Rollback: 'rollback',
-  GetStatus: 'getStatus',
-  GlobalReport: 'globalReport',
-  BranchRegister: 'branchRegister',
-  BranchReport: 'branchReport',
-  LockQuery: 'lockQuery',
-  GetSession: 'getSession',
-  RetryNow: 'retryNow',
-  StopRetry: 'stopRetry',
-  ResumeRetry: 'resumeRetry',
-  MarkResolved: 'markResolved',
-  ListSessions: 'listSessions',
-};
+/** What a method calls: the coordinator, and the RM channels (which know each RM's application). */
+interface Edge {
+  coordinator: Coordinator;
+  hub: RmChannelHub;
+}
 
+/** A method whose request is one xid and whose answer is the global status reached. */
+const statusOf = (
+  call: (c: Coordinator, r: { xid: Xid }) => Promise<GlobalStatus>,
+): MethodSpec<{ xid: Xid }> => ({
+  decode: (w) => toXidRequest(w as XidRequestWire),
+  call: async ({ coordinator }, r) => ({
+    globalStatus: globalStatusToCode(await call(coordinator, r)),
+  }),
+});
+
+/** A method whose request is one xid and whose answer is empty. */
+const doneOf = (
+  call: (c: Coordinator, r: { xid: Xid }) => Promise<void>,
+): MethodSpec<{ xid: Xid }> => ({
+  decode: (w) => toXidRequest(w as XidRequestWire),
+  call: async ({ coordinator }, r) => {
+    await call(coordinator, r);
+    return {};
+  },
+});
+
+/** Every coordinator method of the TC service, by its name on the multiplexed stream. */
+const METHODS = {
+  begin: {
+    decode: (w) => toBeginRequest(w as BeginRequestWire),
+    call: async ({ coordinator }, r) => ({ xid: (await coordinator.begin(r)).xid }),
+  } satisfies MethodSpec<BeginRequest>,
+  commit: statusOf((c, r) => c.commit(r)),
+  rollback: statusOf((c, r) => c.rollback(r)),
+  getStatus: statusOf((c, r) => c.getStatus(r)),
+  globalReport: {
+    decode: (w) => toGlobalReport(w as GlobalReportRequestWire),
+    call: async ({ coordinator }, r) => ({
+      globalStatus: globalStatusToCode(await coordinator.globalReport(r)),
+    }),
+  } satisfies MethodSpec<GlobalReportRequest>,
+  branchRegister: {
+    decode: (w) => toRegisterBranch(w as BranchRegisterRequestWire),
+    call: async ({ coordinator, hub }, r) => {
+      hub.checkApplication(r.clientId, r.applicationId);
+      return { branchId: (await coordinator.registerBranch(r)).branchId };
+    },
+  } satisfies MethodSpec<RegisterBranchRequest>,
+  branchReport: {
+    decode: (w) => toBranchReport(w as BranchReportRequestWire),
+    call: async ({ coordinator }, r) => {
+      await coordinator.branchReport(r);
+      return {};
+    },
+  } satisfies MethodSpec<BranchReportRequest>,
+  lockQuery: {
+    decode: (w) => toLockQuery(w as LockQueryRequestWire),
+    call: async ({ coordinator }, r) => ({ lockable: await coordinator.lockQuery(r) }),
+  } satisfies MethodSpec<LockQueryRequest>,
+  getSession: {
+    decode: (w) => toXidRequest(w as XidRequestWire),
+    call: async ({ coordinator }, r) => ({
+      session: sessionInfoToWire(await coordinator.getSession(r)),
+    }),
+  } satisfies MethodSpec<{ xid: Xid }>,
+  retryNow: statusOf((c, r) => c.retryNow(r)),
+  stopRetry: doneOf((c, r) => c.stopRetry(r)),
+  resumeRetry: doneOf((c, r) => c.resumeRetry(r)),
+  markResolved: {
+    decode: (w) => toMarkResolved(w as MarkResolvedRequestWire),
+    call: async ({ coordinator }, r) => ({
+      globalStatus: globalStatusToCode((await coordinator.markResolved(r)).status),
+    }),
+  } satisfies MethodSpec<MarkResolvedRequest>,
+} as const;
+
+type Method = keyof typeof METHODS | 'listSessions';
+
+/** The unary methods by their wire name: the method's own name, capitalized (Begin, GetStatus, ...). */
+const UNARY: ReadonlyMap<string, Method> = new Map(
+  [...(Object.keys(METHODS) as Method[]), 'listSessions' as const].map((m) => [
+    m[0]!.toUpperCase() + m.slice(1),
+    m,
+  ]),
+);
+
+/** The methods the multiplexed `Calls` stream carries (the oneof of proto Call). */
 const CALL_KINDS: ReadonlySet<string> = new Set<CallKind>([
   'begin',
   'commit',
@@ -155,7 +240,7 @@ export class TcGrpcService {
       'grpc.keepalive_timeout_ms': SERVER_KEEPALIVE_TIMEOUT_MS,
     });
     const handlers: grpc.UntypedServiceImplementation = {};
-    for (const [name, method] of Object.entries(UNARY)) {
+    for (const [name, method] of UNARY) {
       handlers[name] = (
         call: grpc.ServerUnaryCall<unknown, WireResponse>,
         callback: grpc.sendUnaryData<WireResponse>,
@@ -166,7 +251,7 @@ export class TcGrpcService {
     handlers.Calls = (call: grpc.ServerDuplexStream<CallBatchWire, ResultBatchWire>) =>
       this.onCallStream(call);
     handlers.RmChannel = (call: Parameters<RmChannelHub['handle']>[0]) => options.hub.handle(call);
-    this.server.addService(tcServiceDefinition(), handlers);
+    this.server.addService(tcServiceConstructor().service, handlers);
     this.metrics = options.registry ? this.createMetrics(options.registry) : null;
   }
 
@@ -232,83 +317,11 @@ export class TcGrpcService {
   }
 
   private async dispatch(method: Method, request: unknown): Promise<WireResponse> {
-    const c = this.coordinator;
-    switch (method) {
-      case 'begin': {
-        const r = toBeginRequest(request as never);
-        this.requireLeader();
-        const { xid } = await c.begin(r);
-        return ok({ xid });
-      }
-      case 'commit': {
-        const r = toXidRequest(request as never);
-        this.requireLeader();
-        return ok({ globalStatus: statusCode(await c.commit(r)) });
-      }
-      case 'rollback': {
-        const r = toXidRequest(request as never);
-        this.requireLeader();
-        return ok({ globalStatus: statusCode(await c.rollback(r)) });
-      }
-      case 'getStatus': {
-        const r = toXidRequest(request as never);
-        this.requireLeader();
-        return ok({ globalStatus: statusCode(await c.getStatus(r)) });
-      }
-      case 'globalReport': {
-        const r = toGlobalReport(request as never);
-        this.requireLeader();
-        return ok({ globalStatus: statusCode(await c.globalReport(r)) });
-      }
-      case 'branchRegister': {
-        const r = toRegisterBranch(request as never);
-        this.requireLeader();
-        this.opts.hub.checkApplication(r.clientId, r.applicationId);
-        const { branchId } = await c.registerBranch(r);
-        return ok({ branchId });
-      }
-      case 'branchReport': {
-        const r = toBranchReport(request as never);
-        this.requireLeader();
-        await c.branchReport(r);
-        return ok({});
-      }
-      case 'lockQuery': {
-        const r = toLockQuery(request as never);
-        this.requireLeader();
-        return ok({ lockable: await c.lockQuery(r) });
-      }
-      case 'getSession': {
-        const r = toXidRequest(request as never);
-        this.requireLeader();
-        return ok({ session: sessionInfoToWire(await c.getSession(r)) });
-      }
-      case 'retryNow': {
-        const r = toXidRequest(request as never);
-        this.requireLeader();
-        return ok({ globalStatus: statusCode(await c.retryNow(r)) });
-      }
-      case 'stopRetry': {
-        const r = toXidRequest(request as never);
-        this.requireLeader();
-        await c.stopRetry(r);
-        return ok({});
-      }
-      case 'resumeRetry': {
-        const r = toXidRequest(request as never);
-        this.requireLeader();
-        await c.resumeRetry(r);
-        return ok({});
-      }
-      case 'markResolved': {
-        const r = toMarkResolved(request as never);
-        this.requireLeader();
-        const finished = await c.markResolved(r);
-        return ok({ globalStatus: statusCode(finished.status) });
-      }
-      case 'listSessions':
-        return this.listSessions(request as ListSessionsRequestWire | null);
-    }
+    if (method === 'listSessions') return this.listSessions(request as ListSessionsRequestWire);
+    const spec = METHODS[method] as MethodSpec<unknown>;
+    const decoded = spec.decode(request);
+    this.requireLeader();
+    return ok(await spec.call({ coordinator: this.coordinator, hub: this.opts.hub }, decoded));
   }
 
   /** A bounded page of live sessions in xid order (linearizable, like every read). */

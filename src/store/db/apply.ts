@@ -18,6 +18,7 @@
  * lock_table primary key at INSERT: the transaction is retried, and the re-read sees it.
  */
 import { BadRequestError, assert } from '../../shared/errors.ts';
+import type { BranchId, Xid } from '../../shared/ids.ts';
 import { validateCommandShape } from '../../coordinator/command-validation.ts';
 import type { Command, Outcome } from '../../coordinator/commands.ts';
 import type { Rejection } from '../../coordinator/errors.ts';
@@ -208,7 +209,7 @@ function stubHolders(holders: readonly LockHolderRow[]): GlobalSession[] {
     list.push(h);
   }
   return [...byXid].map(([xid, rows]) => ({
-    xid,
+    xid: xid as Xid,
     transactionId: '0',
     applicationId: '',
     transactionServiceGroup: '',
@@ -231,9 +232,10 @@ function stubHolders(holders: readonly LockHolderRow[]): GlobalSession[] {
 }
 
 function stubBranch(xid: string, branchId: string, rows: string[]): BranchSession {
+  // Ids of rows this store wrote from commands a coordinator made.
   return {
-    branchId,
-    xid,
+    branchId: branchId as BranchId,
+    xid: xid as Xid,
     type: 'AT',
     resourceId: '',
     lockKey: '',

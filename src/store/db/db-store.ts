@@ -448,10 +448,7 @@ export class DbSessionStore implements SessionStore {
    * drives phase two (an RM's callback channel), never for ordinary TC calls.
    */
   notLeaderError(): NotLeaderError {
-    const holder = this.leaseHolder();
-    return holder === null
-      ? new NotLeaderError(null)
-      : new NotLeaderError(holder.nodeId, holder.address);
+    return new NotLeaderError(this.leaseHolder()?.nodeId ?? null);
   }
 
   // ------------------------------------------------------------------ operations

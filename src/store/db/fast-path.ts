@@ -15,6 +15,7 @@
  * each condition must be a column of that row: hence `branch_count` (schema 2), which
  * every RegisterBranch and RemoveBranch rewrites.
  */
+import type { Xid } from '../../shared/ids.ts';
 import type {
   AcquireDriverCommand,
   BeginCommand,
@@ -23,7 +24,10 @@ import type {
   FinishGlobalCommand,
   Outcome,
 } from '../../coordinator/commands.ts';
-import { MAX_TIMEOUT_MS, MIN_TIMEOUT_MS } from '../../coordinator/limits.ts';
+import {
+  MAX_TRANSACTION_TIMEOUT_MS,
+  MIN_TRANSACTION_TIMEOUT_MS,
+} from '../../coordinator/limits.ts';
 import {
   GLOBAL_TRANSITIONS,
   GlobalStatus,
@@ -118,7 +122,8 @@ export class FastPaths {
    */
   private async begin(c: BeginCommand): Promise<Outcome<unknown> | undefined> {
     // The machine's own range check; out of range, it words the refusal.
-    if (c.timeoutMs < MIN_TIMEOUT_MS || c.timeoutMs > MAX_TIMEOUT_MS) return undefined;
+    if (c.timeoutMs < MIN_TRANSACTION_TIMEOUT_MS || c.timeoutMs > MAX_TRANSACTION_TIMEOUT_MS)
+      return undefined;
     const session = newSession(c);
     const result = { xid: c.xid, deadline: session.deadline };
     const row = globalRowValues(session);
@@ -250,7 +255,8 @@ export class FastPaths {
 /** The session Begin creates: the machine's own begin(), field for field. */
 function newSession(c: BeginCommand): GlobalSession {
   return {
-    xid: c.xid,
+    // A leader's coordinator formatted it (formatXid); the command's shape was checked.
+    xid: c.xid as Xid,
     transactionId: c.transactionId,
     applicationId: c.applicationId,
     transactionServiceGroup: c.transactionServiceGroup,

@@ -9,6 +9,7 @@
  * Typical reads settle in two passes (a status: session + finished record); the phase-two
  * driver's sweep in three (the page of live xids, then their sessions).
  */
+import type { Xid } from '../../shared/ids.ts';
 import { LockTable } from '../../coordinator/lock-table.ts';
 import type { CoordinatorStateView } from '../../coordinator/state-machine.ts';
 import { cloneSession } from '../../coordinator/state-machine.ts';
@@ -42,7 +43,7 @@ export class ReadCache {
   readonly sessions = new Map<string, GlobalSession | null>();
   readonly finished = new Map<string, FinishedRecord | null>();
   readonly lockHolders = new Map<string, { xid: string; branchId: string } | null>();
-  liveXids: string[] | null = null;
+  liveXids: Xid[] | null = null;
   liveCount: number | null = null;
   lockCount: number | null = null;
 
@@ -112,7 +113,7 @@ export class CachedView implements CoordinatorStateView {
     return this.cache.liveCount;
   }
 
-  liveXids(): string[] {
+  liveXids(): Xid[] {
     if (this.cache.liveXids === null) return this.miss(() => (this.needs.liveXids = true), []);
     return [...this.cache.liveXids];
   }

@@ -8,6 +8,7 @@
  * lock_table agrees.
  */
 import { StorageCorruptError } from '../../shared/errors.ts';
+import type { BranchId, Xid } from '../../shared/ids.ts';
 import { parseLockKey, splitRowKey } from '../../coordinator/lock-key.ts';
 import {
   GlobalStatus,
@@ -155,7 +156,8 @@ export function lockRowValues(row: string, xid: string, branchId: string): SqlVa
 
 /** A session from its global row and its branch rows (any order; sorted by branch_seq here). */
 export function sessionFromRows(g: Row, branchRows: readonly Row[]): GlobalSession {
-  const xid = textOf(g.xid, 'xid');
+  // Ids of rows this store wrote, from commands a coordinator made: branded as they are read.
+  const xid = textOf(g.xid, 'xid') as Xid;
   const status = textOf(g.status, 'status');
   if (!isGlobalStatus(status))
     throw new StorageCorruptError(`global_table row ${xid} has status ${JSON.stringify(status)}`);
@@ -184,8 +186,8 @@ export function sessionFromRows(g: Row, branchRows: readonly Row[]): GlobalSessi
   };
 }
 
-function branchFromRow(xid: string, b: Row): BranchSession {
-  const branchId = textOf(b.branch_id, 'branch_id');
+function branchFromRow(xid: Xid, b: Row): BranchSession {
+  const branchId = textOf(b.branch_id, 'branch_id') as BranchId;
   const type = textOf(b.branch_type, 'branch_type');
   const status = textOf(b.status, 'status');
   if (textOf(b.xid, 'xid') !== xid)
@@ -228,7 +230,7 @@ function branchFromRow(xid: string, b: Row): BranchSession {
 }
 
 export function finishedFromRow(f: Row): FinishedRecord {
-  const xid = textOf(f.xid, 'xid');
+  const xid = textOf(f.xid, 'xid') as Xid;
   const status = textOf(f.status, 'status');
   if (!isGlobalStatus(status))
     throw new StorageCorruptError(`finished_table row ${xid} has status ${JSON.stringify(status)}`);

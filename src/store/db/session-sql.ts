@@ -2,6 +2,7 @@
  * Every statement the db store runs against its session tables, in one place. Written once
  * for both dialects (`?` placeholders, portable SQL); reads map rows through rows.ts.
  */
+import type { Xid } from '../../shared/ids.ts';
 import { StorageCorruptError, assert } from '../../shared/errors.ts';
 import type { BranchSession, FinishedRecord, GlobalSession } from '../../coordinator/types.ts';
 import { DB_LOCK_ROWS_PER_STATEMENT, DB_READ_SESSIONS_PER_STATEMENT } from './limits.ts';
@@ -234,11 +235,12 @@ export class SessionSql {
   }
 
   /** Live xids, most urgent first (due_at), at most `limit`. */
-  async liveXidsPage(conn: SqlConn, limit: number): Promise<string[]> {
+  async liveXidsPage(conn: SqlConn, limit: number): Promise<Xid[]> {
     const r = await conn.query(`SELECT xid FROM ${this.t.global} ORDER BY due_at, xid LIMIT ?`, [
       limit,
     ]);
-    return r.rows.map((row) => textOf(row.xid, 'xid'));
+    // Xids of rows this store wrote, from commands a coordinator made.
+    return r.rows.map((row) => textOf(row.xid, 'xid') as Xid);
   }
 
   // ---------------------------------------------------------------- writes (each asserts what it touched)

@@ -16,10 +16,10 @@
  *    of a term proves exactly that: the core refuses ReadIndex until it has committed an
  *    entry of its term, and the read completes only when applied ≥ that commit index.
  *
- * The Raft's StateMachine is the coordinator's (src/server/tc-node.ts
- * CoordinatorLogStateMachine); this store only needs a read view of the state it applies
- * to. It imports no server code: the leader's TC address for not-leader answers comes in
- * through `leaderAddress`.
+ * The Raft's StateMachine is the coordinator's (coordinator-log.ts, the apply half; the two
+ * are assembled in raft-sessions.ts); this store only needs a read view of the state it
+ * applies to. It imports no server code: a not-leader answer names the leader's id, and the
+ * edge that answers (the TC service) adds where that leader is reached.
  */
 import {
   CapacityError,
@@ -71,8 +71,6 @@ export interface RaftSessionStoreOptions {
   /** The coordinator state the Raft's state machine applies commands to. */
   state: CoordinatorStateView;
   logger: Logger;
-  /** The leader's client-facing TC address ("host:port") for NotLeaderError; null if unknown. */
-  leaderAddress?: (leaderId: NodeId) => string | null;
   submitTimeoutMs?: number;
   readTimeoutMs?: number;
   barrierRetryMs?: number;
@@ -87,7 +85,6 @@ export class RaftSessionStore implements SessionStore {
   private readonly raft: RaftPort;
   private readonly state: CoordinatorStateView;
   private readonly log: Logger;
-  private readonly leaderAddress: (leaderId: NodeId) => string | null;
   readonly submitTimeoutMs: number;
   readonly readTimeoutMs: number;
   private readonly barrierRetryMs: number;
@@ -111,7 +108,6 @@ export class RaftSessionStore implements SessionStore {
     this.raft = options.raft;
     this.state = options.state;
     this.log = options.logger.child({ component: 'raft-store' });
-    this.leaderAddress = options.leaderAddress ?? (() => null);
     this.submitTimeoutMs = options.submitTimeoutMs ?? DEFAULT_SUBMIT_TIMEOUT_MS;
     this.readTimeoutMs = options.readTimeoutMs ?? DEFAULT_READ_TIMEOUT_MS;
     this.barrierRetryMs = options.barrierRetryMs ?? DEFAULT_BARRIER_RETRY_MS;
@@ -229,16 +225,39 @@ export class RaftSessionStore implements SessionStore {
     return !this.closed && this.role === 'leader';
   }
 
+  /**
+   * Follows the Raft leader role itself (holding, and its term), not only the announced
+   * leadership: RMs may register as soon as this node holds the role (before it applied its
+   * first entry of the term), and any step-down must send every RM to the new leader.
+   * Returns an unsubscribe function.
+   */
+  onLeaderRoleChange(listener: (holding: boolean, term: number) => void): () => void {
+    const st = this.raft.status();
+    let leaderTerm = st.role === 'leader' ? st.term : -1;
+    return this.raft.onStateChange((change) => {
+      if (change.role !== 'leader') {
+        leaderTerm = -1;
+        listener(false, change.term);
+      } else if (change.term !== leaderTerm) {
+        leaderTerm = change.term;
+        listener(true, change.term);
+      }
+    });
+  }
+
   /** The leader this node knows of (for not-leader answers). */
   knownLeader(): NodeId | null {
     return this.leaderId;
   }
 
-  /** A NotLeaderError naming the leader this node knows, with its TC address. */
+  /** A NotLeaderError naming the leader this node knows (the edge that answers adds where it is reached). */
   notLeaderError(): NotLeaderError {
-    const id =
-      this.leaderId !== null && this.leaderId !== this.raft.status().id ? this.leaderId : null;
-    return new NotLeaderError(id, id === null ? null : this.leaderAddress(id));
+    return new NotLeaderError(this.otherLeader(this.leaderId));
+  }
+
+  /** `id`, unless it names this node (a leader that stepped down still names itself for a moment). */
+  private otherLeader(id: NodeId | null): NodeId | null {
+    return id !== null && id !== this.raft.status().id ? id : null;
   }
 
   // -------------------------------------------------------------------------------------
@@ -340,14 +359,10 @@ export class RaftSessionStore implements SessionStore {
     if (this.role !== 'leader') throw this.notLeaderError();
   }
 
-  /** The Raft's NotLeaderError knows the leader's id only; add its TC address. */
+  /** The Raft's NotLeaderError may name no leader, or this node: name the one this node knows. */
   private translate(err: unknown): unknown {
-    if (err instanceof NotLeaderError && err.leaderAddress === null) {
-      const id = err.leaderId ?? this.leaderId;
-      if (id !== null && id !== this.raft.status().id)
-        return new NotLeaderError(id, this.leaderAddress(id), { cause: err });
-      return new NotLeaderError(null, null, { cause: err });
-    }
+    if (err instanceof NotLeaderError)
+      return new NotLeaderError(this.otherLeader(err.leaderId ?? this.leaderId), { cause: err });
     return err;
   }
 }

@@ -6,6 +6,9 @@ import { randomBytes } from 'node:crypto';
 import pg from 'pg';
 import mysql from 'mysql2/promise';
 import { pino, type Logger } from 'pino';
+import { sleep } from '../../support/wait.ts';
+
+export { sleep };
 
 export function pgSettings() {
   return {
@@ -90,8 +93,6 @@ export function capturingLogger(level = 'debug'): {
   };
   return { logger: pino({ level }, stream), records };
 }
-
-export const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 
 let xidCounter = BigInt(Date.now()) * 1000n;
 /** A fresh, valid xid. */

@@ -7,7 +7,8 @@ import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { stringify } from 'yaml';
-import { freePorts, http, killPid, spawnCli, waitFor } from '../../ops/helpers.ts';
+import { http, killPid, spawnCli, waitFor } from '../../ops/helpers.ts';
+import { allocateNodes, raftNodeConfig, writeConfig } from '../../support/cluster.ts';
 
 /** Raft tick of the test cluster, ms: elections in ~0.5–1 s. */
 const TICK_MS = 50;
@@ -25,34 +26,15 @@ export async function startCluster(label = 'sdk'): Promise<TestCluster> {
   const root = mkdtempSync(join(tmpdir(), `concord-${label}-`));
   const dir = join(root, 'configs');
   mkdirSync(dir);
-  const ports = await freePorts(9);
-  const nodes = [0, 1, 2].map((i) => ({
-    id: `node${i + 1}`,
-    http: ports[i * 3]!,
-    tc: ports[i * 3 + 1]!,
-    raft: ports[i * 3 + 2]!,
-  }));
-  const peers = nodes.map((n) => ({
-    nodeId: n.id,
-    host: '127.0.0.1',
-    raftPort: n.raft,
-    tcPort: n.tc,
-    httpPort: n.http,
-  }));
+  const nodes = await allocateNodes(3);
   for (const n of nodes) {
-    writeFileSync(
+    writeConfig(
       join(dir, `${n.id}.yaml`),
-      stringify({
-        node: { id: n.id, group: 'default' },
-        server: { host: '127.0.0.1', httpPort: n.http, tcPort: n.tc, raftPort: n.raft },
-        raft: {
-          dataDir: join(root, 'data', n.id),
-          tickMs: TICK_MS,
-          electionTicks: 10,
-          heartbeatTicks: 1,
-          peers,
-        },
-        log: { level: process.env.CONCORD_TEST_NODE_LOG_LEVEL ?? 'warn' },
+      raftNodeConfig(n, {
+        peers: nodes,
+        dataRoot: join(root, 'data'),
+        tickMs: TICK_MS,
+        logLevel: process.env.CONCORD_TEST_NODE_LOG_LEVEL ?? 'warn',
       }),
     );
   }

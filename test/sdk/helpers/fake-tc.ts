@@ -4,6 +4,7 @@
  * order, rollback in reverse — the way the real coordinator does. No retries: a failed
  * branch leaves the status at *Retrying, and `redeliver(xid)` runs the pass again.
  */
+import { requireBranchId, requireXid, type BranchId, type Xid } from '../../../src/shared/ids.ts';
 import type {
   BranchStatus,
   GlobalStatus,
@@ -55,12 +56,12 @@ export class FakeTc implements TcPort {
     }
   }
 
-  async begin(args: { name: string; timeoutMs: number }): Promise<string> {
+  async begin(args: { name?: string; timeoutMs: number }): Promise<Xid> {
     this.take('begin');
-    const xid = `127.0.0.1:8091:${this.nextId++}`;
+    const xid = requireXid(`127.0.0.1:8091:${this.nextId++}`);
     this.sessions.set(xid, {
       xid,
-      name: args.name,
+      name: args.name ?? '',
       timeoutMs: args.timeoutMs,
       status: 'Begin',
       branches: [],
@@ -103,21 +104,21 @@ export class FakeTc implements TcPort {
     xid: string;
     branchType: string;
     resourceId: string;
-    applicationData: string;
+    applicationData?: string;
     clientId: string;
-    applicationId: string;
-  }): Promise<string> {
+    applicationId?: string;
+  }): Promise<BranchId> {
     this.take('branchRegister');
     const s = this.must(xid(args));
     if (s.status !== 'Begin') throw new Error(`${s.xid} is ${s.status}`);
-    const branchId = String(this.nextId++);
+    const branchId = requireBranchId(String(this.nextId++));
     s.branches.push({
       branchId,
       branchType: args.branchType,
       resourceId: args.resourceId,
-      applicationData: args.applicationData,
+      applicationData: args.applicationData ?? '',
       clientId: args.clientId,
-      applicationId: args.applicationId,
+      applicationId: args.applicationId ?? '',
       status: 'Registered',
     });
     return branchId;

@@ -6,6 +6,9 @@ import { spawn, type ChildProcess, type SpawnOptions } from 'node:child_process'
 import { accessSync, constants, existsSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { delimiter, join } from 'node:path';
+import { freePort } from '../ports.ts';
+
+export { freePort };
 
 /** One line of progress on stderr (vitest shows a global setup's stderr as it comes). */
 export function progress(line: string): void {
@@ -19,20 +22,6 @@ export function seconds(sinceMs: number): string {
 export const isRoot = (): boolean => process.getuid?.() === 0;
 
 export const isDebian = (): boolean => existsSync('/etc/debian_version');
-
-/** A port that was free on 127.0.0.1 a moment ago. */
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.unref();
-    s.on('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const addr = s.address();
-      const port = typeof addr === 'object' && addr ? addr.port : 0;
-      s.close(() => resolve(port));
-    });
-  });
-}
 
 /** Server binaries live in sbin, which a non-root PATH often lacks. */
 export const SBIN_DIRS = ['/usr/sbin', '/usr/local/sbin', '/usr/bin', '/usr/local/bin', '/sbin'];

@@ -1,15 +1,30 @@
 /**
- * The openapi's wire shapes (JSON). The metadata follows Seata's raft-mode
- * `GET /metadata/v1/cluster` (storeMode, term, nodes with control/transaction/internal
- * endpoints, role, healthy, version); the extra fields are Concord's. The client SDK keeps
- * its own copy of these shapes (src/client/http-metadata.ts) and validates what it reads:
- * it shares no code with the server.
+ * The openapi's wire shapes (JSON), as the server writes them and the client reads them.
+ * The metadata follows Seata's raft-mode `GET /metadata/v1/cluster` (storeMode, term,
+ * nodes with control/transaction/internal endpoints, role, healthy, version); the extra
+ * fields are Concord's. The client validates every answer it reads against these shapes
+ * (src/client/http-metadata.ts).
  */
 export type MemberRole = 'LEADER' | 'FOLLOWER' | 'LEARNER';
 
-export interface Endpoint {
+/** A host and port: an IPv6 host without brackets. */
+export interface HostPort {
   host: string;
   port: number;
+}
+
+/** "host:port", an IPv6 host in brackets. */
+export function formatHostPort(hp: HostPort): string {
+  return hp.host.includes(':') ? `[${hp.host}]:${hp.port}` : `${hp.host}:${hp.port}`;
+}
+
+/** The leader a node names in a not-leader answer: its id and the endpoints it is reached at. */
+export interface LeaderHint {
+  nodeId: string;
+  /** HTTP openapi. */
+  control: HostPort | null;
+  /** TC gRPC (clients). */
+  transaction: HostPort | null;
 }
 
 export interface NodeMetadata {
@@ -19,11 +34,11 @@ export interface NodeMetadata {
   /** The group's term as this node knows it. */
   term: number;
   /** HTTP openapi. */
-  control: Endpoint | null;
+  control: HostPort | null;
   /** TC gRPC (clients). */
-  transaction: Endpoint | null;
+  transaction: HostPort | null;
   /** Raft peer port. */
-  internal: Endpoint | null;
+  internal: HostPort | null;
   /**
    * Whether the member is reachable, from this node's view: on the leader, whether it
    * answered within the last election timeout; on a follower, known only for itself and
@@ -71,7 +86,7 @@ export interface WatchChanged {
 
 export interface ErrorBody {
   error: { name: string; code: string; message: string; retryable: boolean };
-  leader?: { nodeId: string; control: Endpoint | null; transaction: Endpoint | null } | null;
+  leader?: LeaderHint | null;
 }
 
 export interface ChangeStep {

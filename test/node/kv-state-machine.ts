@@ -3,8 +3,8 @@
  * on the Raft. Deterministic: apply depends only on the current map and the command.
  */
 import { Packr } from 'msgpackr';
-import { StorageCorruptError } from '../../shared/errors.ts';
-import type { StateMachine } from '../ports.ts';
+import { StorageCorruptError } from '../../src/shared/errors.ts';
+import type { StateMachine } from '../../src/raft/ports.ts';
 
 /** Bounds on one command, checked at the HTTP edge before proposing. */
 export const MAX_KV_KEY_BYTES = 1024;

@@ -1,11 +1,7 @@
 import { describe, expect, it } from 'vitest';
-import {
-  MAX_WORKER_ID,
-  createSnowflakeIds,
-  formatXid,
-  parseXid,
-} from '../../src/coordinator/ids.ts';
+import { MAX_WORKER_ID, createSnowflakeIds } from '../../src/coordinator/ids.ts';
 import { BadRequestError } from '../../src/shared/errors.ts';
+import { formatXid, parseXid, requireXid } from '../../src/shared/ids.ts';
 
 describe('xid', () => {
   it('formats and parses <host>:<port>:<transactionId>, IPv6 hosts included', () => {
@@ -30,7 +26,8 @@ describe('xid', () => {
     [`${'h'.repeat(130)}:1:1`],
     [42],
   ])('refuses %j with a BadRequestError', (xid) => {
-    expect(() => parseXid(xid)).toThrow(BadRequestError);
+    expect(parseXid(xid)).toBeNull();
+    expect(() => requireXid(xid)).toThrow(BadRequestError);
   });
 });
 

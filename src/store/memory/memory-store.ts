@@ -5,16 +5,18 @@
  * leadership flag and term, set by the test, so a deposed leader that has not heard the news
  * yet can be played (its late commands reach the shared machine and meet the fence).
  */
-import { NotLeaderError } from '../shared/errors.ts';
 import {
+  CoordinatorStateMachine,
   decodeCommand,
   encodeCommand,
   type Command,
+  type CoordinatorStateView,
+  type LeadershipEvent,
   type Outcome,
   type ResultOf,
-} from './commands.ts';
-import type { LeadershipEvent, SessionStore } from './ports.ts';
-import { CoordinatorStateMachine, type CoordinatorStateView } from './state-machine.ts';
+  type SessionStore,
+} from '../../coordinator/index.ts';
+import { NotLeaderError } from '../../shared/errors.ts';
 
 export interface MemoryStoreOptions {
   /** Share one machine between stores to play several nodes on one log. Default: a new one. */

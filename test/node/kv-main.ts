@@ -2,8 +2,8 @@
  * A runnable Raft node with a tiny replicated KV store and an HTTP API, for the
  * integration tests and the benchmark (not the Concord server).
  *
- *   node --import tsx src/raft/node/kv-main.ts --config node1.yaml
- *   node --import tsx src/raft/node/kv-main.ts --id n1 --raft 127.0.0.1:7001 --http 127.0.0.1:8001 \
+ *   node --import tsx test/node/kv-main.ts --config node1.yaml
+ *   node --import tsx test/node/kv-main.ts --id n1 --raft 127.0.0.1:7001 --http 127.0.0.1:8001 \
  *        --peers n2=127.0.0.1:7002,n3=127.0.0.1:7003 --data-dir /tmp/n1 [--tick-ms 100] \
  *        [--election-ticks 10] [--heartbeat-ticks 1] [--snapshot-interval 10000] [--join]
  *
@@ -28,10 +28,19 @@ import type { AddressInfo } from 'node:net';
 import { Command, Option } from 'commander';
 import { pino } from 'pino';
 import { parse as parseYaml } from 'yaml';
-import { BadRequestError, ConcordError, ConfigError, NotLeaderError } from '../../shared/errors.ts';
-import type { Logger } from '../../shared/logger.ts';
-import type { ConfChange } from '../core/types.ts';
-import { parseHostPort, validateRaftNodeConfig, type RaftNodeConfig } from './config.ts';
+import {
+  BadRequestError,
+  ConcordError,
+  ConfigError,
+  NotLeaderError,
+} from '../../src/shared/errors.ts';
+import type { Logger } from '../../src/shared/logger.ts';
+import type { ConfChange } from '../../src/raft/core/types.ts';
+import {
+  parseHostPort,
+  validateRaftNodeConfig,
+  type RaftNodeConfig,
+} from '../../src/raft/node/config.ts';
 import {
   encodeKvCommand,
   KvStateMachine,
@@ -39,8 +48,8 @@ import {
   MAX_KV_VALUE_BYTES,
   type KvCommand,
 } from './kv-state-machine.ts';
-import { memberContextFields } from './members.ts';
-import { RaftNode } from './raft-node.ts';
+import { memberContextFields } from '../../src/raft/node/members.ts';
+import { RaftNode } from '../../src/raft/node/raft-node.ts';
 
 /** Largest request body accepted (a value plus room for JSON around it). */
 export const MAX_HTTP_BODY_BYTES = MAX_KV_VALUE_BYTES + 4 * 1024;

@@ -1,10 +1,14 @@
 /**
- * The chaos run's seeded PRNG: xoshiro128** seeded through splitmix32, so one 32-bit seed
- * gives a well-mixed state. ONE seed drives the whole run: the nemesis schedule, each
- * client's workload mix and each client's jitter come from streams forked off it by name,
- * so adding a consumer does not shift the numbers another consumer sees.
+ * The one seeded PRNG of the simulator (test/sim) and the chaos suite (chaos/):
+ * xoshiro128** seeded through splitmix32, so one 32-bit seed gives a well-mixed state. ONE
+ * seed drives a whole run, and every random choice comes from it or from streams forked
+ * off it:
  *
- * (The simulator has its own copy in test/sim/prng.ts; chaos/ does not import from test/.)
+ *  - `fork(label)`: an independent stream named by a label (same seed + same label → same
+ *    numbers), so adding a consumer does not shift the numbers another one sees (chaos: the
+ *    nemesis schedule, each client's workload mix and jitter);
+ *  - `fork()`: a stream seeded by the next draw of this one (the simulator: each node's
+ *    election randomness, in node order).
  */
 export class Prng {
   /** The seed this stream was made from (forks derive from it, not from the state). */
@@ -67,6 +71,23 @@ export class Prng {
     return items[this.int(0, items.length - 1)]!;
   }
 
+  /** Picks a key by weight; weights ≤ 0 are never picked. */
+  weighted<K extends string>(weights: Readonly<Record<K, number>>): K {
+    let total = 0;
+    for (const k in weights) if (weights[k] > 0) total += weights[k];
+    if (total <= 0) throw new RangeError('all weights are zero');
+    let x = this.float() * total;
+    let last: K | undefined;
+    for (const k in weights) {
+      const w = weights[k];
+      if (w <= 0) continue;
+      last = k;
+      if (x < w) return k;
+      x -= w;
+    }
+    return last as K;
+  }
+
   /** A new array, Fisher–Yates shuffled. */
   shuffle<T>(items: readonly T[]): T[] {
     const out = [...items];
@@ -77,9 +98,12 @@ export class Prng {
     return out;
   }
 
-  /** An independent stream named `label`: same seed + same label → same numbers. */
-  fork(label: string): Prng {
-    return new Prng(forkSeed(this.seed, label));
+  /**
+   * An independent stream: named `label` (same seed + same label → same numbers, whatever
+   * was drawn before), or without a label seeded by the next draw of this stream.
+   */
+  fork(label?: string): Prng {
+    return new Prng(label === undefined ? this.nextU32() : forkSeed(this.seed, label));
   }
 }
 

@@ -1,18 +1,19 @@
 /**
- * proto/tc.proto loaded for the server, and the TypeScript shapes of its messages as
- * @grpc/proto-loader hands them over (camelCase fields, enums as their names, 64-bit
- * integers as numbers, proto3 defaults filled in, oneofs named by a virtual field).
+ * proto/tc.proto as both sides see it: the service loaded once, and the TypeScript shapes of
+ * its messages as @grpc/proto-loader hands them over (camelCase fields, enums as their
+ * names, 64-bit integers as numbers, proto3 defaults filled in, oneofs named by a virtual
+ * field). One description for the client and the server: they share the .proto and this.
  *
- * Decoded requests come from clients: every field's TYPE is guaranteed by protobuf, every
- * VALUE must still be validated (mapping.ts) before it reaches the coordinator.
+ * A decoded message comes from the other side: every field's TYPE is guaranteed by
+ * protobuf, every VALUE must still be validated before it is used.
  */
 import { fileURLToPath } from 'node:url';
 import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
 
-export const TC_PROTO_PATH = fileURLToPath(new URL('../../../proto/tc.proto', import.meta.url));
+export const TC_PROTO_PATH = fileURLToPath(new URL('../../proto/tc.proto', import.meta.url));
 
-/** The loader options; the client (src/client/tc/proto.ts) uses the same ones. */
+/** The loader options of both sides. */
 export const TC_PROTO_LOADER_OPTIONS: protoLoader.Options = {
   keepCase: false,
   longs: Number,
@@ -20,6 +21,30 @@ export const TC_PROTO_LOADER_OPTIONS: protoLoader.Options = {
   defaults: true,
   oneofs: true,
 };
+
+let service: grpc.ServiceClientConstructor | null = null;
+
+/** The generated TransactionCoordinator client constructor (its `.service` is the definition); loaded once. */
+export function tcServiceConstructor(): grpc.ServiceClientConstructor {
+  if (service) return service;
+  const def = protoLoader.loadSync(TC_PROTO_PATH, TC_PROTO_LOADER_OPTIONS);
+  const pkg = grpc.loadPackageDefinition(def) as unknown as {
+    concord: { tc: { v1: { TransactionCoordinator: grpc.ServiceClientConstructor } } };
+  };
+  service = pkg.concord.tc.v1.TransactionCoordinator;
+  return service;
+}
+
+// ------------------------------------------------------------------ oneofs
+
+/** What a sender writes for a oneof: exactly one of its fields. */
+export type OneOf<Fields> = { [K in keyof Fields]: Pick<Fields, K> }[keyof Fields];
+/** What a receiver gets for a oneof: any field may be set; the loader names the set one. */
+export type Decoded<Fields, Tag extends string> = Partial<Fields> & {
+  [T in Tag]?: keyof Fields;
+};
+
+// ------------------------------------------------------------------ answers and errors
 
 export type WireResultCode = 'RESULT_CODE_UNSPECIFIED' | 'RESULT_CODE_OK' | 'RESULT_CODE_FAILED';
 export type WireErrorCode =
@@ -53,6 +78,8 @@ export interface WireResponse {
   resultCode: WireResultCode;
   error?: WireError | null;
 }
+
+// ------------------------------------------------------------------ TM, RM, operator calls
 
 export interface BeginRequestWire {
   name: string;
@@ -158,7 +185,19 @@ export interface ListSessionsResponseWire extends WireResponse {
   totalLive?: number;
 }
 
-// RM channel
+/** Any call's answer, as a client reads it: the fields of every response, each optional. */
+export type AnyResponseWire = WireResponse &
+  Partial<
+    Omit<BeginResponseWire, keyof WireResponse> &
+      Omit<GlobalStatusResponseWire, keyof WireResponse> &
+      Omit<BranchRegisterResponseWire, keyof WireResponse> &
+      Omit<LockQueryResponseWire, keyof WireResponse> &
+      Omit<SessionResponseWire, keyof WireResponse> &
+      Omit<ListSessionsResponseWire, keyof WireResponse>
+  >;
+
+// ------------------------------------------------------------------ the RM channel
+
 export interface RmRegisterWire {
   applicationId: string;
   transactionServiceGroup: string;
@@ -186,60 +225,50 @@ export interface BranchResultWire {
 export interface PingWire {
   sentAtMs: number;
 }
-export interface RmToTcWire {
-  message?: 'register' | 'branchResult' | 'ping' | 'pong';
-  register?: RmRegisterWire;
-  branchResult?: BranchResultWire;
-  ping?: PingWire;
-  pong?: PingWire;
+export interface GoAwayWire {
+  error?: WireError | null;
 }
-export type TcToRmWire =
-  | { registered: RmRegisteredWire }
-  | { branchCommit: PhaseTwoRequestWire }
-  | { branchRollback: PhaseTwoRequestWire }
-  | { ping: PingWire }
-  | { pong: PingWire }
-  | { goAway: { error: WireError } };
 
-// Multiplexed calls
-export type CallKind =
-  | 'begin'
-  | 'commit'
-  | 'rollback'
-  | 'getStatus'
-  | 'globalReport'
-  | 'branchRegister'
-  | 'branchReport'
-  | 'lockQuery';
-export interface CallWire {
-  id: number;
-  request?: CallKind;
-  begin?: BeginRequestWire;
-  commit?: XidRequestWire;
-  rollback?: XidRequestWire;
-  getStatus?: XidRequestWire;
-  globalReport?: GlobalReportRequestWire;
-  branchRegister?: BranchRegisterRequestWire;
-  branchReport?: BranchReportRequestWire;
-  lockQuery?: LockQueryRequestWire;
+/** The fields of the RmToTc oneof `message`. */
+export interface RmToTcFields {
+  register: RmRegisterWire;
+  branchResult: BranchResultWire;
+  ping: PingWire;
+  pong: PingWire;
 }
+/** The fields of the TcToRm oneof `message`. */
+export interface TcToRmFields {
+  registered: RmRegisteredWire;
+  branchCommit: PhaseTwoRequestWire;
+  branchRollback: PhaseTwoRequestWire;
+  ping: PingWire;
+  pong: PingWire;
+  goAway: GoAwayWire;
+}
+
+// ------------------------------------------------------------------ the multiplexed calls
+
+/** The requests the `Calls` stream carries (the oneof `request` of proto Call). */
+export interface CallRequests {
+  begin: BeginRequestWire;
+  commit: XidRequestWire;
+  rollback: XidRequestWire;
+  getStatus: XidRequestWire;
+  globalReport: GlobalReportRequestWire;
+  branchRegister: BranchRegisterRequestWire;
+  branchReport: BranchReportRequestWire;
+  lockQuery: LockQueryRequestWire;
+}
+export type CallKind = keyof CallRequests;
+
+export type CallWire = { id: number } & Decoded<CallRequests, 'request'>;
 export interface CallBatchWire {
   calls: CallWire[];
 }
-export type ResultWire = { id: number } & Partial<Record<CallKind | 'invalid', WireResponse>>;
+export type ResultWire = { id: number } & Decoded<
+  Record<CallKind | 'invalid', WireResponse>,
+  'response'
+>;
 export interface ResultBatchWire {
   results: ResultWire[];
-}
-
-let cached: grpc.ServiceDefinition | null = null;
-
-/** The TransactionCoordinator service definition (loaded once). */
-export function tcServiceDefinition(): grpc.ServiceDefinition {
-  if (cached) return cached;
-  const def = protoLoader.loadSync(TC_PROTO_PATH, TC_PROTO_LOADER_OPTIONS);
-  const pkg = grpc.loadPackageDefinition(def) as unknown as {
-    concord: { tc: { v1: { TransactionCoordinator: grpc.ServiceClientConstructor } } };
-  };
-  cached = pkg.concord.tc.v1.TransactionCoordinator.service;
-  return cached;
 }

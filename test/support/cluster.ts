@@ -1,0 +1,68 @@
+/**
+ * What every test cluster of real node processes starts from: three (or n) nodes on free
+ * loopback ports, and the YAML config of each — the one layout the TC, SDK, ops and db-mode
+ * tests share. How they are started differs (one `concord start` per node, or `concord
+ * cluster up`), and stays with each suite.
+ */
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { stringify } from 'yaml';
+import { freePorts } from './ports.ts';
+
+/** One node's ports. */
+export interface NodePorts {
+  id: string;
+  http: number;
+  tc: number;
+  raft: number;
+}
+
+/** `count` nodes (node1, node2, ...) on distinct free ports. */
+export async function allocateNodes(count = 3): Promise<NodePorts[]> {
+  const ports = await freePorts(count * 3);
+  return Array.from({ length: count }, (_, i) => ({
+    id: `node${i + 1}`,
+    http: ports[i * 3]!,
+    tc: ports[i * 3 + 1]!,
+    raft: ports[i * 3 + 2]!,
+  }));
+}
+
+/** A node as a member of `raft.peers`. */
+export function peerOf(n: NodePorts): object {
+  return { nodeId: n.id, host: '127.0.0.1', raftPort: n.raft, tcPort: n.tc, httpPort: n.http };
+}
+
+export interface NodeConfigOptions {
+  /** The members this node starts with (all of them; itself included). */
+  peers: readonly NodePorts[];
+  /** Where the node keeps its data: `<dataRoot>/<id>`. */
+  dataRoot: string;
+  tickMs: number;
+  electionTicks?: number;
+  join?: boolean;
+  authToken?: string;
+  logLevel?: string;
+}
+
+/** The config of a raft-mode node (what `concord start --config` reads). */
+export function raftNodeConfig(n: NodePorts, o: NodeConfigOptions): object {
+  return {
+    node: { id: n.id, group: 'default' },
+    server: { host: '127.0.0.1', httpPort: n.http, tcPort: n.tc, raftPort: n.raft },
+    raft: {
+      dataDir: join(o.dataRoot, n.id),
+      tickMs: o.tickMs,
+      electionTicks: o.electionTicks ?? 10,
+      heartbeatTicks: 1,
+      ...(o.join !== undefined ? { join: o.join } : {}),
+      peers: o.peers.map(peerOf),
+    },
+    ...(o.authToken !== undefined ? { http: { authToken: o.authToken } } : {}),
+    log: { level: o.logLevel ?? 'info' },
+  };
+}
+
+export function writeConfig(file: string, config: object): void {
+  writeFileSync(file, stringify(config));
+}
