@@ -28,7 +28,9 @@ export const DIALECTS: readonly DialectName[] = ['postgres', 'mysql'];
 /** Silent, unless CONCORD_TEST_LOG names a level (debugging a failing run). */
 export function testLogger(): Logger {
   const level = process.env.CONCORD_TEST_LOG;
-  return level ? createLogger({ level }) : silentLogger();
+  if (!level) return silentLogger();
+  const levels = ['trace', 'debug', 'info', 'warn', 'error', 'fatal'];
+  return createLogger({ level: levels.includes(level) ? level : 'debug' });
 }
 
 function enc(s: string): string {
