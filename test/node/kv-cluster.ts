@@ -28,6 +28,8 @@ process.on('exit', () => {
   for (const p of live) p.kill('SIGKILL');
 });
 
+const DUMP_RETRY_MS = 10_000;
+
 export async function eventually<T>(
   what: string,
   fn: () => Promise<T>,
@@ -354,15 +356,24 @@ export class KvCluster {
   }
 
   /** All keys with a prefix on one node: linearizable (through the leader) or that node's applied state. */
+  /**
+   * Reads every key under a prefix. A linearizable read that the node drops (503: a ReadIndex
+   * dropped while the leader is busy or changing) changed nothing and is asked again, for up to
+   * DUMP_RETRY_MS; any other refusal is the answer.
+   */
   async dump(id: string, prefix: string, stale = false): Promise<Record<string, string>> {
-    const r = (await this.request(
-      id,
-      'GET',
-      `/kv?prefix=${encodeURIComponent(prefix)}${stale ? '&stale=1' : ''}`,
-    )) as {
-      entries: Record<string, string>;
-    };
-    return r.entries;
+    const path = `/kv?prefix=${encodeURIComponent(prefix)}${stale ? '&stale=1' : ''}`;
+    const deadline = Date.now() + DUMP_RETRY_MS;
+    for (;;) {
+      try {
+        const r = (await this.request(id, 'GET', path)) as { entries: Record<string, string> };
+        return r.entries;
+      } catch (err) {
+        const dropped = err instanceof HttpStatusError && err.status === 503;
+        if (!dropped || Date.now() > deadline) throw err;
+        await sleep(100);
+      }
+    }
   }
 
   /**
