@@ -541,7 +541,7 @@ class DbCluster {
         logger: silentLogger(),
         address: { host: `10.0.0.${i + 1}`, port: 8091 },
         phaseTwo: {
-          maxRetryMs: 365 * 24 * 3600 * 1000,
+          stuckAfterMs: 365 * 24 * 3600 * 1000,
           retryBaseMs: 500,
           retryMaxBackoffMs: 4_000,
           branchCallTimeoutMs: 20_000,
