@@ -208,6 +208,8 @@ export interface SessionInfo {
   resolvedBy: string | null;
   /** Live sessions: the branch whose phase two waits for an RM of its application, if any. */
   rmWaits: RmWaitInfo[];
+  /** Live sessions: phase two still fails past its alarm time; it is still retried. */
+  stuck: boolean;
 }
 
 export interface ListSessionsArgs {
@@ -216,6 +218,8 @@ export interface ListSessionsArgs {
   pageToken?: string;
   /** Only sessions with this reported status. */
   status?: GlobalStatus;
+  /** Only stuck sessions: phase two still fails past its alarm time (still retried). */
+  stuck?: boolean;
 }
 
 export interface SessionPage {
@@ -461,6 +465,7 @@ export class TcClient implements TcPort {
       pageSize: args.pageSize ?? 0,
       pageToken: args.pageToken ?? '',
       globalStatus: args.status === undefined ? 0 : globalStatusToCode(args.status),
+      stuck: args.stuck === true,
     };
     const r = await this.invoke(null, 'ListSessions', request, { safe: true });
     const sessions = Array.isArray(r.sessions)
@@ -741,5 +746,6 @@ function sessionFromWire(w: SessionInfoWire): SessionInfo {
       resourceId: x.resourceId,
       since: x.since,
     })),
+    stuck: w.stuck === true,
   };
 }

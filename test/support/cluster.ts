@@ -43,6 +43,8 @@ export interface NodeConfigOptions {
   join?: boolean;
   authToken?: string;
   logLevel?: string;
+  /** The `phaseTwo` section (retry backoff, alarm threshold); absent: the defaults. */
+  phaseTwo?: { stuckAfterMs?: number; retryBaseMs?: number; retryMaxBackoffMs?: number };
 }
 
 /** The config of a raft-mode node (what `concord start --config` reads). */
@@ -60,6 +62,7 @@ export function raftNodeConfig(n: NodePorts, o: NodeConfigOptions): object {
     },
     ...(o.authToken !== undefined ? { http: { authToken: o.authToken } } : {}),
     log: { level: o.logLevel ?? 'info' },
+    ...(o.phaseTwo !== undefined ? { phaseTwo: o.phaseTwo } : {}),
   };
 }
 

@@ -31,7 +31,12 @@ import {
 
 import { freePort } from '../support/ports.ts';
 import { waitFor } from '../support/wait.ts';
-import { allocateNodes, raftNodeConfig, writeConfig } from '../support/cluster.ts';
+import {
+  allocateNodes,
+  raftNodeConfig,
+  writeConfig,
+  type NodeConfigOptions,
+} from '../support/cluster.ts';
 
 export { freePort, waitFor };
 
@@ -52,12 +57,15 @@ export interface ClusterOptions {
   tickMs?: number;
   electionTicks?: number;
   logLevel?: string;
+  /** The nodes' `phaseTwo` config section. */
+  phaseTwo?: NodeConfigOptions['phaseTwo'];
 }
 
 export class TestCluster {
   readonly root: string;
   readonly nodes: TestNode[] = [];
-  private readonly opts: Required<ClusterOptions>;
+  private readonly opts: Required<Omit<ClusterOptions, 'phaseTwo'>> &
+    Pick<ClusterOptions, 'phaseTwo'>;
 
   private constructor(name: string, opts: ClusterOptions) {
     this.root = mkdtempSync(join(tmpdir(), `concord-tc-${name}-`));
@@ -65,6 +73,7 @@ export class TestCluster {
       tickMs: opts.tickMs ?? 30,
       electionTicks: opts.electionTicks ?? 10,
       logLevel: opts.logLevel ?? 'info',
+      phaseTwo: opts.phaseTwo,
     };
   }
 
@@ -180,6 +189,7 @@ export class TestCluster {
       electionTicks: this.opts.electionTicks,
       authToken: 'tc-test-token-0123456789',
       logLevel: this.opts.logLevel,
+      ...(this.opts.phaseTwo !== undefined ? { phaseTwo: this.opts.phaseTwo } : {}),
     });
     mkdirSync(join(this.root, 'data'), { recursive: true });
     writeConfig(n.file, config);

@@ -59,6 +59,20 @@ function registerRmWaitGauge(registry: Registry, coordinator: Coordinator): void
   });
 }
 
+/** The gauge of stuck transactions: phase two still failing past its alarm time. */
+function registerStuckGauge(registry: Registry, coordinator: Coordinator): void {
+  const name = 'concord_tx_stuck';
+  if (registry.getSingleMetric(name)) registry.removeSingleMetric(name);
+  new Gauge({
+    name,
+    help: 'Transactions whose phase two still fails past its alarm time (stuckAfterMs after the first failure); they are still retried; counted where phase two is driven',
+    registers: [registry],
+    collect() {
+      this.set(coordinator.driver.stuckCount());
+    },
+  });
+}
+
 /** Snowflake worker ids: 10 bits. */
 const WORKER_ID_SPACE = 1024;
 
@@ -176,7 +190,7 @@ export async function serveTc(
       : {}),
   });
   const self = selfEndpoints(config).transaction;
-  const phaseTwo = { ...sessions.phaseTwo, ...options.phaseTwo };
+  const phaseTwo = { ...config.phaseTwo, ...sessions.phaseTwo, ...options.phaseTwo };
   const coordinator = new Coordinator({
     store,
     gateway: hub,
@@ -198,6 +212,7 @@ export async function serveTc(
     offRegistered();
   };
   registerRmWaitGauge(ctx.metrics.registry, coordinator);
+  registerStuckGauge(ctx.metrics.registry, coordinator);
   if (sessions.takesRmChannels()) hub.leadershipGained();
   // Before anything awaits: the store may announce leadership on its next turn.
   coordinator.start();
