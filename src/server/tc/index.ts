@@ -20,7 +20,7 @@
  * coordinator stops driving.
  */
 import { createHash } from 'node:crypto';
-import { Gauge, type Registry } from 'prom-client';
+import { Counter, Gauge, type Registry } from 'prom-client';
 import {
   Coordinator,
   createSnowflakeIds,
@@ -57,6 +57,46 @@ function registerRmWaitGauge(registry: Registry, coordinator: Coordinator): void
       this.set(coordinator.driver.rmWaitCount());
     },
   });
+}
+
+/**
+ * Counters of the Raft session store's batching: entries it proposed and the commands they
+ * carried (rate(commands)/rate(entries) is commands per entry). Raft mode only.
+ */
+function registerBatchCounters(
+  registry: Registry,
+  counts: () => { entries: number; commands: number },
+): void {
+  const metric = (
+    name: string,
+    help: string,
+    read: (c: { entries: number; commands: number }) => number,
+  ) => {
+    if (registry.getSingleMetric(name)) registry.removeSingleMetric(name);
+    let last = 0;
+    new Counter({
+      name,
+      help,
+      registers: [registry],
+      collect() {
+        const v = read(counts());
+        // A new store starts from zero: count from there.
+        const delta = v >= last ? v - last : v;
+        if (delta > 0) this.inc(delta);
+        last = v;
+      },
+    });
+  };
+  metric(
+    'concord_raft_proposed_entries_total',
+    'Raft entries the TC service proposed (each carries the commands of one event-loop turn)',
+    (c) => c.entries,
+  );
+  metric(
+    'concord_raft_proposed_commands_total',
+    'Coordinator commands the TC service proposed; divided by proposed entries: commands per entry',
+    (c) => c.commands,
+  );
 }
 
 /** Snowflake worker ids: 10 bits. */
@@ -98,6 +138,7 @@ export interface TcSessions {
 /** The raft mode's sessions: a Raft session store over the node's Raft sessions. */
 export function raftTcSessions(ctx: TcNodeContext, raft: RaftSessions): TcSessions {
   const store = raft.openStore({ logger: ctx.logger });
+  registerBatchCounters(ctx.metrics.registry, () => store.batchCounts());
   return {
     store,
     takesRmChannels: () => store.hasLeaderRole(),
