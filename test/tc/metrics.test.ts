@@ -6,6 +6,8 @@
  * metrics keep their standard names. Plus the stuck gauge's rule on a real state machine.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { Registry } from 'prom-client';
 import type { TcClient } from '../../src/client/tc-client.ts';
 import { CoordinatorStateMachine } from '../../src/coordinator/index.ts';
@@ -18,7 +20,14 @@ import {
   changeCmd,
   registerCmd,
 } from '../coordinator/commands-fixtures.ts';
-import { TestCluster, TestRm, waitFor, waitForStatus, type TestNode } from './helpers.ts';
+import {
+  REPO_ROOT,
+  TestCluster,
+  TestRm,
+  waitFor,
+  waitForStatus,
+  type TestNode,
+} from './helpers.ts';
 
 const APP = { transactionServiceGroup: 'default' };
 
@@ -167,6 +176,24 @@ describe('transaction metrics', () => {
     expect(value(text, 'process_cpu_user_seconds_total')).toBeGreaterThan(0);
     expect(text).toMatch(/^nodejs_eventloop_lag_seconds\{/m);
     expect(text).not.toMatch(/^concord_(process|nodejs)_/m);
+
+    // Every metric the shipped dashboard and the operations guide name is served.
+    const declared = new Set([...text.matchAll(/^# TYPE (\S+) /gm)].map((m) => m[1]!));
+    const named = (file: string) =>
+      new Set(
+        [
+          ...readFileSync(join(REPO_ROOT, file), 'utf8').matchAll(
+            /\b((?:concord|process|nodejs)_[a-z0-9_]+)/g,
+          ),
+        ]
+          .map((m) => m[1]!.replace(/_(bucket|count|sum)$/, ''))
+          .filter((name) => !name.endsWith('_')),
+      );
+    const dashboard = named('docs/grafana-dashboard.json');
+    expect(dashboard.size).toBeGreaterThan(20);
+    expect([...dashboard].filter((name) => !declared.has(name))).toEqual([]);
+    const guide = [...named('docs/operations.md')].filter((n) => n.startsWith('concord_tc_'));
+    expect(guide.filter((name) => !declared.has(name))).toEqual([]);
   });
 });
 
