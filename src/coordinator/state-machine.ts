@@ -71,6 +71,17 @@ import {
   type GlobalSession,
 } from './types.ts';
 
+/** What forEachLiveStatus shows of one live session. */
+export interface LiveStatusView {
+  readonly xid: Xid;
+  readonly status: GlobalStatus;
+  /** The status a client sees (Stop* while an operator stopped the retries). */
+  readonly reportedStatus: GlobalStatus;
+  readonly beginTime: number;
+  readonly statusChangedAt: number;
+  readonly retryAttempts: number;
+}
+
 /** Read-only queries of coordinator state. Everything returned is a copy. */
 export interface CoordinatorStateView {
   getSession(xid: string): GlobalSession | undefined;
@@ -82,6 +93,12 @@ export interface CoordinatorStateView {
   isLockable(xid: string, rows: readonly string[]): boolean;
   lockHolder(row: string): { xid: string; branchIds: string[] } | undefined;
   lockedRowCount(): number;
+  /**
+   * Optional: visits every live session's status and times, without copying it (no
+   * branches): for metrics and summaries over many sessions. Absent where the view holds
+   * only part of the state (the db store's reads).
+   */
+  forEachLiveStatus?(visit: (session: LiveStatusView) => void): void;
   /**
    * The latest command time (ms) among applied commands: a leader stamps its commands with
    * max(its clock, this), so command time never goes backwards across leaders. Optional:
@@ -729,6 +746,18 @@ export class CoordinatorStateMachine implements CoordinatorStateView {
 
   lockedRowCount(): number {
     return this.locks.size;
+  }
+
+  forEachLiveStatus(visit: (session: LiveStatusView) => void): void {
+    for (const s of this.sessions.values())
+      visit({
+        xid: s.xid,
+        status: s.status,
+        reportedStatus: reportedStatus(s),
+        beginTime: s.beginTime,
+        statusChangedAt: s.statusChangedAt,
+        retryAttempts: s.retry.attempts,
+      });
   }
 
   commandTime(): number {

@@ -39,11 +39,13 @@ import { errorToWire } from './mapping.ts';
 import type { WireLeader } from '../../shared/tc-wire.ts';
 import { RmChannelHub } from './rm-hub.ts';
 import { TcGrpcService, type TcStoreAccess } from './service.ts';
+import { TcMetrics, summarize, type LiveSummary } from './tc-metrics.ts';
 
 export { TcGrpcService } from './service.ts';
 export { RmChannelHub } from './rm-hub.ts';
 export { RmCallFailedError, RmUnavailableError } from './errors.ts';
 export * from './limits.ts';
+export { DEFAULT_STUCK_ALARM_MS, TcMetrics } from './tc-metrics.ts';
 
 /** The gauge of transactions whose phase two waits for an RM of a branch's application. */
 function registerRmWaitGauge(registry: Registry, coordinator: Coordinator): void {
@@ -109,6 +111,8 @@ export interface TcServiceOptions {
   rmHeartbeatIntervalMs?: number;
   /** One phase-two call's timeout, ms (default DEFAULT_PHASE_TWO_CALL_TIMEOUT_MS). */
   phaseTwoCallTimeoutMs?: number;
+  /** Alarm threshold of concord_tc_global_stuck, ms (default DEFAULT_STUCK_ALARM_MS). */
+  stuckAlarmMs?: number;
 }
 
 /** The running TC service of a node (what TcNode closes on stop). */
@@ -133,6 +137,8 @@ export interface TcSessions {
   phaseTwo: Partial<PhaseTwoOptions>;
   /** Releases what the binding made (raft: the Raft session store; db: nothing, the node owns the store). */
   close(): void;
+  /** Live transactions for the scrape-time gauges; null where this node does not count them. */
+  liveSummary?(now: number, alarmMs: number): Promise<LiveSummary | null> | LiveSummary | null;
 }
 
 /** The raft mode's sessions: a Raft session store over the node's Raft sessions. */
@@ -146,6 +152,8 @@ export function raftTcSessions(ctx: TcNodeContext, raft: RaftSessions): TcSessio
     leaderId: () => store.knownLeader(),
     phaseTwo: {},
     close: () => store.close(),
+    // Every node applies the same log: each counts from its own applied state.
+    liveSummary: (now, alarmMs) => raft.readApplied((state) => summarize(state, now, alarmMs)),
   };
 }
 
@@ -160,6 +168,9 @@ export function dbTcSessions(store: DbSessionStore): TcSessions {
     // Commits decided on other nodes reach the holder's driver only through its sweep.
     phaseTwo: { sweepIntervalMs: DB_MODE_SWEEP_INTERVAL_MS },
     close: () => undefined,
+    // One database: only the lease holder counts (a bounded page of the live sessions).
+    liveSummary: (now, alarmMs) =>
+      store.drivesPhaseTwo() ? store.read((state) => summarize(state, now, alarmMs)) : null,
   };
 }
 
@@ -218,9 +229,13 @@ export async function serveTc(
   });
   const self = selfEndpoints(config).transaction;
   const phaseTwo = { ...sessions.phaseTwo, ...options.phaseTwo };
+  const txMetrics = new TcMetrics(ctx.metrics.registry, {
+    ...(options.stuckAlarmMs !== undefined ? { stuckAlarmMs: options.stuckAlarmMs } : {}),
+    ...(sessions.liveSummary ? { liveSummary: sessions.liveSummary } : {}),
+  });
   const coordinator = new Coordinator({
-    store,
-    gateway: hub,
+    store: txMetrics.instrumentStore(store),
+    gateway: txMetrics.instrumentGateway(hub),
     ids: createSnowflakeIds({ workerId: workerIdOf(config), clock: systemClock }),
     logger: ctx.logger,
     address: { host: self.host, port: self.port },
@@ -251,6 +266,7 @@ export async function serveTc(
     port: config.server.tcPort,
     logger: ctx.logger,
     registry: ctx.metrics.registry,
+    txMetrics,
   });
   let port: number;
   try {
