@@ -37,6 +37,7 @@ import {
   isBranchType,
   isEndStatus,
   isPhaseTwoInFlight,
+  isStuck,
   reportedStatus,
   type BranchType,
   type FinishedRecord,
@@ -110,7 +111,14 @@ export interface MarkResolvedRequest {
  * RM of their application, as this node's driver saw them), or the record of a finished one.
  */
 export type SessionInfo =
-  | { live: true; session: GlobalSession; reportedStatus: GlobalStatus; rmWaits: RmWait[] }
+  | {
+      live: true;
+      session: GlobalSession;
+      reportedStatus: GlobalStatus;
+      /** Phase two still fails past its alarm time (isStuck); it is still retried. */
+      stuck: boolean;
+      rmWaits: RmWait[];
+    }
   | { live: false; finished: FinishedRecord };
 
 /** Statuses a Saga TM may report. */
@@ -346,6 +354,7 @@ export class Coordinator {
         live: true,
         session: found.session,
         reportedStatus: reportedStatus(found.session),
+        stuck: isStuck(found.session),
         rmWaits: this.driver.rmWaitsOf(xid),
       };
     if (found.finished) return { live: false, finished: found.finished };
@@ -381,7 +390,10 @@ export class Coordinator {
     this.log.warn({ xid }, 'phase-two retries stopped by an operator');
   }
 
-  /** Resumes retries with a fresh retry budget and drives at once. */
+  /**
+   * Drives a stopped or stuck transaction again at once, with a new alarm time: the pass
+   * tells only the branches not yet done. Harmless on one that is neither.
+   */
   async resumeRetry(request: { xid: Xid }): Promise<void> {
     const xid = request.xid;
     const now = this.clock.now();
@@ -389,7 +401,7 @@ export class Coordinator {
       kind: 'RetryResumed',
       xid,
       at: now,
-      retryDeadline: now + this.driver.options.maxRetryMs,
+      retryDeadline: now + this.driver.options.stuckAfterMs,
       term: this.store.term(),
     });
     this.log.info({ xid }, 'phase-two retries resumed by an operator');

@@ -61,6 +61,7 @@ import {
   isFailedEnd,
   isPhaseOneStatus,
   isPhaseTwoInFlight,
+  isStuck,
   isSuccessfulEnd,
   isUnretryableFailure,
   phaseTwoStatusesFor,
@@ -423,8 +424,9 @@ export class CoordinatorStateMachine implements CoordinatorStateView {
     if (fenced) return reject(fenced);
     if (!isPhaseTwoInFlight(session.status))
       return illegal(session, 'only a transaction in phase two has retries to resume');
-    // Resuming what is not stopped is a harmless repeat (an operator retrying after a failover).
-    if (session.retry.stopped) {
+    // A stopped or stuck transaction is driven again at once with a renewed alarm time;
+    // resuming one that is neither is a harmless repeat (an operator retrying after a failover).
+    if (session.retry.stopped || isStuck(session)) {
       session.retry.stopped = false;
       session.retry.nextRetryAt = c.at;
       session.retry.retryDeadline = c.retryDeadline;

@@ -121,6 +121,11 @@ export class FakeGateway implements BranchGateway {
     this.scripts.set(branchId, [...(this.scripts.get(branchId) ?? []), ...answers]);
   }
 
+  /** Drops the answers still scripted for a branch: from now on it succeeds (the RM healed). */
+  clearScript(branchId: string): void {
+    this.scripts.delete(branchId);
+  }
+
   commitBranch(branch: BranchSession): Promise<BranchStatus> {
     return this.call('commit', branch);
   }
@@ -202,7 +207,7 @@ export interface World {
 }
 
 export const TEST_PHASE_TWO: Partial<PhaseTwoOptions> = {
-  maxRetryMs: 60_000,
+  stuckAfterMs: 60_000,
   retryBaseMs: 1_000,
   retryMaxBackoffMs: 8_000,
   branchCallTimeoutMs: 5_000,
