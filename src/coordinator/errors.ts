@@ -38,7 +38,6 @@ export class StaleTermError extends NotLeaderError {
   }
 }
 
-
 /**
  * A BranchGateway's answer when no RM of the branch's application that serves its resource
  * is connected: the branch waits for one (the driver retries with backoff, and shows the
