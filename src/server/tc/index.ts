@@ -101,6 +101,36 @@ function registerBatchCounters(
   );
 }
 
+/**
+ * The live-transaction limit and how near it is: `concord_tc_live_transactions` (those that
+ * count toward it, on the leader; absent elsewhere and in db mode, whose count lives in the
+ * database) and `concord_tc_live_transactions_limit`.
+ */
+function registerLiveLimitGauges(
+  registry: Registry,
+  coordinator: Coordinator,
+  limit: number,
+): void {
+  for (const name of ['concord_tc_live_transactions', 'concord_tc_live_transactions_limit']) {
+    if (registry.getSingleMetric(name)) registry.removeSingleMetric(name);
+  }
+  new Gauge({
+    name: 'concord_tc_live_transactions',
+    help: 'Live global transactions that count toward the limit (failed ones do not), as the leader has applied them; the leader alone reports it',
+    registers: [registry],
+    collect() {
+      const live = coordinator.liveCount();
+      if (live === null) this.reset();
+      else this.set(live);
+    },
+  });
+  new Gauge({
+    name: 'concord_tc_live_transactions_limit',
+    help: 'Live global transactions at most (limits.maxLiveTransactions); a Begin beyond it is refused with CAPACITY',
+    registers: [registry],
+  }).set(limit);
+}
+
 /** Snowflake worker ids: 10 bits. */
 const WORKER_ID_SPACE = 1024;
 
@@ -239,6 +269,7 @@ export async function serveTc(
     ids: createSnowflakeIds({ workerId: workerIdOf(config), clock: systemClock }),
     logger: ctx.logger,
     address: { host: self.host, port: self.port },
+    maxLiveSessions: config.limits.maxLiveTransactions,
     ...(Object.keys(phaseTwo).length > 0 ? { phaseTwo } : {}),
   });
   const offRoleChange = sessions.onRmRoleChange((holding) => {
@@ -254,6 +285,7 @@ export async function serveTc(
     offRegistered();
   };
   registerRmWaitGauge(ctx.metrics.registry, coordinator);
+  registerLiveLimitGauges(ctx.metrics.registry, coordinator, config.limits.maxLiveTransactions);
   if (sessions.takesRmChannels()) hub.leadershipGained();
   // Before anything awaits: the store may announce leadership on its next turn.
   coordinator.start();
