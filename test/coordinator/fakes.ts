@@ -238,6 +238,7 @@ export function makeWorld(
     gateway?: FakeGateway;
     start?: boolean;
     logger?: Logger;
+    maxLiveSessions?: number;
   } = {},
 ): World {
   const clock = options.clock ?? new FakeClock();
@@ -252,6 +253,7 @@ export function makeWorld(
     logger: options.logger ?? silentLogger(),
     address: { host: '10.0.0.1', port: 8091 },
     phaseTwo: { ...TEST_PHASE_TWO, ...options.phaseTwo },
+    ...(options.maxLiveSessions !== undefined ? { maxLiveSessions: options.maxLiveSessions } : {}),
   });
   if (options.start ?? true) coordinator.start();
   return { clock, store, gateway, ids, coordinator, machine: store.machine };

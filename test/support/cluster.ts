@@ -45,6 +45,8 @@ export interface NodeConfigOptions {
   logLevel?: string;
   /** The `phaseTwo` section (retry backoff, alarm threshold); absent: the defaults. */
   phaseTwo?: { stuckAfterMs?: number; retryBaseMs?: number; retryMaxBackoffMs?: number };
+  /** The config's `limits` section (docs/operations.md). */
+  limits?: Record<string, number>;
 }
 
 /** The config of a raft-mode node (what `concord start --config` reads). */
@@ -61,6 +63,7 @@ export function raftNodeConfig(n: NodePorts, o: NodeConfigOptions): object {
       peers: o.peers.map(peerOf),
     },
     ...(o.authToken !== undefined ? { http: { authToken: o.authToken } } : {}),
+    ...(o.limits !== undefined ? { limits: o.limits } : {}),
     log: { level: o.logLevel ?? 'info' },
     ...(o.phaseTwo !== undefined ? { phaseTwo: o.phaseTwo } : {}),
   };

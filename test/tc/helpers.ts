@@ -59,13 +59,15 @@ export interface ClusterOptions {
   logLevel?: string;
   /** The nodes' `phaseTwo` config section. */
   phaseTwo?: NodeConfigOptions['phaseTwo'];
+  /** The nodes' `limits` section. */
+  limits?: Record<string, number>;
 }
 
 export class TestCluster {
   readonly root: string;
   readonly nodes: TestNode[] = [];
-  private readonly opts: Required<Omit<ClusterOptions, 'phaseTwo'>> &
-    Pick<ClusterOptions, 'phaseTwo'>;
+  private readonly opts: Required<Omit<ClusterOptions, 'limits' | 'phaseTwo'>> &
+    Pick<ClusterOptions, 'limits' | 'phaseTwo'>;
 
   private constructor(name: string, opts: ClusterOptions) {
     this.root = mkdtempSync(join(tmpdir(), `concord-tc-${name}-`));
@@ -74,6 +76,7 @@ export class TestCluster {
       electionTicks: opts.electionTicks ?? 10,
       logLevel: opts.logLevel ?? 'info',
       phaseTwo: opts.phaseTwo,
+      ...(opts.limits !== undefined ? { limits: opts.limits } : {}),
     };
   }
 
@@ -190,6 +193,7 @@ export class TestCluster {
       authToken: 'tc-test-token-0123456789',
       logLevel: this.opts.logLevel,
       ...(this.opts.phaseTwo !== undefined ? { phaseTwo: this.opts.phaseTwo } : {}),
+      ...(this.opts.limits !== undefined ? { limits: this.opts.limits } : {}),
     });
     mkdirSync(join(this.root, 'data'), { recursive: true });
     writeConfig(n.file, config);

@@ -2,7 +2,7 @@
  * A decided commit is final (issue 13 item 7), on a real three-node cluster of `concord
  * start` processes with a real RM channel: an RM that fails its confirm past the alarm
  * threshold keeps being retried (never CommitFailed), the session shows stuck (GetSession,
- * ListSessions with the stuck filter, the leader's `concord_tx_stuck` gauge, one warn line
+ * ListSessions with the stuck filter, the leader's `concord_tc_global_stuck` gauge, one warn line
  * in the leader's log), and once the RM heals the transaction ends Committed.
  */
 import { readFileSync } from 'node:fs';
@@ -91,7 +91,7 @@ describe('an RM that fails its confirm past the alarm threshold', () => {
     const listed = await ops.listSessions({ stuck: true });
     expect(listed.sessions.map((s) => s.xid)).toEqual([xid]);
     expect(listed.sessions[0]!.stuck).toBe(true);
-    expect(await gauge(leader, 'concord_tx_stuck')).toBe(1);
+    expect(await gauge(leader, 'concord_tc_global_stuck')).toBe(1);
     const calls = rm.callsFor(xid).length;
     await waitFor(
       'more confirms past the alarm',
@@ -109,6 +109,6 @@ describe('an RM that fails its confirm past the alarm threshold', () => {
     failing = false;
     expect(await waitForStatus(ops, xid, (s) => s === 'Committed', 30_000)).toBe('Committed');
     expect((await ops.listSessions({ stuck: true })).sessions).toEqual([]);
-    expect(await gauge(leader, 'concord_tx_stuck')).toBe(0);
+    expect(await gauge(leader, 'concord_tc_global_stuck')).toBe(0);
   }, 120_000);
 });
