@@ -41,6 +41,8 @@ class SimTm {
   decision: Decision;
   /** The commit was sent and not answered: the outcome is unknown to this TM. */
   commitUnknown = false;
+  /** A stray rollback to send after the commit was answered (a confused or replayed client). */
+  strayRollback = false;
   transactions = 0;
 
   constructor(
@@ -159,6 +161,20 @@ export class SimClients {
 
   private stepTm(tm: SimTm): void {
     if (tm.inFlight) return;
+    if (tm.phase === 'done' && tm.strayRollback && tm.xid) {
+      // A rollback after the commit was answered: the transaction must keep its decision.
+      tm.strayRollback = false;
+      const t = this.target();
+      const xid = tm.xid;
+      if (t) {
+        this.world.log(`tm${tm.id} stray rollback ${xid} on ${t.node.id}`);
+        t.coordinator.rollback({ xid }).then(
+          (status) => this.noteDecision(xid, status, `answered to a stray rollback of tm${tm.id}`),
+          () => undefined,
+        );
+      }
+      return;
+    }
     if (tm.phase === 'done') {
       if (this.stopping) return;
       tm.reset();
@@ -251,6 +267,7 @@ export class SimClients {
             if (decisionOf(status) === 'commit') this.stats.committed += 1;
             else this.stats.rolledBack += 1;
             this.noteDecision(xid, status, `answered to tm${tm.id}`);
+            tm.strayRollback = decisionOf(status) === 'commit' && this.rng.chance(0.3);
             this.next(tm, 'done');
           },
         );
