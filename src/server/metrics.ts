@@ -330,6 +330,15 @@ export function createNodeMetrics(
     },
   });
 
+  new Gauge({
+    name: 'concord_raft_last_snapshot_bytes',
+    help: 'Size of the last local snapshot (the encoded state machine), bytes',
+    registers: [registry],
+    collect() {
+      this.set(counters()?.lastSnapshotBytes ?? 0);
+    },
+  });
+
   const rpc = new Histogram({
     name: 'concord_raft_rpc_duration_seconds',
     help: 'Raft peer round trip by request type (app, heartbeat, snap, vote, preVote): from the oldest unanswered request to its answer',
