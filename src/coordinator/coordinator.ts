@@ -23,13 +23,7 @@ import {
 import { parseLockKey, validateResourceId } from './lock-key.ts';
 import { commandClock } from './command-clock.ts';
 import { PhaseTwoDriver, type PhaseTwoOptions, type RmWait } from './phase-two-driver.ts';
-import {
-  systemClock,
-  type BranchGateway,
-  type Clock,
-  type IdSource,
-  type SessionStore,
-} from './ports.ts';
+import { type BranchGateway, type Clock, type IdSource, type SessionStore } from './ports.ts';
 import {
   BranchStatus,
   GlobalStatus,
@@ -50,8 +44,11 @@ export interface CoordinatorOptions {
   logger: Logger;
   /** This TC's client-facing address: the xid prefix `<host>:<port>`. */
   address: { host: string; port: number };
-  /** Default: the system clock. Commands carry max(this clock, the last applied command time). */
-  clock?: Clock;
+  /**
+   * The wall clock (src/server/wall-clock.ts in a node; a fake one in tests). Commands carry
+   * max(this clock, the last applied command time).
+   */
+  clock: Clock;
   phaseTwo?: Partial<PhaseTwoOptions>;
 }
 
@@ -141,7 +138,7 @@ export class Coordinator {
   constructor(options: CoordinatorOptions) {
     this.store = options.store;
     this.ids = options.ids;
-    this.clock = commandClock(options.clock ?? systemClock, options.store);
+    this.clock = commandClock(options.clock, options.store);
     this.log = options.logger.child({ component: 'coordinator' });
     this.address = options.address;
     assert(
@@ -255,7 +252,10 @@ export class Coordinator {
     return typeof session === 'string' ? session : reportedStatus(session);
   }
 
-  /** Saga: the TM's engine reports the status it reached; an in-flight status hands phase two to the TC. */
+  /**
+   * Saga: the TM's engine reports the status it reached; an in-flight status hands phase two to the
+   * TC.
+   */
   async globalReport(request: GlobalReportRequest): Promise<GlobalStatus> {
     const xid = request.xid;
     if (!REPORTABLE.has(request.status))
@@ -285,7 +285,8 @@ export class Coordinator {
     validateResourceId(request.resourceId);
     const lockKey = request.lockKey ?? '';
     if (typeof lockKey !== 'string') throw new BadRequestError('lockKey must be a string');
-    if (lockKey !== '') parseLockKey(request.resourceId, lockKey); // the precise message, before a round trip
+    // the precise message, before a round trip
+    if (lockKey !== '') parseLockKey(request.resourceId, lockKey);
     const applicationData = request.applicationData ?? '';
     requireApplicationData(applicationData);
     if (typeof request.clientId !== 'string' || request.clientId.length > MAX_NAME_CHARS) {
@@ -436,7 +437,9 @@ export class Coordinator {
     return (await pass) ?? this.getStatus({ xid });
   }
 
-  /** The live session, or the status to answer at once (a finished one); UnknownXidError otherwise. */
+  /**
+   * The live session, or the status to answer at once (a finished one); UnknownXidError otherwise.
+   */
   private async liveOrAnswer(xid: string): Promise<GlobalSession | GlobalStatus> {
     const found = await this.store.read((state) => ({
       session: state.getSession(xid),

@@ -133,7 +133,10 @@ export function canTransition(from: GlobalStatus, to: GlobalStatus): boolean {
   return GLOBAL_TRANSITIONS.get(from)?.includes(to) ?? false;
 }
 
-/** Reachable in one or more legal steps (used by GlobalReport, where a Saga TM reports the end it reached itself). */
+/**
+ * Reachable in one or more legal steps (used by GlobalReport, where a Saga TM reports the end it
+ * reached itself).
+ */
 export function canReach(from: GlobalStatus, to: GlobalStatus): boolean {
   const seen = new Set<GlobalStatus>();
   const stack: GlobalStatus[] = [from];
@@ -150,7 +153,10 @@ export function canReach(from: GlobalStatus, to: GlobalStatus): boolean {
   return false;
 }
 
-/** The retrying status of an in-flight phase-two status (AsyncCommitting retries in place, as in Seata). */
+/**
+ * The retrying status of an in-flight phase-two status (AsyncCommitting retries in place, as in
+ * Seata).
+ */
 export function retryingStatusOf(status: GlobalStatus): GlobalStatus {
   switch (status) {
     case GlobalStatus.Committing:
@@ -291,7 +297,9 @@ export interface RetryInfo {
   attempts: number;
   /** When the driver tries again; null before the first failure. */
   nextRetryAt: number | null;
-  /** After this instant a retryable failure becomes the *Failed end state; set at the first failure. */
+  /**
+   * After this instant a retryable failure becomes the *Failed end state; set at the first failure.
+   */
   retryDeadline: number | null;
   /** An operator stopped the retries (reported as Stop* at the edge). */
   stopped: boolean;
@@ -332,7 +340,9 @@ export interface FinishedRecord {
   resolvedBy: string | null;
 }
 
-/** The status a client or console sees: the Stop* statuses while an operator has stopped retries. */
+/**
+ * The status a client or console sees: the Stop* statuses while an operator has stopped retries.
+ */
 export function reportedStatus(session: Pick<GlobalSession, 'status' | 'retry'>): GlobalStatus {
   if (session.retry.stopped && isPhaseTwoInFlight(session.status)) {
     return decisionOf(session.status) === 'commit'

@@ -21,10 +21,10 @@
  */
 import { createHash } from 'node:crypto';
 import { Gauge, type Registry } from 'prom-client';
+import { wallClock } from '../wall-clock.ts';
 import {
   Coordinator,
   createSnowflakeIds,
-  systemClock,
   type PhaseTwoOptions,
   type SessionStore,
 } from '../../coordinator/index.ts';
@@ -180,7 +180,8 @@ export async function serveTc(
   const coordinator = new Coordinator({
     store,
     gateway: hub,
-    ids: createSnowflakeIds({ workerId: workerIdOf(config), clock: systemClock }),
+    ids: createSnowflakeIds({ workerId: workerIdOf(config), clock: wallClock }),
+    clock: wallClock,
     logger: ctx.logger,
     address: { host: self.host, port: self.port },
     ...(Object.keys(phaseTwo).length > 0 ? { phaseTwo } : {}),

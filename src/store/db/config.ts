@@ -1,6 +1,6 @@
 /**
  * Building a db store from the node's configuration. Typed structurally on the few keys it
- * reads, so src/store does not import src/server (the layering test forbids it).
+ * reads, so src/store does not import src/server (eslint.config.js forbids it).
  */
 import { ConfigError } from '../../shared/errors.ts';
 import type { Logger } from '../../shared/logger.ts';
