@@ -158,7 +158,7 @@ export class World {
         address: { host: `10.0.0.${i + 1}`, port: 8091 },
         // Retries never give up here, so only an unretryable answer may fail a transaction.
         phaseTwo: {
-          maxRetryMs: 365 * 24 * 3600 * 1000,
+          stuckAfterMs: 365 * 24 * 3600 * 1000,
           retryBaseMs: 500,
           retryMaxBackoffMs: 4_000,
           branchCallTimeoutMs: 20_000,

@@ -73,6 +73,7 @@ import type {
   WireResponse,
 } from '../../shared/tc-wire.ts';
 import type { RmChannelHub } from './rm-hub.ts';
+import type { TcMetrics } from './tc-metrics.ts';
 
 /** Sessions one filtered ListSessions page may scan before it returns (with a token to go on). */
 export const MAX_LIST_SCAN = 10_000;
@@ -104,6 +105,8 @@ export interface TcGrpcServiceOptions {
   port: number;
   logger: Logger;
   registry?: Registry;
+  /** Transaction metrics fed from each call's answer. */
+  txMetrics?: TcMetrics;
 }
 
 /**
@@ -305,10 +308,12 @@ export class TcGrpcService {
       else this.log.debug({ method, err: (err as Error).message }, 'TC call refused');
       response = failed(errorToWire(err, this.opts.leaderOf));
     }
+    const seconds = (performance.now() - started) / 1000;
     if (this.metrics) {
       this.metrics.calls.inc({ method, code: response.error ? response.error.code : 'OK' });
-      this.metrics.seconds.observe({ method }, (performance.now() - started) / 1000);
+      this.metrics.seconds.observe({ method }, seconds);
     }
+    this.opts.txMetrics?.observeCall(method, response, seconds);
     return response;
   }
 

@@ -22,7 +22,6 @@
  * edge that answers (the TC service) adds where that leader is reached.
  */
 import {
-  CapacityError,
   encodeCommand,
   type Command,
   type CoordinatorStateView,
@@ -39,6 +38,7 @@ import {
   ProposalDroppedError,
   StoppedError,
   TimeoutError,
+  UnavailableError,
 } from '../../shared/errors.ts';
 import type { Logger } from '../../shared/logger.ts';
 import { SubmitBatcher } from './command-batch.ts';
@@ -51,7 +51,7 @@ export const DEFAULT_READ_TIMEOUT_MS = 10_000;
 export const DEFAULT_BARRIER_RETRY_MS = 20;
 /** Callers waiting for one ReadIndex barrier; beyond it they queue for the next one (keeps one batch bounded). */
 export const MAX_READS_PER_BARRIER = 4_096;
-/** Callers that may wait for a barrier at once; beyond it a read is refused (CapacityError). */
+/** Callers that may wait for a barrier at once; beyond it a read is refused (UnavailableError). */
 export const MAX_QUEUED_READS = 65_536;
 
 /** What the store needs of a Raft node (RaftNode satisfies it structurally). */
@@ -393,11 +393,12 @@ class ReadBatcher {
 
   /**
    * Joins the next barrier. `cancel` takes a caller that gave up out of the queue; a full
-   * queue refuses at once (CapacityError), so memory stays bounded under overload.
+   * queue refuses at once (UnavailableError), so memory stays bounded under overload.
    */
   barrier(): { done: Promise<void>; cancel: () => void } {
     if (this.waiting.length >= MAX_QUEUED_READS) {
-      const full = new CapacityError(
+      // Overload, not a bound on state: nothing was read or changed; the client retries.
+      const full = new UnavailableError(
         `${MAX_QUEUED_READS} reads wait for a ReadIndex barrier, the limit; retry later`,
       );
       return { done: Promise.reject(full), cancel: () => {} };
