@@ -160,17 +160,12 @@ export default tseslint.config(
   // TEMPORARY (issue 18 item 7 in progress): the folders not yet brought under the length
   // limits. Each leaves this list in the commit that makes it clean.
   {
-    files: [
-      'bench/**',
-      'chaos/**',
-      'examples/**',
-      'scripts/**',
-      'bin/**',
-      'src/{cli,client,raft,server,shared,store}/**',
-      'src/*.ts',
-      'test/**',
-    ],
+    files: ['bench/**', 'chaos/**', 'examples/**', 'scripts/**', 'bin/**', 'test/**'],
     rules: { 'max-len': 'off', 'max-lines-per-function': 'off' },
+  },
+  {
+    files: ['src/{cli,client,raft,server,store}/**'],
+    rules: { 'max-lines-per-function': 'off' },
   },
   // phase-two-driver.ts is being changed on another branch (issue 13); its two long comment
   // lines are wrapped when that lands.

@@ -91,7 +91,10 @@ const MAX_CLEANUP_INTERVAL_MS = 24 * 60 * 60 * 1000;
 export interface FenceOptions {
   /** Fence table, `table` or `schema.table`. Default `concord_fence`. */
   table?: string;
-  /** Receives outcome (debug/info/warn) and retry logs: pino or any logger with the usual methods. Default: pino at warn on stderr. */
+  /**
+   * Receives outcome (debug/info/warn) and retry logs: pino or any logger with the usual methods.
+   * Default: pino at warn on stderr.
+   */
   logger?: LoggerLike;
   /**
    * Isolation of the fence's local transactions. Default: the database's own default
@@ -99,7 +102,10 @@ export interface FenceOptions {
    * both; set it to what the business write needs.
    */
   isolationLevel?: IsolationLevel;
-  /** Attempts the database may abort (deadlock, serialization failure) before run fails with FenceConflictError. Default 3, at most 10. */
+  /**
+   * Attempts the database may abort (deadlock, serialization failure) before run fails with
+   * FenceConflictError. Default 3, at most 10.
+   */
   maxAttempts?: number;
   /**
    * How long after a branch's fence row was written the TC may still deliver an op of that
@@ -113,7 +119,10 @@ export interface FenceOptions {
 }
 
 export interface FenceCleanupOptions {
-  /** Delete rows older than this. Default, and least accepted: the fence's `retryHorizonMs` (24 h 10 min unless set). */
+  /**
+   * Delete rows older than this. Default, and least accepted: the fence's `retryHorizonMs` (24 h 10
+   * min unless set).
+   */
   olderThanMs?: number;
   /** Rows per DELETE. Default 1000, at most 10000. */
   batchSize?: number;
@@ -137,9 +146,15 @@ export interface Fence<Tx> {
   readonly dialect: 'postgres' | 'mysql';
   /** The table name as configured. */
   readonly table: string;
-  /** Creates the table (unique key on xid, branch_id, op; index on created_at) if missing, then verifySchema(). */
+  /**
+   * Creates the table (unique key on xid, branch_id, op; index on created_at) if missing, then
+   * verifySchema().
+   */
   ensureSchema(): Promise<void>;
-  /** Throws FenceSchemaError unless the table exists with an immediate, non-partial unique key on exactly (xid, branch_id, op). */
+  /**
+   * Throws FenceSchemaError unless the table exists with an immediate, non-partial unique key on
+   * exactly (xid, branch_id, op).
+   */
   verifySchema(): Promise<void>;
   /**
    * Runs `fn` inside one local transaction together with the fence row, when the fence says
@@ -151,7 +166,10 @@ export interface Fence<Tx> {
   run(key: FenceKey, fn: (tx: Tx) => Promise<unknown> | unknown): Promise<FenceOutcome>;
   /** Deletes rows older than `olderThanMs`, in batches. */
   cleanup(options?: FenceCleanupOptions): Promise<FenceCleanupResult>;
-  /** Runs cleanup every `everyMs` (timer unref'd). Returns a stop function that waits for a pass in progress. */
+  /**
+   * Runs cleanup every `everyMs` (timer unref'd). Returns a stop function that waits for a pass in
+   * progress.
+   */
   startCleanup(options?: FenceCleanupSchedule): () => Promise<void>;
 }
 
@@ -220,7 +238,10 @@ export interface FenceDialect<Tx> {
   classify(err: unknown): DbErrorInfo;
   ensureSchema(): Promise<void>;
   verifySchema(): Promise<void>;
-  /** One DELETE of at most `batchSize` rows older than `olderThanMs` (by the database's clock); returns rows deleted. */
+  /**
+   * One DELETE of at most `batchSize` rows older than `olderThanMs` (by the database's clock);
+   * returns rows deleted.
+   */
   deleteBatch(olderThanMs: number, batchSize: number): Promise<number>;
 }
 
@@ -471,7 +492,8 @@ export function createFence<Tx>(dialect: FenceDialect<Tx>, options: FenceOptions
         }
       }
 
-      // The fence says run. The callback shares the transaction; its failure undoes the fence row too.
+      // The fence says run. The callback shares the transaction; its failure undoes the fence row
+      // too.
       try {
         await fn(session.tx);
       } catch (err) {

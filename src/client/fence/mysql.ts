@@ -42,7 +42,10 @@ export type MysqlQueryResult = RowDataPacket[] | ResultSetHeader;
 
 /** The callback's handle on the fence transaction: queries on the same connection. */
 export interface MysqlFenceTx {
-  /** Text protocol, client-side placeholders (`connection.query`). Resolves with the rows or the result header. */
+  /**
+   * Text protocol, client-side placeholders (`connection.query`). Resolves with the rows or the
+   * result header.
+   */
   query<T extends MysqlQueryResult = RowDataPacket[]>(sql: string, values?: unknown[]): Promise<T>;
   /** Server-side prepared statement (`connection.execute`). */
   execute<T extends MysqlQueryResult = RowDataPacket[]>(
@@ -53,7 +56,10 @@ export interface MysqlFenceTx {
 
 export type MysqlFence = Fence<MysqlFenceTx>;
 
-/** Statements that would end or reshape the fence's transaction (LOCK/UNLOCK TABLES and DDL commit implicitly; DDL is not caught). */
+/**
+ * Statements that would end or reshape the fence's transaction (LOCK/UNLOCK TABLES and DDL commit
+ * implicitly; DDL is not caught).
+ */
 const MYSQL_FORBIDDEN =
   /^\s*(?:BEGIN|START\s+TRANSACTION|COMMIT|ROLLBACK(?!\s+(?:WORK\s+)?TO\b)|SET\s+(?:SESSION\s+|@@SESSION\.|@@)?(?:TRANSACTION|AUTOCOMMIT|TX_ISOLATION|TRANSACTION_ISOLATION)\b|XA\s|LOCK\s+TABLES?|UNLOCK\s+TABLES?)/i;
 
@@ -139,7 +145,8 @@ export function createMysqlFence(pool: Pool, options: FenceOptions = {}): MysqlF
             text: string,
             values?: unknown[],
           ) =>
-            // mysql2 types execute's values narrowly (ExecuteValues, not exported); it validates them at runtime.
+            // mysql2 types execute's values narrowly (ExecuteValues, not exported); it validates
+            // them at runtime.
             guard.run(text, async () => (await conn.execute(text, values as never))[0] as T),
         },
         async begin(isolation: IsolationLevel | undefined) {
@@ -246,7 +253,8 @@ export function createMysqlFence(pool: Pool, options: FenceOptions = {}): MysqlF
           GROUP BY INDEX_NAME`,
         [schema, table],
       );
-      // A prefix index (SUB_PART) would make distinct long xids collide; only a full key on exactly these columns fences.
+      // A prefix index (SUB_PART) would make distinct long xids collide; only a full key on exactly
+      // these columns fences.
       const ok = keys.some((k) => k.cols === 'branch_id,op,xid' && Number(k.prefixed) === 0);
       if (!ok)
         throw new FenceSchemaError(
@@ -256,7 +264,8 @@ export function createMysqlFence(pool: Pool, options: FenceOptions = {}): MysqlF
 
     async deleteBatch(olderThanMs, batchSize) {
       const conn = await pool.getConnection();
-      // Any failure may leave the one-shot SET TRANSACTION pending for the next borrower: discard the connection.
+      // Any failure may leave the one-shot SET TRANSACTION pending for the next borrower: discard
+      // the connection.
       let broken = true;
       try {
         // READ COMMITTED for the DELETE: no gap locks on the created_at range, so a cleanup

@@ -88,7 +88,10 @@ function quoteIdent(name: string): string {
   return `"${name}"`;
 }
 
-/** A named prepared statement per distinct text, so each connection parses the fence's statements once. */
+/**
+ * A named prepared statement per distinct text, so each connection parses the fence's statements
+ * once.
+ */
 function prepared(
   text: string,
   values: unknown[],

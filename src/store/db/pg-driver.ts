@@ -24,7 +24,10 @@ import {
   type TxMode,
 } from './sql.ts';
 
-/** SQLSTATEs of a connection that is gone or a server that will not serve (class 08, shutdown, too many connections). */
+/**
+ * SQLSTATEs of a connection that is gone or a server that will not serve (class 08, shutdown, too
+ * many connections).
+ */
 const UNAVAILABLE_STATES = new Set(['57P01', '57P02', '57P03', '53300', '25P03']);
 const NETWORK_CODES = new Set([
   'ECONNREFUSED',
