@@ -30,9 +30,15 @@
  */
 import type { Clock, SessionStore } from './ports.ts';
 
-/** How much faster than this node's monotonic clock command time may run while it catches up with its wall clock. */
+/**
+ * How much faster than this node's monotonic clock command time may run while it catches up
+ * with its wall clock.
+ */
 export const COMMAND_TIME_MAX_RATE = 1.1;
-/** How far command time may lead the learned time plus elapsed time at once (replication delay, rounding). */
+/**
+ * How far command time may lead the learned time plus elapsed time at once (replication
+ * delay, rounding).
+ */
 export const COMMAND_TIME_SLACK_MS = 1_000;
 
 export function commandClock(clock: Clock, store: SessionStore): Clock {

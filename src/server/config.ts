@@ -123,7 +123,10 @@ export interface LimitsConfig {
   changeTimeoutMs: number;
   /** How long a new learner may take to catch up before the change gives up, in ms. */
   learnerCatchUpTimeoutMs: number;
-  /** A learner is caught up when its match index is within this many entries of the leader's last index. */
+  /**
+   * A learner is caught up when its match index is within this many entries of the leader's last
+   * index.
+   */
   learnerCatchUpMaxLagEntries: number;
   /** How long a leadership transfer may take, in ms. */
   transferTimeoutMs: number;
@@ -136,7 +139,10 @@ export interface LimitsConfig {
 
 /** `phaseTwo`: how the leader retries a decided transaction's phase two. */
 export interface PhaseTwoConfig {
-  /** A transaction still failing this long after its first failure is marked stuck (still retried), ms. */
+  /**
+   * A transaction still failing this long after its first failure is marked stuck (still
+   * retried), ms.
+   */
   stuckAfterMs: number;
   /** First retry delay, ms; doubles per attempt. */
   retryBaseMs: number;
@@ -144,7 +150,10 @@ export interface PhaseTwoConfig {
   retryMaxBackoffMs: number;
 }
 
-/** `store.db`: the database of db mode. Absent options take the db store's defaults (docs/db-mode.md). */
+/**
+ * `store.db`: the database of db mode. Absent options take the db store's defaults
+ * (docs/db-mode.md).
+ */
 export interface DbConfig {
   /** postgres://, postgresql://, mysql:// or mariadb:// (CONCORD_DB_URL overrides it at start). */
   url: string;
