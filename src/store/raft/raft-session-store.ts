@@ -239,7 +239,10 @@ export class RaftSessionStore implements SessionStore {
     return fn(this.applied);
   }
 
-  /** This node's applied state in any role, no barrier (SessionStore.readApplied): for the command clock only. */
+  /**
+   * This node's applied state in any role, no barrier (SessionStore.readApplied): for the
+   * command clock only.
+   */
   readApplied<T>(fn: (state: CoordinatorStateView) => T): T {
     return fn(this.applied);
   }
