@@ -130,6 +130,8 @@ export class TcNode {
   private readonly log: Logger;
   private httpPortBound = 0;
   private stopping: Promise<void> | null = null;
+  /** Readiness needs `serving`: set once the services started, cleared when stopping begins. */
+  private lifecycle: 'starting' | 'serving' | 'stopping' = 'starting';
 
   private constructor(opts: TcNodeOptions, log: Logger, metrics: NodeMetrics, backend: Backend) {
     const c = opts.config;
@@ -174,6 +176,7 @@ export class TcNode {
       limits: c.limits,
       authToken: c.http.authToken,
       logger: this.log,
+      lifecycle: () => this.lifecycle,
     });
   }
 
@@ -229,6 +232,7 @@ export class TcNode {
         view: node.view,
       };
       for (const factory of opts.services ?? []) node.services.push(await factory(ctx));
+      node.lifecycle = 'serving';
     } catch (err) {
       node.log.error({ err }, 'node failed to start');
       await node.shutdown(backendStarted).catch(() => undefined);
@@ -249,6 +253,7 @@ export class TcNode {
   }
 
   private async shutdown(backendStarted: boolean): Promise<void> {
+    this.lifecycle = 'stopping';
     this.log.info('stopping concord node');
     await this.http.close().catch((err) => this.log.warn({ err }, 'openapi close failed'));
     for (const s of [...this.services].reverse())
