@@ -226,6 +226,8 @@ export class TcGrpcService {
   private readonly server: grpc.Server;
   private boundPort = 0;
   private callStreams = 0;
+  /** One per open Calls stream: ends it once its calls in flight are answered (close()). */
+  private readonly drains = new Set<() => void>();
   private readonly metrics: {
     calls: Counter<'method' | 'code'>;
     seconds: Histogram<'method'>;
@@ -280,8 +282,13 @@ export class TcGrpcService {
     return this.boundPort;
   }
 
-  /** Stops taking calls; calls in flight get SHUTDOWN_GRACE_MS before they are cancelled. */
+  /**
+   * Stops taking calls and drains: every Calls stream ends once the calls in flight on it
+   * are answered (the client opens a new stream elsewhere for its next calls); unary calls
+   * finish. What is still running after SHUTDOWN_GRACE_MS is cancelled.
+   */
   close(): Promise<void> {
+    for (const drain of [...this.drains]) drain();
     return new Promise((resolve) => {
       const force = setTimeout(() => {
         this.server.forceShutdown();
@@ -387,7 +394,17 @@ export class TcGrpcService {
       if (done) return;
       done = true;
       this.callStreams--;
+      this.drains.delete(drain);
     };
+    // Shutdown: end the stream (as if the client had) once its calls are answered.
+    const drain = () => {
+      ended = true;
+      if (inflight === 0 && !flushScheduled && !done) {
+        finish();
+        call.end();
+      }
+    };
+    this.drains.add(drain);
     const flush = () => {
       flushScheduled = false;
       if (done) {
