@@ -59,6 +59,7 @@ export {
   GLOBAL_TRANSITIONS,
   canTransition,
   isSuccessfulEnd,
+  isStuck,
   reportedStatus,
   statusRank,
 } from './types.ts';

@@ -61,6 +61,7 @@ import {
   isFailedEnd,
   isPhaseOneStatus,
   isPhaseTwoInFlight,
+  isStuck,
   isSuccessfulEnd,
   isUnretryableFailure,
   phaseTwoStatusesFor,
@@ -87,6 +88,11 @@ export interface CoordinatorStateView {
   getSession(xid: string): GlobalSession | undefined;
   getFinished(xid: string): FinishedRecord | undefined;
   liveSessionCount(): number;
+  /**
+   * Live sessions that count toward the live limit: all but the failed ones, which wait for
+   * an operator. Optional: the db store's partial view counts in the database instead.
+   */
+  countedLiveSessions?(): number;
   /** Live xids, in no particular order. */
   liveXids(): Xid[];
   /** True when `xid` could lock every row now. */
@@ -190,7 +196,7 @@ export class CoordinatorStateMachine implements CoordinatorStateView {
       );
     }
     // Failed sessions wait for an operator: they do not use up the room of new ones.
-    if (this.sessions.size - this.failed.size >= this.maxLiveSessions) {
+    if (this.countedLiveSessions() >= this.maxLiveSessions) {
       return reject({
         code: 'CAPACITY',
         message: `${this.maxLiveSessions} global transactions are live, the limit`,
@@ -423,8 +429,9 @@ export class CoordinatorStateMachine implements CoordinatorStateView {
     if (fenced) return reject(fenced);
     if (!isPhaseTwoInFlight(session.status))
       return illegal(session, 'only a transaction in phase two has retries to resume');
-    // Resuming what is not stopped is a harmless repeat (an operator retrying after a failover).
-    if (session.retry.stopped) {
+    // A stopped or stuck transaction is driven again at once with a renewed alarm time;
+    // resuming one that is neither is a harmless repeat (an operator retrying after a failover).
+    if (session.retry.stopped || isStuck(session)) {
       session.retry.stopped = false;
       session.retry.nextRetryAt = c.at;
       session.retry.retryDeadline = c.retryDeadline;
@@ -729,6 +736,10 @@ export class CoordinatorStateMachine implements CoordinatorStateView {
 
   liveSessionCount(): number {
     return this.sessions.size;
+  }
+
+  countedLiveSessions(): number {
+    return this.sessions.size - this.failed.size;
   }
 
   liveXids(): Xid[] {

@@ -20,7 +20,7 @@
  * coordinator stops driving.
  */
 import { createHash } from 'node:crypto';
-import { Gauge, type Registry } from 'prom-client';
+import { Counter, Gauge, type Registry } from 'prom-client';
 import {
   Coordinator,
   createSnowflakeIds,
@@ -59,6 +59,76 @@ function registerRmWaitGauge(registry: Registry, coordinator: Coordinator): void
       this.set(coordinator.driver.rmWaitCount());
     },
   });
+}
+
+/**
+ * Counters of the Raft session store's batching: entries it proposed and the commands they
+ * carried (rate(commands)/rate(entries) is commands per entry). Raft mode only.
+ */
+function registerBatchCounters(
+  registry: Registry,
+  counts: () => { entries: number; commands: number },
+): void {
+  const metric = (
+    name: string,
+    help: string,
+    read: (c: { entries: number; commands: number }) => number,
+  ) => {
+    if (registry.getSingleMetric(name)) registry.removeSingleMetric(name);
+    let last = 0;
+    new Counter({
+      name,
+      help,
+      registers: [registry],
+      collect() {
+        const v = read(counts());
+        // A new store starts from zero: count from there.
+        const delta = v >= last ? v - last : v;
+        if (delta > 0) this.inc(delta);
+        last = v;
+      },
+    });
+  };
+  metric(
+    'concord_raft_proposed_entries_total',
+    'Raft entries the TC service proposed (each carries the commands of one event-loop turn)',
+    (c) => c.entries,
+  );
+  metric(
+    'concord_raft_proposed_commands_total',
+    'Coordinator commands the TC service proposed; divided by proposed entries: commands per entry',
+    (c) => c.commands,
+  );
+}
+
+/**
+ * The live-transaction limit and how near it is: `concord_tc_live_transactions` (those that
+ * count toward it, on the leader; absent elsewhere and in db mode, whose count lives in the
+ * database) and `concord_tc_live_transactions_limit`.
+ */
+function registerLiveLimitGauges(
+  registry: Registry,
+  coordinator: Coordinator,
+  limit: number,
+): void {
+  for (const name of ['concord_tc_live_transactions', 'concord_tc_live_transactions_limit']) {
+    if (registry.getSingleMetric(name)) registry.removeSingleMetric(name);
+  }
+  new Gauge({
+    name: 'concord_tc_live_transactions',
+    help: 'Live global transactions that count toward the limit (failed ones do not), as the leader has applied them; the leader alone reports it',
+    registers: [registry],
+    collect() {
+      const live = coordinator.liveCount();
+      if (live === null) this.reset();
+      else this.set(live);
+    },
+  });
+  new Gauge({
+    name: 'concord_tc_live_transactions_limit',
+    help: 'Live global transactions at most (limits.maxLiveTransactions); a Begin beyond it is refused with CAPACITY',
+    registers: [registry],
+  }).set(limit);
 }
 
 /** Snowflake worker ids: 10 bits. */
@@ -104,6 +174,7 @@ export interface TcSessions {
 /** The raft mode's sessions: a Raft session store over the node's Raft sessions. */
 export function raftTcSessions(ctx: TcNodeContext, raft: RaftSessions): TcSessions {
   const store = raft.openStore({ logger: ctx.logger });
+  registerBatchCounters(ctx.metrics.registry, () => store.batchCounts());
   return {
     store,
     takesRmChannels: () => store.hasLeaderRole(),
@@ -198,6 +269,7 @@ export async function serveTc(
     ids: createSnowflakeIds({ workerId: workerIdOf(config), clock: systemClock }),
     logger: ctx.logger,
     address: { host: self.host, port: self.port },
+    maxLiveSessions: config.limits.maxLiveTransactions,
     ...(Object.keys(phaseTwo).length > 0 ? { phaseTwo } : {}),
   });
   const offRoleChange = sessions.onRmRoleChange((holding) => {
@@ -213,6 +285,7 @@ export async function serveTc(
     offRegistered();
   };
   registerRmWaitGauge(ctx.metrics.registry, coordinator);
+  registerLiveLimitGauges(ctx.metrics.registry, coordinator, config.limits.maxLiveTransactions);
   if (sessions.takesRmChannels()) hub.leadershipGained();
   // Before anything awaits: the store may announce leadership on its next turn.
   coordinator.start();
