@@ -146,7 +146,7 @@ export class TcMetrics {
     };
     this.ended = new Counter({
       name: 'concord_tc_global_ended_total',
-      help: 'Global transactions that reached an end status through this node (Committed, Rollbacked, TimeoutRollbacked; *Failed when phase two gave up)',
+      help: 'Global transactions that reached an end status through this node (Committed, Rollbacked, TimeoutRollbacked; *Failed on an unretryable branch failure)',
       labelNames: ['status'] as const,
       registers,
     });
