@@ -72,6 +72,8 @@ import type {
   WireLeader,
   WireResponse,
 } from '../../shared/tc-wire.ts';
+import { SpanStatusCode } from '@opentelemetry/api';
+import { ATTR_RESULT, ATTR_TC_METHOD, ATTR_XID, SpanKind, tracer } from '../../shared/tracing.ts';
 import type { RmChannelHub } from './rm-hub.ts';
 import type { TcMetrics } from './tc-metrics.ts';
 
@@ -307,6 +309,8 @@ export class TcGrpcService {
 
   async execute(method: Method, request: unknown): Promise<WireResponse> {
     const started = performance.now();
+    // A no-op span unless the process registered a tracer provider.
+    const span = tracer().startSpan(`concord.tc.${method}`, { kind: SpanKind.SERVER });
     let response: WireResponse;
     try {
       response = await this.dispatch(method, request);
@@ -321,6 +325,15 @@ export class TcGrpcService {
       this.metrics.seconds.observe({ method }, seconds);
     }
     this.opts.txMetrics?.observeCall(method, response, seconds);
+    if (span.isRecording()) {
+      const xid = (request as { xid?: unknown } | null)?.xid ?? (response as { xid?: unknown }).xid;
+      if (typeof xid === 'string' && xid !== '') span.setAttribute(ATTR_XID, xid);
+      span.setAttribute(ATTR_TC_METHOD, method);
+      span.setAttribute(ATTR_RESULT, response.error ? response.error.code : 'OK');
+      if (response.error)
+        span.setStatus({ code: SpanStatusCode.ERROR, message: response.error.message });
+    }
+    span.end();
     return response;
   }
 

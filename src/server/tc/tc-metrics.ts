@@ -28,7 +28,17 @@ import {
   type CoordinatorStateView,
   type SessionStore,
 } from '../../coordinator/index.ts';
+import { SpanStatusCode } from '@opentelemetry/api';
 import { globalStatusFromCode } from '../../shared/tc-codes.ts';
+import {
+  ATTR_BRANCH_ID,
+  ATTR_BRANCH_TYPE,
+  ATTR_RESOURCE_ID,
+  ATTR_RESULT,
+  ATTR_XID,
+  SpanKind,
+  tracer,
+} from '../../shared/tracing.ts';
 import type { WireResponse } from '../../shared/tc-wire.ts';
 
 /** Distinct `resource` label values kept; the rest are counted as OTHER_RESOURCE. */
@@ -314,19 +324,33 @@ export class TcMetrics {
         branch_type: branch.type,
         resource: this.resource(branch.resourceId),
       };
+      // One span per phase-two attempt (a no-op unless a tracer provider is registered).
+      const span = tracer().startSpan(`concord.tc.phase_two.${action}`, {
+        kind: SpanKind.CLIENT,
+        attributes: {
+          [ATTR_XID]: branch.xid,
+          [ATTR_BRANCH_ID]: branch.branchId,
+          [ATTR_BRANCH_TYPE]: branch.type,
+          [ATTR_RESOURCE_ID]: branch.resourceId,
+        },
+      });
+      let outcome = 'error';
       try {
         const status = await run();
-        this.branch.inc({ ...labels, outcome: outcomeOf(status) });
+        outcome = outcomeOf(status);
         return status;
       } catch (err) {
-        const unavailable = err instanceof ApplicationRmUnavailableError;
-        this.branch.inc({ ...labels, outcome: unavailable ? 'rm_unavailable' : 'error' });
+        if (err instanceof ApplicationRmUnavailableError) outcome = 'rm_unavailable';
         throw err;
       } finally {
+        this.branch.inc({ ...labels, outcome });
         this.branchSeconds.observe(
           { action, branch_type: branch.type },
           (performance.now() - started) / 1000,
         );
+        span.setAttribute(ATTR_RESULT, outcome);
+        if (outcome !== 'done') span.setStatus({ code: SpanStatusCode.ERROR, message: outcome });
+        span.end();
       }
     };
     return {
