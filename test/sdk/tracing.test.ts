@@ -11,6 +11,7 @@ import { createServer, type Server } from 'node:http';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import * as grpc from '@grpc/grpc-js';
 import { context, propagation, trace } from '@opentelemetry/api';
 import { AsyncLocalStorageContextManager } from '@opentelemetry/context-async-hooks';
 import { W3CTraceContextPropagator } from '@opentelemetry/core';
@@ -21,6 +22,8 @@ import {
   type ReadableSpan,
 } from '@opentelemetry/sdk-trace-base';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { currentXid, runWithXid } from '../../src/client/context.ts';
+import { withXidFromMetadata, xidClientInterceptor } from '../../src/client/propagation/index.ts';
 import { createClient, wrapHttpHandler, xidFetch, type ConcordClient } from '../../src/index.ts';
 import { loadConfig } from '../../src/server/config.ts';
 import { TcNode } from '../../src/server/tc-node.ts';
@@ -70,6 +73,79 @@ const parentOf = (s: ReadableSpan): string | undefined =>
   (s as unknown as { parentSpanId?: string }).parentSpanId;
 
 describe('OpenTelemetry spans', () => {
+  it('the trace context crosses gRPC next to the xid (client interceptor → server wrapper)', async () => {
+    const json = {
+      serialize: (v: unknown) => Buffer.from(JSON.stringify(v)),
+      deserialize: (b: Buffer) => JSON.parse(b.toString('utf8')) as { traceId: string | null },
+    };
+    const service = {
+      echo: {
+        path: '/concord.test.TraceEcho/Echo',
+        requestStream: false,
+        responseStream: false,
+        requestSerialize: json.serialize,
+        requestDeserialize: json.deserialize,
+        responseSerialize: json.serialize,
+        responseDeserialize: json.deserialize,
+      },
+    } satisfies grpc.ServiceDefinition;
+    const server = new grpc.Server({
+      'grpc.max_receive_message_length': 65_536,
+      'grpc.max_send_message_length': 65_536,
+    });
+    server.addService(service, {
+      echo: withXidFromMetadata<
+        grpc.ServerUnaryCall<unknown, unknown>,
+        [grpc.sendUnaryData<unknown>]
+      >((_call, callback) =>
+        callback(null, {
+          traceId: trace.getActiveSpan()?.spanContext().traceId ?? null,
+          xid: currentXid() ?? null,
+        }),
+      ),
+    });
+    const port = await new Promise<number>((resolve, reject) =>
+      server.bindAsync('127.0.0.1:0', grpc.ServerCredentials.createInsecure(), (err, p) =>
+        err ? reject(err) : resolve(p),
+      ),
+    );
+    const Client = grpc.makeGenericClientConstructor(service, 'TraceEcho');
+    const client = new Client(`127.0.0.1:${port}`, grpc.credentials.createInsecure(), {
+      interceptors: [xidClientInterceptor],
+      'grpc.max_receive_message_length': 65_536,
+      'grpc.max_send_message_length': 65_536,
+    }) as unknown as grpc.Client & {
+      echo: (req: unknown, cb: (e: unknown, r: unknown) => void) => void;
+    };
+    try {
+      const X = '10.0.0.1:8091:4242';
+      const answer = await trace.getTracer('test').startActiveSpan('caller', (span) =>
+        runWithXid(
+          X,
+          () =>
+            new Promise<{ traceId: string | null; xid: string | null; spanTrace: string }>(
+              (resolve, reject) =>
+                client.echo({}, (err, r) => {
+                  span.end();
+                  if (err) reject(err);
+                  else
+                    resolve({
+                      ...(r as { traceId: string | null; xid: string | null }),
+                      spanTrace: span.spanContext().traceId,
+                    });
+                }),
+            ),
+        ),
+      );
+      // The server had no span of its own: the active span there is the caller's, remote.
+      expect(answer.xid).toBe(X);
+      expect(answer.traceId).toBe(answer.spanTrace);
+    } finally {
+      client.close();
+      server.forceShutdown();
+    }
+  });
+
   it('link a transaction across two services, with the xid on every span, the TC included', async () => {
     const servers = [`127.0.0.1:${node.httpPort}`];
     const quiet = { error() {}, warn() {}, info() {}, debug() {} };
