@@ -51,7 +51,9 @@ export interface TcNodeContext {
   sessions: NodeSessions;
   /** Add service metrics to `metrics.registry`. */
   metrics: NodeMetrics;
-  /** Membership and leader endpoints, e.g. for not-leader answers carrying the leader's TC address. */
+  /**
+   * Membership and leader endpoints, e.g. for not-leader answers carrying the leader's TC address.
+   */
   view: ClusterView;
 }
 
@@ -181,7 +183,10 @@ export class TcNode {
     });
   }
 
-  /** Starts the sessions (Raft node or db store), the openapi and the plugged-in services. On failure, stops what started. */
+  /**
+   * Starts the sessions (Raft node or db store), the openapi and the plugged-in services. On
+   * failure, stops what started.
+   */
   static async start(opts: TcNodeOptions): Promise<TcNode> {
     const c = opts.config;
     const log = opts.logger.child({ node: c.node.id });
@@ -247,7 +252,10 @@ export class TcNode {
     return this.httpPortBound;
   }
 
-  /** Stops the openapi (answering watchers), the services, then the Raft node or the db store. Idempotent. */
+  /**
+   * Stops the openapi (answering watchers), the services, then the Raft node or the db store.
+   * Idempotent.
+   */
   stop(): Promise<void> {
     this.stopping ??= this.shutdown(true);
     return this.stopping;
@@ -280,7 +288,8 @@ export class TcNode {
 
 /**
  * How long a stopping leader waits for its hand-off, ms: two election timeouts (the Raft
- * core abandons a transfer after one), at most limits.transferTimeoutMs and SHUTDOWN_HANDOFF_MAX_MS.
+ * core abandons a transfer after one), at most limits.transferTimeoutMs and
+ * SHUTDOWN_HANDOFF_MAX_MS.
  */
 export function shutdownHandOffTimeoutMs(c: NodeConfig): number {
   return Math.min(

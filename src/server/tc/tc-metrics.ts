@@ -93,9 +93,15 @@ export function summarize(state: CoordinatorStateView): LiveSummary {
 }
 
 export interface TcMetricsOptions {
-  /** The phase-two driver's alarm time (stuckAfterMs), ms: shown as concord_tc_stuck_alarm_seconds. */
+  /**
+   * The phase-two driver's alarm time (stuckAfterMs), ms: shown as
+   * concord_tc_stuck_alarm_seconds.
+   */
   stuckAfterMs: number;
-  /** Reads the live summary at scrape time; null when this node does not count (db: not the lease holder). */
+  /**
+   * Reads the live summary at scrape time; null when this node does not count (db: not the
+   * lease holder).
+   */
   liveSummary?: () => Promise<LiveSummary | null> | LiveSummary | null;
 }
 
