@@ -6,7 +6,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { TcClient } from '../../src/client/tc-client.ts';
-import { TestCluster, type TestNode } from './helpers.ts';
+import { TestCluster, waitFor, type TestNode } from './helpers.ts';
 
 const TICK_MS = 100;
 const ELECTION_TICKS = 30;
@@ -72,9 +72,12 @@ describe('graceful shutdown', () => {
     const termBefore = (await cluster.metadata(old)).term;
     const others = cluster.followers(old);
     const traffic = load();
-    await new Promise((r) => setTimeout(r, 500));
-    const before = traffic.calls();
-    expect(before).toBeGreaterThan(0);
+    // The load runs (the client found the leader) before the leader is stopped.
+    await waitFor(
+      'the load running',
+      async () => (traffic.calls() >= 3 ? true : undefined),
+      30_000,
+    );
 
     const proc = old.proc!;
     const exited = new Promise<number | null>((r) => proc.once('exit', (code) => r(code)));
@@ -114,7 +117,11 @@ describe('graceful shutdown', () => {
     const termBefore = (await cluster.metadata(leader)).term;
     const [follower] = cluster.followers(leader);
     const traffic = load();
-    await new Promise((r) => setTimeout(r, 300));
+    await waitFor(
+      'the load running',
+      async () => (traffic.calls() >= 3 ? true : undefined),
+      30_000,
+    );
     const proc = follower!.proc!;
     const exited = new Promise<number | null>((r) => proc.once('exit', (code) => r(code)));
     proc.kill('SIGTERM');
