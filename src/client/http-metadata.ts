@@ -26,6 +26,8 @@ import {
   type NodeMetadata,
 } from '../shared/metadata.ts';
 
+import { grpcPortGivenForHttp, httpAnswerIsGrpc } from './wrong-port.ts';
+
 export { formatHostPort, UnavailableError };
 export type { ClusterMetadata, HostPort, LeaderHint, MemberRole, NodeMetadata };
 
@@ -169,6 +171,7 @@ async function request(
       throw new TimeoutError(`${method} ${url} got no answer within ${timeoutMs} ms`, {
         cause: err,
       });
+    if (httpAnswerIsGrpc(err)) throw grpcPortGivenForHttp(base.host, base.port, err);
     throw new UnavailableError(`${method} ${url} failed: ${describeFetchError(err)}`, {
       cause: err,
     });

@@ -81,6 +81,12 @@ export interface ClientOptions {
   /** How long close() waits for in-flight work, ms. Default 30 000. */
   closeTimeoutMs?: number;
   /**
+   * Fail fast: a call fails with UnavailableError once no node of the cluster has answered
+   * for this long (nothing listens at `servers`, all nodes down), ms. Default 5 000. A
+   * cluster that answers — an election, a leader change — is waited for longer.
+   */
+  connectTimeoutMs?: number;
+  /**
    * Advanced: the TC connection to use instead of one built from `servers` (a test double,
    * or a shared connection). The client closes it on close().
    */
@@ -209,7 +215,14 @@ export function createClient(options: ClientOptions): ConcordClient {
   if (options.tc !== undefined) {
     tc = options.tc;
   } else {
-    tc = new TcClient({ seeds: parseServers(options.servers), group, logger });
+    tc = new TcClient({
+      seeds: parseServers(options.servers),
+      group,
+      logger,
+      ...(options.connectTimeoutMs !== undefined
+        ? { connectTimeoutMs: options.connectTimeoutMs }
+        : {}),
+    });
   }
 
   // open → draining (close() called: no new transactions; in-flight ones may still call

@@ -24,6 +24,7 @@ import { Counter, Gauge, type Registry } from 'prom-client';
 import { wallClock } from '../wall-clock.ts';
 import {
   Coordinator,
+  DEFAULT_PHASE_TWO_OPTIONS,
   createSnowflakeIds,
   type PhaseTwoOptions,
   type SessionStore,
@@ -192,7 +193,7 @@ export function raftTcSessions(ctx: TcNodeContext, raft: RaftSessions): TcSessio
     phaseTwo: {},
     close: () => store.close(),
     // Every node applies the same log: each counts from its own applied state.
-    liveSummary: () => raft.readApplied((state) => summarize(state)),
+    liveSummary: () => raft.readApplied(summarize),
   };
 }
 
@@ -211,7 +212,7 @@ export function dbTcSessions(store: DbSessionStore): TcSessions {
     phaseTwo: { sweepIntervalMs: DB_MODE_SWEEP_INTERVAL_MS },
     close: () => undefined,
     // One database: only the lease holder counts (a bounded page of the live sessions).
-    liveSummary: () => (store.drivesPhaseTwo() ? store.read((state) => summarize(state)) : null),
+    liveSummary: () => (store.drivesPhaseTwo() ? store.read(summarize) : null),
   };
 }
 
@@ -271,7 +272,7 @@ export async function serveTc(
   const self = selfEndpoints(config).transaction;
   const phaseTwo = { ...config.phaseTwo, ...sessions.phaseTwo, ...options.phaseTwo };
   const txMetrics = new TcMetrics(ctx.metrics.registry, {
-    stuckAfterMs: phaseTwo.stuckAfterMs,
+    stuckAfterMs: phaseTwo.stuckAfterMs ?? DEFAULT_PHASE_TWO_OPTIONS.stuckAfterMs,
     ...(sessions.liveSummary ? { liveSummary: sessions.liveSummary } : {}),
   });
   const coordinator = new Coordinator({

@@ -73,6 +73,8 @@ import type {
   WireLeader,
   WireResponse,
 } from '../../shared/tc-wire.ts';
+import { SpanStatusCode } from '@opentelemetry/api';
+import { ATTR_RESULT, ATTR_TC_METHOD, ATTR_XID, SpanKind, tracer } from '../../shared/tracing.ts';
 import type { RmChannelHub } from './rm-hub.ts';
 import type { TcMetrics } from './tc-metrics.ts';
 
@@ -229,6 +231,8 @@ export class TcGrpcService {
   private readonly server: grpc.Server;
   private boundPort = 0;
   private callStreams = 0;
+  /** One per open Calls stream: ends it once its calls in flight are answered (close()). */
+  private readonly drains = new Set<() => void>();
   private readonly metrics: {
     calls: Counter<'method' | 'code'>;
     seconds: Histogram<'method'>;
@@ -283,8 +287,13 @@ export class TcGrpcService {
     return this.boundPort;
   }
 
-  /** Stops taking calls; calls in flight get SHUTDOWN_GRACE_MS before they are cancelled. */
+  /**
+   * Stops taking calls and drains: every Calls stream ends once the calls in flight on it
+   * are answered (the client opens a new stream elsewhere for its next calls); unary calls
+   * finish. What is still running after SHUTDOWN_GRACE_MS is cancelled.
+   */
   close(): Promise<void> {
+    for (const drain of [...this.drains]) drain();
     return new Promise((resolve) => {
       const force = setTimeout(() => {
         this.server.forceShutdown();
@@ -303,6 +312,8 @@ export class TcGrpcService {
 
   async execute(method: Method, request: unknown): Promise<WireResponse> {
     const started = performance.now();
+    // A no-op span unless the process registered a tracer provider.
+    const span = tracer().startSpan(`concord.tc.${method}`, { kind: SpanKind.SERVER });
     let response: WireResponse;
     try {
       response = await this.dispatch(method, request);
@@ -317,6 +328,15 @@ export class TcGrpcService {
       this.metrics.seconds.observe({ method }, seconds);
     }
     this.opts.txMetrics?.observeCall(method, response, seconds);
+    if (span.isRecording()) {
+      const xid = (request as { xid?: unknown } | null)?.xid ?? (response as { xid?: unknown }).xid;
+      if (typeof xid === 'string' && xid !== '') span.setAttribute(ATTR_XID, xid);
+      span.setAttribute(ATTR_TC_METHOD, method);
+      span.setAttribute(ATTR_RESULT, response.error ? response.error.code : 'OK');
+      if (response.error)
+        span.setStatus({ code: SpanStatusCode.ERROR, message: response.error.message });
+    }
+    span.end();
     return response;
   }
 
@@ -394,7 +414,17 @@ export class TcGrpcService {
       if (done) return;
       done = true;
       this.callStreams--;
+      this.drains.delete(drain);
     };
+    // Shutdown: end the stream (as if the client had) once its calls are answered.
+    const drain = () => {
+      ended = true;
+      if (inflight === 0 && !flushScheduled && !done) {
+        finish();
+        call.end();
+      }
+    };
+    this.drains.add(drain);
     const flush = () => {
       flushScheduled = false;
       if (done) {
