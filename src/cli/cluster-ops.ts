@@ -110,14 +110,17 @@ async function settled(md: ClusterMetadata, group: string): Promise<ClusterMetad
   return md;
 }
 
-function tokenOf(token: string | undefined): string {
+export function tokenOf(token: string | undefined): string {
   const t = token ?? process.env[AUTH_TOKEN_ENV];
   if (!t) throw new BadRequestError(`a token is required: --token <token> or ${AUTH_TOKEN_ENV}`);
   return t;
 }
 
 /** Runs `fn` on the server; on a not-leader answer, once more on the leader it names. */
-async function onLeader<T>(server: HostPort, fn: (target: HostPort) => Promise<T>): Promise<T> {
+export async function onLeader<T>(
+  server: HostPort,
+  fn: (target: HostPort) => Promise<T>,
+): Promise<T> {
   try {
     return await fn(server);
   } catch (err) {

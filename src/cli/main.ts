@@ -6,6 +6,9 @@
  *   concord cluster status --server <host:port>    members, roles, term, lag  [--json]
  *   concord cluster change --server … --members … --token …
  *   concord cluster transfer --server … --to <nodeId> --token …
+ *   concord tx list --server … [--status S] [--app A] [--older-than 10m] [--stuck] [--json]
+ *   concord tx show <xid> --server …
+ *   concord tx retry|stop|resume|resolve <xid> --server … [--yes] [--operator name]
  *
  * Errors print one line naming what was wrong and exit non-zero (2: bad input or config,
  * 1: the operation failed).
@@ -16,6 +19,7 @@ import { CONCORD_VERSION } from '../server/version.ts';
 import { runChange, runStatus, runTransfer } from './cluster-ops.ts';
 import { runClusterUp } from './cluster-up.ts';
 import { runStart } from './start.ts';
+import { runTxAction, runTxList, runTxShow, type TxAction } from './tx.ts';
 
 function fail(err: unknown): never {
   if (err instanceof ConcordError) {
@@ -139,6 +143,76 @@ export function buildProgram(): Command {
           runTransfer(o),
       ),
     );
+
+  const tx = program
+    .command('tx')
+    .description('find and handle global transactions (list, show, retry, stop, resume, resolve)');
+
+  tx.command('list')
+    .description('list live transactions (filters combine)')
+    .requiredOption(...server)
+    .option(...token)
+    .option(...group)
+    .option('--status <status>', 'only this status, e.g. CommitRetrying, RollbackFailed')
+    .option('--app <applicationId>', 'only transactions of this application')
+    .option(
+      '--older-than <duration>',
+      'only transactions begun at least this long ago (30s, 10m, 2h, 1d)',
+    )
+    .option(
+      '--stuck',
+      'only transactions retrying phase two longer than the stuck threshold',
+      false,
+    )
+    .option('--stuck-after <duration>', "the stuck threshold (default: the node's, 5m)")
+    .option('--limit <n>', 'print at most this many', '100')
+    .option('--json', 'print JSON', false)
+    .action(action(async (o: Parameters<typeof runTxList>[0]) => runTxList(o)));
+
+  tx.command('show')
+    .description('one transaction: status, retry state, branches and the rows they lock')
+    .argument('<xid>', 'the global transaction id')
+    .requiredOption(...server)
+    .option(...token)
+    .option(...group)
+    .option('--stuck-after <duration>', "the stuck threshold (default: the node's, 5m)")
+    .option('--json', 'print JSON', false)
+    .action(
+      action(async (xid: string, o: Omit<Parameters<typeof runTxShow>[0], 'xid'>) =>
+        runTxShow({ ...o, xid }),
+      ),
+    );
+
+  const actions: Array<[TxAction, string]> = [
+    ['retry', 'run a phase-two pass now instead of waiting for the backoff'],
+    ['stop', 'stop phase-two retries (the status reads Stop*; locks stay held)'],
+    ['resume', 'resume stopped phase-two retries, with a fresh retry budget'],
+    [
+      'resolve',
+      'end a failed (or retry-stopped) transaction you repaired by hand: releases its locks',
+    ],
+  ];
+  for (const [name, description] of actions) {
+    tx.command(name)
+      .description(`${description}; asks first, audited`)
+      .argument('<xid>', 'the global transaction id')
+      .requiredOption(...server)
+      .option(...group)
+      .option('-y, --yes', 'do not ask for confirmation', false)
+      .option(
+        '--operator <name>',
+        'who acts, for the audit line (default: $CONCORD_OPERATOR or user@host)',
+      )
+      .option('--json', 'print JSON', false)
+      .action(
+        action(
+          async (
+            xid: string,
+            o: { server: string; group: string; yes: boolean; operator?: string; json: boolean },
+          ) => runTxAction(name, { ...o, xid }),
+        ),
+      );
+  }
 
   return program;
 }

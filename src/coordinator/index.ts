@@ -58,6 +58,7 @@ export * from './limits.ts';
 export {
   GLOBAL_TRANSITIONS,
   canTransition,
+  isPhaseTwoInFlight,
   isSuccessfulEnd,
   reportedStatus,
   statusRank,

@@ -30,7 +30,7 @@ import { ClusterView } from './cluster-view.ts';
 import { formatHostPort, type MemberEndpoints } from './config/endpoints.ts';
 import { peerEndpoints, selfEndpoints, type NodeConfig } from './config.ts';
 import { LeaseControl, bindDbMetrics, openDbSessionStore } from './db-mode.ts';
-import { OpenApiServer } from './http/server.ts';
+import { OpenApiServer, type Route } from './http/server.ts';
 import { MembershipManager } from './membership.ts';
 import { createNodeMetrics, type NodeMetrics } from './metrics.ts';
 import type { RaftControl } from './raft-control.ts';
@@ -52,6 +52,8 @@ export interface TcNodeContext {
   metrics: NodeMetrics;
   /** Membership and leader endpoints, e.g. for not-leader answers carrying the leader's TC address. */
   view: ClusterView;
+  /** Adds an endpoint to the node's openapi (e.g. the TC service's transaction routes). */
+  mountHttp(path: string, route: Route): void;
 }
 
 export interface TcService {
@@ -227,6 +229,7 @@ export class TcNode {
         sessions: node.sessions,
         metrics: node.metrics,
         view: node.view,
+        mountHttp: (path, route) => node.http.mount(path, route),
       };
       for (const factory of opts.services ?? []) node.services.push(await factory(ctx));
     } catch (err) {
