@@ -1,7 +1,7 @@
 /**
  * The `concord` command line (bin/concord.js runs its compiled form, dist/cli/main.js).
  *
- *   concord start --config <file>                  run one node
+ *   concord start [--config <file>] [--set key=value]   run one node
  *   concord cluster up [--dir cluster-configs] [--pattern node]   run the local cluster in the foreground
  *   concord cluster status --server <host:port>    members, roles, term, lag  [--json]
  *   concord cluster change --server … --members … --token …
@@ -19,6 +19,7 @@ import { CONCORD_VERSION } from '../server/version.ts';
 import { runChange, runStatus, runTransfer } from './cluster-ops.ts';
 import { runClusterUp } from './cluster-up.ts';
 import { runStart } from './start.ts';
+import { CONFIG_FILE_ENV } from '../server/config/keys.ts';
 import { runTxAction, runTxList, runTxShow, type TxAction } from './tx.ts';
 
 function fail(err: unknown): never {
@@ -52,15 +53,26 @@ export function buildProgram(): Command {
 
   program
     .command('start')
-    .description('run one node in the foreground')
-    .requiredOption('-c, --config <file>', 'node config (YAML)')
+    .description(
+      'run one node in the foreground (config: flags > CONCORD_<KEY> environment > file > defaults)',
+    )
+    .option('-c, --config <file>', 'node config (YAML; default: $CONCORD_CONFIG, or none)')
+    .option(
+      '--set <key=value>',
+      'set a config key, e.g. --set server.httpPort=7095 (repeatable)',
+      (v: string, acc: string[]) => [...acc, v],
+      [] as string[],
+    )
     .option(
       '--log-level <level>',
       'overrides log.level (fatal, error, warn, info, debug, trace, silent)',
     )
     .action(
-      action(async (o: { config: string; logLevel?: string }) =>
-        runStart(o.config, { ...(o.logLevel ? { logLevel: o.logLevel } : {}) }),
+      action(async (o: { config?: string; set: string[]; logLevel?: string }) =>
+        runStart(o.config ?? (process.env[CONFIG_FILE_ENV] || null), {
+          set: o.set,
+          ...(o.logLevel ? { logLevel: o.logLevel } : {}),
+        }),
       ),
     );
 
