@@ -173,10 +173,13 @@ export function buildProgram(): Command {
     )
     .option(
       '--stuck',
-      'only transactions retrying phase two longer than the stuck threshold',
+      'only stuck transactions: phase two still failing past the alarm time',
       false,
     )
-    .option('--stuck-after <duration>', "the stuck threshold (default: the node's, 5m)")
+    .option(
+      '--stuck-after <duration>',
+      "stuck = retrying at least this long (default: still failing past the node's alarm time, 10m after the first failure)",
+    )
     .option('--limit <n>', 'print at most this many', '100')
     .option('--json', 'print JSON', false)
     .action(action(async (o: Parameters<typeof runTxList>[0]) => runTxList(o)));
@@ -187,7 +190,10 @@ export function buildProgram(): Command {
     .requiredOption(...server)
     .option(...token)
     .option(...group)
-    .option('--stuck-after <duration>', "the stuck threshold (default: the node's, 5m)")
+    .option(
+      '--stuck-after <duration>',
+      "stuck = retrying at least this long (default: still failing past the node's alarm time, 10m after the first failure)",
+    )
     .option('--json', 'print JSON', false)
     .action(
       action(async (xid: string, o: Omit<Parameters<typeof runTxShow>[0], 'xid'>) =>

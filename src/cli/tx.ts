@@ -131,9 +131,11 @@ export async function runTxList(o: TxListOptions): Promise<void> {
   console.log(listTable(sessions, last?.now ?? Date.now()));
   const shown = `${sessions.length} shown of ${last?.totalLive ?? 0} live`;
   const stuckNote =
-    query.stuck && last
-      ? ` · stuck = retrying for ${formatDuration(last.stuckAfterMs)} or more`
-      : '';
+    !query.stuck || !last
+      ? ''
+      : query.stuckAfterMs === undefined
+        ? ` · stuck = still failing ${formatDuration(last.stuckAfterMs)} after the first failure`
+        : ` · stuck = retrying for ${formatDuration(last.stuckAfterMs)} or more`;
   console.log(`\n${shown}${stuckNote}${more ? ` · more match: raise --limit (now ${limit})` : ''}`);
 }
 
@@ -250,7 +252,9 @@ function retryText(s: TxSummaryView, now: number): string {
     );
   if (r.retryDeadline !== null)
     parts.push(
-      `gives up ${r.retryDeadline <= now ? 'now' : `in ${formatDuration(r.retryDeadline - now)}`} (then *Failed)`,
+      r.retryDeadline <= now
+        ? `alarm time passed ${formatDuration(now - r.retryDeadline)} ago`
+        : `alarm time in ${formatDuration(r.retryDeadline - now)}`,
     );
   return parts.join(' · ');
 }

@@ -16,7 +16,7 @@ export type {
 export { PhaseTwoDriver, DEFAULT_PHASE_TWO_OPTIONS, retryDelayMs } from './phase-two-driver.ts';
 export type { PhaseTwoDriverDeps, PhaseTwoOptions, RmWait } from './phase-two-driver.ts';
 export { CoordinatorStateMachine } from './state-machine.ts';
-export type { CoordinatorStateView } from './state-machine.ts';
+export type { CoordinatorStateView, LiveStatusView } from './state-machine.ts';
 export { COMMAND_KINDS, decodeCommand, encodeCommand } from './commands.ts';
 export type {
   AcquireDriverCommand,
@@ -60,6 +60,7 @@ export {
   canTransition,
   isPhaseTwoInFlight,
   isSuccessfulEnd,
+  isStuck,
   reportedStatus,
   statusRank,
 } from './types.ts';

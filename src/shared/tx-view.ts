@@ -13,7 +13,7 @@ export interface TxRetryView {
   attempts: number;
   /** When the driver tries again; null before the first failure. */
   nextRetryAt: number | null;
-  /** After this instant a retryable failure becomes the *Failed end state. */
+  /** The alarm time: still failing after it, the transaction is stuck (it is still retried). */
   retryDeadline: number | null;
   /** An operator stopped the retries. */
   stopped: boolean;
@@ -46,7 +46,7 @@ export interface TxSummaryView {
   branchCount: number;
   lockedRows: number;
   retry: TxRetryView;
-  /** Retrying for longer than the threshold the answer names (`stuckAfterMs`). */
+  /** Stuck: past the coordinator's alarm time, or retrying for longer than the threshold the query named. */
   stuck: boolean;
   rmWaits: TxRmWaitView[];
 }

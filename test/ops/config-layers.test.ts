@@ -99,6 +99,7 @@ describe('every key can come from its environment variable', () => {
     ['limits.learnerCatchUpTimeoutMs', '900', {}, 900],
     ['limits.learnerCatchUpMaxLagEntries', '3', {}, 3],
     ['limits.transferTimeoutMs', '800', {}, 800],
+    ['limits.maxLiveTransactions', '5000', {}, 5000],
     ['log.level', 'debug', {}, 'debug'],
   ];
 

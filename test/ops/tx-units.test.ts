@@ -84,6 +84,24 @@ describe('isStuck', () => {
   });
 });
 
+describe("isStuck without a threshold: the coordinator's alarm time", () => {
+  const failing = (over: Partial<GlobalSession['retry']>) =>
+    session({
+      status: GlobalStatus.CommitRetrying,
+      statusChangedAt: 0,
+      retry: { attempts: 3, nextRetryAt: 2_000, retryDeadline: 1_000, stopped: false, ...over },
+    });
+  it.each([
+    ['next retry past the alarm time', failing({}), true],
+    ['next retry before it', failing({ nextRetryAt: 900 }), false],
+    ['retries stopped', failing({ stopped: true }), false],
+    ['no failure yet', failing({ nextRetryAt: null, retryDeadline: null, attempts: 0 }), false],
+  ])('%s', (_name, s, want) => {
+    expect(isStuck(s, 10 ** 9, null)).toBe(want);
+    expect(matchesFilter(s, { ...NO_FILTER, stuck: true }, 10 ** 9)).toBe(want);
+  });
+});
+
 describe('matchesFilter', () => {
   const now = 100_000;
   const retrying = session({

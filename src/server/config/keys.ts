@@ -43,6 +43,7 @@ export const CONFIG_KEYS = {
   'limits.learnerCatchUpTimeoutMs': 'int',
   'limits.learnerCatchUpMaxLagEntries': 'int',
   'limits.transferTimeoutMs': 'int',
+  'limits.maxLiveTransactions': 'int',
   'log.level': 'string',
 } as const satisfies Record<string, KeyType>;
 

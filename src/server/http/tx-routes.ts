@@ -16,7 +16,7 @@ import { requireXid } from '../../shared/ids.ts';
 import { MAX_RESOURCE_ID_CHARS } from '../../shared/protocol-limits.ts';
 import { GlobalStatus, isGlobalStatus } from '../../shared/tc-vocabulary.ts';
 import { MAX_LIST_PAGE_SIZE } from '../tc/limits.ts';
-import { DEFAULT_STUCK_AFTER_MS, type TxFilter, type TxQuery } from '../tc/tx-query.ts';
+import type { TxFilter, TxQuery } from '../tc/tx-query.ts';
 import { requireBearer } from './body.ts';
 import { UnknownGroupError } from './errors.ts';
 import type { Answer, Route } from './server.ts';
@@ -58,10 +58,7 @@ async function list(o: TxRoutesOptions, req: IncomingMessage, url: URL): Promise
     applicationId: q.application === undefined ? null : applicationParam(q.application),
     olderThanMs: q.olderThanMs === undefined ? null : msParam('olderThanMs', q.olderThanMs),
     stuck: q.stuck === undefined ? false : boolParam('stuck', q.stuck),
-    stuckAfterMs:
-      q.stuckAfterMs === undefined
-        ? DEFAULT_STUCK_AFTER_MS
-        : msParam('stuckAfterMs', q.stuckAfterMs),
+    stuckAfterMs: q.stuckAfterMs === undefined ? null : msParam('stuckAfterMs', q.stuckAfterMs),
   };
   const page = await o.query.list({
     filter,
@@ -80,7 +77,7 @@ async function show(o: TxRoutesOptions, req: IncomingMessage, url: URL): Promise
   const xid = requireXid(q.xid);
   const answer = await o.query.get(
     xid,
-    q.stuckAfterMs === undefined ? DEFAULT_STUCK_AFTER_MS : msParam('stuckAfterMs', q.stuckAfterMs),
+    q.stuckAfterMs === undefined ? null : msParam('stuckAfterMs', q.stuckAfterMs),
   );
   if (answer === null) throw new UnknownXidError(xid);
   return { status: 200, body: answer };

@@ -74,6 +74,7 @@ import type {
 } from '../../shared/tc-wire.ts';
 import type { RmChannelHub } from './rm-hub.ts';
 import { AUDITED_METHODS, OPERATOR_METADATA_KEY, auditOperatorCall } from './audit.ts';
+import type { TcMetrics } from './tc-metrics.ts';
 
 /** Sessions one filtered ListSessions page may scan before it returns (with a token to go on). */
 export const MAX_LIST_SCAN = 10_000;
@@ -105,6 +106,8 @@ export interface TcGrpcServiceOptions {
   port: number;
   logger: Logger;
   registry?: Registry;
+  /** Transaction metrics fed from each call's answer. */
+  txMetrics?: TcMetrics;
 }
 
 /**
@@ -319,10 +322,12 @@ export class TcGrpcService {
       else this.log.debug({ method, err: (err as Error).message }, 'TC call refused');
       response = failed(errorToWire(err, this.opts.leaderOf));
     }
+    const seconds = (performance.now() - started) / 1000;
     if (this.metrics) {
       this.metrics.calls.inc({ method, code: response.error ? response.error.code : 'OK' });
-      this.metrics.seconds.observe({ method }, (performance.now() - started) / 1000);
+      this.metrics.seconds.observe({ method }, seconds);
     }
+    this.opts.txMetrics?.observeCall(method, response, seconds);
     return response;
   }
 

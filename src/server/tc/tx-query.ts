@@ -3,13 +3,13 @@
  * bounded, filtered pages of live sessions and one session in full, read like every TC
  * read (linearizable, on the node that may serve calls — raft: the leader).
  *
- * "Stuck" is ONE function, `isStuck`: a session whose phase two has been retrying for
- * longer than the threshold. The threshold is DEFAULT_STUCK_AFTER_MS unless the caller
- * names one; when the coordinator grows its own notion of stuck, `isStuck` is the one
- * place to switch to it.
+ * "Stuck" is ONE function, `isStuck`: without a threshold, the coordinator's own notion
+ * (phase two still failing past its alarm time, the driver's stuckAfterMs after the first
+ * failure); with one an operator names, retrying phase two for at least that long.
  */
 import {
   isPhaseTwoInFlight,
+  isStuck as pastAlarmTime,
   reportedStatus,
   type Coordinator,
   type CoordinatorStateView,
@@ -27,9 +27,6 @@ import {
 import { DEFAULT_LIST_PAGE_SIZE, MAX_LIST_PAGE_SIZE } from './limits.ts';
 import { MAX_LIST_SCAN, decodePageToken, encodePageToken, type TcStoreAccess } from './service.ts';
 
-/** A session retrying phase two for longer than this is stuck (unless a query names another threshold), ms. */
-export const DEFAULT_STUCK_AFTER_MS = 5 * 60 * 1000;
-
 /** Which live sessions a list returns. Every filter set must match. */
 export interface TxFilter {
   /** The reported status (Stop* for a stopped one). */
@@ -39,8 +36,8 @@ export interface TxFilter {
   olderThanMs: number | null;
   /** Only stuck sessions (see isStuck). */
   stuck: boolean;
-  /** The stuck threshold, ms. */
-  stuckAfterMs: number;
+  /** The stuck threshold an operator named, ms; null: the coordinator's alarm time. */
+  stuckAfterMs: number | null;
 }
 
 export const NO_FILTER: Readonly<TxFilter> = {
@@ -48,7 +45,7 @@ export const NO_FILTER: Readonly<TxFilter> = {
   applicationId: null,
   olderThanMs: null,
   stuck: false,
-  stuckAfterMs: DEFAULT_STUCK_AFTER_MS,
+  stuckAfterMs: null,
 };
 
 /** Since when a session's phase two has been retrying: null unless in phase two with a failed pass (or stopped). */
@@ -58,8 +55,13 @@ export function retryingSince(s: GlobalSession): number | null {
   return s.statusChangedAt;
 }
 
-/** THE definition of a stuck transaction: retrying phase two for at least `stuckAfterMs`. */
-export function isStuck(s: GlobalSession, now: number, stuckAfterMs: number): boolean {
+/**
+ * THE definition of a stuck transaction for operators. `stuckAfterMs` null: the
+ * coordinator's (still failing past its alarm time; a stopped one is not stuck). A number:
+ * retrying phase two (or stopped while retrying) for at least that long.
+ */
+export function isStuck(s: GlobalSession, now: number, stuckAfterMs: number | null): boolean {
+  if (stuckAfterMs === null) return pastAlarmTime(s);
   const since = retryingSince(s);
   return since !== null && now - since >= stuckAfterMs;
 }
@@ -106,14 +108,14 @@ export class TxQuery {
         sessions,
         nextPageToken: more && i > 0 ? encodePageToken(xids[i - 1]!) : null,
         totalLive: xids.length,
-        stuckAfterMs: f.stuckAfterMs,
+        stuckAfterMs: f.stuckAfterMs ?? this.alarmMs(),
         now,
       };
     });
   }
 
   /** One session: live in full (branches, locks, retry state), or the record of a finished one. */
-  async get(xid: string, stuckAfterMs = DEFAULT_STUCK_AFTER_MS): Promise<TxSessionAnswer | null> {
+  async get(xid: string, stuckAfterMs: number | null = null): Promise<TxSessionAnswer | null> {
     this.requireServing();
     const now = this.d.now();
     return this.d.store.read((state: CoordinatorStateView) => {
@@ -134,7 +136,7 @@ export class TxQuery {
             lockedRowCount: b.lockedRows.length,
           })),
         };
-        return { session, stuckAfterMs, now };
+        return { session, stuckAfterMs: stuckAfterMs ?? this.alarmMs(), now };
       }
       const f = state.getFinished(xid);
       if (!f) return null;
@@ -146,13 +148,18 @@ export class TxQuery {
           finishedAt: f.finishedAt,
           resolvedBy: f.resolvedBy,
         },
-        stuckAfterMs,
+        stuckAfterMs: stuckAfterMs ?? this.alarmMs(),
         now,
       };
     });
   }
 
-  private summary(s: GlobalSession, now: number, stuckAfterMs: number): TxSummaryView {
+  /** The coordinator's alarm time after a first failure, ms. */
+  private alarmMs(): number {
+    return this.d.coordinator.driver.options.stuckAfterMs;
+  }
+
+  private summary(s: GlobalSession, now: number, stuckAfterMs: number | null): TxSummaryView {
     return {
       xid: s.xid,
       transactionId: s.transactionId,
