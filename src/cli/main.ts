@@ -4,7 +4,9 @@
  *   concord start [--config <file>] [--set key=value]   run one node
  *   concord cluster up [--dir cluster-configs] [--pattern node]   run the local cluster in the foreground
  *   concord cluster status --server <host:port>    members, roles, term, lag  [--json]
- *   concord cluster change --server … --members … --token …
+ *   concord cluster change --server … --members … --token … [--dry-run] [--yes]
+ *   concord cluster add <id@host:raftPort:tcPort:httpPort> --server … --token … [--dry-run]
+ *   concord cluster remove <nodeId> --server … --token … [--dry-run] [--yes]
  *   concord cluster transfer --server … --to <nodeId> --token …
  *   concord tx list --server … [--status S] [--app A] [--older-than 10m] [--stuck] [--json]
  *   concord tx show <xid> --server …
@@ -16,7 +18,14 @@
 import { Command, CommanderError } from 'commander';
 import { ConcordError } from '../shared/errors.ts';
 import { CONCORD_VERSION } from '../server/version.ts';
-import { runChange, runStatus, runTransfer } from './cluster-ops.ts';
+import {
+  runAdd,
+  runChange,
+  runRemove,
+  runStatus,
+  runTransfer,
+  type ChangeOptions,
+} from './cluster-ops.ts';
 import { runClusterUp } from './cluster-up.ts';
 import { runStart } from './start.ts';
 import { CONFIG_FILE_ENV } from '../server/config/keys.ts';
@@ -103,6 +112,9 @@ export function buildProgram(): Command {
     'bearer token (default: $CONCORD_HTTP_AUTH_TOKEN)',
   ] as const;
 
+  const dryRun = ['--dry-run', 'print the plan and change nothing', false] as const;
+  const yes = ['-y, --yes', 'do not ask before removing a voter', false] as const;
+
   cluster
     .command('status')
     .description('print members, roles, term and replication lag')
@@ -127,19 +139,45 @@ export function buildProgram(): Command {
     )
     .option(...token)
     .option(...group)
+    .option(...dryRun)
+    .option(...yes)
     .option('--json', 'print the answer as JSON', false)
     .action(
       action(
-        async (o: {
-          server: string;
-          members?: string;
-          raftClusterStr?: string;
-          token?: string;
-          group: string;
-          json: boolean;
-        }) => runChange(o),
+        async (
+          o: ChangeOptions & {
+            members?: string;
+            raftClusterStr?: string;
+          },
+        ) => runChange(o),
       ),
     );
+
+  cluster
+    .command('add')
+    .description(
+      'add a node to the membership: it joins as a learner and becomes a voter once caught up',
+    )
+    .argument('<node>', 'the new node: id@host:raftPort:tcPort:httpPort')
+    .requiredOption(...server)
+    .option(...token)
+    .option(...group)
+    .option(...dryRun)
+    .option(...yes)
+    .option('--json', 'print the answer as JSON', false)
+    .action(action(async (node: string, o: ChangeOptions) => runAdd({ ...o, node })));
+
+  cluster
+    .command('remove')
+    .description('remove a member (the leader last: it steps down); asks first unless --yes')
+    .argument('<nodeId>', 'the member to remove')
+    .requiredOption(...server)
+    .option(...token)
+    .option(...group)
+    .option(...dryRun)
+    .option(...yes)
+    .option('--json', 'print the answer as JSON', false)
+    .action(action(async (node: string, o: ChangeOptions) => runRemove({ ...o, node })));
 
   cluster
     .command('transfer')
