@@ -112,11 +112,15 @@ function concordArgv(argv: string[]): string[] | null {
   return null;
 }
 
-/** `concord …` in inline code, written out in full: no `<placeholder>`, `[optional]`, `a|b` or `…`. */
+/**
+ * `concord …` command lines in inline code, written out in full: with a flag (a bare
+ * `concord tx` names a command, it is no command line) and no `<placeholder>`,
+ * `[optional]`, `a|b` or `…`.
+ */
 export function inlineConcordCommands(markdown: string): string[] {
   return [...markdown.matchAll(/`((?:npx )?concord [^`]+)`/g)]
     .map((m) => m[1]!)
-    .filter((c) => !/[<>[\]|…]/.test(c));
+    .filter((c) => / --?[a-z]/.test(c) && !/[<>[\]|…]/.test(c));
 }
 
 interface Checked {
