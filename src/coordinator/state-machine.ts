@@ -622,7 +622,10 @@ export class CoordinatorStateMachine implements CoordinatorStateView {
     return released.length;
   }
 
-  /** Leaves the live set: frees every row (no lock outlives its transaction) and keeps the final status. */
+  /**
+   * Leaves the live set: frees every row (no lock outlives its transaction) and keeps the final
+   * status.
+   */
   private endSession(
     session: GlobalSession,
     at: number,
@@ -800,7 +803,10 @@ export class CoordinatorStateMachine implements CoordinatorStateView {
     });
   }
 
-  /** Replaces the whole state. Throws StorageCorruptError (and keeps the old state) if the bytes are not a valid snapshot. */
+  /**
+   * Replaces the whole state. Throws StorageCorruptError (and keeps the old state) if the bytes are
+   * not a valid snapshot.
+   */
   restore(bytes: Uint8Array): void {
     const data = decodeSnapshot(bytes);
     const sessions = new Map<string, GlobalSession>();

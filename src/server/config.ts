@@ -126,7 +126,10 @@ export interface LimitsConfig {
   changeTimeoutMs: number;
   /** How long a new learner may take to catch up before the change gives up, in ms. */
   learnerCatchUpTimeoutMs: number;
-  /** A learner is caught up when its match index is within this many entries of the leader's last index. */
+  /**
+   * A learner is caught up when its match index is within this many entries of the leader's last
+   * index.
+   */
   learnerCatchUpMaxLagEntries: number;
   /** How long a leadership transfer may take, in ms. */
   transferTimeoutMs: number;
@@ -137,7 +140,10 @@ export interface LimitsConfig {
   maxLiveTransactions: number;
 }
 
-/** `store.db`: the database of db mode. Absent options take the db store's defaults (docs/db-mode.md). */
+/**
+ * `store.db`: the database of db mode. Absent options take the db store's defaults
+ * (docs/db-mode.md).
+ */
 export interface DbConfig {
   /** postgres://, postgresql://, mysql:// or mariadb:// (CONCORD_DB_URL overrides it at start). */
   url: string;

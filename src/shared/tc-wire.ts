@@ -24,7 +24,10 @@ export const TC_PROTO_LOADER_OPTIONS: protoLoader.Options = {
 
 let service: grpc.ServiceClientConstructor | null = null;
 
-/** The generated TransactionCoordinator client constructor (its `.service` is the definition); loaded once. */
+/**
+ * The generated TransactionCoordinator client constructor (its `.service` is the definition);
+ * loaded once.
+ */
 export function tcServiceConstructor(): grpc.ServiceClientConstructor {
   if (service) return service;
   const def = protoLoader.loadSync(TC_PROTO_PATH, TC_PROTO_LOADER_OPTIONS);

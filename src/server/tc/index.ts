@@ -21,10 +21,10 @@
  */
 import { createHash } from 'node:crypto';
 import { Counter, Gauge, type Registry } from 'prom-client';
+import { wallClock } from '../wall-clock.ts';
 import {
   Coordinator,
   createSnowflakeIds,
-  systemClock,
   type PhaseTwoOptions,
   type SessionStore,
 } from '../../coordinator/index.ts';
@@ -137,7 +137,9 @@ function registerLiveLimitGauges(
 const WORKER_ID_SPACE = 1024;
 
 export interface TcServiceOptions {
-  /** Phase-two retry and timeout options of the coordinator (defaults: DEFAULT_PHASE_TWO_OPTIONS). */
+  /**
+   * Phase-two retry and timeout options of the coordinator (defaults: DEFAULT_PHASE_TWO_OPTIONS).
+   */
   phaseTwo?: Partial<PhaseTwoOptions>;
   /** RM channel heartbeat interval, ms (default DEFAULT_RM_HEARTBEAT_INTERVAL_MS). */
   rmHeartbeatIntervalMs?: number;
@@ -159,15 +161,24 @@ export interface RunningTcService extends TcService {
 export interface TcSessions {
   /** The coordinator's store, with what the gRPC edge asks of it ("may I serve", reads). */
   store: SessionStore & TcStoreAccess;
-  /** This node takes RM channels now: it runs phase two (raft: the leader role; db: the driver lease). */
+  /**
+   * This node takes RM channels now: it runs phase two (raft: the leader role; db: the driver
+   * lease).
+   */
   takesRmChannels(): boolean;
-  /** Follows that role (holding, and the term or epoch it belongs to); returns an unsubscribe function. */
+  /**
+   * Follows that role (holding, and the term or epoch it belongs to); returns an unsubscribe
+   * function.
+   */
   onRmRoleChange(listener: (holding: boolean, term: number) => void): () => void;
   /** The leader (raft) or lease holder (db) as known now, for NOT_LEADER answers that name none. */
   leaderId(): string | null;
   /** Phase-two defaults of this mode (the service's options override them). */
   phaseTwo: Partial<PhaseTwoOptions>;
-  /** Releases what the binding made (raft: the Raft session store; db: nothing, the node owns the store). */
+  /**
+   * Releases what the binding made (raft: the Raft session store; db: nothing, the node owns the
+   * store).
+   */
   close(): void;
   /** Live transactions for the scrape-time gauges; null where this node does not count them. */
   liveSummary?(now: number, alarmMs: number): Promise<LiveSummary | null> | LiveSummary | null;
@@ -189,7 +200,10 @@ export function raftTcSessions(ctx: TcNodeContext, raft: RaftSessions): TcSessio
   };
 }
 
-/** The db mode's sessions: the node's db session store; its driver lease decides who drives and takes RM channels. */
+/**
+ * The db mode's sessions: the node's db session store; its driver lease decides who drives and
+ * takes RM channels.
+ */
 export function dbTcSessions(store: DbSessionStore): TcSessions {
   return {
     store,
@@ -268,7 +282,8 @@ export async function serveTc(
   const coordinator = new Coordinator({
     store: txMetrics.instrumentStore(store),
     gateway: txMetrics.instrumentGateway(hub),
-    ids: createSnowflakeIds({ workerId: workerIdOf(config), clock: systemClock }),
+    ids: createSnowflakeIds({ workerId: workerIdOf(config), clock: wallClock }),
+    clock: wallClock,
     logger: ctx.logger,
     address: { host: self.host, port: self.port },
     maxLiveSessions: config.limits.maxLiveTransactions,

@@ -199,7 +199,9 @@ const METHODS = {
 
 type Method = keyof typeof METHODS | 'listSessions';
 
-/** The unary methods by their wire name: the method's own name, capitalized (Begin, GetStatus, ...). */
+/**
+ * The unary methods by their wire name: the method's own name, capitalized (Begin, GetStatus, ...).
+ */
 const UNARY: ReadonlyMap<string, Method> = new Map(
   [...(Object.keys(METHODS) as Method[]), 'listSessions' as const].map((m) => [
     m[0]!.toUpperCase() + m.slice(1),

@@ -121,7 +121,10 @@ export function summarize(state: CoordinatorStateView, now: number, alarmMs: num
 export interface TcMetricsOptions {
   /** The alarm threshold of concord_tc_global_stuck, ms (default DEFAULT_STUCK_ALARM_MS). */
   stuckAlarmMs?: number;
-  /** Reads the live summary at scrape time; null when this node does not count (db: not the lease holder). */
+  /**
+   * Reads the live summary at scrape time; null when this node does not count (db: not the lease
+   * holder).
+   */
   liveSummary?: (now: number, alarmMs: number) => Promise<LiveSummary | null> | LiveSummary | null;
   now?: () => number;
 }
