@@ -47,7 +47,10 @@ export function metadataTable(md: ClusterMetadata): string {
   return `${head}\n\n${table}`;
 }
 
-/** The leader's view when it can be reached (it alone knows lag, health and learners' progress), else the node's. */
+/**
+ * The leader's view when it can be reached (it alone knows lag, health and learners'
+ * progress), else the node's.
+ */
 async function leaderView(server: HostPort, group: string): Promise<ClusterMetadata> {
   const md = await fetchClusterMetadata(server, { group });
   const leader = md.nodes.find((n) => n.role === 'LEADER');

@@ -3,7 +3,8 @@
  * compiled form, dist/cli/main.js). Importing this file runs nothing.
  *
  *   concord start [--config <file>] [--set key=value]   run one node
- *   concord cluster up [--dir cluster-configs] [--pattern node]   run the local cluster in the foreground
+ *   concord cluster up [--dir cluster-configs] [--pattern node]   run the local cluster in the
+ *   foreground
  *   concord cluster status --server <host:port>    members, roles, term, lag  [--json]
  *   concord cluster change --server … --members … --token … [--dry-run] [--yes]
  *   concord cluster add <id@host:raftPort:tcPort:httpPort> --server … --token … [--dry-run]

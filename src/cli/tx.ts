@@ -59,7 +59,7 @@ export interface TxListOptions {
   json?: boolean;
 }
 
-/** The openapi query of `tx list`'s flags (validated here: a bad flag is exit 2, not a server error). */
+/** The openapi query of `tx list`'s flags (checked here: a bad flag is exit 2, not a 400). */
 export function listQueryOf(o: TxListOptions): TxListQuery {
   const q: TxListQuery = { group: o.group };
   if (o.status !== undefined) {

@@ -252,7 +252,7 @@ interface InvokeOptions extends TcCallOptions {
   headers?: Readonly<Record<string, string>>;
 }
 
-/** Who makes an operator call: sent as the `concord-operator` metadata, logged in the TC's audit line. */
+/** Who makes an operator call: the `concord-operator` metadata, in the TC's audit line. */
 export interface OperatorCallOptions extends TcCallOptions {
   operator?: string;
 }

@@ -197,7 +197,7 @@ export interface NodeConfig {
 
 // ------------------------------------------------------------------ loading
 
-/** A value given on the command line: `--set key=value`, `--log-level` (they win over everything). */
+/** A value given on the command line: `--set key=value`, `--log-level` (they win over all). */
 export interface ConfigFlag {
   key: ConfigKey;
   text: string;

@@ -46,7 +46,7 @@ export interface TxSummaryView {
   branchCount: number;
   lockedRows: number;
   retry: TxRetryView;
-  /** Stuck: past the coordinator's alarm time, or retrying for longer than the threshold the query named. */
+  /** Stuck: past the coordinator's alarm time, or retrying longer than the query's threshold. */
   stuck: boolean;
   rmWaits: TxRmWaitView[];
 }

@@ -48,7 +48,10 @@ export const NO_FILTER: Readonly<TxFilter> = {
   stuckAfterMs: null,
 };
 
-/** Since when a session's phase two has been retrying: null unless in phase two with a failed pass (or stopped). */
+/**
+ * Since when a session's phase two has been retrying: null unless in phase two with a failed
+ * pass (or stopped).
+ */
 export function retryingSince(s: GlobalSession): number | null {
   if (!isPhaseTwoInFlight(s.status)) return null;
   if (s.retry.attempts === 0 && !s.retry.stopped) return null;
