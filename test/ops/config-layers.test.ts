@@ -50,6 +50,7 @@ describe('environment variable names', () => {
     ['store.db.lease.renewIntervalMs', 'CONCORD_STORE_DB_LEASE_RENEW_INTERVAL_MS'],
     ['http.authToken', 'CONCORD_HTTP_AUTH_TOKEN'],
     ['log.level', 'CONCORD_LOG_LEVEL'],
+    ['phaseTwo.stuckAfterMs', 'CONCORD_PHASE_TWO_STUCK_AFTER_MS'],
   ])('%s is %s', (key, name) => expect(envNameOf(key)).toBe(name));
 });
 
@@ -101,6 +102,9 @@ describe('every key can come from its environment variable', () => {
     ['limits.transferTimeoutMs', '800', {}, 800],
     ['limits.maxLiveTransactions', '5000', {}, 5000],
     ['log.level', 'debug', {}, 'debug'],
+    ['phaseTwo.stuckAfterMs', '120000', {}, 120_000],
+    ['phaseTwo.retryBaseMs', '500', {}, 500],
+    ['phaseTwo.retryMaxBackoffMs', '30000', {}, 30_000],
   ];
 
   it('the table covers every key', () => {
@@ -185,6 +189,10 @@ describe('errors name where the value came from', () => {
     const e = errorOf(() => fromEnv({ ...BASE_ENV, CONCORD_SERVER_HTTPPORT: '1' }));
     expect(e.key).toBe('CONCORD_SERVER_HTTPPORT');
     expect(e.message).toContain('did you mean CONCORD_SERVER_HTTP_PORT?');
+    // A two-word section's prefix is CONCORD_PHASE_TWO_.
+    expect(
+      errorOf(() => fromEnv({ ...BASE_ENV, CONCORD_PHASE_TWO_STUCK_AFTER: '1' })).message,
+    ).toContain('did you mean CONCORD_PHASE_TWO_STUCK_AFTER_MS?');
     // Variables of other sections are not configuration.
     expect(fromEnv({ ...BASE_ENV, CONCORD_SERVERS: 'x', CONCORD_TEST_LOG: '1' }).node.id).toBe(
       'n1',
@@ -286,6 +294,7 @@ describe('the keys stay in step', () => {
 
   it('CONFIG_KEYS holds exactly the keys the loader accepts', () => {
     const sections = [
+      'phaseTwo',
       'node',
       'server',
       'raft',

@@ -45,6 +45,9 @@ export const CONFIG_KEYS = {
   'limits.transferTimeoutMs': 'int',
   'limits.maxLiveTransactions': 'int',
   'log.level': 'string',
+  'phaseTwo.stuckAfterMs': 'int',
+  'phaseTwo.retryBaseMs': 'int',
+  'phaseTwo.retryMaxBackoffMs': 'int',
 } as const satisfies Record<string, KeyType>;
 
 export type ConfigKey = keyof typeof CONFIG_KEYS;

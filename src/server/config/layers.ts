@@ -15,7 +15,6 @@ import {
   CONFIG_KEYS,
   CONFIG_SECTIONS,
   ENV_ALIASES,
-  ENV_PREFIX,
   envNameOf,
   typeOfKey,
   type ConfigKey,
@@ -177,7 +176,7 @@ export function applyEnv(raw: Obj, env: NodeJS.ProcessEnv, sources: Sources): vo
   const byEnv = new Map<string, ConfigKey>(
     (Object.keys(CONFIG_KEYS) as ConfigKey[]).map((k) => [envNameOf(k), k]),
   );
-  const sectionPrefixes = CONFIG_SECTIONS.map((s) => `${ENV_PREFIX}${s.toUpperCase()}_`);
+  const sectionPrefixes = CONFIG_SECTIONS.map((s) => `${envNameOf(s)}_`);
   for (const name of Object.keys(env).sort()) {
     if (!sectionPrefixes.some((p) => name.startsWith(p)) || byEnv.has(name)) continue;
     throw new ConfigError(
