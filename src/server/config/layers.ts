@@ -238,9 +238,30 @@ export function withSource(err: unknown, sources: Sources): unknown {
   return err;
 }
 
+/** The closest known name (same letters, or a few edits away), as a hint. */
 function suggest(name: string, known: readonly string[]): string {
   const norm = (s: string) => s.toLowerCase().replace(/[^a-z0-9]/g, '');
   const n = norm(name);
-  const hit = known.find((k) => norm(k) === n);
-  return hit ? `did you mean ${hit}?` : 'see docs/operations.md';
+  let best: { name: string; d: number } | null = null;
+  for (const k of known) {
+    const d = editDistance(n, norm(k));
+    if (d <= 3 && (best === null || d < best.d)) best = { name: k, d };
+  }
+  return best ? `did you mean ${best.name}?` : 'see docs/operations.md';
+}
+
+/** Levenshtein distance, for short names. */
+function editDistance(a: string, b: string): number {
+  let prev = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    const cur = [i];
+    for (let j = 1; j <= b.length; j++)
+      cur[j] = Math.min(
+        prev[j]! + 1,
+        cur[j - 1]! + 1,
+        prev[j - 1]! + (a[i - 1] === b[j - 1] ? 0 : 1),
+      );
+    prev = cur;
+  }
+  return prev[b.length]!;
 }
