@@ -1,7 +1,8 @@
 /**
  * The simulator's command line.
  *
- *   npm run sim -- --seed <n> --steps <m> [--nodes <k>]   replay one run (prints the trace tail on a violation)
+ *   npm run sim -- --seed <n> --steps <m> [--nodes <k>]   replay one run (prints the trace tail on
+ *   a violation)
  *   npm run sim -- --runs <r> --steps <m> [--nodes <k>]   r runs from random seeds
  *
  * Prints the seed and every setting first. Exits 1 if any run violated an invariant.

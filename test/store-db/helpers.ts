@@ -166,7 +166,10 @@ export async function connectAdmin(dialect: DialectName): Promise<Admin> {
   }
 }
 
-/** Fast lease timings for tests: takeover within about two and a half seconds, yet a holder survives a 1.5 s stall. */
+/**
+ * Fast lease timings for tests: takeover within about two and a half seconds, yet a holder survives
+ * a 1.5 s stall.
+ */
 export const TEST_LEASE = { leaseMs: 2_000, renewIntervalMs: 250, safetyMarginMs: 400 };
 
 export function openStore(
