@@ -167,6 +167,7 @@ export default tseslint.config(
     files: [
       'bench/lib/cluster.ts',
       'bench/raft.ts',
+      'bench/scale.ts',
       'bench/tc.ts',
       'bench/tps.ts',
       'chaos/checker.ts',

@@ -225,6 +225,8 @@ export interface SessionInfo {
   resolvedBy: string | null;
   /** Live sessions: the branch whose phase two waits for an RM of its application, if any. */
   rmWaits: RmWaitInfo[];
+  /** Live sessions: phase two still fails past its alarm time; it is still retried. */
+  stuck: boolean;
 }
 
 export interface ListSessionsArgs {
@@ -233,6 +235,8 @@ export interface ListSessionsArgs {
   pageToken?: string;
   /** Only sessions with this reported status. */
   status?: GlobalStatus;
+  /** Only stuck sessions: phase two still fails past its alarm time (still retried). */
+  stuck?: boolean;
 }
 
 export interface SessionPage {
@@ -490,6 +494,7 @@ export class TcClient implements TcPort {
       pageSize: args.pageSize ?? 0,
       pageToken: args.pageToken ?? '',
       globalStatus: args.status === undefined ? 0 : globalStatusToCode(args.status),
+      stuck: args.stuck === true,
     };
     const r = await this.invoke(null, 'ListSessions', request, { safe: true });
     const sessions = Array.isArray(r.sessions)
@@ -779,5 +784,6 @@ function sessionFromWire(w: SessionInfoWire): SessionInfo {
       resourceId: x.resourceId,
       since: x.since,
     })),
+    stuck: w.stuck === true,
   };
 }

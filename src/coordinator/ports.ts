@@ -99,6 +99,11 @@ export interface Clock {
   after(ms: number, fn: () => void): () => void;
   /** Calls fn every `ms` until cancelled. */
   every(ms: number, fn: () => void): () => void;
+  /**
+   * Optional: a monotonic clock in ms (any origin; never steps). Command time advances no
+   * faster than it (command-clock.ts). Absent: differences of now() stand in for it.
+   */
+  monotonicNow?(): number;
 }
 
 /** Unique 64-bit ids as decimal strings, unique across nodes and leader changes. */

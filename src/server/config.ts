@@ -14,6 +14,7 @@
  *   limits: { maxRequestBodyBytes, maxWatchers, watchTimeoutMs, changeTimeoutMs,
  *             learnerCatchUpTimeoutMs, learnerCatchUpMaxLagEntries, transferTimeoutMs }
  *   log:    { level }
+ *   phaseTwo: { stuckAfterMs, retryBaseMs, retryMaxBackoffMs }
  *
  * Relative paths (raft.dataDir) are resolved against the process's working directory,
  * as etcd and Seata do, so `npm start` from the repository root puts data in ./data/nodeN.
@@ -28,6 +29,7 @@ import { parseDocument } from 'yaml';
 import type { NodeId } from '../store/raft/index.ts';
 import { MAX_LIVE_SESSIONS } from '../coordinator/limits.ts';
 import { ConfigError } from '../shared/errors.ts';
+import { DEFAULT_PHASE_TWO_OPTIONS } from '../coordinator/phase-two-driver.ts';
 import {
   DB_LEASE_MS,
   DB_LEASE_RENEW_INTERVAL_MS,
@@ -135,6 +137,19 @@ export interface LimitsConfig {
   maxLiveTransactions: number;
 }
 
+/** `phaseTwo`: how the leader retries a decided transaction's phase two. */
+export interface PhaseTwoConfig {
+  /**
+   * A transaction still failing this long after its first failure is marked stuck (still
+   * retried), ms.
+   */
+  stuckAfterMs: number;
+  /** First retry delay, ms; doubles per attempt. */
+  retryBaseMs: number;
+  /** Cap of the retry delay, ms. */
+  retryMaxBackoffMs: number;
+}
+
 /**
  * `store.db`: the database of db mode. Absent options take the db store's defaults
  * (docs/db-mode.md).
@@ -186,6 +201,8 @@ export interface NodeConfig {
   http: { authToken: string | null };
   limits: LimitsConfig;
   log: { level: LogLevel };
+  /** The phase-two driver's retry backoff and alarm threshold (docs/operations.md). */
+  phaseTwo: PhaseTwoConfig;
   /** Where the config came from (a file path or "<inline>"), for messages. */
   source: string;
 }
@@ -233,7 +250,7 @@ export function validateConfig(
   if (raw === null || raw === undefined) raw = {};
   if (!isPlainObject(raw))
     throw new ConfigError('(root)', 'the config must be a mapping of sections');
-  noUnknownKeys(raw, ['node', 'server', 'raft', 'store', 'http', 'limits', 'log'], '');
+  noUnknownKeys(raw, ['node', 'server', 'raft', 'store', 'http', 'limits', 'log', 'phaseTwo'], '');
   const node = parseNodeSection(raw);
   const { server, wildcard, advertised } = parseServerSection(raw);
 
@@ -246,6 +263,7 @@ export function validateConfig(
   checkSelfInPeers(raft, { nodeId: node.id, server, dbMode: mode === 'db', wildcard, advertised });
   const authToken = parseHttpSection(raw, env);
   const limits = parseLimitsSection(raw);
+  const phaseTwo = parsePhaseTwoSection(raw);
   const logS = section(raw, 'log', '');
   noUnknownKeys(logS, ['level'], 'log');
   const log = { level: oneOf(logS, 'level', 'log', LOG_LEVELS, DEFAULT_LOG_LEVEL) };
@@ -258,6 +276,7 @@ export function validateConfig(
     http: { authToken },
     limits,
     log,
+    phaseTwo,
     source: opts.source ?? '<inline>',
   };
 }
@@ -625,4 +644,32 @@ export function selfEndpoints(c: NodeConfig): MemberEndpoints {
     transaction: { host: h, port: c.server.tcPort },
     control: { host: h, port: c.server.httpPort },
   };
+}
+
+function parsePhaseTwoSection(raw: Section): PhaseTwoConfig {
+  const phaseTwoS = section(raw, 'phaseTwo', '');
+  noUnknownKeys(phaseTwoS, ['stuckAfterMs', 'retryBaseMs', 'retryMaxBackoffMs'], 'phaseTwo');
+  const phaseTwo: PhaseTwoConfig = {
+    stuckAfterMs: int(phaseTwoS, 'stuckAfterMs', 'phaseTwo', {
+      default: DEFAULT_PHASE_TWO_OPTIONS.stuckAfterMs,
+      min: 1_000,
+      max: 7 * 24 * 3_600_000,
+    }),
+    retryBaseMs: int(phaseTwoS, 'retryBaseMs', 'phaseTwo', {
+      default: DEFAULT_PHASE_TWO_OPTIONS.retryBaseMs,
+      min: 10,
+      max: 3_600_000,
+    }),
+    retryMaxBackoffMs: int(phaseTwoS, 'retryMaxBackoffMs', 'phaseTwo', {
+      default: DEFAULT_PHASE_TWO_OPTIONS.retryMaxBackoffMs,
+      min: 10,
+      max: 3_600_000,
+    }),
+  };
+  if (phaseTwo.retryMaxBackoffMs < phaseTwo.retryBaseMs)
+    throw new ConfigError(
+      'phaseTwo.retryMaxBackoffMs',
+      `must be at least phaseTwo.retryBaseMs (${phaseTwo.retryBaseMs})`,
+    );
+  return phaseTwo;
 }

@@ -8,6 +8,7 @@ import type { Clock } from '../coordinator/index.ts';
 
 export const wallClock: Clock = {
   now: () => Date.now(),
+  monotonicNow: () => performance.now(),
   after(ms, fn) {
     const timer = setTimeout(fn, ms);
     timer.unref?.();
