@@ -5,7 +5,8 @@
  *   cancel  unfreezes: frozen -= amount
  * Each step runs inside the fence, in the same local transaction as its UPDATE.
  *
- *   POST /accounts/debit {userId, amount}  (joins the caller's transaction: TX_XID; 400 without one)
+ *   POST /accounts/debit {userId, amount}  (joins the caller's transaction: TX_XID; 400 without
+ *   one)
  *   GET  /accounts/:userId
  */
 import { createPgFence, type PgFenceTx } from '@concord/client/pg';

@@ -114,7 +114,10 @@ export function serve(name: string, routes: Routes, logger: Logger): Promise<Ser
   });
 }
 
-/** Stops the service on SIGTERM/SIGINT: the HTTP server, then the Concord client (it drains), then the pool. */
+/**
+ * Stops the service on SIGTERM/SIGINT: the HTTP server, then the Concord client (it drains), then
+ * the pool.
+ */
 export function stopOnSignal(server: Server, client: ConcordClient, pool: pg.Pool): void {
   const stop = () => {
     server.close();

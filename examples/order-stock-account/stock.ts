@@ -5,7 +5,8 @@
  *   cancel  releases: reserved -= n, available += n
  * Each step runs inside the fence, in the same local transaction as its UPDATE.
  *
- *   POST /stock/reserve {productId, count}  (joins the caller's transaction: TX_XID; 400 without one)
+ *   POST /stock/reserve {productId, count}  (joins the caller's transaction: TX_XID; 400 without
+ *   one)
  *   GET  /stock/:productId
  */
 import { createPgFence, type PgFenceTx } from '@concord/client/pg';

@@ -293,7 +293,39 @@ export function validateConfig(
 function validateLayered(raw: Obj, opts: { source?: string; cwd?: string }): NodeConfig {
   const cwd = opts.cwd ?? process.cwd();
   noUnknownKeys(raw, ['node', 'server', 'raft', 'store', 'http', 'limits', 'log', 'phaseTwo'], '');
+  const node = parseNodeSection(raw);
+  const { server, wildcard, advertised } = parseServerSection(raw);
 
+  const storeS = section(raw, 'store', '');
+  noUnknownKeys(storeS, ['mode', 'db'], 'store');
+  const mode = oneOf(storeS, 'mode', 'store', STORE_MODES, 'raft');
+  const db = parseDbSection(storeS, mode);
+
+  const raft = parseRaftSection(raw, { nodeId: node.id, dbMode: mode === 'db', cwd });
+  checkSelfInPeers(raft, { nodeId: node.id, server, dbMode: mode === 'db', wildcard, advertised });
+  const authToken = parseHttpSection(raw);
+  const limits = parseLimitsSection(raw);
+  const phaseTwo = parsePhaseTwoSection(raw);
+  const logS = section(raw, 'log', '');
+  noUnknownKeys(logS, ['level'], 'log');
+  const log = { level: oneOf(logS, 'level', 'log', LOG_LEVELS, DEFAULT_LOG_LEVEL) };
+
+  return {
+    node,
+    server,
+    raft,
+    store: { mode, db },
+    http: { authToken },
+    limits,
+    log,
+    phaseTwo,
+    source: opts.source ?? '<inline>',
+  };
+}
+
+type Section = Record<string, unknown>;
+
+function parseNodeSection(raw: Section): NodeConfig['node'] {
   const nodeS = section(raw, 'node', '');
   noUnknownKeys(nodeS, ['id', 'group'], 'node');
   const node = {
@@ -305,6 +337,15 @@ function validateLayered(raw: Obj, opts: { source?: string; cwd?: string }): Nod
     }),
   };
 
+  return node;
+}
+
+/** The server section; `wildcard`: it binds every interface; `advertised`: advertiseHost given. */
+function parseServerSection(raw: Section): {
+  server: NodeConfig['server'];
+  wildcard: boolean;
+  advertised: boolean;
+} {
   const serverS = section(raw, 'server', '');
   noUnknownKeys(serverS, ['host', 'advertiseHost', 'httpPort', 'tcPort', 'raftPort'], 'server');
   const host = str(serverS, 'host', 'server', {
@@ -332,12 +373,13 @@ function validateLayered(raw: Obj, opts: { source?: string; cwd?: string }): Nod
     );
   }
 
-  const storeS = section(raw, 'store', '');
-  noUnknownKeys(storeS, ['mode', 'db'], 'store');
-  const mode = oneOf(storeS, 'mode', 'store', STORE_MODES, 'raft');
-  const db = parseDbSection(storeS, mode);
-  const dbMode = mode === 'db';
+  return { server, wildcard, advertised: serverS.advertiseHost !== undefined };
+}
 
+function parseRaftSection(
+  raw: Section,
+  { nodeId, dbMode, cwd }: { nodeId: string; dbMode: boolean; cwd: string },
+): NodeConfig['raft'] {
   const raftS = section(raw, 'raft', '');
   noUnknownKeys(
     raftS,
@@ -363,29 +405,14 @@ function validateLayered(raw: Obj, opts: { source?: string; cwd?: string }): Nod
       'has no meaning in db mode: a db-mode node joins by starting with the same store.db.url',
     );
   const peers = parsePeers(raftS.peers, 'raft.peers', { required: !join && !dbMode });
-  const electionTicks = int(raftS, 'electionTicks', 'raft', {
-    default: DEFAULT_ELECTION_TICKS,
-    min: 2,
-    max: 1000,
-  });
-  const heartbeatTicks = int(raftS, 'heartbeatTicks', 'raft', {
-    default: DEFAULT_HEARTBEAT_TICKS,
-    min: 1,
-    max: 1000,
-  });
-  if (heartbeatTicks >= electionTicks) {
-    throw new ConfigError(
-      'raft.heartbeatTicks',
-      `must be smaller than raft.electionTicks (${electionTicks}), got ${heartbeatTicks}`,
-    );
-  }
+  const { electionTicks, heartbeatTicks } = parseTicks(raftS);
   const raft = {
     // db mode: no Raft data; `cluster up` still puts the node's log beside this directory.
     dataDir: resolvePath(
       cwd,
       str(raftS, 'dataDir', 'raft', {
         minLength: 1,
-        ...(dbMode ? { default: `data/${node.id}` } : {}),
+        ...(dbMode ? { default: `data/${nodeId}` } : {}),
       }),
     ),
     peers,
@@ -407,6 +434,45 @@ function validateLayered(raw: Obj, opts: { source?: string; cwd?: string }): Nod
     leaseReads: bool(raftS, 'leaseReads', 'raft', false),
     maxClockDrift: clockDrift(raftS.maxClockDrift),
   };
+  return raft;
+}
+
+/** Election and heartbeat ticks: a heartbeat comes more often than an election timeout. */
+function parseTicks(raftS: Section): { electionTicks: number; heartbeatTicks: number } {
+  const electionTicks = int(raftS, 'electionTicks', 'raft', {
+    default: DEFAULT_ELECTION_TICKS,
+    min: 2,
+    max: 1000,
+  });
+  const heartbeatTicks = int(raftS, 'heartbeatTicks', 'raft', {
+    default: DEFAULT_HEARTBEAT_TICKS,
+    min: 1,
+    max: 1000,
+  });
+  if (heartbeatTicks >= electionTicks) {
+    throw new ConfigError(
+      'raft.heartbeatTicks',
+      `must be smaller than raft.electionTicks (${electionTicks}), got ${heartbeatTicks}`,
+    );
+  }
+  return { electionTicks, heartbeatTicks };
+}
+
+/** A node listed among the bootstrap peers is listed with its own ports and host. */
+function checkSelfInPeers(
+  raft: NodeConfig['raft'],
+  ctx: {
+    nodeId: string;
+    server: NodeConfig['server'];
+    dbMode: boolean;
+    wildcard: boolean;
+    advertised: boolean;
+  },
+): void {
+  const { peers, join } = raft;
+  const { server, dbMode, wildcard } = ctx;
+  const node = { id: ctx.nodeId };
+  const { host, advertiseHost } = server;
   const self = peers.find((p) => p.nodeId === node.id);
   const selfAt = peers.findIndex((p) => p.nodeId === node.id);
   if (!join && !self && !dbMode) {
@@ -434,14 +500,16 @@ function validateLayered(raw: Obj, opts: { source?: string; cwd?: string }): Nod
           `${self[k]} does not match server.${k} ${want} of this node (${node.id})`,
         );
     }
-    if (self.host !== advertiseHost && !wildcard && serverS.advertiseHost === undefined) {
+    if (self.host !== advertiseHost && !wildcard && !ctx.advertised) {
       throw new ConfigError(
         `raft.peers[${selfAt}].host`,
         `${self.host} does not match server.host ${host} of this node; set server.advertiseHost if they differ on purpose`,
       );
     }
   }
+}
 
+function parseHttpSection(raw: Section): string | null {
   const httpS = section(raw, 'http', '');
   noUnknownKeys(httpS, ['authToken'], 'http');
   const authToken = optStr(httpS, 'authToken', 'http', {
@@ -449,101 +517,32 @@ function validateLayered(raw: Obj, opts: { source?: string; cwd?: string }): Nod
     maxLength: MAX_AUTH_TOKEN_CHARS,
   });
 
+  return authToken;
+}
+
+/** Each limit: [key, default, min, max]. */
+const LIMITS: Array<[keyof LimitsConfig, number, number, number]> = [
+  ['maxRequestBodyBytes', DEFAULT_MAX_REQUEST_BODY_BYTES, 1024, 16 * 1024 * 1024],
+  ['maxWatchers', DEFAULT_MAX_WATCHERS, 1, 100_000],
+  ['watchTimeoutMs', DEFAULT_WATCH_TIMEOUT_MS, MIN_WATCH_TIMEOUT_MS, MAX_WATCH_TIMEOUT_MS],
+  ['changeTimeoutMs', DEFAULT_CHANGE_TIMEOUT_MS, 1_000, 3_600_000],
+  ['learnerCatchUpTimeoutMs', DEFAULT_LEARNER_CATCH_UP_TIMEOUT_MS, 100, 3_600_000],
+  ['learnerCatchUpMaxLagEntries', DEFAULT_LEARNER_CATCH_UP_MAX_LAG_ENTRIES, 0, 1_000_000],
+  ['transferTimeoutMs', DEFAULT_TRANSFER_TIMEOUT_MS, 100, 600_000],
+  ['maxLiveTransactions', MAX_LIVE_SESSIONS, 1, MAX_LIVE_SESSIONS],
+];
+
+function parseLimitsSection(raw: Section): LimitsConfig {
   const limitsS = section(raw, 'limits', '');
-  const limitKeys = [
-    'maxRequestBodyBytes',
-    'maxWatchers',
-    'watchTimeoutMs',
-    'changeTimeoutMs',
-    'learnerCatchUpTimeoutMs',
-    'learnerCatchUpMaxLagEntries',
-    'transferTimeoutMs',
-    'maxLiveTransactions',
-  ];
-  noUnknownKeys(limitsS, limitKeys, 'limits');
-  const limits: LimitsConfig = {
-    maxRequestBodyBytes: int(limitsS, 'maxRequestBodyBytes', 'limits', {
-      default: DEFAULT_MAX_REQUEST_BODY_BYTES,
-      min: 1024,
-      max: 16 * 1024 * 1024,
-    }),
-    maxWatchers: int(limitsS, 'maxWatchers', 'limits', {
-      default: DEFAULT_MAX_WATCHERS,
-      min: 1,
-      max: 100_000,
-    }),
-    watchTimeoutMs: int(limitsS, 'watchTimeoutMs', 'limits', {
-      default: DEFAULT_WATCH_TIMEOUT_MS,
-      min: MIN_WATCH_TIMEOUT_MS,
-      max: MAX_WATCH_TIMEOUT_MS,
-    }),
-    changeTimeoutMs: int(limitsS, 'changeTimeoutMs', 'limits', {
-      default: DEFAULT_CHANGE_TIMEOUT_MS,
-      min: 1_000,
-      max: 3_600_000,
-    }),
-    learnerCatchUpTimeoutMs: int(limitsS, 'learnerCatchUpTimeoutMs', 'limits', {
-      default: DEFAULT_LEARNER_CATCH_UP_TIMEOUT_MS,
-      min: 100,
-      max: 3_600_000,
-    }),
-    learnerCatchUpMaxLagEntries: int(limitsS, 'learnerCatchUpMaxLagEntries', 'limits', {
-      default: DEFAULT_LEARNER_CATCH_UP_MAX_LAG_ENTRIES,
-      min: 0,
-      max: 1_000_000,
-    }),
-    transferTimeoutMs: int(limitsS, 'transferTimeoutMs', 'limits', {
-      default: DEFAULT_TRANSFER_TIMEOUT_MS,
-      min: 100,
-      max: 600_000,
-    }),
-    maxLiveTransactions: int(limitsS, 'maxLiveTransactions', 'limits', {
-      default: MAX_LIVE_SESSIONS,
-      min: 1,
-      max: MAX_LIVE_SESSIONS,
-    }),
-  };
-
-  const phaseTwoS = section(raw, 'phaseTwo', '');
-  noUnknownKeys(phaseTwoS, ['stuckAfterMs', 'retryBaseMs', 'retryMaxBackoffMs'], 'phaseTwo');
-  const phaseTwo: PhaseTwoConfig = {
-    stuckAfterMs: int(phaseTwoS, 'stuckAfterMs', 'phaseTwo', {
-      default: DEFAULT_PHASE_TWO_OPTIONS.stuckAfterMs,
-      min: 1_000,
-      max: 7 * 24 * 3_600_000,
-    }),
-    retryBaseMs: int(phaseTwoS, 'retryBaseMs', 'phaseTwo', {
-      default: DEFAULT_PHASE_TWO_OPTIONS.retryBaseMs,
-      min: 10,
-      max: 3_600_000,
-    }),
-    retryMaxBackoffMs: int(phaseTwoS, 'retryMaxBackoffMs', 'phaseTwo', {
-      default: DEFAULT_PHASE_TWO_OPTIONS.retryMaxBackoffMs,
-      min: 10,
-      max: 3_600_000,
-    }),
-  };
-  if (phaseTwo.retryMaxBackoffMs < phaseTwo.retryBaseMs)
-    throw new ConfigError(
-      'phaseTwo.retryMaxBackoffMs',
-      `must be at least phaseTwo.retryBaseMs (${phaseTwo.retryBaseMs})`,
-    );
-
-  const logS = section(raw, 'log', '');
-  noUnknownKeys(logS, ['level'], 'log');
-  const log = { level: oneOf(logS, 'level', 'log', LOG_LEVELS, DEFAULT_LOG_LEVEL) };
-
-  return {
-    node,
-    server,
-    raft,
-    store: { mode, db },
-    http: { authToken },
-    limits,
-    log,
-    phaseTwo,
-    source: opts.source ?? '<inline>',
-  };
+  noUnknownKeys(
+    limitsS,
+    LIMITS.map(([key]) => key),
+    'limits',
+  );
+  const limits = {} as LimitsConfig;
+  for (const [key, def, min, max] of LIMITS)
+    limits[key] = int(limitsS, key, 'limits', { default: def, min, max });
+  return limits;
 }
 
 /** `store.db`; null when absent in raft mode (the URL may come from the environment: layers.ts). */
@@ -677,4 +676,32 @@ export function selfEndpoints(c: NodeConfig): MemberEndpoints {
     transaction: { host: h, port: c.server.tcPort },
     control: { host: h, port: c.server.httpPort },
   };
+}
+
+function parsePhaseTwoSection(raw: Section): PhaseTwoConfig {
+  const phaseTwoS = section(raw, 'phaseTwo', '');
+  noUnknownKeys(phaseTwoS, ['stuckAfterMs', 'retryBaseMs', 'retryMaxBackoffMs'], 'phaseTwo');
+  const phaseTwo: PhaseTwoConfig = {
+    stuckAfterMs: int(phaseTwoS, 'stuckAfterMs', 'phaseTwo', {
+      default: DEFAULT_PHASE_TWO_OPTIONS.stuckAfterMs,
+      min: 1_000,
+      max: 7 * 24 * 3_600_000,
+    }),
+    retryBaseMs: int(phaseTwoS, 'retryBaseMs', 'phaseTwo', {
+      default: DEFAULT_PHASE_TWO_OPTIONS.retryBaseMs,
+      min: 10,
+      max: 3_600_000,
+    }),
+    retryMaxBackoffMs: int(phaseTwoS, 'retryMaxBackoffMs', 'phaseTwo', {
+      default: DEFAULT_PHASE_TWO_OPTIONS.retryMaxBackoffMs,
+      min: 10,
+      max: 3_600_000,
+    }),
+  };
+  if (phaseTwo.retryMaxBackoffMs < phaseTwo.retryBaseMs)
+    throw new ConfigError(
+      'phaseTwo.retryMaxBackoffMs',
+      `must be at least phaseTwo.retryBaseMs (${phaseTwo.retryBaseMs})`,
+    );
+  return phaseTwo;
 }

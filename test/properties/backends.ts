@@ -91,7 +91,8 @@ function memoryWorld(): WorldBackend {
     setLeadership: (i, holding, term) => stores[i]!.setLeadership(holding, term),
     leads: (i) => stores[i]!.isLeader(),
     calledTooEarly: (kind, branch) => {
-      // A late call of a deposed leader may come after the transaction finished: its recorded decision counts.
+      // A late call of a deposed leader may come after the transaction finished: its recorded
+      // decision counts.
       const status =
         machine.getSession(branch.xid)?.status ?? machine.getFinished(branch.xid)?.status;
       const decision = status === undefined ? checker.decisionOf(branch.xid) : decisionOf(status);
@@ -330,7 +331,10 @@ class DbWorld implements WorldBackend {
     }
   }
 
-  /** Unsubscribes; passes of the stopped drivers end at their next step: lets their last statements land. */
+  /**
+   * Unsubscribes; passes of the stopped drivers end at their next step: lets their last statements
+   * land.
+   */
   async close(): Promise<void> {
     for (const u of this.unsubscribe) u();
     await new Promise((r) => setTimeout(r, 100));

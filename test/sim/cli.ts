@@ -1,7 +1,8 @@
 /**
  * The simulator's command line.
  *
- *   npm run sim -- --seed <n> --steps <m> [--nodes <k>]   replay one run (prints the trace tail on a violation)
+ *   npm run sim -- --seed <n> --steps <m> [--nodes <k>]   replay one run (prints the trace tail on
+ *   a violation)
  *   npm run sim -- --runs <r> --steps <m> [--nodes <k>]   r runs from random seeds
  *   npm run sim -- --coordinator [--seed <n> | --runs <r>] ...   the same with the real coordinator
  *                                                          on every node, TMs and RMs (coordinator/run.ts)

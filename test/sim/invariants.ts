@@ -65,7 +65,10 @@ export interface Violation {
   message: string;
 }
 
-/** What a checker may read of one node's disk. `synced` survives a crash; `written` includes unsynced writes. */
+/**
+ * What a checker may read of one node's disk. `synced` survives a crash; `written` includes
+ * unsynced writes.
+ */
 export interface DiskView {
   synced: LogView;
   written: LogView;
@@ -76,7 +79,9 @@ export interface LogView {
   /** Last index held (snapshot index if the log is empty after it). */
   lastIndex(): number;
   snapshotIndex(): number;
-  /** Term at index: the snapshot's term at its index, undefined if compacted away or beyond the end. */
+  /**
+   * Term at index: the snapshot's term at its index, undefined if compacted away or beyond the end.
+   */
   termAt(index: number): number | undefined;
 }
 
@@ -128,7 +133,9 @@ function it(index: number, term: number): number {
 interface LeaderRecord {
   term: number;
   leader: NodeId;
-  /** Index of the leader's first entry of its term (its no-op). Its log before it was frozen then. */
+  /**
+   * Index of the leader's first entry of its term (its no-op). Its log before it was frozen then.
+   */
   firstIndex: number;
   /** Terms of the leader's log at [knownFrom, firstIndex - 1]; below knownFrom it was compacted. */
   knownFrom: number;
@@ -234,7 +241,9 @@ export class InvariantChecker {
     }
   }
 
-  /** A ReadIndex request entered a core: its read index must cover every write acknowledged so far. */
+  /**
+   * A ReadIndex request entered a core: its read index must cover every write acknowledged so far.
+   */
   onReadIndexRequest(ctx: string): void {
     this.readMustSee.set(ctx, this.maxAckedIndex);
   }
@@ -270,7 +279,8 @@ export class InvariantChecker {
   }
 
   private checkLeaderHas(rec: LeaderRecord, index: number, term: number, commitTerm: number): void {
-    // Leader completeness: an entry committed in term U is in the log of every leader of a term > U.
+    // Leader completeness: an entry committed in term U is in the log of every leader of a term >
+    // U.
     if (rec.term <= commitTerm) return;
     if (index >= rec.firstIndex) {
       this.report(
@@ -367,7 +377,8 @@ export class InvariantChecker {
     const first = batch.entries[0];
     if (first) {
       this.registerChain(id, first.index - 1, prevTermOfFirst, batch.entries, 'disk write');
-      // Leader completeness: the first entry a leader writes in its term is its no-op; its log before it is fixed.
+      // Leader completeness: the first entry a leader writes in its term is its no-op; its log
+      // before it is fixed.
       for (const e of batch.entries) {
         if (this.leaderOfTerm.get(e.term) !== id || this.leaderRecords.has(e.term)) continue;
         const w = disk.written;
@@ -517,7 +528,10 @@ export class InvariantChecker {
     }
   }
 
-  /** The state machine of `id` restored a snapshot taken at `index`; its state is that after applying `stateIndex`. */
+  /**
+   * The state machine of `id` restored a snapshot taken at `index`; its state is that after
+   * applying `stateIndex`.
+   */
   onRestore(
     id: NodeId,
     incarnation: number,
@@ -566,7 +580,10 @@ export class InvariantChecker {
     if (index > this.maxAckedIndex) this.maxAckedIndex = index;
   }
 
-  /** A linearizable read completed on `id` whose applied index is `applied`; `mustSee` is the highest acked index when it began. */
+  /**
+   * A linearizable read completed on `id` whose applied index is `applied`; `mustSee` is the
+   * highest acked index when it began.
+   */
   onReadDone(id: NodeId, applied: number, mustSee: number): void {
     if (applied < mustSee)
       this.report(

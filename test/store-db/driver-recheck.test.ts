@@ -75,7 +75,8 @@ describe('phase-two driver with concurrent writers', () => {
     const branchId = await register(holder, xid, 'TCC', 'p:1');
     gateway.script(branchId, 'throw');
     expect(await holder.coordinator.commit({ xid })).toBe(GlobalStatus.CommitRetrying);
-    await other.coordinator.stopRetry({ xid }); // decided elsewhere: the holder's retry timer no longer fits
+    // decided elsewhere: the holder's retry timer no longer fits
+    await other.coordinator.stopRetry({ xid });
     await clock.advance(TEST_PHASE_TWO.sweepIntervalMs!); // the holder parks it
     expect(machine.getSession(xid)?.retry.stopped).toBe(true);
     await other.coordinator.resumeRetry({ xid });

@@ -167,7 +167,8 @@ describe('bad requests', () => {
     expect(byId.get(3).getStatus.resultCode).toBe('RESULT_CODE_OK');
     expect(byId.get(3).getStatus.globalStatus).toBe(1 /* Begin */);
 
-    // A batch above MAX_CALLS_PER_BATCH (1024) ends that stream with INVALID_ARGUMENT, nothing else.
+    // A batch above MAX_CALLS_PER_BATCH (1024) ends that stream with INVALID_ARGUMENT, nothing
+    // else.
     const flood = client.Calls();
     const floodEnd = new Promise<any>((res) => {
       flood.on('error', res);
@@ -395,7 +396,8 @@ describe('locks', () => {
     expect(await tc.lockQuery({ resourceId: 'orders-db', lockKey: 'orders:3' })).toBe(true);
     expect((await tc.getSession(second)).branches).toEqual([]);
 
-    // AT commits asynchronously: the TM hears AsyncCommitting, the rows are free once the branch committed.
+    // AT commits asynchronously: the TM hears AsyncCommitting, the rows are free once the branch
+    // committed.
     expect(await tc.commit(first)).toBe('AsyncCommitting');
     await waitForStatus(tc, first, (s) => s === 'Committed');
     expect(
