@@ -52,6 +52,13 @@ const action =
     }
   };
 
+const server = ['-s, --server <host:port>', "any node's HTTP (openapi) address"] as const;
+const group = ['-g, --group <group>', 'Raft group', 'default'] as const;
+const token = ['-t, --token <token>', 'bearer token (default: $CONCORD_HTTP_AUTH_TOKEN)'] as const;
+
+const dryRun = ['--dry-run', 'print the plan and change nothing', false] as const;
+const yes = ['-y, --yes', 'do not ask before removing a voter', false] as const;
+
 export function buildProgram(): Command {
   const program = new Command('concord')
     .description('Concord: a distributed-transaction coordinator on its own Raft')
@@ -62,6 +69,20 @@ export function buildProgram(): Command {
       process.exit(err.exitCode === 0 ? 0 : 2);
     });
 
+  addStartCommand(program);
+  const cluster = program.command('cluster').description('run and operate a cluster');
+  addClusterRunCommands(cluster);
+  addMembershipCommands(cluster);
+  const tx = program
+    .command('tx')
+    .description('find and handle global transactions (list, show, retry, stop, resume, resolve)');
+  addTxReadCommands(tx);
+  addTxActionCommands(tx);
+  return program;
+}
+
+/** `concord start`: one node in the foreground. */
+function addStartCommand(program: Command): void {
   program
     .command('start')
     .description(
@@ -86,9 +107,10 @@ export function buildProgram(): Command {
         }),
       ),
     );
+}
 
-  const cluster = program.command('cluster').description('run and operate a cluster');
-
+/** `concord cluster up | status`. */
+function addClusterRunCommands(cluster: Command): void {
   cluster
     .command('up')
     .description(
@@ -107,16 +129,6 @@ export function buildProgram(): Command {
       ),
     );
 
-  const server = ['-s, --server <host:port>', "any node's HTTP (openapi) address"] as const;
-  const group = ['-g, --group <group>', 'Raft group', 'default'] as const;
-  const token = [
-    '-t, --token <token>',
-    'bearer token (default: $CONCORD_HTTP_AUTH_TOKEN)',
-  ] as const;
-
-  const dryRun = ['--dry-run', 'print the plan and change nothing', false] as const;
-  const yes = ['-y, --yes', 'do not ask before removing a voter', false] as const;
-
   cluster
     .command('status')
     .description('print members, roles, term and replication lag')
@@ -124,7 +136,10 @@ export function buildProgram(): Command {
     .option(...group)
     .option('--json', 'print the metadata as JSON', false)
     .action(action(async (o: { server: string; group: string; json: boolean }) => runStatus(o)));
+}
 
+/** `concord cluster change | add | remove | transfer`. */
+function addMembershipCommands(cluster: Command): void {
   cluster
     .command('change')
     .description(
@@ -195,11 +210,10 @@ export function buildProgram(): Command {
           runTransfer(o),
       ),
     );
+}
 
-  const tx = program
-    .command('tx')
-    .description('find and handle global transactions (list, show, retry, stop, resume, resolve)');
-
+/** `concord tx list | show`. */
+function addTxReadCommands(tx: Command): void {
   tx.command('list')
     .description('list live transactions (filters combine)')
     .requiredOption(...server)
@@ -240,7 +254,10 @@ export function buildProgram(): Command {
         runTxShow({ ...o, xid }),
       ),
     );
+}
 
+/** `concord tx retry | stop | resume | resolve`: each asks first and is audited. */
+function addTxActionCommands(tx: Command): void {
   const actions: Array<[TxAction, string]> = [
     ['retry', 'run a phase-two pass now instead of waiting for the backoff'],
     ['stop', 'stop phase-two retries (the status reads Stop*; locks stay held)'],
@@ -271,6 +288,4 @@ export function buildProgram(): Command {
         ),
       );
   }
-
-  return program;
 }

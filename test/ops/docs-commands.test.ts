@@ -129,7 +129,10 @@ interface Checked {
   readOnly: boolean;
 }
 
-/** Walks the CLI's definition: the subcommand exists, every flag exists, required ones are there. */
+/**
+ * Walks the CLI's definition: the subcommand exists, every flag exists, required ones are
+ * there.
+ */
 function checkAgainstProgram(argv: string[]): Checked {
   let cmd: Command = buildProgram();
   const path: string[] = [];
