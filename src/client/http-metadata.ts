@@ -138,12 +138,13 @@ export interface RequestOptions {
   token?: string;
 }
 
-interface RawAnswer {
+export interface RawAnswer {
   status: number;
   body: unknown;
 }
 
-async function request(
+/** One JSON request to a node's openapi; the answer as it came (answerError for a non-2xx one). */
+export async function request(
   base: HostPort,
   method: 'GET' | 'POST',
   path: string,

@@ -260,6 +260,24 @@ interface InvokeOptions extends TcCallOptions {
    * requestId).
    */
   safe: boolean;
+  /** Call metadata of a unary call. */
+  headers?: Readonly<Record<string, string>>;
+}
+
+/** Who makes an operator call: the `concord-operator` metadata, in the TC's audit line. */
+export interface OperatorCallOptions extends TcCallOptions {
+  operator?: string;
+}
+
+/** The gRPC metadata key naming the operator (the TC's audit reads it). */
+export const OPERATOR_METADATA_KEY = 'concord-operator';
+
+function deadlineOf(o: TcCallOptions): TcCallOptions {
+  return o.deadlineMs !== undefined ? { deadlineMs: o.deadlineMs } : {};
+}
+
+function operatorHeaders(o: OperatorCallOptions): Record<string, string> {
+  return o.operator ? { [OPERATOR_METADATA_KEY]: o.operator } : {};
 }
 
 export class TcClient implements TcPort {
@@ -470,16 +488,32 @@ export class TcClient implements TcPort {
   }
 
   /** Runs a phase-two pass now; answers the status after it. */
-  async retryNow(xid: Xid): Promise<GlobalStatus> {
-    return this.statusCall(null, 'RetryNow', { xid: xid });
+  async retryNow(xid: Xid, options: OperatorCallOptions = {}): Promise<GlobalStatus> {
+    const r = await this.invoke(
+      null,
+      'RetryNow',
+      { xid: xid },
+      { safe: true, headers: operatorHeaders(options), ...deadlineOf(options) },
+    );
+    return globalStatusFromCode(Number(r.globalStatus ?? 0));
   }
 
-  async stopRetry(xid: Xid): Promise<void> {
-    await this.invoke(null, 'StopRetry', { xid: xid }, { safe: true });
+  async stopRetry(xid: Xid, options: OperatorCallOptions = {}): Promise<void> {
+    await this.invoke(
+      null,
+      'StopRetry',
+      { xid: xid },
+      { safe: true, headers: operatorHeaders(options), ...deadlineOf(options) },
+    );
   }
 
-  async resumeRetry(xid: Xid): Promise<void> {
-    await this.invoke(null, 'ResumeRetry', { xid: xid }, { safe: true });
+  async resumeRetry(xid: Xid, options: OperatorCallOptions = {}): Promise<void> {
+    await this.invoke(
+      null,
+      'ResumeRetry',
+      { xid: xid },
+      { safe: true, headers: operatorHeaders(options), ...deadlineOf(options) },
+    );
   }
 
   /**
@@ -496,7 +530,7 @@ export class TcClient implements TcPort {
       null,
       'MarkResolved',
       { xid: args.xid, confirmXid: args.confirmXid, operator: args.operator },
-      { safe: false },
+      { safe: false, headers: { [OPERATOR_METADATA_KEY]: args.operator } },
     );
     return globalStatusFromCode(Number(r.globalStatus ?? 0));
   }
@@ -678,7 +712,7 @@ export class TcClient implements TcPort {
         const response =
           kind !== null && this.transport === 'stream'
             ? await conn.streamCall(kind, request, timeoutMs)
-            : await conn.unary(method, request, timeoutMs);
+            : await conn.unary(method, request, timeoutMs, opts.headers);
         tcAnswered = true;
         if (response.resultCode === 'RESULT_CODE_OK') return response;
         throw response.error

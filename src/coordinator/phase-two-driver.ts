@@ -248,9 +248,9 @@ export class PhaseTwoDriver {
     const previous = t.running ?? Promise.resolve(null);
     const pass: Promise<GlobalStatus | null> = previous.then(async () => {
       if (!this.isCurrent(lead)) return null;
-      const now = this.track(lead, xid);
-      if (now.queued === pass) now.queued = null;
-      now.running = pass;
+      const tracked = this.track(lead, xid);
+      if (tracked.queued === pass) tracked.queued = null;
+      tracked.running = pass;
       try {
         return await this.withSlot(() => this.pass(xid, lead));
       } catch (err) {

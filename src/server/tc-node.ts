@@ -30,7 +30,7 @@ import { ClusterView } from './cluster-view.ts';
 import { formatHostPort, type MemberEndpoints } from './config/endpoints.ts';
 import { peerEndpoints, selfEndpoints, type NodeConfig } from './config.ts';
 import { LeaseControl, bindDbMetrics, openDbSessionStore } from './db-mode.ts';
-import { OpenApiServer } from './http/server.ts';
+import { OpenApiServer, type Route } from './http/server.ts';
 import { handOffLeadership } from './leader-handoff.ts';
 import { MembershipManager } from './membership.ts';
 import { createNodeMetrics, type NodeMetrics } from './metrics.ts';
@@ -55,6 +55,8 @@ export interface TcNodeContext {
    * Membership and leader endpoints, e.g. for not-leader answers carrying the leader's TC address.
    */
   view: ClusterView;
+  /** Adds an endpoint to the node's openapi (e.g. the TC service's transaction routes). */
+  mountHttp(path: string, route: Route): void;
 }
 
 export interface TcService {
@@ -236,6 +238,7 @@ export class TcNode {
         sessions: node.sessions,
         metrics: node.metrics,
         view: node.view,
+        mountHttp: (path, route) => node.http.mount(path, route),
       };
       for (const factory of opts.services ?? []) node.services.push(await factory(ctx));
       node.lifecycle = 'serving';

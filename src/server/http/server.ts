@@ -8,6 +8,8 @@
  *   GET  /health                                      liveness: 200 while the process serves HTTP
  *   GET  /ready                                       readiness: 200 when member, caught up and
  *                                                     serving (db: database up); else 503
+ *   GET  /tx/v1/sessions, /tx/v1/session              transactions, read-only (Bearer token;
+ *                                                     mounted by the TC service: tx-routes.ts)
  *
  * In db mode (no Raft) the view's "leader" is the driver-lease holder and the term its
  * epoch; changeCluster and transferLeader answer 409 NOT_SUPPORTED_IN_DB_MODE.
@@ -69,12 +71,13 @@ export interface OpenApiOptions {
   lifecycle?: () => 'starting' | 'serving' | 'stopping';
 }
 
-interface Route {
+/** One endpoint: its method and handler (services add theirs with `mount`). */
+export interface Route {
   method: 'GET' | 'POST';
   handle(req: IncomingMessage, url: URL, res: ServerResponse, signal: AbortSignal): Promise<Answer>;
 }
 
-type Answer = {
+export type Answer = {
   status: number;
   body?: unknown;
   text?: string;
@@ -127,6 +130,15 @@ export class OpenApiServer {
       else socket.destroy();
       this.log.debug({ err: (err as Error).message }, 'http client error');
     });
+  }
+
+  /**
+   * Adds a service's endpoint (e.g. the TC service's read-only transaction routes,
+   * src/server/http/tx-routes.ts); refuses a path already taken.
+   */
+  mount(path: string, route: Route): void {
+    if (this.routes.has(path)) throw new Error(`openapi: ${path} is already mounted`);
+    this.routes.set(path, route);
   }
 
   /** Binds; resolves with the bound port (useful with port 0). */

@@ -40,6 +40,8 @@ import { errorToWire } from './mapping.ts';
 import type { WireLeader } from '../../shared/tc-wire.ts';
 import { RmChannelHub } from './rm-hub.ts';
 import { TcGrpcService, type TcStoreAccess } from './service.ts';
+import { txRoutes } from '../http/tx-routes.ts';
+import { TxQuery } from './tx-query.ts';
 import { TcMetrics, summarize, type LiveSummary } from './tc-metrics.ts';
 
 export { TcGrpcService } from './service.ts';
@@ -323,6 +325,14 @@ export async function serveTc(
     sessions.close();
     throw err;
   }
+  // The read-only transaction routes of the openapi (concord tx list|show).
+  const query = new TxQuery({ store, coordinator, now: () => Date.now() });
+  for (const [path, route] of txRoutes({
+    query,
+    authToken: config.http.authToken,
+    group: config.node.group,
+  }))
+    ctx.mountHttp(path, route);
   log.info(
     { tc: formatHostPort(self), workerId: workerIdOf(config), storeMode: ctx.sessions.mode },
     'TC service started',

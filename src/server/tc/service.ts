@@ -76,6 +76,7 @@ import type {
 import { SpanStatusCode } from '@opentelemetry/api';
 import { ATTR_RESULT, ATTR_TC_METHOD, ATTR_XID, SpanKind, tracer } from '../../shared/tracing.ts';
 import type { RmChannelHub } from './rm-hub.ts';
+import { AUDITED_METHODS, OPERATOR_METADATA_KEY, auditOperatorCall } from './audit.ts';
 import type { TcMetrics } from './tc-metrics.ts';
 
 /** Sessions one filtered ListSessions page may scan before it returns (with a token to go on). */
@@ -255,7 +256,20 @@ export class TcGrpcService {
         call: grpc.ServerUnaryCall<unknown, WireResponse>,
         callback: grpc.sendUnaryData<WireResponse>,
       ) => {
-        void this.execute(method, call.request).then((response) => callback(null, response));
+        void this.execute(method, call.request).then((response) => {
+          if (AUDITED_METHODS.has(method))
+            auditOperatorCall(
+              this.log,
+              {
+                method,
+                request: call.request,
+                declaredOperator: call.metadata.get(OPERATOR_METADATA_KEY)[0],
+                peer: call.getPeer(),
+              },
+              response,
+            );
+          callback(null, response);
+        });
       };
     }
     handlers.Calls = (call: grpc.ServerDuplexStream<CallBatchWire, ResultBatchWire>) =>
@@ -559,11 +573,11 @@ function upperBound(sorted: readonly string[], key: string): number {
   return lo;
 }
 
-function encodePageToken(xid: string): string {
+export function encodePageToken(xid: string): string {
   return Buffer.from(xid, 'utf8').toString('base64url');
 }
 
-function decodePageToken(token: unknown): string | null {
+export function decodePageToken(token: unknown): string | null {
   if (token === undefined || token === '') return null;
   if (typeof token !== 'string' || token.length > 256 || !/^[A-Za-z0-9_-]+$/.test(token))
     throw new BadRequestError('pageToken is not a token this server gave out');
