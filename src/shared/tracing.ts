@@ -3,7 +3,14 @@
  * provider registered by the application, every span is a no-op): the tracer's name, the
  * attribute keys, and a helper that runs a function in a span.
  */
-import { SpanKind, SpanStatusCode, trace, type Attributes, type Span } from '@opentelemetry/api';
+import {
+  SpanKind,
+  SpanStatusCode,
+  trace,
+  type Attributes,
+  type Span,
+  type Tracer,
+} from '@opentelemetry/api';
 
 export const TRACER_NAME = 'concord';
 export const ATTR_XID = 'concord.xid';
@@ -17,9 +24,15 @@ export const ATTR_RESULT = 'concord.result';
 
 export { SpanKind };
 
-/** The tracer of Concord's spans (a no-op one until the application registers a provider). */
-export function tracer() {
-  return trace.getTracer(TRACER_NAME);
+let cachedTracer: Tracer | null = null;
+
+/**
+ * The tracer of Concord's spans (a no-op one until the application registers a provider).
+ * Got once: the API's proxy tracer finds a provider registered later by itself.
+ */
+export function tracer(): Tracer {
+  cachedTracer ??= trace.getTracer(TRACER_NAME);
+  return cachedTracer;
 }
 
 /** Runs fn in a new active span; an error is recorded on the span and rethrown. */

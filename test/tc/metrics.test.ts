@@ -197,6 +197,20 @@ describe('transaction metrics', () => {
     expect([...dashboard].filter((name) => !declared.has(name))).toEqual([]);
     const guide = [...named('docs/operations.md')].filter((n) => n.startsWith('concord_tc_'));
     expect(guide.filter((name) => !declared.has(name))).toEqual([]);
+
+    // The nodes' log lines carry each binding once (`node` was written twice by the driver).
+    for (const n of cluster.nodes) {
+      const lines = readFileSync(n.logFile, 'utf8')
+        .split('\n')
+        .filter((l) => l.startsWith('{'));
+      expect(lines.length).toBeGreaterThan(0);
+      const twice = lines.filter((l) =>
+        ['"node":', '"component":', '"name":', '"pid":', '"msg":'].some(
+          (key) => l.split(key).length > 2,
+        ),
+      );
+      expect(twice.slice(0, 3)).toEqual([]);
+    }
   });
 });
 

@@ -277,16 +277,24 @@ export class TcMetrics {
 
   /** The store the coordinator submits through, counting what its commands did. */
   instrumentStore<S extends SessionStore>(store: S): S {
-    const submit: SessionStore['submit'] = async (command) => {
-      const outcome = await store.submit(command);
-      if (outcome.ok) this.onApplied(command.kind, command, outcome.value);
-      return outcome;
-    };
+    // Counted after the store resolved: no extra await on the way to the store.
+    const submit: SessionStore['submit'] = (command) =>
+      store.submit(command).then((outcome) => {
+        if (outcome.ok) this.onApplied(command.kind, command, outcome.value);
+        return outcome;
+      });
+    // Methods are bound once each (the coordinator reads them on its hot path).
+    const bound = new Map<PropertyKey, { of: unknown; fn: unknown }>();
     return new Proxy(store, {
       get(target, prop) {
         if (prop === 'submit') return submit;
         const value: unknown = Reflect.get(target, prop, target);
-        return typeof value === 'function' ? value.bind(target) : value;
+        if (typeof value !== 'function') return value;
+        const cached = bound.get(prop);
+        if (cached?.of === value) return cached.fn;
+        const fn = (value as (...args: unknown[]) => unknown).bind(target);
+        bound.set(prop, { of: value, fn });
+        return fn;
       },
     });
   }
