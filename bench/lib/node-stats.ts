@@ -75,7 +75,7 @@ async function sampleNode(n: StatsNode): Promise<NodeSample> {
   } catch {
     // a node that does not answer gives what /proc has
   }
-  const cpuS = metrics.get('concord_process_cpu_seconds_total') ?? procCpuSeconds(n.proc.pid);
+  const cpuS = metrics.get('process_cpu_seconds_total') ?? procCpuSeconds(n.proc.pid);
   return { nodeId: n.nodeId, at: performance.now(), cpuS, metrics };
 }
 
@@ -142,9 +142,9 @@ export function windowStats(
       leader,
       cpuUsPerTx,
       cpuPct: cpu !== null && s > 0 ? (cpu / s) * 100 : null,
-      loopP50Ms: ms('concord_nodejs_eventloop_lag_p50_seconds'),
-      loopP99Ms: ms('concord_nodejs_eventloop_lag_p99_seconds'),
-      loopMaxMs: ms('concord_nodejs_eventloop_lag_max_seconds'),
+      loopP50Ms: ms('nodejs_eventloop_lag_p50_seconds'),
+      loopP99Ms: ms('nodejs_eventloop_lag_p99_seconds'),
+      loopMaxMs: ms('nodejs_eventloop_lag_max_seconds'),
       snapshots: d('concord_raft_snapshots_total'),
       snapshotMs: d('concord_raft_snapshot_milliseconds_total'),
     });

@@ -81,7 +81,7 @@ export interface LiveStatusView {
   readonly beginTime: number;
   readonly statusChangedAt: number;
   readonly retryAttempts: number;
-  /** Phase two still fails past its alarm time (isStuck); it is still retried. */
+  /** Phase two still fails past its alarm time (isStuck). */
   readonly stuck: boolean;
 }
 
