@@ -14,7 +14,7 @@ import { randomInt } from 'node:crypto';
 import { chooseSettings, describeSettings, runSimulation, type RunResult } from './runner.ts';
 import { Prng } from '../support/prng.ts';
 import { runCoordinatorSimulation, type CoordinatorRunResult } from './coordinator/run.ts';
-import type { CoordinatorMutant } from './coordinator/state-machine.ts';
+import { COORDINATOR_MUTANTS, type CoordinatorMutant } from './coordinator/state-machine.ts';
 
 interface Args {
   seed: number | null;
@@ -74,9 +74,9 @@ function parseArgs(argv: string[]): Args {
         args.coordinator = true;
         break;
       case '--mutant': {
-        const m = argv[++i];
-        if (m !== 'none' && m !== 'decision-flip') {
-          console.error('--mutant must be none or decision-flip');
+        const m = argv[++i] as CoordinatorMutant;
+        if (!COORDINATOR_MUTANTS.includes(m)) {
+          console.error(`--mutant must be one of ${COORDINATOR_MUTANTS.join(', ')}`);
           process.exit(2);
         }
         args.mutant = m;
@@ -89,7 +89,7 @@ function parseArgs(argv: string[]): Args {
       case '--help':
       case '-h':
         console.log(
-          'usage: sim [--coordinator [--mutant decision-flip]] [--seed N | --runs R [--base-seed B]] [--steps M] [--nodes 1|3|5] [--verbose]',
+          'usage: sim [--coordinator [--mutant decision-flip|forgetful-register]] [--seed N | --runs R [--base-seed B]] [--steps M] [--nodes 1|3|5] [--verbose]',
         );
         process.exit(0);
         break;

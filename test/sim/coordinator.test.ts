@@ -50,6 +50,22 @@ describe('the coordinator under the simulator', () => {
     expect(caught.length).toBeGreaterThanOrEqual(3);
   });
 
+  it('catches a state machine that forgets which request registered a branch (a confirm without a try)', async () => {
+    const caught: string[] = [];
+    for (let seed = 1; seed <= 20; seed++) {
+      const r = await runCoordinatorSimulation({
+        seed,
+        steps: 1500,
+        mutant: 'forgetful-register',
+      });
+      if (r.violation) {
+        expect(r.violation.invariant, describeViolation(r)).toBe('branch-try-first');
+        caught.push(`${seed}`);
+      }
+    }
+    expect(caught.length).toBeGreaterThanOrEqual(2);
+  });
+
   it('seed 5: a new leader confirming its term stamped commands with its raw wall clock (an hour ahead), and dropped every finished record', async () => {
     const r = await runCoordinatorSimulation({ seed: 5, steps: 1500 });
     expect(r.violation, describeViolation(r)).toBeNull();

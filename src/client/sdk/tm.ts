@@ -6,7 +6,7 @@
  * The outcome rules, as Seata's template has them:
  * - fn returns → commit. A commit the TC answers with a timeout rollback (the transaction
  *   outlived its timeout) throws GlobalTimeoutError, another rollback
- *   TransactionRolledBackError; a commit that gave up (CommitFailed) throws
+ *   TransactionRolledBackError; a commit that failed for good (CommitFailed) throws
  *   TransactionFailedError. A commit still retrying phase two (CommitRetrying) is a success:
  *   the decision is durable and the TC finishes it (`waitForPhaseTwoMs` waits for that, and
  *   `transactionOutcome` says whether it happened).

@@ -76,6 +76,8 @@ export class SimClients {
   readonly ackedBegins = new Set<string>();
   /** The commit/rollback answers TMs heard: xid → status. */
   readonly ackedDecisions = new Map<string, GlobalStatus>();
+  /** The term of the node that answered each begin or decision (a leader of that term or later holds it). */
+  private readonly ackTerm = new Map<string, number>();
   /** RM records: branch → xid of the answered registrations (their try ran). */
   readonly tried = new Map<string, string>();
   readonly confirmed = new Map<string, string>();
@@ -222,6 +224,7 @@ export class SimClients {
           (r: { xid: Xid }) => {
             tm.xid = r.xid;
             this.ackedBegins.add(r.xid);
+            this.noteAckTerm(r.xid, t.node);
             this.known.add(r.xid);
             this.stats.begun += 1;
             this.next(tm, 'register');
@@ -264,6 +267,7 @@ export class SimClients {
           rollback ? t.coordinator.rollback({ xid }) : t.coordinator.commit({ xid }),
           (status: GlobalStatus) => {
             this.ackedDecisions.set(xid, status);
+            this.noteAckTerm(xid, t.node);
             if (decisionOf(status) === 'commit') this.stats.committed += 1;
             else this.stats.rolledBack += 1;
             this.noteDecision(xid, status, `answered to tm${tm.id}`);
@@ -284,6 +288,11 @@ export class SimClients {
     const lost = new Error(`connection to ${id} lost`);
     lost.name = 'ConnectionLostError';
     for (const drop of calls) drop(lost);
+  }
+
+  private noteAckTerm(xid: string, node: SimNode): void {
+    const term = this.services.byNode.get(node.id)?.store.term() ?? 0;
+    this.ackTerm.set(xid, Math.max(this.ackTerm.get(xid) ?? 0, term));
   }
 
   private next(tm: SimTm, phase: Phase): void {
@@ -344,6 +353,7 @@ export class SimClients {
         const f = machine.getFinished(xid);
         if (f) this.noteDecision(xid, f.status, `finished on ${node.id}`);
       }
+      this.checkServingLeader(node, machine);
     }
     // A branch confirmed belongs to a transaction decided commit, a cancelled one to rollback.
     for (const [branchId, xid] of this.confirmed)
@@ -363,6 +373,35 @@ export class SimClients {
       holders.set(row, xid);
       if (!machine.getSession(xid))
         this.report('row-lock-holders', `${node}: row ${row} is held by ${xid}, which is not live`);
+    }
+  }
+
+  /**
+   * After every step, on a leader serving its term (it applied its first entry of the term,
+   * so it holds every command committed in that term or before): every begin and decision
+   * answered by a node of that term or an earlier one is there, with its decision.
+   */
+  private checkServingLeader(node: SimNode, machine: CoordinatorStateMachine): void {
+    const store = this.services.byNode.get(node.id)?.store;
+    if (!store?.isLeader()) return;
+    const term = store.term();
+    const held = (xid: string) => machine.getSession(xid) ?? machine.getFinished(xid);
+    for (const xid of this.ackedBegins) {
+      if ((this.ackTerm.get(xid) ?? Infinity) > term) continue;
+      if (!held(xid))
+        this.report(
+          'acked-survives',
+          `${node.id}, serving term ${term}, knows nothing of ${xid}, whose begin was answered`,
+        );
+    }
+    for (const [xid, status] of this.ackedDecisions) {
+      if ((this.ackTerm.get(xid) ?? Infinity) > term) continue;
+      const now = held(xid)?.status;
+      if (now === undefined || decisionOf(now) !== decisionOf(status))
+        this.report(
+          'acked-survives',
+          `${xid} was answered ${status} but is ${now ?? 'unknown'} on ${node.id}, serving term ${term}`,
+        );
     }
   }
 

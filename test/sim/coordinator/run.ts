@@ -93,7 +93,14 @@ export async function runCoordinatorSimulation(
           rms.down = !rms.down;
           world.log(`RMs ${rms.down ? 'unreachable' : 'reachable'}`);
         });
-      else await world.act(() => scheduler.pickAndAct());
+      else if (r < clientShare + 0.006) {
+        const id = own.pick(world.ids);
+        const ms = own.pick([-3_600_000, -30_000, 30_000, 3_600_000]);
+        await world.act(() => {
+          services.stepClock(id, ms);
+          world.log(`wall clock of ${id} steps ${ms} ms`);
+        });
+      } else await world.act(() => scheduler.pickAndAct());
     }
     if (world.checker.violation === null) recoveryRounds = await recover(world, c, rms, services);
   } catch (err) {

@@ -71,10 +71,20 @@ export class CoordinatorServices {
   /** Each node's wall-clock time accumulated over its earlier incarnations. */
   private readonly elapsed = new Map<NodeId, number>();
 
+  /** Each node's wall-clock offset from SIM_EPOCH (its skew, plus any step since). */
+  private readonly offsets: Map<NodeId, number>;
+
   constructor(
-    private readonly skews: ReadonlyMap<NodeId, number>,
+    skews: ReadonlyMap<NodeId, number>,
     private readonly rms: SimRms,
-  ) {}
+  ) {
+    this.offsets = new Map(skews);
+  }
+
+  /** Steps a node's wall clock (an NTP step, an operator's mistake); its monotonic clock stays. */
+  stepClock(id: NodeId, ms: number): void {
+    this.offsets.set(id, (this.offsets.get(id) ?? 0) + ms);
+  }
 
   /** World hook: the node's driver started. */
   up(node: SimNode): void {
@@ -89,9 +99,9 @@ export class CoordinatorServices {
       readTimeoutMs: 1_000,
       barrierRetryMs: 20,
     });
-    const base = SIM_EPOCH + (this.skews.get(node.id) ?? 0) + (this.elapsed.get(node.id) ?? 0);
+    const before = this.elapsed.get(node.id) ?? 0;
     const wall: Clock = {
-      now: () => base + clock.now(),
+      now: () => SIM_EPOCH + (this.offsets.get(node.id) ?? 0) + before + clock.now(),
       after: (ms, fn) => clock.after(Math.max(1, ms), fn),
       every: (ms, fn) => clock.every(Math.max(1, ms), fn),
       monotonicNow: () => clock.now(),

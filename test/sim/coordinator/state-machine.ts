@@ -118,10 +118,37 @@ export class DecisionFlippingMachine extends CoordinatorStateMachine {
   }
 }
 
-export type CoordinatorMutant = 'none' | 'decision-flip';
+/**
+ * Forgets which request registered a branch (no dedup of RegisterBranch): a registration
+ * retried after its answer was lost registers a second branch, and the first — whose try
+ * never ran — is confirmed at commit (issue 13 item 5). The checker must see it.
+ */
+export class ForgetfulRegisterMachine extends CoordinatorStateMachine {
+  constructor() {
+    super();
+    const apply = this.apply.bind(this);
+    this.apply = ((command: Command) =>
+      apply(
+        command.kind === 'RegisterBranch' ? { ...command, requestId: null } : command,
+      )) as CoordinatorStateMachine['apply'];
+  }
+}
+
+export type CoordinatorMutant = 'none' | 'decision-flip' | 'forgetful-register';
+
+export const COORDINATOR_MUTANTS: readonly CoordinatorMutant[] = [
+  'none',
+  'decision-flip',
+  'forgetful-register',
+];
 
 export function machineFor(mutant: CoordinatorMutant): () => CoordinatorStateMachine {
-  return mutant === 'decision-flip'
-    ? () => new DecisionFlippingMachine()
-    : () => new CoordinatorStateMachine();
+  switch (mutant) {
+    case 'decision-flip':
+      return () => new DecisionFlippingMachine();
+    case 'forgetful-register':
+      return () => new ForgetfulRegisterMachine();
+    default:
+      return () => new CoordinatorStateMachine();
+  }
 }
