@@ -279,8 +279,14 @@ export type Outcome<T> = { ok: true; value: T } | { ok: false; rejection: Reject
  */
 const packr = new Packr({ useRecords: false, mapsAsObjects: true, moreTypes: false });
 
+/**
+ * No copy (issue 12 item 5): msgpackr's pack() returns a view of its current buffer and the
+ * next pack() writes after it, or into a new buffer once this one is full (only the
+ * REUSE_BUFFER_MODE and RESET_BUFFER_MODE flags, never passed here, write over it). A
+ * view keeps its buffer (8 KiB, shared by the commands packed into it) alive while held.
+ */
 export function encodeCommand(command: Command): Uint8Array {
-  return Uint8Array.from(packr.pack(command));
+  return packr.pack(command);
 }
 
 /**

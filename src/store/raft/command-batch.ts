@@ -25,8 +25,8 @@ const packr = new Packr({ useRecords: false, mapsAsObjects: true, moreTypes: fal
 export function encodeEntry(commands: readonly Uint8Array[]): Uint8Array {
   if (commands.length === 0) throw new AssertionFailure('an entry needs at least one command');
   if (commands.length === 1) return commands[0]!;
-  // A copy: msgpackr may reuse the memory of what it packed for the next pack.
-  return Uint8Array.from(packr.pack(commands));
+  // No copy: pack() never writes over what it returned before (see encodeCommand).
+  return packr.pack(commands);
 }
 
 /** True when the entry is a batch (a msgpack array), not a lone command (a msgpack map). */

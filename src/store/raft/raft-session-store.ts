@@ -31,6 +31,7 @@ import {
   type ResultOf,
   type SessionStore,
 } from '../../coordinator/index.ts';
+import { deadlines } from '../../shared/deadline-wheel.ts';
 import type { NodeId, Role } from '../../raft/core/types.ts';
 import {
   AssertionFailure,
@@ -458,15 +459,15 @@ function withDeadline<T>(
   const ms = deadline - Date.now();
   if (ms <= 0) return Promise.reject(onTimeout());
   return new Promise<T>((resolve, reject) => {
-    const timer = setTimeout(() => reject(onTimeout()), ms);
-    timer.unref?.();
+    // One wheel for every submit's deadline, not a timer each (issue 12 item 5).
+    const cancel = deadlines.at(deadline, () => reject(onTimeout()));
     promise.then(
       (v) => {
-        clearTimeout(timer);
+        cancel();
         resolve(v);
       },
       (err: unknown) => {
-        clearTimeout(timer);
+        cancel();
         reject(err);
       },
     );
