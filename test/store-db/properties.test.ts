@@ -90,6 +90,9 @@ const OPS = [
   'finish',
   'finish',
   'acquire',
+  'commit',
+  'commit',
+  'rollback',
 ] as const;
 type Op = (typeof OPS)[number];
 interface Intent {
@@ -248,6 +251,10 @@ class CommandMaker {
         };
       case 'acquire':
         return { kind: 'AcquireDriver', xid, term };
+      case 'commit':
+        return { kind: 'CommitGlobal', xid, at, term };
+      case 'rollback':
+        return { kind: 'RollbackGlobal', xid, timeout: i.c % 3 === 0, at, term };
     }
   }
 }
@@ -317,7 +324,14 @@ describe.each(DIALECTS)(
       if (process.env.CONCORD_TEST_LOG)
         process.stderr.write(`fast paths: ${JSON.stringify(fast)}\n`);
       if (RUNS >= 12) {
-        for (const kind of ['Begin', 'ChangeGlobalStatus', 'AcquireDriver', 'FinishGlobal'])
+        for (const kind of [
+          'Begin',
+          'ChangeGlobalStatus',
+          'AcquireDriver',
+          'FinishGlobal',
+          'CommitGlobal',
+          'RollbackGlobal',
+        ])
           expect(fast.takenByKind[kind as Command['kind']] ?? 0, kind).toBeGreaterThan(5);
         expect(fast.declined).toBeGreaterThan(50);
       }
