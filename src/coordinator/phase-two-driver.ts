@@ -45,6 +45,11 @@ export interface PhaseTwoOptions {
   sweepIntervalMs: number;
   /** Transactions driven at once (a new leader may inherit many). Default 64. */
   maxConcurrentDrives: number;
+  /**
+   * How often the store's due transactions are polled (SessionStore.dueXids, db mode), ms;
+   * 0 (the default) or a store without dueXids: no poll, the sweep finds them.
+   */
+  duePollIntervalMs: number;
 }
 
 export const DEFAULT_PHASE_TWO_OPTIONS: Readonly<PhaseTwoOptions> = {
@@ -54,6 +59,7 @@ export const DEFAULT_PHASE_TWO_OPTIONS: Readonly<PhaseTwoOptions> = {
   branchCallTimeoutMs: 30_000,
   sweepIntervalMs: 10_000,
   maxConcurrentDrives: 64,
+  duePollIntervalMs: 0,
 };
 
 /** Exponential backoff: base · 2^(attempt-1), capped. Deterministic (tests drive time). */
@@ -110,6 +116,8 @@ export class PhaseTwoDriver {
   /** Transactions waiting for an RM of a branch's application, by xid (one branch each: a pass stops there). */
   private readonly rmWaits = new Map<string, RmWait>();
   private cancelSweep: (() => void) | null = null;
+  private cancelDuePoll: (() => void) | null = null;
+  private duePolling = false;
   private slotsInUse = 0;
   private readonly slotWaiters: (() => void)[] = [];
 
@@ -142,6 +150,11 @@ export class PhaseTwoDriver {
       () => void this.sweep(generation),
     );
     void this.sweep(generation);
+    if (this.options.duePollIntervalMs > 0 && this.store.dueXids)
+      this.cancelDuePoll = this.clock.every(
+        this.options.duePollIntervalMs,
+        () => void this.pollDue(generation),
+      );
   }
 
   /** Leadership lost: stop everything; passes in flight exit before their next command. */
@@ -230,6 +243,8 @@ export class PhaseTwoDriver {
     this.generation += 1;
     this.cancelSweep?.();
     this.cancelSweep = null;
+    this.cancelDuePoll?.();
+    this.cancelDuePoll = null;
     for (const cancel of this.timers.values()) cancel();
     this.timers.clear();
     this.timerAt.clear();
@@ -270,6 +285,26 @@ export class PhaseTwoDriver {
     for (const xid of this.parked) if (!live.has(xid)) this.parked.delete(xid);
     for (const xid of this.rmWaits.keys()) if (!live.has(xid)) this.rmWaits.delete(xid);
     for (const session of sessions) if (!this.trackedAsIs(session)) this.plan(session, generation);
+  }
+
+  /**
+   * Drives the transactions the store says are due (decided on another node, a retry time
+   * or deadline passed) that no pass here is on. One poll at a time; a failed poll waits
+   * for the next (the sweep still covers everything).
+   */
+  private async pollDue(generation: number): Promise<void> {
+    if (this.duePolling || !this.isCurrent(generation)) return;
+    this.duePolling = true;
+    try {
+      const due = await this.store.dueXids!(this.clock.now(), this.options.maxConcurrentDrives);
+      if (!this.isCurrent(generation)) return;
+      for (const xid of due)
+        if (!this.queued.has(xid) && !this.running.has(xid)) void this.drive(xid);
+    } catch (err) {
+      this.log.debug({ err }, 'due poll failed; the next poll or sweep retries');
+    } finally {
+      this.duePolling = false;
+    }
   }
 
   /** True when the timer or park this driver holds for the session still fits its state. */
