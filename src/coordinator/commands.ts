@@ -301,6 +301,14 @@ export function decodeCommand(bytes: Uint8Array): Command {
   } catch (err) {
     throw new AssertionFailure(`coordinator command does not decode: ${(err as Error).message}`);
   }
+  return commandEnvelope(value);
+}
+
+/**
+ * The envelope check of decodeCommand for a value decoded another way (a batch entry is
+ * unpacked in one go): an object with a known kind, or an AssertionFailure.
+ */
+export function commandEnvelope(value: unknown): Command {
   if (
     typeof value !== 'object' ||
     value === null ||
