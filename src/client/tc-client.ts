@@ -3,10 +3,13 @@
  * RM channel. The SDK (TM API, TCC, Saga) builds on it; it knows nothing of them.
  *
  *   const tc = new TcClient({ seeds: ['127.0.0.1:7091', '127.0.0.1:7092'] });
- *   const xid = await tc.begin({ name: 'buy', timeoutMs: 60_000, applicationId: 'shop', transactionServiceGroup: 'default' });
- *   const branchId = await tc.branchRegister({ xid, branchType: 'TCC', resourceId: 'stock', clientId });
+ *   const xid = await tc.begin({ name: 'buy', timeoutMs: 60_000, applicationId: 'shop',
+ *   transactionServiceGroup: 'default' });
+ *   const branchId = await tc.branchRegister({ xid, branchType: 'TCC', resourceId: 'stock',
+ *   clientId });
  *   const status = await tc.commit(xid);               // 'Committed', 'CommitRetrying', ...
- *   const rm = tc.openRmChannel({ applicationId, transactionServiceGroup, clientId, resourceIds: () => ['stock'], handler });
+ *   const rm = tc.openRmChannel({ applicationId, transactionServiceGroup, clientId, resourceIds: ()
+ *   => ['stock'], handler });
  *   await tc.close();
  *
  * ## Finding the leader, retrying safely
@@ -81,6 +84,7 @@ import {
 import { TcConnection, formatAddress } from './tc/connection.ts';
 import {
   AttemptAbortedError,
+  CapacityError,
   OutcomeUnknownError,
   TcInternalError,
   TransportError,
@@ -113,6 +117,7 @@ import { RmChannel } from './tc/rm-channel.ts';
 export { BranchStatus, BranchType, GlobalStatus };
 export {
   AttemptAbortedError,
+  CapacityError,
   ConnectFailedError,
   IllegalStatusError,
   LockConflictError,
@@ -140,7 +145,10 @@ export type {
 };
 
 export interface TcClientOptions {
-  /** HTTP control endpoints ("host:port") of any nodes of the group. Required unless `discovery` is given. */
+  /**
+   * HTTP control endpoints ("host:port") of any nodes of the group. Required unless `discovery` is
+   * given.
+   */
   seeds?: readonly string[];
   /** A discovery client to share (it is not closed by close()). */
   discovery?: ClusterDiscovery;
@@ -150,9 +158,15 @@ export interface TcClientOptions {
   transport?: 'unary' | 'stream';
   /** One attempt's timeout, ms. Default DEFAULT_ATTEMPT_TIMEOUT_MS (5 s). */
   attemptTimeoutMs?: number;
-  /** The budget of one logical call — all its attempts, across failovers — ms. Default DEFAULT_CALL_DEADLINE_MS (30 s). */
+  /**
+   * The budget of one logical call — all its attempts, across failovers — ms. Default
+   * DEFAULT_CALL_DEADLINE_MS (30 s).
+   */
   callDeadlineMs?: number;
-  /** A guard against hot loops, not the bound that matters (the budget is). Default DEFAULT_MAX_ATTEMPTS. */
+  /**
+   * A guard against hot loops, not the bound that matters (the budget is). Default
+   * DEFAULT_MAX_ATTEMPTS.
+   */
   maxAttempts?: number;
   retryBaseMs?: number;
   retryMaxMs?: number;
@@ -180,7 +194,10 @@ export interface BranchInfo {
   applicationId: string;
 }
 
-/** A branch whose phase two waits for an RM of its application (none serving its resource is connected). */
+/**
+ * A branch whose phase two waits for an RM of its application (none serving its resource is
+ * connected).
+ */
 export interface RmWaitInfo {
   branchId: string;
   applicationId: string;
@@ -226,7 +243,10 @@ export interface SessionPage {
 }
 
 interface InvokeOptions extends TcCallOptions {
-  /** Repeating the call after an unknown outcome is harmless (reads, idempotent commands, a requestId). */
+  /**
+   * Repeating the call after an unknown outcome is harmless (reads, idempotent commands, a
+   * requestId).
+   */
   safe: boolean;
 }
 
@@ -286,7 +306,10 @@ export class TcClient implements TcPort {
   // -------------------------------------------------------------------------------------
   // TM
 
-  /** Begins a global transaction; resolves with its xid. Retried with one requestId, so at most one transaction results. */
+  /**
+   * Begins a global transaction; resolves with its xid. Retried with one requestId, so at most one
+   * transaction results.
+   */
   async begin(args: BeginArgs): Promise<Xid> {
     const request = {
       name: args.name ?? '',
@@ -314,7 +337,10 @@ export class TcClient implements TcPort {
     return this.statusCall('rollback', 'Rollback', { xid: xid }, options);
   }
 
-  /** Linearizable: never older than anything acknowledged before the call. `options.deadlineMs`: a budget of its own. */
+  /**
+   * Linearizable: never older than anything acknowledged before the call. `options.deadlineMs`: a
+   * budget of its own.
+   */
   async getStatus(xid: Xid, options: TcCallOptions = {}): Promise<GlobalStatus> {
     return this.statusCall('getStatus', 'GetStatus', { xid: xid }, options);
   }
@@ -332,7 +358,10 @@ export class TcClient implements TcPort {
   // -------------------------------------------------------------------------------------
   // RM
 
-  /** Registers a branch (and locks its rows, all or nothing); resolves with its branch id. LockConflictError names the holder. */
+  /**
+   * Registers a branch (and locks its rows, all or nothing); resolves with its branch id.
+   * LockConflictError names the holder.
+   */
   async branchRegister(args: BranchRegisterArgs): Promise<BranchId> {
     if (!isBranchType(args.branchType))
       throw new BadRequestError(
@@ -474,7 +503,10 @@ export class TcClient implements TcPort {
     };
   }
 
-  /** Closes RM channels, connections and (if it made it) the discovery client. Calls in flight reject. */
+  /**
+   * Closes RM channels, connections and (if it made it) the discovery client. Calls in flight
+   * reject.
+   */
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
@@ -501,7 +533,10 @@ export class TcClient implements TcPort {
     return this.started;
   }
 
-  /** The connection to a node: the open one, or a new one (a connection that failed is never reused). */
+  /**
+   * The connection to a node: the open one, or a new one (a connection that failed is never
+   * reused).
+   */
   private connection(target: HostPort): TcConnection {
     const key = formatAddress(target);
     const existing = this.connections.get(key);
@@ -626,7 +661,9 @@ export class TcClient implements TcPort {
             // Except UNKNOWN_XID after an attempt whose outcome is unknown: that attempt may
             // have ended the transaction and its record may be gone since (Seata answers
             // Finished there). Never a definite failure.
-            if (unknown && err instanceof UnknownXidError)
+            // Likewise a CAPACITY refusal after such an attempt: this attempt changed nothing,
+            // the earlier one may have.
+            if (unknown && (err instanceof UnknownXidError || err instanceof CapacityError))
               throw new OutcomeUnknownError(method, attempts, Date.now() - started, err);
             throw err;
           case 'not-leader': {
@@ -648,9 +685,10 @@ export class TcClient implements TcPort {
             break;
           }
           case 'not-sent':
-            if (err instanceof AttemptAbortedError)
-              immediate = true; // given up on a node that is no longer the leader
-            else this.discovery.reportUnreachable(target); // down or unreachable: look for the leader again, everywhere
+            // Given up on a node that is no longer the leader: at once. Otherwise down or
+            // unreachable: look for the leader again, everywhere.
+            if (err instanceof AttemptAbortedError) immediate = true;
+            else this.discovery.reportUnreachable(target);
             this.log.debug(where, 'not sent; retrying');
             break;
           case 'unknown-outcome':

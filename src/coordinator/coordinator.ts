@@ -12,9 +12,10 @@ import { assert, BadRequestError, NotLeaderError } from '../shared/errors.ts';
 import { formatXid, isValidXid, type BranchId, type Xid } from '../shared/ids.ts';
 import type { Logger } from '../shared/logger.ts';
 import type { Command, DecisionResult, FinishedSession, Outcome, ResultOf } from './commands.ts';
-import { IllegalStatusError, UnknownXidError, rejectionToError } from './errors.ts';
+import { CapacityError, IllegalStatusError, UnknownXidError, rejectionToError } from './errors.ts';
 import {
   MAX_APPLICATION_DATA_BYTES,
+  MAX_LIVE_SESSIONS,
   MAX_NAME_CHARS,
   MAX_REQUEST_ID_CHARS,
   MAX_TRANSACTION_TIMEOUT_MS,
@@ -23,13 +24,7 @@ import {
 import { parseLockKey, validateResourceId } from './lock-key.ts';
 import { commandClock } from './command-clock.ts';
 import { PhaseTwoDriver, type PhaseTwoOptions, type RmWait } from './phase-two-driver.ts';
-import {
-  systemClock,
-  type BranchGateway,
-  type Clock,
-  type IdSource,
-  type SessionStore,
-} from './ports.ts';
+import { type BranchGateway, type Clock, type IdSource, type SessionStore } from './ports.ts';
 import {
   BranchStatus,
   GlobalStatus,
@@ -37,6 +32,7 @@ import {
   isBranchType,
   isEndStatus,
   isPhaseTwoInFlight,
+  isStuck,
   reportedStatus,
   type BranchType,
   type FinishedRecord,
@@ -50,9 +46,19 @@ export interface CoordinatorOptions {
   logger: Logger;
   /** This TC's client-facing address: the xid prefix `<host>:<port>`. */
   address: { host: string; port: number };
-  /** Default: the system clock. Commands carry max(this clock, the last applied command time). */
-  clock?: Clock;
+  /**
+   * The wall clock (src/server/wall-clock.ts in a node; a fake one in tests). Commands carry
+   * max(this clock, the last applied command time).
+   */
+  clock: Clock;
   phaseTwo?: Partial<PhaseTwoOptions>;
+  /**
+   * Live global transactions at most (failed ones waiting for an operator do not count).
+   * Where the store has the leader's applied state (raft), a Begin beyond it is refused at
+   * once with CapacityError and nothing is proposed; Begins already in flight may pass it by
+   * their number. Default and ceiling MAX_LIVE_SESSIONS, which apply enforces exactly.
+   */
+  maxLiveSessions?: number;
 }
 
 export interface BeginRequest {
@@ -110,7 +116,14 @@ export interface MarkResolvedRequest {
  * RM of their application, as this node's driver saw them), or the record of a finished one.
  */
 export type SessionInfo =
-  | { live: true; session: GlobalSession; reportedStatus: GlobalStatus; rmWaits: RmWait[] }
+  | {
+      live: true;
+      session: GlobalSession;
+      reportedStatus: GlobalStatus;
+      /** Phase two still fails past its alarm time (isStuck); it is still retried. */
+      stuck: boolean;
+      rmWaits: RmWait[];
+    }
   | { live: false; finished: FinishedRecord };
 
 /** Statuses a Saga TM may report. */
@@ -136,14 +149,22 @@ export class Coordinator {
   private readonly clock: Clock;
   private readonly log: Logger;
   private readonly address: { host: string; port: number };
+  private readonly maxLiveSessions: number;
   private unsubscribe: (() => void) | null = null;
 
   constructor(options: CoordinatorOptions) {
     this.store = options.store;
     this.ids = options.ids;
-    this.clock = commandClock(options.clock ?? systemClock, options.store);
+    this.clock = commandClock(options.clock, options.store);
     this.log = options.logger.child({ component: 'coordinator' });
     this.address = options.address;
+    this.maxLiveSessions = options.maxLiveSessions ?? MAX_LIVE_SESSIONS;
+    assert(
+      Number.isSafeInteger(this.maxLiveSessions) &&
+        this.maxLiveSessions >= 1 &&
+        this.maxLiveSessions <= MAX_LIVE_SESSIONS,
+      () => `maxLiveSessions ${this.maxLiveSessions} is outside 1..${MAX_LIVE_SESSIONS}`,
+    );
     assert(
       isValidXid(formatXid(this.address.host, this.address.port, '0')),
       () => `the TC address ${this.address.host}:${this.address.port} makes no valid xid`,
@@ -155,6 +176,36 @@ export class Coordinator {
       logger: options.logger,
       ...(options.phaseTwo ? { options: options.phaseTwo } : {}),
     });
+  }
+
+  /**
+   * Live global transactions that count toward the limit, as this leader has applied them; null
+   * where the store has no local view (db mode).
+   */
+  liveCount(): number | null {
+    if (this.store.readLocal === undefined || !this.store.isLeader()) return null;
+    try {
+      return this.store.readLocal(
+        (state) => state.countedLiveSessions?.() ?? state.liveSessionCount(),
+      );
+    } catch (err) {
+      if (err instanceof NotLeaderError) return null;
+      throw err;
+    }
+  }
+
+  /**
+   * A Begin at the live limit is refused here, before anything is proposed: a definite,
+   * typed answer (CapacityError), fast. Where there is no local view, apply decides (db mode
+   * counts in its own transaction), with the same answer.
+   */
+  private refuseBeyondLiveLimit(): void {
+    const live = this.liveCount();
+    if (live !== null && live >= this.maxLiveSessions) {
+      throw new CapacityError(
+        `${this.maxLiveSessions} global transactions are live, the limit; try again when some have ended`,
+      );
+    }
   }
 
   /** Follows the store's leadership: the phase-two driver runs exactly while this node leads. */
@@ -194,6 +245,7 @@ export class Coordinator {
       );
     }
     const requestId = optionalRequestId(request.requestId);
+    this.refuseBeyondLiveLimit();
     const transactionId = this.ids.nextTransactionId();
     const { xid, deadline } = await this.submit({
       kind: 'Begin',
@@ -255,7 +307,10 @@ export class Coordinator {
     return typeof session === 'string' ? session : reportedStatus(session);
   }
 
-  /** Saga: the TM's engine reports the status it reached; an in-flight status hands phase two to the TC. */
+  /**
+   * Saga: the TM's engine reports the status it reached; an in-flight status hands phase two to the
+   * TC.
+   */
   async globalReport(request: GlobalReportRequest): Promise<GlobalStatus> {
     const xid = request.xid;
     if (!REPORTABLE.has(request.status))
@@ -285,7 +340,8 @@ export class Coordinator {
     validateResourceId(request.resourceId);
     const lockKey = request.lockKey ?? '';
     if (typeof lockKey !== 'string') throw new BadRequestError('lockKey must be a string');
-    if (lockKey !== '') parseLockKey(request.resourceId, lockKey); // the precise message, before a round trip
+    // the precise message, before a round trip
+    if (lockKey !== '') parseLockKey(request.resourceId, lockKey);
     const applicationData = request.applicationData ?? '';
     requireApplicationData(applicationData);
     if (typeof request.clientId !== 'string' || request.clientId.length > MAX_NAME_CHARS) {
@@ -346,6 +402,7 @@ export class Coordinator {
         live: true,
         session: found.session,
         reportedStatus: reportedStatus(found.session),
+        stuck: isStuck(found.session),
         rmWaits: this.driver.rmWaitsOf(xid),
       };
     if (found.finished) return { live: false, finished: found.finished };
@@ -381,7 +438,10 @@ export class Coordinator {
     this.log.warn({ xid }, 'phase-two retries stopped by an operator');
   }
 
-  /** Resumes retries with a fresh retry budget and drives at once. */
+  /**
+   * Drives a stopped or stuck transaction again at once, with a new alarm time: the pass
+   * tells only the branches not yet done. Harmless on one that is neither.
+   */
   async resumeRetry(request: { xid: Xid }): Promise<void> {
     const xid = request.xid;
     const now = this.clock.now();
@@ -389,7 +449,7 @@ export class Coordinator {
       kind: 'RetryResumed',
       xid,
       at: now,
-      retryDeadline: now + this.driver.options.maxRetryMs,
+      retryDeadline: now + this.driver.options.stuckAfterMs,
       term: this.store.term(),
     });
     this.log.info({ xid }, 'phase-two retries resumed by an operator');
@@ -436,7 +496,9 @@ export class Coordinator {
     return (await pass) ?? this.getStatus({ xid });
   }
 
-  /** The live session, or the status to answer at once (a finished one); UnknownXidError otherwise. */
+  /**
+   * The live session, or the status to answer at once (a finished one); UnknownXidError otherwise.
+   */
   private async liveOrAnswer(xid: string): Promise<GlobalSession | GlobalStatus> {
     const found = await this.store.read((state) => ({
       session: state.getSession(xid),

@@ -16,7 +16,7 @@ export type {
 export { PhaseTwoDriver, DEFAULT_PHASE_TWO_OPTIONS, retryDelayMs } from './phase-two-driver.ts';
 export type { PhaseTwoDriverDeps, PhaseTwoOptions, RmWait } from './phase-two-driver.ts';
 export { CoordinatorStateMachine } from './state-machine.ts';
-export type { CoordinatorStateView } from './state-machine.ts';
+export type { CoordinatorStateView, LiveStatusView } from './state-machine.ts';
 export { COMMAND_KINDS, commandEnvelope, decodeCommand, encodeCommand } from './commands.ts';
 export type {
   AcquireDriverCommand,
@@ -39,7 +39,6 @@ export type {
   RetryScheduledCommand,
   RetryStoppedCommand,
 } from './commands.ts';
-export { systemClock } from './ports.ts';
 export type { BranchGateway, Clock, IdSource, LeadershipEvent, SessionStore } from './ports.ts';
 export {
   ApplicationRmUnavailableError,
@@ -59,6 +58,7 @@ export {
   GLOBAL_TRANSITIONS,
   canTransition,
   isSuccessfulEnd,
+  isStuck,
   reportedStatus,
   statusRank,
 } from './types.ts';

@@ -4,7 +4,6 @@
  * implements BranchGateway; the process supplies Clock and IdSource. The coordinator
  * imports none of them, only these interfaces.
  */
-import { deadlines } from '../shared/deadline-wheel.ts';
 import type { Command, Outcome, ResultOf } from './commands.ts';
 import type { CoordinatorStateView } from './state-machine.ts';
 import type { BranchSession, BranchStatus } from './types.ts';
@@ -114,26 +113,3 @@ export interface IdSource {
   nextTransactionId(): string;
   nextBranchId(): string;
 }
-
-/**
- * Waits of at least this many ms go to the process's deadline wheel (one timer for all of
- * them, at most its 10 ms tick late): they are transaction deadlines and retry backoffs,
- * one per Begin on the hot path. Shorter waits get a timer of their own, on time.
- */
-export const WHEEL_MIN_MS = 100;
-
-/** The real clock. */
-export const systemClock: Clock = {
-  now: () => Date.now(),
-  after(ms, fn) {
-    if (ms >= WHEEL_MIN_MS) return deadlines.after(ms, fn);
-    const timer = setTimeout(fn, ms);
-    timer.unref?.();
-    return () => clearTimeout(timer);
-  },
-  every(ms, fn) {
-    const timer = setInterval(fn, ms);
-    timer.unref?.();
-    return () => clearInterval(timer);
-  },
-};

@@ -133,7 +133,10 @@ export function canTransition(from: GlobalStatus, to: GlobalStatus): boolean {
   return GLOBAL_TRANSITIONS.get(from)?.includes(to) ?? false;
 }
 
-/** Reachable in one or more legal steps (used by GlobalReport, where a Saga TM reports the end it reached itself). */
+/**
+ * Reachable in one or more legal steps (used by GlobalReport, where a Saga TM reports the end it
+ * reached itself).
+ */
 export function canReach(from: GlobalStatus, to: GlobalStatus): boolean {
   const seen = new Set<GlobalStatus>();
   const stack: GlobalStatus[] = [from];
@@ -150,7 +153,10 @@ export function canReach(from: GlobalStatus, to: GlobalStatus): boolean {
   return false;
 }
 
-/** The retrying status of an in-flight phase-two status (AsyncCommitting retries in place, as in Seata). */
+/**
+ * The retrying status of an in-flight phase-two status (AsyncCommitting retries in place, as in
+ * Seata).
+ */
 export function retryingStatusOf(status: GlobalStatus): GlobalStatus {
   switch (status) {
     case GlobalStatus.Committing:
@@ -291,7 +297,12 @@ export interface RetryInfo {
   attempts: number;
   /** When the driver tries again; null before the first failure. */
   nextRetryAt: number | null;
-  /** After this instant a retryable failure becomes the *Failed end state; set at the first failure. */
+  /**
+   * The alarm time, set at the first failure (first failure + the driver's stuckAfterMs) and
+   * renewed when an operator resumes. It ends nothing: a decided transaction is retried
+   * until it is done. A retry scheduled past it marks the transaction stuck (isStuck). The
+   * name is kept from when it was a give-up deadline (logs, snapshots and db rows hold it).
+   */
   retryDeadline: number | null;
   /** An operator stopped the retries (reported as Stop* at the edge). */
   stopped: boolean;
@@ -332,7 +343,27 @@ export interface FinishedRecord {
   resolvedBy: string | null;
 }
 
-/** The status a client or console sees: the Stop* statuses while an operator has stopped retries. */
+/**
+ * Stuck: phase two has failed retryably since before the alarm time and is still being
+ * retried after it (the next retry is scheduled past retry.retryDeadline). Shown to
+ * operators (GetSession, ListSessions, a gauge, one warn line); nothing else changes: the
+ * driver keeps retrying with capped backoff. A stopped transaction is not stuck (nobody
+ * retries it); resuming renews the alarm time.
+ */
+export function isStuck(session: Pick<GlobalSession, 'status' | 'retry'>): boolean {
+  const { retry } = session;
+  return (
+    isPhaseTwoInFlight(session.status) &&
+    !retry.stopped &&
+    retry.retryDeadline !== null &&
+    retry.nextRetryAt !== null &&
+    retry.nextRetryAt > retry.retryDeadline
+  );
+}
+
+/**
+ * The status a client or console sees: the Stop* statuses while an operator has stopped retries.
+ */
 export function reportedStatus(session: Pick<GlobalSession, 'status' | 'retry'>): GlobalStatus {
   if (session.retry.stopped && isPhaseTwoInFlight(session.status)) {
     return decisionOf(session.status) === 'commit'

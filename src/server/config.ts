@@ -26,6 +26,7 @@ import { readFileSync } from 'node:fs';
 import { resolve as resolvePath } from 'node:path';
 import { parseDocument } from 'yaml';
 import type { NodeId } from '../store/raft/index.ts';
+import { MAX_LIVE_SESSIONS } from '../coordinator/limits.ts';
 import { ConfigError } from '../shared/errors.ts';
 import {
   DB_LEASE_MS,
@@ -120,13 +121,24 @@ export interface LimitsConfig {
   changeTimeoutMs: number;
   /** How long a new learner may take to catch up before the change gives up, in ms. */
   learnerCatchUpTimeoutMs: number;
-  /** A learner is caught up when its match index is within this many entries of the leader's last index. */
+  /**
+   * A learner is caught up when its match index is within this many entries of the leader's last
+   * index.
+   */
   learnerCatchUpMaxLagEntries: number;
   /** How long a leadership transfer may take, in ms. */
   transferTimeoutMs: number;
+  /**
+   * Live global transactions at most (failed ones waiting for an operator do not count): a
+   * Begin beyond it is refused at once with a definite CAPACITY error. At most MAX_LIVE_SESSIONS.
+   */
+  maxLiveTransactions: number;
 }
 
-/** `store.db`: the database of db mode. Absent options take the db store's defaults (docs/db-mode.md). */
+/**
+ * `store.db`: the database of db mode. Absent options take the db store's defaults
+ * (docs/db-mode.md).
+ */
 export interface DbConfig {
   /** postgres://, postgresql://, mysql:// or mariadb:// (CONCORD_DB_URL overrides it at start). */
   url: string;
@@ -394,6 +406,7 @@ export function validateConfig(
     'learnerCatchUpTimeoutMs',
     'learnerCatchUpMaxLagEntries',
     'transferTimeoutMs',
+    'maxLiveTransactions',
   ];
   noUnknownKeys(limitsS, limitKeys, 'limits');
   const limits: LimitsConfig = {
@@ -431,6 +444,11 @@ export function validateConfig(
       default: DEFAULT_TRANSFER_TIMEOUT_MS,
       min: 100,
       max: 600_000,
+    }),
+    maxLiveTransactions: int(limitsS, 'maxLiveTransactions', 'limits', {
+      default: MAX_LIVE_SESSIONS,
+      min: 1,
+      max: MAX_LIVE_SESSIONS,
     }),
   };
 

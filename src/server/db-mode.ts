@@ -21,7 +21,10 @@ import { DbModeUnsupportedError } from './http/errors.ts';
 import type { NodeMetrics } from './metrics.ts';
 import type { RaftControl, RaftControlStatus } from './raft-control.ts';
 
-/** Opens the node's db session store from its config: tables created if missing, first lease round run. */
+/**
+ * Opens the node's db session store from its config: tables created if missing, first lease round
+ * run.
+ */
 export async function openDbSessionStore(
   config: NodeConfig,
   logger: Logger,
@@ -31,6 +34,7 @@ export async function openDbSessionStore(
   return createDbSessionStore(config, logger, {
     // Other nodes point RM channels at the lease holder through this address.
     address: formatHostPort(selfEndpoints(config).transaction),
+    maxLiveSessions: config.limits.maxLiveTransactions,
     ...(db?.tablePrefix !== undefined ? { tablePrefix: db.tablePrefix } : {}),
     ...(db?.maxConnections !== undefined ? { maxConnections: db.maxConnections } : {}),
     ...(db?.startupTimeoutMs !== undefined ? { startupTimeoutMs: db.startupTimeoutMs } : {}),

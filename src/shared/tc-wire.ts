@@ -24,7 +24,10 @@ export const TC_PROTO_LOADER_OPTIONS: protoLoader.Options = {
 
 let service: grpc.ServiceClientConstructor | null = null;
 
-/** The generated TransactionCoordinator client constructor (its `.service` is the definition); loaded once. */
+/**
+ * The generated TransactionCoordinator client constructor (its `.service` is the definition);
+ * loaded once.
+ */
 export function tcServiceConstructor(): grpc.ServiceClientConstructor {
   if (service) return service;
   const def = protoLoader.loadSync(TC_PROTO_PATH, TC_PROTO_LOADER_OPTIONS);
@@ -56,7 +59,8 @@ export type WireErrorCode =
   | 'ERROR_CODE_TIMEOUT'
   | 'ERROR_CODE_BAD_REQUEST'
   | 'ERROR_CODE_UNAVAILABLE'
-  | 'ERROR_CODE_INTERNAL';
+  | 'ERROR_CODE_INTERNAL'
+  | 'ERROR_CODE_CAPACITY';
 
 export interface WireLeader {
   nodeId: string;

@@ -43,6 +43,8 @@ export interface NodeConfigOptions {
   join?: boolean;
   authToken?: string;
   logLevel?: string;
+  /** The config's `limits` section (docs/operations.md). */
+  limits?: Record<string, number>;
 }
 
 /** The config of a raft-mode node (what `concord start --config` reads). */
@@ -59,6 +61,7 @@ export function raftNodeConfig(n: NodePorts, o: NodeConfigOptions): object {
       peers: o.peers.map(peerOf),
     },
     ...(o.authToken !== undefined ? { http: { authToken: o.authToken } } : {}),
+    ...(o.limits !== undefined ? { limits: o.limits } : {}),
     log: { level: o.logLevel ?? 'info' },
   };
 }

@@ -102,7 +102,10 @@ interface PendingCall {
   reject: (e: Error) => void;
   /** Cancels the call's deadline (one wheel for all calls, not a timer each). */
   cancelDeadline: CancelDeadline;
-  /** Written to a stream (a stream failure fails it); calls still in the outbox go on the next stream. */
+  /**
+   * Written to a stream (a stream failure fails it); calls still in the outbox go on the next
+   * stream.
+   */
   sent: boolean;
 }
 
@@ -155,7 +158,10 @@ export class TcConnection {
     return this.everReady;
   }
 
-  /** One unary call; resolves with the TC's response (which may carry an error), rejects on transport failure. */
+  /**
+   * One unary call; resolves with the TC's response (which may carry an error), rejects on
+   * transport failure.
+   */
   unary(method: string, request: unknown, timeoutMs: number): Promise<AnyResponseWire> {
     if (this.closedReason) return Promise.reject(this.closedReason);
     const fn = this.client[method];
@@ -322,7 +328,10 @@ export class TcConnection {
     this.events.onClosed?.(this, reason);
   }
 
-  /** Breaks the connection when the channel leaves READY (a dropped connection, keepalive) or fails to connect. */
+  /**
+   * Breaks the connection when the channel leaves READY (a dropped connection, keepalive) or fails
+   * to connect.
+   */
   private watchState(current: grpc.connectivityState): void {
     if (this.closedReason) return;
     if (current === grpc.connectivityState.READY) this.everReady = true;

@@ -2,8 +2,8 @@
  * The TC client's typed errors: the wire's Error (proto/tc.proto) as one class per code,
  * and gRPC transport failures classified by what they mean for a retry.
  *
- * UNKNOWN_XID, ILLEGAL_STATUS, LOCK_CONFLICT and BAD_REQUEST are definite answers (nothing
- * changed, or the state is what the error says); NOT_LEADER means nothing was proposed;
+ * UNKNOWN_XID, ILLEGAL_STATUS, LOCK_CONFLICT, BAD_REQUEST and CAPACITY are definite answers
+ * (nothing changed, or the state is what the error says); NOT_LEADER means nothing was proposed;
  * TIMEOUT and UNAVAILABLE (and a broken connection) leave the outcome unknown.
  *
  * `retryClassOf` is the one place that says what a failure means for a retry:
@@ -18,6 +18,7 @@
 import * as grpc from '@grpc/grpc-js';
 import {
   BadRequestError,
+  CapacityError,
   ConcordError,
   IllegalStatusError,
   LockConflictError,
@@ -32,7 +33,7 @@ import {
 import { globalStatusFromCode } from '../../shared/tc-codes.ts';
 import type { WireError } from '../../shared/tc-wire.ts';
 
-export { IllegalStatusError, LockConflictError, UnavailableError, UnknownXidError };
+export { CapacityError, IllegalStatusError, LockConflictError, UnavailableError, UnknownXidError };
 
 /** The TC failed on its side (a bug), or answered something this client cannot read. */
 export class TcInternalError extends ConcordError {
@@ -95,7 +96,10 @@ export class OutcomeUnknownError extends TimeoutError {
   }
 }
 
-/** True for an error that says the outcome of a call is unknown (OutcomeUnknownError or anything marked `outcomeUnknown: true`). */
+/**
+ * True for an error that says the outcome of a call is unknown (OutcomeUnknownError or anything
+ * marked `outcomeUnknown: true`).
+ */
 export function isOutcomeUnknown(err: unknown): boolean {
   return (
     typeof err === 'object' &&
@@ -106,7 +110,10 @@ export function isOutcomeUnknown(err: unknown): boolean {
 
 export type RetryClass = 'not-leader' | 'not-sent' | 'unknown-outcome' | 'definite';
 
-/** What a failed attempt means for a retry (see the file comment). Raw gRPC errors are classified as grpcToError maps them. */
+/**
+ * What a failed attempt means for a retry (see the file comment). Raw gRPC errors are classified as
+ * grpcToError maps them.
+ */
 export function retryClassOf(err: unknown): RetryClass {
   if (err instanceof NotLeaderError) return 'not-leader';
   if (err instanceof TransportError) return err.notSent ? 'not-sent' : 'unknown-outcome';
@@ -159,13 +166,18 @@ export function wireToError(e: WireError, where: string): Error {
       return new BadRequestError(message);
     case 'ERROR_CODE_UNAVAILABLE':
       return new UnavailableError(message);
+    case 'ERROR_CODE_CAPACITY':
+      return new CapacityError(message);
     default:
       // INTERNAL: a bug on the TC, unless it said the failure is retryable.
       return e.retryable ? new UnavailableError(message) : new TcInternalError(message);
   }
 }
 
-/** Details of a gRPC failure that mean "the connection or the stream broke", whatever the status code. */
+/**
+ * Details of a gRPC failure that mean "the connection or the stream broke", whatever the status
+ * code.
+ */
 const TRANSPORT_DETAILS =
   /RST_STREAM|Connection dropped|ECONNRESET|EPIPE|ETIMEDOUT|socket hang up|stream (was )?(ended|closed|removed)|premature close|GOAWAY|Stream refused|Bandwidth exhausted|call streams/i;
 /** Details of an UNAVAILABLE that mean "no connection was ever made": the request did not leave. */

@@ -21,10 +21,10 @@
  */
 import { createHash } from 'node:crypto';
 import { Counter, Gauge, type Registry } from 'prom-client';
+import { wallClock } from '../wall-clock.ts';
 import {
   Coordinator,
   createSnowflakeIds,
-  systemClock,
   type PhaseTwoOptions,
   type SessionStore,
 } from '../../coordinator/index.ts';
@@ -39,11 +39,13 @@ import { errorToWire } from './mapping.ts';
 import type { WireLeader } from '../../shared/tc-wire.ts';
 import { RmChannelHub } from './rm-hub.ts';
 import { TcGrpcService, type TcStoreAccess } from './service.ts';
+import { TcMetrics, summarize, type LiveSummary } from './tc-metrics.ts';
 
 export { TcGrpcService } from './service.ts';
 export { RmChannelHub } from './rm-hub.ts';
 export { RmCallFailedError, RmUnavailableError } from './errors.ts';
 export * from './limits.ts';
+export { DEFAULT_STUCK_ALARM_MS, TcMetrics } from './tc-metrics.ts';
 
 /** The gauge of transactions whose phase two waits for an RM of a branch's application. */
 function registerRmWaitGauge(registry: Registry, coordinator: Coordinator): void {
@@ -99,16 +101,50 @@ function registerBatchCounters(
   );
 }
 
+/**
+ * The live-transaction limit and how near it is: `concord_tc_live_transactions` (those that
+ * count toward it, on the leader; absent elsewhere and in db mode, whose count lives in the
+ * database) and `concord_tc_live_transactions_limit`.
+ */
+function registerLiveLimitGauges(
+  registry: Registry,
+  coordinator: Coordinator,
+  limit: number,
+): void {
+  for (const name of ['concord_tc_live_transactions', 'concord_tc_live_transactions_limit']) {
+    if (registry.getSingleMetric(name)) registry.removeSingleMetric(name);
+  }
+  new Gauge({
+    name: 'concord_tc_live_transactions',
+    help: 'Live global transactions that count toward the limit (failed ones do not), as the leader has applied them; the leader alone reports it',
+    registers: [registry],
+    collect() {
+      const live = coordinator.liveCount();
+      if (live === null) this.reset();
+      else this.set(live);
+    },
+  });
+  new Gauge({
+    name: 'concord_tc_live_transactions_limit',
+    help: 'Live global transactions at most (limits.maxLiveTransactions); a Begin beyond it is refused with CAPACITY',
+    registers: [registry],
+  }).set(limit);
+}
+
 /** Snowflake worker ids: 10 bits. */
 const WORKER_ID_SPACE = 1024;
 
 export interface TcServiceOptions {
-  /** Phase-two retry and timeout options of the coordinator (defaults: DEFAULT_PHASE_TWO_OPTIONS). */
+  /**
+   * Phase-two retry and timeout options of the coordinator (defaults: DEFAULT_PHASE_TWO_OPTIONS).
+   */
   phaseTwo?: Partial<PhaseTwoOptions>;
   /** RM channel heartbeat interval, ms (default DEFAULT_RM_HEARTBEAT_INTERVAL_MS). */
   rmHeartbeatIntervalMs?: number;
   /** One phase-two call's timeout, ms (default DEFAULT_PHASE_TWO_CALL_TIMEOUT_MS). */
   phaseTwoCallTimeoutMs?: number;
+  /** Alarm threshold of concord_tc_global_stuck, ms (default DEFAULT_STUCK_ALARM_MS). */
+  stuckAlarmMs?: number;
 }
 
 /** The running TC service of a node (what TcNode closes on stop). */
@@ -123,16 +159,27 @@ export interface RunningTcService extends TcService {
 export interface TcSessions {
   /** The coordinator's store, with what the gRPC edge asks of it ("may I serve", reads). */
   store: SessionStore & TcStoreAccess;
-  /** This node takes RM channels now: it runs phase two (raft: the leader role; db: the driver lease). */
+  /**
+   * This node takes RM channels now: it runs phase two (raft: the leader role; db: the driver
+   * lease).
+   */
   takesRmChannels(): boolean;
-  /** Follows that role (holding, and the term or epoch it belongs to); returns an unsubscribe function. */
+  /**
+   * Follows that role (holding, and the term or epoch it belongs to); returns an unsubscribe
+   * function.
+   */
   onRmRoleChange(listener: (holding: boolean, term: number) => void): () => void;
   /** The leader (raft) or lease holder (db) as known now, for NOT_LEADER answers that name none. */
   leaderId(): string | null;
   /** Phase-two defaults of this mode (the service's options override them). */
   phaseTwo: Partial<PhaseTwoOptions>;
-  /** Releases what the binding made (raft: the Raft session store; db: nothing, the node owns the store). */
+  /**
+   * Releases what the binding made (raft: the Raft session store; db: nothing, the node owns the
+   * store).
+   */
   close(): void;
+  /** Live transactions for the scrape-time gauges; null where this node does not count them. */
+  liveSummary?(now: number, alarmMs: number): Promise<LiveSummary | null> | LiveSummary | null;
 }
 
 /** The raft mode's sessions: a Raft session store over the node's Raft sessions. */
@@ -146,10 +193,15 @@ export function raftTcSessions(ctx: TcNodeContext, raft: RaftSessions): TcSessio
     leaderId: () => store.knownLeader(),
     phaseTwo: {},
     close: () => store.close(),
+    // Every node applies the same log: each counts from its own applied state.
+    liveSummary: (now, alarmMs) => raft.readApplied((state) => summarize(state, now, alarmMs)),
   };
 }
 
-/** The db mode's sessions: the node's db session store; its driver lease decides who drives and takes RM channels. */
+/**
+ * The db mode's sessions: the node's db session store; its driver lease decides who drives and
+ * takes RM channels.
+ */
 export function dbTcSessions(store: DbSessionStore): TcSessions {
   return {
     store,
@@ -164,6 +216,9 @@ export function dbTcSessions(store: DbSessionStore): TcSessions {
       duePollIntervalMs: DB_MODE_DUE_POLL_MS,
     },
     close: () => undefined,
+    // One database: only the lease holder counts (a bounded page of the live sessions).
+    liveSummary: (now, alarmMs) =>
+      store.drivesPhaseTwo() ? store.read((state) => summarize(state, now, alarmMs)) : null,
   };
 }
 
@@ -222,12 +277,18 @@ export async function serveTc(
   });
   const self = selfEndpoints(config).transaction;
   const phaseTwo = { ...sessions.phaseTwo, ...options.phaseTwo };
+  const txMetrics = new TcMetrics(ctx.metrics.registry, {
+    ...(options.stuckAlarmMs !== undefined ? { stuckAlarmMs: options.stuckAlarmMs } : {}),
+    ...(sessions.liveSummary ? { liveSummary: sessions.liveSummary } : {}),
+  });
   const coordinator = new Coordinator({
-    store,
-    gateway: hub,
-    ids: createSnowflakeIds({ workerId: workerIdOf(config), clock: systemClock }),
+    store: txMetrics.instrumentStore(store),
+    gateway: txMetrics.instrumentGateway(hub),
+    ids: createSnowflakeIds({ workerId: workerIdOf(config), clock: wallClock }),
+    clock: wallClock,
     logger: ctx.logger,
     address: { host: self.host, port: self.port },
+    maxLiveSessions: config.limits.maxLiveTransactions,
     ...(Object.keys(phaseTwo).length > 0 ? { phaseTwo } : {}),
   });
   const offRoleChange = sessions.onRmRoleChange((holding) => {
@@ -243,6 +304,7 @@ export async function serveTc(
     offRegistered();
   };
   registerRmWaitGauge(ctx.metrics.registry, coordinator);
+  registerLiveLimitGauges(ctx.metrics.registry, coordinator, config.limits.maxLiveTransactions);
   if (sessions.takesRmChannels()) hub.leadershipGained();
   // Before anything awaits: the store may announce leadership on its next turn.
   coordinator.start();
@@ -255,6 +317,7 @@ export async function serveTc(
     port: config.server.tcPort,
     logger: ctx.logger,
     registry: ctx.metrics.registry,
+    txMetrics,
   });
   let port: number;
   try {

@@ -73,6 +73,7 @@ import type {
   WireResponse,
 } from '../../shared/tc-wire.ts';
 import type { RmChannelHub } from './rm-hub.ts';
+import type { TcMetrics } from './tc-metrics.ts';
 
 /** Sessions one filtered ListSessions page may scan before it returns (with a token to go on). */
 export const MAX_LIST_SCAN = 10_000;
@@ -104,6 +105,8 @@ export interface TcGrpcServiceOptions {
   port: number;
   logger: Logger;
   registry?: Registry;
+  /** Transaction metrics fed from each call's answer. */
+  txMetrics?: TcMetrics;
 }
 
 /**
@@ -195,7 +198,9 @@ const METHODS = {
 
 type Method = keyof typeof METHODS | 'listSessions';
 
-/** The unary methods by their wire name: the method's own name, capitalized (Begin, GetStatus, ...). */
+/**
+ * The unary methods by their wire name: the method's own name, capitalized (Begin, GetStatus, ...).
+ */
 const UNARY: ReadonlyMap<string, Method> = new Map(
   [...(Object.keys(METHODS) as Method[]), 'listSessions' as const].map((m) => [
     m[0]!.toUpperCase() + m.slice(1),
@@ -305,10 +310,12 @@ export class TcGrpcService {
       else this.log.debug({ method, err: (err as Error).message }, 'TC call refused');
       response = failed(errorToWire(err, this.opts.leaderOf));
     }
+    const seconds = (performance.now() - started) / 1000;
     if (this.metrics) {
       this.metrics.count(method, response.error ? response.error.code : 'OK');
-      this.metrics.observe(method, (performance.now() - started) / 1000);
+      this.metrics.observe(method, seconds);
     }
+    this.opts.txMetrics?.observeCall(method, response, seconds);
     return response;
   }
 

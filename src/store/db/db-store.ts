@@ -99,7 +99,10 @@ export interface DbSessionStoreOptions {
    */
   address?: string;
   logger: Logger;
-  /** Prefix of every table name: several clusters (or test files) can share one database. Default `concord_`. */
+  /**
+   * Prefix of every table name: several clusters (or test files) can share one database. Default
+   * `concord_`.
+   */
   tablePrefix?: string;
   /** Default DB_POOL_MAX_CONNECTIONS (16). */
   maxConnections?: number;
@@ -108,8 +111,16 @@ export interface DbSessionStoreOptions {
    * takes the lease by itself; a test sets its leadership with setLeadership().
    */
   lease?: Partial<LeaseOptions> | false;
-  /** How often the lease holder prunes finished and dedup rows, ms. Default DB_HOUSEKEEPING_INTERVAL_MS. */
+  /**
+   * How often the lease holder prunes finished and dedup rows, ms. Default
+   * DB_HOUSEKEEPING_INTERVAL_MS.
+   */
   housekeepingIntervalMs?: number;
+  /**
+   * Live global transactions at most (a Begin beyond it is refused, CAPACITY). Default and ceiling
+   * MAX_LIVE_SESSIONS.
+   */
+  maxLiveSessions?: number;
   /** Keep retrying an unreachable database at open() for this long, ms. Default 0: fail at once. */
   startupTimeoutMs?: number;
 }
@@ -132,7 +143,9 @@ export function redactUrl(url: string): string {
 }
 
 export class DbSessionStore implements SessionStore {
-  /** Every node commits commands: the lease holder's driver re-checks what it tracks on each sweep. */
+  /**
+   * Every node commits commands: the lease holder's driver re-checks what it tracks on each sweep.
+   */
   readonly concurrentWriters = true;
   readonly dialect: DialectName;
   readonly tables: TableNames;
@@ -147,6 +160,7 @@ export class DbSessionStore implements SessionStore {
   private readonly sql: SessionSql;
   private readonly fast: FastPaths;
   private readonly liveBound: LiveSessionBound;
+  private readonly maxLiveSessions: number;
   private readonly log: Logger;
   private readonly lease: DriverLease | null;
   private readonly leadershipListeners = new Set<(event: LeadershipEvent) => void>();
@@ -199,7 +213,19 @@ export class DbSessionStore implements SessionStore {
           });
     this.driver = makeDriver(maxConnections);
     this.fast = new FastPaths(this.driver, this.tables);
-    this.liveBound = new LiveSessionBound(() => this.sql.countLive(this.driver, MAX_LIVE_SESSIONS));
+    this.maxLiveSessions = options.maxLiveSessions ?? MAX_LIVE_SESSIONS;
+    if (
+      !Number.isSafeInteger(this.maxLiveSessions) ||
+      this.maxLiveSessions < 1 ||
+      this.maxLiveSessions > MAX_LIVE_SESSIONS
+    )
+      throw new ConfigError('maxLiveSessions', `must be an integer in 1..${MAX_LIVE_SESSIONS}`);
+    const cap = this.maxLiveSessions;
+    this.liveBound = new LiveSessionBound(
+      () => this.sql.countLive(this.driver, cap),
+      Date.now,
+      cap,
+    );
     this.leaseDriver = leaseOptions === null ? null : makeDriver(DB_LEASE_CONNECTIONS);
     this.housekeepingIntervalMs = options.housekeepingIntervalMs ?? DB_HOUSEKEEPING_INTERVAL_MS;
     this.lease =
@@ -298,7 +324,7 @@ export class DbSessionStore implements SessionStore {
       for (let attempt = 1; ; attempt++) {
         try {
           const outcome = (await this.driver.transaction('write', (conn) =>
-            applyCommand(conn, this.sql, command),
+            applyCommand(conn, this.sql, command, this.maxLiveSessions),
           )) as Outcome<ResultOf<C>>;
           // A fence names the epoch that fenced us: a node that is not the holder learns it here.
           if (!outcome.ok && outcome.rejection.code === 'STALE_TERM')
@@ -442,7 +468,10 @@ export class DbSessionStore implements SessionStore {
     return !this.closed;
   }
 
-  /** The lease holder as of the last lease round (this node while it holds it); null if none is known. */
+  /**
+   * The lease holder as of the last lease round (this node while it holds it); null if none is
+   * known.
+   */
   leaseHolder(): LeaseHolder | null {
     if (!this.lease)
       return this.manual.holding
@@ -461,13 +490,19 @@ export class DbSessionStore implements SessionStore {
 
   // ------------------------------------------------------------------ operations
 
-  /** Test hook: sees every command a submit decided (after its transaction committed), with its outcome. */
+  /**
+   * Test hook: sees every command a submit decided (after its transaction committed), with its
+   * outcome.
+   */
   onApply(listener: DbApplyListener): () => void {
     this.applyListeners.add(listener);
     return () => this.applyListeners.delete(listener);
   }
 
-  /** Test hook (lease disabled): sets whether this node drives phase two, and the term. Terms never go back. */
+  /**
+   * Test hook (lease disabled): sets whether this node drives phase two, and the term. Terms never
+   * go back.
+   */
   setLeadership(holding: boolean, term: number = this.manual.term): void {
     if (this.lease)
       throw new AssertionFailure('setLeadership is for a store opened with lease: false');
@@ -477,7 +512,10 @@ export class DbSessionStore implements SessionStore {
     this.emit({ isLeader: holding, term });
   }
 
-  /** Test hook: play a process frozen by a long pause (its lease neither renews nor runs out locally). */
+  /**
+   * Test hook: play a process frozen by a long pause (its lease neither renews nor runs out
+   * locally).
+   */
   freezeLease(): void {
     this.lease?.freeze();
   }
@@ -795,7 +833,10 @@ export class DbSessionStore implements SessionStore {
   }
 }
 
-/** Errors of the store's own logic (typed, assertions, corrupt rows): never classified as database errors. */
+/**
+ * Errors of the store's own logic (typed, assertions, corrupt rows): never classified as database
+ * errors.
+ */
 function isOwnError(err: unknown): boolean {
   return (
     err instanceof ConcordError ||

@@ -6,7 +6,7 @@
  * machine accepts with a known effect. When the statement matches no row, nothing was
  * written and the general path decides — it restores the state machine, so every refusal,
  * message and corner case stays the machine's own. The rules written here are pinned to
- * the machine by the differential property test (test/store-db/properties.test.ts).
+ * the machine by the differential property test (test/properties/properties.test.ts).
  *
  * Why the WHERE clauses are safe under concurrency: every one is on the xid's global row,
  * the serialization point of every submit. A statement that waits for that row's lock
@@ -42,7 +42,10 @@ import {
 import { GLOBAL_COLUMNS, globalRowValues } from './rows.ts';
 import { placeholders, type SqlDriver, type SqlValue, type TableNames } from './sql.ts';
 
-/** PostgreSQL types of global_table's columns: parameters in an INSERT … SELECT carry no target type. */
+/**
+ * PostgreSQL types of global_table's columns: parameters in an INSERT … SELECT carry no target
+ * type.
+ */
 const PG_GLOBAL_TYPES: Record<(typeof GLOBAL_COLUMNS)[number], string> = {
   xid: 'varchar',
   transaction_id: 'varchar',
@@ -174,8 +177,8 @@ export class FastPaths {
   /**
    * ChangeGlobalStatus out of Begin as one compare-and-set UPDATE: the machine's checks
    * (status, fence, deadline) are the WHERE clause; a commit decision is taken here only
-   * for a branchless session (with branches it frees AT rows, which the general path does). Retry fields are still at their
-   * start while Begin, so the new due_at is the decision time (dueAtOf).
+   * for a branchless session (with branches it frees AT rows, which the general path does). Retry
+   * fields are still at their start while Begin, so the new due_at is the decision time (dueAtOf).
    */
   private async decideFromBegin(
     c: ChangeGlobalStatusCommand,
@@ -301,7 +304,10 @@ export class FastPaths {
     });
   }
 
-  /** MySQL has no data-modifying CTE: the steps run in one transaction, rolled back when one declines. */
+  /**
+   * MySQL has no data-modifying CTE: the steps run in one transaction, rolled back when one
+   * declines.
+   */
   private async mysqlSteps(
     steps: (conn: { query: SqlDriver['query'] }) => Promise<Outcome<unknown>>,
   ): Promise<Outcome<unknown> | undefined> {
