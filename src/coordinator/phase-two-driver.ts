@@ -16,7 +16,13 @@
  * replicated state; on losing it, it stops (pending passes see a new generation and exit).
  */
 import type { Logger } from '../shared/logger.ts';
-import type { Command, Outcome, RemoveBranchCommand, ResultOf } from './commands.ts';
+import type {
+  Command,
+  FinishGlobalCommand,
+  Outcome,
+  RemoveBranchCommand,
+  ResultOf,
+} from './commands.ts';
 import { ApplicationRmUnavailableError } from './errors.ts';
 import { assert } from '../shared/errors.ts';
 import type { BranchGateway, Clock, SessionStore } from './ports.ts';
@@ -515,7 +521,16 @@ export class PhaseTwoDriver {
     const decision = decisionOf(session.status)!;
     const done = branchDoneStatusFor(decision);
     const order = decision === 'commit' ? session.branches : [...session.branches].reverse();
-    for (const branch of order) {
+    const status = successfulEndOf(session.status);
+    const finish = (): FinishGlobalCommand => ({
+      kind: 'FinishGlobal',
+      xid,
+      status,
+      at: this.clock.now(),
+      term: lead.term,
+    });
+    for (let i = 0; i < order.length; i++) {
+      const branch = order[i]!;
       if (branch.status === done) continue;
       if (branch.status === BranchStatus.PhaseOne_Failed) {
         // Its local transaction already rolled back: nothing to commit or roll back (as Seata).
@@ -532,28 +547,45 @@ export class PhaseTwoDriver {
         return this.fail(xid, lead, `branch ${branch.branchId} is ${branch.status}`);
       const result = await this.callBranch(decision, branch, lead);
       if (!this.isCurrent(lead)) return null;
-      const recorded = await this.submit(lead, {
+      const record = {
         kind: 'BranchPhaseTwoResult',
         xid,
         branchId: branch.branchId,
         status: result,
         term: lead.term,
-      });
+      } as const;
+      if (result === done && order.slice(i + 1).every((b) => b.status === done)) {
+        // The last branch is done: its result and the end go in the same turn, so a store
+        // that orders a turn's submits (raft: one entry) ends the session one round sooner.
+        // Apply checks FinishGlobal on its own (every branch done), so if the result is
+        // refused, or a store runs the two apart (db mode), the end is refused, changes
+        // nothing, and is submitted again below.
+        const [recorded, finished] = await Promise.all([
+          this.submit(lead, record),
+          this.submit(lead, finish(), { quiet: true }),
+        ]);
+        if (!recorded) return null;
+        if (finished) return this.finished(lead, xid, status, finished);
+        break;
+      }
+      const recorded = await this.submit(lead, record);
       if (!recorded) return null;
       if (result === done) continue;
       return isUnretryableFailure(result)
         ? this.fail(xid, lead, `branch ${branch.branchId} answered ${result}`)
         : this.scheduleRetry(xid, lead, this.retryReason(branch, result, lead));
     }
-    const status = successfulEndOf(session.status);
-    const finished = await this.submit(lead, {
-      kind: 'FinishGlobal',
-      xid,
-      status,
-      at: this.clock.now(),
-      term: lead.term,
-    });
+    const finished = await this.submit(lead, finish());
     if (!finished) return null;
+    return this.finished(lead, xid, status, finished);
+  }
+
+  private finished(
+    lead: Leading,
+    xid: string,
+    status: GlobalStatus,
+    finished: ResultOf<FinishGlobalCommand>,
+  ): GlobalStatus {
     this.forget(lead, xid);
     this.log.info(
       { xid, status, branches: finished.branches.length },
@@ -741,13 +773,19 @@ export class PhaseTwoDriver {
   }
 
   /** Submits for the current lead; null (logged) when refused, fenced or not decided. */
-  private async submit<C extends Command>(lead: Leading, command: C): Promise<ResultOf<C> | null> {
+  private async submit<C extends Command>(
+    lead: Leading,
+    command: C,
+    opts: { quiet?: boolean } = {},
+  ): Promise<ResultOf<C> | null> {
     if (!this.isCurrent(lead)) return null;
     let outcome: Outcome<ResultOf<C>>;
     try {
       outcome = await this.store.submit(command);
     } catch (err) {
-      // Not decided (leadership lost, proposal dropped, timeout): try again later if still leader.
+      // Not decided (leadership lost, proposal dropped, timeout): try again later if still
+      // leader. A speculative command (quiet) leaves that to the one it travelled with.
+      if (opts.quiet) return null;
       this.log.warn(
         { err, kind: command.kind, xid: command.xid },
         'phase-two command was not decided',
