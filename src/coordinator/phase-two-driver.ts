@@ -554,12 +554,16 @@ export class PhaseTwoDriver {
         status: result,
         term: lead.term,
       } as const;
-      if (result === done && order.slice(i + 1).every((b) => b.status === done)) {
+      if (
+        this.store.submitsInOrder === true &&
+        result === done &&
+        order.slice(i + 1).every((b) => b.status === done)
+      ) {
         // The last branch is done: its result and the end go in the same turn, so a store
-        // that orders a turn's submits (raft: one entry) ends the session one round sooner.
-        // Apply checks FinishGlobal on its own (every branch done), so if the result is
-        // refused, or a store runs the two apart (db mode), the end is refused, changes
-        // nothing, and is submitted again below.
+        // that applies a turn's submits in order (raft: one entry) ends the session one
+        // round sooner. Apply checks FinishGlobal on its own (every branch done): if the
+        // result is refused, the end is refused too, changes nothing, and is submitted
+        // again below.
         const [recorded, finished] = await Promise.all([
           this.submit(lead, record),
           this.submit(lead, finish(), { quiet: true }),

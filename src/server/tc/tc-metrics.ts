@@ -309,11 +309,19 @@ export class TcMetrics {
       if (outcome.ok) this.onApplied(command.kind, command, outcome.value);
       return outcome;
     };
+    // Methods are bound once, not on every access (the coordinator reads store.term() and
+    // friends on every call: a bind per access was an allocation each on the hot path).
+    const bound = new Map<PropertyKey, { fn: unknown; bound: unknown }>();
     return new Proxy(store, {
       get(target, prop) {
         if (prop === 'submit') return submit;
         const value: unknown = Reflect.get(target, prop, target);
-        return typeof value === 'function' ? value.bind(target) : value;
+        if (typeof value !== 'function') return value;
+        const cached = bound.get(prop);
+        if (cached?.fn === value) return cached.bound;
+        const fresh = (value as (...args: unknown[]) => unknown).bind(target);
+        bound.set(prop, { fn: value, bound: fresh });
+        return fresh;
       },
     });
   }

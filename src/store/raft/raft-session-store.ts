@@ -171,6 +171,9 @@ export class RaftSessionStore implements SessionStore {
     return { ...this.submits.counts };
   }
 
+  /** A turn's submits share an entry (or follow each other in entries): applied in order. */
+  readonly submitsInOrder = true;
+
   /** Joins the other submits of this event-loop turn in one entry (see SubmitBatcher). */
   async submit<C extends Command>(command: C): Promise<Outcome<ResultOf<C>>> {
     this.requireLeaderRole();
