@@ -8,7 +8,7 @@
  *   POST /accounts/debit {userId, amount}  (joins the caller's transaction: TX_XID; 400 without one)
  *   GET  /accounts/:userId
  */
-import { createPgFence, type PgFenceTx } from '../../src/pg.ts';
+import { createPgFence, type PgFenceTx } from '@concord/client/pg';
 import { Refused, concordClient, exampleLogger, pgPool, serve, stopOnSignal } from './shared.ts';
 
 const SCHEMA = 'concord_example_account';

@@ -8,7 +8,7 @@
  *   POST /stock/reserve {productId, count}  (joins the caller's transaction: TX_XID; 400 without one)
  *   GET  /stock/:productId
  */
-import { createPgFence, type PgFenceTx } from '../../src/pg.ts';
+import { createPgFence, type PgFenceTx } from '@concord/client/pg';
 import { Refused, concordClient, exampleLogger, pgPool, serve, stopOnSignal } from './shared.ts';
 
 const SCHEMA = 'concord_example_stock';

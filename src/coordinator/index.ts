@@ -57,6 +57,7 @@ export * from './limits.ts';
 export {
   GLOBAL_TRANSITIONS,
   canTransition,
+  isPhaseTwoInFlight,
   isSuccessfulEnd,
   isStuck,
   reportedStatus,

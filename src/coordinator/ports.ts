@@ -46,6 +46,13 @@ export interface SessionStore {
    * does not serve as leader. Absent (db mode): the driver uses `read`.
    */
   readLocal?<T>(fn: (state: CoordinatorStateView) => T): T;
+  /**
+   * Optional: `fn` on this node's applied state in any role, no barrier (a follower's, or a
+   * new leader's before it applied its first entry of the term, may lag). Only for the
+   * command clock's "never backwards" floor, which must not fall back to the wall clock
+   * while a new leader confirms its term. Absent: readLocal stands in.
+   */
+  readApplied?<T>(fn: (state: CoordinatorStateView) => T): T;
   /** True while this node is the leader (may only serve writes). */
   isLeader(): boolean;
   /**
@@ -113,6 +120,11 @@ export interface Clock {
   after(ms: number, fn: () => void): () => void;
   /** Calls fn every `ms` until cancelled. */
   every(ms: number, fn: () => void): () => void;
+  /**
+   * Optional: a monotonic clock in ms (any origin; never steps). Command time advances no
+   * faster than it (command-clock.ts). Absent: differences of now() stand in for it.
+   */
+  monotonicNow?(): number;
 }
 
 /** Unique 64-bit ids as decimal strings, unique across nodes and leader changes. */

@@ -81,6 +81,8 @@ export interface LiveStatusView {
   readonly beginTime: number;
   readonly statusChangedAt: number;
   readonly retryAttempts: number;
+  /** Phase two still fails past its alarm time (isStuck). */
+  readonly stuck: boolean;
 }
 
 /** Read-only queries of coordinator state. Everything returned is a copy. */
@@ -771,6 +773,7 @@ export class CoordinatorStateMachine implements CoordinatorStateView {
         beginTime: s.beginTime,
         statusChangedAt: s.statusChangedAt,
         retryAttempts: s.retry.attempts,
+        stuck: isStuck(s),
       });
   }
 

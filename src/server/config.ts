@@ -1,6 +1,9 @@
 /**
- * The node's configuration: a YAML file, validated with errors that name the bad key.
- * Every option and its default is documented in docs/operations.md — keep the two in step.
+ * The node's configuration: defaults < a YAML file (optional; `${VAR}` references allowed)
+ * < CONCORD_<KEY> environment variables < `concord start` flags (config/layers.ts), validated
+ * with errors that name the bad key and where its value came from. Every key (config/keys.ts),
+ * its variable and its default is in ONE table in docs/operations.md — a test keeps the three
+ * in step.
  *
  *   node:   { id, group }
  *   server: { host, advertiseHost, httpPort, tcPort, raftPort }
@@ -14,6 +17,7 @@
  *   limits: { maxRequestBodyBytes, maxWatchers, watchTimeoutMs, changeTimeoutMs,
  *             learnerCatchUpTimeoutMs, learnerCatchUpMaxLagEntries, transferTimeoutMs }
  *   log:    { level }
+ *   phaseTwo: { stuckAfterMs, retryBaseMs, retryMaxBackoffMs }
  *
  * Relative paths (raft.dataDir) are resolved against the process's working directory,
  * as etcd and Seata do, so `npm start` from the repository root puts data in ./data/nodeN.
@@ -28,12 +32,15 @@ import { parseDocument } from 'yaml';
 import type { NodeId } from '../store/raft/index.ts';
 import { MAX_LIVE_SESSIONS } from '../coordinator/limits.ts';
 import { ConfigError } from '../shared/errors.ts';
+import { DEFAULT_PHASE_TWO_OPTIONS } from '../coordinator/phase-two-driver.ts';
 import {
   DB_LEASE_MS,
   DB_LEASE_RENEW_INTERVAL_MS,
   DB_LEASE_SAFETY_MARGIN_MS,
 } from '../store/db/limits.ts';
 import type { MemberEndpoints } from './config/endpoints.ts';
+import type { ConfigKey } from './config/keys.ts';
+import { applyEnv, applyFlags, substituteTree, withSource, type Sources } from './config/layers.ts';
 import {
   HOST_HINT,
   HOST_PATTERN,
@@ -135,6 +142,19 @@ export interface LimitsConfig {
   maxLiveTransactions: number;
 }
 
+/** `phaseTwo`: how the leader retries a decided transaction's phase two. */
+export interface PhaseTwoConfig {
+  /**
+   * A transaction still failing this long after its first failure is marked stuck (still
+   * retried), ms.
+   */
+  stuckAfterMs: number;
+  /** First retry delay, ms; doubles per attempt. */
+  retryBaseMs: number;
+  /** Cap of the retry delay, ms. */
+  retryMaxBackoffMs: number;
+}
+
 /**
  * `store.db`: the database of db mode. Absent options take the db store's defaults
  * (docs/db-mode.md).
@@ -186,18 +206,41 @@ export interface NodeConfig {
   http: { authToken: string | null };
   limits: LimitsConfig;
   log: { level: LogLevel };
+  /** The phase-two driver's retry backoff and alarm threshold (docs/operations.md). */
+  phaseTwo: PhaseTwoConfig;
   /** Where the config came from (a file path or "<inline>"), for messages. */
   source: string;
 }
 
 // ------------------------------------------------------------------ loading
 
-/** Reads and validates a YAML config file. Throws ConfigError. */
+/** A value given on the command line: `--set key=value`, `--log-level` (they win over all). */
+export interface ConfigFlag {
+  key: ConfigKey;
+  text: string;
+  /** How the flag was written, for messages: `--set raft.tickMs`, `--log-level`. */
+  flag: string;
+}
+
+export interface LoadOptions {
+  /** Environment variables: the CONCORD_<KEY> layer and `${VAR}` references. */
+  env?: NodeJS.ProcessEnv;
+  /** Against which relative paths resolve. */
+  cwd?: string;
+  flags?: readonly ConfigFlag[];
+}
+
+/**
+ * The node's configuration from its layers: the defaults, the YAML file (optional: `null`
+ * reads the environment and flags alone), the environment, the flags. Throws ConfigError.
+ */
 export function loadConfig(
-  file: string,
+  file: string | null,
   env: NodeJS.ProcessEnv = process.env,
   cwd = process.cwd(),
+  flags: readonly ConfigFlag[] = [],
 ): NodeConfig {
+  if (file === null) return validateConfig({}, { source: '<environment>', env, cwd, flags });
   let text: string;
   try {
     text = readFileSync(file, 'utf8');
@@ -206,12 +249,12 @@ export function loadConfig(
       cause: err,
     });
   }
-  return parseConfigText(text, { source: file, env, cwd });
+  return parseConfigText(text, { source: file, env, cwd, flags });
 }
 
 export function parseConfigText(
   text: string,
-  opts: { source?: string; env?: NodeJS.ProcessEnv; cwd?: string } = {},
+  opts: { source?: string } & LoadOptions = {},
 ): NodeConfig {
   const doc = parseDocument(text, { prettyErrors: true, uniqueKeys: true });
   if (doc.errors.length > 0) {
@@ -220,20 +263,36 @@ export function parseConfigText(
       cause: e,
     });
   }
-  return validateConfig(doc.toJS({ maxAliasCount: 100 }) as unknown, opts);
+  const raw = substituteTree(doc.toJS({ maxAliasCount: 100 }) as unknown, opts.env ?? {});
+  return validateConfig(raw, opts);
 }
 
-/** Validates a parsed config object. Throws ConfigError naming the first bad key. */
+/**
+ * Validates a parsed config object after laying the environment (CONCORD_<KEY>) and the
+ * flags over it. Throws ConfigError naming the first bad key (and the variable or flag
+ * its value came from).
+ */
 export function validateConfig(
   raw: unknown,
-  opts: { source?: string; env?: NodeJS.ProcessEnv; cwd?: string } = {},
+  opts: { source?: string } & LoadOptions = {},
 ): NodeConfig {
-  const env = opts.env ?? {};
-  const cwd = opts.cwd ?? process.cwd();
   if (raw === null || raw === undefined) raw = {};
   if (!isPlainObject(raw))
     throw new ConfigError('(root)', 'the config must be a mapping of sections');
-  noUnknownKeys(raw, ['node', 'server', 'raft', 'store', 'http', 'limits', 'log'], '');
+  const layered = structuredClone(raw);
+  const sources: Sources = new Map();
+  applyEnv(layered, opts.env ?? {}, sources);
+  applyFlags(layered, opts.flags ?? [], sources);
+  try {
+    return validateLayered(layered, opts);
+  } catch (err) {
+    throw withSource(err, sources);
+  }
+}
+
+function validateLayered(raw: Obj, opts: { source?: string; cwd?: string }): NodeConfig {
+  const cwd = opts.cwd ?? process.cwd();
+  noUnknownKeys(raw, ['node', 'server', 'raft', 'store', 'http', 'limits', 'log', 'phaseTwo'], '');
 
   const nodeS = section(raw, 'node', '');
   noUnknownKeys(nodeS, ['id', 'group'], 'node');
@@ -276,7 +335,7 @@ export function validateConfig(
   const storeS = section(raw, 'store', '');
   noUnknownKeys(storeS, ['mode', 'db'], 'store');
   const mode = oneOf(storeS, 'mode', 'store', STORE_MODES, 'raft');
-  const db = parseDbSection(storeS, mode, env);
+  const db = parseDbSection(storeS, mode);
   const dbMode = mode === 'db';
 
   const raftS = section(raw, 'raft', '');
@@ -385,17 +444,10 @@ export function validateConfig(
 
   const httpS = section(raw, 'http', '');
   noUnknownKeys(httpS, ['authToken'], 'http');
-  const envToken = env[AUTH_TOKEN_ENV];
-  const authToken =
-    envToken !== undefined && envToken !== ''
-      ? str({ authToken: envToken }, 'authToken', `(env ${AUTH_TOKEN_ENV})`, {
-          minLength: MIN_AUTH_TOKEN_CHARS,
-          maxLength: MAX_AUTH_TOKEN_CHARS,
-        })
-      : optStr(httpS, 'authToken', 'http', {
-          minLength: MIN_AUTH_TOKEN_CHARS,
-          maxLength: MAX_AUTH_TOKEN_CHARS,
-        });
+  const authToken = optStr(httpS, 'authToken', 'http', {
+    minLength: MIN_AUTH_TOKEN_CHARS,
+    maxLength: MAX_AUTH_TOKEN_CHARS,
+  });
 
   const limitsS = section(raw, 'limits', '');
   const limitKeys = [
@@ -452,6 +504,31 @@ export function validateConfig(
     }),
   };
 
+  const phaseTwoS = section(raw, 'phaseTwo', '');
+  noUnknownKeys(phaseTwoS, ['stuckAfterMs', 'retryBaseMs', 'retryMaxBackoffMs'], 'phaseTwo');
+  const phaseTwo: PhaseTwoConfig = {
+    stuckAfterMs: int(phaseTwoS, 'stuckAfterMs', 'phaseTwo', {
+      default: DEFAULT_PHASE_TWO_OPTIONS.stuckAfterMs,
+      min: 1_000,
+      max: 7 * 24 * 3_600_000,
+    }),
+    retryBaseMs: int(phaseTwoS, 'retryBaseMs', 'phaseTwo', {
+      default: DEFAULT_PHASE_TWO_OPTIONS.retryBaseMs,
+      min: 10,
+      max: 3_600_000,
+    }),
+    retryMaxBackoffMs: int(phaseTwoS, 'retryMaxBackoffMs', 'phaseTwo', {
+      default: DEFAULT_PHASE_TWO_OPTIONS.retryMaxBackoffMs,
+      min: 10,
+      max: 3_600_000,
+    }),
+  };
+  if (phaseTwo.retryMaxBackoffMs < phaseTwo.retryBaseMs)
+    throw new ConfigError(
+      'phaseTwo.retryMaxBackoffMs',
+      `must be at least phaseTwo.retryBaseMs (${phaseTwo.retryBaseMs})`,
+    );
+
   const logS = section(raw, 'log', '');
   noUnknownKeys(logS, ['level'], 'log');
   const log = { level: oneOf(logS, 'level', 'log', LOG_LEVELS, DEFAULT_LOG_LEVEL) };
@@ -464,26 +541,24 @@ export function validateConfig(
     http: { authToken },
     limits,
     log,
+    phaseTwo,
     source: opts.source ?? '<inline>',
   };
 }
 
-/** `store.db`; null when absent in raft mode. The URL may come from CONCORD_DB_URL instead. */
-function parseDbSection(storeS: Obj, mode: StoreMode, env: NodeJS.ProcessEnv): DbConfig | null {
+/** `store.db`; null when absent in raft mode (the URL may come from the environment: layers.ts). */
+function parseDbSection(storeS: Obj, mode: StoreMode): DbConfig | null {
   const dbS = section(storeS, 'db', 'store');
   noUnknownKeys(
     dbS,
     ['url', 'tablePrefix', 'maxConnections', 'startupTimeoutMs', 'lease'],
     'store.db',
   );
-  const fromEnv = env[DB_URL_ENV];
-  const url =
-    optStr(dbS, 'url', 'store.db', { maxLength: 4096 }) ??
-    (mode === 'db' && fromEnv !== undefined && fromEnv !== '' ? fromEnv : null);
+  const url = optStr(dbS, 'url', 'store.db', { maxLength: 4096 });
   if (mode === 'db' && url === null)
     throw new ConfigError(
       'store.db.url',
-      `is required when store.mode is db (or set ${DB_URL_ENV})`,
+      `is required when store.mode is db (or set CONCORD_STORE_DB_URL or ${DB_URL_ENV})`,
     );
   if (url === null) {
     if (Object.keys(dbS).length > 0)

@@ -347,6 +347,14 @@ function registerDriverMetrics(registry: Registry, status: ReadStatus): void {
       this.set({ phase: 'write' }, c?.lastSnapshotWriteMs ?? 0);
     },
   });
+  new Gauge({
+    name: 'concord_raft_last_snapshot_bytes',
+    help: 'Size of the last local snapshot (the encoded state machine), bytes',
+    registers: [registry],
+    collect() {
+      this.set(counters()?.lastSnapshotBytes ?? 0);
+    },
+  });
 }
 
 /** The metrics other modules report to: Raft RPCs, disk writes, HTTP, membership operations. */

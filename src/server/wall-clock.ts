@@ -17,6 +17,7 @@ export const WHEEL_MIN_MS = 100;
 
 export const wallClock: Clock = {
   now: () => Date.now(),
+  monotonicNow: () => performance.now(),
   after(ms, fn) {
     if (ms >= WHEEL_MIN_MS) return deadlines.after(ms, fn);
     const timer = setTimeout(fn, ms);

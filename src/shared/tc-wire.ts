@@ -174,6 +174,7 @@ export interface SessionInfoWire {
   finishedAt?: number;
   resolvedBy?: string;
   rmWaits?: RmWaitWire[];
+  stuck?: boolean;
 }
 export interface SessionResponseWire extends WireResponse {
   session?: SessionInfoWire | null;
@@ -182,6 +183,8 @@ export interface ListSessionsRequestWire {
   pageSize: number;
   pageToken: string;
   globalStatus: number;
+  /** Absent or false: every session. */
+  stuck?: boolean;
 }
 export interface ListSessionsResponseWire extends WireResponse {
   sessions?: SessionInfoWire[];

@@ -43,6 +43,8 @@ export interface NodeConfigOptions {
   join?: boolean;
   authToken?: string;
   logLevel?: string;
+  /** The `phaseTwo` section (retry backoff, alarm threshold); absent: the defaults. */
+  phaseTwo?: { stuckAfterMs?: number; retryBaseMs?: number; retryMaxBackoffMs?: number };
   /** The config's `limits` section (docs/operations.md). */
   limits?: Record<string, number>;
 }
@@ -63,6 +65,7 @@ export function raftNodeConfig(n: NodePorts, o: NodeConfigOptions): object {
     ...(o.authToken !== undefined ? { http: { authToken: o.authToken } } : {}),
     ...(o.limits !== undefined ? { limits: o.limits } : {}),
     log: { level: o.logLevel ?? 'info' },
+    ...(o.phaseTwo !== undefined ? { phaseTwo: o.phaseTwo } : {}),
   };
 }
 

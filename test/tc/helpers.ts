@@ -31,7 +31,12 @@ import {
 
 import { freePort } from '../support/ports.ts';
 import { waitFor } from '../support/wait.ts';
-import { allocateNodes, raftNodeConfig, writeConfig } from '../support/cluster.ts';
+import {
+  allocateNodes,
+  raftNodeConfig,
+  writeConfig,
+  type NodeConfigOptions,
+} from '../support/cluster.ts';
 
 export { freePort, waitFor };
 
@@ -52,6 +57,8 @@ export interface ClusterOptions {
   tickMs?: number;
   electionTicks?: number;
   logLevel?: string;
+  /** The nodes' `phaseTwo` config section. */
+  phaseTwo?: NodeConfigOptions['phaseTwo'];
   /** The nodes' `limits` section. */
   limits?: Record<string, number>;
 }
@@ -59,7 +66,8 @@ export interface ClusterOptions {
 export class TestCluster {
   readonly root: string;
   readonly nodes: TestNode[] = [];
-  private readonly opts: Required<Omit<ClusterOptions, 'limits'>> & Pick<ClusterOptions, 'limits'>;
+  private readonly opts: Required<Omit<ClusterOptions, 'limits' | 'phaseTwo'>> &
+    Pick<ClusterOptions, 'limits' | 'phaseTwo'>;
 
   private constructor(name: string, opts: ClusterOptions) {
     this.root = mkdtempSync(join(tmpdir(), `concord-tc-${name}-`));
@@ -67,6 +75,7 @@ export class TestCluster {
       tickMs: opts.tickMs ?? 30,
       electionTicks: opts.electionTicks ?? 10,
       logLevel: opts.logLevel ?? 'info',
+      phaseTwo: opts.phaseTwo,
       ...(opts.limits !== undefined ? { limits: opts.limits } : {}),
     };
   }
@@ -183,6 +192,7 @@ export class TestCluster {
       electionTicks: this.opts.electionTicks,
       authToken: 'tc-test-token-0123456789',
       logLevel: this.opts.logLevel,
+      ...(this.opts.phaseTwo !== undefined ? { phaseTwo: this.opts.phaseTwo } : {}),
       ...(this.opts.limits !== undefined ? { limits: this.opts.limits } : {}),
     });
     mkdirSync(join(this.root, 'data'), { recursive: true });

@@ -38,7 +38,8 @@ export const FENCE_RETRY_BACKOFF_MAX_MS = 200;
  * The TC's bounds that decide how late a phase-two delivery can be, as the TC has them by
  * default (the client may not import the coordinator; these mirror it): the longest
  * transaction timeout it accepts (src/coordinator/limits.ts), and how long it retries a
- * branch's phase two before it stops (the phase-two driver's `maxRetryMs`).
+ * branch's phase two before it shows it stuck (the phase-two driver's `stuckAfterMs`; it
+ * never stops retrying a decision, but past that an operator is alerted).
  */
 export const TC_MAX_TRANSACTION_TIMEOUT_MS = 24 * 60 * 60 * 1000;
 export const TC_PHASE_TWO_RETRY_WINDOW_MS = 10 * 60 * 1000;

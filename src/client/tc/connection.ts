@@ -65,6 +65,7 @@ export type TcToRmWire = Decoded<TcToRmFields, 'message'>;
 
 type UnaryMethod = (
   request: unknown,
+  metadata: grpc.Metadata,
   options: grpc.CallOptions,
   callback: (err: grpc.ServiceError | null, response?: AnyResponseWire) => void,
 ) => grpc.ClientUnaryCall;
@@ -160,18 +161,26 @@ export class TcConnection {
 
   /**
    * One unary call; resolves with the TC's response (which may carry an error), rejects on
-   * transport failure.
+   * transport failure. `headers`: call metadata (e.g. the operator of an operator call).
    */
-  unary(method: string, request: unknown, timeoutMs: number): Promise<AnyResponseWire> {
+  unary(
+    method: string,
+    request: unknown,
+    timeoutMs: number,
+    headers: Readonly<Record<string, string>> = {},
+  ): Promise<AnyResponseWire> {
     if (this.closedReason) return Promise.reject(this.closedReason);
     const fn = this.client[method];
     if (typeof fn !== 'function') return Promise.reject(new TypeError(`no TC method ${method}`));
     return new Promise((resolve, reject) => {
       const entry: PendingUnary = { call: null, reject };
       this.unaries.add(entry);
+      const metadata = new grpc.Metadata();
+      for (const [k, v] of Object.entries(headers)) metadata.set(k, v);
       entry.call = fn.call(
         this.client,
         request,
+        metadata,
         { deadline: Date.now() + timeoutMs },
         (err, response) => {
           if (!this.unaries.delete(entry)) return; // aborted already

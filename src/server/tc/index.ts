@@ -24,6 +24,7 @@ import { Counter, Gauge, type Registry } from 'prom-client';
 import { wallClock } from '../wall-clock.ts';
 import {
   Coordinator,
+  DEFAULT_PHASE_TWO_OPTIONS,
   createSnowflakeIds,
   type PhaseTwoOptions,
   type SessionStore,
@@ -39,13 +40,15 @@ import { errorToWire } from './mapping.ts';
 import type { WireLeader } from '../../shared/tc-wire.ts';
 import { RmChannelHub } from './rm-hub.ts';
 import { TcGrpcService, type TcStoreAccess } from './service.ts';
+import { txRoutes } from '../http/tx-routes.ts';
+import { TxQuery } from './tx-query.ts';
 import { TcMetrics, summarize, type LiveSummary } from './tc-metrics.ts';
 
 export { TcGrpcService } from './service.ts';
 export { RmChannelHub } from './rm-hub.ts';
 export { RmCallFailedError, RmUnavailableError } from './errors.ts';
 export * from './limits.ts';
-export { DEFAULT_STUCK_ALARM_MS, TcMetrics } from './tc-metrics.ts';
+export { TcMetrics } from './tc-metrics.ts';
 
 /** The gauge of transactions whose phase two waits for an RM of a branch's application. */
 function registerRmWaitGauge(registry: Registry, coordinator: Coordinator): void {
@@ -143,8 +146,6 @@ export interface TcServiceOptions {
   rmHeartbeatIntervalMs?: number;
   /** One phase-two call's timeout, ms (default DEFAULT_PHASE_TWO_CALL_TIMEOUT_MS). */
   phaseTwoCallTimeoutMs?: number;
-  /** Alarm threshold of concord_tc_global_stuck, ms (default DEFAULT_STUCK_ALARM_MS). */
-  stuckAlarmMs?: number;
 }
 
 /** The running TC service of a node (what TcNode closes on stop). */
@@ -179,7 +180,7 @@ export interface TcSessions {
    */
   close(): void;
   /** Live transactions for the scrape-time gauges; null where this node does not count them. */
-  liveSummary?(now: number, alarmMs: number): Promise<LiveSummary | null> | LiveSummary | null;
+  liveSummary?(): Promise<LiveSummary | null> | LiveSummary | null;
 }
 
 /** The raft mode's sessions: a Raft session store over the node's Raft sessions. */
@@ -194,7 +195,7 @@ export function raftTcSessions(ctx: TcNodeContext, raft: RaftSessions): TcSessio
     phaseTwo: {},
     close: () => store.close(),
     // Every node applies the same log: each counts from its own applied state.
-    liveSummary: (now, alarmMs) => raft.readApplied((state) => summarize(state, now, alarmMs)),
+    liveSummary: () => raft.readApplied(summarize),
   };
 }
 
@@ -217,8 +218,7 @@ export function dbTcSessions(store: DbSessionStore): TcSessions {
     },
     close: () => undefined,
     // One database: only the lease holder counts (a bounded page of the live sessions).
-    liveSummary: (now, alarmMs) =>
-      store.drivesPhaseTwo() ? store.read((state) => summarize(state, now, alarmMs)) : null,
+    liveSummary: () => (store.drivesPhaseTwo() ? store.read(summarize) : null),
   };
 }
 
@@ -276,9 +276,9 @@ export async function serveTc(
       : {}),
   });
   const self = selfEndpoints(config).transaction;
-  const phaseTwo = { ...sessions.phaseTwo, ...options.phaseTwo };
+  const phaseTwo = { ...config.phaseTwo, ...sessions.phaseTwo, ...options.phaseTwo };
   const txMetrics = new TcMetrics(ctx.metrics.registry, {
-    ...(options.stuckAlarmMs !== undefined ? { stuckAlarmMs: options.stuckAlarmMs } : {}),
+    stuckAfterMs: phaseTwo.stuckAfterMs ?? DEFAULT_PHASE_TWO_OPTIONS.stuckAfterMs,
     ...(sessions.liveSummary ? { liveSummary: sessions.liveSummary } : {}),
   });
   const coordinator = new Coordinator({
@@ -329,6 +329,14 @@ export async function serveTc(
     sessions.close();
     throw err;
   }
+  // The read-only transaction routes of the openapi (concord tx list|show).
+  const query = new TxQuery({ store, coordinator, now: () => Date.now() });
+  for (const [path, route] of txRoutes({
+    query,
+    authToken: config.http.authToken,
+    group: config.node.group,
+  }))
+    ctx.mountHttp(path, route);
   log.info(
     { tc: formatHostPort(self), workerId: workerIdOf(config), storeMode: ctx.sessions.mode },
     'TC service started',

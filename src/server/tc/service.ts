@@ -12,6 +12,7 @@
 import * as grpc from '@grpc/grpc-js';
 import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
 import {
+  isStuck,
   reportedStatus,
   type BeginRequest,
   type BranchReportRequest,
@@ -72,7 +73,10 @@ import type {
   WireLeader,
   WireResponse,
 } from '../../shared/tc-wire.ts';
+import { SpanStatusCode } from '@opentelemetry/api';
+import { ATTR_RESULT, ATTR_TC_METHOD, ATTR_XID, SpanKind, tracer } from '../../shared/tracing.ts';
 import type { RmChannelHub } from './rm-hub.ts';
+import { AUDITED_METHODS, OPERATOR_METADATA_KEY, auditOperatorCall } from './audit.ts';
 import type { TcMetrics } from './tc-metrics.ts';
 
 /** Sessions one filtered ListSessions page may scan before it returns (with a token to go on). */
@@ -228,6 +232,8 @@ export class TcGrpcService {
   private readonly server: grpc.Server;
   private boundPort = 0;
   private callStreams = 0;
+  /** One per open Calls stream: ends it once its calls in flight are answered (close()). */
+  private readonly drains = new Set<() => void>();
   private readonly metrics: {
     count(method: Method, code: string): void;
     observe(method: Method, seconds: number): void;
@@ -250,7 +256,20 @@ export class TcGrpcService {
         call: grpc.ServerUnaryCall<unknown, WireResponse>,
         callback: grpc.sendUnaryData<WireResponse>,
       ) => {
-        void this.execute(method, call.request).then((response) => callback(null, response));
+        void this.execute(method, call.request).then((response) => {
+          if (AUDITED_METHODS.has(method))
+            auditOperatorCall(
+              this.log,
+              {
+                method,
+                request: call.request,
+                declaredOperator: call.metadata.get(OPERATOR_METADATA_KEY)[0],
+                peer: call.getPeer(),
+              },
+              response,
+            );
+          callback(null, response);
+        });
       };
     }
     handlers.Calls = (call: grpc.ServerDuplexStream<CallBatchWire, ResultBatchWire>) =>
@@ -282,8 +301,13 @@ export class TcGrpcService {
     return this.boundPort;
   }
 
-  /** Stops taking calls; calls in flight get SHUTDOWN_GRACE_MS before they are cancelled. */
+  /**
+   * Stops taking calls and drains: every Calls stream ends once the calls in flight on it
+   * are answered (the client opens a new stream elsewhere for its next calls); unary calls
+   * finish. What is still running after SHUTDOWN_GRACE_MS is cancelled.
+   */
   close(): Promise<void> {
+    for (const drain of [...this.drains]) drain();
     return new Promise((resolve) => {
       const force = setTimeout(() => {
         this.server.forceShutdown();
@@ -302,6 +326,8 @@ export class TcGrpcService {
 
   async execute(method: Method, request: unknown): Promise<WireResponse> {
     const started = performance.now();
+    // A no-op span unless the process registered a tracer provider.
+    const span = tracer().startSpan(`concord.tc.${method}`, { kind: SpanKind.SERVER });
     let response: WireResponse;
     try {
       response = await this.dispatch(method, request);
@@ -316,6 +342,15 @@ export class TcGrpcService {
       this.metrics.observe(method, seconds);
     }
     this.opts.txMetrics?.observeCall(method, response, seconds);
+    if (span.isRecording()) {
+      const xid = (request as { xid?: unknown } | null)?.xid ?? (response as { xid?: unknown }).xid;
+      if (typeof xid === 'string' && xid !== '') span.setAttribute(ATTR_XID, xid);
+      span.setAttribute(ATTR_TC_METHOD, method);
+      span.setAttribute(ATTR_RESULT, response.error ? response.error.code : 'OK');
+      if (response.error)
+        span.setStatus({ code: SpanStatusCode.ERROR, message: response.error.message });
+    }
+    span.end();
     return response;
   }
 
@@ -339,6 +374,9 @@ export class TcGrpcService {
       throw new BadRequestError(`pageSize must be 0..${MAX_LIST_PAGE_SIZE}`);
     const after = decodePageToken(w.pageToken);
     const filter = toStatusFilter(w.globalStatus);
+    if (w.stuck !== undefined && typeof w.stuck !== 'boolean')
+      throw new BadRequestError('stuck must be a boolean');
+    const onlyStuck = w.stuck === true;
     this.requireLeader();
     const page = await this.store.read((state) => {
       const xids = state.liveXids().sort();
@@ -354,6 +392,7 @@ export class TcGrpcService {
         if (!session) continue;
         const reported: GlobalStatus = reportedStatus(session);
         if (filter !== null && reported !== filter) continue;
+        if (onlyStuck && !isStuck(session)) continue;
         sessions.push(
           liveSessionToWire(session, reported, false, this.coordinator.driver.rmWaitsOf(xids[i]!)),
         );
@@ -389,7 +428,17 @@ export class TcGrpcService {
       if (done) return;
       done = true;
       this.callStreams--;
+      this.drains.delete(drain);
     };
+    // Shutdown: end the stream (as if the client had) once its calls are answered.
+    const drain = () => {
+      ended = true;
+      if (inflight === 0 && !flushScheduled && !done) {
+        finish();
+        call.end();
+      }
+    };
+    this.drains.add(drain);
     const flush = () => {
       flushScheduled = false;
       if (done) {
@@ -546,11 +595,11 @@ function upperBound(sorted: readonly string[], key: string): number {
   return lo;
 }
 
-function encodePageToken(xid: string): string {
+export function encodePageToken(xid: string): string {
   return Buffer.from(xid, 'utf8').toString('base64url');
 }
 
-function decodePageToken(token: unknown): string | null {
+export function decodePageToken(token: unknown): string | null {
   if (token === undefined || token === '') return null;
   if (typeof token !== 'string' || token.length > 256 || !/^[A-Za-z0-9_-]+$/.test(token))
     throw new BadRequestError('pageToken is not a token this server gave out');

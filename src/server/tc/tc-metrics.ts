@@ -8,8 +8,8 @@
  *  - around the RM channels (instrumentGateway): each branch phase-two call by action,
  *    branch type, resource and outcome, with its latency;
  *  - at scrape time, from this node's applied state (raft: every node; db: the lease
- *    holder): live transactions by status, transactions stuck past the alarm threshold,
- *    locked rows.
+ *    holder): live transactions by status, stuck transactions (the coordinator's isStuck:
+ *    phase two still failing past its alarm time), locked rows.
  *
  * Counters move where the work happens: TM calls on the node that served them (raft: the
  * leader), phase two where it is driven. Label values that clients choose (resource ids)
@@ -21,23 +21,29 @@ import {
   BranchStatus,
   GlobalStatus,
   isFailedEnd,
+  isStuck,
+  reportedStatus,
   type BranchGateway,
   type BranchSession,
   type CoordinatorStateView,
-  type LiveStatusView,
   type SessionStore,
 } from '../../coordinator/index.ts';
+import { SpanStatusCode } from '@opentelemetry/api';
 import { globalStatusFromCode } from '../../shared/tc-codes.ts';
+import {
+  ATTR_BRANCH_ID,
+  ATTR_BRANCH_TYPE,
+  ATTR_RESOURCE_ID,
+  ATTR_RESULT,
+  ATTR_XID,
+  SpanKind,
+  tracer,
+} from '../../shared/tracing.ts';
 import type { WireResponse } from '../../shared/tc-wire.ts';
 
 /** Distinct `resource` label values kept; the rest are counted as OTHER_RESOURCE. */
 export const MAX_RESOURCE_LABELS = 200;
 export const OTHER_RESOURCE = '_other';
-/**
- * Default alarm threshold, ms: a transaction retrying phase two (or with retries stopped)
- * for longer than this counts in concord_tc_global_stuck.
- */
-export const DEFAULT_STUCK_ALARM_MS = 60_000;
 /** Latency buckets of TM calls and branch phase-two calls, seconds. */
 export const TX_BUCKETS_SECONDS = [
   0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30,
@@ -60,15 +66,6 @@ const LIVE_STATUSES: readonly GlobalStatus[] = [
   GlobalStatus.StopRollbackOrRollbackRetry,
 ];
 
-/** Retrying statuses and the operator's stop: phase two is not getting through. */
-const RETRYING: ReadonlySet<GlobalStatus> = new Set([
-  GlobalStatus.CommitRetrying,
-  GlobalStatus.RollbackRetrying,
-  GlobalStatus.TimeoutRollbackRetrying,
-  GlobalStatus.StopCommitOrCommitRetry,
-  GlobalStatus.StopRollbackOrRollbackRetry,
-]);
-
 /** What the scrape-time gauges read. */
 export interface LiveSummary {
   byStatus: Map<GlobalStatus, number>;
@@ -76,57 +73,36 @@ export interface LiveSummary {
   lockedRows: number;
 }
 
-/**
- * Stuck, as main knows it: a session in a retrying status (or with retries stopped) that
- * entered it more than `alarmMs` ago. THE HOOK: when the coordinator gains its own notion
- * of a stuck transaction, call it here instead; the gauge and its docs stay.
- */
-export function isStuck(session: LiveStatusView, now: number, alarmMs: number): boolean {
-  return RETRYING.has(session.reportedStatus) && now - session.statusChangedAt > alarmMs;
-}
-
-/** Live sessions by reported status, stuck ones and locked rows, from a state view. */
-export function summarize(state: CoordinatorStateView, now: number, alarmMs: number): LiveSummary {
+/** Live sessions by reported status, stuck ones (isStuck) and locked rows, from a state view. */
+export function summarize(state: CoordinatorStateView): LiveSummary {
   const byStatus = new Map<GlobalStatus, number>();
   let stuck = 0;
-  const visit = (s: LiveStatusView) => {
-    byStatus.set(s.reportedStatus, (byStatus.get(s.reportedStatus) ?? 0) + 1);
-    if (isStuck(s, now, alarmMs)) stuck += 1;
+  const count = (reported: GlobalStatus, isStuckNow: boolean) => {
+    byStatus.set(reported, (byStatus.get(reported) ?? 0) + 1);
+    if (isStuckNow) stuck += 1;
   };
-  if (state.forEachLiveStatus) state.forEachLiveStatus(visit);
+  if (state.forEachLiveStatus) state.forEachLiveStatus((s) => count(s.reportedStatus, s.stuck));
   else {
     // A partial view (db reads): the sessions it lists, with their copies.
     for (const xid of state.liveXids()) {
       const s = state.getSession(xid);
-      if (!s) continue;
-      const reported =
-        s.retry.stopped && RETRYING.has(s.status)
-          ? s.status === GlobalStatus.CommitRetrying
-            ? GlobalStatus.StopCommitOrCommitRetry
-            : GlobalStatus.StopRollbackOrRollbackRetry
-          : s.status;
-      visit({
-        xid: s.xid,
-        status: s.status,
-        reportedStatus: reported,
-        beginTime: s.beginTime,
-        statusChangedAt: s.statusChangedAt,
-        retryAttempts: s.retry.attempts,
-      });
+      if (s) count(reportedStatus(s), isStuck(s));
     }
   }
   return { byStatus, stuck, lockedRows: state.lockedRowCount() };
 }
 
 export interface TcMetricsOptions {
-  /** The alarm threshold of concord_tc_global_stuck, ms (default DEFAULT_STUCK_ALARM_MS). */
-  stuckAlarmMs?: number;
   /**
-   * Reads the live summary at scrape time; null when this node does not count (db: not the lease
-   * holder).
+   * The phase-two driver's alarm time (stuckAfterMs), ms: shown as
+   * concord_tc_stuck_alarm_seconds.
    */
-  liveSummary?: (now: number, alarmMs: number) => Promise<LiveSummary | null> | LiveSummary | null;
-  now?: () => number;
+  stuckAfterMs: number;
+  /**
+   * Reads the live summary at scrape time; null when this node does not count (db: not the
+   * lease holder).
+   */
+  liveSummary?: () => Promise<LiveSummary | null> | LiveSummary | null;
 }
 
 const METRIC_NAMES = [
@@ -160,12 +136,10 @@ export class TcMetrics {
   private readonly branchSeconds: Histogram<'action' | 'branch_type'>;
   private readonly conflicts: Counter<'source'>;
   private readonly resources = new Set<string>();
-  private readonly now: () => number;
 
-  constructor(registry: Registry, options: TcMetricsOptions = {}) {
+  constructor(registry: Registry, options: TcMetricsOptions) {
     for (const name of METRIC_NAMES)
       if (registry.getSingleMetric(name)) registry.removeSingleMetric(name);
-    this.now = options.now ?? Date.now;
     const registers = [registry];
     const tmPair = (method: TmMethod, what: string) => ({
       total: new Counter({
@@ -188,7 +162,7 @@ export class TcMetrics {
     };
     this.ended = new Counter({
       name: 'concord_tc_global_ended_total',
-      help: 'Global transactions that reached an end status through this node (Committed, Rollbacked, TimeoutRollbacked; *Failed when phase two gave up)',
+      help: 'Global transactions that reached an end status through this node (Committed, Rollbacked, TimeoutRollbacked; *Failed on an unretryable branch failure)',
       labelNames: ['status'] as const,
       registers,
     });
@@ -221,12 +195,11 @@ export class TcMetrics {
       labelNames: ['source'] as const,
       registers,
     });
-    const alarmMs = options.stuckAlarmMs ?? DEFAULT_STUCK_ALARM_MS;
     new Gauge({
       name: 'concord_tc_stuck_alarm_seconds',
-      help: 'The alarm threshold of concord_tc_global_stuck, seconds',
+      help: 'The alarm time of concord_tc_global_stuck (phase-two option stuckAfterMs), seconds after the first failure',
       registers,
-    }).set(alarmMs / 1000);
+    }).set(options.stuckAfterMs / 1000);
     // One read per scrape feeds the three state gauges: the first collect() reads, the
     // others reuse it (prom-client collects a registry's metrics one after another).
     let pending: Promise<LiveSummary | null> | null = null;
@@ -235,7 +208,7 @@ export class TcMetrics {
       if (!read) return Promise.resolve(null);
       pending ??= (async () => {
         try {
-          return await read(this.now(), alarmMs);
+          return await read();
         } catch {
           return null;
         } finally {
@@ -260,7 +233,7 @@ export class TcMetrics {
     });
     new Gauge({
       name: 'concord_tc_global_stuck',
-      help: 'Live global transactions retrying phase two (or with retries stopped) for longer than concord_tc_stuck_alarm_seconds',
+      help: 'Live global transactions whose phase two still fails past the alarm time (concord_tc_stuck_alarm_seconds after the first failure); retries go on',
       registers,
       async collect() {
         const s = await summary();
@@ -365,19 +338,33 @@ export class TcMetrics {
         branch_type: branch.type,
         resource: this.resource(branch.resourceId),
       };
+      // One span per phase-two attempt (a no-op unless a tracer provider is registered).
+      const span = tracer().startSpan(`concord.tc.phase_two.${action}`, {
+        kind: SpanKind.CLIENT,
+        attributes: {
+          [ATTR_XID]: branch.xid,
+          [ATTR_BRANCH_ID]: branch.branchId,
+          [ATTR_BRANCH_TYPE]: branch.type,
+          [ATTR_RESOURCE_ID]: branch.resourceId,
+        },
+      });
+      let outcome = 'error';
       try {
         const status = await run();
-        this.branch.inc({ ...labels, outcome: outcomeOf(status) });
+        outcome = outcomeOf(status);
         return status;
       } catch (err) {
-        const unavailable = err instanceof ApplicationRmUnavailableError;
-        this.branch.inc({ ...labels, outcome: unavailable ? 'rm_unavailable' : 'error' });
+        if (err instanceof ApplicationRmUnavailableError) outcome = 'rm_unavailable';
         throw err;
       } finally {
+        this.branch.inc({ ...labels, outcome });
         this.branchSeconds.observe(
           { action, branch_type: branch.type },
           (performance.now() - started) / 1000,
         );
+        span.setAttribute(ATTR_RESULT, outcome);
+        if (outcome !== 'done') span.setStatus({ code: SpanStatusCode.ERROR, message: outcome });
+        span.end();
       }
     };
     return {
