@@ -676,7 +676,8 @@ export class TcClient implements TcPort {
     let backoffs = 0;
     /** Some attempt may have taken effect. */
     let unknown = false;
-    let lastError: unknown = new UnavailableError(`${method}: no attempt was made`);
+    // Made only if the loop ends without an attempt: no Error (and stack capture) per call.
+    let lastError: unknown = null;
     while (attempts < this.maxAttempts) {
       if (this.closed) throw new UnavailableError('the TC client is closed');
       let target: HostPort;
@@ -788,6 +789,7 @@ export class TcClient implements TcPort {
       if (pause > 0) await this.pause(pause, deadline);
     }
     const elapsed = Date.now() - started;
+    lastError ??= new UnavailableError(`${method}: no attempt was made`);
     if (unknown) throw new OutcomeUnknownError(method, attempts, elapsed, lastError);
     const last = lastError instanceof Error ? lastError.message : String(lastError);
     throw new UnavailableError(

@@ -69,6 +69,20 @@ export interface SessionStore {
    * behind its back. Absent: false (only the leader writes).
    */
   readonly concurrentWriters?: boolean;
+  /**
+   * Optional (db mode): up to `limit` live transactions whose next step is due at `now` —
+   * decided on another node, a retry time or a deadline passed — most urgent first, by one
+   * cheap indexed query. The driving node polls it between sweeps (duePollIntervalMs), so
+   * a transaction another node decided is driven within that interval, not the sweep's.
+   */
+  dueXids?(now: number, limit: number): Promise<string[]>;
+  /**
+   * Optional: true when the submits made in one event-loop turn are applied in the order
+   * they were made (raft: they share an entry; memory: each applies at once). The driver
+   * then sends the last branch's result and the session's end together. Absent: false
+   * (db mode runs concurrent submits in separate database transactions).
+   */
+  readonly submitsInOrder?: boolean;
   /** The current term (or epoch); drivers stamp their commands with it as their fence. */
   term(): number;
   /**

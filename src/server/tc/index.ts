@@ -31,7 +31,7 @@ import {
 } from '../../coordinator/index.ts';
 import type { Logger } from '../../shared/logger.ts';
 import type { DbSessionStore } from '../../store/db/index.ts';
-import { DB_MODE_SWEEP_INTERVAL_MS } from '../../store/db/limits.ts';
+import { DB_MODE_DUE_POLL_MS, DB_MODE_SWEEP_INTERVAL_MS } from '../../store/db/limits.ts';
 import type { RaftSessions } from '../../store/raft/index.ts';
 import { formatHostPort } from '../config/endpoints.ts';
 import { selfEndpoints, type NodeConfig } from '../config.ts';
@@ -210,8 +210,12 @@ export function dbTcSessions(store: DbSessionStore): TcSessions {
     onRmRoleChange: (listener) =>
       store.onLeadershipChange((event) => listener(event.isLeader, event.term)),
     leaderId: () => store.leaseHolder()?.nodeId ?? null,
-    // Commits decided on other nodes reach the holder's driver only through its sweep.
-    phaseTwo: { sweepIntervalMs: DB_MODE_SWEEP_INTERVAL_MS },
+    // Commits decided on other nodes reach the holder's driver through its due poll (within
+    // DB_MODE_DUE_POLL_MS); the sweep re-checks everything else.
+    phaseTwo: {
+      sweepIntervalMs: DB_MODE_SWEEP_INTERVAL_MS,
+      duePollIntervalMs: DB_MODE_DUE_POLL_MS,
+    },
     close: () => undefined,
     // One database: only the lease holder counts (a bounded page of the live sessions).
     liveSummary: () => (store.drivesPhaseTwo() ? store.read(summarize) : null),

@@ -30,6 +30,7 @@ import {
   type ResultOf,
   type SessionStore,
 } from '../../coordinator/index.ts';
+import { deadlines } from '../../shared/deadline-wheel.ts';
 import type { NodeId, Role } from '../../raft/core/types.ts';
 import {
   AssertionFailure,
@@ -84,10 +85,18 @@ export interface StoreTimers {
   after(ms: number, fn: () => void): () => void;
 }
 
-/** Real time: Date.now and unref'd timeouts. */
+/**
+ * Waits of at least this many ms (a submit's or a read's deadline) go to the process's
+ * deadline wheel: one timer for all of them, at most its 10 ms tick late (issue 12 item 5).
+ * Shorter waits (a barrier's retry pause) get a timer of their own, on time.
+ */
+const WHEEL_MIN_MS = 100;
+
+/** Real time: Date.now, the deadline wheel and unref'd timeouts. */
 const realTimers: StoreTimers = {
   now: () => Date.now(),
   after(ms, fn) {
+    if (ms >= WHEEL_MIN_MS) return deadlines.after(ms, fn);
     const timer = setTimeout(fn, ms);
     timer.unref?.();
     return () => clearTimeout(timer);
@@ -190,6 +199,9 @@ export class RaftSessionStore implements SessionStore {
   batchCounts(): { entries: number; commands: number } {
     return { ...this.submits.counts };
   }
+
+  /** A turn's submits share an entry (or follow each other in entries): applied in order. */
+  readonly submitsInOrder = true;
 
   /** Joins the other submits of this event-loop turn in one entry (see SubmitBatcher). */
   async submit<C extends Command>(command: C): Promise<Outcome<ResultOf<C>>> {
