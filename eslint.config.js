@@ -173,8 +173,6 @@ export default tseslint.config(
       'chaos/checker.ts',
       'chaos/report.ts',
       'chaos/run.ts',
-      'src/cli/cluster-up.ts',
-      'src/cli/main.ts',
       'src/client/sdk/actions.ts',
       'src/client/sdk/client.ts',
       'src/client/tc-client.ts',

@@ -62,7 +62,13 @@ export function buildProgram(): Command {
     );
 
   const cluster = program.command('cluster').description('run and operate a cluster');
+  addClusterUp(cluster);
+  addClusterOps(cluster);
+  return program;
+}
 
+/** `cluster up`: the local cluster in the foreground. */
+function addClusterUp(cluster: Command): void {
   cluster
     .command('up')
     .description(
@@ -80,7 +86,10 @@ export function buildProgram(): Command {
         runClusterUp({ dir: o.dir, pattern: o.pattern, verbose: o.verbose }),
       ),
     );
+}
 
+/** `cluster status|change|transfer`: operations through any node's openapi. */
+function addClusterOps(cluster: Command): void {
   const server = ['-s, --server <host:port>', "any node's HTTP (openapi) address"] as const;
   const group = ['-g, --group <group>', 'Raft group', 'default'] as const;
   const token = [
@@ -140,8 +149,6 @@ export function buildProgram(): Command {
           runTransfer(o),
       ),
     );
-
-  return program;
 }
 
 await buildProgram().parseAsync(process.argv);
