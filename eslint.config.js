@@ -171,7 +171,6 @@ export default tseslint.config(
       'bench/tc.ts',
       'bench/tps.ts',
       'chaos/checker.ts',
-      'chaos/report.ts',
       'chaos/run.ts',
       'src/client/sdk/actions.ts',
       'src/client/sdk/client.ts',
