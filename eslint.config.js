@@ -167,6 +167,7 @@ export default tseslint.config(
     files: [
       'bench/lib/cluster.ts',
       'bench/raft.ts',
+      'bench/restart.ts',
       'bench/scale.ts',
       'bench/tc.ts',
       'bench/tps.ts',
@@ -182,6 +183,9 @@ export default tseslint.config(
       'src/server/tc/service.ts',
       'src/server/tc/tc-metrics.ts',
       'test/node/kv-main.ts',
+      'test/sim/cli.ts',
+      'test/sim/coordinator/clients.ts',
+      'test/sim/coordinator/run.ts',
       'test/sim/runner.ts',
     ],
     rules: { 'max-lines-per-function': 'off' },

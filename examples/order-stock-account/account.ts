@@ -9,7 +9,7 @@
  *   one)
  *   GET  /accounts/:userId
  */
-import { createPgFence, type PgFenceTx } from '../../src/pg.ts';
+import { createPgFence, type PgFenceTx } from '@concord/client/pg';
 import { Refused, concordClient, exampleLogger, pgPool, serve, stopOnSignal } from './shared.ts';
 
 const SCHEMA = 'concord_example_account';

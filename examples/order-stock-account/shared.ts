@@ -12,7 +12,7 @@ import {
   NoTransactionToJoinError,
   wrapHttpHandler,
   type ConcordClient,
-} from '../../src/index.ts';
+} from '@concord/client';
 
 /** The local cluster of `npm start` (HTTP control ports); CONCORD_SERVERS overrides it. */
 export const DEFAULT_SERVERS = '127.0.0.1:7091,127.0.0.1:7092,127.0.0.1:7093';

@@ -1,6 +1,9 @@
 /**
- * The node's configuration: a YAML file, validated with errors that name the bad key.
- * Every option and its default is documented in docs/operations.md — keep the two in step.
+ * The node's configuration: defaults < a YAML file (optional; `${VAR}` references allowed)
+ * < CONCORD_<KEY> environment variables < `concord start` flags (config/layers.ts), validated
+ * with errors that name the bad key and where its value came from. Every key (config/keys.ts),
+ * its variable and its default is in ONE table in docs/operations.md — a test keeps the three
+ * in step.
  *
  *   node:   { id, group }
  *   server: { host, advertiseHost, httpPort, tcPort, raftPort }
@@ -36,6 +39,8 @@ import {
   DB_LEASE_SAFETY_MARGIN_MS,
 } from '../store/db/limits.ts';
 import type { MemberEndpoints } from './config/endpoints.ts';
+import type { ConfigKey } from './config/keys.ts';
+import { applyEnv, applyFlags, substituteTree, withSource, type Sources } from './config/layers.ts';
 import {
   HOST_HINT,
   HOST_PATTERN,
@@ -209,12 +214,33 @@ export interface NodeConfig {
 
 // ------------------------------------------------------------------ loading
 
-/** Reads and validates a YAML config file. Throws ConfigError. */
+/** A value given on the command line: `--set key=value`, `--log-level` (they win over all). */
+export interface ConfigFlag {
+  key: ConfigKey;
+  text: string;
+  /** How the flag was written, for messages: `--set raft.tickMs`, `--log-level`. */
+  flag: string;
+}
+
+export interface LoadOptions {
+  /** Environment variables: the CONCORD_<KEY> layer and `${VAR}` references. */
+  env?: NodeJS.ProcessEnv;
+  /** Against which relative paths resolve. */
+  cwd?: string;
+  flags?: readonly ConfigFlag[];
+}
+
+/**
+ * The node's configuration from its layers: the defaults, the YAML file (optional: `null`
+ * reads the environment and flags alone), the environment, the flags. Throws ConfigError.
+ */
 export function loadConfig(
-  file: string,
+  file: string | null,
   env: NodeJS.ProcessEnv = process.env,
   cwd = process.cwd(),
+  flags: readonly ConfigFlag[] = [],
 ): NodeConfig {
+  if (file === null) return validateConfig({}, { source: '<environment>', env, cwd, flags });
   let text: string;
   try {
     text = readFileSync(file, 'utf8');
@@ -223,12 +249,12 @@ export function loadConfig(
       cause: err,
     });
   }
-  return parseConfigText(text, { source: file, env, cwd });
+  return parseConfigText(text, { source: file, env, cwd, flags });
 }
 
 export function parseConfigText(
   text: string,
-  opts: { source?: string; env?: NodeJS.ProcessEnv; cwd?: string } = {},
+  opts: { source?: string } & LoadOptions = {},
 ): NodeConfig {
   const doc = parseDocument(text, { prettyErrors: true, uniqueKeys: true });
   if (doc.errors.length > 0) {
@@ -237,19 +263,35 @@ export function parseConfigText(
       cause: e,
     });
   }
-  return validateConfig(doc.toJS({ maxAliasCount: 100 }) as unknown, opts);
+  const raw = substituteTree(doc.toJS({ maxAliasCount: 100 }) as unknown, opts.env ?? {});
+  return validateConfig(raw, opts);
 }
 
-/** Validates a parsed config object. Throws ConfigError naming the first bad key. */
+/**
+ * Validates a parsed config object after laying the environment (CONCORD_<KEY>) and the
+ * flags over it. Throws ConfigError naming the first bad key (and the variable or flag
+ * its value came from).
+ */
 export function validateConfig(
   raw: unknown,
-  opts: { source?: string; env?: NodeJS.ProcessEnv; cwd?: string } = {},
+  opts: { source?: string } & LoadOptions = {},
 ): NodeConfig {
-  const env = opts.env ?? {};
-  const cwd = opts.cwd ?? process.cwd();
   if (raw === null || raw === undefined) raw = {};
   if (!isPlainObject(raw))
     throw new ConfigError('(root)', 'the config must be a mapping of sections');
+  const layered = structuredClone(raw);
+  const sources: Sources = new Map();
+  applyEnv(layered, opts.env ?? {}, sources);
+  applyFlags(layered, opts.flags ?? [], sources);
+  try {
+    return validateLayered(layered, opts);
+  } catch (err) {
+    throw withSource(err, sources);
+  }
+}
+
+function validateLayered(raw: Obj, opts: { source?: string; cwd?: string }): NodeConfig {
+  const cwd = opts.cwd ?? process.cwd();
   noUnknownKeys(raw, ['node', 'server', 'raft', 'store', 'http', 'limits', 'log', 'phaseTwo'], '');
   const node = parseNodeSection(raw);
   const { server, wildcard, advertised } = parseServerSection(raw);
@@ -257,11 +299,11 @@ export function validateConfig(
   const storeS = section(raw, 'store', '');
   noUnknownKeys(storeS, ['mode', 'db'], 'store');
   const mode = oneOf(storeS, 'mode', 'store', STORE_MODES, 'raft');
-  const db = parseDbSection(storeS, mode, env);
+  const db = parseDbSection(storeS, mode);
 
   const raft = parseRaftSection(raw, { nodeId: node.id, dbMode: mode === 'db', cwd });
   checkSelfInPeers(raft, { nodeId: node.id, server, dbMode: mode === 'db', wildcard, advertised });
-  const authToken = parseHttpSection(raw, env);
+  const authToken = parseHttpSection(raw);
   const limits = parseLimitsSection(raw);
   const phaseTwo = parsePhaseTwoSection(raw);
   const logS = section(raw, 'log', '');
@@ -467,20 +509,13 @@ function checkSelfInPeers(
   }
 }
 
-function parseHttpSection(raw: Section, env: NodeJS.ProcessEnv): string | null {
+function parseHttpSection(raw: Section): string | null {
   const httpS = section(raw, 'http', '');
   noUnknownKeys(httpS, ['authToken'], 'http');
-  const envToken = env[AUTH_TOKEN_ENV];
-  const authToken =
-    envToken !== undefined && envToken !== ''
-      ? str({ authToken: envToken }, 'authToken', `(env ${AUTH_TOKEN_ENV})`, {
-          minLength: MIN_AUTH_TOKEN_CHARS,
-          maxLength: MAX_AUTH_TOKEN_CHARS,
-        })
-      : optStr(httpS, 'authToken', 'http', {
-          minLength: MIN_AUTH_TOKEN_CHARS,
-          maxLength: MAX_AUTH_TOKEN_CHARS,
-        });
+  const authToken = optStr(httpS, 'authToken', 'http', {
+    minLength: MIN_AUTH_TOKEN_CHARS,
+    maxLength: MAX_AUTH_TOKEN_CHARS,
+  });
 
   return authToken;
 }
@@ -510,22 +545,19 @@ function parseLimitsSection(raw: Section): LimitsConfig {
   return limits;
 }
 
-/** `store.db`; null when absent in raft mode. The URL may come from CONCORD_DB_URL instead. */
-function parseDbSection(storeS: Obj, mode: StoreMode, env: NodeJS.ProcessEnv): DbConfig | null {
+/** `store.db`; null when absent in raft mode (the URL may come from the environment: layers.ts). */
+function parseDbSection(storeS: Obj, mode: StoreMode): DbConfig | null {
   const dbS = section(storeS, 'db', 'store');
   noUnknownKeys(
     dbS,
     ['url', 'tablePrefix', 'maxConnections', 'startupTimeoutMs', 'lease'],
     'store.db',
   );
-  const fromEnv = env[DB_URL_ENV];
-  const url =
-    optStr(dbS, 'url', 'store.db', { maxLength: 4096 }) ??
-    (mode === 'db' && fromEnv !== undefined && fromEnv !== '' ? fromEnv : null);
+  const url = optStr(dbS, 'url', 'store.db', { maxLength: 4096 });
   if (mode === 'db' && url === null)
     throw new ConfigError(
       'store.db.url',
-      `is required when store.mode is db (or set ${DB_URL_ENV})`,
+      `is required when store.mode is db (or set CONCORD_STORE_DB_URL or ${DB_URL_ENV})`,
     );
   if (url === null) {
     if (Object.keys(dbS).length > 0)

@@ -179,7 +179,14 @@ function guardFastPaths(store: DbSessionStore, runs: number): void {
   const fast = store.fastPathStats;
   if (process.env.CONCORD_TEST_LOG) process.stderr.write(`fast paths: ${JSON.stringify(fast)}\n`);
   if (runs < 12) return;
-  for (const kind of ['Begin', 'ChangeGlobalStatus', 'AcquireDriver', 'FinishGlobal'] as const) {
+  for (const kind of [
+    'Begin',
+    'ChangeGlobalStatus',
+    'AcquireDriver',
+    'FinishGlobal',
+    'CommitGlobal',
+    'RollbackGlobal',
+  ] as const) {
     const taken = fast.takenByKind[kind] ?? 0;
     if (taken <= 5) throw new Error(`the fast path of ${kind} was taken ${taken} times only`);
   }

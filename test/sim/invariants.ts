@@ -51,7 +51,14 @@ export type InvariantName =
   | 'bounds'
   | 'peers-follow-membership'
   | 'liveness'
-  | 'driver-assertion';
+  | 'driver-assertion'
+  // The coordinator mode (test/sim/coordinator/): Seata's invariants.
+  | 'decision-final'
+  | 'branch-try-first'
+  | 'row-lock-holders'
+  | 'acked-survives'
+  | 'coordinator-state'
+  | 'coordinator-liveness';
 
 export interface Violation {
   invariant: InvariantName;
@@ -167,6 +174,12 @@ export class InvariantChecker {
 
   /** Invariants whose violations are not recorded (negative tests isolate one checker this way). */
   private readonly ignored: ReadonlySet<InvariantName>;
+
+  /**
+   * The same entry bytes may be committed at two indexes (the coordinator mode: a command
+   * proposed again is the same bytes; apply decides it); off, a repeat is a re-applied entry.
+   */
+  repeatedPayloadsAllowed = false;
 
   constructor(limits: Limits, ignore: readonly InvariantName[] = []) {
     this.limits = limits;
@@ -496,7 +509,7 @@ export class InvariantChecker {
       this.appliedAt.set(index, payload);
       this.hashAt.set(index, hash);
       const at = this.indexOfPayload.get(payload);
-      if (at !== undefined && at !== index)
+      if (at !== undefined && at !== index && !this.repeatedPayloadsAllowed)
         this.report(
           'state-machine-safety',
           `payload ${payload} applied at ${at} and again at ${index}`,

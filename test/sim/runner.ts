@@ -172,7 +172,7 @@ export function describeSettings(
   return `seed=${seed} steps=${steps} ${set} | weights: ${prof}`;
 }
 
-class Scheduler {
+export class Scheduler {
   private readonly removed = new Set<NodeId>();
   constructor(
     private readonly world: World,

@@ -411,6 +411,14 @@ export class DbSessionStore implements SessionStore {
     });
   }
 
+  /** Live xids due at `now` (due_at ≤ now), most urgent first: one indexed statement. */
+  dueXids(now: number, limit: number): Promise<string[]> {
+    return this.operation(async () => {
+      this.stats.reads += 1;
+      return this.sql.dueXids(this.driver, now, limit);
+    });
+  }
+
   /** Every node serves TC requests in db mode: there is no follower to redirect to. */
   isLeader(): boolean {
     return !this.closed;
