@@ -166,7 +166,6 @@ export default tseslint.config(
   {
     files: [
       'bench/raft.ts',
-      'bench/scale.ts',
       'bench/tps.ts',
       'chaos/checker.ts',
       'chaos/run.ts',
