@@ -178,7 +178,6 @@ export default tseslint.config(
       'src/server/tc/index.ts',
       'src/server/tc/service.ts',
       'src/server/tc/tc-metrics.ts',
-      'test/sim/runner.ts',
     ],
     rules: { 'max-lines-per-function': 'off' },
   },
