@@ -167,7 +167,6 @@ export default tseslint.config(
     files: [
       'bench/raft.ts',
       'bench/tps.ts',
-      'chaos/checker.ts',
       'chaos/run.ts',
       'src/client/sdk/actions.ts',
       'src/client/sdk/client.ts',
