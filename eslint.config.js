@@ -167,7 +167,6 @@ export default tseslint.config(
     files: [
       'bench/raft.ts',
       'bench/tps.ts',
-      'chaos/run.ts',
       'src/client/sdk/actions.ts',
       'src/client/sdk/client.ts',
       'src/client/tc-client.ts',
