@@ -26,6 +26,7 @@ import {
   type TransportLimits,
   type TransportStats,
 } from '../transport/grpc-transport.ts';
+import type { PeerTls } from '../transport/tls.ts';
 import type { RaftNodeConfig } from './config.ts';
 import { PeerIdentityBook, settleIdentity } from './identity.ts';
 import { encodeMemberContext, PeerDirectory } from './members.ts';
@@ -43,6 +44,12 @@ export interface RaftNodeOptions {
   onFatal?: (error: unknown) => void;
   /** Latency hooks for metrics (persist, peer round trips). */
   observer?: RaftObserver;
+  /**
+   * Mutual TLS on the raft port (transport/tls.ts): the cluster's CA, this node's
+   * certificate (naming its node id) and key. Null or absent: plaintext, for in-process
+   * tests and insecure mode named explicitly.
+   */
+  tls?: PeerTls | null;
 }
 
 export interface RaftNodeStatus extends DriverStatus {
@@ -147,6 +154,7 @@ export class RaftNode {
       listenAddress: config.raftAddress,
       logger: this.logger,
       limits: options.transportLimits ?? {},
+      tls: options.tls ?? null,
     });
     const frame = this.transport.limits.maxFrameBytes - FRAME_OVERHEAD_BYTES;
     const maxMsgBytes = options.raft?.maxMsgBytes ?? DEFAULT_MAX_MSG_BYTES;
@@ -220,7 +228,7 @@ export class RaftNode {
         stored,
         bootstrap: bootstrapConf(this.config),
         identify: (address, from, timeoutMs) =>
-          identifyPeer(address, from, timeoutMs, this.transport.limits),
+          identifyPeer(address, from, timeoutMs, this.transport.limits, this.transport.tls),
         logger: this.logger,
       });
       if (learned) await this.storage.saveClusterId(identity.clusterId);
@@ -229,6 +237,8 @@ export class RaftNode {
         void this.storage.savePeerIdentities(uids);
       });
       this.transport.setIdentity(identity, book);
+      const driver = this.driver;
+      this.transport.setBounds(() => driver.peerBounds());
     } catch (err) {
       await this.storage.close().catch(() => undefined);
       throw err;
