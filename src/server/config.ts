@@ -14,6 +14,7 @@
  *   limits: { maxRequestBodyBytes, maxWatchers, watchTimeoutMs, changeTimeoutMs,
  *             learnerCatchUpTimeoutMs, learnerCatchUpMaxLagEntries, transferTimeoutMs }
  *   log:    { level }
+ *   security: { insecure, tls: { dir, auto, ca, cert, key } }   (security/config.ts)
  *
  * Relative paths (raft.dataDir) are resolved against the process's working directory,
  * as etcd and Seata do, so `npm start` from the repository root puts data in ./data/nodeN.
@@ -33,6 +34,7 @@ import {
   DB_LEASE_SAFETY_MARGIN_MS,
 } from '../store/db/limits.ts';
 import type { MemberEndpoints } from './config/endpoints.ts';
+import { parseSecuritySection, type SecurityConfig } from './security/config.ts';
 import {
   HOST_HINT,
   HOST_PATTERN,
@@ -174,6 +176,8 @@ export interface NodeConfig {
   http: { authToken: string | null };
   limits: LimitsConfig;
   log: { level: LogLevel };
+  /** TLS and insecure mode (src/server/security/config.ts). */
+  security: SecurityConfig;
   /** Where the config came from (a file path or "<inline>"), for messages. */
   source: string;
 }
@@ -221,7 +225,7 @@ export function validateConfig(
   if (raw === null || raw === undefined) raw = {};
   if (!isPlainObject(raw))
     throw new ConfigError('(root)', 'the config must be a mapping of sections');
-  noUnknownKeys(raw, ['node', 'server', 'raft', 'store', 'http', 'limits', 'log'], '');
+  noUnknownKeys(raw, ['node', 'server', 'raft', 'store', 'http', 'limits', 'log', 'security'], '');
 
   const nodeS = section(raw, 'node', '');
   noUnknownKeys(nodeS, ['id', 'group'], 'node');
@@ -446,6 +450,12 @@ export function validateConfig(
     http: { authToken },
     limits,
     log,
+    security: parseSecuritySection(raw, {
+      nodeId: node.id,
+      dataDir: raft.dataDir === '' ? null : raft.dataDir,
+      cwd,
+      env,
+    }),
     source: opts.source ?? '<inline>',
   };
 }

@@ -35,6 +35,7 @@ import { MembershipManager } from './membership.ts';
 import { createNodeMetrics, type NodeMetrics } from './metrics.ts';
 import type { RaftControl } from './raft-control.ts';
 import { CONCORD_VERSION } from './version.ts';
+import { prepareNodeSecurity, type TlsMaterial } from './security/index.ts';
 
 /** Where a node keeps its sessions. */
 export type NodeSessions =
@@ -52,6 +53,8 @@ export interface TcNodeContext {
   metrics: NodeMetrics;
   /** Membership and leader endpoints, e.g. for not-leader answers carrying the leader's TC address. */
   view: ClusterView;
+  /** The node's TLS material (CA, certificate, key); null in insecure mode. */
+  tls: TlsMaterial | null;
 }
 
 export interface TcService {
@@ -202,8 +205,11 @@ export class TcNode {
       'starting concord node',
     );
     let backend: Backend;
+    let tls: TlsMaterial | null;
     try {
-      backend = c.store.mode === 'raft' ? raftBackend(opts, log, metrics) : await dbBackend(opts);
+      tls = prepareNodeSecurity(c, log);
+      backend =
+        c.store.mode === 'raft' ? raftBackend(opts, log, metrics, tls) : await dbBackend(opts);
     } catch (err) {
       log.error({ err }, 'node failed to start');
       throw err;
@@ -227,6 +233,7 @@ export class TcNode {
         sessions: node.sessions,
         metrics: node.metrics,
         view: node.view,
+        tls,
       };
       for (const factory of opts.services ?? []) node.services.push(await factory(ctx));
     } catch (err) {
@@ -261,8 +268,14 @@ export class TcNode {
   }
 }
 
-function raftBackend(opts: TcNodeOptions, log: Logger, metrics: NodeMetrics): Backend {
+function raftBackend(
+  opts: TcNodeOptions,
+  log: Logger,
+  metrics: NodeMetrics,
+  tls: TlsMaterial | null,
+): Backend {
   const raft = createRaftSessions({
+    tls,
     config: raftNodeConfigOf(opts.config),
     logger: opts.logger,
     observer: { persisted: metrics.observePersist, rpc: metrics.observeRaftRpc },

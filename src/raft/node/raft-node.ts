@@ -3,7 +3,7 @@
  * log storage (`<dataDir>/raft`), the gRPC peer transport, the system clock and the
  * driver around a caller's StateMachine, and exposes the driver's requests.
  */
-import { mkdir } from 'node:fs/promises';
+import { chmod, mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Logger } from '../../shared/logger.ts';
 import { assert } from '../../shared/errors.ts';
@@ -219,7 +219,9 @@ export class RaftNode {
   async start(): Promise<void> {
     assert(!this.started, 'RaftNode.start() called twice');
     this.started = true;
-    await mkdir(this.config.dataDir, { recursive: true });
+    // The data directory holds the log and the state machine: this user's only.
+    await mkdir(this.config.dataDir, { recursive: true, mode: 0o700 });
+    await chmod(this.config.dataDir, 0o700);
     let book: PeerIdentityBook;
     try {
       const stored = await this.storage.readIdentity();
