@@ -56,7 +56,8 @@ export type WireErrorCode =
   | 'ERROR_CODE_TIMEOUT'
   | 'ERROR_CODE_BAD_REQUEST'
   | 'ERROR_CODE_UNAVAILABLE'
-  | 'ERROR_CODE_INTERNAL';
+  | 'ERROR_CODE_INTERNAL'
+  | 'ERROR_CODE_PERMISSION_DENIED';
 
 export interface WireLeader {
   nodeId: string;

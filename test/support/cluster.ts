@@ -8,6 +8,7 @@ import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { stringify } from 'yaml';
 import { freePorts } from './ports.ts';
+import { TEST_PKI_DIR_ENV } from './tls.ts';
 
 /** One node's ports. */
 export interface NodePorts {
@@ -43,6 +44,8 @@ export interface NodeConfigOptions {
   join?: boolean;
   authToken?: string;
   logLevel?: string;
+  /** Plaintext everywhere (security.insecure). Default: TLS with the run's pki (support/tls.ts). */
+  insecure?: boolean;
 }
 
 /** The config of a raft-mode node (what `concord start --config` reads). */
@@ -60,6 +63,11 @@ export function raftNodeConfig(n: NodePorts, o: NodeConfigOptions): object {
     },
     ...(o.authToken !== undefined ? { http: { authToken: o.authToken } } : {}),
     log: { level: o.logLevel ?? 'info' },
+    security: o.insecure
+      ? { insecure: true }
+      : process.env[TEST_PKI_DIR_ENV]
+        ? { tls: { dir: process.env[TEST_PKI_DIR_ENV] } }
+        : {},
   };
 }
 

@@ -3,6 +3,12 @@
  * (`node --import tsx src/cli/main.ts start --config <tmp yaml>`) on free loopback ports
  * with tmp data dirs, and a test RM that records every phase-two call it receives.
  */
+import {
+  clientTlsFromEnv,
+  tcChannelCredentials,
+  tcTlsChannelOptions,
+  type ClientTls,
+} from '../../src/client/tls.ts';
 import type { Xid } from '../../src/shared/ids.ts';
 import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
@@ -295,7 +301,16 @@ export type RawClient = grpc.Client & Record<string, any>;
 
 let rawCtor: grpc.ServiceClientConstructor | null = null;
 
-export function rawClient(port: number, options: grpc.ChannelOptions = {}): RawClient {
+/**
+ * A raw TC client. `tls`: the credential to present (default: the environment's, the run's
+ * operator credential — support/tls.ts); null: plaintext.
+ */
+export function rawClient(
+  port: number,
+  options: grpc.ChannelOptions = {},
+  tls: ClientTls | null | undefined = undefined,
+): RawClient {
+  const creds = tls === undefined ? clientTlsFromEnv() : tls;
   if (!rawCtor) {
     const def = protoLoader.loadSync(resolve(REPO_ROOT, 'proto/tc.proto'), {
       keepCase: false,
@@ -307,7 +322,8 @@ export function rawClient(port: number, options: grpc.ChannelOptions = {}): RawC
     rawCtor = (grpc.loadPackageDefinition(def) as any).concord.tc.v1
       .TransactionCoordinator as grpc.ServiceClientConstructor;
   }
-  return new rawCtor(`127.0.0.1:${port}`, grpc.credentials.createInsecure(), {
+  return new rawCtor(`127.0.0.1:${port}`, tcChannelCredentials(creds), {
+    ...tcTlsChannelOptions(creds),
     'grpc.max_send_message_length': 64 * 1024 * 1024,
     'grpc.max_receive_message_length': 64 * 1024 * 1024,
     ...options,

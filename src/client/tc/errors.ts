@@ -26,6 +26,7 @@ import {
   StoppedError,
   TimeoutError,
   UnavailableError,
+  UnauthorizedError,
   UnknownXidError,
   type ConcordErrorOptions,
 } from '../../shared/errors.ts';
@@ -159,6 +160,8 @@ export function wireToError(e: WireError, where: string): Error {
       return new BadRequestError(message);
     case 'ERROR_CODE_UNAVAILABLE':
       return new UnavailableError(message);
+    case 'ERROR_CODE_PERMISSION_DENIED':
+      return new UnauthorizedError(message);
     default:
       // INTERNAL: a bug on the TC, unless it said the failure is retryable.
       return e.retryable ? new UnavailableError(message) : new TcInternalError(message);

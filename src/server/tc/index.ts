@@ -209,6 +209,7 @@ export async function serveTc(
     host: config.server.host,
     port: config.server.tcPort,
     logger: ctx.logger,
+    tls: ctx.tls,
     registry: ctx.metrics.registry,
   });
   let port: number;

@@ -257,6 +257,7 @@ const WIRE_CODES: Record<string, WireErrorCode> = {
   NOT_LEADER: 'ERROR_CODE_NOT_LEADER',
   TIMEOUT: 'ERROR_CODE_TIMEOUT',
   BAD_REQUEST: 'ERROR_CODE_BAD_REQUEST',
+  UNAUTHORIZED: 'ERROR_CODE_PERMISSION_DENIED',
   // The command may or may not have been applied: the same answer as a timeout.
   PROPOSAL_DROPPED: 'ERROR_CODE_TIMEOUT',
   UNAVAILABLE: 'ERROR_CODE_UNAVAILABLE',

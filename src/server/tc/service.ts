@@ -73,6 +73,7 @@ import type {
   WireResponse,
 } from '../../shared/tc-wire.ts';
 import type { RmChannelHub } from './rm-hub.ts';
+import { OwnerCache, principalOf, requireAdmin, requireApp, type Caller } from './auth.ts';
 
 /** Sessions one filtered ListSessions page may scan before it returns (with a token to go on). */
 export const MAX_LIST_SCAN = 10_000;
@@ -104,6 +105,12 @@ export interface TcGrpcServiceOptions {
   port: number;
   logger: Logger;
   registry?: Registry;
+  /**
+   * TLS with client certificates required (the cluster's CA, this node's certificate and
+   * key); callers are authorized by the application their certificate names (auth.ts).
+   * Null or absent: plaintext, nothing checked (insecure mode).
+   */
+  tls?: { ca: Buffer; cert: Buffer; key: Buffer } | null;
 }
 
 /**
@@ -121,6 +128,23 @@ interface Edge {
   coordinator: Coordinator;
   hub: RmChannelHub;
 }
+
+/** Methods only the admin role may call. */
+const OPERATOR_METHODS: ReadonlySet<string> = new Set([
+  'retryNow',
+  'stopRetry',
+  'resumeRetry',
+  'markResolved',
+  'listSessions',
+]);
+/** Methods on one transaction that only the application that began it may call. */
+const OWNER_METHODS: ReadonlySet<string> = new Set([
+  'commit',
+  'rollback',
+  'getStatus',
+  'globalReport',
+  'getSession',
+]);
 
 /** A method whose request is one xid and whose answer is the global status reached. */
 const statusOf = (
@@ -223,6 +247,7 @@ export class TcGrpcService {
   private readonly server: grpc.Server;
   private boundPort = 0;
   private callStreams = 0;
+  private readonly owners = new OwnerCache();
   private readonly metrics: {
     calls: Counter<'method' | 'code'>;
     seconds: Histogram<'method'>;
@@ -245,12 +270,15 @@ export class TcGrpcService {
         call: grpc.ServerUnaryCall<unknown, WireResponse>,
         callback: grpc.sendUnaryData<WireResponse>,
       ) => {
-        void this.execute(method, call.request).then((response) => callback(null, response));
+        void this.execute(method, call.request, this.callerOf(call)).then((response) =>
+          callback(null, response),
+        );
       };
     }
     handlers.Calls = (call: grpc.ServerDuplexStream<CallBatchWire, ResultBatchWire>) =>
       this.onCallStream(call);
-    handlers.RmChannel = (call: Parameters<RmChannelHub['handle']>[0]) => options.hub.handle(call);
+    handlers.RmChannel = (call: Parameters<RmChannelHub['handle']>[0]) =>
+      options.hub.handle(call, this.callerOf(call as never));
     this.server.addService(tcServiceConstructor().service, handlers);
     this.metrics = options.registry ? this.createMetrics(options.registry) : null;
   }
@@ -261,13 +289,22 @@ export class TcGrpcService {
       const address = this.opts.host.includes(':')
         ? `[${this.opts.host}]:${this.opts.port}`
         : `${this.opts.host}:${this.opts.port}`;
-      this.server.bindAsync(address, grpc.ServerCredentials.createInsecure(), (err, port) => {
+      const tls = this.opts.tls ?? null;
+      const credentials =
+        tls === null
+          ? grpc.ServerCredentials.createInsecure()
+          : grpc.ServerCredentials.createSsl(
+              tls.ca,
+              [{ cert_chain: tls.cert, private_key: tls.key }],
+              true,
+            );
+      this.server.bindAsync(address, credentials, (err, port) => {
         if (err) {
           reject(err);
           return;
         }
         this.boundPort = port;
-        this.log.info({ address, port }, 'TC gRPC service listening');
+        this.log.info({ address, port, tls: tls !== null }, 'TC gRPC service listening');
         resolve(port);
       });
     });
@@ -295,11 +332,11 @@ export class TcGrpcService {
   // -------------------------------------------------------------------------------------
   // One call, unary or multiplexed: never rejects.
 
-  async execute(method: Method, request: unknown): Promise<WireResponse> {
+  async execute(method: Method, request: unknown, caller: Caller = null): Promise<WireResponse> {
     const started = performance.now();
     let response: WireResponse;
     try {
-      response = await this.dispatch(method, request);
+      response = await this.dispatch(method, request, caller);
     } catch (err) {
       if (isInternal(err)) this.log.error({ err, method }, 'TC call failed unexpectedly');
       else this.log.debug({ method, err: (err as Error).message }, 'TC call refused');
@@ -316,12 +353,60 @@ export class TcGrpcService {
     if (!this.store.hasLeaderRole()) throw this.store.notLeaderError();
   }
 
-  private async dispatch(method: Method, request: unknown): Promise<WireResponse> {
+  /**
+   * The caller of a call under TLS: the principal its certificate names. A TLS connection
+   * always carries one (the handshake requires a certificate of the CA).
+   */
+  private callerOf(call: Parameters<typeof principalOf>[0]): Caller {
+    if ((this.opts.tls ?? null) === null) return null;
+    return principalOf(call) ?? { app: null, admin: false };
+  }
+
+  private async dispatch(method: Method, request: unknown, caller: Caller): Promise<WireResponse> {
+    if (OPERATOR_METHODS.has(method)) requireAdmin(caller, method);
     if (method === 'listSessions') return this.listSessions(request as ListSessionsRequestWire);
     const spec = METHODS[method] as MethodSpec<unknown>;
     const decoded = spec.decode(request);
     this.requireLeader();
-    return ok(await spec.call({ coordinator: this.coordinator, hub: this.opts.hub }, decoded));
+    if (caller !== null) await this.authorize(method, decoded, caller);
+    const answer = await spec.call({ coordinator: this.coordinator, hub: this.opts.hub }, decoded);
+    if (method === 'begin')
+      this.owners.set((answer as { xid: string }).xid, (decoded as BeginRequest).applicationId);
+    return ok(answer);
+  }
+
+  /** Refuses (UnauthorizedError, nothing proposed) what the caller's application may not do. */
+  private async authorize(method: Method, decoded: unknown, caller: Caller): Promise<void> {
+    if (caller === null || caller.admin) return;
+    if (method === 'begin' || method === 'branchRegister') {
+      requireApp(caller, (decoded as { applicationId: string }).applicationId, method);
+      return;
+    }
+    const xid = (decoded as { xid?: Xid }).xid;
+    if (xid === undefined) return;
+    if (OWNER_METHODS.has(method)) {
+      const owner = await this.ownerOf(xid);
+      if (owner !== null) requireApp(caller, owner, `transaction ${xid}`);
+      return;
+    }
+    if (method === 'branchReport') {
+      const branchId = (decoded as BranchReportRequest).branchId;
+      const app = await this.store.read(
+        (state) =>
+          state.getSession(xid)?.branches.find((b) => b.branchId === branchId)?.applicationId ??
+          null,
+      );
+      if (app !== null) requireApp(caller, app, `branch ${branchId}`);
+    }
+  }
+
+  /** The application that began `xid`, or null if it is not live (finished or unknown). */
+  private async ownerOf(xid: Xid): Promise<string | null> {
+    const known = this.owners.get(xid);
+    if (known !== undefined) return known;
+    const app = await this.store.read((state) => state.getSession(xid)?.applicationId ?? null);
+    if (app !== null) this.owners.set(xid, app);
+    return app;
   }
 
   /** A bounded page of live sessions in xid order (linearizable, like every read). */
@@ -365,6 +450,7 @@ export class TcGrpcService {
   // The multiplexed call stream
 
   private onCallStream(call: grpc.ServerDuplexStream<CallBatchWire, ResultBatchWire>): void {
+    const caller = this.callerOf(call);
     if (this.callStreams >= MAX_CALL_STREAMS) {
       call.emit('error', {
         code: grpc.status.RESOURCE_EXHAUSTED,
@@ -454,7 +540,7 @@ export class TcGrpcService {
           continue;
         }
         inflight++;
-        void this.execute(kind, c[kind]).then((response) => {
+        void this.execute(kind, c[kind], caller).then((response) => {
           inflight--;
           push({ id, [kind]: response });
         });
