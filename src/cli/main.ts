@@ -16,6 +16,7 @@ import { CONCORD_VERSION } from '../server/version.ts';
 import { runChange, runStatus, runTransfer } from './cluster-ops.ts';
 import { runClusterUp } from './cluster-up.ts';
 import { runStart } from './start.ts';
+import { INSECURE_ENV } from '../server/security/config.ts';
 
 function fail(err: unknown): never {
   if (err instanceof ConcordError) {
@@ -54,10 +55,12 @@ export function buildProgram(): Command {
       '--log-level <level>',
       'overrides log.level (fatal, error, warn, info, debug, trace, silent)',
     )
+    .option('--insecure', 'plaintext on every port, no client authentication (CONCORD_INSECURE=1)')
     .action(
-      action(async (o: { config: string; logLevel?: string }) =>
-        runStart(o.config, { ...(o.logLevel ? { logLevel: o.logLevel } : {}) }),
-      ),
+      action(async (o: { config: string; logLevel?: string; insecure?: boolean }) => {
+        if (o.insecure) process.env[INSECURE_ENV] = '1';
+        return runStart(o.config, { ...(o.logLevel ? { logLevel: o.logLevel } : {}) });
+      }),
     );
 
   const cluster = program.command('cluster').description('run and operate a cluster');
@@ -74,10 +77,13 @@ export function buildProgram(): Command {
       'node',
     )
     .option('-v, --verbose', "show the nodes' logs here instead of in files", false)
+    .option('--insecure', 'plaintext on every port, no client authentication (CONCORD_INSECURE=1)')
     .action(
-      action(async (o: { dir: string; pattern: string; verbose: boolean }) =>
-        runClusterUp({ dir: o.dir, pattern: o.pattern, verbose: o.verbose }),
-      ),
+      action(async (o: { dir: string; pattern: string; verbose: boolean; insecure?: boolean }) => {
+        // The children inherit it.
+        if (o.insecure) process.env[INSECURE_ENV] = '1';
+        return runClusterUp({ dir: o.dir, pattern: o.pattern, verbose: o.verbose });
+      }),
     );
 
   const server = ['-s, --server <host:port>', "any node's HTTP (openapi) address"] as const;
