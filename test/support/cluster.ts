@@ -63,12 +63,15 @@ export function raftNodeConfig(n: NodePorts, o: NodeConfigOptions): object {
     },
     ...(o.authToken !== undefined ? { http: { authToken: o.authToken } } : {}),
     log: { level: o.logLevel ?? 'info' },
-    security: o.insecure
-      ? { insecure: true }
-      : process.env[TEST_PKI_DIR_ENV]
-        ? { tls: { dir: process.env[TEST_PKI_DIR_ENV] } }
-        : {},
+    security: testSecurity(o.insecure),
   };
+}
+
+/** A test node's `security` section: TLS with the run's pki (support/tls.ts), or insecure. */
+export function testSecurity(insecure = false): object {
+  if (insecure) return { insecure: true };
+  const dir = process.env[TEST_PKI_DIR_ENV];
+  return dir ? { tls: { dir } } : {};
 }
 
 export function writeConfig(file: string, config: object): void {
