@@ -31,7 +31,8 @@ import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Command } from 'commander';
 import { LockConflictError, TcClient } from '../src/client/tc-client.ts';
-import { startCluster } from './lib/cluster.ts';
+import { startCluster, type BenchCluster } from './lib/cluster.ts';
+import { describeWindow, sampleNodes, windowStats, type WindowStats } from './lib/node-stats.ts';
 import { sleep } from '../test/support/wait.ts';
 
 /** Progress line interval, ms. */
@@ -69,6 +70,12 @@ interface Result {
   clientCpuPct: number;
   /** Client CPU per TC call, µs. */
   clientCpuUsPerCall: number;
+  /** Client CPU per transaction, µs. */
+  clientCpuUsPerTx: number;
+  /** The nodes during the measured window (CPU per tx, event-loop delay, Raft rounds). */
+  nodes: WindowStats;
+  /** The measured window on the monotonic clock (process.hrtime), µs: for profiles. */
+  windowUs: { from: number; to: number };
 }
 
 const log = (msg: string) => process.stdout.write(`[bench tc] ${msg}\n`);
@@ -135,12 +142,12 @@ function percentile(sorted: number[], p: number): number {
 }
 
 async function run(
-  seeds: string[],
+  cluster: BenchCluster,
   scenario: Scenario,
   transport: Transport,
   o: Options,
 ): Promise<Result> {
-  const tc = new TcClient({ seeds, transport });
+  const tc = new TcClient({ seeds: cluster.seeds, transport });
   await tc.start();
   const clientId = `bench-rm-${process.pid}`;
   const rmChannel =
@@ -246,6 +253,8 @@ async function run(
 
   const workers = Array.from({ length: o.concurrency }, () => worker());
   await sleep(o.warmupS * 1000);
+  const nodesFrom = await sampleNodes(cluster.nodes);
+  const fromUs = Number(process.hrtime.bigint() / 1000n);
   measuring = true;
   const cpu0 = process.cpuUsage();
   const t0 = performance.now();
@@ -259,6 +268,9 @@ async function run(
   measuring = false;
   const seconds = (performance.now() - t0) / 1000;
   const cpu = process.cpuUsage(cpu0);
+  const toUs = Number(process.hrtime.bigint() / 1000n);
+  const txInWindow = tx;
+  const nodesTo = await sampleNodes(cluster.nodes);
   clearInterval(progress);
   stopping = true;
   await Promise.all(workers);
@@ -279,6 +291,9 @@ async function run(
     conflicts,
     clientCpuPct: ((cpu.user + cpu.system) / 1e6 / seconds) * 100,
     clientCpuUsPerCall: calls > 0 ? (cpu.user + cpu.system) / calls : 0,
+    clientCpuUsPerTx: tx > 0 ? (cpu.user + cpu.system) / tx : 0,
+    nodes: windowStats(nodesFrom, nodesTo, txInWindow),
+    windowUs: { from: fromUs, to: toUs },
   };
 }
 
@@ -316,7 +331,20 @@ function table(results: Result[]): string {
   ].join('\n');
 }
 
+export interface TcBenchOutcome {
+  results: Result[];
+  /** The leader the cluster named at start. */
+  leaderId: string;
+  /** Node id → process id. */
+  pids: Map<string, number>;
+}
+
 export async function main(args: string[]): Promise<void> {
+  await runTcBench(args);
+}
+
+/** Runs the bench as `npm run bench -- tc <args>` does, and hands back what it measured. */
+export async function runTcBench(args: string[]): Promise<TcBenchOutcome> {
   const o = parseOptions(args);
   log(
     `settings: duration ${o.durationS} s, warmup ${o.warmupS} s, ${o.concurrency} TMs, transports ${o.transports.join(',')}, scenarios ${o.scenarios.join(',')}, ` +
@@ -331,15 +359,18 @@ export async function main(args: string[]): Promise<void> {
   });
   log(`cluster up (leader ${cluster.leaderId}), data in ${dir}`);
   const results: Result[] = [];
+  const pids = new Map(cluster.nodes.map((n) => [n.nodeId, n.proc.pid ?? 0]));
   try {
     for (const scenario of o.scenarios) {
       for (const transport of o.transports) {
         log(`running ${scenario}/${transport}`);
-        const r = await run(cluster.seeds, scenario, transport, o);
+        const r = await run(cluster, scenario, transport, o);
         results.push(r);
         log(
           `${scenario}/${transport}: ${r.perSecond.toFixed(0)} tx/s, p50 ${r.p50Ms.toFixed(1)} ms, p99 ${r.p99Ms.toFixed(1)} ms`,
         );
+        for (const line of describeWindow(r.nodes, r.clientCpuUsPerTx))
+          log(`${scenario}/${transport}: ${line}`);
       }
     }
   } finally {
@@ -347,4 +378,5 @@ export async function main(args: string[]): Promise<void> {
     if (!o.keep) await rm(dir, { recursive: true, force: true });
   }
   process.stdout.write(`\n${table(results)}\n`);
+  return { results, leaderId: cluster.leaderId, pids };
 }

@@ -43,6 +43,13 @@ import { LockConflictError, TcClient, type GlobalStatus } from '../src/client/tc
 import { REPO_ROOT, startCluster, type BenchCluster } from './lib/cluster.ts';
 import { connectDbAdmin, defaultDbUrl, type DbAdmin, type Dialect } from './lib/db-admin.ts';
 import { PinnedDiscovery, type PinnedNode } from './lib/pinned-discovery.ts';
+import {
+  describeWindow,
+  sampleNodes,
+  windowStats,
+  type NodeSample,
+  type WindowStats,
+} from './lib/node-stats.ts';
 
 const BENCH_DIR = import.meta.dirname;
 /** A global transaction's timeout in the bench, ms (long: none should time out). */
@@ -475,6 +482,10 @@ interface RunResult {
     /** SQL statements per transaction (db; BEGIN and COMMIT count). */
     dbStatementsPerTx: number | null;
   } | null;
+  /** The nodes during the measured window: CPU µs per tx, event-loop delay, Raft rounds (null: no cluster). */
+  nodes: WindowStats | null;
+  /** Client CPU µs per transaction. */
+  clientCpuUsPerTx: number;
 }
 
 function drawProgress(
@@ -593,14 +604,22 @@ async function runClients(
     let cpuTo: CpuSample | null = null;
     let workFrom: Promise<WorkSample> | null = null;
     let workTo: Promise<WorkSample> | null = null;
+    let nodesFrom: Promise<NodeSample[]> | null = null;
+    let nodesTo: Promise<NodeSample[]> | null = null;
     const cluster = target.cluster;
     const fromTimer = setTimeout(() => {
       cpuFrom = sampleCpu(nodePids, target.dbProcessNames);
-      if (cluster) workFrom = sampleWork(cluster);
+      if (cluster) {
+        workFrom = sampleWork(cluster);
+        nodesFrom = sampleNodes(cluster.nodes);
+      }
     }, measureFrom - Date.now());
     const toTimer = setTimeout(() => {
       cpuTo = sampleCpu(nodePids, target.dbProcessNames);
-      if (cluster) workTo = sampleWork(cluster);
+      if (cluster) {
+        workTo = sampleWork(cluster);
+        nodesTo = sampleNodes(cluster.nodes);
+      }
     }, measureTo - Date.now());
     let lastDraw = 0;
     let rate = 0;
@@ -706,6 +725,9 @@ async function runClients(
               dbStatementsPerTx: per(b.dbStatements - a.dbStatements),
             };
     }
+    const nf = nodesFrom as Promise<NodeSample[]> | null;
+    const nt = nodesTo as Promise<NodeSample[]> | null;
+    const nodes = nf && nt ? windowStats(await nf, await nt, tx) : null;
     // With the clients (and their RM channels) still up: what the TC has left to finish.
     const backlog = target.cluster
       ? await measureBacklog(target.cluster, o.drainS).catch((err: unknown) => {
@@ -731,6 +753,8 @@ async function runClients(
       cpu,
       backlog,
       work,
+      nodes,
+      clientCpuUsPerTx: tx > 0 ? (clientCpuMs * 1000) / tx : 0,
     };
   } finally {
     const exits = workers
@@ -1103,6 +1127,9 @@ export async function main(args: string[]): Promise<void> {
           log(
             `${MODE_LABEL[mode]} / ${scenario}: ${fmt(r.mean)} tx/s (best second ${fmt(r.max)}), p50 ${r.p50.toFixed(1)} ms, p99 ${r.p99.toFixed(1)} ms, ${r.errors} errors${r.lastError && r.errors > 0 ? ` (last: ${r.lastError})` : ''}`,
           );
+          if (r.nodes)
+            for (const line of describeWindow(r.nodes, r.clientCpuUsPerTx))
+              log(`${MODE_LABEL[mode]} / ${scenario}: ${line}`);
         }
       } finally {
         await cluster?.stop();

@@ -89,6 +89,7 @@ export {
   ClientClosedError,
 } from './client/sdk/index.ts';
 export {
+  CapacityError,
   LockConflictError,
   UnknownXidError,
   IllegalStatusError,

@@ -82,6 +82,7 @@ import {
 import { TcConnection, formatAddress } from './tc/connection.ts';
 import {
   AttemptAbortedError,
+  CapacityError,
   OutcomeUnknownError,
   TcInternalError,
   TransportError,
@@ -114,6 +115,7 @@ import { RmChannel } from './tc/rm-channel.ts';
 export { BranchStatus, BranchType, GlobalStatus };
 export {
   AttemptAbortedError,
+  CapacityError,
   ConnectFailedError,
   IllegalStatusError,
   LockConflictError,
@@ -637,7 +639,9 @@ export class TcClient implements TcPort {
             // Except UNKNOWN_XID after an attempt whose outcome is unknown: that attempt may
             // have ended the transaction and its record may be gone since (Seata answers
             // Finished there). Never a definite failure.
-            if (unknown && err instanceof UnknownXidError)
+            // Likewise a CAPACITY refusal after such an attempt: this attempt changed nothing,
+            // the earlier one may have.
+            if (unknown && (err instanceof UnknownXidError || err instanceof CapacityError))
               throw new OutcomeUnknownError(method, attempts, Date.now() - started, err);
             throw err;
           case 'not-leader': {

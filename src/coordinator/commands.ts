@@ -130,7 +130,7 @@ export interface RetryScheduledCommand {
   /** Must exceed the recorded attempts: a late duplicate is refused. */
   attempt: number;
   nextRetryAt: number;
-  /** Taken only if the session has none yet (the budget starts at the first failure). */
+  /** The alarm time, taken only if the session has none yet (it starts at the first failure). */
   retryDeadline: number;
   term: number;
 }
@@ -143,11 +143,15 @@ export interface RetryStoppedCommand {
   term: number;
 }
 
-/** Operator: resume retrying, with a fresh retry budget. */
+/**
+ * Operator: drive a stopped or stuck transaction again now (nextRetryAt = at), with a new
+ * alarm time; its pass tells only the branches not yet done.
+ */
 export interface RetryResumedCommand {
   kind: 'RetryResumed';
   xid: string;
   at: number;
+  /** The new alarm time (RetryInfo.retryDeadline). */
   retryDeadline: number;
   term: number;
 }

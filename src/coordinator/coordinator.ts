@@ -12,9 +12,10 @@ import { assert, BadRequestError, NotLeaderError } from '../shared/errors.ts';
 import { formatXid, isValidXid, type BranchId, type Xid } from '../shared/ids.ts';
 import type { Logger } from '../shared/logger.ts';
 import type { Command, DecisionResult, FinishedSession, Outcome, ResultOf } from './commands.ts';
-import { IllegalStatusError, UnknownXidError, rejectionToError } from './errors.ts';
+import { CapacityError, IllegalStatusError, UnknownXidError, rejectionToError } from './errors.ts';
 import {
   MAX_APPLICATION_DATA_BYTES,
+  MAX_LIVE_SESSIONS,
   MAX_NAME_CHARS,
   MAX_REQUEST_ID_CHARS,
   MAX_TRANSACTION_TIMEOUT_MS,
@@ -37,6 +38,7 @@ import {
   isBranchType,
   isEndStatus,
   isPhaseTwoInFlight,
+  isStuck,
   reportedStatus,
   type BranchType,
   type FinishedRecord,
@@ -53,6 +55,13 @@ export interface CoordinatorOptions {
   /** Default: the system clock. Commands carry max(this clock, the last applied command time). */
   clock?: Clock;
   phaseTwo?: Partial<PhaseTwoOptions>;
+  /**
+   * Live global transactions at most (failed ones waiting for an operator do not count).
+   * Where the store has the leader's applied state (raft), a Begin beyond it is refused at
+   * once with CapacityError and nothing is proposed; Begins already in flight may pass it by
+   * their number. Default and ceiling MAX_LIVE_SESSIONS, which apply enforces exactly.
+   */
+  maxLiveSessions?: number;
 }
 
 export interface BeginRequest {
@@ -110,7 +119,14 @@ export interface MarkResolvedRequest {
  * RM of their application, as this node's driver saw them), or the record of a finished one.
  */
 export type SessionInfo =
-  | { live: true; session: GlobalSession; reportedStatus: GlobalStatus; rmWaits: RmWait[] }
+  | {
+      live: true;
+      session: GlobalSession;
+      reportedStatus: GlobalStatus;
+      /** Phase two still fails past its alarm time (isStuck); it is still retried. */
+      stuck: boolean;
+      rmWaits: RmWait[];
+    }
   | { live: false; finished: FinishedRecord };
 
 /** Statuses a Saga TM may report. */
@@ -136,6 +152,7 @@ export class Coordinator {
   private readonly clock: Clock;
   private readonly log: Logger;
   private readonly address: { host: string; port: number };
+  private readonly maxLiveSessions: number;
   private unsubscribe: (() => void) | null = null;
 
   constructor(options: CoordinatorOptions) {
@@ -144,6 +161,13 @@ export class Coordinator {
     this.clock = commandClock(options.clock ?? systemClock, options.store);
     this.log = options.logger.child({ component: 'coordinator' });
     this.address = options.address;
+    this.maxLiveSessions = options.maxLiveSessions ?? MAX_LIVE_SESSIONS;
+    assert(
+      Number.isSafeInteger(this.maxLiveSessions) &&
+        this.maxLiveSessions >= 1 &&
+        this.maxLiveSessions <= MAX_LIVE_SESSIONS,
+      () => `maxLiveSessions ${this.maxLiveSessions} is outside 1..${MAX_LIVE_SESSIONS}`,
+    );
     assert(
       isValidXid(formatXid(this.address.host, this.address.port, '0')),
       () => `the TC address ${this.address.host}:${this.address.port} makes no valid xid`,
@@ -155,6 +179,33 @@ export class Coordinator {
       logger: options.logger,
       ...(options.phaseTwo ? { options: options.phaseTwo } : {}),
     });
+  }
+
+  /** Live global transactions that count toward the limit, as this leader has applied them; null where the store has no local view (db mode). */
+  liveCount(): number | null {
+    if (this.store.readLocal === undefined || !this.store.isLeader()) return null;
+    try {
+      return this.store.readLocal(
+        (state) => state.countedLiveSessions?.() ?? state.liveSessionCount(),
+      );
+    } catch (err) {
+      if (err instanceof NotLeaderError) return null;
+      throw err;
+    }
+  }
+
+  /**
+   * A Begin at the live limit is refused here, before anything is proposed: a definite,
+   * typed answer (CapacityError), fast. Where there is no local view, apply decides (db mode
+   * counts in its own transaction), with the same answer.
+   */
+  private refuseBeyondLiveLimit(): void {
+    const live = this.liveCount();
+    if (live !== null && live >= this.maxLiveSessions) {
+      throw new CapacityError(
+        `${this.maxLiveSessions} global transactions are live, the limit; try again when some have ended`,
+      );
+    }
   }
 
   /** Follows the store's leadership: the phase-two driver runs exactly while this node leads. */
@@ -194,6 +245,7 @@ export class Coordinator {
       );
     }
     const requestId = optionalRequestId(request.requestId);
+    this.refuseBeyondLiveLimit();
     const transactionId = this.ids.nextTransactionId();
     const { xid, deadline } = await this.submit({
       kind: 'Begin',
@@ -346,6 +398,7 @@ export class Coordinator {
         live: true,
         session: found.session,
         reportedStatus: reportedStatus(found.session),
+        stuck: isStuck(found.session),
         rmWaits: this.driver.rmWaitsOf(xid),
       };
     if (found.finished) return { live: false, finished: found.finished };
@@ -381,7 +434,10 @@ export class Coordinator {
     this.log.warn({ xid }, 'phase-two retries stopped by an operator');
   }
 
-  /** Resumes retries with a fresh retry budget and drives at once. */
+  /**
+   * Drives a stopped or stuck transaction again at once, with a new alarm time: the pass
+   * tells only the branches not yet done. Harmless on one that is neither.
+   */
   async resumeRetry(request: { xid: Xid }): Promise<void> {
     const xid = request.xid;
     const now = this.clock.now();
@@ -389,7 +445,7 @@ export class Coordinator {
       kind: 'RetryResumed',
       xid,
       at: now,
-      retryDeadline: now + this.driver.options.maxRetryMs,
+      retryDeadline: now + this.driver.options.stuckAfterMs,
       term: this.store.term(),
     });
     this.log.info({ xid }, 'phase-two retries resumed by an operator');

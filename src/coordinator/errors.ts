@@ -6,6 +6,7 @@
  */
 import {
   BadRequestError,
+  CapacityError,
   ConcordError,
   IllegalStatusError,
   LockConflictError,
@@ -15,7 +16,7 @@ import {
 } from '../shared/errors.ts';
 import type { GlobalStatus } from '../shared/tc-vocabulary.ts';
 
-export { IllegalStatusError, LockConflictError, UnknownXidError };
+export { CapacityError, IllegalStatusError, LockConflictError, UnknownXidError };
 
 /**
  * A phase-two command from a driver whose term is older than the one that acquired the
@@ -34,13 +35,6 @@ export class StaleTermError extends NotLeaderError {
     this.xid = xid;
     this.term = term;
     this.driverTerm = driverTerm;
-  }
-}
-
-/** A bound on live state is reached (e.g. MAX_LIVE_SESSIONS). Retryable: sessions end. */
-export class CapacityError extends ConcordError {
-  constructor(message: string, options: ConcordErrorOptions = {}) {
-    super('UNAVAILABLE', message, { retryable: true, ...options });
   }
 }
 

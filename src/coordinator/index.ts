@@ -16,7 +16,7 @@ export type {
 export { PhaseTwoDriver, DEFAULT_PHASE_TWO_OPTIONS, retryDelayMs } from './phase-two-driver.ts';
 export type { PhaseTwoDriverDeps, PhaseTwoOptions, RmWait } from './phase-two-driver.ts';
 export { CoordinatorStateMachine } from './state-machine.ts';
-export type { CoordinatorStateView } from './state-machine.ts';
+export type { CoordinatorStateView, LiveStatusView } from './state-machine.ts';
 export { COMMAND_KINDS, decodeCommand, encodeCommand } from './commands.ts';
 export type {
   AcquireDriverCommand,
@@ -59,6 +59,7 @@ export {
   GLOBAL_TRANSITIONS,
   canTransition,
   isSuccessfulEnd,
+  isStuck,
   reportedStatus,
   statusRank,
 } from './types.ts';

@@ -2,8 +2,12 @@
  * The leader's phase-two engine. For every live transaction it owns, it tells branches to
  * commit (registration order) or roll back (REVERSE registration order, so a later branch
  * that built on an earlier one is undone first), records each result through the store,
- * retries retryable failures with exponential backoff until a retry deadline, and drives
- * the timeout job (a Begin transaction past its deadline is rolled back).
+ * retries retryable failures with capped exponential backoff for as long as they fail (a
+ * decision is final: it is never turned into a failure because time passed), marks a
+ * transaction stuck once it still fails past its alarm time (`stuckAfterMs` after the
+ * first failure: a gauge, one warn line, the `stuck` flag operators list), and drives the
+ * timeout job (a Begin transaction past its deadline is rolled back). Only an RM's
+ * unretryable answer ends phase two in a *Failed state, as in Seata.
  *
  * Only a leader runs it. Every command it submits carries its term, and before touching a
  * transaction it acquires it (AcquireDriver): the state machine then refuses commands of
@@ -14,7 +18,7 @@
 import type { Logger } from '../shared/logger.ts';
 import type { Command, Outcome, RemoveBranchCommand, ResultOf } from './commands.ts';
 import { ApplicationRmUnavailableError } from './errors.ts';
-import { MAX_LIVE_SESSIONS } from './limits.ts';
+import { assert } from '../shared/errors.ts';
 import type { BranchGateway, Clock, SessionStore } from './ports.ts';
 import {
   BranchStatus,
@@ -23,6 +27,7 @@ import {
   decisionOf,
   failedStatusOf,
   isPhaseTwoInFlight,
+  isStuck,
   isUnretryableFailure,
   phaseTwoStatusesFor,
   retryingStatusOf,
@@ -33,8 +38,11 @@ import {
 } from './types.ts';
 
 export interface PhaseTwoOptions {
-  /** How long retryable failures are retried, from the first one, before the *Failed end state. Default 10 min. */
-  maxRetryMs: number;
+  /**
+   * The alarm threshold: a transaction whose phase two has failed retryably for this long
+   * (from the first failure) and still fails is marked stuck. Retries go on. Default 10 min.
+   */
+  stuckAfterMs: number;
   /** First retry delay; doubles per attempt. Default 1 s. */
   retryBaseMs: number;
   /** Cap of the retry delay. Default 60 s. */
@@ -48,7 +56,7 @@ export interface PhaseTwoOptions {
 }
 
 export const DEFAULT_PHASE_TWO_OPTIONS: Readonly<PhaseTwoOptions> = {
-  maxRetryMs: 10 * 60 * 1000,
+  stuckAfterMs: 10 * 60 * 1000,
   retryBaseMs: 1_000,
   retryMaxBackoffMs: 60_000,
   branchCallTimeoutMs: 30_000,
@@ -88,6 +96,43 @@ export interface PhaseTwoDriverDeps {
   options?: Partial<PhaseTwoOptions>;
 }
 
+/**
+ * What the driver holds for one transaction between passes: a timer that drives it at
+ * `at`, or a park (nothing to do until an operator acts: failed, retries stopped). Never
+ * both: the one field makes the combination unwritable.
+ */
+type Waiting = { kind: 'timer'; at: number; cancel: () => void } | { kind: 'parked' };
+
+/** One transaction the leading driver tracks. Dropped from the map once it holds nothing. */
+interface Tracked {
+  waiting: Waiting | null;
+  /** A pass waiting to start, joined by every drive() call until it starts. */
+  queued: Promise<GlobalStatus | null> | null;
+  /** The pass in progress. */
+  running: Promise<GlobalStatus | null> | null;
+  /** The branch whose phase two waits for an RM of its application (a pass stops there). */
+  rmWait: RmWait | null;
+  /** The session was stuck (isStuck) when this driver last read or scheduled it. */
+  stuck: boolean;
+}
+
+/**
+ * The driver's state. Stopped: nothing is tracked, nothing runs. Leading: one object per
+ * term led; it is also the generation token: work captures it and exits at its next step
+ * once `this.state` is another object (a stop or a new start).
+ */
+type DriverState =
+  | { readonly kind: 'stopped' }
+  | {
+      readonly kind: 'leading';
+      readonly term: number;
+      readonly cancelSweep: () => void;
+      readonly tx: Map<string, Tracked>;
+    };
+type Leading = Extract<DriverState, { kind: 'leading' }>;
+
+const STOPPED: DriverState = { kind: 'stopped' };
+
 export class PhaseTwoDriver {
   readonly options: Readonly<PhaseTwoOptions>;
   private readonly store: SessionStore;
@@ -95,21 +140,7 @@ export class PhaseTwoDriver {
   private readonly clock: Clock;
   private readonly log: Logger;
 
-  private active = false;
-  private term = 0;
-  /** Bumped on every start and stop: work of an older generation exits at its next step. */
-  private generation = 0;
-  private readonly timers = new Map<string, () => void>();
-  /** When each timer fires, to tell whether it still fits its transaction (concurrent writers). */
-  private readonly timerAt = new Map<string, number>();
-  /** A pass waiting to start, joined by every drive() call until it starts. */
-  private readonly queued = new Map<string, Promise<GlobalStatus | null>>();
-  private readonly running = new Map<string, Promise<GlobalStatus | null>>();
-  /** Live transactions with nothing to do until an operator acts (failed, retries stopped). */
-  private readonly parked = new Set<string>();
-  /** Transactions waiting for an RM of a branch's application, by xid (one branch each: a pass stops there). */
-  private readonly rmWaits = new Map<string, RmWait>();
-  private cancelSweep: (() => void) | null = null;
+  private state: DriverState = STOPPED;
   private slotsInUse = 0;
   private readonly slotWaiters: (() => void)[] = [];
 
@@ -119,60 +150,78 @@ export class PhaseTwoDriver {
     this.clock = deps.clock;
     this.log = deps.logger.child({ component: 'phase-two' });
     this.options = { ...DEFAULT_PHASE_TWO_OPTIONS, ...deps.options };
+    assert(
+      Number.isSafeInteger(this.options.stuckAfterMs) && this.options.stuckAfterMs > 0,
+      () => `stuckAfterMs must be a positive integer, not ${this.options.stuckAfterMs}`,
+    );
   }
 
   get isActive(): boolean {
-    return this.active;
+    return this.state.kind === 'leading';
   }
 
   get activeTerm(): number {
-    return this.term;
+    return this.state.kind === 'leading' ? this.state.term : 0;
   }
 
   /** Leadership gained: re-drive every live transaction of the replicated state. */
   start(term: number): void {
-    if (this.active && this.term === term) return;
+    if (this.state.kind === 'leading' && this.state.term === term) return;
     this.reset();
-    this.active = true;
-    this.term = term;
-    const generation = this.generation;
+    let lead: Leading | null = null;
+    const cancelSweep = this.clock.every(this.options.sweepIntervalMs, () => {
+      if (lead) void this.sweep(lead);
+    });
+    lead = { kind: 'leading', term, cancelSweep, tx: new Map() };
+    this.state = lead;
     this.log.info({ term }, 'phase-two driver started; re-driving live transactions');
-    this.cancelSweep = this.clock.every(
-      this.options.sweepIntervalMs,
-      () => void this.sweep(generation),
-    );
-    void this.sweep(generation);
+    void this.sweep(lead);
   }
 
   /** Leadership lost: stop everything; passes in flight exit before their next command. */
   stop(): void {
-    if (!this.active) return;
-    this.log.info({ term: this.term }, 'phase-two driver stopped');
+    if (this.state.kind !== 'leading') return;
+    this.log.info({ term: this.state.term }, 'phase-two driver stopped');
     this.reset();
   }
 
   /** A transaction just begun: its timeout fires at `deadline` (no read needed). */
   watchDeadline(xid: string, deadline: number): void {
-    if (!this.active || this.queued.has(xid) || this.running.has(xid)) return;
-    this.schedule(xid, deadline, this.generation);
+    const lead = this.leading();
+    if (!lead) return;
+    const t = lead.tx.get(xid);
+    if (t?.queued || t?.running) return;
+    this.schedule(xid, deadline, lead);
   }
 
   /** Forgets a transaction an operator ended or stopped: no timer, no sweep. */
   park(xid: string): void {
-    this.cancelTimer(xid);
-    this.parked.add(xid);
-    this.rmWaits.delete(xid);
+    const lead = this.leading();
+    if (!lead) return;
+    const t = this.track(lead, xid);
+    this.setWaiting(t, { kind: 'parked' });
+    t.rmWait = null;
+    t.stuck = false;
   }
 
   /** The branch of `xid` whose phase two waits for an RM of its application, if any. */
   rmWaitsOf(xid: string): RmWait[] {
-    const wait = this.rmWaits.get(xid);
+    const wait = this.leading()?.tx.get(xid)?.rmWait;
     return wait ? [{ ...wait }] : [];
   }
 
   /** Transactions whose phase two waits for an RM of a branch's application. */
   rmWaitCount(): number {
-    return this.rmWaits.size;
+    let n = 0;
+    for (const t of this.leading()?.tx.values() ?? []) if (t.rmWait) n += 1;
+    return n;
+  }
+
+  /** Transactions this driver drives that are stuck (isStuck), as of its last read of each. */
+  stuckCount(): number {
+    let n = 0;
+    for (const t of this.leading()?.tx.values() ?? []) if (t.stuck) n += 1;
+    return n;
   }
 
   /**
@@ -180,17 +229,19 @@ export class PhaseTwoDriver {
    * for one are driven now instead of at their next backoff step.
    */
   rmConnected(applicationId: string, resourceIds: Iterable<string>): void {
-    if (!this.active) return;
+    const lead = this.leading();
+    if (!lead) return;
     const served = new Set(resourceIds);
-    const woken = [...this.rmWaits.values()].filter(
-      (w) => w.applicationId === applicationId && served.has(w.resourceId),
-    );
+    const woken: string[] = [];
+    for (const [xid, t] of lead.tx)
+      if (t.rmWait?.applicationId === applicationId && served.has(t.rmWait.resourceId))
+        woken.push(xid);
     if (woken.length === 0) return;
     this.log.info(
       { applicationId, transactions: woken.length },
       'an RM of an application that branches wait for connected; driving their phase two now',
     );
-    for (const wait of woken) void this.drive(wait.xid);
+    for (const xid of woken) void this.drive(xid);
   }
 
   /**
@@ -199,128 +250,160 @@ export class PhaseTwoDriver {
    * know: not leader, a command not decided). Never rejects.
    */
   drive(xid: string): Promise<GlobalStatus | null> {
-    if (!this.active) return Promise.resolve(null);
-    const waiting = this.queued.get(xid);
-    if (waiting) return waiting;
-    this.cancelTimer(xid);
-    this.parked.delete(xid);
-    const generation = this.generation;
-    const previous = this.running.get(xid) ?? Promise.resolve(null);
+    const lead = this.leading();
+    if (!lead) return Promise.resolve(null);
+    const t = this.track(lead, xid);
+    if (t.queued) return t.queued;
+    this.setWaiting(t, null);
+    const previous = t.running ?? Promise.resolve(null);
     const pass: Promise<GlobalStatus | null> = previous.then(async () => {
-      if (this.queued.get(xid) === pass) this.queued.delete(xid);
-      if (!this.isCurrent(generation)) return null;
-      this.running.set(xid, pass);
+      if (!this.isCurrent(lead)) return null;
+      const now = this.track(lead, xid);
+      if (now.queued === pass) now.queued = null;
+      now.running = pass;
       try {
-        return await this.withSlot(() => this.pass(xid, generation));
+        return await this.withSlot(() => this.pass(xid, lead));
       } catch (err) {
         this.log.error({ err, xid }, 'phase-two pass failed unexpectedly');
         return null;
       } finally {
-        if (this.running.get(xid) === pass) this.running.delete(xid);
+        const after = lead.tx.get(xid);
+        if (after?.running === pass) {
+          after.running = null;
+          this.untrackIfEmpty(lead, xid);
+        }
       }
     });
-    this.queued.set(xid, pass);
+    t.queued = pass;
     return pass;
   }
 
   // -------------------------------------------------------------------------------------
 
-  private reset(): void {
-    this.active = false;
-    this.generation += 1;
-    this.cancelSweep?.();
-    this.cancelSweep = null;
-    for (const cancel of this.timers.values()) cancel();
-    this.timers.clear();
-    this.timerAt.clear();
-    this.queued.clear();
-    this.running.clear();
-    this.parked.clear();
-    this.rmWaits.clear();
+  private leading(): Leading | null {
+    return this.state.kind === 'leading' ? this.state : null;
   }
 
-  private isCurrent(generation: number): boolean {
-    return this.active && generation === this.generation;
+  private reset(): void {
+    const lead = this.leading();
+    this.state = STOPPED;
+    if (!lead) return;
+    lead.cancelSweep();
+    for (const t of lead.tx.values()) if (t.waiting?.kind === 'timer') t.waiting.cancel();
+    lead.tx.clear();
+  }
+
+  private isCurrent(lead: Leading): boolean {
+    return this.state === lead;
+  }
+
+  private track(lead: Leading, xid: string): Tracked {
+    let t = lead.tx.get(xid);
+    if (!t) {
+      t = { waiting: null, queued: null, running: null, rmWait: null, stuck: false };
+      lead.tx.set(xid, t);
+    }
+    return t;
+  }
+
+  private untrackIfEmpty(lead: Leading, xid: string): void {
+    const t = lead.tx.get(xid);
+    if (t && !t.waiting && !t.queued && !t.running && !t.rmWait && !t.stuck) lead.tx.delete(xid);
+  }
+
+  /** Replaces what the transaction waits on, cancelling a timer it replaces. */
+  private setWaiting(t: Tracked, waiting: Waiting | null): void {
+    if (t.waiting?.kind === 'timer') t.waiting.cancel();
+    t.waiting = waiting;
   }
 
   /**
    * Picks up live transactions that no timer, pass or park covers (all of them, right after
    * start); with concurrent writers, also those whose timer or park no longer fits them.
    */
-  private async sweep(generation: number): Promise<void> {
+  private async sweep(lead: Leading): Promise<void> {
     let sessions: GlobalSession[];
     let live: Set<string>;
     const recheck = this.store.concurrentWriters === true;
     try {
       ({ sessions, live } = await this.store.read((state) => {
         const xids = state.liveXids();
-        const untracked = xids.filter(
-          (xid) =>
-            !this.queued.has(xid) &&
-            !this.running.has(xid) &&
-            (recheck || (!this.timers.has(xid) && !this.parked.has(xid))),
-        );
+        const untracked = xids.filter((xid) => {
+          const t = lead.tx.get(xid);
+          return !t?.queued && !t?.running && (recheck || !t?.waiting);
+        });
         return { sessions: untracked.map((xid) => state.getSession(xid)!), live: new Set(xids) };
       }));
     } catch (err) {
       this.log.warn({ err }, 'phase-two sweep could not read sessions');
       return;
     }
-    if (!this.isCurrent(generation)) return;
-    for (const xid of this.parked) if (!live.has(xid)) this.parked.delete(xid);
-    for (const xid of this.rmWaits.keys()) if (!live.has(xid)) this.rmWaits.delete(xid);
-    for (const session of sessions) if (!this.trackedAsIs(session)) this.plan(session, generation);
+    if (!this.isCurrent(lead)) return;
+    // Parks and notes of transactions that left the live set are dropped. A timer is kept:
+    // it may belong to a transaction begun after this read (its pass finds what is there).
+    for (const [xid, t] of lead.tx) {
+      if (live.has(xid) || t.waiting?.kind === 'timer') continue;
+      if (t.waiting?.kind === 'parked') t.waiting = null;
+      t.rmWait = null;
+      t.stuck = false;
+      this.untrackIfEmpty(lead, xid);
+    }
+    for (const session of sessions) if (!this.trackedAsIs(lead, session)) this.plan(session, lead);
   }
 
   /** True when the timer or park this driver holds for the session still fits its state. */
-  private trackedAsIs(session: GlobalSession): boolean {
+  private trackedAsIs(lead: Leading, session: GlobalSession): boolean {
+    const waiting = lead.tx.get(session.xid)?.waiting;
+    if (!waiting) return false;
     const drivable = isPhaseTwoInFlight(session.status) && !session.retry.stopped;
-    if (this.parked.has(session.xid)) return !drivable && session.status !== GlobalStatus.Begin;
-    const at = this.timerAt.get(session.xid);
-    if (at === undefined) return false;
-    if (session.status === GlobalStatus.Begin) return at === session.deadline;
-    return drivable && at === session.retry.nextRetryAt;
+    if (waiting.kind === 'parked') return !drivable && session.status !== GlobalStatus.Begin;
+    if (session.status === GlobalStatus.Begin) return waiting.at === session.deadline;
+    return drivable && waiting.at === session.retry.nextRetryAt;
   }
 
-  private plan(session: GlobalSession, generation: number): void {
-    if (
-      !this.isCurrent(generation) ||
-      this.queued.has(session.xid) ||
-      this.running.has(session.xid)
-    )
-      return;
+  private plan(session: GlobalSession, lead: Leading): void {
+    if (!this.isCurrent(lead)) return;
+    const t = lead.tx.get(session.xid);
+    if (t?.queued || t?.running) return;
     if (session.status === GlobalStatus.Begin) {
-      this.schedule(session.xid, session.deadline, generation);
+      this.schedule(session.xid, session.deadline, lead);
     } else if (isPhaseTwoInFlight(session.status) && !session.retry.stopped) {
-      this.schedule(session.xid, session.retry.nextRetryAt ?? this.clock.now(), generation);
+      this.track(lead, session.xid).stuck = isStuck(session);
+      this.schedule(session.xid, session.retry.nextRetryAt ?? this.clock.now(), lead);
     } else {
       this.park(session.xid);
     }
   }
 
-  private schedule(xid: string, at: number, generation: number): void {
-    if (!this.isCurrent(generation)) return;
-    this.cancelTimer(xid);
+  private schedule(xid: string, at: number, lead: Leading): void {
+    if (!this.isCurrent(lead)) return;
+    const t = this.track(lead, xid);
+    this.setWaiting(t, null);
     const delay = at - this.clock.now();
     if (delay <= 0) {
       void this.drive(xid);
       return;
     }
-    const cancel = this.clock.after(delay, () => {
-      if (this.timers.get(xid) === cancel) {
-        this.timers.delete(xid);
-        this.timerAt.delete(xid);
-      }
-      if (this.isCurrent(generation)) void this.drive(xid);
-    });
-    this.timers.set(xid, cancel);
-    this.timerAt.set(xid, at);
+    const waiting: Waiting = {
+      kind: 'timer',
+      at,
+      cancel: this.clock.after(delay, () => {
+        const current = lead.tx.get(xid);
+        if (current?.waiting === waiting) current.waiting = null;
+        if (this.isCurrent(lead)) void this.drive(xid);
+      }),
+    };
+    t.waiting = waiting;
   }
 
-  private cancelTimer(xid: string): void {
-    this.timers.get(xid)?.();
-    this.timers.delete(xid);
-    this.timerAt.delete(xid);
+  /** Forgets a transaction that left the live set (or that this pass found gone). */
+  private forget(lead: Leading, xid: string): void {
+    const t = lead.tx.get(xid);
+    if (!t) return;
+    this.setWaiting(t, null);
+    t.rmWait = null;
+    t.stuck = false;
+    this.untrackIfEmpty(lead, xid);
   }
 
   /**
@@ -328,12 +411,16 @@ export class PhaseTwoDriver {
    * finish, fail or schedule a retry. Works from this leader's applied state; answers the
    * status it reached (null when unknown).
    */
-  private async pass(xid: string, generation: number): Promise<GlobalStatus | null> {
+  private async pass(xid: string, lead: Leading): Promise<GlobalStatus | null> {
     let session = await this.readSession(xid);
-    if (!session) this.rmWaits.delete(xid);
-    if (!session || !this.isCurrent(generation)) return null;
+    if (!this.isCurrent(lead)) return null;
+    if (!session) {
+      this.forget(lead, xid);
+      return null;
+    }
+    this.track(lead, xid).stuck = isStuck(session);
     if (session.status === GlobalStatus.Begin) {
-      session = await this.timeOut(session, generation);
+      session = await this.timeOut(session, lead);
       if (!session) return null;
       if (session.status === GlobalStatus.Begin) return session.status;
     }
@@ -341,32 +428,29 @@ export class PhaseTwoDriver {
       this.park(xid);
       return session.status;
     }
-    if (session.driverTerm > this.term) {
+    if (session.driverTerm > lead.term) {
       this.log.warn(
-        { xid, term: this.term, driverTerm: session.driverTerm },
+        { xid, term: lead.term, driverTerm: session.driverTerm },
         'a newer term drives this transaction; leaving it',
       );
       return null;
     }
-    if (session.driverTerm < this.term) {
-      const acquire = { kind: 'AcquireDriver', xid, term: this.term } as const;
-      if (!(await this.submit(generation, acquire))) return null;
+    if (session.driverTerm < lead.term) {
+      const acquire = { kind: 'AcquireDriver', xid, term: lead.term } as const;
+      if (!(await this.submit(lead, acquire))) return null;
     }
-    return this.walkBranches(session, generation);
+    return this.walkBranches(session, lead);
   }
 
   /**
    * A Begin session: its timer, or (past the deadline) the timeout rollback, decided in
    * apply. Answers the session to drive on (undefined: nothing to do or not known).
    */
-  private async timeOut(
-    session: GlobalSession,
-    generation: number,
-  ): Promise<GlobalSession | undefined> {
+  private async timeOut(session: GlobalSession, lead: Leading): Promise<GlobalSession | undefined> {
     const { xid } = session;
     const now = this.clock.now();
     if (now < session.deadline) {
-      this.schedule(xid, session.deadline, generation);
+      this.schedule(xid, session.deadline, lead);
       return session;
     }
     this.log.info(
@@ -375,23 +459,20 @@ export class PhaseTwoDriver {
     );
     // Losing to a TM's commit or rollback is fine: the transaction is decided either way,
     // and what was decided is driven below.
-    const decided = await this.submit(generation, {
+    const decided = await this.submit(lead, {
       kind: 'RollbackGlobal',
       xid,
       timeout: true,
       at: now,
-      term: this.term,
+      term: lead.term,
     });
     if (!decided || decided.finished) return undefined;
     const after = await this.readSession(xid);
-    return after && this.isCurrent(generation) ? after : undefined;
+    return after && this.isCurrent(lead) ? after : undefined;
   }
 
   /** Tells each branch the decision in order, records each result, then ends the pass. */
-  private async walkBranches(
-    session: GlobalSession,
-    generation: number,
-  ): Promise<GlobalStatus | null> {
+  private async walkBranches(session: GlobalSession, lead: Leading): Promise<GlobalStatus | null> {
     const { xid } = session;
     const decision = decisionOf(session.status)!;
     const done = branchDoneStatusFor(decision);
@@ -404,38 +485,38 @@ export class PhaseTwoDriver {
           kind: 'RemoveBranch',
           xid,
           branchId: branch.branchId,
-          term: this.term,
+          term: lead.term,
         };
-        if (!(await this.submit(generation, remove))) return null;
+        if (!(await this.submit(lead, remove))) return null;
         continue;
       }
       if (isUnretryableFailure(branch.status))
-        return this.fail(xid, generation, `branch ${branch.branchId} is ${branch.status}`);
-      const result = await this.callBranch(decision, branch);
-      if (!this.isCurrent(generation)) return null;
-      const recorded = await this.submit(generation, {
+        return this.fail(xid, lead, `branch ${branch.branchId} is ${branch.status}`);
+      const result = await this.callBranch(decision, branch, lead);
+      if (!this.isCurrent(lead)) return null;
+      const recorded = await this.submit(lead, {
         kind: 'BranchPhaseTwoResult',
         xid,
         branchId: branch.branchId,
         status: result,
-        term: this.term,
+        term: lead.term,
       });
       if (!recorded) return null;
       if (result === done) continue;
       return isUnretryableFailure(result)
-        ? this.fail(xid, generation, `branch ${branch.branchId} answered ${result}`)
-        : this.scheduleRetry(xid, generation, this.retryReason(branch, result));
+        ? this.fail(xid, lead, `branch ${branch.branchId} answered ${result}`)
+        : this.scheduleRetry(xid, lead, this.retryReason(branch, result, lead));
     }
     const status = successfulEndOf(session.status);
-    const finished = await this.submit(generation, {
+    const finished = await this.submit(lead, {
       kind: 'FinishGlobal',
       xid,
       status,
       at: this.clock.now(),
-      term: this.term,
+      term: lead.term,
     });
     if (!finished) return null;
-    this.rmWaits.delete(xid);
+    this.forget(lead, xid);
     this.log.info(
       { xid, status, branches: finished.branches.length },
       'global transaction finished',
@@ -444,8 +525,8 @@ export class PhaseTwoDriver {
   }
 
   /** Why a branch's retryable failure is retried: a wait for its application's RM says so. */
-  private retryReason(branch: BranchSession, result: BranchStatus): string {
-    const wait = this.rmWaits.get(branch.xid);
+  private retryReason(branch: BranchSession, result: BranchStatus, lead: Leading): string {
+    const wait = lead.tx.get(branch.xid)?.rmWait;
     if (wait?.branchId !== branch.branchId) return `branch ${branch.branchId} answered ${result}`;
     if (wait.applicationId === '')
       return `branch ${branch.branchId} waits for RM ${branch.clientId}, which registered it before branches kept their application: it is not connected`;
@@ -453,19 +534,34 @@ export class PhaseTwoDriver {
   }
 
   /** Records that `branch` waits for an RM of its application (the first wait's time is kept). */
-  private noteRmWait(branch: BranchSession, err: ApplicationRmUnavailableError): void {
-    const previous = this.rmWaits.get(branch.xid);
-    if (!previous && this.rmWaits.size >= MAX_LIVE_SESSIONS) return;
-    this.rmWaits.set(branch.xid, {
+  private noteRmWait(
+    branch: BranchSession,
+    err: ApplicationRmUnavailableError,
+    lead: Leading,
+  ): void {
+    if (!this.isCurrent(lead)) return;
+    const t = this.track(lead, branch.xid);
+    const previous = t.rmWait;
+    t.rmWait = {
       xid: branch.xid,
       branchId: branch.branchId,
       applicationId: err.applicationId,
       resourceId: err.resourceId,
       since: previous?.branchId === branch.branchId ? previous.since : this.clock.now(),
-    });
+    };
   }
 
-  private async callBranch(decision: Decision, branch: BranchSession): Promise<BranchStatus> {
+  /** The call got through to an RM (whatever it answered): no longer waiting for one. */
+  private clearRmWait(xid: string, lead: Leading): void {
+    const t = lead.tx.get(xid);
+    if (t) t.rmWait = null;
+  }
+
+  private async callBranch(
+    decision: Decision,
+    branch: BranchSession,
+    lead: Leading,
+  ): Promise<BranchStatus> {
     const retryable =
       decision === 'commit'
         ? BranchStatus.PhaseTwo_CommitFailed_Retryable
@@ -487,8 +583,7 @@ export class PhaseTwoDriver {
         );
         return retryable;
       }
-      // The call got through to an RM (whatever it answered): no longer waiting for one.
-      this.rmWaits.delete(branch.xid);
+      this.clearRmWait(branch.xid, lead);
       if (phaseTwoStatusesFor(decision).includes(status)) return status;
       this.log.warn(
         { xid: branch.xid, branchId: branch.branchId, decision, status },
@@ -498,10 +593,10 @@ export class PhaseTwoDriver {
     } catch (err) {
       if (err instanceof ApplicationRmUnavailableError) {
         // Logged once per backoff step, with the retry it leads to (scheduleRetry).
-        this.noteRmWait(branch, err);
+        this.noteRmWait(branch, err, lead);
         return retryable;
       }
-      this.rmWaits.delete(branch.xid);
+      this.clearRmWait(branch.xid, lead);
       this.log.warn(
         { err, xid: branch.xid, branchId: branch.branchId, decision },
         'branch phase-two call failed; will retry',
@@ -514,61 +609,78 @@ export class PhaseTwoDriver {
 
   private async scheduleRetry(
     xid: string,
-    generation: number,
+    lead: Leading,
     reason: string,
   ): Promise<GlobalStatus | null> {
     const session = await this.readSession(xid);
-    if (!session || !this.isCurrent(generation) || !isPhaseTwoInFlight(session.status)) return null;
+    if (!session || !this.isCurrent(lead) || !isPhaseTwoInFlight(session.status)) return null;
     const now = this.clock.now();
-    const retryDeadline = session.retry.retryDeadline ?? now + this.options.maxRetryMs;
-    if (now >= retryDeadline)
-      return this.fail(xid, generation, `${reason}; retried until the deadline ${retryDeadline}`);
+    // The alarm time (RetryInfo.retryDeadline): set at the first failure, it ends nothing.
+    const alarmAt = session.retry.retryDeadline ?? now + this.options.stuckAfterMs;
     const retrying = retryingStatusOf(session.status);
     if (retrying !== session.status) {
-      const changed = await this.submit(generation, {
+      const changed = await this.submit(lead, {
         kind: 'ChangeGlobalStatus',
         xid,
         from: session.status,
         to: retrying,
         at: now,
-        term: this.term,
+        term: lead.term,
       });
       if (!changed) return null;
     }
     const attempt = session.retry.attempts + 1;
-    const nextRetryAt = Math.min(now + retryDelayMs(attempt, this.options), retryDeadline);
-    const scheduled = await this.submit(generation, {
+    const later = now + retryDelayMs(attempt, this.options);
+    // Before the alarm time a retry is not put past it: the pass at the alarm time is the
+    // one that finds the transaction still failing, and its retry marks it stuck.
+    const nextRetryAt = now < alarmAt ? Math.min(later, alarmAt) : later;
+    const scheduled = await this.submit(lead, {
       kind: 'RetryScheduled',
       xid,
       attempt,
       nextRetryAt,
-      retryDeadline,
-      term: this.term,
+      retryDeadline: alarmAt,
+      term: lead.term,
     });
     if (!scheduled) return null;
-    if (this.rmWaits.has(xid))
+    const t = this.track(lead, xid);
+    const stuck = isStuck({
+      status: retrying,
+      retry: {
+        ...session.retry,
+        attempts: attempt,
+        nextRetryAt,
+        retryDeadline: scheduled.retryDeadline,
+      },
+    });
+    if (stuck && !isStuck(session))
+      this.log.warn(
+        { xid, status: retrying, attempt, nextRetryAt, alarmAt: scheduled.retryDeadline, reason },
+        'phase two is stuck: still failing past its alarm time; retries go on (an operator may retry now, stop or resume it)',
+      );
+    else if (t.rmWait)
       this.log.warn({ xid, attempt, nextRetryAt, reason }, 'phase two waits; will be retried');
     else this.log.info({ xid, attempt, nextRetryAt, reason }, 'phase two will be retried');
-    this.schedule(xid, nextRetryAt, generation);
+    t.stuck = stuck;
+    this.schedule(xid, nextRetryAt, lead);
     return retrying;
   }
 
-  /** The *Failed end state: locks stay (rows may be half-done), an operator resolves it. */
-  private async fail(
-    xid: string,
-    generation: number,
-    reason: string,
-  ): Promise<GlobalStatus | null> {
+  /**
+   * The *Failed end state, reached only when an RM answered that its branch can never
+   * finish (unretryable): locks stay (rows may be half-done), an operator resolves it.
+   */
+  private async fail(xid: string, lead: Leading, reason: string): Promise<GlobalStatus | null> {
     const session = await this.readSession(xid);
-    if (!session || !this.isCurrent(generation) || !isPhaseTwoInFlight(session.status)) return null;
+    if (!session || !this.isCurrent(lead) || !isPhaseTwoInFlight(session.status)) return null;
     const to = failedStatusOf(session.status);
-    const changed = await this.submit(generation, {
+    const changed = await this.submit(lead, {
       kind: 'ChangeGlobalStatus',
       xid,
       from: session.status,
       to,
       at: this.clock.now(),
-      term: this.term,
+      term: lead.term,
     });
     if (changed)
       this.log.error(
@@ -590,12 +702,9 @@ export class PhaseTwoDriver {
     }
   }
 
-  /** Submits for the current generation; null (logged) when refused, fenced or not decided. */
-  private async submit<C extends Command>(
-    generation: number,
-    command: C,
-  ): Promise<ResultOf<C> | null> {
-    if (!this.isCurrent(generation)) return null;
+  /** Submits for the current lead; null (logged) when refused, fenced or not decided. */
+  private async submit<C extends Command>(lead: Leading, command: C): Promise<ResultOf<C> | null> {
+    if (!this.isCurrent(lead)) return null;
     let outcome: Outcome<ResultOf<C>>;
     try {
       outcome = await this.store.submit(command);
@@ -605,15 +714,15 @@ export class PhaseTwoDriver {
         { err, kind: command.kind, xid: command.xid },
         'phase-two command was not decided',
       );
-      if (this.isCurrent(generation))
-        this.schedule(command.xid, this.clock.now() + this.options.retryBaseMs, generation);
+      if (this.isCurrent(lead))
+        this.schedule(command.xid, this.clock.now() + this.options.retryBaseMs, lead);
       return null;
     }
     if (outcome.ok) return outcome.value;
     const { rejection } = outcome;
     if (rejection.code === 'STALE_TERM') {
       this.log.info(
-        { xid: command.xid, term: this.term, kind: command.kind },
+        { xid: command.xid, term: lead.term, kind: command.kind },
         'fenced off by a newer term; leaving the transaction',
       );
     } else {

@@ -61,6 +61,7 @@ import {
   isFailedEnd,
   isPhaseOneStatus,
   isPhaseTwoInFlight,
+  isStuck,
   isSuccessfulEnd,
   isUnretryableFailure,
   phaseTwoStatusesFor,
@@ -71,17 +72,39 @@ import {
   type GlobalSession,
 } from './types.ts';
 
+/** What forEachLiveStatus shows of one live session. */
+export interface LiveStatusView {
+  readonly xid: Xid;
+  readonly status: GlobalStatus;
+  /** The status a client sees (Stop* while an operator stopped the retries). */
+  readonly reportedStatus: GlobalStatus;
+  readonly beginTime: number;
+  readonly statusChangedAt: number;
+  readonly retryAttempts: number;
+}
+
 /** Read-only queries of coordinator state. Everything returned is a copy. */
 export interface CoordinatorStateView {
   getSession(xid: string): GlobalSession | undefined;
   getFinished(xid: string): FinishedRecord | undefined;
   liveSessionCount(): number;
+  /**
+   * Live sessions that count toward the live limit: all but the failed ones, which wait for
+   * an operator. Optional: the db store's partial view counts in the database instead.
+   */
+  countedLiveSessions?(): number;
   /** Live xids, in no particular order. */
   liveXids(): Xid[];
   /** True when `xid` could lock every row now. */
   isLockable(xid: string, rows: readonly string[]): boolean;
   lockHolder(row: string): { xid: string; branchIds: string[] } | undefined;
   lockedRowCount(): number;
+  /**
+   * Optional: visits every live session's status and times, without copying it (no
+   * branches): for metrics and summaries over many sessions. Absent where the view holds
+   * only part of the state (the db store's reads).
+   */
+  forEachLiveStatus?(visit: (session: LiveStatusView) => void): void;
   /**
    * The latest command time (ms) among applied commands: a leader stamps its commands with
    * max(its clock, this), so command time never goes backwards across leaders. Optional:
@@ -173,7 +196,7 @@ export class CoordinatorStateMachine implements CoordinatorStateView {
       );
     }
     // Failed sessions wait for an operator: they do not use up the room of new ones.
-    if (this.sessions.size - this.failed.size >= this.maxLiveSessions) {
+    if (this.countedLiveSessions() >= this.maxLiveSessions) {
       return reject({
         code: 'CAPACITY',
         message: `${this.maxLiveSessions} global transactions are live, the limit`,
@@ -406,8 +429,9 @@ export class CoordinatorStateMachine implements CoordinatorStateView {
     if (fenced) return reject(fenced);
     if (!isPhaseTwoInFlight(session.status))
       return illegal(session, 'only a transaction in phase two has retries to resume');
-    // Resuming what is not stopped is a harmless repeat (an operator retrying after a failover).
-    if (session.retry.stopped) {
+    // A stopped or stuck transaction is driven again at once with a renewed alarm time;
+    // resuming one that is neither is a harmless repeat (an operator retrying after a failover).
+    if (session.retry.stopped || isStuck(session)) {
       session.retry.stopped = false;
       session.retry.nextRetryAt = c.at;
       session.retry.retryDeadline = c.retryDeadline;
@@ -714,6 +738,10 @@ export class CoordinatorStateMachine implements CoordinatorStateView {
     return this.sessions.size;
   }
 
+  countedLiveSessions(): number {
+    return this.sessions.size - this.failed.size;
+  }
+
   liveXids(): Xid[] {
     return Array.from(this.sessions.values(), (session) => session.xid);
   }
@@ -729,6 +757,18 @@ export class CoordinatorStateMachine implements CoordinatorStateView {
 
   lockedRowCount(): number {
     return this.locks.size;
+  }
+
+  forEachLiveStatus(visit: (session: LiveStatusView) => void): void {
+    for (const s of this.sessions.values())
+      visit({
+        xid: s.xid,
+        status: s.status,
+        reportedStatus: reportedStatus(s),
+        beginTime: s.beginTime,
+        statusChangedAt: s.statusChangedAt,
+        retryAttempts: s.retry.attempts,
+      });
   }
 
   commandTime(): number {

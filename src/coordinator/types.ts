@@ -291,7 +291,12 @@ export interface RetryInfo {
   attempts: number;
   /** When the driver tries again; null before the first failure. */
   nextRetryAt: number | null;
-  /** After this instant a retryable failure becomes the *Failed end state; set at the first failure. */
+  /**
+   * The alarm time, set at the first failure (first failure + the driver's stuckAfterMs) and
+   * renewed when an operator resumes. It ends nothing: a decided transaction is retried
+   * until it is done. A retry scheduled past it marks the transaction stuck (isStuck). The
+   * name is kept from when it was a give-up deadline (logs, snapshots and db rows hold it).
+   */
   retryDeadline: number | null;
   /** An operator stopped the retries (reported as Stop* at the edge). */
   stopped: boolean;
@@ -330,6 +335,24 @@ export interface FinishedRecord {
   finishedAt: number;
   /** Set when an operator resolved a failed transaction by hand. */
   resolvedBy: string | null;
+}
+
+/**
+ * Stuck: phase two has failed retryably since before the alarm time and is still being
+ * retried after it (the next retry is scheduled past retry.retryDeadline). Shown to
+ * operators (GetSession, ListSessions, a gauge, one warn line); nothing else changes: the
+ * driver keeps retrying with capped backoff. A stopped transaction is not stuck (nobody
+ * retries it); resuming renews the alarm time.
+ */
+export function isStuck(session: Pick<GlobalSession, 'status' | 'retry'>): boolean {
+  const { retry } = session;
+  return (
+    isPhaseTwoInFlight(session.status) &&
+    !retry.stopped &&
+    retry.retryDeadline !== null &&
+    retry.nextRetryAt !== null &&
+    retry.nextRetryAt > retry.retryDeadline
+  );
 }
 
 /** The status a client or console sees: the Stop* statuses while an operator has stopped retries. */

@@ -27,6 +27,7 @@ import { readFileSync } from 'node:fs';
 import { resolve as resolvePath } from 'node:path';
 import { parseDocument } from 'yaml';
 import type { NodeId } from '../store/raft/index.ts';
+import { MAX_LIVE_SESSIONS } from '../coordinator/limits.ts';
 import { ConfigError } from '../shared/errors.ts';
 import {
   DB_LEASE_MS,
@@ -126,6 +127,11 @@ export interface LimitsConfig {
   learnerCatchUpMaxLagEntries: number;
   /** How long a leadership transfer may take, in ms. */
   transferTimeoutMs: number;
+  /**
+   * Live global transactions at most (failed ones waiting for an operator do not count): a
+   * Begin beyond it is refused at once with a definite CAPACITY error. At most MAX_LIVE_SESSIONS.
+   */
+  maxLiveTransactions: number;
 }
 
 /** `store.db`: the database of db mode. Absent options take the db store's defaults (docs/db-mode.md). */
@@ -398,6 +404,7 @@ export function validateConfig(
     'learnerCatchUpTimeoutMs',
     'learnerCatchUpMaxLagEntries',
     'transferTimeoutMs',
+    'maxLiveTransactions',
   ];
   noUnknownKeys(limitsS, limitKeys, 'limits');
   const limits: LimitsConfig = {
@@ -435,6 +442,11 @@ export function validateConfig(
       default: DEFAULT_TRANSFER_TIMEOUT_MS,
       min: 100,
       max: 600_000,
+    }),
+    maxLiveTransactions: int(limitsS, 'maxLiveTransactions', 'limits', {
+      default: MAX_LIVE_SESSIONS,
+      min: 1,
+      max: MAX_LIVE_SESSIONS,
     }),
   };
 

@@ -31,6 +31,7 @@ export async function openDbSessionStore(
   return createDbSessionStore(config, logger, {
     // Other nodes point RM channels at the lease holder through this address.
     address: formatHostPort(selfEndpoints(config).transaction),
+    maxLiveSessions: config.limits.maxLiveTransactions,
     ...(db?.tablePrefix !== undefined ? { tablePrefix: db.tablePrefix } : {}),
     ...(db?.maxConnections !== undefined ? { maxConnections: db.maxConnections } : {}),
     ...(db?.startupTimeoutMs !== undefined ? { startupTimeoutMs: db.startupTimeoutMs } : {}),

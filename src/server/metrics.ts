@@ -3,12 +3,11 @@
  *
  * One Registry per node (never prom-client's global one: tests run several nodes in one
  * process), with `node` and `group` as default labels. Other modules add their own
- * metrics to `metrics.registry` — e.g. the coordinator's transactions by status:
+ * metrics to `metrics.registry` (`registers: [metrics.registry]`).
  *
- *   new Gauge({ name: 'concord_tc_global_sessions', help: '…', labelNames: ['status'],
- *               registers: [metrics.registry], collect() { … } })
- *
- * Raft gauges are read from the node's status at scrape time (no polling).
+ * Raft gauges are read from the node's status at scrape time (no polling). The TC service
+ * adds the transaction metrics (src/server/tc/tc-metrics.ts). Node's process metrics keep
+ * their standard names (process_*, nodejs_*).
  */
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import type { RaftControl } from './raft-control.ts';
@@ -55,8 +54,9 @@ export function createNodeMetrics(
 ): NodeMetrics {
   const registry = new Registry();
   registry.setDefaultLabels(labels);
-  if (opts.processMetrics ?? true)
-    collectDefaultMetrics({ register: registry, prefix: 'concord_' });
+  // Node's process metrics under their standard names (process_*, nodejs_*), as stock
+  // dashboards expect them.
+  if (opts.processMetrics ?? true) collectDefaultMetrics({ register: registry });
 
   let control: RaftControl | null = null;
   const status = () => {

@@ -20,6 +20,7 @@ export type ErrorCode =
   | 'STORAGE_CORRUPT'
   | 'STOPPED'
   | 'UNAVAILABLE'
+  | 'CAPACITY'
   | 'INTERNAL';
 
 export interface ConcordErrorOptions {
@@ -125,6 +126,18 @@ export class IllegalStatusError extends ConcordError {
 export class UnavailableError extends ConcordError {
   constructor(message: string, options: ConcordErrorOptions = {}) {
     super('UNAVAILABLE', message, { retryable: true, ...options });
+  }
+}
+
+/**
+ * A bound on live state is reached (the live-transaction limit, the request-dedup table, a
+ * quota). A definite refusal: the request changed nothing, so the outcome is known. It is
+ * `retryable` in the sense that the caller may try again later, by its own choice (sessions
+ * end and room comes back); a client never repeats it on its own.
+ */
+export class CapacityError extends ConcordError {
+  constructor(message: string, options: ConcordErrorOptions = {}) {
+    super('CAPACITY', message, { retryable: true, ...options });
   }
 }
 

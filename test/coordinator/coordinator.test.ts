@@ -153,27 +153,6 @@ describe('commit', () => {
     expect((await world.coordinator.getSession({ xid })).live).toBe(false);
   });
 
-  it('gives up after maxRetryMs of retryable failures: CommitFailed, locks kept', async () => {
-    const world = makeWorld({
-      phaseTwo: { maxRetryMs: 10_000, retryBaseMs: 1_000, retryMaxBackoffMs: 4_000 },
-    });
-    const xid = await begin(world);
-    const b = await register(world, xid, 'TCC', 'orders:1');
-    world.gateway.script(
-      b,
-      ...Array<BranchStatus>(50).fill(BranchStatus.PhaseTwo_CommitFailed_Retryable),
-    );
-    const start = world.clock.now();
-    expect(await world.coordinator.commit({ xid })).toBe(GlobalStatus.CommitRetrying);
-    await world.clock.advance(30_000);
-    const session = world.machine.getSession(xid)!;
-    expect(session.status).toBe(GlobalStatus.CommitFailed);
-    expect(session.retry.retryDeadline).toBe(start + 10_000);
-    // 1 + retries at +1, +3, +7, +10 (the last clamped to the deadline)
-    expect(world.gateway.calls).toHaveLength(5);
-    expect(world.machine.lockedRowCount()).toBe(1);
-  });
-
   it('answers a retried commit with the current status, and refuses unknown xids (malformed ones are refused at the edge)', async () => {
     const world = makeWorld();
     const xid = await begin(world);

@@ -121,6 +121,11 @@ export class FakeGateway implements BranchGateway {
     this.scripts.set(branchId, [...(this.scripts.get(branchId) ?? []), ...answers]);
   }
 
+  /** Drops the answers still scripted for a branch: from now on it succeeds (the RM healed). */
+  clearScript(branchId: string): void {
+    this.scripts.delete(branchId);
+  }
+
   commitBranch(branch: BranchSession): Promise<BranchStatus> {
     return this.call('commit', branch);
   }
@@ -202,7 +207,7 @@ export interface World {
 }
 
 export const TEST_PHASE_TWO: Partial<PhaseTwoOptions> = {
-  maxRetryMs: 60_000,
+  stuckAfterMs: 60_000,
   retryBaseMs: 1_000,
   retryMaxBackoffMs: 8_000,
   branchCallTimeoutMs: 5_000,
@@ -217,6 +222,7 @@ export function makeWorld(
     gateway?: FakeGateway;
     start?: boolean;
     logger?: Logger;
+    maxLiveSessions?: number;
   } = {},
 ): World {
   const clock = options.clock ?? new FakeClock();
@@ -231,6 +237,7 @@ export function makeWorld(
     logger: options.logger ?? silentLogger(),
     address: { host: '10.0.0.1', port: 8091 },
     phaseTwo: { ...TEST_PHASE_TWO, ...options.phaseTwo },
+    ...(options.maxLiveSessions !== undefined ? { maxLiveSessions: options.maxLiveSessions } : {}),
   });
   if (options.start ?? true) coordinator.start();
   return { clock, store, gateway, ids, coordinator, machine: store.machine };

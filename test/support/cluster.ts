@@ -44,6 +44,8 @@ export interface NodeConfigOptions {
   join?: boolean;
   authToken?: string;
   logLevel?: string;
+  /** The config's `limits` section (docs/operations.md). */
+  limits?: Record<string, number>;
   /** Plaintext everywhere (security.insecure). Default: TLS with the run's pki (support/tls.ts). */
   insecure?: boolean;
 }
@@ -62,6 +64,7 @@ export function raftNodeConfig(n: NodePorts, o: NodeConfigOptions): object {
       peers: o.peers.map(peerOf),
     },
     ...(o.authToken !== undefined ? { http: { authToken: o.authToken } } : {}),
+    ...(o.limits !== undefined ? { limits: o.limits } : {}),
     log: { level: o.logLevel ?? 'info' },
     security: testSecurity(o.insecure),
   };

@@ -58,12 +58,14 @@ export interface ClusterOptions {
   tickMs?: number;
   electionTicks?: number;
   logLevel?: string;
+  /** The nodes' `limits` section. */
+  limits?: Record<string, number>;
 }
 
 export class TestCluster {
   readonly root: string;
   readonly nodes: TestNode[] = [];
-  private readonly opts: Required<ClusterOptions>;
+  private readonly opts: Required<Omit<ClusterOptions, 'limits'>> & Pick<ClusterOptions, 'limits'>;
 
   private constructor(name: string, opts: ClusterOptions) {
     this.root = mkdtempSync(join(tmpdir(), `concord-tc-${name}-`));
@@ -71,6 +73,7 @@ export class TestCluster {
       tickMs: opts.tickMs ?? 30,
       electionTicks: opts.electionTicks ?? 10,
       logLevel: opts.logLevel ?? 'info',
+      ...(opts.limits !== undefined ? { limits: opts.limits } : {}),
     };
   }
 
@@ -186,6 +189,7 @@ export class TestCluster {
       electionTicks: this.opts.electionTicks,
       authToken: 'tc-test-token-0123456789',
       logLevel: this.opts.logLevel,
+      ...(this.opts.limits !== undefined ? { limits: this.opts.limits } : {}),
     });
     mkdirSync(join(this.root, 'data'), { recursive: true });
     writeConfig(n.file, config);

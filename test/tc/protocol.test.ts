@@ -261,6 +261,30 @@ describe('commit and rollback', () => {
     expect(await tc.commit(xid)).toBe('Committed');
   });
 
+  it("the leader's /metrics count the entries it proposed and the commands they carried", async () => {
+    const leader = await cluster.leader();
+    const read = async () => {
+      const text = await (await fetch(`http://127.0.0.1:${leader.http}/metrics`)).text();
+      const value = (name: string) =>
+        Number(new RegExp(`^${name}(?:\\{[^}]*\\})? (\\S+)$`, 'm').exec(text)?.[1] ?? NaN);
+      return {
+        entries: value('concord_raft_proposed_entries_total'),
+        commands: value('concord_raft_proposed_commands_total'),
+      };
+    };
+    const before = await read();
+    // Ten begins in one event-loop turn, then their commits: at least 20 commands.
+    const xids = await Promise.all(
+      Array.from({ length: 10 }, () => tc.begin({ ...APP, name: 'counted', timeoutMs: 30_000 })),
+    );
+    await Promise.all(xids.map((x) => tc.commit(x)));
+    const after = await read();
+    expect(after.commands - before.commands).toBeGreaterThanOrEqual(20);
+    expect(after.entries - before.entries).toBeGreaterThanOrEqual(1);
+    // Batched: fewer entries than commands.
+    expect(after.entries - before.entries).toBeLessThan(after.commands - before.commands);
+  });
+
   it('commits a transaction with one branch: the RM is told once', async () => {
     const xid = await tc.begin({ ...APP, name: 'one', timeoutMs: 30_000 });
     const branchId = await tc.branchRegister({

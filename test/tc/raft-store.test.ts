@@ -12,7 +12,12 @@ import {
   type LeadershipEvent,
 } from '../../src/coordinator/index.ts';
 import type { Role } from '../../src/raft/core/types.ts';
-import { NotLeaderError, ProposalDroppedError, TimeoutError } from '../../src/shared/errors.ts';
+import {
+  NotLeaderError,
+  ProposalDroppedError,
+  StoppedError,
+  TimeoutError,
+} from '../../src/shared/errors.ts';
 import { silentLogger } from '../../src/shared/logger.ts';
 import {
   MAX_ENTRY_BYTES,
@@ -332,5 +337,61 @@ describe('RaftSessionStore', () => {
     expect(store.queuedReads()).toBe(0);
     await first;
     store.close();
+  });
+
+  // Issue 18 item 4: the store's phases (following, confirming, serving, closed).
+  it('a leader elected again in a later term without a seen step-down announces the loss first, and its waiting calls wait for the new term', async () => {
+    const raft = new ScriptedRaft();
+    const { store, events } = storeOver(raft);
+    raft.set('leader', 2, 'n1');
+    raft.termEntryCommitted = true;
+    await tick();
+    raft.completeReads();
+    await tick();
+    expect(events).toEqual([{ isLeader: true, term: 2 }]);
+    raft.set('leader', 4, 'n1'); // the step-down of term 2 and the election of 4, coalesced
+    expect(events).toEqual([
+      { isLeader: true, term: 2 },
+      { isLeader: false, term: 4 },
+    ]);
+    expect(store.isLeader()).toBe(false);
+    expect(store.hasLeaderRole()).toBe(true);
+    const waiting = store.submit(begin(5));
+    raft.set('leader', 5, 'n1'); // coalesced again while confirming term 4
+    raft.termEntryCommitted = true;
+    await tick(20);
+    raft.completeReads();
+    await tick();
+    expect(events.slice(2)).toEqual([{ isLeader: true, term: 5 }]);
+    expect((await waiting).ok).toBe(true);
+    store.close();
+  });
+
+  it('closing refuses the calls waiting for the barrier (StoppedError) and announces the loss of a served leadership', async () => {
+    const raft = new ScriptedRaft();
+    const { store, events } = storeOver(raft);
+    raft.set('leader', 2, 'n1');
+    const waiting = store.submit(begin(6)).catch((e: unknown) => e);
+    await tick();
+    store.close();
+    expect(await waiting).toBeInstanceOf(StoppedError);
+    expect(events).toEqual([]);
+    await expect(store.submit(begin(7))).rejects.toBeInstanceOf(StoppedError);
+    expect(store.hasLeaderRole()).toBe(false);
+
+    const raft2 = new ScriptedRaft();
+    const served = storeOver(raft2);
+    raft2.set('leader', 3, 'n1');
+    raft2.termEntryCommitted = true;
+    await tick();
+    raft2.completeReads();
+    await tick();
+    served.store.close();
+    expect(served.events).toEqual([
+      { isLeader: true, term: 3 },
+      { isLeader: false, term: 3 },
+    ]);
+    raft2.set('leader', 4, 'n1'); // a closed store follows nothing
+    expect(served.events).toHaveLength(2);
   });
 });

@@ -2,8 +2,8 @@
  * The TC client's typed errors: the wire's Error (proto/tc.proto) as one class per code,
  * and gRPC transport failures classified by what they mean for a retry.
  *
- * UNKNOWN_XID, ILLEGAL_STATUS, LOCK_CONFLICT and BAD_REQUEST are definite answers (nothing
- * changed, or the state is what the error says); NOT_LEADER means nothing was proposed;
+ * UNKNOWN_XID, ILLEGAL_STATUS, LOCK_CONFLICT, BAD_REQUEST and CAPACITY are definite answers
+ * (nothing changed, or the state is what the error says); NOT_LEADER means nothing was proposed;
  * TIMEOUT and UNAVAILABLE (and a broken connection) leave the outcome unknown.
  *
  * `retryClassOf` is the one place that says what a failure means for a retry:
@@ -18,6 +18,7 @@
 import * as grpc from '@grpc/grpc-js';
 import {
   BadRequestError,
+  CapacityError,
   ConcordError,
   IllegalStatusError,
   LockConflictError,
@@ -33,7 +34,7 @@ import {
 import { globalStatusFromCode } from '../../shared/tc-codes.ts';
 import type { WireError } from '../../shared/tc-wire.ts';
 
-export { IllegalStatusError, LockConflictError, UnavailableError, UnknownXidError };
+export { CapacityError, IllegalStatusError, LockConflictError, UnavailableError, UnknownXidError };
 
 /** The TC failed on its side (a bug), or answered something this client cannot read. */
 export class TcInternalError extends ConcordError {
@@ -160,6 +161,8 @@ export function wireToError(e: WireError, where: string): Error {
       return new BadRequestError(message);
     case 'ERROR_CODE_UNAVAILABLE':
       return new UnavailableError(message);
+    case 'ERROR_CODE_CAPACITY':
+      return new CapacityError(message);
     case 'ERROR_CODE_PERMISSION_DENIED':
       return new UnauthorizedError(message);
     default:

@@ -20,7 +20,7 @@
  * coordinator stops driving.
  */
 import { createHash } from 'node:crypto';
-import { Gauge, type Registry } from 'prom-client';
+import { Counter, Gauge, type Registry } from 'prom-client';
 import {
   Coordinator,
   createSnowflakeIds,
@@ -39,11 +39,13 @@ import { errorToWire } from './mapping.ts';
 import type { WireLeader } from '../../shared/tc-wire.ts';
 import { RmChannelHub } from './rm-hub.ts';
 import { TcGrpcService, type TcStoreAccess } from './service.ts';
+import { TcMetrics, summarize, type LiveSummary } from './tc-metrics.ts';
 
 export { TcGrpcService } from './service.ts';
 export { RmChannelHub } from './rm-hub.ts';
 export { RmCallFailedError, RmUnavailableError } from './errors.ts';
 export * from './limits.ts';
+export { DEFAULT_STUCK_ALARM_MS, TcMetrics } from './tc-metrics.ts';
 
 /** The gauge of transactions whose phase two waits for an RM of a branch's application. */
 function registerRmWaitGauge(registry: Registry, coordinator: Coordinator): void {
@@ -59,6 +61,76 @@ function registerRmWaitGauge(registry: Registry, coordinator: Coordinator): void
   });
 }
 
+/**
+ * Counters of the Raft session store's batching: entries it proposed and the commands they
+ * carried (rate(commands)/rate(entries) is commands per entry). Raft mode only.
+ */
+function registerBatchCounters(
+  registry: Registry,
+  counts: () => { entries: number; commands: number },
+): void {
+  const metric = (
+    name: string,
+    help: string,
+    read: (c: { entries: number; commands: number }) => number,
+  ) => {
+    if (registry.getSingleMetric(name)) registry.removeSingleMetric(name);
+    let last = 0;
+    new Counter({
+      name,
+      help,
+      registers: [registry],
+      collect() {
+        const v = read(counts());
+        // A new store starts from zero: count from there.
+        const delta = v >= last ? v - last : v;
+        if (delta > 0) this.inc(delta);
+        last = v;
+      },
+    });
+  };
+  metric(
+    'concord_raft_proposed_entries_total',
+    'Raft entries the TC service proposed (each carries the commands of one event-loop turn)',
+    (c) => c.entries,
+  );
+  metric(
+    'concord_raft_proposed_commands_total',
+    'Coordinator commands the TC service proposed; divided by proposed entries: commands per entry',
+    (c) => c.commands,
+  );
+}
+
+/**
+ * The live-transaction limit and how near it is: `concord_tc_live_transactions` (those that
+ * count toward it, on the leader; absent elsewhere and in db mode, whose count lives in the
+ * database) and `concord_tc_live_transactions_limit`.
+ */
+function registerLiveLimitGauges(
+  registry: Registry,
+  coordinator: Coordinator,
+  limit: number,
+): void {
+  for (const name of ['concord_tc_live_transactions', 'concord_tc_live_transactions_limit']) {
+    if (registry.getSingleMetric(name)) registry.removeSingleMetric(name);
+  }
+  new Gauge({
+    name: 'concord_tc_live_transactions',
+    help: 'Live global transactions that count toward the limit (failed ones do not), as the leader has applied them; the leader alone reports it',
+    registers: [registry],
+    collect() {
+      const live = coordinator.liveCount();
+      if (live === null) this.reset();
+      else this.set(live);
+    },
+  });
+  new Gauge({
+    name: 'concord_tc_live_transactions_limit',
+    help: 'Live global transactions at most (limits.maxLiveTransactions); a Begin beyond it is refused with CAPACITY',
+    registers: [registry],
+  }).set(limit);
+}
+
 /** Snowflake worker ids: 10 bits. */
 const WORKER_ID_SPACE = 1024;
 
@@ -69,6 +141,8 @@ export interface TcServiceOptions {
   rmHeartbeatIntervalMs?: number;
   /** One phase-two call's timeout, ms (default DEFAULT_PHASE_TWO_CALL_TIMEOUT_MS). */
   phaseTwoCallTimeoutMs?: number;
+  /** Alarm threshold of concord_tc_global_stuck, ms (default DEFAULT_STUCK_ALARM_MS). */
+  stuckAlarmMs?: number;
 }
 
 /** The running TC service of a node (what TcNode closes on stop). */
@@ -93,11 +167,14 @@ export interface TcSessions {
   phaseTwo: Partial<PhaseTwoOptions>;
   /** Releases what the binding made (raft: the Raft session store; db: nothing, the node owns the store). */
   close(): void;
+  /** Live transactions for the scrape-time gauges; null where this node does not count them. */
+  liveSummary?(now: number, alarmMs: number): Promise<LiveSummary | null> | LiveSummary | null;
 }
 
 /** The raft mode's sessions: a Raft session store over the node's Raft sessions. */
 export function raftTcSessions(ctx: TcNodeContext, raft: RaftSessions): TcSessions {
   const store = raft.openStore({ logger: ctx.logger });
+  registerBatchCounters(ctx.metrics.registry, () => store.batchCounts());
   return {
     store,
     takesRmChannels: () => store.hasLeaderRole(),
@@ -105,6 +182,8 @@ export function raftTcSessions(ctx: TcNodeContext, raft: RaftSessions): TcSessio
     leaderId: () => store.knownLeader(),
     phaseTwo: {},
     close: () => store.close(),
+    // Every node applies the same log: each counts from its own applied state.
+    liveSummary: (now, alarmMs) => raft.readApplied((state) => summarize(state, now, alarmMs)),
   };
 }
 
@@ -119,6 +198,9 @@ export function dbTcSessions(store: DbSessionStore): TcSessions {
     // Commits decided on other nodes reach the holder's driver only through its sweep.
     phaseTwo: { sweepIntervalMs: DB_MODE_SWEEP_INTERVAL_MS },
     close: () => undefined,
+    // One database: only the lease holder counts (a bounded page of the live sessions).
+    liveSummary: (now, alarmMs) =>
+      store.drivesPhaseTwo() ? store.read((state) => summarize(state, now, alarmMs)) : null,
   };
 }
 
@@ -177,12 +259,17 @@ export async function serveTc(
   });
   const self = selfEndpoints(config).transaction;
   const phaseTwo = { ...sessions.phaseTwo, ...options.phaseTwo };
+  const txMetrics = new TcMetrics(ctx.metrics.registry, {
+    ...(options.stuckAlarmMs !== undefined ? { stuckAlarmMs: options.stuckAlarmMs } : {}),
+    ...(sessions.liveSummary ? { liveSummary: sessions.liveSummary } : {}),
+  });
   const coordinator = new Coordinator({
-    store,
-    gateway: hub,
+    store: txMetrics.instrumentStore(store),
+    gateway: txMetrics.instrumentGateway(hub),
     ids: createSnowflakeIds({ workerId: workerIdOf(config), clock: systemClock }),
     logger: ctx.logger,
     address: { host: self.host, port: self.port },
+    maxLiveSessions: config.limits.maxLiveTransactions,
     ...(Object.keys(phaseTwo).length > 0 ? { phaseTwo } : {}),
   });
   const offRoleChange = sessions.onRmRoleChange((holding) => {
@@ -198,6 +285,7 @@ export async function serveTc(
     offRegistered();
   };
   registerRmWaitGauge(ctx.metrics.registry, coordinator);
+  registerLiveLimitGauges(ctx.metrics.registry, coordinator, config.limits.maxLiveTransactions);
   if (sessions.takesRmChannels()) hub.leadershipGained();
   // Before anything awaits: the store may announce leadership on its next turn.
   coordinator.start();
@@ -211,6 +299,7 @@ export async function serveTc(
     logger: ctx.logger,
     tls: ctx.tls,
     registry: ctx.metrics.registry,
+    txMetrics,
   });
   let port: number;
   try {

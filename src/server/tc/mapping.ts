@@ -261,6 +261,7 @@ const WIRE_CODES: Record<string, WireErrorCode> = {
   // The command may or may not have been applied: the same answer as a timeout.
   PROPOSAL_DROPPED: 'ERROR_CODE_TIMEOUT',
   UNAVAILABLE: 'ERROR_CODE_UNAVAILABLE',
+  CAPACITY: 'ERROR_CODE_CAPACITY',
   STOPPED: 'ERROR_CODE_UNAVAILABLE',
   CHANGE_IN_PROGRESS: 'ERROR_CODE_UNAVAILABLE',
 };

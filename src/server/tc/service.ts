@@ -73,6 +73,7 @@ import type {
   WireResponse,
 } from '../../shared/tc-wire.ts';
 import type { RmChannelHub } from './rm-hub.ts';
+import type { TcMetrics } from './tc-metrics.ts';
 import { OwnerCache, principalOf, requireAdmin, requireApp, type Caller } from './auth.ts';
 
 /** Sessions one filtered ListSessions page may scan before it returns (with a token to go on). */
@@ -105,6 +106,8 @@ export interface TcGrpcServiceOptions {
   port: number;
   logger: Logger;
   registry?: Registry;
+  /** Transaction metrics fed from each call's answer. */
+  txMetrics?: TcMetrics;
   /**
    * TLS with client certificates required (the cluster's CA, this node's certificate and
    * key); callers are authorized by the application their certificate names (auth.ts).
@@ -342,10 +345,12 @@ export class TcGrpcService {
       else this.log.debug({ method, err: (err as Error).message }, 'TC call refused');
       response = failed(errorToWire(err, this.opts.leaderOf));
     }
+    const seconds = (performance.now() - started) / 1000;
     if (this.metrics) {
       this.metrics.calls.inc({ method, code: response.error ? response.error.code : 'OK' });
-      this.metrics.seconds.observe({ method }, (performance.now() - started) / 1000);
+      this.metrics.seconds.observe({ method }, seconds);
     }
+    this.opts.txMetrics?.observeCall(method, response, seconds);
     return response;
   }
 

@@ -50,6 +50,7 @@ export async function applyCommand(
   conn: SqlConn,
   sql: SessionSql,
   command: Command,
+  maxLiveSessions: number = MAX_LIVE_SESSIONS,
 ): Promise<Outcome<unknown>> {
   // The machine validates the shape too, but the fields are SQL parameters before that.
   const malformed = refuseMalformed(command);
@@ -88,12 +89,12 @@ export async function applyCommand(
   }
   if (command.kind === 'Begin' && !before && !finishedBefore && remembered === undefined) {
     // A bound on the whole table, which the restored machine cannot see.
-    if ((await sql.countLive(conn, MAX_LIVE_SESSIONS)) >= MAX_LIVE_SESSIONS) {
+    if ((await sql.countLive(conn, maxLiveSessions)) >= maxLiveSessions) {
       return {
         ok: false,
         rejection: {
           code: 'CAPACITY',
-          message: `${MAX_LIVE_SESSIONS} global transactions are live, the limit`,
+          message: `${maxLiveSessions} global transactions are live, the limit`,
         },
       };
     }

@@ -110,6 +110,8 @@ export interface DbSessionStoreOptions {
   lease?: Partial<LeaseOptions> | false;
   /** How often the lease holder prunes finished and dedup rows, ms. Default DB_HOUSEKEEPING_INTERVAL_MS. */
   housekeepingIntervalMs?: number;
+  /** Live global transactions at most (a Begin beyond it is refused, CAPACITY). Default and ceiling MAX_LIVE_SESSIONS. */
+  maxLiveSessions?: number;
   /** Keep retrying an unreachable database at open() for this long, ms. Default 0: fail at once. */
   startupTimeoutMs?: number;
 }
@@ -147,6 +149,7 @@ export class DbSessionStore implements SessionStore {
   private readonly sql: SessionSql;
   private readonly fast: FastPaths;
   private readonly liveBound: LiveSessionBound;
+  private readonly maxLiveSessions: number;
   private readonly log: Logger;
   private readonly lease: DriverLease | null;
   private readonly leadershipListeners = new Set<(event: LeadershipEvent) => void>();
@@ -199,7 +202,19 @@ export class DbSessionStore implements SessionStore {
           });
     this.driver = makeDriver(maxConnections);
     this.fast = new FastPaths(this.driver, this.tables);
-    this.liveBound = new LiveSessionBound(() => this.sql.countLive(this.driver, MAX_LIVE_SESSIONS));
+    this.maxLiveSessions = options.maxLiveSessions ?? MAX_LIVE_SESSIONS;
+    if (
+      !Number.isSafeInteger(this.maxLiveSessions) ||
+      this.maxLiveSessions < 1 ||
+      this.maxLiveSessions > MAX_LIVE_SESSIONS
+    )
+      throw new ConfigError('maxLiveSessions', `must be an integer in 1..${MAX_LIVE_SESSIONS}`);
+    const cap = this.maxLiveSessions;
+    this.liveBound = new LiveSessionBound(
+      () => this.sql.countLive(this.driver, cap),
+      Date.now,
+      cap,
+    );
     this.leaseDriver = leaseOptions === null ? null : makeDriver(DB_LEASE_CONNECTIONS);
     this.housekeepingIntervalMs = options.housekeepingIntervalMs ?? DB_HOUSEKEEPING_INTERVAL_MS;
     this.lease =
@@ -298,7 +313,7 @@ export class DbSessionStore implements SessionStore {
       for (let attempt = 1; ; attempt++) {
         try {
           const outcome = (await this.driver.transaction('write', (conn) =>
-            applyCommand(conn, this.sql, command),
+            applyCommand(conn, this.sql, command, this.maxLiveSessions),
           )) as Outcome<ResultOf<C>>;
           // A fence names the epoch that fenced us: a node that is not the holder learns it here.
           if (!outcome.ok && outcome.rejection.code === 'STALE_TERM')

@@ -6,7 +6,7 @@
  * machine accepts with a known effect. When the statement matches no row, nothing was
  * written and the general path decides — it restores the state machine, so every refusal,
  * message and corner case stays the machine's own. The rules written here are pinned to
- * the machine by the differential property test (test/store-db/properties.test.ts).
+ * the machine by the differential property test (test/properties/properties.test.ts).
  *
  * Why the WHERE clauses are safe under concurrency: every one is on the xid's global row,
  * the serialization point of every submit. A statement that waits for that row's lock

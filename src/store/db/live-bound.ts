@@ -27,12 +27,14 @@ export class LiveSessionBound {
   constructor(
     private readonly countLive: () => Promise<number>,
     private readonly now: () => number = Date.now,
+    /** The live-session cap (default MAX_LIVE_SESSIONS). */
+    private readonly cap: number = MAX_LIVE_SESSIONS,
   ) {}
 
   /** True when a Begin may take the one-statement path (the estimate is well below the cap). */
   async mayBegin(): Promise<boolean> {
     if (this.now() - this.countedAt > DB_LIVE_COUNT_MAX_AGE_MS) await this.recount();
-    return this.count + this.admittedSince < MAX_LIVE_SESSIONS * DB_LIVE_COUNT_EXACT_FROM;
+    return this.count + this.admittedSince < this.cap * DB_LIVE_COUNT_EXACT_FROM;
   }
 
   /** A Begin this node admitted by the one-statement path. */

@@ -22,7 +22,6 @@
  * edge that answers (the TC service) adds where that leader is reached.
  */
 import {
-  CapacityError,
   encodeCommand,
   type Command,
   type CoordinatorStateView,
@@ -39,6 +38,7 @@ import {
   ProposalDroppedError,
   StoppedError,
   TimeoutError,
+  UnavailableError,
 } from '../../shared/errors.ts';
 import type { Logger } from '../../shared/logger.ts';
 import { SubmitBatcher } from './command-batch.ts';
@@ -51,7 +51,7 @@ export const DEFAULT_READ_TIMEOUT_MS = 10_000;
 export const DEFAULT_BARRIER_RETRY_MS = 20;
 /** Callers waiting for one ReadIndex barrier; beyond it they queue for the next one (keeps one batch bounded). */
 export const MAX_READS_PER_BARRIER = 4_096;
-/** Callers that may wait for a barrier at once; beyond it a read is refused (CapacityError). */
+/** Callers that may wait for a barrier at once; beyond it a read is refused (UnavailableError). */
 export const MAX_QUEUED_READS = 65_536;
 
 /** What the store needs of a Raft node (RaftNode satisfies it structurally). */
@@ -81,40 +81,51 @@ interface ReadyWaiter {
   reject: (err: Error) => void;
 }
 
+/**
+ * Where this store stands in the Raft's leadership, one phase at a time (like the Raft
+ * core's progress: probe, replicate, snapshot), so that no impossible combination (say,
+ * announced while not holding the role, or ready for a term other than the current one) can
+ * be written down:
+ *
+ *  - `following`: this node does not hold the leader role (follower or candidate);
+ *    `leader` is the one it knows of.
+ *  - `confirming`: this node holds the leader role of `term` and a barrier runs until it
+ *    applied its first entry of the term; submits and reads wait in `waiters`. Nothing is
+ *    announced.
+ *  - `serving`: the barrier of `term` completed and listeners were told `isLeader: true`.
+ *  - `closed`: the store stopped following the Raft; every call is refused.
+ *
+ * `term` is the Raft term last seen; `leader` the leader last named by the Raft.
+ */
+type SessionState =
+  | { phase: 'following'; term: number; leader: NodeId | null }
+  | { phase: 'confirming'; term: number; leader: NodeId | null; waiters: ReadyWaiter[] }
+  | { phase: 'serving'; term: number; leader: NodeId | null }
+  | { phase: 'closed'; term: number; leader: NodeId | null };
+
 export class RaftSessionStore implements SessionStore {
   private readonly raft: RaftPort;
-  private readonly state: CoordinatorStateView;
+  private readonly applied: CoordinatorStateView;
   private readonly log: Logger;
   readonly submitTimeoutMs: number;
   readonly readTimeoutMs: number;
   private readonly barrierRetryMs: number;
 
-  private role: Role;
-  private currentTerm: number;
-  private leaderId: NodeId | null;
-  /** The term whose first entry this node, as its leader, has applied; -1 for none. */
-  private readyTerm = -1;
-  /** Whether listeners were last told isLeader: true. */
-  private announced = false;
-  private barrierTerm = -1;
-  private readyWaiters: ReadyWaiter[] = [];
+  private state: SessionState;
   private readonly listeners = new Set<(event: LeadershipEvent) => void>();
   private readonly reads: ReadBatcher;
   private readonly submits: SubmitBatcher;
   private unsubscribe: (() => void) | null;
-  private closed = false;
 
   constructor(options: RaftSessionStoreOptions) {
     this.raft = options.raft;
-    this.state = options.state;
+    this.applied = options.state;
     this.log = options.logger.child({ component: 'raft-store' });
     this.submitTimeoutMs = options.submitTimeoutMs ?? DEFAULT_SUBMIT_TIMEOUT_MS;
     this.readTimeoutMs = options.readTimeoutMs ?? DEFAULT_READ_TIMEOUT_MS;
     this.barrierRetryMs = options.barrierRetryMs ?? DEFAULT_BARRIER_RETRY_MS;
     const st = this.raft.status();
-    this.role = st.role;
-    this.currentTerm = st.term;
-    this.leaderId = st.leader;
+    this.state = { phase: 'following', term: st.term, leader: st.leader };
     this.reads = new ReadBatcher(() => this.raft.read());
     this.submits = new SubmitBatcher((data) => this.raft.propose(data));
     this.unsubscribe = this.raft.onStateChange((change) =>
@@ -125,15 +136,13 @@ export class RaftSessionStore implements SessionStore {
 
   /** Stops following the Raft; pending waits fail with StoppedError. */
   close(): void {
-    if (this.closed) return;
-    this.closed = true;
+    const was = this.state;
+    if (was.phase === 'closed') return;
+    this.state = { phase: 'closed', term: was.term, leader: was.leader };
     this.unsubscribe?.();
     this.unsubscribe = null;
-    this.failReadyWaiters(new StoppedError());
-    if (this.announced) {
-      this.announced = false;
-      this.emit({ isLeader: false, term: this.currentTerm });
-    }
+    if (was.phase === 'confirming') failAll(was.waiters, new StoppedError());
+    if (was.phase === 'serving') this.emit({ isLeader: false, term: was.term });
     this.listeners.clear();
   }
 
@@ -193,22 +202,22 @@ export class RaftSessionStore implements SessionStore {
     }
     // A leader change between the barrier and here is harmless: the barrier proved that
     // this state includes everything acknowledged before read() was called.
-    return fn(this.state);
+    return fn(this.applied);
   }
 
   /** The applied state of this leader, no barrier: for its own phase-two work only. */
   readLocal<T>(fn: (state: CoordinatorStateView) => T): T {
     this.requireLeaderRole();
     if (!this.isLeader()) throw this.notLeaderError();
-    return fn(this.state);
+    return fn(this.applied);
   }
 
   isLeader(): boolean {
-    return !this.closed && this.role === 'leader' && this.readyTerm === this.currentTerm;
+    return this.state.phase === 'serving';
   }
 
   term(): number {
-    return this.currentTerm;
+    return this.state.term;
   }
 
   onLeadershipChange(listener: (event: LeadershipEvent) => void): () => void {
@@ -222,7 +231,7 @@ export class RaftSessionStore implements SessionStore {
    * NOT_LEADER at once instead of queueing a call that cannot succeed here.
    */
   hasLeaderRole(): boolean {
-    return !this.closed && this.role === 'leader';
+    return this.state.phase === 'confirming' || this.state.phase === 'serving';
   }
 
   /**
@@ -247,12 +256,12 @@ export class RaftSessionStore implements SessionStore {
 
   /** The leader this node knows of (for not-leader answers). */
   knownLeader(): NodeId | null {
-    return this.leaderId;
+    return this.state.leader;
   }
 
   /** A NotLeaderError naming the leader this node knows (the edge that answers adds where it is reached). */
   notLeaderError(): NotLeaderError {
-    return new NotLeaderError(this.otherLeader(this.leaderId));
+    return new NotLeaderError(this.otherLeader(this.state.leader));
   }
 
   /** `id`, unless it names this node (a leader that stepped down still names itself for a moment). */
@@ -264,39 +273,47 @@ export class RaftSessionStore implements SessionStore {
   // Leadership
 
   private onRaftState(role: Role, term: number, leader: NodeId | null): void {
-    if (this.closed) return;
-    this.role = role;
-    this.currentTerm = term;
-    this.leaderId = leader;
-    if (role === 'leader') {
-      if (this.announced && this.readyTerm !== term) {
-        // Leader again in a later term without a seen step-down (coalesced events): the
-        // old term's work must stop before the new term's starts.
-        this.announced = false;
+    const was = this.state;
+    if (was.phase === 'closed') return;
+    if (role !== 'leader') {
+      this.state = { phase: 'following', term, leader };
+      if (was.phase === 'confirming') failAll(was.waiters, this.notLeaderError());
+      if (was.phase === 'serving') {
+        this.log.info({ term, leader }, 'leadership lost');
         this.emit({ isLeader: false, term });
       }
-      if (this.barrierTerm !== term && this.readyTerm !== term) void this.runBarrier(term);
       return;
     }
-    this.readyTerm = -1;
-    this.barrierTerm = -1;
-    this.failReadyWaiters(this.notLeaderError());
-    if (this.announced) {
-      this.announced = false;
-      this.log.info({ term, leader }, 'leadership lost');
-      this.emit({ isLeader: false, term });
+    if (was.phase !== 'following' && was.term === term) {
+      this.state = { ...was, leader }; // the same leadership, told again
+      return;
     }
+    // A new term of leadership. Callers waiting for an earlier term's barrier (coalesced
+    // events) wait for this one's.
+    this.state = {
+      phase: 'confirming',
+      term,
+      leader,
+      waiters: was.phase === 'confirming' ? was.waiters : [],
+    };
+    // Leader again in a later term without a seen step-down (coalesced events): the old
+    // term's work must stop before the new term's starts.
+    if (was.phase === 'serving') this.emit({ isLeader: false, term });
+    void this.runBarrier(term);
+  }
+
+  /** Whether this store still confirms its leadership of `term` (the barrier's loop condition). */
+  private confirming(term: number): boolean {
+    return this.state.phase === 'confirming' && this.state.term === term;
   }
 
   /** Waits until this leader applied its first entry of `term`, then announces leadership. */
   private async runBarrier(term: number): Promise<void> {
-    this.barrierTerm = term;
-    const stillLeading = () => !this.closed && this.role === 'leader' && this.currentTerm === term;
-    while (stillLeading()) {
+    while (this.confirming(term)) {
       try {
         await this.raft.read();
       } catch (err) {
-        if (!stillLeading()) return;
+        if (!this.confirming(term)) return;
         // ProposalDroppedError: the no-op of the term is not committed yet. Try again.
         if (!(
           err instanceof ProposalDroppedError ||
@@ -308,13 +325,10 @@ export class RaftSessionStore implements SessionStore {
         await sleep(this.barrierRetryMs);
         continue;
       }
-      if (!stillLeading()) return;
-      this.readyTerm = term;
-      this.barrierTerm = -1;
-      const waiters = this.readyWaiters;
-      this.readyWaiters = [];
-      for (const w of waiters) w.resolve();
-      this.announced = true;
+      const was = this.state;
+      if (was.phase !== 'confirming' || was.term !== term) return;
+      this.state = { phase: 'serving', term, leader: was.leader };
+      for (const w of was.waiters) w.resolve();
       this.log.info({ term }, 'leader of the term applied its first entry; serving');
       this.emit({ isLeader: true, term });
       return;
@@ -322,10 +336,11 @@ export class RaftSessionStore implements SessionStore {
   }
 
   private waitReady(deadline: number): Promise<void> {
-    if (this.isLeader()) return Promise.resolve();
-    const ready = new Promise<void>((resolve, reject) =>
-      this.readyWaiters.push({ resolve, reject }),
-    );
+    const state = this.state;
+    if (state.phase === 'serving') return Promise.resolve();
+    if (state.phase !== 'confirming')
+      throw new AssertionFailure(`waitReady in phase ${state.phase}, after requireLeaderRole`);
+    const ready = new Promise<void>((resolve, reject) => state.waiters.push({ resolve, reject }));
     return withDeadline(
       ready,
       deadline,
@@ -336,12 +351,6 @@ export class RaftSessionStore implements SessionStore {
     ).catch((err: unknown) => {
       throw this.translate(err);
     });
-  }
-
-  private failReadyWaiters(err: Error): void {
-    const waiters = this.readyWaiters;
-    this.readyWaiters = [];
-    for (const w of waiters) w.reject(err);
   }
 
   private emit(event: LeadershipEvent): void {
@@ -355,14 +364,16 @@ export class RaftSessionStore implements SessionStore {
   }
 
   private requireLeaderRole(): void {
-    if (this.closed) throw new StoppedError('the session store is closed');
-    if (this.role !== 'leader') throw this.notLeaderError();
+    if (this.state.phase === 'closed') throw new StoppedError('the session store is closed');
+    if (this.state.phase === 'following') throw this.notLeaderError();
   }
 
   /** The Raft's NotLeaderError may name no leader, or this node: name the one this node knows. */
   private translate(err: unknown): unknown {
     if (err instanceof NotLeaderError)
-      return new NotLeaderError(this.otherLeader(err.leaderId ?? this.leaderId), { cause: err });
+      return new NotLeaderError(this.otherLeader(err.leaderId ?? this.state.leader), {
+        cause: err,
+      });
     return err;
   }
 }
@@ -382,11 +393,12 @@ class ReadBatcher {
 
   /**
    * Joins the next barrier. `cancel` takes a caller that gave up out of the queue; a full
-   * queue refuses at once (CapacityError), so memory stays bounded under overload.
+   * queue refuses at once (UnavailableError), so memory stays bounded under overload.
    */
   barrier(): { done: Promise<void>; cancel: () => void } {
     if (this.waiting.length >= MAX_QUEUED_READS) {
-      const full = new CapacityError(
+      // Overload, not a bound on state: nothing was read or changed; the client retries.
+      const full = new UnavailableError(
         `${MAX_QUEUED_READS} reads wait for a ReadIndex barrier, the limit; retry later`,
       );
       return { done: Promise.reject(full), cancel: () => {} };
@@ -471,6 +483,10 @@ function withDeadline<T>(
       },
     );
   });
+}
+
+function failAll(waiters: readonly ReadyWaiter[], err: Error): void {
+  for (const w of waiters) w.reject(err);
 }
 
 function sleep(ms: number): Promise<void> {

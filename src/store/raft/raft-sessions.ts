@@ -10,6 +10,7 @@
  *   ...
  *   store.close(); await sessions.stop();
  */
+import type { CoordinatorStateView } from '../../coordinator/index.ts';
 import type { PeerTls } from '../../raft/transport/tls.ts';
 import type { Logger } from '../../shared/logger.ts';
 import type { ConfChange, NodeId } from '../../raft/core/types.ts';
@@ -52,6 +53,11 @@ export interface RaftSessions {
   stop(): Promise<void>;
   /** A session store over this node (the TC service opens one; close it before stop()). */
   openStore(options: RaftStoreOptions): RaftSessionStore;
+  /**
+   * `fn` on this node's applied state, at once, in any role (no barrier: a follower's
+   * state may lag the leader's). For metrics and health only, never to decide anything.
+   */
+  readApplied<T>(fn: (state: CoordinatorStateView) => T): T;
 }
 
 export function createRaftSessions(options: RaftSessionsOptions): RaftSessions {
@@ -78,5 +84,6 @@ export function createRaftSessions(options: RaftSessionsOptions): RaftSessions {
     stop: () => node.stop(),
     openStore: (storeOptions) =>
       new RaftSessionStore({ ...storeOptions, raft: node, state: machine.coordinator }),
+    readApplied: (fn) => fn(machine.coordinator),
   };
 }

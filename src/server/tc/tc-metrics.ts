@@ -1,0 +1,400 @@
+/**
+ * Transaction metrics of a TC node (Prometheus naming), on the node's registry:
+ *
+ *  - at the gRPC edge (observeCall): begin, commit and rollback by result, with their
+ *    latency; lock conflicts at branch register and lock query;
+ *  - around the coordinator's store (instrumentStore): phase-two retries scheduled,
+ *    transactions ended by end status, timeouts;
+ *  - around the RM channels (instrumentGateway): each branch phase-two call by action,
+ *    branch type, resource and outcome, with its latency;
+ *  - at scrape time, from this node's applied state (raft: every node; db: the lease
+ *    holder): live transactions by status, transactions stuck past the alarm threshold,
+ *    locked rows.
+ *
+ * Counters move where the work happens: TM calls on the node that served them (raft: the
+ * leader), phase two where it is driven. Label values that clients choose (resource ids)
+ * are bounded: past MAX_RESOURCE_LABELS distinct ones, the rest count as "_other".
+ */
+import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
+import {
+  ApplicationRmUnavailableError,
+  BranchStatus,
+  GlobalStatus,
+  isFailedEnd,
+  type BranchGateway,
+  type BranchSession,
+  type CoordinatorStateView,
+  type LiveStatusView,
+  type SessionStore,
+} from '../../coordinator/index.ts';
+import { globalStatusFromCode } from '../../shared/tc-codes.ts';
+import type { WireResponse } from '../../shared/tc-wire.ts';
+
+/** Distinct `resource` label values kept; the rest are counted as OTHER_RESOURCE. */
+export const MAX_RESOURCE_LABELS = 200;
+export const OTHER_RESOURCE = '_other';
+/**
+ * Default alarm threshold, ms: a transaction retrying phase two (or with retries stopped)
+ * for longer than this counts in concord_tc_global_stuck.
+ */
+export const DEFAULT_STUCK_ALARM_MS = 60_000;
+/** Latency buckets of TM calls and branch phase-two calls, seconds. */
+export const TX_BUCKETS_SECONDS = [
+  0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30,
+];
+
+/** Statuses a live session may be in (gauge series are set to 0 for those absent). */
+const LIVE_STATUSES: readonly GlobalStatus[] = [
+  GlobalStatus.Begin,
+  GlobalStatus.Committing,
+  GlobalStatus.CommitRetrying,
+  GlobalStatus.AsyncCommitting,
+  GlobalStatus.Rollbacking,
+  GlobalStatus.RollbackRetrying,
+  GlobalStatus.TimeoutRollbacking,
+  GlobalStatus.TimeoutRollbackRetrying,
+  GlobalStatus.CommitFailed,
+  GlobalStatus.RollbackFailed,
+  GlobalStatus.TimeoutRollbackFailed,
+  GlobalStatus.StopCommitOrCommitRetry,
+  GlobalStatus.StopRollbackOrRollbackRetry,
+];
+
+/** Retrying statuses and the operator's stop: phase two is not getting through. */
+const RETRYING: ReadonlySet<GlobalStatus> = new Set([
+  GlobalStatus.CommitRetrying,
+  GlobalStatus.RollbackRetrying,
+  GlobalStatus.TimeoutRollbackRetrying,
+  GlobalStatus.StopCommitOrCommitRetry,
+  GlobalStatus.StopRollbackOrRollbackRetry,
+]);
+
+/** What the scrape-time gauges read. */
+export interface LiveSummary {
+  byStatus: Map<GlobalStatus, number>;
+  stuck: number;
+  lockedRows: number;
+}
+
+/**
+ * Stuck, as main knows it: a session in a retrying status (or with retries stopped) that
+ * entered it more than `alarmMs` ago. THE HOOK: when the coordinator gains its own notion
+ * of a stuck transaction, call it here instead; the gauge and its docs stay.
+ */
+export function isStuck(session: LiveStatusView, now: number, alarmMs: number): boolean {
+  return RETRYING.has(session.reportedStatus) && now - session.statusChangedAt > alarmMs;
+}
+
+/** Live sessions by reported status, stuck ones and locked rows, from a state view. */
+export function summarize(state: CoordinatorStateView, now: number, alarmMs: number): LiveSummary {
+  const byStatus = new Map<GlobalStatus, number>();
+  let stuck = 0;
+  const visit = (s: LiveStatusView) => {
+    byStatus.set(s.reportedStatus, (byStatus.get(s.reportedStatus) ?? 0) + 1);
+    if (isStuck(s, now, alarmMs)) stuck += 1;
+  };
+  if (state.forEachLiveStatus) state.forEachLiveStatus(visit);
+  else {
+    // A partial view (db reads): the sessions it lists, with their copies.
+    for (const xid of state.liveXids()) {
+      const s = state.getSession(xid);
+      if (!s) continue;
+      const reported =
+        s.retry.stopped && RETRYING.has(s.status)
+          ? s.status === GlobalStatus.CommitRetrying
+            ? GlobalStatus.StopCommitOrCommitRetry
+            : GlobalStatus.StopRollbackOrRollbackRetry
+          : s.status;
+      visit({
+        xid: s.xid,
+        status: s.status,
+        reportedStatus: reported,
+        beginTime: s.beginTime,
+        statusChangedAt: s.statusChangedAt,
+        retryAttempts: s.retry.attempts,
+      });
+    }
+  }
+  return { byStatus, stuck, lockedRows: state.lockedRowCount() };
+}
+
+export interface TcMetricsOptions {
+  /** The alarm threshold of concord_tc_global_stuck, ms (default DEFAULT_STUCK_ALARM_MS). */
+  stuckAlarmMs?: number;
+  /** Reads the live summary at scrape time; null when this node does not count (db: not the lease holder). */
+  liveSummary?: (now: number, alarmMs: number) => Promise<LiveSummary | null> | LiveSummary | null;
+  now?: () => number;
+}
+
+const METRIC_NAMES = [
+  'concord_tc_global_begin_total',
+  'concord_tc_global_commit_total',
+  'concord_tc_global_rollback_total',
+  'concord_tc_global_begin_duration_seconds',
+  'concord_tc_global_commit_duration_seconds',
+  'concord_tc_global_rollback_duration_seconds',
+  'concord_tc_global_ended_total',
+  'concord_tc_global_timeouts_total',
+  'concord_tc_phase_two_retries_total',
+  'concord_tc_branch_phase_two_total',
+  'concord_tc_branch_phase_two_duration_seconds',
+  'concord_tc_lock_conflicts_total',
+  'concord_tc_global_sessions',
+  'concord_tc_global_stuck',
+  'concord_tc_stuck_alarm_seconds',
+  'concord_tc_locked_rows',
+] as const;
+
+type TmMethod = 'begin' | 'commit' | 'rollback';
+
+/** The TC's transaction metrics on one registry (a service restarted on the node replaces them). */
+export class TcMetrics {
+  private readonly tm: Record<TmMethod, { total: Counter<'result'>; seconds: Histogram }>;
+  private readonly ended: Counter<'status'>;
+  private readonly timeouts: Counter;
+  private readonly retries: Counter;
+  private readonly branch: Counter<'action' | 'branch_type' | 'resource' | 'outcome'>;
+  private readonly branchSeconds: Histogram<'action' | 'branch_type'>;
+  private readonly conflicts: Counter<'source'>;
+  private readonly resources = new Set<string>();
+  private readonly now: () => number;
+
+  constructor(registry: Registry, options: TcMetricsOptions = {}) {
+    for (const name of METRIC_NAMES)
+      if (registry.getSingleMetric(name)) registry.removeSingleMetric(name);
+    this.now = options.now ?? Date.now;
+    const registers = [registry];
+    const tmPair = (method: TmMethod, what: string) => ({
+      total: new Counter({
+        name: `concord_tc_global_${method}_total`,
+        help: `${what} calls answered by this node, by result (the global status reached, or the error code)`,
+        labelNames: ['result'] as const,
+        registers,
+      }),
+      seconds: new Histogram({
+        name: `concord_tc_global_${method}_duration_seconds`,
+        help: `${what} call latency at the TC, seconds (decision durable and applied)`,
+        buckets: TX_BUCKETS_SECONDS,
+        registers,
+      }),
+    });
+    this.tm = {
+      begin: tmPair('begin', 'Begin'),
+      commit: tmPair('commit', 'Global commit'),
+      rollback: tmPair('rollback', 'Global rollback'),
+    };
+    this.ended = new Counter({
+      name: 'concord_tc_global_ended_total',
+      help: 'Global transactions that reached an end status through this node (Committed, Rollbacked, TimeoutRollbacked; *Failed when phase two gave up)',
+      labelNames: ['status'] as const,
+      registers,
+    });
+    this.timeouts = new Counter({
+      name: 'concord_tc_global_timeouts_total',
+      help: 'Global transactions this node rolled back because they passed their timeout',
+      registers,
+    });
+    this.retries = new Counter({
+      name: 'concord_tc_phase_two_retries_total',
+      help: 'Phase-two retries this node scheduled (a pass ended in a retryable branch failure)',
+      registers,
+    });
+    this.branch = new Counter({
+      name: 'concord_tc_branch_phase_two_total',
+      help: 'Branch phase-two calls by action (commit, rollback), branch type, resource and outcome (done, retryable, unretryable, rm_unavailable, error)',
+      labelNames: ['action', 'branch_type', 'resource', 'outcome'] as const,
+      registers,
+    });
+    this.branchSeconds = new Histogram({
+      name: 'concord_tc_branch_phase_two_duration_seconds',
+      help: 'Branch phase-two call latency (RM round trip), seconds',
+      labelNames: ['action', 'branch_type'] as const,
+      buckets: TX_BUCKETS_SECONDS,
+      registers,
+    });
+    this.conflicts = new Counter({
+      name: 'concord_tc_lock_conflicts_total',
+      help: 'Row lock conflicts: a branch register refused (register) or a lock query answered not lockable (query)',
+      labelNames: ['source'] as const,
+      registers,
+    });
+    const alarmMs = options.stuckAlarmMs ?? DEFAULT_STUCK_ALARM_MS;
+    new Gauge({
+      name: 'concord_tc_stuck_alarm_seconds',
+      help: 'The alarm threshold of concord_tc_global_stuck, seconds',
+      registers,
+    }).set(alarmMs / 1000);
+    // One read per scrape feeds the three state gauges: the first collect() reads, the
+    // others reuse it (prom-client collects a registry's metrics one after another).
+    let pending: Promise<LiveSummary | null> | null = null;
+    const read = options.liveSummary;
+    const summary = (): Promise<LiveSummary | null> => {
+      if (!read) return Promise.resolve(null);
+      pending ??= (async () => {
+        try {
+          return await read(this.now(), alarmMs);
+        } catch {
+          return null;
+        } finally {
+          setImmediate(() => (pending = null));
+        }
+      })();
+      return pending;
+    };
+    new Gauge({
+      name: 'concord_tc_global_sessions',
+      help: 'Live global transactions by status (raft: every node, from its applied state; db: the lease holder)',
+      labelNames: ['status'] as const,
+      registers,
+      async collect() {
+        const s = await summary();
+        this.reset();
+        if (!s) return;
+        for (const status of LIVE_STATUSES) this.set({ status }, s.byStatus.get(status) ?? 0);
+        for (const [status, n] of s.byStatus)
+          if (!LIVE_STATUSES.includes(status)) this.set({ status }, n);
+      },
+    });
+    new Gauge({
+      name: 'concord_tc_global_stuck',
+      help: 'Live global transactions retrying phase two (or with retries stopped) for longer than concord_tc_stuck_alarm_seconds',
+      registers,
+      async collect() {
+        const s = await summary();
+        this.set(s?.stuck ?? 0);
+      },
+    });
+    new Gauge({
+      name: 'concord_tc_locked_rows',
+      help: 'Row locks held (raft: every node, from its applied state; db: the lease holder)',
+      registers,
+      async collect() {
+        const s = await summary();
+        this.set(s?.lockedRows ?? 0);
+      },
+    });
+  }
+
+  /** One TC call answered at the gRPC edge. */
+  observeCall(method: string, response: WireResponse, seconds: number): void {
+    const code = response.error?.code;
+    if (method === 'begin' || method === 'commit' || method === 'rollback') {
+      let result: string;
+      if (code) result = code.replace(/^ERROR_CODE_/, '');
+      else if (method === 'begin') result = 'OK';
+      else
+        result = globalStatusFromCode(
+          (response as WireResponse & { globalStatus?: number }).globalStatus ?? -1,
+        );
+      this.tm[method].total.inc({ result });
+      this.tm[method].seconds.observe(seconds);
+    } else if (method === 'branchRegister' && code === 'ERROR_CODE_LOCK_CONFLICT') {
+      this.conflicts.inc({ source: 'register' });
+    } else if (
+      method === 'lockQuery' &&
+      !code &&
+      (response as WireResponse & { lockable?: boolean }).lockable === false
+    ) {
+      this.conflicts.inc({ source: 'query' });
+    }
+  }
+
+  /** The store the coordinator submits through, counting what its commands did. */
+  instrumentStore<S extends SessionStore>(store: S): S {
+    const submit: SessionStore['submit'] = async (command) => {
+      const outcome = await store.submit(command);
+      if (outcome.ok) this.onApplied(command.kind, command, outcome.value);
+      return outcome;
+    };
+    return new Proxy(store, {
+      get(target, prop) {
+        if (prop === 'submit') return submit;
+        const value: unknown = Reflect.get(target, prop, target);
+        return typeof value === 'function' ? value.bind(target) : value;
+      },
+    });
+  }
+
+  private onApplied(kind: string, command: object, value: unknown): void {
+    const v = value as {
+      status?: GlobalStatus;
+      finished?: { status: GlobalStatus } | null;
+    };
+    switch (kind) {
+      case 'RetryScheduled':
+        this.retries.inc();
+        break;
+      case 'FinishGlobal':
+      case 'MarkResolved':
+        if (v.status) this.ended.inc({ status: v.status });
+        break;
+      case 'CommitGlobal':
+      case 'RollbackGlobal':
+      case 'GlobalReport':
+        if (kind === 'RollbackGlobal' && (command as { timeout?: boolean }).timeout)
+          this.timeouts.inc();
+        if (v.finished) this.ended.inc({ status: v.finished.status });
+        break;
+      case 'ChangeGlobalStatus':
+        if (v.status && isFailedEnd(v.status)) this.ended.inc({ status: v.status });
+        break;
+    }
+  }
+
+  /** The RM channels, timing and counting each branch phase-two call. */
+  instrumentGateway(gateway: BranchGateway): BranchGateway {
+    const call = async (
+      action: 'commit' | 'rollback',
+      branch: BranchSession,
+      run: () => Promise<BranchStatus>,
+    ): Promise<BranchStatus> => {
+      const started = performance.now();
+      const labels = {
+        action,
+        branch_type: branch.type,
+        resource: this.resource(branch.resourceId),
+      };
+      try {
+        const status = await run();
+        this.branch.inc({ ...labels, outcome: outcomeOf(status) });
+        return status;
+      } catch (err) {
+        const unavailable = err instanceof ApplicationRmUnavailableError;
+        this.branch.inc({ ...labels, outcome: unavailable ? 'rm_unavailable' : 'error' });
+        throw err;
+      } finally {
+        this.branchSeconds.observe(
+          { action, branch_type: branch.type },
+          (performance.now() - started) / 1000,
+        );
+      }
+    };
+    return {
+      commitBranch: (branch) => call('commit', branch, () => gateway.commitBranch(branch)),
+      rollbackBranch: (branch) => call('rollback', branch, () => gateway.rollbackBranch(branch)),
+    };
+  }
+
+  private resource(id: string): string {
+    if (this.resources.has(id)) return id;
+    if (this.resources.size >= MAX_RESOURCE_LABELS) return OTHER_RESOURCE;
+    this.resources.add(id);
+    return id;
+  }
+}
+
+function outcomeOf(status: BranchStatus): string {
+  switch (status) {
+    case BranchStatus.PhaseTwo_Committed:
+    case BranchStatus.PhaseTwo_Rollbacked:
+      return 'done';
+    case BranchStatus.PhaseTwo_CommitFailed_Retryable:
+    case BranchStatus.PhaseTwo_RollbackFailed_Retryable:
+      return 'retryable';
+    case BranchStatus.PhaseTwo_CommitFailed_Unretryable:
+    case BranchStatus.PhaseTwo_RollbackFailed_Unretryable:
+      return 'unretryable';
+    default:
+      return 'error';
+  }
+}
