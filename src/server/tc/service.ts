@@ -342,6 +342,9 @@ export class TcGrpcService {
       response = await this.dispatch(method, request, caller);
     } catch (err) {
       if (isInternal(err)) this.log.error({ err, method }, 'TC call failed unexpectedly');
+      else if ((err as { cause?: unknown }).cause !== undefined)
+        // A wrapped foreign failure (the database's): its details are told only here.
+        this.log.warn({ method, err }, 'TC call failed in the session store');
       else this.log.debug({ method, err: (err as Error).message }, 'TC call refused');
       response = failed(errorToWire(err, this.opts.leaderOf));
     }
