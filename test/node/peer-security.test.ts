@@ -6,6 +6,8 @@
  * member's own certificate it is still only that member, and its numbers are bounded.
  * Every node survives and restarts clean.
  */
+import { statSync } from 'node:fs';
+import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { Message } from '../../src/raft/core/types.ts';
@@ -97,6 +99,8 @@ describe('raft port under attack', () => {
         expect(r.code).not.toBe(grpc.status.OK);
       }
     }
+    // Data directories are this user's only.
+    for (const id of c.ids) expect(statSync(join(c.root, id)).mode & 0o777, id).toBe(0o700);
     // Nothing moved: same leader, no forged term, no snapshot restored, every node alive.
     await sleep(300);
     for (const id of c.ids) {
