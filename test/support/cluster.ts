@@ -48,6 +48,8 @@ export interface NodeConfigOptions {
   limits?: Record<string, number>;
   /** Plaintext everywhere (security.insecure). Default: TLS with the run's pki (support/tls.ts). */
   insecure?: boolean;
+  /** The `security.quotas` section. */
+  quotas?: object;
 }
 
 /** The config of a raft-mode node (what `concord start --config` reads). */
@@ -66,7 +68,7 @@ export function raftNodeConfig(n: NodePorts, o: NodeConfigOptions): object {
     ...(o.authToken !== undefined ? { http: { authToken: o.authToken } } : {}),
     ...(o.limits !== undefined ? { limits: o.limits } : {}),
     log: { level: o.logLevel ?? 'info' },
-    security: testSecurity(o.insecure),
+    security: { ...testSecurity(o.insecure), ...(o.quotas ? { quotas: o.quotas } : {}) },
   };
 }
 

@@ -60,12 +60,15 @@ export interface ClusterOptions {
   logLevel?: string;
   /** The nodes' `limits` section. */
   limits?: Record<string, number>;
+  /** The nodes' `security.quotas` section. */
+  quotas?: object;
 }
 
 export class TestCluster {
   readonly root: string;
   readonly nodes: TestNode[] = [];
-  private readonly opts: Required<Omit<ClusterOptions, 'limits'>> & Pick<ClusterOptions, 'limits'>;
+  private readonly opts: Required<Omit<ClusterOptions, 'limits' | 'quotas'>> &
+    Pick<ClusterOptions, 'limits' | 'quotas'>;
 
   private constructor(name: string, opts: ClusterOptions) {
     this.root = mkdtempSync(join(tmpdir(), `concord-tc-${name}-`));
@@ -74,6 +77,7 @@ export class TestCluster {
       electionTicks: opts.electionTicks ?? 10,
       logLevel: opts.logLevel ?? 'info',
       ...(opts.limits !== undefined ? { limits: opts.limits } : {}),
+      ...(opts.quotas !== undefined ? { quotas: opts.quotas } : {}),
     };
   }
 
@@ -190,6 +194,7 @@ export class TestCluster {
       authToken: 'tc-test-token-0123456789',
       logLevel: this.opts.logLevel,
       ...(this.opts.limits !== undefined ? { limits: this.opts.limits } : {}),
+      ...(this.opts.quotas !== undefined ? { quotas: this.opts.quotas } : {}),
     });
     mkdirSync(join(this.root, 'data'), { recursive: true });
     writeConfig(n.file, config);

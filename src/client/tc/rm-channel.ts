@@ -13,7 +13,12 @@
  * a new leader re-driving, an answer lost with a broken channel).
  */
 import type * as grpc from '@grpc/grpc-js';
-import { ConcordError, TimeoutError, UnauthorizedError } from '../../shared/errors.ts';
+import {
+  CapacityError,
+  ConcordError,
+  TimeoutError,
+  UnauthorizedError,
+} from '../../shared/errors.ts';
 import type { Logger } from '../../shared/logger.ts';
 import type { HostPort } from '../http-metadata.ts';
 import { branchStatusToCode, branchTypeFromCode } from '../../shared/tc-codes.ts';
@@ -171,6 +176,16 @@ export class RmChannel implements RmChannelPort {
 
   /** A PERMISSION_DENIED answer is final: the waiters learn it, the channel stops. */
   private noteRefusal(error: { code?: string; message?: string } | null | undefined): void {
+    if (error?.code === 'ERROR_CODE_CAPACITY') {
+      // A quota: those waiting learn it now; the channel keeps trying (room may come back).
+      const full = new CapacityError(
+        `the TC refused the RM channel of ${this.opts.clientId} for now: ${error.message ?? ''}`,
+      );
+      const waiters = this.readyWaiters;
+      this.readyWaiters = [];
+      for (const w of waiters) w.reject(full);
+      return;
+    }
     if (error?.code !== 'ERROR_CODE_PERMISSION_DENIED' || this.refusal) return;
     this.refusal = new UnauthorizedError(
       `the TC refused the RM channel of ${this.opts.clientId}: ${error.message ?? ''}`,

@@ -17,6 +17,7 @@
 import { dirname, join as joinPath, resolve as resolvePath } from 'node:path';
 import { ConfigError } from '../../shared/errors.ts';
 import { bool, noUnknownKeys, optStr, section, type Obj } from '../config/validate.ts';
+import { parseQuotas, type QuotasConfig } from './quotas.ts';
 
 /** Environment variable that names insecure mode (any of 1, true, yes). */
 export const INSECURE_ENV = 'CONCORD_INSECURE';
@@ -36,6 +37,8 @@ export interface SecurityConfig {
   insecure: boolean;
   /** Null exactly when insecure. */
   tls: TlsFilesConfig | null;
+  /** Per-application quotas on the TC port (quotas.ts); they hold in insecure mode too. */
+  quotas: QuotasConfig;
 }
 
 export function envInsecure(env: NodeJS.ProcessEnv): boolean {
@@ -49,11 +52,12 @@ export function parseSecuritySection(
   opts: { nodeId: string; dataDir: string | null; cwd: string; env: NodeJS.ProcessEnv },
 ): SecurityConfig {
   const s = section(raw, 'security', '');
-  noUnknownKeys(s, ['insecure', 'tls'], 'security');
+  noUnknownKeys(s, ['insecure', 'tls', 'quotas'], 'security');
+  const quotas = parseQuotas(s);
   const insecure = bool(s, 'insecure', 'security', false) || envInsecure(opts.env);
   const t = section(s, 'tls', 'security');
   noUnknownKeys(t, ['dir', 'auto', 'ca', 'cert', 'key'], 'security.tls');
-  if (insecure) return { insecure, tls: null };
+  if (insecure) return { insecure, tls: null, quotas };
   const path = (key: string): string | null => {
     const v = optStr(t, key, 'security.tls', { maxLength: 4096 });
     if (v !== null && v.includes('\0'))
@@ -67,6 +71,7 @@ export function parseSecuritySection(
       : resolvePath(opts.cwd, 'data', 'pki'));
   return {
     insecure,
+    quotas,
     tls: {
       dir,
       auto: bool(t, 'auto', 'security.tls', true),

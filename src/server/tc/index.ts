@@ -38,6 +38,7 @@ import type { TcNodeContext, TcNodeOptions, TcService } from '../tc-node.ts';
 import { errorToWire } from './mapping.ts';
 import type { WireLeader } from '../../shared/tc-wire.ts';
 import { RmChannelHub } from './rm-hub.ts';
+import { quotaOf } from '../security/quotas.ts';
 import { TcGrpcService, type TcStoreAccess } from './service.ts';
 import { TcMetrics, summarize, type LiveSummary } from './tc-metrics.ts';
 
@@ -250,6 +251,7 @@ export async function serveTc(
     logger: ctx.logger,
     acceptsChannels: () => sessions.takesRmChannels(),
     notLeader: () => errorToWire(store.notLeaderError(), leaderOf),
+    maxChannelsOf: (app) => quotaOf(config.security.quotas, app).maxRmChannels,
     ...(options.rmHeartbeatIntervalMs !== undefined
       ? { heartbeatIntervalMs: options.rmHeartbeatIntervalMs }
       : {}),
@@ -298,6 +300,7 @@ export async function serveTc(
     port: config.server.tcPort,
     logger: ctx.logger,
     tls: ctx.tls,
+    quotas: config.security.quotas,
     registry: ctx.metrics.registry,
     txMetrics,
   });

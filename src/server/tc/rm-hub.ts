@@ -39,6 +39,7 @@ import {
 } from '../../coordinator/index.ts';
 import {
   BadRequestError,
+  CapacityError,
   ConcordError,
   TimeoutError,
   UnauthorizedError,
@@ -93,6 +94,8 @@ export interface RmChannelHubOptions {
   /** Default RM_RECONNECT_GRACE_MS. */
   reconnectGraceMs?: number;
   now?: () => number;
+  /** Registered channels one application may hold (security.quotas); default no bound. */
+  maxChannelsOf?: (applicationId: string) => number;
 }
 
 interface Pending {
@@ -411,7 +414,9 @@ export class RmChannelHub implements BranchGateway {
             ? 'ERROR_CODE_BAD_REQUEST'
             : err instanceof UnauthorizedError
               ? 'ERROR_CODE_PERMISSION_DENIED'
-              : 'ERROR_CODE_INTERNAL',
+              : err instanceof CapacityError
+                ? 'ERROR_CODE_CAPACITY'
+                : 'ERROR_CODE_INTERNAL',
         message,
         retryable: false,
       });
@@ -465,6 +470,16 @@ export class RmChannelHub implements BranchGateway {
       throw new UnauthorizedError(
         `client id ${clientId} is registered by another principal; choose another client id`,
       );
+    const quota = this.opts.maxChannelsOf?.(applicationId) ?? Infinity;
+    if (quota !== Infinity) {
+      let held = 0;
+      for (const c of this.byClient.values())
+        if (c.applicationId === applicationId && c !== previous) held++;
+      if (held >= quota)
+        throw new CapacityError(
+          `application ${applicationId} holds ${held} RM channels, its quota; close one or raise security.quotas`,
+        );
+    }
     if (previous && previous !== channel) {
       this.drop(previous, `replaced by a newer channel of ${clientId}`, true, {
         code: 'ERROR_CODE_UNAVAILABLE',

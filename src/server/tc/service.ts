@@ -23,7 +23,8 @@ import {
   type MarkResolvedRequest,
   type RegisterBranchRequest,
 } from '../../coordinator/index.ts';
-import { BadRequestError, NotLeaderError } from '../../shared/errors.ts';
+import { BadRequestError, CapacityError, NotLeaderError } from '../../shared/errors.ts';
+import { DEFAULT_QUOTAS, quotaOf, type QuotasConfig } from '../security/quotas.ts';
 import type { Xid } from '../../shared/ids.ts';
 import type { Logger } from '../../shared/logger.ts';
 import { globalStatusToCode } from '../../shared/tc-codes.ts';
@@ -114,6 +115,8 @@ export interface TcGrpcServiceOptions {
    * Null or absent: plaintext, nothing checked (insecure mode).
    */
   tls?: { ca: Buffer; cert: Buffer; key: Buffer } | null;
+  /** Per-application quotas (security/quotas.ts); default DEFAULT_QUOTAS. */
+  quotas?: QuotasConfig;
 }
 
 /**
@@ -251,6 +254,9 @@ export class TcGrpcService {
   private boundPort = 0;
   private callStreams = 0;
   private readonly owners = new OwnerCache();
+  private readonly quotas: QuotasConfig;
+  /** Unary calls in flight by connection (its peer address). */
+  private readonly unaryInflight = new Map<string, number>();
   private readonly metrics: {
     calls: Counter<'method' | 'code'>;
     seconds: Histogram<'method'>;
@@ -258,6 +264,7 @@ export class TcGrpcService {
 
   constructor(options: TcGrpcServiceOptions) {
     this.opts = options;
+    this.quotas = options.quotas ?? DEFAULT_QUOTAS;
     this.coordinator = options.coordinator;
     this.store = options.store;
     this.log = options.logger.child({ component: 'tc-service' });
@@ -273,9 +280,30 @@ export class TcGrpcService {
         call: grpc.ServerUnaryCall<unknown, WireResponse>,
         callback: grpc.sendUnaryData<WireResponse>,
       ) => {
-        void this.execute(method, call.request, this.callerOf(call)).then((response) =>
-          callback(null, response),
-        );
+        // In-flight unary calls per connection are bounded: beyond, a definite refusal.
+        const peer = call.getPeer();
+        const inflight = this.unaryInflight.get(peer) ?? 0;
+        if (inflight >= this.quotas.maxInflightUnaryPerConnection) {
+          callback(
+            null,
+            failed(
+              errorToWire(
+                new CapacityError(
+                  `${inflight} unary calls in flight on this connection, the limit; wait for answers`,
+                ),
+                this.opts.leaderOf,
+              ),
+            ),
+          );
+          return;
+        }
+        this.unaryInflight.set(peer, inflight + 1);
+        void this.execute(method, call.request, this.callerOf(call)).then((response) => {
+          const left = (this.unaryInflight.get(peer) ?? 1) - 1;
+          if (left === 0) this.unaryInflight.delete(peer);
+          else this.unaryInflight.set(peer, left);
+          callback(null, response);
+        });
       };
     }
     handlers.Calls = (call: grpc.ServerDuplexStream<CallBatchWire, ResultBatchWire>) =>
@@ -377,6 +405,7 @@ export class TcGrpcService {
     const decoded = spec.decode(request);
     this.requireLeader();
     if (caller !== null) await this.authorize(method, decoded, caller);
+    if (method === 'begin') this.checkBeginQuota(decoded as BeginRequest);
     const answer = await spec.call({ coordinator: this.coordinator, hub: this.opts.hub }, decoded);
     if (method === 'begin')
       this.owners.set((answer as { xid: string }).xid, (decoded as BeginRequest).applicationId);
@@ -406,6 +435,15 @@ export class TcGrpcService {
       );
       if (app !== null) requireApp(caller, app, `branch ${branchId}`);
     }
+  }
+
+  /** A Begin asking a timeout beyond its application's maximum is refused (nothing proposed). */
+  private checkBeginQuota(r: BeginRequest): void {
+    const max = quotaOf(this.quotas, r.applicationId).maxTransactionTimeoutMs;
+    if (r.timeoutMs > max)
+      throw new CapacityError(
+        `timeoutMs ${r.timeoutMs} exceeds the maximum transaction timeout of application ${r.applicationId} (${max} ms)`,
+      );
   }
 
   /** The application that began `xid`, or null if it is not live (finished or unknown). */
