@@ -7,6 +7,7 @@
  *   client id — and nothing is proposed for the refused calls;
  * - operator methods refuse a non-admin.
  */
+import { readFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { ClientTls } from '../../src/client/tls.ts';
 import type { TcClient } from '../../src/client/tc-client.ts';
@@ -187,6 +188,15 @@ describe('TC authorization', () => {
     await shop.rollback(xid);
     await waitForStatus(shop, xid, (s) => s === 'Rollbacked' || s === 'UnknownXid');
     expect(shopRm.callsFor(xid).map((c) => c.kind)).toEqual(['rollback']);
+  });
+
+  it('no secret reaches the logs: not the bearer token, not a private key', async () => {
+    for (const n of cluster.nodes) {
+      const log = readFileSync(n.logFile, 'utf8');
+      expect(log.length, n.id).toBeGreaterThan(0);
+      expect(log, n.id).not.toContain('tc-test-token-0123456789');
+      expect(log, n.id).not.toContain('PRIVATE KEY');
+    }
   });
 
   it('operator methods refuse a non-admin application; the admin role may call them', async () => {
