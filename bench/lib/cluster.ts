@@ -39,6 +39,10 @@ export interface ClusterOptions {
   /** Extra node flags (e.g. --cpu-prof). */
   nodeArgs?: string[];
   logLevel?: string;
+  /** The nodes' `limits` section (docs/operations.md). */
+  limits?: Record<string, number>;
+  /** Raft snapshot triggers (raft mode). */
+  snapshotEveryEntries?: number;
 }
 
 export interface BenchNode extends PinnedNode {
@@ -52,6 +56,31 @@ export interface BenchCluster {
   /** The leader (db mode: the lease holder) every node named at start. */
   leaderId: string;
   stop(): Promise<void>;
+  /** Starts a node that exited (was killed) again, on its config and data dir. */
+  restart(nodeId: string): BenchNode;
+}
+
+function spawnNode(o: ClusterOptions, id: string, file: string): ChildProcess {
+  const fd = openSync(join(o.dir, `${id}.log`), 'a');
+  const env: NodeJS.ProcessEnv = { ...process.env, CONCORD_LOG_LEVEL: o.logLevel ?? 'warn' };
+  delete env.CONCORD_DB_URL;
+  const proc = spawn(
+    process.execPath,
+    [
+      ...(o.nodeArgs ?? []),
+      '--import',
+      'tsx',
+      join(REPO_ROOT, 'src/cli/main.ts'),
+      'start',
+      '--config',
+      file,
+    ],
+    { cwd: REPO_ROOT, env, stdio: ['ignore', fd, fd] },
+  );
+  closeSync(fd);
+  children.add(proc);
+  proc.once('exit', () => children.delete(proc));
+  return proc;
 }
 
 export async function startCluster(o: ClusterOptions): Promise<BenchCluster> {
@@ -81,6 +110,9 @@ export async function startCluster(o: ClusterOptions): Promise<BenchCluster> {
             tickMs: o.store.tickMs ?? 100,
             electionTicks: 10,
             heartbeatTicks: 1,
+            ...(o.snapshotEveryEntries !== undefined
+              ? { snapshotEveryEntries: o.snapshotEveryEntries }
+              : {}),
             peers,
           }
         : { dataDir: join(o.dir, 'data', p.id), peers };
@@ -96,39 +128,25 @@ export async function startCluster(o: ClusterOptions): Promise<BenchCluster> {
         server: { host: '127.0.0.1', httpPort: p.http, tcPort: p.tc, raftPort: p.raft },
         raft,
         store,
+        ...(o.limits !== undefined ? { limits: o.limits } : {}),
         log: { level: o.logLevel ?? 'warn' },
       }),
     );
-    const fd = openSync(join(o.dir, `${p.id}.log`), 'a');
-    const env: NodeJS.ProcessEnv = { ...process.env, CONCORD_LOG_LEVEL: o.logLevel ?? 'warn' };
-    delete env.CONCORD_DB_URL;
-    const proc = spawn(
-      process.execPath,
-      [
-        ...(o.nodeArgs ?? []),
-        '--import',
-        'tsx',
-        join(REPO_ROOT, 'src/cli/main.ts'),
-        'start',
-        '--config',
-        file,
-      ],
-      {
-        cwd: REPO_ROOT,
-        env,
-        stdio: ['ignore', fd, fd],
-      },
-    );
-    closeSync(fd);
-    children.add(proc);
-    proc.once('exit', () => children.delete(proc));
     nodes.push({
       nodeId: p.id,
       transaction: { host: '127.0.0.1', port: p.tc },
       control: { host: '127.0.0.1', port: p.http },
-      proc,
+      proc: spawnNode(o, p.id, file),
     });
   }
+  const restart = (nodeId: string): BenchNode => {
+    const node = nodes.find((n) => n.nodeId === nodeId);
+    if (!node) throw new Error(`no node ${nodeId}`);
+    if (node.proc.exitCode === null && node.proc.signalCode === null)
+      throw new Error(`node ${nodeId} is still running`);
+    node.proc = spawnNode(o, nodeId, join(o.dir, `${nodeId}.yaml`));
+    return node;
+  };
   const stop = async () => {
     const live = nodes
       .map((n) => n.proc)
@@ -175,7 +193,7 @@ export async function startCluster(o: ClusterOptions): Promise<BenchCluster> {
         process.env.CONCORD_TLS_CERT = join(pki, 'admin.pem');
         process.env.CONCORD_TLS_KEY = join(pki, 'admin-key.pem');
       }
-      return { nodes, seeds, leaderId, stop };
+      return { nodes, seeds, leaderId, stop, restart };
     }
     if (Date.now() > deadline) {
       await stop();

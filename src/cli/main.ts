@@ -2,7 +2,8 @@
  * The `concord` command line (bin/concord.js runs its compiled form, dist/cli/main.js).
  *
  *   concord start --config <file>                  run one node
- *   concord cluster up [--dir cluster-configs] [--pattern node]   run the local cluster in the foreground
+ *   concord cluster up [--dir cluster-configs] [--pattern node]   run the local cluster in the
+ *   foreground
  *   concord cluster status --server <host:port>    members, roles, term, lag  [--json]
  *   concord cluster change --server … --members … --token …
  *   concord cluster transfer --server … --to <nodeId> --token …

@@ -22,7 +22,10 @@ export type { BranchType, ParsedXid, Xid };
 
 export interface GlobalTxContext {
   readonly xid: Xid;
-  /** The kind of branch the current code runs as, when it runs inside one (a TCC try, a Saga action). */
+  /**
+   * The kind of branch the current code runs as, when it runs inside one (a TCC try, a Saga
+   * action).
+   */
   readonly branchType?: BranchType;
   /**
    * Aborted when this process knows the transaction is over (its global timeout passed, or

@@ -364,7 +364,9 @@ export class ClusterDiscovery extends EventEmitter<DiscoveryEvents> {
     });
   }
 
-  /** One metadata request to a node (shared while in flight); its answer is adopted when it arrives. */
+  /**
+   * One metadata request to a node (shared while in flight); its answer is adopted when it arrives.
+   */
   private fetchFrom(target: HostPort): Promise<ClusterMetadata> {
     const key = formatHostPort(target);
     const inflight = this.fetching.get(key);

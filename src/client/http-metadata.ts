@@ -254,7 +254,10 @@ export async function fetchClusterMetadata(
 
 export type WatchResult = { changed: true; metadata: ClusterMetadata } | { changed: false };
 
-/** One long poll: resolves when the node's view differs from the given term/version, or on the server's timeout. */
+/**
+ * One long poll: resolves when the node's view differs from the given term/version, or on the
+ * server's timeout.
+ */
 export async function watchCluster(
   base: HostPort,
   known: { group: string; term: number; metadataVersion?: string },

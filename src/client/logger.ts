@@ -66,7 +66,10 @@ function splitArgs(args: unknown[]): { message: string; fields: Record<string, u
   return { message, fields: {} };
 }
 
-/** A pino-shaped view of a foreign logger: the methods the SDK calls, bindings merged into each record. */
+/**
+ * A pino-shaped view of a foreign logger: the methods the SDK calls, bindings merged into each
+ * record.
+ */
 function adapt(target: LoggerLike, bindings: Record<string, unknown>): Logger {
   const method =
     (name: 'error' | 'warn' | 'info' | 'debug', fallback?: LogMethod) =>

@@ -3,10 +3,13 @@
  * RM channel. The SDK (TM API, TCC, Saga) builds on it; it knows nothing of them.
  *
  *   const tc = new TcClient({ seeds: ['127.0.0.1:7091', '127.0.0.1:7092'] });
- *   const xid = await tc.begin({ name: 'buy', timeoutMs: 60_000, applicationId: 'shop', transactionServiceGroup: 'default' });
- *   const branchId = await tc.branchRegister({ xid, branchType: 'TCC', resourceId: 'stock', clientId });
+ *   const xid = await tc.begin({ name: 'buy', timeoutMs: 60_000, applicationId: 'shop',
+ *   transactionServiceGroup: 'default' });
+ *   const branchId = await tc.branchRegister({ xid, branchType: 'TCC', resourceId: 'stock',
+ *   clientId });
  *   const status = await tc.commit(xid);               // 'Committed', 'CommitRetrying', ...
- *   const rm = tc.openRmChannel({ applicationId, transactionServiceGroup, clientId, resourceIds: () => ['stock'], handler });
+ *   const rm = tc.openRmChannel({ applicationId, transactionServiceGroup, clientId, resourceIds: ()
+ *   => ['stock'], handler });
  *   await tc.close();
  *
  * ## Finding the leader, retrying safely
@@ -143,7 +146,10 @@ export type {
 };
 
 export interface TcClientOptions {
-  /** HTTP control endpoints ("host:port") of any nodes of the group. Required unless `discovery` is given. */
+  /**
+   * HTTP control endpoints ("host:port") of any nodes of the group. Required unless `discovery` is
+   * given.
+   */
   seeds?: readonly string[];
   /** A discovery client to share (it is not closed by close()). */
   discovery?: ClusterDiscovery;
@@ -153,9 +159,15 @@ export interface TcClientOptions {
   transport?: 'unary' | 'stream';
   /** One attempt's timeout, ms. Default DEFAULT_ATTEMPT_TIMEOUT_MS (5 s). */
   attemptTimeoutMs?: number;
-  /** The budget of one logical call — all its attempts, across failovers — ms. Default DEFAULT_CALL_DEADLINE_MS (30 s). */
+  /**
+   * The budget of one logical call — all its attempts, across failovers — ms. Default
+   * DEFAULT_CALL_DEADLINE_MS (30 s).
+   */
   callDeadlineMs?: number;
-  /** A guard against hot loops, not the bound that matters (the budget is). Default DEFAULT_MAX_ATTEMPTS. */
+  /**
+   * A guard against hot loops, not the bound that matters (the budget is). Default
+   * DEFAULT_MAX_ATTEMPTS.
+   */
   maxAttempts?: number;
   retryBaseMs?: number;
   retryMaxMs?: number;
@@ -188,7 +200,10 @@ export interface BranchInfo {
   applicationId: string;
 }
 
-/** A branch whose phase two waits for an RM of its application (none serving its resource is connected). */
+/**
+ * A branch whose phase two waits for an RM of its application (none serving its resource is
+ * connected).
+ */
 export interface RmWaitInfo {
   branchId: string;
   applicationId: string;
@@ -216,6 +231,8 @@ export interface SessionInfo {
   resolvedBy: string | null;
   /** Live sessions: the branch whose phase two waits for an RM of its application, if any. */
   rmWaits: RmWaitInfo[];
+  /** Live sessions: phase two still fails past its alarm time; it is still retried. */
+  stuck: boolean;
 }
 
 export interface ListSessionsArgs {
@@ -224,6 +241,8 @@ export interface ListSessionsArgs {
   pageToken?: string;
   /** Only sessions with this reported status. */
   status?: GlobalStatus;
+  /** Only stuck sessions: phase two still fails past its alarm time (still retried). */
+  stuck?: boolean;
 }
 
 export interface SessionPage {
@@ -234,7 +253,10 @@ export interface SessionPage {
 }
 
 interface InvokeOptions extends TcCallOptions {
-  /** Repeating the call after an unknown outcome is harmless (reads, idempotent commands, a requestId). */
+  /**
+   * Repeating the call after an unknown outcome is harmless (reads, idempotent commands, a
+   * requestId).
+   */
   safe: boolean;
 }
 
@@ -296,7 +318,10 @@ export class TcClient implements TcPort {
   // -------------------------------------------------------------------------------------
   // TM
 
-  /** Begins a global transaction; resolves with its xid. Retried with one requestId, so at most one transaction results. */
+  /**
+   * Begins a global transaction; resolves with its xid. Retried with one requestId, so at most one
+   * transaction results.
+   */
   async begin(args: BeginArgs): Promise<Xid> {
     const request = {
       name: args.name ?? '',
@@ -324,7 +349,10 @@ export class TcClient implements TcPort {
     return this.statusCall('rollback', 'Rollback', { xid: xid }, options);
   }
 
-  /** Linearizable: never older than anything acknowledged before the call. `options.deadlineMs`: a budget of its own. */
+  /**
+   * Linearizable: never older than anything acknowledged before the call. `options.deadlineMs`: a
+   * budget of its own.
+   */
   async getStatus(xid: Xid, options: TcCallOptions = {}): Promise<GlobalStatus> {
     return this.statusCall('getStatus', 'GetStatus', { xid: xid }, options);
   }
@@ -342,7 +370,10 @@ export class TcClient implements TcPort {
   // -------------------------------------------------------------------------------------
   // RM
 
-  /** Registers a branch (and locks its rows, all or nothing); resolves with its branch id. LockConflictError names the holder. */
+  /**
+   * Registers a branch (and locks its rows, all or nothing); resolves with its branch id.
+   * LockConflictError names the holder.
+   */
   async branchRegister(args: BranchRegisterArgs): Promise<BranchId> {
     if (!isBranchType(args.branchType))
       throw new BadRequestError(
@@ -471,6 +502,7 @@ export class TcClient implements TcPort {
       pageSize: args.pageSize ?? 0,
       pageToken: args.pageToken ?? '',
       globalStatus: args.status === undefined ? 0 : globalStatusToCode(args.status),
+      stuck: args.stuck === true,
     };
     const r = await this.invoke(null, 'ListSessions', request, { safe: true });
     const sessions = Array.isArray(r.sessions)
@@ -484,7 +516,10 @@ export class TcClient implements TcPort {
     };
   }
 
-  /** Closes RM channels, connections and (if it made it) the discovery client. Calls in flight reject. */
+  /**
+   * Closes RM channels, connections and (if it made it) the discovery client. Calls in flight
+   * reject.
+   */
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
@@ -511,7 +546,10 @@ export class TcClient implements TcPort {
     return this.started;
   }
 
-  /** The connection to a node: the open one, or a new one (a connection that failed is never reused). */
+  /**
+   * The connection to a node: the open one, or a new one (a connection that failed is never
+   * reused).
+   */
   private connection(target: HostPort): TcConnection {
     const key = formatAddress(target);
     const existing = this.connections.get(key);
@@ -663,9 +701,10 @@ export class TcClient implements TcPort {
             break;
           }
           case 'not-sent':
-            if (err instanceof AttemptAbortedError)
-              immediate = true; // given up on a node that is no longer the leader
-            else this.discovery.reportUnreachable(target); // down or unreachable: look for the leader again, everywhere
+            // Given up on a node that is no longer the leader: at once. Otherwise down or
+            // unreachable: look for the leader again, everywhere.
+            if (err instanceof AttemptAbortedError) immediate = true;
+            else this.discovery.reportUnreachable(target);
             this.log.debug(where, 'not sent; retrying');
             break;
           case 'unknown-outcome':
@@ -757,5 +796,6 @@ function sessionFromWire(w: SessionInfoWire): SessionInfo {
       resourceId: x.resourceId,
       since: x.since,
     })),
+    stuck: w.stuck === true,
   };
 }

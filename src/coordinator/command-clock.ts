@@ -1,18 +1,63 @@
 /**
- * Command time (DESIGN.md, "The coordinator state machine is deterministic"): the "now" a
- * leader writes into commands is max(its own clock, the latest command time it applied).
- * A new leader whose clock lags therefore never stamps a command earlier than one its
- * predecessor stamped: deadlines, retry windows and retention measured in command time do
- * not move backwards on a leader change. Timers use the same "now", so a delay is
- * measured against the time commands will carry.
+ * Command time (DESIGN.md, "The coordinator state machine is deterministic"; docs/time.md):
+ * the "now" a leader writes into commands. Two rules:
+ *
+ * 1. It never goes backwards across leaders: at least the latest command time this node
+ *    applied. A new leader whose clock lags does not stamp a command earlier than one its
+ *    predecessor stamped.
+ * 2. It never jumps ahead: it may pass its anchor — the latest applied command time when
+ *    this node's term began, or a later one another node stamped — by no more than the
+ *    monotonic time elapsed on this node since it anchored, run COMMAND_TIME_MAX_RATE
+ *    times as fast, plus COMMAND_TIME_SLACK_MS. A new leader whose wall clock is an hour
+ *    ahead therefore does not time out every open transaction and end every retry window
+ *    at once (nor does an accurate one that follows a lagging one): its command time
+ *    advances at about the real rate and closes the gap to its clock gradually (10 %
+ *    faster than real time). Its own commands do not move the anchor, so the slack is
+ *    added once per term, not per command.
+ *
+ *    now = max(last applied, min(wall clock, anchor + (mono − monoAtAnchor) · rate + slack))
+ *
+ * A store that exposes no applied command time (db mode: its nodes share one database's
+ * order) gets the plain clock. An empty log (command time 0) has nothing to protect: the
+ * wall clock. Timers use the same "now", so a delay is measured against the time commands
+ * will carry.
  */
 import type { Clock, SessionStore } from './ports.ts';
 
+/**
+ * How much faster than this node's monotonic clock command time may run while it catches up
+ * with its wall clock.
+ */
+export const COMMAND_TIME_MAX_RATE = 1.1;
+/**
+ * How far command time may lead the learned time plus elapsed time at once (replication
+ * delay, rounding).
+ */
+export const COMMAND_TIME_SLACK_MS = 1_000;
+
 export function commandClock(clock: Clock, store: SessionStore): Clock {
+  const mono = clock.monotonicNow ? () => clock.monotonicNow!() : () => clock.now();
+  /** The command time anchored to, this node's monotonic time then, and the term then. */
+  let anchor: { time: number; mono: number; term: number } | null = null;
+  /** The largest time this clock handed out: an applied time above it came from elsewhere. */
+  let issued = 0;
   return {
-    now: () => Math.max(clock.now(), appliedCommandTime(store)),
+    now: () => {
+      const wall = clock.now();
+      const applied = appliedCommandTime(store);
+      if (applied === 0) return wall;
+      const m = mono();
+      const term = store.term();
+      if (anchor === null || anchor.term !== term || (applied > issued && applied > anchor.time))
+        anchor = { time: applied, mono: m, term };
+      const bound = anchor.time + (m - anchor.mono) * COMMAND_TIME_MAX_RATE + COMMAND_TIME_SLACK_MS;
+      const time = Math.max(applied, Math.min(wall, Math.floor(bound)));
+      issued = Math.max(issued, time);
+      return time;
+    },
     after: (ms, fn) => clock.after(ms, fn),
     every: (ms, fn) => clock.every(ms, fn),
+    monotonicNow: mono,
   };
 }
 

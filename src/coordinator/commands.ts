@@ -169,7 +169,10 @@ export interface MarkResolvedCommand {
   term: number;
 }
 
-/** Saga TM: reports the status its own engine reached (an end, or a phase-two status for the TC to drive). */
+/**
+ * Saga TM: reports the status its own engine reached (an end, or a phase-two status for the TC to
+ * drive).
+ */
 export interface GlobalReportCommand {
   kind: 'GlobalReport';
   xid: string;

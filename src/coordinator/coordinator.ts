@@ -24,13 +24,7 @@ import {
 import { parseLockKey, validateResourceId } from './lock-key.ts';
 import { commandClock } from './command-clock.ts';
 import { PhaseTwoDriver, type PhaseTwoOptions, type RmWait } from './phase-two-driver.ts';
-import {
-  systemClock,
-  type BranchGateway,
-  type Clock,
-  type IdSource,
-  type SessionStore,
-} from './ports.ts';
+import { type BranchGateway, type Clock, type IdSource, type SessionStore } from './ports.ts';
 import {
   BranchStatus,
   GlobalStatus,
@@ -52,8 +46,11 @@ export interface CoordinatorOptions {
   logger: Logger;
   /** This TC's client-facing address: the xid prefix `<host>:<port>`. */
   address: { host: string; port: number };
-  /** Default: the system clock. Commands carry max(this clock, the last applied command time). */
-  clock?: Clock;
+  /**
+   * The wall clock (src/server/wall-clock.ts in a node; a fake one in tests). Commands carry
+   * max(this clock, the last applied command time).
+   */
+  clock: Clock;
   phaseTwo?: Partial<PhaseTwoOptions>;
   /**
    * Live global transactions at most (failed ones waiting for an operator do not count).
@@ -158,7 +155,7 @@ export class Coordinator {
   constructor(options: CoordinatorOptions) {
     this.store = options.store;
     this.ids = options.ids;
-    this.clock = commandClock(options.clock ?? systemClock, options.store);
+    this.clock = commandClock(options.clock, options.store);
     this.log = options.logger.child({ component: 'coordinator' });
     this.address = options.address;
     this.maxLiveSessions = options.maxLiveSessions ?? MAX_LIVE_SESSIONS;
@@ -181,7 +178,10 @@ export class Coordinator {
     });
   }
 
-  /** Live global transactions that count toward the limit, as this leader has applied them; null where the store has no local view (db mode). */
+  /**
+   * Live global transactions that count toward the limit, as this leader has applied them; null
+   * where the store has no local view (db mode).
+   */
   liveCount(): number | null {
     if (this.store.readLocal === undefined || !this.store.isLeader()) return null;
     try {
@@ -307,7 +307,10 @@ export class Coordinator {
     return typeof session === 'string' ? session : reportedStatus(session);
   }
 
-  /** Saga: the TM's engine reports the status it reached; an in-flight status hands phase two to the TC. */
+  /**
+   * Saga: the TM's engine reports the status it reached; an in-flight status hands phase two to the
+   * TC.
+   */
   async globalReport(request: GlobalReportRequest): Promise<GlobalStatus> {
     const xid = request.xid;
     if (!REPORTABLE.has(request.status))
@@ -337,7 +340,8 @@ export class Coordinator {
     validateResourceId(request.resourceId);
     const lockKey = request.lockKey ?? '';
     if (typeof lockKey !== 'string') throw new BadRequestError('lockKey must be a string');
-    if (lockKey !== '') parseLockKey(request.resourceId, lockKey); // the precise message, before a round trip
+    // the precise message, before a round trip
+    if (lockKey !== '') parseLockKey(request.resourceId, lockKey);
     const applicationData = request.applicationData ?? '';
     requireApplicationData(applicationData);
     if (typeof request.clientId !== 'string' || request.clientId.length > MAX_NAME_CHARS) {
@@ -492,7 +496,9 @@ export class Coordinator {
     return (await pass) ?? this.getStatus({ xid });
   }
 
-  /** The live session, or the status to answer at once (a finished one); UnknownXidError otherwise. */
+  /**
+   * The live session, or the status to answer at once (a finished one); UnknownXidError otherwise.
+   */
   private async liveOrAnswer(xid: string): Promise<GlobalSession | GlobalStatus> {
     const found = await this.store.read((state) => ({
       session: state.getSession(xid),

@@ -39,7 +39,6 @@ export type {
   RetryScheduledCommand,
   RetryStoppedCommand,
 } from './commands.ts';
-export { systemClock } from './ports.ts';
 export type { BranchGateway, Clock, IdSource, LeadershipEvent, SessionStore } from './ports.ts';
 export {
   ApplicationRmUnavailableError,

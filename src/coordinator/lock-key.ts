@@ -61,7 +61,8 @@ export function validateResourceId(resourceId: unknown): asserts resourceId is s
  * Parses a lock key into its row keys: sorted, without duplicates (so the same rows
  * always make the same lock set, whatever order the RM listed them in).
  * Throws BadRequestError on: an empty key, an empty table group / table name / pk, a group
- * without ':', a bad character, a too long key, table or pk, more than MAX_LOCK_ROWS_PER_BRANCH rows.
+ * without ':', a bad character, a too long key, table or pk, more than
+ * MAX_LOCK_ROWS_PER_BRANCH rows.
  */
 export function parseLockKey(resourceId: string, lockKey: unknown): string[] {
   validateResourceId(resourceId);

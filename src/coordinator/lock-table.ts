@@ -52,7 +52,10 @@ export class LockTable {
     return { ok: true };
   }
 
-  /** Releases what one branch holds; returns those rows. Rows still named by a sibling branch stay held. */
+  /**
+   * Releases what one branch holds; returns those rows. Rows still named by a sibling branch stay
+   * held.
+   */
   releaseBranch(xid: string, branchId: string): string[] {
     const key = branchKey(xid, branchId);
     const held = this.byBranch.get(key);

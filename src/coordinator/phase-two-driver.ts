@@ -112,8 +112,6 @@ interface Tracked {
   running: Promise<GlobalStatus | null> | null;
   /** The branch whose phase two waits for an RM of its application (a pass stops there). */
   rmWait: RmWait | null;
-  /** The session was stuck (isStuck) when this driver last read or scheduled it. */
-  stuck: boolean;
 }
 
 /**
@@ -201,7 +199,6 @@ export class PhaseTwoDriver {
     const t = this.track(lead, xid);
     this.setWaiting(t, { kind: 'parked' });
     t.rmWait = null;
-    t.stuck = false;
   }
 
   /** The branch of `xid` whose phase two waits for an RM of its application, if any. */
@@ -214,13 +211,6 @@ export class PhaseTwoDriver {
   rmWaitCount(): number {
     let n = 0;
     for (const t of this.leading()?.tx.values() ?? []) if (t.rmWait) n += 1;
-    return n;
-  }
-
-  /** Transactions this driver drives that are stuck (isStuck), as of its last read of each. */
-  stuckCount(): number {
-    let n = 0;
-    for (const t of this.leading()?.tx.values() ?? []) if (t.stuck) n += 1;
     return n;
   }
 
@@ -300,7 +290,7 @@ export class PhaseTwoDriver {
   private track(lead: Leading, xid: string): Tracked {
     let t = lead.tx.get(xid);
     if (!t) {
-      t = { waiting: null, queued: null, running: null, rmWait: null, stuck: false };
+      t = { waiting: null, queued: null, running: null, rmWait: null };
       lead.tx.set(xid, t);
     }
     return t;
@@ -308,7 +298,7 @@ export class PhaseTwoDriver {
 
   private untrackIfEmpty(lead: Leading, xid: string): void {
     const t = lead.tx.get(xid);
-    if (t && !t.waiting && !t.queued && !t.running && !t.rmWait && !t.stuck) lead.tx.delete(xid);
+    if (t && !t.waiting && !t.queued && !t.running && !t.rmWait) lead.tx.delete(xid);
   }
 
   /** Replaces what the transaction waits on, cancelling a timer it replaces. */
@@ -345,7 +335,6 @@ export class PhaseTwoDriver {
       if (live.has(xid) || t.waiting?.kind === 'timer') continue;
       if (t.waiting?.kind === 'parked') t.waiting = null;
       t.rmWait = null;
-      t.stuck = false;
       this.untrackIfEmpty(lead, xid);
     }
     for (const session of sessions) if (!this.trackedAsIs(lead, session)) this.plan(session, lead);
@@ -368,7 +357,6 @@ export class PhaseTwoDriver {
     if (session.status === GlobalStatus.Begin) {
       this.schedule(session.xid, session.deadline, lead);
     } else if (isPhaseTwoInFlight(session.status) && !session.retry.stopped) {
-      this.track(lead, session.xid).stuck = isStuck(session);
       this.schedule(session.xid, session.retry.nextRetryAt ?? this.clock.now(), lead);
     } else {
       this.park(session.xid);
@@ -402,7 +390,6 @@ export class PhaseTwoDriver {
     if (!t) return;
     this.setWaiting(t, null);
     t.rmWait = null;
-    t.stuck = false;
     this.untrackIfEmpty(lead, xid);
   }
 
@@ -418,7 +405,6 @@ export class PhaseTwoDriver {
       this.forget(lead, xid);
       return null;
     }
-    this.track(lead, xid).stuck = isStuck(session);
     if (session.status === GlobalStatus.Begin) {
       session = await this.timeOut(session, lead);
       if (!session) return null;
@@ -643,7 +629,6 @@ export class PhaseTwoDriver {
       term: lead.term,
     });
     if (!scheduled) return null;
-    const t = this.track(lead, xid);
     const stuck = isStuck({
       status: retrying,
       retry: {
@@ -658,10 +643,9 @@ export class PhaseTwoDriver {
         { xid, status: retrying, attempt, nextRetryAt, alarmAt: scheduled.retryDeadline, reason },
         'phase two is stuck: still failing past its alarm time; retries go on (an operator may retry now, stop or resume it)',
       );
-    else if (t.rmWait)
+    else if (lead.tx.get(xid)?.rmWait)
       this.log.warn({ xid, attempt, nextRetryAt, reason }, 'phase two waits; will be retried');
     else this.log.info({ xid, attempt, nextRetryAt, reason }, 'phase two will be retried');
-    t.stuck = stuck;
     this.schedule(xid, nextRetryAt, lead);
     return retrying;
   }

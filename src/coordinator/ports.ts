@@ -99,6 +99,11 @@ export interface Clock {
   after(ms: number, fn: () => void): () => void;
   /** Calls fn every `ms` until cancelled. */
   every(ms: number, fn: () => void): () => void;
+  /**
+   * Optional: a monotonic clock in ms (any origin; never steps). Command time advances no
+   * faster than it (command-clock.ts). Absent: differences of now() stand in for it.
+   */
+  monotonicNow?(): number;
 }
 
 /** Unique 64-bit ids as decimal strings, unique across nodes and leader changes. */
@@ -106,18 +111,3 @@ export interface IdSource {
   nextTransactionId(): string;
   nextBranchId(): string;
 }
-
-/** The real clock. */
-export const systemClock: Clock = {
-  now: () => Date.now(),
-  after(ms, fn) {
-    const timer = setTimeout(fn, ms);
-    timer.unref?.();
-    return () => clearTimeout(timer);
-  },
-  every(ms, fn) {
-    const timer = setInterval(fn, ms);
-    timer.unref?.();
-    return () => clearInterval(timer);
-  },
-};

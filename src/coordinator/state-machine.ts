@@ -81,6 +81,8 @@ export interface LiveStatusView {
   readonly beginTime: number;
   readonly statusChangedAt: number;
   readonly retryAttempts: number;
+  /** Phase two still fails past its alarm time (isStuck); it is still retried. */
+  readonly stuck: boolean;
 }
 
 /** Read-only queries of coordinator state. Everything returned is a copy. */
@@ -622,7 +624,10 @@ export class CoordinatorStateMachine implements CoordinatorStateView {
     return released.length;
   }
 
-  /** Leaves the live set: frees every row (no lock outlives its transaction) and keeps the final status. */
+  /**
+   * Leaves the live set: frees every row (no lock outlives its transaction) and keeps the final
+   * status.
+   */
   private endSession(
     session: GlobalSession,
     at: number,
@@ -768,6 +773,7 @@ export class CoordinatorStateMachine implements CoordinatorStateView {
         beginTime: s.beginTime,
         statusChangedAt: s.statusChangedAt,
         retryAttempts: s.retry.attempts,
+        stuck: isStuck(s),
       });
   }
 
@@ -800,7 +806,10 @@ export class CoordinatorStateMachine implements CoordinatorStateView {
     });
   }
 
-  /** Replaces the whole state. Throws StorageCorruptError (and keeps the old state) if the bytes are not a valid snapshot. */
+  /**
+   * Replaces the whole state. Throws StorageCorruptError (and keeps the old state) if the bytes are
+   * not a valid snapshot.
+   */
   restore(bytes: Uint8Array): void {
     const data = decodeSnapshot(bytes);
     const sessions = new Map<string, GlobalSession>();

@@ -133,7 +133,10 @@ export function canTransition(from: GlobalStatus, to: GlobalStatus): boolean {
   return GLOBAL_TRANSITIONS.get(from)?.includes(to) ?? false;
 }
 
-/** Reachable in one or more legal steps (used by GlobalReport, where a Saga TM reports the end it reached itself). */
+/**
+ * Reachable in one or more legal steps (used by GlobalReport, where a Saga TM reports the end it
+ * reached itself).
+ */
 export function canReach(from: GlobalStatus, to: GlobalStatus): boolean {
   const seen = new Set<GlobalStatus>();
   const stack: GlobalStatus[] = [from];
@@ -150,7 +153,10 @@ export function canReach(from: GlobalStatus, to: GlobalStatus): boolean {
   return false;
 }
 
-/** The retrying status of an in-flight phase-two status (AsyncCommitting retries in place, as in Seata). */
+/**
+ * The retrying status of an in-flight phase-two status (AsyncCommitting retries in place, as in
+ * Seata).
+ */
 export function retryingStatusOf(status: GlobalStatus): GlobalStatus {
   switch (status) {
     case GlobalStatus.Committing:
@@ -355,7 +361,9 @@ export function isStuck(session: Pick<GlobalSession, 'status' | 'retry'>): boole
   );
 }
 
-/** The status a client or console sees: the Stop* statuses while an operator has stopped retries. */
+/**
+ * The status a client or console sees: the Stop* statuses while an operator has stopped retries.
+ */
 export function reportedStatus(session: Pick<GlobalSession, 'status' | 'retry'>): GlobalStatus {
   if (session.retry.stopped && isPhaseTwoInFlight(session.status)) {
     return decisionOf(session.status) === 'commit'

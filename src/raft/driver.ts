@@ -63,11 +63,17 @@ export const DEFAULT_SNAPSHOT_EVERY_ENTRIES = 10_000;
  * first triggers one, so a log of large entries is compacted before it holds this much.
  */
 export const DEFAULT_SNAPSHOT_EVERY_BYTES = 64 * 1024 * 1024;
-/** Proposals (entries and membership changes) accepted but not yet applied; beyond it propose() is refused. */
+/**
+ * Proposals (entries and membership changes) accepted but not yet applied; beyond it propose() is
+ * refused.
+ */
 export const DEFAULT_MAX_PENDING_PROPOSALS = 4_096;
 /** Linearizable reads waiting for their read index; beyond it read() is refused. */
 export const DEFAULT_MAX_PENDING_READS = 4_096;
-/** Ticks a read may wait for its read index to be confirmed and applied before it fails with TimeoutError. */
+/**
+ * Ticks a read may wait for its read index to be confirmed and applied before it fails with
+ * TimeoutError.
+ */
 export const DEFAULT_READ_TIMEOUT_TICKS = 50;
 /**
  * With lease reads: the bound assumed on how much two nodes' clocks may drift apart, as a
@@ -113,9 +119,13 @@ export interface RaftCoreApi {
   proposeConfChange(cc: ConfChange): { index: number; term: number };
   transferLeadership(to: NodeId): void;
   readIndex(ctx: string): void;
-  /** The index a lease read may be served at (leader, committed in its term, no transfer), or null. */
+  /**
+   * The index a lease read may be served at (leader, committed in its term, no transfer), or null.
+   */
   leaseReadIndex(): number | null;
-  /** Between a Ready and its advance: heartbeats, their answers and read states (no write needed). */
+  /**
+   * Between a Ready and its advance: heartbeats, their answers and read states (no write needed).
+   */
   takeUnblocked(): { messages: Message[]; readStates: ReadState[] };
   campaign(): void;
   hasReady(): boolean;
@@ -166,7 +176,10 @@ export interface RaftDriverOptions {
   /** Bootstrap membership, used only when storage holds no snapshot and no conf entry. */
   initialConf: ConfState;
   logger?: Logger;
-  /** Overrides of the core's defaults (src/raft/core/config.ts). `id`, `random` and `acceptSnapshot` are the driver's. */
+  /**
+   * Overrides of the core's defaults (src/raft/core/config.ts). `id`, `random` and `acceptSnapshot`
+   * are the driver's.
+   */
   raft?: Partial<Omit<RaftConfig, 'id' | 'random' | 'acceptSnapshot'>>;
   /** Randomness for election timeouts. Default Math.random; the simulator passes a seeded one. */
   random?: () => number;
@@ -318,7 +331,9 @@ export class RaftDriver {
   private leaseReadsServed = 0;
   private unblockedScheduled = false;
   private readonly observer: RaftObserver | null;
-  /** With an observer: when the oldest unanswered request of a type went to a peer ("peer|type"). */
+  /**
+   * With an observer: when the oldest unanswered request of a type went to a peer ("peer|type").
+   */
   private readonly rpcSentAt = new Map<string, number>();
 
   private core: RaftCoreApi | null = null;
@@ -411,7 +426,10 @@ export class RaftDriver {
   // -------------------------------------------------------------------------------------
   // Lifecycle
 
-  /** Loads the durable state, restores the state machine from the snapshot, builds the core and starts ticking. */
+  /**
+   * Loads the durable state, restores the state machine from the snapshot, builds the core and
+   * starts ticking.
+   */
   async start(): Promise<void> {
     assert(!this.started, 'start() called twice');
     this.started = true;
@@ -419,7 +437,8 @@ export class RaftDriver {
     if (this.stopped) return;
     const snap = loaded.snapshot;
     const snapIndex = snap?.meta.index ?? 0;
-    // Paired with the storage's write-side checks: what we read back must be a contiguous log after the snapshot.
+    // Paired with the storage's write-side checks: what we read back must be a contiguous log after
+    // the snapshot.
     loaded.entries.forEach((e, i) => {
       assert(
         e.index === snapIndex + 1 + i,
@@ -536,7 +555,8 @@ export class RaftDriver {
         new OverloadedError(`too many pending reads (max ${this.maxPendingReads})`),
       );
     }
-    // Unique across restarts too: a late heartbeat response must never confirm another incarnation's read.
+    // Unique across restarts too: a late heartbeat response must never confirm another
+    // incarnation's read.
     const ctx = `${this.id}:${this.readNonce}:${++this.readSeq}`;
     // On a lease: the index now, no quorum round (it waits only for apply).
     const leaseIndex = this.leaseRemainingMs() > 0 ? core.leaseReadIndex() : null;
@@ -562,7 +582,9 @@ export class RaftDriver {
     return p;
   }
 
-  /** Milliseconds the lease still holds by this node's clock (0 if none, or lease reads are off). */
+  /**
+   * Milliseconds the lease still holds by this node's clock (0 if none, or lease reads are off).
+   */
   private leaseRemainingMs(): number {
     if (!this.leaseReads || this.role !== 'leader') return 0;
     return Math.max(0, this.leaseStart + this.leaseMs - this.clock.now());
@@ -612,7 +634,10 @@ export class RaftDriver {
     this.completeReads();
   }
 
-  /** Asks the leader to hand leadership to `to` (Raft thesis §3.10). Throws NotLeaderError on a follower. */
+  /**
+   * Asks the leader to hand leadership to `to` (Raft thesis §3.10). Throws NotLeaderError on a
+   * follower.
+   */
   transferLeadership(to: NodeId): void {
     const core = this.liveCore();
     // The transferee may be elected at once, by voters that still honour this leader.

@@ -15,7 +15,10 @@ export interface LoadedState {
 /** One round's durable write: ONE synced batch. */
 export interface PersistBatch {
   hardState: HardState | null;
-  /** Entries to append; the first one may overwrite: every durable entry at index ≥ entries[0].index is deleted in the same batch. */
+  /**
+   * Entries to append; the first one may overwrite: every durable entry at index ≥ entries[0].index
+   * is deleted in the same batch.
+   */
   entries: Entry[];
   /** A snapshot received from the leader: replaces the whole log up to and including its index. */
   snapshot: Snapshot | null;
@@ -31,11 +34,20 @@ export interface PersistBatch {
 }
 
 export interface LogStorage {
-  /** Reads the durable state; detects a corrupt or torn tail (checksums) and throws StorageCorruptError. */
+  /**
+   * Reads the durable state; detects a corrupt or torn tail (checksums) and throws
+   * StorageCorruptError.
+   */
   load(): Promise<LoadedState>;
-  /** Writes the batch in one synced write. Resolves only once durable. Rejects on a failed write (the node must stop). */
+  /**
+   * Writes the batch in one synced write. Resolves only once durable. Rejects on a failed write
+   * (the node must stop).
+   */
   save(batch: PersistBatch): Promise<void>;
-  /** Local compaction: persists a snapshot of applied state and deletes the entries it covers, in one synced write. */
+  /**
+   * Local compaction: persists a snapshot of applied state and deletes the entries it covers, in
+   * one synced write.
+   */
   saveSnapshot(snapshot: Snapshot): Promise<void>;
   close(): Promise<void>;
 }

@@ -14,6 +14,7 @@
  *   limits: { maxRequestBodyBytes, maxWatchers, watchTimeoutMs, changeTimeoutMs,
  *             learnerCatchUpTimeoutMs, learnerCatchUpMaxLagEntries, transferTimeoutMs }
  *   log:    { level }
+ *   phaseTwo: { stuckAfterMs, retryBaseMs, retryMaxBackoffMs }
  *   security: { insecure, tls: { dir, auto, ca, cert, key } }   (security/config.ts)
  *
  * Relative paths (raft.dataDir) are resolved against the process's working directory,
@@ -29,6 +30,7 @@ import { parseDocument } from 'yaml';
 import type { NodeId } from '../store/raft/index.ts';
 import { MAX_LIVE_SESSIONS } from '../coordinator/limits.ts';
 import { ConfigError } from '../shared/errors.ts';
+import { DEFAULT_PHASE_TWO_OPTIONS } from '../coordinator/phase-two-driver.ts';
 import {
   DB_LEASE_MS,
   DB_LEASE_RENEW_INTERVAL_MS,
@@ -123,7 +125,10 @@ export interface LimitsConfig {
   changeTimeoutMs: number;
   /** How long a new learner may take to catch up before the change gives up, in ms. */
   learnerCatchUpTimeoutMs: number;
-  /** A learner is caught up when its match index is within this many entries of the leader's last index. */
+  /**
+   * A learner is caught up when its match index is within this many entries of the leader's last
+   * index.
+   */
   learnerCatchUpMaxLagEntries: number;
   /** How long a leadership transfer may take, in ms. */
   transferTimeoutMs: number;
@@ -134,7 +139,23 @@ export interface LimitsConfig {
   maxLiveTransactions: number;
 }
 
-/** `store.db`: the database of db mode. Absent options take the db store's defaults (docs/db-mode.md). */
+/** `phaseTwo`: how the leader retries a decided transaction's phase two. */
+export interface PhaseTwoConfig {
+  /**
+   * A transaction still failing this long after its first failure is marked stuck (still
+   * retried), ms.
+   */
+  stuckAfterMs: number;
+  /** First retry delay, ms; doubles per attempt. */
+  retryBaseMs: number;
+  /** Cap of the retry delay, ms. */
+  retryMaxBackoffMs: number;
+}
+
+/**
+ * `store.db`: the database of db mode. Absent options take the db store's defaults
+ * (docs/db-mode.md).
+ */
 export interface DbConfig {
   /** postgres://, postgresql://, mysql:// or mariadb:// (CONCORD_DB_URL overrides it at start). */
   url: string;
@@ -182,6 +203,8 @@ export interface NodeConfig {
   http: { authToken: string | null };
   limits: LimitsConfig;
   log: { level: LogLevel };
+  /** The phase-two driver's retry backoff and alarm threshold (docs/operations.md). */
+  phaseTwo: PhaseTwoConfig;
   /** TLS and insecure mode (src/server/security/config.ts). */
   security: SecurityConfig;
   /** Where the config came from (a file path or "<inline>"), for messages. */
@@ -231,7 +254,11 @@ export function validateConfig(
   if (raw === null || raw === undefined) raw = {};
   if (!isPlainObject(raw))
     throw new ConfigError('(root)', 'the config must be a mapping of sections');
-  noUnknownKeys(raw, ['node', 'server', 'raft', 'store', 'http', 'limits', 'log', 'security'], '');
+  noUnknownKeys(
+    raw,
+    ['node', 'server', 'raft', 'store', 'http', 'limits', 'log', 'phaseTwo', 'security'],
+    '',
+  );
 
   const nodeS = section(raw, 'node', '');
   noUnknownKeys(nodeS, ['id', 'group'], 'node');
@@ -450,6 +477,31 @@ export function validateConfig(
     }),
   };
 
+  const phaseTwoS = section(raw, 'phaseTwo', '');
+  noUnknownKeys(phaseTwoS, ['stuckAfterMs', 'retryBaseMs', 'retryMaxBackoffMs'], 'phaseTwo');
+  const phaseTwo: PhaseTwoConfig = {
+    stuckAfterMs: int(phaseTwoS, 'stuckAfterMs', 'phaseTwo', {
+      default: DEFAULT_PHASE_TWO_OPTIONS.stuckAfterMs,
+      min: 1_000,
+      max: 7 * 24 * 3_600_000,
+    }),
+    retryBaseMs: int(phaseTwoS, 'retryBaseMs', 'phaseTwo', {
+      default: DEFAULT_PHASE_TWO_OPTIONS.retryBaseMs,
+      min: 10,
+      max: 3_600_000,
+    }),
+    retryMaxBackoffMs: int(phaseTwoS, 'retryMaxBackoffMs', 'phaseTwo', {
+      default: DEFAULT_PHASE_TWO_OPTIONS.retryMaxBackoffMs,
+      min: 10,
+      max: 3_600_000,
+    }),
+  };
+  if (phaseTwo.retryMaxBackoffMs < phaseTwo.retryBaseMs)
+    throw new ConfigError(
+      'phaseTwo.retryMaxBackoffMs',
+      `must be at least phaseTwo.retryBaseMs (${phaseTwo.retryBaseMs})`,
+    );
+
   const logS = section(raw, 'log', '');
   noUnknownKeys(logS, ['level'], 'log');
   const log = { level: oneOf(logS, 'level', 'log', LOG_LEVELS, DEFAULT_LOG_LEVEL) };
@@ -462,6 +514,7 @@ export function validateConfig(
     http: { authToken },
     limits,
     log,
+    phaseTwo,
     security: parseSecuritySection(raw, {
       nodeId: node.id,
       dataDir: raft.dataDir === '' ? null : raft.dataDir,

@@ -21,7 +21,10 @@ import { DbModeUnsupportedError } from './http/errors.ts';
 import type { NodeMetrics } from './metrics.ts';
 import type { RaftControl, RaftControlStatus } from './raft-control.ts';
 
-/** Opens the node's db session store from its config: tables created if missing, first lease round run. */
+/**
+ * Opens the node's db session store from its config: tables created if missing, first lease round
+ * run.
+ */
 export async function openDbSessionStore(
   config: NodeConfig,
   logger: Logger,

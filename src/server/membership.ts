@@ -359,7 +359,10 @@ export class MembershipManager {
     }
   }
 
-  /** Names the steps already committed in the error's message, so the operator knows where it stopped. */
+  /**
+   * Names the steps already committed in the error's message, so the operator knows where it
+   * stopped.
+   */
   private partial(err: unknown, done: ChangeStep[]): unknown {
     if (done.length === 0 || !(err instanceof ConcordError)) return err;
     const note = ` (steps already committed: ${done.map((s) => `${s.type} ${s.nodeId}`).join(', ')})`;

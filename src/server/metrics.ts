@@ -59,7 +59,7 @@ export function createNodeMetrics(
   if (opts.processMetrics ?? true) collectDefaultMetrics({ register: registry });
 
   let control: RaftControl | null = null;
-  const status = () => {
+  const status: ReadStatus = () => {
     if (!control) return null;
     try {
       return control.status();
@@ -67,7 +67,62 @@ export function createNodeMetrics(
       return null;
     }
   };
+  registerRaftGauges(registry, status);
+  registerGroupMetrics(registry, status);
+  registerTransportMetrics(registry, status);
+  registerDriverMetrics(registry, status);
+  const observed = registerObservedMetrics(registry);
 
+  return {
+    registry,
+    ...observed,
+    bindRaft(c) {
+      control = c;
+    },
+    async render() {
+      return { contentType: registry.contentType, body: await registry.metrics() };
+    },
+  };
+}
+
+type RaftStatus = ReturnType<RaftControl['status']>;
+/** The node's Raft status at scrape time; null before bindRaft or when it cannot be read. */
+type ReadStatus = () => RaftStatus | null;
+
+/** Gauges read from one number of the status: [name, help, read]. */
+const STATUS_GAUGES: Array<[string, string, (st: RaftStatus) => number | undefined]> = [
+  [
+    'concord_raft_is_leader',
+    '1 if this node is the leader of its group',
+    (st) => (st.role === 'leader' ? 1 : 0),
+  ],
+  ['concord_raft_term', 'Current Raft term', (st) => st.term],
+  [
+    'concord_raft_commit_index',
+    'Highest log index known committed (stored on a quorum)',
+    (st) => st.commit,
+  ],
+  ['concord_raft_applied_index', 'Last log index applied to the state machine', (st) => st.applied],
+  ['concord_raft_last_index', 'Last index of the Raft log on this node', (st) => st.lastIndex],
+  [
+    'concord_raft_log_entries',
+    'Entries held in the Raft log (after the last snapshot)',
+    (st) => Math.max(0, st.lastIndex - st.firstIndex + 1),
+  ],
+  [
+    'concord_raft_snapshot_index',
+    'Index covered by the latest snapshot on disk',
+    (st) => st.snapshotIndex,
+  ],
+  [
+    'concord_raft_pending_proposals',
+    'Proposals accepted by this leader and not yet applied',
+    (st) => st.pendingProposals,
+  ],
+];
+
+/** The node's role, and one gauge per number of its status (0 while it has none). */
+function registerRaftGauges(registry: Registry, status: ReadStatus): void {
   new Gauge({
     name: 'concord_raft_role',
     help: 'Raft role of this node: 1 for the current role, 0 for the others (learner: a non-voting member)',
@@ -83,71 +138,20 @@ export function createNodeMetrics(
         );
     },
   });
-  new Gauge({
-    name: 'concord_raft_is_leader',
-    help: '1 if this node is the leader of its group',
-    registers: [registry],
-    collect() {
-      this.set(status()?.role === 'leader' ? 1 : 0);
-    },
-  });
-  new Gauge({
-    name: 'concord_raft_term',
-    help: 'Current Raft term',
-    registers: [registry],
-    collect() {
-      this.set(status()?.term ?? 0);
-    },
-  });
-  new Gauge({
-    name: 'concord_raft_commit_index',
-    help: 'Highest log index known committed (stored on a quorum)',
-    registers: [registry],
-    collect() {
-      this.set(status()?.commit ?? 0);
-    },
-  });
-  new Gauge({
-    name: 'concord_raft_applied_index',
-    help: 'Last log index applied to the state machine',
-    registers: [registry],
-    collect() {
-      this.set(status()?.applied ?? 0);
-    },
-  });
-  new Gauge({
-    name: 'concord_raft_last_index',
-    help: 'Last index of the Raft log on this node',
-    registers: [registry],
-    collect() {
-      this.set(status()?.lastIndex ?? 0);
-    },
-  });
-  new Gauge({
-    name: 'concord_raft_log_entries',
-    help: 'Entries held in the Raft log (after the last snapshot)',
-    registers: [registry],
-    collect() {
-      const st = status();
-      this.set(st ? Math.max(0, st.lastIndex - st.firstIndex + 1) : 0);
-    },
-  });
-  new Gauge({
-    name: 'concord_raft_snapshot_index',
-    help: 'Index covered by the latest snapshot on disk',
-    registers: [registry],
-    collect() {
-      this.set(status()?.snapshotIndex ?? 0);
-    },
-  });
-  new Gauge({
-    name: 'concord_raft_pending_proposals',
-    help: 'Proposals accepted by this leader and not yet applied',
-    registers: [registry],
-    collect() {
-      this.set(status()?.pendingProposals ?? 0);
-    },
-  });
+  for (const [name, help, read] of STATUS_GAUGES)
+    new Gauge({
+      name,
+      help,
+      registers: [registry],
+      collect() {
+        const st = status();
+        this.set(st ? (read(st) ?? 0) : 0);
+      },
+    });
+}
+
+/** The group: its members, the followers' lag, and the entries this node appended as leader. */
+function registerGroupMetrics(registry: Registry, status: ReadStatus): void {
   new Gauge({
     name: 'concord_raft_members',
     help: 'Members of the group by kind',
@@ -189,17 +193,46 @@ export function createNodeMetrics(
       lastLeaderIndex = st.lastIndex;
     },
   });
-  // The peer transport's cumulative counts, when the status carries them (RaftNode does).
+}
+
+/** The transport's counters: [name, help, read, label] (label null: one series, key `all`). */
+const TRANSPORT_TOTALS: Array<
+  [string, string, (t: TransportCounts) => Record<string, number>, string | null]
+> = [
+  [
+    'concord_raft_messages_sent_total',
+    'Raft messages handed to the peer transport',
+    (t) => ({ all: t.sent }),
+    null,
+  ],
+  [
+    'concord_raft_messages_received_total',
+    'Raft messages received from peers',
+    (t) => ({ all: t.received }),
+    null,
+  ],
+  [
+    'concord_raft_messages_dropped_total',
+    'Raft messages dropped by the transport (Raft retransmits), by reason',
+    (t) => ({ ...t.dropped }),
+    'reason',
+  ],
+  [
+    'concord_raft_frames_rejected_total',
+    'Frames from peers refused (unknown sender, wrong receiver, malformed), by reason',
+    (t) => ({ ...t.rejected }),
+    'reason',
+  ],
+  ['concord_raft_reconnects_total', 'Peer stream reconnects', (t) => ({ all: t.reconnects }), null],
+];
+
+/** The peer transport's cumulative counts, when the status carries them (RaftNode does). */
+function registerTransportMetrics(registry: Registry, status: ReadStatus): void {
   const transportStats = () => {
     const t = (status() as { transport?: TransportCounts } | null)?.transport;
     return t && typeof t.sent === 'number' ? t : null;
   };
-  const fromTotals = (
-    name: string,
-    help: string,
-    read: (t: TransportCounts) => Record<string, number>,
-    label: string | null,
-  ) => {
+  for (const [name, help, read, label] of TRANSPORT_TOTALS) {
     const last = new Map<string, number>();
     new Counter({
       name,
@@ -210,9 +243,7 @@ export function createNodeMetrics(
         const t = transportStats();
         if (!t) return;
         for (const [k, v] of Object.entries(read(t))) {
-          const before = last.get(k) ?? 0;
-          // A restarted transport starts from zero: count from there.
-          const delta = v >= before ? v - before : v;
+          const delta = deltaOf(v, last.get(k) ?? 0);
           if (delta > 0) {
             if (label) this.inc({ [label]: k }, delta);
             else this.inc(delta);
@@ -221,37 +252,7 @@ export function createNodeMetrics(
         }
       },
     });
-  };
-  fromTotals(
-    'concord_raft_messages_sent_total',
-    'Raft messages handed to the peer transport',
-    (t) => ({ all: t.sent }),
-    null,
-  );
-  fromTotals(
-    'concord_raft_messages_received_total',
-    'Raft messages received from peers',
-    (t) => ({ all: t.received }),
-    null,
-  );
-  fromTotals(
-    'concord_raft_messages_dropped_total',
-    'Raft messages dropped by the transport (Raft retransmits), by reason',
-    (t) => ({ ...t.dropped }),
-    'reason',
-  );
-  fromTotals(
-    'concord_raft_frames_rejected_total',
-    'Frames from peers refused (unknown sender, wrong receiver, malformed), by reason',
-    (t) => ({ ...t.rejected }),
-    'reason',
-  );
-  fromTotals(
-    'concord_raft_reconnects_total',
-    'Peer stream reconnects',
-    (t) => ({ all: t.reconnects }),
-    null,
-  );
+  }
   new Gauge({
     name: 'concord_raft_peer_connected',
     help: '1 if the stream to the peer is connected',
@@ -263,9 +264,57 @@ export function createNodeMetrics(
         this.set({ peer }, p.connected ? 1 : 0);
     },
   });
+}
 
-  // The driver's hot-path counters: rate(rounds) is rounds/s; rate(entries)/rate(rounds)
-  // entries per round; rate(reads)/rate(rounds) reads per round.
+/** What a cumulative count added since it was last read; a restarted one starts from zero. */
+function deltaOf(value: number, last: number): number {
+  return value >= last ? value - last : value;
+}
+
+/** The driver's counters: [name, help, read]. */
+const DRIVER_TOTALS: Array<[string, string, (st: RaftStatus) => number | undefined]> = [
+  [
+    'concord_raft_rounds_total',
+    'Raft rounds (Readies) handled by the driver; rate() is rounds/s',
+    (st) => st.counters?.rounds,
+  ],
+  [
+    'concord_raft_round_entries_total',
+    "Log entries persisted by the driver's rounds; divided by rounds: entries per round",
+    (st) => st.counters?.entriesPersisted,
+  ],
+  [
+    'concord_raft_entries_applied_total',
+    'Committed entries applied to the state machine',
+    (st) => st.counters?.entriesApplied,
+  ],
+  [
+    'concord_raft_reads_total',
+    'Linearizable reads completed (ReadIndex or lease); divided by rounds: reads per round',
+    (st) => st.counters?.readsCompleted,
+  ],
+  [
+    'concord_raft_lease_reads_total',
+    "Reads served on the leader's lease, without a quorum round",
+    (st) => st.leaseReadsServed,
+  ],
+  [
+    'concord_raft_snapshots_total',
+    'Local snapshots taken (log compactions)',
+    (st) => st.counters?.snapshotsTaken,
+  ],
+  [
+    'concord_raft_snapshot_milliseconds_total',
+    'Milliseconds spent in local snapshots (encode + write)',
+    (st) => st.counters?.snapshotMsTotal,
+  ],
+];
+
+/**
+ * The driver's hot-path counters: rate(rounds) is rounds/s; rate(entries)/rate(rounds)
+ * entries per round; rate(reads)/rate(rounds) reads per round.
+ */
+function registerDriverMetrics(registry: Registry, status: ReadStatus): void {
   const counters = () => status()?.counters ?? null;
   const driverTotal = (name: string, help: string, read: () => number | undefined) => {
     let last = 0;
@@ -276,48 +325,17 @@ export function createNodeMetrics(
       collect() {
         const v = read();
         if (v === undefined) return;
-        // A restarted driver starts from zero: count from there.
-        const delta = v >= last ? v - last : v;
+        const delta = deltaOf(v, last);
         if (delta > 0) this.inc(delta);
         last = v;
       },
     });
   };
-  driverTotal(
-    'concord_raft_rounds_total',
-    'Raft rounds (Readies) handled by the driver; rate() is rounds/s',
-    () => counters()?.rounds,
-  );
-  driverTotal(
-    'concord_raft_round_entries_total',
-    "Log entries persisted by the driver's rounds; divided by rounds: entries per round",
-    () => counters()?.entriesPersisted,
-  );
-  driverTotal(
-    'concord_raft_entries_applied_total',
-    'Committed entries applied to the state machine',
-    () => counters()?.entriesApplied,
-  );
-  driverTotal(
-    'concord_raft_reads_total',
-    'Linearizable reads completed (ReadIndex or lease); divided by rounds: reads per round',
-    () => counters()?.readsCompleted,
-  );
-  driverTotal(
-    'concord_raft_lease_reads_total',
-    "Reads served on the leader's lease, without a quorum round",
-    () => status()?.leaseReadsServed,
-  );
-  driverTotal(
-    'concord_raft_snapshots_total',
-    'Local snapshots taken (log compactions)',
-    () => counters()?.snapshotsTaken,
-  );
-  driverTotal(
-    'concord_raft_snapshot_milliseconds_total',
-    'Milliseconds spent in local snapshots (encode + write)',
-    () => counters()?.snapshotMsTotal,
-  );
+  for (const [name, help, read] of DRIVER_TOTALS)
+    driverTotal(name, help, () => {
+      const st = status();
+      return st ? read(st) : undefined;
+    });
   new Gauge({
     name: 'concord_raft_last_snapshot_milliseconds',
     help: 'The last local snapshot: encode (on the event loop, between rounds) and write (off the round loop), in ms',
@@ -329,7 +347,20 @@ export function createNodeMetrics(
       this.set({ phase: 'write' }, c?.lastSnapshotWriteMs ?? 0);
     },
   });
+  new Gauge({
+    name: 'concord_raft_last_snapshot_bytes',
+    help: 'Size of the last local snapshot (the encoded state machine), bytes',
+    registers: [registry],
+    collect() {
+      this.set(counters()?.lastSnapshotBytes ?? 0);
+    },
+  });
+}
 
+/** The metrics other modules report to: Raft RPCs, disk writes, HTTP, membership operations. */
+function registerObservedMetrics(
+  registry: Registry,
+): Pick<NodeMetrics, 'observeRaftRpc' | 'observePersist' | 'observeHttp' | 'countMembershipOp'> {
   const rpc = new Histogram({
     name: 'concord_raft_rpc_duration_seconds',
     help: 'Raft peer round trip by request type (app, heartbeat, snap, vote, preVote): from the oldest unanswered request to its answer',
@@ -356,19 +387,11 @@ export function createNodeMetrics(
     labelNames: ['kind', 'result'],
     registers: [registry],
   });
-
   return {
-    registry,
     observeRaftRpc: (type, seconds) => rpc.observe({ type }, seconds),
     observePersist: (seconds) => persist.observe(seconds),
     observeHttp: (route, method, statusCode, seconds) =>
       http.observe({ route, method, status: String(statusCode) }, seconds),
     countMembershipOp: (kind, result) => membership.inc({ kind, result }),
-    bindRaft(c) {
-      control = c;
-    },
-    async render() {
-      return { contentType: registry.contentType, body: await registry.metrics() };
-    },
   };
 }

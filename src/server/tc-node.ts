@@ -51,7 +51,9 @@ export interface TcNodeContext {
   sessions: NodeSessions;
   /** Add service metrics to `metrics.registry`. */
   metrics: NodeMetrics;
-  /** Membership and leader endpoints, e.g. for not-leader answers carrying the leader's TC address. */
+  /**
+   * Membership and leader endpoints, e.g. for not-leader answers carrying the leader's TC address.
+   */
   view: ClusterView;
   /** The node's TLS material (CA, certificate, key); null in insecure mode. */
   tls: TlsMaterial | null;
@@ -180,7 +182,10 @@ export class TcNode {
     });
   }
 
-  /** Starts the sessions (Raft node or db store), the openapi and the plugged-in services. On failure, stops what started. */
+  /**
+   * Starts the sessions (Raft node or db store), the openapi and the plugged-in services. On
+   * failure, stops what started.
+   */
   static async start(opts: TcNodeOptions): Promise<TcNode> {
     const c = opts.config;
     const log = opts.logger.child({ node: c.node.id });
@@ -249,7 +254,10 @@ export class TcNode {
     return this.httpPortBound;
   }
 
-  /** Stops the openapi (answering watchers), the services, then the Raft node or the db store. Idempotent. */
+  /**
+   * Stops the openapi (answering watchers), the services, then the Raft node or the db store.
+   * Idempotent.
+   */
   stop(): Promise<void> {
     this.stopping ??= this.shutdown(true);
     return this.stopping;

@@ -40,7 +40,10 @@ export class ConcordError extends Error {
   }
 }
 
-/** Options of an error whose message is made from its fields, unless one is given (as a peer sent it). */
+/**
+ * Options of an error whose message is made from its fields, unless one is given (as a peer sent
+ * it).
+ */
 export interface DescribedErrorOptions extends ConcordErrorOptions {
   message?: string;
 }

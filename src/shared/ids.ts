@@ -26,7 +26,10 @@ export type BranchId = Brand<'BranchId'>;
 export type NodeId = string;
 
 export interface ParsedXid {
-  /** The TC's address as written in the xid: a host name, an IPv4 or an IPv6 address (brackets removed). */
+  /**
+   * The TC's address as written in the xid: a host name, an IPv4 or an IPv6 address (brackets
+   * removed).
+   */
   readonly host: string;
   readonly port: number;
   /** Unsigned 64-bit id as a decimal string. */
@@ -46,7 +49,8 @@ const DECIMAL_ID = /^(?:0|[1-9][0-9]{0,19})$/;
 
 function isHostname(host: string): boolean {
   if (host.length === 0 || host.length > MAX_HOSTNAME_CHARS) return false;
-  // A purely numeric dotted name that is not a valid IPv4 address (999.1.1.1) is a typo, not a host.
+  // A purely numeric dotted name that is not a valid IPv4 address (999.1.1.1) is a typo, not a
+  // host.
   if (/^[0-9.]+$/.test(host)) return isIPv4(host);
   return host.split('.').every((label) => label.length <= MAX_LABEL_CHARS && LABEL.test(label));
 }

@@ -73,7 +73,10 @@ export function globalStatusToCode(status: GlobalStatus): number {
   return GLOBAL_STATUS_CODES[status];
 }
 
-/** An unknown code decodes to Unknown (a newer peer may add statuses): the edge validates what it needs. */
+/**
+ * An unknown code decodes to Unknown (a newer peer may add statuses): the edge validates what it
+ * needs.
+ */
 export function globalStatusFromCode(code: number): GlobalStatus {
   return GLOBAL_STATUS_BY_CODE.get(code) ?? GlobalStatus.Unknown;
 }

@@ -26,7 +26,10 @@ export const GlobalStatus = {
   RollbackFailed: 'RollbackFailed',
   TimeoutRollbacked: 'TimeoutRollbacked',
   TimeoutRollbackFailed: 'TimeoutRollbackFailed',
-  /** Seata: "not managed in the session map any more". Concord reports the real end state instead, but decodes it. */
+  /**
+   * Seata: "not managed in the session map any more". Concord reports the real end state instead,
+   * but decodes it.
+   */
   Finished: 'Finished',
   // Seata statuses Concord decodes at the edge but never enters: a retry timeout is
   // reported as the matching *Failed state, and sessions are deleted by FinishGlobal.

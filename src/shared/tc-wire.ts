@@ -24,7 +24,10 @@ export const TC_PROTO_LOADER_OPTIONS: protoLoader.Options = {
 
 let service: grpc.ServiceClientConstructor | null = null;
 
-/** The generated TransactionCoordinator client constructor (its `.service` is the definition); loaded once. */
+/**
+ * The generated TransactionCoordinator client constructor (its `.service` is the definition);
+ * loaded once.
+ */
 export function tcServiceConstructor(): grpc.ServiceClientConstructor {
   if (service) return service;
   const def = protoLoader.loadSync(TC_PROTO_PATH, TC_PROTO_LOADER_OPTIONS);
@@ -172,6 +175,7 @@ export interface SessionInfoWire {
   finishedAt?: number;
   resolvedBy?: string;
   rmWaits?: RmWaitWire[];
+  stuck?: boolean;
 }
 export interface SessionResponseWire extends WireResponse {
   session?: SessionInfoWire | null;
@@ -180,6 +184,8 @@ export interface ListSessionsRequestWire {
   pageSize: number;
   pageToken: string;
   globalStatus: number;
+  /** Absent or false: every session. */
+  stuck?: boolean;
 }
 export interface ListSessionsResponseWire extends WireResponse {
   sessions?: SessionInfoWire[];

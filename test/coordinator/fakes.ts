@@ -26,6 +26,8 @@ interface Timer {
 
 export class FakeClock implements Clock {
   private time: number;
+  /** The monotonic clock: moves with every advance and set, never with step. */
+  private mono = 0;
   private nextId = 1;
   private timers: Timer[] = [];
 
@@ -35,6 +37,10 @@ export class FakeClock implements Clock {
 
   now(): number {
     return this.time;
+  }
+
+  monotonicNow(): number {
+    return this.mono;
   }
 
   after(ms: number, fn: () => void): () => void {
@@ -58,18 +64,28 @@ export class FakeClock implements Clock {
         .filter((t) => t.at <= target)
         .sort((a, b) => a.at - b.at || a.id - b.id)[0];
       if (!next) break;
-      this.time = Math.max(this.time, next.at);
+      this.moveTo(Math.max(this.time, next.at));
       if (next.every === null) this.timers = this.timers.filter((t) => t !== next);
       else next.at += next.every;
       next.fn();
       await flush();
     }
-    this.time = target;
+    this.moveTo(target);
     await flush();
   }
 
-  /** Jumps time without firing anything (a clock step, a long GC pause). */
+  /** Moves time without firing anything (a long GC pause: the monotonic clock moves too). */
   set(time: number): void {
+    this.moveTo(time);
+  }
+
+  /** Steps the wall clock only (an NTP step, a wrong clock): the monotonic clock stays. */
+  step(ms: number): void {
+    this.time += ms;
+  }
+
+  private moveTo(time: number): void {
+    this.mono += time - this.time;
     this.time = time;
   }
 

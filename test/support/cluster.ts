@@ -44,6 +44,8 @@ export interface NodeConfigOptions {
   join?: boolean;
   authToken?: string;
   logLevel?: string;
+  /** The `phaseTwo` section (retry backoff, alarm threshold); absent: the defaults. */
+  phaseTwo?: { stuckAfterMs?: number; retryBaseMs?: number; retryMaxBackoffMs?: number };
   /** The config's `limits` section (docs/operations.md). */
   limits?: Record<string, number>;
   /** Plaintext everywhere (security.insecure). Default: TLS with the run's pki (support/tls.ts). */
@@ -68,6 +70,7 @@ export function raftNodeConfig(n: NodePorts, o: NodeConfigOptions): object {
     ...(o.authToken !== undefined ? { http: { authToken: o.authToken } } : {}),
     ...(o.limits !== undefined ? { limits: o.limits } : {}),
     log: { level: o.logLevel ?? 'info' },
+    ...(o.phaseTwo !== undefined ? { phaseTwo: o.phaseTwo } : {}),
     security: { ...testSecurity(o.insecure), ...(o.quotas ? { quotas: o.quotas } : {}) },
   };
 }

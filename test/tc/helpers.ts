@@ -37,7 +37,12 @@ import {
 
 import { freePort } from '../support/ports.ts';
 import { waitFor } from '../support/wait.ts';
-import { allocateNodes, raftNodeConfig, writeConfig } from '../support/cluster.ts';
+import {
+  allocateNodes,
+  raftNodeConfig,
+  writeConfig,
+  type NodeConfigOptions,
+} from '../support/cluster.ts';
 
 export { freePort, waitFor };
 
@@ -58,6 +63,8 @@ export interface ClusterOptions {
   tickMs?: number;
   electionTicks?: number;
   logLevel?: string;
+  /** The nodes' `phaseTwo` config section. */
+  phaseTwo?: NodeConfigOptions['phaseTwo'];
   /** The nodes' `limits` section. */
   limits?: Record<string, number>;
   /** The nodes' `security.quotas` section. */
@@ -67,8 +74,8 @@ export interface ClusterOptions {
 export class TestCluster {
   readonly root: string;
   readonly nodes: TestNode[] = [];
-  private readonly opts: Required<Omit<ClusterOptions, 'limits' | 'quotas'>> &
-    Pick<ClusterOptions, 'limits' | 'quotas'>;
+  private readonly opts: Required<Omit<ClusterOptions, 'limits' | 'phaseTwo' | 'quotas'>> &
+    Pick<ClusterOptions, 'limits' | 'phaseTwo' | 'quotas'>;
 
   private constructor(name: string, opts: ClusterOptions) {
     this.root = mkdtempSync(join(tmpdir(), `concord-tc-${name}-`));
@@ -76,6 +83,7 @@ export class TestCluster {
       tickMs: opts.tickMs ?? 30,
       electionTicks: opts.electionTicks ?? 10,
       logLevel: opts.logLevel ?? 'info',
+      phaseTwo: opts.phaseTwo,
       ...(opts.limits !== undefined ? { limits: opts.limits } : {}),
       ...(opts.quotas !== undefined ? { quotas: opts.quotas } : {}),
     };
@@ -193,6 +201,7 @@ export class TestCluster {
       electionTicks: this.opts.electionTicks,
       authToken: 'tc-test-token-0123456789',
       logLevel: this.opts.logLevel,
+      ...(this.opts.phaseTwo !== undefined ? { phaseTwo: this.opts.phaseTwo } : {}),
       ...(this.opts.limits !== undefined ? { limits: this.opts.limits } : {}),
       ...(this.opts.quotas !== undefined ? { quotas: this.opts.quotas } : {}),
     });

@@ -168,7 +168,7 @@ describe('transaction metrics', () => {
     expect(value(text, 'concord_tc_lock_conflicts_total', { source: 'register' })).toBe(1);
     expect(value(text, 'concord_tc_lock_conflicts_total', { source: 'query' })).toBe(1);
     expect(value(text, 'concord_tc_global_stuck')).toBe(0);
-    expect(value(text, 'concord_tc_stuck_alarm_seconds')).toBe(60);
+    expect(value(text, 'concord_tc_stuck_alarm_seconds')).toBe(600); // phaseTwo.stuckAfterMs, default 10 min;
     expect(value(text, 'concord_tc_locked_rows')).toBe(0);
     // The Raft latency histograms are fed.
     expect(value(text, 'concord_raft_persist_duration_seconds_count')).toBeGreaterThan(0);
@@ -198,19 +198,31 @@ describe('transaction metrics', () => {
 });
 
 describe('the stuck gauge', () => {
-  it('counts retrying transactions older than the alarm threshold, from a real state machine', async () => {
+  it('counts the transactions the coordinator shows stuck, from a real state machine', async () => {
     const machine = new CoordinatorStateMachine();
     for (const n of [1, 2, 3]) applyOk(machine, beginCmd(n));
     const xid = (n: number) => `10.0.0.1:8091:${n}`;
     applyOk(machine, registerCmd(xid(1), '11', ''));
     applyOk(machine, registerCmd(xid(2), '21', 'orders:7'));
-    // 1 and 2 enter CommitRetrying at T0+2; 3 stays Begin.
+    // 1 and 2 enter CommitRetrying at T0+2 with their alarm time at T0+60 000; 3 stays Begin.
+    const retry = (n: number, attempt: number, nextRetryAt: number) =>
+      applyOk(machine, {
+        kind: 'RetryScheduled',
+        xid: xid(n),
+        attempt,
+        nextRetryAt,
+        retryDeadline: T0 + 60_000,
+        term: 0,
+      });
     for (const n of [1, 2]) {
       applyOk(machine, changeCmd(xid(n), GlobalStatus.Begin, GlobalStatus.Committing));
       applyOk(machine, changeCmd(xid(n), GlobalStatus.Committing, GlobalStatus.CommitRetrying));
+      retry(n, 1, T0 + 60_000); // held at the alarm time: not stuck yet
     }
-    expect(summarize(machine, T0 + 2 + 60_000, 60_000).stuck).toBe(0);
-    const later = summarize(machine, T0 + 2 + 60_001, 60_000);
+    expect(summarize(machine).stuck).toBe(0);
+    // The passes at the alarm time still fail: their next retries fall past it.
+    for (const n of [1, 2]) retry(n, 2, T0 + 61_000);
+    const later = summarize(machine);
     expect(later.stuck).toBe(2);
     expect(later.byStatus.get(GlobalStatus.CommitRetrying)).toBe(2);
     expect(later.byStatus.get(GlobalStatus.Begin)).toBe(1);
@@ -218,13 +230,10 @@ describe('the stuck gauge', () => {
 
     // Through the registry, as a scrape reads it.
     const registry = new Registry();
-    new TcMetrics(registry, {
-      stuckAlarmMs: 60_000,
-      now: () => T0 + 120_000,
-      liveSummary: (now, alarmMs) => summarize(machine, now, alarmMs),
-    });
+    new TcMetrics(registry, { stuckAfterMs: 60_000, liveSummary: () => summarize(machine) });
     const text = await registry.metrics();
     expect(value(text, 'concord_tc_global_stuck')).toBe(2);
+    expect(value(text, 'concord_tc_stuck_alarm_seconds')).toBe(60);
     expect(value(text, 'concord_tc_global_sessions', { status: 'CommitRetrying' })).toBe(2);
     expect(value(text, 'concord_tc_global_sessions', { status: 'Committing' })).toBe(0);
     expect(value(text, 'concord_tc_locked_rows')).toBe(1);

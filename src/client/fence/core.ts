@@ -37,7 +37,7 @@
  * included, and is rethrown unchanged. A fence never turns a failed business write into a
  * success, and a later redelivery starts from a clean slate.
  */
-import { toClientLogger, type LoggerLike } from '../logger.ts';
+import { toClientLogger, type Logger, type LoggerLike } from '../logger.ts';
 import { BadRequestError } from '../../shared/errors.ts';
 import {
   ConfirmWithoutTryError,
@@ -91,7 +91,10 @@ const MAX_CLEANUP_INTERVAL_MS = 24 * 60 * 60 * 1000;
 export interface FenceOptions {
   /** Fence table, `table` or `schema.table`. Default `concord_fence`. */
   table?: string;
-  /** Receives outcome (debug/info/warn) and retry logs: pino or any logger with the usual methods. Default: pino at warn on stderr. */
+  /**
+   * Receives outcome (debug/info/warn) and retry logs: pino or any logger with the usual methods.
+   * Default: pino at warn on stderr.
+   */
   logger?: LoggerLike;
   /**
    * Isolation of the fence's local transactions. Default: the database's own default
@@ -99,7 +102,10 @@ export interface FenceOptions {
    * both; set it to what the business write needs.
    */
   isolationLevel?: IsolationLevel;
-  /** Attempts the database may abort (deadlock, serialization failure) before run fails with FenceConflictError. Default 3, at most 10. */
+  /**
+   * Attempts the database may abort (deadlock, serialization failure) before run fails with
+   * FenceConflictError. Default 3, at most 10.
+   */
   maxAttempts?: number;
   /**
    * How long after a branch's fence row was written the TC may still deliver an op of that
@@ -113,7 +119,10 @@ export interface FenceOptions {
 }
 
 export interface FenceCleanupOptions {
-  /** Delete rows older than this. Default, and least accepted: the fence's `retryHorizonMs` (24 h 10 min unless set). */
+  /**
+   * Delete rows older than this. Default, and least accepted: the fence's `retryHorizonMs` (24 h 10
+   * min unless set).
+   */
   olderThanMs?: number;
   /** Rows per DELETE. Default 1000, at most 10000. */
   batchSize?: number;
@@ -137,9 +146,15 @@ export interface Fence<Tx> {
   readonly dialect: 'postgres' | 'mysql';
   /** The table name as configured. */
   readonly table: string;
-  /** Creates the table (unique key on xid, branch_id, op; index on created_at) if missing, then verifySchema(). */
+  /**
+   * Creates the table (unique key on xid, branch_id, op; index on created_at) if missing, then
+   * verifySchema().
+   */
   ensureSchema(): Promise<void>;
-  /** Throws FenceSchemaError unless the table exists with an immediate, non-partial unique key on exactly (xid, branch_id, op). */
+  /**
+   * Throws FenceSchemaError unless the table exists with an immediate, non-partial unique key on
+   * exactly (xid, branch_id, op).
+   */
   verifySchema(): Promise<void>;
   /**
    * Runs `fn` inside one local transaction together with the fence row, when the fence says
@@ -151,7 +166,10 @@ export interface Fence<Tx> {
   run(key: FenceKey, fn: (tx: Tx) => Promise<unknown> | unknown): Promise<FenceOutcome>;
   /** Deletes rows older than `olderThanMs`, in batches. */
   cleanup(options?: FenceCleanupOptions): Promise<FenceCleanupResult>;
-  /** Runs cleanup every `everyMs` (timer unref'd). Returns a stop function that waits for a pass in progress. */
+  /**
+   * Runs cleanup every `everyMs` (timer unref'd). Returns a stop function that waits for a pass in
+   * progress.
+   */
   startCleanup(options?: FenceCleanupSchedule): () => Promise<void>;
 }
 
@@ -220,7 +238,10 @@ export interface FenceDialect<Tx> {
   classify(err: unknown): DbErrorInfo;
   ensureSchema(): Promise<void>;
   verifySchema(): Promise<void>;
-  /** One DELETE of at most `batchSize` rows older than `olderThanMs` (by the database's clock); returns rows deleted. */
+  /**
+   * One DELETE of at most `batchSize` rows older than `olderThanMs` (by the database's clock);
+   * returns rows deleted.
+   */
   deleteBatch(olderThanMs: number, batchSize: number): Promise<number>;
 }
 
@@ -316,36 +337,126 @@ function backoffMs(attempt: number): number {
 }
 
 export function createFence<Tx>(dialect: FenceDialect<Tx>, options: FenceOptions): Fence<Tx> {
+  const runner = new FenceRunner(dialect, fenceSettings(dialect, options));
+  return {
+    dialect: dialect.name,
+    table: dialect.table,
+    async ensureSchema() {
+      try {
+        await dialect.ensureSchema();
+      } catch (err) {
+        throw runner.failure(err, 'ensureSchema');
+      }
+      await this.verifySchema();
+    },
+    async verifySchema() {
+      try {
+        await dialect.verifySchema();
+      } catch (err) {
+        throw runner.failure(err, 'verifySchema');
+      }
+    },
+    run: (key, fn) => runner.run(key, fn),
+    async cleanup(options = {}) {
+      return runner.cleanup(runner.cleanupSettings(options));
+    },
+    startCleanup: (options = {}) => runner.startCleanup(options),
+  };
+}
+
+/** A fence's options, checked. */
+interface FenceSettings {
+  isolation: IsolationLevel | undefined;
+  maxAttempts: number;
+  retryHorizonMs: number;
+  log: Logger;
+}
+
+function fenceSettings<Tx>(dialect: FenceDialect<Tx>, options: FenceOptions): FenceSettings {
   if (options.isolationLevel !== undefined && !ISOLATION_LEVELS.includes(options.isolationLevel)) {
     throw new BadRequestError(
       `isolationLevel must be one of ${ISOLATION_LEVELS.join(', ')}, got ${JSON.stringify(options.isolationLevel)}`,
     );
   }
-  const isolation = options.isolationLevel;
-  const maxAttempts = checkIntegerOption(
-    'maxAttempts',
-    options.maxAttempts,
-    1,
-    MAX_FENCE_MAX_ATTEMPTS,
-    DEFAULT_FENCE_MAX_ATTEMPTS,
-  );
-  const retryHorizonMs = checkIntegerOption(
-    'retryHorizonMs',
-    options.retryHorizonMs,
-    MIN_RETRY_HORIZON_MS,
-    MAX_RETENTION_MS,
-    DEFAULT_RETRY_HORIZON_MS,
-  );
-  const log = toClientLogger(options.logger).child({
-    component: 'fence',
-    dialect: dialect.name,
-    table: dialect.table,
-  });
+  return {
+    isolation: options.isolationLevel,
+    maxAttempts: checkIntegerOption(
+      'maxAttempts',
+      options.maxAttempts,
+      1,
+      MAX_FENCE_MAX_ATTEMPTS,
+      DEFAULT_FENCE_MAX_ATTEMPTS,
+    ),
+    retryHorizonMs: checkIntegerOption(
+      'retryHorizonMs',
+      options.retryHorizonMs,
+      MIN_RETRY_HORIZON_MS,
+      MAX_RETENTION_MS,
+      DEFAULT_RETRY_HORIZON_MS,
+    ),
+    log: toClientLogger(options.logger).child({
+      component: 'fence',
+      dialect: dialect.name,
+      table: dialect.table,
+    }),
+  };
+}
+
+/** One attempt's connection and where its transaction stands. */
+class AttemptState<Tx> {
+  /** The connection is in an unknown state: never hand it back to the pool. */
+  broken = false;
+  inTransaction = false;
+  committing = false;
+
+  constructor(
+    readonly session: FenceSession<Tx>,
+    private readonly log: Logger,
+    private readonly key: NormalizedFenceKey,
+  ) {}
+
+  async rollbackQuietly(): Promise<void> {
+    if (!this.inTransaction) return;
+    this.inTransaction = false;
+    try {
+      await this.session.rollback();
+    } catch (err) {
+      // The connection is in an unknown state; never hand it back to the pool.
+      this.broken = true;
+      const { xid, branchId, op } = this.key;
+      this.log.warn({ err, xid, branchId, op }, 'fence rollback failed; discarding the connection');
+    }
+  }
+
+  /** Commits; a commit the database refused is retried (a conflict) or ends the run. */
+  async commit(): Promise<CommitResult> {
+    this.inTransaction = false;
+    this.committing = true;
+    return this.session.commit();
+  }
+}
+
+/** Retries spent by one run: conflicts, and restarts for a stale snapshot. */
+interface RetryBudget {
+  conflicts: number;
+  staleRestarts: number;
+}
+
+/** The fence's algorithm over one dialect (see the header). */
+class FenceRunner<Tx> {
+  private readonly log: Logger;
+
+  constructor(
+    private readonly dialect: FenceDialect<Tx>,
+    private readonly settings: FenceSettings,
+  ) {
+    this.log = settings.log;
+  }
 
   /** Converts an error from the fence's own statements (not the callback's) into a FenceError. */
-  function fenceFailure(err: unknown, doing: string): FenceError {
+  failure(err: unknown, doing: string): FenceError {
     if (err instanceof FenceError) return err;
-    const info = dialect.classify(err);
+    const info = this.dialect.classify(err);
     const message = `fence ${doing} failed${err instanceof Error ? `: ${err.message}` : ''}`;
     switch (info.kind) {
       case 'schema':
@@ -369,12 +480,12 @@ export function createFence<Tx>(dialect: FenceDialect<Tx>, options: FenceOptions
    * the claim back); there, written by the try → 'ran'; written by a cancel's empty rollback
    * → 'rolledBack'; committed after this transaction's snapshot → 'stale' (restart).
    */
-  async function findRequired(
+  private async findRequired(
     session: FenceSession<Tx>,
     key: NormalizedFenceKey,
     required: FenceOp,
   ): Promise<'ran' | 'noTry' | 'rolledBack' | 'stale'> {
-    const claim = await session.claimOrigin(key, required, key.op, isolation);
+    const claim = await session.claimOrigin(key, required, key.op, this.settings.isolation);
     if (claim === 'claimed') return 'noTry';
     if (claim === 'stale') return 'stale';
     // Visible to this transaction ('taken' says so under every isolation level).
@@ -382,165 +493,177 @@ export function createFence<Tx>(dialect: FenceDialect<Tx>, options: FenceOptions
     return reason === required ? 'ran' : 'rolledBack';
   }
 
-  async function attempt(
-    key: NormalizedFenceKey,
-    fn: (tx: Tx) => Promise<unknown> | unknown,
-  ): Promise<Attempt> {
-    let session: FenceSession<Tx>;
+  private async acquire(): Promise<FenceSession<Tx>> {
     try {
-      session = await dialect.acquire();
+      return await this.dialect.acquire();
     } catch (err) {
       throw new FenceError(
         `fence could not get a connection${err instanceof Error ? `: ${err.message}` : ''}`,
         { cause: err, retryable: true },
       );
     }
-    let broken = false;
-    let inTransaction = false;
-    let committing = false;
-    const rollbackQuietly = async () => {
-      if (!inTransaction) return;
-      inTransaction = false;
-      try {
-        await session.rollback();
-      } catch (err) {
-        // The connection is in an unknown state; never hand it back to the pool.
-        broken = true;
-        log.warn(
-          { err, xid: key.xid, branchId: key.branchId, op: key.op },
-          'fence rollback failed; discarding the connection',
-        );
-      }
-    };
+  }
+
+  private async attempt(
+    key: NormalizedFenceKey,
+    fn: (tx: Tx) => Promise<unknown> | unknown,
+  ): Promise<Attempt> {
+    const att = new AttemptState(await this.acquire(), this.log, key);
     try {
-      await session.begin(isolation);
-      inTransaction = true;
-
+      await att.session.begin(this.settings.isolation);
+      att.inTransaction = true;
       const origin = ORIGIN_OP[key.op];
-      if (origin !== undefined) {
-        // cancel / compensate. Own row first, the contested origin row last (dtm inserts
-        // them the other way round; the decisions are the same, see the header). On InnoDB
-        // the order matters: a racing try that waits on the origin row holds a waiting
-        // next-key (gap) lock on it, and our own row sorts just before it ('cancel' <
-        // 'try'), so inserting our row after the origin row would queue behind that waiting
-        // lock while the try queues behind us — a deadlock (measured on MariaDB 10.11: 17 to
-        // 33 deadlocks per 150 racing try/cancel pairs; none with this order). With the
-        // origin insert last, whoever waits never inserts again.
-        const claimedSelf = await session.insert(key, key.op, key.op);
-        if (!claimedSelf) {
-          await rollbackQuietly();
-          return { kind: 'done', outcome: 'duplicate' };
-        }
-        // This is the statement that serializes against a concurrent try/action.
-        const claim = await session.claimOrigin(key, origin, key.op, isolation);
-        if (claim === 'stale') {
-          // REPEATABLE READ: our snapshot was taken by this transaction's first statement,
-          // before the try we waited on committed. The business cancel would not see the
-          // try's writes (a plain SELECT would miss them; an UPDATE would fail with a
-          // serialization error). Start over with a fresh snapshot; nothing has run yet.
-          await rollbackQuietly();
-          return { kind: 'retry', why: 'staleSnapshot', cause: undefined };
-        }
-        if (claim === 'claimed') {
-          inTransaction = false;
-          committing = true;
-          const result = await session.commit();
-          if (!result.committed) return { kind: 'retry', why: 'conflict', cause: result.cause };
-          return { kind: 'done', outcome: 'emptyRollback' };
-        }
-      } else {
-        const claimed = await session.insert(key, key.op, key.op);
-        if (!claimed) {
-          await rollbackQuietly();
-          const compensating = COMPENSATING_OP[key.op];
-          if (compensating === undefined) return { kind: 'done', outcome: 'duplicate' };
-          // Read after the rollback, outside any snapshot: the row is committed (we got a
-          // duplicate-key error, so its writer committed), and its reason says who wrote it.
-          const reason = await session.reasonOf(key, key.op);
-          return {
-            kind: 'done',
-            outcome: reason === compensating ? 'hangingRefused' : 'duplicate',
-          };
-        }
-        const required = REQUIRED_OP[key.op];
-        if (required !== undefined) {
-          const found = await findRequired(session, key, required);
-          if (found !== 'ran') await rollbackQuietly();
-          if (found === 'stale') return { kind: 'retry', why: 'staleSnapshot', cause: undefined };
-          if (found !== 'ran') throw new ConfirmWithoutTryError(key.xid, key.branchId, found);
-        }
-      }
-
-      // The fence says run. The callback shares the transaction; its failure undoes the fence row too.
-      try {
-        await fn(session.tx);
-      } catch (err) {
-        session.guard.close();
-        await rollbackQuietly();
-        const info = dialect.classify(err);
-        if (info.kind === 'conflict') return { kind: 'retry', why: 'conflict', cause: err };
-        if (info.kind === 'connection') broken = true;
-        throw new BusinessFailure(err);
-      }
-      session.guard.close();
-      inTransaction = false;
-      committing = true;
-      const result = await session.commit();
-      if (result.committed) return { kind: 'done', outcome: 'executed' };
-      const cause = result.cause;
-      const causeKind = dialect.classify(cause).kind;
-      if (causeKind === 'connection') broken = true;
-      if (causeKind === 'conflict') return { kind: 'retry', why: 'conflict', cause };
-      throw new FenceAbortedError(
-        `the fence callback for ${key.op} ${key.xid}/${key.branchId} returned normally, but a statement inside it had failed and aborted the local transaction; nothing was committed`,
-        { cause, dbCode: dialect.classify(cause).code },
-      );
+      const decided =
+        origin !== undefined
+          ? await this.claimAsRollback(att, key, origin)
+          : await this.claimAsForward(att, key);
+      if (decided !== null) return decided;
+      return await this.runAndCommit(att, key, fn);
     } catch (err) {
-      if (err instanceof BusinessFailure || err instanceof FenceError) throw err;
-      session.guard.close();
-      const info = dialect.classify(err);
-      // After a failed COMMIT the transaction's state on this connection is not certain
-      // (and mysql2 does not reset a connection it takes back): never pool it again.
-      if (info.kind === 'connection' || committing) broken = true;
-      await rollbackQuietly();
-      // A conflict on the fence's own statements (a deadlock victim, a serialization failure
-      // at COMMIT under SERIALIZABLE): the transaction is gone, start over.
-      if (info.kind === 'conflict') return { kind: 'retry', why: 'conflict', cause: err };
-      if (info.kind === 'connection' && committing) {
-        // Lost during COMMIT: it may or may not have committed. Redelivery is safe — that is
-        // exactly what the fence row makes idempotent.
-        throw new FenceError(
-          `fence commit outcome unknown for ${key.op} ${key.xid}/${key.branchId}; redeliver (the fence makes it idempotent)`,
-          {
-            cause: err,
-            dbCode: info.code,
-            retryable: true,
-          },
-        );
-      }
-      throw fenceFailure(err, `${key.op} ${key.xid}/${key.branchId}`);
+      return await this.failed(att, key, err);
     } finally {
-      session.guard.close();
-      session.release(broken);
+      att.session.guard.close();
+      att.session.release(att.broken);
     }
   }
 
-  async function run(
-    rawKey: FenceKey,
+  /**
+   * cancel / compensate: the fence rows; an answer, or null when the try ran (run the
+   * business rollback). Own row first, the contested origin row last (dtm inserts them the
+   * other way round; the decisions are the same, see the header). On InnoDB the order
+   * matters: a racing try that waits on the origin row holds a waiting next-key (gap) lock on
+   * it, and our own row sorts just before it ('cancel' < 'try'), so inserting our row after
+   * the origin row would queue behind that waiting lock while the try queues behind us — a
+   * deadlock (measured on MariaDB 10.11: 17 to 33 deadlocks per 150 racing try/cancel pairs;
+   * none with this order). With the origin insert last, whoever waits never inserts again.
+   */
+  private async claimAsRollback(
+    att: AttemptState<Tx>,
+    key: NormalizedFenceKey,
+    origin: FenceOp,
+  ): Promise<Attempt | null> {
+    const claimedSelf = await att.session.insert(key, key.op, key.op);
+    if (!claimedSelf) {
+      await att.rollbackQuietly();
+      return { kind: 'done', outcome: 'duplicate' };
+    }
+    // This is the statement that serializes against a concurrent try/action.
+    const claim = await att.session.claimOrigin(key, origin, key.op, this.settings.isolation);
+    if (claim === 'stale') {
+      // REPEATABLE READ: our snapshot was taken by this transaction's first statement,
+      // before the try we waited on committed. The business cancel would not see the
+      // try's writes (a plain SELECT would miss them; an UPDATE would fail with a
+      // serialization error). Start over with a fresh snapshot; nothing has run yet.
+      await att.rollbackQuietly();
+      return { kind: 'retry', why: 'staleSnapshot', cause: undefined };
+    }
+    if (claim === 'claimed') {
+      const result = await att.commit();
+      if (!result.committed) return { kind: 'retry', why: 'conflict', cause: result.cause };
+      return { kind: 'done', outcome: 'emptyRollback' };
+    }
+    return null;
+  }
+
+  /** try / action / confirm: the op's own row (and a confirm's try); null: run the callback. */
+  private async claimAsForward(
+    att: AttemptState<Tx>,
+    key: NormalizedFenceKey,
+  ): Promise<Attempt | null> {
+    const claimed = await att.session.insert(key, key.op, key.op);
+    if (!claimed) {
+      await att.rollbackQuietly();
+      const compensating = COMPENSATING_OP[key.op];
+      if (compensating === undefined) return { kind: 'done', outcome: 'duplicate' };
+      // Read after the rollback, outside any snapshot: the row is committed (we got a
+      // duplicate-key error, so its writer committed), and its reason says who wrote it.
+      const reason = await att.session.reasonOf(key, key.op);
+      return {
+        kind: 'done',
+        outcome: reason === compensating ? 'hangingRefused' : 'duplicate',
+      };
+    }
+    const required = REQUIRED_OP[key.op];
+    if (required !== undefined) {
+      const found = await this.findRequired(att.session, key, required);
+      if (found !== 'ran') await att.rollbackQuietly();
+      if (found === 'stale') return { kind: 'retry', why: 'staleSnapshot', cause: undefined };
+      if (found !== 'ran') throw new ConfirmWithoutTryError(key.xid, key.branchId, found);
+    }
+    return null;
+  }
+
+  /**
+   * The fence says run. The callback shares the transaction; its failure undoes the fence
+   * row too.
+   */
+  private async runAndCommit(
+    att: AttemptState<Tx>,
+    key: NormalizedFenceKey,
     fn: (tx: Tx) => Promise<unknown> | unknown,
-  ): Promise<FenceOutcome> {
+  ): Promise<Attempt> {
+    try {
+      await fn(att.session.tx);
+    } catch (err) {
+      att.session.guard.close();
+      await att.rollbackQuietly();
+      const info = this.dialect.classify(err);
+      if (info.kind === 'conflict') return { kind: 'retry', why: 'conflict', cause: err };
+      if (info.kind === 'connection') att.broken = true;
+      throw new BusinessFailure(err);
+    }
+    att.session.guard.close();
+    const result = await att.commit();
+    if (result.committed) return { kind: 'done', outcome: 'executed' };
+    const cause = result.cause;
+    const causeKind = this.dialect.classify(cause).kind;
+    if (causeKind === 'connection') att.broken = true;
+    if (causeKind === 'conflict') return { kind: 'retry', why: 'conflict', cause };
+    throw new FenceAbortedError(
+      `the fence callback for ${key.op} ${key.xid}/${key.branchId} returned normally, but a statement inside it had failed and aborted the local transaction; nothing was committed`,
+      { cause, dbCode: this.dialect.classify(cause).code },
+    );
+  }
+
+  /** A failure of the fence's own statements: a retry, or the error to throw. */
+  private async failed(
+    att: AttemptState<Tx>,
+    key: NormalizedFenceKey,
+    err: unknown,
+  ): Promise<Attempt> {
+    if (err instanceof BusinessFailure || err instanceof FenceError) throw err;
+    att.session.guard.close();
+    const info = this.dialect.classify(err);
+    // After a failed COMMIT the transaction's state on this connection is not certain
+    // (and mysql2 does not reset a connection it takes back): never pool it again.
+    if (info.kind === 'connection' || att.committing) att.broken = true;
+    await att.rollbackQuietly();
+    // A conflict on the fence's own statements (a deadlock victim, a serialization failure
+    // at COMMIT under SERIALIZABLE): the transaction is gone, start over.
+    if (info.kind === 'conflict') return { kind: 'retry', why: 'conflict', cause: err };
+    if (info.kind === 'connection' && att.committing) {
+      // Lost during COMMIT: it may or may not have committed. Redelivery is safe — that is
+      // exactly what the fence row makes idempotent.
+      throw new FenceError(
+        `fence commit outcome unknown for ${key.op} ${key.xid}/${key.branchId}; redeliver (the fence makes it idempotent)`,
+        { cause: err, dbCode: info.code, retryable: true },
+      );
+    }
+    throw this.failure(err, `${key.op} ${key.xid}/${key.branchId}`);
+  }
+
+  async run(rawKey: FenceKey, fn: (tx: Tx) => Promise<unknown> | unknown): Promise<FenceOutcome> {
     const key = normalizeFenceKey(rawKey);
     if (typeof fn !== 'function') throw new BadRequestError('fence.run needs a callback');
     const started = performance.now();
-    let conflicts = 0;
-    let staleRestarts = 0;
+    const budget: RetryBudget = { conflicts: 0, staleRestarts: 0 };
     for (let n = 1; ; n++) {
       let result: Attempt;
       try {
-        result = await attempt(key, fn);
+        result = await this.attempt(key, fn);
       } catch (err) {
         if (err instanceof BusinessFailure) {
-          log.debug(
+          this.log.debug(
             { xid: key.xid, branchId: key.branchId, op: key.op, attempts: n },
             'fence callback failed; local transaction rolled back',
           );
@@ -549,61 +672,60 @@ export function createFence<Tx>(dialect: FenceDialect<Tx>, options: FenceOptions
         throw err;
       }
       if (result.kind === 'done') {
-        const fields = {
-          xid: key.xid,
-          branchId: key.branchId,
-          op: key.op,
-          outcome: result.outcome,
-          attempts: n,
-          ms: Math.round(performance.now() - started),
-        };
-        if (result.outcome === 'hangingRefused')
-          log.warn(fields, 'fence refused a try/action that arrived after its cancel/compensate');
-        else if (result.outcome === 'emptyRollback')
-          log.info(fields, 'fence recorded an empty rollback: the try/action never ran');
-        else log.debug(fields, 'fence outcome');
+        this.logOutcome(key, result.outcome, n, Math.round(performance.now() - started));
         return result.outcome;
       }
-      // A stale-snapshot restart is routine (any cancel that waited on its try under
-      // PostgreSQL REPEATABLE READ) and cannot recur once the try's row is committed, so it
-      // has its own small budget instead of eating into the conflict attempts.
-      const exhausted =
-        result.why === 'staleSnapshot'
-          ? ++staleRestarts > MAX_STALE_SNAPSHOT_RESTARTS
-          : ++conflicts >= maxAttempts;
-      const info = result.cause === undefined ? undefined : dialect.classify(result.cause);
-      if (exhausted) {
-        throw new FenceConflictError(
-          `fence ${key.op} ${key.xid}/${key.branchId} aborted by the database ${n} times (last: ${result.why}); nothing committed, redelivery is safe`,
-          {
-            cause: result.cause,
-            dbCode: info?.code,
-          },
-        );
-      }
-      log.info(
-        {
-          xid: key.xid,
-          branchId: key.branchId,
-          op: key.op,
-          attempt: n,
-          why: result.why,
-          dbCode: info?.code,
-        },
-        'fence transaction aborted; retrying',
-      );
-      if (result.why === 'conflict') await sleep(backoffMs(conflicts));
+      this.spendRetry(key, result, n, budget);
+      if (result.why === 'conflict') await sleep(backoffMs(budget.conflicts));
     }
   }
 
-  function cleanupSettings(options: FenceCleanupOptions) {
+  private logOutcome(key: NormalizedFenceKey, outcome: FenceOutcome, n: number, ms: number) {
+    const fields = { xid: key.xid, branchId: key.branchId, op: key.op, outcome, attempts: n, ms };
+    if (outcome === 'hangingRefused')
+      this.log.warn(fields, 'fence refused a try/action that arrived after its cancel/compensate');
+    else if (outcome === 'emptyRollback')
+      this.log.info(fields, 'fence recorded an empty rollback: the try/action never ran');
+    else this.log.debug(fields, 'fence outcome');
+  }
+
+  /** Counts a retry against the budget; throws FenceConflictError once it is spent. */
+  private spendRetry(
+    key: NormalizedFenceKey,
+    result: Extract<Attempt, { kind: 'retry' }>,
+    n: number,
+    budget: RetryBudget,
+  ): void {
+    // A stale-snapshot restart is routine (any cancel that waited on its try under
+    // PostgreSQL REPEATABLE READ) and cannot recur once the try's row is committed, so it
+    // has its own small budget instead of eating into the conflict attempts.
+    const exhausted =
+      result.why === 'staleSnapshot'
+        ? ++budget.staleRestarts > MAX_STALE_SNAPSHOT_RESTARTS
+        : ++budget.conflicts >= this.settings.maxAttempts;
+    const info = result.cause === undefined ? undefined : this.dialect.classify(result.cause);
+    if (exhausted) {
+      throw new FenceConflictError(
+        `fence ${key.op} ${key.xid}/${key.branchId} aborted by the database ${n} times (last: ${result.why}); nothing committed, redelivery is safe`,
+        { cause: result.cause, dbCode: info?.code },
+      );
+    }
+    const { xid, branchId, op } = key;
+    this.log.info(
+      { xid, branchId, op, attempt: n, why: result.why, dbCode: info?.code },
+      'fence transaction aborted; retrying',
+    );
+  }
+
+  cleanupSettings(options: FenceCleanupOptions) {
     const olderThanMs = checkIntegerOption(
       'olderThanMs',
       options.olderThanMs,
       1,
       MAX_RETENTION_MS,
-      retryHorizonMs,
+      this.settings.retryHorizonMs,
     );
+    const retryHorizonMs = this.settings.retryHorizonMs;
     if (olderThanMs < retryHorizonMs)
       throw new FenceRetentionError(
         `fence cleanup olderThanMs ${olderThanMs} is shorter than the fence's retryHorizonMs ${retryHorizonMs}: ` +
@@ -629,17 +751,17 @@ export function createFence<Tx>(dialect: FenceDialect<Tx>, options: FenceOptions
     };
   }
 
-  async function cleanupWith(
-    settings: ReturnType<typeof cleanupSettings>,
+  async cleanup(
+    settings: ReturnType<FenceRunner<Tx>['cleanupSettings']>,
   ): Promise<FenceCleanupResult> {
     let deleted = 0;
     let batches = 0;
     while (batches < settings.maxBatches) {
       let n: number;
       try {
-        n = await dialect.deleteBatch(settings.olderThanMs, settings.batchSize);
+        n = await this.dialect.deleteBatch(settings.olderThanMs, settings.batchSize);
       } catch (err) {
-        throw fenceFailure(err, 'cleanup');
+        throw this.failure(err, 'cleanup');
       }
       batches++;
       deleted += n;
@@ -648,65 +770,42 @@ export function createFence<Tx>(dialect: FenceDialect<Tx>, options: FenceOptions
     return { deleted, batches, complete: false };
   }
 
-  return {
-    dialect: dialect.name,
-    table: dialect.table,
-    async ensureSchema() {
+  startCleanup(options: FenceCleanupSchedule): () => Promise<void> {
+    // Validate now: a bad option is the caller's bug, better thrown here than logged forever.
+    const settings = this.cleanupSettings(options);
+    const everyMs = checkIntegerOption(
+      'everyMs',
+      options.everyMs,
+      MIN_CLEANUP_INTERVAL_MS,
+      MAX_CLEANUP_INTERVAL_MS,
+      DEFAULT_CLEANUP_INTERVAL_MS,
+    );
+    let stopped = false;
+    let timer: NodeJS.Timeout | undefined;
+    let running: Promise<void> | undefined;
+    const pass = async () => {
       try {
-        await dialect.ensureSchema();
+        const result = await this.cleanup(settings);
+        if (result.deleted > 0 || !result.complete) this.log.info(result, 'fence cleanup pass');
       } catch (err) {
-        throw fenceFailure(err, 'ensureSchema');
+        this.log.warn({ err }, 'fence cleanup pass failed; will try again next period');
       }
-      await this.verifySchema();
-    },
-    async verifySchema() {
-      try {
-        await dialect.verifySchema();
-      } catch (err) {
-        throw fenceFailure(err, 'verifySchema');
-      }
-    },
-    run,
-    async cleanup(options = {}) {
-      return cleanupWith(cleanupSettings(options));
-    },
-    startCleanup(options = {}) {
-      // Validate now: a bad option is the caller's bug, better thrown here than logged forever.
-      const settings = cleanupSettings(options);
-      const everyMs = checkIntegerOption(
-        'everyMs',
-        options.everyMs,
-        MIN_CLEANUP_INTERVAL_MS,
-        MAX_CLEANUP_INTERVAL_MS,
-        DEFAULT_CLEANUP_INTERVAL_MS,
-      );
-      let stopped = false;
-      let timer: NodeJS.Timeout | undefined;
-      let running: Promise<void> | undefined;
-      const pass = async () => {
-        try {
-          const result = await cleanupWith(settings);
-          if (result.deleted > 0 || !result.complete) log.info(result, 'fence cleanup pass');
-        } catch (err) {
-          log.warn({ err }, 'fence cleanup pass failed; will try again next period');
-        }
-      };
-      const schedule = () => {
-        // A chain of timeouts, not an interval: a slow pass never overlaps the next.
-        timer = setTimeout(() => {
-          running = pass().finally(() => {
-            running = undefined;
-            if (!stopped) schedule();
-          });
-        }, everyMs);
-        timer.unref();
-      };
-      schedule();
-      return async () => {
-        stopped = true;
-        if (timer !== undefined) clearTimeout(timer);
-        await running;
-      };
-    },
-  };
+    };
+    const schedule = () => {
+      // A chain of timeouts, not an interval: a slow pass never overlaps the next.
+      timer = setTimeout(() => {
+        running = pass().finally(() => {
+          running = undefined;
+          if (!stopped) schedule();
+        });
+      }, everyMs);
+      timer.unref();
+    };
+    schedule();
+    return async () => {
+      stopped = true;
+      if (timer !== undefined) clearTimeout(timer);
+      await running;
+    };
+  }
 }

@@ -46,7 +46,10 @@ export class FenceAbortedError extends FenceError {
   }
 }
 
-/** The fence table is missing or lacks its unique key on (xid, branch_id, op): the fence would not fence. */
+/**
+ * The fence table is missing or lacks its unique key on (xid, branch_id, op): the fence would not
+ * fence.
+ */
 export class FenceSchemaError extends FenceError {
   constructor(message: string, options: FenceErrorOptions = {}) {
     super(message, { retryable: false, ...options }, 'CONFIG_INVALID');

@@ -13,7 +13,8 @@ export const FENCE_OPS: readonly FenceOp[] = ['try', 'confirm', 'cancel', 'actio
  * - executed: the fence let the callback run, and it committed together with the fence row.
  * - duplicate: this op already ran (or its try/action already ran, for try/action): nothing done.
  * - emptyRollback: a cancel/compensate whose try/action never ran: recorded, callback skipped.
- * - hangingRefused: a try/action that arrived after its cancel/compensate: refused, callback skipped.
+ * - hangingRefused: a try/action that arrived after its cancel/compensate: refused, callback
+ *   skipped.
  */
 export type FenceOutcome = 'executed' | 'duplicate' | 'emptyRollback' | 'hangingRefused';
 
@@ -37,7 +38,9 @@ export const ORIGIN_OP: Readonly<Partial<Record<FenceOp, FenceOp>>> = {
   cancel: 'try',
   compensate: 'action',
 };
-/** The op whose row must exist, written by that op itself, before this one may run: confirm → try. */
+/**
+ * The op whose row must exist, written by that op itself, before this one may run: confirm → try.
+ */
 export const REQUIRED_OP: Readonly<Partial<Record<FenceOp, FenceOp>>> = {
   confirm: 'try',
 };

@@ -5,7 +5,10 @@
 
 /** The default fence table name. */
 export const DEFAULT_FENCE_TABLE = 'concord_fence';
-/** Characters of the fence table name (each part of `schema.table` on PostgreSQL); leaves room for index-name suffixes within PostgreSQL's 63. */
+/**
+ * Characters of the fence table name (each part of `schema.table` on PostgreSQL); leaves room for
+ * index-name suffixes within PostgreSQL's 63.
+ */
 export const MAX_FENCE_TABLE_NAME_CHARS = 48;
 /** Digits of a branch id: an unsigned 64-bit integer in decimal. */
 export const MAX_BRANCH_ID_DIGITS = 20;
@@ -24,7 +27,10 @@ export const MAX_FENCE_MAX_ATTEMPTS = 10;
  * waited on. After one restart the row is committed and visible; the bound is a backstop.
  */
 export const MAX_STALE_SNAPSHOT_RESTARTS = 2;
-/** Backoff before a retried attempt: base * 2^(attempt-1), capped, then jittered to [0.5, 1] of that. */
+/**
+ * Backoff before a retried attempt: base * 2^(attempt-1), capped, then jittered to [0.5, 1] of
+ * that.
+ */
 export const FENCE_RETRY_BACKOFF_BASE_MS = 5;
 export const FENCE_RETRY_BACKOFF_MAX_MS = 200;
 
@@ -32,7 +38,8 @@ export const FENCE_RETRY_BACKOFF_MAX_MS = 200;
  * The TC's bounds that decide how late a phase-two delivery can be, as the TC has them by
  * default (the client may not import the coordinator; these mirror it): the longest
  * transaction timeout it accepts (src/coordinator/limits.ts), and how long it retries a
- * branch's phase two before it stops (the phase-two driver's `maxRetryMs`).
+ * branch's phase two before it shows it stuck (the phase-two driver's `stuckAfterMs`; it
+ * never stops retrying a decision, but past that an operator is alerted).
  */
 export const TC_MAX_TRANSACTION_TIMEOUT_MS = 24 * 60 * 60 * 1000;
 export const TC_PHASE_TWO_RETRY_WINDOW_MS = 10 * 60 * 1000;
@@ -50,9 +57,15 @@ export const DEFAULT_RETRY_HORIZON_MS =
   TC_MAX_TRANSACTION_TIMEOUT_MS + TC_PHASE_TWO_RETRY_WINDOW_MS;
 /** The TC's default retry window plus the SDK's default transaction timeout (60 s). */
 export const MIN_RETRY_HORIZON_MS = TC_PHASE_TWO_RETRY_WINDOW_MS + 60 * 1000;
-/** Rows cleanup deletes by default: those older than the fence's retry horizon (default DEFAULT_RETRY_HORIZON_MS). */
+/**
+ * Rows cleanup deletes by default: those older than the fence's retry horizon (default
+ * DEFAULT_RETRY_HORIZON_MS).
+ */
 export const DEFAULT_FENCE_RETENTION_MS = DEFAULT_RETRY_HORIZON_MS;
-/** Rows one cleanup DELETE removes: small enough to keep row locks short and the undo/WAL per statement bounded. */
+/**
+ * Rows one cleanup DELETE removes: small enough to keep row locks short and the undo/WAL per
+ * statement bounded.
+ */
 export const DEFAULT_CLEANUP_BATCH_SIZE = 1_000;
 export const MAX_CLEANUP_BATCH_SIZE = 10_000;
 /** DELETE statements one `cleanup` call issues at most; the next call (or tick) continues. */

@@ -71,7 +71,10 @@ interface CallWithMetadata {
   readonly metadata: Metadata;
 }
 
-/** Ends a call with `error`: through the callback (unary, client streaming) or the stream (server streaming, bidi). */
+/**
+ * Ends a call with `error`: through the callback (unary, client streaming) or the stream (server
+ * streaming, bidi).
+ */
 function endWithError(call: unknown, rest: unknown[], error: Partial<StatusObject>): void {
   const [callback] = rest;
   if (typeof callback === 'function') {

@@ -46,7 +46,10 @@ export interface XidServerOptions {
   logger?: LoggerLike;
 }
 
-/** `{ TX_XID: xid }` when a transaction is bound, else `{}`: spread it into node:http request headers. */
+/**
+ * `{ TX_XID: xid }` when a transaction is bound, else `{}`: spread it into node:http request
+ * headers.
+ */
 export function xidHeaders(): Record<string, string> {
   const xid = currentXid();
   return xid === undefined ? {} : { [XID_HEADER]: xid };

@@ -12,7 +12,10 @@
 import { BadRequestError } from '../../shared/errors.ts';
 import { isValidXid, MAX_XID_CHARS, type Xid } from '../context.ts';
 
-/** Characters of a rejected value that reach the log and the error (headers are attacker-controlled). */
+/**
+ * Characters of a rejected value that reach the log and the error (headers are
+ * attacker-controlled).
+ */
 export const MAX_LOGGED_HEADER_CHARS = 80;
 /** Values of one xid header or metadata key looked at; more are refused outright. */
 export const MAX_XID_VALUES = 8;
@@ -21,7 +24,10 @@ export type XidCarrier = 'header' | 'metadata';
 
 /** A request carried an xid header (or metadata) that is not exactly one well-formed xid. */
 export class InvalidIncomingXidError extends BadRequestError {
-  /** HTTP status a framework's error handler answers with (Express reads `status`, Fastify `statusCode`). */
+  /**
+   * HTTP status a framework's error handler answers with (Express reads `status`, Fastify
+   * `statusCode`).
+   */
   readonly status = 400;
   readonly statusCode = 400;
   /** The message is safe to show the client (http-errors' convention). */

@@ -52,7 +52,10 @@ import { BranchStatus, isGlobalStatus, isTimeoutRollback } from '../../shared/tc
 import type { PhaseTwoRequest, TcPort } from '../tc/port.ts';
 import type { InflightTracker } from './tracker.ts';
 
-/** What every step of an action is told. `tx` is the fence's transaction handle (undefined without a fence). */
+/**
+ * What every step of an action is told. `tx` is the fence's transaction handle (undefined without a
+ * fence).
+ */
 export interface ActionContext<Tx = undefined> {
   readonly xid: string;
   readonly branchId: string;
@@ -65,7 +68,10 @@ export interface ActionContext<Tx = undefined> {
 type Step<A, R, Tx> = (args: A, ctx: ActionContext<Tx>) => R | Promise<R>;
 
 interface NameOrResourceId {
-  /** The resource id the branch is registered under; every replica of the service must use the same one. */
+  /**
+   * The resource id the branch is registered under; every replica of the service must use the same
+   * one.
+   */
   name?: string;
   /** Same as `name` (Seata's word). Give one of the two. */
   resourceId?: string;
@@ -222,7 +228,10 @@ function registerAction<A, R, Tx>(deps: ActionDeps, spec: Spec<A, R, Tx>): Branc
     op,
   });
 
-  /** Runs a phase-two step; a confirm the fence refused (no try) becomes an unretryable failure, logged loudly. */
+  /**
+   * Runs a phase-two step; a confirm the fence refused (no try) becomes an unretryable failure,
+   * logged loudly.
+   */
   async function phaseTwoStep<T>(
     request: PhaseTwoRequest,
     op: FenceOp,

@@ -90,7 +90,10 @@ export interface ClientOptions {
    */
   tls?: { ca: string | Buffer } | false;
   credentials?: { cert: string | Buffer; key: string | Buffer };
-  /** This process's RM identity. Default `<applicationId>:<hostname>:<pid>:<random>`, new at every start. */
+  /**
+   * This process's RM identity. Default `<applicationId>:<hostname>:<pid>:<random>`, new at every
+   * start.
+   */
   clientId?: string;
   /** Timeout of transactions whose options name none, ms. Default 60 000. */
   defaultTimeoutMs?: number;
@@ -110,14 +113,20 @@ export interface ClientOptions {
 }
 
 export interface TccApi {
-  /** Registers a TCC action under its resource id; returns the function to call inside a transaction. */
+  /**
+   * Registers a TCC action under its resource id; returns the function to call inside a
+   * transaction.
+   */
   register<A = void, R = void, Tx = undefined>(
     definition: TccActionDefinition<A, R, Tx>,
   ): BranchAction<A, R>;
 }
 
 export interface SagaApi {
-  /** Registers a Saga action (forward step + compensation); returns the function to call inside a transaction. */
+  /**
+   * Registers a Saga action (forward step + compensation); returns the function to call inside a
+   * transaction.
+   */
   register<A = void, R = void, Tx = undefined>(
     definition: SagaActionDefinition<A, R, Tx>,
   ): BranchAction<A, R>;

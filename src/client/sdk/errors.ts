@@ -154,7 +154,9 @@ export class TransactionRolledBackError extends ConcordError {
  * Retryable: running the whole transaction again is safe.
  */
 export class GlobalTimeoutError extends TransactionRolledBackError {
-  /** The transaction's timeout, ms (0 when this process did not begin it and so does not know it). */
+  /**
+   * The transaction's timeout, ms (0 when this process did not begin it and so does not know it).
+   */
   readonly timeoutMs: number;
   constructor(
     xid: string,

@@ -25,7 +25,10 @@ export interface BranchPoint {
 export interface ClientHooks {
   /** After the TC registered the branch, before its try / action runs. */
   afterBranchRegister?: (branch: BranchPoint) => void | Promise<void>;
-  /** After the RM received a phase-two request, before its confirm / cancel / compensate runs (fence included). */
+  /**
+   * After the RM received a phase-two request, before its confirm / cancel / compensate runs (fence
+   * included).
+   */
   beforePhaseTwo?: (branch: BranchPoint) => void | Promise<void>;
 }
 

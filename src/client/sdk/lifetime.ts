@@ -14,7 +14,9 @@
 import { GlobalTimeoutError, TransactionRollingBackError } from './errors.ts';
 import { GlobalStatus } from '../../shared/tc-vocabulary.ts';
 
-/** A signal that never aborts: the scope of work that runs without a transaction of this process. */
+/**
+ * A signal that never aborts: the scope of work that runs without a transaction of this process.
+ */
 export const NEVER_ABORTED: AbortSignal = new AbortController().signal;
 
 export class TransactionLifetime {
@@ -23,7 +25,8 @@ export class TransactionLifetime {
 
   /**
    * @param startedAt performance.now() just before Begin was sent
-   * @param timeoutMs the transaction's timeout; 0 when unknown (a handle on a transaction begun elsewhere)
+   * @param timeoutMs the transaction's timeout; 0 when unknown (a handle on a transaction begun
+   * elsewhere)
    */
   constructor(
     readonly xid: string,

@@ -26,7 +26,9 @@ export const MAX_CONCURRENT_PHASE_TWO = 64;
 export const MAX_QUEUED_PHASE_TWO = 4_096;
 /** How long an action waits for the RM channel to be registered before its first branch, ms. */
 export const RM_READY_TIMEOUT_MS = 10_000;
-/** How long close() waits for in-flight transactions and phase-two work before closing channels, ms. */
+/**
+ * How long close() waits for in-flight transactions and phase-two work before closing channels, ms.
+ */
 export const DEFAULT_CLOSE_DRAIN_MS = 30_000;
 /**
  * After a commit whose outcome is unknown (the TC client's budget ran out), the TM asks

@@ -27,7 +27,10 @@ export type PhaseTwoState = 'done' | 'pending';
 export interface PhaseTwoOutcome {
   /** The last status learned. */
   readonly status: GlobalStatus;
-  /** done: the transaction reached its end state (every branch's phase two ran). pending: the deadline came first. */
+  /**
+   * done: the transaction reached its end state (every branch's phase two ran). pending: the
+   * deadline came first.
+   */
   readonly phaseTwo: PhaseTwoState;
 }
 

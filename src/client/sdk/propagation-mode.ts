@@ -45,7 +45,10 @@ export type PropagationPlan =
   | { action: 'join'; xid: string }
   | { action: 'none'; suspends: string | null };
 
-/** Throws TransactionPropagationError for NEVER inside / MANDATORY outside a transaction, BadRequestError for an unknown mode. */
+/**
+ * Throws TransactionPropagationError for NEVER inside / MANDATORY outside a transaction,
+ * BadRequestError for an unknown mode.
+ */
 export function planPropagation(mode: Propagation, bound: string | undefined): PropagationPlan {
   const xid = bound ?? null;
   switch (mode) {

@@ -30,7 +30,10 @@ import {
 import { BranchStatus } from '../../shared/tc-vocabulary.ts';
 import type { PhaseTwoRequest, RmChannelPort, TcPort } from '../tc/port.ts';
 
-/** One resource's phase two. Resolves when the branch is done (or had nothing to do); throws on failure. */
+/**
+ * One resource's phase two. Resolves when the branch is done (or had nothing to do); throws on
+ * failure.
+ */
 export interface ResourceHandler {
   readonly resourceId: string;
   readonly branchType: BranchType;

@@ -21,7 +21,10 @@ import type { BranchPoint, ClientHooks } from './hooks.ts';
 export const MAX_GATE_WAITING = 1_024;
 
 export interface BranchGateOptions {
-  /** The hook point: after BranchRegister (before the try), or before a phase-two step. Default afterBranchRegister. */
+  /**
+   * The hook point: after BranchRegister (before the try), or before a phase-two step. Default
+   * afterBranchRegister.
+   */
   at?: keyof ClientHooks;
   /** Hold only this resource's branches. Default: all. */
   resourceId?: string;

@@ -79,14 +79,20 @@ export type NoRollbackRule =
 export interface BeginOptions {
   /** The transaction's name, shown by the TC's console and logs. Default ''. */
   name?: string;
-  /** After this the TC rolls the transaction back (TimeoutRollbacking), ms. Default 60 000 (the client's `defaultTimeoutMs`). */
+  /**
+   * After this the TC rolls the transaction back (TimeoutRollbacking), ms. Default 60 000 (the
+   * client's `defaultTimeoutMs`).
+   */
   timeoutMs?: number;
 }
 
 export interface TransactionOptions extends BeginOptions {
   /** How the scope relates to a transaction already bound to the caller. Default REQUIRED. */
   propagation?: Propagation;
-  /** Errors that do not roll back: the transaction commits, then the error is rethrown. Default: none. */
+  /**
+   * Errors that do not roll back: the transaction commits, then the error is rethrown. Default:
+   * none.
+   */
   noRollbackFor?: NoRollbackRule;
   /**
    * After a commit whose phase two is still running (the TC retries confirms an RM has not
@@ -100,9 +106,15 @@ export type TransactionRole = 'launcher' | 'participant' | 'none';
 
 /** What a transactional function is told about its scope. */
 export interface TransactionScope {
-  /** The transaction bound while fn runs; undefined when it runs without one (SUPPORTS, NOT_SUPPORTED, NEVER). */
+  /**
+   * The transaction bound while fn runs; undefined when it runs without one (SUPPORTS,
+   * NOT_SUPPORTED, NEVER).
+   */
   readonly xid: Xid | undefined;
-  /** launcher: this scope began it and ends it. participant: it joined the caller's. none: no transaction. */
+  /**
+   * launcher: this scope began it and ends it. participant: it joined the caller's. none: no
+   * transaction.
+   */
   readonly role: TransactionRole;
   /**
    * Aborted when the transaction is over for this process: its global timeout passed
@@ -121,7 +133,10 @@ export interface TransactionOutcome<T> {
   readonly value: T;
   readonly xid: Xid | undefined;
   readonly role: TransactionRole;
-  /** The launcher's last known status of the transaction (after waiting, if asked); undefined for a participant or none. */
+  /**
+   * The launcher's last known status of the transaction (after waiting, if asked); undefined for a
+   * participant or none.
+   */
   readonly status: GlobalStatus | undefined;
   /**
    * done: phase two finished (every confirm ran: the effects are there). pending: the
@@ -139,9 +154,15 @@ export interface GlobalTransaction {
   readonly xid: Xid;
   readonly name: string;
   readonly timeoutMs: number;
-  /** Aborted at the global timeout, on rollback(), or when a commit found it rolled back (see TransactionScope.signal). */
+  /**
+   * Aborted at the global timeout, on rollback(), or when a commit found it rolled back (see
+   * TransactionScope.signal).
+   */
   readonly signal: AbortSignal;
-  /** Runs fn with this transaction (and its signal) bound to the async context (branches and outgoing calls join it). */
+  /**
+   * Runs fn with this transaction (and its signal) bound to the async context (branches and
+   * outgoing calls join it).
+   */
   run<T>(fn: () => T): T;
   /**
    * Commits. Resolves with the status reached: Committed, or Committing / CommitRetrying /
@@ -225,7 +246,10 @@ export function validateNoRollbackRule(rule: unknown): NoRollbackRule | undefine
   );
 }
 
-/** True when `rule` says `error` must not roll the transaction back. A predicate that throws counts as "roll back". */
+/**
+ * True when `rule` says `error` must not roll the transaction back. A predicate that throws counts
+ * as "roll back".
+ */
 export function isNoRollback(
   rule: NoRollbackRule | undefined,
   error: unknown,
@@ -301,7 +325,10 @@ export class TransactionManager {
     return this.handle(xid, name, timeoutMs, new TransactionLifetime(xid, timeoutMs, startedAt));
   }
 
-  /** A handle on an existing transaction (one this process did not begin: an operator tool, a recovery job). */
+  /**
+   * A handle on an existing transaction (one this process did not begin: an operator tool, a
+   * recovery job).
+   */
   handle(
     xid: string,
     name = '',
@@ -370,7 +397,8 @@ export class TransactionManager {
   ): Promise<TransactionOutcome<T>> {
     if (typeof fn !== 'function') throw new BadRequestError('transaction needs a function');
     const propagation = options.propagation ?? Propagation.REQUIRED;
-    if (!isPropagation(propagation)) planPropagation(propagation, undefined); // throws the precise BadRequestError
+    // throws the precise BadRequestError
+    if (!isPropagation(propagation)) planPropagation(propagation, undefined);
     const noRollbackFor = validateNoRollbackRule(options.noRollbackFor);
     validateBeginOptions(options, this.deps.defaultTimeoutMs);
     const waitMs = validatePhaseTwoWait(options.waitForPhaseTwoMs);
@@ -451,7 +479,10 @@ export class TransactionManager {
     return { value, xid: tx.xid, role: 'launcher', status, phaseTwo };
   }
 
-  /** fn threw: commit anyway when noRollbackFor says so (and the timeout has not passed), else roll back. */
+  /**
+   * fn threw: commit anyway when noRollbackFor says so (and the timeout has not passed), else roll
+   * back.
+   */
   private async afterFailure(
     tx: GlobalTransaction,
     err: unknown,

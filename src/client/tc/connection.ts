@@ -101,7 +101,10 @@ interface PendingCall {
   resolve: (r: AnyResponseWire) => void;
   reject: (e: Error) => void;
   timer: NodeJS.Timeout;
-  /** Written to a stream (a stream failure fails it); calls still in the outbox go on the next stream. */
+  /**
+   * Written to a stream (a stream failure fails it); calls still in the outbox go on the next
+   * stream.
+   */
   sent: boolean;
 }
 
@@ -153,7 +156,10 @@ export class TcConnection {
     return this.everReady;
   }
 
-  /** One unary call; resolves with the TC's response (which may carry an error), rejects on transport failure. */
+  /**
+   * One unary call; resolves with the TC's response (which may carry an error), rejects on
+   * transport failure.
+   */
   unary(method: string, request: unknown, timeoutMs: number): Promise<AnyResponseWire> {
     if (this.closedReason) return Promise.reject(this.closedReason);
     const fn = this.client[method];
@@ -321,7 +327,10 @@ export class TcConnection {
     this.events.onClosed?.(this, reason);
   }
 
-  /** Breaks the connection when the channel leaves READY (a dropped connection, keepalive) or fails to connect. */
+  /**
+   * Breaks the connection when the channel leaves READY (a dropped connection, keepalive) or fails
+   * to connect.
+   */
   private watchState(current: grpc.connectivityState): void {
     if (this.closedReason) return;
     if (current === grpc.connectivityState.READY) this.everReady = true;

@@ -97,7 +97,10 @@ export class OutcomeUnknownError extends TimeoutError {
   }
 }
 
-/** True for an error that says the outcome of a call is unknown (OutcomeUnknownError or anything marked `outcomeUnknown: true`). */
+/**
+ * True for an error that says the outcome of a call is unknown (OutcomeUnknownError or anything
+ * marked `outcomeUnknown: true`).
+ */
 export function isOutcomeUnknown(err: unknown): boolean {
   return (
     typeof err === 'object' &&
@@ -108,7 +111,10 @@ export function isOutcomeUnknown(err: unknown): boolean {
 
 export type RetryClass = 'not-leader' | 'not-sent' | 'unknown-outcome' | 'definite';
 
-/** What a failed attempt means for a retry (see the file comment). Raw gRPC errors are classified as grpcToError maps them. */
+/**
+ * What a failed attempt means for a retry (see the file comment). Raw gRPC errors are classified as
+ * grpcToError maps them.
+ */
 export function retryClassOf(err: unknown): RetryClass {
   if (err instanceof NotLeaderError) return 'not-leader';
   if (err instanceof TransportError) return err.notSent ? 'not-sent' : 'unknown-outcome';
@@ -171,7 +177,10 @@ export function wireToError(e: WireError, where: string): Error {
   }
 }
 
-/** Details of a gRPC failure that mean "the connection or the stream broke", whatever the status code. */
+/**
+ * Details of a gRPC failure that mean "the connection or the stream broke", whatever the status
+ * code.
+ */
 const TRANSPORT_DETAILS =
   /RST_STREAM|Connection dropped|ECONNRESET|EPIPE|ETIMEDOUT|socket hang up|stream (was )?(ended|closed|removed)|premature close|GOAWAY|Stream refused|Bandwidth exhausted|call streams/i;
 /** Details of an UNAVAILABLE that mean "no connection was ever made": the request did not leave. */

@@ -30,12 +30,20 @@ export const DEFAULT_CALL_DEADLINE_MS = 30_000;
  * budget above is the bound that matters; NOT_LEADER and unknown outcomes are retried until it).
  */
 export const DEFAULT_MAX_ATTEMPTS = 100;
-/** Retry backoff: base · 2^attempt, capped, with equal jitter, ms. A leader change seen by discovery ends the pause early. */
+/**
+ * Retry backoff: base · 2^attempt, capped, with equal jitter, ms. A leader change seen by discovery
+ * ends the pause early.
+ */
 export const DEFAULT_RETRY_BASE_MS = 50;
 export const DEFAULT_RETRY_MAX_MS = 1_000;
-/** A node that answers NOT_LEADER naming another is followed at once this many times in a row; then with backoff (two nodes naming each other mid-election). */
+/**
+ * A node that answers NOT_LEADER naming another is followed at once this many times in a row; then
+ * with backoff (two nodes naming each other mid-election).
+ */
 export const MAX_IMMEDIATE_LEADER_HOPS = 2;
-/** How long an attempt waits for discovery to name a leader, ms (bounded by the call's budget too). */
+/**
+ * How long an attempt waits for discovery to name a leader, ms (bounded by the call's budget too).
+ */
 export const DEFAULT_LEADER_WAIT_MS = 10_000;
 
 /**
@@ -43,7 +51,10 @@ export const DEFAULT_LEADER_WAIT_MS = 10_000;
  * UTF-8 expansion) plus framing. Well below MAX_TC_MESSAGE_BYTES.
  */
 export const MAX_BATCH_CHARS = 2 * 1024 * 1024;
-/** Calls in flight on one multiplexed stream (the server's bound); more are refused at once, retryable. */
+/**
+ * Calls in flight on one multiplexed stream (the server's bound); more are refused at once,
+ * retryable.
+ */
 export const MAX_INFLIGHT_STREAM_CALLS = 8_192;
 
 /** RM channel reconnect backoff: base · 2^attempt, capped, with equal jitter, ms. */
@@ -55,7 +66,10 @@ export const RM_REGISTER_ANSWER_TIMEOUT_MS = 5_000;
 export const RM_DEAD_AFTER_HEARTBEATS = 3;
 /** Phase-two handlers running at once on one RM channel; more wait in a queue. */
 export const MAX_CONCURRENT_PHASE_TWO_HANDLERS = 64;
-/** Phase-two requests waiting for a handler slot; beyond it one is answered at once with a retryable failure. */
+/**
+ * Phase-two requests waiting for a handler slot; beyond it one is answered at once with a retryable
+ * failure.
+ */
 export const MAX_QUEUED_PHASE_TWO = 4_096;
 
 /**
@@ -71,6 +85,9 @@ export const MAX_QUEUED_PHASE_TWO = 4_096;
  */
 export const CLIENT_KEEPALIVE_TIME_MS = 2_000;
 export const CLIENT_KEEPALIVE_TIMEOUT_MS = 2_000;
-/** Reconnect backoff inside one grpc-js channel, ms. Rarely used: a channel whose connection failed is closed and replaced. */
+/**
+ * Reconnect backoff inside one grpc-js channel, ms. Rarely used: a channel whose connection failed
+ * is closed and replaced.
+ */
 export const CLIENT_RECONNECT_BACKOFF_INITIAL_MS = 100;
 export const CLIENT_RECONNECT_BACKOFF_MAX_MS = 1_000;

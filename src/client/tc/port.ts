@@ -50,7 +50,9 @@ export interface BranchReportArgs {
   applicationData?: string;
 }
 
-/** A branch commit or rollback the TC sends on the RM channel (as the TC sent it: not validated). */
+/**
+ * A branch commit or rollback the TC sends on the RM channel (as the TC sent it: not validated).
+ */
 export interface PhaseTwoRequest {
   kind: 'commit' | 'rollback';
   xid: string;
@@ -89,7 +91,10 @@ export interface RmChannelPort {
    * `resourceIds()` returned when it was called; rejects with TimeoutError after `timeoutMs`.
    */
   ready(timeoutMs: number): Promise<void>;
-  /** Stops reconnecting and closes the stream. Phase-two requests still running are not awaited here (the SDK drains them). */
+  /**
+   * Stops reconnecting and closes the stream. Phase-two requests still running are not awaited here
+   * (the SDK drains them).
+   */
   close(): Promise<void>;
 }
 
@@ -102,7 +107,10 @@ export interface TcCallOptions {
 export interface TcPort {
   /** Begins a global transaction; resolves with its xid. */
   begin(args: BeginArgs): Promise<Xid>;
-  /** Rejects with an error marked `outcomeUnknown: true` when the budget ran out without learning whether it took effect. */
+  /**
+   * Rejects with an error marked `outcomeUnknown: true` when the budget ran out without learning
+   * whether it took effect.
+   */
   commit(xid: Xid, options?: TcCallOptions): Promise<GlobalStatus>;
   rollback(xid: Xid, options?: TcCallOptions): Promise<GlobalStatus>;
   getStatus(xid: Xid, options?: TcCallOptions): Promise<GlobalStatus>;

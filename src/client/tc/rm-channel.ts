@@ -46,7 +46,10 @@ export interface RmRouting {
   onLeaderChange(listener: (nodeId: string | null) => void): () => void;
   /** Ask discovery to look again (after a failure). */
   refresh(): void;
-  /** The node at this endpoint could not be reached (the connection failed, or it never answered the registration). */
+  /**
+   * The node at this endpoint could not be reached (the connection failed, or it never answered the
+   * registration).
+   */
   unreachable?(target: HostPort): void;
   random(): number;
 }
@@ -56,7 +59,9 @@ interface SessionEnd {
   /** The leader the TC named (NOT_LEADER), to try next. */
   hint: { nodeId: string; transaction: HostPort } | null;
   reason: string;
-  /** The node did not answer or could not be reached (a transport failure, no registration answer). */
+  /**
+   * The node did not answer or could not be reached (a transport failure, no registration answer).
+   */
   unreachable: boolean;
 }
 
@@ -132,7 +137,10 @@ export class RmChannel implements RmChannelPort {
     return this.connectedNode;
   }
 
-  /** Resolves once registered with the leader for the resources as of now; TimeoutError after `timeoutMs`. */
+  /**
+   * Resolves once registered with the leader for the resources as of now; TimeoutError after
+   * `timeoutMs`.
+   */
   ready(timeoutMs: number): Promise<void> {
     const version = this.wantedVersion;
     if (this.refusal) return Promise.reject(this.refusal);

@@ -30,7 +30,9 @@ export function confChangeError(c: ConfState, cc: ConfChange): string | null {
   }
 }
 
-/** Applies one single-server change. Sorted member lists keep encodings byte-identical across nodes. */
+/**
+ * Applies one single-server change. Sorted member lists keep encodings byte-identical across nodes.
+ */
 export function applyConfChange(c: ConfState, cc: ConfChange): ConfState {
   const next = cloneConf(c);
   const id = cc.nodeId;

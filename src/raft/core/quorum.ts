@@ -17,7 +17,9 @@ export function committedIndex(voters: readonly NodeId[], match: (id: NodeId) =>
 
 export type VoteResult = 'won' | 'lost' | 'pending';
 
-/** Tallies granted and rejected votes among the voters only (learners and strangers don't count). */
+/**
+ * Tallies granted and rejected votes among the voters only (learners and strangers don't count).
+ */
 export function voteResult(
   voters: readonly NodeId[],
   votes: ReadonlyMap<NodeId, boolean>,

@@ -28,7 +28,9 @@ import type {
   Status,
 } from './types.ts';
 
-/** Messages that may leave before the round's write, given a durable term (mayLeaveBeforePersist). */
+/**
+ * Messages that may leave before the round's write, given a durable term (mayLeaveBeforePersist).
+ */
 const EARLY_MESSAGE_TYPES: ReadonlySet<Message['type']> = new Set([
   'app',
   'heartbeat',
@@ -91,7 +93,10 @@ export class RaftCore {
   private uncommittedBytes = 0;
   private pendingReads: PendingRead[] = [];
   private readStates: ReadState[] = [];
-  /** Ticks since this core was built (a restart): with lease reads, no vote before an election timeout. */
+  /**
+   * Ticks since this core was built (a restart): with lease reads, no vote before an election
+   * timeout.
+   */
   private ticksSinceStart = 0;
   private incoming: IncomingSnapshot | null = null;
 

@@ -3,7 +3,9 @@
  * transaction layer's "global commit" is a different thing and never appears in src/raft.
  */
 
-/** A stable node id from config (e.g. "node1"), never an address: a node that moves is still itself. */
+/**
+ * A stable node id from config (e.g. "node1"), never an address: a node that moves is still itself.
+ */
 export type NodeId = string;
 
 export type Role = 'follower' | 'pre-candidate' | 'candidate' | 'leader';
@@ -87,9 +89,15 @@ export type Message =
   | (MessageBase & {
       type: 'appResp';
       reject: boolean;
-      /** On success: the follower's last index matching the leader's. On reject: the prevIndex rejected. */
+      /**
+       * On success: the follower's last index matching the leader's. On reject: the prevIndex
+       * rejected.
+       */
       index: number;
-      /** Fast backtracking hint on reject: the conflicting term and the first index the follower holds of it. */
+      /**
+       * Fast backtracking hint on reject: the conflicting term and the first index the follower
+       * holds of it.
+       */
       hintTerm: number;
       hintIndex: number;
     })

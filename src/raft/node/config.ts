@@ -7,7 +7,8 @@
  *   electionTicks            10      follower's election timeout, randomized in [n, 2n) ticks
  *   heartbeatTicks           1       leader's heartbeat interval in ticks (< electionTicks)
  *   snapshotIntervalEntries  10000   applied entries between local snapshots (0 = this trigger off)
- *   snapshotIntervalBytes    64 MiB  applied entry bytes between local snapshots (0 = this trigger off)
+ *   snapshotIntervalBytes    64 MiB  applied entry bytes between local snapshots (0 = this trigger
+ *   off)
  *   join                     false   true: start outside the membership and wait to be added
  *   leaseReads               false   serve linearizable reads on the leader's lease (no quorum
  *                                    round per read); the same on every node; needs clocks
@@ -32,7 +33,10 @@ export interface RaftNodeConfig {
   raftAddress: string;
   /** host:port peers reach this node at, if not raftAddress (e.g. raftAddress binds 0.0.0.0). */
   advertiseRaftAddress: string;
-  /** The other members' raft addresses, by node id: the initial cluster, and where to look for a member whose context names no address. */
+  /**
+   * The other members' raft addresses, by node id: the initial cluster, and where to look for a
+   * member whose context names no address.
+   */
   peers: Record<NodeId, string>;
   /** Directory for this node's data; the Raft log lives in `<dataDir>/raft`. */
   dataDir: string;
@@ -49,7 +53,10 @@ export interface RaftNodeConfig {
   join: boolean;
   /** Extra fields for this node's member context (e.g. its client-facing HTTP address). */
   contextExtra: Record<string, string>;
-  /** Mixed into the cluster id at bootstrap (see node/identity.ts); the same on every founding member. */
+  /**
+   * Mixed into the cluster id at bootstrap (see node/identity.ts); the same on every founding
+   * member.
+   */
   clusterToken: string;
   /** Lease reads (RaftDriverOptions.leaseReads); the same on every node. */
   leaseReads: boolean;

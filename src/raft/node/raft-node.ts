@@ -40,7 +40,9 @@ export interface RaftNodeOptions {
     Omit<RaftConfig, 'id' | 'random' | 'acceptSnapshot' | 'electionTicks' | 'heartbeatTicks'>
   >;
   transportLimits?: Partial<TransportLimits>;
-  /** Called once if the node fail-stops (failed disk write, broken invariant). Default: log only. */
+  /**
+   * Called once if the node fail-stops (failed disk write, broken invariant). Default: log only.
+   */
   onFatal?: (error: unknown) => void;
   /** Latency hooks for metrics (persist, peer round trips). */
   observer?: RaftObserver;

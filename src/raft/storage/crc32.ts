@@ -36,6 +36,8 @@ const native = (zlib as unknown as { crc32?: NativeCrc32 }).crc32;
 /** Whether the native zlib crc32 is in use. */
 export const CRC32_IS_NATIVE = typeof native === 'function';
 
-/** Continues a running CRC (pass the previous result as `crc`), so data can be checksummed in parts. */
+/**
+ * Continues a running CRC (pass the previous result as `crc`), so data can be checksummed in parts.
+ */
 export const crc32: (data: Uint8Array, crc?: number) => number =
   typeof native === 'function' ? (data, crc = 0) => native(data, crc) >>> 0 : crc32Table;

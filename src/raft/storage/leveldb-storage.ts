@@ -41,8 +41,9 @@
  * Durability: `save()` is ONE `db.batch(ops, { sync: true })` per Raft round (group
  * commit): the round's run, the deletion of the runs it supersedes, a received snapshot's
  * meta (its file written and fsynced first, with the deletion of the runs it covers) and
- * the hard state. `saveSnapshot()` writes its file, then one synced batch. Writes are serialized; a failed write poisons the storage
- * (the node must stop — its in-memory view of the disk can no longer be trusted).
+ * the hard state. `saveSnapshot()` writes its file, then one synced batch. Writes are serialized; a
+ * failed write poisons the storage (the node must stop — its in-memory view of the disk can no
+ * longer be trusted).
  */
 import { randomUUID } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
@@ -109,7 +110,10 @@ export function frameValue(key: Buffer, payload: Uint8Array): Buffer {
   return out;
 }
 
-/** Checks a value's frame and returns its payload. `anyFormat` leaves the format byte to the caller (identity). */
+/**
+ * Checks a value's frame and returns its payload. `anyFormat` leaves the format byte to the caller
+ * (identity).
+ */
 function unframeValue(key: Buffer, value: Buffer, what: string, anyFormat = false): Buffer {
   if (value.length < VALUE_HEADER_BYTES) {
     throw new StorageCorruptError(
@@ -164,7 +168,9 @@ export interface LevelDbStorageOptions {
 
 /** Who this data directory belongs to (see src/raft/node/identity.ts). */
 export interface StoredIdentity {
-  /** Null until the node learned or founded its cluster (and for data written before ids existed). */
+  /**
+   * Null until the node learned or founded its cluster (and for data written before ids existed).
+   */
   clusterId: string | null;
   /** This node's persisted identity, made on first use of the directory. */
   nodeUid: string;
@@ -277,7 +283,9 @@ export class LevelDbStorage implements LogStorage {
     };
   }
 
-  /** One LevelDB batch, synced unless the caller says it need not be (see PersistBatch.sync), timed. */
+  /**
+   * One LevelDB batch, synced unless the caller says it need not be (see PersistBatch.sync), timed.
+   */
   private async syncedBatch(ops: WriteOp[], entries: number, sync = true): Promise<void> {
     const t0 = performance.now();
     await this.db.batch(ops, { sync });

@@ -230,7 +230,9 @@ function loadService() {
   return serviceCache;
 }
 
-/** Distinct keys a LogLimiter remembers; beyond it, it forgets them all (strangers pick the keys). */
+/**
+ * Distinct keys a LogLimiter remembers; beyond it, it forgets them all (strangers pick the keys).
+ */
 export const MAX_LOG_LIMITER_KEYS = 1024;
 
 /** At most one log line per key per interval, with the count of what was suppressed. */

@@ -38,7 +38,10 @@ import { WatchHub, parseWatchRequest } from './watch.ts';
 
 /** Headers must arrive within this time, in ms (slowloris guard). */
 export const HTTP_HEADERS_TIMEOUT_MS = 10_000;
-/** The whole request (headers and body) must arrive within this time, in ms; answering may take longer (watch). */
+/**
+ * The whole request (headers and body) must arrive within this time, in ms; answering may take
+ * longer (watch).
+ */
 export const HTTP_REQUEST_TIMEOUT_MS = 30_000;
 /** Idle keep-alive connections close after this, in ms. */
 export const HTTP_KEEP_ALIVE_TIMEOUT_MS = 5_000;

@@ -95,7 +95,10 @@ export class WatchHub {
     return this.active;
   }
 
-  /** Which of the request's groups differ from this node's view (`now`: term and version, computed once per change). */
+  /**
+   * Which of the request's groups differ from this node's view (`now`: term and version, computed
+   * once per change).
+   */
   differs(
     req: WatchRequest,
     now: { term: number; version: string } = {

@@ -21,10 +21,10 @@
  */
 import { createHash } from 'node:crypto';
 import { Counter, Gauge, type Registry } from 'prom-client';
+import { wallClock } from '../wall-clock.ts';
 import {
   Coordinator,
   createSnowflakeIds,
-  systemClock,
   type PhaseTwoOptions,
   type SessionStore,
 } from '../../coordinator/index.ts';
@@ -46,7 +46,7 @@ export { TcGrpcService } from './service.ts';
 export { RmChannelHub } from './rm-hub.ts';
 export { RmCallFailedError, RmUnavailableError } from './errors.ts';
 export * from './limits.ts';
-export { DEFAULT_STUCK_ALARM_MS, TcMetrics } from './tc-metrics.ts';
+export { TcMetrics } from './tc-metrics.ts';
 
 /** The gauge of transactions whose phase two waits for an RM of a branch's application. */
 function registerRmWaitGauge(registry: Registry, coordinator: Coordinator): void {
@@ -136,14 +136,14 @@ function registerLiveLimitGauges(
 const WORKER_ID_SPACE = 1024;
 
 export interface TcServiceOptions {
-  /** Phase-two retry and timeout options of the coordinator (defaults: DEFAULT_PHASE_TWO_OPTIONS). */
+  /**
+   * Phase-two retry and timeout options of the coordinator (defaults: DEFAULT_PHASE_TWO_OPTIONS).
+   */
   phaseTwo?: Partial<PhaseTwoOptions>;
   /** RM channel heartbeat interval, ms (default DEFAULT_RM_HEARTBEAT_INTERVAL_MS). */
   rmHeartbeatIntervalMs?: number;
   /** One phase-two call's timeout, ms (default DEFAULT_PHASE_TWO_CALL_TIMEOUT_MS). */
   phaseTwoCallTimeoutMs?: number;
-  /** Alarm threshold of concord_tc_global_stuck, ms (default DEFAULT_STUCK_ALARM_MS). */
-  stuckAlarmMs?: number;
 }
 
 /** The running TC service of a node (what TcNode closes on stop). */
@@ -158,18 +158,27 @@ export interface RunningTcService extends TcService {
 export interface TcSessions {
   /** The coordinator's store, with what the gRPC edge asks of it ("may I serve", reads). */
   store: SessionStore & TcStoreAccess;
-  /** This node takes RM channels now: it runs phase two (raft: the leader role; db: the driver lease). */
+  /**
+   * This node takes RM channels now: it runs phase two (raft: the leader role; db: the driver
+   * lease).
+   */
   takesRmChannels(): boolean;
-  /** Follows that role (holding, and the term or epoch it belongs to); returns an unsubscribe function. */
+  /**
+   * Follows that role (holding, and the term or epoch it belongs to); returns an unsubscribe
+   * function.
+   */
   onRmRoleChange(listener: (holding: boolean, term: number) => void): () => void;
   /** The leader (raft) or lease holder (db) as known now, for NOT_LEADER answers that name none. */
   leaderId(): string | null;
   /** Phase-two defaults of this mode (the service's options override them). */
   phaseTwo: Partial<PhaseTwoOptions>;
-  /** Releases what the binding made (raft: the Raft session store; db: nothing, the node owns the store). */
+  /**
+   * Releases what the binding made (raft: the Raft session store; db: nothing, the node owns the
+   * store).
+   */
   close(): void;
   /** Live transactions for the scrape-time gauges; null where this node does not count them. */
-  liveSummary?(now: number, alarmMs: number): Promise<LiveSummary | null> | LiveSummary | null;
+  liveSummary?(): Promise<LiveSummary | null> | LiveSummary | null;
 }
 
 /** The raft mode's sessions: a Raft session store over the node's Raft sessions. */
@@ -184,11 +193,14 @@ export function raftTcSessions(ctx: TcNodeContext, raft: RaftSessions): TcSessio
     phaseTwo: {},
     close: () => store.close(),
     // Every node applies the same log: each counts from its own applied state.
-    liveSummary: (now, alarmMs) => raft.readApplied((state) => summarize(state, now, alarmMs)),
+    liveSummary: () => raft.readApplied((state) => summarize(state)),
   };
 }
 
-/** The db mode's sessions: the node's db session store; its driver lease decides who drives and takes RM channels. */
+/**
+ * The db mode's sessions: the node's db session store; its driver lease decides who drives and
+ * takes RM channels.
+ */
 export function dbTcSessions(store: DbSessionStore): TcSessions {
   return {
     store,
@@ -200,8 +212,7 @@ export function dbTcSessions(store: DbSessionStore): TcSessions {
     phaseTwo: { sweepIntervalMs: DB_MODE_SWEEP_INTERVAL_MS },
     close: () => undefined,
     // One database: only the lease holder counts (a bounded page of the live sessions).
-    liveSummary: (now, alarmMs) =>
-      store.drivesPhaseTwo() ? store.read((state) => summarize(state, now, alarmMs)) : null,
+    liveSummary: () => (store.drivesPhaseTwo() ? store.read((state) => summarize(state)) : null),
   };
 }
 
@@ -260,15 +271,16 @@ export async function serveTc(
       : {}),
   });
   const self = selfEndpoints(config).transaction;
-  const phaseTwo = { ...sessions.phaseTwo, ...options.phaseTwo };
+  const phaseTwo = { ...config.phaseTwo, ...sessions.phaseTwo, ...options.phaseTwo };
   const txMetrics = new TcMetrics(ctx.metrics.registry, {
-    ...(options.stuckAlarmMs !== undefined ? { stuckAlarmMs: options.stuckAlarmMs } : {}),
+    stuckAfterMs: phaseTwo.stuckAfterMs,
     ...(sessions.liveSummary ? { liveSummary: sessions.liveSummary } : {}),
   });
   const coordinator = new Coordinator({
     store: txMetrics.instrumentStore(store),
     gateway: txMetrics.instrumentGateway(hub),
-    ids: createSnowflakeIds({ workerId: workerIdOf(config), clock: systemClock }),
+    ids: createSnowflakeIds({ workerId: workerIdOf(config), clock: wallClock }),
+    clock: wallClock,
     logger: ctx.logger,
     address: { host: self.host, port: self.port },
     maxLiveSessions: config.limits.maxLiveTransactions,

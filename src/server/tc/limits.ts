@@ -9,7 +9,10 @@ export {
   MAX_RESOURCES_PER_RM,
   MAX_TC_MESSAGE_BYTES,
 } from '../../shared/protocol-limits.ts';
-/** Calls of one multiplexed stream in flight at once; beyond it a call is answered UNAVAILABLE (retryable). */
+/**
+ * Calls of one multiplexed stream in flight at once; beyond it a call is answered UNAVAILABLE
+ * (retryable).
+ */
 export const MAX_INFLIGHT_CALLS_PER_STREAM = 8_192;
 /** Results in one ResultBatch the server writes. */
 export const MAX_RESULTS_PER_BATCH = 1_024;
@@ -18,9 +21,15 @@ export const MAX_CALL_STREAMS = 4_096;
 
 /** Connected RM channels per node; one more is refused (UNAVAILABLE). */
 export const MAX_RM_CHANNELS = 1_024;
-/** Phase-two calls in flight on one RM channel; a full RM is skipped for another of the resource, or the call fails retryable. */
+/**
+ * Phase-two calls in flight on one RM channel; a full RM is skipped for another of the resource, or
+ * the call fails retryable.
+ */
 export const MAX_INFLIGHT_PHASE_TWO_PER_RM = 256;
-/** One phase-two call (BranchCommit / BranchRollback) is abandoned after this, ms (retryable; the coordinator retries). */
+/**
+ * One phase-two call (BranchCommit / BranchRollback) is abandoned after this, ms (retryable; the
+ * coordinator retries).
+ */
 export const DEFAULT_PHASE_TWO_CALL_TIMEOUT_MS = 10_000;
 /** Heartbeat interval of the RM channel, both ways, ms. */
 export const DEFAULT_RM_HEARTBEAT_INTERVAL_MS = 5_000;
@@ -44,6 +53,9 @@ export const MAX_LIST_PAGE_SIZE = 500;
 /** Characters of an operator name (MarkResolved). */
 export const MAX_OPERATOR_CHARS = 256;
 
-/** HTTP/2 keepalive of the TC server: pings an idle client connection every…, and drops it if unanswered within…, ms. */
+/**
+ * HTTP/2 keepalive of the TC server: pings an idle client connection every…, and drops it if
+ * unanswered within…, ms.
+ */
 export const SERVER_KEEPALIVE_TIME_MS = 30_000;
 export const SERVER_KEEPALIVE_TIMEOUT_MS = 10_000;

@@ -15,6 +15,7 @@ import {
   MAX_REQUEST_ID_CHARS,
   MAX_TRANSACTION_TIMEOUT_MS,
   MIN_TRANSACTION_TIMEOUT_MS,
+  isStuck,
   parseLockKey,
   type BeginRequest,
   type BranchReportRequest,
@@ -362,6 +363,7 @@ export function liveSessionToWire(
     retryStopped: session.retry.stopped,
     live: true,
     rmWaits: rmWaits.map(rmWaitToWire),
+    stuck: isStuck(session),
   };
 }
 

@@ -150,7 +150,10 @@ export class RmChannelHub implements BranchGateway {
   private timer: NodeJS.Timeout | null = null;
   private closed = false;
   private readonly reconnectGraceMs: number;
-  /** Until then (epoch ms) calls that find no RM of the branch's application wait for one to register. */
+  /**
+   * Until then (epoch ms) calls that find no RM of the branch's application wait for one to
+   * register.
+   */
   private graceUntil = 0;
   /** Calls waiting for an RM of an application and resource to register, by routeKey. */
   private readonly waiters = new Map<string, Set<() => void>>();
@@ -251,7 +254,10 @@ export class RmChannelHub implements BranchGateway {
     this.graceUntil = this.now() + this.reconnectGraceMs;
   }
 
-  /** Closes every channel with `error` (e.g. NOT_LEADER when leadership is lost): RMs reconnect elsewhere. */
+  /**
+   * Closes every channel with `error` (e.g. NOT_LEADER when leadership is lost): RMs reconnect
+   * elsewhere.
+   */
   closeAll(error: WireError): void {
     for (const c of [...this.channels]) this.drop(c, error.message, true, error);
   }
@@ -361,7 +367,10 @@ export class RmChannelHub implements BranchGateway {
     });
   }
 
-  /** Resolves when an RM of the application serving the resource (its routeKey) registers, or after `ms`. */
+  /**
+   * Resolves when an RM of the application serving the resource (its routeKey) registers, or after
+   * `ms`.
+   */
   private waitForRoute(key: string, ms: number): Promise<void> {
     return new Promise<void>((resolve) => {
       let set = this.waiters.get(key);
@@ -599,7 +608,10 @@ export class RmChannelHub implements BranchGateway {
     }
   }
 
-  /** Removes a channel (idempotent), fails its calls in flight, tells the RM why (goAway) if asked, and ends the stream. */
+  /**
+   * Removes a channel (idempotent), fails its calls in flight, tells the RM why (goAway) if asked,
+   * and ends the stream.
+   */
   private drop(channel: Channel, reason: string, tell: boolean, error?: WireError): void {
     if (channel.closed) return;
     if (tell && error) this.write(channel, { goAway: { error } });

@@ -12,6 +12,7 @@
 import * as grpc from '@grpc/grpc-js';
 import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
 import {
+  isStuck,
   reportedStatus,
   type BeginRequest,
   type BranchReportRequest,
@@ -225,7 +226,9 @@ const METHODS = {
 
 type Method = keyof typeof METHODS | 'listSessions';
 
-/** The unary methods by their wire name: the method's own name, capitalized (Begin, GetStatus, ...). */
+/**
+ * The unary methods by their wire name: the method's own name, capitalized (Begin, GetStatus, ...).
+ */
 const UNARY: ReadonlyMap<string, Method> = new Map(
   [...(Object.keys(METHODS) as Method[]), 'listSessions' as const].map((m) => [
     m[0]!.toUpperCase() + m.slice(1),
@@ -463,6 +466,9 @@ export class TcGrpcService {
       throw new BadRequestError(`pageSize must be 0..${MAX_LIST_PAGE_SIZE}`);
     const after = decodePageToken(w.pageToken);
     const filter = toStatusFilter(w.globalStatus);
+    if (w.stuck !== undefined && typeof w.stuck !== 'boolean')
+      throw new BadRequestError('stuck must be a boolean');
+    const onlyStuck = w.stuck === true;
     this.requireLeader();
     const page = await this.store.read((state) => {
       const xids = state.liveXids().sort();
@@ -478,6 +484,7 @@ export class TcGrpcService {
         if (!session) continue;
         const reported: GlobalStatus = reportedStatus(session);
         if (filter !== null && reported !== filter) continue;
+        if (onlyStuck && !isStuck(session)) continue;
         sessions.push(
           liveSessionToWire(session, reported, false, this.coordinator.driver.rmWaitsOf(xids[i]!)),
         );

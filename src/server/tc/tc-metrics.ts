@@ -21,6 +21,7 @@ import {
   BranchStatus,
   GlobalStatus,
   isFailedEnd,
+  isStuck,
   type BranchGateway,
   type BranchSession,
   type CoordinatorStateView,
@@ -33,11 +34,6 @@ import type { WireResponse } from '../../shared/tc-wire.ts';
 /** Distinct `resource` label values kept; the rest are counted as OTHER_RESOURCE. */
 export const MAX_RESOURCE_LABELS = 200;
 export const OTHER_RESOURCE = '_other';
-/**
- * Default alarm threshold, ms: a transaction retrying phase two (or with retries stopped)
- * for longer than this counts in concord_tc_global_stuck.
- */
-export const DEFAULT_STUCK_ALARM_MS = 60_000;
 /** Latency buckets of TM calls and branch phase-two calls, seconds. */
 export const TX_BUCKETS_SECONDS = [
   0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30,
@@ -77,21 +73,15 @@ export interface LiveSummary {
 }
 
 /**
- * Stuck, as main knows it: a session in a retrying status (or with retries stopped) that
- * entered it more than `alarmMs` ago. THE HOOK: when the coordinator gains its own notion
- * of a stuck transaction, call it here instead; the gauge and its docs stay.
+ * Live sessions by reported status, stuck ones (the coordinator's isStuck: phase two still
+ * failing past its alarm time) and locked rows, from a state view.
  */
-export function isStuck(session: LiveStatusView, now: number, alarmMs: number): boolean {
-  return RETRYING.has(session.reportedStatus) && now - session.statusChangedAt > alarmMs;
-}
-
-/** Live sessions by reported status, stuck ones and locked rows, from a state view. */
-export function summarize(state: CoordinatorStateView, now: number, alarmMs: number): LiveSummary {
+export function summarize(state: CoordinatorStateView): LiveSummary {
   const byStatus = new Map<GlobalStatus, number>();
   let stuck = 0;
   const visit = (s: LiveStatusView) => {
     byStatus.set(s.reportedStatus, (byStatus.get(s.reportedStatus) ?? 0) + 1);
-    if (isStuck(s, now, alarmMs)) stuck += 1;
+    if (s.stuck) stuck += 1;
   };
   if (state.forEachLiveStatus) state.forEachLiveStatus(visit);
   else {
@@ -112,6 +102,7 @@ export function summarize(state: CoordinatorStateView, now: number, alarmMs: num
         beginTime: s.beginTime,
         statusChangedAt: s.statusChangedAt,
         retryAttempts: s.retry.attempts,
+        stuck: isStuck(s),
       });
     }
   }
@@ -119,11 +110,16 @@ export function summarize(state: CoordinatorStateView, now: number, alarmMs: num
 }
 
 export interface TcMetricsOptions {
-  /** The alarm threshold of concord_tc_global_stuck, ms (default DEFAULT_STUCK_ALARM_MS). */
-  stuckAlarmMs?: number;
-  /** Reads the live summary at scrape time; null when this node does not count (db: not the lease holder). */
-  liveSummary?: (now: number, alarmMs: number) => Promise<LiveSummary | null> | LiveSummary | null;
-  now?: () => number;
+  /**
+   * The phase-two driver's alarm threshold (stuckAfterMs), shown as
+   * concord_tc_stuck_alarm_seconds.
+   */
+  stuckAfterMs: number;
+  /**
+   * Reads the live summary at scrape time; null when this node does not count (db: not the
+   * lease holder).
+   */
+  liveSummary?: () => Promise<LiveSummary | null> | LiveSummary | null;
 }
 
 const METRIC_NAMES = [
@@ -157,12 +153,10 @@ export class TcMetrics {
   private readonly branchSeconds: Histogram<'action' | 'branch_type'>;
   private readonly conflicts: Counter<'source'>;
   private readonly resources = new Set<string>();
-  private readonly now: () => number;
 
-  constructor(registry: Registry, options: TcMetricsOptions = {}) {
+  constructor(registry: Registry, options: TcMetricsOptions) {
     for (const name of METRIC_NAMES)
       if (registry.getSingleMetric(name)) registry.removeSingleMetric(name);
-    this.now = options.now ?? Date.now;
     const registers = [registry];
     const tmPair = (method: TmMethod, what: string) => ({
       total: new Counter({
@@ -218,12 +212,11 @@ export class TcMetrics {
       labelNames: ['source'] as const,
       registers,
     });
-    const alarmMs = options.stuckAlarmMs ?? DEFAULT_STUCK_ALARM_MS;
     new Gauge({
       name: 'concord_tc_stuck_alarm_seconds',
       help: 'The alarm threshold of concord_tc_global_stuck, seconds',
       registers,
-    }).set(alarmMs / 1000);
+    }).set(options.stuckAfterMs / 1000);
     // One read per scrape feeds the three state gauges: the first collect() reads, the
     // others reuse it (prom-client collects a registry's metrics one after another).
     let pending: Promise<LiveSummary | null> | null = null;
@@ -232,7 +225,7 @@ export class TcMetrics {
       if (!read) return Promise.resolve(null);
       pending ??= (async () => {
         try {
-          return await read(this.now(), alarmMs);
+          return await read();
         } catch {
           return null;
         } finally {
@@ -257,7 +250,7 @@ export class TcMetrics {
     });
     new Gauge({
       name: 'concord_tc_global_stuck',
-      help: 'Live global transactions retrying phase two (or with retries stopped) for longer than concord_tc_stuck_alarm_seconds',
+      help: 'Stuck global transactions: decided, phase two still failing concord_tc_stuck_alarm_seconds after the first failure (still retried)',
       registers,
       async collect() {
         const s = await summary();

@@ -65,18 +65,7 @@ export async function applyCommand(
     command.kind === 'Begin' || command.kind === 'RegisterBranch' ? command.requestId : null;
   const remembered =
     requestId === null ? undefined : await sql.loadDedup(conn, command.kind, requestId);
-  if (locked) {
-    const rows = heldRows(before).size;
-    assert(
-      locked.lockRows === rows,
-      () => `lock_table holds ${locked.lockRows} rows of ${xid}; its branches record ${rows}`,
-    );
-    assert(
-      locked.branchCount === locked.session.branches.length,
-      () =>
-        `global_table says ${xid} has ${locked.branchCount} branches; branch_table holds ${locked.session.branches.length}`,
-    );
-  }
+  if (locked) assertCounters(xid, locked);
   let holders: LockHolderRow[] = [];
   if (
     command.kind === 'RegisterBranch' &&
@@ -107,12 +96,7 @@ export async function applyCommand(
       version: SNAPSHOT_FORMAT_VERSION,
       sessions: [...(before ? [before] : []), ...stubHolders(holders)],
       finished: finishedBefore ? [finishedBefore] : [],
-      // The machine's own dedup key (kind, newline, requestId): a drift would show as the
-      // differential property test's duplicate-requestId outcomes differing.
-      dedup:
-        requestId !== null && remembered !== undefined
-          ? [[`${command.kind}\n${requestId}`, remembered]]
-          : [],
+      dedup: dedupEntries(command.kind, requestId, remembered),
     }),
   );
   // The session as the machine holds it: compared with its state after apply, field by field.
@@ -130,6 +114,39 @@ export async function applyCommand(
   );
   if (requestId !== null) await sql.insertDedup(conn, command.kind, requestId, outcome.value);
   return outcome;
+}
+
+/** The counters kept on the global row agree with the rows they count. */
+function assertCounters(
+  xid: string,
+  locked: { session: GlobalSession; lockRows: number; branchCount: number },
+): void {
+  const rows = heldRows(locked.session).size;
+  assert(
+    locked.lockRows === rows,
+    () => `lock_table holds ${locked.lockRows} rows of ${xid}; its branches record ${rows}`,
+  );
+  const branches = locked.session.branches.length;
+  assert(
+    locked.branchCount === branches,
+    () =>
+      `global_table says ${xid} has ${locked.branchCount} branches; branch_table holds ${branches}`,
+  );
+}
+
+/**
+ * The remembered result of a requestId, under the machine's own dedup key (kind, newline,
+ * requestId): a drift would show as the differential property test's duplicate-requestId
+ * outcomes differing.
+ */
+function dedupEntries(
+  kind: Command['kind'],
+  requestId: string | null,
+  remembered: unknown,
+): [string, unknown][] {
+  return requestId !== null && remembered !== undefined
+    ? [[`${kind}\n${requestId}`, remembered]]
+    : [];
 }
 
 interface SessionState {

@@ -1,12 +1,15 @@
 /**
  * Building a db store from the node's configuration. Typed structurally on the few keys it
- * reads, so src/store does not import src/server (the layering test forbids it).
+ * reads, so src/store does not import src/server (eslint.config.js forbids it).
  */
 import { ConfigError } from '../../shared/errors.ts';
 import type { Logger } from '../../shared/logger.ts';
 import { DbSessionStore, dialectOf, type DbSessionStoreOptions } from './db-store.ts';
 
-/** Environment variable with the connection URL; it overrides `store.db.url` (keeps the password out of the file). */
+/**
+ * Environment variable with the connection URL; it overrides `store.db.url` (keeps the password out
+ * of the file).
+ */
 export const DB_URL_ENV = 'CONCORD_DB_URL';
 
 /** The parts of the node config (src/server/config.ts NodeConfig) a db store needs. */
@@ -15,7 +18,10 @@ export interface DbStoreNodeConfig {
   store: { mode: string; db: { url: string } | null };
 }
 
-/** The connection URL: CONCORD_DB_URL if set, else store.db.url. ConfigError when neither names a known dialect. */
+/**
+ * The connection URL: CONCORD_DB_URL if set, else store.db.url. ConfigError when neither names a
+ * known dialect.
+ */
 export function resolveDbUrl(
   config: DbStoreNodeConfig,
   env: NodeJS.ProcessEnv = process.env,

@@ -99,7 +99,10 @@ export interface DbSessionStoreOptions {
    */
   address?: string;
   logger: Logger;
-  /** Prefix of every table name: several clusters (or test files) can share one database. Default `concord_`. */
+  /**
+   * Prefix of every table name: several clusters (or test files) can share one database. Default
+   * `concord_`.
+   */
   tablePrefix?: string;
   /** Default DB_POOL_MAX_CONNECTIONS (16). */
   maxConnections?: number;
@@ -108,9 +111,15 @@ export interface DbSessionStoreOptions {
    * takes the lease by itself; a test sets its leadership with setLeadership().
    */
   lease?: Partial<LeaseOptions> | false;
-  /** How often the lease holder prunes finished and dedup rows, ms. Default DB_HOUSEKEEPING_INTERVAL_MS. */
+  /**
+   * How often the lease holder prunes finished and dedup rows, ms. Default
+   * DB_HOUSEKEEPING_INTERVAL_MS.
+   */
   housekeepingIntervalMs?: number;
-  /** Live global transactions at most (a Begin beyond it is refused, CAPACITY). Default and ceiling MAX_LIVE_SESSIONS. */
+  /**
+   * Live global transactions at most (a Begin beyond it is refused, CAPACITY). Default and ceiling
+   * MAX_LIVE_SESSIONS.
+   */
   maxLiveSessions?: number;
   /** Keep retrying an unreachable database at open() for this long, ms. Default 0: fail at once. */
   startupTimeoutMs?: number;
@@ -134,7 +143,9 @@ export function redactUrl(url: string): string {
 }
 
 export class DbSessionStore implements SessionStore {
-  /** Every node commits commands: the lease holder's driver re-checks what it tracks on each sweep. */
+  /**
+   * Every node commits commands: the lease holder's driver re-checks what it tracks on each sweep.
+   */
   readonly concurrentWriters = true;
   readonly dialect: DialectName;
   readonly tables: TableNames;
@@ -449,7 +460,10 @@ export class DbSessionStore implements SessionStore {
     return !this.closed;
   }
 
-  /** The lease holder as of the last lease round (this node while it holds it); null if none is known. */
+  /**
+   * The lease holder as of the last lease round (this node while it holds it); null if none is
+   * known.
+   */
   leaseHolder(): LeaseHolder | null {
     if (!this.lease)
       return this.manual.holding
@@ -468,13 +482,19 @@ export class DbSessionStore implements SessionStore {
 
   // ------------------------------------------------------------------ operations
 
-  /** Test hook: sees every command a submit decided (after its transaction committed), with its outcome. */
+  /**
+   * Test hook: sees every command a submit decided (after its transaction committed), with its
+   * outcome.
+   */
   onApply(listener: DbApplyListener): () => void {
     this.applyListeners.add(listener);
     return () => this.applyListeners.delete(listener);
   }
 
-  /** Test hook (lease disabled): sets whether this node drives phase two, and the term. Terms never go back. */
+  /**
+   * Test hook (lease disabled): sets whether this node drives phase two, and the term. Terms never
+   * go back.
+   */
   setLeadership(holding: boolean, term: number = this.manual.term): void {
     if (this.lease)
       throw new AssertionFailure('setLeadership is for a store opened with lease: false');
@@ -484,7 +504,10 @@ export class DbSessionStore implements SessionStore {
     this.emit({ isLeader: holding, term });
   }
 
-  /** Test hook: play a process frozen by a long pause (its lease neither renews nor runs out locally). */
+  /**
+   * Test hook: play a process frozen by a long pause (its lease neither renews nor runs out
+   * locally).
+   */
   freezeLease(): void {
     this.lease?.freeze();
   }
@@ -802,7 +825,10 @@ export class DbSessionStore implements SessionStore {
   }
 }
 
-/** Errors of the store's own logic (typed, assertions, corrupt rows): never classified as database errors. */
+/**
+ * Errors of the store's own logic (typed, assertions, corrupt rows): never classified as database
+ * errors.
+ */
 function isOwnError(err: unknown): boolean {
   return (
     err instanceof ConcordError ||

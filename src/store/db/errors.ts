@@ -45,7 +45,10 @@ export class DbContentionError extends ConcordError {
   }
 }
 
-/** The database holds Concord tables of a schema version this node does not know. Not retryable: upgrade the node. */
+/**
+ * The database holds Concord tables of a schema version this node does not know. Not retryable:
+ * upgrade the node.
+ */
 export class DbSchemaVersionError extends ConcordError {
   readonly found: number;
   readonly supported: number;
@@ -60,7 +63,10 @@ export class DbSchemaVersionError extends ConcordError {
   }
 }
 
-/** The database refused a statement for a reason that is neither a race nor an outage (a bug or a broken schema). */
+/**
+ * The database refused a statement for a reason that is neither a race nor an outage (a bug or a
+ * broken schema).
+ */
 export class DbQueryError extends ConcordError {
   /** The dialect's error code (SQLSTATE for PostgreSQL, the ER_ name for MySQL), if any. */
   readonly dbCode: string | null;

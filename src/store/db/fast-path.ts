@@ -40,7 +40,10 @@ import {
 import { GLOBAL_COLUMNS, globalRowValues } from './rows.ts';
 import { placeholders, type SqlDriver, type SqlValue, type TableNames } from './sql.ts';
 
-/** PostgreSQL types of global_table's columns: parameters in an INSERT … SELECT carry no target type. */
+/**
+ * PostgreSQL types of global_table's columns: parameters in an INSERT … SELECT carry no target
+ * type.
+ */
 const PG_GLOBAL_TYPES: Record<(typeof GLOBAL_COLUMNS)[number], string> = {
   xid: 'varchar',
   transaction_id: 'varchar',
@@ -166,8 +169,8 @@ export class FastPaths {
   /**
    * ChangeGlobalStatus out of Begin as one compare-and-set UPDATE: the machine's checks
    * (status, fence, deadline) are the WHERE clause; a commit decision is taken here only
-   * for a branchless session (with branches it frees AT rows, which the general path does). Retry fields are still at their
-   * start while Begin, so the new due_at is the decision time (dueAtOf).
+   * for a branchless session (with branches it frees AT rows, which the general path does). Retry
+   * fields are still at their start while Begin, so the new due_at is the decision time (dueAtOf).
    */
   private async decideFromBegin(
     c: ChangeGlobalStatusCommand,
@@ -239,7 +242,10 @@ export class FastPaths {
     });
   }
 
-  /** MySQL has no data-modifying CTE: the steps run in one transaction, rolled back when one declines. */
+  /**
+   * MySQL has no data-modifying CTE: the steps run in one transaction, rolled back when one
+   * declines.
+   */
   private async mysqlSteps(
     steps: (conn: { query: SqlDriver['query'] }) => Promise<Outcome<unknown>>,
   ): Promise<Outcome<unknown> | undefined> {

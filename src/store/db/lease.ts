@@ -2,8 +2,8 @@
  * The driver lease: which node runs the phase-two driver (retries, async commit, timeouts)
  * — one at a time — kept in the distributed_lock table (Seata's table of the same name).
  *
- * One row: holder, holder_address, epoch, expire_at. expire_at is in the DATABASE's clock, so node clocks
- * never have to agree. Every renew interval each node runs one short transaction that locks
+ * One row: holder, holder_address, epoch, expire_at. expire_at is in the DATABASE's clock, so node
+ * clocks never have to agree. Every renew interval each node runs one short transaction that locks
  * the row and then:
  *   - renews it (expire_at = now + lease) if this node holds it and still believes so;
  *   - takes it over if it expired, or if the row names this node but the node had stepped
@@ -30,9 +30,15 @@ import { intOf, textOf, type SqlConn, type SqlDriver, type TableNames } from './
 export interface LeaseOptions {
   /** Lease length, ms. Default DB_LEASE_MS (10 s). */
   leaseMs: number;
-  /** Renew (and look for an expired lease) every this many ms. Default DB_LEASE_RENEW_INTERVAL_MS (2 s). */
+  /**
+   * Renew (and look for an expired lease) every this many ms. Default DB_LEASE_RENEW_INTERVAL_MS (2
+   * s).
+   */
   renewIntervalMs: number;
-  /** The holder stops this long before the lease would expire, ms. Default DB_LEASE_SAFETY_MARGIN_MS (1 s). */
+  /**
+   * The holder stops this long before the lease would expire, ms. Default DB_LEASE_SAFETY_MARGIN_MS
+   * (1 s).
+   */
   safetyMarginMs: number;
 }
 
@@ -115,7 +121,10 @@ export class DriverLease {
     return this.holding;
   }
 
-  /** The holder as of the last lease round (this node itself while it holds it); null if none is known. */
+  /**
+   * The holder as of the last lease round (this node itself while it holds it); null if none is
+   * known.
+   */
   get holder(): LeaseHolder | null {
     if (this.holding)
       return {
@@ -136,7 +145,9 @@ export class DriverLease {
     if (epoch > this.knownEpoch) this.knownEpoch = epoch;
   }
 
-  /** Runs the first claim (so the node knows the epoch before it serves), then renews on a timer. */
+  /**
+   * Runs the first claim (so the node knows the epoch before it serves), then renews on a timer.
+   */
   async start(): Promise<void> {
     await this.tick();
     if (this.stopped) return;
@@ -241,7 +252,8 @@ export class DriverLease {
     );
     const row = found.rows[0];
     if (!row) {
-      // The first node ever: epoch 1. A racing node's INSERT fails on the key and retries next round.
+      // The first node ever: epoch 1. A racing node's INSERT fails on the key and retries next
+      // round.
       await conn.query(
         `INSERT INTO ${t} (lock_key, holder, holder_address, epoch, expire_at) VALUES (?, ?, ?, 1, ${now} + ?)`,
         [DRIVER_LEASE_KEY, this.holderId, this.address, this.options.leaseMs],

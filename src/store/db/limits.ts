@@ -85,7 +85,10 @@ export const DB_PRUNE_BATCH_ROWS = 1_000;
 
 /** Characters of a table prefix (identifiers must fit every dialect's 63/64-char limit). */
 export const DB_MAX_TABLE_PREFIX_CHARS = 32;
-/** Characters of a lock_table row key: resourceId^^^table^^^pk at their limits (256 + 128 + 256 + 6). */
+/**
+ * Characters of a lock_table row key: resourceId^^^table^^^pk at their limits (256 + 128 + 256 +
+ * 6).
+ */
 export const DB_MAX_ROW_KEY_CHARS = 646;
 
 /**

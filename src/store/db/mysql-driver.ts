@@ -198,84 +198,7 @@ export class MysqlDriver implements SqlDriver {
   }
 
   schemaStatements(t: TableNames): string[] {
-    const table = 'ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin';
-    return [
-      `CREATE TABLE IF NOT EXISTS ${t.schemaVersion} (
-        id INT NOT NULL PRIMARY KEY,
-        version INT NOT NULL
-      ) ${table}`,
-      `CREATE TABLE IF NOT EXISTS ${t.global} (
-        xid VARBINARY(512) NOT NULL,
-        transaction_id VARCHAR(20) NOT NULL,
-        application_id VARCHAR(256) NOT NULL,
-        transaction_service_group VARCHAR(256) NOT NULL,
-        transaction_name VARCHAR(256) NOT NULL,
-        timeout_ms BIGINT NOT NULL,
-        begin_time BIGINT NOT NULL,
-        deadline BIGINT NOT NULL,
-        status VARCHAR(32) NOT NULL,
-        status_changed_at BIGINT NOT NULL,
-        retry_attempts INT NOT NULL,
-        next_retry_at BIGINT NULL,
-        retry_deadline BIGINT NULL,
-        retry_stopped BOOLEAN NOT NULL,
-        driver_term BIGINT NOT NULL,
-        due_at BIGINT NOT NULL,
-        branch_count INT NOT NULL DEFAULT 0,
-        PRIMARY KEY (xid),
-        KEY idx_due (due_at, xid)
-      ) ${table}`,
-      `CREATE TABLE IF NOT EXISTS ${t.branch} (
-        xid VARBINARY(512) NOT NULL,
-        branch_id VARCHAR(20) NOT NULL,
-        branch_seq INT NOT NULL,
-        branch_type VARCHAR(8) NOT NULL,
-        resource_id VARCHAR(256) NOT NULL,
-        lock_key MEDIUMTEXT NOT NULL,
-        application_data MEDIUMTEXT NOT NULL,
-        status VARCHAR(48) NOT NULL,
-        client_id VARCHAR(256) NOT NULL,
-        locks_held BOOLEAN NOT NULL,
-        application_id VARCHAR(256) NOT NULL,
-        PRIMARY KEY (xid, branch_id)
-      ) ${table}`,
-      // 646 characters of UTF-8 are at most 2584 bytes: under InnoDB's 3072-byte key limit.
-      `CREATE TABLE IF NOT EXISTS ${t.lock} (
-        row_key VARBINARY(2600) NOT NULL,
-        xid VARBINARY(512) NOT NULL,
-        branch_id VARCHAR(20) NOT NULL,
-        resource_id VARCHAR(256) NOT NULL,
-        table_name VARCHAR(128) NOT NULL,
-        pk VARCHAR(256) NOT NULL,
-        PRIMARY KEY (row_key),
-        KEY idx_xid (xid)
-      ) ${table}`,
-      `CREATE TABLE IF NOT EXISTS ${t.distributedLock} (
-        lock_key VARCHAR(64) NOT NULL PRIMARY KEY,
-        holder VARCHAR(256) NOT NULL,
-        holder_address VARCHAR(300) NOT NULL,
-        epoch BIGINT NOT NULL,
-        expire_at BIGINT NOT NULL
-      ) ${table}`,
-      `CREATE TABLE IF NOT EXISTS ${t.dedup} (
-        kind VARCHAR(32) NOT NULL,
-        request_id VARBINARY(512) NOT NULL,
-        seq BIGINT NOT NULL AUTO_INCREMENT,
-        result MEDIUMTEXT NOT NULL,
-        PRIMARY KEY (kind, request_id),
-        UNIQUE KEY uk_seq (seq)
-      ) ${table}`,
-      `CREATE TABLE IF NOT EXISTS ${t.finished} (
-        xid VARBINARY(512) NOT NULL,
-        seq BIGINT NOT NULL AUTO_INCREMENT,
-        status VARCHAR(32) NOT NULL,
-        finished_at BIGINT NOT NULL,
-        resolved_by VARCHAR(256) NULL,
-        PRIMARY KEY (xid),
-        UNIQUE KEY uk_seq (seq),
-        KEY idx_finished_at (finished_at)
-      ) ${table}`,
-    ];
+    return [...mysqlSessionTables(t), ...mysqlServiceTables(t)];
   }
 
   async withSchemaLock<T>(name: string, fn: (conn: SqlConn) => Promise<T>): Promise<T> {
@@ -375,4 +298,94 @@ async function send(
       : await conn.execute({ sql, timeout: DB_STATEMENT_TIMEOUT_MS }, params as SqlValue[]);
   if (Array.isArray(result)) return { rows: result as Record<string, unknown>[], affected: 0 };
   return { rows: [], affected: (result as mysql.ResultSetHeader).affectedRows };
+}
+
+/** Every table's options: InnoDB, binary collation (xids and row keys compare byte for byte). */
+const TABLE = 'ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin';
+
+/** The schema version and the session tables: global, branch, lock. */
+function mysqlSessionTables(t: TableNames): string[] {
+  return [
+    `CREATE TABLE IF NOT EXISTS ${t.schemaVersion} (
+      id INT NOT NULL PRIMARY KEY,
+      version INT NOT NULL
+    ) ${TABLE}`,
+    `CREATE TABLE IF NOT EXISTS ${t.global} (
+      xid VARBINARY(512) NOT NULL,
+      transaction_id VARCHAR(20) NOT NULL,
+      application_id VARCHAR(256) NOT NULL,
+      transaction_service_group VARCHAR(256) NOT NULL,
+      transaction_name VARCHAR(256) NOT NULL,
+      timeout_ms BIGINT NOT NULL,
+      begin_time BIGINT NOT NULL,
+      deadline BIGINT NOT NULL,
+      status VARCHAR(32) NOT NULL,
+      status_changed_at BIGINT NOT NULL,
+      retry_attempts INT NOT NULL,
+      next_retry_at BIGINT NULL,
+      retry_deadline BIGINT NULL,
+      retry_stopped BOOLEAN NOT NULL,
+      driver_term BIGINT NOT NULL,
+      due_at BIGINT NOT NULL,
+      branch_count INT NOT NULL DEFAULT 0,
+      PRIMARY KEY (xid),
+      KEY idx_due (due_at, xid)
+    ) ${TABLE}`,
+    `CREATE TABLE IF NOT EXISTS ${t.branch} (
+      xid VARBINARY(512) NOT NULL,
+      branch_id VARCHAR(20) NOT NULL,
+      branch_seq INT NOT NULL,
+      branch_type VARCHAR(8) NOT NULL,
+      resource_id VARCHAR(256) NOT NULL,
+      lock_key MEDIUMTEXT NOT NULL,
+      application_data MEDIUMTEXT NOT NULL,
+      status VARCHAR(48) NOT NULL,
+      client_id VARCHAR(256) NOT NULL,
+      locks_held BOOLEAN NOT NULL,
+      application_id VARCHAR(256) NOT NULL,
+      PRIMARY KEY (xid, branch_id)
+    ) ${TABLE}`,
+    // 646 characters of UTF-8 are at most 2584 bytes: under InnoDB's 3072-byte key limit.
+    `CREATE TABLE IF NOT EXISTS ${t.lock} (
+      row_key VARBINARY(2600) NOT NULL,
+      xid VARBINARY(512) NOT NULL,
+      branch_id VARCHAR(20) NOT NULL,
+      resource_id VARCHAR(256) NOT NULL,
+      table_name VARCHAR(128) NOT NULL,
+      pk VARCHAR(256) NOT NULL,
+      PRIMARY KEY (row_key),
+      KEY idx_xid (xid)
+    ) ${TABLE}`,
+  ];
+}
+
+/** The driver lease, the requestId dedup and the finished records. */
+function mysqlServiceTables(t: TableNames): string[] {
+  return [
+    `CREATE TABLE IF NOT EXISTS ${t.distributedLock} (
+      lock_key VARCHAR(64) NOT NULL PRIMARY KEY,
+      holder VARCHAR(256) NOT NULL,
+      holder_address VARCHAR(300) NOT NULL,
+      epoch BIGINT NOT NULL,
+      expire_at BIGINT NOT NULL
+    ) ${TABLE}`,
+    `CREATE TABLE IF NOT EXISTS ${t.dedup} (
+      kind VARCHAR(32) NOT NULL,
+      request_id VARBINARY(512) NOT NULL,
+      seq BIGINT NOT NULL AUTO_INCREMENT,
+      result MEDIUMTEXT NOT NULL,
+      PRIMARY KEY (kind, request_id),
+      UNIQUE KEY uk_seq (seq)
+    ) ${TABLE}`,
+    `CREATE TABLE IF NOT EXISTS ${t.finished} (
+      xid VARBINARY(512) NOT NULL,
+      seq BIGINT NOT NULL AUTO_INCREMENT,
+      status VARCHAR(32) NOT NULL,
+      finished_at BIGINT NOT NULL,
+      resolved_by VARCHAR(256) NULL,
+      PRIMARY KEY (xid),
+      UNIQUE KEY uk_seq (seq),
+      KEY idx_finished_at (finished_at)
+    ) ${TABLE}`,
+  ];
 }

@@ -24,7 +24,10 @@ import {
   type TxMode,
 } from './sql.ts';
 
-/** SQLSTATEs of a connection that is gone or a server that will not serve (class 08, shutdown, too many connections). */
+/**
+ * SQLSTATEs of a connection that is gone or a server that will not serve (class 08, shutdown, too
+ * many connections).
+ */
 const UNAVAILABLE_STATES = new Set(['57P01', '57P02', '57P03', '53300', '25P03']);
 const NETWORK_CODES = new Set([
   'ECONNREFUSED',
@@ -159,77 +162,7 @@ export class PgDriver implements SqlDriver {
   }
 
   schemaStatements(t: TableNames): string[] {
-    return [
-      `CREATE TABLE IF NOT EXISTS ${t.schemaVersion} (
-        id INTEGER PRIMARY KEY,
-        version INTEGER NOT NULL
-      )`,
-      `CREATE TABLE IF NOT EXISTS ${t.global} (
-        xid VARCHAR(128) PRIMARY KEY,
-        transaction_id VARCHAR(20) NOT NULL,
-        application_id VARCHAR(256) NOT NULL,
-        transaction_service_group VARCHAR(256) NOT NULL,
-        transaction_name VARCHAR(256) NOT NULL,
-        timeout_ms BIGINT NOT NULL,
-        begin_time BIGINT NOT NULL,
-        deadline BIGINT NOT NULL,
-        status VARCHAR(32) NOT NULL,
-        status_changed_at BIGINT NOT NULL,
-        retry_attempts INTEGER NOT NULL,
-        next_retry_at BIGINT,
-        retry_deadline BIGINT,
-        retry_stopped BOOLEAN NOT NULL,
-        driver_term BIGINT NOT NULL,
-        due_at BIGINT NOT NULL,
-        branch_count INTEGER NOT NULL DEFAULT 0
-      )`,
-      `CREATE INDEX IF NOT EXISTS ${t.global}_due ON ${t.global} (due_at, xid)`,
-      `CREATE TABLE IF NOT EXISTS ${t.branch} (
-        xid VARCHAR(128) NOT NULL,
-        branch_id VARCHAR(20) NOT NULL,
-        branch_seq INTEGER NOT NULL,
-        branch_type VARCHAR(8) NOT NULL,
-        resource_id VARCHAR(256) NOT NULL,
-        lock_key TEXT NOT NULL,
-        application_data TEXT NOT NULL,
-        status VARCHAR(48) NOT NULL,
-        client_id VARCHAR(256) NOT NULL,
-        locks_held BOOLEAN NOT NULL,
-        application_id VARCHAR(256) NOT NULL,
-        PRIMARY KEY (xid, branch_id)
-      )`,
-      `CREATE TABLE IF NOT EXISTS ${t.lock} (
-        row_key VARCHAR(646) PRIMARY KEY,
-        xid VARCHAR(128) NOT NULL,
-        branch_id VARCHAR(20) NOT NULL,
-        resource_id VARCHAR(256) NOT NULL,
-        table_name VARCHAR(128) NOT NULL,
-        pk VARCHAR(256) NOT NULL
-      )`,
-      `CREATE INDEX IF NOT EXISTS ${t.lock}_xid ON ${t.lock} (xid)`,
-      `CREATE TABLE IF NOT EXISTS ${t.distributedLock} (
-        lock_key VARCHAR(64) PRIMARY KEY,
-        holder VARCHAR(256) NOT NULL,
-        holder_address VARCHAR(300) NOT NULL,
-        epoch BIGINT NOT NULL,
-        expire_at BIGINT NOT NULL
-      )`,
-      `CREATE TABLE IF NOT EXISTS ${t.dedup} (
-        kind VARCHAR(32) NOT NULL,
-        request_id VARCHAR(128) NOT NULL,
-        seq BIGSERIAL UNIQUE,
-        result TEXT NOT NULL,
-        PRIMARY KEY (kind, request_id)
-      )`,
-      `CREATE TABLE IF NOT EXISTS ${t.finished} (
-        xid VARCHAR(128) PRIMARY KEY,
-        seq BIGSERIAL UNIQUE,
-        status VARCHAR(32) NOT NULL,
-        finished_at BIGINT NOT NULL,
-        resolved_by VARCHAR(256)
-      )`,
-      `CREATE INDEX IF NOT EXISTS ${t.finished}_at ON ${t.finished} (finished_at)`,
-    ];
+    return [...pgSessionTables(t), ...pgServiceTables(t)];
   }
 
   async withSchemaLock<T>(name: string, fn: (conn: SqlConn) => Promise<T>): Promise<T> {
@@ -290,4 +223,85 @@ function prepared(sql: string, params: readonly SqlValue[]): pg.QueryConfig<SqlV
 function numbered(sql: string): string {
   let n = 0;
   return sql.replace(/\?/g, () => `$${++n}`);
+}
+
+/** The schema version and the session tables: global, branch, lock (with their indexes). */
+function pgSessionTables(t: TableNames): string[] {
+  return [
+    `CREATE TABLE IF NOT EXISTS ${t.schemaVersion} (
+      id INTEGER PRIMARY KEY,
+      version INTEGER NOT NULL
+    )`,
+    `CREATE TABLE IF NOT EXISTS ${t.global} (
+      xid VARCHAR(128) PRIMARY KEY,
+      transaction_id VARCHAR(20) NOT NULL,
+      application_id VARCHAR(256) NOT NULL,
+      transaction_service_group VARCHAR(256) NOT NULL,
+      transaction_name VARCHAR(256) NOT NULL,
+      timeout_ms BIGINT NOT NULL,
+      begin_time BIGINT NOT NULL,
+      deadline BIGINT NOT NULL,
+      status VARCHAR(32) NOT NULL,
+      status_changed_at BIGINT NOT NULL,
+      retry_attempts INTEGER NOT NULL,
+      next_retry_at BIGINT,
+      retry_deadline BIGINT,
+      retry_stopped BOOLEAN NOT NULL,
+      driver_term BIGINT NOT NULL,
+      due_at BIGINT NOT NULL,
+      branch_count INTEGER NOT NULL DEFAULT 0
+    )`,
+    `CREATE INDEX IF NOT EXISTS ${t.global}_due ON ${t.global} (due_at, xid)`,
+    `CREATE TABLE IF NOT EXISTS ${t.branch} (
+      xid VARCHAR(128) NOT NULL,
+      branch_id VARCHAR(20) NOT NULL,
+      branch_seq INTEGER NOT NULL,
+      branch_type VARCHAR(8) NOT NULL,
+      resource_id VARCHAR(256) NOT NULL,
+      lock_key TEXT NOT NULL,
+      application_data TEXT NOT NULL,
+      status VARCHAR(48) NOT NULL,
+      client_id VARCHAR(256) NOT NULL,
+      locks_held BOOLEAN NOT NULL,
+      application_id VARCHAR(256) NOT NULL,
+      PRIMARY KEY (xid, branch_id)
+    )`,
+    `CREATE TABLE IF NOT EXISTS ${t.lock} (
+      row_key VARCHAR(646) PRIMARY KEY,
+      xid VARCHAR(128) NOT NULL,
+      branch_id VARCHAR(20) NOT NULL,
+      resource_id VARCHAR(256) NOT NULL,
+      table_name VARCHAR(128) NOT NULL,
+      pk VARCHAR(256) NOT NULL
+    )`,
+    `CREATE INDEX IF NOT EXISTS ${t.lock}_xid ON ${t.lock} (xid)`,
+  ];
+}
+
+/** The driver lease, the requestId dedup and the finished records. */
+function pgServiceTables(t: TableNames): string[] {
+  return [
+    `CREATE TABLE IF NOT EXISTS ${t.distributedLock} (
+      lock_key VARCHAR(64) PRIMARY KEY,
+      holder VARCHAR(256) NOT NULL,
+      holder_address VARCHAR(300) NOT NULL,
+      epoch BIGINT NOT NULL,
+      expire_at BIGINT NOT NULL
+    )`,
+    `CREATE TABLE IF NOT EXISTS ${t.dedup} (
+      kind VARCHAR(32) NOT NULL,
+      request_id VARCHAR(128) NOT NULL,
+      seq BIGSERIAL UNIQUE,
+      result TEXT NOT NULL,
+      PRIMARY KEY (kind, request_id)
+    )`,
+    `CREATE TABLE IF NOT EXISTS ${t.finished} (
+      xid VARCHAR(128) PRIMARY KEY,
+      seq BIGSERIAL UNIQUE,
+      status VARCHAR(32) NOT NULL,
+      finished_at BIGINT NOT NULL,
+      resolved_by VARCHAR(256)
+    )`,
+    `CREATE INDEX IF NOT EXISTS ${t.finished}_at ON ${t.finished} (finished_at)`,
+  ];
 }

@@ -88,7 +88,9 @@ export class CachedView implements CoordinatorStateView {
     return !this.missed;
   }
 
-  /** The one xid this pass missed, when all it missed is that xid's session and/or finished record. */
+  /**
+   * The one xid this pass missed, when all it missed is that xid's session and/or finished record.
+   */
   needsOneXidOnly(): string | null {
     const n = this.needs;
     if (n.liveXids || n.liveCount || n.lockCount || n.lockRows.size > 0) return null;

@@ -30,7 +30,9 @@ import {
   type SqlValue,
 } from './sql.ts';
 
-/** due_at of a session nothing will happen to until an operator acts (sorts after every real time). */
+/**
+ * due_at of a session nothing will happen to until an operator acts (sorts after every real time).
+ */
 export const PARKED_DUE_AT = Number.MAX_SAFE_INTEGER;
 
 export const GLOBAL_COLUMNS = [

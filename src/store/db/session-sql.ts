@@ -195,7 +195,10 @@ export class SessionSql {
     }
   }
 
-  /** Who holds each of `rows` (rows nobody holds are absent). Optionally leaving out one xid's own rows. */
+  /**
+   * Who holds each of `rows` (rows nobody holds are absent). Optionally leaving out one xid's own
+   * rows.
+   */
   async lockHolders(
     conn: SqlConn,
     rows: readonly string[],
@@ -243,7 +246,8 @@ export class SessionSql {
     return r.rows.map((row) => textOf(row.xid, 'xid') as Xid);
   }
 
-  // ---------------------------------------------------------------- writes (each asserts what it touched)
+  // ---------------------------------------------------------------- writes (each asserts what it
+  // touched)
 
   async insertGlobal(conn: SqlConn, session: GlobalSession): Promise<void> {
     const r = await conn.query(
@@ -256,7 +260,10 @@ export class SessionSql {
     );
   }
 
-  /** Compare-and-set on the status the submit read: with the row locked it must match, or the store has a bug. */
+  /**
+   * Compare-and-set on the status the submit read: with the row locked it must match, or the store
+   * has a bug.
+   */
   async updateGlobal(conn: SqlConn, session: GlobalSession, expectedStatus: string): Promise<void> {
     const set = GLOBAL_MUTABLE_COLUMNS.map((c) => `${c} = ?`).join(', ');
     const r = await conn.query(`UPDATE ${this.t.global} SET ${set} WHERE xid = ? AND status = ?`, [

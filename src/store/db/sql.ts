@@ -11,7 +11,9 @@ export type Row = Record<string, unknown>;
 
 export interface SqlResult {
   rows: Row[];
-  /** Rows an INSERT, UPDATE or DELETE matched (MySQL: with FOUND_ROWS, matched rather than changed). */
+  /**
+   * Rows an INSERT, UPDATE or DELETE matched (MySQL: with FOUND_ROWS, matched rather than changed).
+   */
   affected: number;
 }
 
@@ -39,7 +41,9 @@ export type SqlErrorKind = 'duplicate' | 'conflict' | 'unavailable' | 'timeout' 
 
 export type DialectName = 'postgres' | 'mysql';
 
-/** The connection failed while COMMIT was in flight: the transaction may or may not be committed. */
+/**
+ * The connection failed while COMMIT was in flight: the transaction may or may not be committed.
+ */
 export class CommitOutcomeUnknown extends Error {
   constructor(cause: unknown) {
     super(`the connection failed during COMMIT: ${(cause as Error)?.message ?? String(cause)}`, {
@@ -53,7 +57,10 @@ export interface SqlDriver {
   readonly dialect: DialectName;
   /** Statements sent so far (BEGIN, COMMIT and ROLLBACK included): the bench's statement count. */
   readonly statements: number;
-  /** Runs fn inside one transaction on one connection: COMMIT when fn resolves, ROLLBACK when it throws. */
+  /**
+   * Runs fn inside one transaction on one connection: COMMIT when fn resolves, ROLLBACK when it
+   * throws.
+   */
   transaction<T>(mode: TxMode, fn: (conn: SqlConn) => Promise<T>): Promise<T>;
   /** One statement in autocommit mode. */
   query(sql: string, params?: readonly SqlValue[]): Promise<SqlResult>;
@@ -62,9 +69,14 @@ export interface SqlDriver {
   classify(err: unknown): SqlErrorKind;
   /** The dialect's code of an error (SQLSTATE or ER_ name), for logs and typed errors. */
   errorCode(err: unknown): string | null;
-  /** The database clock in ms since the epoch, as an SQL expression (leases use one clock for every node). */
+  /**
+   * The database clock in ms since the epoch, as an SQL expression (leases use one clock for every
+   * node).
+   */
   readonly nowMsSql: string;
-  /** The schema (PostgreSQL) or database (MySQL) the store's tables live in, as an SQL expression. */
+  /**
+   * The schema (PostgreSQL) or database (MySQL) the store's tables live in, as an SQL expression.
+   */
   readonly currentSchemaSql: string;
   /** The statements that create the store's tables (idempotent). */
   schemaStatements(tables: TableNames): string[];
@@ -72,7 +84,10 @@ export interface SqlDriver {
   withSchemaLock<T>(name: string, fn: (conn: SqlConn) => Promise<T>): Promise<T>;
   /** Closes the pool after in-flight statements finish. */
   close(): Promise<void>;
-  /** Drops every connection at once, in-flight transactions included (tests: a node killed mid-transaction). */
+  /**
+   * Drops every connection at once, in-flight transactions included (tests: a node killed
+   * mid-transaction).
+   */
   destroy(): void;
 }
 

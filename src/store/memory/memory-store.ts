@@ -25,7 +25,10 @@ export interface MemoryStoreOptions {
   leader?: boolean;
   /** Default 1. */
   term?: number;
-  /** Encode and decode every command as a real log would, so nothing unserializable slips through. Default true. */
+  /**
+   * Encode and decode every command as a real log would, so nothing unserializable slips through.
+   * Default true.
+   */
   roundTrip?: boolean;
 }
 

@@ -43,13 +43,21 @@ import {
 import type { Logger } from '../../shared/logger.ts';
 import { SubmitBatcher } from './command-batch.ts';
 
-/** How long a submitted command may take to be committed and applied before the caller hears TimeoutError (outcome unknown), ms. */
+/**
+ * How long a submitted command may take to be committed and applied before the caller hears
+ * TimeoutError (outcome unknown), ms.
+ */
 export const DEFAULT_SUBMIT_TIMEOUT_MS = 10_000;
 /** How long a linearizable read may take (barrier + waiting for the term's first entry), ms. */
 export const DEFAULT_READ_TIMEOUT_MS = 10_000;
-/** Pause between attempts of the leadership barrier while the term's no-op is not yet committed, ms. */
+/**
+ * Pause between attempts of the leadership barrier while the term's no-op is not yet committed, ms.
+ */
 export const DEFAULT_BARRIER_RETRY_MS = 20;
-/** Callers waiting for one ReadIndex barrier; beyond it they queue for the next one (keeps one batch bounded). */
+/**
+ * Callers waiting for one ReadIndex barrier; beyond it they queue for the next one (keeps one batch
+ * bounded).
+ */
 export const MAX_READS_PER_BARRIER = 4_096;
 /** Callers that may wait for a barrier at once; beyond it a read is refused (UnavailableError). */
 export const MAX_QUEUED_READS = 65_536;
@@ -58,7 +66,10 @@ export const MAX_QUEUED_READS = 65_536;
 export interface RaftPort {
   /** Resolves with the state machine's apply result once the entry is applied on this node. */
   propose(data: Uint8Array): Promise<unknown>;
-  /** ReadIndex barrier: resolves once this node, confirmed leader, applied everything committed when called. */
+  /**
+   * ReadIndex barrier: resolves once this node, confirmed leader, applied everything committed when
+   * called.
+   */
   read(): Promise<void>;
   status(): { id: NodeId; role: Role; term: number; leader: NodeId | null };
   onStateChange(
@@ -259,12 +270,17 @@ export class RaftSessionStore implements SessionStore {
     return this.state.leader;
   }
 
-  /** A NotLeaderError naming the leader this node knows (the edge that answers adds where it is reached). */
+  /**
+   * A NotLeaderError naming the leader this node knows (the edge that answers adds where it is
+   * reached).
+   */
   notLeaderError(): NotLeaderError {
     return new NotLeaderError(this.otherLeader(this.state.leader));
   }
 
-  /** `id`, unless it names this node (a leader that stepped down still names itself for a moment). */
+  /**
+   * `id`, unless it names this node (a leader that stepped down still names itself for a moment).
+   */
   private otherLeader(id: NodeId | null): NodeId | null {
     return id !== null && id !== this.raft.status().id ? id : null;
   }

@@ -1,0 +1,355 @@
+/**
+ * State at scale (issue 19): fills a local three-node raft-mode cluster with live global
+ * transactions — each with one AT branch, one row lock and `--data-bytes` of application
+ * data — from `--concurrency` TMs, then measures, per node:
+ *
+ *  - RSS and V8 heap used (from each node's /metrics: process_resident_memory_bytes,
+ *    nodejs_heap_size_used_bytes; before the fill and after it), and heap bytes per live
+ *    transaction;
+ *  - the last snapshot's size and time (encode + write) and the Raft log held in memory;
+ *  - follower restart: SIGKILL a follower, start it again, until it serves with lag 0;
+ *  - new leader: SIGKILL the leader, until the two others agree on a new one; then the
+ *    first begin+commit that succeeds;
+ *  - the time for all the transactions to end (committed by the TMs), and RSS after.
+ *
+ *   npm run bench -- scale [--live 100000] [--concurrency 64] [--data-bytes 100]
+ *                          [--tick-ms 100] [--keep]
+ *
+ * Prints a table and the summary line scripts read:
+ *   [bench scale] live N: RSS max N MB, follower restart N ms, new leader N ms
+ */
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Command } from 'commander';
+import { TcClient } from '../src/client/tc-client.ts';
+import type { Xid } from '../src/shared/ids.ts';
+import { MAX_LIVE_SESSIONS } from '../src/coordinator/limits.ts';
+import { startCluster, type BenchCluster, type BenchNode } from './lib/cluster.ts';
+import { parseMetrics } from './lib/node-stats.ts';
+import { sleep } from '../test/support/wait.ts';
+
+/** A transaction's timeout here: none may time out while the bench runs, ms. */
+const TX_TIMEOUT_MS = 3_600_000;
+/** Upper bound on each wait of a phase (restart, election, drain), ms. */
+const PHASE_TIMEOUT_MS = 300_000;
+const PROGRESS_EVERY_MS = 1_000;
+const APP = { applicationId: 'bench-scale', transactionServiceGroup: 'default' };
+const RESOURCE = 'scale-db';
+const MB = 1024 * 1024;
+
+interface Options {
+  live: number;
+  concurrency: number;
+  dataBytes: number;
+  tickMs: number;
+  keep: boolean;
+}
+
+interface Memory {
+  rssMb: number;
+  heapMb: number;
+}
+
+interface NodeFigures {
+  nodeId: string;
+  before: Memory;
+  filled: Memory;
+  ended: Memory | null;
+  snapshotBytes: number;
+  snapshotMs: number;
+  logEntries: number;
+}
+
+function parseOptions(args: string[]): Options {
+  const cmd = new Command('bench scale')
+    .option('--live <n>', 'live transactions to hold', '100000')
+    .option('--concurrency <n>', 'TMs filling the cluster', '64')
+    .option('--data-bytes <n>', 'application data per branch, bytes', '100')
+    .option('--tick-ms <n>', 'Raft tick, ms', '100')
+    .option('--keep', 'keep the data dir and logs', false)
+    .exitOverride();
+  cmd.parse(args, { from: 'user' });
+  const o = cmd.opts<Record<string, string | boolean>>();
+  const live = Number(o.live);
+  if (!Number.isSafeInteger(live) || live < 1 || live > MAX_LIVE_SESSIONS)
+    throw new Error(`--live must be an integer in 1..${MAX_LIVE_SESSIONS}`);
+  return {
+    live,
+    concurrency: Math.max(1, Number(o.concurrency)),
+    dataBytes: Math.max(0, Number(o.dataBytes)),
+    tickMs: Math.max(10, Number(o.tickMs)),
+    keep: o.keep === true,
+  };
+}
+
+async function metricsOf(node: BenchNode): Promise<Map<string, number> | null> {
+  try {
+    const res = await fetch(`http://127.0.0.1:${node.control.port}/metrics`, {
+      signal: AbortSignal.timeout(5_000),
+    });
+    return parseMetrics(await res.text());
+  } catch {
+    return null;
+  }
+}
+
+async function memoryOf(node: BenchNode): Promise<Memory> {
+  const m = await metricsOf(node);
+  return {
+    rssMb: (m?.get('process_resident_memory_bytes') ?? NaN) / MB,
+    heapMb: (m?.get('nodejs_heap_size_used_bytes') ?? NaN) / MB,
+  };
+}
+
+interface Metadata {
+  leaderId: string | null;
+  term: number;
+  lastIndex: number;
+  appliedIndex: number;
+}
+
+async function metadataOf(node: BenchNode): Promise<Metadata | null> {
+  try {
+    const res = await fetch(
+      `http://127.0.0.1:${node.control.port}/metadata/v1/cluster?group=default`,
+      { signal: AbortSignal.timeout(1_000) },
+    );
+    return res.status === 200 ? ((await res.json()) as Metadata) : null;
+  } catch {
+    return null;
+  }
+}
+
+async function until<T>(what: string, probe: () => Promise<T | undefined>): Promise<T> {
+  const deadline = Date.now() + PHASE_TIMEOUT_MS;
+  for (;;) {
+    const v = await probe();
+    if (v !== undefined) return v;
+    if (Date.now() > deadline) throw new Error(`${what}: not within ${PHASE_TIMEOUT_MS} ms`);
+    await sleep(20);
+  }
+}
+
+function progress(label: string, done: number, total: number, startedAt: number): void {
+  const s = (Date.now() - startedAt) / 1000;
+  process.stdout.write(
+    `\r[bench scale] ${label}: ${done}/${total} (${Math.round(done / Math.max(s, 0.001))}/s, ${s.toFixed(0)} s)   `,
+  );
+}
+
+/** Runs `count` jobs on `concurrency` workers, with a progress line. */
+async function fanOut(
+  label: string,
+  count: number,
+  concurrency: number,
+  job: (i: number) => Promise<void>,
+): Promise<number> {
+  const started = Date.now();
+  let next = 0;
+  let done = 0;
+  const timer = setInterval(() => progress(label, done, count, started), PROGRESS_EVERY_MS);
+  try {
+    await Promise.all(
+      Array.from({ length: Math.min(concurrency, count) }, async () => {
+        while (next < count) {
+          const i = next++;
+          await job(i);
+          done++;
+        }
+      }),
+    );
+  } finally {
+    clearInterval(timer);
+  }
+  progress(label, done, count, started);
+  process.stdout.write('\n');
+  return Date.now() - started;
+}
+
+async function fill(
+  tc: TcClient,
+  o: Options,
+  clientId: string,
+): Promise<{ xids: Xid[]; ms: number }> {
+  const xids: Xid[] = new Array<Xid>(o.live);
+  const data = JSON.stringify({ pad: 'x'.repeat(Math.max(0, o.dataBytes - 10)) });
+  const ms = await fanOut('fill', o.live, o.concurrency, async (i) => {
+    const xid = await tc.begin({ ...APP, name: 'scale', timeoutMs: TX_TIMEOUT_MS });
+    await tc.branchRegister({
+      xid,
+      branchType: 'AT',
+      resourceId: RESOURCE,
+      lockKey: `t:${i}`,
+      applicationData: data,
+      clientId,
+      applicationId: APP.applicationId,
+    });
+    xids[i] = xid;
+  });
+  return { xids, ms };
+}
+
+function exited(node: BenchNode): Promise<void> {
+  const p = node.proc;
+  if (p.exitCode !== null || p.signalCode !== null) return Promise.resolve();
+  return new Promise((r) => p.once('exit', () => r()));
+}
+
+/** SIGKILL a follower, start it again; ms until it names the leader and has applied all the leader has. */
+async function followerRestart(cluster: BenchCluster, leaderId: string): Promise<number> {
+  const follower = cluster.nodes.find((n) => n.nodeId !== leaderId)!;
+  const leader = cluster.nodes.find((n) => n.nodeId === leaderId)!;
+  follower.proc.kill('SIGKILL');
+  await exited(follower);
+  const target = (await metadataOf(leader))?.lastIndex ?? 0;
+  const started = Date.now();
+  cluster.restart(follower.nodeId);
+  await until('the restarted follower to catch up', async () => {
+    const md = await metadataOf(follower);
+    return md && md.leaderId === leaderId && md.appliedIndex >= target ? true : undefined;
+  });
+  return Date.now() - started;
+}
+
+/** SIGKILL the leader: ms until the others agree on a new one, and until a begin+commit succeeds. */
+async function leaderFailover(
+  cluster: BenchCluster,
+  leaderId: string,
+  tc: TcClient,
+): Promise<{ newLeaderMs: number; firstCommitMs: number; newLeaderId: string }> {
+  const leader = cluster.nodes.find((n) => n.nodeId === leaderId)!;
+  const others = cluster.nodes.filter((n) => n.nodeId !== leaderId);
+  const started = Date.now();
+  leader.proc.kill('SIGKILL');
+  const newLeaderId = await until('a new leader', async () => {
+    const mds = await Promise.all(others.map(metadataOf));
+    const id = mds[0]?.leaderId ?? null;
+    return id !== null && id !== leaderId && mds.every((m) => m?.leaderId === id) ? id : undefined;
+  });
+  const newLeaderMs = Date.now() - started;
+  const xid = await tc.begin({ ...APP, name: 'scale-after-failover', timeoutMs: 60_000 });
+  const status = await tc.commit(xid);
+  if (status !== 'Committed') throw new Error(`the first commit after failover answered ${status}`);
+  const firstCommitMs = Date.now() - started;
+  await exited(leader);
+  cluster.restart(leader.nodeId);
+  return { newLeaderMs, firstCommitMs, newLeaderId };
+}
+
+function table(rows: string[][]): string {
+  const widths = rows[0]!.map((_, c) => Math.max(...rows.map((r) => r[c]!.length)));
+  return rows.map((r) => r.map((v, c) => v.padStart(widths[c]!)).join('  ')).join('\n');
+}
+
+const f0 = (n: number) => (Number.isFinite(n) ? n.toFixed(0) : '-');
+const f1 = (n: number) => (Number.isFinite(n) ? n.toFixed(1) : '-');
+
+export async function main(args: string[]): Promise<void> {
+  const o = parseOptions(args);
+  const dir = await mkdtemp(join(tmpdir(), 'concord-bench-scale-'));
+  console.log(
+    `[bench scale] ${o.live} live transactions (1 AT branch, 1 row, ${o.dataBytes} B of data each) from ${o.concurrency} TMs; cluster in ${dir}`,
+  );
+  const cluster = await startCluster({
+    dir,
+    store: { mode: 'raft', tickMs: o.tickMs },
+    limits: { maxLiveTransactions: MAX_LIVE_SESSIONS },
+  });
+  const tc = new TcClient({ seeds: cluster.seeds });
+  try {
+    await tc.start();
+    const clientId = `bench-scale-rm-${process.pid}`;
+    const rm = tc.openRmChannel({
+      ...APP,
+      clientId,
+      resourceIds: () => [RESOURCE],
+      handler: async (req) =>
+        req.kind === 'commit' ? 'PhaseTwo_Committed' : 'PhaseTwo_Rollbacked',
+    });
+    await rm.ready(15_000);
+
+    const figures: NodeFigures[] = [];
+    for (const n of cluster.nodes)
+      figures.push({
+        nodeId: n.nodeId,
+        before: await memoryOf(n),
+        filled: { rssMb: NaN, heapMb: NaN },
+        ended: null,
+        snapshotBytes: NaN,
+        snapshotMs: NaN,
+        logEntries: NaN,
+      });
+
+    const { xids, ms: fillMs } = await fill(tc, o, clientId);
+    await sleep(2_000); // followers apply the tail; a snapshot in progress ends
+    for (const [i, n] of cluster.nodes.entries()) {
+      const m = await metricsOf(n);
+      const fig = figures[i]!;
+      fig.filled = await memoryOf(n);
+      fig.snapshotBytes = m?.get('concord_raft_last_snapshot_bytes') ?? NaN;
+      fig.snapshotMs = m?.get('concord_raft_last_snapshot_milliseconds') ?? NaN;
+      fig.logEntries = m?.get('concord_raft_log_entries') ?? NaN;
+    }
+
+    const restartMs = await followerRestart(cluster, cluster.leaderId);
+    const failover = await leaderFailover(cluster, cluster.leaderId, tc);
+    // The old leader comes back as a follower before the drain (three replicas again).
+    await until('the old leader back', async () => {
+      const md = await metadataOf(cluster.nodes.find((n) => n.nodeId === cluster.leaderId)!);
+      return md?.leaderId === failover.newLeaderId ? true : undefined;
+    });
+
+    const endMs = await fanOut('end', xids.length, o.concurrency, async (i) => {
+      const status = await tc.commit(xids[i]!);
+      if (status !== 'Committed' && status !== 'AsyncCommitting')
+        throw new Error(`commit of ${xids[i]} answered ${status}`);
+    });
+    await sleep(5_000); // async commits finish; the heap settles
+    for (const [i, n] of cluster.nodes.entries()) figures[i]!.ended = await memoryOf(n);
+
+    const rows = [
+      [
+        'node',
+        'RSS before',
+        'RSS filled',
+        'heap filled',
+        'B/tx (heap)',
+        'snapshot MB',
+        'snapshot ms',
+        'log entries',
+        'RSS ended',
+        'heap ended',
+      ],
+      ...figures.map((f) => [
+        f.nodeId,
+        f0(f.before.rssMb),
+        f0(f.filled.rssMb),
+        f0(f.filled.heapMb),
+        f0(((f.filled.heapMb - f.before.heapMb) * MB) / o.live),
+        f1(f.snapshotBytes / MB),
+        f0(f.snapshotMs),
+        f0(f.logEntries),
+        f0(f.ended?.rssMb ?? NaN),
+        f0(f.ended?.heapMb ?? NaN),
+      ]),
+    ];
+    console.log(
+      `\n(MB unless said; node restarts and the failover come between "filled" and "ended")`,
+    );
+    console.log(table(rows));
+    console.log(
+      `\nfill ${(fillMs / 1000).toFixed(1)} s (${Math.round(o.live / (fillMs / 1000))} tx/s) · follower restart ${restartMs} ms · new leader ${failover.newLeaderMs} ms · first commit after failover ${failover.firstCommitMs} ms · all ended in ${(endMs / 1000).toFixed(1)} s`,
+    );
+    // The killed nodes' figures after the fill were taken before they were killed: the max is over all.
+    const rssMax = Math.max(...figures.map((f) => f.filled.rssMb));
+    console.log(
+      `[bench scale] live ${o.live}: RSS max ${f0(rssMax)} MB, follower restart ${restartMs} ms, new leader ${failover.newLeaderMs} ms`,
+    );
+  } finally {
+    await tc.close();
+    await cluster.stop();
+    if (o.keep) console.log(`[bench scale] kept ${dir}`);
+    else await rm(dir, { recursive: true, force: true });
+  }
+}

@@ -1,0 +1,78 @@
+/**
+ * Memory per live transaction (issue 19): the coordinator's replicated state holding
+ * LIVE global transactions, each with one AT branch, one row lock and 100 bytes of
+ * application data (the shape `npm run bench -- scale` fills), must stay under a budget of
+ * heap bytes per transaction. A figure against a budget with headroom — never a timing.
+ * The heap is measured after a full GC (gc exposed through v8 flags), before and after.
+ */
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
+import { describe, expect, it } from 'vitest';
+import { CoordinatorStateMachine } from '../../src/coordinator/state-machine.ts';
+import type { Command } from '../../src/coordinator/commands.ts';
+
+/** Live transactions the test holds: a size CI can afford. */
+const LIVE = 20_000;
+/**
+ * Heap bytes per live transaction, at most. Measured 2026-12-07 at about BASELINE bytes;
+ * the bound has headroom for V8's variance, and fails when a change adds a copy of the
+ * data, a Map per session or a timer per transaction.
+ */
+const BUDGET_BYTES_PER_TX = 2_500;
+const DATA = JSON.stringify({ pad: 'x'.repeat(90) });
+
+setFlagsFromString('--expose-gc');
+const gc = runInNewContext('gc') as () => void;
+
+function heapUsed(): number {
+  for (let i = 0; i < 3; i++) gc();
+  return process.memoryUsage().heapUsed;
+}
+
+function begin(i: number): Command {
+  return {
+    kind: 'Begin',
+    xid: `10.0.0.1:8091:${1_000_000 + i}`,
+    transactionId: String(1_000_000 + i),
+    applicationId: 'shop',
+    transactionServiceGroup: 'default',
+    name: 'scale',
+    timeoutMs: 3_600_000,
+    beginTime: 1_000 + i,
+    requestId: `req-b-${i}`,
+    term: 1,
+  } as Command;
+}
+
+function register(i: number): Command {
+  return {
+    kind: 'RegisterBranch',
+    xid: `10.0.0.1:8091:${1_000_000 + i}`,
+    branchId: String(2_000_000 + i),
+    type: 'AT',
+    resourceId: 'scale-db',
+    lockKey: `t:${i}`,
+    applicationData: DATA,
+    clientId: 'shop:host:1234:abcd',
+    applicationId: 'shop',
+    at: 1_000 + i,
+    requestId: `req-r-${i}`,
+  } as Command;
+}
+
+describe('memory per live transaction', () => {
+  it(`${LIVE} live transactions (one AT branch, one row, 100 B of data) fit the budget`, () => {
+    const machine = new CoordinatorStateMachine();
+    const before = heapUsed();
+    for (let i = 0; i < LIVE; i++) {
+      const b = machine.apply(begin(i));
+      const r = machine.apply(register(i));
+      if (!b.ok || !r.ok) throw new Error(`command ${i} refused`);
+    }
+    const perTx = (heapUsed() - before) / LIVE;
+    console.log(`[memory] ${LIVE} live transactions: ${perTx.toFixed(0)} heap bytes each`);
+    expect(machine.liveSessionCount()).toBe(LIVE);
+    expect(machine.lockedRowCount()).toBe(LIVE);
+    expect(perTx).toBeLessThan(BUDGET_BYTES_PER_TX);
+  });
+});
