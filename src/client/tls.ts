@@ -56,7 +56,7 @@ function namesANode(cert: PeerCertificate): boolean {
   return san.split(/,\s*/).some((part) => part.startsWith('URI:concord://node/'));
 }
 
-/** gRPC channel credentials for a TC connection: TLS with this client's certificate, or plaintext. */
+/** gRPC credentials for a TC connection: TLS with this client's certificate, or plaintext. */
 export function tcChannelCredentials(tls: ClientTls | null): grpc.ChannelCredentials {
   if (tls === null) return grpc.credentials.createInsecure();
   return grpc.credentials.createSsl(bytes(tls.ca), bytes(tls.key), bytes(tls.cert), {
@@ -65,7 +65,7 @@ export function tcChannelCredentials(tls: ClientTls | null): grpc.ChannelCredent
   });
 }
 
-/** Channel options with TLS: a fixed TLS server name (an IP address is none; the node id is checked). */
+/** Channel options with TLS: a fixed server name (an IP is none; the node id is checked). */
 export function tcTlsChannelOptions(tls: ClientTls | null): grpc.ChannelOptions {
   return tls === null ? {} : { 'grpc.ssl_target_name_override': 'concord-node' };
 }
