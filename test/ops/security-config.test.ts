@@ -13,6 +13,7 @@ import { stringify } from 'yaml';
 import { validateConfig } from '../../src/server/config.ts';
 import { credentialFiles, ensureDevPki } from '../../src/server/security/pki-dir.ts';
 import { checkStartPolicy, SHIPPED_DEV_TOKENS } from '../../src/server/security/policy.ts';
+import { DEFAULT_QUOTAS } from '../../src/server/security/quotas.ts';
 import { ConfigError } from '../../src/shared/errors.ts';
 import { identityOfPem } from '../../src/shared/pki.ts';
 import { freePorts } from '../support/ports.ts';
@@ -35,6 +36,7 @@ describe('security config', () => {
     const c = validateConfig(minimal(), { cwd: '/srv/concord' });
     expect(c.security).toEqual({
       insecure: false,
+      quotas: DEFAULT_QUOTAS,
       tls: {
         dir: '/srv/concord/data/pki',
         auto: true,
@@ -45,8 +47,20 @@ describe('security config', () => {
     });
     expect(validateConfig(minimal(), { env: { CONCORD_INSECURE: '1' } }).security).toEqual({
       insecure: true,
+      quotas: DEFAULT_QUOTAS,
       tls: null,
     });
+    const quotas = validateConfig({
+      ...minimal(),
+      security: { quotas: { applications: { orders: { maxRmChannels: 3 } } } },
+    }).security.quotas;
+    expect(quotas.applications.orders).toEqual({
+      maxTransactionTimeoutMs: DEFAULT_QUOTAS.maxTransactionTimeoutMs,
+      maxRmChannels: 3,
+    });
+    expect(() =>
+      validateConfig({ ...minimal(), security: { quotas: { maxTransactionTimeoutMs: 0 } } }),
+    ).toThrow(ConfigError);
     expect(validateConfig({ ...minimal(), security: { insecure: true } }).security.insecure).toBe(
       true,
     );
