@@ -42,7 +42,7 @@ beforeAll(async () => {
   thief = cluster.client({ tls: appTls('thief'), callDeadlineMs: 5_000 });
   admin = cluster.client();
   clients.push(shop, thief, admin);
-  shopRm = new TestRm(shop, ['stock'], { clientId: 'shop-rm', applicationId: 'shop' });
+  shopRm = new TestRm(shop, ['stock'], { clientId: 'shop:rm', applicationId: 'shop' });
   await shopRm.connect();
 }, 90_000);
 
@@ -113,7 +113,7 @@ describe('TC authorization', () => {
       xid,
       branchType: 'TCC',
       resourceId: 'stock',
-      clientId: 'shop-rm',
+      clientId: 'shop:rm',
       applicationId: 'shop',
       lockKey: '',
       applicationData: '{"n":1}',
@@ -141,8 +141,20 @@ describe('TC authorization', () => {
           xid,
           branchType: 'TCC',
           resourceId: 'stock',
-          clientId: 'shop-rm',
+          clientId: 'shop:rm',
           applicationId: 'shop',
+          lockKey: '',
+          applicationData: '',
+        }),
+      ),
+      // Its own application, but the shop RM's client id: phase two would go to the shop's RM.
+      await refused(
+        thief.branchRegister({
+          xid,
+          branchType: 'TCC',
+          resourceId: 'stock',
+          clientId: 'shop:rm',
+          applicationId: 'thief',
           lockKey: '',
           applicationData: '',
         }),
@@ -163,12 +175,12 @@ describe('TC authorization', () => {
   });
 
   it('another application cannot take over an RM client id, nor register for another application', async () => {
-    const takeover = new TestRm(thief, ['stock'], { clientId: 'shop-rm', applicationId: 'thief' });
+    const takeover = new TestRm(thief, ['stock'], { clientId: 'shop:rm', applicationId: 'thief' });
     await expect(takeover.connect(5_000)).rejects.toThrow(
       /another principal|Unauthorized|refused/i,
     );
     await takeover.disconnect();
-    const posing = new TestRm(thief, ['stock'], { clientId: 'thief-rm', applicationId: 'shop' });
+    const posing = new TestRm(thief, ['stock'], { clientId: 'thief:rm', applicationId: 'shop' });
     await expect(posing.connect(5_000)).rejects.toThrow(
       /belongs to application shop|Unauthorized/i,
     );
@@ -180,7 +192,7 @@ describe('TC authorization', () => {
       xid,
       branchType: 'TCC',
       resourceId: 'stock',
-      clientId: 'shop-rm',
+      clientId: 'shop:rm',
       applicationId: 'shop',
       lockKey: '',
       applicationData: '',

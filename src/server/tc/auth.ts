@@ -10,6 +10,8 @@
  *   (the one that began it) is the caller's;
  * - branchReport: the branch's application (the RM that registered it) is the caller's;
  * - retryNow, stopRetry, resumeRetry, markResolved, listSessions: the admin role;
+ * - RM client ids (an RM channel's, a branch's): they begin with the caller's application
+ *   and a colon, so no other application can take one over, on any node;
  * - lockQuery: any authenticated application.
  * The admin role may do everything. A refusal is UnauthorizedError (ERROR_CODE_PERMISSION_DENIED)
  * and nothing is proposed.
@@ -49,6 +51,19 @@ export function requireAdmin(caller: Caller, what: string): void {
 export function requireApp(caller: Caller, app: string, what: string): void {
   if (caller === null || caller.admin || (caller.app !== null && caller.app === app)) return;
   throw new UnauthorizedError(`${what} belongs to application ${app}, not to ${describe(caller)}`);
+}
+
+/**
+ * An RM client id names its application first, as Seata's do (`<app>:<host>:<port>`) and the
+ * SDK's default does (`<app>:<host>:<pid>:<random>`): a caller may use only client ids of its
+ * own application. Being a property of the id, it holds on every node and across failovers.
+ */
+export function requireOwnClientId(caller: Caller, clientId: string): void {
+  if (caller === null || caller.admin) return;
+  if (caller.app !== null && clientId.startsWith(`${caller.app}:`)) return;
+  throw new UnauthorizedError(
+    `client id ${clientId} is not one of ${describe(caller)}: it must begin with "${caller.app ?? '<app>'}:"`,
+  );
 }
 
 function describe(caller: Principal): string {

@@ -44,7 +44,7 @@ import {
   TimeoutError,
   UnauthorizedError,
 } from '../../shared/errors.ts';
-import { requireApp, type Caller } from './auth.ts';
+import { requireApp, requireOwnClientId, type Caller } from './auth.ts';
 import type { Logger } from '../../shared/logger.ts';
 import { branchTypeToCode } from '../../shared/tc-codes.ts';
 import { RmCallFailedError, RmUnavailableError } from './errors.ts';
@@ -474,6 +474,7 @@ export class RmChannelHub implements BranchGateway {
     // An RM registers for its own application, and a client id belongs to one principal:
     // a second registration of it by another principal is refused, not an eviction.
     requireApp(channel.caller, applicationId, 'an RM channel');
+    requireOwnClientId(channel.caller, clientId);
     const previous = this.byClient.get(clientId);
     if (previous && previous !== channel && !samePrincipal(previous.caller, channel.caller))
       throw new UnauthorizedError(

@@ -76,7 +76,14 @@ import type {
 } from '../../shared/tc-wire.ts';
 import type { RmChannelHub } from './rm-hub.ts';
 import type { TcMetrics } from './tc-metrics.ts';
-import { OwnerCache, principalOf, requireAdmin, requireApp, type Caller } from './auth.ts';
+import {
+  OwnerCache,
+  principalOf,
+  requireAdmin,
+  requireApp,
+  requireOwnClientId,
+  type Caller,
+} from './auth.ts';
 
 /** Sessions one filtered ListSessions page may scan before it returns (with a token to go on). */
 export const MAX_LIST_SCAN = 10_000;
@@ -420,6 +427,8 @@ export class TcGrpcService {
     if (caller === null || caller.admin) return;
     if (method === 'begin' || method === 'branchRegister') {
       requireApp(caller, (decoded as { applicationId: string }).applicationId, method);
+      if (method === 'branchRegister')
+        requireOwnClientId(caller, (decoded as RegisterBranchRequest).clientId);
       return;
     }
     const xid = (decoded as { xid?: Xid }).xid;
