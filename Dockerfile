@@ -47,7 +47,7 @@ USER node
 VOLUME ["/data"]
 # 7091 HTTP openapi (metadata, watch, health, metrics), 8091 TC gRPC (clients), 9091 Raft peers
 EXPOSE 7091 8091 9091
-# Liveness: GET /health answers 200 while the node runs, 503 once its Raft node has stopped.
+# Liveness: GET /health answers 200 while the process serves HTTP (readiness is GET /ready).
 # CONCORD_HEALTH_PORT: set it when a config moves server.httpPort.
 HEALTHCHECK --interval=10s --timeout=3s --start-period=30s --retries=3 \
   CMD ["node", "-e", "fetch('http://127.0.0.1:' + process.env.CONCORD_HEALTH_PORT + '/health').then((r) => process.exit(r.ok ? 0 : 1), () => process.exit(1))"]

@@ -120,8 +120,12 @@ export default tseslint.config(
     languageOptions: { globals: globals.node },
     rules: { ...js.configs.recommended.rules },
   },
-  // Tests: describe and it callbacks are long by nature; still no floating promises.
-  { files: ['test/**/*.test.ts'], rules: { 'max-lines-per-function': 'off' } },
+  // Tests (and helpers that define a suite): describe and it callbacks are long by nature;
+  // still no floating promises.
+  {
+    files: ['test/**/*.test.ts', 'test/**/*-suite.ts'],
+    rules: { 'max-lines-per-function': 'off' },
+  },
   // Library code logs through pino.
   {
     files: ['src/{raft,coordinator,store,server,client,shared}/**/*.ts'],
@@ -157,14 +161,33 @@ export default tseslint.config(
   },
   { files: ['src/store/**/*.ts'], rules: { 'no-restricted-imports': restrict(LAYERS.store) } },
   { files: ['src/client/**/*.ts'], rules: { 'no-restricted-imports': restrict(LAYERS.client) } },
-  // TEMPORARY (issue 18 item 7 in progress): the folders not yet brought under the length
-  // limits. Each leaves this list in the commit that makes it clean.
+  // TEMPORARY (issue 18 item 7 in progress): the files whose long functions are not split
+  // yet. Each leaves this list in the commit that splits them; every other file is checked.
   {
-    files: ['bench/**', 'chaos/**', 'examples/**', 'scripts/**', 'bin/**', 'test/**'],
-    rules: { 'max-len': 'off', 'max-lines-per-function': 'off' },
-  },
-  {
-    files: ['src/{cli,client,raft,server}/**'],
+    files: [
+      'bench/lib/cluster.ts',
+      'bench/raft.ts',
+      'bench/scale.ts',
+      'bench/tc.ts',
+      'bench/tps.ts',
+      'chaos/checker.ts',
+      'chaos/report.ts',
+      'chaos/run.ts',
+      'src/cli/cluster-up.ts',
+      'src/cli/main.ts',
+      'src/client/sdk/actions.ts',
+      'src/client/sdk/client.ts',
+      'src/client/tc-client.ts',
+      'src/client/tc/rm-channel.ts',
+      'src/raft/driver.ts',
+      'src/raft/storage/leveldb-storage.ts',
+      'src/server/tc/index.ts',
+      'src/server/tc/service.ts',
+      'src/server/tc/tc-metrics.ts',
+      'test/node/kv-cluster.ts',
+      'test/node/kv-main.ts',
+      'test/sim/runner.ts',
+    ],
     rules: { 'max-lines-per-function': 'off' },
   },
   // phase-two-driver.ts is being changed on another branch (issue 13); its two long comment

@@ -196,7 +196,10 @@ function exited(node: BenchNode): Promise<void> {
   return new Promise((r) => p.once('exit', () => r()));
 }
 
-/** SIGKILL a follower, start it again; ms until it names the leader and has applied all the leader has. */
+/**
+ * SIGKILL a follower, start it again; ms until it names the leader and has applied all the leader
+ * has.
+ */
 async function followerRestart(cluster: BenchCluster, leaderId: string): Promise<number> {
   const follower = cluster.nodes.find((n) => n.nodeId !== leaderId)!;
   const leader = cluster.nodes.find((n) => n.nodeId === leaderId)!;
@@ -212,7 +215,9 @@ async function followerRestart(cluster: BenchCluster, leaderId: string): Promise
   return Date.now() - started;
 }
 
-/** SIGKILL the leader: ms until the others agree on a new one, and until a begin+commit succeeds. */
+/**
+ * SIGKILL the leader: ms until the others agree on a new one, and until a begin+commit succeeds.
+ */
 async function leaderFailover(
   cluster: BenchCluster,
   leaderId: string,
@@ -341,7 +346,8 @@ export async function main(args: string[]): Promise<void> {
     console.log(
       `\nfill ${(fillMs / 1000).toFixed(1)} s (${Math.round(o.live / (fillMs / 1000))} tx/s) · follower restart ${restartMs} ms · new leader ${failover.newLeaderMs} ms · first commit after failover ${failover.firstCommitMs} ms · all ended in ${(endMs / 1000).toFixed(1)} s`,
     );
-    // The killed nodes' figures after the fill were taken before they were killed: the max is over all.
+    // The killed nodes' figures after the fill were taken before they were killed: the max is over
+    // all.
     const rssMax = Math.max(...figures.map((f) => f.filled.rssMb));
     console.log(
       `[bench scale] live ${o.live}: RSS max ${f0(rssMax)} MB, follower restart ${restartMs} ms, new leader ${failover.newLeaderMs} ms`,

@@ -3,8 +3,10 @@
  * three Concord nodes in each mode, one after the other on this machine, plus a baseline
  * without any coordinator.
  *
- *   npm run bench -- tps [--duration 20] [--warmup 5] [--modes raft,pg,mysql] [--scenarios empty,lock]
- *                        [--clients 3] [--empty-tms 64] [--lock-tms 32] [--rows 3000000] [--no-baseline]
+ *   npm run bench -- tps [--duration 20] [--warmup 5] [--modes raft,pg,mysql] [--scenarios
+ *   empty,lock]
+ *                        [--clients 3] [--empty-tms 64] [--lock-tms 32] [--rows 3000000]
+ *                        [--no-baseline]
  *                        [--drain 30] [--pg-url …] [--mysql-url …] [--out bench/results] [--keep]
  *
  * Modes (a fresh cluster each, started and stopped in turn; tmp data dirs; fresh tables
@@ -106,7 +108,10 @@ interface Options {
 interface WorkerSpec {
   index: number;
   scenario: Scenario;
-  /** baseline: no TC; leader: the TC client's own routing (raft); spread: TMs pinned round-robin to `nodes` (db). */
+  /**
+   * baseline: no TC; leader: the TC client's own routing (raft); spread: TMs pinned round-robin to
+   * `nodes` (db).
+   */
   route: 'baseline' | 'leader' | 'spread';
   tms: number;
   /** Global index of this worker's first TM (spreads TMs evenly over the nodes across workers). */
@@ -472,9 +477,15 @@ interface RunResult {
   lastError: string | null;
   /** Shares of the whole machine (all cores) during the measured window, %. */
   cpu: { nodes: number | null; db: number | null; clients: number; busy: number; iowait: number };
-  /** Sessions still live when the clients stopped, and how long the TC took to finish them, s (null: not measured). */
+  /**
+   * Sessions still live when the clients stopped, and how long the TC took to finish them, s (null:
+   * not measured).
+   */
   backlog: { live: number; drainS: number | null } | null;
-  /** Server work per counted transaction: Raft entries (raft), database transactions (db); null: not measured. */
+  /**
+   * Server work per counted transaction: Raft entries (raft), database transactions (db); null: not
+   * measured.
+   */
   work: {
     entriesPerTx: number | null;
     dbWritesPerTx: number | null;
@@ -482,7 +493,10 @@ interface RunResult {
     /** SQL statements per transaction (db; BEGIN and COMMIT count). */
     dbStatementsPerTx: number | null;
   } | null;
-  /** The nodes during the measured window: CPU µs per tx, event-loop delay, Raft rounds (null: no cluster). */
+  /**
+   * The nodes during the measured window: CPU µs per tx, event-loop delay, Raft rounds (null: no
+   * cluster).
+   */
   nodes: WindowStats | null;
   /** Client CPU µs per transaction. */
   clientCpuUsPerTx: number;

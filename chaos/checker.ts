@@ -10,28 +10,36 @@
  * written in the fence's local transaction; no unique key, so a double run shows as two rows)
  *   effect-duplicated             a try, confirm or cancel took effect more than once
  *   confirm-without-try           a branch was confirmed whose try never took effect
- *   cancel-without-try            the business cancel ran although the try never did (the fence must make it an empty rollback)
+ *   cancel-without-try            the business cancel ran although the try never did (the fence
+ *   must make it an empty rollback)
  *   confirmed-and-cancelled       one branch both confirmed and cancelled
- *   branch-pending                a try took effect and neither confirm nor cancel followed (after healing)
+ *   branch-pending                a try took effect and neither confirm nor cancel followed (after
+ *   healing)
  *   mixed-outcome                 one xid has a confirmed branch and a cancelled one (atomicity)
- *   acked-try-missing             the client saw a try succeed, but its effect is not in the database
- *   fence-mismatch                effect rows and fence rows disagree (a callback wrote outside the fence's transaction)
+ *   acked-try-missing             the client saw a try succeed, but its effect is not in the
+ *   database
+ *   fence-mismatch                effect rows and fence rows disagree (a callback wrote outside the
+ *   fence's transaction)
  *
  * What the TM was told vs what happened
  *   committed-branch-not-confirmed   the TM saw the xid committed; a tried branch has no confirm
  *   committed-branch-cancelled       … and a branch was cancelled
  *   rolledback-branch-confirmed      the TM saw it rolled back; a branch was confirmed
  *   rolledback-branch-not-cancelled  … and a tried branch was not cancelled
- *   commit-without-request           the xid was decided commit-side, but no client ever asked to commit it
+ *   commit-without-request           the xid was decided commit-side, but no client ever asked to
+ *   commit it
  *
  * Status histories (every status a client observed: commit/rollback answers, GetStatus polls)
- *   status-backwards              an observation that started after another ended shows less progress (Begin < in flight < end state)
+ *   status-backwards              an observation that started after another ended shows less
+ *   progress (Begin < in flight < end state)
  *   decision-changed              an xid was seen on both the commit and the rollback side
- *   ack-contradicted              an acknowledged commit (rollback) was followed, in real time, by a rollback-side (commit-side) status
+ *   ack-contradicted              an acknowledged commit (rollback) was followed, in real time, by
+ *   a rollback-side (commit-side) status
  *   xid-reused                    two different begins were acknowledged with the same xid
  *
  * The TC after healing
- *   session-left                  a global session still live once the cluster was healthy for the bounded time
+ *   session-left                  a global session still live once the cluster was healthy for the
+ *   bounded time
  *   lock-left                     a row lock still held
  *
  * The bank (accounts the branches move money between; TCC freezes in try)
@@ -122,7 +130,10 @@ export interface CheckStats {
   committed: number;
   /** … that the client saw rolled back (on purpose or not). */
   rolledBack: number;
-  /** … whose outcome the client never learned (timeouts, a killed client, a begin that may or may not have happened). */
+  /**
+   * … whose outcome the client never learned (timeouts, a killed client, a begin that may or may
+   * not have happened).
+   */
   unknown: number;
   /** Planned to fail (a try throws, or the body throws after the tries). */
   intendedFailures: number;
@@ -131,7 +142,10 @@ export interface CheckStats {
   xids: number;
   branches: number;
   statusObservations: number;
-  /** Phase-two callbacks run, and how many by a process other than the one that ran the try (a sibling took over). */
+  /**
+   * Phase-two callbacks run, and how many by a process other than the one that ran the try (a
+   * sibling took over).
+   */
   phaseTwoRuns: number;
   phaseTwoBySibling: number;
   /** Lock branches registered, and refused for a lock conflict. */
@@ -337,7 +351,10 @@ export function checkBranch(b: BranchEffects): Violation[] {
   return out;
 }
 
-/** Fence rows must mirror effects: try row (reason try) ⇔ try effect; confirm row ⇔ confirm effect; cancel effect ⇔ cancel row over a real try. */
+/**
+ * Fence rows must mirror effects: try row (reason try) ⇔ try effect; confirm row ⇔ confirm effect;
+ * cancel effect ⇔ cancel row over a real try.
+ */
 export function checkFence(b: BranchEffects, fence: ReadonlyMap<string, string>): Violation[] {
   const tryReason = fence.get('try') ?? null;
   const problems: string[] = [];

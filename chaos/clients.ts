@@ -146,7 +146,10 @@ export class ClientPool {
     await Promise.all(this.slots.filter((s) => !s.proc?.alive).map((s) => this.start(s.index)));
   }
 
-  /** Asks every client to stop starting transactions; resolves when all in-flight ones ended (bounded). */
+  /**
+   * Asks every client to stop starting transactions; resolves when all in-flight ones ended
+   * (bounded).
+   */
   async drainAll(): Promise<{ drained: number; timedOut: string[] }> {
     const running = this.slots.filter((s) => s.proc?.alive);
     const results = await Promise.all(

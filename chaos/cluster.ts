@@ -194,7 +194,10 @@ export class ChaosCluster {
     };
   }
 
-  /** Writes the node's config: the bootstrap one, or a `join: true` one for a re-add with a wiped data dir. */
+  /**
+   * Writes the node's config: the bootstrap one, or a `join: true` one for a re-add with a wiped
+   * data dir.
+   */
   writeConfig(n: NodeSlot, joining: boolean): void {
     const peers = joining
       ? this.nodes.filter((x) => x.id !== n.id && x.member).map((x) => this.peerEntry(x))

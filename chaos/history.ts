@@ -70,7 +70,10 @@ export interface HistoryEvent {
   xid?: string;
   branchId?: string;
   resource?: string;
-  /** A global status name (commit/rollback/status), a fence outcome (confirm/cancel), or a txn verdict. */
+  /**
+   * A global status name (commit/rollback/status), a fence outcome (confirm/cancel), or a txn
+   * verdict.
+   */
   value?: string;
   error?: string;
   plan?: TxnPlan;

@@ -73,10 +73,15 @@ export const DEFAULT_CONCURRENCY = 2;
 /** TCC branches per global transaction, range. */
 export const BRANCHES_MIN = 1;
 export const BRANCHES_MAX = 3;
-/** Share of transactions that fail on purpose: a try throws, or the TM body throws after the tries. */
+/**
+ * Share of transactions that fail on purpose: a try throws, or the TM body throws after the tries.
+ */
 export const FAIL_TRY_PROBABILITY = 0.15;
 export const FAIL_AFTER_TRIES_PROBABILITY = 0.1;
-/** Global transaction timeout given to begin, ms: a TM that dies mid-transaction is rolled back after it. */
+/**
+ * Global transaction timeout given to begin, ms: a TM that dies mid-transaction is rolled back
+ * after it.
+ */
 export const TXN_TIMEOUT_MS = 8_000;
 /** After an unknown outcome the client polls GetStatus every…, for at most…, ms. */
 export const STATUS_POLL_EVERY_MS = 250;
@@ -93,7 +98,10 @@ export const CLIENT_DRAIN_TIMEOUT_MS = 45_000;
 
 /** After the faults: every node must be up with one agreed leader within…, ms. */
 export const HEAL_TIMEOUT_MS = 60_000;
-/** …then no live session may remain on the TC within… (covers TXN_TIMEOUT_MS and phase-two retries), ms. */
+/**
+ * …then no live session may remain on the TC within… (covers TXN_TIMEOUT_MS and phase-two retries),
+ * ms.
+ */
 export const QUIESCE_TIMEOUT_MS = 90_000;
 /** ListSessions page size the checker asks for. */
 export const LIST_SESSIONS_PAGE_SIZE = 500;

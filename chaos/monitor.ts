@@ -66,7 +66,9 @@ export class LeaderMonitor {
   }
 }
 
-/** Leader changes: samples naming a leader different (by id or term) from the previous named one. */
+/**
+ * Leader changes: samples naming a leader different (by id or term) from the previous named one.
+ */
 export function countFailovers(timeline: readonly LeaderSample[]): number {
   let prev: LeaderInfo | null = null;
   let n = 0;

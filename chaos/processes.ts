@@ -150,7 +150,10 @@ process.on('disconnect', () => {
 });
 `;
 
-/** A process that exited without the harness asking: a crash (or a fail-stop) of the code under test. */
+/**
+ * A process that exited without the harness asking: a crash (or a fail-stop) of the code under
+ * test.
+ */
 export interface UnexpectedExit {
   name: string;
   pid: number;

@@ -41,7 +41,10 @@ export const ANY = '*';
 
 const SEVERITY: Record<LinkMode, number> = { ok: 0, blackhole: 1, cut: 2 };
 
-/** The rules of every proxy of a run: per link, a mode. Proxies re-check their connections when it changes. */
+/**
+ * The rules of every proxy of a run: per link, a mode. Proxies re-check their connections when it
+ * changes.
+ */
 export class FaultTable {
   private readonly rules = new Map<string, LinkMode>();
   private readonly listeners = new Set<() => void>();
@@ -68,7 +71,10 @@ export class FaultTable {
     this.changed();
   }
 
-  /** The most severe rule matching `src → dst`; `src` null = not identified yet (only `* → dst` rules apply). */
+  /**
+   * The most severe rule matching `src → dst`; `src` null = not identified yet (only `* → dst`
+   * rules apply).
+   */
   modeOf(src: string | null, dst: string): LinkMode {
     const keys =
       src === null

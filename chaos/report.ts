@@ -17,7 +17,9 @@ import type { NemesisStep } from './schedule.ts';
 import { describeStep } from './schedule.ts';
 
 export interface StepTiming extends StepRecord {
-  /** From the fault to the first agreed leader of a later term; null if leadership never changed. */
+  /**
+   * From the fault to the first agreed leader of a later term; null if leadership never changed.
+   */
   timeToLeaderMs: number | null;
   /** From the fault to the first commit (sent after the fault) the TC acknowledged. */
   timeToFirstCommitMs: number | null;
@@ -66,9 +68,14 @@ export interface ChaosReport {
   timeToLeaderMs: Distribution;
   timeToFirstCommitMs: Distribution;
   steps: StepTiming[];
-  /** Node or client processes that exited without the harness asking (a crash, a fail-stop): each fails the run. */
+  /**
+   * Node or client processes that exited without the harness asking (a crash, a fail-stop): each
+   * fails the run.
+   */
   crashes: UnexpectedExit[];
-  /** error- and fatal-level lines per process log (pino levels 50, 60), and the first fatal message. */
+  /**
+   * error- and fatal-level lines per process log (pino levels 50, 60), and the first fatal message.
+   */
   logErrors: Record<string, { errors: number; fatals: number; firstFatal: string | null }>;
   harnessErrors: string[];
 }

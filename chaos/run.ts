@@ -277,7 +277,8 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
       );
     phases.drainMs = Date.now() - td;
 
-    // ---- quiesce: the TC must finish every transaction (phase two, timeouts) with the RMs still up.
+    // ---- quiesce: the TC must finish every transaction (phase two, timeouts) with the RMs still
+    // up.
     const tq = Date.now();
     tc = new TcClient({
       seeds: cluster.ids().map((id) => `${NODE_HOST}:${cluster!.node(id).ports.http}`),
@@ -371,7 +372,10 @@ function scanLogs(dir: string): ChaosReport['logErrors'] {
   return out;
 }
 
-/** Every row the lock branches use must be free once no session is live: LockQuery outside any transaction. */
+/**
+ * Every row the lock branches use must be free once no session is live: LockQuery outside any
+ * transaction.
+ */
 async function heldLockRows(tc: TcClient): Promise<TcState['heldLocks']> {
   const held: TcState['heldLocks'] = [];
   for (let k = 0; k < LOCK_ROWS; k++) {

@@ -77,7 +77,10 @@ export interface ScheduleSettings {
   electionTimeoutMaxMs: number;
 }
 
-/** Rough time a step takes beyond its own durations (a node process starting, a membership change), ms. For planning only. */
+/**
+ * Rough time a step takes beyond its own durations (a node process starting, a membership change),
+ * ms. For planning only.
+ */
 const STEP_OVERHEAD_ESTIMATE_MS: Record<NemesisKind, number> = {
   kill: 3_000,
   pause: 500,

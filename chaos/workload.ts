@@ -58,7 +58,9 @@ import { sleep } from '../test/support/wait.ts';
 
 /** Resources an application serves (its branches' phase two may go to any of its processes). */
 export const RESOURCES_PER_APP = 2;
-/** Probability of a GetStatus right after begin (a Begin observation for the monotonicity check). */
+/**
+ * Probability of a GetStatus right after begin (a Begin observation for the monotonicity check).
+ */
 const EARLY_STATUS_PROBABILITY = 0.2;
 /** The resource every client's raw RM channel serves, and the rows its lock branches lock. */
 export const LOCK_RESOURCE = 'chaos.locks';
@@ -91,10 +93,15 @@ export interface WorkloadOptions {
   concurrency: number;
   txnTimeoutMs: number;
   logger: Logger;
-  /** The low-level TC client for lock branches, and the client id of this process's raw RM channel. */
+  /**
+   * The low-level TC client for lock branches, and the client id of this process's raw RM channel.
+   */
   tc: TcClient;
   lockClientId: string;
-  /** A bug planted on purpose, to see the checker catch it end to end (test/chaos/chaos.test.ts). Never set in a real run. */
+  /**
+   * A bug planted on purpose, to see the checker catch it end to end (test/chaos/chaos.test.ts).
+   * Never set in a real run.
+   */
   sabotage?: Sabotage | null;
 }
 
@@ -341,7 +348,10 @@ export class Workload {
     return { type: 'info', xid, value: 'unknown' };
   }
 
-  /** Registers a branch locking one or two rows; returns why the transaction must roll back, or null. */
+  /**
+   * Registers a branch locking one or two rows; returns why the transaction must roll back, or
+   * null.
+   */
   private async lockBranch(txn: string, xid: Xid, rnd: Prng): Promise<string | null> {
     const rows = rnd.chance(0.5)
       ? [rnd.int(0, LOCK_ROWS - 1)]
@@ -394,7 +404,10 @@ export class Workload {
     }
   }
 
-  /** Commits; returns the side the TC answered, or null when unknown. Polls until an end state either way. */
+  /**
+   * Commits; returns the side the TC answered, or null when unknown. Polls until an end state
+   * either way.
+   */
   private async commit(txn: string, tx: GlobalTransaction): Promise<'commit' | 'rollback' | null> {
     const t0 = Date.now();
     this.h.write({ type: 'invoke', op: 'commit', txn, xid: tx.xid, t: t0 });

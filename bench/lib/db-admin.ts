@@ -9,7 +9,10 @@ import { tableNames } from '../../src/store/db/index.ts';
 
 export type Dialect = 'postgres' | 'mysql';
 
-/** PGHOST/PGPORT/PGUSER/PGPASSWORD/PGDATABASE or MYSQL_HOST/…; defaults 127.0.0.1, postgres/root, database test. */
+/**
+ * PGHOST/PGPORT/PGUSER/PGPASSWORD/PGDATABASE or MYSQL_HOST/…; defaults 127.0.0.1, postgres/root,
+ * database test.
+ */
 export function defaultDbUrl(dialect: Dialect): string {
   const enc = encodeURIComponent;
   const e = process.env;

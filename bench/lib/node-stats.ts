@@ -65,6 +65,11 @@ export function parseMetrics(text: string): Map<string, number> {
   return out;
 }
 
+/** A prom-client default metric, with or without the `concord_` prefix older nodes gave it. */
+function metric(metrics: Map<string, number>, name: string): number | undefined {
+  return metrics.get(name) ?? metrics.get(`concord_${name}`);
+}
+
 async function sampleNode(n: StatsNode): Promise<NodeSample> {
   let metrics = new Map<string, number>();
   try {
@@ -75,7 +80,7 @@ async function sampleNode(n: StatsNode): Promise<NodeSample> {
   } catch {
     // a node that does not answer gives what /proc has
   }
-  const cpuS = metrics.get('concord_process_cpu_seconds_total') ?? procCpuSeconds(n.proc.pid);
+  const cpuS = metric(metrics, 'process_cpu_seconds_total') ?? procCpuSeconds(n.proc.pid);
   return { nodeId: n.nodeId, at: performance.now(), cpuS, metrics };
 }
 
@@ -133,7 +138,7 @@ export function windowStats(
     const cpuUsPerTx = cpu !== null && tx > 0 ? (cpu * 1e6) / tx : null;
     if (cpuUsPerTx !== null) total = (total ?? 0) + cpuUsPerTx;
     const ms = (name: string) => {
-      const v = b.metrics.get(name);
+      const v = metric(b.metrics, name);
       return v === undefined ? null : Math.max(0, v * 1000 - LOOP_MONITOR_RESOLUTION_MS);
     };
     const leader = b.metrics.get('concord_raft_is_leader') === 1;
@@ -142,9 +147,9 @@ export function windowStats(
       leader,
       cpuUsPerTx,
       cpuPct: cpu !== null && s > 0 ? (cpu / s) * 100 : null,
-      loopP50Ms: ms('concord_nodejs_eventloop_lag_p50_seconds'),
-      loopP99Ms: ms('concord_nodejs_eventloop_lag_p99_seconds'),
-      loopMaxMs: ms('concord_nodejs_eventloop_lag_max_seconds'),
+      loopP50Ms: ms('nodejs_eventloop_lag_p50_seconds'),
+      loopP99Ms: ms('nodejs_eventloop_lag_p99_seconds'),
+      loopMaxMs: ms('nodejs_eventloop_lag_max_seconds'),
       snapshots: d('concord_raft_snapshots_total'),
       snapshotMs: d('concord_raft_snapshot_milliseconds_total'),
     });

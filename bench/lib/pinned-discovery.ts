@@ -6,7 +6,8 @@
  * leader — the driver-lease holder in db mode — which is right for RM channels but puts
  * every TM call on one node.) Used by bench/tps.ts and test/tc/db-mode.test.ts.
  *
- *   const d = new PinnedDiscovery({ nodeId: 'pg-node2', transaction: { host, port: 8192 }, control: { host, port: 7192 } });
+ *   const d = new PinnedDiscovery({ nodeId: 'pg-node2', transaction: { host, port: 8192 }, control:
+ *   { host, port: 7192 } });
  *   const tc = new TcClient({ discovery: d });   // close both when done
  */
 import { ClusterDiscovery, type LeaderEndpoint } from '../../src/client/discovery.ts';

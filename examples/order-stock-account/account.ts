@@ -5,10 +5,11 @@
  *   cancel  unfreezes: frozen -= amount
  * Each step runs inside the fence, in the same local transaction as its UPDATE.
  *
- *   POST /accounts/debit {userId, amount}  (joins the caller's transaction: TX_XID; 400 without one)
+ *   POST /accounts/debit {userId, amount}  (joins the caller's transaction: TX_XID; 400 without
+ *   one)
  *   GET  /accounts/:userId
  */
-import { createPgFence, type PgFenceTx } from '../../src/pg.ts';
+import { createPgFence, type PgFenceTx } from '@concord/client/pg';
 import { Refused, concordClient, exampleLogger, pgPool, serve, stopOnSignal } from './shared.ts';
 
 const SCHEMA = 'concord_example_account';

@@ -14,8 +14,8 @@
  * env: STOCK_URL, ACCOUNT_URL (e.g. http://127.0.0.1:8201), CONCORD_SERVERS, PG*, PORT.
  */
 import { randomUUID } from 'node:crypto';
-import { GlobalTimeoutError, xidFetch } from '../../src/index.ts';
-import { createPgFence } from '../../src/pg.ts';
+import { GlobalTimeoutError, xidFetch } from '@concord/client';
+import { createPgFence } from '@concord/client/pg';
 import { Refused, concordClient, exampleLogger, pgPool, serve, stopOnSignal } from './shared.ts';
 
 const SCHEMA = 'concord_example_order';

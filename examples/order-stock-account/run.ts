@@ -105,7 +105,10 @@ async function snapshot(stockUrl: string, accountUrl: string): Promise<Snapshot>
   };
 }
 
-/** Phase two runs after the commit/rollback decision: wait until nothing is reserved or frozen any more. */
+/**
+ * Phase two runs after the commit/rollback decision: wait until nothing is reserved or frozen any
+ * more.
+ */
 async function settled(stockUrl: string, accountUrl: string): Promise<Snapshot> {
   const deadline = Date.now() + SETTLE_TIMEOUT_MS;
   for (;;) {

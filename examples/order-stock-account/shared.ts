@@ -15,7 +15,9 @@ import {
   wrapHttpHandler,
   type ClientOptions,
   type ConcordClient,
-} from '../../src/index.ts';
+} from '@concord/client';
+// The dev PKI is the server's (npm start makes it); the example issues its services'
+// certificates from it, as an operator would with their own CA.
 import { ensureCa } from '../../src/server/security/pki-dir.ts';
 import { issueAppCertificate } from '../../src/shared/pki.ts';
 
@@ -134,7 +136,10 @@ export function serve(name: string, routes: Routes, logger: Logger): Promise<Ser
   });
 }
 
-/** Stops the service on SIGTERM/SIGINT: the HTTP server, then the Concord client (it drains), then the pool. */
+/**
+ * Stops the service on SIGTERM/SIGINT: the HTTP server, then the Concord client (it drains), then
+ * the pool.
+ */
 export function stopOnSignal(server: Server, client: ConcordClient, pool: pg.Pool): void {
   const stop = () => {
     server.close();

@@ -5,10 +5,11 @@
  *   cancel  releases: reserved -= n, available += n
  * Each step runs inside the fence, in the same local transaction as its UPDATE.
  *
- *   POST /stock/reserve {productId, count}  (joins the caller's transaction: TX_XID; 400 without one)
+ *   POST /stock/reserve {productId, count}  (joins the caller's transaction: TX_XID; 400 without
+ *   one)
  *   GET  /stock/:productId
  */
-import { createPgFence, type PgFenceTx } from '../../src/pg.ts';
+import { createPgFence, type PgFenceTx } from '@concord/client/pg';
 import { Refused, concordClient, exampleLogger, pgPool, serve, stopOnSignal } from './shared.ts';
 
 const SCHEMA = 'concord_example_stock';

@@ -1,6 +1,8 @@
 /**
- * `concord cluster status | change | transfer`: the operator's side of the openapi.
- * Each follows a not-leader answer once, to the leader the node names.
+ * `concord cluster status | change | add | remove | transfer`: the operator's side of the
+ * openapi. Each follows a not-leader answer once, to the leader the node names. A change
+ * shows its plan first (membership-plan.ts), warns about the voters it leaves, asks before
+ * removing a voter (unless --yes), and with --dry-run changes nothing.
  */
 import {
   type ClusterMetadata,
@@ -14,6 +16,16 @@ import {
 } from '../client/http-metadata.ts';
 import { AUTH_TOKEN_ENV } from '../server/config.ts';
 import { BadRequestError, NotLeaderError } from '../shared/errors.ts';
+import { confirm, type ConfirmOptions } from './confirm.ts';
+import {
+  isEmptyPlan,
+  membersOfRaftClusterStr,
+  planChange,
+  planText,
+  removedVoters,
+  withAdded,
+  withRemoved,
+} from './membership-plan.ts';
 import { renderTable, style } from './table.ts';
 
 export function metadataTable(md: ClusterMetadata): string {
@@ -35,23 +47,31 @@ export function metadataTable(md: ClusterMetadata): string {
   return `${head}\n\n${table}`;
 }
 
+/**
+ * The leader's view when it can be reached (it alone knows lag, health and learners'
+ * progress), else the node's.
+ */
+async function leaderView(server: HostPort, group: string): Promise<ClusterMetadata> {
+  const md = await fetchClusterMetadata(server, { group });
+  const leader = md.nodes.find((n) => n.role === 'LEADER');
+  if (leader?.control && md.answeredBy !== leader.nodeId) {
+    try {
+      const fromLeader = await fetchClusterMetadata(leader.control, { group });
+      if (fromLeader.term >= md.term) return fromLeader;
+    } catch {
+      // keep the answering node's view
+    }
+  }
+  return md;
+}
+
 /** Status from the leader's view when it can be reached (it alone knows lag and health). */
 export async function runStatus(opts: {
   server: string;
   group: string;
   json?: boolean;
 }): Promise<void> {
-  const server = parseAddress(opts.server);
-  let md = await fetchClusterMetadata(server, { group: opts.group });
-  const leader = md.nodes.find((n) => n.role === 'LEADER');
-  if (leader?.control && md.answeredBy !== leader.nodeId) {
-    try {
-      const fromLeader = await fetchClusterMetadata(leader.control, { group: opts.group });
-      if (fromLeader.term >= md.term) md = fromLeader;
-    } catch {
-      // keep the answering node's view
-    }
-  }
+  const md = await leaderView(parseAddress(opts.server), opts.group);
   if (opts.json) console.log(JSON.stringify(md, null, 2));
   else console.log(metadataTable(md));
 }
@@ -110,14 +130,17 @@ async function settled(md: ClusterMetadata, group: string): Promise<ClusterMetad
   return md;
 }
 
-function tokenOf(token: string | undefined): string {
+export function tokenOf(token: string | undefined): string {
   const t = token ?? process.env[AUTH_TOKEN_ENV];
   if (!t) throw new BadRequestError(`a token is required: --token <token> or ${AUTH_TOKEN_ENV}`);
   return t;
 }
 
 /** Runs `fn` on the server; on a not-leader answer, once more on the leader it names. */
-async function onLeader<T>(server: HostPort, fn: (target: HostPort) => Promise<T>): Promise<T> {
+export async function onLeader<T>(
+  server: HostPort,
+  fn: (target: HostPort) => Promise<T>,
+): Promise<T> {
   try {
     return await fn(server);
   } catch (err) {
@@ -133,28 +156,104 @@ async function onLeader<T>(server: HostPort, fn: (target: HostPort) => Promise<T
   }
 }
 
-export async function runChange(opts: {
+export interface ChangeOptions {
   server: string;
   group: string;
-  members?: string;
-  raftClusterStr?: string;
   token?: string;
   json?: boolean;
-}): Promise<void> {
-  const server = parseAddress(opts.server);
-  const token = tokenOf(opts.token);
+  /** Print the plan and change nothing. */
+  dryRun?: boolean;
+  /** Do not ask before removing a voter. */
+  yes?: boolean;
+}
+
+/** `cluster change`: the membership as listed (--members, or Seata's --raft-cluster-str). */
+export async function runChange(
+  opts: ChangeOptions & { members?: string; raftClusterStr?: string },
+  io: Pick<ConfirmOptions, 'input' | 'output'> = {},
+): Promise<void> {
   if ((opts.members === undefined) === (opts.raftClusterStr === undefined))
     throw new BadRequestError('give exactly one of --members or --raft-cluster-str');
-  const change =
-    opts.members !== undefined
-      ? { members: parseMemberList(opts.members) }
-      : { raftClusterStr: opts.raftClusterStr! };
+  const members = opts.members !== undefined ? parseMemberList(opts.members) : null;
+  await applyChange(
+    opts,
+    (md) => members ?? membersOfRaftClusterStr(md, opts.raftClusterStr!),
+    members !== null ? { members } : { raftClusterStr: opts.raftClusterStr! },
+    io,
+  );
+}
+
+/** `cluster add <id@host:raftPort:tcPort:httpPort>`: the members now, and this one. */
+export async function runAdd(
+  opts: ChangeOptions & { node: string },
+  io: Pick<ConfirmOptions, 'input' | 'output'> = {},
+): Promise<void> {
+  const [spec] = parseMemberList(opts.node);
+  if (!spec || opts.node.includes(','))
+    throw new BadRequestError('cluster add takes one node: id@host:raftPort:tcPort:httpPort');
+  await applyChange(opts, (md) => withAdded(md, spec), null, io);
+}
+
+/** `cluster remove <nodeId>`: the members now but this one. */
+export async function runRemove(
+  opts: ChangeOptions & { node: string },
+  io: Pick<ConfirmOptions, 'input' | 'output'> = {},
+): Promise<void> {
+  await applyChange(opts, (md) => withRemoved(md, opts.node), null, io);
+}
+
+/**
+ * Shows the plan (from the leader's view), warns about the voters left, stops there on
+ * --dry-run, asks before removing a voter (unless --yes), then sends the change — the
+ * listed members (`change` null: as planned) — to the leader.
+ */
+async function applyChange(
+  opts: ChangeOptions,
+  desiredOf: (md: ClusterMetadata) => MemberSpec[],
+  change: { members: MemberSpec[] } | { raftClusterStr: string } | null,
+  io: Pick<ConfirmOptions, 'input' | 'output'>,
+): Promise<void> {
+  const server = parseAddress(opts.server);
+  // The token first: a change without one would be refused after the question.
+  const token = opts.dryRun
+    ? (opts.token ?? process.env[AUTH_TOKEN_ENV] ?? '')
+    : tokenOf(opts.token);
+  const md = await leaderView(server, opts.group);
+  if (md.storeMode === 'db')
+    throw new BadRequestError(
+      'this cluster runs in db mode: there is no Raft membership to change (start or stop nodes instead)',
+    );
+  const desired = desiredOf(md);
+  const plan = planChange(md, desired);
+  // The plan and its warnings go to stderr with --json, so stdout stays one JSON document.
+  const say = opts.json ? console.error : console.log;
+  say(planText(plan));
+  if (opts.dryRun) {
+    if (opts.json) console.log(JSON.stringify({ dryRun: true, plan }, null, 2));
+    else console.log('\nDry run: nothing changed.');
+    return;
+  }
+  if (isEmptyPlan(plan)) {
+    if (opts.json) console.log(JSON.stringify({ steps: [], plan, metadata: md }, null, 2));
+    return;
+  }
+  const voters = removedVoters(plan);
+  if (voters.length > 0) {
+    const agreed = await confirm(
+      `Remove voter${voters.length > 1 ? 's' : ''} ${voters.join(', ')}${plan.warnings.length > 0 ? ' (see the warning above)' : ''}?`,
+      { yes: opts.yes === true, ...io },
+    );
+    if (!agreed) {
+      console.error('Nothing changed.');
+      return;
+    }
+  }
   const answer = await onLeader(server, (target) =>
-    changeCluster(target, change, { token, group: opts.group }),
+    changeCluster(target, change ?? { members: desired }, { token, group: opts.group }),
   );
   answer.metadata = await settled(answer.metadata, opts.group);
   if (opts.json) {
-    console.log(JSON.stringify(answer, null, 2));
+    console.log(JSON.stringify({ ...answer, plan }, null, 2));
     return;
   }
   if (answer.steps.length === 0)

@@ -1,9 +1,10 @@
 /**
- * `concord start --config <file>`: runs one node in the foreground until SIGINT/SIGTERM
+ * `concord start [--config <file>]`: runs one node in the foreground until SIGINT/SIGTERM
  * (or, when started by `concord cluster up`, until that parent goes away — so a killed
  * parent leaves no orphans).
  */
 import { loadConfig } from '../server/config.ts';
+import { startFlags } from './start-flags.ts';
 import { TcNode } from '../server/tc-node.ts';
 import { createTcNodeOptions } from '../server/tc/index.ts';
 import { ConfigError } from '../shared/errors.ts';
@@ -13,23 +14,20 @@ import { createLogger } from '../shared/logger.ts';
 export const SHUTDOWN_GRACE_MS = 8_000;
 
 export async function runStart(
-  configPath: string,
-  opts: { logLevel?: string } = {},
+  configPath: string | null,
+  opts: { logLevel?: string; set?: string[] } = {},
 ): Promise<void> {
   let config;
   try {
-    config = loadConfig(configPath);
+    config = loadConfig(configPath, process.env, process.cwd(), startFlags(opts));
   } catch (err) {
     if (err instanceof ConfigError) {
-      console.error(`concord: invalid config ${configPath}: ${err.message}`);
+      console.error(`concord: invalid config ${configPath ?? '(no file)'}: ${err.message}`);
       process.exit(2);
     }
     throw err;
   }
-  const logger = createLogger({
-    name: 'concord',
-    level: opts.logLevel ?? process.env.CONCORD_LOG_LEVEL ?? config.log.level,
-  });
+  const logger = createLogger({ name: 'concord', level: config.log.level });
 
   let node: TcNode | null = null;
   let exiting = false;

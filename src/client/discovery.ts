@@ -42,6 +42,7 @@ import {
   TimeoutError,
 } from '../shared/errors.ts';
 import { type Logger, silentLogger } from '../shared/logger.ts';
+import { WrongPortError } from './wrong-port.ts';
 import {
   type ClusterMetadata,
   type HostPort,
@@ -157,6 +158,8 @@ export class ClusterDiscovery extends EventEmitter<DiscoveryEvents> {
   /** Called when a leader becomes known (waitForLeader's waiters), or on close. */
   private readonly leaderWaiters = new Set<() => void>();
   private polling = false;
+  /** When a node last answered a metadata or watch request (performance.now()); null: never. */
+  private answeredAt: number | null = null;
   /** The watch request in flight, to restart it on a leader change (it may sit on a dead node). */
   private watchAbort: AbortController | null = null;
 
@@ -189,6 +192,11 @@ export class ClusterDiscovery extends EventEmitter<DiscoveryEvents> {
       void this.watchLoop();
     }
     return md;
+  }
+
+  /** When a node of the cluster last answered this client (performance.now()); null: never. */
+  lastAnsweredAt(): number | null {
+    return this.answeredAt;
   }
 
   /** The leader's transaction endpoint, or null while none is known (an election). */
@@ -326,6 +334,7 @@ export class ClusterDiscovery extends EventEmitter<DiscoveryEvents> {
       let answered = false;
       let settled = false;
       const errors: string[] = [];
+      const wrongPorts: WrongPortError[] = [];
       const settle = () => {
         if (settled) return;
         if (this.currentLeader && answered) {
@@ -334,6 +343,8 @@ export class ClusterDiscovery extends EventEmitter<DiscoveryEvents> {
         } else if (left === 0) {
           settled = true;
           if (answered && this.current) resolve(this.current);
+          // Every address is a wrong port: a configuration error, not an outage.
+          else if (wrongPorts.length === targets.length) reject(wrongPorts[0]);
           else
             reject(
               new UnavailableError(`no node of group ${this.group} answered: ${errors.join('; ')}`),
@@ -354,6 +365,7 @@ export class ClusterDiscovery extends EventEmitter<DiscoveryEvents> {
           (err: unknown) => {
             left--;
             errors.push(`${formatHostPort(t)}: ${(err as Error).message}`);
+            if (err instanceof WrongPortError) wrongPorts.push(err);
             // A group this client does not belong to is a configuration error, not an outage.
             if (err instanceof BadRequestError)
               this.log.warn({ err: err.message }, 'metadata request refused');
@@ -377,6 +389,7 @@ export class ClusterDiscovery extends EventEmitter<DiscoveryEvents> {
       signal: this.closer.signal,
     })
       .then((md) => {
+        this.answeredAt = performance.now();
         if (!this.closed) this.adopt(md, true);
         return md;
       })
@@ -530,6 +543,7 @@ export class ClusterDiscovery extends EventEmitter<DiscoveryEvents> {
           },
         );
         failures = 0;
+        this.answeredAt = performance.now();
         this.failedAt.delete(key);
         if (r.changed) {
           this.seenFrom.set(key, { term: r.metadata.term, version: r.metadata.metadataVersion });

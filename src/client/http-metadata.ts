@@ -26,6 +26,8 @@ import {
   type NodeMetadata,
 } from '../shared/metadata.ts';
 
+import { grpcPortGivenForHttp, httpAnswerIsGrpc } from './wrong-port.ts';
+
 export { formatHostPort, UnavailableError };
 export type { ClusterMetadata, HostPort, LeaderHint, MemberRole, NodeMetadata };
 
@@ -136,12 +138,13 @@ export interface RequestOptions {
   token?: string;
 }
 
-interface RawAnswer {
+export interface RawAnswer {
   status: number;
   body: unknown;
 }
 
-async function request(
+/** One JSON request to a node's openapi; the answer as it came (answerError for a non-2xx one). */
+export async function request(
   base: HostPort,
   method: 'GET' | 'POST',
   path: string,
@@ -169,6 +172,7 @@ async function request(
       throw new TimeoutError(`${method} ${url} got no answer within ${timeoutMs} ms`, {
         cause: err,
       });
+    if (httpAnswerIsGrpc(err)) throw grpcPortGivenForHttp(base.host, base.port, err);
     throw new UnavailableError(`${method} ${url} failed: ${describeFetchError(err)}`, {
       cause: err,
     });

@@ -85,6 +85,7 @@ import {
 import { TcConnection, formatAddress } from './tc/connection.ts';
 import {
   AttemptAbortedError,
+  ConnectFailedError,
   CapacityError,
   OutcomeUnknownError,
   TcInternalError,
@@ -94,9 +95,11 @@ import {
   retryClassOf,
   wireToError,
 } from './tc/errors.ts';
+import { httpPortGivenForTc, probeHttp1, WrongPortError } from './wrong-port.ts';
 import {
   DEFAULT_ATTEMPT_TIMEOUT_MS,
   DEFAULT_CALL_DEADLINE_MS,
+  DEFAULT_CONNECT_TIMEOUT_MS,
   DEFAULT_LEADER_WAIT_MS,
   DEFAULT_MAX_ATTEMPTS,
   DEFAULT_RETRY_BASE_MS,
@@ -164,6 +167,11 @@ export interface TcClientOptions {
    * DEFAULT_CALL_DEADLINE_MS (30 s).
    */
   callDeadlineMs?: number;
+  /**
+   * Fail fast: a call fails with UnavailableError once no node has answered for this long
+   * since it began (the cluster cannot be reached), ms. Default DEFAULT_CONNECT_TIMEOUT_MS (5 s).
+   */
+  connectTimeoutMs?: number;
   /**
    * A guard against hot loops, not the bound that matters (the budget is). Default
    * DEFAULT_MAX_ATTEMPTS.
@@ -258,6 +266,24 @@ interface InvokeOptions extends TcCallOptions {
    * requestId).
    */
   safe: boolean;
+  /** Call metadata of a unary call. */
+  headers?: Readonly<Record<string, string>>;
+}
+
+/** Who makes an operator call: the `concord-operator` metadata, in the TC's audit line. */
+export interface OperatorCallOptions extends TcCallOptions {
+  operator?: string;
+}
+
+/** The gRPC metadata key naming the operator (the TC's audit reads it). */
+export const OPERATOR_METADATA_KEY = 'concord-operator';
+
+function deadlineOf(o: TcCallOptions): TcCallOptions {
+  return o.deadlineMs !== undefined ? { deadlineMs: o.deadlineMs } : {};
+}
+
+function operatorHeaders(o: OperatorCallOptions): Record<string, string> {
+  return o.operator ? { [OPERATOR_METADATA_KEY]: o.operator } : {};
 }
 
 export class TcClient implements TcPort {
@@ -269,6 +295,9 @@ export class TcClient implements TcPort {
   private readonly channels = new Set<RmChannel>();
   private readonly attemptTimeoutMs: number;
   private readonly callDeadlineMs: number;
+  private readonly connectTimeoutMs: number;
+  /** TC endpoints that refused a gRPC connection, probed once for HTTP/1.1 (a wrong port). */
+  private readonly probed = new Map<string, Promise<boolean>>();
   private readonly maxAttempts: number;
   private readonly retryBaseMs: number;
   private readonly retryMaxMs: number;
@@ -301,6 +330,9 @@ export class TcClient implements TcPort {
     this.transport = options.transport ?? 'stream';
     this.attemptTimeoutMs = options.attemptTimeoutMs ?? DEFAULT_ATTEMPT_TIMEOUT_MS;
     this.callDeadlineMs = options.callDeadlineMs ?? DEFAULT_CALL_DEADLINE_MS;
+    this.connectTimeoutMs = options.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS;
+    if (!Number.isSafeInteger(this.connectTimeoutMs) || this.connectTimeoutMs < 1)
+      throw new BadRequestError('connectTimeoutMs must be a positive integer (ms)');
     this.maxAttempts = options.maxAttempts ?? DEFAULT_MAX_ATTEMPTS;
     this.retryBaseMs = options.retryBaseMs ?? DEFAULT_RETRY_BASE_MS;
     this.retryMaxMs = options.retryMaxMs ?? DEFAULT_RETRY_MAX_MS;
@@ -464,16 +496,32 @@ export class TcClient implements TcPort {
   }
 
   /** Runs a phase-two pass now; answers the status after it. */
-  async retryNow(xid: Xid): Promise<GlobalStatus> {
-    return this.statusCall(null, 'RetryNow', { xid: xid });
+  async retryNow(xid: Xid, options: OperatorCallOptions = {}): Promise<GlobalStatus> {
+    const r = await this.invoke(
+      null,
+      'RetryNow',
+      { xid: xid },
+      { safe: true, headers: operatorHeaders(options), ...deadlineOf(options) },
+    );
+    return globalStatusFromCode(Number(r.globalStatus ?? 0));
   }
 
-  async stopRetry(xid: Xid): Promise<void> {
-    await this.invoke(null, 'StopRetry', { xid: xid }, { safe: true });
+  async stopRetry(xid: Xid, options: OperatorCallOptions = {}): Promise<void> {
+    await this.invoke(
+      null,
+      'StopRetry',
+      { xid: xid },
+      { safe: true, headers: operatorHeaders(options), ...deadlineOf(options) },
+    );
   }
 
-  async resumeRetry(xid: Xid): Promise<void> {
-    await this.invoke(null, 'ResumeRetry', { xid: xid }, { safe: true });
+  async resumeRetry(xid: Xid, options: OperatorCallOptions = {}): Promise<void> {
+    await this.invoke(
+      null,
+      'ResumeRetry',
+      { xid: xid },
+      { safe: true, headers: operatorHeaders(options), ...deadlineOf(options) },
+    );
   }
 
   /**
@@ -490,7 +538,7 @@ export class TcClient implements TcPort {
       null,
       'MarkResolved',
       { xid: args.xid, confirmXid: args.confirmXid, operator: args.operator },
-      { safe: false },
+      { safe: false, headers: { [OPERATOR_METADATA_KEY]: args.operator } },
     );
     return globalStatusFromCode(Number(r.globalStatus ?? 0));
   }
@@ -621,13 +669,27 @@ export class TcClient implements TcPort {
   ): Promise<AnyResponseWire> {
     const started = Date.now();
     const deadline = started + (opts.deadlineMs ?? this.callDeadlineMs);
+    // Fail fast when the cluster cannot be reached: nothing answered since the call began.
+    const startedAt = performance.now();
+    const connectBy = started + this.connectTimeoutMs;
+    let tcAnswered = false;
+    const unreachable = () =>
+      !tcAnswered &&
+      (this.discovery.lastAnsweredAt() ?? -Infinity) < startedAt &&
+      Date.now() >= connectBy;
+    const unreachableError = (last: unknown) =>
+      new UnavailableError(
+        `${method}: the TC cluster could not be reached: no node answered within ${this.connectTimeoutMs} ms (connectTimeoutMs); it was not applied. Last failure: ${last instanceof Error ? last.message : String(last)}`,
+        { cause: last },
+      );
     let hint: HostPort | null = null;
     let hops = 0;
     let attempts = 0;
     let backoffs = 0;
     /** Some attempt may have taken effect. */
     let unknown = false;
-    let lastError: unknown = new UnavailableError(`${method}: no attempt was made`);
+    // Made only if the loop ends without an attempt: no Error (and stack capture) per call.
+    let lastError: unknown = null;
     while (attempts < this.maxAttempts) {
       if (this.closed) throw new UnavailableError('the TC client is closed');
       let target: HostPort;
@@ -635,14 +697,21 @@ export class TcClient implements TcPort {
         if (hint) target = hint;
         else {
           await this.ensureStarted();
+          // While nothing has answered, wait no longer than the connect timeout allows.
+          const until =
+            (this.discovery.lastAnsweredAt() ?? -Infinity) < startedAt && !tcAnswered
+              ? Math.min(deadline, connectBy)
+              : deadline;
           target = (
             await this.discovery.waitForLeader(
-              Math.max(1, Math.min(DEFAULT_LEADER_WAIT_MS, deadline - Date.now())),
+              Math.max(1, Math.min(DEFAULT_LEADER_WAIT_MS, until - Date.now())),
             )
           ).transaction;
         }
       } catch (err) {
+        if (err instanceof WrongPortError) throw err;
         lastError = err;
+        if (unknown === false && unreachable()) throw unreachableError(err);
         if (Date.now() >= deadline) break;
         await this.pause(this.backoff(backoffs++), deadline);
         continue;
@@ -656,7 +725,8 @@ export class TcClient implements TcPort {
         const response =
           kind !== null && this.transport === 'stream'
             ? await conn.streamCall(kind, request, timeoutMs)
-            : await conn.unary(method, request, timeoutMs);
+            : await conn.unary(method, request, timeoutMs, opts.headers);
+        tcAnswered = true;
         if (response.resultCode === 'RESULT_CODE_OK') return response;
         throw response.error
           ? wireToError(response.error, `${method} at ${formatAddress(target)}`)
@@ -701,11 +771,17 @@ export class TcClient implements TcPort {
             break;
           }
           case 'not-sent':
-            // Given up on a node that is no longer the leader: at once. Otherwise down or
-            // unreachable: look for the leader again, everywhere.
-            if (err instanceof AttemptAbortedError) immediate = true;
-            else this.discovery.reportUnreachable(target);
+            if (err instanceof AttemptAbortedError)
+              immediate = true; // given up on a node that is no longer the leader
+            else {
+              // An HTTP port where the TC port belongs refuses gRPC: say so at once.
+              if (err instanceof ConnectFailedError && (await this.speaksHttp1(target)))
+                throw httpPortGivenForTc(target.host, target.port);
+              // Down or unreachable: look for the leader again, everywhere.
+              this.discovery.reportUnreachable(target);
+            }
             this.log.debug(where, 'not sent; retrying');
+            if (!unknown && unreachable()) throw unreachableError(err);
             break;
           case 'unknown-outcome':
             unknown = true;
@@ -725,12 +801,24 @@ export class TcClient implements TcPort {
       if (pause > 0) await this.pause(pause, deadline);
     }
     const elapsed = Date.now() - started;
+    lastError ??= new UnavailableError(`${method}: no attempt was made`);
     if (unknown) throw new OutcomeUnknownError(method, attempts, elapsed, lastError);
     const last = lastError instanceof Error ? lastError.message : String(lastError);
     throw new UnavailableError(
       `${method}: no leader took the call within ${elapsed} ms (${attempts} attempt(s)); it was not applied. Last failure: ${last}`,
       { cause: lastError },
     );
+  }
+
+  /** Whether a TC endpoint that refused gRPC answers HTTP/1.1 (probed once per endpoint). */
+  private speaksHttp1(target: HostPort): Promise<boolean> {
+    const key = formatAddress(target);
+    let p = this.probed.get(key);
+    if (!p) {
+      p = probeHttp1(target.host, target.port);
+      this.probed.set(key, p);
+    }
+    return p;
   }
 
   /** Sleeps `ms` (never past `deadline`); a leader change seen by discovery ends it early. */

@@ -15,7 +15,13 @@
  *    faster than real time). Its own commands do not move the anchor, so the slack is
  *    added once per term, not per command.
  *
- *    now = max(last applied, min(wall clock, anchor + (mono − monoAtAnchor) · rate + slack))
+ * 3. It never stalls: it runs at least as fast as the monotonic time elapsed since the
+ *    anchor, so a leader whose wall clock lags (an hour behind the time its predecessor
+ *    stamped) does not freeze command time, and with it every deadline, until its clock
+ *    catches up.
+ *
+ *    elapsed = mono − monoAtAnchor
+ *    now = max(last applied, clamp(wall clock, anchor + elapsed, anchor + elapsed · rate + slack))
  *
  * A store that exposes no applied command time (db mode: its nodes share one database's
  * order) gets the plain clock. An empty log (command time 0) has nothing to protect: the
@@ -50,8 +56,10 @@ export function commandClock(clock: Clock, store: SessionStore): Clock {
       const term = store.term();
       if (anchor === null || anchor.term !== term || (applied > issued && applied > anchor.time))
         anchor = { time: applied, mono: m, term };
-      const bound = anchor.time + (m - anchor.mono) * COMMAND_TIME_MAX_RATE + COMMAND_TIME_SLACK_MS;
-      const time = Math.max(applied, Math.min(wall, Math.floor(bound)));
+      const elapsed = m - anchor.mono;
+      const earliest = anchor.time + elapsed;
+      const latest = anchor.time + elapsed * COMMAND_TIME_MAX_RATE + COMMAND_TIME_SLACK_MS;
+      const time = Math.max(applied, Math.floor(Math.min(Math.max(wall, earliest), latest)));
       issued = Math.max(issued, time);
       return time;
     },
@@ -61,12 +69,16 @@ export function commandClock(clock: Clock, store: SessionStore): Clock {
   };
 }
 
-/** The latest command time this node applied; 0 when it cannot tell (not serving as leader). */
+/**
+ * The latest command time this node applied, in any role (a new leader stamps its first
+ * commands before it applied its first entry of the term); 0 when it cannot tell.
+ */
 function appliedCommandTime(store: SessionStore): number {
-  if (!store.readLocal) return 0;
   try {
-    return store.readLocal((state) => state.commandTime?.() ?? 0);
+    if (store.readApplied) return store.readApplied((state) => state.commandTime?.() ?? 0);
+    if (store.readLocal) return store.readLocal((state) => state.commandTime?.() ?? 0);
   } catch {
-    return 0;
+    // Not serving: nothing to read.
   }
+  return 0;
 }

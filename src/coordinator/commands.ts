@@ -286,8 +286,14 @@ export type Outcome<T> = { ok: true; value: T } | { ok: false; rejection: Reject
  */
 const packr = new Packr({ useRecords: false, mapsAsObjects: true, moreTypes: false });
 
+/**
+ * No copy (issue 12 item 5): msgpackr's pack() returns a view of its current buffer and the
+ * next pack() writes after it, or into a new buffer once this one is full (only the
+ * REUSE_BUFFER_MODE and RESET_BUFFER_MODE flags, never passed here, write over it). A
+ * view keeps its buffer (8 KiB, shared by the commands packed into it) alive while held.
+ */
 export function encodeCommand(command: Command): Uint8Array {
-  return Uint8Array.from(packr.pack(command));
+  return packr.pack(command);
 }
 
 /**
@@ -302,6 +308,14 @@ export function decodeCommand(bytes: Uint8Array): Command {
   } catch (err) {
     throw new AssertionFailure(`coordinator command does not decode: ${(err as Error).message}`);
   }
+  return commandEnvelope(value);
+}
+
+/**
+ * The envelope check of decodeCommand for a value decoded another way (a batch entry is
+ * unpacked in one go): an object with a known kind, or an AssertionFailure.
+ */
+export function commandEnvelope(value: unknown): Command {
   if (
     typeof value !== 'object' ||
     value === null ||

@@ -17,7 +17,7 @@ export { PhaseTwoDriver, DEFAULT_PHASE_TWO_OPTIONS, retryDelayMs } from './phase
 export type { PhaseTwoDriverDeps, PhaseTwoOptions, RmWait } from './phase-two-driver.ts';
 export { CoordinatorStateMachine } from './state-machine.ts';
 export type { CoordinatorStateView, LiveStatusView } from './state-machine.ts';
-export { COMMAND_KINDS, decodeCommand, encodeCommand } from './commands.ts';
+export { COMMAND_KINDS, commandEnvelope, decodeCommand, encodeCommand } from './commands.ts';
 export type {
   AcquireDriverCommand,
   BeginCommand,
@@ -57,6 +57,7 @@ export * from './limits.ts';
 export {
   GLOBAL_TRANSITIONS,
   canTransition,
+  isPhaseTwoInFlight,
   isSuccessfulEnd,
   isStuck,
   reportedStatus,

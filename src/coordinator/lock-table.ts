@@ -13,23 +13,34 @@ import { compareStrings } from './lock-key.ts';
 
 export interface LockHolder {
   xid: string;
-  /** Branches of `xid` that named this row. */
-  branchIds: ReadonlySet<string>;
+  /** Branches of `xid` that named this row (usually one). */
+  branchIds: readonly string[];
 }
 
 export type AcquireResult = { ok: true } | { ok: false; holdingXid: string; rows: string[] };
 
+/** The rows one branch holds. */
+interface BranchRows {
+  branchId: string;
+  rows: readonly string[];
+}
+
+/**
+ * Compact by design (issue 19: memory per live transaction): a row's holder is one small
+ * object with an array of branch ids (no Set per row), and a transaction's held rows are
+ * an array of per-branch records keyed by the xid (no concatenated key, no Set per xid).
+ * Arrays handed to tryAcquire are kept as they are: callers never mutate them (the state
+ * machine replaces a branch's lockedRows, it does not edit them).
+ */
 export class LockTable {
-  private readonly rows = new Map<string, { xid: string; branchIds: Set<string> }>();
-  /** `${xid}\n${branchId}` → the rows that branch holds. */
-  private readonly byBranch = new Map<string, string[]>();
-  /** xid → its branches that hold rows. */
-  private readonly byXid = new Map<string, Set<string>>();
+  private readonly rows = new Map<string, { xid: string; branchIds: string[] }>();
+  /** xid → its branches that hold rows, with their rows. */
+  private readonly byXid = new Map<string, BranchRows[]>();
 
   /**
    * All-or-nothing: either every row is now held by `xid` (rows it already held count as
-   * acquired) or nothing changed and the first conflicting holder is named, with the rows
-   * of the request it holds (at most MAX_REPORTED_CONFLICT_ROWS of them).
+   * held), or nothing changed and the first conflicting holder is named with up to
+   * MAX_REPORTED_CONFLICT_ROWS of its rows.
    */
   tryAcquire(xid: string, branchId: string, rows: readonly string[]): AcquireResult {
     const conflict = this.firstConflict(xid, rows);
@@ -37,51 +48,47 @@ export class LockTable {
     if (rows.length === 0) return { ok: true };
     for (const row of rows) {
       const holder = this.rows.get(row);
-      if (holder) holder.branchIds.add(branchId);
-      else this.rows.set(row, { xid, branchIds: new Set([branchId]) });
+      if (!holder) this.rows.set(row, { xid, branchIds: [branchId] });
+      else if (!holder.branchIds.includes(branchId)) holder.branchIds.push(branchId);
     }
-    const key = branchKey(xid, branchId);
-    const held = this.byBranch.get(key);
-    this.byBranch.set(
-      key,
-      held ? [...new Set([...held, ...rows])].sort(compareStrings) : [...rows],
-    );
     let branches = this.byXid.get(xid);
-    if (!branches) this.byXid.set(xid, (branches = new Set()));
-    branches.add(branchId);
+    if (!branches) this.byXid.set(xid, (branches = []));
+    const held = branches.find((b) => b.branchId === branchId);
+    if (held) held.rows = [...new Set([...held.rows, ...rows])].sort(compareStrings);
+    else branches.push({ branchId, rows });
     return { ok: true };
   }
 
   /**
-   * Releases what one branch holds; returns those rows. Rows still named by a sibling branch stay
-   * held.
+   * Frees what the branch holds; returns those rows (a row another branch of the xid still
+   * names stays held).
    */
   releaseBranch(xid: string, branchId: string): string[] {
-    const key = branchKey(xid, branchId);
-    const held = this.byBranch.get(key);
-    if (!held) return [];
-    this.byBranch.delete(key);
+    const branches = this.byXid.get(xid);
+    const at = branches ? branches.findIndex((b) => b.branchId === branchId) : -1;
+    if (!branches || at < 0) return [];
+    const held = branches[at]!.rows;
+    branches.splice(at, 1);
+    if (branches.length === 0) this.byXid.delete(xid);
     for (const row of held) {
       const holder = this.rows.get(row);
       if (!holder || holder.xid !== xid) continue;
-      holder.branchIds.delete(branchId);
-      if (holder.branchIds.size === 0) this.rows.delete(row);
+      const i = holder.branchIds.indexOf(branchId);
+      if (i >= 0) holder.branchIds.splice(i, 1);
+      if (holder.branchIds.length === 0) this.rows.delete(row);
     }
-    const branches = this.byXid.get(xid);
-    branches?.delete(branchId);
-    if (branches?.size === 0) this.byXid.delete(xid);
-    return held;
+    return [...held];
   }
 
-  /** Releases every row of a global transaction; returns the rows its branches held. */
+  /** Frees every row of `xid`; returns them. */
   releaseXid(xid: string): string[] {
     const released: string[] = [];
-    for (const branchId of [...(this.byXid.get(xid) ?? [])])
+    for (const { branchId } of [...(this.byXid.get(xid) ?? [])])
       released.push(...this.releaseBranch(xid, branchId));
     return released;
   }
 
-  /** True when `xid` could lock every one of `rows` now (free or already its own). */
+  /** True when `xid` could lock every row now (free, or already its own). */
   isLockable(xid: string, rows: readonly string[]): boolean {
     return this.firstConflict(xid, rows) === null;
   }
@@ -90,11 +97,11 @@ export class LockTable {
     return this.rows.get(row);
   }
 
+  /** The rows a branch holds. */
   rowsOf(xid: string, branchId: string): readonly string[] {
-    return this.byBranch.get(branchKey(xid, branchId)) ?? [];
+    return this.byXid.get(xid)?.find((b) => b.branchId === branchId)?.rows ?? [];
   }
 
-  /** Number of locked rows. */
   get size(): number {
     return this.rows.size;
   }
@@ -105,7 +112,6 @@ export class LockTable {
 
   clear(): void {
     this.rows.clear();
-    this.byBranch.clear();
     this.byXid.clear();
   }
 
@@ -124,8 +130,4 @@ export class LockTable {
     }
     return holdingXid === null ? null : { holdingXid, rows: conflicting };
   }
-}
-
-function branchKey(xid: string, branchId: string): string {
-  return `${xid}\n${branchId}`;
 }

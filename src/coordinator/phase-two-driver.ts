@@ -16,7 +16,13 @@
  * replicated state; on losing it, it stops (pending passes see a new generation and exit).
  */
 import type { Logger } from '../shared/logger.ts';
-import type { Command, Outcome, RemoveBranchCommand, ResultOf } from './commands.ts';
+import type {
+  Command,
+  FinishGlobalCommand,
+  Outcome,
+  RemoveBranchCommand,
+  ResultOf,
+} from './commands.ts';
 import { ApplicationRmUnavailableError } from './errors.ts';
 import { assert } from '../shared/errors.ts';
 import type { BranchGateway, Clock, SessionStore } from './ports.ts';
@@ -53,6 +59,11 @@ export interface PhaseTwoOptions {
   sweepIntervalMs: number;
   /** Transactions driven at once (a new leader may inherit many). Default 64. */
   maxConcurrentDrives: number;
+  /**
+   * How often the store's due transactions are polled (SessionStore.dueXids, db mode), ms;
+   * 0 (the default) or a store without dueXids: no poll, the sweep finds them.
+   */
+  duePollIntervalMs: number;
 }
 
 export const DEFAULT_PHASE_TWO_OPTIONS: Readonly<PhaseTwoOptions> = {
@@ -62,6 +73,7 @@ export const DEFAULT_PHASE_TWO_OPTIONS: Readonly<PhaseTwoOptions> = {
   branchCallTimeoutMs: 30_000,
   sweepIntervalMs: 10_000,
   maxConcurrentDrives: 64,
+  duePollIntervalMs: 0,
 };
 
 /** Exponential backoff: base · 2^(attempt-1), capped. Deterministic (tests drive time). */
@@ -125,6 +137,8 @@ type DriverState =
       readonly kind: 'leading';
       readonly term: number;
       readonly cancelSweep: () => void;
+      /** Cancels the due poll (a no-op when there is none). */
+      readonly cancelDuePoll: () => void;
       readonly tx: Map<string, Tracked>;
     };
 type Leading = Extract<DriverState, { kind: 'leading' }>;
@@ -139,6 +153,7 @@ export class PhaseTwoDriver {
   private readonly log: Logger;
 
   private state: DriverState = STOPPED;
+  private duePolling = false;
   private slotsInUse = 0;
   private readonly slotWaiters: (() => void)[] = [];
 
@@ -170,7 +185,13 @@ export class PhaseTwoDriver {
     const cancelSweep = this.clock.every(this.options.sweepIntervalMs, () => {
       if (lead) void this.sweep(lead);
     });
-    lead = { kind: 'leading', term, cancelSweep, tx: new Map() };
+    const cancelDuePoll =
+      this.options.duePollIntervalMs > 0 && this.store.dueXids
+        ? this.clock.every(this.options.duePollIntervalMs, () => {
+            if (lead) void this.pollDue(lead);
+          })
+        : () => undefined;
+    lead = { kind: 'leading', term, cancelSweep, cancelDuePoll, tx: new Map() };
     this.state = lead;
     this.log.info({ term }, 'phase-two driver started; re-driving live transactions');
     void this.sweep(lead);
@@ -248,9 +269,9 @@ export class PhaseTwoDriver {
     const previous = t.running ?? Promise.resolve(null);
     const pass: Promise<GlobalStatus | null> = previous.then(async () => {
       if (!this.isCurrent(lead)) return null;
-      const now = this.track(lead, xid);
-      if (now.queued === pass) now.queued = null;
-      now.running = pass;
+      const tracked = this.track(lead, xid);
+      if (tracked.queued === pass) tracked.queued = null;
+      tracked.running = pass;
       try {
         return await this.withSlot(() => this.pass(xid, lead));
       } catch (err) {
@@ -279,6 +300,7 @@ export class PhaseTwoDriver {
     this.state = STOPPED;
     if (!lead) return;
     lead.cancelSweep();
+    lead.cancelDuePoll();
     for (const t of lead.tx.values()) if (t.waiting?.kind === 'timer') t.waiting.cancel();
     lead.tx.clear();
   }
@@ -311,6 +333,28 @@ export class PhaseTwoDriver {
    * Picks up live transactions that no timer, pass or park covers (all of them, right after
    * start); with concurrent writers, also those whose timer or park no longer fits them.
    */
+  /**
+   * Drives the transactions the store says are due (decided on another node, a retry time
+   * or deadline passed) that no pass here is on. One poll at a time; a failed poll waits
+   * for the next (the sweep still covers everything).
+   */
+  private async pollDue(lead: Leading): Promise<void> {
+    if (this.duePolling || !this.isCurrent(lead)) return;
+    this.duePolling = true;
+    try {
+      const due = await this.store.dueXids!(this.clock.now(), this.options.maxConcurrentDrives);
+      if (!this.isCurrent(lead)) return;
+      for (const xid of due) {
+        const t = lead.tx.get(xid);
+        if (!t?.queued && !t?.running) void this.drive(xid);
+      }
+    } catch (err) {
+      this.log.debug({ err }, 'due poll failed; the next poll or sweep retries');
+    } finally {
+      this.duePolling = false;
+    }
+  }
+
   private async sweep(lead: Leading): Promise<void> {
     let sessions: GlobalSession[];
     let live: Set<string>;
@@ -463,7 +507,16 @@ export class PhaseTwoDriver {
     const decision = decisionOf(session.status)!;
     const done = branchDoneStatusFor(decision);
     const order = decision === 'commit' ? session.branches : [...session.branches].reverse();
-    for (const branch of order) {
+    const status = successfulEndOf(session.status);
+    const finish = (): FinishGlobalCommand => ({
+      kind: 'FinishGlobal',
+      xid,
+      status,
+      at: this.clock.now(),
+      term: lead.term,
+    });
+    for (let i = 0; i < order.length; i++) {
+      const branch = order[i]!;
       if (branch.status === done) continue;
       if (branch.status === BranchStatus.PhaseOne_Failed) {
         // Its local transaction already rolled back: nothing to commit or roll back (as Seata).
@@ -480,28 +533,49 @@ export class PhaseTwoDriver {
         return this.fail(xid, lead, `branch ${branch.branchId} is ${branch.status}`);
       const result = await this.callBranch(decision, branch, lead);
       if (!this.isCurrent(lead)) return null;
-      const recorded = await this.submit(lead, {
+      const record = {
         kind: 'BranchPhaseTwoResult',
         xid,
         branchId: branch.branchId,
         status: result,
         term: lead.term,
-      });
+      } as const;
+      if (
+        this.store.submitsInOrder === true &&
+        result === done &&
+        order.slice(i + 1).every((b) => b.status === done)
+      ) {
+        // The last branch is done: its result and the end go in the same turn, so a store
+        // that applies a turn's submits in order (raft: one entry) ends the session one
+        // round sooner. Apply checks FinishGlobal on its own (every branch done): if the
+        // result is refused, the end is refused too, changes nothing, and is submitted
+        // again below.
+        const [recorded, finished] = await Promise.all([
+          this.submit(lead, record),
+          this.submit(lead, finish(), { quiet: true }),
+        ]);
+        if (!recorded) return null;
+        if (finished) return this.finished(lead, xid, status, finished);
+        break;
+      }
+      const recorded = await this.submit(lead, record);
       if (!recorded) return null;
       if (result === done) continue;
       return isUnretryableFailure(result)
         ? this.fail(xid, lead, `branch ${branch.branchId} answered ${result}`)
         : this.scheduleRetry(xid, lead, this.retryReason(branch, result, lead));
     }
-    const status = successfulEndOf(session.status);
-    const finished = await this.submit(lead, {
-      kind: 'FinishGlobal',
-      xid,
-      status,
-      at: this.clock.now(),
-      term: lead.term,
-    });
+    const finished = await this.submit(lead, finish());
     if (!finished) return null;
+    return this.finished(lead, xid, status, finished);
+  }
+
+  private finished(
+    lead: Leading,
+    xid: string,
+    status: GlobalStatus,
+    finished: ResultOf<FinishGlobalCommand>,
+  ): GlobalStatus {
     this.forget(lead, xid);
     this.log.info(
       { xid, status, branches: finished.branches.length },
@@ -687,13 +761,19 @@ export class PhaseTwoDriver {
   }
 
   /** Submits for the current lead; null (logged) when refused, fenced or not decided. */
-  private async submit<C extends Command>(lead: Leading, command: C): Promise<ResultOf<C> | null> {
+  private async submit<C extends Command>(
+    lead: Leading,
+    command: C,
+    opts: { quiet?: boolean } = {},
+  ): Promise<ResultOf<C> | null> {
     if (!this.isCurrent(lead)) return null;
     let outcome: Outcome<ResultOf<C>>;
     try {
       outcome = await this.store.submit(command);
     } catch (err) {
-      // Not decided (leadership lost, proposal dropped, timeout): try again later if still leader.
+      // Not decided (leadership lost, proposal dropped, timeout): try again later if still
+      // leader. A speculative command (quiet) leaves that to the one it travelled with.
+      if (opts.quiet) return null;
       this.log.warn(
         { err, kind: command.kind, xid: command.xid },
         'phase-two command was not decided',

@@ -46,6 +46,13 @@ export interface SessionStore {
    * does not serve as leader. Absent (db mode): the driver uses `read`.
    */
   readLocal?<T>(fn: (state: CoordinatorStateView) => T): T;
+  /**
+   * Optional: `fn` on this node's applied state in any role, no barrier (a follower's, or a
+   * new leader's before it applied its first entry of the term, may lag). Only for the
+   * command clock's "never backwards" floor, which must not fall back to the wall clock
+   * while a new leader confirms its term. Absent: readLocal stands in.
+   */
+  readApplied?<T>(fn: (state: CoordinatorStateView) => T): T;
   /** True while this node is the leader (may only serve writes). */
   isLeader(): boolean;
   /**
@@ -62,6 +69,20 @@ export interface SessionStore {
    * behind its back. Absent: false (only the leader writes).
    */
   readonly concurrentWriters?: boolean;
+  /**
+   * Optional (db mode): up to `limit` live transactions whose next step is due at `now` —
+   * decided on another node, a retry time or a deadline passed — most urgent first, by one
+   * cheap indexed query. The driving node polls it between sweeps (duePollIntervalMs), so
+   * a transaction another node decided is driven within that interval, not the sweep's.
+   */
+  dueXids?(now: number, limit: number): Promise<string[]>;
+  /**
+   * Optional: true when the submits made in one event-loop turn are applied in the order
+   * they were made (raft: they share an entry; memory: each applies at once). The driver
+   * then sends the last branch's result and the session's end together. Absent: false
+   * (db mode runs concurrent submits in separate database transactions).
+   */
+  readonly submitsInOrder?: boolean;
   /** The current term (or epoch); drivers stamp their commands with it as their fence. */
   term(): number;
   /**

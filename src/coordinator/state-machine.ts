@@ -7,6 +7,7 @@
  * A refused command returns a Rejection and changes nothing: every handler checks all of
  * its preconditions before its first mutation.
  */
+import { Interned, detached } from './interned.ts';
 import type { BranchId, Xid } from '../shared/ids.ts';
 import { BadRequestError, StorageCorruptError, assert } from '../shared/errors.ts';
 import type {
@@ -81,7 +82,7 @@ export interface LiveStatusView {
   readonly beginTime: number;
   readonly statusChangedAt: number;
   readonly retryAttempts: number;
-  /** Phase two still fails past its alarm time (isStuck); it is still retried. */
+  /** Phase two still fails past its alarm time (isStuck). */
   readonly stuck: boolean;
 }
 
@@ -124,6 +125,8 @@ export class CoordinatorStateMachine implements CoordinatorStateView {
   /** key → the remembered result and the command time it was remembered at; oldest first. */
   private dedup = new Map<string, DedupEntry>();
   private lastCommandTime = 0;
+  /** One copy of the strings live transactions repeat (interned.ts). */
+  private readonly interned = new Interned();
   private readonly retention: Readonly<RetentionLimits>;
 
   /** Live sessions in a *Failed end state, waiting for an operator: not counted as live. */
@@ -205,13 +208,15 @@ export class CoordinatorStateMachine implements CoordinatorStateView {
       });
     }
     const deadline = c.beginTime + c.timeoutMs;
-    this.sessions.set(c.xid, {
+    // Kept for the session's life: copies that do not pin the decoded log entry.
+    const xid = detached(c.xid);
+    this.sessions.set(xid, {
       // A leader's coordinator formatted it (formatXid); its shape was checked above.
-      xid: c.xid as Xid,
-      transactionId: c.transactionId,
-      applicationId: c.applicationId,
-      transactionServiceGroup: c.transactionServiceGroup,
-      name: c.name,
+      xid: xid as Xid,
+      transactionId: detached(c.transactionId),
+      applicationId: this.interned.of(c.applicationId),
+      transactionServiceGroup: this.interned.of(c.transactionServiceGroup),
+      name: this.interned.of(c.name),
       timeoutMs: c.timeoutMs,
       beginTime: c.beginTime,
       deadline,
@@ -221,7 +226,7 @@ export class CoordinatorStateMachine implements CoordinatorStateView {
       retry: { attempts: 0, nextRetryAt: null, retryDeadline: null, stopped: false },
       driverTerm: c.term ?? 0,
     });
-    return ok({ xid: c.xid, deadline });
+    return ok({ xid, deadline });
   }
 
   private registerBranch(c: RegisterBranchCommand): Outcome<CommandResults['RegisterBranch']> {
@@ -251,7 +256,7 @@ export class CoordinatorStateMachine implements CoordinatorStateView {
         throw err;
       }
     }
-    const acquired = this.locks.tryAcquire(c.xid, c.branchId, rows);
+    const acquired = this.locks.tryAcquire(session.xid, c.branchId, rows);
     if (!acquired.ok) {
       return reject({
         code: 'LOCK_CONFLICT',
@@ -260,21 +265,22 @@ export class CoordinatorStateMachine implements CoordinatorStateView {
         rows: acquired.rows,
       });
     }
+    // The leader's id source chose it; its shape was checked above.
+    const branchId = detached(c.branchId) as BranchId;
     session.branches.push({
-      // The leader's id source chose it; its shape was checked above.
-      branchId: c.branchId as BranchId,
+      branchId,
       xid: session.xid,
       type: c.type,
-      resourceId: c.resourceId,
-      lockKey: c.lockKey,
-      applicationData: c.applicationData,
+      resourceId: this.interned.of(c.resourceId),
+      lockKey: detached(c.lockKey),
+      applicationData: detached(c.applicationData),
       status: BranchStatus.Registered,
-      clientId: c.clientId,
+      clientId: this.interned.of(c.clientId),
       // A command logged before branches kept their application has none: '' (legacy).
-      applicationId: c.applicationId ?? '',
+      applicationId: this.interned.of(c.applicationId ?? ''),
       lockedRows: rows,
     });
-    return ok({ branchId: c.branchId });
+    return ok({ branchId });
   }
 
   private branchReport(c: BranchReportCommand): Outcome<CommandResults['BranchReport']> {
@@ -672,7 +678,7 @@ export class CoordinatorStateMachine implements CoordinatorStateView {
     run: () => Outcome<T>,
   ): Outcome<T> {
     if (requestId === null) return run();
-    const key = `${kind}\n${requestId}`;
+    const key = detached(`${kind}\n${requestId}`);
     const remembered = this.dedup.get(key);
     if (remembered) return ok(remembered.value as T);
     if (this.dedupFull(at)) {
@@ -810,6 +816,20 @@ export class CoordinatorStateMachine implements CoordinatorStateView {
    * Replaces the whole state. Throws StorageCorruptError (and keeps the old state) if the bytes are
    * not a valid snapshot.
    */
+  /** One copy of the repeated strings of a session decoded from a snapshot (interned.ts). */
+  private internSession(session: GlobalSession): void {
+    const of = (v: string) => this.interned.of(v);
+    session.applicationId = of(session.applicationId);
+    session.transactionServiceGroup = of(session.transactionServiceGroup);
+    session.name = of(session.name);
+    for (const branch of session.branches) {
+      branch.xid = session.xid;
+      branch.resourceId = of(branch.resourceId);
+      branch.clientId = of(branch.clientId);
+      branch.applicationId = of(branch.applicationId);
+    }
+  }
+
   restore(bytes: Uint8Array): void {
     const data = decodeSnapshot(bytes);
     const sessions = new Map<string, GlobalSession>();
@@ -818,6 +838,7 @@ export class CoordinatorStateMachine implements CoordinatorStateView {
       if (sessions.has(session.xid))
         throw new StorageCorruptError(`coordinator snapshot holds ${session.xid} twice`);
       sessions.set(session.xid, session);
+      this.internSession(session);
       for (const branch of session.branches) {
         if (!locks.tryAcquire(session.xid, branch.branchId, branch.lockedRows).ok) {
           throw new StorageCorruptError(
@@ -879,7 +900,7 @@ export class CoordinatorStateMachine implements CoordinatorStateView {
         for (const row of branch.lockedRows) {
           const holder = this.locks.holderOf(row);
           assert(
-            holder?.xid === xid && holder.branchIds.has(branch.branchId),
+            holder?.xid === xid && holder.branchIds.includes(branch.branchId),
             () => `row ${row} of ${xid}/${branch.branchId} is not in the lock table`,
           );
         }

@@ -1,6 +1,9 @@
 /**
- * The node's configuration: a YAML file, validated with errors that name the bad key.
- * Every option and its default is documented in docs/operations.md — keep the two in step.
+ * The node's configuration: defaults < a YAML file (optional; `${VAR}` references allowed)
+ * < CONCORD_<KEY> environment variables < `concord start` flags (config/layers.ts), validated
+ * with errors that name the bad key and where its value came from. Every key (config/keys.ts),
+ * its variable and its default is in ONE table in docs/operations.md — a test keeps the three
+ * in step.
  *
  *   node:   { id, group }
  *   server: { host, advertiseHost, httpPort, tcPort, raftPort }
@@ -37,6 +40,8 @@ import {
   DB_LEASE_SAFETY_MARGIN_MS,
 } from '../store/db/limits.ts';
 import type { MemberEndpoints } from './config/endpoints.ts';
+import type { ConfigKey } from './config/keys.ts';
+import { applyEnv, applyFlags, substituteTree, withSource, type Sources } from './config/layers.ts';
 import { parseSecuritySection, type SecurityConfig } from './security/config.ts';
 import {
   HOST_HINT,
@@ -213,12 +218,33 @@ export interface NodeConfig {
 
 // ------------------------------------------------------------------ loading
 
-/** Reads and validates a YAML config file. Throws ConfigError. */
+/** A value given on the command line: `--set key=value`, `--log-level` (they win over all). */
+export interface ConfigFlag {
+  key: ConfigKey;
+  text: string;
+  /** How the flag was written, for messages: `--set raft.tickMs`, `--log-level`. */
+  flag: string;
+}
+
+export interface LoadOptions {
+  /** Environment variables: the CONCORD_<KEY> layer and `${VAR}` references. */
+  env?: NodeJS.ProcessEnv;
+  /** Against which relative paths resolve. */
+  cwd?: string;
+  flags?: readonly ConfigFlag[];
+}
+
+/**
+ * The node's configuration from its layers: the defaults, the YAML file (optional: `null`
+ * reads the environment and flags alone), the environment, the flags. Throws ConfigError.
+ */
 export function loadConfig(
-  file: string,
+  file: string | null,
   env: NodeJS.ProcessEnv = process.env,
   cwd = process.cwd(),
+  flags: readonly ConfigFlag[] = [],
 ): NodeConfig {
+  if (file === null) return validateConfig({}, { source: '<environment>', env, cwd, flags });
   let text: string;
   try {
     text = readFileSync(file, 'utf8');
@@ -227,12 +253,12 @@ export function loadConfig(
       cause: err,
     });
   }
-  return parseConfigText(text, { source: file, env, cwd });
+  return parseConfigText(text, { source: file, env, cwd, flags });
 }
 
 export function parseConfigText(
   text: string,
-  opts: { source?: string; env?: NodeJS.ProcessEnv; cwd?: string } = {},
+  opts: { source?: string } & LoadOptions = {},
 ): NodeConfig {
   const doc = parseDocument(text, { prettyErrors: true, uniqueKeys: true });
   if (doc.errors.length > 0) {
@@ -241,25 +267,78 @@ export function parseConfigText(
       cause: e,
     });
   }
-  return validateConfig(doc.toJS({ maxAliasCount: 100 }) as unknown, opts);
+  const raw = substituteTree(doc.toJS({ maxAliasCount: 100 }) as unknown, opts.env ?? {});
+  return validateConfig(raw, opts);
 }
 
-/** Validates a parsed config object. Throws ConfigError naming the first bad key. */
+/**
+ * Validates a parsed config object after laying the environment (CONCORD_<KEY>) and the
+ * flags over it. Throws ConfigError naming the first bad key (and the variable or flag
+ * its value came from).
+ */
 export function validateConfig(
   raw: unknown,
-  opts: { source?: string; env?: NodeJS.ProcessEnv; cwd?: string } = {},
+  opts: { source?: string } & LoadOptions = {},
 ): NodeConfig {
-  const env = opts.env ?? {};
-  const cwd = opts.cwd ?? process.cwd();
   if (raw === null || raw === undefined) raw = {};
   if (!isPlainObject(raw))
     throw new ConfigError('(root)', 'the config must be a mapping of sections');
+  const layered = structuredClone(raw);
+  const sources: Sources = new Map();
+  applyEnv(layered, opts.env ?? {}, sources);
+  applyFlags(layered, opts.flags ?? [], sources);
+  try {
+    return validateLayered(layered, opts);
+  } catch (err) {
+    throw withSource(err, sources);
+  }
+}
+
+function validateLayered(raw: Obj, opts: { source?: string; cwd?: string }): NodeConfig {
+  const cwd = opts.cwd ?? process.cwd();
   noUnknownKeys(
     raw,
     ['node', 'server', 'raft', 'store', 'http', 'limits', 'log', 'phaseTwo', 'security'],
     '',
   );
+  const node = parseNodeSection(raw);
+  const { server, wildcard, advertised } = parseServerSection(raw);
 
+  const storeS = section(raw, 'store', '');
+  noUnknownKeys(storeS, ['mode', 'db'], 'store');
+  const mode = oneOf(storeS, 'mode', 'store', STORE_MODES, 'raft');
+  const db = parseDbSection(storeS, mode);
+
+  const raft = parseRaftSection(raw, { nodeId: node.id, dbMode: mode === 'db', cwd });
+  checkSelfInPeers(raft, { nodeId: node.id, server, dbMode: mode === 'db', wildcard, advertised });
+  const authToken = parseHttpSection(raw);
+  const limits = parseLimitsSection(raw);
+  const phaseTwo = parsePhaseTwoSection(raw);
+  const logS = section(raw, 'log', '');
+  noUnknownKeys(logS, ['level'], 'log');
+  const log = { level: oneOf(logS, 'level', 'log', LOG_LEVELS, DEFAULT_LOG_LEVEL) };
+
+  return {
+    node,
+    server,
+    raft,
+    store: { mode, db },
+    http: { authToken },
+    limits,
+    log,
+    phaseTwo,
+    security: parseSecuritySection(raw, {
+      nodeId: node.id,
+      dataDir: raft.dataDir === '' ? null : raft.dataDir,
+      cwd,
+    }),
+    source: opts.source ?? '<inline>',
+  };
+}
+
+type Section = Record<string, unknown>;
+
+function parseNodeSection(raw: Section): NodeConfig['node'] {
   const nodeS = section(raw, 'node', '');
   noUnknownKeys(nodeS, ['id', 'group'], 'node');
   const node = {
@@ -271,6 +350,15 @@ export function validateConfig(
     }),
   };
 
+  return node;
+}
+
+/** The server section; `wildcard`: it binds every interface; `advertised`: advertiseHost given. */
+function parseServerSection(raw: Section): {
+  server: NodeConfig['server'];
+  wildcard: boolean;
+  advertised: boolean;
+} {
   const serverS = section(raw, 'server', '');
   noUnknownKeys(serverS, ['host', 'advertiseHost', 'httpPort', 'tcPort', 'raftPort'], 'server');
   const host = str(serverS, 'host', 'server', {
@@ -298,12 +386,13 @@ export function validateConfig(
     );
   }
 
-  const storeS = section(raw, 'store', '');
-  noUnknownKeys(storeS, ['mode', 'db'], 'store');
-  const mode = oneOf(storeS, 'mode', 'store', STORE_MODES, 'raft');
-  const db = parseDbSection(storeS, mode, env);
-  const dbMode = mode === 'db';
+  return { server, wildcard, advertised: serverS.advertiseHost !== undefined };
+}
 
+function parseRaftSection(
+  raw: Section,
+  { nodeId, dbMode, cwd }: { nodeId: string; dbMode: boolean; cwd: string },
+): NodeConfig['raft'] {
   const raftS = section(raw, 'raft', '');
   noUnknownKeys(
     raftS,
@@ -329,29 +418,14 @@ export function validateConfig(
       'has no meaning in db mode: a db-mode node joins by starting with the same store.db.url',
     );
   const peers = parsePeers(raftS.peers, 'raft.peers', { required: !join && !dbMode });
-  const electionTicks = int(raftS, 'electionTicks', 'raft', {
-    default: DEFAULT_ELECTION_TICKS,
-    min: 2,
-    max: 1000,
-  });
-  const heartbeatTicks = int(raftS, 'heartbeatTicks', 'raft', {
-    default: DEFAULT_HEARTBEAT_TICKS,
-    min: 1,
-    max: 1000,
-  });
-  if (heartbeatTicks >= electionTicks) {
-    throw new ConfigError(
-      'raft.heartbeatTicks',
-      `must be smaller than raft.electionTicks (${electionTicks}), got ${heartbeatTicks}`,
-    );
-  }
+  const { electionTicks, heartbeatTicks } = parseTicks(raftS);
   const raft = {
     // db mode: no Raft data; `cluster up` still puts the node's log beside this directory.
     dataDir: resolvePath(
       cwd,
       str(raftS, 'dataDir', 'raft', {
         minLength: 1,
-        ...(dbMode ? { default: `data/${node.id}` } : {}),
+        ...(dbMode ? { default: `data/${nodeId}` } : {}),
       }),
     ),
     peers,
@@ -373,6 +447,45 @@ export function validateConfig(
     leaseReads: bool(raftS, 'leaseReads', 'raft', false),
     maxClockDrift: clockDrift(raftS.maxClockDrift),
   };
+  return raft;
+}
+
+/** Election and heartbeat ticks: a heartbeat comes more often than an election timeout. */
+function parseTicks(raftS: Section): { electionTicks: number; heartbeatTicks: number } {
+  const electionTicks = int(raftS, 'electionTicks', 'raft', {
+    default: DEFAULT_ELECTION_TICKS,
+    min: 2,
+    max: 1000,
+  });
+  const heartbeatTicks = int(raftS, 'heartbeatTicks', 'raft', {
+    default: DEFAULT_HEARTBEAT_TICKS,
+    min: 1,
+    max: 1000,
+  });
+  if (heartbeatTicks >= electionTicks) {
+    throw new ConfigError(
+      'raft.heartbeatTicks',
+      `must be smaller than raft.electionTicks (${electionTicks}), got ${heartbeatTicks}`,
+    );
+  }
+  return { electionTicks, heartbeatTicks };
+}
+
+/** A node listed among the bootstrap peers is listed with its own ports and host. */
+function checkSelfInPeers(
+  raft: NodeConfig['raft'],
+  ctx: {
+    nodeId: string;
+    server: NodeConfig['server'];
+    dbMode: boolean;
+    wildcard: boolean;
+    advertised: boolean;
+  },
+): void {
+  const { peers, join } = raft;
+  const { server, dbMode, wildcard } = ctx;
+  const node = { id: ctx.nodeId };
+  const { host, advertiseHost } = server;
   const self = peers.find((p) => p.nodeId === node.id);
   const selfAt = peers.findIndex((p) => p.nodeId === node.id);
   if (!join && !self && !dbMode) {
@@ -400,147 +513,64 @@ export function validateConfig(
           `${self[k]} does not match server.${k} ${want} of this node (${node.id})`,
         );
     }
-    if (self.host !== advertiseHost && !wildcard && serverS.advertiseHost === undefined) {
+    if (self.host !== advertiseHost && !wildcard && !ctx.advertised) {
       throw new ConfigError(
         `raft.peers[${selfAt}].host`,
         `${self.host} does not match server.host ${host} of this node; set server.advertiseHost if they differ on purpose`,
       );
     }
   }
-
-  const httpS = section(raw, 'http', '');
-  noUnknownKeys(httpS, ['authToken'], 'http');
-  const envToken = env[AUTH_TOKEN_ENV];
-  const authToken =
-    envToken !== undefined && envToken !== ''
-      ? str({ authToken: envToken }, 'authToken', `(env ${AUTH_TOKEN_ENV})`, {
-          minLength: MIN_AUTH_TOKEN_CHARS,
-          maxLength: MAX_AUTH_TOKEN_CHARS,
-        })
-      : optStr(httpS, 'authToken', 'http', {
-          minLength: MIN_AUTH_TOKEN_CHARS,
-          maxLength: MAX_AUTH_TOKEN_CHARS,
-        });
-
-  const limitsS = section(raw, 'limits', '');
-  const limitKeys = [
-    'maxRequestBodyBytes',
-    'maxWatchers',
-    'watchTimeoutMs',
-    'changeTimeoutMs',
-    'learnerCatchUpTimeoutMs',
-    'learnerCatchUpMaxLagEntries',
-    'transferTimeoutMs',
-    'maxLiveTransactions',
-  ];
-  noUnknownKeys(limitsS, limitKeys, 'limits');
-  const limits: LimitsConfig = {
-    maxRequestBodyBytes: int(limitsS, 'maxRequestBodyBytes', 'limits', {
-      default: DEFAULT_MAX_REQUEST_BODY_BYTES,
-      min: 1024,
-      max: 16 * 1024 * 1024,
-    }),
-    maxWatchers: int(limitsS, 'maxWatchers', 'limits', {
-      default: DEFAULT_MAX_WATCHERS,
-      min: 1,
-      max: 100_000,
-    }),
-    watchTimeoutMs: int(limitsS, 'watchTimeoutMs', 'limits', {
-      default: DEFAULT_WATCH_TIMEOUT_MS,
-      min: MIN_WATCH_TIMEOUT_MS,
-      max: MAX_WATCH_TIMEOUT_MS,
-    }),
-    changeTimeoutMs: int(limitsS, 'changeTimeoutMs', 'limits', {
-      default: DEFAULT_CHANGE_TIMEOUT_MS,
-      min: 1_000,
-      max: 3_600_000,
-    }),
-    learnerCatchUpTimeoutMs: int(limitsS, 'learnerCatchUpTimeoutMs', 'limits', {
-      default: DEFAULT_LEARNER_CATCH_UP_TIMEOUT_MS,
-      min: 100,
-      max: 3_600_000,
-    }),
-    learnerCatchUpMaxLagEntries: int(limitsS, 'learnerCatchUpMaxLagEntries', 'limits', {
-      default: DEFAULT_LEARNER_CATCH_UP_MAX_LAG_ENTRIES,
-      min: 0,
-      max: 1_000_000,
-    }),
-    transferTimeoutMs: int(limitsS, 'transferTimeoutMs', 'limits', {
-      default: DEFAULT_TRANSFER_TIMEOUT_MS,
-      min: 100,
-      max: 600_000,
-    }),
-    maxLiveTransactions: int(limitsS, 'maxLiveTransactions', 'limits', {
-      default: MAX_LIVE_SESSIONS,
-      min: 1,
-      max: MAX_LIVE_SESSIONS,
-    }),
-  };
-
-  const phaseTwoS = section(raw, 'phaseTwo', '');
-  noUnknownKeys(phaseTwoS, ['stuckAfterMs', 'retryBaseMs', 'retryMaxBackoffMs'], 'phaseTwo');
-  const phaseTwo: PhaseTwoConfig = {
-    stuckAfterMs: int(phaseTwoS, 'stuckAfterMs', 'phaseTwo', {
-      default: DEFAULT_PHASE_TWO_OPTIONS.stuckAfterMs,
-      min: 1_000,
-      max: 7 * 24 * 3_600_000,
-    }),
-    retryBaseMs: int(phaseTwoS, 'retryBaseMs', 'phaseTwo', {
-      default: DEFAULT_PHASE_TWO_OPTIONS.retryBaseMs,
-      min: 10,
-      max: 3_600_000,
-    }),
-    retryMaxBackoffMs: int(phaseTwoS, 'retryMaxBackoffMs', 'phaseTwo', {
-      default: DEFAULT_PHASE_TWO_OPTIONS.retryMaxBackoffMs,
-      min: 10,
-      max: 3_600_000,
-    }),
-  };
-  if (phaseTwo.retryMaxBackoffMs < phaseTwo.retryBaseMs)
-    throw new ConfigError(
-      'phaseTwo.retryMaxBackoffMs',
-      `must be at least phaseTwo.retryBaseMs (${phaseTwo.retryBaseMs})`,
-    );
-
-  const logS = section(raw, 'log', '');
-  noUnknownKeys(logS, ['level'], 'log');
-  const log = { level: oneOf(logS, 'level', 'log', LOG_LEVELS, DEFAULT_LOG_LEVEL) };
-
-  return {
-    node,
-    server,
-    raft,
-    store: { mode, db },
-    http: { authToken },
-    limits,
-    log,
-    phaseTwo,
-    security: parseSecuritySection(raw, {
-      nodeId: node.id,
-      dataDir: raft.dataDir === '' ? null : raft.dataDir,
-      cwd,
-      env,
-    }),
-    source: opts.source ?? '<inline>',
-  };
 }
 
-/** `store.db`; null when absent in raft mode. The URL may come from CONCORD_DB_URL instead. */
-function parseDbSection(storeS: Obj, mode: StoreMode, env: NodeJS.ProcessEnv): DbConfig | null {
+function parseHttpSection(raw: Section): string | null {
+  const httpS = section(raw, 'http', '');
+  noUnknownKeys(httpS, ['authToken'], 'http');
+  const authToken = optStr(httpS, 'authToken', 'http', {
+    minLength: MIN_AUTH_TOKEN_CHARS,
+    maxLength: MAX_AUTH_TOKEN_CHARS,
+  });
+
+  return authToken;
+}
+
+/** Each limit: [key, default, min, max]. */
+const LIMITS: Array<[keyof LimitsConfig, number, number, number]> = [
+  ['maxRequestBodyBytes', DEFAULT_MAX_REQUEST_BODY_BYTES, 1024, 16 * 1024 * 1024],
+  ['maxWatchers', DEFAULT_MAX_WATCHERS, 1, 100_000],
+  ['watchTimeoutMs', DEFAULT_WATCH_TIMEOUT_MS, MIN_WATCH_TIMEOUT_MS, MAX_WATCH_TIMEOUT_MS],
+  ['changeTimeoutMs', DEFAULT_CHANGE_TIMEOUT_MS, 1_000, 3_600_000],
+  ['learnerCatchUpTimeoutMs', DEFAULT_LEARNER_CATCH_UP_TIMEOUT_MS, 100, 3_600_000],
+  ['learnerCatchUpMaxLagEntries', DEFAULT_LEARNER_CATCH_UP_MAX_LAG_ENTRIES, 0, 1_000_000],
+  ['transferTimeoutMs', DEFAULT_TRANSFER_TIMEOUT_MS, 100, 600_000],
+  ['maxLiveTransactions', MAX_LIVE_SESSIONS, 1, MAX_LIVE_SESSIONS],
+];
+
+function parseLimitsSection(raw: Section): LimitsConfig {
+  const limitsS = section(raw, 'limits', '');
+  noUnknownKeys(
+    limitsS,
+    LIMITS.map(([key]) => key),
+    'limits',
+  );
+  const limits = {} as LimitsConfig;
+  for (const [key, def, min, max] of LIMITS)
+    limits[key] = int(limitsS, key, 'limits', { default: def, min, max });
+  return limits;
+}
+
+/** `store.db`; null when absent in raft mode (the URL may come from the environment: layers.ts). */
+function parseDbSection(storeS: Obj, mode: StoreMode): DbConfig | null {
   const dbS = section(storeS, 'db', 'store');
   noUnknownKeys(
     dbS,
     ['url', 'tablePrefix', 'maxConnections', 'startupTimeoutMs', 'lease'],
     'store.db',
   );
-  const fromEnv = env[DB_URL_ENV];
-  const url =
-    optStr(dbS, 'url', 'store.db', { maxLength: 4096 }) ??
-    (mode === 'db' && fromEnv !== undefined && fromEnv !== '' ? fromEnv : null);
+  const url = optStr(dbS, 'url', 'store.db', { maxLength: 4096 });
   if (mode === 'db' && url === null)
     throw new ConfigError(
       'store.db.url',
-      `is required when store.mode is db (or set ${DB_URL_ENV})`,
+      `is required when store.mode is db (or set CONCORD_STORE_DB_URL or ${DB_URL_ENV})`,
     );
   if (url === null) {
     if (Object.keys(dbS).length > 0)
@@ -659,4 +689,32 @@ export function selfEndpoints(c: NodeConfig): MemberEndpoints {
     transaction: { host: h, port: c.server.tcPort },
     control: { host: h, port: c.server.httpPort },
   };
+}
+
+function parsePhaseTwoSection(raw: Section): PhaseTwoConfig {
+  const phaseTwoS = section(raw, 'phaseTwo', '');
+  noUnknownKeys(phaseTwoS, ['stuckAfterMs', 'retryBaseMs', 'retryMaxBackoffMs'], 'phaseTwo');
+  const phaseTwo: PhaseTwoConfig = {
+    stuckAfterMs: int(phaseTwoS, 'stuckAfterMs', 'phaseTwo', {
+      default: DEFAULT_PHASE_TWO_OPTIONS.stuckAfterMs,
+      min: 1_000,
+      max: 7 * 24 * 3_600_000,
+    }),
+    retryBaseMs: int(phaseTwoS, 'retryBaseMs', 'phaseTwo', {
+      default: DEFAULT_PHASE_TWO_OPTIONS.retryBaseMs,
+      min: 10,
+      max: 3_600_000,
+    }),
+    retryMaxBackoffMs: int(phaseTwoS, 'retryMaxBackoffMs', 'phaseTwo', {
+      default: DEFAULT_PHASE_TWO_OPTIONS.retryMaxBackoffMs,
+      min: 10,
+      max: 3_600_000,
+    }),
+  };
+  if (phaseTwo.retryMaxBackoffMs < phaseTwo.retryBaseMs)
+    throw new ConfigError(
+      'phaseTwo.retryMaxBackoffMs',
+      `must be at least phaseTwo.retryBaseMs (${phaseTwo.retryBaseMs})`,
+    );
+  return phaseTwo;
 }

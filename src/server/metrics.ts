@@ -387,8 +387,17 @@ function registerObservedMetrics(
     labelNames: ['kind', 'result'],
     registers: [registry],
   });
+  const rpcByType = new Map<string, { observe(v: number): void }>();
   return {
-    observeRaftRpc: (type, seconds) => rpc.observe({ type }, seconds),
+    observeRaftRpc: (type, seconds) => {
+      // The labelled child, made once per type (a closed set): no label hashing per RPC.
+      let child = rpcByType.get(type);
+      if (child === undefined) {
+        child = rpc.labels({ type });
+        rpcByType.set(type, child);
+      }
+      child.observe(seconds);
+    },
     observePersist: (seconds) => persist.observe(seconds),
     observeHttp: (route, method, statusCode, seconds) =>
       http.observe({ route, method, status: String(statusCode) }, seconds),

@@ -30,7 +30,8 @@ import { ClusterView } from './cluster-view.ts';
 import { formatHostPort, type MemberEndpoints } from './config/endpoints.ts';
 import { peerEndpoints, selfEndpoints, type NodeConfig } from './config.ts';
 import { LeaseControl, bindDbMetrics, openDbSessionStore } from './db-mode.ts';
-import { OpenApiServer } from './http/server.ts';
+import { OpenApiServer, type Route } from './http/server.ts';
+import { handOffLeadership } from './leader-handoff.ts';
 import { MembershipManager } from './membership.ts';
 import { createNodeMetrics, type NodeMetrics } from './metrics.ts';
 import type { RaftControl } from './raft-control.ts';
@@ -57,6 +58,8 @@ export interface TcNodeContext {
   view: ClusterView;
   /** The node's TLS material (CA, certificate, key); null in insecure mode. */
   tls: TlsMaterial | null;
+  /** Adds an endpoint to the node's openapi (e.g. the TC service's transaction routes). */
+  mountHttp(path: string, route: Route): void;
 }
 
 export interface TcService {
@@ -135,6 +138,8 @@ export class TcNode {
   private readonly log: Logger;
   private httpPortBound = 0;
   private stopping: Promise<void> | null = null;
+  /** Readiness needs `serving`: set once the services started, cleared when stopping begins. */
+  private lifecycle: 'starting' | 'serving' | 'stopping' = 'starting';
 
   private constructor(opts: TcNodeOptions, log: Logger, metrics: NodeMetrics, backend: Backend) {
     const c = opts.config;
@@ -179,6 +184,7 @@ export class TcNode {
       limits: c.limits,
       authToken: c.http.authToken,
       logger: this.log,
+      lifecycle: () => this.lifecycle,
     });
   }
 
@@ -239,8 +245,10 @@ export class TcNode {
         metrics: node.metrics,
         view: node.view,
         tls,
+        mountHttp: (path, route) => node.http.mount(path, route),
       };
       for (const factory of opts.services ?? []) node.services.push(await factory(ctx));
+      node.lifecycle = 'serving';
     } catch (err) {
       node.log.error({ err }, 'node failed to start');
       await node.shutdown(backendStarted).catch(() => undefined);
@@ -263,11 +271,23 @@ export class TcNode {
     return this.stopping;
   }
 
+  /**
+   * Readiness drops; a raft leader hands leadership to its most caught-up voter (bounded by
+   * shutdownHandOffTimeoutMs); the services drain their calls in flight (bounded: the TC
+   * service's SHUTDOWN_GRACE_MS); then the openapi closes (answering watchers, which by
+   * then see the new leader) and the Raft node or db store stops.
+   */
   private async shutdown(backendStarted: boolean): Promise<void> {
+    this.lifecycle = 'stopping';
     this.log.info('stopping concord node');
-    await this.http.close().catch((err) => this.log.warn({ err }, 'openapi close failed'));
+    if (backendStarted && this.sessions.mode === 'raft')
+      await handOffLeadership(this.backend.control, {
+        timeoutMs: shutdownHandOffTimeoutMs(this.config),
+        logger: this.log,
+      }).catch((err) => this.log.warn({ err }, 'leadership hand-off failed'));
     for (const s of [...this.services].reverse())
       await s.close().catch((err) => this.log.warn({ err }, 'service close failed'));
+    await this.http.close().catch((err) => this.log.warn({ err }, 'openapi close failed'));
     this.view.stop();
     // db mode: the store was opened before start(), so it is always closed (releasing the lease).
     if (backendStarted || this.sessions.mode === 'db')
@@ -275,6 +295,22 @@ export class TcNode {
     this.log.info('concord node stopped');
   }
 }
+
+/**
+ * How long a stopping leader waits for its hand-off, ms: two election timeouts (the Raft
+ * core abandons a transfer after one), at most limits.transferTimeoutMs and
+ * SHUTDOWN_HANDOFF_MAX_MS.
+ */
+export function shutdownHandOffTimeoutMs(c: NodeConfig): number {
+  return Math.min(
+    2 * c.raft.electionTicks * c.raft.tickMs,
+    c.limits.transferTimeoutMs,
+    SHUTDOWN_HANDOFF_MAX_MS,
+  );
+}
+
+/** Upper bound of a stopping leader's hand-off wait, ms (start.ts's hard exit comes later). */
+export const SHUTDOWN_HANDOFF_MAX_MS = 3_000;
 
 function raftBackend(
   opts: TcNodeOptions,

@@ -1,4 +1,7 @@
-/** The report's timing arithmetic: failovers, time to a new leader, to the first commit, percentiles. */
+/**
+ * The report's timing arithmetic: failovers, time to a new leader, to the first commit,
+ * percentiles.
+ */
 import { describe, expect, it } from 'vitest';
 import type { HistoryEvent } from '../../chaos/history.ts';
 import { countFailovers, timeToNewLeader, type LeaderSample } from '../../chaos/monitor.ts';

@@ -53,7 +53,9 @@ interface Delivery {
 /** error: the business callback failed. refused: ConfirmWithoutTryError. */
 type Observed = FenceOutcome | 'error' | 'refused';
 
-/** The fence's state for one branch: its rows (op → reason) and the business ops that ran, in order. */
+/**
+ * The fence's state for one branch: its rows (op → reason) and the business ops that ran, in order.
+ */
 interface ModelState {
   rows: Record<string, string>;
   ledger: string[];
@@ -168,7 +170,8 @@ async function checkScenario<Tx>(
     ).rows.map((r) => String(r.kind));
     const actual: ModelState = { rows, ledger };
 
-    // Some serial order of this group must explain both what each delivery saw and where the database ended up.
+    // Some serial order of this group must explain both what each delivery saw and where the
+    // database ended up.
     const indexed = group.map((delivery, i) => ({ delivery, i }));
     const explained = permutations(indexed)
       .map((order) => {
@@ -196,8 +199,10 @@ async function checkScenario<Tx>(
     const compensate = s.family === 'tcc' ? 'cancel' : 'compensate';
     for (const op of OPS[s.family])
       expect(ledger.filter((k) => k === op).length).toBeLessThanOrEqual(1);
-    if (rows[origin] === compensate) expect(ledger).not.toContain(origin); // no hanging try after an empty rollback
-    if (ledger.includes(compensate)) expect(ledger.indexOf(origin)).toBeGreaterThanOrEqual(0); // a business cancel only undoes a try that ran
+    // no hanging try after an empty rollback
+    if (rows[origin] === compensate) expect(ledger).not.toContain(origin);
+    // a business cancel only undoes a try that ran
+    if (ledger.includes(compensate)) expect(ledger.indexOf(origin)).toBeGreaterThanOrEqual(0);
     if (ledger.includes(compensate))
       expect(ledger.indexOf(origin)).toBeLessThan(ledger.indexOf(compensate));
     // a business confirm only uses a try that ran, before it

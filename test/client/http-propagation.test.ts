@@ -43,7 +43,10 @@ const send = (res: http.ServerResponse, body: unknown) => {
   res.end(JSON.stringify(body));
 };
 
-/** Downstream service B: bare node:http with wrapHttpHandler; reports the xid it sees after some async hops. */
+/**
+ * Downstream service B: bare node:http with wrapHttpHandler; reports the xid it sees after some
+ * async hops.
+ */
 const serverLog = capturingLogger();
 let bUrl = '';
 let aUrl = '';

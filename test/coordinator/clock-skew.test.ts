@@ -63,7 +63,10 @@ const opArb: fc.Arbitrary<Op> = fc.oneof(
 const MAX_RATE = 1.1;
 const SLACK_MS = 1_000;
 
-/** The earliest real time a window of `ms` command time may close, with `changes` leader changes in it. */
+/**
+ * The earliest real time a window of `ms` command time may close, with `changes` leader changes in
+ * it.
+ */
 function earliest(ms: number, changes: number): number {
   return (ms - SLACK_MS * (changes + 1)) / MAX_RATE;
 }

@@ -36,7 +36,8 @@ export class InvariantChecker {
     for (const xid of this.machine.liveXids()) {
       const session = this.machine.getSession(xid)!;
       this.see(xid, session.status, command);
-      // Invariant 4: a branch done with phase two holds nothing; a lock is held only by a live branch.
+      // Invariant 4: a branch done with phase two holds nothing; a lock is held only by a live
+      // branch.
       for (const branch of session.branches) {
         const done =
           branch.status === BranchStatus.PhaseTwo_Committed ||
@@ -72,7 +73,9 @@ export class InvariantChecker {
     }
   }
 
-  /** Every finished transaction ended the way its decision said, with every branch done that way. */
+  /**
+   * Every finished transaction ended the way its decision said, with every branch done that way.
+   */
   private sawFinish(session: FinishedSession, command: Command): void {
     this.see(session.xid, session.status, command);
     this.finished.set(session.xid, session);
@@ -96,7 +99,9 @@ export class InvariantChecker {
     }
   }
 
-  /** Invariant 2: statuses only move forward, an end state never changes, a decision never changes. */
+  /**
+   * Invariant 2: statuses only move forward, an end state never changes, a decision never changes.
+   */
   private see(xid: string, status: GlobalStatus, command: Command): void {
     const before = this.lastStatus.get(xid);
     if (before !== undefined && before !== status) {

@@ -276,7 +276,8 @@ describe('coordinator state machine', () => {
   it('applies a duplicate requestId once and answers the first result', () => {
     const machine = new CoordinatorStateMachine();
     const first = applyOk(machine, beginCmd(1, { requestId: 'req-1' }));
-    // A client retry after failover: the new leader chose another xid, but the first one is answered.
+    // A client retry after failover: the new leader chose another xid, but the first one is
+    // answered.
     const again = applyOk(machine, beginCmd(2, { requestId: 'req-1' }));
     expect(again).toEqual(first);
     expect(machine.liveSessionCount()).toBe(1);
@@ -380,7 +381,8 @@ describe('coordinator state machine', () => {
       );
       expectRefused(machine, finishCmd(xid, GlobalStatus.Committed, { term: 1 }), 'STALE_TERM');
       applyOk(machine, resultCmd(xid, '7', BranchStatus.PhaseTwo_Committed, 2));
-      applyOk(machine, finishCmd(xid, GlobalStatus.Committed, { term: 3 })); // a higher term is never fenced
+      // a higher term is never fenced
+      applyOk(machine, finishCmd(xid, GlobalStatus.Committed, { term: 3 }));
     });
   });
 

@@ -373,7 +373,10 @@ export class KvCluster {
     }
   }
 
-  /** All keys with a prefix on one node: linearizable (through the leader) or that node's applied state. */
+  /**
+   * All keys with a prefix on one node: linearizable (through the leader) or that node's applied
+   * state.
+   */
   /**
    * Reads every key under a prefix. A linearizable read that the node drops (503: a ReadIndex
    * dropped while the leader is busy or changing) changed nothing and is asked again, for up to

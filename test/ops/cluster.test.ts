@@ -232,6 +232,7 @@ describe('a three-node cluster', () => {
       'wrong-token-wrong-token',
       '--members',
       'node1',
+      '--yes',
     ]);
     expect(cli.code).not.toBe(0);
     expect(cli.out).toContain('bearer token');
@@ -333,7 +334,55 @@ describe('a three-node cluster', () => {
     );
   });
 
-  it('adds a fourth node with changeCluster: joins as a learner, promoted to voter once caught up', async () => {
+  it('change shows its plan: --dry-run changes nothing; removing a voter asks first', async () => {
+    const { id } = await agreedLeader(nodes.slice(0, 3));
+    const before = (await metadata(byId(id))).metadataVersion;
+    const dry = await runCli([
+      'cluster',
+      'change',
+      '--server',
+      `127.0.0.1:${nodes[0]!.http}`,
+      '--members',
+      'node1,node2',
+      '--dry-run',
+    ]);
+    expect(dry.code, dry.out).toBe(0);
+    expect(dry.out).toContain('- remove node3');
+    expect(dry.out).toContain('voters: 3 → 2');
+    expect(dry.out).toContain('warning: the group would have 2 voters');
+    expect(dry.out).toContain('Dry run: nothing changed.');
+    // Without --yes, and without a terminal to ask on, removing a voter is refused.
+    const asked = await runCli([
+      'cluster',
+      'remove',
+      'node3',
+      '--server',
+      `127.0.0.1:${nodes[1]!.http}`,
+      '--token',
+      TOKEN,
+    ]);
+    expect(asked.code).toBe(2);
+    expect(asked.out).toContain('- remove node3 (');
+    expect(asked.out).toContain('pass --yes');
+    const dryAdd = await runCli([
+      'cluster',
+      'add',
+      `node4@127.0.0.1:${nodes[3]!.raft}:${nodes[3]!.tc}:${nodes[3]!.http}`,
+      '--server',
+      `127.0.0.1:${nodes[0]!.http}`,
+      '--dry-run',
+      '--json',
+    ]);
+    expect(dryAdd.code, dryAdd.out).toBe(0);
+    expect(dryAdd.out).toContain('even number of voters (4)');
+    const plan = JSON.parse(dryAdd.out.slice(dryAdd.out.indexOf('{')));
+    expect(plan).toMatchObject({ dryRun: true, plan: { add: ['node4'], votersAfter: 4 } });
+    const after = await metadata(byId(id));
+    expect(after.metadataVersion).toBe(before);
+    expect(after.nodes.map((n: any) => n.nodeId)).toEqual(['node1', 'node2', 'node3']);
+  });
+
+  it('adds a fourth node with cluster add: joins as a learner, promoted to voter once caught up', async () => {
     const node4 = nodes[3]!;
     startNode(node4);
     await waitFor(
@@ -357,25 +406,23 @@ describe('a three-node cluster', () => {
         await new Promise((res) => setTimeout(res, 5));
       }
     })();
-    const members = [
-      { nodeId: 'node1' },
-      { nodeId: 'node2' },
-      { nodeId: 'node3' },
-      {
-        nodeId: 'node4',
-        raft: `127.0.0.1:${node4.raft}`,
-        transaction: `127.0.0.1:${node4.tc}`,
-        control: `127.0.0.1:${node4.http}`,
-      },
-    ];
-    const r = await http('POST', url(leader, '/metadata/v1/changeCluster'), {
-      token: TOKEN,
-      body: { members },
-      timeoutMs: 60_000,
-    });
+    const cli = await runCli([
+      'cluster',
+      'add',
+      `node4@127.0.0.1:${node4.raft}:${node4.tc}:${node4.http}`,
+      '--server',
+      `127.0.0.1:${leader.http}`,
+      '--token',
+      TOKEN,
+      '--json',
+    ]);
     polling = false;
     await poller;
-    expect(r.status, JSON.stringify(r.body)).toBe(200);
+    expect(cli.code, cli.out).toBe(0);
+    // The plan and its warning on stderr, the answer on stdout.
+    expect(cli.out).toContain('+ add node4 (as a learner; a voter once caught up)');
+    expect(cli.out).toContain('warning: the group would have an even number of voters (4)');
+    const r = { body: JSON.parse(cli.out.slice(cli.out.indexOf('{'))) };
     expect(r.body.steps).toEqual([
       { type: 'addLearner', nodeId: 'node4' },
       { type: 'addVoter', nodeId: 'node4' },
@@ -399,21 +446,23 @@ describe('a three-node cluster', () => {
     await agreedLeader(nodes);
   });
 
-  it('removes the fourth node again', async () => {
+  it('removes the fourth node again (cluster remove --yes)', async () => {
     const { id } = await agreedLeader(nodes);
     const r = await runCli([
       'cluster',
-      'change',
+      'remove',
+      'node4',
       '--server',
       `127.0.0.1:${byId(id).http}`,
       '--token',
       TOKEN,
-      '--members',
-      'node1,node2,node3',
+      '--yes',
       '--json',
     ]);
     expect(r.code, r.out).toBe(0);
-    const answer = JSON.parse(r.out);
+    expect(r.out).toContain('- remove node4 (a voter)');
+    expect(r.out).toContain('voters: 4 → 3');
+    const answer = JSON.parse(r.out.slice(r.out.indexOf('{')));
     expect(answer.steps).toEqual([{ type: 'removeNode', nodeId: 'node4' }]);
     expect(answer.metadata.nodes.map((n: any) => n.nodeId)).toEqual(['node1', 'node2', 'node3']);
     // Every remaining member agrees. (node4 itself may never hear of its removal — the

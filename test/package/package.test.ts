@@ -109,7 +109,9 @@ function repoVersion(name: string): string {
   return `${name}@${pkg.version}`;
 }
 
-/** `import … from 'x'`, `export … from 'x'`, `import 'x'`, `import('x')` of a package (not `./`). */
+/**
+ * `import … from 'x'`, `export … from 'x'`, `import 'x'`, `import('x')` of a package (not `./`).
+ */
 const IMPORT_SPECIFIER =
   /(?:^|\n)\s*(?:import|export)\s[^'"]*?from\s*'([^'.][^']*)'|(?:^|\n)\s*import\s*'([^'.][^']*)'|import\('([^'.][^']*)'\)/g;
 

@@ -91,7 +91,8 @@ function memoryWorld(): WorldBackend {
     setLeadership: (i, holding, term) => stores[i]!.setLeadership(holding, term),
     leads: (i) => stores[i]!.isLeader(),
     calledTooEarly: (kind, branch) => {
-      // A late call of a deposed leader may come after the transaction finished: its recorded decision counts.
+      // A late call of a deposed leader may come after the transaction finished: its recorded
+      // decision counts.
       const status =
         machine.getSession(branch.xid)?.status ?? machine.getFinished(branch.xid)?.status;
       const decision = status === undefined ? checker.decisionOf(branch.xid) : decisionOf(status);
@@ -178,7 +179,14 @@ function guardFastPaths(store: DbSessionStore, runs: number): void {
   const fast = store.fastPathStats;
   if (process.env.CONCORD_TEST_LOG) process.stderr.write(`fast paths: ${JSON.stringify(fast)}\n`);
   if (runs < 12) return;
-  for (const kind of ['Begin', 'ChangeGlobalStatus', 'AcquireDriver', 'FinishGlobal'] as const) {
+  for (const kind of [
+    'Begin',
+    'ChangeGlobalStatus',
+    'AcquireDriver',
+    'FinishGlobal',
+    'CommitGlobal',
+    'RollbackGlobal',
+  ] as const) {
     const taken = fast.takenByKind[kind] ?? 0;
     if (taken <= 5) throw new Error(`the fast path of ${kind} was taken ${taken} times only`);
   }
@@ -330,7 +338,10 @@ class DbWorld implements WorldBackend {
     }
   }
 
-  /** Unsubscribes; passes of the stopped drivers end at their next step: lets their last statements land. */
+  /**
+   * Unsubscribes; passes of the stopped drivers end at their next step: lets their last statements
+   * land.
+   */
   async close(): Promise<void> {
     for (const u of this.unsubscribe) u();
     await new Promise((r) => setTimeout(r, 100));

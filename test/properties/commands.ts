@@ -99,7 +99,8 @@ export class CommandMaker {
 
   make(i: Intent): Command {
     this.now += i.dt;
-    // A new leader now and then; one command in ten comes from the previous term (a deposed leader).
+    // A new leader now and then; one command in ten comes from the previous term (a deposed
+    // leader).
     if (i.term === 9) this.term += 1;
     const term = i.term === 0 ? this.term - 1 : this.term;
     const xid = this.pickXid(i.a);

@@ -50,7 +50,10 @@ export interface ActionWeights {
   elect: number;
 }
 
-/** -1 is "the current leader" (most calls find it, as clients follow the metadata); else a node by number. */
+/**
+ * -1 is "the current leader" (most calls find it, as clients follow the metadata); else a node by
+ * number.
+ */
 export function actionArb({ strayNode, elect }: ActionWeights): fc.Arbitrary<Action> {
   const node = fc.oneof(
     { arbitrary: fc.constant(-1), weight: 4 },
@@ -260,7 +263,8 @@ export class World {
       case 'answer': {
         if (this.gateway.pendingCount === 0) return;
         const index = action.call % this.gateway.pendingCount;
-        // 'wrong-way' answers a commit's status to a rollback (or the reverse): it must count as retryable.
+        // 'wrong-way' answers a commit's status to a rollback (or the reverse): it must count as
+        // retryable.
         const answer =
           action.answer === 'wrong-way'
             ? BranchStatus.PhaseTwo_CommitFailed_Retryable

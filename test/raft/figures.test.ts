@@ -33,7 +33,8 @@ describe("Figure 7: followers a–f converge to the leader's log", () => {
         entries: logOfTerms(terms),
       };
     }
-    // f's entries of terms 2 and 3 differ from the others' at the same index: give them their own content.
+    // f's entries of terms 2 and 3 differ from the others' at the same index: give them their own
+    // content.
     const c = new Cluster(['l', 'a', 'b', 'c', 'd', 'e', 'f'], {
       disks,
       config: { maxMsgBytes: 64 },
@@ -114,7 +115,9 @@ function noOpLost(c: Cluster): (m: import('../../src/raft/core/types.ts').Messag
     !(m.type === 'app' && m.entries.some((x) => x.index === 3) && c.terms(m.to).length >= 2);
 }
 
-/** S5 campaigns (its first pre-vote, in term 4, only teaches it the current term) and wins term 5. */
+/**
+ * S5 campaigns (its first pre-vote, in term 4, only teaches it the current term) and wins term 5.
+ */
 function electS5(c: Cluster): void {
   for (let i = 0; i < 3 && c.status('s5').role !== 'leader'; i++) {
     c.campaign('s5');

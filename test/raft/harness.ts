@@ -241,7 +241,10 @@ export class Cluster {
     this.queue.push(m);
   }
 
-  /** Delivers the oldest queued message (dropped if its link is blocked or its target down). Returns it. */
+  /**
+   * Delivers the oldest queued message (dropped if its link is blocked or its target down). Returns
+   * it.
+   */
   deliverOne(): Message | undefined {
     const m = this.queue.shift();
     if (!m) return undefined;

@@ -66,7 +66,8 @@ describe('partitions', () => {
     );
     for (let i = 0; i < 10; i++)
       expect((await proposeAndWait(w, leader.id, 'k', `v${i}`)).ok).toBe(true);
-    // d and e time out and try pre-votes for many election timeouts; b and c hear the leader and refuse.
+    // d and e time out and try pre-votes for many election timeouts; b and c hear the leader and
+    // refuse.
     for (let i = 0; i < 80; i++) await w.round();
     expect(status(w, leader.id).role).toBe('leader');
     expect(status(w, leader.id).term).toBe(term);
@@ -187,7 +188,8 @@ describe('disk failures', () => {
       string,
     ];
     await w.act(() => w.crash(leader.id));
-    // The voter restarts (so it is in no leader's lease) and is never ticked (so it does not campaign itself).
+    // The voter restarts (so it is in no leader's lease) and is never ticked (so it does not
+    // campaign itself).
     await w.act(() => w.crash(voter));
     await w.act(() => w.startNode(voter));
     await w.act(() => w.campaign(candidate));

@@ -39,7 +39,10 @@ const logger = createLogger({
   name: 'sdk-test',
   level: process.env.CONCORD_TEST_LOG_LEVEL ?? 'silent',
 });
-/** How long the TC's phase-two retries (1 s, 2 s, 4 s, ... backoff) get to finish a branch in a test. */
+/**
+ * How long the TC's phase-two retries (1 s, 2 s, 4 s, ... backoff) get to finish a branch in a
+ * test.
+ */
 const PHASE_TWO_WAIT_MS = 30_000;
 
 let cluster: TestCluster;
@@ -360,7 +363,8 @@ describe('TCC on PostgreSQL and MySQL under the fence', () => {
         d,
         `hanging.${label}`,
         {
-          // The try is registered, then held up (GC pause, slow network) before it reaches the database.
+          // The try is registered, then held up (GC pause, slow network) before it reaches the
+          // database.
           before: async (key) => {
             if (key.op !== 'try') return;
             tryArrived.resolve();

@@ -2,9 +2,9 @@
  * The limits tables of docs/sdk.md and docs/sdk-fence.md against the constants they
  * document (src/client/sdk/limits.ts, src/client/tc/limits.ts, src/client/fence/limits.ts,
  * and the few in context.ts and the propagation helpers). A row is `| \`NAME\` | value | … |`;
- * in the tables headed `| constant | value |`, the value is read as a quantity ("60 000 ms", "5 s", "24 h 10 min", "16 KiB", "1 024",
- * "2^64 − 1", `text`) and must equal the constant. Every constant of the three limits
- * modules must have a row: the docs cannot fall behind the code again.
+ * in the tables headed `| constant | value |`, the value is read as a quantity ("60 000 ms", "5 s",
+ * "24 h 10 min", "16 KiB", "1 024", "2^64 − 1", `text`) and must equal the constant. Every constant
+ * of the three limits modules must have a row: the docs cannot fall behind the code again.
  */
 import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';

@@ -353,7 +353,8 @@ describe('TCC and Saga actions (fake TC)', () => {
     const log: string[] = [];
     const fence = {
       async run(key: FenceKey, fn: (tx: undefined) => Promise<unknown>) {
-        await fn(undefined); // a throw here is the callback's: the fence rolled its transaction back
+        // a throw here is the callback's: the fence rolled its transaction back
+        await fn(undefined);
         return 'executed' as const;
       },
     } as unknown as Fence<undefined>;
@@ -475,7 +476,8 @@ describe('phase-two dispatch', () => {
     expect(await tc.deliver({ ...req('commit'), applicationData: 'not json' })).toBe(
       'PhaseTwo_CommitFailed_Unretryable',
     );
-    // A branch type that does not match the resource: retryable (a deploy mix-up, fixed by redeploying).
+    // A branch type that does not match the resource: retryable (a deploy mix-up, fixed by
+    // redeploying).
     expect(await tc.deliver({ ...req('commit'), branchType: 'SAGA' })).toBe(
       'PhaseTwo_CommitFailed_Retryable',
     );

@@ -1,8 +1,11 @@
 /**
  * The simulator's command line.
  *
- *   npm run sim -- --seed <n> --steps <m> [--nodes <k>]   replay one run (prints the trace tail on a violation)
+ *   npm run sim -- --seed <n> --steps <m> [--nodes <k>]   replay one run (prints the trace tail on
+ *   a violation)
  *   npm run sim -- --runs <r> --steps <m> [--nodes <k>]   r runs from random seeds
+ *   npm run sim -- --coordinator [--seed <n> | --runs <r>] ...   the same with the real coordinator
+ *                                                          on every node, TMs and RMs (coordinator/run.ts)
  *
  * Prints the seed and every setting first. Exits 1 if any run violated an invariant.
  * Ends a multi-run with `runs: R, steps: S, violations: V`.
@@ -10,6 +13,8 @@
 import { randomInt } from 'node:crypto';
 import { chooseSettings, describeSettings, runSimulation, type RunResult } from './runner.ts';
 import { Prng } from '../support/prng.ts';
+import { runCoordinatorSimulation, type CoordinatorRunResult } from './coordinator/run.ts';
+import { COORDINATOR_MUTANTS, type CoordinatorMutant } from './coordinator/state-machine.ts';
 
 interface Args {
   seed: number | null;
@@ -18,6 +23,8 @@ interface Args {
   steps: number;
   nodes: number | undefined;
   verbose: boolean;
+  coordinator: boolean;
+  mutant: CoordinatorMutant;
 }
 
 function parseArgs(argv: string[]): Args {
@@ -28,6 +35,8 @@ function parseArgs(argv: string[]): Args {
     steps: 2000,
     nodes: undefined,
     verbose: false,
+    coordinator: false,
+    mutant: 'none',
   };
   const int = (name: string, v: string | undefined): number => {
     const n = Number(v);
@@ -61,6 +70,18 @@ function parseArgs(argv: string[]): Args {
         args.nodes = n;
         break;
       }
+      case '--coordinator':
+        args.coordinator = true;
+        break;
+      case '--mutant': {
+        const m = argv[++i] as CoordinatorMutant;
+        if (!COORDINATOR_MUTANTS.includes(m)) {
+          console.error(`--mutant must be one of ${COORDINATOR_MUTANTS.join(', ')}`);
+          process.exit(2);
+        }
+        args.mutant = m;
+        break;
+      }
       case '--verbose':
       case '-v':
         args.verbose = true;
@@ -68,7 +89,7 @@ function parseArgs(argv: string[]): Args {
       case '--help':
       case '-h':
         console.log(
-          'usage: sim [--seed N | --runs R [--base-seed B]] [--steps M] [--nodes 1|3|5] [--verbose]',
+          'usage: sim [--coordinator [--mutant decision-flip|forgetful-register]] [--seed N | --runs R [--base-seed B]] [--steps M] [--nodes 1|3|5] [--verbose]',
         );
         process.exit(0);
         break;
@@ -91,8 +112,77 @@ function printViolation(r: RunResult): void {
   );
 }
 
+function describeCoordinatorRun(r: CoordinatorRunResult): string {
+  const s = r.stats;
+  const skews = Object.entries(r.skews)
+    .map(([id, ms]) => `${id}:${ms}`)
+    .join(',');
+  return `seed=${r.seed} nodes=${r.settings.nodes} skews=[${skews}] steps=${r.steps} begun=${s.begun} branches=${s.registered} committed=${s.committed} rolledBack=${s.rolledBack} gaveUp=${s.gaveUp} rmCalls=${s.rmCalls} crashes=${s.crashes} leaderChanges=${s.leaderChanges} recoveryRounds=${s.recoveryRounds} in ${r.elapsedMs.toFixed(0)} ms`;
+}
+
+function printCoordinatorViolation(r: CoordinatorRunResult, steps: number, mutant: string): void {
+  const v = r.violation;
+  if (!v) return;
+  console.log(`VIOLATION seed=${r.seed}: [${v.invariant}] ${v.message}`);
+  console.log(`--- last ${r.trace.length} events ---`);
+  for (const line of r.trace) console.log(`  ${line}`);
+  console.log(
+    `--- replay: npm run sim -- --coordinator --seed ${r.seed} --steps ${steps}${mutant !== 'none' ? ` --mutant ${mutant}` : ''} ---`,
+  );
+}
+
+/** The coordinator mode: one replayable run, or many from a base seed. */
+async function mainCoordinator(args: Args): Promise<void> {
+  const run = (seed: number) =>
+    runCoordinatorSimulation({
+      seed,
+      steps: args.steps,
+      mutant: args.mutant,
+      ...(args.nodes !== undefined ? { nodes: args.nodes } : {}),
+    });
+  if (args.seed !== null) {
+    const r = await run(args.seed);
+    console.log(describeCoordinatorRun(r));
+    if (args.verbose) for (const line of r.trace) console.log(`  ${line}`);
+    if (r.violation) {
+      printCoordinatorViolation(r, args.steps, args.mutant);
+      process.exit(1);
+    }
+    console.log('ok: no violation');
+    return;
+  }
+  const base = args.baseSeed ?? randomInt(0, 2 ** 31);
+  console.log(
+    `coordinator mode: base seed=${base} runs=${args.runs} steps=${args.steps}${args.mutant !== 'none' ? ` mutant=${args.mutant}` : ''} (replay the batch with --base-seed; a failing run prints its own seed)`,
+  );
+  const seeds = new Prng(base);
+  const t0 = performance.now();
+  let steps = 0;
+  let violations = 0;
+  let begun = 0;
+  for (let i = 0; i < args.runs; i++) {
+    const seed = seeds.nextU32() >>> 1;
+    const r = await run(seed);
+    steps += r.steps;
+    begun += r.stats.begun;
+    if (args.verbose) console.log(`run ${i + 1}: ${describeCoordinatorRun(r)}`);
+    if (r.violation) {
+      violations++;
+      console.log(describeCoordinatorRun(r));
+      printCoordinatorViolation(r, args.steps, args.mutant);
+    }
+  }
+  const secs = (performance.now() - t0) / 1000;
+  console.log(
+    `elapsed ${secs.toFixed(1)} s, ${(steps / secs).toFixed(0)} steps/s, ${begun} transactions begun`,
+  );
+  console.log(`runs: ${args.runs}, steps: ${steps}, violations: ${violations}`);
+  if (violations > 0) process.exit(1);
+}
+
 async function main(): Promise<void> {
   const args = parseArgs(process.argv.slice(2));
+  if (args.coordinator) return mainCoordinator(args);
   if (args.seed !== null) {
     // runSimulation draws the settings first from the same seed: print them before the run starts.
     const chosen = chooseSettings(new Prng(args.seed), {

@@ -51,14 +51,24 @@ export type InvariantName =
   | 'bounds'
   | 'peers-follow-membership'
   | 'liveness'
-  | 'driver-assertion';
+  | 'driver-assertion'
+  // The coordinator mode (test/sim/coordinator/): Seata's invariants.
+  | 'decision-final'
+  | 'branch-try-first'
+  | 'row-lock-holders'
+  | 'acked-survives'
+  | 'coordinator-state'
+  | 'coordinator-liveness';
 
 export interface Violation {
   invariant: InvariantName;
   message: string;
 }
 
-/** What a checker may read of one node's disk. `synced` survives a crash; `written` includes unsynced writes. */
+/**
+ * What a checker may read of one node's disk. `synced` survives a crash; `written` includes
+ * unsynced writes.
+ */
 export interface DiskView {
   synced: LogView;
   written: LogView;
@@ -69,7 +79,9 @@ export interface LogView {
   /** Last index held (snapshot index if the log is empty after it). */
   lastIndex(): number;
   snapshotIndex(): number;
-  /** Term at index: the snapshot's term at its index, undefined if compacted away or beyond the end. */
+  /**
+   * Term at index: the snapshot's term at its index, undefined if compacted away or beyond the end.
+   */
   termAt(index: number): number | undefined;
 }
 
@@ -121,7 +133,9 @@ function it(index: number, term: number): number {
 interface LeaderRecord {
   term: number;
   leader: NodeId;
-  /** Index of the leader's first entry of its term (its no-op). Its log before it was frozen then. */
+  /**
+   * Index of the leader's first entry of its term (its no-op). Its log before it was frozen then.
+   */
   firstIndex: number;
   /** Terms of the leader's log at [knownFrom, firstIndex - 1]; below knownFrom it was compacted. */
   knownFrom: number;
@@ -160,6 +174,12 @@ export class InvariantChecker {
 
   /** Invariants whose violations are not recorded (negative tests isolate one checker this way). */
   private readonly ignored: ReadonlySet<InvariantName>;
+
+  /**
+   * The same entry bytes may be committed at two indexes (the coordinator mode: a command
+   * proposed again is the same bytes; apply decides it); off, a repeat is a re-applied entry.
+   */
+  repeatedPayloadsAllowed = false;
 
   constructor(limits: Limits, ignore: readonly InvariantName[] = []) {
     this.limits = limits;
@@ -221,7 +241,9 @@ export class InvariantChecker {
     }
   }
 
-  /** A ReadIndex request entered a core: its read index must cover every write acknowledged so far. */
+  /**
+   * A ReadIndex request entered a core: its read index must cover every write acknowledged so far.
+   */
   onReadIndexRequest(ctx: string): void {
     this.readMustSee.set(ctx, this.maxAckedIndex);
   }
@@ -257,7 +279,8 @@ export class InvariantChecker {
   }
 
   private checkLeaderHas(rec: LeaderRecord, index: number, term: number, commitTerm: number): void {
-    // Leader completeness: an entry committed in term U is in the log of every leader of a term > U.
+    // Leader completeness: an entry committed in term U is in the log of every leader of a term >
+    // U.
     if (rec.term <= commitTerm) return;
     if (index >= rec.firstIndex) {
       this.report(
@@ -354,7 +377,8 @@ export class InvariantChecker {
     const first = batch.entries[0];
     if (first) {
       this.registerChain(id, first.index - 1, prevTermOfFirst, batch.entries, 'disk write');
-      // Leader completeness: the first entry a leader writes in its term is its no-op; its log before it is fixed.
+      // Leader completeness: the first entry a leader writes in its term is its no-op; its log
+      // before it is fixed.
       for (const e of batch.entries) {
         if (this.leaderOfTerm.get(e.term) !== id || this.leaderRecords.has(e.term)) continue;
         const w = disk.written;
@@ -485,7 +509,7 @@ export class InvariantChecker {
       this.appliedAt.set(index, payload);
       this.hashAt.set(index, hash);
       const at = this.indexOfPayload.get(payload);
-      if (at !== undefined && at !== index)
+      if (at !== undefined && at !== index && !this.repeatedPayloadsAllowed)
         this.report(
           'state-machine-safety',
           `payload ${payload} applied at ${at} and again at ${index}`,
@@ -504,7 +528,10 @@ export class InvariantChecker {
     }
   }
 
-  /** The state machine of `id` restored a snapshot taken at `index`; its state is that after applying `stateIndex`. */
+  /**
+   * The state machine of `id` restored a snapshot taken at `index`; its state is that after
+   * applying `stateIndex`.
+   */
   onRestore(
     id: NodeId,
     incarnation: number,
@@ -553,7 +580,10 @@ export class InvariantChecker {
     if (index > this.maxAckedIndex) this.maxAckedIndex = index;
   }
 
-  /** A linearizable read completed on `id` whose applied index is `applied`; `mustSee` is the highest acked index when it began. */
+  /**
+   * A linearizable read completed on `id` whose applied index is `applied`; `mustSee` is the
+   * highest acked index when it began.
+   */
   onReadDone(id: NodeId, applied: number, mustSee: number): void {
     if (applied < mustSee)
       this.report(

@@ -58,7 +58,8 @@ describe('vote-once', () => {
     const leader = w.leader()!;
     const [v, a] = w.ids.slice(0, 3).filter((id) => id !== leader.id) as [string, string];
     const b = leader.id;
-    // The leader restarts (a follower now); v restarts too (no leader lease). a and b campaign at once.
+    // The leader restarts (a follower now); v restarts too (no leader lease). a and b campaign at
+    // once.
     await w.act(() => w.crash(b));
     await w.act(() => w.startNode(b));
     await w.act(() => w.crash(v));

@@ -68,7 +68,10 @@ export interface RunResult {
   recoveryTicks: number;
   violation: Violation | null;
   trace: string[];
-  /** For a liveness violation: 'stalled-replication-window' if followers sit in replicate state with a full window. */
+  /**
+   * For a liveness violation: 'stalled-replication-window' if followers sit in replicate state with
+   * a full window.
+   */
   diagnosis: string | null;
   stats: WorldStats;
   elapsedMs: number;
@@ -96,7 +99,9 @@ function leaseSettings(
 /** Share of seeds that bootstrap one voter (the spares may join as learners, then voters). */
 export const ONE_VOTER_SHARE = 0.15;
 
-/** Ticks the recovery phase may take to elect a leader and commit a proposal, per election timeout. */
+/**
+ * Ticks the recovery phase may take to elect a leader and commit a proposal, per election timeout.
+ */
 export const RECOVERY_ELECTION_TIMEOUTS = 30;
 
 export function chooseSettings(
@@ -167,7 +172,7 @@ export function describeSettings(
   return `seed=${seed} steps=${steps} ${set} | weights: ${prof}`;
 }
 
-class Scheduler {
+export class Scheduler {
   private readonly removed = new Set<NodeId>();
   constructor(
     private readonly world: World,

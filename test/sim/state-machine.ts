@@ -83,7 +83,10 @@ export class SimStateMachine implements StateMachine {
     return encoder.encode(JSON.stringify(enc));
   }
 
-  /** Throws if the bytes are not a snapshot of this state machine (decoded apart from the live state). */
+  /**
+   * Throws if the bytes are not a snapshot of this state machine (decoded apart from the live
+   * state).
+   */
   validateSnapshot(data: Uint8Array): void {
     decodeSimSnapshot(data);
   }

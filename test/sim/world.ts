@@ -93,8 +93,14 @@ export interface WorldOptions {
   traceSize?: number;
   /** Invariants not to report (negative tests that isolate one checker). */
   ignore?: InvariantName[];
-  /** Builds a node's state machine (negative tests swap in a broken one). */
+  /** Builds a node's state machine (negative tests swap in a broken one; the coordinator mode its own). */
   stateMachine?: (id: NodeId) => SimStateMachine;
+  /** Called once a node's driver started (the coordinator mode builds its services on it). */
+  onNodeUp?: (node: SimNode) => void;
+  /** Called when a node goes down (crash or fatal), before its driver is dropped. */
+  onNodeDown?: (node: SimNode) => void;
+  /** Further checks after every step (the coordinator mode's invariants). */
+  onStep?: () => void;
 }
 
 export class SimNode {
@@ -181,6 +187,9 @@ export class World {
   private readonly wrapCore: ((core: RaftCoreApi, id: NodeId) => RaftCoreApi) | undefined;
   private readonly makeStateMachine: (id: NodeId) => SimStateMachine;
   private readonly coreFactory: (config: RaftConfig, durable: DurableState) => RaftCoreApi;
+  private readonly onNodeUp: ((node: SimNode) => void) | undefined;
+  private readonly onNodeDown: ((node: SimNode) => void) | undefined;
+  private readonly onStep: (() => void) | undefined;
   /** Results of client proposals by client sequence number, for scripted tests. */
   readonly outcomes = new Map<
     number,
@@ -193,6 +202,9 @@ export class World {
     this.wrapCore = options.wrapCore;
     this.makeStateMachine = options.stateMachine ?? (() => new SimStateMachine());
     this.coreFactory = options.coreFactory ?? ((config, durable) => new RaftCore(config, durable));
+    this.onNodeUp = options.onNodeUp;
+    this.onNodeDown = options.onNodeDown;
+    this.onStep = options.onStep;
     this.trace = new Trace(options.traceSize ?? 50);
     this.net = new FakeNetwork(s.maxQueueLength);
     this.checker = new InvariantChecker(
@@ -326,7 +338,9 @@ export class World {
       await driver.start();
     } catch (err) {
       this.checker.report('driver-assertion', `${id} failed to start: ${String(err)}`);
+      return;
     }
+    if (node.up && node.incarnation === inc) this.onNodeUp?.(node);
   }
 
   private onStateChange(st: RaftStateChange): void {
@@ -351,6 +365,7 @@ export class World {
   }
 
   private kill(node: SimNode): void {
+    if (node.up) this.onNodeDown?.(node);
     node.up = false;
     node.disk.crash();
     node.clock?.clear();
@@ -576,6 +591,7 @@ export class World {
     await action();
     await this.settle();
     this.check();
+    if (this.checker.violation === null) this.onStep?.();
   }
 
   /**

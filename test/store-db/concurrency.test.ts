@@ -106,7 +106,8 @@ describe.each(DIALECTS)('concurrent nodes on %s', (dialect: DialectName) => {
     expect(won.length).toBeGreaterThan(XIDS - 1);
     expect(lost.length).toBeGreaterThan(10);
 
-    // Never two holders: rows won by different transactions are disjoint (nothing was released during the race).
+    // Never two holders: rows won by different transactions are disjoint (nothing was released
+    // during the race).
     const winner = new Map<string, string>();
     for (const a of won) {
       for (const row of a.rows) {
@@ -215,7 +216,8 @@ describe.each(DIALECTS)('concurrent nodes on %s', (dialect: DialectName) => {
     ).xid;
     const racer = '10.9.9.9:8091:4242';
     for (const outcome of ['commit', 'rollback'] as const) {
-      // Another node's transaction has inserted the row but not committed yet: our read cannot see it.
+      // Another node's transaction has inserted the row but not committed yet: our read cannot see
+      // it.
       const tx = await admin.begin();
       await tx.query(
         `INSERT INTO ${prefix}lock_table (row_key, xid, branch_id, resource_id, table_name, pk) VALUES (?, ?, ?, ?, ?, ?)`,
@@ -245,7 +247,8 @@ describe.each(DIALECTS)('concurrent nodes on %s', (dialect: DialectName) => {
       await new Promise((resolve) => setTimeout(resolve, 150));
       if (outcome === 'commit') {
         await tx.commit();
-        // ...fails on the key once the racer commits, retries, re-reads, and is refused by the coordinator's lock table.
+        // ...fails on the key once the racer commits, retries, re-reads, and is refused by the
+        // coordinator's lock table.
         const err = await register;
         expect(err).toBeInstanceOf(LockConflictError);
         expect((err as LockConflictError).holdingXid).toBe(racer);

@@ -511,6 +511,27 @@ describe.each(DIALECTS)('db store on %s', (dialect: DialectName) => {
     await w.coordinator.rollback({ xid: later });
   });
 
+  it('due xids: a Begin transaction only once its deadline passed, a decided one at once', async () => {
+    const now = w.clock.now();
+    const open = await begin(600_000);
+    const expiring = await begin(2_000);
+    const due = async (at: number) => store.dueXids(at, 1_000);
+    expect(await due(now)).not.toContain(open);
+    expect(await due(now)).not.toContain(expiring);
+    expect(await due(now + 2_000)).toContain(expiring);
+    expect(await due(now + 2_000)).not.toContain(open);
+    // Decided with a branch whose phase two has not run: due now, most urgent first.
+    await register(open, 'TCC');
+    await store.submit({ kind: 'CommitGlobal', xid: open, at: now, term: store.term() });
+    const page = await due(now);
+    expect(page).toContain(open);
+    expect((await due(now + 2_000)).indexOf(open)).toBeLessThan(
+      (await due(now + 2_000)).indexOf(expiring),
+    );
+    expect(await store.dueXids(now + 2_000, 1)).toHaveLength(1);
+    await w.coordinator.rollback({ xid: expiring });
+  });
+
   it('exports a state that passes the coordinator’s invariant checks', async () => {
     const machine = await store.exportState();
     expect(() => machine.checkInvariants()).not.toThrow();

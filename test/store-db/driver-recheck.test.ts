@@ -7,7 +7,9 @@
 import { describe, expect, it } from 'vitest';
 import { MemoryStore } from '../../src/store/memory/index.ts';
 import { CoordinatorStateMachine } from '../../src/coordinator/state-machine.ts';
+import type { PhaseTwoOptions } from '../../src/coordinator/phase-two-driver.ts';
 import { GlobalStatus } from '../../src/coordinator/types.ts';
+import { dueAtOf } from '../../src/store/db/rows.ts';
 import {
   FakeClock,
   FakeGateway,
@@ -29,20 +31,32 @@ class SharedStore extends MemoryStore {
   drivesPhaseTwo(): boolean {
     return this.drives;
   }
+  /** What the db store's `due_at <= now` statement answers (the same dueAtOf it writes). */
+  async dueXids(now: number, limit: number): Promise<string[]> {
+    return this.machine
+      .liveXids()
+      .map((xid) => ({ xid, due: dueAtOf(this.machine.getSession(xid)!) }))
+      .filter((x) => x.due <= now)
+      .sort((a, b) => a.due - b.due || (a.xid < b.xid ? -1 : 1))
+      .slice(0, limit)
+      .map((x) => x.xid);
+  }
 }
 
-function pair(concurrentWriters: boolean) {
+function pair(concurrentWriters: boolean, phaseTwo: Partial<PhaseTwoOptions> = {}) {
   const machine = new CoordinatorStateMachine();
   const clock = new FakeClock();
   const gateway = new FakeGateway();
   const holder = makeWorld({
     clock,
     gateway,
+    phaseTwo,
     store: new SharedStore(machine, true, concurrentWriters),
   });
   const other = makeWorld({
     clock,
     gateway,
+    phaseTwo,
     store: new SharedStore(machine, false, concurrentWriters),
   });
   return { machine, clock, gateway, holder, other };
@@ -56,6 +70,26 @@ describe('phase-two driver with concurrent writers', () => {
     const xid = await begin(holder, 600_000); // the holder now has a timer at the deadline
     await register(holder, xid, 'TCC', 'r:1');
     expect(await other.coordinator.commit({ xid })).toBe(GlobalStatus.Committing);
+    await clock.advance(TEST_PHASE_TWO.sweepIntervalMs!);
+    expect(machine.getFinished(xid)?.status).toBe(GlobalStatus.Committed);
+  });
+
+  it('drives a transaction decided on another node at its next due poll, long before the sweep', async () => {
+    const { machine, clock, holder, other } = pair(true, { duePollIntervalMs: 100 });
+    const xid = await begin(holder, 600_000);
+    await register(holder, xid, 'TCC', 'r:1');
+    expect(await other.coordinator.commit({ xid })).toBe(GlobalStatus.Committing);
+    await clock.advance(100);
+    expect(machine.getFinished(xid)?.status).toBe(GlobalStatus.Committed);
+  });
+
+  it('with no due poll, a decision made elsewhere waits for the sweep', async () => {
+    const { machine, clock, holder, other } = pair(true, { duePollIntervalMs: 0 });
+    const xid = await begin(holder, 600_000);
+    await register(holder, xid, 'TCC', 'r:1');
+    await other.coordinator.commit({ xid });
+    await clock.advance(100);
+    expect(machine.getSession(xid)?.status).toBe(GlobalStatus.Committing);
     await clock.advance(TEST_PHASE_TWO.sweepIntervalMs!);
     expect(machine.getFinished(xid)?.status).toBe(GlobalStatus.Committed);
   });
@@ -75,7 +109,8 @@ describe('phase-two driver with concurrent writers', () => {
     const branchId = await register(holder, xid, 'TCC', 'p:1');
     gateway.script(branchId, 'throw');
     expect(await holder.coordinator.commit({ xid })).toBe(GlobalStatus.CommitRetrying);
-    await other.coordinator.stopRetry({ xid }); // decided elsewhere: the holder's retry timer no longer fits
+    // decided elsewhere: the holder's retry timer no longer fits
+    await other.coordinator.stopRetry({ xid });
     await clock.advance(TEST_PHASE_TWO.sweepIntervalMs!); // the holder parks it
     expect(machine.getSession(xid)?.retry.stopped).toBe(true);
     await other.coordinator.resumeRetry({ xid });

@@ -81,81 +81,7 @@ export interface Admin {
 export async function connectAdmin(dialect: DialectName): Promise<Admin> {
   const url = dbUrl(dialect);
   try {
-    if (dialect === 'postgres') {
-      const pool = new pg.Pool({ connectionString: url, max: 4, connectionTimeoutMillis: 5_000 });
-      pool.on('error', () => undefined);
-      await pool.query('SELECT 1');
-      return {
-        async query(sql, params = []) {
-          let n = 0;
-          return (
-            await pool.query(
-              sql.replace(/\?/g, () => `$${++n}`),
-              params,
-            )
-          ).rows as Record<string, unknown>[];
-        },
-        async begin() {
-          const client = await pool.connect();
-          await client.query('BEGIN');
-          return {
-            async query(sql, params = []) {
-              let n = 0;
-              return (
-                await client.query(
-                  sql.replace(/\?/g, () => `$${++n}`),
-                  params,
-                )
-              ).rows as Record<string, unknown>[];
-            },
-            async commit() {
-              await client.query('COMMIT');
-              client.release();
-            },
-            async rollback() {
-              await client.query('ROLLBACK');
-              client.release();
-            },
-          };
-        },
-        async dropTables(prefix) {
-          for (const t of Object.values(tableNames(prefix)))
-            await pool.query(`DROP TABLE IF EXISTS ${t}`);
-        },
-        close: () => pool.end(),
-      };
-    }
-    const pool = mysql.createPool({ uri: url, connectionLimit: 4, connectTimeout: 5_000 });
-    await pool.query('SELECT 1');
-    return {
-      async query(sql, params = []) {
-        const [rows] = await pool.query(sql, params);
-        return (Array.isArray(rows) ? rows : []) as Record<string, unknown>[];
-      },
-      async begin() {
-        const conn = await pool.getConnection();
-        await conn.query('START TRANSACTION');
-        return {
-          async query(sql, params = []) {
-            const [rows] = await conn.query(sql, params);
-            return (Array.isArray(rows) ? rows : []) as Record<string, unknown>[];
-          },
-          async commit() {
-            await conn.query('COMMIT');
-            conn.release();
-          },
-          async rollback() {
-            await conn.query('ROLLBACK');
-            conn.release();
-          },
-        };
-      },
-      async dropTables(prefix) {
-        for (const t of Object.values(tableNames(prefix)))
-          await pool.query(`DROP TABLE IF EXISTS ${t}`);
-      },
-      close: () => pool.end(),
-    };
+    return dialect === 'postgres' ? await pgAdmin(url) : await mysqlAdmin(url);
   } catch (err) {
     throw new Error(
       dialect === 'postgres'
@@ -166,7 +92,91 @@ export async function connectAdmin(dialect: DialectName): Promise<Admin> {
   }
 }
 
-/** Fast lease timings for tests: takeover within about two and a half seconds, yet a holder survives a 1.5 s stall. */
+/** The rows of `sql` written with `?` placeholders, run on PostgreSQL (`$1`, `$2`, …). */
+async function pgRows(
+  on: { query: (text: string, values: unknown[]) => Promise<{ rows: unknown[] }> },
+  sql: string,
+  params: unknown[],
+): Promise<Record<string, unknown>[]> {
+  let n = 0;
+  const result = await on.query(
+    sql.replace(/\?/g, () => `$${++n}`),
+    params,
+  );
+  return result.rows as Record<string, unknown>[];
+}
+
+async function pgAdmin(url: string): Promise<Admin> {
+  const pool = new pg.Pool({ connectionString: url, max: 4, connectionTimeoutMillis: 5_000 });
+  pool.on('error', () => undefined);
+  await pool.query('SELECT 1');
+  return {
+    query: (sql, params = []) => pgRows(pool, sql, params),
+    async begin() {
+      const client = await pool.connect();
+      await client.query('BEGIN');
+      return {
+        query: (sql, params = []) => pgRows(client, sql, params),
+        async commit() {
+          await client.query('COMMIT');
+          client.release();
+        },
+        async rollback() {
+          await client.query('ROLLBACK');
+          client.release();
+        },
+      };
+    },
+    async dropTables(prefix) {
+      for (const t of Object.values(tableNames(prefix)))
+        await pool.query(`DROP TABLE IF EXISTS ${t}`);
+    },
+    close: () => pool.end(),
+  };
+}
+
+/** The rows of a MySQL query (an empty list for a statement that returns none). */
+async function mysqlRows(
+  on: { query: (sql: string, params: unknown[]) => Promise<[unknown, unknown]> },
+  sql: string,
+  params: unknown[],
+): Promise<Record<string, unknown>[]> {
+  const [rows] = await on.query(sql, params);
+  return (Array.isArray(rows) ? rows : []) as Record<string, unknown>[];
+}
+
+async function mysqlAdmin(url: string): Promise<Admin> {
+  const pool = mysql.createPool({ uri: url, connectionLimit: 4, connectTimeout: 5_000 });
+  await pool.query('SELECT 1');
+  return {
+    query: (sql, params = []) => mysqlRows(pool, sql, params),
+    async begin() {
+      const conn = await pool.getConnection();
+      await conn.query('START TRANSACTION');
+      return {
+        query: (sql, params = []) => mysqlRows(conn, sql, params),
+        async commit() {
+          await conn.query('COMMIT');
+          conn.release();
+        },
+        async rollback() {
+          await conn.query('ROLLBACK');
+          conn.release();
+        },
+      };
+    },
+    async dropTables(prefix) {
+      for (const t of Object.values(tableNames(prefix)))
+        await pool.query(`DROP TABLE IF EXISTS ${t}`);
+    },
+    close: () => pool.end(),
+  };
+}
+
+/**
+ * Fast lease timings for tests: takeover within about two and a half seconds, yet a holder survives
+ * a 1.5 s stall.
+ */
 export const TEST_LEASE = { leaseMs: 2_000, renewIntervalMs: 250, safetyMarginMs: 400 };
 
 export function openStore(

@@ -113,7 +113,8 @@ describe.each(DIALECTS)('driver lease on %s', (dialect: DialectName) => {
 
   it('a holder killed mid phase two: another node takes the lease over with a higher epoch and finishes the Committing transaction', async () => {
     const stuck = new FakeGateway();
-    stuck.manual = true; // the first holder's RM calls never return: it dies with phase two half done
+    // the first holder's RM calls never return: it dies with phase two half done
+    stuck.manual = true;
     const ws = await nodes(3, [stuck]);
     const [a] = ws;
     const events: { node: number; isLeader: boolean; term: number }[] = [];

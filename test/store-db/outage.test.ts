@@ -120,7 +120,8 @@ describe.each(DIALECTS)('database outages on %s', (dialect: DialectName) => {
       expect(Date.now() - started).toBeLessThan(1_000);
       await expect(a.read((s) => s.liveXids())).rejects.toThrow(/unreachable for \d+ ms/);
 
-      // The holder cannot renew: it steps down before its lease runs out; the other node takes over.
+      // The holder cannot renew: it steps down before its lease runs out; the other node takes
+      // over.
       await waitFor(
         'A to step down',
         () => (a.drivesPhaseTwo() ? undefined : true),
@@ -135,7 +136,8 @@ describe.each(DIALECTS)('database outages on %s', (dialect: DialectName) => {
       // The other node serves the transaction meanwhile.
       expect(await wb.coordinator.commit({ xid })).toBe(GlobalStatus.Committed);
 
-      // Back: A reconnects on its own (probe with backoff) and serves again, as a non-holder that knows the new epoch.
+      // Back: A reconnects on its own (probe with backoff) and serves again, as a non-holder that
+      // knows the new epoch.
       await proxy.up();
       await waitFor('A to reconnect', () => (a.databaseDown ? undefined : true), 10_000);
       expect(await wa.coordinator.getStatus({ xid })).toBe(GlobalStatus.Committed);

@@ -131,7 +131,8 @@ describe('error classification', () => {
         'definite',
       );
     }
-    // An INTERNAL that is no transport failure is a bug report, not retried; so is a malformed call.
+    // An INTERNAL that is no transport failure is a bug report, not retried; so is a malformed
+    // call.
     expect(
       grpcToError(grpcError(grpc.status.INTERNAL, 'Failed to parse server response'), 'x'),
     ).toBeInstanceOf(TcInternalError);
@@ -180,7 +181,10 @@ type Script = (
   n: number,
 ) => Record<string, unknown> | null | 'reset';
 
-/** A one-node "cluster": metadata naming it leader, a Calls stream answered by `script`, behind a TCP proxy that can reset connections. */
+/**
+ * A one-node "cluster": metadata naming it leader, a Calls stream answered by `script`, behind a
+ * TCP proxy that can reset connections.
+ */
 class ScriptedTc {
   script: Script = () => null;
   readonly received: string[] = [];
@@ -272,7 +276,10 @@ class ScriptedTc {
     this.httpPort = (this.http.address() as AddressInfo).port;
   }
 
-  /** The TC port refuses connections (the node is down; its metadata still names it leader, as a stale follower would). */
+  /**
+   * The TC port refuses connections (the node is down; its metadata still names it leader, as a
+   * stale follower would).
+   */
   async down(): Promise<void> {
     const closed = new Promise((r) => this.proxy.close(r));
     for (const s of this.sockets) s.destroy();
@@ -363,7 +370,9 @@ describe('the call budget (scripted TC)', () => {
       expect(await tc.getStatus(requireXid('127.0.0.1:1:1'))).toBe('Committed');
       await fake.down();
       down = true;
-      await sleep(200); // the client sees its connection drop (a call caught in the drop would have an unknown outcome)
+      // the client sees its connection drop (a call caught in the drop would have an unknown
+      // outcome)
+      await sleep(200);
       const err = await tc.rollback(requireXid('127.0.0.1:1:1')).catch((e: unknown) => e);
       expect(err).toBeInstanceOf(UnavailableError);
       expect(isOutcomeUnknown(err)).toBe(false);
@@ -478,7 +487,9 @@ const TICK_MS = 50;
 const APP = { applicationId: 'failover-app', transactionServiceGroup: 'default' };
 /** Transaction loops of the steady load (the machine has two cores, shared). */
 const LOAD_LOOPS = 3;
-/** The bound the chaos runs broke: an in-flight call used to wait out the 10–15 s attempt timeout. */
+/**
+ * The bound the chaos runs broke: an in-flight call used to wait out the 10–15 s attempt timeout.
+ */
 const RECOVERY_BOUND_MS = 5_000;
 /** How long every node stays down in (b), ms; with the restart, the outage is about 9 s. */
 const RESTART_ALL_DOWN_MS = 6_000;

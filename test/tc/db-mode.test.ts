@@ -397,7 +397,7 @@ describe.each([['PostgreSQL', 'postgres'] as const, ['MariaDB', 'mysql'] as cons
           applicationId: rm.applicationId,
         });
         // The holder runs the first pass before answering; another node records the decision
-        // and the holder's driver finds it on its next sweep.
+        // and the holder's driver finds it at its next due poll.
         expect(['Committed', 'Committing']).toContain(await tm(n).commit(xid));
         xids.push(xid);
       }

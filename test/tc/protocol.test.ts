@@ -34,6 +34,17 @@ function raw(port: number): RawClient {
   return c;
 }
 
+/** The Raft entries a node proposed and the commands they carried, from its /metrics. */
+async function proposedCounts(httpPort: number): Promise<{ entries: number; commands: number }> {
+  const text = await (await fetch(`http://127.0.0.1:${httpPort}/metrics`)).text();
+  const value = (name: string) =>
+    Number(new RegExp(`^${name}(?:\\{[^}]*\\})? (\\S+)$`, 'm').exec(text)?.[1] ?? NaN);
+  return {
+    entries: value('concord_raft_proposed_entries_total'),
+    commands: value('concord_raft_proposed_commands_total'),
+  };
+}
+
 /** Progress rank of a status as a client sees it: every legal step raises it. */
 function rank(s: string): number {
   if (s === 'Begin') return 0;
@@ -167,7 +178,8 @@ describe('bad requests', () => {
     expect(byId.get(3).getStatus.resultCode).toBe('RESULT_CODE_OK');
     expect(byId.get(3).getStatus.globalStatus).toBe(1 /* Begin */);
 
-    // A batch above MAX_CALLS_PER_BATCH (1024) ends that stream with INVALID_ARGUMENT, nothing else.
+    // A batch above MAX_CALLS_PER_BATCH (1024) ends that stream with INVALID_ARGUMENT, nothing
+    // else.
     const flood = client.Calls();
     const floodEnd = new Promise<any>((res) => {
       flood.on('error', res);
@@ -263,15 +275,7 @@ describe('commit and rollback', () => {
 
   it("the leader's /metrics count the entries it proposed and the commands they carried", async () => {
     const leader = await cluster.leader();
-    const read = async () => {
-      const text = await (await fetch(`http://127.0.0.1:${leader.http}/metrics`)).text();
-      const value = (name: string) =>
-        Number(new RegExp(`^${name}(?:\\{[^}]*\\})? (\\S+)$`, 'm').exec(text)?.[1] ?? NaN);
-      return {
-        entries: value('concord_raft_proposed_entries_total'),
-        commands: value('concord_raft_proposed_commands_total'),
-      };
-    };
+    const read = () => proposedCounts(leader.http);
     const before = await read();
     // Ten begins in one event-loop turn, then their commits: at least 20 commands.
     const xids = await Promise.all(
@@ -283,6 +287,24 @@ describe('commit and rollback', () => {
     expect(after.entries - before.entries).toBeGreaterThanOrEqual(1);
     // Batched: fewer entries than commands.
     expect(after.entries - before.entries).toBeLessThan(after.commands - before.commands);
+  });
+
+  it("a sync commit's last branch result and the session's end share one Raft entry", async () => {
+    const leader = await cluster.leader();
+    const xid = await tc.begin({ ...APP, name: 'one-entry-end', timeoutMs: 30_000 });
+    await tc.branchRegister({
+      xid,
+      branchType: 'TCC',
+      resourceId: 'stock',
+      clientId: rm.clientId,
+      applicationId: rm.applicationId,
+    });
+    const before = await proposedCounts(leader.http);
+    expect(await tc.commit(xid)).toBe('Committed');
+    const after = await proposedCounts(leader.http);
+    // CommitGlobal; then BranchPhaseTwoResult and FinishGlobal together (were 3 entries).
+    expect(after.commands - before.commands).toBe(3);
+    expect(after.entries - before.entries).toBe(2);
   });
 
   it('commits a transaction with one branch: the RM is told once', async () => {
@@ -395,7 +417,8 @@ describe('locks', () => {
     expect(await tc.lockQuery({ resourceId: 'orders-db', lockKey: 'orders:3' })).toBe(true);
     expect((await tc.getSession(second)).branches).toEqual([]);
 
-    // AT commits asynchronously: the TM hears AsyncCommitting, the rows are free once the branch committed.
+    // AT commits asynchronously: the TM hears AsyncCommitting, the rows are free once the branch
+    // committed.
     expect(await tc.commit(first)).toBe('AsyncCommitting');
     await waitForStatus(tc, first, (s) => s === 'Committed');
     expect(

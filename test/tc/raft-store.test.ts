@@ -4,15 +4,18 @@
  * applied outcome, not-leader answers name the leader's TC address, and concurrent reads
  * share ReadIndex barriers without ever reusing one that started before them.
  */
+import { pack } from 'msgpackr';
 import { describe, expect, it } from 'vitest';
 import {
   CoordinatorStateMachine,
   decodeCommand,
+  encodeCommand,
   type BeginCommand,
   type LeadershipEvent,
 } from '../../src/coordinator/index.ts';
 import type { Role } from '../../src/raft/core/types.ts';
 import {
+  AssertionFailure,
   NotLeaderError,
   ProposalDroppedError,
   StoppedError,
@@ -23,6 +26,8 @@ import {
   MAX_ENTRY_BYTES,
   RaftSessionStore,
   applyEntry,
+  encodeBinBatchEntry,
+  encodeEntry,
   isBatchEntry,
   type RaftPort,
 } from '../../src/store/raft/index.ts';
@@ -276,6 +281,28 @@ describe('RaftSessionStore', () => {
     raft.applyNext();
     expect((await lone).ok).toBe(true);
     store.close();
+  });
+
+  it('a batch entry is an array header and the commands’ own bytes; the first batch format (bins) applies the same', () => {
+    for (const count of [2, 15, 16, 40]) {
+      // Some xids twice: refused inside the batch, in both formats alike.
+      const bytes = Array.from({ length: count }, (_, i) => encodeCommand(begin(1 + (i % 13))));
+      const entry = encodeEntry(bytes);
+      const payload = bytes.reduce((n, b) => n + b.length, 0);
+      expect(entry.length).toBe(payload + (count < 16 ? 1 : 3));
+      expect(isBatchEntry(entry)).toBe(true);
+      const now = applyEntry(new CoordinatorStateMachine(), entry);
+      const before = applyEntry(new CoordinatorStateMachine(), encodeBinBatchEntry(bytes));
+      expect(now).toEqual(before);
+      expect((now as { ok: boolean }[]).filter((o) => o.ok)).toHaveLength(Math.min(count, 13));
+    }
+    // A batch mixing the formats, an empty one, or an unknown kind is a corrupt log.
+    const one = encodeCommand(begin(1));
+    const mixed = pack([one, decodeCommand(one)]);
+    expect(() => applyEntry(new CoordinatorStateMachine(), mixed)).toThrow(AssertionFailure);
+    expect(() => applyEntry(new CoordinatorStateMachine(), pack([]))).toThrow(AssertionFailure);
+    const unknown = pack([{ kind: 'Nope' }, { kind: 'Nope' }]);
+    expect(() => applyEntry(new CoordinatorStateMachine(), unknown)).toThrow(AssertionFailure);
   });
 
   it('an entry is bounded: a turn with more than MAX_ENTRY_BYTES of commands is split', async () => {

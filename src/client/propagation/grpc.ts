@@ -17,6 +17,7 @@ import {
 } from '@grpc/grpc-js';
 import { currentXid, runWithContext, type GlobalTxContext, type Xid } from '../context.ts';
 import { toClientLogger, type Logger, type LoggerLike } from '../logger.ts';
+import { traceHeaders, withIncomingTrace } from '../tracing.ts';
 import { InvalidIncomingXidError, readIncomingXid } from './incoming.ts';
 
 export const XID_METADATA_KEY = 'tx_xid';
@@ -30,10 +31,14 @@ export const XID_METADATA_KEY = 'tx_xid';
  */
 export const xidClientInterceptor: Interceptor = (options, nextCall) => {
   const xid = currentXid();
+  // The trace context travels with the xid (traceparent, ...: lower-case keys, as gRPC wants).
+  const trace = xid === undefined ? {} : traceHeaders();
   return new InterceptingCall(nextCall(options), {
     start(metadata, listener, next) {
       if (xid !== undefined && metadata.get(XID_METADATA_KEY).length === 0)
         metadata.set(XID_METADATA_KEY, xid);
+      for (const [k, v] of Object.entries(trace))
+        if (metadata.get(k).length === 0) metadata.set(k.toLowerCase(), v);
       next(metadata, listener);
     },
   });
@@ -117,14 +122,22 @@ export function withXidFromMetadata<C extends CallWithMetadata, Rest extends unk
       return;
     }
     const context: GlobalTxContext | null = incoming.kind === 'xid' ? { xid: incoming.xid } : null;
+    // The caller's trace context, if its metadata carries one (first value of each key).
+    const carried: Record<string, string> = {};
+    for (const [k, v] of Object.entries(call.metadata.getMap()))
+      if (typeof v === 'string') carried[k] = v;
     const emitter = call as unknown as { emit?: (...args: unknown[]) => boolean };
     if (typeof emitter.emit === 'function') {
       const emit = emitter.emit;
       emitter.emit = function emitInXidContext(this: unknown, ...args: unknown[]): boolean {
-        return runWithContext(context, () => emit.apply(this, args));
+        return withIncomingTrace(carried, () =>
+          runWithContext(context, () => emit.apply(this, args)),
+        );
       };
     }
-    const returned = runWithContext(context, () => handler(call, ...rest));
+    const returned = withIncomingTrace(carried, () =>
+      runWithContext(context, () => handler(call, ...rest)),
+    );
     if (returned instanceof Promise)
       returned.catch((err: unknown) => {
         logger.error({ err }, 'gRPC handler rejected; the call ends with UNKNOWN');

@@ -28,6 +28,7 @@ import type {
 import { AsyncResource } from 'node:async_hooks';
 import { currentXid, runWithContext, type GlobalTxContext, type Xid } from '../context.ts';
 import { toClientLogger, type Logger, type LoggerLike } from '../logger.ts';
+import { traceHeaders, withIncomingTrace } from '../tracing.ts';
 import { InvalidIncomingXidError, readIncomingXid } from './incoming.ts';
 
 export { MAX_LOGGED_HEADER_CHARS } from './incoming.ts';
@@ -52,7 +53,7 @@ export interface XidServerOptions {
  */
 export function xidHeaders(): Record<string, string> {
   const xid = currentXid();
-  return xid === undefined ? {} : { [XID_HEADER]: xid };
+  return xid === undefined ? {} : { ...traceHeaders(), [XID_HEADER]: xid };
 }
 
 type HeaderTuples = [string, string][];
@@ -73,21 +74,27 @@ export function withXidHeaders(
   headers?: Headers | HeaderTuples | OutgoingHttpHeaders | Record<string, string>,
 ): Headers | HeaderTuples | OutgoingHttpHeaders {
   const xid = currentXid();
-  if (headers === undefined) return xid === undefined ? {} : { [XID_HEADER]: xid };
+  if (headers === undefined)
+    return xid === undefined ? {} : { ...traceHeaders(), [XID_HEADER]: xid };
+  // The trace context travels with the xid (a header the caller set itself wins).
+  const trace = xid === undefined ? {} : traceHeaders();
   if (headers instanceof Headers) {
     const copy = new Headers(headers);
     if (xid !== undefined && !copy.has(XID_HEADER)) copy.set(XID_HEADER, xid);
+    for (const [k, v] of Object.entries(trace)) if (!copy.has(k)) copy.set(k, v);
     return copy;
   }
   if (Array.isArray(headers)) {
     const copy: HeaderTuples = headers.map(([k, v]) => [k, v]);
-    if (xid !== undefined && !copy.some(([k]) => k.toLowerCase() === XID_HEADER_LOWER))
-      copy.push([XID_HEADER, xid]);
+    const has = (name: string) => copy.some(([k]) => k.toLowerCase() === name);
+    if (xid !== undefined && !has(XID_HEADER_LOWER)) copy.push([XID_HEADER, xid]);
+    for (const [k, v] of Object.entries(trace)) if (!has(k)) copy.push([k, v]);
     return copy;
   }
   const copy: OutgoingHttpHeaders = { ...headers };
-  if (xid !== undefined && !Object.keys(copy).some((k) => k.toLowerCase() === XID_HEADER_LOWER))
-    copy[XID_HEADER] = xid;
+  const has = (name: string) => Object.keys(copy).some((k) => k.toLowerCase() === name);
+  if (xid !== undefined && !has(XID_HEADER_LOWER)) copy[XID_HEADER] = xid;
+  for (const [k, v] of Object.entries(trace)) if (!has(k)) copy[k] = v;
   return copy;
 }
 
@@ -168,7 +175,7 @@ export function xidMiddleware(options: XidServerOptions = {}): XidMiddleware {
   return (req, _res, next) => {
     const decided = contextOf(req.headers, logger);
     if ('refused' in decided) return next(decided.refused);
-    runWithContext(decided.context, () => next());
+    withIncomingTrace(req.headers, () => runWithContext(decided.context, () => next()));
   };
 }
 
@@ -242,7 +249,9 @@ export function wrapHttpHandler<
     const decided = contextOf(req.headers, logger);
     try {
       if ('refused' in decided) throw decided.refused;
-      await runWithContext(decided.context, () => handler(req, res, ...rest));
+      await withIncomingTrace(req.headers, () =>
+        runWithContext(decided.context, () => handler(req, res, ...rest)),
+      );
     } catch (err) {
       const [next] = rest;
       if (typeof next === 'function') (next as NextFunction)(err);
@@ -291,11 +300,13 @@ export function xidFastifyPlugin(
   fastify.addHook('onRequest', (request, _reply, hookDone) => {
     const decided = contextOf(request.headers, logger);
     if ('refused' in decided) return hookDone(decided.refused);
-    runWithContext(decided.context, () => {
-      const scope = new AsyncResource('concord.xid');
-      (request as ScopedRequest)[requestScope] = scope;
-      hookDone();
-    });
+    withIncomingTrace(request.headers, () =>
+      runWithContext(decided.context, () => {
+        const scope = new AsyncResource('concord.xid');
+        (request as ScopedRequest)[requestScope] = scope;
+        hookDone();
+      }),
+    );
   });
   fastify.addHook('preValidation', (request, _reply, hookDone) => {
     const scope = (request as ScopedRequest)[requestScope];

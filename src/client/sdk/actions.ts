@@ -29,6 +29,14 @@
  * the branch is reported PhaseOne_Failed and the TC drops it from phase two (neither
  * confirm nor cancel) — see reportPhaseOneFailed.
  */
+import {
+  ATTR_BRANCH_ID,
+  ATTR_BRANCH_TYPE,
+  ATTR_RESOURCE_ID,
+  ATTR_XID,
+  SpanKind,
+  inSpan,
+} from '../tracing.ts';
 import { assert, BadRequestError } from '../../shared/errors.ts';
 import { currentContext, runWithoutXid, runWithXid, type Xid } from '../context.ts';
 // Not the fence barrel (../fence/index.ts): that one re-exports the pg and mysql2 fences,
@@ -259,10 +267,21 @@ function registerAction<A, R, Tx>(deps: ActionDeps, spec: Spec<A, R, Tx>): Branc
       await deps.hooks.beforePhaseTwo?.(pointOf(request.xid, request.branchId, phase.op));
       // Phase two belongs to no transaction scope: a call it makes must not carry the xid
       // (the transaction is decided; a downstream service must not try to join it).
-      const result = await phaseTwoStep(request, phase.op, () =>
-        runWithoutXid(() =>
-          fenced(phase.op, request.xid, request.branchId, async (ctx) => phase.step(args, ctx)),
-        ),
+      const result = await inSpan(
+        `concord.branch.${phase.op}`,
+        {
+          [ATTR_XID]: request.xid,
+          [ATTR_BRANCH_ID]: request.branchId,
+          [ATTR_BRANCH_TYPE]: spec.branchType,
+          [ATTR_RESOURCE_ID]: spec.resourceId,
+        },
+        () =>
+          phaseTwoStep(request, phase.op, () =>
+            runWithoutXid(() =>
+              fenced(phase.op, request.xid, request.branchId, async (ctx) => phase.step(args, ctx)),
+            ),
+          ),
+        SpanKind.SERVER,
       );
       if (!result.ran)
         log.debug(
@@ -363,12 +382,23 @@ function registerAction<A, R, Tx>(deps: ActionDeps, spec: Spec<A, R, Tx>): Branc
     // before anything reaches the TC.
     if (signal?.aborted) throw signal.reason;
     const applicationData = encodeActionContext(spec.resourceId, args);
-    return deps.tracker.run(async () => {
-      await deps.rm.ensureReady();
-      const branchId = await registerBranch(xid, applicationData, signal);
-      log.debug({ xid, branchId }, 'branch registered');
-      return phaseOne(args, xid, branchId, signal);
-    });
+    return deps.tracker.run(() =>
+      inSpan(
+        `concord.branch.${spec.phaseOneOp}`,
+        {
+          [ATTR_XID]: xid,
+          [ATTR_BRANCH_TYPE]: spec.branchType,
+          [ATTR_RESOURCE_ID]: spec.resourceId,
+        },
+        async (span) => {
+          await deps.rm.ensureReady();
+          const branchId = await registerBranch(xid, applicationData, signal);
+          span.setAttribute(ATTR_BRANCH_ID, branchId);
+          log.debug({ xid, branchId }, 'branch registered');
+          return phaseOne(args, xid, branchId, signal);
+        },
+      ),
+    );
   };
   return Object.assign(call, {
     resourceId: spec.resourceId,

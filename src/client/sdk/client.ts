@@ -62,9 +62,16 @@ export interface ClientOptions {
   /**
    * HTTP control addresses ("host:port") of any nodes of the TC cluster — one reachable node
    * is enough, the rest are found from its metadata. An array, or one comma-separated
-   * string (handy for an env var such as CONCORD_SERVERS).
+   * string. Default: the environment variable CONCORD_SERVERS (comma-separated).
    */
-  servers: string | readonly string[];
+  servers?: string | readonly string[];
+  /**
+   * The budget of one call to the TC — all its attempts, across failovers — ms. Default
+   * 30 000. A call that could not reach the cluster within it fails with UnavailableError.
+   */
+  callDeadlineMs?: number;
+  /** One attempt of a call (one RPC to one node) is abandoned after this, ms. Default 5 000. */
+  attemptTimeoutMs?: number;
   /** The cluster's Raft group. Default 'default'. */
   group?: string;
   /**
@@ -99,6 +106,12 @@ export interface ClientOptions {
   defaultTimeoutMs?: number;
   /** How long close() waits for in-flight work, ms. Default 30 000. */
   closeTimeoutMs?: number;
+  /**
+   * Fail fast: a call fails with UnavailableError once no node of the cluster has answered
+   * for this long (nothing listens at `servers`, all nodes down), ms. Default 5 000. A
+   * cluster that answers — an election, a leader change — is waited for longer.
+   */
+  connectTimeoutMs?: number;
   /**
    * Advanced: the TC connection to use instead of one built from `servers` (a test double,
    * or a shared connection). The client closes it on close().
@@ -181,7 +194,28 @@ function requireName(value: unknown, what: string): string {
   return value;
 }
 
+/** The environment variable createClient reads when `servers` is not given. */
+export const SERVERS_ENV = 'CONCORD_SERVERS';
+
+/** Upper bound of the deadline options, ms (one hour). */
+const MAX_DEADLINE_MS = 3_600_000;
+
+function deadlineOption(value: unknown, name: string): number | undefined {
+  if (value === undefined) return undefined;
+  if (!Number.isSafeInteger(value) || (value as number) < 1 || (value as number) > MAX_DEADLINE_MS)
+    throw new BadRequestError(`${name} must be an integer number of ms in 1..${MAX_DEADLINE_MS}`);
+  return value as number;
+}
+
 function parseServers(servers: unknown): string[] {
+  if (servers === undefined) {
+    const fromEnv = process.env[SERVERS_ENV];
+    if (fromEnv === undefined || fromEnv.trim() === '')
+      throw new BadRequestError(
+        `servers is not given and ${SERVERS_ENV} is not set: name at least one node ("host:port" of its HTTP port)`,
+      );
+    servers = fromEnv;
+  }
   const list =
     typeof servers === 'string' ? servers.split(',') : Array.isArray(servers) ? servers : null;
   if (list === null || !list.every((s) => typeof s === 'string'))
@@ -228,7 +262,19 @@ export function createClient(options: ClientOptions): ConcordClient {
   if (options.tc !== undefined) {
     tc = options.tc;
   } else {
-    tc = new TcClient({ seeds: parseServers(options.servers), group, logger, ...tlsOf(options) });
+    const callDeadlineMs = deadlineOption(options.callDeadlineMs, 'callDeadlineMs');
+    const attemptTimeoutMs = deadlineOption(options.attemptTimeoutMs, 'attemptTimeoutMs');
+    tc = new TcClient({
+      seeds: parseServers(options.servers),
+      group,
+      logger,
+      ...(options.connectTimeoutMs !== undefined
+        ? { connectTimeoutMs: options.connectTimeoutMs }
+        : {}),
+      ...(callDeadlineMs !== undefined ? { callDeadlineMs } : {}),
+      ...(attemptTimeoutMs !== undefined ? { attemptTimeoutMs } : {}),
+      ...tlsOf(options),
+    });
   }
 
   // open → draining (close() called: no new transactions; in-flight ones may still call

@@ -196,9 +196,10 @@ export class TransactionRollingBackError extends ConcordError {
 }
 
 /**
- * Phase two gave up (CommitFailed, RollbackFailed, TimeoutRollbackFailed): a branch failed
- * without a retry, or kept failing until the TC's retry deadline. The TC keeps the
- * transaction's locks until an operator resolves it.
+ * Phase two failed for good (CommitFailed, RollbackFailed, TimeoutRollbackFailed): an RM
+ * answered that a branch can never finish (unretryable). Retryable failures never end
+ * here: the TC retries them and shows the transaction stuck past its alarm threshold. The
+ * TC keeps the transaction's locks until an operator resolves it.
  */
 export class TransactionFailedError extends ConcordError {
   readonly xid: string;

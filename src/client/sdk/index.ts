@@ -1,5 +1,10 @@
 /** The client SDK (TM, TCC, Saga): its export list. The package's public API is src/index.ts. */
-export { createClient, DEFAULT_GROUP, DEFAULT_TRANSACTION_SERVICE_GROUP } from './client.ts';
+export {
+  createClient,
+  DEFAULT_GROUP,
+  DEFAULT_TRANSACTION_SERVICE_GROUP,
+  SERVERS_ENV,
+} from './client.ts';
 export type { ClientOptions, ConcordClient, TccApi, SagaApi } from './client.ts';
 export { TransactionAlreadyCommittedError } from './tm.ts';
 export type {

@@ -6,7 +6,7 @@
  * The outcome rules, as Seata's template has them:
  * - fn returns → commit. A commit the TC answers with a timeout rollback (the transaction
  *   outlived its timeout) throws GlobalTimeoutError, another rollback
- *   TransactionRolledBackError; a commit that gave up (CommitFailed) throws
+ *   TransactionRolledBackError; a commit that failed for good (CommitFailed) throws
  *   TransactionFailedError. A commit still retrying phase two (CommitRetrying) is a success:
  *   the decision is durable and the TC finishes it (`waitForPhaseTwoMs` waits for that, and
  *   `transactionOutcome` says whether it happened).
@@ -26,6 +26,7 @@
  * - fn throws an error `noRollbackFor` accepts → commit anyway (unless the timeout passed),
  *   then rethrow it.
  */
+import { ATTR_GLOBAL_STATUS, ATTR_TRANSACTION_NAME, ATTR_XID, inSpan } from '../tracing.ts';
 import { BadRequestError, ConcordError } from '../../shared/errors.ts';
 import {
   assertValidXid,
@@ -445,38 +446,50 @@ export class TransactionManager {
     return { value, xid, role: 'participant', phaseTwo: null };
   }
 
-  private async launch<T>(
+  private launch<T>(
     options: TransactionOptions,
     noRollbackFor: NoRollbackRule | undefined,
     waitMs: number,
     fn: (scope: TransactionScope) => T | Promise<T>,
   ): Promise<TransactionOutcome<T>> {
-    const tx = await this.begin(options);
-    const scope: TransactionScope = { xid: tx.xid, role: 'launcher', signal: tx.signal };
-    let value: T;
-    try {
-      value = await tx.run(() => fn(scope));
-    } catch (err) {
-      await this.afterFailure(tx, err, noRollbackFor);
-      throw err;
-    }
-    if (tx.signal.aborted) {
-      // The global timeout passed while fn ran: whatever fn did after the signal fired (or
-      // did not do because of it) must not be committed.
-      const reason: unknown = tx.signal.reason;
-      this.log.warn(
-        { xid: tx.xid, timeoutMs: tx.timeoutMs },
-        'transaction outlived its timeout; rolling back',
-      );
-      await this.rollbackAfterFailure(tx, reason);
-      throw reason;
-    }
-    const committed = await tx.commit();
-    const { status, phaseTwo } =
-      waitMs > 0
-        ? await waitForPhaseTwo(this.deps.tc, tx.xid, committed, waitMs)
-        : ({ status: committed, phaseTwo: isEndStatus(committed) ? 'done' : 'pending' } as const);
-    return { value, xid: tx.xid, role: 'launcher', status, phaseTwo };
+    // One span for the whole transaction; the branches fn calls are its children.
+    return inSpan(
+      'concord.transaction',
+      { [ATTR_TRANSACTION_NAME]: options.name ?? '' },
+      async (span) => {
+        const tx = await this.begin(options);
+        span.setAttribute(ATTR_XID, tx.xid);
+        const scope: TransactionScope = { xid: tx.xid, role: 'launcher', signal: tx.signal };
+        let value: T;
+        try {
+          value = await tx.run(() => fn(scope));
+        } catch (err) {
+          await this.afterFailure(tx, err, noRollbackFor);
+          throw err;
+        }
+        if (tx.signal.aborted) {
+          // The global timeout passed while fn ran: whatever fn did after the signal fired (or
+          // did not do because of it) must not be committed.
+          const reason: unknown = tx.signal.reason;
+          this.log.warn(
+            { xid: tx.xid, timeoutMs: tx.timeoutMs },
+            'transaction outlived its timeout; rolling back',
+          );
+          await this.rollbackAfterFailure(tx, reason);
+          throw reason;
+        }
+        const committed = await tx.commit();
+        const { status, phaseTwo } =
+          waitMs > 0
+            ? await waitForPhaseTwo(this.deps.tc, tx.xid, committed, waitMs)
+            : ({
+                status: committed,
+                phaseTwo: isEndStatus(committed) ? 'done' : 'pending',
+              } as const);
+        span.setAttribute(ATTR_GLOBAL_STATUS, status);
+        return { value, xid: tx.xid, role: 'launcher', status, phaseTwo };
+      },
+    );
   }
 
   /**

@@ -26,6 +26,7 @@
  */
 import { tcChannelCredentials, tcTlsChannelOptions, type ClientTls } from '../tls.ts';
 import * as grpc from '@grpc/grpc-js';
+import { deadlines, type CancelDeadline } from '../../shared/deadline-wheel.ts';
 import { TimeoutError } from '../../shared/errors.ts';
 import type { HostPort } from '../http-metadata.ts';
 import {
@@ -65,6 +66,7 @@ export type TcToRmWire = Decoded<TcToRmFields, 'message'>;
 
 type UnaryMethod = (
   request: unknown,
+  metadata: grpc.Metadata,
   options: grpc.CallOptions,
   callback: (err: grpc.ServiceError | null, response?: AnyResponseWire) => void,
 ) => grpc.ClientUnaryCall;
@@ -100,7 +102,8 @@ interface PendingCall {
   kind: CallKind;
   resolve: (r: AnyResponseWire) => void;
   reject: (e: Error) => void;
-  timer: NodeJS.Timeout;
+  /** Cancels the call's deadline (one wheel for all calls, not a timer each). */
+  cancelDeadline: CancelDeadline;
   /**
    * Written to a stream (a stream failure fails it); calls still in the outbox go on the next
    * stream.
@@ -158,18 +161,26 @@ export class TcConnection {
 
   /**
    * One unary call; resolves with the TC's response (which may carry an error), rejects on
-   * transport failure.
+   * transport failure. `headers`: call metadata (e.g. the operator of an operator call).
    */
-  unary(method: string, request: unknown, timeoutMs: number): Promise<AnyResponseWire> {
+  unary(
+    method: string,
+    request: unknown,
+    timeoutMs: number,
+    headers: Readonly<Record<string, string>> = {},
+  ): Promise<AnyResponseWire> {
     if (this.closedReason) return Promise.reject(this.closedReason);
     const fn = this.client[method];
     if (typeof fn !== 'function') return Promise.reject(new TypeError(`no TC method ${method}`));
     return new Promise((resolve, reject) => {
       const entry: PendingUnary = { call: null, reject };
       this.unaries.add(entry);
+      const metadata = new grpc.Metadata();
+      for (const [k, v] of Object.entries(headers)) metadata.set(k, v);
       entry.call = fn.call(
         this.client,
         request,
+        metadata,
         { deadline: Date.now() + timeoutMs },
         (err, response) => {
           if (!this.unaries.delete(entry)) return; // aborted already
@@ -202,7 +213,7 @@ export class TcConnection {
     }
     const id = this.allocateId();
     return new Promise<AnyResponseWire>((resolve, reject) => {
-      const timer = setTimeout(() => {
+      const cancelDeadline = deadlines.after(timeoutMs, () => {
         if (!this.pending.delete(id)) return;
         if (!this.everReady) {
           // grpc-js holds a stream until the channel is READY: nothing left this process.
@@ -214,9 +225,8 @@ export class TcConnection {
           return;
         }
         reject(new TimeoutError(`${kind} at ${this.address} got no answer within ${timeoutMs} ms`));
-      }, timeoutMs);
-      timer.unref();
-      this.pending.set(id, { kind, resolve, reject, timer, sent: false });
+      });
+      this.pending.set(id, { kind, resolve, reject, cancelDeadline, sent: false });
       const chars = approxChars(request);
       if (
         this.outbox.length >= MAX_CALLS_PER_BATCH ||
@@ -290,7 +300,7 @@ export class TcConnection {
       (sent && this.everReady) || !(reason instanceof TransportError) ? reason : notSent();
     for (const [id, p] of [...this.pending]) {
       this.pending.delete(id);
-      clearTimeout(p.timer);
+      p.cancelDeadline();
       p.reject(failure(p.sent));
     }
     this.outbox = [];
@@ -409,7 +419,7 @@ export class TcConnection {
     const pending = this.pending.get(r.id);
     if (!pending) return; // timed out already
     this.pending.delete(r.id);
-    clearTimeout(pending.timer);
+    pending.cancelDeadline();
     const response = (r[pending.kind] ?? r.invalid) as AnyResponseWire | undefined;
     if (response && typeof response === 'object') pending.resolve(response);
     else
@@ -428,7 +438,7 @@ export class TcConnection {
     for (const [id, p] of [...this.pending]) {
       if (!p.sent) continue;
       this.pending.delete(id);
-      clearTimeout(p.timer);
+      p.cancelDeadline();
       p.reject(err);
     }
   }

@@ -42,7 +42,15 @@ export const DEFAULT_RETRY_MAX_MS = 1_000;
  */
 export const MAX_IMMEDIATE_LEADER_HOPS = 2;
 /**
- * How long an attempt waits for discovery to name a leader, ms (bounded by the call's budget too).
+ * Fail fast: a call fails with UnavailableError once no node of the cluster has answered
+ * for this long since it began (nothing listens, wrong host, all nodes down), ms — instead
+ * of retrying for the whole budget. A cluster that answers (an election, a leader change)
+ * is waited for until the budget.
+ */
+export const DEFAULT_CONNECT_TIMEOUT_MS = 5_000;
+/**
+ * How long an attempt waits for discovery to name a leader, ms (bounded by the call's budget
+ * too).
  */
 export const DEFAULT_LEADER_WAIT_MS = 10_000;
 

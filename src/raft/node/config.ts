@@ -152,8 +152,49 @@ export function validateRaftNodeConfig(raw: unknown): RaftNodeConfig {
   if (r.advertiseRaftAddress === undefined && parseHostPort(raftAddress)!.port === 0) {
     throw new ConfigError('raftAddress', 'port 0 needs an explicit advertiseRaftAddress');
   }
+  const peers = parsePeers(r.peers, id, advertiseRaftAddress);
+  if (typeof r.dataDir !== 'string' || r.dataDir.trim() === '')
+    throw new ConfigError('dataDir', 'must be a non-empty path');
+  if (r.dataDir.includes('\0')) throw new ConfigError('dataDir', 'is not a valid path');
+  const { tickMs, electionTicks, heartbeatTicks } = parseTicks(r);
+  return {
+    nodeId: id,
+    raftAddress,
+    advertiseRaftAddress,
+    peers,
+    dataDir: r.dataDir,
+    tickMs,
+    electionTicks,
+    heartbeatTicks,
+    snapshotIntervalEntries: integer(
+      'snapshotIntervalEntries',
+      r.snapshotIntervalEntries,
+      DEFAULT_NODE_SNAPSHOT_INTERVAL_ENTRIES,
+      0,
+      Number.MAX_SAFE_INTEGER,
+    ),
+    snapshotIntervalBytes: integer(
+      'snapshotIntervalBytes',
+      r.snapshotIntervalBytes,
+      DEFAULT_SNAPSHOT_EVERY_BYTES,
+      0,
+      Number.MAX_SAFE_INTEGER,
+    ),
+    join: optionalBoolean('join', r.join),
+    contextExtra: parseContextExtra(r),
+    clusterToken: parseClusterToken(r),
+    leaseReads: optionalBoolean('leaseReads', r.leaseReads),
+    maxClockDrift: parseMaxClockDrift(r),
+  };
+}
 
-  const peersRaw = r.peers ?? {};
+/** The other members by node id (this node, if listed, must be listed where it advertises). */
+function parsePeers(
+  peersGiven: unknown,
+  id: string,
+  advertiseRaftAddress: string,
+): Record<string, string> {
+  const peersRaw = peersGiven ?? {};
   if (typeof peersRaw !== 'object' || peersRaw === null || Array.isArray(peersRaw)) {
     throw new ConfigError('peers', 'must be an object of node id → "host:port"');
   }
@@ -174,10 +215,14 @@ export function validateRaftNodeConfig(raw: unknown): RaftNodeConfig {
     peers[pid] = a;
   }
 
-  if (typeof r.dataDir !== 'string' || r.dataDir.trim() === '')
-    throw new ConfigError('dataDir', 'must be a non-empty path');
-  if (r.dataDir.includes('\0')) throw new ConfigError('dataDir', 'is not a valid path');
+  return peers;
+}
 
+function parseTicks(r: Record<string, unknown>): {
+  tickMs: number;
+  electionTicks: number;
+  heartbeatTicks: number;
+} {
   const tickMs = integer('tickMs', r.tickMs, DEFAULT_NODE_TICK_MS, 1, MAX_TICK_MS);
   const electionTicks = integer(
     'electionTicks',
@@ -199,29 +244,17 @@ export function validateRaftNodeConfig(raw: unknown): RaftNodeConfig {
       `must be smaller than electionTicks (${electionTicks}), got ${heartbeatTicks}`,
     );
   }
-  const snapshotIntervalEntries = integer(
-    'snapshotIntervalEntries',
-    r.snapshotIntervalEntries,
-    DEFAULT_NODE_SNAPSHOT_INTERVAL_ENTRIES,
-    0,
-    Number.MAX_SAFE_INTEGER,
-  );
+  return { tickMs, electionTicks, heartbeatTicks };
+}
 
-  const snapshotIntervalBytes = integer(
-    'snapshotIntervalBytes',
-    r.snapshotIntervalBytes,
-    DEFAULT_SNAPSHOT_EVERY_BYTES,
-    0,
-    Number.MAX_SAFE_INTEGER,
-  );
+function optionalBoolean(key: string, value: unknown): boolean {
+  if (value === undefined) return false;
+  if (typeof value !== 'boolean')
+    throw new ConfigError(key, `must be true or false, got ${JSON.stringify(value)}`);
+  return value;
+}
 
-  let join = false;
-  if (r.join !== undefined) {
-    if (typeof r.join !== 'boolean')
-      throw new ConfigError('join', `must be true or false, got ${JSON.stringify(r.join)}`);
-    join = r.join;
-  }
-
+function parseContextExtra(r: Record<string, unknown>): Record<string, string> {
   const contextExtra: Record<string, string> = {};
   if (r.contextExtra !== undefined) {
     if (
@@ -239,6 +272,10 @@ export function validateRaftNodeConfig(raw: unknown): RaftNodeConfig {
     }
   }
 
+  return contextExtra;
+}
+
+function parseClusterToken(r: Record<string, unknown>): string {
   let clusterToken = '';
   if (r.clusterToken !== undefined) {
     if (typeof r.clusterToken !== 'string' || r.clusterToken.length > MAX_CLUSTER_TOKEN_CHARS)
@@ -249,15 +286,10 @@ export function validateRaftNodeConfig(raw: unknown): RaftNodeConfig {
     clusterToken = r.clusterToken;
   }
 
-  let leaseReads = false;
-  if (r.leaseReads !== undefined) {
-    if (typeof r.leaseReads !== 'boolean')
-      throw new ConfigError(
-        'leaseReads',
-        `must be true or false, got ${JSON.stringify(r.leaseReads)}`,
-      );
-    leaseReads = r.leaseReads;
-  }
+  return clusterToken;
+}
+
+function parseMaxClockDrift(r: Record<string, unknown>): number {
   let maxClockDrift = DEFAULT_MAX_CLOCK_DRIFT;
   if (r.maxClockDrift !== undefined) {
     if (
@@ -268,21 +300,5 @@ export function validateRaftNodeConfig(raw: unknown): RaftNodeConfig {
     maxClockDrift = r.maxClockDrift;
   }
 
-  return {
-    nodeId: id,
-    raftAddress,
-    advertiseRaftAddress,
-    peers,
-    dataDir: r.dataDir,
-    tickMs,
-    electionTicks,
-    heartbeatTicks,
-    snapshotIntervalEntries,
-    snapshotIntervalBytes,
-    join,
-    contextExtra,
-    clusterToken,
-    leaseReads,
-    maxClockDrift,
-  };
+  return maxClockDrift;
 }

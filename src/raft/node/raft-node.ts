@@ -197,7 +197,8 @@ export class RaftNode {
       clock: systemClock,
       stateMachine: options.stateMachine,
       initialConf: bootstrapConf(config),
-      logger: this.logger,
+      // The driver binds `node` itself: the node's own child would bind it twice.
+      logger: options.logger,
       raft: {
         ...options.raft,
         electionTicks: config.electionTicks,

@@ -5,7 +5,11 @@
  *   POST /metadata/v1/watch                           long poll until term/membership change
  *   POST /metadata/v1/changeCluster?raftClusterStr=   desired membership (Bearer token)
  *   POST /metadata/v1/transferLeader?nodeId=          leadership transfer (Bearer token)
- *   GET  /health                                      liveness, role, term, leader
+ *   GET  /health                                      liveness: 200 while the process serves HTTP
+ *   GET  /ready                                       readiness: 200 when member, caught up and
+ *                                                     serving (db: database up); else 503
+ *   GET  /tx/v1/sessions, /tx/v1/session              transactions, read-only (Bearer token;
+ *                                                     mounted by the TC service: tx-routes.ts)
  *
  * In db mode (no Raft) the view's "leader" is the driver-lease holder and the term its
  * epoch; changeCluster and transferLeader answer 409 NOT_SUPPORTED_IN_DB_MODE.
@@ -34,6 +38,7 @@ import {
   toErrorAnswer,
 } from './errors.ts';
 import type { ChangeClusterResult, WatchChanged } from '../../shared/metadata.ts';
+import { readinessOf } from './readiness.ts';
 import { WatchHub, parseWatchRequest } from './watch.ts';
 
 /** Headers must arrive within this time, in ms (slowloris guard). */
@@ -62,14 +67,17 @@ export interface OpenApiOptions {
   limits: LimitsConfig;
   authToken: string | null;
   logger: Logger;
+  /** Where the node's services are: readiness needs `serving`. Default: always serving. */
+  lifecycle?: () => 'starting' | 'serving' | 'stopping';
 }
 
-interface Route {
+/** One endpoint: its method and handler (services add theirs with `mount`). */
+export interface Route {
   method: 'GET' | 'POST';
   handle(req: IncomingMessage, url: URL, res: ServerResponse, signal: AbortSignal): Promise<Answer>;
 }
 
-type Answer = {
+export type Answer = {
   status: number;
   body?: unknown;
   text?: string;
@@ -102,6 +110,7 @@ export class OpenApiServer {
         { method: 'POST', handle: (req, url) => this.transferLeader(req, url) },
       ],
       ['/health', { method: 'GET', handle: async () => this.health() }],
+      ['/ready', { method: 'GET', handle: async () => this.ready() }],
       ['/metrics', { method: 'GET', handle: () => this.metricsText() }],
     ]);
     this.server = createServer(
@@ -121,6 +130,15 @@ export class OpenApiServer {
       else socket.destroy();
       this.log.debug({ err: (err as Error).message }, 'http client error');
     });
+  }
+
+  /**
+   * Adds a service's endpoint (e.g. the TC service's read-only transaction routes,
+   * src/server/http/tx-routes.ts); refuses a path already taken.
+   */
+  mount(path: string, route: Route): void {
+    if (this.routes.has(path)) throw new Error(`openapi: ${path} is already mounted`);
+    this.routes.set(path, route);
   }
 
   /** Binds; resolves with the bound port (useful with port 0). */
@@ -176,7 +194,13 @@ export class OpenApiServer {
       routeName = url.pathname;
       if (req.method !== route.method && !(route.method === 'GET' && req.method === 'HEAD'))
         throw new MethodNotAllowedError(req.method ?? '', [route.method]);
-      if (this.stopping) throw new StoppedError();
+      // Liveness and readiness answer to the end (a stopping node is alive and not ready).
+      if (
+        this.stopping &&
+        route !== this.routes.get('/health') &&
+        route !== this.routes.get('/ready')
+      )
+        throw new StoppedError();
       answer = await route.handle(req, url, res, abort.signal);
     } catch (err) {
       const a = toErrorAnswer(err, (id) => this.o.view.leaderInfo(id));
@@ -329,14 +353,14 @@ export class OpenApiServer {
     };
   }
 
+  /** Liveness: 200 whenever the process answers; the body says what the node is doing. */
   private health(): Answer {
     const st = this.o.view.status();
-    const up = st.stopped !== true;
     const role = st.conf.learners.includes(st.id) ? 'learner' : st.role;
     return {
-      status: up ? 200 : 503,
+      status: 200,
       body: {
-        status: up ? 'UP' : 'DOWN',
+        status: 'UP',
         storeMode: this.o.view.storeMode,
         nodeId: st.id,
         pid: process.pid,
@@ -349,6 +373,29 @@ export class OpenApiServer {
         appliedIndex: st.applied,
         lastIndex: st.lastIndex,
         watchers: this.hub.watchers,
+        // raft: the Raft node fail-stopped (the process exits); db: the database is unreachable.
+        stopped: st.stopped === true,
+      },
+    };
+  }
+
+  /** Readiness: 200 when the node may take clients, 503 with the reasons when not. */
+  private ready(): Answer {
+    const st = this.o.view.status();
+    const lifecycle = this.stopping ? 'stopping' : (this.o.lifecycle?.() ?? 'serving');
+    const r = readinessOf(st, this.o.view.storeMode, lifecycle);
+    return {
+      status: r.ready ? 200 : 503,
+      body: {
+        ready: r.ready,
+        reasons: r.reasons,
+        storeMode: this.o.view.storeMode,
+        nodeId: st.id,
+        role: st.conf.learners.includes(st.id) ? 'learner' : st.role,
+        term: st.term,
+        leader: st.leader,
+        commitIndex: st.commit,
+        appliedIndex: st.applied,
       },
     };
   }

@@ -49,12 +49,13 @@ export function envInsecure(env: NodeJS.ProcessEnv): boolean {
 /** Parses `security`; `dataDir` (absolute) places the default pki dir beside it. */
 export function parseSecuritySection(
   raw: Obj,
-  opts: { nodeId: string; dataDir: string | null; cwd: string; env: NodeJS.ProcessEnv },
+  opts: { nodeId: string; dataDir: string | null; cwd: string },
 ): SecurityConfig {
   const s = section(raw, 'security', '');
   noUnknownKeys(s, ['insecure', 'tls', 'quotas'], 'security');
   const quotas = parseQuotas(s);
-  const insecure = bool(s, 'insecure', 'security', false) || envInsecure(opts.env);
+  // CONCORD_INSECURE reaches it as security.insecure (config/keys.ts: ENV_ALIASES).
+  const insecure = bool(s, 'insecure', 'security', false);
   const t = section(s, 'tls', 'security');
   noUnknownKeys(t, ['dir', 'auto', 'ca', 'cert', 'key'], 'security.tls');
   if (insecure) return { insecure, tls: null, quotas };

@@ -24,13 +24,14 @@ import { Counter, Gauge, type Registry } from 'prom-client';
 import { wallClock } from '../wall-clock.ts';
 import {
   Coordinator,
+  DEFAULT_PHASE_TWO_OPTIONS,
   createSnowflakeIds,
   type PhaseTwoOptions,
   type SessionStore,
 } from '../../coordinator/index.ts';
 import type { Logger } from '../../shared/logger.ts';
 import type { DbSessionStore } from '../../store/db/index.ts';
-import { DB_MODE_SWEEP_INTERVAL_MS } from '../../store/db/limits.ts';
+import { DB_MODE_DUE_POLL_MS, DB_MODE_SWEEP_INTERVAL_MS } from '../../store/db/limits.ts';
 import type { RaftSessions } from '../../store/raft/index.ts';
 import { formatHostPort } from '../config/endpoints.ts';
 import { selfEndpoints, type NodeConfig } from '../config.ts';
@@ -40,6 +41,8 @@ import type { WireLeader } from '../../shared/tc-wire.ts';
 import { RmChannelHub } from './rm-hub.ts';
 import { quotaOf } from '../security/quotas.ts';
 import { TcGrpcService, type TcStoreAccess } from './service.ts';
+import { txRoutes } from '../http/tx-routes.ts';
+import { TxQuery } from './tx-query.ts';
 import { TcMetrics, summarize, type LiveSummary } from './tc-metrics.ts';
 
 export { TcGrpcService } from './service.ts';
@@ -193,7 +196,7 @@ export function raftTcSessions(ctx: TcNodeContext, raft: RaftSessions): TcSessio
     phaseTwo: {},
     close: () => store.close(),
     // Every node applies the same log: each counts from its own applied state.
-    liveSummary: () => raft.readApplied((state) => summarize(state)),
+    liveSummary: () => raft.readApplied(summarize),
   };
 }
 
@@ -208,11 +211,15 @@ export function dbTcSessions(store: DbSessionStore): TcSessions {
     onRmRoleChange: (listener) =>
       store.onLeadershipChange((event) => listener(event.isLeader, event.term)),
     leaderId: () => store.leaseHolder()?.nodeId ?? null,
-    // Commits decided on other nodes reach the holder's driver only through its sweep.
-    phaseTwo: { sweepIntervalMs: DB_MODE_SWEEP_INTERVAL_MS },
+    // Commits decided on other nodes reach the holder's driver through its due poll (within
+    // DB_MODE_DUE_POLL_MS); the sweep re-checks everything else.
+    phaseTwo: {
+      sweepIntervalMs: DB_MODE_SWEEP_INTERVAL_MS,
+      duePollIntervalMs: DB_MODE_DUE_POLL_MS,
+    },
     close: () => undefined,
     // One database: only the lease holder counts (a bounded page of the live sessions).
-    liveSummary: () => (store.drivesPhaseTwo() ? store.read((state) => summarize(state)) : null),
+    liveSummary: () => (store.drivesPhaseTwo() ? store.read(summarize) : null),
   };
 }
 
@@ -273,7 +280,7 @@ export async function serveTc(
   const self = selfEndpoints(config).transaction;
   const phaseTwo = { ...config.phaseTwo, ...sessions.phaseTwo, ...options.phaseTwo };
   const txMetrics = new TcMetrics(ctx.metrics.registry, {
-    stuckAfterMs: phaseTwo.stuckAfterMs,
+    stuckAfterMs: phaseTwo.stuckAfterMs ?? DEFAULT_PHASE_TWO_OPTIONS.stuckAfterMs,
     ...(sessions.liveSummary ? { liveSummary: sessions.liveSummary } : {}),
   });
   const coordinator = new Coordinator({
@@ -326,6 +333,14 @@ export async function serveTc(
     sessions.close();
     throw err;
   }
+  // The read-only transaction routes of the openapi (concord tx list|show).
+  const query = new TxQuery({ store, coordinator, now: () => Date.now() });
+  for (const [path, route] of txRoutes({
+    query,
+    authToken: config.http.authToken,
+    group: config.node.group,
+  }))
+    ctx.mountHttp(path, route);
   log.info(
     { tc: formatHostPort(self), workerId: workerIdOf(config), storeMode: ctx.sessions.mode },
     'TC service started',

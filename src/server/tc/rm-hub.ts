@@ -435,30 +435,7 @@ export class RmChannelHub implements BranchGateway {
   private register(channel: Channel, reg: RmRegisterWire | undefined): void {
     if (channel.clientId !== null)
       throw new BadRequestError('this RM channel is already registered');
-    if (!reg) throw new BadRequestError('register is empty');
-    const clientId = requireName(reg.clientId, 'clientId');
-    const applicationId = requireName(reg.applicationId, 'applicationId');
-    const group =
-      typeof reg.transactionServiceGroup === 'string' &&
-      reg.transactionServiceGroup.length <= MAX_NAME_CHARS
-        ? reg.transactionServiceGroup
-        : null;
-    if (group === null)
-      throw new BadRequestError(
-        `transactionServiceGroup must be at most ${MAX_NAME_CHARS} characters`,
-      );
-    const ids = Array.isArray(reg.resourceIds) ? reg.resourceIds : [];
-    if (ids.length === 0 || ids.length > MAX_RESOURCES_PER_RM)
-      throw new BadRequestError(
-        `an RM must register 1..${MAX_RESOURCES_PER_RM} resource ids, not ${ids.length}`,
-      );
-    for (const id of ids) {
-      if (typeof id !== 'string' || id.length === 0 || id.length > MAX_RESOURCE_ID_CHARS) {
-        throw new BadRequestError(
-          `every resource id must be 1..${MAX_RESOURCE_ID_CHARS} characters`,
-        );
-      }
-    }
+    const { clientId, applicationId, group, ids } = validateRegister(reg);
     if (!this.opts.acceptsChannels()) {
       this.write(channel, {
         registered: {
@@ -672,4 +649,36 @@ function safePeer(stream: RmStream): string {
   } catch {
     return 'unknown';
   }
+}
+
+/** A register message from an RM (untrusted): its names and resource ids, checked. */
+function validateRegister(reg: RmRegisterWire | undefined): {
+  clientId: string;
+  applicationId: string;
+  group: string;
+  ids: string[];
+} {
+  if (!reg) throw new BadRequestError('register is empty');
+  const clientId = requireName(reg.clientId, 'clientId');
+  const applicationId = requireName(reg.applicationId, 'applicationId');
+  const group =
+    typeof reg.transactionServiceGroup === 'string' &&
+    reg.transactionServiceGroup.length <= MAX_NAME_CHARS
+      ? reg.transactionServiceGroup
+      : null;
+  if (group === null)
+    throw new BadRequestError(
+      `transactionServiceGroup must be at most ${MAX_NAME_CHARS} characters`,
+    );
+  const ids = Array.isArray(reg.resourceIds) ? reg.resourceIds : [];
+  if (ids.length === 0 || ids.length > MAX_RESOURCES_PER_RM)
+    throw new BadRequestError(
+      `an RM must register 1..${MAX_RESOURCES_PER_RM} resource ids, not ${ids.length}`,
+    );
+  for (const id of ids) {
+    if (typeof id !== 'string' || id.length === 0 || id.length > MAX_RESOURCE_ID_CHARS) {
+      throw new BadRequestError(`every resource id must be 1..${MAX_RESOURCE_ID_CHARS} characters`);
+    }
+  }
+  return { clientId, applicationId, group, ids: ids as string[] };
 }

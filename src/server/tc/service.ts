@@ -74,7 +74,10 @@ import type {
   WireLeader,
   WireResponse,
 } from '../../shared/tc-wire.ts';
+import { SpanStatusCode } from '@opentelemetry/api';
+import { ATTR_RESULT, ATTR_TC_METHOD, ATTR_XID, SpanKind, tracer } from '../../shared/tracing.ts';
 import type { RmChannelHub } from './rm-hub.ts';
+import { AUDITED_METHODS, OPERATOR_METADATA_KEY, auditOperatorCall } from './audit.ts';
 import type { TcMetrics } from './tc-metrics.ts';
 import {
   OwnerCache,
@@ -267,9 +270,11 @@ export class TcGrpcService {
   private readonly quotas: QuotasConfig;
   /** Unary calls in flight by connection (its peer address). */
   private readonly unaryInflight = new Map<string, number>();
+  /** One per open Calls stream: ends it once its calls in flight are answered (close()). */
+  private readonly drains = new Set<() => void>();
   private readonly metrics: {
-    calls: Counter<'method' | 'code'>;
-    seconds: Histogram<'method'>;
+    count(method: Method, code: string): void;
+    observe(method: Method, seconds: number): void;
   } | null;
 
   constructor(options: TcGrpcServiceOptions) {
@@ -312,6 +317,17 @@ export class TcGrpcService {
           const left = (this.unaryInflight.get(peer) ?? 1) - 1;
           if (left === 0) this.unaryInflight.delete(peer);
           else this.unaryInflight.set(peer, left);
+          if (AUDITED_METHODS.has(method))
+            auditOperatorCall(
+              this.log,
+              {
+                method,
+                request: call.request,
+                declaredOperator: call.metadata.get(OPERATOR_METADATA_KEY)[0],
+                peer: call.getPeer(),
+              },
+              response,
+            );
           callback(null, response);
         });
       };
@@ -355,8 +371,13 @@ export class TcGrpcService {
     return this.boundPort;
   }
 
-  /** Stops taking calls; calls in flight get SHUTDOWN_GRACE_MS before they are cancelled. */
+  /**
+   * Stops taking calls and drains: every Calls stream ends once the calls in flight on it
+   * are answered (the client opens a new stream elsewhere for its next calls); unary calls
+   * finish. What is still running after SHUTDOWN_GRACE_MS is cancelled.
+   */
   close(): Promise<void> {
+    for (const drain of [...this.drains]) drain();
     return new Promise((resolve) => {
       const force = setTimeout(() => {
         this.server.forceShutdown();
@@ -375,6 +396,8 @@ export class TcGrpcService {
 
   async execute(method: Method, request: unknown, caller: Caller = null): Promise<WireResponse> {
     const started = performance.now();
+    // A no-op span unless the process registered a tracer provider.
+    const span = tracer().startSpan(`concord.tc.${method}`, { kind: SpanKind.SERVER });
     let response: WireResponse;
     try {
       response = await this.dispatch(method, request, caller);
@@ -388,10 +411,19 @@ export class TcGrpcService {
     }
     const seconds = (performance.now() - started) / 1000;
     if (this.metrics) {
-      this.metrics.calls.inc({ method, code: response.error ? response.error.code : 'OK' });
-      this.metrics.seconds.observe({ method }, seconds);
+      this.metrics.count(method, response.error ? response.error.code : 'OK');
+      this.metrics.observe(method, seconds);
     }
     this.opts.txMetrics?.observeCall(method, response, seconds);
+    if (span.isRecording()) {
+      const xid = (request as { xid?: unknown } | null)?.xid ?? (response as { xid?: unknown }).xid;
+      if (typeof xid === 'string' && xid !== '') span.setAttribute(ATTR_XID, xid);
+      span.setAttribute(ATTR_TC_METHOD, method);
+      span.setAttribute(ATTR_RESULT, response.error ? response.error.code : 'OK');
+      if (response.error)
+        span.setStatus({ code: SpanStatusCode.ERROR, message: response.error.message });
+    }
+    span.end();
     return response;
   }
 
@@ -530,7 +562,17 @@ export class TcGrpcService {
       if (done) return;
       done = true;
       this.callStreams--;
+      this.drains.delete(drain);
     };
+    // Shutdown: end the stream (as if the client had) once its calls are answered.
+    const drain = () => {
+      ended = true;
+      if (inflight === 0 && !flushScheduled && !done) {
+        finish();
+        call.end();
+      }
+    };
+    this.drains.add(drain);
     const flush = () => {
       flushScheduled = false;
       if (done) {
@@ -635,20 +677,42 @@ export class TcGrpcService {
         this.set(hub.stats().registered);
       },
     });
+    const calls = new Counter({
+      name: 'concord_tc_calls_total',
+      help: 'TC calls answered, by method and error code (OK for success)',
+      labelNames: ['method', 'code'] as const,
+      registers: [registry],
+    });
+    const seconds = new Histogram({
+      name: 'concord_tc_call_seconds',
+      help: 'TC call latency, seconds',
+      labelNames: ['method'] as const,
+      buckets: CALL_BUCKETS_SECONDS,
+      registers: [registry],
+    });
+    // The labelled children, made once: prom-client hashes a label object on every call
+    // otherwise (issue 12 item 5; a few % of the leader's CPU in the tc bench's profile).
+    // Bounded: methods × error codes, both closed sets.
+    const counters = new Map<string, { inc(): void }>();
+    const timers = new Map<Method, { observe(v: number): void }>();
     return {
-      calls: new Counter({
-        name: 'concord_tc_calls_total',
-        help: 'TC calls answered, by method and error code (OK for success)',
-        labelNames: ['method', 'code'] as const,
-        registers: [registry],
-      }),
-      seconds: new Histogram({
-        name: 'concord_tc_call_seconds',
-        help: 'TC call latency, seconds',
-        labelNames: ['method'] as const,
-        buckets: CALL_BUCKETS_SECONDS,
-        registers: [registry],
-      }),
+      count(method: Method, code: string) {
+        const key = `${method} ${code}`;
+        let child = counters.get(key);
+        if (child === undefined) {
+          child = calls.labels({ method, code });
+          counters.set(key, child);
+        }
+        child.inc();
+      },
+      observe(method: Method, value: number) {
+        let child = timers.get(method);
+        if (child === undefined) {
+          child = seconds.labels({ method });
+          timers.set(method, child);
+        }
+        child.observe(value);
+      },
     };
   }
 }
@@ -665,11 +729,11 @@ function upperBound(sorted: readonly string[], key: string): number {
   return lo;
 }
 
-function encodePageToken(xid: string): string {
+export function encodePageToken(xid: string): string {
   return Buffer.from(xid, 'utf8').toString('base64url');
 }
 
-function decodePageToken(token: unknown): string | null {
+export function decodePageToken(token: unknown): string | null {
   if (token === undefined || token === '') return null;
   if (typeof token !== 'string' || token.length > 256 || !/^[A-Za-z0-9_-]+$/.test(token))
     throw new BadRequestError('pageToken is not a token this server gave out');

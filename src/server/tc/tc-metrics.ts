@@ -8,8 +8,8 @@
  *  - around the RM channels (instrumentGateway): each branch phase-two call by action,
  *    branch type, resource and outcome, with its latency;
  *  - at scrape time, from this node's applied state (raft: every node; db: the lease
- *    holder): live transactions by status, transactions stuck past the alarm threshold,
- *    locked rows.
+ *    holder): live transactions by status, stuck transactions (the coordinator's isStuck:
+ *    phase two still failing past its alarm time), locked rows.
  *
  * Counters move where the work happens: TM calls on the node that served them (raft: the
  * leader), phase two where it is driven. Label values that clients choose (resource ids)
@@ -22,13 +22,23 @@ import {
   GlobalStatus,
   isFailedEnd,
   isStuck,
+  reportedStatus,
   type BranchGateway,
   type BranchSession,
   type CoordinatorStateView,
-  type LiveStatusView,
   type SessionStore,
 } from '../../coordinator/index.ts';
+import { SpanStatusCode } from '@opentelemetry/api';
 import { globalStatusFromCode } from '../../shared/tc-codes.ts';
+import {
+  ATTR_BRANCH_ID,
+  ATTR_BRANCH_TYPE,
+  ATTR_RESOURCE_ID,
+  ATTR_RESULT,
+  ATTR_XID,
+  SpanKind,
+  tracer,
+} from '../../shared/tracing.ts';
 import type { WireResponse } from '../../shared/tc-wire.ts';
 
 /** Distinct `resource` label values kept; the rest are counted as OTHER_RESOURCE. */
@@ -56,15 +66,6 @@ const LIVE_STATUSES: readonly GlobalStatus[] = [
   GlobalStatus.StopRollbackOrRollbackRetry,
 ];
 
-/** Retrying statuses and the operator's stop: phase two is not getting through. */
-const RETRYING: ReadonlySet<GlobalStatus> = new Set([
-  GlobalStatus.CommitRetrying,
-  GlobalStatus.RollbackRetrying,
-  GlobalStatus.TimeoutRollbackRetrying,
-  GlobalStatus.StopCommitOrCommitRetry,
-  GlobalStatus.StopRollbackOrRollbackRetry,
-]);
-
 /** What the scrape-time gauges read. */
 export interface LiveSummary {
   byStatus: Map<GlobalStatus, number>;
@@ -72,38 +73,20 @@ export interface LiveSummary {
   lockedRows: number;
 }
 
-/**
- * Live sessions by reported status, stuck ones (the coordinator's isStuck: phase two still
- * failing past its alarm time) and locked rows, from a state view.
- */
+/** Live sessions by reported status, stuck ones (isStuck) and locked rows, from a state view. */
 export function summarize(state: CoordinatorStateView): LiveSummary {
   const byStatus = new Map<GlobalStatus, number>();
   let stuck = 0;
-  const visit = (s: LiveStatusView) => {
-    byStatus.set(s.reportedStatus, (byStatus.get(s.reportedStatus) ?? 0) + 1);
-    if (s.stuck) stuck += 1;
+  const count = (reported: GlobalStatus, isStuckNow: boolean) => {
+    byStatus.set(reported, (byStatus.get(reported) ?? 0) + 1);
+    if (isStuckNow) stuck += 1;
   };
-  if (state.forEachLiveStatus) state.forEachLiveStatus(visit);
+  if (state.forEachLiveStatus) state.forEachLiveStatus((s) => count(s.reportedStatus, s.stuck));
   else {
     // A partial view (db reads): the sessions it lists, with their copies.
     for (const xid of state.liveXids()) {
       const s = state.getSession(xid);
-      if (!s) continue;
-      const reported =
-        s.retry.stopped && RETRYING.has(s.status)
-          ? s.status === GlobalStatus.CommitRetrying
-            ? GlobalStatus.StopCommitOrCommitRetry
-            : GlobalStatus.StopRollbackOrRollbackRetry
-          : s.status;
-      visit({
-        xid: s.xid,
-        status: s.status,
-        reportedStatus: reported,
-        beginTime: s.beginTime,
-        statusChangedAt: s.statusChangedAt,
-        retryAttempts: s.retry.attempts,
-        stuck: isStuck(s),
-      });
+      if (s) count(reportedStatus(s), isStuck(s));
     }
   }
   return { byStatus, stuck, lockedRows: state.lockedRowCount() };
@@ -111,7 +94,7 @@ export function summarize(state: CoordinatorStateView): LiveSummary {
 
 export interface TcMetricsOptions {
   /**
-   * The phase-two driver's alarm threshold (stuckAfterMs), shown as
+   * The phase-two driver's alarm time (stuckAfterMs), ms: shown as
    * concord_tc_stuck_alarm_seconds.
    */
   stuckAfterMs: number;
@@ -179,7 +162,7 @@ export class TcMetrics {
     };
     this.ended = new Counter({
       name: 'concord_tc_global_ended_total',
-      help: 'Global transactions that reached an end status through this node (Committed, Rollbacked, TimeoutRollbacked; *Failed when phase two gave up)',
+      help: 'Global transactions that reached an end status through this node (Committed, Rollbacked, TimeoutRollbacked; *Failed on an unretryable branch failure)',
       labelNames: ['status'] as const,
       registers,
     });
@@ -214,7 +197,7 @@ export class TcMetrics {
     });
     new Gauge({
       name: 'concord_tc_stuck_alarm_seconds',
-      help: 'The alarm threshold of concord_tc_global_stuck, seconds',
+      help: 'The alarm time of concord_tc_global_stuck (phase-two option stuckAfterMs), seconds after the first failure',
       registers,
     }).set(options.stuckAfterMs / 1000);
     // One read per scrape feeds the three state gauges: the first collect() reads, the
@@ -250,7 +233,7 @@ export class TcMetrics {
     });
     new Gauge({
       name: 'concord_tc_global_stuck',
-      help: 'Stuck global transactions: decided, phase two still failing concord_tc_stuck_alarm_seconds after the first failure (still retried)',
+      help: 'Live global transactions whose phase two still fails past the alarm time (concord_tc_stuck_alarm_seconds after the first failure); retries go on',
       registers,
       async collect() {
         const s = await summary();
@@ -294,16 +277,24 @@ export class TcMetrics {
 
   /** The store the coordinator submits through, counting what its commands did. */
   instrumentStore<S extends SessionStore>(store: S): S {
-    const submit: SessionStore['submit'] = async (command) => {
-      const outcome = await store.submit(command);
-      if (outcome.ok) this.onApplied(command.kind, command, outcome.value);
-      return outcome;
-    };
+    // Counted after the store resolved: no extra await on the way to the store.
+    const submit: SessionStore['submit'] = (command) =>
+      store.submit(command).then((outcome) => {
+        if (outcome.ok) this.onApplied(command.kind, command, outcome.value);
+        return outcome;
+      });
+    // Methods are bound once each (the coordinator reads them on its hot path).
+    const bound = new Map<PropertyKey, { of: unknown; fn: unknown }>();
     return new Proxy(store, {
       get(target, prop) {
         if (prop === 'submit') return submit;
         const value: unknown = Reflect.get(target, prop, target);
-        return typeof value === 'function' ? value.bind(target) : value;
+        if (typeof value !== 'function') return value;
+        const cached = bound.get(prop);
+        if (cached?.of === value) return cached.fn;
+        const fn = (value as (...args: unknown[]) => unknown).bind(target);
+        bound.set(prop, { of: value, fn });
+        return fn;
       },
     });
   }
@@ -347,19 +338,33 @@ export class TcMetrics {
         branch_type: branch.type,
         resource: this.resource(branch.resourceId),
       };
+      // One span per phase-two attempt (a no-op unless a tracer provider is registered).
+      const span = tracer().startSpan(`concord.tc.phase_two.${action}`, {
+        kind: SpanKind.CLIENT,
+        attributes: {
+          [ATTR_XID]: branch.xid,
+          [ATTR_BRANCH_ID]: branch.branchId,
+          [ATTR_BRANCH_TYPE]: branch.type,
+          [ATTR_RESOURCE_ID]: branch.resourceId,
+        },
+      });
+      let outcome = 'error';
       try {
         const status = await run();
-        this.branch.inc({ ...labels, outcome: outcomeOf(status) });
+        outcome = outcomeOf(status);
         return status;
       } catch (err) {
-        const unavailable = err instanceof ApplicationRmUnavailableError;
-        this.branch.inc({ ...labels, outcome: unavailable ? 'rm_unavailable' : 'error' });
+        if (err instanceof ApplicationRmUnavailableError) outcome = 'rm_unavailable';
         throw err;
       } finally {
+        this.branch.inc({ ...labels, outcome });
         this.branchSeconds.observe(
           { action, branch_type: branch.type },
           (performance.now() - started) / 1000,
         );
+        span.setAttribute(ATTR_RESULT, outcome);
+        if (outcome !== 'done') span.setStatus({ code: SpanStatusCode.ERROR, message: outcome });
+        span.end();
       }
     };
     return {

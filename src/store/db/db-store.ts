@@ -388,18 +388,8 @@ export class DbSessionStore implements SessionStore {
   ): Promise<{ result: T } | undefined> {
     const cache = new ReadCache();
     for (let pass = 1; pass <= 2; pass++) {
-      const view = new CachedView(cache);
-      let result: T | undefined;
-      let failure: { error: unknown } | null = null;
-      try {
-        result = fn(view);
-      } catch (error) {
-        failure = { error };
-      }
-      if (view.complete) {
-        if (failure) throw new ReadFnError(failure.error);
-        return { result: result as T };
-      }
+      const { view, answer } = readOnce(fn, cache);
+      if (answer) return answer;
       const xid = view.needsOneXidOnly();
       if (pass === 2 || xid === null) return undefined;
       const found = await this.sql.loadOne(this.driver, xid);
@@ -413,22 +403,19 @@ export class DbSessionStore implements SessionStore {
     return this.driver.transaction('snapshot', async (conn) => {
       const cache = new ReadCache();
       for (let pass = 1; pass <= DB_MAX_READ_PASSES; pass++) {
-        const view = new CachedView(cache);
-        let result: T | undefined;
-        let failure: { error: unknown } | null = null;
-        try {
-          result = fn(view);
-        } catch (error) {
-          failure = { error };
-        }
-        if (view.complete) {
-          // fn's own error, carried through the transaction untouched.
-          if (failure) throw new ReadFnError(failure.error);
-          return result as T;
-        }
+        const { view, answer } = readOnce(fn, cache);
+        if (answer) return answer.result;
         await cache.fetch(conn, this.sql, view.needs);
       }
       throw new AssertionFailure(`a read did not settle in ${DB_MAX_READ_PASSES} passes`);
+    });
+  }
+
+  /** Live xids due at `now` (due_at ≤ now), most urgent first: one indexed statement. */
+  dueXids(now: number, limit: number): Promise<string[]> {
+    return this.operation(async () => {
+      this.stats.reads += 1;
+      return this.sql.dueXids(this.driver, now, limit);
     });
   }
 
@@ -839,6 +826,28 @@ function isOwnError(err: unknown): boolean {
 }
 
 /** An error thrown by a read's fn, carried out of the transaction as is. */
+/**
+ * Runs a read on what the cache holds. `answer` once the view had everything fn asked for
+ * (fn's own error is thrown as a ReadFnError, carried through a transaction untouched);
+ * otherwise the view says what to fetch for another pass.
+ */
+function readOnce<T>(
+  fn: (state: CoordinatorStateView) => T,
+  cache: ReadCache,
+): { view: CachedView; answer: { result: T } | null } {
+  const view = new CachedView(cache);
+  let result: T | undefined;
+  let failure: { error: unknown } | null = null;
+  try {
+    result = fn(view);
+  } catch (error) {
+    failure = { error };
+  }
+  if (!view.complete) return { view, answer: null };
+  if (failure) throw new ReadFnError(failure.error);
+  return { view, answer: { result: result as T } };
+}
+
 class ReadFnError extends Error {
   constructor(readonly error: unknown) {
     super('read fn threw');

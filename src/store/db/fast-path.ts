@@ -21,8 +21,10 @@ import type {
   BeginCommand,
   ChangeGlobalStatusCommand,
   Command,
+  CommitGlobalCommand,
   FinishGlobalCommand,
   Outcome,
+  RollbackGlobalCommand,
 } from '../../coordinator/commands.ts';
 import {
   MAX_TRANSACTION_TIMEOUT_MS,
@@ -103,6 +105,12 @@ export class FastPaths {
         break;
       case 'FinishGlobal':
         outcome = await this.finishBranchless(command);
+        break;
+      case 'CommitGlobal':
+        outcome = await this.decideBranchless(command, 'commit');
+        break;
+      case 'RollbackGlobal':
+        outcome = await this.decideBranchless(command, command.timeout ? 'timeout' : 'rollback');
         break;
       default:
         return undefined;
@@ -208,6 +216,41 @@ export class FastPaths {
     return r.affected === 1 ? ok({ driverTerm: c.term }) : undefined;
   }
 
+  /**
+   * CommitGlobal or RollbackGlobal of a branchless session still in Begin: the machine
+   * decides and ends it in the same entry (one-phase), so here the global row is deleted
+   * and the finished record inserted by one statement (PostgreSQL; MySQL: one short
+   * transaction). The machine's checks are the WHERE clause: the fence (driver term not
+   * above the command's), status Begin, no branch, and the deadline — a commit before it
+   * (after it the machine rolls back on timeout: the general path), a timeout rollback at
+   * or after it. Anything else (decided, ended, unknown, fenced) goes the general way.
+   */
+  private async decideBranchless(
+    c: CommitGlobalCommand | RollbackGlobalCommand,
+    how: 'commit' | 'rollback' | 'timeout',
+  ): Promise<Outcome<unknown> | undefined> {
+    const status =
+      how === 'commit'
+        ? GlobalStatus.Committed
+        : how === 'rollback'
+          ? GlobalStatus.Rollbacked
+          : GlobalStatus.TimeoutRollbacked;
+    const where = ['xid = ?', 'status = ?', 'branch_count = 0', 'driver_term <= ?'];
+    const whereParams: SqlValue[] = [c.xid, GlobalStatus.Begin, c.term];
+    if (how === 'commit') {
+      where.push('deadline > ?');
+      whereParams.push(c.at);
+    } else if (how === 'timeout') {
+      where.push('deadline <= ?');
+      whereParams.push(c.at);
+    }
+    return this.endBranchless(where.join(' AND '), whereParams, c.xid, status, c.at, {
+      status,
+      decided: true,
+      finished: { xid: c.xid, status, branches: [] },
+    });
+  }
+
   // ---------------------------------------------------------------- the end
 
   /**
@@ -221,13 +264,32 @@ export class FastPaths {
     if (from.length === 0) return undefined;
     const where = `xid = ? AND branch_count = 0 AND driver_term <= ? AND status IN (${placeholders(from.length)})`;
     const whereParams: SqlValue[] = [c.xid, c.term, ...from];
-    const result = { xid: c.xid, status: c.status, branches: [] };
+    return this.endBranchless(where, whereParams, c.xid, c.status, c.at, {
+      xid: c.xid,
+      status: c.status,
+      branches: [],
+    });
+  }
+
+  /**
+   * Deletes the global row matching `where` and records it finished with `status` at `at`:
+   * one statement on PostgreSQL, one short transaction on MySQL. `result` when the row was
+   * there, undefined (nothing written) when not.
+   */
+  private async endBranchless(
+    where: string,
+    whereParams: SqlValue[],
+    xid: string,
+    status: GlobalStatus,
+    at: number,
+    result: unknown,
+  ): Promise<Outcome<unknown> | undefined> {
     if (this.driver.dialect === 'postgres') {
       const r = await this.driver.query(
         `WITH gone AS (DELETE FROM ${this.t.global} WHERE ${where} RETURNING xid)
          INSERT INTO ${this.t.finished} (xid, status, finished_at, resolved_by)
          SELECT xid, ?::varchar, ?::bigint, NULL FROM gone RETURNING xid`,
-        [...whereParams, c.status, c.at],
+        [...whereParams, status, at],
       );
       return r.rows.length === 1 ? ok(result) : undefined;
     }
@@ -236,7 +298,7 @@ export class FastPaths {
       if (gone.affected !== 1) throw new NotThisWay();
       await conn.query(
         `INSERT INTO ${this.t.finished} (xid, status, finished_at, resolved_by) VALUES (?, ?, ?, NULL)`,
-        [c.xid, c.status, c.at],
+        [xid, status, at],
       );
       return ok(result);
     });

@@ -92,11 +92,18 @@ export const DB_MAX_TABLE_PREFIX_CHARS = 32;
 export const DB_MAX_ROW_KEY_CHARS = 646;
 
 /**
- * The phase-two driver's sweep interval to use in db mode, ms. A transaction decided on a
- * node that does not hold the lease is driven by the holder when its sweep finds it, so
- * the sweep is much shorter than raft mode's default 10 s; each sweep is one bounded query.
+ * The phase-two driver's sweep interval to use in db mode, ms: much shorter than raft
+ * mode's default 10 s, since other nodes change sessions behind the holder's back (the
+ * sweep re-checks what it tracks); each sweep is one bounded query.
  */
 export const DB_MODE_SWEEP_INTERVAL_MS = 1_000;
+/**
+ * How often the lease holder polls for due transactions in db mode, ms (one indexed
+ * statement, `due_at <= now`): a transaction decided on a node that does not hold the
+ * lease has phase two to run at once, and the holder — where the RM channels are — starts
+ * it within this interval instead of at its next sweep.
+ */
+export const DB_MODE_DUE_POLL_MS = 100;
 
 // ------------------------------------------------------------------ prepared statements
 

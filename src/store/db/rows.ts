@@ -35,7 +35,8 @@ import {
  */
 export const PARKED_DUE_AT = Number.MAX_SAFE_INTEGER;
 
-export const GLOBAL_COLUMNS = [
+/** The columns fixed at Begin. */
+const GLOBAL_FIXED_COLUMNS = [
   'xid',
   'transaction_id',
   'application_id',
@@ -44,15 +45,6 @@ export const GLOBAL_COLUMNS = [
   'timeout_ms',
   'begin_time',
   'deadline',
-  'status',
-  'status_changed_at',
-  'retry_attempts',
-  'next_retry_at',
-  'retry_deadline',
-  'retry_stopped',
-  'driver_term',
-  'due_at',
-  'branch_count',
 ] as const;
 
 /** The columns a command may change (the rest are fixed at Begin). */
@@ -67,6 +59,9 @@ export const GLOBAL_MUTABLE_COLUMNS = [
   'due_at',
   'branch_count',
 ] as const;
+
+/** Every column of the global row, in the order of the table. */
+export const GLOBAL_COLUMNS = [...GLOBAL_FIXED_COLUMNS, ...GLOBAL_MUTABLE_COLUMNS] as const;
 
 export const BRANCH_COLUMNS = [
   'xid',

@@ -246,6 +246,18 @@ export class SessionSql {
     return r.rows.map((row) => textOf(row.xid, 'xid') as Xid);
   }
 
+  /**
+   * Xids whose due_at has come (decided elsewhere, a retry or deadline passed), most urgent
+   * first.
+   */
+  async dueXids(conn: SqlConn, now: number, limit: number): Promise<Xid[]> {
+    const r = await conn.query(
+      `SELECT xid FROM ${this.t.global} WHERE due_at <= ? ORDER BY due_at, xid LIMIT ?`,
+      [now, limit],
+    );
+    return r.rows.map((row) => textOf(row.xid, 'xid') as Xid);
+  }
+
   // ---------------------------------------------------------------- writes (each asserts what it
   // touched)
 

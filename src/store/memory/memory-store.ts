@@ -49,6 +49,9 @@ export class MemoryStore implements SessionStore {
     this.roundTrip = options.roundTrip ?? true;
   }
 
+  /** Each submit applies at once, so a turn's submits apply in the order made. */
+  readonly submitsInOrder = true;
+
   submit<C extends Command>(command: C): Promise<Outcome<ResultOf<C>>> {
     if (!this.leader) return Promise.reject(new NotLeaderError(null));
     const applied = (this.roundTrip ? decodeCommand(encodeCommand(command)) : command) as C;

@@ -1,14 +1,19 @@
 /**
  * The Raft entry format of coordinator commands. An entry holds either one encoded command
  * (a msgpack map: the only format before batching, so old logs replay unchanged) or a
- * batch: a msgpack array of encoded commands, all submitted in one event-loop turn
- * (DESIGN.md: "Commands of one event-loop turn share one Raft entry"). Applying a batch
- * applies its commands in order and answers one outcome per command; a refused command
- * changes nothing, so it leaves the others in its entry untouched.
+ * batch of commands submitted in one event-loop turn (DESIGN.md: "Commands of one
+ * event-loop turn share one Raft entry"). A batch is a msgpack array; its elements are
+ * either the encoded commands themselves (each a msgpack map: the entry is an array header
+ * followed by the commands' bytes, so one unpack decodes the whole batch), or — the first
+ * batch format, still read — msgpack bins each holding an encoded command. Applying a
+ * batch applies its commands in order and answers one outcome per command; a refused
+ * command changes nothing, so it leaves the others in its entry untouched.
  */
 import { Packr } from 'msgpackr';
 import {
+  commandEnvelope,
   decodeCommand,
+  type Command,
   type CoordinatorStateMachine,
   type Outcome,
 } from '../../coordinator/index.ts';
@@ -21,12 +26,35 @@ export const MAX_COMMANDS_PER_ENTRY = 1_024;
 
 const packr = new Packr({ useRecords: false, mapsAsObjects: true, moreTypes: false });
 
-/** One entry for encoded commands: a lone command as itself, several as a batch. */
+/**
+ * One entry for encoded commands: a lone command as itself, several as a msgpack array
+ * whose elements are their bytes as they are (no re-encoding; one copy into the entry).
+ */
 export function encodeEntry(commands: readonly Uint8Array[]): Uint8Array {
-  if (commands.length === 0) throw new AssertionFailure('an entry needs at least one command');
-  if (commands.length === 1) return commands[0]!;
-  // A copy: msgpackr may reuse the memory of what it packed for the next pack.
-  return Uint8Array.from(packr.pack(commands));
+  const n = commands.length;
+  if (n === 0) throw new AssertionFailure('an entry needs at least one command');
+  if (n === 1) return commands[0]!;
+  if (n > 0xffff) throw new AssertionFailure(`a batch of ${n} commands exceeds a msgpack array16`);
+  const head = n < 16 ? 1 : 3;
+  let bytes = head;
+  for (const c of commands) bytes += c.length;
+  const out = Buffer.allocUnsafe(bytes);
+  if (n < 16) out[0] = 0x90 | n;
+  else {
+    out[0] = 0xdc;
+    out.writeUInt16BE(n, 1);
+  }
+  let at = head;
+  for (const c of commands) {
+    out.set(c, at);
+    at += c.length;
+  }
+  return out;
+}
+
+/** The first batch format (elements are msgpack bins of encoded commands): tests and old logs. */
+export function encodeBinBatchEntry(commands: readonly Uint8Array[]): Uint8Array {
+  return packr.pack(commands);
 }
 
 /** True when the entry is a batch (a msgpack array), not a lone command (a msgpack map). */
@@ -35,6 +63,28 @@ export function isBatchEntry(data: Uint8Array): boolean {
   return (
     first !== undefined && ((first >= 0x90 && first <= 0x9f) || first === 0xdc || first === 0xdd)
   );
+}
+
+/** The commands of a batch entry, in order, in either batch format. */
+function batchCommands(data: Uint8Array): Command[] {
+  let parts: unknown;
+  try {
+    parts = packr.unpack(data);
+  } catch (err) {
+    throw new AssertionFailure(`command batch does not decode: ${(err as Error).message}`);
+  }
+  if (!Array.isArray(parts) || parts.length === 0)
+    throw new AssertionFailure('command batch is not an array of commands');
+  if (parts[0] instanceof Uint8Array) {
+    if (!parts.every((p) => p instanceof Uint8Array))
+      throw new AssertionFailure('command batch mixes encoded and plain commands');
+    return (parts as Uint8Array[]).map((p) => decodeCommand(p));
+  }
+  return parts.map((p) => {
+    if (p instanceof Uint8Array)
+      throw new AssertionFailure('command batch mixes encoded and plain commands');
+    return commandEnvelope(p);
+  });
 }
 
 /**
@@ -47,16 +97,7 @@ export function applyEntry(
   data: Uint8Array,
 ): Outcome<unknown> | Outcome<unknown>[] {
   if (!isBatchEntry(data)) return machine.apply(decodeCommand(data));
-  let parts: unknown;
-  try {
-    parts = packr.unpack(data);
-  } catch (err) {
-    throw new AssertionFailure(`command batch does not decode: ${(err as Error).message}`);
-  }
-  if (!Array.isArray(parts) || !parts.every((p) => p instanceof Uint8Array))
-    throw new AssertionFailure('command batch is not an array of encoded commands');
-  const commands = (parts as Uint8Array[]).map((p) => decodeCommand(p));
-  return commands.map((command) => machine.apply(command));
+  return batchCommands(data).map((command) => machine.apply(command));
 }
 
 /**

@@ -18,6 +18,7 @@ export {
   MAX_ENTRY_BYTES,
   SubmitBatcher,
   applyEntry,
+  encodeBinBatchEntry,
   encodeEntry,
   isBatchEntry,
 } from './command-batch.ts';

@@ -30,6 +30,7 @@ import {
   type ResultOf,
   type SessionStore,
 } from '../../coordinator/index.ts';
+import { deadlines } from '../../shared/deadline-wheel.ts';
 import type { NodeId, Role } from '../../raft/core/types.ts';
 import {
   AssertionFailure,
@@ -77,6 +78,31 @@ export interface RaftPort {
   ): () => void;
 }
 
+/** The time the store's deadlines and retry pauses run on (the simulator passes its fake clock). */
+export interface StoreTimers {
+  now(): number;
+  /** Calls fn once after `ms`; returns a cancel function. */
+  after(ms: number, fn: () => void): () => void;
+}
+
+/**
+ * Waits of at least this many ms (a submit's or a read's deadline) go to the process's
+ * deadline wheel: one timer for all of them, at most its 10 ms tick late (issue 12 item 5).
+ * Shorter waits (a barrier's retry pause) get a timer of their own, on time.
+ */
+const WHEEL_MIN_MS = 100;
+
+/** Real time: Date.now, the deadline wheel and unref'd timeouts. */
+const realTimers: StoreTimers = {
+  now: () => Date.now(),
+  after(ms, fn) {
+    if (ms >= WHEEL_MIN_MS) return deadlines.after(ms, fn);
+    const timer = setTimeout(fn, ms);
+    timer.unref?.();
+    return () => clearTimeout(timer);
+  },
+};
+
 export interface RaftSessionStoreOptions {
   raft: RaftPort;
   /** The coordinator state the Raft's state machine applies commands to. */
@@ -85,6 +111,8 @@ export interface RaftSessionStoreOptions {
   submitTimeoutMs?: number;
   readTimeoutMs?: number;
   barrierRetryMs?: number;
+  /** Default: real time. */
+  timers?: StoreTimers;
 }
 
 interface ReadyWaiter {
@@ -121,6 +149,7 @@ export class RaftSessionStore implements SessionStore {
   readonly submitTimeoutMs: number;
   readonly readTimeoutMs: number;
   private readonly barrierRetryMs: number;
+  private readonly timers: StoreTimers;
 
   private state: SessionState;
   private readonly listeners = new Set<(event: LeadershipEvent) => void>();
@@ -135,6 +164,7 @@ export class RaftSessionStore implements SessionStore {
     this.submitTimeoutMs = options.submitTimeoutMs ?? DEFAULT_SUBMIT_TIMEOUT_MS;
     this.readTimeoutMs = options.readTimeoutMs ?? DEFAULT_READ_TIMEOUT_MS;
     this.barrierRetryMs = options.barrierRetryMs ?? DEFAULT_BARRIER_RETRY_MS;
+    this.timers = options.timers ?? realTimers;
     const st = this.raft.status();
     this.state = { phase: 'following', term: st.term, leader: st.leader };
     this.reads = new ReadBatcher(() => this.raft.read());
@@ -170,15 +200,19 @@ export class RaftSessionStore implements SessionStore {
     return { ...this.submits.counts };
   }
 
+  /** A turn's submits share an entry (or follow each other in entries): applied in order. */
+  readonly submitsInOrder = true;
+
   /** Joins the other submits of this event-loop turn in one entry (see SubmitBatcher). */
   async submit<C extends Command>(command: C): Promise<Outcome<ResultOf<C>>> {
     this.requireLeaderRole();
     const data = encodeCommand(command);
-    const deadline = Date.now() + this.submitTimeoutMs;
+    const deadline = this.timers.now() + this.submitTimeoutMs;
     await this.waitReady(deadline);
     let result: unknown;
     try {
       result = await withDeadline(
+        this.timers,
         this.submits.add(data),
         deadline,
         () =>
@@ -198,11 +232,12 @@ export class RaftSessionStore implements SessionStore {
 
   async read<T>(fn: (state: CoordinatorStateView) => T): Promise<T> {
     this.requireLeaderRole();
-    const deadline = Date.now() + this.readTimeoutMs;
+    const deadline = this.timers.now() + this.readTimeoutMs;
     await this.waitReady(deadline);
     const waiter = this.reads.barrier();
     try {
       await withDeadline(
+        this.timers,
         waiter.done,
         deadline,
         () => new TimeoutError(`read not confirmed within ${this.readTimeoutMs} ms`),
@@ -213,6 +248,14 @@ export class RaftSessionStore implements SessionStore {
     }
     // A leader change between the barrier and here is harmless: the barrier proved that
     // this state includes everything acknowledged before read() was called.
+    return fn(this.applied);
+  }
+
+  /**
+   * This node's applied state in any role, no barrier (SessionStore.readApplied): for the
+   * command clock only.
+   */
+  readApplied<T>(fn: (state: CoordinatorStateView) => T): T {
     return fn(this.applied);
   }
 
@@ -338,7 +381,7 @@ export class RaftSessionStore implements SessionStore {
         )) {
           this.log.warn({ err, term }, 'leadership barrier failed');
         }
-        await sleep(this.barrierRetryMs);
+        await sleep(this.timers, this.barrierRetryMs);
         continue;
       }
       const was = this.state;
@@ -358,6 +401,7 @@ export class RaftSessionStore implements SessionStore {
       throw new AssertionFailure(`waitReady in phase ${state.phase}, after requireLeaderRole`);
     const ready = new Promise<void>((resolve, reject) => state.waiters.push({ resolve, reject }));
     return withDeadline(
+      this.timers,
       ready,
       deadline,
       () =>
@@ -479,22 +523,22 @@ function isOutcome(value: unknown): value is Outcome<unknown> {
 }
 
 function withDeadline<T>(
+  timers: StoreTimers,
   promise: Promise<T>,
   deadline: number,
   onTimeout: () => Error,
 ): Promise<T> {
-  const ms = deadline - Date.now();
+  const ms = deadline - timers.now();
   if (ms <= 0) return Promise.reject(onTimeout());
   return new Promise<T>((resolve, reject) => {
-    const timer = setTimeout(() => reject(onTimeout()), ms);
-    timer.unref?.();
+    const cancel = timers.after(ms, () => reject(onTimeout()));
     promise.then(
       (v) => {
-        clearTimeout(timer);
+        cancel();
         resolve(v);
       },
       (err: unknown) => {
-        clearTimeout(timer);
+        cancel();
         reject(err);
       },
     );
@@ -505,6 +549,6 @@ function failAll(waiters: readonly ReadyWaiter[], err: Error): void {
   for (const w of waiters) w.reject(err);
 }
 
-function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms).unref?.());
+function sleep(timers: StoreTimers, ms: number): Promise<void> {
+  return new Promise((resolve) => timers.after(ms, resolve));
 }

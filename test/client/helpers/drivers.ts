@@ -15,7 +15,10 @@ import {
 } from '../../../src/client/fence/index.ts';
 import { silentLogger } from '../../../src/shared/logger.ts';
 
-/** The fences of the tests log nothing unless a test passes its own logger (the default is pino at warn on stderr). */
+/**
+ * The fences of the tests log nothing unless a test passes its own logger (the default is pino at
+ * warn on stderr).
+ */
 const quiet = silentLogger();
 
 export interface SqlResult {

@@ -20,7 +20,10 @@ import {
 import { capturingLogger, newBranchId, newXid, sleep } from './db.ts';
 import type { FenceDriver } from './drivers.ts';
 
-/** Concurrency tests repeat their whole scenario this many times (the brief: make sure they are not flaky). */
+/**
+ * Concurrency tests repeat their whole scenario this many times (the brief: make sure they are not
+ * flaky).
+ */
 export const CONCURRENCY_REPEATS = 3;
 /** try/cancel pairs racing per repeat. */
 export const RACE_PAIRS = 50;

@@ -1,0 +1,41 @@
+/**
+ * One copy of the strings that repeat across live transactions (application ids, service
+ * groups, transaction names, resource ids, RM client ids): every command decoded from the
+ * log brings its own copy of them, and 100,000 live transactions would keep 100,000 copies
+ * of "order-service" (issue 19). Interning changes identities, never values, so the state
+ * machine stays deterministic and its snapshots byte-identical.
+ *
+ * Bounded: at most MAX_INTERNED strings of at most MAX_INTERNED_CHARS each; past the bound
+ * a string is kept as it came (it costs memory, not correctness). The table is never
+ * cleared while the machine lives: the values it holds repeat by nature.
+ */
+export const MAX_INTERNED = 10_000;
+export const MAX_INTERNED_CHARS = 256;
+
+export class Interned {
+  private readonly table = new Map<string, string>();
+
+  of(value: string): string {
+    const known = this.table.get(value);
+    if (known !== undefined) return known;
+    if (value.length > MAX_INTERNED_CHARS || this.table.size >= MAX_INTERNED) return value;
+    this.table.set(value, value);
+    return value;
+  }
+
+  get size(): number {
+    return this.table.size;
+  }
+}
+
+/**
+ * A copy of `value` that shares no memory with the command it was decoded from. msgpackr
+ * hands out short strings as slices of one string per decoded message, and V8 keeps the
+ * whole parent alive while a slice of 13 or more characters lives: a live session holding
+ * its xid as such a slice would keep its whole log entry's strings (a batch of commands).
+ * Concatenation makes a new flat string of length + 1; the slice of it that is returned
+ * keeps only that.
+ */
+export function detached(value: string): string {
+  return value.length < 13 ? value : (value + ' ').slice(0, -1);
+}

@@ -1,0 +1,179 @@
+/**
+ * One coordinator-mode run: the simulated Raft cluster of runner.ts (same settings and
+ * faults from the seed: crashes, partitions, reordering, disk failures, membership changes,
+ * leadership transfers) with the REAL coordinator on every node (state machine, Raft session
+ * store, phase-two driver), per-node wall-clock skew (usually seconds, sometimes an hour),
+ * simulated TMs and RMs that retry with request ids, and RMs whose phase two fails for a
+ * while. Seata's invariants are checked after every step (clients.ts); then the recovery
+ * phase heals everything and requires every transaction to end, and every acknowledged
+ * begin and decision to have survived. Same seed, same run.
+ */
+import { Prng } from '../../support/prng.ts';
+import type { Violation } from '../invariants.ts';
+import { Scheduler, chooseSettings, type FaultProfile } from '../runner.ts';
+import { World, type SimSettings } from '../world.ts';
+import { SimClients } from './clients.ts';
+import { CoordinatorServices, SimRms } from './services.ts';
+import { CoordinatorSimStateMachine, machineFor, type CoordinatorMutant } from './state-machine.ts';
+
+export interface CoordinatorRunOptions {
+  seed: number;
+  steps: number;
+  nodes?: number;
+  /** A deliberately broken coordinator (negative tests). */
+  mutant?: CoordinatorMutant;
+  traceSize?: number;
+}
+
+export interface CoordinatorRunResult {
+  seed: number;
+  settings: SimSettings;
+  profile: FaultProfile;
+  skews: Record<string, number>;
+  steps: number;
+  violation: Violation | null;
+  trace: string[];
+  stats: SimClients['stats'] & { recoveryRounds: number; leaderChanges: number; crashes: number };
+  elapsedMs: number;
+}
+
+/** Rounds (every node ticks once, then everything is delivered and synced) the recovery may take. */
+export const COORDINATOR_RECOVERY_ROUNDS = 1_500;
+
+export async function runCoordinatorSimulation(
+  opts: CoordinatorRunOptions,
+): Promise<CoordinatorRunResult> {
+  const t0 = performance.now();
+  const rng = new Prng(opts.seed);
+  const { settings, profile: drawn } = chooseSettings(rng, {
+    seed: opts.seed,
+    steps: opts.steps,
+    // A coordinator entry batches a turn's commands: the Raft's uncommitted-bytes bound is
+    // left at its production size (600 bytes would refuse a large batch forever).
+    settings: { maxUncommittedBytes: 1 << 20 },
+    ...(opts.nodes !== undefined ? { nodes: opts.nodes } : {}),
+  });
+  // Client requests come from the TMs; the Raft-level key-value proposals are off.
+  const profile: FaultProfile = { ...drawn, propose: 0 };
+  const own = rng.fork();
+  const skews: Record<string, number> = {};
+  for (let i = 1; i <= settings.nodes + settings.spares; i++)
+    skews[`n${i}`] = own.chance(0.15) ? own.pick([-1, 1]) * 3_600_000 : own.int(-5_000, 5_000);
+  const rms = new SimRms();
+  const services = new CoordinatorServices(new Map(Object.entries(skews)), rms);
+  let clients: SimClients | null = null;
+  const world = new World({
+    settings,
+    prng: rng.fork(),
+    traceSize: opts.traceSize ?? 60,
+    stateMachine: () => new CoordinatorSimStateMachine(machineFor(opts.mutant ?? 'none')),
+    onNodeUp: (node) => services.up(node),
+    onNodeDown: (node) => {
+      services.down(node);
+      clients?.nodeDown(node.id);
+    },
+    onStep: () => clients?.check(),
+  });
+  // A command proposed again (a retried driver step) is the same bytes at another index.
+  world.checker.repeatedPayloadsAllowed = true;
+  clients = new SimClients(world, services, rms, own.fork(), own.int(2, 5));
+  clients.flaky = own.pick([0, 0.2, 0.5]);
+  const c = clients;
+  const scheduler = new Scheduler(world, rng.fork(), profile);
+  const clientShare = own.pick([0.2, 0.35]);
+  let steps = 0;
+  let recoveryRounds = 0;
+  try {
+    await world.act(() => world.boot());
+    for (; steps < opts.steps && world.checker.violation === null; steps++) {
+      const r = own.float();
+      if (r < clientShare) await world.act(() => c.step());
+      else if (r < clientShare + 0.005)
+        await world.act(() => {
+          rms.down = !rms.down;
+          world.log(`RMs ${rms.down ? 'unreachable' : 'reachable'}`);
+        });
+      else if (r < clientShare + 0.006) {
+        const id = own.pick(world.ids);
+        const ms = own.pick([-3_600_000, -30_000, 30_000, 3_600_000]);
+        await world.act(() => {
+          services.stepClock(id, ms);
+          world.log(`wall clock of ${id} steps ${ms} ms`);
+        });
+      } else await world.act(() => scheduler.pickAndAct());
+    }
+    if (world.checker.violation === null) recoveryRounds = await recover(world, c, rms, services);
+  } catch (err) {
+    world.checker.report(
+      'driver-assertion',
+      `uncaught in step ${world.step}: ${(err as Error)?.stack ?? String(err)}`,
+    );
+  }
+  return {
+    seed: opts.seed,
+    settings,
+    profile,
+    skews,
+    steps: world.step,
+    violation: world.checker.violation,
+    trace: world.trace.tail(),
+    stats: {
+      ...c.stats,
+      recoveryRounds,
+      leaderChanges: world.stats.leaderChanges,
+      crashes: world.stats.crashes,
+    },
+    elapsedMs: performance.now() - t0,
+  };
+}
+
+/**
+ * Heals everything (links, disks, crashed nodes, RMs), lets the TMs finish the transaction
+ * they hold and starts no new one; then every transaction must end within the budget, and
+ * the leader must hold every acknowledged begin and decision.
+ */
+async function recover(
+  world: World,
+  clients: SimClients,
+  rms: SimRms,
+  services: CoordinatorServices,
+): Promise<number> {
+  world.log('--- recovery: heal everything, restart crashed nodes, RMs healthy ---');
+  clients.stopping = true;
+  clients.flaky = 0;
+  rms.down = false;
+  world.heal();
+  for (const n of world.nodes.values()) n.disk.failNextSync = false;
+  for (const n of world.nodes.values())
+    if (n.started && !n.up) await world.act(() => world.startNode(n.id));
+  let rounds = 0;
+  for (; rounds < COORDINATOR_RECOVERY_ROUNDS && world.checker.violation === null; rounds++) {
+    await world.round();
+    await world.act(() => clients.stepAll());
+    const leader = world.leader();
+    const machine = (leader?.sm as CoordinatorSimStateMachine | null)?.coordinator;
+    // A leader that applied its first entry of the term (its store serves): it holds every
+    // committed command, so what it does not hold was lost.
+    const serving = leader ? services.byNode.get(leader.id)?.store.isLeader() === true : false;
+    if (clients.allDone() && machine && serving && machine.liveSessionCount() === 0) {
+      clients.checkAcked(leader!.id, machine);
+      return rounds;
+    }
+  }
+  if (world.checker.violation === null) {
+    const leader = world.leader();
+    const machine = (leader?.sm as CoordinatorSimStateMachine | null)?.coordinator;
+    const live = machine
+      ? machine
+          .liveXids()
+          .slice(0, 5)
+          .map((x) => `${x}:${machine.getSession(x)!.status}`)
+      : [];
+    const busy = clients.tms.filter((t) => t.phase !== 'done').map((t) => `tm${t.id}:${t.phase}`);
+    world.checker.report(
+      'coordinator-liveness',
+      `not every transaction ended within ${COORDINATOR_RECOVERY_ROUNDS} rounds of a healthy cluster (leader ${leader?.id ?? 'none'}; live ${machine?.liveSessionCount() ?? '?'} e.g. [${live.join(', ')}]; TMs not done [${busy.join(', ')}])`,
+    );
+  }
+  return rounds;
+}

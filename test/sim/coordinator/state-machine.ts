@@ -1,0 +1,154 @@
+/**
+ * The coordinator's state machine as the simulator's Raft applies it: the REAL
+ * CoordinatorStateMachine behind the real entry decoding of the Raft session store
+ * (applyEntry: one command or a batch per entry), plus the simulator's hash chain over
+ * every applied (index, data), so the Raft checkers (same entry per index, in order, never
+ * twice, restored snapshots agree) watch it as they watch the key-value machine.
+ */
+import type { Command } from '../../../src/coordinator/commands.ts';
+import { CoordinatorStateMachine } from '../../../src/coordinator/state-machine.ts';
+import { GlobalStatus, decisionOf } from '../../../src/coordinator/types.ts';
+import { StorageCorruptError } from '../../../src/shared/errors.ts';
+import { applyEntry } from '../../../src/store/raft/command-batch.ts';
+import { bytesKey } from '../invariants.ts';
+import { SimStateMachine, mixHash, type SimApplyResult } from '../state-machine.ts';
+
+interface Encoded {
+  lastIndex: number;
+  hash: number;
+  count: number;
+  coordinator: string;
+}
+
+const encoder = new TextEncoder();
+const decoder = new TextDecoder();
+
+export class CoordinatorSimStateMachine extends SimStateMachine {
+  readonly coordinator: CoordinatorStateMachine;
+
+  constructor(
+    private readonly make: () => CoordinatorStateMachine = () => new CoordinatorStateMachine(),
+  ) {
+    super();
+    this.coordinator = make();
+  }
+
+  /** Answers the coordinator's outcome(s), which the session store hands its submitters. */
+  override apply(index: number, data: Uint8Array): SimApplyResult {
+    if (index <= this.lastIndex)
+      throw new Error(`state machine: apply ${index} after ${this.lastIndex}`);
+    this.lastIndex = index;
+    this.count++;
+    this.hash = mixHash(this.hash, index, data);
+    this.observer?.onApply(index, bytesKey(data), this.hash);
+    return applyEntry(this.coordinator, data) as unknown as SimApplyResult;
+  }
+
+  override snapshot(): Uint8Array {
+    const enc: Encoded = {
+      lastIndex: this.lastIndex,
+      hash: this.hash,
+      count: this.count,
+      coordinator: Buffer.from(this.coordinator.snapshot()).toString('base64'),
+    };
+    return encoder.encode(JSON.stringify(enc));
+  }
+
+  override validateSnapshot(data: Uint8Array): void {
+    const enc = decode(data);
+    this.make().restore(Buffer.from(enc.coordinator, 'base64'));
+  }
+
+  override restore(data: Uint8Array, index: number): void {
+    const enc = decode(data);
+    this.coordinator.restore(Buffer.from(enc.coordinator, 'base64'));
+    this.lastIndex = enc.lastIndex;
+    this.hash = enc.hash;
+    this.count = enc.count;
+    this.observer?.onRestore(index, enc.lastIndex, enc.hash);
+  }
+}
+
+function decode(data: Uint8Array): Encoded {
+  let enc: Partial<Encoded>;
+  try {
+    enc = JSON.parse(decoder.decode(data)) as Partial<Encoded>;
+  } catch (cause) {
+    throw new StorageCorruptError('coordinator sim snapshot does not decode', { cause });
+  }
+  if (
+    typeof enc !== 'object' ||
+    enc === null ||
+    !Number.isInteger(enc.lastIndex) ||
+    !Number.isInteger(enc.hash) ||
+    !Number.isInteger(enc.count) ||
+    typeof enc.coordinator !== 'string'
+  )
+    throw new StorageCorruptError('coordinator sim snapshot lacks lastIndex, hash, count or state');
+  return enc as Encoded;
+}
+
+// ---------------------------------------------------------------------------------------
+// Mutants (negative tests): each breaks one of Seata's invariants on purpose.
+
+/**
+ * Lets a rollback overturn a commit decision: a RollbackGlobal of a transaction that is
+ * committing moves it to Rollbacking (the decided status changes). The checker must see it.
+ */
+export class DecisionFlippingMachine extends CoordinatorStateMachine {
+  constructor() {
+    super();
+    const apply = this.apply.bind(this);
+    const sessions = (this as unknown as { sessions: Map<string, { status: GlobalStatus }> })
+      .sessions;
+    this.apply = ((command: Command) => {
+      const session =
+        command.kind === 'RollbackGlobal'
+          ? (this as unknown as { sessions: typeof sessions }).sessions.get(command.xid)
+          : undefined;
+      if (session && decisionOf(session.status) === 'commit') {
+        session.status = GlobalStatus.Rollbacking;
+        return {
+          ok: true,
+          value: { status: GlobalStatus.Rollbacking, decided: true, finished: null },
+        };
+      }
+      return apply(command);
+    }) as CoordinatorStateMachine['apply'];
+  }
+}
+
+/**
+ * Forgets which request registered a branch (no dedup of RegisterBranch): a registration
+ * retried after its answer was lost registers a second branch, and the first — whose try
+ * never ran — is confirmed at commit (issue 13 item 5). The checker must see it.
+ */
+export class ForgetfulRegisterMachine extends CoordinatorStateMachine {
+  constructor() {
+    super();
+    const apply = this.apply.bind(this);
+    this.apply = ((command: Command) =>
+      apply(
+        command.kind === 'RegisterBranch' ? { ...command, requestId: null } : command,
+      )) as CoordinatorStateMachine['apply'];
+  }
+}
+
+export type CoordinatorMutant = 'none' | 'decision-flip' | 'forgetful-register';
+
+export const COORDINATOR_MUTANTS: readonly CoordinatorMutant[] = [
+  'none',
+  'decision-flip',
+  'forgetful-register',
+];
+
+export function machineFor(mutant: CoordinatorMutant): () => CoordinatorStateMachine {
+  switch (mutant) {
+    case 'decision-flip':
+      return () => new DecisionFlippingMachine();
+    case 'forgetful-register':
+      return () => new ForgetfulRegisterMachine();
+    default:
+      return () => new CoordinatorStateMachine();
+  }
+}
