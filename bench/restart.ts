@@ -56,7 +56,37 @@ function quantile(sorted: number[], q: number): number {
   return sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))]!;
 }
 
-export async function main(args: string[]): Promise<void> {
+interface Options {
+  loops: number;
+  tickMs: number;
+  electionTicks: number;
+  slowMs: number;
+  /** The checkout the nodes run from. */
+  repo: string;
+}
+
+/** The three nodes, their configs and logs in a temporary `root`, run from `repo`. */
+interface Cluster {
+  root: string;
+  repo: string;
+  nodes: Node[];
+}
+
+/** The begin + commit loops and what their calls did. */
+interface Load {
+  latencies: number[];
+  failures: string[];
+  /** Ends the loops after their current call. */
+  stop(): Promise<void>;
+}
+
+/** The leader monitor: time so far without an agreed leader. */
+interface LeaderMonitor {
+  leaderlessMs(): number;
+  stop(): Promise<void>;
+}
+
+function parseOptions(args: string[]): Options {
   const { values } = parseArgs({
     args,
     options: {
@@ -67,11 +97,17 @@ export async function main(args: string[]): Promise<void> {
       repo: { type: 'string' },
     },
   });
-  const loops = Number(values.loops);
-  const tickMs = Number(values['tick-ms']);
-  const electionTicks = Number(values['election-ticks']);
-  const slowMs = Number(values['slow-ms']);
-  const repo = resolve(values.repo ?? REPO_ROOT);
+  return {
+    loops: Number(values.loops),
+    tickMs: Number(values['tick-ms']),
+    electionTicks: Number(values['election-ticks']),
+    slowMs: Number(values['slow-ms']),
+    repo: resolve(values.repo ?? REPO_ROOT),
+  };
+}
+
+/** Allocates three nodes' ports and writes their configs in a fresh temporary directory. */
+async function prepareCluster(opts: Options): Promise<Cluster> {
   const root = mkdtempSync(join(tmpdir(), 'concord-bench-restart-'));
   mkdirSync(join(root, 'data'), { recursive: true });
   const nodes: Node[] = (await allocateNodes(3)).map((p) => ({
@@ -86,135 +122,203 @@ export async function main(args: string[]): Promise<void> {
       raftNodeConfig(n, {
         peers: nodes,
         dataRoot: join(root, 'data'),
-        tickMs,
-        electionTicks,
+        tickMs: opts.tickMs,
+        electionTicks: opts.electionTicks,
         logLevel: 'info',
       }),
     );
-  const start = (n: Node) => {
-    const fd = openSync(n.log, 'a');
-    n.proc = spawn(
-      process.execPath,
-      ['--import', 'tsx', join(repo, 'src/cli/main.ts'), 'start', '--config', n.file],
-      { cwd: repo, env: { ...process.env, NO_COLOR: '1' }, stdio: ['ignore', fd, fd] },
-    );
-    closeSync(fd);
+  return { root, repo: opts.repo, nodes };
+}
+
+function startNode(cluster: Cluster, n: Node): void {
+  const fd = openSync(n.log, 'a');
+  n.proc = spawn(
+    process.execPath,
+    ['--import', 'tsx', join(cluster.repo, 'src/cli/main.ts'), 'start', '--config', n.file],
+    { cwd: cluster.repo, env: { ...process.env, NO_COLOR: '1' }, stdio: ['ignore', fd, fd] },
+  );
+  closeSync(fd);
+}
+
+function liveNodes(cluster: Cluster): Node[] {
+  return cluster.nodes.filter((n) => n.proc !== null);
+}
+
+/**
+ * The leader a majority of the group (2 of 3) names, if it runs: what clients can reach.
+ * A node that is starting (or stopping) and names none does not make the group leaderless.
+ */
+async function agreedLeader(cluster: Cluster): Promise<string | null> {
+  const views = await Promise.all(liveNodes(cluster).map(metadata));
+  const votes = new Map<string, number>();
+  for (const v of views) if (v?.leaderId) votes.set(v.leaderId, (votes.get(v.leaderId) ?? 0) + 1);
+  const majority = Math.floor(cluster.nodes.length / 2) + 1;
+  for (const [id, n] of votes)
+    if (n >= majority && liveNodes(cluster).some((x) => x.id === id)) return id;
+  return null;
+}
+
+/** Starts every node and waits until a majority names the same leader. */
+async function startClusterAndAwaitLeader(cluster: Cluster): Promise<void> {
+  for (const n of cluster.nodes) startNode(cluster, n);
+  const t0 = performance.now();
+  while ((await agreedLeader(cluster)) === null) {
+    if (performance.now() - t0 > REJOIN_TIMEOUT_MS)
+      throw new Error(`no leader; logs in ${cluster.root}`);
+    await sleep(100);
+  }
+}
+
+/** The load: `loops` begin + commit loops, each call timed. */
+function startLoad(client: TcClient, loops: number): Load {
+  const latencies: number[] = [];
+  const failures: string[] = [];
+  let running = true;
+  const workers = Array.from({ length: loops }, async () => {
+    while (running) {
+      const t = performance.now();
+      try {
+        const xid = await client.begin({
+          applicationId: 'bench-restart',
+          transactionServiceGroup: 'default',
+          timeoutMs: 60_000,
+        });
+        await client.commit(xid);
+        latencies.push(performance.now() - t);
+      } catch (err) {
+        failures.push(`${(err as Error).name}: ${(err as Error).message.slice(0, 120)}`);
+      }
+      await sleep(20);
+    }
+  });
+  return {
+    latencies,
+    failures,
+    stop: async () => {
+      running = false;
+      await Promise.all(workers);
+    },
   };
-  const live = () => nodes.filter((n) => n.proc !== null);
-  /**
-   * The leader a majority of the group (2 of 3) names, if it runs: what clients can reach.
-   * A node that is starting (or stopping) and names none does not make the group leaderless.
-   */
-  const agreedLeader = async (): Promise<string | null> => {
-    const views = await Promise.all(live().map(metadata));
-    const votes = new Map<string, number>();
-    for (const v of views) if (v?.leaderId) votes.set(v.leaderId, (votes.get(v.leaderId) ?? 0) + 1);
-    for (const [id, n] of votes)
-      if (n >= Math.floor(nodes.length / 2) + 1 && live().some((x) => x.id === id)) return id;
-    return null;
+}
+
+/** The leader monitor: time without an agreed leader, sampled every MONITOR_INTERVAL_MS. */
+function startLeaderMonitor(cluster: Cluster): LeaderMonitor {
+  let leaderlessMs = 0;
+  let monitoring = true;
+  const monitor = (async () => {
+    let last = performance.now();
+    while (monitoring) {
+      const leader = await agreedLeader(cluster);
+      const now = performance.now();
+      if (leader === null) leaderlessMs += now - last;
+      last = now;
+      await sleep(MONITOR_INTERVAL_MS);
+    }
+  })();
+  return {
+    leaderlessMs: () => leaderlessMs,
+    stop: async () => {
+      monitoring = false;
+      await monitor;
+    },
   };
+}
+
+/** Waits until `n` names the leader the group agrees on. */
+async function awaitRejoin(cluster: Cluster, n: Node): Promise<void> {
+  const t1 = performance.now();
+  for (;;) {
+    const md = await metadata(n);
+    const leader = await agreedLeader(cluster);
+    if (md?.leaderId && leader !== null && md.leaderId === leader) break;
+    if (performance.now() - t1 > REJOIN_TIMEOUT_MS)
+      throw new Error(`${n.id} did not rejoin; logs in ${cluster.root}`);
+    await sleep(50);
+  }
+}
+
+/**
+ * Restarts `n` — SIGTERM, wait for the exit, start it again, wait until it is back in the
+ * group, settle — and returns the report line for it.
+ */
+async function restartNode(
+  cluster: Cluster,
+  n: Node,
+  load: Load,
+  monitor: LeaderMonitor,
+): Promise<string> {
+  const wasLeader = (await agreedLeader(cluster)) === n.id;
+  const before = monitor.leaderlessMs();
+  const failedBefore = load.failures.length;
+  const proc = n.proc!;
+  const exited = new Promise<void>((r) => proc.once('exit', () => r()));
+  const t = performance.now();
+  proc.kill('SIGTERM');
+  await exited;
+  n.proc = null;
+  const stopMs = performance.now() - t;
+  await sleep(500);
+  startNode(cluster, n);
+  await awaitRejoin(cluster, n);
+  await sleep(SETTLE_MS);
+  return `${n.id}${wasLeader ? ' (leader)' : ''}: stopped in ${Math.round(stopMs)} ms, leaderless ${Math.round(monitor.leaderlessMs() - before)} ms, failed calls ${load.failures.length - failedBefore}`;
+}
+
+/** Restarts every node in turn, followers first and the leader last, as an operator would. */
+async function rollingRestart(
+  cluster: Cluster,
+  load: Load,
+  monitor: LeaderMonitor,
+): Promise<string[]> {
+  await sleep(SETTLE_MS);
+  const perRestart: string[] = [];
+  const firstLeader = await agreedLeader(cluster);
+  const order = [
+    ...cluster.nodes.filter((n) => n.id !== firstLeader),
+    ...cluster.nodes.filter((n) => n.id === firstLeader),
+  ];
+  for (const n of order) perRestart.push(await restartNode(cluster, n, load, monitor));
+  return perRestart;
+}
+
+function printReport(opts: Options, perRestart: string[], load: Load, leaderlessMs: number): void {
+  const { latencies, failures } = load;
+  const sorted = [...latencies].sort((a, b) => a - b);
+  const slow = latencies.filter((l) => l > opts.slowMs).length;
+  console.log(
+    `repo ${opts.repo}; tick ${opts.tickMs} ms × ${opts.electionTicks} election ticks; ${opts.loops} loops`,
+  );
+  for (const line of perRestart) console.log(`  ${line}`);
+  console.log(
+    `calls ${latencies.length + failures.length}: failed ${failures.length}, slow (> ${opts.slowMs} ms) ${slow}; ` +
+      `p50 ${quantile(sorted, 0.5).toFixed(1)} ms, p99 ${quantile(sorted, 0.99).toFixed(1)} ms, max ${(sorted.at(-1) ?? NaN).toFixed(0)} ms; ` +
+      `leaderless ${Math.round(leaderlessMs)} ms in total`,
+  );
+  for (const f of [...new Set(failures)].slice(0, 5)) console.log(`  failure: ${f}`);
+}
+
+/** Closes the client, kills whatever node still runs and removes the temporary directory. */
+async function teardown(cluster: Cluster, tc: TcClient | null): Promise<void> {
+  await tc?.close();
+  for (const n of cluster.nodes) n.proc?.kill('SIGKILL');
+  await sleep(200);
+  rmSync(cluster.root, { recursive: true, force: true });
+}
+
+export async function main(args: string[]): Promise<void> {
+  const opts = parseOptions(args);
+  const cluster = await prepareCluster(opts);
   let tc: TcClient | null = null;
   try {
-    for (const n of nodes) start(n);
-    const t0 = performance.now();
-    while ((await agreedLeader()) === null) {
-      if (performance.now() - t0 > REJOIN_TIMEOUT_MS) throw new Error(`no leader; logs in ${root}`);
-      await sleep(100);
-    }
-    tc = new TcClient({ seeds: nodes.map((n) => `127.0.0.1:${n.http}`) });
-    const client = tc;
-
-    // The load: `loops` begin + commit loops, each call timed.
-    const latencies: number[] = [];
-    const failures: string[] = [];
-    let running = true;
-    const workers = Array.from({ length: loops }, async () => {
-      while (running) {
-        const t = performance.now();
-        try {
-          const xid = await client.begin({
-            applicationId: 'bench-restart',
-            transactionServiceGroup: 'default',
-            timeoutMs: 60_000,
-          });
-          await client.commit(xid);
-          latencies.push(performance.now() - t);
-        } catch (err) {
-          failures.push(`${(err as Error).name}: ${(err as Error).message.slice(0, 120)}`);
-        }
-        await sleep(20);
-      }
-    });
-
-    // The leader monitor: time without an agreed leader.
-    let leaderlessMs = 0;
-    let monitoring = true;
-    const monitor = (async () => {
-      let last = performance.now();
-      while (monitoring) {
-        const leader = await agreedLeader();
-        const now = performance.now();
-        if (leader === null) leaderlessMs += now - last;
-        last = now;
-        await sleep(MONITOR_INTERVAL_MS);
-      }
-    })();
-
-    await sleep(SETTLE_MS);
-    const perRestart: string[] = [];
-    // Followers first, the leader last: as an operator would.
-    const firstLeader = await agreedLeader();
-    const order = [
-      ...nodes.filter((n) => n.id !== firstLeader),
-      ...nodes.filter((n) => n.id === firstLeader),
-    ];
-    for (const n of order) {
-      const wasLeader = (await agreedLeader()) === n.id;
-      const before = leaderlessMs;
-      const failedBefore = failures.length;
-      const proc = n.proc!;
-      const exited = new Promise<void>((r) => proc.once('exit', () => r()));
-      const t = performance.now();
-      proc.kill('SIGTERM');
-      await exited;
-      n.proc = null;
-      const stopMs = performance.now() - t;
-      await sleep(500);
-      start(n);
-      const t1 = performance.now();
-      for (;;) {
-        const md = await metadata(n);
-        const leader = await agreedLeader();
-        if (md?.leaderId && leader !== null && md.leaderId === leader) break;
-        if (performance.now() - t1 > REJOIN_TIMEOUT_MS)
-          throw new Error(`${n.id} did not rejoin; logs in ${root}`);
-        await sleep(50);
-      }
-      await sleep(SETTLE_MS);
-      perRestart.push(
-        `${n.id}${wasLeader ? ' (leader)' : ''}: stopped in ${Math.round(stopMs)} ms, leaderless ${Math.round(leaderlessMs - before)} ms, failed calls ${failures.length - failedBefore}`,
-      );
-    }
-    running = false;
-    await Promise.all(workers);
-    monitoring = false;
-    await monitor;
-    const sorted = [...latencies].sort((a, b) => a - b);
-    const slow = latencies.filter((l) => l > slowMs).length;
-    console.log(
-      `repo ${repo}; tick ${tickMs} ms × ${electionTicks} election ticks; ${loops} loops`,
-    );
-    for (const line of perRestart) console.log(`  ${line}`);
-    console.log(
-      `calls ${latencies.length + failures.length}: failed ${failures.length}, slow (> ${slowMs} ms) ${slow}; ` +
-        `p50 ${quantile(sorted, 0.5).toFixed(1)} ms, p99 ${quantile(sorted, 0.99).toFixed(1)} ms, max ${(sorted.at(-1) ?? NaN).toFixed(0)} ms; ` +
-        `leaderless ${Math.round(leaderlessMs)} ms in total`,
-    );
-    for (const f of [...new Set(failures)].slice(0, 5)) console.log(`  failure: ${f}`);
+    await startClusterAndAwaitLeader(cluster);
+    tc = new TcClient({ seeds: cluster.nodes.map((n) => `127.0.0.1:${n.http}`) });
+    const load = startLoad(tc, opts.loops);
+    const monitor = startLeaderMonitor(cluster);
+    const perRestart = await rollingRestart(cluster, load, monitor);
+    await load.stop();
+    await monitor.stop();
+    printReport(opts, perRestart, load, monitor.leaderlessMs());
   } finally {
-    await tc?.close();
-    for (const n of nodes) n.proc?.kill('SIGKILL');
-    await sleep(200);
-    rmSync(root, { recursive: true, force: true });
+    await teardown(cluster, tc);
   }
 }
