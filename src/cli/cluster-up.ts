@@ -345,7 +345,7 @@ function printSummary(
     );
   } else {
     const dir = relative(process.cwd(), tls.dir) || '.';
-    console.log(`  tls       CA ${dir}/ca.pem (every port: raft, TC, openapi)`);
+    console.log(`  tls       CA ${dir}/ca.pem (the raft and TC ports; the openapi is plaintext)`);
     console.log(
       `  clients   CONCORD_TLS_DIR=${dir} (the SDK, the example: dev credential ${dir}/client-dev.pem)`,
     );

@@ -10,7 +10,7 @@
  *       cert: <dir>/node-<id>.pem
  *       key: <dir>/node-<id>-key.pem
  *
- * Secure by default: without `insecure`, every port (Raft, TC, openapi) speaks TLS with
+ * Secure by default: without `insecure`, the Raft and TC ports speak mutual TLS with
  * certificates of the cluster's CA, and a node refuses to start on a non-loopback address
  * with the shipped dev token (policy.ts).
  */
