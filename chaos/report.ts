@@ -178,7 +178,6 @@ const ms = (v: number | null) => (v === null ? '-' : `${Math.round(v)} ms`);
 const secs = (v: number) => `${(v / 1000).toFixed(1)} s`;
 
 export function formatReport(r: ChaosReport): string {
-  const s = r.check.stats;
   const out: string[] = [];
   const why = [
     `${r.check.violationsTotal} violation(s)`,
@@ -190,65 +189,78 @@ export function formatReport(r: ChaosReport): string {
   out.push(`Chaos run, seed ${r.settings.seed}: ${r.ok ? 'PASS — 0 violations' : `FAIL — ${why}`}`);
   out.push(`run dir ${r.settings.runDir}`);
   out.push('');
-  out.push(
-    table(
-      ['transactions', 'count'],
+  out.push(transactionsTable(r), '', failoverTable(r), '', stepsTable(r), '');
+  out.push(...footerLines(r));
+  return out.join('\n');
+}
+
+/** The transactions the clients attempted and how each ended. */
+function transactionsTable(r: ChaosReport): string {
+  const s = r.check.stats;
+  return table(
+    ['transactions', 'count'],
+    [
+      ['attempted', String(s.attempted)],
+      ['committed', String(s.committed)],
+      ['rolled back', `${s.rolledBack} (${s.intendedFailures} planned failures)`],
       [
-        ['attempted', String(s.attempted)],
-        ['committed', String(s.committed)],
-        ['rolled back', `${s.rolledBack} (${s.intendedFailures} planned failures)`],
-        [
-          'unknown to client',
-          `${s.unknown} (db: ${s.unknownResolved.committed} committed, ${s.unknownResolved.rolledBack} rolled back, ${s.unknownResolved.noEffect} no effect, ${s.unknownResolved.noXid} never got an xid)`,
-        ],
-        ['xids / branches', `${s.xids} / ${s.branches}`],
-        ['status observations', String(s.statusObservations)],
-        ['phase two runs', `${s.phaseTwoRuns} (${s.phaseTwoBySibling} by a sibling process)`],
-        ['lock branches', `${s.lockBranches} (${s.lockConflicts} refused: lock conflict)`],
-        ['violations', String(r.check.violationsTotal)],
+        'unknown to client',
+        `${s.unknown} (db: ${s.unknownResolved.committed} committed, ${s.unknownResolved.rolledBack} rolled back, ${s.unknownResolved.noEffect} no effect, ${s.unknownResolved.noXid} never got an xid)`,
       ],
-    ),
+      ['xids / branches', `${s.xids} / ${s.branches}`],
+      ['status observations', String(s.statusObservations)],
+      ['phase two runs', `${s.phaseTwoRuns} (${s.phaseTwoBySibling} by a sibling process)`],
+      ['lock branches', `${s.lockBranches} (${s.lockConflicts} refused: lock conflict)`],
+      ['violations', String(r.check.violationsTotal)],
+    ],
   );
-  out.push('');
-  out.push(
-    table(
-      ['failover', 'n', 'p50', 'p99', 'max'],
+}
+
+/** Leader changes and how long a new leader and its first commit took. */
+function failoverTable(r: ChaosReport): string {
+  return table(
+    ['failover', 'n', 'p50', 'p99', 'max'],
+    [
+      ['leader changes seen', String(r.failovers), '', '', ''],
       [
-        ['leader changes seen', String(r.failovers), '', '', ''],
-        [
-          'time to new leader',
-          String(r.timeToLeaderMs.n),
-          ms(r.timeToLeaderMs.p50),
-          ms(r.timeToLeaderMs.p99),
-          ms(r.timeToLeaderMs.max),
-        ],
-        [
-          'time to first commit',
-          String(r.timeToFirstCommitMs.n),
-          ms(r.timeToFirstCommitMs.p50),
-          ms(r.timeToFirstCommitMs.p99),
-          ms(r.timeToFirstCommitMs.max),
-        ],
+        'time to new leader',
+        String(r.timeToLeaderMs.n),
+        ms(r.timeToLeaderMs.p50),
+        ms(r.timeToLeaderMs.p99),
+        ms(r.timeToLeaderMs.max),
       ],
-    ),
+      [
+        'time to first commit',
+        String(r.timeToFirstCommitMs.n),
+        ms(r.timeToFirstCommitMs.p50),
+        ms(r.timeToFirstCommitMs.p99),
+        ms(r.timeToFirstCommitMs.max),
+      ],
+    ],
   );
-  out.push('');
-  out.push(
-    table(
-      ['#', 'nemesis', 'target', 'leader before', 'new leader', 'first commit', 'took', 'detail'],
-      r.steps.map((st) => [
-        String(st.n),
-        st.kind,
-        st.target ?? '-',
-        st.leaderBefore ? `${st.leaderBefore.id}@${st.leaderBefore.term}` : '-',
-        ms(st.timeToLeaderMs),
-        ms(st.timeToFirstCommitMs),
-        secs(st.healedAt - st.faultAt),
-        st.error ? `ERROR ${st.error}` : st.detail,
-      ]),
-    ),
+}
+
+/** One row per nemesis step. */
+function stepsTable(r: ChaosReport): string {
+  return table(
+    ['#', 'nemesis', 'target', 'leader before', 'new leader', 'first commit', 'took', 'detail'],
+    r.steps.map((st) => [
+      String(st.n),
+      st.kind,
+      st.target ?? '-',
+      st.leaderBefore ? `${st.leaderBefore.id}@${st.leaderBefore.term}` : '-',
+      ms(st.timeToLeaderMs),
+      ms(st.timeToFirstCommitMs),
+      secs(st.healedAt - st.faultAt),
+      st.error ? `ERROR ${st.error}` : st.detail,
+    ]),
   );
-  out.push('');
+}
+
+/** Phases, process logs, crashes, notes, harness errors and violations. */
+function footerLines(r: ChaosReport): string[] {
+  const s = r.check.stats;
+  const out: string[] = [];
   const p = r.phases;
   out.push(
     `phases: setup ${secs(p.setupMs)}, faults ${secs(p.faultsMs)}, heal ${secs(p.healMs)}, drain ${secs(p.drainMs)}, quiesce ${secs(p.quiesceMs)}, total ${secs(p.totalMs)}`,
@@ -284,5 +296,5 @@ export function formatReport(r: ChaosReport): string {
     if (r.check.violationsTotal > 30)
       out.push(`  … ${r.check.violationsTotal - 30} more in report.json`);
   }
-  return out.join('\n');
+  return out;
 }

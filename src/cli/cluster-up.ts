@@ -88,9 +88,46 @@ export async function runClusterUp(opts: {
   verbose?: boolean;
 }): Promise<void> {
   const dir = resolve(opts.dir);
+  const { members, dbMode } = loadMembers(dir, opts.pattern);
+  await refuseBusyPorts(members);
+  console.log(
+    style(
+      'bold',
+      `Starting ${members.length} Concord nodes from ${relative(process.cwd(), dir) || '.'}`,
+    ),
+  );
+  const run: RunState = { stopping: false, up: false };
+  const stopAll = async (code: number, why: string) => {
+    if (run.stopping) return;
+    run.stopping = true;
+    clearLine();
+    console.log(`${why}; stopping ${members.filter((m) => m.child && !m.exit).length} node(s)…`);
+    await Promise.all(members.map((m) => stopChild(m)));
+    console.log('All nodes stopped.');
+    process.exit(code);
+  };
+  process.on('SIGINT', () => void stopAll(0, 'Interrupted'));
+  process.on('SIGTERM', () => void stopAll(0, 'Terminated'));
+  process.on('SIGHUP', () => void stopAll(0, 'Hang-up'));
+  for (const m of members)
+    spawnMember(m, { members, verbose: opts.verbose ?? false, run, stopAll });
+  await watchCluster(members, { dir, dbMode, verbose: opts.verbose ?? false, run });
+}
+
+/** Whether the cluster is being stopped, and whether it came up (a leader was agreed). */
+interface RunState {
+  stopping: boolean;
+  up: boolean;
+}
+
+/** The node configs of `dir`: one store mode, distinct node ids (else exit 2). */
+function loadMembers(
+  dir: string,
+  pattern: string | undefined,
+): { members: Member[]; dbMode: boolean } {
   let members: Member[];
   try {
-    members = findNodeConfigs(dir, opts.pattern).map((file) => {
+    members = findNodeConfigs(dir, pattern).map((file) => {
       const config = loadConfig(file);
       // The dev PKI is made here, once, before the nodes start (each would make its own
       // part otherwise): the CA, the node certificates, the dev and operator credentials.
@@ -123,7 +160,6 @@ export async function runClusterUp(opts: {
   }
   // db mode: the "leader" is the holder of the driver lease (every node serves TC calls).
   const dbMode = modes.has('db');
-  const leaderWord = dbMode ? 'lease holder' : 'leader';
   const ids = new Set<string>();
   for (const m of members) {
     if (ids.has(m.config.node.id)) {
@@ -132,91 +168,95 @@ export async function runClusterUp(opts: {
     }
     ids.add(m.config.node.id);
   }
+  return { members, dbMode };
+}
 
+async function refuseBusyPorts(members: Member[]): Promise<void> {
   const busy = await busyPorts(members);
   if (busy.length > 0) {
     for (const b of busy) console.error(`concord: port ${b.port} (${b.what}) is already in use`);
     console.error('concord: is another cluster (or an earlier `cluster up`) still running?');
     process.exit(2);
   }
+}
 
-  console.log(
-    style(
-      'bold',
-      `Starting ${members.length} Concord nodes from ${relative(process.cwd(), dir) || '.'}`,
-    ),
-  );
-  let stopping = false;
-  let up = false;
-  const stopAll = async (code: number, why: string) => {
-    if (stopping) return;
-    stopping = true;
+/** Starts one node's process; its exit before the cluster is up stops them all. */
+function spawnMember(
+  m: Member,
+  ctx: {
+    members: Member[];
+    verbose: boolean;
+    run: RunState;
+    stopAll: (code: number, why: string) => Promise<void>;
+  },
+): void {
+  const { members, verbose, run, stopAll } = ctx;
+  mkdirSync(dirname(m.logFile), { recursive: true });
+  const fd = verbose ? null : openSync(m.logFile, 'a');
+  const child = spawn(process.execPath, [...nodeCommand(), 'start', '--config', m.file], {
+    stdio: ['ignore', fd ?? 'inherit', fd ?? 'inherit', 'ipc'],
+    env: process.env,
+  });
+  if (fd !== null) closeSync(fd);
+  m.child = child;
+  child.on('exit', (code, signal) => {
+    m.exit = { code, signal };
+    m.health = null;
+    if (run.stopping) return;
     clearLine();
-    console.log(`${why}; stopping ${members.filter((m) => m.child && !m.exit).length} node(s)…`);
-    await Promise.all(members.map((m) => stopChild(m)));
-    console.log('All nodes stopped.');
-    process.exit(code);
-  };
-  process.on('SIGINT', () => void stopAll(0, 'Interrupted'));
-  process.on('SIGTERM', () => void stopAll(0, 'Terminated'));
-  process.on('SIGHUP', () => void stopAll(0, 'Hang-up'));
+    const how = signal ? `was killed by ${signal}` : `exited with code ${code}`;
+    console.log(style('red', `node ${m.config.node.id} ${how}.`));
+    printLogTail(m);
+    if (!run.up) void stopAll(1, `Node ${m.config.node.id} failed to start`);
+    else if (members.every((x) => x.exit)) void stopAll(1, 'Every node has exited');
+  });
+  child.on('error', (err) => {
+    clearLine();
+    console.error(`concord: could not start ${m.config.node.id}: ${err.message}`);
+  });
+}
 
-  for (const m of members) {
-    mkdirSync(dirname(m.logFile), { recursive: true });
-    const fd = opts.verbose ? null : openSync(m.logFile, 'a');
-    const child = spawn(process.execPath, [...nodeCommand(), 'start', '--config', m.file], {
-      stdio: ['ignore', fd ?? 'inherit', fd ?? 'inherit', 'ipc'],
-      env: process.env,
-    });
-    if (fd !== null) closeSync(fd);
-    m.child = child;
-    child.on('exit', (code, signal) => {
-      m.exit = { code, signal };
-      m.health = null;
-      if (stopping) return;
-      clearLine();
-      const how = signal ? `was killed by ${signal}` : `exited with code ${code}`;
-      console.log(style('red', `node ${m.config.node.id} ${how}.`));
-      printLogTail(m);
-      if (!up) void stopAll(1, `Node ${m.config.node.id} failed to start`);
-      else if (members.every((x) => x.exit)) void stopAll(1, 'Every node has exited');
-    });
-    child.on('error', (err) => {
-      clearLine();
-      console.error(`concord: could not start ${m.config.node.id}: ${err.message}`);
-    });
-  }
+/** Asks every running node for its health; only our own child's answer counts. */
+async function refreshHealth(members: Member[]): Promise<void> {
+  await Promise.all(
+    members.map(async (m) => {
+      if (m.exit) return;
+      try {
+        const h = await fetchHealth(selfEndpoints(m.config).control, {
+          timeoutMs: HEALTH_TIMEOUT_MS,
+        });
+        // Only our own child counts (not some other process on the same port).
+        m.health = h.pid === m.child?.pid ? h : null;
+      } catch {
+        m.health = null;
+      }
+    }),
+  );
+}
 
+/** Polls the nodes until stopped: prints when the cluster is up and when the leader changes. */
+async function watchCluster(
+  members: Member[],
+  { dir, dbMode, verbose, run }: { dir: string; dbMode: boolean; verbose: boolean; run: RunState },
+): Promise<void> {
+  const leaderWord = dbMode ? 'lease holder' : 'leader';
   const started = performance.now();
   let frame = 0;
   let hinted = false;
   let lastLeader: string | null = null;
   for (;;) {
-    if (stopping) return;
-    await Promise.all(
-      members.map(async (m) => {
-        if (m.exit) return;
-        try {
-          const h = await fetchHealth(selfEndpoints(m.config).control, {
-            timeoutMs: HEALTH_TIMEOUT_MS,
-          });
-          // Only our own child counts (not some other process on the same port).
-          m.health = h.pid === m.child?.pid ? h : null;
-        } catch {
-          m.health = null;
-        }
-      }),
-    );
-    if (stopping) return;
+    if (run.stopping) return;
+    await refreshHealth(members);
+    if (run.stopping) return;
     const leader = agreedLeader(members);
-    if (!up) {
+    if (!run.up) {
       if (leader) {
-        up = true;
+        run.up = true;
         lastLeader = leader.id;
         clearLine();
         printSummary(members, leader, dir, dbMode);
       } else {
-        if (isTty() && !opts.verbose)
+        if (isTty() && !verbose)
           process.stdout.write(
             `\r\u001b[K${SPINNER[frame++ % SPINNER.length]} ${progressLine(members)}`,
           );

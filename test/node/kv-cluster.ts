@@ -162,15 +162,14 @@ export class KvCluster {
     return this.ids.filter((id) => this.isRunning(id));
   }
 
-  /** Starts (or restarts) a node's process and waits for its listening line. */
-  async spawn(id: string, options: { join?: boolean } = {}): Promise<void> {
+  /** The command line of a node's kv-main process. */
+  private nodeArgs(id: string, options: { join?: boolean }): string[] {
     const s = this.slot(id);
-    if (s.proc) throw new Error(`${id} is already running`);
     const peers = this.ids
       .filter((p) => p !== id)
       .map((p) => `${p}=127.0.0.1:${this.slot(p).raftPort}`)
       .join(',');
-    const args = [
+    return [
       '--import',
       'tsx',
       KV_MAIN,
@@ -195,6 +194,13 @@ export class KvCluster {
       ...(options.join ? ['--join'] : []),
       ...this.tlsArgs(id),
     ];
+  }
+
+  /** Starts (or restarts) a node's process and waits for its listening line. */
+  async spawn(id: string, options: { join?: boolean } = {}): Promise<void> {
+    const s = this.slot(id);
+    if (s.proc) throw new Error(`${id} is already running`);
+    const args = this.nodeArgs(id, options);
     const proc = spawn(process.execPath, args, {
       cwd: REPO_ROOT,
       stdio: ['ignore', 'pipe', 'pipe'],

@@ -5,7 +5,8 @@
  *   a violation)
  *   npm run sim -- --runs <r> --steps <m> [--nodes <k>]   r runs from random seeds
  *   npm run sim -- --coordinator [--seed <n> | --runs <r>] ...   the same with the real coordinator
- *                                                          on every node, TMs and RMs (coordinator/run.ts)
+ *                                                          on every node, TMs and RMs
+ *                                                          (coordinator/run.ts)
  *
  * Prints the seed and every setting first. Exits 1 if any run violated an invariant.
  * Ends a multi-run with `runs: R, steps: S, violations: V`.
@@ -27,6 +28,40 @@ interface Args {
   mutant: CoordinatorMutant;
 }
 
+const USAGE =
+  'usage: sim [--coordinator [--mutant decision-flip|forgetful-register]] ' +
+  '[--seed N | --runs R [--base-seed B]] [--steps M] [--nodes 1|3|5] [--verbose]';
+
+/** A non-negative integer option value; exits 2 otherwise. */
+function intArg(name: string, v: string | undefined): number {
+  const n = Number(v);
+  if (v === undefined || !Number.isInteger(n) || n < 0) {
+    console.error(`--${name} needs a non-negative integer, got ${v ?? 'nothing'}`);
+    process.exit(2);
+  }
+  return n;
+}
+
+/** The `--nodes` value: 1, 3 or 5; exits 2 otherwise. */
+function nodesArg(v: string | undefined): number {
+  const n = intArg('nodes', v);
+  if (n !== 1 && n !== 3 && n !== 5) {
+    console.error('--nodes must be 1, 3 or 5');
+    process.exit(2);
+  }
+  return n;
+}
+
+/** The `--mutant` value: one of COORDINATOR_MUTANTS; exits 2 otherwise. */
+function mutantArg(v: string | undefined): CoordinatorMutant {
+  const m = v as CoordinatorMutant;
+  if (!COORDINATOR_MUTANTS.includes(m)) {
+    console.error(`--mutant must be one of ${COORDINATOR_MUTANTS.join(', ')}`);
+    process.exit(2);
+  }
+  return m;
+}
+
 function parseArgs(argv: string[]): Args {
   const args: Args = {
     seed: null,
@@ -38,59 +73,37 @@ function parseArgs(argv: string[]): Args {
     coordinator: false,
     mutant: 'none',
   };
-  const int = (name: string, v: string | undefined): number => {
-    const n = Number(v);
-    if (v === undefined || !Number.isInteger(n) || n < 0) {
-      console.error(`--${name} needs a non-negative integer, got ${v ?? 'nothing'}`);
-      process.exit(2);
-    }
-    return n;
-  };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     switch (a) {
       case '--seed':
-        args.seed = int('seed', argv[++i]);
+        args.seed = intArg('seed', argv[++i]);
         break;
       case '--base-seed':
-        args.baseSeed = int('base-seed', argv[++i]);
+        args.baseSeed = intArg('base-seed', argv[++i]);
         break;
       case '--runs':
-        args.runs = int('runs', argv[++i]);
+        args.runs = intArg('runs', argv[++i]);
         break;
       case '--steps':
-        args.steps = int('steps', argv[++i]);
+        args.steps = intArg('steps', argv[++i]);
         break;
-      case '--nodes': {
-        const n = int('nodes', argv[++i]);
-        if (n !== 1 && n !== 3 && n !== 5) {
-          console.error('--nodes must be 1, 3 or 5');
-          process.exit(2);
-        }
-        args.nodes = n;
+      case '--nodes':
+        args.nodes = nodesArg(argv[++i]);
         break;
-      }
       case '--coordinator':
         args.coordinator = true;
         break;
-      case '--mutant': {
-        const m = argv[++i] as CoordinatorMutant;
-        if (!COORDINATOR_MUTANTS.includes(m)) {
-          console.error(`--mutant must be one of ${COORDINATOR_MUTANTS.join(', ')}`);
-          process.exit(2);
-        }
-        args.mutant = m;
+      case '--mutant':
+        args.mutant = mutantArg(argv[++i]);
         break;
-      }
       case '--verbose':
       case '-v':
         args.verbose = true;
         break;
       case '--help':
       case '-h':
-        console.log(
-          'usage: sim [--coordinator [--mutant decision-flip|forgetful-register]] [--seed N | --runs R [--base-seed B]] [--steps M] [--nodes 1|3|5] [--verbose]',
-        );
+        console.log(USAGE);
         process.exit(0);
         break;
       default:

@@ -369,6 +369,40 @@ export class Scheduler {
 }
 
 /**
+ * Reports the liveness violation of a recovery in which no leader committed, with the
+ * leader's view; returns a diagnosis when the cause is known.
+ */
+function reportNoProgress(world: World, budget: number): string | null {
+  let diagnosis: string | null = null;
+  const leader = world.leader();
+  const st = leader?.driver?.status();
+  const prog = st?.progress
+    ? Object.entries(st.progress)
+        .map(([id, p]) => `${id}:${p.state} match ${p.match} next ${p.next} inflight ${p.inflight}`)
+        .join('; ')
+    : '';
+  // A diagnosis, not an excuse: followers in replicate state whose in-flight window is full
+  // (of appends that were lost) are never sent to again, so no quorum forms.
+  if (st?.progress) {
+    const stalled = Object.entries(st.progress).filter(
+      ([id, p]) =>
+        id !== leader!.id &&
+        p.state === 'replicate' &&
+        p.inflight >= world.settings.maxInflightMsgs &&
+        p.match < st.lastIndex,
+    );
+    const healthy = st.conf.voters.filter((v) => !stalled.some(([id]) => id === v)).length;
+    if (stalled.length > 0 && healthy < Math.floor(st.conf.voters.length / 2) + 1)
+      diagnosis = 'stalled-replication-window';
+  }
+  world.checker.report(
+    'liveness',
+    `no leader committed a new proposal within ${budget} ticks of recovery (leader now: ${leader?.id ?? 'none'}, max term ${world.maxTerm()}${st ? `, commit ${st.commit}, last ${st.lastIndex}, voters [${st.conf.voters.join(',')}], progress ${prog}` : ''})${diagnosis ? ' [diagnosis: stalled replication window]' : ''}`,
+  );
+  return diagnosis;
+}
+
+/**
  * The recovery phase: heal every link, clear injected disk faults, restart every crashed
  * node; then rounds (tick every node, deliver and sync everything) until a leader has
  * committed a new proposal, within RECOVERY_ELECTION_TIMEOUTS election timeouts, else a
@@ -408,34 +442,7 @@ export async function recoveryPhase(
   let diagnosis: string | null = null;
   if (world.checker.violation === null) {
     if (!done) {
-      const leader = world.leader();
-      const st = leader?.driver?.status();
-      const prog = st?.progress
-        ? Object.entries(st.progress)
-            .map(
-              ([id, p]) =>
-                `${id}:${p.state} match ${p.match} next ${p.next} inflight ${p.inflight}`,
-            )
-            .join('; ')
-        : '';
-      // A diagnosis, not an excuse: followers in replicate state whose in-flight window is full
-      // (of appends that were lost) are never sent to again, so no quorum forms.
-      if (st?.progress) {
-        const stalled = Object.entries(st.progress).filter(
-          ([id, p]) =>
-            id !== leader!.id &&
-            p.state === 'replicate' &&
-            p.inflight >= world.settings.maxInflightMsgs &&
-            p.match < st.lastIndex,
-        );
-        const healthy = st.conf.voters.filter((v) => !stalled.some(([id]) => id === v)).length;
-        if (stalled.length > 0 && healthy < Math.floor(st.conf.voters.length / 2) + 1)
-          diagnosis = 'stalled-replication-window';
-      }
-      world.checker.report(
-        'liveness',
-        `no leader committed a new proposal within ${budget} ticks of recovery (leader now: ${leader?.id ?? 'none'}, max term ${world.maxTerm()}${st ? `, commit ${st.commit}, last ${st.lastIndex}, voters [${st.conf.voters.join(',')}], progress ${prog}` : ''})${diagnosis ? ' [diagnosis: stalled replication window]' : ''}`,
-      );
+      diagnosis = reportNoProgress(world, budget);
     } else if (proposer?.driver && proposer.sm) {
       // The proposer applied the new entry, so it must hold every write acknowledged before.
       world.checker.checkHoldsAcked(

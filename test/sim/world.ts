@@ -93,7 +93,10 @@ export interface WorldOptions {
   traceSize?: number;
   /** Invariants not to report (negative tests that isolate one checker). */
   ignore?: InvariantName[];
-  /** Builds a node's state machine (negative tests swap in a broken one; the coordinator mode its own). */
+  /**
+   * Builds a node's state machine (negative tests swap in a broken one; the coordinator mode its
+   * own).
+   */
   stateMachine?: (id: NodeId) => SimStateMachine;
   /** Called once a node's driver started (the coordinator mode builds its services on it). */
   onNodeUp?: (node: SimNode) => void;

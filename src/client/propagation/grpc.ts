@@ -16,9 +16,9 @@ import {
   type StatusObject,
 } from '@grpc/grpc-js';
 import { currentXid, runWithContext, type GlobalTxContext, type Xid } from '../context.ts';
-import { toClientLogger, type Logger, type LoggerLike } from '../logger.ts';
+import { toClientLogger, type LoggerLike } from '../logger.ts';
 import { traceHeaders, withIncomingTrace } from '../tracing.ts';
-import { InvalidIncomingXidError, readIncomingXid } from './incoming.ts';
+import { readIncomingXid, warnRefused, xidOrThrow } from './incoming.ts';
 
 export const XID_METADATA_KEY = 'tx_xid';
 
@@ -50,19 +50,16 @@ export const xidClientInterceptor: Interceptor = (options, nextCall) => {
  * logged at warn on `logger` when one is given.
  */
 export function xidFromMetadata(metadata: Metadata, logger?: LoggerLike): Xid | undefined {
-  const incoming = readIncomingXid(metadata.get(XID_METADATA_KEY), 'metadata', XID_METADATA_KEY);
-  if (incoming.kind === 'none') return undefined;
-  if (incoming.kind === 'xid') return incoming.xid;
-  if (logger !== undefined) warnRefused(toClientLogger(logger), incoming.error);
-  throw incoming.error;
-}
-
-function warnRefused(logger: Logger, error: InvalidIncomingXidError): void {
-  logger.warn(
-    { carrier: error.carrier, values: error.values },
-    'refused a call whose transaction metadata is not one well-formed xid (INVALID_ARGUMENT)',
+  return xidOrThrow(
+    readIncomingXid(metadata.get(XID_METADATA_KEY), 'metadata', XID_METADATA_KEY),
+    logger,
+    REFUSED_METADATA,
   );
 }
+
+/** The warning logged when a carrier is refused. */
+const REFUSED_METADATA =
+  'refused a call whose transaction metadata is not one well-formed xid (INVALID_ARGUMENT)';
 
 export interface XidServerCallOptions {
   /**
@@ -117,7 +114,7 @@ export function withXidFromMetadata<C extends CallWithMetadata, Rest extends unk
       XID_METADATA_KEY,
     );
     if (incoming.kind === 'invalid') {
-      warnRefused(logger, incoming.error);
+      warnRefused(logger, incoming.error, REFUSED_METADATA);
       endWithError(call, rest, { code: status.INVALID_ARGUMENT, details: incoming.error.message });
       return;
     }

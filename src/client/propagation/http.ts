@@ -29,7 +29,7 @@ import { AsyncResource } from 'node:async_hooks';
 import { currentXid, runWithContext, type GlobalTxContext, type Xid } from '../context.ts';
 import { toClientLogger, type Logger, type LoggerLike } from '../logger.ts';
 import { traceHeaders, withIncomingTrace } from '../tracing.ts';
-import { InvalidIncomingXidError, readIncomingXid } from './incoming.ts';
+import { InvalidIncomingXidError, readIncomingXid, warnRefused, xidOrThrow } from './incoming.ts';
 
 export { MAX_LOGGED_HEADER_CHARS } from './incoming.ts';
 
@@ -133,19 +133,16 @@ function headerValues(headers: IncomingHttpHeaders): string[] {
  * when one is given.
  */
 export function xidFromHeaders(headers: IncomingHttpHeaders, logger?: LoggerLike): Xid | undefined {
-  const incoming = readIncomingXid(headerValues(headers), 'header', XID_HEADER);
-  if (incoming.kind === 'none') return undefined;
-  if (incoming.kind === 'xid') return incoming.xid;
-  if (logger !== undefined) warnRefused(toClientLogger(logger), incoming.error);
-  throw incoming.error;
-}
-
-function warnRefused(logger: Logger, error: InvalidIncomingXidError): void {
-  logger.warn(
-    { carrier: error.carrier, values: error.values },
-    'refused a request whose transaction header is not one well-formed xid (answered 400 / INVALID_ARGUMENT)',
+  return xidOrThrow(
+    readIncomingXid(headerValues(headers), 'header', XID_HEADER),
+    logger,
+    REFUSED_HEADER,
   );
 }
+
+/** The warning logged when a carrier is refused. */
+const REFUSED_HEADER =
+  'refused a request whose transaction header is not one well-formed xid (answered 400 / INVALID_ARGUMENT)';
 
 /** The context to bind for a request, or the refusal (already logged). */
 function contextOf(
@@ -154,7 +151,7 @@ function contextOf(
 ): { context: GlobalTxContext | null } | { refused: InvalidIncomingXidError } {
   const incoming = readIncomingXid(headerValues(headers), 'header', XID_HEADER);
   if (incoming.kind === 'invalid') {
-    warnRefused(logger, incoming.error);
+    warnRefused(logger, incoming.error, REFUSED_HEADER);
     return { refused: incoming.error };
   }
   return { context: incoming.kind === 'xid' ? { xid: incoming.xid } : null };

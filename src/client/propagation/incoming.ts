@@ -11,6 +11,7 @@
  */
 import { BadRequestError } from '../../shared/errors.ts';
 import { isValidXid, MAX_XID_CHARS, type Xid } from '../context.ts';
+import { toClientLogger, type Logger, type LoggerLike } from '../logger.ts';
 
 /**
  * Characters of a rejected value that reach the log and the error (headers are
@@ -83,4 +84,25 @@ export function readIncomingXid(
   const [only] = distinct;
   if (distinct.length !== 1 || only === undefined || !isValidXid(only)) return refuse(strings);
   return { kind: 'xid', xid: only };
+}
+
+/** Logs a refused carrier at warn: which carrier, and (bounded) the values it held. */
+export function warnRefused(logger: Logger, error: InvalidIncomingXidError, message: string): void {
+  logger.warn({ carrier: error.carrier, values: error.values }, message);
+}
+
+/**
+ * The xid of a carrier: undefined when absent. Throws the carrier's InvalidIncomingXidError
+ * when it is not exactly one well-formed xid, logged at warn with `message` on `logger` when
+ * one is given.
+ */
+export function xidOrThrow(
+  incoming: IncomingXid,
+  logger: LoggerLike | undefined,
+  message: string,
+): Xid | undefined {
+  if (incoming.kind === 'none') return undefined;
+  if (incoming.kind === 'xid') return incoming.xid;
+  if (logger !== undefined) warnRefused(toClientLogger(logger), incoming.error, message);
+  throw incoming.error;
 }

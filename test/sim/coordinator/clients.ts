@@ -68,6 +68,12 @@ class SimTm {
   }
 }
 
+/** The node a TM's call goes to, and its coordinator. */
+interface Target {
+  node: SimNode;
+  coordinator: Coordinator;
+}
+
 export class SimClients {
   readonly tms: SimTm[] = [];
   /** No new transactions (the recovery phase): TMs finish the one they have. */
@@ -76,7 +82,10 @@ export class SimClients {
   readonly ackedBegins = new Set<string>();
   /** The commit/rollback answers TMs heard: xid → status. */
   readonly ackedDecisions = new Map<string, GlobalStatus>();
-  /** The term of the node that answered each begin or decision (a leader of that term or later holds it). */
+  /**
+   * The term of the node that answered each begin or decision (a leader of that term or later
+   * holds it).
+   */
   private readonly ackTerm = new Map<string, number>();
   /** RM records: branch → xid of the answered registrations (their try ran). */
   readonly tried = new Map<string, string>();
@@ -88,7 +97,10 @@ export class SimClients {
   readonly known = new Set<string>();
   /** The decision each xid was first seen with, anywhere. */
   readonly decisions = new Map<string, Decision>();
-  /** Calls in flight by the node they went to: a node that dies fails them (the connection drops). */
+  /**
+   * Calls in flight by the node they went to: a node that dies fails them (the connection
+   * drops).
+   */
   private readonly inFlightOn = new Map<string, Set<(err: Error) => void>>();
   stats = { begun: 0, registered: 0, committed: 0, rolledBack: 0, gaveUp: 0, rmCalls: 0 };
 
@@ -153,7 +165,7 @@ export class SimClients {
     return this.tms.every((tm) => tm.phase === 'done' && !tm.inFlight);
   }
 
-  private target(): { node: SimNode; coordinator: Coordinator } | null {
+  private target(): Target | null {
     const leader = this.world.leader();
     const up = this.world.upNodes();
     const node = leader && this.rng.chance(0.8) ? leader : up.length ? this.rng.pick(up) : null;
@@ -164,17 +176,7 @@ export class SimClients {
   private stepTm(tm: SimTm): void {
     if (tm.inFlight) return;
     if (tm.phase === 'done' && tm.strayRollback && tm.xid) {
-      // A rollback after the commit was answered: the transaction must keep its decision.
-      tm.strayRollback = false;
-      const t = this.target();
-      const xid = tm.xid;
-      if (t) {
-        this.world.log(`tm${tm.id} stray rollback ${xid} on ${t.node.id}`);
-        t.coordinator.rollback({ xid }).then(
-          (status) => this.noteDecision(xid, status, `answered to a stray rollback of tm${tm.id}`),
-          () => undefined,
-        );
-      }
+      this.sendStrayRollback(tm, tm.xid);
       return;
     }
     if (tm.phase === 'done') {
@@ -188,96 +190,128 @@ export class SimClients {
     const t = this.target();
     tm.attempts += 1;
     if (!t) return;
-    const call = (label: string, p: Promise<unknown>, onOk: (v: never) => void) => {
-      tm.inFlight = true;
-      this.world.log(`tm${tm.id} ${label} on ${t.node.id}`);
-      const calls = this.inFlightOn.get(t.node.id) ?? new Set();
-      this.inFlightOn.set(t.node.id, calls);
-      let drop!: (err: Error) => void;
-      const dropped = new Promise<never>((_, reject) => (drop = reject));
-      calls.add(drop);
-      Promise.race([p, dropped]).then(
-        (v) => {
-          calls.delete(drop);
-          tm.inFlight = false;
-          this.world.log(`tm${tm.id} ${label}: ${JSON.stringify(v)}`);
-          onOk(v as never);
-        },
-        (err: Error) => {
-          calls.delete(drop);
-          tm.inFlight = false;
-          this.world.log(`tm${tm.id} ${label} failed: ${err.name}`);
-          this.onError(tm, err);
-        },
-      );
-    };
     switch (tm.phase) {
       case 'begin':
-        call(
-          'begin',
-          t.coordinator.begin({
-            applicationId: 'sim',
-            transactionServiceGroup: 'g',
-            timeoutMs: this.rng.int(1_000, 4_000),
-            requestId: tm.requestId,
-          }),
-          (r: { xid: Xid }) => {
-            tm.xid = r.xid;
-            this.ackedBegins.add(r.xid);
-            this.noteAckTerm(r.xid, t.node);
-            this.known.add(r.xid);
-            this.stats.begun += 1;
-            this.next(tm, 'register');
-          },
-        );
+        this.begin(tm, t);
         return;
-      case 'register': {
-        const xid = tm.xid!;
-        const at = this.rng.chance(0.4);
-        const requestId = `${xid}-b${tm.registered}`;
-        call(
-          `register ${at ? 'AT' : 'TCC'} in ${xid}`,
-          t.coordinator.registerBranch({
-            xid,
-            branchType: at ? 'AT' : 'TCC',
-            resourceId: `r${tm.registered}`,
-            lockKey: at ? `t:${this.rng.int(1, 4)}` : '',
-            clientId: `rm${tm.id}`,
-            applicationId: 'sim',
-            requestId,
-          }),
-          (r: { branchId: string }) => {
-            // The registration is answered: the RM runs its try.
-            this.tried.set(r.branchId, xid);
-            this.stats.registered += 1;
-            tm.registered += 1;
-            if (tm.registered >= tm.wanted) this.next(tm, 'decide');
-            else tm.attempts = 0;
-          },
-        );
+      case 'register':
+        this.register(tm, t, tm.xid!);
         return;
-      }
-      case 'decide': {
-        const xid = tm.xid!;
-        // After a commit whose answer never came, a confused TM may roll back instead.
-        const rollback = tm.decision === 'rollback' || (tm.commitUnknown && this.rng.chance(0.3));
-        if (!rollback) tm.commitUnknown = true;
-        call(
-          `${rollback ? 'rollback' : 'commit'} ${xid}`,
-          rollback ? t.coordinator.rollback({ xid }) : t.coordinator.commit({ xid }),
-          (status: GlobalStatus) => {
-            this.ackedDecisions.set(xid, status);
-            this.noteAckTerm(xid, t.node);
-            if (decisionOf(status) === 'commit') this.stats.committed += 1;
-            else this.stats.rolledBack += 1;
-            this.noteDecision(xid, status, `answered to tm${tm.id}`);
-            tm.strayRollback = decisionOf(status) === 'commit' && this.rng.chance(0.3);
-            this.next(tm, 'done');
-          },
-        );
+      case 'decide':
+        this.decide(tm, t, tm.xid!);
         return;
-      }
     }
+  }
+
+  /** A rollback after the commit was answered: the transaction must keep its decision. */
+  private sendStrayRollback(tm: SimTm, xid: Xid): void {
+    tm.strayRollback = false;
+    const t = this.target();
+    if (t) {
+      this.world.log(`tm${tm.id} stray rollback ${xid} on ${t.node.id}`);
+      t.coordinator.rollback({ xid }).then(
+        (status) => this.noteDecision(xid, status, `answered to a stray rollback of tm${tm.id}`),
+        () => undefined,
+      );
+    }
+  }
+
+  /**
+   * Tracks the TM's call `p` to `t`: the TM has it in flight until it settles or the node dies
+   * (nodeDown); then `onOk` gets its answer, or onError its failure.
+   */
+  private call<T>(tm: SimTm, t: Target, label: string, p: Promise<T>, onOk: (v: T) => void): void {
+    tm.inFlight = true;
+    this.world.log(`tm${tm.id} ${label} on ${t.node.id}`);
+    const calls = this.inFlightOn.get(t.node.id) ?? new Set();
+    this.inFlightOn.set(t.node.id, calls);
+    let drop!: (err: Error) => void;
+    const dropped = new Promise<never>((_, reject) => (drop = reject));
+    calls.add(drop);
+    Promise.race([p, dropped]).then(
+      (v) => {
+        calls.delete(drop);
+        tm.inFlight = false;
+        this.world.log(`tm${tm.id} ${label}: ${JSON.stringify(v)}`);
+        onOk(v);
+      },
+      (err: Error) => {
+        calls.delete(drop);
+        tm.inFlight = false;
+        this.world.log(`tm${tm.id} ${label} failed: ${err.name}`);
+        this.onError(tm, err);
+      },
+    );
+  }
+
+  private begin(tm: SimTm, t: Target): void {
+    this.call(
+      tm,
+      t,
+      'begin',
+      t.coordinator.begin({
+        applicationId: 'sim',
+        transactionServiceGroup: 'g',
+        timeoutMs: this.rng.int(1_000, 4_000),
+        requestId: tm.requestId,
+      }),
+      (r: { xid: Xid }) => {
+        tm.xid = r.xid;
+        this.ackedBegins.add(r.xid);
+        this.noteAckTerm(r.xid, t.node);
+        this.known.add(r.xid);
+        this.stats.begun += 1;
+        this.next(tm, 'register');
+      },
+    );
+  }
+
+  private register(tm: SimTm, t: Target, xid: Xid): void {
+    const at = this.rng.chance(0.4);
+    const requestId = `${xid}-b${tm.registered}`;
+    this.call(
+      tm,
+      t,
+      `register ${at ? 'AT' : 'TCC'} in ${xid}`,
+      t.coordinator.registerBranch({
+        xid,
+        branchType: at ? 'AT' : 'TCC',
+        resourceId: `r${tm.registered}`,
+        lockKey: at ? `t:${this.rng.int(1, 4)}` : '',
+        clientId: `rm${tm.id}`,
+        applicationId: 'sim',
+        requestId,
+      }),
+      (r: { branchId: string }) => {
+        // The registration is answered: the RM runs its try.
+        this.tried.set(r.branchId, xid);
+        this.stats.registered += 1;
+        tm.registered += 1;
+        if (tm.registered >= tm.wanted) this.next(tm, 'decide');
+        else tm.attempts = 0;
+      },
+    );
+  }
+
+  private decide(tm: SimTm, t: Target, xid: Xid): void {
+    // After a commit whose answer never came, a confused TM may roll back instead.
+    const rollback = tm.decision === 'rollback' || (tm.commitUnknown && this.rng.chance(0.3));
+    if (!rollback) tm.commitUnknown = true;
+    this.call(
+      tm,
+      t,
+      `${rollback ? 'rollback' : 'commit'} ${xid}`,
+      rollback ? t.coordinator.rollback({ xid }) : t.coordinator.commit({ xid }),
+      (status: GlobalStatus) => {
+        this.ackedDecisions.set(xid, status);
+        this.noteAckTerm(xid, t.node);
+        if (decisionOf(status) === 'commit') this.stats.committed += 1;
+        else this.stats.rolledBack += 1;
+        this.noteDecision(xid, status, `answered to tm${tm.id}`);
+        tm.strayRollback = decisionOf(status) === 'commit' && this.rng.chance(0.3);
+        this.next(tm, 'done');
+      },
+    );
   }
 
   /** The node died: every call in flight to it fails (its outcome is unknown to the client). */

@@ -37,7 +37,10 @@ export interface CoordinatorRunResult {
   elapsedMs: number;
 }
 
-/** Rounds (every node ticks once, then everything is delivered and synced) the recovery may take. */
+/**
+ * Rounds (every node ticks once, then everything is delivered and synced) the recovery may
+ * take.
+ */
 export const COORDINATOR_RECOVERY_ROUNDS = 1_500;
 
 export async function runCoordinatorSimulation(
@@ -56,9 +59,7 @@ export async function runCoordinatorSimulation(
   // Client requests come from the TMs; the Raft-level key-value proposals are off.
   const profile: FaultProfile = { ...drawn, propose: 0 };
   const own = rng.fork();
-  const skews: Record<string, number> = {};
-  for (let i = 1; i <= settings.nodes + settings.spares; i++)
-    skews[`n${i}`] = own.chance(0.15) ? own.pick([-1, 1]) * 3_600_000 : own.int(-5_000, 5_000);
+  const skews = drawSkews(own, settings);
   const rms = new SimRms();
   const services = new CoordinatorServices(new Map(Object.entries(skews)), rms);
   let clients: SimClients | null = null;
@@ -81,27 +82,12 @@ export async function runCoordinatorSimulation(
   const c = clients;
   const scheduler = new Scheduler(world, rng.fork(), profile);
   const clientShare = own.pick([0.2, 0.35]);
+  const driver: StepDriver = { world, clients: c, rms, services, scheduler, own, clientShare };
   let steps = 0;
   let recoveryRounds = 0;
   try {
     await world.act(() => world.boot());
-    for (; steps < opts.steps && world.checker.violation === null; steps++) {
-      const r = own.float();
-      if (r < clientShare) await world.act(() => c.step());
-      else if (r < clientShare + 0.005)
-        await world.act(() => {
-          rms.down = !rms.down;
-          world.log(`RMs ${rms.down ? 'unreachable' : 'reachable'}`);
-        });
-      else if (r < clientShare + 0.006) {
-        const id = own.pick(world.ids);
-        const ms = own.pick([-3_600_000, -30_000, 30_000, 3_600_000]);
-        await world.act(() => {
-          services.stepClock(id, ms);
-          world.log(`wall clock of ${id} steps ${ms} ms`);
-        });
-      } else await world.act(() => scheduler.pickAndAct());
-    }
+    for (; steps < opts.steps && world.checker.violation === null; steps++) await driveStep(driver);
     if (world.checker.violation === null) recoveryRounds = await recover(world, c, rms, services);
   } catch (err) {
     world.checker.report(
@@ -125,6 +111,51 @@ export async function runCoordinatorSimulation(
     },
     elapsedMs: performance.now() - t0,
   };
+}
+
+/**
+ * Per-node wall-clock skew, drawn from `own`: usually within five seconds, sometimes an hour
+ * either way.
+ */
+function drawSkews(own: Prng, settings: SimSettings): Record<string, number> {
+  const skews: Record<string, number> = {};
+  for (let i = 1; i <= settings.nodes + settings.spares; i++)
+    skews[`n${i}`] = own.chance(0.15) ? own.pick([-1, 1]) * 3_600_000 : own.int(-5_000, 5_000);
+  return skews;
+}
+
+/** What one step of the run acts on, and the share of steps the TMs and RMs take. */
+interface StepDriver {
+  world: World;
+  clients: SimClients;
+  rms: SimRms;
+  services: CoordinatorServices;
+  scheduler: Scheduler;
+  own: Prng;
+  clientShare: number;
+}
+
+/**
+ * One step of the run, drawn from `own`: a TM/RM step, the RMs going (un)reachable, a node's
+ * wall clock stepping, or else a Raft-level step or fault from the scheduler.
+ */
+async function driveStep(d: StepDriver): Promise<void> {
+  const { world, rms, own, clientShare } = d;
+  const r = own.float();
+  if (r < clientShare) await world.act(() => d.clients.step());
+  else if (r < clientShare + 0.005)
+    await world.act(() => {
+      rms.down = !rms.down;
+      world.log(`RMs ${rms.down ? 'unreachable' : 'reachable'}`);
+    });
+  else if (r < clientShare + 0.006) {
+    const id = own.pick(world.ids);
+    const ms = own.pick([-3_600_000, -30_000, 30_000, 3_600_000]);
+    await world.act(() => {
+      d.services.stepClock(id, ms);
+      world.log(`wall clock of ${id} steps ${ms} ms`);
+    });
+  } else await world.act(() => d.scheduler.pickAndAct());
 }
 
 /**

@@ -16,7 +16,10 @@ import { RaftSessionStore } from '../../../src/store/raft/raft-session-store.ts'
 import type { SimNode } from '../world.ts';
 import type { CoordinatorSimStateMachine } from './state-machine.ts';
 
-/** Phase-two timing in simulated ms (ticks are 10 ms): short, so runs reach retries, stuck marks and timeouts. */
+/**
+ * Phase-two timing in simulated ms (ticks are 10 ms): short, so runs reach retries, stuck marks
+ * and timeouts.
+ */
 export const SIM_PHASE_TWO: Partial<PhaseTwoOptions> = {
   stuckAfterMs: 1_500,
   retryBaseMs: 40,
