@@ -210,6 +210,15 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
     print(
       `chaos: cluster up in ${Date.now() - t0} ms, leader ${first.id} (term ${first.term}); nodes ${cluster.nodes.map((n) => `${n.id}=${n.proc?.pid}`).join(' ')}`,
     );
+    // TLS on: the nodes made their dev pki under <runDir>/data/pki at first start. The
+    // harness and its client processes (which inherit the environment) present its operator
+    // credential: the workload runs many applications, and checks every outcome.
+    const pki = join(runDir, 'data', 'pki');
+    if (!process.env.CONCORD_INSECURE) {
+      process.env.CONCORD_TLS_CA = join(pki, 'ca.pem');
+      process.env.CONCORD_TLS_CERT = join(pki, 'admin.pem');
+      process.env.CONCORD_TLS_KEY = join(pki, 'admin-key.pem');
+    }
     monitor = new LeaderMonitor(cluster, logger);
     monitor.start();
     clients = new ClientPool({

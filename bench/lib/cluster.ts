@@ -184,8 +184,17 @@ export async function startCluster(o: ClusterOptions): Promise<BenchCluster> {
       }),
     );
     const leaderId = named[0] ?? null;
-    if (leaderId !== null && named.every((x) => x === leaderId))
+    if (leaderId !== null && named.every((x) => x === leaderId)) {
+      // TLS on (unless CONCORD_INSECURE=1, the plaintext figure): the nodes made their dev
+      // pki under <dir>/data/pki; the bench and its workers present its operator credential.
+      if (!process.env.CONCORD_INSECURE) {
+        const pki = join(o.dir, 'data', 'pki');
+        process.env.CONCORD_TLS_CA = join(pki, 'ca.pem');
+        process.env.CONCORD_TLS_CERT = join(pki, 'admin.pem');
+        process.env.CONCORD_TLS_KEY = join(pki, 'admin-key.pem');
+      }
       return { nodes, seeds, leaderId, stop, restart };
+    }
     if (Date.now() > deadline) {
       await stop();
       throw new Error(
