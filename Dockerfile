@@ -41,10 +41,10 @@ COPY bin/ bin/
 COPY proto/ proto/
 COPY docker/standalone.yaml /etc/concord/node.yaml
 RUN ln -s /opt/concord/bin/concord.js /usr/local/bin/concord \
-    && mkdir -p /data \
-    && chown node:node /data
+    && mkdir -p /data /pki \
+    && chown node:node /data /pki
 USER node
-VOLUME ["/data"]
+VOLUME ["/data", "/pki"]
 # 7091 HTTP openapi (metadata, watch, health, metrics), 8091 TC gRPC (clients), 9091 Raft peers
 EXPOSE 7091 8091 9091
 # Liveness: GET /health answers 200 while the process serves HTTP (readiness is GET /ready).

@@ -4,7 +4,7 @@ export default defineConfig({
   test: {
     include: ['test/**/*.test.ts'],
     // Finds or starts PostgreSQL and MariaDB before any file runs, stops what it started after.
-    globalSetup: ['test/support/services.ts'],
+    globalSetup: ['test/support/services.ts', 'test/support/tls.ts'],
     // Integration tests start real node processes; two cores, so keep files serial enough.
     fileParallelism: true,
     maxWorkers: 2,

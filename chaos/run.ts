@@ -206,6 +206,15 @@ async function setUp(r: Run): Promise<{ cluster: ChaosCluster; clients: ClientPo
   print(
     `chaos: cluster up in ${Date.now() - r.t0} ms, leader ${first.id} (term ${first.term}); nodes ${cluster.nodes.map((n) => `${n.id}=${n.proc?.pid}`).join(' ')}`,
   );
+  // TLS on: the nodes made their dev pki under <runDir>/data/pki at first start. The
+  // harness and its client processes (which inherit the environment) present its operator
+  // credential: the workload runs many applications, and checks every outcome.
+  const pki = join(runDir, 'data', 'pki');
+  if (!process.env.CONCORD_INSECURE) {
+    process.env.CONCORD_TLS_CA = join(pki, 'ca.pem');
+    process.env.CONCORD_TLS_CERT = join(pki, 'admin.pem');
+    process.env.CONCORD_TLS_KEY = join(pki, 'admin-key.pem');
+  }
   r.monitor = new LeaderMonitor(cluster, logger);
   r.monitor.start();
   const clients = (r.clients = new ClientPool({

@@ -179,6 +179,18 @@ async function namedLeaders(seeds: string[]): Promise<(string | null)[]> {
   );
 }
 
+/**
+ * TLS on (unless CONCORD_INSECURE=1, the plaintext figure): the nodes made their dev pki under
+ * <dir>/data/pki; the bench and its workers present its operator credential.
+ */
+function presentOperatorCredential(dir: string): void {
+  if (process.env.CONCORD_INSECURE) return;
+  const pki = join(dir, 'data', 'pki');
+  process.env.CONCORD_TLS_CA = join(pki, 'ca.pem');
+  process.env.CONCORD_TLS_CERT = join(pki, 'admin.pem');
+  process.env.CONCORD_TLS_KEY = join(pki, 'admin-key.pem');
+}
+
 /** Waits until every node names the same leader; stops the nodes and throws on failure. */
 async function awaitLeader(o: ClusterOptions, nodes: BenchNode[], seeds: string[]) {
   const deadline = Date.now() + CLUSTER_START_TIMEOUT_MS;
@@ -190,7 +202,10 @@ async function awaitLeader(o: ClusterOptions, nodes: BenchNode[], seeds: string[
     }
     const named = await namedLeaders(seeds);
     const leaderId = named[0] ?? null;
-    if (leaderId !== null && named.every((x) => x === leaderId)) return leaderId;
+    if (leaderId !== null && named.every((x) => x === leaderId)) {
+      presentOperatorCredential(o.dir);
+      return leaderId;
+    }
     if (Date.now() > deadline) {
       await stopNodes(nodes);
       throw new Error(

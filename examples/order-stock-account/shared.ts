@@ -4,15 +4,22 @@
  * request's xid bound (wrapHttpHandler reads the TX_XID header, and answers 400 to one that
  * is not a well-formed xid before any handler runs).
  */
+import { existsSync } from 'node:fs';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { join } from 'node:path';
 import pg from 'pg';
 import { pino, type Logger } from 'pino';
 import {
   createClient,
   NoTransactionToJoinError,
   wrapHttpHandler,
+  type ClientOptions,
   type ConcordClient,
 } from '@concord/client';
+// The dev PKI is the server's (npm start makes it); the example issues its services'
+// certificates from it, as an operator would with their own CA.
+import { ensureCa } from '../../src/server/security/pki-dir.ts';
+import { issueAppCertificate } from '../../src/shared/pki.ts';
 
 /** The local cluster of `npm start` (HTTP control ports); CONCORD_SERVERS overrides it. */
 export const DEFAULT_SERVERS = '127.0.0.1:7091,127.0.0.1:7092,127.0.0.1:7093';
@@ -41,8 +48,23 @@ export function pgPool(): pg.Pool {
   return pool;
 }
 
+/**
+ * TLS credentials for one service (docs/security.md). CONCORD_TLS_* (or CONCORD_INSECURE=1)
+ * win; otherwise, for the local `npm start` cluster, each service gets a certificate naming
+ * its own application, issued on the spot by the dev CA that the first start made under
+ * ./data/pki (CONCORD_TLS_DIR to look elsewhere). A real deployment issues these once.
+ */
+function tlsFor(applicationId: string): Pick<ClientOptions, 'tls' | 'credentials'> {
+  if (process.env.CONCORD_INSECURE || process.env.CONCORD_TLS_CERT) return {};
+  const dir = process.env.CONCORD_TLS_DIR ?? 'data/pki';
+  if (!existsSync(join(dir, 'ca-key.pem'))) return {};
+  const ca = ensureCa(dir);
+  const mine = issueAppCertificate(ca, applicationId);
+  return { tls: { ca: ca.cert }, credentials: { cert: mine.cert, key: mine.key } };
+}
+
 export function concordClient(applicationId: string, logger: Logger): ConcordClient {
-  return createClient({ servers: servers(), applicationId, logger });
+  return createClient({ servers: servers(), applicationId, logger, ...tlsFor(applicationId) });
 }
 
 /** A business refusal: answered 409 with its message (the caller's transaction rolls back). */

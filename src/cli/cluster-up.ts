@@ -16,6 +16,7 @@ import { fileURLToPath, pathToFileURL } from 'node:url';
 import { fetchHealth, formatHostPort, type HealthAnswer } from '../client/http-metadata.ts';
 import { loadConfig, selfEndpoints, type NodeConfig } from '../server/config.ts';
 import { ConfigError } from '../shared/errors.ts';
+import { ensureDevPki } from '../server/security/pki-dir.ts';
 import { isTty, renderTable, style } from './table.ts';
 
 /** `--pattern`: the file-name prefix before the number (`db-pg-node` → db-pg-node1.yaml, ...). */
@@ -128,6 +129,11 @@ function loadMembers(
   try {
     members = findNodeConfigs(dir, pattern).map((file) => {
       const config = loadConfig(file);
+      // The dev PKI is made here, once, before the nodes start (each would make its own
+      // part otherwise): the CA, the node certificates, the dev and operator credentials.
+      const tls = config.security.tls;
+      if (tls?.auto)
+        ensureDevPki(tls, config.node.id, [config.server.host, config.server.advertiseHost]);
       const logDir = join(dirname(config.raft.dataDir), 'logs');
       return {
         file,
@@ -372,6 +378,19 @@ function printSummary(
   console.log(
     `  configs   ${relative(process.cwd(), dir) || '.'}/${members.map((m) => basename(m.file)).join(', ')}`,
   );
+  const tls = members[0]!.config.security.tls;
+  if (tls === null) {
+    console.log(
+      `  security  ${style('red', 'insecure mode')}: plaintext, no client authentication`,
+    );
+  } else {
+    const dir = relative(process.cwd(), tls.dir) || '.';
+    console.log(`  tls       CA ${dir}/ca.pem (the raft and TC ports; the openapi is plaintext)`);
+    console.log(
+      `  clients   CONCORD_TLS_DIR=${dir} (the SDK, the example: dev credential ${dir}/client-dev.pem)`,
+    );
+    console.log(`  operator  ${dir}/admin.pem, ${dir}/admin-key.pem (admin role)`);
+  }
   console.log(`\nPress Ctrl-C to stop all nodes.`);
 }
 

@@ -2,7 +2,7 @@
  * The `concord` command line's commands and flags (main.ts runs it; bin/concord.js runs its
  * compiled form, dist/cli/main.js). Importing this file runs nothing.
  *
- *   concord start [--config <file>] [--set key=value]   run one node
+ *   concord start [--config <file>] [--set key=value] [--insecure]   run one node
  *   concord cluster up [--dir cluster-configs] [--pattern node]   run the local cluster in the
  *   foreground
  *   concord cluster status --server <host:port>    members, roles, term, lag  [--json]
@@ -13,6 +13,7 @@
  *   concord tx list --server … [--status S] [--app A] [--older-than 10m] [--stuck] [--json]
  *   concord tx show <xid> --server …
  *   concord tx retry|stop|resume|resolve <xid> --server … [--yes] [--operator name]
+ *     [--pki <dir> | --insecure]   (the TC's operator calls need the admin credential)
  *
  * Errors print one line naming what was wrong and exit non-zero (2: bad input or config,
  * 1: the operation failed).
@@ -31,6 +32,7 @@ import {
 import { runClusterUp } from './cluster-up.ts';
 import { runStart } from './start.ts';
 import { CONFIG_FILE_ENV } from '../server/config/keys.ts';
+import { INSECURE_ENV } from '../server/security/config.ts';
 import { runTxAction, runTxList, runTxShow, type TxAction } from './tx.ts';
 
 function fail(err: unknown): never {
@@ -99,12 +101,16 @@ function addStartCommand(program: Command): void {
       '--log-level <level>',
       'overrides log.level (fatal, error, warn, info, debug, trace, silent)',
     )
+    .option('--insecure', 'plaintext on every port, no client authentication (CONCORD_INSECURE=1)')
     .action(
-      action(async (o: { config?: string; set: string[]; logLevel?: string }) =>
-        runStart(o.config ?? (process.env[CONFIG_FILE_ENV] || null), {
-          set: o.set,
-          ...(o.logLevel ? { logLevel: o.logLevel } : {}),
-        }),
+      action(
+        async (o: { config?: string; set: string[]; logLevel?: string; insecure?: boolean }) => {
+          if (o.insecure) process.env[INSECURE_ENV] = '1';
+          return runStart(o.config ?? (process.env[CONFIG_FILE_ENV] || null), {
+            set: o.set,
+            ...(o.logLevel ? { logLevel: o.logLevel } : {}),
+          });
+        },
       ),
     );
 }
@@ -123,10 +129,13 @@ function addClusterRunCommands(cluster: Command): void {
       'node',
     )
     .option('-v, --verbose', "show the nodes' logs here instead of in files", false)
+    .option('--insecure', 'plaintext on every port, no client authentication (CONCORD_INSECURE=1)')
     .action(
-      action(async (o: { dir: string; pattern: string; verbose: boolean }) =>
-        runClusterUp({ dir: o.dir, pattern: o.pattern, verbose: o.verbose }),
-      ),
+      action(async (o: { dir: string; pattern: string; verbose: boolean; insecure?: boolean }) => {
+        // The children inherit it.
+        if (o.insecure) process.env[INSECURE_ENV] = '1';
+        return runClusterUp({ dir: o.dir, pattern: o.pattern, verbose: o.verbose });
+      }),
     );
 
   cluster
@@ -278,12 +287,25 @@ function addTxActionCommands(tx: Command): void {
         '--operator <name>',
         'who acts, for the audit line (default: $CONCORD_OPERATOR or user@host)',
       )
+      .option(
+        '--pki <dir>',
+        'the operator credential: <dir>/ca.pem, admin.pem, admin-key.pem (default: $CONCORD_TLS_CA/CERT/KEY, $CONCORD_TLS_DIR, or ./data/pki)',
+      )
+      .option('--insecure', 'plaintext, for a cluster in insecure mode (CONCORD_INSECURE=1)')
       .option('--json', 'print JSON', false)
       .action(
         action(
           async (
             xid: string,
-            o: { server: string; group: string; yes: boolean; operator?: string; json: boolean },
+            o: {
+              server: string;
+              group: string;
+              yes: boolean;
+              operator?: string;
+              pki?: string;
+              insecure?: boolean;
+              json: boolean;
+            },
           ) => runTxAction(name, { ...o, xid }),
         ),
       );

@@ -20,6 +20,7 @@ import { GlobalStatus, isGlobalStatus } from '../shared/tc-vocabulary.ts';
 import type { TxDetailView, TxListView, TxSummaryView } from '../shared/tx-view.ts';
 import { onLeader, tokenOf } from './cluster-ops.ts';
 import { confirm, type ConfirmOptions } from './confirm.ts';
+import { operatorTls, type OperatorTlsOptions } from './operator-tls.ts';
 import { formatDuration, parseDuration } from './duration.ts';
 import { renderTable, style } from './table.ts';
 
@@ -271,7 +272,7 @@ const ACTION_TEXT: Record<TxAction, string> = {
     'mark it resolved: you repaired its branches by hand; its locks are RELEASED and its status ends *Failed',
 };
 
-export interface TxActionOptions {
+export interface TxActionOptions extends OperatorTlsOptions {
   server: string;
   group: string;
   xid: string;
@@ -303,6 +304,7 @@ export async function runTxAction(
     seeds: [formatHostPort(server)],
     group: o.group,
     callDeadlineMs: ACTION_DEADLINE_MS,
+    tls: operatorTls(o),
   });
   try {
     const before = await tc.getSession(xid);

@@ -26,7 +26,12 @@ import {
   type NodeMetadata,
 } from '../shared/metadata.ts';
 
-import { grpcPortGivenForHttp, httpAnswerIsGrpc } from './wrong-port.ts';
+import {
+  closedWithoutAnswer,
+  grpcPortGivenForHttp,
+  httpAnswerIsGrpc,
+  probeTls,
+} from './wrong-port.ts';
 
 export { formatHostPort, UnavailableError };
 export type { ClusterMetadata, HostPort, LeaderHint, MemberRole, NodeMetadata };
@@ -173,6 +178,8 @@ export async function request(
         cause: err,
       });
     if (httpAnswerIsGrpc(err)) throw grpcPortGivenForHttp(base.host, base.port, err);
+    if (closedWithoutAnswer(err) && (await probeTls(base.host, base.port)))
+      throw grpcPortGivenForHttp(base.host, base.port, err, 'TLS');
     throw new UnavailableError(`${method} ${url} failed: ${describeFetchError(err)}`, {
       cause: err,
     });

@@ -58,6 +58,7 @@
  * node, batched per event-loop turn; `'unary'` makes one gRPC call per call. Operator
  * calls are always unary. See bench/README.md for what the difference costs.
  */
+import { clientTlsFromEnv, type ClientTls } from './tls.ts';
 import { randomUUID } from 'node:crypto';
 import { BadRequestError, NotLeaderError } from '../shared/errors.ts';
 import { isBranchId, isValidXid, type BranchId, type Xid } from '../shared/ids.ts';
@@ -180,6 +181,11 @@ export interface TcClientOptions {
   retryMaxMs?: number;
   /** Jitter source (tests pass a seeded one). */
   random?: () => number;
+  /**
+   * TLS to the TC port: the cluster's CA and this application's certificate and key
+   * (src/client/tls.ts). Absent: read from the environment (CONCORD_TLS_*); null: plaintext.
+   */
+  tls?: ClientTls | null;
 }
 
 export interface LockQueryArgs {
@@ -301,6 +307,7 @@ export class TcClient implements TcPort {
   /** Retry pauses in progress: ended early when discovery names a new leader. */
   private readonly sleepers = new Set<() => void>();
   private readonly offLeaderChange: () => void;
+  private readonly tls: ClientTls | null;
 
   constructor(options: TcClientOptions) {
     this.log = (options.logger ?? silentLogger()).child({ component: 'tc-client' });
@@ -319,6 +326,7 @@ export class TcClient implements TcPort {
       });
       this.ownsDiscovery = true;
     }
+    this.tls = options.tls === undefined ? clientTlsFromEnv() : options.tls;
     this.transport = options.transport ?? 'stream';
     this.attemptTimeoutMs = options.attemptTimeoutMs ?? DEFAULT_ATTEMPT_TIMEOUT_MS;
     this.callDeadlineMs = options.callDeadlineMs ?? DEFAULT_CALL_DEADLINE_MS;
@@ -594,16 +602,20 @@ export class TcClient implements TcPort {
     const key = formatAddress(target);
     const existing = this.connections.get(key);
     if (existing?.usable) return existing;
-    const c = new TcConnection(target, {
-      onClosed: (conn, reason) => {
-        if (this.connections.get(key) === conn) this.connections.delete(key);
-        if (!this.closed && !(reason instanceof AttemptAbortedError))
-          this.log.debug(
-            { target: key, reason: reason.message },
-            'connection closed; the next call dials afresh',
-          );
+    const c = new TcConnection(
+      target,
+      {
+        onClosed: (conn, reason) => {
+          if (this.connections.get(key) === conn) this.connections.delete(key);
+          if (!this.closed && !(reason instanceof AttemptAbortedError))
+            this.log.debug(
+              { target: key, reason: reason.message },
+              'connection closed; the next call dials afresh',
+            );
+        },
       },
-    });
+      this.tls,
+    );
     this.connections.set(key, c);
     return c;
   }

@@ -6,7 +6,9 @@
  * retry a "connection failure" until its budget runs out. Both directions are recognised:
  *
  *  - an HTTP/1.1 request answered with HTTP/2 bytes: a gRPC port (TC or Raft) given where
- *    the openapi port belongs (httpAnswerIsGrpc);
+ *    the openapi port belongs (httpAnswerIsGrpc); under TLS (the default) such a port
+ *    closes a plaintext request without a byte, and a TLS handshake tells it apart
+ *    (closedWithoutAnswer, probeTls);
  *  - a gRPC endpoint that answers HTTP/1.1: an HTTP port given where the TC port belongs
  *    (probeHttp1).
  *
@@ -14,6 +16,7 @@
  * whose message says which port to give.
  */
 import { connect } from 'node:net';
+import { connect as tlsConnect } from 'node:tls';
 import { ConcordError, type ConcordErrorOptions } from '../shared/errors.ts';
 
 /** How long the HTTP/1.1 probe of a TC endpoint waits for the first bytes, ms. */
@@ -48,12 +51,52 @@ export function httpAnswerIsGrpc(err: unknown): boolean {
   return data.length === 0 || (data.length >= 4 && data.charCodeAt(3) === 4);
 }
 
+/** True when a fetch failed because the server closed the connection without a byte. */
+export function closedWithoutAnswer(err: unknown): boolean {
+  const cause = (err as { cause?: { code?: unknown; socket?: { bytesRead?: unknown } } }).cause;
+  return cause?.code === 'UND_ERR_SOCKET' && cause.socket?.bytesRead === 0;
+}
+
+/**
+ * Starts a TLS handshake with `host:port` (trusting nothing: it only asks whether the port
+ * speaks TLS) and resolves true if the server answered it — with a certificate, or with a
+ * TLS alert (a mutual-TLS port refusing a client without a certificate). False otherwise.
+ */
+export function probeTls(
+  host: string,
+  port: number,
+  timeoutMs = WRONG_PORT_PROBE_TIMEOUT_MS,
+): Promise<boolean> {
+  return new Promise((resolve) => {
+    const socket = tlsConnect({ host, port, rejectUnauthorized: false, ALPNProtocols: ['h2'] });
+    let done = false;
+    const finish = (answer: boolean) => {
+      if (done) return;
+      done = true;
+      clearTimeout(timer);
+      socket.destroy();
+      resolve(answer);
+    };
+    const timer = setTimeout(() => finish(false), timeoutMs);
+    socket.once('secureConnect', () => finish(true));
+    socket.once('error', (err: NodeJS.ErrnoException) =>
+      finish(typeof err.code === 'string' && err.code.startsWith('ERR_SSL_')),
+    );
+    socket.once('close', () => finish(false));
+  });
+}
+
 /** The error for a seed that turned out to be a gRPC port. */
-export function grpcPortGivenForHttp(host: string, port: number, cause?: unknown): WrongPortError {
+export function grpcPortGivenForHttp(
+  host: string,
+  port: number,
+  cause?: unknown,
+  over: 'TLS' | null = null,
+): WrongPortError {
   const sibling = shippedSibling(port, 'http');
   return new WrongPortError(
     `${host}:${port}`,
-    `${host}:${port} speaks gRPC (HTTP/2): it is a node's TC port or Raft port, but the client needs the node's HTTP openapi port (server.httpPort)` +
+    `${host}:${port} speaks gRPC (HTTP/2${over === 'TLS' ? ' over TLS' : ''}): it is a node's TC port or Raft port, but the client needs the node's HTTP openapi port (server.httpPort)` +
       (sibling !== null && sibling !== port
         ? ` — ${host}:${sibling} with the shipped port layout`
         : ' — 7091 in the shipped configs') +

@@ -667,6 +667,21 @@ export class RaftDriver {
     return p;
   }
 
+  /**
+   * What bounds a peer's numbers (transport/bounds.ts), read per received message: the term
+   * as last reported (it may lag the core's by a round, which only tightens the bound) and
+   * the last index — the durable one when that answers, else the core's.
+   */
+  peerBounds(): { term: number; lastIndex: (atLeast: number) => number } {
+    return {
+      term: this.term,
+      lastIndex: (atLeast) =>
+        atLeast <= this.durableLastIndex || !this.core
+          ? this.durableLastIndex
+          : this.core.status().lastIndex,
+    };
+  }
+
   status(): DriverStatus {
     const core = this.core;
     const base: Status = core

@@ -18,6 +18,7 @@
  *             learnerCatchUpTimeoutMs, learnerCatchUpMaxLagEntries, transferTimeoutMs }
  *   log:    { level }
  *   phaseTwo: { stuckAfterMs, retryBaseMs, retryMaxBackoffMs }
+ *   security: { insecure, tls: { dir, auto, ca, cert, key } }   (security/config.ts)
  *
  * Relative paths (raft.dataDir) are resolved against the process's working directory,
  * as etcd and Seata do, so `npm start` from the repository root puts data in ./data/nodeN.
@@ -41,6 +42,7 @@ import {
 import type { MemberEndpoints } from './config/endpoints.ts';
 import type { ConfigKey } from './config/keys.ts';
 import { applyEnv, applyFlags, substituteTree, withSource, type Sources } from './config/layers.ts';
+import { parseSecuritySection, type SecurityConfig } from './security/config.ts';
 import {
   HOST_HINT,
   HOST_PATTERN,
@@ -208,6 +210,8 @@ export interface NodeConfig {
   log: { level: LogLevel };
   /** The phase-two driver's retry backoff and alarm threshold (docs/operations.md). */
   phaseTwo: PhaseTwoConfig;
+  /** TLS and insecure mode (src/server/security/config.ts). */
+  security: SecurityConfig;
   /** Where the config came from (a file path or "<inline>"), for messages. */
   source: string;
 }
@@ -292,7 +296,11 @@ export function validateConfig(
 
 function validateLayered(raw: Obj, opts: { source?: string; cwd?: string }): NodeConfig {
   const cwd = opts.cwd ?? process.cwd();
-  noUnknownKeys(raw, ['node', 'server', 'raft', 'store', 'http', 'limits', 'log', 'phaseTwo'], '');
+  noUnknownKeys(
+    raw,
+    ['node', 'server', 'raft', 'store', 'http', 'limits', 'log', 'phaseTwo', 'security'],
+    '',
+  );
   const node = parseNodeSection(raw);
   const { server, wildcard, advertised } = parseServerSection(raw);
 
@@ -319,6 +327,11 @@ function validateLayered(raw: Obj, opts: { source?: string; cwd?: string }): Nod
     limits,
     log,
     phaseTwo,
+    security: parseSecuritySection(raw, {
+      nodeId: node.id,
+      dataDir: raft.dataDir === '' ? null : raft.dataDir,
+      cwd,
+    }),
     source: opts.source ?? '<inline>',
   };
 }

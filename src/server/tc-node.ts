@@ -36,6 +36,7 @@ import { MembershipManager } from './membership.ts';
 import { createNodeMetrics, type NodeMetrics } from './metrics.ts';
 import type { RaftControl } from './raft-control.ts';
 import { CONCORD_VERSION } from './version.ts';
+import { prepareNodeSecurity, type TlsMaterial } from './security/index.ts';
 
 /** Where a node keeps its sessions. */
 export type NodeSessions =
@@ -55,6 +56,8 @@ export interface TcNodeContext {
    * Membership and leader endpoints, e.g. for not-leader answers carrying the leader's TC address.
    */
   view: ClusterView;
+  /** The node's TLS material (CA, certificate, key); null in insecure mode. */
+  tls: TlsMaterial | null;
   /** Adds an endpoint to the node's openapi (e.g. the TC service's transaction routes). */
   mountHttp(path: string, route: Route): void;
 }
@@ -213,8 +216,11 @@ export class TcNode {
       'starting concord node',
     );
     let backend: Backend;
+    let tls: TlsMaterial | null;
     try {
-      backend = c.store.mode === 'raft' ? raftBackend(opts, log, metrics) : await dbBackend(opts);
+      tls = prepareNodeSecurity(c, log);
+      backend =
+        c.store.mode === 'raft' ? raftBackend(opts, log, metrics, tls) : await dbBackend(opts);
     } catch (err) {
       log.error({ err }, 'node failed to start');
       throw err;
@@ -238,6 +244,7 @@ export class TcNode {
         sessions: node.sessions,
         metrics: node.metrics,
         view: node.view,
+        tls,
         mountHttp: (path, route) => node.http.mount(path, route),
       };
       for (const factory of opts.services ?? []) node.services.push(await factory(ctx));
@@ -305,8 +312,14 @@ export function shutdownHandOffTimeoutMs(c: NodeConfig): number {
 /** Upper bound of a stopping leader's hand-off wait, ms (start.ts's hard exit comes later). */
 export const SHUTDOWN_HANDOFF_MAX_MS = 3_000;
 
-function raftBackend(opts: TcNodeOptions, log: Logger, metrics: NodeMetrics): Backend {
+function raftBackend(
+  opts: TcNodeOptions,
+  log: Logger,
+  metrics: NodeMetrics,
+  tls: TlsMaterial | null,
+): Backend {
   const raft = createRaftSessions({
+    tls,
     config: raftNodeConfigOf(opts.config),
     logger: opts.logger,
     observer: { persisted: metrics.observePersist, rpc: metrics.observeRaftRpc },

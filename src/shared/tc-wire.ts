@@ -60,7 +60,8 @@ export type WireErrorCode =
   | 'ERROR_CODE_BAD_REQUEST'
   | 'ERROR_CODE_UNAVAILABLE'
   | 'ERROR_CODE_INTERNAL'
-  | 'ERROR_CODE_CAPACITY';
+  | 'ERROR_CODE_CAPACITY'
+  | 'ERROR_CODE_PERMISSION_DENIED';
 
 export interface WireLeader {
   nodeId: string;

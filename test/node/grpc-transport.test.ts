@@ -394,6 +394,9 @@ describe('GrpcTransport', () => {
       wrongCluster: 0,
       wrongIdentity: 0,
       malformed: 3,
+      unauthenticated: 0,
+      senderMismatch: 0,
+      outOfBounds: 0,
     });
 
     // A frame over the receive limit is refused by grpc-js; the server lives on.

@@ -11,6 +11,7 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { createInterface } from 'node:readline';
 import { freePort } from '../support/ports.ts';
+import { createTestPki, type TestPki } from '../support/pki.ts';
 import { sleep } from '../support/wait.ts';
 
 export { freePort, sleep };
@@ -78,6 +79,8 @@ export interface ClusterOptions {
   electionTicks?: number;
   heartbeatTicks?: number;
   snapshotInterval?: number;
+  /** Mutual TLS on the raft port (default true): one CA for the cluster, a cert per node. */
+  tls?: boolean;
 }
 
 interface NodeSlot {
@@ -107,6 +110,8 @@ export class KvCluster {
   private readonly slots = new Map<string, NodeSlot>();
   private readonly opts: Required<ClusterOptions>;
   private leaderHint: string | null = null;
+  /** The cluster's CA and node certificates (under `<root>/pki`), once started with TLS. */
+  pki: TestPki | null = null;
 
   constructor(options: ClusterOptions = {}) {
     this.opts = {
@@ -115,6 +120,7 @@ export class KvCluster {
       electionTicks: options.electionTicks ?? 20,
       heartbeatTicks: options.heartbeatTicks ?? 2,
       snapshotInterval: options.snapshotInterval ?? 10_000,
+      tls: options.tls ?? true,
     };
     this.ids = this.opts.ids;
   }
@@ -122,6 +128,7 @@ export class KvCluster {
   /** Allocates ports and dirs and starts every node. */
   async start(): Promise<void> {
     this.root = await mkdtemp(join(tmpdir(), 'concord-kv-'));
+    if (this.opts.tls) this.pki = createTestPki(join(this.root, 'pki'));
     for (const id of this.ids) {
       this.slots.set(id, {
         id,
@@ -185,6 +192,7 @@ export class KvCluster {
       '--snapshot-interval',
       String(this.opts.snapshotInterval),
       ...(options.join ? ['--join'] : []),
+      ...this.tlsArgs(id),
     ];
   }
 
@@ -234,6 +242,16 @@ export class KvCluster {
         fail(new Error(`${id} exited with ${code} before listening; see ${s.logPath}`));
       });
     });
+  }
+
+  private tlsArgs(id: string): string[] {
+    if (!this.pki) return [];
+    const f = this.pki.node(id);
+    return ['--tls-ca', f.ca, '--tls-cert', f.cert, '--tls-key', f.key];
+  }
+
+  raftPort(id: string): number {
+    return this.slot(id).raftPort;
   }
 
   /** Kills a node's process (SIGKILL by default) and waits for it to be gone. */

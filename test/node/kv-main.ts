@@ -6,6 +6,7 @@
  *   node --import tsx test/node/kv-main.ts --id n1 --raft 127.0.0.1:7001 --http 127.0.0.1:8001 \
  *        --peers n2=127.0.0.1:7002,n3=127.0.0.1:7003 --data-dir /tmp/n1 [--tick-ms 100] \
  *        [--election-ticks 10] [--heartbeat-ticks 1] [--snapshot-interval 10000] [--join]
+ *        [--tls-ca ca.pem --tls-cert node.pem --tls-key node-key.pem]
  *
  * The config file (JSON or YAML) holds the keys of RaftNodeConfig plus `httpAddress`;
  * flags override it. Once both ports are bound the process prints one JSON line to
@@ -50,6 +51,7 @@ import {
 } from './kv-state-machine.ts';
 import { memberContextFields } from '../../src/raft/node/members.ts';
 import { RaftNode } from '../../src/raft/node/raft-node.ts';
+import type { PeerTls } from '../../src/raft/transport/tls.ts';
 
 /** Largest request body accepted (a value plus room for JSON around it). */
 export const MAX_HTTP_BODY_BYTES = MAX_KV_VALUE_BYTES + 4 * 1024;
@@ -60,6 +62,7 @@ export const STOP_TIMEOUT_MS = 5_000;
 
 interface KvMainConfig {
   node: RaftNodeConfig;
+  tls: PeerTls | null;
   httpAddress: string;
   logLevel: string;
 }
@@ -78,6 +81,9 @@ interface CliFlags {
   snapshotInterval?: string;
   join?: boolean;
   logLevel?: string;
+  tlsCa?: string;
+  tlsCert?: string;
+  tlsKey?: string;
 }
 
 function parsePeers(value: string): Record<string, string> {
@@ -152,7 +158,18 @@ async function loadConfig(flags: CliFlags): Promise<KvMainConfig> {
     http: httpAddress,
   };
   const node = validateRaftNodeConfig({ ...nodeRaw, contextExtra });
-  return { node, httpAddress, logLevel: level };
+  const tlsFiles = [flags.tlsCa, flags.tlsCert, flags.tlsKey];
+  if (tlsFiles.some((f) => f !== undefined) && !tlsFiles.every((f) => f !== undefined))
+    throw new ConfigError('tls', '--tls-ca, --tls-cert and --tls-key go together');
+  const tls =
+    flags.tlsCa && flags.tlsCert && flags.tlsKey
+      ? {
+          ca: await readFile(flags.tlsCa),
+          cert: await readFile(flags.tlsCert),
+          key: await readFile(flags.tlsKey),
+        }
+      : null;
+  return { node, tls, httpAddress, logLevel: level };
 }
 
 class HttpError extends Error {
@@ -411,6 +428,9 @@ async function main(argv: string[]): Promise<void> {
     .option('--heartbeat-ticks <n>', 'heartbeat interval in ticks')
     .option('--snapshot-interval <entries>', 'applied entries between snapshots (0 = never)')
     .option('--join', 'start outside the membership and wait to be added by the leader')
+    .option('--tls-ca <path>', 'mutual TLS on the raft port: the cluster CA certificate')
+    .option('--tls-cert <path>', "mutual TLS: this node's certificate")
+    .option('--tls-key <path>', "mutual TLS: this node's private key")
     .addOption(
       new Option('--log-level <level>', 'log level').choices([
         'fatal',
@@ -432,6 +452,7 @@ async function main(argv: string[]): Promise<void> {
     config: config.node,
     stateMachine: sm,
     logger,
+    tls: config.tls,
     onFatal: (err) => {
       logger.fatal({ err }, 'raft node failed; exiting');
       process.exit(1);

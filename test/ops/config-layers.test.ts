@@ -16,7 +16,12 @@ import {
   type ConfigFlag,
   type NodeConfig,
 } from '../../src/server/config.ts';
-import { CONFIG_KEYS, envNameOf, type ConfigKey } from '../../src/server/config/keys.ts';
+import {
+  CONFIG_KEYS,
+  FILE_ONLY_KEYS,
+  envNameOf,
+  type ConfigKey,
+} from '../../src/server/config/keys.ts';
 import { getKey, parseSetFlag, substitute } from '../../src/server/config/layers.ts';
 import { startFlags } from '../../src/cli/start-flags.ts';
 import { REPO_ROOT } from './helpers.ts';
@@ -105,6 +110,15 @@ describe('every key can come from its environment variable', () => {
     ['phaseTwo.stuckAfterMs', '120000', {}, 120_000],
     ['phaseTwo.retryBaseMs', '500', {}, 500],
     ['phaseTwo.retryMaxBackoffMs', '30000', {}, 30_000],
+    ['security.insecure', 'true', {}, true],
+    ['security.tls.dir', 'pki', {}, '/srv/pki'],
+    ['security.tls.auto', 'false', {}, false],
+    ['security.tls.ca', '/etc/concord/ca.pem', {}, '/etc/concord/ca.pem'],
+    ['security.tls.cert', '/etc/concord/n1.pem', {}, '/etc/concord/n1.pem'],
+    ['security.tls.key', '/etc/concord/n1-key.pem', {}, '/etc/concord/n1-key.pem'],
+    ['security.quotas.maxTransactionTimeoutMs', '120000', {}, 120_000],
+    ['security.quotas.maxRmChannelsPerApplication', '8', {}, 8],
+    ['security.quotas.maxInflightUnaryPerConnection', '16', {}, 16],
   ];
 
   it('the table covers every key', () => {
@@ -304,10 +318,13 @@ describe('the keys stay in step', () => {
       'http',
       'limits',
       'log',
+      'security',
+      'security.tls',
+      'security.quotas',
     ];
     const leaves = sections
       .flatMap(accepted)
-      .filter((k) => !sections.includes(k))
+      .filter((k) => !sections.includes(k) && !Object.hasOwn(FILE_ONLY_KEYS, k))
       .sort();
     expect(leaves).toEqual(Object.keys(CONFIG_KEYS).sort());
   });
@@ -320,5 +337,24 @@ describe('the keys stay in step', () => {
     ]);
     expect(rows.map((r) => r[0]).sort()).toEqual(Object.keys(CONFIG_KEYS).sort());
     for (const [key, name] of rows) expect(name).toBe(envNameOf(key!));
+  });
+
+  it('the file-only keys are accepted by the loader and documented as file only', () => {
+    const doc = readFileSync(join(REPO_ROOT, 'docs/operations.md'), 'utf8');
+    for (const key of Object.keys(FILE_ONLY_KEYS)) {
+      expect(doc).toMatch(
+        new RegExp(`^\\| \`${key.replace(/\./g, '\\.')}\\.<app>\` \\| file only`, 'm'),
+      );
+      const section = key.split('.').slice(0, -1).join('.');
+      expect(accepted(section)).toContain(key);
+    }
+  });
+
+  it('CONCORD_INSECURE is the short name of security.insecure', () => {
+    expect(fromEnv({ ...BASE_ENV, CONCORD_INSECURE: '1' }).security.insecure).toBe(true);
+    expect(fromEnv({ ...BASE_ENV }).security.insecure).toBe(false);
+    // The key's own variable wins.
+    const c = fromEnv({ ...BASE_ENV, CONCORD_INSECURE: '1', CONCORD_SECURITY_INSECURE: 'false' });
+    expect(c.security.insecure).toBe(false);
   });
 });

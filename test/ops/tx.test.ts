@@ -11,6 +11,8 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import type { TcClient } from '../../src/client/tc-client.ts';
 import { TestCluster, TestRm, waitForStatus, type TestNode } from '../tc/helpers.ts';
 import { http, runCli } from './helpers.ts';
+import { credentialFiles } from '../../src/server/security/pki-dir.ts';
+import { testPkiDir } from '../support/tls.ts';
 
 const TOKEN = 'tc-test-token-0123456789';
 const APP = { transactionServiceGroup: 'default' };
@@ -21,6 +23,9 @@ let rm: TestRm;
 let retrying: string; // CommitRetrying, its RM keeps failing
 let retrying2: string; // another one, for retry
 let open: string; // Begin, of another application
+
+/** The run's pki (test/support/tls.ts): its admin.pem holds the operator role. */
+const PKI = testPkiDir();
 
 const addr = (n: TestNode) => `127.0.0.1:${n.http}`;
 
@@ -280,6 +285,25 @@ describe('concord tx stop | resolve | retry', () => {
       expect(Date.parse(a.at)).toBeGreaterThan(Date.now() - 120_000);
       expect(a.peer).toMatch(/127\.0\.0\.1|::1|localhost/);
     }
+  });
+
+  it('the actions present the admin credential of --pki; an application credential is refused', async () => {
+    const leader = await cluster.leader();
+    // No credential from the environment: only the flag's.
+    const noEnv = { CONCORD_TLS_CA: '', CONCORD_TLS_CERT: '', CONCORD_TLS_KEY: '' };
+    const r = await cli(['tx', 'retry', retrying2, '-s', addr(leader), '-y', '--pki', PKI], noEnv);
+    expect(r.code, r.out).toBe(0);
+    expect(r.out).toContain(`retry ${retrying2} → ok`);
+
+    const dev = credentialFiles(PKI, 'client-dev');
+    const refused = await cli(['tx', 'stop', retrying2, '-s', addr(leader), '-y'], {
+      CONCORD_TLS_CA: dev.ca,
+      CONCORD_TLS_CERT: dev.cert,
+      CONCORD_TLS_KEY: dev.key,
+    });
+    expect(refused.code, refused.out).toBe(1);
+    expect(refused.out).toMatch(/belongs to application shop, not to application dev/);
+    expect(await tc.getStatus(retrying2 as never)).toBe('CommitRetrying');
   });
 
   it('retry runs a pass now; stop and resume switch the retries off and on', async () => {

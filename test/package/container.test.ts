@@ -76,7 +76,7 @@ describe('compose.yaml: a three-node cluster', () => {
 describe('Dockerfile', () => {
   it('runs as a non-root user, with a data volume and a health check on /health', () => {
     expect(dockerfile).toMatch(/^USER node$/m);
-    expect(dockerfile).toMatch(/^VOLUME \["\/data"\]$/m);
+    expect(dockerfile).toMatch(/^VOLUME \["\/data", "\/pki"\]$/m);
     expect(dockerfile).toMatch(/^HEALTHCHECK .*\n.*\/health/m);
     expect(dockerfile.match(/^FROM /gm)!.length).toBeGreaterThanOrEqual(2);
   });

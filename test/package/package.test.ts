@@ -21,6 +21,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { stringify } from 'yaml';
+import { testSecurity } from '../support/cluster.ts';
 import { freePorts, http, killPid, REPO_ROOT, waitFor } from '../ops/helpers.ts';
 
 /** Packing (two tsc builds) and two installs, on a loaded two-core machine, ms. */
@@ -277,6 +278,8 @@ async function startClusterFromPackage(): Promise<typeof cluster> {
       server: { host: n.host, httpPort: n.httpPort, tcPort: n.tcPort, raftPort: n.raftPort },
       raft: { dataDir: join(ops, 'data', n.nodeId), tickMs: TICK_MS, peers: nodes },
       log: { level: 'warn' },
+      // TLS with the run's pki: the apps below present its operator credential (CONCORD_TLS_*).
+      security: testSecurity(),
     };
     writeFileSync(join(ops, 'configs', `${n.nodeId}.yaml`), stringify(config));
   }

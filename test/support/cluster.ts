@@ -8,6 +8,7 @@ import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { stringify } from 'yaml';
 import { freePorts } from './ports.ts';
+import { TEST_PKI_DIR_ENV } from './tls.ts';
 
 /** One node's ports. */
 export interface NodePorts {
@@ -47,6 +48,10 @@ export interface NodeConfigOptions {
   phaseTwo?: { stuckAfterMs?: number; retryBaseMs?: number; retryMaxBackoffMs?: number };
   /** The config's `limits` section (docs/operations.md). */
   limits?: Record<string, number>;
+  /** Plaintext everywhere (security.insecure). Default: TLS with the run's pki (support/tls.ts). */
+  insecure?: boolean;
+  /** The `security.quotas` section. */
+  quotas?: object;
 }
 
 /** The config of a raft-mode node (what `concord start --config` reads). */
@@ -66,7 +71,15 @@ export function raftNodeConfig(n: NodePorts, o: NodeConfigOptions): object {
     ...(o.limits !== undefined ? { limits: o.limits } : {}),
     log: { level: o.logLevel ?? 'info' },
     ...(o.phaseTwo !== undefined ? { phaseTwo: o.phaseTwo } : {}),
+    security: { ...testSecurity(o.insecure), ...(o.quotas ? { quotas: o.quotas } : {}) },
   };
+}
+
+/** A test node's `security` section: TLS with the run's pki (support/tls.ts), or insecure. */
+export function testSecurity(insecure = false): object {
+  if (insecure) return { insecure: true };
+  const dir = process.env[TEST_PKI_DIR_ENV];
+  return dir ? { tls: { dir } } : {};
 }
 
 export function writeConfig(file: string, config: object): void {

@@ -292,7 +292,8 @@ class ScriptedTc {
 
   client(opts: { attemptTimeoutMs: number; callDeadlineMs: number }): TcClient {
     const discovery = new ClusterDiscovery({ seeds: [`127.0.0.1:${this.httpPort}`], watch: false });
-    return new TcClient({ discovery, ...opts });
+    // The scripted TC speaks plaintext.
+    return new TcClient({ discovery, tls: null, ...opts });
   }
 
   async stop(): Promise<void> {

@@ -26,6 +26,7 @@ import {
 import { ConfigError } from '../../src/shared/errors.ts';
 import { DB_URL_ENV, type DialectName } from '../../src/store/db/index.ts';
 import { connectAdmin, dbUrl, uniquePrefix, type Admin } from '../store-db/helpers.ts';
+import { testSecurity } from '../support/cluster.ts';
 import {
   REPO_ROOT,
   TestRm,
@@ -117,6 +118,7 @@ class DbCluster {
           store: { mode: 'db', db: { url: dbUrl(dialect), tablePrefix: c.prefix, lease: LEASE } },
           http: { authToken: TOKEN },
           log: { level: 'info' },
+          security: testSecurity(),
         }),
       );
     }

@@ -3,6 +3,12 @@
  * (`node --import tsx src/cli/main.ts start --config <tmp yaml>`) on free loopback ports
  * with tmp data dirs, and a test RM that records every phase-two call it receives.
  */
+import {
+  clientTlsFromEnv,
+  tcChannelCredentials,
+  tcTlsChannelOptions,
+  type ClientTls,
+} from '../../src/client/tls.ts';
 import type { Xid } from '../../src/shared/ids.ts';
 import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
@@ -61,13 +67,15 @@ export interface ClusterOptions {
   phaseTwo?: NodeConfigOptions['phaseTwo'];
   /** The nodes' `limits` section. */
   limits?: Record<string, number>;
+  /** The nodes' `security.quotas` section. */
+  quotas?: object;
 }
 
 export class TestCluster {
   readonly root: string;
   readonly nodes: TestNode[] = [];
-  private readonly opts: Required<Omit<ClusterOptions, 'limits' | 'phaseTwo'>> &
-    Pick<ClusterOptions, 'limits' | 'phaseTwo'>;
+  private readonly opts: Required<Omit<ClusterOptions, 'limits' | 'phaseTwo' | 'quotas'>> &
+    Pick<ClusterOptions, 'limits' | 'phaseTwo' | 'quotas'>;
 
   private constructor(name: string, opts: ClusterOptions) {
     this.root = mkdtempSync(join(tmpdir(), `concord-tc-${name}-`));
@@ -77,6 +85,7 @@ export class TestCluster {
       logLevel: opts.logLevel ?? 'info',
       phaseTwo: opts.phaseTwo,
       ...(opts.limits !== undefined ? { limits: opts.limits } : {}),
+      ...(opts.quotas !== undefined ? { quotas: opts.quotas } : {}),
     };
   }
 
@@ -194,6 +203,7 @@ export class TestCluster {
       logLevel: this.opts.logLevel,
       ...(this.opts.phaseTwo !== undefined ? { phaseTwo: this.opts.phaseTwo } : {}),
       ...(this.opts.limits !== undefined ? { limits: this.opts.limits } : {}),
+      ...(this.opts.quotas !== undefined ? { quotas: this.opts.quotas } : {}),
     });
     mkdirSync(join(this.root, 'data'), { recursive: true });
     writeConfig(n.file, config);
@@ -309,7 +319,16 @@ export type RawClient = grpc.Client & Record<string, any>;
 
 let rawCtor: grpc.ServiceClientConstructor | null = null;
 
-export function rawClient(port: number, options: grpc.ChannelOptions = {}): RawClient {
+/**
+ * A raw TC client. `tls`: the credential to present (default: the environment's, the run's
+ * operator credential — support/tls.ts); null: plaintext.
+ */
+export function rawClient(
+  port: number,
+  options: grpc.ChannelOptions = {},
+  tls: ClientTls | null | undefined = undefined,
+): RawClient {
+  const creds = tls === undefined ? clientTlsFromEnv() : tls;
   if (!rawCtor) {
     const def = protoLoader.loadSync(resolve(REPO_ROOT, 'proto/tc.proto'), {
       keepCase: false,
@@ -321,7 +340,8 @@ export function rawClient(port: number, options: grpc.ChannelOptions = {}): RawC
     rawCtor = (grpc.loadPackageDefinition(def) as any).concord.tc.v1
       .TransactionCoordinator as grpc.ServiceClientConstructor;
   }
-  return new rawCtor(`127.0.0.1:${port}`, grpc.credentials.createInsecure(), {
+  return new rawCtor(`127.0.0.1:${port}`, tcChannelCredentials(creds), {
+    ...tcTlsChannelOptions(creds),
     'grpc.max_send_message_length': 64 * 1024 * 1024,
     'grpc.max_receive_message_length': 64 * 1024 * 1024,
     ...options,

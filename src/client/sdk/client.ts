@@ -10,6 +10,7 @@
  * The client connects lazily (the first call finds the leader through the HTTP metadata
  * endpoint of any server given); `connect()` does it eagerly, to fail fast at start-up.
  */
+import type { ClientTls } from '../tls.ts';
 import { randomBytes } from 'node:crypto';
 import { hostname } from 'node:os';
 import { BadRequestError } from '../../shared/errors.ts';
@@ -48,6 +49,15 @@ export const DEFAULT_TRANSACTION_SERVICE_GROUP = 'default_tx_group';
 /** The Raft group of the TC cluster the client talks to. */
 export const DEFAULT_GROUP = 'default';
 
+/** The TcClient's tls option from createClient's `tls` and `credentials`. */
+function tlsOf(options: ClientOptions): { tls?: ClientTls | null } {
+  if (options.tls === false) return { tls: null };
+  if (options.tls === undefined && options.credentials === undefined) return {};
+  if (options.tls === undefined || options.credentials === undefined)
+    throw new BadRequestError('tls (the CA) and credentials (certificate and key) go together');
+  return { tls: { ca: options.tls.ca, ...options.credentials } };
+}
+
 export interface ClientOptions {
   /**
    * HTTP control addresses ("host:port") of any nodes of the TC cluster — one reachable node
@@ -78,6 +88,15 @@ export interface ClientOptions {
    * its level).
    */
   logger?: LoggerLike;
+  /**
+   * TLS to the TC: the cluster's CA certificate (PEM text or bytes), or false for plaintext
+   * (insecure mode). With `credentials`, this application's client certificate and key —
+   * the certificate names the application (concord://app/<applicationId>). Both absent:
+   * read from CONCORD_TLS_CA / CONCORD_TLS_CERT / CONCORD_TLS_KEY or CONCORD_TLS_DIR
+   * (docs/security.md).
+   */
+  tls?: { ca: string | Buffer } | false;
+  credentials?: { cert: string | Buffer; key: string | Buffer };
   /**
    * This process's RM identity. Default `<applicationId>:<hostname>:<pid>:<random>`, new at every
    * start.
@@ -254,6 +273,7 @@ export function createClient(options: ClientOptions): ConcordClient {
         : {}),
       ...(callDeadlineMs !== undefined ? { callDeadlineMs } : {}),
       ...(attemptTimeoutMs !== undefined ? { attemptTimeoutMs } : {}),
+      ...tlsOf(options),
     });
   }
 

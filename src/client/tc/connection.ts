@@ -24,6 +24,7 @@
  * A call that fails before the channel was ever READY provably never left this process:
  * it fails with ConnectFailedError (not sent), which any call may retry.
  */
+import { tcChannelCredentials, tcTlsChannelOptions, type ClientTls } from '../tls.ts';
 import * as grpc from '@grpc/grpc-js';
 import { deadlines, type CancelDeadline } from '../../shared/deadline-wheel.ts';
 import { TimeoutError } from '../../shared/errors.ts';
@@ -136,16 +137,15 @@ export class TcConnection {
   private everReady = false;
   private readonly events: TcConnectionEvents;
 
-  constructor(target: HostPort, events: TcConnectionEvents = {}) {
+  constructor(target: HostPort, events: TcConnectionEvents = {}, tls: ClientTls | null = null) {
     this.target = target;
     this.address = formatAddress(target);
     this.events = events;
     const Ctor = tcServiceConstructor();
-    this.client = new Ctor(
-      this.address,
-      grpc.credentials.createInsecure(),
-      CHANNEL_OPTIONS,
-    ) as TcGrpcClient;
+    this.client = new Ctor(this.address, tcChannelCredentials(tls), {
+      ...CHANNEL_OPTIONS,
+      ...tcTlsChannelOptions(tls),
+    }) as TcGrpcClient;
     this.watchState(this.client.getChannel().getConnectivityState(true));
   }
 

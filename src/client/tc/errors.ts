@@ -27,6 +27,7 @@ import {
   StoppedError,
   TimeoutError,
   UnavailableError,
+  UnauthorizedError,
   UnknownXidError,
   type ConcordErrorOptions,
 } from '../../shared/errors.ts';
@@ -168,6 +169,8 @@ export function wireToError(e: WireError, where: string): Error {
       return new UnavailableError(message);
     case 'ERROR_CODE_CAPACITY':
       return new CapacityError(message);
+    case 'ERROR_CODE_PERMISSION_DENIED':
+      return new UnauthorizedError(message);
     default:
       // INTERNAL: a bug on the TC, unless it said the failure is retryable.
       return e.retryable ? new UnavailableError(message) : new TcInternalError(message);

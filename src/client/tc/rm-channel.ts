@@ -13,7 +13,12 @@
  * a new leader re-driving, an answer lost with a broken channel).
  */
 import type * as grpc from '@grpc/grpc-js';
-import { ConcordError, TimeoutError } from '../../shared/errors.ts';
+import {
+  CapacityError,
+  ConcordError,
+  TimeoutError,
+  UnauthorizedError,
+} from '../../shared/errors.ts';
 import type { Logger } from '../../shared/logger.ts';
 import type { HostPort } from '../http-metadata.ts';
 import { branchStatusToCode, branchTypeFromCode } from '../../shared/tc-codes.ts';
@@ -80,7 +85,13 @@ export class RmChannel implements RmChannelPort {
   private targetNode: string | null = null;
   /** Streams this channel cancelled itself (not a sign the node is unreachable). */
   private readonly cancelledOnPurpose = new WeakSet<object>();
-  private readyWaiters: { version: number; resolve: () => void }[] = [];
+  private readyWaiters: {
+    version: number;
+    resolve: () => void;
+    reject: (err: Error) => void;
+  }[] = [];
+  /** The TC refused this channel's credentials: final, the channel stops (docs/security.md). */
+  private refusal: UnauthorizedError | null = null;
   private running = 0;
   private readonly queue: QueuedRequest[] = [];
   private readonly unsubscribe: () => void;
@@ -132,9 +143,14 @@ export class RmChannel implements RmChannelPort {
    */
   ready(timeoutMs: number): Promise<void> {
     const version = this.wantedVersion;
+    if (this.refusal) return Promise.reject(this.refusal);
     if (this.connectedNode !== null && this.registeredVersion >= version) return Promise.resolve();
     return new Promise<void>((resolve, reject) => {
-      const waiter = { version, resolve: () => (clearTimeout(timer), resolve()) };
+      const waiter = {
+        version,
+        resolve: () => (clearTimeout(timer), resolve()),
+        reject: (err: Error) => (clearTimeout(timer), reject(err)),
+      };
       const timer = setTimeout(() => {
         this.readyWaiters = this.readyWaiters.filter((w) => w !== waiter);
         reject(
@@ -166,6 +182,27 @@ export class RmChannel implements RmChannelPort {
 
   // -------------------------------------------------------------------------------------
 
+  /** A PERMISSION_DENIED answer is final: the waiters learn it, the channel stops. */
+  private noteRefusal(error: { code?: string; message?: string } | null | undefined): void {
+    if (error?.code === 'ERROR_CODE_CAPACITY') {
+      // A quota: those waiting learn it now; the channel keeps trying (room may come back).
+      const full = new CapacityError(
+        `the TC refused the RM channel of ${this.opts.clientId} for now: ${error.message ?? ''}`,
+      );
+      const waiters = this.readyWaiters;
+      this.readyWaiters = [];
+      for (const w of waiters) w.reject(full);
+      return;
+    }
+    if (error?.code !== 'ERROR_CODE_PERMISSION_DENIED' || this.refusal) return;
+    this.refusal = new UnauthorizedError(
+      `the TC refused the RM channel of ${this.opts.clientId}: ${error.message ?? ''}`,
+    );
+    const waiters = this.readyWaiters;
+    this.readyWaiters = [];
+    for (const w of waiters) w.reject(this.refusal);
+  }
+
   private cancelStream(): void {
     const stream = this.stream;
     if (!stream) return;
@@ -190,6 +227,10 @@ export class RmChannel implements RmChannelPort {
       const end = await this.session(target);
       this.targetNode = null;
       if (this.closed) break;
+      if (this.refusal) {
+        this.log.error({ reason: this.refusal.message }, 'RM channel refused by the TC; stopping');
+        break;
+      }
       this.log.info(
         { node: target.nodeId, reason: end.reason, registered: end.registered },
         'RM channel ended; reconnecting',
@@ -264,6 +305,7 @@ export class RmChannel implements RmChannelPort {
             clearTimeout(registerTimer);
             const r = msg.registered!;
             if (r.resultCode !== 'RESULT_CODE_OK') {
+              this.noteRefusal(r.error);
               hint = hintOf(r.error);
               reason = `registration refused: ${r.error?.code ?? 'unknown'} ${r.error?.message ?? ''}`;
               finish();
@@ -305,6 +347,7 @@ export class RmChannel implements RmChannelPort {
           case 'pong':
             return;
           case 'goAway':
+            this.noteRefusal(msg.goAway?.error);
             hint = hintOf(msg.goAway?.error);
             reason = `the TC closed the channel: ${msg.goAway?.error?.message ?? ''}`;
             finish();

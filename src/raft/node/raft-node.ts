@@ -3,7 +3,7 @@
  * log storage (`<dataDir>/raft`), the gRPC peer transport, the system clock and the
  * driver around a caller's StateMachine, and exposes the driver's requests.
  */
-import { mkdir } from 'node:fs/promises';
+import { chmod, mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Logger } from '../../shared/logger.ts';
 import { assert } from '../../shared/errors.ts';
@@ -26,6 +26,7 @@ import {
   type TransportLimits,
   type TransportStats,
 } from '../transport/grpc-transport.ts';
+import type { PeerTls } from '../transport/tls.ts';
 import type { RaftNodeConfig } from './config.ts';
 import { PeerIdentityBook, settleIdentity } from './identity.ts';
 import { encodeMemberContext, PeerDirectory } from './members.ts';
@@ -45,6 +46,12 @@ export interface RaftNodeOptions {
   onFatal?: (error: unknown) => void;
   /** Latency hooks for metrics (persist, peer round trips). */
   observer?: RaftObserver;
+  /**
+   * Mutual TLS on the raft port (transport/tls.ts): the cluster's CA, this node's
+   * certificate (naming its node id) and key. Null or absent: plaintext, for in-process
+   * tests and insecure mode named explicitly.
+   */
+  tls?: PeerTls | null;
 }
 
 export interface RaftNodeStatus extends DriverStatus {
@@ -149,6 +156,7 @@ export class RaftNode {
       listenAddress: config.raftAddress,
       logger: this.logger,
       limits: options.transportLimits ?? {},
+      tls: options.tls ?? null,
     });
     const frame = this.transport.limits.maxFrameBytes - FRAME_OVERHEAD_BYTES;
     const maxMsgBytes = options.raft?.maxMsgBytes ?? DEFAULT_MAX_MSG_BYTES;
@@ -214,7 +222,9 @@ export class RaftNode {
   async start(): Promise<void> {
     assert(!this.started, 'RaftNode.start() called twice');
     this.started = true;
-    await mkdir(this.config.dataDir, { recursive: true });
+    // The data directory holds the log and the state machine: this user's only.
+    await mkdir(this.config.dataDir, { recursive: true, mode: 0o700 });
+    await chmod(this.config.dataDir, 0o700);
     let book: PeerIdentityBook;
     try {
       const stored = await this.storage.readIdentity();
@@ -223,7 +233,7 @@ export class RaftNode {
         stored,
         bootstrap: bootstrapConf(this.config),
         identify: (address, from, timeoutMs) =>
-          identifyPeer(address, from, timeoutMs, this.transport.limits),
+          identifyPeer(address, from, timeoutMs, this.transport.limits, this.transport.tls),
         logger: this.logger,
       });
       if (learned) await this.storage.saveClusterId(identity.clusterId);
@@ -232,6 +242,8 @@ export class RaftNode {
         void this.storage.savePeerIdentities(uids);
       });
       this.transport.setIdentity(identity, book);
+      const driver = this.driver;
+      this.transport.setBounds(() => driver.peerBounds());
     } catch (err) {
       await this.storage.close().catch(() => undefined);
       throw err;

@@ -18,6 +18,12 @@
  *   A frame of another cluster, or from a member whose identity changed (its data dir was
  *   wiped), is refused and counted, and the sender's stream is ended with
  *   FAILED_PRECONDITION so that it logs why. `Identify` answers who this node is.
+ * - With `tls` (transport/tls.ts) both ends present a certificate of the cluster's CA and
+ *   the sender is the node its certificate names: a stream without a node certificate is
+ *   refused (UNAUTHENTICATED), a frame claiming another sender is dropped and counted
+ *   (`senderMismatch`).
+ * - A message whose numbers only a forgery could carry (transport/bounds.ts) is dropped
+ *   and counted (`outOfBounds`) before the core sees it.
  */
 import { fileURLToPath } from 'node:url';
 import * as grpc from '@grpc/grpc-js';
@@ -26,7 +32,15 @@ import type { Message, NodeId } from '../core/types.ts';
 import type { PeerTransport } from '../ports.ts';
 import { AssertionFailure, assert } from '../../shared/errors.ts';
 import type { Logger } from '../../shared/logger.ts';
+import { checkMessageBounds, type BoundsView } from './bounds.ts';
 import { decodeMessage, encodeMessage } from './codec.ts';
+import {
+  callerNodeId,
+  channelCredentials,
+  serverCredentials,
+  tlsChannelOptions,
+  type PeerTls,
+} from './tls.ts';
 
 export const RAFT_PROTO_PATH = fileURLToPath(new URL('../../../proto/raft.proto', import.meta.url));
 
@@ -79,11 +93,20 @@ export interface GrpcTransportOptions {
   limits?: Partial<TransportLimits>;
   /** Jitter source; defaults to Math.random (the transport is an adapter, not the core). */
   random?: () => number;
+  /** Mutual TLS (the CA, this node's certificate and key); null or absent: plaintext. */
+  tls?: PeerTls | null;
 }
 
 export type DropReason = 'queueFull' | 'peerDown' | 'tooLarge' | 'unknownPeer' | 'self' | 'closed';
 export type RejectReason =
-  'unknownSender' | 'wrongReceiver' | 'malformed' | 'wrongCluster' | 'wrongIdentity';
+  | 'unknownSender'
+  | 'wrongReceiver'
+  | 'malformed'
+  | 'wrongCluster'
+  | 'wrongIdentity'
+  | 'unauthenticated'
+  | 'senderMismatch'
+  | 'outOfBounds';
 
 /** Who this node is, stamped on every frame it sends. */
 export interface NodeIdentity {
@@ -152,10 +175,12 @@ export function identifyPeer(
   from: NodeId,
   timeoutMs: number,
   limits: Partial<TransportLimits> = {},
+  tls: PeerTls | null = null,
 ): Promise<IdentifyAnswer | null> {
   const { client: Client } = loadService();
   const maxFrameBytes = limits.maxFrameBytes ?? DEFAULT_TRANSPORT_LIMITS.maxFrameBytes;
-  const client = new Client(address, grpc.credentials.createInsecure(), {
+  const client = new Client(address, channelCredentials(tls, null), {
+    ...tlsChannelOptions(tls),
     'grpc.max_send_message_length': maxFrameBytes,
     'grpc.max_receive_message_length': maxFrameBytes,
     'grpc.use_local_subchannel_pool': 1,
@@ -296,7 +321,8 @@ class Peer {
     const limits = owner.limits;
     this.queue = new BoundedQueue(limits.maxQueuedMessagesPerPeer, limits.maxQueuedBytesPerPeer);
     const { client: Client } = loadService();
-    this.client = new Client(address, grpc.credentials.createInsecure(), {
+    this.client = new Client(address, channelCredentials(owner.tls, id), {
+      ...tlsChannelOptions(owner.tls),
       'grpc.max_send_message_length': limits.maxFrameBytes,
       'grpc.max_receive_message_length': limits.maxFrameBytes,
       'grpc.initial_reconnect_backoff_ms': limits.reconnectBaseMs,
@@ -398,7 +424,10 @@ class Peer {
     this.waitingDrain = false;
     if (this.closed) return;
     if (Date.now() - this.callOpenedAt >= this.owner.limits.streamHealthyAfterMs) this.attempt = 0;
-    if (err?.code === grpc.status.FAILED_PRECONDITION) {
+    if (
+      err?.code === grpc.status.FAILED_PRECONDITION ||
+      err?.code === grpc.status.UNAUTHENTICATED
+    ) {
       // The peer refuses this node (another cluster, or an identity it does not know).
       this.owner.logLimited(
         'refused',
@@ -478,6 +507,9 @@ export class GrpcTransport implements PeerTransport {
       malformed: 0,
       wrongCluster: 0,
       wrongIdentity: 0,
+      unauthenticated: 0,
+      senderMismatch: 0,
+      outOfBounds: 0,
     },
     reconnects: 0,
   };
@@ -491,8 +523,12 @@ export class GrpcTransport implements PeerTransport {
   /** Stamped on every frame; frames of another cluster are refused. Null: no checks (tests). */
   identity: NodeIdentity | null = null;
   private guard: IdentityGuard | null = null;
+  /** Mutual TLS material; null: plaintext (in-process tests, or insecure mode by name). */
+  readonly tls: PeerTls | null;
+  private bounds: (() => BoundsView) | null = null;
 
   constructor(options: GrpcTransportOptions) {
+    this.tls = options.tls ?? null;
     this.id = options.id;
     this.limits = { ...DEFAULT_TRANSPORT_LIMITS, ...options.limits };
     this.logger = options.logger.child({ component: 'raft-transport' });
@@ -513,7 +549,11 @@ export class GrpcTransport implements PeerTransport {
       Identify: (
         call: grpc.ServerUnaryCall<{ from?: unknown }, IdentifyAnswer>,
         callback: grpc.sendUnaryData<IdentifyAnswer>,
-      ) => callback(null, this.identify(call.request?.from)),
+      ) => {
+        // Under TLS a node asks only about itself: the identity its certificate names.
+        const from = this.tls === null ? call.request?.from : callerNodeId(call);
+        callback(null, this.identify(from));
+      },
     });
   }
 
@@ -525,6 +565,11 @@ export class GrpcTransport implements PeerTransport {
     assert(this.boundPort === null, 'setIdentity after start');
     this.identity = { ...identity };
     this.guard = guard;
+  }
+
+  /** What bounds a peer's numbers (this node's term and last index); set before start(). */
+  setBounds(view: () => BoundsView): void {
+    this.bounds = view;
   }
 
   private identify(from: unknown): IdentifyAnswer {
@@ -543,19 +588,18 @@ export class GrpcTransport implements PeerTransport {
   /** Binds the listen address. Resolves with the bound port. */
   start(): Promise<number> {
     return new Promise((resolve, reject) => {
-      this.server.bindAsync(
-        this.listenAddress,
-        grpc.ServerCredentials.createInsecure(),
-        (err, port) => {
-          if (err) {
-            reject(err);
-            return;
-          }
-          this.boundPort = port;
-          this.logger.info({ address: this.listenAddress, port }, 'raft transport listening');
-          resolve(port);
-        },
-      );
+      this.server.bindAsync(this.listenAddress, serverCredentials(this.tls), (err, port) => {
+        if (err) {
+          reject(err);
+          return;
+        }
+        this.boundPort = port;
+        this.logger.info(
+          { address: this.listenAddress, port, tls: this.tls !== null },
+          'raft transport listening',
+        );
+        resolve(port);
+      });
     });
   }
 
@@ -709,10 +753,21 @@ export class GrpcTransport implements PeerTransport {
       callback(null, { batchesReceived: batches, messagesDropped: dropped });
     };
     const remote = call.getPeer();
+    // Under TLS the sender is the node its certificate names, whatever the frames say.
+    const certified = this.tls === null ? null : callerNodeId(call);
+    if (this.tls !== null && certified === null) {
+      this.reject('unauthenticated', remote, { remote });
+      answered = true;
+      callback({
+        code: grpc.status.UNAUTHENTICATED,
+        details: 'the raft port needs a node certificate of this cluster',
+      });
+      return;
+    }
     call.on('data', (frame: BatchFrame) => {
       if (answered) return;
       batches++;
-      const r = this.receiveBatch(frame, remote);
+      const r = this.receiveBatch(frame, remote, certified);
       if (typeof r === 'number') {
         dropped += r;
         return;
@@ -731,10 +786,23 @@ export class GrpcTransport implements PeerTransport {
    * Hands each well-formed message of a batch to the handler; returns how many it dropped,
    * or why the sender is refused altogether.
    */
-  private receiveBatch(frame: BatchFrame, remote: string): number | { refused: string } {
+  private receiveBatch(
+    frame: BatchFrame,
+    remote: string,
+    certified: NodeId | null,
+  ): number | { refused: string } {
     const from = typeof frame.from === 'string' ? frame.from : '';
     const messages = Array.isArray(frame.messages) ? frame.messages : [];
     if (this.closed) return messages.length;
+    if (certified !== null && from !== certified) {
+      this.reject(
+        'senderMismatch',
+        certified,
+        { remote, claimed: from.slice(0, 64), messages: messages.length },
+        messages.length,
+      );
+      return messages.length;
+    }
     if (!this.peers.has(from)) {
       this.reject('unknownSender', from, { remote, messages: messages.length }, messages.length);
       return messages.length;
@@ -764,6 +832,12 @@ export class GrpcTransport implements PeerTransport {
           remote,
           error: `message from ${m.from} to ${m.to} inside a batch from ${from} to ${this.id}`,
         });
+        dropped++;
+        continue;
+      }
+      const outOfBounds = this.bounds === null ? null : checkMessageBounds(m, this.bounds());
+      if (outOfBounds !== null) {
+        this.reject('outOfBounds', from, { remote, error: outOfBounds });
         dropped++;
         continue;
       }

@@ -48,6 +48,15 @@ export const CONFIG_KEYS = {
   'phaseTwo.stuckAfterMs': 'int',
   'phaseTwo.retryBaseMs': 'int',
   'phaseTwo.retryMaxBackoffMs': 'int',
+  'security.insecure': 'bool',
+  'security.tls.dir': 'string',
+  'security.tls.auto': 'bool',
+  'security.tls.ca': 'string',
+  'security.tls.cert': 'string',
+  'security.tls.key': 'string',
+  'security.quotas.maxTransactionTimeoutMs': 'int',
+  'security.quotas.maxRmChannelsPerApplication': 'int',
+  'security.quotas.maxInflightUnaryPerConnection': 'int',
 } as const satisfies Record<string, KeyType>;
 
 export type ConfigKey = keyof typeof CONFIG_KEYS;
@@ -81,6 +90,17 @@ export function envNameOf(key: string): string {
 export const ENV_ALIASES: Readonly<Record<string, ConfigKey>> = {
   // Read only when store.mode is db: a raft-mode node ignores it.
   CONCORD_DB_URL: 'store.db.url',
+  // The short name of secure-by-default's way out (docs/security.md).
+  CONCORD_INSECURE: 'security.insecure',
+};
+
+/**
+ * Keys read from the file only, each with the reason: a map keyed by names the operator
+ * chooses has no fixed variable name.
+ */
+export const FILE_ONLY_KEYS: Readonly<Record<string, string>> = {
+  'security.quotas.applications':
+    'a map keyed by application name (security.quotas.applications.<app>.maxTransactionTimeoutMs, .maxRmChannels)',
 };
 
 /** The sections whose `CONCORD_<SECTION>_*` variables must name a key (a typo is an error). */

@@ -2,8 +2,8 @@
  * The audit line of an operator action on the TC (RetryNow, StopRetry, ResumeRetry,
  * MarkResolved): one pino line at info with who, what, when and the outcome, whatever
  * the outcome. "Who" is what the caller declares — the `concord-operator` call metadata
- * (`concord tx` sends it), or MarkResolved's `operator` field — and the peer address; the
- * TC port has no authentication of its own yet (docs/security.md).
+ * (`concord tx` sends it), or MarkResolved's `operator` field — and the peer address. Under
+ * TLS only a caller with the admin role reaches these methods (auth.ts, docs/security.md).
  */
 import type { Logger } from '../../shared/logger.ts';
 import type { WireResponse } from '../../shared/tc-wire.ts';

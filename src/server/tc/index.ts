@@ -39,6 +39,7 @@ import type { TcNodeContext, TcNodeOptions, TcService } from '../tc-node.ts';
 import { errorToWire } from './mapping.ts';
 import type { WireLeader } from '../../shared/tc-wire.ts';
 import { RmChannelHub } from './rm-hub.ts';
+import { quotaOf } from '../security/quotas.ts';
 import { TcGrpcService, type TcStoreAccess } from './service.ts';
 import { txRoutes } from '../http/tx-routes.ts';
 import { TxQuery } from './tx-query.ts';
@@ -268,6 +269,7 @@ export async function serveTc(
     logger: ctx.logger,
     acceptsChannels: () => sessions.takesRmChannels(),
     notLeader: () => errorToWire(store.notLeaderError(), leaderOf),
+    maxChannelsOf: (app) => quotaOf(config.security.quotas, app).maxRmChannels,
     ...(options.rmHeartbeatIntervalMs !== undefined
       ? { heartbeatIntervalMs: options.rmHeartbeatIntervalMs }
       : {}),
@@ -316,6 +318,8 @@ export async function serveTc(
     host: config.server.host,
     port: config.server.tcPort,
     logger: ctx.logger,
+    tls: ctx.tls,
+    quotas: config.security.quotas,
     registry: ctx.metrics.registry,
     txMetrics,
   });

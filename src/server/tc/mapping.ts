@@ -258,6 +258,7 @@ const WIRE_CODES: Record<string, WireErrorCode> = {
   NOT_LEADER: 'ERROR_CODE_NOT_LEADER',
   TIMEOUT: 'ERROR_CODE_TIMEOUT',
   BAD_REQUEST: 'ERROR_CODE_BAD_REQUEST',
+  UNAUTHORIZED: 'ERROR_CODE_PERMISSION_DENIED',
   // The command may or may not have been applied: the same answer as a timeout.
   PROPOSAL_DROPPED: 'ERROR_CODE_TIMEOUT',
   UNAVAILABLE: 'ERROR_CODE_UNAVAILABLE',
@@ -280,7 +281,7 @@ export function errorToWire(
   const code = WIRE_CODES[err.code] ?? 'ERROR_CODE_INTERNAL';
   const wire: WireError = {
     code,
-    message: err.message,
+    message: clientMessage(err),
     retryable:
       code === 'ERROR_CODE_NOT_LEADER' ||
       code === 'ERROR_CODE_UNAVAILABLE' ||
@@ -295,6 +296,23 @@ export function errorToWire(
   if (err instanceof IllegalStatusError) wire.globalStatus = globalStatusToCode(err.globalStatus);
   return wire;
 }
+
+/**
+ * What a client is told of an error. An error that wraps a foreign one (a database driver's,
+ * whose text may name hosts, users, tables or a DSN) is told by its kind only; its details
+ * stay in the node's log (docs/security.md).
+ */
+export function clientMessage(err: ConcordError): string {
+  const cause = (err as { cause?: unknown }).cause;
+  if (cause === undefined || cause instanceof ConcordError) return err.message;
+  return `${FOREIGN_FAILURE[err.code] ?? 'the request failed'} (${err.name}; details in the node's log)`;
+}
+
+const FOREIGN_FAILURE: Partial<Record<string, string>> = {
+  UNAVAILABLE: 'the session store is unavailable; try again',
+  TIMEOUT: 'the session store did not answer in time; the outcome is unknown',
+  INTERNAL: 'the session store refused the request',
+};
 
 export function isInternal(err: unknown): boolean {
   return !(err instanceof ConcordError) || WIRE_CODES[err.code] === undefined;

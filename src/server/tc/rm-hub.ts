@@ -37,7 +37,14 @@ import {
   type BranchSession,
   type BranchStatus,
 } from '../../coordinator/index.ts';
-import { BadRequestError, ConcordError, TimeoutError } from '../../shared/errors.ts';
+import {
+  BadRequestError,
+  CapacityError,
+  ConcordError,
+  TimeoutError,
+  UnauthorizedError,
+} from '../../shared/errors.ts';
+import { requireApp, requireOwnClientId, type Caller } from './auth.ts';
 import type { Logger } from '../../shared/logger.ts';
 import { branchTypeToCode } from '../../shared/tc-codes.ts';
 import { RmCallFailedError, RmUnavailableError } from './errors.ts';
@@ -66,6 +73,11 @@ import { chooseRm, routeKey } from './rm-route.ts';
 
 type RmToTcWire = Decoded<RmToTcFields, 'message'>;
 type TcToRmWire = OneOf<TcToRmFields>;
+function samePrincipal(a: Caller, b: Caller): boolean {
+  if (a === null || b === null) return a === b;
+  return a.app === b.app && a.admin === b.admin;
+}
+
 export type RmStream = grpc.ServerDuplexStream<RmToTcWire, TcToRmWire>;
 
 export interface RmChannelHubOptions {
@@ -82,6 +94,8 @@ export interface RmChannelHubOptions {
   /** Default RM_RECONNECT_GRACE_MS. */
   reconnectGraceMs?: number;
   now?: () => number;
+  /** Registered channels one application may hold (security.quotas); default no bound. */
+  maxChannelsOf?: (applicationId: string) => number;
 }
 
 interface Pending {
@@ -96,6 +110,8 @@ interface Channel {
   peer: string;
   openedAt: number;
   lastHeardAt: number;
+  /** Who opened the channel (auth.ts): null in insecure mode. */
+  caller: Caller;
   /** Set once the RM registered. */
   clientId: string | null;
   applicationId: string;
@@ -187,7 +203,7 @@ export class RmChannelHub implements BranchGateway {
   }
 
   /** The RmChannel handler: one call per connected RM. Never throws. */
-  handle(stream: RmStream): void {
+  handle(stream: RmStream, caller: Caller = null): void {
     const peer = safePeer(stream);
     if (this.closed) {
       this.refuse(stream, {
@@ -213,6 +229,7 @@ export class RmChannelHub implements BranchGateway {
       peer,
       openedAt: now,
       lastHeardAt: now,
+      caller,
       clientId: null,
       applicationId: '',
       group: '',
@@ -401,7 +418,14 @@ export class RmChannelHub implements BranchGateway {
       if (!(err instanceof ConcordError))
         this.log.error({ err, peer: channel.peer }, 'RM channel message handling failed');
       this.drop(channel, message, true, {
-        code: err instanceof BadRequestError ? 'ERROR_CODE_BAD_REQUEST' : 'ERROR_CODE_INTERNAL',
+        code:
+          err instanceof BadRequestError
+            ? 'ERROR_CODE_BAD_REQUEST'
+            : err instanceof UnauthorizedError
+              ? 'ERROR_CODE_PERMISSION_DENIED'
+              : err instanceof CapacityError
+                ? 'ERROR_CODE_CAPACITY'
+                : 'ERROR_CODE_INTERNAL',
         message,
         retryable: false,
       });
@@ -424,7 +448,25 @@ export class RmChannelHub implements BranchGateway {
       this.drop(channel, 'not the leader', false);
       return;
     }
+    // An RM registers for its own application, and a client id belongs to one principal:
+    // a second registration of it by another principal is refused, not an eviction.
+    requireApp(channel.caller, applicationId, 'an RM channel');
+    requireOwnClientId(channel.caller, clientId);
     const previous = this.byClient.get(clientId);
+    if (previous && previous !== channel && !samePrincipal(previous.caller, channel.caller))
+      throw new UnauthorizedError(
+        `client id ${clientId} is registered by another principal; choose another client id`,
+      );
+    const quota = this.opts.maxChannelsOf?.(applicationId) ?? Infinity;
+    if (quota !== Infinity) {
+      let held = 0;
+      for (const c of this.byClient.values())
+        if (c.applicationId === applicationId && c !== previous) held++;
+      if (held >= quota)
+        throw new CapacityError(
+          `application ${applicationId} holds ${held} RM channels, its quota; close one or raise security.quotas`,
+        );
+    }
     if (previous && previous !== channel) {
       this.drop(previous, `replaced by a newer channel of ${clientId}`, true, {
         code: 'ERROR_CODE_UNAVAILABLE',

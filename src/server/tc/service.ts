@@ -24,7 +24,8 @@ import {
   type MarkResolvedRequest,
   type RegisterBranchRequest,
 } from '../../coordinator/index.ts';
-import { BadRequestError, NotLeaderError } from '../../shared/errors.ts';
+import { BadRequestError, CapacityError, NotLeaderError } from '../../shared/errors.ts';
+import { DEFAULT_QUOTAS, quotaOf, type QuotasConfig } from '../security/quotas.ts';
 import type { Xid } from '../../shared/ids.ts';
 import type { Logger } from '../../shared/logger.ts';
 import { globalStatusToCode } from '../../shared/tc-codes.ts';
@@ -78,6 +79,14 @@ import { ATTR_RESULT, ATTR_TC_METHOD, ATTR_XID, SpanKind, tracer } from '../../s
 import type { RmChannelHub } from './rm-hub.ts';
 import { AUDITED_METHODS, OPERATOR_METADATA_KEY, auditOperatorCall } from './audit.ts';
 import type { TcMetrics } from './tc-metrics.ts';
+import {
+  OwnerCache,
+  principalOf,
+  requireAdmin,
+  requireApp,
+  requireOwnClientId,
+  type Caller,
+} from './auth.ts';
 
 /** Sessions one filtered ListSessions page may scan before it returns (with a token to go on). */
 export const MAX_LIST_SCAN = 10_000;
@@ -111,6 +120,14 @@ export interface TcGrpcServiceOptions {
   registry?: Registry;
   /** Transaction metrics fed from each call's answer. */
   txMetrics?: TcMetrics;
+  /**
+   * TLS with client certificates required (the cluster's CA, this node's certificate and
+   * key); callers are authorized by the application their certificate names (auth.ts).
+   * Null or absent: plaintext, nothing checked (insecure mode).
+   */
+  tls?: { ca: Buffer; cert: Buffer; key: Buffer } | null;
+  /** Per-application quotas (security/quotas.ts); default DEFAULT_QUOTAS. */
+  quotas?: QuotasConfig;
 }
 
 /**
@@ -128,6 +145,23 @@ interface Edge {
   coordinator: Coordinator;
   hub: RmChannelHub;
 }
+
+/** Methods only the admin role may call. */
+const OPERATOR_METHODS: ReadonlySet<string> = new Set([
+  'retryNow',
+  'stopRetry',
+  'resumeRetry',
+  'markResolved',
+  'listSessions',
+]);
+/** Methods on one transaction that only the application that began it may call. */
+const OWNER_METHODS: ReadonlySet<string> = new Set([
+  'commit',
+  'rollback',
+  'getStatus',
+  'globalReport',
+  'getSession',
+]);
 
 /** A method whose request is one xid and whose answer is the global status reached. */
 const statusOf = (
@@ -232,6 +266,10 @@ export class TcGrpcService {
   private readonly server: grpc.Server;
   private boundPort = 0;
   private callStreams = 0;
+  private readonly owners = new OwnerCache();
+  private readonly quotas: QuotasConfig;
+  /** Unary calls in flight by connection (its peer address). */
+  private readonly unaryInflight = new Map<string, number>();
   /** One per open Calls stream: ends it once its calls in flight are answered (close()). */
   private readonly drains = new Set<() => void>();
   private readonly metrics: {
@@ -241,6 +279,7 @@ export class TcGrpcService {
 
   constructor(options: TcGrpcServiceOptions) {
     this.opts = options;
+    this.quotas = options.quotas ?? DEFAULT_QUOTAS;
     this.coordinator = options.coordinator;
     this.store = options.store;
     this.log = options.logger.child({ component: 'tc-service' });
@@ -256,7 +295,28 @@ export class TcGrpcService {
         call: grpc.ServerUnaryCall<unknown, WireResponse>,
         callback: grpc.sendUnaryData<WireResponse>,
       ) => {
-        void this.execute(method, call.request).then((response) => {
+        // In-flight unary calls per connection are bounded: beyond, a definite refusal.
+        const peer = call.getPeer();
+        const inflight = this.unaryInflight.get(peer) ?? 0;
+        if (inflight >= this.quotas.maxInflightUnaryPerConnection) {
+          callback(
+            null,
+            failed(
+              errorToWire(
+                new CapacityError(
+                  `${inflight} unary calls in flight on this connection, the limit; wait for answers`,
+                ),
+                this.opts.leaderOf,
+              ),
+            ),
+          );
+          return;
+        }
+        this.unaryInflight.set(peer, inflight + 1);
+        void this.execute(method, call.request, this.callerOf(call)).then((response) => {
+          const left = (this.unaryInflight.get(peer) ?? 1) - 1;
+          if (left === 0) this.unaryInflight.delete(peer);
+          else this.unaryInflight.set(peer, left);
           if (AUDITED_METHODS.has(method))
             auditOperatorCall(
               this.log,
@@ -274,7 +334,8 @@ export class TcGrpcService {
     }
     handlers.Calls = (call: grpc.ServerDuplexStream<CallBatchWire, ResultBatchWire>) =>
       this.onCallStream(call);
-    handlers.RmChannel = (call: Parameters<RmChannelHub['handle']>[0]) => options.hub.handle(call);
+    handlers.RmChannel = (call: Parameters<RmChannelHub['handle']>[0]) =>
+      options.hub.handle(call, this.callerOf(call as never));
     this.server.addService(tcServiceConstructor().service, handlers);
     this.metrics = options.registry ? this.createMetrics(options.registry) : null;
   }
@@ -285,13 +346,22 @@ export class TcGrpcService {
       const address = this.opts.host.includes(':')
         ? `[${this.opts.host}]:${this.opts.port}`
         : `${this.opts.host}:${this.opts.port}`;
-      this.server.bindAsync(address, grpc.ServerCredentials.createInsecure(), (err, port) => {
+      const tls = this.opts.tls ?? null;
+      const credentials =
+        tls === null
+          ? grpc.ServerCredentials.createInsecure()
+          : grpc.ServerCredentials.createSsl(
+              tls.ca,
+              [{ cert_chain: tls.cert, private_key: tls.key }],
+              true,
+            );
+      this.server.bindAsync(address, credentials, (err, port) => {
         if (err) {
           reject(err);
           return;
         }
         this.boundPort = port;
-        this.log.info({ address, port }, 'TC gRPC service listening');
+        this.log.info({ address, port, tls: tls !== null }, 'TC gRPC service listening');
         resolve(port);
       });
     });
@@ -324,15 +394,18 @@ export class TcGrpcService {
   // -------------------------------------------------------------------------------------
   // One call, unary or multiplexed: never rejects.
 
-  async execute(method: Method, request: unknown): Promise<WireResponse> {
+  async execute(method: Method, request: unknown, caller: Caller = null): Promise<WireResponse> {
     const started = performance.now();
     // A no-op span unless the process registered a tracer provider.
     const span = tracer().startSpan(`concord.tc.${method}`, { kind: SpanKind.SERVER });
     let response: WireResponse;
     try {
-      response = await this.dispatch(method, request);
+      response = await this.dispatch(method, request, caller);
     } catch (err) {
       if (isInternal(err)) this.log.error({ err, method }, 'TC call failed unexpectedly');
+      else if ((err as { cause?: unknown }).cause !== undefined)
+        // A wrapped foreign failure (the database's): its details are told only here.
+        this.log.warn({ method, err }, 'TC call failed in the session store');
       else this.log.debug({ method, err: (err as Error).message }, 'TC call refused');
       response = failed(errorToWire(err, this.opts.leaderOf));
     }
@@ -358,12 +431,72 @@ export class TcGrpcService {
     if (!this.store.hasLeaderRole()) throw this.store.notLeaderError();
   }
 
-  private async dispatch(method: Method, request: unknown): Promise<WireResponse> {
+  /**
+   * The caller of a call under TLS: the principal its certificate names. A TLS connection
+   * always carries one (the handshake requires a certificate of the CA).
+   */
+  private callerOf(call: Parameters<typeof principalOf>[0]): Caller {
+    if ((this.opts.tls ?? null) === null) return null;
+    return principalOf(call) ?? { app: null, admin: false };
+  }
+
+  private async dispatch(method: Method, request: unknown, caller: Caller): Promise<WireResponse> {
+    if (OPERATOR_METHODS.has(method)) requireAdmin(caller, method);
     if (method === 'listSessions') return this.listSessions(request as ListSessionsRequestWire);
     const spec = METHODS[method] as MethodSpec<unknown>;
     const decoded = spec.decode(request);
     this.requireLeader();
-    return ok(await spec.call({ coordinator: this.coordinator, hub: this.opts.hub }, decoded));
+    if (caller !== null) await this.authorize(method, decoded, caller);
+    if (method === 'begin') this.checkBeginQuota(decoded as BeginRequest);
+    const answer = await spec.call({ coordinator: this.coordinator, hub: this.opts.hub }, decoded);
+    if (method === 'begin')
+      this.owners.set((answer as { xid: string }).xid, (decoded as BeginRequest).applicationId);
+    return ok(answer);
+  }
+
+  /** Refuses (UnauthorizedError, nothing proposed) what the caller's application may not do. */
+  private async authorize(method: Method, decoded: unknown, caller: Caller): Promise<void> {
+    if (caller === null || caller.admin) return;
+    if (method === 'begin' || method === 'branchRegister') {
+      requireApp(caller, (decoded as { applicationId: string }).applicationId, method);
+      if (method === 'branchRegister')
+        requireOwnClientId(caller, (decoded as RegisterBranchRequest).clientId);
+      return;
+    }
+    const xid = (decoded as { xid?: Xid }).xid;
+    if (xid === undefined) return;
+    if (OWNER_METHODS.has(method)) {
+      const owner = await this.ownerOf(xid);
+      if (owner !== null) requireApp(caller, owner, `transaction ${xid}`);
+      return;
+    }
+    if (method === 'branchReport') {
+      const branchId = (decoded as BranchReportRequest).branchId;
+      const app = await this.store.read(
+        (state) =>
+          state.getSession(xid)?.branches.find((b) => b.branchId === branchId)?.applicationId ??
+          null,
+      );
+      if (app !== null) requireApp(caller, app, `branch ${branchId}`);
+    }
+  }
+
+  /** A Begin asking a timeout beyond its application's maximum is refused (nothing proposed). */
+  private checkBeginQuota(r: BeginRequest): void {
+    const max = quotaOf(this.quotas, r.applicationId).maxTransactionTimeoutMs;
+    if (r.timeoutMs > max)
+      throw new CapacityError(
+        `timeoutMs ${r.timeoutMs} exceeds the maximum transaction timeout of application ${r.applicationId} (${max} ms)`,
+      );
+  }
+
+  /** The application that began `xid`, or null if it is not live (finished or unknown). */
+  private async ownerOf(xid: Xid): Promise<string | null> {
+    const known = this.owners.get(xid);
+    if (known !== undefined) return known;
+    const app = await this.store.read((state) => state.getSession(xid)?.applicationId ?? null);
+    if (app !== null) this.owners.set(xid, app);
+    return app;
   }
 
   /** A bounded page of live sessions in xid order (linearizable, like every read). */
@@ -411,6 +544,7 @@ export class TcGrpcService {
   // The multiplexed call stream
 
   private onCallStream(call: grpc.ServerDuplexStream<CallBatchWire, ResultBatchWire>): void {
+    const caller = this.callerOf(call);
     if (this.callStreams >= MAX_CALL_STREAMS) {
       call.emit('error', {
         code: grpc.status.RESOURCE_EXHAUSTED,
@@ -510,7 +644,7 @@ export class TcGrpcService {
           continue;
         }
         inflight++;
-        void this.execute(kind, c[kind]).then((response) => {
+        void this.execute(kind, c[kind], caller).then((response) => {
           inflight--;
           push({ id, [kind]: response });
         });

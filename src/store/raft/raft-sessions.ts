@@ -11,6 +11,7 @@
  *   store.close(); await sessions.stop();
  */
 import type { CoordinatorStateView } from '../../coordinator/index.ts';
+import type { PeerTls } from '../../raft/transport/tls.ts';
 import type { Logger } from '../../shared/logger.ts';
 import type { ConfChange, NodeId } from '../../raft/core/types.ts';
 import type { RaftObserver, RaftStateChange } from '../../raft/driver.ts';
@@ -27,6 +28,8 @@ export interface RaftSessionsOptions {
   observer?: RaftObserver;
   /** Called once if the Raft node fail-stops (failed disk write, broken invariant). */
   onFatal?: (error: unknown) => void;
+  /** Mutual TLS on the raft port (RaftNodeOptions.tls); null: plaintext (insecure mode). */
+  tls?: PeerTls | null;
 }
 
 /** What the shell reads and asks of the Raft node: status, changes, membership, transfer. */
@@ -65,6 +68,7 @@ export function createRaftSessions(options: RaftSessionsOptions): RaftSessions {
     logger: options.logger,
     ...(options.observer ? { observer: options.observer } : {}),
     ...(options.onFatal ? { onFatal: options.onFatal } : {}),
+    tls: options.tls ?? null,
   });
   const control: RaftNodeControl = {
     id: options.config.nodeId,
