@@ -145,54 +145,132 @@ async function stopAll(procs: ChildProcess[]): Promise<void> {
   for (const p of procs) if (p.exitCode === null && p.signalCode === null) p.kill('SIGKILL');
 }
 
+interface ConcordNode {
+  id: string;
+  raft: number;
+  http: number;
+}
+
+/** Starts one kv-main node; resolves once it listens, rejects if it exits first. */
+function spawnConcordNode(
+  n: ConcordNode,
+  nodes: ConcordNode[],
+  dir: string,
+  nodeArgs: string[],
+  procs: ChildProcess[],
+): Promise<void> {
+  return new Promise<void>((ok, fail) => {
+    const peers = nodes
+      .filter((p) => p.id !== n.id)
+      .map((p) => `${p.id}=127.0.0.1:${p.raft}`)
+      .join(',');
+    const proc = spawn(
+      process.execPath,
+      [
+        ...nodeArgs,
+        '--import',
+        'tsx',
+        'test/node/kv-main.ts',
+        '--id',
+        n.id,
+        '--raft',
+        `127.0.0.1:${n.raft}`,
+        '--http',
+        `127.0.0.1:${n.http}`,
+        '--peers',
+        peers,
+        '--data-dir',
+        join(dir, n.id),
+        '--log-level',
+        'warn',
+      ],
+      { cwd: REPO_ROOT, stdio: ['ignore', 'pipe', 'pipe'] },
+    );
+    children.add(proc);
+    procs.push(proc);
+    proc.once('exit', () => children.delete(proc));
+    proc.stderr!.pipe(createWriteStream(join(dir, `${n.id}.log`)));
+    createInterface({ input: proc.stdout! }).on('line', (line) => {
+      if (line.includes('"event":"listening"')) ok();
+    });
+    proc.once('exit', (code) =>
+      fail(new Error(`concord ${n.id} exited with ${code}; see ${dir}/${n.id}.log`)),
+    );
+  });
+}
+
+/** A Concord node's counters at one moment (from GET /status). */
+interface Totals {
+  syncedWrites: number;
+  entriesWritten: number;
+  syncMsTotal: number;
+  rounds: number;
+  roundEntries: number;
+  reads: number;
+  snapshots: number;
+  at: number;
+}
+
+interface ConcordStatus {
+  role: string;
+  storage: { syncedWrites: number; entriesWritten: number; syncMsTotal: number };
+  counters?: {
+    rounds: number;
+    entriesPersisted: number;
+    readsCompleted: number;
+    snapshotsTaken: number;
+  };
+}
+
+function totalsOf(st: ConcordStatus): Totals {
+  const c = st.counters;
+  return {
+    ...st.storage,
+    rounds: c?.rounds ?? 0,
+    roundEntries: c?.entriesPersisted ?? 0,
+    reads: c?.readsCompleted ?? 0,
+    snapshots: c?.snapshotsTaken ?? 0,
+    at: Date.now(),
+  };
+}
+
+/** One node's part of the diagnostics line: what changed since `p`. */
+function describeDelta(id: string, role: string, now: Totals, p: Totals | undefined): string {
+  const d = (k: keyof Totals) => now[k] - (p?.[k] ?? 0);
+  const writes = d('syncedWrites');
+  const rounds = d('rounds');
+  const secs = p ? d('at') / 1000 : NaN;
+  return (
+    `${id}(${role}) ${writes} synced writes, ${(d('entriesWritten') / Math.max(1, writes)).toFixed(1)} entries/write, ${(d('syncMsTotal') / Math.max(1, writes)).toFixed(2)} ms/write, ` +
+    `${Number.isNaN(secs) ? '-' : (rounds / secs).toFixed(0)} rounds/s, ${(d('roundEntries') / Math.max(1, rounds)).toFixed(2)} entries/round, ${(d('reads') / Math.max(1, rounds)).toFixed(2)} reads/round, ${d('snapshots')} snapshots`
+  );
+}
+
+/** The diagnostics of a Concord cluster: each call describes the change since the last. */
+function concordDiagnostics(nodes: ConcordNode[]): () => Promise<string> {
+  let previous = new Map<string, Totals>();
+  return async () => {
+    const parts: string[] = [];
+    const next = new Map<string, Totals>();
+    for (const n of nodes) {
+      const r = await httpCall(undefined, n.http, 'GET', '/status').catch(() => null);
+      if (!r || r.status !== 200) continue;
+      const st = JSON.parse(r.body) as ConcordStatus;
+      const now = totalsOf(st);
+      next.set(n.id, now);
+      parts.push(describeDelta(n.id, st.role, now, previous.get(n.id)));
+    }
+    previous = next;
+    return parts.join('; ');
+  };
+}
+
 async function startConcord(dir: string, nodeArgs: string[]): Promise<System> {
   const procs: ChildProcess[] = [];
   const nodes = await Promise.all(
     NODE_IDS.map(async (id) => ({ id, raft: await freePort(), http: await freePort() })),
   );
-  await Promise.all(
-    nodes.map(
-      (n) =>
-        new Promise<void>((ok, fail) => {
-          const peers = nodes
-            .filter((p) => p.id !== n.id)
-            .map((p) => `${p.id}=127.0.0.1:${p.raft}`)
-            .join(',');
-          const proc = spawn(
-            process.execPath,
-            [
-              ...nodeArgs,
-              '--import',
-              'tsx',
-              'test/node/kv-main.ts',
-              '--id',
-              n.id,
-              '--raft',
-              `127.0.0.1:${n.raft}`,
-              '--http',
-              `127.0.0.1:${n.http}`,
-              '--peers',
-              peers,
-              '--data-dir',
-              join(dir, n.id),
-              '--log-level',
-              'warn',
-            ],
-            { cwd: REPO_ROOT, stdio: ['ignore', 'pipe', 'pipe'] },
-          );
-          children.add(proc);
-          procs.push(proc);
-          proc.once('exit', () => children.delete(proc));
-          proc.stderr!.pipe(createWriteStream(join(dir, `${n.id}.log`)));
-          createInterface({ input: proc.stdout! }).on('line', (line) => {
-            if (line.includes('"event":"listening"')) ok();
-          });
-          proc.once('exit', (code) =>
-            fail(new Error(`concord ${n.id} exited with ${code}; see ${dir}/${n.id}.log`)),
-          );
-        }),
-    ),
-  );
+  await Promise.all(nodes.map((n) => spawnConcordNode(n, nodes, dir, nodeArgs, procs)));
   const leaderPort = () =>
     until('a Concord leader', async () => {
       for (const n of nodes) {
@@ -202,60 +280,10 @@ async function startConcord(dir: string, nodeArgs: string[]): Promise<System> {
       }
       return null;
     });
-  interface Totals {
-    syncedWrites: number;
-    entriesWritten: number;
-    syncMsTotal: number;
-    rounds: number;
-    roundEntries: number;
-    reads: number;
-    snapshots: number;
-    at: number;
-  }
-  let previous = new Map<string, Totals>();
-  const diagnostics = async () => {
-    const parts: string[] = [];
-    const next = new Map<string, Totals>();
-    for (const n of nodes) {
-      const r = await httpCall(undefined, n.http, 'GET', '/status').catch(() => null);
-      if (!r || r.status !== 200) continue;
-      const st = JSON.parse(r.body) as {
-        role: string;
-        storage: { syncedWrites: number; entriesWritten: number; syncMsTotal: number };
-        counters?: {
-          rounds: number;
-          entriesPersisted: number;
-          readsCompleted: number;
-          snapshotsTaken: number;
-        };
-      };
-      const c = st.counters;
-      const now: Totals = {
-        ...st.storage,
-        rounds: c?.rounds ?? 0,
-        roundEntries: c?.entriesPersisted ?? 0,
-        reads: c?.readsCompleted ?? 0,
-        snapshots: c?.snapshotsTaken ?? 0,
-        at: Date.now(),
-      };
-      next.set(n.id, now);
-      const p = previous.get(n.id);
-      const d = (k: keyof Totals) => now[k] - (p?.[k] ?? 0);
-      const writes = d('syncedWrites');
-      const rounds = d('rounds');
-      const secs = p ? d('at') / 1000 : NaN;
-      parts.push(
-        `${n.id}(${st.role}) ${writes} synced writes, ${(d('entriesWritten') / Math.max(1, writes)).toFixed(1)} entries/write, ${(d('syncMsTotal') / Math.max(1, writes)).toFixed(2)} ms/write, ` +
-          `${Number.isNaN(secs) ? '-' : (rounds / secs).toFixed(0)} rounds/s, ${(d('roundEntries') / Math.max(1, rounds)).toFixed(2)} entries/round, ${(d('reads') / Math.max(1, rounds)).toFixed(2)} reads/round, ${d('snapshots')} snapshots`,
-      );
-    }
-    previous = next;
-    return parts.join('; ');
-  };
   return {
     name: 'concord',
     leaderPort,
-    diagnostics,
+    diagnostics: concordDiagnostics(nodes),
     async put(agent, port, key, value) {
       const r = await httpCall(agent, port, 'PUT', `/kv/${encodeURIComponent(key)}`, value);
       return r.status === 200;
@@ -284,6 +312,62 @@ function ensureEtcd(): string {
   return bin;
 }
 
+interface EtcdMember {
+  id: string;
+  client: number;
+  peer: number;
+}
+
+function etcdArgs(m: EtcdMember, dir: string, initialCluster: string): string[] {
+  return [
+    '--name',
+    m.id,
+    '--data-dir',
+    join(dir, m.id),
+    '--listen-client-urls',
+    `http://127.0.0.1:${m.client}`,
+    '--advertise-client-urls',
+    `http://127.0.0.1:${m.client}`,
+    '--listen-peer-urls',
+    `http://127.0.0.1:${m.peer}`,
+    '--initial-advertise-peer-urls',
+    `http://127.0.0.1:${m.peer}`,
+    '--initial-cluster',
+    initialCluster,
+    '--initial-cluster-token',
+    'concord-bench',
+    '--initial-cluster-state',
+    'new',
+    '--heartbeat-interval',
+    '100',
+    '--election-timeout',
+    '1000',
+    '--logger',
+    'zap',
+    '--log-level',
+    'warn',
+  ];
+}
+
+function etcdLeaderPort(members: EtcdMember[]): Promise<number> {
+  return until('an etcd leader', async () => {
+    for (const m of members) {
+      const r = await httpCall(
+        undefined,
+        m.client,
+        'POST',
+        '/v3/maintenance/status',
+        '{}',
+        'application/json',
+      ).catch(() => null);
+      if (!r || r.status !== 200) continue;
+      const s = JSON.parse(r.body) as { header?: { member_id?: string }; leader?: string };
+      if (s.leader && s.header?.member_id === s.leader) return m.client;
+    }
+    return null;
+  });
+}
+
 async function startEtcd(dir: string, bin: string): Promise<System> {
   const procs: ChildProcess[] = [];
   const members = await Promise.all(
@@ -295,64 +379,18 @@ async function startEtcd(dir: string, bin: string): Promise<System> {
   );
   const initialCluster = members.map((m) => `${m.id}=http://127.0.0.1:${m.peer}`).join(',');
   for (const m of members) {
-    const proc = spawn(
-      bin,
-      [
-        '--name',
-        m.id,
-        '--data-dir',
-        join(dir, m.id),
-        '--listen-client-urls',
-        `http://127.0.0.1:${m.client}`,
-        '--advertise-client-urls',
-        `http://127.0.0.1:${m.client}`,
-        '--listen-peer-urls',
-        `http://127.0.0.1:${m.peer}`,
-        '--initial-advertise-peer-urls',
-        `http://127.0.0.1:${m.peer}`,
-        '--initial-cluster',
-        initialCluster,
-        '--initial-cluster-token',
-        'concord-bench',
-        '--initial-cluster-state',
-        'new',
-        '--heartbeat-interval',
-        '100',
-        '--election-timeout',
-        '1000',
-        '--logger',
-        'zap',
-        '--log-level',
-        'warn',
-      ],
-      { stdio: ['ignore', 'ignore', 'pipe'] },
-    );
+    const proc = spawn(bin, etcdArgs(m, dir, initialCluster), {
+      stdio: ['ignore', 'ignore', 'pipe'],
+    });
     children.add(proc);
     procs.push(proc);
     proc.once('exit', () => children.delete(proc));
     proc.stderr!.pipe(createWriteStream(join(dir, `${m.id}.log`)));
   }
-  const leaderPort = () =>
-    until('an etcd leader', async () => {
-      for (const m of members) {
-        const r = await httpCall(
-          undefined,
-          m.client,
-          'POST',
-          '/v3/maintenance/status',
-          '{}',
-          'application/json',
-        ).catch(() => null);
-        if (!r || r.status !== 200) continue;
-        const s = JSON.parse(r.body) as { header?: { member_id?: string }; leader?: string };
-        if (s.leader && s.header?.member_id === s.leader) return m.client;
-      }
-      return null;
-    });
   const b64 = (s: string) => Buffer.from(s).toString('base64');
   return {
     name: 'etcd',
-    leaderPort,
+    leaderPort: () => etcdLeaderPort(members),
     diagnostics: async () => null,
     async put(agent, port, key, value) {
       const r = await httpCall(
@@ -484,7 +522,7 @@ function table(results: Result[], opts: Options): string {
   ].join('\n');
 }
 
-export async function main(args: string[]): Promise<void> {
+function parseOptions(args: string[]): Options {
   const program = new Command()
     .name('bench raft')
     .option('--duration <s>', 'measured seconds per concurrency level', '10')
@@ -528,6 +566,42 @@ export async function main(args: string[]): Promise<void> {
     );
   }
   if (o.only !== undefined && opts.only === null) throw new Error('--only takes concord or etcd');
+  return opts;
+}
+
+/** Runs every concurrency level on every system, alternating between them. */
+async function runLevels(systems: System[], opts: Options, results: Result[]): Promise<void> {
+  for (const sys of systems) await sys.diagnostics(); // baseline for the per-level deltas
+  for (const [round, c] of opts.concurrency.entries()) {
+    for (const sys of systems) {
+      log(
+        `${sys.name}: ${c} concurrent proposer(s), ${opts.warmupS}s warm-up + ${opts.durationS}s measured ...`,
+      );
+      const r = await runLevel(sys, c, opts, round);
+      log(
+        `${sys.name}: c=${c}  ${r.perSecond.toFixed(0)} writes/s  p50 ${r.p50Ms.toFixed(2)} ms  p99 ${r.p99Ms.toFixed(2)} ms  errors ${r.errors}`,
+      );
+      const diag = await sys.diagnostics();
+      if (diag) log(`${sys.name}:   disk (warm-up included): ${diag}`);
+      results.push(r);
+    }
+  }
+}
+
+function printResults(results: Result[], opts: Options): void {
+  process.stdout.write(
+    `\nThree-node clusters on loopback, ${opts.valueBytes}-byte values, ${opts.durationS}s per level; writes/s and latency of acknowledged writes.\n\n`,
+  );
+  process.stdout.write(`${table(results, opts)}\n`);
+  const errs = results.filter((r) => r.errors > 0);
+  if (errs.length > 0)
+    process.stdout.write(
+      `\nerrors: ${errs.map((r) => `${r.system} c=${r.concurrency}: ${r.errors}`).join(', ')}\n`,
+    );
+}
+
+export async function main(args: string[]): Promise<void> {
+  const opts = parseOptions(args);
   if (!existsSync(join(REPO_ROOT, 'test/node/kv-main.ts')))
     throw new Error('run from the Concord repository');
 
@@ -545,21 +619,7 @@ export async function main(args: string[]): Promise<void> {
   const results: Result[] = [];
   try {
     for (const n of names) systems.push(await bringUp(n, opts, etcdBin, dirs));
-    for (const sys of systems) await sys.diagnostics(); // baseline for the per-level deltas
-    for (const [round, c] of opts.concurrency.entries()) {
-      for (const sys of systems) {
-        log(
-          `${sys.name}: ${c} concurrent proposer(s), ${opts.warmupS}s warm-up + ${opts.durationS}s measured ...`,
-        );
-        const r = await runLevel(sys, c, opts, round);
-        log(
-          `${sys.name}: c=${c}  ${r.perSecond.toFixed(0)} writes/s  p50 ${r.p50Ms.toFixed(2)} ms  p99 ${r.p99Ms.toFixed(2)} ms  errors ${r.errors}`,
-        );
-        const diag = await sys.diagnostics();
-        if (diag) log(`${sys.name}:   disk (warm-up included): ${diag}`);
-        results.push(r);
-      }
-    }
+    await runLevels(systems, opts, results);
   } finally {
     for (const sys of systems) await sys.stop();
     killAll();
@@ -568,13 +628,5 @@ export async function main(args: string[]): Promise<void> {
       else await rm(d, { recursive: true, force: true });
     }
   }
-  process.stdout.write(
-    `\nThree-node clusters on loopback, ${opts.valueBytes}-byte values, ${opts.durationS}s per level; writes/s and latency of acknowledged writes.\n\n`,
-  );
-  process.stdout.write(`${table(results, opts)}\n`);
-  const errs = results.filter((r) => r.errors > 0);
-  if (errs.length > 0)
-    process.stdout.write(
-      `\nerrors: ${errs.map((r) => `${r.system} c=${r.concurrency}: ${r.errors}`).join(', ')}\n`,
-    );
+  printResults(results, opts);
 }

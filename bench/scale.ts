@@ -252,6 +252,122 @@ function table(rows: string[][]): string {
 const f0 = (n: number) => (Number.isFinite(n) ? n.toFixed(0) : '-');
 const f1 = (n: number) => (Number.isFinite(n) ? n.toFixed(1) : '-');
 
+/** What the summary lines report besides the per-node figures. */
+interface Timings {
+  fillMs: number;
+  restartMs: number;
+  failover: { newLeaderMs: number; firstCommitMs: number };
+  endMs: number;
+}
+
+async function figuresBefore(cluster: BenchCluster): Promise<NodeFigures[]> {
+  const figures: NodeFigures[] = [];
+  for (const n of cluster.nodes)
+    figures.push({
+      nodeId: n.nodeId,
+      before: await memoryOf(n),
+      filled: { rssMb: NaN, heapMb: NaN },
+      ended: null,
+      snapshotBytes: NaN,
+      snapshotMs: NaN,
+      logEntries: NaN,
+    });
+  return figures;
+}
+
+async function recordFilled(cluster: BenchCluster, figures: NodeFigures[]): Promise<void> {
+  for (const [i, n] of cluster.nodes.entries()) {
+    const m = await metricsOf(n);
+    const fig = figures[i]!;
+    fig.filled = await memoryOf(n);
+    fig.snapshotBytes = m?.get('concord_raft_last_snapshot_bytes') ?? NaN;
+    fig.snapshotMs = m?.get('concord_raft_last_snapshot_milliseconds') ?? NaN;
+    fig.logEntries = m?.get('concord_raft_log_entries') ?? NaN;
+  }
+}
+
+function figuresTable(figures: NodeFigures[], o: Options): string {
+  const rows = [
+    [
+      'node',
+      'RSS before',
+      'RSS filled',
+      'heap filled',
+      'B/tx (heap)',
+      'snapshot MB',
+      'snapshot ms',
+      'log entries',
+      'RSS ended',
+      'heap ended',
+    ],
+    ...figures.map((f) => [
+      f.nodeId,
+      f0(f.before.rssMb),
+      f0(f.filled.rssMb),
+      f0(f.filled.heapMb),
+      f0(((f.filled.heapMb - f.before.heapMb) * MB) / o.live),
+      f1(f.snapshotBytes / MB),
+      f0(f.snapshotMs),
+      f0(f.logEntries),
+      f0(f.ended?.rssMb ?? NaN),
+      f0(f.ended?.heapMb ?? NaN),
+    ]),
+  ];
+  return table(rows);
+}
+
+function report(figures: NodeFigures[], o: Options, t: Timings): void {
+  const { fillMs, restartMs, failover, endMs } = t;
+  console.log(
+    `\n(MB unless said; node restarts and the failover come between "filled" and "ended")`,
+  );
+  console.log(figuresTable(figures, o));
+  console.log(
+    `\nfill ${(fillMs / 1000).toFixed(1)} s (${Math.round(o.live / (fillMs / 1000))} tx/s) · follower restart ${restartMs} ms · new leader ${failover.newLeaderMs} ms · first commit after failover ${failover.firstCommitMs} ms · all ended in ${(endMs / 1000).toFixed(1)} s`,
+  );
+  // The killed nodes' figures after the fill were taken before they were killed: the max is over
+  // all.
+  const rssMax = Math.max(...figures.map((f) => f.filled.rssMb));
+  console.log(
+    `[bench scale] live ${o.live}: RSS max ${f0(rssMax)} MB, follower restart ${restartMs} ms, new leader ${failover.newLeaderMs} ms`,
+  );
+}
+
+/** Fills, restarts a follower, fails the leader over, then ends every transaction. */
+async function measure(cluster: BenchCluster, tc: TcClient, o: Options): Promise<void> {
+  await tc.start();
+  const clientId = `bench-scale-rm-${process.pid}`;
+  const rm = tc.openRmChannel({
+    ...APP,
+    clientId,
+    resourceIds: () => [RESOURCE],
+    handler: async (req) => (req.kind === 'commit' ? 'PhaseTwo_Committed' : 'PhaseTwo_Rollbacked'),
+  });
+  await rm.ready(15_000);
+  const figures = await figuresBefore(cluster);
+
+  const { xids, ms: fillMs } = await fill(tc, o, clientId);
+  await sleep(2_000); // followers apply the tail; a snapshot in progress ends
+  await recordFilled(cluster, figures);
+
+  const restartMs = await followerRestart(cluster, cluster.leaderId);
+  const failover = await leaderFailover(cluster, cluster.leaderId, tc, xids[0]!);
+  // The old leader comes back as a follower before the drain (three replicas again).
+  await until('the old leader back', async () => {
+    const md = await metadataOf(cluster.nodes.find((n) => n.nodeId === cluster.leaderId)!);
+    return md?.leaderId === failover.newLeaderId ? true : undefined;
+  });
+
+  const endMs = await fanOut('end', xids.length, o.concurrency, async (i) => {
+    const status = await tc.commit(xids[i]!);
+    if (status !== 'Committed' && status !== 'AsyncCommitting')
+      throw new Error(`commit of ${xids[i]} answered ${status}`);
+  });
+  await sleep(5_000); // async commits finish; the heap settles
+  for (const [i, n] of cluster.nodes.entries()) figures[i]!.ended = await memoryOf(n);
+  report(figures, o, { fillMs, restartMs, failover, endMs });
+}
+
 export async function main(args: string[]): Promise<void> {
   const o = parseOptions(args);
   const dir = await mkdtemp(join(tmpdir(), 'concord-bench-scale-'));
@@ -265,95 +381,7 @@ export async function main(args: string[]): Promise<void> {
   });
   const tc = new TcClient({ seeds: cluster.seeds });
   try {
-    await tc.start();
-    const clientId = `bench-scale-rm-${process.pid}`;
-    const rm = tc.openRmChannel({
-      ...APP,
-      clientId,
-      resourceIds: () => [RESOURCE],
-      handler: async (req) =>
-        req.kind === 'commit' ? 'PhaseTwo_Committed' : 'PhaseTwo_Rollbacked',
-    });
-    await rm.ready(15_000);
-
-    const figures: NodeFigures[] = [];
-    for (const n of cluster.nodes)
-      figures.push({
-        nodeId: n.nodeId,
-        before: await memoryOf(n),
-        filled: { rssMb: NaN, heapMb: NaN },
-        ended: null,
-        snapshotBytes: NaN,
-        snapshotMs: NaN,
-        logEntries: NaN,
-      });
-
-    const { xids, ms: fillMs } = await fill(tc, o, clientId);
-    await sleep(2_000); // followers apply the tail; a snapshot in progress ends
-    for (const [i, n] of cluster.nodes.entries()) {
-      const m = await metricsOf(n);
-      const fig = figures[i]!;
-      fig.filled = await memoryOf(n);
-      fig.snapshotBytes = m?.get('concord_raft_last_snapshot_bytes') ?? NaN;
-      fig.snapshotMs = m?.get('concord_raft_last_snapshot_milliseconds') ?? NaN;
-      fig.logEntries = m?.get('concord_raft_log_entries') ?? NaN;
-    }
-
-    const restartMs = await followerRestart(cluster, cluster.leaderId);
-    const failover = await leaderFailover(cluster, cluster.leaderId, tc, xids[0]!);
-    // The old leader comes back as a follower before the drain (three replicas again).
-    await until('the old leader back', async () => {
-      const md = await metadataOf(cluster.nodes.find((n) => n.nodeId === cluster.leaderId)!);
-      return md?.leaderId === failover.newLeaderId ? true : undefined;
-    });
-
-    const endMs = await fanOut('end', xids.length, o.concurrency, async (i) => {
-      const status = await tc.commit(xids[i]!);
-      if (status !== 'Committed' && status !== 'AsyncCommitting')
-        throw new Error(`commit of ${xids[i]} answered ${status}`);
-    });
-    await sleep(5_000); // async commits finish; the heap settles
-    for (const [i, n] of cluster.nodes.entries()) figures[i]!.ended = await memoryOf(n);
-
-    const rows = [
-      [
-        'node',
-        'RSS before',
-        'RSS filled',
-        'heap filled',
-        'B/tx (heap)',
-        'snapshot MB',
-        'snapshot ms',
-        'log entries',
-        'RSS ended',
-        'heap ended',
-      ],
-      ...figures.map((f) => [
-        f.nodeId,
-        f0(f.before.rssMb),
-        f0(f.filled.rssMb),
-        f0(f.filled.heapMb),
-        f0(((f.filled.heapMb - f.before.heapMb) * MB) / o.live),
-        f1(f.snapshotBytes / MB),
-        f0(f.snapshotMs),
-        f0(f.logEntries),
-        f0(f.ended?.rssMb ?? NaN),
-        f0(f.ended?.heapMb ?? NaN),
-      ]),
-    ];
-    console.log(
-      `\n(MB unless said; node restarts and the failover come between "filled" and "ended")`,
-    );
-    console.log(table(rows));
-    console.log(
-      `\nfill ${(fillMs / 1000).toFixed(1)} s (${Math.round(o.live / (fillMs / 1000))} tx/s) · follower restart ${restartMs} ms · new leader ${failover.newLeaderMs} ms · first commit after failover ${failover.firstCommitMs} ms · all ended in ${(endMs / 1000).toFixed(1)} s`,
-    );
-    // The killed nodes' figures after the fill were taken before they were killed: the max is over
-    // all.
-    const rssMax = Math.max(...figures.map((f) => f.filled.rssMb));
-    console.log(
-      `[bench scale] live ${o.live}: RSS max ${f0(rssMax)} MB, follower restart ${restartMs} ms, new leader ${failover.newLeaderMs} ms`,
-    );
+    await measure(cluster, tc, o);
   } finally {
     await tc.close();
     await cluster.stop();

@@ -31,6 +31,7 @@ import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Command } from 'commander';
 import { LockConflictError, TcClient } from '../src/client/tc-client.ts';
+import type { Xid } from '../src/shared/ids.ts';
 import { startCluster, type BenchCluster } from './lib/cluster.ts';
 import { describeWindow, sampleNodes, windowStats, type WindowStats } from './lib/node-stats.ts';
 import { sleep } from '../test/support/wait.ts';
@@ -141,6 +142,158 @@ function percentile(sorted: number[], p: number): number {
   return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]!;
 }
 
+/** What the workers count; `measuring` is true inside the measured window only. */
+interface Tally {
+  measuring: boolean;
+  stopping: boolean;
+  tx: number;
+  calls: number;
+  errors: number;
+  conflicts: number;
+  latencies: number[];
+  lastError: string;
+}
+
+/** One run's fixed parts, shared by its workers. */
+interface RunContext {
+  tc: TcClient;
+  scenario: Scenario;
+  transport: Transport;
+  o: Options;
+  clientId: string;
+  /** The status scenario's open transactions, one per TM. */
+  open: Xid[];
+  tally: Tally;
+}
+
+function openRmChannel(tc: TcClient, scenario: Scenario, clientId: string) {
+  return scenario === 'lock'
+    ? tc.openRmChannel({
+        applicationId: 'bench',
+        transactionServiceGroup: 'default',
+        clientId,
+        resourceIds: () => ['bench-db'],
+        handler: async (req) =>
+          req.kind === 'commit' ? 'PhaseTwo_Committed' : 'PhaseTwo_Rollbacked',
+      })
+    : null;
+}
+
+/** The status scenario reads transactions opened here, one per TM. */
+async function openStatusTransactions(tc: TcClient, scenario: Scenario, o: Options) {
+  return scenario === 'status'
+    ? await Promise.all(
+        Array.from({ length: o.concurrency }, () =>
+          tc.begin({
+            name: 'bench-status',
+            timeoutMs: TX_TIMEOUT_MS,
+            applicationId: 'bench',
+            transactionServiceGroup: 'default',
+          }),
+        ),
+      )
+    : [];
+}
+
+async function oneStatusRead(c: RunContext, worker: number, t0: number): Promise<void> {
+  const status = await c.tc.getStatus(c.open[worker]!);
+  if (status !== 'Begin') throw new Error(`status answered ${status}`);
+  if (c.tally.measuring) {
+    c.tally.tx++;
+    c.tally.calls++;
+    c.tally.latencies.push(performance.now() - t0);
+  }
+}
+
+/** Registers the lock scenario's branch; false when its row conflicted (rolled back). */
+async function registerLockBranch(c: RunContext, xid: Xid): Promise<boolean> {
+  const row = Math.floor(Math.random() * c.o.keySpace);
+  try {
+    await c.tc.branchRegister({
+      xid,
+      branchType: 'AT',
+      resourceId: 'bench-db',
+      lockKey: `t:${row}`,
+      clientId: c.clientId,
+      applicationId: 'bench',
+    });
+    return true;
+  } catch (err) {
+    if (err instanceof LockConflictError) {
+      if (c.tally.measuring) c.tally.conflicts++;
+      await c.tc.rollback(xid);
+      return false;
+    }
+    throw err;
+  }
+}
+
+async function oneTransaction(c: RunContext, worker: number): Promise<void> {
+  const t0 = performance.now();
+  if (c.scenario === 'status') return oneStatusRead(c, worker, t0);
+  const xid = await c.tc.begin({
+    name: 'bench',
+    timeoutMs: TX_TIMEOUT_MS,
+    applicationId: 'bench',
+    transactionServiceGroup: 'default',
+  });
+  let n = 1;
+  if (c.scenario === 'lock') {
+    n++;
+    if (!(await registerLockBranch(c, xid))) return;
+  }
+  n++;
+  const status = await c.tc.commit(xid);
+  if (status !== 'Committed' && status !== 'AsyncCommitting')
+    throw new Error(`commit answered ${status}`);
+  if (c.tally.measuring) {
+    c.tally.tx++;
+    c.tally.calls += n;
+    c.tally.latencies.push(performance.now() - t0);
+  }
+}
+
+async function worker(c: RunContext, me: number): Promise<void> {
+  while (!c.tally.stopping) {
+    try {
+      await oneTransaction(c, me);
+    } catch (err) {
+      if (c.tally.measuring) c.tally.errors++;
+      c.tally.lastError = (err as Error).message;
+    }
+  }
+}
+
+/** Measures the window after the warm-up: the figures, the CPU used and the node samples. */
+async function measureWindow(cluster: BenchCluster, c: RunContext) {
+  const { tally } = c;
+  const nodesFrom = await sampleNodes(cluster.nodes);
+  const fromUs = Number(process.hrtime.bigint() / 1000n);
+  tally.measuring = true;
+  const cpu0 = process.cpuUsage();
+  const t0 = performance.now();
+  const progress = setInterval(() => {
+    const s = (performance.now() - t0) / 1000;
+    log(
+      `${c.scenario}/${c.transport}: ${s.toFixed(0)} s, ${tally.tx} tx (${(tally.tx / s).toFixed(0)}/s), ${tally.errors} errors, ${tally.conflicts} conflicts`,
+    );
+  }, PROGRESS_EVERY_MS);
+  await sleep(c.o.durationS * 1000);
+  tally.measuring = false;
+  const seconds = (performance.now() - t0) / 1000;
+  const cpu = process.cpuUsage(cpu0);
+  const toUs = Number(process.hrtime.bigint() / 1000n);
+  const txInWindow = tally.tx;
+  const nodesTo = await sampleNodes(cluster.nodes);
+  clearInterval(progress);
+  return {
+    seconds,
+    cpu,
+    nodes: windowStats(nodesFrom, nodesTo, txInWindow),
+    windowUs: { from: fromUs, to: toUs },
+  };
+}
+
 async function run(
   cluster: BenchCluster,
   scenario: Scenario,
@@ -150,134 +303,29 @@ async function run(
   const tc = new TcClient({ seeds: cluster.seeds, transport });
   await tc.start();
   const clientId = `bench-rm-${process.pid}`;
-  const rmChannel =
-    scenario === 'lock'
-      ? tc.openRmChannel({
-          applicationId: 'bench',
-          transactionServiceGroup: 'default',
-          clientId,
-          resourceIds: () => ['bench-db'],
-          handler: async (req) =>
-            req.kind === 'commit' ? 'PhaseTwo_Committed' : 'PhaseTwo_Rollbacked',
-        })
-      : null;
-  await rmChannel?.ready(15_000);
-
-  let measuring = false;
-  let stopping = false;
-  let tx = 0;
-  let calls = 0;
-  let errors = 0;
-  let conflicts = 0;
-  const latencies: number[] = [];
-  let lastError = '';
-
-  // The status scenario reads transactions opened here, one per TM.
-  const open =
-    scenario === 'status'
-      ? await Promise.all(
-          Array.from({ length: o.concurrency }, () =>
-            tc.begin({
-              name: 'bench-status',
-              timeoutMs: TX_TIMEOUT_MS,
-              applicationId: 'bench',
-              transactionServiceGroup: 'default',
-            }),
-          ),
-        )
-      : [];
-  let nextOpen = 0;
-
-  const one = async (worker: number): Promise<void> => {
-    const t0 = performance.now();
-    if (scenario === 'status') {
-      const status = await tc.getStatus(open[worker]!);
-      if (status !== 'Begin') throw new Error(`status answered ${status}`);
-      if (measuring) {
-        tx++;
-        calls++;
-        latencies.push(performance.now() - t0);
-      }
-      return;
-    }
-    const xid = await tc.begin({
-      name: 'bench',
-      timeoutMs: TX_TIMEOUT_MS,
-      applicationId: 'bench',
-      transactionServiceGroup: 'default',
-    });
-    let n = 1;
-    if (scenario === 'lock') {
-      const row = Math.floor(Math.random() * o.keySpace);
-      try {
-        n++;
-        await tc.branchRegister({
-          xid,
-          branchType: 'AT',
-          resourceId: 'bench-db',
-          lockKey: `t:${row}`,
-          clientId,
-          applicationId: 'bench',
-        });
-      } catch (err) {
-        if (err instanceof LockConflictError) {
-          if (measuring) conflicts++;
-          await tc.rollback(xid);
-          return;
-        }
-        throw err;
-      }
-    }
-    n++;
-    const status = await tc.commit(xid);
-    if (status !== 'Committed' && status !== 'AsyncCommitting')
-      throw new Error(`commit answered ${status}`);
-    if (measuring) {
-      tx++;
-      calls += n;
-      latencies.push(performance.now() - t0);
-    }
+  await openRmChannel(tc, scenario, clientId)?.ready(15_000);
+  const tally: Tally = {
+    measuring: false,
+    stopping: false,
+    tx: 0,
+    calls: 0,
+    errors: 0,
+    conflicts: 0,
+    latencies: [],
+    lastError: '',
   };
-
-  const worker = async () => {
-    const me = nextOpen++;
-    while (!stopping) {
-      try {
-        await one(me);
-      } catch (err) {
-        if (measuring) errors++;
-        lastError = (err as Error).message;
-      }
-    }
-  };
-
-  const workers = Array.from({ length: o.concurrency }, () => worker());
+  const open = await openStatusTransactions(tc, scenario, o);
+  const c: RunContext = { tc, scenario, transport, o, clientId, open, tally };
+  const workers = Array.from({ length: o.concurrency }, (_, me) => worker(c, me));
   await sleep(o.warmupS * 1000);
-  const nodesFrom = await sampleNodes(cluster.nodes);
-  const fromUs = Number(process.hrtime.bigint() / 1000n);
-  measuring = true;
-  const cpu0 = process.cpuUsage();
-  const t0 = performance.now();
-  const progress = setInterval(() => {
-    const s = (performance.now() - t0) / 1000;
-    log(
-      `${scenario}/${transport}: ${s.toFixed(0)} s, ${tx} tx (${(tx / s).toFixed(0)}/s), ${errors} errors, ${conflicts} conflicts`,
-    );
-  }, PROGRESS_EVERY_MS);
-  await sleep(o.durationS * 1000);
-  measuring = false;
-  const seconds = (performance.now() - t0) / 1000;
-  const cpu = process.cpuUsage(cpu0);
-  const toUs = Number(process.hrtime.bigint() / 1000n);
-  const txInWindow = tx;
-  const nodesTo = await sampleNodes(cluster.nodes);
-  clearInterval(progress);
-  stopping = true;
+  const w = await measureWindow(cluster, c);
+  tally.stopping = true;
   await Promise.all(workers);
-  if (errors > 0) log(`last error: ${lastError}`);
+  if (tally.errors > 0) log(`last error: ${tally.lastError}`);
   for (const xid of open) await tc.rollback(xid).catch(() => undefined);
   await tc.close();
-  latencies.sort((a, b) => a - b);
+  const { tx, calls, seconds, cpu } = { ...tally, ...w };
+  tally.latencies.sort((a, b) => a - b);
   return {
     scenario,
     transport,
@@ -285,15 +333,15 @@ async function run(
     seconds,
     perSecond: tx / seconds,
     callsPerSecond: calls / seconds,
-    p50Ms: percentile(latencies, 50),
-    p99Ms: percentile(latencies, 99),
-    errors,
-    conflicts,
+    p50Ms: percentile(tally.latencies, 50),
+    p99Ms: percentile(tally.latencies, 99),
+    errors: tally.errors,
+    conflicts: tally.conflicts,
     clientCpuPct: ((cpu.user + cpu.system) / 1e6 / seconds) * 100,
     clientCpuUsPerCall: calls > 0 ? (cpu.user + cpu.system) / calls : 0,
     clientCpuUsPerTx: tx > 0 ? (cpu.user + cpu.system) / tx : 0,
-    nodes: windowStats(nodesFrom, nodesTo, txInWindow),
-    windowUs: { from: fromUs, to: toUs },
+    nodes: w.nodes,
+    windowUs: w.windowUs,
   };
 }
 

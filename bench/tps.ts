@@ -187,35 +187,170 @@ function send(m: FromWorker): void {
 
 const turn = () => new Promise<void>((r) => setImmediate(r));
 
+/** Connects the TM clients and the RM client the route asks for; closers end them. */
+async function connectClients(
+  spec: WorkerSpec,
+  closers: Array<() => Promise<void> | void>,
+): Promise<{ tmClient: (tm: number) => TcClient | null; rmClient: TcClient | null }> {
+  if (spec.route === 'leader') {
+    const c = new TcClient({ seeds: spec.seeds, transport: 'stream' });
+    closers.push(() => c.close());
+    await c.start();
+    return { tmClient: () => c, rmClient: c };
+  }
+  if (spec.route === 'spread') {
+    const pinned = spec.nodes.map((n) => {
+      const d = new PinnedDiscovery(n);
+      const c = new TcClient({ discovery: d, transport: 'stream' });
+      closers.push(async () => {
+        await c.close();
+        d.close();
+      });
+      return c;
+    });
+    // RM channels go to the lease holder: the client's own routing finds it.
+    const rm = new TcClient({ seeds: spec.seeds, transport: 'stream' });
+    closers.push(() => rm.close());
+    return { tmClient: (tm) => pinned[(spec.firstTm + tm) % pinned.length]!, rmClient: rm };
+  }
+  return { tmClient: () => null, rmClient: null };
+}
+
+/** A client process's run: its spec, the window, what it counts. */
+interface WorkerRun {
+  spec: WorkerSpec;
+  clientId: string;
+  go: Extract<ToWorker, { type: 'go' }>;
+  result: WorkerResult;
+  tickTx: number;
+  tickErrors: number;
+  stopping: boolean;
+}
+
+/** The same client-side work without a coordinator: ids, the lock key, one turn per call. */
+async function baselineTx(spec: WorkerSpec, row: number): Promise<'baseline'> {
+  randomUUID();
+  await turn();
+  if (spec.scenario === 'lock') {
+    void `stock:${row}`;
+    randomUUID();
+    await turn();
+  }
+  await turn();
+  return 'baseline';
+}
+
+/** One global transaction; resolves with the status the TM heard, or 'conflict'. */
+async function oneTx(
+  w: WorkerRun,
+  tc: TcClient | null,
+): Promise<GlobalStatus | 'conflict' | 'baseline'> {
+  const { spec } = w;
+  const row = Math.floor(Math.random() * spec.rows);
+  if (tc === null) return baselineTx(spec, row);
+  const xid = await tc.begin({
+    name: 'tps',
+    timeoutMs: TX_TIMEOUT_MS,
+    applicationId: 'bench',
+    transactionServiceGroup: 'default',
+  });
+  if (spec.scenario === 'lock') {
+    try {
+      await tc.branchRegister({
+        xid,
+        branchType: 'AT',
+        resourceId: 'bench-db',
+        lockKey: `stock:${row}`,
+        clientId: w.clientId,
+        applicationId: 'bench',
+      });
+    } catch (err) {
+      if (!(err instanceof LockConflictError)) throw err;
+      await tc.rollback(xid);
+      return 'conflict';
+    }
+  }
+  return tc.commit(xid);
+}
+
+/** One TM's loop until the run stops, counting what ends inside the measured window. */
+async function tmLoop(w: WorkerRun, tc: TcClient | null): Promise<void> {
+  const { go, result } = w;
+  const inWindow = (t: number) => t >= go.measureFrom && t < go.measureTo;
+  while (!w.stopping) {
+    const started = performance.now();
+    try {
+      const status = await oneTx(w, tc);
+      const end = Date.now();
+      if (status === 'conflict') {
+        if (inWindow(end)) result.conflicts++;
+        continue;
+      }
+      if (
+        status !== 'baseline' &&
+        status !== 'Committed' &&
+        status !== 'AsyncCommitting' &&
+        status !== 'Committing'
+      )
+        throw new Error(`commit answered ${status}`);
+      w.tickTx++;
+      if (!inWindow(end)) continue;
+      result.tx++;
+      result.perSecond[Math.floor((end - go.measureFrom) / 1000)]!++;
+      result.hist[histIndex(performance.now() - started)]!++;
+      result.statuses[status] = (result.statuses[status] ?? 0) + 1;
+    } catch (err) {
+      w.tickErrors++;
+      if (inWindow(Date.now())) result.errors++;
+      result.lastError = (err as Error).message;
+    }
+  }
+}
+
+/** Runs the TMs from loadAt to measureTo, ticking the orchestrator every second. */
+async function driveLoad(w: WorkerRun, tmClient: (tm: number) => TcClient | null): Promise<void> {
+  const { go, result } = w;
+  await new Promise((r) => setTimeout(r, Math.max(0, go.loadAt - Date.now())));
+  const ticker = setInterval(() => {
+    send({ type: 'tick', tx: w.tickTx, errors: w.tickErrors });
+    w.tickTx = 0;
+    w.tickErrors = 0;
+  }, 1_000);
+  let cpu0 = process.cpuUsage();
+  const cpuAt = setTimeout(
+    () => (cpu0 = process.cpuUsage()),
+    Math.max(0, go.measureFrom - Date.now()),
+  );
+  const loops = Array.from({ length: w.spec.tms }, (_, tm) => tmLoop(w, tmClient(tm)));
+  await new Promise((r) => setTimeout(r, Math.max(0, go.measureTo - Date.now())));
+  const cpu = process.cpuUsage(cpu0);
+  result.cpuMs = (cpu.user + cpu.system) / 1000;
+  w.stopping = true;
+  clearTimeout(cpuAt);
+  clearInterval(ticker);
+  await Promise.race([Promise.all(loops), new Promise((r) => setTimeout(r, WORKER_STOP_GRACE_MS))]);
+}
+
+function emptyWorkerResult(go: Extract<ToWorker, { type: 'go' }>): WorkerResult {
+  const durationS = Math.round((go.measureTo - go.measureFrom) / 1000);
+  return {
+    perSecond: new Array<number>(durationS).fill(0),
+    hist: new Array<number>(HIST_BUCKETS).fill(0),
+    tx: 0,
+    errors: 0,
+    conflicts: 0,
+    statuses: {},
+    lastError: null,
+    cpuMs: 0,
+  };
+}
+
 async function runWorker(): Promise<void> {
   process.on('disconnect', () => process.exit(0));
   const { spec } = await nextMessage('spec');
   const closers: Array<() => Promise<void> | void> = [];
   try {
-    let tmClient: (tm: number) => TcClient | null = () => null;
-    let rmClient: TcClient | null = null;
-    if (spec.route === 'leader') {
-      const c = new TcClient({ seeds: spec.seeds, transport: 'stream' });
-      closers.push(() => c.close());
-      await c.start();
-      tmClient = () => c;
-      rmClient = c;
-    } else if (spec.route === 'spread') {
-      const pinned = spec.nodes.map((n) => {
-        const d = new PinnedDiscovery(n);
-        const c = new TcClient({ discovery: d, transport: 'stream' });
-        closers.push(async () => {
-          await c.close();
-          d.close();
-        });
-        return c;
-      });
-      tmClient = (tm) => pinned[(spec.firstTm + tm) % pinned.length]!;
-      // RM channels go to the lease holder: the client's own routing finds it.
-      rmClient = new TcClient({ seeds: spec.seeds, transport: 'stream' });
-      const rm = rmClient;
-      closers.push(() => rm.close());
-    }
+    const { tmClient, rmClient } = await connectClients(spec, closers);
     const clientId = `tps-rm-${process.pid}`;
     if (spec.scenario === 'lock' && rmClient) {
       const channel = rmClient.openRmChannel({
@@ -230,118 +365,17 @@ async function runWorker(): Promise<void> {
     }
     send({ type: 'ready' });
     const go = await nextMessage('go');
-
-    const durationS = Math.round((go.measureTo - go.measureFrom) / 1000);
-    const result: WorkerResult = {
-      perSecond: new Array<number>(durationS).fill(0),
-      hist: new Array<number>(HIST_BUCKETS).fill(0),
-      tx: 0,
-      errors: 0,
-      conflicts: 0,
-      statuses: {},
-      lastError: null,
-      cpuMs: 0,
+    const w: WorkerRun = {
+      spec,
+      clientId,
+      go,
+      result: emptyWorkerResult(go),
+      tickTx: 0,
+      tickErrors: 0,
+      stopping: false,
     };
-    let tickTx = 0;
-    let tickErrors = 0;
-    let stopping = false;
-    const inWindow = (t: number) => t >= go.measureFrom && t < go.measureTo;
-
-    /** One global transaction; resolves with the status the TM heard, or 'conflict'. */
-    const oneTx = async (tc: TcClient | null): Promise<GlobalStatus | 'conflict' | 'baseline'> => {
-      const row = Math.floor(Math.random() * spec.rows);
-      if (tc === null) {
-        // The same client-side work without a coordinator: ids, the lock key, one turn per call.
-        randomUUID();
-        await turn();
-        if (spec.scenario === 'lock') {
-          void `stock:${row}`;
-          randomUUID();
-          await turn();
-        }
-        await turn();
-        return 'baseline';
-      }
-      const xid = await tc.begin({
-        name: 'tps',
-        timeoutMs: TX_TIMEOUT_MS,
-        applicationId: 'bench',
-        transactionServiceGroup: 'default',
-      });
-      if (spec.scenario === 'lock') {
-        try {
-          await tc.branchRegister({
-            xid,
-            branchType: 'AT',
-            resourceId: 'bench-db',
-            lockKey: `stock:${row}`,
-            clientId,
-            applicationId: 'bench',
-          });
-        } catch (err) {
-          if (!(err instanceof LockConflictError)) throw err;
-          await tc.rollback(xid);
-          return 'conflict';
-        }
-      }
-      return tc.commit(xid);
-    };
-
-    const loop = async (tm: number): Promise<void> => {
-      const tc = tmClient(tm);
-      while (!stopping) {
-        const started = performance.now();
-        try {
-          const status = await oneTx(tc);
-          const end = Date.now();
-          if (status === 'conflict') {
-            if (inWindow(end)) result.conflicts++;
-            continue;
-          }
-          if (
-            status !== 'baseline' &&
-            status !== 'Committed' &&
-            status !== 'AsyncCommitting' &&
-            status !== 'Committing'
-          )
-            throw new Error(`commit answered ${status}`);
-          tickTx++;
-          if (!inWindow(end)) continue;
-          result.tx++;
-          result.perSecond[Math.floor((end - go.measureFrom) / 1000)]!++;
-          result.hist[histIndex(performance.now() - started)]!++;
-          result.statuses[status] = (result.statuses[status] ?? 0) + 1;
-        } catch (err) {
-          tickErrors++;
-          if (inWindow(Date.now())) result.errors++;
-          result.lastError = (err as Error).message;
-        }
-      }
-    };
-
-    await new Promise((r) => setTimeout(r, Math.max(0, go.loadAt - Date.now())));
-    const ticker = setInterval(() => {
-      send({ type: 'tick', tx: tickTx, errors: tickErrors });
-      tickTx = 0;
-      tickErrors = 0;
-    }, 1_000);
-    let cpu0 = process.cpuUsage();
-    const cpuAt = setTimeout(
-      () => (cpu0 = process.cpuUsage()),
-      Math.max(0, go.measureFrom - Date.now()),
-    );
-    const loops = Array.from({ length: spec.tms }, (_, tm) => loop(tm));
-    await new Promise((r) => setTimeout(r, Math.max(0, go.measureTo - Date.now())));
-    const cpu = process.cpuUsage(cpu0);
-    result.cpuMs = (cpu.user + cpu.system) / 1000;
-    stopping = true;
-    clearTimeout(cpuAt);
-    clearInterval(ticker);
-    await Promise.race([
-      Promise.all(loops),
-      new Promise((r) => setTimeout(r, WORKER_STOP_GRACE_MS)),
-    ]);
-    send({ type: 'done', result });
+    await driveLoad(w, tmClient);
+    send({ type: 'done', result: w.result });
     // The RM channel stays up while the orchestrator watches the TC finish what is live.
     await nextMessage('exit');
   } catch (err) {
@@ -519,28 +553,27 @@ function drawProgress(
   return tty ? `\r\u001b[K${text}` : `${text}\n`;
 }
 
-async function runClients(
+/** What a run's orchestrator is told about the nodes, and which processes are the database. */
+interface RunTarget {
+  cluster: BenchCluster | null;
+  dbProcessNames: readonly string[];
+}
+
+/** The TMs spread over `o.clients` processes, each given the nodes to reach. */
+function workerSpecs(
   mode: RunMode,
   scenario: Scenario,
   o: Options,
-  target: { cluster: BenchCluster | null; dbProcessNames: readonly string[] },
-): Promise<RunResult> {
-  const tms = scenario === 'empty' ? o.emptyTms : o.lockTms;
+  target: RunTarget,
+  tms: number,
+): WorkerSpec[] {
   const route: WorkerSpec['route'] =
     mode === 'baseline' ? 'baseline' : mode === 'raft' ? 'leader' : 'spread';
-  const workers: ChildProcess[] = [];
-  const label = `${MODE_LABEL[mode]} / ${scenario}`;
-  const tty = process.stderr.isTTY === true;
-  const results: WorkerResult[] = [];
-  const readyOrFail: Promise<void>[] = [];
-  const doneOrFail: Promise<void>[] = [];
-  let liveTx = 0;
-  let liveErrors = 0;
-  let lastTickTx = 0;
+  const specs: WorkerSpec[] = [];
   let first = 0;
   for (let i = 0; i < o.clients; i++) {
     const n = Math.floor(tms / o.clients) + (i < tms % o.clients ? 1 : 0);
-    const spec: WorkerSpec = {
+    specs.push({
       index: i,
       scenario,
       route,
@@ -554,193 +587,285 @@ async function runClients(
           control: x.control,
         })) ?? [],
       rows: o.rows,
-    };
+    });
     first += n;
-    const w = spawn(
-      process.execPath,
-      ['--import', 'tsx', join(BENCH_DIR, 'run.ts'), 'tps', '--worker'],
-      { cwd: REPO_ROOT, stdio: ['ignore', 'inherit', 'inherit', 'ipc'] },
-    );
-    workers.push(w);
-    const exited = new Promise<never>((_, reject) =>
-      w.once('exit', (code) => reject(new Error(`client process ${i} exited (code ${code})`))),
-    );
-    exited.catch(() => undefined);
-    readyOrFail.push(
-      Promise.race([
-        new Promise<void>((resolve, reject) =>
-          w.on('message', (m: FromWorker) => {
-            if (m.type === 'ready') resolve();
-            else if (m.type === 'failed')
-              reject(new Error(`client process ${i} failed: ${m.error}`));
-          }),
-        ),
-        exited,
-      ]),
-    );
-    doneOrFail.push(
-      Promise.race([
-        new Promise<void>((resolve, reject) =>
-          w.on('message', (m: FromWorker) => {
-            if (m.type === 'tick') {
-              liveTx += m.tx;
-              liveErrors += m.errors;
-            } else if (m.type === 'done') {
-              results.push(m.result);
-              resolve();
-            } else if (m.type === 'failed')
-              reject(new Error(`client process ${i} failed: ${m.error}`));
-          }),
-        ),
-        exited,
-      ]),
-    );
-    w.send({ type: 'spec', spec } satisfies ToWorker);
   }
+  return specs;
+}
+
+/** The live counts the workers tick, for the progress line. */
+interface LiveCounts {
+  tx: number;
+  errors: number;
+}
+
+/** A started client process: ready once connected, done once it sent its result. */
+interface SpawnedWorker {
+  proc: ChildProcess;
+  ready: Promise<void>;
+  done: Promise<void>;
+}
+
+function spawnWorker(spec: WorkerSpec, live: LiveCounts, results: WorkerResult[]): SpawnedWorker {
+  const i = spec.index;
+  const w = spawn(
+    process.execPath,
+    ['--import', 'tsx', join(BENCH_DIR, 'run.ts'), 'tps', '--worker'],
+    { cwd: REPO_ROOT, stdio: ['ignore', 'inherit', 'inherit', 'ipc'] },
+  );
+  const exited = new Promise<never>((_, reject) =>
+    w.once('exit', (code) => reject(new Error(`client process ${i} exited (code ${code})`))),
+  );
+  exited.catch(() => undefined);
+  const ready = Promise.race([
+    new Promise<void>((resolve, reject) =>
+      w.on('message', (m: FromWorker) => {
+        if (m.type === 'ready') resolve();
+        else if (m.type === 'failed') reject(new Error(`client process ${i} failed: ${m.error}`));
+      }),
+    ),
+    exited,
+  ]);
+  const done = Promise.race([
+    new Promise<void>((resolve, reject) =>
+      w.on('message', (m: FromWorker) => {
+        if (m.type === 'tick') {
+          live.tx += m.tx;
+          live.errors += m.errors;
+        } else if (m.type === 'done') {
+          results.push(m.result);
+          resolve();
+        } else if (m.type === 'failed') reject(new Error(`client process ${i} failed: ${m.error}`));
+      }),
+    ),
+    exited,
+  ]);
+  w.send({ type: 'spec', spec } satisfies ToWorker);
+  return { proc: w, ready, done };
+}
+
+/** Rejects with `message` after `ms` (never resolves). */
+function timeout(ms: number, message: string): Promise<never> {
+  return new Promise((_, reject) => setTimeout(() => reject(new Error(message)), ms));
+}
+
+/** The samples taken at the edges of the measured window. */
+interface WindowSamples {
+  cpuFrom: CpuSample | null;
+  cpuTo: CpuSample | null;
+  workFrom: Promise<WorkSample> | null;
+  workTo: Promise<WorkSample> | null;
+  nodesFrom: Promise<NodeSample[]> | null;
+  nodesTo: Promise<NodeSample[]> | null;
+  /** Cancels the samples not taken yet. */
+  cancel: () => void;
+}
+
+function sampleWindowEdges(target: RunTarget, measureFrom: number, measureTo: number) {
+  const { cluster } = target;
+  const nodePids = cluster?.nodes.map((n) => n.proc.pid ?? 0).filter((p) => p > 0) ?? [];
+  const s: WindowSamples = {
+    cpuFrom: null,
+    cpuTo: null,
+    workFrom: null,
+    workTo: null,
+    nodesFrom: null,
+    nodesTo: null,
+    cancel: () => undefined,
+  };
+  const fromTimer = setTimeout(() => {
+    s.cpuFrom = sampleCpu(nodePids, target.dbProcessNames);
+    if (cluster) {
+      s.workFrom = sampleWork(cluster);
+      s.nodesFrom = sampleNodes(cluster.nodes);
+    }
+  }, measureFrom - Date.now());
+  const toTimer = setTimeout(() => {
+    s.cpuTo = sampleCpu(nodePids, target.dbProcessNames);
+    if (cluster) {
+      s.workTo = sampleWork(cluster);
+      s.nodesTo = sampleNodes(cluster.nodes);
+    }
+  }, measureTo - Date.now());
+  s.cancel = () => {
+    clearTimeout(fromTimer);
+    clearTimeout(toTimer);
+  };
+  return s;
+}
+
+/** Draws the progress bar (a TTY) or a line every few seconds; returns the interval. */
+function showProgress(label: string, o: Options, loadAt: number, live: LiveCounts, tty: boolean) {
+  let lastTickTx = 0;
+  let lastDraw = 0;
+  let rate = 0;
+  let rateAt = performance.now();
+  return setInterval(
+    () => {
+      const now = performance.now();
+      if (now - rateAt >= 1_000) {
+        rate = ((live.tx - lastTickTx) * 1000) / (now - rateAt);
+        lastTickTx = live.tx;
+        rateAt = now;
+      }
+      if (!tty && now - lastDraw < PROGRESS_LINE_MS) return;
+      lastDraw = now;
+      const elapsed = Math.max(0, (Date.now() - loadAt) / 1000);
+      process.stderr.write(
+        drawProgress(
+          label,
+          Math.min(elapsed, o.warmupS + o.durationS),
+          o.warmupS + o.durationS,
+          o.warmupS,
+          rate,
+          live.errors,
+          tty,
+        ),
+      );
+    },
+    tty ? PROGRESS_TTY_MS : 1_000,
+  );
+}
+
+/** The workers' results added up. */
+function sumResults(results: WorkerResult[], durationS: number) {
+  const perSecond = new Array<number>(durationS).fill(0);
+  const hist = new Array<number>(HIST_BUCKETS).fill(0);
+  const statuses: Record<string, number> = {};
+  let tx = 0;
+  let errors = 0;
+  let conflicts = 0;
+  let clientCpuMs = 0;
+  let lastError: string | null = null;
+  for (const r of results) {
+    r.perSecond.forEach((n, i) => (perSecond[i] = (perSecond[i] ?? 0) + n));
+    r.hist.forEach((n, i) => (hist[i]! += n));
+    for (const [k, v] of Object.entries(r.statuses)) statuses[k] = (statuses[k] ?? 0) + v;
+    tx += r.tx;
+    errors += r.errors;
+    conflicts += r.conflicts;
+    clientCpuMs += r.cpuMs;
+    lastError ??= r.lastError;
+  }
+  return { perSecond, hist, statuses, tx, errors, conflicts, clientCpuMs, lastError };
+}
+
+function cpuShares(
+  from: CpuSample | null,
+  to: CpuSample | null,
+  target: RunTarget,
+  clientCpuMs: number,
+  seconds: number,
+): RunResult['cpu'] {
+  const cores = cpus().length;
+  const share = (ticks: number) => (ticks / CLOCK_TICKS_PER_S / seconds / cores) * 100;
+  return from && to && to.total > from.total
+    ? {
+        nodes: target.cluster ? share(to.nodes - from.nodes) : null,
+        db: target.dbProcessNames.length > 0 ? share(to.db - from.db) : null,
+        clients: (clientCpuMs / 1000 / seconds / cores) * 100,
+        busy: ((to.busy - from.busy) / (to.total - from.total)) * 100,
+        iowait: ((to.iowait - from.iowait) / (to.total - from.total)) * 100,
+      }
+    : {
+        nodes: null,
+        db: null,
+        clients: (clientCpuMs / 1000 / seconds / cores) * 100,
+        busy: 0,
+        iowait: 0,
+      };
+}
+
+async function workPerTx(
+  mode: RunMode,
+  s: WindowSamples,
+  counted: number,
+): Promise<RunResult['work']> {
+  if (!(s.workFrom && s.workTo && counted > 0)) return null;
+  const [a, b] = await Promise.all([s.workFrom, s.workTo]);
+  const per = (n: number) => n / counted;
+  return mode === 'raft'
+    ? {
+        entriesPerTx: per(b.lastIndex - a.lastIndex),
+        dbWritesPerTx: null,
+        dbReadsPerTx: null,
+        dbStatementsPerTx: null,
+      }
+    : {
+        entriesPerTx: null,
+        dbWritesPerTx: per(b.dbSubmits - a.dbSubmits),
+        dbReadsPerTx: per(b.dbReads - a.dbReads),
+        dbStatementsPerTx: per(b.dbStatements - a.dbStatements),
+      };
+}
+
+/** Tells the workers to exit; kills those still there after a grace period. */
+async function stopWorkers(workers: ChildProcess[]): Promise<void> {
+  const exits = workers
+    .filter((w) => w.exitCode === null && w.signalCode === null)
+    .map((w) => new Promise((r) => w.once('exit', r)));
+  for (const w of workers) if (w.connected) w.send({ type: 'exit' } satisfies ToWorker);
+  await Promise.race([Promise.all(exits), new Promise((r) => setTimeout(r, 5_000))]);
+  for (const w of workers) if (w.exitCode === null && w.signalCode === null) w.kill('SIGKILL');
+}
+
+/** Starts the load, waits for the workers' results while sampling the window's edges. */
+async function measureRun(
+  label: string,
+  o: Options,
+  target: RunTarget,
+  spawned: SpawnedWorker[],
+  live: LiveCounts,
+): Promise<WindowSamples> {
+  const tty = process.stderr.isTTY === true;
+  await Promise.race([
+    Promise.all(spawned.map((s) => s.ready)),
+    timeout(WORKER_READY_TIMEOUT_MS, 'client processes did not get ready in time'),
+  ]);
+  const loadAt = Date.now() + START_DELAY_MS;
+  const measureFrom = loadAt + o.warmupS * 1000;
+  const measureTo = measureFrom + o.durationS * 1000;
+  for (const s of spawned)
+    s.proc.send({ type: 'go', loadAt, measureFrom, measureTo } satisfies ToWorker);
+  const samples = sampleWindowEdges(target, measureFrom, measureTo);
+  const progress = showProgress(label, o, loadAt, live, tty);
   try {
     await Promise.race([
-      Promise.all(readyOrFail),
-      new Promise((_, reject) =>
-        setTimeout(
-          () => reject(new Error('client processes did not get ready in time')),
-          WORKER_READY_TIMEOUT_MS,
-        ),
+      Promise.all(spawned.map((s) => s.done)),
+      timeout(
+        measureTo - Date.now() + WORKER_STOP_GRACE_MS + 30_000,
+        'client processes did not finish in time',
       ),
     ]);
-    const loadAt = Date.now() + START_DELAY_MS;
-    const measureFrom = loadAt + o.warmupS * 1000;
-    const measureTo = measureFrom + o.durationS * 1000;
-    for (const w of workers)
-      w.send({ type: 'go', loadAt, measureFrom, measureTo } satisfies ToWorker);
+  } finally {
+    clearInterval(progress);
+    samples.cancel();
+    if (tty) process.stderr.write('\r\u001b[K');
+  }
+  return samples;
+}
 
-    const nodePids = target.cluster?.nodes.map((n) => n.proc.pid ?? 0).filter((p) => p > 0) ?? [];
-    let cpuFrom: CpuSample | null = null;
-    let cpuTo: CpuSample | null = null;
-    let workFrom: Promise<WorkSample> | null = null;
-    let workTo: Promise<WorkSample> | null = null;
-    let nodesFrom: Promise<NodeSample[]> | null = null;
-    let nodesTo: Promise<NodeSample[]> | null = null;
-    const cluster = target.cluster;
-    const fromTimer = setTimeout(() => {
-      cpuFrom = sampleCpu(nodePids, target.dbProcessNames);
-      if (cluster) {
-        workFrom = sampleWork(cluster);
-        nodesFrom = sampleNodes(cluster.nodes);
-      }
-    }, measureFrom - Date.now());
-    const toTimer = setTimeout(() => {
-      cpuTo = sampleCpu(nodePids, target.dbProcessNames);
-      if (cluster) {
-        workTo = sampleWork(cluster);
-        nodesTo = sampleNodes(cluster.nodes);
-      }
-    }, measureTo - Date.now());
-    let lastDraw = 0;
-    let rate = 0;
-    let rateAt = performance.now();
-    const progress = setInterval(
-      () => {
-        const now = performance.now();
-        if (now - rateAt >= 1_000) {
-          rate = ((liveTx - lastTickTx) * 1000) / (now - rateAt);
-          lastTickTx = liveTx;
-          rateAt = now;
-        }
-        if (!tty && now - lastDraw < PROGRESS_LINE_MS) return;
-        lastDraw = now;
-        const elapsed = Math.max(0, (Date.now() - loadAt) / 1000);
-        process.stderr.write(
-          drawProgress(
-            label,
-            Math.min(elapsed, o.warmupS + o.durationS),
-            o.warmupS + o.durationS,
-            o.warmupS,
-            rate,
-            liveErrors,
-            tty,
-          ),
-        );
-      },
-      tty ? PROGRESS_TTY_MS : 1_000,
-    );
-    try {
-      await Promise.race([
-        Promise.all(doneOrFail),
-        new Promise((_, reject) =>
-          setTimeout(
-            () => reject(new Error('client processes did not finish in time')),
-            measureTo - Date.now() + WORKER_STOP_GRACE_MS + 30_000,
-          ),
-        ),
-      ]);
-    } finally {
-      clearInterval(progress);
-      clearTimeout(fromTimer);
-      clearTimeout(toTimer);
-      if (tty) process.stderr.write('\r\u001b[K');
-    }
-    const perSecond = new Array<number>(o.durationS).fill(0);
-    const hist = new Array<number>(HIST_BUCKETS).fill(0);
-    const statuses: Record<string, number> = {};
-    let tx = 0;
-    let errors = 0;
-    let conflicts = 0;
-    let clientCpuMs = 0;
-    let lastError: string | null = null;
-    for (const r of results) {
-      r.perSecond.forEach((n, i) => (perSecond[i] = (perSecond[i] ?? 0) + n));
-      r.hist.forEach((n, i) => (hist[i]! += n));
-      for (const [k, v] of Object.entries(r.statuses)) statuses[k] = (statuses[k] ?? 0) + v;
-      tx += r.tx;
-      errors += r.errors;
-      conflicts += r.conflicts;
-      clientCpuMs += r.cpuMs;
-      lastError ??= r.lastError;
-    }
-    const from = cpuFrom as CpuSample | null;
-    const to = cpuTo as CpuSample | null;
+async function runClients(
+  mode: RunMode,
+  scenario: Scenario,
+  o: Options,
+  target: RunTarget,
+): Promise<RunResult> {
+  const tms = scenario === 'empty' ? o.emptyTms : o.lockTms;
+  const label = `${MODE_LABEL[mode]} / ${scenario}`;
+  const results: WorkerResult[] = [];
+  const live: LiveCounts = { tx: 0, errors: 0 };
+  const spawned: SpawnedWorker[] = [];
+  try {
+    for (const spec of workerSpecs(mode, scenario, o, target, tms))
+      spawned.push(spawnWorker(spec, live, results));
+    const samples = await measureRun(label, o, target, spawned, live);
+    const sum = sumResults(results, o.durationS);
+    const { perSecond, hist, tx, conflicts, clientCpuMs } = sum;
     const seconds = o.durationS;
-    const cores = cpus().length;
-    const share = (ticks: number) => (ticks / CLOCK_TICKS_PER_S / seconds / cores) * 100;
-    const cpu =
-      from && to && to.total > from.total
-        ? {
-            nodes: target.cluster ? share(to.nodes - from.nodes) : null,
-            db: target.dbProcessNames.length > 0 ? share(to.db - from.db) : null,
-            clients: (clientCpuMs / 1000 / seconds / cores) * 100,
-            busy: ((to.busy - from.busy) / (to.total - from.total)) * 100,
-            iowait: ((to.iowait - from.iowait) / (to.total - from.total)) * 100,
-          }
-        : {
-            nodes: null,
-            db: null,
-            clients: (clientCpuMs / 1000 / seconds / cores) * 100,
-            busy: 0,
-            iowait: 0,
-          };
-    const wf = workFrom as Promise<WorkSample> | null;
-    const wt = workTo as Promise<WorkSample> | null;
-    let work: RunResult['work'] = null;
-    if (wf && wt && tx + conflicts > 0) {
-      const [a, b] = await Promise.all([wf, wt]);
-      const per = (n: number) => n / (tx + conflicts);
-      work =
-        mode === 'raft'
-          ? {
-              entriesPerTx: per(b.lastIndex - a.lastIndex),
-              dbWritesPerTx: null,
-              dbReadsPerTx: null,
-              dbStatementsPerTx: null,
-            }
-          : {
-              entriesPerTx: null,
-              dbWritesPerTx: per(b.dbSubmits - a.dbSubmits),
-              dbReadsPerTx: per(b.dbReads - a.dbReads),
-              dbStatementsPerTx: per(b.dbStatements - a.dbStatements),
-            };
-    }
-    const nf = nodesFrom as Promise<NodeSample[]> | null;
-    const nt = nodesTo as Promise<NodeSample[]> | null;
+    const cpu = cpuShares(samples.cpuFrom, samples.cpuTo, target, clientCpuMs, seconds);
+    const work = await workPerTx(mode, samples, tx + conflicts);
+    const { nodesFrom: nf, nodesTo: nt } = samples;
     const nodes = nf && nt ? windowStats(await nf, await nt, tx) : null;
     // With the clients (and their RM channels) still up: what the TC has left to finish.
     const backlog = target.cluster
@@ -760,10 +885,10 @@ async function runClients(
       max: Math.max(0, ...perSecond),
       p50: histPercentile(hist, 50),
       p99: histPercentile(hist, 99),
-      errors,
+      errors: sum.errors,
       conflicts,
-      statuses,
-      lastError,
+      statuses: sum.statuses,
+      lastError: sum.lastError,
       cpu,
       backlog,
       work,
@@ -771,12 +896,7 @@ async function runClients(
       clientCpuUsPerTx: tx > 0 ? (clientCpuMs * 1000) / tx : 0,
     };
   } finally {
-    const exits = workers
-      .filter((w) => w.exitCode === null && w.signalCode === null)
-      .map((w) => new Promise((r) => w.once('exit', r)));
-    for (const w of workers) if (w.connected) w.send({ type: 'exit' } satisfies ToWorker);
-    await Promise.race([Promise.all(exits), new Promise((r) => setTimeout(r, 5_000))]);
-    for (const w of workers) if (w.exitCode === null && w.signalCode === null) w.kill('SIGKILL');
+    await stopWorkers(spawned.map((s) => s.proc));
   }
 }
 
@@ -905,6 +1025,30 @@ function escapeXml(s: string): string {
   return s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;');
 }
 
+/** One line per run, and its legend entry from `legend` rightwards. */
+function drawLines(
+  parts: string[],
+  runs: RunResult[],
+  legend: { x: number; y: number },
+  sx: (i: number) => number,
+  sy: (v: number) => number,
+): void {
+  let lx = legend.x;
+  const ly = legend.y;
+  for (const r of runs) {
+    const color = MODE_COLOR[r.mode as ModeName];
+    const points = r.perSecond.map((v, i) => `${sx(i).toFixed(1)},${sy(v).toFixed(1)}`).join(' ');
+    parts.push(`<polyline fill="none" stroke="${color}" stroke-width="2" points="${points}"/>`);
+    const text = `${MODE_LABEL[r.mode]}: ${fmt(r.mean)}/s`;
+    parts.push(
+      `<line x1="${lx}" y1="${ly - 4}" x2="${lx + 18}" y2="${ly - 4}" stroke="${color}" stroke-width="3"/>`,
+    );
+    parts.push(`<text x="${lx + 24}" y="${ly}" fill="#222">${escapeXml(text)}</text>`);
+    // About 6.7 px per character at 12 px Helvetica.
+    lx += 24 + text.length * 6.7 + 18;
+  }
+}
+
 /** TPS over the measured seconds, one panel per scenario, one line per mode. Hand-written SVG. */
 function chartSvg(results: RunResult[], title: string, rows: number): string {
   const scenarios = SCENARIOS.filter((s) =>
@@ -960,20 +1104,7 @@ function chartSvg(results: RunResult[], title: string, rows: number): string {
     parts.push(
       `<text transform="translate(${x0 - 44} ${y0 + panelH / 2}) rotate(-90)" text-anchor="middle" fill="#333">global transactions / s</text>`,
     );
-    let lx = x0;
-    for (const r of runs) {
-      const color = MODE_COLOR[r.mode as ModeName];
-      const points = r.perSecond.map((v, i) => `${sx(i).toFixed(1)},${sy(v).toFixed(1)}`).join(' ');
-      parts.push(`<polyline fill="none" stroke="${color}" stroke-width="2" points="${points}"/>`);
-      const ly = y0 + panelH + 52;
-      const text = `${MODE_LABEL[r.mode]}: ${fmt(r.mean)}/s`;
-      parts.push(
-        `<line x1="${lx}" y1="${ly - 4}" x2="${lx + 18}" y2="${ly - 4}" stroke="${color}" stroke-width="3"/>`,
-      );
-      parts.push(`<text x="${lx + 24}" y="${ly}" fill="#222">${escapeXml(text)}</text>`);
-      // About 6.7 px per character at 12 px Helvetica.
-      lx += 24 + text.length * 6.7 + 18;
-    }
+    drawLines(parts, runs, { x: x0, y: y0 + panelH + 52 }, sx, sy);
   });
   parts.push('</svg>');
   return `${parts.join('\n')}\n`;
@@ -1010,25 +1141,29 @@ function machineLines(o: Options, dbNotes: string[], dir: string): string[] {
 // ---------------------------------------------------------------------------------------
 // main
 
-function parseOptions(args: string[]): Options {
-  const list =
-    <T extends string>(allowed: readonly T[], what: string) =>
-    (v: string) => {
-      const items = v
-        .split(',')
-        .map((s) => s.trim())
-        .filter(Boolean);
-      for (const i of items)
-        if (!allowed.includes(i as T))
-          throw new Error(`unknown ${what} ${i} (one of ${allowed.join(', ')})`);
-      return items as T[];
-    };
-  const positive = (what: string) => (v: string) => {
-    const n = Number(v);
-    if (!Number.isInteger(n) || n < 1)
-      throw new Error(`${what} must be a positive integer, got ${v}`);
-    return n;
+/** A parser of a comma-separated list of `allowed` values. */
+const list =
+  <T extends string>(allowed: readonly T[], what: string) =>
+  (v: string) => {
+    const items = v
+      .split(',')
+      .map((s) => s.trim())
+      .filter(Boolean);
+    for (const i of items)
+      if (!allowed.includes(i as T))
+        throw new Error(`unknown ${what} ${i} (one of ${allowed.join(', ')})`);
+    return items as T[];
   };
+
+/** A parser of a positive integer. */
+const positive = (what: string) => (v: string) => {
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < 1)
+    throw new Error(`${what} must be a positive integer, got ${v}`);
+  return n;
+};
+
+function parseOptions(args: string[]): Options {
   const p = new Command('tps')
     .option('--duration <s>', 'measured seconds per mode and scenario', positive('--duration'), 20)
     .option(
@@ -1085,79 +1220,71 @@ function parseOptions(args: string[]): Options {
 
 const log = (msg: string) => process.stderr.write(`[bench tps] ${msg}\n`);
 
-export async function main(args: string[]): Promise<void> {
-  if (args[0] === '--worker') return runWorker();
-  const o = parseOptions(args);
-  const dir = await mkdtemp(join(tmpdir(), 'concord-bench-tps-'));
-  const stamp = new Date().toISOString().replace(/[:.]/g, '-').slice(0, 19);
-  const runs = (o.baseline ? 1 : 0) + o.modes.length;
-  log(`${runs} × ${o.scenarios.length} runs of ${o.warmupS} s + ${o.durationS} s; tmp dir ${dir}`);
-  const results: RunResult[] = [];
-  const dbNotes: string[] = [];
+/** Starts `mode`'s cluster (and its tables), runs every scenario on it, stops it. */
+async function runMode(
+  mode: ModeName,
+  o: Options,
+  dir: string,
+  results: RunResult[],
+  dbNotes: string[],
+): Promise<void> {
+  const modeDir = join(dir, mode);
+  mkdirSync(modeDir, { recursive: true });
+  let admin: DbAdmin | null = null;
+  let prefix = '';
+  let dialect: Dialect | null = null;
+  if (mode !== 'raft') {
+    dialect = mode === 'pg' ? 'postgres' : 'mysql';
+    admin = await connectDbAdmin(dialect, mode === 'pg' ? o.pgUrl : o.mysqlUrl);
+    dbNotes.push(await admin.describe());
+    prefix = `bench_${randomBytes(3).toString('hex')}_`;
+  }
+  log(`starting ${MODE_LABEL[mode]}: three nodes${prefix ? `, tables ${prefix}*` : ''}`);
+  let cluster: BenchCluster | null = null;
   try {
-    if (o.baseline) {
-      for (const scenario of o.scenarios)
-        results.push(
-          await runClients('baseline', scenario, o, { cluster: null, dbProcessNames: [] }),
-        );
-    }
-    for (const mode of o.modes) {
-      const modeDir = join(dir, mode);
-      mkdirSync(modeDir, { recursive: true });
-      let admin: DbAdmin | null = null;
-      let prefix = '';
-      let dialect: Dialect | null = null;
-      if (mode !== 'raft') {
-        dialect = mode === 'pg' ? 'postgres' : 'mysql';
-        admin = await connectDbAdmin(dialect, mode === 'pg' ? o.pgUrl : o.mysqlUrl);
-        dbNotes.push(await admin.describe());
-        prefix = `bench_${randomBytes(3).toString('hex')}_`;
-      }
-      log(`starting ${MODE_LABEL[mode]}: three nodes${prefix ? `, tables ${prefix}*` : ''}`);
-      let cluster: BenchCluster | null = null;
-      try {
-        cluster = await startCluster({
-          dir: modeDir,
-          idPrefix: mode === 'raft' ? 'node' : `${mode}-node`,
-          store:
-            mode === 'raft'
-              ? { mode: 'raft' }
-              : { mode: 'db', url: mode === 'pg' ? o.pgUrl : o.mysqlUrl, tablePrefix: prefix },
-        });
-        log(
-          `${MODE_LABEL[mode]} up; ${mode === 'raft' ? 'leader' : 'lease holder'} ${cluster.leaderId}`,
-        );
-        for (const scenario of o.scenarios) {
-          const r = await runClients(mode, scenario, o, {
-            cluster,
-            dbProcessNames:
-              dialect === 'postgres'
-                ? ['postgres']
-                : dialect === 'mysql'
-                  ? ['mariadbd', 'mysqld']
-                  : [],
-          });
-          results.push(r);
-          log(
-            `${MODE_LABEL[mode]} / ${scenario}: ${fmt(r.mean)} tx/s (best second ${fmt(r.max)}), p50 ${r.p50.toFixed(1)} ms, p99 ${r.p99.toFixed(1)} ms, ${r.errors} errors${r.lastError && r.errors > 0 ? ` (last: ${r.lastError})` : ''}`,
-          );
-          if (r.nodes)
-            for (const line of describeWindow(r.nodes, r.clientCpuUsPerTx))
-              log(`${MODE_LABEL[mode]} / ${scenario}: ${line}`);
-        }
-      } finally {
-        await cluster?.stop();
-        if (admin && !o.keep)
-          await admin
-            .dropTables(prefix)
-            .catch((err: unknown) => log(`could not drop ${prefix}*: ${(err as Error).message}`));
-        await admin?.close();
-      }
+    cluster = await startCluster({
+      dir: modeDir,
+      idPrefix: mode === 'raft' ? 'node' : `${mode}-node`,
+      store:
+        mode === 'raft'
+          ? { mode: 'raft' }
+          : { mode: 'db', url: mode === 'pg' ? o.pgUrl : o.mysqlUrl, tablePrefix: prefix },
+    });
+    log(
+      `${MODE_LABEL[mode]} up; ${mode === 'raft' ? 'leader' : 'lease holder'} ${cluster.leaderId}`,
+    );
+    for (const scenario of o.scenarios) {
+      const r = await runClients(mode, scenario, o, {
+        cluster,
+        dbProcessNames:
+          dialect === 'postgres' ? ['postgres'] : dialect === 'mysql' ? ['mariadbd', 'mysqld'] : [],
+      });
+      results.push(r);
+      log(
+        `${MODE_LABEL[mode]} / ${scenario}: ${fmt(r.mean)} tx/s (best second ${fmt(r.max)}), p50 ${r.p50.toFixed(1)} ms, p99 ${r.p99.toFixed(1)} ms, ${r.errors} errors${r.lastError && r.errors > 0 ? ` (last: ${r.lastError})` : ''}`,
+      );
+      if (r.nodes)
+        for (const line of describeWindow(r.nodes, r.clientCpuUsPerTx))
+          log(`${MODE_LABEL[mode]} / ${scenario}: ${line}`);
     }
   } finally {
-    if (!o.keep) await rm(dir, { recursive: true, force: true });
-    else log(`kept ${dir}`);
+    await cluster?.stop();
+    if (admin && !o.keep)
+      await admin
+        .dropTables(prefix)
+        .catch((err: unknown) => log(`could not drop ${prefix}*: ${(err as Error).message}`));
+    await admin?.close();
   }
+}
+
+/** Prints the tables; writes the JSON and the chart (and bench/tps.svg). */
+function report(
+  args: string[],
+  o: Options,
+  results: RunResult[],
+  dbNotes: string[],
+  stamp: string,
+): void {
   const machine = machineLines(o, dbNotes, tmpdir());
   const out = [
     '',
@@ -1187,4 +1314,28 @@ export async function main(args: string[]): Promise<void> {
   log(
     `wrote ${relative(REPO_ROOT, base)}.json, ${relative(REPO_ROOT, base)}.svg and bench/tps.svg`,
   );
+}
+
+export async function main(args: string[]): Promise<void> {
+  if (args[0] === '--worker') return runWorker();
+  const o = parseOptions(args);
+  const dir = await mkdtemp(join(tmpdir(), 'concord-bench-tps-'));
+  const stamp = new Date().toISOString().replace(/[:.]/g, '-').slice(0, 19);
+  const runs = (o.baseline ? 1 : 0) + o.modes.length;
+  log(`${runs} × ${o.scenarios.length} runs of ${o.warmupS} s + ${o.durationS} s; tmp dir ${dir}`);
+  const results: RunResult[] = [];
+  const dbNotes: string[] = [];
+  try {
+    if (o.baseline) {
+      for (const scenario of o.scenarios)
+        results.push(
+          await runClients('baseline', scenario, o, { cluster: null, dbProcessNames: [] }),
+        );
+    }
+    for (const mode of o.modes) await runMode(mode, o, dir, results, dbNotes);
+  } finally {
+    if (!o.keep) await rm(dir, { recursive: true, force: true });
+    else log(`kept ${dir}`);
+  }
+  report(args, o, results, dbNotes, stamp);
 }

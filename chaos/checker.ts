@@ -378,21 +378,25 @@ export function checkFence(b: BranchEffects, fence: ReadonlyMap<string, string>)
 
 // ------------------------------------------------------------------ the whole check
 
-export function check(input: CheckInput): CheckResult {
-  const violations: Violation[] = [];
-  const notes: string[] = [];
-  const txns = txnViews(input.events);
-  const xids = xidViews(input.events);
-  const branches = branchEffects(input.effects);
-  const fenceByBranch = new Map<string, Map<string, string>>();
-  for (const f of input.fences) {
+type FenceByBranch = Map<string, Map<string, string>>;
+
+function fencesByBranch(fences: CheckInput['fences']): FenceByBranch {
+  const fenceByBranch: FenceByBranch = new Map();
+  for (const f of fences) {
     const k = branchKey(f.xid, f.branchId);
     let m = fenceByBranch.get(k);
     if (!m) fenceByBranch.set(k, (m = new Map()));
     m.set(f.op, f.reason);
   }
+  return fenceByBranch;
+}
 
-  // Branches: effects, fence rows (including branches with fence rows and no effect at all).
+/** Branches: effects, fence rows (including branches with fence rows and no effect at all). */
+function checkBranches(
+  branches: Map<string, BranchEffects>,
+  fenceByBranch: FenceByBranch,
+): Violation[] {
+  const violations: Violation[] = [];
   for (const [k, b] of branches) {
     violations.push(...checkBranch(b));
     violations.push(...checkFence(b, fenceByBranch.get(k) ?? new Map()));
@@ -402,15 +406,118 @@ export function check(input: CheckInput): CheckResult {
     const [xid, branchId] = k.split('\u0000') as [string, string];
     violations.push(...checkFence({ xid, branchId, try: 0, confirm: 0, cancel: 0 }, fence));
   }
+  return violations;
+}
 
-  // Per xid: atomicity, and agreement with what the TM was told.
+function groupBranchesByXid(branches: Map<string, BranchEffects>): Map<string, BranchEffects[]> {
   const branchesOfXid = new Map<string, BranchEffects[]>();
   for (const b of branches.values()) {
     const list = branchesOfXid.get(b.xid) ?? [];
     list.push(b);
     branchesOfXid.set(b.xid, list);
   }
-  const allXids = new Set([...xids.keys(), ...branchesOfXid.keys()]);
+  return branchesOfXid;
+}
+
+/** The tried branches of a committed xid are confirmed, none cancelled. */
+function checkCommitted(
+  xid: string,
+  tried: Set<string>,
+  branches: Map<string, BranchEffects>,
+): Violation[] {
+  const violations: Violation[] = [];
+  for (const branchId of tried) {
+    const b = branches.get(branchKey(xid, branchId));
+    if (!b || b.confirm === 0)
+      violations.push({
+        kind: 'committed-branch-not-confirmed',
+        xid,
+        branchId,
+        detail: 'the TM was told committed',
+      });
+    if (b && b.cancel > 0)
+      violations.push({
+        kind: 'committed-branch-cancelled',
+        xid,
+        branchId,
+        detail: 'the TM was told committed',
+      });
+  }
+  return violations;
+}
+
+/** No branch of a rolled-back xid is confirmed; its tried branches are cancelled. */
+function checkRolledBack(
+  xid: string,
+  tried: Set<string>,
+  confirmed: BranchEffects[],
+  branches: Map<string, BranchEffects>,
+): Violation[] {
+  const violations: Violation[] = [];
+  for (const b of confirmed)
+    violations.push({
+      kind: 'rolledback-branch-confirmed',
+      xid,
+      branchId: b.branchId,
+      detail: 'the TM was told rolled back',
+    });
+  for (const branchId of tried) {
+    const b = branches.get(branchKey(xid, branchId));
+    if (!b || b.cancel === 0)
+      violations.push({
+        kind: 'rolledback-branch-not-cancelled',
+        xid,
+        branchId,
+        detail: 'the TM was told rolled back',
+      });
+  }
+  return violations;
+}
+
+/** An xid's branches agree with what its TM was told. */
+function checkToldOutcome(
+  xid: string,
+  v: XidView,
+  bs: BranchEffects[],
+  branches: Map<string, BranchEffects>,
+): Violation[] {
+  const violations: Violation[] = [];
+  for (const branchId of v.ackedTries.keys()) {
+    const b = branches.get(branchKey(xid, branchId));
+    if (!b || b.try === 0)
+      violations.push({
+        kind: 'acked-try-missing',
+        xid,
+        branchId,
+        detail: 'the client saw the try succeed; no try effect in the database',
+      });
+  }
+  const tried = new Set([
+    ...bs.filter((b) => b.try > 0).map((b) => b.branchId),
+    ...v.ackedTries.keys(),
+  ]);
+  if (v.ackedSide === 'commit') violations.push(...checkCommitted(xid, tried, branches));
+  else if (v.ackedSide === 'rollback') {
+    const confirmed = bs.filter((b) => b.confirm > 0);
+    violations.push(...checkRolledBack(xid, tried, confirmed, branches));
+  }
+  if (v.begins.size > 1)
+    violations.push({
+      kind: 'xid-reused',
+      xid,
+      detail: `acknowledged to ${[...v.begins].join(', ')}`,
+    });
+  return violations;
+}
+
+/** Per xid: atomicity, and agreement with what the TM was told. */
+function checkXids(
+  allXids: Set<string>,
+  xids: Map<string, XidView>,
+  branchesOfXid: Map<string, BranchEffects[]>,
+  branches: Map<string, BranchEffects>,
+): Violation[] {
+  const violations: Violation[] = [];
   for (const xid of allXids) {
     const bs = branchesOfXid.get(xid) ?? [];
     const v = xids.get(xid);
@@ -423,75 +530,29 @@ export function check(input: CheckInput): CheckResult {
         detail: `confirmed ${confirmed.map((b) => b.branchId).join(',')}; cancelled ${cancelled.map((b) => b.branchId).join(',')}`,
       });
     }
-    if (v) {
-      for (const branchId of v.ackedTries.keys()) {
-        const b = branches.get(branchKey(xid, branchId));
-        if (!b || b.try === 0)
-          violations.push({
-            kind: 'acked-try-missing',
-            xid,
-            branchId,
-            detail: 'the client saw the try succeed; no try effect in the database',
-          });
-      }
-      const tried = new Set([
-        ...bs.filter((b) => b.try > 0).map((b) => b.branchId),
-        ...v.ackedTries.keys(),
-      ]);
-      if (v.ackedSide === 'commit') {
-        for (const branchId of tried) {
-          const b = branches.get(branchKey(xid, branchId));
-          if (!b || b.confirm === 0)
-            violations.push({
-              kind: 'committed-branch-not-confirmed',
-              xid,
-              branchId,
-              detail: 'the TM was told committed',
-            });
-          if (b && b.cancel > 0)
-            violations.push({
-              kind: 'committed-branch-cancelled',
-              xid,
-              branchId,
-              detail: 'the TM was told committed',
-            });
-        }
-      } else if (v.ackedSide === 'rollback') {
-        for (const b of confirmed)
-          violations.push({
-            kind: 'rolledback-branch-confirmed',
-            xid,
-            branchId: b.branchId,
-            detail: 'the TM was told rolled back',
-          });
-        for (const branchId of tried) {
-          const b = branches.get(branchKey(xid, branchId));
-          if (!b || b.cancel === 0)
-            violations.push({
-              kind: 'rolledback-branch-not-cancelled',
-              xid,
-              branchId,
-              detail: 'the TM was told rolled back',
-            });
-        }
-      }
-      if (v.begins.size > 1)
-        violations.push({
-          kind: 'xid-reused',
-          xid,
-          detail: `acknowledged to ${[...v.begins].join(', ')}`,
-        });
-    }
+    if (v) violations.push(...checkToldOutcome(xid, v, bs, branches));
   }
+  return violations;
+}
 
-  // Status histories.
-  const obs = observationsOf(input.events);
+function groupObservationsByXid(obs: StatusObservation[]): Map<string, StatusObservation[]> {
   const obsByXid = new Map<string, StatusObservation[]>();
   for (const o of obs) {
     const list = obsByXid.get(o.xid) ?? [];
     list.push(o);
     obsByXid.set(o.xid, list);
   }
+  return obsByXid;
+}
+
+/** Status histories, and commits nobody asked for (seen in a status or in an effect). */
+function checkStatuses(
+  obsByXid: Map<string, StatusObservation[]>,
+  allXids: Set<string>,
+  xids: Map<string, XidView>,
+  branchesOfXid: Map<string, BranchEffects[]>,
+): Violation[] {
+  const violations: Violation[] = [];
   for (const [xid, list] of obsByXid) {
     violations.push(...checkStatusHistory(xid, list));
     const commitSide = list.find((o) => statusFamily(o.status) === 'commit');
@@ -516,8 +577,12 @@ export function check(input: CheckInput): CheckResult {
       });
     }
   }
+  return violations;
+}
 
-  // The TC after healing.
+/** The TC after healing, and the bank: nothing left live, held or frozen; money conserved. */
+function checkLeftovers(input: CheckInput, notes: string[]): Violation[] {
+  const violations: Violation[] = [];
   if (input.tc === null) notes.push('the TC state was not checked (no leader answered)');
   else {
     for (const s of input.tc.liveSessions)
@@ -533,8 +598,6 @@ export function check(input: CheckInput): CheckResult {
         detail: `lock ${l.key} still held`,
       });
   }
-
-  // The bank.
   if (input.bank) {
     if (input.bank.frozen !== 0)
       violations.push({
@@ -547,8 +610,72 @@ export function check(input: CheckInput): CheckResult {
         detail: `total ${input.bank.total}, expected ${input.bank.expectedTotal}`,
       });
   }
+  return violations;
+}
 
-  // Statistics.
+/** Counts the planned transactions by outcome, and how unknown outcomes resolved. */
+function countOutcomes(
+  stats: CheckStats,
+  txns: Map<string, TxnView>,
+  branchesOfXid: Map<string, BranchEffects[]>,
+): void {
+  for (const t of txns.values()) {
+    if (t.plan === null) continue;
+    stats.attempted++;
+    if (t.plan.failTry !== null || t.plan.failAfterTries) stats.intendedFailures++;
+    if (t.outcome === 'ok') stats.committed++;
+    else if (t.outcome === 'fail') stats.rolledBack++;
+    else {
+      stats.unknown++;
+      if (t.xid === null) stats.unknownResolved.noXid++;
+      else {
+        const bs = branchesOfXid.get(t.xid) ?? [];
+        if (bs.some((b) => b.confirm > 0)) stats.unknownResolved.committed++;
+        else if (bs.some((b) => b.cancel > 0)) stats.unknownResolved.rolledBack++;
+        else stats.unknownResolved.noEffect++;
+      }
+    }
+  }
+}
+
+/** Counts the phase-two runs, and those run by another process than the branch's try. */
+function countPhaseTwo(stats: CheckStats, events: CheckInput['events']): void {
+  const triedBy = new Map<string, string>();
+  for (const e of events)
+    if (e.op === 'try' && e.branchId !== undefined && e.xid !== undefined)
+      triedBy.set(branchKey(e.xid, e.branchId), e.process);
+  for (const e of events) {
+    if (
+      (e.op !== 'confirm' && e.op !== 'cancel') ||
+      e.type !== 'ok' ||
+      e.xid === undefined ||
+      e.branchId === undefined
+    )
+      continue;
+    stats.phaseTwoRuns++;
+    const by = triedBy.get(branchKey(e.xid, e.branchId));
+    if (by !== undefined && by !== e.process) stats.phaseTwoBySibling++;
+  }
+}
+
+export function check(input: CheckInput): CheckResult {
+  const violations: Violation[] = [];
+  const notes: string[] = [];
+  const txns = txnViews(input.events);
+  const xids = xidViews(input.events);
+  const branches = branchEffects(input.effects);
+  const fenceByBranch = fencesByBranch(input.fences);
+  violations.push(...checkBranches(branches, fenceByBranch));
+
+  const branchesOfXid = groupBranchesByXid(branches);
+  const allXids = new Set([...xids.keys(), ...branchesOfXid.keys()]);
+  violations.push(...checkXids(allXids, xids, branchesOfXid, branches));
+
+  const obs = observationsOf(input.events);
+  const obsByXid = groupObservationsByXid(obs);
+  violations.push(...checkStatuses(obsByXid, allXids, xids, branchesOfXid));
+  violations.push(...checkLeftovers(input, notes));
+
   const stats: CheckStats = {
     attempted: 0,
     committed: 0,
@@ -571,39 +698,8 @@ export function check(input: CheckInput): CheckResult {
     lockConflicts: input.events.filter((e) => e.op === 'lock' && e.type === 'fail').length,
     badHistoryLines: 0,
   };
-  for (const t of txns.values()) {
-    if (t.plan === null) continue;
-    stats.attempted++;
-    if (t.plan.failTry !== null || t.plan.failAfterTries) stats.intendedFailures++;
-    if (t.outcome === 'ok') stats.committed++;
-    else if (t.outcome === 'fail') stats.rolledBack++;
-    else {
-      stats.unknown++;
-      if (t.xid === null) stats.unknownResolved.noXid++;
-      else {
-        const bs = branchesOfXid.get(t.xid) ?? [];
-        if (bs.some((b) => b.confirm > 0)) stats.unknownResolved.committed++;
-        else if (bs.some((b) => b.cancel > 0)) stats.unknownResolved.rolledBack++;
-        else stats.unknownResolved.noEffect++;
-      }
-    }
-  }
-  const triedBy = new Map<string, string>();
-  for (const e of input.events)
-    if (e.op === 'try' && e.branchId !== undefined && e.xid !== undefined)
-      triedBy.set(branchKey(e.xid, e.branchId), e.process);
-  for (const e of input.events) {
-    if (
-      (e.op !== 'confirm' && e.op !== 'cancel') ||
-      e.type !== 'ok' ||
-      e.xid === undefined ||
-      e.branchId === undefined
-    )
-      continue;
-    stats.phaseTwoRuns++;
-    const by = triedBy.get(branchKey(e.xid, e.branchId));
-    if (by !== undefined && by !== e.process) stats.phaseTwoBySibling++;
-  }
+  countOutcomes(stats, txns, branchesOfXid);
+  countPhaseTwo(stats, input.events);
 
   const counts: Partial<Record<ViolationKind, number>> = {};
   for (const v of violations) counts[v.kind] = (counts[v.kind] ?? 0) + 1;

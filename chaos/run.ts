@@ -112,13 +112,43 @@ export function preamble(
   ];
 }
 
-export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
-  const print = o.print ?? ((l: string) => console.log(l));
-  const tag = `${o.seed.toString(36)}_${randomBytes(3).toString('hex')}`;
-  const runDir = o.runDir ?? join(tmpdir(), `concord-chaos-${tag}`);
-  mkdirSync(join(runDir, 'history'), { recursive: true });
-  const tables = tablesFor(tag);
-  const settings: RunSettings = {
+/** One run's parts and what its phases leave for the check and the teardown. */
+interface Run {
+  o: ChaosOptions;
+  print: (l: string) => void;
+  runDir: string;
+  tables: ReturnType<typeof tablesFor>;
+  settings: RunSettings;
+  schedule: ReturnType<typeof planSchedule>;
+  logger: Logger;
+  pm: ProcessManager;
+  pool: ReturnType<typeof createPool>;
+  /** Races a phase against the abort (Ctrl-C or the watchdog). */
+  guard: <T>(p: Promise<T>) => Promise<T>;
+  harnessErrors: string[];
+  cluster: ChaosCluster | null;
+  clients: ClientPool | null;
+  monitor: LeaderMonitor | null;
+  nemesis: Nemesis | null;
+  tc: TcClient | null;
+  tcState: TcState | null;
+  t0: number;
+  phases: {
+    setupMs: number;
+    faultsMs: number;
+    healMs: number;
+    drainMs: number;
+    quiesceMs: number;
+    totalMs: number;
+  };
+}
+
+function settingsOf(
+  o: ChaosOptions,
+  runDir: string,
+  tables: ReturnType<typeof tablesFor>,
+): RunSettings {
+  return {
     seed: o.seed,
     durationMs: o.durationMs,
     nemeses: [...o.nemeses],
@@ -132,19 +162,15 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
     tables,
     ...(o.sabotage ? { sabotage: o.sabotage } : {}),
   };
-  const electionTimeoutMaxMs = 2 * o.electionTicks * o.tickMs;
-  const schedule = planSchedule({
-    seed: o.seed,
-    durationMs: o.durationMs,
-    kinds: o.nemeses,
-    clients: o.clients,
-    electionTimeoutMaxMs,
-  });
+}
+
+/** The hard deadline of the whole run, ms: every phase's bound, plus a margin. */
+function deadlineOf(o: ChaosOptions, schedule: ReturnType<typeof planSchedule>): number {
   const plannedMs = schedule.reduce(
     (t, s) => Math.max(t, s.plannedAtMs + estimatedMs(s) + s.gapAfterMs),
     0,
   );
-  const deadlineMs =
+  return (
     NODE_START_TIMEOUT_MS +
     FIRST_LEADER_TIMEOUT_MS +
     CLIENT_START_TIMEOUT_MS +
@@ -153,7 +179,194 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
     HEAL_TIMEOUT_MS +
     CLIENT_DRAIN_TIMEOUT_MS +
     QUIESCE_TIMEOUT_MS +
-    DEADLINE_MARGIN_MS;
+    DEADLINE_MARGIN_MS
+  );
+}
+
+/** Setup: tables, the cluster and its first leader, the leader monitor, the clients. */
+async function setUp(r: Run): Promise<{ cluster: ChaosCluster; clients: ClientPool }> {
+  const { o, guard, print, runDir, tables, pm, logger } = r;
+  print(`chaos: run dir ${runDir}`);
+  await guard(createTables(r.pool, tables));
+  const cluster = (r.cluster = await guard(
+    ChaosCluster.create({
+      runDir,
+      repoRoot: REPO_ROOT,
+      size: CLUSTER_SIZE,
+      tickMs: o.tickMs,
+      electionTicks: o.electionTicks,
+      snapshotEveryEntries: o.snapshotEveryEntries,
+      nodeLogLevel: o.nodeLogLevel ?? 'info',
+      pm,
+      logger,
+    }),
+  ));
+  await guard(cluster.startAll());
+  const first = await guard(cluster.waitForLeader(FIRST_LEADER_TIMEOUT_MS, 'first election'));
+  print(
+    `chaos: cluster up in ${Date.now() - r.t0} ms, leader ${first.id} (term ${first.term}); nodes ${cluster.nodes.map((n) => `${n.id}=${n.proc?.pid}`).join(' ')}`,
+  );
+  // TLS on: the nodes made their dev pki under <runDir>/data/pki at first start. The
+  // harness and its client processes (which inherit the environment) present its operator
+  // credential: the workload runs many applications, and checks every outcome.
+  const pki = join(runDir, 'data', 'pki');
+  if (!process.env.CONCORD_INSECURE) {
+    process.env.CONCORD_TLS_CA = join(pki, 'ca.pem');
+    process.env.CONCORD_TLS_CERT = join(pki, 'admin.pem');
+    process.env.CONCORD_TLS_KEY = join(pki, 'admin-key.pem');
+  }
+  r.monitor = new LeaderMonitor(cluster, logger);
+  r.monitor.start();
+  const clients = (r.clients = new ClientPool({
+    pm,
+    runDir,
+    repoRoot: REPO_ROOT,
+    seed: o.seed,
+    count: o.clients,
+    concurrency: o.concurrency,
+    txnTimeoutMs: o.txnTimeoutMs,
+    servers: cluster.clientSeeds(),
+    tables,
+    logLevel: o.clientLogLevel ?? 'info',
+    logger,
+    sabotage: o.sabotage ?? null,
+  }));
+  await guard(clients.startAll());
+  r.phases.setupMs = Date.now() - r.t0;
+  print(`chaos: ${o.clients} client(s) running; faults begin`);
+  return { cluster, clients };
+}
+
+/** Faults: the nemesis runs the schedule (a nemesis failure is recorded; the run goes on). */
+async function runFaults(r: Run, cluster: ChaosCluster, clients: ClientPool): Promise<Nemesis> {
+  const { print, schedule, guard } = r;
+  const tf = Date.now();
+  const nemesis = (r.nemesis = new Nemesis(cluster, clients, r.logger));
+  const ticker = setInterval(() => {
+    const last = r.nemesis?.records.at(-1);
+    print(
+      `chaos: ${((Date.now() - tf) / 1000).toFixed(0)} s into the faults; ${r.nemesis?.records.length ?? 0}/${schedule.length} steps done${last ? `, last: ${last.detail}${last.error ? ` (ERROR ${last.error})` : ''}` : ''}`,
+    );
+  }, 10_000);
+  try {
+    if (schedule.length === 0) await guard(sleep(r.o.durationMs));
+    else await guard(nemesis.run(schedule));
+  } catch (err) {
+    if (err instanceof RunAborted) throw err;
+    r.harnessErrors.push((err as Error).message);
+    print(`chaos: nemesis failed: ${(err as Error).message}; healing and checking anyway`);
+  } finally {
+    clearInterval(ticker);
+  }
+  r.phases.faultsMs = Date.now() - tf;
+  return nemesis;
+}
+
+/** Heal, drain the clients, then quiesce: the TC must finish every transaction. */
+async function healAndQuiesce(
+  r: Run,
+  cluster: ChaosCluster,
+  clients: ClientPool,
+  nemesis: Nemesis,
+): Promise<void> {
+  const { print, guard, phases } = r;
+  const th = Date.now();
+  print('chaos: healing');
+  await guard(nemesis.healAll());
+  const healed = await guard(cluster.waitForLeader(HEAL_TIMEOUT_MS, 'after healing'));
+  phases.healMs = Date.now() - th;
+  print(`chaos: healed in ${phases.healMs} ms; leader ${healed.id} (term ${healed.term})`);
+
+  const td = Date.now();
+  const drained = await guard(clients.drainAll());
+  if (drained.timedOut.length > 0)
+    r.harnessErrors.push(
+      `clients did not drain within ${CLIENT_DRAIN_TIMEOUT_MS} ms: ${drained.timedOut.join(', ')}`,
+    );
+  phases.drainMs = Date.now() - td;
+
+  // Quiesce: the TC must finish every transaction (phase two, timeouts) with the RMs still up.
+  const tq = Date.now();
+  const tc = (r.tc = new TcClient({
+    seeds: cluster.ids().map((id) => `${NODE_HOST}:${cluster.node(id).ports.http}`),
+    logger: r.logger,
+  }));
+  const tcState = (r.tcState = await guard(quiesce(tc, print)));
+  phases.quiesceMs = Date.now() - tq;
+  print(
+    `chaos: quiesce ${tcState.liveSessions.length === 0 ? 'done' : `timed out with ${tcState.liveSessions.length} live session(s)`} in ${phases.quiesceMs} ms`,
+  );
+  await guard(clients.exitAll());
+}
+
+/** Stops everything the run started; drops the tables now only if the run was aborted. */
+async function tearDown(r: Run, aborted: boolean): Promise<void> {
+  await r.monitor?.stop().catch(() => undefined);
+  await r.tc?.close().catch(() => undefined);
+  await r.clients?.killAll().catch(() => undefined);
+  await r.cluster?.close().catch(() => undefined);
+  await r.pm.stopAll().catch(() => undefined);
+  if (aborted) {
+    if (!r.o.keepTables) await dropTables(r.pool, r.tables).catch(() => undefined);
+    await r.pool.end().catch(() => undefined);
+  }
+}
+
+/** Check: the history, the database's effects and fences, the bank and the TC; the report. */
+async function checkRun(r: Run): Promise<ChaosReport> {
+  const { pool, tables, runDir } = r;
+  try {
+    const history = readHistoryDir(join(runDir, 'history'));
+    const [effects, fences, bank] = await Promise.all([
+      readEffects(pool, tables),
+      readFences(pool, tables),
+      readBank(pool, tables),
+    ]);
+    const result = check({ events: history.events, effects, fences, tc: r.tcState, bank });
+    result.stats.badHistoryLines = history.badLines.length;
+    r.phases.totalMs = Date.now() - r.t0;
+    const report = buildReport({
+      settings: r.settings,
+      schedule: r.schedule,
+      phases: r.phases,
+      check: result,
+      records: r.nemesis?.records ?? [],
+      timeline: r.monitor?.timeline ?? [],
+      events: history.events,
+      crashes: r.pm.unexpectedExits,
+      logErrors: scanLogs(join(runDir, 'logs')),
+      harnessErrors: r.harnessErrors,
+    });
+    writeFileSync(
+      join(runDir, 'report.json'),
+      `${JSON.stringify({ ...report, leaderTimeline: r.monitor?.timeline ?? [], proxies: r.cluster?.proxyStats() ?? {} }, null, 2)}\n`,
+    );
+    const text = formatReport(report);
+    writeFileSync(join(runDir, 'report.txt'), `${text}\n`);
+    return report;
+  } finally {
+    if (!r.o.keepTables) await dropTables(pool, tables).catch(() => undefined);
+    await pool.end().catch(() => undefined);
+  }
+}
+
+/** Prepares a run: its directory, tables, settings, schedule, deadline, logger and processes. */
+function prepare(o: ChaosOptions): { r: Run; deadlineMs: number } {
+  const print = o.print ?? ((l: string) => console.log(l));
+  const tag = `${o.seed.toString(36)}_${randomBytes(3).toString('hex')}`;
+  const runDir = o.runDir ?? join(tmpdir(), `concord-chaos-${tag}`);
+  mkdirSync(join(runDir, 'history'), { recursive: true });
+  const tables = tablesFor(tag);
+  const settings = settingsOf(o, runDir, tables);
+  const electionTimeoutMaxMs = 2 * o.electionTicks * o.tickMs;
+  const schedule = planSchedule({
+    seed: o.seed,
+    durationMs: o.durationMs,
+    kinds: o.nemeses,
+    clients: o.clients,
+    electionTimeoutMaxMs,
+  });
+  const deadlineMs = deadlineOf(o, schedule);
   for (const line of preamble(o, settings, schedule, deadlineMs)) print(line);
 
   const logger: Logger = pino(
@@ -163,13 +376,32 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
   const pm = new ProcessManager(logger);
   pm.startReaper();
   const pool = createPool(4);
-  const harnessErrors: string[] = [];
-  let cluster: ChaosCluster | null = null;
-  let clients: ClientPool | null = null;
-  let monitor: LeaderMonitor | null = null;
-  let nemesis: Nemesis | null = null;
-  let tc: TcClient | null = null;
+  const r: Run = {
+    o,
+    print,
+    runDir,
+    tables,
+    settings,
+    schedule,
+    logger,
+    pm,
+    pool,
+    guard: (p) => p,
+    harnessErrors: [],
+    cluster: null,
+    clients: null,
+    monitor: null,
+    nemesis: null,
+    tc: null,
+    tcState: null,
+    t0: 0,
+    phases: { setupMs: 0, faultsMs: 0, healMs: 0, drainMs: 0, quiesceMs: 0, totalMs: 0 },
+  };
+  return { r, deadlineMs };
+}
 
+export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
+  const { r, deadlineMs } = prepare(o);
   // Ctrl-C and the watchdog both abort; every phase races against it.
   const abort = new AbortController();
   const onOuterAbort = () => abort.abort(new RunAborted('interrupted'));
@@ -182,169 +414,27 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
     abort.signal.addEventListener('abort', () => reject(abort.signal.reason as Error)),
   );
   aborted.catch(() => undefined);
-  const guard = <T>(p: Promise<T>): Promise<T> => Promise.race([p, aborted]);
-  abort.signal.addEventListener('abort', () => nemesis?.abort());
+  r.guard = <T>(p: Promise<T>): Promise<T> => Promise.race([p, aborted]);
+  abort.signal.addEventListener('abort', () => r.nemesis?.abort());
 
-  const t0 = Date.now();
-  const phases = { setupMs: 0, faultsMs: 0, healMs: 0, drainMs: 0, quiesceMs: 0, totalMs: 0 };
-  let tcState: TcState | null = null;
+  r.t0 = Date.now();
   try {
-    // ---- setup
-    print(`chaos: run dir ${runDir}`);
-    await guard(createTables(pool, tables));
-    cluster = await guard(
-      ChaosCluster.create({
-        runDir,
-        repoRoot: REPO_ROOT,
-        size: CLUSTER_SIZE,
-        tickMs: o.tickMs,
-        electionTicks: o.electionTicks,
-        snapshotEveryEntries: o.snapshotEveryEntries,
-        nodeLogLevel: o.nodeLogLevel ?? 'info',
-        pm,
-        logger,
-      }),
-    );
-    await guard(cluster.startAll());
-    const first = await guard(cluster.waitForLeader(FIRST_LEADER_TIMEOUT_MS, 'first election'));
-    print(
-      `chaos: cluster up in ${Date.now() - t0} ms, leader ${first.id} (term ${first.term}); nodes ${cluster.nodes.map((n) => `${n.id}=${n.proc?.pid}`).join(' ')}`,
-    );
-    // TLS on: the nodes made their dev pki under <runDir>/data/pki at first start. The
-    // harness and its client processes (which inherit the environment) present its operator
-    // credential: the workload runs many applications, and checks every outcome.
-    const pki = join(runDir, 'data', 'pki');
-    if (!process.env.CONCORD_INSECURE) {
-      process.env.CONCORD_TLS_CA = join(pki, 'ca.pem');
-      process.env.CONCORD_TLS_CERT = join(pki, 'admin.pem');
-      process.env.CONCORD_TLS_KEY = join(pki, 'admin-key.pem');
-    }
-    monitor = new LeaderMonitor(cluster, logger);
-    monitor.start();
-    clients = new ClientPool({
-      pm,
-      runDir,
-      repoRoot: REPO_ROOT,
-      seed: o.seed,
-      count: o.clients,
-      concurrency: o.concurrency,
-      txnTimeoutMs: o.txnTimeoutMs,
-      servers: cluster.clientSeeds(),
-      tables,
-      logLevel: o.clientLogLevel ?? 'info',
-      logger,
-      sabotage: o.sabotage ?? null,
-    });
-    await guard(clients.startAll());
-    phases.setupMs = Date.now() - t0;
-    print(`chaos: ${o.clients} client(s) running; faults begin`);
-
-    // ---- faults
-    const tf = Date.now();
-    nemesis = new Nemesis(cluster, clients, logger);
-    const ticker = setInterval(() => {
-      const r = nemesis?.records.at(-1);
-      print(
-        `chaos: ${((Date.now() - tf) / 1000).toFixed(0)} s into the faults; ${nemesis?.records.length ?? 0}/${schedule.length} steps done${r ? `, last: ${r.detail}${r.error ? ` (ERROR ${r.error})` : ''}` : ''}`,
-      );
-    }, 10_000);
-    try {
-      if (schedule.length === 0) await guard(sleep(o.durationMs));
-      else await guard(nemesis.run(schedule));
-    } catch (err) {
-      if (err instanceof RunAborted) throw err;
-      harnessErrors.push((err as Error).message);
-      print(`chaos: nemesis failed: ${(err as Error).message}; healing and checking anyway`);
-    } finally {
-      clearInterval(ticker);
-    }
-    phases.faultsMs = Date.now() - tf;
-
-    // ---- heal
-    const th = Date.now();
-    print('chaos: healing');
-    await guard(nemesis.healAll());
-    const healed = await guard(cluster.waitForLeader(HEAL_TIMEOUT_MS, 'after healing'));
-    phases.healMs = Date.now() - th;
-    print(`chaos: healed in ${phases.healMs} ms; leader ${healed.id} (term ${healed.term})`);
-
-    // ---- drain
-    const td = Date.now();
-    const drained = await guard(clients.drainAll());
-    if (drained.timedOut.length > 0)
-      harnessErrors.push(
-        `clients did not drain within ${CLIENT_DRAIN_TIMEOUT_MS} ms: ${drained.timedOut.join(', ')}`,
-      );
-    phases.drainMs = Date.now() - td;
-
-    // ---- quiesce: the TC must finish every transaction (phase two, timeouts) with the RMs still
-    // up.
-    const tq = Date.now();
-    tc = new TcClient({
-      seeds: cluster.ids().map((id) => `${NODE_HOST}:${cluster!.node(id).ports.http}`),
-      logger,
-    });
-    tcState = await guard(quiesce(tc, print));
-    phases.quiesceMs = Date.now() - tq;
-    print(
-      `chaos: quiesce ${tcState.liveSessions.length === 0 ? 'done' : `timed out with ${tcState.liveSessions.length} live session(s)`} in ${phases.quiesceMs} ms`,
-    );
-    await guard(clients.exitAll());
+    const { cluster, clients } = await setUp(r);
+    const nemesis = await runFaults(r, cluster, clients);
+    await healAndQuiesce(r, cluster, clients, nemesis);
   } catch (err) {
     if (err instanceof RunAborted) {
-      print(`chaos: ${err.message}`);
+      r.print(`chaos: ${err.message}`);
       throw err;
     }
-    harnessErrors.push((err as Error).stack ?? String(err));
-    print(`chaos: harness error: ${(err as Error).message}`);
+    r.harnessErrors.push((err as Error).stack ?? String(err));
+    r.print(`chaos: harness error: ${(err as Error).message}`);
   } finally {
     clearTimeout(watchdog);
     o.signal?.removeEventListener('abort', onOuterAbort);
-    await monitor?.stop().catch(() => undefined);
-    await tc?.close().catch(() => undefined);
-    await clients?.killAll().catch(() => undefined);
-    await cluster?.close().catch(() => undefined);
-    await pm.stopAll().catch(() => undefined);
-    if (abort.signal.aborted) {
-      if (!o.keepTables) await dropTables(pool, tables).catch(() => undefined);
-      await pool.end().catch(() => undefined);
-    }
+    await tearDown(r, abort.signal.aborted);
   }
-
-  // ---- check
-  try {
-    const history = readHistoryDir(join(runDir, 'history'));
-    const [effects, fences, bank] = await Promise.all([
-      readEffects(pool, tables),
-      readFences(pool, tables),
-      readBank(pool, tables),
-    ]);
-    const result = check({ events: history.events, effects, fences, tc: tcState, bank });
-    result.stats.badHistoryLines = history.badLines.length;
-    phases.totalMs = Date.now() - t0;
-    const report = buildReport({
-      settings,
-      schedule,
-      phases,
-      check: result,
-      records: nemesis?.records ?? [],
-      timeline: monitor?.timeline ?? [],
-      events: history.events,
-      crashes: pm.unexpectedExits,
-      logErrors: scanLogs(join(runDir, 'logs')),
-      harnessErrors,
-    });
-    writeFileSync(
-      join(runDir, 'report.json'),
-      `${JSON.stringify({ ...report, leaderTimeline: monitor?.timeline ?? [], proxies: cluster?.proxyStats() ?? {} }, null, 2)}\n`,
-    );
-    const text = formatReport(report);
-    writeFileSync(join(runDir, 'report.txt'), `${text}\n`);
-    return report;
-  } finally {
-    if (!o.keepTables) await dropTables(pool, tables).catch(() => undefined);
-    await pool.end().catch(() => undefined);
-  }
+  return checkRun(r);
 }
 
 /** error (50) and fatal (60) lines of each process's pino log. */

@@ -83,8 +83,14 @@ function spawnNode(o: ClusterOptions, id: string, file: string): ChildProcess {
   return proc;
 }
 
-export async function startCluster(o: ClusterOptions): Promise<BenchCluster> {
-  const prefix = o.idPrefix ?? 'node';
+interface NodePorts {
+  id: string;
+  http: number;
+  tc: number;
+  raft: number;
+}
+
+async function allocatePorts(prefix: string): Promise<NodePorts[]> {
   const ports = [];
   for (let i = 1; i <= 3; i++)
     ports.push({
@@ -93,45 +99,128 @@ export async function startCluster(o: ClusterOptions): Promise<BenchCluster> {
       tc: await freePort(),
       raft: await freePort(),
     });
-  const peers = ports.map((p) => ({
-    nodeId: p.id,
+  return ports;
+}
+
+/** Writes node `p`'s YAML config into `o.dir` and returns its path. */
+function writeNodeConfig(o: ClusterOptions, p: NodePorts, all: NodePorts[]): string {
+  const peers = all.map((q) => ({
+    nodeId: q.id,
     host: '127.0.0.1',
-    raftPort: p.raft,
-    tcPort: p.tc,
-    httpPort: p.http,
+    raftPort: q.raft,
+    tcPort: q.tc,
+    httpPort: q.http,
   }));
+  const file = join(o.dir, `${p.id}.yaml`);
+  const raft =
+    o.store.mode === 'raft'
+      ? {
+          dataDir: join(o.dir, 'data', p.id),
+          tickMs: o.store.tickMs ?? 100,
+          electionTicks: 10,
+          heartbeatTicks: 1,
+          ...(o.snapshotEveryEntries !== undefined
+            ? { snapshotEveryEntries: o.snapshotEveryEntries }
+            : {}),
+          peers,
+        }
+      : { dataDir: join(o.dir, 'data', p.id), peers };
+  const store =
+    o.store.mode === 'raft'
+      ? { mode: 'raft' }
+      : { mode: 'db', db: { url: o.store.url, tablePrefix: o.store.tablePrefix } };
+  mkdirSync(join(o.dir, 'data'), { recursive: true });
+  writeFileSync(
+    file,
+    stringify({
+      node: { id: p.id, group: 'default' },
+      server: { host: '127.0.0.1', httpPort: p.http, tcPort: p.tc, raftPort: p.raft },
+      raft,
+      store,
+      ...(o.limits !== undefined ? { limits: o.limits } : {}),
+      log: { level: o.logLevel ?? 'warn' },
+    }),
+  );
+  return file;
+}
+
+async function stopNodes(nodes: BenchNode[]): Promise<void> {
+  const live = nodes.map((n) => n.proc).filter((p) => p.exitCode === null && p.signalCode === null);
+  const exits = live.map((p) => new Promise((r) => p.once('exit', r)));
+  for (const p of live) p.kill('SIGTERM');
+  await Promise.race([Promise.all(exits), sleep(STOP_GRACE_MS)]);
+  for (const p of live) if (p.exitCode === null && p.signalCode === null) p.kill('SIGKILL');
+}
+
+function exitedWhileStarting(o: ClusterOptions, nodeId: string): Error {
+  const logFile = join(o.dir, `${nodeId}.log`);
+  let tail = '';
+  try {
+    tail = readFileSync(logFile, 'utf8').trimEnd().split('\n').slice(-8).join('\n');
+  } catch {
+    // no log
+  }
+  return new Error(`node ${nodeId} exited while starting (${logFile}):\n${tail}`);
+}
+
+/** The leader each seed names (null where it names none or does not answer). */
+async function namedLeaders(seeds: string[]): Promise<(string | null)[]> {
+  return Promise.all(
+    seeds.map(async (s) => {
+      try {
+        const res = await fetch(`http://${s}/metadata/v1/cluster?group=default`, {
+          signal: AbortSignal.timeout(1_000),
+        });
+        return ((await res.json()) as { leaderId: string | null }).leaderId;
+      } catch {
+        return null;
+      }
+    }),
+  );
+}
+
+/**
+ * TLS on (unless CONCORD_INSECURE=1, the plaintext figure): the nodes made their dev pki under
+ * <dir>/data/pki; the bench and its workers present its operator credential.
+ */
+function presentOperatorCredential(dir: string): void {
+  if (process.env.CONCORD_INSECURE) return;
+  const pki = join(dir, 'data', 'pki');
+  process.env.CONCORD_TLS_CA = join(pki, 'ca.pem');
+  process.env.CONCORD_TLS_CERT = join(pki, 'admin.pem');
+  process.env.CONCORD_TLS_KEY = join(pki, 'admin-key.pem');
+}
+
+/** Waits until every node names the same leader; stops the nodes and throws on failure. */
+async function awaitLeader(o: ClusterOptions, nodes: BenchNode[], seeds: string[]) {
+  const deadline = Date.now() + CLUSTER_START_TIMEOUT_MS;
+  for (;;) {
+    const exited = nodes.find((n) => n.proc.exitCode !== null || n.proc.signalCode !== null);
+    if (exited) {
+      await stopNodes(nodes);
+      throw exitedWhileStarting(o, exited.nodeId);
+    }
+    const named = await namedLeaders(seeds);
+    const leaderId = named[0] ?? null;
+    if (leaderId !== null && named.every((x) => x === leaderId)) {
+      presentOperatorCredential(o.dir);
+      return leaderId;
+    }
+    if (Date.now() > deadline) {
+      await stopNodes(nodes);
+      throw new Error(
+        `the cluster did not agree on a leader within ${CLUSTER_START_TIMEOUT_MS} ms; logs in ${o.dir}`,
+      );
+    }
+    await sleep(200);
+  }
+}
+
+export async function startCluster(o: ClusterOptions): Promise<BenchCluster> {
+  const ports = await allocatePorts(o.idPrefix ?? 'node');
   const nodes: BenchNode[] = [];
   for (const p of ports) {
-    const file = join(o.dir, `${p.id}.yaml`);
-    const raft =
-      o.store.mode === 'raft'
-        ? {
-            dataDir: join(o.dir, 'data', p.id),
-            tickMs: o.store.tickMs ?? 100,
-            electionTicks: 10,
-            heartbeatTicks: 1,
-            ...(o.snapshotEveryEntries !== undefined
-              ? { snapshotEveryEntries: o.snapshotEveryEntries }
-              : {}),
-            peers,
-          }
-        : { dataDir: join(o.dir, 'data', p.id), peers };
-    const store =
-      o.store.mode === 'raft'
-        ? { mode: 'raft' }
-        : { mode: 'db', db: { url: o.store.url, tablePrefix: o.store.tablePrefix } };
-    mkdirSync(join(o.dir, 'data'), { recursive: true });
-    writeFileSync(
-      file,
-      stringify({
-        node: { id: p.id, group: 'default' },
-        server: { host: '127.0.0.1', httpPort: p.http, tcPort: p.tc, raftPort: p.raft },
-        raft,
-        store,
-        ...(o.limits !== undefined ? { limits: o.limits } : {}),
-        log: { level: o.logLevel ?? 'warn' },
-      }),
-    );
+    const file = writeNodeConfig(o, p, ports);
     nodes.push({
       nodeId: p.id,
       transaction: { host: '127.0.0.1', port: p.tc },
@@ -147,60 +236,8 @@ export async function startCluster(o: ClusterOptions): Promise<BenchCluster> {
     node.proc = spawnNode(o, nodeId, join(o.dir, `${nodeId}.yaml`));
     return node;
   };
-  const stop = async () => {
-    const live = nodes
-      .map((n) => n.proc)
-      .filter((p) => p.exitCode === null && p.signalCode === null);
-    const exits = live.map((p) => new Promise((r) => p.once('exit', r)));
-    for (const p of live) p.kill('SIGTERM');
-    await Promise.race([Promise.all(exits), sleep(STOP_GRACE_MS)]);
-    for (const p of live) if (p.exitCode === null && p.signalCode === null) p.kill('SIGKILL');
-  };
+  const stop = () => stopNodes(nodes);
   const seeds = nodes.map((n) => `127.0.0.1:${n.control.port}`);
-  const deadline = Date.now() + CLUSTER_START_TIMEOUT_MS;
-  for (;;) {
-    const exited = nodes.find((n) => n.proc.exitCode !== null || n.proc.signalCode !== null);
-    if (exited) {
-      await stop();
-      const logFile = join(o.dir, `${exited.nodeId}.log`);
-      let tail = '';
-      try {
-        tail = readFileSync(logFile, 'utf8').trimEnd().split('\n').slice(-8).join('\n');
-      } catch {
-        // no log
-      }
-      throw new Error(`node ${exited.nodeId} exited while starting (${logFile}):\n${tail}`);
-    }
-    const named = await Promise.all(
-      seeds.map(async (s) => {
-        try {
-          const res = await fetch(`http://${s}/metadata/v1/cluster?group=default`, {
-            signal: AbortSignal.timeout(1_000),
-          });
-          return ((await res.json()) as { leaderId: string | null }).leaderId;
-        } catch {
-          return null;
-        }
-      }),
-    );
-    const leaderId = named[0] ?? null;
-    if (leaderId !== null && named.every((x) => x === leaderId)) {
-      // TLS on (unless CONCORD_INSECURE=1, the plaintext figure): the nodes made their dev
-      // pki under <dir>/data/pki; the bench and its workers present its operator credential.
-      if (!process.env.CONCORD_INSECURE) {
-        const pki = join(o.dir, 'data', 'pki');
-        process.env.CONCORD_TLS_CA = join(pki, 'ca.pem');
-        process.env.CONCORD_TLS_CERT = join(pki, 'admin.pem');
-        process.env.CONCORD_TLS_KEY = join(pki, 'admin-key.pem');
-      }
-      return { nodes, seeds, leaderId, stop, restart };
-    }
-    if (Date.now() > deadline) {
-      await stop();
-      throw new Error(
-        `the cluster did not agree on a leader within ${CLUSTER_START_TIMEOUT_MS} ms; logs in ${o.dir}`,
-      );
-    }
-    await sleep(200);
-  }
+  const leaderId = await awaitLeader(o, nodes, seeds);
+  return { nodes, seeds, leaderId, stop, restart };
 }

@@ -257,110 +257,151 @@ function checkConfChange(body: Record<string, unknown>): ConfChange {
   throw new BadRequestError('type must be addVoter, addLearner or removeNode');
 }
 
-function startHttp(node: RaftNode, sm: KvStateMachine, address: string, logger: Logger) {
-  const leaderHttp = (leaderId: string | null): string | null => {
-    if (leaderId === null) return null;
-    const ctx = node.status().conf.context[leaderId];
-    return ctx === undefined ? null : (memberContextFields(ctx).http ?? null);
-  };
+/** The HTTP address of `leaderId` from the membership context, if known. */
+function leaderHttpOf(node: RaftNode, leaderId: string | null): string | null {
+  if (leaderId === null) return null;
+  const ctx = node.status().conf.context[leaderId];
+  return ctx === undefined ? null : (memberContextFields(ctx).http ?? null);
+}
 
-  const propose = async (cmd: KvCommand) => node.propose(encodeKvCommand(cmd));
+/** What the HTTP handlers serve. */
+interface KvHttp {
+  node: RaftNode;
+  sm: KvStateMachine;
+  address: string;
+}
 
-  const handle = async (req: IncomingMessage, res: ServerResponse): Promise<void> => {
-    // Split by hand: a WHATWG URL per request is a measurable share of a leader's CPU at
-    // thousands of writes a second, and only the path and two query parameters are read.
-    const target = req.url ?? '/';
-    const q = target.indexOf('?');
-    const path = q < 0 ? target : target.slice(0, q);
-    const query = new URLSearchParams(q < 0 ? '' : target.slice(q + 1));
-    const stale = query.get('stale') === '1' || query.get('stale') === 'true';
-    const method = req.method ?? 'GET';
+const propose = async (node: RaftNode, cmd: KvCommand) => node.propose(encodeKvCommand(cmd));
 
-    if (path.startsWith('/kv/')) {
-      const key = checkKey(path.slice(4));
-      if (method === 'PUT') {
-        const value = await readBody(req);
-        if (value.length > MAX_KV_VALUE_BYTES)
-          throw new HttpError(413, `value over ${MAX_KV_VALUE_BYTES} bytes`);
-        send(res, 200, await propose({ op: 'put', key, value: value.toString('utf8') }));
-        return;
-      }
-      if (method === 'DELETE') {
-        send(res, 200, await propose({ op: 'del', key }));
-        return;
-      }
-      if (method === 'GET') {
-        if (!stale) await node.read();
-        const value = sm.get(key);
-        if (value === undefined)
-          send(res, 404, {
-            error: { code: 'NOT_FOUND', message: `no key ${JSON.stringify(key)}` },
-          });
-        else send(res, 200, { key, value });
-        return;
-      }
-      throw new HttpError(405, `${method} not allowed on /kv/:key`);
-    }
-    if (path === '/kv' && method === 'GET') {
-      if (!stale) await node.read();
-      const entries = sm.entries(query.get('prefix') ?? '');
-      send(res, 200, { count: entries.length, entries: Object.fromEntries(entries) });
-      return;
-    }
-    if (path === '/status' && method === 'GET') {
-      send(res, 200, { ...node.status(), httpAddress: address, kvKeys: sm.size });
-      return;
-    }
-    if (path === '/membership' && method === 'POST') {
-      const cc = checkConfChange(await readJson(req));
-      await node.changeMembership(cc);
-      send(res, 200, { conf: node.status().conf });
-      return;
-    }
-    if (path === '/transfer' && method === 'POST') {
-      const { to } = await readJson(req);
-      if (typeof to !== 'string') throw new BadRequestError('to must be a node id');
-      node.transferLeadership(to);
-      send(res, 202, { transferringTo: to });
-      return;
-    }
-    if (path === '/snapshot' && method === 'POST') {
-      await node.driver.snapshotNow();
-      send(res, 200, { snapshotIndex: node.status().snapshotIndex });
-      return;
-    }
-    throw new HttpError(404, `no route for ${method} ${path}`);
-  };
+/** `/kv/:key`: PUT, DELETE and GET of one key. */
+async function handleKey(
+  h: KvHttp,
+  req: IncomingMessage,
+  res: ServerResponse,
+  raw: string,
+  stale: boolean,
+): Promise<void> {
+  const { node, sm } = h;
+  const method = req.method ?? 'GET';
+  const key = checkKey(raw);
+  if (method === 'PUT') {
+    const value = await readBody(req);
+    if (value.length > MAX_KV_VALUE_BYTES)
+      throw new HttpError(413, `value over ${MAX_KV_VALUE_BYTES} bytes`);
+    send(res, 200, await propose(node, { op: 'put', key, value: value.toString('utf8') }));
+    return;
+  }
+  if (method === 'DELETE') {
+    send(res, 200, await propose(node, { op: 'del', key }));
+    return;
+  }
+  if (method === 'GET') {
+    if (!stale) await node.read();
+    const value = sm.get(key);
+    if (value === undefined)
+      send(res, 404, {
+        error: { code: 'NOT_FOUND', message: `no key ${JSON.stringify(key)}` },
+      });
+    else send(res, 200, { key, value });
+    return;
+  }
+  throw new HttpError(405, `${method} not allowed on /kv/:key`);
+}
 
-  const server = createServer((req, res) => {
-    handle(req, res).catch((err: unknown) => {
-      if (res.headersSent) {
-        res.destroy();
-        return;
-      }
-      if (err instanceof HttpError) {
-        send(res, err.status, {
-          error: { code: err.status === 404 ? 'NOT_FOUND' : 'BAD_REQUEST', message: err.message },
-        });
-        return;
-      }
-      if (err instanceof ConcordError) {
-        const leaderId = err instanceof NotLeaderError ? err.leaderId : null;
-        send(res, STATUS_OF[err.code] ?? 500, {
-          error: {
-            code: err.code,
-            name: err.name,
-            message: err.message,
-            retryable: err.retryable,
-            leaderId,
-            leaderHttp: leaderHttp(leaderId),
-          },
-        });
-        return;
-      }
-      logger.error({ err, url: req.url }, 'http request failed');
-      send(res, 500, { error: { code: 'INTERNAL', message: 'internal error' } });
+/** The cluster routes: membership, leadership transfer and snapshot; false if none matched. */
+async function handleAdmin(
+  node: RaftNode,
+  req: IncomingMessage,
+  res: ServerResponse,
+  path: string,
+): Promise<boolean> {
+  if (req.method !== 'POST') return false;
+  if (path === '/membership') {
+    const cc = checkConfChange(await readJson(req));
+    await node.changeMembership(cc);
+    send(res, 200, { conf: node.status().conf });
+    return true;
+  }
+  if (path === '/transfer') {
+    const { to } = await readJson(req);
+    if (typeof to !== 'string') throw new BadRequestError('to must be a node id');
+    node.transferLeadership(to);
+    send(res, 202, { transferringTo: to });
+    return true;
+  }
+  if (path === '/snapshot') {
+    await node.driver.snapshotNow();
+    send(res, 200, { snapshotIndex: node.status().snapshotIndex });
+    return true;
+  }
+  return false;
+}
+
+async function handle(h: KvHttp, req: IncomingMessage, res: ServerResponse): Promise<void> {
+  const { node, sm, address } = h;
+  // Split by hand: a WHATWG URL per request is a measurable share of a leader's CPU at
+  // thousands of writes a second, and only the path and two query parameters are read.
+  const target = req.url ?? '/';
+  const q = target.indexOf('?');
+  const path = q < 0 ? target : target.slice(0, q);
+  const query = new URLSearchParams(q < 0 ? '' : target.slice(q + 1));
+  const stale = query.get('stale') === '1' || query.get('stale') === 'true';
+  const method = req.method ?? 'GET';
+
+  if (path.startsWith('/kv/')) return handleKey(h, req, res, path.slice(4), stale);
+  if (path === '/kv' && method === 'GET') {
+    if (!stale) await node.read();
+    const entries = sm.entries(query.get('prefix') ?? '');
+    send(res, 200, { count: entries.length, entries: Object.fromEntries(entries) });
+    return;
+  }
+  if (path === '/status' && method === 'GET') {
+    send(res, 200, { ...node.status(), httpAddress: address, kvKeys: sm.size });
+    return;
+  }
+  if (await handleAdmin(node, req, res, path)) return;
+  throw new HttpError(404, `no route for ${method} ${path}`);
+}
+
+function sendError(
+  node: RaftNode,
+  logger: Logger,
+  req: IncomingMessage,
+  res: ServerResponse,
+  err: unknown,
+): void {
+  if (res.headersSent) {
+    res.destroy();
+    return;
+  }
+  if (err instanceof HttpError) {
+    send(res, err.status, {
+      error: { code: err.status === 404 ? 'NOT_FOUND' : 'BAD_REQUEST', message: err.message },
     });
+    return;
+  }
+  if (err instanceof ConcordError) {
+    const leaderId = err instanceof NotLeaderError ? err.leaderId : null;
+    send(res, STATUS_OF[err.code] ?? 500, {
+      error: {
+        code: err.code,
+        name: err.name,
+        message: err.message,
+        retryable: err.retryable,
+        leaderId,
+        leaderHttp: leaderHttpOf(node, leaderId),
+      },
+    });
+    return;
+  }
+  logger.error({ err, url: req.url }, 'http request failed');
+  send(res, 500, { error: { code: 'INTERNAL', message: 'internal error' } });
+}
+
+function startHttp(node: RaftNode, sm: KvStateMachine, address: string, logger: Logger) {
+  const h: KvHttp = { node, sm, address };
+  const server = createServer((req, res) => {
+    handle(h, req, res).catch((err: unknown) => sendError(node, logger, req, res, err));
   });
   server.keepAliveTimeout = HTTP_KEEP_ALIVE_MS;
   server.headersTimeout = HTTP_KEEP_ALIVE_MS + 1_000;

@@ -188,21 +188,64 @@ export class Scheduler {
   /** Picks and performs one action (synchronous part; the caller settles and checks). */
   async pickAndAct(): Promise<void> {
     const w = this.world;
-    const p = this.p;
     const busy = w.net.busyLinks();
     const dirty = [...w.nodes.values()].filter((n) => n.disk.pendingWrites > 0);
     const down = [...w.nodes.values()].filter((n) => n.started && !n.up);
-    const partitioned = w.net.partitioned;
-    const kind = this.rng.weighted({
-      deliver: busy.length ? p.deliver : 0,
+    const kind = this.pickKind(busy.length > 0, dirty.length > 0, down.length > 0);
+    switch (kind) {
+      case 'deliver':
+      case 'drop':
+      case 'duplicate':
+        this.actOnLink(kind, busy);
+        return;
+      case 'tick':
+        this.tick();
+        return;
+      case 'sync':
+        w.sync(this.rng.pick(dirty).id);
+        return;
+      case 'propose':
+      case 'read':
+        this.proposeOrRead(kind);
+        return;
+      case 'crash':
+      case 'diskFail':
+      case 'snapshot':
+      case 'campaign':
+        this.actOnRandomUp(kind);
+        return;
+      case 'restart':
+        await w.startNode(this.rng.pick(down).id);
+        return;
+      case 'partition':
+        this.partition();
+        return;
+      case 'heal':
+        this.heal();
+        return;
+      case 'conf':
+        await this.confChange();
+        return;
+      case 'transfer':
+        this.transfer();
+        return;
+    }
+  }
+
+  /** Draws the next action's kind; those with nothing to act on weigh nothing. */
+  private pickKind(busy: boolean, dirty: boolean, down: boolean) {
+    const p = this.p;
+    const partitioned = this.world.net.partitioned;
+    return this.rng.weighted({
+      deliver: busy ? p.deliver : 0,
       tick: p.tick,
-      sync: dirty.length ? p.sync : 0,
+      sync: dirty ? p.sync : 0,
       propose: p.propose,
       read: p.read,
-      drop: busy.length ? p.drop : 0,
-      duplicate: busy.length ? p.duplicate : 0,
+      drop: busy ? p.drop : 0,
+      duplicate: busy ? p.duplicate : 0,
       crash: p.crash,
-      restart: down.length ? p.restart : 0,
+      restart: down ? p.restart : 0,
       partition: partitioned ? p.partition / 3 : p.partition,
       heal: partitioned ? p.heal : 0,
       diskFail: p.diskFail,
@@ -211,95 +254,68 @@ export class Scheduler {
       snapshot: p.snapshot,
       campaign: p.campaign,
     });
-    switch (kind) {
-      case 'deliver': {
-        const link = this.rng.pick(busy);
-        const len = w.net.queueLength(link);
-        const pos = len > 1 && this.rng.chance(p.reorder) ? this.rng.int(1, len - 1) : 0;
-        w.deliver(link, pos);
-        return;
-      }
-      case 'drop': {
-        const link = this.rng.pick(busy);
-        w.drop(link, this.rng.int(0, w.net.queueLength(link) - 1));
-        return;
-      }
-      case 'duplicate': {
-        const link = this.rng.pick(busy);
-        w.deliver(link, this.rng.int(0, w.net.queueLength(link) - 1), true);
-        return;
-      }
-      case 'tick': {
-        // One global time with lease reads (bounded drift); else any one node's clock.
-        if (w.settings.clockRates !== null) {
-          w.advanceTime(w.settings.tickMs / 2);
-          return;
-        }
-        const n = this.randomUp();
-        if (n) w.tick(n.id);
-        return;
-      }
-      case 'sync':
-        w.sync(this.rng.pick(dirty).id);
-        return;
-      case 'propose': {
-        const leader = w.leader();
-        const target = leader && this.rng.chance(0.8) ? leader : this.randomUp();
-        if (target) w.propose(target.id, this.rng.pick(['a', 'b', 'c', 'd', 'e', 'f']));
-        return;
-      }
-      case 'read': {
-        const leader = w.leader();
-        const target = leader && this.rng.chance(0.8) ? leader : this.randomUp();
-        if (target) void w.read(target.id);
-        return;
-      }
-      case 'crash': {
-        const n = this.randomUp();
-        if (n) w.crash(n.id);
-        return;
-      }
-      case 'restart':
-        await w.startNode(this.rng.pick(down).id);
-        return;
-      case 'partition':
-        this.partition();
-        return;
-      case 'heal':
-        if (this.rng.chance(0.5)) w.heal();
-        else {
-          const link = this.rng.pick(w.net.blockedLinks());
-          const [a, b] = link.split('>') as [string, string];
-          w.net.unblock(a, b);
-          w.log(`heal link ${link}`);
-        }
-        return;
-      case 'diskFail': {
-        const n = this.randomUp();
-        if (n) w.failNextWrite(n.id);
-        return;
-      }
-      case 'conf':
-        await this.confChange();
-        return;
-      case 'transfer': {
-        const leader = w.leader();
-        if (!leader?.driver) return;
-        const voters = leader.driver.status().conf.voters.filter((v) => v !== leader.id);
-        if (voters.length) w.transfer(leader.id, this.rng.pick(voters));
-        return;
-      }
-      case 'snapshot': {
-        const n = this.randomUp();
-        if (n) w.snapshotNow(n.id);
-        return;
-      }
-      case 'campaign': {
-        const n = this.randomUp();
-        if (n) w.campaign(n.id);
-        return;
-      }
+  }
+
+  /** Delivers (maybe out of order), drops or duplicates a message of a busy link. */
+  private actOnLink(kind: 'deliver' | 'drop' | 'duplicate', busy: string[]): void {
+    const w = this.world;
+    const link = this.rng.pick(busy);
+    if (kind === 'deliver') {
+      const len = w.net.queueLength(link);
+      const pos = len > 1 && this.rng.chance(this.p.reorder) ? this.rng.int(1, len - 1) : 0;
+      w.deliver(link, pos);
+    } else if (kind === 'drop') w.drop(link, this.rng.int(0, w.net.queueLength(link) - 1));
+    else w.deliver(link, this.rng.int(0, w.net.queueLength(link) - 1), true);
+  }
+
+  private tick(): void {
+    const w = this.world;
+    // One global time with lease reads (bounded drift); else any one node's clock.
+    if (w.settings.clockRates !== null) {
+      w.advanceTime(w.settings.tickMs / 2);
+      return;
     }
+    const n = this.randomUp();
+    if (n) w.tick(n.id);
+  }
+
+  /** Proposes or reads, at the leader mostly, else at any node that is up. */
+  private proposeOrRead(kind: 'propose' | 'read'): void {
+    const w = this.world;
+    const leader = w.leader();
+    const target = leader && this.rng.chance(0.8) ? leader : this.randomUp();
+    if (!target) return;
+    if (kind === 'propose') w.propose(target.id, this.rng.pick(['a', 'b', 'c', 'd', 'e', 'f']));
+    else void w.read(target.id);
+  }
+
+  private actOnRandomUp(kind: 'crash' | 'diskFail' | 'snapshot' | 'campaign'): void {
+    const w = this.world;
+    const n = this.randomUp();
+    if (!n) return;
+    if (kind === 'crash') w.crash(n.id);
+    else if (kind === 'diskFail') w.failNextWrite(n.id);
+    else if (kind === 'snapshot') w.snapshotNow(n.id);
+    else w.campaign(n.id);
+  }
+
+  private heal(): void {
+    const w = this.world;
+    if (this.rng.chance(0.5)) w.heal();
+    else {
+      const link = this.rng.pick(w.net.blockedLinks());
+      const [a, b] = link.split('>') as [string, string];
+      w.net.unblock(a, b);
+      w.log(`heal link ${link}`);
+    }
+  }
+
+  private transfer(): void {
+    const w = this.world;
+    const leader = w.leader();
+    if (!leader?.driver) return;
+    const voters = leader.driver.status().conf.voters.filter((v) => v !== leader.id);
+    if (voters.length) w.transfer(leader.id, this.rng.pick(voters));
   }
 
   private partition(): void {
