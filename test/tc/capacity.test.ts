@@ -37,7 +37,13 @@ async function metric(port: number, name: string): Promise<number | null> {
 }
 
 describe('the live-transaction limit', () => {
-  it('refuses a Begin beyond it at once, definitely, proposing nothing; room comes back as transactions end', async () => {
+  it('refuses a Begin beyond it at once, definitely, proposing nothing; room comes back as transactions end', async ({
+    onTestFailed,
+  }) => {
+    // The nodes' own account, should this fail (their logs go with the cluster's tmp dir).
+    onTestFailed(() => {
+      for (const n of cluster.nodes) console.error(`--- ${n.id}\n${cluster.tail(n, 30)}`);
+    });
     const open: Xid[] = [];
     for (let i = 0; i < LIMIT; i++) open.push(await tc.begin(APP));
     const leader = await cluster.leader();
