@@ -179,31 +179,7 @@ function addMembershipCommands(cluster: Command): void {
       ),
     );
 
-  cluster
-    .command('add')
-    .description(
-      'add a node to the membership: it joins as a learner and becomes a voter once caught up',
-    )
-    .argument('<node>', 'the new node: id@host:raftPort:tcPort:httpPort')
-    .requiredOption(...server)
-    .option(...token)
-    .option(...group)
-    .option(...dryRun)
-    .option(...yes)
-    .option('--json', 'print the answer as JSON', false)
-    .action(action(async (node: string, o: ChangeOptions) => runAdd({ ...o, node })));
-
-  cluster
-    .command('remove')
-    .description('remove a member (the leader last: it steps down); asks first unless --yes')
-    .argument('<nodeId>', 'the member to remove')
-    .requiredOption(...server)
-    .option(...token)
-    .option(...group)
-    .option(...dryRun)
-    .option(...yes)
-    .option('--json', 'print the answer as JSON', false)
-    .action(action(async (node: string, o: ChangeOptions) => runRemove({ ...o, node })));
+  addOneNodeCommands(cluster);
 
   cluster
     .command('transfer')
@@ -219,6 +195,42 @@ function addMembershipCommands(cluster: Command): void {
           runTransfer(o),
       ),
     );
+}
+
+/**
+ * `concord cluster add | remove`: one node each, the same options (a plan first, --dry-run,
+ * --yes).
+ */
+function addOneNodeCommands(cluster: Command): void {
+  const oneNode: Array<[string, string, string, string, typeof runAdd]> = [
+    [
+      'add',
+      'add a node to the membership: it joins as a learner and becomes a voter once caught up',
+      '<node>',
+      'the new node: id@host:raftPort:tcPort:httpPort',
+      runAdd,
+    ],
+    [
+      'remove',
+      'remove a member (the leader last: it steps down); asks first unless --yes',
+      '<nodeId>',
+      'the member to remove',
+      runRemove,
+    ],
+  ];
+  for (const [name, description, argument, argumentHelp, run] of oneNode) {
+    cluster
+      .command(name)
+      .description(description)
+      .argument(argument, argumentHelp)
+      .requiredOption(...server)
+      .option(...token)
+      .option(...group)
+      .option(...dryRun)
+      .option(...yes)
+      .option('--json', 'print the answer as JSON', false)
+      .action(action(async (node: string, o: ChangeOptions) => run({ ...o, node })));
+  }
 }
 
 /** `concord tx list | show`. */
