@@ -15,7 +15,7 @@
  * Either way the call fails at once with WrongPortError (definite: retrying cannot help),
  * whose message says which port to give.
  */
-import { connect } from 'node:net';
+import { connect, type Socket } from 'node:net';
 import { connect as tlsConnect } from 'node:tls';
 import { ConcordError, type ConcordErrorOptions } from '../shared/errors.ts';
 
@@ -67,22 +67,12 @@ export function probeTls(
   port: number,
   timeoutMs = WRONG_PORT_PROBE_TIMEOUT_MS,
 ): Promise<boolean> {
-  return new Promise((resolve) => {
-    const socket = tlsConnect({ host, port, rejectUnauthorized: false, ALPNProtocols: ['h2'] });
-    let done = false;
-    const finish = (answer: boolean) => {
-      if (done) return;
-      done = true;
-      clearTimeout(timer);
-      socket.destroy();
-      resolve(answer);
-    };
-    const timer = setTimeout(() => finish(false), timeoutMs);
+  const socket = tlsConnect({ host, port, rejectUnauthorized: false, ALPNProtocols: ['h2'] });
+  return probe(socket, timeoutMs, (finish) => {
     socket.once('secureConnect', () => finish(true));
     socket.once('error', (err: NodeJS.ErrnoException) =>
       finish(typeof err.code === 'string' && err.code.startsWith('ERR_SSL_')),
     );
-    socket.once('close', () => finish(false));
   });
 }
 
@@ -126,8 +116,28 @@ export function probeHttp1(
   port: number,
   timeoutMs = WRONG_PORT_PROBE_TIMEOUT_MS,
 ): Promise<boolean> {
+  const socket = connect({ host, port });
+  return probe(socket, timeoutMs, (finish) => {
+    socket.once('connect', () =>
+      socket.write(`GET /health HTTP/1.1\r\nHost: ${host}\r\nConnection: close\r\n\r\n`),
+    );
+    socket.once('data', (chunk: Buffer) =>
+      finish(chunk.subarray(0, 7).toString('latin1') === 'HTTP/1.'),
+    );
+    socket.once('error', () => finish(false));
+  });
+}
+
+/**
+ * One probe's life: `listen` wires the socket's events to `finish`; the first answer wins,
+ * a close or the timeout answers false, and the socket is destroyed either way.
+ */
+function probe(
+  socket: Socket,
+  timeoutMs: number,
+  listen: (finish: (answer: boolean) => void) => void,
+): Promise<boolean> {
   return new Promise((resolve) => {
-    const socket = connect({ host, port });
     let done = false;
     const finish = (answer: boolean) => {
       if (done) return;
@@ -137,13 +147,7 @@ export function probeHttp1(
       resolve(answer);
     };
     const timer = setTimeout(() => finish(false), timeoutMs);
-    socket.once('connect', () =>
-      socket.write(`GET /health HTTP/1.1\r\nHost: ${host}\r\nConnection: close\r\n\r\n`),
-    );
-    socket.once('data', (chunk: Buffer) =>
-      finish(chunk.subarray(0, 7).toString('latin1') === 'HTTP/1.'),
-    );
-    socket.once('error', () => finish(false));
+    listen(finish);
     socket.once('close', () => finish(false));
   });
 }
