@@ -44,6 +44,7 @@ import { TcGrpcService, type TcStoreAccess } from './service.ts';
 import { txRoutes } from '../http/tx-routes.ts';
 import { TxQuery } from './tx-query.ts';
 import { TcMetrics, summarize, type LiveSummary } from './tc-metrics.ts';
+import { MetricSampler, TimelineRecorder, consoleRoutes } from '../console/index.ts';
 
 export { TcGrpcService } from './service.ts';
 export { RmChannelHub } from './rm-hub.ts';
@@ -283,9 +284,11 @@ export async function serveTc(
     stuckAfterMs: phaseTwo.stuckAfterMs ?? DEFAULT_PHASE_TWO_OPTIONS.stuckAfterMs,
     ...(sessions.liveSummary ? { liveSummary: sessions.liveSummary } : {}),
   });
+  // The console's timelines (src/server/console): what this node decides and calls.
+  const timeline = new TimelineRecorder();
   const coordinator = new Coordinator({
-    store: txMetrics.instrumentStore(store),
-    gateway: txMetrics.instrumentGateway(hub),
+    store: timeline.instrumentStore(txMetrics.instrumentStore(store)),
+    gateway: timeline.instrumentGateway(txMetrics.instrumentGateway(hub)),
     ids: createSnowflakeIds({ workerId: workerIdOf(config), clock: wallClock }),
     clock: wallClock,
     logger: ctx.logger,
@@ -341,6 +344,22 @@ export async function serveTc(
     group: config.node.group,
   }))
     ctx.mountHttp(path, route);
+  const sampler = new MetricSampler(ctx.metrics.registry, () => coordinator.liveCount());
+  for (const [path, route] of consoleRoutes({
+    nodeId: config.node.id,
+    group: config.node.group,
+    view: ctx.view,
+    store,
+    coordinator,
+    query,
+    timeline,
+    sampler,
+    adminToken: config.http.authToken,
+    viewerToken: config.http.viewerToken,
+    logger: ctx.logger,
+  }))
+    ctx.mountHttp(path, route);
+  sampler.start();
   log.info(
     { tc: formatHostPort(self), workerId: workerIdOf(config), storeMode: ctx.sessions.mode },
     'TC service started',
@@ -351,6 +370,7 @@ export async function serveTc(
     coordinator,
     hub,
     async close() {
+      sampler.stop();
       unsubscribe();
       coordinator.stop();
       hub.close();
