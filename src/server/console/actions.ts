@@ -72,9 +72,11 @@ export async function runAction(
   who: { operator: string; peer: string },
 ): Promise<Answer> {
   let outcome = 'OK';
+  let globalStatus: unknown;
   try {
     const answer = await perform(ctx, a, who.operator);
     if (answer.status >= 400) outcome = `HTTP ${answer.status}`;
+    globalStatus = (answer.body as { globalStatus?: unknown } | undefined)?.globalStatus;
     return answer;
   } catch (err) {
     outcome = err instanceof ConcordError || err instanceof HttpError ? err.code : 'INTERNAL';
@@ -92,6 +94,7 @@ export async function runAction(
         peer: who.peer,
         at: new Date().toISOString(),
         outcome,
+        ...(globalStatus !== undefined ? { globalStatus } : {}),
       },
       `operator action ${a.action}`,
     );

@@ -22,6 +22,7 @@ const FILES: Array<[string, string | null, string, string]> = [
   ['/console/', null, 'index.html', HTML],
   ['/console/app.js', null, 'app.js', JS],
   ['/console/views.js', null, 'views.js', JS],
+  ['/console/tx-views.js', null, 'tx-views.js', JS],
   ['/console/style.css', null, 'style.css', CSS],
   ['/console/vendor/preact.js', 'preact', 'dist/preact.module.js', JS],
   ['/console/vendor/hooks.js', 'preact', 'hooks/dist/hooks.module.js', JS],
@@ -53,7 +54,10 @@ export function loadAssets(): Map<string, Asset> {
   for (const [path, pkg, file, contentType] of FILES) {
     const full = join(pkg === null ? staticDir() : packageDir(pkg), file);
     // The libraries' source-map comments name files we do not serve.
-    const body = readFileSync(full, 'utf8').replace(/\n\/\/# sourceMappingURL=\S+\s*$/, '\n');
+    const body = readFileSync(full, 'utf8')
+      .replace(/\n\/\/# sourceMappingURL=\S+\s*$/, '\n')
+      // preact's hooks import "preact": the browser resolves it beside them (no import map).
+      .replace(/from\s*["']preact["']/g, 'from"./preact.js"');
     out.set(path, { body, contentType });
   }
   return out;

@@ -62,11 +62,7 @@ function matches(s: GlobalSession, f: TxPageFilter, now: number): boolean {
  * stopped by one (dirty AT rollbacks end RollbackFailed, so they show here too).
  */
 export function needsOperator(s: GlobalSession, _now: number): boolean {
-  return (
-    pastAlarmTime(s) ||
-    s.status.endsWith('Failed') ||
-    reportedStatus(s).startsWith('Stop')
-  );
+  return pastAlarmTime(s) || s.status.endsWith('Failed') || reportedStatus(s).startsWith('Stop');
 }
 
 export interface PageRequest {
