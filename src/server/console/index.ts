@@ -48,7 +48,7 @@ export interface ConsoleOptions {
   view: ClusterView;
   store: TcStoreAccess;
   coordinator: Coordinator;
-  query: Pick<TxQuery, 'get'>;
+  query: Pick<TxQuery, 'get' | 'summary'>;
   timeline: TimelineRecorder;
   sampler: MetricSampler;
   adminToken: string | null;

@@ -61,7 +61,7 @@ function matches(s: GlobalSession, f: TxPageFilter, now: number): boolean {
  * A stuck one: past the coordinator's alarm time, a failed end waiting for an operator, or
  * stopped by one (dirty AT rollbacks end RollbackFailed, so they show here too).
  */
-export function needsOperator(s: GlobalSession, _now: number): boolean {
+export function needsOperator(s: GlobalSession): boolean {
   return pastAlarmTime(s) || s.status.endsWith('Failed') || reportedStatus(s).startsWith('Stop');
 }
 
@@ -71,24 +71,46 @@ export interface PageRequest {
   pageSize: number;
 }
 
+type Keyed = [number, string];
+
+/** Visits each live session's [flagged, beginTime, xid] that matches `f`. */
+function visitMatching(
+  state: CoordinatorStateView,
+  f: TxPageFilter,
+  now: number,
+  visit: (flagged: boolean, beginTime: number, xid: string) => void,
+): void {
+  // Fast path (no copies): status, age, xid and stuck filters need no names.
+  if (state.forEachLiveStatus && f.application === null && f.name === null) {
+    state.forEachLiveStatus((v) => {
+      if (f.status !== null && v.reportedStatus !== f.status) return;
+      if (f.xid !== null && !v.xid.includes(f.xid)) return;
+      if (f.olderThanMs !== null && now - v.beginTime < f.olderThanMs) return;
+      const flagged = v.stuck || v.status.endsWith('Failed') || v.reportedStatus.startsWith('Stop');
+      visit(flagged, v.beginTime, v.xid);
+    });
+    return;
+  }
+  const all = state.liveXids();
+  for (let i = 0; i < all.length && i < MAX_CONSOLE_SCAN; i++) {
+    const s = state.getSession(all[i]!);
+    if (s && matches(s, f, now)) visit(needsOperator(s), s.beginTime, s.xid);
+  }
+}
+
 /** The matching live transactions' xids, stuck first, then newest first. */
 export function pageXids(
   state: CoordinatorStateView,
   q: PageRequest,
   now: number,
 ): { xids: string[]; total: number; stuck: number; totalLive: number } {
-  const all = state.liveXids();
-  const stuck: Array<[number, string]> = [];
-  const rest: Array<[number, string]> = [];
-  for (let i = 0; i < all.length && i < MAX_CONSOLE_SCAN; i++) {
-    const s = state.getSession(all[i]!);
-    if (!s || !matches(s, q.filter, now)) continue;
-    const flagged = needsOperator(s, now);
-    if (q.filter.stuck && !flagged) continue;
-    (flagged ? stuck : rest).push([s.beginTime, s.xid]);
-  }
-  const newest = (a: [number, string], b: [number, string]) =>
-    b[0] - a[0] || (a[1] < b[1] ? -1 : a[1] > b[1] ? 1 : 0);
+  const stuck: Keyed[] = [];
+  const rest: Keyed[] = [];
+  visitMatching(state, q.filter, now, (flagged, beginTime, xid) => {
+    if (q.filter.stuck && !flagged) return;
+    (flagged ? stuck : rest).push([beginTime, xid]);
+  });
+  const newest = (a: Keyed, b: Keyed) => b[0] - a[0] || (a[1] < b[1] ? -1 : a[1] > b[1] ? 1 : 0);
   stuck.sort(newest);
   rest.sort(newest);
   const ordered = stuck.concat(rest);
@@ -97,7 +119,7 @@ export function pageXids(
     xids: ordered.slice(from, from + q.pageSize).map((e) => e[1]),
     total: ordered.length,
     stuck: stuck.length,
-    totalLive: all.length,
+    totalLive: state.liveSessionCount(),
   };
 }
 

@@ -139,7 +139,7 @@ export class TimelineRecorder {
         this.record(branch.xid, {
           ...base,
           at: this.now(),
-          text: `${what}: ${status}`,
+          text: failed ? `${what} failed` : `${what}: ${status}`,
           ...(failed ? { error: status } : {}),
         });
         return status;

@@ -32,7 +32,7 @@ const MAX_TX_LOCKS_SHOWN = 200;
 export class TxReads {
   constructor(
     private readonly store: TcStoreAccess,
-    private readonly query: Pick<TxQuery, 'get'>,
+    private readonly query: Pick<TxQuery, 'get' | 'summary'>,
     private readonly timeline: TimelineRecorder,
   ) {}
 
@@ -61,13 +61,16 @@ export class TxReads {
         ? DEFAULT_CONSOLE_PAGE_SIZE
         : intParam('pageSize', q.pageSize, 1, MAX_CONSOLE_PAGE_SIZE);
     const now = Date.now();
-    const picked = await this.store.read((state) =>
-      pageXids(state, { filter, page, pageSize }, now),
-    );
-    // Each page's summaries in full (the same view as GET /tx/v1/session).
-    const answers = await Promise.all(picked.xids.map((x) => this.query.get(x)));
-    const sessions: TxSummaryView[] = [];
-    for (const a of answers) if (a?.session.live) sessions.push(a.session);
+    // One read: the page's xids, then their summaries (the view of GET /tx/v1/sessions).
+    const picked = await this.store.read((state) => {
+      const p = pageXids(state, { filter, page, pageSize }, now);
+      const sessions: TxSummaryView[] = [];
+      for (const xid of p.xids) {
+        const s = state.getSession(xid);
+        if (s) sessions.push(this.query.summary(s, now, null));
+      }
+      return { total: p.total, stuck: p.stuck, totalLive: p.totalLive, sessions };
+    });
     const finished = this.timeline
       .recentlyFinished()
       .filter(
@@ -79,8 +82,7 @@ export class TxReads {
           (filter.xid === null || f.xid.includes(filter.xid)),
       )
       .slice(0, MAX_FINISHED_SHOWN);
-    const body: TxPage = { ...picked, sessions, page, pageSize, finished, now };
-    delete (body as Partial<typeof picked>).xids;
+    const body: TxPage = { ...picked, page, pageSize, finished, now };
     return { status: 200, body };
   }
 
@@ -94,7 +96,7 @@ export class TxReads {
       const s = state.getSession(xid);
       if (!s) return null;
       return {
-        needsOperator: needsOperator(s, now),
+        needsOperator: needsOperator(s),
         // Application data only for admins (it may carry business data).
         applicationData: admin
           ? Object.fromEntries(s.branches.map((b) => [b.branchId, b.applicationData]))

@@ -181,7 +181,7 @@ function Chart({ title, data, testid }) {
       height: 170,
       legend: { show: false },
       series: [{}, { stroke: '#2453c7', width: 2, fill: 'rgba(36,83,199,0.08)' }],
-      axes: [{}, { size: 50 }],
+      axes: [{}, { size: 64 }],
     };
     plot.current = new uPlot(opts, data, ref.current);
     return () => plot.current?.destroy();
