@@ -154,6 +154,17 @@ describe('the web console in a real browser', () => {
     const session = cookies.find((c) => c.name === 'concord_console');
     expect(session?.httpOnly).toBe(true);
     expect(session?.sameSite).toBe('Strict');
+    // A change without the session's CSRF token is refused, signed in or not.
+    const forged = await page.evaluate(async () => {
+      const res = await fetch('/console/api/action', {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ action: 'transferLeader', nodeId: 'node1' }),
+      });
+      return { status: res.status, body: await res.text() };
+    });
+    expect(forged.status).toBe(403);
+    expect(forged.body).toContain('CSRF');
     await ctx.close();
   }, 60_000);
 
