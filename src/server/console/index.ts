@@ -24,7 +24,7 @@ import type { Answer, Route } from '../http/server.ts';
 import type { TcStoreAccess } from '../tc/service.ts';
 import type { TxQuery } from '../tc/tx-query.ts';
 import { parseAction, runAction } from './actions.ts';
-import { loadAssets } from './assets.ts';
+import { loadAssets, type Asset } from './assets.ts';
 import { ConsoleAuth, type Principal } from './auth.ts';
 import { clusterAnswer } from './cluster.ts';
 import { SignInRefusedError } from './errors.ts';
@@ -67,7 +67,20 @@ const SECURITY_HEADERS = {
 export function consoleRoutes(o: ConsoleOptions): Array<[string, Route]> {
   const api = new ConsoleApi(o);
   const routes: Array<[string, Route]> = [];
-  for (const [path, asset] of loadAssets())
+  let assets: Map<string, Asset>;
+  try {
+    assets = loadAssets();
+  } catch (err) {
+    // The node serves without its console rather than not at all.
+    o.logger.error({ err }, 'console: its files could not be read; /console is unavailable');
+    assets = new Map([
+      [
+        '/console',
+        { body: 'the console is unavailable: see the node log', contentType: 'text/plain' },
+      ],
+    ]);
+  }
+  for (const [path, asset] of assets)
     routes.push([
       path,
       {
