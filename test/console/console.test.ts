@@ -197,6 +197,18 @@ describe('the web console in a real browser', () => {
     expect(await page.getByTestId('appdata').textContent()).toContain('"order":42');
     await shot(page, 'transaction');
 
+    // Stop retrying, then resume: each confirmed, each shown.
+    await page.getByTestId('stop').click();
+    await page.getByTestId('confirm').click();
+    await expect
+      .poll(() => page.getByTestId('tx-status').textContent(), { timeout: UI_MS })
+      .toBe('StopRollbackOrRollbackRetry');
+    await page.getByTestId('resume').click();
+    await page.getByTestId('confirm').click();
+    await expect
+      .poll(() => page.getByTestId('tx-status').textContent(), { timeout: UI_MS })
+      .toBe('RollbackRetrying');
+
     // The RM heals; the operator retries now (the next scheduled retry is seconds away).
     failing = false;
     await page.getByTestId('retry-now').click();
@@ -283,6 +295,21 @@ describe('the web console in a real browser', () => {
       .toBe(`tx-${stuck}`);
     expect(await page.locator('main').textContent()).toMatch(/1000[0-9] live/);
     await shot(page, 'transactions-10k');
+    // Stopped and marked resolved by hand (the xid typed to confirm): it ends, its lock goes.
+    await page.goto(consoleUrl(home, `#/tx/${encodeURIComponent(stuck)}`));
+    await page.getByTestId('stop').click();
+    await page.getByTestId('confirm').click();
+    await expect
+      .poll(() => page.getByTestId('tx-status').textContent(), { timeout: UI_MS })
+      .toBe('StopRollbackOrRollbackRetry');
+    await page.getByTestId('resolve').click();
+    expect(await page.getByTestId('confirm').isDisabled()).toBe(true);
+    await page.getByTestId('confirm-typed').fill(stuck);
+    await page.getByTestId('confirm').click();
+    await expect
+      .poll(() => page.getByTestId('tx-status').textContent(), { timeout: UI_MS })
+      .toBe('RollbackFailed');
+    expect(await page.locator('main').textContent()).toContain('resolved by console:alice');
     failing = false;
     await ctx.close();
   }, 120_000);
@@ -312,6 +339,15 @@ describe('the web console in a real browser', () => {
       .poll(() => page.getByTestId('leader').textContent(), { timeout: UI_MS, interval: 100 })
       .toBe(target.id);
     expect(await page.getByTestId('transfer-result').textContent()).toContain('done');
+    // Change the membership: the dead member out.
+    await page.getByTestId('transfer-target').selectOption(old.id);
+    await page.getByTestId('remove-member').click();
+    await page.getByTestId('confirm-typed').fill(old.id);
+    await page.getByTestId('confirm').click();
+    await expect
+      .poll(() => page.getByTestId(`member-${old.id}`).count(), { timeout: UI_MS })
+      .toBe(0);
+    expect(await page.getByTestId('members').locator('tbody tr').count()).toBe(2);
     process.stdout.write(`console: new leader shown ${shownAfterMs} ms after the kill\n`);
     await ctx.close();
   }, 90_000);
