@@ -169,7 +169,6 @@ export default tseslint.config(
       'src/client/sdk/client.ts',
       'src/client/tc-client.ts',
       'src/client/tc/rm-channel.ts',
-      'src/raft/storage/leveldb-storage.ts',
       'src/server/tc/index.ts',
       'src/server/tc/service.ts',
       'src/server/tc/tc-metrics.ts',
