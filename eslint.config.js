@@ -171,7 +171,6 @@ export default tseslint.config(
       'src/client/tc/rm-channel.ts',
       'src/server/tc/index.ts',
       'src/server/tc/service.ts',
-      'src/server/tc/tc-metrics.ts',
     ],
     rules: { 'max-lines-per-function': 'off' },
   },
