@@ -167,7 +167,6 @@ export default tseslint.config(
     files: [
       'src/client/sdk/actions.ts',
       'src/client/sdk/client.ts',
-      'src/server/tc/service.ts',
     ],
     rules: { 'max-lines-per-function': 'off' },
   },
