@@ -10,6 +10,7 @@ import {
   type CoordinatorStateView,
   type GlobalSession,
 } from '../../coordinator/index.ts';
+import type { RowKeyParts } from '../../coordinator/lock-key.ts';
 import type { GlobalStatus } from '../../shared/tc-vocabulary.ts';
 import type { TxSummaryView } from '../../shared/tx-view.ts';
 import type { FinishedEntry } from './timeline.ts';
@@ -152,6 +153,45 @@ export interface LockPage {
   now: number;
 }
 
+/** A held row, before the page's rows are filled in from their sessions. */
+interface HeldRow {
+  key: RowKeyParts;
+  xid: string;
+  branchId: string;
+}
+
+function keep(f: LockFilter, k: RowKeyParts, xid: string): boolean {
+  if (f.xid !== null && !xid.includes(f.xid)) return false;
+  if (f.resource !== null && !k.resourceId.includes(f.resource)) return false;
+  if (f.table !== null && k.table !== f.table) return false;
+  if (f.pk !== null && k.pk !== f.pk) return false;
+  return true;
+}
+
+/** Every held row matching the filter: from the lock table when the view has it, else a scan. */
+function heldRows(state: CoordinatorStateView, f: LockFilter): HeldRow[] {
+  const rows: HeldRow[] = [];
+  if (state.forEachLockedRow) {
+    state.forEachLockedRow((row, holder) => {
+      const key = splitRowKey(row);
+      if (keep(f, key, holder.xid))
+        rows.push({ key, xid: holder.xid, branchId: holder.branchIds[0] ?? '' });
+    });
+    return rows;
+  }
+  const all = state.liveXids();
+  for (let i = 0; i < all.length && i < MAX_CONSOLE_SCAN; i++) {
+    const s = state.getSession(all[i]!);
+    if (!s || (f.xid !== null && !s.xid.includes(f.xid))) continue;
+    for (const b of s.branches)
+      for (const row of b.lockedRows) {
+        const key = splitRowKey(row);
+        if (keep(f, key, s.xid)) rows.push({ key, xid: s.xid, branchId: b.branchId });
+      }
+  }
+  return rows;
+}
+
 /** One page of held rows matching the filter, in resource, table, pk order. */
 export function lockPage(
   state: CoordinatorStateView,
@@ -159,39 +199,31 @@ export function lockPage(
   since: (branchId: string) => number | null,
   now: number,
 ): LockPage {
-  const f = q.filter;
-  const rows: LockRow[] = [];
-  const all = state.liveXids();
-  for (let i = 0; i < all.length && i < MAX_CONSOLE_SCAN; i++) {
-    const s = state.getSession(all[i]!);
-    if (!s || (f.xid !== null && !s.xid.includes(f.xid))) continue;
-    for (const b of s.branches) {
-      for (const key of b.lockedRows) {
-        const k = splitRowKey(key);
-        if (f.resource !== null && !k.resourceId.includes(f.resource)) continue;
-        if (f.table !== null && k.table !== f.table) continue;
-        if (f.pk !== null && k.pk !== f.pk) continue;
-        rows.push({
-          ...k,
-          xid: s.xid,
-          branchId: b.branchId,
-          applicationId: b.applicationId,
-          since: since(b.branchId),
-          txBegan: s.beginTime,
-          txStatus: reportedStatus(s),
-        });
-      }
-    }
-  }
-  rows.sort((a, b) => cmp(a.resourceId, b.resourceId) || cmp(a.table, b.table) || cmp(a.pk, b.pk));
+  const rows = heldRows(state, q.filter);
+  rows.sort(
+    (a, b) =>
+      cmp(a.key.resourceId, b.key.resourceId) ||
+      cmp(a.key.table, b.key.table) ||
+      cmp(a.key.pk, b.key.pk),
+  );
   const from = (q.page - 1) * q.pageSize;
-  return {
-    locks: rows.slice(from, from + q.pageSize),
-    total: rows.length,
-    page: q.page,
-    pageSize: q.pageSize,
-    now,
-  };
+  const sessions = new Map<string, GlobalSession | undefined>();
+  const locks: LockRow[] = [];
+  for (const r of rows.slice(from, from + q.pageSize)) {
+    if (!sessions.has(r.xid)) sessions.set(r.xid, state.getSession(r.xid));
+    const s = sessions.get(r.xid);
+    if (!s) continue;
+    locks.push({
+      ...r.key,
+      xid: r.xid,
+      branchId: r.branchId,
+      applicationId: s.branches.find((b) => b.branchId === r.branchId)?.applicationId ?? '',
+      since: since(r.branchId),
+      txBegan: s.beginTime,
+      txStatus: reportedStatus(s),
+    });
+  }
+  return { locks, total: rows.length, page: q.page, pageSize: q.pageSize, now };
 }
 
 function cmp(a: string, b: string): number {
