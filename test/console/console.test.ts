@@ -165,6 +165,37 @@ describe('the web console in a real browser', () => {
     });
     expect(forged.status).toBe(403);
     expect(forged.body).toContain('CSRF');
+    // Hostile input gets a typed error and changes nothing.
+    const bad = await page.evaluate(async () => {
+      const me = (await (await fetch('/console/api/me')).json()) as { csrf: string };
+      const post = (body: string) =>
+        fetch('/console/api/action', {
+          method: 'POST',
+          headers: { 'content-type': 'application/json', 'x-concord-csrf': me.csrf },
+          body,
+        }).then(
+          async (r) =>
+            `${r.status} ${((await r.json()) as { error: { code: string } }).error.code}`,
+        );
+      return [
+        await fetch('/console/api/transactions?bogus=1').then((r) => r.status),
+        await fetch('/console/api/transactions?pageSize=100000').then((r) => r.status),
+        await fetch('/console/api/transaction?xid=%00').then((r) => r.status),
+        await post('{not json'),
+        await post(JSON.stringify({ action: 'dropEverything' })),
+        await post(JSON.stringify({ action: 'markResolved', xid: 'a:1:2', confirmXid: 'a:1:3' })),
+        await post('x'.repeat(100_000)),
+      ];
+    });
+    expect(bad).toEqual([
+      400,
+      400,
+      400,
+      '400 BAD_REQUEST',
+      '400 BAD_REQUEST',
+      '400 BAD_REQUEST',
+      '413 PAYLOAD_TOO_LARGE',
+    ]);
     await ctx.close();
   }, 60_000);
 
