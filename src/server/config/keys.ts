@@ -46,6 +46,7 @@ export const CONFIG_KEYS = {
   'limits.maxLiveTransactions': 'int',
   'log.level': 'string',
   'phaseTwo.stuckAfterMs': 'int',
+  'phaseTwo.retryHorizonMs': 'int',
   'phaseTwo.retryBaseMs': 'int',
   'phaseTwo.retryMaxBackoffMs': 'int',
   'security.insecure': 'bool',
