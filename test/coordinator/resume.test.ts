@@ -10,6 +10,13 @@
 import { describe, expect, it } from 'vitest';
 import type { RetryResumedCommand } from '../../src/coordinator/commands.ts';
 import { RetryHorizonPassedError } from '../../src/coordinator/errors.ts';
+import { DEFAULT_PHASE_TWO_OPTIONS } from '../../src/coordinator/phase-two-driver.ts';
+import {
+  DEFAULT_RETRY_HORIZON_MS as FENCE_DEFAULT_RETRY_HORIZON_MS,
+  FENCE_HORIZON_MARGIN_MS,
+  TC_RETRY_HORIZON_MS as FENCE_TC_RETRY_HORIZON_MS,
+} from '../../src/client/fence/limits.ts';
+import { DEFAULT_PHASE_TWO_RETRY_HORIZON_MS } from '../../src/shared/protocol-limits.ts';
 import { CoordinatorStateMachine } from '../../src/coordinator/state-machine.ts';
 import {
   BranchStatus,
@@ -366,5 +373,16 @@ describe('the retry horizon', () => {
     expect(world.machine.getSession(xid)!.retry.retryDeadline).toBe(began + 40_000);
     await world.clock.advance(40_000);
     expect(await world.coordinator.getStatus({ xid })).toBe(GlobalStatus.StopCommitOrCommitRetry);
+  });
+});
+
+describe('the retry horizon and the fence', () => {
+  it("the fence keeps its rows past the TC's default horizon, by its margin", () => {
+    expect(DEFAULT_PHASE_TWO_OPTIONS.retryHorizonMs).toBe(DEFAULT_PHASE_TWO_RETRY_HORIZON_MS);
+    expect(FENCE_TC_RETRY_HORIZON_MS).toBe(DEFAULT_PHASE_TWO_OPTIONS.retryHorizonMs);
+    expect(FENCE_DEFAULT_RETRY_HORIZON_MS).toBe(
+      DEFAULT_PHASE_TWO_OPTIONS.retryHorizonMs + FENCE_HORIZON_MARGIN_MS,
+    );
+    expect(FENCE_HORIZON_MARGIN_MS).toBeGreaterThan(DEFAULT_PHASE_TWO_OPTIONS.branchCallTimeoutMs);
   });
 });
