@@ -358,7 +358,7 @@ async function act(
       await tc.stopRetry(xid, { operator });
       return 'ok, retries stopped';
     case 'resume':
-      return `ok, resumed${force ? ' (forced)' : ''}, status ${await tc.resumeRetry(xid, { operator, force })}`;
+      return `ok, resumed, status ${await tc.resumeRetry(xid, { operator, force })}`;
     case 'resolve':
       return `ok, ended ${await tc.markResolved({ xid, confirmXid: xid, operator })}`;
   }
