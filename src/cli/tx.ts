@@ -246,7 +246,7 @@ function retryText(s: TxSummaryView, now: number): string {
   const parts = [`retries: ${r.attempts} failed pass(es)`];
   if (r.retryingSince !== null)
     parts.push(`retrying for ${formatDuration(now - r.retryingSince)}${s.stuck ? ' (stuck)' : ''}`);
-  if (r.stopped) parts.push('stopped by an operator');
+  if (r.stopped) parts.push('retries stopped (by an operator, or at the retry horizon)');
   else if (r.nextRetryAt !== null)
     parts.push(
       `next ${r.nextRetryAt <= now ? 'now' : `in ${formatDuration(r.nextRetryAt - now)}`}`,

@@ -186,6 +186,11 @@ export class PhaseTwoDriver {
       Number.isSafeInteger(this.options.retryHorizonMs) && this.options.retryHorizonMs > 0,
       () => `retryHorizonMs must be a positive integer, not ${this.options.retryHorizonMs}`,
     );
+    if (this.options.retryHorizonMs > DEFAULT_PHASE_TWO_RETRY_HORIZON_MS)
+      this.log.warn(
+        { retryHorizonMs: this.options.retryHorizonMs },
+        'phaseTwo.retryHorizonMs is longer than the default (24 h): every RM fence must keep its rows longer than it, plus a margin (the fence option retryHorizonMs; its default covers 24 h only)',
+      );
   }
 
   /** The session's retry horizon under this driver's retryHorizonMs (horizonOf). */
