@@ -33,6 +33,8 @@ export interface ActionRequest {
   xid: Xid | null;
   nodeId: string | null;
   members: unknown[] | null;
+  /** resumeRetry past the retry horizon (the RMs may have cleaned up their fence rows). */
+  force: boolean;
 }
 
 export function parseAction(body: Record<string, unknown>): ActionRequest {
@@ -53,7 +55,15 @@ export function parseAction(body: Record<string, unknown>): ActionRequest {
     (!Array.isArray(members) || members.length === 0 || members.length > MAX_MEMBERS)
   )
     throw new BadRequestError(`members must be a list of 1..${MAX_MEMBERS} members`);
-  return { action: a, xid, nodeId: nodeId as string | null, members: members as unknown[] | null };
+  if (body.force !== undefined && typeof body.force !== 'boolean')
+    throw new BadRequestError('force must be true or false');
+  return {
+    action: a,
+    xid,
+    nodeId: nodeId as string | null,
+    members: members as unknown[] | null,
+    force: a === 'resumeRetry' && body.force === true,
+  };
 }
 
 export interface ActionContext {
@@ -90,6 +100,7 @@ export async function runAction(
         xid: a.xid ?? '',
         ...(a.nodeId !== null ? { nodeId: a.nodeId } : {}),
         ...(a.members !== null ? { members: a.members.length } : {}),
+        ...(a.force ? { force: true } : {}),
         operator: who.operator,
         peer: who.peer,
         at: new Date().toISOString(),
@@ -110,8 +121,7 @@ async function perform(ctx: ActionContext, a: ActionRequest, operator: string): 
       await c.stopRetry({ xid: a.xid! });
       return ok({});
     case 'resumeRetry':
-      await c.resumeRetry({ xid: a.xid! });
-      return ok({});
+      return ok({ globalStatus: await c.resumeRetry({ xid: a.xid!, force: a.force, operator }) });
     case 'markResolved': {
       const r = await c.markResolved({ xid: a.xid!, confirmXid: a.xid!, operator });
       return ok({ globalStatus: r.status });

@@ -160,9 +160,12 @@ export function TransactionsView({ params }) {
 }
 
 function TxActions({ s, reload, onResult }) {
-  const act = (action) => () =>
-    api('action', { method: 'POST', body: { action, xid: s.xid, confirmXid: s.xid } });
-  const stopped = s.status.startsWith('Stop');
+  const act =
+    (action, extra = {}) =>
+    () =>
+      api('action', { method: 'POST', body: { action, xid: s.xid, confirmXid: s.xid, ...extra } });
+  // Stopped, or a failed end: an operator may drive it again (docs/console.md).
+  const stopped = s.status.startsWith('Stop') || s.status.endsWith('Failed');
   return html`<div class="card row">
     <${ActionButton}
       label="Retry now"
@@ -175,13 +178,23 @@ function TxActions({ s, reload, onResult }) {
     ${
       stopped
         ? html`<${ActionButton}
-            label="Resume retrying"
-            testid="resume"
-            onResult=${onResult}
-            onDone=${reload}
-            question="Retry phase two again, with a new alarm time?"
-            run=${act('resumeRetry')}
-          />`
+              label="Resume retrying"
+              testid="resume"
+              onResult=${onResult}
+              onDone=${reload}
+              question="Drive phase two again (only its unfinished branches), with a new alarm time?"
+              run=${act('resumeRetry')}
+            />
+            <${ActionButton}
+              label="Force resume"
+              testid="resume-force"
+              danger
+              typed=${s.xid}
+              onResult=${onResult}
+              onDone=${reload}
+              question="Past its retry horizon its RMs may have cleaned up their fence rows: resume anyway?"
+              run=${act('resumeRetry', { force: true })}
+            />`
         : html`<${ActionButton}
             label="Stop retrying"
             testid="stop"
