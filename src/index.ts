@@ -167,3 +167,6 @@ export type {
   FenceCleanupResult,
 } from './client/fence/core.ts';
 export type { FenceOutcome, FenceOp, FenceKey } from './client/fence/key.ts';
+
+// ---- XA (docs/sdk-xa.md); createPgXaDataSource / createMysqlXaDataSource: src/pg.ts, src/mysql.ts
+export * from './client/xa/index.ts';
