@@ -9,6 +9,7 @@
  *   earlier one.
  * - XA RECOVER needs XA_RECOVER_ADMIN on MySQL 8.0: its refusal is XaRecoverPermissionError.
  */
+import { setTimeout as sleep } from 'node:timers/promises';
 import type { Pool, PoolConnection, ResultSetHeader, RowDataPacket } from 'mysql2/promise';
 import {
   createXaDataSource,
@@ -38,6 +39,11 @@ export type MysqlXaDataSource = XaDataSource<MysqlXaTx>;
 const MYSQL_FORBIDDEN =
   /^\s*(?:BEGIN|START\s+TRANSACTION|COMMIT|ROLLBACK(?!\s+(?:WORK\s+)?TO\b)|SET\s+(?:SESSION\s+|@@SESSION\.|@@)?(?:TRANSACTION|AUTOCOMMIT|TX_ISOLATION|TRANSACTION_ISOLATION)\b|XA\s|LOCK\s+TABLES?|UNLOCK\s+TABLES?)/i;
 const ER_XAER_NOTA = 1397;
+/** XA_RBROLLBACK: the branch was rolled back (MariaDB: a read-only branch at prepare). */
+const ER_XA_RBROLLBACK = 1402;
+/** A prepared transaction still attached to its closing session: asked again this often. */
+const DETACH_POLL_MS = 20;
+const DETACH_WAIT_MS = 2_000;
 /** 1227 ER_SPECIFIC_ACCESS_DENIED_ERROR, 1044/1142 access denied. */
 const ACCESS_DENIED = new Set([1227, 1044, 1142]);
 const LOST_ERRNOS = new Set([2006, 2013, 1927, 1053]);
@@ -62,6 +68,7 @@ function guarded(text: string): string {
 
 function mysqlConnection(conn: PoolConnection, ref: BranchRef): XaConnection<MysqlXaTx> {
   const id = mysqlXidClause(ref);
+  let prepared = false;
   return {
     tx: {
       query: async <T extends MysqlQueryResult = RowDataPacket[]>(sql: string, v?: unknown[]) =>
@@ -73,6 +80,7 @@ function mysqlConnection(conn: PoolConnection, ref: BranchRef): XaConnection<Mys
     async prepare() {
       await conn.query(`XA END ${id}`);
       await conn.query(`XA PREPARE ${id}`);
+      prepared = true;
     },
     async commitOnePhase() {
       await conn.query(`XA END ${id}`);
@@ -87,7 +95,9 @@ function mysqlConnection(conn: PoolConnection, ref: BranchRef): XaConnection<Mys
       await conn.query(`XA ROLLBACK ${id}`);
     },
     release(broken) {
-      if (broken) conn.destroy();
+      // A session that prepared stays attached to its XA transaction (no new one can start
+      // on it): closed, which detaches the prepared transaction for phase two.
+      if (broken || prepared) conn.destroy();
       else conn.release();
     },
   };
@@ -111,6 +121,37 @@ async function listMysqlPrepared(pool: Pool): Promise<BranchRef[]> {
   });
 }
 
+/**
+ * XA COMMIT / XA ROLLBACK. "Unknown XID" is ambiguous on MariaDB: a prepared transaction
+ * whose session has not closed yet answers it too, while XA RECOVER lists it — then it is
+ * asked again until the session is gone (DETACH_WAIT_MS), and only an xid XA RECOVER does
+ * not list is 'absent'.
+ */
+async function finishMysql(
+  pool: Pool,
+  ref: BranchRef,
+  decision: 'commit' | 'rollback',
+): Promise<'done' | 'absent'> {
+  const sql = `${decision === 'commit' ? 'XA COMMIT' : 'XA ROLLBACK'} ${mysqlXidClause(ref)}`;
+  const deadline = Date.now() + DETACH_WAIT_MS;
+  for (;;) {
+    try {
+      await pool.query(sql);
+      return 'done';
+    } catch (err) {
+      const errno = errnoOf(err);
+      if (errno === ER_XA_RBROLLBACK) return 'done'; // nothing was written
+      if (errno !== ER_XAER_NOTA) throw err;
+      const listed = (await listMysqlPrepared(pool)).some(
+        (r) => r.xid === ref.xid && r.branchId === ref.branchId,
+      );
+      if (!listed) return 'absent';
+      if (Date.now() > deadline) throw err;
+      await sleep(DETACH_POLL_MS);
+    }
+  }
+}
+
 function mysqlDialect(pool: Pool): XaDialect<MysqlXaTx> {
   return {
     kind: 'MySQL',
@@ -129,16 +170,7 @@ function mysqlDialect(pool: Pool): XaDialect<MysqlXaTx> {
       }
       return mysqlConnection(conn, ref);
     },
-    async finish(ref, decision) {
-      const verb = decision === 'commit' ? 'XA COMMIT' : 'XA ROLLBACK';
-      try {
-        await pool.query(`${verb} ${mysqlXidClause(ref)}`);
-        return 'done';
-      } catch (err) {
-        if (errnoOf(err) === ER_XAER_NOTA) return 'absent';
-        throw err;
-      }
-    },
+    finish: (ref, decision) => finishMysql(pool, ref, decision),
     listPrepared: () => listMysqlPrepared(pool),
   };
 }
