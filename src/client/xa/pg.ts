@@ -95,7 +95,7 @@ function pgDialect(pool: Pool): XaDialect<PgXaTx> {
     async checkServer() {
       const r = await pool.query<{ n: number; server: string }>(
         "SELECT current_setting('max_prepared_transactions')::int AS n, " +
-          "coalesce(inet_server_addr()::text, 'local socket') || ':' || " +
+          "coalesce(host(inet_server_addr()), 'local socket') || ':' || " +
           "coalesce(inet_server_port()::text, '') AS server",
       );
       const row = r.rows[0];
