@@ -16,6 +16,7 @@ import {
   type ConcordClient,
   type GlobalStatus,
   type XaBranchContext,
+  XaMisuseError,
 } from '../../src/index.ts';
 import { createMysqlXaDataSource, type MysqlXaDataSource } from '../../src/mysql.ts';
 import { createPgXaDataSource, type PgXaDataSource } from '../../src/pg.ts';
@@ -186,6 +187,19 @@ describe('two XA branches on two databases', () => {
     await waitForStatus(concord, xid, ['Rollbacked']);
     await waitNoPrepared(xid);
     expect([await pgBal('f1'), await myBal('f1')]).toEqual([100, 100]);
+  }, 60_000);
+});
+
+describe('statements that would end the branch', () => {
+  it('are refused with XaMisuseError before they reach the database', async () => {
+    for (const sql of ['COMMIT', 'rollback', "PREPARE TRANSACTION 'x'", "XA END X'1'"]) {
+      const err = await concord
+        .transaction({ name: 'xa-misuse' }, async (): Promise<unknown> =>
+          sql.startsWith('XA') ? myXa.run((tx) => tx.query(sql)) : pgXa.run((tx) => tx.query(sql)),
+        )
+        .catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(XaMisuseError);
+    }
   }, 60_000);
 });
 
