@@ -23,7 +23,7 @@
  * - One phase (`transaction()`): a global transaction whose only branch is this data source
  *   commits the database's transaction without PREPARE — see docs/sdk-xa.md.
  */
-import { UnknownXidError } from '../../shared/errors.ts';
+import { BadRequestError, UnknownXidError } from '../../shared/errors.ts';
 import { BranchStatus, GlobalStatus, decisionOf } from '../../shared/tc-vocabulary.ts';
 import { currentContext, runWithXid, runWithoutXid, type Xid } from '../context.ts';
 import type { Logger } from '../logger.ts';
@@ -159,6 +159,9 @@ export function createXaDataSource<Tx>(
   const deps = internalsOf(concord);
   const client = concord as { begin(o: BeginOptions): Promise<GlobalTransaction> };
   const resourceId = validateResourceId(options?.name);
+  const every = options.recoveryIntervalMs;
+  if (every !== undefined && (!Number.isSafeInteger(every) || every < 0))
+    throw new BadRequestError('recoveryIntervalMs must be a non-negative integer of ms');
   return new XaSource(deps, client, dialect, resourceId, options);
 }
 
@@ -254,24 +257,34 @@ class XaSource<Tx> implements XaDataSource<Tx> {
     );
   }
 
-  /** BEGIN, fn, PREPARE; the in-flight entry lets a concurrent rollback doom the branch. */
-  private async phaseOne<T>(
-    ref: BranchRef,
-    signal: AbortSignal | undefined,
-    fn: (tx: Tx, branch: XaBranchContext) => T | Promise<T>,
-  ): Promise<T> {
+  /**
+   * Runs `work` with the branch marked in flight: a rollback delivered meanwhile dooms it
+   * (see `body`) and waits for `work` to end before it runs.
+   */
+  private async tracked<T>(ref: BranchRef, work: (entry: InFlight) => Promise<T>): Promise<T> {
     let settle = () => {};
     const entry: InFlight = { doomed: false, settled: new Promise((r) => (settle = r)) };
     this.inflight.set(keyOf(ref), entry);
     try {
-      const conn = await this.beginOrReport(ref);
-      const value = await this.body(conn, ref, entry, signal, fn);
-      await this.prepare(conn, ref);
-      return value;
+      return await work(entry);
     } finally {
       this.inflight.delete(keyOf(ref));
       settle();
     }
+  }
+
+  /** BEGIN, fn, PREPARE. */
+  private phaseOne<T>(
+    ref: BranchRef,
+    signal: AbortSignal | undefined,
+    fn: (tx: Tx, branch: XaBranchContext) => T | Promise<T>,
+  ): Promise<T> {
+    return this.tracked(ref, async (entry) => {
+      const conn = await this.beginOrReport(ref);
+      const value = await this.body(conn, ref, entry, signal, fn);
+      await this.prepare(conn, ref);
+      return value;
+    });
   }
 
   private async beginOrReport(ref: BranchRef): Promise<XaConnection<Tx>> {
@@ -432,21 +445,23 @@ class XaSource<Tx> implements XaDataSource<Tx> {
     try {
       this.dialect.checkXid(tx.xid);
       const ref = { xid: tx.xid, branchId: await this.register(tx.xid) };
-      const conn = await this.beginOrReport(ref);
-      const entry: InFlight = { doomed: false, settled: Promise.resolve() };
-      const value = await this.body(conn, ref, entry, tx.signal, () =>
-        runWithoutXid(() => fn(conn.tx)),
-      );
-      const left = tx.timeoutMs - (performance.now() - startedAt);
-      if (left < Math.max(ONE_PHASE_MIN_REMAINING_MS, tx.timeoutMs / 4)) {
-        await this.prepare(conn, ref); // too close to the timeout: two-phase
-        await tx.commit();
-        return value;
-      }
-      await this.commitOnePhase(conn, ref);
-      committedLocally = true;
-      await this.commitAfterOnePhase(tx);
-      return value;
+      const onePhase = await this.tracked(ref, async (entry) => {
+        const conn = await this.beginOrReport(ref);
+        const value = await this.body(conn, ref, entry, tx.signal, () =>
+          runWithoutXid(() => fn(conn.tx)),
+        );
+        const left = tx.timeoutMs - (performance.now() - startedAt);
+        if (left < Math.max(ONE_PHASE_MIN_REMAINING_MS, tx.timeoutMs / 4)) {
+          await this.prepare(conn, ref); // too close to the timeout: two-phase
+          return { value, local: false };
+        }
+        await this.commitOnePhase(conn, ref);
+        committedLocally = true;
+        return { value, local: true };
+      });
+      if (onePhase.local) await this.commitAfterOnePhase(tx);
+      else await tx.commit();
+      return onePhase.value;
     } catch (err) {
       if (!committedLocally) await tx.rollback().catch(() => undefined);
       throw err;
