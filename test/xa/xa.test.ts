@@ -250,6 +250,22 @@ describe('the global timeout with a branch prepared', () => {
     await waitNoPrepared(tx.xid);
     expect([await pgBal('t1'), await myBal('t1')]).toEqual([100, 100]);
   }, 60_000);
+  it('a branch still running when the transaction times out never prepares', async () => {
+    await seed('t2', 100);
+    const tx = await concord.begin({ name: 'xa-timeout-running', timeoutMs: 1_000 });
+    const err = await tx
+      .run(() =>
+        pgXa.run(async (q) => {
+          await q.query(`UPDATE ${T} SET bal = bal - 1 WHERE id = 't2'`);
+          await sleep(2_500); // past the timeout: the TC's rollback arrives meanwhile
+        }),
+      )
+      .catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(Error);
+    await waitForStatus(concord, tx.xid, ['TimeoutRollbacked']);
+    expect(await preparedOf(tx.xid)).toEqual({ pg: 0, mysql: 0 });
+    expect(await pgBal('t2')).toBe(100);
+  }, 60_000);
 });
 
 describe('the one-phase path', () => {
@@ -270,6 +286,17 @@ describe('the one-phase path', () => {
     expect([await pgBal('o1'), await myBal('o1')]).toEqual([105, 105]);
     // No PREPARE was issued by either.
     expect([pgXa.metrics().prepared, myXa.metrics().prepared]).toEqual(before);
+  }, 60_000);
+
+  it('too close to the global timeout it prepares and commits two-phase instead', async () => {
+    await seed('o3', 100);
+    const before = pgXa.metrics().prepared;
+    await pgXa.transaction({ name: 'xa-1pc-late', timeoutMs: 4_000 }, async (q) => {
+      await q.query(`UPDATE ${T} SET bal = bal + 5 WHERE id = 'o3'`);
+      await sleep(2_500); // leaves less than max(2 s, timeout / 4)
+    });
+    expect(pgXa.metrics().prepared).toBe(before + 1);
+    expect(await pgBal('o3')).toBe(105);
   }, 60_000);
 
   it('a failure inside rolls back the database and the global transaction', async () => {
