@@ -7,6 +7,7 @@
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
+  BadRequestError,
   createClient,
   NoGlobalTransactionError,
   PreparedTransactionsDisabledError,
@@ -81,6 +82,27 @@ describe('on the machine databases', () => {
       await my.end();
     }
   }, 30_000);
+});
+
+describe('hostile input gets a typed error', () => {
+  it('BadRequestError for a non-client, a bad name, a bad interval, a non-function', async () => {
+    const pool = await connectPg(1);
+    try {
+      const c = concord();
+      expect(() => createPgXaDataSource({}, pool, { name: 'x' })).toThrow(BadRequestError);
+      expect(() => createPgXaDataSource(c, pool, { name: 'has space' })).toThrow(BadRequestError);
+      expect(() => createPgXaDataSource(c, pool, undefined as never)).toThrow(BadRequestError);
+      expect(() => createPgXaDataSource(c, pool, { name: 'x', recoveryIntervalMs: -1 })).toThrow(
+        BadRequestError,
+      );
+      const xa = createPgXaDataSource(c, pool, { name: 'x' });
+      await expect(xa.run('DELETE FROM t' as never)).rejects.toBeInstanceOf(BadRequestError);
+      await expect(xa.transaction({}, 42 as never)).rejects.toBeInstanceOf(BadRequestError);
+      await c.close();
+    } finally {
+      await pool.end();
+    }
+  });
 });
 
 describe('XA identifiers', () => {

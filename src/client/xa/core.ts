@@ -228,6 +228,7 @@ class XaSource<Tx> implements XaDataSource<Tx> {
   }
 
   async run<T>(fn: (tx: Tx, branch: XaBranchContext) => T | Promise<T>): Promise<T> {
+    if (typeof fn !== 'function') throw new BadRequestError('run needs a function (tx) => ...');
     this.requireReady();
     const context = currentContext();
     if (context === undefined) throw new NoGlobalTransactionError(this.resourceId);
@@ -437,6 +438,8 @@ class XaSource<Tx> implements XaDataSource<Tx> {
   }
 
   async transaction<T>(options: BeginOptions, fn: (tx: Tx) => T | Promise<T>): Promise<T> {
+    if (typeof fn !== 'function')
+      throw new BadRequestError('transaction needs options and a function (tx) => ...');
     this.requireReady();
     const startedAt = performance.now();
     const tx = await this.client.begin(options);
@@ -455,7 +458,7 @@ class XaSource<Tx> implements XaDataSource<Tx> {
           await this.prepare(conn, ref); // too close to the timeout: two-phase
           return { value, local: false };
         }
-        await this.commitOnePhase(conn, ref);
+        await this.commitOnePhase(conn, ref, entry, tx.signal);
         committedLocally = true;
         return { value, local: true };
       });
@@ -468,10 +471,19 @@ class XaSource<Tx> implements XaDataSource<Tx> {
     }
   }
 
-  private async commitOnePhase(conn: XaConnection<Tx>, ref: BranchRef): Promise<void> {
+  /** The one-phase commit, unless a rollback (or the timeout) came after `fn` returned. */
+  private async commitOnePhase(
+    conn: XaConnection<Tx>,
+    ref: BranchRef,
+    entry: InFlight,
+    signal: AbortSignal,
+  ): Promise<void> {
     try {
+      if (signal.aborted) throw signal.reason;
+      if (entry.doomed) throw new BranchDoomedError(ref);
       await conn.commitOnePhase();
     } catch (err) {
+      // Destroyed: the connection's transaction (not committed) ends with it.
       conn.release(true);
       if (!this.dialect.isConnectionLost(err)) await this.reportFailed(ref);
       throw err;
