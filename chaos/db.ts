@@ -112,6 +112,6 @@ export async function readBank(pool: pg.Pool, t: ChaosTables): Promise<BankState
     expectedTotal: BANK_ACCOUNTS * OPENING_BALANCE,
     total: Number(r.rows[0]!.total),
     frozen: Number(r.rows[0]!.frozen),
-    preparedXids: prepared.rows.map((row) => row.gid.split(':').slice(2).join(':')),
+    preparedXids: prepared.rows.map((row) => row.gid.split(':').slice(3).join(':')),
   };
 }

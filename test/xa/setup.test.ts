@@ -23,6 +23,7 @@ import {
   parseMysqlRecoverRow,
   parsePgGid,
   pgGid,
+  xaScope,
 } from '../../src/client/xa/ids.ts';
 import { startPostgres, type RunningServer } from '../support/services/postgres.ts';
 import { PrivateRoot } from '../support/services/private-root.ts';
@@ -108,24 +109,31 @@ describe('hostile input gets a typed error', () => {
 describe('XA identifiers', () => {
   const ref = { xid: '10.0.0.7:8091:123456789012345', branchId: '987654321' };
 
-  it('PostgreSQL gid: prefix, branch id, xid; parsed back; anything else is not ours', () => {
-    const gid = pgGid(ref);
-    expect(gid).toBe('concord-xa:987654321:10.0.0.7:8091:123456789012345');
-    expect(parsePgGid(gid)).toEqual(ref);
-    expect(parsePgGid('someone-else:1:10.0.0.7:8091:1')).toBeNull();
-    expect(parsePgGid('concord-xa:x:10.0.0.7:8091:1')).toBeNull();
-    expect(parsePgGid("concord-xa:1:not an xid'")).toBeNull();
+  it('PostgreSQL gid: prefix, scope, branch id, xid; parsed back only in its scope', () => {
+    const scope = xaScope('app', 'res');
+    expect(scope).toMatch(/^[0-9a-f]{8}$/);
+    expect(xaScope('app', 'other')).not.toBe(scope);
+    const gid = pgGid(scope, ref);
+    expect(gid).toBe(`concord-xa:${scope}:987654321:10.0.0.7:8091:123456789012345`);
+    expect(parsePgGid(scope, gid)).toEqual(ref);
+    expect(parsePgGid(xaScope('app', 'other'), gid)).toBeNull();
+    expect(parsePgGid(scope, 'someone-else:1:10.0.0.7:8091:1')).toBeNull();
+    expect(parsePgGid(scope, `concord-xa:${scope}:x:10.0.0.7:8091:1`)).toBeNull();
+    expect(parsePgGid(scope, `concord-xa:${scope}:1:not an xid'`)).toBeNull();
   });
 
-  it('MySQL: hex literals, formatID 1; XA RECOVER rows parsed back', () => {
-    expect(mysqlXidClause({ xid: 'h:1:2', branchId: '3' })).toBe(
-      `X'${Buffer.from('concord-xa:h:1:2').toString('hex')}',X'33',1`,
+  it('MySQL: hex literals, formatID 1; XA RECOVER rows parsed back only in their scope', () => {
+    const scope = xaScope('app', 'res');
+    expect(mysqlXidClause(scope, { xid: 'h:1:2', branchId: '3' })).toBe(
+      `X'${Buffer.from('concord-xa:h:1:2').toString('hex')}',` +
+        `X'${Buffer.from(`${scope}:3`).toString('hex')}',1`,
     );
-    const data = Buffer.from(`concord-xa:${ref.xid}${ref.branchId}`);
+    const data = Buffer.from(`concord-xa:${ref.xid}${scope}:${ref.branchId}`);
     const row = { formatID: 1, gtrid_length: 11 + ref.xid.length, data };
-    expect(parseMysqlRecoverRow(row)).toEqual(ref);
-    expect(parseMysqlRecoverRow({ ...row, formatID: 2 })).toBeNull();
-    expect(parseMysqlRecoverRow({ ...row, data: Buffer.from('other') })).toBeNull();
+    expect(parseMysqlRecoverRow(scope, row)).toEqual(ref);
+    expect(parseMysqlRecoverRow(xaScope('x', 'y'), row)).toBeNull();
+    expect(parseMysqlRecoverRow(scope, { ...row, formatID: 2 })).toBeNull();
+    expect(parseMysqlRecoverRow(scope, { ...row, data: Buffer.from('other') })).toBeNull();
   });
 
   it('length-checked: MySQL gtrid ≤ 64 bytes, PostgreSQL gid < 200 bytes', () => {

@@ -418,6 +418,10 @@ describe('an RM process SIGKILLed after prepare, before phase two', () => {
     const exited = new Promise((r) => first.child.once('exit', r));
     first.child.kill('SIGKILL');
     await exited;
+    // Undecided: recovery leaves it to phase two.
+    const job = createPgXaDataSource(newClient('xa-rm'), pgPool, { name: 'xa.rm.pg' });
+    expect(await job.recover()).toMatchObject({ found: 1, pending: 1, leftAfterDecision: 0 });
+    expect((await preparedOf(tx.xid)).pg).toBe(1);
     // Decided, but the branch's RM is gone: the prepared transaction waits in PostgreSQL.
     expect(await tx.commit()).toMatch(/Commit/);
     expect((await preparedOf(tx.xid)).pg).toBe(1);
@@ -444,15 +448,45 @@ describe('an RM process SIGKILLed after prepare, before phase two', () => {
     await exited;
     await tx.rollback();
     expect((await preparedOf(tx.xid)).pg).toBe(1);
-    // Any data source on the same database recovers Concord's prepared transactions.
-    const report = await pgXa.recover();
-    expect(report.rolledBack).toBeGreaterThanOrEqual(1);
-    expect(report.leftAfterDecision).toBeGreaterThanOrEqual(1);
-    expect(pgXa.metrics().preparedLeftAfterDecision).toBe(report.leftAfterDecision);
+    // A recovery job of the same application and resource (not started: it serves no phase
+    // two, so the TC cannot finish the branch first) rolls it back.
+    const job = createPgXaDataSource(newClient('xa-rm'), pgPool, { name: 'xa.rm.pg' });
+    const report = await job.recover();
+    expect(report.rolledBack).toBe(1);
+    expect(report.leftAfterDecision).toBe(1);
+    expect(job.metrics().preparedLeftAfterDecision).toBe(1);
+    // Another resource's recovery never touches it (its xid may be another cluster's).
+    expect((await pgXa.recover()).found).toBe(0);
     expect((await preparedOf(tx.xid)).pg).toBe(0);
     expect(await pgBal('r')).toBe(1); // the earlier test's commit only
     // The restarted RM answers the TC's rollback: no such prepared transaction is success.
     await startRm();
     await waitForStatus(tm, tx.xid, ['Rollbacked']);
   }, 120_000);
+});
+
+describe('recovery on MariaDB (XA RECOVER)', () => {
+  it('finds a branch whose RM went away and rolls it back after the rollback decision', async () => {
+    await seed('m1', 100);
+    const gone = newClient('xa-gone');
+    const goneXa = createMysqlXaDataSource(gone, myPool, {
+      name: 'xa.gone.my',
+      recoveryIntervalMs: 0,
+    });
+    await goneXa.start();
+    const tx = await concord.begin({ name: 'xa-mysql-recovery', timeoutMs: 60_000 });
+    await tx.run(() => goneXa.run((q) => q.query(`UPDATE ${T} SET bal = bal - 7 WHERE id = 'm1'`)));
+    await gone.close(); // its RM channel closes: nobody serves xa.gone.my now
+    await tx.rollback();
+    expect((await preparedOf(tx.xid)).mysql).toBe(1);
+    // A recovery job of the same application and resource (not started) rolls it back.
+    const job = createMysqlXaDataSource(newClient('xa-gone'), myPool, { name: 'xa.gone.my' });
+    expect((await myXa.recover()).found).toBe(0); // another resource's: not its business
+    const report = await job.recover();
+    expect(report).toMatchObject({ found: 1, rolledBack: 1, leftAfterDecision: 1 });
+    expect((await preparedOf(tx.xid)).mysql).toBe(0);
+    expect(await myBal('m1')).toBe(100);
+    // Idempotent: another pass finds nothing.
+    expect((await job.recover()).found).toBe(0);
+  }, 60_000);
 });

@@ -34,7 +34,7 @@ import { validateResourceId } from '../sdk/rm.ts';
 import type { BeginOptions, GlobalTransaction } from '../sdk/tm.ts';
 import type { PhaseTwoRequest } from '../tc/port.ts';
 import { XaHeuristicCommitError, XaNotStartedError } from './errors.ts';
-import type { BranchRef } from './ids.ts';
+import { xaScope, type BranchRef } from './ids.ts';
 
 /** One branch's connection, checked out of the pool, inside its local transaction. */
 export interface XaConnection<Tx> {
@@ -153,7 +153,7 @@ class BranchDoomedError extends Error {
 
 export function createXaDataSource<Tx>(
   concord: unknown,
-  dialect: XaDialect<Tx>,
+  makeDialect: (scope: string) => XaDialect<Tx>,
   options: XaDataSourceOptions,
 ): XaDataSource<Tx> {
   const deps = internalsOf(concord);
@@ -162,6 +162,7 @@ export function createXaDataSource<Tx>(
   const every = options.recoveryIntervalMs;
   if (every !== undefined && (!Number.isSafeInteger(every) || every < 0))
     throw new BadRequestError('recoveryIntervalMs must be a non-negative integer of ms');
+  const dialect = makeDialect(xaScope(deps.applicationId, resourceId));
   return new XaSource(deps, client, dialect, resourceId, options);
 }
 
@@ -372,7 +373,7 @@ class XaSource<Tx> implements XaDataSource<Tx> {
   }
 
   recover(): Promise<RecoveryReport> {
-    if (!this.ready) return Promise.reject(new XaNotStartedError(this.resourceId));
+    this.deps.assertUsable();
     this.recovering ??= this.recoverPass().finally(() => (this.recovering = null));
     return this.recovering;
   }

@@ -3,11 +3,16 @@
  * branch id with a Concord prefix, so recovery can tell Concord's prepared transactions from
  * anyone else's and learn each one's xid again (to ask the TC its outcome):
  *
- *   PostgreSQL gid:      concord-xa:<branchId>:<xid>        (< 200 bytes: GIDSIZE)
- *   MySQL gtrid / bqual: concord-xa:<xid> / <branchId>      (≤ 64 bytes each), formatID 1
+ *   PostgreSQL gid:      concord-xa:<scope>:<branchId>:<xid>     (< 200 bytes: GIDSIZE)
+ *   MySQL gtrid / bqual: concord-xa:<xid> / <scope>:<branchId>   (≤ 64 bytes each), formatID 1
  *
- * An xid is `host:port:transactionId` (printable ASCII, no quote), a branch id decimal.
+ * An xid is `host:port:transactionId` (printable ASCII, no quote), a branch id decimal. The
+ * scope (8 hex digits of a hash of the application id and the resource id) limits recovery
+ * to the data source's own resource, as Seata's XA recovery is per resource: its replicas
+ * recover each other's branches, and no other service's (which may belong to another TC
+ * cluster, whose xids this one would not know) is ever touched.
  */
+import { createHash } from 'node:crypto';
 import { isValidXid } from '../context.ts';
 import { XaIdentifierTooLongError } from './errors.ts';
 
@@ -25,21 +30,33 @@ export interface BranchRef {
 }
 
 const BRANCH_ID = /^(?:0|[1-9][0-9]{0,19})$/;
+const MAX_BRANCH_ID = '18446744073709551615';
 
-export function pgGid(ref: BranchRef): string {
-  return `${XA_PREFIX}${ref.branchId}:${ref.xid}`;
+/** The recovery scope of a data source: its application's and resource's own. */
+export function xaScope(applicationId: string, resourceId: string): string {
+  return createHash('sha256').update(`${applicationId}\n${resourceId}`).digest('hex').slice(0, 8);
+}
+
+/** What every gid of the scope starts with. */
+export function pgGidPrefix(scope: string): string {
+  return `${XA_PREFIX}${scope}:`;
+}
+
+export function pgGid(scope: string, ref: BranchRef): string {
+  return `${pgGidPrefix(scope)}${ref.branchId}:${ref.xid}`;
 }
 
 /** Throws XaIdentifierTooLongError when `xid` cannot fit the PostgreSQL gid. */
 export function checkPgXid(xid: string): void {
-  const bytes = Buffer.byteLength(pgGid({ xid, branchId: '18446744073709551615' }));
+  const bytes = Buffer.byteLength(pgGid('00000000', { xid, branchId: MAX_BRANCH_ID }));
   if (bytes > PG_MAX_GID_BYTES) throw new XaIdentifierTooLongError('gid', bytes, PG_MAX_GID_BYTES);
 }
 
-/** The branch a Concord gid names, or null for anyone else's prepared transaction. */
-export function parsePgGid(gid: string): BranchRef | null {
-  if (!gid.startsWith(XA_PREFIX)) return null;
-  const rest = gid.slice(XA_PREFIX.length);
+/** The branch a gid of the scope names, or null for any other prepared transaction. */
+export function parsePgGid(scope: string, gid: string): BranchRef | null {
+  const prefix = pgGidPrefix(scope);
+  if (!gid.startsWith(prefix)) return null;
+  const rest = gid.slice(prefix.length);
   const colon = rest.indexOf(':');
   if (colon < 0) return null;
   const branchId = rest.slice(0, colon);
@@ -59,23 +76,28 @@ export function checkMysqlXid(xid: string): void {
 }
 
 /** `X'..',X'..',1`: the xid clause of an XA statement, as hex literals (nothing to escape). */
-export function mysqlXidClause(ref: BranchRef): string {
+export function mysqlXidClause(scope: string, ref: BranchRef): string {
   const hex = (s: string) => `X'${Buffer.from(s, 'utf8').toString('hex')}'`;
-  return `${hex(mysqlGtrid(ref.xid))},${hex(ref.branchId)},${MYSQL_FORMAT_ID}`;
+  return `${hex(mysqlGtrid(ref.xid))},${hex(`${scope}:${ref.branchId}`)},${MYSQL_FORMAT_ID}`;
 }
 
-/** A row of XA RECOVER, as Concord's branch, or null for anyone else's. */
-export function parseMysqlRecoverRow(row: {
-  formatID: number | string;
-  gtrid_length: number | string;
-  data: string | Buffer;
-}): BranchRef | null {
+/** A row of XA RECOVER, as a branch of the scope, or null for any other. */
+export function parseMysqlRecoverRow(
+  scope: string,
+  row: {
+    formatID: number | string;
+    gtrid_length: number | string;
+    data: string | Buffer;
+  },
+): BranchRef | null {
   if (Number(row.formatID) !== MYSQL_FORMAT_ID) return null;
   const data = Buffer.isBuffer(row.data) ? row.data : Buffer.from(String(row.data), 'utf8');
   const gtridLength = Number(row.gtrid_length);
   const gtrid = data.subarray(0, gtridLength).toString('utf8');
-  const branchId = data.subarray(gtridLength).toString('utf8');
-  if (!gtrid.startsWith(XA_PREFIX) || !BRANCH_ID.test(branchId)) return null;
+  const bqual = data.subarray(gtridLength).toString('utf8');
+  if (!gtrid.startsWith(XA_PREFIX) || !bqual.startsWith(`${scope}:`)) return null;
+  const branchId = bqual.slice(scope.length + 1);
+  if (!BRANCH_ID.test(branchId)) return null;
   const xid = gtrid.slice(XA_PREFIX.length);
   return isValidXid(xid) ? { xid, branchId } : null;
 }

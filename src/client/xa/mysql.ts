@@ -66,8 +66,7 @@ function guarded(text: string): string {
   return text;
 }
 
-function mysqlConnection(conn: PoolConnection, ref: BranchRef): XaConnection<MysqlXaTx> {
-  const id = mysqlXidClause(ref);
+function mysqlConnection(conn: PoolConnection, id: string): XaConnection<MysqlXaTx> {
   let prepared = false;
   return {
     tx: {
@@ -103,7 +102,7 @@ function mysqlConnection(conn: PoolConnection, ref: BranchRef): XaConnection<Mys
   };
 }
 
-async function listMysqlPrepared(pool: Pool): Promise<BranchRef[]> {
+async function listMysqlPrepared(pool: Pool, scope: string): Promise<BranchRef[]> {
   let rows: RowDataPacket[];
   try {
     [rows] = await pool.query<RowDataPacket[]>('XA RECOVER');
@@ -115,6 +114,7 @@ async function listMysqlPrepared(pool: Pool): Promise<BranchRef[]> {
   }
   return rows.flatMap((row) => {
     const ref = parseMysqlRecoverRow(
+      scope,
       row as { formatID: number; gtrid_length: number; data: string | Buffer },
     );
     return ref === null ? [] : [ref];
@@ -129,10 +129,11 @@ async function listMysqlPrepared(pool: Pool): Promise<BranchRef[]> {
  */
 async function finishMysql(
   pool: Pool,
+  scope: string,
   ref: BranchRef,
   decision: 'commit' | 'rollback',
 ): Promise<'done' | 'absent'> {
-  const sql = `${decision === 'commit' ? 'XA COMMIT' : 'XA ROLLBACK'} ${mysqlXidClause(ref)}`;
+  const sql = `${decision === 'commit' ? 'XA COMMIT' : 'XA ROLLBACK'} ${mysqlXidClause(scope, ref)}`;
   const deadline = Date.now() + DETACH_WAIT_MS;
   for (;;) {
     try {
@@ -142,7 +143,7 @@ async function finishMysql(
       const errno = errnoOf(err);
       if (errno === ER_XA_RBROLLBACK) return 'done'; // nothing was written
       if (errno !== ER_XAER_NOTA) throw err;
-      const listed = (await listMysqlPrepared(pool)).some(
+      const listed = (await listMysqlPrepared(pool, scope)).some(
         (r) => r.xid === ref.xid && r.branchId === ref.branchId,
       );
       if (!listed) return 'absent';
@@ -152,26 +153,27 @@ async function finishMysql(
   }
 }
 
-function mysqlDialect(pool: Pool): XaDialect<MysqlXaTx> {
+function mysqlDialect(pool: Pool, scope: string): XaDialect<MysqlXaTx> {
   return {
     kind: 'MySQL',
     checkXid: checkMysqlXid,
     isConnectionLost: isMysqlConnectionLost,
     async checkServer() {
-      await listMysqlPrepared(pool); // XA RECOVER allowed: recovery can run
+      await listMysqlPrepared(pool, scope); // XA RECOVER allowed: recovery can run
     },
     async begin(ref: BranchRef) {
       const conn = await pool.getConnection();
+      const id = mysqlXidClause(scope, ref);
       try {
-        await conn.query(`XA START ${mysqlXidClause(ref)}`);
+        await conn.query(`XA START ${id}`);
       } catch (err) {
         conn.destroy();
         throw err;
       }
-      return mysqlConnection(conn, ref);
+      return mysqlConnection(conn, id);
     },
-    finish: (ref, decision) => finishMysql(pool, ref, decision),
-    listPrepared: () => listMysqlPrepared(pool),
+    finish: (ref, decision) => finishMysql(pool, scope, ref, decision),
+    listPrepared: () => listMysqlPrepared(pool, scope),
   };
 }
 
@@ -184,5 +186,5 @@ export function createMysqlXaDataSource(
   pool: Pool,
   options: XaDataSourceOptions,
 ): MysqlXaDataSource {
-  return createXaDataSource(concord, mysqlDialect(pool), options);
+  return createXaDataSource(concord, (scope) => mysqlDialect(pool, scope), options);
 }

@@ -17,7 +17,7 @@ import {
   type XaDialect,
 } from './core.ts';
 import { PreparedTransactionsDisabledError, XaError, XaMisuseError } from './errors.ts';
-import { checkPgXid, parsePgGid, pgGid, XA_PREFIX, type BranchRef } from './ids.ts';
+import { checkPgXid, parsePgGid, pgGid, pgGidPrefix, type BranchRef } from './ids.ts';
 
 /** The callback's handle on the branch's transaction: a query on its connection. */
 export interface PgXaTx {
@@ -87,7 +87,7 @@ function pgConnection(client: PoolClient, gid: string): XaConnection<PgXaTx> {
   };
 }
 
-function pgDialect(pool: Pool): XaDialect<PgXaTx> {
+function pgDialect(pool: Pool, scope: string): XaDialect<PgXaTx> {
   return {
     kind: 'PostgreSQL',
     checkXid: checkPgXid,
@@ -110,12 +110,12 @@ function pgDialect(pool: Pool): XaDialect<PgXaTx> {
         client.release(true);
         throw err;
       }
-      return pgConnection(client, pgGid(ref));
+      return pgConnection(client, pgGid(scope, ref));
     },
     async finish(ref, decision) {
       const verb = decision === 'commit' ? 'COMMIT PREPARED' : 'ROLLBACK PREPARED';
       try {
-        await pool.query(`${verb} ${quote(pgGid(ref))}`);
+        await pool.query(`${verb} ${quote(pgGid(scope, ref))}`);
         return 'done';
       } catch (err) {
         if (codeOf(err) === '42704') return 'absent';
@@ -126,10 +126,10 @@ function pgDialect(pool: Pool): XaDialect<PgXaTx> {
       const r = await pool.query<{ gid: string }>(
         'SELECT gid FROM pg_prepared_xacts WHERE database = current_database() ' +
           'AND starts_with(gid, $1) ORDER BY prepared',
-        [XA_PREFIX],
+        [pgGidPrefix(scope)],
       );
       return r.rows.flatMap((row) => {
-        const ref = parsePgGid(row.gid);
+        const ref = parsePgGid(scope, row.gid);
         return ref === null ? [] : [ref];
       });
     },
@@ -145,5 +145,5 @@ export function createPgXaDataSource(
   pool: Pool,
   options: XaDataSourceOptions,
 ): PgXaDataSource {
-  return createXaDataSource(concord, pgDialect(pool), options);
+  return createXaDataSource(concord, (scope) => pgDialect(pool, scope), options);
 }
