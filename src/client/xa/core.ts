@@ -15,9 +15,10 @@
  * - A rollback that arrives while this process is still in the branch's phase one (the
  *   global timeout) dooms it: the phase one rolls back instead of preparing, or, if the
  *   PREPARE already went out, the rollback waits for it and then rolls the prepared one back.
- * - Recovery (`start()`, then every `recoveryIntervalMs`): lists the prepared transactions
- *   carrying Concord's prefix, asks the TC each one's outcome (GetStatus) and finishes the
- *   decided ones; an xid the TC no longer knows has ended without this branch: rolled back.
+ * - Recovery (`start()`, then every `recoveryIntervalMs`): lists the prepared transactions of
+ *   its scope (Concord's prefix, this application and resource: ids.ts), asks the TC each
+ *   one's outcome (GetStatus) and finishes the decided ones; an xid the TC no longer knows
+ *   has ended without this branch: rolled back.
  *   Those found prepared after their transaction was decided are counted
  *   (`metrics().preparedLeftAfterDecision`) and logged.
  * - One phase (`transaction()`): a global transaction whose only branch is this data source
