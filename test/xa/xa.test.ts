@@ -242,7 +242,7 @@ describe('isolation: a prepared branch holds its row locks', () => {
 describe('the global timeout with a branch prepared', () => {
   it('the TC rolls the prepared branches back', async () => {
     await seed('t1', 100);
-    const tx = await concord.begin({ name: 'xa-timeout', timeoutMs: 1_500 });
+    const tx = await concord.begin({ name: 'xa-timeout', timeoutMs: 4_000 });
     await tx.run(() => transfer('t1', 40));
     expect(await preparedOf(tx.xid)).toEqual({ pg: 1, mysql: 1 });
     // Nobody commits: the TC's timeout decides.
@@ -252,16 +252,19 @@ describe('the global timeout with a branch prepared', () => {
   }, 60_000);
   it('a branch still running when the transaction times out never prepares', async () => {
     await seed('t2', 100);
-    const tx = await concord.begin({ name: 'xa-timeout-running', timeoutMs: 1_000 });
+    const tx = await concord.begin({ name: 'xa-timeout-running', timeoutMs: 3_000 });
+    let registered = false;
     const err = await tx
       .run(() =>
         pgXa.run(async (q) => {
+          registered = true;
           await q.query(`UPDATE ${T} SET bal = bal - 1 WHERE id = 't2'`);
-          await sleep(2_500); // past the timeout: the TC's rollback arrives meanwhile
+          await sleep(4_500); // past the timeout: the TC's rollback arrives meanwhile
         }),
       )
       .catch((e: unknown) => e);
     expect(err).toBeInstanceOf(Error);
+    expect(registered).toBe(true); // the branch got as far as its SQL
     await waitForStatus(concord, tx.xid, ['TimeoutRollbacked']);
     expect(await preparedOf(tx.xid)).toEqual({ pg: 0, mysql: 0 });
     expect(await pgBal('t2')).toBe(100);
@@ -291,9 +294,9 @@ describe('the one-phase path', () => {
   it('too close to the global timeout it prepares and commits two-phase instead', async () => {
     await seed('o3', 100);
     const before = pgXa.metrics().prepared;
-    await pgXa.transaction({ name: 'xa-1pc-late', timeoutMs: 4_000 }, async (q) => {
+    await pgXa.transaction({ name: 'xa-1pc-late', timeoutMs: 8_000 }, async (q) => {
       await q.query(`UPDATE ${T} SET bal = bal + 5 WHERE id = 'o3'`);
-      await sleep(2_500); // leaves less than max(2 s, timeout / 4)
+      await sleep(6_200); // leaves less than max(2 s, timeout / 4)
     });
     expect(pgXa.metrics().prepared).toBe(before + 1);
     expect(await pgBal('o3')).toBe(105);
