@@ -310,42 +310,40 @@ export function createClient(options: ClientOptions): ConcordClient {
     return tm.transaction(a ?? {}, b as (scope: TransactionScope) => T | Promise<T>);
   }
 
-  return withInternals<ConcordClient>(
-    {
-      applicationId,
-      transactionServiceGroup,
-      clientId,
-      transaction,
-      transactionOutcome: (txOptions, fn) => tm.outcome(txOptions ?? {}, fn),
-      joinTransaction: async (fn) => (await tm.join(fn)).value,
-      begin: (beginOptions = {}) => tm.begin(beginOptions),
-      globalTransaction: (xid: string) => tm.handle(xid),
-      tcc: { register: (definition) => registerTcc(actionDeps, definition) },
-      saga: { register: (definition) => registerSaga(actionDeps, definition) },
-      async connect() {
-        assertOpen();
-        // A status read of nothing would need an xid; asking the port to be ready is enough.
-        await (tc as TcPort & { connect?: () => Promise<void> }).connect?.();
-      },
-      close() {
-        closing ??= (async () => {
-          state = 'draining';
-          const started = performance.now();
-          const drained = await tracker.idle(closeTimeoutMs);
-          if (!drained)
-            logger.warn(
-              { inflight: tracker.size, closeTimeoutMs },
-              'closing with transactions still in flight; the TC rolls back any left undecided at their timeout',
-            );
-          const left = Math.max(0, closeTimeoutMs - (performance.now() - started));
-          await rm.close(left);
-          state = 'closed';
-          await tc.close();
-          logger.debug('client closed');
-        })();
-        return closing;
-      },
+  const client: ConcordClient = {
+    applicationId,
+    transactionServiceGroup,
+    clientId,
+    transaction,
+    transactionOutcome: (txOptions, fn) => tm.outcome(txOptions ?? {}, fn),
+    joinTransaction: async (fn) => (await tm.join(fn)).value,
+    begin: (beginOptions = {}) => tm.begin(beginOptions),
+    globalTransaction: (xid: string) => tm.handle(xid),
+    tcc: { register: (definition) => registerTcc(actionDeps, definition) },
+    saga: { register: (definition) => registerSaga(actionDeps, definition) },
+    async connect() {
+      assertOpen();
+      // A status read of nothing would need an xid; asking the port to be ready is enough.
+      await (tc as TcPort & { connect?: () => Promise<void> }).connect?.();
     },
-    actionDeps,
-  );
+    close() {
+      closing ??= (async () => {
+        state = 'draining';
+        const started = performance.now();
+        const drained = await tracker.idle(closeTimeoutMs);
+        if (!drained)
+          logger.warn(
+            { inflight: tracker.size, closeTimeoutMs },
+            'closing with transactions still in flight; the TC rolls back any left undecided at their timeout',
+          );
+        const left = Math.max(0, closeTimeoutMs - (performance.now() - started));
+        await rm.close(left);
+        state = 'closed';
+        await tc.close();
+        logger.debug('client closed');
+      })();
+      return closing;
+    },
+  };
+  return withInternals(client, actionDeps); // for the branch modes outside sdk/ (xa)
 }
