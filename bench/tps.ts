@@ -8,6 +8,7 @@
  *                        [--clients 3] [--empty-tms 64] [--lock-tms 32] [--rows 3000000]
  *                        [--no-baseline]
  *                        [--drain 30] [--pg-url …] [--mysql-url …] [--out bench/results] [--keep]
+ *   npm run bench -- tps xa [...]   the XA scenario beside TCC, per database (bench/tps-xa.ts)
  *
  * Modes (a fresh cluster each, started and stopped in turn; tmp data dirs; fresh tables
  * under a prefix of their own, dropped afterwards):
@@ -1318,6 +1319,8 @@ function report(
 
 export async function main(args: string[]): Promise<void> {
   if (args[0] === '--worker') return runWorker();
+  // `tps xa`: one SDK branch per transaction, XA beside TCC, per database (bench/tps-xa.ts).
+  if (args[0] === 'xa') return (await import('./tps-xa.ts')).main(args.slice(1));
   const o = parseOptions(args);
   const dir = await mkdtemp(join(tmpdir(), 'concord-bench-tps-'));
   const stamp = new Date().toISOString().replace(/[:.]/g, '-').slice(0, 19);

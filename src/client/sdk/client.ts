@@ -35,6 +35,7 @@ import { ResourceManager } from './rm.ts';
 import { TcClient } from '../tc-client.ts';
 import type { TcPort } from '../tc/port.ts';
 import { InflightTracker } from './tracker.ts';
+import { withInternals } from './internals.ts';
 import {
   TransactionManager,
   type BeginOptions,
@@ -309,7 +310,7 @@ export function createClient(options: ClientOptions): ConcordClient {
     return tm.transaction(a ?? {}, b as (scope: TransactionScope) => T | Promise<T>);
   }
 
-  return {
+  const client: ConcordClient = {
     applicationId,
     transactionServiceGroup,
     clientId,
@@ -344,4 +345,5 @@ export function createClient(options: ClientOptions): ConcordClient {
       return closing;
     },
   };
+  return withInternals(client, actionDeps); // for the branch modes outside sdk/ (xa)
 }
