@@ -373,6 +373,12 @@ function createCoordinator(
     logger: ctx.logger,
     address: { host: self.host, port: self.port },
     maxLiveSessions: config.limits.maxLiveTransactions,
+    budgets: {
+      maxLiveBranches: config.limits.maxLiveBranches,
+      maxLockedRows: config.limits.maxLockedRows,
+      maxApplicationDataBytes: config.limits.maxApplicationDataBytes,
+    },
+    maxLiveOfApplication: (app) => quotaOf(config.security.quotas, app).maxLiveTransactions,
     ...(Object.keys(phaseTwo).length > 0 ? { phaseTwo } : {}),
   });
 }
