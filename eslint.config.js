@@ -166,7 +166,6 @@ export default tseslint.config(
   {
     files: [
       'src/client/sdk/actions.ts',
-      'src/client/sdk/client.ts',
     ],
     rules: { 'max-lines-per-function': 'off' },
   },
