@@ -22,6 +22,7 @@ import {
   type GlobalStatus,
   type LockQueryRequest,
   type MarkResolvedRequest,
+  type ResumeRequest,
   type RegisterBranchRequest,
 } from '../../coordinator/index.ts';
 import { BadRequestError, CapacityError, NotLeaderError } from '../../shared/errors.ts';
@@ -51,6 +52,7 @@ import {
   toMarkResolved,
   toRegisterBranch,
   toStatusFilter,
+  toResumeRetry,
   toXidRequest,
 } from './mapping.ts';
 import { tcServiceConstructor } from '../../shared/tc-wire.ts';
@@ -62,6 +64,7 @@ import type {
   ListSessionsRequestWire,
   LockQueryRequestWire,
   MarkResolvedRequestWire,
+  ResumeRetryRequestWire,
   XidRequestWire,
   SessionInfoWire,
   WireLeader,
@@ -220,7 +223,12 @@ const METHODS = {
   } satisfies MethodSpec<{ xid: Xid }>,
   retryNow: statusOf((c, r) => c.retryNow(r)),
   stopRetry: doneOf((c, r) => c.stopRetry(r)),
-  resumeRetry: doneOf((c, r) => c.resumeRetry(r)),
+  resumeRetry: {
+    decode: (w) => toResumeRetry(w as ResumeRetryRequestWire),
+    call: async ({ coordinator }, r) => ({
+      globalStatus: globalStatusToCode(await coordinator.resumeRetry(r)),
+    }),
+  } satisfies MethodSpec<ResumeRequest>,
   markResolved: {
     decode: (w) => toMarkResolved(w as MarkResolvedRequestWire),
     call: async ({ coordinator }, r) => ({
