@@ -46,6 +46,7 @@ import { LockConflictError, TcClient, type GlobalStatus } from '../src/client/tc
 import { REPO_ROOT, startCluster, type BenchCluster } from './lib/cluster.ts';
 import { connectDbAdmin, defaultDbUrl, type DbAdmin, type Dialect } from './lib/db-admin.ts';
 import { PinnedDiscovery, type PinnedNode } from './lib/pinned-discovery.ts';
+import { list, positive } from './lib/options.ts';
 import {
   describeWindow,
   sampleNodes,
@@ -1141,28 +1142,6 @@ function machineLines(o: Options, dbNotes: string[], dir: string): string[] {
 
 // ---------------------------------------------------------------------------------------
 // main
-
-/** A parser of a comma-separated list of `allowed` values. */
-const list =
-  <T extends string>(allowed: readonly T[], what: string) =>
-  (v: string) => {
-    const items = v
-      .split(',')
-      .map((s) => s.trim())
-      .filter(Boolean);
-    for (const i of items)
-      if (!allowed.includes(i as T))
-        throw new Error(`unknown ${what} ${i} (one of ${allowed.join(', ')})`);
-    return items as T[];
-  };
-
-/** A parser of a positive integer. */
-const positive = (what: string) => (v: string) => {
-  const n = Number(v);
-  if (!Number.isInteger(n) || n < 1)
-    throw new Error(`${what} must be a positive integer, got ${v}`);
-  return n;
-};
 
 function parseOptions(args: string[]): Options {
   const p = new Command('tps')
