@@ -74,6 +74,7 @@ import { SpanStatusCode } from '@opentelemetry/api';
 import { ATTR_RESULT, ATTR_TC_METHOD, ATTR_XID, SpanKind, tracer } from '../../shared/tracing.ts';
 import type { RmChannelHub } from './rm-hub.ts';
 import { CallStream, type CallDuplex } from './call-stream.ts';
+import { upperBound } from './upper-bound.ts';
 import { AUDITED_METHODS, OPERATOR_METADATA_KEY, auditOperatorCall } from './audit.ts';
 import type { TcMetrics } from './tc-metrics.ts';
 import {
@@ -608,18 +609,6 @@ export class TcGrpcService {
       },
     };
   }
-}
-
-/** Index of the first element > key in a sorted array. */
-function upperBound(sorted: readonly string[], key: string): number {
-  let lo = 0;
-  let hi = sorted.length;
-  while (lo < hi) {
-    const mid = (lo + hi) >>> 1;
-    if (sorted[mid]! <= key) lo = mid + 1;
-    else hi = mid;
-  }
-  return lo;
 }
 
 export function encodePageToken(xid: string): string {
