@@ -32,6 +32,7 @@ import {
   MIN_TRANSACTION_TIMEOUT_MS,
 } from './limits.ts';
 import { ResourceManager } from './rm.ts';
+import { withRmAccess } from './rm-access.ts';
 import { TcClient } from '../tc-client.ts';
 import type { TcPort } from '../tc/port.ts';
 import { InflightTracker } from './tracker.ts';
@@ -309,7 +310,7 @@ export function createClient(options: ClientOptions): ConcordClient {
     return tm.transaction(a ?? {}, b as (scope: TransactionScope) => T | Promise<T>);
   }
 
-  return {
+  return withRmAccess(actionDeps, {
     applicationId,
     transactionServiceGroup,
     clientId,
@@ -343,5 +344,5 @@ export function createClient(options: ClientOptions): ConcordClient {
       })();
       return closing;
     },
-  };
+  } satisfies ConcordClient);
 }
