@@ -167,3 +167,6 @@ export type {
   FenceCleanupResult,
 } from './client/fence/core.ts';
 export type { FenceOutcome, FenceOp, FenceKey } from './client/fence/key.ts';
+
+// ---- AT mode (createPgAtDataSource / createMysqlAtDataSource are in src/pg.ts, src/mysql.ts) ----
+export * from './client/at/public.ts';

@@ -12,11 +12,13 @@ import type { RmAccess } from '../sdk/rm-access.ts';
 import { BranchStatus, GlobalStatus } from '../../shared/tc-vocabulary.ts';
 import type { AtConnection, AtDialect, TableMeta } from './dialect.ts';
 import {
+  AtImageMismatchError,
   AtLockConflictError,
   AtLockHolderRollingBackError,
   AtLockQueryUnavailableError,
   AtStatementRefusedError,
 } from './errors.ts';
+import { MAX_IMAGE_ROWS, type LockRetryPolicy } from './limits.ts';
 import {
   planSelectForUpdate,
   planStatement,
@@ -33,18 +35,6 @@ import {
   type ImageValue,
   type UndoItem,
 } from './undo.ts';
-
-/** How a branch waits for rows another global transaction holds. */
-export interface LockRetryPolicy {
-  /** Pause between attempts, ms. Default 10 (Seata's client.rm.lock.retryInterval). */
-  intervalMs: number;
-  /** Attempts in all. Default 30 (Seata's client.rm.lock.retryTimes). */
-  times: number;
-}
-
-export const DEFAULT_LOCK_RETRY: LockRetryPolicy = { intervalMs: 10, times: 30 };
-/** Rows one statement may image (the TC's per-branch lock limit is 5 000). */
-export const MAX_IMAGE_ROWS = 5_000;
 
 /** The statuses in which a lock holder will not commit: waiting for it only deadlocks. */
 const ROLLING_BACK = new Set<string>([
@@ -143,6 +133,10 @@ export class AtCore {
     if (plan.kind === 'insert') {
       const { result, pks } = await this.dialect.insert(tx.conn, sql, params, plan, meta);
       const after = await this.imageByPk(tx.conn, meta, pks);
+      if (after.rows.length !== pks.length)
+        throw new AtImageMismatchError(
+          `INSERT into ${table}: ${pks.length} keys, ${after.rows.length} rows found by them`,
+        );
       this.record(tx, meta, 'insert', { cols: after.cols, rows: [] }, after);
       return result;
     }

@@ -12,7 +12,15 @@ import { validateResourceId } from '../sdk/rm.ts';
 import { rmAccessOf } from '../sdk/rm-access.ts';
 import type { ConcordClient } from '../sdk/client.ts';
 import { UnknownXidError } from '../tc/errors.ts';
-import { AtCore, DEFAULT_LOCK_RETRY, type LocalTx, type LockRetryPolicy } from './core.ts';
+import { AtCore, type LocalTx } from './core.ts';
+import {
+  DEFAULT_CLEANUP_LIMIT,
+  DEFAULT_LOCK_RETRY,
+  DEFAULT_UNDO_RETENTION_MS,
+  type LockRetryPolicy,
+} from './limits.ts';
+import type { Logger } from '../logger.ts';
+import type { RmAccess } from '../sdk/rm-access.ts';
 import type { AtDialect } from './dialect.ts';
 import { AtPhaseTwo, LOG_STATUS_DIRTY, type Connect } from './phase-two.ts';
 
@@ -34,8 +42,6 @@ export interface CleanUpOptions {
   /** At most this many rows per call. Default 500. */
   limit?: number;
 }
-
-export const DEFAULT_UNDO_RETENTION_MS = 7 * 24 * 3_600_000;
 
 /** One local transaction's handle. */
 export interface AtTx<R> {
@@ -139,50 +145,6 @@ export function createAtDataSource<R>(
     return mode === 'global' ? deps.tracker.run(run) : run();
   }
 
-  async function cleanUp(opts: CleanUpOptions = {}): Promise<number> {
-    const olderThanMs = opts.olderThanMs ?? DEFAULT_UNDO_RETENTION_MS;
-    const limit = opts.limit ?? 500;
-    if (!Number.isSafeInteger(olderThanMs) || olderThanMs < 0)
-      throw new BadRequestError('olderThanMs must be a non-negative integer');
-    if (!Number.isSafeInteger(limit) || limit < 1 || limit > 10_000)
-      throw new BadRequestError('limit must be an integer in 1..10000');
-    const lease = await driver.connect();
-    try {
-      const old = await lease.conn.image(
-        `SELECT xid, branch_id FROM ${core.options.undoTable} WHERE log_status <> ` +
-          `${LOG_STATUS_DIRTY} AND ${driver.olderThan(1)} ORDER BY log_created LIMIT ${limit}`,
-        [olderThanMs],
-      );
-      const ended = new Map<string, boolean>();
-      let deleted = 0;
-      for (const [xidValue, branchValue] of old.rows) {
-        const xid = String(xidValue);
-        const branchId = String(branchValue);
-        if (!ended.has(xid)) ended.set(xid, await transactionEnded(xid));
-        if (!ended.get(xid)) continue;
-        const r = await lease.conn.exec(
-          `DELETE FROM ${core.options.undoTable} WHERE xid = ${d.ph(1)} AND branch_id = ${d.ph(2)}` +
-            ` AND log_status <> ${LOG_STATUS_DIRTY}`,
-          [xid, branchId],
-        );
-        deleted += r.affected;
-      }
-      return deleted;
-    } finally {
-      lease.release();
-    }
-  }
-
-  async function transactionEnded(xid: string): Promise<boolean> {
-    try {
-      return isEndStatus(await deps.tc.getStatus(xid as Xid));
-    } catch (err) {
-      if (err instanceof UnknownXidError) return true; // finished and forgotten by the TC
-      log.warn({ err, xid }, 'AT cleanup: status unknown; keeping the undo rows');
-      return false;
-    }
-  }
-
   return {
     resourceId,
     query: (sql, params = []) => local((tx) => tx.query(sql, params), false),
@@ -197,6 +159,60 @@ export function createAtDataSource<R>(
       }
     },
     flushCommits: () => phaseTwo.flush(),
-    cleanUp,
+    cleanUp: (opts) => cleanUpUndo({ core, driver, deps, log }, opts),
   };
+}
+
+interface CleanUpEnv {
+  core: AtCore;
+  driver: AtDriver;
+  deps: RmAccess;
+  log: Logger;
+}
+
+async function cleanUpUndo(env: CleanUpEnv, opts: CleanUpOptions = {}): Promise<number> {
+  const { core, driver } = env;
+  const d = driver.dialect;
+  const olderThanMs = opts.olderThanMs ?? DEFAULT_UNDO_RETENTION_MS;
+  const limit = opts.limit ?? DEFAULT_CLEANUP_LIMIT;
+  if (!Number.isSafeInteger(olderThanMs) || olderThanMs < 0)
+    throw new BadRequestError('olderThanMs must be a non-negative integer');
+  if (!Number.isSafeInteger(limit) || limit < 1 || limit > 10_000)
+    throw new BadRequestError('limit must be an integer in 1..10000');
+  const lease = await driver.connect();
+  try {
+    const old = await lease.conn.image(
+      `SELECT xid, branch_id FROM ${core.options.undoTable} WHERE log_status <> ` +
+        `${LOG_STATUS_DIRTY} AND ${driver.olderThan(1)} ORDER BY log_created LIMIT ${limit}`,
+      [olderThanMs],
+    );
+    const ended = new Map<string, boolean>();
+    let deleted = 0;
+    for (const [xidValue, branchValue] of old.rows) {
+      const xid = String(xidValue);
+      const branchId = String(branchValue);
+      if (!ended.has(xid)) ended.set(xid, await transactionEnded(env, xid));
+      if (!ended.get(xid)) continue;
+      const r = await lease.conn.exec(
+        `DELETE FROM ${core.options.undoTable} WHERE xid = ${d.ph(1)} AND branch_id = ${d.ph(2)}` +
+          ` AND log_status <> ${LOG_STATUS_DIRTY}`,
+        [xid, branchId],
+      );
+      deleted += r.affected;
+    }
+    return deleted;
+  } finally {
+    lease.release();
+  }
+}
+
+async function transactionEnded(env: CleanUpEnv, xid: string): Promise<boolean> {
+  const { deps, log } = env;
+  try {
+    return isEndStatus(await deps.tc.getStatus(xid as Xid));
+  } catch (err) {
+    if (err instanceof UnknownXidError) return true; // finished and forgotten by the TC
+    log.warn({ err, xid }, 'AT cleanup: status unknown; keeping the undo rows');
+    return false;
+  }
 }

@@ -90,6 +90,16 @@ export class AtDirtyRollbackError extends UnretryableBranchError {
   }
 }
 
+/**
+ * The after image did not find the rows the statement wrote (keys guessed wrong, e.g. an
+ * auto-increment key with explicit values mixed in): the local transaction rolls back.
+ */
+export class AtImageMismatchError extends ConcordError {
+  constructor(message: string) {
+    super('INTERNAL', message, { retryable: false });
+  }
+}
+
 /** An undo row that cannot be read (unknown version, corrupt data). Retrying cannot help. */
 export class AtUndoFormatError extends UnretryableBranchError {}
 

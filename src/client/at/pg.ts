@@ -6,7 +6,9 @@
  *
  *   const ds = createPgAtDataSource(pool, concord, { resourceId: 'orders-db' });
  *   await ds.ensureSchema();
- *   await concord.transaction(() => ds.query('UPDATE stock SET n = n - $1 WHERE sku = $2', [1, 'a']));
+ *   await concord.transaction(() =>
+ *     ds.query('UPDATE stock SET n = n - $1 WHERE sku = $2', [1, 'a']),
+ *   );
  */
 import pg from 'pg';
 import { AtStatementRefusedError } from './errors.ts';

@@ -1,0 +1,16 @@
+import pkg from 'node-sql-parser';
+const p = new pkg.Parser();
+const show = (db, sql) => { try { const a = p.astify(sql, {database: db}); console.log(db, sql, '\n', JSON.stringify(a)); } catch(e) { console.log('ERR', db, sql, e.message.slice(0,80)); } };
+show('postgresql', 'UPDATE acct SET b = b - $1 WHERE id = $3');
+show('postgresql', 'INSERT INTO acct (id, b) VALUES ($1, 2.5) RETURNING id');
+show('postgresql', 'INSERT INTO acct (id, b) VALUES ($1, 2.5) ON CONFLICT (id) DO NOTHING');
+show('postgresql', 'SELECT * FROM acct WHERE id = $1 FOR UPDATE');
+show('mysql', 'INSERT INTO acct (id, b) VALUES (?, \'x\'), (3, NULL)');
+show('mysql', 'INSERT INTO acct SET id = 1');
+show('mysql', 'SELECT * FROM acct WHERE id = ? FOR UPDATE');
+show('mysql', 'UPDATE acct SET b = ? WHERE id = ? LIMIT 1');
+show('mysql', 'INSERT INTO acct (id) VALUES (1) ON DUPLICATE KEY UPDATE id=2');
+show('postgresql', 'UPDATE acct SET b = 1 FROM other WHERE acct.id = other.id');
+show('postgresql', 'WITH x AS (SELECT 1) UPDATE acct SET b = 1');
+show('postgresql', 'TRUNCATE acct');
+show('postgresql', 'SELEC nonsense');

@@ -1,0 +1,15 @@
+import pkg from 'node-sql-parser';
+const p = new pkg.Parser();
+let a = p.astify('UPDATE acct a SET b = b - $1 WHERE a.id = $3 OR id IN ($5, $3)', {database:'postgresql'});
+console.log(p.sqlify({type:'select', columns:[{expr:{type:'column_ref',table:null,column:'*'},as:null}], from:a.table, where:a.where}, {database:'postgresql'}));
+console.log(p.exprToSQL(a.where, {database:'postgresql'}));
+a = p.astify('UPDATE `acct` SET b = ? WHERE id > ? ORDER BY id DESC LIMIT ?', {database:'mysql'});
+console.log(p.sqlify({type:'select', columns:[{expr:{type:'column_ref',table:null,column:'*'},as:null}], from:a.table, where:a.where, orderby:a.orderby, limit:a.limit, locking_read:'FOR UPDATE'}, {database:'mysql'}));
+a = p.astify('DELETE FROM acct WHERE id > ? ORDER BY id DESC LIMIT 2', {database:'mysql'});
+console.log(JSON.stringify(a).slice(0,400));
+a = p.astify('DELETE FROM acct a USING b WHERE a.id = b.id', {database:'postgresql'});
+console.log(JSON.stringify(a).slice(0,400));
+a = p.astify('SELECT a, b FROM acct WHERE id = $1', {database:'postgresql'});
+console.log(JSON.stringify(a).slice(0,600));
+a = p.astify('UPDATE s.acct SET "Bal" = 1 WHERE "Id" = 1', {database:'postgresql'});
+console.log(JSON.stringify(a).slice(0,600));
