@@ -59,6 +59,13 @@ export interface AtCoreOptions {
   resourceId: string;
   undoTable: string;
   lockRetry: LockRetryPolicy;
+  hooks: AtHooks;
+}
+
+/** For a service's own tests: the gap between BranchRegister and the local commit. */
+export interface AtHooks {
+  /** After the branch is registered (rows locked on the TC), before its undo row and commit. */
+  beforeLocalCommit?: (branch: { xid: string; branchId: string }) => void | Promise<void>;
 }
 
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
@@ -257,6 +264,7 @@ export class AtCore {
     await this.deps.rm.ensureReady();
     const branchId = await this.register(xid, lockKey);
     try {
+      await this.options.hooks.beforeLocalCommit?.({ xid, branchId });
       await this.insertUndo(tx, xid, branchId);
     } catch (err) {
       await this.reportFailed(xid, branchId);

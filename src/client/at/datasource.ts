@@ -12,7 +12,7 @@ import { validateResourceId } from '../sdk/rm.ts';
 import { rmAccessOf } from '../sdk/rm-access.ts';
 import type { ConcordClient } from '../sdk/client.ts';
 import { UnknownXidError } from '../tc/errors.ts';
-import { AtCore, type LocalTx } from './core.ts';
+import { AtCore, type AtHooks, type LocalTx } from './core.ts';
 import {
   DEFAULT_CLEANUP_LIMIT,
   DEFAULT_LOCK_RETRY,
@@ -34,6 +34,8 @@ export interface AtDataSourceOptions {
   undoTable?: string;
   /** Waiting for rows another global transaction holds. Default 10 ms × 30. */
   lockRetry?: Partial<LockRetryPolicy>;
+  /** Test hooks (never needed in production). */
+  hooks?: AtHooks;
 }
 
 export interface CleanUpOptions {
@@ -106,6 +108,7 @@ export function createAtDataSource<R>(
     resourceId,
     undoTable: d.q(undoName),
     lockRetry: lockRetryOf(options.lockRetry),
+    hooks: options.hooks ?? {},
   });
   const log = deps.logger.child({ component: 'at', resourceId });
   const phaseTwo = new AtPhaseTwo(core, driver.connect, log);
