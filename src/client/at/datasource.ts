@@ -153,14 +153,7 @@ export function createAtDataSource<R>(
     query: (sql, params = []) => local((tx) => tx.query(sql, params), false),
     transaction: (fn) => local(fn, false),
     withGlobalLock: (fn) => local(fn, true),
-    async ensureSchema() {
-      const lease = await driver.connect();
-      try {
-        for (const sql of d.schemaSql(undoName)) await lease.conn.exec(sql);
-      } finally {
-        lease.release();
-      }
-    },
+    ensureSchema: () => ensureSchema(driver, undoName),
     flushCommits: () => phaseTwo.flush(),
     cleanUp: (opts) => cleanUpUndo({ core, driver, deps, log }, opts),
   };
@@ -217,5 +210,14 @@ async function transactionEnded(env: CleanUpEnv, xid: string): Promise<boolean> 
     if (err instanceof UnknownXidError) return true; // finished and forgotten by the TC
     log.warn({ err, xid }, 'AT cleanup: status unknown; keeping the undo rows');
     return false;
+  }
+}
+
+async function ensureSchema(driver: AtDriver, undoName: string): Promise<void> {
+  const lease = await driver.connect();
+  try {
+    for (const sql of driver.dialect.schemaSql(undoName)) await lease.conn.exec(sql);
+  } finally {
+    lease.release();
   }
 }
