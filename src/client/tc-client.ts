@@ -270,6 +270,37 @@ interface InvokeOptions extends TcCallOptions {
   headers?: Readonly<Record<string, string>>;
 }
 
+/** One logical call's progress through its attempts (see TcClient.invoke). */
+interface LogicalCall {
+  readonly method: string;
+  readonly opts: InvokeOptions;
+  /** Date.now() when the call began. */
+  readonly started: number;
+  readonly deadline: number;
+  /** performance.now() when the call began: has anything answered since? */
+  readonly startedAt: number;
+  /** Nothing answered by then: the cluster cannot be reached. */
+  readonly connectBy: number;
+  tcAnswered: boolean;
+  /** The leader a not-leader answer named: the next attempt goes there. */
+  hint: HostPort | null;
+  hops: number;
+  attempts: number;
+  backoffs: number;
+  /** Some attempt may have taken effect. */
+  unknown: boolean;
+  /** Made only if the loop ends without an attempt: no Error (and stack capture) per call. */
+  lastError: unknown;
+}
+
+/** What a retry's debug line says about the failed attempt. */
+interface AttemptLog {
+  method: string;
+  target: string;
+  attempt: number;
+  err: string;
+}
+
 /** Who makes an operator call: the `concord-operator` metadata, in the TC's audit line. */
 export interface OperatorCallOptions extends TcCallOptions {
   operator?: string;
@@ -667,145 +698,221 @@ export class TcClient implements TcPort {
     request: object,
     opts: InvokeOptions,
   ): Promise<AnyResponseWire> {
-    const started = Date.now();
-    const deadline = started + (opts.deadlineMs ?? this.callDeadlineMs);
-    // Fail fast when the cluster cannot be reached: nothing answered since the call began.
-    const startedAt = performance.now();
-    const connectBy = started + this.connectTimeoutMs;
-    let tcAnswered = false;
-    const unreachable = () =>
-      !tcAnswered &&
-      (this.discovery.lastAnsweredAt() ?? -Infinity) < startedAt &&
-      Date.now() >= connectBy;
-    const unreachableError = (last: unknown) =>
-      new UnavailableError(
-        `${method}: the TC cluster could not be reached: no node answered within ${this.connectTimeoutMs} ms (connectTimeoutMs); it was not applied. Last failure: ${last instanceof Error ? last.message : String(last)}`,
-        { cause: last },
-      );
-    let hint: HostPort | null = null;
-    let hops = 0;
-    let attempts = 0;
-    let backoffs = 0;
-    /** Some attempt may have taken effect. */
-    let unknown = false;
-    // Made only if the loop ends without an attempt: no Error (and stack capture) per call.
-    let lastError: unknown = null;
-    while (attempts < this.maxAttempts) {
+    const c = this.newCall(method, opts);
+    while (c.attempts < this.maxAttempts) {
       if (this.closed) throw new UnavailableError('the TC client is closed');
       let target: HostPort;
       try {
-        if (hint) target = hint;
-        else {
-          await this.ensureStarted();
-          // While nothing has answered, wait no longer than the connect timeout allows.
-          const until =
-            (this.discovery.lastAnsweredAt() ?? -Infinity) < startedAt && !tcAnswered
-              ? Math.min(deadline, connectBy)
-              : deadline;
-          target = (
-            await this.discovery.waitForLeader(
-              Math.max(1, Math.min(DEFAULT_LEADER_WAIT_MS, until - Date.now())),
-            )
-          ).transaction;
-        }
+        target = await this.attemptTarget(c);
       } catch (err) {
         if (err instanceof WrongPortError) throw err;
-        lastError = err;
-        if (unknown === false && unreachable()) throw unreachableError(err);
-        if (Date.now() >= deadline) break;
-        await this.pause(this.backoff(backoffs++), deadline);
+        c.lastError = err;
+        if (c.unknown === false && this.unreachable(c)) throw this.unreachableError(c, err);
+        if (Date.now() >= c.deadline) break;
+        await this.pause(this.backoff(c.backoffs++), c.deadline);
         continue;
       }
-      hint = null;
-      const timeoutMs = Math.max(1, Math.min(this.attemptTimeoutMs, deadline - Date.now()));
+      c.hint = null;
+      const timeoutMs = Math.max(1, Math.min(this.attemptTimeoutMs, c.deadline - Date.now()));
       let immediate = false;
-      attempts++;
+      c.attempts++;
       try {
-        const conn = this.connection(target);
-        const response =
-          kind !== null && this.transport === 'stream'
-            ? await conn.streamCall(kind, request, timeoutMs)
-            : await conn.unary(method, request, timeoutMs, opts.headers);
-        tcAnswered = true;
-        if (response.resultCode === 'RESULT_CODE_OK') return response;
-        throw response.error
-          ? wireToError(response.error, `${method} at ${formatAddress(target)}`)
-          : new TcInternalError(`${method} at ${formatAddress(target)} failed without an error`);
+        return await this.attempt(kind, c, request, target, timeoutMs);
       } catch (err) {
-        if (this.closed) throw new UnavailableError('the TC client is closed', { cause: err });
-        lastError = err;
-        const where = {
-          method,
-          target: formatAddress(target),
-          attempt: attempts,
-          err: (err as Error).message,
-        };
-        switch (retryClassOf(err)) {
-          case 'definite':
-            // An answer about the state now — also after a retry (a requestId's retry is
-            // answered with the first attempt's result; a decided transaction with its decision).
-            // Except UNKNOWN_XID after an attempt whose outcome is unknown: that attempt may
-            // have ended the transaction and its record may be gone since (Seata answers
-            // Finished there). Never a definite failure.
-            // Likewise a CAPACITY refusal after such an attempt: this attempt changed nothing,
-            // the earlier one may have.
-            if (unknown && (err instanceof UnknownXidError || err instanceof CapacityError))
-              throw new OutcomeUnknownError(method, attempts, Date.now() - started, err);
-            throw err;
-          case 'not-leader': {
-            const named = (err as NotLeaderError).leader?.transaction ?? null;
-            this.discovery.reportNotLeader(target);
-            if (
-              named &&
-              formatAddress(named) !== formatAddress(target) &&
-              hops < MAX_IMMEDIATE_LEADER_HOPS
-            ) {
-              hint = named;
-              hops++;
-              immediate = true;
-            }
-            this.log.debug(
-              { ...where, leader: named ? formatAddress(named) : null },
-              'not the leader; retrying',
-            );
-            break;
-          }
-          case 'not-sent':
-            if (err instanceof AttemptAbortedError)
-              immediate = true; // given up on a node that is no longer the leader
-            else {
-              // An HTTP port where the TC port belongs refuses gRPC: say so at once.
-              if (err instanceof ConnectFailedError && (await this.speaksHttp1(target)))
-                throw httpPortGivenForTc(target.host, target.port);
-              // Down or unreachable: look for the leader again, everywhere.
-              this.discovery.reportUnreachable(target);
-            }
-            this.log.debug(where, 'not sent; retrying');
-            if (!unknown && unreachable()) throw unreachableError(err);
-            break;
-          case 'unknown-outcome':
-            unknown = true;
-            if (!opts.safe)
-              throw new OutcomeUnknownError(method, attempts, Date.now() - started, err);
-            if (err instanceof AttemptAbortedError)
-              immediate = true; // the new leader is known
-            else if (err instanceof TransportError) this.discovery.reportUnreachable(target);
-            else void this.discovery.refresh().catch(() => undefined);
-            this.log.debug(where, 'outcome unknown; retrying (safe to repeat)');
-            break;
-        }
+        immediate = await this.afterFailedAttempt(c, target, err);
       }
-      if (!immediate) hops = 0;
-      const pause = immediate ? 0 : this.backoff(backoffs++);
-      if (Date.now() + pause >= deadline) break;
-      if (pause > 0) await this.pause(pause, deadline);
+      if (!immediate) c.hops = 0;
+      const pause = immediate ? 0 : this.backoff(c.backoffs++);
+      if (Date.now() + pause >= c.deadline) break;
+      if (pause > 0) await this.pause(pause, c.deadline);
     }
-    const elapsed = Date.now() - started;
-    lastError ??= new UnavailableError(`${method}: no attempt was made`);
-    if (unknown) throw new OutcomeUnknownError(method, attempts, elapsed, lastError);
+    throw this.gaveUp(c);
+  }
+
+  private newCall(method: string, opts: InvokeOptions): LogicalCall {
+    const started = Date.now();
+    return {
+      method,
+      opts,
+      started,
+      deadline: started + (opts.deadlineMs ?? this.callDeadlineMs),
+      startedAt: performance.now(),
+      connectBy: started + this.connectTimeoutMs,
+      tcAnswered: false,
+      hint: null,
+      hops: 0,
+      attempts: 0,
+      backoffs: 0,
+      unknown: false,
+      lastError: null,
+    };
+  }
+
+  /** Fail fast when the cluster cannot be reached: nothing answered since the call began. */
+  private unreachable(c: LogicalCall): boolean {
+    return (
+      !c.tcAnswered &&
+      (this.discovery.lastAnsweredAt() ?? -Infinity) < c.startedAt &&
+      Date.now() >= c.connectBy
+    );
+  }
+
+  private unreachableError(c: LogicalCall, last: unknown): UnavailableError {
+    return new UnavailableError(
+      `${c.method}: the TC cluster could not be reached: no node answered within ${this.connectTimeoutMs} ms (connectTimeoutMs); it was not applied. Last failure: ${last instanceof Error ? last.message : String(last)}`,
+      { cause: last },
+    );
+  }
+
+  /** Where the next attempt goes: the leader a not-leader answer named, or discovery's. */
+  private async attemptTarget(c: LogicalCall): Promise<HostPort> {
+    if (c.hint) return c.hint;
+    await this.ensureStarted();
+    // While nothing has answered, wait no longer than the connect timeout allows.
+    const until =
+      (this.discovery.lastAnsweredAt() ?? -Infinity) < c.startedAt && !c.tcAnswered
+        ? Math.min(c.deadline, c.connectBy)
+        : c.deadline;
+    return (
+      await this.discovery.waitForLeader(
+        Math.max(1, Math.min(DEFAULT_LEADER_WAIT_MS, until - Date.now())),
+      )
+    ).transaction;
+  }
+
+  /** One attempt at `target`: its OK answer, or the error it answered with. */
+  private async attempt(
+    kind: CallKind | null,
+    c: LogicalCall,
+    request: object,
+    target: HostPort,
+    timeoutMs: number,
+  ): Promise<AnyResponseWire> {
+    const conn = this.connection(target);
+    const response =
+      kind !== null && this.transport === 'stream'
+        ? await conn.streamCall(kind, request, timeoutMs)
+        : await conn.unary(c.method, request, timeoutMs, c.opts.headers);
+    c.tcAnswered = true;
+    if (response.resultCode === 'RESULT_CODE_OK') return response;
+    throw response.error
+      ? wireToError(response.error, `${c.method} at ${formatAddress(target)}`)
+      : new TcInternalError(`${c.method} at ${formatAddress(target)} failed without an error`);
+  }
+
+  /**
+   * A failed attempt: throws what ends the call; otherwise says whether the next attempt
+   * goes at once (true) or after a backoff.
+   */
+  private async afterFailedAttempt(
+    c: LogicalCall,
+    target: HostPort,
+    err: unknown,
+  ): Promise<boolean> {
+    if (this.closed) throw new UnavailableError('the TC client is closed', { cause: err });
+    c.lastError = err;
+    const where: AttemptLog = {
+      method: c.method,
+      target: formatAddress(target),
+      attempt: c.attempts,
+      err: (err as Error).message,
+    };
+    switch (retryClassOf(err)) {
+      case 'definite':
+        // An answer about the state now — also after a retry (a requestId's retry is
+        // answered with the first attempt's result; a decided transaction with its decision).
+        // Except UNKNOWN_XID after an attempt whose outcome is unknown: that attempt may
+        // have ended the transaction and its record may be gone since (Seata answers
+        // Finished there). Never a definite failure.
+        // Likewise a CAPACITY refusal after such an attempt: this attempt changed nothing,
+        // the earlier one may have.
+        if (c.unknown && (err instanceof UnknownXidError || err instanceof CapacityError))
+          throw new OutcomeUnknownError(c.method, c.attempts, Date.now() - c.started, err);
+        throw err;
+      case 'not-leader':
+        return this.afterNotLeader(c, target, err as NotLeaderError, where);
+      case 'not-sent':
+        return this.afterNotSent(c, target, err, where);
+      case 'unknown-outcome':
+        return this.afterUnknownOutcome(c, target, err, where);
+    }
+  }
+
+  /** Follows the leader a not-leader answer names, at once, a few hops at most. */
+  private afterNotLeader(
+    c: LogicalCall,
+    target: HostPort,
+    err: NotLeaderError,
+    where: AttemptLog,
+  ): boolean {
+    let immediate = false;
+    const named = err.leader?.transaction ?? null;
+    this.discovery.reportNotLeader(target);
+    if (
+      named &&
+      formatAddress(named) !== formatAddress(target) &&
+      c.hops < MAX_IMMEDIATE_LEADER_HOPS
+    ) {
+      c.hint = named;
+      c.hops++;
+      immediate = true;
+    }
+    this.log.debug(
+      { ...where, leader: named ? formatAddress(named) : null },
+      'not the leader; retrying',
+    );
+    return immediate;
+  }
+
+  /** The call never reached the TC: try again (at once if given up for a new leader). */
+  private async afterNotSent(
+    c: LogicalCall,
+    target: HostPort,
+    err: unknown,
+    where: AttemptLog,
+  ): Promise<boolean> {
+    let immediate = false;
+    if (err instanceof AttemptAbortedError)
+      immediate = true; // given up on a node that is no longer the leader
+    else {
+      // An HTTP port where the TC port belongs refuses gRPC: say so at once.
+      if (err instanceof ConnectFailedError && (await this.speaksHttp1(target)))
+        throw httpPortGivenForTc(target.host, target.port);
+      // Down or unreachable: look for the leader again, everywhere.
+      this.discovery.reportUnreachable(target);
+    }
+    this.log.debug(where, 'not sent; retrying');
+    if (!c.unknown && this.unreachable(c)) throw this.unreachableError(c, err);
+    return immediate;
+  }
+
+  /** The attempt may have taken effect: repeat only a call that is safe to repeat. */
+  private afterUnknownOutcome(
+    c: LogicalCall,
+    target: HostPort,
+    err: unknown,
+    where: AttemptLog,
+  ): boolean {
+    let immediate = false;
+    c.unknown = true;
+    if (!c.opts.safe)
+      throw new OutcomeUnknownError(c.method, c.attempts, Date.now() - c.started, err);
+    if (err instanceof AttemptAbortedError)
+      immediate = true; // the new leader is known
+    else if (err instanceof TransportError) this.discovery.reportUnreachable(target);
+    else void this.discovery.refresh().catch(() => undefined);
+    this.log.debug(where, 'outcome unknown; retrying (safe to repeat)');
+    return immediate;
+  }
+
+  /** The error a call that ran out of attempts or time ends with. */
+  private gaveUp(c: LogicalCall): Error {
+    const elapsed = Date.now() - c.started;
+    const lastError = c.lastError ?? new UnavailableError(`${c.method}: no attempt was made`);
+    if (c.unknown) return new OutcomeUnknownError(c.method, c.attempts, elapsed, lastError);
     const last = lastError instanceof Error ? lastError.message : String(lastError);
-    throw new UnavailableError(
-      `${method}: no leader took the call within ${elapsed} ms (${attempts} attempt(s)); it was not applied. Last failure: ${last}`,
+    return new UnavailableError(
+      `${c.method}: no leader took the call within ${elapsed} ms (${c.attempts} attempt(s)); it was not applied. Last failure: ${last}`,
       { cause: lastError },
     );
   }

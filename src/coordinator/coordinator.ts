@@ -20,7 +20,12 @@ import {
   MAX_REQUEST_ID_CHARS,
   MAX_TRANSACTION_TIMEOUT_MS,
   MIN_TRANSACTION_TIMEOUT_MS,
+  DEFAULT_NODE_BUDGETS,
+  MAX_NODE_BUDGETS,
+  type NodeBudgets,
 } from './limits.ts';
+import { utf8Bytes, type LiveUsageView } from './live-usage.ts';
+import type { CoordinatorStateView } from './state-machine.ts';
 import { parseLockKey, validateResourceId } from './lock-key.ts';
 import { commandClock } from './command-clock.ts';
 import { PhaseTwoDriver, type PhaseTwoOptions, type RmWait } from './phase-two-driver.ts';
@@ -59,6 +64,17 @@ export interface CoordinatorOptions {
    * their number. Default and ceiling MAX_LIVE_SESSIONS, which apply enforces exactly.
    */
   maxLiveSessions?: number;
+  /**
+   * Node-wide budgets on live branches, locked rows and application data (limits.ts), checked
+   * like the live limit: against this leader's applied state, before anything is proposed, so
+   * what is in flight may pass them by its size. Default DEFAULT_NODE_BUDGETS.
+   */
+  budgets?: Partial<NodeBudgets>;
+  /**
+   * Live transactions one application may have (its quota; security.quotas). Checked like
+   * the live limit. Default: no quota beyond the node's live limit.
+   */
+  maxLiveOfApplication?: (applicationId: string) => number;
 }
 
 export interface BeginRequest {
@@ -150,6 +166,8 @@ export class Coordinator {
   private readonly log: Logger;
   private readonly address: { host: string; port: number };
   private readonly maxLiveSessions: number;
+  private readonly budgets: Readonly<NodeBudgets>;
+  private readonly maxLiveOfApplication: ((applicationId: string) => number) | null;
   private unsubscribe: (() => void) | null = null;
 
   constructor(options: CoordinatorOptions) {
@@ -159,6 +177,15 @@ export class Coordinator {
     this.log = options.logger.child({ component: 'coordinator' });
     this.address = options.address;
     this.maxLiveSessions = options.maxLiveSessions ?? MAX_LIVE_SESSIONS;
+    this.budgets = { ...DEFAULT_NODE_BUDGETS, ...options.budgets };
+    for (const key of Object.keys(this.budgets) as (keyof NodeBudgets)[]) {
+      const v = this.budgets[key];
+      assert(
+        Number.isSafeInteger(v) && v >= 1 && v <= MAX_NODE_BUDGETS[key],
+        () => `${key} ${v} is outside 1..${MAX_NODE_BUDGETS[key]}`,
+      );
+    }
+    this.maxLiveOfApplication = options.maxLiveOfApplication ?? null;
     assert(
       Number.isSafeInteger(this.maxLiveSessions) &&
         this.maxLiveSessions >= 1 &&
@@ -208,6 +235,52 @@ export class Coordinator {
     }
   }
 
+  /** What live transactions use, as this leader has applied it; null without a local view. */
+  private usage<T>(fn: (state: CoordinatorStateView, usage: LiveUsageView) => T): T | null {
+    if (this.store.readLocal === undefined || !this.store.isLeader()) return null;
+    try {
+      return this.store.readLocal((state) => {
+        const usage = state.liveUsage?.();
+        return usage === undefined ? null : fn(state, usage);
+      });
+    } catch (err) {
+      if (err instanceof NotLeaderError) return null;
+      throw err;
+    }
+  }
+
+  /** A Begin beyond its application's live quota is refused before anything is proposed. */
+  private refuseBeyondApplicationQuota(applicationId: string): void {
+    if (this.maxLiveOfApplication === null) return;
+    const quota = this.maxLiveOfApplication(applicationId);
+    const live = this.usage((_, u) => u.liveOf(applicationId));
+    if (live !== null && live >= quota) {
+      throw new CapacityError(
+        `application ${applicationId} has ${live} live global transactions, its quota (${quota}); try again when some have ended`,
+      );
+    }
+  }
+
+  /**
+   * A branch that would take the node past a budget (live branches, locked rows, bytes of
+   * application data) is refused before anything is proposed: CapacityError, definite.
+   */
+  private refuseBeyondBudgets(newBranches: number, rows: number, dataBytes: number): void {
+    const over = this.usage((state, u): string | null => {
+      const b = this.budgets;
+      if (u.branches + newBranches > b.maxLiveBranches)
+        return `${u.branches} branches are live, the node's budget is ${b.maxLiveBranches} (limits.maxLiveBranches)`;
+      const locked = state.lockedRowCount();
+      if (locked + rows > b.maxLockedRows)
+        return `${locked} rows are locked and ${rows} more are asked, the node's budget is ${b.maxLockedRows} (limits.maxLockedRows)`;
+      if (u.applicationDataBytes + dataBytes > b.maxApplicationDataBytes)
+        return `live branches hold ${u.applicationDataBytes} B of application data and ${dataBytes} B more are asked, the node's budget is ${b.maxApplicationDataBytes} B (limits.maxApplicationDataBytes)`;
+      return null;
+    });
+    if (over !== null && over !== undefined)
+      throw new CapacityError(`${over}; try again when some transactions have ended`);
+  }
+
   /** Follows the store's leadership: the phase-two driver runs exactly while this node leads. */
   start(): void {
     if (this.unsubscribe) return;
@@ -246,6 +319,7 @@ export class Coordinator {
     }
     const requestId = optionalRequestId(request.requestId);
     this.refuseBeyondLiveLimit();
+    this.refuseBeyondApplicationQuota(request.applicationId);
     const transactionId = this.ids.nextTransactionId();
     const { xid, deadline } = await this.submit({
       kind: 'Begin',
@@ -341,9 +415,10 @@ export class Coordinator {
     const lockKey = request.lockKey ?? '';
     if (typeof lockKey !== 'string') throw new BadRequestError('lockKey must be a string');
     // the precise message, before a round trip
-    if (lockKey !== '') parseLockKey(request.resourceId, lockKey);
+    const rows = lockKey === '' ? 0 : parseLockKey(request.resourceId, lockKey).length;
     const applicationData = request.applicationData ?? '';
     requireApplicationData(applicationData);
+    this.refuseBeyondBudgets(1, rows, utf8Bytes(applicationData));
     if (typeof request.clientId !== 'string' || request.clientId.length > MAX_NAME_CHARS) {
       throw new BadRequestError(
         `clientId must be a string of at most ${MAX_NAME_CHARS} characters`,
@@ -369,7 +444,11 @@ export class Coordinator {
 
   async branchReport(request: BranchReportRequest): Promise<void> {
     const xid = request.xid;
-    if (request.applicationData !== undefined) requireApplicationData(request.applicationData);
+    if (request.applicationData !== undefined) {
+      requireApplicationData(request.applicationData);
+      // Counted whole: the data it replaces is small beside the budget.
+      this.refuseBeyondBudgets(0, 0, utf8Bytes(request.applicationData));
+    }
     await this.submit({
       kind: 'BranchReport',
       xid,

@@ -20,6 +20,33 @@ export {
 export const MAX_BRANCHES_PER_GLOBAL = 1_000;
 /** Global sessions alive at once (Begin, in phase two, or failed awaiting an operator). */
 export const MAX_LIVE_SESSIONS = 100_000;
+/**
+ * Node-wide budgets on what live transactions hold, checked by the leader before it
+ * proposes (coordinator.ts): the per-transaction limits multiplied by MAX_LIVE_SESSIONS
+ * would be gigabytes on every replica. Defaults; config `limits.*` lowers or raises them.
+ */
+export interface NodeBudgets {
+  /** Live branches over all live transactions. */
+  maxLiveBranches: number;
+  /** Rows locked at once. */
+  maxLockedRows: number;
+  /** UTF-8 bytes of the live branches' application data. */
+  maxApplicationDataBytes: number;
+}
+
+export const DEFAULT_NODE_BUDGETS: Readonly<NodeBudgets> = Object.freeze({
+  maxLiveBranches: 1_000_000,
+  maxLockedRows: 1_000_000,
+  maxApplicationDataBytes: 256 * 1024 * 1024,
+});
+
+/** The highest value config may give each budget. */
+export const MAX_NODE_BUDGETS: Readonly<NodeBudgets> = Object.freeze({
+  maxLiveBranches: 10_000_000,
+  maxLockedRows: 10_000_000,
+  maxApplicationDataBytes: 4 * 1024 * 1024 * 1024,
+});
+
 /** Row keys one branch may lock. */
 export const MAX_LOCK_ROWS_PER_BRANCH = 5_000;
 /** Characters of a table name inside a lock key. */

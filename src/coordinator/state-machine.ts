@@ -46,6 +46,7 @@ import {
 } from './limits.ts';
 import { parseLockKey } from './lock-key.ts';
 import { LockTable } from './lock-table.ts';
+import { LiveUsage, type LiveUsageView } from './live-usage.ts';
 import { SNAPSHOT_FORMAT_VERSION, decodeSnapshot, encodeSnapshot } from './snapshot-codec.ts';
 import {
   BranchStatus,
@@ -103,6 +104,11 @@ export interface CoordinatorStateView {
   lockHolder(row: string): { xid: string; branchIds: string[] } | undefined;
   lockedRowCount(): number;
   /**
+   * Optional: live transactions per application, live branches and their data bytes, kept
+   * as commands apply (the edge's budgets read it). Absent from the db store's partial view.
+   */
+  liveUsage?(): LiveUsageView;
+  /**
    * Optional: visits every live session's status and times, without copying it (no
    * branches): for metrics and summaries over many sessions. Absent where the view holds
    * only part of the state (the db store's reads).
@@ -132,6 +138,8 @@ export class CoordinatorStateMachine implements CoordinatorStateView {
   /** Live sessions in a *Failed end state, waiting for an operator: not counted as live. */
   private failed = new Set<string>();
   private readonly maxLiveSessions: number;
+  /** Live transactions per application, live branches, their data bytes (live-usage.ts). */
+  private usage = new LiveUsage();
 
   constructor(options: { retention?: Partial<RetentionLimits>; maxLiveSessions?: number } = {}) {
     this.retention = { ...DEFAULT_RETENTION, ...options.retention };
@@ -226,6 +234,7 @@ export class CoordinatorStateMachine implements CoordinatorStateView {
       retry: { attempts: 0, nextRetryAt: null, retryDeadline: null, stopped: false },
       driverTerm: c.term ?? 0,
     });
+    this.usage.sessionAdded(c.applicationId);
     return ok({ xid, deadline });
   }
 
@@ -280,6 +289,7 @@ export class CoordinatorStateMachine implements CoordinatorStateView {
       applicationId: this.interned.of(c.applicationId ?? ''),
       lockedRows: rows,
     });
+    this.usage.branchAdded(c.applicationData);
     return ok({ branchId });
   }
 
@@ -314,7 +324,10 @@ export class CoordinatorStateMachine implements CoordinatorStateView {
     if (branch.status !== BranchStatus.Registered)
       return illegal(session, `branch ${c.branchId} is already ${branch.status}`);
     branch.status = c.status;
-    if (c.applicationData !== null) branch.applicationData = c.applicationData;
+    if (c.applicationData !== null) {
+      this.usage.dataChanged(branch.applicationData, c.applicationData);
+      branch.applicationData = c.applicationData;
+    }
     return ok({ status: branch.status });
   }
 
@@ -394,6 +407,7 @@ export class CoordinatorStateMachine implements CoordinatorStateView {
       );
     const releasedRows = this.releaseBranchLocks(branch);
     session.branches.splice(index, 1);
+    this.usage.branchRemoved(branch.applicationData);
     return ok({ releasedRows });
   }
 
@@ -499,6 +513,7 @@ export class CoordinatorStateMachine implements CoordinatorStateView {
       session.branches = session.branches.filter((b) => {
         if (b.status !== BranchStatus.PhaseOne_Failed) return true;
         this.releaseBranchLocks(b);
+        this.usage.branchRemoved(b.applicationData);
         return false;
       });
       for (const branch of session.branches) {
@@ -646,6 +661,7 @@ export class CoordinatorStateMachine implements CoordinatorStateView {
       () => `${session.xid} held rows no branch recorded`,
     );
     this.sessions.delete(session.xid);
+    this.usage.sessionRemoved(session);
     this.rememberFinished({ xid: session.xid, status: session.status, finishedAt: at, resolvedBy });
     return {
       xid: session.xid,
@@ -770,6 +786,10 @@ export class CoordinatorStateMachine implements CoordinatorStateView {
     return this.locks.size;
   }
 
+  liveUsage(): LiveUsageView {
+    return this.usage;
+  }
+
   forEachLiveStatus(visit: (session: LiveStatusView) => void): void {
     for (const s of this.sessions.values())
       visit({
@@ -854,8 +874,10 @@ export class CoordinatorStateMachine implements CoordinatorStateView {
       dedup: this.dedup,
       lastCommandTime: this.lastCommandTime,
       failed: this.failed,
+      usage: this.usage,
     };
     this.sessions = sessions;
+    this.usage = LiveUsage.of(sessions.values());
     this.locks = locks;
     this.finished = new Map(data.finished.map((r) => [r.xid, r]));
     this.lastCommandTime = data.commandTime ?? 0;
@@ -923,6 +945,11 @@ export class CoordinatorStateMachine implements CoordinatorStateView {
     assert(
       lockedRows === tableRows,
       () => `branches record ${lockedRows} row locks, the lock table ${tableRows}`,
+    );
+    const counted = LiveUsage.of(this.sessions.values());
+    assert(
+      counted.equals(this.usage),
+      () => `live usage says ${this.usage.describe()}, the sessions ${counted.describe()}`,
     );
     assert(this.dedup.size <= this.retention.dedupEntries, 'dedup map is over its bound');
     assert(

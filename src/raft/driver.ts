@@ -913,49 +913,10 @@ export class RaftDriver {
     this.rounds++;
     this.entriesPersisted += rd.entries.length;
     // 0. Check what the core asks us to persist against what we know is durable.
-    const first = rd.entries[0];
-    if (first) {
-      rd.entries.forEach((e, i) =>
-        assert(
-          e.index === first.index + i,
-          () => `ready entries not contiguous at ${i}: ${e.index}`,
-        ),
-      );
-      const base = rd.snapshot ? rd.snapshot.meta.index : this.durableLastIndex;
-      assert(
-        first.index <= base + 1,
-        () =>
-          `ready entries start at ${first.index}, leaving a gap after durable last index ${base}`,
-      );
-      assert(
-        first.index > (rd.snapshot ? rd.snapshot.meta.index : this.snapshotIndex),
-        () => `ready entry ${first.index} lies inside the snapshot`,
-      );
-    }
-    if (rd.hardState) {
-      const hs = rd.hardState;
-      assert(
-        hs.term >= this.durable.term,
-        () => `term goes backwards: ${this.durable.term} → ${hs.term}`,
-      );
-      assert(
-        hs.commit >= this.durable.commit,
-        () => `commit index goes backwards: ${this.durable.commit} → ${hs.commit}`,
-      );
-      assert(
-        hs.term > this.durable.term || this.durable.vote === null || hs.vote === this.durable.vote,
-        () => `vote changes within term ${hs.term}: ${this.durable.vote} → ${hs.vote}`,
-      );
-    }
-    if (rd.snapshot) {
-      assert(
-        rd.snapshot.meta.index > this.applied,
-        () =>
-          `received snapshot ${rd.snapshot?.meta.index} is not ahead of applied ${this.applied}`,
-      );
-    }
+    this.checkReady(rd);
 
     // Membership may change on append of a conf entry, on truncation of one, or with a snapshot.
+    const first = rd.entries[0];
     const confMayChange =
       rd.snapshot !== null ||
       (first !== undefined &&
@@ -963,74 +924,11 @@ export class RaftDriver {
     // The transport must know every member before the messages to them go out.
     if (confMayChange) this.refreshPeers(false);
 
-    // 1a. What the core says may leave before the write leaves now (Raft thesis §10.2.1):
-    // a leader's appends, heartbeats, snapshot chunks and timeoutNow of its durable term,
-    // so its fsync and its followers' run in parallel. Its own new entries count for
-    // nothing before they are durable: the core counts only its durable index toward a
-    // commit, so no commit index these messages carry covers what this round writes.
-    if (rd.messages.length > 0) {
-      for (const m of rd.messages)
-        assert(
-          m.term <= this.durable.term,
-          () => `${m.type} of term ${m.term} may not leave before term ${m.term} is durable`,
-        );
-      this.send(rd.messages);
-    }
-
-    // 0b. Committed entries that are already durable here are applied now, while this
-    // round's write is still ahead: they are committed (a quorum holds them durably) and
-    // on this node's disk, so nothing in this round's write can change them. A proposer
-    // hears its answer one fsync sooner (etcd applies in parallel with its WAL write for
-    // the same reason). The commit index itself need not be durable first: a restarted
-    // node rebuilds its state machine from its snapshot and the log, and learns the commit
-    // index again from the leader. Entries this round writes, or that follow a received
-    // snapshot, wait until after the write (step 3).
-    const commitNow = rd.hardState?.commit ?? this.durable.commit;
-    let appliedEarly = 0;
-    if (rd.snapshot === null) {
-      while (
-        appliedEarly < rd.committedEntries.length &&
-        rd.committedEntries[appliedEarly]!.index <= this.durableLastIndex
-      ) {
-        this.applyEntry(rd.committedEntries[appliedEarly]!, commitNow);
-        appliedEarly++;
-      }
-    }
+    this.sendBeforePersist(rd);
+    const appliedEarly = this.applyDurableCommitted(rd);
 
     // 1. Persist: one synced write; nothing else leaves before it is durable.
-    if (rd.hardState || rd.entries.length > 0 || rd.snapshot) {
-      const sync =
-        rd.entries.length > 0 ||
-        rd.snapshot !== null ||
-        (rd.hardState !== null &&
-          (rd.hardState.term !== this.durable.term || rd.hardState.vote !== this.durable.vote));
-      const t0 = this.clock.now();
-      try {
-        await this.storage.save({
-          hardState: rd.hardState,
-          entries: rd.entries,
-          snapshot: rd.snapshot,
-          sync,
-        });
-      } catch (err) {
-        this.fail(err, 'disk write failed');
-        return;
-      }
-      if (sync && this.observer !== null) this.observer.persisted((this.clock.now() - t0) / 1000);
-      if (this.stopped) return;
-      if (rd.hardState) this.durable = { ...rd.hardState };
-      if (rd.snapshot) {
-        this.snapshotIndex = rd.snapshot.meta.index;
-        this.durableLastIndex = rd.snapshot.meta.index;
-      }
-      const last = rd.entries[rd.entries.length - 1];
-      if (last) this.durableLastIndex = last.index;
-    }
-    assert(
-      this.durable.commit <= this.durableLastIndex,
-      () =>
-        `durable commit ${this.durable.commit} beyond durable last index ${this.durableLastIndex}`,
-    );
+    if (!(await this.persistReady(rd))) return;
 
     // 2. Send what depends on the write: vote grants, append responses, everything else.
     if (rd.messagesAfterPersist.length > 0) this.send(rd.messagesAfterPersist);
@@ -1052,6 +950,141 @@ export class RaftDriver {
     // 4. Complete reads; advance.
     this.onReadStates(rd.readStates);
     core.advance(rd);
+  }
+
+  /** Step 0: what the core asks us to persist, checked against what we know is durable. */
+  private checkReady(rd: Ready): void {
+    const first = rd.entries[0];
+    if (first) {
+      rd.entries.forEach((e, i) =>
+        assert(
+          e.index === first.index + i,
+          () => `ready entries not contiguous at ${i}: ${e.index}`,
+        ),
+      );
+      const base = rd.snapshot ? rd.snapshot.meta.index : this.durableLastIndex;
+      assert(
+        first.index <= base + 1,
+        () =>
+          `ready entries start at ${first.index}, leaving a gap after durable last index ${base}`,
+      );
+      assert(
+        first.index > (rd.snapshot ? rd.snapshot.meta.index : this.snapshotIndex),
+        () => `ready entry ${first.index} lies inside the snapshot`,
+      );
+    }
+    if (rd.hardState) this.checkHardState(rd.hardState);
+    if (rd.snapshot) {
+      assert(
+        rd.snapshot.meta.index > this.applied,
+        () =>
+          `received snapshot ${rd.snapshot?.meta.index} is not ahead of applied ${this.applied}`,
+      );
+    }
+  }
+
+  /** Term and commit never go backwards; the vote never changes within a term. */
+  private checkHardState(hs: HardState): void {
+    assert(
+      hs.term >= this.durable.term,
+      () => `term goes backwards: ${this.durable.term} → ${hs.term}`,
+    );
+    assert(
+      hs.commit >= this.durable.commit,
+      () => `commit index goes backwards: ${this.durable.commit} → ${hs.commit}`,
+    );
+    assert(
+      hs.term > this.durable.term || this.durable.vote === null || hs.vote === this.durable.vote,
+      () => `vote changes within term ${hs.term}: ${this.durable.vote} → ${hs.vote}`,
+    );
+  }
+
+  /**
+   * Step 1a. What the core says may leave before the write leaves now (Raft thesis §10.2.1):
+   * a leader's appends, heartbeats, snapshot chunks and timeoutNow of its durable term,
+   * so its fsync and its followers' run in parallel. Its own new entries count for
+   * nothing before they are durable: the core counts only its durable index toward a
+   * commit, so no commit index these messages carry covers what this round writes.
+   */
+  private sendBeforePersist(rd: Ready): void {
+    if (rd.messages.length === 0) return;
+    for (const m of rd.messages)
+      assert(
+        m.term <= this.durable.term,
+        () => `${m.type} of term ${m.term} may not leave before term ${m.term} is durable`,
+      );
+    this.send(rd.messages);
+  }
+
+  /**
+   * Step 0b. Committed entries that are already durable here are applied now, while this
+   * round's write is still ahead: they are committed (a quorum holds them durably) and
+   * on this node's disk, so nothing in this round's write can change them. A proposer
+   * hears its answer one fsync sooner (etcd applies in parallel with its WAL write for
+   * the same reason). The commit index itself need not be durable first: a restarted
+   * node rebuilds its state machine from its snapshot and the log, and learns the commit
+   * index again from the leader. Entries this round writes, or that follow a received
+   * snapshot, wait until after the write (step 3). Returns how many it applied.
+   */
+  private applyDurableCommitted(rd: Ready): number {
+    const commitNow = rd.hardState?.commit ?? this.durable.commit;
+    let appliedEarly = 0;
+    if (rd.snapshot === null) {
+      while (
+        appliedEarly < rd.committedEntries.length &&
+        rd.committedEntries[appliedEarly]!.index <= this.durableLastIndex
+      ) {
+        this.applyEntry(rd.committedEntries[appliedEarly]!, commitNow);
+        appliedEarly++;
+      }
+    }
+    return appliedEarly;
+  }
+
+  /**
+   * Step 1. Persist: one synced write; nothing else leaves before it is durable. Returns
+   * false when the round must stop here (the write failed, or the driver stopped meanwhile).
+   */
+  private async persistReady(rd: Ready): Promise<boolean> {
+    if (rd.hardState || rd.entries.length > 0 || rd.snapshot) {
+      const sync =
+        rd.entries.length > 0 ||
+        rd.snapshot !== null ||
+        (rd.hardState !== null &&
+          (rd.hardState.term !== this.durable.term || rd.hardState.vote !== this.durable.vote));
+      const t0 = this.clock.now();
+      try {
+        await this.storage.save({
+          hardState: rd.hardState,
+          entries: rd.entries,
+          snapshot: rd.snapshot,
+          sync,
+        });
+      } catch (err) {
+        this.fail(err, 'disk write failed');
+        return false;
+      }
+      if (sync && this.observer !== null) this.observer.persisted((this.clock.now() - t0) / 1000);
+      if (this.stopped) return false;
+      this.markDurable(rd);
+    }
+    assert(
+      this.durable.commit <= this.durableLastIndex,
+      () =>
+        `durable commit ${this.durable.commit} beyond durable last index ${this.durableLastIndex}`,
+    );
+    return true;
+  }
+
+  /** After the round's write: what it wrote is what this node knows is durable. */
+  private markDurable(rd: Ready): void {
+    if (rd.hardState) this.durable = { ...rd.hardState };
+    if (rd.snapshot) {
+      this.snapshotIndex = rd.snapshot.meta.index;
+      this.durableLastIndex = rd.snapshot.meta.index;
+    }
+    const last = rd.entries[rd.entries.length - 1];
+    if (last) this.durableLastIndex = last.index;
   }
 
   /**

@@ -31,7 +31,11 @@ import { readFileSync } from 'node:fs';
 import { resolve as resolvePath } from 'node:path';
 import { parseDocument } from 'yaml';
 import type { NodeId } from '../store/raft/index.ts';
-import { MAX_LIVE_SESSIONS } from '../coordinator/limits.ts';
+import {
+  DEFAULT_NODE_BUDGETS,
+  MAX_LIVE_SESSIONS,
+  MAX_NODE_BUDGETS,
+} from '../coordinator/limits.ts';
 import { ConfigError } from '../shared/errors.ts';
 import { DEFAULT_PHASE_TWO_OPTIONS } from '../coordinator/phase-two-driver.ts';
 import {
@@ -142,6 +146,12 @@ export interface LimitsConfig {
    * Begin beyond it is refused at once with a definite CAPACITY error. At most MAX_LIVE_SESSIONS.
    */
   maxLiveTransactions: number;
+  /** Live branches on the node at most (a registration beyond it: CAPACITY). */
+  maxLiveBranches: number;
+  /** Rows locked at once on the node at most (a registration beyond it: CAPACITY). */
+  maxLockedRows: number;
+  /** Bytes of the live branches' application data at most (beyond it: CAPACITY). */
+  maxApplicationDataBytes: number;
 }
 
 /** `phaseTwo`: how the leader retries a decided transaction's phase two. */
@@ -543,6 +553,14 @@ const LIMITS: Array<[keyof LimitsConfig, number, number, number]> = [
   ['learnerCatchUpMaxLagEntries', DEFAULT_LEARNER_CATCH_UP_MAX_LAG_ENTRIES, 0, 1_000_000],
   ['transferTimeoutMs', DEFAULT_TRANSFER_TIMEOUT_MS, 100, 600_000],
   ['maxLiveTransactions', MAX_LIVE_SESSIONS, 1, MAX_LIVE_SESSIONS],
+  ...(['maxLiveBranches', 'maxLockedRows', 'maxApplicationDataBytes'] as const).map(
+    (key): [keyof LimitsConfig, number, number, number] => [
+      key,
+      DEFAULT_NODE_BUDGETS[key],
+      1,
+      MAX_NODE_BUDGETS[key],
+    ],
+  ),
 ];
 
 function parseLimitsSection(raw: Section): LimitsConfig {

@@ -106,6 +106,9 @@ describe('every key can come from its environment variable', () => {
     ['limits.learnerCatchUpMaxLagEntries', '3', {}, 3],
     ['limits.transferTimeoutMs', '800', {}, 800],
     ['limits.maxLiveTransactions', '5000', {}, 5000],
+    ['limits.maxLiveBranches', '7000', {}, 7000],
+    ['limits.maxLockedRows', '8000', {}, 8000],
+    ['limits.maxApplicationDataBytes', '65536', {}, 65536],
     ['log.level', 'debug', {}, 'debug'],
     ['phaseTwo.stuckAfterMs', '120000', {}, 120_000],
     ['phaseTwo.retryBaseMs', '500', {}, 500],
@@ -119,6 +122,7 @@ describe('every key can come from its environment variable', () => {
     ['security.quotas.maxTransactionTimeoutMs', '120000', {}, 120_000],
     ['security.quotas.maxRmChannelsPerApplication', '8', {}, 8],
     ['security.quotas.maxInflightUnaryPerConnection', '16', {}, 16],
+    ['security.quotas.maxLiveTransactionsPerApplication', '40', {}, 40],
   ];
 
   it('the table covers every key', () => {

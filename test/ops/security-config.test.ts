@@ -57,6 +57,7 @@ describe('security config', () => {
     expect(quotas.applications.orders).toEqual({
       maxTransactionTimeoutMs: DEFAULT_QUOTAS.maxTransactionTimeoutMs,
       maxRmChannels: 3,
+      maxLiveTransactions: DEFAULT_QUOTAS.maxLiveTransactionsPerApplication,
     });
     expect(() =>
       validateConfig({ ...minimal(), security: { quotas: { maxTransactionTimeoutMs: 0 } } }),

@@ -322,13 +322,14 @@ describe('the call budget (scripted TC)', () => {
   it('a Commit that never gets an answer is retried per attempt timeout, then fails with OutcomeUnknownError', async () => {
     fake.received.length = 0;
     fake.script = () => null;
-    const tc = fake.client({ attemptTimeoutMs: 150, callDeadlineMs: 1_000 });
+    // Room for several attempts even on a loaded box (the first connect can take 100s of ms).
+    const tc = fake.client({ attemptTimeoutMs: 300, callDeadlineMs: 3_000 });
     try {
       const t0 = Date.now();
       const err = await tc.commit(requireXid('127.0.0.1:1:1')).catch((e: unknown) => e);
       expect(err).toBeInstanceOf(OutcomeUnknownError);
       expect(err).toMatchObject({ outcomeUnknown: true, method: 'Commit' });
-      // Retried (more than one attempt), and given up at the 1 s call deadline rather than the
+      // Retried (more than one attempt), and given up at the 3 s call deadline rather than the
       // default 30 s budget; the bound is loose so that a loaded machine cannot fail it.
       expect((err as OutcomeUnknownError).attempts).toBeGreaterThanOrEqual(2);
       expect(Date.now() - t0).toBeLessThan(15_000);
@@ -581,7 +582,10 @@ async function rejoined(n: TestNode): Promise<void> {
 describe('client failover on a real cluster', () => {
   beforeAll(async () => {
     cluster = await TestCluster.start('client-failover', { tickMs: TICK_MS, logLevel: 'warn' });
-    tc = cluster.client();
+    // Test (b) keeps every node down for RESTART_ALL_DOWN_MS: a call begun in that window
+    // fails fast after connectTimeoutMs (5 s by default: "it was not applied"), by design
+    // (test/sdk/fail-fast.test.ts). Here the client is one that chose to ride a restart out.
+    tc = cluster.client({ connectTimeoutMs: 30_000 });
     rm = new TestRm(tc, ['stock'], {
       clientId: 'rm-client-failover',
       applicationId: APP.applicationId,

@@ -65,6 +65,21 @@ interface SessionEnd {
   unreachable: boolean;
 }
 
+type RmStream = grpc.ClientDuplexStream<RmToTcWire, TcToRmWire>;
+type RegisteredWire = NonNullable<TcToRmWire['registered']>;
+
+/** One stream's life: registering, then serving, until it ends (RmChannel.session). */
+interface Session extends SessionEnd {
+  readonly stream: RmStream;
+  /** The resources' version this registration carries. */
+  readonly version: number;
+  lastHeard: number;
+  heartbeat: NodeJS.Timeout | null;
+  registerTimer: NodeJS.Timeout | undefined;
+  settled: boolean;
+  readonly resolve: (end: SessionEnd) => void;
+}
+
 interface QueuedRequest {
   stream: grpc.ClientDuplexStream<RmToTcWire, TcToRmWire>;
   requestId: string;
@@ -246,7 +261,7 @@ export class RmChannel implements RmChannelPort {
   /** One stream: register, serve, until it ends. Never rejects. */
   private session(target: { nodeId: string; transaction: HostPort }): Promise<SessionEnd> {
     return new Promise<SessionEnd>((resolve) => {
-      let stream: grpc.ClientDuplexStream<RmToTcWire, TcToRmWire>;
+      let stream: RmStream;
       try {
         stream = this.routing.connection(target.transaction).openRmStream();
       } catch (err) {
@@ -259,117 +274,27 @@ export class RmChannel implements RmChannelPort {
         return;
       }
       this.stream = stream;
-      const version = this.wantedVersion;
-      let registered = false;
-      let hint: SessionEnd['hint'] = null;
-      let reason = 'stream ended';
-      let unreachable = false;
-      let lastHeard = Date.now();
-      let heartbeat: NodeJS.Timeout | null = null;
-      let settled = false;
-      const registerTimer = setTimeout(() => {
-        reason = `no registration answer within ${RM_REGISTER_ANSWER_TIMEOUT_MS} ms`;
-        unreachable = true;
-        finish();
+      const s: Session = {
+        stream,
+        version: this.wantedVersion,
+        registered: false,
+        hint: null,
+        reason: 'stream ended',
+        unreachable: false,
+        lastHeard: Date.now(),
+        heartbeat: null,
+        settled: false,
+        registerTimer: undefined,
+        resolve,
+      };
+      s.registerTimer = setTimeout(() => {
+        s.reason = `no registration answer within ${RM_REGISTER_ANSWER_TIMEOUT_MS} ms`;
+        s.unreachable = true;
+        this.finishSession(s);
       }, RM_REGISTER_ANSWER_TIMEOUT_MS);
-      registerTimer.unref();
-
-      const finish = () => {
-        if (settled) return;
-        settled = true;
-        clearTimeout(registerTimer);
-        if (heartbeat) clearInterval(heartbeat);
-        if (this.stream === stream) this.stream = null;
-        this.connectedNode = null;
-        try {
-          stream.cancel();
-        } catch {
-          // gone
-        }
-        resolve({ registered, hint, reason, unreachable });
-      };
-      const write = (msg: RmToTcWire) => {
-        if (settled) return;
-        try {
-          stream.write(msg);
-        } catch (err) {
-          reason = `write failed: ${(err as Error).message}`;
-          finish();
-        }
-      };
-
-      stream.on('data', (msg: TcToRmWire) => {
-        lastHeard = Date.now();
-        switch (msg.message) {
-          case 'registered': {
-            clearTimeout(registerTimer);
-            const r = msg.registered!;
-            if (r.resultCode !== 'RESULT_CODE_OK') {
-              this.noteRefusal(r.error);
-              hint = hintOf(r.error);
-              reason = `registration refused: ${r.error?.code ?? 'unknown'} ${r.error?.message ?? ''}`;
-              finish();
-              return;
-            }
-            registered = true;
-            this.connectedNode = r.nodeId;
-            this.registeredVersion = version;
-            this.log.info(
-              { node: r.nodeId, resources: this.opts.resourceIds().length },
-              'RM channel registered',
-            );
-            const interval = Math.max(50, r.heartbeatIntervalMs || 5_000);
-            heartbeat = setInterval(() => {
-              if (Date.now() - lastHeard > RM_DEAD_AFTER_HEARTBEATS * interval) {
-                reason = 'the TC went silent';
-                unreachable = true;
-                finish();
-                return;
-              }
-              write({ ping: { sentAtMs: Date.now() } });
-            }, interval);
-            heartbeat.unref();
-            const ready = this.readyWaiters.filter((w) => w.version <= version);
-            this.readyWaiters = this.readyWaiters.filter((w) => w.version > version);
-            for (const w of ready) w.resolve();
-            return;
-          }
-          case 'branchCommit':
-          case 'branchRollback': {
-            const wire = msg[msg.message];
-            if (wire)
-              this.accept(stream, msg.message === 'branchCommit' ? 'commit' : 'rollback', wire);
-            return;
-          }
-          case 'ping':
-            write({ pong: { sentAtMs: msg.ping?.sentAtMs ?? 0 } });
-            return;
-          case 'pong':
-            return;
-          case 'goAway':
-            this.noteRefusal(msg.goAway?.error);
-            hint = hintOf(msg.goAway?.error);
-            reason = `the TC closed the channel: ${msg.goAway?.error?.message ?? ''}`;
-            finish();
-            return;
-          default:
-            return;
-        }
-      });
-      stream.on('error', (err: Error) => {
-        if (!settled) {
-          reason = `stream error: ${err.message}`;
-          // The connection failed (reset, refused, keepalive): the node may be dead or paused.
-          unreachable =
-            !this.cancelledOnPurpose.has(stream) &&
-            grpcToError(err, 'RmChannel') instanceof TransportError;
-        }
-        finish();
-      });
-      stream.on('end', () => finish());
-      stream.on('close', () => finish());
-
-      write({
+      s.registerTimer.unref();
+      this.listen(s);
+      this.writeSession(s, {
         register: {
           applicationId: this.opts.applicationId,
           transactionServiceGroup: this.opts.transactionServiceGroup,
@@ -378,6 +303,117 @@ export class RmChannel implements RmChannelPort {
         },
       });
     });
+  }
+
+  /** The session's stream events: its messages, and its end however it comes. */
+  private listen(s: Session): void {
+    const stream = s.stream;
+    stream.on('data', (msg: TcToRmWire) => this.onSessionMessage(s, msg));
+    stream.on('error', (err: Error) => {
+      if (!s.settled) {
+        s.reason = `stream error: ${err.message}`;
+        // The connection failed (reset, refused, keepalive): the node may be dead or paused.
+        s.unreachable =
+          !this.cancelledOnPurpose.has(stream) &&
+          grpcToError(err, 'RmChannel') instanceof TransportError;
+      }
+      this.finishSession(s);
+    });
+    stream.on('end', () => this.finishSession(s));
+    stream.on('close', () => this.finishSession(s));
+  }
+
+  /** Ends the session once: timers stop, the stream is cancelled, run() learns how it ended. */
+  private finishSession(s: Session): void {
+    if (s.settled) return;
+    s.settled = true;
+    clearTimeout(s.registerTimer);
+    if (s.heartbeat) clearInterval(s.heartbeat);
+    if (this.stream === s.stream) this.stream = null;
+    this.connectedNode = null;
+    try {
+      s.stream.cancel();
+    } catch {
+      // gone
+    }
+    const { registered, hint, reason, unreachable } = s;
+    s.resolve({ registered, hint, reason, unreachable });
+  }
+
+  private writeSession(s: Session, msg: RmToTcWire): void {
+    if (s.settled) return;
+    try {
+      s.stream.write(msg);
+    } catch (err) {
+      s.reason = `write failed: ${(err as Error).message}`;
+      this.finishSession(s);
+    }
+  }
+
+  private onSessionMessage(s: Session, msg: TcToRmWire): void {
+    s.lastHeard = Date.now();
+    switch (msg.message) {
+      case 'registered':
+        this.onRegistered(s, msg.registered!);
+        return;
+      case 'branchCommit':
+      case 'branchRollback': {
+        const wire = msg[msg.message];
+        if (wire)
+          this.accept(s.stream, msg.message === 'branchCommit' ? 'commit' : 'rollback', wire);
+        return;
+      }
+      case 'ping':
+        this.writeSession(s, { pong: { sentAtMs: msg.ping?.sentAtMs ?? 0 } });
+        return;
+      case 'pong':
+        return;
+      case 'goAway':
+        this.noteRefusal(msg.goAway?.error);
+        s.hint = hintOf(msg.goAway?.error);
+        s.reason = `the TC closed the channel: ${msg.goAway?.error?.message ?? ''}`;
+        this.finishSession(s);
+        return;
+      default:
+        return;
+    }
+  }
+
+  /** The registration's answer: refused (the session ends), or registered (heartbeat starts). */
+  private onRegistered(s: Session, r: RegisteredWire): void {
+    clearTimeout(s.registerTimer);
+    if (r.resultCode !== 'RESULT_CODE_OK') {
+      this.noteRefusal(r.error);
+      s.hint = hintOf(r.error);
+      s.reason = `registration refused: ${r.error?.code ?? 'unknown'} ${r.error?.message ?? ''}`;
+      this.finishSession(s);
+      return;
+    }
+    s.registered = true;
+    this.connectedNode = r.nodeId;
+    this.registeredVersion = s.version;
+    this.log.info(
+      { node: r.nodeId, resources: this.opts.resourceIds().length },
+      'RM channel registered',
+    );
+    this.startHeartbeat(s, Math.max(50, r.heartbeatIntervalMs || 5_000));
+    const ready = this.readyWaiters.filter((w) => w.version <= s.version);
+    this.readyWaiters = this.readyWaiters.filter((w) => w.version > s.version);
+    for (const w of ready) w.resolve();
+  }
+
+  /** Pings every interval; a TC silent for RM_DEAD_AFTER_HEARTBEATS intervals ends the session. */
+  private startHeartbeat(s: Session, interval: number): void {
+    s.heartbeat = setInterval(() => {
+      if (Date.now() - s.lastHeard > RM_DEAD_AFTER_HEARTBEATS * interval) {
+        s.reason = 'the TC went silent';
+        s.unreachable = true;
+        this.finishSession(s);
+        return;
+      }
+      this.writeSession(s, { ping: { sentAtMs: Date.now() } });
+    }, interval);
+    s.heartbeat.unref();
   }
 
   private accept(

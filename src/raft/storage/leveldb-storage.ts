@@ -223,6 +223,250 @@ interface DurableView {
   runs: Run[];
 }
 
+/** A run read back, held until the next run's key says where it ends. */
+interface HeldRun {
+  first: number;
+  entries: Entry[];
+}
+
+/** The log as load() reads it back: its entries after the snapshot and its runs. */
+interface LoadedLog {
+  snapshotIndex: number;
+  snapshotTerm: number;
+  entries: Entry[];
+  runs: Run[];
+  /** The term of the last entry accepted so far (the snapshot's before any). */
+  prevTerm: number;
+}
+
+/**
+ * Accepts a held run into the log, truncated where the next run (keyed `next`) begins, or
+ * whole if it is the last; anything but a contiguous log above the snapshot is corruption.
+ */
+function acceptRun(log: LoadedLog, run: HeldRun, next: number | null): void {
+  const { snapshotIndex, snapshotTerm } = log;
+  const heldLast = run.first + run.entries.length - 1;
+  if (next !== null && next > heldLast + 1) {
+    throw new StorageCorruptError(
+      `log run ${next}: gap in the log, expected index ${heldLast + 1} (torn tail?)`,
+    );
+  }
+  const last = next === null ? heldLast : next - 1;
+  if (last <= snapshotIndex) {
+    throw new StorageCorruptError(
+      `log run ${run.first}: its entries through ${last} are all at or below the snapshot index ${snapshotIndex} (a compaction was not atomic?)`,
+    );
+  }
+  if (run.first <= snapshotIndex) {
+    // A run straddling the snapshot: the entry at the snapshot index was checked
+    // against the snapshot's term when the snapshot was written.
+    const atSnapshot = run.entries[snapshotIndex - run.first]!;
+    if (atSnapshot.term !== snapshotTerm) {
+      throw new StorageCorruptError(
+        `log entry ${snapshotIndex}: term ${atSnapshot.term}, the snapshot at that index says ${snapshotTerm}`,
+      );
+    }
+  }
+  for (let i = Math.max(run.first, snapshotIndex + 1); i <= last; i++) {
+    const e = run.entries[i - run.first]!;
+    if (e.term < log.prevTerm)
+      throw new StorageCorruptError(
+        `log entry ${i}: term ${e.term} below the previous term ${log.prevTerm}`,
+      );
+    log.entries.push(e);
+    log.prevTerm = e.term;
+  }
+  log.runs.push({ first: run.first, last });
+}
+
+/**
+ * One round's write in the making: its ops, and the view after it, built up as ops are added
+ * and installed only once durable: the first `keep` of `terms`, then `appended`; of `runs`,
+ * those in [dropFront, keepTo) (the last of them cut to end at `cutLast` if set), then
+ * `added`. Installed in place after the write, so a round costs O(entries + runs deleted),
+ * not O(log).
+ */
+interface SavePlan {
+  /**
+   * Deletions go first: a new run may reuse the key of a run it supersedes, and within
+   * a LevelDB batch the later op on a key wins.
+   */
+  dels: WriteOp[];
+  puts: WriteOp[];
+  snapshotIndex: number;
+  snapshotTerm: number;
+  terms: number[];
+  keep: number;
+  appended: number[];
+  runs: Run[];
+  dropFront: number;
+  keepTo: number;
+  cutLast: number | null;
+  added: Run[];
+  hardState: HardState;
+}
+
+function newSavePlan(view: DurableView): SavePlan {
+  return {
+    dels: [],
+    puts: [],
+    snapshotIndex: view.snapshotIndex,
+    snapshotTerm: view.snapshotTerm,
+    terms: view.terms,
+    keep: view.terms.length,
+    appended: [],
+    runs: view.runs,
+    dropFront: 0,
+    keepTo: view.runs.length,
+    cutLast: null,
+    added: [],
+    hardState: view.hardState,
+  };
+}
+
+/** The last index of the log once the plan is written. */
+function planLastIndex(p: SavePlan): number {
+  return p.snapshotIndex + p.keep + p.appended.length;
+}
+
+function deleteRun(p: SavePlan, run: Run): void {
+  p.dels.push({ type: 'del', key: runKey(run.first) });
+}
+
+/**
+ * A received snapshot: the runs it covers go (all of them unless `keepSuffix`, the log
+ * holding its last entry), and it becomes the plan's snapshot. Its meta ops are the caller's.
+ */
+function planReceivedSnapshot(p: SavePlan, meta: SnapshotMeta, keepSuffix: boolean): void {
+  assert(
+    meta.index > p.snapshotIndex,
+    () =>
+      `received snapshot at ${meta.index} is not newer than the durable snapshot at ${p.snapshotIndex}`,
+  );
+  assert(
+    meta.term >= p.snapshotTerm,
+    () => `received snapshot term ${meta.term} below ${p.snapshotTerm}`,
+  );
+  const runs = p.runs;
+  if (keepSuffix) {
+    while (p.dropFront < p.keepTo && runs[p.dropFront]!.last <= meta.index)
+      deleteRun(p, runs[p.dropFront++]!);
+  } else {
+    while (p.dropFront < p.keepTo) deleteRun(p, runs[p.dropFront++]!);
+  }
+  p.terms = keepSuffix ? p.terms.slice(meta.index - p.snapshotIndex) : [];
+  p.keep = p.terms.length;
+  p.snapshotIndex = meta.index;
+  p.snapshotTerm = meta.term;
+}
+
+/** New entries fit after the log (or overwrite its tail) and are contiguous, terms ascending. */
+function checkEntries(p: SavePlan, entries: readonly Entry[]): void {
+  const first = entries[0]!;
+  assert(
+    first.index > p.snapshotIndex,
+    () => `entry ${first.index} would overwrite the snapshot at ${p.snapshotIndex}`,
+  );
+  assert(
+    first.index <= planLastIndex(p) + 1,
+    () => `entry ${first.index} leaves a gap after the last entry ${planLastIndex(p)}`,
+  );
+  const prevTerm =
+    first.index - 1 === p.snapshotIndex
+      ? p.snapshotTerm
+      : p.terms[first.index - 1 - p.snapshotIndex - 1]!;
+  assert(
+    first.term >= prevTerm,
+    () => `entry ${first.index} term ${first.term} below its predecessor's ${prevTerm}`,
+  );
+  for (let k = 1; k < entries.length; k++) {
+    const a = entries[k - 1]!;
+    const b = entries[k]!;
+    assert(b.index === a.index + 1, () => `entries not contiguous: ${a.index} then ${b.index}`);
+    assert(
+      b.term >= a.term,
+      () => `entry ${b.index} term ${b.term} below entry ${a.index} term ${a.term}`,
+    );
+  }
+}
+
+/** New entries: the conflicting durable tail goes, and the entries are written as runs. */
+function planEntries(p: SavePlan, entries: readonly Entry[]): void {
+  checkEntries(p, entries);
+  const first = entries[0]!;
+  const runs = p.runs;
+  // The conflicting durable tail: every run keyed at or after the new first entry goes
+  // in the same batch. The run before it, if it reaches that far, stays and is cut on
+  // load by the new run's key — unless all it keeps is covered by the snapshot.
+  while (p.keepTo > p.dropFront && runs[p.keepTo - 1]!.first >= first.index)
+    deleteRun(p, runs[--p.keepTo]!);
+  if (p.keepTo > p.dropFront && runs[p.keepTo - 1]!.last >= first.index) {
+    if (first.index - 1 <= p.snapshotIndex) deleteRun(p, runs[--p.keepTo]!);
+    else p.cutLast = first.index - 1;
+  }
+  for (let k = 0; k < entries.length; k += MAX_RUN_ENTRIES) {
+    const run = entries.length <= MAX_RUN_ENTRIES ? entries : entries.slice(k, k + MAX_RUN_ENTRIES);
+    const runFirst = run[0]!.index;
+    const key = runKey(runFirst);
+    p.puts.push({ type: 'put', key, value: frameValue(key, packr.pack(run)) });
+    p.added.push({ first: runFirst, last: run[run.length - 1]!.index });
+  }
+  p.keep = first.index - p.snapshotIndex - 1;
+  p.appended = entries.map((e) => e.term);
+}
+
+/** A new hard state: term and commit never move back, the vote never changes within a term. */
+function planHardState(p: SavePlan, hs: HardState): void {
+  const old = p.hardState;
+  assert(hs.term >= old.term, () => `hard state term moves back from ${old.term} to ${hs.term}`);
+  assert(
+    hs.term > old.term || old.vote === null || hs.vote === old.vote,
+    () => `vote changes within term ${hs.term} from ${old.vote} to ${hs.vote}`,
+  );
+  assert(
+    hs.commit >= old.commit,
+    () => `commit index moves back from ${old.commit} to ${hs.commit}`,
+  );
+  p.hardState = { term: hs.term, vote: hs.vote, commit: hs.commit };
+  p.puts.push({
+    type: 'put',
+    key: KEY_HARD_STATE,
+    value: frameValue(KEY_HARD_STATE, packr.pack(p.hardState)),
+  });
+}
+
+/** After the plan: the commit index within the log, the last entry's term within the term. */
+function checkPlan(p: SavePlan): void {
+  const hardState = p.hardState;
+  assert(
+    hardState.commit <= planLastIndex(p),
+    () => `commit index ${hardState.commit} beyond the last durable entry ${planLastIndex(p)}`,
+  );
+  const lastTerm =
+    p.appended.length > 0
+      ? p.appended[p.appended.length - 1]!
+      : p.keep > 0
+        ? p.terms[p.keep - 1]!
+        : p.snapshotTerm;
+  assert(
+    lastTerm <= hardState.term,
+    () => `last entry term ${lastTerm} above the current term ${hardState.term}`,
+  );
+}
+
+/** Once the plan's write is durable: the view after it (the view's arrays edited in place). */
+function installPlan(p: SavePlan): DurableView {
+  const { terms, runs, keepTo } = p;
+  terms.length = p.keep;
+  for (const t of p.appended) terms.push(t);
+  runs.length = keepTo;
+  if (p.cutLast !== null) runs[keepTo - 1] = { first: runs[keepTo - 1]!.first, last: p.cutLast };
+  for (const r of p.added) runs.push(r);
+  if (p.dropFront > 0) runs.splice(0, p.dropFront);
+  const { hardState, snapshotIndex, snapshotTerm } = p;
+  return { hardState, snapshotIndex, snapshotTerm, terms, runs };
+}
+
 export class LevelDbStorage implements LogStorage {
   private readonly db: Level<Buffer, Buffer>;
   private readonly logger: Logger;
@@ -319,69 +563,7 @@ export class LevelDbStorage implements LogStorage {
     const snapshot = await this.readSnapshot();
     const snapshotIndex = snapshot?.meta.index ?? 0;
     const snapshotTerm = snapshot?.meta.term ?? 0;
-
-    // Runs come in key order; each is held back until the next one's key says where it
-    // ends (see the header: a run is truncated where the next run begins).
-    const entries: Entry[] = [];
-    const runs: Run[] = [];
-    let prevTerm = snapshotTerm;
-    let held: { first: number; entries: Entry[] } | null = null;
-    const accept = (run: { first: number; entries: Entry[] }, next: number | null) => {
-      const heldLast = run.first + run.entries.length - 1;
-      if (next !== null && next > heldLast + 1) {
-        throw new StorageCorruptError(
-          `log run ${next}: gap in the log, expected index ${heldLast + 1} (torn tail?)`,
-        );
-      }
-      const last = next === null ? heldLast : next - 1;
-      if (last <= snapshotIndex) {
-        throw new StorageCorruptError(
-          `log run ${run.first}: its entries through ${last} are all at or below the snapshot index ${snapshotIndex} (a compaction was not atomic?)`,
-        );
-      }
-      if (run.first <= snapshotIndex) {
-        // A run straddling the snapshot: the entry at the snapshot index was checked
-        // against the snapshot's term when the snapshot was written.
-        const atSnapshot = run.entries[snapshotIndex - run.first]!;
-        if (atSnapshot.term !== snapshotTerm) {
-          throw new StorageCorruptError(
-            `log entry ${snapshotIndex}: term ${atSnapshot.term}, the snapshot at that index says ${snapshotTerm}`,
-          );
-        }
-      }
-      for (let i = Math.max(run.first, snapshotIndex + 1); i <= last; i++) {
-        const e = run.entries[i - run.first]!;
-        if (e.term < prevTerm)
-          throw new StorageCorruptError(
-            `log entry ${i}: term ${e.term} below the previous term ${prevTerm}`,
-          );
-        entries.push(e);
-        prevTerm = e.term;
-      }
-      runs.push({ first: run.first, last });
-    };
-    for await (const [key, value] of this.db.iterator({
-      gte: runKey(0),
-      lte: runKey(Number.MAX_SAFE_INTEGER),
-    })) {
-      const first = runFirstOfKey(key);
-      if (first === null) throw new StorageCorruptError(`malformed run key ${key.toString('hex')}`);
-      const what = `log run ${first}`;
-      if (held === null && first > snapshotIndex + 1) {
-        throw new StorageCorruptError(
-          `${what}: gap in the log, expected index ${snapshotIndex + 1} (torn tail?)`,
-        );
-      }
-      if (held !== null && first <= snapshotIndex) {
-        throw new StorageCorruptError(
-          `${what}: at or below the snapshot index ${snapshotIndex} (a compaction was not atomic?)`,
-        );
-      }
-      const run = this.decodeRun(key, value, first, what);
-      if (held !== null) accept(held, first);
-      held = { first, entries: run };
-    }
-    if (held !== null) accept(held, null);
+    const { entries, runs, prevTerm } = await this.readRuns(snapshotIndex, snapshotTerm);
 
     const lastIndex = snapshotIndex + entries.length;
     if (hardState.commit > lastIndex) {
@@ -408,6 +590,44 @@ export class LevelDbStorage implements LogStorage {
       'raft storage loaded',
     );
     return { hardState, snapshot, entries };
+  }
+
+  /**
+   * Reads the runs in key order; each is held back until the next one's key says where it
+   * ends (see the header: a run is truncated where the next run begins).
+   */
+  private async readRuns(snapshotIndex: number, snapshotTerm: number): Promise<LoadedLog> {
+    const log: LoadedLog = {
+      snapshotIndex,
+      snapshotTerm,
+      entries: [],
+      runs: [],
+      prevTerm: snapshotTerm,
+    };
+    let held: HeldRun | null = null;
+    for await (const [key, value] of this.db.iterator({
+      gte: runKey(0),
+      lte: runKey(Number.MAX_SAFE_INTEGER),
+    })) {
+      const first = runFirstOfKey(key);
+      if (first === null) throw new StorageCorruptError(`malformed run key ${key.toString('hex')}`);
+      const what = `log run ${first}`;
+      if (held === null && first > snapshotIndex + 1) {
+        throw new StorageCorruptError(
+          `${what}: gap in the log, expected index ${snapshotIndex + 1} (torn tail?)`,
+        );
+      }
+      if (held !== null && first <= snapshotIndex) {
+        throw new StorageCorruptError(
+          `${what}: at or below the snapshot index ${snapshotIndex} (a compaction was not atomic?)`,
+        );
+      }
+      const run = this.decodeRun(key, value, first, what);
+      if (held !== null) acceptRun(log, held, first);
+      held = { first, entries: run };
+    }
+    if (held !== null) acceptRun(log, held, null);
+    return log;
   }
 
   /** Decodes one run value and checks each entry: its shape, and that it sits at first+i. */
@@ -664,158 +884,30 @@ export class LevelDbStorage implements LogStorage {
   private async doSave(batch: PersistBatch): Promise<void> {
     // A received snapshot's data goes to its file first; the batch below names it.
     const file = batch.snapshot ? await this.files.write(batch.snapshot) : null;
-    const view = this.view!;
-    // Deletions go first: a new run may reuse the key of a run it supersedes, and within
-    // a LevelDB batch the later op on a key wins.
-    const dels: WriteOp[] = [];
-    const puts: WriteOp[] = [];
-    // The view after this batch, built up as ops are added and installed only once durable:
-    // the first `keep` of `terms`, then `appended`; of `runs`, those in [dropFront, keepTo)
-    // (the last of them cut to end at `cutLast` if set), then `added`. Applied in place after
-    // the write, so a round costs O(entries + runs deleted), not O(log).
-    let snapshotIndex = view.snapshotIndex;
-    let snapshotTerm = view.snapshotTerm;
-    let terms = view.terms;
-    let keep = terms.length;
-    let appended: number[] = [];
-    const lastOf = () => snapshotIndex + keep + appended.length;
-    const runs = view.runs;
-    let dropFront = 0;
-    let keepTo = runs.length;
-    let cutLast: number | null = null;
-    const added: Run[] = [];
-    const delRun = (run: Run) => dels.push({ type: 'del', key: runKey(run.first) });
-
+    const plan = newSavePlan(this.view!);
     if (batch.snapshot) {
       const meta = batch.snapshot.meta;
-      assert(
-        meta.index > view.snapshotIndex,
-        () =>
-          `received snapshot at ${meta.index} is not newer than the durable snapshot at ${view.snapshotIndex}`,
-      );
-      assert(
-        meta.term >= view.snapshotTerm,
-        () => `received snapshot term ${meta.term} below ${view.snapshotTerm}`,
-      );
       // Raft §7: if the log holds the snapshot's last entry (same index and term), the
       // entries after it stay (so does a run straddling it); otherwise the whole log is discarded.
-      const keepSuffix = this.termAt(meta.index) === meta.term;
-      if (keepSuffix) {
-        while (dropFront < keepTo && runs[dropFront]!.last <= meta.index)
-          delRun(runs[dropFront++]!);
-      } else {
-        while (dropFront < keepTo) delRun(runs[dropFront++]!);
-      }
-      puts.push(...this.snapshotOps(batch.snapshot, file!));
-      terms = keepSuffix ? terms.slice(meta.index - snapshotIndex) : [];
-      keep = terms.length;
-      snapshotIndex = meta.index;
-      snapshotTerm = meta.term;
+      planReceivedSnapshot(plan, meta, this.termAt(meta.index) === meta.term);
+      plan.puts.push(...this.snapshotOps(batch.snapshot, file!));
     }
+    if (batch.entries.length > 0) planEntries(plan, batch.entries);
+    if (batch.hardState) planHardState(plan, batch.hardState);
+    checkPlan(plan);
 
-    const entries = batch.entries;
-    if (entries.length > 0) {
-      const first = entries[0]!;
-      assert(
-        first.index > snapshotIndex,
-        () => `entry ${first.index} would overwrite the snapshot at ${snapshotIndex}`,
-      );
-      assert(
-        first.index <= lastOf() + 1,
-        () => `entry ${first.index} leaves a gap after the last entry ${lastOf()}`,
-      );
-      const prevTerm =
-        first.index - 1 === snapshotIndex
-          ? snapshotTerm
-          : terms[first.index - 1 - snapshotIndex - 1]!;
-      assert(
-        first.term >= prevTerm,
-        () => `entry ${first.index} term ${first.term} below its predecessor's ${prevTerm}`,
-      );
-      for (let k = 1; k < entries.length; k++) {
-        const a = entries[k - 1]!;
-        const b = entries[k]!;
-        assert(b.index === a.index + 1, () => `entries not contiguous: ${a.index} then ${b.index}`);
-        assert(
-          b.term >= a.term,
-          () => `entry ${b.index} term ${b.term} below entry ${a.index} term ${a.term}`,
-        );
-      }
-      // The conflicting durable tail: every run keyed at or after the new first entry goes
-      // in the same batch. The run before it, if it reaches that far, stays and is cut on
-      // load by the new run's key — unless all it keeps is covered by the snapshot.
-      while (keepTo > dropFront && runs[keepTo - 1]!.first >= first.index) delRun(runs[--keepTo]!);
-      if (keepTo > dropFront && runs[keepTo - 1]!.last >= first.index) {
-        if (first.index - 1 <= snapshotIndex) delRun(runs[--keepTo]!);
-        else cutLast = first.index - 1;
-      }
-      for (let k = 0; k < entries.length; k += MAX_RUN_ENTRIES) {
-        const run =
-          entries.length <= MAX_RUN_ENTRIES ? entries : entries.slice(k, k + MAX_RUN_ENTRIES);
-        const runFirst = run[0]!.index;
-        const key = runKey(runFirst);
-        puts.push({ type: 'put', key, value: frameValue(key, packr.pack(run)) });
-        added.push({ first: runFirst, last: run[run.length - 1]!.index });
-      }
-      keep = first.index - snapshotIndex - 1;
-      appended = entries.map((e) => e.term);
-    }
-
-    let hardState = view.hardState;
-    if (batch.hardState) {
-      const hs = batch.hardState;
-      const old = view.hardState;
-      assert(
-        hs.term >= old.term,
-        () => `hard state term moves back from ${old.term} to ${hs.term}`,
-      );
-      assert(
-        hs.term > old.term || old.vote === null || hs.vote === old.vote,
-        () => `vote changes within term ${hs.term} from ${old.vote} to ${hs.vote}`,
-      );
-      assert(
-        hs.commit >= old.commit,
-        () => `commit index moves back from ${old.commit} to ${hs.commit}`,
-      );
-      hardState = { term: hs.term, vote: hs.vote, commit: hs.commit };
-      puts.push({
-        type: 'put',
-        key: KEY_HARD_STATE,
-        value: frameValue(KEY_HARD_STATE, packr.pack(hardState)),
-      });
-    }
-    assert(
-      hardState.commit <= lastOf(),
-      () => `commit index ${hardState.commit} beyond the last durable entry ${lastOf()}`,
-    );
-    const lastTerm =
-      appended.length > 0
-        ? appended[appended.length - 1]!
-        : keep > 0
-          ? terms[keep - 1]!
-          : snapshotTerm;
-    assert(
-      lastTerm <= hardState.term,
-      () => `last entry term ${lastTerm} above the current term ${hardState.term}`,
-    );
-
-    const ops = dels.length === 0 ? puts : dels.concat(puts);
+    const ops = plan.dels.length === 0 ? plan.puts : plan.dels.concat(plan.puts);
     if (ops.length === 0) return;
-    await this.syncedBatch(ops, entries.length, batch.sync ?? true);
-    terms.length = keep;
-    for (const t of appended) terms.push(t);
-    runs.length = keepTo;
-    if (cutLast !== null) runs[keepTo - 1] = { first: runs[keepTo - 1]!.first, last: cutLast };
-    for (const r of added) runs.push(r);
-    if (dropFront > 0) runs.splice(0, dropFront);
+    await this.syncedBatch(ops, batch.entries.length, batch.sync ?? true);
+    const view = installPlan(plan);
     if (batch.snapshot) {
       this.logger.debug(
-        { index: snapshotIndex, term: snapshotTerm, keptEntries: keep },
+        { index: view.snapshotIndex, term: view.snapshotTerm, keptEntries: plan.keep },
         'received snapshot persisted',
       );
       this.tidySnapshotFiles(file!.file);
     }
-    this.view = { hardState, snapshotIndex, snapshotTerm, terms, runs };
+    this.view = view;
   }
 
   private async doSaveSnapshot(snapshot: Snapshot, file: SnapshotFile): Promise<void> {

@@ -44,6 +44,9 @@ export const CONFIG_KEYS = {
   'limits.learnerCatchUpMaxLagEntries': 'int',
   'limits.transferTimeoutMs': 'int',
   'limits.maxLiveTransactions': 'int',
+  'limits.maxLiveBranches': 'int',
+  'limits.maxLockedRows': 'int',
+  'limits.maxApplicationDataBytes': 'int',
   'log.level': 'string',
   'phaseTwo.stuckAfterMs': 'int',
   'phaseTwo.retryBaseMs': 'int',
@@ -57,6 +60,7 @@ export const CONFIG_KEYS = {
   'security.quotas.maxTransactionTimeoutMs': 'int',
   'security.quotas.maxRmChannelsPerApplication': 'int',
   'security.quotas.maxInflightUnaryPerConnection': 'int',
+  'security.quotas.maxLiveTransactionsPerApplication': 'int',
 } as const satisfies Record<string, KeyType>;
 
 export type ConfigKey = keyof typeof CONFIG_KEYS;

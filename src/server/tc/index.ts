@@ -257,54 +257,15 @@ export async function serveTc(
   const { config } = ctx;
   const log = ctx.logger.child({ component: 'tc' });
   const store = sessions.store;
-  // The one place a not-leader answer learns where the leader is reached: the cluster view.
-  const leaderOf = (leaderId: string | null): WireLeader | null => {
-    const id = leaderId ?? sessions.leaderId();
-    if (id === null) return null;
-    const info = ctx.view.leaderInfo(id);
-    return { nodeId: id, host: info?.transaction?.host ?? '', port: info?.transaction?.port ?? 0 };
-  };
-  const hub = new RmChannelHub({
-    nodeId: config.node.id,
-    logger: ctx.logger,
-    acceptsChannels: () => sessions.takesRmChannels(),
-    notLeader: () => errorToWire(store.notLeaderError(), leaderOf),
-    maxChannelsOf: (app) => quotaOf(config.security.quotas, app).maxRmChannels,
-    ...(options.rmHeartbeatIntervalMs !== undefined
-      ? { heartbeatIntervalMs: options.rmHeartbeatIntervalMs }
-      : {}),
-    ...(options.phaseTwoCallTimeoutMs !== undefined
-      ? { phaseTwoTimeoutMs: options.phaseTwoCallTimeoutMs }
-      : {}),
-  });
-  const self = selfEndpoints(config).transaction;
+  const leaderOf = leaderLookup(ctx, sessions);
+  const hub = createHub(ctx, sessions, leaderOf, options);
   const phaseTwo = { ...config.phaseTwo, ...sessions.phaseTwo, ...options.phaseTwo };
   const txMetrics = new TcMetrics(ctx.metrics.registry, {
     stuckAfterMs: phaseTwo.stuckAfterMs ?? DEFAULT_PHASE_TWO_OPTIONS.stuckAfterMs,
     ...(sessions.liveSummary ? { liveSummary: sessions.liveSummary } : {}),
   });
-  const coordinator = new Coordinator({
-    store: txMetrics.instrumentStore(store),
-    gateway: txMetrics.instrumentGateway(hub),
-    ids: createSnowflakeIds({ workerId: workerIdOf(config), clock: wallClock }),
-    clock: wallClock,
-    logger: ctx.logger,
-    address: { host: self.host, port: self.port },
-    maxLiveSessions: config.limits.maxLiveTransactions,
-    ...(Object.keys(phaseTwo).length > 0 ? { phaseTwo } : {}),
-  });
-  const offRoleChange = sessions.onRmRoleChange((holding) => {
-    if (holding) hub.leadershipGained();
-    else hub.closeAll(errorToWire(store.notLeaderError(), leaderOf));
-  });
-  // A branch waiting for an RM of its application is retried as soon as one connects.
-  const offRegistered = hub.onRmRegistered((applicationId, resourceIds) =>
-    coordinator.driver.rmConnected(applicationId, resourceIds),
-  );
-  const unsubscribe = () => {
-    offRoleChange();
-    offRegistered();
-  };
+  const coordinator = createCoordinator(ctx, sessions, hub, txMetrics, phaseTwo);
+  const unsubscribe = followRoles(sessions, hub, coordinator, leaderOf);
   registerRmWaitGauge(ctx.metrics.registry, coordinator);
   registerLiveLimitGauges(ctx.metrics.registry, coordinator, config.limits.maxLiveTransactions);
   if (sessions.takesRmChannels()) hub.leadershipGained();
@@ -333,16 +294,13 @@ export async function serveTc(
     sessions.close();
     throw err;
   }
-  // The read-only transaction routes of the openapi (concord tx list|show).
-  const query = new TxQuery({ store, coordinator, now: () => Date.now() });
-  for (const [path, route] of txRoutes({
-    query,
-    authToken: config.http.authToken,
-    group: config.node.group,
-  }))
-    ctx.mountHttp(path, route);
+  mountTxRoutes(ctx, store, coordinator);
   log.info(
-    { tc: formatHostPort(self), workerId: workerIdOf(config), storeMode: ctx.sessions.mode },
+    {
+      tc: formatHostPort(selfEndpoints(config).transaction),
+      workerId: workerIdOf(config),
+      storeMode: ctx.sessions.mode,
+    },
     'TC service started',
   );
   return {
@@ -359,6 +317,109 @@ export async function serveTc(
       log.info('TC service stopped');
     },
   };
+}
+
+/** The one place a not-leader answer learns where the leader is reached: the cluster view. */
+function leaderLookup(
+  ctx: TcNodeContext,
+  sessions: TcSessions,
+): (leaderId: string | null) => WireLeader | null {
+  return (leaderId) => {
+    const id = leaderId ?? sessions.leaderId();
+    if (id === null) return null;
+    const info = ctx.view.leaderInfo(id);
+    return { nodeId: id, host: info?.transaction?.host ?? '', port: info?.transaction?.port ?? 0 };
+  };
+}
+
+/** The RM channel hub: channels are taken where the sessions say, within the quotas. */
+function createHub(
+  ctx: TcNodeContext,
+  sessions: TcSessions,
+  leaderOf: (leaderId: string | null) => WireLeader | null,
+  options: TcServiceOptions,
+): RmChannelHub {
+  const { config } = ctx;
+  return new RmChannelHub({
+    nodeId: config.node.id,
+    logger: ctx.logger,
+    acceptsChannels: () => sessions.takesRmChannels(),
+    notLeader: () => errorToWire(sessions.store.notLeaderError(), leaderOf),
+    maxChannelsOf: (app) => quotaOf(config.security.quotas, app).maxRmChannels,
+    ...(options.rmHeartbeatIntervalMs !== undefined
+      ? { heartbeatIntervalMs: options.rmHeartbeatIntervalMs }
+      : {}),
+    ...(options.phaseTwoCallTimeoutMs !== undefined
+      ? { phaseTwoTimeoutMs: options.phaseTwoCallTimeoutMs }
+      : {}),
+  });
+}
+
+/** The coordinator over the instrumented store and hub, its xids from this node's worker id. */
+function createCoordinator(
+  ctx: TcNodeContext,
+  sessions: TcSessions,
+  hub: RmChannelHub,
+  txMetrics: TcMetrics,
+  phaseTwo: Partial<PhaseTwoOptions>,
+): Coordinator {
+  const { config } = ctx;
+  const self = selfEndpoints(config).transaction;
+  return new Coordinator({
+    store: txMetrics.instrumentStore(sessions.store),
+    gateway: txMetrics.instrumentGateway(hub),
+    ids: createSnowflakeIds({ workerId: workerIdOf(config), clock: wallClock }),
+    clock: wallClock,
+    logger: ctx.logger,
+    address: { host: self.host, port: self.port },
+    maxLiveSessions: config.limits.maxLiveTransactions,
+    budgets: {
+      maxLiveBranches: config.limits.maxLiveBranches,
+      maxLockedRows: config.limits.maxLockedRows,
+      maxApplicationDataBytes: config.limits.maxApplicationDataBytes,
+    },
+    maxLiveOfApplication: (app) => quotaOf(config.security.quotas, app).maxLiveTransactions,
+    ...(Object.keys(phaseTwo).length > 0 ? { phaseTwo } : {}),
+  });
+}
+
+/**
+ * The hub follows the sessions' RM role (channels closed with a not-leader answer when it is
+ * lost); a branch waiting for an RM of its application is retried as soon as one connects.
+ * Returns the unsubscribe.
+ */
+function followRoles(
+  sessions: TcSessions,
+  hub: RmChannelHub,
+  coordinator: Coordinator,
+  leaderOf: (leaderId: string | null) => WireLeader | null,
+): () => void {
+  const offRoleChange = sessions.onRmRoleChange((holding) => {
+    if (holding) hub.leadershipGained();
+    else hub.closeAll(errorToWire(sessions.store.notLeaderError(), leaderOf));
+  });
+  const offRegistered = hub.onRmRegistered((applicationId, resourceIds) =>
+    coordinator.driver.rmConnected(applicationId, resourceIds),
+  );
+  return () => {
+    offRoleChange();
+    offRegistered();
+  };
+}
+
+/** The read-only transaction routes of the openapi (concord tx list|show). */
+function mountTxRoutes(
+  ctx: TcNodeContext,
+  store: TcSessions['store'],
+  coordinator: Coordinator,
+): void {
+  const query = new TxQuery({ store, coordinator, now: () => Date.now() });
+  for (const [path, route] of txRoutes({
+    query,
+    authToken: ctx.config.http.authToken,
+    group: ctx.config.node.group,
+  }))
+    ctx.mountHttp(path, route);
 }
 
 /**

@@ -31,11 +31,8 @@ import type { Logger } from '../../shared/logger.ts';
 import { globalStatusToCode } from '../../shared/tc-codes.ts';
 import {
   DEFAULT_LIST_PAGE_SIZE,
-  MAX_CALLS_PER_BATCH,
   MAX_CALL_STREAMS,
-  MAX_INFLIGHT_CALLS_PER_STREAM,
   MAX_LIST_PAGE_SIZE,
-  MAX_RESULTS_PER_BATCH,
   MAX_TC_MESSAGE_BYTES,
   SERVER_KEEPALIVE_TIME_MS,
   SERVER_KEEPALIVE_TIMEOUT_MS,
@@ -61,15 +58,11 @@ import type {
   BeginRequestWire,
   BranchRegisterRequestWire,
   BranchReportRequestWire,
-  CallBatchWire,
-  CallKind,
   GlobalReportRequestWire,
   ListSessionsRequestWire,
   LockQueryRequestWire,
   MarkResolvedRequestWire,
   XidRequestWire,
-  ResultBatchWire,
-  ResultWire,
   SessionInfoWire,
   WireLeader,
   WireResponse,
@@ -77,6 +70,7 @@ import type {
 import { SpanStatusCode } from '@opentelemetry/api';
 import { ATTR_RESULT, ATTR_TC_METHOD, ATTR_XID, SpanKind, tracer } from '../../shared/tracing.ts';
 import type { RmChannelHub } from './rm-hub.ts';
+import { CallStream, type CallDuplex } from './call-stream.ts';
 import { AUDITED_METHODS, OPERATOR_METADATA_KEY, auditOperatorCall } from './audit.ts';
 import type { TcMetrics } from './tc-metrics.ts';
 import {
@@ -246,18 +240,6 @@ const UNARY: ReadonlyMap<string, Method> = new Map(
   ]),
 );
 
-/** The methods the multiplexed `Calls` stream carries (the oneof of proto Call). */
-const CALL_KINDS: ReadonlySet<string> = new Set<CallKind>([
-  'begin',
-  'commit',
-  'rollback',
-  'getStatus',
-  'globalReport',
-  'branchRegister',
-  'branchReport',
-  'lockQuery',
-]);
-
 export class TcGrpcService {
   private readonly opts: TcGrpcServiceOptions;
   private readonly coordinator: Coordinator;
@@ -270,8 +252,8 @@ export class TcGrpcService {
   private readonly quotas: QuotasConfig;
   /** Unary calls in flight by connection (its peer address). */
   private readonly unaryInflight = new Map<string, number>();
-  /** One per open Calls stream: ends it once its calls in flight are answered (close()). */
-  private readonly drains = new Set<() => void>();
+  /** The open Calls streams: each drains once its calls in flight are answered (close()). */
+  private readonly drains = new Set<CallStream>();
   private readonly metrics: {
     count(method: Method, code: string): void;
     observe(method: Method, seconds: number): void;
@@ -332,8 +314,7 @@ export class TcGrpcService {
         });
       };
     }
-    handlers.Calls = (call: grpc.ServerDuplexStream<CallBatchWire, ResultBatchWire>) =>
-      this.onCallStream(call);
+    handlers.Calls = (call: CallDuplex) => this.onCallStream(call);
     handlers.RmChannel = (call: Parameters<RmChannelHub['handle']>[0]) =>
       options.hub.handle(call, this.callerOf(call as never));
     this.server.addService(tcServiceConstructor().service, handlers);
@@ -377,7 +358,7 @@ export class TcGrpcService {
    * finish. What is still running after SHUTDOWN_GRACE_MS is cancelled.
    */
   close(): Promise<void> {
-    for (const drain of [...this.drains]) drain();
+    for (const stream of [...this.drains]) stream.drain();
     return new Promise((resolve) => {
       const force = setTimeout(() => {
         this.server.forceShutdown();
@@ -543,7 +524,7 @@ export class TcGrpcService {
   // -------------------------------------------------------------------------------------
   // The multiplexed call stream
 
-  private onCallStream(call: grpc.ServerDuplexStream<CallBatchWire, ResultBatchWire>): void {
+  private onCallStream(call: CallDuplex): void {
     const caller = this.callerOf(call);
     if (this.callStreams >= MAX_CALL_STREAMS) {
       call.emit('error', {
@@ -553,112 +534,16 @@ export class TcGrpcService {
       return;
     }
     this.callStreams++;
-    let inflight = 0;
-    let ended = false;
-    let done = false;
-    let outbox: ResultWire[] = [];
-    let flushScheduled = false;
-    const finish = () => {
-      if (done) return;
-      done = true;
-      this.callStreams--;
-      this.drains.delete(drain);
-    };
-    // Shutdown: end the stream (as if the client had) once its calls are answered.
-    const drain = () => {
-      ended = true;
-      if (inflight === 0 && !flushScheduled && !done) {
-        finish();
-        call.end();
-      }
-    };
-    this.drains.add(drain);
-    const flush = () => {
-      flushScheduled = false;
-      if (done) {
-        outbox = [];
-        return;
-      }
-      while (outbox.length > 0) {
-        const results = outbox.splice(0, MAX_RESULTS_PER_BATCH);
-        try {
-          call.write({ results });
-        } catch (err) {
-          this.log.debug({ err }, 'call stream write failed');
-          finish();
-          outbox = [];
-          return;
-        }
-      }
-      if (ended && inflight === 0) {
-        finish();
-        call.end();
-      }
-    };
-    // Results that complete in the same turn of the event loop leave in one batch.
-    const push = (result: ResultWire) => {
-      outbox.push(result);
-      if (!flushScheduled) {
-        flushScheduled = true;
-        setImmediate(flush);
-      }
-    };
-    call.on('data', (batch: CallBatchWire) => {
-      if (done) return;
-      const calls = Array.isArray(batch?.calls) ? batch.calls : [];
-      if (calls.length > MAX_CALLS_PER_BATCH) {
-        this.log.warn(
-          { calls: calls.length, max: MAX_CALLS_PER_BATCH },
-          'call batch too large; closing the stream',
-        );
-        finish();
-        call.emit('error', {
-          code: grpc.status.INVALID_ARGUMENT,
-          details: `a batch holds at most ${MAX_CALLS_PER_BATCH} calls, not ${calls.length}`,
-        });
-        return;
-      }
-      for (const c of calls) {
-        const id = typeof c?.id === 'number' ? c.id : 0;
-        const kind = c?.request;
-        if (kind === undefined || !CALL_KINDS.has(kind)) {
-          push({
-            id,
-            invalid: failed({
-              code: 'ERROR_CODE_BAD_REQUEST',
-              message: 'the call sets no request',
-              retryable: false,
-            }),
-          });
-          continue;
-        }
-        if (inflight >= MAX_INFLIGHT_CALLS_PER_STREAM) {
-          push({
-            id,
-            [kind]: failed({
-              code: 'ERROR_CODE_UNAVAILABLE',
-              message: `more than ${MAX_INFLIGHT_CALLS_PER_STREAM} calls in flight on this stream`,
-              retryable: true,
-            }),
-          });
-          continue;
-        }
-        inflight++;
-        void this.execute(kind, c[kind], caller).then((response) => {
-          inflight--;
-          push({ id, [kind]: response });
-        });
-      }
-    });
-    call.on('end', () => {
-      ended = true;
-      if (inflight === 0 && !flushScheduled) {
-        finish();
-        call.end();
-      }
-    });
-    call.on('error', () => finish());
-    call.on('cancelled', () => finish());
+    this.drains.add(
+      new CallStream(call, {
+        logger: this.log,
+        execute: (kind, request) => this.execute(kind, request, caller),
+        onDone: (stream) => {
+          this.callStreams--;
+          this.drains.delete(stream);
+        },
+      }),
+    );
   }
 
   private createMetrics(registry: Registry) {

@@ -125,10 +125,99 @@ const METRIC_NAMES = [
 ] as const;
 
 type TmMethod = 'begin' | 'commit' | 'rollback';
+interface TmMetrics {
+  total: Counter<'result'>;
+  seconds: Histogram;
+}
+
+type Registers = Registry[];
+
+/** A TM call's pair: its calls by result, and its latency. */
+function tmMetrics(registers: Registers, method: TmMethod, what: string): TmMetrics {
+  return {
+    total: new Counter({
+      name: `concord_tc_global_${method}_total`,
+      help: `${what} calls answered by this node, by result (the global status reached, or the error code)`,
+      labelNames: ['result'] as const,
+      registers,
+    }),
+    seconds: new Histogram({
+      name: `concord_tc_global_${method}_duration_seconds`,
+      help: `${what} call latency at the TC, seconds (decision durable and applied)`,
+      buckets: TX_BUCKETS_SECONDS,
+      registers,
+    }),
+  };
+}
+
+/**
+ * One read per scrape feeds the three state gauges: the first collect() reads, the
+ * others reuse it (prom-client collects a registry's metrics one after another).
+ */
+function summaryPerScrape(
+  read: TcMetricsOptions['liveSummary'],
+): () => Promise<LiveSummary | null> {
+  let pending: Promise<LiveSummary | null> | null = null;
+  return (): Promise<LiveSummary | null> => {
+    if (!read) return Promise.resolve(null);
+    pending ??= (async () => {
+      try {
+        return await read();
+      } catch {
+        return null;
+      } finally {
+        setImmediate(() => (pending = null));
+      }
+    })();
+    return pending;
+  };
+}
+
+/** The stuck alarm time, and the state gauges read from the live summary at scrape time. */
+function registerStateGauges(registers: Registers, options: TcMetricsOptions): void {
+  new Gauge({
+    name: 'concord_tc_stuck_alarm_seconds',
+    help: 'The alarm time of concord_tc_global_stuck (phase-two option stuckAfterMs), seconds after the first failure',
+    registers,
+  }).set(options.stuckAfterMs / 1000);
+  const summary = summaryPerScrape(options.liveSummary);
+  new Gauge({
+    name: 'concord_tc_global_sessions',
+    help: 'Live global transactions by status (raft: every node, from its applied state; db: the lease holder)',
+    labelNames: ['status'] as const,
+    registers,
+    async collect() {
+      const s = await summary();
+      this.reset();
+      if (!s) return;
+      for (const status of LIVE_STATUSES) this.set({ status }, s.byStatus.get(status) ?? 0);
+      for (const [status, n] of s.byStatus)
+        if (!LIVE_STATUSES.includes(status)) this.set({ status }, n);
+    },
+  });
+  new Gauge({
+    name: 'concord_tc_global_stuck',
+    help: 'Live global transactions whose phase two still fails past the alarm time (concord_tc_stuck_alarm_seconds after the first failure); retries go on',
+    registers,
+    async collect() {
+      const s = await summary();
+      this.set(s?.stuck ?? 0);
+    },
+  });
+  new Gauge({
+    name: 'concord_tc_locked_rows',
+    help: 'Row locks held (raft: every node, from its applied state; db: the lease holder)',
+    registers,
+    async collect() {
+      const s = await summary();
+      this.set(s?.lockedRows ?? 0);
+    },
+  });
+}
 
 /** The TC's transaction metrics on one registry (a service restarted on the node replaces them). */
 export class TcMetrics {
-  private readonly tm: Record<TmMethod, { total: Counter<'result'>; seconds: Histogram }>;
+  private readonly tm: Record<TmMethod, TmMetrics>;
   private readonly ended: Counter<'status'>;
   private readonly timeouts: Counter;
   private readonly retries: Counter;
@@ -141,24 +230,10 @@ export class TcMetrics {
     for (const name of METRIC_NAMES)
       if (registry.getSingleMetric(name)) registry.removeSingleMetric(name);
     const registers = [registry];
-    const tmPair = (method: TmMethod, what: string) => ({
-      total: new Counter({
-        name: `concord_tc_global_${method}_total`,
-        help: `${what} calls answered by this node, by result (the global status reached, or the error code)`,
-        labelNames: ['result'] as const,
-        registers,
-      }),
-      seconds: new Histogram({
-        name: `concord_tc_global_${method}_duration_seconds`,
-        help: `${what} call latency at the TC, seconds (decision durable and applied)`,
-        buckets: TX_BUCKETS_SECONDS,
-        registers,
-      }),
-    });
     this.tm = {
-      begin: tmPair('begin', 'Begin'),
-      commit: tmPair('commit', 'Global commit'),
-      rollback: tmPair('rollback', 'Global rollback'),
+      begin: tmMetrics(registers, 'begin', 'Begin'),
+      commit: tmMetrics(registers, 'commit', 'Global commit'),
+      rollback: tmMetrics(registers, 'rollback', 'Global rollback'),
     };
     this.ended = new Counter({
       name: 'concord_tc_global_ended_total',
@@ -195,60 +270,7 @@ export class TcMetrics {
       labelNames: ['source'] as const,
       registers,
     });
-    new Gauge({
-      name: 'concord_tc_stuck_alarm_seconds',
-      help: 'The alarm time of concord_tc_global_stuck (phase-two option stuckAfterMs), seconds after the first failure',
-      registers,
-    }).set(options.stuckAfterMs / 1000);
-    // One read per scrape feeds the three state gauges: the first collect() reads, the
-    // others reuse it (prom-client collects a registry's metrics one after another).
-    let pending: Promise<LiveSummary | null> | null = null;
-    const read = options.liveSummary;
-    const summary = (): Promise<LiveSummary | null> => {
-      if (!read) return Promise.resolve(null);
-      pending ??= (async () => {
-        try {
-          return await read();
-        } catch {
-          return null;
-        } finally {
-          setImmediate(() => (pending = null));
-        }
-      })();
-      return pending;
-    };
-    new Gauge({
-      name: 'concord_tc_global_sessions',
-      help: 'Live global transactions by status (raft: every node, from its applied state; db: the lease holder)',
-      labelNames: ['status'] as const,
-      registers,
-      async collect() {
-        const s = await summary();
-        this.reset();
-        if (!s) return;
-        for (const status of LIVE_STATUSES) this.set({ status }, s.byStatus.get(status) ?? 0);
-        for (const [status, n] of s.byStatus)
-          if (!LIVE_STATUSES.includes(status)) this.set({ status }, n);
-      },
-    });
-    new Gauge({
-      name: 'concord_tc_global_stuck',
-      help: 'Live global transactions whose phase two still fails past the alarm time (concord_tc_stuck_alarm_seconds after the first failure); retries go on',
-      registers,
-      async collect() {
-        const s = await summary();
-        this.set(s?.stuck ?? 0);
-      },
-    });
-    new Gauge({
-      name: 'concord_tc_locked_rows',
-      help: 'Row locks held (raft: every node, from its applied state; db: the lease holder)',
-      registers,
-      async collect() {
-        const s = await summary();
-        this.set(s?.lockedRows ?? 0);
-      },
-    });
+    registerStateGauges(registers, options);
   }
 
   /** One TC call answered at the gRPC edge. */

@@ -1,0 +1,167 @@
+/**
+ * One multiplexed `Calls` stream (proto/tc.proto) at the TC: calls arrive in batches, each
+ * runs through the service (TcGrpcService.execute), and the results that complete in the
+ * same turn of the event loop leave in one batch. A batch too large closes the stream; a
+ * call past the in-flight bound is answered UNAVAILABLE (retryable) and changes nothing.
+ */
+import * as grpc from '@grpc/grpc-js';
+import type { Logger } from '../../shared/logger.ts';
+import type {
+  CallBatchWire,
+  CallKind,
+  CallWire,
+  ResultBatchWire,
+  ResultWire,
+  WireResponse,
+} from '../../shared/tc-wire.ts';
+import {
+  MAX_CALLS_PER_BATCH,
+  MAX_INFLIGHT_CALLS_PER_STREAM,
+  MAX_RESULTS_PER_BATCH,
+} from './limits.ts';
+import { failed } from './mapping.ts';
+
+/** The methods the multiplexed `Calls` stream carries (the oneof of proto Call). */
+const CALL_KINDS: ReadonlySet<string> = new Set<CallKind>([
+  'begin',
+  'commit',
+  'rollback',
+  'getStatus',
+  'globalReport',
+  'branchRegister',
+  'branchReport',
+  'lockQuery',
+]);
+
+export type CallDuplex = grpc.ServerDuplexStream<CallBatchWire, ResultBatchWire>;
+
+/** What a call stream needs of the service that holds it. */
+export interface CallStreamHost {
+  logger: Logger;
+  /** Runs one call (as the stream's caller) to its answer; never rejects. */
+  execute(kind: CallKind, request: unknown): Promise<WireResponse>;
+  /** The stream is done (called once): the service stops counting it. */
+  onDone(stream: CallStream): void;
+}
+
+export class CallStream {
+  private inflight = 0;
+  /** The client ended its side (or the service drains): end ours once the calls are answered. */
+  private ended = false;
+  private done = false;
+  private outbox: ResultWire[] = [];
+  private flushScheduled = false;
+
+  constructor(
+    private readonly call: CallDuplex,
+    private readonly host: CallStreamHost,
+  ) {
+    call.on('data', (batch: CallBatchWire) => this.onBatch(batch));
+    call.on('end', () => {
+      this.ended = true;
+      if (this.inflight === 0 && !this.flushScheduled) {
+        this.finish();
+        call.end();
+      }
+    });
+    call.on('error', () => this.finish());
+    call.on('cancelled', () => this.finish());
+  }
+
+  /** Shutdown: end the stream (as if the client had) once its calls are answered. */
+  drain(): void {
+    this.ended = true;
+    if (this.inflight === 0 && !this.flushScheduled && !this.done) {
+      this.finish();
+      this.call.end();
+    }
+  }
+
+  private finish(): void {
+    if (this.done) return;
+    this.done = true;
+    this.host.onDone(this);
+  }
+
+  private onBatch(batch: CallBatchWire): void {
+    if (this.done) return;
+    const calls = Array.isArray(batch?.calls) ? batch.calls : [];
+    if (calls.length > MAX_CALLS_PER_BATCH) {
+      this.host.logger.warn(
+        { calls: calls.length, max: MAX_CALLS_PER_BATCH },
+        'call batch too large; closing the stream',
+      );
+      this.finish();
+      this.call.emit('error', {
+        code: grpc.status.INVALID_ARGUMENT,
+        details: `a batch holds at most ${MAX_CALLS_PER_BATCH} calls, not ${calls.length}`,
+      });
+      return;
+    }
+    for (const c of calls) this.onCall(c);
+  }
+
+  private onCall(c: CallWire): void {
+    const id = typeof c?.id === 'number' ? c.id : 0;
+    const kind = c?.request;
+    if (kind === undefined || !CALL_KINDS.has(kind)) {
+      this.push({
+        id,
+        invalid: failed({
+          code: 'ERROR_CODE_BAD_REQUEST',
+          message: 'the call sets no request',
+          retryable: false,
+        }),
+      });
+      return;
+    }
+    if (this.inflight >= MAX_INFLIGHT_CALLS_PER_STREAM) {
+      this.push({
+        id,
+        [kind]: failed({
+          code: 'ERROR_CODE_UNAVAILABLE',
+          message: `more than ${MAX_INFLIGHT_CALLS_PER_STREAM} calls in flight on this stream`,
+          retryable: true,
+        }),
+      });
+      return;
+    }
+    this.inflight++;
+    void this.host.execute(kind, c[kind]).then((response) => {
+      this.inflight--;
+      this.push({ id, [kind]: response });
+    });
+  }
+
+  /** Results that complete in the same turn of the event loop leave in one batch. */
+  private push(result: ResultWire): void {
+    this.outbox.push(result);
+    if (!this.flushScheduled) {
+      this.flushScheduled = true;
+      setImmediate(() => this.flush());
+    }
+  }
+
+  private flush(): void {
+    this.flushScheduled = false;
+    if (this.done) {
+      this.outbox = [];
+      return;
+    }
+    while (this.outbox.length > 0) {
+      const results = this.outbox.splice(0, MAX_RESULTS_PER_BATCH);
+      try {
+        this.call.write({ results });
+      } catch (err) {
+        this.host.logger.debug({ err }, 'call stream write failed');
+        this.finish();
+        this.outbox = [];
+        return;
+      }
+    }
+    if (this.ended && this.inflight === 0) {
+      this.finish();
+      this.call.end();
+    }
+  }
+}
