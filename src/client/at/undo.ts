@@ -106,19 +106,23 @@ export function rowObject(cols: readonly string[], row: readonly ImageValue[] | 
 // Lock keys: `table:pk1,pk2;table2:pk3`, a composite key's values joined with '_'. A value
 // is percent-encoded where it holds a character of that grammar (or '^', '%', controls),
 // so two different keys never make the same lock key.
-function encodeLockPart(v: ImageValue): string {
-  const s = v === null ? '\u0000null' : typeof v === 'string' ? v : `b64:${v.b64}`;
+function escapeLockText(s: string): string {
   let out = '';
   for (const ch of s) {
     const code = ch.codePointAt(0) as number;
     if (code < 0x20 || code === 0x7f || ',;:_^%'.includes(ch))
-      out +=
-        encodeURIComponent(ch) === ch
-          ? `%${code.toString(16).padStart(2, '0')}`
-          : encodeURIComponent(ch);
+      out += `%${code.toString(16).padStart(2, '0')}`;
     else out += ch;
   }
   return out;
+}
+
+// An escaped text never holds a bare '%' followed by a letter, so '%N' (NULL) and '%B'
+// (bytes, base64) cannot collide with a text value.
+function encodeLockPart(v: ImageValue): string {
+  if (v === null) return '%N';
+  if (typeof v === 'string') return escapeLockText(v);
+  return `%B${escapeLockText(v.b64)}`;
 }
 
 /** `schema.table:pk,pk` groups of the rows of `items`, merged by table. */
