@@ -105,3 +105,6 @@ export class AtUndoFormatError extends UnretryableBranchError {}
 
 /** The TC port given to AT has no LockQuery (a test double): global-lock checks need it. */
 export class AtLockQueryUnavailableError extends BadRequestError {}
+
+/** AT mode needs the optional peer dependency node-sql-parser, and it is not installed. */
+export class AtParserMissingError extends BadRequestError {}

@@ -7,6 +7,7 @@ export {
   AtImageMismatchError,
   AtUndoFormatError,
   AtLockQueryUnavailableError,
+  AtParserMissingError,
 } from './errors.ts';
 export type { AtRefusal, AtDirtyRow } from './errors.ts';
 export { DEFAULT_LOCK_RETRY, MAX_IMAGE_ROWS, DEFAULT_UNDO_RETENTION_MS } from './limits.ts';

@@ -4,11 +4,29 @@
  * cannot undo is refused here, before anything runs: DDL, multi-table UPDATE/DELETE,
  * upserts, CTEs, several statements at once, and whatever the parser cannot read.
  */
-import nodeSqlParser from 'node-sql-parser';
-import { AtStatementRefusedError } from './errors.ts';
+import { createRequire } from 'node:module';
+import type { Parser } from 'node-sql-parser';
+import { AtParserMissingError, AtStatementRefusedError } from './errors.ts';
 
-const { Parser } = nodeSqlParser;
-const parser = new Parser();
+// Loaded on first use: node-sql-parser is an optional peer dependency of the SDK, needed by
+// AT users only, so `@concord/client/pg` (the fence) imports without it.
+let loaded: Parser | null = null;
+const parser = {
+  get(): Parser {
+    if (loaded !== null) return loaded;
+    let mod: typeof import('node-sql-parser');
+    try {
+      mod = createRequire(import.meta.url)('node-sql-parser') as typeof import('node-sql-parser');
+    } catch (err) {
+      throw new AtParserMissingError(
+        'AT mode parses SQL with node-sql-parser: npm install node-sql-parser',
+        { cause: err },
+      );
+    }
+    loaded = new mod.Parser();
+    return loaded;
+  },
+};
 
 export type SqlDialect = 'postgresql' | 'mysql';
 
@@ -60,7 +78,7 @@ function refuse(
 export function parseStatement(sql: string, dialect: SqlDialect): Node {
   let ast: unknown;
   try {
-    ast = parser.astify(sql, { database: dialect });
+    ast = parser.get().astify(sql, { database: dialect });
   } catch (err) {
     throw new AtStatementRefusedError('unparseable', sql, 'the SQL parser cannot read it', {
       cause: err,
@@ -154,7 +172,7 @@ function selectOf(
   }
   const star = [{ expr: { type: 'column_ref', table: null, column: '*' }, as: null }];
   const selectAst = { type: 'select', columns: star, from, where, orderby, limit };
-  const selectSql = parser.sqlify(selectAst as never, { database: dialect });
+  const selectSql = parser.get().sqlify(selectAst as never, { database: dialect });
   return { selectSql, selectParams };
 }
 
@@ -287,5 +305,5 @@ export function pgInsertWithReturning(
   const returning = ast.returning as { columns: unknown[] } | null;
   if (returning == null) return sql;
   returning.columns = [...returning.columns, ...items];
-  return parser.sqlify(ast as never, { database: 'postgresql' });
+  return parser.get().sqlify(ast as never, { database: 'postgresql' });
 }
