@@ -10,6 +10,7 @@ import {
   AtLockHolderRollingBackError,
   AtStatementRefusedError,
   BranchRefusedError,
+  BranchStatus,
   createClient,
   GlobalStatus,
   TransactionFailedError,
@@ -17,6 +18,7 @@ import {
   type ConcordClient,
 } from '../../src/index.ts';
 import { createLogger } from '../../src/shared/logger.ts';
+import { rmAccessOf } from '../../src/client/sdk/rm-access.ts';
 import { sleep, waitFor } from '../support/wait.ts';
 import { startCluster, type TestCluster } from '../sdk/helpers/cluster.ts';
 import { COMBOS, openDb, type DbHandle } from './helpers.ts';
@@ -270,6 +272,27 @@ describe.each(COMBOS)('AT on %s under %s', (dbName, isolation) => {
     const diff = JSON.parse(Buffer.from(rows[0]?.rollback_info as Buffer).toString());
     expect(diff[0].expected.balance).toBe('1.000000');
     expect(diff[0].current.balance).toBe('42.000000');
+    // ABA (Seata #4997): the row drifts back to the after image and the rollback is delivered
+    // again; it still answers unretryable and restores nothing.
+    await db.sql(`UPDATE ${acct} SET balance = 1 WHERE id = 3`);
+    const asText = dbName === 'pg' ? 'branch_id::text' : 'CAST(branch_id AS CHAR)';
+    const [branch] = await db.sql(
+      `SELECT ${asText} AS branch_id FROM ${undo} WHERE xid = ${p(1)}`,
+      [tx1.xid],
+    );
+    const again = await rmAccessOf(concord).rm.handle({
+      kind: 'rollback',
+      xid: tx1.xid,
+      branchId: String(branch?.branch_id),
+      branchType: 'AT',
+      resourceId: `db-${tag}`,
+      applicationData: '',
+      applicationId: concord.applicationId,
+    });
+    expect(again).toBe(BranchStatus.PhaseTwo_RollbackFailed_Unretryable);
+    expect(String((await db.sql(`SELECT balance FROM ${acct} WHERE id = 3`))[0]?.balance)).toBe(
+      '1.000000',
+    );
     expect(AtDirtyRollbackError.name).toBe('AtDirtyRollbackError');
   }, 60_000);
 
@@ -368,6 +391,25 @@ describe.each(COMBOS)('AT on %s under %s', (dbName, isolation) => {
     expect(String((await db.sql(`SELECT balance FROM ${acct} WHERE id = 1`))[0]?.balance)).toBe(
       '6.000000',
     );
+  }, 60_000);
+
+  it('selectForUpdate in a global transaction waits for the row global lock (read committed)', async () => {
+    await seed();
+    const tx1 = await concord.begin({ name: 'writer' });
+    await tx1.run(() => ds.query(`UPDATE ${acct} SET note = 'uncommitted' WHERE id = 2`));
+    let seen: unknown = 'pending';
+    const reader = concord
+      .transaction({ name: 'reader' }, () =>
+        ds.transaction(async (tx) => {
+          await tx.selectForUpdate(`SELECT note FROM ${acct} WHERE id = ${p(1)}`, [2]);
+          seen = (await db.sql(`SELECT note FROM ${acct} WHERE id = 2`))[0]?.note;
+        }),
+      )
+      .then(() => seen);
+    await sleep(800);
+    expect(seen).toBe('pending');
+    await tx1.commit();
+    expect(await reader).toBe('uncommitted'); // read only once the writer committed
   }, 60_000);
 
   it('cleanUp removes old undo rows of ended transactions only, never a dirty one', async () => {
