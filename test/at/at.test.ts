@@ -412,6 +412,25 @@ describe.each(COMBOS)('AT on %s under %s', (dbName, isolation) => {
     expect(await reader).toBe('uncommitted'); // read only once the writer committed
   }, 60_000);
 
+  if (dbName === 'pg')
+    it('PostgreSQL: a reader waiting for a global lock releases its row lock, so a rolling-back holder restores the row', async () => {
+      await seed();
+      const tx1 = await concord.begin({ name: 'writer' });
+      await tx1.run(() => ds.query(`UPDATE ${acct} SET note = 'dropped' WHERE id = 2`));
+      const reader = concord.transaction({ name: 'reader' }, () =>
+        ds.transaction(async (tx) => {
+          await tx.selectForUpdate(`SELECT note FROM ${acct} WHERE id = ${p(1)}`, [2]);
+          return (await db.sql(`SELECT note FROM ${acct} WHERE id = 2`))[0]?.note;
+        }),
+      );
+      await sleep(500);
+      await expect(tx1.rollback()).resolves.toBe(GlobalStatus.Rollbacked);
+      if (isolation === 'READ COMMITTED') expect(await reader).toBe('b');
+      // Under REPEATABLE READ the row changed after the reader's snapshot: PostgreSQL's own
+      // serialization failure, for the caller to retry (as without AT).
+      else await expect(reader).rejects.toMatchObject({ code: '40001' });
+    }, 60_000);
+
   it('cleanUp removes old undo rows of ended transactions only, never a dirty one', async () => {
     const dirty = await db.sql(`SELECT xid FROM ${undo} WHERE log_status = 2`);
     await ds.flushCommits();

@@ -179,12 +179,8 @@ export class AtCore {
     sql: string,
     params: readonly unknown[],
   ): Promise<unknown> {
-    const result = await tx.conn.run(sql, params);
-    const locked = await tx.conn.image(`${plan.selectSql} FOR UPDATE`, plan.selectParams);
-    const idx = pkIndexes(locked.cols, meta.pk);
-    const table = `${meta.schema}.${meta.table}`;
-    await this.waitForGlobalLock(tx, [{ table, pks: locked.rows.map((r) => pkOf(r, idx)) }]);
-    return result;
+    await this.lockRowsGlobally(tx, plan, meta);
+    return tx.conn.run(sql, params);
   }
 
   /** `tx.selectForUpdate(sql)`: the caller's SELECT, locked, with the global-lock check. */
@@ -220,33 +216,46 @@ export class AtCore {
     sql: string,
     params: readonly unknown[],
   ): Promise<unknown> {
-    if (plan.kind !== 'insert') {
-      const before = await tx.conn.image(`${plan.selectSql} FOR UPDATE`, plan.selectParams);
-      const idx = pkIndexes(before.cols, meta.pk);
-      const table = `${meta.schema}.${meta.table}`;
-      await this.waitForGlobalLock(tx, [{ table, pks: before.rows.map((r) => pkOf(r, idx)) }]);
-    }
+    if (plan.kind !== 'insert') await this.lockRowsGlobally(tx, plan, meta);
     return tx.conn.run(sql, params);
   }
 
-  /** LockQuery until every row is free of other global transactions, by the retry policy. */
-  async waitForGlobalLock(tx: LocalTx, rows: { table: string; pks: ImageValue[][] }[]) {
+  /**
+   * Locks the plan's rows locally (FOR UPDATE) and waits until no other global transaction
+   * holds them. Between attempts it rolls back to a savepoint, so on PostgreSQL the local
+   * row locks are released while it waits and a holder that is rolling back can restore
+   * them (InnoDB keeps them until the end of the local transaction: there the wait is
+   * bounded by the retry policy).
+   */
+  private async lockRowsGlobally(tx: LocalTx, plan: ImagedPlan, meta: TableMeta) {
+    const { intervalMs, times } = this.options.lockRetry;
+    const table = `${meta.schema}.${meta.table}`;
+    for (let attempt = 1; ; attempt += 1) {
+      await tx.conn.exec('SAVEPOINT concord_global_lock');
+      const rows = await tx.conn.image(`${plan.selectSql} FOR UPDATE`, plan.selectParams);
+      const idx = pkIndexes(rows.cols, meta.pk);
+      const keys = [{ table, pks: rows.rows.map((r) => pkOf(r, idx)) }];
+      if (await this.lockable(tx, keys)) {
+        await tx.conn.exec('RELEASE SAVEPOINT concord_global_lock');
+        return;
+      }
+      await tx.conn.exec('ROLLBACK TO SAVEPOINT concord_global_lock');
+      if (attempt >= times) throw new AtLockConflictError('', lockKeyOf(keys), attempt, {});
+      await sleep(intervalMs);
+    }
+  }
+
+  private async lockable(tx: LocalTx, rows: { table: string; pks: ImageValue[][] }[]) {
     const lockKey = lockKeyOf(rows);
-    if (lockKey === '') return;
+    if (lockKey === '') return true;
     const tc = this.deps.tc as { lockQuery?: (a: object) => Promise<boolean> };
     if (typeof tc.lockQuery !== 'function')
       throw new AtLockQueryUnavailableError('the TC port has no lockQuery');
-    const { intervalMs, times } = this.options.lockRetry;
-    for (let attempt = 1; ; attempt += 1) {
-      const free = await tc.lockQuery({
-        ...(tx.xid !== null ? { xid: tx.xid } : {}),
-        resourceId: this.options.resourceId,
-        lockKey,
-      });
-      if (free) return;
-      if (attempt >= times) throw new AtLockConflictError('', lockKey, attempt, {});
-      await sleep(intervalMs);
-    }
+    return tc.lockQuery({
+      ...(tx.xid !== null ? { xid: tx.xid } : {}),
+      resourceId: this.options.resourceId,
+      lockKey,
+    });
   }
 
   /**
