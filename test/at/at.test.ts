@@ -18,7 +18,7 @@ import {
   type ConcordClient,
 } from '../../src/index.ts';
 import { createLogger } from '../../src/shared/logger.ts';
-import { rmAccessOf } from '../../src/client/sdk/rm-access.ts';
+import { internalsOf as rmAccessOf } from '../../src/client/sdk/internals.ts';
 import { sleep, waitFor } from '../support/wait.ts';
 import { startCluster, type TestCluster } from '../sdk/helpers/cluster.ts';
 import { COMBOS, openDb, type DbHandle } from './helpers.ts';

@@ -8,7 +8,7 @@
 import { currentContext, type Xid } from '../context.ts';
 import { LockConflictError } from '../tc/errors.ts';
 import { BranchRefusedError } from '../sdk/errors.ts';
-import type { RmAccess } from '../sdk/rm-access.ts';
+import type { ActionDeps as RmAccess } from '../sdk/actions.ts';
 import { BranchStatus, GlobalStatus } from '../../shared/tc-vocabulary.ts';
 import type { AtConnection, AtDialect, TableMeta } from './dialect.ts';
 import {

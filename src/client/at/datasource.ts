@@ -9,7 +9,7 @@ import { BadRequestError } from '../../shared/errors.ts';
 import { isEndStatus } from '../../shared/tc-vocabulary.ts';
 import type { Xid } from '../context.ts';
 import { validateResourceId } from '../sdk/rm.ts';
-import { rmAccessOf } from '../sdk/rm-access.ts';
+import { internalsOf as rmAccessOf } from '../sdk/internals.ts';
 import type { ConcordClient } from '../sdk/client.ts';
 import { UnknownXidError } from '../tc/errors.ts';
 import { AtCore, type AtHooks, type LocalTx } from './core.ts';
@@ -20,7 +20,7 @@ import {
   type LockRetryPolicy,
 } from './limits.ts';
 import type { Logger } from '../logger.ts';
-import type { RmAccess } from '../sdk/rm-access.ts';
+import type { ActionDeps as RmAccess } from '../sdk/actions.ts';
 import type { AtDialect } from './dialect.ts';
 import { AtPhaseTwo, LOG_STATUS_DIRTY, type Connect } from './phase-two.ts';
 
