@@ -28,6 +28,15 @@ export class InvariantChecker {
 
   constructor(private readonly machine: CoordinatorStateMachine) {}
 
+  /**
+   * A status a command's answer names for a session the state no longer shows: a checker
+   * that looks after a batch of commands (db mode) sees a resume that a later command of the
+   * same batch ended, only by this.
+   */
+  sawStatus(xid: string, status: GlobalStatus, command: Command): void {
+    this.see(xid, status, command);
+  }
+
   /** Call after every apply. */
   observe(command: Command, outcome: Outcome<unknown>): void {
     try {

@@ -17,7 +17,7 @@ import {
   CoordinatorStateMachine,
   type CoordinatorStateView,
 } from '../../src/coordinator/state-machine.ts';
-import { decisionOf, type BranchSession } from '../../src/coordinator/types.ts';
+import { decisionOf, type BranchSession, type GlobalStatus } from '../../src/coordinator/types.ts';
 import type { DbSessionStore, DialectName } from '../../src/store/db/index.ts';
 import { MemoryStore } from '../../src/store/memory/index.ts';
 import { flush } from '../coordinator/fakes.ts';
@@ -326,6 +326,15 @@ class DbWorld implements WorldBackend {
     this.view.restore(
       encodeSnapshot({ ...data, finished: data.finished.filter((r) => !endedXids.has(r.xid)) }),
     );
+    // A failed end resumed and then ended within the batch: the resume first, as it happened
+    // (the re-read state holds neither; without it the end would look like a failed end left
+    // by FinishGlobal).
+    for (const x of batch) {
+      if (x.command.kind !== 'RetryResumed' || !endedXids.has(x.command.xid) || !x.outcome.ok)
+        continue;
+      const status = (x.outcome.value as { status?: GlobalStatus }).status;
+      if (status !== undefined) this.checker.sawStatus(x.command.xid, status, x.command);
+    }
     for (const x of ended) this.checker.observe(x.command, x.outcome);
     this.view.restore(state);
     for (const x of batch.filter((x) => !endsSession(x)))
