@@ -25,6 +25,11 @@
  * refusal: the transaction rolls back. Phase two of a lock branch does nothing but answer
  * (every client process serves `chaos.locks` on a raw RM channel); after healing every row
  * must be lockable again.
+ *
+ * XA and AT branches: some transactions also move money in an XA branch (the bank's accounts,
+ * one prepared PostgreSQL transaction) and some in an AT branch (plain UPDATEs of the AT
+ * ledger through createPgAtDataSource; only AT branches write that ledger, as docs/sdk-at.md
+ * asks of every writer of an AT table).
  */
 import type { Xid } from '../src/shared/ids.ts';
 import type { Logger } from 'pino';
