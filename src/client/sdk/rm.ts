@@ -88,7 +88,7 @@ export class ResourceManager {
   private channel: RmChannelPort | null = null;
   private running = 0;
   private readonly queue: (() => void)[] = [];
-  private readonly inflight = new Map<string, Promise<PhaseTwoAnswer>>();
+  private readonly inflight = new Map<string, Promise<BranchStatus | PhaseTwoAnswer>>();
   private accepting = true;
   private idleWaiters: (() => void)[] = [];
 
@@ -151,11 +151,15 @@ export class ResourceManager {
    * application (a resource id is unique within an application only): nothing runs.
    */
   async handle(request: PhaseTwoRequest): Promise<BranchStatus> {
-    return (await this.answer(request)).status;
+    const answer = await this.answer(request);
+    return typeof answer === 'object' ? answer.status : answer;
   }
 
-  /** As handle, with the message of an unretryable failure (the TC logs and shows it). */
-  async answer(request: PhaseTwoRequest): Promise<PhaseTwoAnswer> {
+  /**
+   * The RM channel's handler: as handle, but an unretryable failure answers with its message
+   * (`{ status, message }`: the TC logs it and the console shows it).
+   */
+  async answer(request: PhaseTwoRequest): Promise<BranchStatus | PhaseTwoAnswer> {
     this.refuseForeign(request);
     const key = `${request.kind}|${request.xid}|${request.branchId}`;
     const same = this.inflight.get(key);
@@ -194,10 +198,10 @@ export class ResourceManager {
     throw err;
   }
 
-  private async dispatch(request: PhaseTwoRequest): Promise<PhaseTwoAnswer> {
+  private async dispatch(request: PhaseTwoRequest): Promise<BranchStatus | PhaseTwoAnswer> {
     const note: { message?: string } = {};
     const status = await this.dispatchStatus(request, note);
-    return { status, ...note };
+    return note.message === undefined ? status : { status, message: note.message };
   }
 
   private async dispatchStatus(
