@@ -46,6 +46,7 @@
  *   reservation-left              money still frozen after healing
  *   money-not-conserved           the total balance changed
  *   prepared-left                 an XA branch of the run still prepared after healing
+ *   undo-left                     an AT undo row of the run outlived its transaction
  */
 import {
   statusFamily,
@@ -83,6 +84,13 @@ export interface BankState {
   frozen: number;
   /** The xids of Concord's XA branches still prepared in the database (absent: not read). */
   preparedXids?: readonly string[];
+  /** The AT ledger's total (expected: expectedTotal too; absent: not read). */
+  atTotal?: number;
+  /**
+   * The AT undo rows left after the clients exited (log_status: 0 normal, 1 defense, 2 dirty;
+   * absent: not read).
+   */
+  undoRows?: ReadonlyArray<{ xid: string; branchId: string; status: number }>;
 }
 
 export interface CheckInput {
@@ -92,6 +100,11 @@ export interface CheckInput {
   /** null: the TC could not be asked (reported as a note, not a violation). */
   tc: TcState | null;
   bank: BankState | null;
+  /**
+   * A client process was killed during the run: a committed AT branch's undo row whose
+   * batched deletion died with it is expected (retention cleanup removes it), and noted.
+   */
+  clientsKilled?: boolean;
 }
 
 export const VIOLATION_KINDS = [
@@ -117,6 +130,7 @@ export const VIOLATION_KINDS = [
   'reservation-left',
   'money-not-conserved',
   'prepared-left',
+  'undo-left',
 ] as const;
 export type ViolationKind = (typeof VIOLATION_KINDS)[number];
 
@@ -157,6 +171,17 @@ export interface CheckStats {
   lockConflicts: number;
   /** History lines that did not parse (not a violation: a torn last line of a killed process). */
   badHistoryLines: number;
+  /**
+   * AT undo rows of the run left by design: defense rows (the hanging guard), and rows of
+   * committed branches whose batched deletion may have died with a killed client (the
+   * retention cleanup removes both).
+   */
+  atUndoKept: UndoKept;
+}
+
+export interface UndoKept {
+  defense: number;
+  lostBatch: number;
 }
 
 export interface CheckResult {
@@ -585,7 +610,7 @@ function checkStatuses(
 }
 
 /** The TC after healing, and the bank: nothing left live, held or frozen; money conserved. */
-function checkLeftovers(input: CheckInput, notes: string[]): Violation[] {
+function checkLeftovers(input: CheckInput, notes: string[], kept: UndoKept): Violation[] {
   const violations: Violation[] = [];
   if (input.tc === null) notes.push('the TC state was not checked (no leader answered)');
   else {
@@ -613,6 +638,11 @@ function checkLeftovers(input: CheckInput, notes: string[]): Violation[] {
         kind: 'money-not-conserved',
         detail: `total ${input.bank.total}, expected ${input.bank.expectedTotal}`,
       });
+    if (input.bank.atTotal !== undefined && input.bank.atTotal !== input.bank.expectedTotal)
+      violations.push({
+        kind: 'money-not-conserved',
+        detail: `AT ledger total ${input.bank.atTotal}, expected ${input.bank.expectedTotal}`,
+      });
     const runXids = new Set(input.events.flatMap((e) => (e.xid === undefined ? [] : [e.xid])));
     for (const xid of input.bank.preparedXids ?? [])
       if (runXids.has(xid))
@@ -621,6 +651,40 @@ function checkLeftovers(input: CheckInput, notes: string[]): Violation[] {
           xid,
           detail: 'an XA branch is still prepared (holding its row locks)',
         });
+    violations.push(...checkUndoLeft(input, runXids, kept));
+  }
+  return violations;
+}
+
+/**
+ * After the run settled every transaction has ended, so an undo row of the run outlived it:
+ * a dirty one (nothing but AT branches writes the AT ledger), or a normal one — unless its
+ * transaction was not seen rolled back and a client was killed (a committed branch's batched
+ * deletion may have died with the process; the retention cleanup removes it; counted in the
+ * stats). Defense rows (the hanging guard) stay by design until the retention cleanup; counted.
+ */
+function checkUndoLeft(input: CheckInput, runXids: Set<string>, kept: UndoKept): Violation[] {
+  const violations: Violation[] = [];
+  const rolledBack = new Set(
+    observationsOf(input.events)
+      .filter((o) => statusFamily(o.status) === 'rollback')
+      .map((o) => o.xid),
+  );
+  for (const u of input.bank?.undoRows ?? []) {
+    if (!runXids.has(u.xid)) continue;
+    const rb = rolledBack.has(u.xid);
+    if (u.status === 1) kept.defense++;
+    else if (u.status === 0 && !rb && input.clientsKilled === true) kept.lostBatch++;
+    else
+      violations.push({
+        kind: 'undo-left',
+        xid: u.xid,
+        branchId: u.branchId,
+        detail:
+          u.status === 2
+            ? 'an AT rollback found a dirty write (undo row kept dirty)'
+            : `an undo row outlived its ${rb ? 'rolled-back' : 'ended'} transaction`,
+      });
   }
   return violations;
 }
@@ -686,7 +750,8 @@ export function check(input: CheckInput): CheckResult {
   const obs = observationsOf(input.events);
   const obsByXid = groupObservationsByXid(obs);
   violations.push(...checkStatuses(obsByXid, allXids, xids, branchesOfXid));
-  violations.push(...checkLeftovers(input, notes));
+  const atUndoKept: UndoKept = { defense: 0, lostBatch: 0 };
+  violations.push(...checkLeftovers(input, notes, atUndoKept));
 
   const stats: CheckStats = {
     attempted: 0,
@@ -709,6 +774,7 @@ export function check(input: CheckInput): CheckResult {
     lockBranches: input.events.filter((e) => e.op === 'lock' && e.type === 'ok').length,
     lockConflicts: input.events.filter((e) => e.op === 'lock' && e.type === 'fail').length,
     badHistoryLines: 0,
+    atUndoKept,
   };
   countOutcomes(stats, txns, branchesOfXid);
   countPhaseTwo(stats, input.events);

@@ -9,18 +9,25 @@
  *                     it to the target, cancel unfreezes. After healing nothing is frozen and
  *                     the total is what it was.
  *   <prefix>_fence    the SDK's fence table (createPgFence), in the same database.
+ *   <prefix>_at_account  the AT ledger: AT branches move money between its accounts with
+ *                     plain UPDATEs (only AT branches write it, as docs/sdk-at.md asks of
+ *                     every writer of an AT table); its total never changes.
+ *   <prefix>_undo     the AT data sources' undo log (createPgAtDataSource, undoTable).
  *
  * Connection settings come from the standard PG* variables (127.0.0.1:5432, user
  * postgres, db test by default).
  */
 import pg from 'pg';
 import { createPgFence } from '../src/client/fence/index.ts';
+import { pgDialect } from '../src/client/at/pg.ts';
 import type { BankState, EffectOp, EffectRow, FenceRow } from './checker.ts';
 
 export interface ChaosTables {
   effect: string;
   account: string;
   fence: string;
+  atAccount: string;
+  undo: string;
 }
 
 /** Accounts of the bank and each one's opening balance. */
@@ -52,7 +59,13 @@ export function createPool(max: number): pg.Pool {
 export function tablesFor(tag: string): ChaosTables {
   if (!/^[a-z0-9_]{1,40}$/.test(tag)) throw new Error(`bad table tag ${tag}`);
   const prefix = `chaos_${tag}`;
-  return { effect: `${prefix}_effect`, account: `${prefix}_account`, fence: `${prefix}_fence` };
+  return {
+    effect: `${prefix}_effect`,
+    account: `${prefix}_account`,
+    fence: `${prefix}_fence`,
+    atAccount: `${prefix}_at_account`,
+    undo: `${prefix}_undo`,
+  };
 }
 
 export async function createTables(pool: pg.Pool, t: ChaosTables): Promise<void> {
@@ -73,10 +86,16 @@ export async function createTables(pool: pg.Pool, t: ChaosTables): Promise<void>
     [OPENING_BALANCE, BANK_ACCOUNTS],
   );
   await createPgFence(pool, { table: t.fence }).ensureSchema();
+  await pool.query(`CREATE TABLE ${t.atAccount} (id int PRIMARY KEY, balance bigint NOT NULL)`);
+  await pool.query(
+    `INSERT INTO ${t.atAccount} (id, balance) SELECT g, $1 FROM generate_series(0, $2 - 1) g`,
+    [OPENING_BALANCE, BANK_ACCOUNTS],
+  );
+  for (const sql of pgDialect.schemaSql(t.undo)) await pool.query(sql);
 }
 
 export async function dropTables(pool: pg.Pool, t: ChaosTables): Promise<void> {
-  for (const name of [t.effect, t.account, t.fence])
+  for (const name of [t.effect, t.account, t.fence, t.atAccount, t.undo])
     await pool.query(`DROP TABLE IF EXISTS ${name}`);
 }
 
@@ -108,10 +127,24 @@ export async function readBank(pool: pg.Pool, t: ChaosTables): Promise<BankState
   const prepared = await pool.query<{ gid: string }>(
     "SELECT gid FROM pg_prepared_xacts WHERE database = current_database() AND gid LIKE 'concord-xa:%'",
   );
+  const at = await pool.query<{ total: string }>(
+    `SELECT coalesce(sum(balance), 0) AS total FROM ${t.atAccount}`,
+  );
+  // Every undo row left (read after the clients exited: the live ones flushed their batched
+  // commit deletions on the way out).
+  const undo = await pool.query<{ xid: string; branch_id: string; log_status: number }>(
+    `SELECT xid, branch_id, log_status FROM ${t.undo} ORDER BY xid, branch_id`,
+  );
   return {
     expectedTotal: BANK_ACCOUNTS * OPENING_BALANCE,
     total: Number(r.rows[0]!.total),
     frozen: Number(r.rows[0]!.frozen),
     preparedXids: prepared.rows.map((row) => row.gid.split(':').slice(3).join(':')),
+    atTotal: Number(at.rows[0]!.total),
+    undoRows: undo.rows.map((row) => ({
+      xid: row.xid,
+      branchId: String(row.branch_id),
+      status: Number(row.log_status),
+    })),
   };
 }

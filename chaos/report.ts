@@ -211,6 +211,10 @@ function transactionsTable(r: ChaosReport): string {
       ['status observations', String(s.statusObservations)],
       ['phase two runs', `${s.phaseTwoRuns} (${s.phaseTwoBySibling} by a sibling process)`],
       ['lock branches', `${s.lockBranches} (${s.lockConflicts} refused: lock conflict)`],
+      [
+        'AT undo rows kept',
+        `${s.atUndoKept.defense} defense (hanging guard), ${s.atUndoKept.lostBatch} committed (batch lost with a killed client)`,
+      ],
       ['violations', String(r.check.violationsTotal)],
     ],
   );

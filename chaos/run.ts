@@ -322,7 +322,15 @@ async function checkRun(r: Run): Promise<ChaosReport> {
       readFences(pool, tables),
       readBank(pool, tables),
     ]);
-    const result = check({ events: history.events, effects, fences, tc: r.tcState, bank });
+    const clientsKilled = (r.nemesis?.records ?? []).some((rec) => rec.kind === 'client-kill');
+    const result = check({
+      events: history.events,
+      effects,
+      fences,
+      tc: r.tcState,
+      bank,
+      clientsKilled,
+    });
     result.stats.badHistoryLines = history.badLines.length;
     r.phases.totalMs = Date.now() - r.t0;
     const report = buildReport({

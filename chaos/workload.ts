@@ -25,6 +25,11 @@
  * refusal: the transaction rolls back. Phase two of a lock branch does nothing but answer
  * (every client process serves `chaos.locks` on a raw RM channel); after healing every row
  * must be lockable again.
+ *
+ * XA and AT branches: some transactions also move money in an XA branch (the bank's accounts,
+ * one prepared PostgreSQL transaction) and some in an AT branch (plain UPDATEs of the AT
+ * ledger through createPgAtDataSource; only AT branches write that ledger, as docs/sdk-at.md
+ * asks of every writer of an AT table).
  */
 import type { Xid } from '../src/shared/ids.ts';
 import type { Logger } from 'pino';
@@ -37,8 +42,9 @@ import {
   UnknownXidError,
 } from '../src/index.ts';
 import type { BranchAction, ConcordClient, GlobalTransaction } from '../src/index.ts';
-import type { PgFenceTx, PgXaDataSource } from '../src/pg.ts';
+import type { PgAtDataSource, PgFenceTx, PgXaDataSource } from '../src/pg.ts';
 import { createPgXaDataSource } from '../src/client/xa/pg.ts';
+import { createPgAtDataSource } from '../src/client/at/pg.ts';
 import { createPgFence } from '../src/client/fence/index.ts';
 import { LockConflictError, type TcClient } from '../src/client/tc-client.ts';
 import type { ChaosTables } from './db.ts';
@@ -75,6 +81,13 @@ const LOCK_BRANCH_PROBABILITY = 0.3;
  * the TC with the rest (docs/sdk-xa.md). The checker finds none left prepared after healing.
  */
 const XA_BRANCH_PROBABILITY = 0.3;
+/**
+ * Share of transactions (that got through their tries) that also move money in an AT branch:
+ * two plain UPDATEs of the AT ledger in one local transaction, made reversible by the AT data
+ * source (undo rows, global row locks; docs/sdk-at.md). Only AT branches write that ledger.
+ * The checker finds its total unchanged and no undo row of the run left after it settles.
+ */
+const AT_BRANCH_PROBABILITY = 0.3;
 /** Amount moved per branch, range. */
 const AMOUNT_MIN = 1;
 const AMOUNT_MAX = 100;
@@ -154,12 +167,21 @@ export class Workload {
   private readonly actions: Array<BranchAction<TransferArgs, string>>;
   /** Made in connect(): the XA data source of this application (resource `chaos.<app>.xa`). */
   private xa!: PgXaDataSource;
+  /** Made in connect(): the AT data source of this application (resource `chaos.<app>.at`). */
+  private at!: PgAtDataSource;
   private readonly h: HistoryWriter;
   private seq = 0;
   private draining = false;
   private loops: Promise<void>[] = [];
   private readonly log: Logger;
-  readonly counters = { txns: 0, committed: 0, rolledBack: 0, unknown: 0, xaBranches: 0 };
+  readonly counters = {
+    txns: 0,
+    committed: 0,
+    rolledBack: 0,
+    unknown: 0,
+    xaBranches: 0,
+    atBranches: 0,
+  };
 
   constructor(private readonly o: WorkloadOptions) {
     this.h = o.history;
@@ -239,6 +261,10 @@ export class Workload {
     const name = `chaos.${this.o.applicationId}.xa`;
     this.xa = createPgXaDataSource(this.client, this.o.pool, { name });
     await this.xa.start(); // recovers what a killed process of this application left prepared
+    this.at = createPgAtDataSource(this.o.pool, this.client, {
+      resourceId: `chaos.${this.o.applicationId}.at`,
+      undoTable: this.o.tables.undo,
+    });
   }
 
   start(): void {
@@ -352,6 +378,7 @@ export class Workload {
     if (failed === null && rnd.chance(LOCK_BRANCH_PROBABILITY))
       failed = await this.lockBranch(txn, xid, rnd);
     if (failed === null && rnd.chance(XA_BRANCH_PROBABILITY)) failed = await this.xaBranch(tx, rnd);
+    if (failed === null && rnd.chance(AT_BRANCH_PROBABILITY)) failed = await this.atBranch(tx, rnd);
     if (failed === null && plan.failAfterTries) failed = 'planned failure after the tries';
 
     // phase two: commit or roll back, then learn the outcome
@@ -387,6 +414,33 @@ export class Workload {
     } catch (err) {
       this.log.warn({ err }, 'XA branch failed; the transaction rolls back');
       return `xa branch failed: ${errText(err)}`;
+    }
+  }
+
+  /** An AT branch moving money between two accounts of the AT ledger; as xaBranch. */
+  private async atBranch(tx: GlobalTransaction, rnd: Prng): Promise<string | null> {
+    const from = rnd.int(0, BANK_ACCOUNTS - 1);
+    const to = (from + rnd.int(1, BANK_ACCOUNTS - 1)) % BANK_ACCOUNTS;
+    const amount = rnd.int(AMOUNT_MIN, AMOUNT_MAX);
+    const moves = [
+      [from, -amount],
+      [to, amount],
+    ].sort((x, y) => x[0]! - y[0]!);
+    try {
+      await tx.run(() =>
+        this.at.transaction(async (q) => {
+          for (const [id, delta] of moves)
+            await q.query(
+              `UPDATE ${this.o.tables.atAccount} SET balance = balance + $2 WHERE id = $1`,
+              [id, delta],
+            );
+        }),
+      );
+      this.counters.atBranches++;
+      return null;
+    } catch (err) {
+      this.log.warn({ err }, 'AT branch failed; the transaction rolls back');
+      return `at branch failed: ${errText(err)}`;
     }
   }
 
@@ -525,6 +579,8 @@ export class Workload {
 
   async close(): Promise<void> {
     this.xa?.close();
+    // The undo rows of committed AT branches are deleted in batches: do it before leaving.
+    await this.at?.flushCommits();
     await this.client.close();
   }
 }

@@ -234,6 +234,25 @@ export interface BranchResultWire {
   requestId: string;
   branchStatus: number;
   error?: WireError | null;
+  /** The RM's explanation of a failed status, ≤ MAX_RM_MESSAGE_BYTES ('' or absent: none). */
+  message?: string;
+}
+
+/** The most of an RM's phase-two message the wire carries, bytes (UTF-8). */
+export const MAX_RM_MESSAGE_BYTES = 2048;
+
+/** `text` cut to at most MAX_RM_MESSAGE_BYTES bytes of UTF-8, on a character boundary. */
+export function boundRmMessage(text: string): string {
+  if (Buffer.byteLength(text) <= MAX_RM_MESSAGE_BYTES) return text;
+  let out = '';
+  let bytes = 0;
+  for (const ch of text) {
+    const n = Buffer.byteLength(ch);
+    if (bytes + n > MAX_RM_MESSAGE_BYTES - 3) break;
+    out += ch;
+    bytes += n;
+  }
+  return `${out}…`;
 }
 export interface PingWire {
   sentAtMs: number;

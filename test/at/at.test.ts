@@ -272,6 +272,23 @@ describe.each(COMBOS)('AT on %s under %s', (dbName, isolation) => {
     const diff = JSON.parse(Buffer.from(rows[0]?.rollback_info as Buffer).toString());
     expect(diff[0].expected.balance).toBe('1.000000');
     expect(diff[0].current.balance).toBe('42.000000');
+    // The RM sent the diff with its unretryable answer: the leader logged it (error line
+    // with the xid, the branch and the RM's message).
+    const logged = await waitFor(
+      'the leader logging the RM message',
+      () =>
+        cluster
+          .logs()
+          .split('\n')
+          .find((l) => l.includes(tx1.xid) && l.includes('the RM says why')) ?? undefined,
+      PHASE_TWO_MS,
+    );
+    const line = JSON.parse(logged) as Record<string, unknown>;
+    expect(line.status).toBe('PhaseTwo_RollbackFailed_Unretryable');
+    expect(String(line.rmMessage)).toContain('dirty write');
+    expect(String(line.rmMessage)).toContain('"current":{');
+    expect(String(line.rmMessage)).toMatch(/42(\.000000)?/);
+    expect(Buffer.byteLength(String(line.rmMessage))).toBeLessThanOrEqual(2048);
     // ABA (Seata #4997): the row drifts back to the after image and the rollback is delivered
     // again; it still answers unretryable and restores nothing.
     await db.sql(`UPDATE ${acct} SET balance = 1 WHERE id = 3`);

@@ -163,7 +163,7 @@ describe('checker', () => {
   });
 
   it('knows every violation kind it can report (this file covers each)', () => {
-    expect(VIOLATION_KINDS.length).toBe(22);
+    expect(VIOLATION_KINDS.length).toBe(23);
   });
 
   it('effect-duplicated: a confirm that took effect twice', () => {
@@ -415,6 +415,40 @@ describe('checker', () => {
     w.bank = { expectedTotal: 1000, total: 1000, frozen: 0, preparedXids: ['X1', 'other:1:2'] };
     const found = check(w).violations.filter((v) => v.kind === 'prepared-left');
     expect(found.map((v) => v.xid)).toEqual(['X1']);
+  });
+
+  it('money-not-conserved: the AT ledger total changed', () => {
+    const w = cleanWorld();
+    w.bank = { expectedTotal: 1000, total: 1000, frozen: 0, atTotal: 990 };
+    const found = check(w).violations;
+    expect(found.map((v) => [v.kind, v.detail])).toEqual([
+      ['money-not-conserved', 'AT ledger total 990, expected 1000'],
+    ]);
+  });
+
+  it('undo-left: an undo row that outlived its transaction; dirty, kept, or lost batch', () => {
+    const w = cleanWorld();
+    const undoRows = [
+      { xid: 'X1', branchId: '7', status: 0 }, // committed, no client killed: a leak
+      { xid: 'X2', branchId: '8', status: 0 }, // rolled back, yet its undo row is still there
+      { xid: 'X1', branchId: '9', status: 2 }, // a dirty write
+      { xid: 'X2', branchId: '10', status: 1 }, // a defense row: by design, noted
+      { xid: 'other:1:2', branchId: '11', status: 0 }, // another run's: not ours
+    ];
+    w.bank = { expectedTotal: 1000, total: 1000, frozen: 0, atTotal: 1000, undoRows };
+    const r = check(w);
+    const found = r.violations.filter((v) => v.kind === 'undo-left');
+    expect(found.map((v) => `${v.xid}/${v.branchId}`)).toEqual(['X1/7', 'X2/8', 'X1/9']);
+    expect(found[1]!.detail).toContain('rolled-back');
+    expect(found[2]!.detail).toContain('dirty');
+    expect(r.stats.atUndoKept).toEqual({ defense: 1, lostBatch: 0 });
+
+    // A client was killed: a committed branch's row may be a batch lost with the process
+    // (a note), but a rolled-back transaction's row and a dirty row are still violations.
+    const k = check({ ...w, clientsKilled: true });
+    const kept = k.violations.filter((v) => v.kind === 'undo-left');
+    expect(kept.map((v) => `${v.xid}/${v.branchId}`)).toEqual(['X2/8', 'X1/9']);
+    expect(k.stats.atUndoKept).toEqual({ defense: 1, lostBatch: 1 });
   });
 
   it('counts sibling takeovers of phase two', () => {

@@ -28,7 +28,7 @@ import {
   RM_READY_TIMEOUT_MS,
 } from './limits.ts';
 import { BranchStatus } from '../../shared/tc-vocabulary.ts';
-import type { PhaseTwoRequest, RmChannelPort, TcPort } from '../tc/port.ts';
+import type { PhaseTwoAnswer, PhaseTwoRequest, RmChannelPort, TcPort } from '../tc/port.ts';
 
 /**
  * One resource's phase two. Resolves when the branch is done (or had nothing to do); throws on
@@ -88,7 +88,7 @@ export class ResourceManager {
   private channel: RmChannelPort | null = null;
   private running = 0;
   private readonly queue: (() => void)[] = [];
-  private readonly inflight = new Map<string, Promise<BranchStatus>>();
+  private readonly inflight = new Map<string, Promise<BranchStatus | PhaseTwoAnswer>>();
   private accepting = true;
   private idleWaiters: (() => void)[] = [];
 
@@ -118,7 +118,7 @@ export class ResourceManager {
         transactionServiceGroup: this.deps.transactionServiceGroup,
         clientId: this.deps.clientId,
         resourceIds: () => this.resourceIds,
-        handler: (request) => this.handle(request),
+        handler: (request) => this.answer(request),
       });
     } else {
       this.channel.resourcesChanged();
@@ -151,6 +151,15 @@ export class ResourceManager {
    * application (a resource id is unique within an application only): nothing runs.
    */
   async handle(request: PhaseTwoRequest): Promise<BranchStatus> {
+    const answer = await this.answer(request);
+    return typeof answer === 'object' ? answer.status : answer;
+  }
+
+  /**
+   * The RM channel's handler: as handle, but an unretryable failure answers with its message
+   * (`{ status, message }`: the TC logs it and the console shows it).
+   */
+  async answer(request: PhaseTwoRequest): Promise<BranchStatus | PhaseTwoAnswer> {
     this.refuseForeign(request);
     const key = `${request.kind}|${request.xid}|${request.branchId}`;
     const same = this.inflight.get(key);
@@ -189,7 +198,16 @@ export class ResourceManager {
     throw err;
   }
 
-  private async dispatch(request: PhaseTwoRequest): Promise<BranchStatus> {
+  private async dispatch(request: PhaseTwoRequest): Promise<BranchStatus | PhaseTwoAnswer> {
+    const note: { message?: string } = {};
+    const status = await this.dispatchStatus(request, note);
+    return note.message === undefined ? status : { status, message: note.message };
+  }
+
+  private async dispatchStatus(
+    request: PhaseTwoRequest,
+    note: { message?: string },
+  ): Promise<BranchStatus> {
     const fields = {
       xid: request.xid,
       branchId: request.branchId,
@@ -233,11 +251,13 @@ export class ResourceManager {
     } catch (err) {
       const retryable = !(err instanceof UnretryableBranchError);
       if (retryable) this.log.warn({ ...fields, err }, 'phase two failed; the TC will retry');
-      else
+      else {
         this.log.error(
           { ...fields, err },
           'phase two failed unretryably; the transaction needs an operator',
         );
+        note.message = String((err as Error).message ?? err);
+      }
       return failedStatus(request.kind, retryable);
     } finally {
       this.releaseSlot();

@@ -68,9 +68,16 @@ export interface PhaseTwoRequest {
  * Answers a phase-two request with the branch's new status: PhaseTwo_Committed /
  * PhaseTwo_Rollbacked, or a *_Retryable / *_Unretryable failure. It rejects only to refuse
  * a request that is not its own (ForeignBranchError: another application's branch); the
- * TC hears a refusal and retries elsewhere, nothing ran.
+ * TC hears a refusal and retries elsewhere, nothing ran. It may answer `{ status, message }`:
+ * the message (why a status failed; cut to 2 KiB) reaches the TC's log and console timeline.
  */
-export type PhaseTwoHandler = (request: PhaseTwoRequest) => Promise<BranchStatus>;
+export type PhaseTwoHandler = (request: PhaseTwoRequest) => Promise<BranchStatus | PhaseTwoAnswer>;
+
+/** A phase-two answer with the RM's explanation of a failed status. */
+export interface PhaseTwoAnswer {
+  status: BranchStatus;
+  message?: string;
+}
 
 export interface RmChannelArgs {
   applicationId: string;

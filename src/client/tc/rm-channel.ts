@@ -22,7 +22,8 @@ import {
 import type { Logger } from '../../shared/logger.ts';
 import type { HostPort } from '../http-metadata.ts';
 import { branchStatusToCode, branchTypeFromCode } from '../../shared/tc-codes.ts';
-import type { PhaseTwoRequestWire, WireError } from '../../shared/tc-wire.ts';
+import { boundRmMessage } from '../../shared/tc-wire.ts';
+import type { BranchResultWire, PhaseTwoRequestWire, WireError } from '../../shared/tc-wire.ts';
 import { isBranchStatus, type BranchStatus } from '../../shared/tc-vocabulary.ts';
 import type { RmToTcWire, TcConnection, TcToRmWire } from './connection.ts';
 import type { PhaseTwoRequest, RmChannelArgs, RmChannelPort } from './port.ts';
@@ -485,14 +486,20 @@ export class RmChannel implements RmChannelPort {
   }
 
   private async runHandler(item: QueuedRequest): Promise<void> {
-    let branchResult: { requestId: string; branchStatus: number; error?: WireError | null };
+    let branchResult: BranchResultWire;
     try {
-      const status = await this.opts.handler(item.request);
+      const answer = await this.opts.handler(item.request);
+      const status = typeof answer === 'object' && answer !== null ? answer.status : answer;
       if (!isBranchStatus(status))
         throw new TypeError(
           `the phase-two handler answered ${String(status)}, which is no branch status`,
         );
-      branchResult = { requestId: item.requestId, branchStatus: branchStatusToCode(status) };
+      const message = typeof answer === 'object' && answer !== null ? answer.message : undefined;
+      branchResult = {
+        requestId: item.requestId,
+        branchStatus: branchStatusToCode(status),
+        ...(message ? { message: boundRmMessage(message) } : {}),
+      };
     } catch (err) {
       this.log.warn(
         { err, xid: item.request.xid, branchId: item.request.branchId, kind: item.request.kind },

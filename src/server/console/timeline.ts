@@ -77,6 +77,23 @@ export class TimelineRecorder {
     list.push(event);
   }
 
+  /** An RM's explanation of a failed phase-two status (an AT dirty write's diff, …). */
+  rmMessage(m: {
+    xid: string;
+    branchId: string;
+    clientId: string;
+    status: string;
+    message: string;
+  }): void {
+    this.record(m.xid, {
+      at: this.now(),
+      kind: 'phase-two',
+      branchId: m.branchId,
+      text: `RM ${m.clientId} answered ${m.status}: its message`,
+      error: m.message,
+    });
+  }
+
   /** Transactions this node saw end, newest first. */
   recentlyFinished(): FinishedEntry[] {
     return [...this.finished].reverse();

@@ -361,6 +361,7 @@ function createCoordinator(
   const { config } = ctx;
   const self = selfEndpoints(config).transaction;
   const timeline = new TimelineRecorder();
+  hub.onRmMessage((m) => timeline.rmMessage(m));
   const coordinator = new Coordinator({
     store: timeline.instrumentStore(txMetrics.instrumentStore(sessions.store)),
     gateway: timeline.instrumentGateway(txMetrics.instrumentGateway(hub)),

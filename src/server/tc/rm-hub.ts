@@ -70,6 +70,7 @@ import type {
   WireError,
 } from '../../shared/tc-wire.ts';
 import { chooseRm, routeKey } from './rm-route.ts';
+import { boundRmMessage } from '../../shared/tc-wire.ts';
 
 type RmToTcWire = Decoded<RmToTcFields, 'message'>;
 type TcToRmWire = OneOf<TcToRmFields>;
@@ -99,6 +100,8 @@ export interface RmChannelHubOptions {
 }
 
 interface Pending {
+  xid: string;
+  branchId: string;
   resolve: (status: BranchStatus) => void;
   reject: (err: Error) => void;
   timer: NodeJS.Timeout;
@@ -124,6 +127,16 @@ interface Channel {
 /** Hears every RM registration: its application and the resources it serves. */
 export type RmRegisteredListener = (applicationId: string, resourceIds: readonly string[]) => void;
 
+/** An RM's explanation of a failed phase-two status (BranchResult.message, ≤ 2 KiB). */
+export interface RmBranchMessage {
+  xid: string;
+  branchId: string;
+  clientId: string;
+  status: BranchStatus;
+  message: string;
+}
+export type RmMessageListener = (m: RmBranchMessage) => void;
+
 export interface RmHubStats {
   channels: number;
   registered: number;
@@ -144,6 +157,7 @@ export class RmChannelHub implements BranchGateway {
   /** Registered channels by routeKey(application, resource id). */
   private readonly byRoute = new Map<string, Set<Channel>>();
   private readonly registeredListeners = new Set<RmRegisteredListener>();
+  private readonly messageListeners = new Set<RmMessageListener>();
   private seq = 0;
   private requestSeq = 0;
   private roundRobin = 0;
@@ -200,6 +214,12 @@ export class RmChannelHub implements BranchGateway {
   onRmRegistered(listener: RmRegisteredListener): () => void {
     this.registeredListeners.add(listener);
     return () => this.registeredListeners.delete(listener);
+  }
+
+  /** Calls `listener` with every RM message on a phase-two result. Returns the unsubscribe. */
+  onRmMessage(listener: RmMessageListener): () => void {
+    this.messageListeners.add(listener);
+    return () => this.messageListeners.delete(listener);
   }
 
   /** The RmChannel handler: one call per connected RM. Never throws. */
@@ -355,7 +375,13 @@ export class RmChannelHub implements BranchGateway {
         }
       }, this.phaseTwoTimeoutMs);
       timer.unref();
-      channel.inflight.set(requestId, { resolve, reject, timer });
+      channel.inflight.set(requestId, {
+        xid: branch.xid,
+        branchId: branch.branchId,
+        resolve,
+        reject,
+        timer,
+      });
       this.write(
         channel,
         kind === 'commit' ? { branchCommit: request } : { branchRollback: request },
@@ -545,8 +571,26 @@ export class RmChannelHub implements BranchGateway {
       );
       return;
     }
+    if (typeof r.message === 'string' && r.message !== '')
+      this.rmMessage(channel.clientId, pending, status, r.message);
     // The coordinator checks that it is a phase-two status of the right decision.
     pending.resolve(status);
+  }
+
+  /** Logs an RM's message (here, on the leader) and hands it to the listeners (the console). */
+  private rmMessage(clientId: string, p: Pending, status: BranchStatus, text: string): void {
+    const m = { xid: p.xid, branchId: p.branchId, clientId, status, message: boundRmMessage(text) };
+    const fields = { xid: m.xid, branchId: m.branchId, clientId, status, rmMessage: m.message };
+    if (status.includes('Unretryable'))
+      this.log.error(fields, 'phase two failed unretryably; the RM says why');
+    else this.log.warn(fields, 'phase-two result with a message from the RM');
+    for (const listener of [...this.messageListeners]) {
+      try {
+        listener(m);
+      } catch (err) {
+        this.log.error({ err, xid: m.xid }, 'an RM message listener failed');
+      }
+    }
   }
 
   // -------------------------------------------------------------------------------------

@@ -3,7 +3,8 @@
  * loopback ports with a tmp data dir and a short Raft tick, started and stopped with the
  * ops tests' process helpers (test/ops/helpers.ts).
  */
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
+import { writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { stringify } from 'yaml';
@@ -19,6 +20,8 @@ const STOP_GRACE_MS = 15_000;
 export interface TestCluster {
   /** HTTP control addresses ("127.0.0.1:port") of the three nodes: the SDK's `servers`. */
   servers: string[];
+  /** Every node's log so far (`cluster up` writes <data>/logs/<node>.log), concatenated. */
+  logs(): string;
   stop(): Promise<void>;
 }
 
@@ -75,5 +78,12 @@ export async function startCluster(label = 'sdk'): Promise<TestCluster> {
     await stop();
     throw err;
   }
-  return { servers: nodes.map((n) => `127.0.0.1:${n.http}`), stop };
+  const logDir = join(root, 'data', 'logs');
+  const logs = () =>
+    existsSync(logDir)
+      ? readdirSync(logDir)
+          .map((f) => readFileSync(join(logDir, f), 'utf8'))
+          .join('\n')
+      : '';
+  return { servers: nodes.map((n) => `127.0.0.1:${n.http}`), logs, stop };
 }

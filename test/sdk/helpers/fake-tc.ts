@@ -156,10 +156,10 @@ export class FakeTc implements TcPort {
   }
 
   /** Sends one phase-two request straight to the handler of its resource. */
-  deliver(request: PhaseTwoRequest): Promise<BranchStatus> {
+  async deliver(request: PhaseTwoRequest): Promise<BranchStatus> {
     const handler = this.handlers.get(request.resourceId);
     if (!handler) throw new Error(`no RM for ${request.resourceId}`);
-    return handler(request);
+    return statusOf(await handler(request));
   }
 
   requestFor(xid: string, branch: FakeBranch, kind: 'commit' | 'rollback'): PhaseTwoRequest {
@@ -184,7 +184,7 @@ export class FakeTc implements TcPort {
       if (b.status === 'PhaseOne_Failed') continue;
       const handler = this.handlers.get(b.resourceId);
       const result: BranchStatus = handler
-        ? await handler(this.requestFor(s.xid, b, commit ? 'commit' : 'rollback'))
+        ? statusOf(await handler(this.requestFor(s.xid, b, commit ? 'commit' : 'rollback')))
         : commit
           ? 'PhaseTwo_CommitFailed_Retryable'
           : 'PhaseTwo_RollbackFailed_Retryable';
@@ -213,4 +213,9 @@ export class FakeTc implements TcPort {
 
 function xid(args: { xid: string }): string {
   return args.xid;
+}
+
+/** The status of a handler's answer (a status, or `{ status, message }`). */
+function statusOf(answer: BranchStatus | { status: BranchStatus }): BranchStatus {
+  return typeof answer === 'object' ? answer.status : answer;
 }
