@@ -34,6 +34,7 @@ import { LockConflictError, TcClient } from '../src/client/tc-client.ts';
 import type { Xid } from '../src/shared/ids.ts';
 import { startCluster, type BenchCluster } from './lib/cluster.ts';
 import { describeWindow, sampleNodes, windowStats, type WindowStats } from './lib/node-stats.ts';
+import { list } from './lib/options.ts';
 import { sleep } from '../test/support/wait.ts';
 
 /** Progress line interval, ms. */
@@ -82,18 +83,6 @@ interface Result {
 const log = (msg: string) => process.stdout.write(`[bench tc] ${msg}\n`);
 
 function parseOptions(args: string[]): Options {
-  const list =
-    <T extends string>(allowed: readonly T[], what: string) =>
-    (v: string) => {
-      const items = v
-        .split(',')
-        .map((s) => s.trim())
-        .filter(Boolean);
-      for (const i of items)
-        if (!allowed.includes(i as T))
-          throw new Error(`unknown ${what} ${i} (one of ${allowed.join(', ')})`);
-      return items as T[];
-    };
   const p = new Command('tc')
     .option('--duration <s>', 'measured seconds per run', Number, 10)
     .option('--warmup <s>', 'unmeasured seconds before each run', Number, 2)

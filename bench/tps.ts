@@ -8,6 +8,7 @@
  *                        [--clients 3] [--empty-tms 64] [--lock-tms 32] [--rows 3000000]
  *                        [--no-baseline]
  *                        [--drain 30] [--pg-url …] [--mysql-url …] [--out bench/results] [--keep]
+ *   npm run bench -- tps xa [...]   the XA scenario beside TCC, per database (bench/tps-xa.ts)
  *
  * Modes (a fresh cluster each, started and stopped in turn; tmp data dirs; fresh tables
  * under a prefix of their own, dropped afterwards):
@@ -45,6 +46,7 @@ import { LockConflictError, TcClient, type GlobalStatus } from '../src/client/tc
 import { REPO_ROOT, startCluster, type BenchCluster } from './lib/cluster.ts';
 import { connectDbAdmin, defaultDbUrl, type DbAdmin, type Dialect } from './lib/db-admin.ts';
 import { PinnedDiscovery, type PinnedNode } from './lib/pinned-discovery.ts';
+import { list, positive } from './lib/options.ts';
 import {
   describeWindow,
   sampleNodes,
@@ -1141,28 +1143,6 @@ function machineLines(o: Options, dbNotes: string[], dir: string): string[] {
 // ---------------------------------------------------------------------------------------
 // main
 
-/** A parser of a comma-separated list of `allowed` values. */
-const list =
-  <T extends string>(allowed: readonly T[], what: string) =>
-  (v: string) => {
-    const items = v
-      .split(',')
-      .map((s) => s.trim())
-      .filter(Boolean);
-    for (const i of items)
-      if (!allowed.includes(i as T))
-        throw new Error(`unknown ${what} ${i} (one of ${allowed.join(', ')})`);
-    return items as T[];
-  };
-
-/** A parser of a positive integer. */
-const positive = (what: string) => (v: string) => {
-  const n = Number(v);
-  if (!Number.isInteger(n) || n < 1)
-    throw new Error(`${what} must be a positive integer, got ${v}`);
-  return n;
-};
-
 function parseOptions(args: string[]): Options {
   const p = new Command('tps')
     .option('--duration <s>', 'measured seconds per mode and scenario', positive('--duration'), 20)
@@ -1318,6 +1298,8 @@ function report(
 
 export async function main(args: string[]): Promise<void> {
   if (args[0] === '--worker') return runWorker();
+  // `tps xa`: one SDK branch per transaction, XA beside TCC, per database (bench/tps-xa.ts).
+  if (args[0] === 'xa') return (await import('./tps-xa.ts')).main(args.slice(1));
   const o = parseOptions(args);
   const dir = await mkdtemp(join(tmpdir(), 'concord-bench-tps-'));
   const stamp = new Date().toISOString().replace(/[:.]/g, '-').slice(0, 19);

@@ -45,6 +45,7 @@
  * The bank (accounts the branches move money between; TCC freezes in try)
  *   reservation-left              money still frozen after healing
  *   money-not-conserved           the total balance changed
+ *   prepared-left                 an XA branch of the run still prepared after healing
  */
 import {
   statusFamily,
@@ -80,6 +81,8 @@ export interface BankState {
   expectedTotal: number;
   total: number;
   frozen: number;
+  /** The xids of Concord's XA branches still prepared in the database (absent: not read). */
+  preparedXids?: readonly string[];
 }
 
 export interface CheckInput {
@@ -113,6 +116,7 @@ export const VIOLATION_KINDS = [
   'lock-left',
   'reservation-left',
   'money-not-conserved',
+  'prepared-left',
 ] as const;
 export type ViolationKind = (typeof VIOLATION_KINDS)[number];
 
@@ -609,6 +613,14 @@ function checkLeftovers(input: CheckInput, notes: string[]): Violation[] {
         kind: 'money-not-conserved',
         detail: `total ${input.bank.total}, expected ${input.bank.expectedTotal}`,
       });
+    const runXids = new Set(input.events.flatMap((e) => (e.xid === undefined ? [] : [e.xid])));
+    for (const xid of input.bank.preparedXids ?? [])
+      if (runXids.has(xid))
+        violations.push({
+          kind: 'prepared-left',
+          xid,
+          detail: 'an XA branch is still prepared (holding its row locks)',
+        });
   }
   return violations;
 }

@@ -103,9 +103,15 @@ export async function readBank(pool: pg.Pool, t: ChaosTables): Promise<BankState
   const r = await pool.query<{ total: string; frozen: string }>(
     `SELECT coalesce(sum(balance), 0) AS total, coalesce(sum(abs(frozen)), 0) AS frozen FROM ${t.account}`,
   );
+  // Concord's XA branches still prepared in this database (of any run: the checker keeps
+  // those of this run's xids).
+  const prepared = await pool.query<{ gid: string }>(
+    "SELECT gid FROM pg_prepared_xacts WHERE database = current_database() AND gid LIKE 'concord-xa:%'",
+  );
   return {
     expectedTotal: BANK_ACCOUNTS * OPENING_BALANCE,
     total: Number(r.rows[0]!.total),
     frozen: Number(r.rows[0]!.frozen),
+    preparedXids: prepared.rows.map((row) => row.gid.split(':').slice(3).join(':')),
   };
 }

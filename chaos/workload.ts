@@ -37,7 +37,8 @@ import {
   UnknownXidError,
 } from '../src/index.ts';
 import type { BranchAction, ConcordClient, GlobalTransaction } from '../src/index.ts';
-import type { PgFenceTx } from '../src/pg.ts';
+import type { PgFenceTx, PgXaDataSource } from '../src/pg.ts';
+import { createPgXaDataSource } from '../src/client/xa/pg.ts';
 import { createPgFence } from '../src/client/fence/index.ts';
 import { LockConflictError, type TcClient } from '../src/client/tc-client.ts';
 import type { ChaosTables } from './db.ts';
@@ -68,6 +69,12 @@ export const LOCK_TABLE = 'chaos_row';
 export const LOCK_ROWS = 12;
 /** Share of transactions (that got through their tries) that also take row locks. */
 const LOCK_BRANCH_PROBABILITY = 0.3;
+/**
+ * Share of transactions (that got through their tries) that also move money in an XA branch:
+ * both accounts updated in one prepared PostgreSQL transaction, committed or rolled back by
+ * the TC with the rest (docs/sdk-xa.md). The checker finds none left prepared after healing.
+ */
+const XA_BRANCH_PROBABILITY = 0.3;
 /** Amount moved per branch, range. */
 const AMOUNT_MIN = 1;
 const AMOUNT_MAX = 100;
@@ -145,12 +152,14 @@ const errText = (err: unknown) =>
 export class Workload {
   readonly client: ConcordClient;
   private readonly actions: Array<BranchAction<TransferArgs, string>>;
+  /** Made in connect(): the XA data source of this application (resource `chaos.<app>.xa`). */
+  private xa!: PgXaDataSource;
   private readonly h: HistoryWriter;
   private seq = 0;
   private draining = false;
   private loops: Promise<void>[] = [];
   private readonly log: Logger;
-  readonly counters = { txns: 0, committed: 0, rolledBack: 0, unknown: 0 };
+  readonly counters = { txns: 0, committed: 0, rolledBack: 0, unknown: 0, xaBranches: 0 };
 
   constructor(private readonly o: WorkloadOptions) {
     this.h = o.history;
@@ -227,6 +236,9 @@ export class Workload {
 
   async connect(): Promise<void> {
     await this.client.connect();
+    const name = `chaos.${this.o.applicationId}.xa`;
+    this.xa = createPgXaDataSource(this.client, this.o.pool, { name });
+    await this.xa.start(); // recovers what a killed process of this application left prepared
   }
 
   start(): void {
@@ -237,6 +249,7 @@ export class Workload {
   async drain(): Promise<void> {
     this.draining = true;
     await Promise.all(this.loops);
+    this.log.info({ counters: this.counters }, 'workload drained');
   }
 
   private async loop(slot: number): Promise<void> {
@@ -338,6 +351,7 @@ export class Workload {
     }
     if (failed === null && rnd.chance(LOCK_BRANCH_PROBABILITY))
       failed = await this.lockBranch(txn, xid, rnd);
+    if (failed === null && rnd.chance(XA_BRANCH_PROBABILITY)) failed = await this.xaBranch(tx, rnd);
     if (failed === null && plan.failAfterTries) failed = 'planned failure after the tries';
 
     // phase two: commit or roll back, then learn the outcome
@@ -346,6 +360,34 @@ export class Workload {
     if (decided === 'commit') return { type: 'ok', xid, value: 'committed' };
     if (decided === 'rollback') return { type: 'fail', xid, value: 'rolledback' };
     return { type: 'info', xid, value: 'unknown' };
+  }
+
+  /** An XA branch moving money between two accounts; returns why to roll back, or null. */
+  private async xaBranch(tx: GlobalTransaction, rnd: Prng): Promise<string | null> {
+    const from = rnd.int(0, BANK_ACCOUNTS - 1);
+    const to = (from + rnd.int(1, BANK_ACCOUNTS - 1)) % BANK_ACCOUNTS;
+    const amount = rnd.int(AMOUNT_MIN, AMOUNT_MAX);
+    // Lower id first: two branches moving money both ways cannot deadlock.
+    const moves = [
+      [from, -amount],
+      [to, amount],
+    ].sort((x, y) => x[0]! - y[0]!);
+    try {
+      await tx.run(() =>
+        this.xa.run(async (q) => {
+          for (const [id, delta] of moves)
+            await q.query(
+              `UPDATE ${this.o.tables.account} SET balance = balance + $2 WHERE id = $1`,
+              [id, delta],
+            );
+        }),
+      );
+      this.counters.xaBranches++;
+      return null;
+    } catch (err) {
+      this.log.warn({ err }, 'XA branch failed; the transaction rolls back');
+      return `xa branch failed: ${errText(err)}`;
+    }
   }
 
   /**
@@ -482,6 +524,7 @@ export class Workload {
   }
 
   async close(): Promise<void> {
+    this.xa?.close();
     await this.client.close();
   }
 }

@@ -167,3 +167,24 @@ export type {
   FenceCleanupResult,
 } from './client/fence/core.ts';
 export type { FenceOutcome, FenceOp, FenceKey } from './client/fence/key.ts';
+
+// ---- XA (docs/sdk-xa.md); createPgXaDataSource / createMysqlXaDataSource: src/pg.ts, src/mysql.ts
+export {
+  XaError,
+  PreparedTransactionsDisabledError,
+  XaRecoverPermissionError,
+  XaIdentifierTooLongError,
+  XaMisuseError,
+  XaHeuristicCommitError,
+  XaNotStartedError,
+  ONE_PHASE_MIN_REMAINING_MS,
+  DEFAULT_RECOVERY_INTERVAL_MS,
+} from './client/xa/index.ts';
+export type {
+  XaDataSource,
+  XaDataSourceOptions,
+  XaBranchContext,
+  XaHooks,
+  XaMetrics,
+  RecoveryReport,
+} from './client/xa/index.ts';

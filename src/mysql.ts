@@ -7,3 +7,5 @@
  */
 export { createMysqlFence } from './client/fence/mysql.ts';
 export type { MysqlFence, MysqlFenceTx } from './client/fence/mysql.ts';
+export { createMysqlXaDataSource } from './client/xa/mysql.ts';
+export type { MysqlXaDataSource, MysqlXaTx } from './client/xa/mysql.ts';

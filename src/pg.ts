@@ -7,3 +7,5 @@
  */
 export { createPgFence } from './client/fence/pg.ts';
 export type { PgFence, PgFenceTx } from './client/fence/pg.ts';
+export { createPgXaDataSource } from './client/xa/pg.ts';
+export type { PgXaDataSource, PgXaTx } from './client/xa/pg.ts';

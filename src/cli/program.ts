@@ -282,14 +282,18 @@ function addTxActionCommands(tx: Command): void {
   const actions: Array<[TxAction, string]> = [
     ['retry', 'run a phase-two pass now instead of waiting for the backoff'],
     ['stop', 'stop phase-two retries (the status reads Stop*; locks stay held)'],
-    ['resume', 'resume stopped phase-two retries, with a fresh retry budget'],
+    [
+      'resume',
+      'resume a stopped, stuck or failed (*Failed) transaction from where it stopped: only its unfinished branches are told again (past its retry horizon only with --force)',
+    ],
     [
       'resolve',
       'end a failed (or retry-stopped) transaction you repaired by hand: releases its locks',
     ],
   ];
   for (const [name, description] of actions) {
-    tx.command(name)
+    const command = tx
+      .command(name)
       .description(`${description}; asks first, audited`)
       .argument('<xid>', 'the global transaction id')
       .requiredOption(...server)
@@ -304,22 +308,29 @@ function addTxActionCommands(tx: Command): void {
         'the operator credential: <dir>/ca.pem, admin.pem, admin-key.pem (default: $CONCORD_TLS_CA/CERT/KEY, $CONCORD_TLS_DIR, or ./data/pki)',
       )
       .option('--insecure', 'plaintext, for a cluster in insecure mode (CONCORD_INSECURE=1)')
-      .option('--json', 'print JSON', false)
-      .action(
-        action(
-          async (
-            xid: string,
-            o: {
-              server: string;
-              group: string;
-              yes: boolean;
-              operator?: string;
-              pki?: string;
-              insecure?: boolean;
-              json: boolean;
-            },
-          ) => runTxAction(name, { ...o, xid }),
-        ),
+      .option('--json', 'print JSON', false);
+    if (name === 'resume')
+      command.option(
+        '--force',
+        'resume although its retry horizon passed: its RMs may have cleaned up their fence rows (a confirm could find no try, a cancel could skip the business cancel); check the branches first',
+        false,
       );
+    command.action(
+      action(
+        async (
+          xid: string,
+          o: {
+            server: string;
+            group: string;
+            yes: boolean;
+            operator?: string;
+            pki?: string;
+            insecure?: boolean;
+            json: boolean;
+            force?: boolean;
+          },
+        ) => runTxAction(name, { ...o, xid }),
+      ),
+    );
   }
 }

@@ -246,7 +246,7 @@ function retryText(s: TxSummaryView, now: number): string {
   const parts = [`retries: ${r.attempts} failed pass(es)`];
   if (r.retryingSince !== null)
     parts.push(`retrying for ${formatDuration(now - r.retryingSince)}${s.stuck ? ' (stuck)' : ''}`);
-  if (r.stopped) parts.push('stopped by an operator');
+  if (r.stopped) parts.push('retries stopped (by an operator, or at the retry horizon)');
   else if (r.nextRetryAt !== null)
     parts.push(
       `next ${r.nextRetryAt <= now ? 'now' : `in ${formatDuration(r.nextRetryAt - now)}`}`,
@@ -267,7 +267,8 @@ export type TxAction = 'retry' | 'stop' | 'resume' | 'resolve';
 const ACTION_TEXT: Record<TxAction, string> = {
   retry: 'run a phase-two pass on it now',
   stop: 'stop its phase-two retries (it reads Stop*; its locks stay held)',
-  resume: 'resume its phase-two retries with a fresh retry budget',
+  resume:
+    'resume its phase two from where it stopped, with a fresh alarm time (a *Failed one goes back to Committing/Rollbacking; only its unfinished branches are told again)',
   resolve:
     'mark it resolved: you repaired its branches by hand; its locks are RELEASED and its status ends *Failed',
 };
@@ -279,7 +280,13 @@ export interface TxActionOptions extends OperatorTlsOptions {
   yes: boolean;
   operator?: string;
   json?: boolean;
+  /** resume only: past the retry horizon too (the RMs' fence rows may be gone). */
+  force?: boolean;
 }
+
+/** What `tx resume --force` asks on top of the action's question. */
+export const FORCE_WARNING =
+  'FORCE: if its retry horizon passed, its RMs may have cleaned up their fence rows: a confirm could find no try (it fails loudly) and a cancel could be taken for an empty rollback (the business cancel is SKIPPED). Check every unfinished branch by hand first';
 
 /** The line printed for every action the CLI made, and logged (at info) by the node. */
 export function auditLine(a: {
@@ -311,14 +318,19 @@ export async function runTxAction(
     console.error(sessionLine(before));
     if (!before.live)
       throw new BadRequestError(`${xid} has ended (${before.status}): nothing to ${action}`);
-    const agreed = await confirm(`${capital(ACTION_TEXT[action])}?`, { yes: o.yes, ...io });
+    const force = action === 'resume' && o.force === true;
+    if (force) console.error(FORCE_WARNING);
+    const agreed = await confirm(`${capital(ACTION_TEXT[action])}${force ? ', FORCED' : ''}?`, {
+      yes: o.yes,
+      ...io,
+    });
     if (!agreed) {
       console.error('Nothing done.');
       return;
     }
     let outcome: string;
     try {
-      outcome = await act(tc, action, xid, operator);
+      outcome = await act(tc, action, xid, operator, force);
     } catch (err) {
       const code = err instanceof ConcordError ? err.code : 'ERROR';
       console.log(auditLine({ at: new Date(), operator, action, xid, outcome: `failed ${code}` }));
@@ -332,7 +344,13 @@ export async function runTxAction(
   }
 }
 
-async function act(tc: TcClient, action: TxAction, xid: Xid, operator: string): Promise<string> {
+async function act(
+  tc: TcClient,
+  action: TxAction,
+  xid: Xid,
+  operator: string,
+  force: boolean,
+): Promise<string> {
   switch (action) {
     case 'retry':
       return `ok, status ${await tc.retryNow(xid, { operator })}`;
@@ -340,8 +358,7 @@ async function act(tc: TcClient, action: TxAction, xid: Xid, operator: string): 
       await tc.stopRetry(xid, { operator });
       return 'ok, retries stopped';
     case 'resume':
-      await tc.resumeRetry(xid, { operator });
-      return 'ok, retries resumed';
+      return `ok, resumed, status ${await tc.resumeRetry(xid, { operator, force })}`;
     case 'resolve':
       return `ok, ended ${await tc.markResolved({ xid, confirmXid: xid, operator })}`;
   }

@@ -546,13 +546,22 @@ export class TcClient implements TcPort {
     );
   }
 
-  async resumeRetry(xid: Xid, options: OperatorCallOptions = {}): Promise<void> {
-    await this.invoke(
+  /**
+   * Resumes a stopped, stuck or failed transaction (a failed one goes back to its driving
+   * status; only its unfinished branches are told again); answers the status it resumed
+   * to. Past its retry horizon the TC refuses (IllegalStatusError) unless `force`.
+   */
+  async resumeRetry(
+    xid: Xid,
+    options: OperatorCallOptions & { force?: boolean } = {},
+  ): Promise<GlobalStatus> {
+    const r = await this.invoke(
       null,
       'ResumeRetry',
-      { xid: xid },
+      { xid: xid, force: options.force === true },
       { safe: true, headers: operatorHeaders(options), ...deadlineOf(options) },
     );
+    return globalStatusFromCode(Number(r.globalStatus ?? 0));
   }
 
   /**

@@ -29,6 +29,7 @@ const time: Check = (v) =>
 const term: Check = time;
 const termOrAbsent: Check = (v) => (v === undefined ? null : term(v));
 const flag: Check = (v) => (typeof v === 'boolean' ? null : 'must be a boolean');
+const flagOrAbsent: Check = (v) => (v === undefined ? null : flag(v));
 const positive: Check = (v) =>
   Number.isSafeInteger(v) && (v as number) > 0 ? null : 'must be a positive integer';
 const globalStatus: Check = (v) => (isGlobalStatus(v) ? null : 'must be a global status');
@@ -80,7 +81,7 @@ const SHAPES: Record<CommandKind, Record<string, Check>> = {
   RemoveBranch: { xid, branchId: id, term },
   RetryScheduled: { xid, attempt: positive, nextRetryAt: time, retryDeadline: time, term },
   RetryStopped: { xid, at: time, term },
-  RetryResumed: { xid, at: time, retryDeadline: time, term },
+  RetryResumed: { xid, at: time, retryDeadline: time, term, force: flagOrAbsent },
   MarkResolved: { xid, at: time, operator: name, term },
   GlobalReport: { xid, status: globalStatus, at: time, term },
   FinishGlobal: { xid, status: globalStatus, at: time, term },

@@ -144,8 +144,11 @@ export interface RetryStoppedCommand {
 }
 
 /**
- * Operator: drive a stopped or stuck transaction again now (nextRetryAt = at), with a new
- * alarm time; its pass tells only the branches not yet done.
+ * Operator: drive a stopped, stuck or failed transaction again now (nextRetryAt = at), with
+ * a new alarm time; its pass tells only the branches not yet done. A failed end
+ * (CommitFailed, RollbackFailed, TimeoutRollbackFailed) goes back to its driving status
+ * (RESUME_EDGES) and its unretryable branches become retryable again: the only command
+ * that moves a failed end other than MarkResolved, and only an operator sends it.
  */
 export interface RetryResumedCommand {
   kind: 'RetryResumed';
@@ -154,6 +157,12 @@ export interface RetryResumedCommand {
   /** The new alarm time (RetryInfo.retryDeadline). */
   retryDeadline: number;
   term: number;
+  /**
+   * An operator's forced resume past the retry horizon: it always takes effect (even on a
+   * transaction neither stopped nor stuck), and its alarm time, past the horizon, becomes
+   * the new horizon (horizonOf). Absent: false.
+   */
+  force?: boolean;
 }
 
 /**
@@ -265,7 +274,8 @@ export interface CommandResults {
   RemoveBranch: { releasedRows: number };
   RetryScheduled: { attempt: number; nextRetryAt: number; retryDeadline: number };
   RetryStopped: { stopped: true };
-  RetryResumed: { stopped: false };
+  /** The status after the resume (the driving status a failed end went back to). */
+  RetryResumed: { stopped: false; status: GlobalStatus };
   MarkResolved: FinishedSession;
   /** `finished` when the report ended the session. */
   GlobalReport: { status: GlobalStatus; finished: FinishedSession | null };

@@ -12,7 +12,13 @@ import { assert, BadRequestError, NotLeaderError } from '../shared/errors.ts';
 import { formatXid, isValidXid, type BranchId, type Xid } from '../shared/ids.ts';
 import type { Logger } from '../shared/logger.ts';
 import type { Command, DecisionResult, FinishedSession, Outcome, ResultOf } from './commands.ts';
-import { CapacityError, IllegalStatusError, UnknownXidError, rejectionToError } from './errors.ts';
+import {
+  CapacityError,
+  IllegalStatusError,
+  RetryHorizonPassedError,
+  UnknownXidError,
+  rejectionToError,
+} from './errors.ts';
 import {
   MAX_APPLICATION_DATA_BYTES,
   MAX_LIVE_SESSIONS,
@@ -125,6 +131,17 @@ export interface MarkResolvedRequest {
   confirmXid: Xid;
   /** Who resolved it; kept with the final status. */
   operator: string;
+}
+
+export interface ResumeRequest {
+  xid: Xid;
+  /**
+   * Resume although the transaction's retry horizon passed (its RMs may have cleaned up
+   * their fence rows); without it such a resume is refused. Ignored before the horizon.
+   */
+  force?: boolean;
+  /** Who resumed it, for the log line (the edge's audit line names the caller too). */
+  operator?: string;
 }
 
 /**
@@ -518,21 +535,46 @@ export class Coordinator {
   }
 
   /**
-   * Drives a stopped or stuck transaction again at once, with a new alarm time: the pass
-   * tells only the branches not yet done. Harmless on one that is neither.
+   * An operator drives a stopped, stuck or failed transaction again at once, with a new
+   * alarm time: the pass tells only the branches not yet done (a failed end goes back to
+   * its driving status and its unretryable branches are told again; finished ones never
+   * are). Harmless on one that is none of these. Past the transaction's retry horizon it is
+   * refused (RetryHorizonPassedError) unless `force`: the RMs may have cleaned up their
+   * fence rows; a forced resume grants one more alarm window of retries. Answers the status
+   * it resumed to.
    */
-  async resumeRetry(request: { xid: Xid }): Promise<void> {
+  async resumeRetry(request: ResumeRequest): Promise<GlobalStatus> {
     const xid = request.xid;
+    const session = await this.requireLive(xid);
     const now = this.clock.now();
-    await this.submit({
+    const horizon = this.driver.horizonOf(session);
+    const force = request.force === true && now >= horizon;
+    if (now >= horizon && !force)
+      throw new RetryHorizonPassedError(xid, reportedStatus(session), horizon);
+    const alarm = now + this.driver.options.stuckAfterMs;
+    const result = await this.submit({
       kind: 'RetryResumed',
       xid,
       at: now,
-      retryDeadline: now + this.driver.options.stuckAfterMs,
+      // Capped at the horizon; a forced resume's alarm time becomes the new horizon.
+      retryDeadline: force ? alarm : Math.min(alarm, horizon),
       term: this.store.term(),
+      ...(force ? { force } : {}),
     });
-    this.log.info({ xid }, 'phase-two retries resumed by an operator');
+    this.log.warn(
+      {
+        xid,
+        from: reportedStatus(session),
+        to: result.status,
+        operator: request.operator ?? null,
+        ...(force ? { forced: true, horizon } : {}),
+      },
+      force
+        ? 'phase two resumed by an operator, FORCED past its retry horizon: its RMs may have cleaned up their fence rows'
+        : 'phase two resumed by an operator; only its unfinished branches are told again',
+    );
     void this.driver.drive(xid);
+    return result.status;
   }
 
   /**

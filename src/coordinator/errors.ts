@@ -39,6 +39,26 @@ export class StaleTermError extends NotLeaderError {
 }
 
 /**
+ * An operator's resume of a transaction past its retry horizon, without force: its RMs'
+ * fences may have cleaned up the rows of its branches (a confirm would find no try, a
+ * cancel would be taken for an empty rollback and skip the business cancel). An
+ * IllegalStatusError (ILLEGAL_STATUS on the wire) whose message names the way on: check the
+ * branches, then resume with force.
+ */
+export class RetryHorizonPassedError extends IllegalStatusError {
+  /** When the horizon passed (command time, epoch ms). */
+  readonly horizon: number;
+  constructor(xid: string, globalStatus: GlobalStatus, horizon: number) {
+    super(
+      xid,
+      globalStatus,
+      `its retry horizon passed at ${new Date(horizon).toISOString()}: its RMs may have cleaned up their fence rows, so a confirm could find no try and a cancel could skip the business cancel. Check its branches, then resume with force (concord tx resume --force)`,
+    );
+    this.horizon = horizon;
+  }
+}
+
+/**
  * A BranchGateway's answer when no RM of the branch's application that serves its resource
  * is connected: the branch waits for one (the driver retries with backoff, and shows the
  * branch as waiting for its application's RM). Never another application's RM instead: a

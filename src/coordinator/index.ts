@@ -11,6 +11,7 @@ export type {
   LockQueryRequest,
   MarkResolvedRequest,
   RegisterBranchRequest,
+  ResumeRequest,
   SessionInfo,
 } from './coordinator.ts';
 export { PhaseTwoDriver, DEFAULT_PHASE_TWO_OPTIONS, retryDelayMs } from './phase-two-driver.ts';
@@ -45,6 +46,7 @@ export {
   CapacityError,
   IllegalStatusError,
   LockConflictError,
+  RetryHorizonPassedError,
   StaleTermError,
   UnknownXidError,
   rejectionToError,
@@ -56,11 +58,13 @@ export { createSnowflakeIds } from './ids.ts';
 export * from './limits.ts';
 export {
   GLOBAL_TRANSITIONS,
+  RESUME_EDGES,
   canTransition,
   isPhaseTwoInFlight,
   isSuccessfulEnd,
   isStuck,
   reportedStatus,
+  resumedStatusOf,
   statusRank,
 } from './types.ts';
 export type { BranchSession, FinishedRecord, GlobalSession, RetryInfo } from './types.ts';
@@ -73,6 +77,7 @@ export {
   isBranchType,
   isEndStatus,
   isFailedEnd,
+  isFinalStatus,
   isGlobalStatus,
 } from '../shared/tc-vocabulary.ts';
 export type { Decision } from '../shared/tc-vocabulary.ts';

@@ -7,7 +7,11 @@
  * transaction stuck once it still fails past its alarm time (`stuckAfterMs` after the
  * first failure: a gauge, one warn line, the `stuck` flag operators list), and drives the
  * timeout job (a Begin transaction past its deadline is rolled back). Only an RM's
- * unretryable answer ends phase two in a *Failed state, as in Seata.
+ * unretryable answer ends phase two in a *Failed state, as in Seata. Delivery stops at the
+ * transaction's retry horizon (`retryHorizonMs` after it began, the figure the RMs' fences
+ * keep their rows for): past it a call could find its fence rows cleaned up, so the driver
+ * stops the retries (RetryStopped, read as Stop*) and only an operator's forced resume
+ * delivers again.
  *
  * Only a leader runs it. Every command it submits carries its term, and before touching a
  * transaction it acquires it (AcquireDriver): the state machine then refuses commands of
@@ -25,6 +29,7 @@ import type {
 } from './commands.ts';
 import { ApplicationRmUnavailableError } from './errors.ts';
 import { assert } from '../shared/errors.ts';
+import { DEFAULT_PHASE_TWO_RETRY_HORIZON_MS } from '../shared/protocol-limits.ts';
 import type { BranchGateway, Clock, SessionStore } from './ports.ts';
 import {
   BranchStatus,
@@ -32,10 +37,12 @@ import {
   branchDoneStatusFor,
   decisionOf,
   failedStatusOf,
+  horizonOf,
   isPhaseTwoInFlight,
   isStuck,
   isUnretryableFailure,
   phaseTwoStatusesFor,
+  reportedStatus,
   retryingStatusOf,
   successfulEndOf,
   type BranchSession,
@@ -49,6 +56,13 @@ export interface PhaseTwoOptions {
    * (from the first failure) and still fails is marked stuck. Retries go on. Default 10 min.
    */
   stuckAfterMs: number;
+  /**
+   * The retry horizon: phase two is delivered automatically only until this long after the
+   * transaction began; then its retries stop (Stop*) and only an operator resumes it, with
+   * force. The RMs' fences must keep their rows longer than this (their `retryHorizonMs`,
+   * default 24 h 10 min). Default 24 h (DEFAULT_PHASE_TWO_RETRY_HORIZON_MS).
+   */
+  retryHorizonMs: number;
   /** First retry delay; doubles per attempt. Default 1 s. */
   retryBaseMs: number;
   /** Cap of the retry delay. Default 60 s. */
@@ -68,6 +82,7 @@ export interface PhaseTwoOptions {
 
 export const DEFAULT_PHASE_TWO_OPTIONS: Readonly<PhaseTwoOptions> = {
   stuckAfterMs: 10 * 60 * 1000,
+  retryHorizonMs: DEFAULT_PHASE_TWO_RETRY_HORIZON_MS,
   retryBaseMs: 1_000,
   retryMaxBackoffMs: 60_000,
   branchCallTimeoutMs: 30_000,
@@ -167,6 +182,20 @@ export class PhaseTwoDriver {
       Number.isSafeInteger(this.options.stuckAfterMs) && this.options.stuckAfterMs > 0,
       () => `stuckAfterMs must be a positive integer, not ${this.options.stuckAfterMs}`,
     );
+    assert(
+      Number.isSafeInteger(this.options.retryHorizonMs) && this.options.retryHorizonMs > 0,
+      () => `retryHorizonMs must be a positive integer, not ${this.options.retryHorizonMs}`,
+    );
+    if (this.options.retryHorizonMs > DEFAULT_PHASE_TWO_RETRY_HORIZON_MS)
+      this.log.warn(
+        { retryHorizonMs: this.options.retryHorizonMs },
+        'phaseTwo.retryHorizonMs is longer than the default (24 h): every RM fence must keep its rows longer than it, plus a margin (the fence option retryHorizonMs; its default covers 24 h only)',
+      );
+  }
+
+  /** The session's retry horizon under this driver's retryHorizonMs (horizonOf). */
+  horizonOf(session: Pick<GlobalSession, 'beginTime' | 'retry'>): number {
+    return horizonOf(session, this.options.retryHorizonMs);
   }
 
   get isActive(): boolean {
@@ -489,6 +518,7 @@ export class PhaseTwoDriver {
       );
       return null;
     }
+    if (this.clock.now() >= this.horizonOf(session)) return this.stopAtHorizon(session, lead);
     if (session.driverTerm < lead.term) {
       const acquire = { kind: 'AcquireDriver', xid, term: lead.term } as const;
       if (!(await this.submit(lead, acquire))) return null;
@@ -532,6 +562,7 @@ export class PhaseTwoDriver {
     const done = branchDoneStatusFor(decision);
     const order = decision === 'commit' ? session.branches : [...session.branches].reverse();
     const status = successfulEndOf(session.status);
+    const horizon = this.horizonOf(session);
     const finish = (): FinishGlobalCommand => ({
       kind: 'FinishGlobal',
       xid,
@@ -555,6 +586,8 @@ export class PhaseTwoDriver {
       }
       if (isUnretryableFailure(branch.status))
         return this.fail(xid, lead, `branch ${branch.branchId} is ${branch.status}`);
+      // A long pass does not carry a call past the horizon.
+      if (this.clock.now() >= horizon) return this.stopAtHorizon(session, lead);
       const result = await this.callBranch(decision, branch, lead);
       if (!this.isCurrent(lead)) return null;
       const record = {
@@ -699,8 +732,11 @@ export class PhaseTwoDriver {
     const session = await this.readSession(xid);
     if (!session || !this.isCurrent(lead) || !isPhaseTwoInFlight(session.status)) return null;
     const now = this.clock.now();
+    const horizon = this.horizonOf(session);
     // The alarm time (RetryInfo.retryDeadline): set at the first failure, it ends nothing.
-    const alarmAt = session.retry.retryDeadline ?? now + this.options.stuckAfterMs;
+    // Never past the horizon (only an operator's forced resume puts it there: horizonOf).
+    const alarmAt =
+      session.retry.retryDeadline ?? Math.min(now + this.options.stuckAfterMs, horizon);
     const retrying = retryingStatusOf(session.status);
     if (retrying !== session.status) {
       const changed = await this.submit(lead, {
@@ -717,7 +753,8 @@ export class PhaseTwoDriver {
     const later = now + retryDelayMs(attempt, this.options);
     // Before the alarm time a retry is not put past it: the pass at the alarm time is the
     // one that finds the transaction still failing, and its retry marks it stuck.
-    const nextRetryAt = now < alarmAt ? Math.min(later, alarmAt) : later;
+    // Nor past the horizon: the pass there stops the retries (stopAtHorizon).
+    const nextRetryAt = Math.min(now < alarmAt ? Math.min(later, alarmAt) : later, horizon);
     const scheduled = await this.submit(lead, {
       kind: 'RetryScheduled',
       xid,
@@ -746,6 +783,35 @@ export class PhaseTwoDriver {
     else this.log.info({ xid, attempt, nextRetryAt, reason }, 'phase two will be retried');
     this.schedule(xid, nextRetryAt, lead);
     return retrying;
+  }
+
+  /**
+   * The retry horizon passed: a call now could find the RMs' fence rows cleaned up (a
+   * confirm without its try, a cancel taken for an empty rollback). Retries stop (the
+   * status reads Stop*; locks stay; the decision stands) until an operator resumes with
+   * force, having checked the branches.
+   */
+  private async stopAtHorizon(session: GlobalSession, lead: Leading): Promise<GlobalStatus | null> {
+    const { xid } = session;
+    const stopped = await this.submit(lead, {
+      kind: 'RetryStopped',
+      xid,
+      at: this.clock.now(),
+      term: lead.term,
+    });
+    if (!stopped) return null;
+    this.log.error(
+      {
+        xid,
+        status: session.status,
+        beginTime: session.beginTime,
+        horizon: this.horizonOf(session),
+        retryHorizonMs: this.options.retryHorizonMs,
+      },
+      'phase two passed its retry horizon unfinished: retries stopped, locks kept; past it the RMs may have cleaned up their fence rows. Check the branches, then resume with force (concord tx resume --force) or resolve by hand',
+    );
+    this.park(xid);
+    return reportedStatus({ status: session.status, retry: { ...session.retry, stopped: true } });
   }
 
   /**

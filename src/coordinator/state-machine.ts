@@ -68,6 +68,8 @@ import {
   isUnretryableFailure,
   phaseTwoStatusesFor,
   reportedStatus,
+  resumedStatusOf,
+  retryableAgainOf,
   successfulEndOf,
   type BranchSession,
   type FinishedRecord,
@@ -456,16 +458,27 @@ export class CoordinatorStateMachine implements CoordinatorStateView {
     if (!isSession(session)) return reject(session);
     const fenced = fence(session, c.term);
     if (fenced) return reject(fenced);
-    if (!isPhaseTwoInFlight(session.status))
-      return illegal(session, 'only a transaction in phase two has retries to resume');
-    // A stopped or stuck transaction is driven again at once with a renewed alarm time;
-    // resuming one that is neither is a harmless repeat (an operator retrying after a failover).
-    if (session.retry.stopped || isStuck(session)) {
-      session.retry.stopped = false;
-      session.retry.nextRetryAt = c.at;
-      session.retry.retryDeadline = c.retryDeadline;
+    const resumed = resumedStatusOf(session.status);
+    if (resumed !== null) {
+      // A failed end an operator resumes: back to its driving status, its unretryable
+      // branches told again; finished branches stay finished (never told twice).
+      for (const branch of session.branches) branch.status = retryableAgainOf(branch.status);
+      session.status = resumed;
+      session.statusChangedAt = c.at;
+    } else if (!isPhaseTwoInFlight(session.status)) {
+      return illegal(
+        session,
+        'only a transaction in phase two, or one that failed it, has retries to resume',
+      );
+    } else if (!session.retry.stopped && !isStuck(session) && c.force !== true) {
+      // Neither stopped nor stuck: a harmless repeat (an operator retrying after a failover).
+      return ok({ stopped: false as const, status: session.status });
     }
-    return ok({ stopped: false as const });
+    // Driven again at once, with a renewed alarm time.
+    session.retry.stopped = false;
+    session.retry.nextRetryAt = c.at;
+    session.retry.retryDeadline = c.retryDeadline;
+    return ok({ stopped: false as const, status: session.status });
   }
 
   private markResolved(c: MarkResolvedCommand): Outcome<CommandResults['MarkResolved']> {

@@ -13,6 +13,7 @@ import {
   isBranchType,
   isEndStatus,
   isFailedEnd,
+  isFinalStatus,
   isGlobalStatus,
   type Decision,
 } from '../shared/tc-vocabulary.ts';
@@ -27,6 +28,7 @@ export {
   isBranchType,
   isEndStatus,
   isFailedEnd,
+  isFinalStatus,
   isGlobalStatus,
 };
 export type { Decision };
@@ -49,13 +51,12 @@ export const SESSION_STATUSES: readonly GlobalStatus[] = [
   GlobalStatus.TimeoutRollbackFailed,
 ];
 
-/** End states reached because every branch finished its phase two. */
+/**
+ * End states reached because every branch finished its phase two: the final states a
+ * session can hold (isFinalStatus less Finished, which no session enters).
+ */
 export function isSuccessfulEnd(status: GlobalStatus): boolean {
-  return (
-    status === GlobalStatus.Committed ||
-    status === GlobalStatus.Rollbacked ||
-    status === GlobalStatus.TimeoutRollbacked
-  );
+  return isFinalStatus(status) && status !== GlobalStatus.Finished;
 }
 
 /** Phase two is running: the driver owns the session. */
@@ -65,7 +66,9 @@ export function isPhaseTwoInFlight(status: GlobalStatus): boolean {
 
 /**
  * Progress rank: every legal transition strictly raises it, so "a status never moves
- * backwards" is checkable as a number.
+ * backwards" is checkable as a number. The one exception is not a transition of this
+ * table: an operator's resume of a failed end (RESUME_EDGES), which only apply's
+ * RetryResumed takes.
  */
 export function statusRank(status: GlobalStatus): number {
   switch (status) {
@@ -88,7 +91,8 @@ export function statusRank(status: GlobalStatus): number {
 /**
  * The legal transitions of a session's status: one step each. Every edge raises the rank,
  * no edge leaves an end state, and no edge crosses from the commit family to the rollback
- * family: that is invariant 2 written as data.
+ * family: that is invariant 2 written as data. The driver, the TM and the timeout job move
+ * a status only along these; an operator's resume of a failed end is RESUME_EDGES.
  */
 export const GLOBAL_TRANSITIONS: ReadonlyMap<GlobalStatus, readonly GlobalStatus[]> = new Map<
   GlobalStatus,
@@ -127,6 +131,23 @@ export const GLOBAL_TRANSITIONS: ReadonlyMap<GlobalStatus, readonly GlobalStatus
     [GlobalStatus.TimeoutRollbacked, GlobalStatus.TimeoutRollbackFailed],
   ],
 ]);
+
+/**
+ * An operator's resume of a failed end: back to the matching driving status, in the same
+ * decision family (a CommitFailed that was AsyncCommitting resumes as Committing: the TM
+ * was answered long ago). The only way out of a failed end besides MarkResolved, and taken
+ * only by an operator's RetryResumed; final states have none.
+ */
+export const RESUME_EDGES: ReadonlyMap<GlobalStatus, GlobalStatus> = new Map([
+  [GlobalStatus.CommitFailed, GlobalStatus.Committing],
+  [GlobalStatus.RollbackFailed, GlobalStatus.Rollbacking],
+  [GlobalStatus.TimeoutRollbackFailed, GlobalStatus.TimeoutRollbacking],
+]);
+
+/** The driving status an operator's resume moves a failed end to (null: not a failed end). */
+export function resumedStatusOf(status: GlobalStatus): GlobalStatus | null {
+  return RESUME_EDGES.get(status) ?? null;
+}
 
 /** One legal step. */
 export function canTransition(from: GlobalStatus, to: GlobalStatus): boolean {
@@ -240,7 +261,10 @@ export function branchDoneStatusFor(decision: Decision): BranchStatus {
   return decision === 'commit' ? BranchStatus.PhaseTwo_Committed : BranchStatus.PhaseTwo_Rollbacked;
 }
 
-/** A branch status that never changes again. */
+/**
+ * A branch status that phase two never changes again. An unretryable failure is one unless
+ * an operator resumes its transaction (retryableAgainOf): then it is told again.
+ */
 export function isBranchEndStatus(status: BranchStatus): boolean {
   return (
     status === BranchStatus.PhaseTwo_Committed ||
@@ -255,6 +279,21 @@ export function isUnretryableFailure(status: BranchStatus): boolean {
     status === BranchStatus.PhaseTwo_CommitFailed_Unretryable ||
     status === BranchStatus.PhaseTwo_RollbackFailed_Unretryable
   );
+}
+
+/**
+ * The retryable failure an operator's resume turns an unretryable one back into (the
+ * branch is told its phase two again); any other status stays as it is.
+ */
+export function retryableAgainOf(status: BranchStatus): BranchStatus {
+  switch (status) {
+    case BranchStatus.PhaseTwo_CommitFailed_Unretryable:
+      return BranchStatus.PhaseTwo_CommitFailed_Retryable;
+    case BranchStatus.PhaseTwo_RollbackFailed_Unretryable:
+      return BranchStatus.PhaseTwo_RollbackFailed_Retryable;
+    default:
+      return status;
+  }
 }
 
 /**
@@ -359,6 +398,20 @@ export function isStuck(session: Pick<GlobalSession, 'status' | 'retry'>): boole
     retry.nextRetryAt !== null &&
     retry.nextRetryAt > retry.retryDeadline
   );
+}
+
+/**
+ * The retry horizon of a session: its phase two is delivered on the driver's own only before
+ * it. beginTime + retryHorizonMs (every fence row of the transaction is younger than that
+ * then), unless an operator's forced resume set the alarm time beyond it: the alarm time
+ * is otherwise capped at the horizon (the driver and an unforced resume cap it), so only a
+ * forced resume moves the horizon, and only to its new alarm time.
+ */
+export function horizonOf(
+  session: Pick<GlobalSession, 'beginTime' | 'retry'>,
+  retryHorizonMs: number,
+): number {
+  return Math.max(session.beginTime + retryHorizonMs, session.retry.retryDeadline ?? 0);
 }
 
 /**

@@ -17,7 +17,7 @@
  *   limits: { maxRequestBodyBytes, maxWatchers, watchTimeoutMs, changeTimeoutMs,
  *             learnerCatchUpTimeoutMs, learnerCatchUpMaxLagEntries, transferTimeoutMs }
  *   log:    { level }
- *   phaseTwo: { stuckAfterMs, retryBaseMs, retryMaxBackoffMs }
+ *   phaseTwo: { stuckAfterMs, retryHorizonMs, retryBaseMs, retryMaxBackoffMs }
  *   security: { insecure, tls: { dir, auto, ca, cert, key } }   (security/config.ts)
  *
  * Relative paths (raft.dataDir) are resolved against the process's working directory,
@@ -161,6 +161,12 @@ export interface PhaseTwoConfig {
    * retried), ms.
    */
   stuckAfterMs: number;
+  /**
+   * Phase two is delivered automatically only until this long after a transaction began;
+   * then its retries stop and only an operator's forced resume delivers again. The RMs'
+   * fences must keep their rows longer (their retryHorizonMs), ms.
+   */
+  retryHorizonMs: number;
   /** First retry delay, ms; doubles per attempt. */
   retryBaseMs: number;
   /** Cap of the retry delay, ms. */
@@ -711,12 +717,21 @@ export function selfEndpoints(c: NodeConfig): MemberEndpoints {
 
 function parsePhaseTwoSection(raw: Section): PhaseTwoConfig {
   const phaseTwoS = section(raw, 'phaseTwo', '');
-  noUnknownKeys(phaseTwoS, ['stuckAfterMs', 'retryBaseMs', 'retryMaxBackoffMs'], 'phaseTwo');
+  noUnknownKeys(
+    phaseTwoS,
+    ['stuckAfterMs', 'retryHorizonMs', 'retryBaseMs', 'retryMaxBackoffMs'],
+    'phaseTwo',
+  );
   const phaseTwo: PhaseTwoConfig = {
     stuckAfterMs: int(phaseTwoS, 'stuckAfterMs', 'phaseTwo', {
       default: DEFAULT_PHASE_TWO_OPTIONS.stuckAfterMs,
       min: 1_000,
       max: 7 * 24 * 3_600_000,
+    }),
+    retryHorizonMs: int(phaseTwoS, 'retryHorizonMs', 'phaseTwo', {
+      default: DEFAULT_PHASE_TWO_OPTIONS.retryHorizonMs,
+      min: 1_000,
+      max: 365 * 24 * 3_600_000,
     }),
     retryBaseMs: int(phaseTwoS, 'retryBaseMs', 'phaseTwo', {
       default: DEFAULT_PHASE_TWO_OPTIONS.retryBaseMs,

@@ -276,6 +276,32 @@ function deltaOf(value: number, last: number): number {
   return value >= last ? value - last : value;
 }
 
+/**
+ * A Prometheus counter over a running total read at scrape time (undefined: nothing to read
+ * now): each scrape adds what the total grew by; a total that went back (a new store or
+ * driver starts from zero) counts from there.
+ */
+export function registerRunningTotal(
+  registry: Registry,
+  name: string,
+  help: string,
+  read: () => number | undefined,
+): void {
+  let last = 0;
+  new Counter({
+    name,
+    help,
+    registers: [registry],
+    collect() {
+      const v = read();
+      if (v === undefined) return;
+      const delta = deltaOf(v, last);
+      if (delta > 0) this.inc(delta);
+      last = v;
+    },
+  });
+}
+
 /** The driver's counters: [name, help, read]. */
 const DRIVER_TOTALS: Array<[string, string, (st: RaftStatus) => number | undefined]> = [
   [
@@ -321,23 +347,8 @@ const DRIVER_TOTALS: Array<[string, string, (st: RaftStatus) => number | undefin
  */
 function registerDriverMetrics(registry: Registry, status: ReadStatus): void {
   const counters = () => status()?.counters ?? null;
-  const driverTotal = (name: string, help: string, read: () => number | undefined) => {
-    let last = 0;
-    new Counter({
-      name,
-      help,
-      registers: [registry],
-      collect() {
-        const v = read();
-        if (v === undefined) return;
-        const delta = deltaOf(v, last);
-        if (delta > 0) this.inc(delta);
-        last = v;
-      },
-    });
-  };
   for (const [name, help, read] of DRIVER_TOTALS)
-    driverTotal(name, help, () => {
+    registerRunningTotal(registry, name, help, () => {
       const st = status();
       return st ? read(st) : undefined;
     });

@@ -5,7 +5,7 @@
  * handlers, the membership orchestration and the metrics are written against this
  * interface so they can be unit-tested with a fake.
  */
-import type { ConfChange, NodeId, RaftStatus } from '../store/raft/index.ts';
+import type { ConfChange, DriverCounters, NodeId, RaftStatus } from '../store/raft/index.ts';
 
 export interface RaftControlStatus extends RaftStatus {
   /** Driver extras, when the implementation has them. */
@@ -17,18 +17,8 @@ export interface RaftControlStatus extends RaftStatus {
   pendingProposals?: number;
   pendingReads?: number;
   leaseReadsServed?: number;
-  /** The driver's hot-path counters (src/raft/driver.ts DriverCounters). */
-  counters?: {
-    rounds: number;
-    entriesPersisted: number;
-    entriesApplied: number;
-    readsCompleted: number;
-    snapshotsTaken: number;
-    snapshotMsTotal: number;
-    lastSnapshotEncodeMs: number;
-    lastSnapshotWriteMs: number;
-    lastSnapshotBytes: number;
-  };
+  /** The driver's hot-path counters. */
+  counters?: DriverCounters;
 }
 
 export interface RaftControl {

@@ -21,6 +21,14 @@ export const MAX_LOCK_KEY_CHARS = 64 * 1024;
 /** A global transaction's timeout bounds, ms: 1 ms .. 24 h. */
 export const MIN_TRANSACTION_TIMEOUT_MS = 1;
 export const MAX_TRANSACTION_TIMEOUT_MS = 24 * 60 * 60 * 1000;
+/**
+ * The TC's phase-two retry horizon by default, ms (the coordinator's
+ * `phaseTwo.retryHorizonMs`): how long after a transaction began the TC still delivers its
+ * phase two on its own. Past it retries stop and only an operator's forced resume delivers
+ * again. An RM's fence keeps its rows at least this long plus a margin (src/client/fence),
+ * so no automatic delivery finds its rows cleaned up.
+ */
+export const DEFAULT_PHASE_TWO_RETRY_HORIZON_MS = 24 * 60 * 60 * 1000;
 /** Resources one RM channel may serve. */
 export const MAX_RESOURCES_PER_RM = 1_024;
 /** Largest TC gRPC message either side sends or accepts, bytes. */

@@ -19,7 +19,9 @@ export const GlobalStatus = {
   TimeoutRollbackRetrying: 'TimeoutRollbackRetrying',
   /** Every branch can commit in the background (AT): the TM is answered at once. */
   AsyncCommitting: 'AsyncCommitting',
-  // End states: never change again.
+  // End states: phase two has ended. Committed, Rollbacked and TimeoutRollbacked are final
+  // (never change again); the three *Failed ones end phase two unless an operator resumes
+  // it (isFinalStatus, isFailedEnd).
   Committed: 'Committed',
   CommitFailed: 'CommitFailed',
   Rollbacked: 'Rollbacked',
@@ -118,8 +120,12 @@ export function decisionOf(status: GlobalStatus): Decision | null {
 }
 
 /**
- * End states that need an operator: phase two gave up, the rows may be half-written. The
- * coordinator keeps such a session live, with its locks, until MarkResolved.
+ * Failed ends: an RM answered that a branch can never finish (unretryable), so phase two
+ * stopped; the rows may be half-written. Ended, unless an operator resumes it: the
+ * coordinator keeps such a session live, with its locks, until an operator either resumes
+ * it (back to the matching driving status, Committing / Rollbacking / TimeoutRollbacking,
+ * where only its unfinished branches are told again) or marks it resolved. Its decision
+ * never changes either way.
  */
 export function isFailedEnd(status: GlobalStatus): boolean {
   return (
@@ -129,23 +135,29 @@ export function isFailedEnd(status: GlobalStatus): boolean {
   );
 }
 
-const END_STATUSES: ReadonlySet<GlobalStatus> = new Set([
+const FINAL_STATUSES: ReadonlySet<GlobalStatus> = new Set([
   GlobalStatus.Committed,
-  GlobalStatus.CommitFailed,
   GlobalStatus.Rollbacked,
-  GlobalStatus.RollbackFailed,
   GlobalStatus.TimeoutRollbacked,
-  GlobalStatus.TimeoutRollbackFailed,
   GlobalStatus.Finished,
 ]);
 
 /**
- * End states: the status never changes again (Seata's "final status"). Finished is one — a
- * code a Seata-style server may answer — though a Concord session never enters it (a
- * session ends in one of the others; Finished is decoded at the edge only).
+ * Final states: the status never changes again, by anyone (Seata's "final status" less
+ * its *Failed ones, which an operator may resume here). Finished is one — a code a
+ * Seata-style server may answer — though a Concord session never enters it.
+ */
+export function isFinalStatus(status: GlobalStatus): boolean {
+  return FINAL_STATUSES.has(status);
+}
+
+/**
+ * End states: phase two has ended — a final state, or a failed end (isFailedEnd) that waits
+ * for an operator and only an operator's resume can move. Nothing moves an end state on its
+ * own, and the TM has been answered: a client that sees one stops waiting.
  */
 export function isEndStatus(status: GlobalStatus): boolean {
-  return END_STATUSES.has(status);
+  return isFinalStatus(status) || isFailedEnd(status);
 }
 
 /** A rollback the TC decided on its own because the transaction outlived its timeout. */

@@ -135,6 +135,11 @@ export interface LockQueryRequestWire {
 export interface LockQueryResponseWire extends WireResponse {
   lockable?: boolean;
 }
+export interface ResumeRetryRequestWire {
+  xid: string;
+  /** Absent or false: refused past the retry horizon. */
+  force?: boolean;
+}
 export interface MarkResolvedRequestWire {
   xid: string;
   confirmXid: string;

@@ -163,7 +163,7 @@ describe('checker', () => {
   });
 
   it('knows every violation kind it can report (this file covers each)', () => {
-    expect(VIOLATION_KINDS.length).toBe(21);
+    expect(VIOLATION_KINDS.length).toBe(22);
   });
 
   it('effect-duplicated: a confirm that took effect twice', () => {
@@ -408,6 +408,13 @@ describe('checker', () => {
     const w = cleanWorld();
     w.bank = { expectedTotal: 1000, total: 990, frozen: 10 };
     expect(kinds(w)).toEqual(['money-not-conserved', 'reservation-left']);
+  });
+
+  it("prepared-left: an XA branch of the run still prepared; another run's is not ours", () => {
+    const w = cleanWorld();
+    w.bank = { expectedTotal: 1000, total: 1000, frozen: 0, preparedXids: ['X1', 'other:1:2'] };
+    const found = check(w).violations.filter((v) => v.kind === 'prepared-left');
+    expect(found.map((v) => v.xid)).toEqual(['X1']);
   });
 
   it('counts sibling takeovers of phase two', () => {

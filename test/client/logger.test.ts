@@ -3,12 +3,11 @@
  * transaction header is never silent), and any logger with the usual methods — console
  * included — accepted and adapted.
  */
-import { spawn } from 'node:child_process';
 import { describe, expect, it } from 'vitest';
+import { runScript } from '../support/script.ts';
 import { createClient, wrapHttpHandler, xidMiddleware } from '../../src/index.ts';
 import { toClientLogger } from '../../src/client/logger.ts';
 import { BadRequestError } from '../../src/shared/errors.ts';
-import { REPO_ROOT } from '../ops/helpers.ts';
 import { capturingLogger } from './helpers/db.ts';
 
 /** A console-shaped spy: records (method, args). */
@@ -96,28 +95,10 @@ describe('the SDK logger', () => {
         server.close();
       });
     `;
-    const env = { ...process.env };
-    delete env.CONCORD_LOG_LEVEL;
-    const child = spawn(
-      process.execPath,
-      ['--import', 'tsx', '--input-type=module', '-e', script],
-      {
-        cwd: REPO_ROOT,
-        env,
-        stdio: ['ignore', 'pipe', 'pipe'],
-      },
-    );
-    let out = '';
-    let err = '';
-    child.stdout.on('data', (b: Buffer) => (out += b.toString()));
-    child.stderr.on('data', (b: Buffer) => (err += b.toString()));
-    const code = await new Promise<number | null>((resolve) => child.once('exit', resolve));
+    const { code, out, logLines } = await runScript(script);
     expect(code).toBe(0);
     expect(out).toContain('STATUS 400');
-    const lines = err
-      .split('\n')
-      .filter((l) => l.startsWith('{'))
-      .map((l) => JSON.parse(l) as Record<string, unknown>);
+    const lines = logLines();
     expect(lines).toHaveLength(1);
     expect(lines[0]).toMatchObject({ level: 40, name: 'concord', carrier: 'header' });
     expect(String(lines[0]!.msg)).toMatch(/not one well-formed xid/);

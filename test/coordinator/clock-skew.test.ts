@@ -17,6 +17,7 @@ import { MemoryStore } from '../../src/store/memory/index.ts';
 import { CoordinatorStateMachine } from '../../src/coordinator/state-machine.ts';
 import { silentLogger } from '../../src/shared/logger.ts';
 import { FakeClock, FakeGateway, SequentialIds, flush } from './fakes.ts';
+import { runTmOp, type Op } from './tm-ops.ts';
 
 const HOUR = 3_600_000;
 const PHASE_TWO = {
@@ -26,14 +27,6 @@ const PHASE_TWO = {
   branchCallTimeoutMs: 2_000,
   sweepIntervalMs: 3_000,
 };
-
-type Op =
-  | { t: 'begin'; timeoutMs: number }
-  | { t: 'register'; x: number }
-  | { t: 'commit'; x: number }
-  | { t: 'rollback'; x: number }
-  | { t: 'elect'; node: number }
-  | { t: 'tick'; ms: number };
 
 const opArb: fc.Arbitrary<Op> = fc.oneof(
   {
@@ -128,43 +121,8 @@ async function run(skews: number[], ops: Op[]): Promise<string[]> {
   let leader = 0;
   let term = 1;
   const xids: Xid[] = [];
-  const quiet = (p: Promise<unknown>) => p.catch(() => undefined);
   for (const op of ops) {
-    const tc = nodes[leader]!.coordinator;
-    const xid = xids[((op as { x?: number }).x ?? 0) % Math.max(1, xids.length)];
     switch (op.t) {
-      case 'begin': {
-        const r = await tc.begin({
-          applicationId: 'a',
-          transactionServiceGroup: 'g',
-          timeoutMs: op.timeoutMs,
-        });
-        xids.push(r.xid);
-        break;
-      }
-      case 'register':
-        if (xid) {
-          const r = await quiet(
-            tc.registerBranch({
-              xid,
-              branchType: 'TCC',
-              resourceId: 'r',
-              clientId: 'c',
-              applicationId: 'a',
-            }),
-          );
-          // Every RM of this branch keeps failing: its phase two is retried until stuck.
-          const branchId = (r as { branchId?: string } | undefined)?.branchId;
-          if (branchId)
-            for (const n of nodes) n.gateway.script(branchId, ...Array<'throw'>(500).fill('throw'));
-        }
-        break;
-      case 'commit':
-        if (xid) await quiet(tc.commit({ xid }));
-        break;
-      case 'rollback':
-        if (xid) await quiet(tc.rollback({ xid }));
-        break;
       case 'elect':
         if (op.node !== leader) {
           term += 1;
@@ -180,6 +138,12 @@ async function run(skews: number[], ops: Op[]): Promise<string[]> {
         real += op.ms;
         for (const n of nodes) await n.clock.advance(op.ms);
         break;
+      }
+      default: {
+        const branchId = await runTmOp(nodes[leader]!.coordinator, xids, op);
+        // Every RM of a registered branch keeps failing: its phase two is retried until stuck.
+        if (branchId)
+          for (const n of nodes) n.gateway.script(branchId, ...Array<'throw'>(500).fill('throw'));
       }
     }
   }

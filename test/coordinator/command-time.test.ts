@@ -14,19 +14,12 @@ import { MemoryStore } from '../../src/store/memory/index.ts';
 import { CoordinatorStateMachine } from '../../src/coordinator/state-machine.ts';
 import { silentLogger } from '../../src/shared/logger.ts';
 import { FakeClock, FakeGateway, SequentialIds, TEST_PHASE_TWO, flush } from './fakes.ts';
+import { runTmOp, type Op } from './tm-ops.ts';
 
 function timeOf(c: Command): number | null {
   if (c.kind === 'Begin') return c.beginTime;
   return 'at' in c ? c.at : null;
 }
-
-type Op =
-  | { t: 'begin'; timeoutMs: number }
-  | { t: 'register'; x: number }
-  | { t: 'commit'; x: number }
-  | { t: 'rollback'; x: number }
-  | { t: 'elect'; node: number }
-  | { t: 'tick'; ms: number };
 
 const opArb: fc.Arbitrary<Op> = fc.oneof(
   fc.record({ t: fc.constant('begin' as const), timeoutMs: fc.integer({ min: 500, max: 5_000 }) }),
@@ -74,38 +67,8 @@ async function run(skews: number[], ops: Op[]): Promise<string[]> {
   let leader = 0;
   let term = 1;
   const xids: Xid[] = [];
-  const quiet = (p: Promise<unknown>) => p.catch(() => undefined);
   for (const op of ops) {
-    const tc = nodes[leader]!.coordinator;
-    const xid = xids[((op as { x?: number }).x ?? 0) % Math.max(1, xids.length)];
     switch (op.t) {
-      case 'begin': {
-        const r = await tc.begin({
-          applicationId: 'a',
-          transactionServiceGroup: 'g',
-          timeoutMs: op.timeoutMs,
-        });
-        xids.push(r.xid);
-        break;
-      }
-      case 'register':
-        if (xid)
-          await quiet(
-            tc.registerBranch({
-              xid,
-              branchType: 'TCC',
-              resourceId: 'r',
-              clientId: 'c',
-              applicationId: 'a',
-            }),
-          );
-        break;
-      case 'commit':
-        if (xid) await quiet(tc.commit({ xid }));
-        break;
-      case 'rollback':
-        if (xid) await quiet(tc.rollback({ xid }));
-        break;
       case 'elect':
         if (op.node !== leader) {
           term += 1;
@@ -119,6 +82,8 @@ async function run(skews: number[], ops: Op[]): Promise<string[]> {
       case 'tick':
         for (const n of nodes) await n.clock.advance(op.ms);
         break;
+      default:
+        await runTmOp(nodes[leader]!.coordinator, xids, op);
     }
   }
   for (const n of nodes) n.coordinator.stop();

@@ -10,7 +10,9 @@ import {
   BranchStatus,
   decisionOf,
   isEndStatus,
+  isFailedEnd,
   isSuccessfulEnd,
+  resumedStatusOf,
   statusRank,
   type Decision,
   type GlobalStatus,
@@ -100,11 +102,16 @@ export class InvariantChecker {
   }
 
   /**
-   * Invariant 2: statuses only move forward, an end state never changes, a decision never changes.
+   * Invariant 2: statuses only move forward, an end state never changes, a decision never
+   * changes — but for an operator's resume of a failed end (RetryResumed), which goes back
+   * to the matching driving status (RESUME_EDGES) and nowhere else.
    */
   private see(xid: string, status: GlobalStatus, command: Command): void {
     const before = this.lastStatus.get(xid);
-    if (before !== undefined && before !== status) {
+    if (before !== undefined && before !== status && isFailedEnd(before)) {
+      if (command.kind !== 'RetryResumed' || resumedStatusOf(before) !== status)
+        this.violate(`${xid} left failed end ${before} for ${status} (${command.kind})`);
+    } else if (before !== undefined && before !== status) {
       if (isEndStatus(before))
         this.violate(`${xid} left end state ${before} for ${status} (${command.kind})`);
       if (statusRank(status) <= statusRank(before))

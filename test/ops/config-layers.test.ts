@@ -111,6 +111,7 @@ describe('every key can come from its environment variable', () => {
     ['limits.maxApplicationDataBytes', '65536', {}, 65536],
     ['log.level', 'debug', {}, 'debug'],
     ['phaseTwo.stuckAfterMs', '120000', {}, 120_000],
+    ['phaseTwo.retryHorizonMs', '7200000', {}, 7_200_000],
     ['phaseTwo.retryBaseMs', '500', {}, 500],
     ['phaseTwo.retryMaxBackoffMs', '30000', {}, 30_000],
     ['security.insecure', 'true', {}, true],

@@ -319,7 +319,41 @@ describe('concord tx stop | resolve | retry', () => {
     rm.behave = null; // the RM works again
     const resume = await cli(['tx', 'resume', retrying2, '-s', addr(leader), '-y']);
     expect(resume.code, resume.out).toBe(0);
-    expect(resume.out).toContain('→ ok, retries resumed');
+    expect(resume.out).toContain(`resume ${retrying2} → ok, resumed, status CommitRetrying`);
     await waitForStatus(tc, retrying2 as never, (s) => s === 'Committed' || s === 'UnknownXid');
+  });
+
+  it('resume takes a CommitFailed transaction back to phase two: only its unfinished confirm is sent again', async () => {
+    const leader = await cluster.leader();
+    const xid = await tc.begin({ ...APP, applicationId: 'shop', name: 'fail', timeoutMs: 600_000 });
+    const branch = (resourceId: string) =>
+      tc.branchRegister({
+        xid,
+        branchType: 'TCC',
+        resourceId,
+        clientId: rm.clientId,
+        applicationId: 'shop',
+      });
+    const done = await branch('stock');
+    const broken = await branch('stock');
+    let fixed = false;
+    rm.behave = (call) =>
+      call.kind !== 'commit'
+        ? 'PhaseTwo_Rollbacked'
+        : call.branchId === broken && !fixed
+          ? 'PhaseTwo_CommitFailed_Unretryable'
+          : 'PhaseTwo_Committed';
+    expect(await tc.commit(xid)).toBe('CommitFailed');
+
+    fixed = true;
+    const r = await cli(['tx', 'resume', xid, '-s', addr(leader), '-y', '--force']);
+    expect(r.code, r.out).toBe(0);
+    // --force warns first; before the retry horizon the TC ignores it.
+    expect(r.out).toContain('FORCE: if its retry horizon passed');
+    expect(r.out).toContain(`resume ${xid} → ok, resumed, status Committing`);
+    expect(await waitForStatus(tc, xid as never, (s) => s === 'Committed')).toBe('Committed');
+    const confirms = rm.callsFor(xid).map((c) => c.branchId);
+    expect(confirms.filter((b) => b === done)).toHaveLength(1);
+    expect(confirms.filter((b) => b === broken)).toHaveLength(2);
   });
 });

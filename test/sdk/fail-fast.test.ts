@@ -7,13 +7,13 @@
  *  - any logger with the usual methods works (`console`-shaped, no `child`), and a failed
  *    confirm reaches it at warn; with no logger, it reaches stderr at warn (a real process).
  */
-import { spawn } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { runScript } from '../support/script.ts';
 import { PinnedDiscovery } from '../../bench/lib/pinned-discovery.ts';
 import { createClient, UnavailableError, WrongPortError } from '../../src/index.ts';
 import { TcClient } from '../../src/client/tc-client.ts';
 import { closedPort } from '../store-db/helpers.ts';
-import { REPO_ROOT, TestCluster, waitFor } from '../tc/helpers.ts';
+import { TestCluster, waitFor } from '../tc/helpers.ts';
 
 let cluster: TestCluster;
 
@@ -187,28 +187,10 @@ describe('the SDK logger', () => {
       await client.close();
       process.stdout.write('CONFIRMS ' + confirms + '\\n');
     `;
-    const env = { ...process.env };
-    delete env.CONCORD_LOG_LEVEL;
-    const child = spawn(
-      process.execPath,
-      ['--import', 'tsx', '--input-type=module', '-e', script],
-      {
-        cwd: REPO_ROOT,
-        env,
-        stdio: ['ignore', 'pipe', 'pipe'],
-      },
-    );
-    let out = '';
-    let err = '';
-    child.stdout.on('data', (b: Buffer) => (out += b.toString()));
-    child.stderr.on('data', (b: Buffer) => (err += b.toString()));
-    const code = await new Promise<number | null>((resolve) => child.once('exit', resolve));
+    const { code, out, err, logLines } = await runScript(script);
     expect(code, err).toBe(0);
     expect(out).toContain('CONFIRMS 2');
-    const lines = err
-      .split('\n')
-      .filter((l) => l.startsWith('{'))
-      .map((l) => JSON.parse(l) as Record<string, unknown>);
+    const lines = logLines();
     const failed = lines.find((l) => String(l.msg).startsWith('phase two failed'));
     expect(failed, err).toMatchObject({ level: 40, name: 'concord' });
   }, 60_000);

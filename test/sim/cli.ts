@@ -29,7 +29,7 @@ interface Args {
 }
 
 const USAGE =
-  'usage: sim [--coordinator [--mutant decision-flip|forgetful-register]] ' +
+  'usage: sim [--coordinator [--mutant decision-flip|forgetful-register|resume-flip]] ' +
   '[--seed N | --runs R [--base-seed B]] [--steps M] [--nodes 1|3|5] [--verbose]';
 
 /** A non-negative integer option value; exits 2 otherwise. */
@@ -130,7 +130,7 @@ function describeCoordinatorRun(r: CoordinatorRunResult): string {
   const skews = Object.entries(r.skews)
     .map(([id, ms]) => `${id}:${ms}`)
     .join(',');
-  return `seed=${r.seed} nodes=${r.settings.nodes} skews=[${skews}] steps=${r.steps} begun=${s.begun} branches=${s.registered} committed=${s.committed} rolledBack=${s.rolledBack} gaveUp=${s.gaveUp} rmCalls=${s.rmCalls} crashes=${s.crashes} leaderChanges=${s.leaderChanges} recoveryRounds=${s.recoveryRounds} in ${r.elapsedMs.toFixed(0)} ms`;
+  return `seed=${r.seed} nodes=${r.settings.nodes} skews=[${skews}] steps=${r.steps} begun=${s.begun} branches=${s.registered} committed=${s.committed} rolledBack=${s.rolledBack} gaveUp=${s.gaveUp} rmCalls=${s.rmCalls} unretryable=${s.unretryable} operator=${s.operatorActions} forced=${s.forced} horizonStops=${s.horizonStops} horizonRefused=${s.horizonRefused} resumedFailed=${s.resumedFailed} crashes=${s.crashes} leaderChanges=${s.leaderChanges} recoveryRounds=${s.recoveryRounds} in ${r.elapsedMs.toFixed(0)} ms`;
 }
 
 function printCoordinatorViolation(r: CoordinatorRunResult, steps: number, mutant: string): void {
@@ -173,11 +173,13 @@ async function mainCoordinator(args: Args): Promise<void> {
   let steps = 0;
   let violations = 0;
   let begun = 0;
+  const ops = { unretryable: 0, resumedFailed: 0, horizonStops: 0, horizonRefused: 0, forced: 0 };
   for (let i = 0; i < args.runs; i++) {
     const seed = seeds.nextU32() >>> 1;
     const r = await run(seed);
     steps += r.steps;
     begun += r.stats.begun;
+    for (const k of Object.keys(ops) as (keyof typeof ops)[]) ops[k] += r.stats[k];
     if (args.verbose) console.log(`run ${i + 1}: ${describeCoordinatorRun(r)}`);
     if (r.violation) {
       violations++;
@@ -188,6 +190,9 @@ async function mainCoordinator(args: Args): Promise<void> {
   const secs = (performance.now() - t0) / 1000;
   console.log(
     `elapsed ${secs.toFixed(1)} s, ${(steps / secs).toFixed(0)} steps/s, ${begun} transactions begun`,
+  );
+  console.log(
+    `unretryable answers ${ops.unretryable}, failed ends resumed ${ops.resumedFailed} (applied, any node), stopped at the retry horizon ${ops.horizonStops}, resumes refused past it ${ops.horizonRefused}, forced resumes ${ops.forced}`,
   );
   console.log(`runs: ${args.runs}, steps: ${steps}, violations: ${violations}`);
   if (violations > 0) process.exit(1);

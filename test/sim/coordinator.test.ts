@@ -20,10 +20,20 @@ describe('the coordinator under the simulator', () => {
   });
 
   it('random runs keep every invariant, and transactions do commit, roll back and retry', async () => {
-    const totals = { begun: 0, committed: 0, rolledBack: 0, rmCalls: 0, recovered: 0 };
+    const totals = {
+      begun: 0,
+      committed: 0,
+      rolledBack: 0,
+      rmCalls: 0,
+      recovered: 0,
+      resumedFailed: 0,
+      horizonStops: 0,
+    };
     for (let seed = 100; seed < 112; seed++) {
       const r = await runCoordinatorSimulation({ seed, steps: 1500 });
       expect(r.violation, `seed ${seed}: ${describeViolation(r)}`).toBeNull();
+      totals.resumedFailed += r.stats.resumedFailed;
+      totals.horizonStops += r.stats.horizonStops;
       totals.begun += r.stats.begun;
       totals.committed += r.stats.committed;
       totals.rolledBack += r.stats.rolledBack;
@@ -36,6 +46,23 @@ describe('the coordinator under the simulator', () => {
     expect(totals.rolledBack).toBeGreaterThan(5);
     expect(totals.rmCalls).toBeGreaterThan(totals.committed);
     expect(totals.recovered).toBeGreaterThan(6);
+    // Failed ends were resumed by the operator, and retries stopped at the horizon.
+    expect(totals.resumedFailed).toBeGreaterThan(3);
+    expect(totals.horizonStops).toBeGreaterThan(0);
+  });
+
+  it('catches a state machine whose resume of a failed end overturns the decision', async () => {
+    const caught: string[] = [];
+    for (let seed = 1; seed <= 20; seed++) {
+      const r = await runCoordinatorSimulation({ seed, steps: 1500, mutant: 'resume-flip' });
+      if (r.violation) {
+        expect(['end-state-moves', 'decision-final'], describeViolation(r)).toContain(
+          r.violation.invariant,
+        );
+        caught.push(`${seed}`);
+      }
+    }
+    expect(caught.length).toBeGreaterThanOrEqual(2);
   });
 
   it('catches a state machine that lets a rollback overturn a commit decision', async () => {
@@ -43,7 +70,10 @@ describe('the coordinator under the simulator', () => {
     for (let seed = 1; seed <= 20; seed++) {
       const r = await runCoordinatorSimulation({ seed, steps: 1500, mutant: 'decision-flip' });
       if (r.violation) {
-        expect(r.violation.invariant, describeViolation(r)).toBe('decision-final');
+        // Seen as a decision that changed, or (from a failed end) as an end state that moved.
+        expect(['decision-final', 'end-state-moves'], describeViolation(r)).toContain(
+          r.violation.invariant,
+        );
         caught.push(`${seed}`);
       }
     }

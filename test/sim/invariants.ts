@@ -58,7 +58,10 @@ export type InvariantName =
   | 'row-lock-holders'
   | 'acked-survives'
   | 'coordinator-state'
-  | 'coordinator-liveness';
+  | 'coordinator-liveness'
+  // An end state moved: a final one at all, a failed one other than by an operator's resume
+  // to its matching driving status.
+  | 'end-state-moves';
 
 export interface Violation {
   invariant: InvariantName;

@@ -45,7 +45,12 @@ export interface NodeConfigOptions {
   authToken?: string;
   logLevel?: string;
   /** The `phaseTwo` section (retry backoff, alarm threshold); absent: the defaults. */
-  phaseTwo?: { stuckAfterMs?: number; retryBaseMs?: number; retryMaxBackoffMs?: number };
+  phaseTwo?: {
+    stuckAfterMs?: number;
+    retryHorizonMs?: number;
+    retryBaseMs?: number;
+    retryMaxBackoffMs?: number;
+  };
   /** The config's `limits` section (docs/operations.md). */
   limits?: Record<string, number>;
   /** Plaintext everywhere (security.insecure). Default: TLS with the run's pki (support/tls.ts). */

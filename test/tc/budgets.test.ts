@@ -8,7 +8,13 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CapacityError, type TcClient } from '../../src/client/tc-client.ts';
 import type { Xid } from '../../src/shared/ids.ts';
-import { TestCluster, TestRm, waitForStatus } from './helpers.ts';
+import {
+  TestCluster,
+  TestRm,
+  waitForStatus,
+  startClusterWithRm,
+  stopClusterWithRm,
+} from './helpers.ts';
 
 const BUDGETS = { maxLiveBranches: 4, maxLockedRows: 6, maxApplicationDataBytes: 1_000 };
 const SHOP = { applicationId: 'shop', transactionServiceGroup: 'default', timeoutMs: 120_000 };
@@ -19,21 +25,19 @@ let tc: TcClient;
 let rm: TestRm;
 
 beforeAll(async () => {
-  cluster = await TestCluster.start('budgets', {
-    tickMs: 30,
-    limits: BUDGETS,
-    quotas: { applications: { batch: { maxLiveTransactions: 2 } } },
-  });
-  tc = cluster.client();
-  rm = new TestRm(tc, ['jdbc:stock'], { clientId: 'budgets-rm', applicationId: 'shop' });
-  await rm.connect();
+  ({ cluster, tc, rm } = await startClusterWithRm(
+    'budgets',
+    {
+      tickMs: 30,
+      limits: BUDGETS,
+      quotas: { applications: { batch: { maxLiveTransactions: 2 } } },
+    },
+    ['jdbc:stock'],
+    { clientId: 'budgets-rm', applicationId: 'shop' },
+  ));
 }, 90_000);
 
-afterAll(async () => {
-  await rm?.disconnect();
-  await tc?.close();
-  await cluster?.stop();
-}, 60_000);
+afterAll(() => stopClusterWithRm({ cluster, tc, rm }), 60_000);
 
 function branch(xid: Xid, rows: string[], data = '') {
   return tc.branchRegister({

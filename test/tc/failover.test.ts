@@ -7,7 +7,15 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { BranchStatus, GlobalStatus, TcClient } from '../../src/client/tc-client.ts';
-import { TestCluster, TestRm, waitFor, waitForStatus } from './helpers.ts';
+import {
+  TestCluster,
+  TestRm,
+  waitFor,
+  waitForStatus,
+  startClusterWithRm,
+  statusRank,
+  stopClusterWithRm,
+} from './helpers.ts';
 
 const TICK_MS = 50;
 const APP = { applicationId: 'shop', transactionServiceGroup: 'default' };
@@ -16,25 +24,16 @@ let cluster: TestCluster;
 let tc: TcClient;
 let rm: TestRm;
 
-function rank(s: string): number {
-  if (s === 'Begin') return 0;
-  if (['Committing', 'Rollbacking', 'TimeoutRollbacking', 'AsyncCommitting'].includes(s)) return 1;
-  if (['CommitRetrying', 'RollbackRetrying', 'TimeoutRollbackRetrying'].includes(s)) return 2;
-  return 3;
-}
-
 beforeAll(async () => {
-  cluster = await TestCluster.start('failover', { tickMs: TICK_MS });
-  tc = cluster.client();
-  rm = new TestRm(tc, ['inventory', 'billing'], { clientId: 'rm-failover' });
-  await rm.connect();
+  ({ cluster, tc, rm } = await startClusterWithRm(
+    'failover',
+    { tickMs: TICK_MS },
+    ['inventory', 'billing'],
+    { clientId: 'rm-failover' },
+  ));
 }, 90_000);
 
-afterAll(async () => {
-  await rm?.disconnect();
-  await tc?.close();
-  await cluster?.stop();
-}, 60_000);
+afterAll(() => stopClusterWithRm({ cluster, tc, rm }), 60_000);
 
 describe('leader failover', () => {
   it('the leader is SIGKILLed while a transaction is Committing: the new leader finishes it', async () => {
@@ -114,8 +113,8 @@ describe('leader failover', () => {
     // Status queries never went backwards, across the failover too.
     seen.push('Committed');
     for (let i = 1; i < seen.length; i++)
-      expect(rank(seen[i]!), `${seen[i - 1]} → ${seen[i]}`).toBeGreaterThanOrEqual(
-        rank(seen[i - 1]!),
+      expect(statusRank(seen[i]!), `${seen[i - 1]} → ${seen[i]}`).toBeGreaterThanOrEqual(
+        statusRank(seen[i - 1]!),
       );
 
     // Bring the old leader back (on its data dir) for the next test.

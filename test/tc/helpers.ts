@@ -363,3 +363,47 @@ export function rawCall(
     );
   });
 }
+
+/** A test file's cluster, a TC client of it, and one TestRm connected through that client. */
+export interface ClusterWithRm {
+  cluster: TestCluster;
+  tc: TcClient;
+  rm: TestRm;
+}
+
+/**
+ * Starts a cluster, a client of it and a TestRm serving `resourceIds`, connected; should a
+ * step fail, what was started is stopped before the error is thrown.
+ */
+export async function startClusterWithRm(
+  name: string,
+  opts: ClusterOptions,
+  resourceIds: string[],
+  rmOpts: { clientId?: string; applicationId?: string },
+): Promise<ClusterWithRm> {
+  const cluster = await TestCluster.start(name, opts);
+  const tc = cluster.client();
+  const rm = new TestRm(tc, resourceIds, rmOpts);
+  try {
+    await rm.connect();
+  } catch (err) {
+    await stopClusterWithRm({ cluster, tc, rm });
+    throw err;
+  }
+  return { cluster, tc, rm };
+}
+
+/** Stops what startClusterWithRm started (parts not started are skipped). */
+export async function stopClusterWithRm(s: Partial<ClusterWithRm>): Promise<void> {
+  await s.rm?.disconnect();
+  await s.tc?.close();
+  await s.cluster?.stop();
+}
+
+/** Progress rank of a status as a client sees it: every legal step raises it. */
+export function statusRank(s: string): number {
+  if (s === 'Begin') return 0;
+  if (['Committing', 'Rollbacking', 'TimeoutRollbacking', 'AsyncCommitting'].includes(s)) return 1;
+  if (['CommitRetrying', 'RollbackRetrying', 'TimeoutRollbackRetrying'].includes(s)) return 2;
+  return 3;
+}

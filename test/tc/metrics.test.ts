@@ -30,6 +30,8 @@ import {
   waitFor,
   waitForStatus,
   type TestNode,
+  startClusterWithRm,
+  stopClusterWithRm,
 } from './helpers.ts';
 
 const APP = { transactionServiceGroup: 'default' };
@@ -57,17 +59,15 @@ function value(text: string, name: string, labels: Record<string, string> = {}):
 }
 
 beforeAll(async () => {
-  cluster = await TestCluster.start('metrics', { tickMs: 30 });
-  tc = cluster.client();
-  rm = new TestRm(tc, ['inventory', 'orders'], { clientId: 'rm-metrics', applicationId: 'shop' });
-  await rm.connect();
+  ({ cluster, tc, rm } = await startClusterWithRm(
+    'metrics',
+    { tickMs: 30 },
+    ['inventory', 'orders'],
+    { clientId: 'rm-metrics', applicationId: 'shop' },
+  ));
 }, 90_000);
 
-afterAll(async () => {
-  await rm?.disconnect();
-  await tc?.close();
-  await cluster?.stop();
-}, 60_000);
+afterAll(() => stopClusterWithRm({ cluster, tc, rm }), 60_000);
 
 describe('transaction metrics', () => {
   it('a committed transaction with a retried branch, a conflict and a rollback move the counters and histograms', async () => {

@@ -16,6 +16,9 @@ import {
   waitFor,
   waitForStatus,
   type RawClient,
+  startClusterWithRm,
+  statusRank,
+  stopClusterWithRm,
 } from './helpers.ts';
 
 const TICK_MS = 50;
@@ -45,28 +48,20 @@ async function proposedCounts(httpPort: number): Promise<{ entries: number; comm
   };
 }
 
-/** Progress rank of a status as a client sees it: every legal step raises it. */
-function rank(s: string): number {
-  if (s === 'Begin') return 0;
-  if (['Committing', 'Rollbacking', 'TimeoutRollbacking', 'AsyncCommitting'].includes(s)) return 1;
-  if (['CommitRetrying', 'RollbackRetrying', 'TimeoutRollbackRetrying'].includes(s)) return 2;
-  return 3;
-}
-
 beforeAll(async () => {
-  cluster = await TestCluster.start('protocol', { tickMs: TICK_MS });
-  tc = cluster.client();
+  ({ cluster, tc, rm } = await startClusterWithRm(
+    'protocol',
+    { tickMs: TICK_MS },
+    ['stock', 'orders-db', 'payments'],
+    { clientId: 'rm-main' },
+  ));
   unary = cluster.client({ transport: 'unary' });
-  rm = new TestRm(tc, ['stock', 'orders-db', 'payments'], { clientId: 'rm-main' });
-  await rm.connect();
 }, 90_000);
 
 afterAll(async () => {
   for (const r of raws) r.close();
-  await rm?.disconnect();
-  await tc?.close();
   await unary?.close();
-  await cluster?.stop();
+  await stopClusterWithRm({ cluster, tc, rm });
 }, 60_000);
 
 describe('bad requests', () => {
@@ -622,8 +617,8 @@ describe('status queries', () => {
     }
     seen.push(await tc.getStatus(xid));
     for (let i = 1; i < seen.length; i++)
-      expect(rank(seen[i]!), `${seen[i - 1]} → ${seen[i]}`).toBeGreaterThanOrEqual(
-        rank(seen[i - 1]!),
+      expect(statusRank(seen[i]!), `${seen[i - 1]} → ${seen[i]}`).toBeGreaterThanOrEqual(
+        statusRank(seen[i - 1]!),
       );
     expect(seen).toContain('Begin');
     expect(seen).toContain('CommitRetrying');

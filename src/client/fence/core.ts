@@ -109,11 +109,11 @@ export interface FenceOptions {
   maxAttempts?: number;
   /**
    * How long after a branch's fence row was written the TC may still deliver an op of that
-   * branch, ms: the longest timeout of the transactions this service takes part in plus the
-   * TC's phase-two retry window. Cleanup never deletes a row younger than this (a shorter
-   * `olderThanMs` is refused with FenceRetentionError). Default 24 h 10 min — every timeout
-   * the TC accepts (24 h) plus its default retry window (10 min); at least 11 min
-   * (MIN_RETRY_HORIZON_MS).
+   * branch, ms: the TC's retry horizon (`phaseTwo.retryHorizonMs`, after which it delivers
+   * nothing on its own) plus a margin for clock skew. Cleanup never deletes a row younger
+   * than this (a shorter `olderThanMs` is refused with FenceRetentionError). Default 24 h
+   * 10 min — the TC's default horizon (24 h) plus FENCE_HORIZON_MARGIN_MS (10 min); at
+   * least 11 min (MIN_RETRY_HORIZON_MS).
    */
   retryHorizonMs?: number;
 }
@@ -730,7 +730,7 @@ class FenceRunner<Tx> {
       throw new FenceRetentionError(
         `fence cleanup olderThanMs ${olderThanMs} is shorter than the fence's retryHorizonMs ${retryHorizonMs}: ` +
           'it would delete rows of branches whose phase two the TC may still deliver (a confirm would find no try, a late try would pass). ' +
-          'Keep olderThanMs ≥ retryHorizonMs; lower retryHorizonMs only to your longest transaction timeout plus the TC’s phase-two retry window',
+          'Keep olderThanMs ≥ retryHorizonMs; lower retryHorizonMs only to the TC’s phaseTwo.retryHorizonMs plus a margin for clock skew (FENCE_HORIZON_MARGIN_MS)',
       );
     return {
       olderThanMs,

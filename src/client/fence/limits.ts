@@ -2,6 +2,7 @@
  * Every bound of the fence, named with its unit. Inputs outside them are refused with
  * BadRequestError before any database work.
  */
+import { DEFAULT_PHASE_TWO_RETRY_HORIZON_MS } from '../../shared/protocol-limits.ts';
 
 /** The default fence table name. */
 export const DEFAULT_FENCE_TABLE = 'concord_fence';
@@ -36,27 +37,36 @@ export const FENCE_RETRY_BACKOFF_MAX_MS = 200;
 
 /**
  * The TC's bounds that decide how late a phase-two delivery can be, as the TC has them by
- * default (the client may not import the coordinator; these mirror it): the longest
- * transaction timeout it accepts (src/coordinator/limits.ts), and how long it retries a
- * branch's phase two before it shows it stuck (the phase-two driver's `stuckAfterMs`; it
- * never stops retrying a decision, but past that an operator is alerted).
+ * default. The one that counts is its retry horizon (`phaseTwo.retryHorizonMs`, one
+ * definition in src/shared/protocol-limits.ts): the TC delivers a transaction's phase two on
+ * its own only until that long after the transaction began; then it stops the retries and
+ * leaves the transaction to an operator, who may force a resume past it knowingly. Every
+ * fence row of a transaction is written after it began, so a row kept longer than the TC's
+ * horizon is there for every automatic delivery. The other two are shown for reference: the
+ * longest transaction timeout the TC accepts and its alarm time (`phaseTwo.stuckAfterMs`,
+ * when a transaction still failing is shown stuck).
  */
+export const TC_RETRY_HORIZON_MS = DEFAULT_PHASE_TWO_RETRY_HORIZON_MS;
 export const TC_MAX_TRANSACTION_TIMEOUT_MS = 24 * 60 * 60 * 1000;
 export const TC_PHASE_TWO_RETRY_WINDOW_MS = 10 * 60 * 1000;
 /**
- * The retry horizon: how long after a branch's fence row was written the TC may still
- * deliver an op of that branch — the transaction's timeout (phase two starts at the
- * decision, at the latest at the timeout) plus the TC's phase-two retry window. A fence row
- * deleted before that forgets a cancel or a confirm: a late try would run (hanging) and a
- * repeated confirm would find no row. Cleanup never deletes a row younger than the fence's
- * `retryHorizonMs`; the default covers every transaction the TC accepts (24 h + 10 min).
- * A service whose transactions are all short may declare a shorter horizon (its longest
- * timeout plus the TC's retry window), but not below MIN_RETRY_HORIZON_MS.
+ * What a fence keeps beyond the TC's retry horizon: clock skew between the TC and this
+ * database (row times are the database's, the horizon the TC's), and a call sent just before
+ * the horizon that arrives a little after it.
  */
-export const DEFAULT_RETRY_HORIZON_MS =
-  TC_MAX_TRANSACTION_TIMEOUT_MS + TC_PHASE_TWO_RETRY_WINDOW_MS;
-/** The TC's default retry window plus the SDK's default transaction timeout (60 s). */
-export const MIN_RETRY_HORIZON_MS = TC_PHASE_TWO_RETRY_WINDOW_MS + 60 * 1000;
+export const FENCE_HORIZON_MARGIN_MS = 10 * 60 * 1000;
+/**
+ * The retry horizon a fence declares: how long after a branch's fence row was written the
+ * TC may still deliver an op of that branch. A fence row deleted before that forgets a
+ * cancel or a confirm: a late try would run (hanging) and a repeated confirm would find no
+ * row. Cleanup never deletes a row younger than the fence's `retryHorizonMs`; the default
+ * is the TC's default horizon plus the margin (24 h + 10 min). A service whose TC runs a
+ * shorter `phaseTwo.retryHorizonMs` may declare less (that horizon plus the margin), but not
+ * below MIN_RETRY_HORIZON_MS.
+ */
+export const DEFAULT_RETRY_HORIZON_MS = TC_RETRY_HORIZON_MS + FENCE_HORIZON_MARGIN_MS;
+/** The margin plus a one-minute TC horizon (the SDK's default transaction timeout). */
+export const MIN_RETRY_HORIZON_MS = FENCE_HORIZON_MARGIN_MS + 60 * 1000;
 /**
  * Rows cleanup deletes by default: those older than the fence's retry horizon (default
  * DEFAULT_RETRY_HORIZON_MS).

@@ -203,44 +203,137 @@ export function registerSaga<A, R, Tx>(
 }
 
 function registerAction<A, R, Tx>(deps: ActionDeps, spec: Spec<A, R, Tx>): BranchAction<A, R> {
-  const log = deps.logger.child({ component: 'rm', resourceId: spec.resourceId });
-  const contextOf = (xid: string, branchId: string, tx: Tx): ActionContext<Tx> => ({
-    xid,
-    branchId,
+  const action = new RegisteredAction(deps, spec);
+  deps.rm.register({
     resourceId: spec.resourceId,
     branchType: spec.branchType,
-    tx,
+    phaseTwo: (request: PhaseTwoRequest) => action.phaseTwo(request),
   });
+  return Object.assign((args: A) => action.call(args), {
+    resourceId: spec.resourceId,
+    branchType: spec.branchType,
+  }) as BranchAction<A, R>;
+}
+
+type Fenced<T> = { ran: true; value: T } | { ran: false; outcome: string };
+
+/** One registered action: its phase one (in the caller) and its phase two (from the TC). */
+class RegisteredAction<A, R, Tx> {
+  private readonly log: Logger;
+
+  constructor(
+    private readonly deps: ActionDeps,
+    private readonly spec: Spec<A, R, Tx>,
+  ) {
+    this.log = deps.logger.child({ component: 'rm', resourceId: spec.resourceId });
+  }
+
+  /** A call of the action: a branch of the caller's global transaction, then phase one. */
+  async call(args: A): Promise<R> {
+    const { deps, spec } = this;
+    deps.assertUsable();
+    const context = currentContext();
+    if (context === undefined) throw new NoGlobalTransactionError(spec.resourceId);
+    const { xid, signal } = context;
+    // The transaction's scope is over for this process (timeout, rollback): refused here,
+    // before anything reaches the TC.
+    if (signal?.aborted) throw signal.reason;
+    const applicationData = encodeActionContext(spec.resourceId, args);
+    return deps.tracker.run(() =>
+      inSpan(
+        `concord.branch.${spec.phaseOneOp}`,
+        {
+          [ATTR_XID]: xid,
+          [ATTR_BRANCH_TYPE]: spec.branchType,
+          [ATTR_RESOURCE_ID]: spec.resourceId,
+        },
+        async (span) => {
+          await deps.rm.ensureReady();
+          const branchId = await this.registerBranch(xid, applicationData, signal);
+          span.setAttribute(ATTR_BRANCH_ID, branchId);
+          this.log.debug({ xid, branchId }, 'branch registered');
+          return this.phaseOne(args, xid, branchId, signal);
+        },
+      ),
+    );
+  }
+
+  /** Phase two as the TC sends it: the commit or rollback step, fenced, bound to no xid. */
+  async phaseTwo(request: PhaseTwoRequest): Promise<void> {
+    const spec = this.spec;
+    const phase = request.kind === 'commit' ? spec.commit : spec.rollback;
+    if (phase === undefined) return; // Saga commit: the forward action already was the commit.
+    const args = decodeActionContext(spec.resourceId, request.applicationData) as A;
+    await this.deps.hooks.beforePhaseTwo?.(this.pointOf(request.xid, request.branchId, phase.op));
+    // Phase two belongs to no transaction scope: a call it makes must not carry the xid
+    // (the transaction is decided; a downstream service must not try to join it).
+    const result = await inSpan(
+      `concord.branch.${phase.op}`,
+      {
+        [ATTR_XID]: request.xid,
+        [ATTR_BRANCH_ID]: request.branchId,
+        [ATTR_BRANCH_TYPE]: spec.branchType,
+        [ATTR_RESOURCE_ID]: spec.resourceId,
+      },
+      () =>
+        this.phaseTwoStep(request, phase.op, () =>
+          runWithoutXid(() =>
+            this.fenced(phase.op, request.xid, request.branchId, async (ctx) =>
+              phase.step(args, ctx),
+            ),
+          ),
+        ),
+      SpanKind.SERVER,
+    );
+    if (!result.ran)
+      this.log.debug(
+        { xid: request.xid, branchId: request.branchId, op: phase.op, outcome: result.outcome },
+        'fence skipped phase two',
+      );
+  }
+
+  private contextOf(xid: string, branchId: string, tx: Tx): ActionContext<Tx> {
+    return {
+      xid,
+      branchId,
+      resourceId: this.spec.resourceId,
+      branchType: this.spec.branchType,
+      tx,
+    };
+  }
+
+  private pointOf(xid: string, branchId: string, op: FenceOp): BranchPoint {
+    return {
+      xid,
+      branchId,
+      resourceId: this.spec.resourceId,
+      branchType: this.spec.branchType,
+      op,
+    };
+  }
 
   /** Runs `step` inside the fence (or bare) and says whether it ran. */
-  async function fenced<T>(
+  private async fenced<T>(
     op: FenceOp,
     xid: string,
     branchId: string,
     step: (ctx: ActionContext<Tx>) => Promise<T>,
-  ): Promise<{ ran: true; value: T } | { ran: false; outcome: string }> {
-    if (spec.fence === undefined)
-      return { ran: true, value: await step(contextOf(xid, branchId, undefined as Tx)) };
+  ): Promise<Fenced<T>> {
+    const fence = this.spec.fence;
+    if (fence === undefined)
+      return { ran: true, value: await step(this.contextOf(xid, branchId, undefined as Tx)) };
     let value: T | undefined;
-    const outcome = await spec.fence.run({ xid, branchId, op }, async (tx) => {
-      value = await step(contextOf(xid, branchId, tx));
+    const outcome = await fence.run({ xid, branchId, op }, async (tx) => {
+      value = await step(this.contextOf(xid, branchId, tx));
     });
     return outcome === 'executed' ? { ran: true, value: value as T } : { ran: false, outcome };
   }
-
-  const pointOf = (xid: string, branchId: string, op: FenceOp): BranchPoint => ({
-    xid,
-    branchId,
-    resourceId: spec.resourceId,
-    branchType: spec.branchType,
-    op,
-  });
 
   /**
    * Runs a phase-two step; a confirm the fence refused (no try) becomes an unretryable failure,
    * logged loudly.
    */
-  async function phaseTwoStep<T>(
+  private async phaseTwoStep<T>(
     request: PhaseTwoRequest,
     op: FenceOp,
     run: () => Promise<T>,
@@ -249,7 +342,7 @@ function registerAction<A, R, Tx>(deps: ActionDeps, spec: Spec<A, R, Tx>): Branc
       return await run();
     } catch (err) {
       if (!(err instanceof ConfirmWithoutTryError)) throw err;
-      log.error(
+      this.log.error(
         { xid: request.xid, branchId: request.branchId, found: err.found, err },
         `${op} refused: the branch has no try; the business ${op} was NOT run, and the branch is reported unretryable for an operator`,
       );
@@ -257,46 +350,12 @@ function registerAction<A, R, Tx>(deps: ActionDeps, spec: Spec<A, R, Tx>): Branc
     }
   }
 
-  deps.rm.register({
-    resourceId: spec.resourceId,
-    branchType: spec.branchType,
-    async phaseTwo(request: PhaseTwoRequest): Promise<void> {
-      const phase = request.kind === 'commit' ? spec.commit : spec.rollback;
-      if (phase === undefined) return; // Saga commit: the forward action already was the commit.
-      const args = decodeActionContext(spec.resourceId, request.applicationData) as A;
-      await deps.hooks.beforePhaseTwo?.(pointOf(request.xid, request.branchId, phase.op));
-      // Phase two belongs to no transaction scope: a call it makes must not carry the xid
-      // (the transaction is decided; a downstream service must not try to join it).
-      const result = await inSpan(
-        `concord.branch.${phase.op}`,
-        {
-          [ATTR_XID]: request.xid,
-          [ATTR_BRANCH_ID]: request.branchId,
-          [ATTR_BRANCH_TYPE]: spec.branchType,
-          [ATTR_RESOURCE_ID]: spec.resourceId,
-        },
-        () =>
-          phaseTwoStep(request, phase.op, () =>
-            runWithoutXid(() =>
-              fenced(phase.op, request.xid, request.branchId, async (ctx) => phase.step(args, ctx)),
-            ),
-          ),
-        SpanKind.SERVER,
-      );
-      if (!result.ran)
-        log.debug(
-          { xid: request.xid, branchId: request.branchId, op: phase.op, outcome: result.outcome },
-          'fence skipped phase two',
-        );
-    },
-  });
-
-  async function reportPhaseOneFailed(xid: Xid, branchId: string): Promise<void> {
+  private async reportPhaseOneFailed(xid: Xid, branchId: string): Promise<void> {
     try {
-      await deps.tc.branchReport({ xid, branchId, status: BranchStatus.PhaseOne_Failed });
+      await this.deps.tc.branchReport({ xid, branchId, status: BranchStatus.PhaseOne_Failed });
     } catch (err) {
       // Best effort: the branch stays registered, and its phase two goes through the fence.
-      log.warn(
+      this.log.warn(
         { xid, branchId, err },
         'could not report the failed phase one; the branch is left to phase two',
       );
@@ -308,11 +367,12 @@ function registerAction<A, R, Tx>(deps: ActionDeps, spec: Spec<A, R, Tx>): Branc
    * the TC names a Timeout* status, or (still Begin, past its deadline) this process's own
    * timer has fired by the time the refusal arrives.
    */
-  async function registerBranch(
+  private async registerBranch(
     xid: Xid,
     applicationData: string,
     signal: AbortSignal | undefined,
   ): Promise<string> {
+    const { deps, spec } = this;
     try {
       return await inPhase('branch', xid, () =>
         deps.tc.branchRegister({
@@ -338,18 +398,19 @@ function registerAction<A, R, Tx>(deps: ActionDeps, spec: Spec<A, R, Tx>): Branc
   }
 
   /** Phase one of a registered branch: the hook, then the step (fenced), bound to the xid. */
-  async function phaseOne(
+  private async phaseOne(
     args: A,
     xid: Xid,
     branchId: string,
     signal: AbortSignal | undefined,
   ): Promise<R> {
-    let result: Awaited<ReturnType<typeof fenced<R>>>;
+    const spec = this.spec;
+    let result: Fenced<R>;
     try {
-      await deps.hooks.afterBranchRegister?.(pointOf(xid, branchId, spec.phaseOneOp));
+      await this.deps.hooks.afterBranchRegister?.(this.pointOf(xid, branchId, spec.phaseOneOp));
       result = await runWithXid(
         xid,
-        () => fenced(spec.phaseOneOp, xid, branchId, async (ctx) => spec.phaseOne(args, ctx)),
+        () => this.fenced(spec.phaseOneOp, xid, branchId, async (ctx) => spec.phaseOne(args, ctx)),
         { branchType: spec.branchType, signal },
       );
     } catch (err) {
@@ -360,7 +421,7 @@ function registerAction<A, R, Tx>(deps: ActionDeps, spec: Spec<A, R, Tx>): Branc
       // commit whose outcome is unknown: then the branch stays, and its cancel (an empty
       // rollback, or a real one) decides.
       if (spec.fence !== undefined && !(err instanceof FenceError))
-        await reportPhaseOneFailed(xid, branchId);
+        await this.reportPhaseOneFailed(xid, branchId);
       throw err;
     }
     if (result.ran) return result.value;
@@ -372,36 +433,4 @@ function registerAction<A, R, Tx>(deps: ActionDeps, spec: Spec<A, R, Tx>): Branc
       `fence answered ${result.outcome} for the ${spec.phaseOneOp} of a new branch ${xid}/${branchId}`,
     );
   }
-
-  const call = async (args: A): Promise<R> => {
-    deps.assertUsable();
-    const context = currentContext();
-    if (context === undefined) throw new NoGlobalTransactionError(spec.resourceId);
-    const { xid, signal } = context;
-    // The transaction's scope is over for this process (timeout, rollback): refused here,
-    // before anything reaches the TC.
-    if (signal?.aborted) throw signal.reason;
-    const applicationData = encodeActionContext(spec.resourceId, args);
-    return deps.tracker.run(() =>
-      inSpan(
-        `concord.branch.${spec.phaseOneOp}`,
-        {
-          [ATTR_XID]: xid,
-          [ATTR_BRANCH_TYPE]: spec.branchType,
-          [ATTR_RESOURCE_ID]: spec.resourceId,
-        },
-        async (span) => {
-          await deps.rm.ensureReady();
-          const branchId = await registerBranch(xid, applicationData, signal);
-          span.setAttribute(ATTR_BRANCH_ID, branchId);
-          log.debug({ xid, branchId }, 'branch registered');
-          return phaseOne(args, xid, branchId, signal);
-        },
-      ),
-    );
-  };
-  return Object.assign(call, {
-    resourceId: spec.resourceId,
-    branchType: spec.branchType,
-  }) as BranchAction<A, R>;
 }

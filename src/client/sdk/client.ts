@@ -35,6 +35,7 @@ import { ResourceManager } from './rm.ts';
 import { TcClient } from '../tc-client.ts';
 import type { TcPort } from '../tc/port.ts';
 import { InflightTracker } from './tracker.ts';
+import { withInternals } from './internals.ts';
 import {
   TransactionManager,
   type BeginOptions,
@@ -228,7 +229,19 @@ function parseServers(servers: unknown): string[] {
   return out;
 }
 
-export function createClient(options: ClientOptions): ConcordClient {
+/** createClient's options, checked (a typed BadRequestError names the first one wrong). */
+interface ClientSettings {
+  applicationId: string;
+  transactionServiceGroup: string;
+  group: string;
+  logger: ReturnType<typeof toClientLogger>;
+  hooks: ReturnType<typeof validateHooks>;
+  clientId: string;
+  defaultTimeoutMs: number;
+  closeTimeoutMs: number;
+}
+
+function clientSettings(options: ClientOptions): ClientSettings {
   if (typeof options !== 'object' || options === null)
     throw new BadRequestError('createClient needs options');
   const applicationId = requireName(options.applicationId, 'applicationId');
@@ -257,36 +270,73 @@ export function createClient(options: ClientOptions): ConcordClient {
   const closeTimeoutMs = options.closeTimeoutMs ?? DEFAULT_CLOSE_DRAIN_MS;
   if (!Number.isSafeInteger(closeTimeoutMs) || closeTimeoutMs < 0)
     throw new BadRequestError('closeTimeoutMs must be a non-negative integer');
+  const settings = { applicationId, transactionServiceGroup, group, logger, hooks, clientId };
+  return { ...settings, defaultTimeoutMs, closeTimeoutMs };
+}
 
-  let tc: TcPort;
-  if (options.tc !== undefined) {
-    tc = options.tc;
-  } else {
-    const callDeadlineMs = deadlineOption(options.callDeadlineMs, 'callDeadlineMs');
-    const attemptTimeoutMs = deadlineOption(options.attemptTimeoutMs, 'attemptTimeoutMs');
-    tc = new TcClient({
-      seeds: parseServers(options.servers),
-      group,
-      logger,
-      ...(options.connectTimeoutMs !== undefined
-        ? { connectTimeoutMs: options.connectTimeoutMs }
-        : {}),
-      ...(callDeadlineMs !== undefined ? { callDeadlineMs } : {}),
-      ...(attemptTimeoutMs !== undefined ? { attemptTimeoutMs } : {}),
-      ...tlsOf(options),
-    });
-  }
+/** The TC the client talks to: the one given (tests, embedding), or a TcClient to `servers`. */
+function tcPortOf(options: ClientOptions, group: string, logger: ClientSettings['logger']): TcPort {
+  if (options.tc !== undefined) return options.tc;
+  const callDeadlineMs = deadlineOption(options.callDeadlineMs, 'callDeadlineMs');
+  const attemptTimeoutMs = deadlineOption(options.attemptTimeoutMs, 'attemptTimeoutMs');
+  return new TcClient({
+    seeds: parseServers(options.servers),
+    group,
+    logger,
+    ...(options.connectTimeoutMs !== undefined
+      ? { connectTimeoutMs: options.connectTimeoutMs }
+      : {}),
+    ...(callDeadlineMs !== undefined ? { callDeadlineMs } : {}),
+    ...(attemptTimeoutMs !== undefined ? { attemptTimeoutMs } : {}),
+    ...tlsOf(options),
+  });
+}
 
-  // open → draining (close() called: no new transactions; in-flight ones may still call
-  // actions and receive phase two) → closed.
-  let state: 'open' | 'draining' | 'closed' = 'open';
-  let closing: Promise<void> | null = null;
+/**
+ * open → draining (close() called: no new transactions; in-flight ones may still call
+ * actions and receive phase two) → closed.
+ */
+interface ClientLife {
+  state: 'open' | 'draining' | 'closed';
+  closing: Promise<void> | null;
+}
+
+/** close(): drain the transactions in flight (up to closeTimeoutMs), then the RM, then the TC. */
+async function closeClient(
+  life: ClientLife,
+  parts: { tracker: InflightTracker; rm: ResourceManager; tc: TcPort },
+  logger: ClientSettings['logger'],
+  closeTimeoutMs: number,
+): Promise<void> {
+  const { tracker, rm, tc } = parts;
+  life.state = 'draining';
+  const started = performance.now();
+  const drained = await tracker.idle(closeTimeoutMs);
+  if (!drained)
+    logger.warn(
+      { inflight: tracker.size, closeTimeoutMs },
+      'closing with transactions still in flight; the TC rolls back any left undecided at their timeout',
+    );
+  const left = Math.max(0, closeTimeoutMs - (performance.now() - started));
+  await rm.close(left);
+  life.state = 'closed';
+  await tc.close();
+  logger.debug('client closed');
+}
+
+export function createClient(options: ClientOptions): ConcordClient {
+  const settings = clientSettings(options);
+  const { applicationId, transactionServiceGroup, clientId, logger, hooks } = settings;
+  const { defaultTimeoutMs, closeTimeoutMs } = settings;
+  const tc = tcPortOf(options, settings.group, logger);
+
+  const life: ClientLife = { state: 'open', closing: null };
   const tracker = new InflightTracker();
   const assertOpen = () => {
-    if (state !== 'open') throw new ClientClosedError();
+    if (life.state !== 'open') throw new ClientClosedError();
   };
   const assertUsable = () => {
-    if (state === 'closed') throw new ClientClosedError();
+    if (life.state === 'closed') throw new ClientClosedError();
   };
 
   const tm = new TransactionManager({
@@ -309,7 +359,7 @@ export function createClient(options: ClientOptions): ConcordClient {
     return tm.transaction(a ?? {}, b as (scope: TransactionScope) => T | Promise<T>);
   }
 
-  return {
+  const client: ConcordClient = {
     applicationId,
     transactionServiceGroup,
     clientId,
@@ -326,22 +376,9 @@ export function createClient(options: ClientOptions): ConcordClient {
       await (tc as TcPort & { connect?: () => Promise<void> }).connect?.();
     },
     close() {
-      closing ??= (async () => {
-        state = 'draining';
-        const started = performance.now();
-        const drained = await tracker.idle(closeTimeoutMs);
-        if (!drained)
-          logger.warn(
-            { inflight: tracker.size, closeTimeoutMs },
-            'closing with transactions still in flight; the TC rolls back any left undecided at their timeout',
-          );
-        const left = Math.max(0, closeTimeoutMs - (performance.now() - started));
-        await rm.close(left);
-        state = 'closed';
-        await tc.close();
-        logger.debug('client closed');
-      })();
-      return closing;
+      life.closing ??= closeClient(life, { tracker, rm, tc }, logger, closeTimeoutMs);
+      return life.closing;
     },
   };
+  return withInternals(client, actionDeps); // for the branch modes outside sdk/ (xa)
 }

@@ -196,10 +196,13 @@ export class TransactionRollingBackError extends ConcordError {
 }
 
 /**
- * Phase two failed for good (CommitFailed, RollbackFailed, TimeoutRollbackFailed): an RM
- * answered that a branch can never finish (unretryable). Retryable failures never end
- * here: the TC retries them and shows the transaction stuck past its alarm threshold. The
- * TC keeps the transaction's locks until an operator resolves it.
+ * Phase two failed (CommitFailed, RollbackFailed, TimeoutRollbackFailed): an RM answered
+ * that a branch can never finish (unretryable). Retryable failures never end here: the TC
+ * retries them and shows the transaction stuck past its alarm threshold. The TC keeps the
+ * transaction's locks until an operator acts: it may resolve it by hand, or, having fixed
+ * the cause, resume it (`concord tx resume`), and the TC then finishes the remaining
+ * branches the way it was decided — this error stays the TM's answer either way (the TM is
+ * not told again); follow the transaction with GetSession.
  */
 export class TransactionFailedError extends ConcordError {
   readonly xid: string;

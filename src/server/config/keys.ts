@@ -49,6 +49,7 @@ export const CONFIG_KEYS = {
   'limits.maxApplicationDataBytes': 'int',
   'log.level': 'string',
   'phaseTwo.stuckAfterMs': 'int',
+  'phaseTwo.retryHorizonMs': 'int',
   'phaseTwo.retryBaseMs': 'int',
   'phaseTwo.retryMaxBackoffMs': 'int',
   'security.insecure': 'bool',

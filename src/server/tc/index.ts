@@ -20,7 +20,7 @@
  * coordinator stops driving.
  */
 import { createHash } from 'node:crypto';
-import { Counter, Gauge, type Registry } from 'prom-client';
+import { Gauge, type Registry } from 'prom-client';
 import { wallClock } from '../wall-clock.ts';
 import {
   Coordinator,
@@ -44,6 +44,7 @@ import { TcGrpcService, type TcStoreAccess } from './service.ts';
 import { txRoutes } from '../http/tx-routes.ts';
 import { TxQuery } from './tx-query.ts';
 import { TcMetrics, summarize, type LiveSummary } from './tc-metrics.ts';
+import { registerRunningTotal } from '../metrics.ts';
 
 export { TcGrpcService } from './service.ts';
 export { RmChannelHub } from './rm-hub.ts';
@@ -79,19 +80,7 @@ function registerBatchCounters(
     read: (c: { entries: number; commands: number }) => number,
   ) => {
     if (registry.getSingleMetric(name)) registry.removeSingleMetric(name);
-    let last = 0;
-    new Counter({
-      name,
-      help,
-      registers: [registry],
-      collect() {
-        const v = read(counts());
-        // A new store starts from zero: count from there.
-        const delta = v >= last ? v - last : v;
-        if (delta > 0) this.inc(delta);
-        last = v;
-      },
-    });
+    registerRunningTotal(registry, name, help, () => read(counts()));
   };
   metric(
     'concord_raft_proposed_entries_total',

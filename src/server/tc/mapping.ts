@@ -24,6 +24,7 @@ import {
   type GlobalSession,
   type LockQueryRequest,
   type MarkResolvedRequest,
+  type ResumeRequest,
   type RegisterBranchRequest,
   type RmWait,
   type SessionInfo,
@@ -58,6 +59,7 @@ import type {
   WireErrorCode,
   WireLeader,
   WireResponse,
+  ResumeRetryRequestWire,
   XidRequestWire,
 } from '../../shared/tc-wire.ts';
 import { MAX_OPERATOR_CHARS } from './limits.ts';
@@ -219,6 +221,13 @@ export function toMarkResolved(w: MarkResolvedRequestWire | null | undefined): M
     confirmXid: requireXid(r.confirmXid, 'confirmXid'),
     operator: str(r.operator, 'operator', { min: 1, max: MAX_OPERATOR_CHARS }),
   };
+}
+
+export function toResumeRetry(w: ResumeRetryRequestWire | null | undefined): ResumeRequest {
+  const r = present(w, 'resume request');
+  if (r.force !== undefined && typeof r.force !== 'boolean')
+    throw new BadRequestError('force must be a boolean');
+  return { xid: requireXid(r.xid), force: r.force === true };
 }
 
 /** A phase-two result code from an RM; null when it is no branch status at all. */

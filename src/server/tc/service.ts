@@ -22,6 +22,7 @@ import {
   type GlobalStatus,
   type LockQueryRequest,
   type MarkResolvedRequest,
+  type ResumeRequest,
   type RegisterBranchRequest,
 } from '../../coordinator/index.ts';
 import { BadRequestError, CapacityError, NotLeaderError } from '../../shared/errors.ts';
@@ -51,6 +52,7 @@ import {
   toMarkResolved,
   toRegisterBranch,
   toStatusFilter,
+  toResumeRetry,
   toXidRequest,
 } from './mapping.ts';
 import { tcServiceConstructor } from '../../shared/tc-wire.ts';
@@ -62,6 +64,7 @@ import type {
   ListSessionsRequestWire,
   LockQueryRequestWire,
   MarkResolvedRequestWire,
+  ResumeRetryRequestWire,
   XidRequestWire,
   SessionInfoWire,
   WireLeader,
@@ -71,6 +74,7 @@ import { SpanStatusCode } from '@opentelemetry/api';
 import { ATTR_RESULT, ATTR_TC_METHOD, ATTR_XID, SpanKind, tracer } from '../../shared/tracing.ts';
 import type { RmChannelHub } from './rm-hub.ts';
 import { CallStream, type CallDuplex } from './call-stream.ts';
+import { upperBound } from './upper-bound.ts';
 import { AUDITED_METHODS, OPERATOR_METADATA_KEY, auditOperatorCall } from './audit.ts';
 import type { TcMetrics } from './tc-metrics.ts';
 import {
@@ -219,7 +223,12 @@ const METHODS = {
   } satisfies MethodSpec<{ xid: Xid }>,
   retryNow: statusOf((c, r) => c.retryNow(r)),
   stopRetry: doneOf((c, r) => c.stopRetry(r)),
-  resumeRetry: doneOf((c, r) => c.resumeRetry(r)),
+  resumeRetry: {
+    decode: (w) => toResumeRetry(w as ResumeRetryRequestWire),
+    call: async ({ coordinator }, r) => ({
+      globalStatus: globalStatusToCode(await coordinator.resumeRetry(r)),
+    }),
+  } satisfies MethodSpec<ResumeRequest>,
   markResolved: {
     decode: (w) => toMarkResolved(w as MarkResolvedRequestWire),
     call: async ({ coordinator }, r) => ({
@@ -600,18 +609,6 @@ export class TcGrpcService {
       },
     };
   }
-}
-
-/** Index of the first element > key in a sorted array. */
-function upperBound(sorted: readonly string[], key: string): number {
-  let lo = 0;
-  let hi = sorted.length;
-  while (lo < hi) {
-    const mid = (lo + hi) >>> 1;
-    if (sorted[mid]! <= key) lo = mid + 1;
-    else hi = mid;
-  }
-  return lo;
 }
 
 export function encodePageToken(xid: string): string {

@@ -25,6 +25,7 @@ import {
   type TxSummaryView,
 } from '../../shared/tx-view.ts';
 import { DEFAULT_LIST_PAGE_SIZE, MAX_LIST_PAGE_SIZE } from './limits.ts';
+import { upperBound } from './upper-bound.ts';
 import { MAX_LIST_SCAN, decodePageToken, encodePageToken, type TcStoreAccess } from './service.ts';
 
 /** Which live sessions a list returns. Every filter set must match. */
@@ -196,16 +197,4 @@ export class TxQuery {
   private requireServing(): void {
     if (!this.d.store.hasLeaderRole()) throw this.d.store.notLeaderError();
   }
-}
-
-/** Index of the first element > key in a sorted array. */
-function upperBound(sorted: readonly string[], key: string): number {
-  let lo = 0;
-  let hi = sorted.length;
-  while (lo < hi) {
-    const mid = (lo + hi) >>> 1;
-    if (sorted[mid]! <= key) lo = mid + 1;
-    else hi = mid;
-  }
-  return lo;
 }

@@ -112,9 +112,7 @@ export class MysqlDriver implements SqlDriver {
   }
 
   async transaction<T>(mode: TxMode, fn: (conn: SqlConn) => Promise<T>): Promise<T> {
-    const conn = await this.acquire();
-    let broken = false;
-    try {
+    return this.withConnection(async (conn, broke) => {
       if (mode === 'write') {
         await this.run(conn, 'START TRANSACTION');
       } else {
@@ -125,36 +123,37 @@ export class MysqlDriver implements SqlDriver {
       try {
         result = await fn({ query: (sql, params) => this.run(conn, sql, params) });
       } catch (err) {
-        await this.run(conn, 'ROLLBACK').catch(() => {
-          broken = true;
-        });
+        await this.run(conn, 'ROLLBACK').catch(broke);
         throw err;
       }
       try {
         await this.run(conn, 'COMMIT');
       } catch (err) {
-        broken = true;
+        broke();
         const kind = this.classify(err);
         throw kind === 'unavailable' || kind === 'timeout' ? new CommitOutcomeUnknown(err) : err;
       }
       return result;
-    } catch (err) {
-      const kind = this.classify(err);
-      if (kind === 'unavailable' || kind === 'timeout') broken = true;
-      throw err;
-    } finally {
-      this.connections.delete(conn);
-      // A connection that failed mid-conversation is destroyed, never handed to the next caller.
-      if (broken) conn.destroy();
-      else conn.release();
-    }
+    });
   }
 
-  async query(sql: string, params: readonly SqlValue[] = []): Promise<SqlResult> {
+  query(sql: string, params: readonly SqlValue[] = []): Promise<SqlResult> {
+    return this.withConnection((conn) => this.run(conn, sql, params));
+  }
+
+  /**
+   * Runs `use` on a pooled connection. A connection that failed mid-conversation (unavailable,
+   * timed out, or marked by `use` calling `broke`) is destroyed, never handed to the next caller.
+   */
+  private async withConnection<T>(
+    use: (conn: mysql.PoolConnection, broke: () => void) => Promise<T>,
+  ): Promise<T> {
     const conn = await this.acquire();
     let broken = false;
     try {
-      return await this.run(conn, sql, params);
+      return await use(conn, () => {
+        broken = true;
+      });
     } catch (err) {
       const kind = this.classify(err);
       if (kind === 'unavailable' || kind === 'timeout') broken = true;

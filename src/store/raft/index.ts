@@ -32,6 +32,7 @@ export type {
 } from './raft-sessions.ts';
 export { validateRaftNodeConfig } from '../../raft/node/config.ts';
 export type { RaftNodeConfig } from '../../raft/node/config.ts';
+export type { DriverCounters } from '../../raft/driver.ts';
 export type {
   ConfChange,
   ConfState,

@@ -7,15 +7,24 @@
  * RM runs its try once the registration is answered), then commits or rolls back
  * (retrying until answered; after an unanswered commit it may also send a rollback, as
  * a confused client would). Calls go to the leader the TM believes in, or anywhere.
- * The RMs record every try, confirm and cancel; their phase two may fail for a while.
+ * The RMs record every try, confirm and cancel; their phase two may fail for a while, and
+ * now and then answer that a branch can never finish (unretryable: the transaction ends
+ * *Failed). An operator retries, stops and resumes transactions in phase two (forcing a
+ * resume past the retry horizon sometimes), and resumes every failed or stopped one once the
+ * cluster is healed; every applied command is checked: a final state never moves, a failed
+ * end only by an operator's resume, to its matching driving status.
  */
 import type { Coordinator } from '../../../src/coordinator/coordinator.ts';
 import type { CoordinatorStateMachine } from '../../../src/coordinator/state-machine.ts';
+import { RetryHorizonPassedError } from '../../../src/coordinator/errors.ts';
 import {
   BranchStatus,
   GlobalStatus,
   decisionOf,
-  isEndStatus,
+  isFailedEnd,
+  isFinalStatus,
+  isPhaseTwoInFlight,
+  resumedStatusOf,
   type Decision,
 } from '../../../src/coordinator/types.ts';
 import type { Xid } from '../../../src/shared/ids.ts';
@@ -23,7 +32,7 @@ import type { Prng } from '../../support/prng.ts';
 import type { InvariantName } from '../invariants.ts';
 import type { SimNode, World } from '../world.ts';
 import type { CoordinatorServices, RmCall, SimRms } from './services.ts';
-import type { CoordinatorSimStateMachine } from './state-machine.ts';
+import type { AppliedCommand, CoordinatorSimStateMachine } from './state-machine.ts';
 
 /** Attempts of one TM or RM call before the client gives up on it. */
 export const CLIENT_ATTEMPTS = 40;
@@ -93,6 +102,10 @@ export class SimClients {
   readonly cancelled = new Map<string, string>();
   /** Phase-two calls the RMs fail (retryably) with this probability, while `flaky`. */
   flaky = 0;
+  /** Phase-two calls the RMs answer "can never finish" (unretryable) with this probability. */
+  unretryable = 0;
+  /** The coordinators' phase-two retry horizon (from begin), ms. */
+  retryHorizonMs = Infinity;
   /** Every xid any node ever held (for the decision checks over finished records). */
   readonly known = new Set<string>();
   /** The decision each xid was first seen with, anywhere. */
@@ -102,7 +115,30 @@ export class SimClients {
    * drops).
    */
   private readonly inFlightOn = new Map<string, Set<(err: Error) => void>>();
-  stats = { begun: 0, registered: 0, committed: 0, rolledBack: 0, gaveUp: 0, rmCalls: 0 };
+  /** Xids the operator asked to resume: only those may leave a failed end. */
+  readonly resumeAsked = new Set<string>();
+  /** Xids the operator asked to stop; the driver stops others only at their retry horizon. */
+  private readonly stopAsked = new Set<string>();
+  /** Xids whose retries the driver stopped at the horizon. */
+  private readonly stoppedAtHorizon = new Set<string>();
+  stats = {
+    begun: 0,
+    registered: 0,
+    committed: 0,
+    rolledBack: 0,
+    gaveUp: 0,
+    rmCalls: 0,
+    /** Phase-two answers that the branch can never finish. */
+    unretryable: 0,
+    /** Failed ends an operator's resume moved back to their driving status (applied, any node). */
+    resumedFailed: 0,
+    /** Resumes the TC refused because the retry horizon passed; forced resumes sent. */
+    horizonRefused: 0,
+    forced: 0,
+    /** Transactions whose retries the driver stopped at their retry horizon. */
+    horizonStops: 0,
+    operatorActions: 0,
+  };
 
   constructor(
     private readonly world: World,
@@ -130,6 +166,13 @@ export class SimClients {
         : call.kind === 'commit'
           ? BranchStatus.PhaseTwo_CommitFailed_Retryable
           : BranchStatus.PhaseTwo_RollbackFailed_Retryable;
+    if (this.unretryable > 0 && this.rng.chance(this.unretryable)) {
+      this.stats.unretryable += 1;
+      this.world.log(`rm ${call.kind} ${xid}/${branchId} fails unretryably (from ${call.node})`);
+      return call.kind === 'commit'
+        ? BranchStatus.PhaseTwo_CommitFailed_Unretryable
+        : BranchStatus.PhaseTwo_RollbackFailed_Unretryable;
+    }
     if (call.kind === 'commit') {
       if (!this.tried.has(branchId))
         this.report(
@@ -352,7 +395,121 @@ export class SimClients {
     this.next(tm, 'done');
   }
 
+  // ------------------------------------------------------------------ the operator
+
+  /** The leader's coordinator and applied state, if there is a leader with services. */
+  private leaderView(): { coordinator: Coordinator; machine: CoordinatorStateMachine } | null {
+    const leader = this.world.leader();
+    const coordinator = leader ? this.services.coordinatorOf(leader.id) : null;
+    const machine = (leader?.sm as CoordinatorSimStateMachine | null)?.coordinator;
+    return coordinator && machine ? { coordinator, machine } : null;
+  }
+
+  /**
+   * One operator action on a random transaction in phase two (or failed) on the leader:
+   * resume it (forcing it, sometimes, once its horizon passed), retry it now, or stop it.
+   */
+  operatorStep(): void {
+    const view = this.leaderView();
+    if (!view) return;
+    const candidates = view.machine.liveXids().filter((xid) => {
+      const status = view.machine.getSession(xid)!.status;
+      return isPhaseTwoInFlight(status) || isFailedEnd(status);
+    });
+    if (candidates.length === 0) return;
+    const xid = this.rng.pick(candidates);
+    const r = this.rng.float();
+    this.stats.operatorActions += 1;
+    if (r < 0.55) this.resume(view.coordinator, xid, this.rng.chance(0.5));
+    else if (r < 0.85) {
+      this.world.log(`operator retries ${xid} now`);
+      view.coordinator.retryNow({ xid }).catch(() => undefined);
+    } else {
+      this.world.log(`operator stops ${xid}`);
+      this.stopAsked.add(xid);
+      view.coordinator.stopRetry({ xid }).catch(() => undefined);
+    }
+  }
+
+  /** After healing: the operator resumes every failed or stopped transaction (forced). */
+  operatorSweep(): void {
+    const view = this.leaderView();
+    if (!view) return;
+    for (const xid of view.machine.liveXids()) {
+      const s = view.machine.getSession(xid)!;
+      if (isFailedEnd(s.status) || (isPhaseTwoInFlight(s.status) && s.retry.stopped))
+        this.resume(view.coordinator, xid, true);
+    }
+  }
+
+  private resume(coordinator: Coordinator, xid: Xid, force: boolean): void {
+    this.resumeAsked.add(xid);
+    if (force) this.stats.forced += 1;
+    this.world.log(`operator resumes ${xid}${force ? ' (force)' : ''}`);
+    coordinator.resumeRetry({ xid, force, operator: 'sim' }).then(
+      (status) => this.world.log(`operator resumed ${xid}: ${status}`),
+      (err: unknown) => {
+        if (err instanceof RetryHorizonPassedError) this.stats.horizonRefused += 1;
+        this.world.log(`operator resume of ${xid} failed: ${(err as Error).name}`);
+      },
+    );
+  }
+
   // ------------------------------------------------------------------ the checks
+
+  /** A stop nobody asked for is the driver's, at the transaction's retry horizon: never before. */
+  private sawStop(command: { xid: string; at: number }, beginTime: number | null, where: string) {
+    if (this.stopAsked.has(command.xid) || beginTime === null) return;
+    const horizon = beginTime + this.retryHorizonMs;
+    // A forced resume moves the horizon later, never earlier: before the first one is a bug.
+    if (command.at < horizon)
+      this.report(
+        'end-state-moves',
+        `${command.xid}: retries stopped at ${command.at}, before its retry horizon ${horizon} (${where})`,
+      );
+    if (!this.stoppedAtHorizon.has(command.xid)) {
+      this.stoppedAtHorizon.add(command.xid);
+      this.stats.horizonStops += 1;
+    }
+  }
+
+  /**
+   * Every applied command, on every node: a final state never moves (its record never
+   * changes), and a failed end moves only by an operator's RetryResumed, to its matching
+   * driving status, of an xid the operator asked to resume.
+   */
+  observeCommand(node: string, a: AppliedCommand): void {
+    const { command, before, after } = a;
+    if (command.kind === 'Prune') return; // names no transaction (the machine does not report it)
+    const xid = command.xid;
+    const where = `${command.kind} on ${node}`;
+    if (command.kind === 'RetryStopped' && a.ok) this.sawStop(command, a.beginTime, where);
+    if (before.finished !== null && after.finished !== before.finished)
+      this.report(
+        'end-state-moves',
+        `${xid} ended ${before.finished}, then ${after.finished ?? 'live'} (${where})`,
+      );
+    if (before.status === null || before.status === after.status) return;
+    if (isFinalStatus(before.status))
+      this.report(
+        'end-state-moves',
+        `${xid} was ${before.status}, then ${after.status} (${where})`,
+      );
+    if (!isFailedEnd(before.status)) return;
+    // Leaving the live set by MarkResolved keeps the failed status in its record.
+    if (after.status === null && after.finished === before.status) return;
+    if (command.kind !== 'RetryResumed' || after.status !== resumedStatusOf(before.status))
+      this.report(
+        'end-state-moves',
+        `${xid} left ${before.status} for ${after.status ?? after.finished} (${where})`,
+      );
+    else if (!this.resumeAsked.has(xid))
+      this.report(
+        'end-state-moves',
+        `${xid} was resumed from ${before.status}, but no operator asked (${where})`,
+      );
+    else this.stats.resumedFailed += 1;
+  }
 
   private noteDecision(xid: string, status: GlobalStatus, where: string): void {
     const decision = decisionOf(status);
@@ -454,7 +611,9 @@ export class SimClients {
       }
       if (decisionOf(status) !== null && decisionOf(now) !== decisionOf(status))
         this.report('acked-survives', `${xid} was answered ${status} but is ${now} on ${node}`);
-      if (isEndStatus(status) && now !== status)
+      // A final answer stays; a failed one may have been resumed by an operator since (and
+      // finished the way it was decided: checked above).
+      if (isFinalStatus(status) && now !== status)
         this.report('acked-survives', `${xid} was answered ${status} but is ${now} on ${node}`);
     }
   }

@@ -4,9 +4,11 @@
  * leadership transfers) with the REAL coordinator on every node (state machine, Raft session
  * store, phase-two driver), per-node wall-clock skew (usually seconds, sometimes an hour),
  * simulated TMs and RMs that retry with request ids, and RMs whose phase two fails for a
- * while. Seata's invariants are checked after every step (clients.ts); then the recovery
- * phase heals everything and requires every transaction to end, and every acknowledged
- * begin and decision to have survived. Same seed, same run.
+ * while (or answer unretryably: the transaction ends *Failed), and an operator who retries,
+ * stops and resumes transactions. Seata's invariants are checked after every step, and how
+ * statuses move after every applied command (clients.ts); then the recovery phase heals
+ * everything, the operator resumes what failed or was stopped, and every transaction must
+ * end, every acknowledged begin and decision having survived. Same seed, same run.
  */
 import { Prng } from '../../support/prng.ts';
 import type { Violation } from '../invariants.ts';
@@ -61,14 +63,20 @@ export async function runCoordinatorSimulation(
   const own = rng.fork();
   const skews = drawSkews(own, settings);
   const rms = new SimRms();
-  const services = new CoordinatorServices(new Map(Object.entries(skews)), rms);
+  // The retry horizon (from begin): often within a run's few simulated seconds.
+  const retryHorizonMs = own.pick([2_000, 4_000, 600_000]);
+  const services = new CoordinatorServices(new Map(Object.entries(skews)), rms, { retryHorizonMs });
   let clients: SimClients | null = null;
   const world = new World({
     settings,
     prng: rng.fork(),
     traceSize: opts.traceSize ?? 60,
     stateMachine: () => new CoordinatorSimStateMachine(machineFor(opts.mutant ?? 'none')),
-    onNodeUp: (node) => services.up(node),
+    onNodeUp: (node) => {
+      const sm = node.sm as CoordinatorSimStateMachine | null;
+      if (sm) sm.onCommand = (applied) => clients?.observeCommand(node.id, applied);
+      services.up(node);
+    },
     onNodeDown: (node) => {
       services.down(node);
       clients?.nodeDown(node.id);
@@ -78,8 +86,7 @@ export async function runCoordinatorSimulation(
   // A command proposed again (a retried driver step) is the same bytes at another index.
   world.checker.repeatedPayloadsAllowed = true;
   clients = new SimClients(world, services, rms, own.fork(), own.int(2, 5));
-  clients.flaky = own.pick([0, 0.2, 0.5]);
-  const c = clients;
+  const c = drawClientFaults(own, clients, retryHorizonMs);
   const scheduler = new Scheduler(world, rng.fork(), profile);
   const clientShare = own.pick([0.2, 0.35]);
   const driver: StepDriver = { world, clients: c, rms, services, scheduler, own, clientShare };
@@ -111,6 +118,14 @@ export async function runCoordinatorSimulation(
     },
     elapsedMs: performance.now() - t0,
   };
+}
+
+/** The RMs' failure rates, drawn from `own`, and the horizon the checker expects. */
+function drawClientFaults(own: Prng, clients: SimClients, retryHorizonMs: number): SimClients {
+  clients.retryHorizonMs = retryHorizonMs;
+  clients.flaky = own.pick([0, 0.2, 0.5]);
+  clients.unretryable = own.pick([0.1, 0.3, 0.5]);
+  return clients;
 }
 
 /**
@@ -148,7 +163,8 @@ async function driveStep(d: StepDriver): Promise<void> {
       rms.down = !rms.down;
       world.log(`RMs ${rms.down ? 'unreachable' : 'reachable'}`);
     });
-  else if (r < clientShare + 0.006) {
+  else if (r < clientShare + 0.015) await world.act(() => d.clients.operatorStep());
+  else if (r < clientShare + 0.016) {
     const id = own.pick(world.ids);
     const ms = own.pick([-3_600_000, -30_000, 30_000, 3_600_000]);
     await world.act(() => {
@@ -172,6 +188,7 @@ async function recover(
   world.log('--- recovery: heal everything, restart crashed nodes, RMs healthy ---');
   clients.stopping = true;
   clients.flaky = 0;
+  clients.unretryable = 0;
   rms.down = false;
   world.heal();
   for (const n of world.nodes.values()) n.disk.failNextSync = false;
@@ -181,6 +198,8 @@ async function recover(
   for (; rounds < COORDINATOR_RECOVERY_ROUNDS && world.checker.violation === null; rounds++) {
     await world.round();
     await world.act(() => clients.stepAll());
+    // The operator resumes what failed or was stopped (forced: the horizon may have passed).
+    if (rounds % 25 === 0) await world.act(() => clients.operatorSweep());
     const leader = world.leader();
     const machine = (leader?.sm as CoordinatorSimStateMachine | null)?.coordinator;
     // A leader that applied its first entry of the term (its store serves): it holds every

@@ -80,6 +80,8 @@ export class CoordinatorServices {
   constructor(
     skews: ReadonlyMap<NodeId, number>,
     private readonly rms: SimRms,
+    /** Per-run phase-two settings on top of SIM_PHASE_TWO (the retry horizon). */
+    private readonly phaseTwo: Partial<PhaseTwoOptions> = {},
   ) {
     this.offsets = new Map(skews);
   }
@@ -116,7 +118,7 @@ export class CoordinatorServices {
       logger: silentLogger(),
       address: { host: '10.9.0.1', port: 8091 },
       clock: wall,
-      phaseTwo: SIM_PHASE_TWO,
+      phaseTwo: { ...SIM_PHASE_TWO, ...this.phaseTwo },
     });
     coordinator.start();
     this.byNode.set(node.id, { store, coordinator, incarnation: node.incarnation });

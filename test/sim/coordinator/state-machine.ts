@@ -23,14 +23,41 @@ interface Encoded {
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
 
+/** One command as the state machine applied it: the xid's status and record before and after. */
+export interface AppliedCommand {
+  command: Command;
+  ok: boolean;
+  before: { status: GlobalStatus | null; finished: GlobalStatus | null };
+  after: { status: GlobalStatus | null; finished: GlobalStatus | null };
+  /** The live session's begin time before the command (null: not live). */
+  beginTime: number | null;
+}
+
 export class CoordinatorSimStateMachine extends SimStateMachine {
   readonly coordinator: CoordinatorStateMachine;
+  /** Sees every command applied (the checkers watch how statuses move). */
+  onCommand: ((applied: AppliedCommand) => void) | null = null;
 
   constructor(
     private readonly make: () => CoordinatorStateMachine = () => new CoordinatorStateMachine(),
   ) {
     super();
     this.coordinator = make();
+    const machine = this.coordinator;
+    const apply = machine.apply.bind(machine);
+    const statusOf = (xid: string) => ({
+      status: machine.getSession(xid)?.status ?? null,
+      finished: machine.getFinished(xid)?.status ?? null,
+    });
+    machine.apply = ((command: Command) => {
+      const xid = (command as { xid?: unknown }).xid;
+      if (this.onCommand === null || typeof xid !== 'string') return apply(command);
+      const before = statusOf(xid);
+      const beginTime = machine.getSession(xid)?.beginTime ?? null;
+      const outcome = apply(command);
+      this.onCommand({ command, ok: outcome.ok, before, after: statusOf(xid), beginTime });
+      return outcome;
+    }) as CoordinatorStateMachine['apply'];
   }
 
   /** Answers the coordinator's outcome(s), which the session store hands its submitters. */
@@ -134,12 +161,34 @@ export class ForgetfulRegisterMachine extends CoordinatorStateMachine {
   }
 }
 
-export type CoordinatorMutant = 'none' | 'decision-flip' | 'forgetful-register';
+/**
+ * Resumes a failed end to the wrong place: an operator's RetryResumed of a CommitFailed
+ * transaction moves it to Rollbacking (a resume that overturns the decision). The checker
+ * must see it.
+ */
+export class ResumeFlippingMachine extends CoordinatorStateMachine {
+  constructor() {
+    super();
+    const apply = this.apply.bind(this);
+    const sessions = (this as unknown as { sessions: Map<string, { status: GlobalStatus }> })
+      .sessions;
+    this.apply = ((command: Command) => {
+      const outcome = apply(command);
+      const session = command.kind === 'RetryResumed' ? sessions.get(command.xid) : undefined;
+      if (outcome.ok && session?.status === GlobalStatus.Committing)
+        session.status = GlobalStatus.Rollbacking;
+      return outcome;
+    }) as CoordinatorStateMachine['apply'];
+  }
+}
+
+export type CoordinatorMutant = 'none' | 'decision-flip' | 'forgetful-register' | 'resume-flip';
 
 export const COORDINATOR_MUTANTS: readonly CoordinatorMutant[] = [
   'none',
   'decision-flip',
   'forgetful-register',
+  'resume-flip',
 ];
 
 export function machineFor(mutant: CoordinatorMutant): () => CoordinatorStateMachine {
@@ -148,6 +197,8 @@ export function machineFor(mutant: CoordinatorMutant): () => CoordinatorStateMac
       return () => new DecisionFlippingMachine();
     case 'forgetful-register':
       return () => new ForgetfulRegisterMachine();
+    case 'resume-flip':
+      return () => new ResumeFlippingMachine();
     default:
       return () => new CoordinatorStateMachine();
   }

@@ -81,7 +81,11 @@ async function serverUser(): Promise<{ uid?: number; gid?: number }> {
 }
 
 /** Starts a private PostgreSQL; resolves when it serves the `test` database on 127.0.0.1. */
-export async function startPostgres(root: PrivateRoot): Promise<RunningServer> {
+export async function startPostgres(
+  root: PrivateRoot,
+  options: { preparedTransactions?: number } = {},
+): Promise<RunningServer> {
+  const prepared = options.preparedTransactions ?? PG_PREPARED_TRANSACTIONS;
   const started = Date.now();
   const bin = await binaries();
   const user = await serverUser();
@@ -112,7 +116,7 @@ export async function startPostgres(root: PrivateRoot): Promise<RunningServer> {
       database: 'test',
     };
     progress(`PostgreSQL: starting ${bin.postgres} on port ${port}`);
-    const server = spawnPostgres(bin.postgres, dir, port, user);
+    const server = spawnPostgres(bin.postgres, dir, port, user, prepared);
     if (server.child.pid) await root.register({ pid: server.child.pid, signal: 'SIGINT' });
     if (!(await waitReady(settings, server.child))) {
       await stopProcess(server.child, 'SIGINT', STOP_GRACE_MS);
@@ -139,12 +143,13 @@ function spawnPostgres(
   dir: string,
   port: number,
   user: { uid?: number; gid?: number },
+  prepared: number,
 ): { child: ChildProcess; log(): string } {
   const child = spawn(
     postgres,
     [
       ...['-D', dir, '-p', String(port)],
-      ...['-c', `max_prepared_transactions=${PG_PREPARED_TRANSACTIONS}`],
+      ...['-c', `max_prepared_transactions=${prepared}`],
       ...['-c', 'listen_addresses=127.0.0.1', '-c', 'unix_socket_directories='],
       ...['-c', 'fsync=off', '-c', 'full_page_writes=off'], // a throwaway server
     ],
