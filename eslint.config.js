@@ -120,6 +120,11 @@ export default tseslint.config(
     languageOptions: { globals: globals.node },
     rules: { ...js.configs.recommended.rules },
   },
+  // The web console's front end runs in the browser (src/server/console/static).
+  {
+    files: ['src/server/console/static/**/*.js'],
+    languageOptions: { globals: globals.browser },
+  },
   // Tests (and helpers that define a suite): describe and it callbacks are long by nature;
   // still no floating promises.
   {

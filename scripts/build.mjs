@@ -15,7 +15,7 @@
  * Each output folder is emptied first, so a removed source leaves no stale file behind.
  */
 import { spawnSync } from 'node:child_process';
-import { copyFileSync, mkdirSync, rmSync } from 'node:fs';
+import { copyFileSync, cpSync, mkdirSync, rmSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -24,12 +24,17 @@ const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
 const TSC = createRequire(import.meta.url).resolve('typescript/bin/tsc');
 
 const PACKAGES = {
-  server: { dir: ROOT, assets: [] },
+  // The console's own files (HTML, JS, CSS) go beside its compiled module.
+  server: {
+    dir: ROOT,
+    assets: [],
+    dirs: [['src/server/console/static', 'dist/server/console/static']],
+  },
   client: { dir: join(ROOT, 'packages/client'), assets: ['proto/tc.proto'] },
 };
 
 function build(name) {
-  const { dir, assets } = PACKAGES[name];
+  const { dir, assets, dirs = [] } = PACKAGES[name];
   const started = Date.now();
   rmSync(join(dir, 'dist'), { recursive: true, force: true });
   const tsc = spawnSync(process.execPath, [TSC, '-p', join(dir, 'tsconfig.build.json')], {
@@ -40,6 +45,7 @@ function build(name) {
     mkdirSync(dirname(join(dir, asset)), { recursive: true });
     copyFileSync(join(ROOT, asset), join(dir, asset));
   }
+  for (const [from, to] of dirs) cpSync(join(ROOT, from), join(dir, to), { recursive: true });
   process.stdout.write(`built ${name} (${Date.now() - started} ms)\n`);
 }
 

@@ -168,6 +168,9 @@ export type {
 } from './client/fence/core.ts';
 export type { FenceOutcome, FenceOp, FenceKey } from './client/fence/key.ts';
 
+// ---- AT mode (createPgAtDataSource / createMysqlAtDataSource are in src/pg.ts, src/mysql.ts) ----
+export * from './client/at/public.ts';
+
 // ---- XA (docs/sdk-xa.md); createPgXaDataSource / createMysqlXaDataSource: src/pg.ts, src/mysql.ts
 export {
   XaError,

@@ -7,5 +7,7 @@
  */
 export { createMysqlFence } from './client/fence/mysql.ts';
 export type { MysqlFence, MysqlFenceTx } from './client/fence/mysql.ts';
+export { createMysqlAtDataSource } from './client/at/mysql.ts';
+export type { MysqlAtDataSource, MysqlQueryResult } from './client/at/mysql.ts';
 export { createMysqlXaDataSource } from './client/xa/mysql.ts';
 export type { MysqlXaDataSource, MysqlXaTx } from './client/xa/mysql.ts';

@@ -7,5 +7,7 @@
  */
 export { createPgFence } from './client/fence/pg.ts';
 export type { PgFence, PgFenceTx } from './client/fence/pg.ts';
+export { createPgAtDataSource } from './client/at/pg.ts';
+export type { PgAtDataSource } from './client/at/pg.ts';
 export { createPgXaDataSource } from './client/xa/pg.ts';
 export type { PgXaDataSource, PgXaTx } from './client/xa/pg.ts';

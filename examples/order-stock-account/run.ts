@@ -24,6 +24,8 @@ const SETTLE_TIMEOUT_MS = 15_000;
 const STOP_GRACE_MS = 10_000;
 
 const servers = process.env.CONCORD_SERVERS ?? DEFAULT_SERVERS;
+/** `npm run example -- at`: stock and account as AT services (plain SQL, undo logs). */
+const AT = process.argv.slice(2).includes('at');
 const children: ChildProcess[] = [];
 
 function startService(file: string, env: Record<string, string>): Promise<string> {
@@ -129,10 +131,13 @@ const row = (label: string, s: Snapshot) =>
 const same = (a: unknown, b: unknown) => JSON.stringify(a) === JSON.stringify(b);
 
 async function main(): Promise<boolean> {
-  console.log(`Concord example: order → stock (TCC) + account (TCC), TC cluster at ${servers}`);
+  const mode = AT ? 'AT' : 'TCC';
+  console.log(
+    `Concord example: order → stock (${mode}) + account (${mode}), TC cluster at ${servers}`,
+  );
   const [stockUrl, accountUrl] = await Promise.all([
-    startService('stock.ts', {}),
-    startService('account.ts', {}),
+    startService(AT ? 'stock-at.ts' : 'stock.ts', {}),
+    startService(AT ? 'account-at.ts' : 'account.ts', {}),
   ]);
   const orderUrl = await startService('order.ts', { STOCK_URL: stockUrl, ACCOUNT_URL: accountUrl });
   console.log(`services: order ${orderUrl}, stock ${stockUrl}, account ${accountUrl}\n`);

@@ -56,6 +56,11 @@ export class LockTable {
   /** xid → its branches that hold rows, with their rows. */
   private readonly byXid = new Map<string, BranchRows[]>();
 
+  /** Visits every held row and its holder, without copying (read-only views). */
+  forEachRow(visit: (row: string, holder: LockHolder) => void): void {
+    for (const [row, holder] of this.rows) visit(row, holder);
+  }
+
   /**
    * All-or-nothing: either every row is now held by `xid` (rows it already held count as
    * held), or nothing changed and the first conflicting holder is named with up to

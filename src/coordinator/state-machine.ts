@@ -45,7 +45,7 @@ import {
   type RetentionLimits,
 } from './limits.ts';
 import { parseLockKey } from './lock-key.ts';
-import { LockTable } from './lock-table.ts';
+import { LockTable, type LockHolder } from './lock-table.ts';
 import { LiveUsage, type LiveUsageView } from './live-usage.ts';
 import { SNAPSHOT_FORMAT_VERSION, decodeSnapshot, encodeSnapshot } from './snapshot-codec.ts';
 import {
@@ -105,6 +105,12 @@ export interface CoordinatorStateView {
   isLockable(xid: string, rows: readonly string[]): boolean;
   lockHolder(row: string): { xid: string; branchIds: string[] } | undefined;
   lockedRowCount(): number;
+  /**
+   * Optional: visits every held row and its holder without copying, for the console's lock
+   * list (the visitor must not keep or change what it is given). Absent where the view holds
+   * only part of the state (the db store's reads).
+   */
+  forEachLockedRow?(visit: (row: string, holder: LockHolder) => void): void;
   /**
    * Optional: live transactions per application, live branches and their data bytes, kept
    * as commands apply (the edge's budgets read it). Absent from the db store's partial view.
@@ -827,6 +833,10 @@ export class CoordinatorStateMachine implements CoordinatorStateView {
   lockHolder(row: string): { xid: string; branchIds: string[] } | undefined {
     const holder = this.locks.holderOf(row);
     return holder ? { xid: holder.xid, branchIds: [...holder.branchIds].sort() } : undefined;
+  }
+
+  forEachLockedRow(visit: (row: string, holder: LockHolder) => void): void {
+    this.locks.forEachRow(visit);
   }
 
   lockedRowCount(): number {

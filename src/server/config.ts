@@ -221,7 +221,8 @@ export interface NodeConfig {
     maxClockDrift: number;
   };
   store: { mode: StoreMode; db: DbConfig | null };
-  http: { authToken: string | null };
+  /** authToken: the admin bearer token; viewerToken: read-only (the console's viewer role). */
+  http: { authToken: string | null; viewerToken: string | null };
   limits: LimitsConfig;
   log: { level: LogLevel };
   /** The phase-two driver's retry backoff and alarm threshold (docs/operations.md). */
@@ -327,7 +328,7 @@ function validateLayered(raw: Obj, opts: { source?: string; cwd?: string }): Nod
 
   const raft = parseRaftSection(raw, { nodeId: node.id, dbMode: mode === 'db', cwd });
   checkSelfInPeers(raft, { nodeId: node.id, server, dbMode: mode === 'db', wildcard, advertised });
-  const authToken = parseHttpSection(raw);
+  const http = parseHttpSection(raw);
   const limits = parseLimitsSection(raw);
   const phaseTwo = parsePhaseTwoSection(raw);
   const logS = section(raw, 'log', '');
@@ -339,7 +340,7 @@ function validateLayered(raw: Obj, opts: { source?: string; cwd?: string }): Nod
     server,
     raft,
     store: { mode, db },
-    http: { authToken },
+    http,
     limits,
     log,
     phaseTwo,
@@ -538,15 +539,15 @@ function checkSelfInPeers(
   }
 }
 
-function parseHttpSection(raw: Section): string | null {
+function parseHttpSection(raw: Section): NodeConfig['http'] {
   const httpS = section(raw, 'http', '');
-  noUnknownKeys(httpS, ['authToken'], 'http');
-  const authToken = optStr(httpS, 'authToken', 'http', {
-    minLength: MIN_AUTH_TOKEN_CHARS,
-    maxLength: MAX_AUTH_TOKEN_CHARS,
-  });
-
-  return authToken;
+  noUnknownKeys(httpS, ['authToken', 'viewerToken'], 'http');
+  const bounds = { minLength: MIN_AUTH_TOKEN_CHARS, maxLength: MAX_AUTH_TOKEN_CHARS };
+  const authToken = optStr(httpS, 'authToken', 'http', bounds);
+  const viewerToken = optStr(httpS, 'viewerToken', 'http', bounds);
+  if (viewerToken !== null && viewerToken === authToken)
+    throw new ConfigError('http.viewerToken', 'must differ from http.authToken');
+  return { authToken, viewerToken };
 }
 
 /** Each limit: [key, default, min, max]. */

@@ -20,6 +20,16 @@ describe('lock table', () => {
     expect(locks.size).toBe(2);
   });
 
+  it('visits every held row with its holder (the console lock list)', () => {
+    const locks = new LockTable();
+    locks.tryAcquire('x1', '1', ['a', 'b']);
+    locks.tryAcquire('x2', '2', ['c']);
+    locks.releaseBranch('x1', '1');
+    const seen: string[] = [];
+    locks.forEachRow((row, h) => seen.push(`${row}:${h.xid}:${h.branchIds.join(',')}`));
+    expect(seen).toEqual(['c:x2:2']);
+  });
+
   it('lets the same xid re-acquire its own rows from another branch', () => {
     const locks = new LockTable();
     locks.tryAcquire('x1', '1', ['a']);

@@ -98,6 +98,7 @@ describe('every key can come from its environment variable', () => {
     ['store.db.lease.renewIntervalMs', '3000', DB, 3_000],
     ['store.db.lease.safetyMarginMs', '500', DB, 500],
     ['http.authToken', 'a-token-of-sixteen-chars', {}, 'a-token-of-sixteen-chars'],
+    ['http.viewerToken', 'a-viewer-token-16-chars', {}, 'a-viewer-token-16-chars'],
     ['limits.maxRequestBodyBytes', '2048', {}, 2048],
     ['limits.maxWatchers', '7', {}, 7],
     ['limits.watchTimeoutMs', '5000', {}, 5000],

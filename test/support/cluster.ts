@@ -43,6 +43,8 @@ export interface NodeConfigOptions {
   electionTicks?: number;
   join?: boolean;
   authToken?: string;
+  /** http.viewerToken: the console's read-only role. */
+  viewerToken?: string;
   logLevel?: string;
   /** The `phaseTwo` section (retry backoff, alarm threshold); absent: the defaults. */
   phaseTwo?: {
@@ -72,7 +74,9 @@ export function raftNodeConfig(n: NodePorts, o: NodeConfigOptions): object {
       ...(o.join !== undefined ? { join: o.join } : {}),
       peers: o.peers.map(peerOf),
     },
-    ...(o.authToken !== undefined ? { http: { authToken: o.authToken } } : {}),
+    ...(o.authToken !== undefined || o.viewerToken !== undefined
+      ? { http: { authToken: o.authToken, viewerToken: o.viewerToken } }
+      : {}),
     ...(o.limits !== undefined ? { limits: o.limits } : {}),
     log: { level: o.logLevel ?? 'info' },
     ...(o.phaseTwo !== undefined ? { phaseTwo: o.phaseTwo } : {}),

@@ -69,13 +69,17 @@ export interface ClusterOptions {
   limits?: Record<string, number>;
   /** The nodes' `security.quotas` section. */
   quotas?: object;
+  /** The nodes' http.viewerToken (the console's read-only role). */
+  viewerToken?: string;
 }
 
 export class TestCluster {
   readonly root: string;
   readonly nodes: TestNode[] = [];
-  private readonly opts: Required<Omit<ClusterOptions, 'limits' | 'phaseTwo' | 'quotas'>> &
-    Pick<ClusterOptions, 'limits' | 'phaseTwo' | 'quotas'>;
+  private readonly opts: Required<
+    Omit<ClusterOptions, 'limits' | 'phaseTwo' | 'quotas' | 'viewerToken'>
+  > &
+    Pick<ClusterOptions, 'limits' | 'phaseTwo' | 'quotas' | 'viewerToken'>;
 
   private constructor(name: string, opts: ClusterOptions) {
     this.root = mkdtempSync(join(tmpdir(), `concord-tc-${name}-`));
@@ -86,6 +90,7 @@ export class TestCluster {
       phaseTwo: opts.phaseTwo,
       ...(opts.limits !== undefined ? { limits: opts.limits } : {}),
       ...(opts.quotas !== undefined ? { quotas: opts.quotas } : {}),
+      ...(opts.viewerToken !== undefined ? { viewerToken: opts.viewerToken } : {}),
     };
   }
 
@@ -204,6 +209,7 @@ export class TestCluster {
       ...(this.opts.phaseTwo !== undefined ? { phaseTwo: this.opts.phaseTwo } : {}),
       ...(this.opts.limits !== undefined ? { limits: this.opts.limits } : {}),
       ...(this.opts.quotas !== undefined ? { quotas: this.opts.quotas } : {}),
+      ...(this.opts.viewerToken !== undefined ? { viewerToken: this.opts.viewerToken } : {}),
     });
     mkdirSync(join(this.root, 'data'), { recursive: true });
     writeConfig(n.file, config);

@@ -36,6 +36,7 @@ export const CONFIG_KEYS = {
   'store.db.lease.renewIntervalMs': 'int',
   'store.db.lease.safetyMarginMs': 'int',
   'http.authToken': 'string',
+  'http.viewerToken': 'string',
   'limits.maxRequestBodyBytes': 'int',
   'limits.maxWatchers': 'int',
   'limits.watchTimeoutMs': 'int',

@@ -10,6 +10,8 @@
  *                                                     serving (db: database up); else 503
  *   GET  /tx/v1/sessions, /tx/v1/session              transactions, read-only (Bearer token;
  *                                                     mounted by the TC service: tx-routes.ts)
+ *   GET  /console, /console/api/...                   the web console (mounted by the TC
+ *                                                     service: src/server/console)
  *
  * In db mode (no Raft) the view's "leader" is the driver-lease holder and the term its
  * epoch; changeCluster and transferLeader answer 409 NOT_SUPPORTED_IN_DB_MODE.

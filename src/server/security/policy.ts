@@ -9,7 +9,10 @@ import { ConfigError } from '../../shared/errors.ts';
 import type { NodeConfig } from '../config.ts';
 
 /** The tokens the repository's example configs carry: known to everyone. */
-export const SHIPPED_DEV_TOKENS: readonly string[] = ['concord-dev-token-change-me'];
+export const SHIPPED_DEV_TOKENS: readonly string[] = [
+  'concord-dev-token-change-me',
+  'concord-dev-viewer-change-me',
+];
 
 /** 127.0.0.0/8, ::1 and localhost. */
 export function isLoopbackHost(host: string): boolean {
@@ -23,12 +26,18 @@ export function isLoopbackHost(host: string): boolean {
 export function checkStartPolicy(config: NodeConfig): void {
   if (config.security.insecure) return;
   const exposed = [config.server.host, config.server.advertiseHost].find((h) => !isLoopbackHost(h));
-  const token = config.http.authToken;
-  if (exposed !== undefined && token !== null && SHIPPED_DEV_TOKENS.includes(token))
-    throw new ConfigError(
-      'http.authToken',
-      `is the shipped development token and the node is reachable at ${exposed}: ` +
-        `set a token of your own (http.authToken or CONCORD_HTTP_AUTH_TOKEN), ` +
-        `or name insecure mode (--insecure or CONCORD_INSECURE=1)`,
-    );
+  if (exposed === undefined) return;
+  for (const [key, env] of [
+    ['authToken', 'CONCORD_HTTP_AUTH_TOKEN'],
+    ['viewerToken', 'CONCORD_HTTP_VIEWER_TOKEN'],
+  ] as const) {
+    const token = config.http[key];
+    if (token !== null && SHIPPED_DEV_TOKENS.includes(token))
+      throw new ConfigError(
+        `http.${key}`,
+        `is the shipped development token and the node is reachable at ${exposed}: ` +
+          `set a token of your own (http.${key} or ${env}), ` +
+          `or name insecure mode (--insecure or CONCORD_INSECURE=1)`,
+      );
+  }
 }

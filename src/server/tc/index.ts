@@ -44,6 +44,7 @@ import { TcGrpcService, type TcStoreAccess } from './service.ts';
 import { txRoutes } from '../http/tx-routes.ts';
 import { TxQuery } from './tx-query.ts';
 import { TcMetrics, summarize, type LiveSummary } from './tc-metrics.ts';
+import { MetricSampler, TimelineRecorder, consoleRoutes } from '../console/index.ts';
 import { registerRunningTotal } from '../metrics.ts';
 
 export { TcGrpcService } from './service.ts';
@@ -253,7 +254,7 @@ export async function serveTc(
     stuckAfterMs: phaseTwo.stuckAfterMs ?? DEFAULT_PHASE_TWO_OPTIONS.stuckAfterMs,
     ...(sessions.liveSummary ? { liveSummary: sessions.liveSummary } : {}),
   });
-  const coordinator = createCoordinator(ctx, sessions, hub, txMetrics, phaseTwo);
+  const { coordinator, timeline } = createCoordinator(ctx, sessions, hub, txMetrics, phaseTwo);
   const unsubscribe = followRoles(sessions, hub, coordinator, leaderOf);
   registerRmWaitGauge(ctx.metrics.registry, coordinator);
   registerLiveLimitGauges(ctx.metrics.registry, coordinator, config.limits.maxLiveTransactions);
@@ -283,7 +284,8 @@ export async function serveTc(
     sessions.close();
     throw err;
   }
-  mountTxRoutes(ctx, store, coordinator);
+  const query = mountTxRoutes(ctx, store, coordinator);
+  const sampler = mountConsole(ctx, { store, coordinator, query, timeline });
   log.info(
     {
       tc: formatHostPort(selfEndpoints(config).transaction),
@@ -298,6 +300,7 @@ export async function serveTc(
     coordinator,
     hub,
     async close() {
+      sampler.stop();
       unsubscribe();
       coordinator.stop();
       hub.close();
@@ -344,19 +347,23 @@ function createHub(
   });
 }
 
-/** The coordinator over the instrumented store and hub, its xids from this node's worker id. */
+/**
+ * The coordinator over the instrumented store and hub, its xids from this node's worker id;
+ * the web console's timelines (src/server/console) record what it decides and calls.
+ */
 function createCoordinator(
   ctx: TcNodeContext,
   sessions: TcSessions,
   hub: RmChannelHub,
   txMetrics: TcMetrics,
   phaseTwo: Partial<PhaseTwoOptions>,
-): Coordinator {
+): { coordinator: Coordinator; timeline: TimelineRecorder } {
   const { config } = ctx;
   const self = selfEndpoints(config).transaction;
-  return new Coordinator({
-    store: txMetrics.instrumentStore(sessions.store),
-    gateway: txMetrics.instrumentGateway(hub),
+  const timeline = new TimelineRecorder();
+  const coordinator = new Coordinator({
+    store: timeline.instrumentStore(txMetrics.instrumentStore(sessions.store)),
+    gateway: timeline.instrumentGateway(txMetrics.instrumentGateway(hub)),
     ids: createSnowflakeIds({ workerId: workerIdOf(config), clock: wallClock }),
     clock: wallClock,
     logger: ctx.logger,
@@ -370,6 +377,7 @@ function createCoordinator(
     maxLiveOfApplication: (app) => quotaOf(config.security.quotas, app).maxLiveTransactions,
     ...(Object.keys(phaseTwo).length > 0 ? { phaseTwo } : {}),
   });
+  return { coordinator, timeline };
 }
 
 /**
@@ -401,7 +409,7 @@ function mountTxRoutes(
   ctx: TcNodeContext,
   store: TcSessions['store'],
   coordinator: Coordinator,
-): void {
+): TxQuery {
   const query = new TxQuery({ store, coordinator, now: () => Date.now() });
   for (const [path, route] of txRoutes({
     query,
@@ -409,6 +417,34 @@ function mountTxRoutes(
     group: ctx.config.node.group,
   }))
     ctx.mountHttp(path, route);
+  return query;
+}
+
+/** The web console's routes (src/server/console, docs/console.md); returns its chart sampler. */
+function mountConsole(
+  ctx: TcNodeContext,
+  o: {
+    store: TcSessions['store'];
+    coordinator: Coordinator;
+    query: TxQuery;
+    timeline: TimelineRecorder;
+  },
+): MetricSampler {
+  const { config } = ctx;
+  const sampler = new MetricSampler(ctx.metrics.registry, () => o.coordinator.liveCount());
+  for (const [path, route] of consoleRoutes({
+    nodeId: config.node.id,
+    group: config.node.group,
+    view: ctx.view,
+    ...o,
+    sampler,
+    adminToken: config.http.authToken,
+    viewerToken: config.http.viewerToken,
+    logger: ctx.logger,
+  }))
+    ctx.mountHttp(path, route);
+  sampler.start();
+  return sampler;
 }
 
 /**

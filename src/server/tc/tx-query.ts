@@ -163,7 +163,8 @@ export class TxQuery {
     return this.d.coordinator.driver.options.stuckAfterMs;
   }
 
-  private summary(s: GlobalSession, now: number, stuckAfterMs: number | null): TxSummaryView {
+  /** One live session as a list shows it (the console builds its pages from it). */
+  summary(s: GlobalSession, now: number, stuckAfterMs: number | null): TxSummaryView {
     return {
       xid: s.xid,
       transactionId: s.transactionId,
