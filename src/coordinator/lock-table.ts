@@ -56,9 +56,20 @@ export class LockTable {
   /** xid → its branches that hold rows, with their rows. */
   private readonly byXid = new Map<string, BranchRows[]>();
 
-  /** Visits every held row and its holder, without copying (read-only views). */
+  /**
+   * Visits every held row and its holder (read-only views; the visitor keeps nothing it is
+   * given: a row held by one branch is shown through one reused holder record).
+   */
   forEachRow(visit: (row: string, holder: LockHolder) => void): void {
-    for (const [row, holder] of this.rows) visit(row, holder);
+    const single = { xid: '', branchIds: [''] };
+    for (const [row, holder] of this.rows) {
+      if (!isBranchRows(holder)) visit(row, holder);
+      else {
+        single.xid = holder.xid;
+        single.branchIds[0] = holder.branchId;
+        visit(row, single);
+      }
+    }
   }
 
   /**
