@@ -43,12 +43,17 @@ interface Options {
   concurrency: number;
   dataBytes: number;
   tickMs: number;
+  idleS: number;
   keep: boolean;
 }
 
 interface Memory {
   rssMb: number;
   heapMb: number;
+  /** Memory outside V8's heap that V8 knows of (Buffers: the Raft log's entries, gRPC). */
+  externalMb: number;
+  /** Bytes of entries the in-memory Raft log holds since the last snapshot. */
+  logMb: number;
 }
 
 interface NodeFigures {
@@ -56,6 +61,8 @@ interface NodeFigures {
   before: Memory;
   filled: Memory;
   ended: Memory | null;
+  /** --idle-s seconds after "ended", nothing running. */
+  idle: Memory | null;
   snapshotBytes: number;
   snapshotMs: number;
   logEntries: number;
@@ -67,6 +74,7 @@ function parseOptions(args: string[]): Options {
     .option('--concurrency <n>', 'TMs filling the cluster', '64')
     .option('--data-bytes <n>', 'application data per branch, bytes', '100')
     .option('--tick-ms <n>', 'Raft tick, ms', '100')
+    .option('--idle-s <n>', 'idle seconds after the end before the last figures', '20')
     .option('--keep', 'keep the data dir and logs', false)
     .exitOverride();
   cmd.parse(args, { from: 'user' });
@@ -79,6 +87,7 @@ function parseOptions(args: string[]): Options {
     concurrency: Math.max(1, Number(o.concurrency)),
     dataBytes: Math.max(0, Number(o.dataBytes)),
     tickMs: Math.max(10, Number(o.tickMs)),
+    idleS: Math.max(0, Number(o.idleS)),
     keep: o.keep === true,
   };
 }
@@ -99,6 +108,8 @@ async function memoryOf(node: BenchNode): Promise<Memory> {
   return {
     rssMb: (m?.get('process_resident_memory_bytes') ?? NaN) / MB,
     heapMb: (m?.get('nodejs_heap_size_used_bytes') ?? NaN) / MB,
+    externalMb: (m?.get('nodejs_external_memory_bytes') ?? NaN) / MB,
+    logMb: (m?.get('concord_raft_log_bytes') ?? NaN) / MB,
   };
 }
 
@@ -266,8 +277,9 @@ async function figuresBefore(cluster: BenchCluster): Promise<NodeFigures[]> {
     figures.push({
       nodeId: n.nodeId,
       before: await memoryOf(n),
-      filled: { rssMb: NaN, heapMb: NaN },
+      filled: { rssMb: NaN, heapMb: NaN, externalMb: NaN, logMb: NaN },
       ended: null,
+      idle: null,
       snapshotBytes: NaN,
       snapshotMs: NaN,
       logEntries: NaN,
@@ -293,24 +305,40 @@ function figuresTable(figures: NodeFigures[], o: Options): string {
       'RSS before',
       'RSS filled',
       'heap filled',
+      'ext filled',
+      'log filled',
       'B/tx (heap)',
       'snapshot MB',
       'snapshot ms',
       'log entries',
       'RSS ended',
       'heap ended',
+      'ext ended',
+      'log ended',
+      'RSS idle',
+      'heap idle',
+      'ext idle',
+      'log idle',
     ],
     ...figures.map((f) => [
       f.nodeId,
       f0(f.before.rssMb),
       f0(f.filled.rssMb),
       f0(f.filled.heapMb),
+      f0(f.filled.externalMb),
+      f1(f.filled.logMb),
       f0(((f.filled.heapMb - f.before.heapMb) * MB) / o.live),
       f1(f.snapshotBytes / MB),
       f0(f.snapshotMs),
       f0(f.logEntries),
       f0(f.ended?.rssMb ?? NaN),
       f0(f.ended?.heapMb ?? NaN),
+      f0(f.ended?.externalMb ?? NaN),
+      f1(f.ended?.logMb ?? NaN),
+      f0(f.idle?.rssMb ?? NaN),
+      f0(f.idle?.heapMb ?? NaN),
+      f0(f.idle?.externalMb ?? NaN),
+      f1(f.idle?.logMb ?? NaN),
     ]),
   ];
   return table(rows);
@@ -365,6 +393,9 @@ async function measure(cluster: BenchCluster, tc: TcClient, o: Options): Promise
   });
   await sleep(5_000); // async commits finish; the heap settles
   for (const [i, n] of cluster.nodes.entries()) figures[i]!.ended = await memoryOf(n);
+  // Idle: the nodes compact their logs (the idle snapshot) and prune what retention let go.
+  await sleep(o.idleS * 1000);
+  for (const [i, n] of cluster.nodes.entries()) figures[i]!.idle = await memoryOf(n);
   report(figures, o, { fillMs, restartMs, failover, endMs });
 }
 

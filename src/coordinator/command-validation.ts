@@ -88,6 +88,7 @@ const SHAPES: Record<CommandKind, Record<string, Check>> = {
   AcquireDriver: { xid, term },
   CommitGlobal: { xid, at: time, term },
   RollbackGlobal: { xid, timeout: flag, at: time, term },
+  Prune: { at: time },
 };
 
 /** Null when the command is well formed; otherwise a BAD_REQUEST naming the first bad field. */

@@ -206,6 +206,16 @@ export interface AcquireDriverCommand {
   term: number;
 }
 
+/**
+ * Leader, when idle: forgets the finished records and remembered request results whose
+ * retention has passed at `at` (command time). Without it a node that receives no commands
+ * would keep them until the next one (issue 19: memory comes back once transactions end).
+ */
+export interface PruneCommand {
+  kind: 'Prune';
+  at: number;
+}
+
 export type Command =
   | BeginCommand
   | RegisterBranchCommand
@@ -221,9 +231,13 @@ export type Command =
   | FinishGlobalCommand
   | AcquireDriverCommand
   | CommitGlobalCommand
-  | RollbackGlobalCommand;
+  | RollbackGlobalCommand
+  | PruneCommand;
 
 export type CommandKind = Command['kind'];
+
+/** The commands on one transaction (all but Prune): each names its xid. */
+export type TxCommand = Exclude<Command, PruneCommand>;
 
 export const COMMAND_KINDS: readonly CommandKind[] = [
   'Begin',
@@ -241,6 +255,7 @@ export const COMMAND_KINDS: readonly CommandKind[] = [
   'AcquireDriver',
   'CommitGlobal',
   'RollbackGlobal',
+  'Prune',
 ];
 
 /** A session as it left the live set: its end status and its branches' last statuses. */
@@ -268,6 +283,8 @@ export interface CommandResults {
   AcquireDriver: { driverTerm: number };
   CommitGlobal: DecisionResult;
   RollbackGlobal: DecisionResult;
+  /** What was forgotten. */
+  Prune: { finished: number; dedup: number };
 }
 
 /**

@@ -19,27 +19,57 @@ export interface LockHolder {
 
 export type AcquireResult = { ok: true } | { ok: false; holdingXid: string; rows: string[] };
 
-/** The rows one branch holds. */
+/** The rows one branch holds: also the holder of each of them while no other branch names it. */
 interface BranchRows {
+  xid: string;
   branchId: string;
   rows: readonly string[];
 }
 
+/** A row named by more than one branch of its xid. */
+interface SharedRow {
+  xid: string;
+  branchIds: string[];
+}
+
+type RowHolder = BranchRows | SharedRow;
+
+function isBranchRows(h: RowHolder): h is BranchRows {
+  return 'branchId' in h;
+}
+
+function asLockHolder(h: RowHolder): LockHolder {
+  return isBranchRows(h) ? { xid: h.xid, branchIds: [h.branchId] } : h;
+}
+
 /**
- * Compact by design (issue 19: memory per live transaction): a row's holder is one small
- * object with an array of branch ids (no Set per row), and a transaction's held rows are
- * an array of per-branch records keyed by the xid (no concatenated key, no Set per xid).
- * Arrays handed to tryAcquire are kept as they are: callers never mutate them (the state
- * machine replaces a branch's lockedRows, it does not edit them).
+ * Compact by design (issue 19: memory per live transaction): a row held by one branch (the
+ * usual case) points at that branch's record, so a row costs its map entry and nothing
+ * more; a row several branches of the xid named gets one small shared record. A
+ * transaction's held rows are an array of per-branch records keyed by the xid (no
+ * concatenated key, no Set per xid). Arrays handed to tryAcquire are kept as they are:
+ * callers never mutate them (the state machine replaces a branch's lockedRows, it does not
+ * edit them).
  */
 export class LockTable {
-  private readonly rows = new Map<string, { xid: string; branchIds: string[] }>();
+  private readonly rows = new Map<string, RowHolder>();
   /** xid → its branches that hold rows, with their rows. */
   private readonly byXid = new Map<string, BranchRows[]>();
 
-  /** Visits every held row and its holder, without copying (read-only views). */
+  /**
+   * Visits every held row and its holder (read-only views; the visitor keeps nothing it is
+   * given: a row held by one branch is shown through one reused holder record).
+   */
   forEachRow(visit: (row: string, holder: LockHolder) => void): void {
-    for (const [row, holder] of this.rows) visit(row, holder);
+    const single = { xid: '', branchIds: [''] };
+    for (const [row, holder] of this.rows) {
+      if (!isBranchRows(holder)) visit(row, holder);
+      else {
+        single.xid = holder.xid;
+        single.branchIds[0] = holder.branchId;
+        visit(row, single);
+      }
+    }
   }
 
   /**
@@ -51,16 +81,19 @@ export class LockTable {
     const conflict = this.firstConflict(xid, rows);
     if (conflict) return { ok: false, ...conflict };
     if (rows.length === 0) return { ok: true };
-    for (const row of rows) {
-      const holder = this.rows.get(row);
-      if (!holder) this.rows.set(row, { xid, branchIds: [branchId] });
-      else if (!holder.branchIds.includes(branchId)) holder.branchIds.push(branchId);
-    }
     let branches = this.byXid.get(xid);
     if (!branches) this.byXid.set(xid, (branches = []));
-    const held = branches.find((b) => b.branchId === branchId);
-    if (held) held.rows = [...new Set([...held.rows, ...rows])].sort(compareStrings);
-    else branches.push({ branchId, rows });
+    let record = branches.find((b) => b.branchId === branchId);
+    if (record) record.rows = [...new Set([...record.rows, ...rows])].sort(compareStrings);
+    else branches.push((record = { xid, branchId, rows }));
+    for (const row of rows) {
+      const holder = this.rows.get(row);
+      if (!holder) this.rows.set(row, record);
+      else if (isBranchRows(holder)) {
+        if (holder.branchId !== branchId)
+          this.rows.set(row, { xid, branchIds: [holder.branchId, branchId] });
+      } else if (!holder.branchIds.includes(branchId)) holder.branchIds.push(branchId);
+    }
     return { ok: true };
   }
 
@@ -78,6 +111,10 @@ export class LockTable {
     for (const row of held) {
       const holder = this.rows.get(row);
       if (!holder || holder.xid !== xid) continue;
+      if (isBranchRows(holder)) {
+        if (holder.branchId === branchId) this.rows.delete(row);
+        continue;
+      }
       const i = holder.branchIds.indexOf(branchId);
       if (i >= 0) holder.branchIds.splice(i, 1);
       if (holder.branchIds.length === 0) this.rows.delete(row);
@@ -99,7 +136,8 @@ export class LockTable {
   }
 
   holderOf(row: string): LockHolder | undefined {
-    return this.rows.get(row);
+    const holder = this.rows.get(row);
+    return holder && asLockHolder(holder);
   }
 
   /** The rows a branch holds. */
@@ -111,8 +149,8 @@ export class LockTable {
     return this.rows.size;
   }
 
-  entries(): IterableIterator<[string, LockHolder]> {
-    return this.rows.entries();
+  *entries(): IterableIterator<[string, LockHolder]> {
+    for (const [row, holder] of this.rows) yield [row, asLockHolder(holder)];
   }
 
   clear(): void {

@@ -21,11 +21,11 @@
  */
 import type { Logger } from '../shared/logger.ts';
 import type {
-  Command,
   FinishGlobalCommand,
   Outcome,
   RemoveBranchCommand,
   ResultOf,
+  TxCommand,
 } from './commands.ts';
 import { ApplicationRmUnavailableError } from './errors.ts';
 import { assert } from '../shared/errors.ts';
@@ -411,6 +411,30 @@ export class PhaseTwoDriver {
       this.untrackIfEmpty(lead, xid);
     }
     for (const session of sessions) if (!this.trackedAsIs(lead, session)) this.plan(session, lead);
+    await this.pruneIfDue(lead);
+  }
+
+  /**
+   * A leader lets go of finished records and remembered results once their retention has
+   * passed, even when no command comes that would have pruned them (issue 19: an idle node's
+   * memory comes back). Only where the store applies the whole state here (raft, memory); the
+   * db store prunes by its own housekeeping.
+   */
+  private async pruneIfDue(lead: Leading): Promise<void> {
+    const now = this.clock.now();
+    let due = false;
+    try {
+      due = this.store.readLocal?.((state) => (state.prunableAt?.() ?? Infinity) <= now) ?? false;
+    } catch {
+      return; // not leading any more
+    }
+    if (!due || !this.isCurrent(lead)) return;
+    try {
+      const outcome = await this.store.submit({ kind: 'Prune', at: now });
+      if (outcome.ok) this.log.debug(outcome.value, 'pruned finished records and request results');
+    } catch (err) {
+      this.log.debug({ err }, 'prune not decided; the next sweep tries again');
+    }
   }
 
   /** True when the timer or park this driver holds for the session still fits its state. */
@@ -827,7 +851,7 @@ export class PhaseTwoDriver {
   }
 
   /** Submits for the current lead; null (logged) when refused, fenced or not decided. */
-  private async submit<C extends Command>(
+  private async submit<C extends TxCommand>(
     lead: Leading,
     command: C,
     opts: { quiet?: boolean } = {},

@@ -128,6 +128,11 @@ export interface CoordinatorStateView {
    * the db store's partial view has none (its nodes share one database clock order).
    */
   commandTime?(): number;
+  /**
+   * Optional: the command time at which a Prune command would forget something (Infinity:
+   * nothing to forget). Absent: the store prunes by itself (the db store's housekeeping).
+   */
+  prunableAt?(): number;
 }
 
 const textEncoder = new TextEncoder();
@@ -162,7 +167,7 @@ export class CoordinatorStateMachine implements CoordinatorStateView {
     const result = this.dispatch(command);
     if (result.ok) {
       this.lastCommandTime = Math.max(this.lastCommandTime, commandTimeOf(command));
-      this.trackFailed(command.xid);
+      if (command.kind !== 'Prune') this.trackFailed(command.xid);
     }
     return result.ok
       ? { ok: true, value: result.value }
@@ -205,6 +210,8 @@ export class CoordinatorStateMachine implements CoordinatorStateView {
         return this.commitGlobal(c);
       case 'RollbackGlobal':
         return this.rollbackGlobal(c);
+      case 'Prune':
+        return ok(this.prune(c.at));
     }
   }
 
@@ -739,11 +746,38 @@ export class CoordinatorStateMachine implements CoordinatorStateView {
     return oldest.at + this.retention.dedupRetentionMs > at;
   }
 
-  private pruneDedup(at: number): void {
+  private pruneDedup(at: number): number {
+    let pruned = 0;
     for (const [key, entry] of this.dedup) {
       if (entry.at + this.retention.dedupRetentionMs > at) break;
       this.dedup.delete(key);
+      pruned++;
     }
+    return pruned;
+  }
+
+  /** Prune: what the retention lets go at `at`, as the next command would have let go. */
+  private prune(at: number): CommandResults['Prune'] {
+    let finished = 0;
+    for (const [xid, old] of this.finished) {
+      if (old.finishedAt + this.retention.finishedRetentionMs > at) break;
+      this.finished.delete(xid);
+      finished++;
+    }
+    return { finished, dedup: this.pruneDedup(at) };
+  }
+
+  /**
+   * The command time at which a Prune would forget something: the oldest finished record's
+   * or remembered result's end of retention (Infinity when there is none).
+   */
+  prunableAt(): number {
+    const oldestFinished = this.finished.values().next().value;
+    const oldestDedup = this.dedup.values().next().value;
+    return Math.min(
+      oldestFinished ? oldestFinished.finishedAt + this.retention.finishedRetentionMs : Infinity,
+      oldestDedup ? oldestDedup.at + this.retention.dedupRetentionMs : Infinity,
+    );
   }
 
   // -------------------------------------------------------------------------------------
@@ -1026,6 +1060,7 @@ function commandTimeOf(c: Command): number {
     case 'FinishGlobal':
     case 'CommitGlobal':
     case 'RollbackGlobal':
+    case 'Prune':
       return c.at;
     default:
       return 0;

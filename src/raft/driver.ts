@@ -64,6 +64,14 @@ export const DEFAULT_SNAPSHOT_EVERY_ENTRIES = 10_000;
  */
 export const DEFAULT_SNAPSHOT_EVERY_BYTES = 64 * 1024 * 1024;
 /**
+ * An idle node (nothing applied for DEFAULT_SNAPSHOT_IDLE_TICKS ticks) takes a snapshot once
+ * it has applied this many entry bytes since the last one, so the log a burst left in memory
+ * does not stay there until the next burst reaches the triggers above (issue 19).
+ */
+export const DEFAULT_SNAPSHOT_IDLE_BYTES = 1024 * 1024;
+/** Ticks with nothing applied after which a node counts as idle (5 s at the default tick). */
+export const DEFAULT_SNAPSHOT_IDLE_TICKS = 50;
+/**
  * Proposals (entries and membership changes) accepted but not yet applied; beyond it propose() is
  * refused.
  */
@@ -189,6 +197,12 @@ export interface RaftDriverOptions {
   snapshotEveryEntries?: number;
   /** Default DEFAULT_SNAPSHOT_EVERY_BYTES (of applied entry data). 0 disables this trigger. */
   snapshotEveryBytes?: number;
+  /**
+   * The idle trigger: a snapshot once nothing was applied for `ticks` ticks and at least
+   * `bytes` of entry data were applied since the last one. Default DEFAULT_SNAPSHOT_IDLE_BYTES
+   * and DEFAULT_SNAPSHOT_IDLE_TICKS; bytes 0 disables it.
+   */
+  snapshotWhenIdle?: { bytes: number; ticks: number };
   /** Default DEFAULT_MAX_PENDING_PROPOSALS. */
   maxPendingProposals?: number;
   /** Default DEFAULT_MAX_PENDING_READS. */
@@ -230,6 +244,11 @@ export interface DriverStatus extends Status {
   durableLastIndex: number;
   /** Index of the latest snapshot on this node's disk (0 if none). */
   snapshotIndex: number;
+  /**
+   * Entry data applied since the latest local snapshot was taken, bytes: what the in-memory
+   * log holds besides unapplied entries (and the entries of a snapshot still being written).
+   */
+  bytesSinceSnapshot: number;
   /** Snapshots received from a leader and restored into the state machine since start. */
   snapshotsRestored: number;
   /** Snapshots received from a leader and refused (they did not decode) since start. */
@@ -317,6 +336,7 @@ export class RaftDriver {
   readonly tickMs: number;
   readonly snapshotEveryEntries: number;
   readonly snapshotEveryBytes: number;
+  readonly snapshotWhenIdle: { bytes: number; ticks: number };
   readonly maxPendingProposals: number;
   readonly maxPendingReads: number;
   readonly readTimeoutTicks: number;
@@ -373,6 +393,8 @@ export class RaftDriver {
   /** Applied index and entry bytes since the last snapshot taken or restored (the triggers). */
   private capturedIndex = 0;
   private bytesSinceCapture = 0;
+  /** The tick at which an entry was last applied (the idle trigger counts from it). */
+  private lastApplyTick = 0;
   // Counters for the status (and the server's /metrics).
   private rounds = 0;
   private entriesPersisted = 0;
@@ -403,6 +425,10 @@ export class RaftDriver {
     this.tickMs = options.tickMs ?? DEFAULT_TICK_MS;
     this.snapshotEveryEntries = options.snapshotEveryEntries ?? DEFAULT_SNAPSHOT_EVERY_ENTRIES;
     this.snapshotEveryBytes = options.snapshotEveryBytes ?? DEFAULT_SNAPSHOT_EVERY_BYTES;
+    this.snapshotWhenIdle = options.snapshotWhenIdle ?? {
+      bytes: DEFAULT_SNAPSHOT_IDLE_BYTES,
+      ticks: DEFAULT_SNAPSHOT_IDLE_TICKS,
+    };
     this.maxPendingProposals = options.maxPendingProposals ?? DEFAULT_MAX_PENDING_PROPOSALS;
     this.maxPendingReads = options.maxPendingReads ?? DEFAULT_MAX_PENDING_READS;
     this.readTimeoutTicks = options.readTimeoutTicks ?? DEFAULT_READ_TIMEOUT_TICKS;
@@ -417,6 +443,10 @@ export class RaftDriver {
     assert(this.tickMs > 0, 'tickMs must be positive');
     assert(this.snapshotEveryEntries >= 0, 'snapshotEveryEntries must be ≥ 0');
     assert(this.snapshotEveryBytes >= 0, 'snapshotEveryBytes must be ≥ 0');
+    assert(
+      this.snapshotWhenIdle.bytes >= 0 && this.snapshotWhenIdle.ticks > 0,
+      'snapshotWhenIdle: bytes must be ≥ 0 and ticks > 0',
+    );
     assert(
       this.maxPendingProposals > 0 && this.maxPendingReads > 0,
       'pending limits must be positive',
@@ -719,6 +749,7 @@ export class RaftDriver {
       stopped: this.stopped,
       durableLastIndex: this.durableLastIndex,
       snapshotIndex: this.snapshotIndex,
+      bytesSinceSnapshot: this.bytesSinceCapture,
       snapshotsRestored: this.snapshotsRestored,
       snapshotsRejected: this.snapshotsRejected,
       pendingProposals: this.proposals.size,
@@ -1145,6 +1176,7 @@ export class RaftDriver {
       if (e.data.length > 0) result = this.sm.apply(e.index, e.data);
       this.bytesSinceCapture += e.data.length;
     }
+    this.lastApplyTick = this.ticks;
     this.applied = e.index;
     this.entriesApplied++;
 
@@ -1221,8 +1253,15 @@ export class RaftDriver {
     return (
       (this.snapshotEveryEntries > 0 &&
         this.applied - this.capturedIndex >= this.snapshotEveryEntries) ||
-      (this.snapshotEveryBytes > 0 && this.bytesSinceCapture >= this.snapshotEveryBytes)
+      (this.snapshotEveryBytes > 0 && this.bytesSinceCapture >= this.snapshotEveryBytes) ||
+      this.idleWithLog()
     );
+  }
+
+  /** The idle trigger (snapshotWhenIdle): a burst's log is not kept in memory while idle. */
+  private idleWithLog(): boolean {
+    const { bytes, ticks } = this.snapshotWhenIdle;
+    return bytes > 0 && this.bytesSinceCapture >= bytes && this.ticks - this.lastApplyTick >= ticks;
   }
 
   /**

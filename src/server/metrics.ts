@@ -110,6 +110,11 @@ const STATUS_GAUGES: Array<[string, string, (st: RaftStatus) => number | undefin
     (st) => Math.max(0, st.lastIndex - st.firstIndex + 1),
   ],
   [
+    'concord_raft_log_bytes',
+    'Entry data applied since the last local snapshot, bytes (held in memory until it)',
+    (st) => st.bytesSinceSnapshot,
+  ],
+  [
     'concord_raft_snapshot_index',
     'Index covered by the latest snapshot on disk',
     (st) => st.snapshotIndex,

@@ -12,6 +12,8 @@ export interface RaftControlStatus extends RaftStatus {
   stopped?: boolean;
   durableLastIndex?: number;
   snapshotIndex?: number;
+  /** Entry data applied since the last local snapshot, bytes. */
+  bytesSinceSnapshot?: number;
   pendingProposals?: number;
   pendingReads?: number;
   leaseReadsServed?: number;

@@ -81,7 +81,7 @@ async function run(skews: number[], ops: Op[]): Promise<string[]> {
     const clock = new FakeClock(base + skew);
     const gateway = new FakeGateway();
     store.onApply((command, outcome) => {
-      if (!outcome.ok) return;
+      if (!outcome.ok || command.kind === 'Prune') return;
       const xid = command.xid;
       if (command.kind === 'Begin')
         began.set(xid, { real, elections, timeoutMs: command.timeoutMs });

@@ -30,6 +30,23 @@ describe('lock table', () => {
     expect(seen).toEqual(['c:x2:2']);
   });
 
+  it('visits rows held by one branch and rows shared by branches of one xid alike', () => {
+    const locks = new LockTable();
+    locks.tryAcquire('x1', '1', ['a', 'b']);
+    locks.tryAcquire('x1', '2', ['b', 'c']);
+    locks.tryAcquire('x2', '3', ['d']);
+    const seen: string[] = [];
+    locks.forEachRow((row, h) => seen.push(`${row}:${h.xid}:${h.branchIds.join(',')}`));
+    expect(seen.sort()).toEqual(['a:x1:1', 'b:x1:1,2', 'c:x1:2', 'd:x2:3']);
+    expect(locks.holderOf('b')).toEqual({ xid: 'x1', branchIds: ['1', '2'] });
+    // Releasing branch 1 leaves b with branch 2 only, and frees a.
+    expect(locks.releaseBranch('x1', '1').sort()).toEqual(['a', 'b']);
+    expect(locks.holderOf('a')).toBeUndefined();
+    expect(locks.holderOf('b')).toEqual({ xid: 'x1', branchIds: ['2'] });
+    expect(locks.releaseBranch('x1', '2').sort()).toEqual(['b', 'c']);
+    expect(locks.size).toBe(1);
+  });
+
   it('lets the same xid re-acquire its own rows from another branch', () => {
     const locks = new LockTable();
     locks.tryAcquire('x1', '1', ['a']);

@@ -5,6 +5,7 @@ import {
   encodeCommand,
   type Command,
 } from '../../src/coordinator/commands.ts';
+import { DEDUP_RETENTION_MS } from '../../src/coordinator/limits.ts';
 import { CoordinatorStateMachine } from '../../src/coordinator/state-machine.ts';
 import { AssertionFailure, StorageCorruptError } from '../../src/shared/errors.ts';
 import { BranchStatus } from '../../src/coordinator/types.ts';
@@ -21,6 +22,15 @@ async function recordScenario(): Promise<Command[]> {
   await register(world, committed, 'TCC', 'orders:1,2');
   await register(world, committed, 'TCC', 'stock:7');
   await coordinator.commit({ xid: committed });
+  // Idle past a request id's retention: the leader's sweep proposes Prune.
+  const early = await coordinator.begin({
+    applicationId: 'app',
+    transactionServiceGroup: 'g',
+    timeoutMs: 60_000,
+    requestId: 'r-0',
+  });
+  await coordinator.commit({ xid: early.xid });
+  await clock.advance(DEDUP_RETENTION_MS + 10_000);
 
   const asyncAt = await begin(world);
   await register(world, asyncAt, 'AT', 'orders:3');

@@ -321,7 +321,7 @@ class DbWorld implements WorldBackend {
   private check(batch: Applied[], state: Uint8Array): void {
     const before = this.checker.violations.length;
     const ended = batch.filter(endsSession);
-    const endedXids = new Set(ended.map((x) => x.command.xid));
+    const endedXids = new Set(ended.map((x) => ('xid' in x.command ? x.command.xid : '')));
     const data = decodeSnapshot(state);
     this.view.restore(
       encodeSnapshot({ ...data, finished: data.finished.filter((r) => !endedXids.has(r.xid)) }),
@@ -341,7 +341,8 @@ class DbWorld implements WorldBackend {
       this.checker.observe(x.command, x.outcome);
     if (process.env.CONCORD_TEST_LOG && this.checker.violations.length > before) {
       const lines = batch.map(
-        (x) => `  ${x.command.kind} ${x.command.xid} ${JSON.stringify(x.outcome).slice(0, 200)}`,
+        (x) =>
+          `  ${x.command.kind} ${'xid' in x.command ? x.command.xid : ''} ${JSON.stringify(x.outcome).slice(0, 200)}`,
       );
       process.stderr.write(`VIOLATION after batch:\n${lines.join('\n')}\n`);
     }

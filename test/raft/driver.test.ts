@@ -260,6 +260,36 @@ describe('RaftDriver', () => {
     expect(s.driver.status().counters.snapshotsTaken).toBe(1);
   });
 
+  it('an idle node compacts the log a burst left, once snapshotWhenIdle.ticks pass with nothing applied', async () => {
+    const s = await singleLeader({
+      snapshotEveryEntries: 0,
+      snapshotEveryBytes: 0,
+      snapshotWhenIdle: { bytes: 2000, ticks: 5 },
+    });
+    await s.driver.propose(encodePayload(1, 'k', 'x'.repeat(1000)));
+    s.clock.advance(60); // idle, but too few bytes applied: the log stays
+    await flush();
+    expect(s.storage.snapshots).toHaveLength(0);
+    await s.driver.propose(encodePayload(2, 'k', 'x'.repeat(1500)));
+    expect(s.driver.status().bytesSinceSnapshot).toBeGreaterThanOrEqual(2500);
+    // Still busy (applied within the last 5 ticks): no snapshot yet.
+    s.clock.advance(30);
+    await flush();
+    expect(s.storage.snapshots).toHaveLength(0);
+    for (let i = 0; i < 5 && s.storage.snapshots.length === 0; i++) {
+      s.clock.advance(10);
+      await flush();
+    }
+    expect(s.storage.snapshots).toHaveLength(1);
+    expect(s.storage.snapshots[0]!.meta.index).toBe(s.driver.status().applied);
+    expect(s.driver.status().firstIndex).toBe(s.driver.status().applied + 1);
+    expect(s.driver.status().bytesSinceSnapshot).toBe(0);
+    // Idle again with nothing new applied: no further snapshot.
+    s.clock.advance(200);
+    await flush();
+    expect(s.storage.snapshots).toHaveLength(1);
+  });
+
   it('proposals and reads do not wait behind a local snapshot that is still being written', async () => {
     const s = await singleLeader({ snapshotEveryEntries: 2 });
     s.storage.holdSnapshots = true;

@@ -10,16 +10,24 @@ import { runInNewContext } from 'node:vm';
 import { describe, expect, it } from 'vitest';
 import { CoordinatorStateMachine } from '../../src/coordinator/state-machine.ts';
 import { decodeCommand, encodeCommand, type Command } from '../../src/coordinator/commands.ts';
+import { LockTable } from '../../src/coordinator/lock-table.ts';
 
 /** Live transactions the test holds: a size CI can afford. */
 const LIVE = 20_000;
 /**
  * Heap bytes per live transaction, at most. Measured 2026-12-07: 2,600 bytes before the
  * state was made compact (a Set per locked row, decoded strings pinning their log entry),
- * 1,850 after. The bound has headroom for V8's variance and fails when a change adds a copy
- * of the data, a Map or Set per session, or strings that pin the entry they came in.
+ * 1,850 after; 1,740 once a row held by one branch points at that branch's record (no
+ * holder object per row). The bound has headroom for V8's variance and fails when a change
+ * adds a copy of the data, a Map or Set per session, or strings that pin the entry they came in.
  */
-const BUDGET_BYTES_PER_TX = 2_200;
+const BUDGET_BYTES_PER_TX = 2_100;
+/**
+ * Lock-table heap bytes per row held by one branch (the map entry, and the branch's record
+ * shared by its rows), at most. Measured 2026-12-07: 388–413 with a holder object and branch-id
+ * array per row, 300–326 without.
+ */
+const BUDGET_BYTES_PER_LOCKED_ROW = 370;
 const DATA = JSON.stringify({ pad: 'x'.repeat(90) });
 
 setFlagsFromString('--expose-gc');
@@ -76,5 +84,23 @@ describe('memory per live transaction', () => {
     expect(machine.liveSessionCount()).toBe(LIVE);
     expect(machine.lockedRowCount()).toBe(LIVE);
     expect(perTx).toBeLessThan(BUDGET_BYTES_PER_TX);
+  });
+
+  it(`a row held by one branch costs the lock table at most ${BUDGET_BYTES_PER_LOCKED_ROW} B`, () => {
+    const xids = Array.from({ length: LIVE }, (_, i) => `10.0.0.1:8091:${1_000_000 + i}`);
+    const branchIds = Array.from({ length: LIVE }, (_, i) => String(2_000_000 + i));
+    const rows = Array.from({ length: LIVE }, (_, i) => [`scale-db\u0000t\u0000${i}`]);
+    const fill = (table: LockTable) => {
+      for (let i = 0; i < LIVE; i++)
+        expect(table.tryAcquire(xids[i]!, branchIds[i]!, rows[i]!).ok).toBe(true);
+    };
+    fill(new LockTable()); // warm-up: compiled code and shapes are not what is measured
+    const before = heapUsed();
+    const table = new LockTable();
+    fill(table);
+    const perRow = (heapUsed() - before) / LIVE;
+    console.log(`[memory] ${LIVE} locked rows: ${perRow.toFixed(0)} heap bytes each`);
+    expect(table.size).toBe(LIVE);
+    expect(perRow).toBeLessThan(BUDGET_BYTES_PER_LOCKED_ROW);
   });
 });

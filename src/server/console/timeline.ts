@@ -178,6 +178,7 @@ export class TimelineRecorder {
   }
 
   private onApplied(c: Command, value: unknown): void {
+    if (c.kind === 'Prune') return; // names no transaction
     if (c.kind === 'RegisterBranch') this.registeredAt.set(c.branchId, c.at);
     const e = describe(c, this.now());
     if (e !== null) this.record(c.xid, e);

@@ -20,7 +20,7 @@
 import { BadRequestError, assert } from '../../shared/errors.ts';
 import type { BranchId, Xid } from '../../shared/ids.ts';
 import { validateCommandShape } from '../../coordinator/command-validation.ts';
-import type { Command, Outcome } from '../../coordinator/commands.ts';
+import type { Outcome, TxCommand } from '../../coordinator/commands.ts';
 import type { Rejection } from '../../coordinator/errors.ts';
 import { MAX_LIVE_SESSIONS } from '../../coordinator/limits.ts';
 import { parseLockKey } from '../../coordinator/lock-key.ts';
@@ -49,7 +49,7 @@ import type { SqlConn } from './sql.ts';
 export async function applyCommand(
   conn: SqlConn,
   sql: SessionSql,
-  command: Command,
+  command: TxCommand,
   maxLiveSessions: number = MAX_LIVE_SESSIONS,
 ): Promise<Outcome<unknown>> {
   // The machine validates the shape too, but the fields are SQL parameters before that.
@@ -140,7 +140,7 @@ function assertCounters(
  * outcomes differing.
  */
 function dedupEntries(
-  kind: Command['kind'],
+  kind: TxCommand['kind'],
   requestId: string | null,
   remembered: unknown,
 ): [string, unknown][] {
@@ -276,7 +276,7 @@ function parseOrNull(resourceId: string, lockKey: string): string[] | null {
 }
 
 /** Why a command may not reach SQL at all (its shape, or a string no dialect stores), or null. */
-export function refuseMalformed(command: Command): Rejection | null {
+export function refuseMalformed(command: TxCommand): Rejection | null {
   return validateCommandShape(command) ?? refuseUnstorable(command);
 }
 
@@ -284,7 +284,7 @@ export function refuseMalformed(command: Command): Rejection | null {
  * PostgreSQL text cannot hold U+0000 and a MySQL column would keep it where PostgreSQL
  * fails; refuse it in both so the two dialects accept the same commands.
  */
-function refuseUnstorable(command: Command): Rejection | null {
+function refuseUnstorable(command: TxCommand): Rejection | null {
   for (const [field, value] of Object.entries(command)) {
     if (typeof value === 'string' && value.includes('\u0000'))
       return {

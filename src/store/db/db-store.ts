@@ -25,7 +25,7 @@ import {
   TimeoutError,
 } from '../../shared/errors.ts';
 import type { Logger } from '../../shared/logger.ts';
-import type { Command, Outcome, ResultOf } from '../../coordinator/commands.ts';
+import type { Command, Outcome, ResultOf, TxCommand } from '../../coordinator/commands.ts';
 import {
   MAX_DEDUP_ENTRIES,
   MAX_LIVE_SESSIONS,
@@ -314,6 +314,16 @@ export class DbSessionStore implements SessionStore {
   // ------------------------------------------------------------------ SessionStore
 
   submit<C extends Command>(command: C): Promise<Outcome<ResultOf<C>>> {
+    // The lease holder's housekeeping prunes finished and dedup rows by itself.
+    if (command.kind === 'Prune')
+      return Promise.resolve({
+        ok: false,
+        rejection: { code: 'BAD_REQUEST', message: 'db mode prunes by its own housekeeping' },
+      });
+    return this.submitTx(command) as Promise<Outcome<ResultOf<C>>>;
+  }
+
+  private submitTx<C extends TxCommand>(command: C): Promise<Outcome<ResultOf<C>>> {
     return this.operation(async () => {
       this.stats.submits += 1;
       const fast = await this.tryFastPath(command);
@@ -356,7 +366,7 @@ export class DbSessionStore implements SessionStore {
    * and the general path decides. A race the database caught (a duplicate key, a deadlock)
    * also goes the general way, which re-reads and retries.
    */
-  private async tryFastPath(command: Command): Promise<Outcome<unknown> | undefined> {
+  private async tryFastPath(command: TxCommand): Promise<Outcome<unknown> | undefined> {
     if (refuseMalformed(command)) return undefined;
     try {
       const mayBegin = command.kind === 'Begin' && (await this.liveBound.mayBegin());

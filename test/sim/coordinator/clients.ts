@@ -480,6 +480,7 @@ export class SimClients {
    */
   observeCommand(node: string, a: AppliedCommand): void {
     const { command, before, after } = a;
+    if (command.kind === 'Prune') return; // names no transaction (the machine does not report it)
     const xid = command.xid;
     const where = `${command.kind} on ${node}`;
     if (command.kind === 'RetryStopped' && a.ok) this.sawStop(command, a.beginTime, where);
