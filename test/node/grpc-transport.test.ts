@@ -1,6 +1,5 @@
 import { createServer } from 'node:net';
 import * as grpc from '@grpc/grpc-js';
-import * as protoLoader from '@grpc/proto-loader';
 import { Packr } from 'msgpackr';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { Entry, Message } from '../../src/raft/core/types.ts';
@@ -8,8 +7,8 @@ import { crc32 } from '../../src/raft/storage/crc32.ts';
 import { decodeMessage, encodeMessage } from '../../src/raft/transport/codec.ts';
 import {
   GrpcTransport,
-  RAFT_PROTO_PATH,
   identifyPeer,
+  raftTransportClient,
   type TransportLimits,
 } from '../../src/raft/transport/grpc-transport.ts';
 import { PeerIdentityBook } from '../../src/raft/node/identity.ts';
@@ -353,15 +352,8 @@ describe('GrpcTransport', () => {
     const { b, pb } = await pair();
     const atB: Message[] = [];
     b.onMessage((m) => atB.push(m));
-    const def = protoLoader.loadSync(RAFT_PROTO_PATH, {
-      keepCase: false,
-      longs: Number,
-      defaults: true,
-    });
-    const pkg = grpc.loadPackageDefinition(def) as unknown as {
-      concord: { raft: { v1: { RaftTransport: grpc.ServiceClientConstructor } } };
-    };
-    const raw = new pkg.concord.raft.v1.RaftTransport(
+    const RaftTransport = raftTransportClient();
+    const raw = new RaftTransport(
       `127.0.0.1:${pb}`,
       grpc.credentials.createInsecure(),
     ) as unknown as grpc.Client & {
