@@ -14,19 +14,7 @@ import {
 import { PeerIdentityBook } from '../../src/raft/node/identity.ts';
 import { silentLogger } from '../../src/shared/logger.ts';
 import { freePort } from '../support/ports.ts';
-
-async function eventually(check: () => void, timeoutMs = 10_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    try {
-      check();
-      return;
-    } catch (err) {
-      if (Date.now() > deadline) throw err;
-      await new Promise((r) => setTimeout(r, 20));
-    }
-  }
-}
+import { eventually } from '../support/wait.ts';
 
 /** Byte fields compared by length and checksum (Buffer vs Uint8Array, and fast on megabytes). */
 function norm(x: unknown): unknown {
