@@ -15,6 +15,7 @@ import type {
   Command,
   SessionStore,
 } from '../../coordinator/index.ts';
+import { withSubmit } from '../store-proxy.ts';
 
 /** Transactions whose timeline is kept. */
 export const MAX_TIMELINES = 5_000;
@@ -126,19 +127,7 @@ export class TimelineRecorder {
         if (outcome.ok) this.onApplied(command, outcome.value);
         return outcome;
       });
-    const bound = new Map<PropertyKey, { of: unknown; fn: unknown }>();
-    return new Proxy(store, {
-      get(target, prop) {
-        if (prop === 'submit') return submit;
-        const value: unknown = Reflect.get(target, prop, target);
-        if (typeof value !== 'function') return value;
-        const cached = bound.get(prop);
-        if (cached?.of === value) return cached.fn;
-        const fn = (value as (...args: unknown[]) => unknown).bind(target);
-        bound.set(prop, { of: value, fn });
-        return fn;
-      },
-    });
+    return withSubmit(store, submit);
   }
 
   /** The RM gateway, recording each phase-two call with its result or error. */

@@ -29,6 +29,7 @@ import {
   type SessionStore,
 } from '../../coordinator/index.ts';
 import { SpanStatusCode } from '@opentelemetry/api';
+import { withSubmit } from '../store-proxy.ts';
 import { globalStatusFromCode } from '../../shared/tc-codes.ts';
 import {
   ATTR_BRANCH_ID,
@@ -305,20 +306,7 @@ export class TcMetrics {
         if (outcome.ok) this.onApplied(command.kind, command, outcome.value);
         return outcome;
       });
-    // Methods are bound once each (the coordinator reads them on its hot path).
-    const bound = new Map<PropertyKey, { of: unknown; fn: unknown }>();
-    return new Proxy(store, {
-      get(target, prop) {
-        if (prop === 'submit') return submit;
-        const value: unknown = Reflect.get(target, prop, target);
-        if (typeof value !== 'function') return value;
-        const cached = bound.get(prop);
-        if (cached?.of === value) return cached.fn;
-        const fn = (value as (...args: unknown[]) => unknown).bind(target);
-        bound.set(prop, { of: value, fn });
-        return fn;
-      },
-    });
+    return withSubmit(store, submit);
   }
 
   private onApplied(kind: string, command: object, value: unknown): void {
