@@ -24,12 +24,11 @@ import {
   isStuck,
   reportedStatus,
   type BranchGateway,
-  type BranchSession,
   type CoordinatorStateView,
   type SessionStore,
 } from '../../coordinator/index.ts';
 import { SpanStatusCode } from '@opentelemetry/api';
-import { withSubmit } from '../store-proxy.ts';
+import { aroundPhaseTwo, withSubmit, type PhaseTwoCall } from '../instrument.ts';
 import { globalStatusFromCode } from '../../shared/tc-codes.ts';
 import {
   ATTR_BRANCH_ID,
@@ -337,11 +336,7 @@ export class TcMetrics {
 
   /** The RM channels, timing and counting each branch phase-two call. */
   instrumentGateway(gateway: BranchGateway): BranchGateway {
-    const call = async (
-      action: 'commit' | 'rollback',
-      branch: BranchSession,
-      run: () => Promise<BranchStatus>,
-    ): Promise<BranchStatus> => {
+    const call: PhaseTwoCall = async (action, branch, run) => {
       const started = performance.now();
       const labels = {
         action,
@@ -377,10 +372,7 @@ export class TcMetrics {
         span.end();
       }
     };
-    return {
-      commitBranch: (branch) => call('commit', branch, () => gateway.commitBranch(branch)),
-      rollbackBranch: (branch) => call('rollback', branch, () => gateway.rollbackBranch(branch)),
-    };
+    return aroundPhaseTwo(gateway, call);
   }
 
   private resource(id: string): string {
