@@ -133,14 +133,7 @@ interface Run {
   tc: TcClient | null;
   tcState: TcState | null;
   t0: number;
-  phases: {
-    setupMs: number;
-    faultsMs: number;
-    healMs: number;
-    drainMs: number;
-    quiesceMs: number;
-    totalMs: number;
-  };
+  phases: ChaosReport['phases'];
 }
 
 function settingsOf(

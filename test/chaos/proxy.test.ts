@@ -8,7 +8,7 @@ import { pino } from 'pino';
 import { FaultProxy, FaultTable, isLoopback, raftSenderSniffer } from '../../chaos/proxy.ts';
 import type { Message } from '../../src/raft/core/types.ts';
 import { GrpcTransport } from '../../src/raft/transport/grpc-transport.ts';
-import { sleep } from '../support/wait.ts';
+import { eventually as eventuallyWithin, sleep } from '../support/wait.ts';
 
 const logger = pino({ level: 'silent' });
 const cleanups: Array<() => Promise<void> | void> = [];
@@ -68,18 +68,8 @@ function client(port: number): Promise<{
   });
 }
 
-async function eventually(check: () => void, timeoutMs = 5_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    try {
-      check();
-      return;
-    } catch (err) {
-      if (Date.now() > deadline) throw err;
-      await new Promise((r) => setTimeout(r, 20));
-    }
-  }
-}
+/** Retries the assertion, for up to 5 s unless told. */
+const eventually = (check: () => void, timeoutMs = 5_000) => eventuallyWithin(check, timeoutMs);
 
 /** A test identifier: the first line a client sends is `hello <id>`. */
 const helloSniffer = (buf: Buffer): string | null =>

@@ -10,6 +10,7 @@ import { ConsoleForbiddenError, CsrfError } from '../../src/server/console/error
 import { validateConfig } from '../../src/server/config.ts';
 import { checkStartPolicy } from '../../src/server/security/policy.ts';
 import { ConfigError, UnauthorizedError } from '../../src/shared/errors.ts';
+import { minimalConfig } from '../support/config.ts';
 
 const ADMIN = 'admin-token-0123456789';
 const VIEWER = 'viewer-token-0123456789';
@@ -97,14 +98,7 @@ describe('console sign-in', () => {
 });
 
 describe('http.viewerToken', () => {
-  const minimal = (host = '127.0.0.1') => ({
-    node: { id: 'node1' },
-    server: { host, advertiseHost: '127.0.0.1', httpPort: 7091, tcPort: 8091, raftPort: 9091 },
-    raft: {
-      dataDir: './data/node1',
-      peers: [{ nodeId: 'node1', host: '127.0.0.1', raftPort: 9091, tcPort: 8091, httpPort: 7091 }],
-    },
-  });
+  const minimal = minimalConfig;
 
   it('is read from the file or CONCORD_HTTP_VIEWER_TOKEN, 16+ characters, not the admin token', () => {
     expect(validateConfig({ ...minimal(), http: { viewerToken: VIEWER } }).http.viewerToken).toBe(

@@ -1,6 +1,5 @@
 import { createServer } from 'node:net';
 import * as grpc from '@grpc/grpc-js';
-import * as protoLoader from '@grpc/proto-loader';
 import { Packr } from 'msgpackr';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { Entry, Message } from '../../src/raft/core/types.ts';
@@ -8,26 +7,14 @@ import { crc32 } from '../../src/raft/storage/crc32.ts';
 import { decodeMessage, encodeMessage } from '../../src/raft/transport/codec.ts';
 import {
   GrpcTransport,
-  RAFT_PROTO_PATH,
   identifyPeer,
+  raftTransportClient,
   type TransportLimits,
 } from '../../src/raft/transport/grpc-transport.ts';
 import { PeerIdentityBook } from '../../src/raft/node/identity.ts';
 import { silentLogger } from '../../src/shared/logger.ts';
 import { freePort } from '../support/ports.ts';
-
-async function eventually(check: () => void, timeoutMs = 10_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    try {
-      check();
-      return;
-    } catch (err) {
-      if (Date.now() > deadline) throw err;
-      await new Promise((r) => setTimeout(r, 20));
-    }
-  }
-}
+import { eventually } from '../support/wait.ts';
 
 /** Byte fields compared by length and checksum (Buffer vs Uint8Array, and fast on megabytes). */
 function norm(x: unknown): unknown {
@@ -353,15 +340,8 @@ describe('GrpcTransport', () => {
     const { b, pb } = await pair();
     const atB: Message[] = [];
     b.onMessage((m) => atB.push(m));
-    const def = protoLoader.loadSync(RAFT_PROTO_PATH, {
-      keepCase: false,
-      longs: Number,
-      defaults: true,
-    });
-    const pkg = grpc.loadPackageDefinition(def) as unknown as {
-      concord: { raft: { v1: { RaftTransport: grpc.ServiceClientConstructor } } };
-    };
-    const raw = new pkg.concord.raft.v1.RaftTransport(
+    const RaftTransport = raftTransportClient();
+    const raw = new RaftTransport(
       `127.0.0.1:${pb}`,
       grpc.credentials.createInsecure(),
     ) as unknown as grpc.Client & {

@@ -6,10 +6,9 @@
  */
 import { readFileSync } from 'node:fs';
 import * as grpc from '@grpc/grpc-js';
-import * as protoLoader from '@grpc/proto-loader';
 import type { Message } from '../../src/raft/core/types.ts';
 import { encodeMessage } from '../../src/raft/transport/codec.ts';
-import { RAFT_PROTO_PATH } from '../../src/raft/transport/grpc-transport.ts';
+import { raftTransportClient } from '../../src/raft/transport/grpc-transport.ts';
 import type { TlsFiles } from '../support/pki.ts';
 
 export interface ForgedFrame {
@@ -57,15 +56,8 @@ export function attack(
   frames: ForgedFrame[],
   timeoutMs = 5_000,
 ): Promise<AttackResult> {
-  const def = protoLoader.loadSync(RAFT_PROTO_PATH, {
-    keepCase: false,
-    longs: Number,
-    defaults: true,
-  });
-  const pkg = grpc.loadPackageDefinition(def) as unknown as {
-    concord: { raft: { v1: { RaftTransport: grpc.ServiceClientConstructor } } };
-  };
-  const client = new pkg.concord.raft.v1.RaftTransport(address, credentials(creds), {
+  const RaftTransport = raftTransportClient();
+  const client = new RaftTransport(address, credentials(creds), {
     'grpc.use_local_subchannel_pool': 1,
     'grpc.ssl_target_name_override': 'concord-node',
   }) as unknown as RaftClient;

@@ -18,18 +18,12 @@ import { ConfigError } from '../../src/shared/errors.ts';
 import { identityOfPem } from '../../src/shared/pki.ts';
 import { freePorts } from '../support/ports.ts';
 import { runCli } from './helpers.ts';
+import { minimalConfig } from '../support/config.ts';
 
 const root = mkdtempSync(join(tmpdir(), 'concord-security-'));
 afterAll(() => rmSync(root, { recursive: true, force: true }));
 
-const minimal = (host = '127.0.0.1') => ({
-  node: { id: 'node1' },
-  server: { host, advertiseHost: '127.0.0.1', httpPort: 7091, tcPort: 8091, raftPort: 9091 },
-  raft: {
-    dataDir: './data/node1',
-    peers: [{ nodeId: 'node1', host: '127.0.0.1', raftPort: 9091, tcPort: 8091, httpPort: 7091 }],
-  },
-});
+const minimal = minimalConfig;
 
 describe('security config', () => {
   it('TLS is the default, its files beside the data directory; insecure mode only by name', () => {

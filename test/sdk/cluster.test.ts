@@ -34,6 +34,7 @@ import { connectMysql, connectPg, pgSettings, sleep, uniquePrefix } from '../cli
 import { mysqlDriver, pgDriver, type FenceDriver } from '../client/helpers/drivers.ts';
 import { REPO_ROOT, waitFor } from '../ops/helpers.ts';
 import { startCluster, type TestCluster } from './helpers/cluster.ts';
+import { bindLocal, jsonUnary } from '../support/grpc-json.ts';
 
 const logger = createLogger({
   name: 'sdk-test',
@@ -621,21 +622,7 @@ describe('xid propagation between services', () => {
     const callee = newClient('grpc-callee');
     const action = freezeAction(callee, myD, 'grpc.freeze');
     const a = await openAccount(myD, 100);
-    const json = {
-      serialize: (v: unknown) => Buffer.from(JSON.stringify(v)),
-      deserialize: (b: Buffer) => JSON.parse(b.toString()) as unknown,
-    };
-    const definition: grpc.ServiceDefinition = {
-      Freeze: {
-        path: '/sdk.test.Account/Freeze',
-        requestStream: false,
-        responseStream: false,
-        requestSerialize: json.serialize,
-        requestDeserialize: json.deserialize,
-        responseSerialize: json.serialize,
-        responseDeserialize: json.deserialize,
-      },
-    };
+    const definition: grpc.ServiceDefinition = { Freeze: jsonUnary('/sdk.test.Account/Freeze') };
     const seen: (string | undefined)[] = [];
     grpcServer = new grpc.Server();
     grpcServer.addService(definition, {
@@ -650,11 +637,7 @@ describe('xid propagation between services', () => {
         },
       ),
     });
-    const port = await new Promise<number>((res, rej) =>
-      grpcServer!.bindAsync('127.0.0.1:0', grpc.ServerCredentials.createInsecure(), (e, p) =>
-        e ? rej(e) : res(p),
-      ),
-    );
+    const port = await bindLocal(grpcServer);
     const Stub = grpc.makeGenericClientConstructor(definition, 'Account');
     const stub = new Stub(`127.0.0.1:${port}`, grpc.credentials.createInsecure(), {
       interceptors: [xidClientInterceptor],

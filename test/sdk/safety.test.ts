@@ -47,6 +47,7 @@ import { capturingLogger, connectPg, sleep, uniquePrefix } from '../client/helpe
 import { pgDriver, type FenceDriver } from '../client/helpers/drivers.ts';
 import { waitFor } from '../ops/helpers.ts';
 import { startCluster, type TestCluster } from './helpers/cluster.ts';
+import { bindLocal, jsonUnary } from '../support/grpc-json.ts';
 import type { PgFenceTx } from '../../src/pg.ts';
 
 /** How long the TC's phase-two retries (1 s, 2 s, 4 s, ... backoff) get to finish a branch here. */
@@ -350,21 +351,7 @@ describe('gRPC: repeated tx_xid metadata', () => {
     const caller = newClient();
     const callee = newClient();
     const action = freezeAction(callee, 'grpc.dup');
-    const json = {
-      serialize: (v: unknown) => Buffer.from(JSON.stringify(v)),
-      deserialize: (b: Buffer) => JSON.parse(b.toString()) as unknown,
-    };
-    const definition: grpc.ServiceDefinition = {
-      Freeze: {
-        path: '/safety.Account/Freeze',
-        requestStream: false,
-        responseStream: false,
-        requestSerialize: json.serialize,
-        requestDeserialize: json.deserialize,
-        responseSerialize: json.serialize,
-        responseDeserialize: json.deserialize,
-      },
-    };
+    const definition: grpc.ServiceDefinition = { Freeze: jsonUnary('/safety.Account/Freeze') };
     const server = new grpc.Server();
     server.addService(definition, {
       Freeze: withXidFromMetadata(
@@ -375,11 +362,7 @@ describe('gRPC: repeated tx_xid metadata', () => {
         { logger: silentLogger() },
       ),
     });
-    const port = await new Promise<number>((res, rej) =>
-      server.bindAsync('127.0.0.1:0', grpc.ServerCredentials.createInsecure(), (e, p) =>
-        e ? rej(e) : res(p),
-      ),
-    );
+    const port = await bindLocal(server);
     const Stub = grpc.makeGenericClientConstructor(definition, 'Account');
     const stub = new Stub(`127.0.0.1:${port}`, grpc.credentials.createInsecure(), {
       interceptors: [xidClientInterceptor],

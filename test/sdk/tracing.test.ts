@@ -31,6 +31,7 @@ import { createTcNodeOptions } from '../../src/server/tc/index.ts';
 import { silentLogger } from '../../src/shared/logger.ts';
 import { allocateNodes, raftNodeConfig, writeConfig } from '../support/cluster.ts';
 import { waitFor } from '../support/wait.ts';
+import { bindLocal, jsonUnary } from '../support/grpc-json.ts';
 
 const exporter = new InMemorySpanExporter();
 const provider = new BasicTracerProvider({ spanProcessors: [new SimpleSpanProcessor(exporter)] });
@@ -74,20 +75,8 @@ const parentOf = (s: ReadableSpan): string | undefined =>
 
 describe('OpenTelemetry spans', () => {
   it('the trace context crosses gRPC next to the xid (client interceptor → server wrapper)', async () => {
-    const json = {
-      serialize: (v: unknown) => Buffer.from(JSON.stringify(v)),
-      deserialize: (b: Buffer) => JSON.parse(b.toString('utf8')) as { traceId: string | null },
-    };
     const service = {
-      echo: {
-        path: '/concord.test.TraceEcho/Echo',
-        requestStream: false,
-        responseStream: false,
-        requestSerialize: json.serialize,
-        requestDeserialize: json.deserialize,
-        responseSerialize: json.serialize,
-        responseDeserialize: json.deserialize,
-      },
+      echo: jsonUnary('/concord.test.TraceEcho/Echo'),
     } satisfies grpc.ServiceDefinition;
     const server = new grpc.Server({
       'grpc.max_receive_message_length': 65_536,
@@ -104,11 +93,7 @@ describe('OpenTelemetry spans', () => {
         }),
       ),
     });
-    const port = await new Promise<number>((resolve, reject) =>
-      server.bindAsync('127.0.0.1:0', grpc.ServerCredentials.createInsecure(), (err, p) =>
-        err ? reject(err) : resolve(p),
-      ),
-    );
+    const port = await bindLocal(server);
     const Client = grpc.makeGenericClientConstructor(service, 'TraceEcho');
     const client = new Client(`127.0.0.1:${port}`, grpc.credentials.createInsecure(), {
       interceptors: [xidClientInterceptor],

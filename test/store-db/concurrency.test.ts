@@ -11,6 +11,7 @@ import { GlobalStatus } from '../../src/coordinator/types.ts';
 import type { DbSessionStore, DialectName } from '../../src/store/db/index.ts';
 import {
   DIALECTS,
+  closeWorlds,
   connectAdmin,
   dbWorld,
   openStore,
@@ -53,12 +54,7 @@ describe.each(DIALECTS)('concurrent nodes on %s', (dialect: DialectName) => {
     }
   });
 
-  afterAll(async () => {
-    for (const w of worlds) w.coordinator.stop();
-    for (const s of stores) await s.close();
-    await admin?.dropTables(prefix);
-    await admin?.close();
-  });
+  afterAll(() => closeWorlds(admin, prefix, worlds));
 
   it('racing branch registers from several nodes: all rows or none, never two holders of a row', async () => {
     const xids: Xid[] = [];

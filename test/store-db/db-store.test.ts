@@ -16,8 +16,9 @@ import {
 } from '../../src/store/db/index.ts';
 import {
   DIALECTS,
-  connectAdmin,
+  closeWorlds,
   dbWorld,
+  openSolo,
   openStore,
   uniquePrefix,
   waitFor,
@@ -32,17 +33,10 @@ describe.each(DIALECTS)('db store on %s', (dialect: DialectName) => {
   let w: DbWorld;
 
   beforeAll(async () => {
-    admin = await connectAdmin(dialect);
-    store = await openStore(dialect, prefix, { nodeId: 'solo' });
-    w = dbWorld(store);
+    ({ admin, store, w } = await openSolo(dialect, prefix));
   });
 
-  afterAll(async () => {
-    w?.coordinator.stop();
-    await store?.close();
-    await admin?.dropTables(prefix);
-    await admin?.close();
-  });
+  afterAll(() => closeWorlds(admin, prefix, [w]));
 
   const begin = async (timeoutMs = 60_000) =>
     (

@@ -229,6 +229,44 @@ export function dbWorld(
   return { store, coordinator, gateway, clock };
 }
 
+/** One node's admin connection, store and coordinator: the set-up of the single-node suites. */
+export interface SoloWorld {
+  admin: Admin;
+  store: DbSessionStore;
+  w: DbWorld;
+}
+
+/** Connects the admin, opens the store as node `solo` and starts a coordinator on it. */
+export async function openSolo(
+  dialect: DialectName,
+  prefix: string,
+  world: Parameters<typeof dbWorld>[1] = {},
+): Promise<SoloWorld> {
+  const admin = await connectAdmin(dialect);
+  try {
+    const store = await openStore(dialect, prefix, { nodeId: 'solo' });
+    return { admin, store, w: dbWorld(store, world) };
+  } catch (err) {
+    await admin.close();
+    throw err;
+  }
+}
+
+/**
+ * The suites' afterAll: stops each coordinator, closes each store, then drops the prefix's
+ * tables and closes the admin connection. Safe after a beforeAll that failed half-way.
+ */
+export async function closeWorlds(
+  admin: Admin | undefined,
+  prefix: string,
+  worlds: readonly (DbWorld | undefined)[],
+): Promise<void> {
+  for (const w of worlds) w?.coordinator.stop();
+  for (const w of worlds) await w?.store.close();
+  await admin?.dropTables(prefix);
+  await admin?.close();
+}
+
 /**
  * A TCP proxy in front of the database: `down()` refuses new connections and cuts the open
  * ones (a database that crashed), `up()` serves again on the same port.

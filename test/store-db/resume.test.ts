@@ -13,9 +13,8 @@ import type { Xid } from '../../src/shared/ids.ts';
 import type { DbSessionStore, DialectName } from '../../src/store/db/index.ts';
 import {
   DIALECTS,
-  connectAdmin,
-  dbWorld,
-  openStore,
+  closeWorlds,
+  openSolo,
   uniquePrefix,
   waitFor,
   type Admin,
@@ -29,18 +28,13 @@ describe.each(DIALECTS)('resume in db mode on %s', (dialect: DialectName) => {
   let w: DbWorld;
 
   beforeAll(async () => {
-    admin = await connectAdmin(dialect);
-    store = await openStore(dialect, prefix, { nodeId: 'solo' });
-    w = dbWorld(store, { phaseTwo: { retryHorizonMs: 120_000 } });
+    ({ admin, store, w } = await openSolo(dialect, prefix, {
+      phaseTwo: { retryHorizonMs: 120_000 },
+    }));
     await waitFor('the lease', () => (store.drivesPhaseTwo() ? true : undefined), 20_000);
   });
 
-  afterAll(async () => {
-    w?.coordinator.stop();
-    await store?.close();
-    await admin?.dropTables(prefix);
-    await admin?.close();
-  });
+  afterAll(() => closeWorlds(admin, prefix, [w]));
 
   async function withBranches(n: number): Promise<{ xid: Xid; branches: string[] }> {
     const { xid } = await w.coordinator.begin({

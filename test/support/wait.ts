@@ -32,3 +32,24 @@ export async function waitFor<T>(
     await delay(everyMs);
   }
 }
+
+/**
+ * Retries the assertion `check` every `everyMs` until it passes; after `timeoutMs` throws
+ * the assertion's own last error (so the failure shows the expectation's diff).
+ */
+export async function eventually(
+  check: () => void,
+  timeoutMs = 10_000,
+  everyMs = 20,
+): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    try {
+      check();
+      return;
+    } catch (err) {
+      if (Date.now() > deadline) throw err;
+      await delay(everyMs);
+    }
+  }
+}

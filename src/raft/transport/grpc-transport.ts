@@ -230,6 +230,11 @@ function loadService() {
   return serviceCache;
 }
 
+/** The generated RaftTransport client class (for tests that speak the raw wire). */
+export function raftTransportClient(): grpc.ServiceClientConstructor {
+  return loadService().client;
+}
+
 /**
  * Distinct keys a LogLimiter remembers; beyond it, it forgets them all (strangers pick the keys).
  */

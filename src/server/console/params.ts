@@ -1,22 +1,14 @@
 /** Query-parameter parsing of the console's API: strict, bounded, typed errors. */
 import { BadRequestError } from '../../shared/errors.ts';
 import { GlobalStatus, isGlobalStatus } from '../../shared/tc-vocabulary.ts';
+import { strictQuery } from '../http/query.ts';
 
 /** Characters of a text filter at most. */
 export const MAX_FILTER_CHARS = 256;
 
 /** The query's parameters; an unknown or repeated one is refused. Empty values are absent. */
 export function queryOf(url: URL, allowed: readonly string[]): Record<string, string | undefined> {
-  const out: Record<string, string> = {};
-  for (const [k, v] of url.searchParams) {
-    if (!allowed.includes(k))
-      throw new BadRequestError(
-        `unknown query parameter ${JSON.stringify(k.slice(0, 64))} (allowed: ${allowed.join(', ')})`,
-      );
-    if (k in out) throw new BadRequestError(`query parameter ${k} is given twice`);
-    if (v !== '') out[k] = v;
-  }
-  return out;
+  return strictQuery(url, allowed, { dropEmpty: true });
 }
 
 export function textParam(name: string, v: string | undefined): string | null {

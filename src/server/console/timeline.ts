@@ -8,13 +8,8 @@
  * leader's timelines begin when it takes over; the console adds what the session itself
  * records (its begin time and last status change) so a timeline is never empty.
  */
-import type {
-  BranchGateway,
-  BranchSession,
-  BranchStatus,
-  Command,
-  SessionStore,
-} from '../../coordinator/index.ts';
+import type { BranchGateway, Command, SessionStore } from '../../coordinator/index.ts';
+import { aroundPhaseTwo, withSubmit, type PhaseTwoCall } from '../instrument.ts';
 
 /** Transactions whose timeline is kept. */
 export const MAX_TIMELINES = 5_000;
@@ -126,28 +121,12 @@ export class TimelineRecorder {
         if (outcome.ok) this.onApplied(command, outcome.value);
         return outcome;
       });
-    const bound = new Map<PropertyKey, { of: unknown; fn: unknown }>();
-    return new Proxy(store, {
-      get(target, prop) {
-        if (prop === 'submit') return submit;
-        const value: unknown = Reflect.get(target, prop, target);
-        if (typeof value !== 'function') return value;
-        const cached = bound.get(prop);
-        if (cached?.of === value) return cached.fn;
-        const fn = (value as (...args: unknown[]) => unknown).bind(target);
-        bound.set(prop, { of: value, fn });
-        return fn;
-      },
-    });
+    return withSubmit(store, submit);
   }
 
   /** The RM gateway, recording each phase-two call with its result or error. */
   instrumentGateway(gateway: BranchGateway): BranchGateway {
-    const call = async (
-      action: 'commit' | 'rollback',
-      branch: BranchSession,
-      run: () => Promise<BranchStatus>,
-    ): Promise<BranchStatus> => {
+    const call: PhaseTwoCall = async (action, branch, run) => {
       const base = { kind: 'phase-two', branchId: branch.branchId };
       const what = `${action} branch ${branch.branchId} (${branch.resourceId})`;
       try {
@@ -171,10 +150,7 @@ export class TimelineRecorder {
         throw err;
       }
     };
-    return {
-      commitBranch: (b) => call('commit', b, () => gateway.commitBranch(b)),
-      rollbackBranch: (b) => call('rollback', b, () => gateway.rollbackBranch(b)),
-    };
+    return aroundPhaseTwo(gateway, call);
   }
 
   private onApplied(c: Command, value: unknown): void {

@@ -55,11 +55,7 @@ export class TxReads {
       xid: textParam('xid', q.xid),
       olderThanMs: optIntParam('olderThanMs', q.olderThanMs, 0, MAX_AGE_MS),
     };
-    const page = intParam('page', q.page, 1, MAX_PAGE);
-    const pageSize =
-      q.pageSize === undefined
-        ? DEFAULT_CONSOLE_PAGE_SIZE
-        : intParam('pageSize', q.pageSize, 1, MAX_CONSOLE_PAGE_SIZE);
+    const { page, pageSize } = pageParams(q);
     const now = Date.now();
     // One read: the page's xids, then their summaries (the view of GET /tx/v1/sessions).
     const picked = await this.store.read((state) => {
@@ -135,11 +131,7 @@ export class TxReads {
       pk: textParam('pk', q.pk),
       xid: textParam('xid', q.xid),
     };
-    const page = intParam('page', q.page, 1, MAX_PAGE);
-    const pageSize =
-      q.pageSize === undefined
-        ? DEFAULT_CONSOLE_PAGE_SIZE
-        : intParam('pageSize', q.pageSize, 1, MAX_CONSOLE_PAGE_SIZE);
+    const { page, pageSize } = pageParams(q);
     const now = Date.now();
     const body = await this.store.read((state) =>
       lockPage(
@@ -180,4 +172,15 @@ export function timelineOf(answer: TxSessionAnswer, recorded: TimelineEvent[]): 
     events.push({ at: s.finishedAt, kind: 'end', text: `ended ${s.status}` });
   }
   return events.sort((a, b) => a.at - b.at);
+}
+
+/** The console's `page` (from 1) and `pageSize` (default DEFAULT_CONSOLE_PAGE_SIZE). */
+function pageParams(q: Record<string, string | undefined>): { page: number; pageSize: number } {
+  return {
+    page: intParam('page', q.page, 1, MAX_PAGE),
+    pageSize:
+      q.pageSize === undefined
+        ? DEFAULT_CONSOLE_PAGE_SIZE
+        : intParam('pageSize', q.pageSize, 1, MAX_CONSOLE_PAGE_SIZE),
+  };
 }

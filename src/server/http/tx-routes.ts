@@ -18,6 +18,7 @@ import { GlobalStatus, isGlobalStatus } from '../../shared/tc-vocabulary.ts';
 import { MAX_LIST_PAGE_SIZE } from '../tc/limits.ts';
 import type { TxFilter, TxQuery } from '../tc/tx-query.ts';
 import { requireBearer } from './body.ts';
+import { strictQuery } from './query.ts';
 import { UnknownGroupError } from './errors.ts';
 import type { Answer, Route } from './server.ts';
 
@@ -87,16 +88,7 @@ async function show(o: TxRoutesOptions, req: IncomingMessage, url: URL): Promise
 
 /** The query's parameters; an unknown or repeated one is refused (a typo must not widen a list). */
 function params(url: URL, allowed: readonly string[]): Record<string, string | undefined> {
-  const out: Record<string, string> = {};
-  for (const [k, v] of url.searchParams) {
-    if (!allowed.includes(k))
-      throw new BadRequestError(
-        `unknown query parameter ${JSON.stringify(k.slice(0, 64))} (allowed: ${allowed.join(', ')})`,
-      );
-    if (k in out) throw new BadRequestError(`query parameter ${k} is given twice`);
-    out[k] = v;
-  }
-  return out;
+  return strictQuery(url, allowed, { dropEmpty: false });
 }
 
 function checkGroup(o: TxRoutesOptions, group: string | undefined): void {

@@ -24,11 +24,11 @@ import {
   isStuck,
   reportedStatus,
   type BranchGateway,
-  type BranchSession,
   type CoordinatorStateView,
   type SessionStore,
 } from '../../coordinator/index.ts';
 import { SpanStatusCode } from '@opentelemetry/api';
+import { aroundPhaseTwo, withSubmit, type PhaseTwoCall } from '../instrument.ts';
 import { globalStatusFromCode } from '../../shared/tc-codes.ts';
 import {
   ATTR_BRANCH_ID,
@@ -305,20 +305,7 @@ export class TcMetrics {
         if (outcome.ok) this.onApplied(command.kind, command, outcome.value);
         return outcome;
       });
-    // Methods are bound once each (the coordinator reads them on its hot path).
-    const bound = new Map<PropertyKey, { of: unknown; fn: unknown }>();
-    return new Proxy(store, {
-      get(target, prop) {
-        if (prop === 'submit') return submit;
-        const value: unknown = Reflect.get(target, prop, target);
-        if (typeof value !== 'function') return value;
-        const cached = bound.get(prop);
-        if (cached?.of === value) return cached.fn;
-        const fn = (value as (...args: unknown[]) => unknown).bind(target);
-        bound.set(prop, { of: value, fn });
-        return fn;
-      },
-    });
+    return withSubmit(store, submit);
   }
 
   private onApplied(kind: string, command: object, value: unknown): void {
@@ -349,11 +336,7 @@ export class TcMetrics {
 
   /** The RM channels, timing and counting each branch phase-two call. */
   instrumentGateway(gateway: BranchGateway): BranchGateway {
-    const call = async (
-      action: 'commit' | 'rollback',
-      branch: BranchSession,
-      run: () => Promise<BranchStatus>,
-    ): Promise<BranchStatus> => {
+    const call: PhaseTwoCall = async (action, branch, run) => {
       const started = performance.now();
       const labels = {
         action,
@@ -389,10 +372,7 @@ export class TcMetrics {
         span.end();
       }
     };
-    return {
-      commitBranch: (branch) => call('commit', branch, () => gateway.commitBranch(branch)),
-      rollbackBranch: (branch) => call('rollback', branch, () => gateway.rollbackBranch(branch)),
-    };
+    return aroundPhaseTwo(gateway, call);
   }
 
   private resource(id: string): string {

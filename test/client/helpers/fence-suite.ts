@@ -2,7 +2,7 @@
  * The fence's behaviour, written once and run against each real database under each
  * isolation level. Every test names the property it guards.
  */
-import { describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BadRequestError } from '../../../src/shared/errors.ts';
 import {
   ConfirmWithoutTryError,
@@ -29,6 +29,43 @@ export const CONCURRENCY_REPEATS = 3;
 export const RACE_PAIRS = 50;
 /** Pairs in flight at once: 2 connections each, within the test pool. */
 export const RACE_WAVE = 10;
+
+/**
+ * One database's fence file: open a pool of `2 * RACE_WAVE + 4` connections (two per racing
+ * pair, plus the tests' own statements and lock holders), build the driver and its tables,
+ * and run the suite under READ COMMITTED and REPEATABLE READ.
+ */
+export function defineFenceFile<Tx, Pool extends { end(): Promise<void> }>(
+  name: string,
+  label: string,
+  connect: (max: number) => Promise<Pool>,
+  makeDriver: (pool: Pool) => FenceDriver<Tx>,
+): void {
+  let pool: Pool | undefined;
+  let driver: FenceDriver<Tx> | undefined;
+
+  beforeAll(async () => {
+    pool = await connect(2 * RACE_WAVE + 4);
+    driver = makeDriver(pool);
+    await driver.createBusinessTables();
+    await driver.newFence().ensureSchema();
+  });
+
+  afterAll(async () => {
+    await driver?.dropAll();
+    await pool?.end();
+  });
+
+  const get = () => {
+    if (driver === undefined) throw new Error(`${name} driver not initialised (beforeAll failed)`);
+    return driver;
+  };
+
+  describe(`${name} fence`, () => {
+    defineFenceSuite(label, get, 'READ COMMITTED');
+    defineFenceSuite(label, get, 'REPEATABLE READ');
+  });
+}
 
 export function defineFenceSuite<Tx>(
   label: string,
