@@ -109,6 +109,18 @@ class ScriptedRaft implements RaftPort {
   completeReads(): void {
     for (const d of this.reads.splice(0)) d.resolve();
   }
+
+  /**
+   * Until the store has asked for its read barrier (it retries one the term's entry refused
+   * on its own schedule: a fixed sleep lost that race on a loaded machine, CI 2026-12-07).
+   */
+  async barrierIssued(): Promise<void> {
+    const until = Date.now() + 5_000;
+    while (this.reads.length === 0) {
+      if (Date.now() > until) throw new Error('the store asked for no read barrier within 5 s');
+      await new Promise((r) => setTimeout(r, 2));
+    }
+  }
 }
 
 const begin = (n: number): BeginCommand => ({
@@ -165,7 +177,7 @@ describe('RaftSessionStore', () => {
     // Meanwhile a submit waits instead of failing.
     const pending = store.submit(begin(1));
     raft.termEntryCommitted = true;
-    await tick(20);
+    await raft.barrierIssued();
     raft.completeReads();
     await tick();
     expect(events).toEqual([{ isLeader: true, term: 2 }]);
@@ -184,7 +196,7 @@ describe('RaftSessionStore', () => {
     const { store } = storeOver(raft);
     raft.set('leader', 2, 'n1');
     raft.termEntryCommitted = true;
-    await tick();
+    await raft.barrierIssued();
     raft.completeReads();
     await tick();
     raft.autoApply = false;
@@ -207,7 +219,7 @@ describe('RaftSessionStore', () => {
     const { store } = storeOver(raft, { submitTimeoutMs: 30 });
     raft.set('leader', 2, 'n1');
     raft.termEntryCommitted = true;
-    await tick();
+    await raft.barrierIssued();
     raft.completeReads();
     await tick();
     raft.autoApply = false;
@@ -220,7 +232,7 @@ describe('RaftSessionStore', () => {
     const { store } = storeOver(raft);
     raft.set('leader', 2, 'n1');
     raft.termEntryCommitted = true;
-    await tick();
+    await raft.barrierIssued();
     raft.completeReads();
     await tick();
     const before = raft.readCalls;
@@ -260,7 +272,7 @@ describe('RaftSessionStore', () => {
     const { store } = storeOver(raft);
     raft.set('leader', 2, 'n1');
     raft.termEntryCommitted = true;
-    await tick();
+    await raft.barrierIssued();
     raft.completeReads();
     await tick();
     raft.autoApply = false;
@@ -310,7 +322,7 @@ describe('RaftSessionStore', () => {
     const { store } = storeOver(raft);
     raft.set('leader', 2, 'n1');
     raft.termEntryCommitted = true;
-    await tick();
+    await raft.barrierIssued();
     raft.completeReads();
     await tick();
     const xid = '127.0.0.1:8091:1';
@@ -349,7 +361,7 @@ describe('RaftSessionStore', () => {
     const { store } = storeOver(raft, { readTimeoutMs: 40 });
     raft.set('leader', 2, 'n1');
     raft.termEntryCommitted = true;
-    await tick();
+    await raft.barrierIssued();
     raft.completeReads();
     await tick();
     // Its barrier never completes.
@@ -372,7 +384,7 @@ describe('RaftSessionStore', () => {
     const { store, events } = storeOver(raft);
     raft.set('leader', 2, 'n1');
     raft.termEntryCommitted = true;
-    await tick();
+    await raft.barrierIssued();
     raft.completeReads();
     await tick();
     expect(events).toEqual([{ isLeader: true, term: 2 }]);
@@ -386,7 +398,7 @@ describe('RaftSessionStore', () => {
     const waiting = store.submit(begin(5));
     raft.set('leader', 5, 'n1'); // coalesced again while confirming term 4
     raft.termEntryCommitted = true;
-    await tick(20);
+    await raft.barrierIssued();
     raft.completeReads();
     await tick();
     expect(events.slice(2)).toEqual([{ isLeader: true, term: 5 }]);
@@ -410,7 +422,7 @@ describe('RaftSessionStore', () => {
     const served = storeOver(raft2);
     raft2.set('leader', 3, 'n1');
     raft2.termEntryCommitted = true;
-    await tick();
+    await raft2.barrierIssued();
     raft2.completeReads();
     await tick();
     served.store.close();
