@@ -37,6 +37,14 @@ export interface ClientConfig {
 /** PostgreSQL connections per client process: one per loop, plus phase two running in parallel. */
 const POOL_SIZE_EXTRA = 4;
 
+/** The workload's pool, and the XA data source's own (see WorkloadOptions.xaPool). */
+function poolsFor(
+  config: ClientConfig,
+): [ReturnType<typeof createPool>, ReturnType<typeof createPool>] {
+  const size = config.concurrency + POOL_SIZE_EXTRA;
+  return [createPool(size), createPool(size)];
+}
+
 async function main(): Promise<void> {
   const raw = process.env.CHAOS_CLIENT_CONFIG;
   if (!raw)
@@ -47,7 +55,7 @@ async function main(): Promise<void> {
     process: config.process,
     app: config.applicationId,
   });
-  const pool = createPool(config.concurrency + POOL_SIZE_EXTRA);
+  const [pool, xaPool] = poolsFor(config);
   // The low-level client for lock branches, and a raw RM channel answering their phase two.
   const tc = new TcClient({ seeds: config.servers, logger });
   const lockClientId = `${config.applicationId}:${config.process}:locks`;
@@ -63,6 +71,7 @@ async function main(): Promise<void> {
     applicationId: config.applicationId,
     servers: config.servers,
     pool,
+    xaPool,
     tables: config.tables,
     history,
     rnd: new Prng(config.seed).fork(`client-${config.process}`),
@@ -86,7 +95,7 @@ async function main(): Promise<void> {
       logger.warn({ err }, 'client close failed');
     }
     history.close();
-    await pool.end().catch(() => undefined);
+    for (const p of [pool, xaPool]) await p.end().catch(() => undefined);
     process.exit(code);
   };
 

@@ -107,6 +107,13 @@ export interface WorkloadOptions {
   applicationId: string;
   servers: readonly string[];
   pool: pg.Pool;
+  /**
+   * The XA data source's own pool. A prepared XA branch holds its rows until phase two; TCC
+   * tries and cancels on those rows wait in the database, each holding a connection. Had XA
+   * shared their pool, COMMIT PREPARED could find every connection waiting behind its own
+   * locks (a chaos run deadlocked so: docs/sdk-xa.md, "A pool of its own").
+   */
+  xaPool: pg.Pool;
   tables: ChaosTables;
   history: HistoryWriter;
   rnd: Prng;
@@ -259,7 +266,7 @@ export class Workload {
   async connect(): Promise<void> {
     await this.client.connect();
     const name = `chaos.${this.o.applicationId}.xa`;
-    this.xa = createPgXaDataSource(this.client, this.o.pool, { name });
+    this.xa = createPgXaDataSource(this.client, this.o.xaPool, { name });
     await this.xa.start(); // recovers what a killed process of this application left prepared
     this.at = createPgAtDataSource(this.o.pool, this.client, {
       resourceId: `chaos.${this.o.applicationId}.at`,
