@@ -102,6 +102,9 @@ export interface TransferArgs {
   fail: boolean;
 }
 
+/** What a branch's statements run on (the XA and AT data sources' query handles alike). */
+type SqlQuery = { query(sql: string, params: unknown[]): Promise<unknown> };
+
 export interface WorkloadOptions {
   process: string;
   applicationId: string;
@@ -397,35 +400,28 @@ export class Workload {
   }
 
   /** An XA branch moving money between two accounts; returns why to roll back, or null. */
-  private async xaBranch(tx: GlobalTransaction, rnd: Prng): Promise<string | null> {
-    const from = rnd.int(0, BANK_ACCOUNTS - 1);
-    const to = (from + rnd.int(1, BANK_ACCOUNTS - 1)) % BANK_ACCOUNTS;
-    const amount = rnd.int(AMOUNT_MIN, AMOUNT_MAX);
-    // Lower id first: two branches moving money both ways cannot deadlock.
-    const moves = [
-      [from, -amount],
-      [to, amount],
-    ].sort((x, y) => x[0]! - y[0]!);
-    try {
-      await tx.run(() =>
-        this.xa.run(async (q) => {
-          for (const [id, delta] of moves)
-            await q.query(
-              `UPDATE ${this.o.tables.account} SET balance = balance + $2 WHERE id = $1`,
-              [id, delta],
-            );
-        }),
-      );
-      this.counters.xaBranches++;
-      return null;
-    } catch (err) {
-      this.log.warn({ err }, 'XA branch failed; the transaction rolls back');
-      return `xa branch failed: ${errText(err)}`;
-    }
+  private xaBranch(tx: GlobalTransaction, rnd: Prng): Promise<string | null> {
+    return this.sqlBranch(tx, rnd, 'xa', this.o.tables.account, (work) => this.xa.run(work));
   }
 
   /** An AT branch moving money between two accounts of the AT ledger; as xaBranch. */
-  private async atBranch(tx: GlobalTransaction, rnd: Prng): Promise<string | null> {
+  private atBranch(tx: GlobalTransaction, rnd: Prng): Promise<string | null> {
+    return this.sqlBranch(tx, rnd, 'at', this.o.tables.atAccount, (work) =>
+      this.at.transaction(work),
+    );
+  }
+
+  /**
+   * One XA or AT branch: a random amount between two accounts of `table`, lower id first (two
+   * branches moving money both ways cannot deadlock); returns why to roll back, or null.
+   */
+  private async sqlBranch(
+    tx: GlobalTransaction,
+    rnd: Prng,
+    kind: 'xa' | 'at',
+    table: string,
+    branch: (work: (q: SqlQuery) => Promise<void>) => Promise<unknown>,
+  ): Promise<string | null> {
     const from = rnd.int(0, BANK_ACCOUNTS - 1);
     const to = (from + rnd.int(1, BANK_ACCOUNTS - 1)) % BANK_ACCOUNTS;
     const amount = rnd.int(AMOUNT_MIN, AMOUNT_MAX);
@@ -435,19 +431,16 @@ export class Workload {
     ].sort((x, y) => x[0]! - y[0]!);
     try {
       await tx.run(() =>
-        this.at.transaction(async (q) => {
+        branch(async (q) => {
           for (const [id, delta] of moves)
-            await q.query(
-              `UPDATE ${this.o.tables.atAccount} SET balance = balance + $2 WHERE id = $1`,
-              [id, delta],
-            );
+            await q.query(`UPDATE ${table} SET balance = balance + $2 WHERE id = $1`, [id, delta]);
         }),
       );
-      this.counters.atBranches++;
+      this.counters[kind === 'xa' ? 'xaBranches' : 'atBranches']++;
       return null;
     } catch (err) {
-      this.log.warn({ err }, 'AT branch failed; the transaction rolls back');
-      return `at branch failed: ${errText(err)}`;
+      this.log.warn({ err }, `${kind.toUpperCase()} branch failed; the transaction rolls back`);
+      return `${kind} branch failed: ${errText(err)}`;
     }
   }
 
