@@ -26,6 +26,8 @@ import {
   type NodeMetadata,
 } from '../shared/metadata.ts';
 
+import { nodeFetch, nodeUrl, type NodeHttpTls } from '../shared/node-fetch.ts';
+import { nodeHttpTlsFromEnv } from './tls.ts';
 import {
   closedWithoutAnswer,
   grpcPortGivenForHttp,
@@ -141,6 +143,12 @@ export interface RequestOptions {
   timeoutMs?: number;
   signal?: AbortSignal;
   token?: string;
+  /**
+   * HTTPS trusting this CA (a secure node's HTTP port); null: plain HTTP (insecure mode).
+   * Absent: from the environment (CONCORD_TLS_CA or CONCORD_TLS_DIR's ca.pem; plain HTTP
+   * with neither or with CONCORD_INSECURE=1: src/client/tls.ts).
+   */
+  tls?: NodeHttpTls | null;
 }
 
 export interface RawAnswer {
@@ -162,15 +170,15 @@ export async function request(
   const headers: Record<string, string> = { accept: 'application/json' };
   if (body !== undefined) headers['content-type'] = 'application/json';
   if (opts.token !== undefined) headers.authorization = `Bearer ${opts.token}`;
-  const url = `http://${formatHostPort(base)}${path}`;
+  const tls = opts.tls === undefined ? nodeHttpTlsFromEnv() : opts.tls;
+  const url = nodeUrl(tls, base, path);
   let res: Response;
   try {
-    res = await fetch(url, {
-      method,
-      headers,
-      ...(body === undefined ? {} : { body: JSON.stringify(body) }),
-      signal,
-    });
+    res = await nodeFetch(
+      url,
+      { method, headers, ...(body === undefined ? {} : { body: JSON.stringify(body) }), signal },
+      tls,
+    );
   } catch (err) {
     if (opts.signal?.aborted) throw new UnavailableError('request cancelled', { cause: err });
     if (timeout.aborted)

@@ -9,6 +9,7 @@ import { readFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { TcClient } from '../../src/client/tc-client.ts';
 import { TestCluster, TestRm, waitFor, waitForStatus, type TestNode } from './helpers.ts';
+import { fetchNode, nodeBase } from '../support/node-http.ts';
 
 const STUCK_AFTER_MS = 1_500;
 let cluster: TestCluster;
@@ -41,7 +42,7 @@ afterAll(async () => {
 });
 
 async function gauge(node: TestNode, name: string): Promise<number> {
-  const res = await fetch(`http://127.0.0.1:${node.http}/metrics`, {
+  const res = await fetchNode(`${nodeBase(node.http)}/metrics`, {
     signal: AbortSignal.timeout(2_000),
   });
   const line = (await res.text())

@@ -10,6 +10,7 @@ import { join } from 'node:path';
 import { stringify } from 'yaml';
 import { http, killPid, spawnCli, waitFor } from '../../ops/helpers.ts';
 import { allocateNodes, raftNodeConfig, writeConfig } from '../../support/cluster.ts';
+import { nodeBase } from '../../support/node-http.ts';
 
 /** Raft tick of the test cluster, ms: elections in ~0.5–1 s. */
 const TICK_MS = 50;
@@ -46,7 +47,7 @@ export async function startCluster(label = 'sdk'): Promise<TestCluster> {
     const pids: number[] = [];
     for (const n of nodes) {
       try {
-        const r = await http('GET', `http://127.0.0.1:${n.http}/health`, { timeoutMs: 1_000 });
+        const r = await http('GET', `${nodeBase(n.http)}/health`, { timeoutMs: 1_000 });
         if (typeof r.body?.pid === 'number') pids.push(r.body.pid);
       } catch {
         // not running
