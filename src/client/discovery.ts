@@ -44,7 +44,7 @@ import {
 import { type Logger, silentLogger } from '../shared/logger.ts';
 import type { NodeHttpTls } from '../shared/node-fetch.ts';
 import { nodeHttpTlsFromEnv } from './tls.ts';
-import { WrongPortError } from './wrong-port.ts';
+import { TlsMismatchError, WrongPortError } from './wrong-port.ts';
 import {
   type ClusterMetadata,
   type HostPort,
@@ -343,7 +343,7 @@ export class ClusterDiscovery extends EventEmitter<DiscoveryEvents> {
       let answered = false;
       let settled = false;
       const errors: string[] = [];
-      const wrongPorts: WrongPortError[] = [];
+      const wrongPorts: ConcordError[] = [];
       const settle = () => {
         if (settled) return;
         if (this.currentLeader && answered) {
@@ -374,7 +374,9 @@ export class ClusterDiscovery extends EventEmitter<DiscoveryEvents> {
           (err: unknown) => {
             left--;
             errors.push(`${formatHostPort(t)}: ${(err as Error).message}`);
-            if (err instanceof WrongPortError) wrongPorts.push(err);
+            // A wrong port, or TLS that does not match the node's (TlsMismatchError).
+            if (err instanceof WrongPortError || err instanceof TlsMismatchError)
+              wrongPorts.push(err);
             // A group this client does not belong to is a configuration error, not an outage.
             if (err instanceof BadRequestError)
               this.log.warn({ err: err.message }, 'metadata request refused');

@@ -32,6 +32,8 @@ import {
   closedWithoutAnswer,
   grpcPortGivenForHttp,
   httpAnswerIsGrpc,
+  httpsFailure,
+  httpsRequired,
   probeTls,
 } from './wrong-port.ts';
 
@@ -185,6 +187,10 @@ export async function request(
       throw new TimeoutError(`${method} ${url} got no answer within ${timeoutMs} ms`, {
         cause: err,
       });
+    if (tls !== null) {
+      const typed = httpsFailure(base.host, base.port, err);
+      if (typed !== null) throw typed;
+    }
     if (httpAnswerIsGrpc(err)) throw grpcPortGivenForHttp(base.host, base.port, err);
     if (closedWithoutAnswer(err) && (await probeTls(base.host, base.port)))
       throw grpcPortGivenForHttp(base.host, base.port, err, 'TLS');
@@ -244,6 +250,7 @@ export function answerError(base: HostPort, a: RawAnswer): ConcordError {
   const e = isObj(a.body) && isObj(a.body.error) ? a.body.error : null;
   const message = `${formatHostPort(base)}: ${typeof e?.message === 'string' ? e.message : `HTTP ${a.status}`}`;
   const code = typeof e?.code === 'string' ? e.code : '';
+  if (a.status === 400 && code === 'HTTPS_REQUIRED') return httpsRequired(base.host, base.port);
   if (a.status === 421 || code === 'NOT_LEADER') {
     return new NotLeaderError(isObj(a.body) ? leaderHint(a.body.leader) : null);
   }

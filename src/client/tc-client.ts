@@ -95,7 +95,7 @@ import {
   retryClassOf,
   wireToError,
 } from './tc/errors.ts';
-import { httpPortGivenForTc, probeHttp1, WrongPortError } from './wrong-port.ts';
+import { httpPortGivenForTc, probeHttp1, TlsMismatchError, WrongPortError } from './wrong-port.ts';
 import {
   DEFAULT_ATTEMPT_TIMEOUT_MS,
   DEFAULT_CALL_DEADLINE_MS,
@@ -718,7 +718,7 @@ export class TcClient implements TcPort {
       try {
         target = await this.attemptTarget(c);
       } catch (err) {
-        if (err instanceof WrongPortError) throw err;
+        if (err instanceof WrongPortError || err instanceof TlsMismatchError) throw err;
         c.lastError = err;
         if (c.unknown === false && this.unreachable(c)) throw this.unreachableError(c, err);
         if (Date.now() >= c.deadline) break;

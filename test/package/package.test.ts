@@ -23,6 +23,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { stringify } from 'yaml';
 import { testSecurity } from '../support/cluster.ts';
 import { freePorts, http, killPid, REPO_ROOT, waitFor } from '../ops/helpers.ts';
+import { nodeBase } from '../support/node-http.ts';
 
 /** Packing (two tsc builds) and two installs, on a loaded two-core machine, ms. */
 const SETUP_TIMEOUT_MS = 600_000;
@@ -315,7 +316,7 @@ async function stopCluster(): Promise<void> {
   const pids: number[] = [];
   for (const port of cluster.httpPorts) {
     try {
-      const r = await http('GET', `http://127.0.0.1:${port}/health`, { timeoutMs: 1_000 });
+      const r = await http('GET', `${nodeBase(port)}/health`, { timeoutMs: 1_000 });
       if (typeof r.body?.pid === 'number') pids.push(r.body.pid);
     } catch {
       // not running
