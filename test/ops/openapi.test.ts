@@ -589,7 +589,12 @@ describe('ClusterDiscovery against the openapi', () => {
     const g = new FakeGroup(['node1', 'node2', 'node3'], contexts);
     g.elect('node1', 2);
     for (let i = 0; i < 3; i++) await startApi(g, `node${i + 1}`, { port: ports[i]! });
-    const d = new ClusterDiscovery({ seeds: [`127.0.0.1:${ports[2]}`], watchTimeoutMs: 5_000 });
+    // These in-process servers are plain HTTP (no tls given): test/ops/https.test.ts has HTTPS.
+    const d = new ClusterDiscovery({
+      seeds: [`127.0.0.1:${ports[2]}`],
+      watchTimeoutMs: 5_000,
+      tls: null,
+    });
     try {
       await d.start();
       expect(d.leader()?.nodeId).toBe('node1');
@@ -634,6 +639,7 @@ describe('ClusterDiscovery against the openapi', () => {
       seeds: [`127.0.0.1:${ports[0]}`],
       watch: false,
       backoffBaseMs: 10,
+      tls: null,
     });
     try {
       await d.start();
