@@ -81,11 +81,14 @@ export class LockTable {
     const conflict = this.firstConflict(xid, rows);
     if (conflict) return { ok: false, ...conflict };
     if (rows.length === 0) return { ok: true };
-    let branches = this.byXid.get(xid);
-    if (!branches) this.byXid.set(xid, (branches = []));
-    let record = branches.find((b) => b.branchId === branchId);
+    const branches = this.byXid.get(xid);
+    let record = branches?.find((b) => b.branchId === branchId);
     if (record) record.rows = [...new Set([...record.rows, ...rows])].sort(compareStrings);
-    else branches.push((record = { xid, branchId, rows }));
+    else {
+      record = { xid, branchId, rows };
+      // Arrays of the exact size: a push onto [] would grow it to 17 slots.
+      this.byXid.set(xid, branches ? [...branches, record] : [record]);
+    }
     for (const row of rows) {
       const holder = this.rows.get(row);
       if (!holder) this.rows.set(row, record);
