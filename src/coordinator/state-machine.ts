@@ -40,7 +40,7 @@ import {
   DEFAULT_RETENTION,
   MAX_APPLICATION_DATA_BYTES,
   MAX_BRANCHES_PER_GLOBAL,
-  MAX_LIVE_SESSIONS,
+  MAX_LIVE_SESSIONS_CEILING,
   MAX_TRANSACTION_TIMEOUT_MS,
   MIN_TRANSACTION_TIMEOUT_MS,
   type RetentionLimits,
@@ -158,7 +158,7 @@ export class CoordinatorStateMachine implements CoordinatorStateView {
 
   constructor(options: { retention?: Partial<RetentionLimits>; maxLiveSessions?: number } = {}) {
     this.retention = { ...DEFAULT_RETENTION, ...options.retention };
-    this.maxLiveSessions = options.maxLiveSessions ?? MAX_LIVE_SESSIONS;
+    this.maxLiveSessions = options.maxLiveSessions ?? MAX_LIVE_SESSIONS_CEILING;
   }
 
   /** Applies one command. Never throws on bad input: a refused command is a Rejection. */
