@@ -30,17 +30,15 @@ export class Interned {
 
 /**
  * A copy of `value` that shares no memory with the command it was decoded from, as one flat
- * string. msgpackr hands out short strings as slices of one string per decoded message, and
- * V8 keeps the whole parent alive while a slice of 13 or more characters lives: a live
- * session holding its xid as such a slice would keep its whole log entry's strings (a batch
- * of commands). A string built by concatenation (a row key) is a cons string until
- * flattened, and stays one (32 bytes) around its flat content after. Strings under 13
- * characters are always flat copies. A Latin-1 string is copied through a Buffer (one
- * allocation, no wrapper); any other through JSON, which keeps every UTF-16 code unit,
- * lone surrogates included.
+ * string on the V8 heap. msgpackr hands out short strings as slices of one string per
+ * decoded message, and V8 keeps the whole parent alive while a slice of 13 or more
+ * characters lives: a live session holding its xid as such a slice would keep its whole log
+ * entry's strings (a batch of commands). A string built by concatenation (a row key) is a
+ * cons string until flattened, and stays one (32 bytes) around its flat content after.
+ * Strings under 13 characters are always flat copies. JSON keeps every UTF-16 code unit
+ * (lone surrogates too); a Buffer's latin1 round trip would be faster but makes external
+ * strings, whose bytes sit outside the heap and its figures.
  */
 export function detached(value: string): string {
-  if (value.length < 13) return value;
-  const copy = Buffer.from(value, 'latin1').toString('latin1');
-  return copy === value ? copy : (JSON.parse(JSON.stringify(value)) as string);
+  return value.length < 13 ? value : (JSON.parse(JSON.stringify(value)) as string);
 }
