@@ -3,8 +3,10 @@
  * log's entries become garbage, but a node that then goes idle allocates nothing, so V8 runs
  * no major collection: the garbage (and the Buffers it holds outside the heap) stays, and so
  * does RSS. This job runs one full collection once the node is quiet: nothing applied for
- * one interval, the in-memory log compacted (the idle snapshot, src/raft/driver.ts), and
- * something applied since the last collection it ran, at most once per minInterval.
+ * one interval, the in-memory log compacted (the idle snapshot, src/raft/driver.ts: less
+ * than MEMORY_RETURN_MAX_LOG_BYTES held; the leader's occasional Prune leaves a few bytes
+ * that trigger no snapshot), and something applied since the last collection it ran, at
+ * most once per minInterval.
  *
  * The collection needs `gc`: `node --expose-gc` gives it; otherwise it is exposed at start
  * through v8.setFlagsFromString (as Node's own tests do). Without either, the job does
@@ -18,6 +20,8 @@ import type { RaftControl } from './raft-control.ts';
 
 /** How often the job looks, ms. */
 export const MEMORY_RETURN_CHECK_MS = 5_000;
+/** Entry bytes the in-memory log may hold for the job to count it compacted. */
+export const MEMORY_RETURN_MAX_LOG_BYTES = 1024 * 1024;
 /** Collections it runs at most once per this, ms. */
 export const MEMORY_RETURN_MIN_INTERVAL_MS = 60_000;
 
@@ -77,7 +81,8 @@ export class MemoryReturn {
     const now = (this.options.now ?? Date.now)();
     const minInterval = this.options.minIntervalMs ?? MEMORY_RETURN_MIN_INTERVAL_MS;
     if (gc === null || !quiet || applied === this.appliedAtGc) return false;
-    if ((st.bytesSinceSnapshot ?? 0) > 0 || now - this.lastGcAt < minInterval) return false;
+    if ((st.bytesSinceSnapshot ?? 0) >= MEMORY_RETURN_MAX_LOG_BYTES) return false;
+    if (now - this.lastGcAt < minInterval) return false;
     const before = process.memoryUsage();
     gc();
     const after = process.memoryUsage();

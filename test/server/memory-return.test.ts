@@ -37,10 +37,10 @@ describe('MemoryReturn', () => {
     const w = world();
     expect(w.look(5_000)).toBe(false); // first look: nothing known yet
     w.st.applied = 500;
-    w.st.bytesSinceSnapshot = 1_000_000;
+    w.st.bytesSinceSnapshot = 2_000_000;
     expect(w.look(5_000)).toBe(false); // busy
     expect(w.look(5_000)).toBe(false); // quiet, but the log is not compacted yet
-    w.st.bytesSinceSnapshot = 0;
+    w.st.bytesSinceSnapshot = 300; // compacted; a Prune's few bytes since
     expect(w.look(5_000)).toBe(true);
     expect(w.look(60_000)).toBe(false); // nothing applied since
     expect(w.collections()).toBe(1);
