@@ -39,6 +39,7 @@ import {
   isSuccessfulEnd,
   type GlobalSession,
 } from '../../coordinator/types.ts';
+import { PgBranchPaths } from './fast-path-pg.ts';
 import { GLOBAL_COLUMNS, globalRowValues } from './rows.ts';
 import { placeholders, type SqlDriver, type SqlValue, type TableNames } from './sql.ts';
 
@@ -80,11 +81,15 @@ export interface FastPathStats {
 export class FastPaths {
   readonly stats: FastPathStats = { taken: 0, declined: 0, takenByKind: {} };
   private readonly globalCols = GLOBAL_COLUMNS.join(', ');
+  /** PostgreSQL's forms of the steps with branches (fast-path-pg.ts); null on MySQL. */
+  private readonly pg: PgBranchPaths | null;
 
   constructor(
     private readonly driver: SqlDriver,
     private readonly t: TableNames,
-  ) {}
+  ) {
+    this.pg = driver.dialect === 'postgres' ? new PgBranchPaths(driver, t) : null;
+  }
 
   /**
    * The command's outcome by one statement, or undefined: nothing was written and the
@@ -93,6 +98,7 @@ export class FastPaths {
    */
   async tryApply(command: Command, mayBegin: boolean): Promise<Outcome<unknown> | undefined> {
     let outcome: Outcome<unknown> | undefined;
+    const pg = this.pg;
     switch (command.kind) {
       case 'Begin':
         outcome = mayBegin ? await this.begin(command) : undefined;
@@ -104,10 +110,16 @@ export class FastPaths {
         outcome = await this.acquireDriver(command);
         break;
       case 'FinishGlobal':
-        outcome = await this.finishBranchless(command);
+        outcome = pg ? await pg.finish(command) : await this.finishBranchless(command);
         break;
       case 'CommitGlobal':
-        outcome = await this.decideBranchless(command, 'commit');
+        outcome = pg ? await pg.commit(command) : await this.decideBranchless(command, 'commit');
+        break;
+      case 'RegisterBranch':
+        outcome = pg ? await pg.registerBranch(command) : undefined;
+        break;
+      case 'BranchPhaseTwoResult':
+        outcome = pg ? await pg.branchResult(command) : undefined;
         break;
       case 'RollbackGlobal':
         outcome = await this.decideBranchless(command, command.timeout ? 'timeout' : 'rollback');

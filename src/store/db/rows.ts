@@ -183,7 +183,7 @@ export function sessionFromRows(g: Row, branchRows: readonly Row[]): GlobalSessi
   };
 }
 
-function branchFromRow(xid: Xid, b: Row): BranchSession {
+export function branchFromRow(xid: Xid, b: Row): BranchSession {
   const branchId = textOf(b.branch_id, 'branch_id') as BranchId;
   const type = textOf(b.branch_type, 'branch_type');
   const status = textOf(b.status, 'status');
