@@ -1,7 +1,7 @@
 /**
  * PostgreSQL's one-statement forms of the steps of a transaction with branches (issue 12,
- * the lock scenario: register an AT branch with its row lock, commit it asynchronously,
- * record the branch's phase-two result, end the session). Each is one autocommit
+ * the lock scenario: register an AT branch with its row lock, record the branch's
+ * phase-two result, end the session; the AT commit itself is batch-pg.ts's). Each is one autocommit
  * statement of data-modifying CTEs whose WHERE clauses are exactly the case the
  * coordinator's state machine accepts with a known effect; when a statement matches no
  * row nothing was written and the general path (apply.ts) decides, as in fast-path.ts.
@@ -21,8 +21,6 @@
  */
 import type {
   BranchPhaseTwoResultCommand,
-  CommitGlobalCommand,
-  DecisionResult,
   FinishGlobalCommand,
   FinishedSession,
   Outcome,
@@ -35,7 +33,6 @@ import { MAX_APPLICATION_DATA_BYTES } from '../../shared/protocol-limits.ts';
 import { parseLockKey } from '../../coordinator/lock-key.ts';
 import {
   BranchStatus,
-  BranchType,
   GLOBAL_TRANSITIONS,
   GlobalStatus,
   SESSION_STATUSES,
@@ -126,53 +123,6 @@ export class PgBranchPaths {
     }
     const r = await this.driver.query(`${sql} SELECT branch_id FROM b`, params);
     return r.rows.length === 1 ? ok(result) : undefined;
-  }
-
-  /**
-   * CommitGlobal of a session in Begin before its deadline, not fenced, by one statement:
-   * branchless, it ends Committed (one phase: the global row deleted, the finished record
-   * inserted); with only AT branches, it becomes AsyncCommitting and frees their rows (the
-   * machine's releaseAtLocks). The two cases exclude each other on branch_count.
-   */
-  async commit(c: CommitGlobalCommand): Promise<Outcome<DecisionResult> | undefined> {
-    const t = this.t;
-    const base = `xid = ? AND status = ? AND driver_term <= ? AND deadline > ?
-       AND retry_stopped = FALSE AND next_retry_at IS NULL`;
-    const baseParams: SqlValue[] = [c.xid, GlobalStatus.Begin, c.term, c.at];
-    const r = await this.driver.query(
-      `WITH gone AS (DELETE FROM ${t.global} WHERE ${base} AND branch_count = 0 RETURNING xid),
-        f AS (INSERT INTO ${t.finished} (xid, status, finished_at, resolved_by)
-          SELECT xid, ?::varchar, ?::bigint, NULL FROM gone RETURNING xid),
-        g AS (UPDATE ${t.global}
-          SET status = ?, status_changed_at = ?, due_at = ?, driver_term = GREATEST(driver_term, ?)
-          WHERE ${base} AND branch_count > 0
-            AND branch_count = (SELECT COUNT(*) FROM ${t.branch} WHERE xid = ? AND branch_type = ?)
-          RETURNING xid),
-        b AS (UPDATE ${t.branch} SET locks_held = FALSE
-          WHERE xid IN (SELECT xid FROM g) AND locks_held),
-        l AS (DELETE FROM ${t.lock} WHERE xid IN (SELECT xid FROM g))
-      SELECT 'onePhase' AS how FROM f UNION ALL SELECT 'async' AS how FROM g`,
-      [
-        ...baseParams,
-        GlobalStatus.Committed,
-        c.at,
-        GlobalStatus.AsyncCommitting,
-        c.at,
-        c.at,
-        c.term,
-        ...baseParams,
-        c.xid,
-        BranchType.AT,
-      ],
-    );
-    const how = r.rows.length === 1 ? r.rows[0]!.how : undefined;
-    if (how === 'onePhase') {
-      const status = GlobalStatus.Committed;
-      return ok({ status, decided: true, finished: { xid: c.xid, status, branches: [] } });
-    }
-    if (how === 'async')
-      return ok({ status: GlobalStatus.AsyncCommitting, decided: true, finished: null });
-    return undefined;
   }
 
   /**
