@@ -830,13 +830,15 @@ export class PhaseTwoDriver {
       at: this.clock.now(),
       term: lead.term,
     });
-    if (changed)
-      this.log.error(
-        { xid, status: to, reason },
-        'global transaction failed phase two; locks kept until an operator resolves it',
-      );
+    // Not decided (a dropped proposal): submit scheduled the next pass; parking here would
+    // cancel it and leave the transaction in its phase-two status with nobody driving it.
+    if (!changed) return null;
+    this.log.error(
+      { xid, status: to, reason },
+      'global transaction failed phase two; locks kept until an operator resolves it',
+    );
     this.park(xid);
-    return changed ? to : null;
+    return to;
   }
 
   /** The session as this leader applied it (no barrier, see SessionStore.readLocal). */

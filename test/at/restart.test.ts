@@ -4,13 +4,13 @@
  * application serving the same resource), the TC's rollback reaches it and the row is
  * restored. Real cluster, real child process, real PostgreSQL and MariaDB/MySQL.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { resolve } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createClient, type ConcordClient } from '../../src/index.ts';
 import { createLogger } from '../../src/shared/logger.ts';
-import { REPO_ROOT } from '../ops/helpers.ts';
+import { killAll, killHard, runFixture } from '../support/process.ts';
 import { waitFor } from '../support/wait.ts';
 import { startCluster, type TestCluster } from '../sdk/helpers/cluster.ts';
 import { openDb } from './helpers.ts';
@@ -27,7 +27,7 @@ beforeAll(async () => {
 }, 180_000);
 
 afterAll(async () => {
-  for (const c of children) c.kill('SIGKILL');
+  killAll(children);
   await Promise.allSettled(clients.map((c) => c.close()));
   await cluster?.stop();
 }, 60_000);
@@ -60,10 +60,8 @@ describe.each(['pg', 'mysql'] as const)('AT RM restart on %s', (dbName) => {
       clients.push(setup);
       await db.dataSource(setup, { resourceId: `setup-${tag}`, undoTable: undo }).ensureSchema();
 
-      const child = spawn(process.execPath, ['--import', 'tsx', FIXTURE], {
-        cwd: REPO_ROOT,
+      const { child, ready: branchId } = await runFixture(FIXTURE, {
         env: {
-          ...process.env,
           CONCORD_SERVERS: cluster.servers.join(','),
           AT_DB: dbName,
           AT_XID: tx.xid,
@@ -72,23 +70,12 @@ describe.each(['pg', 'mysql'] as const)('AT RM restart on %s', (dbName) => {
           AT_UNDO_TABLE: undo,
           AT_SQL: `UPDATE ${table} SET v = 'after' WHERE id = 1`,
         },
-        stdio: ['ignore', 'pipe', 'pipe'],
+        readyLine: /^COMMITTED (.+)$/m,
+        readyTimeoutMs: 60_000,
+        label: 'the child (its branch committed locally)',
+        children,
       });
-      children.add(child);
-      let out = '';
-      child.stdout!.on('data', (b: Buffer) => (out += b.toString()));
-      child.stderr!.on('data', (b: Buffer) => (out += b.toString()));
-      const branchId = await waitFor(
-        'the child committed its branch locally',
-        () => {
-          if (child.exitCode !== null) throw new Error(`child exited: ${out}`);
-          const m = out.split('\n').find((l) => l.startsWith('COMMITTED '));
-          return m?.slice('COMMITTED '.length);
-        },
-        60_000,
-      );
-      child.kill('SIGKILL');
-      await new Promise((r) => child.once('exit', r));
+      await killHard(child);
       children.delete(child);
       expect((await db.sql(`SELECT v FROM ${table} WHERE id = 1`))[0]?.v).toBe('after');
       const undoRows = await db.sql(

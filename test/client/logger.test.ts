@@ -9,24 +9,7 @@ import { createClient, wrapHttpHandler, xidMiddleware } from '../../src/index.ts
 import { toClientLogger } from '../../src/client/logger.ts';
 import { BadRequestError } from '../../src/shared/errors.ts';
 import { capturingLogger } from './helpers/db.ts';
-
-/** A console-shaped spy: records (method, args). */
-function consoleSpy() {
-  const calls: [string, unknown[]][] = [];
-  const method =
-    (name: string) =>
-    (...args: unknown[]) =>
-      void calls.push([name, args]);
-  return {
-    calls,
-    logger: {
-      error: method('error'),
-      warn: method('warn'),
-      info: method('info'),
-      debug: method('debug'),
-    },
-  };
-}
+import { consoleSpy } from '../support/console-spy.ts';
 
 describe('the SDK logger', () => {
   it('defaults to pino at warn', () => {
@@ -55,10 +38,10 @@ describe('the SDK logger', () => {
     log.error(err, 'an error');
     log.debug({ n: 1 }, 'detail');
     expect(spy.calls).toEqual([
-      ['warn', ['a warning', { component: 'x', xid: '1.1.1.1:1:1', branchId: '7' }]],
-      ['info', ['just a message', { component: 'x', xid: '1.1.1.1:1:1' }]],
-      ['error', ['an error', { component: 'x', xid: '1.1.1.1:1:1', err }]],
-      ['debug', ['detail', { component: 'x', xid: '1.1.1.1:1:1', n: 1 }]],
+      { level: 'warn', args: ['a warning', { component: 'x', xid: '1.1.1.1:1:1', branchId: '7' }] },
+      { level: 'info', args: ['just a message', { component: 'x', xid: '1.1.1.1:1:1' }] },
+      { level: 'error', args: ['an error', { component: 'x', xid: '1.1.1.1:1:1', err }] },
+      { level: 'debug', args: ['detail', { component: 'x', xid: '1.1.1.1:1:1', n: 1 }] },
     ]);
   });
 
@@ -79,8 +62,8 @@ describe('the SDK logger', () => {
     const res = { writeHead: () => ({ end: () => {} }), headersSent: false };
     await handler({ headers: { tx_xid: 'nope' } } as never, res as never);
     expect(spy.calls).toHaveLength(1);
-    expect(spy.calls[0]![0]).toBe('warn');
-    expect(String(spy.calls[0]![1][0])).toMatch(/not one well-formed xid/);
+    expect(spy.calls[0]!.level).toBe('warn');
+    expect(String(spy.calls[0]!.args[0])).toMatch(/not one well-formed xid/);
   });
 
   it('with no logger given, a refused header is written at warn to stderr (a real process)', async () => {

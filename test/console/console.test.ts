@@ -15,7 +15,9 @@ import { join } from 'node:path';
 import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { TcClient } from '../../src/client/tc-client.ts';
-import { TestCluster, TestRm, waitFor, type TestNode } from '../tc/helpers.ts';
+import { failingUntilHealed, startClusterWithRm, stopClusterWithRm } from '../tc/helpers.ts';
+import { waitFor } from '../support/wait.ts';
+import type { TestCluster, TestNode, TestRm } from '../tc/helpers.ts';
 
 const CHROMIUM = '/usr/bin/chromium';
 const ADMIN_TOKEN = 'tc-test-token-0123456789';
@@ -39,25 +41,23 @@ let home: TestNode;
 beforeAll(async () => {
   if (!existsSync(CHROMIUM))
     throw new Error(`${CHROMIUM} is missing: apt-get install -y chromium (.ci/run does)`);
-  cluster = await TestCluster.start('console', {
-    tickMs: 50,
-    viewerToken: VIEWER_TOKEN,
-    // One failure every 0.5, 1, 2, 4, 8 s...: stuck after the second, then long waits, so the
-    // operator's retry-now (not a scheduled retry) is what finishes it.
-    phaseTwo: { stuckAfterMs: 1_000, retryBaseMs: 500, retryMaxBackoffMs: 60_000 },
-  });
+  ({
+    cluster,
+    tc: ops,
+    rm,
+  } = await startClusterWithRm(
+    'console',
+    {
+      tickMs: 50,
+      viewerToken: VIEWER_TOKEN,
+      // One failure every 0.5, 1, 2, 4, 8 s...: stuck after the second, then long waits, so
+      // the operator's retry-now (not a scheduled retry) is what finishes it.
+      phaseTwo: { stuckAfterMs: 1_000, retryBaseMs: 500, retryMaxBackoffMs: 60_000 },
+    },
+    ['stock'],
+    { applicationId: 'shop', behave: failingUntilHealed(() => failing) },
+  ));
   home = cluster.followers(await cluster.leader())[0]!;
-  ops = cluster.client();
-  rm = new TestRm(ops, ['stock'], { applicationId: 'shop' });
-  rm.behave = (call) =>
-    failing
-      ? call.kind === 'commit'
-        ? 'PhaseTwo_CommitFailed_Retryable'
-        : 'PhaseTwo_RollbackFailed_Retryable'
-      : call.kind === 'commit'
-        ? 'PhaseTwo_Committed'
-        : 'PhaseTwo_Rollbacked';
-  await rm.connect();
   browser = await chromium.launch({
     executablePath: CHROMIUM,
     args: [
@@ -77,9 +77,7 @@ beforeAll(async () => {
 afterAll(async () => {
   expect(pageErrors).toEqual([]);
   await browser?.close();
-  await rm?.disconnect();
-  await ops?.close();
-  await cluster?.stop();
+  await stopClusterWithRm({ cluster, tc: ops, rm });
 });
 
 function consoleUrl(n: TestNode, hash = ''): string {

@@ -8,6 +8,12 @@ import {
 import { DEDUP_RETENTION_MS } from '../../src/coordinator/limits.ts';
 import { CoordinatorStateMachine } from '../../src/coordinator/state-machine.ts';
 import { AssertionFailure, StorageCorruptError } from '../../src/shared/errors.ts';
+import { Packr } from 'msgpackr';
+import {
+  SNAPSHOT_FORMAT_VERSION,
+  canonical,
+  decodeSnapshot,
+} from '../../src/coordinator/snapshot-codec.ts';
 import { BranchStatus } from '../../src/coordinator/types.ts';
 import { begin, makeWorld, register } from './fakes.ts';
 
@@ -168,5 +174,42 @@ describe('snapshots', () => {
     expect(() => decodeCommand(encodeCommand({ kind: 'Nope' } as unknown as Command))).toThrow(
       AssertionFailure,
     );
+  });
+
+  it('reads a snapshot of the keyed format 3 (written before format 4) into the same state', async () => {
+    const original = replay(await recordScenario());
+    const data = decodeSnapshot(original.snapshot());
+    expect(data.version).toBe(SNAPSHOT_FORMAT_VERSION);
+    // Format 3 as the previous version wrote it: every record a map, keys sorted.
+    const keyed = new Packr({ useRecords: false, mapsAsObjects: true, moreTypes: false });
+    const format3 = Uint8Array.from(keyed.pack(canonical({ ...data, version: 3 })));
+    const restored = new CoordinatorStateMachine();
+    restored.restore(format3);
+    expect(equalBytes(restored.snapshot(), original.snapshot())).toBe(true);
+  });
+
+  it('refuses format-4 rows of the wrong shape or type, naming the row, and keeps its state', async () => {
+    const machine = replay(await recordScenario());
+    const before = machine.snapshot();
+    const packr = new Packr({ useRecords: false, mapsAsObjects: true, moreTypes: false });
+    const raw = packr.unpack(before) as { sessions: unknown[][]; finished: unknown[][] };
+    expect(raw.sessions.length).toBeGreaterThan(0);
+    const tamper = (edit: (r: typeof raw) => void): Uint8Array => {
+      const copy = structuredClone(raw);
+      edit(copy);
+      return Uint8Array.from(packr.pack(copy));
+    };
+    const bad: Array<[string, Uint8Array]> = [
+      ['a short session row', tamper((r) => r.sessions[0]!.pop())],
+      ['a number where the xid is', tamper((r) => (r.sessions[0]![0] = 7))],
+      ['an unknown status', tamper((r) => (r.sessions[0]![8] = 'Nope'))],
+      ['a fractional time', tamper((r) => (r.sessions[0]![6] = 1.5))],
+      ['branches that are not a list', tamper((r) => (r.sessions[0]![15] = 'x'))],
+      ['a malformed branch row', tamper((r) => (r.sessions[0]![15] = [[1, 2]]))],
+      ['a finished row of the wrong length', tamper((r) => r.finished.push(['x']))],
+    ];
+    for (const [what, bytes] of bad)
+      expect(() => machine.restore(bytes), what).toThrow(StorageCorruptError);
+    expect(equalBytes(machine.snapshot(), before)).toBe(true);
   });
 });

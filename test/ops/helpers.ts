@@ -2,9 +2,10 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { resolve } from 'node:path';
 import { freePort, freePorts } from '../support/ports.ts';
+import { killPid } from '../support/process.ts';
 import { sleep, waitFor } from '../support/wait.ts';
 
-export { freePort, freePorts, sleep, waitFor };
+export { freePort, freePorts, killPid, sleep, waitFor };
 
 export const REPO_ROOT = resolve(import.meta.dirname, '../..');
 
@@ -84,28 +85,6 @@ export async function runCli(
   const code = await new Promise<number | null>((res) => child.on('exit', (c) => res(c)));
   clearTimeout(timer);
   return { code, out: child.output() };
-}
-
-/** Kills a process (by pid) and waits until it is gone. */
-export async function killPid(
-  pid: number,
-  signal: NodeJS.Signals = 'SIGKILL',
-  timeoutMs = 10_000,
-): Promise<void> {
-  try {
-    process.kill(pid, signal);
-  } catch {
-    return;
-  }
-  const deadline = Date.now() + timeoutMs;
-  while (Date.now() < deadline) {
-    try {
-      process.kill(pid, 0);
-    } catch {
-      return;
-    }
-    await sleep(50);
-  }
 }
 
 export function isAlive(pid: number): boolean {

@@ -21,8 +21,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { stringify } from 'yaml';
-import { testSecurity } from '../support/cluster.ts';
-import { freePorts, http, killPid, REPO_ROOT, waitFor } from '../ops/helpers.ts';
+import { stopClusterUp, testSecurity } from '../support/cluster.ts';
+import { freePorts, REPO_ROOT, waitFor } from '../ops/helpers.ts';
 
 /** Packing (two tsc builds) and two installs, on a loaded two-core machine, ms. */
 const SETUP_TIMEOUT_MS = 600_000;
@@ -311,24 +311,7 @@ async function startClusterFromPackage(): Promise<typeof cluster> {
 }
 
 async function stopCluster(): Promise<void> {
-  if (!cluster) return;
-  const pids: number[] = [];
-  for (const port of cluster.httpPorts) {
-    try {
-      const r = await http('GET', `http://127.0.0.1:${port}/health`, { timeoutMs: 1_000 });
-      if (typeof r.body?.pid === 'number') pids.push(r.body.pid);
-    } catch {
-      // not running
-    }
-  }
-  const { up } = cluster;
-  if (up.exitCode === null) {
-    const exited = new Promise((r) => up.once('exit', r));
-    up.kill('SIGTERM');
-    await Promise.race([exited, new Promise((r) => setTimeout(r, STOP_GRACE_MS))]);
-    if (up.exitCode === null) up.kill('SIGKILL');
-  }
-  for (const pid of pids) await killPid(pid, 'SIGKILL');
+  if (cluster) await stopClusterUp(cluster.up, cluster.httpPorts, STOP_GRACE_MS);
 }
 
 beforeAll(async () => {

@@ -4,7 +4,7 @@
  * the RM channel. A database that cannot be reached fails this file (see
  * test/client/helpers/db.ts).
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { resolve } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { createServer, type Server } from 'node:http';
@@ -30,11 +30,12 @@ import {
   type GlobalStatus,
 } from '../../src/index.ts';
 import { createLogger } from '../../src/shared/logger.ts';
-import { connectMysql, connectPg, pgSettings, sleep, uniquePrefix } from '../client/helpers/db.ts';
+import { connectMysql, connectPg, pgEnv, sleep, uniquePrefix } from '../client/helpers/db.ts';
 import { mysqlDriver, pgDriver, type FenceDriver } from '../client/helpers/drivers.ts';
 import { REPO_ROOT, waitFor } from '../ops/helpers.ts';
 import { startCluster, type TestCluster } from './helpers/cluster.ts';
 import { bindLocal, jsonUnary } from '../support/grpc-json.ts';
+import { killAll, killHard, startFixture, type FixtureProcess } from '../support/process.ts';
 
 const logger = createLogger({
   name: 'sdk-test',
@@ -666,50 +667,19 @@ describe('xid propagation between services', () => {
 describe('an RM restarted between try and confirm', () => {
   const FIXTURE = resolve(REPO_ROOT, 'test/sdk/fixtures/rm-service.ts');
   const children = new Set<ChildProcess>();
-  afterAll(() => {
-    for (const c of children) if (c.exitCode === null) c.kill('SIGKILL');
-  });
+  afterAll(() => killAll(children));
 
-  async function startRm(schema: string): Promise<{ child: ChildProcess; port: number }> {
-    const child = spawn(process.execPath, ['--import', 'tsx', FIXTURE], {
-      cwd: REPO_ROOT,
+  const startRm = (schema: string): Promise<FixtureProcess> =>
+    startFixture(FIXTURE, {
       env: {
-        ...process.env,
         CONCORD_SERVERS: cluster.servers.join(','),
         RM_SCHEMA: schema,
         RM_APPLICATION_ID: 'restart-rm',
         ...pgEnv(),
       },
-      stdio: ['ignore', 'pipe', 'pipe'],
+      readyTimeoutMs: 30_000,
+      children,
     });
-    children.add(child);
-    let out = '';
-    child.stdout!.on('data', (b: Buffer) => (out += b.toString()));
-    child.stderr!.on('data', (b: Buffer) => (out += b.toString()));
-    const port = await waitFor(
-      'the RM service to print READY',
-      () => {
-        const m = /READY (\d+)/.exec(out);
-        if (m) return Number(m[1]);
-        if (child.exitCode !== null) throw new Error(`RM service exited: ${out}`);
-        return undefined;
-      },
-      30_000,
-      50,
-    );
-    return { child, port };
-  }
-
-  function pgEnv(): Record<string, string> {
-    const s = pgSettings();
-    return {
-      PGHOST: s.host,
-      PGPORT: String(s.port),
-      PGUSER: s.user,
-      PGPASSWORD: s.password,
-      PGDATABASE: s.database,
-    };
-  }
 
   it('still gets its confirm: the TC retries until an RM of the application serves the resource again', async () => {
     const schema = pgD.names.ledger.split('.')[0]!;
@@ -724,9 +694,7 @@ describe('an RM restarted between try and confirm', () => {
     expect(await ledgerOf(pgD, tx.xid)).toEqual(['try']);
 
     // The RM dies hard after its try, before phase two.
-    const exited = new Promise((r) => first.child.once('exit', r));
-    first.child.kill('SIGKILL');
-    await exited;
+    await killHard(first.child);
 
     // The decision is durable even though the branch cannot be told yet.
     const status = await tx.commit();

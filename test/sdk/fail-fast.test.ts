@@ -8,6 +8,7 @@
  *    confirm reaches it at warn; with no logger, it reaches stderr at warn (a real process).
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { consoleSpy } from '../support/console-spy.ts';
 import { runScript } from '../support/script.ts';
 import { PinnedDiscovery } from '../../bench/lib/pinned-discovery.ts';
 import { createClient, UnavailableError, WrongPortError } from '../../src/index.ts';
@@ -25,24 +26,6 @@ afterAll(async () => {
   await cluster?.stop();
 }, 60_000);
 
-/** A console-shaped logger (no child, no pino) that records every call. */
-function spyLogger() {
-  const calls: { level: string; args: unknown[] }[] = [];
-  const method =
-    (level: string) =>
-    (...args: unknown[]) =>
-      calls.push({ level, args });
-  return {
-    calls,
-    logger: {
-      error: method('error'),
-      warn: method('warn'),
-      info: method('info'),
-      debug: method('debug'),
-    },
-  };
-}
-
 async function timed<T>(p: Promise<T>): Promise<{ err: unknown; ms: number }> {
   const t = performance.now();
   try {
@@ -56,7 +39,7 @@ async function timed<T>(p: Promise<T>): Promise<{ err: unknown; ms: number }> {
 describe('an unreachable cluster', () => {
   it('fails within the connect timeout with UnavailableError (given, and the 5 s default)', async () => {
     const port = await closedPort();
-    const quiet = spyLogger().logger;
+    const quiet = consoleSpy().logger;
     const given = createClient({
       servers: [`127.0.0.1:${port}`],
       applicationId: 'fail-fast',
@@ -91,7 +74,7 @@ describe('the wrong port', () => {
       const client = createClient({
         servers: [`127.0.0.1:${port}`],
         applicationId: 'fail-fast',
-        logger: spyLogger().logger,
+        logger: consoleSpy().logger,
       });
       const r = await timed(client.transaction(async () => undefined));
       await client.close();
@@ -129,7 +112,7 @@ describe('the wrong port', () => {
 
 describe('the SDK logger', () => {
   it('a console-shaped logger (no child) works, and a failed confirm reaches it at warn', async () => {
-    const spy = spyLogger();
+    const spy = consoleSpy();
     const client = createClient({
       servers: cluster.seeds(),
       applicationId: 'fail-fast-log',

@@ -100,4 +100,9 @@ describe('the coordinator under the simulator', () => {
     const r = await runCoordinatorSimulation({ seed: 5, steps: 1500 });
     expect(r.violation, describeViolation(r)).toBeNull();
   });
+
+  it('seed 403621413: a dropped ChangeGlobalStatus to CommitFailed parked the transaction, cancelling its retry: Committing forever with nobody driving it', async () => {
+    const r = await runCoordinatorSimulation({ seed: 403621413, steps: 1500 });
+    expect(r.violation, describeViolation(r)).toBeNull();
+  });
 });

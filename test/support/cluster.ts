@@ -2,12 +2,14 @@
  * What every test cluster of real node processes starts from: three (or n) nodes on free
  * loopback ports, and the YAML config of each — the one layout the TC, SDK, ops and db-mode
  * tests share. How they are started differs (one `concord start` per node, or `concord
- * cluster up`), and stays with each suite.
+ * cluster up`), and stays with each suite; a `cluster up` is stopped the same way by all.
  */
+import type { ChildProcess } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { stringify } from 'yaml';
 import { freePorts } from './ports.ts';
+import { killPid, stopProcess } from './process.ts';
 import { TEST_PKI_DIR_ENV } from './tls.ts';
 
 /** One node's ports. */
@@ -93,4 +95,36 @@ export function testSecurity(insecure = false): object {
 
 export function writeConfig(file: string, config: object): void {
   writeFileSync(file, stringify(config));
+}
+
+/** A node's pid, from its /health; undefined when it does not answer. */
+async function nodePid(httpPort: number): Promise<number | undefined> {
+  try {
+    const res = await fetch(`http://127.0.0.1:${httpPort}/health`, {
+      signal: AbortSignal.timeout(1_000),
+    });
+    const body = (await res.json()) as { pid?: unknown };
+    return typeof body.pid === 'number' ? body.pid : undefined;
+  } catch {
+    return undefined; // not running
+  }
+}
+
+/**
+ * Stops a `concord cluster up` process and the nodes it started: their pids are asked of
+ * each node's /health first, then `up` gets SIGTERM (SIGKILL after `graceMs`), then every
+ * node still there gets SIGKILL, so none outlives the test file.
+ */
+export async function stopClusterUp(
+  up: ChildProcess,
+  httpPorts: readonly number[],
+  graceMs: number,
+): Promise<void> {
+  const pids: number[] = [];
+  for (const port of httpPorts) {
+    const pid = await nodePid(port);
+    if (pid !== undefined) pids.push(pid);
+  }
+  await stopProcess(up, 'SIGTERM', graceMs);
+  for (const pid of pids) await killPid(pid, 'SIGKILL');
 }

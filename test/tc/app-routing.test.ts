@@ -12,7 +12,7 @@
  * compensation.
  */
 import type { Xid } from '../../src/shared/ids.ts';
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -26,6 +26,7 @@ import {
   waitForStatus,
   type TestNode,
 } from './helpers.ts';
+import { killAll, killHard, startFixture, type FixtureProcess } from '../support/process.ts';
 
 const FIXTURE = resolve(REPO_ROOT, 'test/tc/fixtures/app-rm.ts');
 /** How long phase two gets to finish once the right RM is back (it is driven at once). */
@@ -40,60 +41,39 @@ interface StepEvent {
 
 /** A service process of one application (test/tc/fixtures/app-rm.ts). */
 class AppProcess {
-  readonly events: StepEvent[] = [];
-  private out = '';
   private constructor(
     readonly app: string,
-    readonly child: ChildProcess,
-  ) {
-    child.stdout!.on('data', (b: Buffer) => this.read(b));
-    child.stderr!.on('data', (b: Buffer) => (this.out += b.toString()));
-  }
+    private readonly fixture: FixtureProcess,
+  ) {}
 
   static async start(
     cluster: TestCluster,
     app: string,
   ): Promise<{ proc: AppProcess; port: number }> {
-    const child = spawn(process.execPath, ['--import', 'tsx', FIXTURE], {
-      cwd: REPO_ROOT,
-      env: { ...process.env, CONCORD_SERVERS: cluster.seeds().join(','), APP_ID: app },
-      stdio: ['ignore', 'pipe', 'pipe'],
+    const fixture = await startFixture(FIXTURE, {
+      env: { CONCORD_SERVERS: cluster.seeds().join(','), APP_ID: app },
+      readyTimeoutMs: 30_000,
+      label: `the ${app} process`,
+      children,
     });
-    const proc = new AppProcess(app, child);
-    children.add(child);
-    const port = await waitFor(
-      `the ${app} process to print READY`,
-      () => {
-        const m = /READY (\d+)/.exec(proc.out);
-        if (m) return Number(m[1]);
-        if (child.exitCode !== null) throw new Error(`${app} exited: ${proc.out}`);
-        return undefined;
-      },
-      30_000,
-      50,
-    );
-    return { proc, port };
+    return { proc: new AppProcess(app, fixture), port: fixture.port };
   }
 
-  async kill(): Promise<void> {
-    if (this.child.exitCode !== null || this.child.signalCode !== null) return;
-    const exited = new Promise((r) => this.child.once('exit', r));
-    this.child.kill('SIGKILL');
-    await exited;
+  kill(): Promise<void> {
+    return killHard(this.fixture.child);
+  }
+
+  /** The steps it has run so far: its complete `EVENT <json>` lines on stdout. */
+  get events(): StepEvent[] {
+    const lines = this.fixture.stdout().split('\n');
+    lines.pop(); // the line still being written, or ''
+    return lines
+      .filter((line) => line.startsWith('EVENT '))
+      .map((line) => JSON.parse(line.slice(6)) as StepEvent);
   }
 
   ops(xid: string): string[] {
     return this.events.filter((e) => e.xid === xid).map((e) => e.op);
-  }
-
-  private read(b: Buffer): void {
-    this.out += b.toString();
-    const lines = this.out.split('\n');
-    this.out = lines.pop() ?? '';
-    for (const line of lines) {
-      if (line.startsWith('EVENT ')) this.events.push(JSON.parse(line.slice(6)) as StepEvent);
-      else this.out += `${line}\n`;
-    }
   }
 }
 
@@ -141,7 +121,7 @@ beforeAll(async () => {
 }, 120_000);
 
 afterAll(async () => {
-  for (const c of children) if (c.exitCode === null) c.kill('SIGKILL');
+  killAll(children);
   await Promise.allSettled([tm?.close(), teamB?.close(), teamBWire?.disconnect()]);
   await ops?.close();
   await cluster?.stop();

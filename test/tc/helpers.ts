@@ -385,11 +385,12 @@ export async function startClusterWithRm(
   name: string,
   opts: ClusterOptions,
   resourceIds: string[],
-  rmOpts: { clientId?: string; applicationId?: string },
+  rmOpts: { clientId?: string; applicationId?: string; behave?: RmBehaviour },
 ): Promise<ClusterWithRm> {
   const cluster = await TestCluster.start(name, opts);
   const tc = cluster.client();
   const rm = new TestRm(tc, resourceIds, rmOpts);
+  rm.behave = rmOpts.behave ?? null;
   try {
     await rm.connect();
   } catch (err) {
@@ -404,6 +405,19 @@ export async function stopClusterWithRm(s: Partial<ClusterWithRm>): Promise<void
   await s.rm?.disconnect();
   await s.tc?.close();
   await s.cluster?.stop();
+}
+
+/**
+ * A TestRm behaviour: every phase-two call fails retryably while `failing()` says so (a
+ * broken RM), and succeeds once it says no more (the RM healed).
+ */
+export function failingUntilHealed(failing: () => boolean): RmBehaviour {
+  return (call) => {
+    const commit = call.kind === 'commit';
+    if (failing())
+      return commit ? 'PhaseTwo_CommitFailed_Retryable' : 'PhaseTwo_RollbackFailed_Retryable';
+    return commit ? 'PhaseTwo_Committed' : 'PhaseTwo_Rollbacked';
+  };
 }
 
 /** Progress rank of a status as a client sees it: every legal step raises it. */

@@ -18,7 +18,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { TcClient } from '../../src/client/tc-client.ts';
 import { IllegalStatusError } from '../../src/shared/errors.ts';
 import type { Xid } from '../../src/shared/ids.ts';
-import { TestCluster, TestRm, waitFor, waitForStatus } from './helpers.ts';
+import { startClusterWithRm, stopClusterWithRm, waitFor, waitForStatus } from './helpers.ts';
+import type { TestCluster, TestRm } from './helpers.ts';
 
 /** Long enough for the first scenario's few calls on a loaded box; short enough to wait out. */
 const HORIZON_MS = 15_000;
@@ -30,31 +31,35 @@ const unretryable = new Set<string>();
 const retryable = new Set<string>();
 
 beforeAll(async () => {
-  cluster = await TestCluster.start('resume', {
-    tickMs: 50,
-    phaseTwo: {
-      stuckAfterMs: 1_500,
-      retryHorizonMs: HORIZON_MS,
-      retryBaseMs: 100,
-      retryMaxBackoffMs: 400,
+  ({
+    cluster,
+    tc: ops,
+    rm,
+  } = await startClusterWithRm(
+    'resume',
+    {
+      tickMs: 50,
+      phaseTwo: {
+        stuckAfterMs: 1_500,
+        retryHorizonMs: HORIZON_MS,
+        retryBaseMs: 100,
+        retryMaxBackoffMs: 400,
+      },
     },
-  });
-  ops = cluster.client();
-  rm = new TestRm(ops, ['stock', 'pay', 'ship'], { applicationId: 'shop' });
-  rm.behave = (call) => {
-    if (call.kind !== 'commit') return 'PhaseTwo_Rollbacked';
-    if (unretryable.has(call.branchId)) return 'PhaseTwo_CommitFailed_Unretryable';
-    if (retryable.has(call.branchId)) return 'PhaseTwo_CommitFailed_Retryable';
-    return 'PhaseTwo_Committed';
-  };
-  await rm.connect();
+    ['stock', 'pay', 'ship'],
+    {
+      applicationId: 'shop',
+      behave: (call) => {
+        if (call.kind !== 'commit') return 'PhaseTwo_Rollbacked';
+        if (unretryable.has(call.branchId)) return 'PhaseTwo_CommitFailed_Unretryable';
+        if (retryable.has(call.branchId)) return 'PhaseTwo_CommitFailed_Retryable';
+        return 'PhaseTwo_Committed';
+      },
+    },
+  ));
 }, 90_000);
 
-afterAll(async () => {
-  await rm?.disconnect();
-  await ops?.close();
-  await cluster?.stop();
-});
+afterAll(() => stopClusterWithRm({ cluster, tc: ops, rm }));
 
 async function beginWith(resources: string[]): Promise<{ xid: Xid; branches: string[] }> {
   const xid = await ops.begin({

@@ -3,6 +3,7 @@
  * own snapshot codec and checks, into a scratch state machine, before the Raft keeps it
  * (issue 13, item 4). A bad one is a StorageCorruptError; the live state is untouched.
  */
+import { Packr } from 'msgpackr';
 import { describe, expect, it } from 'vitest';
 import { encodeSnapshot, SNAPSHOT_FORMAT_VERSION } from '../../src/coordinator/snapshot-codec.ts';
 import { CoordinatorLogStateMachine } from '../../src/store/raft/index.ts';
@@ -27,9 +28,9 @@ describe('CoordinatorLogStateMachine.validateSnapshot', () => {
         finished: [],
         dedup: [],
       }),
-      encodeSnapshot({
+      new Packr({ useRecords: false, mapsAsObjects: true }).pack({
         version: SNAPSHOT_FORMAT_VERSION,
-        sessions: 'not a list' as never,
+        sessions: 'not a list',
         finished: [],
         dedup: [],
       }),

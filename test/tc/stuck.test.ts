@@ -8,7 +8,14 @@
 import { readFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { TcClient } from '../../src/client/tc-client.ts';
-import { TestCluster, TestRm, waitFor, waitForStatus, type TestNode } from './helpers.ts';
+import {
+  failingUntilHealed,
+  startClusterWithRm,
+  stopClusterWithRm,
+  waitForStatus,
+} from './helpers.ts';
+import { waitFor } from '../support/wait.ts';
+import type { TestCluster, TestNode, TestRm } from './helpers.ts';
 
 const STUCK_AFTER_MS = 1_500;
 let cluster: TestCluster;
@@ -17,28 +24,22 @@ let rm: TestRm;
 let failing = true;
 
 beforeAll(async () => {
-  cluster = await TestCluster.start('stuck', {
-    tickMs: 50,
-    phaseTwo: { stuckAfterMs: STUCK_AFTER_MS, retryBaseMs: 100, retryMaxBackoffMs: 400 },
-  });
-  ops = cluster.client();
-  rm = new TestRm(ops, ['stock'], { applicationId: 'shop' });
-  rm.behave = (call) =>
-    failing
-      ? call.kind === 'commit'
-        ? 'PhaseTwo_CommitFailed_Retryable'
-        : 'PhaseTwo_RollbackFailed_Retryable'
-      : call.kind === 'commit'
-        ? 'PhaseTwo_Committed'
-        : 'PhaseTwo_Rollbacked';
-  await rm.connect();
+  ({
+    cluster,
+    tc: ops,
+    rm,
+  } = await startClusterWithRm(
+    'stuck',
+    {
+      tickMs: 50,
+      phaseTwo: { stuckAfterMs: STUCK_AFTER_MS, retryBaseMs: 100, retryMaxBackoffMs: 400 },
+    },
+    ['stock'],
+    { applicationId: 'shop', behave: failingUntilHealed(() => failing) },
+  ));
 }, 90_000);
 
-afterAll(async () => {
-  await rm?.disconnect();
-  await ops?.close();
-  await cluster?.stop();
-});
+afterAll(() => stopClusterWithRm({ cluster, tc: ops, rm }));
 
 async function gauge(node: TestNode, name: string): Promise<number> {
   const res = await fetch(`http://127.0.0.1:${node.http}/metrics`, {

@@ -5,7 +5,7 @@
  * killed between the decision and phase two, and an RM process SIGKILLed after its prepare
  * whose restart recovers the branch.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { resolve } from 'node:path';
 import type pg from 'pg';
 import type mysql from 'mysql2/promise';
@@ -21,7 +21,8 @@ import {
 import { createMysqlXaDataSource, type MysqlXaDataSource } from '../../src/mysql.ts';
 import { createPgXaDataSource, type PgXaDataSource } from '../../src/pg.ts';
 import { createLogger } from '../../src/shared/logger.ts';
-import { connectMysql, connectPg, pgSettings, sleep, uniquePrefix } from '../client/helpers/db.ts';
+import { connectMysql, connectPg, pgEnv, sleep, uniquePrefix } from '../client/helpers/db.ts';
+import { killAll, killHard, startFixture, type FixtureProcess } from '../support/process.ts';
 import { REPO_ROOT, TestCluster, waitFor } from '../tc/helpers.ts';
 
 const logger = createLogger({
@@ -371,44 +372,19 @@ describe('the TC leader killed between the decision and phase two', () => {
 describe('an RM process SIGKILLed after prepare, before phase two', () => {
   const FIXTURE = resolve(REPO_ROOT, 'test/xa/fixtures/xa-rm.ts');
   const children = new Set<ChildProcess>();
-  afterAll(() => {
-    for (const ch of children) if (ch.exitCode === null) ch.kill('SIGKILL');
-  });
+  afterAll(() => killAll(children));
 
-  async function startRm(): Promise<{ child: ChildProcess; port: number; out: () => string }> {
-    const s = pgSettings();
-    const child = spawn(process.execPath, ['--import', 'tsx', FIXTURE], {
-      cwd: REPO_ROOT,
+  const startRm = (): Promise<FixtureProcess> =>
+    startFixture(FIXTURE, {
       env: {
-        ...process.env,
         CONCORD_SERVERS: cluster.seeds().join(','),
         XA_TABLE: T,
         XA_APPLICATION_ID: 'xa-rm',
-        PGHOST: s.host,
-        PGPORT: String(s.port),
-        PGUSER: s.user,
-        PGPASSWORD: s.password,
-        PGDATABASE: s.database,
+        ...pgEnv(),
       },
-      stdio: ['ignore', 'pipe', 'pipe'],
+      readyTimeoutMs: 60_000,
+      children,
     });
-    children.add(child);
-    let out = '';
-    child.stdout!.on('data', (b: Buffer) => (out += b.toString()));
-    child.stderr!.on('data', (b: Buffer) => (out += b.toString()));
-    const port = await waitFor(
-      'the RM service to print READY',
-      () => {
-        const m = /READY (\d+)/.exec(out);
-        if (m) return Number(m[1]);
-        if (child.exitCode !== null) throw new Error(`RM service exited: ${out}`);
-        return undefined;
-      },
-      60_000,
-      50,
-    );
-    return { child, port, out: () => out };
-  }
 
   it('the restarted RM finds the prepared branch, asks the TC, and commits it', async () => {
     await pgPool.query(`INSERT INTO ${T} (id, bal) VALUES ('r', 0)`);
@@ -418,9 +394,7 @@ describe('an RM process SIGKILLed after prepare, before phase two', () => {
     const res = await tx.run(() => xidFetch(`http://127.0.0.1:${first.port}/`, { method: 'POST' }));
     expect(res.status).toBe(200);
     expect((await preparedOf(tx.xid)).pg).toBe(1);
-    const exited = new Promise((r) => first.child.once('exit', r));
-    first.child.kill('SIGKILL');
-    await exited;
+    await killHard(first.child);
     // Undecided: recovery leaves it to phase two.
     const job = createPgXaDataSource(newClient('xa-rm'), pgPool, { name: 'xa.rm.pg' });
     expect(await job.recover()).toMatchObject({ found: 1, pending: 1, leftAfterDecision: 0 });
@@ -435,9 +409,7 @@ describe('an RM process SIGKILLed after prepare, before phase two', () => {
     expect(await pgBal('r')).toBe(1);
     // Finished by the restart: its recovery pass, or the TC's redelivery to the new RM.
     expect(second.out()).toMatch(/RECOVERED \{/);
-    const gone = new Promise((r) => second.child.once('exit', r));
-    second.child.kill('SIGKILL');
-    await gone;
+    await killHard(second.child);
   }, 120_000);
 
   it('recovery rolls back a prepared branch whose transaction rolled back while its RM was dead', async () => {
@@ -446,9 +418,7 @@ describe('an RM process SIGKILLed after prepare, before phase two', () => {
     const tx = await tm.begin({ name: 'xa-rm-kill-rollback', timeoutMs: 60_000 });
     const res = await tx.run(() => xidFetch(`http://127.0.0.1:${first.port}/`, { method: 'POST' }));
     expect(res.status).toBe(200);
-    const exited = new Promise((r) => first.child.once('exit', r));
-    first.child.kill('SIGKILL');
-    await exited;
+    await killHard(first.child);
     await tx.rollback();
     expect((await preparedOf(tx.xid)).pg).toBe(1);
     // A recovery job of the same application and resource (not started: it serves no phase

@@ -3,10 +3,13 @@
  * transaction layer's "global commit" is a different thing and never appears in src/raft.
  */
 
+import type { NodeId } from '../../shared/ids.ts';
+
 /**
- * A stable node id from config (e.g. "node1"), never an address: a node that moves is still itself.
+ * A stable node id from config (e.g. "node1"), never an address: a node that moves is still
+ * itself. One definition, in the shared vocabulary (src/shared/ids.ts).
  */
-export type NodeId = string;
+export type { NodeId };
 
 export type Role = 'follower' | 'pre-candidate' | 'candidate' | 'leader';
 

@@ -3,6 +3,11 @@
  * runs through the service (TcGrpcService.execute), and the results that complete in the
  * same turn of the event loop leave in one batch. A batch too large closes the stream; a
  * call past the in-flight bound is answered UNAVAILABLE (retryable) and changes nothing.
+ *
+ * Backpressure: when the client does not read its results, gRPC's write buffer fills
+ * (`write()` answers false) and the stream stops reading calls until it drains. HTTP/2 flow
+ * control then holds the client's further calls on the client's side, so a client that never
+ * reads makes the node hold at most its in-flight calls and one write buffer of results.
  */
 import * as grpc from '@grpc/grpc-js';
 import type { Logger } from '../../shared/logger.ts';
@@ -42,6 +47,8 @@ export interface CallStreamHost {
   execute(kind: CallKind, request: unknown): Promise<WireResponse>;
   /** The stream is done (called once): the service stops counting it. */
   onDone(stream: CallStream): void;
+  /** The stream stopped (true) or resumed (false) reading calls: its client does not read. */
+  onBackpressure?(paused: boolean): void;
 }
 
 export class CallStream {
@@ -51,6 +58,8 @@ export class CallStream {
   private done = false;
   private outbox: ResultWire[] = [];
   private flushScheduled = false;
+  /** Reading calls is paused until the results written so far drain to the client. */
+  private readPaused = false;
 
   constructor(
     private readonly call: CallDuplex,
@@ -80,6 +89,7 @@ export class CallStream {
   private finish(): void {
     if (this.done) return;
     this.done = true;
+    if (this.readPaused) this.host.onBackpressure?.(false);
     this.host.onDone(this);
   }
 
@@ -133,6 +143,24 @@ export class CallStream {
     });
   }
 
+  /**
+   * The client is not reading its results: read no more calls until they drain. The calls in
+   * flight still complete, and their results join the write buffer (bounded by the in-flight
+   * limit).
+   */
+  private pauseReading(): void {
+    if (this.readPaused || this.done) return;
+    this.readPaused = true;
+    this.call.pause();
+    this.host.onBackpressure?.(true);
+    this.call.once('drain', () => {
+      if (this.done) return;
+      this.readPaused = false;
+      this.host.onBackpressure?.(false);
+      this.call.resume();
+    });
+  }
+
   /** Results that complete in the same turn of the event loop leave in one batch. */
   private push(result: ResultWire): void {
     this.outbox.push(result);
@@ -150,14 +178,16 @@ export class CallStream {
     }
     while (this.outbox.length > 0) {
       const results = this.outbox.splice(0, MAX_RESULTS_PER_BATCH);
+      let room: boolean;
       try {
-        this.call.write({ results });
+        room = this.call.write({ results });
       } catch (err) {
         this.host.logger.debug({ err }, 'call stream write failed');
         this.finish();
         this.outbox = [];
         return;
       }
+      if (!room) this.pauseReading();
     }
     if (this.ended && this.inflight === 0) {
       this.finish();

@@ -257,6 +257,8 @@ export class TcGrpcService {
   private readonly server: grpc.Server;
   private boundPort = 0;
   private callStreams = 0;
+  /** Call streams paused because their client does not read (CallStream backpressure). */
+  private pausedCallStreams = 0;
   private readonly owners = new OwnerCache();
   private readonly quotas: QuotasConfig;
   /** Unary calls in flight by connection (its peer address). */
@@ -551,6 +553,14 @@ export class TcGrpcService {
           this.callStreams--;
           this.drains.delete(stream);
         },
+        onBackpressure: (paused) => {
+          this.pausedCallStreams += paused ? 1 : -1;
+          if (paused)
+            this.log.debug(
+              { app: caller?.app ?? null },
+              'call stream paused: its client does not read its results',
+            );
+        },
       }),
     );
   }
@@ -562,7 +572,18 @@ export class TcGrpcService {
       registry.removeSingleMetric('concord_tc_call_seconds');
     if (registry.getSingleMetric('concord_tc_rm_channels'))
       registry.removeSingleMetric('concord_tc_rm_channels');
+    if (registry.getSingleMetric('concord_tc_call_streams_paused'))
+      registry.removeSingleMetric('concord_tc_call_streams_paused');
     const hub = this.opts.hub;
+    const pausedStreams = () => this.pausedCallStreams;
+    new Gauge({
+      name: 'concord_tc_call_streams_paused',
+      help: 'Call streams that stopped reading calls because their client does not read its results (backpressure)',
+      registers: [registry],
+      collect() {
+        this.set(pausedStreams());
+      },
+    });
     new Gauge({
       name: 'concord_tc_rm_channels',
       help: 'RM channels connected to this node (registered ones)',

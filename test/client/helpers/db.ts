@@ -20,6 +20,18 @@ export function pgSettings() {
   };
 }
 
+/** The PostgreSQL settings as the PG* variables, for a child process (a fixture RM). */
+export function pgEnv(): Record<string, string> {
+  const s = pgSettings();
+  return {
+    PGHOST: s.host,
+    PGPORT: String(s.port),
+    PGUSER: s.user,
+    PGPASSWORD: s.password,
+    PGDATABASE: s.database,
+  };
+}
+
 export function mysqlSettings() {
   return {
     host: process.env.MYSQL_HOST ?? '127.0.0.1',

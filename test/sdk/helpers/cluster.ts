@@ -8,8 +8,13 @@ import { writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { stringify } from 'yaml';
-import { http, killPid, spawnCli, waitFor } from '../../ops/helpers.ts';
-import { allocateNodes, raftNodeConfig, writeConfig } from '../../support/cluster.ts';
+import { spawnCli, waitFor } from '../../ops/helpers.ts';
+import {
+  allocateNodes,
+  raftNodeConfig,
+  stopClusterUp,
+  writeConfig,
+} from '../../support/cluster.ts';
 
 /** Raft tick of the test cluster, ms: elections in ~0.5–1 s. */
 const TICK_MS = 50;
@@ -43,22 +48,11 @@ export async function startCluster(label = 'sdk'): Promise<TestCluster> {
   }
   const up = spawnCli(['cluster', 'up', '--dir', dir]);
   const stop = async (): Promise<void> => {
-    const pids: number[] = [];
-    for (const n of nodes) {
-      try {
-        const r = await http('GET', `http://127.0.0.1:${n.http}/health`, { timeoutMs: 1_000 });
-        if (typeof r.body?.pid === 'number') pids.push(r.body.pid);
-      } catch {
-        // not running
-      }
-    }
-    if (up.exitCode === null) {
-      const exited = new Promise((r) => up.once('exit', r));
-      up.kill('SIGTERM');
-      await Promise.race([exited, new Promise((r) => setTimeout(r, STOP_GRACE_MS))]);
-      if (up.exitCode === null) up.kill('SIGKILL');
-    }
-    for (const pid of pids) await killPid(pid, 'SIGKILL');
+    await stopClusterUp(
+      up,
+      nodes.map((n) => n.http),
+      STOP_GRACE_MS,
+    );
     rmSync(root, { recursive: true, force: true });
   };
   try {

@@ -220,6 +220,8 @@ async function recover(
           .map((x) => `${x}:${machine.getSession(x)!.status}`)
       : [];
     const busy = clients.tms.filter((t) => t.phase !== 'done').map((t) => `tm${t.id}:${t.phase}`);
+    const first = machine?.liveXids()[0];
+    if (first) world.log(`stuck session: ${JSON.stringify(machine!.getSession(first))}`);
     world.checker.report(
       'coordinator-liveness',
       `not every transaction ended within ${COORDINATOR_RECOVERY_ROUNDS} rounds of a healthy cluster (leader ${leader?.id ?? 'none'}; live ${machine?.liveSessionCount() ?? '?'} e.g. [${live.join(', ')}]; TMs not done [${busy.join(', ')}])`,

@@ -1,14 +1,15 @@
 /**
  * What the service step needs from the machine: progress lines, free ports, binaries on
- * the PATH or in the usual sbin folders, child processes and their exit.
+ * the PATH or in the usual sbin folders, child processes and their exit
+ * (test/support/process.ts).
  */
-import { spawn, type ChildProcess, type SpawnOptions } from 'node:child_process';
+import { spawn, type SpawnOptions } from 'node:child_process';
 import { accessSync, constants, existsSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { delimiter, join } from 'node:path';
 import { freePort } from '../ports.ts';
+import { exited, stopProcess } from '../process.ts';
 
-export { freePort };
+export { exited, freePort, stopProcess };
 
 /** One line of progress on stderr (vitest shows a global setup's stderr as it comes). */
 export function progress(line: string): void {
@@ -78,31 +79,6 @@ export function run(
     child.on('error', (err) => resolve({ code: -1, output: `${output}${err.message}\n` }));
     child.on('close', (code) => resolve({ code, output }));
   });
-}
-
-/** Resolves when the process has exited (at once if it already has). */
-export function exited(child: ChildProcess): Promise<void> {
-  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
-  return new Promise((resolve) => child.once('exit', () => resolve()));
-}
-
-/** Sends `signal`, then SIGKILL if the process is still there after `graceMs`. */
-export async function stopProcess(
-  child: ChildProcess,
-  signal: NodeJS.Signals,
-  graceMs: number,
-): Promise<void> {
-  const done = exited(child);
-  child.kill(signal);
-  let timer: NodeJS.Timeout | undefined;
-  const late = new Promise<'late'>(
-    (resolve) => (timer = setTimeout(() => resolve('late'), graceMs)),
-  );
-  if ((await Promise.race([done, late])) === 'late') {
-    child.kill('SIGKILL');
-    await done;
-  }
-  clearTimeout(timer);
 }
 
 /** The last lines of a log, for an error message. */
