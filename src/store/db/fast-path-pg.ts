@@ -81,22 +81,10 @@ export class PgBranchPaths {
    * the statement on a primary key (the caller goes the general way).
    */
   async registerBranch(c: RegisterBranchCommand): Promise<Outcome<unknown> | undefined> {
-    if (textEncoder.encode(c.applicationData).length > MAX_APPLICATION_DATA_BYTES) return undefined;
-    const rows = lockRowsOf(c.resourceId, c.lockKey);
-    if (rows === null || rows.length > DB_LOCK_ROWS_PER_STATEMENT) return undefined;
+    const rows = registrableRows(c);
+    if (rows === null) return undefined;
     const result = { branchId: c.branchId };
-    const branch: BranchSession = {
-      branchId: c.branchId as BranchSession['branchId'],
-      xid: c.xid as BranchSession['xid'],
-      type: c.type,
-      resourceId: c.resourceId,
-      lockKey: c.lockKey,
-      applicationData: c.applicationData,
-      status: BranchStatus.Registered,
-      clientId: c.clientId,
-      applicationId: c.applicationId ?? '',
-      lockedRows: rows,
-    };
+    const branch = newBranch(c, rows);
     const t = this.t;
     const branchValues = BRANCH_COLUMNS.map((col) =>
       col === 'branch_seq' ? 'g.seq' : `?::${PG_BRANCH_TYPES[col]}`,
@@ -104,10 +92,13 @@ export class PgBranchPaths {
     const unique = [...new Set(rows)].sort();
     const params: SqlValue[] = [c.xid, GlobalStatus.Begin, c.at, MAX_BRANCHES_PER_GLOBAL, c.xid];
     params.push(c.xid, ...branchCells(branch));
-    let sql = `WITH g AS (
-        UPDATE ${t.global} SET branch_count = branch_count + 1
+    // SKIP LOCKED: while another submit holds the global row, the general path waits for it
+    // (once) instead of this statement waiting and then finding branch_count moved.
+    let sql = `WITH k AS (SELECT xid FROM ${t.global}
          WHERE xid = ? AND status = ? AND deadline > ? AND branch_count < ?
            AND branch_count = (SELECT COUNT(*) FROM ${t.branch} WHERE xid = ?)
+         FOR UPDATE SKIP LOCKED),
+      g AS (UPDATE ${t.global} SET branch_count = branch_count + 1 WHERE xid IN (SELECT xid FROM k)
         RETURNING (SELECT COALESCE(MAX(branch_seq) + 1, 0) FROM ${t.branch} WHERE xid = ?) AS seq),
       b AS (INSERT INTO ${t.branch} (${BRANCH_COLUMNS.join(', ')})
         SELECT ${branchValues.join(', ')} FROM g RETURNING branch_id)`;
@@ -190,6 +181,17 @@ export class PgBranchPaths {
   }
 }
 
+/**
+ * The rows a RegisterBranch locks, when a one-statement form may take it: its data within
+ * the limit, its key parsed as the machine parses it, its rows within one statement; null
+ * otherwise (the general path decides, and words any refusal).
+ */
+function registrableRows(c: RegisterBranchCommand): string[] | null {
+  if (textEncoder.encode(c.applicationData).length > MAX_APPLICATION_DATA_BYTES) return null;
+  const rows = lockRowsOf(c.resourceId, c.lockKey);
+  return rows === null || rows.length > DB_LOCK_ROWS_PER_STATEMENT ? null : rows;
+}
+
 /** The branch's rows as the machine parses them; null when the machine would refuse the key. */
 function lockRowsOf(resourceId: string, lockKey: string): string[] | null {
   if (lockKey === '') return [];
@@ -215,6 +217,22 @@ function branchCells(b: BranchSession): SqlValue[] {
     b.lockedRows.length > 0,
     b.applicationId,
   ];
+}
+
+/** The branch RegisterBranch adds: the machine's own registerBranch, field for field. */
+function newBranch(c: RegisterBranchCommand, rows: string[]): BranchSession {
+  return {
+    branchId: c.branchId as BranchSession['branchId'],
+    xid: c.xid as BranchSession['xid'],
+    type: c.type,
+    resourceId: c.resourceId,
+    lockKey: c.lockKey,
+    applicationData: c.applicationData,
+    status: BranchStatus.Registered,
+    clientId: c.clientId,
+    applicationId: c.applicationId ?? '',
+    lockedRows: rows,
+  };
 }
 
 function ok<T>(value: T): Outcome<T> {
