@@ -379,8 +379,10 @@ export class DbSessionStore implements SessionStore {
       return outcome;
     } catch (err) {
       const kind = isOwnError(err) ? 'own' : this.driver.classify(err);
-      if (kind === 'duplicate' || kind === 'conflict') return undefined;
-      throw err;
+      if (kind !== 'duplicate' && kind !== 'conflict') throw err;
+      // A lock row or request id another transaction holds: the general path re-reads.
+      this.stats.raceRetries += 1;
+      return undefined;
     }
   }
 
