@@ -33,6 +33,7 @@ import { parseDocument } from 'yaml';
 import {
   DEFAULT_NODE_BUDGETS,
   MAX_LIVE_SESSIONS,
+  MAX_LIVE_SESSIONS_CEILING,
   MAX_NODE_BUDGETS,
 } from '../coordinator/limits.ts';
 import { ConfigError } from '../shared/errors.ts';
@@ -142,7 +143,8 @@ export interface LimitsConfig {
   transferTimeoutMs: number;
   /**
    * Live global transactions at most (failed ones waiting for an operator do not count): a
-   * Begin beyond it is refused at once with a definite CAPACITY error. At most MAX_LIVE_SESSIONS.
+   * Begin beyond it is refused at once with a definite CAPACITY error. Default
+   * MAX_LIVE_SESSIONS (100,000), at most MAX_LIVE_SESSIONS_CEILING (10,000,000).
    */
   maxLiveTransactions: number;
   /** Live branches on the node at most (a registration beyond it: CAPACITY). */
@@ -558,7 +560,7 @@ const LIMITS: Array<[keyof LimitsConfig, number, number, number]> = [
   ['learnerCatchUpTimeoutMs', DEFAULT_LEARNER_CATCH_UP_TIMEOUT_MS, 100, 3_600_000],
   ['learnerCatchUpMaxLagEntries', DEFAULT_LEARNER_CATCH_UP_MAX_LAG_ENTRIES, 0, 1_000_000],
   ['transferTimeoutMs', DEFAULT_TRANSFER_TIMEOUT_MS, 100, 600_000],
-  ['maxLiveTransactions', MAX_LIVE_SESSIONS, 1, MAX_LIVE_SESSIONS],
+  ['maxLiveTransactions', MAX_LIVE_SESSIONS, 1, MAX_LIVE_SESSIONS_CEILING],
   ...(['maxLiveBranches', 'maxLockedRows', 'maxApplicationDataBytes'] as const).map(
     (key): [keyof LimitsConfig, number, number, number] => [
       key,
