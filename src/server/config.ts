@@ -30,7 +30,6 @@
 import { readFileSync } from 'node:fs';
 import { resolve as resolvePath } from 'node:path';
 import { parseDocument } from 'yaml';
-import type { NodeId } from '../store/raft/index.ts';
 import {
   DEFAULT_NODE_BUDGETS,
   MAX_LIVE_SESSIONS,
@@ -38,6 +37,7 @@ import {
   MAX_NODE_BUDGETS,
 } from '../coordinator/limits.ts';
 import { ConfigError } from '../shared/errors.ts';
+import { NODE_ID_HINT, NODE_ID_PATTERN, type NodeId } from '../shared/ids.ts';
 import { DEFAULT_PHASE_TWO_OPTIONS } from '../coordinator/phase-two-driver.ts';
 import {
   DB_LEASE_MS,
@@ -51,11 +51,10 @@ import { parseSecuritySection, type SecurityConfig } from './security/config.ts'
 import {
   HOST_HINT,
   HOST_PATTERN,
-  NODE_ID_HINT,
-  NODE_ID_PATTERN,
   bool,
   int,
   isPlainObject,
+  nodeIdField,
   noUnknownKeys,
   oneOf,
   optStr,
@@ -361,7 +360,7 @@ function parseNodeSection(raw: Section): NodeConfig['node'] {
   const nodeS = section(raw, 'node', '');
   noUnknownKeys(nodeS, ['id', 'group'], 'node');
   const node = {
-    id: str(nodeS, 'id', 'node', { pattern: NODE_ID_PATTERN, patternHint: NODE_ID_HINT }),
+    id: nodeIdField(nodeS, 'id', 'node'),
     group: str(nodeS, 'group', 'node', {
       default: DEFAULT_GROUP,
       pattern: NODE_ID_PATTERN,
@@ -677,7 +676,7 @@ function parsePeers(v: unknown, path: string, opts: { required: boolean }): Peer
       throw new ConfigError(at, 'must be a mapping {nodeId, host, raftPort, tcPort, httpPort}');
     noUnknownKeys(p, ['nodeId', 'host', 'raftPort', 'tcPort', 'httpPort'], at);
     const peer: PeerConfig = {
-      nodeId: str(p, 'nodeId', at, { pattern: NODE_ID_PATTERN, patternHint: NODE_ID_HINT }),
+      nodeId: nodeIdField(p, 'nodeId', at),
       host: str(p, 'host', at, { pattern: HOST_PATTERN, patternHint: HOST_HINT }),
       raftPort: port(p, 'raftPort', at),
       tcPort: port(p, 'tcPort', at),
