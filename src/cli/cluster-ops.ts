@@ -16,6 +16,7 @@ import {
 } from '../client/http-metadata.ts';
 import { AUTH_TOKEN_ENV } from '../server/config.ts';
 import { BadRequestError, NotLeaderError } from '../shared/errors.ts';
+import { requireNodeId } from '../shared/ids.ts';
 import { confirm, type ConfirmOptions } from './confirm.ts';
 import {
   isEmptyPlan,
@@ -87,7 +88,7 @@ export function parseMemberList(list: string): MemberSpec[] {
   return parts.map((p) => {
     if (p === '') throw new BadRequestError(`--members ${JSON.stringify(list)} has an empty entry`);
     const at = p.indexOf('@');
-    if (at < 0) return { nodeId: p };
+    if (at < 0) return { nodeId: requireNodeId(p, '--members entry') };
     const nodeId = p.slice(0, at);
     const rest = p.slice(at + 1);
     const m = /^(\[[^\]]+\]|[^:]+):(\d+):(\d+):(\d+)$/.exec(rest);
@@ -97,7 +98,7 @@ export function parseMemberList(list: string): MemberSpec[] {
       );
     const host = m[1]!;
     return {
-      nodeId,
+      nodeId: requireNodeId(nodeId, '--members entry'),
       raft: `${host}:${m[2]}`,
       transaction: `${host}:${m[3]}`,
       control: `${host}:${m[4]}`,
@@ -199,7 +200,8 @@ export async function runRemove(
   opts: ChangeOptions & { node: string },
   io: Pick<ConfirmOptions, 'input' | 'output'> = {},
 ): Promise<void> {
-  await applyChange(opts, (md) => withRemoved(md, opts.node), null, io);
+  const node = requireNodeId(opts.node, 'the node id');
+  await applyChange(opts, (md) => withRemoved(md, node), null, io);
 }
 
 /**
@@ -270,11 +272,10 @@ export async function runTransfer(opts: {
   json?: boolean;
 }): Promise<void> {
   const server = parseAddress(opts.server);
+  const to = requireNodeId(opts.to, '--to');
   const token = tokenOf(opts.token);
   const md = await settled(
-    await onLeader(server, (target) =>
-      transferLeader(target, opts.to, { token, group: opts.group }),
-    ),
+    await onLeader(server, (target) => transferLeader(target, to, { token, group: opts.group })),
     opts.group,
   );
   if (opts.json) console.log(JSON.stringify(md, null, 2));
