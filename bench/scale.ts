@@ -24,7 +24,11 @@ import { join } from 'node:path';
 import { Command } from 'commander';
 import { TcClient } from '../src/client/tc-client.ts';
 import type { Xid } from '../src/shared/ids.ts';
-import { MAX_LIVE_SESSIONS } from '../src/coordinator/limits.ts';
+import {
+  DEFAULT_NODE_BUDGETS,
+  MAX_LIVE_SESSIONS,
+  MAX_LIVE_SESSIONS_CEILING,
+} from '../src/coordinator/limits.ts';
 import { startCluster, type BenchCluster, type BenchNode } from './lib/cluster.ts';
 import { parseMetrics } from './lib/node-stats.ts';
 import { sleep } from '../test/support/wait.ts';
@@ -81,8 +85,8 @@ function parseOptions(args: string[]): Options {
   cmd.parse(args, { from: 'user' });
   const o = cmd.opts<Record<string, string | boolean>>();
   const live = Number(o.live);
-  if (!Number.isSafeInteger(live) || live < 1 || live > MAX_LIVE_SESSIONS)
-    throw new Error(`--live must be an integer in 1..${MAX_LIVE_SESSIONS}`);
+  if (!Number.isSafeInteger(live) || live < 1 || live > MAX_LIVE_SESSIONS_CEILING)
+    throw new Error(`--live must be an integer in 1..${MAX_LIVE_SESSIONS_CEILING}`);
   return {
     live,
     concurrency: Math.max(1, Number(o.concurrency)),
@@ -402,13 +406,22 @@ async function measure(cluster: BenchCluster, tc: TcClient, o: Options): Promise
 export async function main(args: string[]): Promise<void> {
   const o = parseOptions(args);
   const dir = await mkdtemp(join(tmpdir(), 'concord-bench-scale-'));
+  // The nodes inherit it: one application holds every live transaction.
+  process.env.CONCORD_SECURITY_QUOTAS_MAX_LIVE_TRANSACTIONS_PER_APPLICATION ??= String(
+    Math.max(o.live, MAX_LIVE_SESSIONS),
+  );
   console.log(
     `[bench scale] ${o.live} live transactions (1 AT branch, 1 row, ${o.dataBytes} B of data each) from ${o.concurrency} TMs; cluster in ${dir}`,
   );
   const cluster = await startCluster({
     dir,
     store: { mode: 'raft', tickMs: o.tickMs },
-    limits: { maxLiveTransactions: MAX_LIVE_SESSIONS },
+    limits: {
+      // Above the default live limit (100,000) the node-wide budgets rise with it.
+      maxLiveTransactions: Math.max(o.live, MAX_LIVE_SESSIONS),
+      maxLiveBranches: Math.max(o.live, DEFAULT_NODE_BUDGETS.maxLiveBranches),
+      maxLockedRows: Math.max(o.live, DEFAULT_NODE_BUDGETS.maxLockedRows),
+    },
   });
   const tc = new TcClient({ seeds: cluster.seeds });
   try {

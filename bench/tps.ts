@@ -1226,6 +1226,8 @@ async function runMode(
         mode === 'raft'
           ? { mode: 'raft' }
           : { mode: 'db', url: mode === 'pg' ? o.pgUrl : o.mysqlUrl, tablePrefix: prefix },
+      // Extra node flags, e.g. `--cpu-prof --cpu-prof-dir=/tmp/p` (profiles on exit).
+      nodeArgs: process.env.CONCORD_BENCH_NODE_ARGS?.split(' ').filter((a) => a !== ''),
     });
     log(
       `${MODE_LABEL[mode]} up; ${mode === 'raft' ? 'leader' : 'lease holder'} ${cluster.leaderId}`,

@@ -17,6 +17,7 @@ import {
 import { AUTH_TOKEN_ENV } from '../server/config.ts';
 import { BadRequestError, NotLeaderError } from '../shared/errors.ts';
 import type { NodeHttpTls } from '../shared/node-fetch.ts';
+import { requireNodeId } from '../shared/ids.ts';
 import { confirm, type ConfirmOptions } from './confirm.ts';
 import { cliHttpTls, type OperatorTlsOptions } from './operator-tls.ts';
 import {
@@ -95,7 +96,7 @@ export function parseMemberList(list: string): MemberSpec[] {
   return parts.map((p) => {
     if (p === '') throw new BadRequestError(`--members ${JSON.stringify(list)} has an empty entry`);
     const at = p.indexOf('@');
-    if (at < 0) return { nodeId: p };
+    if (at < 0) return { nodeId: requireNodeId(p, '--members entry') };
     const nodeId = p.slice(0, at);
     const rest = p.slice(at + 1);
     const m = /^(\[[^\]]+\]|[^:]+):(\d+):(\d+):(\d+)$/.exec(rest);
@@ -105,7 +106,7 @@ export function parseMemberList(list: string): MemberSpec[] {
       );
     const host = m[1]!;
     return {
-      nodeId,
+      nodeId: requireNodeId(nodeId, '--members entry'),
       raft: `${host}:${m[2]}`,
       transaction: `${host}:${m[3]}`,
       control: `${host}:${m[4]}`,
@@ -211,7 +212,8 @@ export async function runRemove(
   opts: ChangeOptions & { node: string },
   io: Pick<ConfirmOptions, 'input' | 'output'> = {},
 ): Promise<void> {
-  await applyChange(opts, (md) => withRemoved(md, opts.node), null, io);
+  const node = requireNodeId(opts.node, 'the node id');
+  await applyChange(opts, (md) => withRemoved(md, node), null, io);
 }
 
 /**
@@ -285,11 +287,12 @@ export async function runTransfer(
   },
 ): Promise<void> {
   const server = parseAddress(opts.server);
+  const to = requireNodeId(opts.to, '--to');
   const token = tokenOf(opts.token);
   const tls = cliHttpTls(opts);
   const md = await settled(
     await onLeader(server, (target) =>
-      transferLeader(target, opts.to, { token, group: opts.group, tls }),
+      transferLeader(target, to, { token, group: opts.group, tls }),
     ),
     opts.group,
     tls,

@@ -22,6 +22,7 @@ import {
 import {
   MAX_APPLICATION_DATA_BYTES,
   MAX_LIVE_SESSIONS,
+  MAX_LIVE_SESSIONS_CEILING,
   MAX_NAME_CHARS,
   MAX_REQUEST_ID_CHARS,
   MAX_TRANSACTION_TIMEOUT_MS,
@@ -67,7 +68,8 @@ export interface CoordinatorOptions {
    * Live global transactions at most (failed ones waiting for an operator do not count).
    * Where the store has the leader's applied state (raft), a Begin beyond it is refused at
    * once with CapacityError and nothing is proposed; Begins already in flight may pass it by
-   * their number. Default and ceiling MAX_LIVE_SESSIONS, which apply enforces exactly.
+   * their number. Default MAX_LIVE_SESSIONS; at most MAX_LIVE_SESSIONS_CEILING, which apply
+   * enforces exactly.
    */
   maxLiveSessions?: number;
   /**
@@ -206,8 +208,8 @@ export class Coordinator {
     assert(
       Number.isSafeInteger(this.maxLiveSessions) &&
         this.maxLiveSessions >= 1 &&
-        this.maxLiveSessions <= MAX_LIVE_SESSIONS,
-      () => `maxLiveSessions ${this.maxLiveSessions} is outside 1..${MAX_LIVE_SESSIONS}`,
+        this.maxLiveSessions <= MAX_LIVE_SESSIONS_CEILING,
+      () => `maxLiveSessions ${this.maxLiveSessions} is outside 1..${MAX_LIVE_SESSIONS_CEILING}`,
     );
     assert(
       isValidXid(formatXid(this.address.host, this.address.port, '0')),

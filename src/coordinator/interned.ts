@@ -29,13 +29,16 @@ export class Interned {
 }
 
 /**
- * A copy of `value` that shares no memory with the command it was decoded from. msgpackr
- * hands out short strings as slices of one string per decoded message, and V8 keeps the
- * whole parent alive while a slice of 13 or more characters lives: a live session holding
- * its xid as such a slice would keep its whole log entry's strings (a batch of commands).
- * Concatenation makes a new flat string of length + 1; the slice of it that is returned
- * keeps only that.
+ * A copy of `value` that shares no memory with the command it was decoded from, as one flat
+ * string on the V8 heap. msgpackr hands out short strings as slices of one string per
+ * decoded message, and V8 keeps the whole parent alive while a slice of 13 or more
+ * characters lives: a live session holding its xid as such a slice would keep its whole log
+ * entry's strings (a batch of commands). A string built by concatenation (a row key) is a
+ * cons string until flattened, and stays one (32 bytes) around its flat content after.
+ * Strings under 13 characters are always flat copies. JSON keeps every UTF-16 code unit
+ * (lone surrogates too); a Buffer's latin1 round trip would be faster but makes external
+ * strings, whose bytes sit outside the heap and its figures.
  */
 export function detached(value: string): string {
-  return value.length < 13 ? value : (value + ' ').slice(0, -1);
+  return value.length < 13 ? value : (JSON.parse(JSON.stringify(value)) as string);
 }

@@ -18,8 +18,18 @@ export {
 
 /** Branches one global transaction may register. */
 export const MAX_BRANCHES_PER_GLOBAL = 1_000;
-/** Global sessions alive at once (Begin, in phase two, or failed awaiting an operator). */
+/**
+ * Global sessions alive at once (Begin, in phase two; failed ones awaiting an operator do
+ * not count): the default of config `limits.maxLiveTransactions`, which the leader checks
+ * before it proposes a Begin.
+ */
 export const MAX_LIVE_SESSIONS = 100_000;
+/**
+ * The highest live limit config may set, and the bound apply enforces on every replica (a
+ * constant, not the node's config: replicas must accept the same Begins). 1,000,000 live
+ * transactions take ~1 GB of heap (bench/README.md, "scale"); this leaves room above that.
+ */
+export const MAX_LIVE_SESSIONS_CEILING = 10_000_000;
 /**
  * Node-wide budgets on what live transactions hold, checked by the leader before it
  * proposes (coordinator.ts): the per-transaction limits multiplied by MAX_LIVE_SESSIONS

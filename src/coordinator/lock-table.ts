@@ -53,8 +53,17 @@ function asLockHolder(h: RowHolder): LockHolder {
  */
 export class LockTable {
   private readonly rows = new Map<string, RowHolder>();
-  /** xid → its branches that hold rows, with their rows. */
-  private readonly byXid = new Map<string, BranchRows[]>();
+  /**
+   * xid → its branches that hold rows, with their rows: the one record itself while only one
+   * branch of the xid holds rows (the usual case: no array per transaction).
+   */
+  private readonly byXid = new Map<string, BranchRows | BranchRows[]>();
+
+  /** The branches of `xid` that hold rows (a new array: callers may keep or change it). */
+  private branchesOf(xid: string): BranchRows[] {
+    const held = this.byXid.get(xid);
+    return held === undefined ? [] : Array.isArray(held) ? [...held] : [held];
+  }
 
   /**
    * Visits every held row and its holder (read-only views; the visitor keeps nothing it is
@@ -81,11 +90,14 @@ export class LockTable {
     const conflict = this.firstConflict(xid, rows);
     if (conflict) return { ok: false, ...conflict };
     if (rows.length === 0) return { ok: true };
-    let branches = this.byXid.get(xid);
-    if (!branches) this.byXid.set(xid, (branches = []));
+    const branches = this.branchesOf(xid);
     let record = branches.find((b) => b.branchId === branchId);
     if (record) record.rows = [...new Set([...record.rows, ...rows])].sort(compareStrings);
-    else branches.push((record = { xid, branchId, rows }));
+    else {
+      record = { xid, branchId, rows };
+      // The record alone, or an array of the exact size (a push onto [] grows it to 17 slots).
+      this.byXid.set(xid, branches.length === 0 ? record : [...branches, record]);
+    }
     for (const row of rows) {
       const holder = this.rows.get(row);
       if (!holder) this.rows.set(row, record);
@@ -102,12 +114,13 @@ export class LockTable {
    * names stays held).
    */
   releaseBranch(xid: string, branchId: string): string[] {
-    const branches = this.byXid.get(xid);
-    const at = branches ? branches.findIndex((b) => b.branchId === branchId) : -1;
-    if (!branches || at < 0) return [];
+    const branches = this.branchesOf(xid);
+    const at = branches.findIndex((b) => b.branchId === branchId);
+    if (at < 0) return [];
     const held = branches[at]!.rows;
     branches.splice(at, 1);
     if (branches.length === 0) this.byXid.delete(xid);
+    else this.byXid.set(xid, branches.length === 1 ? branches[0]! : branches);
     for (const row of held) {
       const holder = this.rows.get(row);
       if (!holder || holder.xid !== xid) continue;
@@ -125,7 +138,7 @@ export class LockTable {
   /** Frees every row of `xid`; returns them. */
   releaseXid(xid: string): string[] {
     const released: string[] = [];
-    for (const { branchId } of [...(this.byXid.get(xid) ?? [])])
+    for (const { branchId } of this.branchesOf(xid))
       released.push(...this.releaseBranch(xid, branchId));
     return released;
   }
@@ -142,7 +155,7 @@ export class LockTable {
 
   /** The rows a branch holds. */
   rowsOf(xid: string, branchId: string): readonly string[] {
-    return this.byXid.get(xid)?.find((b) => b.branchId === branchId)?.rows ?? [];
+    return this.branchesOf(xid).find((b) => b.branchId === branchId)?.rows ?? [];
   }
 
   get size(): number {

@@ -34,12 +34,13 @@ import type {
   RollbackGlobalCommand,
 } from './commands.ts';
 import { validateCommandShape } from './command-validation.ts';
+import { DedupTable, type DedupRow } from './dedup-table.ts';
 import type { Rejection } from './errors.ts';
 import {
   DEFAULT_RETENTION,
   MAX_APPLICATION_DATA_BYTES,
   MAX_BRANCHES_PER_GLOBAL,
-  MAX_LIVE_SESSIONS,
+  MAX_LIVE_SESSIONS_CEILING,
   MAX_TRANSACTION_TIMEOUT_MS,
   MIN_TRANSACTION_TIMEOUT_MS,
   type RetentionLimits,
@@ -74,6 +75,7 @@ import {
   type BranchSession,
   type FinishedRecord,
   type GlobalSession,
+  type RetryInfo,
 } from './types.ts';
 
 /** What forEachLiveStatus shows of one live session. */
@@ -141,8 +143,8 @@ export class CoordinatorStateMachine implements CoordinatorStateView {
   private sessions = new Map<string, GlobalSession>();
   private locks = new LockTable();
   private finished = new Map<string, FinishedRecord>();
-  /** key → the remembered result and the command time it was remembered at; oldest first. */
-  private dedup = new Map<string, DedupEntry>();
+  /** requestId → the remembered result and the command time it was remembered at. */
+  private dedup = new DedupTable();
   private lastCommandTime = 0;
   /** One copy of the strings live transactions repeat (interned.ts). */
   private readonly interned = new Interned();
@@ -156,7 +158,7 @@ export class CoordinatorStateMachine implements CoordinatorStateView {
 
   constructor(options: { retention?: Partial<RetentionLimits>; maxLiveSessions?: number } = {}) {
     this.retention = { ...DEFAULT_RETENTION, ...options.retention };
-    this.maxLiveSessions = options.maxLiveSessions ?? MAX_LIVE_SESSIONS;
+    this.maxLiveSessions = options.maxLiveSessions ?? MAX_LIVE_SESSIONS_CEILING;
   }
 
   /** Applies one command. Never throws on bad input: a refused command is a Rejection. */
@@ -245,8 +247,8 @@ export class CoordinatorStateMachine implements CoordinatorStateView {
       deadline,
       status: GlobalStatus.Begin,
       statusChangedAt: c.beginTime,
-      branches: [],
-      retry: { attempts: 0, nextRetryAt: null, retryDeadline: null, stopped: false },
+      branches: NO_BRANCHES,
+      retry: NO_RETRY,
       driverTerm: c.term ?? 0,
     });
     this.usage.sessionAdded(c.applicationId);
@@ -280,7 +282,11 @@ export class CoordinatorStateMachine implements CoordinatorStateView {
         throw err;
       }
     }
-    const acquired = this.locks.tryAcquire(session.xid, c.branchId, rows);
+    // The leader's id source chose it; its shape was checked above. Kept for the branch's
+    // life, as are its rows: flat copies (interned.ts).
+    const branchId = detached(c.branchId) as BranchId;
+    rows = rows.map(detached);
+    const acquired = this.locks.tryAcquire(session.xid, branchId, rows);
     if (!acquired.ok) {
       return reject({
         code: 'LOCK_CONFLICT',
@@ -289,9 +295,8 @@ export class CoordinatorStateMachine implements CoordinatorStateView {
         rows: acquired.rows,
       });
     }
-    // The leader's id source chose it; its shape was checked above.
-    const branchId = detached(c.branchId) as BranchId;
-    session.branches.push({
+    // A new array of the exact size: push would grow the array to 17 slots.
+    session.branches = appended(session.branches, {
       branchId,
       xid: session.xid,
       type: c.type,
@@ -341,7 +346,7 @@ export class CoordinatorStateMachine implements CoordinatorStateView {
     branch.status = c.status;
     if (c.applicationData !== null) {
       this.usage.dataChanged(branch.applicationData, c.applicationData);
-      branch.applicationData = c.applicationData;
+      branch.applicationData = detached(c.applicationData);
     }
     return ok({ status: branch.status });
   }
@@ -438,13 +443,14 @@ export class CoordinatorStateMachine implements CoordinatorStateView {
         session,
         `attempt ${c.attempt} is not after attempt ${session.retry.attempts}`,
       );
-    session.retry.attempts = c.attempt;
-    session.retry.nextRetryAt = c.nextRetryAt;
-    session.retry.retryDeadline ??= c.retryDeadline;
+    const retry = ownRetry(session);
+    retry.attempts = c.attempt;
+    retry.nextRetryAt = c.nextRetryAt;
+    retry.retryDeadline ??= c.retryDeadline;
     return ok({
       attempt: c.attempt,
       nextRetryAt: c.nextRetryAt,
-      retryDeadline: session.retry.retryDeadline,
+      retryDeadline: retry.retryDeadline,
     });
   }
 
@@ -455,7 +461,7 @@ export class CoordinatorStateMachine implements CoordinatorStateView {
     if (fenced) return reject(fenced);
     if (!isPhaseTwoInFlight(session.status))
       return illegal(session, 'only a transaction in phase two has retries to stop');
-    session.retry.stopped = true;
+    ownRetry(session).stopped = true;
     return ok({ stopped: true as const });
   }
 
@@ -481,9 +487,10 @@ export class CoordinatorStateMachine implements CoordinatorStateView {
       return ok({ stopped: false as const, status: session.status });
     }
     // Driven again at once, with a renewed alarm time.
-    session.retry.stopped = false;
-    session.retry.nextRetryAt = c.at;
-    session.retry.retryDeadline = c.retryDeadline;
+    const retry = ownRetry(session);
+    retry.stopped = false;
+    retry.nextRetryAt = c.at;
+    retry.retryDeadline = c.retryDeadline;
     return ok({ stopped: false as const, status: session.status });
   }
 
@@ -720,9 +727,8 @@ export class CoordinatorStateMachine implements CoordinatorStateView {
     run: () => Outcome<T>,
   ): Outcome<T> {
     if (requestId === null) return run();
-    const key = detached(`${kind}\n${requestId}`);
-    const remembered = this.dedup.get(key);
-    if (remembered) return ok(remembered.value as T);
+    const remembered = this.dedup.get(kind, requestId);
+    if (remembered !== undefined) return ok(remembered as T);
     if (this.dedupFull(at)) {
       return reject({
         code: 'CAPACITY',
@@ -734,7 +740,7 @@ export class CoordinatorStateMachine implements CoordinatorStateView {
     if (outcome.ok) {
       this.pruneDedup(at);
       // Frozen: the same object answers every retry, so no caller may change it.
-      this.dedup.set(key, { value: Object.freeze(outcome.value), at });
+      this.dedup.add(kind, requestId, Object.freeze(outcome.value), at);
     }
     return outcome;
   }
@@ -742,18 +748,11 @@ export class CoordinatorStateMachine implements CoordinatorStateView {
   /** True when no entry could be added at `at` without evicting one younger than the retention. */
   private dedupFull(at: number): boolean {
     if (this.dedup.size < this.retention.dedupEntries) return false;
-    const oldest = this.dedup.values().next().value!;
-    return oldest.at + this.retention.dedupRetentionMs > at;
+    return this.dedup.oldestAt()! + this.retention.dedupRetentionMs > at;
   }
 
   private pruneDedup(at: number): number {
-    let pruned = 0;
-    for (const [key, entry] of this.dedup) {
-      if (entry.at + this.retention.dedupRetentionMs > at) break;
-      this.dedup.delete(key);
-      pruned++;
-    }
-    return pruned;
+    return this.dedup.forgetUntil(at - this.retention.dedupRetentionMs);
   }
 
   /** Prune: what the retention lets go at `at`, as the next command would have let go. */
@@ -773,10 +772,10 @@ export class CoordinatorStateMachine implements CoordinatorStateView {
    */
   prunableAt(): number {
     const oldestFinished = this.finished.values().next().value;
-    const oldestDedup = this.dedup.values().next().value;
+    const oldestDedup = this.dedup.oldestAt();
     return Math.min(
       oldestFinished ? oldestFinished.finishedAt + this.retention.finishedRetentionMs : Infinity,
-      oldestDedup ? oldestDedup.at + this.retention.dedupRetentionMs : Infinity,
+      oldestDedup !== undefined ? oldestDedup + this.retention.dedupRetentionMs : Infinity,
     );
   }
 
@@ -884,7 +883,7 @@ export class CoordinatorStateMachine implements CoordinatorStateView {
       version: SNAPSHOT_FORMAT_VERSION,
       sessions: [...this.sessions.values()],
       finished: [...this.finished.values()],
-      dedup: [...this.dedup].map(([key, e]): DedupRow => [key, e.value, e.at]),
+      dedup: this.dedup.rows(),
       commandTime: this.lastCommandTime,
     });
   }
@@ -893,17 +892,31 @@ export class CoordinatorStateMachine implements CoordinatorStateView {
    * Replaces the whole state. Throws StorageCorruptError (and keeps the old state) if the bytes are
    * not a valid snapshot.
    */
-  /** One copy of the repeated strings of a session decoded from a snapshot (interned.ts). */
+  /**
+   * A session decoded from a snapshot as apply would have built it: one copy of the repeated
+   * strings (interned.ts), flat copies of the rest (no slice of the decoded snapshot), the
+   * shared records of a session that never retried or has no branch.
+   */
   private internSession(session: GlobalSession): void {
     const of = (v: string) => this.interned.of(v);
+    session.xid = detached(session.xid) as Xid;
+    session.transactionId = detached(session.transactionId);
     session.applicationId = of(session.applicationId);
     session.transactionServiceGroup = of(session.transactionServiceGroup);
     session.name = of(session.name);
+    const r = session.retry;
+    const untouched = typeof r === 'object' && r !== null && !r.stopped && r.attempts === 0;
+    if (untouched && r.nextRetryAt === null && r.retryDeadline === null) session.retry = NO_RETRY;
+    if (session.branches.length === 0) session.branches = NO_BRANCHES;
     for (const branch of session.branches) {
       branch.xid = session.xid;
+      branch.branchId = detached(branch.branchId) as BranchId;
       branch.resourceId = of(branch.resourceId);
       branch.clientId = of(branch.clientId);
       branch.applicationId = of(branch.applicationId);
+      branch.lockKey = detached(branch.lockKey);
+      branch.applicationData = detached(branch.applicationData);
+      branch.lockedRows = branch.lockedRows.map(detached);
     }
   }
 
@@ -914,8 +927,8 @@ export class CoordinatorStateMachine implements CoordinatorStateView {
     for (const session of data.sessions) {
       if (sessions.has(session.xid))
         throw new StorageCorruptError(`coordinator snapshot holds ${session.xid} twice`);
-      sessions.set(session.xid, session);
       this.internSession(session);
+      sessions.set(session.xid, session);
       for (const branch of session.branches) {
         if (!locks.tryAcquire(session.xid, branch.branchId, branch.lockedRows).ok) {
           throw new StorageCorruptError(
@@ -924,6 +937,10 @@ export class CoordinatorStateMachine implements CoordinatorStateView {
         }
       }
     }
+    // Format 1 kept no time: such entries count as remembered at the snapshot's command time.
+    const dedup = DedupTable.of(
+      data.dedup.map(([key, value, at]): DedupRow => [key, value, at ?? data.commandTime ?? 0]),
+    );
     const previous = {
       sessions: this.sessions,
       locks: this.locks,
@@ -941,10 +958,7 @@ export class CoordinatorStateMachine implements CoordinatorStateView {
     this.failed = new Set(
       [...sessions.values()].filter((x) => isFailedEnd(x.status)).map((x) => x.xid),
     );
-    // Format 1 kept no time: such entries count as remembered at the snapshot's command time.
-    this.dedup = new Map(
-      data.dedup.map(([key, value, at]) => [key, { value, at: at ?? this.lastCommandTime }]),
-    );
+    this.dedup = dedup;
     try {
       this.checkInvariants();
     } catch (err) {
@@ -1026,6 +1040,33 @@ export class CoordinatorStateMachine implements CoordinatorStateView {
 
 // ---------------------------------------------------------------------------------------
 
+/**
+ * The retry record of every session that never retried, and the branch list of every session
+ * without branches: one shared frozen copy each instead of one per live session (issue 19).
+ * A handler that changes them first takes a copy of its own (ownRetry, appended).
+ */
+const NO_RETRY: RetryInfo = Object.freeze({
+  attempts: 0,
+  nextRetryAt: null,
+  retryDeadline: null,
+  stopped: false,
+});
+const NO_BRANCHES = Object.freeze([]) as unknown as BranchSession[];
+
+/** The session's own retry record, ready to change. */
+function ownRetry(session: GlobalSession): RetryInfo {
+  if (session.retry === NO_RETRY) session.retry = { ...NO_RETRY };
+  return session.retry;
+}
+
+/** `list` and `item` in a new array of exactly their size. */
+function appended<T>(list: readonly T[], item: T): T[] {
+  const out = new Array<T>(list.length + 1);
+  for (let i = 0; i < list.length; i++) out[i] = list[i]!;
+  out[list.length] = item;
+  return out;
+}
+
 function fence(session: GlobalSession, term: number): Rejection | null {
   if (term >= session.driverTerm) return null;
   return {
@@ -1036,15 +1077,6 @@ function fence(session: GlobalSession, term: number): Rejection | null {
     driverTerm: session.driverTerm,
   };
 }
-
-interface DedupEntry {
-  value: unknown;
-  /** Command time of the request that produced it. */
-  at: number;
-}
-
-/** [key, result, command time] as a snapshot holds it. */
-type DedupRow = [string, unknown, number];
 
 /** The leader's "now" a command carries (0 for commands that carry none). */
 function commandTimeOf(c: Command): number {

@@ -12,6 +12,7 @@
  */
 import { createHash } from 'node:crypto';
 import type { ConfState, NodeId } from '../store/raft/index.ts';
+import { isNodeId, nodeIdEntries } from '../shared/ids.ts';
 import type { Logger } from '../shared/logger.ts';
 import {
   decodePartialMemberContext,
@@ -120,10 +121,13 @@ export class ClusterView {
     return fingerprint(st, (id) => this.endpointsOf(id, st.conf));
   }
 
-  /** The leader's endpoints for a not-leader answer. */
-  leaderInfo(id: NodeId | null): ErrorBody['leader'] {
+  /**
+   * The leader's endpoints for a not-leader answer. `id` as a NotLeaderError carries it (a
+   * plain string: clients build that error from the wire too); only a node id has endpoints.
+   */
+  leaderInfo(id: string | null): ErrorBody['leader'] {
     if (id === null) return null;
-    const e = this.endpointsOf(id);
+    const e = isNodeId(id) ? this.endpointsOf(id) : null;
     return {
       nodeId: id,
       control: e ? endpoint(e.control) : null,
@@ -197,7 +201,7 @@ export class ClusterView {
     }
     const now = this.now();
     if (st.role === 'leader' && st.progress) {
-      for (const [id, pr] of Object.entries(st.progress)) {
+      for (const [id, pr] of nodeIdEntries(st.progress)) {
         const before = this.lastMatch.get(id);
         if (pr.recentActive || (before !== undefined && pr.match > before))
           this.lastSeen.set(id, now);

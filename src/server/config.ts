@@ -30,13 +30,14 @@
 import { readFileSync } from 'node:fs';
 import { resolve as resolvePath } from 'node:path';
 import { parseDocument } from 'yaml';
-import type { NodeId } from '../store/raft/index.ts';
 import {
   DEFAULT_NODE_BUDGETS,
   MAX_LIVE_SESSIONS,
+  MAX_LIVE_SESSIONS_CEILING,
   MAX_NODE_BUDGETS,
 } from '../coordinator/limits.ts';
 import { ConfigError } from '../shared/errors.ts';
+import { NODE_ID_HINT, NODE_ID_PATTERN, type NodeId } from '../shared/ids.ts';
 import { DEFAULT_PHASE_TWO_OPTIONS } from '../coordinator/phase-two-driver.ts';
 import {
   DB_LEASE_MS,
@@ -50,11 +51,10 @@ import { parseSecuritySection, type SecurityConfig } from './security/config.ts'
 import {
   HOST_HINT,
   HOST_PATTERN,
-  NODE_ID_HINT,
-  NODE_ID_PATTERN,
   bool,
   int,
   isPlainObject,
+  nodeIdField,
   noUnknownKeys,
   oneOf,
   optStr,
@@ -143,7 +143,8 @@ export interface LimitsConfig {
   transferTimeoutMs: number;
   /**
    * Live global transactions at most (failed ones waiting for an operator do not count): a
-   * Begin beyond it is refused at once with a definite CAPACITY error. At most MAX_LIVE_SESSIONS.
+   * Begin beyond it is refused at once with a definite CAPACITY error. Default
+   * MAX_LIVE_SESSIONS (100,000), at most MAX_LIVE_SESSIONS_CEILING (10,000,000).
    */
   maxLiveTransactions: number;
   /** Live branches on the node at most (a registration beyond it: CAPACITY). */
@@ -359,7 +360,7 @@ function parseNodeSection(raw: Section): NodeConfig['node'] {
   const nodeS = section(raw, 'node', '');
   noUnknownKeys(nodeS, ['id', 'group'], 'node');
   const node = {
-    id: str(nodeS, 'id', 'node', { pattern: NODE_ID_PATTERN, patternHint: NODE_ID_HINT }),
+    id: nodeIdField(nodeS, 'id', 'node'),
     group: str(nodeS, 'group', 'node', {
       default: DEFAULT_GROUP,
       pattern: NODE_ID_PATTERN,
@@ -559,7 +560,7 @@ const LIMITS: Array<[keyof LimitsConfig, number, number, number]> = [
   ['learnerCatchUpTimeoutMs', DEFAULT_LEARNER_CATCH_UP_TIMEOUT_MS, 100, 3_600_000],
   ['learnerCatchUpMaxLagEntries', DEFAULT_LEARNER_CATCH_UP_MAX_LAG_ENTRIES, 0, 1_000_000],
   ['transferTimeoutMs', DEFAULT_TRANSFER_TIMEOUT_MS, 100, 600_000],
-  ['maxLiveTransactions', MAX_LIVE_SESSIONS, 1, MAX_LIVE_SESSIONS],
+  ['maxLiveTransactions', MAX_LIVE_SESSIONS, 1, MAX_LIVE_SESSIONS_CEILING],
   ...(['maxLiveBranches', 'maxLockedRows', 'maxApplicationDataBytes'] as const).map(
     (key): [keyof LimitsConfig, number, number, number] => [
       key,
@@ -675,7 +676,7 @@ function parsePeers(v: unknown, path: string, opts: { required: boolean }): Peer
       throw new ConfigError(at, 'must be a mapping {nodeId, host, raftPort, tcPort, httpPort}');
     noUnknownKeys(p, ['nodeId', 'host', 'raftPort', 'tcPort', 'httpPort'], at);
     const peer: PeerConfig = {
-      nodeId: str(p, 'nodeId', at, { pattern: NODE_ID_PATTERN, patternHint: NODE_ID_HINT }),
+      nodeId: nodeIdField(p, 'nodeId', at),
       host: str(p, 'host', at, { pattern: HOST_PATTERN, patternHint: HOST_HINT }),
       raftPort: port(p, 'raftPort', at),
       tcPort: port(p, 'tcPort', at),

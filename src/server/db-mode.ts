@@ -13,6 +13,7 @@
  */
 import { Gauge } from 'prom-client';
 import type { NodeId } from '../store/raft/index.ts';
+import { isNodeId } from '../shared/ids.ts';
 import type { Logger } from '../shared/logger.ts';
 import type { DbSessionStore } from '../store/db/index.ts';
 import { formatHostPort } from './config/endpoints.ts';
@@ -67,8 +68,9 @@ export class LeaseControl implements RaftControl {
   }
 
   status(): RaftControlStatus {
-    const holder = this.store.leaseHolder();
-    const leader = holder?.nodeId ?? null;
+    // The holder's id comes back from the database: parsed here, where it enters.
+    const holderId = this.store.leaseHolder()?.nodeId;
+    const leader = isNodeId(holderId) ? holderId : null;
     const voters =
       leader !== null && !this.members.includes(leader)
         ? [...this.members, leader]

@@ -24,6 +24,7 @@ import {
   NotLeaderError,
   TimeoutError,
 } from '../shared/errors.ts';
+import { requireNodeId } from '../shared/ids.ts';
 import type { Logger } from '../shared/logger.ts';
 import {
   encodeMemberContext,
@@ -34,7 +35,6 @@ import {
   type MemberEndpoints,
 } from './config/endpoints.ts';
 import { MAX_PEERS } from './config.ts';
-import { NODE_ID_HINT, NODE_ID_PATTERN } from './config/validate.ts';
 import type { ClusterView } from './cluster-view.ts';
 import type { RaftControl } from './raft-control.ts';
 import type { ChangeStep } from '../shared/metadata.ts';
@@ -132,16 +132,15 @@ export function parseMembersBody(body: Record<string, unknown>): DesiredMember[]
           `${at}.${k.slice(0, 40)} is not a known field (nodeId, raft, transaction, control)`,
         );
     }
-    if (typeof o.nodeId !== 'string' || !NODE_ID_PATTERN.test(o.nodeId))
-      throw new BadRequestError(`${at}.nodeId must be a node id: ${NODE_ID_HINT}`);
+    const nodeId = requireNodeId(o.nodeId, `${at}.nodeId`);
     const given = ['raft', 'transaction', 'control'].filter((k) => o[k] !== undefined);
-    if (given.length === 0) return { nodeId: o.nodeId, endpoints: null };
+    if (given.length === 0) return { nodeId, endpoints: null };
     if (given.length !== 3)
       throw new BadRequestError(
         `${at} must give all of raft, transaction and control, or none (for an existing member)`,
       );
     return {
-      nodeId: o.nodeId,
+      nodeId,
       endpoints: {
         raft: requireHostPort(o.raft, `${at}.raft`),
         transaction: requireHostPort(o.transaction, `${at}.transaction`),

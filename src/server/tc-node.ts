@@ -27,6 +27,7 @@ import {
   type RaftSessions,
 } from '../store/raft/index.ts';
 import { ClusterView } from './cluster-view.ts';
+import { MemoryReturn, exposedGc } from './memory-return.ts';
 import { formatHostPort, type MemberEndpoints } from './config/endpoints.ts';
 import { peerEndpoints, selfEndpoints, type NodeConfig } from './config.ts';
 import { LeaseControl, bindDbMetrics, openDbSessionStore } from './db-mode.ts';
@@ -136,6 +137,8 @@ export class TcNode {
   private readonly http: OpenApiServer;
   private readonly services: TcService[] = [];
   private readonly log: Logger;
+  /** Raft mode: one full collection when the node goes quiet after a burst (memory-return.ts). */
+  private readonly memoryReturn: MemoryReturn | null;
   private httpPortBound = 0;
   private stopping: Promise<void> | null = null;
   /** Readiness needs `serving`: set once the services started, cleared when stopping begins. */
@@ -181,6 +184,9 @@ export class TcNode {
       : null;
     if (raftMode) this.metrics.bindRaft(control);
     else if (backend.sessions.mode === 'db') bindDbMetrics(this.metrics, backend.sessions.store);
+    this.memoryReturn = raftMode
+      ? new MemoryReturn({ control, gc: exposedGc(), logger: this.log })
+      : null;
     this.http = new OpenApiServer({
       host: c.server.host,
       port: c.server.httpPort,
@@ -244,6 +250,7 @@ export class TcNode {
       await backend.start();
       backendStarted = true;
       node.view.start();
+      node.memoryReturn?.start();
       node.httpPortBound = await node.http.listen();
       const ctx: TcNodeContext = {
         config: c,
@@ -296,6 +303,7 @@ export class TcNode {
       await s.close().catch((err) => this.log.warn({ err }, 'service close failed'));
     await this.http.close().catch((err) => this.log.warn({ err }, 'openapi close failed'));
     this.view.stop();
+    this.memoryReturn?.stop();
     // db mode: the store was opened before start(), so it is always closed (releasing the lease).
     if (backendStarted || this.sessions.mode === 'db')
       await this.backend.stop().catch((err) => this.log.warn({ err }, 'session store stop failed'));

@@ -8,7 +8,10 @@
  *    branded `Xid` inward; nothing inside validates it again.
  *  - branch id: an unsigned 64-bit id, carried as a decimal string (JS numbers lose
  *    precision above 2^53).
- *  - node id: a cluster member's stable name.
+ *  - node id: a cluster member's stable name: 1-64 letters, digits, "_", "." or "-", starting
+ *    with a letter or digit. It enters from config, the CLI, the openapi's membership routes,
+ *    the Raft transport (a frame's sender, a peer certificate) and the Raft's own disk; each
+ *    edge parses it once (`isNodeId`, `requireNodeId`) and hands the branded `NodeId` inward.
  */
 import { isIP, isIPv4, isIPv6 } from 'node:net';
 import { BadRequestError } from './errors.ts';
@@ -22,8 +25,8 @@ export type Brand<Name extends string> = string & { readonly [brand]: Name };
 export type Xid = Brand<'Xid'>;
 /** A branch id: an unsigned 64-bit id as a decimal string. */
 export type BranchId = Brand<'BranchId'>;
-/** A Raft member's (or db-mode node's) stable id. */
-export type NodeId = string;
+/** A Raft member's (or db-mode node's) stable id, validated by isNodeId. */
+export type NodeId = Brand<'NodeId'>;
 
 export interface ParsedXid {
   /**
@@ -90,6 +93,12 @@ export function parseXid(value: unknown): ParsedXid | null {
   return host === null ? null : { host, port, transactionId };
 }
 
+/** A refused value as an error message shows it: a string quoted and cut, else its type. */
+function shown(value: unknown): string {
+  if (typeof value !== 'string') return typeof value;
+  return JSON.stringify(value.length > 80 ? `${value.slice(0, 80)}…` : value);
+}
+
 /** True for a well-formed xid. */
 export function isValidXid(value: unknown): value is Xid {
   return parseXid(value) !== null;
@@ -98,12 +107,8 @@ export function isValidXid(value: unknown): value is Xid {
 /** The xid, branded; BadRequestError naming `field` unless it is well formed. */
 export function requireXid(value: unknown, field = 'xid'): Xid {
   if (isValidXid(value)) return value;
-  const shown =
-    typeof value === 'string'
-      ? JSON.stringify(value.length > 80 ? `${value.slice(0, 80)}…` : value)
-      : typeof value;
   throw new BadRequestError(
-    `${field} must be "<host>:<port>:<transactionId>" of at most ${MAX_XID_CHARS} characters, got ${shown}`,
+    `${field} must be "<host>:<port>:<transactionId>" of at most ${MAX_XID_CHARS} characters, got ${shown(value)}`,
   );
 }
 
@@ -125,4 +130,29 @@ export function isBranchId(value: unknown): value is BranchId {
 export function requireBranchId(value: unknown, field = 'branchId'): BranchId {
   if (isBranchId(value)) return value;
   throw new BadRequestError(`${field} must be a decimal 64-bit id`);
+}
+
+/** A node id: short, printable, no separators used in addresses or lists. */
+export const NODE_ID_PATTERN = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/;
+/** What NODE_ID_PATTERN asks for, in words (for error messages). */
+export const NODE_ID_HINT =
+  '1–64 characters of letters, digits, "_", "." or "-", starting with a letter or digit';
+
+/** True for a well-formed node id. */
+export function isNodeId(value: unknown): value is NodeId {
+  return typeof value === 'string' && NODE_ID_PATTERN.test(value);
+}
+
+/** The node id, branded; BadRequestError naming `field` unless it is well formed. */
+export function requireNodeId(value: unknown, field = 'nodeId'): NodeId {
+  if (isNodeId(value)) return value;
+  throw new BadRequestError(`${field} must be a node id (${NODE_ID_HINT}), got ${shown(value)}`);
+}
+
+/**
+ * The entries of a record keyed by node id, the keys still NodeIds (`Object.entries` widens
+ * them to string; every key of such a record was a NodeId when it was written).
+ */
+export function nodeIdEntries<V>(record: Readonly<Record<NodeId, V>>): Array<[NodeId, V]> {
+  return Object.entries(record) as Array<[NodeId, V]>;
 }

@@ -6,7 +6,8 @@ import { createServer, connect, type Server, type Socket } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
 import { pino } from 'pino';
 import { FaultProxy, FaultTable, isLoopback, raftSenderSniffer } from '../../chaos/proxy.ts';
-import type { Message } from '../../src/raft/core/types.ts';
+import type { Message, NodeId } from '../../src/raft/core/types.ts';
+import { nid } from '../support/node-id.ts';
 import { GrpcTransport } from '../../src/raft/transport/grpc-transport.ts';
 import { eventually as eventuallyWithin, sleep } from '../support/wait.ts';
 
@@ -181,7 +182,7 @@ describe('FaultProxy', () => {
 });
 
 describe('raft link partitions through the proxy', () => {
-  const heartbeat = (from: string, to: string, term: number): Message => ({
+  const heartbeat = (from: NodeId, to: NodeId, term: number): Message => ({
     type: 'heartbeat',
     from,
     to,
@@ -193,7 +194,7 @@ describe('raft link partitions through the proxy', () => {
   it('identifies Raft transport streams by sender and cuts exactly one link', async () => {
     const ids = ['a', 'b', 'c'];
     const table = new FaultTable();
-    const mk = async (id: string) => {
+    const mk = async (id: NodeId) => {
       const t = new GrpcTransport({
         id,
         listenAddress: '127.0.0.1:0',
@@ -204,7 +205,7 @@ describe('raft link partitions through the proxy', () => {
       cleanups.push(() => t.close());
       return t;
     };
-    const [a, b, c] = [await mk('a'), await mk('b'), await mk('c')];
+    const [a, b, c] = [await mk(nid('a')), await mk(nid('b')), await mk(nid('c'))];
     const proxyB = await proxyTo(
       b.port!,
       table,
@@ -214,28 +215,28 @@ describe('raft link partitions through the proxy', () => {
     const viaProxy = `127.0.0.1:${proxyB.port}`;
     a.setPeers(
       new Map([
-        ['b', viaProxy],
-        ['c', `127.0.0.1:${c.port}`],
+        [nid('b'), viaProxy],
+        [nid('c'), `127.0.0.1:${c.port}`],
       ]),
     );
     c.setPeers(
       new Map([
-        ['b', viaProxy],
-        ['a', `127.0.0.1:${a.port}`],
+        [nid('b'), viaProxy],
+        [nid('a'), `127.0.0.1:${a.port}`],
       ]),
     );
     b.setPeers(
       new Map([
-        ['a', `127.0.0.1:${a.port}`],
-        ['c', `127.0.0.1:${c.port}`],
+        [nid('a'), `127.0.0.1:${a.port}`],
+        [nid('c'), `127.0.0.1:${c.port}`],
       ]),
     );
     const atB: Message[] = [];
     b.onMessage((m) => atB.push(m));
     const countFrom = (id: string) => atB.filter((m) => m.from === id).length;
 
-    a.send([heartbeat('a', 'b', 1)]);
-    c.send([heartbeat('c', 'b', 1)]);
+    a.send([heartbeat(nid('a'), nid('b'), 1)]);
+    c.send([heartbeat(nid('c'), nid('b'), 1)]);
     await eventually(() => expect([countFrom('a'), countFrom('c')]).toEqual([1, 1]));
     expect(proxyB.connectionsBySource()).toEqual({ a: 1, c: 1 });
 
@@ -243,8 +244,8 @@ describe('raft link partitions through the proxy', () => {
     await sleep(100);
     const before = countFrom('a');
     for (let i = 0; i < 10; i++) {
-      a.send([heartbeat('a', 'b', 2)]);
-      c.send([heartbeat('c', 'b', 2)]);
+      a.send([heartbeat(nid('a'), nid('b'), 2)]);
+      c.send([heartbeat(nid('c'), nid('b'), 2)]);
       await sleep(30);
     }
     await eventually(() => expect(countFrom('c')).toBeGreaterThanOrEqual(5));
@@ -252,7 +253,7 @@ describe('raft link partitions through the proxy', () => {
 
     table.heal();
     await eventually(() => {
-      a.send([heartbeat('a', 'b', 3)]);
+      a.send([heartbeat(nid('a'), nid('b'), 3)]);
       expect(atB.some((m) => m.from === 'a' && m.term === 3)).toBe(true);
     }, 10_000);
   });

@@ -35,6 +35,7 @@ import {
   ConfigError,
   NotLeaderError,
 } from '../../src/shared/errors.ts';
+import { isNodeId, requireNodeId } from '../../src/shared/ids.ts';
 import type { Logger } from '../../src/shared/logger.ts';
 import type { ConfChange } from '../../src/raft/core/types.ts';
 import {
@@ -245,9 +246,8 @@ function checkKey(raw: string): string {
 }
 
 function checkConfChange(body: Record<string, unknown>): ConfChange {
-  const { type, nodeId, context } = body;
-  if (typeof nodeId !== 'string' || !/^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/.test(nodeId))
-    throw new BadRequestError('nodeId must be a node id');
+  const { type, context } = body;
+  const nodeId = requireNodeId(body.nodeId, 'nodeId');
   if (type === 'removeNode') return { type, nodeId };
   if (type === 'addVoter' || type === 'addLearner') {
     if (context !== undefined && typeof context !== 'string')
@@ -259,7 +259,7 @@ function checkConfChange(body: Record<string, unknown>): ConfChange {
 
 /** The HTTP address of `leaderId` from the membership context, if known. */
 function leaderHttpOf(node: RaftNode, leaderId: string | null): string | null {
-  if (leaderId === null) return null;
+  if (!isNodeId(leaderId)) return null;
   const ctx = node.status().conf.context[leaderId];
   return ctx === undefined ? null : (memberContextFields(ctx).http ?? null);
 }
@@ -323,8 +323,7 @@ async function handleAdmin(
     return true;
   }
   if (path === '/transfer') {
-    const { to } = await readJson(req);
-    if (typeof to !== 'string') throw new BadRequestError('to must be a node id');
+    const to = requireNodeId((await readJson(req)).to, 'to');
     node.transferLeadership(to);
     send(res, 202, { transferringTo: to });
     return true;

@@ -18,11 +18,12 @@ import {
 } from '../../src/raft/storage/leveldb-storage.ts';
 import { AssertionFailure, ConfigError, StorageCorruptError } from '../../src/shared/errors.ts';
 import { silentLogger } from '../../src/shared/logger.ts';
+import { nid } from '../support/node-id.ts';
 
 const conf: ConfState = {
-  voters: ['n1', 'n2', 'n3'],
+  voters: [nid('n1'), nid('n2'), nid('n3')],
   learners: [],
-  context: { n1: '{"raft":"a"}' },
+  context: { [nid('n1')]: '{"raft":"a"}' },
 };
 
 function normal(index: number, term: number, text = `e${index}t${term}`): Entry {
@@ -161,15 +162,15 @@ describe('LevelDbStorage', () => {
       index: 4,
       term: 2,
       type: 'conf',
-      change: { type: 'addLearner', nodeId: 'n4', context: 'ctx' },
+      change: { type: 'addLearner', nodeId: nid('n4'), context: 'ctx' },
     };
     await s.save({
-      hardState: { term: 1, vote: 'n1', commit: 0 },
+      hardState: { term: 1, vote: nid('n1'), commit: 0 },
       entries: range(1, 3, 1),
       snapshot: null,
     });
     await s.save({
-      hardState: { term: 2, vote: 'n2', commit: 3 },
+      hardState: { term: 2, vote: nid('n2'), commit: 3 },
       entries: [conf1, normal(5, 2)],
       snapshot: null,
     });
@@ -711,7 +712,7 @@ describe('LevelDbStorage', () => {
     const s = await fresh();
     await s.load();
     await s.save({
-      hardState: { term: 1, vote: 'n1', commit: 6 },
+      hardState: { term: 1, vote: nid('n1'), commit: 6 },
       entries: range(1, 8, 1),
       snapshot: null,
     });
@@ -745,7 +746,11 @@ describe('LevelDbStorage', () => {
     const old = await u.load();
     expect(new TextDecoder().decode(old.snapshot!.data)).toBe('inline@6');
     // The next snapshot moves it to a file and deletes the inline data.
-    await u.save({ hardState: { term: 1, vote: 'n1', commit: 8 }, entries: [], snapshot: null });
+    await u.save({
+      hardState: { term: 1, vote: nid('n1'), commit: 8 },
+      entries: [],
+      snapshot: null,
+    });
     await u.saveSnapshot(snapshot(8, 1));
     await u.close();
     expect(await withRaw(async (db) => db.get(Buffer.from([0x04])))).toBeUndefined();
@@ -756,7 +761,7 @@ describe('LevelDbStorage', () => {
     const s = await fresh();
     await s.load();
     await s.save({
-      hardState: { term: 1, vote: 'n1', commit: 3 },
+      hardState: { term: 1, vote: nid('n1'), commit: 3 },
       entries: range(1, 4, 1),
       snapshot: null,
     });
@@ -779,7 +784,7 @@ describe('LevelDbStorage', () => {
     const s = await fresh();
     await s.load();
     await s.save({
-      hardState: { term: 1, vote: 'n1', commit: 3 },
+      hardState: { term: 1, vote: nid('n1'), commit: 3 },
       entries: range(1, 4, 1),
       snapshot: null,
     });
@@ -808,7 +813,7 @@ describe('LevelDbStorage', () => {
       const s = await fresh();
       await s.load();
       await s.save({
-        hardState: { term: 2, vote: 'n1', commit: 2 },
+        hardState: { term: 2, vote: nid('n1'), commit: 2 },
         entries: range(1, 4, 2),
         snapshot: null,
       });
@@ -832,7 +837,7 @@ describe('LevelDbStorage', () => {
     await s2close();
     await expect(
       (await make()).save({
-        hardState: { term: 2, vote: 'n3', commit: 2 },
+        hardState: { term: 2, vote: nid('n3'), commit: 2 },
         entries: [],
         snapshot: null,
       }),
@@ -849,7 +854,7 @@ describe('LevelDbStorage', () => {
     // An overwrite that would leave the commit index beyond the log.
     await expect(
       (await make()).save({
-        hardState: { term: 2, vote: 'n1', commit: 3 },
+        hardState: { term: 2, vote: nid('n1'), commit: 3 },
         entries: [normal(2, 2)],
         snapshot: null,
       }),
@@ -942,7 +947,7 @@ describe('LevelDbStorage', () => {
     await s.load();
     const calls = spyBatches(s);
     await s.save({
-      hardState: { term: 1, vote: 'n1', commit: 0 },
+      hardState: { term: 1, vote: nid('n1'), commit: 0 },
       entries: range(1, 50, 1),
       snapshot: null,
     });
@@ -1133,7 +1138,7 @@ describe('LevelDbStorage against an in-memory model of the log', () => {
           case 'hardState': {
             const hardState = op.flag
               ? { term: hs.term + 1, vote: null, commit: hs.commit }
-              : { ...hs, vote: hs.vote ?? 'n2' };
+              : { ...hs, vote: hs.vote ?? nid('n2') };
             await storage.save({ hardState, entries: [], snapshot: null });
             m.hardState = hardState;
             break;

@@ -10,8 +10,9 @@ import { statSync } from 'node:fs';
 import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { afterEach, describe, expect, it } from 'vitest';
-import type { Message } from '../../src/raft/core/types.ts';
+import type { Message, NodeId } from '../../src/raft/core/types.ts';
 import { MAX_TERM_LEAD } from '../../src/raft/transport/bounds.ts';
+import { nid, nids } from '../support/node-id.ts';
 import { createTestPki } from '../support/pki.ts';
 import { attack, type AttackerCredentials, type ForgedFrame } from './raft-attacker.ts';
 import { eventually, KvCluster, sleep, type NodeStatus } from './kv-cluster.ts';
@@ -36,7 +37,7 @@ interface Status extends NodeStatus {
 const status = (c: KvCluster, id: string) => c.status(id) as Promise<Status>;
 
 /** Forged frames of every kind that would hurt if counted: term moves, votes, acks, a snapshot. */
-function forgeries(from: string, to: string, s: Status, term: number): Message[] {
+function forgeries(from: NodeId, to: NodeId, s: Status, term: number): Message[] {
   return [
     { type: 'vote', from, to, term, lastLogIndex: 1e9, lastLogTerm: term, transfer: true },
     { type: 'heartbeat', from, to, term, commit: s.commit + 100, readCtx: null },
@@ -70,9 +71,9 @@ function forgeries(from: string, to: string, s: Status, term: number): Message[]
 describe('raft port under attack', () => {
   it('a process without a peer certificate, or with one of another CA, moves no term, gets no ack counted and installs no snapshot', async () => {
     const c = await cluster();
-    const leader = await c.waitForLeader();
+    const leader = nid(await c.waitForLeader());
     for (let i = 0; i < 5; i++) await c.put(`before-${i}`, `v${i}`);
-    const [f1, f2] = c.ids.filter((id) => id !== leader) as [string, string];
+    const [f1, f2] = nids(...c.ids.filter((id) => id !== leader)) as [NodeId, NodeId];
     const before = await status(c, leader);
     const follower = await status(c, f1);
     const stranger = createTestPki(`${c.root}/stranger`, 'Some other CA');
@@ -156,9 +157,9 @@ describe('raft port under attack', () => {
 
   it("a member's own certificate speaks only for that member, within bounds; refusals are counted", async () => {
     const c = await cluster();
-    const leader = await c.waitForLeader();
+    const leader = nid(await c.waitForLeader());
     await c.put('k', 'v');
-    const [f1] = c.ids.filter((id) => id !== leader) as [string];
+    const [f1] = nids(...c.ids.filter((id) => id !== leader)) as [NodeId];
     const follower = await status(c, f1);
     // A stolen (or buggy) member: the follower's certificate, its cluster id and identity.
     await c.kill(f1);
@@ -176,8 +177,8 @@ describe('raft port under attack', () => {
       messages,
       ...over,
     });
-    const other = c.ids.find((id) => id !== leader && id !== f1)!;
-    const hb = (from: string, term: number): Message => ({
+    const other = nid(c.ids.find((id) => id !== leader && id !== f1)!);
+    const hb = (from: NodeId, term: number): Message => ({
       type: 'heartbeat',
       from,
       to: leader,

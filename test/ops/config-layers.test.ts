@@ -106,7 +106,7 @@ describe('every key can come from its environment variable', () => {
     ['limits.learnerCatchUpTimeoutMs', '900', {}, 900],
     ['limits.learnerCatchUpMaxLagEntries', '3', {}, 3],
     ['limits.transferTimeoutMs', '800', {}, 800],
-    ['limits.maxLiveTransactions', '5000', {}, 5000],
+    ['limits.maxLiveTransactions', '1000000', {}, 1_000_000],
     ['limits.maxLiveBranches', '7000', {}, 7000],
     ['limits.maxLockedRows', '8000', {}, 8000],
     ['limits.maxApplicationDataBytes', '65536', {}, 65536],

@@ -168,6 +168,15 @@ describe('cluster add and remove as member lists', () => {
     expect(() => withRemoved(three, 'node9')).toThrow(/not a member/);
   });
 
+  it('--members refuses a malformed node id before anything is sent', () => {
+    expect(parseMemberList('node1, node2@h:1:2:3')).toEqual([
+      { nodeId: 'node1' },
+      { nodeId: 'node2', raft: 'h:1', transaction: 'h:2', control: 'h:3' },
+    ]);
+    for (const bad of ['-node', 'node 1', 'nöde', 'a/b@h:1:2:3', 'x'.repeat(65)])
+      expect(() => parseMemberList(bad), bad).toThrow(BadRequestError);
+  });
+
   it("Seata's raftClusterStr maps raft addresses to members", () => {
     expect(membersOfRaftClusterStr(three, '127.0.0.1:9091,127.0.0.1:9093')).toEqual([
       { nodeId: 'node1' },

@@ -17,6 +17,8 @@ import { ClusterDiscovery, type LeaderChangeEvent } from '../../src/client/disco
 import { NotLeaderError } from '../../src/shared/errors.ts';
 import { FakeGroup, endpointsFor } from './fake-raft.ts';
 import { freePorts, http } from './helpers.ts';
+import type { NodeId } from '../../src/shared/ids.ts';
+import { nid } from '../support/node-id.ts';
 
 const TOKEN = 'test-token-0123456789abcdef';
 const baseLimits: LimitsConfig = validateConfig({
@@ -41,7 +43,7 @@ afterEach(async () => {
 
 async function startApi(
   group: FakeGroup,
-  id: string,
+  id: NodeId,
   opts: { port?: number; limits?: Partial<LimitsConfig>; token?: string | null } = {},
 ): Promise<Api> {
   const control = group.control(id);
@@ -93,9 +95,9 @@ async function startApi(
 
 describe('GET /metadata/v1/cluster', () => {
   it("answers Seata's shape: storeMode, term, and each member's role and endpoints", async () => {
-    const g = new FakeGroup(['node1', 'node2', 'node3']);
-    g.elect('node2', 3);
-    const a = await startApi(g, 'node1');
+    const g = new FakeGroup([nid('node1'), nid('node2'), nid('node3')]);
+    g.elect(nid('node2'), 3);
+    const a = await startApi(g, nid('node1'));
     const r = await http('GET', `${a.url}/metadata/v1/cluster?group=default`);
     expect(r.status).toBe(200);
     expect(r.body.storeMode).toBe('raft');
@@ -121,15 +123,15 @@ describe('GET /metadata/v1/cluster', () => {
   });
 
   it('shows learners as LEARNER and, on the leader, each member’s lag', async () => {
-    const g = new FakeGroup(['node1', 'node2']);
-    g.elect('node1');
-    const a = await startApi(g, 'node1');
-    await g.control('node1').changeMembership({
+    const g = new FakeGroup([nid('node1'), nid('node2')]);
+    g.elect(nid('node1'));
+    const a = await startApi(g, nid('node1'));
+    await g.control(nid('node1')).changeMembership({
       type: 'addLearner',
-      nodeId: 'node3',
+      nodeId: nid('node3'),
       context: encodeMemberContext(endpointsFor(3)),
     });
-    g.match.set('node3', 4);
+    g.match.set(nid('node3'), 4);
     const r = await http('GET', `${a.url}/metadata/v1/cluster`);
     const n3 = r.body.nodes.find((n: any) => n.nodeId === 'node3');
     expect(n3.role).toBe('LEARNER');
@@ -137,16 +139,16 @@ describe('GET /metadata/v1/cluster', () => {
   });
 
   it('refuses an unknown group with 404 and a typed error', async () => {
-    const g = new FakeGroup(['node1']);
-    const a = await startApi(g, 'node1');
+    const g = new FakeGroup([nid('node1')]);
+    const a = await startApi(g, nid('node1'));
     const r = await http('GET', `${a.url}/metadata/v1/cluster?group=other`);
     expect(r.status).toBe(404);
     expect(r.body.error).toMatchObject({ name: 'UnknownGroupError', code: 'UNKNOWN_GROUP' });
   });
 
   it('answers unknown routes with 404 and wrong methods with 405, typed', async () => {
-    const g = new FakeGroup(['node1']);
-    const a = await startApi(g, 'node1');
+    const g = new FakeGroup([nid('node1')]);
+    const a = await startApi(g, nid('node1'));
     expect((await http('GET', `${a.url}/nope`)).body.error.code).toBe('NOT_FOUND');
     const r = await http('POST', `${a.url}/metadata/v1/cluster`);
     expect(r.status).toBe(405);
@@ -154,8 +156,8 @@ describe('GET /metadata/v1/cluster', () => {
   });
 
   it('survives garbage on the socket and odd request targets', async () => {
-    const g = new FakeGroup(['node1']);
-    const a = await startApi(g, 'node1');
+    const g = new FakeGroup([nid('node1')]);
+    const a = await startApi(g, nid('node1'));
     const port = Number(new URL(a.url).port);
     const raw = (text: string) =>
       new Promise<string>((resolve) => {
@@ -175,9 +177,9 @@ describe('GET /metadata/v1/cluster', () => {
 
 describe('POST /metadata/v1/watch', () => {
   it('answers at once when the client’s term is stale', async () => {
-    const g = new FakeGroup(['node1', 'node2']);
-    g.elect('node1', 5);
-    const a = await startApi(g, 'node2');
+    const g = new FakeGroup([nid('node1'), nid('node2')]);
+    g.elect(nid('node1'), 5);
+    const a = await startApi(g, nid('node2'));
     const r = await http('POST', `${a.url}/metadata/v1/watch`, {
       body: { groupTerms: { default: 4 } },
     });
@@ -188,15 +190,15 @@ describe('POST /metadata/v1/watch', () => {
   });
 
   it('holds the request until the term changes', async () => {
-    const g = new FakeGroup(['node1', 'node2']);
-    g.elect('node1', 5);
-    const a = await startApi(g, 'node2');
+    const g = new FakeGroup([nid('node1'), nid('node2')]);
+    g.elect(nid('node1'), 5);
+    const a = await startApi(g, nid('node2'));
     const started = Date.now();
     const pending = http('POST', `${a.url}/metadata/v1/watch`, {
       body: { groupTerms: { default: 5 }, timeoutMs: 10_000 },
     });
     await sleep(300);
-    g.elect('node2', 6);
+    g.elect(nid('node2'), 6);
     const r = await pending;
     expect(r.status).toBe(200);
     expect(r.body.metadata).toMatchObject({ term: 6, leaderId: 'node2' });
@@ -204,9 +206,9 @@ describe('POST /metadata/v1/watch', () => {
   });
 
   it('answers a membership change within the same term when given the metadata version', async () => {
-    const g = new FakeGroup(['node1', 'node2']);
-    g.elect('node1', 5);
-    const a = await startApi(g, 'node2');
+    const g = new FakeGroup([nid('node1'), nid('node2')]);
+    g.elect(nid('node1'), 5);
+    const a = await startApi(g, nid('node2'));
     const md = (await http('GET', `${a.url}/metadata/v1/cluster`)).body;
     const pending = http('POST', `${a.url}/metadata/v1/watch`, {
       body: {
@@ -216,9 +218,9 @@ describe('POST /metadata/v1/watch', () => {
       },
     });
     await sleep(200);
-    await g.control('node1').changeMembership({
+    await g.control(nid('node1')).changeMembership({
       type: 'addLearner',
-      nodeId: 'node3',
+      nodeId: nid('node3'),
       context: encodeMemberContext(endpointsFor(3)),
     });
     const r = await pending;
@@ -228,9 +230,9 @@ describe('POST /metadata/v1/watch', () => {
   });
 
   it('answers 304 after the timeout (clamped to at least 1 s) when nothing changed', async () => {
-    const g = new FakeGroup(['node1']);
-    g.elect('node1', 2);
-    const a = await startApi(g, 'node1');
+    const g = new FakeGroup([nid('node1')]);
+    g.elect(nid('node1'), 2);
+    const a = await startApi(g, nid('node1'));
     const started = Date.now();
     const r = await http('POST', `${a.url}/metadata/v1/watch`, {
       body: { groupTerms: { default: 2 }, timeoutMs: 10 },
@@ -240,9 +242,9 @@ describe('POST /metadata/v1/watch', () => {
   });
 
   it("accepts Seata's form body (group=term)", async () => {
-    const g = new FakeGroup(['node1']);
-    g.elect('node1', 2);
-    const a = await startApi(g, 'node1');
+    const g = new FakeGroup([nid('node1')]);
+    g.elect(nid('node1'), 2);
+    const a = await startApi(g, nid('node1'));
     const r = await http('POST', `${a.url}/metadata/v1/watch`, {
       raw: 'default=1',
       headers: { 'content-type': 'application/x-www-form-urlencoded' },
@@ -252,9 +254,9 @@ describe('POST /metadata/v1/watch', () => {
   });
 
   it('bounds concurrent watchers: beyond the limit, 503 TOO_MANY_WATCHERS', async () => {
-    const g = new FakeGroup(['node1']);
-    g.elect('node1', 2);
-    const a = await startApi(g, 'node1', { limits: { maxWatchers: 2 } });
+    const g = new FakeGroup([nid('node1')]);
+    g.elect(nid('node1'), 2);
+    const a = await startApi(g, nid('node1'), { limits: { maxWatchers: 2 } });
     const held = [1, 2].map(() =>
       http('POST', `${a.url}/metadata/v1/watch`, {
         body: { groupTerms: { default: 2 }, timeoutMs: 5_000 },
@@ -266,13 +268,13 @@ describe('POST /metadata/v1/watch', () => {
     });
     expect(r.status).toBe(503);
     expect(r.body.error).toMatchObject({ code: 'TOO_MANY_WATCHERS', retryable: true });
-    g.elect('node1', 3);
+    g.elect(nid('node1'), 3);
     expect((await Promise.all(held)).map((x) => x.status)).toEqual([200, 200]);
   });
 
   it('refuses malformed bodies with typed 400s, and oversized ones with 413', async () => {
-    const g = new FakeGroup(['node1']);
-    const a = await startApi(g, 'node1');
+    const g = new FakeGroup([nid('node1')]);
+    const a = await startApi(g, nid('node1'));
     const url = `${a.url}/metadata/v1/watch`;
     const bad = [
       { raw: '{not json', code: 'BAD_REQUEST' },
@@ -306,9 +308,9 @@ describe('POST /metadata/v1/changeCluster', () => {
   });
 
   it('refuses without a valid bearer token (401) and changes nothing', async () => {
-    const g = new FakeGroup(['node1', 'node2', 'node3']);
-    g.elect('node1');
-    const a = await startApi(g, 'node1');
+    const g = new FakeGroup([nid('node1'), nid('node2'), nid('node3')]);
+    g.elect(nid('node1'));
+    const a = await startApi(g, nid('node1'));
     const before = JSON.stringify(g.conf);
     const url = `${a.url}/metadata/v1/changeCluster`;
     for (const token of [undefined, '', 'wrong', `${TOKEN}x`, TOKEN.slice(0, -1)]) {
@@ -330,9 +332,9 @@ describe('POST /metadata/v1/changeCluster', () => {
   });
 
   it('refuses every change when the node has no token configured', async () => {
-    const g = new FakeGroup(['node1']);
-    g.elect('node1');
-    const a = await startApi(g, 'node1', { token: null });
+    const g = new FakeGroup([nid('node1')]);
+    g.elect(nid('node1'));
+    const a = await startApi(g, nid('node1'), { token: null });
     const r = await http(
       'POST',
       `${a.url}/metadata/v1/changeCluster?raftClusterStr=127.0.0.1:19091`,
@@ -343,9 +345,9 @@ describe('POST /metadata/v1/changeCluster', () => {
   });
 
   it('refuses malformed member lists with 400 and changes nothing', async () => {
-    const g = new FakeGroup(['node1', 'node2', 'node3']);
-    g.elect('node1');
-    const a = await startApi(g, 'node1');
+    const g = new FakeGroup([nid('node1'), nid('node2'), nid('node3')]);
+    g.elect(nid('node1'));
+    const a = await startApi(g, nid('node1'));
     const before = JSON.stringify(g.conf);
     const url = `${a.url}/metadata/v1/changeCluster`;
     const cases: Array<{ q?: string; body?: unknown; raw?: string; msg: RegExp }> = [
@@ -411,9 +413,9 @@ describe('POST /metadata/v1/changeCluster', () => {
   });
 
   it('answers a follower’s request with 421 naming the leader and its control endpoint', async () => {
-    const g = new FakeGroup(['node1', 'node2']);
-    g.elect('node2');
-    const a = await startApi(g, 'node1');
+    const g = new FakeGroup([nid('node1'), nid('node2')]);
+    g.elect(nid('node2'));
+    const a = await startApi(g, nid('node1'));
     const r = await http('POST', `${a.url}/metadata/v1/changeCluster`, {
       token: TOKEN,
       body: { members: [{ nodeId: 'node1' }] },
@@ -428,12 +430,12 @@ describe('POST /metadata/v1/changeCluster', () => {
   });
 
   it('adds a node as a learner, promotes it once caught up, then removes others one at a time, the leader last', async () => {
-    const g = new FakeGroup(['node1', 'node2', 'node3']);
-    g.elect('node1');
-    const a = await startApi(g, 'node1');
-    g.match.set('node4', 0);
+    const g = new FakeGroup([nid('node1'), nid('node2'), nid('node3')]);
+    g.elect(nid('node1'));
+    const a = await startApi(g, nid('node1'));
+    g.match.set(nid('node4'), 0);
     // The learner catches up a little later.
-    setTimeout(() => g.match.set('node4', g.lastIndex), 300);
+    setTimeout(() => g.match.set(nid('node4'), g.lastIndex), 300);
     const r = await http('POST', `${a.url}/metadata/v1/changeCluster`, {
       token: TOKEN,
       body: { members: [node4(), { nodeId: 'node3' }] },
@@ -446,7 +448,7 @@ describe('POST /metadata/v1/changeCluster', () => {
       { type: 'removeNode', nodeId: 'node1' },
     ]);
     expect(g.conf.voters).toEqual(['node3', 'node4']);
-    expect(JSON.parse(g.conf.context.node4!)).toEqual({
+    expect(JSON.parse(g.conf.context[nid('node4')]!)).toEqual({
       raft: '127.0.0.1:19094',
       transaction: '127.0.0.1:18094',
       control: '127.0.0.1:17094',
@@ -454,9 +456,9 @@ describe('POST /metadata/v1/changeCluster', () => {
   });
 
   it('accepts Seata’s raftClusterStr to shrink the group', async () => {
-    const g = new FakeGroup(['node1', 'node2', 'node3']);
-    g.elect('node1');
-    const a = await startApi(g, 'node1');
+    const g = new FakeGroup([nid('node1'), nid('node2'), nid('node3')]);
+    g.elect(nid('node1'));
+    const a = await startApi(g, nid('node1'));
     const r = await http(
       'POST',
       `${a.url}/metadata/v1/changeCluster?raftClusterStr=127.0.0.1:19091,127.0.0.1:19092`,
@@ -468,10 +470,10 @@ describe('POST /metadata/v1/changeCluster', () => {
   });
 
   it('gives up with 504 when a learner does not catch up, leaving it a learner', async () => {
-    const g = new FakeGroup(['node1']);
-    g.elect('node1');
-    const a = await startApi(g, 'node1', { limits: { learnerCatchUpTimeoutMs: 300 } });
-    g.match.set('node4', 0);
+    const g = new FakeGroup([nid('node1')]);
+    g.elect(nid('node1'));
+    const a = await startApi(g, nid('node1'), { limits: { learnerCatchUpTimeoutMs: 300 } });
+    g.match.set(nid('node4'), 0);
     const r = await http('POST', `${a.url}/metadata/v1/changeCluster`, {
       token: TOKEN,
       body: { members: [{ nodeId: 'node1' }, node4()] },
@@ -485,9 +487,9 @@ describe('POST /metadata/v1/changeCluster', () => {
   });
 
   it('refuses a second change while one is running (409)', async () => {
-    const g = new FakeGroup(['node1', 'node2']);
-    g.elect('node1');
-    const a = await startApi(g, 'node1');
+    const g = new FakeGroup([nid('node1'), nid('node2')]);
+    g.elect(nid('node1'));
+    const a = await startApi(g, nid('node1'));
     let open!: () => void;
     g.gate = new Promise((r) => (open = r));
     const first = http('POST', `${a.url}/metadata/v1/changeCluster`, {
@@ -508,9 +510,9 @@ describe('POST /metadata/v1/changeCluster', () => {
   });
 
   it('answers a no-op change with no steps', async () => {
-    const g = new FakeGroup(['node1', 'node2']);
-    g.elect('node1');
-    const a = await startApi(g, 'node1');
+    const g = new FakeGroup([nid('node1'), nid('node2')]);
+    g.elect(nid('node1'));
+    const a = await startApi(g, nid('node1'));
     const r = await http('POST', `${a.url}/metadata/v1/changeCluster`, {
       token: TOKEN,
       body: { members: [{ nodeId: 'node2' }, { nodeId: 'node1' }] },
@@ -522,9 +524,9 @@ describe('POST /metadata/v1/changeCluster', () => {
 
 describe('POST /metadata/v1/transferLeader', () => {
   it('moves leadership to the named voter (authenticated)', async () => {
-    const g = new FakeGroup(['node1', 'node2', 'node3']);
-    g.elect('node1');
-    const a = await startApi(g, 'node1');
+    const g = new FakeGroup([nid('node1'), nid('node2'), nid('node3')]);
+    g.elect(nid('node1'));
+    const a = await startApi(g, nid('node1'));
     expect(
       (await http('POST', `${a.url}/metadata/v1/transferLeader?nodeId=node3`, { token: 'nope' }))
         .status,
@@ -545,9 +547,9 @@ describe('POST /metadata/v1/transferLeader', () => {
 
 describe('GET /health and /metrics', () => {
   it('reports liveness, role, term and leader', async () => {
-    const g = new FakeGroup(['node1', 'node2']);
-    g.elect('node2', 4);
-    const a = await startApi(g, 'node1');
+    const g = new FakeGroup([nid('node1'), nid('node2')]);
+    g.elect(nid('node2'), 4);
+    const a = await startApi(g, nid('node1'));
     const r = await http('GET', `${a.url}/health`);
     expect(r.body).toMatchObject({
       status: 'UP',
@@ -560,9 +562,9 @@ describe('GET /health and /metrics', () => {
   });
 
   it('serves Prometheus text with the Raft gauges', async () => {
-    const g = new FakeGroup(['node1', 'node2']);
-    g.elect('node1', 7);
-    const a = await startApi(g, 'node1');
+    const g = new FakeGroup([nid('node1'), nid('node2')]);
+    g.elect(nid('node1'), 7);
+    const a = await startApi(g, nid('node1'));
     const r = await http('GET', `${a.url}/metrics`);
     expect(r.status).toBe(200);
     expect(r.headers.get('content-type')).toContain('text/plain');
@@ -586,9 +588,9 @@ describe('ClusterDiscovery against the openapi', () => {
         control: { host: '127.0.0.1', port: p },
       });
     });
-    const g = new FakeGroup(['node1', 'node2', 'node3'], contexts);
-    g.elect('node1', 2);
-    for (let i = 0; i < 3; i++) await startApi(g, `node${i + 1}`, { port: ports[i]! });
+    const g = new FakeGroup([nid('node1'), nid('node2'), nid('node3')], contexts);
+    g.elect(nid('node1'), 2);
+    for (let i = 0; i < 3; i++) await startApi(g, nid(`node${i + 1}`), { port: ports[i]! });
     // These in-process servers are plain HTTP (no tls given): test/ops/https.test.ts has HTTPS.
     const d = new ClusterDiscovery({
       seeds: [`127.0.0.1:${ports[2]}`],
@@ -605,7 +607,7 @@ describe('ClusterDiscovery against the openapi', () => {
       // An election: first a term without a leader, then the winner.
       g.elect(null, 3);
       await sleep(150);
-      g.elect('node3', 3);
+      g.elect(nid('node3'), 3);
       const deadline = Date.now() + 3_000;
       while (d.leader()?.nodeId !== 'node3' && Date.now() < deadline) await sleep(20);
       expect(d.leader()?.nodeId).toBe('node3');
@@ -632,9 +634,9 @@ describe('ClusterDiscovery against the openapi', () => {
         control: { host: '127.0.0.1', port: p },
       });
     });
-    const g = new FakeGroup(['node1', 'node2'], contexts);
-    g.elect('node1', 2);
-    for (let i = 0; i < 2; i++) await startApi(g, `node${i + 1}`, { port: ports[i]! });
+    const g = new FakeGroup([nid('node1'), nid('node2')], contexts);
+    g.elect(nid('node1'), 2);
+    for (let i = 0; i < 2; i++) await startApi(g, nid(`node${i + 1}`), { port: ports[i]! });
     const d = new ClusterDiscovery({
       seeds: [`127.0.0.1:${ports[0]}`],
       watch: false,
@@ -643,7 +645,7 @@ describe('ClusterDiscovery against the openapi', () => {
     });
     try {
       await d.start();
-      g.elect('node2', 3);
+      g.elect(nid('node2'), 3);
       const seen: string[] = [];
       const v = await d.call(async (leader) => {
         seen.push(leader.nodeId);

@@ -186,6 +186,8 @@ function guardFastPaths(store: DbSessionStore, runs: number): void {
     'FinishGlobal',
     'CommitGlobal',
     'RollbackGlobal',
+    // PostgreSQL's one-statement forms of the steps with branches (fast-path-pg.ts).
+    ...(store.dialect === 'postgres' ? (['RegisterBranch', 'BranchPhaseTwoResult'] as const) : []),
   ] as const) {
     const taken = fast.takenByKind[kind] ?? 0;
     if (taken <= 5) throw new Error(`the fast path of ${kind} was taken ${taken} times only`);

@@ -16,6 +16,7 @@ import type { LoadedState, LogStorage, PeerTransport, PersistBatch } from '../..
 import { FakeClock } from '../sim/fake-clock.ts';
 import { applyBatch, applyCompaction, emptyDiskState, type DiskState } from '../sim/fake-disk.ts';
 import { SimStateMachine, encodePayload, type SimApplyResult } from '../sim/state-machine.ts';
+import { nid } from '../support/node-id.ts';
 
 const flush = () => new Promise<void>((r) => setImmediate(r));
 
@@ -126,7 +127,7 @@ function setup(voters: NodeId[], opts: Partial<RaftDriverOptions> = {}) {
 
 /** Single voter: it elects itself on its first timeout. */
 async function singleLeader(opts: Partial<RaftDriverOptions> = {}) {
-  const s = setup(['n1'], opts);
+  const s = setup([nid('n1')], opts);
   await s.driver.start();
   for (let i = 0; i < 20 && s.driver.status().role !== 'leader'; i++) {
     s.clock.advance(10);
@@ -138,13 +139,13 @@ async function singleLeader(opts: Partial<RaftDriverOptions> = {}) {
 
 describe('RaftDriver', () => {
   it('persists a vote before the vote grant leaves (persist-before-send)', async () => {
-    const s = setup(['n1', 'n2', 'n3']);
+    const s = setup([nid('n1'), nid('n2'), nid('n3')]);
     await s.driver.start();
     s.storage.auto = false;
     s.transport.handler!({
       type: 'vote',
-      from: 'n2',
-      to: 'n1',
+      from: nid('n2'),
+      to: nid('n1'),
       term: 1,
       lastLogIndex: 0,
       lastLogTerm: 0,
@@ -203,17 +204,17 @@ describe('RaftDriver', () => {
   });
 
   it('a follower refuses proposals and reads with NotLeaderError', async () => {
-    const s = setup(['n1', 'n2', 'n3']);
+    const s = setup([nid('n1'), nid('n2'), nid('n3')]);
     await s.driver.start();
     await expect(s.driver.propose(encodePayload(1, 'k', 'v'))).rejects.toBeInstanceOf(
       NotLeaderError,
     );
     await expect(s.driver.read()).rejects.toBeInstanceOf(NotLeaderError);
-    expect(() => s.driver.transferLeadership('n2')).toThrow(NotLeaderError);
+    expect(() => s.driver.transferLeadership(nid('n2'))).toThrow(NotLeaderError);
   });
 
   it('reports role, term and leader changes to onStateChange listeners', async () => {
-    const s = setup(['n1']);
+    const s = setup([nid('n1')]);
     const seen: RaftStateChange[] = [];
     s.driver.onStateChange((c) => seen.push(c));
     await s.driver.start();
@@ -317,7 +318,7 @@ describe('RaftDriver', () => {
 
   it('reports synced writes and peer round trips to its observer (the /metrics histograms)', async () => {
     const seen: string[] = [];
-    const s = setup(['n1', 'n2', 'n3'], {
+    const s = setup([nid('n1'), nid('n2'), nid('n3')], {
       raft: { electionTicks: 5, heartbeatTicks: 1, preVote: false },
       observer: {
         persisted: (sec) => seen.push(`persist ${sec}`),
@@ -329,7 +330,13 @@ describe('RaftDriver', () => {
     await flush();
     expect(s.transport.sent.filter((m) => m.type === 'vote')).toHaveLength(2);
     s.clock.advance(20);
-    s.transport.handler!({ type: 'voteResp', from: 'n2', to: 'n1', term: 1, reject: false });
+    s.transport.handler!({
+      type: 'voteResp',
+      from: nid('n2'),
+      to: nid('n1'),
+      term: 1,
+      reject: false,
+    });
     await flush();
     // The campaign's synced write (term and vote), then n2's answer 20 ms after the request;
     // n3 never answered, so nothing is reported for it.
@@ -347,12 +354,12 @@ describe('RaftDriver', () => {
     expect(s.transport.closed).toBe(true);
     const sm2 = new SimStateMachine();
     const again = new RaftDriver({
-      id: 'n1',
+      id: nid('n1'),
       storage: s.storage,
       transport: new RecordingTransport([]),
       clock: new FakeClock(),
       stateMachine: sm2,
-      initialConf: { voters: ['n1'], learners: [], context: {} },
+      initialConf: { voters: [nid('n1')], learners: [], context: {} },
       tickMs: 10,
     });
     await again.start();
@@ -374,8 +381,8 @@ describe('RaftDriver', () => {
   it("keeps the transport's address book in step with the membership", async () => {
     const s = await singleLeader();
     expect([...s.transport.peers.keys()]).toEqual([]);
-    await s.driver.changeMembership({ type: 'addLearner', nodeId: 'n2', context: 'addr-n2' });
-    expect(s.transport.peers.get('n2')).toBe('addr-n2');
+    await s.driver.changeMembership({ type: 'addLearner', nodeId: nid('n2'), context: 'addr-n2' });
+    expect(s.transport.peers.get(nid('n2'))).toBe('addr-n2');
     expect(s.driver.status().conf.learners).toEqual(['n2']);
   });
 });

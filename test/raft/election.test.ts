@@ -3,10 +3,11 @@
  */
 import { describe, expect, it } from 'vitest';
 import { Cluster } from './harness.ts';
+import { nid } from '../support/node-id.ts';
 
 describe('leader election', () => {
   it('elects exactly one leader that every node follows', () => {
-    const c = new Cluster(['a', 'b', 'c']);
+    const c = new Cluster([nid('a'), nid('b'), nid('c')]);
     c.tickAll(30);
     expect(c.leaders()).toHaveLength(1);
     const leader = c.leaders()[0]!;
@@ -19,37 +20,37 @@ describe('leader election', () => {
   });
 
   it('a candidate needs a majority: a minority partition elects nobody', () => {
-    const c = new Cluster(['a', 'b', 'c', 'd', 'e']);
-    c.isolate('a', 'b');
+    const c = new Cluster([nid('a'), nid('b'), nid('c'), nid('d'), nid('e')]);
+    c.isolate(nid('a'), nid('b'));
     for (let r = 0; r < 60; r++) {
-      c.tick('a');
-      c.tick('b');
+      c.tick(nid('a'));
+      c.tick(nid('b'));
       c.deliverAll();
     }
-    expect(c.status('a').role).not.toBe('leader');
-    expect(c.status('b').role).not.toBe('leader');
+    expect(c.status(nid('a')).role).not.toBe('leader');
+    expect(c.status(nid('b')).role).not.toBe('leader');
     // Pre-vote: the minority never even raised its term.
-    expect(c.status('a').term).toBe(0);
-    expect(c.status('b').term).toBe(0);
+    expect(c.status(nid('a')).term).toBe(0);
+    expect(c.status(nid('b')).term).toBe(0);
     c.assertSafe();
   });
 
   it('a node grants at most one vote per term, and only to an up-to-date log', () => {
-    const c = new Cluster(['a', 'b', 'c'], { config: { preVote: false } });
-    c.elect('a');
-    c.propose('a', 'x');
+    const c = new Cluster([nid('a'), nid('b'), nid('c')], { config: { preVote: false } });
+    c.elect(nid('a'));
+    c.propose(nid('a'), 'x');
     c.deliverAll();
     // c misses the next entry
-    c.isolate('c');
-    c.propose('a', 'y');
+    c.isolate(nid('c'));
+    c.propose(nid('a'), 'y');
     c.deliverAll();
     c.heal();
     // c campaigns with a shorter log: b refuses
-    c.crash('a');
-    c.campaign('c');
+    c.crash(nid('a'));
+    c.campaign(nid('c'));
     c.deliverAll();
-    expect(c.status('c').role).not.toBe('leader');
-    expect(c.status('b').vote).not.toBe('c');
+    expect(c.status(nid('c')).role).not.toBe('leader');
+    expect(c.status(nid('b')).vote).not.toBe('c');
     // only b can win (c's log lacks a committed entry); it does once timeouts run
     for (let i = 0; i < 100 && c.leaders().length === 0; i++) c.tickAll(1);
     expect(c.leaders()).toEqual(['b']);
@@ -59,43 +60,43 @@ describe('leader election', () => {
 
 describe('pre-vote', () => {
   it('keeps a partitioned node from raising its term and disrupting the leader when it comes back', () => {
-    const c = new Cluster(['a', 'b', 'c']);
-    c.elect('a');
-    const term = c.status('a').term;
-    c.isolate('c');
+    const c = new Cluster([nid('a'), nid('b'), nid('c')]);
+    c.elect(nid('a'));
+    const term = c.status(nid('a')).term;
+    c.isolate(nid('c'));
     for (let i = 0; i < 100; i++) {
       c.tickAll(1);
     }
-    expect(c.status('c').term).toBe(term); // pre-candidate rounds leave no trace
-    expect(c.status('c').role).toBe('pre-candidate');
+    expect(c.status(nid('c')).term).toBe(term); // pre-candidate rounds leave no trace
+    expect(c.status(nid('c')).role).toBe('pre-candidate');
     c.heal();
     c.tickAll(5);
-    expect(c.status('a').role).toBe('leader');
-    expect(c.status('a').term).toBe(term);
-    expect(c.status('c').leader).toBe('a');
+    expect(c.status(nid('a')).role).toBe('leader');
+    expect(c.status(nid('a')).term).toBe(term);
+    expect(c.status(nid('c')).leader).toBe('a');
     c.assertSafe();
   });
 
   it('a removed node that keeps campaigning does not disrupt the cluster', () => {
-    const c = new Cluster(['a', 'b', 'c', 'd']);
-    c.elect('a');
-    c.propose('a', 'x');
+    const c = new Cluster([nid('a'), nid('b'), nid('c'), nid('d')]);
+    c.elect(nid('a'));
+    c.propose(nid('a'), 'x');
     c.deliverAll();
     // d is removed; it never hears of it (cut off as the change is made)
-    c.isolate('d');
-    c.proposeConfChange('a', { type: 'removeNode', nodeId: 'd' });
+    c.isolate(nid('d'));
+    c.proposeConfChange(nid('a'), { type: 'removeNode', nodeId: nid('d') });
     c.deliverAll();
-    expect(c.status('a').conf.voters).toEqual(['a', 'b', 'c']);
-    const term = c.status('a').term;
+    expect(c.status(nid('a')).conf.voters).toEqual(['a', 'b', 'c']);
+    const term = c.status(nid('a')).term;
     c.heal();
     // d still thinks it is a voter and times out over and over
     for (let i = 0; i < 100; i++) c.tickAll(1);
-    expect(c.status('a').role).toBe('leader');
-    expect(c.status('a').term).toBe(term);
+    expect(c.status(nid('a')).role).toBe('leader');
+    expect(c.status(nid('a')).term).toBe(term);
     // d forced to campaign (as if it skipped pre-vote rounds) still cannot win or depose a
-    c.campaign('d');
+    c.campaign(nid('d'));
     c.deliverAll();
-    expect(c.status('a').role).toBe('leader');
+    expect(c.status(nid('a')).role).toBe('leader');
     expect(c.leaders()).toEqual(['a']);
     c.assertSafe();
   });
@@ -103,14 +104,14 @@ describe('pre-vote', () => {
 
 describe('check-quorum', () => {
   it('a leader that cannot reach a quorum steps down within an election timeout', () => {
-    const c = new Cluster(['a', 'b', 'c'], { config: { electionTicks: 10 } });
-    c.elect('a');
-    c.isolate('a');
+    const c = new Cluster([nid('a'), nid('b'), nid('c')], { config: { electionTicks: 10 } });
+    c.elect(nid('a'));
+    c.isolate(nid('a'));
     let steppedDownAfter = -1;
     for (let i = 1; i <= 25; i++) {
-      c.tick('a');
+      c.tick(nid('a'));
       c.deliverAll();
-      if (c.status('a').role !== 'leader') {
+      if (c.status(nid('a')).role !== 'leader') {
         steppedDownAfter = i;
         break;
       }
@@ -121,15 +122,15 @@ describe('check-quorum', () => {
   });
 
   it('followers that hear a live leader ignore a disruptive candidate (leader lease)', () => {
-    const c = new Cluster(['a', 'b', 'c'], { config: { preVote: false } });
-    c.elect('a');
+    const c = new Cluster([nid('a'), nid('b'), nid('c')], { config: { preVote: false } });
+    c.elect(nid('a'));
     c.tickAll(2);
-    const term = c.status('a').term;
+    const term = c.status(nid('a')).term;
     // c campaigns without pre-vote: b and a heard from the leader recently and ignore it
-    c.campaign('c');
+    c.campaign(nid('c'));
     c.deliverAll();
-    expect(c.status('a').role).toBe('leader');
-    expect(c.status('b').term).toBe(term);
+    expect(c.status(nid('a')).role).toBe('leader');
+    expect(c.status(nid('b')).term).toBe(term);
     c.assertSafe();
   });
 });

@@ -5,6 +5,8 @@
 import { describe, expect, it } from 'vitest';
 import { Cluster, logOfTerms, type HarnessOptions } from './harness.ts';
 import { OldTermCommitMutant } from '../sim/mutants.ts';
+import type { NodeId } from '../../src/shared/ids.ts';
+import { nid, nids } from '../support/node-id.ts';
 
 describe("Figure 7: followers a–f converge to the leader's log", () => {
   const leaderLog = [1, 1, 1, 4, 4, 5, 5, 6, 6, 6];
@@ -19,62 +21,64 @@ describe("Figure 7: followers a–f converge to the leader's log", () => {
 
   it("the leader of term 8 repairs every follower, overwriting c's and d's extra entries", () => {
     const disks: Record<
-      string,
+      NodeId,
       {
-        hardState: { term: number; vote: string | null; commit: number };
+        hardState: { term: number; vote: NodeId | null; commit: number };
         entries: ReturnType<typeof logOfTerms>;
       }
     > = {
-      l: { hardState: { term: 7, vote: null, commit: 0 }, entries: logOfTerms(leaderLog) },
+      [nid('l')]: { hardState: { term: 7, vote: null, commit: 0 }, entries: logOfTerms(leaderLog) },
     };
     for (const [id, terms] of Object.entries(followers)) {
-      disks[id] = {
+      disks[nid(id)] = {
         hardState: { term: Math.max(...terms), vote: null, commit: 0 },
         entries: logOfTerms(terms),
       };
     }
     // f's entries of terms 2 and 3 differ from the others' at the same index: give them their own
     // content.
-    const c = new Cluster(['l', 'a', 'b', 'c', 'd', 'e', 'f'], {
+    const c = new Cluster([nid('l'), nid('a'), nid('b'), nid('c'), nid('d'), nid('e'), nid('f')], {
       disks,
       config: { maxMsgBytes: 64 },
     });
-    c.elect('l');
-    expect(c.status('l').role).toBe('leader');
-    expect(c.status('l').term).toBe(8);
+    c.elect(nid('l'));
+    expect(c.status(nid('l')).role).toBe('leader');
+    expect(c.status(nid('l')).term).toBe(8);
     c.tickAll(3);
     const expected = [...leaderLog, 8]; // the leader's no-op opens term 8
-    for (const id of ['l', 'a', 'b', 'c', 'd', 'e', 'f']) {
+    for (const id of nids('l', 'a', 'b', 'c', 'd', 'e', 'f')) {
       expect(c.terms(id), `log of ${id}`).toEqual(expected);
       expect(c.status(id).commit).toBe(11);
     }
     // Same content, not just the same terms.
-    const content = (id: string) =>
+    const content = (id: NodeId) =>
       c.log(id).map((e) => (e.type === 'normal' ? new TextDecoder().decode(e.data) : 'conf'));
-    for (const id of followers ? Object.keys(followers) : [])
-      expect(content(id)).toEqual(content('l'));
+    for (const id of nids(...Object.keys(followers)))
+      expect(content(id)).toEqual(content(nid('l')));
     c.assertSafe();
   });
 
   it("c and d, whose logs are longer or newer, cannot win against the leader's log", () => {
     const disks: Record<
-      string,
+      NodeId,
       {
-        hardState: { term: number; vote: string | null; commit: number };
+        hardState: { term: number; vote: NodeId | null; commit: number };
         entries: ReturnType<typeof logOfTerms>;
       }
     > = {
-      l: { hardState: { term: 7, vote: null, commit: 0 }, entries: logOfTerms(leaderLog) },
+      [nid('l')]: { hardState: { term: 7, vote: null, commit: 0 }, entries: logOfTerms(leaderLog) },
     };
     for (const [id, terms] of Object.entries(followers))
-      disks[id] = {
+      disks[nid(id)] = {
         hardState: { term: Math.max(...terms), vote: null, commit: 0 },
         entries: logOfTerms(terms),
       };
-    const c = new Cluster(['l', 'a', 'b', 'c', 'd', 'e', 'f'], { disks });
+    const c = new Cluster([nid('l'), nid('a'), nid('b'), nid('c'), nid('d'), nid('e'), nid('f')], {
+      disks,
+    });
     // f has the longest log but the oldest last term: nobody but itself and b, e would vote for it
-    c.elect('f');
-    expect(c.status('f').role).not.toBe('leader');
+    c.elect(nid('f'));
+    expect(c.status(nid('f')).role).not.toBe('leader');
     c.assertSafe();
   });
 });
@@ -102,7 +106,7 @@ function figure8(wrap?: HarnessOptions['wrap']): Cluster {
   };
   // One entry per append message, so index 2 and the no-op at 3 travel separately. As in
   // the paper, no check-quorum (whose leader lease would make S2–S4 ignore S5 for a while).
-  return new Cluster(['s1', 's2', 's3', 's4', 's5'], {
+  return new Cluster([nid('s1'), nid('s2'), nid('s3'), nid('s4'), nid('s5')], {
     disks,
     config: { maxMsgBytes: 40, checkQuorum: false },
     ...(wrap ? { wrap } : {}),
@@ -119,8 +123,8 @@ function noOpLost(c: Cluster): (m: import('../../src/raft/core/types.ts').Messag
  * S5 campaigns (its first pre-vote, in term 4, only teaches it the current term) and wins term 5.
  */
 function electS5(c: Cluster): void {
-  for (let i = 0; i < 3 && c.status('s5').role !== 'leader'; i++) {
-    c.campaign('s5');
+  for (let i = 0; i < 3 && c.status(nid('s5')).role !== 'leader'; i++) {
+    c.campaign(nid('s5'));
     c.deliverAll();
   }
   c.tickAll(3);
@@ -130,43 +134,44 @@ describe('Figure 8: the commit rule', () => {
   it('a leader does not commit an entry of an older term by counting replicas', () => {
     const c = figure8();
     // S1 is elected in term 4 (S2, S3, S4 vote for it; S5's log is newer and refuses).
-    c.isolate('s5');
-    c.campaign('s1');
+    c.isolate(nid('s5'));
+    c.campaign(nid('s1'));
     // Index 2 (term 2) may travel, the no-op of term 4 (index 3) is lost on the way to
     // anyone who would accept it.
     c.deliverWhere(noOpLost(c));
-    expect(c.status('s1').role).toBe('leader');
-    expect(c.status('s1').term).toBe(4);
-    expect(c.terms('s3')).toEqual([1, 2]); // index 2 now on S1, S2, S3: a majority
-    expect(c.status('s1').commit).toBe(1); // ... and still not committed
+    expect(c.status(nid('s1')).role).toBe('leader');
+    expect(c.status(nid('s1')).term).toBe(4);
+    expect(c.terms(nid('s3'))).toEqual([1, 2]); // index 2 now on S1, S2, S3: a majority
+    expect(c.status(nid('s1')).commit).toBe(1); // ... and still not committed
     // S1 crashes; S5 is elected with the votes of S2, S3, S4 and overwrites index 2.
-    c.crash('s1');
+    c.crash(nid('s1'));
     c.heal();
     electS5(c);
-    expect(c.status('s5').role).toBe('leader');
-    expect(c.status('s5').term).toBe(5);
-    for (const id of ['s2', 's3', 's4', 's5']) expect(c.terms(id).slice(0, 2), id).toEqual([1, 3]);
+    expect(c.status(nid('s5')).role).toBe('leader');
+    expect(c.status(nid('s5')).term).toBe(5);
+    for (const id of nids('s2', 's3', 's4', 's5'))
+      expect(c.terms(id).slice(0, 2), id).toEqual([1, 3]);
     c.assertSafe(); // nothing committed was lost
   });
 
   it('once an entry of its own term is on a majority, the older entries before it commit too', () => {
     const c = figure8();
-    c.isolate('s5');
-    c.elect('s1');
-    expect(c.status('s1').role).toBe('leader');
-    expect(c.status('s1').commit).toBe(3);
-    expect(c.terms('s3')).toEqual([1, 2, 4]);
+    c.isolate(nid('s5'));
+    c.elect(nid('s1'));
+    expect(c.status(nid('s1')).role).toBe('leader');
+    expect(c.status(nid('s1')).commit).toBe(3);
+    expect(c.terms(nid('s3'))).toEqual([1, 2, 4]);
     c.assertSafe();
   });
 
   it('the checker catches a leader that breaks the rule (mutant core)', () => {
     const c = figure8((core) => new OldTermCommitMutant(core));
-    c.isolate('s5');
-    c.campaign('s1');
+    c.isolate(nid('s5'));
+    c.campaign(nid('s1'));
     c.deliverWhere(noOpLost(c));
-    expect(c.status('s1').commit).toBe(2); // the mutant counted replicas of a term-2 entry
+    expect(c.status(nid('s1')).commit).toBe(2); // the mutant counted replicas of a term-2 entry
     expect(c.checker.violation).toBeNull(); // nothing wrong is visible yet
-    c.crash('s1');
+    c.crash(nid('s1'));
     c.heal();
     electS5(c);
     // S5 overwrote the "committed" entry: the checkers must say so.

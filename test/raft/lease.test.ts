@@ -10,10 +10,11 @@
 import { describe, expect, it } from 'vitest';
 import { defaultRaftConfig } from '../../src/raft/core/config.ts';
 import { RaftCore } from '../../src/raft/core/raft.ts';
-import type { Message } from '../../src/raft/core/types.ts';
+import type { Message, NodeId } from '../../src/raft/core/types.ts';
 import type { World } from '../sim/world.ts';
 import { logOfTerms } from './harness.ts';
 import { assertSafe, bootWorld, proposeAndWait, status } from './world-helpers.ts';
+import { nid } from '../support/node-id.ts';
 
 const TICK_MS = 10;
 const ELECTION_TICKS = 10;
@@ -57,8 +58,8 @@ async function leaseWorld(maxClockDrift: number) {
  * new leader acknowledges a write; the old leader is asked to read all along. Returns how
  * many reads it served on its lease.
  */
-async function partitionedLeaderReads(w: World, leader: string, drift: number): Promise<number> {
-  const [b, c] = w.ids.slice(0, 3).filter((id) => id !== leader) as [string, string];
+async function partitionedLeaderReads(w: World, leader: NodeId, drift: number): Promise<number> {
+  const [b, c] = w.ids.slice(0, 3).filter((id) => id !== leader) as [NodeId, NodeId];
   w.setClockRate(leader, 1 - drift);
   w.setClockRate(b, 1 + drift);
   await w.act(() => w.block([[leader, c]]));
@@ -128,18 +129,18 @@ describe('lease reads', () => {
   it('a voter that (re)starts grants no vote for an election timeout: it may have confirmed a lease just before it went down', () => {
     const voter = (leaseReads: boolean) =>
       new RaftCore(
-        { ...defaultRaftConfig('b', () => 0.5), electionTicks: ELECTION_TICKS, leaseReads },
+        { ...defaultRaftConfig(nid('b'), () => 0.5), electionTicks: ELECTION_TICKS, leaseReads },
         {
-          hardState: { term: 3, vote: 'a', commit: 5 },
+          hardState: { term: 3, vote: nid('a'), commit: 5 },
           snapshot: null,
           entries: logOfTerms([1, 1, 2, 3, 3]),
-          initialConf: { voters: ['a', 'b', 'c'], learners: [], context: {} },
+          initialConf: { voters: [nid('a'), nid('b'), nid('c')], learners: [], context: {} },
         },
       );
     const request: Message = {
       type: 'vote',
-      from: 'c',
-      to: 'b',
+      from: nid('c'),
+      to: nid('b'),
       term: 4,
       lastLogIndex: 5,
       lastLogTerm: 3,

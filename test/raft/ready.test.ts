@@ -5,11 +5,12 @@
 import { describe, expect, it } from 'vitest';
 import { RaftCore } from '../../src/raft/core/raft.ts';
 import { defaultRaftConfig } from '../../src/raft/core/config.ts';
-import type { ConfState, Message, Ready } from '../../src/raft/core/types.ts';
+import type { ConfState, Message, NodeId, Ready } from '../../src/raft/core/types.ts';
+import { nid } from '../support/node-id.ts';
 
-const conf: ConfState = { voters: ['a', 'b', 'c'], learners: [], context: {} };
+const conf: ConfState = { voters: [nid('a'), nid('b'), nid('c')], learners: [], context: {} };
 
-function core(id: string): RaftCore {
+function core(id: NodeId): RaftCore {
   return new RaftCore(
     { ...defaultRaftConfig(id, () => 0.5), electionTicks: 10, heartbeatTicks: 1, preVote: false },
     {
@@ -35,8 +36,8 @@ function drain(c: RaftCore, out: Ready[] = []): Ready[] {
 
 describe('the Ready splits messages by what they depend on', () => {
   it("a candidate's vote requests and a voter's grant wait for the write that holds the new term and vote", () => {
-    const a = core('a');
-    const b = core('b');
+    const a = core(nid('a'));
+    const b = core(nid('b'));
     a.campaign();
     const [rd] = drain(a);
     expect(rd!.hardState).toMatchObject({ term: 1, vote: 'a' });
@@ -50,8 +51,8 @@ describe('the Ready splits messages by what they depend on', () => {
   });
 
   it("a leader's appends of its durable term leave before its write; a follower's answer waits for its own", () => {
-    const a = core('a');
-    const b = core('b');
+    const a = core(nid('a'));
+    const b = core(nid('b'));
     a.campaign();
     const votes = drain(a).flatMap((r) => r.messagesAfterPersist);
     b.step(votes.find((m) => m.to === 'b')!);
@@ -74,12 +75,12 @@ describe('the Ready splits messages by what they depend on', () => {
     // Without pre-vote a single-voter node wins at once: the term it campaigned in and its
     // first append are in the same Ready, so nothing of that term may leave before the write.
     const solo = new RaftCore(
-      { ...defaultRaftConfig('a', () => 0.5), preVote: false },
+      { ...defaultRaftConfig(nid('a'), () => 0.5), preVote: false },
       {
         hardState: { term: 0, vote: null, commit: 0 },
         snapshot: null,
         entries: [],
-        initialConf: { voters: ['a'], learners: ['l'], context: {} },
+        initialConf: { voters: [nid('a')], learners: [nid('l')], context: {} },
       },
     );
     solo.campaign();

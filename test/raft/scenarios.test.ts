@@ -5,7 +5,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import { NotLeaderError, ProposalDroppedError } from '../../src/shared/errors.ts';
-import type { Message } from '../../src/raft/core/types.ts';
+import type { Message, NodeId } from '../../src/raft/core/types.ts';
 import {
   assertSafe,
   bootWorld,
@@ -14,8 +14,9 @@ import {
   status,
   until,
 } from './world-helpers.ts';
+import { nid } from '../support/node-id.ts';
 
-const grantsFrom = (msgs: Message[], from: string, term: number) =>
+const grantsFrom = (msgs: Message[], from: NodeId, term: number) =>
   msgs.filter((m) => m.type === 'voteResp' && !m.reject && m.from === from && m.term === term);
 
 describe('partitions', () => {
@@ -56,7 +57,7 @@ describe('partitions', () => {
     const leader = await electedLeader(w);
     const term = status(w, leader.id).term;
     const others = w.ids.slice(0, 5).filter((id) => id !== leader.id);
-    const [b, c, d, e] = others as [string, string, string, string];
+    const [b, c, d, e] = others as [NodeId, NodeId, NodeId, NodeId];
     // The leader's messages to d and e are lost; d and e still reach everyone.
     await w.act(() =>
       w.block([
@@ -88,7 +89,7 @@ describe('snapshots', () => {
     });
     // The lagger is down from the start (the same story with a follower cut off while the
     // leader pipelines to it is checked below).
-    const lagger = 'n3';
+    const lagger = nid('n3');
     await w.act(() => w.crash(lagger));
     const leader = await electedLeader(w);
     for (let i = 0; i < 25; i++)
@@ -117,7 +118,7 @@ describe('snapshots', () => {
       snapshotChunkBytes: 24,
       electionTicks: 8,
     });
-    const lagger = 'n3';
+    const lagger = nid('n3');
     await w.act(() => w.crash(lagger));
     const leader = await electedLeader(w);
     for (let i = 0; i < 25; i++)
@@ -184,8 +185,8 @@ describe('disk failures', () => {
     const w = await bootWorld({ nodes: 3, electionTicks: 6 });
     const leader = await electedLeader(w);
     const [voter, candidate] = w.ids.slice(0, 3).filter((id) => id !== leader.id) as [
-      string,
-      string,
+      NodeId,
+      NodeId,
     ];
     await w.act(() => w.crash(leader.id));
     // The voter restarts (so it is in no leader's lease) and is never ticked (so it does not
@@ -354,29 +355,30 @@ describe('membership', () => {
     const w = await bootWorld({ nodes: 3, spares: 1 });
     const leader = await electedLeader(w);
     for (let i = 0; i < 5; i++) expect((await proposeAndWait(w, leader.id)).ok).toBe(true);
-    await w.act(() => w.startNode('n4'));
+    await w.act(() => w.startNode(nid('n4')));
     await w.act(() =>
-      w.changeMembership(leader.id, { type: 'addLearner', nodeId: 'n4', context: 'sim://n4' }),
+      w.changeMembership(leader.id, { type: 'addLearner', nodeId: nid('n4'), context: 'sim://n4' }),
     );
     await until(
       w,
       () =>
-        status(w, 'n4').applied === status(w, leader.id).applied &&
-        status(w, leader.id).conf.learners.includes('n4'),
+        status(w, nid('n4')).applied === status(w, leader.id).applied &&
+        status(w, leader.id).conf.learners.includes(nid('n4')),
       'the learner catches up',
     );
     expect(status(w, leader.id).conf.voters).not.toContain('n4');
-    expect(status(w, 'n4').role).toBe('follower');
+    expect(status(w, nid('n4')).role).toBe('follower');
     expect(
       w.recorded!.some((m) => (m.type === 'vote' || m.type === 'preVote') && m.to === 'n4'),
     ).toBe(false);
     await w.act(() =>
-      w.changeMembership(leader.id, { type: 'addVoter', nodeId: 'n4', context: '' }),
+      w.changeMembership(leader.id, { type: 'addVoter', nodeId: nid('n4'), context: '' }),
     );
     await until(
       w,
       () =>
-        status(w, 'n4').conf.voters.includes('n4') && status(w, leader.id).conf.voters.length === 4,
+        status(w, nid('n4')).conf.voters.includes(nid('n4')) &&
+        status(w, leader.id).conf.voters.length === 4,
       'promotion applied',
     );
     // Four voters: a write needs three of them.
@@ -416,50 +418,54 @@ describe('one voter plus learners (issue 13, item 1)', () => {
     const w = await bootWorld({ nodes: 1, spares: 2, electionTicks: 6, snapshotEveryEntries: 0 });
     const leader = await electedLeader(w);
     expect(leader.id).toBe('n1');
-    await w.act(() => w.startNode('n2'));
+    await w.act(() => w.startNode(nid('n2')));
     await w.act(() =>
-      w.changeMembership('n1', { type: 'addLearner', nodeId: 'n2', context: 'sim://n2' }),
+      w.changeMembership(nid('n1'), { type: 'addLearner', nodeId: nid('n2'), context: 'sim://n2' }),
     );
-    expect((await proposeAndWait(w, 'n1', 'k', 'before')).ok).toBe(true);
+    expect((await proposeAndWait(w, nid('n1'), 'k', 'before')).ok).toBe(true);
     await until(
       w,
       () =>
-        status(w, 'n1').conf.learners.includes('n2') &&
-        status(w, 'n2').applied === status(w, 'n1').applied,
+        status(w, nid('n1')).conf.learners.includes(nid('n2')) &&
+        status(w, nid('n2')).applied === status(w, nid('n1')).applied,
       'the learner catches up',
     );
-    const applied = status(w, 'n2').applied;
+    const applied = status(w, nid('n2')).applied;
 
     // X: its append leaves for the learner before the voter's own write; everything is
     // delivered and the learner's disk syncs, the voter's never does.
-    w.propose('n1', 'k', 'x');
+    w.propose(nid('n1'), 'k', 'x');
     await w.act(() => {});
     for (let i = 0; i < 50 && w.net.busyLinks().length > 0; i++) {
       for (const link of w.net.busyLinks()) await w.act(() => w.deliver(link));
-      await w.act(() => w.sync('n2'));
+      await w.act(() => w.sync(nid('n2')));
     }
-    expect(w.node('n1').disk.pendingWrites).toBeGreaterThan(0);
+    expect(w.node(nid('n1')).disk.pendingWrites).toBeGreaterThan(0);
     // The learner holds X but does not know it committed: nothing is committed until the
     // single voter's write is durable.
-    expect(status(w, 'n2').lastIndex).toBe(applied + 1);
-    expect(status(w, 'n2').applied).toBe(applied);
-    expect(w.node('n2').sm!.get('k')).toBe('before');
+    expect(status(w, nid('n2')).lastIndex).toBe(applied + 1);
+    expect(status(w, nid('n2')).applied).toBe(applied);
+    expect(w.node(nid('n2')).sm!.get('k')).toBe('before');
 
     // The voter crashes before its fsync: X is gone. It restarts, leads again and commits
     // its no-op where X was; the learner's X is overwritten, never applied.
-    await w.act(() => w.crash('n1'));
-    await w.act(() => w.startNode('n1'));
+    await w.act(() => w.crash(nid('n1')));
+    await w.act(() => w.startNode(nid('n1')));
     await until(
       w,
       () =>
         w.leader()?.id === 'n1' &&
-        status(w, 'n1').commit > applied &&
-        status(w, 'n2').applied === status(w, 'n1').applied,
+        status(w, nid('n1')).commit > applied &&
+        status(w, nid('n2')).applied === status(w, nid('n1')).applied,
       'the voter leads again and the learner follows it',
     );
-    expect(w.node('n2').sm!.get('k')).toBe('before');
-    expect((await proposeAndWait(w, 'n1', 'k', 'after')).ok).toBe(true);
-    await until(w, () => w.node('n2').sm?.get('k') === 'after', 'the learner applies later writes');
+    expect(w.node(nid('n2')).sm!.get('k')).toBe('before');
+    expect((await proposeAndWait(w, nid('n1'), 'k', 'after')).ok).toBe(true);
+    await until(
+      w,
+      () => w.node(nid('n2')).sm?.get('k') === 'after',
+      'the learner applies later writes',
+    );
     assertSafe(w);
   });
 });
@@ -469,10 +475,10 @@ describe('followers whose pipelined appends were lost catch up', () => {
     const w = await bootWorld({ nodes: 5, electionTicks: 8 });
     const leader = await electedLeader(w);
     const [, , d, e] = w.ids.slice(0, 5).filter((id) => id !== leader.id) as [
-      string,
-      string,
-      string,
-      string,
+      NodeId,
+      NodeId,
+      NodeId,
+      NodeId,
     ];
     await w.act(() =>
       w.block([

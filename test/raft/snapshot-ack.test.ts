@@ -8,14 +8,15 @@ import { RaftCore } from '../../src/raft/core/raft.ts';
 import { defaultRaftConfig } from '../../src/raft/core/config.ts';
 import type { ConfState, Message } from '../../src/raft/core/types.ts';
 import { logOfTerms } from './harness.ts';
+import { nid } from '../support/node-id.ts';
 
-const conf: ConfState = { voters: ['a', 'b', 'c'], learners: [], context: {} };
+const conf: ConfState = { voters: [nid('a'), nid('b'), nid('c')], learners: [], context: {} };
 
 describe('a snapshot whose last entry the follower already holds', () => {
   it('is answered with the commit index, not the last index of a stale tail', () => {
     // c holds 1..5 of term 1 (matching the leader's) and a stale tail 6..10 of term 2.
     const c = new RaftCore(
-      defaultRaftConfig('c', () => 0.5),
+      defaultRaftConfig(nid('c'), () => 0.5),
       {
         hardState: { term: 2, vote: null, commit: 3 },
         snapshot: null,
@@ -26,8 +27,8 @@ describe('a snapshot whose last entry the follower already holds', () => {
     // The leader of term 3 streams its snapshot at 5@1 (one chunk).
     c.step({
       type: 'snap',
-      from: 'a',
-      to: 'c',
+      from: nid('a'),
+      to: nid('c'),
       term: 3,
       meta: { index: 5, term: 1, conf },
       offset: 0,

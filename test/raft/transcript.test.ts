@@ -6,17 +6,18 @@
 import { expect, it } from 'vitest';
 import { describeMessage } from '../sim/fake-network.ts';
 import { Cluster } from './harness.ts';
+import { nid } from '../support/node-id.ts';
 
 it('transcript: three nodes, a campaigns (pre-vote, vote), wins, and replicates one entry', async () => {
-  const c = new Cluster(['a', 'b', 'c']);
+  const c = new Cluster([nid('a'), nid('b'), nid('c')]);
   const lines: string[] = [];
-  c.campaign('a');
+  c.campaign(nid('a'));
   lines.push('-- a campaigns');
   c.deliverAll();
   lines.push(...c.sent.map(describeMessage));
   const mark = c.sent.length;
   lines.push('-- a proposes "x"');
-  c.propose('a', 'x');
+  c.propose(nid('a'), 'x');
   c.deliverAll();
   c.tickAll(1);
   lines.push(...c.sent.slice(mark).map(describeMessage));

@@ -2,6 +2,7 @@
  * Helpers for scripted scenario tests on the simulated world (real driver + real core
  * behind fake disk, network and clock).
  */
+import type { NodeId } from '../../src/shared/ids.ts';
 import { Prng } from '../support/prng.ts';
 import {
   DEFAULT_SETTINGS,
@@ -52,7 +53,7 @@ export async function electedLeader(w: World): Promise<SimNode> {
 /** Proposes on `id` and runs rounds until the client has an answer. */
 export async function proposeAndWait(
   w: World,
-  id: string,
+  id: NodeId,
   key = 'k',
   value?: string,
 ): Promise<{ ok: true; result: SimApplyResult } | { ok: false; error: Error }> {
@@ -70,7 +71,7 @@ export function assertSafe(w: World): void {
     );
 }
 
-export function status(w: World, id: string) {
+export function status(w: World, id: NodeId) {
   const d = w.node(id).driver;
   if (!d) throw new Error(`${id} is down`);
   return d.status();

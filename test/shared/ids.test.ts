@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { MAX_WORKER_ID, createSnowflakeIds } from '../../src/coordinator/ids.ts';
 import { BadRequestError } from '../../src/shared/errors.ts';
-import { formatXid, parseXid, requireXid } from '../../src/shared/ids.ts';
+import { formatXid, isNodeId, parseXid, requireNodeId, requireXid } from '../../src/shared/ids.ts';
 
 describe('xid', () => {
   it('formats and parses <host>:<port>:<transactionId>, IPv6 hosts included', () => {
@@ -28,6 +28,38 @@ describe('xid', () => {
   ])('refuses %j with a BadRequestError', (xid) => {
     expect(parseXid(xid)).toBeNull();
     expect(() => requireXid(xid)).toThrow(BadRequestError);
+  });
+});
+
+describe('node id', () => {
+  it.each([['n1'], ['node-1'], ['a'], ['tc_2.east'], ['9'], ['x'.repeat(64)]])(
+    'accepts %j and hands it back branded',
+    (id) => {
+      expect(isNodeId(id)).toBe(true);
+      expect(requireNodeId(id)).toBe(id);
+    },
+  );
+
+  it.each([
+    [''],
+    ['x'.repeat(65)],
+    ['-n1'],
+    ['.n1'],
+    ['_n1'],
+    ['n 1'],
+    ['n1:8091'],
+    ['n1/2'],
+    ['n1\n'],
+    ['nœud'],
+    [42],
+    [null],
+    [undefined],
+    [{ id: 'n1' }],
+    [['n1']],
+  ])('refuses %j with a BadRequestError naming the field', (id) => {
+    expect(isNodeId(id)).toBe(false);
+    expect(() => requireNodeId(id, 'members[0].nodeId')).toThrow(BadRequestError);
+    expect(() => requireNodeId(id, 'members[0].nodeId')).toThrow(/^members\[0\]\.nodeId must be/);
   });
 });
 

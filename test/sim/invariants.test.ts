@@ -3,13 +3,14 @@
  * quiet on the correct one), independently of the simulator.
  */
 import { describe, expect, it } from 'vitest';
-import type { Entry, HardState, Message, Ready } from '../../src/raft/core/types.ts';
+import type { Entry, HardState, Message, NodeId, Ready } from '../../src/raft/core/types.ts';
 import {
   InvariantChecker,
   type DiskView,
   type LogView,
   type NodeObservation,
 } from './invariants.ts';
+import { nid } from '../support/node-id.ts';
 
 const limits = {
   maxInflightMsgs: 2,
@@ -48,7 +49,7 @@ const ready = (r: Partial<Ready>): Ready => ({
   readStates: [],
   ...r,
 });
-const hb = (from: string, to: string, term: number): Message => ({
+const hb = (from: NodeId, to: NodeId, term: number): Message => ({
   type: 'heartbeat',
   from,
   to,
@@ -60,48 +61,56 @@ const hb = (from: string, to: string, term: number): Message => ({
 describe('invariant checkers', () => {
   it('election-safety: two leaders in one term', () => {
     const c = new InvariantChecker(limits);
-    c.onReady('a', ready({ softState: { role: 'leader', leader: 'a', term: 2 } }));
-    c.onSend('a', hb('a', 'b', 2), disk(log({ term: 2, vote: 'a', commit: 0 }, [])));
+    c.onReady(nid('a'), ready({ softState: { role: 'leader', leader: nid('a'), term: 2 } }));
+    c.onSend(
+      nid('a'),
+      hb(nid('a'), nid('b'), 2),
+      disk(log({ term: 2, vote: nid('a'), commit: 0 }, [])),
+    );
     expect(c.violation).toBeNull();
-    c.onSend('b', hb('b', 'c', 2), disk(log({ term: 2, vote: 'b', commit: 0 }, [])));
+    c.onSend(
+      nid('b'),
+      hb(nid('b'), nid('c'), 2),
+      disk(log({ term: 2, vote: nid('b'), commit: 0 }, [])),
+    );
     expect(c.violation?.invariant).toBe('election-safety');
   });
 
   it('log-matching: same index and term, different entry', () => {
     const c = new InvariantChecker(limits);
-    c.onWrite('a', { hardState: null, entries: [entry(1, 1, 'x')], snapshot: null }, empty, 0);
-    c.onWrite('b', { hardState: null, entries: [entry(1, 1, 'x')], snapshot: null }, empty, 0);
+    c.onWrite(nid('a'), { hardState: null, entries: [entry(1, 1, 'x')], snapshot: null }, empty, 0);
+    c.onWrite(nid('b'), { hardState: null, entries: [entry(1, 1, 'x')], snapshot: null }, empty, 0);
     expect(c.violation).toBeNull();
-    c.onWrite('c', { hardState: null, entries: [entry(1, 1, 'y')], snapshot: null }, empty, 0);
+    c.onWrite(nid('c'), { hardState: null, entries: [entry(1, 1, 'y')], snapshot: null }, empty, 0);
     expect(c.violation?.invariant).toBe('log-matching');
   });
 
   it('log-matching: same index and term, different history before it', () => {
     const c = new InvariantChecker(limits);
     c.onWrite(
-      'a',
+      nid('a'),
       { hardState: null, entries: [entry(1, 1), entry(2, 2)], snapshot: null },
       empty,
       0,
     );
-    c.onWrite('b', { hardState: null, entries: [entry(2, 2)], snapshot: null }, empty, 3);
+    c.onWrite(nid('b'), { hardState: null, entries: [entry(2, 2)], snapshot: null }, empty, 3);
     expect(c.violation?.invariant).toBe('log-matching');
   });
 
   it('leader-completeness: a later leader without a committed entry', () => {
     const c = new InvariantChecker(limits);
-    c.noteTerm('a', 1);
-    c.onReady('a', ready({ committedEntries: [entry(1, 1)] }));
+    c.noteTerm(nid('a'), 1);
+    c.onReady(nid('a'), ready({ committedEntries: [entry(1, 1)] }));
     // b leads term 2 and writes its no-op at index 1: its log lacks the committed entry.
-    c.onReady('b', ready({ softState: { role: 'leader', leader: 'b', term: 2 } }));
+    c.onReady(nid('b'), ready({ softState: { role: 'leader', leader: nid('b'), term: 2 } }));
     c.onWrite(
-      'b',
+      nid('b'),
       {
         hardState: null,
         entries: [{ index: 1, term: 2, type: 'normal', data: new Uint8Array() }],
         snapshot: null,
       },
-      disk(log({ term: 2, vote: 'b', commit: 0 }, [2])),
+      disk(log({ term: 2, vote: nid('b'), commit: 0 }, [2])),
       0,
     );
     expect(c.violation?.invariant).toBe('leader-completeness');
@@ -110,35 +119,35 @@ describe('invariant checkers', () => {
   it('state-machine-safety: two nodes apply different entries at one index', () => {
     const c = new InvariantChecker(limits);
     const d = disk(log({ term: 1, vote: null, commit: 1 }, [1]));
-    c.onReady('a', ready({ committedEntries: [entry(1, 1, 'x')] }));
-    c.onApply('a', 1, 1, 'x', 111, d);
+    c.onReady(nid('a'), ready({ committedEntries: [entry(1, 1, 'x')] }));
+    c.onApply(nid('a'), 1, 1, 'x', 111, d);
     expect(c.violation).toBeNull();
-    c.onApply('b', 1, 1, 'y', 222, d);
+    c.onApply(nid('b'), 1, 1, 'y', 222, d);
     expect(c.violation?.invariant).toBe('state-machine-safety');
   });
 
   it('state-machine-safety: applying past the durable log', () => {
     const c = new InvariantChecker(limits);
-    c.onReady('a', ready({ committedEntries: [entry(1, 1, 'x')] }));
-    c.onApply('a', 1, 1, 'x', 1, empty);
+    c.onReady(nid('a'), ready({ committedEntries: [entry(1, 1, 'x')] }));
+    c.onApply(nid('a'), 1, 1, 'x', 1, empty);
     expect(c.violation?.invariant).toBe('state-machine-safety');
   });
 
   it('commit-monotonic: the durable commit index goes back', () => {
     const c = new InvariantChecker(limits);
-    c.onSync('a', { term: 1, vote: null, commit: 5 }, { term: 1, vote: null, commit: 4 });
+    c.onSync(nid('a'), { term: 1, vote: null, commit: 5 }, { term: 1, vote: null, commit: 4 });
     expect(c.violation?.invariant).toBe('commit-monotonic');
   });
 
   it("commit-monotonic: a node's commit index goes back between steps", () => {
     const c = new InvariantChecker(limits);
     const obs = (commit: number): NodeObservation => ({
-      id: 'a',
+      id: nid('a'),
       incarnation: 1,
       up: true,
       disk: empty,
       status: {
-        id: 'a',
+        id: nid('a'),
         role: 'follower',
         term: 1,
         leader: null,
@@ -147,7 +156,7 @@ describe('invariant checkers', () => {
         applied: 0,
         lastIndex: 9,
         firstIndex: 1,
-        conf: { voters: ['a'], learners: [], context: {} },
+        conf: { voters: [nid('a')], learners: [], context: {} },
         progress: null,
         leadTransferee: null,
         pendingProposals: 0,
@@ -161,34 +170,34 @@ describe('invariant checkers', () => {
 
   it('acked-not-lost: an acknowledgement for an entry that is not the committed one', () => {
     const c = new InvariantChecker(limits);
-    c.onReady('a', ready({ committedEntries: [entry(1, 1, 'x')] }));
+    c.onReady(nid('a'), ready({ committedEntries: [entry(1, 1, 'x')] }));
     c.onAck(1, 'y');
     expect(c.violation?.invariant).toBe('acked-not-lost');
   });
 
   it('vote-once: two grants in one term', () => {
     const c = new InvariantChecker(limits, ['persist-before-send']);
-    const grant = (to: string): Message => ({
+    const grant = (to: NodeId): Message => ({
       type: 'voteResp',
-      from: 'a',
+      from: nid('a'),
       to,
       term: 3,
       reject: false,
     });
-    c.onSend('a', grant('b'), empty);
-    c.onSend('a', grant('b'), empty);
+    c.onSend(nid('a'), grant(nid('b')), empty);
+    c.onSend(nid('a'), grant(nid('b')), empty);
     expect(c.violation).toBeNull();
-    c.onSend('a', grant('c'), empty);
+    c.onSend(nid('a'), grant(nid('c')), empty);
     expect(c.violation?.invariant).toBe('vote-once');
   });
 
   it('persist-before-send: a grant whose vote is not synced', () => {
     const c = new InvariantChecker(limits);
     const synced = log({ term: 3, vote: null, commit: 0 }, []);
-    const written = log({ term: 3, vote: 'b', commit: 0 }, []);
+    const written = log({ term: 3, vote: nid('b'), commit: 0 }, []);
     c.onSend(
-      'a',
-      { type: 'voteResp', from: 'a', to: 'b', term: 3, reject: false },
+      nid('a'),
+      { type: 'voteResp', from: nid('a'), to: nid('b'), term: 3, reject: false },
       disk(synced, written),
     );
     expect(c.violation?.invariant).toBe('persist-before-send');
@@ -199,11 +208,11 @@ describe('invariant checkers', () => {
     const synced = log({ term: 1, vote: null, commit: 0 }, [1]);
     const written = log({ term: 1, vote: null, commit: 0 }, [1, 1]);
     c.onSend(
-      'a',
+      nid('a'),
       {
         type: 'appResp',
-        from: 'a',
-        to: 'b',
+        from: nid('a'),
+        to: nid('b'),
         term: 1,
         reject: false,
         index: 1,
@@ -214,11 +223,11 @@ describe('invariant checkers', () => {
     );
     expect(c.violation).toBeNull();
     c.onSend(
-      'a',
+      nid('a'),
       {
         type: 'appResp',
-        from: 'a',
-        to: 'b',
+        from: nid('a'),
+        to: nid('b'),
         term: 1,
         reject: false,
         index: 2,
@@ -232,10 +241,10 @@ describe('invariant checkers', () => {
 
   it('read-linearizable: a read index below an acknowledged write', () => {
     const c = new InvariantChecker(limits);
-    c.onReady('a', ready({ committedEntries: [entry(1, 1, 'x'), entry(2, 1, 'y')] }));
+    c.onReady(nid('a'), ready({ committedEntries: [entry(1, 1, 'x'), entry(2, 1, 'y')] }));
     c.onAck(2, 'y');
     c.onReadIndexRequest('r1');
-    c.onReady('a', ready({ readStates: [{ ctx: 'r1', index: 1 }] }));
+    c.onReady(nid('a'), ready({ readStates: [{ ctx: 'r1', index: 1 }] }));
     expect(c.violation?.invariant).toBe('read-linearizable');
   });
 

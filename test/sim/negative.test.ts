@@ -9,6 +9,7 @@ import { runSimulation, type RunOptions, type RunResult } from './runner.ts';
 import { SimStateMachine, type SimApplyResult } from './state-machine.ts';
 import { DEFAULT_SETTINGS, World } from './world.ts';
 import { Prng } from '../support/prng.ts';
+import type { NodeId } from '../../src/shared/ids.ts';
 
 /** Runs seeds from 1 until one reports a violation (or gives up). */
 async function firstViolation(
@@ -56,7 +57,7 @@ describe('vote-once', () => {
     await w.act(() => w.boot());
     for (let r = 0; r < 200 && !w.leader(); r++) await w.round();
     const leader = w.leader()!;
-    const [v, a] = w.ids.slice(0, 3).filter((id) => id !== leader.id) as [string, string];
+    const [v, a] = w.ids.slice(0, 3).filter((id) => id !== leader.id) as [NodeId, NodeId];
     const b = leader.id;
     // The leader restarts (a follower now); v restarts too (no leader lease). a and b campaign at
     // once.

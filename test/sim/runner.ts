@@ -6,6 +6,7 @@
  */
 import type { DurableState, NodeId, RaftConfig } from '../../src/raft/core/types.ts';
 import type { RaftCoreApi } from '../../src/raft/driver.ts';
+import { requireNodeId } from '../../src/shared/ids.ts';
 import type { DiskBug } from './fake-disk.ts';
 import type { InvariantName, Violation } from './invariants.ts';
 import { Prng } from '../support/prng.ts';
@@ -305,7 +306,7 @@ export class Scheduler {
     else {
       const link = this.rng.pick(w.net.blockedLinks());
       const [a, b] = link.split('>') as [string, string];
-      w.net.unblock(a, b);
+      w.net.unblock(requireNodeId(a), requireNodeId(b));
       w.log(`heal link ${link}`);
     }
   }

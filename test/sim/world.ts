@@ -7,6 +7,7 @@
  * run is a pure function of its choices. The world feeds an InvariantChecker.
  */
 import { AssertionFailure } from '../../src/shared/errors.ts';
+import { requireNodeId } from '../../src/shared/ids.ts';
 import { silentLogger } from '../../src/shared/logger.ts';
 import { RaftCore } from '../../src/raft/core/raft.ts';
 import { RaftDriver, type RaftCoreApi, type RaftStateChange } from '../../src/raft/driver.ts';
@@ -220,7 +221,7 @@ export class World {
       options.ignore,
     );
     this.ids = [];
-    for (let i = 1; i <= s.nodes + s.spares; i++) this.ids.push(`n${i}`);
+    for (let i = 1; i <= s.nodes + s.spares; i++) this.ids.push(requireNodeId(`n${i}`));
     const voters = this.ids.slice(0, s.nodes);
     this.bootstrap = {
       voters,

@@ -13,7 +13,8 @@ import {
   type BeginCommand,
   type LeadershipEvent,
 } from '../../src/coordinator/index.ts';
-import type { Role } from '../../src/raft/core/types.ts';
+import type { NodeId, Role } from '../../src/raft/core/types.ts';
+import { nid } from '../support/node-id.ts';
 import {
   AssertionFailure,
   NotLeaderError,
@@ -52,7 +53,7 @@ function deferred<T>(): Deferred<T> {
 class ScriptedRaft implements RaftPort {
   role: Role = 'follower';
   term = 1;
-  leader: string | null = 'n2';
+  leader: NodeId | null = nid('n2');
   /** Until the leader's no-op is committed, ReadIndex is refused (as the core does). */
   termEntryCommitted = false;
   readonly machine = new CoordinatorStateMachine();
@@ -61,19 +62,19 @@ class ScriptedRaft implements RaftPort {
   readCalls = 0;
   autoApply = true;
   private readonly listeners = new Set<
-    (c: { role: Role; term: number; leader: string | null }) => void
+    (c: { role: Role; term: number; leader: NodeId | null }) => void
   >();
 
   status() {
-    return { id: 'n1', role: this.role, term: this.term, leader: this.leader };
+    return { id: nid('n1'), role: this.role, term: this.term, leader: this.leader };
   }
 
-  onStateChange(l: (c: { role: Role; term: number; leader: string | null }) => void): () => void {
+  onStateChange(l: (c: { role: Role; term: number; leader: NodeId | null }) => void): () => void {
     this.listeners.add(l);
     return () => this.listeners.delete(l);
   }
 
-  set(role: Role, term: number, leader: string | null): void {
+  set(role: Role, term: number, leader: NodeId | null): void {
     this.role = role;
     this.term = term;
     this.leader = leader;
@@ -168,7 +169,7 @@ describe('RaftSessionStore', () => {
   it('announces leadership only after the leader applied its first entry of the term', async () => {
     const raft = new ScriptedRaft();
     const { store, events } = storeOver(raft);
-    raft.set('leader', 2, 'n1');
+    raft.set('leader', 2, nid('n1'));
     await tick(20);
     // The no-op of term 2 is not committed: ReadIndex keeps being refused, nothing is announced.
     expect(store.isLeader()).toBe(false);
@@ -185,7 +186,7 @@ describe('RaftSessionStore', () => {
     const outcome = await pending;
     expect(outcome).toEqual({ ok: true, value: { xid: '127.0.0.1:8091:1', deadline: 61_000 } });
 
-    raft.set('follower', 3, 'n2');
+    raft.set('follower', 3, nid('n2'));
     expect(events.at(-1)).toEqual({ isLeader: false, term: 3 });
     expect(store.isLeader()).toBe(false);
     store.close();
@@ -194,7 +195,7 @@ describe('RaftSessionStore', () => {
   it('submit resolves with the applied outcome, never before the entry is applied', async () => {
     const raft = new ScriptedRaft();
     const { store } = storeOver(raft);
-    raft.set('leader', 2, 'n1');
+    raft.set('leader', 2, nid('n1'));
     raft.termEntryCommitted = true;
     await raft.barrierIssued();
     raft.completeReads();
@@ -217,7 +218,7 @@ describe('RaftSessionStore', () => {
   it('a command not decided in time is a TimeoutError (outcome unknown)', async () => {
     const raft = new ScriptedRaft();
     const { store } = storeOver(raft, { submitTimeoutMs: 30 });
-    raft.set('leader', 2, 'n1');
+    raft.set('leader', 2, nid('n1'));
     raft.termEntryCommitted = true;
     await raft.barrierIssued();
     raft.completeReads();
@@ -230,7 +231,7 @@ describe('RaftSessionStore', () => {
   it('concurrent reads share barriers, and none reuses a barrier that started before it', async () => {
     const raft = new ScriptedRaft();
     const { store } = storeOver(raft);
-    raft.set('leader', 2, 'n1');
+    raft.set('leader', 2, nid('n1'));
     raft.termEntryCommitted = true;
     await raft.barrierIssued();
     raft.completeReads();
@@ -257,10 +258,10 @@ describe('RaftSessionStore', () => {
   it('losing leadership fails the calls waiting for the barrier with NOT_LEADER', async () => {
     const raft = new ScriptedRaft();
     const { store } = storeOver(raft);
-    raft.set('leader', 2, 'n1');
+    raft.set('leader', 2, nid('n1'));
     const waiting = store.submit(begin(3));
     await tick();
-    raft.set('follower', 3, 'n2');
+    raft.set('follower', 3, nid('n2'));
     const err = await waiting.catch((e: unknown) => e);
     expect(err).toBeInstanceOf(NotLeaderError);
     expect((err as NotLeaderError).leaderId).toBe('n2');
@@ -270,7 +271,7 @@ describe('RaftSessionStore', () => {
   it('the submits of one event-loop turn travel in one entry, one outcome each; a refused one leaves the others applied', async () => {
     const raft = new ScriptedRaft();
     const { store } = storeOver(raft);
-    raft.set('leader', 2, 'n1');
+    raft.set('leader', 2, nid('n1'));
     raft.termEntryCommitted = true;
     await raft.barrierIssued();
     raft.completeReads();
@@ -320,7 +321,7 @@ describe('RaftSessionStore', () => {
   it('an entry is bounded: a turn with more than MAX_ENTRY_BYTES of commands is split', async () => {
     const raft = new ScriptedRaft();
     const { store } = storeOver(raft);
-    raft.set('leader', 2, 'n1');
+    raft.set('leader', 2, nid('n1'));
     raft.termEntryCommitted = true;
     await raft.barrierIssued();
     raft.completeReads();
@@ -359,7 +360,7 @@ describe('RaftSessionStore', () => {
   it('a read that timed out leaves the barrier queue', async () => {
     const raft = new ScriptedRaft();
     const { store } = storeOver(raft, { readTimeoutMs: 40 });
-    raft.set('leader', 2, 'n1');
+    raft.set('leader', 2, nid('n1'));
     raft.termEntryCommitted = true;
     await raft.barrierIssued();
     raft.completeReads();
@@ -382,13 +383,13 @@ describe('RaftSessionStore', () => {
   it('a leader elected again in a later term without a seen step-down announces the loss first, and its waiting calls wait for the new term', async () => {
     const raft = new ScriptedRaft();
     const { store, events } = storeOver(raft);
-    raft.set('leader', 2, 'n1');
+    raft.set('leader', 2, nid('n1'));
     raft.termEntryCommitted = true;
     await raft.barrierIssued();
     raft.completeReads();
     await tick();
     expect(events).toEqual([{ isLeader: true, term: 2 }]);
-    raft.set('leader', 4, 'n1'); // the step-down of term 2 and the election of 4, coalesced
+    raft.set('leader', 4, nid('n1')); // the step-down of term 2 and the election of 4, coalesced
     expect(events).toEqual([
       { isLeader: true, term: 2 },
       { isLeader: false, term: 4 },
@@ -396,7 +397,7 @@ describe('RaftSessionStore', () => {
     expect(store.isLeader()).toBe(false);
     expect(store.hasLeaderRole()).toBe(true);
     const waiting = store.submit(begin(5));
-    raft.set('leader', 5, 'n1'); // coalesced again while confirming term 4
+    raft.set('leader', 5, nid('n1')); // coalesced again while confirming term 4
     raft.termEntryCommitted = true;
     await raft.barrierIssued();
     raft.completeReads();
@@ -409,7 +410,7 @@ describe('RaftSessionStore', () => {
   it('closing refuses the calls waiting for the barrier (StoppedError) and announces the loss of a served leadership', async () => {
     const raft = new ScriptedRaft();
     const { store, events } = storeOver(raft);
-    raft.set('leader', 2, 'n1');
+    raft.set('leader', 2, nid('n1'));
     const waiting = store.submit(begin(6)).catch((e: unknown) => e);
     await tick();
     store.close();
@@ -420,7 +421,7 @@ describe('RaftSessionStore', () => {
 
     const raft2 = new ScriptedRaft();
     const served = storeOver(raft2);
-    raft2.set('leader', 3, 'n1');
+    raft2.set('leader', 3, nid('n1'));
     raft2.termEntryCommitted = true;
     await raft2.barrierIssued();
     raft2.completeReads();
@@ -430,7 +431,7 @@ describe('RaftSessionStore', () => {
       { isLeader: true, term: 3 },
       { isLeader: false, term: 3 },
     ]);
-    raft2.set('leader', 4, 'n1'); // a closed store follows nothing
+    raft2.set('leader', 4, nid('n1')); // a closed store follows nothing
     expect(served.events).toHaveLength(2);
   });
 });

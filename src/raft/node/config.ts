@@ -19,6 +19,7 @@
  *                                    and addresses stay apart when their tokens differ
  */
 import { ConfigError } from '../../shared/errors.ts';
+import { isNodeId } from '../../shared/ids.ts';
 import type { NodeId } from '../core/types.ts';
 import {
   DEFAULT_MAX_CLOCK_DRIFT,
@@ -74,7 +75,6 @@ export const MAX_TICK_MS = 60_000;
 export const MAX_ELECTION_TICKS = 10_000;
 export const MAX_PEERS = 64;
 
-const NODE_ID_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
 const KNOWN_KEYS = new Set([
   'nodeId',
   'raftAddress',
@@ -124,14 +124,12 @@ function integer(key: string, value: unknown, fallback: number, min: number, max
   return n;
 }
 
-function nodeId(key: string, value: unknown): string {
-  if (typeof value !== 'string' || !NODE_ID_PATTERN.test(value)) {
-    throw new ConfigError(
-      key,
-      `must be 1-64 letters, digits, ".", "_" or "-" starting with a letter or digit, got ${JSON.stringify(value)}`,
-    );
-  }
-  return value;
+function nodeId(key: string, value: unknown): NodeId {
+  if (isNodeId(value)) return value;
+  throw new ConfigError(
+    key,
+    `must be 1-64 letters, digits, ".", "_" or "-" starting with a letter or digit, got ${JSON.stringify(value)}`,
+  );
 }
 
 /** Validates a raw (parsed JSON/YAML, or CLI-assembled) config object. */
@@ -191,18 +189,18 @@ export function validateRaftNodeConfig(raw: unknown): RaftNodeConfig {
 /** The other members by node id (this node, if listed, must be listed where it advertises). */
 function parsePeers(
   peersGiven: unknown,
-  id: string,
+  id: NodeId,
   advertiseRaftAddress: string,
-): Record<string, string> {
+): Record<NodeId, string> {
   const peersRaw = peersGiven ?? {};
   if (typeof peersRaw !== 'object' || peersRaw === null || Array.isArray(peersRaw)) {
     throw new ConfigError('peers', 'must be an object of node id → "host:port"');
   }
-  const peers: Record<string, string> = {};
+  const peers: Record<NodeId, string> = {};
   const entries = Object.entries(peersRaw as Record<string, unknown>);
   if (entries.length > MAX_PEERS) throw new ConfigError('peers', `at most ${MAX_PEERS} peers`);
-  for (const [pid, paddr] of entries) {
-    nodeId(`peers.${pid}`, pid);
+  for (const [key, paddr] of entries) {
+    const pid = nodeId(`peers.${key}`, key);
     const a = address(`peers.${pid}`, paddr, false);
     if (pid === id) {
       if (a !== advertiseRaftAddress)

@@ -21,6 +21,7 @@
  */
 import { createHash } from 'node:crypto';
 import { ConfigError } from '../../shared/errors.ts';
+import { nodeIdEntries } from '../../shared/ids.ts';
 import type { Logger } from '../../shared/logger.ts';
 import type { ConfState, NodeId } from '../core/types.ts';
 import type { StoredIdentity } from '../storage/leveldb-storage.ts';
@@ -60,7 +61,7 @@ export class PeerIdentityBook implements IdentityGuard {
     initial: Readonly<Record<NodeId, string>>,
     private readonly persist: (uids: Record<NodeId, string>) => void,
   ) {
-    this.uids = new Map(Object.entries(initial));
+    this.uids = new Map(nodeIdEntries(initial));
   }
 
   accept(from: NodeId, uid: string): boolean {

@@ -8,6 +8,7 @@
  */
 import type { Message, NodeId } from '../core/types.ts';
 import type { PeerTransport } from '../ports.ts';
+import { nodeIdEntries } from '../../shared/ids.ts';
 import type { Logger } from '../../shared/logger.ts';
 import { parseHostPort } from './config.ts';
 
@@ -82,7 +83,7 @@ export class PeerDirectory implements PeerTransport {
 
   setPeers(members: ReadonlyMap<NodeId, string>): void {
     const resolved = new Map<NodeId, string>();
-    for (const [id, address] of Object.entries(this.seeds))
+    for (const [id, address] of nodeIdEntries(this.seeds))
       if (id !== this.selfId) resolved.set(id, address);
     for (const [id, context] of members) {
       if (id === this.selfId) continue;

@@ -5,6 +5,7 @@
  */
 import { chmod, mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
+import { nodeIdEntries } from '../../shared/ids.ts';
 import type { Logger } from '../../shared/logger.ts';
 import { assert } from '../../shared/errors.ts';
 import { systemClock } from '../clock.ts';
@@ -76,7 +77,9 @@ export function bootstrapConf(config: RaftNodeConfig): ConfState {
     ...config.peers,
     [config.nodeId]: config.advertiseRaftAddress,
   };
-  const voters = Object.keys(addresses).sort();
+  const voters = nodeIdEntries(addresses)
+    .map(([id]) => id)
+    .sort();
   // Sorted keys: the seed snapshot's bytes must not depend on which node wrote it.
   const context: Record<NodeId, string> = {};
   for (const id of voters) context[id] = encodeMemberContext({ raft: addresses[id]! });

@@ -52,9 +52,10 @@ import { Packr } from 'msgpackr';
 import type { Entry, HardState, Snapshot, SnapshotMeta } from '../core/types.ts';
 import type { LoadedState, LogStorage, PersistBatch } from '../ports.ts';
 import { assert, ConfigError, StorageCorruptError, StoppedError } from '../../shared/errors.ts';
+import { isNodeId } from '../../shared/ids.ts';
 import type { Logger } from '../../shared/logger.ts';
 import { crc32 } from './crc32.ts';
-import { checkEntry, checkSnapshotMeta, isIndex, isNodeId, isObject } from './shape.ts';
+import { checkEntry, checkSnapshotMeta, isIndex, isObject } from './shape.ts';
 import { SnapshotFiles, type SnapshotFile } from './snapshot-files.ts';
 
 /**

@@ -2,8 +2,10 @@
  * Shape checks for values that come back from outside the process (LevelDB, the wire):
  * msgpackr hands back whatever was encoded, so before a decoded value is trusted as an
  * Entry, ConfState or SnapshotMeta it is checked field by field. Each check returns an
- * error string (what is wrong, with a path) or null.
+ * error string (what is wrong, with a path) or null. A node id is parsed by the one parser
+ * (src/shared/ids.ts), so what comes back is the branded NodeId.
  */
+import { isNodeId, type NodeId } from '../../shared/ids.ts';
 
 export function isObject(x: unknown): x is Record<string, unknown> {
   return typeof x === 'object' && x !== null && !Array.isArray(x) && !(x instanceof Uint8Array);
@@ -13,13 +15,6 @@ export function isObject(x: unknown): x is Record<string, unknown> {
 export function isIndex(x: unknown): x is number {
   return typeof x === 'number' && Number.isSafeInteger(x) && x >= 0;
 }
-
-export function isNodeId(x: unknown): x is string {
-  return typeof x === 'string' && x.length > 0 && x.length <= MAX_NODE_ID_CHARS;
-}
-
-/** Node ids are short config names ("node1"); anything longer is garbage, not an id. */
-export const MAX_NODE_ID_CHARS = 256;
 
 export function checkConfChange(x: unknown, path: string): string | null {
   if (!isObject(x)) return `${path} is not an object`;
@@ -44,7 +39,7 @@ export function checkEntry(x: unknown, path: string): string | null {
   return `${path}.type is neither normal nor conf`;
 }
 
-function isNodeIdList(x: unknown): x is string[] {
+function isNodeIdList(x: unknown): x is NodeId[] {
   return Array.isArray(x) && x.every(isNodeId);
 }
 

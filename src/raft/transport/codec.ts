@@ -4,8 +4,9 @@
  * reported as a MalformedMessage string so the transport can drop and log it.
  */
 import { Packr } from 'msgpackr';
+import { isNodeId } from '../../shared/ids.ts';
 import type { Message } from '../core/types.ts';
-import { checkEntry, checkSnapshotMeta, isIndex, isNodeId, isObject } from '../storage/shape.ts';
+import { checkEntry, checkSnapshotMeta, isIndex, isObject } from '../storage/shape.ts';
 
 /**
  * copyBuffers: decoded byte fields own their memory instead of pinning the whole

@@ -31,6 +31,7 @@ import * as protoLoader from '@grpc/proto-loader';
 import type { Message, NodeId } from '../core/types.ts';
 import type { PeerTransport } from '../ports.ts';
 import { AssertionFailure, assert } from '../../shared/errors.ts';
+import { isNodeId } from '../../shared/ids.ts';
 import type { Logger } from '../../shared/logger.ts';
 import { checkMessageBounds, type BoundsView } from './bounds.ts';
 import { decodeMessage, encodeMessage } from './codec.ts';
@@ -578,10 +579,7 @@ export class GrpcTransport implements PeerTransport {
   }
 
   private identify(from: unknown): IdentifyAnswer {
-    const known =
-      typeof from === 'string' && from.length <= MAX_IDENTIFY_FIELD_CHARS
-        ? (this.guard?.knownUid(from) ?? '')
-        : '';
+    const known = isNodeId(from) ? (this.guard?.knownUid(from) ?? '') : '';
     return {
       nodeId: this.id,
       clusterId: this.identity?.clusterId ?? '',
@@ -796,20 +794,22 @@ export class GrpcTransport implements PeerTransport {
     remote: string,
     certified: NodeId | null,
   ): number | { refused: string } {
-    const from = typeof frame.from === 'string' ? frame.from : '';
+    const claimed = typeof frame.from === 'string' ? frame.from : '';
     const messages = Array.isArray(frame.messages) ? frame.messages : [];
     if (this.closed) return messages.length;
-    if (certified !== null && from !== certified) {
+    if (certified !== null && claimed !== certified) {
       this.reject(
         'senderMismatch',
         certified,
-        { remote, claimed: from.slice(0, 64), messages: messages.length },
+        { remote, claimed: claimed.slice(0, 64), messages: messages.length },
         messages.length,
       );
       return messages.length;
     }
-    if (!this.peers.has(from)) {
-      this.reject('unknownSender', from, { remote, messages: messages.length }, messages.length);
+    // The sender id is parsed here, at the edge; a malformed one is no member either.
+    const from = isNodeId(claimed) ? claimed : null;
+    if (from === null || !this.peers.has(from)) {
+      this.reject('unknownSender', claimed, { remote, messages: messages.length }, messages.length);
       return messages.length;
     }
     if (frame.to !== this.id) {

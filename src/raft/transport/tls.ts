@@ -8,6 +8,7 @@
  */
 import type { PeerCertificate } from 'node:tls';
 import * as grpc from '@grpc/grpc-js';
+import { isNodeId } from '../../shared/ids.ts';
 import type { NodeId } from '../core/types.ts';
 
 /** PEM bytes of the CA certificate, this node's certificate and its private key. */
@@ -18,8 +19,6 @@ export interface PeerTls {
 }
 
 export const NODE_IDENTITY_URI_PREFIX = 'concord://node/';
-
-const NODE_ID_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
 
 /**
  * The node id a peer certificate names: its one `concord://node/<id>` URI, or, without
@@ -32,12 +31,9 @@ export function nodeIdOfCertificate(cert: PeerCertificate | undefined | null): N
     .split(/,\s*/)
     .filter((part) => part.startsWith(`URI:${NODE_IDENTITY_URI_PREFIX}`))
     .map((part) => part.slice(4 + NODE_IDENTITY_URI_PREFIX.length));
-  if (ids.length > 0) {
-    if (ids.length !== 1 || !NODE_ID_PATTERN.test(ids[0]!)) return null;
-    return ids[0]!;
-  }
+  if (ids.length > 0) return ids.length === 1 && isNodeId(ids[0]) ? ids[0] : null;
   const cn = cert.subject?.CN;
-  return typeof cn === 'string' && NODE_ID_PATTERN.test(cn) ? cn : null;
+  return isNodeId(cn) ? cn : null;
 }
 
 /** The server side: a certificate of the CA is required of every client. */

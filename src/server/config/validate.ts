@@ -3,6 +3,7 @@
  * key (`raft.peers[1].raftPort`), so an operator sees exactly which line to fix.
  */
 import { ConfigError } from '../../shared/errors.ts';
+import { isNodeId, NODE_ID_HINT, type NodeId } from '../../shared/ids.ts';
 
 export type Obj = Record<string, unknown>;
 
@@ -71,6 +72,13 @@ export function str(
   return v;
 }
 
+/** A node id (src/shared/ids.ts), branded; ConfigError unless it is one. */
+export function nodeIdField(o: Obj, key: string, path: string): NodeId {
+  const v = str(o, key, path);
+  if (isNodeId(v)) return v;
+  throw new ConfigError(join(path, key), `${JSON.stringify(v)} is not valid: ${NODE_ID_HINT}`);
+}
+
 export function optStr(
   o: Obj,
   key: string,
@@ -131,10 +139,6 @@ export function oneOf<T extends string>(
   return v as T;
 }
 
-/** A node id: short, printable, no separators used in addresses or lists. */
-export const NODE_ID_PATTERN = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/;
-export const NODE_ID_HINT =
-  '1–64 characters of letters, digits, "_", "." or "-", starting with a letter or digit';
 /** A host name or an IPv4/IPv6 literal (no scheme, no port). */
 export const HOST_PATTERN =
   /^(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,62})?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,62})?)*|\d{1,3}(?:\.\d{1,3}){3}|[0-9A-Fa-f:]+)$/;

@@ -26,6 +26,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import { createServer as createHttpsServer, type Server as HttpsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import { BadRequestError, NotLeaderError, StoppedError } from '../../shared/errors.ts';
+import { requireNodeId } from '../../shared/ids.ts';
 import type { Logger } from '../../shared/logger.ts';
 import type { ClusterView } from '../cluster-view.ts';
 import type { LimitsConfig } from '../config.ts';
@@ -365,11 +366,12 @@ export class OpenApiServer {
     const membership = this.o.membership;
     if (membership === null) throw new DbModeUnsupportedError('transferLeader');
     const body = await this.readJson(req);
-    const to =
+    const given =
       url.searchParams.get('nodeId') ?? (typeof body.nodeId === 'string' ? body.nodeId : null);
-    if (to === null || to === '')
+    if (given === null || given === '')
       throw new BadRequestError('missing nodeId: the voter to hand leadership to');
     this.requireLeader();
+    const to = requireNodeId(given, 'nodeId');
     try {
       await membership.transfer(to);
       this.o.metrics.countMembershipOp('transfer', 'ok');

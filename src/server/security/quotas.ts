@@ -17,7 +17,7 @@
  */
 import { ConfigError } from '../../shared/errors.ts';
 import { MAX_TRANSACTION_TIMEOUT_MS } from '../../shared/protocol-limits.ts';
-import { MAX_LIVE_SESSIONS } from '../../coordinator/limits.ts';
+import { MAX_LIVE_SESSIONS, MAX_LIVE_SESSIONS_CEILING } from '../../coordinator/limits.ts';
 import { int, isPlainObject, noUnknownKeys, section, type Obj } from '../config/validate.ts';
 
 export const DEFAULT_MAX_TRANSACTION_TIMEOUT_MS = 600_000;
@@ -58,7 +58,7 @@ const QUOTAS: ReadonlyArray<readonly [keyof Omit<QuotasConfig, 'applications'>, 
   [
     'maxLiveTransactionsPerApplication',
     DEFAULT_MAX_LIVE_TRANSACTIONS_PER_APPLICATION,
-    MAX_LIVE_SESSIONS,
+    MAX_LIVE_SESSIONS_CEILING,
   ],
 ];
 const APPLICATION_QUOTAS: ReadonlyArray<

@@ -29,6 +29,7 @@ import type { Command, Outcome, ResultOf, TxCommand } from '../../coordinator/co
 import {
   MAX_DEDUP_ENTRIES,
   MAX_LIVE_SESSIONS,
+  MAX_LIVE_SESSIONS_CEILING,
   MAX_RECENTLY_FINISHED,
   RECENTLY_FINISHED_TTL_MS,
 } from '../../coordinator/limits.ts';
@@ -117,8 +118,8 @@ export interface DbSessionStoreOptions {
    */
   housekeepingIntervalMs?: number;
   /**
-   * Live global transactions at most (a Begin beyond it is refused, CAPACITY). Default and ceiling
-   * MAX_LIVE_SESSIONS.
+   * Live global transactions at most (a Begin beyond it is refused, CAPACITY). Default
+   * MAX_LIVE_SESSIONS, at most MAX_LIVE_SESSIONS_CEILING.
    */
   maxLiveSessions?: number;
   /** Keep retrying an unreachable database at open() for this long, ms. Default 0: fail at once. */
@@ -217,9 +218,12 @@ export class DbSessionStore implements SessionStore {
     if (
       !Number.isSafeInteger(this.maxLiveSessions) ||
       this.maxLiveSessions < 1 ||
-      this.maxLiveSessions > MAX_LIVE_SESSIONS
+      this.maxLiveSessions > MAX_LIVE_SESSIONS_CEILING
     )
-      throw new ConfigError('maxLiveSessions', `must be an integer in 1..${MAX_LIVE_SESSIONS}`);
+      throw new ConfigError(
+        'maxLiveSessions',
+        `must be an integer in 1..${MAX_LIVE_SESSIONS_CEILING}`,
+      );
     const cap = this.maxLiveSessions;
     this.liveBound = new LiveSessionBound(
       () => this.sql.countLive(this.driver, cap),
@@ -375,8 +379,10 @@ export class DbSessionStore implements SessionStore {
       return outcome;
     } catch (err) {
       const kind = isOwnError(err) ? 'own' : this.driver.classify(err);
-      if (kind === 'duplicate' || kind === 'conflict') return undefined;
-      throw err;
+      if (kind !== 'duplicate' && kind !== 'conflict') throw err;
+      // A lock row or request id another transaction holds: the general path re-reads.
+      this.stats.raceRetries += 1;
+      return undefined;
     }
   }
 

@@ -39,32 +39,10 @@ import {
   isSuccessfulEnd,
   type GlobalSession,
 } from '../../coordinator/types.ts';
+import { PG_GLOBAL_TYPES, PgBatches } from './batch-pg.ts';
+import { PgBranchPaths } from './fast-path-pg.ts';
 import { GLOBAL_COLUMNS, globalRowValues } from './rows.ts';
 import { placeholders, type SqlDriver, type SqlValue, type TableNames } from './sql.ts';
-
-/**
- * PostgreSQL types of global_table's columns: parameters in an INSERT … SELECT carry no target
- * type.
- */
-const PG_GLOBAL_TYPES: Record<(typeof GLOBAL_COLUMNS)[number], string> = {
-  xid: 'varchar',
-  transaction_id: 'varchar',
-  application_id: 'varchar',
-  transaction_service_group: 'varchar',
-  transaction_name: 'varchar',
-  timeout_ms: 'bigint',
-  begin_time: 'bigint',
-  deadline: 'bigint',
-  status: 'varchar',
-  status_changed_at: 'bigint',
-  retry_attempts: 'integer',
-  next_retry_at: 'bigint',
-  retry_deadline: 'bigint',
-  retry_stopped: 'boolean',
-  driver_term: 'bigint',
-  due_at: 'bigint',
-  branch_count: 'integer',
-};
 
 /** Thrown inside a MySQL fast-path transaction to roll it back: the general path decides. */
 class NotThisWay extends Error {}
@@ -75,16 +53,40 @@ export interface FastPathStats {
   declined: number;
   /** Taken, by command kind. */
   takenByKind: Partial<Record<Command['kind'], number>>;
+  /** PostgreSQL: batched statements run (batch-pg.ts) and the commands they carried. */
+  batches: { statements: number; commands: number };
 }
 
 export class FastPaths {
-  readonly stats: FastPathStats = { taken: 0, declined: 0, takenByKind: {} };
+  private readonly counts: Omit<FastPathStats, 'batches'> = {
+    taken: 0,
+    declined: 0,
+    takenByKind: {},
+  };
+
+  get stats(): FastPathStats {
+    const batchers = this.batches ? [this.batches.begins, this.batches.commits] : [];
+    return {
+      ...this.counts,
+      batches: {
+        statements: batchers.reduce((n, b) => n + b.stats.batches, 0),
+        commands: batchers.reduce((n, b) => n + b.stats.commands, 0),
+      },
+    };
+  }
   private readonly globalCols = GLOBAL_COLUMNS.join(', ');
+  /** PostgreSQL's forms of the steps with branches (fast-path-pg.ts); null on MySQL. */
+  private readonly pg: PgBranchPaths | null;
+  /** PostgreSQL: the Begins and commits of one event-loop turn in one statement each. */
+  private readonly batches: PgBatches | null;
 
   constructor(
     private readonly driver: SqlDriver,
     private readonly t: TableNames,
-  ) {}
+  ) {
+    this.pg = driver.dialect === 'postgres' ? new PgBranchPaths(driver, t) : null;
+    this.batches = driver.dialect === 'postgres' ? new PgBatches(driver, t) : null;
+  }
 
   /**
    * The command's outcome by one statement, or undefined: nothing was written and the
@@ -93,6 +95,7 @@ export class FastPaths {
    */
   async tryApply(command: Command, mayBegin: boolean): Promise<Outcome<unknown> | undefined> {
     let outcome: Outcome<unknown> | undefined;
+    const pg = this.pg;
     switch (command.kind) {
       case 'Begin':
         outcome = mayBegin ? await this.begin(command) : undefined;
@@ -104,10 +107,18 @@ export class FastPaths {
         outcome = await this.acquireDriver(command);
         break;
       case 'FinishGlobal':
-        outcome = await this.finishBranchless(command);
+        outcome = pg ? await pg.finish(command) : await this.finishBranchless(command);
         break;
       case 'CommitGlobal':
-        outcome = await this.decideBranchless(command, 'commit');
+        outcome = this.batches
+          ? await this.commitBatched(command)
+          : await this.decideBranchless(command, 'commit');
+        break;
+      case 'RegisterBranch':
+        outcome = pg ? await pg.registerBranch(command) : undefined;
+        break;
+      case 'BranchPhaseTwoResult':
+        outcome = pg ? await pg.branchResult(command) : undefined;
         break;
       case 'RollbackGlobal':
         outcome = await this.decideBranchless(command, command.timeout ? 'timeout' : 'rollback');
@@ -115,10 +126,11 @@ export class FastPaths {
       default:
         return undefined;
     }
+    const counts = this.counts;
     if (outcome) {
-      this.stats.taken += 1;
-      this.stats.takenByKind[command.kind] = (this.stats.takenByKind[command.kind] ?? 0) + 1;
-    } else this.stats.declined += 1;
+      counts.taken += 1;
+      counts.takenByKind[command.kind] = (counts.takenByKind[command.kind] ?? 0) + 1;
+    } else counts.declined += 1;
     return outcome;
   }
 
@@ -138,6 +150,10 @@ export class FastPaths {
     const session = newSession(c);
     const result = { xid: c.xid, deadline: session.deadline };
     const row = globalRowValues(session);
+    if (this.batches) {
+      const written = await this.batches.begins.add({ command: c, session, result });
+      return written ? ok(result) : undefined;
+    }
     const notFinished = `NOT EXISTS (SELECT 1 FROM ${this.t.finished} WHERE xid = ?)`;
     if (this.driver.dialect === 'postgres') {
       const values = GLOBAL_COLUMNS.map((col) => `?::${PG_GLOBAL_TYPES[col]}`).join(', ');
@@ -173,6 +189,22 @@ export class FastPaths {
   }
 
   // ---------------------------------------------------------------- the decision
+
+  /**
+   * PostgreSQL: CommitGlobal through the turn's batch (batch-pg.ts): a branchless session
+   * ends Committed in one phase, one with only AT branches becomes AsyncCommitting with its
+   * rows freed; anything else wrote nothing and goes the general way.
+   */
+  private async commitBatched(c: CommitGlobalCommand): Promise<Outcome<unknown> | undefined> {
+    const how = await this.batches!.commits.add(c);
+    if (how === 'onePhase') {
+      const status = GlobalStatus.Committed;
+      return ok({ status, decided: true, finished: { xid: c.xid, status, branches: [] } });
+    }
+    if (how === 'async')
+      return ok({ status: GlobalStatus.AsyncCommitting, decided: true, finished: null });
+    return undefined;
+  }
 
   /**
    * ChangeGlobalStatus out of Begin as one compare-and-set UPDATE: the machine's checks

@@ -126,3 +126,9 @@ export const DB_LIVE_COUNT_MAX_AGE_MS = 1_000;
  * estimate; at or above it, every Begin counts exactly (bounded scan), as before.
  */
 export const DB_LIVE_COUNT_EXACT_FROM = 0.9;
+
+/**
+ * Commands of one event-loop turn that one batched statement carries at most (PostgreSQL:
+ * the Begins, the commits; batch-pg.ts).
+ */
+export const DB_BATCH_MAX_COMMANDS = 128;

@@ -22,6 +22,7 @@ import {
   type SqlDriver,
   type SqlErrorKind,
   type SqlResult,
+  type SqlScalar,
   type SqlValue,
   type TableNames,
   type TxMode,
@@ -294,9 +295,15 @@ async function send(
   const [result] =
     params.length === 0
       ? await conn.query({ sql, timeout: DB_STATEMENT_TIMEOUT_MS })
-      : await conn.execute({ sql, timeout: DB_STATEMENT_TIMEOUT_MS }, params as SqlValue[]);
+      : await conn.execute({ sql, timeout: DB_STATEMENT_TIMEOUT_MS }, params.map(scalar));
   if (Array.isArray(result)) return { rows: result as Record<string, unknown>[], affected: 0 };
   return { rows: [], affected: (result as mysql.ResultSetHeader).affectedRows };
+}
+
+/** Array parameters are PostgreSQL's (batch-pg.ts): MySQL statements bind scalars only. */
+function scalar(value: SqlValue): SqlScalar {
+  if (Array.isArray(value)) throw new TypeError('an array parameter in a MySQL statement');
+  return value as SqlScalar;
 }
 
 /** Every table's options: InnoDB, binary collation (xids and row keys compare byte for byte). */

@@ -27,7 +27,7 @@ import {
   textOf,
   textOrNullOf,
   type Row,
-  type SqlValue,
+  type SqlScalar,
 } from './sql.ts';
 
 /**
@@ -98,7 +98,7 @@ export function dueAtOf(session: GlobalSession): number {
   return PARKED_DUE_AT;
 }
 
-export function globalRowValues(s: GlobalSession): SqlValue[] {
+export function globalRowValues(s: GlobalSession): SqlScalar[] {
   return [
     s.xid,
     s.transactionId,
@@ -113,7 +113,7 @@ export function globalRowValues(s: GlobalSession): SqlValue[] {
 }
 
 /** In GLOBAL_MUTABLE_COLUMNS order. */
-export function globalMutableValues(s: GlobalSession): SqlValue[] {
+export function globalMutableValues(s: GlobalSession): SqlScalar[] {
   return [
     s.status,
     s.statusChangedAt,
@@ -130,7 +130,7 @@ export function globalMutableValues(s: GlobalSession): SqlValue[] {
   ];
 }
 
-export function branchRowValues(b: BranchSession, seq: number): SqlValue[] {
+export function branchRowValues(b: BranchSession, seq: number): SqlScalar[] {
   return [
     b.xid,
     b.branchId,
@@ -146,7 +146,7 @@ export function branchRowValues(b: BranchSession, seq: number): SqlValue[] {
   ];
 }
 
-export function lockRowValues(row: string, xid: string, branchId: string): SqlValue[] {
+export function lockRowValues(row: string, xid: string, branchId: string): SqlScalar[] {
   const { resourceId, table, pk } = splitRowKey(row);
   return [row, xid, branchId, resourceId, table, pk];
 }
@@ -183,7 +183,7 @@ export function sessionFromRows(g: Row, branchRows: readonly Row[]): GlobalSessi
   };
 }
 
-function branchFromRow(xid: Xid, b: Row): BranchSession {
+export function branchFromRow(xid: Xid, b: Row): BranchSession {
   const branchId = textOf(b.branch_id, 'branch_id') as BranchId;
   const type = textOf(b.branch_type, 'branch_type');
   const status = textOf(b.status, 'status');

@@ -6,7 +6,9 @@
  */
 import { StorageCorruptError } from '../../shared/errors.ts';
 
-export type SqlValue = string | number | boolean | null;
+export type SqlScalar = string | number | boolean | null;
+/** A scalar, or an array (PostgreSQL binds it as an array parameter: `unnest(?::bigint[])`). */
+export type SqlValue = SqlScalar | readonly SqlScalar[];
 export type Row = Record<string, unknown>;
 
 export interface SqlResult {

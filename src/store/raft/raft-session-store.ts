@@ -324,7 +324,7 @@ export class RaftSessionStore implements SessionStore {
   /**
    * `id`, unless it names this node (a leader that stepped down still names itself for a moment).
    */
-  private otherLeader(id: NodeId | null): NodeId | null {
+  private otherLeader(id: string | null): string | null {
     return id !== null && id !== this.raft.status().id ? id : null;
   }
 

@@ -10,6 +10,7 @@
  * everything, the operator resumes what failed or was stopped, and every transaction must
  * end, every acknowledged begin and decision having survived. Same seed, same run.
  */
+import { nodeIdEntries, requireNodeId, type NodeId } from '../../../src/shared/ids.ts';
 import { Prng } from '../../support/prng.ts';
 import type { Violation } from '../invariants.ts';
 import { Scheduler, chooseSettings, type FaultProfile } from '../runner.ts';
@@ -65,7 +66,7 @@ export async function runCoordinatorSimulation(
   const rms = new SimRms();
   // The retry horizon (from begin): often within a run's few simulated seconds.
   const retryHorizonMs = own.pick([2_000, 4_000, 600_000]);
-  const services = new CoordinatorServices(new Map(Object.entries(skews)), rms, { retryHorizonMs });
+  const services = new CoordinatorServices(new Map(nodeIdEntries(skews)), rms, { retryHorizonMs });
   let clients: SimClients | null = null;
   const world = new World({
     settings,
@@ -132,10 +133,12 @@ function drawClientFaults(own: Prng, clients: SimClients, retryHorizonMs: number
  * Per-node wall-clock skew, drawn from `own`: usually within five seconds, sometimes an hour
  * either way.
  */
-function drawSkews(own: Prng, settings: SimSettings): Record<string, number> {
-  const skews: Record<string, number> = {};
+function drawSkews(own: Prng, settings: SimSettings): Record<NodeId, number> {
+  const skews: Record<NodeId, number> = {};
   for (let i = 1; i <= settings.nodes + settings.spares; i++)
-    skews[`n${i}`] = own.chance(0.15) ? own.pick([-1, 1]) * 3_600_000 : own.int(-5_000, 5_000);
+    skews[requireNodeId(`n${i}`)] = own.chance(0.15)
+      ? own.pick([-1, 1]) * 3_600_000
+      : own.int(-5_000, 5_000);
   return skews;
 }
 

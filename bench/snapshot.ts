@@ -1,0 +1,91 @@
+/**
+ * The coordinator's snapshot at scale (issues 19 and 12): how long it takes to encode and to
+ * restore the state of N live transactions (one AT branch, one row lock, 100 B of application
+ * data each, as `bench scale` fills), and how large it is. In-process: the state machine
+ * alone, fed through the log's codec as on a node; no cluster.
+ *
+ *   npm run bench -- snapshot [--live 100000] [--runs 3]
+ *
+ * Prints a table and `[bench snapshot] live N: encode N ms, restore N ms, N MB` (medians).
+ * Encode includes the invariant check a node runs before every snapshot; restore includes
+ * decoding, rebuilding the lock table and the check after it.
+ */
+import { Command as Cli } from 'commander';
+import { decodeCommand, encodeCommand, type Command } from '../src/coordinator/commands.ts';
+import { CoordinatorStateMachine } from '../src/coordinator/state-machine.ts';
+import { positive } from './lib/options.ts';
+
+const DATA = JSON.stringify({ pad: 'x'.repeat(90) });
+
+function fill(machine: CoordinatorStateMachine, live: number): void {
+  for (let i = 0; i < live; i++) {
+    const xid = `10.0.0.1:8091:${1_000_000_000 + i}`;
+    const commands = [
+      {
+        kind: 'Begin',
+        xid,
+        transactionId: String(1_000_000_000 + i),
+        applicationId: 'shop',
+        transactionServiceGroup: 'default',
+        name: 'scale',
+        timeoutMs: 3_600_000,
+        beginTime: 1_000 + i,
+        requestId: crypto.randomUUID(),
+        term: 1,
+      },
+      {
+        kind: 'RegisterBranch',
+        xid,
+        branchId: String(2_000_000_000 + i),
+        type: 'AT',
+        resourceId: 'scale-db',
+        lockKey: `t:${i}`,
+        applicationData: DATA,
+        clientId: 'shop:host:1234:abcd',
+        applicationId: 'shop',
+        at: 1_000 + i,
+        requestId: crypto.randomUUID(),
+      },
+    ] as Command[];
+    for (const c of commands) {
+      const outcome = machine.apply(decodeCommand(encodeCommand(c)));
+      if (!outcome.ok) throw new Error(`${c.kind} ${i} refused: ${outcome.rejection.message}`);
+    }
+  }
+}
+
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+
+export async function main(args: string[]): Promise<void> {
+  const o = new Cli('snapshot')
+    .option('--live <n>', 'live transactions', positive('--live'), 100_000)
+    .option('--runs <n>', 'encode/restore rounds', positive('--runs'), 3)
+    .parse(['node', 'snapshot', ...args])
+    .opts<{ live: number; runs: number }>();
+  const machine = new CoordinatorStateMachine();
+  const t0 = performance.now();
+  fill(machine, o.live);
+  const fillMs = performance.now() - t0;
+  const rows: string[] = [];
+  const encode: number[] = [];
+  const restore: number[] = [];
+  let bytes = 0;
+  for (let r = 0; r < o.runs; r++) {
+    const a = performance.now();
+    const snap = machine.snapshot();
+    const b = performance.now();
+    new CoordinatorStateMachine().restore(snap);
+    const c = performance.now();
+    bytes = snap.length;
+    encode.push(b - a);
+    restore.push(c - b);
+    rows.push(`| ${r + 1} | ${(b - a).toFixed(0)} | ${(c - b).toFixed(0)} |`);
+  }
+  const mb = (bytes / 1e6).toFixed(1);
+  console.log(`live ${o.live}: filled in ${fillMs.toFixed(0)} ms; snapshot ${mb} MB`);
+  console.log('| run | encode ms | restore ms |\n| --- | --- | --- |');
+  for (const row of rows) console.log(row);
+  console.log(
+    `[bench snapshot] live ${o.live}: encode ${median(encode).toFixed(0)} ms, restore ${median(restore).toFixed(0)} ms, ${mb} MB`,
+  );
+}

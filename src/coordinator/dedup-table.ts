@@ -1,0 +1,193 @@
+/**
+ * The remembered results of requests that carried a requestId (the state machine's
+ * `withDedup`), oldest first: part of the replicated state, so deterministic and clockless.
+ *
+ * Compact by design (issue 19: every live transaction leaves two of these, its Begin's and
+ * its branch's, for DEDUP_RETENTION_MS): one ring of slots in insertion order (which is
+ * command-time order) over a few flat arrays, and one Map from a short key to its slot. No
+ * object per entry:
+ * - the key is one tag character for the request kind, then the requestId, or, for the
+ *   SDK's requestIds (lower-case UUIDs), its 16 bytes as characters: 17 one-byte characters
+ *   instead of a 51-character `RegisterBranch\n<uuid>`;
+ * - the result of a Begin ({xid, deadline}) is kept as its xid (the string the session holds
+ *   too) and a number, a RegisterBranch's ({branchId}) as its branch id; any other result as
+ *   it came.
+ * What the table shows (get, rows) is the same values as the results it was given: the
+ * snapshot's rows are `[kind + '\n' + requestId, result, command time]` as before.
+ */
+import { StorageCorruptError } from '../shared/errors.ts';
+import { detached } from './interned.ts';
+
+/** A remembered result as a snapshot holds it: [key, result, command time]. */
+export type DedupRow = [string, unknown, number];
+
+/** Slots the ring starts with, and never shrinks below. */
+const MIN_CAPACITY = 1_024;
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
+/** Tag characters: upper case, the requestId follows as it is; lower case, as 16 bytes. */
+const KIND_TAGS: Readonly<Record<string, string>> = { Begin: 'B', RegisterBranch: 'R' };
+const TAG_KINDS: Readonly<Record<string, string>> = { B: 'Begin', R: 'RegisterBranch' };
+/** Tag of a key kept whole (`kind\nrequestId`): a kind without a tag, or a malformed key. */
+const WHOLE = '~';
+
+export class DedupTable {
+  private readonly index = new Map<string, number>();
+  private keys: (string | undefined)[] = new Array<string | undefined>(MIN_CAPACITY);
+  private values: unknown[] = new Array<unknown>(MIN_CAPACITY);
+  /** A Begin result's deadline (NaN for the rest). */
+  private nums = new Float64Array(MIN_CAPACITY);
+  private ats = new Float64Array(MIN_CAPACITY);
+  /** Slot of the oldest entry. */
+  private head = 0;
+  private count = 0;
+
+  get size(): number {
+    return this.count;
+  }
+
+  /** The remembered result of `kind` `requestId`, or undefined. */
+  get(kind: string, requestId: string): unknown {
+    const slot = this.index.get(compactKey(kind, requestId));
+    return slot === undefined ? undefined : this.valueAt(slot);
+  }
+
+  /** Remembers `value` (a new requestId: the caller looked it up first) at command time `at`. */
+  add(kind: string, requestId: string, value: unknown, at: number): void {
+    this.addCompact(compactKey(kind, requestId), value, at);
+  }
+
+  /** Command time of the oldest entry (undefined when empty). */
+  oldestAt(): number | undefined {
+    return this.count === 0 ? undefined : this.ats[this.head];
+  }
+
+  /** Forgets, oldest first, every entry remembered at or before `horizon`; returns how many. */
+  forgetUntil(horizon: number): number {
+    let forgotten = 0;
+    while (this.count > 0 && this.ats[this.head]! <= horizon) {
+      this.index.delete(this.keys[this.head]!);
+      this.keys[this.head] = undefined;
+      this.values[this.head] = undefined;
+      this.head = (this.head + 1) % this.keys.length;
+      this.count--;
+      forgotten++;
+    }
+    // Memory comes back after a burst: a ring a quarter full is halved.
+    if (forgotten > 0 && this.keys.length > MIN_CAPACITY && this.count < this.keys.length / 4)
+      this.relayout(Math.max(MIN_CAPACITY, this.keys.length / 2));
+    return forgotten;
+  }
+
+  /** Every entry as a snapshot row, oldest first. */
+  rows(): DedupRow[] {
+    const out = new Array<DedupRow>(this.count);
+    for (let i = 0; i < this.count; i++) {
+      const slot = (this.head + i) % this.keys.length;
+      out[i] = [wholeKey(this.keys[slot]!), this.valueAt(slot), this.ats[slot]!];
+    }
+    return out;
+  }
+
+  /** A table holding `rows` (a snapshot's, oldest first). */
+  static of(rows: Iterable<DedupRow>): DedupTable {
+    const table = new DedupTable();
+    for (const [key, value, at] of rows) {
+      if (typeof key !== 'string' || typeof at !== 'number')
+        throw new StorageCorruptError('coordinator snapshot holds a malformed dedup entry');
+      const nl = key.indexOf('\n');
+      const compact =
+        nl < 0 ? detached(WHOLE + key) : compactKey(key.slice(0, nl), key.slice(nl + 1));
+      if (table.index.has(compact))
+        throw new StorageCorruptError(`coordinator snapshot remembers ${key} twice`);
+      table.addCompact(compact, value, at);
+    }
+    return table;
+  }
+
+  private addCompact(key: string, value: unknown, at: number): void {
+    if (this.count === this.keys.length) this.relayout(this.keys.length * 2);
+    const slot = (this.head + this.count) % this.keys.length;
+    const tag = key[0];
+    this.keys[slot] = key;
+    this.ats[slot] = at;
+    this.nums[slot] = NaN;
+    this.values[slot] = value;
+    if (tag === 'B' || tag === 'b') {
+      const r = value as { xid?: unknown; deadline?: unknown };
+      if (isExactly(r, 'deadline', 'xid') && typeof r.xid === 'string') {
+        if (typeof r.deadline === 'number' && !Number.isNaN(r.deadline)) {
+          this.values[slot] = r.xid;
+          this.nums[slot] = r.deadline;
+        }
+      }
+    } else if (tag === 'R' || tag === 'r') {
+      const r = value as { branchId?: unknown };
+      if (isExactly(r, 'branchId') && typeof r.branchId === 'string')
+        this.values[slot] = r.branchId;
+    }
+    this.index.set(key, slot);
+    this.count++;
+  }
+
+  /** The result in `slot`, rebuilt from its compact form (frozen: nobody may change it). */
+  private valueAt(slot: number): unknown {
+    const value = this.values[slot];
+    if (typeof value !== 'string') return value;
+    const tag = this.keys[slot]![0];
+    if (tag === 'B' || tag === 'b') return Object.freeze({ xid: value, deadline: this.nums[slot] });
+    return Object.freeze({ branchId: value });
+  }
+
+  /** Moves the entries, oldest first, into new arrays of `capacity` slots. */
+  private relayout(capacity: number): void {
+    const keys = new Array<string | undefined>(capacity);
+    const values = new Array<unknown>(capacity);
+    const nums = new Float64Array(capacity);
+    const ats = new Float64Array(capacity);
+    for (let i = 0; i < this.count; i++) {
+      const from = (this.head + i) % this.keys.length;
+      keys[i] = this.keys[from];
+      values[i] = this.values[from];
+      nums[i] = this.nums[from]!;
+      ats[i] = this.ats[from]!;
+      this.index.set(keys[i]!, i);
+    }
+    this.keys = keys;
+    this.values = values;
+    this.nums = nums;
+    this.ats = ats;
+    this.head = 0;
+  }
+}
+
+/** True when `value` is a plain object whose own keys are exactly `names` (sorted). */
+function isExactly(value: unknown, ...names: string[]): boolean {
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) return false;
+  const keys = Object.keys(value).sort();
+  return keys.length === names.length && keys.every((k, i) => k === names[i]);
+}
+
+/** The table's key of a request: a tag, then the requestId (or its 16 bytes). */
+export function compactKey(kind: string, requestId: string): string {
+  const tag = KIND_TAGS[kind];
+  if (tag === undefined) return detached(`${WHOLE}${kind}\n${requestId}`);
+  if (!UUID.test(requestId)) return detached(tag + requestId);
+  const codes = new Array<number>(17);
+  codes[0] = tag.toLowerCase().charCodeAt(0);
+  const hex = requestId.replaceAll('-', '');
+  for (let i = 0; i < 16; i++) codes[i + 1] = parseInt(hex.slice(2 * i, 2 * i + 2), 16);
+  // One flat string of 17 one-byte characters (a concatenation would be a cons string).
+  return String.fromCharCode(...codes);
+}
+
+/** The key a snapshot shows: `kind\nrequestId`. */
+export function wholeKey(compact: string): string {
+  const tag = compact[0]!;
+  if (tag === WHOLE) return compact.slice(1);
+  const kind = TAG_KINDS[tag.toUpperCase()]!;
+  if (tag === tag.toUpperCase()) return `${kind}\n${compact.slice(1)}`;
+  let hex = '';
+  for (let i = 1; i < 17; i++) hex += compact.charCodeAt(i).toString(16).padStart(2, '0');
+  const uuid = `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20)}`;
+  return `${kind}\n${uuid}`;
+}

@@ -1,0 +1,195 @@
+/**
+ * PostgreSQL: the hot one-statement forms of many transactions in one statement. What
+ * Raft mode gets from one entry per event-loop turn, db mode gets here: the Begins of one
+ * turn are one INSERT over `unnest` of column arrays, the one-phase commits one DELETE …
+ * RETURNING into the finished INSERT. One round trip, one parse/bind/execute and one
+ * database commit (one WAL flush) per batch instead of per transaction.
+ *
+ * Each batched statement keeps the rules of its one-command form (fast-path.ts,
+ * fast-path-pg.ts) per row; a row the statement does not return was not written, and its
+ * command goes on to the one-command form and then the general path, which decide it
+ * alone. A statement that fails (a duplicate key, a deadlock) fails every command of its
+ * batch, each of which then goes the general way, as a one-command form's failure does.
+ * Two commands of one batch never share a requestId or an xid: the second waits for the
+ * next batch.
+ */
+import type { BeginCommand, CommitGlobalCommand } from '../../coordinator/commands.ts';
+import { BranchType, GlobalStatus } from '../../coordinator/types.ts';
+import { DB_BATCH_MAX_COMMANDS } from './limits.ts';
+import { GLOBAL_COLUMNS, globalRowValues } from './rows.ts';
+import type { SqlDriver, SqlScalar, TableNames } from './sql.ts';
+import type { GlobalSession } from '../../coordinator/types.ts';
+
+interface Pending<I, R> {
+  item: I;
+  key: string;
+  resolve(result: R): void;
+  reject(err: unknown): void;
+}
+
+/**
+ * Collects the items added during one event-loop turn (at most `max`, no two with one key)
+ * and runs them together; `run` answers one result per item, in order.
+ */
+export class TurnBatcher<I, R> {
+  private queue: Pending<I, R>[] = [];
+  private keys = new Set<string>();
+  private scheduled = false;
+  /** Statements run and commands they carried (metrics, tests). */
+  readonly stats = { batches: 0, commands: 0 };
+
+  constructor(
+    private readonly run: (items: I[]) => Promise<R[]>,
+    private readonly keyOf: (item: I) => string,
+    private readonly max: number = DB_BATCH_MAX_COMMANDS,
+  ) {}
+
+  add(item: I): Promise<R> {
+    return new Promise<R>((resolve, reject) => {
+      const key = this.keyOf(item);
+      if (this.keys.has(key) || this.queue.length >= this.max) this.flushNow();
+      this.queue.push({ item, key, resolve, reject });
+      this.keys.add(key);
+      if (!this.scheduled) {
+        this.scheduled = true;
+        setImmediate(() => this.flushNow());
+      }
+    });
+  }
+
+  private flushNow(): void {
+    const batch = this.queue;
+    if (batch.length === 0) return;
+    this.queue = [];
+    this.keys = new Set();
+    this.scheduled = false;
+    this.stats.batches += 1;
+    this.stats.commands += batch.length;
+    this.run(batch.map((p) => p.item)).then(
+      (results) => batch.forEach((p, i) => p.resolve(results[i]!)),
+      (err: unknown) => batch.forEach((p) => p.reject(err)),
+    );
+  }
+}
+
+/** PostgreSQL types of global_table's columns, for the arrays a batch binds. */
+export const PG_GLOBAL_TYPES: Record<(typeof GLOBAL_COLUMNS)[number], string> = {
+  xid: 'varchar',
+  transaction_id: 'varchar',
+  application_id: 'varchar',
+  transaction_service_group: 'varchar',
+  transaction_name: 'varchar',
+  timeout_ms: 'bigint',
+  begin_time: 'bigint',
+  deadline: 'bigint',
+  status: 'varchar',
+  status_changed_at: 'bigint',
+  retry_attempts: 'integer',
+  next_retry_at: 'bigint',
+  retry_deadline: 'bigint',
+  retry_stopped: 'boolean',
+  driver_term: 'bigint',
+  due_at: 'bigint',
+  branch_count: 'integer',
+};
+
+/** How a batched commit decided: one phase (ended Committed), async (AT), or not at all. */
+export type CommitHow = 'onePhase' | 'async' | null;
+
+/** A Begin ready for the batch: its new session (checked by the caller) and its answer. */
+export interface BeginItem {
+  command: BeginCommand;
+  session: GlobalSession;
+  result: { xid: string; deadline: number };
+}
+
+export class PgBatches {
+  readonly begins: TurnBatcher<BeginItem, boolean>;
+  readonly commits: TurnBatcher<CommitGlobalCommand, CommitHow>;
+  private readonly beginSql: string;
+  private readonly commitSql: string;
+
+  constructor(
+    private readonly driver: SqlDriver,
+    t: TableNames,
+  ) {
+    const cols = GLOBAL_COLUMNS.join(', ');
+    const arrays = GLOBAL_COLUMNS.map((c) => `?::${PG_GLOBAL_TYPES[c]}[]`).join(', ');
+    // A remembered requestId or a finished xid inserts nothing (the one-command form and
+    // then the general path answer); a requestId-less Begin needs no dedup row.
+    this.beginSql = `WITH v AS (
+        SELECT * FROM unnest(${arrays}, ?::varchar[], ?::text[]) AS v(${cols}, request_id, result)),
+      ok AS (SELECT * FROM v WHERE NOT EXISTS (SELECT 1 FROM ${t.finished} f WHERE f.xid = v.xid)),
+      d AS (INSERT INTO ${t.dedup} (kind, request_id, result)
+        SELECT 'Begin', request_id, result FROM ok WHERE request_id IS NOT NULL
+        ON CONFLICT (kind, request_id) DO NOTHING RETURNING request_id)
+      INSERT INTO ${t.global} (${cols})
+        SELECT ${cols} FROM ok
+         WHERE ok.request_id IS NULL OR ok.request_id IN (SELECT request_id FROM d)
+      RETURNING xid`;
+    // Per row: branchless, it ends Committed in one phase; with only AT branches it becomes
+    // AsyncCommitting and frees their rows (the machine's releaseAtLocks). The two exclude
+    // each other on branch_count, which every RegisterBranch and RemoveBranch rewrites:
+    // the branch count read in the statement's snapshot must still match it (see
+    // fast-path-pg.ts on why).
+    const base = `g.xid = v.xid AND g.status = ? AND g.driver_term <= v.term AND g.deadline > v.at
+          AND g.retry_stopped = FALSE AND g.next_retry_at IS NULL`;
+    this.commitSql = `WITH v AS (
+        SELECT * FROM unnest(?::varchar[], ?::bigint[], ?::bigint[]) AS v(xid, term, at)),
+      gone AS (DELETE FROM ${t.global} g USING v WHERE ${base} AND g.branch_count = 0
+        RETURNING g.xid, v.at),
+      f AS (INSERT INTO ${t.finished} (xid, status, finished_at, resolved_by)
+        SELECT xid, ?::varchar, at, NULL FROM gone RETURNING xid),
+      a AS (UPDATE ${t.global} g SET status = ?, status_changed_at = v.at, due_at = v.at,
+          driver_term = GREATEST(g.driver_term, v.term)
+        FROM v WHERE ${base} AND g.branch_count > 0
+          AND g.branch_count = (SELECT COUNT(*) FROM ${t.branch} b
+                                 WHERE b.xid = v.xid AND b.branch_type = ?)
+        RETURNING g.xid),
+      b AS (UPDATE ${t.branch} SET locks_held = FALSE
+        WHERE xid IN (SELECT xid FROM a) AND locks_held),
+      l AS (DELETE FROM ${t.lock} WHERE xid IN (SELECT xid FROM a))
+      SELECT xid, 'onePhase' AS how FROM f UNION ALL SELECT xid, 'async' AS how FROM a`;
+    this.begins = new TurnBatcher(
+      (items) => this.runBegins(items),
+      // A requestId is what two Begins of one batch must not share (and xids never repeat).
+      (item) =>
+        item.command.requestId === null ? `x\n${item.command.xid}` : `r\n${item.command.requestId}`,
+    );
+    this.commits = new TurnBatcher(
+      (items) => this.runCommits(items),
+      (c) => c.xid,
+    );
+  }
+
+  /** Which Begins were written (the rest wrote nothing). */
+  private async runBegins(items: BeginItem[]): Promise<boolean[]> {
+    const columns: SqlScalar[][] = GLOBAL_COLUMNS.map(() => []);
+    const requestIds: (string | null)[] = [];
+    const results: (string | null)[] = [];
+    for (const { command, session, result } of items) {
+      globalRowValues(session).forEach((value, i) => columns[i]!.push(value));
+      requestIds.push(command.requestId);
+      results.push(command.requestId === null ? null : JSON.stringify(result));
+    }
+    const r = await this.driver.query(this.beginSql, [...columns, requestIds, results]);
+    const written = new Set(r.rows.map((row) => String(row.xid)));
+    return items.map((item) => written.has(item.command.xid));
+  }
+
+  /** How each commit was decided; null: nothing written, the general path decides. */
+  private async runCommits(items: CommitGlobalCommand[]): Promise<CommitHow[]> {
+    const r = await this.driver.query(this.commitSql, [
+      items.map((c) => c.xid),
+      items.map((c) => c.term),
+      items.map((c) => c.at),
+      GlobalStatus.Begin,
+      GlobalStatus.Committed,
+      GlobalStatus.AsyncCommitting,
+      GlobalStatus.Begin,
+      BranchType.AT,
+    ]);
+    const how = new Map(r.rows.map((row) => [String(row.xid), row.how as CommitHow]));
+    return items.map((c) => how.get(c.xid) ?? null);
+  }
+}

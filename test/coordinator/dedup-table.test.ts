@@ -1,0 +1,73 @@
+/**
+ * The compact request-id table (issue 19): what it shows — results, snapshot rows, their
+ * order — is what it was given, whatever form it keeps them in.
+ */
+import { randomUUID } from 'node:crypto';
+import fc from 'fast-check';
+import { describe, expect, it } from 'vitest';
+import { DedupTable, compactKey, wholeKey } from '../../src/coordinator/dedup-table.ts';
+import { StorageCorruptError } from '../../src/shared/errors.ts';
+
+describe('DedupTable', () => {
+  it('keys round-trip for every kind and requestId (UUIDs packed to 17 characters)', () => {
+    const kinds = fc.constantFrom('Begin', 'RegisterBranch', 'Other');
+    const ids = fc.oneof(fc.string(), fc.uuid(), fc.constant(randomUUID()));
+    fc.assert(
+      fc.property(kinds, ids, (kind, id) => {
+        expect(wholeKey(compactKey(kind, id))).toBe(`${kind}\n${id}`);
+      }),
+    );
+    expect(compactKey('Begin', randomUUID())).toHaveLength(17);
+    // An upper-case UUID is not the SDK's form: kept as it came, never confused with it.
+    const id = randomUUID();
+    expect(compactKey('Begin', id.toUpperCase())).not.toBe(compactKey('Begin', id));
+  });
+
+  it('answers results as given, and shows them oldest first as snapshot rows', () => {
+    const table = new DedupTable();
+    const begin = { xid: '10.0.0.1:8091:42', deadline: 61_000 };
+    const branch = { branchId: '7' };
+    const other = { xid: 'x', deadline: 1, extra: true };
+    table.add('Begin', 'b1', begin, 1_000);
+    table.add('RegisterBranch', 'r1', branch, 1_001);
+    table.add('Begin', 'b2', other, 1_002);
+    expect(table.get('Begin', 'b1')).toEqual(begin);
+    expect(Object.isFrozen(table.get('Begin', 'b1'))).toBe(true);
+    expect(table.get('RegisterBranch', 'r1')).toEqual(branch);
+    expect(table.get('Begin', 'b2')).toBe(other);
+    expect(table.get('RegisterBranch', 'b1')).toBeUndefined();
+    expect(table.rows()).toEqual([
+      ['Begin\nb1', begin, 1_000],
+      ['RegisterBranch\nr1', branch, 1_001],
+      ['Begin\nb2', other, 1_002],
+    ]);
+    expect(DedupTable.of(table.rows()).rows()).toEqual(table.rows());
+  });
+
+  it('forgets oldest first, grows past its first ring and shrinks back after a burst', () => {
+    const table = new DedupTable();
+    const n = 5_000;
+    for (let i = 0; i < n; i++) table.add('RegisterBranch', randomUUID(), { branchId: `${i}` }, i);
+    expect(table.size).toBe(n);
+    expect(table.oldestAt()).toBe(0);
+    expect(table.forgetUntil(n - 11)).toBe(n - 10);
+    expect(table.size).toBe(10);
+    expect(table.rows().map((r) => r[2])).toEqual(Array.from({ length: 10 }, (_, i) => n - 10 + i));
+    for (let i = 0; i < 3_000; i++)
+      table.add('Begin', `q${i}`, { xid: `x${i}`, deadline: i }, n + i);
+    expect(table.get('Begin', 'q2999')).toEqual({ xid: 'x2999', deadline: 2_999 });
+    expect(table.forgetUntil(Infinity)).toBe(3_010);
+    expect(table.size).toBe(0);
+    expect(table.oldestAt()).toBeUndefined();
+  });
+
+  it('refuses a snapshot that remembers one request twice, or a malformed row', () => {
+    expect(() =>
+      DedupTable.of([
+        ['Begin\nb1', { branchId: '1' }, 1],
+        ['Begin\nb1', { branchId: '1' }, 2],
+      ]),
+    ).toThrow(StorageCorruptError);
+    expect(() => DedupTable.of([[7 as unknown as string, {}, 1]])).toThrow(StorageCorruptError);
+  });
+});
