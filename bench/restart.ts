@@ -24,7 +24,8 @@ import {
   writeConfig,
   type NodePorts,
 } from '../test/support/cluster.ts';
-import { REPO_ROOT } from './lib/cluster.ts';
+import { presentOperatorCredential, REPO_ROOT } from './lib/cluster.ts';
+import { nodeGet } from './lib/node-http.ts';
 
 /** How often the leader monitor asks every live node, ms. */
 const MONITOR_INTERVAL_MS = 20;
@@ -41,9 +42,7 @@ interface Node extends NodePorts {
 
 async function metadata(n: Node): Promise<{ leaderId: string | null; term: number } | null> {
   try {
-    const res = await fetch(`http://127.0.0.1:${n.http}/metadata/v1/cluster?group=default`, {
-      signal: AbortSignal.timeout(500),
-    });
+    const res = await nodeGet(`127.0.0.1:${n.http}`, '/metadata/v1/cluster?group=default', 500);
     if (res.status !== 200) return null;
     return (await res.json()) as { leaderId: string | null; term: number };
   } catch {
@@ -308,6 +307,9 @@ async function teardown(cluster: Cluster, tc: TcClient | null): Promise<void> {
 export async function main(args: string[]): Promise<void> {
   const opts = parseOptions(args);
   const cluster = await prepareCluster(opts);
+  // TLS on: the nodes make their dev pki under <root>/data/pki; the bench trusts its CA and
+  // presents its operator credential.
+  presentOperatorCredential(cluster.root);
   let tc: TcClient | null = null;
   try {
     await startClusterAndAwaitLeader(cluster);

@@ -32,6 +32,7 @@ import {
 import { startCluster, type BenchCluster, type BenchNode } from './lib/cluster.ts';
 import { parseMetrics } from './lib/node-stats.ts';
 import { sleep } from '../test/support/wait.ts';
+import { nodeGet } from './lib/node-http.ts';
 
 /** A transaction's timeout here (the default per-application maximum): none may time out, ms. */
 const TX_TIMEOUT_MS = 600_000;
@@ -98,9 +99,7 @@ function parseOptions(args: string[]): Options {
 
 async function metricsOf(node: BenchNode): Promise<Map<string, number> | null> {
   try {
-    const res = await fetch(`http://127.0.0.1:${node.control.port}/metrics`, {
-      signal: AbortSignal.timeout(5_000),
-    });
+    const res = await nodeGet(`127.0.0.1:${node.control.port}`, '/metrics', 5_000);
     return parseMetrics(await res.text());
   } catch {
     return null;
@@ -126,9 +125,10 @@ interface Metadata {
 
 async function metadataOf(node: BenchNode): Promise<Metadata | null> {
   try {
-    const res = await fetch(
-      `http://127.0.0.1:${node.control.port}/metadata/v1/cluster?group=default`,
-      { signal: AbortSignal.timeout(1_000) },
+    const res = await nodeGet(
+      `127.0.0.1:${node.control.port}`,
+      '/metadata/v1/cluster?group=default',
+      1_000,
     );
     return res.status === 200 ? ((await res.json()) as Metadata) : null;
   } catch {

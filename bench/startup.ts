@@ -19,6 +19,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { parseArgs } from 'node:util';
 import { stringify } from 'yaml';
 import { freePort, REPO_ROOT } from './lib/cluster.ts';
+import { nodeGet } from './lib/node-http.ts';
 
 /** How often the health endpoint is polled while a node starts, ms. */
 const POLL_MS = 5;
@@ -50,11 +51,10 @@ async function timeHelp(mode: Mode): Promise<number> {
   return performance.now() - t0;
 }
 
-async function health(port: number): Promise<{ role?: string } | null> {
+async function health(port: number, caFile: string): Promise<{ role?: string } | null> {
   try {
-    const res = await fetch(`http://127.0.0.1:${port}/health`, {
-      signal: AbortSignal.timeout(1_000),
-    });
+    // HTTPS with the node's own dev CA (made at its first start): lib/node-http.ts.
+    const res = await nodeGet(`127.0.0.1:${port}`, '/health', 1_000, caFile);
     return (await res.json()) as { role?: string };
   } catch {
     return null;
@@ -101,7 +101,7 @@ async function timeStart(
     for (;;) {
       if (child.exitCode !== null) throw new Error(`node exited: ${stderr.slice(-2000)}`);
       if (performance.now() - t0 > START_TIMEOUT_MS) throw new Error('node did not start');
-      const h = await health(httpPort);
+      const h = await health(httpPort, join(dir, 'pki', 'ca.pem'));
       if (h !== null && healthAt === 0) {
         healthAt = performance.now() - t0;
         cpu = cpuMs(child.pid!);

@@ -54,6 +54,7 @@ import {
   type NodeSample,
   type WindowStats,
 } from './lib/node-stats.ts';
+import { nodeGet } from './lib/node-http.ts';
 
 const BENCH_DIR = import.meta.dirname;
 /** A global transaction's timeout in the bench, ms (long: none should time out). */
@@ -471,14 +472,10 @@ async function sampleWork(cluster: BenchCluster): Promise<WorkSample> {
     cluster.seeds.map(async (seed) => {
       try {
         const md = (await (
-          await fetch(`http://${seed}/metadata/v1/cluster?group=default`, {
-            signal: AbortSignal.timeout(2_000),
-          })
+          await nodeGet(seed, '/metadata/v1/cluster?group=default', 2_000)
         ).json()) as { lastIndex: number };
         w.lastIndex = Math.max(w.lastIndex, md.lastIndex);
-        const text = await (
-          await fetch(`http://${seed}/metrics`, { signal: AbortSignal.timeout(2_000) })
-        ).text();
+        const text = await (await nodeGet(seed, '/metrics', 2_000)).text();
         for (const line of text.split('\n')) {
           const m = /^concord_db_(submits|reads|statements)\{[^}]*\} (\d+)/.exec(line);
           if (m)

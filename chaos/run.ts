@@ -194,20 +194,21 @@ async function setUp(r: Run): Promise<{ cluster: ChaosCluster; clients: ClientPo
       logger,
     }),
   ));
-  await guard(cluster.startAll());
-  const first = await guard(cluster.waitForLeader(FIRST_LEADER_TIMEOUT_MS, 'first election'));
-  print(
-    `chaos: cluster up in ${Date.now() - r.t0} ms, leader ${first.id} (term ${first.term}); nodes ${cluster.nodes.map((n) => `${n.id}=${n.proc?.pid}`).join(' ')}`,
-  );
-  // TLS on: the nodes made their dev pki under <runDir>/data/pki at first start. The
-  // harness and its client processes (which inherit the environment) present its operator
-  // credential: the workload runs many applications, and checks every outcome.
+  // TLS on: the nodes make their dev pki under <runDir>/data/pki at first start. The
+  // harness (its health polls over HTTPS too) and its client processes (which inherit the
+  // environment) trust its CA and present its operator credential: the workload runs many
+  // applications, and checks every outcome.
   const pki = join(runDir, 'data', 'pki');
   if (!process.env.CONCORD_INSECURE) {
     process.env.CONCORD_TLS_CA = join(pki, 'ca.pem');
     process.env.CONCORD_TLS_CERT = join(pki, 'admin.pem');
     process.env.CONCORD_TLS_KEY = join(pki, 'admin-key.pem');
   }
+  await guard(cluster.startAll());
+  const first = await guard(cluster.waitForLeader(FIRST_LEADER_TIMEOUT_MS, 'first election'));
+  print(
+    `chaos: cluster up in ${Date.now() - r.t0} ms, leader ${first.id} (term ${first.term}); nodes ${cluster.nodes.map((n) => `${n.id}=${n.proc?.pid}`).join(' ')}`,
+  );
   r.monitor = new LeaderMonitor(cluster, logger);
   r.monitor.start();
   const clients = (r.clients = new ClientPool({

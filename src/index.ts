@@ -97,7 +97,7 @@ export {
   UnavailableError,
   OutcomeUnknownError,
 } from './client/tc/errors.ts';
-export { WrongPortError } from './client/wrong-port.ts';
+export { TlsMismatchError, WrongPortError } from './client/wrong-port.ts';
 export { ConcordError, BadRequestError, NotLeaderError, TimeoutError } from './shared/errors.ts';
 export type { ErrorCode } from './shared/errors.ts';
 

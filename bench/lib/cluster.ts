@@ -13,6 +13,7 @@ import { stringify } from 'yaml';
 import type { PinnedNode } from './pinned-discovery.ts';
 import { freePort } from '../../test/support/ports.ts';
 import { sleep } from '../../test/support/wait.ts';
+import { nodeGet } from './node-http.ts';
 
 export { freePort };
 
@@ -168,9 +169,7 @@ async function namedLeaders(seeds: string[]): Promise<(string | null)[]> {
   return Promise.all(
     seeds.map(async (s) => {
       try {
-        const res = await fetch(`http://${s}/metadata/v1/cluster?group=default`, {
-          signal: AbortSignal.timeout(1_000),
-        });
+        const res = await nodeGet(s, '/metadata/v1/cluster?group=default', 1_000);
         return ((await res.json()) as { leaderId: string | null }).leaderId;
       } catch {
         return null;
@@ -183,7 +182,7 @@ async function namedLeaders(seeds: string[]): Promise<(string | null)[]> {
  * TLS on (unless CONCORD_INSECURE=1, the plaintext figure): the nodes made their dev pki under
  * <dir>/data/pki; the bench and its workers present its operator credential.
  */
-function presentOperatorCredential(dir: string): void {
+export function presentOperatorCredential(dir: string): void {
   if (process.env.CONCORD_INSECURE) return;
   const pki = join(dir, 'data', 'pki');
   process.env.CONCORD_TLS_CA = join(pki, 'ca.pem');
@@ -194,6 +193,9 @@ function presentOperatorCredential(dir: string): void {
 /** Waits until every node names the same leader; stops the nodes and throws on failure. */
 async function awaitLeader(o: ClusterOptions, nodes: BenchNode[], seeds: string[]) {
   const deadline = Date.now() + CLUSTER_START_TIMEOUT_MS;
+  // The leader is asked over HTTPS: the CA (made by the first node to start) is trusted
+  // from here on, as the credential is presented.
+  presentOperatorCredential(o.dir);
   for (;;) {
     const exited = nodes.find((n) => n.proc.exitCode !== null || n.proc.signalCode !== null);
     if (exited) {
@@ -202,10 +204,7 @@ async function awaitLeader(o: ClusterOptions, nodes: BenchNode[], seeds: string[
     }
     const named = await namedLeaders(seeds);
     const leaderId = named[0] ?? null;
-    if (leaderId !== null && named.every((x) => x === leaderId)) {
-      presentOperatorCredential(o.dir);
-      return leaderId;
-    }
+    if (leaderId !== null && named.every((x) => x === leaderId)) return leaderId;
     if (Date.now() > deadline) {
       await stopNodes(nodes);
       throw new Error(

@@ -12,6 +12,7 @@
  *    and the snapshots every node took (count, ms).
  */
 import { readFileSync } from 'node:fs';
+import { nodeGet } from './node-http.ts';
 
 /** Linux USER_HZ: /proc/<pid>/stat counts CPU time in these. */
 const CLOCK_TICKS_PER_S = 100;
@@ -73,9 +74,7 @@ function metric(metrics: Map<string, number>, name: string): number | undefined 
 async function sampleNode(n: StatsNode): Promise<NodeSample> {
   let metrics = new Map<string, number>();
   try {
-    const res = await fetch(`http://${n.control.host}:${n.control.port}/metrics`, {
-      signal: AbortSignal.timeout(SCRAPE_TIMEOUT_MS),
-    });
+    const res = await nodeGet(`${n.control.host}:${n.control.port}`, '/metrics', SCRAPE_TIMEOUT_MS);
     metrics = parseMetrics(await res.text());
   } catch {
     // a node that does not answer gives what /proc has

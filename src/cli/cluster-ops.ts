@@ -16,8 +16,10 @@ import {
 } from '../client/http-metadata.ts';
 import { AUTH_TOKEN_ENV } from '../server/config.ts';
 import { BadRequestError, NotLeaderError } from '../shared/errors.ts';
+import type { NodeHttpTls } from '../shared/node-fetch.ts';
 import { requireNodeId } from '../shared/ids.ts';
 import { confirm, type ConfirmOptions } from './confirm.ts';
+import { cliHttpTls, type OperatorTlsOptions } from './operator-tls.ts';
 import {
   isEmptyPlan,
   membersOfRaftClusterStr,
@@ -52,12 +54,16 @@ export function metadataTable(md: ClusterMetadata): string {
  * The leader's view when it can be reached (it alone knows lag, health and learners'
  * progress), else the node's.
  */
-async function leaderView(server: HostPort, group: string): Promise<ClusterMetadata> {
-  const md = await fetchClusterMetadata(server, { group });
+async function leaderView(
+  server: HostPort,
+  group: string,
+  tls: NodeHttpTls | null,
+): Promise<ClusterMetadata> {
+  const md = await fetchClusterMetadata(server, { group, tls });
   const leader = md.nodes.find((n) => n.role === 'LEADER');
   if (leader?.control && md.answeredBy !== leader.nodeId) {
     try {
-      const fromLeader = await fetchClusterMetadata(leader.control, { group });
+      const fromLeader = await fetchClusterMetadata(leader.control, { group, tls });
       if (fromLeader.term >= md.term) return fromLeader;
     } catch {
       // keep the answering node's view
@@ -67,12 +73,14 @@ async function leaderView(server: HostPort, group: string): Promise<ClusterMetad
 }
 
 /** Status from the leader's view when it can be reached (it alone knows lag and health). */
-export async function runStatus(opts: {
-  server: string;
-  group: string;
-  json?: boolean;
-}): Promise<void> {
-  const md = await leaderView(parseAddress(opts.server), opts.group);
+export async function runStatus(
+  opts: OperatorTlsOptions & {
+    server: string;
+    group: string;
+    json?: boolean;
+  },
+): Promise<void> {
+  const md = await leaderView(parseAddress(opts.server), opts.group, cliHttpTls(opts));
   if (opts.json) console.log(JSON.stringify(md, null, 2));
   else console.log(metadataTable(md));
 }
@@ -113,14 +121,18 @@ export const SETTLE_WAIT_MS = 5_000;
  * After a transfer, or the leader's removal of itself, the answering node no longer leads:
  * show the new leader's view instead, once a member reports one (within SETTLE_WAIT_MS).
  */
-async function settled(md: ClusterMetadata, group: string): Promise<ClusterMetadata> {
+async function settled(
+  md: ClusterMetadata,
+  group: string,
+  tls: NodeHttpTls | null,
+): Promise<ClusterMetadata> {
   if (md.leaderId !== null && md.answeredBy === md.leaderId) return md;
   const deadline = performance.now() + SETTLE_WAIT_MS;
   while (performance.now() < deadline) {
     for (const n of md.nodes) {
       if (!n.control) continue;
       try {
-        const v = await fetchClusterMetadata(n.control, { group, timeoutMs: 1_000 });
+        const v = await fetchClusterMetadata(n.control, { group, timeoutMs: 1_000, tls });
         if (v.leaderId !== null && v.answeredBy === v.leaderId && v.term >= md.term) return v;
       } catch {
         // try the next member
@@ -157,7 +169,7 @@ export async function onLeader<T>(
   }
 }
 
-export interface ChangeOptions {
+export interface ChangeOptions extends OperatorTlsOptions {
   server: string;
   group: string;
   token?: string;
@@ -220,7 +232,8 @@ async function applyChange(
   const token = opts.dryRun
     ? (opts.token ?? process.env[AUTH_TOKEN_ENV] ?? '')
     : tokenOf(opts.token);
-  const md = await leaderView(server, opts.group);
+  const tls = cliHttpTls(opts);
+  const md = await leaderView(server, opts.group, tls);
   if (md.storeMode === 'db')
     throw new BadRequestError(
       'this cluster runs in db mode: there is no Raft membership to change (start or stop nodes instead)',
@@ -251,9 +264,9 @@ async function applyChange(
     }
   }
   const answer = await onLeader(server, (target) =>
-    changeCluster(target, change ?? { members: desired }, { token, group: opts.group }),
+    changeCluster(target, change ?? { members: desired }, { token, group: opts.group, tls }),
   );
-  answer.metadata = await settled(answer.metadata, opts.group);
+  answer.metadata = await settled(answer.metadata, opts.group, tls);
   if (opts.json) {
     console.log(JSON.stringify({ ...answer, plan }, null, 2));
     return;
@@ -264,19 +277,25 @@ async function applyChange(
   console.log(`\n${metadataTable(answer.metadata)}`);
 }
 
-export async function runTransfer(opts: {
-  server: string;
-  group: string;
-  to: string;
-  token?: string;
-  json?: boolean;
-}): Promise<void> {
+export async function runTransfer(
+  opts: OperatorTlsOptions & {
+    server: string;
+    group: string;
+    to: string;
+    token?: string;
+    json?: boolean;
+  },
+): Promise<void> {
   const server = parseAddress(opts.server);
   const to = requireNodeId(opts.to, '--to');
   const token = tokenOf(opts.token);
+  const tls = cliHttpTls(opts);
   const md = await settled(
-    await onLeader(server, (target) => transferLeader(target, to, { token, group: opts.group })),
+    await onLeader(server, (target) =>
+      transferLeader(target, to, { token, group: opts.group, tls }),
+    ),
     opts.group,
+    tls,
   );
   if (opts.json) console.log(JSON.stringify(md, null, 2));
   else

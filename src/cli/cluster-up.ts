@@ -17,6 +17,7 @@ import { fetchHealth, formatHostPort, type HealthAnswer } from '../client/http-m
 import { loadConfig, selfEndpoints, type NodeConfig } from '../server/config.ts';
 import { ConfigError } from '../shared/errors.ts';
 import { ensureDevPki } from '../server/security/pki-dir.ts';
+import { nodeScheme, type NodeHttpTls } from '../shared/node-fetch.ts';
 import { isTty, renderTable, style } from './table.ts';
 
 /** `--pattern`: the file-name prefix before the number (`db-pg-node` → db-pg-node1.yaml, ...). */
@@ -54,6 +55,8 @@ interface Member {
   child: ChildProcess | null;
   exit: { code: number | null; signal: NodeJS.Signals | null } | null;
   health: HealthAnswer | null;
+  /** The CA its HTTPS port is checked against (null: insecure mode, plain HTTP). */
+  httpTls: NodeHttpTls | null;
 }
 
 /**
@@ -142,6 +145,7 @@ function loadMembers(
         child: null,
         exit: null,
         health: null,
+        httpTls: tls === null ? null : { ca: readCaOf(tls.ca) },
       };
     });
   } catch (err) {
@@ -224,6 +228,7 @@ async function refreshHealth(members: Member[]): Promise<void> {
       try {
         const h = await fetchHealth(selfEndpoints(m.config).control, {
           timeoutMs: HEALTH_TIMEOUT_MS,
+          tls: m.httpTls,
         });
         // Only our own child counts (not some other process on the same port).
         m.health = h.pid === m.child?.pid ? h : null;
@@ -360,7 +365,7 @@ function printSummary(
     return [
       m.config.node.id,
       role,
-      `http://${formatHostPort(e.control)}`,
+      `${nodeScheme(m.httpTls)}://${formatHostPort(e.control)}`,
       formatHostPort(e.transaction),
       dbMode ? '-' : formatHostPort(e.raft),
       String(m.child?.pid ?? '-'),
@@ -369,29 +374,44 @@ function printSummary(
   console.log(renderTable(['NODE', 'ROLE', 'OPENAPI (HTTP)', 'TC (gRPC)', 'RAFT', 'PID'], rows));
   const first = selfEndpoints(members[0]!.config).control;
   const logs = members.map((m) => relative(process.cwd(), m.logFile));
+  const tls = members[0]!.config.security.tls;
+  const caFile = tls === null ? null : relative(process.cwd(), tls.ca) || tls.ca;
+  const scheme = nodeScheme(members[0]!.httpTls);
   console.log('');
   console.log(
-    `  metadata  curl 'http://${formatHostPort(first)}/metadata/v1/cluster?group=${group}'`,
+    `  metadata  curl ${caFile === null ? '' : `--cacert ${caFile} `}'${scheme}://${formatHostPort(first)}/metadata/v1/cluster?group=${group}'`,
   );
+  console.log(`  console   ${scheme}://${formatHostPort(first)}/console`);
   console.log(`  status    npx concord cluster status --server ${formatHostPort(first)}`);
   console.log(`  logs      ${logs.join('  ')}`);
   console.log(
     `  configs   ${relative(process.cwd(), dir) || '.'}/${members.map((m) => basename(m.file)).join(', ')}`,
   );
-  const tls = members[0]!.config.security.tls;
   if (tls === null) {
     console.log(
       `  security  ${style('red', 'insecure mode')}: plaintext, no client authentication`,
     );
   } else {
     const dir = relative(process.cwd(), tls.dir) || '.';
-    console.log(`  tls       CA ${dir}/ca.pem (the raft and TC ports; the openapi is plaintext)`);
+    console.log(`  tls       CA ${dir}/ca.pem (every port: raft, TC, and HTTPS for the openapi)`);
     console.log(
       `  clients   CONCORD_TLS_DIR=${dir} (the SDK, the example: dev credential ${dir}/client-dev.pem)`,
     );
     console.log(`  operator  ${dir}/admin.pem, ${dir}/admin-key.pem (admin role)`);
   }
   console.log(`\nPress Ctrl-C to stop all nodes.`);
+}
+
+/** A node's CA file (made by ensureDevPki, or the operator's); unreadable: exit 2. */
+function readCaOf(file: string): Buffer {
+  try {
+    return readFileSync(file);
+  } catch (err) {
+    throw new ConfigError(
+      'security.tls.ca',
+      `cannot read ${file}: ${(err as NodeJS.ErrnoException).code ?? 'unreadable'}`,
+    );
+  }
 }
 
 function printLogTail(m: Member): void {

@@ -13,8 +13,9 @@
  */
 import { existsSync, readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
-import { clientTlsFromEnv, TLS_ENV, type ClientTls } from '../client/tls.ts';
+import { clientTlsFromEnv, nodeHttpTlsFromEnv, TLS_ENV, type ClientTls } from '../client/tls.ts';
 import { BadRequestError } from '../shared/errors.ts';
+import type { NodeHttpTls } from '../shared/node-fetch.ts';
 import { credentialFiles, DEV_ADMIN_APP } from '../server/security/pki-dir.ts';
 
 /** The pki dir `npm start` makes (relative to the working directory). */
@@ -50,12 +51,50 @@ export function operatorTls(
   if (o.pki !== undefined) return adminOf(resolve(cwd, o.pki), '--pki');
   const files = clientTlsFromEnv({ ...env, [TLS_ENV.dir]: undefined });
   if (files !== null) return files;
-  const insecureEnv = env[TLS_ENV.insecure];
-  if (insecureEnv !== undefined && ['1', 'true', 'yes'].includes(insecureEnv.trim().toLowerCase()))
-    return null;
+  if (isInsecureEnv(env)) return null;
   const dir = env[TLS_ENV.dir];
   if (dir) return adminOf(resolve(cwd, dir), TLS_ENV.dir);
   const dev = resolve(cwd, DEFAULT_PKI_DIR);
   if (existsSync(credentialFiles(dev, DEV_ADMIN_APP).cert)) return adminOf(dev, DEFAULT_PKI_DIR);
   return null;
+}
+
+function isInsecureEnv(env: NodeJS.ProcessEnv): boolean {
+  const v = env[TLS_ENV.insecure];
+  return v !== undefined && ['1', 'true', 'yes'].includes(v.trim().toLowerCase());
+}
+
+function readCa(file: string, source: string): NodeHttpTls {
+  try {
+    return { ca: readFileSync(file) };
+  } catch (err) {
+    throw new BadRequestError(
+      `${source}: cannot read ${file} (${(err as NodeJS.ErrnoException).code ?? 'unreadable'})`,
+    );
+  }
+}
+
+/**
+ * Whom the CLI trusts on a node's HTTP port (HTTPS on a secure node: cluster status and
+ * membership commands, tx list and show, the leader discovery of tx actions), first match
+ * wins:
+ *
+ *   --insecure, or CONCORD_INSECURE=1         plain HTTP (a node in insecure mode)
+ *   --pki <dir>                               <dir>/ca.pem
+ *   CONCORD_TLS_CA, or CONCORD_TLS_DIR        that CA file, or the dir's ca.pem
+ *   ./data/pki/ca.pem (npm start's dev CA)    if it exists
+ *
+ * With none of these: plain HTTP (a secure node answers it with 400, "use https://").
+ */
+export function cliHttpTls(
+  o: OperatorTlsOptions,
+  env: NodeJS.ProcessEnv = process.env,
+  cwd = process.cwd(),
+): NodeHttpTls | null {
+  if (o.insecure || isInsecureEnv(env)) return null;
+  if (o.pki !== undefined) return readCa(resolve(cwd, o.pki, 'ca.pem'), '--pki');
+  const fromEnv = nodeHttpTlsFromEnv(env);
+  if (fromEnv !== null) return fromEnv;
+  const dev = resolve(cwd, DEFAULT_PKI_DIR, 'ca.pem');
+  return existsSync(dev) ? readCa(dev, DEFAULT_PKI_DIR) : null;
 }

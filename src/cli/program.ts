@@ -6,6 +6,8 @@
  *   concord cluster up [--dir cluster-configs] [--pattern node]   run the local cluster in the
  *   foreground
  *   concord cluster status --server <host:port>    members, roles, term, lag  [--json]
+ *   (the commands that name --server reach its HTTPS port trusting --pki <dir>'s ca.pem,
+ *   $CONCORD_TLS_CA / $CONCORD_TLS_DIR, or ./data/pki; --insecure: plain HTTP)
  *   concord cluster change --server … --members … --token … [--dry-run] [--yes]
  *   concord cluster add <id@host:raftPort:tcPort:httpPort> --server … --token … [--dry-run]
  *   concord cluster remove <nodeId> --server … --token … [--dry-run] [--yes]
@@ -57,6 +59,16 @@ const action =
 const server = ['-s, --server <host:port>', "any node's HTTP (openapi) address"] as const;
 const group = ['-g, --group <group>', 'Raft group', 'default'] as const;
 const token = ['-t, --token <token>', 'bearer token (default: $CONCORD_HTTP_AUTH_TOKEN)'] as const;
+
+/** Whom to trust on the node's HTTPS port (src/cli/operator-tls.ts cliHttpTls). */
+const pkiCa = [
+  '--pki <dir>',
+  "trust <dir>/ca.pem on the node's HTTPS port (default: $CONCORD_TLS_CA, $CONCORD_TLS_DIR, or ./data/pki)",
+] as const;
+const insecureHttp = [
+  '--insecure',
+  'plain HTTP, for a cluster in insecure mode (CONCORD_INSECURE=1)',
+] as const;
 
 const dryRun = ['--dry-run', 'print the plan and change nothing', false] as const;
 const yes = ['-y, --yes', 'do not ask before removing a voter', false] as const;
@@ -143,8 +155,10 @@ function addClusterRunCommands(cluster: Command): void {
     .description('print members, roles, term and replication lag')
     .requiredOption(...server)
     .option(...group)
+    .option(...pkiCa)
+    .option(...insecureHttp)
     .option('--json', 'print the metadata as JSON', false)
-    .action(action(async (o: { server: string; group: string; json: boolean }) => runStatus(o)));
+    .action(action(async (o: Parameters<typeof runStatus>[0]) => runStatus(o)));
 }
 
 /** `concord cluster change | add | remove | transfer`. */
@@ -165,6 +179,8 @@ function addMembershipCommands(cluster: Command): void {
     )
     .option(...token)
     .option(...group)
+    .option(...pkiCa)
+    .option(...insecureHttp)
     .option(...dryRun)
     .option(...yes)
     .option('--json', 'print the answer as JSON', false)
@@ -188,13 +204,10 @@ function addMembershipCommands(cluster: Command): void {
     .requiredOption('--to <nodeId>', 'the voter to lead')
     .option(...token)
     .option(...group)
+    .option(...pkiCa)
+    .option(...insecureHttp)
     .option('--json', 'print the resulting metadata as JSON', false)
-    .action(
-      action(
-        async (o: { server: string; to: string; token?: string; group: string; json: boolean }) =>
-          runTransfer(o),
-      ),
-    );
+    .action(action(async (o: Parameters<typeof runTransfer>[0]) => runTransfer(o)));
 }
 
 /**
@@ -226,6 +239,8 @@ function addOneNodeCommands(cluster: Command): void {
       .requiredOption(...server)
       .option(...token)
       .option(...group)
+      .option(...pkiCa)
+      .option(...insecureHttp)
       .option(...dryRun)
       .option(...yes)
       .option('--json', 'print the answer as JSON', false)
@@ -240,6 +255,8 @@ function addTxReadCommands(tx: Command): void {
     .requiredOption(...server)
     .option(...token)
     .option(...group)
+    .option(...pkiCa)
+    .option(...insecureHttp)
     .option('--status <status>', 'only this status, e.g. CommitRetrying, RollbackFailed')
     .option('--app <applicationId>', 'only transactions of this application')
     .option(
@@ -265,6 +282,8 @@ function addTxReadCommands(tx: Command): void {
     .requiredOption(...server)
     .option(...token)
     .option(...group)
+    .option(...pkiCa)
+    .option(...insecureHttp)
     .option(
       '--stuck-after <duration>',
       "stuck = retrying at least this long (default: still failing past the node's alarm time, 10m after the first failure)",
@@ -305,9 +324,12 @@ function addTxActionCommands(tx: Command): void {
       )
       .option(
         '--pki <dir>',
-        'the operator credential: <dir>/ca.pem, admin.pem, admin-key.pem (default: $CONCORD_TLS_CA/CERT/KEY, $CONCORD_TLS_DIR, or ./data/pki)',
+        'the operator credential: <dir>/ca.pem, admin.pem, admin-key.pem (default: $CONCORD_TLS_CA/CERT/KEY, $CONCORD_TLS_DIR, or ./data/pki); ca.pem is trusted on the HTTPS port too',
       )
-      .option('--insecure', 'plaintext, for a cluster in insecure mode (CONCORD_INSECURE=1)')
+      .option(
+        '--insecure',
+        'plaintext TC calls and plain HTTP, for a cluster in insecure mode (CONCORD_INSECURE=1)',
+      )
       .option('--json', 'print JSON', false);
     if (name === 'resume')
       command.option(

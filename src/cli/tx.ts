@@ -20,7 +20,7 @@ import { GlobalStatus, isGlobalStatus } from '../shared/tc-vocabulary.ts';
 import type { TxDetailView, TxListView, TxSummaryView } from '../shared/tx-view.ts';
 import { onLeader, tokenOf } from './cluster-ops.ts';
 import { confirm, type ConfirmOptions } from './confirm.ts';
-import { operatorTls, type OperatorTlsOptions } from './operator-tls.ts';
+import { cliHttpTls, operatorTls, type OperatorTlsOptions } from './operator-tls.ts';
 import { formatDuration, parseDuration } from './duration.ts';
 import { renderTable, style } from './table.ts';
 
@@ -47,7 +47,7 @@ export function defaultOperator(env: NodeJS.ProcessEnv = process.env): string {
 
 // ------------------------------------------------------------------ list
 
-export interface TxListOptions {
+export interface TxListOptions extends OperatorTlsOptions {
   server: string;
   group: string;
   token?: string;
@@ -93,6 +93,7 @@ export async function runTxList(o: TxListOptions): Promise<void> {
   const token = tokenOf(o.token);
   const query = listQueryOf(o);
   const limit = limitOf(o.limit);
+  const tls = cliHttpTls(o);
   const sessions: TxSummaryView[] = [];
   let last: TxListView | null = null;
   let pageToken: string | undefined;
@@ -105,7 +106,7 @@ export async function runTxList(o: TxListOptions): Promise<void> {
           pageSize: Math.min(500, limit - sessions.length),
           ...(pageToken !== undefined ? { pageToken } : {}),
         },
-        { token },
+        { token, tls },
       ),
     );
     last = page;
@@ -168,22 +169,26 @@ function statusText(status: string, stuck: boolean): string {
 
 // ------------------------------------------------------------------ show
 
-export async function runTxShow(o: {
-  server: string;
-  group: string;
-  token?: string;
-  xid: string;
-  stuckAfter?: string;
-  json?: boolean;
-}): Promise<void> {
+export async function runTxShow(
+  o: OperatorTlsOptions & {
+    server: string;
+    group: string;
+    token?: string;
+    xid: string;
+    stuckAfter?: string;
+    json?: boolean;
+  },
+): Promise<void> {
   const server = parseAddress(o.server);
   const token = tokenOf(o.token);
   const xid = requireXid(o.xid);
   const stuckAfterMs =
     o.stuckAfter === undefined ? undefined : parseDuration(o.stuckAfter, '--stuck-after');
+  const tls = cliHttpTls(o);
   const answer = await onLeader(server, (target) =>
     fetchTxSession(target, xid, {
       token,
+      tls,
       group: o.group,
       ...(stuckAfterMs !== undefined ? { stuckAfterMs } : {}),
     }),

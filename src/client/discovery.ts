@@ -42,7 +42,9 @@ import {
   TimeoutError,
 } from '../shared/errors.ts';
 import { type Logger, silentLogger } from '../shared/logger.ts';
-import { WrongPortError } from './wrong-port.ts';
+import type { NodeHttpTls } from '../shared/node-fetch.ts';
+import { nodeHttpTlsFromEnv } from './tls.ts';
+import { TlsMismatchError, WrongPortError } from './wrong-port.ts';
 import {
   type ClusterMetadata,
   type HostPort,
@@ -109,6 +111,11 @@ export interface DiscoveryOptions {
   maxAttempts?: number;
   /** Jitter source (tests pass a seeded one). */
   random?: () => number;
+  /**
+   * HTTPS to the nodes' HTTP ports, trusting this CA (a secure cluster); null: plain HTTP
+   * (insecure mode). Absent: from the environment (src/client/tls.ts nodeHttpTlsFromEnv).
+   */
+  tls?: NodeHttpTls | null;
 }
 
 export interface CallOptions {
@@ -162,6 +169,7 @@ export class ClusterDiscovery extends EventEmitter<DiscoveryEvents> {
   private answeredAt: number | null = null;
   /** The watch request in flight, to restart it on a leader change (it may sit on a dead node). */
   private watchAbort: AbortController | null = null;
+  private readonly tls: NodeHttpTls | null;
 
   constructor(options: DiscoveryOptions) {
     super();
@@ -181,6 +189,7 @@ export class ClusterDiscovery extends EventEmitter<DiscoveryEvents> {
       maxAttempts: options.maxAttempts ?? DEFAULT_MAX_ATTEMPTS,
       random: options.random ?? Math.random,
     };
+    this.tls = options.tls === undefined ? nodeHttpTlsFromEnv() : options.tls;
     // An EventEmitter without an 'error' listener throws; this one never emits 'error'.
   }
 
@@ -334,7 +343,7 @@ export class ClusterDiscovery extends EventEmitter<DiscoveryEvents> {
       let answered = false;
       let settled = false;
       const errors: string[] = [];
-      const wrongPorts: WrongPortError[] = [];
+      const wrongPorts: ConcordError[] = [];
       const settle = () => {
         if (settled) return;
         if (this.currentLeader && answered) {
@@ -365,7 +374,9 @@ export class ClusterDiscovery extends EventEmitter<DiscoveryEvents> {
           (err: unknown) => {
             left--;
             errors.push(`${formatHostPort(t)}: ${(err as Error).message}`);
-            if (err instanceof WrongPortError) wrongPorts.push(err);
+            // A wrong port, or TLS that does not match the node's (TlsMismatchError).
+            if (err instanceof WrongPortError || err instanceof TlsMismatchError)
+              wrongPorts.push(err);
             // A group this client does not belong to is a configuration error, not an outage.
             if (err instanceof BadRequestError)
               this.log.warn({ err: err.message }, 'metadata request refused');
@@ -387,6 +398,7 @@ export class ClusterDiscovery extends EventEmitter<DiscoveryEvents> {
       group: this.group,
       timeoutMs: this.opts.requestTimeoutMs,
       signal: this.closer.signal,
+      tls: this.tls,
     })
       .then((md) => {
         this.answeredAt = performance.now();
@@ -540,6 +552,7 @@ export class ClusterDiscovery extends EventEmitter<DiscoveryEvents> {
           {
             watchTimeoutMs: this.opts.watchTimeoutMs,
             signal: AbortSignal.any([this.closer.signal, abort.signal]),
+            tls: this.tls,
           },
         );
         failures = 0;

@@ -26,10 +26,14 @@ import {
   type NodeMetadata,
 } from '../shared/metadata.ts';
 
+import { nodeFetch, nodeUrl, type NodeHttpTls } from '../shared/node-fetch.ts';
+import { nodeHttpTlsFromEnv } from './tls.ts';
 import {
   closedWithoutAnswer,
   grpcPortGivenForHttp,
   httpAnswerIsGrpc,
+  httpsFailure,
+  httpsRequired,
   probeTls,
 } from './wrong-port.ts';
 
@@ -141,6 +145,12 @@ export interface RequestOptions {
   timeoutMs?: number;
   signal?: AbortSignal;
   token?: string;
+  /**
+   * HTTPS trusting this CA (a secure node's HTTP port); null: plain HTTP (insecure mode).
+   * Absent: from the environment (CONCORD_TLS_CA or CONCORD_TLS_DIR's ca.pem; plain HTTP
+   * with neither or with CONCORD_INSECURE=1: src/client/tls.ts).
+   */
+  tls?: NodeHttpTls | null;
 }
 
 export interface RawAnswer {
@@ -162,21 +172,25 @@ export async function request(
   const headers: Record<string, string> = { accept: 'application/json' };
   if (body !== undefined) headers['content-type'] = 'application/json';
   if (opts.token !== undefined) headers.authorization = `Bearer ${opts.token}`;
-  const url = `http://${formatHostPort(base)}${path}`;
+  const tls = opts.tls === undefined ? nodeHttpTlsFromEnv() : opts.tls;
+  const url = nodeUrl(tls, base, path);
   let res: Response;
   try {
-    res = await fetch(url, {
-      method,
-      headers,
-      ...(body === undefined ? {} : { body: JSON.stringify(body) }),
-      signal,
-    });
+    res = await nodeFetch(
+      url,
+      { method, headers, ...(body === undefined ? {} : { body: JSON.stringify(body) }), signal },
+      tls,
+    );
   } catch (err) {
     if (opts.signal?.aborted) throw new UnavailableError('request cancelled', { cause: err });
     if (timeout.aborted)
       throw new TimeoutError(`${method} ${url} got no answer within ${timeoutMs} ms`, {
         cause: err,
       });
+    if (tls !== null) {
+      const typed = httpsFailure(base.host, base.port, err);
+      if (typed !== null) throw typed;
+    }
     if (httpAnswerIsGrpc(err)) throw grpcPortGivenForHttp(base.host, base.port, err);
     if (closedWithoutAnswer(err) && (await probeTls(base.host, base.port)))
       throw grpcPortGivenForHttp(base.host, base.port, err, 'TLS');
@@ -236,6 +250,7 @@ export function answerError(base: HostPort, a: RawAnswer): ConcordError {
   const e = isObj(a.body) && isObj(a.body.error) ? a.body.error : null;
   const message = `${formatHostPort(base)}: ${typeof e?.message === 'string' ? e.message : `HTTP ${a.status}`}`;
   const code = typeof e?.code === 'string' ? e.code : '';
+  if (a.status === 400 && code === 'HTTPS_REQUIRED') return httpsRequired(base.host, base.port);
   if (a.status === 421 || code === 'NOT_LEADER') {
     return new NotLeaderError(isObj(a.body) ? leaderHint(a.body.leader) : null);
   }

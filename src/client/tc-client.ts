@@ -58,7 +58,7 @@
  * node, batched per event-loop turn; `'unary'` makes one gRPC call per call. Operator
  * calls are always unary. See bench/README.md for what the difference costs.
  */
-import { clientTlsFromEnv, type ClientTls } from './tls.ts';
+import { clientTlsFromEnv, nodeHttpTlsOf, type ClientTls } from './tls.ts';
 import { randomUUID } from 'node:crypto';
 import { BadRequestError, NotLeaderError } from '../shared/errors.ts';
 import { isBranchId, isValidXid, type BranchId, type Xid } from '../shared/ids.ts';
@@ -95,7 +95,7 @@ import {
   retryClassOf,
   wireToError,
 } from './tc/errors.ts';
-import { httpPortGivenForTc, probeHttp1, WrongPortError } from './wrong-port.ts';
+import { httpPortGivenForTc, probeHttp1, TlsMismatchError, WrongPortError } from './wrong-port.ts';
 import {
   DEFAULT_ATTEMPT_TIMEOUT_MS,
   DEFAULT_CALL_DEADLINE_MS,
@@ -184,6 +184,8 @@ export interface TcClientOptions {
   /**
    * TLS to the TC port: the cluster's CA and this application's certificate and key
    * (src/client/tls.ts). Absent: read from the environment (CONCORD_TLS_*); null: plaintext.
+   * The discovery this client makes reaches the nodes' HTTP ports over HTTPS trusting the
+   * same CA (plain HTTP when null).
    */
   tls?: ClientTls | null;
 }
@@ -342,6 +344,7 @@ export class TcClient implements TcPort {
 
   constructor(options: TcClientOptions) {
     this.log = (options.logger ?? silentLogger()).child({ component: 'tc-client' });
+    this.tls = options.tls === undefined ? clientTlsFromEnv() : options.tls;
     if (options.discovery) {
       this.discovery = options.discovery;
       this.ownsDiscovery = false;
@@ -350,14 +353,15 @@ export class TcClient implements TcPort {
         throw new BadRequestError(
           'the TC client needs node addresses (seeds) or a discovery client',
         );
+      // The HTTP ports speak HTTPS exactly when the TC ports speak TLS, of the same CA.
       this.discovery = new ClusterDiscovery({
         seeds: options.seeds,
         group: options.group ?? 'default',
         logger: this.log,
+        tls: nodeHttpTlsOf(this.tls),
       });
       this.ownsDiscovery = true;
     }
-    this.tls = options.tls === undefined ? clientTlsFromEnv() : options.tls;
     this.transport = options.transport ?? 'stream';
     this.attemptTimeoutMs = options.attemptTimeoutMs ?? DEFAULT_ATTEMPT_TIMEOUT_MS;
     this.callDeadlineMs = options.callDeadlineMs ?? DEFAULT_CALL_DEADLINE_MS;
@@ -714,7 +718,7 @@ export class TcClient implements TcPort {
       try {
         target = await this.attemptTarget(c);
       } catch (err) {
-        if (err instanceof WrongPortError) throw err;
+        if (err instanceof WrongPortError || err instanceof TlsMismatchError) throw err;
         c.lastError = err;
         if (c.unknown === false && this.unreachable(c)) throw this.unreachableError(c, err);
         if (Date.now() >= c.deadline) break;

@@ -12,8 +12,8 @@
  */
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import type { PeerCertificate } from 'node:tls';
 import * as grpc from '@grpc/grpc-js';
+import { certificateNamesANode, type NodeHttpTls } from '../shared/node-fetch.ts';
 
 export type Pem = string | Buffer;
 
@@ -50,10 +50,33 @@ export function clientTlsFromEnv(env: NodeJS.ProcessEnv = process.env): ClientTl
 
 const bytes = (p: Pem): Buffer => (typeof p === 'string' ? Buffer.from(p) : p);
 
-/** Any Concord node's certificate of the trusted CA is a TC server (concord://node/<id>). */
-function namesANode(cert: PeerCertificate): boolean {
-  const san = typeof cert?.subjectaltname === 'string' ? cert.subjectaltname : '';
-  return san.split(/,\s*/).some((part) => part.startsWith('URI:concord://node/'));
+/** The CA file the environment names for a node's HTTP port, read once per path. */
+const caCache = new Map<string, Buffer>();
+
+/**
+ * What a client of a node's HTTP port (the SDK's discovery, the CLI) trusts when not told:
+ * the CA of CONCORD_TLS_CA, else CONCORD_TLS_DIR's ca.pem; null (plain HTTP) with neither,
+ * or with CONCORD_INSECURE=1. Throws if the named file cannot be read.
+ */
+export function nodeHttpTlsFromEnv(env: NodeJS.ProcessEnv = process.env): NodeHttpTls | null {
+  const insecure = env[TLS_ENV.insecure];
+  if (insecure !== undefined && ['1', 'true', 'yes'].includes(insecure.trim().toLowerCase()))
+    return null;
+  const dir = env[TLS_ENV.dir];
+  const file = env[TLS_ENV.ca] || (dir ? join(dir, 'ca.pem') : undefined);
+  if (!file) return null;
+  let ca = caCache.get(file);
+  if (ca === undefined) {
+    ca = readFileSync(file);
+    caCache.clear();
+    caCache.set(file, ca);
+  }
+  return { ca };
+}
+
+/** The HTTPS trust of a TC client's TLS (its CA), or null for plaintext. */
+export function nodeHttpTlsOf(tls: ClientTls | null): NodeHttpTls | null {
+  return tls === null ? null : { ca: tls.ca };
 }
 
 /** gRPC credentials for a TC connection: TLS with this client's certificate, or plaintext. */
@@ -61,7 +84,9 @@ export function tcChannelCredentials(tls: ClientTls | null): grpc.ChannelCredent
   if (tls === null) return grpc.credentials.createInsecure();
   return grpc.credentials.createSsl(bytes(tls.ca), bytes(tls.key), bytes(tls.cert), {
     checkServerIdentity: (_host, cert) =>
-      namesANode(cert) ? undefined : new Error('the server certificate names no Concord node'),
+      certificateNamesANode(cert)
+        ? undefined
+        : new Error('the server certificate names no Concord node'),
   });
 }
 

@@ -31,6 +31,77 @@ export class WrongPortError extends ConcordError {
   }
 }
 
+/**
+ * A client's TLS does not match the node's HTTP port: HTTPS to a node in insecure mode,
+ * plain HTTP to a secure one, or a server certificate of another CA. Definite: a
+ * configuration error, retrying cannot help.
+ */
+export class TlsMismatchError extends ConcordError {
+  readonly address: string;
+  constructor(address: string, message: string, options: ConcordErrorOptions = {}) {
+    super('CONFIG_INVALID', message, options);
+    this.address = address;
+  }
+}
+
+/** The socket or TLS error code under a failed fetch, if any. */
+function causeCode(err: unknown): string {
+  const code = (err as { cause?: { code?: unknown } }).cause?.code;
+  return typeof code === 'string' ? code : '';
+}
+
+/** The server answered the TLS handshake with bytes that are no TLS (OpenSSL's words). */
+function notTls(code: string, err: unknown): boolean {
+  if (code === 'ERR_SSL_WRONG_VERSION_NUMBER' || code === 'ERR_SSL_PACKET_LENGTH_TOO_LONG')
+    return true;
+  const message = String((err as { cause?: { message?: unknown } }).cause?.message ?? '');
+  return code === 'EPROTO' && /wrong version number|packet length too long/.test(message);
+}
+
+/** Server certificates the client's CA does not vouch for (OpenSSL's verify codes). */
+const UNTRUSTED_CERT_CODES = new Set([
+  'UNABLE_TO_VERIFY_LEAF_SIGNATURE',
+  'UNABLE_TO_GET_ISSUER_CERT_LOCALLY',
+  'SELF_SIGNED_CERT_IN_CHAIN',
+  'DEPTH_ZERO_SELF_SIGNED_CERT',
+  'CERT_SIGNATURE_FAILURE',
+  'ERR_TLS_CERT_NOT_A_NODE',
+]);
+
+/**
+ * An HTTPS request failed for a reason of TLS configuration (not of reachability): the typed
+ * error saying what to change, else null. A port that asks the client for a certificate is
+ * a node's TC or Raft port (the HTTP port asks none).
+ */
+export function httpsFailure(host: string, port: number, err: unknown): ConcordError | null {
+  const code = causeCode(err);
+  const at = `${host}:${port}`;
+  if (code === 'ERR_SSL_TLSV13_ALERT_CERTIFICATE_REQUIRED')
+    return grpcPortGivenForHttp(host, port, err, 'TLS');
+  if (notTls(code, err))
+    return new TlsMismatchError(
+      at,
+      `${at} does not speak TLS: the node runs in insecure mode (plain HTTP), or this is not its HTTP port. For an insecure cluster give the client no TLS (tls: false, CONCORD_INSECURE=1, or the CLI's --insecure).`,
+      { cause: err },
+    );
+  if (UNTRUSTED_CERT_CODES.has(code))
+    return new TlsMismatchError(
+      at,
+      `${at}: the server's certificate is not one of a Concord node of the trusted CA (${code}): give the cluster's CA (data/pki/ca.pem with npm start).`,
+      { cause: err },
+    );
+  return null;
+}
+
+/** The error for plain HTTP sent to a secure node's HTTPS port (its 400 HTTPS_REQUIRED). */
+export function httpsRequired(host: string, port: number): TlsMismatchError {
+  const at = `${host}:${port}`;
+  return new TlsMismatchError(
+    at,
+    `${at} speaks HTTPS (the node runs secure): give the client the cluster's CA — tls: { ca } in the SDK, CONCORD_TLS_CA or CONCORD_TLS_DIR, or the CLI's --pki (data/pki with npm start).`,
+  );
+}
+
 /** The shipped port layout: HTTP 70xx, TC 80xx, Raft 90xx (node1 = 7091/8091/9091). */
 function shippedSibling(port: number, kind: 'http' | 'tc'): number | null {
   const base = Math.floor(port / 1000) * 1000;

@@ -144,7 +144,13 @@ export class TcNode {
   /** Readiness needs `serving`: set once the services started, cleared when stopping begins. */
   private lifecycle: 'starting' | 'serving' | 'stopping' = 'starting';
 
-  private constructor(opts: TcNodeOptions, log: Logger, metrics: NodeMetrics, backend: Backend) {
+  private constructor(
+    opts: TcNodeOptions,
+    log: Logger,
+    metrics: NodeMetrics,
+    backend: Backend,
+    tls: TlsMaterial | null,
+  ) {
     const c = opts.config;
     this.config = c;
     this.log = log;
@@ -191,6 +197,7 @@ export class TcNode {
       authToken: c.http.authToken,
       logger: this.log,
       lifecycle: () => this.lifecycle,
+      tls,
     });
   }
 
@@ -233,7 +240,7 @@ export class TcNode {
     }
     let node: TcNode;
     try {
-      node = new TcNode(opts, log, metrics, backend);
+      node = new TcNode(opts, log, metrics, backend, tls);
     } catch (err) {
       if (backend.sessions.mode === 'db') await backend.stop().catch(() => undefined);
       throw err;

@@ -1,11 +1,12 @@
 /**
  * The web console (issue 17) in a real browser — Debian's chromium driven by playwright-core —
- * against a real three-node cluster of `concord start` processes (TLS on the TC and Raft
- * ports, the suite's PKI): sign-in refused and accepted; a transaction stuck on a failing RM
- * shown stuck, its row lock shown with its holder, and retry-now after the RM heals finishing
- * it with the page updating; a viewer sees no actions and is refused one; killing the leader
- * with the page open shows the new leader within seconds, and an action (leadership
- * transfer) still works through the follower the page is on.
+ * against a real three-node cluster of `concord start` processes (TLS on every port, the
+ * console over HTTPS; the suite's PKI): sign-in refused and accepted (the cookie Secure); a
+ * transaction stuck on a failing RM shown stuck, its row lock shown with its holder, and
+ * retry-now after the RM heals finishing it with the page updating; a viewer sees no actions
+ * and is refused one; killing the leader with the page open shows the new leader within
+ * seconds, and an action (leadership transfer) still works through the follower the page is
+ * on.
  *
  * CONSOLE_SCREENSHOTS=<dir> also saves a screenshot of each view there
  * (`npm run console:screenshots` writes docs/console/).
@@ -15,6 +16,7 @@ import { join } from 'node:path';
 import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { TcClient } from '../../src/client/tc-client.ts';
+import { nodeBase } from '../support/node-http.ts';
 import { failingUntilHealed, startClusterWithRm, stopClusterWithRm } from '../tc/helpers.ts';
 import { waitFor } from '../support/wait.ts';
 import type { TestCluster, TestNode, TestRm } from '../tc/helpers.ts';
@@ -81,7 +83,15 @@ afterAll(async () => {
 });
 
 function consoleUrl(n: TestNode, hash = ''): string {
-  return `http://127.0.0.1:${n.http}/console/${hash}`;
+  return `${nodeBase(n.http)}/console/${hash}`;
+}
+
+/**
+ * A browser context on the nodes' HTTPS port: their certificates are of the suite's own CA,
+ * which this chromium does not know (a user would trust data/pki/ca.pem once).
+ */
+function newContext(o: { viewport?: { width: number; height: number } } = {}) {
+  return browser.newContext({ ...o, ignoreHTTPSErrors: true });
 }
 
 async function shot(page: Page, name: string): Promise<void> {
@@ -92,7 +102,7 @@ async function shot(page: Page, name: string): Promise<void> {
 
 /** A new browser context (its own cookies) signed in with `token`. */
 async function signedIn(token: string, name: string): Promise<{ ctx: BrowserContext; page: Page }> {
-  const ctx = await browser.newContext({ viewport: { width: 1280, height: 900 } });
+  const ctx = await newContext({ viewport: { width: 1280, height: 900 } });
   const page = await ctx.newPage();
   page.on('pageerror', (e) => pageErrors.push(e.message));
   await page.goto(consoleUrl(home));
@@ -129,7 +139,7 @@ async function stuckTransaction(pk: number): Promise<string> {
 
 describe('the web console in a real browser', () => {
   it('refuses a bad password and accepts a good one', async () => {
-    const ctx = await browser.newContext();
+    const ctx = await newContext();
     const page = await ctx.newPage();
     page.on('pageerror', (e) => pageErrors.push(e.message));
     await page.goto(consoleUrl(home));
@@ -152,6 +162,9 @@ describe('the web console in a real browser', () => {
     const session = cookies.find((c) => c.name === 'concord_console');
     expect(session?.httpOnly).toBe(true);
     expect(session?.sameSite).toBe('Strict');
+    // Served over HTTPS: the cookie never travels on plain HTTP.
+    expect(page.url().startsWith('https://')).toBe(true);
+    expect(session?.secure).toBe(true);
     // A change without the session's CSRF token is refused, signed in or not.
     const forged = await page.evaluate(async () => {
       const res = await fetch('/console/api/action', {

@@ -13,6 +13,7 @@ import { stringify } from 'yaml';
 import { ClusterDiscovery, type LeaderChangeEvent } from '../../src/client/discovery.ts';
 import { fetchHealth } from '../../src/client/http-metadata.ts';
 import { freePorts, http, isAlive, killPid, runCli, spawnCli, waitFor } from './helpers.ts';
+import { fetchNode, nodeBase } from '../support/node-http.ts';
 
 const TOKEN = 'ops-test-token-0123456789';
 const TICK_MS = 50;
@@ -31,7 +32,7 @@ const nodes: NodeSpec[] = [];
 const extraPids = new Set<number>();
 let up: ReturnType<typeof spawnCli> | null = null;
 
-const url = (n: NodeSpec, path: string) => `http://127.0.0.1:${n.http}${path}`;
+const url = (n: NodeSpec, path: string) => `${nodeBase(n.http)}${path}`;
 const byId = (id: string) => nodes.find((n) => n.id === id)!;
 function writeNodeConfig(n: NodeSpec, peers: NodeSpec[], joining: boolean): void {
   writeConfig(
@@ -160,14 +161,14 @@ describe('a three-node cluster', () => {
     await waitFor('all members healthy on the leader', async () =>
       (await metadata(byId(id))).nodes.every((n: any) => n.healthy === true) ? true : undefined,
     );
-    expect(up!.output()).toContain(`http://127.0.0.1:${nodes[0]!.http}`);
+    expect(up!.output()).toContain(nodeBase(nodes[0]!.http));
 
     // The leader's /metrics are fed by its driver: persist and peer round-trip histograms,
     // and the hot-path counters.
     const metric = (text: string, name: string) =>
       Number(new RegExp(`^${name}(?:\\{[^}]*\\})? (\\S+)$`, 'm').exec(text)?.[1] ?? NaN);
     await waitFor('the leader reports its rounds and round trips', async () => {
-      const res = await fetch(`http://127.0.0.1:${byId(id).http}/metrics`);
+      const res = await fetchNode(`${nodeBase(byId(id).http)}/metrics`);
       const text = await res.text();
       const ok =
         metric(text, 'concord_raft_persist_duration_seconds_count') > 0 &&

@@ -19,6 +19,7 @@ import { buildProgram } from '../../src/cli/program.ts';
 import type { TcClient } from '../../src/client/tc-client.ts';
 import { TestCluster } from '../tc/helpers.ts';
 import { REPO_ROOT, runCli } from './helpers.ts';
+import { fetchNode } from '../support/node-http.ts';
 
 const DOCS = ['README.md', 'docs/operations.md'];
 const TOKEN = 'tc-test-token-0123456789';
@@ -337,7 +338,10 @@ describe('shell commands in the docs', () => {
     expect(curls.length).toBeGreaterThan(2);
     for (const c of curls) {
       const target = c.argv.slice(1).find((w) => w.startsWith('http'))!;
-      const res = await fetch(localize(target), { signal: AbortSignal.timeout(5_000) });
+      // The nodes serve HTTPS (secure by default): the docs' curl trusts the dev CA.
+      expect(target.startsWith('https://'), `${c.file}:${c.line}: ${c.text}`).toBe(true);
+      expect(c.argv, `${c.file}:${c.line}: ${c.text}`).toContain('--cacert');
+      const res = await fetchNode(localize(target), { signal: AbortSignal.timeout(5_000) });
       expect(res.status, `${c.file}:${c.line}: ${c.text}`).toBeGreaterThanOrEqual(200);
       expect(res.status, `${c.file}:${c.line}: ${c.text}`).toBeLessThan(300);
     }

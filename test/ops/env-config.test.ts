@@ -9,6 +9,8 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { freePorts, http, killPid, runCli, spawnCli, waitFor } from './helpers.ts';
+import { nodeBase } from '../support/node-http.ts';
+import { TEST_PKI_DIR_ENV } from '../support/tls.ts';
 
 const root = mkdtempSync(join(tmpdir(), 'concord-envcfg-'));
 const pids: number[] = [];
@@ -34,13 +36,15 @@ describe('concord start without a config file', () => {
         CONCORD_RAFT_TICK_MS: '50',
         CONCORD_HTTP_AUTH_TOKEN: token,
         CONCORD_LOG_LEVEL: 'info',
+        // The run's CA (support/tls.ts), which nodeBase's HTTPS trusts.
+        CONCORD_SECURITY_TLS_DIR: process.env[TEST_PKI_DIR_ENV],
       },
     });
     pids.push(child.pid!);
     const health = await waitFor(
       'the node to lead its one-node group',
       async () => {
-        const r = await http('GET', `http://127.0.0.1:${httpPort}/health`, {
+        const r = await http('GET', `${nodeBase(httpPort!)}/health`, {
           timeoutMs: 1_000,
         }).catch(() => null);
         return r?.status === 200 && r.body.role === 'leader' ? r.body : undefined;
@@ -51,12 +55,12 @@ describe('concord start without a config file', () => {
     });
     expect(health.nodeId).toBe('solo');
     expect(health.group).toBe('blue'); // the flag
-    const md = await http('GET', `http://127.0.0.1:${httpPort}/metadata/v1/cluster?group=blue`);
+    const md = await http('GET', `${nodeBase(httpPort!)}/metadata/v1/cluster?group=blue`);
     expect(md.status).toBe(200);
     expect(md.body.nodes[0].transaction).toEqual({ host: '127.0.0.1', port: tcPort });
     // The token from the environment guards the authenticated routes.
-    expect((await http('GET', `http://127.0.0.1:${httpPort}/tx/v1/sessions`)).status).toBe(401);
-    const listed = await http('GET', `http://127.0.0.1:${httpPort}/tx/v1/sessions`, { token });
+    expect((await http('GET', `${nodeBase(httpPort!)}/tx/v1/sessions`)).status).toBe(401);
+    const listed = await http('GET', `${nodeBase(httpPort!)}/tx/v1/sessions`, { token });
     expect(listed.status).toBe(200);
     expect(listed.body.totalLive).toBe(0);
   });

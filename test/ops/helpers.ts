@@ -1,6 +1,7 @@
 /** Shared helpers of the ops tests: free ports, polling, processes, HTTP. */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { resolve } from 'node:path';
+import { fetchNode } from '../support/node-http.ts';
 import { freePort, freePorts } from '../support/ports.ts';
 import { killPid } from '../support/process.ts';
 import { sleep, waitFor } from '../support/wait.ts';
@@ -34,7 +35,8 @@ export async function http(
     body = JSON.stringify(opts.body);
     headers['content-type'] ??= 'application/json';
   }
-  const res = await fetch(url, {
+  // https:// (a secure test node) trusts the run's CA: support/node-http.ts.
+  const res = await fetchNode(url, {
     method,
     headers,
     ...(body !== undefined ? { body } : {}),

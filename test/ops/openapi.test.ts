@@ -591,7 +591,12 @@ describe('ClusterDiscovery against the openapi', () => {
     const g = new FakeGroup([nid('node1'), nid('node2'), nid('node3')], contexts);
     g.elect(nid('node1'), 2);
     for (let i = 0; i < 3; i++) await startApi(g, nid(`node${i + 1}`), { port: ports[i]! });
-    const d = new ClusterDiscovery({ seeds: [`127.0.0.1:${ports[2]}`], watchTimeoutMs: 5_000 });
+    // These in-process servers are plain HTTP (no tls given): test/ops/https.test.ts has HTTPS.
+    const d = new ClusterDiscovery({
+      seeds: [`127.0.0.1:${ports[2]}`],
+      watchTimeoutMs: 5_000,
+      tls: null,
+    });
     try {
       await d.start();
       expect(d.leader()?.nodeId).toBe('node1');
@@ -636,6 +641,7 @@ describe('ClusterDiscovery against the openapi', () => {
       seeds: [`127.0.0.1:${ports[0]}`],
       watch: false,
       backoffBaseMs: 10,
+      tls: null,
     });
     try {
       await d.start();

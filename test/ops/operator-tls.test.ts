@@ -6,7 +6,7 @@ import { describe, expect, it } from 'vitest';
 import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { operatorTls } from '../../src/cli/operator-tls.ts';
+import { cliHttpTls, operatorTls } from '../../src/cli/operator-tls.ts';
 import { BadRequestError } from '../../src/shared/errors.ts';
 
 /** A pki dir whose three admin files hold `<tag>:<file>`. */
@@ -64,5 +64,33 @@ describe('the operator credential of concord tx', () => {
     mkdirSync(empty);
     expect(() => operatorTls({ pki: empty }, {}, cwd)).toThrow(BadRequestError);
     expect(() => operatorTls({ pki: empty }, {}, cwd)).toThrow(/empty\/ca\.pem is missing/);
+  });
+});
+
+describe('the CA the CLI trusts on a node HTTPS port', () => {
+  const root = mkdtempSync(join(tmpdir(), 'concord-cli-https-'));
+  const flagDir = pkiDir(root, 'flag', 'flag');
+  const envDir = pkiDir(root, 'env', 'env');
+  const cwd = join(root, 'cwd');
+  pkiDir(cwd, 'data/pki', 'dev');
+  const ca = (tls: ReturnType<typeof cliHttpTls>) => (tls === null ? null : String(tls.ca));
+
+  it('--insecure or CONCORD_INSECURE=1: plain HTTP, whatever else is set', () => {
+    expect(cliHttpTls({ insecure: true, pki: flagDir }, {}, cwd)).toBeNull();
+    expect(cliHttpTls({ pki: flagDir }, { CONCORD_INSECURE: '1' }, cwd)).toBeNull();
+  });
+
+  it('--pki, then CONCORD_TLS_CA, then CONCORD_TLS_DIR, then ./data/pki, else plain HTTP', () => {
+    const env = { CONCORD_TLS_CA: join(envDir, 'ca.pem') };
+    expect(ca(cliHttpTls({ pki: flagDir }, env, cwd))).toBe('flag:ca.pem');
+    expect(ca(cliHttpTls({}, env, cwd))).toBe('env:ca.pem');
+    expect(ca(cliHttpTls({}, { CONCORD_TLS_DIR: flagDir }, cwd))).toBe('flag:ca.pem');
+    expect(ca(cliHttpTls({}, {}, cwd))).toBe('dev:ca.pem');
+    expect(cliHttpTls({}, {}, root)).toBeNull();
+  });
+
+  it('a --pki dir without ca.pem is a BadRequestError naming the file', () => {
+    expect(() => cliHttpTls({ pki: join(root, 'nowhere') }, {}, cwd)).toThrow(BadRequestError);
+    expect(() => cliHttpTls({ pki: join(root, 'nowhere') }, {}, cwd)).toThrow(/nowhere\/ca\.pem/);
   });
 });

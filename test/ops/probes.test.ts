@@ -14,9 +14,16 @@ import { join, resolve } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, describe, expect, it } from 'vitest';
 import { DB_URL_ENV } from '../../src/store/db/index.ts';
-import { allocateNodes, raftNodeConfig, writeConfig, type NodePorts } from '../support/cluster.ts';
+import {
+  allocateNodes,
+  raftNodeConfig,
+  testSecurity,
+  writeConfig,
+  type NodePorts,
+} from '../support/cluster.ts';
 import { DbProxy, dbHostPort, dbUrl, uniquePrefix } from '../store-db/helpers.ts';
 import { REPO_ROOT, TestCluster, waitFor } from '../tc/helpers.ts';
+import { fetchNode, nodeBase } from '../support/node-http.ts';
 
 const TOKEN = 'tc-test-token-0123456789';
 
@@ -26,7 +33,7 @@ interface Probe {
 }
 
 async function probe(http: number, path: '/health' | '/ready'): Promise<Probe> {
-  const res = await fetch(`http://127.0.0.1:${http}${path}`, {
+  const res = await fetchNode(`${nodeBase(http)}${path}`, {
     signal: AbortSignal.timeout(3_000),
   });
   return { status: res.status, body: (await res.json()) as Record<string, unknown> };
@@ -97,8 +104,8 @@ describe('probes in raft mode', () => {
     const leader = await cluster.leader();
     const [removed] = cluster.followers(leader);
     const keep = cluster.nodes.filter((n) => n !== removed);
-    const change = await fetch(
-      `http://127.0.0.1:${leader.http}/metadata/v1/changeCluster?raftClusterStr=${keep.map((n) => `127.0.0.1:${n.raft}`).join(',')}`,
+    const change = await fetchNode(
+      `${nodeBase(leader.http)}/metadata/v1/changeCluster?raftClusterStr=${keep.map((n) => `127.0.0.1:${n.raft}`).join(',')}`,
       { method: 'POST', headers: { authorization: `Bearer ${TOKEN}` } },
     );
     expect(change.status, await change.clone().text()).toBe(200);
@@ -147,6 +154,7 @@ describe('probes in db mode', () => {
         },
       },
       log: { level: 'info' },
+      security: testSecurity(),
     });
     const env = { ...process.env };
     delete env[DB_URL_ENV];

@@ -13,6 +13,7 @@ import { TestCluster, TestRm, waitForStatus, type TestNode } from '../tc/helpers
 import { http, runCli } from './helpers.ts';
 import { credentialFiles } from '../../src/server/security/pki-dir.ts';
 import { testPkiDir } from '../support/tls.ts';
+import { nodeBase } from '../support/node-http.ts';
 
 const TOKEN = 'tc-test-token-0123456789';
 const APP = { transactionServiceGroup: 'default' };
@@ -149,7 +150,7 @@ describe('concord tx list', () => {
 describe('GET /tx/v1/sessions and /tx/v1/session', () => {
   it('answer 401 without the token and 400 to a bad query; a follower answers 421', async () => {
     const leader = await cluster.leader();
-    const base = `http://${addr(leader)}`;
+    const base = nodeBase(leader.http);
     expect((await http('GET', `${base}/tx/v1/sessions`)).status).toBe(401);
     expect((await http('GET', `${base}/tx/v1/session?xid=${retrying}`)).status).toBe(401);
     for (const q of [
@@ -173,7 +174,7 @@ describe('GET /tx/v1/sessions and /tx/v1/session', () => {
     });
     expect([unknown.status, unknown.body.error.code]).toEqual([404, 'UNKNOWN_XID']);
     const follower = cluster.followers(leader)[0]!;
-    const r = await http('GET', `http://${addr(follower)}/tx/v1/sessions`, { token: TOKEN });
+    const r = await http('GET', `${nodeBase(follower.http)}/tx/v1/sessions`, { token: TOKEN });
     expect(r.status).toBe(421);
     expect(r.body.leader.nodeId).toBe(leader.id);
     // Pages: one at a time, all of them, each xid once.

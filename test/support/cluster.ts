@@ -8,6 +8,7 @@ import type { ChildProcess } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { stringify } from 'yaml';
+import { fetchNode, nodeBase } from './node-http.ts';
 import { freePorts } from './ports.ts';
 import { killPid, stopProcess } from './process.ts';
 import { TEST_PKI_DIR_ENV } from './tls.ts';
@@ -100,7 +101,7 @@ export function writeConfig(file: string, config: object): void {
 /** A node's pid, from its /health; undefined when it does not answer. */
 async function nodePid(httpPort: number): Promise<number | undefined> {
   try {
-    const res = await fetch(`http://127.0.0.1:${httpPort}/health`, {
+    const res = await fetchNode(`${nodeBase(httpPort)}/health`, {
       signal: AbortSignal.timeout(1_000),
     });
     const body = (await res.json()) as { pid?: unknown };

@@ -26,6 +26,7 @@ import {
   waitForStatus,
   type TestNode,
 } from './helpers.ts';
+import { fetchNode, nodeBase } from '../support/node-http.ts';
 import { killAll, killHard, startFixture, type FixtureProcess } from '../support/process.ts';
 
 const FIXTURE = resolve(REPO_ROOT, 'test/tc/fixtures/app-rm.ts');
@@ -144,7 +145,7 @@ async function phaseOne(
 
 /** The leader's value of a metric without labels other than the node's defaults. */
 async function gauge(node: TestNode, name: string): Promise<number> {
-  const res = await fetch(`http://127.0.0.1:${node.http}/metrics`, {
+  const res = await fetchNode(`${nodeBase(node.http)}/metrics`, {
     signal: AbortSignal.timeout(2_000),
   });
   const line = (await res.text()).split('\n').find((l) => l.startsWith(`${name}{`));

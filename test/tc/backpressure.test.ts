@@ -8,6 +8,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { TestCluster, rawClient, waitFor, type RawClient, type TestNode } from './helpers.ts';
+import { fetchNode, nodeBase } from '../support/node-http.ts';
 
 const BATCHES = 150;
 const CALLS_PER_BATCH = 1_024;
@@ -18,7 +19,7 @@ let client: RawClient | null = null;
 
 /** One metric's value (summed over its label sets) from a node's /metrics. */
 async function metric(n: TestNode, name: string, labels = ''): Promise<number> {
-  const text = await (await fetch(`http://127.0.0.1:${n.http}/metrics`)).text();
+  const text = await (await fetchNode(`${nodeBase(n.http)}/metrics`)).text();
   let sum = 0;
   for (const line of text.split('\n')) {
     if (!line.startsWith(`${name}{`) && !line.startsWith(`${name} `)) continue;

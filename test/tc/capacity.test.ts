@@ -8,6 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CapacityError, OutcomeUnknownError, type TcClient } from '../../src/client/tc-client.ts';
 import type { Xid } from '../../src/shared/ids.ts';
 import { TestCluster, waitFor } from './helpers.ts';
+import { fetchNode, nodeBase } from '../support/node-http.ts';
 
 const LIMIT = 3;
 const APP = { applicationId: 'shop', transactionServiceGroup: 'default', timeoutMs: 120_000 };
@@ -29,7 +30,7 @@ afterAll(async () => {
 }, 60_000);
 
 async function metric(port: number, name: string): Promise<number | null> {
-  const res = await fetch(`http://127.0.0.1:${port}/metrics`, {
+  const res = await fetchNode(`${nodeBase(port)}/metrics`, {
     signal: AbortSignal.timeout(2_000),
   });
   const line = (await res.text()).split('\n').find((l) => l.startsWith(`${name}{`));

@@ -291,7 +291,11 @@ class ScriptedTc {
   }
 
   client(opts: { attemptTimeoutMs: number; callDeadlineMs: number }): TcClient {
-    const discovery = new ClusterDiscovery({ seeds: [`127.0.0.1:${this.httpPort}`], watch: false });
+    const discovery = new ClusterDiscovery({
+      seeds: [`127.0.0.1:${this.httpPort}`],
+      watch: false,
+      tls: null, // the fake's metadata port is plain HTTP
+    });
     // The scripted TC speaks plaintext.
     return new TcClient({ discovery, tls: null, ...opts });
   }

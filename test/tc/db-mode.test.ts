@@ -36,6 +36,7 @@ import {
   waitFor,
   waitForStatus,
 } from './helpers.ts';
+import { fetchNode, nodeBase } from '../support/node-http.ts';
 
 const TOKEN = 'db-mode-test-token-0123456789';
 const LEASE = { leaseMs: 3_000, renewIntervalMs: 500, safetyMarginMs: 500 };
@@ -154,7 +155,7 @@ class DbCluster {
   }
 
   async metadata(n: DbNode): Promise<Metadata> {
-    const res = await fetch(`http://127.0.0.1:${n.http}/metadata/v1/cluster?group=default`, {
+    const res = await fetchNode(`${nodeBase(n.http)}/metadata/v1/cluster?group=default`, {
       signal: AbortSignal.timeout(2_000),
     });
     if (res.status !== 200) throw new Error(`metadata of ${n.id}: HTTP ${res.status}`);
@@ -340,7 +341,7 @@ describe.each([['PostgreSQL', 'postgres'] as const, ['MariaDB', 'mysql'] as cons
         expect(md.leaderId).toBe(holder.id);
         expect(md.nodes.map((x) => x.nodeId).sort()).toEqual(cluster.nodes.map((x) => x.id).sort());
         expect(md.nodes.every((x) => x.internal === null)).toBe(true);
-        const health = await fetch(`http://127.0.0.1:${n.http}/health`);
+        const health = await fetchNode(`${nodeBase(n.http)}/health`);
         expect(health.status).toBe(200);
         expect(await health.json()).toMatchObject({
           status: 'UP',
@@ -348,20 +349,20 @@ describe.each([['PostgreSQL', 'postgres'] as const, ['MariaDB', 'mysql'] as cons
           role: n.id === holder.id ? 'leader' : 'follower',
         });
       }
-      const change = await fetch(
-        `http://127.0.0.1:${holder.http}/metadata/v1/changeCluster?raftClusterStr=127.0.0.1:1`,
+      const change = await fetchNode(
+        `${nodeBase(holder.http)}/metadata/v1/changeCluster?raftClusterStr=127.0.0.1:1`,
         { method: 'POST', headers: { authorization: `Bearer ${TOKEN}` } },
       );
       expect(change.status).toBe(409);
       expect(((await change.json()) as { error: { code: string } }).error.code).toBe(
         'NOT_SUPPORTED_IN_DB_MODE',
       );
-      const unauthenticated = await fetch(
-        `http://127.0.0.1:${holder.http}/metadata/v1/changeCluster?raftClusterStr=127.0.0.1:1`,
+      const unauthenticated = await fetchNode(
+        `${nodeBase(holder.http)}/metadata/v1/changeCluster?raftClusterStr=127.0.0.1:1`,
         { method: 'POST' },
       );
       expect(unauthenticated.status).toBe(401);
-      const metrics = await (await fetch(`http://127.0.0.1:${holder.http}/metrics`)).text();
+      const metrics = await (await fetchNode(`${nodeBase(holder.http)}/metrics`)).text();
       expect(metrics).toMatch(/concord_db_lease_holder\{[^}]*\} 1/);
     });
 
@@ -500,7 +501,7 @@ describe.each([['PostgreSQL', 'postgres'] as const, ['MariaDB', 'mysql'] as cons
 
         // A watch on a survivor answers when the lease changes hands.
         const md = await cluster.metadata(others[1]);
-        const watch = fetch(`http://127.0.0.1:${others[1].http}/metadata/v1/watch`, {
+        const watch = fetchNode(`${nodeBase(others[1].http)}/metadata/v1/watch`, {
           method: 'POST',
           headers: { 'content-type': 'application/json' },
           body: JSON.stringify({ groupTerms: { default: md.term }, timeoutMs: 20_000 }),

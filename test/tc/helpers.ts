@@ -43,6 +43,7 @@ import {
   writeConfig,
   type NodeConfigOptions,
 } from '../support/cluster.ts';
+import { fetchNode, nodeBase } from '../support/node-http.ts';
 
 export { freePort, waitFor };
 
@@ -136,7 +137,7 @@ export class TestCluster {
     appliedIndex: number;
     answeredBy: string;
   }> {
-    const res = await fetch(`http://127.0.0.1:${n.http}/metadata/v1/cluster?group=default`, {
+    const res = await fetchNode(`${nodeBase(n.http)}/metadata/v1/cluster?group=default`, {
       signal: AbortSignal.timeout(2_000),
     });
     if (res.status !== 200) throw new Error(`metadata of ${n.id}: HTTP ${res.status}`);

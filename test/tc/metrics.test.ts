@@ -33,6 +33,7 @@ import {
   startClusterWithRm,
   stopClusterWithRm,
 } from './helpers.ts';
+import { fetchNode, nodeBase } from '../support/node-http.ts';
 
 const APP = { transactionServiceGroup: 'default' };
 
@@ -41,7 +42,7 @@ let tc: TcClient;
 let rm: TestRm;
 
 async function scrape(n: TestNode): Promise<string> {
-  const res = await fetch(`http://127.0.0.1:${n.http}/metrics`, {
+  const res = await fetchNode(`${nodeBase(n.http)}/metrics`, {
     signal: AbortSignal.timeout(5_000),
   });
   expect(res.status).toBe(200);

@@ -20,6 +20,7 @@ import {
   statusRank,
   stopClusterWithRm,
 } from './helpers.ts';
+import { fetchNode, nodeBase } from '../support/node-http.ts';
 
 const TICK_MS = 50;
 const APP = { applicationId: 'shop', transactionServiceGroup: 'default' };
@@ -39,7 +40,7 @@ function raw(port: number): RawClient {
 
 /** The Raft entries a node proposed and the commands they carried, from its /metrics. */
 async function proposedCounts(httpPort: number): Promise<{ entries: number; commands: number }> {
-  const text = await (await fetch(`http://127.0.0.1:${httpPort}/metrics`)).text();
+  const text = await (await fetchNode(`${nodeBase(httpPort)}/metrics`)).text();
   const value = (name: string) =>
     Number(new RegExp(`^${name}(?:\\{[^}]*\\})? (\\S+)$`, 'm').exec(text)?.[1] ?? NaN);
   return {

@@ -16,6 +16,7 @@ import {
 } from './helpers.ts';
 import { waitFor } from '../support/wait.ts';
 import type { TestCluster, TestNode, TestRm } from './helpers.ts';
+import { fetchNode, nodeBase } from '../support/node-http.ts';
 
 const STUCK_AFTER_MS = 1_500;
 let cluster: TestCluster;
@@ -42,7 +43,7 @@ beforeAll(async () => {
 afterAll(() => stopClusterWithRm({ cluster, tc: ops, rm }));
 
 async function gauge(node: TestNode, name: string): Promise<number> {
-  const res = await fetch(`http://127.0.0.1:${node.http}/metrics`, {
+  const res = await fetchNode(`${nodeBase(node.http)}/metrics`, {
     signal: AbortSignal.timeout(2_000),
   });
   const line = (await res.text())

@@ -12,7 +12,8 @@ import type { Coordinator } from '../../coordinator/index.ts';
 import { BadRequestError, ConcordError, NotLeaderError } from '../../shared/errors.ts';
 import { requireXid, type Xid } from '../../shared/ids.ts';
 import type { Logger } from '../../shared/logger.ts';
-import { formatHostPort, type HostPort } from '../../shared/metadata.ts';
+import type { HostPort } from '../../shared/metadata.ts';
+import { nodeFetch, nodeUrl, type NodeHttpTls } from '../../shared/node-fetch.ts';
 import { HttpError } from '../http/errors.ts';
 import type { Answer } from '../http/server.ts';
 
@@ -73,6 +74,8 @@ export interface ActionContext {
   adminToken: string;
   group: string;
   log: Logger;
+  /** The cluster's CA: this node's openapi speaks HTTPS (null: plain HTTP). */
+  httpTls: NodeHttpTls | null;
 }
 
 /** Runs one action on this node and logs its audit line; answers the action's result. */
@@ -146,14 +149,15 @@ async function openapi(ctx: ActionContext, path: string, body: object): Promise<
   const self = ctx.selfHttp();
   if (self === null) throw new NotLeaderError(null);
   const sep = path.includes('?') ? '&' : '?';
-  const res = await fetch(
-    `http://${formatHostPort(self)}${path}${sep}group=${encodeURIComponent(ctx.group)}`,
+  const res = await nodeFetch(
+    nodeUrl(ctx.httpTls, self, `${path}${sep}group=${encodeURIComponent(ctx.group)}`),
     {
       method: 'POST',
       headers: { authorization: `Bearer ${ctx.adminToken}`, 'content-type': 'application/json' },
       body: JSON.stringify(body),
       signal: AbortSignal.timeout(20_000),
     },
+    ctx.httpTls,
   );
   const text = await res.text();
   if (res.status === 421) {

@@ -2,10 +2,11 @@
  * Who is using the console. The credentials are the openapi's: the admin bearer token
  * (`http.authToken`) and the viewer token (`http.viewerToken`, read-only). A browser signs in
  * once with one of them (POST /console/api/signin) and gets a session cookie: HttpOnly,
- * SameSite=Strict, Path=/console, signed (HMAC-SHA256) with a key derived from the configured
- * tokens — so every node of the cluster accepts it, it survives a node's restart, and
- * changing a token ends every session. Programs may send `Authorization: Bearer <token>`
- * instead (how a follower forwards a request to the leader).
+ * SameSite=Strict, Path=/console, Secure when the node serves HTTPS (secure mode), signed
+ * (HMAC-SHA256) with a key derived from the configured tokens — so every node of the
+ * cluster accepts it, it survives a node's restart, and changing a token ends every
+ * session. Programs may send `Authorization: Bearer <token>` instead (how a follower
+ * forwards a request to the leader).
  *
  * State-changing requests (POST) authenticated by the cookie must carry the session's CSRF
  * token in `x-concord-csrf` and, when the browser sends one, an Origin of this host.
@@ -51,6 +52,8 @@ export class ConsoleAuth {
     private readonly adminToken: string | null,
     private readonly viewerToken: string | null,
     private readonly now: () => number = Date.now,
+    /** The node serves HTTPS: the cookie is `Secure` (never sent over plain HTTP). */
+    private readonly options: { secureCookie?: boolean } = {},
   ) {
     this.key = digest(`concord-console\u0000${adminToken ?? ''}\u0000${viewerToken ?? ''}`);
   }
@@ -74,7 +77,8 @@ export class ConsoleAuth {
 
   /** The Set-Cookie header value of a new session (or of signing out: `null`). */
   cookieHeader(value: string | null): string {
-    const base = `${SESSION_COOKIE}=${value ?? ''}; Path=/console; HttpOnly; SameSite=Strict`;
+    const secure = this.options.secureCookie === true ? '; Secure' : '';
+    const base = `${SESSION_COOKIE}=${value ?? ''}; Path=/console; HttpOnly; SameSite=Strict${secure}`;
     return value === null ? `${base}; Max-Age=0` : `${base}; Max-Age=${SESSION_TTL_MS / 1000}`;
   }
 

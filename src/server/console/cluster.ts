@@ -4,6 +4,7 @@
  * (the leader's view: this node's when it leads, else the leader's /metadata/v1/cluster).
  */
 import { formatHostPort, type ClusterMetadata, type HostPort } from '../../shared/metadata.ts';
+import { nodeFetch, nodeUrl, type NodeHttpTls } from '../../shared/node-fetch.ts';
 import type { ClusterView } from '../cluster-view.ts';
 
 /** How long the console waits for another member's /health or metadata, ms. */
@@ -45,19 +46,29 @@ interface Health {
   appliedIndex: number;
 }
 
-async function getJson<T>(control: HostPort | null, path: string): Promise<T | null> {
+async function getJson<T>(
+  control: HostPort | null,
+  path: string,
+  tls: NodeHttpTls | null,
+): Promise<T | null> {
   if (control === null) return null;
   try {
-    const res = await fetch(`http://${formatHostPort(control)}${path}`, {
-      signal: AbortSignal.timeout(MEMBER_PROBE_TIMEOUT_MS),
-    });
+    const res = await nodeFetch(
+      nodeUrl(tls, control, path),
+      { signal: AbortSignal.timeout(MEMBER_PROBE_TIMEOUT_MS) },
+      tls,
+    );
     return res.status === 200 ? ((await res.json()) as T) : null;
   } catch {
     return null;
   }
 }
 
-export async function clusterAnswer(view: ClusterView, selfId: string): Promise<ClusterAnswer> {
+export async function clusterAnswer(
+  view: ClusterView,
+  selfId: string,
+  tls: NodeHttpTls | null,
+): Promise<ClusterAnswer> {
   const md = view.metadata();
   const st = view.status();
   const leaderMd: ClusterMetadata | null =
@@ -66,13 +77,14 @@ export async function clusterAnswer(view: ClusterView, selfId: string): Promise<
       : await getJson<ClusterMetadata>(
           md.nodes.find((n) => n.nodeId === md.leaderId)?.control ?? null,
           `/metadata/v1/cluster?group=${encodeURIComponent(md.group)}`,
+          tls,
         );
   const members = await Promise.all(
     md.nodes.map(async (n): Promise<MemberView> => {
       const h: Health | null =
         n.nodeId === selfId
           ? { role: st.role, term: st.term, commitIndex: st.commit, appliedIndex: st.applied }
-          : await getJson<Health>(n.control, '/health');
+          : await getJson<Health>(n.control, '/health', tls);
       const lm = leaderMd?.nodes.find((x) => x.nodeId === n.nodeId);
       return {
         nodeId: n.nodeId,

@@ -7,7 +7,7 @@
  */
 import type { IncomingMessage } from 'node:http';
 import { NotLeaderError } from '../../shared/errors.ts';
-import { formatHostPort } from '../../shared/metadata.ts';
+import { nodeFetch, nodeUrl, type NodeHttpTls } from '../../shared/node-fetch.ts';
 import type { ClusterView } from '../cluster-view.ts';
 import type { Answer } from '../http/server.ts';
 import type { Principal } from './auth.ts';
@@ -39,6 +39,7 @@ export class LeaderForwarder {
   constructor(
     private readonly selfId: string,
     private readonly view: ClusterView,
+    private readonly tls: NodeHttpTls | null,
   ) {}
 
   /**
@@ -78,18 +79,22 @@ export class LeaderForwarder {
     if (control === null) throw new LeaderUnreachableError(`no HTTP address known for ${id}`);
     let res: Response;
     try {
-      res = await fetch(`http://${formatHostPort(control)}${url.pathname}${url.search}`, {
-        method: req.method ?? 'GET',
-        headers: {
-          authorization: `Bearer ${p.token}`,
-          'content-type': 'application/json',
-          [FORWARDED_HEADER]: this.selfId,
-          [PEER_HEADER]: peerOf(req, p),
-          [OPERATOR_HEADER]: operatorOf(req, p).slice('console:'.length),
+      res = await nodeFetch(
+        nodeUrl(this.tls, control, `${url.pathname}${url.search}`),
+        {
+          method: req.method ?? 'GET',
+          headers: {
+            authorization: `Bearer ${p.token}`,
+            'content-type': 'application/json',
+            [FORWARDED_HEADER]: this.selfId,
+            [PEER_HEADER]: peerOf(req, p),
+            [OPERATOR_HEADER]: operatorOf(req, p).slice('console:'.length),
+          },
+          ...(body !== null ? { body } : {}),
+          signal: AbortSignal.timeout(FORWARD_TIMEOUT_MS),
         },
-        ...(body !== null ? { body } : {}),
-        signal: AbortSignal.timeout(FORWARD_TIMEOUT_MS),
-      });
+        this.tls,
+      );
     } catch (err) {
       throw new LeaderUnreachableError(`${id}: ${(err as Error).message}`);
     }

@@ -18,6 +18,7 @@ import type { IncomingMessage } from 'node:http';
 import type { Coordinator } from '../../coordinator/index.ts';
 import { UnauthorizedError } from '../../shared/errors.ts';
 import type { Logger } from '../../shared/logger.ts';
+import type { NodeHttpTls } from '../../shared/node-fetch.ts';
 import type { ClusterView } from '../cluster-view.ts';
 import { parseJsonObject, readBody } from '../http/body.ts';
 import type { Answer, Route } from '../http/server.ts';
@@ -54,6 +55,12 @@ export interface ConsoleOptions {
   adminToken: string | null;
   viewerToken: string | null;
   logger: Logger;
+  /**
+   * The cluster's CA when the node serves HTTPS (secure mode): the session cookie is
+   * `Secure`, and the console reaches the other members' HTTPS ports trusting it. Null:
+   * plain HTTP (insecure mode).
+   */
+  httpTls: NodeHttpTls | null;
 }
 
 const SECURITY_HEADERS = {
@@ -103,8 +110,10 @@ class ConsoleApi {
   private readonly log: Logger;
 
   constructor(private readonly o: ConsoleOptions) {
-    this.auth = new ConsoleAuth(o.adminToken, o.viewerToken);
-    this.forwarder = new LeaderForwarder(o.nodeId, o.view);
+    this.auth = new ConsoleAuth(o.adminToken, o.viewerToken, Date.now, {
+      secureCookie: o.httpTls !== null,
+    });
+    this.forwarder = new LeaderForwarder(o.nodeId, o.view, o.httpTls);
     this.reads = new TxReads(o.store, o.query, o.timeline);
     this.log = o.logger.child({ component: 'console' });
   }
@@ -191,7 +200,10 @@ class ConsoleApi {
 
   private async cluster(req: IncomingMessage): Promise<Answer> {
     this.auth.require(req, 'viewer');
-    return { status: 200, body: await clusterAnswer(this.o.view, this.o.nodeId) };
+    return {
+      status: 200,
+      body: await clusterAnswer(this.o.view, this.o.nodeId, this.o.httpTls),
+    };
   }
 
   private async samples(): Promise<Answer> {
@@ -227,6 +239,7 @@ class ConsoleApi {
       adminToken: this.o.adminToken,
       group: this.o.group,
       log: this.log,
+      httpTls: this.o.httpTls,
     };
     const who = { operator: operatorOf(req, p), peer: peerOf(req, p) };
     return this.forwarder.onLeader(

@@ -1,5 +1,6 @@
 /**
- * The node's HTTP openapi (node:http, JSON):
+ * The node's HTTP openapi (JSON; HTTPS with the node's certificate unless the node runs in
+ * insecure mode: http/tls.ts):
  *
  *   GET  /metadata/v1/cluster?group=default          members, roles, term, endpoints
  *   POST /metadata/v1/watch                           long poll until term/membership change
@@ -22,6 +23,7 @@
  * mapped, bodies are bounded).
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { createServer as createHttpsServer, type Server as HttpsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import { BadRequestError, NotLeaderError, StoppedError } from '../../shared/errors.ts';
 import { requireNodeId } from '../../shared/ids.ts';
@@ -42,6 +44,7 @@ import {
 } from './errors.ts';
 import type { ChangeClusterResult, WatchChanged } from '../../shared/metadata.ts';
 import { readinessOf } from './readiness.ts';
+import { answerPlaintextOnTlsPort, type OpenApiTls } from './tls.ts';
 import { WatchHub, parseWatchRequest } from './watch.ts';
 
 /** Headers must arrive within this time, in ms (slowloris guard). */
@@ -72,6 +75,8 @@ export interface OpenApiOptions {
   logger: Logger;
   /** Where the node's services are: readiness needs `serving`. Default: always serving. */
   lifecycle?: () => 'starting' | 'serving' | 'stopping';
+  /** The node's certificate: HTTPS (http/tls.ts). Null or absent: plain HTTP (insecure mode). */
+  tls?: OpenApiTls | null;
 }
 
 /** One endpoint: its method and handler (services add theirs with `mount`). */
@@ -94,6 +99,8 @@ export class OpenApiServer {
   private readonly routes: Map<string, Route>;
   private readonly log: Logger;
   private stopping = false;
+  /** HTTPS: destroys the connections that have not sent their first byte yet. */
+  private dropUnsniffed: () => void = () => undefined;
 
   constructor(private readonly o: OpenApiOptions) {
     this.log = o.logger.child({ component: 'openapi' });
@@ -116,16 +123,7 @@ export class OpenApiServer {
       ['/ready', { method: 'GET', handle: async () => this.ready() }],
       ['/metrics', { method: 'GET', handle: () => this.metricsText() }],
     ]);
-    this.server = createServer(
-      {
-        headersTimeout: HTTP_HEADERS_TIMEOUT_MS,
-        requestTimeout: HTTP_REQUEST_TIMEOUT_MS,
-        keepAliveTimeout: HTTP_KEEP_ALIVE_TIMEOUT_MS,
-      },
-      (req, res) => {
-        void this.dispatch(req, res);
-      },
-    );
+    this.server = this.createServer();
     this.server.maxHeadersCount = HTTP_MAX_HEADERS_COUNT;
     this.server.maxConnections = HTTP_MAX_CONNECTIONS;
     this.server.on('clientError', (err, socket) => {
@@ -133,6 +131,34 @@ export class OpenApiServer {
       else socket.destroy();
       this.log.debug({ err: (err as Error).message }, 'http client error');
     });
+  }
+
+  /** node:http, or node:https with the node's certificate when `tls` is given. */
+  private createServer(): Server {
+    const options = {
+      headersTimeout: HTTP_HEADERS_TIMEOUT_MS,
+      requestTimeout: HTTP_REQUEST_TIMEOUT_MS,
+      keepAliveTimeout: HTTP_KEEP_ALIVE_TIMEOUT_MS,
+    };
+    const handler = (req: IncomingMessage, res: ServerResponse) => {
+      void this.dispatch(req, res);
+    };
+    const tls = this.o.tls ?? null;
+    if (tls === null) return createServer(options, handler);
+    const server: HttpsServer = createHttpsServer(
+      { ...options, cert: tls.cert, key: tls.key, handshakeTimeout: HTTP_HEADERS_TIMEOUT_MS },
+      handler,
+    );
+    this.dropUnsniffed = answerPlaintextOnTlsPort(server, HTTP_HEADERS_TIMEOUT_MS, this.log);
+    server.on('tlsClientError', (err) => {
+      this.log.debug({ err: err.message }, 'https handshake failed');
+    });
+    return server;
+  }
+
+  /** "https" when the port speaks TLS. */
+  get scheme(): 'http' | 'https' {
+    return (this.o.tls ?? null) === null ? 'http' : 'https';
   }
 
   /**
@@ -152,7 +178,7 @@ export class OpenApiServer {
       this.server.listen(this.o.port, this.o.host, () => {
         this.server.off('error', onError);
         const port = (this.server.address() as AddressInfo).port;
-        this.log.info({ host: this.o.host, port }, 'openapi listening');
+        this.log.info({ host: this.o.host, port, scheme: this.scheme }, 'openapi listening');
         resolve(port);
       });
     });
@@ -165,6 +191,7 @@ export class OpenApiServer {
     this.hub.close();
     await new Promise<void>((resolve) => {
       const force = setTimeout(() => {
+        this.dropUnsniffed();
         this.server.closeAllConnections();
         resolve();
       }, HTTP_CLOSE_GRACE_MS);
@@ -174,6 +201,7 @@ export class OpenApiServer {
         resolve();
       });
       this.server.closeIdleConnections();
+      this.dropUnsniffed();
     });
   }
 

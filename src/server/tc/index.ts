@@ -442,6 +442,7 @@ function mountConsole(
     adminToken: config.http.authToken,
     viewerToken: config.http.viewerToken,
     logger: ctx.logger,
+    httpTls: ctx.tls === null ? null : { ca: ctx.tls.ca },
   }))
     ctx.mountHttp(path, route);
   sampler.start();

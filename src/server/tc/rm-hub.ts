@@ -25,6 +25,10 @@
  *
  * Bounded: MAX_RM_CHANNELS channels (registered or not yet), MAX_RESOURCES_PER_RM per
  * channel, MAX_INFLIGHT_PHASE_TWO_PER_RM calls in flight per channel, a per-call timeout.
+ * Backpressure: a channel whose stream does not drain (its RM does not read: write() said
+ * false) is congested until 'drain' — it gets no new call and no ping meanwhile, so a
+ * phase-two call that would go to it finds no RM and the driver retries it later (a timed-out
+ * call frees its slot, but nothing more is queued behind the unread ones).
  * Heartbeats: the hub pings every channel each interval and drops one silent for
  * DEAD_AFTER_HEARTBEATS intervals (any message counts as a sign of life).
  */
@@ -121,6 +125,8 @@ interface Channel {
   group: string;
   resourceIds: Set<string>;
   inflight: Map<string, Pending>;
+  /** Its stream's buffer is full (write() said false) until 'drain'. */
+  congested: boolean;
   closed: boolean;
 }
 
@@ -141,10 +147,16 @@ export interface RmHubStats {
   channels: number;
   registered: number;
   inflight: number;
+  /** Registered channels whose stream does not drain. */
+  congested: number;
+  /** Phase-two calls written to RM channels since the start. */
+  sent: number;
   resources: number;
 }
 
 export class RmChannelHub implements BranchGateway {
+  /** Phase-two calls written since the start (stats: what congestion holds back). */
+  private sent = 0;
   readonly heartbeatIntervalMs: number;
   readonly phaseTwoTimeoutMs: number;
   private readonly opts: RmChannelHubOptions;
@@ -189,11 +201,20 @@ export class RmChannelHub implements BranchGateway {
   stats(): RmHubStats {
     let registered = 0;
     let inflight = 0;
+    let congested = 0;
     for (const c of this.channels) {
       if (c.clientId !== null) registered++;
+      if (c.congested) congested++;
       inflight += c.inflight.size;
     }
-    return { channels: this.channels.size, registered, inflight, resources: this.byRoute.size };
+    return {
+      channels: this.channels.size,
+      registered,
+      inflight,
+      congested,
+      sent: this.sent,
+      resources: this.byRoute.size,
+    };
   }
 
   /**
@@ -255,6 +276,7 @@ export class RmChannelHub implements BranchGateway {
       group: '',
       resourceIds: new Set(),
       inflight: new Map(),
+      congested: false,
       closed: false,
     };
     this.channels.add(channel);
@@ -343,7 +365,7 @@ export class RmChannelHub implements BranchGateway {
       branch,
       this.byClient.get(branch.clientId),
       this.byRoute.get(routeKey(branch.applicationId, branch.resourceId)) ?? [],
-      (c) => !c.closed && c.inflight.size < this.maxInflightPerRm,
+      (c) => !c.closed && !c.congested && c.inflight.size < this.maxInflightPerRm,
       this.roundRobin++,
     );
   }
@@ -382,6 +404,7 @@ export class RmChannelHub implements BranchGateway {
         reject,
         timer,
       });
+      this.sent++;
       this.write(
         channel,
         kind === 'commit' ? { branchCommit: request } : { branchRollback: request },
@@ -615,7 +638,7 @@ export class RmChannelHub implements BranchGateway {
           message: `no message for ${deadAfter} ms`,
           retryable: true,
         });
-      } else {
+      } else if (!c.congested) {
         this.write(c, { ping: { sentAtMs: now } });
       }
     }
@@ -624,7 +647,13 @@ export class RmChannelHub implements BranchGateway {
   private write(channel: Channel, msg: TcToRmWire): void {
     if (channel.closed) return;
     try {
-      channel.stream.write(msg);
+      if (!channel.stream.write(msg) && !channel.congested) {
+        channel.congested = true;
+        channel.stream.once('drain', () => {
+          channel.congested = false;
+        });
+        this.log.debug({ clientId: channel.clientId }, 'RM channel congested: it does not read');
+      }
     } catch (err) {
       this.drop(channel, `write failed: ${(err as Error).message}`, false);
     }

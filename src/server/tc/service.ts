@@ -72,7 +72,7 @@ import type {
 } from '../../shared/tc-wire.ts';
 import { SpanStatusCode } from '@opentelemetry/api';
 import { ATTR_RESULT, ATTR_TC_METHOD, ATTR_XID, SpanKind, tracer } from '../../shared/tracing.ts';
-import type { RmChannelHub } from './rm-hub.ts';
+import type { RmChannelHub, RmHubStats } from './rm-hub.ts';
 import { CallStream, type CallDuplex } from './call-stream.ts';
 import { upperBound } from './upper-bound.ts';
 import { AUDITED_METHODS, OPERATOR_METADATA_KEY, auditOperatorCall } from './audit.ts';
@@ -570,8 +570,6 @@ export class TcGrpcService {
     if (existing) registry.removeSingleMetric('concord_tc_calls_total');
     if (registry.getSingleMetric('concord_tc_call_seconds'))
       registry.removeSingleMetric('concord_tc_call_seconds');
-    if (registry.getSingleMetric('concord_tc_rm_channels'))
-      registry.removeSingleMetric('concord_tc_rm_channels');
     if (registry.getSingleMetric('concord_tc_call_streams_paused'))
       registry.removeSingleMetric('concord_tc_call_streams_paused');
     const hub = this.opts.hub;
@@ -584,14 +582,7 @@ export class TcGrpcService {
         this.set(pausedStreams());
       },
     });
-    new Gauge({
-      name: 'concord_tc_rm_channels',
-      help: 'RM channels connected to this node (registered ones)',
-      registers: [registry],
-      collect() {
-        this.set(hub.stats().registered);
-      },
-    });
+    registerRmHubGauges(registry, hub);
     const calls = new Counter({
       name: 'concord_tc_calls_total',
       help: 'TC calls answered, by method and error code (OK for success)',
@@ -641,4 +632,41 @@ export function decodePageToken(token: unknown): string | null {
   if (typeof token !== 'string' || token.length > 256 || !/^[A-Za-z0-9_-]+$/.test(token))
     throw new BadRequestError('pageToken is not a token this server gave out');
   return Buffer.from(token, 'base64url').toString('utf8');
+}
+
+/** The RM channels' gauges: connected, congested (not reading), phase-two calls in flight. */
+function registerRmHubGauges(registry: Registry, hub: RmChannelHub): void {
+  const gauges: Array<[string, string, (s: RmHubStats) => number]> = [
+    [
+      'concord_tc_rm_channels',
+      'RM channels connected to this node (registered ones)',
+      (s) => s.registered,
+    ],
+    [
+      'concord_tc_rm_phase_two_inflight',
+      'Phase-two calls sent to RM channels and not answered yet (at most 256 per channel)',
+      (s) => s.inflight,
+    ],
+    [
+      'concord_tc_rm_phase_two_sent',
+      'Phase-two calls written to RM channels since the node started',
+      (s) => s.sent,
+    ],
+    [
+      'concord_tc_rm_channels_congested',
+      'RM channels whose stream does not drain (the RM does not read): they get no new call',
+      (s) => s.congested,
+    ],
+  ];
+  for (const [name, help, value] of gauges) {
+    if (registry.getSingleMetric(name)) registry.removeSingleMetric(name);
+    new Gauge({
+      name,
+      help,
+      registers: [registry],
+      collect() {
+        this.set(value(hub.stats()));
+      },
+    });
+  }
 }
