@@ -348,7 +348,7 @@ export class Coordinator {
       transactionServiceGroup: request.transactionServiceGroup,
       name,
       timeoutMs: request.timeoutMs,
-      beginTime: this.clock.now(),
+      beginTime: await this.stampTime(),
       requestId,
       term: this.store.term(),
     });
@@ -368,7 +368,7 @@ export class Coordinator {
    */
   async commit(request: { xid: Xid }): Promise<GlobalStatus> {
     const xid = request.xid;
-    const now = this.clock.now();
+    const now = await this.stampTime();
     const result = await this.submit({
       kind: 'CommitGlobal',
       xid,
@@ -387,7 +387,7 @@ export class Coordinator {
       kind: 'RollbackGlobal',
       xid,
       timeout: false,
-      at: this.clock.now(),
+      at: await this.stampTime(),
       term: this.store.term(),
     });
     return this.afterDecision(xid, result);
@@ -412,7 +412,7 @@ export class Coordinator {
       kind: 'GlobalReport',
       xid,
       status: request.status,
-      at: this.clock.now(),
+      at: await this.stampTime(),
       term: this.store.term(),
     });
     if (result.finished === null && !isEndStatus(result.status)) void this.driver.drive(xid);
@@ -454,7 +454,7 @@ export class Coordinator {
       applicationData,
       clientId: request.clientId,
       applicationId: request.applicationId,
-      at: this.clock.now(),
+      at: await this.stampTime(),
       requestId: optionalRequestId(request.requestId),
     });
     // This registration's id, or the first one's with its requestId: one this TC chose.
@@ -531,7 +531,12 @@ export class Coordinator {
   /** Stops phase-two retries (the status reads Stop*); locks stay. */
   async stopRetry(request: { xid: Xid }): Promise<void> {
     const xid = request.xid;
-    await this.submit({ kind: 'RetryStopped', xid, at: this.clock.now(), term: this.store.term() });
+    await this.submit({
+      kind: 'RetryStopped',
+      xid,
+      at: await this.stampTime(),
+      term: this.store.term(),
+    });
     this.driver.park(xid);
     this.log.warn({ xid }, 'phase-two retries stopped by an operator');
   }
@@ -548,7 +553,7 @@ export class Coordinator {
   async resumeRetry(request: ResumeRequest): Promise<GlobalStatus> {
     const xid = request.xid;
     const session = await this.requireLive(xid);
-    const now = this.clock.now();
+    const now = await this.stampTime();
     const horizon = this.driver.horizonOf(session);
     const force = request.force === true && now >= horizon;
     if (now >= horizon && !force)
@@ -593,7 +598,7 @@ export class Coordinator {
     const result = await this.submit({
       kind: 'MarkResolved',
       xid,
-      at: this.clock.now(),
+      at: await this.stampTime(),
       operator: request.operator,
       term: this.store.term(),
     });
@@ -637,6 +642,16 @@ export class Coordinator {
     if (typeof session === 'string')
       throw new IllegalStatusError(xid, session, 'the transaction has ended');
     return session;
+  }
+
+  /**
+   * The command time for a command about to be submitted, once this node may stamp one
+   * (SessionStore.readyToStamp: a new leader waits until it applied its first entry of the
+   * term, so its predecessor's command times are its floor and anchor).
+   */
+  private async stampTime(): Promise<number> {
+    await this.store.readyToStamp?.();
+    return this.clock.now();
   }
 
   private async submit<C extends Command>(command: C): Promise<ResultOf<C>> {

@@ -53,6 +53,13 @@ export interface SessionStore {
    * while a new leader confirms its term. Absent: readLocal stands in.
    */
   readApplied?<T>(fn: (state: CoordinatorStateView) => T): T;
+  /**
+   * Optional: resolves once this node may stamp a command's time — a leader that has applied
+   * its first entry of the term, so every command time its log will commit before its own is
+   * applied (command-clock.ts). At once in any other case (a follower's submit refuses
+   * anyway). Absent: at once.
+   */
+  readyToStamp?(): Promise<void>;
   /** True while this node is the leader (may only serve writes). */
   isLeader(): boolean;
   /**

@@ -105,4 +105,9 @@ describe('the coordinator under the simulator', () => {
     const r = await runCoordinatorSimulation({ seed: 403621413, steps: 1500 });
     expect(r.violation, describeViolation(r)).toBeNull();
   });
+
+  it('seed 506348672: a new leader stamped commands with its raw wall clock (an hour ahead) before it applied its predecessor’s, which then timed out at once and lost their finished records', async () => {
+    const r = await runCoordinatorSimulation({ seed: 506348672, steps: 1500 });
+    expect(r.violation, describeViolation(r)).toBeNull();
+  });
 });

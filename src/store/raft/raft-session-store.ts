@@ -394,6 +394,18 @@ export class RaftSessionStore implements SessionStore {
     }
   }
 
+  /**
+   * SessionStore.readyToStamp: a new leader stamps no command time before it applied its
+   * first entry of the term. Until then its applied command time can be 0 while its log
+   * holds its predecessor's commands, and the command clock would fall back to the raw
+   * wall clock (an hour ahead, say: the predecessor's transactions would time out at once
+   * and their finished records be dropped; coordinator sim seed 506348672).
+   */
+  readyToStamp(): Promise<void> {
+    if (this.state.phase !== 'confirming') return Promise.resolve();
+    return this.waitReady(this.timers.now() + this.submitTimeoutMs);
+  }
+
   private waitReady(deadline: number): Promise<void> {
     const state = this.state;
     if (state.phase === 'serving') return Promise.resolve();
