@@ -46,7 +46,13 @@ import {
   type BranchSession,
 } from '../../coordinator/types.ts';
 import { DB_LOCK_ROWS_PER_STATEMENT } from './limits.ts';
-import { BRANCH_COLUMNS, LOCK_COLUMNS, branchFromRow, lockRowValues } from './rows.ts';
+import {
+  BRANCH_COLUMNS,
+  LOCK_COLUMNS,
+  branchFromRow,
+  branchRowValues,
+  lockRowValues,
+} from './rows.ts';
 import { placeholders, type SqlDriver, type SqlValue, type TableNames } from './sql.ts';
 
 /** PostgreSQL types of branch_table's columns (parameters in INSERT … SELECT carry none). */
@@ -205,18 +211,8 @@ function lockRowsOf(resourceId: string, lockKey: string): string[] | null {
 
 /** The branch row's values but branch_seq (the statement computes it), in BRANCH_COLUMNS order. */
 function branchCells(b: BranchSession): SqlValue[] {
-  return [
-    b.xid,
-    b.branchId,
-    b.type,
-    b.resourceId,
-    b.lockKey,
-    b.applicationData,
-    b.status,
-    b.clientId,
-    b.lockedRows.length > 0,
-    b.applicationId,
-  ];
+  const seqAt = BRANCH_COLUMNS.indexOf('branch_seq');
+  return branchRowValues(b, 0).filter((_, i) => i !== seqAt);
 }
 
 /** The branch RegisterBranch adds: the machine's own registerBranch, field for field. */
