@@ -33,3 +33,18 @@ export function nodeBase(port: number, o: NodeHttpOptions & { host?: string } = 
 export function fetchNode(url: string, init: NodeFetchInit = {}): Promise<Response> {
   return nodeFetch(url, init, url.startsWith('https:') ? nodeHttpTlsFromEnv() : null);
 }
+
+/**
+ * One metric's value from a node's /metrics on `httpPort`: the sum over its label sets whose
+ * line contains `labels` (all of them by default); 0 when the node exports none.
+ */
+export async function nodeMetric(httpPort: number, name: string, labels = ''): Promise<number> {
+  const text = await (await fetchNode(`${nodeBase(httpPort)}/metrics`)).text();
+  let sum = 0;
+  for (const line of text.split('\n')) {
+    if (!line.startsWith(`${name}{`) && !line.startsWith(`${name} `)) continue;
+    if (!line.includes(labels)) continue;
+    sum += Number(line.slice(line.lastIndexOf(' ') + 1));
+  }
+  return sum;
+}

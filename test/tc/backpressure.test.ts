@@ -8,7 +8,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { TestCluster, rawClient, waitFor, type RawClient, type TestNode } from './helpers.ts';
-import { fetchNode, nodeBase } from '../support/node-http.ts';
+import { nodeMetric } from '../support/node-http.ts';
 
 const BATCHES = 150;
 const CALLS_PER_BATCH = 1_024;
@@ -18,16 +18,7 @@ let cluster: TestCluster;
 let client: RawClient | null = null;
 
 /** One metric's value (summed over its label sets) from a node's /metrics. */
-async function metric(n: TestNode, name: string, labels = ''): Promise<number> {
-  const text = await (await fetchNode(`${nodeBase(n.http)}/metrics`)).text();
-  let sum = 0;
-  for (const line of text.split('\n')) {
-    if (!line.startsWith(`${name}{`) && !line.startsWith(`${name} `)) continue;
-    if (!line.includes(labels)) continue;
-    sum += Number(line.slice(line.lastIndexOf(' ') + 1));
-  }
-  return sum;
-}
+const metric = (n: TestNode, name: string, labels = '') => nodeMetric(n.http, name, labels);
 
 const getStatusCalls = (n: TestNode) => metric(n, 'concord_tc_calls_total', 'method="getStatus"');
 

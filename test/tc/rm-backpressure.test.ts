@@ -16,7 +16,7 @@ import {
   DEFAULT_PHASE_TWO_CALL_TIMEOUT_MS,
   MAX_INFLIGHT_PHASE_TWO_PER_RM,
 } from '../../src/server/tc/limits.ts';
-import { fetchNode, nodeBase } from '../support/node-http.ts';
+import { nodeMetric } from '../support/node-http.ts';
 import { TestCluster, rawClient, waitFor, type RawClient, type TestNode } from './helpers.ts';
 
 /** Transactions whose AT branch the silent RM must commit. */
@@ -31,11 +31,7 @@ let cluster: TestCluster;
 let raw: RawClient | null = null;
 let tc: TcClient | null = null;
 
-async function metric(n: TestNode, name: string): Promise<number> {
-  const text = await (await fetchNode(`${nodeBase(n.http)}/metrics`)).text();
-  const line = text.split('\n').find((l) => l.startsWith(`${name} `) || l.startsWith(`${name}{`));
-  return line === undefined ? NaN : Number(line.slice(line.lastIndexOf(' ') + 1));
-}
+const metric = (n: TestNode, name: string, labels = '') => nodeMetric(n.http, name, labels);
 
 beforeAll(async () => {
   cluster = await TestCluster.start('rm-backpressure', {
