@@ -13,7 +13,7 @@
  *  - the time for all the transactions to end (committed by the TMs), and RSS after.
  *
  *   npm run bench -- scale [--live 100000] [--concurrency 64] [--data-bytes 100]
- *                          [--tick-ms 100] [--keep]
+ *                          [--tick-ms 100] [--idle-s 20] [--node-args "<V8 flags>"] [--keep]
  *
  * Prints a table and the summary line scripts read:
  *   [bench scale] live N: RSS max N MB, follower restart N ms, new leader N ms
@@ -49,6 +49,8 @@ interface Options {
   dataBytes: number;
   tickMs: number;
   idleS: number;
+  /** Extra node flags (V8's, e.g. --max-semi-space-size=8), split on spaces. */
+  nodeArgs: string[];
   keep: boolean;
 }
 
@@ -70,6 +72,9 @@ interface NodeFigures {
   idle: Memory | null;
   snapshotBytes: number;
   snapshotMs: number;
+  /** The last snapshot's longest slice (ms) and the snapshots taken since start. */
+  sliceMs: number;
+  snapshots: number;
   logEntries: number;
 }
 
@@ -80,6 +85,7 @@ function parseOptions(args: string[]): Options {
     .option('--data-bytes <n>', 'application data per branch, bytes', '100')
     .option('--tick-ms <n>', 'Raft tick, ms', '100')
     .option('--idle-s <n>', 'idle seconds after the end before the last figures', '20')
+    .option('--node-args <flags>', 'extra flags for the node processes (V8 flags)', '')
     .option('--keep', 'keep the data dir and logs', false)
     .exitOverride();
   cmd.parse(args, { from: 'user' });
@@ -93,6 +99,9 @@ function parseOptions(args: string[]): Options {
     dataBytes: Math.max(0, Number(o.dataBytes)),
     tickMs: Math.max(10, Number(o.tickMs)),
     idleS: Math.max(0, Number(o.idleS)),
+    nodeArgs: String(o.nodeArgs)
+      .split(' ')
+      .filter((a) => a !== ''),
     keep: o.keep === true,
   };
 }
@@ -286,6 +295,8 @@ async function figuresBefore(cluster: BenchCluster): Promise<NodeFigures[]> {
       idle: null,
       snapshotBytes: NaN,
       snapshotMs: NaN,
+      sliceMs: NaN,
+      snapshots: NaN,
       logEntries: NaN,
     });
   return figures;
@@ -298,6 +309,8 @@ async function recordFilled(cluster: BenchCluster, figures: NodeFigures[]): Prom
     fig.filled = await memoryOf(n);
     fig.snapshotBytes = m?.get('concord_raft_last_snapshot_bytes') ?? NaN;
     fig.snapshotMs = m?.get('concord_raft_last_snapshot_milliseconds') ?? NaN;
+    fig.sliceMs = m?.get('concord_raft_last_snapshot_longest_slice_milliseconds') ?? NaN;
+    fig.snapshots = m?.get('concord_raft_snapshots_total') ?? NaN;
     fig.logEntries = m?.get('concord_raft_log_entries') ?? NaN;
   }
 }
@@ -314,6 +327,8 @@ function figuresTable(figures: NodeFigures[], o: Options): string {
       'B/tx (heap)',
       'snapshot MB',
       'snapshot ms',
+      'slice ms',
+      'snapshots',
       'log entries',
       'RSS ended',
       'heap ended',
@@ -334,6 +349,8 @@ function figuresTable(figures: NodeFigures[], o: Options): string {
       f0(((f.filled.heapMb - f.before.heapMb) * MB) / o.live),
       f1(f.snapshotBytes / MB),
       f0(f.snapshotMs),
+      f0(f.sliceMs),
+      f0(f.snapshots),
       f0(f.logEntries),
       f0(f.ended?.rssMb ?? NaN),
       f0(f.ended?.heapMb ?? NaN),
@@ -411,11 +428,12 @@ export async function main(args: string[]): Promise<void> {
     Math.max(o.live, MAX_LIVE_SESSIONS),
   );
   console.log(
-    `[bench scale] ${o.live} live transactions (1 AT branch, 1 row, ${o.dataBytes} B of data each) from ${o.concurrency} TMs; cluster in ${dir}`,
+    `[bench scale] ${o.live} live transactions (1 AT branch, 1 row, ${o.dataBytes} B of data each) from ${o.concurrency} TMs; cluster in ${dir}; node flags: ${o.nodeArgs.join(' ') || 'none'}; MALLOC_ARENA_MAX=${process.env.MALLOC_ARENA_MAX ?? 'unset'}`,
   );
   const cluster = await startCluster({
     dir,
     store: { mode: 'raft', tickMs: o.tickMs },
+    nodeArgs: o.nodeArgs,
     limits: {
       // Above the default live limit (100,000) the node-wide budgets rise with it.
       maxLiveTransactions: Math.max(o.live, MAX_LIVE_SESSIONS),
