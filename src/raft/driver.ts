@@ -78,6 +78,8 @@ export const DEFAULT_SNAPSHOT_IDLE_TICKS = 50;
  * stays proportional to the bytes applied (each costs about the state's size to encode).
  */
 export const DEFAULT_SNAPSHOT_LOG_TO_STATE = { ratio: 0.5, minBytes: 8 * 1024 * 1024 };
+/** DEFAULT_SNAPSHOT_LOG_TO_STATE's ratio in percent (the node's configuration key). */
+export const DEFAULT_SNAPSHOT_LOG_PERCENT_OF_STATE = 50;
 /**
  * Between two slices of a sliced snapshot, ms: a timer, so the network and disk callbacks
  * that came meanwhile run between them (Node's setTimeout waits at least 1 ms anyway).
