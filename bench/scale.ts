@@ -13,7 +13,12 @@
  *  - the time for all the transactions to end (committed by the TMs), and RSS after.
  *
  *   npm run bench -- scale [--live 100000] [--concurrency 64] [--data-bytes 100]
- *                          [--tick-ms 100] [--idle-s 20] [--node-args "<V8 flags>"] [--keep]
+ *                          [--tick-ms 100] [--idle-s 20] [--node-args "<V8 flags>"]
+ *                          [--dist] [--keep]
+ *
+ * Node memory options: --node-args passes V8 flags to the nodes; MALLOC_ARENA_MAX in the
+ * bench's environment reaches them (they inherit it); --dist runs them as an installed
+ * `concord` does (compiled, no tsx loader).
  *
  * Prints a table and the summary line scripts read:
  *   [bench scale] live N: RSS max N MB, follower restart N ms, new leader N ms
@@ -51,6 +56,8 @@ interface Options {
   idleS: number;
   /** Extra node flags (V8's, e.g. --max-semi-space-size=8), split on spaces. */
   nodeArgs: string[];
+  /** Nodes from dist/ (plain Node) rather than the sources through tsx. */
+  dist: boolean;
   keep: boolean;
 }
 
@@ -86,6 +93,7 @@ function parseOptions(args: string[]): Options {
     .option('--tick-ms <n>', 'Raft tick, ms', '100')
     .option('--idle-s <n>', 'idle seconds after the end before the last figures', '20')
     .option('--node-args <flags>', 'extra flags for the node processes (V8 flags)', '')
+    .option('--dist', 'run the nodes from dist/ (npm run build first), not through tsx', false)
     .option('--keep', 'keep the data dir and logs', false)
     .exitOverride();
   cmd.parse(args, { from: 'user' });
@@ -102,6 +110,7 @@ function parseOptions(args: string[]): Options {
     nodeArgs: String(o.nodeArgs)
       .split(' ')
       .filter((a) => a !== ''),
+    dist: o.dist === true,
     keep: o.keep === true,
   };
 }
@@ -428,12 +437,13 @@ export async function main(args: string[]): Promise<void> {
     Math.max(o.live, MAX_LIVE_SESSIONS),
   );
   console.log(
-    `[bench scale] ${o.live} live transactions (1 AT branch, 1 row, ${o.dataBytes} B of data each) from ${o.concurrency} TMs; cluster in ${dir}; node flags: ${o.nodeArgs.join(' ') || 'none'}; MALLOC_ARENA_MAX=${process.env.MALLOC_ARENA_MAX ?? 'unset'}`,
+    `[bench scale] ${o.live} live transactions (1 AT branch, 1 row, ${o.dataBytes} B of data each) from ${o.concurrency} TMs; cluster in ${dir}; nodes ${o.dist ? 'from dist/' : 'through tsx'}; node flags: ${o.nodeArgs.join(' ') || 'none'}; MALLOC_ARENA_MAX=${process.env.MALLOC_ARENA_MAX ?? 'unset'}`,
   );
   const cluster = await startCluster({
     dir,
     store: { mode: 'raft', tickMs: o.tickMs },
     nodeArgs: o.nodeArgs,
+    fromDist: o.dist,
     limits: {
       // Above the default live limit (100,000) the node-wide budgets rise with it.
       maxLiveTransactions: Math.max(o.live, MAX_LIVE_SESSIONS),
