@@ -53,6 +53,7 @@ import {
   decodeSnapshot,
   encodeSnapshot,
   encodeSnapshotInSlices,
+  SNAPSHOT_SLICE_ROWS,
 } from './snapshot-codec.ts';
 import {
   BranchStatus,
@@ -905,12 +906,13 @@ export class CoordinatorStateMachine implements CoordinatorStateView {
    */
   snapshotInSlices(): { step(): Uint8Array | null } {
     const at = this.changes;
+    const checks = this.invariantChecks(SNAPSHOT_SLICE_ROWS);
     let slices: Generator<void, Uint8Array, void> | null = null;
     return {
       step: () => {
         assert(this.changes === at, 'the state changed during a sliced snapshot');
         if (slices === null) {
-          this.checkInvariants();
+          if (!checks.next().done) return null;
           const dedup = this.dedup;
           slices = encodeSnapshotInSlices({
             version: SNAPSHOT_FORMAT_VERSION,
@@ -1009,8 +1011,19 @@ export class CoordinatorStateMachine implements CoordinatorStateView {
    * read; tests run it after every command). A failure is a bug, not a recoverable error.
    */
   checkInvariants(): void {
-    let lockedRows = 0;
+    const checks = this.invariantChecks(Infinity);
+    while (!checks.next().done);
+  }
+
+  /**
+   * checkInvariants in slices: yields after every `sliceRows` sessions, lock rows or finished
+   * records (the sliced snapshot runs it across turns; the state must not change meanwhile).
+   */
+  private *invariantChecks(sliceRows: number): Generator<void, void, void> {
+    let [visited, lockedRows] = [0, 0];
+    const slice = () => ++visited % sliceRows === 0;
     for (const [xid, session] of this.sessions) {
+      if (slice()) yield;
       assert(session.xid === xid, () => `session keyed ${xid} is ${session.xid}`);
       assert(!isSuccessfulEnd(session.status), () => `${xid} is ${session.status} but still live`);
       assert(session.driverTerm >= 0, () => `${xid} has driver term ${session.driverTerm}`);
@@ -1039,6 +1052,7 @@ export class CoordinatorStateMachine implements CoordinatorStateView {
     }
     let tableRows = 0;
     for (const [row, holder] of this.locks.entries()) {
+      if (slice()) yield;
       const session = this.sessions.get(holder.xid);
       assert(session !== undefined, () => `row ${row} is held by ${holder.xid}, which is not live`);
       for (const branchId of holder.branchIds) {
@@ -1064,8 +1078,10 @@ export class CoordinatorStateMachine implements CoordinatorStateView {
       this.finished.size <= this.retention.finishedEntries,
       'recently-finished map is over its bound',
     );
-    for (const xid of this.finished.keys())
+    for (const xid of this.finished.keys()) {
+      if (slice()) yield;
       assert(!this.sessions.has(xid), () => `${xid} is both live and finished`);
+    }
     let failed = 0;
     for (const session of this.sessions.values()) if (isFailedEnd(session.status)) failed += 1;
     assert(
