@@ -58,6 +58,8 @@ interface Options {
   nodeArgs: string[];
   /** Nodes from dist/ (plain Node) rather than the sources through tsx. */
   dist: boolean;
+  /** The nodes' log level (their logs are kept with --keep). */
+  logLevel: string;
   keep: boolean;
 }
 
@@ -94,6 +96,7 @@ function parseOptions(args: string[]): Options {
     .option('--idle-s <n>', 'idle seconds after the end before the last figures', '20')
     .option('--node-args <flags>', 'extra flags for the node processes (V8 flags)', '')
     .option('--dist', 'run the nodes from dist/ (npm run build first), not through tsx', false)
+    .option('--log-level <level>', "the nodes' log level", 'warn')
     .option('--keep', 'keep the data dir and logs', false)
     .exitOverride();
   cmd.parse(args, { from: 'user' });
@@ -111,6 +114,7 @@ function parseOptions(args: string[]): Options {
       .split(' ')
       .filter((a) => a !== ''),
     dist: o.dist === true,
+    logLevel: String(o.logLevel),
     keep: o.keep === true,
   };
 }
@@ -444,6 +448,7 @@ export async function main(args: string[]): Promise<void> {
     store: { mode: 'raft', tickMs: o.tickMs },
     nodeArgs: o.nodeArgs,
     fromDist: o.dist,
+    logLevel: o.logLevel,
     limits: {
       // Above the default live limit (100,000) the node-wide budgets rise with it.
       maxLiveTransactions: Math.max(o.live, MAX_LIVE_SESSIONS),
