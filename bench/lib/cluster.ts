@@ -39,6 +39,11 @@ export interface ClusterOptions {
   idPrefix?: string;
   /** Extra node flags (e.g. --cpu-prof). */
   nodeArgs?: string[];
+  /**
+   * Run the compiled package (bin/concord.js → dist/, plain Node, as an installed `concord`
+   * runs) instead of the sources through tsx. `npm run build` first.
+   */
+  fromDist?: boolean;
   logLevel?: string;
   /** The nodes' `limits` section (docs/operations.md). */
   limits?: Record<string, number>;
@@ -69,9 +74,9 @@ function spawnNode(o: ClusterOptions, id: string, file: string): ChildProcess {
     process.execPath,
     [
       ...(o.nodeArgs ?? []),
-      '--import',
-      'tsx',
-      join(REPO_ROOT, 'src/cli/main.ts'),
+      ...(o.fromDist
+        ? [join(REPO_ROOT, 'bin/concord.js')]
+        : ['--import', 'tsx', join(REPO_ROOT, 'src/cli/main.ts')]),
       'start',
       '--config',
       file,
