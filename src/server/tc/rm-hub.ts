@@ -78,6 +78,7 @@ import type {
   WireError,
 } from '../../shared/tc-wire.ts';
 import { chooseRm, routeKey } from './rm-route.ts';
+import { DeadlineWheel, type CancelDeadline } from '../../shared/deadline-wheel.ts';
 import { boundRmMessage } from '../../shared/tc-wire.ts';
 
 type RmToTcWire = Decoded<RmToTcFields, 'message'>;
@@ -112,7 +113,8 @@ interface Pending {
   branchId: string;
   resolve: (status: BranchStatus) => void;
   reject: (err: Error) => void;
-  timer: NodeJS.Timeout;
+  /** Cancels its call timeout (on the hub's deadline wheel). */
+  cancelTimeout: CancelDeadline;
 }
 
 interface Channel {
@@ -193,6 +195,8 @@ export class RmChannelHub implements BranchGateway {
   private requestSeq = 0;
   private roundRobin = 0;
   private timer: NodeJS.Timeout | null = null;
+  /** The phase-two calls' timeouts: one timer for all (not a setTimeout per call). */
+  private readonly deadlines = new DeadlineWheel();
   private closed = false;
   private readonly reconnectGraceMs: number;
   /**
@@ -434,7 +438,7 @@ export class RmChannelHub implements BranchGateway {
       applicationId: branch.applicationId || channel.applicationId,
     };
     return new Promise<BranchStatus>((resolve, reject) => {
-      const timer = setTimeout(() => {
+      const cancelTimeout = this.deadlines.after(this.phaseTwoTimeoutMs, () => {
         if (channel.inflight.delete(requestId)) {
           reject(
             new TimeoutError(
@@ -442,14 +446,13 @@ export class RmChannelHub implements BranchGateway {
             ),
           );
         }
-      }, this.phaseTwoTimeoutMs);
-      timer.unref();
+      });
       channel.inflight.set(requestId, {
         xid: branch.xid,
         branchId: branch.branchId,
         resolve,
         reject,
-        timer,
+        cancelTimeout,
       });
       this.sent++;
       this.write(
@@ -616,7 +619,7 @@ export class RmChannelHub implements BranchGateway {
     // A late answer (after the timeout) or a duplicate: nothing waits for it.
     if (!pending) return;
     channel.inflight.delete(r.requestId);
-    clearTimeout(pending.timer);
+    pending.cancelTimeout();
     if (r.error) {
       if (r.error.code === 'ERROR_CODE_BAD_REQUEST')
         this.log.error(
@@ -751,7 +754,7 @@ export class RmChannelHub implements BranchGateway {
       );
     }
     for (const [, pending] of channel.inflight) {
-      clearTimeout(pending.timer);
+      pending.cancelTimeout();
       pending.reject(
         new RmUnavailableError(
           '',
