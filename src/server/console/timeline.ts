@@ -225,7 +225,13 @@ function describeOperatorOrEnd(c: Command, now: number): TimelineEvent | null {
     case 'GlobalReport':
       return { at: c.at, kind: 'status', text: `the TM reported ${c.status}` };
     case 'FinishGlobal':
-      return { at: c.at, kind: 'end', text: `ended ${c.status}` };
+      return {
+        at: c.at,
+        kind: 'end',
+        text: c.lastBranch
+          ? `branch ${c.lastBranch.branchId} now ${c.lastBranch.status}; ended ${c.status}`
+          : `ended ${c.status}`,
+      };
     default:
       return null;
   }
