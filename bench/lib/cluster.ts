@@ -65,17 +65,16 @@ function spawnNode(o: ClusterOptions, id: string, file: string): ChildProcess {
   const fd = openSync(join(o.dir, `${id}.log`), 'a');
   const env: NodeJS.ProcessEnv = { ...process.env, CONCORD_LOG_LEVEL: o.logLevel ?? 'warn' };
   delete env.CONCORD_DB_URL;
+  // The sources through tsx (the default: the repo's dev loop), or CONCORD_BENCH_NODES=dist:
+  // the compiled dist/ as bin/concord.js runs it (plain Node, no loader, no source maps; run
+  // `npm run build` first).
+  const entry =
+    process.env.CONCORD_BENCH_NODES === 'dist'
+      ? [join(REPO_ROOT, 'dist/cli/main.js')]
+      : ['--import', 'tsx', join(REPO_ROOT, 'src/cli/main.ts')];
   const proc = spawn(
     process.execPath,
-    [
-      ...(o.nodeArgs ?? []),
-      '--import',
-      'tsx',
-      join(REPO_ROOT, 'src/cli/main.ts'),
-      'start',
-      '--config',
-      file,
-    ],
+    [...(o.nodeArgs ?? []), ...entry, 'start', '--config', file],
     { cwd: REPO_ROOT, env, stdio: ['ignore', fd, fd] },
   );
   closeSync(fd);
