@@ -34,7 +34,7 @@ import type {
   RollbackGlobalCommand,
 } from './commands.ts';
 import { validateCommandShape } from './command-validation.ts';
-import { DedupTable, type DedupRow } from './dedup-table.ts';
+import { DedupTable, compactKey, type DedupRow } from './dedup-table.ts';
 import type { Rejection } from './errors.ts';
 import {
   DEFAULT_RETENTION,
@@ -742,7 +742,8 @@ export class CoordinatorStateMachine implements CoordinatorStateView {
     run: () => Outcome<T>,
   ): Outcome<T> {
     if (requestId === null) return run();
-    const remembered = this.dedup.get(kind, requestId);
+    const key = compactKey(kind, requestId);
+    const remembered = this.dedup.getKey(key);
     if (remembered !== undefined) return ok(remembered as T);
     if (this.dedupFull(at)) {
       return reject({
@@ -755,7 +756,7 @@ export class CoordinatorStateMachine implements CoordinatorStateView {
     if (outcome.ok) {
       this.pruneDedup(at);
       // Frozen: the same object answers every retry, so no caller may change it.
-      this.dedup.add(kind, requestId, Object.freeze(outcome.value), at);
+      this.dedup.addKey(key, Object.freeze(outcome.value), at);
     }
     return outcome;
   }
