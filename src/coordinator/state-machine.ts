@@ -34,7 +34,7 @@ import type {
   RollbackGlobalCommand,
 } from './commands.ts';
 import { validateCommandShape } from './command-validation.ts';
-import { DedupTable, type DedupRow } from './dedup-table.ts';
+import { DedupTable, compactKey, type DedupRow } from './dedup-table.ts';
 import type { Rejection } from './errors.ts';
 import {
   DEFAULT_RETENTION,
@@ -583,9 +583,24 @@ export class CoordinatorStateMachine implements CoordinatorStateView {
     if (!canTransition(session.status, c.status))
       return illegal(session, `may not become ${c.status}`);
     const done = branchDoneStatusFor(decisionOf(c.status)!);
-    const pending = session.branches.find((b) => b.status !== done);
+    // The folded last result is checked as its BranchPhaseTwoResult would be (the fence and the
+    // status were checked above), before anything changes: a refusal leaves the session as it was.
+    let last: BranchSession | undefined;
+    if (c.lastBranch !== undefined) {
+      if (c.lastBranch.status !== done)
+        return bad(`FinishGlobal.lastBranch.status must be ${done}, not ${c.lastBranch.status}`);
+      last = findBranch(session, c.lastBranch.branchId);
+      if (!last) return bad(`${c.xid} has no branch ${c.lastBranch.branchId}`);
+      if (last.status !== done && isBranchEndStatus(last.status))
+        return illegal(session, `branch ${last.branchId} already ended ${last.status}`);
+    }
+    const pending = session.branches.find((b) => b !== last && b.status !== done);
     if (pending)
       return illegal(session, `branch ${pending.branchId} is ${pending.status}, not ${done}`);
+    if (last && last.status !== done) {
+      last.status = done;
+      this.releaseBranchLocks(last);
+    }
     session.status = c.status;
     session.statusChangedAt = c.at;
     return ok(this.endSession(session, c.at, null));
@@ -736,7 +751,8 @@ export class CoordinatorStateMachine implements CoordinatorStateView {
     run: () => Outcome<T>,
   ): Outcome<T> {
     if (requestId === null) return run();
-    const remembered = this.dedup.get(kind, requestId);
+    const key = compactKey(kind, requestId);
+    const remembered = this.dedup.getKey(key);
     if (remembered !== undefined) return ok(remembered as T);
     if (this.dedupFull(at)) {
       return reject({
@@ -749,7 +765,7 @@ export class CoordinatorStateMachine implements CoordinatorStateView {
     if (outcome.ok) {
       this.pruneDedup(at);
       // Frozen: the same object answers every retry, so no caller may change it.
-      this.dedup.add(kind, requestId, Object.freeze(outcome.value), at);
+      this.dedup.addKey(key, Object.freeze(outcome.value), at);
     }
     return outcome;
   }
