@@ -89,10 +89,16 @@ export class DedupTable {
 
   /** Every entry as a snapshot row, oldest first. */
   rows(): DedupRow[] {
-    const out = new Array<DedupRow>(this.count);
-    for (let i = 0; i < this.count; i++) {
+    return this.rowsBetween(0, this.count);
+  }
+
+  /** Entries `from` (inclusive) to `to` (exclusive), oldest first: a slice of rows(). */
+  rowsBetween(from: number, to: number): DedupRow[] {
+    const end = Math.min(to, this.count);
+    const out = new Array<DedupRow>(Math.max(0, end - from));
+    for (let i = from; i < end; i++) {
       const slot = (this.head + i) % this.keys.length;
-      out[i] = [wholeKey(this.keys[slot]!), this.valueAt(slot), this.ats[slot]!];
+      out[i - from] = [wholeKey(this.keys[slot]!), this.valueAt(slot), this.ats[slot]!];
     }
     return out;
   }
