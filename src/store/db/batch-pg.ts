@@ -16,8 +16,9 @@
 import type { BeginCommand, CommitGlobalCommand } from '../../coordinator/commands.ts';
 import { BranchType, GlobalStatus } from '../../coordinator/types.ts';
 import { DB_BATCH_MAX_COMMANDS } from './limits.ts';
-import { GLOBAL_COLUMNS, globalRowValues } from './rows.ts';
-import type { SqlDriver, SqlScalar, TableNames } from './sql.ts';
+import { AssertionFailure } from '../../shared/errors.ts';
+import { GLOBAL_COLUMNS, dueAtOf } from './rows.ts';
+import type { SqlDriver, TableNames } from './sql.ts';
 import type { GlobalSession } from '../../coordinator/types.ts';
 
 interface Pending<I, R> {
@@ -93,6 +94,58 @@ export const PG_GLOBAL_TYPES: Record<(typeof GLOBAL_COLUMNS)[number], string> = 
   branch_count: 'integer',
 };
 
+/** The columns a batched Begin binds, one array each (in this order, then request_id). */
+const BEGIN_BOUND_COLUMNS = [
+  'xid',
+  'transaction_id',
+  'application_id',
+  'transaction_service_group',
+  'transaction_name',
+  'timeout_ms',
+  'begin_time',
+  'driver_term',
+] as const satisfies readonly (typeof GLOBAL_COLUMNS)[number][];
+
+/**
+ * Every global_table cell of a new session (newSession in fast-path.ts, dueAtOf in rows.ts):
+ * the bound columns and `deadline` from the row of `v`, the rest the same for every Begin.
+ */
+const BEGIN_ROW_SQL: Record<(typeof GLOBAL_COLUMNS)[number], string> = {
+  xid: 'xid',
+  transaction_id: 'transaction_id',
+  application_id: 'application_id',
+  transaction_service_group: 'transaction_service_group',
+  transaction_name: 'transaction_name',
+  timeout_ms: 'timeout_ms',
+  begin_time: 'begin_time',
+  deadline: 'deadline',
+  status: `'${GlobalStatus.Begin}'`,
+  status_changed_at: 'begin_time',
+  retry_attempts: '0',
+  next_retry_at: 'NULL::bigint',
+  retry_deadline: 'NULL::bigint',
+  retry_stopped: 'FALSE',
+  driver_term: 'driver_term',
+  // dueAtOf() of a session in Begin: its deadline.
+  due_at: 'deadline',
+  branch_count: '0',
+};
+
+/** True when `s` is what newSession() makes: the row BEGIN_ROW_SQL writes. */
+function isFreshBeginSession(s: GlobalSession): boolean {
+  return (
+    s.status === GlobalStatus.Begin &&
+    s.statusChangedAt === s.beginTime &&
+    s.deadline === s.beginTime + s.timeoutMs &&
+    s.branches.length === 0 &&
+    s.retry.attempts === 0 &&
+    s.retry.nextRetryAt === null &&
+    s.retry.retryDeadline === null &&
+    !s.retry.stopped &&
+    dueAtOf(s) === s.deadline
+  );
+}
+
 /** How a batched commit decided: one phase (ended Committed), async (AT), or not at all. */
 export type CommitHow = 'onePhase' | 'async' | null;
 
@@ -114,17 +167,21 @@ export class PgBatches {
     t: TableNames,
   ) {
     const cols = GLOBAL_COLUMNS.join(', ');
-    const arrays = GLOBAL_COLUMNS.map((c) => `?::${PG_GLOBAL_TYPES[c]}[]`).join(', ');
+    const bound = BEGIN_BOUND_COLUMNS.map((c) => `?::${PG_GLOBAL_TYPES[c]}[]`).join(', ');
     // A remembered requestId or a finished xid inserts nothing (the one-command form and
-    // then the general path answer); a requestId-less Begin needs no dedup row.
+    // then the general path answer); a requestId-less Begin needs no dedup row. Only what
+    // differs between Begins is bound; the rest of the row is what newSession() makes of
+    // every Begin (beginRowSql), and the dedup row's result its JSON ({xid, deadline}).
     this.beginSql = `WITH v AS (
-        SELECT * FROM unnest(${arrays}, ?::varchar[], ?::text[]) AS v(${cols}, request_id, result)),
+        SELECT *, begin_time + timeout_ms AS deadline
+          FROM unnest(${bound}, ?::varchar[]) AS v(${BEGIN_BOUND_COLUMNS.join(', ')}, request_id)),
       ok AS (SELECT * FROM v WHERE NOT EXISTS (SELECT 1 FROM ${t.finished} f WHERE f.xid = v.xid)),
       d AS (INSERT INTO ${t.dedup} (kind, request_id, result)
-        SELECT 'Begin', request_id, result FROM ok WHERE request_id IS NOT NULL
+        SELECT 'Begin', request_id, json_build_object('xid', xid, 'deadline', deadline)::text
+          FROM ok WHERE request_id IS NOT NULL
         ON CONFLICT (kind, request_id) DO NOTHING RETURNING request_id)
       INSERT INTO ${t.global} (${cols})
-        SELECT ${cols} FROM ok
+        SELECT ${GLOBAL_COLUMNS.map((c) => BEGIN_ROW_SQL[c]).join(', ')} FROM ok
          WHERE ok.request_id IS NULL OR ok.request_id IN (SELECT request_id FROM d)
       RETURNING xid`;
     // Per row: branchless, it ends Committed in one phase; with only AT branches it becomes
@@ -164,15 +221,43 @@ export class PgBatches {
 
   /** Which Begins were written (the rest wrote nothing). */
   private async runBegins(items: BeginItem[]): Promise<boolean[]> {
-    const columns: SqlScalar[][] = GLOBAL_COLUMNS.map(() => []);
-    const requestIds: (string | null)[] = [];
-    const results: (string | null)[] = [];
-    for (const { command, session, result } of items) {
-      globalRowValues(session).forEach((value, i) => columns[i]!.push(value));
-      requestIds.push(command.requestId);
-      results.push(command.requestId === null ? null : JSON.stringify(result));
+    const n = items.length;
+    const xids = new Array<string>(n);
+    const transactionIds = new Array<string>(n);
+    const applicationIds = new Array<string>(n);
+    const groups = new Array<string>(n);
+    const names = new Array<string>(n);
+    const timeouts = new Array<number>(n);
+    const beginTimes = new Array<number>(n);
+    const terms = new Array<number>(n);
+    const requestIds = new Array<string | null>(n);
+    for (let i = 0; i < n; i++) {
+      const { command, session, result } = items[i]!;
+      // The statement makes the rest of the row, and the result, from these: they must be
+      // what this node would have written (an assertion, not a check of input).
+      if (!isFreshBeginSession(session) || result.deadline !== session.deadline)
+        throw new AssertionFailure(`the batched Begin of ${session.xid} is not a fresh session`);
+      xids[i] = session.xid;
+      transactionIds[i] = session.transactionId;
+      applicationIds[i] = session.applicationId;
+      groups[i] = session.transactionServiceGroup;
+      names[i] = session.name;
+      timeouts[i] = session.timeoutMs;
+      beginTimes[i] = session.beginTime;
+      terms[i] = session.driverTerm;
+      requestIds[i] = command.requestId;
     }
-    const r = await this.driver.query(this.beginSql, [...columns, requestIds, results]);
+    const r = await this.driver.query(this.beginSql, [
+      xids,
+      transactionIds,
+      applicationIds,
+      groups,
+      names,
+      timeouts,
+      beginTimes,
+      terms,
+      requestIds,
+    ]);
     const written = new Set(r.rows.map((row) => String(row.xid)));
     return items.map((item) => written.has(item.command.xid));
   }
