@@ -15,7 +15,7 @@
  */
 import type { BeginCommand, CommitGlobalCommand } from '../../coordinator/commands.ts';
 import { BranchType, GlobalStatus } from '../../coordinator/types.ts';
-import { DB_BATCH_MAX_COMMANDS } from './limits.ts';
+import { DB_BATCH_MAX_COMMANDS, DB_BATCH_MAX_IN_FLIGHT } from './limits.ts';
 import { AssertionFailure } from '../../shared/errors.ts';
 import { GLOBAL_COLUMNS, dueAtOf } from './rows.ts';
 import type { SqlDriver, TableNames } from './sql.ts';
@@ -31,11 +31,20 @@ interface Pending<I, R> {
 /**
  * Collects the items added during one event-loop turn (at most `max`, no two with one key)
  * and runs them together; `run` answers one result per item, in order.
+ *
+ * At most `maxInFlight` batches run at once. While that many are in flight, the items of
+ * the following turns keep gathering into the next batch, which starts when one of them
+ * returns: under load, batches grow instead of statements queueing for connections (each
+ * statement is a database commit, which costs the database far more than a row does);
+ * with a free slot, a turn's batch starts at the end of its turn, as before.
  */
 export class TurnBatcher<I, R> {
   private queue: Pending<I, R>[] = [];
   private keys = new Set<string>();
   private scheduled = false;
+  /** Full batches (or cut by a repeated key) waiting for a free slot, oldest first. */
+  private readonly sealed: Pending<I, R>[][] = [];
+  private inFlight = 0;
   /** Statements run and commands they carried (metrics, tests). */
   readonly stats = { batches: 0, commands: 0 };
 
@@ -43,33 +52,64 @@ export class TurnBatcher<I, R> {
     private readonly run: (items: I[]) => Promise<R[]>,
     private readonly keyOf: (item: I) => string,
     private readonly max: number = DB_BATCH_MAX_COMMANDS,
+    private readonly maxInFlight: number = DB_BATCH_MAX_IN_FLIGHT,
   ) {}
 
   add(item: I): Promise<R> {
     return new Promise<R>((resolve, reject) => {
       const key = this.keyOf(item);
-      if (this.keys.has(key) || this.queue.length >= this.max) this.flushNow();
+      if (this.keys.has(key) || this.queue.length >= this.max) this.seal();
       this.queue.push({ item, key, resolve, reject });
       this.keys.add(key);
       if (!this.scheduled) {
         this.scheduled = true;
-        setImmediate(() => this.flushNow());
+        setImmediate(() => {
+          this.scheduled = false;
+          if (this.inFlight < this.maxInFlight) this.seal();
+        });
       }
     });
   }
 
-  private flushNow(): void {
-    const batch = this.queue;
-    if (batch.length === 0) return;
-    this.queue = [];
-    this.keys = new Set();
-    this.scheduled = false;
+  /** Closes the gathering batch and starts what a free slot can take. */
+  private seal(): void {
+    if (this.queue.length > 0) {
+      this.sealed.push(this.queue);
+      this.queue = [];
+      this.keys = new Set();
+    }
+    this.pump();
+  }
+
+  private pump(): void {
+    while (this.inFlight < this.maxInFlight) {
+      const batch = this.sealed.shift();
+      if (!batch) return;
+      this.start(batch);
+    }
+  }
+
+  private start(batch: Pending<I, R>[]): void {
+    this.inFlight += 1;
     this.stats.batches += 1;
     this.stats.commands += batch.length;
-    this.run(batch.map((p) => p.item)).then(
-      (results) => batch.forEach((p, i) => p.resolve(results[i]!)),
-      (err: unknown) => batch.forEach((p) => p.reject(err)),
-    );
+    let run: Promise<R[]>;
+    try {
+      run = this.run(batch.map((p) => p.item));
+    } catch (err) {
+      run = Promise.reject(err);
+    }
+    run
+      .then(
+        (results) => batch.forEach((p, i) => p.resolve(results[i]!)),
+        (err: unknown) => batch.forEach((p) => p.reject(err)),
+      )
+      .finally(() => {
+        this.inFlight -= 1;
+        // What gathered while every slot was busy goes now, whatever turn it is.
+        if (this.sealed.length === 0 && !this.scheduled) this.seal();
+        else this.pump();
+      });
   }
 }
 

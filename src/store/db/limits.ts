@@ -144,3 +144,8 @@ export const DB_LIVE_COUNT_EXACT_FROM = 0.9;
  * the Begins, the commits; batch-pg.ts).
  */
 export const DB_BATCH_MAX_COMMANDS = 128;
+/**
+ * Batched statements of one kind (the Begins, the commits) one node runs at once; the
+ * commands that arrive meanwhile gather into the next one (batch-pg.ts).
+ */
+export const DB_BATCH_MAX_IN_FLIGHT = 2;
