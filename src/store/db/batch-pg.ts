@@ -2,8 +2,9 @@
  * PostgreSQL: the hot one-statement forms of many transactions in one statement. What
  * Raft mode gets from one entry per event-loop turn, db mode gets here: the Begins of one
  * turn are one INSERT over `unnest` of column arrays, the one-phase commits one DELETE …
- * RETURNING into the finished INSERT. One round trip, one parse/bind/execute and one
- * database commit (one WAL flush) per batch instead of per transaction.
+ * RETURNING into the finished INSERT, and both kinds of one turn travel in one statement
+ * (their CTEs side by side). One round trip, one parse/bind/execute and one database
+ * commit (one WAL flush) per batch instead of per transaction.
  *
  * Each batched statement keeps the rules of its one-command form (fast-path.ts,
  * fast-path-pg.ts) per row; a row the statement does not return was not written, and its
@@ -18,7 +19,7 @@ import { BranchType, GlobalStatus } from '../../coordinator/types.ts';
 import { DB_BATCH_MAX_COMMANDS, DB_BATCH_MAX_IN_FLIGHT } from './limits.ts';
 import { AssertionFailure } from '../../shared/errors.ts';
 import { GLOBAL_COLUMNS, dueAtOf } from './rows.ts';
-import type { SqlDriver, TableNames } from './sql.ts';
+import type { SqlDriver, SqlValue, TableNames } from './sql.ts';
 import type { GlobalSession } from '../../coordinator/types.ts';
 
 interface Pending<I, R> {
@@ -196,11 +197,18 @@ export interface BeginItem {
   result: { xid: string; deadline: number };
 }
 
+/** One command of a turn's batch: a Begin or a commit. */
+type BatchItem =
+  { begin: BeginItem; commit?: never } | { commit: CommitGlobalCommand; begin?: never };
+/** A Begin's answer (written or not) or a commit's. */
+type BatchResult = boolean | CommitHow;
+
 export class PgBatches {
-  readonly begins: TurnBatcher<BeginItem, boolean>;
-  readonly commits: TurnBatcher<CommitGlobalCommand, CommitHow>;
+  /** The Begins and commits of one turn: one statement (or two batchers' worth before). */
+  readonly turn: TurnBatcher<BatchItem, BatchResult>;
   private readonly beginSql: string;
   private readonly commitSql: string;
+  private readonly bothSql: string;
 
   constructor(
     private readonly driver: SqlDriver,
@@ -211,19 +219,19 @@ export class PgBatches {
     // A remembered requestId or a finished xid inserts nothing (the one-command form and
     // then the general path answer); a requestId-less Begin needs no dedup row. Only what
     // differs between Begins is bound; the rest of the row is what newSession() makes of
-    // every Begin (beginRowSql), and the dedup row's result its JSON ({xid, deadline}).
-    this.beginSql = `WITH v AS (
+    // every Begin (BEGIN_ROW_SQL), and the dedup row's result its JSON ({xid, deadline}).
+    const beginCtes = `bv AS (
         SELECT *, begin_time + timeout_ms AS deadline
           FROM unnest(${bound}, ?::varchar[]) AS v(${BEGIN_BOUND_COLUMNS.join(', ')}, request_id)),
-      ok AS (SELECT * FROM v WHERE NOT EXISTS (SELECT 1 FROM ${t.finished} f WHERE f.xid = v.xid)),
-      d AS (INSERT INTO ${t.dedup} (kind, request_id, result)
+      bok AS (SELECT * FROM bv WHERE NOT EXISTS (SELECT 1 FROM ${t.finished} f WHERE f.xid = bv.xid)),
+      bd AS (INSERT INTO ${t.dedup} (kind, request_id, result)
         SELECT 'Begin', request_id, json_build_object('xid', xid, 'deadline', deadline)::text
-          FROM ok WHERE request_id IS NOT NULL
-        ON CONFLICT (kind, request_id) DO NOTHING RETURNING request_id)
-      INSERT INTO ${t.global} (${cols})
-        SELECT ${GLOBAL_COLUMNS.map((c) => BEGIN_ROW_SQL[c]).join(', ')} FROM ok
-         WHERE ok.request_id IS NULL OR ok.request_id IN (SELECT request_id FROM d)
-      RETURNING xid`;
+          FROM bok WHERE request_id IS NOT NULL
+        ON CONFLICT (kind, request_id) DO NOTHING RETURNING request_id),
+      bins AS (INSERT INTO ${t.global} (${cols})
+        SELECT ${GLOBAL_COLUMNS.map((c) => BEGIN_ROW_SQL[c]).join(', ')} FROM bok
+         WHERE bok.request_id IS NULL OR bok.request_id IN (SELECT request_id FROM bd)
+        RETURNING xid)`;
     // Per row: branchless, it ends Committed in one phase; with only AT branches it becomes
     // AsyncCommitting and frees their rows (the machine's releaseAtLocks). The two exclude
     // each other on branch_count, which every RegisterBranch and RemoveBranch rewrites:
@@ -231,7 +239,7 @@ export class PgBatches {
     // fast-path-pg.ts on why).
     const base = `g.xid = v.xid AND g.status = ? AND g.driver_term <= v.term AND g.deadline > v.at
           AND g.retry_stopped = FALSE AND g.next_retry_at IS NULL`;
-    this.commitSql = `WITH v AS (
+    const commitCtes = `v AS (
         SELECT * FROM unnest(?::varchar[], ?::bigint[], ?::bigint[]) AS v(xid, term, at)),
       gone AS (DELETE FROM ${t.global} g USING v WHERE ${base} AND g.branch_count = 0
         RETURNING g.xid, v.at),
@@ -245,76 +253,114 @@ export class PgBatches {
         RETURNING g.xid),
       b AS (UPDATE ${t.branch} SET locks_held = FALSE
         WHERE xid IN (SELECT xid FROM a) AND locks_held),
-      l AS (DELETE FROM ${t.lock} WHERE xid IN (SELECT xid FROM a))
-      SELECT xid, 'onePhase' AS how FROM f UNION ALL SELECT xid, 'async' AS how FROM a`;
-    this.begins = new TurnBatcher(
-      (items) => this.runBegins(items),
-      // A requestId is what two Begins of one batch must not share (and xids never repeat).
+      l AS (DELETE FROM ${t.lock} WHERE xid IN (SELECT xid FROM a))`;
+    const begun = `SELECT xid, 'begun' AS how FROM bins`;
+    const decided = `SELECT xid, 'onePhase' AS how FROM f UNION ALL SELECT xid, 'async' AS how FROM a`;
+    this.beginSql = `WITH ${beginCtes} ${begun}`;
+    this.commitSql = `WITH ${commitCtes} ${decided}`;
+    // Both kinds in one statement (one snapshot): a commit of an xid begun by the same
+    // statement does not see it, decides nothing and goes the general way, as a commit
+    // that arrived just before its Begin would.
+    this.bothSql = `WITH ${beginCtes}, ${commitCtes} ${begun} UNION ALL ${decided}`;
+    this.turn = new TurnBatcher(
+      (items) => this.runTurn(items),
+      // A requestId is what two Begins of one batch must not share (and xids never repeat);
+      // two commits must not share an xid.
       (item) =>
-        item.command.requestId === null ? `x\n${item.command.xid}` : `r\n${item.command.requestId}`,
-    );
-    this.commits = new TurnBatcher(
-      (items) => this.runCommits(items),
-      (c) => c.xid,
+        item.begin
+          ? item.begin.command.requestId === null
+            ? `x\n${item.begin.command.xid}`
+            : `r\n${item.begin.command.requestId}`
+          : `c\n${item.commit.xid}`,
     );
   }
 
-  /** Which Begins were written (the rest wrote nothing). */
-  private async runBegins(items: BeginItem[]): Promise<boolean[]> {
-    const n = items.length;
-    const xids = new Array<string>(n);
-    const transactionIds = new Array<string>(n);
-    const applicationIds = new Array<string>(n);
-    const groups = new Array<string>(n);
-    const names = new Array<string>(n);
-    const timeouts = new Array<number>(n);
-    const beginTimes = new Array<number>(n);
-    const terms = new Array<number>(n);
-    const requestIds = new Array<string | null>(n);
-    for (let i = 0; i < n; i++) {
-      const { command, session, result } = items[i]!;
-      // The statement makes the rest of the row, and the result, from these: they must be
-      // what this node would have written (an assertion, not a check of input).
-      if (!isFreshBeginSession(session) || result.deadline !== session.deadline)
-        throw new AssertionFailure(`the batched Begin of ${session.xid} is not a fresh session`);
-      xids[i] = session.xid;
-      transactionIds[i] = session.transactionId;
-      applicationIds[i] = session.applicationId;
-      groups[i] = session.transactionServiceGroup;
-      names[i] = session.name;
-      timeouts[i] = session.timeoutMs;
-      beginTimes[i] = session.beginTime;
-      terms[i] = session.driverTerm;
-      requestIds[i] = command.requestId;
+  /** A Begin through the turn's statement: true when it was written. */
+  async begin(item: BeginItem): Promise<boolean> {
+    return (await this.turn.add({ begin: item })) === true;
+  }
+
+  /** A commit through the turn's statement: how it was decided, null if not at all. */
+  async commit(c: CommitGlobalCommand): Promise<CommitHow> {
+    const how = await this.turn.add({ commit: c });
+    return how === true || how === false ? null : how;
+  }
+
+  /** The turn's Begins and commits, by one statement of the shape they need. */
+  private async runTurn(items: BatchItem[]): Promise<BatchResult[]> {
+    const begins: BeginItem[] = [];
+    const commits: CommitGlobalCommand[] = [];
+    for (const item of items) {
+      if (item.begin) begins.push(item.begin);
+      else commits.push(item.commit);
     }
-    const r = await this.driver.query(this.beginSql, [
-      xids,
-      transactionIds,
-      applicationIds,
-      groups,
-      names,
-      timeouts,
-      beginTimes,
-      terms,
-      requestIds,
-    ]);
-    const written = new Set(r.rows.map((row) => String(row.xid)));
-    return items.map((item) => written.has(item.command.xid));
+    const params = [
+      ...(begins.length > 0 ? beginParams(begins) : []),
+      ...(commits.length > 0 ? commitParams(commits) : []),
+    ];
+    const sql =
+      commits.length === 0 ? this.beginSql : begins.length === 0 ? this.commitSql : this.bothSql;
+    const r = await this.driver.query(sql, params);
+    const how = new Map(r.rows.map((row) => [String(row.xid), String(row.how)]));
+    return items.map((item) => {
+      if (item.begin) return how.get(item.begin.command.xid) === 'begun';
+      const h = how.get(item.commit.xid);
+      return h === 'onePhase' || h === 'async' ? h : null;
+    });
   }
+}
 
-  /** How each commit was decided; null: nothing written, the general path decides. */
-  private async runCommits(items: CommitGlobalCommand[]): Promise<CommitHow[]> {
-    const r = await this.driver.query(this.commitSql, [
-      items.map((c) => c.xid),
-      items.map((c) => c.term),
-      items.map((c) => c.at),
-      GlobalStatus.Begin,
-      GlobalStatus.Committed,
-      GlobalStatus.AsyncCommitting,
-      GlobalStatus.Begin,
-      BranchType.AT,
-    ]);
-    const how = new Map(r.rows.map((row) => [String(row.xid), row.how as CommitHow]));
-    return items.map((c) => how.get(c.xid) ?? null);
+/** The batched Begins' parameters: the bound columns' arrays, then the requestIds. */
+function beginParams(items: BeginItem[]): SqlValue[] {
+  const n = items.length;
+  const xids = new Array<string>(n);
+  const transactionIds = new Array<string>(n);
+  const applicationIds = new Array<string>(n);
+  const groups = new Array<string>(n);
+  const names = new Array<string>(n);
+  const timeouts = new Array<number>(n);
+  const beginTimes = new Array<number>(n);
+  const terms = new Array<number>(n);
+  const requestIds = new Array<string | null>(n);
+  for (let i = 0; i < n; i++) {
+    const { command, session, result } = items[i]!;
+    // The statement makes the rest of the row, and the result, from these: they must be
+    // what this node would have written (an assertion, not a check of input).
+    if (!isFreshBeginSession(session) || result.deadline !== session.deadline)
+      throw new AssertionFailure(`the batched Begin of ${session.xid} is not a fresh session`);
+    xids[i] = session.xid;
+    transactionIds[i] = session.transactionId;
+    applicationIds[i] = session.applicationId;
+    groups[i] = session.transactionServiceGroup;
+    names[i] = session.name;
+    timeouts[i] = session.timeoutMs;
+    beginTimes[i] = session.beginTime;
+    terms[i] = session.driverTerm;
+    requestIds[i] = command.requestId;
   }
+  return [
+    xids,
+    transactionIds,
+    applicationIds,
+    groups,
+    names,
+    timeouts,
+    beginTimes,
+    terms,
+    requestIds,
+  ];
+}
+
+/** The batched commits' parameters, in the order of the commit CTEs' placeholders. */
+function commitParams(items: CommitGlobalCommand[]): SqlValue[] {
+  return [
+    items.map((c) => c.xid),
+    items.map((c) => c.term),
+    items.map((c) => c.at),
+    GlobalStatus.Begin,
+    GlobalStatus.Committed,
+    GlobalStatus.AsyncCommitting,
+    GlobalStatus.Begin,
+    BranchType.AT,
+  ];
 }

@@ -65,7 +65,7 @@ export class FastPaths {
   };
 
   get stats(): FastPathStats {
-    const batchers = this.batches ? [this.batches.begins, this.batches.commits] : [];
+    const batchers = this.batches ? [this.batches.turn] : [];
     return {
       ...this.counts,
       batches: {
@@ -151,7 +151,7 @@ export class FastPaths {
     const result = { xid: c.xid, deadline: session.deadline };
     const row = globalRowValues(session);
     if (this.batches) {
-      const written = await this.batches.begins.add({ command: c, session, result });
+      const written = await this.batches.begin({ command: c, session, result });
       return written ? ok(result) : undefined;
     }
     const notFinished = `NOT EXISTS (SELECT 1 FROM ${this.t.finished} WHERE xid = ?)`;
@@ -196,7 +196,7 @@ export class FastPaths {
    * rows freed; anything else wrote nothing and goes the general way.
    */
   private async commitBatched(c: CommitGlobalCommand): Promise<Outcome<unknown> | undefined> {
-    const how = await this.batches!.commits.add(c);
+    const how = await this.batches!.commit(c);
     if (how === 'onePhase') {
       const status = GlobalStatus.Committed;
       return ok({ status, decided: true, finished: { xid: c.xid, status, branches: [] } });
