@@ -150,6 +150,12 @@ export class DbSessionStore implements SessionStore {
    * Every node commits commands: the lease holder's driver re-checks what it tracks on each sweep.
    */
   readonly concurrentWriters = true;
+  /**
+   * The driver folds the last branch's result into FinishGlobal: one statement on
+   * PostgreSQL (fast-path-pg.ts), one general-path transaction on MySQL, where the result
+   * and the end were two of either.
+   */
+  readonly foldsLastBranch = true;
   readonly dialect: DialectName;
   readonly tables: TableNames;
   readonly nodeId: string;

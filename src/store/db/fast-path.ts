@@ -53,6 +53,8 @@ export interface FastPathStats {
   declined: number;
   /** Taken, by command kind. */
   takenByKind: Partial<Record<Command['kind'], number>>;
+  /** FinishGlobals with the last branch's result folded in that were taken (PostgreSQL). */
+  foldedFinishes: number;
   /** PostgreSQL: batched statements run (batch-pg.ts) and the commands they carried. */
   batches: { statements: number; commands: number };
 }
@@ -62,6 +64,7 @@ export class FastPaths {
     taken: 0,
     declined: 0,
     takenByKind: {},
+    foldedFinishes: 0,
   };
 
   get stats(): FastPathStats {
@@ -107,9 +110,9 @@ export class FastPaths {
         outcome = await this.acquireDriver(command);
         break;
       case 'FinishGlobal':
-        // One with the last branch's result folded in goes the general way (the state
-        // machine's rules); the phase-two driver sends it only to stores that submit in order.
-        if (command.lastBranch !== undefined) return undefined;
+        // One with the last branch's result folded in: PostgreSQL's one-statement form
+        // (fast-path-pg.ts); MySQL's general path (one transaction, as the end alone).
+        if (command.lastBranch !== undefined && !pg) return undefined;
         outcome = pg ? await pg.finish(command) : await this.finishBranchless(command);
         break;
       case 'CommitGlobal':
@@ -133,6 +136,8 @@ export class FastPaths {
     if (outcome) {
       counts.taken += 1;
       counts.takenByKind[command.kind] = (counts.takenByKind[command.kind] ?? 0) + 1;
+      if (command.kind === 'FinishGlobal' && command.lastBranch !== undefined)
+        counts.foldedFinishes += 1;
     } else counts.declined += 1;
     return outcome;
   }
