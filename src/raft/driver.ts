@@ -50,6 +50,7 @@ import type {
   Status,
 } from './core/types.ts';
 import type { Clock, LogStorage, PeerTransport, StateMachine } from './ports.ts';
+import { latencyTrace } from '../shared/latency-trace.ts';
 
 // ---------------------------------------------------------------------------------------
 // Limits and defaults (units in the names).
@@ -776,6 +777,7 @@ export class RaftDriver {
   private onTick(): void {
     if (this.stopped || !this.core) return;
     this.ticks++;
+    latencyTrace?.('d.tick', this.ticks);
     try {
       this.core.tick();
     } catch (err) {
@@ -815,6 +817,10 @@ export class RaftDriver {
   private onMessage(m: Message): void {
     if (this.stopped || !this.core) return;
     this.observeAnswer(m);
+    latencyTrace?.(
+      `d.recv.${m.type}`,
+      m.type === 'app' ? m.prevIndex + m.entries.length : m.type === 'appResp' ? m.index : 0,
+    );
     if (m.to !== this.id) {
       this.log.warn(
         { to: m.to, from: m.from, type: m.type },
@@ -857,6 +863,7 @@ export class RaftDriver {
     } catch (err) {
       return Promise.reject(this.checkCoreError(err));
     }
+    latencyTrace?.('d.propose', at.index);
     const p = new Promise<unknown>((resolve, reject) => {
       const old = this.proposals.get(at.index);
       // An older proposal at the same index was overwritten by this leader's log.
@@ -905,6 +912,7 @@ export class RaftDriver {
       try {
         const { messages, readStates } = core.takeUnblocked();
         if (messages.length > 0) {
+          latencyTrace?.('d.send.unblocked', messages.length);
           // A member added by an entry this round has not handed out yet is a peer already.
           this.refreshPeers(false);
           for (const m of messages)
@@ -942,6 +950,7 @@ export class RaftDriver {
 
   private async handleReady(core: RaftCoreApi, rd: Ready): Promise<void> {
     this.rounds++;
+    latencyTrace?.('d.round', rd.entries.length);
     this.entriesPersisted += rd.entries.length;
     // 0. Check what the core asks us to persist against what we know is durable.
     this.checkReady(rd);
@@ -962,7 +971,10 @@ export class RaftDriver {
     if (!(await this.persistReady(rd))) return;
 
     // 2. Send what depends on the write: vote grants, append responses, everything else.
-    if (rd.messagesAfterPersist.length > 0) this.send(rd.messagesAfterPersist);
+    if (rd.messagesAfterPersist.length > 0) {
+      latencyTrace?.('d.send.after', rd.messagesAfterPersist.length);
+      this.send(rd.messagesAfterPersist);
+    }
 
     // Soft state: role, term, leader.
     if (rd.softState)
@@ -1039,6 +1051,7 @@ export class RaftDriver {
    */
   private sendBeforePersist(rd: Ready): void {
     if (rd.messages.length === 0) return;
+    latencyTrace?.('d.send.early', rd.messages.length);
     for (const m of rd.messages)
       assert(
         m.term <= this.durable.term,
@@ -1084,6 +1097,7 @@ export class RaftDriver {
         (rd.hardState !== null &&
           (rd.hardState.term !== this.durable.term || rd.hardState.vote !== this.durable.vote));
       const t0 = this.clock.now();
+      latencyTrace?.(sync ? 'd.persist.sync' : 'd.persist.nosync', rd.entries.length);
       try {
         await this.storage.save({
           hardState: rd.hardState,
@@ -1095,6 +1109,7 @@ export class RaftDriver {
         this.fail(err, 'disk write failed');
         return false;
       }
+      latencyTrace?.('d.persisted', rd.entries.length);
       if (sync && this.observer !== null) this.observer.persisted((this.clock.now() - t0) / 1000);
       if (this.stopped) return false;
       this.markDurable(rd);
@@ -1172,6 +1187,7 @@ export class RaftDriver {
     );
     assert(e.index <= commit, () => `applying entry ${e.index} beyond the commit index ${commit}`);
     let result: unknown = undefined;
+    latencyTrace?.('d.apply', e.index);
     if (e.type === 'normal') {
       if (e.data.length > 0) result = this.sm.apply(e.index, e.data);
       this.bytesSinceCapture += e.data.length;
@@ -1184,6 +1200,7 @@ export class RaftDriver {
     if (p) {
       this.proposals.delete(e.index);
       const sameEntry = p.term === e.term && (p.kind === 'conf') === (e.type === 'conf');
+      latencyTrace?.('d.resolve', e.index);
       if (sameEntry) p.resolve(p.kind === 'conf' ? undefined : result);
       else
         p.reject(
