@@ -367,8 +367,12 @@ export class RaftDriver {
   private looping = false;
   private loopAgain = false;
 
-  // What is durable on this node's disk, as far as the driver knows (for assertions).
+  // What is durable on this node's disk, as far as the driver knows (for assertions) — but
+  // for its commit index, which may run ahead of the disk's: a round that changes nothing
+  // but the commit index writes nothing (persistReady), and `commitOnDisk` is what the
+  // last write held.
   private durable: HardState = { term: 0, vote: null, commit: 0 };
+  private commitOnDisk = 0;
   private durableLastIndex = 0;
   private snapshotIndex = 0;
 
@@ -488,6 +492,7 @@ export class RaftDriver {
     this.snapshotIndex = snapIndex;
     this.capturedIndex = snapIndex;
     this.durable = { ...loaded.hardState };
+    this.commitOnDisk = loaded.hardState.commit;
     this.durableLastIndex = snapIndex + loaded.entries.length;
 
     this.readNonce = Math.floor(this.random() * 2 ** 32).toString(36);
@@ -1088,30 +1093,42 @@ export class RaftDriver {
   /**
    * Step 1. Persist: one synced write; nothing else leaves before it is durable. Returns
    * false when the round must stop here (the write failed, or the driver stopped meanwhile).
+   *
+   * A round that changes nothing but the commit index writes nothing at all (it was an
+   * unsynced write before; etcd's MustSync is false for it too): such a round then does
+   * not wait for the disk, and the next round — a proposal's — does not wait behind it.
+   * The commit index goes to disk with the next write (an append, a term, a vote). Nothing
+   * depends on it being there: a restarted node rebuilds its state machine from its
+   * snapshot and log, applies up to the commit index it finds, and learns the rest from
+   * the leader; a commit index found on disk is still one this node knew (never ahead of
+   * its durable log: asserted below).
    */
   private async persistReady(rd: Ready): Promise<boolean> {
-    if (rd.hardState || rd.entries.length > 0 || rd.snapshot) {
-      const sync =
-        rd.entries.length > 0 ||
-        rd.snapshot !== null ||
-        (rd.hardState !== null &&
-          (rd.hardState.term !== this.durable.term || rd.hardState.vote !== this.durable.vote));
+    const hs = rd.hardState;
+    if (
+      hs !== null &&
+      rd.entries.length === 0 &&
+      rd.snapshot === null &&
+      hs.term === this.durable.term &&
+      hs.vote === this.durable.vote
+    ) {
+      this.durable = { ...hs };
+    } else if (hs !== null || rd.entries.length > 0 || rd.snapshot !== null) {
+      // A commit index that no write carried yet rides along with this one.
+      const hardState =
+        hs ?? (this.durable.commit > this.commitOnDisk ? { ...this.durable } : null);
       const t0 = this.clock.now();
-      latencyTrace?.(sync ? 'd.persist.sync' : 'd.persist.nosync', rd.entries.length);
+      latencyTrace?.('d.persist.sync', rd.entries.length);
       try {
-        await this.storage.save({
-          hardState: rd.hardState,
-          entries: rd.entries,
-          snapshot: rd.snapshot,
-          sync,
-        });
+        await this.storage.save({ hardState, entries: rd.entries, snapshot: rd.snapshot });
       } catch (err) {
         this.fail(err, 'disk write failed');
         return false;
       }
       latencyTrace?.('d.persisted', rd.entries.length);
-      if (sync && this.observer !== null) this.observer.persisted((this.clock.now() - t0) / 1000);
+      if (this.observer !== null) this.observer.persisted((this.clock.now() - t0) / 1000);
       if (this.stopped) return false;
+      if (hardState !== null) this.commitOnDisk = hardState.commit;
       this.markDurable(rd);
     }
     assert(
