@@ -141,6 +141,66 @@ function printStages(txs: TraceEvent[][]): void {
   }
 }
 
+/**
+ * The Raft commit of each proposal, from the leader's `d.propose`: when the leader's own
+ * write, each follower's write and its answer at the leader came, and when the leader
+ * applied the entry — and how often the apply waited for the leader's own write (a quorum
+ * of 3 is the leader and one follower, or both followers).
+ */
+function printCommits(txs: TraceEvent[][]): void {
+  const cols: Record<string, number[]> = {
+    'leader persisted': [],
+    'follower A persisted': [],
+    'follower B persisted': [],
+    '1st appResp at leader': [],
+    '2nd appResp at leader': [],
+    'leader applied': [],
+  };
+  let waitedForLeader = 0;
+  let n = 0;
+  for (const tx of txs) {
+    for (let i = 0; i < tx.length; i++) {
+      const p = tx[i]!;
+      if (p.stage !== 'd.propose') continue;
+      const leader = p.proc;
+      const index = p.n;
+      const after = tx.slice(i + 1);
+      const ms = (e: TraceEvent | undefined) => (e === undefined ? NaN : Number(e.t - p.t) / 1e6);
+      const own = after.find((e) => e.proc === leader && e.stage === 'd.persisted' && e.n > 0);
+      const fpersisted = after.filter(
+        (e) => e.proc !== leader && e.proc !== 'client' && e.stage === 'd.persisted' && e.n > 0,
+      );
+      const acks = after.filter(
+        (e) => e.proc === leader && e.stage === 'd.recv.appResp' && e.n >= index,
+      );
+      const applied = after.find(
+        (e) => e.proc === leader && e.stage === 'd.apply' && e.n === index,
+      );
+      if (applied === undefined || own === undefined) continue;
+      n++;
+      cols['leader persisted']!.push(ms(own));
+      cols['follower A persisted']!.push(ms(fpersisted[0]));
+      cols['follower B persisted']!.push(ms(fpersisted[1]));
+      cols['1st appResp at leader']!.push(ms(acks[0]));
+      cols['2nd appResp at leader']!.push(ms(acks[1]));
+      cols['leader applied']!.push(ms(applied));
+      if (acks[0] !== undefined && own.t > acks[0].t) waitedForLeader++;
+    }
+  }
+  if (n === 0) return;
+  process.stdout.write(`\nraft commits (${n}): ms after the proposal   median     mean\n`);
+  for (const [label, xs] of Object.entries(cols)) {
+    const ok = xs.filter((x) => !Number.isNaN(x));
+    const mean = ok.reduce((a, b) => a + b, 0) / Math.max(1, ok.length);
+    process.stdout.write(
+      `  ${label.padEnd(38)} ${median(ok).toFixed(3).padStart(7)}  ${mean.toFixed(3).padStart(7)}\n`,
+    );
+  }
+  process.stdout.write(
+    `  the leader's own write came after the 1st answer in ${((100 * waitedForLeader) / n).toFixed(0)} % of them\n`,
+  );
+}
+
 function median(xs: number[]): number {
   const s = [...xs].sort((a, b) => a - b);
   return s.length === 0 ? NaN : s[Math.floor(s.length / 2)]!;
@@ -250,6 +310,7 @@ export async function main(args: string[]): Promise<void> {
       `mean ${(total.reduce((a, b) => a + b, 0) / Math.max(1, total.length)).toFixed(2)}\n`,
   );
   printStages(txs);
+  printCommits(txs);
   printCounts(txs);
   if (o.events === true) printEvents(txs, Number(o.minShare));
   for (const tx of txs.slice(0, Number(o.show))) {

@@ -7,9 +7,10 @@
  *
  * One round (a "Ready"), strictly in this order:
  *   1. send the Ready's `messages`, which the core says may leave before the write (a
- *      leader's appends and heartbeats of its durable term); apply the committed entries
- *      that are already durable here;
- *   2. persist hardState + entries + received snapshot in ONE synced write;
+ *      leader's appends and heartbeats of its durable term);
+ *   2. persist hardState + entries + received snapshot in ONE synced write — started
+ *      here, and while it is under way, apply the committed entries that were already
+ *      durable here before this round;
  *   3. only then send `messagesAfterPersist` (vote grants and append responses depend on 2);
  *   4. restore the received snapshot into the state machine, apply the other committed
  *      entries; resolve the proposals and reads they complete; core.advance(ready).
@@ -970,10 +971,13 @@ export class RaftDriver {
     if (confMayChange) this.refreshPeers(false);
 
     this.sendBeforePersist(rd);
-    const appliedEarly = this.applyDurableCommitted(rd);
 
-    // 1. Persist: one synced write; nothing else leaves before it is durable.
-    if (!(await this.persistReady(rd))) return;
+    // 1. Persist: one synced write; nothing else leaves before it is durable. The write
+    // starts first (the disk is the slow part: a follower's answer waits for it), then
+    // what was durable before this round is applied while the disk works.
+    const persisted = this.persistReady(rd);
+    const appliedEarly = this.applyDurableCommitted(rd);
+    if (!(await persisted)) return;
 
     // 2. Send what depends on the write: vote grants, append responses, everything else.
     if (rd.messagesAfterPersist.length > 0) {
@@ -1066,8 +1070,9 @@ export class RaftDriver {
   }
 
   /**
-   * Step 0b. Committed entries that are already durable here are applied now, while this
-   * round's write is still ahead: they are committed (a quorum holds them durably) and
+   * Step 1b. Committed entries that were already durable here before this round are
+   * applied while this round's write is under way (it was started just before): they
+   * are committed (a quorum holds them durably) and
    * on this node's disk, so nothing in this round's write can change them. A proposer
    * hears its answer one fsync sooner (etcd applies in parallel with its WAL write for
    * the same reason). The commit index itself need not be durable first: a restarted
