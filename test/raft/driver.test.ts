@@ -344,6 +344,37 @@ describe('RaftDriver', () => {
     expect(s.driver.status().role).toBe('leader');
   });
 
+  it("with yieldBeforePersist, a leader's appends leave before its write of the same round starts", async () => {
+    const releases: Array<() => void> = [];
+    const s = setup([nid('n1'), nid('n2'), nid('n3')], {
+      raft: { electionTicks: 5, heartbeatTicks: 1, preVote: false },
+      yieldBeforePersist: () =>
+        new Promise<void>((resolve) => {
+          s.events.push('yield');
+          releases.push(resolve);
+        }),
+    });
+    await s.driver.start();
+    s.driver.campaign();
+    await flush();
+    s.transport.handler!({
+      type: 'voteResp',
+      from: nid('n2'),
+      to: nid('n1'),
+      term: 1,
+      reject: false,
+    });
+    // The no-op's round sends its appends, then yields before its write.
+    for (let i = 0; i < 5 && s.driver.status().role !== 'leader'; i++) await flush();
+    for (let i = 0; i < 5 && releases.length === 0; i++) await flush();
+    expect(releases).toHaveLength(1);
+    const afterVote = s.events.lastIndexOf('yield');
+    expect(s.events.slice(afterVote - 2)).toEqual(['send app', 'send app', 'yield']);
+    releases.shift()!();
+    await flush();
+    expect(s.events.slice(afterVote)).toEqual(['yield', 'save', 'durable']);
+  });
+
   it('restarts from storage: restores the snapshot and replays committed entries', async () => {
     const s = await singleLeader({ snapshotEveryEntries: 3 });
     for (let i = 1; i <= 5; i++) await s.driver.propose(encodePayload(i, `k${i}`, `v${i}`));
