@@ -1337,6 +1337,17 @@ export class RaftDriver {
     this.capturedIndex = snap.meta.index;
     this.bytesSinceCapture = 0;
     this.snapshotInFlight = true;
+    if (this.commitOnDisk < snap.meta.index) {
+      // The commit index this snapshot stands on may be one no write carried yet (a round
+      // that changes only the commit index writes nothing): it goes first, in the same
+      // write chain. Unsynced: the snapshot's own synced batch follows it.
+      const hardState = { ...this.durable };
+      assert(hardState.commit >= snap.meta.index, 'snapshot beyond the commit index');
+      this.commitOnDisk = hardState.commit;
+      this.storage
+        .save({ hardState, entries: [], snapshot: null, sync: false })
+        .catch((err: unknown) => this.fail(err, 'disk write failed'));
+    }
     this.storage.saveSnapshot(snap).then(
       () => {
         this.snapshotInFlight = false;

@@ -75,6 +75,11 @@ export function applyCompaction(s: DiskState, snap: Snapshot): void {
   if (snap.meta.index <= si) return;
   if (snap.meta.index > lastIndex(s))
     throw new Error(`disk: snapshot at ${snap.meta.index} beyond the log's end ${lastIndex(s)}`);
+  // As LevelDbStorage: a local snapshot covers only what the disk's commit index covers.
+  if (snap.meta.index > s.hardState.commit)
+    throw new Error(
+      `disk: snapshot at ${snap.meta.index} beyond the commit index ${s.hardState.commit}`,
+    );
   s.entries = s.entries.slice(snap.meta.index - si);
   s.snapshot = snap;
 }
@@ -183,8 +188,12 @@ export class FakeDisk {
     this.syncs++;
     if (this.failNextSync) {
       this.failNextSync = false;
-      if (!w.settled) w.reject(new Error('EIO: injected fsync failure'));
-      // Whatever later writes were queued behind the failed one are lost too.
+      // Whatever later writes were queued behind the failed one are lost too, and fail
+      // (a failed fsync poisons the storage, as LevelDbStorage's): an unsynced write that
+      // already resolved cannot be failed, but the synced writes behind it are.
+      const lost = [w, ...this.pending];
+      this.pending = [];
+      for (const x of lost) if (!x.settled) x.reject(new Error('EIO: injected fsync failure'));
       return true;
     }
     const before = this.synced.hardState;
