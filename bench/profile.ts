@@ -27,6 +27,7 @@ interface CallFrame {
 interface ProfileNode {
   id: number;
   callFrame: CallFrame;
+  children?: number[];
 }
 interface CpuProfile {
   nodes: ProfileNode[];
@@ -41,11 +42,20 @@ interface Options {
   allNodes: boolean;
   keepProfiles: boolean;
   intervalUs: number;
+  /** Print the call paths that lead to functions whose name contains one of these. */
+  callers: string[];
   tcArgs: string[];
 }
 
 function parseOptions(args: string[]): Options {
-  const o: Options = { top: 30, allNodes: false, keepProfiles: false, intervalUs: 500, tcArgs: [] };
+  const o: Options = {
+    top: 30,
+    allNodes: false,
+    keepProfiles: false,
+    intervalUs: 500,
+    callers: [],
+    tcArgs: [],
+  };
   const tc: string[] = [];
   for (let i = 0; i < args.length; i++) {
     const a = args[i]!;
@@ -53,6 +63,7 @@ function parseOptions(args: string[]): Options {
     else if (a === '--all-nodes') o.allNodes = true;
     else if (a === '--keep-profiles') o.keepProfiles = true;
     else if (a === '--interval-us') o.intervalUs = Number(args[++i]);
+    else if (a === '--callers') o.callers.push(args[++i] ?? '');
     else if (a === '--node-args') throw new Error('profile sets --node-args itself');
     else tc.push(a);
   }
@@ -113,15 +124,63 @@ export function tally(p: CpuProfile, windows: readonly { from: number; to: numbe
     const us = p.timeDeltas[i + 1] ?? delta;
     t.total += 1;
     t.totalUs += us;
-    const where = frame.url
-      ? `${frame.url.replace(/^.*\/(node_modules|src|bench|test)\//, '$1/')}:${frame.lineNumber + 1}`
-      : '';
-    const fn = `${frame.functionName || '(anonymous)'}${where ? ` ${where}` : ''}`;
+    const fn = frameName(frame);
     t.byFunction.set(fn, (t.byFunction.get(fn) ?? 0) + us);
     const part = partOf(frame);
     t.byPart.set(part, (t.byPart.get(part) ?? 0) + us);
   }
   return t;
+}
+
+function frameName(frame: CallFrame): string {
+  const where = frame.url
+    ? `${frame.url.replace(/^.*\/(node_modules|src|bench|test)\//, '$1/')}:${frame.lineNumber + 1}`
+    : '';
+  return `${frame.functionName || '(anonymous)'}${where ? ` ${where}` : ''}`;
+}
+
+/**
+ * The call paths (up to `depth` frames, innermost first) whose sampled frames include a
+ * function named like `pattern`, by the time spent at and under it (inclusive).
+ */
+export function callers(
+  p: CpuProfile,
+  windows: readonly { from: number; to: number }[],
+  pattern: string,
+  depth = 8,
+): Map<string, number> {
+  const byId = new Map<number, ProfileNode>(p.nodes.map((n) => [n.id, n]));
+  const parent = new Map<number, number>();
+  for (const n of p.nodes) for (const c of n.children ?? []) parent.set(c, n.id);
+  const out = new Map<string, number>();
+  let at = p.startTime;
+  for (let i = 0; i < p.samples.length; i++) {
+    const delta = p.timeDeltas[i] ?? 0;
+    at += delta;
+    if (!windows.some((w) => at >= w.from && at <= w.to)) continue;
+    const us = p.timeDeltas[i + 1] ?? delta;
+    // Walk up from the sampled frame to the outermost frame matching the pattern.
+    let id: number | undefined = p.samples[i];
+    let hit: number | undefined;
+    while (id !== undefined) {
+      const n = byId.get(id);
+      if (n && n.callFrame.functionName.includes(pattern)) hit = id;
+      id = parent.get(id);
+    }
+    if (hit === undefined) continue;
+    const path: string[] = [];
+    for (
+      let j: number | undefined = hit;
+      j !== undefined && path.length < depth;
+      j = parent.get(j)
+    ) {
+      const n = byId.get(j);
+      if (n) path.push(frameName(n.callFrame));
+    }
+    const key = path.join(' < ');
+    out.set(key, (out.get(key) ?? 0) + us);
+  }
+  return out;
 }
 
 function top(map: Map<string, number>, n: number, totalUs: number, busyUs: number): string[] {
@@ -172,6 +231,12 @@ export async function main(args: string[]): Promise<void> {
       for (const l of top(t.byPart, 20, t.totalUs, busyUs)) log(`  ${l}`);
       log(`${nodeId}: top ${o.top} functions by self time (% of window, % of busy):`);
       for (const l of top(t.byFunction, o.top, t.totalUs, busyUs)) log(`  ${l}`);
+      for (const pattern of o.callers) {
+        const profile = JSON.parse(await readFile(join(dir, main!), 'utf8')) as CpuProfile;
+        log(`${nodeId}: call paths into "${pattern}" (inclusive, % of window, % of busy):`);
+        for (const l of top(callers(profile, windows, pattern), 12, t.totalUs, busyUs))
+          log(`  ${l}`);
+      }
     }
   } finally {
     if (!o.keepProfiles) await rm(dir, { recursive: true, force: true });

@@ -13,7 +13,12 @@
  *  - the time for all the transactions to end (committed by the TMs), and RSS after.
  *
  *   npm run bench -- scale [--live 100000] [--concurrency 64] [--data-bytes 100]
- *                          [--tick-ms 100] [--keep]
+ *                          [--tick-ms 100] [--idle-s 20] [--node-args "<V8 flags>"]
+ *                          [--dist] [--keep]
+ *
+ * Node memory options: --node-args passes V8 flags to the nodes; MALLOC_ARENA_MAX in the
+ * bench's environment reaches them (they inherit it); --dist runs them as an installed
+ * `concord` does (compiled, no tsx loader).
  *
  * Prints a table and the summary line scripts read:
  *   [bench scale] live N: RSS max N MB, follower restart N ms, new leader N ms
@@ -49,6 +54,12 @@ interface Options {
   dataBytes: number;
   tickMs: number;
   idleS: number;
+  /** Extra node flags (V8's, e.g. --max-semi-space-size=8), split on spaces. */
+  nodeArgs: string[];
+  /** Nodes from dist/ (plain Node) rather than the sources through tsx. */
+  dist: boolean;
+  /** The nodes' log level (their logs are kept with --keep). */
+  logLevel: string;
   keep: boolean;
 }
 
@@ -70,6 +81,9 @@ interface NodeFigures {
   idle: Memory | null;
   snapshotBytes: number;
   snapshotMs: number;
+  /** The last snapshot's longest slice (ms) and the snapshots taken since start. */
+  sliceMs: number;
+  snapshots: number;
   logEntries: number;
 }
 
@@ -80,6 +94,9 @@ function parseOptions(args: string[]): Options {
     .option('--data-bytes <n>', 'application data per branch, bytes', '100')
     .option('--tick-ms <n>', 'Raft tick, ms', '100')
     .option('--idle-s <n>', 'idle seconds after the end before the last figures', '20')
+    .option('--node-args <flags>', 'extra flags for the node processes (V8 flags)', '')
+    .option('--dist', 'run the nodes from dist/ (npm run build first), not through tsx', false)
+    .option('--log-level <level>', "the nodes' log level", 'warn')
     .option('--keep', 'keep the data dir and logs', false)
     .exitOverride();
   cmd.parse(args, { from: 'user' });
@@ -93,6 +110,11 @@ function parseOptions(args: string[]): Options {
     dataBytes: Math.max(0, Number(o.dataBytes)),
     tickMs: Math.max(10, Number(o.tickMs)),
     idleS: Math.max(0, Number(o.idleS)),
+    nodeArgs: String(o.nodeArgs)
+      .split(' ')
+      .filter((a) => a !== ''),
+    dist: o.dist === true,
+    logLevel: String(o.logLevel),
     keep: o.keep === true,
   };
 }
@@ -286,6 +308,8 @@ async function figuresBefore(cluster: BenchCluster): Promise<NodeFigures[]> {
       idle: null,
       snapshotBytes: NaN,
       snapshotMs: NaN,
+      sliceMs: NaN,
+      snapshots: NaN,
       logEntries: NaN,
     });
   return figures;
@@ -298,6 +322,8 @@ async function recordFilled(cluster: BenchCluster, figures: NodeFigures[]): Prom
     fig.filled = await memoryOf(n);
     fig.snapshotBytes = m?.get('concord_raft_last_snapshot_bytes') ?? NaN;
     fig.snapshotMs = m?.get('concord_raft_last_snapshot_milliseconds') ?? NaN;
+    fig.sliceMs = m?.get('concord_raft_last_snapshot_longest_slice_milliseconds') ?? NaN;
+    fig.snapshots = m?.get('concord_raft_snapshots_total') ?? NaN;
     fig.logEntries = m?.get('concord_raft_log_entries') ?? NaN;
   }
 }
@@ -314,6 +340,8 @@ function figuresTable(figures: NodeFigures[], o: Options): string {
       'B/tx (heap)',
       'snapshot MB',
       'snapshot ms',
+      'slice ms',
+      'snapshots',
       'log entries',
       'RSS ended',
       'heap ended',
@@ -334,6 +362,8 @@ function figuresTable(figures: NodeFigures[], o: Options): string {
       f0(((f.filled.heapMb - f.before.heapMb) * MB) / o.live),
       f1(f.snapshotBytes / MB),
       f0(f.snapshotMs),
+      f0(f.sliceMs),
+      f0(f.snapshots),
       f0(f.logEntries),
       f0(f.ended?.rssMb ?? NaN),
       f0(f.ended?.heapMb ?? NaN),
@@ -411,11 +441,14 @@ export async function main(args: string[]): Promise<void> {
     Math.max(o.live, MAX_LIVE_SESSIONS),
   );
   console.log(
-    `[bench scale] ${o.live} live transactions (1 AT branch, 1 row, ${o.dataBytes} B of data each) from ${o.concurrency} TMs; cluster in ${dir}`,
+    `[bench scale] ${o.live} live transactions (1 AT branch, 1 row, ${o.dataBytes} B of data each) from ${o.concurrency} TMs; cluster in ${dir}; nodes ${o.dist ? 'from dist/' : 'through tsx'}; node flags: ${o.nodeArgs.join(' ') || 'none'}; MALLOC_ARENA_MAX=${process.env.MALLOC_ARENA_MAX ?? 'unset'}`,
   );
   const cluster = await startCluster({
     dir,
     store: { mode: 'raft', tickMs: o.tickMs },
+    nodeArgs: o.nodeArgs,
+    fromDist: o.dist,
+    logLevel: o.logLevel,
     limits: {
       // Above the default live limit (100,000) the node-wide budgets rise with it.
       maxLiveTransactions: Math.max(o.live, MAX_LIVE_SESSIONS),

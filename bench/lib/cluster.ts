@@ -39,6 +39,11 @@ export interface ClusterOptions {
   idPrefix?: string;
   /** Extra node flags (e.g. --cpu-prof). */
   nodeArgs?: string[];
+  /**
+   * Run the compiled package (bin/concord.js → dist/, plain Node, as an installed `concord`
+   * runs) instead of the sources through tsx. `npm run build` first.
+   */
+  fromDist?: boolean;
   logLevel?: string;
   /** The nodes' `limits` section (docs/operations.md). */
   limits?: Record<string, number>;
@@ -65,17 +70,16 @@ function spawnNode(o: ClusterOptions, id: string, file: string): ChildProcess {
   const fd = openSync(join(o.dir, `${id}.log`), 'a');
   const env: NodeJS.ProcessEnv = { ...process.env, CONCORD_LOG_LEVEL: o.logLevel ?? 'warn' };
   delete env.CONCORD_DB_URL;
+  // The sources through tsx (the default: the repo's dev loop), or the compiled dist/ as an
+  // installed concord runs it (plain Node, no loader, no source maps; run `npm run build`
+  // first): `fromDist` (bench scale's --dist) or CONCORD_BENCH_NODES=dist for every bench.
+  const fromDist = o.fromDist === true || process.env.CONCORD_BENCH_NODES === 'dist';
+  const entry = fromDist
+    ? [join(REPO_ROOT, 'bin/concord.js')]
+    : ['--import', 'tsx', join(REPO_ROOT, 'src/cli/main.ts')];
   const proc = spawn(
     process.execPath,
-    [
-      ...(o.nodeArgs ?? []),
-      '--import',
-      'tsx',
-      join(REPO_ROOT, 'src/cli/main.ts'),
-      'start',
-      '--config',
-      file,
-    ],
+    [...(o.nodeArgs ?? []), ...entry, 'start', '--config', file],
     { cwd: REPO_ROOT, env, stdio: ['ignore', fd, fd] },
   );
   closeSync(fd);

@@ -45,6 +45,16 @@ const requestId: Check = (v) =>
     : `must be null or a string of 1..${MAX_REQUEST_ID_CHARS} characters`;
 /** Required of new commands; a command logged before branches kept their application lacks it. */
 const applicationOrLegacy: Check = (v) => (v === undefined ? null : name(v));
+/** FinishGlobal's folded last result: absent (older entries), or exactly { branchId, status }. */
+const branchResultOrAbsent: Check = (v) => {
+  if (v === undefined) return null;
+  if (typeof v !== 'object' || v === null || Array.isArray(v))
+    return 'must be absent or an object { branchId, status }';
+  const fields = v as Record<string, unknown>;
+  if (Object.keys(fields).length !== 2) return 'must hold exactly branchId and status';
+  const problem = id(fields.branchId) ?? branchStatus(fields.status);
+  return problem ? `is malformed: ${problem}` : null;
+};
 const resourceId: Check = (v) => nonEmptyString(v, MAX_RESOURCE_ID_CHARS);
 const lockKey: Check = (v) =>
   typeof v === 'string' && v.length <= MAX_LOCK_KEY_CHARS
@@ -84,7 +94,7 @@ const SHAPES: Record<CommandKind, Record<string, Check>> = {
   RetryResumed: { xid, at: time, retryDeadline: time, term, force: flagOrAbsent },
   MarkResolved: { xid, at: time, operator: name, term },
   GlobalReport: { xid, status: globalStatus, at: time, term },
-  FinishGlobal: { xid, status: globalStatus, at: time, term },
+  FinishGlobal: { xid, status: globalStatus, at: time, term, lastBranch: branchResultOrAbsent },
   AcquireDriver: { xid, term },
   CommitGlobal: { xid, at: time, term },
   RollbackGlobal: { xid, timeout: flag, at: time, term },

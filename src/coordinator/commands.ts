@@ -197,6 +197,14 @@ export interface FinishGlobalCommand {
   status: GlobalStatus;
   at: number;
   term: number;
+  /**
+   * The last branch's phase-two result (its decision's done status), recorded by this command
+   * itself: the BranchPhaseTwoResult it would have needed, folded in (one command, not two).
+   * Apply checks it as that command would, and refuses the whole command (nothing changed)
+   * if either part is refused. Absent from entries logged before it existed, which apply as
+   * they did.
+   */
+  lastBranch?: { branchId: string; status: BranchStatus };
 }
 
 /** Driver: this term now drives phase two of the transaction (the fence). */

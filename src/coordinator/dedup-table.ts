@@ -23,7 +23,6 @@ export type DedupRow = [string, unknown, number];
 
 /** Slots the ring starts with, and never shrinks below. */
 const MIN_CAPACITY = 1_024;
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 /** Tag characters: upper case, the requestId follows as it is; lower case, as 16 bytes. */
 const KIND_TAGS: Readonly<Record<string, string>> = { Begin: 'B', RegisterBranch: 'R' };
 const TAG_KINDS: Readonly<Record<string, string>> = { B: 'Begin', R: 'RegisterBranch' };
@@ -47,13 +46,23 @@ export class DedupTable {
 
   /** The remembered result of `kind` `requestId`, or undefined. */
   get(kind: string, requestId: string): unknown {
-    const slot = this.index.get(compactKey(kind, requestId));
-    return slot === undefined ? undefined : this.valueAt(slot);
+    return this.getKey(compactKey(kind, requestId));
   }
 
   /** Remembers `value` (a new requestId: the caller looked it up first) at command time `at`. */
   add(kind: string, requestId: string, value: unknown, at: number): void {
     this.addCompact(compactKey(kind, requestId), value, at);
+  }
+
+  /** get() by the key compactKey(kind, requestId) made (made once for a lookup and an add). */
+  getKey(key: string): unknown {
+    const slot = this.index.get(key);
+    return slot === undefined ? undefined : this.valueAt(slot);
+  }
+
+  /** add() by the key compactKey(kind, requestId) made. */
+  addKey(key: string, value: unknown, at: number): void {
+    this.addCompact(key, value, at);
   }
 
   /** Command time of the oldest entry (undefined when empty). */
@@ -80,10 +89,16 @@ export class DedupTable {
 
   /** Every entry as a snapshot row, oldest first. */
   rows(): DedupRow[] {
-    const out = new Array<DedupRow>(this.count);
-    for (let i = 0; i < this.count; i++) {
+    return this.rowsBetween(0, this.count);
+  }
+
+  /** Entries `from` (inclusive) to `to` (exclusive), oldest first: a slice of rows(). */
+  rowsBetween(from: number, to: number): DedupRow[] {
+    const end = Math.min(to, this.count);
+    const out = new Array<DedupRow>(Math.max(0, end - from));
+    for (let i = from; i < end; i++) {
       const slot = (this.head + i) % this.keys.length;
-      out[i] = [wholeKey(this.keys[slot]!), this.valueAt(slot), this.ats[slot]!];
+      out[i - from] = [wholeKey(this.keys[slot]!), this.valueAt(slot), this.ats[slot]!];
     }
     return out;
   }
@@ -171,13 +186,44 @@ function isExactly(value: unknown, ...names: string[]): boolean {
 export function compactKey(kind: string, requestId: string): string {
   const tag = KIND_TAGS[kind];
   if (tag === undefined) return detached(`${WHOLE}${kind}\n${requestId}`);
-  if (!UUID.test(requestId)) return detached(tag + requestId);
+  return uuidKey(tag.toLowerCase().charCodeAt(0), requestId) ?? detached(tag + requestId);
+}
+
+/**
+ * A lower-case UUID (the SDK's requestIds: 8-4-4-4-12 hex digits) as its tag and 16 bytes,
+ * one flat string of 17 one-byte characters; null for anything else. One pass over the
+ * characters (no regex, no slices: it runs twice per command with a requestId, on every node).
+ */
+function uuidKey(tagCode: number, id: string): string | null {
+  if (
+    id.length !== 36 ||
+    id.charCodeAt(8) !== DASH ||
+    id.charCodeAt(13) !== DASH ||
+    id.charCodeAt(18) !== DASH ||
+    id.charCodeAt(23) !== DASH
+  )
+    return null;
   const codes = new Array<number>(17);
-  codes[0] = tag.toLowerCase().charCodeAt(0);
-  const hex = requestId.replaceAll('-', '');
-  for (let i = 0; i < 16; i++) codes[i + 1] = parseInt(hex.slice(2 * i, 2 * i + 2), 16);
-  // One flat string of 17 one-byte characters (a concatenation would be a cons string).
+  codes[0] = tagCode;
+  let j = 1;
+  for (let i = 0; i < 36; i += 2) {
+    if (i === 8 || i === 13 || i === 18 || i === 23) i++; // the groups have even lengths
+    const hi = hexDigit(id.charCodeAt(i));
+    const lo = hexDigit(id.charCodeAt(i + 1));
+    if (hi < 0 || lo < 0) return null;
+    codes[j++] = hi * 16 + lo;
+  }
+  // One flat string (a concatenation would be a cons string).
   return String.fromCharCode(...codes);
+}
+
+const DASH = 0x2d;
+
+/** A lower-case hex digit's value, or -1. */
+function hexDigit(c: number): number {
+  if (c >= 0x30 && c <= 0x39) return c - 0x30;
+  if (c >= 0x61 && c <= 0x66) return c - 0x61 + 10;
+  return -1;
 }
 
 /** The key a snapshot shows: `kind\nrequestId`. */

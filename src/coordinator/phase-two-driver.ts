@@ -602,17 +602,19 @@ export class PhaseTwoDriver {
         result === done &&
         order.slice(i + 1).every((b) => b.status === done)
       ) {
-        // The last branch is done: its result and the end go in the same turn, so a store
-        // that applies a turn's submits in order (raft: one entry) ends the session one
-        // round sooner. Apply checks FinishGlobal on its own (every branch done): if the
-        // result is refused, the end is refused too, changes nothing, and is submitted
-        // again below.
-        const [recorded, finished] = await Promise.all([
-          this.submit(lead, record),
-          this.submit(lead, finish(), { quiet: true }),
-        ]);
+        // The last branch is done: its result goes in the end itself (FinishGlobal's
+        // lastBranch: one command, so the session ends one round sooner and one command
+        // lighter). Apply checks both parts: if it is refused (or not decided), the result is
+        // recorded alone and the end submitted again below.
+        const folded = await this.submit(
+          lead,
+          { ...finish(), lastBranch: { branchId: branch.branchId, status: result } },
+          { quiet: true },
+        );
+        if (folded) return this.finished(lead, xid, status, folded);
+        if (!this.isCurrent(lead)) return null;
+        const recorded = await this.submit(lead, record);
         if (!recorded) return null;
-        if (finished) return this.finished(lead, xid, status, finished);
         break;
       }
       const recorded = await this.submit(lead, record);

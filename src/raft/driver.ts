@@ -50,7 +50,7 @@ import type {
   SnapshotMeta,
   Status,
 } from './core/types.ts';
-import type { Clock, LogStorage, PeerTransport, StateMachine } from './ports.ts';
+import type { Clock, LogStorage, PeerTransport, SnapshotCapture, StateMachine } from './ports.ts';
 import { latencyTrace } from '../shared/latency-trace.ts';
 
 // ---------------------------------------------------------------------------------------
@@ -73,6 +73,20 @@ export const DEFAULT_SNAPSHOT_EVERY_BYTES = 64 * 1024 * 1024;
 export const DEFAULT_SNAPSHOT_IDLE_BYTES = 1024 * 1024;
 /** Ticks with nothing applied after which a node counts as idle (5 s at the default tick). */
 export const DEFAULT_SNAPSHOT_IDLE_TICKS = 50;
+/**
+ * The trigger by the state's size (issue 19): a snapshot once the entry bytes applied since
+ * the last one reach `ratio` × the last snapshot's size, and at least `minBytes`. The log a
+ * node holds in memory stays within a fraction of its state, and the cost of the snapshots
+ * stays proportional to the bytes applied (each costs about the state's size to encode).
+ */
+export const DEFAULT_SNAPSHOT_LOG_TO_STATE = { ratio: 0.5, minBytes: 8 * 1024 * 1024 };
+/** DEFAULT_SNAPSHOT_LOG_TO_STATE's ratio in percent (the node's configuration key). */
+export const DEFAULT_SNAPSHOT_LOG_PERCENT_OF_STATE = 50;
+/**
+ * Between two slices of a sliced snapshot, ms: a timer, so the network and disk callbacks
+ * that came meanwhile run between them (Node's setTimeout waits at least 1 ms anyway).
+ */
+const CAPTURE_SLICE_GAP_MS = 1;
 /**
  * Proposals (entries and membership changes) accepted but not yet applied; beyond it propose() is
  * refused.
@@ -205,6 +219,12 @@ export interface RaftDriverOptions {
    * and DEFAULT_SNAPSHOT_IDLE_TICKS; bytes 0 disables it.
    */
   snapshotWhenIdle?: { bytes: number; ticks: number };
+  /**
+   * The trigger by the state's size: a snapshot once the entry bytes applied since the last
+   * reach max(minBytes, ratio × the last snapshot's bytes). Default
+   * DEFAULT_SNAPSHOT_LOG_TO_STATE; ratio 0 disables it.
+   */
+  snapshotLogToState?: { ratio: number; minBytes: number };
   /** Default DEFAULT_MAX_PENDING_PROPOSALS. */
   maxPendingProposals?: number;
   /** Default DEFAULT_MAX_PENDING_READS. */
@@ -285,8 +305,13 @@ export interface DriverCounters {
   snapshotsTaken: number;
   /** Total milliseconds of local snapshots (encode + write). */
   snapshotMsTotal: number;
-  /** The last local snapshot: encode ms (on the event loop), write ms (off it), bytes. */
+  /**
+   * The last local snapshot: encode ms (on the event loop; in slices, their sum), write ms
+   * (off it), bytes, the slices it was encoded in (1: in one go) and the longest one, ms.
+   */
   lastSnapshotEncodeMs: number;
+  lastSnapshotSlices: number;
+  lastSnapshotLongestSliceMs: number;
   lastSnapshotWriteMs: number;
   lastSnapshotBytes: number;
 }
@@ -348,6 +373,7 @@ export class RaftDriver {
   readonly snapshotEveryEntries: number;
   readonly snapshotEveryBytes: number;
   readonly snapshotWhenIdle: { bytes: number; ticks: number };
+  readonly snapshotLogToState: { ratio: number; minBytes: number };
   readonly maxPendingProposals: number;
   readonly maxPendingReads: number;
   readonly readTimeoutTicks: number;
@@ -405,6 +431,25 @@ export class RaftDriver {
   private snapshotRequests: SnapshotRequest[] = [];
   /** A local snapshot whose write is under way (at most one); rounds go on meanwhile. */
   private snapshotInFlight = false;
+  /**
+   * A local snapshot being encoded in slices (StateMachine.snapshotInSlices), one per turn:
+   * committed entries handed out meanwhile wait in `deferred` and are applied after its last
+   * slice, so the state it encodes stays as of its index.
+   */
+  private capture: {
+    capture: SnapshotCapture;
+    meta: SnapshotMeta;
+    requests: SnapshotRequest[];
+    encodeMs: number;
+    slices: number;
+    longestSliceMs: number;
+    cancel: (() => void) | null;
+  } | null = null;
+  private deferred: Entry[] = [];
+  /** The commit index the core gave with the deferred entries (it need not be durable). */
+  private deferredCommit = 0;
+  /** Bytes of the latest snapshot taken, restored or loaded (the trigger by the state's size). */
+  private stateBytes = 0;
   /** Applied index and entry bytes since the last snapshot taken or restored (the triggers). */
   private capturedIndex = 0;
   private bytesSinceCapture = 0;
@@ -417,7 +462,7 @@ export class RaftDriver {
   private readsCompleted = 0;
   private snapshotsTaken = 0;
   private snapshotMsTotal = 0;
-  private lastSnapshot = { encodeMs: 0, writeMs: 0, bytes: 0 };
+  private lastSnapshot = { encodeMs: 0, writeMs: 0, bytes: 0, slices: 0, longestSliceMs: 0 };
 
   private readonly stateListeners = new Set<(s: RaftStateChange) => void>();
   private readonly fatalListeners = new Set<(e: unknown) => void>();
@@ -445,6 +490,7 @@ export class RaftDriver {
       bytes: DEFAULT_SNAPSHOT_IDLE_BYTES,
       ticks: DEFAULT_SNAPSHOT_IDLE_TICKS,
     };
+    this.snapshotLogToState = options.snapshotLogToState ?? DEFAULT_SNAPSHOT_LOG_TO_STATE;
     this.maxPendingProposals = options.maxPendingProposals ?? DEFAULT_MAX_PENDING_PROPOSALS;
     this.maxPendingReads = options.maxPendingReads ?? DEFAULT_MAX_PENDING_READS;
     this.readTimeoutTicks = options.readTimeoutTicks ?? DEFAULT_READ_TIMEOUT_TICKS;
@@ -462,6 +508,10 @@ export class RaftDriver {
     assert(
       this.snapshotWhenIdle.bytes >= 0 && this.snapshotWhenIdle.ticks > 0,
       'snapshotWhenIdle: bytes must be ≥ 0 and ticks > 0',
+    );
+    assert(
+      this.snapshotLogToState.ratio >= 0 && this.snapshotLogToState.minBytes >= 0,
+      'snapshotLogToState: ratio and minBytes must be ≥ 0',
     );
     assert(
       this.maxPendingProposals > 0 && this.maxPendingReads > 0,
@@ -499,6 +549,7 @@ export class RaftDriver {
     );
 
     if (snap) this.sm.restore(snap.data, snap.meta.index);
+    this.stateBytes = snap?.data.length ?? 0;
     this.applied = snapIndex;
     this.snapshotIndex = snapIndex;
     this.capturedIndex = snapIndex;
@@ -783,6 +834,8 @@ export class RaftDriver {
         lastSnapshotEncodeMs: this.lastSnapshot.encodeMs,
         lastSnapshotWriteMs: this.lastSnapshot.writeMs,
         lastSnapshotBytes: this.lastSnapshot.bytes,
+        lastSnapshotSlices: this.lastSnapshot.slices,
+        lastSnapshotLongestSliceMs: this.lastSnapshot.longestSliceMs,
       },
     };
   }
@@ -1009,9 +1062,12 @@ export class RaftDriver {
       );
 
     // 3. Restore, then apply.
-    if (rd.snapshot) this.restoreSnapshot(rd.snapshot);
+    if (rd.snapshot) {
+      this.abandonCapture(rd.snapshot.meta.index);
+      this.restoreSnapshot(rd.snapshot);
+    }
     for (let i = appliedEarly; i < rd.committedEntries.length; i++)
-      this.applyEntry(rd.committedEntries[i]!, this.durable.commit);
+      this.applyOrDefer(rd.committedEntries[i]!, this.durable.commit);
 
     // 4. Complete reads; advance.
     this.onReadStates(rd.readStates);
@@ -1102,7 +1158,7 @@ export class RaftDriver {
         appliedEarly < rd.committedEntries.length &&
         rd.committedEntries[appliedEarly]!.index <= this.durableLastIndex
       ) {
-        this.applyEntry(rd.committedEntries[appliedEarly]!, commitNow);
+        this.applyOrDefer(rd.committedEntries[appliedEarly]!, commitNow);
         appliedEarly++;
       }
     }
@@ -1190,6 +1246,7 @@ export class RaftDriver {
 
   private restoreSnapshot(snap: Snapshot): void {
     this.sm.restore(snap.data, snap.meta.index);
+    this.stateBytes = snap.data.length;
     this.applied = snap.meta.index;
     this.capturedIndex = snap.meta.index;
     this.bytesSinceCapture = 0;
@@ -1209,6 +1266,14 @@ export class RaftDriver {
       { index: snap.meta.index, term: snap.meta.term },
       'restored a snapshot from the leader',
     );
+  }
+
+  /** Applies one committed entry, or keeps it for after the sliced snapshot under way. */
+  private applyOrDefer(e: Entry, commit: number): void {
+    if (this.capture !== null) {
+      this.deferred.push(e);
+      this.deferredCommit = Math.max(this.deferredCommit, commit);
+    } else this.applyEntry(e, commit);
   }
 
   /** Applies one committed entry; `commit` is the core's commit index for this round. */
@@ -1307,8 +1372,15 @@ export class RaftDriver {
       (this.snapshotEveryEntries > 0 &&
         this.applied - this.capturedIndex >= this.snapshotEveryEntries) ||
       (this.snapshotEveryBytes > 0 && this.bytesSinceCapture >= this.snapshotEveryBytes) ||
+      this.logLargeForState() ||
       this.idleWithLog()
     );
+  }
+
+  /** The trigger by the state's size (snapshotLogToState). */
+  private logLargeForState(): boolean {
+    const { ratio, minBytes } = this.snapshotLogToState;
+    return ratio > 0 && this.bytesSinceCapture >= Math.max(minBytes, ratio * this.stateBytes);
   }
 
   /** The idle trigger (snapshotWhenIdle): a burst's log is not kept in memory while idle. */
@@ -1330,30 +1402,123 @@ export class RaftDriver {
       for (const r of requests) r.resolve();
       return;
     }
-    const t0 = this.clock.now();
-    const snap: Snapshot = { meta: core.snapshotMeta(this.applied), data: this.sm.snapshot() };
-    const t1 = this.clock.now();
-    assert(snap.meta.index <= this.durableLastIndex, 'snapshot beyond the durable log');
-    this.capturedIndex = snap.meta.index;
+    const meta = core.snapshotMeta(this.applied);
+    assert(meta.index <= this.durableLastIndex, 'snapshot beyond the durable log');
+    this.capturedIndex = meta.index;
     this.bytesSinceCapture = 0;
     this.snapshotInFlight = true;
-    if (this.commitOnDisk < snap.meta.index) {
+    if (this.commitOnDisk < meta.index) {
       // The commit index this snapshot stands on may be one no write carried yet (a round
-      // that changes only the commit index writes nothing): it goes first, in the same
-      // write chain. Unsynced: the snapshot's own synced batch follows it.
+      // that changes only the commit index writes nothing): it goes first, now, between two
+      // rounds (no write of a newer hard state is under way), in the same write chain as
+      // the snapshot's meta batch. Unsynced: that synced batch comes after it.
       const hardState = { ...this.durable };
-      assert(hardState.commit >= snap.meta.index, 'snapshot beyond the commit index');
+      assert(hardState.commit >= meta.index, 'snapshot beyond the commit index');
       this.commitOnDisk = hardState.commit;
       this.storage
         .save({ hardState, entries: [], snapshot: null, sync: false })
         .catch((err: unknown) => this.fail(err, 'disk write failed'));
     }
+    const capture = this.sm.snapshotInSlices?.();
+    if (capture === undefined) {
+      const t0 = this.clock.now();
+      const data = this.sm.snapshot();
+      const ms = this.clock.now() - t0;
+      this.writeSnapshot(core, { meta, data }, requests, {
+        encodeMs: ms,
+        slices: 1,
+        longestSliceMs: ms,
+      });
+      return;
+    }
+    this.capture = {
+      capture,
+      meta,
+      requests,
+      encodeMs: 0,
+      slices: 0,
+      longestSliceMs: 0,
+      cancel: null,
+    };
+    this.capture.cancel = this.clock.after(CAPTURE_SLICE_GAP_MS, () => this.stepCapture(core));
+  }
+
+  /** One slice of the sliced snapshot under way; the last applies what waited and writes it. */
+  private stepCapture(core: RaftCoreApi): void {
+    const c = this.capture;
+    if (c === null || this.stopped) return;
+    c.cancel = null;
+    const t0 = this.clock.now();
+    let data: Uint8Array | null;
+    try {
+      data = c.capture.step();
+    } catch (err) {
+      this.fail(err, 'snapshot encode failed');
+      return;
+    }
+    const ms = this.clock.now() - t0;
+    c.encodeMs += ms;
+    c.slices++;
+    c.longestSliceMs = Math.max(c.longestSliceMs, ms);
+    if (data === null) {
+      c.cancel = this.clock.after(CAPTURE_SLICE_GAP_MS, () => this.stepCapture(core));
+      return;
+    }
+    this.capture = null;
+    this.applyDeferred();
+    this.writeSnapshot(core, { meta: c.meta, data }, c.requests, c);
+  }
+
+  /** The entries that waited for a sliced snapshot, applied in order; then the reads. */
+  private applyDeferred(): void {
+    const deferred = this.deferred;
+    this.deferred = [];
+    try {
+      const commit = Math.max(this.deferredCommit, this.durable.commit);
+      for (const e of deferred) this.applyEntry(e, commit);
+    } catch (err) {
+      this.fail(err, 'apply failed');
+      return;
+    }
+    if (deferred.length > 0) this.completeReads();
+  }
+
+  /**
+   * A snapshot received from the leader (at `index`) replaces the state: the sliced snapshot
+   * under way is dropped, and so are the entries that waited for it (the snapshot covers them).
+   */
+  private abandonCapture(index: number): void {
+    const c = this.capture;
+    if (c === null) return;
+    c.cancel?.();
+    this.capture = null;
+    this.snapshotInFlight = false;
+    for (const e of this.deferred)
+      assert(
+        e.index <= index,
+        () => `entry ${e.index} waited for a local snapshot beyond the received ${index}`,
+      );
+    this.deferred = [];
+    // The received snapshot is newer than the one they asked for.
+    for (const r of c.requests) r.resolve();
+  }
+
+  /** The encoded snapshot's write, off the round loop; the log is trimmed once it is durable. */
+  private writeSnapshot(
+    core: RaftCoreApi,
+    snap: Snapshot,
+    requests: SnapshotRequest[],
+    encoded: { encodeMs: number; slices: number; longestSliceMs: number },
+  ): void {
+    const t1 = this.clock.now();
     this.storage.saveSnapshot(snap).then(
       () => {
         this.snapshotInFlight = false;
         this.finishSnapshot(core, snap, requests, {
-          encodeMs: t1 - t0,
+          encodeMs: encoded.encodeMs,
           writeMs: this.clock.now() - t1,
+          slices: encoded.slices,
+          longestSliceMs: encoded.longestSliceMs,
         });
       },
       (err: unknown) => {
@@ -1369,7 +1534,7 @@ export class RaftDriver {
     core: RaftCoreApi,
     snap: Snapshot,
     requests: SnapshotRequest[],
-    ms: { encodeMs: number; writeMs: number },
+    ms: { encodeMs: number; writeMs: number; slices: number; longestSliceMs: number },
   ): void {
     if (this.stopped) {
       for (const r of requests) r.reject(new StoppedError());
@@ -1383,6 +1548,7 @@ export class RaftDriver {
     this.snapshotsTaken++;
     this.snapshotMsTotal += ms.encodeMs + ms.writeMs;
     this.lastSnapshot = { ...ms, bytes: snap.data.length };
+    this.stateBytes = snap.data.length;
     this.log.debug(
       { index: snap.meta.index, term: snap.meta.term, bytes: snap.data.length, ...ms },
       'log compacted',
@@ -1453,6 +1619,12 @@ export class RaftDriver {
     this.reads.clear();
     for (const r of this.snapshotRequests) r.reject(reason);
     this.snapshotRequests = [];
+    if (this.capture !== null) {
+      this.capture.cancel?.();
+      for (const r of this.capture.requests) r.reject(reason);
+      this.capture = null;
+      this.deferred = [];
+    }
   }
 
   /** Fail-stop: a failed disk write or a broken invariant. */

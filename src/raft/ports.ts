@@ -74,6 +74,12 @@ export interface Clock {
   after(ms: number, fn: () => void): () => void;
 }
 
+/** A snapshot being encoded in slices (StateMachine.snapshotInSlices). */
+export interface SnapshotCapture {
+  /** One bounded part of the encode: null while more remain, then the snapshot's bytes. */
+  step(): Uint8Array | null;
+}
+
 /**
  * The replicated state machine under the Raft. apply must be deterministic: it depends
  * only on the current state and the entry data, never on time or randomness.
@@ -83,6 +89,13 @@ export interface StateMachine {
   apply(index: number, data: Uint8Array): unknown;
   /** Encodes the whole state as of the last applied index. */
   snapshot(): Uint8Array;
+  /**
+   * Optional: the same bytes as snapshot(), in slices. Each `step()` of the capture does a
+   * bounded part of the encode and returns null, the last returns the bytes. The driver runs
+   * one step per event-loop turn and applies nothing (and restores nothing) until the last:
+   * rounds, heartbeats and votes go on meanwhile; the state stays as of the capture.
+   */
+  snapshotInSlices?(): SnapshotCapture;
   /** Replaces the whole state with a snapshot's. */
   restore(data: Uint8Array, index: number): void;
   /**

@@ -78,6 +78,8 @@ export const DEFAULT_ELECTION_TICKS = 10;
 export const DEFAULT_HEARTBEAT_TICKS = 1;
 export const DEFAULT_SNAPSHOT_EVERY_ENTRIES = 10_000;
 export const DEFAULT_SNAPSHOT_EVERY_BYTES = 64 * 1024 * 1024;
+/** raft.snapshotLogPercentOfState (src/raft/driver.ts DEFAULT_SNAPSHOT_LOG_TO_STATE). */
+export const DEFAULT_SNAPSHOT_LOG_PERCENT_OF_STATE = 50;
 /** With raft.leaseReads: the clock drift bound a lease assumes (see src/raft/driver.ts). */
 export const DEFAULT_MAX_CLOCK_DRIFT = 0.05;
 export const MAX_CLOCK_DRIFT = 0.5;
@@ -212,6 +214,11 @@ export interface NodeConfig {
     snapshotEveryEntries: number;
     /** Applied entry bytes between local snapshots (whichever trigger comes first). */
     snapshotEveryBytes: number;
+    /**
+     * Entry bytes held since the last snapshot, in percent of that snapshot's size, that take
+     * the next one (at least 8 MiB; 0: this trigger off).
+     */
+    snapshotLogPercentOfState: number;
     /** Start with an empty membership and wait to be added by a changeCluster on the leader. */
     join: boolean;
     /** Mixed into the cluster id the founding members compute ('' by default). */
@@ -422,6 +429,7 @@ function parseRaftSection(
       'heartbeatTicks',
       'snapshotEveryEntries',
       'snapshotEveryBytes',
+      'snapshotLogPercentOfState',
       'join',
       'clusterToken',
       'leaseReads',
@@ -459,6 +467,11 @@ function parseRaftSection(
       default: DEFAULT_SNAPSHOT_EVERY_BYTES,
       min: 1024,
       max: 16 * 1024 * 1024 * 1024,
+    }),
+    snapshotLogPercentOfState: int(raftS, 'snapshotLogPercentOfState', 'raft', {
+      default: DEFAULT_SNAPSHOT_LOG_PERCENT_OF_STATE,
+      min: 0,
+      max: 10_000,
     }),
     join,
     clusterToken: str(raftS, 'clusterToken', 'raft', { default: '', maxLength: 128 }),

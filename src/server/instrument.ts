@@ -3,6 +3,7 @@ import type {
   BranchGateway,
   BranchSession,
   BranchStatus,
+  Command,
   SessionStore,
 } from '../coordinator/index.ts';
 
@@ -24,6 +25,26 @@ export function withSubmit<S extends SessionStore>(store: S, submit: SessionStor
       return fn;
     },
   });
+}
+
+/** Hears each command the store applied, with its result. Must not throw. */
+export type AppliedObserver = (command: Command, value: unknown) => void;
+
+/**
+ * The store whose submits tell every observer, in order, of each applied command: one
+ * wrapper and one promise reaction per command for all of them (each observer wrapping the
+ * store in turn cost a Proxy lookup and a promise per command apiece).
+ */
+export function observeApplied<S extends SessionStore>(
+  store: S,
+  ...observers: AppliedObserver[]
+): S {
+  const submit: SessionStore['submit'] = (command) =>
+    store.submit(command).then((outcome) => {
+      if (outcome.ok) for (const observe of observers) observe(command, outcome.value);
+      return outcome;
+    });
+  return withSubmit(store, submit);
 }
 
 /** One phase-two call to an RM, seen by an observer: `run` makes the real call. */

@@ -364,6 +364,14 @@ function registerDriverMetrics(registry: Registry, status: ReadStatus): void {
     },
   });
   new Gauge({
+    name: 'concord_raft_last_snapshot_longest_slice_milliseconds',
+    help: 'The last local snapshot encoded in slices (one per event-loop turn): its longest slice, ms (the longest the loop waited for it)',
+    registers: [registry],
+    collect() {
+      this.set(counters()?.lastSnapshotLongestSliceMs ?? 0);
+    },
+  });
+  new Gauge({
     name: 'concord_raft_last_snapshot_bytes',
     help: 'Size of the last local snapshot (the encoded state machine), bytes',
     registers: [registry],

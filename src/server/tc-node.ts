@@ -109,6 +109,7 @@ export function raftNodeConfigOf(c: NodeConfig): RaftNodeConfig {
     heartbeatTicks: c.raft.heartbeatTicks,
     snapshotIntervalEntries: c.raft.snapshotEveryEntries,
     snapshotIntervalBytes: c.raft.snapshotEveryBytes,
+    snapshotLogPercentOfState: c.raft.snapshotLogPercentOfState,
     join: c.raft.join,
     clusterToken: c.raft.clusterToken,
     leaseReads: c.raft.leaseReads,

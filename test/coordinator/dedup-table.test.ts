@@ -23,6 +23,29 @@ describe('DedupTable', () => {
     expect(compactKey('Begin', id.toUpperCase())).not.toBe(compactKey('Begin', id));
   });
 
+  it('packs exactly the lower-case UUIDs, as the regex-and-parseInt form did', () => {
+    // The form before the one-pass packer: the reference.
+    const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
+    const reference = (tag: string, id: string): string => {
+      if (!UUID.test(id)) return tag + id;
+      const hex = id.replaceAll('-', '');
+      const codes = [tag.toLowerCase().charCodeAt(0)];
+      for (let i = 0; i < 16; i++) codes.push(parseInt(hex.slice(2 * i, 2 * i + 2), 16));
+      return String.fromCharCode(...codes);
+    };
+    // Near-UUIDs: one character of a UUID replaced (a dash moved, upper case, a non-hex).
+    const nearUuid = fc
+      .tuple(fc.uuid(), fc.nat(35), fc.constantFrom('-', 'A', 'F', 'g', '0', 'f', ' ', 'é'))
+      .map(([u, at, c]) => u.slice(0, at) + c + u.slice(at + 1));
+    const ids = fc.oneof(fc.string(), fc.uuid(), nearUuid, fc.constant(randomUUID()));
+    fc.assert(
+      fc.property(fc.constantFrom('Begin', 'RegisterBranch'), ids, (kind, id) => {
+        expect(compactKey(kind, id)).toBe(reference(kind === 'Begin' ? 'B' : 'R', id));
+      }),
+      { numRuns: 2_000 },
+    );
+  });
+
   it('answers results as given, and shows them oldest first as snapshot rows', () => {
     const table = new DedupTable();
     const begin = { xid: '10.0.0.1:8091:42', deadline: 61_000 };

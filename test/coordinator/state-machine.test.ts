@@ -218,6 +218,80 @@ describe('coordinator state machine', () => {
     expect(machine.lockedRowCount()).toBe(0);
   });
 
+  it("FinishGlobal with the last branch's result folded in: both checked, all or nothing", () => {
+    const { machine, xid } = machineWithTx();
+    applyOk(machine, registerCmd(xid, '7', 't:1'));
+    applyOk(machine, registerCmd(xid, '8', 't:2'));
+    applyOk(machine, changeCmd(xid, GlobalStatus.Begin, GlobalStatus.Committing));
+    const committed = (branchId: string) => ({
+      lastBranch: { branchId, status: BranchStatus.PhaseTwo_Committed },
+    });
+    // Branch 7 is not done yet: folding 8's result does not end it (nothing changes).
+    expect(
+      expectRefused(
+        machine,
+        finishCmd(xid, GlobalStatus.Committed, committed('8')),
+        'ILLEGAL_STATUS',
+      ),
+    ).toMatch(/branch 7/);
+    // The folded result is checked as a BranchPhaseTwoResult would be.
+    expectRefused(
+      machine,
+      finishCmd(xid, GlobalStatus.Committed, {
+        lastBranch: { branchId: '8', status: BranchStatus.PhaseTwo_Rollbacked },
+      }),
+      'BAD_REQUEST',
+    );
+    expectRefused(machine, finishCmd(xid, GlobalStatus.Committed, committed('9')), 'BAD_REQUEST');
+    applyOk(machine, acquireCmd(xid, 2));
+    expectRefused(machine, finishCmd(xid, GlobalStatus.Committed, committed('8')), 'STALE_TERM');
+    // Malformed (a log written by another version): refused, never thrown.
+    for (const lastBranch of [
+      null,
+      'x',
+      { branchId: '8' },
+      { branchId: 8, status: 'PhaseTwo_Committed' },
+      { ...committed('8').lastBranch, extra: 1 },
+    ])
+      expectRefused(
+        machine,
+        {
+          ...finishCmd(xid, GlobalStatus.Committed, { term: 2 }),
+          lastBranch,
+        } as unknown as Command,
+        'BAD_REQUEST',
+      );
+    applyOk(machine, resultCmd(xid, '7', BranchStatus.PhaseTwo_Committed, 2));
+    const finished = applyOk(
+      machine,
+      finishCmd(xid, GlobalStatus.Committed, { ...committed('8'), term: 2 }),
+    ) as { branches: { status: string }[] };
+    expect(finished.branches.map((b) => b.status)).toEqual([
+      BranchStatus.PhaseTwo_Committed,
+      BranchStatus.PhaseTwo_Committed,
+    ]);
+    expect(machine.getSession(xid)).toBeUndefined();
+    expect(machine.lockedRowCount()).toBe(0);
+  });
+
+  it('FinishGlobal folds a result already recorded (a retried end) and reads entries without it', () => {
+    const { machine, xid } = machineWithTx();
+    applyOk(machine, registerCmd(xid, '7', 't:1'));
+    applyOk(machine, changeCmd(xid, GlobalStatus.Begin, GlobalStatus.Rollbacking));
+    applyOk(machine, resultCmd(xid, '7', BranchStatus.PhaseTwo_Rollbacked));
+    const twin = new CoordinatorStateMachine();
+    twin.restore(machine.snapshot());
+    // The same end, folded (the result already there) and as logged before the fold existed.
+    applyOk(
+      machine,
+      finishCmd(xid, GlobalStatus.Rollbacked, {
+        lastBranch: { branchId: '7', status: BranchStatus.PhaseTwo_Rollbacked },
+      }),
+    );
+    applyOk(twin, finishCmd(xid, GlobalStatus.Rollbacked));
+    expect(Buffer.from(machine.snapshot()).equals(Buffer.from(twin.snapshot()))).toBe(true);
+  });
+
   it('times out only at or after the deadline; commits only before it', () => {
     const { machine, xid } = machineWithTx();
     expectRefused(

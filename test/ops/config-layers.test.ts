@@ -85,6 +85,7 @@ describe('every key can come from its environment variable', () => {
     ['raft.heartbeatTicks', '2', {}, 2],
     ['raft.snapshotEveryEntries', '500', {}, 500],
     ['raft.snapshotEveryBytes', '1048576', {}, 1_048_576],
+    ['raft.snapshotLogPercentOfState', '25', {}, 25],
     ['raft.join', 'yes', {}, true],
     ['raft.clusterToken', 'blue', {}, 'blue'],
     ['raft.leaseReads', 'true', {}, true],

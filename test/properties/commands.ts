@@ -207,6 +207,16 @@ function makeOn(aim: Aim): Command {
       return { kind: 'GlobalReport', xid, status: anyStatus, at, term };
     case 'finish': {
       const status = i.c % 3 === 0 ? anyStatus : successfulEndOf(current);
+      // Some carry a branch's result folded in (FinishGlobal.lastBranch), plausible or not.
+      if (i.c % 4 === 1)
+        return {
+          kind: 'FinishGlobal',
+          xid,
+          status,
+          at,
+          term,
+          lastBranch: { branchId, status: resultStatus(aim) },
+        };
       return { kind: 'FinishGlobal', xid, status, at, term };
     }
     case 'acquire':

@@ -20,6 +20,18 @@ import { nid } from '../support/node-id.ts';
 
 const flush = () => new Promise<void>((r) => setImmediate(r));
 
+/**
+ * Lets a sliced snapshot finish (SimStateMachine encodes in slices, one per 1 ms timer of
+ * the fake clock) and what follows it run.
+ */
+async function settle(s: { clock: FakeClock }, ms = 30): Promise<void> {
+  await flush();
+  for (let i = 0; i < ms; i++) {
+    s.clock.advance(1);
+    await flush();
+  }
+}
+
 class ManualStorage implements LogStorage {
   state: DiskState = emptyDiskState();
   /** When true, writes complete at once; otherwise they wait in `pending`. */
@@ -235,12 +247,14 @@ describe('RaftDriver', () => {
   it('compacts automatically every snapshotEveryEntries applied entries, and on demand', async () => {
     const s = await singleLeader({ snapshotEveryEntries: 3 });
     for (let i = 1; i <= 4; i++) await s.driver.propose(encodePayload(i, 'k', `v${i}`));
-    await flush();
+    await settle(s);
     expect(s.storage.snapshots.length).toBeGreaterThanOrEqual(1);
     const first = s.storage.snapshots[0]!;
     expect(first.meta.index).toBeGreaterThanOrEqual(3);
     expect(first.meta.conf.voters).toEqual(['n1']);
-    await s.driver.snapshotNow();
+    const now = s.driver.snapshotNow();
+    await settle(s);
+    await now;
     const last = s.storage.snapshots.at(-1)!;
     expect(last.meta.index).toBe(s.driver.status().applied);
     expect(s.driver.status().firstIndex).toBe(last.meta.index + 1);
@@ -254,7 +268,7 @@ describe('RaftDriver', () => {
     await flush();
     expect(s.storage.snapshots).toHaveLength(0);
     await s.driver.propose(encodePayload(3, 'k', 'x'.repeat(3000)));
-    await flush();
+    await settle(s);
     expect(s.storage.snapshots).toHaveLength(1);
     expect(s.storage.snapshots[0]!.meta.index).toBe(4);
     expect(s.driver.status().firstIndex).toBe(5); // the in-memory log is trimmed behind it
@@ -291,11 +305,70 @@ describe('RaftDriver', () => {
     expect(s.storage.snapshots).toHaveLength(1);
   });
 
+  it('encodes a snapshot in slices across turns: entries committed meanwhile are applied after its last slice, in order', async () => {
+    const s = await singleLeader({ snapshotEveryEntries: 0, snapshotEveryBytes: 0 });
+    for (let i = 1; i <= 20; i++) await s.driver.propose(encodePayload(i, `k${i}`, 'v'));
+    const applied = s.driver.status().applied;
+    const now = s.driver.snapshotNow();
+    await flush(); // the capture starts: 20 keys, 5 slices of 4 (SimStateMachine)
+    const late = s.driver.propose(encodePayload(21, 'k1', 'late'));
+    let answered = false;
+    void late.then(() => (answered = true));
+    for (let i = 0; i < 3; i++) {
+      s.clock.advance(1);
+      await flush();
+    }
+    // Committed (a single voter's round ran), not applied: the state stays as of the capture.
+    expect(s.driver.status().commit).toBeGreaterThan(applied);
+    expect(s.driver.status().applied).toBe(applied);
+    expect(s.sm.get('k1')).toBe('v');
+    expect(answered).toBe(false);
+    await settle(s);
+    await now;
+    await late;
+    expect(s.sm.get('k1')).toBe('late');
+    expect(s.storage.snapshots.at(-1)!.meta.index).toBe(applied);
+    const c = s.driver.status().counters;
+    expect(c.lastSnapshotSlices).toBe(6);
+    // The snapshot holds the state as of its index, whatever was applied after it.
+    const check = new SimStateMachine();
+    check.restore(s.storage.snapshots.at(-1)!.data, applied);
+    expect(check.get('k1')).toBe('v');
+    expect(check.lastIndex).toBe(applied);
+  });
+
+  it("compacts once the entry bytes held reach a ratio of the last snapshot's size (snapshotLogToState)", async () => {
+    const s = await singleLeader({
+      snapshotEveryEntries: 0,
+      snapshotEveryBytes: 0,
+      snapshotLogToState: { ratio: 0.5, minBytes: 1000 },
+    });
+    await s.driver.propose(encodePayload(1, 'a', 'x'.repeat(1200)));
+    await settle(s);
+    expect(s.storage.snapshots).toHaveLength(1); // past minBytes
+    const state = s.storage.snapshots[0]!.data.length; // ~1.2 kB of state
+    // Held bytes below half the state and above minBytes would not do: the state grows.
+    await s.driver.propose(encodePayload(2, 'b', 'y'.repeat(4000)));
+    await settle(s);
+    expect(s.storage.snapshots).toHaveLength(2);
+    const bigger = s.storage.snapshots[1]!.data.length;
+    expect(bigger).toBeGreaterThan(state);
+    // Now half the state (~2.6 kB) is needed: 1.2 kB held takes no snapshot, 2.8 kB does.
+    await s.driver.propose(encodePayload(3, 'c', 'z'.repeat(1200)));
+    await settle(s);
+    expect(s.storage.snapshots).toHaveLength(2);
+    expect(s.driver.status().bytesSinceSnapshot).toBeLessThan(bigger / 2);
+    await s.driver.propose(encodePayload(4, 'd', 'w'.repeat(1600)));
+    await settle(s);
+    expect(s.storage.snapshots).toHaveLength(3);
+    expect(s.driver.status().bytesSinceSnapshot).toBe(0);
+  });
+
   it('proposals and reads do not wait behind a local snapshot that is still being written', async () => {
     const s = await singleLeader({ snapshotEveryEntries: 2 });
     s.storage.holdSnapshots = true;
     for (let i = 1; i <= 3; i++) await s.driver.propose(encodePayload(i, 'k', `v${i}`));
-    await flush();
+    await settle(s);
     expect(s.storage.heldSnapshots).toHaveLength(1); // one snapshot write under way
     // Meanwhile proposals are applied and reads answered; no second snapshot starts.
     for (let i = 4; i <= 8; i++) await s.driver.propose(encodePayload(i, 'k', `v${i}`));
@@ -305,14 +378,13 @@ describe('RaftDriver', () => {
     const held = s.driver.status().firstIndex;
     // Once it is durable the log is trimmed behind it, and the next one starts.
     s.storage.heldSnapshots.shift()!();
-    await flush();
-    await flush();
+    await settle(s);
     expect(s.storage.snapshots).toHaveLength(1);
     expect(s.driver.status().firstIndex).toBeGreaterThan(held);
     expect(s.storage.heldSnapshots).toHaveLength(1);
     s.storage.holdSnapshots = false;
     s.storage.heldSnapshots.shift()!();
-    await flush();
+    await settle(s);
     expect(s.driver.status().counters).toMatchObject({ snapshotsTaken: 2 });
   });
 

@@ -105,6 +105,8 @@ export class FakeDisk {
   written: DiskState = emptyDiskState();
   private pending: PendingWrite[] = [];
   private generation = 0;
+  /** The incarnation whose storage a failed fsync poisoned: its later writes fail too. */
+  private poisoned = -1;
   /** The next sync fails (EIO) instead of making the write durable. */
   failNextSync = false;
   readonly bug: DiskBug;
@@ -166,6 +168,8 @@ export class FakeDisk {
   ): Promise<void> {
     // A dead incarnation's write never completes (its process is gone).
     if (gen !== this.generation) return new Promise<void>(() => {});
+    // After a failed fsync every write fails, as LevelDbStorage's poisoned storage does.
+    if (gen === this.poisoned) return Promise.reject(new Error('EIO: the storage failed before'));
     apply(this.written);
     this.writes++;
     observe();
@@ -193,6 +197,7 @@ export class FakeDisk {
       // already resolved cannot be failed, but the synced writes behind it are.
       const lost = [w, ...this.pending];
       this.pending = [];
+      this.poisoned = this.generation;
       for (const x of lost) if (!x.settled) x.reject(new Error('EIO: injected fsync failure'));
       return true;
     }

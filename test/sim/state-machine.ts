@@ -3,7 +3,10 @@
  * over every applied (index, data), so two replicas that applied the same entries in the
  * same order hold the same hash, and any skip, reorder or divergence shows.
  */
-import type { StateMachine } from '../../src/raft/ports.ts';
+import type { SnapshotCapture, StateMachine } from '../../src/raft/ports.ts';
+
+/** Keys per step of a sliced snapshot (small: the simulator's states are small). */
+const KEYS_PER_SLICE = 4;
 import { StorageCorruptError } from '../../src/shared/errors.ts';
 import { bytesKey } from './invariants.ts';
 
@@ -81,6 +84,25 @@ export class SimStateMachine implements StateMachine {
       kv: [...this.kv.entries()].sort((a, b) => (a[0] < b[0] ? -1 : 1)),
     };
     return encoder.encode(JSON.stringify(enc));
+  }
+
+  /**
+   * snapshot()'s bytes in slices (one step per KEYS_PER_SLICE keys), as a large state machine
+   * makes them: every step checks nothing was applied or restored since the capture began
+   * (the driver holds its applies until the last slice).
+   */
+  snapshotInSlices(): SnapshotCapture {
+    const at = { lastIndex: this.lastIndex, count: this.count, hash: this.hash };
+    let steps = Math.ceil(this.kv.size / KEYS_PER_SLICE);
+    return {
+      step: () => {
+        if (this.lastIndex !== at.lastIndex || this.count !== at.count || this.hash !== at.hash)
+          throw new Error(
+            `state machine: applied or restored during a sliced snapshot (at ${at.lastIndex}, now ${this.lastIndex})`,
+          );
+        return steps-- > 0 ? null : this.snapshot();
+      },
+    };
   }
 
   /**

@@ -285,7 +285,7 @@ describe('commit and rollback', () => {
     expect(after.entries - before.entries).toBeLessThan(after.commands - before.commands);
   });
 
-  it("a sync commit's last branch result and the session's end share one Raft entry", async () => {
+  it("a sync commit's last branch result travels in the session's end: one command, one entry", async () => {
     const leader = await cluster.leader();
     const xid = await tc.begin({ ...APP, name: 'one-entry-end', timeoutMs: 30_000 });
     await tc.branchRegister({
@@ -298,8 +298,9 @@ describe('commit and rollback', () => {
     const before = await proposedCounts(leader.http);
     expect(await tc.commit(xid)).toBe('Committed');
     const after = await proposedCounts(leader.http);
-    // CommitGlobal; then BranchPhaseTwoResult and FinishGlobal together (were 3 entries).
-    expect(after.commands - before.commands).toBe(3);
+    // CommitGlobal; then FinishGlobal carrying the branch's result (lastBranch). Were 3
+    // entries, then 2 entries of 3 commands (the result and the end side by side).
+    expect(after.commands - before.commands).toBe(2);
     expect(after.entries - before.entries).toBe(2);
   });
 

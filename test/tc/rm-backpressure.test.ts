@@ -45,6 +45,67 @@ afterAll(async () => {
   await cluster?.stop();
 }, 30_000);
 
+/** Transactions committed at once to an RM that reads: a burst of phase-two calls. */
+const BURST = 200;
+
+describe('an RM that reads its channel', () => {
+  it('takes a burst of phase-two calls in one turn without a refused call (grpc-js buffers 16 messages)', async () => {
+    const leader = await cluster.leader();
+    const client = cluster.client();
+    const rm = client.openRmChannel({
+      applicationId: 'burst',
+      transactionServiceGroup: 'default',
+      clientId: 'burst:rm:1',
+      resourceIds: () => ['burst-db'],
+      handler: async (req) =>
+        req.kind === 'commit' ? 'PhaseTwo_Committed' : 'PhaseTwo_Rollbacked',
+    });
+    try {
+      await rm.ready(15_000);
+      const xids = await Promise.all(
+        Array.from({ length: BURST }, async (_, i) => {
+          const xid = await client.begin({
+            applicationId: 'burst',
+            transactionServiceGroup: 'default',
+            name: 'burst',
+            timeoutMs: 600_000,
+          });
+          await client.branchRegister({
+            xid,
+            branchType: 'AT',
+            resourceId: 'burst-db',
+            lockKey: `b:${i}`,
+            clientId: 'burst:rm:1',
+            applicationId: 'burst',
+          });
+          return xid;
+        }),
+      );
+      const retriesBefore = await metric(leader, 'concord_tc_phase_two_retries_total');
+      // One turn of commits: one entry, then the driver's passes call the RM all at once.
+      await Promise.all(xids.map((xid) => client.commit(xid)));
+      await waitFor(
+        'every burst transaction finished',
+        async () => ((await client.listSessions()).totalLive === 0 ? true : undefined),
+        60_000,
+        100,
+      );
+      // Every call was written and answered the first time: none was refused as congested
+      // (an RmUnavailableError: outcome "error", and a retry scheduled).
+      const calls = await metric(
+        leader,
+        'concord_tc_branch_phase_two_total',
+        'resource="burst-db"',
+      );
+      expect(calls).toBe(BURST);
+      expect(await metric(leader, 'concord_tc_phase_two_retries_total')).toBe(retriesBefore);
+    } finally {
+      await rm.close();
+      await client.close();
+    }
+  }, 120_000);
+});
+
 describe('an RM that stops reading its channel', () => {
   it('gets no more calls queued behind the unread ones; once it reads, every branch commits', async () => {
     const leader = await cluster.leader();

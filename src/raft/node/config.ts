@@ -9,6 +9,8 @@
  *   snapshotIntervalEntries  10000   applied entries between local snapshots (0 = this trigger off)
  *   snapshotIntervalBytes    64 MiB  applied entry bytes between local snapshots (0 = this trigger
  *   off)
+ *   snapshotLogPercentOfState 50     entry bytes held since the last snapshot, in percent of its
+ *                                    size (at least 8 MiB), that take the next (0 = off)
  *   join                     false   true: start outside the membership and wait to be added
  *   leaseReads               false   serve linearizable reads on the leader's lease (no quorum
  *                                    round per read); the same on every node; needs clocks
@@ -24,6 +26,7 @@ import type { NodeId } from '../core/types.ts';
 import {
   DEFAULT_MAX_CLOCK_DRIFT,
   DEFAULT_SNAPSHOT_EVERY_BYTES,
+  DEFAULT_SNAPSHOT_LOG_PERCENT_OF_STATE,
   MAX_CLOCK_DRIFT,
 } from '../driver.ts';
 
@@ -46,6 +49,11 @@ export interface RaftNodeConfig {
   heartbeatTicks: number;
   snapshotIntervalEntries: number;
   snapshotIntervalBytes: number;
+  /**
+   * Entry bytes held since the last local snapshot, in percent of its size, that take the
+   * next (RaftDriverOptions.snapshotLogToState; 0: off).
+   */
+  snapshotLogPercentOfState: number;
   /**
    * false: bootstrap (or restart) as a member of {nodeId} ∪ peers.
    * true: the node is being added to a running cluster (after a wipe, or new): it starts
@@ -86,6 +94,7 @@ const KNOWN_KEYS = new Set([
   'heartbeatTicks',
   'snapshotIntervalEntries',
   'snapshotIntervalBytes',
+  'snapshotLogPercentOfState',
   'join',
   'contextExtra',
   'clusterToken',
@@ -177,6 +186,13 @@ export function validateRaftNodeConfig(raw: unknown): RaftNodeConfig {
       DEFAULT_SNAPSHOT_EVERY_BYTES,
       0,
       Number.MAX_SAFE_INTEGER,
+    ),
+    snapshotLogPercentOfState: integer(
+      'snapshotLogPercentOfState',
+      r.snapshotLogPercentOfState,
+      DEFAULT_SNAPSHOT_LOG_PERCENT_OF_STATE,
+      0,
+      10_000,
     ),
     join: optionalBoolean('join', r.join),
     contextExtra: parseContextExtra(r),

@@ -12,6 +12,7 @@ import { systemClock } from '../clock.ts';
 import { DEFAULT_MAX_MSG_BYTES, DEFAULT_SNAPSHOT_CHUNK_BYTES } from '../core/config.ts';
 import type { ConfChange, ConfState, NodeId, RaftConfig, Snapshot } from '../core/types.ts';
 import {
+  DEFAULT_SNAPSHOT_LOG_TO_STATE,
   RaftDriver,
   type DriverStatus,
   type RaftObserver,
@@ -210,6 +211,10 @@ export class RaftNode {
       tickMs: config.tickMs,
       snapshotEveryEntries: config.snapshotIntervalEntries,
       snapshotEveryBytes: config.snapshotIntervalBytes,
+      snapshotLogToState: {
+        ratio: config.snapshotLogPercentOfState / 100,
+        minBytes: DEFAULT_SNAPSHOT_LOG_TO_STATE.minBytes,
+      },
       leaseReads: config.leaseReads,
       maxClockDrift: config.maxClockDrift,
       ...(options.onFatal ? { onFatal: options.onFatal } : {}),

@@ -23,6 +23,7 @@ export const CONFIG_KEYS = {
   'raft.heartbeatTicks': 'int',
   'raft.snapshotEveryEntries': 'int',
   'raft.snapshotEveryBytes': 'int',
+  'raft.snapshotLogPercentOfState': 'int',
   'raft.join': 'bool',
   'raft.clusterToken': 'string',
   'raft.leaseReads': 'bool',

@@ -9,7 +9,7 @@
  * records (its begin time and last status change) so a timeline is never empty.
  */
 import type { BranchGateway, Command, SessionStore } from '../../coordinator/index.ts';
-import { aroundPhaseTwo, withSubmit, type PhaseTwoCall } from '../instrument.ts';
+import { aroundPhaseTwo, observeApplied, type PhaseTwoCall } from '../instrument.ts';
 
 /** Transactions whose timeline is kept. */
 export const MAX_TIMELINES = 5_000;
@@ -114,15 +114,16 @@ export class TimelineRecorder {
     if (this.finished.length > MAX_RECENTLY_FINISHED) this.finished.shift();
   }
 
-  /** The store, recording each command once it applied. */
+  /**
+   * The store, recording each command once it applied (alone; the TC composes it with its
+   * metrics through observeApplied).
+   */
   instrumentStore<S extends SessionStore>(store: S): S {
-    const submit: SessionStore['submit'] = (command) =>
-      store.submit(command).then((outcome) => {
-        if (outcome.ok) this.onApplied(command, outcome.value);
-        return outcome;
-      });
-    return withSubmit(store, submit);
+    return observeApplied(store, this.applied);
   }
+
+  /** Records an applied command (an AppliedObserver). */
+  readonly applied = (command: Command, value: unknown): void => this.onApplied(command, value);
 
   /** The RM gateway, recording each phase-two call with its result or error. */
   instrumentGateway(gateway: BranchGateway): BranchGateway {
@@ -225,7 +226,13 @@ function describeOperatorOrEnd(c: Command, now: number): TimelineEvent | null {
     case 'GlobalReport':
       return { at: c.at, kind: 'status', text: `the TM reported ${c.status}` };
     case 'FinishGlobal':
-      return { at: c.at, kind: 'end', text: `ended ${c.status}` };
+      return {
+        at: c.at,
+        kind: 'end',
+        text: c.lastBranch
+          ? `branch ${c.lastBranch.branchId} now ${c.lastBranch.status}; ended ${c.status}`
+          : `ended ${c.status}`,
+      };
     default:
       return null;
   }

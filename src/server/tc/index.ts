@@ -19,6 +19,7 @@
  * closed with NOT_LEADER (the RMs reconnect to the new leader or holder) and the
  * coordinator stops driving.
  */
+import { observeApplied } from '../instrument.ts';
 import { createHash } from 'node:crypto';
 import { Gauge, type Registry } from 'prom-client';
 import { wallClock } from '../wall-clock.ts';
@@ -363,7 +364,8 @@ function createCoordinator(
   const timeline = new TimelineRecorder();
   hub.onRmMessage((m) => timeline.rmMessage(m));
   const coordinator = new Coordinator({
-    store: timeline.instrumentStore(txMetrics.instrumentStore(sessions.store)),
+    // One wrapper for both observers: the metrics count first, then the timeline records.
+    store: observeApplied(sessions.store, txMetrics.applied, timeline.applied),
     gateway: timeline.instrumentGateway(txMetrics.instrumentGateway(hub)),
     ids: createSnowflakeIds({ workerId: workerIdOf(config), clock: wallClock }),
     clock: wallClock,

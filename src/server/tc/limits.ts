@@ -27,6 +27,13 @@ export const MAX_RM_CHANNELS = 1_024;
  */
 export const MAX_INFLIGHT_PHASE_TWO_PER_RM = 256;
 /**
+ * An RM channel whose stream stopped draining (write() said false: grpc-js buffers 16
+ * messages, so a burst of phase-two calls in one turn does it) takes new calls once it
+ * drains; if it has not drained this long after it stopped, its RM is taken not to read and
+ * calls to it fail at once (retryable) until it drains, ms.
+ */
+export const RM_CHANNEL_DRAIN_WAIT_MS = 1_000;
+/**
  * One phase-two call (BranchCommit / BranchRollback) is abandoned after this, ms (retryable; the
  * coordinator retries).
  */

@@ -25,10 +25,13 @@
  *
  * Bounded: MAX_RM_CHANNELS channels (registered or not yet), MAX_RESOURCES_PER_RM per
  * channel, MAX_INFLIGHT_PHASE_TWO_PER_RM calls in flight per channel, a per-call timeout.
- * Backpressure: a channel whose stream does not drain (its RM does not read: write() said
- * false) is congested until 'drain' — it gets no new call and no ping meanwhile, so a
- * phase-two call that would go to it finds no RM and the driver retries it later (a timed-out
- * call frees its slot, but nothing more is queued behind the unread ones).
+ * Backpressure: a channel whose stream stops draining (write() said false) is congested until
+ * 'drain' and is written nothing meanwhile (no call, no ping). A call routed to it waits for
+ * the drain — grpc-js's stream buffers only 16 messages, so a burst of calls in one turn
+ * congests a channel whose RM reads well, for a moment — unless the congestion has lasted
+ * RM_CHANNEL_DRAIN_WAIT_MS: then its RM is taken not to read, and a call that would go to it
+ * finds no RM and the driver retries it later (a timed-out call frees its slot, but nothing
+ * more is queued behind the unread ones).
  * Heartbeats: the hub pings every channel each interval and drops one silent for
  * DEAD_AFTER_HEARTBEATS intervals (any message counts as a sign of life).
  */
@@ -60,6 +63,7 @@ import {
   MAX_RESOURCES_PER_RM,
   MAX_RM_CHANNELS,
   MAX_RM_WAITERS,
+  RM_CHANNEL_DRAIN_WAIT_MS,
   RM_RECONNECT_GRACE_MS,
   RM_REGISTER_TIMEOUT_MS,
 } from './limits.ts';
@@ -74,6 +78,7 @@ import type {
   WireError,
 } from '../../shared/tc-wire.ts';
 import { chooseRm, routeKey } from './rm-route.ts';
+import { DeadlineWheel, type CancelDeadline } from '../../shared/deadline-wheel.ts';
 import { boundRmMessage } from '../../shared/tc-wire.ts';
 
 type RmToTcWire = Decoded<RmToTcFields, 'message'>;
@@ -108,7 +113,8 @@ interface Pending {
   branchId: string;
   resolve: (status: BranchStatus) => void;
   reject: (err: Error) => void;
-  timer: NodeJS.Timeout;
+  /** Cancels its call timeout (on the hub's deadline wheel). */
+  cancelTimeout: CancelDeadline;
 }
 
 interface Channel {
@@ -125,9 +131,24 @@ interface Channel {
   group: string;
   resourceIds: Set<string>;
   inflight: Map<string, Pending>;
-  /** Its stream's buffer is full (write() said false) until 'drain'. */
-  congested: boolean;
+  /** Its stream's buffer is full (write() said false) until 'drain'; null while it drains. */
+  congestion: Congestion | null;
+  /** Calls waiting for its congestion to end (counted against the in-flight bound). */
+  waiting: number;
   closed: boolean;
+}
+
+/** One spell of a channel's congestion: from write() saying false to 'drain' (or the drop). */
+interface Congestion {
+  /**
+   * Resolves when the spell ends ('drain', the channel's drop) or when it has lasted
+   * RM_CHANNEL_DRAIN_WAIT_MS (then `stuck`).
+   */
+  settled: Promise<void>;
+  /** It lasted RM_CHANNEL_DRAIN_WAIT_MS: the RM does not read; calls fail at once. */
+  stuck: boolean;
+  /** Ends the spell's wait (at the channel's drop). */
+  end: () => void;
 }
 
 /** Hears every RM registration: its application and the resources it serves. */
@@ -174,6 +195,8 @@ export class RmChannelHub implements BranchGateway {
   private requestSeq = 0;
   private roundRobin = 0;
   private timer: NodeJS.Timeout | null = null;
+  /** The phase-two calls' timeouts: one timer for all (not a setTimeout per call). */
+  private readonly deadlines = new DeadlineWheel();
   private closed = false;
   private readonly reconnectGraceMs: number;
   /**
@@ -204,7 +227,7 @@ export class RmChannelHub implements BranchGateway {
     let congested = 0;
     for (const c of this.channels) {
       if (c.clientId !== null) registered++;
-      if (c.congested) congested++;
+      if (c.congestion) congested++;
       inflight += c.inflight.size;
     }
     return {
@@ -276,7 +299,8 @@ export class RmChannelHub implements BranchGateway {
       group: '',
       resourceIds: new Set(),
       inflight: new Map(),
-      congested: false,
+      congestion: null,
+      waiting: 0,
       closed: false,
     };
     this.channels.add(channel);
@@ -344,12 +368,22 @@ export class RmChannelHub implements BranchGateway {
       );
       choice = this.route(branch);
     }
+    // Every RM of the branch is congested or full: wait for a congested one to drain, for as
+    // long as its spells of congestion end in a drain (each one is progress).
+    while (choice.channel === null && choice.why === 'busy') {
+      const congested = this.route(branch, true).channel;
+      const spell = congested?.congestion;
+      if (!congested || !spell || spell.stuck) break;
+      congested.waiting += 1;
+      try {
+        await spell.settled;
+      } finally {
+        congested.waiting -= 1;
+      }
+      choice = this.route(branch);
+    }
     if (choice.channel !== null) return this.send(choice.channel, branch, kind);
-    if (choice.why === 'busy')
-      throw new RmUnavailableError(
-        branch.resourceId,
-        `every RM of application ${branch.applicationId || '(unrecorded)'} serving resource ${branch.resourceId} has ${this.maxInflightPerRm} phase-two calls in flight`,
-      );
+    if (choice.why === 'busy') throw this.busyError(branch);
     throw new ApplicationRmUnavailableError(
       branch.applicationId,
       branch.resourceId,
@@ -359,13 +393,30 @@ export class RmChannelHub implements BranchGateway {
     );
   }
 
-  /** The RM for a branch's phase two, inside the branch's application only (rm-route.ts). */
-  private route(branch: BranchSession) {
+  /** Why no RM of the branch can take a call: every one is full, or does not read. */
+  private busyError(branch: BranchSession): RmUnavailableError {
+    const application = branch.applicationId || '(unrecorded)';
+    const stuck = this.route(branch, true).channel?.congestion?.stuck === true;
+    return new RmUnavailableError(
+      branch.resourceId,
+      stuck
+        ? `the RM channel of application ${application} serving resource ${branch.resourceId} has not drained for ${RM_CHANNEL_DRAIN_WAIT_MS} ms: its RM does not read`
+        : `every RM of application ${application} serving resource ${branch.resourceId} has ${this.maxInflightPerRm} phase-two calls in flight`,
+    );
+  }
+
+  /**
+   * The RM for a branch's phase two, inside the branch's application only (rm-route.ts): one
+   * that can take a call now, or (`congestedToo`) one that could once it drains.
+   */
+  private route(branch: BranchSession, congestedToo = false) {
     return chooseRm(
       branch,
       this.byClient.get(branch.clientId),
       this.byRoute.get(routeKey(branch.applicationId, branch.resourceId)) ?? [],
-      (c) => !c.closed && !c.congested && c.inflight.size < this.maxInflightPerRm,
+      congestedToo
+        ? (c) => !c.closed && c.inflight.size + c.waiting < this.maxInflightPerRm
+        : (c) => !c.closed && c.congestion === null && c.inflight.size < this.maxInflightPerRm,
       this.roundRobin++,
     );
   }
@@ -387,7 +438,7 @@ export class RmChannelHub implements BranchGateway {
       applicationId: branch.applicationId || channel.applicationId,
     };
     return new Promise<BranchStatus>((resolve, reject) => {
-      const timer = setTimeout(() => {
+      const cancelTimeout = this.deadlines.after(this.phaseTwoTimeoutMs, () => {
         if (channel.inflight.delete(requestId)) {
           reject(
             new TimeoutError(
@@ -395,14 +446,13 @@ export class RmChannelHub implements BranchGateway {
             ),
           );
         }
-      }, this.phaseTwoTimeoutMs);
-      timer.unref();
+      });
       channel.inflight.set(requestId, {
         xid: branch.xid,
         branchId: branch.branchId,
         resolve,
         reject,
-        timer,
+        cancelTimeout,
       });
       this.sent++;
       this.write(
@@ -569,7 +619,7 @@ export class RmChannelHub implements BranchGateway {
     // A late answer (after the timeout) or a duplicate: nothing waits for it.
     if (!pending) return;
     channel.inflight.delete(r.requestId);
-    clearTimeout(pending.timer);
+    pending.cancelTimeout();
     if (r.error) {
       if (r.error.code === 'ERROR_CODE_BAD_REQUEST')
         this.log.error(
@@ -638,7 +688,7 @@ export class RmChannelHub implements BranchGateway {
           message: `no message for ${deadAfter} ms`,
           retryable: true,
         });
-      } else if (!c.congested) {
+      } else if (!c.congestion) {
         this.write(c, { ping: { sentAtMs: now } });
       }
     }
@@ -647,16 +697,38 @@ export class RmChannelHub implements BranchGateway {
   private write(channel: Channel, msg: TcToRmWire): void {
     if (channel.closed) return;
     try {
-      if (!channel.stream.write(msg) && !channel.congested) {
-        channel.congested = true;
-        channel.stream.once('drain', () => {
-          channel.congested = false;
-        });
-        this.log.debug({ clientId: channel.clientId }, 'RM channel congested: it does not read');
-      }
+      if (!channel.stream.write(msg) && !channel.congestion) this.congested(channel);
     } catch (err) {
       this.drop(channel, `write failed: ${(err as Error).message}`, false);
     }
+  }
+
+  /** Starts a spell of congestion: write() said false; it ends at 'drain'. */
+  private congested(channel: Channel): void {
+    let wake!: () => void;
+    const settled = new Promise<void>((resolve) => (wake = resolve));
+    const timer = setTimeout(() => {
+      spell.stuck = true;
+      this.log.debug(
+        { clientId: channel.clientId, waitedMs: RM_CHANNEL_DRAIN_WAIT_MS },
+        'RM channel does not drain: its RM does not read',
+      );
+      wake();
+    }, RM_CHANNEL_DRAIN_WAIT_MS);
+    timer.unref();
+    const spell: Congestion = {
+      settled,
+      stuck: false,
+      end: () => {
+        clearTimeout(timer);
+        wake();
+      },
+    };
+    channel.congestion = spell;
+    channel.stream.once('drain', () => {
+      if (channel.congestion === spell) channel.congestion = null;
+      spell.end();
+    });
   }
 
   /**
@@ -682,7 +754,7 @@ export class RmChannelHub implements BranchGateway {
       );
     }
     for (const [, pending] of channel.inflight) {
-      clearTimeout(pending.timer);
+      pending.cancelTimeout();
       pending.reject(
         new RmUnavailableError(
           '',
@@ -691,6 +763,7 @@ export class RmChannelHub implements BranchGateway {
       );
     }
     channel.inflight.clear();
+    channel.congestion?.end();
     // End our side too: a channel is over once either side is done with it.
     try {
       channel.stream.end();

@@ -24,11 +24,12 @@ import {
   isStuck,
   reportedStatus,
   type BranchGateway,
+  type Command,
   type CoordinatorStateView,
   type SessionStore,
 } from '../../coordinator/index.ts';
 import { SpanStatusCode } from '@opentelemetry/api';
-import { aroundPhaseTwo, withSubmit, type PhaseTwoCall } from '../instrument.ts';
+import { aroundPhaseTwo, observeApplied, type PhaseTwoCall } from '../instrument.ts';
 import { globalStatusFromCode } from '../../shared/tc-codes.ts';
 import {
   ATTR_BRANCH_ID,
@@ -297,16 +298,17 @@ export class TcMetrics {
     }
   }
 
-  /** The store the coordinator submits through, counting what its commands did. */
+  /**
+   * The store the coordinator submits through, counting what its commands did (alone; the
+   * TC composes it with the timeline through observeApplied).
+   */
   instrumentStore<S extends SessionStore>(store: S): S {
-    // Counted after the store resolved: no extra await on the way to the store.
-    const submit: SessionStore['submit'] = (command) =>
-      store.submit(command).then((outcome) => {
-        if (outcome.ok) this.onApplied(command.kind, command, outcome.value);
-        return outcome;
-      });
-    return withSubmit(store, submit);
+    return observeApplied(store, this.applied);
   }
+
+  /** Counts what an applied command did (an AppliedObserver). */
+  readonly applied = (command: Command, value: unknown): void =>
+    this.onApplied(command.kind, command, value);
 
   private onApplied(kind: string, command: object, value: unknown): void {
     const v = value as {

@@ -107,6 +107,9 @@ export class FastPaths {
         outcome = await this.acquireDriver(command);
         break;
       case 'FinishGlobal':
+        // One with the last branch's result folded in goes the general way (the state
+        // machine's rules); the phase-two driver sends it only to stores that submit in order.
+        if (command.lastBranch !== undefined) return undefined;
         outcome = pg ? await pg.finish(command) : await this.finishBranchless(command);
         break;
       case 'CommitGlobal':

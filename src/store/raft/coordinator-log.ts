@@ -8,7 +8,7 @@
  * as it must.
  */
 import { CoordinatorStateMachine } from '../../coordinator/index.ts';
-import type { StateMachine } from '../../raft/ports.ts';
+import type { SnapshotCapture, StateMachine } from '../../raft/ports.ts';
 import { StorageCorruptError } from '../../shared/errors.ts';
 import { applyEntry } from './command-batch.ts';
 
@@ -21,6 +21,10 @@ export class CoordinatorLogStateMachine implements StateMachine {
 
   snapshot(): Uint8Array {
     return this.coordinator.snapshot();
+  }
+
+  snapshotInSlices(): SnapshotCapture {
+    return this.coordinator.snapshotInSlices();
   }
 
   restore(data: Uint8Array): void {

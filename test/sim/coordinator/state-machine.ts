@@ -10,6 +10,7 @@ import { CoordinatorStateMachine } from '../../../src/coordinator/state-machine.
 import { GlobalStatus, decisionOf } from '../../../src/coordinator/types.ts';
 import { StorageCorruptError } from '../../../src/shared/errors.ts';
 import { applyEntry } from '../../../src/store/raft/command-batch.ts';
+import type { SnapshotCapture } from '../../../src/raft/ports.ts';
 import { bytesKey } from '../invariants.ts';
 import { SimStateMachine, mixHash, type SimApplyResult } from '../state-machine.ts';
 
@@ -79,6 +80,24 @@ export class CoordinatorSimStateMachine extends SimStateMachine {
       coordinator: Buffer.from(this.coordinator.snapshot()).toString('base64'),
     };
     return encoder.encode(JSON.stringify(enc));
+  }
+
+  /** The coordinator's own sliced encode, wrapped as snapshot() wraps it. */
+  override snapshotInSlices(): SnapshotCapture {
+    const at = { lastIndex: this.lastIndex, hash: this.hash, count: this.count };
+    const capture = this.coordinator.snapshotInSlices();
+    return {
+      step: () => {
+        if (this.lastIndex !== at.lastIndex)
+          throw new Error(
+            `state machine: applied ${this.lastIndex} during a sliced snapshot at ${at.lastIndex}`,
+          );
+        const bytes = capture.step();
+        if (bytes === null) return null;
+        const enc: Encoded = { ...at, coordinator: Buffer.from(bytes).toString('base64') };
+        return encoder.encode(JSON.stringify(enc));
+      },
+    };
   }
 
   override validateSnapshot(data: Uint8Array): void {
