@@ -598,7 +598,7 @@ export class PhaseTwoDriver {
         term: lead.term,
       } as const;
       if (
-        this.store.submitsInOrder === true &&
+        (this.store.submitsInOrder === true || this.store.foldsLastBranch === true) &&
         result === done &&
         order.slice(i + 1).every((b) => b.status === done)
       ) {

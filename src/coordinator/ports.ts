@@ -90,6 +90,13 @@ export interface SessionStore {
    * (db mode runs concurrent submits in separate database transactions).
    */
   readonly submitsInOrder?: boolean;
+  /**
+   * Optional: true when a FinishGlobal carrying the last branch's result (lastBranch) costs
+   * the store no more than the end alone (db mode: one statement on PostgreSQL, one
+   * transaction on MySQL), so the driver folds the result in. Stores that submit in order
+   * fold too.
+   */
+  readonly foldsLastBranch?: boolean;
   /** The current term (or epoch); drivers stamp their commands with it as their fence. */
   term(): number;
   /**

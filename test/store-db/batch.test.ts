@@ -99,4 +99,28 @@ describe.each(DIALECTS)('batched begins and commits on %s', (dialect: DialectNam
     const machine = await store.exportState();
     expect(machine.lockedRowCount()).toBe(0);
   });
+
+  it('the Begins and the commits of one turn share one statement, each answered as alone', async () => {
+    const earlier = await Promise.all(Array.from({ length: 6 }, () => begin()));
+    const before = store.fastPathStats.batches;
+    const [commits, begins] = await Promise.all([
+      Promise.all(earlier.map((xid) => w.coordinator.commit({ xid }))),
+      Promise.all([...Array.from({ length: 6 }, () => begin()), begin('mixed'), begin('mixed')]),
+    ]);
+    expect(commits).toEqual(earlier.map(() => GlobalStatus.Committed));
+    expect(begins[6]).toBe(begins[7]);
+    expect(new Set(begins).size).toBe(7);
+    const after = store.fastPathStats.batches;
+    if (dialect === 'postgres') {
+      expect(after.commands - before.commands).toBe(6 + 8);
+      // The 6 commits and 7 of the Begins in one statement; the second 'mixed' waits for
+      // the next one (and finds its requestId remembered).
+      expect(after.statements - before.statements).toBe(2);
+    } else expect(after).toEqual(before);
+    const live = await admin.query(`SELECT xid FROM ${prefix}global_table`);
+    expect(live.map((r) => String(r.xid)).sort()).toEqual([...new Set(begins)].sort());
+    const ended = await admin.query(`SELECT xid FROM ${prefix}finished_table`);
+    for (const xid of earlier) expect(ended.map((r) => String(r.xid))).toContain(xid);
+    await store.exportState();
+  });
 });

@@ -127,8 +127,12 @@ describe('an RM that stops reading its channel', () => {
       },
     });
     await waitFor('the RM registered', () => (registered ? true : undefined), 10_000);
-    // From here the RM reads nothing: its calls pile up in the channel.
+    // From here the RM reads nothing: its calls pile up in the channel. It is alive, though:
+    // it pings, as an RM's own timer would, so the hub does not drop it as silent (3
+    // heartbeats, 15 s) while the test waits past a call timeout — under load that wait
+    // outlasted the silence bound and the RM was gone when it read again.
     channel.pause();
+    const alive = setInterval(() => channel.write({ ping: { sentAtMs: Date.now() } }), 1_000);
 
     tc = cluster.client();
     const client = tc;
@@ -204,6 +208,7 @@ describe('an RM that stops reading its channel', () => {
       120_000,
       200,
     );
+    clearInterval(alive);
     channel.cancel();
   }, 240_000);
 });

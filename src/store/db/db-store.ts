@@ -63,6 +63,7 @@ import {
   DB_MAX_READ_PASSES,
   DB_MAX_SUBMIT_ATTEMPTS,
   DB_MAX_TABLE_PREFIX_CHARS,
+  DB_PLAN_CHECK_INTERVAL_MS,
   DB_POOL_MAX_CONNECTIONS,
   DB_PRUNE_BATCH_ROWS,
   DB_RECONNECT_BASE_MS,
@@ -72,6 +73,7 @@ import {
 } from './limits.ts';
 import { MysqlDriver } from './mysql-driver.ts';
 import { PgDriver } from './pg-driver.ts';
+import { PgPlanUpkeep } from './plan-upkeep.ts';
 import { CachedView, ReadCache } from './read-view.ts';
 import { prepareSchema } from './schema.ts';
 import { SessionSql } from './session-sql.ts';
@@ -148,6 +150,12 @@ export class DbSessionStore implements SessionStore {
    * Every node commits commands: the lease holder's driver re-checks what it tracks on each sweep.
    */
   readonly concurrentWriters = true;
+  /**
+   * The driver folds the last branch's result into FinishGlobal: one statement on
+   * PostgreSQL (fast-path-pg.ts), one general-path transaction on MySQL, where the result
+   * and the end were two of either.
+   */
+  readonly foldsLastBranch = true;
   readonly dialect: DialectName;
   readonly tables: TableNames;
   readonly nodeId: string;
@@ -169,6 +177,10 @@ export class DbSessionStore implements SessionStore {
   private readonly housekeepingIntervalMs: number;
   private housekeepingTimer: ReturnType<typeof setInterval> | null = null;
   private housekeeping: Promise<void> | null = null;
+  /** PostgreSQL: the holder's ANALYZE of tables that grew (plan-upkeep.ts); null on MySQL. */
+  private readonly planUpkeep: PgPlanUpkeep | null;
+  private planTimer: ReturnType<typeof setInterval> | null = null;
+  private planRun: Promise<void> | null = null;
   private pending = 0;
   private closed = false;
   /** Counters for metrics and tests. */
@@ -214,6 +226,8 @@ export class DbSessionStore implements SessionStore {
           });
     this.driver = makeDriver(maxConnections);
     this.fast = new FastPaths(this.driver, this.tables);
+    this.planUpkeep =
+      this.dialect === 'postgres' ? new PgPlanUpkeep(this.driver, this.tables) : null;
     this.maxLiveSessions = options.maxLiveSessions ?? MAX_LIVE_SESSIONS;
     if (
       !Number.isSafeInteger(this.maxLiveSessions) ||
@@ -304,6 +318,10 @@ export class DbSessionStore implements SessionStore {
       store.housekeepingIntervalMs,
     );
     store.housekeepingTimer.unref?.();
+    if (store.planUpkeep) {
+      store.planTimer = setInterval(() => void store.runPlanUpkeep(), DB_PLAN_CHECK_INTERVAL_MS);
+      store.planTimer.unref?.();
+    }
     store.log.info(
       {
         holder: store.lease?.holderId ?? null,
@@ -601,7 +619,9 @@ export class DbSessionStore implements SessionStore {
   async close(): Promise<void> {
     if (this.closed) return;
     if (this.housekeepingTimer) clearInterval(this.housekeepingTimer);
+    if (this.planTimer) clearInterval(this.planTimer);
     await this.housekeeping?.catch(() => undefined);
+    await this.planRun?.catch(() => undefined);
     await this.lease?.stop(true);
     this.closed = true;
     if (this.outage?.timer) clearTimeout(this.outage.timer);
@@ -624,6 +644,7 @@ export class DbSessionStore implements SessionStore {
     if (this.closed) return;
     this.closed = true;
     if (this.housekeepingTimer) clearInterval(this.housekeepingTimer);
+    if (this.planTimer) clearInterval(this.planTimer);
     this.leadershipListeners.clear();
     this.lease?.freeze();
     if (this.outage?.timer) clearTimeout(this.outage.timer);
@@ -771,6 +792,37 @@ export class DbSessionStore implements SessionStore {
         this.housekeeping = null;
       });
     return this.housekeeping;
+  }
+
+  /**
+   * The holder keeps the statements' cached plans fit for the tables' sizes (PostgreSQL,
+   * plan-upkeep.ts). A failure is logged and tried again at the next interval.
+   */
+  private runPlanUpkeep(): Promise<void> {
+    const upkeep = this.planUpkeep;
+    if (!upkeep || this.closed || this.outage || !this.drivesPhaseTwo()) return Promise.resolve();
+    this.planRun ??= upkeep
+      .tick()
+      .then((analyzed) => {
+        if (analyzed.length > 0) this.log.debug({ analyzed }, 'analyzed tables that grew');
+      })
+      .catch((err: unknown) => {
+        if (!isOwnError(err) && this.driver.classify(err) === 'unavailable')
+          this.markUnavailable(err);
+        this.log.warn({ err }, 'checking the table sizes failed; trying again next interval');
+      })
+      .finally(() => {
+        this.planRun = null;
+      });
+    return this.planRun;
+  }
+
+  /**
+   * Runs one plan-upkeep check now, holder or not (tests): the tables it analyzed; [] on
+   * MySQL, which plans every execution.
+   */
+  planUpkeepNow(): Promise<string[]> {
+    return this.planUpkeep ? this.planUpkeep.tick() : Promise.resolve([]);
   }
 
   /** Runs one housekeeping round now (tests). */

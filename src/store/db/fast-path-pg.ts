@@ -163,11 +163,27 @@ export class PgBranchPaths {
     const from = [...GLOBAL_TRANSITIONS.keys()].filter((s) => canTransition(s, c.status));
     if (from.length === 0) return undefined;
     const done = branchDoneStatusFor(decisionOf(c.status)!);
+    const last = c.lastBranch;
+    // The last branch's result folded in (lastBranch): the machine's checks of it are that
+    // its status is the decision's done status (else a refusal the machine words), that the
+    // branch exists and has not ended any other way; every other branch must be done.
+    if (last !== undefined && last.status !== done) return undefined;
     const t = this.t;
+    const counted =
+      last === undefined
+        ? 'status = ?'
+        : `(status = ? OR (branch_id = ? AND status NOT IN (${placeholders(BRANCH_END_STATUSES.length)})))`;
+    const countParams: SqlValue[] =
+      last === undefined ? [done] : [done, last.branchId, ...BRANCH_END_STATUSES];
+    const lastExists =
+      last === undefined
+        ? ''
+        : `AND EXISTS (SELECT 1 FROM ${t.branch} WHERE xid = ? AND branch_id = ?)`;
     const r = await this.driver.query(
       `WITH gone AS (DELETE FROM ${t.global}
           WHERE xid = ? AND driver_term <= ? AND status IN (${placeholders(from.length)})
-            AND branch_count = (SELECT COUNT(*) FROM ${t.branch} WHERE xid = ? AND status = ?)
+            AND branch_count = (SELECT COUNT(*) FROM ${t.branch} WHERE xid = ? AND ${counted})
+            ${lastExists}
           RETURNING xid),
         b AS (DELETE FROM ${t.branch} WHERE xid IN (SELECT xid FROM gone)
           RETURNING ${BRANCH_COLUMNS.join(', ')}),
@@ -176,12 +192,27 @@ export class PgBranchPaths {
           SELECT xid, ?::varchar, ?::bigint, NULL FROM gone RETURNING xid)
       SELECT f.xid AS f_xid, ${BRANCH_COLUMNS.map((col) => `b.${col}`).join(', ')}
         FROM f LEFT JOIN b ON TRUE ORDER BY b.branch_seq`,
-      [c.xid, c.term, ...from, c.xid, done, c.status, c.at],
+      [
+        c.xid,
+        c.term,
+        ...from,
+        c.xid,
+        ...countParams,
+        ...(last === undefined ? [] : [c.xid, last.branchId]),
+        c.status,
+        c.at,
+      ],
     );
     if (r.rows.length === 0) return undefined;
+    // The branches as they ended: the folded one at its done status, every one's rows freed.
     const branches = r.rows
       .filter((row) => row.branch_id !== null && row.branch_id !== undefined)
-      .map((row) => ({ ...branchFromRow(c.xid as Xid, row), lockedRows: [] }));
+      .map((row) => {
+        const branch = { ...branchFromRow(c.xid as Xid, row), lockedRows: [] };
+        return last !== undefined && branch.branchId === last.branchId
+          ? { ...branch, status: done }
+          : branch;
+      });
     const finished: FinishedSession = { xid: c.xid, status: c.status, branches };
     return ok(finished);
   }

@@ -53,6 +53,8 @@ export interface FastPathStats {
   declined: number;
   /** Taken, by command kind. */
   takenByKind: Partial<Record<Command['kind'], number>>;
+  /** FinishGlobals with the last branch's result folded in that were taken (PostgreSQL). */
+  foldedFinishes: number;
   /** PostgreSQL: batched statements run (batch-pg.ts) and the commands they carried. */
   batches: { statements: number; commands: number };
 }
@@ -62,10 +64,11 @@ export class FastPaths {
     taken: 0,
     declined: 0,
     takenByKind: {},
+    foldedFinishes: 0,
   };
 
   get stats(): FastPathStats {
-    const batchers = this.batches ? [this.batches.begins, this.batches.commits] : [];
+    const batchers = this.batches ? [this.batches.turn] : [];
     return {
       ...this.counts,
       batches: {
@@ -107,9 +110,9 @@ export class FastPaths {
         outcome = await this.acquireDriver(command);
         break;
       case 'FinishGlobal':
-        // One with the last branch's result folded in goes the general way (the state
-        // machine's rules); the phase-two driver sends it only to stores that submit in order.
-        if (command.lastBranch !== undefined) return undefined;
+        // One with the last branch's result folded in: PostgreSQL's one-statement form
+        // (fast-path-pg.ts); MySQL's general path (one transaction, as the end alone).
+        if (command.lastBranch !== undefined && !pg) return undefined;
         outcome = pg ? await pg.finish(command) : await this.finishBranchless(command);
         break;
       case 'CommitGlobal':
@@ -133,6 +136,8 @@ export class FastPaths {
     if (outcome) {
       counts.taken += 1;
       counts.takenByKind[command.kind] = (counts.takenByKind[command.kind] ?? 0) + 1;
+      if (command.kind === 'FinishGlobal' && command.lastBranch !== undefined)
+        counts.foldedFinishes += 1;
     } else counts.declined += 1;
     return outcome;
   }
@@ -154,7 +159,7 @@ export class FastPaths {
     const result = { xid: c.xid, deadline: session.deadline };
     const row = globalRowValues(session);
     if (this.batches) {
-      const written = await this.batches.begins.add({ command: c, session, result });
+      const written = await this.batches.begin({ command: c, session, result });
       return written ? ok(result) : undefined;
     }
     const notFinished = `NOT EXISTS (SELECT 1 FROM ${this.t.finished} WHERE xid = ?)`;
@@ -199,7 +204,7 @@ export class FastPaths {
    * rows freed; anything else wrote nothing and goes the general way.
    */
   private async commitBatched(c: CommitGlobalCommand): Promise<Outcome<unknown> | undefined> {
-    const how = await this.batches!.commits.add(c);
+    const how = await this.batches!.commit(c);
     if (how === 'onePhase') {
       const status = GlobalStatus.Committed;
       return ok({ status, decided: true, finished: { xid: c.xid, status, branches: [] } });

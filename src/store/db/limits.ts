@@ -81,6 +81,18 @@ export const DB_HOUSEKEEPING_INTERVAL_MS = 30_000;
 /** Rows one pruning statement deletes at most (keeps its locks short). */
 export const DB_PRUNE_BATCH_ROWS = 1_000;
 
+// ------------------------------------------------------------------ plan upkeep (PostgreSQL)
+
+/**
+ * How often the lease holder checks the physical size of the session tables, ms
+ * (plan-upkeep.ts: one `pg_relation_size` statement, no row read).
+ */
+export const DB_PLAN_CHECK_INTERVAL_MS = 1_000;
+/** A table smaller than this many 8 KiB pages is never analyzed by the store. */
+export const DB_PLAN_ANALYZE_MIN_PAGES = 16;
+/** A table is analyzed again once it is this many times its size at its last ANALYZE. */
+export const DB_PLAN_ANALYZE_GROWTH = 2;
+
 // ------------------------------------------------------------------ schema
 
 /** Characters of a table prefix (identifiers must fit every dialect's 63/64-char limit). */
@@ -132,3 +144,8 @@ export const DB_LIVE_COUNT_EXACT_FROM = 0.9;
  * the Begins, the commits; batch-pg.ts).
  */
 export const DB_BATCH_MAX_COMMANDS = 128;
+/**
+ * Batched statements of one kind (the Begins, the commits) one node runs at once; the
+ * commands that arrive meanwhile gather into the next one (batch-pg.ts).
+ */
+export const DB_BATCH_MAX_IN_FLIGHT = 2;
