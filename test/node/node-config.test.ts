@@ -39,6 +39,7 @@ describe('raft node config', () => {
       contextExtra: {},
       clusterToken: '',
       snapshotIntervalBytes: 64 * 1024 * 1024,
+      snapshotLogPercentOfState: 50,
       leaseReads: false,
       maxClockDrift: 0.05,
     });
