@@ -154,6 +154,8 @@ export class CoordinatorStateMachine implements CoordinatorStateView {
   private lastCommandTime = 0;
   /** Commands applied and snapshots restored: a sliced snapshot checks nothing changed. */
   private changes = 0;
+  /** The last sliced snapshot's size, bytes: the next one's buffer (not part of the state). */
+  private lastSnapshotBytes = 0;
   /** One copy of the strings live transactions repeat (interned.ts). */
   private readonly interned = new Interned();
   private readonly retention: Readonly<RetentionLimits>;
@@ -930,18 +932,24 @@ export class CoordinatorStateMachine implements CoordinatorStateView {
         if (slices === null) {
           if (!checks.next().done) return null;
           const dedup = this.dedup;
-          slices = encodeSnapshotInSlices({
-            version: SNAPSHOT_FORMAT_VERSION,
-            sessions: [...this.sessions.values()],
-            finished: [...this.finished.values()],
-            dedupCount: dedup.size,
-            dedupRows: (from, to) => dedup.rowsBetween(from, to),
-            commandTime: this.lastCommandTime,
-          });
+          slices = encodeSnapshotInSlices(
+            {
+              version: SNAPSHOT_FORMAT_VERSION,
+              sessions: [...this.sessions.values()],
+              finished: [...this.finished.values()],
+              dedupCount: dedup.size,
+              dedupRows: (from, to) => dedup.rowsBetween(from, to),
+              commandTime: this.lastCommandTime,
+            },
+            SNAPSHOT_SLICE_ROWS,
+            this.lastSnapshotBytes,
+          );
           return null;
         }
         const r = slices.next();
-        return r.done ? r.value : null;
+        if (!r.done) return null;
+        this.lastSnapshotBytes = r.value.length;
+        return r.value;
       },
     };
   }

@@ -88,6 +88,12 @@ export const DEFAULT_SNAPSHOT_LOG_PERCENT_OF_STATE = 50;
  */
 const CAPTURE_SLICE_GAP_MS = 1;
 /**
+ * A sliced snapshot's steps run one after another in one turn until this much time has
+ * passed, then the rest waits for the next turn: a small state is encoded at once, a large
+ * one (2,000 sessions a step) yields about every this many ms.
+ */
+export const DEFAULT_SNAPSHOT_SLICE_MS = 20;
+/**
  * Proposals (entries and membership changes) accepted but not yet applied; beyond it propose() is
  * refused.
  */
@@ -225,6 +231,11 @@ export interface RaftDriverOptions {
    * DEFAULT_SNAPSHOT_LOG_TO_STATE; ratio 0 disables it.
    */
   snapshotLogToState?: { ratio: number; minBytes: number };
+  /**
+   * A sliced snapshot's time per event-loop turn, ms. Default DEFAULT_SNAPSHOT_SLICE_MS;
+   * 0: one step per turn (tests and the simulator use it to exercise the slicing).
+   */
+  snapshotSliceMs?: number;
   /** Default DEFAULT_MAX_PENDING_PROPOSALS. */
   maxPendingProposals?: number;
   /** Default DEFAULT_MAX_PENDING_READS. */
@@ -374,6 +385,7 @@ export class RaftDriver {
   readonly snapshotEveryBytes: number;
   readonly snapshotWhenIdle: { bytes: number; ticks: number };
   readonly snapshotLogToState: { ratio: number; minBytes: number };
+  readonly snapshotSliceMs: number;
   readonly maxPendingProposals: number;
   readonly maxPendingReads: number;
   readonly readTimeoutTicks: number;
@@ -491,6 +503,7 @@ export class RaftDriver {
       ticks: DEFAULT_SNAPSHOT_IDLE_TICKS,
     };
     this.snapshotLogToState = options.snapshotLogToState ?? DEFAULT_SNAPSHOT_LOG_TO_STATE;
+    this.snapshotSliceMs = options.snapshotSliceMs ?? DEFAULT_SNAPSHOT_SLICE_MS;
     this.maxPendingProposals = options.maxPendingProposals ?? DEFAULT_MAX_PENDING_PROPOSALS;
     this.maxPendingReads = options.maxPendingReads ?? DEFAULT_MAX_PENDING_READS;
     this.readTimeoutTicks = options.readTimeoutTicks ?? DEFAULT_READ_TIMEOUT_TICKS;
@@ -513,6 +526,7 @@ export class RaftDriver {
       this.snapshotLogToState.ratio >= 0 && this.snapshotLogToState.minBytes >= 0,
       'snapshotLogToState: ratio and minBytes must be ≥ 0',
     );
+    assert(this.snapshotSliceMs >= 0, 'snapshotSliceMs must be ≥ 0');
     assert(
       this.maxPendingProposals > 0 && this.maxPendingReads > 0,
       'pending limits must be positive',
@@ -1440,10 +1454,13 @@ export class RaftDriver {
       longestSliceMs: 0,
       cancel: null,
     };
-    this.capture.cancel = this.clock.after(CAPTURE_SLICE_GAP_MS, () => this.stepCapture(core));
+    this.stepCapture(core);
   }
 
-  /** One slice of the sliced snapshot under way; the last applies what waited and writes it. */
+  /**
+   * One slice of the sliced snapshot under way (its steps until snapshotSliceMs passed); the
+   * last applies what waited and writes the snapshot.
+   */
   private stepCapture(core: RaftCoreApi): void {
     const c = this.capture;
     if (c === null || this.stopped) return;
@@ -1451,7 +1468,8 @@ export class RaftDriver {
     const t0 = this.clock.now();
     let data: Uint8Array | null;
     try {
-      data = c.capture.step();
+      do data = c.capture.step();
+      while (data === null && this.clock.now() - t0 < this.snapshotSliceMs);
     } catch (err) {
       this.fail(err, 'snapshot encode failed');
       return;

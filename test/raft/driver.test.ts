@@ -132,6 +132,8 @@ function setup(voters: NodeId[], opts: Partial<RaftDriverOptions> = {}) {
       raft: { electionTicks: 5, heartbeatTicks: 1 },
       random: () => ((r = (r * 9301 + 49297) % 233280), r / 233280),
       tickMs: 10,
+      // One slice per turn: the fake clock stands still within a turn.
+      snapshotSliceMs: 0,
       ...opts,
     });
   return { events, storage, transport, clock, sm, driver: make(), make };

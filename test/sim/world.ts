@@ -45,6 +45,8 @@ export interface SimSettings {
   snapshotChunkBytes: number;
   maxUncommittedBytes: number;
   snapshotEveryEntries: number;
+  /** The driver's snapshotSliceMs: 0 encodes one slice per turn (the fake clock stands still). */
+  snapshotSliceMs: number;
   maxPendingProposals: number;
   maxPendingReads: number;
   readTimeoutTicks: number;
@@ -72,6 +74,7 @@ export const DEFAULT_SETTINGS: SimSettings = {
   snapshotChunkBytes: 64,
   maxUncommittedBytes: 1 << 20,
   snapshotEveryEntries: 20,
+  snapshotSliceMs: 0,
   maxPendingProposals: 16,
   maxPendingReads: 16,
   readTimeoutTicks: 40,
@@ -313,6 +316,7 @@ export class World {
       random: () => node.random.float(),
       tickMs: s.tickMs,
       snapshotEveryEntries: s.snapshotEveryEntries,
+      snapshotSliceMs: s.snapshotSliceMs,
       maxPendingProposals: s.maxPendingProposals,
       maxPendingReads: s.maxPendingReads,
       readTimeoutTicks: s.readTimeoutTicks,
