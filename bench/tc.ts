@@ -32,6 +32,7 @@ import { join } from 'node:path';
 import { Command } from 'commander';
 import { LockConflictError, TcClient } from '../src/client/tc-client.ts';
 import type { Xid } from '../src/shared/ids.ts';
+import { latencyTrace, latencyTraceLabel } from '../src/shared/latency-trace.ts';
 import { startCluster, type BenchCluster } from './lib/cluster.ts';
 import { describeWindow, sampleNodes, windowStats, type WindowStats } from './lib/node-stats.ts';
 import { list } from './lib/options.ts';
@@ -219,6 +220,7 @@ async function registerLockBranch(c: RunContext, xid: Xid): Promise<boolean> {
 
 async function oneTransaction(c: RunContext, worker: number): Promise<void> {
   const t0 = performance.now();
+  latencyTrace?.('bench.tx.start', worker);
   if (c.scenario === 'status') return oneStatusRead(c, worker, t0);
   const xid = await c.tc.begin({
     name: 'bench',
@@ -235,6 +237,7 @@ async function oneTransaction(c: RunContext, worker: number): Promise<void> {
   const status = await c.tc.commit(xid);
   if (status !== 'Committed' && status !== 'AsyncCommitting')
     throw new Error(`commit answered ${status}`);
+  latencyTrace?.('bench.tx.end', worker);
   if (c.tally.measuring) {
     c.tally.tx++;
     c.tally.calls += n;
@@ -383,6 +386,7 @@ export async function main(args: string[]): Promise<void> {
 /** Runs the bench as `npm run bench -- tc <args>` does, and hands back what it measured. */
 export async function runTcBench(args: string[]): Promise<TcBenchOutcome> {
   const o = parseOptions(args);
+  latencyTraceLabel('client');
   log(
     `settings: duration ${o.durationS} s, warmup ${o.warmupS} s, ${o.concurrency} TMs, transports ${o.transports.join(',')}, scenarios ${o.scenarios.join(',')}, ` +
       `key space ${o.keySpace}, raft tick ${o.tickMs} ms; ${cpus().length} CPUs, node ${process.version}`,

@@ -11,7 +11,7 @@ import { createServer } from 'node:net';
 import { join, resolve } from 'node:path';
 import { stringify } from 'yaml';
 import type { PinnedNode } from './pinned-discovery.ts';
-import { freePort } from '../../test/support/ports.ts';
+import { freePort, freePorts } from '../../test/support/ports.ts';
 import { sleep } from '../../test/support/wait.ts';
 import { nodeGet } from './node-http.ts';
 
@@ -95,16 +95,15 @@ interface NodePorts {
   raft: number;
 }
 
+/** Nine distinct ports: freePort() alone may hand out the same one twice in a row. */
 async function allocatePorts(prefix: string): Promise<NodePorts[]> {
-  const ports = [];
-  for (let i = 1; i <= 3; i++)
-    ports.push({
-      id: `${prefix}${i}`,
-      http: await freePort(),
-      tc: await freePort(),
-      raft: await freePort(),
-    });
-  return ports;
+  const free = await freePorts(9);
+  return [1, 2, 3].map((i) => ({
+    id: `${prefix}${i}`,
+    http: free[3 * (i - 1)]!,
+    tc: free[3 * (i - 1) + 1]!,
+    raft: free[3 * (i - 1) + 2]!,
+  }));
 }
 
 /** Writes node `p`'s YAML config into `o.dir` and returns its path. */

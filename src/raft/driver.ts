@@ -7,9 +7,10 @@
  *
  * One round (a "Ready"), strictly in this order:
  *   1. send the Ready's `messages`, which the core says may leave before the write (a
- *      leader's appends and heartbeats of its durable term); apply the committed entries
- *      that are already durable here;
- *   2. persist hardState + entries + received snapshot in ONE synced write;
+ *      leader's appends and heartbeats of its durable term);
+ *   2. persist hardState + entries + received snapshot in ONE synced write — started
+ *      here, and while it is under way, apply the committed entries that were already
+ *      durable here before this round;
  *   3. only then send `messagesAfterPersist` (vote grants and append responses depend on 2);
  *   4. restore the received snapshot into the state machine, apply the other committed
  *      entries; resolve the proposals and reads they complete; core.advance(ready).
@@ -50,6 +51,7 @@ import type {
   Status,
 } from './core/types.ts';
 import type { Clock, LogStorage, PeerTransport, SnapshotCapture, StateMachine } from './ports.ts';
+import { latencyTrace } from '../shared/latency-trace.ts';
 
 // ---------------------------------------------------------------------------------------
 // Limits and defaults (units in the names).
@@ -255,6 +257,14 @@ export interface RaftDriverOptions {
   onFatal?: (error: unknown) => void;
   /** Latency hooks (persist, peer round trips); default none. */
   observer?: RaftObserver;
+  /**
+   * Awaited between sending a leader's appends and starting the write of the same round,
+   * so the transport can put them on the wire first (the server passes a setImmediate:
+   * Node's HTTP/2 sends what a stream wrote from its own immediate, after the JavaScript
+   * of the round). The followers' fsyncs are on the path of a commit, the leader's own
+   * seldom is: they start a little sooner, the leader's a little later. Default none.
+   */
+  yieldBeforePersist?: () => Promise<void>;
   /** Builds the core. Default `new RaftCore(config, durable)`; tests may wrap it. */
   createCore?: (config: RaftConfig, durable: DurableState) => RaftCoreApi;
 }
@@ -368,6 +378,7 @@ export class RaftDriver {
   private readonly raftOverrides: Partial<Omit<RaftConfig, 'id' | 'random' | 'acceptSnapshot'>>;
   private readonly random: () => number;
   private readonly createCore: (config: RaftConfig, durable: DurableState) => RaftCoreApi;
+  private readonly yieldBeforePersist: (() => Promise<void>) | null;
 
   readonly tickMs: number;
   readonly snapshotEveryEntries: number;
@@ -404,8 +415,12 @@ export class RaftDriver {
   private looping = false;
   private loopAgain = false;
 
-  // What is durable on this node's disk, as far as the driver knows (for assertions).
+  // What is durable on this node's disk, as far as the driver knows (for assertions) — but
+  // for its commit index, which may run ahead of the disk's: a round that changes nothing
+  // but the commit index writes nothing (persistReady), and `commitOnDisk` is what the
+  // last write held.
   private durable: HardState = { term: 0, vote: null, commit: 0 };
+  private commitOnDisk = 0;
   private durableLastIndex = 0;
   private snapshotIndex = 0;
 
@@ -479,6 +494,7 @@ export class RaftDriver {
     this.raftOverrides = options.raft ?? {};
     this.random = options.random ?? Math.random;
     this.createCore = options.createCore ?? ((config, durable) => new RaftCore(config, durable));
+    this.yieldBeforePersist = options.yieldBeforePersist ?? null;
     this.tickMs = options.tickMs ?? DEFAULT_TICK_MS;
     this.snapshotEveryEntries = options.snapshotEveryEntries ?? DEFAULT_SNAPSHOT_EVERY_ENTRIES;
     this.snapshotEveryBytes = options.snapshotEveryBytes ?? DEFAULT_SNAPSHOT_EVERY_BYTES;
@@ -552,6 +568,7 @@ export class RaftDriver {
     this.snapshotIndex = snapIndex;
     this.capturedIndex = snapIndex;
     this.durable = { ...loaded.hardState };
+    this.commitOnDisk = loaded.hardState.commit;
     this.durableLastIndex = snapIndex + loaded.entries.length;
 
     this.readNonce = Math.floor(this.random() * 2 ** 32).toString(36);
@@ -843,6 +860,7 @@ export class RaftDriver {
   private onTick(): void {
     if (this.stopped || !this.core) return;
     this.ticks++;
+    latencyTrace?.('d.tick', this.ticks);
     try {
       this.core.tick();
     } catch (err) {
@@ -882,6 +900,10 @@ export class RaftDriver {
   private onMessage(m: Message): void {
     if (this.stopped || !this.core) return;
     this.observeAnswer(m);
+    latencyTrace?.(
+      `d.recv.${m.type}`,
+      m.type === 'app' ? m.prevIndex + m.entries.length : m.type === 'appResp' ? m.index : 0,
+    );
     if (m.to !== this.id) {
       this.log.warn(
         { to: m.to, from: m.from, type: m.type },
@@ -924,6 +946,7 @@ export class RaftDriver {
     } catch (err) {
       return Promise.reject(this.checkCoreError(err));
     }
+    latencyTrace?.('d.propose', at.index);
     const p = new Promise<unknown>((resolve, reject) => {
       const old = this.proposals.get(at.index);
       // An older proposal at the same index was overwritten by this leader's log.
@@ -972,6 +995,7 @@ export class RaftDriver {
       try {
         const { messages, readStates } = core.takeUnblocked();
         if (messages.length > 0) {
+          latencyTrace?.('d.send.unblocked', messages.length);
           // A member added by an entry this round has not handed out yet is a peer already.
           this.refreshPeers(false);
           for (const m of messages)
@@ -1009,6 +1033,7 @@ export class RaftDriver {
 
   private async handleReady(core: RaftCoreApi, rd: Ready): Promise<void> {
     this.rounds++;
+    latencyTrace?.('d.round', rd.entries.length);
     this.entriesPersisted += rd.entries.length;
     // 0. Check what the core asks us to persist against what we know is durable.
     this.checkReady(rd);
@@ -1023,13 +1048,23 @@ export class RaftDriver {
     if (confMayChange) this.refreshPeers(false);
 
     this.sendBeforePersist(rd);
-    const appliedEarly = this.applyDurableCommitted(rd);
+    if (this.yieldBeforePersist !== null && rd.messages.length > 0 && rd.entries.length > 0) {
+      await this.yieldBeforePersist();
+      if (this.stopped) return;
+    }
 
-    // 1. Persist: one synced write; nothing else leaves before it is durable.
-    if (!(await this.persistReady(rd))) return;
+    // 1. Persist: one synced write; nothing else leaves before it is durable. The write
+    // starts first (the disk is the slow part: a follower's answer waits for it), then
+    // what was durable before this round is applied while the disk works.
+    const persisted = this.persistReady(rd);
+    const appliedEarly = this.applyDurableCommitted(rd);
+    if (!(await persisted)) return;
 
     // 2. Send what depends on the write: vote grants, append responses, everything else.
-    if (rd.messagesAfterPersist.length > 0) this.send(rd.messagesAfterPersist);
+    if (rd.messagesAfterPersist.length > 0) {
+      latencyTrace?.('d.send.after', rd.messagesAfterPersist.length);
+      this.send(rd.messagesAfterPersist);
+    }
 
     // Soft state: role, term, leader.
     if (rd.softState)
@@ -1109,6 +1144,7 @@ export class RaftDriver {
    */
   private sendBeforePersist(rd: Ready): void {
     if (rd.messages.length === 0) return;
+    latencyTrace?.('d.send.early', rd.messages.length);
     for (const m of rd.messages)
       assert(
         m.term <= this.durable.term,
@@ -1118,8 +1154,9 @@ export class RaftDriver {
   }
 
   /**
-   * Step 0b. Committed entries that are already durable here are applied now, while this
-   * round's write is still ahead: they are committed (a quorum holds them durably) and
+   * Step 1b. Committed entries that were already durable here before this round are
+   * applied while this round's write is under way (it was started just before): they
+   * are committed (a quorum holds them durably) and
    * on this node's disk, so nothing in this round's write can change them. A proposer
    * hears its answer one fsync sooner (etcd applies in parallel with its WAL write for
    * the same reason). The commit index itself need not be durable first: a restarted
@@ -1145,28 +1182,42 @@ export class RaftDriver {
   /**
    * Step 1. Persist: one synced write; nothing else leaves before it is durable. Returns
    * false when the round must stop here (the write failed, or the driver stopped meanwhile).
+   *
+   * A round that changes nothing but the commit index writes nothing at all (it was an
+   * unsynced write before; etcd's MustSync is false for it too): such a round then does
+   * not wait for the disk, and the next round — a proposal's — does not wait behind it.
+   * The commit index goes to disk with the next write (an append, a term, a vote). Nothing
+   * depends on it being there: a restarted node rebuilds its state machine from its
+   * snapshot and log, applies up to the commit index it finds, and learns the rest from
+   * the leader; a commit index found on disk is still one this node knew (never ahead of
+   * its durable log: asserted below).
    */
   private async persistReady(rd: Ready): Promise<boolean> {
-    if (rd.hardState || rd.entries.length > 0 || rd.snapshot) {
-      const sync =
-        rd.entries.length > 0 ||
-        rd.snapshot !== null ||
-        (rd.hardState !== null &&
-          (rd.hardState.term !== this.durable.term || rd.hardState.vote !== this.durable.vote));
+    const hs = rd.hardState;
+    if (
+      hs !== null &&
+      rd.entries.length === 0 &&
+      rd.snapshot === null &&
+      hs.term === this.durable.term &&
+      hs.vote === this.durable.vote
+    ) {
+      this.durable = { ...hs };
+    } else if (hs !== null || rd.entries.length > 0 || rd.snapshot !== null) {
+      // A commit index that no write carried yet rides along with this one.
+      const hardState =
+        hs ?? (this.durable.commit > this.commitOnDisk ? { ...this.durable } : null);
       const t0 = this.clock.now();
+      latencyTrace?.('d.persist.sync', rd.entries.length);
       try {
-        await this.storage.save({
-          hardState: rd.hardState,
-          entries: rd.entries,
-          snapshot: rd.snapshot,
-          sync,
-        });
+        await this.storage.save({ hardState, entries: rd.entries, snapshot: rd.snapshot });
       } catch (err) {
         this.fail(err, 'disk write failed');
         return false;
       }
-      if (sync && this.observer !== null) this.observer.persisted((this.clock.now() - t0) / 1000);
+      latencyTrace?.('d.persisted', rd.entries.length);
+      if (this.observer !== null) this.observer.persisted((this.clock.now() - t0) / 1000);
       if (this.stopped) return false;
+      if (hardState !== null) this.commitOnDisk = hardState.commit;
       this.markDurable(rd);
     }
     assert(
@@ -1251,6 +1302,7 @@ export class RaftDriver {
     );
     assert(e.index <= commit, () => `applying entry ${e.index} beyond the commit index ${commit}`);
     let result: unknown = undefined;
+    latencyTrace?.('d.apply', e.index);
     if (e.type === 'normal') {
       if (e.data.length > 0) result = this.sm.apply(e.index, e.data);
       this.bytesSinceCapture += e.data.length;
@@ -1263,6 +1315,7 @@ export class RaftDriver {
     if (p) {
       this.proposals.delete(e.index);
       const sameEntry = p.term === e.term && (p.kind === 'conf') === (e.type === 'conf');
+      latencyTrace?.('d.resolve', e.index);
       if (sameEntry) p.resolve(p.kind === 'conf' ? undefined : result);
       else
         p.reject(
@@ -1368,6 +1421,18 @@ export class RaftDriver {
     this.capturedIndex = meta.index;
     this.bytesSinceCapture = 0;
     this.snapshotInFlight = true;
+    if (this.commitOnDisk < meta.index) {
+      // The commit index this snapshot stands on may be one no write carried yet (a round
+      // that changes only the commit index writes nothing): it goes first, now, between two
+      // rounds (no write of a newer hard state is under way), in the same write chain as
+      // the snapshot's meta batch. Unsynced: that synced batch comes after it.
+      const hardState = { ...this.durable };
+      assert(hardState.commit >= meta.index, 'snapshot beyond the commit index');
+      this.commitOnDisk = hardState.commit;
+      this.storage
+        .save({ hardState, entries: [], snapshot: null, sync: false })
+        .catch((err: unknown) => this.fail(err, 'disk write failed'));
+    }
     const capture = this.sm.snapshotInSlices?.();
     if (capture === undefined) {
       const t0 = this.clock.now();

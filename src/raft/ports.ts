@@ -24,11 +24,11 @@ export interface PersistBatch {
   snapshot: Snapshot | null;
   /**
    * Whether save() must be durable (fsync) before it resolves; default true. The driver
-   * passes false only for a round that changes nothing but the commit index (etcd's
-   * MustSync): a commit index lost in a crash is learned again from the leader, and the
-   * state machine replays from its snapshot anyway. Entries, a snapshot, a new term or a
-   * vote are always synced, because the messages that leave after them depend on them.
-   * An unsynced write is still ordered: a later synced write makes it durable too.
+   * always syncs: a round that changes nothing but the commit index writes nothing at all
+   * (the commit index rides on the next write; see RaftDriver.persistReady). Entries, a
+   * snapshot, a new term or a vote are always synced, because the messages that leave
+   * after them depend on them. An unsynced write is still ordered: a later synced write
+   * makes it durable too.
    */
   sync?: boolean;
 }

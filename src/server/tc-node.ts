@@ -17,6 +17,7 @@
  * startTcService) opens its session store from it. The shell imports no Raft internals:
  * src/store/raft assembles the Raft node around the coordinator's state machine.
  */
+import { latencyTraceLabel } from '../shared/latency-trace.ts';
 import type { Logger } from '../shared/logger.ts';
 import type { DbSessionStore } from '../store/db/index.ts';
 import {
@@ -209,6 +210,7 @@ export class TcNode {
   static async start(opts: TcNodeOptions): Promise<TcNode> {
     const c = opts.config;
     const log = opts.logger.child({ node: c.node.id });
+    latencyTraceLabel(c.node.id);
     const metrics = createNodeMetrics({ node: c.node.id, group: c.node.group });
     log.info(
       c.store.mode === 'raft'

@@ -418,6 +418,37 @@ describe('RaftDriver', () => {
     expect(s.driver.status().role).toBe('leader');
   });
 
+  it("with yieldBeforePersist, a leader's appends leave before its write of the same round starts", async () => {
+    const releases: Array<() => void> = [];
+    const s = setup([nid('n1'), nid('n2'), nid('n3')], {
+      raft: { electionTicks: 5, heartbeatTicks: 1, preVote: false },
+      yieldBeforePersist: () =>
+        new Promise<void>((resolve) => {
+          s.events.push('yield');
+          releases.push(resolve);
+        }),
+    });
+    await s.driver.start();
+    s.driver.campaign();
+    await flush();
+    s.transport.handler!({
+      type: 'voteResp',
+      from: nid('n2'),
+      to: nid('n1'),
+      term: 1,
+      reject: false,
+    });
+    // The no-op's round sends its appends, then yields before its write.
+    for (let i = 0; i < 5 && s.driver.status().role !== 'leader'; i++) await flush();
+    for (let i = 0; i < 5 && releases.length === 0; i++) await flush();
+    expect(releases).toHaveLength(1);
+    const afterVote = s.events.lastIndexOf('yield');
+    expect(s.events.slice(afterVote - 2)).toEqual(['send app', 'send app', 'yield']);
+    releases.shift()!();
+    await flush();
+    expect(s.events.slice(afterVote)).toEqual(['yield', 'save', 'durable']);
+  });
+
   it('restarts from storage: restores the snapshot and replays committed entries', async () => {
     const s = await singleLeader({ snapshotEveryEntries: 3 });
     for (let i = 1; i <= 5; i++) await s.driver.propose(encodePayload(i, `k${i}`, `v${i}`));
@@ -438,9 +469,42 @@ describe('RaftDriver', () => {
     });
     await again.start();
     await flush();
+    // It replays what its snapshot and the commit index on its disk cover. The last
+    // round's commit index was not written (a round that changes only the commit index
+    // writes nothing): the rest is applied once the node commits an entry of its new term.
+    const st = again.status();
+    expect(st.applied).toBe(Math.max(st.snapshotIndex, s.storage.state.hardState.commit));
+    again.campaign();
+    await flush();
     expect(sm2.hash).toBe(hash);
     expect(sm2.get('k5')).toBe('v5');
-    expect(again.status().applied).toBe(s.storage.state.hardState.commit);
+  });
+
+  it('a round that changes only the commit index writes nothing and waits for no disk (issue 12)', async () => {
+    const s = await singleLeader();
+    await s.driver.propose(encodePayload(1, 'k', 'v1'));
+    await flush();
+    s.events.length = 0;
+    s.storage.auto = false;
+    // The entry's round: one synced write. Its commit comes in the next round, which must
+    // not wait for a write of its own: the proposal resolves with only the entry's write done.
+    const p = s.driver.propose(encodePayload(2, 'k', 'v2'));
+    await flush();
+    expect(s.events).toEqual(['save']);
+    const written = s.storage.pending.shift()!;
+    expect(written.batch.sync ?? true).toBe(true);
+    written.resolve();
+    await expect(p).resolves.toMatchObject({ index: 3 });
+    expect(s.events).toEqual(['save', 'durable']);
+    expect(s.storage.pending).toEqual([]);
+    // The commit index rides on the next write.
+    expect(s.storage.state.hardState.commit).toBe(2);
+    const q = s.driver.propose(encodePayload(3, 'k', 'v3'));
+    await flush();
+    const next = s.storage.pending.shift()!;
+    expect(next.batch.hardState?.commit).toBe(3);
+    next.resolve();
+    await q;
   });
 
   it('stop() rejects pending requests with StoppedError', async () => {

@@ -75,6 +75,11 @@ export function applyCompaction(s: DiskState, snap: Snapshot): void {
   if (snap.meta.index <= si) return;
   if (snap.meta.index > lastIndex(s))
     throw new Error(`disk: snapshot at ${snap.meta.index} beyond the log's end ${lastIndex(s)}`);
+  // As LevelDbStorage: a local snapshot covers only what the disk's commit index covers.
+  if (snap.meta.index > s.hardState.commit)
+    throw new Error(
+      `disk: snapshot at ${snap.meta.index} beyond the commit index ${s.hardState.commit}`,
+    );
   s.entries = s.entries.slice(snap.meta.index - si);
   s.snapshot = snap;
 }
@@ -100,6 +105,8 @@ export class FakeDisk {
   written: DiskState = emptyDiskState();
   private pending: PendingWrite[] = [];
   private generation = 0;
+  /** The incarnation whose storage a failed fsync poisoned: its later writes fail too. */
+  private poisoned = -1;
   /** The next sync fails (EIO) instead of making the write durable. */
   failNextSync = false;
   readonly bug: DiskBug;
@@ -161,6 +168,8 @@ export class FakeDisk {
   ): Promise<void> {
     // A dead incarnation's write never completes (its process is gone).
     if (gen !== this.generation) return new Promise<void>(() => {});
+    // After a failed fsync every write fails, as LevelDbStorage's poisoned storage does.
+    if (gen === this.poisoned) return Promise.reject(new Error('EIO: the storage failed before'));
     apply(this.written);
     this.writes++;
     observe();
@@ -183,8 +192,13 @@ export class FakeDisk {
     this.syncs++;
     if (this.failNextSync) {
       this.failNextSync = false;
-      if (!w.settled) w.reject(new Error('EIO: injected fsync failure'));
-      // Whatever later writes were queued behind the failed one are lost too.
+      // Whatever later writes were queued behind the failed one are lost too, and fail
+      // (a failed fsync poisons the storage, as LevelDbStorage's): an unsynced write that
+      // already resolved cannot be failed, but the synced writes behind it are.
+      const lost = [w, ...this.pending];
+      this.pending = [];
+      this.poisoned = this.generation;
+      for (const x of lost) if (!x.settled) x.reject(new Error('EIO: injected fsync failure'));
       return true;
     }
     const before = this.synced.hardState;

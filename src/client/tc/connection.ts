@@ -28,6 +28,7 @@ import { tcChannelCredentials, tcTlsChannelOptions, type ClientTls } from '../tl
 import * as grpc from '@grpc/grpc-js';
 import { deadlines, type CancelDeadline } from '../../shared/deadline-wheel.ts';
 import { TimeoutError } from '../../shared/errors.ts';
+import { latencyTrace } from '../../shared/latency-trace.ts';
 import type { HostPort } from '../http-metadata.ts';
 import {
   AttemptAbortedError,
@@ -212,6 +213,7 @@ export class TcConnection {
       );
     }
     const id = this.allocateId();
+    latencyTrace?.(`c.call.${kind}`, id);
     return new Promise<AnyResponseWire>((resolve, reject) => {
       const cancelDeadline = deadlines.after(timeoutMs, () => {
         if (!this.pending.delete(id)) return;
@@ -392,6 +394,7 @@ export class TcConnection {
     if (calls.length === 0) return;
     for (const c of calls) this.pending.get(c.id)!.sent = true;
     const stream = this.openStream();
+    latencyTrace?.('c.write', calls.length);
     try {
       stream.write({ calls });
     } catch (err) {
@@ -404,6 +407,7 @@ export class TcConnection {
     const stream = this.client.Calls();
     this.stream = stream;
     stream.on('data', (batch: { results?: ResultWire[] }) => {
+      latencyTrace?.('c.recv', batch.results?.length ?? 0);
       for (const r of batch.results ?? []) this.onResult(r);
     });
     stream.on('error', (err: Error) =>
@@ -419,6 +423,7 @@ export class TcConnection {
     const pending = this.pending.get(r.id);
     if (!pending) return; // timed out already
     this.pending.delete(r.id);
+    latencyTrace?.('c.result', r.id);
     pending.cancelDeadline();
     const response = (r[pending.kind] ?? r.invalid) as AnyResponseWire | undefined;
     if (response && typeof response === 'object') pending.resolve(response);

@@ -434,9 +434,9 @@ export class RaftCore {
     const lastApplied = rd.committedEntries.at(-1);
     if (lastApplied) this.log.appliedTo(lastApplied.index);
     // The leader's own write is durable now: it counts toward the commit index (this is
-    // all a single voter waits for), and the followers hear the new commit index.
-    if (lastEntry && this.role === 'leader' && this.maybeCommit() && this.role === 'leader')
-      this.broadcastAppend();
+    // all a single voter waits for). The followers hear the new commit index with the next
+    // append or heartbeat (see handleAppendAccepted).
+    if (lastEntry && this.role === 'leader') this.maybeCommit();
   }
 
   status(): Status {
@@ -819,11 +819,15 @@ export class RaftCore {
     }
     if (pr.state === 'probe' || pr.state === 'snapshot') pr.becomeReplicate();
     else pr.inflights.freeTo(m.index);
-    if (this.maybeCommit()) {
-      this.broadcastAppend();
-    } else if (wasPaused || pr.next <= this.log.lastIndex()) {
+    // A new commit index is not broadcast in appends of its own: it rides on the next
+    // append (the next proposal's) or heartbeat (every heartbeatTicks), which carry it. An
+    // append that carried nothing else cost every follower a round (apply, a write of the
+    // commit index, an answer) and the leader a round per answer, on the critical path of
+    // the next request, for an index no one waits for: a follower serves no reads, and a
+    // new leader commits an entry of its own term before it serves (issue 12).
+    this.maybeCommit();
+    if (this.role === 'leader' && (wasPaused || pr.next <= this.log.lastIndex()))
       this.sendAppend(m.from);
-    }
     if (
       this.role === 'leader' &&
       this.leadTransferee === m.from &&

@@ -219,6 +219,8 @@ export class RaftNode {
       maxClockDrift: config.maxClockDrift,
       ...(options.onFatal ? { onFatal: options.onFatal } : {}),
       ...(options.observer ? { observer: options.observer } : {}),
+      // The appends of a round leave before its write starts (RaftDriverOptions).
+      yieldBeforePersist: () => new Promise<void>((resolve) => setImmediate(resolve)),
     });
   }
 

@@ -32,6 +32,7 @@ import type { Message, NodeId } from '../core/types.ts';
 import type { PeerTransport } from '../ports.ts';
 import { AssertionFailure, assert } from '../../shared/errors.ts';
 import { isNodeId } from '../../shared/ids.ts';
+import { latencyTrace } from '../../shared/latency-trace.ts';
 import type { Logger } from '../../shared/logger.ts';
 import { checkMessageBounds, type BoundsView } from './bounds.ts';
 import { decodeMessage, encodeMessage } from './codec.ts';
@@ -374,6 +375,7 @@ class Peer {
         bytes += next.length;
       }
       this.owner.stats.sent += messages.length;
+      latencyTrace?.('t.write', messages.length);
       const identity = this.owner.identity;
       const ok = this.call.write({
         from: this.owner.id,
@@ -769,6 +771,7 @@ export class GrpcTransport implements PeerTransport {
     }
     call.on('data', (frame: BatchFrame) => {
       if (answered) return;
+      latencyTrace?.('t.recv', Array.isArray(frame.messages) ? frame.messages.length : 0);
       batches++;
       const r = this.receiveBatch(frame, remote, certified);
       if (typeof r === 'number') {

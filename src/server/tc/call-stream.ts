@@ -10,6 +10,7 @@
  * reads makes the node hold at most its in-flight calls and one write buffer of results.
  */
 import * as grpc from '@grpc/grpc-js';
+import { latencyTrace } from '../../shared/latency-trace.ts';
 import type { Logger } from '../../shared/logger.ts';
 import type {
   CallBatchWire,
@@ -96,6 +97,7 @@ export class CallStream {
   private onBatch(batch: CallBatchWire): void {
     if (this.done) return;
     const calls = Array.isArray(batch?.calls) ? batch.calls : [];
+    latencyTrace?.('s.recv', calls.length);
     if (calls.length > MAX_CALLS_PER_BATCH) {
       this.host.logger.warn(
         { calls: calls.length, max: MAX_CALLS_PER_BATCH },
@@ -137,7 +139,9 @@ export class CallStream {
       return;
     }
     this.inflight++;
+    latencyTrace?.(`s.call.${kind}`, id);
     void this.host.execute(kind, c[kind]).then((response) => {
+      latencyTrace?.('s.answered', id);
       this.inflight--;
       this.push({ id, [kind]: response });
     });
@@ -179,6 +183,7 @@ export class CallStream {
     while (this.outbox.length > 0) {
       const results = this.outbox.splice(0, MAX_RESULTS_PER_BATCH);
       let room: boolean;
+      latencyTrace?.('s.write', results.length);
       try {
         room = this.call.write({ results });
       } catch (err) {

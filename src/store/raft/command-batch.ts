@@ -18,6 +18,7 @@ import {
   type Outcome,
 } from '../../coordinator/index.ts';
 import { AssertionFailure } from '../../shared/errors.ts';
+import { latencyTrace } from '../../shared/latency-trace.ts';
 
 /** Bytes of encoded commands one entry may carry (a single larger command travels alone). */
 export const MAX_ENTRY_BYTES = 1024 * 1024;
@@ -132,6 +133,7 @@ export class SubmitBatcher {
   private flush(): void {
     this.scheduled = false;
     const pending = this.pending;
+    latencyTrace?.('st.flush', pending.length);
     this.pending = [];
     let start = 0;
     while (start < pending.length) {

@@ -41,6 +41,7 @@ import {
   TimeoutError,
   UnavailableError,
 } from '../../shared/errors.ts';
+import { latencyTrace } from '../../shared/latency-trace.ts';
 import type { Logger } from '../../shared/logger.ts';
 import { SubmitBatcher } from './command-batch.ts';
 
@@ -206,6 +207,7 @@ export class RaftSessionStore implements SessionStore {
   /** Joins the other submits of this event-loop turn in one entry (see SubmitBatcher). */
   async submit<C extends Command>(command: C): Promise<Outcome<ResultOf<C>>> {
     this.requireLeaderRole();
+    latencyTrace?.(`st.submit.${command.kind}`, 0);
     const data = encodeCommand(command);
     const deadline = this.timers.now() + this.submitTimeoutMs;
     await this.waitReady(deadline);
@@ -223,6 +225,7 @@ export class RaftSessionStore implements SessionStore {
     } catch (err) {
       throw this.translate(err);
     }
+    latencyTrace?.('st.outcome', 0);
     if (!isOutcome(result))
       throw new AssertionFailure(
         `the raft state machine answered ${command.kind} with something that is no coordinator outcome`,
