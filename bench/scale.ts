@@ -215,33 +215,39 @@ async function fill(
   const xids: Xid[] = new Array<Xid>(o.live);
   const data = JSON.stringify({ pad: 'x'.repeat(Math.max(0, o.dataBytes - 10)) });
   let refused = 0;
-  const ms = await fanOut('fill', o.live, o.concurrency, async (i) => {
-    // A node at one of its limits (the requests remembered in the last 60 s: 400,000 by
-    // default, so a fill faster than ~3,300 tx/s meets it) refuses a Begin definitely with a
-    // CapacityError; the caller retries later by its own choice, as this one does.
-    let xid: Xid | undefined;
-    while (xid === undefined) {
+  // A node at one of its limits (the requests remembered in the last 60 s: 400,000 by
+  // default, so a fill faster than ~3,300 tx/s meets it) refuses a call definitely with a
+  // CapacityError; the caller retries later by its own choice, as this one does.
+  const untilAccepted = async <T>(call: () => Promise<T>): Promise<T> => {
+    for (;;) {
       try {
-        xid = await tc.begin({ ...APP, name: 'scale', timeoutMs: TX_TIMEOUT_MS });
+        return await call();
       } catch (e) {
         if (!(e instanceof CapacityError)) throw e;
         refused++;
         await sleep(CAPACITY_BACKOFF_MS);
       }
     }
-    await tc.branchRegister({
-      xid,
-      branchType: 'AT',
-      resourceId: RESOURCE,
-      lockKey: `t:${i}`,
-      applicationData: data,
-      clientId,
-      applicationId: APP.applicationId,
-    });
+  };
+  const ms = await fanOut('fill', o.live, o.concurrency, async (i) => {
+    const xid = await untilAccepted(() =>
+      tc.begin({ ...APP, name: 'scale', timeoutMs: TX_TIMEOUT_MS }),
+    );
+    await untilAccepted(() =>
+      tc.branchRegister({
+        xid,
+        branchType: 'AT',
+        resourceId: RESOURCE,
+        lockKey: `t:${i}`,
+        applicationData: data,
+        clientId,
+        applicationId: APP.applicationId,
+      }),
+    );
     xids[i] = xid;
   });
   if (refused > 0)
-    console.log(`[bench scale] fill: ${refused} Begins refused at a capacity limit, retried`);
+    console.log(`[bench scale] fill: ${refused} calls refused at a capacity limit, retried`);
   return { xids, ms };
 }
 
