@@ -29,6 +29,7 @@ import { join } from 'node:path';
 import { Command } from 'commander';
 import { TcClient } from '../src/client/tc-client.ts';
 import type { Xid } from '../src/shared/ids.ts';
+import { CapacityError } from '../src/shared/errors.ts';
 import {
   DEFAULT_NODE_BUDGETS,
   MAX_LIVE_SESSIONS,
@@ -44,6 +45,8 @@ const TX_TIMEOUT_MS = 600_000;
 /** Upper bound on each wait of a phase (restart, election, drain), ms. */
 const PHASE_TIMEOUT_MS = 300_000;
 const PROGRESS_EVERY_MS = 1_000;
+/** A worker's wait after a Begin refused at a capacity limit, ms. */
+const CAPACITY_BACKOFF_MS = 200;
 const APP = { applicationId: 'bench-scale', transactionServiceGroup: 'default' };
 const RESOURCE = 'scale-db';
 const MB = 1024 * 1024;
@@ -211,19 +214,40 @@ async function fill(
 ): Promise<{ xids: Xid[]; ms: number }> {
   const xids: Xid[] = new Array<Xid>(o.live);
   const data = JSON.stringify({ pad: 'x'.repeat(Math.max(0, o.dataBytes - 10)) });
+  let refused = 0;
+  // A node at one of its limits (the requests remembered in the last 60 s: 400,000 by
+  // default, so a fill faster than ~3,300 tx/s meets it) refuses a call definitely with a
+  // CapacityError; the caller retries later by its own choice, as this one does.
+  const untilAccepted = async <T>(call: () => Promise<T>): Promise<T> => {
+    for (;;) {
+      try {
+        return await call();
+      } catch (e) {
+        if (!(e instanceof CapacityError)) throw e;
+        refused++;
+        await sleep(CAPACITY_BACKOFF_MS);
+      }
+    }
+  };
   const ms = await fanOut('fill', o.live, o.concurrency, async (i) => {
-    const xid = await tc.begin({ ...APP, name: 'scale', timeoutMs: TX_TIMEOUT_MS });
-    await tc.branchRegister({
-      xid,
-      branchType: 'AT',
-      resourceId: RESOURCE,
-      lockKey: `t:${i}`,
-      applicationData: data,
-      clientId,
-      applicationId: APP.applicationId,
-    });
+    const xid = await untilAccepted(() =>
+      tc.begin({ ...APP, name: 'scale', timeoutMs: TX_TIMEOUT_MS }),
+    );
+    await untilAccepted(() =>
+      tc.branchRegister({
+        xid,
+        branchType: 'AT',
+        resourceId: RESOURCE,
+        lockKey: `t:${i}`,
+        applicationData: data,
+        clientId,
+        applicationId: APP.applicationId,
+      }),
+    );
     xids[i] = xid;
   });
+  if (refused > 0)
+    console.log(`[bench scale] fill: ${refused} calls refused at a capacity limit, retried`);
   return { xids, ms };
 }
 
