@@ -10,6 +10,7 @@
  * their standard names (process_*, nodejs_*).
  */
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import { PlainHistogram } from './plain-metrics.ts';
 import type { RaftControl } from './raft-control.ts';
 
 /** Buckets for Raft RPC and disk latencies, in seconds (0.1 ms … ~1.6 s). */
@@ -385,14 +386,16 @@ function registerDriverMetrics(registry: Registry, status: ReadStatus): void {
 function registerObservedMetrics(
   registry: Registry,
 ): Pick<NodeMetrics, 'observeRaftRpc' | 'observePersist' | 'observeHttp' | 'countMembershipOp'> {
-  const rpc = new Histogram({
+  // Per RPC and per round: counted in plain numbers, published at scrape time
+  // (plain-metrics.ts; prom-client hashes and validates labels on every observe).
+  const rpc = new PlainHistogram<'type'>({
     name: 'concord_raft_rpc_duration_seconds',
     help: 'Raft peer round trip by request type (app, heartbeat, snap, vote, preVote): from the oldest unanswered request to its answer',
     labelNames: ['type'],
     buckets: LATENCY_BUCKETS_SECONDS,
     registers: [registry],
   });
-  const persist = new Histogram({
+  const persist = new PlainHistogram({
     name: 'concord_raft_persist_duration_seconds',
     help: 'Duration of one synced Raft log write (a round of entries and hard state)',
     buckets: LATENCY_BUCKETS_SECONDS,
@@ -411,18 +414,11 @@ function registerObservedMetrics(
     labelNames: ['kind', 'result'],
     registers: [registry],
   });
-  const rpcByType = new Map<string, { observe(v: number): void }>();
+  const persisted = persist.of('', {});
   return {
-    observeRaftRpc: (type, seconds) => {
-      // The labelled child, made once per type (a closed set): no label hashing per RPC.
-      let child = rpcByType.get(type);
-      if (child === undefined) {
-        child = rpc.labels({ type });
-        rpcByType.set(type, child);
-      }
-      child.observe(seconds);
-    },
-    observePersist: (seconds) => persist.observe(seconds),
+    // One series per type (a closed set).
+    observeRaftRpc: (type, seconds) => rpc.observe(type, { type }, seconds),
+    observePersist: (seconds) => persisted.observe(seconds),
     observeHttp: (route, method, statusCode, seconds) =>
       http.observe({ route, method, status: String(statusCode) }, seconds),
     countMembershipOp: (kind, result) => membership.inc({ kind, result }),

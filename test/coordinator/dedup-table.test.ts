@@ -84,6 +84,42 @@ describe('DedupTable', () => {
     expect(table.oldestAt()).toBeUndefined();
   });
 
+  it('finds every entry by its request after the ring wrapped, grew and halved (a model)', () => {
+    // Bursts of adds and forgets move the oldest entry around the ring, so the ring grows
+    // and halves with its head anywhere; every lookup must still find the right result.
+    const step = fc.oneof(
+      fc.record({ add: fc.integer({ min: 1, max: 1_500 }) }),
+      fc.record({ forget: fc.integer({ min: 0, max: 1_500 }) }),
+    );
+    fc.assert(
+      fc.property(fc.array(step, { maxLength: 12 }), (steps) => {
+        const table = new DedupTable();
+        const model: Array<{ id: string; at: number }> = [];
+        let next = 0;
+        for (const s of steps) {
+          if ('add' in s) {
+            for (let i = 0; i < s.add; i++, next++) {
+              table.add('RegisterBranch', `r${next}`, { branchId: `${next}` }, next);
+              model.push({ id: `r${next}`, at: next });
+            }
+          } else {
+            const horizon = (model[0]?.at ?? next) + s.forget - 1;
+            const gone = model.findIndex((e) => e.at > horizon);
+            const n = gone < 0 ? model.length : gone;
+            expect(table.forgetUntil(horizon)).toBe(n);
+            for (const e of model.splice(0, n))
+              expect(table.get('RegisterBranch', e.id)).toBeUndefined();
+          }
+          expect(table.size).toBe(model.length);
+          for (const e of model)
+            expect(table.get('RegisterBranch', e.id)).toEqual({ branchId: e.id.slice(1) });
+        }
+        expect(table.rows().map((r) => r[2])).toEqual(model.map((e) => e.at));
+      }),
+      { numRuns: 60 },
+    );
+  });
+
   it('refuses a snapshot that remembers one request twice, or a malformed row', () => {
     expect(() =>
       DedupTable.of([

@@ -42,17 +42,74 @@ export interface FinishedEntry {
 /** Finished transactions remembered. */
 export const MAX_RECENTLY_FINISHED = 1_000;
 
+/**
+ * One recorded event: built (an RM's message, a failed call) or its raw fields, formatted
+ * only when the console reads the timeline (most are never read: the hot path keeps the
+ * fields, not the strings).
+ */
+type Recorded = TimelineEvent | AppliedEvent | CallEvent;
+
+/** An applied command's event, formatted by `describe` when read. */
+class AppliedEvent {
+  constructor(
+    readonly c: Describable,
+    readonly now: number,
+  ) {}
+  get branchId(): string | undefined {
+    const c = this.c;
+    return c.kind === 'RegisterBranch' ||
+      c.kind === 'BranchReport' ||
+      c.kind === 'BranchPhaseTwoResult' ||
+      c.kind === 'RemoveBranch'
+      ? c.branchId
+      : undefined;
+  }
+  toEvent(): TimelineEvent {
+    return describe(this.c, this.now)!;
+  }
+}
+
+/** A phase-two call that answered a status (not failed), formatted when read. */
+class CallEvent {
+  constructor(
+    readonly at: number,
+    readonly action: 'commit' | 'rollback',
+    readonly branchId: string,
+    readonly resourceId: string,
+    readonly status: string,
+  ) {}
+  toEvent(): TimelineEvent {
+    return {
+      kind: 'phase-two',
+      branchId: this.branchId,
+      at: this.at,
+      text: `${callText(this.action, this.branchId, this.resourceId)}: ${this.status}`,
+    };
+  }
+}
+
+function callText(action: string, branchId: string, resourceId: string): string {
+  return `${action} branch ${branchId} (${resourceId})`;
+}
+
+function eventOf(r: Recorded): TimelineEvent {
+  return r instanceof AppliedEvent || r instanceof CallEvent ? r.toEvent() : r;
+}
+
 export class TimelineRecorder {
-  private readonly byXid = new Map<string, TimelineEvent[]>();
+  private readonly byXid = new Map<string, Recorded[]>();
   private readonly registeredAt = new Map<string, number>();
-  private readonly begun = new Map<string, { applicationId: string; name: string }>();
+  /** The Begin commands of the transactions whose timeline is kept. */
+  private readonly begun = new Map<string, BeginCommand>();
+  /** A ring of MAX_RECENTLY_FINISHED; `finishedNext` is the slot written next. */
   private readonly finished: FinishedEntry[] = [];
+  private finishedNext = 0;
 
   constructor(private readonly now: () => number = Date.now) {}
 
   /** What this node recorded of `xid`, oldest first. */
   of(xid: string): TimelineEvent[] {
-    return [...(this.byXid.get(xid) ?? [])];
+    return (this.byXid.get(xid) ?? []).map(eventOf);
   }
 
   /** When this node registered the branch (its locks taken), if it did. */
@@ -61,6 +118,10 @@ export class TimelineRecorder {
   }
 
   record(xid: string, event: TimelineEvent): void {
+    this.keep(xid, event);
+  }
+
+  private keep(xid: string, event: Recorded): void {
     let list = this.byXid.get(xid);
     if (list === undefined) {
       list = [];
@@ -91,7 +152,9 @@ export class TimelineRecorder {
 
   /** Transactions this node saw end, newest first. */
   recentlyFinished(): FinishedEntry[] {
-    return [...this.finished].reverse();
+    const f = this.finished;
+    const n = this.finishedNext;
+    return [...f.slice(n), ...f.slice(0, n)].reverse();
   }
 
   private forget(xid: string): void {
@@ -103,15 +166,20 @@ export class TimelineRecorder {
 
   private ended(xid: string, status: string, at: number, resolvedBy: string | null): void {
     const b = this.begun.get(xid);
-    this.finished.push({
+    const entry: FinishedEntry = {
       xid,
       status,
       finishedAt: at,
       applicationId: b?.applicationId ?? '',
       name: b?.name ?? '',
       resolvedBy,
-    });
-    if (this.finished.length > MAX_RECENTLY_FINISHED) this.finished.shift();
+    };
+    if (this.finished.length < MAX_RECENTLY_FINISHED) {
+      this.finished.push(entry);
+      return;
+    }
+    this.finished[this.finishedNext] = entry;
+    this.finishedNext = (this.finishedNext + 1) % MAX_RECENTLY_FINISHED;
   }
 
   /**
@@ -128,24 +196,26 @@ export class TimelineRecorder {
   /** The RM gateway, recording each phase-two call with its result or error. */
   instrumentGateway(gateway: BranchGateway): BranchGateway {
     const call: PhaseTwoCall = async (action, branch, run) => {
-      const base = { kind: 'phase-two', branchId: branch.branchId };
-      const what = `${action} branch ${branch.branchId} (${branch.resourceId})`;
+      const { xid, branchId, resourceId } = branch;
       try {
         const status = await run();
-        const failed = status.includes('Failed');
-        this.record(branch.xid, {
-          ...base,
-          at: this.now(),
-          text: failed ? `${what} failed` : `${what}: ${status}`,
-          ...(failed ? { error: status } : {}),
-        });
+        if (status.includes('Failed'))
+          this.keep(xid, {
+            kind: 'phase-two',
+            branchId,
+            at: this.now(),
+            text: `${callText(action, branchId, resourceId)} failed`,
+            error: status,
+          });
+        else this.keep(xid, new CallEvent(this.now(), action, branchId, resourceId, status));
         return status;
       } catch (err) {
         const message = String((err as Error).message ?? err).slice(0, MAX_ERROR_CHARS);
-        this.record(branch.xid, {
-          ...base,
+        this.keep(xid, {
+          kind: 'phase-two',
+          branchId,
           at: this.now(),
-          text: `${what} failed`,
+          text: `${callText(action, branchId, resourceId)} failed`,
           error: message,
         });
         throw err;
@@ -156,10 +226,23 @@ export class TimelineRecorder {
 
   private onApplied(c: Command, value: unknown): void {
     if (c.kind === 'Prune') return; // names no transaction
-    if (c.kind === 'RegisterBranch') this.registeredAt.set(c.branchId, c.at);
-    const e = describe(c, this.now());
-    if (e !== null) this.record(c.xid, e);
-    if (c.kind === 'Begin') this.begun.set(c.xid, { applicationId: c.applicationId, name: c.name });
+    if (c.kind === 'RegisterBranch') {
+      this.registeredAt.set(c.branchId, c.at);
+      // Only the fields its event shows: not the lock keys or application data.
+      const slim: RegisterFields = {
+        kind: 'RegisterBranch',
+        xid: c.xid,
+        branchId: c.branchId,
+        type: c.type,
+        resourceId: c.resourceId,
+        clientId: c.clientId,
+        at: c.at,
+      };
+      this.keep(c.xid, new AppliedEvent(slim, this.now()));
+    } else if (DESCRIBED.has(c.kind)) {
+      this.keep(c.xid, new AppliedEvent(c as Describable, this.now()));
+    }
+    if (c.kind === 'Begin') this.begun.set(c.xid, c);
     // The commands that end a session (as tc-metrics counts them): FinishGlobal and
     // MarkResolved answer { status }; a decision or report that ended it { finished }.
     const v = (value ?? {}) as { status?: unknown; finished?: { status?: unknown } | null };
@@ -172,8 +255,33 @@ export class TimelineRecorder {
   }
 }
 
+type BeginCommand = Extract<Command, { kind: 'Begin' }>;
+type RegisterFields = Pick<
+  Extract<Command, { kind: 'RegisterBranch' }>,
+  'kind' | 'xid' | 'branchId' | 'type' | 'resourceId' | 'clientId' | 'at'
+>;
+/** The commands `describe` shows (RegisterBranch's fields only). */
+type Describable = Exclude<Command, { kind: 'RegisterBranch' }> | RegisterFields;
+
+/** The kinds `describe` makes an event of (besides RegisterBranch). */
+const DESCRIBED: ReadonlySet<string> = new Set([
+  'Begin',
+  'BranchReport',
+  'CommitGlobal',
+  'RollbackGlobal',
+  'ChangeGlobalStatus',
+  'BranchPhaseTwoResult',
+  'RemoveBranch',
+  'RetryScheduled',
+  'RetryStopped',
+  'RetryResumed',
+  'MarkResolved',
+  'GlobalReport',
+  'FinishGlobal',
+]);
+
 /** One command as a timeline event (null: not worth showing). */
-function describe(c: Command, now: number): TimelineEvent | null {
+function describe(c: Describable, now: number): TimelineEvent | null {
   switch (c.kind) {
     case 'Begin':
       return {
@@ -209,7 +317,7 @@ function describe(c: Command, now: number): TimelineEvent | null {
   }
 }
 
-function describeOperatorOrEnd(c: Command, now: number): TimelineEvent | null {
+function describeOperatorOrEnd(c: Describable, now: number): TimelineEvent | null {
   switch (c.kind) {
     case 'RetryScheduled':
       return {

@@ -10,7 +10,8 @@
  * an answer with a typed error, never a thrown handler: a node never crashes on a client.
  */
 import * as grpc from '@grpc/grpc-js';
-import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
+import { Gauge, type Registry } from 'prom-client';
+import { PlainCounter, PlainHistogram } from '../plain-metrics.ts';
 import {
   isStuck,
   reportedStatus,
@@ -583,41 +584,28 @@ export class TcGrpcService {
       },
     });
     registerRmHubGauges(registry, hub);
-    const calls = new Counter({
+    // Counted in plain numbers and published at scrape time (plain-metrics.ts): prom-client
+    // hashes and validates a label object on every inc and observe, even a child's (issue 12,
+    // 2–3 % of the leader). Bounded: methods × error codes, both closed sets.
+    const calls = new PlainCounter<'method' | 'code'>({
       name: 'concord_tc_calls_total',
       help: 'TC calls answered, by method and error code (OK for success)',
       labelNames: ['method', 'code'] as const,
       registers: [registry],
     });
-    const seconds = new Histogram({
+    const seconds = new PlainHistogram<'method'>({
       name: 'concord_tc_call_seconds',
       help: 'TC call latency, seconds',
       labelNames: ['method'] as const,
       buckets: CALL_BUCKETS_SECONDS,
       registers: [registry],
     });
-    // The labelled children, made once: prom-client hashes a label object on every call
-    // otherwise (issue 12 item 5; a few % of the leader's CPU in the tc bench's profile).
-    // Bounded: methods × error codes, both closed sets.
-    const counters = new Map<string, { inc(): void }>();
-    const timers = new Map<Method, { observe(v: number): void }>();
     return {
       count(method: Method, code: string) {
-        const key = `${method} ${code}`;
-        let child = counters.get(key);
-        if (child === undefined) {
-          child = calls.labels({ method, code });
-          counters.set(key, child);
-        }
-        child.inc();
+        calls.inc(`${method} ${code}`, { method, code });
       },
       observe(method: Method, value: number) {
-        let child = timers.get(method);
-        if (child === undefined) {
-          child = seconds.labels({ method });
-          timers.set(method, child);
-        }
-        child.observe(value);
+        seconds.observe(method, { method }, value);
       },
     };
   }

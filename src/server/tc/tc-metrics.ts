@@ -15,7 +15,7 @@
  * leader), phase two where it is driven. Label values that clients choose (resource ids)
  * are bounded: past MAX_RESOURCE_LABELS distinct ones, the rest count as "_other".
  */
-import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
+import { Counter, Gauge, type Registry } from 'prom-client';
 import {
   ApplicationRmUnavailableError,
   BranchStatus,
@@ -30,6 +30,7 @@ import {
 } from '../../coordinator/index.ts';
 import { SpanStatusCode } from '@opentelemetry/api';
 import { aroundPhaseTwo, observeApplied, type PhaseTwoCall } from '../instrument.ts';
+import { PlainCounter, PlainHistogram, type PlainHistogramSeries } from '../plain-metrics.ts';
 import { globalStatusFromCode } from '../../shared/tc-codes.ts';
 import {
   ATTR_BRANCH_ID,
@@ -127,8 +128,9 @@ const METRIC_NAMES = [
 
 type TmMethod = 'begin' | 'commit' | 'rollback';
 interface TmMetrics {
-  total: Counter<'result'>;
-  seconds: Histogram;
+  /** Counted in plain numbers, published at scrape time (plain-metrics.ts). */
+  total: PlainCounter<'result'>;
+  seconds: PlainHistogramSeries;
 }
 
 type Registers = Registry[];
@@ -136,18 +138,18 @@ type Registers = Registry[];
 /** A TM call's pair: its calls by result, and its latency. */
 function tmMetrics(registers: Registers, method: TmMethod, what: string): TmMetrics {
   return {
-    total: new Counter({
+    total: new PlainCounter({
       name: `concord_tc_global_${method}_total`,
       help: `${what} calls answered by this node, by result (the global status reached, or the error code)`,
       labelNames: ['result'] as const,
       registers,
     }),
-    seconds: new Histogram({
+    seconds: new PlainHistogram({
       name: `concord_tc_global_${method}_duration_seconds`,
       help: `${what} call latency at the TC, seconds (decision durable and applied)`,
       buckets: TX_BUCKETS_SECONDS,
       registers,
-    }),
+    }).of('', {}),
   };
 }
 
@@ -219,11 +221,11 @@ function registerStateGauges(registers: Registers, options: TcMetricsOptions): v
 /** The TC's transaction metrics on one registry (a service restarted on the node replaces them). */
 export class TcMetrics {
   private readonly tm: Record<TmMethod, TmMetrics>;
-  private readonly ended: Counter<'status'>;
+  private readonly ended: PlainCounter<'status'>;
   private readonly timeouts: Counter;
   private readonly retries: Counter;
-  private readonly branch: Counter<'action' | 'branch_type' | 'resource' | 'outcome'>;
-  private readonly branchSeconds: Histogram<'action' | 'branch_type'>;
+  private readonly branch: PlainCounter<'action' | 'branch_type' | 'resource' | 'outcome'>;
+  private readonly branchSeconds: PlainHistogram<'action' | 'branch_type'>;
   private readonly conflicts: Counter<'source'>;
   private readonly resources = new Set<string>();
 
@@ -236,7 +238,7 @@ export class TcMetrics {
       commit: tmMetrics(registers, 'commit', 'Global commit'),
       rollback: tmMetrics(registers, 'rollback', 'Global rollback'),
     };
-    this.ended = new Counter({
+    this.ended = new PlainCounter({
       name: 'concord_tc_global_ended_total',
       help: 'Global transactions that reached an end status through this node (Committed, Rollbacked, TimeoutRollbacked; *Failed on an unretryable branch failure)',
       labelNames: ['status'] as const,
@@ -252,13 +254,13 @@ export class TcMetrics {
       help: 'Phase-two retries this node scheduled (a pass ended in a retryable branch failure)',
       registers,
     });
-    this.branch = new Counter({
+    this.branch = new PlainCounter({
       name: 'concord_tc_branch_phase_two_total',
       help: 'Branch phase-two calls by action (commit, rollback), branch type, resource and outcome (done, retryable, unretryable, rm_unavailable, error)',
       labelNames: ['action', 'branch_type', 'resource', 'outcome'] as const,
       registers,
     });
-    this.branchSeconds = new Histogram({
+    this.branchSeconds = new PlainHistogram({
       name: 'concord_tc_branch_phase_two_duration_seconds',
       help: 'Branch phase-two call latency (RM round trip), seconds',
       labelNames: ['action', 'branch_type'] as const,
@@ -285,7 +287,7 @@ export class TcMetrics {
         result = globalStatusFromCode(
           (response as WireResponse & { globalStatus?: number }).globalStatus ?? -1,
         );
-      this.tm[method].total.inc({ result });
+      this.tm[method].total.inc(result, { result });
       this.tm[method].seconds.observe(seconds);
     } else if (method === 'branchRegister' && code === 'ERROR_CODE_LOCK_CONFLICT') {
       this.conflicts.inc({ source: 'register' });
@@ -321,17 +323,17 @@ export class TcMetrics {
         break;
       case 'FinishGlobal':
       case 'MarkResolved':
-        if (v.status) this.ended.inc({ status: v.status });
+        if (v.status) this.ended.inc(v.status, { status: v.status });
         break;
       case 'CommitGlobal':
       case 'RollbackGlobal':
       case 'GlobalReport':
         if (kind === 'RollbackGlobal' && (command as { timeout?: boolean }).timeout)
           this.timeouts.inc();
-        if (v.finished) this.ended.inc({ status: v.finished.status });
+        if (v.finished) this.ended.inc(v.finished.status, { status: v.finished.status });
         break;
       case 'ChangeGlobalStatus':
-        if (v.status && isFailedEnd(v.status)) this.ended.inc({ status: v.status });
+        if (v.status && isFailedEnd(v.status)) this.ended.inc(v.status, { status: v.status });
         break;
     }
   }
@@ -340,11 +342,7 @@ export class TcMetrics {
   instrumentGateway(gateway: BranchGateway): BranchGateway {
     const call: PhaseTwoCall = async (action, branch, run) => {
       const started = performance.now();
-      const labels = {
-        action,
-        branch_type: branch.type,
-        resource: this.resource(branch.resourceId),
-      };
+      const resource = this.resource(branch.resourceId);
       // One span per phase-two attempt (a no-op unless a tracer provider is registered).
       const span = tracer().startSpan(`concord.tc.phase_two.${action}`, {
         kind: SpanKind.CLIENT,
@@ -364,9 +362,18 @@ export class TcMetrics {
         if (err instanceof ApplicationRmUnavailableError) outcome = 'rm_unavailable';
         throw err;
       } finally {
-        this.branch.inc({ ...labels, outcome });
+        const type = branch.type;
+        // Keys: the label values joined (a resource id may hold any character but comes
+        // last; the others are closed sets without a NUL).
+        this.branch.inc(`${action}\0${type}\0${outcome}\0${resource}`, {
+          action,
+          branch_type: type,
+          resource,
+          outcome,
+        });
         this.branchSeconds.observe(
-          { action, branch_type: branch.type },
+          `${action}\0${type}`,
+          { action, branch_type: type },
           (performance.now() - started) / 1000,
         );
         span.setAttribute(ATTR_RESULT, outcome);
