@@ -8,7 +8,13 @@
  * leader's timelines begin when it takes over; the console adds what the session itself
  * records (its begin time and last status change) so a timeline is never empty.
  */
-import type { BranchGateway, Command, SessionStore } from '../../coordinator/index.ts';
+import {
+  COMMAND_KINDS,
+  type BranchGateway,
+  type Command,
+  type CommandKind,
+  type SessionStore,
+} from '../../coordinator/index.ts';
 import { aroundPhaseTwo, observeApplied, type PhaseTwoCall } from '../instrument.ts';
 
 /** Transactions whose timeline is kept. */
@@ -263,22 +269,16 @@ type RegisterFields = Pick<
 /** The commands `describe` shows (RegisterBranch's fields only). */
 type Describable = Exclude<Command, { kind: 'RegisterBranch' }> | RegisterFields;
 
-/** The kinds `describe` makes an event of (besides RegisterBranch). */
-const DESCRIBED: ReadonlySet<string> = new Set([
-  'Begin',
-  'BranchReport',
-  'CommitGlobal',
-  'RollbackGlobal',
-  'ChangeGlobalStatus',
-  'BranchPhaseTwoResult',
-  'RemoveBranch',
-  'RetryScheduled',
-  'RetryStopped',
-  'RetryResumed',
-  'MarkResolved',
-  'GlobalReport',
-  'FinishGlobal',
+/**
+ * The kinds `describe` makes an event of: every command but RegisterBranch (kept as its
+ * fields, above) and the bookkeeping ones a reader of the timeline has no use for.
+ */
+const NOT_DESCRIBED: ReadonlySet<CommandKind> = new Set<CommandKind>([
+  'RegisterBranch',
+  'AcquireDriver',
+  'Prune',
 ]);
+const DESCRIBED: ReadonlySet<string> = new Set(COMMAND_KINDS.filter((k) => !NOT_DESCRIBED.has(k)));
 
 /** One command as a timeline event (null: not worth showing). */
 function describe(c: Describable, now: number): TimelineEvent | null {
