@@ -126,22 +126,20 @@ export function* encodeSnapshotInSlices(
     out.set(from === 0 ? bytes : bytes.subarray(from), length);
     length += n;
   };
-  const copy = put;
-  const parts = { push: (bytes: Uint8Array) => put(bytes) };
   const rows = (packed: unknown[]) => {
     // A header cut off: the rows' own bytes, as they sit inside the whole array.
     const whole = packr.pack(packed);
-    copy(whole, arrayHeader(packed.length).length);
+    put(whole, arrayHeader(packed.length).length);
   };
   const keys = data.commandTime !== undefined ? 5 : 4;
   // msgpackr writes an object's map header as map16 whatever its size.
-  parts.push(Uint8Array.of(0xde, 0, keys));
+  put(Uint8Array.of(0xde, 0, keys));
   if (data.commandTime !== undefined) {
-    copy(packr.pack('commandTime'));
-    copy(packr.pack(data.commandTime));
+    put(packr.pack('commandTime'));
+    put(packr.pack(data.commandTime));
   }
-  copy(packr.pack('dedup'));
-  parts.push(arrayHeader(data.dedupCount));
+  put(packr.pack('dedup'));
+  put(arrayHeader(data.dedupCount));
   for (let from = 0; from < data.dedupCount; from += sliceRows) {
     rows(
       data
@@ -150,8 +148,8 @@ export function* encodeSnapshotInSlices(
     );
     yield;
   }
-  copy(packr.pack('finished'));
-  parts.push(arrayHeader(data.finished.length));
+  put(packr.pack('finished'));
+  put(arrayHeader(data.finished.length));
   for (let from = 0; from < data.finished.length; from += sliceRows) {
     rows(
       data.finished.slice(from, from + sliceRows).map((f) => defined(finishedRow(f), 'finished')),
@@ -160,14 +158,14 @@ export function* encodeSnapshotInSlices(
   }
   const sessions = [...data.sessions].sort((a, b) => compareStrings(a.xid, b.xid));
   yield;
-  copy(packr.pack('sessions'));
-  parts.push(arrayHeader(sessions.length));
+  put(packr.pack('sessions'));
+  put(arrayHeader(sessions.length));
   for (let from = 0; from < sessions.length; from += sliceRows) {
     rows(sessions.slice(from, from + sliceRows).map((x) => defined(sessionRow(x), 'session')));
     yield;
   }
-  copy(packr.pack('version'));
-  copy(packr.pack(data.version));
+  put(packr.pack('version'));
+  put(packr.pack(data.version));
   // A buffer that grew (no hint, or the state grew) keeps at most a quarter unused.
   return length >= out.length * 0.75
     ? out.subarray(0, length)
