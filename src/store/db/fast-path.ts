@@ -40,6 +40,7 @@ import {
   type GlobalSession,
 } from '../../coordinator/types.ts';
 import { PG_GLOBAL_TYPES, PgBatches } from './batch-pg.ts';
+import { DB_DECIDER_HANDOFF_MS } from './limits.ts';
 import { PgBranchPaths } from './fast-path-pg.ts';
 import { GLOBAL_COLUMNS, globalRowValues } from './rows.ts';
 import { placeholders, type SqlDriver, type SqlValue, type TableNames } from './sql.ts';
@@ -226,7 +227,17 @@ export class FastPaths {
     if (c.from !== GlobalStatus.Begin || !canTransition(c.from, c.to)) return undefined;
     if (!isPhaseTwoInFlight(c.to)) return undefined;
     const where = ['xid = ?', 'status = ?', 'driver_term <= ?'];
-    const params: SqlValue[] = [c.to, c.at, c.at, c.xid, GlobalStatus.Begin, c.term];
+    // due_at (dueAtOf): the decision time, plus the decider's hand-off time at an even
+    // (decider's) driver term, which this command does not change.
+    const params: SqlValue[] = [
+      c.to,
+      c.at,
+      c.at,
+      DB_DECIDER_HANDOFF_MS,
+      c.xid,
+      GlobalStatus.Begin,
+      c.term,
+    ];
     where.push('retry_stopped = ?', 'next_retry_at IS NULL');
     params.push(false);
     if (c.to === GlobalStatus.TimeoutRollbacking) {
@@ -241,7 +252,8 @@ export class FastPaths {
     // branches, the general path applies it; only a branchless session is decided here.
     if (decisionOf(c.to) === 'commit') where.push('branch_count = 0');
     const r = await this.driver.query(
-      `UPDATE ${this.t.global} SET status = ?, status_changed_at = ?, due_at = ? WHERE ${where.join(' AND ')}`,
+      `UPDATE ${this.t.global} SET status = ?, status_changed_at = ?,
+         due_at = ? + (1 - MOD(driver_term, 2)) * ? WHERE ${where.join(' AND ')}`,
       params,
     );
     return r.affected === 1 ? ok({ status: c.to }) : undefined;
