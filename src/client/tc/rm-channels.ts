@@ -219,6 +219,7 @@ export class RmChannelSet implements RmChannelPort {
       },
       unreachable: (t) => this.deps.unreachable(t),
       random: this.deps.random,
+      pinned: true,
     };
     p.channel = new RmChannel(routing, this.args);
     this.pinned.set(nodeId, p);
