@@ -40,6 +40,7 @@ import {
   type GlobalSession,
 } from '../../coordinator/types.ts';
 import { PG_GLOBAL_TYPES, PgBatches } from './batch-pg.ts';
+import { MysqlBeginBatches } from './batch-mysql.ts';
 import { DB_DECIDER_HANDOFF_MS } from './limits.ts';
 import { PgBranchPaths } from './fast-path-pg.ts';
 import { GLOBAL_COLUMNS, globalRowValues } from './rows.ts';
@@ -69,7 +70,7 @@ export class FastPaths {
   };
 
   get stats(): FastPathStats {
-    const batchers = this.batches ? [this.batches.turn] : [];
+    const batchers = [this.batches?.turn, this.mysqlBegins?.turn].filter((b) => b !== undefined);
     return {
       ...this.counts,
       batches: {
@@ -83,6 +84,8 @@ export class FastPaths {
   private readonly pg: PgBranchPaths | null;
   /** PostgreSQL: the Begins and commits of one event-loop turn in one statement each. */
   private readonly batches: PgBatches | null;
+  /** MySQL: the Begins of one event-loop turn in one transaction (batch-mysql.ts). */
+  private readonly mysqlBegins: MysqlBeginBatches | null;
 
   constructor(
     private readonly driver: SqlDriver,
@@ -90,6 +93,7 @@ export class FastPaths {
   ) {
     this.pg = driver.dialect === 'postgres' ? new PgBranchPaths(driver, t) : null;
     this.batches = driver.dialect === 'postgres' ? new PgBatches(driver, t) : null;
+    this.mysqlBegins = driver.dialect === 'mysql' ? new MysqlBeginBatches(driver, t) : null;
   }
 
   /**
@@ -161,6 +165,10 @@ export class FastPaths {
     const row = globalRowValues(session);
     if (this.batches) {
       const written = await this.batches.begin({ command: c, session, result });
+      return written ? ok(result) : undefined;
+    }
+    if (this.mysqlBegins) {
+      const written = await this.mysqlBegins.begin({ command: c, session, result });
       return written ? ok(result) : undefined;
     }
     const notFinished = `NOT EXISTS (SELECT 1 FROM ${this.t.finished} WHERE xid = ?)`;
