@@ -164,6 +164,8 @@ type DriverState =
 type Leading = Extract<DriverState, { kind: 'leading' }>;
 
 const STOPPED: DriverState = { kind: 'stopped' };
+/** The due poll's cancel where there is none (no dueXids, or no interval). */
+const NO_POLL = (): void => undefined;
 
 export class PhaseTwoDriver {
   readonly options: Readonly<PhaseTwoOptions>;
@@ -226,7 +228,7 @@ export class PhaseTwoDriver {
         ? this.clock.every(this.options.duePollIntervalMs, () => {
             if (lead) void this.pollDue(lead);
           })
-        : () => undefined;
+        : NO_POLL;
     lead = { kind: 'leading', term, once: false, cancelSweep, cancelDuePoll, tx: new Map() };
     this.state = lead;
     this.log.info({ term }, 'phase-two driver started; re-driving live transactions');
@@ -315,13 +317,12 @@ export class PhaseTwoDriver {
     const term = this.store.term();
     let lead = this.decider;
     if (lead === null || lead.term !== term) {
-      const none = () => undefined;
       lead = {
         kind: 'leading',
         term,
         once: true,
-        cancelSweep: none,
-        cancelDuePoll: none,
+        cancelSweep: NO_POLL,
+        cancelDuePoll: NO_POLL,
         tx: new Map(),
       };
       this.decider = lead;
@@ -495,8 +496,15 @@ export class PhaseTwoDriver {
       this.schedule(session.xid, session.deadline, lead);
     } else if (isPhaseTwoInFlight(session.status) && !session.retry.stopped) {
       // With deciders (db mode), a session decided on another node is left to it until its
-      // hand-off time.
-      const at = session.retry.nextRetryAt ?? this.store.handOffAt?.(session) ?? this.clock.now();
+      // hand-off time; the due poll (due_at) picks it up then if it is still there, so no
+      // timer waits for it here (most end long before: a timer would only read them gone).
+      const handOff =
+        session.retry.nextRetryAt === null ? this.store.handOffAt?.(session) : undefined;
+      if (handOff !== undefined && handOff > this.clock.now() && lead.cancelDuePoll !== NO_POLL) {
+        this.forget(lead, session.xid);
+        return;
+      }
+      const at = session.retry.nextRetryAt ?? handOff ?? this.clock.now();
       this.schedule(session.xid, at, lead);
     } else {
       this.park(session.xid);
