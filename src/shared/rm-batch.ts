@@ -4,7 +4,7 @@
  * receiver's check of a peer's batch. A batch is checked whole before anything in it is used:
  * a malformed one is refused as a whole (MalformedBatchError) and changes nothing.
  */
-import { BadRequestError } from './errors.ts';
+import { BadRequestError, assert } from './errors.ts';
 import { MAX_APPLICATION_DATA_BYTES, MAX_REQUEST_ID_CHARS } from './protocol-limits.ts';
 import type {
   BranchResultBatchWire,
@@ -144,6 +144,7 @@ export function* batchRuns<T>(entries: readonly T[], bytesOf: (e: T) => number):
   let bytes = 0;
   for (const e of entries) {
     const b = bytesOf(e);
+    assert(b <= MAX_RM_BATCH_BYTES, () => `one batch entry of about ${b} bytes exceeds a batch`);
     if (run.length > 0 && (run.length >= MAX_RM_BATCH_ENTRIES || bytes + b > MAX_RM_BATCH_BYTES)) {
       yield run;
       run = [];

@@ -151,8 +151,19 @@ describe('an RM that announced batches', () => {
     const xids = await commitMany('batched', 'batched-db', N, (xid, i) => {
       if (i % 3 === 0) fails.add(xid);
     });
-    for (const [i, xid] of xids.entries())
-      await waitForStatus(tc, xid, (s) => s === (i % 3 === 0 ? 'CommitFailed' : 'Committed'));
+    const want = xids.map((_, i) => (i % 3 === 0 ? 'CommitFailed' : 'Committed'));
+    let seen: string[] = [];
+    await waitFor(
+      'every transaction at the status its result said',
+      async () => {
+        seen = await Promise.all(xids.map((x) => tc.getStatus(x).catch((e: Error) => e.name)));
+        return seen.every((st, i) => st === want[i]) ? true : undefined;
+      },
+      60_000,
+      200,
+    ).catch((err: Error) => {
+      throw new Error(`${err.message}: ${JSON.stringify(seen.filter((st, i) => st !== want[i]))}`);
+    });
     const failed = await tc.getSession(xids[0]!);
     expect(failed.branches[0]!.status).toBe('PhaseTwo_CommitFailed_Unretryable');
 
@@ -237,7 +248,11 @@ describe('a malformed result batch from an RM', () => {
       const resource = `${app}-db`;
       const rm = await rawRm(app, resource, true);
       const xids = await commitMany(app, resource, 8);
-      await waitFor('every call arrived', () => (rm.requests.length >= 8 ? true : undefined));
+      await waitFor(
+        'every call arrived',
+        () => (rm.requests.length >= 8 ? true : undefined),
+        30_000,
+      );
       // Valid results for every call, plus the defect, in one batch.
       rm.stream.write({ branchResults: { results: make(rm.requests.slice(0, 8)) } });
       const goAway = await waitFor('the TC refused the batch', () =>

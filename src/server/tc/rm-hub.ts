@@ -486,9 +486,9 @@ export class RmChannelHub implements BranchGateway {
         reject,
         cancelTimeout,
       });
-      this.sent++;
       if (channel.batches) this.enqueue(channel, kind, request);
       else {
+        this.sent++;
         this.sentMessages++;
         this.write(
           channel,
@@ -513,11 +513,12 @@ export class RmChannelHub implements BranchGateway {
   /** Writes the calls of this turn: one message per batch's bounds (a lone call as itself). */
   private flush(channel: Channel): void {
     channel.flushScheduled = false;
-    const outbox = channel.outbox;
+    // A call that timed out meanwhile is not sent; a dropped channel failed them all already.
+    const outbox = channel.outbox.filter((e) => channel.inflight.has(e.request.requestId));
     channel.outbox = [];
-    // A dropped channel failed these calls already (they were in flight).
     if (channel.closed) return;
     for (const run of batchRuns(outbox, (e) => rmRequestBytes(e.request))) {
+      this.sent += run.length;
       this.sentMessages++;
       if (run.length === 1) {
         const { kind, request } = run[0]!;
