@@ -32,10 +32,10 @@ export class MalformedBatchError extends BadRequestError {}
 /** An upper bound of one phase-two request's encoded size, bytes. */
 export function rmRequestBytes(r: PhaseTwoRequestWire): number {
   const chars =
-    r.requestId.length +
-    r.xid.length +
-    r.branchId.length +
-    r.resourceId.length +
+    (r.requestId?.length ?? 0) +
+    (r.xid?.length ?? 0) +
+    (r.branchId?.length ?? 0) +
+    (r.resourceId?.length ?? 0) +
     (r.applicationId?.length ?? 0);
   // Application data is bounded in bytes where the branch registered.
   const data = Math.min(
@@ -47,7 +47,8 @@ export function rmRequestBytes(r: PhaseTwoRequestWire): number {
 
 /** An upper bound of one result's encoded size, bytes. */
 export function rmResultBytes(r: BranchResultWire): number {
-  const chars = r.requestId.length + (r.message?.length ?? 0) + (r.error ? errorChars(r.error) : 0);
+  const chars =
+    (r.requestId?.length ?? 0) + (r.message?.length ?? 0) + (r.error ? errorChars(r.error) : 0);
   return ENTRY_OVERHEAD_BYTES + chars * MAX_BYTES_PER_CHAR;
 }
 

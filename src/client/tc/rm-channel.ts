@@ -475,8 +475,8 @@ export class RmChannel implements RmChannelPort {
     let requests;
     try {
       requests = checkPhaseTwoBatch(batch);
-    } catch (err) {
-      if (!(err instanceof MalformedBatchError)) throw err;
+    } catch (e) {
+      const err = e instanceof MalformedBatchError ? e : new MalformedBatchError(String(e));
       this.counts.refusedBatches++;
       this.log.error(
         { err: err.message, node: this.connectedNode },
