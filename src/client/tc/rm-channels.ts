@@ -17,7 +17,7 @@ import { formatHostPort } from '../http-metadata.ts';
 import type { TcConnection } from './connection.ts';
 import { TimeoutError } from '../../shared/errors.ts';
 import type { RmChannelArgs, RmChannelPort } from './port.ts';
-import { RmChannel, type RmRouting } from './rm-channel.ts';
+import { RmChannel, type RmChannelStats, type RmRouting } from './rm-channel.ts';
 import { RM_RECONNECT_MAX_MS } from './limits.ts';
 
 /** What the set needs from its TcClient. */
@@ -103,6 +103,23 @@ export class RmChannelSet implements RmChannelPort {
     let n = 0;
     for (const p of this.pinned.values()) n += p.channel.handled;
     return n;
+  }
+
+  /** Requests and results that crossed the channels, and the messages they took (summed). */
+  stats(): RmChannelStats {
+    const sum: RmChannelStats = {
+      requests: 0,
+      requestMessages: 0,
+      results: 0,
+      resultMessages: 0,
+      refusedBatches: 0,
+    };
+    const channels = this.single ? [this.single] : [...this.pinned.values()].map((p) => p.channel);
+    for (const c of channels) {
+      const st = c.stats();
+      for (const key of Object.keys(sum) as (keyof RmChannelStats)[]) sum[key] += st[key];
+    }
+    return sum;
   }
 
   resourcesChanged(): void {
