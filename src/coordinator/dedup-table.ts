@@ -17,6 +17,7 @@
  */
 import { StorageCorruptError } from '../shared/errors.ts';
 import { detached } from './interned.ts';
+import { canonical } from './snapshot-codec.ts';
 
 /** A remembered result as a snapshot holds it: [key, result, command time]. */
 export type DedupRow = [string, unknown, number];
@@ -46,6 +47,11 @@ export class DedupTable {
   /** Sequence number of the oldest entry. */
   private base = 0;
   private count = 0;
+  /**
+   * The arrays are also read by a capture (capture()): copied before a change could reach
+   * the slots it reads (copy-on-write).
+   */
+  private shared = false;
 
   get size(): number {
     return this.count;
@@ -82,6 +88,8 @@ export class DedupTable {
   /** Forgets, oldest first, every entry remembered at or before `horizon`; returns how many. */
   forgetUntil(horizon: number): number {
     let forgotten = 0;
+    // The slots it clears, and those a later add would write after them, are a capture's.
+    if (this.count > 0 && this.ats[this.head]! <= horizon) this.unshare();
     while (this.count > 0 && this.ats[this.head]! <= horizon) {
       this.index.delete(this.keys[this.head]!);
       this.keys[this.head] = undefined;
@@ -111,6 +119,46 @@ export class DedupTable {
       out[i - from] = [wholeKey(this.keys[slot]!), this.valueAt(slot), this.ats[slot]!];
     }
     return out;
+  }
+
+  /**
+   * The entries as they are now, readable while the table goes on changing (a snapshot
+   * capture that lets commands apply meanwhile): O(1) now; the table copies its arrays
+   * before its first change that would touch a slot the capture reads (the first forget:
+   * adds write past the captured slots). The rows it gives hold canonical results (sorted
+   * keys, as a snapshot encodes them).
+   */
+  capture(): DedupCapture {
+    this.shared = true;
+    const { keys, values, nums, ats, head, count } = this;
+    return {
+      size: count,
+      rowsBetween(from: number, to: number): DedupRow[] {
+        const end = Math.min(to, count);
+        const out = new Array<DedupRow>(Math.max(0, end - from));
+        for (let i = from; i < end; i++) {
+          const slot = (head + i) % keys.length;
+          const key = keys[slot]!;
+          const value = values[slot];
+          out[i - from] = [
+            wholeKey(key),
+            typeof value === 'string' ? compactResult(key, value, nums[slot]!) : canonical(value),
+            ats[slot]!,
+          ];
+        }
+        return out;
+      },
+    };
+  }
+
+  /** Arrays of the table's own: a capture keeps reading the ones it was given. */
+  private unshare(): void {
+    if (!this.shared) return;
+    this.keys = this.keys.slice();
+    this.values = this.values.slice();
+    this.nums = this.nums.slice();
+    this.ats = this.ats.slice();
+    this.shared = false;
   }
 
   /** A table holding `rows` (a snapshot's, oldest first). */
@@ -184,7 +232,25 @@ export class DedupTable {
     this.nums = nums;
     this.ats = ats;
     this.head = 0;
+    this.shared = false;
   }
+}
+
+/** What DedupTable.capture() gives: the entries as of the capture, in slices. */
+export interface DedupCapture {
+  readonly size: number;
+  /** Rows `from` (inclusive) to `to` (exclusive), oldest first, results canonical. */
+  rowsBetween(from: number, to: number): DedupRow[];
+}
+
+/**
+ * A compact result (kept as a string) as a snapshot encodes it: a Begin's as {deadline, xid},
+ * a RegisterBranch's as {branchId}, keys in sorted order (what canonical() makes of them).
+ */
+function compactResult(key: string, value: string, num: number): unknown {
+  const tag = key[0];
+  if (tag === 'B' || tag === 'b') return { deadline: num, xid: value };
+  return { branchId: value };
 }
 
 /** True when `value` is a plain object whose own keys are exactly `names` (sorted). */
@@ -244,8 +310,14 @@ export function wholeKey(compact: string): string {
   if (tag === WHOLE) return compact.slice(1);
   const kind = TAG_KINDS[tag.toUpperCase()]!;
   if (tag === tag.toUpperCase()) return `${kind}\n${compact.slice(1)}`;
-  let hex = '';
-  for (let i = 1; i < 17; i++) hex += compact.charCodeAt(i).toString(16).padStart(2, '0');
-  const uuid = `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20)}`;
-  return `${kind}\n${uuid}`;
+  const h = (i: number) => HEX[compact.charCodeAt(i)]!;
+  return (
+    `${kind}\n${h(1)}${h(2)}${h(3)}${h(4)}-${h(5)}${h(6)}-${h(7)}${h(8)}-${h(9)}${h(10)}-` +
+    `${h(11)}${h(12)}${h(13)}${h(14)}${h(15)}${h(16)}`
+  );
 }
+
+/** Two lower-case hex digits of each byte value. */
+const HEX: readonly string[] = Array.from({ length: 256 }, (_, b) =>
+  b.toString(16).padStart(2, '0'),
+);
