@@ -310,14 +310,24 @@ export function wholeKey(compact: string): string {
   if (tag === WHOLE) return compact.slice(1);
   const kind = TAG_KINDS[tag.toUpperCase()]!;
   if (tag === tag.toUpperCase()) return `${kind}\n${compact.slice(1)}`;
-  const h = (i: number) => HEX[compact.charCodeAt(i)]!;
-  return (
-    `${kind}\n${h(1)}${h(2)}${h(3)}${h(4)}-${h(5)}${h(6)}-${h(7)}${h(8)}-${h(9)}${h(10)}-` +
-    `${h(11)}${h(12)}${h(13)}${h(14)}${h(15)}${h(16)}`
-  );
+  // One flat string from its character codes (a template of 21 parts is a rope of them, which
+  // every reader flattens again): the kind, a newline, the 16 bytes as 8-4-4-4-12 hex digits.
+  const codes = uuidCodes;
+  const prefix = kind === 'Begin' ? BEGIN_CODES : REGISTER_CODES;
+  let j = 0;
+  for (; j < prefix.length; j++) codes[j] = prefix[j]!;
+  for (let i = 1; i < 17; i++) {
+    if (i === 5 || i === 7 || i === 9 || i === 11) codes[j++] = DASH;
+    const b = compact.charCodeAt(i);
+    codes[j++] = HEX_CODES[b >>> 4]!;
+    codes[j++] = HEX_CODES[b & 15]!;
+  }
+  return String.fromCharCode.apply(null, codes.length === j ? codes : codes.slice(0, j));
 }
 
-/** Two lower-case hex digits of each byte value. */
-const HEX: readonly string[] = Array.from({ length: 256 }, (_, b) =>
-  b.toString(16).padStart(2, '0'),
-);
+/** Scratch for wholeKey's character codes (the longest prefix, then 36 characters). */
+const uuidCodes: number[] = new Array<number>('RegisterBranch\n'.length + 36).fill(0);
+const codesOf = (s: string) => Array.from(s, (c) => c.charCodeAt(0));
+const BEGIN_CODES = codesOf('Begin\n');
+const REGISTER_CODES = codesOf('RegisterBranch\n');
+const HEX_CODES = codesOf('0123456789abcdef');
