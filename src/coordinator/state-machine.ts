@@ -743,6 +743,7 @@ export class CoordinatorStateMachine implements CoordinatorStateView {
     for (const [xid, old] of this.finished) {
       if (this.finished.size <= this.retention.finishedEntries && old.finishedAt > horizon) break;
       this.finished.delete(xid);
+      this.capturing?.finished.forgotten(old);
     }
   }
 
@@ -793,6 +794,7 @@ export class CoordinatorStateMachine implements CoordinatorStateView {
     for (const [xid, old] of this.finished) {
       if (old.finishedAt + this.retention.finishedRetentionMs > at) break;
       this.finished.delete(xid);
+      this.capturing?.finished.forgotten(old);
       finished++;
     }
     return { finished, dedup: this.pruneDedup(at) };
@@ -942,9 +944,10 @@ export class CoordinatorStateMachine implements CoordinatorStateView {
    * captured, or the encode of as many) and the last returns the bytes.
    *
    * Copy-on-write (issue 12: a capture used to hold applies for 0.3–1.0 s in the lock bench):
-   * at the point it takes the lists of live sessions and finished records (references; the
-   * finished records never change) and the dedup table's arrays (DedupTable.capture: copied
-   * at the table's first forget); afterwards a handler about to change a session it captured
+   * at the point it takes the list of live sessions (references), a reader of the finished
+   * records as of the point (FinishedCapture: O(1); a record never changes, one forgotten
+   * before the capture read it is kept) and the dedup table's arrays (DedupTable.capture:
+   * copied at the table's first forget); afterwards a handler about to change a session it captured
    * copies it first (changeable()), and sessions begun since are left out. So the bytes are
    * the state's at the point (test/coordinator/snapshot.test.ts checks them against
    * snapshot() of that state, with commands applied between the slices).
@@ -968,11 +971,14 @@ export class CoordinatorStateMachine implements CoordinatorStateView {
       this.finished.size <= this.retention.finishedEntries,
       'recently-finished map is over its bound',
     );
-    const image: CaptureImage = { before: new Map(), born: new Set() };
+    const image: CaptureImage = {
+      before: new Map(),
+      born: new Set(),
+      finished: new FinishedCapture(this.finished),
+    };
     this.capturing = image;
     const steps = this.captureSteps(image, sliceRows, {
       sessions: Array.from(this.sessions.values()),
-      finished: Array.from(this.finished.values()),
       dedup: this.dedup.capture(),
       commandTime: this.lastCommandTime,
       usage: this.usage.copy(),
@@ -998,7 +1004,6 @@ export class CoordinatorStateMachine implements CoordinatorStateView {
     sliceRows: number,
     at: {
       sessions: GlobalSession[];
-      finished: FinishedRecord[];
       dedup: DedupCapture;
       commandTime: number;
       usage: LiveUsage;
@@ -1006,7 +1011,8 @@ export class CoordinatorStateMachine implements CoordinatorStateView {
       lockedRows: number;
     },
   ): Generator<void, Uint8Array, void> {
-    const { sessions, finished } = at;
+    const { sessions } = at;
+    const finished = image.finished;
     // A session as of the point: its copy if it changed since (xids never change).
     const asCaptured = (s: GlobalSession) => image.before.get(s) ?? s;
     sessions.sort((a, b) => compareStrings(a.xid, b.xid));
@@ -1036,19 +1042,19 @@ export class CoordinatorStateMachine implements CoordinatorStateView {
       () =>
         `captured branches record ${lockedRows} distinct rows, the lock table held ${at.lockedRows}`,
     );
-    for (let i = 0; i < finished.length; i++) {
-      if (i > 0 && i % sliceRows === 0) yield;
-      const xid = finished[i]!.xid;
-      assert(!holdsXid(sessions, xid), () => `${xid} is both live and finished`);
-    }
     yield;
     return yield* encodeSnapshotInSlices(
       {
         version: SNAPSHOT_FORMAT_VERSION,
         dedupCount: at.dedup.size,
         dedupRows: (from, to) => at.dedup.rowsBetween(from, to),
-        finishedCount: finished.length,
-        finishedRows: (from, to) => finished.slice(from, to),
+        finishedCount: finished.count,
+        finishedRows: (from, to) => {
+          const rows = finished.read(from, to);
+          for (const { xid } of rows)
+            assert(!holdsXid(sessions, xid), () => `${xid} is both live and finished`);
+          return rows;
+        },
         sessionCount: sessions.length,
         sessionRows: (from, to) => sessions.slice(from, to).map(asCaptured),
         commandTime: at.commandTime,
@@ -1241,6 +1247,60 @@ interface CaptureImage {
   readonly before: Map<GlobalSession, GlobalSession>;
   /** Sessions begun since the point: not part of the capture. */
   readonly born: Set<GlobalSession>;
+  /** The finished records as of the point. */
+  readonly finished: FinishedCapture;
+}
+
+/**
+ * The recently-finished map as of a capture's point, read once, oldest first, while commands
+ * go on changing it: O(1) at the point. The map only grows at its end (records finished
+ * since the point, which the capture leaves out: it reads `count`) and is pruned from its
+ * start (oldest first), and a record never changes: so the k-th record forgotten since the
+ * point is the capture's k-th, kept here if the capture has not read it yet; the rest is
+ * read through a live iterator of the map, which skips the forgotten ones.
+ */
+class FinishedCapture {
+  readonly count: number;
+  private readonly live: IterableIterator<FinishedRecord>;
+  /** Records read so far (the capture's positions 0 to read - 1). */
+  private readCount = 0;
+  /** Records forgotten since the point (the capture's positions 0 to forgot - 1). */
+  private forgot = 0;
+  /** Forgotten before they were read: their positions and records, in order. */
+  private readonly kept: { at: number; record: FinishedRecord }[] = [];
+  private keptHead = 0;
+
+  constructor(finished: Map<string, FinishedRecord>) {
+    this.count = finished.size;
+    this.live = finished.values();
+  }
+
+  /** The state machine forgot `record`, the oldest of its map. */
+  forgotten(record: FinishedRecord): void {
+    const at = this.forgot++;
+    if (at < this.count && at >= this.readCount) this.kept.push({ at, record });
+  }
+
+  /** Records `from` (the next unread) to `to` (exclusive), oldest first. */
+  read(from: number, to: number): FinishedRecord[] {
+    assert(
+      from === this.readCount,
+      () => `finished records read from ${from}, not ${this.readCount}`,
+    );
+    const out: FinishedRecord[] = [];
+    for (let at = from; at < Math.min(to, this.count); at++) {
+      let record: FinishedRecord | undefined;
+      if (at < this.forgot) {
+        const kept = this.kept[this.keptHead++];
+        assert(kept?.at === at, () => `finished record ${at} was forgotten unread and not kept`);
+        record = kept.record;
+      } else record = this.live.next().value as FinishedRecord | undefined;
+      assert(record !== undefined, () => `finished record ${at} of ${this.count} is missing`);
+      out.push(record);
+      this.readCount = at + 1;
+    }
+    return out;
+  }
 }
 
 /** The invariants of one session that need no other part of the state (a capture's check). */
