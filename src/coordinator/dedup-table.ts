@@ -15,7 +15,7 @@
  * What the table shows (get, rows) is the same values as the results it was given: the
  * snapshot's rows are `[kind + '\n' + requestId, result, command time]` as before.
  */
-import { StorageCorruptError } from '../shared/errors.ts';
+import { StorageCorruptError, assert } from '../shared/errors.ts';
 import { detached } from './interned.ts';
 import { canonical } from './snapshot-codec.ts';
 
@@ -47,11 +47,8 @@ export class DedupTable {
   /** Sequence number of the oldest entry. */
   private base = 0;
   private count = 0;
-  /**
-   * The arrays are also read by a capture (capture()): copied before a change could reach
-   * the slots it reads (copy-on-write).
-   */
-  private shared = false;
+  /** The capture under way (capture()): entries it has not read are kept when forgotten. */
+  private view: CaptureView | null = null;
 
   get size(): number {
     return this.count;
@@ -88,9 +85,17 @@ export class DedupTable {
   /** Forgets, oldest first, every entry remembered at or before `horizon`; returns how many. */
   forgetUntil(horizon: number): number {
     let forgotten = 0;
-    // The slots it clears, and those a later add would write after them, are a capture's.
-    if (this.count > 0 && this.ats[this.head]! <= horizon) this.unshare();
+    const view = this.view;
     while (this.count > 0 && this.ats[this.head]! <= horizon) {
+      // An entry of the capture under way that it has not read yet: kept for it (copy-on-write).
+      if (view !== null && this.base >= view.next && this.base < view.start + view.count)
+        view.kept.push({
+          seq: this.base,
+          key: this.keys[this.head]!,
+          value: this.values[this.head],
+          num: this.nums[this.head]!,
+          at: this.ats[this.head]!,
+        });
       this.index.delete(this.keys[this.head]!);
       this.keys[this.head] = undefined;
       this.values[this.head] = undefined;
@@ -122,43 +127,61 @@ export class DedupTable {
   }
 
   /**
-   * The entries as they are now, readable while the table goes on changing (a snapshot
-   * capture that lets commands apply meanwhile): O(1) now; the table copies its arrays
-   * before its first change that would touch a slot the capture reads (the first forget:
-   * adds write past the captured slots). The rows it gives hold canonical results (sorted
-   * keys, as a snapshot encodes them).
+   * The entries as they are now, readable once, oldest first, while the table goes on
+   * changing (a snapshot capture that lets commands apply meanwhile): O(1) now. Entries are
+   * added at the end (after the captured ones, which is all it reads) and forgotten from the
+   * start: one the capture has not read yet is kept for it as it is forgotten (its four
+   * fields). The rows it gives hold canonical results (sorted keys, as a snapshot encodes
+   * them). A later capture() ends this one.
    */
   capture(): DedupCapture {
-    this.shared = true;
-    const { keys, values, nums, ats, head, count } = this;
+    const view: CaptureView = {
+      start: this.base,
+      count: this.count,
+      next: this.base,
+      kept: [],
+      keptHead: 0,
+    };
+    this.view = view;
     return {
-      size: count,
-      rowsBetween(from: number, to: number): DedupRow[] {
-        const end = Math.min(to, count);
+      size: view.count,
+      rowsBetween: (from: number, to: number): DedupRow[] => {
+        assert(this.view === view, 'a later capture of the dedup table ended this one');
+        assert(view.start + from === view.next, () => `dedup rows read from ${from}, not in order`);
+        const end = Math.min(to, view.count);
         const out = new Array<DedupRow>(Math.max(0, end - from));
         for (let i = from; i < end; i++) {
-          const slot = (head + i) % keys.length;
-          const key = keys[slot]!;
-          const value = values[slot];
+          const seq = view.start + i;
+          let [key, value, num, at]: [string, unknown, number, number] = ['', undefined, NaN, 0];
+          if (seq < this.base) {
+            const kept = view.kept[view.keptHead++];
+            assert(kept?.seq === seq, () => `dedup entry ${seq} was forgotten unread and not kept`);
+            ({ key, value, num, at } = kept);
+          } else {
+            const slot = (this.head + (seq - this.base)) % this.keys.length;
+            [key, value, num, at] = [
+              this.keys[slot]!,
+              this.values[slot],
+              this.nums[slot]!,
+              this.ats[slot]!,
+            ];
+          }
           out[i - from] = [
             wholeKey(key),
-            typeof value === 'string' ? compactResult(key, value, nums[slot]!) : canonical(value),
-            ats[slot]!,
+            typeof value === 'string' ? compactResult(key, value, num) : canonical(value),
+            at,
           ];
+          view.next = seq + 1;
         }
+        // What was read is not needed again.
+        if (view.keptHead > 1024 && view.keptHead * 2 > view.kept.length) {
+          view.kept.splice(0, view.keptHead);
+          view.keptHead = 0;
+        }
+        if (view.next === view.start + view.count) this.view = null;
         return out;
       },
     };
-  }
-
-  /** Arrays of the table's own: a capture keeps reading the ones it was given. */
-  private unshare(): void {
-    if (!this.shared) return;
-    this.keys = this.keys.slice();
-    this.values = this.values.slice();
-    this.nums = this.nums.slice();
-    this.ats = this.ats.slice();
-    this.shared = false;
   }
 
   /** A table holding `rows` (a snapshot's, oldest first). */
@@ -232,14 +255,24 @@ export class DedupTable {
     this.nums = nums;
     this.ats = ats;
     this.head = 0;
-    this.shared = false;
   }
+}
+
+/** A capture's reading position, and the entries forgotten before it read them. */
+interface CaptureView {
+  /** Sequence number of the first captured entry, and how many there are. */
+  readonly start: number;
+  readonly count: number;
+  /** Sequence number of the next entry to read. */
+  next: number;
+  readonly kept: { seq: number; key: string; value: unknown; num: number; at: number }[];
+  keptHead: number;
 }
 
 /** What DedupTable.capture() gives: the entries as of the capture, in slices. */
 export interface DedupCapture {
   readonly size: number;
-  /** Rows `from` (inclusive) to `to` (exclusive), oldest first, results canonical. */
+  /** Rows `from` (the next unread) to `to` (exclusive), oldest first, results canonical. */
   rowsBetween(from: number, to: number): DedupRow[];
 }
 

@@ -946,9 +946,9 @@ export class CoordinatorStateMachine implements CoordinatorStateView {
    * Copy-on-write (issue 12: a capture used to hold applies for 0.3–1.0 s in the lock bench):
    * at the point it takes the list of live sessions (references), a reader of the finished
    * records as of the point (FinishedCapture: O(1); a record never changes, one forgotten
-   * before the capture read it is kept) and the dedup table's arrays (DedupTable.capture:
-   * copied at the table's first forget); afterwards a handler about to change a session it captured
-   * copies it first (changeable()), and sessions begun since are left out. So the bytes are
+   * before the capture read it is kept) and one of the dedup table's entries
+   * (DedupTable.capture: likewise); afterwards a handler about to change a session it
+   * captured copies it first (changeable()), and sessions begun since are left out. So the bytes are
    * the state's at the point (test/coordinator/snapshot.test.ts checks them against
    * snapshot() of that state, with commands applied between the slices).
    *
