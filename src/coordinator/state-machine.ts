@@ -948,9 +948,9 @@ export class CoordinatorStateMachine implements CoordinatorStateView {
    * records as of the point (FinishedCapture: O(1); a record never changes, one forgotten
    * before the capture read it is kept) and one of the dedup table's entries
    * (DedupTable.capture: likewise); afterwards a handler about to change a session it
-   * captured copies it first (changeable()), and sessions begun since are left out. So the bytes are
-   * the state's at the point (test/coordinator/snapshot.test.ts checks them against
-   * snapshot() of that state, with commands applied between the slices).
+   * captured copies it first (changeable()), and sessions begun since are left out. So the
+   * bytes are the state's at the point (test/coordinator/snapshot.test.ts checks them
+   * against snapshot() of that state, with commands applied between the slices).
    *
    * The check: what it encodes is checked as it would be restored (each session and branch,
    * finished records not live, the live usage and failed count recounted against the
