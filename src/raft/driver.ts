@@ -29,9 +29,11 @@ import {
   NotLeaderError,
   ProposalDroppedError,
   StoppedError,
+  StorageCorruptError,
   TimeoutError,
   assert,
 } from '../shared/errors.ts';
+import { crc32 } from './storage/crc32.ts';
 import { RaftCore } from './core/raft.ts';
 import { defaultRaftConfig } from './core/config.ts';
 import type {
@@ -47,7 +49,9 @@ import type {
   Ready,
   Role,
   Snapshot,
+  SnapshotChunkSend,
   SnapshotMeta,
+  SnapshotRef,
   Status,
 } from './core/types.ts';
 import type { Clock, LogStorage, PeerTransport, SnapshotCapture, StateMachine } from './ports.ts';
@@ -161,7 +165,7 @@ export interface RaftCoreApi {
   hasReady(): boolean;
   ready(): Ready;
   advance(rd: Ready): void;
-  compact(snapshot: Snapshot): void;
+  compact(snapshot: SnapshotRef): void;
   /** Term and membership as of an applied index, for a local snapshot. */
   snapshotMeta(index: number): SnapshotMeta;
   status(): Status;
@@ -564,6 +568,10 @@ export class RaftDriver {
 
     if (snap) this.sm.restore(snap.data, snap.meta.index);
     this.stateBytes = snap?.data.length ?? 0;
+    // From here on only the snapshot's meta and size are kept: its data stays on disk, read
+    // back chunk by chunk if a follower needs it (sendSnapshotChunks).
+    const snapRef = snap ? { meta: snap.meta, bytes: snap.data.length } : null;
+    loaded.snapshot = null;
     this.applied = snapIndex;
     this.snapshotIndex = snapIndex;
     this.capturedIndex = snapIndex;
@@ -578,7 +586,7 @@ export class RaftDriver {
       id: this.id,
       random: this.random,
       leaseReads: this.leaseReads,
-      acceptSnapshot: (snapshot) => this.acceptSnapshot(snapshot),
+      acceptSnapshot: (snapshot, crc) => this.acceptSnapshot(snapshot, crc),
     };
     // A follower that confirmed a heartbeat sent at t grants no vote until an election
     // timeout of its own ticks has passed: (electionTicks − 1) ticks of its clock at least
@@ -591,7 +599,7 @@ export class RaftDriver {
     );
     this.core = this.createCore(config, {
       hardState: { ...loaded.hardState },
-      snapshot: snap,
+      snapshot: snapRef,
       entries: loaded.entries,
       initialConf: cloneConf(this.initialConf),
     });
@@ -1065,6 +1073,7 @@ export class RaftDriver {
       latencyTrace?.('d.send.after', rd.messagesAfterPersist.length);
       this.send(rd.messagesAfterPersist);
     }
+    if (rd.snapshotChunks.length > 0) this.sendSnapshotChunks(rd.snapshotChunks);
 
     // Soft state: role, term, leader.
     if (rd.softState)
@@ -1240,11 +1249,67 @@ export class RaftDriver {
   }
 
   /**
-   * The core asks, before it keeps a received snapshot: does it decode into a valid state?
-   * Decoded into a scratch state machine by the port; the live state is not touched.
+   * Snapshot chunks the core wants sent: read from the storage (nobody holds a snapshot's
+   * data in memory), sent as they arrive, then let go. A chunk of a snapshot the disk no
+   * longer holds (a newer one replaced it) is dropped: the leader's next attempt (the next
+   * heartbeat's answer) streams the newer one. A chunk that cannot be read is dropped and
+   * logged: the follower stays behind, the node goes on serving the others.
    */
-  private acceptSnapshot(snapshot: Snapshot): boolean {
+  private sendSnapshotChunks(chunks: readonly SnapshotChunkSend[]): void {
+    for (const c of chunks) {
+      assert(
+        c.term <= this.durable.term,
+        () => `snapshot chunk of term ${c.term} before term ${c.term} is durable`,
+      );
+      const at = { to: c.to, index: c.meta.index, offset: c.offset };
+      this.storage.readSnapshotChunk(c.meta.index, c.meta.term, c.offset, c.length).then(
+        (read) => {
+          if (this.stopped) return;
+          if (read === null) {
+            this.log.debug(at, 'snapshot chunk not sent: that snapshot was replaced');
+            return;
+          }
+          if (read.data.length !== c.length || (c.offset + c.length === read.bytes) !== c.done) {
+            this.log.error(
+              { ...at, length: c.length, read: read.data.length, bytes: read.bytes },
+              'snapshot chunk not sent: the data on disk does not have the size the core knows',
+            );
+            return;
+          }
+          latencyTrace?.('d.send.snap', c.offset);
+          this.send([
+            {
+              type: 'snap',
+              from: c.from,
+              to: c.to,
+              term: c.term,
+              meta: c.meta,
+              offset: c.offset,
+              chunk: read.data,
+              done: c.done,
+              crc: read.crc,
+            },
+          ]);
+        },
+        (err: unknown) => {
+          if (!this.stopped)
+            this.log.error({ ...at, err }, 'snapshot chunk not sent: it could not be read');
+        },
+      );
+    }
+  }
+
+  /**
+   * The core asks, before it keeps a received snapshot: is it the data the leader's disk
+   * recorded (its CRC-32), and does it decode into a valid state? Decoded into a scratch
+   * state machine by the port; the live state is not touched.
+   */
+  private acceptSnapshot(snapshot: Snapshot, crc: number | undefined): boolean {
     try {
+      if (crc !== undefined && crc32(snapshot.data) !== crc)
+        throw new StorageCorruptError(
+          `snapshot data of ${snapshot.data.length} bytes does not match the leader's checksum`,
+        );
       this.sm.validateSnapshot(snapshot.data);
       return true;
     } catch (cause) {
@@ -1559,8 +1624,10 @@ export class RaftDriver {
       return;
     }
     // A snapshot received from the leader meanwhile is newer: then there is nothing to trim.
+    // The core keeps the meta and size only; the data is on disk now, and goes from memory
+    // with this closure.
     if (snap.meta.index > this.snapshotIndex) {
-      core.compact(snap);
+      core.compact({ meta: snap.meta, bytes: snap.data.length });
       this.snapshotIndex = snap.meta.index;
     }
     this.snapshotsTaken++;
