@@ -236,6 +236,18 @@ export interface RaftDriverOptions {
    */
   snapshotLogToState?: { ratio: number; minBytes: number };
   /**
+   * Staggered snapshot points (default true): members take their snapshots at different
+   * points of the log rather than all at the same index (each one holds its applies while
+   * it encodes, issue 19). After a snapshot it did not take itself — the bootstrap seed,
+   * or one received from a leader — a node takes its next one early, at (1 − k/n) of every
+   * trigger's threshold, k being its rank among the n members counted from the leader's
+   * (from the first member at bootstrap). From then on each takes one per threshold, so the
+   * members' points stay k/n of a threshold apart: the thresholds are the same on every
+   * member (the same log; a state of about the same size). A restart keeps a node's point:
+   * it replays its log from its own snapshot. Never later than the unstaggered triggers.
+   */
+  snapshotStagger?: boolean;
+  /**
    * A sliced snapshot's time per event-loop turn, ms. Default DEFAULT_SNAPSHOT_SLICE_MS;
    * 0: one step per turn (tests and the simulator use it to exercise the slicing).
    */
@@ -389,6 +401,7 @@ export class RaftDriver {
   readonly snapshotEveryBytes: number;
   readonly snapshotWhenIdle: { bytes: number; ticks: number };
   readonly snapshotLogToState: { ratio: number; minBytes: number };
+  readonly snapshotStagger: boolean;
   readonly snapshotSliceMs: number;
   readonly maxPendingProposals: number;
   readonly maxPendingReads: number;
@@ -469,6 +482,11 @@ export class RaftDriver {
   /** Applied index and entry bytes since the last snapshot taken or restored (the triggers). */
   private capturedIndex = 0;
   private bytesSinceCapture = 0;
+  /**
+   * How early the next snapshot comes, as a fraction of each trigger's threshold: set after
+   * a snapshot this node did not take (snapshotStagger), 0 after one it took.
+   */
+  private snapshotHeadStart = 0;
   /** The tick at which an entry was last applied (the idle trigger counts from it). */
   private lastApplyTick = 0;
   // Counters for the status (and the server's /metrics).
@@ -507,6 +525,7 @@ export class RaftDriver {
       ticks: DEFAULT_SNAPSHOT_IDLE_TICKS,
     };
     this.snapshotLogToState = options.snapshotLogToState ?? DEFAULT_SNAPSHOT_LOG_TO_STATE;
+    this.snapshotStagger = options.snapshotStagger ?? true;
     this.snapshotSliceMs = options.snapshotSliceMs ?? DEFAULT_SNAPSHOT_SLICE_MS;
     this.maxPendingProposals = options.maxPendingProposals ?? DEFAULT_MAX_PENDING_PROPOSALS;
     this.maxPendingReads = options.maxPendingReads ?? DEFAULT_MAX_PENDING_READS;
@@ -604,6 +623,10 @@ export class RaftDriver {
       initialConf: cloneConf(this.initialConf),
     });
     const st = this.core.status();
+    // A node that starts from a snapshot it took replays its log from there: its snapshot
+    // point stays where it was. From the seed or a leader's, it moves to its own.
+    if (snap === null || loaded.snapshotReceived === true)
+      this.snapshotHeadStart = this.staggerFraction(st.conf, null);
     this.role = st.role;
     this.term = st.term;
     this.leader = st.leader;
@@ -1329,6 +1352,7 @@ export class RaftDriver {
     this.applied = snap.meta.index;
     this.capturedIndex = snap.meta.index;
     this.bytesSinceCapture = 0;
+    this.snapshotHeadStart = this.staggerFraction(snap.meta.conf, this.leader);
     this.snapshotsRestored++;
     // Proposals the snapshot covers cannot be matched to their entries any more.
     for (const [index, p] of this.proposals) {
@@ -1447,19 +1471,43 @@ export class RaftDriver {
 
   private wantsSnapshot(): boolean {
     if (this.snapshotRequests.length > 0) return true;
-    return (
-      (this.snapshotEveryEntries > 0 &&
-        this.applied - this.capturedIndex >= this.snapshotEveryEntries) ||
-      (this.snapshotEveryBytes > 0 && this.bytesSinceCapture >= this.snapshotEveryBytes) ||
-      this.logLargeForState() ||
-      this.idleWithLog()
-    );
+    // Staggered (snapshotStagger): each threshold is reached early by the head start.
+    return this.thresholdReached() >= 1 - this.snapshotHeadStart || this.idleWithLog();
   }
 
-  /** The trigger by the state's size (snapshotLogToState). */
-  private logLargeForState(): boolean {
+  /**
+   * How far the log since the last snapshot is toward the nearest of the triggers by
+   * entries, bytes and the state's size, as a fraction of its threshold (0: none is on).
+   */
+  private thresholdReached(): number {
+    let reached = 0;
+    if (this.snapshotEveryEntries > 0)
+      reached = (this.applied - this.capturedIndex) / this.snapshotEveryEntries;
+    if (this.snapshotEveryBytes > 0)
+      reached = Math.max(reached, this.bytesSinceCapture / this.snapshotEveryBytes);
     const { ratio, minBytes } = this.snapshotLogToState;
-    return ratio > 0 && this.bytesSinceCapture >= Math.max(minBytes, ratio * this.stateBytes);
+    if (ratio > 0) {
+      const threshold = Math.max(minBytes, ratio * this.stateBytes, 1);
+      reached = Math.max(reached, this.bytesSinceCapture / threshold);
+    }
+    return reached;
+  }
+
+  /**
+   * This node's head start (snapshotStagger) after a snapshot taken at `from`'s point (the
+   * leader that sent it; null: the bootstrap seed, the same point on every member): its rank
+   * among the members, counted from `from`'s, over their number. Members are ranked by id,
+   * voters then learners, so every node computes the same ranks.
+   */
+  private staggerFraction(conf: ConfState, from: NodeId | null): number {
+    if (!this.snapshotStagger) return 0;
+    const members = [...[...conf.voters].sort(), ...[...conf.learners].sort()];
+    const n = members.length;
+    const mine = members.indexOf(this.id);
+    if (n < 2 || mine < 0) return 0;
+    const base = from === null ? 0 : Math.max(0, members.indexOf(from));
+    const k = (((mine - base) % n) + n) % n;
+    return k / n;
   }
 
   /** The idle trigger (snapshotWhenIdle): a burst's log is not kept in memory while idle. */
@@ -1483,6 +1531,13 @@ export class RaftDriver {
     }
     const meta = core.snapshotMeta(this.applied);
     assert(meta.index <= this.durableLastIndex, 'snapshot beyond the durable log');
+    // The next point is one threshold after where this one was due, not after where it is
+    // taken: a round applies many entries at once (a catch-up, a burst), and this one may
+    // come later than its point, or earlier (idle, on request). So each member keeps its
+    // place (snapshotStagger); never later than one threshold from this snapshot.
+    this.snapshotHeadStart = this.snapshotStagger
+      ? (this.snapshotHeadStart + this.thresholdReached()) % 1
+      : 0;
     this.capturedIndex = meta.index;
     this.bytesSinceCapture = 0;
     this.snapshotInFlight = true;

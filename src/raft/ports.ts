@@ -9,6 +9,12 @@ export interface LoadedState {
   hardState: { term: number; vote: NodeId | null; commit: number };
   /** The durable snapshot with its data: the driver restores it, then lets the data go. */
   snapshot: Snapshot | null;
+  /**
+   * Whether that snapshot came from elsewhere (a leader, or the bootstrap seed) rather than
+   * from a local compaction: the driver staggers its next snapshot point then (see
+   * RaftDriverOptions.snapshotStagger). Absent: local.
+   */
+  snapshotReceived?: boolean;
   /** Entries after the snapshot index, contiguous, in index order. */
   entries: Entry[];
 }

@@ -202,6 +202,101 @@ describe('snapshots', () => {
     assertSafe(w);
   });
 
+  /** Each node's snapshot indexes (on its disk) while `count` proposals commit one by one. */
+  async function snapshotPoints(stagger: boolean, count: number) {
+    const w = await bootWorld({ nodes: 3, snapshotEveryEntries: 30, snapshotStagger: stagger });
+    const leader = await electedLeader(w);
+    const points = new Map<NodeId, number[]>(w.ids.slice(0, 3).map((id) => [id, []]));
+    const note = () => {
+      for (const [id, seen] of points) {
+        const at = w.node(id).disk.synced.snapshot?.meta.index;
+        if (at !== undefined && at !== seen.at(-1)) seen.push(at);
+      }
+    };
+    for (let i = 0; i < count; i++) {
+      expect((await proposeAndWait(w, leader.id, `k${i % 4}`, `v${i}`)).ok).toBe(true);
+      note();
+    }
+    assertSafe(w);
+    return [...points.values()];
+  }
+
+  it('staggered snapshot points: the members take theirs a third of a threshold apart, never at one index', async () => {
+    // E.g. n1 at 30, 60, 90…; n2 at 21, 51, 81…; n3 at 11, 41, 71… (the leader's no-op is 1).
+    const [a, b, c] = await snapshotPoints(true, 200);
+    for (const [x, y] of [
+      [a!, b!],
+      [a!, c!],
+      [b!, c!],
+    ] as const) {
+      expect(x.length).toBeGreaterThanOrEqual(5);
+      // Past the first point of each, any two members' points are ≥ 30/3 - 2 entries apart
+      // (a proposal is an entry; a point may land an entry or two past its threshold).
+      for (const p of x.slice(1)) {
+        const nearest = Math.min(...y.slice(1).map((q) => Math.abs(p - q)));
+        expect(nearest).toBeGreaterThanOrEqual(8);
+      }
+    }
+    // Never later than the unstaggered trigger: at most 30 entries between two points.
+    for (const pts of [a!, b!, c!])
+      for (let i = 1; i < pts.length; i++) expect(pts[i]! - pts[i - 1]!).toBeLessThanOrEqual(32);
+  });
+
+  it("staggered snapshot points hold across a restart from its own snapshot and a catch-up by the leader's", async () => {
+    const w = await bootWorld({ nodes: 3, snapshotEveryEntries: 30 });
+    const leader = await electedLeader(w);
+    // x: the follower ranked last by id (a restart that moved its point would move it onto
+    // another member's, whoever leads); y: the other.
+    const [y, x] = w.ids
+      .slice(0, 3)
+      .filter((id) => id !== leader.id)
+      .sort() as NodeId[] as [NodeId, NodeId];
+    let next = 0;
+    const propose = async (n: number) => {
+      for (let i = 0; i < n; i++, next++)
+        expect((await proposeAndWait(w, leader.id, `k${next % 4}`, `v${next}`)).ok).toBe(true);
+    };
+    await propose(115);
+    // x restarts from its own snapshot and the log after it; y misses 80 entries and gets
+    // the leader's snapshot.
+    await w.act(() => w.crash(x));
+    await w.act(() => w.startNode(x));
+    await w.act(() => w.crash(y));
+    await propose(80);
+    await w.act(() => w.startNode(y));
+    await until(w, () => status(w, y).applied >= status(w, leader.id).applied, 'y catches up');
+    expect(status(w, y).snapshotsRestored).toBe(1);
+    const points = new Map<NodeId, number[]>([leader.id, x, y].map((id) => [id, []]));
+    for (let i = 0; i < 150; i++) {
+      await propose(1);
+      for (const [id, seen] of points) {
+        const at = w.node(id).disk.synced.snapshot?.meta.index;
+        if (at !== undefined && at !== seen.at(-1)) seen.push(at);
+      }
+    }
+    const [l, px, py] = [...points.values()].map((p) => p.slice(1)) as [
+      number[],
+      number[],
+      number[],
+    ];
+    for (const [p, q] of [
+      [l, px],
+      [l, py],
+      [px, py],
+    ] as const) {
+      expect(p.length).toBeGreaterThanOrEqual(3);
+      for (const at of p.slice(1))
+        expect(Math.min(...q.slice(1).map((b) => Math.abs(at - b)))).toBeGreaterThanOrEqual(8);
+    }
+    assertSafe(w);
+  });
+
+  it('without the stagger, the members take their snapshots at the same indexes (what the stagger prevents)', async () => {
+    const [a, b, c] = await snapshotPoints(false, 120);
+    const common = a!.filter((p) => b!.includes(p) && c!.includes(p));
+    expect(common.length).toBeGreaterThanOrEqual(2);
+  });
+
   it('a node restarts from its snapshot and log and applies the same state', async () => {
     const w = await bootWorld({ nodes: 3, snapshotEveryEntries: 4 });
     const leader = await electedLeader(w);

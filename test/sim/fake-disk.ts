@@ -124,6 +124,8 @@ export class FakeDisk {
   snapshotReads = 0;
   /** Each snapshot's CRC-32 as recorded when written (LevelDbStorage keeps it in the meta). */
   private readonly crcs = new WeakMap<Snapshot, number>();
+  /** Snapshots received from a leader (LevelDbStorage marks them in the meta). */
+  private readonly received = new WeakSet<Snapshot>();
 
   constructor(bug: DiskBug = 'none') {
     this.bug = bug;
@@ -143,11 +145,15 @@ export class FakeDisk {
         return {
           hardState: s.hardState,
           snapshot: s.snapshot,
+          snapshotReceived: s.snapshot !== null && this.received.has(s.snapshot),
           entries: s.entries.map((e) => ({ ...e })),
         };
       },
       save: (batch) => {
-        if (batch.snapshot) this.crcs.set(batch.snapshot, crc32(batch.snapshot.data));
+        if (batch.snapshot) {
+          this.crcs.set(batch.snapshot, crc32(batch.snapshot.data));
+          this.received.add(batch.snapshot);
+        }
         const first = batch.entries[0];
         const prevTerm = first
           ? batch.snapshot && first.index - 1 === batch.snapshot.meta.index

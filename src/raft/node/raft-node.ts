@@ -132,7 +132,7 @@ class SeedingStorage implements LogStorage {
       { conf: snapshot.meta.conf },
       'bootstrapped a new cluster member from the seed snapshot',
     );
-    return { hardState, snapshot, entries: [] };
+    return { hardState, snapshot, snapshotReceived: true, entries: [] };
   }
 
   save(batch: PersistBatch): Promise<void> {

@@ -152,6 +152,8 @@ interface StoredSnapshotMeta extends SnapshotMeta {
   dataCrc: number;
   /** The data's file (snapshot-files.ts); absent in data written before snapshot files. */
   file?: string;
+  /** Received from a leader (or the bootstrap seed), not a local compaction; absent: local. */
+  received?: boolean;
 }
 
 export interface LevelDbStorageOptions {
@@ -573,7 +575,8 @@ export class LevelDbStorage implements LogStorage {
     await this.checkIdentity();
 
     const hardState = await this.readHardState();
-    const snapshot = await this.readSnapshot();
+    const stored = await this.readSnapshot();
+    const snapshot = stored && { meta: stored.meta, data: stored.data };
     const snapshotIndex = snapshot?.meta.index ?? 0;
     const snapshotTerm = snapshot?.meta.term ?? 0;
     const { entries, runs, prevTerm } = await this.readRuns(snapshotIndex, snapshotTerm);
@@ -602,6 +605,7 @@ export class LevelDbStorage implements LogStorage {
       },
       'raft storage loaded',
     );
+    if (stored?.received) return { hardState, snapshot, snapshotReceived: true, entries };
     return { hardState, snapshot, entries };
   }
 
@@ -803,7 +807,7 @@ export class LevelDbStorage implements LogStorage {
     return { term: hs.term, vote: hs.vote, commit: hs.commit };
   }
 
-  private async readSnapshot(): Promise<Snapshot | null> {
+  private async readSnapshot(): Promise<(Snapshot & { received: boolean }) | null> {
     const [rawMeta, rawData] = await this.db.getMany([KEY_SNAPSHOT_META, KEY_SNAPSHOT_DATA]);
     if (rawMeta === undefined && rawData === undefined) {
       this.tidySnapshotFiles(null);
@@ -832,7 +836,7 @@ export class LevelDbStorage implements LogStorage {
         bytes: m.dataBytes,
         crc: m.dataCrc,
       };
-      return { meta: snapshotMeta, data };
+      return { meta: snapshotMeta, data, received: m.received === true };
     }
     if (rawData === undefined) throw new StorageCorruptError('snapshot data is missing');
     const data = unframeValue(KEY_SNAPSHOT_DATA, rawData, 'snapshot data');
@@ -848,7 +852,11 @@ export class LevelDbStorage implements LogStorage {
       bytes: m.dataBytes,
       crc: m.dataCrc,
     };
-    return { meta: snapshotMeta, data: new Uint8Array(data.buffer, data.byteOffset, data.length) };
+    return {
+      meta: snapshotMeta,
+      data: new Uint8Array(data.buffer, data.byteOffset, data.length),
+      received: m.received === true,
+    };
   }
 
   async readSnapshotChunk(
@@ -924,7 +932,7 @@ export class LevelDbStorage implements LogStorage {
     return run;
   }
 
-  private snapshotOps(snapshot: Snapshot, file: SnapshotFile): WriteOp[] {
+  private snapshotOps(snapshot: Snapshot, file: SnapshotFile, received: boolean): WriteOp[] {
     const meta: StoredSnapshotMeta = {
       index: snapshot.meta.index,
       term: snapshot.meta.term,
@@ -932,6 +940,7 @@ export class LevelDbStorage implements LogStorage {
       dataBytes: file.bytes,
       dataCrc: file.crc,
       file: file.file,
+      ...(received ? { received } : {}),
     };
     return [
       { type: 'del', key: KEY_SNAPSHOT_DATA },
@@ -952,7 +961,7 @@ export class LevelDbStorage implements LogStorage {
       // Raft §7: if the log holds the snapshot's last entry (same index and term), the
       // entries after it stay (so does a run straddling it); otherwise the whole log is discarded.
       planReceivedSnapshot(plan, meta, this.termAt(meta.index) === meta.term);
-      plan.puts.push(...this.snapshotOps(batch.snapshot, file!));
+      plan.puts.push(...this.snapshotOps(batch.snapshot, file!, true));
     }
     if (batch.entries.length > 0) planEntries(plan, batch.entries);
     if (batch.hardState) planHardState(plan, batch.hardState);
@@ -1006,7 +1015,7 @@ export class LevelDbStorage implements LogStorage {
     let drop = 0;
     while (drop < runs.length && runs[drop]!.last <= meta.index)
       ops.push({ type: 'del', key: runKey(runs[drop++]!.first) });
-    ops.push(...this.snapshotOps(snapshot, file));
+    ops.push(...this.snapshotOps(snapshot, file, false));
     await this.syncedBatch(ops, 0);
     this.snapshotData = {
       index: meta.index,
