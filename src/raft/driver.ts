@@ -1510,10 +1510,21 @@ export class RaftDriver {
     return k / n;
   }
 
-  /** The idle trigger (snapshotWhenIdle): a burst's log is not kept in memory while idle. */
+  /**
+   * The idle trigger (snapshotWhenIdle): a burst's log is not kept in memory while idle.
+   * Staggered (snapshotStagger): the member of rank k waits (1 + k) × `ticks`, so the
+   * members do not all capture at once when the whole cluster pauses (a pause is what a
+   * leader's own capture makes of a closed-loop load: it holds the answers).
+   */
   private idleWithLog(): boolean {
     const { bytes, ticks } = this.snapshotWhenIdle;
-    return bytes > 0 && this.bytesSinceCapture >= bytes && this.ticks - this.lastApplyTick >= ticks;
+    if (bytes <= 0 || this.bytesSinceCapture < bytes) return false;
+    const idle = this.ticks - this.lastApplyTick;
+    if (idle < ticks) return false;
+    if (!this.snapshotStagger) return true;
+    const conf = this.confNow;
+    const members = [...[...conf.voters].sort(), ...[...conf.learners].sort()];
+    return idle >= ticks * (1 + Math.max(0, members.indexOf(this.id)));
   }
 
   /**

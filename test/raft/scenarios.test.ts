@@ -291,6 +291,40 @@ describe('snapshots', () => {
     assertSafe(w);
   });
 
+  /** The tick at which each node's idle snapshot reached its disk. */
+  async function idleSnapshotTicks(stagger: boolean): Promise<number[]> {
+    const w = await bootWorld({
+      nodes: 3,
+      snapshotEveryEntries: 0,
+      snapshotStagger: stagger,
+      snapshotWhenIdle: { bytes: 1, ticks: 10 },
+    });
+    const leader = await electedLeader(w);
+    for (let i = 0; i < 10; i++)
+      expect((await proposeAndWait(w, leader.id, `k${i % 4}`, `v${i}`)).ok).toBe(true);
+    const ids = w.ids.slice(0, 3);
+    const at = new Map<NodeId, number>();
+    for (let tick = 0; tick < 60 && at.size < 3; tick++) {
+      await w.round();
+      for (const id of ids)
+        if (!at.has(id) && (w.node(id).disk.synced.snapshot?.meta.index ?? 0) > 1) at.set(id, tick);
+    }
+    assertSafe(w);
+    return ids.map((id) => at.get(id) ?? Number.NaN);
+  }
+
+  it('staggered idle snapshots: the members compact an idle log 10 ticks apart, not at once', async () => {
+    // Each waits (1 + rank) × 10 ticks from its last apply (the members' last applies are a
+    // tick or three apart: a follower learns the commit index with the next heartbeat).
+    const ticks = (await idleSnapshotTicks(true)).sort((p, q) => p - q);
+    expect(ticks.every(Number.isFinite)).toBe(true);
+    expect(ticks[1]! - ticks[0]!).toBeGreaterThanOrEqual(6);
+    expect(ticks[2]! - ticks[1]!).toBeGreaterThanOrEqual(6);
+    // Without the stagger: all three within those few ticks.
+    const same = (await idleSnapshotTicks(false)).sort((p, q) => p - q);
+    expect(same[2]! - same[0]!).toBeLessThanOrEqual(3);
+  });
+
   it('without the stagger, the members take their snapshots at the same indexes (what the stagger prevents)', async () => {
     const [a, b, c] = await snapshotPoints(false, 120);
     const common = a!.filter((p) => b!.includes(p) && c!.includes(p));

@@ -49,6 +49,8 @@ export interface SimSettings {
   snapshotSliceMs: number;
   /** The driver's snapshotStagger: members take their snapshots at different log points. */
   snapshotStagger: boolean;
+  /** The driver's snapshotWhenIdle; null: its default. */
+  snapshotWhenIdle: { bytes: number; ticks: number } | null;
   maxPendingProposals: number;
   maxPendingReads: number;
   readTimeoutTicks: number;
@@ -78,6 +80,7 @@ export const DEFAULT_SETTINGS: SimSettings = {
   snapshotEveryEntries: 20,
   snapshotSliceMs: 0,
   snapshotStagger: true,
+  snapshotWhenIdle: null,
   maxPendingProposals: 16,
   maxPendingReads: 16,
   readTimeoutTicks: 40,
@@ -319,6 +322,7 @@ export class World {
       snapshotEveryEntries: s.snapshotEveryEntries,
       snapshotSliceMs: s.snapshotSliceMs,
       snapshotStagger: s.snapshotStagger,
+      ...(s.snapshotWhenIdle ? { snapshotWhenIdle: s.snapshotWhenIdle } : {}),
       maxPendingProposals: s.maxPendingProposals,
       maxPendingReads: s.maxPendingReads,
       readTimeoutTicks: s.readTimeoutTicks,
