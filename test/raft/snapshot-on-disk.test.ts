@@ -52,6 +52,27 @@ describe('the core keeps only the meta and size of its snapshot', () => {
     expect(core.log.snapshot).toEqual({ meta: { index: 9, term: 1, conf }, bytes: 6 });
   });
 
+  it('the chunks of a stream that stopped half-way go once the log replicates again', () => {
+    const core = follower();
+    core.step(snapChunk(0, [1, 2, 3, 4], false));
+    core.advance(core.ready());
+    const held = () => (core as unknown as { incoming: { bytes: number } | null }).incoming;
+    expect(held()?.bytes).toBe(4);
+    // A new leader replicates by the log from where this node is.
+    core.step({
+      type: 'app',
+      from: b,
+      to: c,
+      term: 3,
+      prevIndex: 0,
+      prevTerm: 0,
+      entries: logOfTerms([3]),
+      commit: 0,
+    });
+    core.advance(core.ready());
+    expect(held()).toBeNull();
+  });
+
   it('a local compaction keeps the size it is given, never data', () => {
     const core = new RaftCore(
       defaultRaftConfig(a, () => 0.5),

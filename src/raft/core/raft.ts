@@ -690,6 +690,9 @@ export class RaftCore {
     }
     if (result.truncatedFrom !== null && result.truncatedFrom <= this.confIndex) this.refreshConf();
     else if (m.entries.some((e) => e.type === 'conf')) this.refreshConf();
+    // Replicated by the log again: the chunks of a snapshot stream that stopped half-way (its
+    // leader gone, or it went on by the log) are let go, not held until the next snapshot.
+    this.incoming = null;
     this.log.commitTo(Math.min(m.commit, result.lastNew));
     this.send({
       type: 'appResp',
