@@ -216,10 +216,14 @@ export interface RmRegisterWire {
   transactionServiceGroup: string;
   resourceIds: string[];
   clientId: string;
+  /** The RM reads phase-two batches (proto RmRegister.batches); false from an older SDK. */
+  batches?: boolean;
 }
 export interface RmRegisteredWire extends WireResponse {
   heartbeatIntervalMs: number;
   nodeId: string;
+  /** The TC reads result batches (proto RmRegistered.batches); false from an older TC. */
+  batches?: boolean;
 }
 export interface PhaseTwoRequestWire {
   requestId: string;
@@ -236,6 +240,16 @@ export interface BranchResultWire {
   error?: WireError | null;
   /** The RM's explanation of a failed status, ≤ MAX_RM_MESSAGE_BYTES ('' or absent: none). */
   message?: string;
+}
+
+/** Phase-two requests for one RM in one message (proto PhaseTwoBatch). */
+export interface PhaseTwoBatchWire {
+  commits: PhaseTwoRequestWire[];
+  rollbacks: PhaseTwoRequestWire[];
+}
+/** Results in one message (proto BranchResultBatch). */
+export interface BranchResultBatchWire {
+  results: BranchResultWire[];
 }
 
 /** The most of an RM's phase-two message the wire carries, bytes (UTF-8). */
@@ -267,6 +281,7 @@ export interface RmToTcFields {
   branchResult: BranchResultWire;
   ping: PingWire;
   pong: PingWire;
+  branchResults: BranchResultBatchWire;
 }
 /** The fields of the TcToRm oneof `message`. */
 export interface TcToRmFields {
@@ -276,6 +291,7 @@ export interface TcToRmFields {
   ping: PingWire;
   pong: PingWire;
   goAway: GoAwayWire;
+  phaseTwoBatch: PhaseTwoBatchWire;
 }
 
 // ------------------------------------------------------------------ the multiplexed calls

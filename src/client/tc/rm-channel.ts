@@ -11,6 +11,14 @@
  *
  * Phase-two handlers must be idempotent: the TC may send the same branch twice (a retry,
  * a new leader re-driving, an answer lost with a broken channel).
+ *
+ * Batches (proto/tc.proto, src/shared/rm-batch.ts): the registration says this RM reads
+ * PhaseTwoBatch messages; each request of a batch is run as a single one would be. The
+ * results ready in one turn of the event loop leave in one BranchResultBatch — only to a TC
+ * that announced it reads them (RmRegistered.batches); to an older TC, one message per
+ * result. A batch from the TC that is empty, over its bounds or malformed is refused whole
+ * (MalformedBatchError, logged): none of its requests runs, and the session ends (the TC
+ * fails its calls in flight as a lost channel and sends them again after the reconnect).
  */
 import type * as grpc from '@grpc/grpc-js';
 import {
@@ -24,6 +32,12 @@ import type { HostPort } from '../http-metadata.ts';
 import { branchStatusToCode, branchTypeFromCode } from '../../shared/tc-codes.ts';
 import { boundRmMessage } from '../../shared/tc-wire.ts';
 import type { BranchResultWire, PhaseTwoRequestWire, WireError } from '../../shared/tc-wire.ts';
+import {
+  MalformedBatchError,
+  batchRuns,
+  checkPhaseTwoBatch,
+  rmResultBytes,
+} from '../../shared/rm-batch.ts';
 import { isBranchStatus, type BranchStatus } from '../../shared/tc-vocabulary.ts';
 import type { RmToTcWire, TcConnection, TcToRmWire } from './connection.ts';
 import type { PhaseTwoRequest, RmChannelArgs, RmChannelPort } from './port.ts';
@@ -79,12 +93,28 @@ interface Session extends SessionEnd {
   registerTimer: NodeJS.Timeout | undefined;
   settled: boolean;
   readonly resolve: (end: SessionEnd) => void;
+  /** The TC reads result batches (RmRegistered.batches). */
+  tcBatches: boolean;
+  /** Results of this turn not written yet (to a TC with batches); written at the turn's end. */
+  outbox: BranchResultWire[];
+  flushScheduled: boolean;
 }
 
 interface QueuedRequest {
-  stream: grpc.ClientDuplexStream<RmToTcWire, TcToRmWire>;
+  /** The session the request came on: its result goes back there (or nowhere). */
+  session: Session;
   requestId: string;
   request: PhaseTwoRequest;
+}
+
+/** What crossed the channel since start: phase-two requests and results, and their messages. */
+export interface RmChannelStats {
+  requests: number;
+  requestMessages: number;
+  results: number;
+  resultMessages: number;
+  /** Batches from the TC refused as malformed. */
+  refusedBatches: number;
 }
 
 export class RmChannel implements RmChannelPort {
@@ -115,6 +145,13 @@ export class RmChannel implements RmChannelPort {
   private wake: (() => void) | null = null;
   /** Phase-two requests handled (answered) since start. */
   handled = 0;
+  private readonly counts: RmChannelStats = {
+    requests: 0,
+    requestMessages: 0,
+    results: 0,
+    resultMessages: 0,
+    refusedBatches: 0,
+  };
 
   constructor(routing: RmRouting, options: RmChannelArgs) {
     this.routing = routing;
@@ -146,6 +183,11 @@ export class RmChannel implements RmChannelPort {
 
   get applicationId(): string {
     return this.opts.applicationId;
+  }
+
+  /** Requests and results that crossed the channel, and the messages they took. */
+  stats(): RmChannelStats {
+    return { ...this.counts };
   }
 
   /** The node this channel is registered with, or null. */
@@ -287,6 +329,9 @@ export class RmChannel implements RmChannelPort {
         settled: false,
         registerTimer: undefined,
         resolve,
+        tcBatches: false,
+        outbox: [],
+        flushScheduled: false,
       };
       s.registerTimer = setTimeout(() => {
         s.reason = `no registration answer within ${RM_REGISTER_ANSWER_TIMEOUT_MS} ms`;
@@ -301,6 +346,7 @@ export class RmChannel implements RmChannelPort {
           transactionServiceGroup: this.opts.transactionServiceGroup,
           resourceIds: [...this.opts.resourceIds()],
           clientId: this.opts.clientId,
+          batches: true,
         },
       });
     });
@@ -360,10 +406,13 @@ export class RmChannel implements RmChannelPort {
       case 'branchCommit':
       case 'branchRollback': {
         const wire = msg[msg.message];
-        if (wire)
-          this.accept(s.stream, msg.message === 'branchCommit' ? 'commit' : 'rollback', wire);
+        this.counts.requestMessages++;
+        if (wire) this.accept(s, msg.message === 'branchCommit' ? 'commit' : 'rollback', wire);
         return;
       }
+      case 'phaseTwoBatch':
+        this.acceptBatch(s, msg.phaseTwoBatch);
+        return;
       case 'ping':
         this.writeSession(s, { pong: { sentAtMs: msg.ping?.sentAtMs ?? 0 } });
         return;
@@ -391,6 +440,7 @@ export class RmChannel implements RmChannelPort {
       return;
     }
     s.registered = true;
+    s.tcBatches = r.batches === true;
     this.connectedNode = r.nodeId;
     this.registeredVersion = s.version;
     this.log.info(
@@ -417,23 +467,37 @@ export class RmChannel implements RmChannelPort {
     s.heartbeat.unref();
   }
 
-  private accept(
-    stream: grpc.ClientDuplexStream<RmToTcWire, TcToRmWire>,
-    kind: 'commit' | 'rollback',
-    w: PhaseTwoRequestWire,
-  ): void {
+  /**
+   * A batch from the TC: checked whole before any request of it runs; a malformed one is
+   * refused (nothing runs) and ends the session.
+   */
+  private acceptBatch(s: Session, batch: TcToRmWire['phaseTwoBatch']): void {
+    let requests;
+    try {
+      requests = checkPhaseTwoBatch(batch);
+    } catch (e) {
+      const err = e instanceof MalformedBatchError ? e : new MalformedBatchError(String(e));
+      this.counts.refusedBatches++;
+      this.log.error(
+        { err: err.message, node: this.connectedNode },
+        'the TC sent a malformed phase-two batch; refused whole, ending the channel',
+      );
+      s.reason = `refused a malformed phase-two batch: ${err.message}`;
+      this.finishSession(s);
+      return;
+    }
+    this.counts.requestMessages++;
+    for (const { kind, request } of requests) this.accept(s, kind, request);
+  }
+
+  private accept(s: Session, kind: 'commit' | 'rollback', w: PhaseTwoRequestWire): void {
+    this.counts.requests++;
     const type = branchTypeFromCode(w.branchType);
     const reply = (branchResult: {
       requestId: string;
       branchStatus: number;
       error?: WireError | null;
-    }) => {
-      try {
-        stream.write({ branchResult });
-      } catch {
-        // The channel broke: the TC retries the call.
-      }
-    };
+    }) => this.answer(s, branchResult);
     if (type === null) {
       reply({
         requestId: w.requestId,
@@ -459,7 +523,7 @@ export class RmChannel implements RmChannelPort {
       return;
     }
     this.queue.push({
-      stream,
+      session: s,
       requestId: w.requestId,
       request: {
         kind,
@@ -513,16 +577,46 @@ export class RmChannel implements RmChannelPort {
         branchStatus: 0,
         error: {
           code: refused ? 'ERROR_CODE_BAD_REQUEST' : 'ERROR_CODE_UNAVAILABLE',
-          message: (err as Error)?.message ?? String(err),
+          message: boundRmMessage((err as Error)?.message ?? String(err)),
           retryable: true,
         },
       };
     }
     this.handled++;
-    try {
-      item.stream.write({ branchResult });
-    } catch {
-      // The channel broke meanwhile: the TC retries the call on the next one.
+    this.answer(item.session, branchResult);
+  }
+
+  /**
+   * Sends a result back on the session its request came on: at once to a TC without batches,
+   * else with the other results of this turn. A session that ended drops it (the TC retries
+   * the call on the next one).
+   */
+  private answer(s: Session, result: BranchResultWire): void {
+    if (s.settled) return;
+    this.counts.results++;
+    if (!s.tcBatches) {
+      this.counts.resultMessages++;
+      this.writeSession(s, { branchResult: result });
+      return;
+    }
+    s.outbox.push(result);
+    if (s.flushScheduled) return;
+    s.flushScheduled = true;
+    setImmediate(() => this.flushResults(s));
+  }
+
+  /** Writes the results of this turn: one message per batch's bounds (a lone one as itself). */
+  private flushResults(s: Session): void {
+    s.flushScheduled = false;
+    const outbox = s.outbox;
+    s.outbox = [];
+    for (const run of batchRuns(outbox, rmResultBytes)) {
+      if (s.settled) return;
+      this.counts.resultMessages++;
+      this.writeSession(
+        s,
+        run.length === 1 ? { branchResult: run[0]! } : { branchResults: { results: run } },
+      );
     }
   }
 

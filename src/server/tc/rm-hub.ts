@@ -34,6 +34,12 @@
  * more is queued behind the unread ones).
  * Heartbeats: the hub pings every channel each interval and drops one silent for
  * DEAD_AFTER_HEARTBEATS intervals (any message counts as a sign of life).
+ * Batches (src/shared/rm-batch.ts): to an RM that announced them (RmRegister.batches), the
+ * calls routed to its channel in one turn of the event loop leave in one PhaseTwoBatch
+ * message (MAX_RM_BATCH_ENTRIES and MAX_RM_BATCH_BYTES per message) at the turn's end
+ * (setImmediate); to an older RM, one message per call as before. The hub reads the RM's
+ * BranchResultBatch (and announces it does: RmRegistered.batches) as well as single results;
+ * a batch is checked whole first, and a malformed one ends the channel and resolves nothing.
  */
 import type * as grpc from '@grpc/grpc-js';
 import {
@@ -69,6 +75,7 @@ import {
 } from './limits.ts';
 import { FAILED, OK, branchStatusOfCode } from './mapping.ts';
 import type {
+  BranchResultWire,
   Decoded,
   OneOf,
   PhaseTwoRequestWire,
@@ -80,6 +87,12 @@ import type {
 import { chooseRm, routeKey } from './rm-route.ts';
 import { DeadlineWheel, type CancelDeadline } from '../../shared/deadline-wheel.ts';
 import { boundRmMessage } from '../../shared/tc-wire.ts';
+import {
+  batchRuns,
+  checkResultBatch,
+  rmRequestBytes,
+  type BatchedRequest,
+} from '../../shared/rm-batch.ts';
 
 type RmToTcWire = Decoded<RmToTcFields, 'message'>;
 type TcToRmWire = OneOf<TcToRmFields>;
@@ -136,6 +149,11 @@ interface Channel {
   /** Calls waiting for its congestion to end (counted against the in-flight bound). */
   waiting: number;
   closed: boolean;
+  /** Its RM reads phase-two batches (RmRegister.batches). */
+  batches: boolean;
+  /** Calls of this turn not written yet (batches only); written at the turn's end. */
+  outbox: BatchedRequest[];
+  flushScheduled: boolean;
 }
 
 /** One spell of a channel's congestion: from write() saying false to 'drain' (or the drop). */
@@ -172,12 +190,20 @@ export interface RmHubStats {
   congested: number;
   /** Phase-two calls written to RM channels since the start. */
   sent: number;
+  /** Messages those calls travelled in (one per call to an RM without batches). */
+  sentMessages: number;
+  /** Results received from RMs, and the messages they came in. */
+  results: number;
+  resultMessages: number;
   resources: number;
 }
 
 export class RmChannelHub implements BranchGateway {
   /** Phase-two calls written since the start (stats: what congestion holds back). */
   private sent = 0;
+  private sentMessages = 0;
+  private results = 0;
+  private resultMessages = 0;
   readonly heartbeatIntervalMs: number;
   readonly phaseTwoTimeoutMs: number;
   private readonly opts: RmChannelHubOptions;
@@ -236,6 +262,9 @@ export class RmChannelHub implements BranchGateway {
       inflight,
       congested,
       sent: this.sent,
+      sentMessages: this.sentMessages,
+      results: this.results,
+      resultMessages: this.resultMessages,
       resources: this.byRoute.size,
     };
   }
@@ -302,6 +331,9 @@ export class RmChannelHub implements BranchGateway {
       congestion: null,
       waiting: 0,
       closed: false,
+      batches: false,
+      outbox: [],
+      flushScheduled: false,
     };
     this.channels.add(channel);
     stream.on('data', (msg: RmToTcWire) => this.onMessage(channel, msg));
@@ -454,16 +486,53 @@ export class RmChannelHub implements BranchGateway {
         reject,
         cancelTimeout,
       });
-      this.sent++;
-      this.write(
-        channel,
-        kind === 'commit' ? { branchCommit: request } : { branchRollback: request },
-      );
+      if (channel.batches) this.enqueue(channel, kind, request);
+      else {
+        this.sent++;
+        this.sentMessages++;
+        this.write(
+          channel,
+          kind === 'commit' ? { branchCommit: request } : { branchRollback: request },
+        );
+      }
       this.log.debug(
         { xid: branch.xid, branchId: branch.branchId, kind, clientId: channel.clientId, requestId },
         'phase-two request sent',
       );
     });
+  }
+
+  /** Queues a call for the channel's batch of this turn (written by flush, at the turn's end). */
+  private enqueue(channel: Channel, kind: 'commit' | 'rollback', request: PhaseTwoRequestWire) {
+    channel.outbox.push({ kind, request });
+    if (channel.flushScheduled) return;
+    channel.flushScheduled = true;
+    setImmediate(() => this.flush(channel));
+  }
+
+  /** Writes the calls of this turn: one message per batch's bounds (a lone call as itself). */
+  private flush(channel: Channel): void {
+    channel.flushScheduled = false;
+    // A call that timed out meanwhile is not sent; a dropped channel failed them all already.
+    const outbox = channel.outbox.filter((e) => channel.inflight.has(e.request.requestId));
+    channel.outbox = [];
+    if (channel.closed) return;
+    for (const run of batchRuns(outbox, (e) => rmRequestBytes(e.request))) {
+      this.sent += run.length;
+      this.sentMessages++;
+      if (run.length === 1) {
+        const { kind, request } = run[0]!;
+        this.write(
+          channel,
+          kind === 'commit' ? { branchCommit: request } : { branchRollback: request },
+        );
+        continue;
+      }
+      const commits: PhaseTwoRequestWire[] = [];
+      const rollbacks: PhaseTwoRequestWire[] = [];
+      for (const e of run) (e.kind === 'commit' ? commits : rollbacks).push(e.request);
+      this.write(channel, { phaseTwoBatch: { commits, rollbacks } });
+    }
   }
 
   /**
@@ -501,6 +570,9 @@ export class RmChannelHub implements BranchGateway {
         case 'branchResult':
           this.result(channel, msg.branchResult);
           return;
+        case 'branchResults':
+          this.resultBatch(channel, msg.branchResults);
+          return;
         case 'ping':
           this.write(channel, { pong: { sentAtMs: msg.ping?.sentAtMs ?? 0 } });
           return;
@@ -508,7 +580,7 @@ export class RmChannelHub implements BranchGateway {
           return;
         default:
           throw new BadRequestError(
-            'an RmToTc message must set one of register, branch_result, ping, pong',
+            'an RmToTc message must set one of register, branch_result, branch_results, ping, pong',
           );
       }
     } catch (err) {
@@ -556,16 +628,7 @@ export class RmChannelHub implements BranchGateway {
       throw new UnauthorizedError(
         `client id ${clientId} is registered by another principal; choose another client id`,
       );
-    const quota = this.opts.maxChannelsOf?.(applicationId) ?? Infinity;
-    if (quota !== Infinity) {
-      let held = 0;
-      for (const c of this.byClient.values())
-        if (c.applicationId === applicationId && c !== previous) held++;
-      if (held >= quota)
-        throw new CapacityError(
-          `application ${applicationId} holds ${held} RM channels, its quota; close one or raise security.quotas`,
-        );
-    }
+    this.requireQuota(applicationId, previous);
     if (previous && previous !== channel) {
       this.drop(previous, `replaced by a newer channel of ${clientId}`, true, {
         code: 'ERROR_CODE_UNAVAILABLE',
@@ -577,6 +640,7 @@ export class RmChannelHub implements BranchGateway {
     channel.applicationId = applicationId;
     channel.group = group;
     channel.resourceIds = new Set(ids);
+    channel.batches = reg?.batches === true;
     this.byClient.set(clientId, channel);
     for (const id of channel.resourceIds) {
       const key = routeKey(applicationId, id);
@@ -590,15 +654,36 @@ export class RmChannelHub implements BranchGateway {
         error: null,
         heartbeatIntervalMs: this.heartbeatIntervalMs,
         nodeId: this.opts.nodeId,
+        batches: true,
       },
     });
     this.log.info(
-      { clientId, applicationId, group, resources: ids.length, peer: channel.peer },
+      {
+        clientId,
+        applicationId,
+        group,
+        resources: ids.length,
+        batches: channel.batches,
+        peer: channel.peer,
+      },
       'RM registered',
     );
     for (const id of channel.resourceIds)
       for (const wake of [...(this.waiters.get(routeKey(applicationId, id)) ?? [])]) wake();
     this.announceRegistered(applicationId, ids);
+  }
+
+  /** The application's channels (but `previous`, which this one replaces) are within quota. */
+  private requireQuota(applicationId: string, previous: Channel | undefined): void {
+    const quota = this.opts.maxChannelsOf?.(applicationId) ?? Infinity;
+    if (quota === Infinity) return;
+    let held = 0;
+    for (const c of this.byClient.values())
+      if (c.applicationId === applicationId && c !== previous) held++;
+    if (held >= quota)
+      throw new CapacityError(
+        `application ${applicationId} holds ${held} RM channels, its quota; close one or raise security.quotas`,
+      );
   }
 
   private announceRegistered(applicationId: string, resourceIds: readonly string[]): void {
@@ -615,6 +700,24 @@ export class RmChannelHub implements BranchGateway {
     if (channel.clientId === null) throw new BadRequestError('register before sending results');
     if (!r || typeof r.requestId !== 'string')
       throw new BadRequestError('branch_result lacks a request id');
+    this.resultMessages++;
+    this.take(channel, channel.clientId, r);
+  }
+
+  /**
+   * A batch of results: checked whole first (MalformedBatchError ends the channel, and no
+   * call of the batch is resolved), then each is taken as a single result would be.
+   */
+  private resultBatch(channel: Channel, batch: RmToTcWire['branchResults']): void {
+    if (channel.clientId === null) throw new BadRequestError('register before sending results');
+    const results = checkResultBatch(batch);
+    this.resultMessages++;
+    for (const r of results) this.take(channel, channel.clientId, r);
+  }
+
+  /** One result: resolves (or fails) the call it answers; a late or unknown one is dropped. */
+  private take(channel: Channel, clientId: string, r: BranchResultWire): void {
+    this.results++;
     const pending = channel.inflight.get(r.requestId);
     // A late answer (after the timeout) or a duplicate: nothing waits for it.
     if (!pending) return;
@@ -623,13 +726,13 @@ export class RmChannelHub implements BranchGateway {
     if (r.error) {
       if (r.error.code === 'ERROR_CODE_BAD_REQUEST')
         this.log.error(
-          { clientId: channel.clientId, applicationId: channel.applicationId, error: r.error },
+          { clientId, applicationId: channel.applicationId, error: r.error },
           'an RM refused a phase-two request as not its own (a wrong application, type or resource)',
         );
       pending.reject(
         new RmCallFailedError(
-          channel.clientId,
-          `RM ${channel.clientId} failed the phase-two call: ${String(r.error.message).slice(0, 512)}`,
+          clientId,
+          `RM ${clientId} failed the phase-two call: ${String(r.error.message).slice(0, 512)}`,
         ),
       );
       return;
@@ -638,14 +741,14 @@ export class RmChannelHub implements BranchGateway {
     if (status === null) {
       pending.reject(
         new RmCallFailedError(
-          channel.clientId,
-          `RM ${channel.clientId} answered ${String(r.branchStatus)}, which is no branch status`,
+          clientId,
+          `RM ${clientId} answered ${String(r.branchStatus)}, which is no branch status`,
         ),
       );
       return;
     }
     if (typeof r.message === 'string' && r.message !== '')
-      this.rmMessage(channel.clientId, pending, status, r.message);
+      this.rmMessage(clientId, pending, status, r.message);
     // The coordinator checks that it is a phase-two status of the right decision.
     pending.resolve(status);
   }

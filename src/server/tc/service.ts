@@ -641,6 +641,21 @@ function registerRmHubGauges(registry: Registry, hub: RmChannelHub): void {
       (s) => s.sent,
     ],
     [
+      'concord_tc_rm_phase_two_messages',
+      'Messages the phase-two calls to RM channels travelled in (a batch is one) since the start',
+      (s) => s.sentMessages,
+    ],
+    [
+      'concord_tc_rm_results',
+      'Phase-two results received from RM channels since the node started',
+      (s) => s.results,
+    ],
+    [
+      'concord_tc_rm_result_messages',
+      'Messages those results came in (a batch is one) since the node started',
+      (s) => s.resultMessages,
+    ],
+    [
       'concord_tc_rm_channels_congested',
       'RM channels whose stream does not drain (the RM does not read): they get no new call',
       (s) => s.congested,
