@@ -31,6 +31,7 @@ import { ApplicationRmUnavailableError } from './errors.ts';
 import { assert } from '../shared/errors.ts';
 import { DEFAULT_PHASE_TWO_RETRY_HORIZON_MS } from '../shared/protocol-limits.ts';
 import type { BranchGateway, Clock, SessionStore } from './ports.ts';
+import type { CoordinatorStateView, LiveCursor, LiveSessionRef } from './state-machine.ts';
 import {
   BranchStatus,
   GlobalStatus,
@@ -71,6 +72,12 @@ export interface PhaseTwoOptions {
   branchCallTimeoutMs: number;
   /** How often live transactions that no timer covers are looked for. Default 10 s. */
   sweepIntervalMs: number;
+  /**
+   * Live sessions one sweep step looks at before it yields the event loop (one clock turn),
+   * where the store shows its whole state (raft, memory): a sweep over 1,000,000 sessions
+   * is a thousand short steps, with TM calls and heartbeats served between them. Default 1,000.
+   */
+  sweepSliceSessions: number;
   /** Transactions driven at once (a new leader may inherit many). Default 64. */
   maxConcurrentDrives: number;
   /**
@@ -87,6 +94,7 @@ export const DEFAULT_PHASE_TWO_OPTIONS: Readonly<PhaseTwoOptions> = {
   retryMaxBackoffMs: 60_000,
   branchCallTimeoutMs: 30_000,
   sweepIntervalMs: 10_000,
+  sweepSliceSessions: 1_000,
   maxConcurrentDrives: 64,
   duePollIntervalMs: 0,
 };
@@ -130,6 +138,27 @@ export interface PhaseTwoDriverDeps {
  */
 type Waiting = { kind: 'timer'; at: number; cancel: () => void } | { kind: 'parked' };
 
+/** What a sweep reads of a session to plan it (a small copy; never the branches). */
+interface SweptSession {
+  readonly xid: string;
+  readonly status: GlobalStatus;
+  readonly deadline: number;
+  readonly statusChangedAt: number;
+  readonly driverTerm: number;
+  readonly retry: Pick<GlobalSession['retry'], 'nextRetryAt' | 'stopped'>;
+}
+
+function swept(s: LiveSessionRef): SweptSession {
+  return {
+    xid: s.xid,
+    status: s.status,
+    deadline: s.deadline,
+    statusChangedAt: s.statusChangedAt,
+    driverTerm: s.driverTerm,
+    retry: { nextRetryAt: s.retry.nextRetryAt, stopped: s.retry.stopped },
+  };
+}
+
 /** One transaction the leading driver tracks. Dropped from the map once it holds nothing. */
 interface Tracked {
   waiting: Waiting | null;
@@ -160,6 +189,8 @@ type DriverState =
       /** Cancels the due poll (a no-op when there is none). */
       readonly cancelDuePoll: () => void;
       readonly tx: Map<string, Tracked>;
+      /** A sweep is under way (one at a time: a sweep of a large state spans many turns). */
+      sweeping: boolean;
     };
 type Leading = Extract<DriverState, { kind: 'leading' }>;
 
@@ -190,6 +221,10 @@ export class PhaseTwoDriver {
     assert(
       Number.isSafeInteger(this.options.stuckAfterMs) && this.options.stuckAfterMs > 0,
       () => `stuckAfterMs must be a positive integer, not ${this.options.stuckAfterMs}`,
+    );
+    assert(
+      Number.isSafeInteger(this.options.sweepSliceSessions) && this.options.sweepSliceSessions > 0,
+      () => `sweepSliceSessions must be a positive integer, not ${this.options.sweepSliceSessions}`,
     );
     assert(
       Number.isSafeInteger(this.options.retryHorizonMs) && this.options.retryHorizonMs > 0,
@@ -229,7 +264,15 @@ export class PhaseTwoDriver {
             if (lead) void this.pollDue(lead);
           })
         : NO_POLL;
-    lead = { kind: 'leading', term, once: false, cancelSweep, cancelDuePoll, tx: new Map() };
+    lead = {
+      kind: 'leading',
+      term,
+      once: false,
+      cancelSweep,
+      cancelDuePoll,
+      tx: new Map(),
+      sweeping: false,
+    };
     this.state = lead;
     this.log.info({ term }, 'phase-two driver started; re-driving live transactions');
     void this.sweep(lead);
@@ -324,6 +367,7 @@ export class PhaseTwoDriver {
         cancelSweep: NO_POLL,
         cancelDuePoll: NO_POLL,
         tx: new Map(),
+        sweeping: false,
       };
       this.decider = lead;
     }
@@ -399,10 +443,6 @@ export class PhaseTwoDriver {
   }
 
   /**
-   * Picks up live transactions that no timer, pass or park covers (all of them, right after
-   * start); with concurrent writers, also those whose timer or park no longer fits them.
-   */
-  /**
    * Drives the transactions the store says are due (decided on another node, a retry time
    * or deadline passed) that no pass here is on. One poll at a time; a failed poll waits
    * for the next (the sweep still covers everything).
@@ -424,34 +464,145 @@ export class PhaseTwoDriver {
     }
   }
 
+  /**
+   * Picks up live transactions that no timer, pass or park covers (all of them, right after
+   * start); with concurrent writers, also those whose timer or park no longer fits them.
+   * One sweep at a time. Where the store shows its whole state (liveSessionsSlice: raft,
+   * memory) it walks the live set a slice per event-loop turn, so a new leader serves at
+   * once and the re-drive of a large state goes on between its calls; a leadership change
+   * ends the walk at the next slice. Else (db) it reads one bounded page.
+   */
   private async sweep(lead: Leading): Promise<void> {
-    let sessions: GlobalSession[];
-    let live: Set<string>;
-    const recheck = this.store.concurrentWriters === true;
+    if (lead.sweeping || !this.isCurrent(lead)) return;
+    lead.sweeping = true;
     try {
-      ({ sessions, live } = await this.store.read((state) => {
-        const xids = state.liveXids();
-        const untracked = xids.filter((xid) => {
-          const t = lead.tx.get(xid);
-          return !t?.queued && !t?.running && (recheck || !t?.waiting);
+      const done = await this.sweepSlices(lead);
+      if (done && this.isCurrent(lead)) await this.pruneIfDue(lead);
+    } finally {
+      lead.sweeping = false;
+    }
+  }
+
+  /** False when the sweep need not read `xid`: a pass covers it, or (no recheck) a wait. */
+  private needsLook(lead: Leading, xid: string, recheck: boolean): boolean {
+    const t = lead.tx.get(xid);
+    return t === undefined || (!t.queued && !t.running && (recheck || !t.waiting));
+  }
+
+  /** True when the session needs planning: nothing runs for it, nothing that fits waits. */
+  private needsPlan(
+    lead: Leading,
+    session: SweptSession | LiveSessionRef,
+    recheck: boolean,
+  ): boolean {
+    return this.needsLook(lead, session.xid, recheck) && !this.trackedAsIs(lead, session);
+  }
+
+  /** The sweep's walk; true when it went over the whole live set (or the store's page). */
+  private async sweepSlices(lead: Leading): Promise<boolean> {
+    const recheck = this.store.concurrentWriters === true;
+    const limit = this.options.sweepSliceSessions;
+    let cursor: LiveCursor | null = null;
+    let sliced = false;
+    // One step, side-effect free (a store may run it more than once): the sessions of the
+    // next slice that need planning, copied small; where the view has no slices, the page.
+    const step = (state: CoordinatorStateView) => {
+      const due: SweptSession[] = [];
+      if (state.liveSessionsSlice) {
+        const next = state.liveSessionsSlice(cursor, limit, (s) => {
+          if (this.needsPlan(lead, s, recheck)) due.push(swept(s));
         });
-        return { sessions: untracked.map((xid) => state.getSession(xid)!), live: new Set(xids) };
-      }));
+        return { due, next, sliced: true, live: null };
+      }
+      const xids = state.liveXids();
+      for (const xid of xids) {
+        const s = this.needsLook(lead, xid, recheck) ? state.getSession(xid) : undefined;
+        if (s && !this.trackedAsIs(lead, s)) due.push(swept(s));
+      }
+      return { due, next: null, sliced: false, live: new Set(xids) };
+    };
+    let live: Set<string> | null = null;
+    try {
+      // The first step passes the store's read barrier: it sees every command decided before.
+      let result = await this.store.read(step);
+      for (;;) {
+        if (!this.isCurrent(lead)) return false;
+        for (const session of result.due) this.plan(session, lead);
+        sliced = result.sliced;
+        live = result.live;
+        cursor = result.next;
+        if (cursor === null) break;
+        await this.nextTurn();
+        if (!this.isCurrent(lead)) return false;
+        // Later steps read the leader's applied state (no barrier: a command in flight is
+        // this leader's own, and its pass or timer follows it).
+        result = this.store.readLocal ? this.store.readLocal(step) : await this.store.read(step);
+      }
     } catch (err) {
       this.log.warn({ err }, 'phase-two sweep could not read sessions');
-      return;
+      return false;
     }
-    if (!this.isCurrent(lead)) return;
-    // Parks and notes of transactions that left the live set are dropped. A timer is kept:
-    // it may belong to a transaction begun after this read (its pass finds what is there).
-    for (const [xid, t] of lead.tx) {
-      if (live.has(xid) || t.waiting?.kind === 'timer') continue;
-      if (t.waiting?.kind === 'parked') t.waiting = null;
-      t.rmWait = null;
-      this.untrackIfEmpty(lead, xid);
+    return sliced
+      ? this.dropLeftSliced(lead)
+      : (this.dropLeft(lead, (xid) => live!.has(xid)), true);
+  }
+
+  /**
+   * Parks and notes of transactions that left the live set are dropped. A timer is kept: it
+   * may belong to a transaction begun after the walk passed (its pass finds what is there).
+   */
+  private dropLeft(lead: Leading, isLive: (xid: string) => boolean): void {
+    for (const [xid, t] of lead.tx) this.dropIfLeft(lead, xid, t, isLive);
+  }
+
+  private dropIfLeft(
+    lead: Leading,
+    xid: string,
+    t: Tracked,
+    isLive: (xid: string) => boolean,
+  ): void {
+    if (t.waiting?.kind === 'timer' || (t.waiting === null && t.rmWait === null)) return;
+    if (isLive(xid)) return;
+    if (t.waiting?.kind === 'parked') t.waiting = null;
+    t.rmWait = null;
+    this.untrackIfEmpty(lead, xid);
+  }
+
+  /** dropLeft over the tracked transactions a slice per turn, against the current live set. */
+  private async dropLeftSliced(lead: Leading): Promise<boolean> {
+    const entries = lead.tx.entries();
+    const limit = this.options.sweepSliceSessions;
+    try {
+      for (;;) {
+        if (!this.isCurrent(lead)) return false;
+        // The tracked entries of this slice whose session is not live (read side-effect free).
+        const { left, done } = this.store.readLocal!((state) => {
+          const gone = new Set<string>();
+          for (let i = 0; i < limit; i++) {
+            const next = entries.next();
+            if (next.done === true) return { left: gone, done: true };
+            const [xid, t] = next.value;
+            if (t.waiting?.kind === 'timer' || (t.waiting === null && t.rmWait === null)) continue;
+            if (!(state.isLive?.(xid) ?? state.getSession(xid) !== undefined)) gone.add(xid);
+          }
+          return { left: gone, done: false };
+        });
+        for (const xid of left) {
+          const t = lead.tx.get(xid);
+          if (t) this.dropIfLeft(lead, xid, t, () => false);
+        }
+        if (done) return true;
+        await this.nextTurn();
+      }
+    } catch (err) {
+      this.log.warn({ err }, 'phase-two sweep could not read sessions');
+      return false;
     }
-    for (const session of sessions) if (!this.trackedAsIs(lead, session)) this.plan(session, lead);
-    await this.pruneIfDue(lead);
+  }
+
+  /** Yields the event loop for one turn of the driver's clock. */
+  private nextTurn(): Promise<void> {
+    return new Promise((resolve) => this.clock.after(0, resolve));
   }
 
   /**
@@ -478,7 +629,7 @@ export class PhaseTwoDriver {
   }
 
   /** True when the timer or park this driver holds for the session still fits its state. */
-  private trackedAsIs(lead: Leading, session: GlobalSession): boolean {
+  private trackedAsIs(lead: Leading, session: SweptSession | LiveSessionRef): boolean {
     const waiting = lead.tx.get(session.xid)?.waiting;
     if (!waiting) return false;
     const drivable = isPhaseTwoInFlight(session.status) && !session.retry.stopped;
@@ -488,7 +639,7 @@ export class PhaseTwoDriver {
     return drivable && waiting.at === at;
   }
 
-  private plan(session: GlobalSession, lead: Leading): void {
+  private plan(session: SweptSession, lead: Leading): void {
     if (!this.isCurrent(lead)) return;
     const t = lead.tx.get(session.xid);
     if (t?.queued || t?.running) return;
