@@ -5,6 +5,7 @@
  * turns B's clock one yield at a time, counting what each slice did.
  */
 import { describe, expect, it } from 'vitest';
+import type { Xid } from '../../src/shared/ids.ts';
 import { MemoryStore } from '../../src/store/memory/index.ts';
 import { CoordinatorStateMachine } from '../../src/coordinator/state-machine.ts';
 import { GlobalStatus } from '../../src/coordinator/types.ts';
@@ -45,10 +46,10 @@ function acquiredBy(machine: CoordinatorStateMachine, term: number, xids: string
 }
 
 /** N transactions decided commit on A whose branch calls hang: B's sweep must drive them. */
-async function decidedOnA(world: ReturnType<typeof twoNodes>, n: number): Promise<string[]> {
+async function decidedOnA(world: ReturnType<typeof twoNodes>, n: number): Promise<Xid[]> {
   const { a, gateway } = world;
   gateway.manual = true;
-  const xids: string[] = [];
+  const xids: Xid[] = [];
   for (let i = 0; i < n; i++) {
     const xid = await begin(a);
     await register(a, xid, 'TCC', `orders:${i}`);
@@ -93,7 +94,7 @@ describe('the sliced sweep', () => {
     const world = twoNodes();
     const { machine, clock, gateway, a, b } = world;
     // 30 transactions begun on A, waiting for their deadline (60 s).
-    const xids: string[] = [];
+    const xids: Xid[] = [];
     for (let i = 0; i < 30; i++) {
       const xid = await begin(a);
       await register(a, xid, 'AT', `stock:${i}`);
