@@ -36,7 +36,7 @@ function fill(machine: CoordinatorStateMachine, live: number, now: number): void
         name: 'scale',
         timeoutMs: HOUR,
         beginTime: now,
-        requestId: crypto.randomUUID(),
+        requestId: null,
         term: 1,
       },
       {
@@ -50,7 +50,7 @@ function fill(machine: CoordinatorStateMachine, live: number, now: number): void
         clientId: 'shop:host:1234:abcd',
         applicationId: 'shop',
         at: now,
-        requestId: crypto.randomUUID(),
+        requestId: null,
       },
     ] as Command[];
     for (const c of commands) {
@@ -96,7 +96,8 @@ async function takeover(live: number): Promise<Figures> {
   const probe = () => {
     const now = performance.now();
     longest = Math.max(longest, now - last);
-    if (process.env.GAPS && now - last > 3) console.log(`gap ${(now - last).toFixed(1)} ms at turn ${turns}, planned ${planned}`);
+    if (process.env.GAPS && now - last > 3)
+      console.log(`gap ${(now - last).toFixed(1)} ms at turn ${turns}, planned ${planned}`);
     last = now;
     turns += 1;
     if (probing) setImmediate(probe);
