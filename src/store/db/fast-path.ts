@@ -40,11 +40,10 @@ import {
   isSuccessfulEnd,
   type GlobalSession,
 } from '../../coordinator/types.ts';
-import { PG_GLOBAL_TYPES, PgBatches } from './batch-pg.ts';
+import { PgBatches } from './batch-pg.ts';
 import { MysqlBeginBatches } from './batch-mysql.ts';
 import { DB_DECIDER_HANDOFF_MS } from './limits.ts';
 import { PgBranchPaths } from './fast-path-pg.ts';
-import { GLOBAL_COLUMNS, globalRowValues } from './rows.ts';
 import { placeholders, type SqlDriver, type SqlValue, type TableNames } from './sql.ts';
 
 /** Thrown inside a MySQL fast-path transaction to roll it back: the general path decides. */
@@ -80,7 +79,6 @@ export class FastPaths {
       },
     };
   }
-  private readonly globalCols = GLOBAL_COLUMNS.join(', ');
   /** PostgreSQL's forms of the steps with branches (fast-path-pg.ts); null on MySQL. */
   private readonly pg: PgBranchPaths | null;
   /** PostgreSQL: the Begins and commits of one event-loop turn in one statement each. */
