@@ -1,4 +1,3 @@
-import { createServer } from 'node:net';
 import * as grpc from '@grpc/grpc-js';
 import { Packr } from 'msgpackr';
 import { afterEach, describe, expect, it } from 'vitest';
