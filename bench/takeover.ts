@@ -9,7 +9,9 @@
  * Measures, from driver.start() until every session has its deadline planned, the longest
  * synchronous step (the largest gap between two turns of a setImmediate probe: what a
  * heartbeat or a TM call would wait) and the whole re-drive's wall time and the process's
- * CPU time. Prints a table and `[bench takeover] live N: longest step N ms, re-drive N ms`.
+ * CPU time; with `node --expose-gc --import tsx bench/run.ts takeover`, also the heap the
+ * driver holds per planned session (its entry and deadline timer). Prints a table and
+ * `[bench takeover] live N: longest step N ms, re-drive N ms`.
  */
 import { Command as Cli } from 'commander';
 import { decodeCommand, encodeCommand, type Command } from '../src/coordinator/commands.ts';
@@ -71,6 +73,8 @@ interface Figures {
   redriveMs: number;
   cpuMs: number;
   turns: number;
+  /** Heap the driver holds per planned session after the walk (with --expose-gc), bytes. */
+  driverBytesPerTx: number | null;
 }
 
 async function takeover(live: number): Promise<Figures> {
@@ -89,6 +93,8 @@ async function takeover(live: number): Promise<Figures> {
   const driver = new PhaseTwoDriver({ store, gateway: noRm, clock, logger: silentLogger() });
   global.gc?.();
   await new Promise((r) => setTimeout(r, 50));
+  global.gc?.();
+  const heap0 = process.memoryUsage().heapUsed;
   let longest = 0;
   let turns = 0;
   let last = performance.now();
@@ -110,6 +116,12 @@ async function takeover(live: number): Promise<Figures> {
   const redriveMs = performance.now() - t0;
   const cpu = process.cpuUsage(cpu0);
   probing = false;
+  let driverBytesPerTx: number | null = null;
+  if (global.gc) {
+    await new Promise((r) => setTimeout(r, 50));
+    global.gc();
+    driverBytesPerTx = (process.memoryUsage().heapUsed - heap0) / live;
+  }
   driver.stop();
   return {
     live,
@@ -117,6 +129,7 @@ async function takeover(live: number): Promise<Figures> {
     redriveMs,
     cpuMs: (cpu.user + cpu.system) / 1000,
     turns,
+    driverBytesPerTx,
   };
 }
 
@@ -132,11 +145,13 @@ export async function main(args: string[]): Promise<void> {
   });
   const rows: Figures[] = [];
   for (const live of sizes) rows.push(await takeover(live));
-  console.log('| live | longest synchronous step | re-drive (all planned) | CPU | probe turns |');
-  console.log('|---:|---:|---:|---:|---:|');
+  console.log(
+    '| live | longest synchronous step | re-drive (all planned) | CPU | probe turns | driver heap per tx |',
+  );
+  console.log('|---:|---:|---:|---:|---:|---:|');
   for (const r of rows)
     console.log(
-      `| ${r.live.toLocaleString('en-US')} | ${r.longestStepMs.toFixed(1)} ms | ${r.redriveMs.toFixed(0)} ms | ${r.cpuMs.toFixed(0)} ms | ${r.turns} |`,
+      `| ${r.live.toLocaleString('en-US')} | ${r.longestStepMs.toFixed(1)} ms | ${r.redriveMs.toFixed(0)} ms | ${r.cpuMs.toFixed(0)} ms | ${r.turns} | ${r.driverBytesPerTx === null ? 'n/a (--expose-gc)' : `${r.driverBytesPerTx.toFixed(0)} B`} |`,
     );
   for (const r of rows)
     console.log(
