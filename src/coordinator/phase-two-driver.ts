@@ -30,6 +30,7 @@ import type {
 import { ApplicationRmUnavailableError } from './errors.ts';
 import { assert } from '../shared/errors.ts';
 import { DEFAULT_PHASE_TWO_RETRY_HORIZON_MS } from '../shared/protocol-limits.ts';
+import { DueQueue } from './due-queue.ts';
 import type { BranchGateway, Clock, SessionStore } from './ports.ts';
 import type { CoordinatorStateView, LiveCursor, LiveSessionRef } from './state-machine.ts';
 import {
@@ -131,13 +132,6 @@ export interface PhaseTwoDriverDeps {
   options?: Partial<PhaseTwoOptions>;
 }
 
-/**
- * What the driver holds for one transaction between passes: a timer that drives it at
- * `at`, or a park (nothing to do until an operator acts: failed, retries stopped). Never
- * both: the one field makes the combination unwritable.
- */
-type Waiting = { kind: 'timer'; at: number; cancel: () => void } | { kind: 'parked' };
-
 /** What a sweep reads of a session to plan it (a small copy; never the branches). */
 interface SweptSession {
   readonly xid: string;
@@ -159,9 +153,14 @@ function swept(s: LiveSessionRef): SweptSession {
   };
 }
 
-/** One transaction the leading driver tracks. Dropped from the map once it holds nothing. */
+/**
+ * One transaction the leading driver tracks beyond a timed wait (a pass, a park, a wait for
+ * an RM). Dropped from the map once it holds nothing. A transaction that only waits for its
+ * time (a deadline, a retry) is in the lead's DueQueue alone (tens of bytes, no timer).
+ */
 interface Tracked {
-  waiting: Waiting | null;
+  /** Parked: nothing to do until an operator acts (failed, retries stopped). */
+  parked: boolean;
   /** A pass waiting to start, joined by every drive() call until it starts. */
   queued: Promise<GlobalStatus | null> | null;
   /** The pass in progress. */
@@ -189,6 +188,8 @@ type DriverState =
       /** Cancels the due poll (a no-op when there is none). */
       readonly cancelDuePoll: () => void;
       readonly tx: Map<string, Tracked>;
+      /** Transactions that wait for a time (deadline, retry, hand-off): drive() then. */
+      readonly due: DueQueue;
       /** A sweep is under way (one at a time: a sweep of a large state spans many turns). */
       sweeping: boolean;
     };
@@ -271,6 +272,7 @@ export class PhaseTwoDriver {
       cancelSweep,
       cancelDuePoll,
       tx: new Map(),
+      due: this.dueQueue(() => lead),
       sweeping: false,
     };
     this.state = lead;
@@ -299,8 +301,9 @@ export class PhaseTwoDriver {
   park(xid: string): void {
     const lead = this.leading();
     if (!lead) return;
+    lead.due.delete(xid);
     const t = this.track(lead, xid);
-    this.setWaiting(t, { kind: 'parked' });
+    t.parked = true;
     t.rmWait = null;
   }
 
@@ -367,6 +370,7 @@ export class PhaseTwoDriver {
         cancelSweep: NO_POLL,
         cancelDuePoll: NO_POLL,
         tx: new Map(),
+        due: this.dueQueue(() => null),
         sweeping: false,
       };
       this.decider = lead;
@@ -377,7 +381,8 @@ export class PhaseTwoDriver {
   private driveIn(lead: Leading, xid: string): Promise<GlobalStatus | null> {
     const t = this.track(lead, xid);
     if (t.queued) return t.queued;
-    this.setWaiting(t, null);
+    t.parked = false;
+    lead.due.delete(xid);
     const previous = t.running ?? Promise.resolve(null);
     const pass: Promise<GlobalStatus | null> = previous.then(async () => {
       if (!this.isCurrent(lead)) return null;
@@ -403,6 +408,14 @@ export class PhaseTwoDriver {
 
   // -------------------------------------------------------------------------------------
 
+  /** The waits of one lead: each drives its transaction when due, while the lead is current. */
+  private dueQueue(lead: () => Leading | null): DueQueue {
+    return new DueQueue(this.clock, (xid) => {
+      const current = lead();
+      if (current && this.isCurrent(current)) void this.drive(xid);
+    });
+  }
+
   private leading(): Leading | null {
     return this.state.kind === 'leading' ? this.state : null;
   }
@@ -413,7 +426,7 @@ export class PhaseTwoDriver {
     if (!lead) return;
     lead.cancelSweep();
     lead.cancelDuePoll();
-    for (const t of lead.tx.values()) if (t.waiting?.kind === 'timer') t.waiting.cancel();
+    lead.due.clear();
     lead.tx.clear();
   }
 
@@ -424,7 +437,7 @@ export class PhaseTwoDriver {
   private track(lead: Leading, xid: string): Tracked {
     let t = lead.tx.get(xid);
     if (!t) {
-      t = { waiting: null, queued: null, running: null, rmWait: null };
+      t = { parked: false, queued: null, running: null, rmWait: null };
       lead.tx.set(xid, t);
     }
     return t;
@@ -433,13 +446,7 @@ export class PhaseTwoDriver {
   private untrackIfEmpty(lead: Leading, xid: string): void {
     const t = lead.tx.get(xid);
     // A decider's lead keeps nothing between passes, a wait for an RM neither.
-    if (t && !t.waiting && !t.queued && !t.running && (!t.rmWait || lead.once)) lead.tx.delete(xid);
-  }
-
-  /** Replaces what the transaction waits on, cancelling a timer it replaces. */
-  private setWaiting(t: Tracked, waiting: Waiting | null): void {
-    if (t.waiting?.kind === 'timer') t.waiting.cancel();
-    t.waiting = waiting;
+    if (t && !t.parked && !t.queued && !t.running && (!t.rmWait || lead.once)) lead.tx.delete(xid);
   }
 
   /**
@@ -486,7 +493,8 @@ export class PhaseTwoDriver {
   /** False when the sweep need not read `xid`: a pass covers it, or (no recheck) a wait. */
   private needsLook(lead: Leading, xid: string, recheck: boolean): boolean {
     const t = lead.tx.get(xid);
-    return t === undefined || (!t.queued && !t.running && (recheck || !t.waiting));
+    if (t?.queued || t?.running) return false;
+    return recheck || (t?.parked !== true && !lead.due.has(xid));
   }
 
   /** True when the session needs planning: nothing runs for it, nothing that fits waits. */
@@ -561,9 +569,9 @@ export class PhaseTwoDriver {
     t: Tracked,
     isLive: (xid: string) => boolean,
   ): void {
-    if (t.waiting?.kind === 'timer' || (t.waiting === null && t.rmWait === null)) return;
+    if (!t.parked && t.rmWait === null) return;
     if (isLive(xid)) return;
-    if (t.waiting?.kind === 'parked') t.waiting = null;
+    t.parked = false;
     t.rmWait = null;
     this.untrackIfEmpty(lead, xid);
   }
@@ -582,7 +590,7 @@ export class PhaseTwoDriver {
             const next = entries.next();
             if (next.done === true) return { left: gone, done: true };
             const [xid, t] = next.value;
-            if (t.waiting?.kind === 'timer' || (t.waiting === null && t.rmWait === null)) continue;
+            if (!t.parked && t.rmWait === null) continue;
             if (!(state.isLive?.(xid) ?? state.getSession(xid) !== undefined)) gone.add(xid);
           }
           return { left: gone, done: false };
@@ -630,13 +638,14 @@ export class PhaseTwoDriver {
 
   /** True when the timer or park this driver holds for the session still fits its state. */
   private trackedAsIs(lead: Leading, session: SweptSession | LiveSessionRef): boolean {
-    const waiting = lead.tx.get(session.xid)?.waiting;
-    if (!waiting) return false;
     const drivable = isPhaseTwoInFlight(session.status) && !session.retry.stopped;
-    if (waiting.kind === 'parked') return !drivable && session.status !== GlobalStatus.Begin;
-    if (session.status === GlobalStatus.Begin) return waiting.at === session.deadline;
+    if (lead.tx.get(session.xid)?.parked === true)
+      return !drivable && session.status !== GlobalStatus.Begin;
+    const dueAt = lead.due.get(session.xid);
+    if (dueAt === undefined) return false;
+    if (session.status === GlobalStatus.Begin) return dueAt === session.deadline;
     const at = session.retry.nextRetryAt ?? this.store.handOffAt?.(session) ?? null;
-    return drivable && waiting.at === at;
+    return drivable && dueAt === at;
   }
 
   private plan(session: SweptSession, lead: Leading): void {
@@ -665,30 +674,25 @@ export class PhaseTwoDriver {
   private schedule(xid: string, at: number, lead: Leading): void {
     // A decider keeps no timers: the driving node picks the session up (its due time).
     if (!this.isCurrent(lead) || lead.once) return;
-    const t = this.track(lead, xid);
-    this.setWaiting(t, null);
-    const delay = at - this.clock.now();
-    if (delay <= 0) {
+    const t = lead.tx.get(xid);
+    if (t) {
+      t.parked = false;
+      this.untrackIfEmpty(lead, xid);
+    }
+    if (at - this.clock.now() <= 0) {
+      lead.due.delete(xid);
       void this.drive(xid);
       return;
     }
-    const waiting: Waiting = {
-      kind: 'timer',
-      at,
-      cancel: this.clock.after(delay, () => {
-        const current = lead.tx.get(xid);
-        if (current?.waiting === waiting) current.waiting = null;
-        if (this.isCurrent(lead)) void this.drive(xid);
-      }),
-    };
-    t.waiting = waiting;
+    lead.due.set(xid, at);
   }
 
   /** Forgets a transaction that left the live set (or that this pass found gone). */
   private forget(lead: Leading, xid: string): void {
+    lead.due.delete(xid);
     const t = lead.tx.get(xid);
     if (!t) return;
-    this.setWaiting(t, null);
+    t.parked = false;
     t.rmWait = null;
     this.untrackIfEmpty(lead, xid);
   }
