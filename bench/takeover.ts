@@ -112,7 +112,10 @@ async function takeover(live: number): Promise<Figures> {
   const t0 = performance.now();
   setImmediate(probe);
   driver.start(2);
-  while (planned < live) await new Promise((r) => setImmediate(r));
+  // Planned: a timer per session (main before the DueQueue) or the lead's DueQueue's size.
+  const lead = () => (driver as unknown as { state: { due?: { size: number } } }).state;
+  while (planned < live && (lead().due?.size ?? 0) < live)
+    await new Promise((r) => setImmediate(r));
   const redriveMs = performance.now() - t0;
   const cpu = process.cpuUsage(cpu0);
   probing = false;
