@@ -24,8 +24,9 @@
  *           asynchronously: the TM hears AsyncCommitting and the TC tells the RM (an RM
  *           channel in every client process) afterwards, which releases the row.
  * A transaction counts when the TM heard a commit decision (Committed, AsyncCommitting,
- * or, in db mode on a node that does not hold the driver lease, Committing: the decision is
- * durable and the lease holder finishes phase two). A lock conflict rolls back and counts
+ * or Committing: the decision is durable and the lease holder finishes phase two). In db
+ * mode every node runs the phase two of what it decides (the RM client keeps a channel to
+ * every node). A lock conflict rolls back and counts
  * as a conflict, not a transaction. The baseline runs the same client loop with every TC
  * call replaced by one event-loop turn: what the load generator alone can do.
  *
@@ -211,7 +212,7 @@ async function connectClients(
       });
       return c;
     });
-    // RM channels go to the lease holder: the client's own routing finds it.
+    // The RM client keeps a channel to every node (db mode): each node drives what it decides.
     const rm = new TcClient({ seeds: spec.seeds, transport: 'stream' });
     closers.push(() => rm.close());
     return { tmClient: (tm) => pinned[(spec.firstTm + tm) % pinned.length]!, rmClient: rm };

@@ -2,9 +2,9 @@
  * A discovery client pinned to one node, for db mode, where every node serves every TC
  * call: a TcClient given `new PinnedDiscovery(node)` sends all its calls to that node's TC
  * port, never asks the metadata and never follows a leader, the way Seata's clients spread
- * a db-mode cluster's load over its nodes. (The TcClient itself routes by the metadata's
- * leader — the driver-lease holder in db mode — which is right for RM channels but puts
- * every TM call on one node.) Used by bench/tps.ts and test/tc/db-mode.test.ts.
+ * a db-mode cluster's load over its nodes. (The TcClient itself routes TM calls by the
+ * metadata's leader — the driver-lease holder in db mode — which puts every TM call on one
+ * node; its RM channels go to every node.) Used by bench/tps.ts and test/tc/db-mode.test.ts.
  *
  *   const d = new PinnedDiscovery({ nodeId: 'pg-node2', transaction: { host, port: 8192 }, control:
  *   { host, port: 7192 } });

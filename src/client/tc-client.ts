@@ -116,7 +116,8 @@ import type {
   TcCallOptions,
   TcPort,
 } from './tc/port.ts';
-import { RmChannel } from './tc/rm-channel.ts';
+import { RmChannel, type RmRouting } from './tc/rm-channel.ts';
+import { RmChannelSet } from './tc/rm-channels.ts';
 
 export { BranchStatus, BranchType, GlobalStatus };
 export {
@@ -137,6 +138,7 @@ export {
 export type { RetryClass } from './tc/errors.ts';
 export * from './tc/limits.ts';
 export { RmChannel } from './tc/rm-channel.ts';
+export { RmChannelSet } from './tc/rm-channels.ts';
 export type {
   BeginArgs,
   BranchRegisterArgs,
@@ -325,7 +327,7 @@ export class TcClient implements TcPort {
   private readonly ownsDiscovery: boolean;
   private readonly log: Logger;
   private readonly connections = new Map<string, TcConnection>();
-  private readonly channels = new Set<RmChannel>();
+  private readonly channels = new Set<RmChannelSet>();
   private readonly attemptTimeoutMs: number;
   private readonly callDeadlineMs: number;
   private readonly connectTimeoutMs: number;
@@ -492,25 +494,44 @@ export class TcClient implements TcPort {
     return r.lockable === true;
   }
 
-  /** Opens the RM channel (reconnecting to the leader after any failover) and starts it. */
-  openRmChannel(options: RmChannelArgs): RmChannel {
+  /**
+   * Opens the RM channel and starts it: in raft mode one channel that follows the leader
+   * (reconnecting after any failover); in db mode one to every node, since the node that
+   * decides a transaction runs its phase two (src/client/tc/rm-channels.ts).
+   */
+  openRmChannel(options: RmChannelArgs): RmChannelSet {
     if (this.closed) throw new UnavailableError('the TC client is closed');
-    const channel = new RmChannel(
+    const leaderRouting: RmRouting = {
+      logger: this.log,
+      leader: async () => {
+        await this.ensureStarted();
+        const l = await this.discovery.waitForLeader(DEFAULT_LEADER_WAIT_MS);
+        return { nodeId: l.nodeId, transaction: l.transaction };
+      },
+      connection: (target) => this.connection(target),
+      onLeaderChange: (listener) => {
+        const l = (e: { leader: { nodeId: string } | null }) => listener(e.leader?.nodeId ?? null);
+        this.discovery.on('leaderChange', l);
+        return () => this.discovery.off('leaderChange', l);
+      },
+      refresh: () => void this.discovery.refresh().catch(() => undefined),
+      unreachable: (target) => this.discovery.reportUnreachable(target),
+      random: this.random,
+    };
+    const channel = new RmChannelSet(
       {
         logger: this.log,
-        leader: async () => {
+        metadata: async () => {
           await this.ensureStarted();
-          const l = await this.discovery.waitForLeader(DEFAULT_LEADER_WAIT_MS);
-          return { nodeId: l.nodeId, transaction: l.transaction };
+          return this.discovery.metadata() ?? this.discovery.refresh();
         },
-        connection: (target) => this.connection(target),
-        onLeaderChange: (listener) => {
-          const l = (e: { leader: { nodeId: string } | null }) =>
-            listener(e.leader?.nodeId ?? null);
-          this.discovery.on('leaderChange', l);
-          return () => this.discovery.off('leaderChange', l);
+        onMetadata: (listener) => {
+          this.discovery.on('metadata', listener);
+          return () => this.discovery.off('metadata', listener);
         },
-        refresh: () => void this.discovery.refresh().catch(() => undefined),
+        leaderId: () => this.discovery.leader()?.nodeId ?? null,
+        leaderRouting,
+        dial: (target) => this.dialOwn(target),
         unreachable: (target) => this.discovery.reportUnreachable(target),
         random: this.random,
       },
@@ -662,6 +683,28 @@ export class TcClient implements TcPort {
     );
     this.connections.set(key, c);
     return c;
+  }
+
+  /**
+   * A connection of its own for a db-mode RM channel pinned to one node: not in the map of
+   * the calls' connections, so a change of leader that fails the calls in flight on other
+   * nodes does not break it.
+   */
+  private dialOwn(target: HostPort): TcConnection {
+    const key = formatAddress(target);
+    return new TcConnection(
+      target,
+      {
+        onClosed: (_conn, reason) => {
+          if (!this.closed)
+            this.log.debug(
+              { target: key, reason: reason.message },
+              'RM channel connection closed; the channel dials afresh',
+            );
+        },
+      },
+      this.tls,
+    );
   }
 
   /**

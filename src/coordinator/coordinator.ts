@@ -415,7 +415,8 @@ export class Coordinator {
       at: await this.stampTime(),
       term: this.store.term(),
     });
-    if (result.finished === null && !isEndStatus(result.status)) void this.driver.drive(xid);
+    if (result.finished === null && !isEndStatus(result.status))
+      void this.driver.driveDecision(xid);
     return result.status;
   }
 
@@ -619,7 +620,7 @@ export class Coordinator {
   private async afterDecision(xid: Xid, result: DecisionResult): Promise<GlobalStatus> {
     if (!result.decided || result.finished) return result.status;
     this.log.debug({ xid, status: result.status }, 'global transaction decided');
-    const pass = this.driver.drive(xid);
+    const pass = this.driver.driveDecision(xid);
     if (result.status === GlobalStatus.AsyncCommitting) return result.status;
     return (await pass) ?? this.getStatus({ xid });
   }

@@ -15,8 +15,9 @@
  * What the table shows (get, rows) is the same values as the results it was given: the
  * snapshot's rows are `[kind + '\n' + requestId, result, command time]` as before.
  */
-import { StorageCorruptError } from '../shared/errors.ts';
+import { StorageCorruptError, assert } from '../shared/errors.ts';
 import { detached } from './interned.ts';
+import { canonical } from './snapshot-codec.ts';
 
 /** A remembered result as a snapshot holds it: [key, result, command time]. */
 export type DedupRow = [string, unknown, number];
@@ -46,6 +47,8 @@ export class DedupTable {
   /** Sequence number of the oldest entry. */
   private base = 0;
   private count = 0;
+  /** The capture under way (capture()): entries it has not read are kept when forgotten. */
+  private view: CaptureView | null = null;
 
   get size(): number {
     return this.count;
@@ -82,7 +85,17 @@ export class DedupTable {
   /** Forgets, oldest first, every entry remembered at or before `horizon`; returns how many. */
   forgetUntil(horizon: number): number {
     let forgotten = 0;
+    const view = this.view;
     while (this.count > 0 && this.ats[this.head]! <= horizon) {
+      // An entry of the capture under way that it has not read yet: kept for it (copy-on-write).
+      if (view !== null && this.base >= view.next && this.base < view.start + view.count)
+        view.kept.push({
+          seq: this.base,
+          key: this.keys[this.head]!,
+          value: this.values[this.head],
+          num: this.nums[this.head]!,
+          at: this.ats[this.head]!,
+        });
       this.index.delete(this.keys[this.head]!);
       this.keys[this.head] = undefined;
       this.values[this.head] = undefined;
@@ -111,6 +124,64 @@ export class DedupTable {
       out[i - from] = [wholeKey(this.keys[slot]!), this.valueAt(slot), this.ats[slot]!];
     }
     return out;
+  }
+
+  /**
+   * The entries as they are now, readable once, oldest first, while the table goes on
+   * changing (a snapshot capture that lets commands apply meanwhile): O(1) now. Entries are
+   * added at the end (after the captured ones, which is all it reads) and forgotten from the
+   * start: one the capture has not read yet is kept for it as it is forgotten (its four
+   * fields). The rows it gives hold canonical results (sorted keys, as a snapshot encodes
+   * them). A later capture() ends this one.
+   */
+  capture(): DedupCapture {
+    const view: CaptureView = {
+      start: this.base,
+      count: this.count,
+      next: this.base,
+      kept: [],
+      keptHead: 0,
+    };
+    this.view = view;
+    return {
+      size: view.count,
+      rowsBetween: (from: number, to: number): DedupRow[] => {
+        assert(this.view === view, 'a later capture of the dedup table ended this one');
+        assert(view.start + from === view.next, () => `dedup rows read from ${from}, not in order`);
+        const end = Math.min(to, view.count);
+        const out = new Array<DedupRow>(Math.max(0, end - from));
+        for (let i = from; i < end; i++) {
+          const seq = view.start + i;
+          let [key, value, num, at]: [string, unknown, number, number] = ['', undefined, NaN, 0];
+          if (seq < this.base) {
+            const kept = view.kept[view.keptHead++];
+            assert(kept?.seq === seq, () => `dedup entry ${seq} was forgotten unread and not kept`);
+            ({ key, value, num, at } = kept);
+          } else {
+            const slot = (this.head + (seq - this.base)) % this.keys.length;
+            [key, value, num, at] = [
+              this.keys[slot]!,
+              this.values[slot],
+              this.nums[slot]!,
+              this.ats[slot]!,
+            ];
+          }
+          out[i - from] = [
+            wholeKey(key),
+            typeof value === 'string' ? compactResult(key, value, num) : canonical(value),
+            at,
+          ];
+          view.next = seq + 1;
+        }
+        // What was read is not needed again.
+        if (view.keptHead > 1024 && view.keptHead * 2 > view.kept.length) {
+          view.kept.splice(0, view.keptHead);
+          view.keptHead = 0;
+        }
+        if (view.next === view.start + view.count) this.view = null;
+        return out;
+      },
+    };
   }
 
   /** A table holding `rows` (a snapshot's, oldest first). */
@@ -187,6 +258,34 @@ export class DedupTable {
   }
 }
 
+/** A capture's reading position, and the entries forgotten before it read them. */
+interface CaptureView {
+  /** Sequence number of the first captured entry, and how many there are. */
+  readonly start: number;
+  readonly count: number;
+  /** Sequence number of the next entry to read. */
+  next: number;
+  readonly kept: { seq: number; key: string; value: unknown; num: number; at: number }[];
+  keptHead: number;
+}
+
+/** What DedupTable.capture() gives: the entries as of the capture, in slices. */
+export interface DedupCapture {
+  readonly size: number;
+  /** Rows `from` (the next unread) to `to` (exclusive), oldest first, results canonical. */
+  rowsBetween(from: number, to: number): DedupRow[];
+}
+
+/**
+ * A compact result (kept as a string) as a snapshot encodes it: a Begin's as {deadline, xid},
+ * a RegisterBranch's as {branchId}, keys in sorted order (what canonical() makes of them).
+ */
+function compactResult(key: string, value: string, num: number): unknown {
+  const tag = key[0];
+  if (tag === 'B' || tag === 'b') return { deadline: num, xid: value };
+  return { branchId: value };
+}
+
 /** True when `value` is a plain object whose own keys are exactly `names` (sorted). */
 function isExactly(value: unknown, ...names: string[]): boolean {
   if (typeof value !== 'object' || value === null || Array.isArray(value)) return false;
@@ -244,8 +343,24 @@ export function wholeKey(compact: string): string {
   if (tag === WHOLE) return compact.slice(1);
   const kind = TAG_KINDS[tag.toUpperCase()]!;
   if (tag === tag.toUpperCase()) return `${kind}\n${compact.slice(1)}`;
-  let hex = '';
-  for (let i = 1; i < 17; i++) hex += compact.charCodeAt(i).toString(16).padStart(2, '0');
-  const uuid = `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20)}`;
-  return `${kind}\n${uuid}`;
+  // One flat string from its character codes (a template of 21 parts is a rope of them, which
+  // every reader flattens again): the kind, a newline, the 16 bytes as 8-4-4-4-12 hex digits.
+  const codes = uuidCodes;
+  const prefix = kind === 'Begin' ? BEGIN_CODES : REGISTER_CODES;
+  let j = 0;
+  for (; j < prefix.length; j++) codes[j] = prefix[j]!;
+  for (let i = 1; i < 17; i++) {
+    if (i === 5 || i === 7 || i === 9 || i === 11) codes[j++] = DASH;
+    const b = compact.charCodeAt(i);
+    codes[j++] = HEX_CODES[b >>> 4]!;
+    codes[j++] = HEX_CODES[b & 15]!;
+  }
+  return String.fromCharCode.apply(null, codes.length === j ? codes : codes.slice(0, j));
 }
+
+/** Scratch for wholeKey's character codes (the longest prefix, then 36 characters). */
+const uuidCodes: number[] = new Array<number>('RegisterBranch\n'.length + 36).fill(0);
+const codesOf = (s: string) => Array.from(s, (c) => c.charCodeAt(0));
+const BEGIN_CODES = codesOf('Begin\n');
+const REGISTER_CODES = codesOf('RegisterBranch\n');
+const HEX_CODES = codesOf('0123456789abcdef');

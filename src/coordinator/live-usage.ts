@@ -80,6 +80,15 @@ export class LiveUsage implements LiveUsageView {
     return usage;
   }
 
+  /** A copy that does not follow later changes (a snapshot capture's expected counts). */
+  copy(): LiveUsage {
+    const usage = new LiveUsage();
+    for (const [app, n] of this.byApp) usage.byApp.set(app, n);
+    usage.branches = this.branches;
+    usage.applicationDataBytes = this.applicationDataBytes;
+    return usage;
+  }
+
   /** True when both count the same. */
   equals(other: LiveUsage): boolean {
     if (this.branches !== other.branches) return false;

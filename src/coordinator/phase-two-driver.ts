@@ -151,6 +151,11 @@ type DriverState =
   | {
       readonly kind: 'leading';
       readonly term: number;
+      /**
+       * A decider's lead (driveDecision): it runs the passes it is asked for and nothing
+       * else — no sweep, no due poll, no timers; a retry it schedules is the driving node's.
+       */
+      readonly once: boolean;
       readonly cancelSweep: () => void;
       /** Cancels the due poll (a no-op when there is none). */
       readonly cancelDuePoll: () => void;
@@ -159,6 +164,8 @@ type DriverState =
 type Leading = Extract<DriverState, { kind: 'leading' }>;
 
 const STOPPED: DriverState = { kind: 'stopped' };
+/** The due poll's cancel where there is none (no dueXids, or no interval). */
+const NO_POLL = (): void => undefined;
 
 export class PhaseTwoDriver {
   readonly options: Readonly<PhaseTwoOptions>;
@@ -168,6 +175,8 @@ export class PhaseTwoDriver {
   private readonly log: Logger;
 
   private state: DriverState = STOPPED;
+  /** The lead of this node's decisions while it does not drive (driveDecision). */
+  private decider: Leading | null = null;
   private duePolling = false;
   private slotsInUse = 0;
   private readonly slotWaiters: (() => void)[] = [];
@@ -219,8 +228,8 @@ export class PhaseTwoDriver {
         ? this.clock.every(this.options.duePollIntervalMs, () => {
             if (lead) void this.pollDue(lead);
           })
-        : () => undefined;
-    lead = { kind: 'leading', term, cancelSweep, cancelDuePoll, tx: new Map() };
+        : NO_POLL;
+    lead = { kind: 'leading', term, once: false, cancelSweep, cancelDuePoll, tx: new Map() };
     this.state = lead;
     this.log.info({ term }, 'phase-two driver started; re-driving live transactions');
     void this.sweep(lead);
@@ -228,6 +237,7 @@ export class PhaseTwoDriver {
 
   /** Leadership lost: stop everything; passes in flight exit before their next command. */
   stop(): void {
+    this.decider = null;
     if (this.state.kind !== 'leading') return;
     this.log.info({ term: this.state.term }, 'phase-two driver stopped');
     this.reset();
@@ -292,6 +302,35 @@ export class PhaseTwoDriver {
   drive(xid: string): Promise<GlobalStatus | null> {
     const lead = this.leading();
     if (!lead) return Promise.resolve(null);
+    return this.driveIn(lead, xid);
+  }
+
+  /**
+   * The pass after a decision this node took (a TM's commit or rollback, a Saga's report):
+   * drive() where this node drives phase two; else, where the store lets the deciding node
+   * run it (SessionStore.handOffAt, db mode), one pass at this node's term, on a lead that
+   * keeps no timers — what it leaves (a retry, a session another term took) is the driving
+   * node's. Resolves like drive(); null at once where neither applies.
+   */
+  driveDecision(xid: string): Promise<GlobalStatus | null> {
+    if (this.state.kind === 'leading' || this.store.handOffAt === undefined) return this.drive(xid);
+    const term = this.store.term();
+    let lead = this.decider;
+    if (lead === null || lead.term !== term) {
+      lead = {
+        kind: 'leading',
+        term,
+        once: true,
+        cancelSweep: NO_POLL,
+        cancelDuePoll: NO_POLL,
+        tx: new Map(),
+      };
+      this.decider = lead;
+    }
+    return this.driveIn(lead, xid);
+  }
+
+  private driveIn(lead: Leading, xid: string): Promise<GlobalStatus | null> {
     const t = this.track(lead, xid);
     if (t.queued) return t.queued;
     this.setWaiting(t, null);
@@ -335,7 +374,7 @@ export class PhaseTwoDriver {
   }
 
   private isCurrent(lead: Leading): boolean {
-    return this.state === lead;
+    return this.state === lead || this.decider === lead;
   }
 
   private track(lead: Leading, xid: string): Tracked {
@@ -349,7 +388,8 @@ export class PhaseTwoDriver {
 
   private untrackIfEmpty(lead: Leading, xid: string): void {
     const t = lead.tx.get(xid);
-    if (t && !t.waiting && !t.queued && !t.running && !t.rmWait) lead.tx.delete(xid);
+    // A decider's lead keeps nothing between passes, a wait for an RM neither.
+    if (t && !t.waiting && !t.queued && !t.running && (!t.rmWait || lead.once)) lead.tx.delete(xid);
   }
 
   /** Replaces what the transaction waits on, cancelling a timer it replaces. */
@@ -444,7 +484,8 @@ export class PhaseTwoDriver {
     const drivable = isPhaseTwoInFlight(session.status) && !session.retry.stopped;
     if (waiting.kind === 'parked') return !drivable && session.status !== GlobalStatus.Begin;
     if (session.status === GlobalStatus.Begin) return waiting.at === session.deadline;
-    return drivable && waiting.at === session.retry.nextRetryAt;
+    const at = session.retry.nextRetryAt ?? this.store.handOffAt?.(session) ?? null;
+    return drivable && waiting.at === at;
   }
 
   private plan(session: GlobalSession, lead: Leading): void {
@@ -454,14 +495,25 @@ export class PhaseTwoDriver {
     if (session.status === GlobalStatus.Begin) {
       this.schedule(session.xid, session.deadline, lead);
     } else if (isPhaseTwoInFlight(session.status) && !session.retry.stopped) {
-      this.schedule(session.xid, session.retry.nextRetryAt ?? this.clock.now(), lead);
+      // With deciders (db mode), a session decided on another node is left to it until its
+      // hand-off time; the due poll (due_at) picks it up then if it is still there, so no
+      // timer waits for it here (most end long before: a timer would only read them gone).
+      const handOff =
+        session.retry.nextRetryAt === null ? this.store.handOffAt?.(session) : undefined;
+      if (handOff !== undefined && handOff > this.clock.now() && lead.cancelDuePoll !== NO_POLL) {
+        this.forget(lead, session.xid);
+        return;
+      }
+      const at = session.retry.nextRetryAt ?? handOff ?? this.clock.now();
+      this.schedule(session.xid, at, lead);
     } else {
       this.park(session.xid);
     }
   }
 
   private schedule(xid: string, at: number, lead: Leading): void {
-    if (!this.isCurrent(lead)) return;
+    // A decider keeps no timers: the driving node picks the session up (its due time).
+    if (!this.isCurrent(lead) || lead.once) return;
     const t = this.track(lead, xid);
     this.setWaiting(t, null);
     const delay = at - this.clock.now();

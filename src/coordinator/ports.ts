@@ -6,7 +6,7 @@
  */
 import type { Command, Outcome, ResultOf } from './commands.ts';
 import type { CoordinatorStateView } from './state-machine.ts';
-import type { BranchSession, BranchStatus } from './types.ts';
+import type { BranchSession, BranchStatus, GlobalSession } from './types.ts';
 
 export interface LeadershipEvent {
   isLeader: boolean;
@@ -83,6 +83,14 @@ export interface SessionStore {
    * a transaction another node decided is driven within that interval, not the sweep's.
    */
   dueXids?(now: number, limit: number): Promise<string[]>;
+  /**
+   * Optional (db mode): every node that decides a transaction runs its first phase-two pass
+   * itself, at its own term (PhaseTwoDriver.driveDecision), and the driving node leaves a
+   * session in phase two that has no retry scheduled alone until this time: then it takes it
+   * over (acquiring it at its higher term, which fences the decider off). Absent: only the
+   * driving node runs phase two, at once.
+   */
+  handOffAt?(session: GlobalSession): number;
   /**
    * Optional: true when the submits made in one event-loop turn are applied in the order
    * they were made (raft: they share an entry; memory: each applies at once). The driver

@@ -82,24 +82,32 @@ export function encodeSnapshot(data: SnapshotData): Uint8Array {
 /** Rows (sessions, finished records, remembered request ids) one slice of a sliced encode packs. */
 export const SNAPSHOT_SLICE_ROWS = 2_000;
 
-/** What a sliced encode reads: the state's parts, read slice by slice, never copied whole. */
+/**
+ * What a sliced encode reads: the state's parts, read slice by slice, never copied whole.
+ * Each part is given as a count and a reader of rows `from` (inclusive) to `to` (exclusive),
+ * in the snapshot's order; the reader may be called long after the encode began (a capture
+ * that lets commands apply meanwhile hands out the rows as of its point).
+ */
 export interface SnapshotSource {
   version: number;
-  /** In any order: the encoder sorts them by xid (the first slice). */
-  sessions: readonly GlobalSession[];
-  /** Oldest first. */
-  finished: readonly FinishedRecord[];
-  /** How many dedup rows, and those from `from` to `to` (exclusive), oldest first. */
+  /** Dedup rows oldest first, their results canonical (canonical() of them changes nothing). */
   dedupCount: number;
   dedupRows(from: number, to: number): SnapshotData['dedup'];
+  /** Oldest first. */
+  finishedCount: number;
+  finishedRows(from: number, to: number): readonly FinishedRecord[];
+  /** Sorted by xid. */
+  sessionCount: number;
+  sessionRows(from: number, to: number): readonly GlobalSession[];
   commandTime?: number;
 }
 
 /**
  * The same bytes as encodeSnapshot, made in slices: each `next()` packs at most `sliceRows`
  * rows and the last returns the whole snapshot. A caller runs the slices across event-loop
- * turns (issue 19: a 100,000-transaction state took ~1.7 s to encode in one go) and must
- * not change the state in between: the source is read as the slices go.
+ * turns (issue 19: a 100,000-transaction state took ~1.7 s to encode in one go); the source
+ * is read as the slices go, so it must show the same rows throughout (the state machine's
+ * capture shows the state as of its point while commands apply).
  *
  * The bytes are assembled by hand around msgpackr's: the top map's header (map16, as
  * msgpackr writes objects) and keys, each
@@ -142,26 +150,20 @@ export function* encodeSnapshotInSlices(
   put(arrayHeader(data.dedupCount));
   for (let from = 0; from < data.dedupCount; from += sliceRows) {
     rows(
-      data
-        .dedupRows(from, from + sliceRows)
-        .map(([key, value, at]) => [key, canonical(value), at ?? null]),
+      data.dedupRows(from, from + sliceRows).map(([key, value, at]) => [key, value, at ?? null]),
     );
     yield;
   }
   put(packr.pack('finished'));
-  put(arrayHeader(data.finished.length));
-  for (let from = 0; from < data.finished.length; from += sliceRows) {
-    rows(
-      data.finished.slice(from, from + sliceRows).map((f) => defined(finishedRow(f), 'finished')),
-    );
+  put(arrayHeader(data.finishedCount));
+  for (let from = 0; from < data.finishedCount; from += sliceRows) {
+    rows(data.finishedRows(from, from + sliceRows).map((f) => defined(finishedRow(f), 'finished')));
     yield;
   }
-  const sessions = [...data.sessions].sort((a, b) => compareStrings(a.xid, b.xid));
-  yield;
   put(packr.pack('sessions'));
-  put(arrayHeader(sessions.length));
-  for (let from = 0; from < sessions.length; from += sliceRows) {
-    rows(sessions.slice(from, from + sliceRows).map((x) => defined(sessionRow(x), 'session')));
+  put(arrayHeader(data.sessionCount));
+  for (let from = 0; from < data.sessionCount; from += sliceRows) {
+    rows(data.sessionRows(from, from + sliceRows).map((x) => defined(sessionRow(x), 'session')));
     yield;
   }
   put(packr.pack('version'));

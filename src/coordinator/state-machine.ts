@@ -34,7 +34,7 @@ import type {
   RollbackGlobalCommand,
 } from './commands.ts';
 import { validateCommandShape } from './command-validation.ts';
-import { DedupTable, compactKey, type DedupRow } from './dedup-table.ts';
+import { DedupTable, compactKey, type DedupCapture, type DedupRow } from './dedup-table.ts';
 import type { Rejection } from './errors.ts';
 import {
   DEFAULT_RETENTION,
@@ -45,7 +45,7 @@ import {
   MIN_TRANSACTION_TIMEOUT_MS,
   type RetentionLimits,
 } from './limits.ts';
-import { parseLockKey } from './lock-key.ts';
+import { compareStrings, parseLockKey } from './lock-key.ts';
 import { LockTable, type LockHolder } from './lock-table.ts';
 import { LiveUsage, type LiveUsageView } from './live-usage.ts';
 import {
@@ -152,8 +152,11 @@ export class CoordinatorStateMachine implements CoordinatorStateView {
   /** requestId → the remembered result and the command time it was remembered at. */
   private dedup = new DedupTable();
   private lastCommandTime = 0;
-  /** Commands applied and snapshots restored: a sliced snapshot checks nothing changed. */
-  private changes = 0;
+  /**
+   * The snapshot capture under way (snapshotInSlices), copy-on-write: commands go on
+   * applying, and a session it captured is copied before its first change (null: none).
+   */
+  private capturing: CaptureImage | null = null;
   /** The last sliced snapshot's size, bytes: the next one's buffer (not part of the state). */
   private lastSnapshotBytes = 0;
   /** One copy of the strings live transactions repeat (interned.ts). */
@@ -174,7 +177,6 @@ export class CoordinatorStateMachine implements CoordinatorStateView {
   /** Applies one command. Never throws on bad input: a refused command is a Rejection. */
   apply<C extends Command>(command: C): Outcome<ResultOf<C>>;
   apply(command: Command): Outcome<unknown> {
-    this.changes++;
     const malformed = validateCommandShape(command);
     if (malformed) return { ok: false, rejection: malformed };
     const result = this.dispatch(command);
@@ -246,7 +248,7 @@ export class CoordinatorStateMachine implements CoordinatorStateView {
     const deadline = c.beginTime + c.timeoutMs;
     // Kept for the session's life: copies that do not pin the decoded log entry.
     const xid = detached(c.xid);
-    this.sessions.set(xid, {
+    const session: GlobalSession = {
       // A leader's coordinator formatted it (formatXid); its shape was checked above.
       xid: xid as Xid,
       transactionId: detached(c.transactionId),
@@ -261,7 +263,10 @@ export class CoordinatorStateMachine implements CoordinatorStateView {
       branches: NO_BRANCHES,
       retry: NO_RETRY,
       driverTerm: c.term ?? 0,
-    });
+    };
+    this.sessions.set(xid, session);
+    // Begun after a capture's point: not part of it (no copy before its changes).
+    this.capturing?.born.add(session);
     this.usage.sessionAdded(c.applicationId);
     return ok({ xid, deadline });
   }
@@ -525,7 +530,7 @@ export class CoordinatorStateMachine implements CoordinatorStateView {
   }
 
   private globalReport(c: GlobalReportCommand): Outcome<CommandResults['GlobalReport']> {
-    const session = this.sessions.get(c.xid);
+    const session = this.changeable(c.xid);
     if (!session) {
       const record = this.finished.get(c.xid);
       // The same final report again (a TM retry after failover) is answered, not refused.
@@ -609,7 +614,7 @@ export class CoordinatorStateMachine implements CoordinatorStateView {
   }
 
   private commitGlobal(c: CommitGlobalCommand): Outcome<DecisionResult> {
-    const session = this.sessions.get(c.xid);
+    const session = this.changeable(c.xid);
     if (!session) return this.answerEnded(c.xid);
     const fenced = fence(session, c.term);
     if (fenced) return reject(fenced);
@@ -621,7 +626,7 @@ export class CoordinatorStateMachine implements CoordinatorStateView {
   }
 
   private rollbackGlobal(c: RollbackGlobalCommand): Outcome<DecisionResult> {
-    const session = this.sessions.get(c.xid);
+    const session = this.changeable(c.xid);
     if (!session) return this.answerEnded(c.xid);
     const fenced = fence(session, c.term);
     if (fenced) return reject(fenced);
@@ -738,6 +743,7 @@ export class CoordinatorStateMachine implements CoordinatorStateView {
     for (const [xid, old] of this.finished) {
       if (this.finished.size <= this.retention.finishedEntries && old.finishedAt > horizon) break;
       this.finished.delete(xid);
+      this.capturing?.finished.forgotten(old);
     }
   }
 
@@ -788,6 +794,7 @@ export class CoordinatorStateMachine implements CoordinatorStateView {
     for (const [xid, old] of this.finished) {
       if (old.finishedAt + this.retention.finishedRetentionMs > at) break;
       this.finished.delete(xid);
+      this.capturing?.finished.forgotten(old);
       finished++;
     }
     return { finished, dedup: this.pruneDedup(at) };
@@ -810,8 +817,23 @@ export class CoordinatorStateMachine implements CoordinatorStateView {
   // Lookups
   // -------------------------------------------------------------------------------------
 
+  /** The live session `xid`, about to be changed (or a rejection naming why there is none). */
   private live(xid: string): GlobalSession | Rejection {
-    return this.sessions.get(xid) ?? this.missing(xid);
+    return this.changeable(xid) ?? this.missing(xid);
+  }
+
+  /**
+   * The live session `xid`, which the caller may change: every handler finds the session it
+   * changes here (or in live()). While a capture is under way, a session it captured is
+   * copied first (copy-on-write: the capture encodes the copy).
+   */
+  private changeable(xid: string): GlobalSession | undefined {
+    const session = this.sessions.get(xid);
+    const image = this.capturing;
+    if (session !== undefined && image !== null)
+      if (!image.before.has(session) && !image.born.has(session))
+        image.before.set(session, cloneSession(session));
+    return session;
   }
 
   private missing(xid: string): Rejection {
@@ -916,42 +938,130 @@ export class CoordinatorStateMachine implements CoordinatorStateView {
   }
 
   /**
-   * The same bytes as snapshot(), made in slices (issue 19: ~1.7 s in one go at 100,000 live
-   * transactions): each step() does a bounded part (the invariant check, the sort, or
-   * SNAPSHOT_SLICE_ROWS rows) and the last returns the bytes. The caller runs the steps across
-   * event-loop turns and applies nothing and restores nothing until the last one: a step
-   * that finds the state changed is a bug (AssertionFailure).
+   * The same bytes as snapshot() at this point (the capture point), made in slices (issue 19:
+   * ~1.7 s in one go at 100,000 live transactions), while commands go on applying: each
+   * step() does a bounded part (the sort, the check of SNAPSHOT_SLICE_ROWS rows of what it
+   * captured, or the encode of as many) and the last returns the bytes.
+   *
+   * Copy-on-write (issue 12: a capture used to hold applies for 0.3–1.0 s in the lock bench):
+   * at the point it takes the list of live sessions (references), a reader of the finished
+   * records as of the point (FinishedCapture: O(1); a record never changes, one forgotten
+   * before the capture read it is kept) and one of the dedup table's entries
+   * (DedupTable.capture: likewise); afterwards a handler about to change a session it
+   * captured copies it first (changeable()), and sessions begun since are left out. So the
+   * bytes are the state's at the point (test/coordinator/snapshot.test.ts checks them
+   * against snapshot() of that state, with commands applied between the slices).
+   *
+   * The check: what it encodes is checked as it would be restored (each session and branch,
+   * finished records not live, the live usage and failed count recounted against the
+   * counts at the point, distinct locked rows against the lock table's size at the point).
+   * The cross-check of each row against the lock table needs the live state at one moment:
+   * checkInvariants() (tests, restore, snapshot()).
+   *
+   * A restore, or another capture, ends this one: its next step() fails (AssertionFailure).
    */
-  snapshotInSlices(): { step(): Uint8Array | null } {
-    const at = this.changes;
-    const checks = this.invariantChecks(SNAPSHOT_SLICE_ROWS);
-    let slices: Generator<void, Uint8Array, void> | null = null;
+  snapshotInSlices(sliceRows = SNAPSHOT_SLICE_ROWS): {
+    /** Commands may apply between the steps (the driver does not hold them). */
+    readonly appliesMeanwhile: true;
+    step(): Uint8Array | null;
+  } {
+    assert(sliceRows >= 1, 'a snapshot slice holds at least one row');
+    assert(this.dedup.size <= this.retention.dedupEntries, 'dedup map is over its bound');
+    assert(
+      this.finished.size <= this.retention.finishedEntries,
+      'recently-finished map is over its bound',
+    );
+    const image: CaptureImage = {
+      before: new Map(),
+      born: new Set(),
+      finished: new FinishedCapture(this.finished),
+    };
+    this.capturing = image;
+    const steps = this.captureSteps(image, sliceRows, {
+      sessions: Array.from(this.sessions.values()),
+      dedup: this.dedup.capture(),
+      commandTime: this.lastCommandTime,
+      usage: this.usage.copy(),
+      failed: this.failed.size,
+      lockedRows: this.locks.size,
+    });
     return {
+      appliesMeanwhile: true,
       step: () => {
-        assert(this.changes === at, 'the state changed during a sliced snapshot');
-        if (slices === null) {
-          if (!checks.next().done) return null;
-          const dedup = this.dedup;
-          slices = encodeSnapshotInSlices(
-            {
-              version: SNAPSHOT_FORMAT_VERSION,
-              sessions: [...this.sessions.values()],
-              finished: [...this.finished.values()],
-              dedupCount: dedup.size,
-              dedupRows: (from, to) => dedup.rowsBetween(from, to),
-              commandTime: this.lastCommandTime,
-            },
-            SNAPSHOT_SLICE_ROWS,
-            this.lastSnapshotBytes,
-          );
-          return null;
-        }
-        const r = slices.next();
+        assert(this.capturing === image, 'a restore or another capture ended this capture');
+        const r = steps.next();
         if (!r.done) return null;
+        this.capturing = null;
         this.lastSnapshotBytes = r.value.length;
         return r.value;
       },
     };
+  }
+
+  /** The steps of a capture (snapshotInSlices): sort, check, encode. */
+  private *captureSteps(
+    image: CaptureImage,
+    sliceRows: number,
+    at: {
+      sessions: GlobalSession[];
+      dedup: DedupCapture;
+      commandTime: number;
+      usage: LiveUsage;
+      failed: number;
+      lockedRows: number;
+    },
+  ): Generator<void, Uint8Array, void> {
+    const { sessions } = at;
+    const finished = image.finished;
+    // A session as of the point: its copy if it changed since (xids never change).
+    const asCaptured = (s: GlobalSession) => image.before.get(s) ?? s;
+    sessions.sort((a, b) => compareStrings(a.xid, b.xid));
+    yield;
+    const usage = new LiveUsage();
+    let [failed, lockedRows] = [0, 0];
+    for (let i = 0; i < sessions.length; i++) {
+      if (i > 0 && i % sliceRows === 0) yield;
+      const session = asCaptured(sessions[i]!);
+      checkCapturedSession(session);
+      assert(i === 0 || sessions[i - 1]!.xid !== session.xid, () => `${session.xid} is live twice`);
+      usage.sessionAdded(session.applicationId);
+      for (const branch of session.branches) usage.branchAdded(branch.applicationData);
+      if (isFailedEnd(session.status)) failed++;
+      lockedRows += distinctLockedRows(session);
+    }
+    assert(
+      usage.equals(at.usage),
+      () => `live usage said ${at.usage.describe()}, the captured sessions ${usage.describe()}`,
+    );
+    assert(
+      failed === at.failed,
+      () => `${failed} captured sessions are failed, the failed set held ${at.failed}`,
+    );
+    assert(
+      lockedRows === at.lockedRows,
+      () =>
+        `captured branches record ${lockedRows} distinct rows, the lock table held ${at.lockedRows}`,
+    );
+    yield;
+    return yield* encodeSnapshotInSlices(
+      {
+        version: SNAPSHOT_FORMAT_VERSION,
+        dedupCount: at.dedup.size,
+        dedupRows: (from, to) => at.dedup.rowsBetween(from, to),
+        finishedCount: finished.count,
+        finishedRows: (from, to) => {
+          const rows = finished.read(from, to);
+          for (const { xid } of rows)
+            assert(!holdsXid(sessions, xid), () => `${xid} is both live and finished`);
+          return rows;
+        },
+        sessionCount: sessions.length,
+        sessionRows: (from, to) => sessions.slice(from, to).map(asCaptured),
+        commandTime: at.commandTime,
+      },
+      sliceRows,
+      this.lastSnapshotBytes,
+    );
   }
 
   /**
@@ -983,7 +1093,8 @@ export class CoordinatorStateMachine implements CoordinatorStateView {
   }
 
   restore(bytes: Uint8Array): void {
-    this.changes++;
+    // The capture under way (if any) no longer describes this machine.
+    this.capturing = null;
     const data = decodeSnapshot(bytes);
     const sessions = new Map<string, GlobalSession>();
     const locks = new LockTable();
@@ -1129,6 +1240,115 @@ const NO_RETRY: RetryInfo = Object.freeze({
   stopped: false,
 });
 const NO_BRANCHES = Object.freeze([]) as unknown as BranchSession[];
+
+/** What a capture under way keeps (snapshotInSlices): the state as of its point. */
+interface CaptureImage {
+  /** Copies of captured sessions, taken before their first change since the point. */
+  readonly before: Map<GlobalSession, GlobalSession>;
+  /** Sessions begun since the point: not part of the capture. */
+  readonly born: Set<GlobalSession>;
+  /** The finished records as of the point. */
+  readonly finished: FinishedCapture;
+}
+
+/**
+ * The recently-finished map as of a capture's point, read once, oldest first, while commands
+ * go on changing it: O(1) at the point. The map only grows at its end (records finished
+ * since the point, which the capture leaves out: it reads `count`) and is pruned from its
+ * start (oldest first), and a record never changes: so the k-th record forgotten since the
+ * point is the capture's k-th, kept here if the capture has not read it yet; the rest is
+ * read through a live iterator of the map, which skips the forgotten ones.
+ */
+class FinishedCapture {
+  readonly count: number;
+  private readonly live: IterableIterator<FinishedRecord>;
+  /** Records read so far (the capture's positions 0 to read - 1). */
+  private readCount = 0;
+  /** Records forgotten since the point (the capture's positions 0 to forgot - 1). */
+  private forgot = 0;
+  /** Forgotten before they were read: their positions and records, in order. */
+  private readonly kept: { at: number; record: FinishedRecord }[] = [];
+  private keptHead = 0;
+
+  constructor(finished: Map<string, FinishedRecord>) {
+    this.count = finished.size;
+    this.live = finished.values();
+  }
+
+  /** The state machine forgot `record`, the oldest of its map. */
+  forgotten(record: FinishedRecord): void {
+    const at = this.forgot++;
+    if (at < this.count && at >= this.readCount) this.kept.push({ at, record });
+  }
+
+  /** Records `from` (the next unread) to `to` (exclusive), oldest first. */
+  read(from: number, to: number): FinishedRecord[] {
+    assert(
+      from === this.readCount,
+      () => `finished records read from ${from}, not ${this.readCount}`,
+    );
+    const out: FinishedRecord[] = [];
+    for (let at = from; at < Math.min(to, this.count); at++) {
+      let record: FinishedRecord | undefined;
+      if (at < this.forgot) {
+        const kept = this.kept[this.keptHead++];
+        assert(kept?.at === at, () => `finished record ${at} was forgotten unread and not kept`);
+        record = kept.record;
+      } else record = this.live.next().value as FinishedRecord | undefined;
+      assert(record !== undefined, () => `finished record ${at} of ${this.count} is missing`);
+      out.push(record);
+      this.readCount = at + 1;
+    }
+    return out;
+  }
+}
+
+/** The invariants of one session that need no other part of the state (a capture's check). */
+function checkCapturedSession(session: GlobalSession): void {
+  const xid = session.xid;
+  assert(!isSuccessfulEnd(session.status), () => `${xid} is ${session.status} but still live`);
+  assert(session.driverTerm >= 0, () => `${xid} has driver term ${session.driverTerm}`);
+  for (const branch of session.branches) {
+    assert(branch.xid === xid, () => `branch ${branch.branchId} of ${xid} names ${branch.xid}`);
+    assert(
+      typeof branch.applicationId === 'string',
+      () => `branch ${branch.branchId} of ${xid} records no application`,
+    );
+    const done =
+      branch.status === BranchStatus.PhaseTwo_Committed ||
+      branch.status === BranchStatus.PhaseTwo_Rollbacked;
+    assert(
+      !done || branch.lockedRows.length === 0,
+      () => `branch ${branch.branchId} of ${xid} is ${branch.status} but holds locks`,
+    );
+  }
+}
+
+/** Rows the session's branches lock, each counted once (its branches may share a row). */
+function distinctLockedRows(session: GlobalSession): number {
+  const branches = session.branches;
+  if (branches.length === 1) {
+    const rows = branches[0]!.lockedRows;
+    return rows.length <= 1 ? rows.length : new Set(rows).size;
+  }
+  if (branches.length === 0) return 0;
+  const rows = new Set<string>();
+  for (const branch of branches) for (const row of branch.lockedRows) rows.add(row);
+  return rows.size;
+}
+
+/** True when `sorted` (sessions sorted by xid) holds `xid`. */
+function holdsXid(sorted: readonly GlobalSession[], xid: string): boolean {
+  let [lo, hi] = [0, sorted.length - 1];
+  while (lo <= hi) {
+    const mid = (lo + hi) >>> 1;
+    const c = compareStrings(sorted[mid]!.xid, xid);
+    if (c === 0) return true;
+    if (c < 0) lo = mid + 1;
+    else hi = mid - 1;
+  }
+  return false;
+}
 
 /** The session's own retry record, ready to change. */
 function ownRetry(session: GlobalSession): RetryInfo {

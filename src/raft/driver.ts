@@ -446,7 +446,8 @@ export class RaftDriver {
   /**
    * A local snapshot being encoded in slices (StateMachine.snapshotInSlices), one per turn:
    * committed entries handed out meanwhile wait in `deferred` and are applied after its last
-   * slice, so the state it encodes stays as of its index.
+   * slice, so the state it encodes stays as of its index — unless the capture keeps that
+   * state itself (`appliesMeanwhile`, copy-on-write): then they apply as they come.
    */
   private capture: {
     capture: SnapshotCapture;
@@ -1282,9 +1283,12 @@ export class RaftDriver {
     );
   }
 
-  /** Applies one committed entry, or keeps it for after the sliced snapshot under way. */
+  /**
+   * Applies one committed entry, or keeps it for after the sliced snapshot under way (one
+   * that does not apply meanwhile).
+   */
   private applyOrDefer(e: Entry, commit: number): void {
-    if (this.capture !== null) {
+    if (this.capture !== null && this.capture.capture.appliesMeanwhile !== true) {
       this.deferred.push(e);
       this.deferredCommit = Math.max(this.deferredCommit, commit);
     } else this.applyEntry(e, commit);

@@ -78,6 +78,12 @@ export interface Clock {
 export interface SnapshotCapture {
   /** One bounded part of the encode: null while more remain, then the snapshot's bytes. */
   step(): Uint8Array | null;
+  /**
+   * True: the capture shows the state as of its start while entries go on applying
+   * (copy-on-write), so the driver applies committed entries between the steps instead of
+   * holding them until the last.
+   */
+  readonly appliesMeanwhile?: boolean;
 }
 
 /**
@@ -92,8 +98,10 @@ export interface StateMachine {
   /**
    * Optional: the same bytes as snapshot(), in slices. Each `step()` of the capture does a
    * bounded part of the encode and returns null, the last returns the bytes. The driver runs
-   * one step per event-loop turn and applies nothing (and restores nothing) until the last:
-   * rounds, heartbeats and votes go on meanwhile; the state stays as of the capture.
+   * one step per event-loop turn and restores nothing until the last (a restore abandons the
+   * capture); it applies nothing either, unless the capture applies meanwhile
+   * (`appliesMeanwhile`): rounds, heartbeats and votes go on; the bytes are the state's at
+   * the capture's start.
    */
   snapshotInSlices?(): SnapshotCapture;
   /** Replaces the whole state with a snapshot's. */

@@ -1,7 +1,8 @@
 /**
  * What a node needs around the db session store in db mode (Seata's db mode): the node
- * runs no Raft and keeps no local data; every node serves every TC call, and the holder of
- * the store's driver lease runs phase two and takes the RM channels.
+ * runs no Raft and keeps no local data; every node serves every TC call and takes RM
+ * channels, runs the first phase-two pass of what it decides, and the holder of the store's
+ * driver lease runs retries, timeouts and what other nodes left.
  *
  *  - openDbSessionStore: the store, from `store.db` (the drivers are loaded only here, so a
  *    raft-mode node never loads pg or mysql2);
@@ -33,7 +34,7 @@ export async function openDbSessionStore(
   const db = config.store.db;
   const { createDbSessionStore } = await import('../store/db/index.ts');
   return createDbSessionStore(config, logger, {
-    // Other nodes point RM channels at the lease holder through this address.
+    // Kept in the lease row while this node holds the lease (who drives retries).
     address: formatHostPort(selfEndpoints(config).transaction),
     maxLiveSessions: config.limits.maxLiveTransactions,
     ...(db?.tablePrefix !== undefined ? { tablePrefix: db.tablePrefix } : {}),
@@ -52,8 +53,9 @@ export function dbMembersOf(config: NodeConfig): NodeId[] {
 
 /**
  * The db store's lease as a RaftControl. `role` is `leader` on the lease holder (it runs
- * phase two and takes RM channels), `follower` elsewhere — every node serves TM and RM
- * calls all the same. `stopped` while the database is unreachable (health answers DOWN).
+ * retries, timeouts and orphaned phase two), `follower` elsewhere — every node serves TM and
+ * RM calls and takes RM channels all the same. `stopped` while the database is unreachable
+ * (health answers DOWN).
  */
 export class LeaseControl implements RaftControl {
   readonly id: NodeId;
@@ -78,7 +80,7 @@ export class LeaseControl implements RaftControl {
     return {
       id: this.id,
       role: this.store.drivesPhaseTwo() ? 'leader' : 'follower',
-      term: this.store.term(),
+      term: this.store.epoch(),
       leader,
       vote: null,
       commit: 0,
@@ -120,13 +122,13 @@ export function bindDbMetrics(metrics: NodeMetrics, store: DbSessionStore): void
     });
   gauge(
     'concord_db_lease_holder',
-    '1 while this node holds the driver lease (runs phase two and takes RM channels)',
+    '1 while this node holds the driver lease (runs retries, timeouts and orphaned phase two)',
     () => (store.drivesPhaseTwo() ? 1 : 0),
   );
   gauge(
     'concord_db_lease_epoch',
-    'The driver lease epoch this node knows (the coordinator term in db mode)',
-    () => store.term(),
+    'The driver lease epoch this node knows (the coordinator term is 2·epoch, +1 on the holder)',
+    () => store.epoch(),
   );
   gauge(
     'concord_db_up',
@@ -152,6 +154,11 @@ export function bindDbMetrics(metrics: NodeMetrics, store: DbSessionStore): void
     'concord_db_fast_path_taken',
     'Commands this node applied by their one-statement form (Begin, a branchless decision and end)',
     () => store.fastPathStats.taken,
+  );
+  gauge(
+    'concord_db_lifted_submits',
+    "TM and operator commands submitted again at the holder's term after its driver term refused them",
+    () => store.stats.lifted,
   );
   gauge(
     'concord_db_race_retries',

@@ -6,6 +6,7 @@ import { randomUUID } from 'node:crypto';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { DedupTable, compactKey, wholeKey } from '../../src/coordinator/dedup-table.ts';
+import { canonical } from '../../src/coordinator/snapshot-codec.ts';
 import { StorageCorruptError } from '../../src/shared/errors.ts';
 
 describe('DedupTable', () => {
@@ -116,6 +117,50 @@ describe('DedupTable', () => {
         }
         expect(table.rows().map((r) => r[2])).toEqual(model.map((e) => e.at));
       }),
+      { numRuns: 60 },
+    );
+  });
+
+  it('a capture reads the entries as of its point while entries are added and forgotten (a model)', () => {
+    // Between two reads of a slice: add n entries, or forget up to a time.
+    const op = fc.oneof(fc.record({ add: fc.nat(1_500) }), fc.record({ forget: fc.nat(4_000) }));
+    fc.assert(
+      fc.property(
+        fc.nat(3_000),
+        fc.array(op, { maxLength: 12 }),
+        fc.integer({ min: 1, max: 900 }),
+        (before, ops, slice) => {
+          const table = new DedupTable();
+          let t = 0;
+          const add = (n: number) => {
+            for (let i = 0; i < n; i++, t++) {
+              if (t % 3 === 0)
+                table.add(
+                  'Begin',
+                  randomUUID(),
+                  Object.freeze({ xid: `x:${t}`, deadline: t + 0.5 }),
+                  t,
+                );
+              else if (t % 3 === 1)
+                table.add('RegisterBranch', `r-${t}`, Object.freeze({ branchId: `${t}` }), t);
+              else table.add('Other', `o-${t}`, { z: t, a: [t, { y: 1, b: 2 }] }, t);
+            }
+          };
+          add(before);
+          const expected = table.rows().map(([key, value, at]) => [key, canonical(value), at]);
+          const capture = table.capture();
+          expect(capture.size).toBe(expected.length);
+          const got: unknown[] = [];
+          let o = 0;
+          for (let from = 0; from < capture.size; from += slice) {
+            got.push(...capture.rowsBetween(from, from + slice));
+            const next = ops[o++ % Math.max(1, ops.length)];
+            if (next && 'add' in next) add(next.add);
+            else if (next) table.forgetUntil(next.forget);
+          }
+          expect(got).toEqual(expected);
+        },
+      ),
       { numRuns: 60 },
     );
   });

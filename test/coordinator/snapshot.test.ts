@@ -5,7 +5,7 @@ import {
   encodeCommand,
   type Command,
 } from '../../src/coordinator/commands.ts';
-import { DEDUP_RETENTION_MS } from '../../src/coordinator/limits.ts';
+import { DEDUP_RETENTION_MS, type RetentionLimits } from '../../src/coordinator/limits.ts';
 import { CoordinatorStateMachine } from '../../src/coordinator/state-machine.ts';
 import { AssertionFailure, StorageCorruptError } from '../../src/shared/errors.ts';
 import { Packr } from 'msgpackr';
@@ -126,13 +126,51 @@ function sourceOf(machine: CoordinatorStateMachine): SnapshotSource {
   const data = decodeSnapshot(machine.snapshot());
   return {
     version: SNAPSHOT_FORMAT_VERSION,
-    sessions: [...data.sessions].reverse(),
-    finished: data.finished,
     dedupCount: data.dedup.length,
     dedupRows: (from, to) => data.dedup.slice(from, to),
+    finishedCount: data.finished.length,
+    finishedRows: (from, to) => data.finished.slice(from, to),
+    sessionCount: data.sessions.length,
+    sessionRows: (from, to) => data.sessions.slice(from, to),
     ...(data.commandTime !== undefined ? { commandTime: data.commandTime } : {}),
   };
 }
+
+/**
+ * A capture started after `cut` commands of `log`, with `between` more commands applied
+ * after each of its steps (and the rest after it): its bytes, snapshot() at the capture
+ * point (the oracle), and the machine at the end.
+ */
+function captureWhileApplying(
+  log: readonly Command[],
+  cut: number,
+  opts: { rows: number; between: number; retention?: Partial<RetentionLimits> },
+): { bytes: Uint8Array; oracle: Uint8Array; machine: CoordinatorStateMachine } {
+  const machine = replay(
+    log.slice(0, cut),
+    new CoordinatorStateMachine({ retention: opts.retention ?? {} }),
+  );
+  const oracle = machine.snapshot();
+  const capture = machine.snapshotInSlices(opts.rows);
+  expect(capture.appliesMeanwhile).toBe(true);
+  let next = cut;
+  let bytes: Uint8Array | null = null;
+  while (bytes === null) {
+    bytes = capture.step();
+    for (let i = 0; i < opts.between && next < log.length; i++) machine.apply(log[next++]!);
+    machine.checkInvariants();
+  }
+  replay(log.slice(next), machine);
+  return { bytes, oracle, machine };
+}
+
+/** Tiny retention: finished records and remembered requests are forgotten as commands go. */
+const FORGETFUL: Partial<RetentionLimits> = {
+  dedupEntries: 4,
+  dedupRetentionMs: 1,
+  finishedEntries: 2,
+  finishedRetentionMs: 1,
+};
 
 describe('snapshots', () => {
   it('the recorded scenario exercises every command kind', async () => {
@@ -194,13 +232,58 @@ describe('snapshots', () => {
     expect(restored.liveSessionCount()).toBe(70_000);
   });
 
-  it('a sliced snapshot whose state changes between two slices fails as a bug', async () => {
+  it('a capture gives the bytes of snapshot() at its point while commands apply between its slices, at every point', async () => {
     const log = await recordScenario();
-    const machine = replay(log.slice(0, -1));
-    const capture = machine.snapshotInSlices();
+    for (const retention of [undefined, FORGETFUL]) {
+      const full = replay(log, new CoordinatorStateMachine({ retention: retention ?? {} }));
+      for (let cut = 0; cut <= log.length; cut++) {
+        for (const [rows, between] of [
+          [1, 1],
+          [2, 3],
+          [1_000, 1],
+        ] as const) {
+          const r = captureWhileApplying(log, cut, {
+            rows,
+            between,
+            ...(retention ? { retention } : {}),
+          });
+          const what = `cut ${cut}, ${rows} rows a slice, ${between} commands a step, ${retention ? 'forgetful' : 'default retention'}`;
+          expect(equalBytes(r.bytes, r.oracle), what).toBe(true);
+          // The capture changed nothing of the state it let commands change meanwhile.
+          expect(equalBytes(r.machine.snapshot(), full.snapshot()), what).toBe(true);
+        }
+      }
+    }
+  });
+
+  it('a capture keeps sessions ended, finished records and requests forgotten after its point', async () => {
+    const log = await recordScenario();
+    // After the first commit: one session ended, the next ones begin and end while it runs.
+    const cut = log.findIndex((c) => c.kind === 'CommitGlobal') + 1;
+    const r = captureWhileApplying(log, cut, { rows: 1, between: 50, retention: FORGETFUL });
+    expect(equalBytes(r.bytes, r.oracle)).toBe(true);
+    const captured = decodeSnapshot(r.bytes);
+    const now = decodeSnapshot(r.machine.snapshot());
+    expect(captured).not.toEqual(now);
+    const restored = new CoordinatorStateMachine({ retention: FORGETFUL });
+    restored.restore(r.bytes);
+    expect(equalBytes(restored.snapshot(), r.oracle)).toBe(true);
+  });
+
+  it('a restore, or another capture, ends the capture under way: its next step fails as a bug', async () => {
+    const log = await recordScenario();
+    const machine = replay(log);
+    const capture = machine.snapshotInSlices(1);
     expect(capture.step()).toBeNull();
-    machine.apply(log[log.length - 1]!);
+    machine.restore(machine.snapshot());
     expect(() => capture.step()).toThrow(AssertionFailure);
+    const first = machine.snapshotInSlices(1);
+    expect(first.step()).toBeNull();
+    const second = machine.snapshotInSlices(1);
+    expect(() => first.step()).toThrow(AssertionFailure);
+    let bytes: Uint8Array | null = null;
+    while (bytes === null) bytes = second.step();
+    expect(equalBytes(bytes, machine.snapshot())).toBe(true);
   });
 
   it('restore then snapshot gives back the same bytes', async () => {

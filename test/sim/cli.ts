@@ -130,7 +130,7 @@ function describeCoordinatorRun(r: CoordinatorRunResult): string {
   const skews = Object.entries(r.skews)
     .map(([id, ms]) => `${id}:${ms}`)
     .join(',');
-  return `seed=${r.seed} nodes=${r.settings.nodes} skews=[${skews}] steps=${r.steps} begun=${s.begun} branches=${s.registered} committed=${s.committed} rolledBack=${s.rolledBack} gaveUp=${s.gaveUp} rmCalls=${s.rmCalls} unretryable=${s.unretryable} operator=${s.operatorActions} forced=${s.forced} horizonStops=${s.horizonStops} horizonRefused=${s.horizonRefused} resumedFailed=${s.resumedFailed} crashes=${s.crashes} leaderChanges=${s.leaderChanges} recoveryRounds=${s.recoveryRounds} in ${r.elapsedMs.toFixed(0)} ms`;
+  return `seed=${r.seed} nodes=${r.settings.nodes} skews=[${skews}] steps=${r.steps} begun=${s.begun} branches=${s.registered} committed=${s.committed} rolledBack=${s.rolledBack} gaveUp=${s.gaveUp} rmCalls=${s.rmCalls} unretryable=${s.unretryable} operator=${s.operatorActions} forced=${s.forced} horizonStops=${s.horizonStops} horizonRefused=${s.horizonRefused} resumedFailed=${s.resumedFailed} crashes=${s.crashes} leaderChanges=${s.leaderChanges} recoveryRounds=${s.recoveryRounds} captures=${s.captures} appliedDuringCaptures=${s.appliedDuringCaptures} in ${r.elapsedMs.toFixed(0)} ms`;
 }
 
 function printCoordinatorViolation(r: CoordinatorRunResult, steps: number, mutant: string): void {
@@ -173,7 +173,15 @@ async function mainCoordinator(args: Args): Promise<void> {
   let steps = 0;
   let violations = 0;
   let begun = 0;
-  const ops = { unretryable: 0, resumedFailed: 0, horizonStops: 0, horizonRefused: 0, forced: 0 };
+  const ops = {
+    unretryable: 0,
+    resumedFailed: 0,
+    horizonStops: 0,
+    horizonRefused: 0,
+    forced: 0,
+    captures: 0,
+    appliedDuringCaptures: 0,
+  };
   for (let i = 0; i < args.runs; i++) {
     const seed = seeds.nextU32() >>> 1;
     const r = await run(seed);
@@ -193,6 +201,9 @@ async function mainCoordinator(args: Args): Promise<void> {
   );
   console.log(
     `unretryable answers ${ops.unretryable}, failed ends resumed ${ops.resumedFailed} (applied, any node), stopped at the retry horizon ${ops.horizonStops}, resumes refused past it ${ops.horizonRefused}, forced resumes ${ops.forced}`,
+  );
+  console.log(
+    `snapshot captures ${ops.captures}, entries applied between their steps ${ops.appliedDuringCaptures}`,
   );
   console.log(`runs: ${args.runs}, steps: ${steps}, violations: ${violations}`);
   if (violations > 0) process.exit(1);

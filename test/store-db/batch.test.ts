@@ -54,11 +54,9 @@ describe.each(DIALECTS)('batched begins and commits on %s', (dialect: DialectNam
     const rows = await admin.query(`SELECT xid FROM ${prefix}global_table`);
     expect(rows.map((r) => String(r.xid)).sort()).toEqual([...new Set(xids)].sort());
     const after = store.fastPathStats.batches;
-    if (dialect === 'postgres') {
-      // Fewer statements than begins: they travelled together.
-      expect(after.commands - before.commands).toBe(MANY + 2);
-      expect(after.statements - before.statements).toBeLessThan(MANY);
-    } else expect(after).toEqual(before);
+    // Fewer statements (MySQL: transactions) than begins: they travelled together.
+    expect(after.commands - before.commands).toBe(MANY + 2);
+    expect(after.statements - before.statements).toBeLessThan(MANY);
   });
 
   it('many commits at once, one of them twice, some with an AT branch, one with a TCC branch: each decided once, as the rules say', async () => {
@@ -116,7 +114,12 @@ describe.each(DIALECTS)('batched begins and commits on %s', (dialect: DialectNam
       // The 6 commits and 7 of the Begins in one statement; the second 'mixed' waits for
       // the next one (and finds its requestId remembered).
       expect(after.statements - before.statements).toBe(2);
-    } else expect(after).toEqual(before);
+    } else {
+      // MySQL batches the Begins only (batch-mysql.ts): the 6 and the first 'mixed' in one
+      // transaction, the second 'mixed' in the next (it goes the general way from there).
+      expect(after.commands - before.commands).toBe(8);
+      expect(after.statements - before.statements).toBe(2);
+    }
     const live = await admin.query(`SELECT xid FROM ${prefix}global_table`);
     expect(live.map((r) => String(r.xid)).sort()).toEqual([...new Set(begins)].sort());
     const ended = await admin.query(`SELECT xid FROM ${prefix}finished_table`);

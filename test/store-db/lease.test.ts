@@ -70,14 +70,14 @@ describe.each(DIALECTS)('driver lease on %s', (dialect: DialectName) => {
   it('one node of three holds the lease and runs the driver; the others serve requests and know the epoch', async () => {
     const ws = await nodes(3);
     // Watch for a while: never two holders, the epoch never moves while the holder lives.
-    const epoch = ws[0]!.store.term();
+    const epoch = ws[0]!.store.epoch();
     for (let i = 0; i < 20; i++) {
       expect(holders()).toHaveLength(1);
       expect(ws.filter((w) => w.coordinator.driver.isActive)).toHaveLength(1);
       await new Promise((r) => setTimeout(r, 50));
     }
     expect(stores[0]!.drivesPhaseTwo()).toBe(true);
-    expect(stores.map((s) => s.term())).toEqual([epoch, epoch, epoch]);
+    expect(stores.map((s) => s.epoch())).toEqual([epoch, epoch, epoch]);
     expect(await leaseRow()).toMatchObject({ holder: stores[0]!.leaseHolderId });
     // Every node knows who drives, and where: an RM's callback channel is sent there (the
     // TC edge adds the holder's address to a not-leader answer from the cluster view).
@@ -194,7 +194,7 @@ describe.each(DIALECTS)('driver lease on %s', (dialect: DialectName) => {
     expect(stores[1]!.leaseHolder()).toEqual({
       nodeId: `node${heirIndex + 1}`,
       address: `127.0.0.1:${8191 + heirIndex}`,
-      epoch: heir.term(),
+      epoch: heir.epoch(),
     });
     stores.splice(0, 1); // already gone
     worlds.splice(0, 1);
@@ -202,7 +202,7 @@ describe.each(DIALECTS)('driver lease on %s', (dialect: DialectName) => {
 
   it('a graceful close releases the lease: another node takes over at once', async () => {
     await nodes(2);
-    const epoch = stores[0]!.term();
+    const epoch = stores[0]!.epoch();
     worlds[0]!.coordinator.stop();
     await stores[0]!.close();
     const started = Date.now();
@@ -213,7 +213,7 @@ describe.each(DIALECTS)('driver lease on %s', (dialect: DialectName) => {
     );
     // Released, not expired: the next renew round takes it, well before a lease runs out.
     expect(Date.now() - started).toBeLessThan(TEST_LEASE.leaseMs);
-    expect(stores[1]!.term()).toBe(epoch + 1);
+    expect(stores[1]!.epoch()).toBe(epoch + 1);
     expect(worlds[1]!.coordinator.driver.isActive).toBe(true);
     stores.splice(0, 1);
     worlds.splice(0, 1);

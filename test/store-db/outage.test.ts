@@ -143,7 +143,7 @@ describe.each(DIALECTS)('database outages on %s', (dialect: DialectName) => {
       expect(await wa.coordinator.getStatus({ xid })).toBe(GlobalStatus.Committed);
       await waitFor(
         'A to learn the epoch',
-        () => (a.term() === b.term() ? true : undefined),
+        () => (a.epoch() === b.epoch() ? true : undefined),
         TEST_LEASE.leaseMs * 2,
       );
       expect(a.drivesPhaseTwo()).toBe(false);

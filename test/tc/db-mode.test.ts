@@ -1,9 +1,10 @@
 /**
  * db mode as real node processes: three `concord start` nodes with `store.mode: db` on
  * PostgreSQL, then on MariaDB, sharing fresh tables (a unique prefix per run), no Raft and
- * no data dir. Every node serves every TC call (never NOT_LEADER); the driver-lease holder
- * runs phase two and takes the RM channels; when it is killed, another node takes the lease
- * over and finishes what it left.
+ * no data dir. Every node serves every TC call (never NOT_LEADER) and takes RM channels (the
+ * RM keeps one to every node); the node that decides a transaction runs its phase two, the
+ * driver-lease holder runs retries and what a dead node left; when the holder is killed,
+ * another node takes the lease over and finishes what it left.
  *
  * A short lease (3 s, renewed every 500 ms) keeps the failover part of the file short.
  */
@@ -397,9 +398,8 @@ describe.each([['PostgreSQL', 'postgres'] as const, ['MariaDB', 'mysql'] as cons
           clientId: rm.clientId,
           applicationId: rm.applicationId,
         });
-        // The holder runs the first pass before answering; another node records the decision
-        // and the holder's driver finds it at its next due poll.
-        expect(['Committed', 'Committing']).toContain(await tm(n).commit(xid));
+        // The node that decides runs the first pass before answering, holder or not.
+        expect(await tm(n).commit(xid)).toBe('Committed');
         xids.push(xid);
       }
       // One transaction through all three nodes.
@@ -413,7 +413,7 @@ describe.each([['PostgreSQL', 'postgres'] as const, ['MariaDB', 'mysql'] as cons
         clientId: rm.clientId,
         applicationId: rm.applicationId,
       });
-      expect(['Committed', 'Committing']).toContain(await tm(c).commit(xid));
+      expect(await tm(c).commit(xid)).toBe('Committed');
       xids.push(xid);
       for (const x of xids) {
         expect(await waitForStatus(tm(a), x, (s) => s === 'Committed', 20_000)).toBe('Committed');
@@ -467,41 +467,190 @@ describe.each([['PostgreSQL', 'postgres'] as const, ['MariaDB', 'mysql'] as cons
       await waitForStatus(tm(c), other, (s) => s === 'Committed', 20_000);
     });
 
-    it('kill -9 of the lease holder while a transaction is Committing: another node takes the lease and finishes phase two', async () => {
+    /** A metric's sum over its labels on one node (/metrics). */
+    const metricSum = async (n: DbNode, name: string): Promise<number> => {
+      const text = await (await fetchNode(`${nodeBase(n.http)}/metrics`)).text();
+      let sum = 0;
+      for (const line of text.split('\n')) {
+        if (!line.startsWith(`${name}{`) && !line.startsWith(`${name} `)) continue;
+        sum += Number(line.slice(line.lastIndexOf(' ') + 1));
+      }
+      return sum;
+    };
+    /** The metric on every live node, by node id. */
+    const perNode = async (name: string): Promise<Map<string, number>> =>
+      new Map(
+        await Promise.all(
+          cluster.live().map(async (n) => [n.id, await metricSum(n, name)] as const),
+        ),
+      );
+    const CALLS = 'concord_tc_branch_phase_two_total';
+    const ENDED = 'concord_tc_global_ended_total';
+    const delta = (after: Map<string, number>, before: Map<string, number>, id: string) =>
+      (after.get(id) ?? 0) - (before.get(id) ?? 0);
+    const totalDelta = (after: Map<string, number>, before: Map<string, number>) =>
+      [...after.keys()].reduce((sum, id) => sum + delta(after, before, id), 0);
+    const nonHolder = async () => {
       const holder = await cluster.holder();
-      const others = cluster.live().filter((n) => n.id !== holder.id) as [DbNode, DbNode];
-      const epochBefore = (await cluster.metadata(others[0])).term;
-      // The RM takes the first commit call and never answers it: the holder's driver is in the
-      // middle of phase two, the session Committing, when the holder dies.
-      let firstCall!: () => void;
-      const stuck = new Promise<void>((r) => (firstCall = r));
+      return { holder, decider: cluster.live().find((n) => n.id !== holder.id)! };
+    };
+    const tccBranch = (n: DbNode, xid: Xid, key: string) =>
+      tm(n).branchRegister({
+        xid,
+        branchType: 'TCC',
+        resourceId: 'db-mode-stock',
+        lockKey: `stock:${key}`,
+        clientId: rm.clientId,
+        applicationId: rm.applicationId,
+      });
+    /** The RM's first commit call of `xid` waits until the returned function answers it. */
+    const holdFirstCall = (xid: string) => {
+      let answer!: (s: 'PhaseTwo_Committed') => void;
+      const held = new Promise<'PhaseTwo_Committed'>((r) => (answer = r));
+      rm.behave = (call, attempt) =>
+        call.xid === xid && call.kind === 'commit' && attempt === 1
+          ? held
+          : call.kind === 'commit'
+            ? 'PhaseTwo_Committed'
+            : 'PhaseTwo_Rollbacked';
+      return answer;
+    };
+    const logOf = (n: DbNode) => readFileSync(n.logFile, 'utf8');
+
+    it('the node that decides runs phase two itself: its calls, none from the holder; each session ends once', async () => {
+      const { holder, decider } = await nonHolder();
+      const calls = await perNode(CALLS);
+      const ended = await perNode(ENDED);
+      const xids: Xid[] = [];
+      for (let i = 0; i < 5; i++) {
+        const xid = await tm(decider).begin({ ...TM, name: `decided-${i}`, timeoutMs: 30_000 });
+        await tccBranch(decider, xid, `decided-${i}`);
+        // Answered after the decider's own pass: no wait for the holder's due poll.
+        expect(await tm(decider).commit(xid)).toBe('Committed');
+        xids.push(xid);
+      }
+      const callsAfter = await perNode(CALLS);
+      const endedAfter = await perNode(ENDED);
+      expect(delta(callsAfter, calls, decider.id)).toBe(5);
+      expect(delta(callsAfter, calls, holder.id)).toBe(0);
+      expect(delta(endedAfter, ended, decider.id)).toBe(5);
+      expect(totalDelta(endedAfter, ended)).toBe(5);
+      for (const x of xids) expect(rm.callsFor(x).map((c) => c.kind)).toEqual(['commit']);
+    });
+
+    it('a decider slower than its hand-off time is fenced off: the holder acquires the session, the decider late result is refused, the session ends once', async () => {
+      const { holder, decider } = await nonHolder();
+      const xid = await tm(decider).begin({ ...TM, name: 'slow-decider', timeoutMs: 60_000 });
+      await tccBranch(decider, xid, 'slow-decider');
+      const answerFirst = holdFirstCall(xid);
+      // The holder's call (the second) is held too, until the decider's late result was refused.
+      let answerSecond!: (s: 'PhaseTwo_Committed') => void;
+      const second = new Promise<'PhaseTwo_Committed'>((r) => (answerSecond = r));
+      const base = rm.behave!;
+      rm.behave = (call, attempt) =>
+        call.xid === xid && call.kind === 'commit' && attempt === 2 ? second : base(call, attempt);
+      const ended = await perNode(ENDED);
+      try {
+        const commit = tm(decider).commit(xid);
+        await waitFor('the decider call', () => (rm.callsFor(xid).length === 1 ? true : undefined));
+        // Past the hand-off time the holder takes the session over and calls the RM again.
+        await waitFor(
+          'the holder call',
+          () => (rm.callsFor(xid).length === 2 ? true : undefined),
+          30_000,
+        );
+        answerFirst('PhaseTwo_Committed');
+        await waitFor(
+          'the decider to be fenced off',
+          () =>
+            logOf(decider)
+              .split('\n')
+              .some((l) => l.includes(xid) && l.includes('fenced off by a newer term'))
+              ? true
+              : undefined,
+          20_000,
+        );
+        const session = await tm(holder).getSession(xid);
+        expect(session.status).toBe('Committing');
+        expect(session.branches.map((b) => b.status)).toEqual(['Registered']);
+        answerSecond('PhaseTwo_Committed');
+        expect(await waitForStatus(tm(holder), xid, (s) => s === 'Committed', 20_000)).toBe(
+          'Committed',
+        );
+        expect(['Committing', 'Committed']).toContain(await commit);
+        const endedAfter = await perNode(ENDED);
+        expect(delta(endedAfter, ended, holder.id)).toBe(1);
+        expect(totalDelta(endedAfter, ended)).toBe(1);
+        expect(rm.callsFor(xid).map((c) => c.kind)).toEqual(['commit', 'commit']);
+      } catch (err) {
+        console.error(cluster.tails());
+        throw err;
+      } finally {
+        answerFirst('PhaseTwo_Committed');
+        answerSecond('PhaseTwo_Committed');
+        rm.behave = null;
+      }
+    });
+
+    it('kill -9 of the deciding node mid phase two: the holder takes the transaction over and finishes it', async () => {
+      const { holder, decider } = await nonHolder();
+      const xid = await tm(decider).begin({ ...TM, name: 'dead-decider', timeoutMs: 60_000 });
+      await tccBranch(decider, xid, 'dead-decider');
+      const answerFirst = holdFirstCall(xid);
+      const calls = await perNode(CALLS);
+      const ended = await perNode(ENDED);
+      try {
+        void tm(decider)
+          .commit(xid)
+          .catch(() => undefined);
+        await waitFor('the decider call', () => (rm.callsFor(xid).length === 1 ? true : undefined));
+        await cluster.kill(decider);
+        expect(await waitForStatus(tm(holder), xid, (s) => s === 'Committed', 30_000)).toBe(
+          'Committed',
+        );
+        expect(rm.callsFor(xid).map((c) => c.kind)).toEqual(['commit', 'commit']);
+        const callsAfter = await perNode(CALLS);
+        const endedAfter = await perNode(ENDED);
+        expect(delta(callsAfter, calls, holder.id)).toBe(1);
+        expect(delta(endedAfter, ended, holder.id)).toBe(1);
+        expect(totalDelta(endedAfter, ended)).toBe(1);
+      } catch (err) {
+        console.error(cluster.tails());
+        throw err;
+      } finally {
+        answerFirst('PhaseTwo_Committed');
+        rm.behave = null;
+      }
+    });
+
+    it('kill -9 of the lease holder while it retries a transaction: another node takes the lease and finishes phase two', async () => {
+      const { holder, decider } = await nonHolder();
+      const epochBefore = (await cluster.metadata(decider)).term;
+      // The decider's call fails (retryable): the retry is the holder's, and the RM holds the
+      // holder's call: the holder dies in the middle of phase two.
+      let holderCall!: () => void;
+      const stuck = new Promise<void>((r) => (holderCall = r));
       let release!: (s: 'PhaseTwo_Committed') => void;
       const never = new Promise<'PhaseTwo_Committed'>((r) => (release = r));
       rm.behave = (call, attempt) => {
-        if (call.kind === 'commit' && attempt === 1) {
-          firstCall();
+        if (call.kind !== 'commit') return 'PhaseTwo_Rollbacked';
+        if (attempt === 1) return 'PhaseTwo_CommitFailed_Retryable';
+        if (attempt === 2) {
+          holderCall();
           return never;
         }
-        return call.kind === 'commit' ? 'PhaseTwo_Committed' : 'PhaseTwo_Rollbacked';
+        return 'PhaseTwo_Committed';
       };
       try {
-        const xid = await tm(others[0]).begin({ ...TM, name: 'failover', timeoutMs: 60_000 });
-        await tm(others[0]).branchRegister({
-          xid,
-          branchType: 'TCC',
-          resourceId: 'db-mode-stock',
-          lockKey: 'stock:failover',
-          clientId: rm.clientId,
-          applicationId: rm.applicationId,
-        });
-        expect(await tm(others[0]).commit(xid)).toBe('Committing');
+        const xid = await tm(decider).begin({ ...TM, name: 'failover', timeoutMs: 60_000 });
+        await tccBranch(decider, xid, 'failover');
+        expect(await tm(decider).commit(xid)).toBe('CommitRetrying');
         await stuck;
-        expect(rm.callsFor(xid)[0]?.node).toBe(holder.id);
-        expect((await tm(others[1]).getSession(xid)).status).toBe('Committing');
+        expect((await tm(decider).getSession(xid)).status).toBe('CommitRetrying');
 
         // A watch on a survivor answers when the lease changes hands.
-        const md = await cluster.metadata(others[1]);
-        const watch = fetchNode(`${nodeBase(others[1].http)}/metadata/v1/watch`, {
+        const md = await cluster.metadata(decider);
+        const watch = fetchNode(`${nodeBase(decider.http)}/metadata/v1/watch`, {
           method: 'POST',
           headers: { 'content-type': 'application/json' },
           body: JSON.stringify({ groupTerms: { default: md.term }, timeoutMs: 20_000 }),
@@ -517,14 +666,12 @@ describe.each([['PostgreSQL', 'postgres'] as const, ['MariaDB', 'mysql'] as cons
         expect(((await watched.json()) as { metadata: Metadata }).metadata.term).toBeGreaterThan(
           epochBefore,
         );
-        expect(await waitForStatus(tm(others[1]), xid, (s) => s === 'Committed', 30_000)).toBe(
+        expect(await waitForStatus(tm(next), xid, (s) => s === 'Committed', 30_000)).toBe(
           'Committed',
         );
-        const calls = rm.callsFor(xid);
-        expect(calls.length).toBeGreaterThanOrEqual(2);
-        expect(calls.at(-1)!.node).toBe(next.id);
+        expect(rm.callsFor(xid).map((c) => c.kind)).toEqual(['commit', 'commit', 'commit']);
         expect((await cluster.metadata(next)).term).toBeGreaterThan(epochBefore);
-        // Within the lease (3 s) plus a few renewals, the RM's reconnect and one pass.
+        // Within the lease (3 s) plus a few renewals and one pass.
         expect(Date.now() - killedAt).toBeLessThan(20_000);
       } catch (err) {
         console.error(cluster.tails());

@@ -31,7 +31,7 @@ import {
   TcClient,
   type BranchStatus,
   type PhaseTwoRequest,
-  type RmChannel,
+  type RmChannelSet,
   type TcClientOptions,
 } from '../../src/client/tc-client.ts';
 
@@ -254,7 +254,7 @@ export interface RecordedCall extends PhaseTwoRequest {
 export class TestRm {
   readonly calls: RecordedCall[] = [];
   readonly clientId: string;
-  channel: RmChannel | null = null;
+  channel: RmChannelSet | null = null;
   behave: RmBehaviour | null = null;
   private readonly attempts = new Map<string, number>();
 
@@ -270,7 +270,7 @@ export class TestRm {
   readonly applicationId: string;
 
   async connect(timeoutMs = 15_000): Promise<void> {
-    this.channel = this.client.openRmChannel({
+    const channel = this.client.openRmChannel({
       applicationId: this.applicationId,
       transactionServiceGroup: 'default',
       clientId: this.clientId,
@@ -284,7 +284,8 @@ export class TestRm {
         return call.kind === 'commit' ? 'PhaseTwo_Committed' : 'PhaseTwo_Rollbacked';
       },
     });
-    await this.channel.ready(timeoutMs);
+    this.channel = channel;
+    await channel.ready(timeoutMs);
   }
 
   async disconnect(): Promise<void> {

@@ -67,6 +67,12 @@ export interface RmRouting {
    */
   unreachable?(target: HostPort): void;
   random(): number;
+  /**
+   * The channel stays on the one node leader() names (db mode: a channel to every node): a
+   * NOT_LEADER answer's hint is not followed (a node of an older version that takes RM
+   * channels on the lease holder only); it retries the same node with backoff.
+   */
+  pinned?: boolean;
 }
 
 interface SessionEnd {
@@ -294,7 +300,7 @@ export class RmChannel implements RmChannelPort {
         'RM channel ended; reconnecting',
       );
       failures = end.registered ? 0 : failures + 1;
-      hint = end.hint;
+      hint = this.routing.pinned === true ? null : end.hint;
       if (end.unreachable) this.routing.unreachable?.(target.transaction);
       if (!hint) this.routing.refresh();
       await this.pause(hint && failures < 2 ? 0 : end.registered ? 0 : this.backoff(failures));

@@ -198,11 +198,18 @@ export function raftTcSessions(ctx: TcNodeContext, raft: RaftSessions): TcSessio
 export function dbTcSessions(store: DbSessionStore): TcSessions {
   return {
     store,
-    takesRmChannels: () => store.drivesPhaseTwo(),
+    // Every node takes RM channels: the node that decides a transaction runs its first
+    // phase-two pass itself (the RMs keep a channel to every node, src/client/tc/rm-channels.ts).
+    takesRmChannels: () => store.hasLeaderRole(),
+    // Only a gain of the lease is passed on (the hub's reconnect grace for the re-driven
+    // transactions); losing it closes no channel.
     onRmRoleChange: (listener) =>
-      store.onLeadershipChange((event) => listener(event.isLeader, event.term)),
+      store.onLeadershipChange((event) => {
+        if (event.isLeader) listener(true, event.term);
+      }),
     leaderId: () => store.leaseHolder()?.nodeId ?? null,
-    // Commits decided on other nodes reach the holder's driver through its due poll (within
+    // Retries, timeouts and transactions whose decider did not finish them (past their
+    // hand-off time) reach the holder's driver through its due poll (within
     // DB_MODE_DUE_POLL_MS); the sweep re-checks everything else.
     phaseTwo: {
       sweepIntervalMs: DB_MODE_SWEEP_INTERVAL_MS,

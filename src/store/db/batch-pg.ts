@@ -16,7 +16,7 @@
  */
 import type { BeginCommand, CommitGlobalCommand } from '../../coordinator/commands.ts';
 import { BranchType, GlobalStatus } from '../../coordinator/types.ts';
-import { DB_BATCH_MAX_COMMANDS, DB_BATCH_MAX_IN_FLIGHT } from './limits.ts';
+import { DB_BATCH_MAX_COMMANDS, DB_BATCH_MAX_IN_FLIGHT, DB_DECIDER_HANDOFF_MS } from './limits.ts';
 import { AssertionFailure } from '../../shared/errors.ts';
 import { GLOBAL_COLUMNS, dueAtOf } from './rows.ts';
 import type { SqlDriver, SqlValue, TableNames } from './sql.ts';
@@ -245,7 +245,8 @@ export class PgBatches {
         RETURNING g.xid, v.at),
       f AS (INSERT INTO ${t.finished} (xid, status, finished_at, resolved_by)
         SELECT xid, ?::varchar, at, NULL FROM gone RETURNING xid),
-      a AS (UPDATE ${t.global} g SET status = ?, status_changed_at = v.at, due_at = v.at,
+      a AS (UPDATE ${t.global} g SET status = ?, status_changed_at = v.at,
+          due_at = v.at + (1 - MOD(GREATEST(g.driver_term, v.term), 2)) * ${DB_DECIDER_HANDOFF_MS},
           driver_term = GREATEST(g.driver_term, v.term)
         FROM v WHERE ${base} AND g.branch_count > 0
           AND g.branch_count = (SELECT COUNT(*) FROM ${t.branch} b

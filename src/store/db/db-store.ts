@@ -34,6 +34,7 @@ import {
   RECENTLY_FINISHED_TTL_MS,
 } from '../../coordinator/limits.ts';
 import type { LeadershipEvent, SessionStore } from '../../coordinator/ports.ts';
+import type { GlobalSession } from '../../coordinator/types.ts';
 import {
   CoordinatorStateMachine,
   type CoordinatorStateView,
@@ -41,6 +42,8 @@ import {
 import { SNAPSHOT_FORMAT_VERSION, encodeSnapshot } from '../../coordinator/snapshot-codec.ts';
 import { applyCommand, refuseMalformed } from './apply.ts';
 import { FastPaths, type FastPathStats } from './fast-path.ts';
+import { beginTermOf, epochOfTerm, liftsPastFence, termOfEpoch } from './terms.ts';
+import { handOffAtOf } from './rows.ts';
 import { LiveSessionBound } from './live-bound.ts';
 import {
   DbContentionError,
@@ -184,7 +187,7 @@ export class DbSessionStore implements SessionStore {
   private pending = 0;
   private closed = false;
   /** Counters for metrics and tests. */
-  readonly stats = { submits: 0, reads: 0, raceRetries: 0, unavailable: 0 };
+  readonly stats = { submits: 0, reads: 0, raceRetries: 0, unavailable: 0, lifted: 0 };
   /** Manual leadership (lease disabled). */
   private manual = { holding: false, term: 0 };
   /** Set while the database is unreachable: calls fail fast, a probe reconnects. */
@@ -256,7 +259,8 @@ export class DbSessionStore implements SessionStore {
             options.address ?? '',
             leaseOptions,
             {
-              onChange: (holding, epoch) => this.emit({ isLeader: holding, term: epoch }),
+              onChange: (holding, epoch) =>
+                this.emit({ isLeader: holding, term: termOfEpoch(epoch, holding) }),
               onError: (err) => {
                 if (this.driver.classify(err) === 'unavailable') this.markUnavailable(err);
               },
@@ -325,7 +329,7 @@ export class DbSessionStore implements SessionStore {
     store.log.info(
       {
         holder: store.lease?.holderId ?? null,
-        epoch: store.term(),
+        epoch: store.epoch(),
         drives: store.drivesPhaseTwo(),
       },
       'db session store open',
@@ -342,7 +346,28 @@ export class DbSessionStore implements SessionStore {
         ok: false,
         rejection: { code: 'BAD_REQUEST', message: 'db mode prunes by its own housekeeping' },
       });
-    return this.submitTx(command) as Promise<Outcome<ResultOf<C>>>;
+    if (!this.lease) return this.submitTx(command) as Promise<Outcome<ResultOf<C>>>;
+    return this.submitLeased(command) as Promise<Outcome<ResultOf<C>>>;
+  }
+
+  /**
+   * With the lease, terms are made from its epoch (terms.ts): a Begin is stored at the epoch's
+   * decider term, so a decision on any node of the epoch passes its fence; a TM's or an
+   * operator's command that a holder's driver term refused is submitted once more at that term
+   * (liftsPastFence: none of them makes this node a driver).
+   */
+  private async submitLeased<C extends TxCommand>(command: C): Promise<Outcome<ResultOf<C>>> {
+    const c: C =
+      command.kind === 'Begin' && command.term !== undefined
+        ? { ...command, term: beginTermOf(command.term) }
+        : command;
+    const outcome = await this.submitTx(c);
+    if (outcome.ok || outcome.rejection.code !== 'STALE_TERM' || !liftsPastFence(c)) return outcome;
+    const term = (c as { term?: number }).term ?? 0;
+    const fencedBy = outcome.rejection.driverTerm;
+    if (fencedBy <= term) return outcome;
+    this.stats.lifted += 1;
+    return this.submitTx({ ...c, term: fencedBy });
   }
 
   private submitTx<C extends TxCommand>(command: C): Promise<Outcome<ResultOf<C>>> {
@@ -358,9 +383,10 @@ export class DbSessionStore implements SessionStore {
           const outcome = (await this.driver.transaction('write', (conn) =>
             applyCommand(conn, this.sql, command, this.maxLiveSessions),
           )) as Outcome<ResultOf<C>>;
-          // A fence names the epoch that fenced us: a node that is not the holder learns it here.
+          // A fence names the term that fenced us: a node that is not the holder learns its
+          // epoch here.
           if (!outcome.ok && outcome.rejection.code === 'STALE_TERM')
-            this.lease?.observe(outcome.rejection.driverTerm);
+            this.lease?.observe(epochOfTerm(outcome.rejection.driverTerm));
           for (const listener of this.applyListeners) listener(command, outcome);
           return outcome;
         } catch (err) {
@@ -453,6 +479,14 @@ export class DbSessionStore implements SessionStore {
     });
   }
 
+  /**
+   * A node that decides a transaction runs its first pass (terms.ts); the holder takes it over
+   * once this has passed with no retry scheduled (dueAtOf).
+   */
+  handOffAt(session: GlobalSession): number {
+    return handOffAtOf(session);
+  }
+
   /** Every node serves TC requests in db mode: there is no follower to redirect to. */
   isLeader(): boolean {
     return !this.closed;
@@ -464,8 +498,18 @@ export class DbSessionStore implements SessionStore {
     return this.lease ? this.lease.isHolder : this.manual.holding;
   }
 
-  /** The lease epoch: this node's own while it holds the lease, else the highest it has seen. */
+  /**
+   * The coordinator's term (termOfEpoch): 2·epoch + 1 while this node holds the lease, 2·epoch
+   * otherwise (the epoch: its own while it holds the lease, else the highest it has seen). With
+   * the lease disabled, the term a test set.
+   */
   term(): number {
+    if (!this.lease) return this.manual.term;
+    return termOfEpoch(this.lease.epoch, this.lease.isHolder);
+  }
+
+  /** The lease epoch this node knows (what the cluster view shows as the term); 0 without one. */
+  epoch(): number {
     return this.lease ? this.lease.epoch : this.manual.term;
   }
 

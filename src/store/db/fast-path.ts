@@ -40,6 +40,8 @@ import {
   type GlobalSession,
 } from '../../coordinator/types.ts';
 import { PG_GLOBAL_TYPES, PgBatches } from './batch-pg.ts';
+import { MysqlBeginBatches } from './batch-mysql.ts';
+import { DB_DECIDER_HANDOFF_MS } from './limits.ts';
 import { PgBranchPaths } from './fast-path-pg.ts';
 import { GLOBAL_COLUMNS, globalRowValues } from './rows.ts';
 import { placeholders, type SqlDriver, type SqlValue, type TableNames } from './sql.ts';
@@ -68,7 +70,7 @@ export class FastPaths {
   };
 
   get stats(): FastPathStats {
-    const batchers = this.batches ? [this.batches.turn] : [];
+    const batchers = [this.batches?.turn, this.mysqlBegins?.turn].filter((b) => b !== undefined);
     return {
       ...this.counts,
       batches: {
@@ -82,6 +84,8 @@ export class FastPaths {
   private readonly pg: PgBranchPaths | null;
   /** PostgreSQL: the Begins and commits of one event-loop turn in one statement each. */
   private readonly batches: PgBatches | null;
+  /** MySQL: the Begins of one event-loop turn in one transaction (batch-mysql.ts). */
+  private readonly mysqlBegins: MysqlBeginBatches | null;
 
   constructor(
     private readonly driver: SqlDriver,
@@ -89,6 +93,7 @@ export class FastPaths {
   ) {
     this.pg = driver.dialect === 'postgres' ? new PgBranchPaths(driver, t) : null;
     this.batches = driver.dialect === 'postgres' ? new PgBatches(driver, t) : null;
+    this.mysqlBegins = driver.dialect === 'mysql' ? new MysqlBeginBatches(driver, t) : null;
   }
 
   /**
@@ -162,6 +167,10 @@ export class FastPaths {
       const written = await this.batches.begin({ command: c, session, result });
       return written ? ok(result) : undefined;
     }
+    if (this.mysqlBegins) {
+      const written = await this.mysqlBegins.begin({ command: c, session, result });
+      return written ? ok(result) : undefined;
+    }
     const notFinished = `NOT EXISTS (SELECT 1 FROM ${this.t.finished} WHERE xid = ?)`;
     if (this.driver.dialect === 'postgres') {
       const values = GLOBAL_COLUMNS.map((col) => `?::${PG_GLOBAL_TYPES[col]}`).join(', ');
@@ -226,7 +235,17 @@ export class FastPaths {
     if (c.from !== GlobalStatus.Begin || !canTransition(c.from, c.to)) return undefined;
     if (!isPhaseTwoInFlight(c.to)) return undefined;
     const where = ['xid = ?', 'status = ?', 'driver_term <= ?'];
-    const params: SqlValue[] = [c.to, c.at, c.at, c.xid, GlobalStatus.Begin, c.term];
+    // due_at (dueAtOf): the decision time, plus the decider's hand-off time at an even
+    // (decider's) driver term, which this command does not change.
+    const params: SqlValue[] = [
+      c.to,
+      c.at,
+      c.at,
+      DB_DECIDER_HANDOFF_MS,
+      c.xid,
+      GlobalStatus.Begin,
+      c.term,
+    ];
     where.push('retry_stopped = ?', 'next_retry_at IS NULL');
     params.push(false);
     if (c.to === GlobalStatus.TimeoutRollbacking) {
@@ -241,7 +260,8 @@ export class FastPaths {
     // branches, the general path applies it; only a branchless session is decided here.
     if (decisionOf(c.to) === 'commit') where.push('branch_count = 0');
     const r = await this.driver.query(
-      `UPDATE ${this.t.global} SET status = ?, status_changed_at = ?, due_at = ? WHERE ${where.join(' AND ')}`,
+      `UPDATE ${this.t.global} SET status = ?, status_changed_at = ?,
+         due_at = ? + (1 - MOD(driver_term, 2)) * ? WHERE ${where.join(' AND ')}`,
       params,
     );
     return r.affected === 1 ? ok({ status: c.to }) : undefined;

@@ -116,6 +116,13 @@ export const DB_MODE_SWEEP_INTERVAL_MS = 1_000;
  * it within this interval instead of at its next sweep.
  */
 export const DB_MODE_DUE_POLL_MS = 100;
+/**
+ * How long the lease holder leaves a transaction decided on another node to that node, ms:
+ * the node that decides runs the first phase-two pass itself (terms.ts). Past it, with no
+ * retry scheduled, the holder takes the transaction over (the decider died, or its pass is
+ * slow: its late commands are then fenced off). Longer than a pass whose RMs answer.
+ */
+export const DB_DECIDER_HANDOFF_MS = 5_000;
 
 // ------------------------------------------------------------------ prepared statements
 

@@ -20,6 +20,8 @@ import {
   type FinishedRecord,
   type GlobalSession,
 } from '../../coordinator/types.ts';
+import { DB_DECIDER_HANDOFF_MS } from './limits.ts';
+import { isDeciderTerm } from './terms.ts';
 import {
   boolOf,
   intOf,
@@ -87,15 +89,24 @@ export const LOCK_COLUMNS = [
 ] as const;
 
 /**
- * When the phase-two driver next has something to do with a session: its deadline while
- * Begin, its retry time (or now) while phase two runs, never when it waits for an operator.
- * Only orders the sweep's bounded page, most urgent first.
+ * When the lease holder's phase-two driver next has something to do with a session: its
+ * deadline while Begin; while phase two runs, its retry time, or (none scheduled) the
+ * status change — plus DB_DECIDER_HANDOFF_MS when a node that does not hold the lease
+ * decided it and runs its first pass (terms.ts); never when it waits for an operator.
+ * Orders the sweep's bounded page, most urgent first, and is what the due poll asks for.
  */
 export function dueAtOf(session: GlobalSession): number {
   if (session.status === GlobalStatus.Begin) return session.deadline;
   if (isPhaseTwoInFlight(session.status) && !session.retry.stopped)
-    return session.retry.nextRetryAt ?? session.statusChangedAt;
+    return session.retry.nextRetryAt ?? handOffAtOf(session);
   return PARKED_DUE_AT;
+}
+
+/** When the holder takes over a session in phase two that has no retry scheduled. */
+export function handOffAtOf(
+  session: Pick<GlobalSession, 'statusChangedAt' | 'driverTerm'>,
+): number {
+  return session.statusChangedAt + (isDeciderTerm(session.driverTerm) ? DB_DECIDER_HANDOFF_MS : 0);
 }
 
 export function globalRowValues(s: GlobalSession): SqlScalar[] {

@@ -37,7 +37,14 @@ export interface CoordinatorRunResult {
   steps: number;
   violation: Violation | null;
   trace: string[];
-  stats: SimClients['stats'] & { recoveryRounds: number; leaderChanges: number; crashes: number };
+  stats: SimClients['stats'] & {
+    recoveryRounds: number;
+    leaderChanges: number;
+    crashes: number;
+    /** Snapshot captures the nodes completed, and entries applied between their steps. */
+    captures: number;
+    appliedDuringCaptures: number;
+  };
   elapsedMs: number;
 }
 
@@ -46,6 +53,49 @@ export interface CoordinatorRunResult {
  * take.
  */
 export const COORDINATOR_RECOVERY_ROUNDS = 1_500;
+
+/** Rows a capture's slice holds in even seeds' runs: a few, so a capture spans many turns. */
+const CAPTURE_SLICE_ROWS = 1;
+/** Empty steps before each of them (one per 1 ms turn): a capture as slow as a large state's. */
+const CAPTURE_IDLE_STEPS = 4;
+
+/**
+ * Snapshots: odd seeds encode as a node does with its default (DEFAULT_SNAPSHOT_SLICE_MS; the
+ * simulator's states are small, so at once); even seeds one step of CAPTURE_SLICE_ROWS rows
+ * per turn, after CAPTURE_IDLE_STEPS idle turns (as a large state's capture), so entries apply
+ * between the steps of every capture (copy-on-write: the state machine's wrapper checks each
+ * capture's bytes against the state at its index).
+ */
+function captureSliceMs(seed: number): number {
+  return seed % 2 === 0 ? 0 : DEFAULT_SNAPSHOT_SLICE_MS;
+}
+
+/** A node's state machine, kept in `made` too (the run sums their capture counts). */
+function simMachine(
+  opts: CoordinatorRunOptions,
+  made: CoordinatorSimStateMachine[],
+): CoordinatorSimStateMachine {
+  const sm = new CoordinatorSimStateMachine(
+    machineFor(opts.mutant ?? 'none'),
+    ...(opts.seed % 2 === 0 ? [CAPTURE_SLICE_ROWS, CAPTURE_IDLE_STEPS] : []),
+  );
+  made.push(sm);
+  return sm;
+}
+
+/** The world's counts; the captures the machines completed, entries applied meanwhile. */
+function worldCounts(
+  world: World,
+  machines: readonly CoordinatorSimStateMachine[],
+): { leaderChanges: number; crashes: number; captures: number; appliedDuringCaptures: number } {
+  let [captures, appliedDuringCaptures] = [0, 0];
+  for (const m of machines) {
+    captures += m.captureStats.captures;
+    appliedDuringCaptures += m.captureStats.appliedDuring;
+  }
+  const { leaderChanges, crashes } = world.stats;
+  return { leaderChanges, crashes, captures, appliedDuringCaptures };
+}
 
 export async function runCoordinatorSimulation(
   opts: CoordinatorRunOptions,
@@ -57,12 +107,7 @@ export async function runCoordinatorSimulation(
     steps: opts.steps,
     // A coordinator entry batches a turn's commands: the Raft's uncommitted-bytes bound is
     // left at its production size (600 bytes would refuse a large batch forever).
-    // Snapshots are encoded as a node does with its default (DEFAULT_SNAPSHOT_SLICE_MS): the
-    // simulator's states are small, so at once. One slice per turn under the coordinator's
-    // small snapshotEveryEntries defers nearly every apply by a tick and the runs stall (no
-    // violation: `npm run sim -- --coordinator` with slices ran 150 × 1,500 steps clean on
-    // 2026-12-07); the key-value runs exercise the slicing (runner.ts, even seeds).
-    settings: { maxUncommittedBytes: 1 << 20, snapshotSliceMs: DEFAULT_SNAPSHOT_SLICE_MS },
+    settings: { maxUncommittedBytes: 1 << 20, snapshotSliceMs: captureSliceMs(opts.seed) },
     ...(opts.nodes !== undefined ? { nodes: opts.nodes } : {}),
   });
   // Client requests come from the TMs; the Raft-level key-value proposals are off.
@@ -72,13 +117,14 @@ export async function runCoordinatorSimulation(
   const rms = new SimRms();
   // The retry horizon (from begin): often within a run's few simulated seconds.
   const retryHorizonMs = own.pick([2_000, 4_000, 600_000]);
+  const machines: CoordinatorSimStateMachine[] = [];
   const services = new CoordinatorServices(new Map(nodeIdEntries(skews)), rms, { retryHorizonMs });
   let clients: SimClients | null = null;
   const world = new World({
     settings,
     prng: rng.fork(),
     traceSize: opts.traceSize ?? 60,
-    stateMachine: () => new CoordinatorSimStateMachine(machineFor(opts.mutant ?? 'none')),
+    stateMachine: () => simMachine(opts, machines),
     onNodeUp: (node) => {
       const sm = node.sm as CoordinatorSimStateMachine | null;
       if (sm) sm.onCommand = (applied) => clients?.observeCommand(node.id, applied);
@@ -117,12 +163,7 @@ export async function runCoordinatorSimulation(
     steps: world.step,
     violation: world.checker.violation,
     trace: world.trace.tail(),
-    stats: {
-      ...c.stats,
-      recoveryRounds,
-      leaderChanges: world.stats.leaderChanges,
-      crashes: world.stats.crashes,
-    },
+    stats: { ...c.stats, recoveryRounds, ...worldCounts(world, machines) },
     elapsedMs: performance.now() - t0,
   };
 }

@@ -8,7 +8,8 @@
 import type { Command } from '../../../src/coordinator/commands.ts';
 import { CoordinatorStateMachine } from '../../../src/coordinator/state-machine.ts';
 import { GlobalStatus, decisionOf } from '../../../src/coordinator/types.ts';
-import { StorageCorruptError } from '../../../src/shared/errors.ts';
+import { AssertionFailure, StorageCorruptError } from '../../../src/shared/errors.ts';
+import { SNAPSHOT_SLICE_ROWS } from '../../../src/coordinator/snapshot-codec.ts';
 import { applyEntry } from '../../../src/store/raft/command-batch.ts';
 import type { SnapshotCapture } from '../../../src/raft/ports.ts';
 import { bytesKey } from '../invariants.ts';
@@ -36,11 +37,20 @@ export interface AppliedCommand {
 
 export class CoordinatorSimStateMachine extends SimStateMachine {
   readonly coordinator: CoordinatorStateMachine;
+  /** Captures completed, and entries applied between the steps of them (summed). */
+  readonly captureStats = { captures: 0, appliedDuring: 0 };
   /** Sees every command applied (the checkers watch how statuses move). */
   onCommand: ((applied: AppliedCommand) => void) | null = null;
 
   constructor(
     private readonly make: () => CoordinatorStateMachine = () => new CoordinatorStateMachine(),
+    /** Rows a capture's slice holds (the production SNAPSHOT_SLICE_ROWS, or a few: many slices). */
+    private readonly sliceRows = SNAPSHOT_SLICE_ROWS,
+    /**
+     * Empty steps before each of the capture's own (0: none): a capture as slow as a large
+     * state's, so that more entries apply while it runs.
+     */
+    private readonly idleSteps = 0,
   ) {
     super();
     this.coordinator = make();
@@ -82,18 +92,30 @@ export class CoordinatorSimStateMachine extends SimStateMachine {
     return encoder.encode(JSON.stringify(enc));
   }
 
-  /** The coordinator's own sliced encode, wrapped as snapshot() wraps it. */
+  /**
+   * The coordinator's own sliced encode, wrapped as snapshot() wraps it. The capture lets
+   * entries apply between its steps (copy-on-write); its bytes must be snapshot()'s at its
+   * point, which is taken here as the oracle and compared at the end (an AssertionFailure:
+   * the driver fail-stops and the checker reports it).
+   */
   override snapshotInSlices(): SnapshotCapture {
     const at = { lastIndex: this.lastIndex, hash: this.hash, count: this.count };
-    const capture = this.coordinator.snapshotInSlices();
+    const oracle = this.coordinator.snapshot();
+    const capture = this.coordinator.snapshotInSlices(this.sliceRows);
+    let idle = this.idleSteps;
     return {
+      appliesMeanwhile: capture.appliesMeanwhile,
       step: () => {
-        if (this.lastIndex !== at.lastIndex)
-          throw new Error(
-            `state machine: applied ${this.lastIndex} during a sliced snapshot at ${at.lastIndex}`,
-          );
+        if (idle-- > 0) return null;
+        idle = this.idleSteps;
         const bytes = capture.step();
         if (bytes === null) return null;
+        if (!Buffer.from(bytes).equals(Buffer.from(oracle)))
+          throw new AssertionFailure(
+            `the capture at index ${at.lastIndex} differs from the state at that index (${this.lastIndex - at.lastIndex} entries applied meanwhile)`,
+          );
+        this.captureStats.captures++;
+        this.captureStats.appliedDuring += this.lastIndex - at.lastIndex;
         const enc: Encoded = { ...at, coordinator: Buffer.from(bytes).toString('base64') };
         return encoder.encode(JSON.stringify(enc));
       },
@@ -148,9 +170,12 @@ export class DecisionFlippingMachine extends CoordinatorStateMachine {
     const sessions = (this as unknown as { sessions: Map<string, { status: GlobalStatus }> })
       .sessions;
     this.apply = ((command: Command) => {
+      // Found as a handler finds what it changes (a capture under way copies it first).
       const session =
         command.kind === 'RollbackGlobal'
-          ? (this as unknown as { sessions: typeof sessions }).sessions.get(command.xid)
+          ? (
+              this as unknown as { changeable(xid: string): { status: GlobalStatus } | undefined }
+            ).changeable(command.xid)
           : undefined;
       if (session && decisionOf(session.status) === 'commit') {
         session.status = GlobalStatus.Rollbacking;
