@@ -116,7 +116,7 @@ import type {
   TcCallOptions,
   TcPort,
 } from './tc/port.ts';
-import { RmChannel, type RmRouting } from './tc/rm-channel.ts';
+import type { RmRouting } from './tc/rm-channel.ts';
 import { RmChannelSet } from './tc/rm-channels.ts';
 
 export { BranchStatus, BranchType, GlobalStatus };

@@ -40,7 +40,6 @@ import { type BranchGateway, type Clock, type IdSource, type SessionStore } from
 import {
   BranchStatus,
   GlobalStatus,
-  canBranchCommitAsync,
   isBranchType,
   isEndStatus,
   isPhaseTwoInFlight,

@@ -29,9 +29,11 @@ import {
   NotLeaderError,
   ProposalDroppedError,
   StoppedError,
+  StorageCorruptError,
   TimeoutError,
   assert,
 } from '../shared/errors.ts';
+import { crc32 } from './storage/crc32.ts';
 import { RaftCore } from './core/raft.ts';
 import { defaultRaftConfig } from './core/config.ts';
 import type {
@@ -47,7 +49,9 @@ import type {
   Ready,
   Role,
   Snapshot,
+  SnapshotChunkSend,
   SnapshotMeta,
+  SnapshotRef,
   Status,
 } from './core/types.ts';
 import type { Clock, LogStorage, PeerTransport, SnapshotCapture, StateMachine } from './ports.ts';
@@ -161,7 +165,7 @@ export interface RaftCoreApi {
   hasReady(): boolean;
   ready(): Ready;
   advance(rd: Ready): void;
-  compact(snapshot: Snapshot): void;
+  compact(snapshot: SnapshotRef): void;
   /** Term and membership as of an applied index, for a local snapshot. */
   snapshotMeta(index: number): SnapshotMeta;
   status(): Status;
@@ -231,6 +235,18 @@ export interface RaftDriverOptions {
    * DEFAULT_SNAPSHOT_LOG_TO_STATE; ratio 0 disables it.
    */
   snapshotLogToState?: { ratio: number; minBytes: number };
+  /**
+   * Staggered snapshot points (default true): members take their snapshots at different
+   * points of the log rather than all at the same index (each one holds its applies while
+   * it encodes, issue 19). After a snapshot it did not take itself — the bootstrap seed,
+   * or one received from a leader — a node takes its next one early, at (1 − k/n) of every
+   * trigger's threshold, k being its rank among the n members counted from the leader's
+   * (from the first member at bootstrap). From then on each takes one per threshold, so the
+   * members' points stay k/n of a threshold apart: the thresholds are the same on every
+   * member (the same log; a state of about the same size). A restart keeps a node's point:
+   * it replays its log from its own snapshot. Never later than the unstaggered triggers.
+   */
+  snapshotStagger?: boolean;
   /**
    * A sliced snapshot's time per event-loop turn, ms. Default DEFAULT_SNAPSHOT_SLICE_MS;
    * 0: one step per turn (tests and the simulator use it to exercise the slicing).
@@ -385,6 +401,7 @@ export class RaftDriver {
   readonly snapshotEveryBytes: number;
   readonly snapshotWhenIdle: { bytes: number; ticks: number };
   readonly snapshotLogToState: { ratio: number; minBytes: number };
+  readonly snapshotStagger: boolean;
   readonly snapshotSliceMs: number;
   readonly maxPendingProposals: number;
   readonly maxPendingReads: number;
@@ -466,6 +483,11 @@ export class RaftDriver {
   /** Applied index and entry bytes since the last snapshot taken or restored (the triggers). */
   private capturedIndex = 0;
   private bytesSinceCapture = 0;
+  /**
+   * How early the next snapshot comes, as a fraction of each trigger's threshold: set after
+   * a snapshot this node did not take (snapshotStagger), 0 after one it took.
+   */
+  private snapshotHeadStart = 0;
   /** The tick at which an entry was last applied (the idle trigger counts from it). */
   private lastApplyTick = 0;
   // Counters for the status (and the server's /metrics).
@@ -504,6 +526,7 @@ export class RaftDriver {
       ticks: DEFAULT_SNAPSHOT_IDLE_TICKS,
     };
     this.snapshotLogToState = options.snapshotLogToState ?? DEFAULT_SNAPSHOT_LOG_TO_STATE;
+    this.snapshotStagger = options.snapshotStagger ?? true;
     this.snapshotSliceMs = options.snapshotSliceMs ?? DEFAULT_SNAPSHOT_SLICE_MS;
     this.maxPendingProposals = options.maxPendingProposals ?? DEFAULT_MAX_PENDING_PROPOSALS;
     this.maxPendingReads = options.maxPendingReads ?? DEFAULT_MAX_PENDING_READS;
@@ -565,6 +588,10 @@ export class RaftDriver {
 
     if (snap) this.sm.restore(snap.data, snap.meta.index);
     this.stateBytes = snap?.data.length ?? 0;
+    // From here on only the snapshot's meta and size are kept: its data stays on disk, read
+    // back chunk by chunk if a follower needs it (sendSnapshotChunks).
+    const snapRef = snap ? { meta: snap.meta, bytes: snap.data.length } : null;
+    loaded.snapshot = null;
     this.applied = snapIndex;
     this.snapshotIndex = snapIndex;
     this.capturedIndex = snapIndex;
@@ -579,7 +606,7 @@ export class RaftDriver {
       id: this.id,
       random: this.random,
       leaseReads: this.leaseReads,
-      acceptSnapshot: (snapshot) => this.acceptSnapshot(snapshot),
+      acceptSnapshot: (snapshot, crc) => this.acceptSnapshot(snapshot, crc),
     };
     // A follower that confirmed a heartbeat sent at t grants no vote until an election
     // timeout of its own ticks has passed: (electionTicks − 1) ticks of its clock at least
@@ -592,11 +619,15 @@ export class RaftDriver {
     );
     this.core = this.createCore(config, {
       hardState: { ...loaded.hardState },
-      snapshot: snap,
+      snapshot: snapRef,
       entries: loaded.entries,
       initialConf: cloneConf(this.initialConf),
     });
     const st = this.core.status();
+    // A node that starts from a snapshot it took replays its log from there: its snapshot
+    // point stays where it was. From the seed or a leader's, it moves to its own.
+    if (snap === null || loaded.snapshotReceived === true)
+      this.snapshotHeadStart = this.staggerFraction(st.conf, null);
     this.role = st.role;
     this.term = st.term;
     this.leader = st.leader;
@@ -1066,6 +1097,7 @@ export class RaftDriver {
       latencyTrace?.('d.send.after', rd.messagesAfterPersist.length);
       this.send(rd.messagesAfterPersist);
     }
+    if (rd.snapshotChunks.length > 0) this.sendSnapshotChunks(rd.snapshotChunks);
 
     // Soft state: role, term, leader.
     if (rd.softState)
@@ -1241,11 +1273,67 @@ export class RaftDriver {
   }
 
   /**
-   * The core asks, before it keeps a received snapshot: does it decode into a valid state?
-   * Decoded into a scratch state machine by the port; the live state is not touched.
+   * Snapshot chunks the core wants sent: read from the storage (nobody holds a snapshot's
+   * data in memory), sent as they arrive, then let go. A chunk of a snapshot the disk no
+   * longer holds (a newer one replaced it) is dropped: the leader's next attempt (the next
+   * heartbeat's answer) streams the newer one. A chunk that cannot be read is dropped and
+   * logged: the follower stays behind, the node goes on serving the others.
    */
-  private acceptSnapshot(snapshot: Snapshot): boolean {
+  private sendSnapshotChunks(chunks: readonly SnapshotChunkSend[]): void {
+    for (const c of chunks) {
+      assert(
+        c.term <= this.durable.term,
+        () => `snapshot chunk of term ${c.term} before term ${c.term} is durable`,
+      );
+      const at = { to: c.to, index: c.meta.index, offset: c.offset };
+      this.storage.readSnapshotChunk(c.meta.index, c.meta.term, c.offset, c.length).then(
+        (read) => {
+          if (this.stopped) return;
+          if (read === null) {
+            this.log.debug(at, 'snapshot chunk not sent: that snapshot was replaced');
+            return;
+          }
+          if (read.data.length !== c.length || (c.offset + c.length === read.bytes) !== c.done) {
+            this.log.error(
+              { ...at, length: c.length, read: read.data.length, bytes: read.bytes },
+              'snapshot chunk not sent: the data on disk does not have the size the core knows',
+            );
+            return;
+          }
+          latencyTrace?.('d.send.snap', c.offset);
+          this.send([
+            {
+              type: 'snap',
+              from: c.from,
+              to: c.to,
+              term: c.term,
+              meta: c.meta,
+              offset: c.offset,
+              chunk: read.data,
+              done: c.done,
+              crc: read.crc,
+            },
+          ]);
+        },
+        (err: unknown) => {
+          if (!this.stopped)
+            this.log.error({ ...at, err }, 'snapshot chunk not sent: it could not be read');
+        },
+      );
+    }
+  }
+
+  /**
+   * The core asks, before it keeps a received snapshot: is it the data the leader's disk
+   * recorded (its CRC-32), and does it decode into a valid state? Decoded into a scratch
+   * state machine by the port; the live state is not touched.
+   */
+  private acceptSnapshot(snapshot: Snapshot, crc: number | undefined): boolean {
     try {
+      if (crc !== undefined && crc32(snapshot.data) !== crc)
+        throw new StorageCorruptError(
+          `snapshot data of ${snapshot.data.length} bytes does not match the leader's checksum`,
+        );
       this.sm.validateSnapshot(snapshot.data);
       return true;
     } catch (cause) {
@@ -1265,6 +1353,7 @@ export class RaftDriver {
     this.applied = snap.meta.index;
     this.capturedIndex = snap.meta.index;
     this.bytesSinceCapture = 0;
+    this.snapshotHeadStart = this.staggerFraction(snap.meta.conf, this.leader);
     this.snapshotsRestored++;
     // Proposals the snapshot covers cannot be matched to their entries any more.
     for (const [index, p] of this.proposals) {
@@ -1386,25 +1475,60 @@ export class RaftDriver {
 
   private wantsSnapshot(): boolean {
     if (this.snapshotRequests.length > 0) return true;
-    return (
-      (this.snapshotEveryEntries > 0 &&
-        this.applied - this.capturedIndex >= this.snapshotEveryEntries) ||
-      (this.snapshotEveryBytes > 0 && this.bytesSinceCapture >= this.snapshotEveryBytes) ||
-      this.logLargeForState() ||
-      this.idleWithLog()
-    );
+    // Staggered (snapshotStagger): each threshold is reached early by the head start.
+    return this.thresholdReached() >= 1 - this.snapshotHeadStart || this.idleWithLog();
   }
 
-  /** The trigger by the state's size (snapshotLogToState). */
-  private logLargeForState(): boolean {
+  /**
+   * How far the log since the last snapshot is toward the nearest of the triggers by
+   * entries, bytes and the state's size, as a fraction of its threshold (0: none is on).
+   */
+  private thresholdReached(): number {
+    let reached = 0;
+    if (this.snapshotEveryEntries > 0)
+      reached = (this.applied - this.capturedIndex) / this.snapshotEveryEntries;
+    if (this.snapshotEveryBytes > 0)
+      reached = Math.max(reached, this.bytesSinceCapture / this.snapshotEveryBytes);
     const { ratio, minBytes } = this.snapshotLogToState;
-    return ratio > 0 && this.bytesSinceCapture >= Math.max(minBytes, ratio * this.stateBytes);
+    if (ratio > 0) {
+      const threshold = Math.max(minBytes, ratio * this.stateBytes, 1);
+      reached = Math.max(reached, this.bytesSinceCapture / threshold);
+    }
+    return reached;
   }
 
-  /** The idle trigger (snapshotWhenIdle): a burst's log is not kept in memory while idle. */
+  /**
+   * This node's head start (snapshotStagger) after a snapshot taken at `from`'s point (the
+   * leader that sent it; null: the bootstrap seed, the same point on every member): its rank
+   * among the members, counted from `from`'s, over their number. Members are ranked by id,
+   * voters then learners, so every node computes the same ranks.
+   */
+  private staggerFraction(conf: ConfState, from: NodeId | null): number {
+    if (!this.snapshotStagger) return 0;
+    const members = [...[...conf.voters].sort(), ...[...conf.learners].sort()];
+    const n = members.length;
+    const mine = members.indexOf(this.id);
+    if (n < 2 || mine < 0) return 0;
+    const base = from === null ? 0 : Math.max(0, members.indexOf(from));
+    const k = (((mine - base) % n) + n) % n;
+    return k / n;
+  }
+
+  /**
+   * The idle trigger (snapshotWhenIdle): a burst's log is not kept in memory while idle.
+   * Staggered (snapshotStagger): the member of rank k waits (1 + k) × `ticks`, so the
+   * members do not all capture at once when the whole cluster pauses (a pause is what a
+   * leader's own capture makes of a closed-loop load: it holds the answers).
+   */
   private idleWithLog(): boolean {
     const { bytes, ticks } = this.snapshotWhenIdle;
-    return bytes > 0 && this.bytesSinceCapture >= bytes && this.ticks - this.lastApplyTick >= ticks;
+    if (bytes <= 0 || this.bytesSinceCapture < bytes) return false;
+    const idle = this.ticks - this.lastApplyTick;
+    if (idle < ticks) return false;
+    if (!this.snapshotStagger) return true;
+    const conf = this.confNow;
+    const members = [...[...conf.voters].sort(), ...[...conf.learners].sort()];
+    return idle >= ticks * (1 + Math.max(0, members.indexOf(this.id)));
   }
 
   /**
@@ -1422,6 +1546,13 @@ export class RaftDriver {
     }
     const meta = core.snapshotMeta(this.applied);
     assert(meta.index <= this.durableLastIndex, 'snapshot beyond the durable log');
+    // The next point is one threshold after where this one was due, not after where it is
+    // taken: a round applies many entries at once (a catch-up, a burst), and this one may
+    // come later than its point, or earlier (idle, on request). So each member keeps its
+    // place (snapshotStagger); never later than one threshold from this snapshot.
+    this.snapshotHeadStart = this.snapshotStagger
+      ? (this.snapshotHeadStart + this.thresholdReached()) % 1
+      : 0;
     this.capturedIndex = meta.index;
     this.bytesSinceCapture = 0;
     this.snapshotInFlight = true;
@@ -1563,15 +1694,19 @@ export class RaftDriver {
       return;
     }
     // A snapshot received from the leader meanwhile is newer: then there is nothing to trim.
+    // The core keeps the meta and size only; the data is on disk now, and goes from memory
+    // with this closure.
     if (snap.meta.index > this.snapshotIndex) {
-      core.compact(snap);
+      core.compact({ meta: snap.meta, bytes: snap.data.length });
       this.snapshotIndex = snap.meta.index;
     }
     this.snapshotsTaken++;
     this.snapshotMsTotal += ms.encodeMs + ms.writeMs;
     this.lastSnapshot = { ...ms, bytes: snap.data.length };
     this.stateBytes = snap.data.length;
-    this.log.debug(
+    // Info: one line per snapshot (seconds apart at the most), where each member took its
+    // own (snapshotStagger) and what it cost.
+    this.log.info(
       { index: snap.meta.index, term: snap.meta.term, bytes: snap.data.length, ...ms },
       'log compacted',
     );

@@ -7,7 +7,14 @@ import type { Entry, HardState, Message, NodeId, Snapshot } from './core/types.t
 
 export interface LoadedState {
   hardState: { term: number; vote: NodeId | null; commit: number };
+  /** The durable snapshot with its data: the driver restores it, then lets the data go. */
   snapshot: Snapshot | null;
+  /**
+   * Whether that snapshot came from elsewhere (a leader, or the bootstrap seed) rather than
+   * from a local compaction: the driver staggers its next snapshot point then (see
+   * RaftDriverOptions.snapshotStagger). Absent: local.
+   */
+  snapshotReceived?: boolean;
   /** Entries after the snapshot index, contiguous, in index order. */
   entries: Entry[];
 }
@@ -49,7 +56,30 @@ export interface LogStorage {
    * one synced write.
    */
   saveSnapshot(snapshot: Snapshot): Promise<void>;
+  /**
+   * Reads `length` bytes at `offset` of the durable snapshot at (index, term), to send to a
+   * follower that needs it: nobody keeps a snapshot's data in memory (issue 19), it is read
+   * from disk chunk by chunk, on demand (as etcd's raft reads Storage.Snapshot()). Resolves
+   * with the bytes, the data's whole size and its CRC-32 as recorded when it was written;
+   * with null if that snapshot is not the durable one (a newer one replaced it, or it is not
+   * durable yet). Rejects with StorageCorruptError if the data cannot be read as recorded.
+   */
+  readSnapshotChunk(
+    index: number,
+    term: number,
+    offset: number,
+    length: number,
+  ): Promise<SnapshotChunkRead | null>;
   close(): Promise<void>;
+}
+
+/** What LogStorage.readSnapshotChunk read. */
+export interface SnapshotChunkRead {
+  data: Uint8Array;
+  /** Bytes of the snapshot's whole data. */
+  bytes: number;
+  /** CRC-32 of the snapshot's whole data. */
+  crc: number;
 }
 
 export interface PeerTransport {

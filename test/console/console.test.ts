@@ -18,7 +18,6 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { TcClient } from '../../src/client/tc-client.ts';
 import { nodeBase } from '../support/node-http.ts';
 import { failingUntilHealed, startClusterWithRm, stopClusterWithRm } from '../tc/helpers.ts';
-import { waitFor } from '../support/wait.ts';
 import type { TestCluster, TestNode, TestRm } from '../tc/helpers.ts';
 
 const CHROMIUM = '/usr/bin/chromium';

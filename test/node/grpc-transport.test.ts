@@ -1,4 +1,3 @@
-import { createServer } from 'node:net';
 import * as grpc from '@grpc/grpc-js';
 import { Packr } from 'msgpackr';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -99,6 +98,17 @@ describe('codec', () => {
         done: true,
       },
       {
+        type: 'snap',
+        from: nid('a'),
+        to: nid('b'),
+        term: 3,
+        meta,
+        offset: 0,
+        chunk: new Uint8Array([9]),
+        done: true,
+        crc: 0xfedcba98,
+      },
+      {
         type: 'snapResp',
         from: nid('a'),
         to: nid('b'),
@@ -155,6 +165,17 @@ describe('codec', () => {
 
   it('rejects malformed messages with a reason', () => {
     const p = new Packr({ useRecords: false });
+    for (const crc of [-1, 2 ** 32, 1.5, '7'])
+      expect(
+        decodeMessage(
+          p.pack({
+            type: 'snap',
+            ...{ from: 'a', to: 'b', term: 1, offset: 0, chunk: new Uint8Array(1), done: true },
+            meta: { index: 1, term: 1, conf: { voters: ['a'], learners: [], context: {} } },
+            crc,
+          }),
+        ),
+      ).toMatchObject({ ok: false, error: /snap.crc/ });
     expect(decodeMessage(new Uint8Array([0xc1]))).toMatchObject({ ok: false });
     expect(decodeMessage(p.pack({ type: 'nope', from: 'a', to: 'b', term: 1 }))).toMatchObject({
       ok: false,

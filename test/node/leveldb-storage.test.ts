@@ -757,6 +757,50 @@ describe('LevelDbStorage', () => {
     expect(await reopen(await fresh()).then((r) => r.state.snapshot?.meta.index)).toBe(8);
   });
 
+  it('reads the durable snapshot back in chunks, for a follower: local, received, after a reopen, inline; another is null', async () => {
+    const text = (d: Uint8Array | undefined) => new TextDecoder().decode(d);
+    const s = await fresh();
+    await s.load();
+    expect(await s.readSnapshotChunk(3, 1, 0, 1)).toBeNull(); // none yet
+    await s.save({
+      hardState: { term: 1, vote: nid('n1'), commit: 6 },
+      entries: range(1, 8, 1),
+      snapshot: null,
+    });
+    const local = snapshot(6, 1, 'local-state@6');
+    await s.saveSnapshot(local);
+    const head = await s.readSnapshotChunk(6, 1, 0, 5);
+    expect(text(head?.data)).toBe('local');
+    expect(head).toMatchObject({ bytes: local.data.length, crc: crc32(local.data) });
+    expect(text((await s.readSnapshotChunk(6, 1, 6, 7))?.data)).toBe('state@6');
+    // Another index or term is not the durable snapshot: nothing to send.
+    expect(await s.readSnapshotChunk(6, 2, 0, 1)).toBeNull();
+    expect(await s.readSnapshotChunk(3, 1, 0, 1)).toBeNull();
+    // Beyond the data: a caller that does not know the size it asks for.
+    await expect(s.readSnapshotChunk(6, 1, 10, 10)).rejects.toThrow(StorageCorruptError);
+
+    const received = snapshot(20, 2, 'received@20');
+    await s.save({
+      hardState: { term: 2, vote: null, commit: 20 },
+      entries: [],
+      snapshot: received,
+    });
+    expect(await s.readSnapshotChunk(6, 1, 0, 1)).toBeNull(); // replaced
+    expect(text((await s.readSnapshotChunk(20, 2, 0, 8))?.data)).toBe('received');
+    await s.close();
+
+    const t = await fresh();
+    await t.load();
+    const all = await t.readSnapshotChunk(20, 2, 0, received.data.length);
+    expect(text(all?.data)).toBe('received@20');
+    expect(all?.crc).toBe(crc32(received.data));
+    // A file cut short under a running node: the chunk is refused as corrupt, never sent short.
+    await writeFile(join(dir, 'raft-snapshots', SnapshotFiles.fileName(20, 2)), 'recei');
+    expect(text((await t.readSnapshotChunk(20, 2, 0, 5))?.data)).toBe('recei');
+    await expect(t.readSnapshotChunk(20, 2, 0, 8)).rejects.toThrow(StorageCorruptError);
+    await t.close();
+  });
+
   it("a round's write does not wait behind a local snapshot's data file", async () => {
     const s = await fresh();
     await s.load();

@@ -6,10 +6,9 @@
  */
 import { raftNodeConfig, writeConfig } from '../support/cluster.ts';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { mkdtempSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, mkdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { stringify } from 'yaml';
 import { ClusterDiscovery, type LeaderChangeEvent } from '../../src/client/discovery.ts';
 import { fetchHealth } from '../../src/client/http-metadata.ts';
 import { freePorts, http, isAlive, killPid, runCli, spawnCli, waitFor } from './helpers.ts';

@@ -12,7 +12,14 @@ import {
 } from '../../src/raft/driver.ts';
 import { systemClock } from '../../src/raft/clock.ts';
 import type { ConfState, Message, NodeId, Snapshot } from '../../src/raft/core/types.ts';
-import type { LoadedState, LogStorage, PeerTransport, PersistBatch } from '../../src/raft/ports.ts';
+import type {
+  LoadedState,
+  LogStorage,
+  PeerTransport,
+  PersistBatch,
+  SnapshotChunkRead,
+} from '../../src/raft/ports.ts';
+import { crc32 } from '../../src/raft/storage/crc32.ts';
 import { FakeClock } from '../sim/fake-clock.ts';
 import { applyBatch, applyCompaction, emptyDiskState, type DiskState } from '../sim/fake-disk.ts';
 import { SimStateMachine, encodePayload, type SimApplyResult } from '../sim/state-machine.ts';
@@ -81,6 +88,20 @@ class ManualStorage implements LogStorage {
     if (this.holdSnapshots) await new Promise<void>((r) => this.heldSnapshots.push(r));
     applyCompaction(this.state, snap);
     this.snapshots.push(snap);
+  }
+  async readSnapshotChunk(
+    index: number,
+    term: number,
+    offset: number,
+    length: number,
+  ): Promise<SnapshotChunkRead | null> {
+    const snap = this.state.snapshot;
+    if (snap === null || snap.meta.index !== index || snap.meta.term !== term) return null;
+    return {
+      data: snap.data.slice(offset, offset + length),
+      bytes: snap.data.length,
+      crc: crc32(snap.data),
+    };
   }
   async close(): Promise<void> {
     this.closed = true;

@@ -20,6 +20,7 @@ import type {
   Status,
 } from '../../src/raft/core/types.ts';
 import type { RaftCoreApi } from '../../src/raft/driver.ts';
+import { crc32 } from '../../src/raft/storage/crc32.ts';
 import {
   applyBatch,
   applyCompaction,
@@ -154,7 +155,7 @@ export class Cluster {
     };
     const durable: DurableState = {
       hardState: { ...disk.hardState },
-      snapshot: disk.snapshot,
+      snapshot: disk.snapshot && { meta: disk.snapshot.meta, bytes: disk.snapshot.data.length },
       entries: disk.entries.map((e) => ({ ...e })),
       initialConf: this.bootstrap,
     };
@@ -215,6 +216,15 @@ export class Cluster {
       }
       for (const m of rd.messages) this.send(id, m);
       for (const m of rd.messagesAfterPersist) this.send(id, m);
+      // The core holds no snapshot data: its chunks are read from the node's disk.
+      for (const c of rd.snapshotChunks) {
+        const snap = n.disk.snapshot;
+        if (snap === null || snap.meta.index !== c.meta.index || snap.meta.term !== c.meta.term)
+          continue;
+        const { length, ...fields } = c;
+        const chunk = snap.data.slice(c.offset, c.offset + length);
+        this.send(id, { type: 'snap', ...fields, chunk, crc: crc32(snap.data) });
+      }
       if (rd.snapshot) {
         n.applied = JSON.parse(new TextDecoder().decode(rd.snapshot.data)) as string[];
         n.appliedIndex = rd.snapshot.meta.index;
@@ -318,7 +328,7 @@ export class Cluster {
     const meta = n.core.snapshotMeta(n.appliedIndex);
     const snap: Snapshot = { meta, data: new TextEncoder().encode(JSON.stringify(n.applied)) };
     applyCompaction(n.disk, snap);
-    n.core.compact(snap);
+    n.core.compact({ meta: snap.meta, bytes: snap.data.length });
     return snap;
   }
 

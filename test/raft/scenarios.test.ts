@@ -156,6 +156,181 @@ describe('snapshots', () => {
     assertSafe(w);
   });
 
+  it('the leader streams its snapshot from its disk, chunk by chunk: a copy damaged there is refused by the recorded checksum, even one that decodes', async () => {
+    const w = await bootWorld({
+      nodes: 3,
+      snapshotEveryEntries: 5,
+      snapshotChunkBytes: 24,
+      electionTicks: 8,
+    });
+    const lagger = nid('n3');
+    await w.act(() => w.crash(lagger));
+    const leader = await electedLeader(w);
+    for (let i = 0; i < 25; i++)
+      expect((await proposeAndWait(w, leader.id, `k${i % 4}`, `v${i}`)).ok).toBe(true);
+    // Bit rot in the leader's snapshot file after it was written: one value's digit changes,
+    // so the data still decodes into a valid state, just not the replicated one.
+    const disk = w.node(leader.id).disk;
+    const onDisk = disk.synced.snapshot!;
+    const at = new TextDecoder().decode(onDisk.data).search(/"v\d/) + 2;
+    expect(at).toBeGreaterThan(1);
+    onDisk.data[at] = onDisk.data[at] === 0x30 ? 0x31 : 0x30;
+    const readsBefore = disk.snapshotReads;
+    await w.act(() => w.startNode(lagger));
+    w.recorded = [];
+    for (let i = 0; i < 60; i++) await w.round();
+    const starts = w.recorded.filter((m) => m.type === 'snap' && m.to === lagger && m.offset === 0);
+    // Refused whole, it is streamed again after a heartbeat's answer, not back to back
+    // (which read the whole file and sent it tens of thousands of times in these 60 ticks).
+    expect(starts.length).toBeGreaterThan(1);
+    expect(starts.length).toBeLessThanOrEqual(60);
+    // Every chunk came from the disk; the whole was refused, nothing of it restored.
+    expect(disk.snapshotReads).toBeGreaterThan(readsBefore + 1);
+    expect(status(w, lagger).snapshotsRejected).toBeGreaterThan(0);
+    expect(status(w, lagger).snapshotsRestored).toBe(0);
+    // The leader's next snapshot is sound: the lagger installs it and converges.
+    for (let i = 25; i < 35; i++)
+      expect((await proposeAndWait(w, leader.id, `k${i % 4}`, `v${i}`)).ok).toBe(true);
+    await until(
+      w,
+      () => status(w, lagger).applied >= status(w, leader.id).applied,
+      'the lagging follower catches up on a sound snapshot',
+    );
+    expect(status(w, lagger).snapshotsRestored).toBe(1);
+    for (let i = 0; i < 4; i++)
+      expect(w.node(lagger).sm!.get(`k${i}`)).toBe(w.node(leader.id).sm!.get(`k${i}`));
+    assertSafe(w);
+  });
+
+  /** Each node's snapshot indexes (on its disk) while `count` proposals commit one by one. */
+  async function snapshotPoints(stagger: boolean, count: number) {
+    const w = await bootWorld({ nodes: 3, snapshotEveryEntries: 30, snapshotStagger: stagger });
+    const leader = await electedLeader(w);
+    const points = new Map<NodeId, number[]>(w.ids.slice(0, 3).map((id) => [id, []]));
+    const note = () => {
+      for (const [id, seen] of points) {
+        const at = w.node(id).disk.synced.snapshot?.meta.index;
+        if (at !== undefined && at !== seen.at(-1)) seen.push(at);
+      }
+    };
+    for (let i = 0; i < count; i++) {
+      expect((await proposeAndWait(w, leader.id, `k${i % 4}`, `v${i}`)).ok).toBe(true);
+      note();
+    }
+    assertSafe(w);
+    return [...points.values()];
+  }
+
+  it('staggered snapshot points: the members take theirs a third of a threshold apart, never at one index', async () => {
+    // E.g. n1 at 30, 60, 90…; n2 at 21, 51, 81…; n3 at 11, 41, 71… (the leader's no-op is 1).
+    const [a, b, c] = await snapshotPoints(true, 200);
+    for (const [x, y] of [
+      [a!, b!],
+      [a!, c!],
+      [b!, c!],
+    ] as const) {
+      expect(x.length).toBeGreaterThanOrEqual(5);
+      // Past the first point of each, any two members' points are ≥ 30/3 - 2 entries apart
+      // (a proposal is an entry; a point may land an entry or two past its threshold).
+      for (const p of x.slice(1)) {
+        const nearest = Math.min(...y.slice(1).map((q) => Math.abs(p - q)));
+        expect(nearest).toBeGreaterThanOrEqual(8);
+      }
+    }
+    // Never later than the unstaggered trigger: at most 30 entries between two points.
+    for (const pts of [a!, b!, c!])
+      for (let i = 1; i < pts.length; i++) expect(pts[i]! - pts[i - 1]!).toBeLessThanOrEqual(32);
+  });
+
+  it("staggered snapshot points hold across a restart from its own snapshot and a catch-up by the leader's", async () => {
+    const w = await bootWorld({ nodes: 3, snapshotEveryEntries: 30 });
+    const leader = await electedLeader(w);
+    // x: the follower ranked last by id (a restart that moved its point would move it onto
+    // another member's, whoever leads); y: the other.
+    const [y, x] = w.ids
+      .slice(0, 3)
+      .filter((id) => id !== leader.id)
+      .sort() as NodeId[] as [NodeId, NodeId];
+    let next = 0;
+    const propose = async (n: number) => {
+      for (let i = 0; i < n; i++, next++)
+        expect((await proposeAndWait(w, leader.id, `k${next % 4}`, `v${next}`)).ok).toBe(true);
+    };
+    await propose(115);
+    // x restarts from its own snapshot and the log after it; y misses 80 entries and gets
+    // the leader's snapshot.
+    await w.act(() => w.crash(x));
+    await w.act(() => w.startNode(x));
+    await w.act(() => w.crash(y));
+    await propose(80);
+    await w.act(() => w.startNode(y));
+    await until(w, () => status(w, y).applied >= status(w, leader.id).applied, 'y catches up');
+    expect(status(w, y).snapshotsRestored).toBe(1);
+    const points = new Map<NodeId, number[]>([leader.id, x, y].map((id) => [id, []]));
+    for (let i = 0; i < 150; i++) {
+      await propose(1);
+      for (const [id, seen] of points) {
+        const at = w.node(id).disk.synced.snapshot?.meta.index;
+        if (at !== undefined && at !== seen.at(-1)) seen.push(at);
+      }
+    }
+    const [l, px, py] = [...points.values()].map((p) => p.slice(1)) as [
+      number[],
+      number[],
+      number[],
+    ];
+    for (const [p, q] of [
+      [l, px],
+      [l, py],
+      [px, py],
+    ] as const) {
+      expect(p.length).toBeGreaterThanOrEqual(3);
+      for (const at of p.slice(1))
+        expect(Math.min(...q.slice(1).map((b) => Math.abs(at - b)))).toBeGreaterThanOrEqual(8);
+    }
+    assertSafe(w);
+  });
+
+  /** The tick at which each node's idle snapshot reached its disk. */
+  async function idleSnapshotTicks(stagger: boolean): Promise<number[]> {
+    const w = await bootWorld({
+      nodes: 3,
+      snapshotEveryEntries: 0,
+      snapshotStagger: stagger,
+      snapshotWhenIdle: { bytes: 1, ticks: 10 },
+    });
+    const leader = await electedLeader(w);
+    for (let i = 0; i < 10; i++)
+      expect((await proposeAndWait(w, leader.id, `k${i % 4}`, `v${i}`)).ok).toBe(true);
+    const ids = w.ids.slice(0, 3);
+    const at = new Map<NodeId, number>();
+    for (let tick = 0; tick < 60 && at.size < 3; tick++) {
+      await w.round();
+      for (const id of ids)
+        if (!at.has(id) && (w.node(id).disk.synced.snapshot?.meta.index ?? 0) > 1) at.set(id, tick);
+    }
+    assertSafe(w);
+    return ids.map((id) => at.get(id) ?? Number.NaN);
+  }
+
+  it('staggered idle snapshots: the members compact an idle log 10 ticks apart, not at once', async () => {
+    // Each waits (1 + rank) × 10 ticks from its last apply (the members' last applies are a
+    // tick or three apart: a follower learns the commit index with the next heartbeat).
+    const ticks = (await idleSnapshotTicks(true)).sort((p, q) => p - q);
+    expect(ticks.every(Number.isFinite)).toBe(true);
+    expect(ticks[1]! - ticks[0]!).toBeGreaterThanOrEqual(6);
+    expect(ticks[2]! - ticks[1]!).toBeGreaterThanOrEqual(6);
+    // Without the stagger: all three within those few ticks.
+    const same = (await idleSnapshotTicks(false)).sort((p, q) => p - q);
+    expect(same[2]! - same[0]!).toBeLessThanOrEqual(3);
+  });
+
+  it('without the stagger, the members take their snapshots at the same indexes (what the stagger prevents)', async () => {
+    const [a, b, c] = await snapshotPoints(false, 120);
+    const common = a!.filter((p) => b!.includes(p) && c!.includes(p));
+    expect(common.length).toBeGreaterThanOrEqual(2);
+  });
+
   it('a node restarts from its snapshot and log and applies the same state', async () => {
     const w = await bootWorld({ nodes: 3, snapshotEveryEntries: 4 });
     const leader = await electedLeader(w);

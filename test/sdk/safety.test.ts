@@ -43,7 +43,7 @@ import {
 } from '../../src/index.ts';
 import { TcClient } from '../../src/client/tc-client.ts';
 import { silentLogger } from '../../src/shared/logger.ts';
-import { capturingLogger, connectPg, sleep, uniquePrefix } from '../client/helpers/db.ts';
+import { capturingLogger, connectPg, uniquePrefix } from '../client/helpers/db.ts';
 import { pgDriver, type FenceDriver } from '../client/helpers/drivers.ts';
 import { waitFor } from '../ops/helpers.ts';
 import { startCluster, type TestCluster } from './helpers/cluster.ts';

@@ -82,7 +82,9 @@ describe('the coordinator under the simulator', () => {
 
   it('catches a state machine that forgets which request registered a branch (a confirm without a try)', async () => {
     const caught: string[] = [];
-    for (let seed = 1; seed <= 20; seed++) {
+    // 40 seeds: the schedules move with the simulator's own features (captures stepped a row
+    // at a time, staggered snapshot points); after those, 6 of seeds 1..40 catch it.
+    for (let seed = 1; seed <= 40; seed++) {
       const r = await runCoordinatorSimulation({
         seed,
         steps: 1500,
@@ -93,7 +95,7 @@ describe('the coordinator under the simulator', () => {
         caught.push(`${seed}`);
       }
     }
-    expect(caught.length).toBeGreaterThanOrEqual(2);
+    expect(caught.length).toBeGreaterThanOrEqual(3);
   });
 
   it('seed 5: a new leader confirming its term stamped commands with its raw wall clock (an hour ahead), and dropped every finished record', async () => {

@@ -5,7 +5,13 @@
  * fail (fsync error). Broken variants exist only to prove the checkers catch them.
  */
 import type { Entry, HardState, Snapshot } from '../../src/raft/core/types.ts';
-import type { LoadedState, LogStorage, PersistBatch } from '../../src/raft/ports.ts';
+import type {
+  LoadedState,
+  LogStorage,
+  PersistBatch,
+  SnapshotChunkRead,
+} from '../../src/raft/ports.ts';
+import { crc32 } from '../../src/raft/storage/crc32.ts';
 import type { DiskView, LogView } from './invariants.ts';
 
 export interface DiskState {
@@ -114,6 +120,12 @@ export class FakeDisk {
   readonly view: DiskView;
   writes = 0;
   syncs = 0;
+  /** Snapshot chunks read back to be sent to a follower. */
+  snapshotReads = 0;
+  /** Each snapshot's CRC-32 as recorded when written (LevelDbStorage keeps it in the meta). */
+  private readonly crcs = new WeakMap<Snapshot, number>();
+  /** Snapshots received from a leader (LevelDbStorage marks them in the meta). */
+  private readonly received = new WeakSet<Snapshot>();
 
   constructor(bug: DiskBug = 'none') {
     this.bug = bug;
@@ -133,10 +145,15 @@ export class FakeDisk {
         return {
           hardState: s.hardState,
           snapshot: s.snapshot,
+          snapshotReceived: s.snapshot !== null && this.received.has(s.snapshot),
           entries: s.entries.map((e) => ({ ...e })),
         };
       },
       save: (batch) => {
+        if (batch.snapshot) {
+          this.crcs.set(batch.snapshot, crc32(batch.snapshot.data));
+          this.received.add(batch.snapshot);
+        }
         const first = batch.entries[0];
         const prevTerm = first
           ? batch.snapshot && first.index - 1 === batch.snapshot.meta.index
@@ -150,14 +167,47 @@ export class FakeDisk {
           batch.sync ?? true,
         );
       },
-      saveSnapshot: (snap) =>
-        this.write(
+      saveSnapshot: (snap) => {
+        this.crcs.set(snap, crc32(snap.data));
+        return this.write(
           gen,
           (s) => applyCompaction(s, snap),
           () => {},
-        ),
+        );
+      },
+      readSnapshotChunk: (index, term, offset, length) =>
+        this.readSnapshotChunk(gen, index, term, offset, length),
       close: async () => {},
     };
+  }
+
+  /**
+   * Reads a chunk of the snapshot on this disk, as LevelDbStorage reads its snapshot file:
+   * what was written (the page cache) is what a read sees; null if the snapshot there is
+   * another one. The driver holds no snapshot data: every chunk it sends comes from here.
+   */
+  private readSnapshotChunk(
+    gen: number,
+    index: number,
+    term: number,
+    offset: number,
+    length: number,
+  ): Promise<SnapshotChunkRead | null> {
+    // A dead incarnation's read never completes (its process is gone).
+    if (gen !== this.generation) return new Promise<SnapshotChunkRead | null>(() => {});
+    this.snapshotReads++;
+    const snap = this.written.snapshot;
+    if (snap === null || snap.meta.index !== index || snap.meta.term !== term)
+      return Promise.resolve(null);
+    if (offset + length > snap.data.length)
+      return Promise.reject(
+        new Error(`disk: chunk beyond the snapshot's ${snap.data.length} bytes`),
+      );
+    return Promise.resolve({
+      data: snap.data.slice(offset, offset + length),
+      bytes: snap.data.length,
+      crc: this.crcs.get(snap) ?? crc32(snap.data),
+    });
   }
 
   private write(

@@ -45,6 +45,7 @@ const ready = (r: Partial<Ready>): Ready => ({
   snapshot: null,
   messages: [],
   messagesAfterPersist: [],
+  snapshotChunks: [],
   committedEntries: [],
   readStates: [],
   ...r,

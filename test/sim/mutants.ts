@@ -11,7 +11,7 @@ import type {
   NodeId,
   ReadState,
   Ready,
-  Snapshot,
+  SnapshotRef,
   SnapshotMeta,
   Status,
 } from '../../src/raft/core/types.ts';
@@ -108,7 +108,7 @@ export class OldTermCommitMutant implements RaftCoreApi {
   campaign(): void {
     this.inner.campaign();
   }
-  compact(snapshot: Snapshot): void {
+  compact(snapshot: SnapshotRef): void {
     this.inner.compact(snapshot);
   }
   snapshotMeta(index: number): SnapshotMeta {

@@ -10,7 +10,7 @@ import type {
   NodeId,
   ReadState,
   Ready,
-  Snapshot,
+  SnapshotRef,
   SnapshotMeta,
   Status,
 } from '../../src/raft/core/types.ts';
@@ -58,6 +58,7 @@ export class ObservedCore implements RaftCoreApi {
         snapshot: null,
         messages: out.messages,
         messagesAfterPersist: [],
+        snapshotChunks: [],
         committedEntries: [],
         readStates: out.readStates,
       });
@@ -78,7 +79,7 @@ export class ObservedCore implements RaftCoreApi {
   advance(rd: Ready): void {
     this.inner.advance(rd);
   }
-  compact(snapshot: Snapshot): void {
+  compact(snapshot: SnapshotRef): void {
     this.inner.compact(snapshot);
   }
   snapshotMeta(index: number): SnapshotMeta {

@@ -129,6 +129,8 @@ export function chooseSettings(
     // Odd seeds encode their snapshots at once, even ones a slice per turn (drawn from the
     // seed, not the generator, so the other settings of a seed stay what they were).
     snapshotSliceMs: opts.seed % 2 === 0 ? 0 : 20,
+    // From the seed, not the generator: the draws after it (and so every seed's run) stay.
+    snapshotStagger: Math.floor(opts.seed / 2) % 2 === 0,
     maxPendingProposals: rng.int(2, 24),
     maxUncommittedBytes: rng.pick([1 << 20, 1 << 20, 600]),
     maxQueueLength: rng.pick([16, 64]),
@@ -169,7 +171,7 @@ export function describeSettings(
   const lease = s.leaseReads
     ? ` leaseReads maxClockDrift=${s.maxClockDrift} clockRates=[${(s.clockRates ?? []).map((r) => r.toFixed(4)).join(',')}]`
     : '';
-  const set = `nodes=${s.nodes} spares=${s.spares} electionTicks=${s.electionTicks} heartbeatTicks=${s.heartbeatTicks} maxMsgBytes=${s.maxMsgBytes} maxInflightMsgs=${s.maxInflightMsgs} snapshotChunkBytes=${s.snapshotChunkBytes} snapshotEveryEntries=${s.snapshotEveryEntries} snapshotSliceMs=${s.snapshotSliceMs} maxPendingProposals=${s.maxPendingProposals} maxUncommittedBytes=${s.maxUncommittedBytes} maxQueueLength=${s.maxQueueLength} readTimeoutTicks=${s.readTimeoutTicks} diskBug=${s.diskBug}${lease}`;
+  const set = `nodes=${s.nodes} spares=${s.spares} electionTicks=${s.electionTicks} heartbeatTicks=${s.heartbeatTicks} maxMsgBytes=${s.maxMsgBytes} maxInflightMsgs=${s.maxInflightMsgs} snapshotChunkBytes=${s.snapshotChunkBytes} snapshotEveryEntries=${s.snapshotEveryEntries} snapshotSliceMs=${s.snapshotSliceMs} snapshotStagger=${s.snapshotStagger} maxPendingProposals=${s.maxPendingProposals} maxUncommittedBytes=${s.maxUncommittedBytes} maxQueueLength=${s.maxQueueLength} readTimeoutTicks=${s.readTimeoutTicks} diskBug=${s.diskBug}${lease}`;
   const prof = Object.entries(p)
     .map(([k, v]) => `${k}=${v}`)
     .join(' ');

@@ -47,6 +47,10 @@ export interface SimSettings {
   snapshotEveryEntries: number;
   /** The driver's snapshotSliceMs: 0 encodes one slice per turn (the fake clock stands still). */
   snapshotSliceMs: number;
+  /** The driver's snapshotStagger: members take their snapshots at different log points. */
+  snapshotStagger: boolean;
+  /** The driver's snapshotWhenIdle; null: its default. */
+  snapshotWhenIdle: { bytes: number; ticks: number } | null;
   maxPendingProposals: number;
   maxPendingReads: number;
   readTimeoutTicks: number;
@@ -75,6 +79,8 @@ export const DEFAULT_SETTINGS: SimSettings = {
   maxUncommittedBytes: 1 << 20,
   snapshotEveryEntries: 20,
   snapshotSliceMs: 0,
+  snapshotStagger: true,
+  snapshotWhenIdle: null,
   maxPendingProposals: 16,
   maxPendingReads: 16,
   readTimeoutTicks: 40,
@@ -296,13 +302,11 @@ export class World {
         this.checker.onRestore(id, inc, index, stateIndex, hash),
     };
     const s = this.settings;
+    const { electionTicks, heartbeatTicks, maxMsgBytes, maxInflightMsgs } = s;
+    const { snapshotChunkBytes, maxUncommittedBytes } = s;
     const raft: Partial<Omit<RaftConfig, 'id' | 'random'>> = {
-      electionTicks: s.electionTicks,
-      heartbeatTicks: s.heartbeatTicks,
-      maxMsgBytes: s.maxMsgBytes,
-      maxInflightMsgs: s.maxInflightMsgs,
-      snapshotChunkBytes: s.snapshotChunkBytes,
-      maxUncommittedBytes: s.maxUncommittedBytes,
+      ...{ electionTicks, heartbeatTicks, maxMsgBytes, maxInflightMsgs },
+      ...{ snapshotChunkBytes, maxUncommittedBytes },
     };
     const driver = new RaftDriver({
       id,
@@ -317,6 +321,8 @@ export class World {
       tickMs: s.tickMs,
       snapshotEveryEntries: s.snapshotEveryEntries,
       snapshotSliceMs: s.snapshotSliceMs,
+      snapshotStagger: s.snapshotStagger,
+      ...(s.snapshotWhenIdle ? { snapshotWhenIdle: s.snapshotWhenIdle } : {}),
       maxPendingProposals: s.maxPendingProposals,
       maxPendingReads: s.maxPendingReads,
       readTimeoutTicks: s.readTimeoutTicks,

@@ -125,16 +125,14 @@ describe.each(DIALECTS)('driver lease on %s', (dialect: DialectName) => {
       transactionServiceGroup: 'g',
       timeoutMs: 60_000,
     });
-    const b1 = (
-      await a!.coordinator.registerBranch({
-        xid,
-        branchType: 'TCC',
-        resourceId: 'db',
-        lockKey: 'k:1',
-        clientId: 'rm',
-        applicationId: 'app',
-      })
-    ).branchId;
+    await a!.coordinator.registerBranch({
+      xid,
+      branchType: 'TCC',
+      resourceId: 'db',
+      lockKey: 'k:1',
+      clientId: 'rm',
+      applicationId: 'app',
+    });
     const b2 = (
       await a!.coordinator.registerBranch({
         xid,

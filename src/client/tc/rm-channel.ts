@@ -38,7 +38,7 @@ import {
   checkPhaseTwoBatch,
   rmResultBytes,
 } from '../../shared/rm-batch.ts';
-import { isBranchStatus, type BranchStatus } from '../../shared/tc-vocabulary.ts';
+import { isBranchStatus } from '../../shared/tc-vocabulary.ts';
 import type { RmToTcWire, TcConnection, TcToRmWire } from './connection.ts';
 import type { PhaseTwoRequest, RmChannelArgs, RmChannelPort } from './port.ts';
 import { TransportError, grpcToError } from './errors.ts';

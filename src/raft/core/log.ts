@@ -1,21 +1,22 @@
 import { assert } from '../../shared/errors.ts';
 import { ENTRY_OVERHEAD_BYTES } from './config.ts';
-import type { Entry, Snapshot } from './types.ts';
+import type { Entry, Snapshot, SnapshotRef } from './types.ts';
 
 function entryBytes(e: Entry): number {
   return (e.type === 'normal' ? e.data.length : 64) + ENTRY_OVERHEAD_BYTES;
 }
 
 /**
- * The Raft log as the core sees it: the latest snapshot (index/term, and its data to send
- * to lagging followers) and every entry after it, in memory. `stable` is the last index the
+ * The Raft log as the core sees it: the latest snapshot (its meta and size only: the data
+ * stays on the caller's disk, read from there when a lagging follower needs it) and every
+ * entry after it, in memory. `stable` is the last index the
  * caller reported durable; entries above it are handed out in the next Ready.
  *
  * Invariants (asserted): entries are contiguous from snapIndex + 1; snapIndex ≤ applied ≤
  * committed ≤ lastIndex; committed never decreases; a committed entry is never truncated.
  */
 export class RaftLog {
-  snapshot: Snapshot | null;
+  snapshot: SnapshotRef | null;
   snapIndex: number;
   snapTerm: number;
   entries: Entry[];
@@ -23,11 +24,15 @@ export class RaftLog {
   applied: number;
   /** Last index durable on this node's disk. */
   stable: number;
-  /** A snapshot received from the leader, not yet persisted and restored by the caller. */
+  /**
+   * A snapshot received from the leader, not yet persisted and restored by the caller: the
+   * only time the core holds snapshot data, until the caller's advance().
+   */
   pendingSnapshot: Snapshot | null = null;
 
-  constructor(snapshot: Snapshot | null, entries: Entry[], committed: number) {
-    this.snapshot = snapshot;
+  constructor(snapshot: SnapshotRef | null, entries: Entry[], committed: number) {
+    // A copy of the two fields: never a reference to an object that may carry the data too.
+    this.snapshot = snapshot ? { meta: snapshot.meta, bytes: snapshot.bytes } : null;
     this.snapIndex = snapshot?.meta.index ?? 0;
     this.snapTerm = snapshot?.meta.term ?? 0;
     this.entries = entries.filter((e) => e.index > this.snapIndex);
@@ -202,7 +207,7 @@ export class RaftLog {
   restore(snapshot: Snapshot): void {
     const { index, term } = snapshot.meta;
     assert(index > this.committed, 'restoring a snapshot behind the commit index');
-    this.snapshot = snapshot;
+    this.snapshot = { meta: snapshot.meta, bytes: snapshot.data.length };
     this.snapIndex = index;
     this.snapTerm = term;
     this.entries = [];
@@ -212,7 +217,7 @@ export class RaftLog {
   }
 
   /** Local compaction behind a snapshot of applied state. */
-  compact(snapshot: Snapshot): void {
+  compact(snapshot: SnapshotRef): void {
     const { index, term } = snapshot.meta;
     if (index <= this.snapIndex) return;
     assert(index <= this.applied, () => `compacting to ${index} beyond applied ${this.applied}`);
@@ -223,7 +228,7 @@ export class RaftLog {
     this.entries = this.entries.slice(index - this.snapIndex);
     this.snapIndex = index;
     this.snapTerm = term;
-    this.snapshot = snapshot;
+    this.snapshot = { meta: snapshot.meta, bytes: snapshot.bytes };
   }
 
   bytesBetween(lo: number, hi: number): number {

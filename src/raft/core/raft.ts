@@ -23,7 +23,9 @@ import type {
   Ready,
   Role,
   Snapshot,
+  SnapshotChunkSend,
   SnapshotMeta,
+  SnapshotRef,
   SoftState,
   Status,
 } from './types.ts';
@@ -34,7 +36,6 @@ import type {
 const EARLY_MESSAGE_TYPES: ReadonlySet<Message['type']> = new Set([
   'app',
   'heartbeat',
-  'snap',
   'timeoutNow',
   // A heartbeat's answer promises only that this node heard the leader of its term.
   'heartbeatResp',
@@ -58,6 +59,8 @@ interface IncomingSnapshot {
   term: number;
   chunks: Uint8Array[];
   bytes: number;
+  /** The leader's CRC-32 of the whole data, from the chunks' messages (if they carry one). */
+  crc: number | undefined;
 }
 
 /**
@@ -101,6 +104,8 @@ export class RaftCore {
   private incoming: IncomingSnapshot | null = null;
 
   private msgs: Message[] = [];
+  /** Snapshot chunks for the caller to read from its storage and send (Ready.snapshotChunks). */
+  private chunkSends: SnapshotChunkSend[] = [];
   /** Heartbeats and heartbeat answers in `msgs` (what takeUnblocked may take). */
   private heartbeatsInOutbox = 0;
   private prevHard: HardState;
@@ -356,8 +361,11 @@ export class RaftCore {
     return { index, term, conf: cloneConf(conf) };
   }
 
-  /** Local compaction: the caller persisted a snapshot of applied state. */
-  compact(snapshot: Snapshot): void {
+  /**
+   * Local compaction: the caller persisted a snapshot of applied state (`bytes` of data,
+   * which the core does not hold; it asks for them chunk by chunk when a follower needs them).
+   */
+  compact(snapshot: SnapshotRef): void {
     this.log.compact(snapshot);
   }
 
@@ -366,6 +374,7 @@ export class RaftCore {
   hasReady(): boolean {
     return (
       this.msgs.length > 0 ||
+      this.chunkSends.length > 0 ||
       this.readStates.length > 0 ||
       this.log.pendingSnapshot !== null ||
       this.log.stable < this.log.lastIndex() ||
@@ -390,10 +399,13 @@ export class RaftCore {
       snapshot,
       messages: now,
       messagesAfterPersist: afterPersist,
+      // As the outbox: none of an earlier term (see currentTermMessages).
+      snapshotChunks: this.chunkSends.filter((c) => c.term >= this.term),
       committedEntries: this.log.nextCommitted(),
       readStates: this.readStates,
     };
     this.msgs = [];
+    this.chunkSends = [];
     this.heartbeatsInOutbox = 0;
     this.readStates = [];
     return rd;
@@ -678,6 +690,9 @@ export class RaftCore {
     }
     if (result.truncatedFrom !== null && result.truncatedFrom <= this.confIndex) this.refreshConf();
     else if (m.entries.some((e) => e.type === 'conf')) this.refreshConf();
+    // Replicated by the log again: the chunks of a snapshot stream that stopped half-way (its
+    // leader gone, or it went on by the log) are let go, not held until the next snapshot.
+    this.incoming = null;
     this.log.commitTo(Math.min(m.commit, result.lastNew));
     this.send({
       type: 'appResp',
@@ -708,7 +723,7 @@ export class RaftCore {
       m.offset === 0 &&
       (this.incoming === null || this.incoming.index !== index || this.incoming.term !== term)
     ) {
-      this.incoming = { index, term, chunks: [], bytes: 0 };
+      this.incoming = { index, term, chunks: [], bytes: 0, crc: m.crc };
     }
     const inc = this.incoming;
     if (inc === null || inc.index !== index || inc.term !== term || m.offset > inc.bytes) {
@@ -718,6 +733,9 @@ export class RaftCore {
     if (m.offset === inc.bytes) {
       inc.chunks.push(m.chunk);
       inc.bytes += m.chunk.length;
+      // Chunks of one snapshot from another leader (same index and term, so the same
+      // bytes: replicas hold byte-identical state) may carry the CRC the first lacked.
+      inc.crc ??= m.crc;
     }
     // A duplicate chunk (offset below what we hold) is acknowledged again, not appended.
     if (!m.done || m.offset + m.chunk.length < inc.bytes) {
@@ -727,7 +745,7 @@ export class RaftCore {
     this.incoming = null;
     const data = concat(inc.chunks, inc.bytes);
     const snapshot: Snapshot = { meta: { index, term, conf: cloneConf(m.meta.conf) }, data };
-    if (!this.log.matchTerm(index, term) && !this.cfg.acceptSnapshot(snapshot)) {
+    if (!this.log.matchTerm(index, term) && !this.cfg.acceptSnapshot(snapshot, inc.crc)) {
       // It does not decode into a state this node could restore: nothing of it is kept;
       // the leader starts over (a corrupt frame is resent whole).
       this.send({ type: 'snapResp', to: m.from, reject: true, index, offset: 0 });
@@ -779,11 +797,18 @@ export class RaftCore {
         pr.recentActive = true;
         if (pr.state !== 'snapshot' || m.index !== pr.snapIndex) return;
         if (m.reject) {
+          // Probing again (and so the next stream) waits for the next heartbeat's answer:
+          // a snapshot the follower refuses whole (it does not match its checksum, e.g.
+          // damaged on this node's disk) is not resent back to back as fast as the network
+          // carries it, reading the whole file each time.
           pr.becomeProbe();
-          this.sendAppend(m.from);
+          pr.probeSent = true;
           return;
         }
         if (m.offset > pr.snapOffset) {
+          // An offset beyond the data (a confused peer's) is ignored, not followed.
+          const snap = this.log.snapshot;
+          if (snap !== null && snap.meta.index === pr.snapIndex && m.offset > snap.bytes) return;
           pr.snapOffset = m.offset;
           this.sendSnapshotChunk(m.from, pr);
         }
@@ -942,6 +967,11 @@ export class RaftCore {
     }
   }
 
+  /**
+   * Asks the caller to send the chunk of the latest snapshot at the follower's acknowledged
+   * offset: the core holds the snapshot's meta and size, the caller reads the bytes from
+   * its disk (Ready.snapshotChunks).
+   */
   private sendSnapshotChunk(to: NodeId, pr: Progress): void {
     const snap = this.log.snapshot;
     assert(snap !== null, 'snapshot state without a snapshot');
@@ -950,14 +980,16 @@ export class RaftCore {
       pr.becomeSnapshot(snap.meta.index);
     }
     const offset = pr.snapOffset;
-    const end = Math.min(offset + this.cfg.snapshotChunkBytes, snap.data.length);
-    this.send({
-      type: 'snap',
+    assert(offset <= snap.bytes, () => `snapshot offset ${offset} beyond its ${snap.bytes} bytes`);
+    const end = Math.min(offset + this.cfg.snapshotChunkBytes, snap.bytes);
+    this.chunkSends.push({
+      from: this.id,
       to,
+      term: this.term,
       meta: { index: snap.meta.index, term: snap.meta.term, conf: cloneConf(snap.meta.conf) },
       offset,
-      chunk: snap.data.subarray(offset, end),
-      done: end === snap.data.length,
+      length: end - offset,
+      done: end === snap.bytes,
     });
   }
 

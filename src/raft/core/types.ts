@@ -62,6 +62,36 @@ export interface Snapshot {
   data: Uint8Array;
 }
 
+/**
+ * What the core keeps of its latest snapshot: the meta and the data's size, never the data
+ * (tens to hundreds of MB at scale, issue 19). The data stays on the caller's disk; the
+ * core asks for it chunk by chunk when a follower needs it (Ready.snapshotChunks), as
+ * etcd's raft reads Storage.Snapshot() on demand.
+ */
+export interface SnapshotRef {
+  meta: SnapshotMeta;
+  /** Bytes of the snapshot's data. */
+  bytes: number;
+}
+
+/**
+ * A snapshot chunk the leader's core wants sent: the caller reads bytes
+ * [offset, offset + length) of the snapshot `meta` names from its storage and sends them as
+ * a `snap` message with these fields (and `crc`, the data's CRC-32 as stored, when it has
+ * it). If that snapshot is no longer on its disk (a newer one replaced it), the chunk is
+ * dropped: the leader's next attempt streams the newer one.
+ */
+export interface SnapshotChunkSend {
+  from: NodeId;
+  to: NodeId;
+  term: number;
+  meta: SnapshotMeta;
+  offset: number;
+  length: number;
+  /** Whether this is the last chunk (offset + length = the data's size). */
+  done: boolean;
+}
+
 interface MessageBase {
   from: NodeId;
   to: NodeId;
@@ -112,6 +142,13 @@ export type Message =
       offset: number;
       chunk: Uint8Array;
       done: boolean;
+      /**
+       * CRC-32 of the whole snapshot's data, as the leader's storage recorded it when the
+       * snapshot was written: the receiver checks the data it assembled against it, so a
+       * snapshot damaged on the leader's disk or on the way is refused, never restored.
+       * Optional on the wire (a peer of an older version sends none).
+       */
+      crc?: number;
     })
   | (MessageBase & { type: 'snapResp'; reject: boolean; index: number; offset: number })
   | (MessageBase & { type: 'timeoutNow' });
@@ -135,13 +172,14 @@ export interface SoftState {
  * messages may leave before this round's write (etcd's `msgs`) and which must wait for it
  * (etcd's `msgsAfterAppend`); the caller never decides by message type. The caller must:
  *  1. send `messages` whenever it likes, before or during the write: they depend on
- *     nothing this Ready persists (a leader's appends, heartbeats, snapshot chunks and
- *     timeoutNow, and heartbeat answers, of a term already durable) — so a leader's fsync
+ *     nothing this Ready persists (a leader's appends, heartbeats and timeoutNow, and
+ *     heartbeat answers, of a term already durable) — so a leader's fsync
  *     and its followers' run in parallel (Raft thesis §10.2.1);
  *  2. persist `hardState`, `entries` (an entry whose index ≤ the durable last index
  *     replaces that index and everything after it) and `snapshot` in ONE synced write;
  *  3. only then send `messagesAfterPersist`: vote grants, append and snapshot answers, and
- *     anything of a term this Ready makes durable, depend on step 2;
+ *     anything of a term this Ready makes durable, depend on step 2; and read the
+ *     `snapshotChunks` from storage and send them (they may leave whenever read);
  *  4. restore `snapshot` into the state machine if present, then apply `committedEntries`
  *     in order (those already durable on this node may be applied before step 2: they are
  *     committed and nothing in this write can change them);
@@ -160,6 +198,11 @@ export interface Ready {
   messages: Message[];
   /** Must wait until this Ready's write is durable (etcd's msgsAfterAppend). */
   messagesAfterPersist: Message[];
+  /**
+   * Snapshot chunks to read from the caller's storage and send (the core holds no snapshot
+   * data): as `messagesAfterPersist`, they leave after this Ready's write.
+   */
+  snapshotChunks: SnapshotChunkSend[];
   committedEntries: Entry[];
   readStates: ReadState[];
 }
@@ -194,17 +237,19 @@ export interface RaftConfig {
   random: () => number;
   /**
    * Whether a snapshot received from a leader may replace this node's state: called once
-   * its last chunk arrived, BEFORE anything of it is persisted. The caller decodes it into
-   * a scratch state machine (deterministic, no I/O); a refused one is answered with a
+   * its last chunk arrived, BEFORE anything of it is persisted. The caller checks the data
+   * against `crc` (the leader's CRC-32 of it, if its message carried one) and decodes it
+   * into a scratch state machine (deterministic, no I/O); a refused one is answered with a
    * rejection and forgotten, and this node carries on with the state it has.
    */
-  acceptSnapshot: (snapshot: Snapshot) => boolean;
+  acceptSnapshot: (snapshot: Snapshot, crc: number | undefined) => boolean;
 }
 
 /** What a core restarts from: the durable state a driver loaded from storage. */
 export interface DurableState {
   hardState: HardState;
-  snapshot: Snapshot | null;
+  /** The durable snapshot's meta and size (its data stays with the caller). */
+  snapshot: SnapshotRef | null;
   /** Entries after the snapshot, contiguous. */
   entries: Entry[];
   /** Membership if there is no snapshot and no conf entry in the log (bootstrap). */

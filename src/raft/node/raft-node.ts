@@ -18,7 +18,13 @@ import {
   type RaftObserver,
   type RaftStateChange,
 } from '../driver.ts';
-import type { LoadedState, LogStorage, PersistBatch, StateMachine } from '../ports.ts';
+import type {
+  LoadedState,
+  LogStorage,
+  PersistBatch,
+  SnapshotChunkRead,
+  StateMachine,
+} from '../ports.ts';
 import { LevelDbStorage, type StorageStats } from '../storage/leveldb-storage.ts';
 import {
   FRAME_OVERHEAD_BYTES,
@@ -126,7 +132,7 @@ class SeedingStorage implements LogStorage {
       { conf: snapshot.meta.conf },
       'bootstrapped a new cluster member from the seed snapshot',
     );
-    return { hardState, snapshot, entries: [] };
+    return { hardState, snapshot, snapshotReceived: true, entries: [] };
   }
 
   save(batch: PersistBatch): Promise<void> {
@@ -135,6 +141,15 @@ class SeedingStorage implements LogStorage {
 
   saveSnapshot(snapshot: Snapshot): Promise<void> {
     return this.inner.saveSnapshot(snapshot);
+  }
+
+  readSnapshotChunk(
+    index: number,
+    term: number,
+    offset: number,
+    length: number,
+  ): Promise<SnapshotChunkRead | null> {
+    return this.inner.readSnapshotChunk(index, term, offset, length);
   }
 
   close(): Promise<void> {

@@ -50,7 +50,7 @@ import { performance } from 'node:perf_hooks';
 import { Level } from 'level';
 import { Packr } from 'msgpackr';
 import type { Entry, HardState, Snapshot, SnapshotMeta } from '../core/types.ts';
-import type { LoadedState, LogStorage, PersistBatch } from '../ports.ts';
+import type { LoadedState, LogStorage, PersistBatch, SnapshotChunkRead } from '../ports.ts';
 import { assert, ConfigError, StorageCorruptError, StoppedError } from '../../shared/errors.ts';
 import { isNodeId } from '../../shared/ids.ts';
 import type { Logger } from '../../shared/logger.ts';
@@ -152,6 +152,8 @@ interface StoredSnapshotMeta extends SnapshotMeta {
   dataCrc: number;
   /** The data's file (snapshot-files.ts); absent in data written before snapshot files. */
   file?: string;
+  /** Received from a leader (or the bootstrap seed), not a local compaction; absent: local. */
+  received?: boolean;
 }
 
 export interface LevelDbStorageOptions {
@@ -200,6 +202,16 @@ export interface StorageStats {
   snapshotIndex: number;
   firstIndex: number;
   lastIndex: number;
+}
+
+/** Where the durable snapshot's data is, to read it back in chunks (readSnapshotChunk). */
+interface DurableSnapshotData {
+  index: number;
+  term: number;
+  /** Its file; null for data written before snapshot files (kept in LevelDB). */
+  file: string | null;
+  bytes: number;
+  crc: number;
 }
 
 /** A durable run: its key, and its last entry once truncated where the next run begins. */
@@ -473,6 +485,8 @@ export class LevelDbStorage implements LogStorage {
   private readonly logger: Logger;
   private readonly nodeId: string | undefined;
   private view: DurableView | null = null;
+  /** The durable snapshot's data, where it is (set once its meta is durable). */
+  private snapshotData: DurableSnapshotData | null = null;
   /** Serializes writes: each waits for the previous one. */
   private tail: Promise<void> = Promise.resolve();
   /** Serializes the (advisory) peer identity writes, apart from the log's. */
@@ -561,7 +575,8 @@ export class LevelDbStorage implements LogStorage {
     await this.checkIdentity();
 
     const hardState = await this.readHardState();
-    const snapshot = await this.readSnapshot();
+    const stored = await this.readSnapshot();
+    const snapshot = stored && { meta: stored.meta, data: stored.data };
     const snapshotIndex = snapshot?.meta.index ?? 0;
     const snapshotTerm = snapshot?.meta.term ?? 0;
     const { entries, runs, prevTerm } = await this.readRuns(snapshotIndex, snapshotTerm);
@@ -590,6 +605,7 @@ export class LevelDbStorage implements LogStorage {
       },
       'raft storage loaded',
     );
+    if (stored?.received) return { hardState, snapshot, snapshotReceived: true, entries };
     return { hardState, snapshot, entries };
   }
 
@@ -791,7 +807,7 @@ export class LevelDbStorage implements LogStorage {
     return { term: hs.term, vote: hs.vote, commit: hs.commit };
   }
 
-  private async readSnapshot(): Promise<Snapshot | null> {
+  private async readSnapshot(): Promise<(Snapshot & { received: boolean }) | null> {
     const [rawMeta, rawData] = await this.db.getMany([KEY_SNAPSHOT_META, KEY_SNAPSHOT_DATA]);
     if (rawMeta === undefined && rawData === undefined) {
       this.tidySnapshotFiles(null);
@@ -813,7 +829,14 @@ export class LevelDbStorage implements LogStorage {
         throw new StorageCorruptError('snapshot meta file is malformed');
       const data = await this.files.read(m.file, m.dataBytes, m.dataCrc);
       this.tidySnapshotFiles(m.file);
-      return { meta: snapshotMeta, data };
+      this.snapshotData = {
+        index: m.index,
+        term: m.term,
+        file: m.file,
+        bytes: m.dataBytes,
+        crc: m.dataCrc,
+      };
+      return { meta: snapshotMeta, data, received: m.received === true };
     }
     if (rawData === undefined) throw new StorageCorruptError('snapshot data is missing');
     const data = unframeValue(KEY_SNAPSHOT_DATA, rawData, 'snapshot data');
@@ -822,7 +845,53 @@ export class LevelDbStorage implements LogStorage {
         `snapshot data does not match its meta (${data.length} bytes, meta says ${m.dataBytes})`,
       );
     }
-    return { meta: snapshotMeta, data: new Uint8Array(data.buffer, data.byteOffset, data.length) };
+    this.snapshotData = {
+      index: m.index,
+      term: m.term,
+      file: null,
+      bytes: m.dataBytes,
+      crc: m.dataCrc,
+    };
+    return {
+      meta: snapshotMeta,
+      data: new Uint8Array(data.buffer, data.byteOffset, data.length),
+      received: m.received === true,
+    };
+  }
+
+  async readSnapshotChunk(
+    index: number,
+    term: number,
+    offset: number,
+    length: number,
+  ): Promise<SnapshotChunkRead | null> {
+    const d = this.snapshotData;
+    if (this.closed || d === null || d.index !== index || d.term !== term) return null;
+    if (!(isIndex(offset) && isIndex(length) && offset + length <= d.bytes)) {
+      throw new StorageCorruptError(
+        `snapshot chunk [${offset}, +${length}) asked beyond the snapshot's ${d.bytes} bytes at ${index}`,
+      );
+    }
+    let data: Uint8Array;
+    if (d.file !== null) {
+      try {
+        data = await this.files.readAt(d.file, offset, length);
+      } catch (err) {
+        // Removed under us because a newer snapshot replaced it: that one is sent instead.
+        if (this.snapshotData !== d) return null;
+        throw err;
+      }
+    } else {
+      // Data written before snapshot files, in LevelDB: read whole, checked, then sliced.
+      const raw = await this.db.get(KEY_SNAPSHOT_DATA);
+      if (this.snapshotData !== d) return null;
+      if (raw === undefined) throw new StorageCorruptError('snapshot data is missing');
+      const all = unframeValue(KEY_SNAPSHOT_DATA, raw, 'snapshot data');
+      if (all.length !== d.bytes || crc32(all) !== d.crc)
+        throw new StorageCorruptError('snapshot data does not match its meta');
+      data = new Uint8Array(all.buffer, all.byteOffset + offset, length);
+    }
+    return { data, bytes: d.bytes, crc: d.crc };
   }
 
   /** Removes the snapshot files no durable meta names (after `keep` became the one). */
@@ -863,7 +932,7 @@ export class LevelDbStorage implements LogStorage {
     return run;
   }
 
-  private snapshotOps(snapshot: Snapshot, file: SnapshotFile): WriteOp[] {
+  private snapshotOps(snapshot: Snapshot, file: SnapshotFile, received: boolean): WriteOp[] {
     const meta: StoredSnapshotMeta = {
       index: snapshot.meta.index,
       term: snapshot.meta.term,
@@ -871,6 +940,7 @@ export class LevelDbStorage implements LogStorage {
       dataBytes: file.bytes,
       dataCrc: file.crc,
       file: file.file,
+      ...(received ? { received } : {}),
     };
     return [
       { type: 'del', key: KEY_SNAPSHOT_DATA },
@@ -891,7 +961,7 @@ export class LevelDbStorage implements LogStorage {
       // Raft §7: if the log holds the snapshot's last entry (same index and term), the
       // entries after it stay (so does a run straddling it); otherwise the whole log is discarded.
       planReceivedSnapshot(plan, meta, this.termAt(meta.index) === meta.term);
-      plan.puts.push(...this.snapshotOps(batch.snapshot, file!));
+      plan.puts.push(...this.snapshotOps(batch.snapshot, file!, true));
     }
     if (batch.entries.length > 0) planEntries(plan, batch.entries);
     if (batch.hardState) planHardState(plan, batch.hardState);
@@ -902,6 +972,13 @@ export class LevelDbStorage implements LogStorage {
     await this.syncedBatch(ops, batch.entries.length, batch.sync ?? true);
     const view = installPlan(plan);
     if (batch.snapshot) {
+      this.snapshotData = {
+        index: batch.snapshot.meta.index,
+        term: batch.snapshot.meta.term,
+        file: file!.file,
+        bytes: file!.bytes,
+        crc: file!.crc,
+      };
       this.logger.debug(
         { index: view.snapshotIndex, term: view.snapshotTerm, keptEntries: plan.keep },
         'received snapshot persisted',
@@ -938,8 +1015,15 @@ export class LevelDbStorage implements LogStorage {
     let drop = 0;
     while (drop < runs.length && runs[drop]!.last <= meta.index)
       ops.push({ type: 'del', key: runKey(runs[drop++]!.first) });
-    ops.push(...this.snapshotOps(snapshot, file));
+    ops.push(...this.snapshotOps(snapshot, file, false));
     await this.syncedBatch(ops, 0);
+    this.snapshotData = {
+      index: meta.index,
+      term: meta.term,
+      file: file.file,
+      bytes: file.bytes,
+      crc: file.crc,
+    };
     this.tidySnapshotFiles(file.file);
     runs.splice(0, drop);
     this.view = {

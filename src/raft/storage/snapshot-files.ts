@@ -11,7 +11,7 @@
  * its meta, an older snapshot) are removed once a newer meta is durable, never one being
  * written.
  */
-import { mkdir, open, readdir, readFile, rename, unlink } from 'node:fs/promises';
+import { mkdir, open, readdir, readFile, rename, unlink, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import { StorageCorruptError } from '../../shared/errors.ts';
 import type { Logger } from '../../shared/logger.ts';
@@ -82,6 +82,37 @@ export class SnapshotFiles {
       );
     }
     return new Uint8Array(data.buffer, data.byteOffset, data.length);
+  }
+
+  /**
+   * Reads `length` bytes at `offset` of a snapshot file (a chunk to send to a follower):
+   * StorageCorruptError if the file is missing or shorter than that. The whole file's
+   * checksum is the receiver's to check (it gets the CRC recorded at write time).
+   */
+  async readAt(file: string, offset: number, length: number): Promise<Uint8Array> {
+    if (!SnapshotFiles.isFileName(file))
+      throw new StorageCorruptError(`snapshot meta names a malformed file ${JSON.stringify(file)}`);
+    const out = new Uint8Array(length);
+    let fh: FileHandle;
+    try {
+      fh = await open(join(this.dir, file), 'r');
+    } catch (cause) {
+      throw new StorageCorruptError(`snapshot file ${file} cannot be opened`, { cause });
+    }
+    try {
+      let done = 0;
+      while (done < length) {
+        const { bytesRead } = await fh.read(out, done, length - done, offset + done);
+        if (bytesRead === 0)
+          throw new StorageCorruptError(
+            `snapshot file ${file} ends before byte ${offset + length} (read ${offset + done})`,
+          );
+        done += bytesRead;
+      }
+    } finally {
+      await fh.close();
+    }
+    return out;
   }
 
   /** Removes every snapshot file but `keep` (and those being written). Best effort. */

@@ -114,6 +114,8 @@ export function checkMessage(x: unknown): string | null {
       if (problem) return problem;
       if (!isIndex(x.offset)) return 'snap.offset is not a non-negative integer';
       if (!(x.chunk instanceof Uint8Array)) return 'snap.chunk is not bytes';
+      if (x.crc !== undefined && !(isIndex(x.crc) && x.crc <= 0xffffffff))
+        return 'snap.crc is not a 32-bit checksum';
       return isBool(x.done) ? null : 'snap.done is not a boolean';
     }
     case 'snapResp':

@@ -4,13 +4,7 @@
  * same plain objects as @grpc/proto-loader (see the script) without runtime reflection.
  */
 import protobuf from 'protobufjs/minimal.js';
-import {
-  WireDecodeError,
-  readU64,
-  readBytes,
-  skipField,
-  enumName,
-} from '../../shared/wire-codec-runtime.ts';
+import { WireDecodeError, skipField, readU64, readBytes } from '../../shared/wire-codec-runtime.ts';
 
 type Writer = protobuf.Writer;
 type Reader = protobuf.Reader;

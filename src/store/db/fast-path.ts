@@ -15,6 +15,7 @@
  * each condition must be a column of that row: hence `branch_count` (schema 2), which
  * every RegisterBranch and RemoveBranch rewrites.
  */
+import { assert } from '../../shared/errors.ts';
 import type { Xid } from '../../shared/ids.ts';
 import type {
   AcquireDriverCommand,
@@ -39,11 +40,10 @@ import {
   isSuccessfulEnd,
   type GlobalSession,
 } from '../../coordinator/types.ts';
-import { PG_GLOBAL_TYPES, PgBatches } from './batch-pg.ts';
+import { PgBatches } from './batch-pg.ts';
 import { MysqlBeginBatches } from './batch-mysql.ts';
 import { DB_DECIDER_HANDOFF_MS } from './limits.ts';
 import { PgBranchPaths } from './fast-path-pg.ts';
-import { GLOBAL_COLUMNS, globalRowValues } from './rows.ts';
 import { placeholders, type SqlDriver, type SqlValue, type TableNames } from './sql.ts';
 
 /** Thrown inside a MySQL fast-path transaction to roll it back: the general path decides. */
@@ -79,7 +79,6 @@ export class FastPaths {
       },
     };
   }
-  private readonly globalCols = GLOBAL_COLUMNS.join(', ');
   /** PostgreSQL's forms of the steps with branches (fast-path-pg.ts); null on MySQL. */
   private readonly pg: PgBranchPaths | null;
   /** PostgreSQL: the Begins and commits of one event-loop turn in one statement each. */
@@ -150,11 +149,11 @@ export class FastPaths {
   // ---------------------------------------------------------------- Begin
 
   /**
-   * PostgreSQL: one INSERT of the global row, guarded by the dedup row's
-   * `INSERT … ON CONFLICT (kind, request_id) DO NOTHING RETURNING` in the same statement:
-   * a remembered requestId or a finished xid inserts nothing (the general path answers);
-   * an xid inserted concurrently fails the statement on the primary key (the caller goes
-   * the general way). MySQL: the same two INSERTs in one short transaction.
+   * Through the turn's batch of Begins: on PostgreSQL one INSERT of the global rows guarded
+   * by the dedup rows' `INSERT … ON CONFLICT (kind, request_id) DO NOTHING RETURNING`
+   * (batch-pg.ts), on MySQL two multi-row INSERTs in one short transaction (batch-mysql.ts).
+   * A remembered requestId, a finished xid or an xid inserted concurrently writes nothing
+   * for that Begin: the general path answers it.
    */
   private async begin(c: BeginCommand): Promise<Outcome<unknown> | undefined> {
     // The machine's own range check; out of range, it words the refusal.
@@ -162,47 +161,10 @@ export class FastPaths {
       return undefined;
     const session = newSession(c);
     const result = { xid: c.xid, deadline: session.deadline };
-    const row = globalRowValues(session);
-    if (this.batches) {
-      const written = await this.batches.begin({ command: c, session, result });
-      return written ? ok(result) : undefined;
-    }
-    if (this.mysqlBegins) {
-      const written = await this.mysqlBegins.begin({ command: c, session, result });
-      return written ? ok(result) : undefined;
-    }
-    const notFinished = `NOT EXISTS (SELECT 1 FROM ${this.t.finished} WHERE xid = ?)`;
-    if (this.driver.dialect === 'postgres') {
-      const values = GLOBAL_COLUMNS.map((col) => `?::${PG_GLOBAL_TYPES[col]}`).join(', ');
-      const insertGlobal = (from: string, where: string) =>
-        `INSERT INTO ${this.t.global} (${this.globalCols}) SELECT ${values}${from} WHERE ${where} RETURNING xid`;
-      const r =
-        c.requestId === null
-          ? await this.driver.query(insertGlobal('', notFinished), [...row, c.xid])
-          : await this.driver.query(
-              `WITH d AS (INSERT INTO ${this.t.dedup} (kind, request_id, result)
-                 SELECT 'Begin', ?::varchar, ?::text WHERE ${notFinished}
-                 ON CONFLICT (kind, request_id) DO NOTHING RETURNING 1 AS one)
-               ${insertGlobal(' FROM d', 'd.one = 1')}`,
-              [c.requestId, JSON.stringify(result), c.xid, ...row],
-            );
-      return r.rows.length === 1 ? ok(result) : undefined;
-    }
-    return this.mysqlSteps(async (conn) => {
-      if (c.requestId !== null) {
-        const d = await conn.query(
-          `INSERT INTO ${this.t.dedup} (kind, request_id, result) SELECT 'Begin', ?, ? FROM DUAL WHERE ${notFinished}`,
-          [c.requestId, JSON.stringify(result), c.xid],
-        );
-        if (d.affected !== 1) throw new NotThisWay();
-      }
-      const g = await conn.query(
-        `INSERT INTO ${this.t.global} (${this.globalCols}) SELECT ${placeholders(row.length)} FROM DUAL WHERE ${notFinished}`,
-        [...row, c.xid],
-      );
-      if (g.affected !== 1) throw new NotThisWay();
-      return ok(result);
-    });
+    const batcher = this.batches ?? this.mysqlBegins;
+    assert(batcher !== null, 'every dialect batches its Begins');
+    const written = await batcher.begin({ command: c, session, result });
+    return written ? ok(result) : undefined;
   }
 
   // ---------------------------------------------------------------- the decision

@@ -4,10 +4,8 @@
  * ops tests' process helpers (test/ops/helpers.ts).
  */
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
-import { writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { stringify } from 'yaml';
 import { spawnCli, waitFor } from '../../ops/helpers.ts';
 import {
   allocateNodes,

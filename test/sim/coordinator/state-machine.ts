@@ -167,8 +167,6 @@ export class DecisionFlippingMachine extends CoordinatorStateMachine {
   constructor() {
     super();
     const apply = this.apply.bind(this);
-    const sessions = (this as unknown as { sessions: Map<string, { status: GlobalStatus }> })
-      .sessions;
     this.apply = ((command: Command) => {
       // Found as a handler finds what it changes (a capture under way copies it first).
       const session =
