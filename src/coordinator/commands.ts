@@ -285,8 +285,11 @@ export interface CommandResults {
   /** The status after the resume (the driving status a failed end went back to). */
   RetryResumed: { stopped: false; status: GlobalStatus };
   MarkResolved: FinishedSession;
-  /** `finished` when the report ended the session. */
-  GlobalReport: { status: GlobalStatus; finished: FinishedSession | null };
+  /**
+   * `finished` when the report ended the session; `changed` when this report moved it (not
+   * the same report again).
+   */
+  GlobalReport: { status: GlobalStatus; finished: FinishedSession | null; changed: boolean };
   FinishGlobal: FinishedSession;
   AcquireDriver: { driverTerm: number };
   CommitGlobal: DecisionResult;

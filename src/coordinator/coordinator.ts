@@ -414,7 +414,14 @@ export class Coordinator {
       at: await this.stampTime(),
       term: this.store.term(),
     });
-    if (result.finished === null && !isEndStatus(result.status))
+    // The same report again (a TM's retry, maybe on another node) decided nothing here: where
+    // deciders drive (db mode), the node whose report moved the session drives it, and a
+    // second pass at the same term would run beside it, unfenced.
+    if (
+      result.finished === null &&
+      !isEndStatus(result.status) &&
+      (result.changed || this.store.handOffAt === undefined)
+    )
       void this.driver.driveDecision(xid);
     return result.status;
   }

@@ -571,7 +571,7 @@ export class CoordinatorStateMachine implements CoordinatorStateView {
       const record = this.finished.get(c.xid);
       // The same final report again (a TM retry after failover) is answered, not refused.
       if (record && record.status === c.status)
-        return ok({ status: record.status, finished: null });
+        return ok({ status: record.status, finished: null, changed: false });
       return reject(this.missing(c.xid));
     }
     const fenced = fence(session, c.term);
@@ -582,7 +582,8 @@ export class CoordinatorStateMachine implements CoordinatorStateView {
         session,
         `a TM reports the status only of a Saga transaction; branch ${notSaga.branchId} is ${notSaga.type}`,
       );
-    if (session.status === c.status) return ok({ status: session.status, finished: null });
+    if (session.status === c.status)
+      return ok({ status: session.status, finished: null, changed: false });
     if (c.status === GlobalStatus.AsyncCommitting || !canReach(session.status, c.status)) {
       return illegal(session, `a report of ${c.status} is not reachable`);
     }
@@ -607,11 +608,15 @@ export class CoordinatorStateMachine implements CoordinatorStateView {
       }
       session.status = c.status;
       session.statusChangedAt = c.at;
-      return ok({ status: c.status, finished: this.endSession(session, c.at, null) });
+      return ok({
+        status: c.status,
+        finished: this.endSession(session, c.at, null),
+        changed: true,
+      });
     }
     session.status = c.status;
     session.statusChangedAt = c.at;
-    return ok({ status: c.status, finished: null });
+    return ok({ status: c.status, finished: null, changed: true });
   }
 
   private finishGlobal(c: FinishGlobalCommand): Outcome<CommandResults['FinishGlobal']> {

@@ -10,6 +10,8 @@
 import { fileURLToPath } from 'node:url';
 import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
+import { CODECS } from './tc-codecs.gen.ts';
+import { withCodecs } from './wire-codecs.ts';
 
 export const TC_PROTO_PATH = fileURLToPath(new URL('../../proto/tc.proto', import.meta.url));
 
@@ -31,10 +33,13 @@ let service: grpc.ServiceClientConstructor | null = null;
 export function tcServiceConstructor(): grpc.ServiceClientConstructor {
   if (service) return service;
   const def = protoLoader.loadSync(TC_PROTO_PATH, TC_PROTO_LOADER_OPTIONS);
-  const pkg = grpc.loadPackageDefinition(def) as unknown as {
-    concord: { tc: { v1: { TransactionCoordinator: grpc.ServiceClientConstructor } } };
-  };
-  service = pkg.concord.tc.v1.TransactionCoordinator;
+  // The loader gives the methods (paths, streaming, names); their messages are read and
+  // written by the precompiled codecs (scripts/gen-codecs.mjs), not by reflection.
+  const loaded = def['concord.tc.v1.TransactionCoordinator'] as grpc.ServiceDefinition;
+  service = grpc.makeGenericClientConstructor(
+    withCodecs(loaded, CODECS),
+    'TransactionCoordinator',
+  ) as grpc.ServiceClientConstructor;
   return service;
 }
 

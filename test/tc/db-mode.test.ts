@@ -592,6 +592,55 @@ describe.each([['PostgreSQL', 'postgres'] as const, ['MariaDB', 'mysql'] as cons
       }
     });
 
+    it("a Saga's report repeated on another node is answered, not driven there: the second call is the holder's, after the hand-off", async () => {
+      const holder = await cluster.holder();
+      const [decider, other] = cluster.live().filter((n) => n.id !== holder.id);
+      const xid = await tm(decider!).begin({ ...TM, name: 'saga-again', timeoutMs: 60_000 });
+      await tm(decider!).branchRegister({
+        xid,
+        branchType: 'SAGA',
+        resourceId: 'db-mode-stock',
+        clientId: rm.clientId,
+        applicationId: rm.applicationId,
+      });
+      // The decider's compensation is held until a second call came (from whichever node).
+      let answerFirst!: (s: 'PhaseTwo_Rollbacked') => void;
+      const held = new Promise<'PhaseTwo_Rollbacked'>((r) => (answerFirst = r));
+      rm.behave = (call, attempt) =>
+        call.xid === xid && attempt === 1
+          ? held
+          : call.kind === 'commit'
+            ? 'PhaseTwo_Committed'
+            : 'PhaseTwo_Rollbacked';
+      const calls = await perNode(CALLS);
+      try {
+        const first = tm(decider!).globalReport(xid, 'Rollbacking');
+        await waitFor('the decider call', () => (rm.callsFor(xid).length === 1 ? true : undefined));
+        // The TM reports again on another node (its first answer was slow): the same report.
+        expect(await tm(other!).globalReport(xid, 'Rollbacking')).toBe('Rollbacking');
+        await waitFor(
+          'a second call',
+          () => (rm.callsFor(xid).length === 2 ? true : undefined),
+          30_000,
+        );
+        const callsAfter = await perNode(CALLS);
+        // Not a second pass at the decider's term beside its own: the holder's, fencing it.
+        expect(delta(callsAfter, calls, other!.id)).toBe(0);
+        expect(delta(callsAfter, calls, holder.id)).toBe(1);
+        answerFirst('PhaseTwo_Rollbacked');
+        expect(await waitForStatus(tm(holder), xid, (s) => s === 'Rollbacked', 20_000)).toBe(
+          'Rollbacked',
+        );
+        expect(['Rollbacking', 'Rollbacked']).toContain(await first);
+      } catch (err) {
+        console.error(cluster.tails());
+        throw err;
+      } finally {
+        answerFirst('PhaseTwo_Rollbacked');
+        rm.behave = null;
+      }
+    });
+
     it('kill -9 of the deciding node mid phase two: the holder takes the transaction over and finishes it', async () => {
       const { holder, decider } = await nonHolder();
       const xid = await tm(decider).begin({ ...TM, name: 'dead-decider', timeoutMs: 60_000 });

@@ -7,6 +7,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { setTimeout as sleep } from 'node:timers/promises';
+import * as grpc from '@grpc/grpc-js';
 import { LockConflictError, type GlobalStatus, type TcClient } from '../../src/client/tc-client.ts';
 import {
   TestCluster,
@@ -158,6 +159,34 @@ describe('bad requests', () => {
       name: 'n'.repeat(9 * 1024 * 1024),
     });
     expect(huge.error?.code).toBe(8 /* RESOURCE_EXHAUSTED */);
+
+    // Bytes that are no valid message (a length past the end) are refused by the codec
+    // (WireDecodeError): gRPC ends that call with INTERNAL, unary or stream, and the node
+    // goes on serving.
+    const garbage = Buffer.from([0x0a, 0x7f, 0x08, 0x01]);
+    const identity = (b: Buffer) => b;
+    const malformedUnary = await new Promise<grpc.ServiceError | null>((res) => {
+      client.makeUnaryRequest(
+        '/concord.tc.v1.TransactionCoordinator/Begin',
+        identity,
+        identity,
+        garbage,
+        new grpc.Metadata(),
+        { deadline: Date.now() + 10_000 },
+        (err: grpc.ServiceError | null) => res(err),
+      );
+    });
+    expect(malformedUnary?.code).toBe(grpc.status.INTERNAL);
+    const malformedStream = client.makeBidiStreamRequest(
+      '/concord.tc.v1.TransactionCoordinator/Calls',
+      identity,
+      identity,
+    );
+    const streamEnd = new Promise<grpc.StatusObject>((res) => malformedStream.on('status', res));
+    malformedStream.on('error', () => {});
+    malformedStream.on('data', () => {});
+    malformedStream.write(garbage);
+    expect((await streamEnd).code).toBe(grpc.status.INTERNAL);
 
     // The multiplexed stream: a call that sets no request, and a bad one, are answered one by one.
     const stream = client.Calls();

@@ -68,6 +68,13 @@ export const MAX_INFLIGHT_STREAM_CALLS = 8_192;
 /** RM channel reconnect backoff: base · 2^attempt, capped, with equal jitter, ms. */
 export const RM_RECONNECT_BASE_MS = 50;
 export const RM_RECONNECT_MAX_MS = 2_000;
+/**
+ * db mode: an RM keeps a channel (and a connection) to at most this many nodes of the
+ * metadata, the lease holder's first. The metadata answer is a peer's input (up to 1 MiB,
+ * thousands of entries): without a bound a bad or hostile answer would make every RM dial
+ * every node it names. A db-mode cluster is a handful of stateless nodes.
+ */
+export const MAX_RM_CHANNEL_NODES = 32;
 /** The TC must answer the RM's registration within this, ms. */
 export const RM_REGISTER_ANSWER_TIMEOUT_MS = 5_000;
 /** The TC is dropped (and the RM reconnects) when silent for this many heartbeat intervals. */

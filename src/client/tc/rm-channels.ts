@@ -18,7 +18,7 @@ import type { TcConnection } from './connection.ts';
 import { TimeoutError } from '../../shared/errors.ts';
 import type { RmChannelArgs, RmChannelPort } from './port.ts';
 import { RmChannel, type RmChannelStats, type RmRouting } from './rm-channel.ts';
-import { RM_RECONNECT_MAX_MS } from './limits.ts';
+import { MAX_RM_CHANNEL_NODES, RM_RECONNECT_MAX_MS } from './limits.ts';
 
 /** What the set needs from its TcClient. */
 export interface RmChannelsDeps {
@@ -199,7 +199,18 @@ export class RmChannelSet implements RmChannelPort {
   private follow(md: ClusterMetadata): void {
     if (this.closed) return;
     const nodes = new Map<string, HostPort>();
-    for (const n of md.nodes) if (n.transaction) nodes.set(n.nodeId, n.transaction);
+    // The lease holder first, then the others in the answer's order, at most
+    // MAX_RM_CHANNEL_NODES (the answer is a peer's input).
+    const ordered = [...md.nodes.filter((n) => n.nodeId === md.leaderId), ...md.nodes];
+    for (const n of ordered) {
+      if (nodes.size >= MAX_RM_CHANNEL_NODES) break;
+      if (n.transaction && !nodes.has(n.nodeId)) nodes.set(n.nodeId, n.transaction);
+    }
+    if (md.nodes.length > MAX_RM_CHANNEL_NODES)
+      this.log.warn(
+        { nodes: md.nodes.length, kept: nodes.size },
+        'the metadata names more nodes than an RM keeps channels to; the rest get none',
+      );
     if (nodes.size === 0) return; // an empty answer moves nothing
     for (const [id, p] of [...this.pinned]) {
       const target = nodes.get(id);

@@ -28,6 +28,8 @@
 import { fileURLToPath } from 'node:url';
 import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
+import { withCodecs } from '../../shared/wire-codecs.ts';
+import { CODECS as RAFT_CODECS } from './raft-codecs.gen.ts';
 import type { Message, NodeId } from '../core/types.ts';
 import type { PeerTransport } from '../ports.ts';
 import { AssertionFailure, assert } from '../../shared/errors.ts';
@@ -224,10 +226,11 @@ function loadService() {
     longs: Number,
     defaults: true,
   });
-  const pkg = grpc.loadPackageDefinition(def) as unknown as {
-    concord: { raft: { v1: { RaftTransport: grpc.ServiceClientConstructor } } };
-  };
-  const client = pkg.concord.raft.v1.RaftTransport;
+  // The loader names the methods; the precompiled codecs (scripts/gen-codecs.mjs) serialize.
+  const client = grpc.makeGenericClientConstructor(
+    withCodecs(def['concord.raft.v1.RaftTransport'] as grpc.ServiceDefinition, RAFT_CODECS),
+    'RaftTransport',
+  ) as grpc.ServiceClientConstructor;
   serviceCache = { client, service: client.service };
   return serviceCache;
 }
