@@ -30,7 +30,9 @@ import type {
 import { ApplicationRmUnavailableError } from './errors.ts';
 import { assert } from '../shared/errors.ts';
 import { DEFAULT_PHASE_TWO_RETRY_HORIZON_MS } from '../shared/protocol-limits.ts';
+import { DueQueue } from './due-queue.ts';
 import type { BranchGateway, Clock, SessionStore } from './ports.ts';
+import type { CoordinatorStateView, LiveCursor, LiveSessionRef } from './state-machine.ts';
 import {
   BranchStatus,
   GlobalStatus,
@@ -71,6 +73,12 @@ export interface PhaseTwoOptions {
   branchCallTimeoutMs: number;
   /** How often live transactions that no timer covers are looked for. Default 10 s. */
   sweepIntervalMs: number;
+  /**
+   * Live sessions one sweep step looks at before it yields the event loop (one clock turn),
+   * where the store shows its whole state (raft, memory): a sweep over 1,000,000 sessions
+   * is a thousand short steps, with TM calls and heartbeats served between them. Default 1,000.
+   */
+  sweepSliceSessions: number;
   /** Transactions driven at once (a new leader may inherit many). Default 64. */
   maxConcurrentDrives: number;
   /**
@@ -87,6 +95,7 @@ export const DEFAULT_PHASE_TWO_OPTIONS: Readonly<PhaseTwoOptions> = {
   retryMaxBackoffMs: 60_000,
   branchCallTimeoutMs: 30_000,
   sweepIntervalMs: 10_000,
+  sweepSliceSessions: 1_000,
   maxConcurrentDrives: 64,
   duePollIntervalMs: 0,
 };
@@ -123,16 +132,35 @@ export interface PhaseTwoDriverDeps {
   options?: Partial<PhaseTwoOptions>;
 }
 
-/**
- * What the driver holds for one transaction between passes: a timer that drives it at
- * `at`, or a park (nothing to do until an operator acts: failed, retries stopped). Never
- * both: the one field makes the combination unwritable.
- */
-type Waiting = { kind: 'timer'; at: number; cancel: () => void } | { kind: 'parked' };
+/** What a sweep reads of a session to plan it (a small copy; never the branches). */
+interface SweptSession {
+  readonly xid: string;
+  readonly status: GlobalStatus;
+  readonly deadline: number;
+  readonly statusChangedAt: number;
+  readonly driverTerm: number;
+  readonly retry: Pick<GlobalSession['retry'], 'nextRetryAt' | 'stopped'>;
+}
 
-/** One transaction the leading driver tracks. Dropped from the map once it holds nothing. */
+function swept(s: LiveSessionRef): SweptSession {
+  return {
+    xid: s.xid,
+    status: s.status,
+    deadline: s.deadline,
+    statusChangedAt: s.statusChangedAt,
+    driverTerm: s.driverTerm,
+    retry: { nextRetryAt: s.retry.nextRetryAt, stopped: s.retry.stopped },
+  };
+}
+
+/**
+ * One transaction the leading driver tracks beyond a timed wait (a pass, a park, a wait for
+ * an RM). Dropped from the map once it holds nothing. A transaction that only waits for its
+ * time (a deadline, a retry) is in the lead's DueQueue alone (tens of bytes, no timer).
+ */
 interface Tracked {
-  waiting: Waiting | null;
+  /** Parked: nothing to do until an operator acts (failed, retries stopped). */
+  parked: boolean;
   /** A pass waiting to start, joined by every drive() call until it starts. */
   queued: Promise<GlobalStatus | null> | null;
   /** The pass in progress. */
@@ -160,6 +188,10 @@ type DriverState =
       /** Cancels the due poll (a no-op when there is none). */
       readonly cancelDuePoll: () => void;
       readonly tx: Map<string, Tracked>;
+      /** Transactions that wait for a time (deadline, retry, hand-off): drive() then. */
+      readonly due: DueQueue;
+      /** A sweep is under way (one at a time: a sweep of a large state spans many turns). */
+      sweeping: boolean;
     };
 type Leading = Extract<DriverState, { kind: 'leading' }>;
 
@@ -190,6 +222,10 @@ export class PhaseTwoDriver {
     assert(
       Number.isSafeInteger(this.options.stuckAfterMs) && this.options.stuckAfterMs > 0,
       () => `stuckAfterMs must be a positive integer, not ${this.options.stuckAfterMs}`,
+    );
+    assert(
+      Number.isSafeInteger(this.options.sweepSliceSessions) && this.options.sweepSliceSessions > 0,
+      () => `sweepSliceSessions must be a positive integer, not ${this.options.sweepSliceSessions}`,
     );
     assert(
       Number.isSafeInteger(this.options.retryHorizonMs) && this.options.retryHorizonMs > 0,
@@ -229,7 +265,16 @@ export class PhaseTwoDriver {
             if (lead) void this.pollDue(lead);
           })
         : NO_POLL;
-    lead = { kind: 'leading', term, once: false, cancelSweep, cancelDuePoll, tx: new Map() };
+    lead = {
+      kind: 'leading',
+      term,
+      once: false,
+      cancelSweep,
+      cancelDuePoll,
+      tx: new Map(),
+      due: this.dueQueue(() => lead),
+      sweeping: false,
+    };
     this.state = lead;
     this.log.info({ term }, 'phase-two driver started; re-driving live transactions');
     void this.sweep(lead);
@@ -256,8 +301,9 @@ export class PhaseTwoDriver {
   park(xid: string): void {
     const lead = this.leading();
     if (!lead) return;
+    lead.due.delete(xid);
     const t = this.track(lead, xid);
-    this.setWaiting(t, { kind: 'parked' });
+    t.parked = true;
     t.rmWait = null;
   }
 
@@ -324,6 +370,8 @@ export class PhaseTwoDriver {
         cancelSweep: NO_POLL,
         cancelDuePoll: NO_POLL,
         tx: new Map(),
+        due: this.dueQueue(() => null),
+        sweeping: false,
       };
       this.decider = lead;
     }
@@ -333,7 +381,8 @@ export class PhaseTwoDriver {
   private driveIn(lead: Leading, xid: string): Promise<GlobalStatus | null> {
     const t = this.track(lead, xid);
     if (t.queued) return t.queued;
-    this.setWaiting(t, null);
+    t.parked = false;
+    lead.due.delete(xid);
     const previous = t.running ?? Promise.resolve(null);
     const pass: Promise<GlobalStatus | null> = previous.then(async () => {
       if (!this.isCurrent(lead)) return null;
@@ -359,6 +408,14 @@ export class PhaseTwoDriver {
 
   // -------------------------------------------------------------------------------------
 
+  /** The waits of one lead: each drives its transaction when due, while the lead is current. */
+  private dueQueue(lead: () => Leading | null): DueQueue {
+    return new DueQueue(this.clock, (xid) => {
+      const current = lead();
+      if (current && this.isCurrent(current)) void this.drive(xid);
+    });
+  }
+
   private leading(): Leading | null {
     return this.state.kind === 'leading' ? this.state : null;
   }
@@ -369,7 +426,7 @@ export class PhaseTwoDriver {
     if (!lead) return;
     lead.cancelSweep();
     lead.cancelDuePoll();
-    for (const t of lead.tx.values()) if (t.waiting?.kind === 'timer') t.waiting.cancel();
+    lead.due.clear();
     lead.tx.clear();
   }
 
@@ -380,7 +437,7 @@ export class PhaseTwoDriver {
   private track(lead: Leading, xid: string): Tracked {
     let t = lead.tx.get(xid);
     if (!t) {
-      t = { waiting: null, queued: null, running: null, rmWait: null };
+      t = { parked: false, queued: null, running: null, rmWait: null };
       lead.tx.set(xid, t);
     }
     return t;
@@ -389,19 +446,9 @@ export class PhaseTwoDriver {
   private untrackIfEmpty(lead: Leading, xid: string): void {
     const t = lead.tx.get(xid);
     // A decider's lead keeps nothing between passes, a wait for an RM neither.
-    if (t && !t.waiting && !t.queued && !t.running && (!t.rmWait || lead.once)) lead.tx.delete(xid);
+    if (t && !t.parked && !t.queued && !t.running && (!t.rmWait || lead.once)) lead.tx.delete(xid);
   }
 
-  /** Replaces what the transaction waits on, cancelling a timer it replaces. */
-  private setWaiting(t: Tracked, waiting: Waiting | null): void {
-    if (t.waiting?.kind === 'timer') t.waiting.cancel();
-    t.waiting = waiting;
-  }
-
-  /**
-   * Picks up live transactions that no timer, pass or park covers (all of them, right after
-   * start); with concurrent writers, also those whose timer or park no longer fits them.
-   */
   /**
    * Drives the transactions the store says are due (decided on another node, a retry time
    * or deadline passed) that no pass here is on. One poll at a time; a failed poll waits
@@ -424,34 +471,146 @@ export class PhaseTwoDriver {
     }
   }
 
+  /**
+   * Picks up live transactions that no timer, pass or park covers (all of them, right after
+   * start); with concurrent writers, also those whose timer or park no longer fits them.
+   * One sweep at a time. Where the store shows its whole state (liveSessionsSlice: raft,
+   * memory) it walks the live set a slice per event-loop turn, so a new leader serves at
+   * once and the re-drive of a large state goes on between its calls; a leadership change
+   * ends the walk at the next slice. Else (db) it reads one bounded page.
+   */
   private async sweep(lead: Leading): Promise<void> {
-    let sessions: GlobalSession[];
-    let live: Set<string>;
-    const recheck = this.store.concurrentWriters === true;
+    if (lead.sweeping || !this.isCurrent(lead)) return;
+    lead.sweeping = true;
     try {
-      ({ sessions, live } = await this.store.read((state) => {
-        const xids = state.liveXids();
-        const untracked = xids.filter((xid) => {
-          const t = lead.tx.get(xid);
-          return !t?.queued && !t?.running && (recheck || !t?.waiting);
+      const done = await this.sweepSlices(lead);
+      if (done && this.isCurrent(lead)) await this.pruneIfDue(lead);
+    } finally {
+      lead.sweeping = false;
+    }
+  }
+
+  /** False when the sweep need not read `xid`: a pass covers it, or (no recheck) a wait. */
+  private needsLook(lead: Leading, xid: string, recheck: boolean): boolean {
+    const t = lead.tx.get(xid);
+    if (t?.queued || t?.running) return false;
+    return recheck || (t?.parked !== true && !lead.due.has(xid));
+  }
+
+  /** True when the session needs planning: nothing runs for it, nothing that fits waits. */
+  private needsPlan(
+    lead: Leading,
+    session: SweptSession | LiveSessionRef,
+    recheck: boolean,
+  ): boolean {
+    return this.needsLook(lead, session.xid, recheck) && !this.trackedAsIs(lead, session);
+  }
+
+  /** The sweep's walk; true when it went over the whole live set (or the store's page). */
+  private async sweepSlices(lead: Leading): Promise<boolean> {
+    const recheck = this.store.concurrentWriters === true;
+    const limit = this.options.sweepSliceSessions;
+    let cursor: LiveCursor | null = null;
+    let sliced = false;
+    // One step, side-effect free (a store may run it more than once): the sessions of the
+    // next slice that need planning, copied small; where the view has no slices, the page.
+    const step = (state: CoordinatorStateView) => {
+      const due: SweptSession[] = [];
+      if (state.liveSessionsSlice) {
+        const next = state.liveSessionsSlice(cursor, limit, (s) => {
+          if (this.needsPlan(lead, s, recheck)) due.push(swept(s));
         });
-        return { sessions: untracked.map((xid) => state.getSession(xid)!), live: new Set(xids) };
-      }));
+        return { due, next, sliced: true, live: null };
+      }
+      const xids = state.liveXids();
+      for (const xid of xids) {
+        const s = this.needsLook(lead, xid, recheck) ? state.getSession(xid) : undefined;
+        if (s && !this.trackedAsIs(lead, s)) due.push(swept(s));
+      }
+      return { due, next: null, sliced: false, live: new Set(xids) };
+    };
+    let live: Set<string> | null = null;
+    try {
+      // The first step passes the store's read barrier: it sees every command decided before.
+      let result = await this.store.read(step);
+      for (;;) {
+        if (!this.isCurrent(lead)) return false;
+        for (const session of result.due) this.plan(session, lead);
+        sliced = result.sliced;
+        live = result.live;
+        cursor = result.next;
+        if (cursor === null) break;
+        await this.nextTurn();
+        if (!this.isCurrent(lead)) return false;
+        // Later steps read the leader's applied state (no barrier: a command in flight is
+        // this leader's own, and its pass or timer follows it).
+        result = this.store.readLocal ? this.store.readLocal(step) : await this.store.read(step);
+      }
     } catch (err) {
       this.log.warn({ err }, 'phase-two sweep could not read sessions');
-      return;
+      return false;
     }
-    if (!this.isCurrent(lead)) return;
-    // Parks and notes of transactions that left the live set are dropped. A timer is kept:
-    // it may belong to a transaction begun after this read (its pass finds what is there).
-    for (const [xid, t] of lead.tx) {
-      if (live.has(xid) || t.waiting?.kind === 'timer') continue;
-      if (t.waiting?.kind === 'parked') t.waiting = null;
-      t.rmWait = null;
-      this.untrackIfEmpty(lead, xid);
+    return sliced
+      ? this.dropLeftSliced(lead)
+      : (this.dropLeft(lead, (xid) => live!.has(xid)), true);
+  }
+
+  /**
+   * Parks and notes of transactions that left the live set are dropped. A timer is kept: it
+   * may belong to a transaction begun after the walk passed (its pass finds what is there).
+   */
+  private dropLeft(lead: Leading, isLive: (xid: string) => boolean): void {
+    for (const [xid, t] of lead.tx) this.dropIfLeft(lead, xid, t, isLive);
+  }
+
+  private dropIfLeft(
+    lead: Leading,
+    xid: string,
+    t: Tracked,
+    isLive: (xid: string) => boolean,
+  ): void {
+    if (!t.parked && t.rmWait === null) return;
+    if (isLive(xid)) return;
+    t.parked = false;
+    t.rmWait = null;
+    this.untrackIfEmpty(lead, xid);
+  }
+
+  /** dropLeft over the tracked transactions a slice per turn, against the current live set. */
+  private async dropLeftSliced(lead: Leading): Promise<boolean> {
+    const entries = lead.tx.entries();
+    const limit = this.options.sweepSliceSessions;
+    try {
+      for (;;) {
+        if (!this.isCurrent(lead)) return false;
+        // The tracked entries of this slice whose session is not live (read side-effect free).
+        const { left, done } = this.store.readLocal!((state) => {
+          const gone = new Set<string>();
+          for (let i = 0; i < limit; i++) {
+            const next = entries.next();
+            if (next.done === true) return { left: gone, done: true };
+            const [xid, t] = next.value;
+            if (!t.parked && t.rmWait === null) continue;
+            if (!(state.isLive?.(xid) ?? state.getSession(xid) !== undefined)) gone.add(xid);
+          }
+          return { left: gone, done: false };
+        });
+        for (const xid of left) {
+          const t = lead.tx.get(xid);
+          if (t) this.dropIfLeft(lead, xid, t, () => false);
+        }
+        if (done) return true;
+        await this.nextTurn();
+      }
+    } catch (err) {
+      this.log.warn({ err }, 'phase-two sweep could not read sessions');
+      return false;
     }
-    for (const session of sessions) if (!this.trackedAsIs(lead, session)) this.plan(session, lead);
-    await this.pruneIfDue(lead);
+  }
+
+  /** Yields the event loop for one turn of the driver's clock. */
+  private nextTurn(): Promise<void> {
+    return new Promise((resolve) => this.clock.after(0, resolve));
   }
 
   /**
@@ -478,17 +637,18 @@ export class PhaseTwoDriver {
   }
 
   /** True when the timer or park this driver holds for the session still fits its state. */
-  private trackedAsIs(lead: Leading, session: GlobalSession): boolean {
-    const waiting = lead.tx.get(session.xid)?.waiting;
-    if (!waiting) return false;
+  private trackedAsIs(lead: Leading, session: SweptSession | LiveSessionRef): boolean {
     const drivable = isPhaseTwoInFlight(session.status) && !session.retry.stopped;
-    if (waiting.kind === 'parked') return !drivable && session.status !== GlobalStatus.Begin;
-    if (session.status === GlobalStatus.Begin) return waiting.at === session.deadline;
+    if (lead.tx.get(session.xid)?.parked === true)
+      return !drivable && session.status !== GlobalStatus.Begin;
+    const dueAt = lead.due.get(session.xid);
+    if (dueAt === undefined) return false;
+    if (session.status === GlobalStatus.Begin) return dueAt === session.deadline;
     const at = session.retry.nextRetryAt ?? this.store.handOffAt?.(session) ?? null;
-    return drivable && waiting.at === at;
+    return drivable && dueAt === at;
   }
 
-  private plan(session: GlobalSession, lead: Leading): void {
+  private plan(session: SweptSession, lead: Leading): void {
     if (!this.isCurrent(lead)) return;
     const t = lead.tx.get(session.xid);
     if (t?.queued || t?.running) return;
@@ -514,30 +674,25 @@ export class PhaseTwoDriver {
   private schedule(xid: string, at: number, lead: Leading): void {
     // A decider keeps no timers: the driving node picks the session up (its due time).
     if (!this.isCurrent(lead) || lead.once) return;
-    const t = this.track(lead, xid);
-    this.setWaiting(t, null);
-    const delay = at - this.clock.now();
-    if (delay <= 0) {
+    const t = lead.tx.get(xid);
+    if (t) {
+      t.parked = false;
+      this.untrackIfEmpty(lead, xid);
+    }
+    if (at - this.clock.now() <= 0) {
+      lead.due.delete(xid);
       void this.drive(xid);
       return;
     }
-    const waiting: Waiting = {
-      kind: 'timer',
-      at,
-      cancel: this.clock.after(delay, () => {
-        const current = lead.tx.get(xid);
-        if (current?.waiting === waiting) current.waiting = null;
-        if (this.isCurrent(lead)) void this.drive(xid);
-      }),
-    };
-    t.waiting = waiting;
+    lead.due.set(xid, at);
   }
 
   /** Forgets a transaction that left the live set (or that this pass found gone). */
   private forget(lead: Leading, xid: string): void {
+    lead.due.delete(xid);
     const t = lead.tx.get(xid);
     if (!t) return;
-    this.setWaiting(t, null);
+    t.parked = false;
     t.rmWait = null;
     this.untrackIfEmpty(lead, xid);
   }

@@ -90,7 +90,7 @@ export interface SessionStore {
    * over (acquiring it at its higher term, which fences the decider off). Absent: only the
    * driving node runs phase two, at once.
    */
-  handOffAt?(session: GlobalSession): number;
+  handOffAt?(session: Pick<GlobalSession, 'statusChangedAt' | 'driverTerm'>): number;
   /**
    * Optional: true when the submits made in one event-loop turn are applied in the order
    * they were made (raft: they share an entry; memory: each applies at once). The driver

@@ -97,6 +97,28 @@ export interface LiveStatusView {
   readonly stuck: boolean;
 }
 
+/**
+ * What liveSessionsSlice shows of one live session: the session itself, not a copy (the
+ * visitor reads the fields it needs at once and keeps nothing).
+ */
+export interface LiveSessionRef {
+  readonly xid: Xid;
+  readonly status: GlobalStatus;
+  readonly deadline: number;
+  readonly statusChangedAt: number;
+  readonly driverTerm: number;
+  readonly retry: Readonly<RetryInfo>;
+}
+
+/**
+ * Where a walk over the live sessions stands (liveSessionsSlice): opaque. It follows the live
+ * set as it changes: a session that ends before the walk reaches it is not visited, one that
+ * begins during the walk is.
+ */
+export interface LiveCursor {
+  readonly kind: 'live-cursor';
+}
+
 /** Read-only queries of coordinator state. Everything returned is a copy. */
 export interface CoordinatorStateView {
   getSession(xid: string): GlobalSession | undefined;
@@ -109,6 +131,20 @@ export interface CoordinatorStateView {
   countedLiveSessions?(): number;
   /** Live xids, in no particular order. */
   liveXids(): Xid[];
+  /**
+   * Optional: visits up to `limit` live sessions from `cursor` (null: from the start) without
+   * copying them, and answers the cursor to go on from (null: the walk is done). The one
+   * thing a caller may keep across reads is the cursor (the phase-two driver's sweep walks
+   * the live set a slice per event-loop turn). Absent where the view holds only part of the
+   * state (the db store's reads).
+   */
+  liveSessionsSlice?(
+    cursor: LiveCursor | null,
+    limit: number,
+    visit: (session: LiveSessionRef) => void,
+  ): LiveCursor | null;
+  /** Optional: true when `xid` is live (no copy). Absent from the db store's partial view. */
+  isLive?(xid: string): boolean;
   /** True when `xid` could lock every row now. */
   isLockable(xid: string, rows: readonly string[]): boolean;
   lockHolder(row: string): { xid: string; branchIds: string[] } | undefined;
@@ -879,6 +915,32 @@ export class CoordinatorStateMachine implements CoordinatorStateView {
     return Array.from(this.sessions.values(), (session) => session.xid);
   }
 
+  liveSessionsSlice(
+    cursor: LiveCursor | null,
+    limit: number,
+    visit: (session: LiveSessionRef) => void,
+  ): LiveCursor | null {
+    assert(Number.isSafeInteger(limit) && limit > 0, () => `slice limit ${limit}`);
+    let walk: SessionWalk;
+    if (cursor === null) walk = new SessionWalk(this.sessions);
+    else {
+      assert(cursor instanceof SessionWalk, 'a live cursor of another view');
+      // A restore replaced the map (not on a leader in practice): the walk starts over;
+      // visiting a session twice is harmless to a sweep.
+      walk = cursor.over === this.sessions ? cursor : new SessionWalk(this.sessions);
+    }
+    for (let i = 0; i < limit; i++) {
+      const next = walk.iterator.next();
+      if (next.done === true) return null;
+      visit(next.value);
+    }
+    return walk;
+  }
+
+  isLive(xid: string): boolean {
+    return this.sessions.has(xid);
+  }
+
   isLockable(xid: string, rows: readonly string[]): boolean {
     return this.locks.isLockable(xid, rows);
   }
@@ -1441,6 +1503,19 @@ function illegal<T>(session: GlobalSession, message: string): Outcome<T> {
     xid: session.xid,
     globalStatus: session.status,
   });
+}
+
+/**
+ * A walk over the live sessions map (liveSessionsSlice's cursor). A Map iterator follows the
+ * map as it changes: entries deleted before it reaches them are skipped, entries added are
+ * visited.
+ */
+class SessionWalk implements LiveCursor {
+  readonly kind = 'live-cursor';
+  readonly iterator: MapIterator<GlobalSession>;
+  constructor(readonly over: Map<string, GlobalSession>) {
+    this.iterator = over.values();
+  }
 }
 
 export function cloneBranch(branch: BranchSession): BranchSession {

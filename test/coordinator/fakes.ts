@@ -74,6 +74,23 @@ export class FakeClock implements Clock {
     await flush();
   }
 
+  /**
+   * Fires the one earliest timer due now (time does not move) and lets its work settle: one
+   * turn of a loop that yields with after(0). False when none is due.
+   */
+  async runOneDue(): Promise<boolean> {
+    await flush();
+    const next = this.timers
+      .filter((t) => t.at <= this.time)
+      .sort((a, b) => a.at - b.at || a.id - b.id)[0];
+    if (!next) return false;
+    if (next.every === null) this.timers = this.timers.filter((t) => t !== next);
+    else next.at += next.every;
+    next.fn();
+    await flush();
+    return true;
+  }
+
   /** Moves time without firing anything (a long GC pause: the monotonic clock moves too). */
   set(time: number): void {
     this.moveTo(time);
@@ -239,12 +256,13 @@ export function makeWorld(
     start?: boolean;
     logger?: Logger;
     maxLiveSessions?: number;
+    ids?: SequentialIds;
   } = {},
 ): World {
   const clock = options.clock ?? new FakeClock();
   const store = options.store ?? new MemoryStore();
   const gateway = options.gateway ?? new FakeGateway();
-  const ids = new SequentialIds();
+  const ids = options.ids ?? new SequentialIds();
   const coordinator = new Coordinator({
     store,
     gateway,

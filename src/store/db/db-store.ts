@@ -483,7 +483,7 @@ export class DbSessionStore implements SessionStore {
    * A node that decides a transaction runs its first pass (terms.ts); the holder takes it over
    * once this has passed with no retry scheduled (dueAtOf).
    */
-  handOffAt(session: GlobalSession): number {
+  handOffAt(session: Pick<GlobalSession, 'statusChangedAt' | 'driverTerm'>): number {
     return handOffAtOf(session);
   }
 

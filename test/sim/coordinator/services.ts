@@ -26,6 +26,9 @@ export const SIM_PHASE_TWO: Partial<PhaseTwoOptions> = {
   retryMaxBackoffMs: 300,
   branchCallTimeoutMs: 400,
   sweepIntervalMs: 500,
+  // Small slices: a sweep spans several turns, so commands, leader changes and ends land
+  // between its slices (the sliced sweep, issue 19).
+  sweepSliceSessions: 3,
 };
 
 /** Epoch ms the simulated wall clocks start from (plus each node's skew). */
