@@ -6,6 +6,7 @@ import { describe, expect, it } from 'vitest';
 import { validateRaftNodeConfig } from '../../src/raft/node/config.ts';
 import {
   bootstrapClusterId,
+  foundingAnswersNeeded,
   JOIN_DISCOVERY_TIMEOUT_MS,
   settleIdentity,
 } from '../../src/raft/node/identity.ts';
@@ -100,6 +101,44 @@ describe('cluster id', () => {
     expect((err as Error).message).toMatch(/uid-old/);
     expect((err as Error).message).toMatch(/concord cluster change --members n1,n2/);
     expect((err as Error).message).toMatch(/raft\.join/);
+  });
+
+  it('a founding member on an empty directory asks again until a majority answered: timed-out asks are no answer', async () => {
+    // A loaded machine: every ask of the first rounds times out (null), then n2 answers that
+    // it knows this node. Founding on the silence of the first round would let a member that
+    // lost its state vote again (CI caught it: the wiped node started as a founding member).
+    let round = 0;
+    const identify = async (address: string) => {
+      if (address.endsWith('1')) round++;
+      if (round < 4 || address.endsWith('1')) return null;
+      return { nodeId: 'n2', clusterId: 'c1', nodeUid: 'uid-n2', knownUid: 'uid-old' };
+    };
+    const err = await settle(config(), fresh, identify as never).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(ConfigError);
+    expect((err as Error).message).toMatch(/node "n3" is a member of cluster c1/);
+    expect(round).toBe(4);
+  });
+
+  it('a founding member that no peer answers founds only at the deadline', async () => {
+    let t = 0;
+    const c = config();
+    const r = await settleIdentity({
+      config: c,
+      stored: fresh,
+      bootstrap: bootstrapConf(c),
+      identify: async () => null,
+      logger: silentLogger(),
+      sleep: async (ms) => {
+        t += ms;
+      },
+      now: () => t,
+    });
+    expect(r.identity.clusterId).toBe(bootstrapClusterId(bootstrapConf(c), ''));
+    expect(t).toBeGreaterThanOrEqual(JOIN_DISCOVERY_TIMEOUT_MS);
+  });
+
+  it('a founding member needs answers from a majority of the membership, itself included', () => {
+    expect([1, 2, 3, 4, 6].map(foundingAnswersNeeded)).toEqual([1, 1, 2, 2, 3]);
   });
 
   it('a founding member whose peers belong to another cluster refuses to start', async () => {

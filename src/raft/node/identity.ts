@@ -16,7 +16,8 @@
  *   member leaves the membership, so the recovery is a membership change.
  * - A **founding member whose directory is empty** first asks its peers whether they know
  *   it. If one does, it refuses to start, naming the recovery (remove it and add it back
- *   as a new member with `concord cluster change`, starting it with `join`). A founding
+ *   as a new member with `concord cluster change`, starting it with `join`). It asks until
+ *   a majority (itself included) answered: an ask that timed out is no answer. A founding
  *   member that simply starts later than the others is known to nobody and starts.
  */
 import { createHash } from 'node:crypto';
@@ -193,26 +194,50 @@ function foreignError(config: RaftNodeConfig, ours: string, theirs: string): Con
   );
 }
 
-/** Asks every configured peer at once; a joining node keeps asking until one knows the cluster. */
+/**
+ * Peers whose answers a founding member on an empty directory waits for: with itself, a
+ * majority of the bootstrap membership. A member that lost its state is known to every
+ * live member, so one answer of a majority tells; none at all (a slow or loaded machine
+ * where every ask timed out) tells nothing, and must not read as "nobody knows it".
+ */
+export function foundingAnswersNeeded(peers: number): number {
+  return Math.floor((peers + 1) / 2);
+}
+
+/**
+ * Asks every configured peer at once, in rounds, keeping each peer's latest answer. A
+ * joining node keeps asking until one knows the cluster; a founding member until a majority
+ * (foundingAnswersNeeded) answered, or one knows it. Both give up at the deadline.
+ */
 async function askPeers(o: SettleIdentityOptions, founding: boolean): Promise<IdentifyAnswer[]> {
   const sleep = o.sleep ?? ((ms: number) => new Promise<void>((r) => setTimeout(r, ms)));
   const now = o.now ?? Date.now;
   const deadline = now() + JOIN_DISCOVERY_TIMEOUT_MS;
   const addresses = Object.entries(o.config.peers);
   if (addresses.length === 0) return [];
+  const heard = new Map<string, IdentifyAnswer>();
   for (;;) {
-    const answers = (
-      await Promise.all(
-        addresses.map(([id, address]) =>
-          o.identify(address, o.config.nodeId, IDENTIFY_TIMEOUT_MS).then((a) =>
-            // An answer from a node other than the one configured there is no answer.
-            a !== null && a.nodeId === id ? a : null,
-          ),
+    const round = await Promise.all(
+      addresses.map(([id, address]) =>
+        o.identify(address, o.config.nodeId, IDENTIFY_TIMEOUT_MS).then((a) =>
+          // An answer from a node other than the one configured there is no answer.
+          a !== null && a.nodeId === id ? a : null,
         ),
-      )
-    ).filter((a): a is IdentifyAnswer => a !== null);
-    if (founding || answers.some((a) => a.clusterId !== '') || now() >= deadline) return answers;
-    o.logger.info('joining: no peer knows the cluster id yet; asking again');
+      ),
+    );
+    for (const a of round) if (a !== null) heard.set(a.nodeId, a);
+    const answers = [...heard.values()];
+    const enough = founding
+      ? answers.length >= foundingAnswersNeeded(addresses.length) ||
+        answers.some((a) => a.knownUid !== '')
+      : answers.some((a) => a.clusterId !== '');
+    if (enough || now() >= deadline) return answers;
+    o.logger.info(
+      { answered: answers.length, of: addresses.length },
+      founding
+        ? 'founding on an empty directory: too few peers answered to tell whether they know this node; asking again'
+        : 'joining: no peer knows the cluster id yet; asking again',
+    );
     await sleep(JOIN_DISCOVERY_RETRY_MS);
   }
 }
