@@ -7,6 +7,7 @@ import { validateRaftNodeConfig } from '../../src/raft/node/config.ts';
 import {
   bootstrapClusterId,
   foundingAnswersNeeded,
+  IDENTIFY_TIMEOUT_MS,
   JOIN_DISCOVERY_TIMEOUT_MS,
   settleIdentity,
 } from '../../src/raft/node/identity.ts';
@@ -103,30 +104,46 @@ describe('cluster id', () => {
     expect((err as Error).message).toMatch(/raft\.join/);
   });
 
-  it('a founding member on an empty directory asks again until a majority answered: timed-out asks are no answer', async () => {
-    // A loaded machine: every ask of the first rounds times out (null), then n2 answers that
-    // it knows this node. Founding on the silence of the first round would let a member that
+  it('a founding member on an empty directory asks again while an ask times out (a slow peer tells nothing)', async () => {
+    // A loaded machine: the asks of the first rounds time out, then n2 answers that it
+    // knows this node. Founding on the silence of a timed-out round would let a member that
     // lost its state vote again (CI caught it: the wiped node started as a founding member).
+    let t = 0;
     let round = 0;
-    const identify = async (address: string) => {
-      if (address.endsWith('1')) round++;
-      if (round < 4 || address.endsWith('1')) return null;
-      return { nodeId: 'n2', clusterId: 'c1', nodeUid: 'uid-n2', knownUid: 'uid-old' };
-    };
-    const err = await settle(config(), fresh, identify as never).catch((e: unknown) => e);
+    const c = config();
+    const err = await settleIdentity({
+      config: c,
+      stored: fresh,
+      bootstrap: bootstrapConf(c),
+      identify: async (address: string) => {
+        if (address.endsWith('1')) round++;
+        if (round >= 4 && address.endsWith('2'))
+          return { nodeId: 'n2', clusterId: 'c1', nodeUid: 'uid-n2', knownUid: 'uid-old' };
+        if (address.endsWith('1')) t += IDENTIFY_TIMEOUT_MS; // timed out
+        return null;
+      },
+      logger: silentLogger(),
+      sleep: async (ms) => {
+        t += ms;
+      },
+      now: () => t,
+    }).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(ConfigError);
     expect((err as Error).message).toMatch(/node "n3" is a member of cluster c1/);
     expect(round).toBe(4);
   });
 
-  it('a founding member that no peer answers founds only at the deadline', async () => {
+  it('a founding member whose peers keep timing out founds only at the deadline', async () => {
     let t = 0;
     const c = config();
     const r = await settleIdentity({
       config: c,
       stored: fresh,
       bootstrap: bootstrapConf(c),
-      identify: async () => null,
+      identify: async () => {
+        t += IDENTIFY_TIMEOUT_MS;
+        return null;
+      },
       logger: silentLogger(),
       sleep: async (ms) => {
         t += ms;
@@ -135,6 +152,17 @@ describe('cluster id', () => {
     });
     expect(r.identity.clusterId).toBe(bootstrapClusterId(bootstrapConf(c), ''));
     expect(t).toBeGreaterThanOrEqual(JOIN_DISCOVERY_TIMEOUT_MS);
+  });
+
+  it('a founding member whose peers refuse at once (a cluster starting) founds at once', async () => {
+    let asks = 0;
+    const c = config();
+    const r = await settle(c, fresh, (async () => {
+      asks++;
+      return null;
+    }) as never);
+    expect(r.identity.clusterId).toBe(bootstrapClusterId(bootstrapConf(c), ''));
+    expect(asks).toBe(2);
   });
 
   it('a founding member needs answers from a majority of the membership, itself included', () => {

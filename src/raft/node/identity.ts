@@ -16,8 +16,8 @@
  *   member leaves the membership, so the recovery is a membership change.
  * - A **founding member whose directory is empty** first asks its peers whether they know
  *   it. If one does, it refuses to start, naming the recovery (remove it and add it back
- *   as a new member with `concord cluster change`, starting it with `join`). It asks until
- *   a majority (itself included) answered: an ask that timed out is no answer. A founding
+ *   as a new member with `concord cluster change`, starting it with `join`). An ask that
+ *   timed out (the peer listens but is slow) is asked again. A founding
  *   member that simply starts later than the others is known to nobody and starts.
  */
 import { createHash } from 'node:crypto';
@@ -32,6 +32,8 @@ import { raftAddressOf } from './members.ts';
 
 /** How long a starting node waits for each peer's Identify answer. */
 export const IDENTIFY_TIMEOUT_MS = 1_500;
+/** A round that lasted this fraction of IDENTIFY_TIMEOUT_MS had an ask time out. */
+const IDENTIFY_TIMED_OUT = 0.9;
 /** How long a joining node keeps asking its peers for the cluster id before giving up. */
 export const JOIN_DISCOVERY_TIMEOUT_MS = 30_000;
 /** Pause between two rounds of asking. */
@@ -195,10 +197,9 @@ function foreignError(config: RaftNodeConfig, ours: string, theirs: string): Con
 }
 
 /**
- * Peers whose answers a founding member on an empty directory waits for: with itself, a
- * majority of the bootstrap membership. A member that lost its state is known to every
- * live member, so one answer of a majority tells; none at all (a slow or loaded machine
- * where every ask timed out) tells nothing, and must not read as "nobody knows it".
+ * Peers whose answers settle a founding member on an empty directory at once: with itself,
+ * a majority of the bootstrap membership. A member that lost its state is known to every
+ * live member, so one answer of a majority tells.
  */
 export function foundingAnswersNeeded(peers: number): number {
   return Math.floor((peers + 1) / 2);
@@ -206,8 +207,13 @@ export function foundingAnswersNeeded(peers: number): number {
 
 /**
  * Asks every configured peer at once, in rounds, keeping each peer's latest answer. A
- * joining node keeps asking until one knows the cluster; a founding member until a majority
- * (foundingAnswersNeeded) answered, or one knows it. Both give up at the deadline.
+ * joining node keeps asking until one knows the cluster. A founding member stops when a
+ * majority answered (foundingAnswersNeeded), or one knows it, or no ask of the round timed
+ * out (the peers that did not answer refused at once: down, or founding members not yet
+ * listening, as when a cluster first starts). A round in which an ask timed out (a peer
+ * listens but is slow: a loaded machine) says nothing about that peer, so it asks again:
+ * founding on that silence would let a member that lost its state vote again. Both give up
+ * at the deadline.
  */
 async function askPeers(o: SettleIdentityOptions, founding: boolean): Promise<IdentifyAnswer[]> {
   const sleep = o.sleep ?? ((ms: number) => new Promise<void>((r) => setTimeout(r, ms)));
@@ -217,6 +223,7 @@ async function askPeers(o: SettleIdentityOptions, founding: boolean): Promise<Id
   if (addresses.length === 0) return [];
   const heard = new Map<string, IdentifyAnswer>();
   for (;;) {
+    const started = now();
     const round = await Promise.all(
       addresses.map(([id, address]) =>
         o.identify(address, o.config.nodeId, IDENTIFY_TIMEOUT_MS).then((a) =>
@@ -227,15 +234,18 @@ async function askPeers(o: SettleIdentityOptions, founding: boolean): Promise<Id
     );
     for (const a of round) if (a !== null) heard.set(a.nodeId, a);
     const answers = [...heard.values()];
+    const timedOut =
+      round.some((a) => a === null) && now() - started >= IDENTIFY_TIMEOUT_MS * IDENTIFY_TIMED_OUT;
     const enough = founding
       ? answers.length >= foundingAnswersNeeded(addresses.length) ||
-        answers.some((a) => a.knownUid !== '')
+        answers.some((a) => a.knownUid !== '') ||
+        !timedOut
       : answers.some((a) => a.clusterId !== '');
     if (enough || now() >= deadline) return answers;
     o.logger.info(
       { answered: answers.length, of: addresses.length },
       founding
-        ? 'founding on an empty directory: too few peers answered to tell whether they know this node; asking again'
+        ? 'founding on an empty directory: a peer did not answer in time, so it cannot tell whether it knows this node; asking again'
         : 'joining: no peer knows the cluster id yet; asking again',
     );
     await sleep(JOIN_DISCOVERY_RETRY_MS);
