@@ -1227,21 +1227,8 @@ export class CoordinatorStateMachine implements CoordinatorStateView {
     for (const [xid, session] of this.sessions) {
       if (slice()) yield;
       assert(session.xid === xid, () => `session keyed ${xid} is ${session.xid}`);
-      assert(!isSuccessfulEnd(session.status), () => `${xid} is ${session.status} but still live`);
-      assert(session.driverTerm >= 0, () => `${xid} has driver term ${session.driverTerm}`);
+      checkCapturedSession(session);
       for (const branch of session.branches) {
-        assert(branch.xid === xid, () => `branch ${branch.branchId} of ${xid} names ${branch.xid}`);
-        assert(
-          typeof branch.applicationId === 'string',
-          () => `branch ${branch.branchId} of ${xid} records no application`,
-        );
-        const done =
-          branch.status === BranchStatus.PhaseTwo_Committed ||
-          branch.status === BranchStatus.PhaseTwo_Rollbacked;
-        assert(
-          !done || branch.lockedRows.length === 0,
-          () => `branch ${branch.branchId} of ${xid} is ${branch.status} but holds locks`,
-        );
         for (const row of branch.lockedRows) {
           const holder = this.locks.holderOf(row);
           assert(
@@ -1370,7 +1357,10 @@ class FinishedCapture {
   }
 }
 
-/** The invariants of one session that need no other part of the state (a capture's check). */
+/**
+ * The invariants of one session that need no other part of the state: a capture's check, and
+ * the first part of checkInvariants()'s (which adds the cross-check with the lock table).
+ */
 function checkCapturedSession(session: GlobalSession): void {
   const xid = session.xid;
   assert(!isSuccessfulEnd(session.status), () => `${xid} is ${session.status} but still live`);
