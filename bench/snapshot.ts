@@ -11,47 +11,16 @@
  * decoding, rebuilding the lock table and the check after it.
  */
 import { Command as Cli } from 'commander';
-import { decodeCommand, encodeCommand, type Command } from '../src/coordinator/commands.ts';
+import { fillLive } from './lib/live-fill.ts';
 import { CoordinatorStateMachine } from '../src/coordinator/state-machine.ts';
 import { positive } from './lib/options.ts';
 
-const DATA = JSON.stringify({ pad: 'x'.repeat(90) });
-
 function fill(machine: CoordinatorStateMachine, live: number): void {
-  for (let i = 0; i < live; i++) {
-    const xid = `10.0.0.1:8091:${1_000_000_000 + i}`;
-    const commands = [
-      {
-        kind: 'Begin',
-        xid,
-        transactionId: String(1_000_000_000 + i),
-        applicationId: 'shop',
-        transactionServiceGroup: 'default',
-        name: 'scale',
-        timeoutMs: 3_600_000,
-        beginTime: 1_000 + i,
-        requestId: crypto.randomUUID(),
-        term: 1,
-      },
-      {
-        kind: 'RegisterBranch',
-        xid,
-        branchId: String(2_000_000_000 + i),
-        type: 'AT',
-        resourceId: 'scale-db',
-        lockKey: `t:${i}`,
-        applicationData: DATA,
-        clientId: 'shop:host:1234:abcd',
-        applicationId: 'shop',
-        at: 1_000 + i,
-        requestId: crypto.randomUUID(),
-      },
-    ] as Command[];
-    for (const c of commands) {
-      const outcome = machine.apply(decodeCommand(encodeCommand(c)));
-      if (!outcome.ok) throw new Error(`${c.kind} ${i} refused: ${outcome.rejection.message}`);
-    }
-  }
+  fillLive(machine, live, {
+    timeoutMs: 3_600_000,
+    at: (i) => 1_000 + i,
+    requestId: () => crypto.randomUUID(),
+  });
 }
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;

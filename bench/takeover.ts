@@ -14,7 +14,7 @@
  * `[bench takeover] live N: longest step N ms, re-drive N ms`.
  */
 import { Command as Cli } from 'commander';
-import { decodeCommand, encodeCommand, type Command } from '../src/coordinator/commands.ts';
+import { fillLive } from './lib/live-fill.ts';
 import { PhaseTwoDriver } from '../src/coordinator/phase-two-driver.ts';
 import type { BranchGateway, Clock } from '../src/coordinator/ports.ts';
 import { CoordinatorStateMachine } from '../src/coordinator/state-machine.ts';
@@ -22,44 +22,10 @@ import { wallClock } from '../src/server/wall-clock.ts';
 import { silentLogger } from '../src/shared/logger.ts';
 import { MemoryStore } from '../src/store/memory/index.ts';
 
-const DATA = JSON.stringify({ pad: 'x'.repeat(90) });
 const HOUR = 3_600_000;
 
 function fill(machine: CoordinatorStateMachine, live: number, now: number): void {
-  for (let i = 0; i < live; i++) {
-    const xid = `10.0.0.1:8091:${1_000_000_000 + i}`;
-    const commands = [
-      {
-        kind: 'Begin',
-        xid,
-        transactionId: String(1_000_000_000 + i),
-        applicationId: 'shop',
-        transactionServiceGroup: 'default',
-        name: 'scale',
-        timeoutMs: HOUR,
-        beginTime: now,
-        requestId: null,
-        term: 1,
-      },
-      {
-        kind: 'RegisterBranch',
-        xid,
-        branchId: String(2_000_000_000 + i),
-        type: 'AT',
-        resourceId: 'scale-db',
-        lockKey: `t:${i}`,
-        applicationData: DATA,
-        clientId: 'shop:host:1234:abcd',
-        applicationId: 'shop',
-        at: now,
-        requestId: null,
-      },
-    ] as Command[];
-    for (const c of commands) {
-      const outcome = machine.apply(decodeCommand(encodeCommand(c)));
-      if (!outcome.ok) throw new Error(`${c.kind} ${i} refused: ${outcome.rejection.message}`);
-    }
-  }
+  fillLive(machine, live, { timeoutMs: HOUR, at: () => now, requestId: () => null });
 }
 
 const noRm: BranchGateway = {
