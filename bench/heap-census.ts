@@ -21,6 +21,8 @@ import { decodeCommand, encodeCommand, type Command } from '../src/coordinator/c
 setFlagsFromString('--expose-gc');
 const gc = runInNewContext('gc') as () => void;
 
+/** Command time: wall-clock ms as a leader stamps them (beyond a small integer: boxed numbers). */
+const T0 = 1_765_000_000_000;
 const DATA = JSON.stringify({ pad: 'x'.repeat(90) });
 
 function requestId(kind: number, i: number): string {
@@ -38,7 +40,7 @@ export function beginCommand(i: number): Command {
     transactionServiceGroup: 'default',
     name: 'scale',
     timeoutMs: 600_000,
-    beginTime: 1_000 + i,
+    beginTime: T0 + i,
     requestId: requestId(0xb, i),
     term: 1,
   } as Command;
@@ -56,7 +58,7 @@ export function registerCommand(i: number): Command {
     applicationData: DATA,
     clientId: 'bench-scale:127.0.0.1:40000:abcd',
     applicationId: 'bench-scale',
-    at: 1_000 + i,
+    at: T0 + i,
     requestId: requestId(0xc, i),
   } as Command;
 }
