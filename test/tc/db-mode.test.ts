@@ -286,6 +286,21 @@ describe('db-mode config', () => {
       'store.db.lease.renewIntervalMs',
     );
     expect(keyOf(db({ lease: { ttl: 1 } }))).toBe('store.db.lease.ttl');
+    // The decider's hand-off time: 100 ms .. 10 min, a whole number of ms.
+    expect(validateConfig(db({ deciderHandOffMs: 1_500 })).store.db?.deciderHandOffMs).toBe(1_500);
+    expect(validateConfig(db({})).store.db?.deciderHandOffMs).toBeUndefined();
+    for (const bad of [99, 600_001, 2.5, '5s', -1])
+      expect(keyOf(db({ deciderHandOffMs: bad }))).toBe('store.db.deciderHandOffMs');
+    // The phase-two sweep's slice: 1 .. 1,000,000 sessions per turn (default 1,000).
+    expect(validateConfig(minimal).phaseTwo.sweepSliceSessions).toBe(1_000);
+    expect(
+      validateConfig({ ...minimal, phaseTwo: { sweepSliceSessions: 50 } }).phaseTwo
+        .sweepSliceSessions,
+    ).toBe(50);
+    for (const bad of [0, 1_000_001, 1.5])
+      expect(keyOf({ ...minimal, phaseTwo: { sweepSliceSessions: bad } })).toBe(
+        'phaseTwo.sweepSliceSessions',
+      );
     expect(keyOf(db({ password: 'x' }))).toBe('store.db.password');
     expect(keyOf({ ...minimal, raft: { join: true } })).toBe('raft.join');
     expect(keyOf({ node: { id: 'a' }, store: { mode: 'db' } })).toBe('store.db.url');
@@ -678,7 +693,11 @@ describe.each([['PostgreSQL', 'postgres'] as const, ['MariaDB', 'mysql'] as cons
           () => (rm.callsFor(xid).length === 2 ? true : undefined),
           30_000,
         );
-        const callsAfter = await perNode(CALLS);
+        // The node that made the second call counts it once the RM answered it (the first is held).
+        const callsAfter = await waitFor('the second call counted', async () => {
+          const now = await perNode(CALLS);
+          return totalDelta(now, calls) >= 1 ? now : undefined;
+        });
         // Before the fix: the other node ran a pass at the decider's term, unfenced, at once.
         expect(delta(callsAfter, calls, other!.id)).toBe(0);
         expect(delta(callsAfter, calls, holder.id)).toBe(1);
