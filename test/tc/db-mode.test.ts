@@ -6,6 +6,11 @@
  * driver-lease holder runs retries and what a dead node left; when the holder is killed,
  * another node takes the lease over and finishes what it left.
  *
+ * A Saga's later report on a third node (the session already decided) starts no pass there
+ * beside the decider's at its term; a second cluster with a short retry horizon shows that a
+ * pass in flight across an operator's forced resume does not stop the retries the resume
+ * restarted (a stale RetryStopped is refused).
+ *
  * A short lease (3 s, renewed every 500 ms) keeps the failover part of the file short.
  */
 import type { Xid } from '../../src/shared/ids.ts';
