@@ -85,14 +85,15 @@ export class XidIndex {
     return index;
   }
 
-  /** Checks the order and the count (checkInvariants). */
-  check(): void {
+  /** Checks the order, the count, and that `holds` each xid (checkInvariants). */
+  check(holds: (xid: string) => boolean): void {
     let n = 0;
     let last: string | null = null;
     for (const chunk of this.chunks) {
       assert(chunk.length > 0 && chunk.length <= CHUNK, () => `a chunk of ${chunk.length} xids`);
       for (const xid of chunk) {
         assert(last === null || compareStrings(last, xid) < 0, () => `${xid} is out of order`);
+        assert(holds(xid), () => `${xid} is indexed but not live`);
         last = xid;
         n++;
       }
