@@ -53,6 +53,7 @@ import type {
   SnapshotMeta,
   SnapshotRef,
   Status,
+  Unblocked,
 } from './core/types.ts';
 import type { Clock, LogStorage, PeerTransport, SnapshotCapture, StateMachine } from './ports.ts';
 import { latencyTrace } from '../shared/latency-trace.ts';
@@ -158,9 +159,11 @@ export interface RaftCoreApi {
    */
   leaseReadIndex(): number | null;
   /**
-   * Between a Ready and its advance: heartbeats, their answers and read states (no write needed).
+   * Between a Ready and its advance: what may leave before a write (a leader's appends,
+   * heartbeats, their answers), read states, and (if `committed`) the entries committed
+   * since, to apply at once after the Ready's own (see RaftCore.takeUnblocked).
    */
-  takeUnblocked(): { messages: Message[]; readStates: ReadState[] };
+  takeUnblocked(committed?: boolean): Unblocked;
   campaign(): void;
   hasReady(): boolean;
   ready(): Ready;
@@ -328,6 +331,12 @@ export interface DriverCounters {
   rounds: number;
   entriesPersisted: number;
   entriesApplied: number;
+  /**
+   * Of them: applied before this node's own write of them ended (committed by a quorum of
+   * the others: Raft thesis §10.2.1), and applied during a round rather than at its start.
+   */
+  appliedBeforeOwnWrite: number;
+  appliedUnblocked: number;
   readsCompleted: number;
   snapshotsTaken: number;
   /** Total milliseconds of local snapshots (encode + write). */
@@ -430,6 +439,11 @@ export class RaftDriver {
 
   // The ready loop's re-entrancy guard.
   private looping = false;
+  /**
+   * Whether the round under way has applied its Ready's committed entries, so that entries
+   * committed since may be applied now, after them (takeUnblocked).
+   */
+  private roundApplied = false;
   private loopAgain = false;
 
   // What is durable on this node's disk, as far as the driver knows (for assertions) — but
@@ -494,6 +508,10 @@ export class RaftDriver {
   private rounds = 0;
   private entriesPersisted = 0;
   private entriesApplied = 0;
+  /** Entries applied before this node's own write of them ended (a quorum of others held them). */
+  private appliedBeforeOwnWrite = 0;
+  /** Entries the driver applied between a round's start and its end (takeUnblocked). */
+  private appliedUnblocked = 0;
   private readsCompleted = 0;
   private snapshotsTaken = 0;
   private snapshotMsTotal = 0;
@@ -874,6 +892,8 @@ export class RaftDriver {
         rounds: this.rounds,
         entriesPersisted: this.entriesPersisted,
         entriesApplied: this.entriesApplied,
+        appliedBeforeOwnWrite: this.appliedBeforeOwnWrite,
+        appliedUnblocked: this.appliedUnblocked,
         readsCompleted: this.readsCompleted,
         snapshotsTaken: this.snapshotsTaken,
         snapshotMsTotal: this.snapshotMsTotal,
@@ -1012,9 +1032,12 @@ export class RaftDriver {
   }
 
   /**
-   * While a round awaits the disk, what depends on no write (heartbeats and their
-   * answers, read states) goes out at once, in one batch per microtask, instead of
-   * waiting for the round to end.
+   * While a round awaits the disk, what depends on no write of this node goes out at once,
+   * in one batch per microtask, instead of waiting for the round to end: a leader's appends
+   * of entries proposed meanwhile (pipelined: the followers' fsyncs overlap the leader's;
+   * the next round persists them here), heartbeats and their answers, read states; and the
+   * entries committed meanwhile are applied (a quorum holds them durably, which may not
+   * include this node yet: Raft thesis §10.2.1), after the round's own.
    */
   private scheduleUnblocked(): void {
     if (this.unblockedScheduled) return;
@@ -1025,7 +1048,9 @@ export class RaftDriver {
       // Between rounds the next Ready carries them.
       if (this.stopped || core === null || !this.looping) return;
       try {
-        const { messages, readStates } = core.takeUnblocked();
+        const { messages, readStates, committedEntries, commit } = core.takeUnblocked(
+          this.roundApplied,
+        );
         if (messages.length > 0) {
           latencyTrace?.('d.send.unblocked', messages.length);
           // A member added by an entry this round has not handed out yet is a peer already.
@@ -1036,6 +1061,12 @@ export class RaftDriver {
               () => `${m.type} of term ${m.term} taken before term ${m.term} is durable`,
             );
           this.send(messages);
+        }
+        if (committedEntries.length > 0) {
+          latencyTrace?.('d.apply.unblocked', committedEntries.length);
+          this.appliedUnblocked += committedEntries.length;
+          for (const e of committedEntries) this.applyOrDefer(e, commit);
+          if (readStates.length === 0) this.completeReads();
         }
         if (readStates.length > 0) this.onReadStates(readStates);
       } catch (err) {
@@ -1065,6 +1096,7 @@ export class RaftDriver {
 
   private async handleReady(core: RaftCoreApi, rd: Ready): Promise<void> {
     this.rounds++;
+    this.roundApplied = false;
     latencyTrace?.('d.round', rd.entries.length);
     this.entriesPersisted += rd.entries.length;
     // 0. Check what the core asks us to persist against what we know is durable.
@@ -1087,9 +1119,9 @@ export class RaftDriver {
 
     // 1. Persist: one synced write; nothing else leaves before it is durable. The write
     // starts first (the disk is the slow part: a follower's answer waits for it), then
-    // what was durable before this round is applied while the disk works.
+    // the committed entries are applied while the disk works.
     const persisted = this.persistReady(rd);
-    const appliedEarly = this.applyDurableCommitted(rd);
+    const appliedEarly = this.applyCommittedEarly(rd);
     if (!(await persisted)) return;
 
     // 2. Send what depends on the write: vote grants, append responses, everything else.
@@ -1115,6 +1147,7 @@ export class RaftDriver {
     }
     for (let i = appliedEarly; i < rd.committedEntries.length; i++)
       this.applyOrDefer(rd.committedEntries[i]!, this.durable.commit);
+    this.roundApplied = true;
 
     // 4. Complete reads; advance.
     this.onReadStates(rd.readStates);
@@ -1187,29 +1220,24 @@ export class RaftDriver {
   }
 
   /**
-   * Step 1b. Committed entries that were already durable here before this round are
-   * applied while this round's write is under way (it was started just before): they
-   * are committed (a quorum holds them durably) and
-   * on this node's disk, so nothing in this round's write can change them. A proposer
-   * hears its answer one fsync sooner (etcd applies in parallel with its WAL write for
-   * the same reason). The commit index itself need not be durable first: a restarted
-   * node rebuilds its state machine from its snapshot and the log, and learns the commit
-   * index again from the leader. Entries this round writes, or that follow a received
-   * snapshot, wait until after the write (step 3). Returns how many it applied.
+   * Step 1b. The round's committed entries are applied while its write is under way (it
+   * was started just before): they are committed, so a quorum holds them durably (a
+   * leader counts itself only at its durable index), and nothing in this round's write
+   * can change them — even those this write holds, not yet on this node's disk (Raft
+   * thesis §10.2.1; etcd applies in parallel with its WAL write for the same reason). A
+   * proposer hears its answer one fsync sooner. The commit index itself need not be
+   * durable first: a restarted node rebuilds its state machine from its snapshot and the
+   * log, and learns the commit index again from the leader; a local snapshot is taken only
+   * between rounds, when everything applied is on this node's disk (startSnapshot). Entries
+   * that follow a received snapshot wait until it is durable and restored (step 3).
+   * Returns how many it applied.
    */
-  private applyDurableCommitted(rd: Ready): number {
+  private applyCommittedEarly(rd: Ready): number {
+    if (rd.snapshot !== null) return 0;
     const commitNow = rd.hardState?.commit ?? this.durable.commit;
-    let appliedEarly = 0;
-    if (rd.snapshot === null) {
-      while (
-        appliedEarly < rd.committedEntries.length &&
-        rd.committedEntries[appliedEarly]!.index <= this.durableLastIndex
-      ) {
-        this.applyOrDefer(rd.committedEntries[appliedEarly]!, commitNow);
-        appliedEarly++;
-      }
-    }
-    return appliedEarly;
+    for (const e of rd.committedEntries) this.applyOrDefer(e, commitNow);
+    this.roundApplied = true;
+    return rd.committedEntries.length;
   }
 
   /**
@@ -1389,11 +1417,10 @@ export class RaftDriver {
       e.index === this.applied + 1,
       () => `applying entry ${e.index} after applied ${this.applied}: applied must grow by one`,
     );
-    assert(
-      e.index <= this.durableLastIndex,
-      () => `applying entry ${e.index} beyond the durable last index ${this.durableLastIndex}`,
-    );
+    // An entry beyond this node's durable log may be applied: it is committed, so durable on
+    // a quorum (applyCommittedEarly). Only the commit index bounds what is applied.
     assert(e.index <= commit, () => `applying entry ${e.index} beyond the commit index ${commit}`);
+    if (e.index > this.durableLastIndex) this.appliedBeforeOwnWrite++;
     let result: unknown = undefined;
     latencyTrace?.('d.apply', e.index);
     if (e.type === 'normal') {

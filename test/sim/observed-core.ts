@@ -8,16 +8,18 @@ import type {
   ConfChange,
   Message,
   NodeId,
-  ReadState,
   Ready,
   SnapshotRef,
   SnapshotMeta,
   Status,
+  Unblocked,
 } from '../../src/raft/core/types.ts';
 
 export interface CoreObserver {
   onReady(rd: Ready): void;
   onReadIndex?(ctx: string): void;
+  /** What takeUnblocked handed out (also shown to onReady, as a Ready of just that). */
+  onUnblocked?(out: Unblocked): void;
 }
 
 export class ObservedCore implements RaftCoreApi {
@@ -48,9 +50,10 @@ export class ObservedCore implements RaftCoreApi {
   leaseReadIndex(): number | null {
     return this.inner.leaseReadIndex();
   }
-  takeUnblocked(): { messages: Message[]; readStates: ReadState[] } {
-    const out = this.inner.takeUnblocked();
-    if (out.messages.length > 0 || out.readStates.length > 0) {
+  takeUnblocked(committed?: boolean): Unblocked {
+    const out = this.inner.takeUnblocked(committed);
+    this.observer.onUnblocked?.(out);
+    if (out.messages.length > 0 || out.readStates.length > 0 || out.committedEntries.length > 0) {
       this.observer.onReady({
         softState: null,
         hardState: null,
@@ -59,7 +62,7 @@ export class ObservedCore implements RaftCoreApi {
         messages: out.messages,
         messagesAfterPersist: [],
         snapshotChunks: [],
-        committedEntries: [],
+        committedEntries: out.committedEntries,
         readStates: out.readStates,
       });
     }

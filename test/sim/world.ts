@@ -150,6 +150,12 @@ export interface WorldStats {
   leaderChanges: number;
   snapshotsSent: number;
   confChanges: number;
+  /** Appends with entries a leader sent while its round's write was under way (pipelined). */
+  appendsPipelined: number;
+  /** Entries applied while the node's round was under way (takeUnblocked). */
+  appliedUnblocked: number;
+  /** Entries applied before the node's own disk held them synced (a quorum of others did). */
+  appliedBeforeOwnSync: number;
 }
 
 /** A bounded ring of recent events, formatted for a failure report. */
@@ -190,6 +196,9 @@ export class World {
     leaderChanges: 0,
     snapshotsSent: 0,
     confChanges: 0,
+    appendsPipelined: 0,
+    appliedUnblocked: 0,
+    appliedBeforeOwnSync: 0,
   };
   step = 0;
   /** Global time in ms (clockRates mode only). */
@@ -236,6 +245,14 @@ export class World {
       voters,
       learners: [],
       context: Object.fromEntries(voters.map((v) => [v, `sim://${v}`])),
+    };
+    this.checker.quorumView = (id) => {
+      const driver = this.nodes.get(id)?.driver;
+      if (!driver) return null;
+      return {
+        voters: driver.status().conf.voters,
+        disk: (v) => this.nodes.get(v)?.disk.view,
+      };
     };
     for (const id of this.ids) {
       const node = new SimNode(id, s.diskBug, options.prng.fork());
@@ -285,6 +302,21 @@ export class World {
 
   // ---------------------------------------------------------------- lifecycle
 
+  /** A node's core (wrapped by a mutant, if any), shown to the checkers. */
+  private observedCore(id: NodeId, config: RaftConfig, durable: DurableState): RaftCoreApi {
+    let core: RaftCoreApi = this.coreFactory(config, durable);
+    if (this.wrapCore) core = this.wrapCore(core, id);
+    return new ObservedCore(core, {
+      onReady: (rd) => this.checker.onReady(id, rd),
+      onUnblocked: (out) => {
+        for (const m of out.messages)
+          if (m.type === 'app' && m.entries.length > 0) this.stats.appendsPipelined++;
+        this.stats.appliedUnblocked += out.committedEntries.length;
+      },
+      onReadIndex: (ctx) => this.checker.onReadIndexRequest(ctx),
+    });
+  }
+
   /** Starts (or restarts) a node from its durable disk. */
   async startNode(id: NodeId): Promise<void> {
     const node = this.node(id);
@@ -296,8 +328,10 @@ export class World {
     const transport = this.net.attach(id);
     const sm = this.makeStateMachine(id);
     sm.observer = {
-      onApply: (index, payload, hash) =>
-        this.checker.onApply(id, inc, index, payload, hash, node.disk.view),
+      onApply: (index, payload, hash) => {
+        if (index > node.disk.view.synced.lastIndex()) this.stats.appliedBeforeOwnSync++;
+        this.checker.onApply(id, inc, index, payload, hash, node.disk.view);
+      },
       onRestore: (index, stateIndex, hash) =>
         this.checker.onRestore(id, inc, index, stateIndex, hash),
     };
@@ -328,14 +362,7 @@ export class World {
       readTimeoutTicks: s.readTimeoutTicks,
       leaseReads: s.leaseReads,
       maxClockDrift: s.maxClockDrift,
-      createCore: (config, durable) => {
-        let core: RaftCoreApi = this.coreFactory(config, durable);
-        if (this.wrapCore) core = this.wrapCore(core, id);
-        return new ObservedCore(core, {
-          onReady: (rd) => this.checker.onReady(id, rd),
-          onReadIndex: (ctx) => this.checker.onReadIndexRequest(ctx),
-        });
-      },
+      createCore: (config, durable) => this.observedCore(id, config, durable),
     });
     driver.onFatal((err) => this.onFatal(node, inc, err));
     driver.onStateChange((st) => this.onStateChange(st));
