@@ -163,7 +163,7 @@ export interface RaftCoreApi {
    * heartbeats, their answers), read states, and (if `committed`) the entries committed
    * since, to apply at once after the Ready's own (see RaftCore.takeUnblocked).
    */
-  takeUnblocked(committed?: boolean): Unblocked;
+  takeUnblocked(opts?: { committed?: boolean; appends?: boolean }): Unblocked;
   campaign(): void;
   hasReady(): boolean;
   ready(): Ready;
@@ -284,6 +284,14 @@ export interface RaftDriverOptions {
    * seldom is: they start a little sooner, the leader's a little later. Default none.
    */
   yieldBeforePersist?: () => Promise<void>;
+  /**
+   * Pipelined appends: a leader's appends of entries proposed while its round's write is
+   * under way leave at once (the followers' fsyncs overlap the leader's; the next round
+   * writes the entries here), instead of with the next round. Off, they wait for the
+   * round's end, as one batch per follower; committed entries are applied during the
+   * write either way. Default true.
+   */
+  pipelineAppends?: boolean;
   /** Builds the core. Default `new RaftCore(config, durable)`; tests may wrap it. */
   createCore?: (config: RaftConfig, durable: DurableState) => RaftCoreApi;
 }
@@ -404,6 +412,7 @@ export class RaftDriver {
   private readonly random: () => number;
   private readonly createCore: (config: RaftConfig, durable: DurableState) => RaftCoreApi;
   private readonly yieldBeforePersist: (() => Promise<void>) | null;
+  private readonly pipelineAppends: boolean;
 
   readonly tickMs: number;
   readonly snapshotEveryEntries: number;
@@ -536,6 +545,7 @@ export class RaftDriver {
     this.random = options.random ?? Math.random;
     this.createCore = options.createCore ?? ((config, durable) => new RaftCore(config, durable));
     this.yieldBeforePersist = options.yieldBeforePersist ?? null;
+    this.pipelineAppends = options.pipelineAppends ?? true;
     this.tickMs = options.tickMs ?? DEFAULT_TICK_MS;
     this.snapshotEveryEntries = options.snapshotEveryEntries ?? DEFAULT_SNAPSHOT_EVERY_ENTRIES;
     this.snapshotEveryBytes = options.snapshotEveryBytes ?? DEFAULT_SNAPSHOT_EVERY_BYTES;
@@ -1048,9 +1058,10 @@ export class RaftDriver {
       // Between rounds the next Ready carries them.
       if (this.stopped || core === null || !this.looping) return;
       try {
-        const { messages, readStates, committedEntries, commit } = core.takeUnblocked(
-          this.roundApplied,
-        );
+        const { messages, readStates, committedEntries, commit } = core.takeUnblocked({
+          committed: this.roundApplied,
+          appends: this.pipelineAppends,
+        });
         if (messages.length > 0) {
           latencyTrace?.('d.send.unblocked', messages.length);
           // A member added by an entry this round has not handed out yet is a peer already.

@@ -102,8 +102,8 @@ export class OldTermCommitMutant implements RaftCoreApi {
   leaseReadIndex(): number | null {
     return this.inner.leaseReadIndex();
   }
-  takeUnblocked(committed?: boolean): Unblocked {
-    const out = this.inner.takeUnblocked(committed);
+  takeUnblocked(opts?: { committed?: boolean; appends?: boolean }): Unblocked {
+    const out = this.inner.takeUnblocked(opts);
     // What this mutant's Readies handed out already (its fake commits) is not handed again.
     const committedEntries = out.committedEntries.filter((e) => e.index > this.delivered);
     const last = committedEntries.at(-1);

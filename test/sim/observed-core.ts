@@ -50,8 +50,8 @@ export class ObservedCore implements RaftCoreApi {
   leaseReadIndex(): number | null {
     return this.inner.leaseReadIndex();
   }
-  takeUnblocked(committed?: boolean): Unblocked {
-    const out = this.inner.takeUnblocked(committed);
+  takeUnblocked(opts?: { committed?: boolean; appends?: boolean }): Unblocked {
+    const out = this.inner.takeUnblocked(opts);
     this.observer.onUnblocked?.(out);
     if (out.messages.length > 0 || out.readStates.length > 0 || out.committedEntries.length > 0) {
       this.observer.onReady({

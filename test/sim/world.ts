@@ -58,6 +58,8 @@ export interface SimSettings {
   diskBug: DiskBug;
   /** Lease reads on every node (the driver's leaseReads), with this clock drift bound. */
   leaseReads: boolean;
+  /** The driver's pipelineAppends (a leader's appends leave during its round's write). */
+  pipelineAppends: boolean;
   maxClockDrift: number;
   /**
    * Null: every node's clock is ticked on its own (arbitrary drift; the default). Else one
@@ -87,6 +89,7 @@ export const DEFAULT_SETTINGS: SimSettings = {
   maxQueueLength: 64,
   diskBug: 'none',
   leaseReads: false,
+  pipelineAppends: true,
   maxClockDrift: 0.05,
   clockRates: null,
 };
@@ -361,6 +364,7 @@ export class World {
       maxPendingReads: s.maxPendingReads,
       readTimeoutTicks: s.readTimeoutTicks,
       leaseReads: s.leaseReads,
+      pipelineAppends: s.pipelineAppends,
       maxClockDrift: s.maxClockDrift,
       createCore: (config, durable) => this.observedCore(id, config, durable),
     });

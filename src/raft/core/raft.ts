@@ -327,6 +327,7 @@ export class RaftCore {
    *    heartbeat answers — of a term already durable. ReadIndex rounds never wait behind a
    *    disk write, and the followers' fsyncs of new entries overlap the leader's.
    *  - `readStates`.
+   *    (`appends: false`: a leader's appends wait for the next Ready, as before pipelining.)
    *  - `committedEntries` (if `committed`, and no received snapshot waits to be restored):
    *    entries committed since the last hand-out. The caller applies them at once, in
    *    order, after the Ready's own committed entries. They may lie beyond this node's
@@ -335,14 +336,16 @@ export class RaftCore {
    *    `commit` is the commit index they stand on.
    * What is taken here is not in the next Ready.
    */
-  takeUnblocked(committed = true): Unblocked {
+  takeUnblocked(opts: { committed?: boolean; appends?: boolean } = {}): Unblocked {
+    const { committed = true, appends = true } = opts;
     const messages: Message[] = [];
     // Skip the scan of a busy outbox without any message that may leave early.
     if (this.earlyInOutbox > 0) {
       this.earlyInOutbox = 0;
       const keep: Message[] = [];
       for (const m of this.msgs) {
-        const unblocked = m.term >= this.term && this.mayLeaveBeforePersist(m);
+        const unblocked =
+          m.term >= this.term && this.mayLeaveBeforePersist(m) && (appends || m.type !== 'app');
         (unblocked ? messages : keep).push(m);
       }
       this.msgs = keep;
