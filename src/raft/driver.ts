@@ -292,6 +292,14 @@ export interface RaftDriverOptions {
    * write either way. Default true.
    */
   pipelineAppends?: boolean;
+  /**
+   * Apply at quorum before this node's own write (Raft thesis §10.2.1): a round applies
+   * its committed entries as soon as its write has started, also those the write holds, and
+   * entries committed during the write (a quorum of the others answered first) are applied
+   * at once. Off, a round applies before its write only what was on this node's disk
+   * before it, the rest after, and nothing is applied during a write. Default true.
+   */
+  applyBeforeOwnWrite?: boolean;
   /** Builds the core. Default `new RaftCore(config, durable)`; tests may wrap it. */
   createCore?: (config: RaftConfig, durable: DurableState) => RaftCoreApi;
 }
@@ -413,6 +421,7 @@ export class RaftDriver {
   private readonly createCore: (config: RaftConfig, durable: DurableState) => RaftCoreApi;
   private readonly yieldBeforePersist: (() => Promise<void>) | null;
   private readonly pipelineAppends: boolean;
+  private readonly applyBeforeOwnWrite: boolean;
 
   readonly tickMs: number;
   readonly snapshotEveryEntries: number;
@@ -546,6 +555,7 @@ export class RaftDriver {
     this.createCore = options.createCore ?? ((config, durable) => new RaftCore(config, durable));
     this.yieldBeforePersist = options.yieldBeforePersist ?? null;
     this.pipelineAppends = options.pipelineAppends ?? true;
+    this.applyBeforeOwnWrite = options.applyBeforeOwnWrite ?? true;
     this.tickMs = options.tickMs ?? DEFAULT_TICK_MS;
     this.snapshotEveryEntries = options.snapshotEveryEntries ?? DEFAULT_SNAPSHOT_EVERY_ENTRIES;
     this.snapshotEveryBytes = options.snapshotEveryBytes ?? DEFAULT_SNAPSHOT_EVERY_BYTES;
@@ -1059,7 +1069,7 @@ export class RaftDriver {
       if (this.stopped || core === null || !this.looping) return;
       try {
         const { messages, readStates, committedEntries, commit } = core.takeUnblocked({
-          committed: this.roundApplied,
+          committed: this.applyBeforeOwnWrite && this.roundApplied,
           appends: this.pipelineAppends,
         });
         if (messages.length > 0) {
@@ -1246,9 +1256,15 @@ export class RaftDriver {
   private applyCommittedEarly(rd: Ready): number {
     if (rd.snapshot !== null) return 0;
     const commitNow = rd.hardState?.commit ?? this.durable.commit;
-    for (const e of rd.committedEntries) this.applyOrDefer(e, commitNow);
-    this.roundApplied = true;
-    return rd.committedEntries.length;
+    let n = 0;
+    // Off (applyBeforeOwnWrite false): only what was on this node's disk before the round.
+    while (
+      n < rd.committedEntries.length &&
+      (this.applyBeforeOwnWrite || rd.committedEntries[n]!.index <= this.durableLastIndex)
+    )
+      this.applyOrDefer(rd.committedEntries[n++]!, commitNow);
+    if (n === rd.committedEntries.length) this.roundApplied = true;
+    return n;
   }
 
   /**

@@ -152,6 +152,13 @@ interface LeaderRecord {
   terms: Int32Array;
 }
 
+/** What commit-durable reads (InvariantChecker.quorumView). */
+export interface QuorumView {
+  voters: readonly NodeId[];
+  leaderVoters?: readonly NodeId[];
+  disk: (v: NodeId) => DiskView | undefined;
+}
+
 export class InvariantChecker {
   private first: Violation | null = null;
   readonly limits: Limits;
@@ -172,6 +179,8 @@ export class InvariantChecker {
   private readonly hashAt = new Map<number, number>();
   private readonly indexOfPayload = new Map<string, number>();
   private readonly lastApplied = new Map<string, number>(); // per incarnation "id#inc"
+  // for commit-durable: index → the voters of the leader whose commit index first covered it
+  private readonly commitVoters = new Map<number, readonly NodeId[]>();
   // the highest index each node's core handed out as committed (since its last start)
   private readonly handedCommitted = new Map<NodeId, number>();
   // commits
@@ -194,14 +203,12 @@ export class InvariantChecker {
   repeatedPayloadsAllowed = false;
 
   /**
-   * For commit-durable: the voters of `id`'s configuration and every node's disk. Unset (the
-   * scenario harness), the check is off.
+   * For commit-durable: the voters of `id`'s configuration, and of its leader's (the one
+   * that decided the commit: a follower may learn a commit index before the conf entry the
+   * leader counted it under, effective on append), and every node's disk. The entry must
+   * be durable on a majority of one of them. Unset (the scenario harness), the check is off.
    */
-  quorumView:
-    | ((
-        id: NodeId,
-      ) => { voters: readonly NodeId[]; disk: (v: NodeId) => DiskView | undefined } | null)
-    | null = null;
+  quorumView: ((id: NodeId) => QuorumView | null) | null = null;
 
   constructor(limits: Limits, ignore: readonly InvariantName[] = []) {
     this.limits = limits;
@@ -304,22 +311,38 @@ export class InvariantChecker {
     }
   }
 
+  /**
+   * A leader's commit index moved over (from, to], counted over `voters`: the configuration
+   * commit-durable checks those entries against (the first leader to cover an index wins).
+   */
+  onLeaderCommit(from: number, to: number, voters: readonly NodeId[]): void {
+    for (let i = from + 1; i <= to; i++)
+      if (!this.commitVoters.has(i)) this.commitVoters.set(i, voters);
+  }
+
   /** commit-durable: `id` reports `e` committed for the first time. */
   private checkDurableOnQuorum(id: NodeId, e: Entry): void {
     const view = this.quorumView?.(id);
     if (!view || view.voters.length === 0) return;
-    const holders: NodeId[] = [];
-    for (const v of view.voters) {
+    const holds = (v: NodeId): boolean => {
       const synced = view.disk(v)?.synced;
-      if (synced && (synced.snapshotIndex() >= e.index || synced.termAt(e.index) === e.term))
-        holders.push(v);
-    }
-    const quorum = Math.floor(view.voters.length / 2) + 1;
-    if (holders.length < quorum)
-      this.report(
-        'commit-durable',
-        `${id} reported ${describe(e)} at ${e.index}@t${e.term} committed, but only [${holders.join(', ')}] of voters [${view.voters.join(', ')}] hold it on a synced disk (quorum ${quorum})`,
-      );
+      return !!synced && (synced.snapshotIndex() >= e.index || synced.termAt(e.index) === e.term);
+    };
+    const durableOn = (voters: readonly NodeId[]): boolean =>
+      voters.filter(holds).length >= Math.floor(voters.length / 2) + 1;
+    // The configuration the leader counted it under, when known; else the reporter's or its
+    // leader's now.
+    const decided = this.commitVoters.get(e.index);
+    if (
+      decided
+        ? durableOn(decided)
+        : durableOn(view.voters) || (view.leaderVoters && durableOn(view.leaderVoters))
+    )
+      return;
+    this.report(
+      'commit-durable',
+      `${id} reported ${describe(e)} at ${e.index}@t${e.term} committed, but only [${(decided ?? view.voters).filter(holds).join(', ')}] of voters [${(decided ?? view.voters).join(', ')}] hold it on a synced disk`,
+    );
   }
 
   private checkLeaderHas(rec: LeaderRecord, index: number, term: number, commitTerm: number): void {

@@ -18,6 +18,11 @@ import type {
 export interface CoreObserver {
   onReady(rd: Ready): void;
   onReadIndex?(ctx: string): void;
+  /**
+   * A leader's commit index moved from `from` to `to` (exclusive, inclusive), counted over
+   * `voters` (its configuration at that moment).
+   */
+  onLeaderCommit?(from: number, to: number, voters: readonly NodeId[]): void;
   /** What takeUnblocked handed out (also shown to onReady, as a Ready of just that). */
   onUnblocked?(out: Unblocked): void;
 }
@@ -28,17 +33,34 @@ export class ObservedCore implements RaftCoreApi {
     private readonly observer: CoreObserver,
   ) {}
 
+  /** The commit index last seen, to report a leader's advances (onLeaderCommit). */
+  private commitSeen = 0;
+
+  private watchCommit(): void {
+    if (!this.observer.onLeaderCommit) return;
+    const st = this.inner.status();
+    if (st.commit > this.commitSeen && st.role === 'leader')
+      this.observer.onLeaderCommit(this.commitSeen, st.commit, st.conf.voters);
+    this.commitSeen = Math.max(this.commitSeen, st.commit);
+  }
+
   tick(): void {
     this.inner.tick();
+    this.watchCommit();
   }
   step(m: Message): void {
     this.inner.step(m);
+    this.watchCommit();
   }
   propose(data: Uint8Array): { index: number; term: number } {
-    return this.inner.propose(data);
+    const at = this.inner.propose(data);
+    this.watchCommit();
+    return at;
   }
   proposeConfChange(cc: ConfChange): { index: number; term: number } {
-    return this.inner.proposeConfChange(cc);
+    const at = this.inner.proposeConfChange(cc);
+    this.watchCommit();
+    return at;
   }
   transferLeadership(to: NodeId): void {
     this.inner.transferLeadership(to);
@@ -76,11 +98,13 @@ export class ObservedCore implements RaftCoreApi {
   }
   ready(): Ready {
     const rd = this.inner.ready();
+    this.watchCommit();
     this.observer.onReady(rd);
     return rd;
   }
   advance(rd: Ready): void {
     this.inner.advance(rd);
+    this.watchCommit();
   }
   compact(snapshot: SnapshotRef): void {
     this.inner.compact(snapshot);

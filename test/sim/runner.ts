@@ -104,8 +104,17 @@ function leaseSettings(
  */
 export const PIPELINE_SHARE = 0.5;
 
-function pipelineSetting(seed: number): boolean {
-  return new Prng((seed ^ 0x719e11e5) >>> 0).chance(PIPELINE_SHARE);
+/** Share of seeds that apply at quorum before a node's own write (the driver's default). */
+export const APPLY_EARLY_SHARE = 0.8;
+
+function overlapSettings(
+  seed: number,
+): Pick<SimSettings, 'pipelineAppends' | 'applyBeforeOwnWrite'> {
+  const rng = new Prng((seed ^ 0x719e11e5) >>> 0);
+  return {
+    pipelineAppends: rng.chance(PIPELINE_SHARE),
+    applyBeforeOwnWrite: rng.chance(APPLY_EARLY_SHARE),
+  };
 }
 
 /** Share of seeds that bootstrap one voter (the spares may join as learners, then voters). */
@@ -148,7 +157,7 @@ export function chooseSettings(
     readTimeoutTicks: 4 * electionTicks,
     diskBug: opts.diskBug ?? 'none',
     ...leaseSettings(opts.seed, nodes + 2),
-    pipelineAppends: pipelineSetting(opts.seed),
+    ...overlapSettings(opts.seed),
     ...opts.settings,
   };
   const profile: FaultProfile = {
@@ -183,7 +192,7 @@ export function describeSettings(
   const lease = s.leaseReads
     ? ` leaseReads maxClockDrift=${s.maxClockDrift} clockRates=[${(s.clockRates ?? []).map((r) => r.toFixed(4)).join(',')}]`
     : '';
-  const set = `nodes=${s.nodes} spares=${s.spares} electionTicks=${s.electionTicks} heartbeatTicks=${s.heartbeatTicks} maxMsgBytes=${s.maxMsgBytes} maxInflightMsgs=${s.maxInflightMsgs} snapshotChunkBytes=${s.snapshotChunkBytes} snapshotEveryEntries=${s.snapshotEveryEntries} snapshotSliceMs=${s.snapshotSliceMs} snapshotStagger=${s.snapshotStagger} maxPendingProposals=${s.maxPendingProposals} maxUncommittedBytes=${s.maxUncommittedBytes} maxQueueLength=${s.maxQueueLength} readTimeoutTicks=${s.readTimeoutTicks} diskBug=${s.diskBug} pipelineAppends=${s.pipelineAppends}${lease}`;
+  const set = `nodes=${s.nodes} spares=${s.spares} electionTicks=${s.electionTicks} heartbeatTicks=${s.heartbeatTicks} maxMsgBytes=${s.maxMsgBytes} maxInflightMsgs=${s.maxInflightMsgs} snapshotChunkBytes=${s.snapshotChunkBytes} snapshotEveryEntries=${s.snapshotEveryEntries} snapshotSliceMs=${s.snapshotSliceMs} snapshotStagger=${s.snapshotStagger} maxPendingProposals=${s.maxPendingProposals} maxUncommittedBytes=${s.maxUncommittedBytes} maxQueueLength=${s.maxQueueLength} readTimeoutTicks=${s.readTimeoutTicks} diskBug=${s.diskBug} pipelineAppends=${s.pipelineAppends} applyBeforeOwnWrite=${s.applyBeforeOwnWrite}${lease}`;
   const prof = Object.entries(p)
     .map(([k, v]) => `${k}=${v}`)
     .join(' ');

@@ -60,6 +60,8 @@ export interface SimSettings {
   leaseReads: boolean;
   /** The driver's pipelineAppends (a leader's appends leave during its round's write). */
   pipelineAppends: boolean;
+  /** The driver's applyBeforeOwnWrite (committed entries applied during a node's own write). */
+  applyBeforeOwnWrite: boolean;
   maxClockDrift: number;
   /**
    * Null: every node's clock is ticked on its own (arbitrary drift; the default). Else one
@@ -90,6 +92,7 @@ export const DEFAULT_SETTINGS: SimSettings = {
   diskBug: 'none',
   leaseReads: false,
   pipelineAppends: true,
+  applyBeforeOwnWrite: true,
   maxClockDrift: 0.05,
   clockRates: null,
 };
@@ -252,8 +255,11 @@ export class World {
     this.checker.quorumView = (id) => {
       const driver = this.nodes.get(id)?.driver;
       if (!driver) return null;
+      const st = driver.status();
+      const leader = st.leader !== null ? this.nodes.get(st.leader)?.driver : undefined;
       return {
-        voters: driver.status().conf.voters,
+        voters: st.conf.voters,
+        ...(leader ? { leaderVoters: leader.status().conf.voters } : {}),
         disk: (v) => this.nodes.get(v)?.disk.view,
       };
     };
@@ -311,6 +317,7 @@ export class World {
     if (this.wrapCore) core = this.wrapCore(core, id);
     return new ObservedCore(core, {
       onReady: (rd) => this.checker.onReady(id, rd),
+      onLeaderCommit: (from, to, voters) => this.checker.onLeaderCommit(from, to, voters),
       onUnblocked: (out) => {
         for (const m of out.messages)
           if (m.type === 'app' && m.entries.length > 0) this.stats.appendsPipelined++;
@@ -365,6 +372,7 @@ export class World {
       readTimeoutTicks: s.readTimeoutTicks,
       leaseReads: s.leaseReads,
       pipelineAppends: s.pipelineAppends,
+      applyBeforeOwnWrite: s.applyBeforeOwnWrite,
       maxClockDrift: s.maxClockDrift,
       createCore: (config, durable) => this.observedCore(id, config, durable),
     });

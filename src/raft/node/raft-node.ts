@@ -68,6 +68,19 @@ export interface RaftNodeOptions {
    * are applied during the write either way.
    */
   pipelineAppends?: boolean;
+  /** The driver's applyBeforeOwnWrite (Raft thesis §10.2.1). Default true. */
+  applyBeforeOwnWrite?: boolean;
+}
+
+/** How a round's write overlaps the rest: pipelining off unless asked for, apply at quorum on. */
+function roundOverlap(o: RaftNodeOptions): {
+  pipelineAppends: boolean;
+  applyBeforeOwnWrite: boolean;
+} {
+  return {
+    pipelineAppends: o.pipelineAppends ?? false,
+    applyBeforeOwnWrite: o.applyBeforeOwnWrite ?? true,
+  };
 }
 
 export interface RaftNodeStatus extends DriverStatus {
@@ -244,7 +257,7 @@ export class RaftNode {
       ...(options.observer ? { observer: options.observer } : {}),
       // The appends of a round leave before its write starts (RaftDriverOptions).
       yieldBeforePersist: () => new Promise<void>((resolve) => setImmediate(resolve)),
-      pipelineAppends: options.pipelineAppends ?? false,
+      ...roundOverlap(options),
     });
   }
 
