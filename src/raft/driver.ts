@@ -9,13 +9,16 @@
  *   1. send the Ready's `messages`, which the core says may leave before the write (a
  *      leader's appends and heartbeats of its durable term);
  *   2. persist hardState + entries + received snapshot in ONE synced write — started
- *      here, and while it is under way, apply the committed entries that were already
- *      durable here before this round;
+ *      here, and while it is under way, apply the round's committed entries (they are
+ *      durable on a quorum; with applyBeforeOwnWrite off, only those already durable here);
  *   3. only then send `messagesAfterPersist` (vote grants and append responses depend on 2);
  *   4. restore the received snapshot into the state machine, apply the other committed
  *      entries; resolve the proposals and reads they complete; core.advance(ready).
  * Only one round runs at a time. Messages, ticks and proposals that arrive while a round
- * awaits the disk step the core at once and make the loop run again.
+ * awaits the disk step the core at once and make the loop run again; meanwhile what needs
+ * no write of this node leaves at once (scheduleUnblocked: heartbeats, read states, with
+ * pipelineAppends a leader's appends of the entries proposed meanwhile) and the entries
+ * committed meanwhile are applied (applyBeforeOwnWrite).
  *
  * A failed disk write is fatal: the driver sends nothing from that round, rejects every
  * pending request, stops, and reports through `onFatal`. It never carries on.

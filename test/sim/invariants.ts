@@ -18,9 +18,10 @@
  *                            entry may be applied before it is on the node's own disk: it is
  *                            durable on a quorum, which commit-durable checks)
  *  - commit-durable          an entry is first reported committed only once a majority of the
- *                            reporter's voters hold it on their SYNCED disks (its index and
- *                            term, or a snapshot covering it): a leader counts only its durable
- *                            log (Raft thesis §10.2.1)
+ *                            voters the leader counted it over (its configuration when its
+ *                            commit index moved over the entry) hold it on their SYNCED disks
+ *                            (its index and term, or a snapshot covering it): a leader counts
+ *                            only its durable log (Raft thesis §10.2.1)
  *  - commit-monotonic        commit index never decreases (per incarnation, and on disk), is never
  *                            below the durable one
  *  - acked-not-lost          an acknowledged proposal is committed at its index, and every later
