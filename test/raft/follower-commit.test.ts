@@ -9,7 +9,7 @@
 import { describe, expect, it } from 'vitest';
 import { RaftCore } from '../../src/raft/core/raft.ts';
 import { defaultRaftConfig } from '../../src/raft/core/config.ts';
-import type { Entry, Message, NodeId } from '../../src/raft/core/types.ts';
+import type { Entry, Message } from '../../src/raft/core/types.ts';
 import { Cluster, logOfTerms } from './harness.ts';
 import { nid } from '../support/node-id.ts';
 

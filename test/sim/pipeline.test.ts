@@ -11,9 +11,16 @@ import { DEFAULT_SETTINGS, World, type SimNode } from './world.ts';
 import { Prng } from '../support/prng.ts';
 import type { Message, NodeId } from '../../src/raft/core/types.ts';
 
-async function electedWorld(opts: { mutant?: boolean; ignore?: InvariantName[] } = {}) {
+async function electedWorld(
+  opts: { mutant?: boolean; ignore?: InvariantName[]; yieldBeforePersist?: boolean } = {},
+) {
   const w = new World({
-    settings: { ...DEFAULT_SETTINGS, nodes: 3, snapshotEveryEntries: 0 },
+    settings: {
+      ...DEFAULT_SETTINGS,
+      nodes: 3,
+      snapshotEveryEntries: 0,
+      yieldBeforePersist: opts.yieldBeforePersist ?? false,
+    },
     prng: new Prng(7),
     traceSize: 80,
     ...(opts.mutant ? { wrapCore: countUnsyncedSelf } : {}),
@@ -236,6 +243,25 @@ describe('apply before a follower’s own write (review of issue 12)', () => {
     const disk = w.node(f1).disk.view.synced;
     expect(disk.snapshotIndex()).toBeGreaterThanOrEqual(ia);
     expect(disk.snapshotIndex()).toBeLessThanOrEqual(disk.hardState().commit);
+    expect(w.checker.violation).toBeNull();
+  });
+});
+
+describe('yieldBeforePersist in the simulator (as the server sets it)', () => {
+  it('a leader’s round sends its appends, then yields: a delivery comes before its write starts', async () => {
+    const { w, leader } = await electedWorld({ yieldBeforePersist: true });
+    const [f1] = w.ids.slice(0, 3).filter((id) => id !== leader.id) as [NodeId, NodeId];
+    w.recorded = [];
+    await w.act(() => void w.propose(leader.id, 'a'));
+    // The appends left; the write waits for the next action.
+    expect(w.recorded.some((m) => m.type === 'app' && m.entries.length > 0)).toBe(true);
+    expect(leader.disk.pendingWrites).toBe(0);
+    // Any action resumes it: here, the append reaches f1 first.
+    await w.act(() => w.deliver(`${leader.id}>${f1}`, 0));
+    expect(leader.disk.pendingWrites).toBe(1);
+    await w.flush();
+    for (let r = 0; r < 3; r++) await w.round();
+    expect([...w.outcomes.values()].every((o) => o.ok)).toBe(true);
     expect(w.checker.violation).toBeNull();
   });
 });
