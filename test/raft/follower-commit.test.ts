@@ -80,4 +80,39 @@ describe('a follower’s commit index', () => {
     for (const m of beats) if (m.type === 'heartbeat') expect(m.commit).toBeLessThanOrEqual(matchC);
     cl.assertSafe();
   });
+
+  it('a snapshot received while committed entries were handed out during a write: none is handed out twice or before it, the next are applied after it', () => {
+    const core = staleFollower();
+    // A round is under way: its Ready is taken, not advanced.
+    const rd1 = core.ready();
+    const e3 = logOfTerms([1, 1, 2])[2]!;
+    core.step(append(2, 1, [e3], 5));
+    // Handed out after the round's own (1, 2: its disk's commit), never those again.
+    expect(rd1.committedEntries.map((e) => e.index)).toEqual([1, 2]);
+    expect(core.takeUnblocked().committedEntries.map((e) => e.index)).toEqual([3]);
+    // The leader compacted past b's log: its snapshot at 8@3 arrives, then the entry after it.
+    const conf = { voters: [a, b, c], learners: [], context: {} };
+    core.step({
+      type: 'snap',
+      from: c,
+      to: b,
+      term: 3,
+      meta: { index: 8, term: 3, conf },
+      offset: 0,
+      chunk: new Uint8Array([1, 2, 3]),
+      done: true,
+    });
+    core.step(append(8, 3, [{ index: 9, term: 3, type: 'normal', data: new Uint8Array(0) }], 9));
+    expect(core.status().commit).toBe(9);
+    // Nothing more is handed out while the snapshot waits to be written and restored.
+    expect(core.takeUnblocked().committedEntries).toEqual([]);
+    core.advance(rd1);
+    const rd2 = core.ready();
+    expect(rd2.snapshot?.meta.index).toBe(8);
+    // Applied after the snapshot is restored: only what follows it, never 1..3 again.
+    expect(rd2.committedEntries.map((e) => e.index)).toEqual([9]);
+    core.advance(rd2);
+    expect(core.status().applied).toBe(9);
+    expect(core.hasReady()).toBe(false);
+  });
 });
