@@ -5,6 +5,9 @@
  */
 import { afterEach, describe, expect, it } from 'vitest';
 import { eventually, KvCluster, Load, sleep } from './kv-cluster.ts';
+import { identifyPeer } from '../../src/raft/transport/grpc-transport.ts';
+import { readFileSync } from 'node:fs';
+import { requireNodeId } from '../../src/shared/ids.ts';
 
 const clusters: KvCluster[] = [];
 
@@ -152,6 +155,26 @@ describe('raft node processes', () => {
     const clusterId = (await c.status(victim)).clusterId;
     expect(clusterId).toMatch(/^[0-9a-f]{16}$/);
     for (const id of c.ids) expect((await c.status(id)).clusterId).toBe(clusterId);
+    // The leader has heard the victim (it records a member's identity from its frames). A
+    // node killed before any peer heard it never voted nor acknowledged an entry, so it
+    // may found again like a member that starts late: the test would race its start.
+    const knower = await c.waitForLeader();
+    const f = c.pki!.node(victim);
+    const victimTls = {
+      ca: readFileSync(f.ca),
+      cert: readFileSync(f.cert),
+      key: readFileSync(f.key),
+    };
+    await eventually(`${knower} to know ${victim}'s identity`, async () => {
+      const a = await identifyPeer(
+        `127.0.0.1:${c.raftPort(knower)}`,
+        requireNodeId(victim),
+        2_000,
+        {},
+        victimTls,
+      );
+      if (a === null || a.knownUid === '') throw new Error(`${knower} does not know ${victim} yet`);
+    });
     await c.kill(victim);
     await c.wipe(victim);
 
