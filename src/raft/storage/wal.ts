@@ -1,0 +1,345 @@
+/**
+ * A write-ahead log of our own, as etcd keeps one: segment files `<seq>.wal` in one
+ * directory, each preallocated (zero-filled and fsynced before use), written by overwrites
+ * through a descriptor opened O_DSYNC. One round is ONE `pwrite` that returns durable: no
+ * separate fdatasync (a second thread-pool hop), and no file-size change to flush, since the
+ * blocks already exist (bench/fsync.ts: 0.14–0.23 ms a write here, LevelDB's synced batch
+ * 0.34–0.66 ms, with a fifth of its CPU).
+ *
+ * Record (8-byte aligned):  u32le payloadBytes ‖ u32le crc32(payload) ‖ payload ‖ zero pad,
+ * payload = u8 type ‖ msgpackr(body). A zero length is the end of the written part of a segment.
+ *
+ * Every segment begins with a HEADER record (written before the file gets its name, so a
+ * named segment always has one) holding the state the records before it left: the hard
+ * state, the snapshot meta, the last index and its term. Segments before one whose header's
+ * last index is at or below the durable snapshot hold nothing live and are deleted; the
+ * first remaining segment's header stands in for them on load.
+ *
+ * Reading back (`readWal`): the records of every segment in order. In the LAST segment, a
+ * record that is cut off, zeroed or fails its checksum, with no valid record after it, is a
+ * torn tail (a write in flight at a crash): it is cut off and the rest of the file zeroed.
+ * A bad record followed by a valid one, or a bad record in an earlier segment, is
+ * StorageCorruptError.
+ */
+import { closeSync, constants, openSync, writeSync, fsyncSync } from 'node:fs';
+import { mkdir, open, readdir, readFile, rename, unlink, type FileHandle } from 'node:fs/promises';
+import { join } from 'node:path';
+import { Packr } from 'msgpackr';
+import { assert, StorageCorruptError } from '../../shared/errors.ts';
+import { crc32 } from './crc32.ts';
+
+/** Bytes of a record's header: payload length and CRC. */
+export const RECORD_HEADER_BYTES = 8;
+/** Largest payload one record may hold; a larger round is split over several records. */
+export const MAX_RECORD_BYTES = 16 * 1024 * 1024;
+/** Default preallocated size of one segment. */
+export const DEFAULT_SEGMENT_BYTES = 16 * 1024 * 1024;
+/** Most segment files a WAL directory may hold before load refuses it. */
+export const MAX_SEGMENTS = 100_000;
+
+export const RECORD_HEADER = 1;
+export const RECORD_ROUND = 2;
+
+const SEGMENT_PATTERN = /^(\d{16})\.wal$/;
+const ZERO_CHUNK = Buffer.alloc(1024 * 1024);
+
+export const walPackr = new Packr({ useRecords: false, copyBuffers: true });
+
+export function segmentName(seq: number): string {
+  return `${String(seq).padStart(16, '0')}.wal`;
+}
+
+function align8(n: number): number {
+  return (n + 7) & ~7;
+}
+
+/** Frames one record: header, payload (type byte then the packed body), zero pad. */
+export function encodeRecord(type: number, body: unknown): Buffer {
+  const packed = walPackr.pack(body);
+  const payloadBytes = 1 + packed.length;
+  assert(
+    payloadBytes <= MAX_RECORD_BYTES,
+    () => `WAL record of ${payloadBytes} bytes over the bound ${MAX_RECORD_BYTES}`,
+  );
+  const out = Buffer.alloc(align8(RECORD_HEADER_BYTES + payloadBytes));
+  out[RECORD_HEADER_BYTES] = type;
+  out.set(packed, RECORD_HEADER_BYTES + 1);
+  const payload = out.subarray(RECORD_HEADER_BYTES, RECORD_HEADER_BYTES + payloadBytes);
+  out.writeUInt32LE(payloadBytes, 0);
+  out.writeUInt32LE(crc32(payload), 4);
+  return out;
+}
+
+/** A record read back: its type, its decoded body, where it starts and where the next begins. */
+export interface WalRecord {
+  type: number;
+  body: unknown;
+  offset: number;
+  end: number;
+}
+
+/** The valid record at `offset`, or null (none, cut off, zeroed, bad checksum). */
+function recordAt(buf: Buffer, offset: number): { payload: Buffer; end: number } | null {
+  if (offset + RECORD_HEADER_BYTES > buf.length) return null;
+  const len = buf.readUInt32LE(offset);
+  if (len === 0 || len > MAX_RECORD_BYTES) return null;
+  const start = offset + RECORD_HEADER_BYTES;
+  if (start + len > buf.length) return null;
+  const payload = buf.subarray(start, start + len);
+  if (crc32(payload) !== buf.readUInt32LE(offset + 4)) return null;
+  return { payload, end: align8(start + len) };
+}
+
+/** Whether any valid record starts at an aligned offset at or after `from`. */
+function validRecordAfter(buf: Buffer, from: number): number | null {
+  for (let o = align8(from); o + RECORD_HEADER_BYTES <= buf.length; o += 8) {
+    if (buf.readUInt32LE(o) === 0) continue;
+    if (recordAt(buf, o) !== null) return o;
+  }
+  return null;
+}
+
+/** One segment's records; `tornAt` is where a torn tail begins (last segment only), else null. */
+export interface ParsedSegment {
+  records: WalRecord[];
+  /** Where the written part ends (the next record goes here). */
+  end: number;
+  /** Set when a torn tail was found at `end` (bytes after it are not zero). */
+  torn: boolean;
+}
+
+/**
+ * Parses a segment's bytes. `last`: the segment being written at the crash, where a bad
+ * record with nothing valid after it is a torn tail; elsewhere any bad record is corruption.
+ */
+export function parseSegment(buf: Buffer, name: string, last: boolean): ParsedSegment {
+  const records: WalRecord[] = [];
+  let offset = 0;
+  for (;;) {
+    const at = recordAt(buf, offset);
+    if (at === null) break;
+    const type = at.payload[0]!;
+    let body: unknown;
+    try {
+      body = walPackr.unpack(at.payload.subarray(1));
+    } catch (cause) {
+      throw new StorageCorruptError(`WAL ${name} @${offset}: undecodable record`, { cause });
+    }
+    records.push({ type, body, offset, end: at.end });
+    offset = at.end;
+  }
+  // After the valid records: zeros to the end of the file (never written), or a torn tail
+  // (bytes of a write cut short) — unless a valid record lies beyond, which no crash makes.
+  const torn = !isZero(buf, offset, buf.length);
+  if (torn) {
+    const after = validRecordAfter(buf, offset + 8);
+    if (after !== null) {
+      throw new StorageCorruptError(
+        `WAL ${name} @${offset}: a bad record followed by a valid one @${after}`,
+      );
+    }
+    if (!last) {
+      throw new StorageCorruptError(
+        `WAL ${name} @${offset}: a bad record in a segment before the last`,
+      );
+    }
+  }
+  if (records.length === 0 || records[0]!.type !== RECORD_HEADER) {
+    throw new StorageCorruptError(`WAL ${name}: does not begin with its header record`);
+  }
+  return { records, end: offset, torn };
+}
+
+function isZero(buf: Buffer, from: number, to: number): boolean {
+  for (let i = from; i < to; i++) if (buf[i] !== 0) return false;
+  return true;
+}
+
+/** The segment files of a WAL directory, by sequence; leftovers (`.tmp`) are removed. */
+export async function listSegments(dir: string): Promise<number[]> {
+  await mkdir(dir, { recursive: true });
+  const seqs: number[] = [];
+  for (const name of await readdir(dir)) {
+    const m = SEGMENT_PATTERN.exec(name);
+    if (m) seqs.push(Number(m[1]));
+    else if (name.endsWith('.tmp')) await unlink(join(dir, name));
+    else throw new StorageCorruptError(`WAL directory ${dir} holds a foreign file ${name}`);
+  }
+  if (seqs.length > MAX_SEGMENTS)
+    throw new StorageCorruptError(`WAL directory ${dir} holds ${seqs.length} segments`);
+  seqs.sort((a, b) => a - b);
+  for (let i = 1; i < seqs.length; i++) {
+    if (seqs[i] !== seqs[i - 1]! + 1)
+      throw new StorageCorruptError(`WAL segment ${seqs[i - 1]! + 1} is missing`);
+  }
+  return seqs;
+}
+
+export async function readSegment(dir: string, seq: number): Promise<Buffer> {
+  return readFile(join(dir, segmentName(seq)));
+}
+
+async function syncDir(dir: string): Promise<void> {
+  const fh = await open(dir, 'r');
+  try {
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+}
+
+/** Writes zeros over [from, to) of a file and fsyncs it (preallocation, and a cut torn tail). */
+async function zeroFill(fh: FileHandle, from: number, to: number): Promise<void> {
+  for (let o = from; o < to; o += ZERO_CHUNK.length) {
+    await fh.write(ZERO_CHUNK, 0, Math.min(ZERO_CHUNK.length, to - o), o);
+  }
+  await fh.sync();
+}
+
+/**
+ * The segment being written: an O_DSYNC descriptor and the offset of the next record. The
+ * next segment is preallocated in the background once this one is half full.
+ */
+export class WalWriter {
+  private fh: FileHandle;
+  private seq: number;
+  private offset: number;
+  private next: Promise<string> | null = null;
+
+  private constructor(
+    private readonly dir: string,
+    private readonly segmentBytes: number,
+    fh: FileHandle,
+    seq: number,
+    offset: number,
+  ) {
+    this.fh = fh;
+    this.seq = seq;
+    this.offset = offset;
+  }
+
+  /**
+   * Opens the last segment for writing at `end`; a torn tail beyond it is zeroed first
+   * (so no stale bytes lie after the records written from now on).
+   */
+  static async resume(
+    dir: string,
+    segmentBytes: number,
+    seq: number,
+    end: number,
+    torn: boolean,
+  ): Promise<WalWriter> {
+    const fh = await open(join(dir, segmentName(seq)), constants.O_RDWR | constants.O_DSYNC);
+    if (torn) {
+      const size = (await fh.stat()).size;
+      await zeroFill(fh, end, Math.max(size, end));
+    }
+    return new WalWriter(dir, segmentBytes, fh, seq, end);
+  }
+
+  /** Makes the first segment of an empty directory, with `header` as its header record. */
+  static async create(dir: string, segmentBytes: number, header: Buffer): Promise<WalWriter> {
+    await mkdir(dir, { recursive: true });
+    const tmp = await preallocate(dir, 1, segmentBytes);
+    const fh = await installSegment(dir, tmp, 1, header);
+    return new WalWriter(dir, segmentBytes, fh, 1, header.length);
+  }
+
+  get currentSeq(): number {
+    return this.seq;
+  }
+
+  /** Whether `bytes` more fit in the current segment's preallocated space. */
+  fits(bytes: number): boolean {
+    return this.offset + bytes <= this.segmentBytes;
+  }
+
+  /** Writes records at the current offset; resolves once durable (O_DSYNC). */
+  async write(records: Buffer): Promise<void> {
+    let done = 0;
+    while (done < records.length) {
+      const { bytesWritten } = await this.fh.write(
+        records,
+        done,
+        records.length - done,
+        this.offset + done,
+      );
+      assert(bytesWritten > 0, 'WAL write wrote nothing');
+      done += bytesWritten;
+    }
+    this.offset += records.length;
+    if (this.next === null && this.offset * 2 > this.segmentBytes) {
+      this.next = preallocate(this.dir, this.seq + 1, this.segmentBytes);
+      this.next.catch(() => undefined);
+    }
+  }
+
+  /** Starts the next segment with `header` as its first record; the current one is closed. */
+  async roll(header: Buffer): Promise<void> {
+    const seq = this.seq + 1;
+    const tmp = await (this.next ?? preallocate(this.dir, seq, this.segmentBytes));
+    this.next = null;
+    const fh = await installSegment(this.dir, tmp, seq, header);
+    await this.fh.close();
+    this.fh = fh;
+    this.seq = seq;
+    this.offset = header.length;
+  }
+
+  async close(): Promise<void> {
+    await this.next?.catch(() => undefined);
+    await this.fh.close();
+  }
+}
+
+async function preallocate(dir: string, seq: number, bytes: number): Promise<string> {
+  const tmp = join(dir, `${segmentName(seq)}.tmp`);
+  const fh = await open(tmp, 'w');
+  try {
+    await zeroFill(fh, 0, bytes);
+  } finally {
+    await fh.close();
+  }
+  return tmp;
+}
+
+/** Writes the header into a preallocated file, then gives it its segment name (durably). */
+async function installSegment(
+  dir: string,
+  tmp: string,
+  seq: number,
+  header: Buffer,
+): Promise<FileHandle> {
+  const fh = await open(tmp, constants.O_RDWR | constants.O_DSYNC);
+  try {
+    await fh.write(header, 0, header.length, 0);
+    await rename(tmp, join(dir, segmentName(seq)));
+    await syncDir(dir);
+  } catch (err) {
+    await fh.close();
+    throw err;
+  }
+  return fh;
+}
+
+/** Removes whole segments (compaction); the directory is synced after. */
+export async function removeSegments(dir: string, seqs: readonly number[]): Promise<void> {
+  for (const seq of seqs) await unlink(join(dir, segmentName(seq)));
+  if (seqs.length > 0) await syncDir(dir);
+}
+
+/** For tests and tools: writes raw bytes into a segment (a synchronous, synced overwrite). */
+export function overwriteSegmentForTest(
+  dir: string,
+  seq: number,
+  offset: number,
+  bytes: Buffer,
+): void {
+  const fd = openSync(join(dir, segmentName(seq)), 'r+');
+  try {
+    writeSync(fd, bytes, 0, bytes.length, offset);
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+}
