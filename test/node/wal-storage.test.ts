@@ -1,0 +1,225 @@
+/**
+ * WalStorage on real files: crashes cut the last write at every byte, zero it, or leave
+ * garbage after it (a torn tail: cut off, the rounds before it load); a flipped bit in an
+ * earlier record, or a bad record followed by good ones, is StorageCorruptError; records
+ * have a bounded size; a LevelDB log of the previous format is refused. The LogStorage
+ * contract (the in-memory model) runs against WalStorage in leveldb-storage.test.ts.
+ */
+import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import type { ConfState, Entry, Snapshot } from '../../src/raft/core/types.ts';
+import { LevelDbStorage } from '../../src/raft/storage/leveldb-storage.ts';
+import { WalStorage } from '../../src/raft/storage/wal-storage.ts';
+import {
+  encodeRecord,
+  MAX_RECORD_BYTES,
+  RECORD_ROUND,
+  segmentName,
+} from '../../src/raft/storage/wal.ts';
+import { AssertionFailure, ConfigError, StorageCorruptError } from '../../src/shared/errors.ts';
+import { silentLogger } from '../../src/shared/logger.ts';
+import { nid } from '../support/node-id.ts';
+
+const conf: ConfState = { voters: [nid('n1')], learners: [], context: {} };
+const SEGMENT = 4096;
+
+function normal(index: number, term: number, bytes = 40): Entry {
+  return { index, term, type: 'normal', data: new Uint8Array(bytes).fill(index & 0xff) };
+}
+
+function snapshot(index: number, term: number): Snapshot {
+  return { meta: { index, term, conf }, data: new TextEncoder().encode(`state@${index}`) };
+}
+
+describe('WalStorage on real files', () => {
+  let dir: string;
+  const open: WalStorage[] = [];
+
+  function fresh(segmentBytes = SEGMENT): WalStorage {
+    const s = new WalStorage({
+      walDir: join(dir, 'raft-wal'),
+      levelPath: join(dir, 'raft'),
+      logger: silentLogger(),
+      segmentBytes,
+    });
+    open.push(s);
+    return s;
+  }
+
+  const segPath = (seq: number) => join(dir, 'raft-wal', segmentName(seq));
+  const lastIndexes = (entries: Entry[]) => entries.map((e) => e.index);
+
+  /**
+   * Three rounds of one entry each in segment 1; returns where the last record begins and
+   * ends, and where the second begins.
+   */
+  async function threeRounds(): Promise<{ second: number; start: number; end: number }> {
+    const s = fresh();
+    await s.load();
+    const before: number[] = [];
+    for (let i = 1; i <= 3; i++) {
+      before.push(s.stats().bytesWritten);
+      await s.save({
+        hardState: { term: 1, vote: nid('n1'), commit: i - 1 },
+        entries: [normal(i, 1)],
+        snapshot: null,
+      });
+    }
+    const written = s.stats().bytesWritten;
+    await s.close();
+    // The header record comes first; the rounds follow it back to back.
+    const buf = await readFile(segPath(1));
+    let headerEnd = 0;
+    const headerLen = buf.readUInt32LE(0);
+    headerEnd = (8 + headerLen + 7) & ~7;
+    return {
+      second: headerEnd + before[1]!,
+      start: headerEnd + before[2]!,
+      end: headerEnd + written,
+    };
+  }
+
+  beforeEach(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'concord-wal-'));
+  });
+  afterEach(async () => {
+    for (const s of open.splice(0)) await s.close().catch(() => undefined);
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it('a write cut at every byte of the last record loads the rounds before it, and goes on', async () => {
+    const { start, end } = await threeRounds();
+    const whole = await readFile(segPath(1));
+    // The record's own bytes (its zero pad to 8 bytes is what the file holds anyway).
+    const recordEnd = start + 8 + whole.readUInt32LE(start);
+    expect(recordEnd).toBeLessThanOrEqual(end);
+    for (let cut = start; cut < recordEnd; cut++) {
+      for (const filler of ['zero', 'garbage'] as const) {
+        const torn = Buffer.from(whole);
+        if (filler === 'zero') torn.fill(0, cut, end);
+        else for (let o = cut; o < end; o++) torn[o] = (o * 151 + 7) & 0xff;
+        await writeFile(segPath(1), torn);
+        const s = fresh();
+        const state = await s.load();
+        expect(lastIndexes(state.entries), `cut at ${cut} (${filler})`).toEqual([1, 2]);
+        expect(state.hardState.commit).toBe(1);
+        // The next round goes where the torn one was; a reopen reads it back.
+        await s.save({
+          hardState: { term: 2, vote: null, commit: 1 },
+          entries: [normal(3, 2)],
+          snapshot: null,
+        });
+        await s.close();
+        const again = await fresh().load();
+        expect(again.entries.map((e) => `${e.index}/${e.term}`)).toEqual(['1/1', '2/1', '3/2']);
+        await open.pop()!.close();
+        await writeFile(segPath(1), whole);
+      }
+    }
+    // Whole: all three.
+    expect(lastIndexes((await fresh().load()).entries)).toEqual([1, 2, 3]);
+  });
+
+  it('a flipped bit in an earlier record, or a bad record followed by good ones, is corruption', async () => {
+    const { start } = await threeRounds();
+    const whole = await readFile(segPath(1));
+    // A bit in the middle of the second round's record (well before the last one).
+    const flipped = Buffer.from(whole);
+    flipped[start - 20]! ^= 0x10;
+    await writeFile(segPath(1), flipped);
+    await expect(fresh().load()).rejects.toBeInstanceOf(StorageCorruptError);
+    // The second round's record zeroed out, the third intact after it.
+    const zeroed = Buffer.from(whole);
+    zeroed.fill(0, start - 40, start);
+    await writeFile(segPath(1), zeroed);
+    await expect(fresh().load()).rejects.toBeInstanceOf(StorageCorruptError);
+  });
+
+  it('bounds records: a length beyond the bound is a torn tail at the end, corruption before a good record', async () => {
+    const { second, end } = await threeRounds();
+    const whole = await readFile(segPath(1));
+    const atEnd = Buffer.from(whole);
+    atEnd.writeUInt32LE(MAX_RECORD_BYTES + 1, end);
+    atEnd.writeUInt32LE(0xdeadbeef, end + 4);
+    await writeFile(segPath(1), atEnd);
+    expect(lastIndexes((await fresh().load()).entries)).toEqual([1, 2, 3]);
+    await open.pop()!.close();
+    const before = Buffer.from(whole);
+    before.writeUInt32LE(MAX_RECORD_BYTES + 1, second);
+    await writeFile(segPath(1), before);
+    await expect(fresh().load()).rejects.toBeInstanceOf(StorageCorruptError);
+    // The writer refuses a record over the bound.
+    expect(() => encodeRecord(RECORD_ROUND, { e: [normal(1, 1, MAX_RECORD_BYTES)] })).toThrow(
+      AssertionFailure,
+    );
+  });
+
+  it('splits a round larger than one record over several, in one write, and reads it back', async () => {
+    const s = fresh(1024 * 1024);
+    await s.load();
+    const big = [normal(1, 1, 6_000_000), normal(2, 1, 6_000_000), normal(3, 1, 6_000_000)];
+    await s.save({ hardState: { term: 1, vote: null, commit: 3 }, entries: big, snapshot: null });
+    expect(s.stats().syncedWrites).toBe(1);
+    await s.close();
+    const state = await fresh(1024 * 1024).load();
+    expect(state.entries.map((e) => [e.index, e.type === 'normal' ? e.data.length : 0])).toEqual([
+      [1, 6_000_000],
+      [2, 6_000_000],
+      [3, 6_000_000],
+    ]);
+    expect(state.hardState.commit).toBe(3);
+  });
+
+  it('rolls over segments and deletes those a snapshot covers', async () => {
+    const s = fresh();
+    await s.load();
+    for (let i = 1; i <= 200; i++)
+      await s.save({
+        hardState: { term: 1, vote: null, commit: i },
+        entries: [normal(i, 1, 100)],
+        snapshot: null,
+      });
+    const before = (await readdir(join(dir, 'raft-wal'))).filter((f) => f.endsWith('.wal'));
+    expect(before.length).toBeGreaterThan(5);
+    await s.saveSnapshot(snapshot(190, 1));
+    const after = (await readdir(join(dir, 'raft-wal'))).filter((f) => f.endsWith('.wal'));
+    expect(after.length).toBeLessThanOrEqual(2);
+    await s.close();
+    const state = await fresh().load();
+    expect(state.snapshot?.meta.index).toBe(190);
+    expect(lastIndexes(state.entries)).toEqual([191, 192, 193, 194, 195, 196, 197, 198, 199, 200]);
+    expect(state.hardState.commit).toBe(200);
+  });
+
+  it('a missing middle segment is corruption', async () => {
+    const s = fresh();
+    await s.load();
+    for (let i = 1; i <= 100; i++)
+      await s.save({
+        hardState: { term: 1, vote: null, commit: i },
+        entries: [normal(i, 1, 100)],
+        snapshot: null,
+      });
+    await s.close();
+    await rm(segPath(2));
+    await expect(fresh().load()).rejects.toBeInstanceOf(StorageCorruptError);
+  });
+
+  it('refuses a data directory whose log is in LevelDB (the format before the WAL)', async () => {
+    const old = new LevelDbStorage({ path: join(dir, 'raft'), logger: silentLogger() });
+    await old.load();
+    await old.save({
+      hardState: { term: 1, vote: null, commit: 0 },
+      entries: [normal(1, 1)],
+      snapshot: null,
+    });
+    await old.close();
+    const err = await fresh()
+      .load()
+      .catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(ConfigError);
+    expect(String(err)).toMatch(/LevelDB/);
+  });
+});
