@@ -8,7 +8,9 @@
  * time: the synchronous CPU the write takes from the node's loop) and the process CPU per
  * write (user + system, every thread: LevelDB's and libuv's pool included).
  *
- *  - leveldb: our LevelDbStorage.save of one round (hard state + 1 entry), `sync: true`.
+ *  - LevelDbStorage.save of one round (hard state + 1 entry), `sync: true`: the storage before
+ *    the WAL (a data directory written before it still runs on it).
+ *  - WalStorage.save of the same round: the record's encode and one O_DSYNC overwrite.
  *  - append+fdatasync: write at the end of a growing file, then fdatasync (the size changes,
  *    so the inode's metadata is flushed too).
  *  - prealloc pwrite+fdatasync: overwrite of a zero-filled, fsynced file, then fdatasync
@@ -26,8 +28,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { Command } from 'commander';
-import type { Entry } from '../src/raft/core/types.ts';
 import { LevelDbStorage } from '../src/raft/storage/leveldb-storage.ts';
+import { WalStorage } from '../src/raft/storage/wal-storage.ts';
 import { silentLogger } from '../src/shared/logger.ts';
 
 interface Row {
@@ -86,6 +88,92 @@ async function preallocate(path: string): Promise<void> {
   await dir.close();
 }
 
+/** One storage's save of a round: hard state + one entry whose data makes the record's size. */
+async function measureStorage(
+  label: string,
+  storage: LevelDbStorage | WalStorage,
+  bytes: number,
+  writes: number,
+): Promise<Row> {
+  await storage.load();
+  const data = new Uint8Array(Math.max(1, bytes - 40)).fill(0x5a);
+  try {
+    return await measure(label, bytes, writes, (i) =>
+      storage.save({
+        hardState: { term: 1, vote: null, commit: i },
+        entries: [{ index: i + 1, term: 1, type: 'normal', data }],
+        snapshot: null,
+      }),
+    );
+  } finally {
+    await storage.close();
+  }
+}
+
+/** The five variants for one record size. */
+async function measureSize(root: string, bytes: number, writes: number): Promise<Row[]> {
+  const rows: Row[] = [];
+  const record = Buffer.alloc(bytes, 0x5a);
+  const logger = silentLogger();
+  const level = new LevelDbStorage({ path: join(root, `level-${bytes}`), logger });
+  rows.push(await measureStorage('LevelDbStorage.save (hs + 1 entry)', level, bytes, writes));
+  const wal = new WalStorage({
+    walDir: join(root, `wal-${bytes}`),
+    levelPath: join(root, `wal-level-${bytes}`),
+    logger,
+  });
+  rows.push(await measureStorage('WalStorage.save (hs + 1 entry)', wal, bytes, writes));
+  {
+    const fh = await open(join(root, `append-${bytes}`), 'w');
+    let off = 0;
+    rows.push(
+      await measure('append + fdatasync', bytes, writes, async () => {
+        await fh.write(record, 0, bytes, off);
+        off += bytes;
+        await fh.datasync();
+      }),
+    );
+    await fh.close();
+  }
+  const pre = join(root, `prealloc-${bytes}`);
+  await preallocate(pre);
+  {
+    const fh = await open(pre, 'r+');
+    let off = 0;
+    rows.push(
+      await measure('prealloc pwrite + fdatasync', bytes, writes, async () => {
+        await fh.write(record, 0, bytes, off);
+        off += bytes;
+        await fh.datasync();
+      }),
+    );
+    await fh.close();
+  }
+  {
+    const fh = await open(pre, constants.O_RDWR | constants.O_DSYNC);
+    let off = 0;
+    rows.push(
+      await measure('prealloc O_DSYNC pwrite (async)', bytes, writes, async () => {
+        await fh.write(record, 0, bytes, off);
+        off += bytes;
+      }),
+    );
+    await fh.close();
+  }
+  {
+    const fd = openSync(pre, constants.O_RDWR | constants.O_DSYNC);
+    let off = 0;
+    rows.push(
+      await measure('prealloc O_DSYNC writeSync (loop blocked)', bytes, writes, () => {
+        writeSync(fd, record, 0, bytes, off);
+        off += bytes;
+      }),
+    );
+    closeSync(fd);
+  }
+  return rows;
+}
+
 export async function main(argv: string[]): Promise<void> {
   const opts = new Command()
     .option('--writes <n>', 'writes per variant and size', '400')
@@ -98,77 +186,7 @@ export async function main(argv: string[]): Promise<void> {
   const root = await mkdtemp(join(opts.dir ?? tmpdir(), 'concord-fsync-'));
   const rows: Row[] = [];
   try {
-    for (const bytes of sizes) {
-      const record = Buffer.alloc(bytes, 0x5a);
-      // LevelDB: one round = hard state + one entry whose data makes the record's size.
-      {
-        const storage = new LevelDbStorage({
-          path: join(root, `level-${bytes}`),
-          logger: silentLogger(),
-        });
-        await storage.load();
-        const data = new Uint8Array(Math.max(1, bytes - 40)).fill(0x5a);
-        rows.push(
-          await measure('leveldb save (hs + 1 entry)', bytes, writes, (i) => {
-            const entry: Entry = { index: i + 1, term: 1, type: 'normal', data } as Entry;
-            return storage.save({
-              hardState: { term: 1, vote: 'n1', commit: i },
-              entries: [entry],
-              snapshot: null,
-            });
-          }),
-        );
-        await storage.close();
-      }
-      {
-        const fh = await open(join(root, `append-${bytes}`), 'w');
-        let off = 0;
-        rows.push(
-          await measure('append + fdatasync', bytes, writes, async () => {
-            await fh.write(record, 0, bytes, off);
-            off += bytes;
-            await fh.datasync();
-          }),
-        );
-        await fh.close();
-      }
-      const pre = join(root, `prealloc-${bytes}`);
-      await preallocate(pre);
-      {
-        const fh = await open(pre, 'r+');
-        let off = 0;
-        rows.push(
-          await measure('prealloc pwrite + fdatasync', bytes, writes, async () => {
-            await fh.write(record, 0, bytes, off);
-            off += bytes;
-            await fh.datasync();
-          }),
-        );
-        await fh.close();
-      }
-      {
-        const fh = await open(pre, constants.O_RDWR | constants.O_DSYNC);
-        let off = 0;
-        rows.push(
-          await measure('prealloc O_DSYNC pwrite (async)', bytes, writes, async () => {
-            await fh.write(record, 0, bytes, off);
-            off += bytes;
-          }),
-        );
-        await fh.close();
-      }
-      {
-        const fd = openSync(pre, constants.O_RDWR | constants.O_DSYNC);
-        let off = 0;
-        rows.push(
-          await measure('prealloc O_DSYNC writeSync (loop blocked)', bytes, writes, () => {
-            writeSync(fd, record, 0, bytes, off);
-            off += bytes;
-          }),
-        );
-        closeSync(fd);
-      }
-    }
+    for (const bytes of sizes) rows.push(...(await measureSize(root, bytes, writes)));
   } finally {
     await rm(root, { recursive: true, force: true });
   }

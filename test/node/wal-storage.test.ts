@@ -10,6 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import type { ConfState, Entry, Snapshot } from '../../src/raft/core/types.ts';
+import { openLogStorage } from '../../src/raft/node/raft-node.ts';
 import { LevelDbStorage } from '../../src/raft/storage/leveldb-storage.ts';
 import { WalStorage } from '../../src/raft/storage/wal-storage.ts';
 import {
@@ -221,5 +222,29 @@ describe('WalStorage on real files', () => {
       .catch((e: unknown) => e);
     expect(err).toBeInstanceOf(ConfigError);
     expect(String(err)).toMatch(/LevelDB/);
+    // Refused, nothing changed: no WAL directory appeared, so the node still opens it on LevelDB.
+    expect(await readdir(dir)).not.toContain('raft-wal');
+    const auto = openLogStorage(dir, silentLogger(), 'n1');
+    expect(auto).toBeInstanceOf(LevelDbStorage);
+    expect((await auto.load()).entries.map((e) => e.index)).toEqual([1]);
+    await auto.close();
+  });
+
+  it('a node opens a new data directory on the WAL, and keeps it there', async () => {
+    const first = openLogStorage(dir, silentLogger(), 'n1');
+    expect(first).toBeInstanceOf(WalStorage);
+    await first.readIdentity();
+    await first.load();
+    await first.save({
+      hardState: { term: 1, vote: null, commit: 0 },
+      entries: [normal(1, 1)],
+      snapshot: null,
+    });
+    await first.close();
+    expect((await readdir(dir)).sort()).toEqual(['raft', 'raft-wal']);
+    const again = openLogStorage(dir, silentLogger(), 'n1');
+    expect(again).toBeInstanceOf(WalStorage);
+    expect((await again.load()).entries.map((e) => e.index)).toEqual([1]);
+    await again.close();
   });
 });

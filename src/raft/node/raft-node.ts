@@ -1,8 +1,11 @@
 /**
- * RaftNode: one Raft member on a real disk and a real network. It assembles the LevelDB
- * log storage (`<dataDir>/raft`), the gRPC peer transport, the system clock and the
- * driver around a caller's StateMachine, and exposes the driver's requests.
+ * RaftNode: one Raft member on a real disk and a real network. It assembles the log
+ * storage (openLogStorage: the write-ahead log `<dataDir>/raft-wal` beside LevelDB
+ * `<dataDir>/raft`, or LevelDB alone for a directory written before the WAL), the gRPC
+ * peer transport, the system clock and the driver around a caller's StateMachine, and
+ * exposes the driver's requests.
  */
+import { existsSync } from 'node:fs';
 import { chmod, mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { nodeIdEntries } from '../../shared/ids.ts';
@@ -26,6 +29,7 @@ import type {
   StateMachine,
 } from '../ports.ts';
 import { LevelDbStorage, type StorageStats } from '../storage/leveldb-storage.ts';
+import { WalStorage } from '../storage/wal-storage.ts';
 import {
   FRAME_OVERHEAD_BYTES,
   GrpcTransport,
@@ -60,6 +64,36 @@ export interface RaftNodeOptions {
    * tests and insecure mode named explicitly.
    */
   tls?: PeerTls | null;
+  /**
+   * Which log storage a data directory gets (openLogStorage); default 'auto': the WAL,
+   * unless the directory holds a LevelDB log written before the WAL.
+   */
+  logStorage?: LogStorageKind;
+}
+
+/** 'wal': WalStorage; 'leveldb': LevelDbStorage; 'auto': see openLogStorage. */
+export type LogStorageKind = 'auto' | 'wal' | 'leveldb';
+
+/**
+ * The log storage for a data directory. 'auto': a directory with `raft-wal` is on the WAL;
+ * one with only `raft` (LevelDB) was written before the WAL and stays on LevelDbStorage
+ * (no conversion: its log is read where it is); a new one gets the WAL. WalStorage makes
+ * `raft-wal` before anything else, so a crash in its first start cannot leave a directory
+ * that looks like the older format.
+ */
+export function openLogStorage(
+  dataDir: string,
+  logger: Logger,
+  nodeId: string,
+  kind: LogStorageKind = 'auto',
+): LevelDbStorage | WalStorage {
+  const wal =
+    kind === 'wal' ||
+    (kind === 'auto' &&
+      (existsSync(join(dataDir, 'raft-wal')) || !existsSync(join(dataDir, 'raft'))));
+  return wal
+    ? WalStorage.forDataDir(dataDir, logger, nodeId)
+    : new LevelDbStorage({ path: join(dataDir, 'raft'), logger, nodeId });
 }
 
 export interface RaftNodeStatus extends DriverStatus {
@@ -161,7 +195,7 @@ export class RaftNode {
   readonly config: RaftNodeConfig;
   readonly driver: RaftDriver;
   private readonly transport: GrpcTransport;
-  private readonly storage: LevelDbStorage;
+  private readonly storage: LevelDbStorage | WalStorage;
   private readonly logger: Logger;
   private started = false;
   private identity: NodeIdentity | null = null;
@@ -191,11 +225,7 @@ export class RaftNode {
       () =>
         `raft snapshotChunkBytes ${chunkBytes} does not fit twice in a transport frame of ${frame} bytes`,
     );
-    this.storage = new LevelDbStorage({
-      path: join(config.dataDir, 'raft'),
-      logger: this.logger,
-      nodeId: config.nodeId,
-    });
+    this.storage = openLogStorage(config.dataDir, this.logger, config.nodeId, options.logStorage);
     this.driver = new RaftDriver({
       id: config.nodeId,
       storage: new SeedingStorage(

@@ -23,6 +23,8 @@
  * Memory (issue 19): after load only the terms of the log and the segment list are kept,
  * as LevelDbStorage keeps its terms and runs.
  */
+import { existsSync } from 'node:fs';
+import { mkdir } from 'node:fs/promises';
 import { performance } from 'node:perf_hooks';
 import { join } from 'node:path';
 import type { Entry, HardState, Snapshot, SnapshotMeta } from '../core/types.ts';
@@ -203,11 +205,101 @@ function replayRound(r: Replay, body: unknown, what: string): void {
   if (body.h !== undefined) r.hs = checkHardState(body.h, what);
 }
 
+/**
+ * The replayed log against its snapshot: the log must run contiguously from it (entries at
+ * or below it go), the commit index lie within it, its last term within the current term.
+ */
+function settleReplay(r: Replay): {
+  snapshotIndex: number;
+  snapshotTerm: number;
+  lastIndex: number;
+} {
+  const snapshotIndex = r.snap?.index ?? 0;
+  const snapshotTerm = r.snap?.term ?? 0;
+  // The log must now run contiguously from the snapshot: entries at or below it go.
+  if (r.base > snapshotIndex)
+    throw new StorageCorruptError(
+      `WAL: entries ${snapshotIndex + 1}..${r.base} are missing (a segment was lost?)`,
+    );
+  if (r.base < snapshotIndex) {
+    if (lastOf(r) < snapshotIndex || termOf(r, snapshotIndex) !== snapshotTerm)
+      throw new StorageCorruptError(
+        `WAL: the log does not hold the snapshot's entry ${snapshotIndex}`,
+      );
+    r.entries = r.entries.slice(snapshotIndex - r.base);
+    r.base = snapshotIndex;
+  }
+  const lastIndex = lastOf(r);
+  if (r.hs.commit > lastIndex)
+    throw new StorageCorruptError(
+      `hard state commit index ${r.hs.commit} is beyond the last durable entry ${lastIndex} (lost tail?)`,
+    );
+  const lastTerm = r.entries.length > 0 ? r.entries[r.entries.length - 1]!.term : snapshotTerm;
+  if (lastTerm > r.hs.term)
+    throw new StorageCorruptError(
+      `last entry term ${lastTerm} is above the hard state term ${r.hs.term}`,
+    );
+  return { snapshotIndex, snapshotTerm, lastIndex };
+}
+
+/**
+ * Checks a round's entries against the log (after the snapshot, no gap, terms ascending);
+ * returns how many of the log's terms stay (the rest are overwritten).
+ */
+function checkNewEntries(
+  entries: readonly Entry[],
+  snapshotIndex: number,
+  snapshotTerm: number,
+  terms: readonly number[],
+): number {
+  if (entries.length === 0) return terms.length;
+  const first = entries[0]!;
+  const last = snapshotIndex + terms.length;
+  assert(
+    first.index > snapshotIndex,
+    () => `entry ${first.index} would overwrite the snapshot at ${snapshotIndex}`,
+  );
+  assert(
+    first.index <= last + 1,
+    () => `entry ${first.index} leaves a gap after the last entry ${last}`,
+  );
+  const keepTerms = first.index - snapshotIndex - 1;
+  const prevTerm = keepTerms === 0 ? snapshotTerm : terms[keepTerms - 1]!;
+  assert(
+    first.term >= prevTerm,
+    () => `entry ${first.index} term ${first.term} below its predecessor's ${prevTerm}`,
+  );
+  for (let k = 1; k < entries.length; k++) {
+    const a = entries[k - 1]!;
+    const b = entries[k]!;
+    assert(
+      b.index === a.index + 1 && b.term >= a.term,
+      () => `entries not contiguous: ${a.index} then ${b.index}`,
+    );
+  }
+  return keepTerms;
+}
+
+/** A new hard state: term and commit never move back, the vote never changes within a term. */
+function nextHardState(old: HardState, hs: HardState): HardState {
+  assert(hs.term >= old.term, () => `hard state term moves back from ${old.term} to ${hs.term}`);
+  assert(
+    hs.term > old.term || old.vote === null || hs.vote === old.vote,
+    () => `vote changes within term ${hs.term} from ${old.vote} to ${hs.vote}`,
+  );
+  assert(
+    hs.commit >= old.commit,
+    () => `commit index moves back from ${old.commit} to ${hs.commit}`,
+  );
+  return { term: hs.term, vote: hs.vote, commit: hs.commit };
+}
+
 export class WalStorage implements LogStorage {
   private readonly identityStore: LevelDbStorage;
   private readonly files: SnapshotFiles;
   private readonly logger: Logger;
   private readonly walDir: string;
+  private readonly levelPath: string;
   private readonly segmentBytes: number;
   private writer: WalWriter | null = null;
   private segments: Segment[] = [];
@@ -229,6 +321,7 @@ export class WalStorage implements LogStorage {
   constructor(options: WalStorageOptions) {
     this.logger = options.logger.child({ component: 'raft-storage' });
     this.walDir = options.walDir;
+    this.levelPath = options.levelPath;
     this.segmentBytes = options.segmentBytes ?? DEFAULT_SEGMENT_BYTES;
     assert(
       this.segmentBytes >= 4096 && this.segmentBytes % 8 === 0,
@@ -282,6 +375,9 @@ export class WalStorage implements LogStorage {
    * format before the WAL.
    */
   async readIdentity(): Promise<StoredIdentity> {
+    // A new directory gets its WAL directory first: one with LevelDB but no WAL directory
+    // is the older format (openLogStorage). A refused one is left as it was.
+    if (!existsSync(this.levelPath)) await mkdir(this.walDir, { recursive: true });
     const id = await this.identityStore.readIdentity();
     this.identityRead = true;
     if (!id.empty) {
@@ -292,6 +388,7 @@ export class WalStorage implements LogStorage {
           'WalStorage does not read it: open it with LevelDbStorage',
       );
     }
+    await mkdir(this.walDir, { recursive: true });
     const segments = await listSegments(this.walDir);
     return { ...id, empty: segments.length === 0 };
   }
@@ -328,21 +425,10 @@ export class WalStorage implements LogStorage {
     return encodeRecord(RECORD_HEADER, body);
   }
 
-  private async doLoad(): Promise<LoadedState> {
-    const seqs = await listSegments(this.walDir);
-    if (seqs.length === 0) {
-      this.view = {
-        hardState: { term: 0, vote: null, commit: 0 },
-        snap: null,
-        snapshotIndex: 0,
-        snapshotTerm: 0,
-        terms: [],
-      };
-      this.writer = await WalWriter.create(this.walDir, this.segmentBytes, this.headerRecord(1));
-      this.segments = [{ seq: 1, last: 0 }];
-      this.logger.info('raft storage (WAL) created');
-      return { hardState: this.view.hardState, snapshot: null, entries: [] };
-    }
+  /** Reads every segment in order and replays its rounds. */
+  private async replaySegments(
+    seqs: readonly number[],
+  ): Promise<{ replay: Replay; end: number; torn: boolean }> {
     let replay: Replay | null = null;
     let end = 0;
     let torn = false;
@@ -383,32 +469,26 @@ export class WalStorage implements LogStorage {
       torn = parsed.torn;
       if (torn) this.logger.warn({ segment: seq, offset: end }, 'WAL torn tail cut off');
     }
-    const r = replay!;
-    const snapshotIndex = r.snap?.index ?? 0;
-    const snapshotTerm = r.snap?.term ?? 0;
-    // The log must now run contiguously from the snapshot: entries at or below it go.
-    if (r.base > snapshotIndex)
-      throw new StorageCorruptError(
-        `WAL: entries ${snapshotIndex + 1}..${r.base} are missing (a segment was lost?)`,
-      );
-    if (r.base < snapshotIndex) {
-      if (lastOf(r) < snapshotIndex || termOf(r, snapshotIndex) !== snapshotTerm)
-        throw new StorageCorruptError(
-          `WAL: the log does not hold the snapshot's entry ${snapshotIndex}`,
-        );
-      r.entries = r.entries.slice(snapshotIndex - r.base);
-      r.base = snapshotIndex;
+    return { replay: replay!, end, torn };
+  }
+
+  private async doLoad(): Promise<LoadedState> {
+    const seqs = await listSegments(this.walDir);
+    if (seqs.length === 0) {
+      this.view = {
+        hardState: { term: 0, vote: null, commit: 0 },
+        snap: null,
+        snapshotIndex: 0,
+        snapshotTerm: 0,
+        terms: [],
+      };
+      this.writer = await WalWriter.create(this.walDir, this.segmentBytes, this.headerRecord(1));
+      this.segments = [{ seq: 1, last: 0 }];
+      this.logger.info('raft storage (WAL) created');
+      return { hardState: this.view.hardState, snapshot: null, entries: [] };
     }
-    const lastIndex = lastOf(r);
-    if (r.hs.commit > lastIndex)
-      throw new StorageCorruptError(
-        `hard state commit index ${r.hs.commit} is beyond the last durable entry ${lastIndex} (lost tail?)`,
-      );
-    const lastTerm = r.entries.length > 0 ? r.entries[r.entries.length - 1]!.term : snapshotTerm;
-    if (lastTerm > r.hs.term)
-      throw new StorageCorruptError(
-        `last entry term ${lastTerm} is above the hard state term ${r.hs.term}`,
-      );
+    const { replay: r, end, torn } = await this.replaySegments(seqs);
+    const { snapshotIndex, snapshotTerm, lastIndex } = settleReplay(r);
     let snapshot: Snapshot | null = null;
     if (r.snap !== null) {
       const data = await this.files.read(r.snap.file, r.snap.dataBytes, r.snap.dataCrc);
@@ -580,52 +660,9 @@ export class WalStorage implements LogStorage {
       snapshotTerm = meta.term;
       snap = WalStorage.storedMeta(batch.snapshot, file!, true);
     }
-    let keepTerms = terms.length;
     const entries = batch.entries;
-    if (entries.length > 0) {
-      const first = entries[0]!;
-      const last = snapshotIndex + terms.length;
-      assert(
-        first.index > snapshotIndex,
-        () => `entry ${first.index} would overwrite the snapshot at ${snapshotIndex}`,
-      );
-      assert(
-        first.index <= last + 1,
-        () => `entry ${first.index} leaves a gap after the last entry ${last}`,
-      );
-      keepTerms = first.index - snapshotIndex - 1;
-      const prevTerm = keepTerms === 0 ? snapshotTerm : terms[keepTerms - 1]!;
-      assert(
-        first.term >= prevTerm,
-        () => `entry ${first.index} term ${first.term} below its predecessor's ${prevTerm}`,
-      );
-      for (let k = 1; k < entries.length; k++) {
-        const a = entries[k - 1]!;
-        const b = entries[k]!;
-        assert(
-          b.index === a.index + 1 && b.term >= a.term,
-          () => `entries not contiguous: ${a.index} then ${b.index}`,
-        );
-      }
-    }
-    let hardState = v.hardState;
-    if (batch.hardState) {
-      const hs = batch.hardState;
-      const old = v.hardState;
-      assert(
-        hs.term >= old.term,
-        () => `hard state term moves back from ${old.term} to ${hs.term}`,
-      );
-      assert(
-        hs.term > old.term || old.vote === null || hs.vote === old.vote,
-        () => `vote changes within term ${hs.term} from ${old.vote} to ${hs.vote}`,
-      );
-      assert(
-        hs.commit >= old.commit,
-        () => `commit index moves back from ${old.commit} to ${hs.commit}`,
-      );
-      hardState = { term: hs.term, vote: hs.vote, commit: hs.commit };
-    }
+    const keepTerms = checkNewEntries(entries, snapshotIndex, snapshotTerm, terms);
+    const hardState = batch.hardState ? nextHardState(v.hardState, batch.hardState) : v.hardState;
     const lastIndex = snapshotIndex + keepTerms + entries.length;
     const lastTerm =
       entries.length > 0
