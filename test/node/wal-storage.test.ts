@@ -106,6 +106,8 @@ describe('WalStorage on real files', () => {
         const state = await s.load();
         expect(lastIndexes(state.entries), `cut at ${cut} (${filler})`).toEqual([1, 2]);
         expect(state.hardState.commit).toBe(1);
+        // The torn bytes are zeroed, so nothing stale lies after the records written next.
+        expect((await readFile(segPath(1))).subarray(start).every((b) => b === 0)).toBe(true);
         // The next round goes where the torn one was; a reopen reads it back.
         await s.save({
           hardState: { term: 2, vote: null, commit: 1 },
