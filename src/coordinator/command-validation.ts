@@ -28,6 +28,7 @@ const time: Check = (v) =>
   Number.isSafeInteger(v) && (v as number) >= 0 ? null : 'must be a non-negative integer of ms';
 const term: Check = time;
 const termOrAbsent: Check = (v) => (v === undefined ? null : term(v));
+const timeOrAbsent: Check = (v) => (v === undefined ? null : time(v));
 const flag: Check = (v) => (typeof v === 'boolean' ? null : 'must be a boolean');
 const flagOrAbsent: Check = (v) => (v === undefined ? null : flag(v));
 const positive: Check = (v) =>
@@ -90,7 +91,7 @@ const SHAPES: Record<CommandKind, Record<string, Check>> = {
   BranchPhaseTwoResult: { xid, branchId: id, status: branchStatus, term },
   RemoveBranch: { xid, branchId: id, term },
   RetryScheduled: { xid, attempt: positive, nextRetryAt: time, retryDeadline: time, term },
-  RetryStopped: { xid, at: time, term },
+  RetryStopped: { xid, at: time, term, horizon: timeOrAbsent },
   RetryResumed: { xid, at: time, retryDeadline: time, term, force: flagOrAbsent },
   MarkResolved: { xid, at: time, operator: name, term },
   GlobalReport: { xid, status: globalStatus, at: time, term },

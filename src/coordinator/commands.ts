@@ -135,12 +135,23 @@ export interface RetryScheduledCommand {
   term: number;
 }
 
-/** Operator: stop retrying phase two (reported as Stop*). */
+/**
+ * Operator: stop retrying phase two (reported as Stop*). Also the driver's, at the retry
+ * horizon (with `horizon`).
+ */
 export interface RetryStoppedCommand {
   kind: 'RetryStopped';
   xid: string;
   at: number;
   term: number;
+  /**
+   * The driver's stop at the retry horizon: the horizon it found passed (horizonOf of the
+   * session it read). Refused (ILLEGAL_STATUS) once the session's alarm time lies past it:
+   * only an operator's forced resume moves it there, so a stop judged before a forced resume
+   * and applied after it (a pass in flight, a late node) never undoes the resume. Absent: an
+   * operator's stop, taken as it is.
+   */
+  horizon?: number;
 }
 
 /**
@@ -289,7 +300,18 @@ export interface CommandResults {
    * `finished` when the report ended the session; `changed` when this report moved it (not
    * the same report again).
    */
-  GlobalReport: { status: GlobalStatus; finished: FinishedSession | null; changed: boolean };
+  GlobalReport: {
+    status: GlobalStatus;
+    finished: FinishedSession | null;
+    changed: boolean;
+    /**
+     * True when this report decided the session (took it out of Begin). Where deciders drive
+     * (db mode) only that report's node runs a pass: a later report that moves a decided session
+     * (Committing → CommitRetrying) changes it on a node whose pass would run beside the
+     * decider's at the same term, unfenced.
+     */
+    decided: boolean;
+  };
   FinishGlobal: FinishedSession;
   AcquireDriver: { driverTerm: number };
   CommitGlobal: DecisionResult;

@@ -414,13 +414,15 @@ export class Coordinator {
       at: await this.stampTime(),
       term: this.store.term(),
     });
-    // The same report again (a TM's retry, maybe on another node) decided nothing here: where
-    // deciders drive (db mode), the node whose report moved the session drives it, and a
-    // second pass at the same term would run beside it, unfenced.
+    // Where deciders drive (db mode), only the node whose report decided the session (took it
+    // out of Begin) runs a pass: the same report again (a TM's retry, maybe on another node),
+    // or a later one that moves the decided session on (Committing → CommitRetrying), would
+    // start a second pass at the decider's term beside its own, unfenced. What the decider
+    // leaves, the lease holder takes over (its hand-off time, or the retry time).
     if (
       result.finished === null &&
       !isEndStatus(result.status) &&
-      (result.changed || this.store.handOffAt === undefined)
+      (result.decided || this.store.handOffAt === undefined)
     )
       void this.driver.driveDecision(xid);
     return result.status;

@@ -88,6 +88,10 @@ export interface PhaseTwoOptions {
   duePollIntervalMs: number;
 }
 
+/** Bounds of sweepSliceSessions (the node's `phaseTwo.sweepSliceSessions`). */
+export const MIN_SWEEP_SLICE_SESSIONS = 1;
+export const MAX_SWEEP_SLICE_SESSIONS = 1_000_000;
+
 export const DEFAULT_PHASE_TWO_OPTIONS: Readonly<PhaseTwoOptions> = {
   stuckAfterMs: 10 * 60 * 1000,
   retryHorizonMs: DEFAULT_PHASE_TWO_RETRY_HORIZON_MS,
@@ -224,8 +228,11 @@ export class PhaseTwoDriver {
       () => `stuckAfterMs must be a positive integer, not ${this.options.stuckAfterMs}`,
     );
     assert(
-      Number.isSafeInteger(this.options.sweepSliceSessions) && this.options.sweepSliceSessions > 0,
-      () => `sweepSliceSessions must be a positive integer, not ${this.options.sweepSliceSessions}`,
+      Number.isSafeInteger(this.options.sweepSliceSessions) &&
+        this.options.sweepSliceSessions >= MIN_SWEEP_SLICE_SESSIONS &&
+        this.options.sweepSliceSessions <= MAX_SWEEP_SLICE_SESSIONS,
+      () =>
+        `sweepSliceSessions must be an integer in ${MIN_SWEEP_SLICE_SESSIONS}..${MAX_SWEEP_SLICE_SESSIONS}, not ${this.options.sweepSliceSessions}`,
     );
     assert(
       Number.isSafeInteger(this.options.retryHorizonMs) && this.options.retryHorizonMs > 0,
@@ -1002,11 +1009,17 @@ export class PhaseTwoDriver {
    */
   private async stopAtHorizon(session: GlobalSession, lead: Leading): Promise<GlobalStatus | null> {
     const { xid } = session;
+    const horizon = this.horizonOf(session);
+    // Conditional on the horizon judged here: if an operator's forced resume moved it on since
+    // this session was read (a pass in flight, a late node), apply refuses the stop, and the
+    // resume's own pass drives on (queued behind this one, or the holder's due poll: the
+    // resume set the retry time to its own).
     const stopped = await this.submit(lead, {
       kind: 'RetryStopped',
       xid,
       at: this.clock.now(),
       term: lead.term,
+      horizon,
     });
     if (!stopped) return null;
     this.log.error(
@@ -1014,7 +1027,7 @@ export class PhaseTwoDriver {
         xid,
         status: session.status,
         beginTime: session.beginTime,
-        horizon: this.horizonOf(session),
+        horizon,
         retryHorizonMs: this.options.retryHorizonMs,
       },
       'phase two passed its retry horizon unfinished: retries stopped, locks kept; past it the RMs may have cleaned up their fence rows. Check the branches, then resume with force (concord tx resume --force) or resolve by hand',

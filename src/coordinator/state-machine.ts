@@ -513,6 +513,11 @@ export class CoordinatorStateMachine implements CoordinatorStateView {
     if (fenced) return reject(fenced);
     if (!isPhaseTwoInFlight(session.status))
       return illegal(session, 'only a transaction in phase two has retries to stop');
+    if (c.horizon !== undefined && (session.retry.retryDeadline ?? 0) > c.horizon)
+      return illegal(
+        session,
+        `its retry horizon moved past ${c.horizon} (a forced resume) after the driver judged it passed`,
+      );
     ownRetry(session).stopped = true;
     return ok({ stopped: true as const });
   }
@@ -571,7 +576,7 @@ export class CoordinatorStateMachine implements CoordinatorStateView {
       const record = this.finished.get(c.xid);
       // The same final report again (a TM retry after failover) is answered, not refused.
       if (record && record.status === c.status)
-        return ok({ status: record.status, finished: null, changed: false });
+        return ok({ status: record.status, finished: null, changed: false, decided: false });
       return reject(this.missing(c.xid));
     }
     const fenced = fence(session, c.term);
@@ -583,10 +588,11 @@ export class CoordinatorStateMachine implements CoordinatorStateView {
         `a TM reports the status only of a Saga transaction; branch ${notSaga.branchId} is ${notSaga.type}`,
       );
     if (session.status === c.status)
-      return ok({ status: session.status, finished: null, changed: false });
+      return ok({ status: session.status, finished: null, changed: false, decided: false });
     if (c.status === GlobalStatus.AsyncCommitting || !canReach(session.status, c.status)) {
       return illegal(session, `a report of ${c.status} is not reachable`);
     }
+    const decided = session.status === GlobalStatus.Begin;
     if (isSuccessfulEnd(c.status)) {
       // The TM's engine ran phase two itself: every branch is done by its word.
       const decision = decisionOf(c.status)!;
@@ -612,11 +618,12 @@ export class CoordinatorStateMachine implements CoordinatorStateView {
         status: c.status,
         finished: this.endSession(session, c.at, null),
         changed: true,
+        decided,
       });
     }
     session.status = c.status;
     session.statusChangedAt = c.at;
-    return ok({ status: c.status, finished: null, changed: true });
+    return ok({ status: c.status, finished: null, changed: true, decided });
   }
 
   private finishGlobal(c: FinishGlobalCommand): Outcome<CommandResults['FinishGlobal']> {

@@ -12,12 +12,12 @@
  *             clusterToken,
  *             leaseReads, maxClockDrift }
  *   store:  { mode: raft | db, db: { url, tablePrefix, maxConnections, startupTimeoutMs,
- *             lease: { leaseMs, renewIntervalMs, safetyMarginMs } } }
+ *             lease: { leaseMs, renewIntervalMs, safetyMarginMs }, deciderHandOffMs } }
  *   http:   { authToken }
  *   limits: { maxRequestBodyBytes, maxWatchers, watchTimeoutMs, changeTimeoutMs,
  *             learnerCatchUpTimeoutMs, learnerCatchUpMaxLagEntries, transferTimeoutMs }
  *   log:    { level }
- *   phaseTwo: { stuckAfterMs, retryHorizonMs, retryBaseMs, retryMaxBackoffMs }
+ *   phaseTwo: { stuckAfterMs, retryHorizonMs, retryBaseMs, retryMaxBackoffMs, sweepSliceSessions }
  *   security: { insecure, tls: { dir, auto, ca, cert, key } }   (security/config.ts)
  *
  * Relative paths (raft.dataDir) are resolved against the process's working directory,
@@ -38,11 +38,17 @@ import {
 } from '../coordinator/limits.ts';
 import { ConfigError } from '../shared/errors.ts';
 import { NODE_ID_HINT, NODE_ID_PATTERN, type NodeId } from '../shared/ids.ts';
-import { DEFAULT_PHASE_TWO_OPTIONS } from '../coordinator/phase-two-driver.ts';
+import {
+  DEFAULT_PHASE_TWO_OPTIONS,
+  MAX_SWEEP_SLICE_SESSIONS,
+  MIN_SWEEP_SLICE_SESSIONS,
+} from '../coordinator/phase-two-driver.ts';
 import {
   DB_LEASE_MS,
   DB_LEASE_RENEW_INTERVAL_MS,
   DB_LEASE_SAFETY_MARGIN_MS,
+  MAX_DB_DECIDER_HANDOFF_MS,
+  MIN_DB_DECIDER_HANDOFF_MS,
 } from '../store/db/limits.ts';
 import type { MemberEndpoints } from './config/endpoints.ts';
 import type { ConfigKey } from './config/keys.ts';
@@ -174,6 +180,11 @@ export interface PhaseTwoConfig {
   retryBaseMs: number;
   /** Cap of the retry delay, ms. */
   retryMaxBackoffMs: number;
+  /**
+   * Live sessions the phase-two sweep looks at per event-loop turn (raft mode: a new leader's
+   * re-drive of a large state serves calls between its slices).
+   */
+  sweepSliceSessions: number;
 }
 
 /**
@@ -191,6 +202,11 @@ export interface DbConfig {
   startupTimeoutMs?: number;
   /** The driver lease's timing, ms. */
   lease?: { leaseMs?: number; renewIntervalMs?: number; safetyMarginMs?: number };
+  /**
+   * How long the lease holder leaves a transaction decided on another node to that node before
+   * it takes it over, ms (default DB_DECIDER_HANDOFF_MS, 5 s).
+   */
+  deciderHandOffMs?: number;
 }
 
 export interface NodeConfig {
@@ -602,7 +618,7 @@ function parseDbSection(storeS: Obj, mode: StoreMode): DbConfig | null {
   const dbS = section(storeS, 'db', 'store');
   noUnknownKeys(
     dbS,
-    ['url', 'tablePrefix', 'maxConnections', 'startupTimeoutMs', 'lease'],
+    ['url', 'tablePrefix', 'maxConnections', 'startupTimeoutMs', 'lease', 'deciderHandOffMs'],
     'store.db',
   );
   const url = optStr(dbS, 'url', 'store.db', { maxLength: 4096 });
@@ -636,6 +652,11 @@ function parseDbSection(storeS: Obj, mode: StoreMode): DbConfig | null {
     db.startupTimeoutMs = int(dbS, 'startupTimeoutMs', 'store.db', {
       min: 0,
       max: MAX_DB_STARTUP_TIMEOUT_MS,
+    });
+  if (dbS.deciderHandOffMs !== undefined && dbS.deciderHandOffMs !== null)
+    db.deciderHandOffMs = int(dbS, 'deciderHandOffMs', 'store.db', {
+      min: MIN_DB_DECIDER_HANDOFF_MS,
+      max: MAX_DB_DECIDER_HANDOFF_MS,
     });
   const leaseS = section(dbS, 'lease', 'store.db');
   noUnknownKeys(leaseS, ['leaseMs', 'renewIntervalMs', 'safetyMarginMs'], 'store.db.lease');
@@ -734,7 +755,7 @@ function parsePhaseTwoSection(raw: Section): PhaseTwoConfig {
   const phaseTwoS = section(raw, 'phaseTwo', '');
   noUnknownKeys(
     phaseTwoS,
-    ['stuckAfterMs', 'retryHorizonMs', 'retryBaseMs', 'retryMaxBackoffMs'],
+    ['stuckAfterMs', 'retryHorizonMs', 'retryBaseMs', 'retryMaxBackoffMs', 'sweepSliceSessions'],
     'phaseTwo',
   );
   const phaseTwo: PhaseTwoConfig = {
@@ -757,6 +778,11 @@ function parsePhaseTwoSection(raw: Section): PhaseTwoConfig {
       default: DEFAULT_PHASE_TWO_OPTIONS.retryMaxBackoffMs,
       min: 10,
       max: 3_600_000,
+    }),
+    sweepSliceSessions: int(phaseTwoS, 'sweepSliceSessions', 'phaseTwo', {
+      default: DEFAULT_PHASE_TWO_OPTIONS.sweepSliceSessions,
+      min: MIN_SWEEP_SLICE_SESSIONS,
+      max: MAX_SWEEP_SLICE_SESSIONS,
     }),
   };
   if (phaseTwo.retryMaxBackoffMs < phaseTwo.retryBaseMs)

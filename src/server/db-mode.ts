@@ -41,6 +41,7 @@ export async function openDbSessionStore(
     ...(db?.maxConnections !== undefined ? { maxConnections: db.maxConnections } : {}),
     ...(db?.startupTimeoutMs !== undefined ? { startupTimeoutMs: db.startupTimeoutMs } : {}),
     ...(db?.lease !== undefined ? { lease: db.lease } : {}),
+    ...(db?.deciderHandOffMs !== undefined ? { deciderHandOffMs: db.deciderHandOffMs } : {}),
   });
 }
 

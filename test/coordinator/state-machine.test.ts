@@ -530,7 +530,74 @@ describe('coordinator state machine', () => {
     });
   });
 
+  describe('a driver stop at the retry horizon against a forced resume', () => {
+    it('refuses a stop judged at a horizon a forced resume moved on; takes it otherwise', () => {
+      const { machine, xid } = machineWithTx();
+      applyOk(machine, changeCmd(xid, GlobalStatus.Begin, GlobalStatus.Committing));
+      const judged = T0 + 1_000; // the horizon the driver read (beginTime + retryHorizonMs)
+      // An operator's forced resume past it: its alarm time is the new horizon.
+      applyOk(machine, {
+        kind: 'RetryResumed',
+        xid,
+        at: judged + 10,
+        retryDeadline: judged + 60_000,
+        term: 1,
+        force: true,
+      });
+      // The stop judged before the resume lands after it: refused, nothing changed.
+      expectRefused(
+        machine,
+        { kind: 'RetryStopped', xid, at: judged + 20, term: 1, horizon: judged },
+        'ILLEGAL_STATUS',
+      );
+      expect(machine.getSession(xid)!.retry.stopped).toBe(false);
+      // A stop judged at the new horizon, and an operator's stop (no horizon), are taken.
+      applyOk(machine, {
+        kind: 'RetryStopped',
+        xid,
+        at: judged + 60_000,
+        term: 1,
+        horizon: judged + 60_000,
+      });
+      expect(machine.getSession(xid)!.retry.stopped).toBe(true);
+      const other = machineWithTx();
+      applyOk(other.machine, changeCmd(other.xid, GlobalStatus.Begin, GlobalStatus.Committing));
+      applyOk(other.machine, {
+        kind: 'RetryStopped',
+        xid: other.xid,
+        at: T0,
+        term: 1,
+        horizon: T0,
+      });
+      expect(other.machine.getSession(other.xid)!.retry.stopped).toBe(true);
+      expectRefused(
+        other.machine,
+        { kind: 'RetryStopped', xid: other.xid, at: T0, term: 1, horizon: -1 },
+        'BAD_REQUEST',
+      );
+    });
+  });
+
   describe('Saga global report', () => {
+    it('says whether the report decided the session (took it out of Begin)', () => {
+      const { machine, xid } = machineWithTx();
+      applyOk(machine, registerCmd(xid, '7', '', { type: 'SAGA' }));
+      const report = (status: GlobalStatus, at: number) =>
+        applyOk(machine, { kind: 'GlobalReport', xid, status, at, term: 1 });
+      expect(report(GlobalStatus.Rollbacking, T0 + 1)).toMatchObject({
+        changed: true,
+        decided: true,
+      });
+      expect(report(GlobalStatus.Rollbacking, T0 + 2)).toMatchObject({
+        changed: false,
+        decided: false,
+      });
+      expect(report(GlobalStatus.RollbackRetrying, T0 + 3)).toMatchObject({
+        changed: true,
+        decided: false,
+      });
+    });
+
     it('ends the transaction with every branch done by the TM’s word', () => {
       const { machine, xid } = machineWithTx();
       applyOk(machine, registerCmd(xid, '7', 't:1', { type: 'SAGA' }));

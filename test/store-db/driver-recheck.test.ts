@@ -9,6 +9,7 @@ import { MemoryStore } from '../../src/store/memory/index.ts';
 import { CoordinatorStateMachine } from '../../src/coordinator/state-machine.ts';
 import type { PhaseTwoOptions } from '../../src/coordinator/phase-two-driver.ts';
 import { GlobalStatus } from '../../src/coordinator/types.ts';
+import { DB_DECIDER_HANDOFF_MS } from '../../src/store/db/limits.ts';
 import { dueAtOf } from '../../src/store/db/rows.ts';
 import {
   FakeClock,
@@ -35,7 +36,7 @@ class SharedStore extends MemoryStore {
   async dueXids(now: number, limit: number): Promise<string[]> {
     return this.machine
       .liveXids()
-      .map((xid) => ({ xid, due: dueAtOf(this.machine.getSession(xid)!) }))
+      .map((xid) => ({ xid, due: dueAtOf(this.machine.getSession(xid)!, DB_DECIDER_HANDOFF_MS) }))
       .filter((x) => x.due <= now)
       .sort((a, b) => a.due - b.due || (a.xid < b.xid ? -1 : 1))
       .slice(0, limit)

@@ -6,6 +6,11 @@
  * driver-lease holder runs retries and what a dead node left; when the holder is killed,
  * another node takes the lease over and finishes what it left.
  *
+ * A Saga's later report on a third node (the session already decided) starts no pass there
+ * beside the decider's at its term; a second cluster with a short retry horizon shows that a
+ * pass in flight across an operator's forced resume does not stop the retries the resume
+ * restarted (a stale RetryStopped is refused).
+ *
  * A short lease (3 s, renewed every 500 ms) keeps the failover part of the file short.
  */
 import type { Xid } from '../../src/shared/ids.ts';
@@ -76,7 +81,11 @@ class DbCluster {
     this.prefix = uniquePrefix(`dbm_${dialect === 'postgres' ? 'pg' : 'my'}`);
   }
 
-  static async start(dialect: DialectName): Promise<DbCluster> {
+  /** `extra`: more top-level config sections, the same on every node (phaseTwo, ...). */
+  static async start(
+    dialect: DialectName,
+    extra: Record<string, unknown> = {},
+  ): Promise<DbCluster> {
     const c = new DbCluster(dialect);
     const used = new Set<number>();
     const port = async () => {
@@ -121,6 +130,7 @@ class DbCluster {
           http: { authToken: TOKEN },
           log: { level: 'info' },
           security: testSecurity(),
+          ...extra,
         }),
       );
     }
@@ -281,6 +291,21 @@ describe('db-mode config', () => {
       'store.db.lease.renewIntervalMs',
     );
     expect(keyOf(db({ lease: { ttl: 1 } }))).toBe('store.db.lease.ttl');
+    // The decider's hand-off time: 100 ms .. 10 min, a whole number of ms.
+    expect(validateConfig(db({ deciderHandOffMs: 1_500 })).store.db?.deciderHandOffMs).toBe(1_500);
+    expect(validateConfig(db({})).store.db?.deciderHandOffMs).toBeUndefined();
+    for (const bad of [99, 600_001, 2.5, '5s', -1])
+      expect(keyOf(db({ deciderHandOffMs: bad }))).toBe('store.db.deciderHandOffMs');
+    // The phase-two sweep's slice: 1 .. 1,000,000 sessions per turn (default 1,000).
+    expect(validateConfig(minimal).phaseTwo.sweepSliceSessions).toBe(1_000);
+    expect(
+      validateConfig({ ...minimal, phaseTwo: { sweepSliceSessions: 50 } }).phaseTwo
+        .sweepSliceSessions,
+    ).toBe(50);
+    for (const bad of [0, 1_000_001, 1.5])
+      expect(keyOf({ ...minimal, phaseTwo: { sweepSliceSessions: bad } })).toBe(
+        'phaseTwo.sweepSliceSessions',
+      );
     expect(keyOf(db({ password: 'x' }))).toBe('store.db.password');
     expect(keyOf({ ...minimal, raft: { join: true } })).toBe('raft.join');
     expect(keyOf({ node: { id: 'a' }, store: { mode: 'db' } })).toBe('store.db.url');
@@ -641,6 +666,61 @@ describe.each([['PostgreSQL', 'postgres'] as const, ['MariaDB', 'mysql'] as cons
       }
     });
 
+    it("a Saga's different report on another node (Rollbacking, then RollbackRetrying) starts no second pass there at the decider's term: the second call is the holder's, after the hand-off", async () => {
+      const holder = await cluster.holder();
+      const [decider, other] = cluster.live().filter((n) => n.id !== holder.id);
+      const xid = await tm(decider!).begin({ ...TM, name: 'saga-moved', timeoutMs: 60_000 });
+      await tm(decider!).branchRegister({
+        xid,
+        branchType: 'SAGA',
+        resourceId: 'db-mode-stock',
+        clientId: rm.clientId,
+        applicationId: rm.applicationId,
+      });
+      let answerFirst!: (s: 'PhaseTwo_Rollbacked') => void;
+      const held = new Promise<'PhaseTwo_Rollbacked'>((r) => (answerFirst = r));
+      rm.behave = (call, attempt) =>
+        call.xid === xid && attempt === 1
+          ? held
+          : call.kind === 'commit'
+            ? 'PhaseTwo_Committed'
+            : 'PhaseTwo_Rollbacked';
+      const calls = await perNode(CALLS);
+      const ended = await perNode(ENDED);
+      try {
+        const first = tm(decider!).globalReport(xid, 'Rollbacking');
+        await waitFor('the decider call', () => (rm.callsFor(xid).length === 1 ? true : undefined));
+        // The TM's engine moves the decided session on, through another node: the report
+        // changes it there (Rollbacking -> RollbackRetrying) but decides nothing.
+        expect(await tm(other!).globalReport(xid, 'RollbackRetrying')).toBe('RollbackRetrying');
+        await waitFor(
+          'a second call',
+          () => (rm.callsFor(xid).length === 2 ? true : undefined),
+          30_000,
+        );
+        // The node that made the second call counts it once the RM answered it (the first is held).
+        const callsAfter = await waitFor('the second call counted', async () => {
+          const now = await perNode(CALLS);
+          return totalDelta(now, calls) >= 1 ? now : undefined;
+        });
+        // Before the fix: the other node ran a pass at the decider's term, unfenced, at once.
+        expect(delta(callsAfter, calls, other!.id)).toBe(0);
+        expect(delta(callsAfter, calls, holder.id)).toBe(1);
+        answerFirst('PhaseTwo_Rollbacked');
+        expect(await waitForStatus(tm(holder), xid, (s) => s === 'Rollbacked', 20_000)).toBe(
+          'Rollbacked',
+        );
+        expect(['Rollbacking', 'RollbackRetrying', 'Rollbacked']).toContain(await first);
+        expect(totalDelta(await perNode(ENDED), ended)).toBe(1);
+      } catch (err) {
+        console.error(cluster.tails());
+        throw err;
+      } finally {
+        answerFirst('PhaseTwo_Rollbacked');
+        rm.behave = null;
+      }
+    });
+
     it('kill -9 of the deciding node mid phase two: the holder takes the transaction over and finishes it', async () => {
       const { holder, decider } = await nonHolder();
       const xid = await tm(decider).begin({ ...TM, name: 'dead-decider', timeoutMs: 60_000 });
@@ -730,5 +810,99 @@ describe.each([['PostgreSQL', 'postgres'] as const, ['MariaDB', 'mysql'] as cons
         rm.behave = null;
       }
     });
+  },
+);
+
+/** The retry horizon of the cluster below (phaseTwo.retryHorizonMs): short, to be waited out. */
+const HORIZON_MS = 4_000;
+
+describe.each([['PostgreSQL', 'postgres'] as const, ['MariaDB', 'mysql'] as const])(
+  'db mode on %s: the retry horizon against a forced resume',
+  (_name, dialect) => {
+    let cluster: DbCluster;
+    let admin: Admin | null = null;
+    let rmClient: TcClient;
+    let rm: TestRm;
+    let ops: TcClient | null = null;
+
+    beforeAll(async () => {
+      admin = await connectAdmin(dialect);
+      cluster = await DbCluster.start(dialect, {
+        // A forced resume's alarm time (now + stuckAfterMs) is the new horizon: long enough
+        // for the pass after it on a loaded box.
+        phaseTwo: { retryHorizonMs: HORIZON_MS, stuckAfterMs: 60_000 },
+      });
+      rmClient = cluster.client();
+      rm = new TestRm(rmClient, ['db-mode-stock'], { applicationId: TM.applicationId });
+      await rm.connect(20_000);
+    }, 90_000);
+
+    afterAll(async () => {
+      await ops?.close().catch(() => undefined);
+      await rmClient?.close().catch(() => undefined);
+      await cluster?.stop(admin);
+      await admin?.close();
+    });
+
+    it("a stop judged before an operator's forced resume and applied after it is refused: the pass in flight does not undo the resume", async () => {
+      const holder = await cluster.holder();
+      ops = cluster.pinned(holder);
+      const xid = await ops.begin({ ...TM, name: 'horizon-resume', timeoutMs: 60_000 });
+      const began = Date.now();
+      for (const key of ['first', 'second'])
+        await ops.branchRegister({
+          xid,
+          branchType: 'TCC',
+          resourceId: 'db-mode-stock',
+          lockKey: `stock:horizon-${key}`,
+          clientId: rm.clientId,
+          applicationId: rm.applicationId,
+        });
+      // The first branch's first confirm is held past the horizon: the pass that sent it read
+      // the session (and its horizon) before the operator's resume.
+      let answerFirst!: (s: 'PhaseTwo_Committed') => void;
+      const held = new Promise<'PhaseTwo_Committed'>((r) => (answerFirst = r));
+      rm.behave = (call, attempt) =>
+        call.xid === xid && call.kind === 'commit' && attempt === 1 && rm.callsFor(xid).length === 1
+          ? held
+          : call.kind === 'commit'
+            ? 'PhaseTwo_Committed'
+            : 'PhaseTwo_Rollbacked';
+      try {
+        const commit = ops.commit(xid).catch(() => null);
+        await waitFor('the first confirm', () =>
+          rm.callsFor(xid).length === 1 ? true : undefined,
+        );
+        const past = began + HORIZON_MS + 500 - Date.now();
+        if (past > 0) await sleep(past);
+        // Past the horizon, with the pass in flight: the operator forces a resume (a new horizon).
+        await ops.resumeRetry(xid, { operator: 'carol', force: true });
+        // The held confirm answers: the old pass reaches the second branch with the horizon it
+        // read, and stops the retries — before the fix, for good (StopCommitOrCommitRetry).
+        answerFirst('PhaseTwo_Committed');
+        const end = await waitForStatus(
+          ops,
+          xid,
+          (s) => s === 'Committed' || s === 'StopCommitOrCommitRetry',
+          30_000,
+        );
+        expect(end).toBe('Committed');
+        expect(rm.callsFor(xid).filter((c) => c.kind === 'commit').length).toBeGreaterThanOrEqual(
+          2,
+        );
+        expect(
+          readFileSync(holder.logFile, 'utf8')
+            .split('\n')
+            .some((l) => l.includes(xid) && l.includes('retries stopped, locks kept')),
+        ).toBe(false);
+        await commit;
+      } catch (err) {
+        console.error(cluster.tails());
+        throw err;
+      } finally {
+        answerFirst('PhaseTwo_Committed');
+        rm.behave = null;
+      }
+    }, 90_000);
   },
 );

@@ -12,6 +12,9 @@
  *    phaseTwo.retryHorizonMs after it began), then its retries stop (StopCommitOrCommitRetry,
  *    no call after the horizon); a resume without force is refused naming the horizon, a
  *    forced one drives it home. On the code before it, it was retried forever.
+ *  - a pass in flight across a forced resume (it read the old horizon) reaches its next branch
+ *    after the resume: its stop is refused (RetryStopped.horizon) and the transaction ends
+ *    Committed. Before, the stale stop landed after the resume: StopCommitOrCommitRetry for good.
  */
 import { readFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -165,5 +168,47 @@ describe('the retry horizon', () => {
     await ops.resumeRetry(xid, { operator: 'bob', force: true });
     expect(await waitForStatus(ops, xid, (s) => s === 'Committed', 30_000)).toBe('Committed');
     expect(rm.callsFor(xid)).toHaveLength(calls + 1);
+  }, 90_000);
+  it("a pass in flight across an operator's forced resume does not stop the retries the resume restarted", async () => {
+    const { xid, branches } = await beginWith(['stock', 'pay']);
+    const began = Date.now();
+    const [first] = branches as [string, string];
+    // The first branch fails retryably until 3 s before the horizon; the confirm after that is
+    // held past the horizon (an RM call is abandoned after 10 s: it must span the horizon
+    // within that). The pass that sent it read the horizon before the operator's resume, and
+    // reaches the second branch after it.
+    let answer!: (s: 'PhaseTwo_Committed') => void;
+    const held = new Promise<'PhaseTwo_Committed'>((r) => (answer = r));
+    let holding = false;
+    const base = rm.behave!;
+    rm.behave = (call, attempt) => {
+      if (call.xid !== xid || call.kind !== 'commit' || call.branchId !== first)
+        return base(call, attempt);
+      if (Date.now() < began + HORIZON_MS - 3_000) return 'PhaseTwo_CommitFailed_Retryable';
+      if (holding) return 'PhaseTwo_Committed';
+      holding = true;
+      return held;
+    };
+    try {
+      const commit = ops.commit(xid).catch(() => null);
+      await waitFor('the held confirm', () => (holding ? true : undefined), HORIZON_MS + 10_000);
+      const past = began + HORIZON_MS + 300 - Date.now();
+      if (past > 0) await new Promise((r) => setTimeout(r, past));
+      await ops.resumeRetry(xid, { operator: 'carol', force: true });
+      answer('PhaseTwo_Committed');
+      // Before the fix the old pass's RetryStopped landed after the resume: stopped for good.
+      expect(
+        await waitForStatus(
+          ops,
+          xid,
+          (s) => s === 'Committed' || s === 'StopCommitOrCommitRetry',
+          30_000,
+        ),
+      ).toBe('Committed');
+      await commit;
+    } finally {
+      answer('PhaseTwo_Committed');
+      rm.behave = base;
+    }
   }, 90_000);
 });

@@ -29,6 +29,7 @@ export class MysqlBeginBatches {
   constructor(
     private readonly driver: SqlDriver,
     private readonly t: TableNames,
+    private readonly handOffMs: number,
   ) {
     this.turn = new TurnBatcher(
       (items) => this.run(items),
@@ -58,7 +59,7 @@ export class MysqlBeginBatches {
           );
         }
         const params: SqlValue[] = [];
-        for (const i of items) params.push(...globalRowValues(i.session));
+        for (const i of items) params.push(...globalRowValues(i.session, this.handOffMs));
         const rows = items.map((_, n) => (n === 0 ? this.firstRow : this.nextRow));
         const g = await conn.query(
           `INSERT INTO ${this.t.global} (${this.globalCols})

@@ -16,7 +16,7 @@
  */
 import type { BeginCommand, CommitGlobalCommand } from '../../coordinator/commands.ts';
 import { BranchType, GlobalStatus } from '../../coordinator/types.ts';
-import { DB_BATCH_MAX_COMMANDS, DB_BATCH_MAX_IN_FLIGHT, DB_DECIDER_HANDOFF_MS } from './limits.ts';
+import { DB_BATCH_MAX_COMMANDS, DB_BATCH_MAX_IN_FLIGHT } from './limits.ts';
 import { AssertionFailure } from '../../shared/errors.ts';
 import { GLOBAL_COLUMNS, dueAtOf } from './rows.ts';
 import type { SqlDriver, SqlValue, TableNames } from './sql.ts';
@@ -183,7 +183,8 @@ function isFreshBeginSession(s: GlobalSession): boolean {
     s.retry.nextRetryAt === null &&
     s.retry.retryDeadline === null &&
     !s.retry.stopped &&
-    dueAtOf(s) === s.deadline
+    // A session in Begin is due at its deadline whatever the hand-off time (0 here).
+    dueAtOf(s, 0) === s.deadline
   );
 }
 
@@ -213,7 +214,13 @@ export class PgBatches {
   constructor(
     private readonly driver: SqlDriver,
     t: TableNames,
+    /** The decider's hand-off time (dueAtOf): in the statement's text, an integer checked here. */
+    handOffMs: number,
   ) {
+    if (!Number.isSafeInteger(handOffMs) || handOffMs < 0)
+      throw new AssertionFailure(
+        `the hand-off time must be a non-negative integer of ms, not ${handOffMs}`,
+      );
     const cols = GLOBAL_COLUMNS.join(', ');
     const bound = BEGIN_BOUND_COLUMNS.map((c) => `?::${PG_GLOBAL_TYPES[c]}[]`).join(', ');
     // A remembered requestId or a finished xid inserts nothing (the one-command form and
@@ -246,7 +253,7 @@ export class PgBatches {
       f AS (INSERT INTO ${t.finished} (xid, status, finished_at, resolved_by)
         SELECT xid, ?::varchar, at, NULL FROM gone RETURNING xid),
       a AS (UPDATE ${t.global} g SET status = ?, status_changed_at = v.at,
-          due_at = v.at + (1 - MOD(GREATEST(g.driver_term, v.term), 2)) * ${DB_DECIDER_HANDOFF_MS},
+          due_at = v.at + (1 - MOD(GREATEST(g.driver_term, v.term), 2)) * ${handOffMs},
           driver_term = GREATEST(g.driver_term, v.term)
         FROM v WHERE ${base} AND g.branch_count > 0
           AND g.branch_count = (SELECT COUNT(*) FROM ${t.branch} b

@@ -43,7 +43,7 @@ import { SNAPSHOT_FORMAT_VERSION, encodeSnapshot } from '../../coordinator/snaps
 import { applyCommand, refuseMalformed } from './apply.ts';
 import { FastPaths, type FastPathStats } from './fast-path.ts';
 import { beginTermOf, epochOfTerm, liftsPastFence, termOfEpoch } from './terms.ts';
-import { handOffAtOf } from './rows.ts';
+import { checkedHandOffMs, handOffAtOf } from './rows.ts';
 import { LiveSessionBound } from './live-bound.ts';
 import {
   DbContentionError,
@@ -65,6 +65,7 @@ import {
   DB_MAX_PENDING_OPERATIONS,
   DB_MAX_READ_PASSES,
   DB_MAX_SUBMIT_ATTEMPTS,
+  DB_DECIDER_HANDOFF_MS,
   DB_MAX_TABLE_PREFIX_CHARS,
   DB_PLAN_CHECK_INTERVAL_MS,
   DB_POOL_MAX_CONNECTIONS,
@@ -129,6 +130,12 @@ export interface DbSessionStoreOptions {
   maxLiveSessions?: number;
   /** Keep retrying an unreachable database at open() for this long, ms. Default 0: fail at once. */
   startupTimeoutMs?: number;
+  /**
+   * How long the lease holder leaves a transaction decided on another node to that node, ms
+   * (terms.ts). Default DB_DECIDER_HANDOFF_MS (5 s), within MIN_/MAX_DB_DECIDER_HANDOFF_MS.
+   * Written into the due_at of the sessions this node decides: give every node the same.
+   */
+  deciderHandOffMs?: number;
 }
 
 export type DbApplyListener = (command: Command, outcome: Outcome<unknown>) => void;
@@ -146,6 +153,16 @@ export function dialectOf(url: string): DialectName {
 /** The URL without its password, for logs. */
 export function redactUrl(url: string): string {
   return url.replace(/^([a-z]+:\/\/[^:/@]*):[^@]*@/i, '$1:***@');
+}
+
+/** The live-session bound within 1..MAX_LIVE_SESSIONS_CEILING, or a ConfigError. */
+function checkedMaxLiveSessions(value: number): number {
+  if (!Number.isSafeInteger(value) || value < 1 || value > MAX_LIVE_SESSIONS_CEILING)
+    throw new ConfigError(
+      'maxLiveSessions',
+      `must be an integer in 1..${MAX_LIVE_SESSIONS_CEILING}`,
+    );
+  return value;
 }
 
 export class DbSessionStore implements SessionStore {
@@ -171,6 +188,8 @@ export class DbSessionStore implements SessionStore {
   private readonly leaseDriver: SqlDriver | null;
   private readonly sql: SessionSql;
   private readonly fast: FastPaths;
+  /** The decider's hand-off time, ms (deciderHandOffMs). */
+  readonly handOffMs: number;
   private readonly liveBound: LiveSessionBound;
   private readonly maxLiveSessions: number;
   private readonly log: Logger;
@@ -210,7 +229,8 @@ export class DbSessionStore implements SessionStore {
       );
     }
     this.tables = tableNames(prefix);
-    this.sql = new SessionSql(this.tables, this.dialect);
+    this.handOffMs = checkedHandOffMs(options.deciderHandOffMs ?? DB_DECIDER_HANDOFF_MS);
+    this.sql = new SessionSql(this.tables, this.dialect, this.handOffMs);
     this.log = options.logger.child({
       component: 'db-store',
       dialect: this.dialect,
@@ -228,19 +248,10 @@ export class DbSessionStore implements SessionStore {
             logger: this.log,
           });
     this.driver = makeDriver(maxConnections);
-    this.fast = new FastPaths(this.driver, this.tables);
+    this.fast = new FastPaths(this.driver, this.tables, this.handOffMs);
     this.planUpkeep =
       this.dialect === 'postgres' ? new PgPlanUpkeep(this.driver, this.tables) : null;
-    this.maxLiveSessions = options.maxLiveSessions ?? MAX_LIVE_SESSIONS;
-    if (
-      !Number.isSafeInteger(this.maxLiveSessions) ||
-      this.maxLiveSessions < 1 ||
-      this.maxLiveSessions > MAX_LIVE_SESSIONS_CEILING
-    )
-      throw new ConfigError(
-        'maxLiveSessions',
-        `must be an integer in 1..${MAX_LIVE_SESSIONS_CEILING}`,
-      );
+    this.maxLiveSessions = checkedMaxLiveSessions(options.maxLiveSessions ?? MAX_LIVE_SESSIONS);
     const cap = this.maxLiveSessions;
     this.liveBound = new LiveSessionBound(
       () => this.sql.countLive(this.driver, cap),
@@ -484,7 +495,7 @@ export class DbSessionStore implements SessionStore {
    * once this has passed with no retry scheduled (dueAtOf).
    */
   handOffAt(session: Pick<GlobalSession, 'statusChangedAt' | 'driverTerm'>): number {
-    return handOffAtOf(session);
+    return handOffAtOf(session, this.handOffMs);
   }
 
   /** Every node serves TC requests in db mode: there is no follower to redirect to. */

@@ -42,7 +42,6 @@ import {
 } from '../../coordinator/types.ts';
 import { PgBatches } from './batch-pg.ts';
 import { MysqlBeginBatches } from './batch-mysql.ts';
-import { DB_DECIDER_HANDOFF_MS } from './limits.ts';
 import { PgBranchPaths } from './fast-path-pg.ts';
 import { placeholders, type SqlDriver, type SqlValue, type TableNames } from './sql.ts';
 
@@ -89,10 +88,13 @@ export class FastPaths {
   constructor(
     private readonly driver: SqlDriver,
     private readonly t: TableNames,
+    /** The decider's hand-off time in the due_at this writes (dueAtOf, rows.ts). */
+    private readonly handOffMs: number,
   ) {
     this.pg = driver.dialect === 'postgres' ? new PgBranchPaths(driver, t) : null;
-    this.batches = driver.dialect === 'postgres' ? new PgBatches(driver, t) : null;
-    this.mysqlBegins = driver.dialect === 'mysql' ? new MysqlBeginBatches(driver, t) : null;
+    this.batches = driver.dialect === 'postgres' ? new PgBatches(driver, t, handOffMs) : null;
+    this.mysqlBegins =
+      driver.dialect === 'mysql' ? new MysqlBeginBatches(driver, t, handOffMs) : null;
   }
 
   /**
@@ -203,7 +205,7 @@ export class FastPaths {
       c.to,
       c.at,
       c.at,
-      DB_DECIDER_HANDOFF_MS,
+      this.handOffMs,
       c.xid,
       GlobalStatus.Begin,
       c.term,

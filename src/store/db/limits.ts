@@ -123,6 +123,13 @@ export const DB_MODE_DUE_POLL_MS = 100;
  * slow: its late commands are then fenced off). Longer than a pass whose RMs answer.
  */
 export const DB_DECIDER_HANDOFF_MS = 5_000;
+/**
+ * Bounds of the hand-off time (`store.db.deciderHandOffMs`): below 100 ms the holder would
+ * take over (and fence off) deciders whose RMs answer; above 10 min a dead decider's
+ * transactions would wait that long.
+ */
+export const MIN_DB_DECIDER_HANDOFF_MS = 100;
+export const MAX_DB_DECIDER_HANDOFF_MS = 600_000;
 
 // ------------------------------------------------------------------ prepared statements
 

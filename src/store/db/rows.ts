@@ -7,7 +7,7 @@
  * recorded; once the branch released them, they are none. Loading a session asserts that
  * lock_table agrees.
  */
-import { StorageCorruptError } from '../../shared/errors.ts';
+import { ConfigError, StorageCorruptError } from '../../shared/errors.ts';
 import type { BranchId, Xid } from '../../shared/ids.ts';
 import { parseLockKey, splitRowKey } from '../../coordinator/lock-key.ts';
 import {
@@ -20,7 +20,7 @@ import {
   type FinishedRecord,
   type GlobalSession,
 } from '../../coordinator/types.ts';
-import { DB_DECIDER_HANDOFF_MS } from './limits.ts';
+import { MAX_DB_DECIDER_HANDOFF_MS, MIN_DB_DECIDER_HANDOFF_MS } from './limits.ts';
 import { isDeciderTerm } from './terms.ts';
 import {
   boolOf,
@@ -95,21 +95,40 @@ export const LOCK_COLUMNS = [
  * decided it and runs its first pass (terms.ts); never when it waits for an operator.
  * Orders the sweep's bounded page, most urgent first, and is what the due poll asks for.
  */
-export function dueAtOf(session: GlobalSession): number {
+export function dueAtOf(session: GlobalSession, handOffMs: number): number {
   if (session.status === GlobalStatus.Begin) return session.deadline;
   if (isPhaseTwoInFlight(session.status) && !session.retry.stopped)
-    return session.retry.nextRetryAt ?? handOffAtOf(session);
+    return session.retry.nextRetryAt ?? handOffAtOf(session, handOffMs);
   return PARKED_DUE_AT;
 }
 
-/** When the holder takes over a session in phase two that has no retry scheduled. */
+/**
+ * When the holder takes over a session in phase two that has no retry scheduled: `handOffMs`
+ * (the node's store.db.deciderHandOffMs, DB_DECIDER_HANDOFF_MS by default) after its status
+ * changed when a decider drives it.
+ */
 export function handOffAtOf(
   session: Pick<GlobalSession, 'statusChangedAt' | 'driverTerm'>,
+  handOffMs: number,
 ): number {
-  return session.statusChangedAt + (isDeciderTerm(session.driverTerm) ? DB_DECIDER_HANDOFF_MS : 0);
+  return session.statusChangedAt + (isDeciderTerm(session.driverTerm) ? handOffMs : 0);
 }
 
-export function globalRowValues(s: GlobalSession): SqlScalar[] {
+/** A hand-off time within its bounds, or a ConfigError naming `key`. */
+export function checkedHandOffMs(value: number, key = 'deciderHandOffMs'): number {
+  if (
+    !Number.isSafeInteger(value) ||
+    value < MIN_DB_DECIDER_HANDOFF_MS ||
+    value > MAX_DB_DECIDER_HANDOFF_MS
+  )
+    throw new ConfigError(
+      key,
+      `must be an integer of ms in ${MIN_DB_DECIDER_HANDOFF_MS}..${MAX_DB_DECIDER_HANDOFF_MS}, not ${String(value)}`,
+    );
+  return value;
+}
+
+export function globalRowValues(s: GlobalSession, handOffMs: number): SqlScalar[] {
   return [
     s.xid,
     s.transactionId,
@@ -119,12 +138,12 @@ export function globalRowValues(s: GlobalSession): SqlScalar[] {
     s.timeoutMs,
     s.beginTime,
     s.deadline,
-    ...globalMutableValues(s),
+    ...globalMutableValues(s, handOffMs),
   ];
 }
 
 /** In GLOBAL_MUTABLE_COLUMNS order. */
-export function globalMutableValues(s: GlobalSession): SqlScalar[] {
+export function globalMutableValues(s: GlobalSession, handOffMs: number): SqlScalar[] {
   return [
     s.status,
     s.statusChangedAt,
@@ -133,7 +152,7 @@ export function globalMutableValues(s: GlobalSession): SqlScalar[] {
     s.retry.retryDeadline,
     s.retry.stopped,
     s.driverTerm,
-    dueAtOf(s),
+    dueAtOf(s, handOffMs),
     // Kept on the global row (schema 2) so a one-statement commit can require "no branch"
     // of the row it locks: a RegisterBranch rewrites this row, so a statement that waited
     // for its row lock re-checks the new count (see fast-path.ts).

@@ -43,6 +43,8 @@ export class SessionSql {
   constructor(
     readonly t: TableNames,
     private readonly dialect: DialectName,
+    /** The decider's hand-off time in every due_at this writes (dueAtOf). */
+    private readonly handOffMs: number,
   ) {}
 
   // ---------------------------------------------------------------- reads
@@ -264,7 +266,7 @@ export class SessionSql {
   async insertGlobal(conn: SqlConn, session: GlobalSession): Promise<void> {
     const r = await conn.query(
       `INSERT INTO ${this.t.global} (${GLOBAL_COLUMNS.join(', ')}) VALUES (${placeholders(GLOBAL_COLUMNS.length)})`,
-      globalRowValues(session),
+      globalRowValues(session, this.handOffMs),
     );
     assert(
       r.affected === 1,
@@ -279,7 +281,7 @@ export class SessionSql {
   async updateGlobal(conn: SqlConn, session: GlobalSession, expectedStatus: string): Promise<void> {
     const set = GLOBAL_MUTABLE_COLUMNS.map((c) => `${c} = ?`).join(', ');
     const r = await conn.query(`UPDATE ${this.t.global} SET ${set} WHERE xid = ? AND status = ?`, [
-      ...globalMutableValues(session),
+      ...globalMutableValues(session, this.handOffMs),
       session.xid,
       expectedStatus,
     ]);

@@ -47,7 +47,8 @@ export function beginTermOf(term: number): number {
  * term. None of them makes the submitting node a driver: a decision is taken from Begin only,
  * and a Begin session's term is never a holder's driver term (beginTermOf). A driver's own
  * RetryStopped (its retry horizon passed) may be lifted as well: it only stops the retries,
- * which every driver would do there.
+ * which every driver would do there — and it carries the horizon it judged, so apply refuses it
+ * once an operator's forced resume moved the horizon on (a late decider's stop never undoes it).
  */
 export function liftsPastFence(command: Command): boolean {
   switch (command.kind) {
