@@ -191,8 +191,7 @@ async function syncDir(dir: string): Promise<void> {
 /**
  * Writes zeros over [from, to) of a file and fsyncs it (preallocation, and a cut torn tail).
  * Each megabyte is flushed on its own: a background fill then never puts a 16 MiB flush in
- * front of a round's write (p99 of a 20 KB round while segments roll: 7–8 ms, against
- * 7–16 ms with one flush at the end).
+ * front of a round's write (bench/README.md, "The Raft log on a write-ahead log of our own").
  */
 async function zeroFill(fh: FileHandle, from: number, to: number): Promise<void> {
   for (let o = from; o < to; o += ZERO_CHUNK.length) {
