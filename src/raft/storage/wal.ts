@@ -3,8 +3,8 @@
  * directory, each preallocated (zero-filled and fsynced before use), written by overwrites
  * through a descriptor opened O_DSYNC. One round is ONE `pwrite` that returns durable: no
  * separate fdatasync (a second thread-pool hop), and no file-size change to flush, since the
- * blocks already exist (bench/fsync.ts: 0.14–0.23 ms a write here, LevelDB's synced batch
- * 0.34–0.66 ms, with a fifth of its CPU).
+ * blocks already exist (`npm run bench -- fsync`: WalStorage.save of a round 0.16–0.25 ms
+ * here, LevelDbStorage.save 0.31–0.48 ms, with 40–50 % of its CPU).
  *
  * Record (8-byte aligned):  u32le payloadBytes ‖ u32le crc32(payload) ‖ payload ‖ zero pad,
  * payload = u8 type ‖ msgpackr(body). A zero length is the end of the written part of a segment.
