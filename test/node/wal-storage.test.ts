@@ -250,3 +250,105 @@ describe('WalStorage on real files', () => {
     await again.close();
   });
 });
+
+describe('WalStorage: a round split over several records, torn by a crash', () => {
+  let dir: string;
+  const opened: WalStorage[] = [];
+  const SEG = 4 * 1024 * 1024;
+  const segPath = () => join(dir, 'raft-wal', segmentName(1));
+
+  function fresh(): WalStorage {
+    const s = new WalStorage({
+      walDir: join(dir, 'raft-wal'),
+      levelPath: join(dir, 'raft'),
+      logger: silentLogger(),
+      segmentBytes: SEG,
+    });
+    opened.push(s);
+    return s;
+  }
+
+  beforeEach(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'concord-wal-split-'));
+  });
+  afterEach(async () => {
+    for (const s of opened.splice(0)) await s.close().catch(() => undefined);
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  /**
+   * Round 1: entry 1 of term 1. Round 2 (a follower catching up under a new leader): the
+   * term-2 hard state and 5000 term-2 entries, more than one record holds, so two records
+   * in one write. Returns the file and where round 2's records begin and end.
+   */
+  async function splitRound(): Promise<{ whole: Buffer; parts: [number, number][] }> {
+    const s = fresh();
+    await s.load();
+    await s.save({
+      hardState: { term: 1, vote: nid('n1'), commit: 1 },
+      entries: [normal(1, 1)],
+      snapshot: null,
+    });
+    const before = s.stats().bytesWritten;
+    const entries: Entry[] = [];
+    for (let i = 2; i <= 5001; i++) entries.push(normal(i, 2));
+    await s.save({ hardState: { term: 2, vote: null, commit: 1 }, entries, snapshot: null });
+    expect(s.stats().syncedWrites).toBe(2);
+    await s.close();
+    const whole = await readFile(segPath());
+    const headerEnd = (8 + whole.readUInt32LE(0) + 7) & ~7;
+    const parts: [number, number][] = [];
+    let o = headerEnd + before;
+    while (whole.readUInt32LE(o) !== 0) {
+      const end = (o + 8 + whole.readUInt32LE(o) + 7) & ~7;
+      parts.push([o, end]);
+      o = end;
+    }
+    expect(parts.length).toBe(2);
+    return { whole, parts };
+  }
+
+  it('only its first record durable: the round is cut whole, the log before it loads', async () => {
+    const { whole, parts } = await splitRound();
+    const torn = Buffer.from(whole);
+    torn.fill(0, parts[1]![0], parts[1]![1]);
+    await writeFile(segPath(), torn);
+    const state = await fresh().load();
+    expect(state.entries.map((e) => e.index)).toEqual([1]);
+    expect(state.hardState).toEqual({ term: 1, vote: nid('n1'), commit: 1 });
+    // The part that was cut is zeroed: nothing of it can come back.
+    expect((await readFile(segPath())).subarray(parts[0]![0]).every((b) => b === 0)).toBe(true);
+  });
+
+  it('only its last record durable (pages flushed out of order): a torn round, not corruption', async () => {
+    const { whole, parts } = await splitRound();
+    const torn = Buffer.from(whole);
+    torn.fill(0, parts[0]![0], parts[0]![0] + 4096);
+    await writeFile(segPath(), torn);
+    const s = fresh();
+    const state = await s.load();
+    expect(state.entries.map((e) => e.index)).toEqual([1]);
+    expect(state.hardState.term).toBe(1);
+    expect((await readFile(segPath())).subarray(parts[0]![0]).every((b) => b === 0)).toBe(true);
+    // It goes on: the round again, read back whole.
+    const entries: Entry[] = [];
+    for (let i = 2; i <= 5001; i++) entries.push(normal(i, 2));
+    await s.save({ hardState: { term: 2, vote: null, commit: 5001 }, entries, snapshot: null });
+    await s.close();
+    const again = await fresh().load();
+    expect(again.entries.length).toBe(5001);
+    expect(again.hardState.commit).toBe(5001);
+  });
+
+  it('a whole record of a round that never began is corruption, not a torn tail', async () => {
+    const { whole, parts } = await splitRound();
+    // Round 2's second record moved a round further on (after a zeroed gap): no crash makes that.
+    const bad = Buffer.from(whole);
+    const [a, b] = parts[1]!;
+    const gap = 4096;
+    whole.copy(bad, b + gap, a, b);
+    bad.fill(0, parts[0]![0], b + gap);
+    await writeFile(segPath(), bad);
+    await expect(fresh().load()).rejects.toBeInstanceOf(StorageCorruptError);
+  });
+});
