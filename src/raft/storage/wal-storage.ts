@@ -23,6 +23,7 @@
  * Memory (issue 19): after load only the terms of the log and the segment list are kept,
  * as LevelDbStorage keeps its terms and runs.
  */
+import { randomInt } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { mkdir } from 'node:fs/promises';
 import { performance } from 'node:perf_hooks';
@@ -80,6 +81,11 @@ interface HeaderBody {
 }
 
 interface RoundBody {
+  /** A round split over several records: its nonce, this part's index, the count (wal.ts). */
+  r?: number;
+  p?: number;
+  n?: number;
+  o?: number;
   s?: StoredSnapshotMeta;
   k?: boolean;
   e?: Entry[];
@@ -636,7 +642,18 @@ export class WalStorage implements LogStorage {
       bodies.push(body);
     } while (k < entries.length);
     if (hs !== null) bodies[bodies.length - 1]!.h = hs;
-    return bodies.map((b) => encodeRecord(RECORD_ROUND, b));
+    if (bodies.length === 1) return [encodeRecord(RECORD_ROUND, bodies[0])];
+    // One write, several records: a crash may keep any of them, so load cuts the round whole
+    // unless every part is there; each part says where the round began (parseSegment).
+    const r = randomInt(0x7fffffff);
+    const out: Buffer[] = [];
+    let o = 0;
+    for (let p = 0; p < bodies.length; p++) {
+      const rec = encodeRecord(RECORD_ROUND, { ...bodies[p], r, p, n: bodies.length, o });
+      out.push(rec);
+      o += rec.length;
+    }
+    return out;
   }
 
   private async doSave(batch: PersistBatch): Promise<void> {

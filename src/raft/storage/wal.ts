@@ -90,13 +90,64 @@ function recordAt(buf: Buffer, offset: number): { payload: Buffer; end: number }
   return { payload, end: align8(start + len) };
 }
 
-/** Whether any valid record starts at an aligned offset at or after `from`. */
-function validRecordAfter(buf: Buffer, from: number): number | null {
-  for (let o = align8(from); o + RECORD_HEADER_BYTES <= buf.length; o += 8) {
-    if (buf.readUInt32LE(o) === 0) continue;
-    if (recordAt(buf, o) !== null) return o;
+/**
+ * A part of a round split over several records (written by ONE write, so a crash can leave
+ * any subset of its parts): the round's nonce `r`, the part's index `p` and the count `n`.
+ * Null for a round in one record.
+ */
+export interface RoundPart {
+  r: number;
+  p: number;
+  n: number;
+  /** Bytes of the round's records before this one: where the round begins, seen from here. */
+  o: number;
+}
+
+function partOf(body: unknown, what: string): RoundPart | null {
+  if (typeof body !== 'object' || body === null || !('n' in body)) return null;
+  const { r, p, n, o } = body as Record<string, unknown>;
+  if (
+    typeof r !== 'number' ||
+    typeof p !== 'number' ||
+    typeof n !== 'number' ||
+    typeof o !== 'number' ||
+    !Number.isSafeInteger(r) ||
+    !Number.isSafeInteger(p) ||
+    !Number.isSafeInteger(n) ||
+    !Number.isSafeInteger(o) ||
+    n < 2 ||
+    p < 0 ||
+    p >= n ||
+    o < 0 ||
+    (p === 0) !== (o === 0)
+  )
+    throw new StorageCorruptError(`${what}: malformed round part`);
+  return { r, p, n, o };
+}
+
+function decode(payload: Buffer, what: string): unknown {
+  try {
+    return walPackr.unpack(payload.subarray(1));
+  } catch (cause) {
+    throw new StorageCorruptError(`${what}: undecodable record`, { cause });
   }
-  return null;
+}
+
+/** The valid records starting at aligned offsets at or after `from` (skipping each one found). */
+function validRecordsAfter(buf: Buffer, from: number): { offset: number; body: unknown }[] {
+  const found: { offset: number; body: unknown }[] = [];
+  for (let o = align8(from); o + RECORD_HEADER_BYTES <= buf.length;) {
+    if (buf.readUInt32LE(o) !== 0) {
+      const at = recordAt(buf, o);
+      if (at !== null) {
+        found.push({ offset: o, body: decode(at.payload, `@${o}`) });
+        o = at.end;
+        continue;
+      }
+    }
+    o += 8;
+  }
+  return found;
 }
 
 /** One segment's records; `tornAt` is where a torn tail begins (last segment only), else null. */
@@ -104,50 +155,88 @@ export interface ParsedSegment {
   records: WalRecord[];
   /** Where the written part ends (the next record goes here). */
   end: number;
-  /** Set when a torn tail was found at `end` (bytes after it are not zero). */
+  /** Set when a torn tail was cut at `end` (bytes after it are not zero). */
   torn: boolean;
 }
 
 /**
  * Parses a segment's bytes. `last`: the segment being written at the crash, where a bad
  * record with nothing valid after it is a torn tail; elsewhere any bad record is corruption.
+ *
+ * A round split over several records is one write: a crash can leave any subset of its
+ * parts (pages reach the disk in no set order). The round in flight at the end — its parts
+ * in the valid prefix not all there, or valid parts of it after a bad record — is torn
+ * whole: cut back to its first part. A valid record after a bad one that is not a part of
+ * that round is corruption.
  */
 export function parseSegment(buf: Buffer, name: string, last: boolean): ParsedSegment {
   const records: WalRecord[] = [];
   let offset = 0;
+  /** The split round whose parts are being read: its nonce, count, last part, first offset. */
+  let open: (RoundPart & { start: number }) | null = null;
   for (;;) {
     const at = recordAt(buf, offset);
     if (at === null) break;
     const type = at.payload[0]!;
-    let body: unknown;
-    try {
-      body = walPackr.unpack(at.payload.subarray(1));
-    } catch (cause) {
-      throw new StorageCorruptError(`WAL ${name} @${offset}: undecodable record`, { cause });
+    const what = `WAL ${name} @${offset}`;
+    const body = decode(at.payload, what);
+    const part = partOf(body, what);
+    if (part === null || part.p === 0) {
+      if (open !== null)
+        throw new StorageCorruptError(`${what}: a record inside round ${open.r}'s parts`);
+      if (part !== null) open = { ...part, start: offset };
+    } else {
+      if (
+        open === null ||
+        part.r !== open.r ||
+        part.n !== open.n ||
+        part.p !== open.p + 1 ||
+        offset - part.o !== open.start
+      )
+        throw new StorageCorruptError(`${what}: part ${part.p} of a round out of place`);
+      open.p = part.p;
     }
+    if (open !== null && open.p === open.n - 1) open = null;
     records.push({ type, body, offset, end: at.end });
     offset = at.end;
   }
   // After the valid records: zeros to the end of the file (never written), or a torn tail
-  // (bytes of a write cut short) — unless a valid record lies beyond, which no crash makes.
-  const torn = !isZero(buf, offset, buf.length);
-  if (torn) {
-    const after = validRecordAfter(buf, offset + 8);
-    if (after !== null) {
-      throw new StorageCorruptError(
-        `WAL ${name} @${offset}: a bad record followed by a valid one @${after}`,
-      );
-    }
-    if (!last) {
-      throw new StorageCorruptError(
-        `WAL ${name} @${offset}: a bad record in a segment before the last`,
-      );
+  // (bytes of a write cut short) — unless a valid record lies beyond that is not a part of
+  // the round in flight, which no crash makes.
+  const roundStart = open?.start ?? offset;
+  let torn = open !== null;
+  if (!isZero(buf, offset, buf.length)) {
+    torn = true;
+    const after = validRecordsAfter(buf, offset + 8);
+    let nonce = open?.r ?? null;
+    let count = open?.n ?? null;
+    for (const rec of after) {
+      const part = partOf(rec.body, `WAL ${name} @${rec.offset}`);
+      const ours =
+        part !== null &&
+        part.p > (open?.p ?? 0) &&
+        (nonce === null || part.r === nonce) &&
+        (count === null || part.n === count) &&
+        rec.offset - part.o === roundStart;
+      if (!ours) {
+        throw new StorageCorruptError(
+          `WAL ${name} @${offset}: a bad record followed by a valid one @${rec.offset}`,
+        );
+      }
+      nonce = part.r;
+      count = part.n;
     }
   }
-  if (records.length === 0 || records[0]!.type !== RECORD_HEADER) {
+  if (torn && !last) {
+    throw new StorageCorruptError(
+      `WAL ${name} @${offset}: a bad record, or a round cut short, in a segment before the last`,
+    );
+  }
+  const kept = records.filter((rec) => rec.offset < roundStart);
+  if (kept.length === 0 || kept[0]!.type !== RECORD_HEADER) {
     throw new StorageCorruptError(`WAL ${name}: does not begin with its header record`);
   }
-  return { records, end: offset, torn };
+  return { records: kept, end: roundStart, torn };
 }
 
 function isZero(buf: Buffer, from: number, to: number): boolean {
