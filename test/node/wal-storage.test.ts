@@ -352,3 +352,63 @@ describe('WalStorage: a round split over several records, torn by a crash', () =
     await expect(fresh().load()).rejects.toBeInstanceOf(StorageCorruptError);
   });
 });
+
+describe('WalStorage: directory entries reach the disk', () => {
+  let dir: string;
+  beforeEach(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'concord-wal-dir-'));
+  });
+  afterEach(async () => {
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  // A power cut may keep a file's or directory's data yet lose its name unless the directory
+  // holding the name is fsynced. Seen from the system calls of a real node process (strace).
+  it('the data directory is fsynced after raft-wal is made, before the log is written', async () => {
+    const script = join(dir, 'probe.mts');
+    const dataDir = join(dir, 'data');
+    await writeFile(
+      script,
+      `import { WalStorage } from ${JSON.stringify(new URL('../../src/raft/storage/wal-storage.ts', import.meta.url).pathname)};
+import { silentLogger } from ${JSON.stringify(new URL('../../src/shared/logger.ts', import.meta.url).pathname)};
+const s = WalStorage.forDataDir(process.argv[2], silentLogger(), 'n1');
+await s.readIdentity();
+await s.load();
+await s.save({ hardState: { term: 1, vote: null, commit: 0 }, entries: [{ index: 1, term: 1, type: 'normal', data: new Uint8Array(4) }], snapshot: null });
+await s.close();
+`,
+    );
+    const { mkdir } = await import('node:fs/promises');
+    await mkdir(dataDir);
+    const trace = join(dir, 'trace');
+    const { spawnSync } = await import('node:child_process');
+    const run = spawnSync(
+      'strace',
+      [
+        '-f',
+        '-y',
+        '-e',
+        'trace=mkdir,rename,fsync',
+        '-o',
+        trace,
+        process.execPath,
+        '--import',
+        'tsx',
+        script,
+        dataDir,
+      ],
+      { encoding: 'utf8', timeout: 60_000 },
+    );
+    expect(run.status, run.stderr).toBe(0);
+    const lines = (await readFile(trace, 'utf8')).split('\n');
+    const made = lines.findIndex((l) => l.includes(`mkdir("${join(dataDir, 'raft-wal')}"`));
+    const synced = lines.findIndex((l) => /fsync\(\d+</.test(l) && l.includes(`<${dataDir}>)`));
+    const firstSegment = lines.findIndex(
+      (l) => l.includes('rename(') && l.includes(`${segmentName(1)}"`),
+    );
+    expect(made).toBeGreaterThanOrEqual(0);
+    expect(firstSegment).toBeGreaterThan(made);
+    expect(synced, 'no fsync of the data directory').toBeGreaterThan(made);
+    expect(synced).toBeLessThan(firstSegment);
+  });
+});

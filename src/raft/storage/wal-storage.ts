@@ -25,7 +25,6 @@
  */
 import { randomInt } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { mkdir } from 'node:fs/promises';
 import { performance } from 'node:perf_hooks';
 import { join } from 'node:path';
 import type { Entry, HardState, Snapshot, SnapshotMeta } from '../core/types.ts';
@@ -40,6 +39,7 @@ import {
   DEFAULT_SEGMENT_BYTES,
   encodeRecord,
   listSegments,
+  makeWalDir,
   MAX_RECORD_BYTES,
   parseSegment,
   readSegment,
@@ -383,7 +383,7 @@ export class WalStorage implements LogStorage {
   async readIdentity(): Promise<StoredIdentity> {
     // A new directory gets its WAL directory first: one with LevelDB but no WAL directory
     // is the older format (openLogStorage). A refused one is left as it was.
-    if (!existsSync(this.levelPath)) await mkdir(this.walDir, { recursive: true });
+    if (!existsSync(this.levelPath)) await makeWalDir(this.walDir);
     const id = await this.identityStore.readIdentity();
     this.identityRead = true;
     if (!id.empty) {
@@ -394,7 +394,7 @@ export class WalStorage implements LogStorage {
           'WalStorage does not read it: open it with LevelDbStorage',
       );
     }
-    await mkdir(this.walDir, { recursive: true });
+    await makeWalDir(this.walDir);
     const segments = await listSegments(this.walDir);
     return { ...id, empty: segments.length === 0 };
   }

@@ -23,7 +23,7 @@
  */
 import { closeSync, constants, openSync, writeSync, fsyncSync } from 'node:fs';
 import { mkdir, open, readdir, readFile, rename, unlink, type FileHandle } from 'node:fs/promises';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { Packr } from 'msgpackr';
 import { assert, StorageCorruptError } from '../../shared/errors.ts';
 import { crc32 } from './crc32.ts';
@@ -246,7 +246,7 @@ function isZero(buf: Buffer, from: number, to: number): boolean {
 
 /** The segment files of a WAL directory, by sequence; leftovers (`.tmp`) are removed. */
 export async function listSegments(dir: string): Promise<number[]> {
-  await mkdir(dir, { recursive: true });
+  await makeWalDir(dir);
   const seqs: number[] = [];
   for (const name of await readdir(dir)) {
     const m = SEGMENT_PATTERN.exec(name);
@@ -268,7 +268,17 @@ export async function readSegment(dir: string, seq: number): Promise<Buffer> {
   return readFile(join(dir, segmentName(seq)));
 }
 
-async function syncDir(dir: string): Promise<void> {
+/**
+ * Makes the WAL directory; when it is new, its parent is fsynced, so its name survives a
+ * power cut with what is written in it (and the node does not take the data directory for
+ * one of the format before the WAL, openLogStorage).
+ */
+export async function makeWalDir(dir: string): Promise<void> {
+  const made = await mkdir(dir, { recursive: true });
+  if (made !== undefined) await syncDir(dirname(dir));
+}
+
+export async function syncDir(dir: string): Promise<void> {
   const fh = await open(dir, 'r');
   try {
     await fh.sync();
@@ -333,7 +343,7 @@ export class WalWriter {
 
   /** Makes the first segment of an empty directory, with `header` as its header record. */
   static async create(dir: string, segmentBytes: number, header: Buffer): Promise<WalWriter> {
-    await mkdir(dir, { recursive: true });
+    await makeWalDir(dir);
     const tmp = await preallocate(dir, 1, segmentBytes);
     const fh = await installSegment(dir, tmp, 1, header);
     return new WalWriter(dir, segmentBytes, fh, 1, header.length);
