@@ -374,7 +374,9 @@ import { silentLogger } from ${JSON.stringify(new URL('../../src/shared/logger.t
 const s = WalStorage.forDataDir(process.argv[2], silentLogger(), 'n1');
 await s.readIdentity();
 await s.load();
-await s.save({ hardState: { term: 1, vote: null, commit: 0 }, entries: [{ index: 1, term: 1, type: 'normal', data: new Uint8Array(4) }], snapshot: null });
+await s.save({ hardState: { term: 1, vote: null, commit: 1 }, entries: [{ index: 1, term: 1, type: 'normal', data: new Uint8Array(4) }], snapshot: null });
+const conf = { voters: ['n1'], learners: [], context: {} };
+await s.saveSnapshot({ meta: { index: 1, term: 1, conf }, data: new Uint8Array(8) });
 await s.close();
 `,
     );
@@ -410,5 +412,21 @@ await s.close();
     expect(firstSegment).toBeGreaterThan(made);
     expect(synced, 'no fsync of the data directory').toBeGreaterThan(made);
     expect(synced).toBeLessThan(firstSegment);
+    // The snapshot directory likewise, before the record that names a file in it (and lets
+    // the segments it covers go).
+    const snapDir = join(dataDir, 'raft-snapshots');
+    const snapMade = lines.findIndex((l) => l.includes(`mkdir("${snapDir}"`));
+    const snapFile = lines.findIndex(
+      (l) => l.includes('rename(') && l.includes(`${snapDir}/snap-`) && l.includes('.bin"'),
+    );
+    expect(snapMade).toBeGreaterThan(firstSegment);
+    expect(snapFile).toBeGreaterThan(snapMade);
+    const snapSynced = lines.findIndex(
+      (l, i) => i > snapMade && /fsync\(\d+</.test(l) && l.includes(`<${dataDir}>)`),
+    );
+    expect(snapSynced, 'no fsync of the data directory after raft-snapshots').toBeGreaterThan(
+      snapMade,
+    );
+    expect(snapSynced).toBeLessThan(snapFile);
   });
 });
