@@ -371,12 +371,20 @@ describe('WalStorage: directory entries reach the disk', () => {
       script,
       `import { WalStorage } from ${JSON.stringify(new URL('../../src/raft/storage/wal-storage.ts', import.meta.url).pathname)};
 import { silentLogger } from ${JSON.stringify(new URL('../../src/shared/logger.ts', import.meta.url).pathname)};
-const s = WalStorage.forDataDir(process.argv[2], silentLogger(), 'n1');
+const s = process.argv[3] === 'roll'
+  ? new WalStorage({ walDir: process.argv[2] + '/raft-wal', levelPath: process.argv[2] + '/raft', logger: silentLogger(), segmentBytes: 4096 })
+  : WalStorage.forDataDir(process.argv[2], silentLogger(), 'n1');
 await s.readIdentity();
 await s.load();
 await s.save({ hardState: { term: 1, vote: null, commit: 1 }, entries: [{ index: 1, term: 1, type: 'normal', data: new Uint8Array(4) }], snapshot: null });
 const conf = { voters: ['n1'], learners: [], context: {} };
 await s.saveSnapshot({ meta: { index: 1, term: 1, conf }, data: new Uint8Array(8) });
+if (process.argv[3] === 'roll') {
+  // Segments of 4 KiB: rounds roll over several, then a snapshot lets them go.
+  for (let i = 2; i <= 200; i++)
+    await s.save({ hardState: { term: 1, vote: null, commit: i }, entries: [{ index: i, term: 1, type: 'normal', data: new Uint8Array(100) }], snapshot: null });
+  await s.saveSnapshot({ meta: { index: 190, term: 1, conf }, data: new Uint8Array(8) });
+}
 await s.close();
 `,
     );
@@ -404,7 +412,7 @@ await s.close();
     expect(run.status, run.stderr).toBe(0);
     const lines = (await readFile(trace, 'utf8')).split('\n');
     const made = lines.findIndex((l) => l.includes(`mkdir("${join(dataDir, 'raft-wal')}"`));
-    const synced = lines.findIndex((l) => /fsync\(\d+</.test(l) && l.includes(`<${dataDir}>)`));
+    const synced = lines.findIndex((l) => /fsync\(\d+</.test(l) && l.includes(`<${dataDir}>`));
     const firstSegment = lines.findIndex(
       (l) => l.includes('rename(') && l.includes(`${segmentName(1)}"`),
     );
@@ -422,11 +430,45 @@ await s.close();
     expect(snapMade).toBeGreaterThan(firstSegment);
     expect(snapFile).toBeGreaterThan(snapMade);
     const snapSynced = lines.findIndex(
-      (l, i) => i > snapMade && /fsync\(\d+</.test(l) && l.includes(`<${dataDir}>)`),
+      (l, i) => i > snapMade && /fsync\(\d+</.test(l) && l.includes(`<${dataDir}>`),
     );
     expect(snapSynced, 'no fsync of the data directory after raft-snapshots').toBeGreaterThan(
       snapMade,
     );
     expect(snapSynced).toBeLessThan(snapFile);
+
+    // Segments a snapshot covers go oldest first, the directory synced after each one: a
+    // power cut cannot keep a later unlink and lose an earlier one (a gap load refuses).
+    const rolled = join(dir, 'rolled');
+    await mkdir(rolled);
+    const again = spawnSync(
+      'strace',
+      [
+        '-f',
+        '-y',
+        '-e',
+        'trace=unlink,fsync',
+        '-o',
+        trace,
+        process.execPath,
+        '--import',
+        'tsx',
+        script,
+        rolled,
+        'roll',
+      ],
+      { encoding: 'utf8', timeout: 60_000 },
+    );
+    expect(again.status, again.stderr).toBe(0);
+    const walDir = join(rolled, 'raft-wal');
+    const ops = (await readFile(trace, 'utf8'))
+      .split('\n')
+      .filter((l) => l.includes(`unlink("${walDir}/`) || l.includes(`<${walDir}>`))
+      .map((l) => (l.includes('unlink(') ? 'unlink' : 'sync'));
+    const unlinks = ops.filter((o) => o === 'unlink').length;
+    expect(unlinks).toBeGreaterThan(1);
+    ops.forEach((o, i) => {
+      if (o === 'unlink') expect(ops[i + 1], `op ${i} of ${ops.join(',')}`).toBe('sync');
+    });
   });
 });

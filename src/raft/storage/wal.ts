@@ -416,7 +416,8 @@ async function installSegment(
 ): Promise<FileHandle> {
   const fh = await open(tmp, constants.O_RDWR | constants.O_DSYNC);
   try {
-    await fh.write(header, 0, header.length, 0);
+    const { bytesWritten } = await fh.write(header, 0, header.length, 0);
+    assert(bytesWritten === header.length, 'WAL segment header written short');
     await rename(tmp, join(dir, segmentName(seq)));
     await syncDir(dir);
   } catch (err) {
@@ -426,10 +427,17 @@ async function installSegment(
   return fh;
 }
 
-/** Removes whole segments (compaction); the directory is synced after. */
+/**
+ * Removes whole segments (compaction), oldest first, the directory synced after each: a
+ * power cut then leaves the segments a prefix shorter, never with a gap (which load
+ * refuses as a lost segment).
+ */
 export async function removeSegments(dir: string, seqs: readonly number[]): Promise<void> {
-  for (const seq of seqs) await unlink(join(dir, segmentName(seq)));
-  if (seqs.length > 0) await syncDir(dir);
+  for (let i = 1; i < seqs.length; i++) assert(seqs[i] === seqs[i - 1]! + 1, 'segments to remove');
+  for (const seq of seqs) {
+    await unlink(join(dir, segmentName(seq)));
+    await syncDir(dir);
+  }
 }
 
 /** For tests and tools: writes raw bytes into a segment (a synchronous, synced overwrite). */
