@@ -12,6 +12,10 @@
  *    k false: the whole log goes.
  *  - e: the entries, the first of which may overwrite: the log is cut before it.
  *  - h: the hard state.
+ * A round too large for one record is split over several, written by the same write; each
+ * part also carries { r: the round's nonce, p: its index, n: the count, o: its distance in
+ * bytes from the round's first part }, so load cuts a round a crash left partly written
+ * whole (wal.ts, parseSegment).
  * A local snapshot is a record of its own ({ s, k: true }), written once its data file is
  * durable. Segments whose entries all lie at or below the durable snapshot are deleted after
  * it (each segment's header carries the state before it, see wal.ts).

@@ -18,8 +18,14 @@
  * Reading back (`readWal`): the records of every segment in order. In the LAST segment, a
  * record that is cut off, zeroed or fails its checksum, with no valid record after it, is a
  * torn tail (a write in flight at a crash): it is cut off and the rest of the file zeroed.
- * A bad record followed by a valid one, or a bad record in an earlier segment, is
+ * A round split over several records (one write) is torn whole: its parts after a bad record
+ * are no corruption, and an incomplete last round is cut back to its first part. Any other
+ * bad record followed by a valid one, or a bad record in an earlier segment, is
  * StorageCorruptError.
+ *
+ * Names: the directory holding a new name (raft-wal in the data directory, a segment in
+ * raft-wal) is fsynced before anything depends on it; segments go oldest first, the
+ * directory synced after each.
  */
 import { closeSync, constants, openSync, writeSync, fsyncSync } from 'node:fs';
 import { mkdir, open, readdir, readFile, rename, unlink, type FileHandle } from 'node:fs/promises';
