@@ -32,12 +32,24 @@ const WHOLE = '~';
 
 export class DedupTable {
   /**
-   * Key → the entry's sequence number (its position since the table began), not its slot:
-   * growing or halving the ring moves entries to other slots, and the index stays as it is
-   * (re-indexing every entry on each doubling cost 1.5 % of a fresh leader's CPU).
+   * Packed keys (the SDK's UUIDs: a lower-case tag and 16 bytes) are indexed by an
+   * open-addressing table over a typed array (no Map entry, no key string per entry): each
+   * cell holds 0 (empty), 1 (a deleted entry's tombstone) or 2 + the entry's sequence number
+   * (its position since the table began) modulo 2^31; growing or halving the ring moves
+   * entries to other slots and the cells stay as they are. The key itself is in the ring
+   * (tags, words). Other keys (rare: requestIds that are not lower-case UUIDs, kinds without
+   * a tag) are in a Map from the key to its sequence number, and the key by sequence number.
    */
-  private readonly index = new Map<string, number>();
-  private keys: (string | undefined)[] = new Array<string | undefined>(MIN_CAPACITY);
+  private cells = new Uint32Array(MIN_CELLS);
+  /** Cells that hold an entry, and tombstones. */
+  private used = 0;
+  private tombstones = 0;
+  private readonly otherIndex = new Map<string, number>();
+  private readonly otherKeys = new Map<number, string>();
+  /** Per slot: the packed key's tag character code (0: another key, in otherKeys). */
+  private tags = new Uint8Array(MIN_CAPACITY);
+  /** Per slot: the packed key's 16 bytes as four 32-bit words. */
+  private words = new Uint32Array(MIN_CAPACITY * 4);
   private values: unknown[] = new Array<unknown>(MIN_CAPACITY);
   /** A Begin result's deadline (NaN for the rest). */
   private nums = new Float64Array(MIN_CAPACITY);
@@ -54,6 +66,10 @@ export class DedupTable {
     return this.count;
   }
 
+  private get capacity(): number {
+    return this.tags.length;
+  }
+
   /** The remembered result of `kind` `requestId`, or undefined. */
   get(kind: string, requestId: string): unknown {
     return this.getKey(compactKey(kind, requestId));
@@ -66,10 +82,8 @@ export class DedupTable {
 
   /** get() by the key compactKey(kind, requestId) made (made once for a lookup and an add). */
   getKey(key: string): unknown {
-    const seq = this.index.get(key);
-    return seq === undefined
-      ? undefined
-      : this.valueAt((this.head + (seq - this.base)) % this.keys.length);
+    const seq = this.find(key);
+    return seq < 0 ? undefined : this.valueAt(this.slotOf(seq));
   }
 
   /** add() by the key compactKey(kind, requestId) made. */
@@ -87,26 +101,31 @@ export class DedupTable {
     let forgotten = 0;
     const view = this.view;
     while (this.count > 0 && this.ats[this.head]! <= horizon) {
+      const slot = this.head;
       // An entry of the capture under way that it has not read yet: kept for it (copy-on-write).
       if (view !== null && this.base >= view.next && this.base < view.start + view.count)
         view.kept.push({
           seq: this.base,
-          key: this.keys[this.head]!,
-          value: this.values[this.head],
-          num: this.nums[this.head]!,
-          at: this.ats[this.head]!,
+          key: this.keyAt(slot, this.base),
+          value: this.values[slot],
+          num: this.nums[slot]!,
+          at: this.ats[slot]!,
         });
-      this.index.delete(this.keys[this.head]!);
-      this.keys[this.head] = undefined;
-      this.values[this.head] = undefined;
-      this.head = (this.head + 1) % this.keys.length;
+      if (this.tags[slot] === 0) {
+        this.otherIndex.delete(this.otherKeys.get(this.base)!);
+        this.otherKeys.delete(this.base);
+      } else this.unindex(slot, this.base);
+      this.values[slot] = undefined;
+      this.head = (this.head + 1) % this.capacity;
       this.base++;
       this.count--;
       forgotten++;
     }
     // Memory comes back after a burst: a ring a quarter full is halved.
-    if (forgotten > 0 && this.keys.length > MIN_CAPACITY && this.count < this.keys.length / 4)
-      this.relayout(Math.max(MIN_CAPACITY, this.keys.length / 2));
+    if (forgotten > 0 && this.capacity > MIN_CAPACITY && this.count < this.capacity / 4)
+      this.relayout(Math.max(MIN_CAPACITY, this.capacity / 2));
+    // Tombstones are cleared (and the cells shrink with the entries) once they are many.
+    if (this.tombstones > this.cells.length / 4) this.reindex();
     return forgotten;
   }
 
@@ -120,8 +139,12 @@ export class DedupTable {
     const end = Math.min(to, this.count);
     const out = new Array<DedupRow>(Math.max(0, end - from));
     for (let i = from; i < end; i++) {
-      const slot = (this.head + i) % this.keys.length;
-      out[i - from] = [wholeKey(this.keys[slot]!), this.valueAt(slot), this.ats[slot]!];
+      const slot = (this.head + i) % this.capacity;
+      out[i - from] = [
+        wholeKey(this.keyAt(slot, this.base + i)),
+        this.valueAt(slot),
+        this.ats[slot]!,
+      ];
     }
     return out;
   }
@@ -158,9 +181,9 @@ export class DedupTable {
             assert(kept?.seq === seq, () => `dedup entry ${seq} was forgotten unread and not kept`);
             ({ key, value, num, at } = kept);
           } else {
-            const slot = (this.head + (seq - this.base)) % this.keys.length;
+            const slot = this.slotOf(seq);
             [key, value, num, at] = [
-              this.keys[slot]!,
+              this.keyAt(slot, seq),
               this.values[slot],
               this.nums[slot]!,
               this.ats[slot]!,
@@ -193,18 +216,102 @@ export class DedupTable {
       const nl = key.indexOf('\n');
       const compact =
         nl < 0 ? detached(WHOLE + key) : compactKey(key.slice(0, nl), key.slice(nl + 1));
-      if (table.index.has(compact))
+      if (table.find(compact) >= 0)
         throw new StorageCorruptError(`coordinator snapshot remembers ${key} twice`);
       table.addCompact(compact, value, at);
     }
     return table;
   }
 
+  /** The slot of the entry with sequence number `seq` (held). */
+  private slotOf(seq: number): number {
+    return (this.head + (seq - this.base)) % this.capacity;
+  }
+
+  /** The sequence number of `key`, or -1. */
+  private find(key: string): number {
+    if (!isPacked(key)) return this.otherIndex.get(key) ?? -1;
+    packWords(key, scratch);
+    const tag = key.charCodeAt(0);
+    const mask = this.cells.length - 1;
+    for (let cell = hashOf(tag, scratch) & mask; ; cell = (cell + 1) & mask) {
+      const v = this.cells[cell]!;
+      if (v === EMPTY) return -1;
+      if (v === TOMBSTONE) continue;
+      const seq = this.seqOf(v);
+      const slot = this.slotOf(seq);
+      const w = slot * 4;
+      const words = this.words;
+      if (
+        this.tags[slot] === tag &&
+        words[w] === scratch[0] &&
+        words[w + 1] === scratch[1] &&
+        words[w + 2] === scratch[2] &&
+        words[w + 3] === scratch[3]
+      )
+        return seq;
+    }
+  }
+
+  /** The held sequence number a cell value names (it is within the ring's count of base). */
+  private seqOf(cell: number): number {
+    return this.base + ((cell - CELL_OFFSET - (this.base % SEQ_MOD) + SEQ_MOD) % SEQ_MOD);
+  }
+
+  /** Puts the entry in `slot` (sequence `seq`, packed) into the cells. */
+  private index(slot: number, seq: number): void {
+    if ((this.used + 1) * 2 > this.cells.length) {
+      this.reindex();
+      // After the tombstones are cleared: still more than half full, the cells double.
+      if ((this.used + 1) * 2 > this.cells.length) this.reindex(this.cells.length * 2);
+    }
+    this.place(slot, seq);
+  }
+
+  private place(slot: number, seq: number): void {
+    const mask = this.cells.length - 1;
+    let cell = hashAt(this.tags[slot]!, this.words, slot * 4) & mask;
+    while (this.cells[cell]! > TOMBSTONE) cell = (cell + 1) & mask;
+    if (this.cells[cell] === TOMBSTONE) this.tombstones--;
+    else this.used++;
+    this.cells[cell] = CELL_OFFSET + (seq % SEQ_MOD);
+  }
+
+  /** Takes the packed entry in `slot` (sequence `seq`) out of the cells: a tombstone. */
+  private unindex(slot: number, seq: number): void {
+    const mask = this.cells.length - 1;
+    const want = CELL_OFFSET + (seq % SEQ_MOD);
+    for (let cell = hashAt(this.tags[slot]!, this.words, slot * 4) & mask; ;) {
+      const v = this.cells[cell]!;
+      assert(v !== EMPTY, () => `dedup entry ${seq} is not in its index`);
+      if (v === want) {
+        this.cells[cell] = TOMBSTONE;
+        this.tombstones++;
+        return;
+      }
+      cell = (cell + 1) & mask;
+    }
+  }
+
+  /** New cells (no tombstones) for the packed entries, `size` of them (default: fitted). */
+  private reindex(size = 0): void {
+    let cells = MIN_CELLS;
+    // At most 3/8 full after: room to add before the next (at half full).
+    while (cells < size || cells * 3 < this.count * 8) cells *= 2;
+    this.cells = new Uint32Array(cells);
+    this.used = 0;
+    this.tombstones = 0;
+    for (let i = 0; i < this.count; i++) {
+      const slot = (this.head + i) % this.capacity;
+      if (this.tags[slot] !== 0) this.place(slot, this.base + i);
+    }
+  }
+
   private addCompact(key: string, value: unknown, at: number): void {
-    if (this.count === this.keys.length) this.relayout(this.keys.length * 2);
-    const slot = (this.head + this.count) % this.keys.length;
+    if (this.count === this.capacity) this.relayout(this.capacity * 2);
+    const slot = (this.head + this.count) % this.capacity;
+    const seq = this.base + this.count;
     const tag = key[0];
-    this.keys[slot] = key;
     this.ats[slot] = at;
     this.nums[slot] = NaN;
     this.values[slot] = value;
@@ -221,41 +328,120 @@ export class DedupTable {
       if (isExactly(r, 'branchId') && typeof r.branchId === 'string')
         this.values[slot] = r.branchId;
     }
-    this.index.set(key, this.base + this.count);
     this.count++;
+    if (isPacked(key)) {
+      this.tags[slot] = key.charCodeAt(0);
+      packWords(key, this.words, slot * 4);
+      this.index(slot, seq);
+    } else {
+      this.tags[slot] = 0;
+      this.otherIndex.set(key, seq);
+      this.otherKeys.set(seq, key);
+    }
+  }
+
+  /** The compact key of the entry in `slot` (sequence `seq`), as compactKey made it. */
+  private keyAt(slot: number, seq: number): string {
+    const tag = this.tags[slot]!;
+    if (tag === 0) return this.otherKeys.get(seq)!;
+    const codes = keyCodes;
+    codes[0] = tag;
+    for (let k = 0; k < 4; k++) {
+      const word = this.words[slot * 4 + k]!;
+      codes[1 + k * 4] = word >>> 24;
+      codes[2 + k * 4] = (word >>> 16) & 0xff;
+      codes[3 + k * 4] = (word >>> 8) & 0xff;
+      codes[4 + k * 4] = word & 0xff;
+    }
+    return String.fromCharCode.apply(null, codes);
   }
 
   /** The result in `slot`, rebuilt from its compact form (frozen: nobody may change it). */
   private valueAt(slot: number): unknown {
     const value = this.values[slot];
     if (typeof value !== 'string') return value;
-    const tag = this.keys[slot]![0];
-    if (tag === 'B' || tag === 'b') return Object.freeze({ xid: value, deadline: this.nums[slot] });
+    const tag = this.tags[slot] !== 0 ? String.fromCharCode(this.tags[slot]!) : undefined;
+    const kind = tag ?? this.otherKeys.get(this.seqAtSlot(slot))![0];
+    if (kind === 'B' || kind === 'b')
+      return Object.freeze({ xid: value, deadline: this.nums[slot] });
     return Object.freeze({ branchId: value });
   }
 
+  /** The sequence number of the entry in `slot` (held). */
+  private seqAtSlot(slot: number): number {
+    return this.base + ((slot - this.head + this.capacity) % this.capacity);
+  }
+
   /**
-   * Moves the entries, oldest first, into new arrays of `capacity` slots (the index holds
-   * sequence numbers: it does not change).
+   * Moves the entries, oldest first, into new arrays of `capacity` slots (the cells hold
+   * sequence numbers: they do not change).
    */
   private relayout(capacity: number): void {
-    const keys = new Array<string | undefined>(capacity);
+    const tags = new Uint8Array(capacity);
+    const words = new Uint32Array(capacity * 4);
     const values = new Array<unknown>(capacity);
     const nums = new Float64Array(capacity);
     const ats = new Float64Array(capacity);
     for (let i = 0; i < this.count; i++) {
-      const from = (this.head + i) % this.keys.length;
-      keys[i] = this.keys[from];
+      const from = (this.head + i) % this.capacity;
+      tags[i] = this.tags[from]!;
+      words.set(this.words.subarray(from * 4, from * 4 + 4), i * 4);
       values[i] = this.values[from];
       nums[i] = this.nums[from]!;
       ats[i] = this.ats[from]!;
     }
-    this.keys = keys;
+    this.tags = tags;
+    this.words = words;
     this.values = values;
     this.nums = nums;
     this.ats = ats;
     this.head = 0;
   }
+}
+
+/** Cells of the packed keys' index at least (a power of two). */
+const MIN_CELLS = 2_048;
+const EMPTY = 0;
+const TOMBSTONE = 1;
+/** A cell holds CELL_OFFSET + the sequence number modulo SEQ_MOD. */
+const CELL_OFFSET = 2;
+const SEQ_MOD = 2 ** 31;
+/** Scratch for a looked-up key's words, and for a key's character codes. */
+const scratch = new Uint32Array(4);
+const keyCodes: number[] = new Array<number>(17).fill(0);
+
+/** A key compactKey packed: a lower-case tag and 16 one-byte characters. */
+function isPacked(key: string): boolean {
+  const tag = key.charCodeAt(0);
+  return key.length === 17 && (tag === 0x62 || tag === 0x72); // 'b', 'r'
+}
+
+/** The 16 bytes of a packed key as four 32-bit words, into `out` at `at`. */
+function packWords(key: string, out: Uint32Array, at = 0): void {
+  for (let k = 0; k < 4; k++) {
+    const c = 1 + k * 4;
+    out[at + k] =
+      ((key.charCodeAt(c) << 24) |
+        (key.charCodeAt(c + 1) << 16) |
+        (key.charCodeAt(c + 2) << 8) |
+        key.charCodeAt(c + 3)) >>>
+      0;
+  }
+}
+
+function hashOf(tag: number, w: Uint32Array): number {
+  return hashAt(tag, w, 0);
+}
+
+/** A hash of a tag and four words (murmur3's finalizer over a multiply-xor mix). */
+function hashAt(tag: number, w: Uint32Array, at: number): number {
+  let h = Math.imul(tag, 0x9e3779b1);
+  for (let k = 0; k < 4; k++) {
+    h = Math.imul(h ^ w[at + k]!, 0x85ebca6b);
+    h ^= h >>> 13;
+  }
+  h = Math.imul(h ^ (h >>> 16), 0xc2b2ae35);
+  return (h ^ (h >>> 16)) >>> 0;
 }
 
 /** A capture's reading position, and the entries forgotten before it read them. */

@@ -5,7 +5,7 @@
  * proposes anything (coordinator.ts, server/tc/service.ts): each figure is one read, never a
  * scan. `checkInvariants` recounts it from the sessions, so the simulator proves it exact.
  */
-import type { GlobalSession } from './types.ts';
+import { isStuck, reportedStatus, type GlobalSession, type GlobalStatus } from './types.ts';
 
 /** The usage figures, as the edge reads them. */
 export interface LiveUsageView {
@@ -100,5 +100,53 @@ export class LiveUsage implements LiveUsageView {
 
   describe(): string {
     return `${this.byApp.size} applications, ${this.branches} branches, ${this.applicationDataBytes} B of data`;
+  }
+}
+
+/** What liveStatusCounts() shows: live sessions by the status a client sees, and stuck ones. */
+export interface LiveStatusCountsView {
+  /** Live sessions by reported status (reportedStatus: Stop* while retries are stopped). */
+  readonly byStatus: ReadonlyMap<GlobalStatus, number>;
+  /** Live sessions that are stuck (isStuck). */
+  readonly stuck: number;
+}
+
+/**
+ * Live sessions by reported status and stuck ones, counted as commands apply (the state machine
+ * takes a session's figures out before a command and puts them back after), so /metrics reads
+ * them without a walk over the live set (issue 19). checkInvariants recounts them.
+ */
+export class LiveStatusCounts implements LiveStatusCountsView {
+  readonly byStatus = new Map<GlobalStatus, number>();
+  stuck = 0;
+
+  add(session: Pick<GlobalSession, 'status' | 'retry'>): void {
+    const status = reportedStatus(session);
+    this.byStatus.set(status, (this.byStatus.get(status) ?? 0) + 1);
+    if (isStuck(session)) this.stuck++;
+  }
+
+  /** Takes out what add() counted for a session whose reported status and stuck were these. */
+  remove(status: GlobalStatus, stuck: boolean): void {
+    const n = (this.byStatus.get(status) ?? 0) - 1;
+    if (n <= 0) this.byStatus.delete(status);
+    else this.byStatus.set(status, n);
+    if (stuck) this.stuck--;
+  }
+
+  static of(sessions: Iterable<Pick<GlobalSession, 'status' | 'retry'>>): LiveStatusCounts {
+    const counts = new LiveStatusCounts();
+    for (const session of sessions) counts.add(session);
+    return counts;
+  }
+
+  equals(other: LiveStatusCountsView): boolean {
+    if (this.stuck !== other.stuck || this.byStatus.size !== other.byStatus.size) return false;
+    for (const [status, n] of this.byStatus) if (other.byStatus.get(status) !== n) return false;
+    return true;
+  }
+
+  describe(): string {
+    return `${JSON.stringify([...this.byStatus].sort())}, ${this.stuck} stuck`;
   }
 }

@@ -19,11 +19,20 @@ export interface LockHolder {
 
 export type AcquireResult = { ok: true } | { ok: false; holdingXid: string; rows: string[] };
 
-/** The rows one branch holds: also the holder of each of them while no other branch names it. */
-interface BranchRows {
-  xid: string;
-  branchId: string;
-  rows: readonly string[];
+/**
+ * What holds rows: a branch, by its xid and id, with the rows it holds (sorted, distinct). The
+ * state machine's own branch records are the owners (no record of the lock table's per
+ * branch); the id API (tryAcquire, releaseBranch) keeps records of its own.
+ */
+export interface LockOwner {
+  readonly xid: string;
+  readonly branchId: string;
+  readonly lockedRows: readonly string[];
+}
+
+/** The rows one branch holds, as the id API keeps them. */
+interface BranchRows extends LockOwner {
+  lockedRows: readonly string[];
 }
 
 /** A row named by more than one branch of its xid. */
@@ -32,34 +41,34 @@ interface SharedRow {
   branchIds: string[];
 }
 
-type RowHolder = BranchRows | SharedRow;
+type RowHolder = LockOwner | SharedRow;
 
-function isBranchRows(h: RowHolder): h is BranchRows {
+function isOwner(h: RowHolder): h is LockOwner {
   return 'branchId' in h;
 }
 
 function asLockHolder(h: RowHolder): LockHolder {
-  return isBranchRows(h) ? { xid: h.xid, branchIds: [h.branchId] } : h;
+  return isOwner(h) ? { xid: h.xid, branchIds: [h.branchId] } : h;
 }
 
 /**
  * Compact by design (issue 19: memory per live transaction): a row held by one branch (the
- * usual case) points at that branch's record, so a row costs its map entry and nothing
- * more; a row several branches of the xid named gets one small shared record. A
- * transaction's held rows are an array of per-branch records keyed by the xid (no
- * concatenated key, no Set per xid). Arrays handed to tryAcquire are kept as they are:
- * callers never mutate them (the state machine replaces a branch's lockedRows, it does not
- * edit them).
+ * usual case) points at that branch's owner record (the state machine's branch itself), so a
+ * row costs its map entry and nothing more; a row several branches of the xid named gets one
+ * small shared record. The state machine hands in its branch (acquire, release): no index by
+ * xid. Standalone users (the db store's read view, tests) name branches by ids (tryAcquire,
+ * releaseBranch, releaseXid), and the table keeps their records by xid. Row arrays are kept
+ * as they are: callers never mutate them.
  */
 export class LockTable {
   private readonly rows = new Map<string, RowHolder>();
   /**
-   * xid → its branches that hold rows, with their rows: the one record itself while only one
-   * branch of the xid holds rows (the usual case: no array per transaction).
+   * The id API's records: xid → its branches that hold rows (the one record itself while only
+   * one branch of the xid holds rows). Empty while the owner API (acquire, release) is used.
    */
   private readonly byXid = new Map<string, BranchRows | BranchRows[]>();
 
-  /** The branches of `xid` that hold rows (a new array: callers may keep or change it). */
+  /** The id API's records of `xid` (a new array: callers may keep or change it). */
   private branchesOf(xid: string): BranchRows[] {
     const held = this.byXid.get(xid);
     return held === undefined ? [] : Array.isArray(held) ? [...held] : [held];
@@ -72,7 +81,7 @@ export class LockTable {
   forEachRow(visit: (row: string, holder: LockHolder) => void): void {
     const single = { xid: '', branchIds: [''] };
     for (const [row, holder] of this.rows) {
-      if (!isBranchRows(holder)) visit(row, holder);
+      if (!isOwner(holder)) visit(row, holder);
       else {
         single.xid = holder.xid;
         single.branchIds[0] = holder.branchId;
@@ -82,8 +91,44 @@ export class LockTable {
   }
 
   /**
-   * All-or-nothing: either every row is now held by `xid` (rows it already held count as
-   * held), or nothing changed and the first conflicting holder is named with up to
+   * The owner API: every row of `owner.lockedRows` is now held by it (rows its xid already
+   * holds count as held), or nothing changed and the first conflicting holder is named with
+   * up to MAX_REPORTED_CONFLICT_ROWS of its rows. The owner holds no rows of this table yet.
+   */
+  acquire(owner: LockOwner): AcquireResult {
+    const conflict = this.firstConflict(owner.xid, owner.lockedRows);
+    if (conflict) return { ok: false, ...conflict };
+    this.hold(owner, owner.lockedRows);
+    return { ok: true };
+  }
+
+  /**
+   * Frees the rows `owner` holds (acquire()); a row another branch of its xid still names stays
+   * held. Returns how many of owner.lockedRows it held.
+   */
+  release(owner: LockOwner): number {
+    let released = 0;
+    for (const row of owner.lockedRows) {
+      const holder = this.rows.get(row);
+      if (holder === undefined || holder.xid !== owner.xid) continue;
+      if (isOwner(holder)) {
+        if (holder !== owner) continue;
+        this.rows.delete(row);
+        released++;
+        continue;
+      }
+      const i = holder.branchIds.indexOf(owner.branchId);
+      if (i < 0) continue;
+      holder.branchIds.splice(i, 1);
+      if (holder.branchIds.length === 0) this.rows.delete(row);
+      released++;
+    }
+    return released;
+  }
+
+  /**
+   * The id API: all-or-nothing: either every row is now held by `xid` (rows it already held
+   * count as held), or nothing changed and the first conflicting holder is named with up to
    * MAX_REPORTED_CONFLICT_ROWS of its rows.
    */
   tryAcquire(xid: string, branchId: string, rows: readonly string[]): AcquireResult {
@@ -92,50 +137,34 @@ export class LockTable {
     if (rows.length === 0) return { ok: true };
     const branches = this.branchesOf(xid);
     let record = branches.find((b) => b.branchId === branchId);
-    if (record) record.rows = [...new Set([...record.rows, ...rows])].sort(compareStrings);
+    if (record)
+      record.lockedRows = [...new Set([...record.lockedRows, ...rows])].sort(compareStrings);
     else {
-      record = { xid, branchId, rows };
+      record = { xid, branchId, lockedRows: rows };
       // The record alone, or an array of the exact size (a push onto [] grows it to 17 slots).
       this.byXid.set(xid, branches.length === 0 ? record : [...branches, record]);
     }
-    for (const row of rows) {
-      const holder = this.rows.get(row);
-      if (!holder) this.rows.set(row, record);
-      else if (isBranchRows(holder)) {
-        if (holder.branchId !== branchId)
-          this.rows.set(row, { xid, branchIds: [holder.branchId, branchId] });
-      } else if (!holder.branchIds.includes(branchId)) holder.branchIds.push(branchId);
-    }
+    this.hold(record, rows);
     return { ok: true };
   }
 
   /**
-   * Frees what the branch holds; returns those rows (a row another branch of the xid still
-   * names stays held).
+   * The id API: frees what the branch holds; returns those rows (a row another branch of the
+   * xid still names stays held).
    */
   releaseBranch(xid: string, branchId: string): string[] {
     const branches = this.branchesOf(xid);
     const at = branches.findIndex((b) => b.branchId === branchId);
     if (at < 0) return [];
-    const held = branches[at]!.rows;
+    const record = branches[at]!;
     branches.splice(at, 1);
     if (branches.length === 0) this.byXid.delete(xid);
     else this.byXid.set(xid, branches.length === 1 ? branches[0]! : branches);
-    for (const row of held) {
-      const holder = this.rows.get(row);
-      if (!holder || holder.xid !== xid) continue;
-      if (isBranchRows(holder)) {
-        if (holder.branchId === branchId) this.rows.delete(row);
-        continue;
-      }
-      const i = holder.branchIds.indexOf(branchId);
-      if (i >= 0) holder.branchIds.splice(i, 1);
-      if (holder.branchIds.length === 0) this.rows.delete(row);
-    }
-    return [...held];
+    this.release(record);
+    return [...record.lockedRows];
   }
 
-  /** Frees every row of `xid`; returns them. */
+  /** The id API: frees every row of `xid`; returns them. */
   releaseXid(xid: string): string[] {
     const released: string[] = [];
     for (const { branchId } of this.branchesOf(xid))
@@ -153,9 +182,9 @@ export class LockTable {
     return holder && asLockHolder(holder);
   }
 
-  /** The rows a branch holds. */
+  /** The id API: the rows a branch holds. */
   rowsOf(xid: string, branchId: string): readonly string[] {
-    return this.branchesOf(xid).find((b) => b.branchId === branchId)?.rows ?? [];
+    return this.branchesOf(xid).find((b) => b.branchId === branchId)?.lockedRows ?? [];
   }
 
   get size(): number {
@@ -169,6 +198,19 @@ export class LockTable {
   clear(): void {
     this.rows.clear();
     this.byXid.clear();
+  }
+
+  /** Marks `rows` held by `owner` (no conflict: checked by the caller). */
+  private hold(owner: LockOwner, rows: readonly string[]): void {
+    const { xid, branchId } = owner;
+    for (const row of rows) {
+      const holder = this.rows.get(row);
+      if (!holder) this.rows.set(row, owner);
+      else if (isOwner(holder)) {
+        if (holder.branchId !== branchId)
+          this.rows.set(row, { xid, branchIds: [holder.branchId, branchId] });
+      } else if (!holder.branchIds.includes(branchId)) holder.branchIds.push(branchId);
+    }
   }
 
   private firstConflict(

@@ -47,7 +47,13 @@ import {
 } from './limits.ts';
 import { compareStrings, parseLockKey } from './lock-key.ts';
 import { LockTable, type LockHolder } from './lock-table.ts';
-import { LiveUsage, type LiveUsageView } from './live-usage.ts';
+import {
+  LiveStatusCounts,
+  LiveUsage,
+  type LiveStatusCountsView,
+  type LiveUsageView,
+} from './live-usage.ts';
+import { XidIndex } from './xid-index.ts';
 import {
   SNAPSHOT_FORMAT_VERSION,
   decodeSnapshot,
@@ -132,6 +138,17 @@ export interface CoordinatorStateView {
   /** Live xids, in no particular order. */
   liveXids(): Xid[];
   /**
+   * Optional: up to `limit` live xids after `after` (exclusive; null: from the first), in xid
+   * order (code units, as Array.prototype.sort orders strings): a page of an ordered index,
+   * no walk over the live set (the operator's lists). Absent from the db store's partial view.
+   */
+  liveXidPage?(after: string | null, limit: number): Xid[];
+  /**
+   * Optional: live sessions by reported status and stuck ones, counted as commands apply (no
+   * walk over the live set: /metrics). Absent from the db store's partial view.
+   */
+  liveStatusCounts?(): LiveStatusCountsView;
+  /**
    * Optional: visits up to `limit` live sessions from `cursor` (null: from the start) without
    * copying them, and answers the cursor to go on from (null: the walk is done). The one
    * thing a caller may keep across reads is the cursor (the phase-two driver's sweep walks
@@ -204,6 +221,10 @@ export class CoordinatorStateMachine implements CoordinatorStateView {
   private readonly maxLiveSessions: number;
   /** Live transactions per application, live branches, their data bytes (live-usage.ts). */
   private usage = new LiveUsage();
+  /** Live sessions by reported status, and stuck ones (live-usage.ts). */
+  private statusCounts = new LiveStatusCounts();
+  /** The live xids in xid order (xid-index.ts). */
+  private xids = new XidIndex();
 
   constructor(options: { retention?: Partial<RetentionLimits>; maxLiveSessions?: number } = {}) {
     this.retention = { ...DEFAULT_RETENTION, ...options.retention };
@@ -215,10 +236,16 @@ export class CoordinatorStateMachine implements CoordinatorStateView {
   apply(command: Command): Outcome<unknown> {
     const malformed = validateCommandShape(command);
     if (malformed) return { ok: false, rejection: malformed };
+    // Every command but Prune changes at most the one session it names: its counted figures
+    // are taken out before and put back after (statusCounts).
+    const xid = command.kind === 'Prune' ? null : command.xid;
+    const before = xid === null ? undefined : this.sessions.get(xid);
+    const beforeStatus = before === undefined ? null : reportedStatus(before);
+    const beforeStuck = before !== undefined && isStuck(before);
     const result = this.dispatch(command);
     if (result.ok) {
       this.lastCommandTime = Math.max(this.lastCommandTime, commandTimeOf(command));
-      if (command.kind !== 'Prune') this.trackFailed(command.xid);
+      if (xid !== null) this.track(xid, beforeStatus, beforeStuck);
     }
     return result.ok
       ? { ok: true, value: result.value }
@@ -301,6 +328,7 @@ export class CoordinatorStateMachine implements CoordinatorStateView {
       driverTerm: c.term ?? 0,
     };
     this.sessions.set(xid, session);
+    this.xids.add(xid);
     // Begun after a capture's point: not part of it (no copy before its changes).
     this.capturing?.born.add(session);
     this.usage.sessionAdded(c.applicationId);
@@ -337,18 +365,8 @@ export class CoordinatorStateMachine implements CoordinatorStateView {
     // The leader's id source chose it; its shape was checked above. Kept for the branch's
     // life, as are its rows: flat copies (interned.ts).
     const branchId = detached(c.branchId) as BranchId;
-    rows = rows.map(detached);
-    const acquired = this.locks.tryAcquire(session.xid, branchId, rows);
-    if (!acquired.ok) {
-      return reject({
-        code: 'LOCK_CONFLICT',
-        message: `rows of ${c.xid} branch ${c.branchId} are held by ${acquired.holdingXid}`,
-        holdingXid: acquired.holdingXid,
-        rows: acquired.rows,
-      });
-    }
-    // A new array of the exact size: push would grow the array to 17 slots.
-    session.branches = appended(session.branches, {
+    rows = rows.length === 0 ? NO_ROWS : rows.map(detached);
+    const branch: BranchSession = {
       branchId,
       xid: session.xid,
       type: c.type,
@@ -360,7 +378,19 @@ export class CoordinatorStateMachine implements CoordinatorStateView {
       // A command logged before branches kept their application has none: '' (legacy).
       applicationId: this.interned.of(c.applicationId ?? ''),
       lockedRows: rows,
-    });
+    };
+    // The branch itself is its rows' holder in the lock table (no record of the table's own).
+    const acquired = this.locks.acquire(branch);
+    if (!acquired.ok) {
+      return reject({
+        code: 'LOCK_CONFLICT',
+        message: `rows of ${c.xid} branch ${c.branchId} are held by ${acquired.holdingXid}`,
+        holdingXid: acquired.holdingXid,
+        rows: acquired.rows,
+      });
+    }
+    // A new array of the exact size: push would grow the array to 17 slots.
+    session.branches = appended(session.branches, branch);
     this.usage.branchAdded(c.applicationData);
     return ok({ branchId });
   }
@@ -725,10 +755,13 @@ export class CoordinatorStateMachine implements CoordinatorStateView {
   // Helpers that mutate
   // -------------------------------------------------------------------------------------
 
-  private trackFailed(xid: string): void {
+  /** Counts `xid` again after a command: the failed set, the status counts. */
+  private track(xid: string, beforeStatus: GlobalStatus | null, beforeStuck: boolean): void {
     const session = this.sessions.get(xid);
     if (session && isFailedEnd(session.status)) this.failed.add(xid);
     else this.failed.delete(xid);
+    if (beforeStatus !== null) this.statusCounts.remove(beforeStatus, beforeStuck);
+    if (session !== undefined) this.statusCounts.add(session);
   }
 
   /** Live sessions in a *Failed end state (counted apart from the live-session limit). */
@@ -747,14 +780,14 @@ export class CoordinatorStateMachine implements CoordinatorStateView {
   }
 
   private releaseBranchLocks(branch: BranchSession): number {
-    const released = this.locks.releaseBranch(branch.xid, branch.branchId);
+    const released = this.locks.release(branch);
     assert(
-      released.length === branch.lockedRows.length,
+      released === branch.lockedRows.length,
       () =>
-        `branch ${branch.branchId} of ${branch.xid} held ${branch.lockedRows.length} rows, the lock table ${released.length}`,
+        `branch ${branch.branchId} of ${branch.xid} held ${branch.lockedRows.length} rows, the lock table ${released}`,
     );
-    branch.lockedRows = [];
-    return released.length;
+    branch.lockedRows = NO_ROWS;
+    return released;
   }
 
   /**
@@ -768,11 +801,8 @@ export class CoordinatorStateMachine implements CoordinatorStateView {
   ): FinishedSession {
     assert(isEndStatus(session.status), () => `${session.xid} ends while ${session.status}`);
     for (const branch of session.branches) this.releaseBranchLocks(branch);
-    assert(
-      this.locks.releaseXid(session.xid).length === 0,
-      () => `${session.xid} held rows no branch recorded`,
-    );
     this.sessions.delete(session.xid);
+    this.xids.delete(session.xid);
     this.usage.sessionRemoved(session);
     this.rememberFinished({ xid: session.xid, status: session.status, finishedAt: at, resolvedBy });
     return {
@@ -922,6 +952,15 @@ export class CoordinatorStateMachine implements CoordinatorStateView {
     return Array.from(this.sessions.values(), (session) => session.xid);
   }
 
+  liveXidPage(after: string | null, limit: number): Xid[] {
+    assert(Number.isSafeInteger(limit) && limit >= 0, () => `page limit ${limit}`);
+    return this.xids.page(after, limit) as Xid[];
+  }
+
+  liveStatusCounts(): LiveStatusCountsView {
+    return this.statusCounts;
+  }
+
   liveSessionsSlice(
     cursor: LiveCursor | null,
     limit: number,
@@ -1052,7 +1091,8 @@ export class CoordinatorStateMachine implements CoordinatorStateView {
     };
     this.capturing = image;
     const steps = this.captureSteps(image, sliceRows, {
-      sessions: Array.from(this.sessions.values()),
+      // In xid order, as encoded (the index: no sort).
+      sessions: this.xids.all().map((xid) => this.sessions.get(xid)!),
       dedup: this.dedup.capture(),
       commandTime: this.lastCommandTime,
       usage: this.usage.copy(),
@@ -1089,15 +1129,16 @@ export class CoordinatorStateMachine implements CoordinatorStateView {
     const finished = image.finished;
     // A session as of the point: its copy if it changed since (xids never change).
     const asCaptured = (s: GlobalSession) => image.before.get(s) ?? s;
-    sessions.sort((a, b) => compareStrings(a.xid, b.xid));
-    yield;
     const usage = new LiveUsage();
     let [failed, lockedRows] = [0, 0];
     for (let i = 0; i < sessions.length; i++) {
       if (i > 0 && i % sliceRows === 0) yield;
       const session = asCaptured(sessions[i]!);
       checkCapturedSession(session);
-      assert(i === 0 || sessions[i - 1]!.xid !== session.xid, () => `${session.xid} is live twice`);
+      assert(
+        i === 0 || compareStrings(sessions[i - 1]!.xid, session.xid) < 0,
+        () => `${session.xid} is live twice or out of xid order`,
+      );
       usage.sessionAdded(session.applicationId);
       for (const branch of session.branches) usage.branchAdded(branch.applicationData);
       if (isFailedEnd(session.status)) failed++;
@@ -1162,7 +1203,8 @@ export class CoordinatorStateMachine implements CoordinatorStateView {
       branch.applicationId = of(branch.applicationId);
       branch.lockKey = detached(branch.lockKey);
       branch.applicationData = detached(branch.applicationData);
-      branch.lockedRows = branch.lockedRows.map(detached);
+      branch.lockedRows =
+        branch.lockedRows.length === 0 ? NO_ROWS : branch.lockedRows.map(detached);
     }
   }
 
@@ -1178,7 +1220,7 @@ export class CoordinatorStateMachine implements CoordinatorStateView {
       this.internSession(session);
       sessions.set(session.xid, session);
       for (const branch of session.branches) {
-        if (!locks.tryAcquire(session.xid, branch.branchId, branch.lockedRows).ok) {
+        if (!locks.acquire(branch).ok) {
           throw new StorageCorruptError(
             `coordinator snapshot has conflicting locks for ${session.xid} branch ${branch.branchId}`,
           );
@@ -1197,9 +1239,13 @@ export class CoordinatorStateMachine implements CoordinatorStateView {
       lastCommandTime: this.lastCommandTime,
       failed: this.failed,
       usage: this.usage,
+      statusCounts: this.statusCounts,
+      xids: this.xids,
     };
     this.sessions = sessions;
     this.usage = LiveUsage.of(sessions.values());
+    this.statusCounts = LiveStatusCounts.of(sessions.values());
+    this.xids = XidIndex.of(sessions.keys());
     this.locks = locks;
     this.finished = new Map(data.finished.map((r) => [r.xid, r]));
     this.lastCommandTime = data.commandTime ?? 0;
@@ -1264,11 +1310,7 @@ export class CoordinatorStateMachine implements CoordinatorStateView {
       lockedRows === tableRows,
       () => `branches record ${lockedRows} row locks, the lock table ${tableRows}`,
     );
-    const counted = LiveUsage.of(this.sessions.values());
-    assert(
-      counted.equals(this.usage),
-      () => `live usage says ${this.usage.describe()}, the sessions ${counted.describe()}`,
-    );
+    this.checkCounts();
     assert(this.dedup.size <= this.retention.dedupEntries, 'dedup map is over its bound');
     assert(
       this.finished.size <= this.retention.finishedEntries,
@@ -1283,6 +1325,26 @@ export class CoordinatorStateMachine implements CoordinatorStateView {
     assert(
       failed === this.failed.size && [...this.failed].every((x) => this.sessions.has(x)),
       () => `${failed} live sessions are failed, the failed set holds ${this.failed.size}`,
+    );
+  }
+
+  /** The counts kept as commands apply, recounted (invariantChecks). */
+  private checkCounts(): void {
+    const counted = LiveUsage.of(this.sessions.values());
+    assert(
+      counted.equals(this.usage),
+      () => `live usage says ${this.usage.describe()}, the sessions ${counted.describe()}`,
+    );
+    const statuses = LiveStatusCounts.of(this.sessions.values());
+    assert(
+      statuses.equals(this.statusCounts),
+      () =>
+        `status counts say ${this.statusCounts.describe()}, the sessions ${statuses.describe()}`,
+    );
+    this.xids.check((xid) => this.sessions.has(xid));
+    assert(
+      this.xids.size === this.sessions.size,
+      () => `the xid index holds ${this.xids.size}, the live set ${this.sessions.size}`,
     );
   }
 }
@@ -1301,6 +1363,8 @@ const NO_RETRY: RetryInfo = Object.freeze({
   stopped: false,
 });
 const NO_BRANCHES = Object.freeze([]) as unknown as BranchSession[];
+/** The rows of every branch that holds none (released, or registered without a lock key). */
+const NO_ROWS = Object.freeze([]) as unknown as string[];
 
 /** What a capture under way keeps (snapshotInSlices): the state as of its point. */
 interface CaptureImage {

@@ -97,11 +97,17 @@ describe('DedupTable', () => {
         const table = new DedupTable();
         const model: Array<{ id: string; at: number }> = [];
         let next = 0;
+        // Half the requestIds are the SDK's (lower-case UUIDs: the packed keys' index over
+        // typed arrays), half are not (the other keys' map); UUIDs that differ in one word.
+        const idOf = (n: number) =>
+          n % 2 === 0
+            ? `r${n}`
+            : `${(n % 7).toString(16).padStart(8, '0')}-0000-4000-8000-${n.toString(16).padStart(12, '0')}`;
         for (const s of steps) {
           if ('add' in s) {
             for (let i = 0; i < s.add; i++, next++) {
-              table.add('RegisterBranch', `r${next}`, { branchId: `${next}` }, next);
-              model.push({ id: `r${next}`, at: next });
+              table.add('RegisterBranch', idOf(next), { branchId: `${next}` }, next);
+              model.push({ id: idOf(next), at: next });
             }
           } else {
             const horizon = (model[0]?.at ?? next) + s.forget - 1;
@@ -113,7 +119,7 @@ describe('DedupTable', () => {
           }
           expect(table.size).toBe(model.length);
           for (const e of model)
-            expect(table.get('RegisterBranch', e.id)).toEqual({ branchId: e.id.slice(1) });
+            expect(table.get('RegisterBranch', e.id)).toEqual({ branchId: `${e.at}` });
         }
         expect(table.rows().map((r) => r[2])).toEqual(model.map((e) => e.at));
       }),

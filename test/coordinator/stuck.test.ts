@@ -24,9 +24,16 @@ function worldWithLog(): { world: World; lines: { msg: string; level: number; xi
   return { world, lines };
 }
 
-/** Live sessions the coordinator shows stuck (what the concord_tc_global_stuck gauge counts). */
-const stuckCount = (world: World) =>
-  world.machine.liveXids().filter((x) => isStuck(world.machine.getSession(x)!)).length;
+/**
+ * Live sessions the coordinator shows stuck (what the concord_tc_global_stuck gauge counts):
+ * the count kept as commands apply (what /metrics reads, no walk) is a walk's.
+ */
+const stuckCount = (world: World) => {
+  const walked = world.machine.liveXids().filter((x) => isStuck(world.machine.getSession(x)!));
+  expect(world.machine.liveStatusCounts().stuck).toBe(walked.length);
+  world.machine.checkInvariants();
+  return walked.length;
+};
 
 const stuckLines = (lines: { msg: string }[]) =>
   lines.filter((l) => l.msg.startsWith('phase two is stuck'));

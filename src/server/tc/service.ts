@@ -505,8 +505,8 @@ export class TcGrpcService {
     const onlyStuck = w.stuck === true;
     this.requireLeader();
     const page = await this.store.read((state) => {
-      const xids = state.liveXids().sort();
-      let i = after === null ? 0 : upperBound(xids, after);
+      const { xids, from: start, total } = liveXidsAfter(state, after);
+      let i = start;
       const sessions: SessionInfoWire[] = [];
       let scanned = 0;
       for (
@@ -524,7 +524,7 @@ export class TcGrpcService {
         );
       }
       const more = i < xids.length;
-      return { sessions, next: more && i > 0 ? xids[i - 1]! : null, total: xids.length };
+      return { sessions, next: more && i > 0 ? xids[i - 1]! : null, total };
     });
     return ok({
       sessions: page.sessions,
@@ -672,4 +672,24 @@ function registerRmHubGauges(registry: Registry, hub: RmChannelHub): void {
       },
     });
   }
+}
+
+/**
+ * The live xids a page reads, in xid order, from `from`: the first after `after` (null: from
+ * the start). From the state machine's ordered index, a bounded page (MAX_LIST_SCAN + 1: the
+ * scan's bound and one to tell whether more follow), not a sort of every live xid; a view
+ * without the index (the db store's partial view) sorts what it lists. `total`: live sessions.
+ */
+export function liveXidsAfter(
+  state: CoordinatorStateView,
+  after: string | null,
+): { xids: readonly Xid[]; from: number; total: number } {
+  if (state.liveXidPage)
+    return {
+      xids: state.liveXidPage(after, MAX_LIST_SCAN + 1),
+      from: 0,
+      total: state.liveSessionCount(),
+    };
+  const xids = state.liveXids().sort();
+  return { xids, from: after === null ? 0 : upperBound(xids, after), total: xids.length };
 }

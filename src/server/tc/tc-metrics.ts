@@ -83,6 +83,15 @@ export function summarize(state: CoordinatorStateView): LiveSummary {
     byStatus.set(reported, (byStatus.get(reported) ?? 0) + 1);
     if (isStuckNow) stuck += 1;
   };
+  if (state.liveStatusCounts) {
+    // Counted as commands apply (the state machine): no walk over the live set per scrape.
+    const counts = state.liveStatusCounts();
+    return {
+      byStatus: new Map(counts.byStatus),
+      stuck: counts.stuck,
+      lockedRows: state.lockedRowCount(),
+    };
+  }
   if (state.forEachLiveStatus) state.forEachLiveStatus((s) => count(s.reportedStatus, s.stuck));
   else {
     // A partial view (db reads): the sessions it lists, with their copies.

@@ -25,8 +25,13 @@ import {
   type TxSummaryView,
 } from '../../shared/tx-view.ts';
 import { DEFAULT_LIST_PAGE_SIZE, MAX_LIST_PAGE_SIZE } from './limits.ts';
-import { upperBound } from './upper-bound.ts';
-import { MAX_LIST_SCAN, decodePageToken, encodePageToken, type TcStoreAccess } from './service.ts';
+import {
+  MAX_LIST_SCAN,
+  decodePageToken,
+  encodePageToken,
+  liveXidsAfter,
+  type TcStoreAccess,
+} from './service.ts';
 
 /** Which live sessions a list returns. Every filter set must match. */
 export interface TxFilter {
@@ -98,8 +103,8 @@ export class TxQuery {
     const now = this.d.now();
     const f = q.filter;
     return this.d.store.read((state) => {
-      const xids = state.liveXids().sort();
-      let i = after === null ? 0 : upperBound(xids, after);
+      const { xids, from, total } = liveXidsAfter(state, after);
+      let i = from;
       const sessions: TxSummaryView[] = [];
       for (let scanned = 0; i < xids.length && sessions.length < pageSize; i++, scanned++) {
         if (scanned >= MAX_LIST_SCAN) break;
@@ -111,7 +116,7 @@ export class TxQuery {
       return {
         sessions,
         nextPageToken: more && i > 0 ? encodePageToken(xids[i - 1]!) : null,
-        totalLive: xids.length,
+        totalLive: total,
         stuckAfterMs: f.stuckAfterMs ?? this.alarmMs(),
         now,
       };

@@ -5,7 +5,7 @@
  * every applied (index, data), so the Raft checkers (same entry per index, in order, never
  * twice, restored snapshots agree) watch it as they watch the key-value machine.
  */
-import type { Command } from '../../../src/coordinator/commands.ts';
+import type { Command, Outcome } from '../../../src/coordinator/commands.ts';
 import { CoordinatorStateMachine } from '../../../src/coordinator/state-machine.ts';
 import { GlobalStatus, decisionOf } from '../../../src/coordinator/types.ts';
 import { AssertionFailure, StorageCorruptError } from '../../../src/shared/errors.ts';
@@ -166,15 +166,14 @@ function decode(data: Uint8Array): Encoded {
 export class DecisionFlippingMachine extends CoordinatorStateMachine {
   constructor() {
     super();
-    const apply = this.apply.bind(this);
-    this.apply = ((command: Command) => {
+    // The flip is made where a handler's would be (inside apply, around its dispatch), so
+    // the machine's own bookkeeping (failed set, status counts) sees it as a handler's change
+    // and the checker sees the broken invariant, not a torn state.
+    const self = this as unknown as Internals;
+    const dispatch = self.dispatch.bind(this);
+    self.dispatch = (command: Command) => {
       // Found as a handler finds what it changes (a capture under way copies it first).
-      const session =
-        command.kind === 'RollbackGlobal'
-          ? (
-              this as unknown as { changeable(xid: string): { status: GlobalStatus } | undefined }
-            ).changeable(command.xid)
-          : undefined;
+      const session = command.kind === 'RollbackGlobal' ? self.changeable(command.xid) : undefined;
       if (session && decisionOf(session.status) === 'commit') {
         session.status = GlobalStatus.Rollbacking;
         return {
@@ -182,9 +181,16 @@ export class DecisionFlippingMachine extends CoordinatorStateMachine {
           value: { status: GlobalStatus.Rollbacking, decided: true, finished: null },
         };
       }
-      return apply(command);
-    }) as CoordinatorStateMachine['apply'];
+      return dispatch(command);
+    };
   }
+}
+
+/** What the mutants reach inside the machine (private there). */
+interface Internals {
+  dispatch(command: Command): Outcome<unknown>;
+  changeable(xid: string): { status: GlobalStatus } | undefined;
+  sessions: Map<string, { status: GlobalStatus }>;
 }
 
 /**
@@ -211,16 +217,16 @@ export class ForgetfulRegisterMachine extends CoordinatorStateMachine {
 export class ResumeFlippingMachine extends CoordinatorStateMachine {
   constructor() {
     super();
-    const apply = this.apply.bind(this);
-    const sessions = (this as unknown as { sessions: Map<string, { status: GlobalStatus }> })
-      .sessions;
-    this.apply = ((command: Command) => {
-      const outcome = apply(command);
-      const session = command.kind === 'RetryResumed' ? sessions.get(command.xid) : undefined;
+    // Inside apply, around the handler's dispatch (as DecisionFlippingMachine).
+    const self = this as unknown as Internals;
+    const dispatch = self.dispatch.bind(this);
+    self.dispatch = (command: Command) => {
+      const outcome = dispatch(command);
+      const session = command.kind === 'RetryResumed' ? self.sessions.get(command.xid) : undefined;
       if (outcome.ok && session?.status === GlobalStatus.Committing)
         session.status = GlobalStatus.Rollbacking;
       return outcome;
-    }) as CoordinatorStateMachine['apply'];
+    };
   }
 }
 
