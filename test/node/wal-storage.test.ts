@@ -18,6 +18,8 @@ import {
   MAX_RECORD_BYTES,
   RECORD_ROUND,
   segmentName,
+  TAIL_SCAN_BYTES_PER_SEGMENT_BYTE,
+  walReadWork,
 } from '../../src/raft/storage/wal.ts';
 import { AssertionFailure, ConfigError, StorageCorruptError } from '../../src/shared/errors.ts';
 import { silentLogger } from '../../src/shared/logger.ts';
@@ -56,7 +58,9 @@ describe('WalStorage on real files', () => {
    * Three rounds of one entry each in segment 1; returns where the last record begins and
    * ends, and where the second begins.
    */
-  async function threeRounds(): Promise<{ second: number; start: number; end: number }> {
+  async function threeRounds(
+    lastBytes = 40,
+  ): Promise<{ second: number; start: number; end: number }> {
     const s = fresh();
     await s.load();
     const before: number[] = [];
@@ -64,7 +68,7 @@ describe('WalStorage on real files', () => {
       before.push(s.stats().bytesWritten);
       await s.save({
         hardState: { term: 1, vote: nid('n1'), commit: i - 1 },
-        entries: [normal(i, 1)],
+        entries: [normal(i, 1, i === 3 ? lastBytes : 40)],
         snapshot: null,
       });
     }
@@ -90,39 +94,69 @@ describe('WalStorage on real files', () => {
     await rm(dir, { recursive: true, force: true });
   });
 
-  it('a write cut at every byte of the last record loads the rounds before it, and goes on', async () => {
-    const { start, end } = await threeRounds();
+  it('a write torn by a crash (sectors of the last record never written) is cut; the log goes on', async () => {
+    // The last record spans several 512-byte sectors. A crash leaves each sector of the write
+    // whole or not at all (the segment is zero-filled, so a sector never reached is zero): its
+    // first sectors written and the rest zero, or (pages flushed out of order) one sector zero
+    // and those after it written.
+    const { start, end } = await threeRounds(2000);
     const whole = await readFile(segPath(1));
-    // The record's own bytes (its zero pad to 8 bytes is what the file holds anyway).
     const recordEnd = start + 8 + whole.readUInt32LE(start);
-    expect(recordEnd).toBeLessThanOrEqual(end);
-    for (let cut = start; cut < recordEnd; cut++) {
-      for (const filler of ['zero', 'garbage'] as const) {
-        const torn = Buffer.from(whole);
-        if (filler === 'zero') torn.fill(0, cut, end);
-        else for (let o = cut; o < end; o++) torn[o] = (o * 151 + 7) & 0xff;
-        await writeFile(segPath(1), torn);
-        const s = fresh();
-        const state = await s.load();
-        expect(lastIndexes(state.entries), `cut at ${cut} (${filler})`).toEqual([1, 2]);
-        expect(state.hardState.commit).toBe(1);
-        // The torn bytes are zeroed, so nothing stale lies after the records written next.
-        expect((await readFile(segPath(1))).subarray(start).every((b) => b === 0)).toBe(true);
-        // The next round goes where the torn one was; a reopen reads it back.
-        await s.save({
-          hardState: { term: 2, vote: null, commit: 1 },
-          entries: [normal(3, 2)],
-          snapshot: null,
-        });
-        await s.close();
-        const again = await fresh().load();
-        expect(again.entries.map((e) => `${e.index}/${e.term}`)).toEqual(['1/1', '2/1', '3/2']);
-        await open.pop()!.close();
-        await writeFile(segPath(1), whole);
-      }
+    const boundaries: number[] = [];
+    for (let b = Math.ceil((start + 1) / 512) * 512; b < recordEnd; b += 512) boundaries.push(b);
+    expect(boundaries.length).toBeGreaterThanOrEqual(3);
+    const cases: [string, Buffer][] = [];
+    // Nothing of it written (its header's sector zero, from the record's start).
+    cases.push(['none', Buffer.from(whole).fill(0, start, end)]);
+    for (const b of boundaries) {
+      cases.push([`written to ${b}, zero after`, Buffer.from(whole).fill(0, b, end)]);
+      cases.push([`sector ${b} zero, the rest written`, Buffer.from(whole).fill(0, b, b + 512)]);
+    }
+    for (const [label, torn] of cases) {
+      await writeFile(segPath(1), torn);
+      const s = fresh();
+      const state = await s.load();
+      expect(lastIndexes(state.entries), label).toEqual([1, 2]);
+      expect(state.hardState.commit).toBe(1);
+      // The torn bytes are zeroed, so nothing stale lies after the records written next.
+      expect((await readFile(segPath(1))).subarray(start).every((b) => b === 0)).toBe(true);
+      // The next round goes where the torn one was; a reopen reads it back.
+      await s.save({
+        hardState: { term: 2, vote: null, commit: 1 },
+        entries: [normal(3, 2)],
+        snapshot: null,
+      });
+      await s.close();
+      const again = await fresh().load();
+      expect(again.entries.map((e) => `${e.index}/${e.term}`)).toEqual(['1/1', '2/1', '3/2']);
+      await open.pop()!.close();
+      await writeFile(segPath(1), whole);
     }
     // Whole: all three.
     expect(lastIndexes((await fresh().load()).entries)).toEqual([1, 2, 3]);
+  });
+
+  it('a flipped bit in the last record (every sector of it written) is corruption, not a torn tail', async () => {
+    // Cutting it would lose an acknowledged entry, which may have counted toward a quorum.
+    for (const lastBytes of [40, 2000]) {
+      const { start } = await threeRounds(lastBytes);
+      const whole = await readFile(segPath(1));
+      const len = whole.readUInt32LE(start);
+      for (const at of [start + 8 + 1, start + 8 + (len >> 1), start + 8 + len - 1, start + 5]) {
+        const flipped = Buffer.from(whole);
+        flipped[at]! ^= 0x04;
+        await writeFile(segPath(1), flipped);
+        const err = await fresh()
+          .load()
+          .catch((e: unknown) => e);
+        expect(err, `${lastBytes} bytes, bit @${at}`).toBeInstanceOf(StorageCorruptError);
+        expect(String(err)).toContain(`segment 1 @${start}`);
+        // Refused, nothing changed.
+        expect((await readFile(segPath(1))).equals(flipped)).toBe(true);
+      }
+      await rm(join(dir, 'raft-wal'), { recursive: true });
+      await rm(join(dir, 'raft'), { recursive: true, force: true });
+    }
   });
 
   it('a flipped bit in an earlier record, or a bad record followed by good ones, is corruption', async () => {
@@ -248,6 +282,70 @@ describe('WalStorage on real files', () => {
     expect(again).toBeInstanceOf(WalStorage);
     expect((await again.load()).entries.map((e) => e.index)).toEqual([1]);
     await again.close();
+  });
+});
+
+describe('WalStorage: the scan after a bad record is bounded', () => {
+  let dir: string;
+  const SEG = 16 * 1024 * 1024;
+  beforeEach(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'concord-wal-scan-'));
+  });
+  afterEach(async () => {
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  // A 16 MiB segment whose tail is crafted: a bad last record with a zero sector (so it reads
+  // as torn), then at every 16 bytes a header whose length runs to near the end of the file,
+  // with the type and map bytes a record has — before the bound, a checksum of ~16 MiB at each
+  // of 1 M positions. Bounded by the work done (bytes checksummed), not by time.
+  it('a 16 MiB segment of crafted lengths after the tail is refused after linear work', async () => {
+    const s = new WalStorage({
+      walDir: join(dir, 'raft-wal'),
+      levelPath: join(dir, 'raft'),
+      logger: silentLogger(),
+      segmentBytes: SEG,
+    });
+    await s.load();
+    await s.save({
+      hardState: { term: 1, vote: null, commit: 1 },
+      entries: [normal(1, 1)],
+      snapshot: null,
+    });
+    const end = s.stats().bytesWritten;
+    await s.close();
+    const whole = await readFile(join(dir, 'raft-wal', segmentName(1)));
+    const headerEnd = (8 + whole.readUInt32LE(0) + 7) & ~7;
+    const tail = headerEnd + end;
+    const bad = Buffer.from(whole);
+    // The torn record: 2 KiB claimed, its second sector zero.
+    const first = (Math.ceil(tail / 512) + 2) * 512;
+    bad.writeUInt32LE(first - tail + 512, tail);
+    bad.writeUInt32LE(0xdeadbeef, tail + 4);
+    bad.fill(0x41, tail + 8, first - 512);
+    for (let o = first; o + 16 <= SEG; o += 16) {
+      bad.writeUInt32LE(SEG - o - 16, o);
+      bad.writeUInt32LE(o, o + 4);
+      bad[o + 8] = RECORD_ROUND;
+      bad[o + 9] = 0x85;
+    }
+    await writeFile(join(dir, 'raft-wal', segmentName(1)), bad);
+    const before = walReadWork.crcBytes;
+    const again = new WalStorage({
+      walDir: join(dir, 'raft-wal'),
+      levelPath: join(dir, 'raft'),
+      logger: silentLogger(),
+      segmentBytes: SEG,
+    });
+    const err = await again.load().catch((e: unknown) => e);
+    await again.close().catch(() => undefined);
+    expect(err).toBeInstanceOf(StorageCorruptError);
+    expect(String(err)).toMatch(/scan bound/);
+    const work = walReadWork.crcBytes - before;
+    expect(work).toBeGreaterThan(SEG);
+    expect(work).toBeLessThanOrEqual(
+      (TAIL_SCAN_BYTES_PER_SEGMENT_BYTE + 1) * SEG + MAX_RECORD_BYTES,
+    );
   });
 });
 

@@ -16,8 +16,14 @@
  * first remaining segment's header stands in for them on load.
  *
  * Reading back (`readWal`): the records of every segment in order. In the LAST segment, a
- * record that is cut off, zeroed or fails its checksum, with no valid record after it, is a
- * torn tail (a write in flight at a crash): it is cut off and the rest of the file zeroed.
+ * zero header ends the log; a record that fails its checksum or whose length runs past the
+ * segment is a torn tail (a write in flight at a crash) only if a 512-byte sector of the
+ * span it claims is all zeros (etcd's isTornEntry: a sector the write never reached — the
+ * segment is zero-filled) and no valid record follows it; otherwise (a flipped bit in the
+ * last record, say: cutting it could lose an entry a quorum counted) StorageCorruptError. A
+ * torn tail is cut off and the rest of the file zeroed. The search for a valid record after
+ * a bad one checksums only candidates with a record's type and map bytes, and at most
+ * TAIL_SCAN_BYTES_PER_SEGMENT_BYTE × the segment's size (then StorageCorruptError).
  * A round split over several records (one write) is torn whole: its parts after a bad record
  * are no corruption, and an incomplete last round is cut back to its first part. Any other
  * bad record followed by a valid one, or a bad record in an earlier segment, is
@@ -84,6 +90,19 @@ export interface WalRecord {
   end: number;
 }
 
+/**
+ * Work done reading segments, for tests and tools: bytes checksummed (every record's payload
+ * read back, and every candidate tried after a bad record). The scan after a bad record is
+ * bounded by TAIL_SCAN_BYTES_PER_SEGMENT_BYTE times the segment's size.
+ */
+export const walReadWork = { crcBytes: 0 };
+
+/** Bytes the scan after a bad record may checksum, per byte of the segment. */
+export const TAIL_SCAN_BYTES_PER_SEGMENT_BYTE = 4;
+
+/** Sector size assumed atomic: a write torn by a crash reached a sector whole or not at all. */
+export const SECTOR_BYTES = 512;
+
 /** The valid record at `offset`, or null (none, cut off, zeroed, bad checksum). */
 function recordAt(buf: Buffer, offset: number): { payload: Buffer; end: number } | null {
   if (offset + RECORD_HEADER_BYTES > buf.length) return null;
@@ -92,8 +111,27 @@ function recordAt(buf: Buffer, offset: number): { payload: Buffer; end: number }
   const start = offset + RECORD_HEADER_BYTES;
   if (start + len > buf.length) return null;
   const payload = buf.subarray(start, start + len);
+  walReadWork.crcBytes += len;
   if (crc32(payload) !== buf.readUInt32LE(offset + 4)) return null;
   return { payload, end: align8(start + len) };
+}
+
+/**
+ * Whether a bad record at `offset` (non-zero header) reads as a torn write (etcd's
+ * isTornEntry): some sector the span it claims touches is all zeros in the file, from the
+ * record's start (or the sector's) to the sector's end — a sector the write never reached,
+ * since segments are zero-filled and nothing is written after the write in flight. The span
+ * claimed runs to the end of the segment when the length is beyond the bound or the file.
+ */
+function tornSpan(buf: Buffer, offset: number): boolean {
+  const len = buf.readUInt32LE(offset);
+  const claimed = offset + RECORD_HEADER_BYTES + len;
+  const spanEnd = len > MAX_RECORD_BYTES || claimed > buf.length ? buf.length : claimed;
+  for (let sector = offset - (offset % SECTOR_BYTES); sector < spanEnd; sector += SECTOR_BYTES) {
+    const from = Math.max(sector, offset);
+    if (isZero(buf, from, Math.min(sector + SECTOR_BYTES, buf.length))) return true;
+  }
+  return false;
 }
 
 /**
@@ -139,12 +177,34 @@ function decode(payload: Buffer, what: string): unknown {
   }
 }
 
-/** The valid records starting at aligned offsets at or after `from` (skipping each one found). */
-function validRecordsAfter(buf: Buffer, from: number): { offset: number; body: unknown }[] {
+/**
+ * The valid records starting at aligned offsets at or after `from` (skipping each one found).
+ * Bounded: a candidate is checksummed only if its type byte and the first byte of its body
+ * (a msgpack map) are what a record holds, and the bytes checksummed stop at
+ * TAIL_SCAN_BYTES_PER_SEGMENT_BYTE × the segment's size — past that the tail is refused as
+ * corruption (what a crash leaves after a bad record is zeros and the parts of one write;
+ * crafted lengths would otherwise cost a checksum of up to 16 MiB at every 8 bytes).
+ */
+function validRecordsAfter(
+  buf: Buffer,
+  from: number,
+  what: string,
+): { offset: number; body: unknown }[] {
   const found: { offset: number; body: unknown }[] = [];
-  for (let o = align8(from); o + RECORD_HEADER_BYTES <= buf.length;) {
-    if (buf.readUInt32LE(o) !== 0) {
+  const budget = walReadWork.crcBytes + TAIL_SCAN_BYTES_PER_SEGMENT_BYTE * buf.length;
+  for (let o = align8(from); o + RECORD_HEADER_BYTES + 2 <= buf.length;) {
+    const type = buf[o + RECORD_HEADER_BYTES]!;
+    const map = buf[o + RECORD_HEADER_BYTES + 1]!;
+    if (
+      buf.readUInt32LE(o) !== 0 &&
+      (type === RECORD_HEADER || type === RECORD_ROUND) &&
+      ((map & 0xf0) === 0x80 || map === 0xde)
+    ) {
       const at = recordAt(buf, o);
+      if (walReadWork.crcBytes > budget)
+        throw new StorageCorruptError(
+          `${what}: the bytes after a bad record are not what a crash leaves (scan bound reached @${o})`,
+        );
       if (at !== null) {
         found.push({ offset: o, body: decode(at.payload, `@${o}`) });
         o = at.end;
@@ -213,7 +273,14 @@ export function parseSegment(buf: Buffer, name: string, last: boolean): ParsedSe
   let torn = open !== null;
   if (!isZero(buf, offset, buf.length)) {
     torn = true;
-    const after = validRecordsAfter(buf, offset + 8);
+    // A bad record (its header not zero) is a torn write only if a sector of it is zero: a
+    // flipped bit in the last record written is corruption, not a tail to cut.
+    if (last && buf.readUInt32LE(offset) !== 0 && !tornSpan(buf, offset)) {
+      throw new StorageCorruptError(
+        `WAL ${name} @${offset}: a damaged record (bad checksum or length, no sector of it unwritten)`,
+      );
+    }
+    const after = validRecordsAfter(buf, offset + 8, `WAL ${name} @${offset}`);
     let nonce = open?.r ?? null;
     let count = open?.n ?? null;
     for (const rec of after) {
