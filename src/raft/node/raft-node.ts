@@ -39,7 +39,7 @@ import {
   type TransportStats,
 } from '../transport/grpc-transport.ts';
 import type { PeerTls } from '../transport/tls.ts';
-import type { RaftNodeConfig } from './config.ts';
+import { DEFAULT_LOG_STORAGE, type LogStorageChoice, type RaftNodeConfig } from './config.ts';
 import { PeerIdentityBook, settleIdentity } from './identity.ts';
 import { encodeMemberContext, PeerDirectory } from './members.ts';
 
@@ -64,34 +64,36 @@ export interface RaftNodeOptions {
    * tests and insecure mode named explicitly.
    */
   tls?: PeerTls | null;
-  /**
-   * Which log storage a data directory gets (openLogStorage); default 'auto': the WAL,
-   * unless the directory holds a LevelDB log written before the WAL.
-   */
-  logStorage?: LogStorageKind;
 }
 
-/** 'wal': WalStorage; 'leveldb': LevelDbStorage; 'auto': see openLogStorage. */
-export type LogStorageKind = 'auto' | 'wal' | 'leveldb';
-
 /**
- * The log storage for a data directory. 'auto': a directory with `raft-wal` is on the WAL;
- * one with only `raft` (LevelDB) was written before the WAL and stays on LevelDbStorage
- * (no conversion: its log is read where it is); a new one gets the WAL. WalStorage makes
- * `raft-wal` before anything else, so a crash in its first start cannot leave a directory
- * that looks like the older format.
+ * The log storage for a data directory. One with `raft-wal` is on the WAL; one with only
+ * `raft` (a LevelDB log: written with `logStorage: 'leveldb'`, or before the WAL) stays on
+ * LevelDbStorage (no conversion: its log is read where it is); a new one gets `forNew`
+ * (the node option raft.logStorage, default the WAL). An existing directory keeps its
+ * storage whatever `forNew` says; which one is used is logged. WalStorage makes `raft-wal`
+ * before anything else, so a crash in its first start cannot leave a directory that looks
+ * like a LevelDB one.
  */
 export function openLogStorage(
   dataDir: string,
   logger: Logger,
   nodeId: string,
-  kind: LogStorageKind = 'auto',
+  forNew: LogStorageChoice = DEFAULT_LOG_STORAGE,
 ): LevelDbStorage | WalStorage {
-  const wal =
-    kind === 'wal' ||
-    (kind === 'auto' &&
-      (existsSync(join(dataDir, 'raft-wal')) || !existsSync(join(dataDir, 'raft'))));
-  return wal
+  const hasWal = existsSync(join(dataDir, 'raft-wal'));
+  const hasLevel = existsSync(join(dataDir, 'raft'));
+  const kind: LogStorageChoice = hasWal ? 'wal' : hasLevel ? 'leveldb' : forNew;
+  logger.info(
+    {
+      dataDir,
+      logStorage: kind,
+      why: hasWal || hasLevel ? 'the data directory was written with it' : 'a new data directory',
+      ...(kind !== forNew ? { configured: forNew } : {}),
+    },
+    'raft log storage',
+  );
+  return kind === 'wal'
     ? WalStorage.forDataDir(dataDir, logger, nodeId)
     : new LevelDbStorage({ path: join(dataDir, 'raft'), logger, nodeId });
 }
@@ -225,7 +227,7 @@ export class RaftNode {
       () =>
         `raft snapshotChunkBytes ${chunkBytes} does not fit twice in a transport frame of ${frame} bytes`,
     );
-    this.storage = openLogStorage(config.dataDir, this.logger, config.nodeId, options.logStorage);
+    this.storage = openLogStorage(config.dataDir, this.logger, config.nodeId, config.logStorage);
     this.driver = new RaftDriver({
       id: config.nodeId,
       storage: new SeedingStorage(
