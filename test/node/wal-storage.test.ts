@@ -1,7 +1,8 @@
 /**
- * WalStorage on real files: crashes cut the last write at every byte, zero it, or leave
- * garbage after it (a torn tail: cut off, the rounds before it load); a flipped bit in an
- * earlier record, or a bad record followed by good ones, is StorageCorruptError; records
+ * WalStorage on real files: crashes leave sectors of the last write unwritten (zero: a torn
+ * tail, cut off, the rounds before it load); a flipped bit in any record (the last one too),
+ * or a bad record followed by good ones, is StorageCorruptError; the scan after a bad record
+ * is bounded; records
  * have a bounded size; a LevelDB log of the previous format is refused. The LogStorage
  * contract (the in-memory model) runs against WalStorage in leveldb-storage.test.ts.
  */

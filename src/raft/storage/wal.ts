@@ -65,9 +65,19 @@ function align8(n: number): number {
   return (n + 7) & ~7;
 }
 
+/** A msgpack map's first byte (fixmap, map16): what every record's body begins with. */
+function isMapByte(b: number): boolean {
+  return (b & 0xf0) === 0x80 || b === 0xde;
+}
+
 /** Frames one record: header, payload (type byte then the packed body), zero pad. */
 export function encodeRecord(type: number, body: unknown): Buffer {
   const packed = walPackr.pack(body);
+  // The scan after a bad record checksums only candidates that begin so (validRecordsAfter).
+  assert(
+    (type === RECORD_HEADER || type === RECORD_ROUND) && isMapByte(packed[0]!),
+    () => `WAL record of type ${type} whose body is not a map`,
+  );
   const payloadBytes = 1 + packed.length;
   assert(
     payloadBytes <= MAX_RECORD_BYTES,
@@ -198,7 +208,7 @@ function validRecordsAfter(
     if (
       buf.readUInt32LE(o) !== 0 &&
       (type === RECORD_HEADER || type === RECORD_ROUND) &&
-      ((map & 0xf0) === 0x80 || map === 0xde)
+      isMapByte(map)
     ) {
       const at = recordAt(buf, o);
       if (walReadWork.crcBytes > budget)
