@@ -9,13 +9,16 @@
  *   1. send the Ready's `messages`, which the core says may leave before the write (a
  *      leader's appends and heartbeats of its durable term);
  *   2. persist hardState + entries + received snapshot in ONE synced write — started
- *      here, and while it is under way, apply the committed entries that were already
- *      durable here before this round;
+ *      here, and while it is under way, apply the round's committed entries (they are
+ *      durable on a quorum; with applyBeforeOwnWrite off, only those already durable here);
  *   3. only then send `messagesAfterPersist` (vote grants and append responses depend on 2);
  *   4. restore the received snapshot into the state machine, apply the other committed
  *      entries; resolve the proposals and reads they complete; core.advance(ready).
  * Only one round runs at a time. Messages, ticks and proposals that arrive while a round
- * awaits the disk step the core at once and make the loop run again.
+ * awaits the disk step the core at once and make the loop run again; meanwhile what needs
+ * no write of this node leaves at once (scheduleUnblocked: heartbeats, read states, with
+ * pipelineAppends a leader's appends of the entries proposed meanwhile) and the entries
+ * committed meanwhile are applied (applyBeforeOwnWrite).
  *
  * A failed disk write is fatal: the driver sends nothing from that round, rejects every
  * pending request, stops, and reports through `onFatal`. It never carries on.
@@ -53,6 +56,7 @@ import type {
   SnapshotMeta,
   SnapshotRef,
   Status,
+  Unblocked,
 } from './core/types.ts';
 import type { Clock, LogStorage, PeerTransport, SnapshotCapture, StateMachine } from './ports.ts';
 import { latencyTrace } from '../shared/latency-trace.ts';
@@ -158,9 +162,11 @@ export interface RaftCoreApi {
    */
   leaseReadIndex(): number | null;
   /**
-   * Between a Ready and its advance: heartbeats, their answers and read states (no write needed).
+   * Between a Ready and its advance: what may leave before a write (a leader's appends,
+   * heartbeats, their answers), read states, and (if `committed`) the entries committed
+   * since, to apply at once after the Ready's own (see RaftCore.takeUnblocked).
    */
-  takeUnblocked(): { messages: Message[]; readStates: ReadState[] };
+  takeUnblocked(opts?: { committed?: boolean; appends?: boolean }): Unblocked;
   campaign(): void;
   hasReady(): boolean;
   ready(): Ready;
@@ -281,6 +287,22 @@ export interface RaftDriverOptions {
    * seldom is: they start a little sooner, the leader's a little later. Default none.
    */
   yieldBeforePersist?: () => Promise<void>;
+  /**
+   * Pipelined appends: a leader's appends of entries proposed while its round's write is
+   * under way leave at once (the followers' fsyncs overlap the leader's; the next round
+   * writes the entries here), instead of with the next round. Off, they wait for the
+   * round's end, as one batch per follower; committed entries are applied during the
+   * write either way. Default true.
+   */
+  pipelineAppends?: boolean;
+  /**
+   * Apply at quorum before this node's own write (Raft thesis §10.2.1): a round applies
+   * its committed entries as soon as its write has started, also those the write holds, and
+   * entries committed during the write (a quorum of the others answered first) are applied
+   * at once. Off, a round applies before its write only what was on this node's disk
+   * before it, the rest after, and nothing is applied during a write. Default true.
+   */
+  applyBeforeOwnWrite?: boolean;
   /** Builds the core. Default `new RaftCore(config, durable)`; tests may wrap it. */
   createCore?: (config: RaftConfig, durable: DurableState) => RaftCoreApi;
 }
@@ -306,6 +328,8 @@ export interface DriverStatus extends Status {
    * log holds besides unapplied entries (and the entries of a snapshot still being written).
    */
   bytesSinceSnapshot: number;
+  /** A local snapshot is being encoded or written (its buffers are in use until it ends). */
+  snapshotInFlight: boolean;
   /** Snapshots received from a leader and restored into the state machine since start. */
   snapshotsRestored: number;
   /** Snapshots received from a leader and refused (they did not decode) since start. */
@@ -328,6 +352,12 @@ export interface DriverCounters {
   rounds: number;
   entriesPersisted: number;
   entriesApplied: number;
+  /**
+   * Of them: applied before this node's own write of them ended (committed by a quorum of
+   * the others: Raft thesis §10.2.1), and applied during a round rather than at its start.
+   */
+  appliedBeforeOwnWrite: number;
+  appliedUnblocked: number;
   readsCompleted: number;
   snapshotsTaken: number;
   /** Total milliseconds of local snapshots (encode + write). */
@@ -395,6 +425,8 @@ export class RaftDriver {
   private readonly random: () => number;
   private readonly createCore: (config: RaftConfig, durable: DurableState) => RaftCoreApi;
   private readonly yieldBeforePersist: (() => Promise<void>) | null;
+  private readonly pipelineAppends: boolean;
+  private readonly applyBeforeOwnWrite: boolean;
 
   readonly tickMs: number;
   readonly snapshotEveryEntries: number;
@@ -430,6 +462,11 @@ export class RaftDriver {
 
   // The ready loop's re-entrancy guard.
   private looping = false;
+  /**
+   * Whether the round under way has applied its Ready's committed entries, so that entries
+   * committed since may be applied now, after them (takeUnblocked).
+   */
+  private roundApplied = false;
   private loopAgain = false;
 
   // What is durable on this node's disk, as far as the driver knows (for assertions) — but
@@ -494,6 +531,10 @@ export class RaftDriver {
   private rounds = 0;
   private entriesPersisted = 0;
   private entriesApplied = 0;
+  /** Entries applied before this node's own write of them ended (a quorum of others held them). */
+  private appliedBeforeOwnWrite = 0;
+  /** Entries the driver applied between a round's start and its end (takeUnblocked). */
+  private appliedUnblocked = 0;
   private readsCompleted = 0;
   private snapshotsTaken = 0;
   private snapshotMsTotal = 0;
@@ -518,6 +559,8 @@ export class RaftDriver {
     this.random = options.random ?? Math.random;
     this.createCore = options.createCore ?? ((config, durable) => new RaftCore(config, durable));
     this.yieldBeforePersist = options.yieldBeforePersist ?? null;
+    this.pipelineAppends = options.pipelineAppends ?? true;
+    this.applyBeforeOwnWrite = options.applyBeforeOwnWrite ?? true;
     this.tickMs = options.tickMs ?? DEFAULT_TICK_MS;
     this.snapshotEveryEntries = options.snapshotEveryEntries ?? DEFAULT_SNAPSHOT_EVERY_ENTRIES;
     this.snapshotEveryBytes = options.snapshotEveryBytes ?? DEFAULT_SNAPSHOT_EVERY_BYTES;
@@ -864,6 +907,7 @@ export class RaftDriver {
       durableLastIndex: this.durableLastIndex,
       snapshotIndex: this.snapshotIndex,
       bytesSinceSnapshot: this.bytesSinceCapture,
+      snapshotInFlight: this.snapshotInFlight,
       snapshotsRestored: this.snapshotsRestored,
       snapshotsRejected: this.snapshotsRejected,
       pendingProposals: this.proposals.size,
@@ -874,6 +918,8 @@ export class RaftDriver {
         rounds: this.rounds,
         entriesPersisted: this.entriesPersisted,
         entriesApplied: this.entriesApplied,
+        appliedBeforeOwnWrite: this.appliedBeforeOwnWrite,
+        appliedUnblocked: this.appliedUnblocked,
         readsCompleted: this.readsCompleted,
         snapshotsTaken: this.snapshotsTaken,
         snapshotMsTotal: this.snapshotMsTotal,
@@ -1012,9 +1058,12 @@ export class RaftDriver {
   }
 
   /**
-   * While a round awaits the disk, what depends on no write (heartbeats and their
-   * answers, read states) goes out at once, in one batch per microtask, instead of
-   * waiting for the round to end.
+   * While a round awaits the disk, what depends on no write of this node goes out at once,
+   * in one batch per microtask, instead of waiting for the round to end: a leader's appends
+   * of entries proposed meanwhile (pipelined: the followers' fsyncs overlap the leader's;
+   * the next round persists them here), heartbeats and their answers, read states; and the
+   * entries committed meanwhile are applied (a quorum holds them durably, which may not
+   * include this node yet: Raft thesis §10.2.1), after the round's own.
    */
   private scheduleUnblocked(): void {
     if (this.unblockedScheduled) return;
@@ -1025,7 +1074,10 @@ export class RaftDriver {
       // Between rounds the next Ready carries them.
       if (this.stopped || core === null || !this.looping) return;
       try {
-        const { messages, readStates } = core.takeUnblocked();
+        const { messages, readStates, committedEntries, commit } = core.takeUnblocked({
+          committed: this.applyBeforeOwnWrite && this.roundApplied,
+          appends: this.pipelineAppends,
+        });
         if (messages.length > 0) {
           latencyTrace?.('d.send.unblocked', messages.length);
           // A member added by an entry this round has not handed out yet is a peer already.
@@ -1036,6 +1088,12 @@ export class RaftDriver {
               () => `${m.type} of term ${m.term} taken before term ${m.term} is durable`,
             );
           this.send(messages);
+        }
+        if (committedEntries.length > 0) {
+          latencyTrace?.('d.apply.unblocked', committedEntries.length);
+          this.appliedUnblocked += committedEntries.length;
+          for (const e of committedEntries) this.applyOrDefer(e, commit);
+          if (readStates.length === 0) this.completeReads();
         }
         if (readStates.length > 0) this.onReadStates(readStates);
       } catch (err) {
@@ -1065,6 +1123,7 @@ export class RaftDriver {
 
   private async handleReady(core: RaftCoreApi, rd: Ready): Promise<void> {
     this.rounds++;
+    this.roundApplied = false;
     latencyTrace?.('d.round', rd.entries.length);
     this.entriesPersisted += rd.entries.length;
     // 0. Check what the core asks us to persist against what we know is durable.
@@ -1087,9 +1146,9 @@ export class RaftDriver {
 
     // 1. Persist: one synced write; nothing else leaves before it is durable. The write
     // starts first (the disk is the slow part: a follower's answer waits for it), then
-    // what was durable before this round is applied while the disk works.
+    // the committed entries are applied while the disk works.
     const persisted = this.persistReady(rd);
-    const appliedEarly = this.applyDurableCommitted(rd);
+    const appliedEarly = this.applyCommittedEarly(rd);
     if (!(await persisted)) return;
 
     // 2. Send what depends on the write: vote grants, append responses, everything else.
@@ -1115,6 +1174,7 @@ export class RaftDriver {
     }
     for (let i = appliedEarly; i < rd.committedEntries.length; i++)
       this.applyOrDefer(rd.committedEntries[i]!, this.durable.commit);
+    this.roundApplied = true;
 
     // 4. Complete reads; advance.
     this.onReadStates(rd.readStates);
@@ -1187,29 +1247,30 @@ export class RaftDriver {
   }
 
   /**
-   * Step 1b. Committed entries that were already durable here before this round are
-   * applied while this round's write is under way (it was started just before): they
-   * are committed (a quorum holds them durably) and
-   * on this node's disk, so nothing in this round's write can change them. A proposer
-   * hears its answer one fsync sooner (etcd applies in parallel with its WAL write for
-   * the same reason). The commit index itself need not be durable first: a restarted
-   * node rebuilds its state machine from its snapshot and the log, and learns the commit
-   * index again from the leader. Entries this round writes, or that follow a received
-   * snapshot, wait until after the write (step 3). Returns how many it applied.
+   * Step 1b. The round's committed entries are applied while its write is under way (it
+   * was started just before): they are committed, so a quorum holds them durably (a
+   * leader counts itself only at its durable index), and nothing in this round's write
+   * can change them — even those this write holds, not yet on this node's disk (Raft
+   * thesis §10.2.1; etcd applies in parallel with its WAL write for the same reason). A
+   * proposer hears its answer one fsync sooner. The commit index itself need not be
+   * durable first: a restarted node rebuilds its state machine from its snapshot and the
+   * log, and learns the commit index again from the leader; a local snapshot is taken only
+   * between rounds, when everything applied is on this node's disk (startSnapshot). Entries
+   * that follow a received snapshot wait until it is durable and restored (step 3).
+   * Returns how many it applied.
    */
-  private applyDurableCommitted(rd: Ready): number {
+  private applyCommittedEarly(rd: Ready): number {
+    if (rd.snapshot !== null) return 0;
     const commitNow = rd.hardState?.commit ?? this.durable.commit;
-    let appliedEarly = 0;
-    if (rd.snapshot === null) {
-      while (
-        appliedEarly < rd.committedEntries.length &&
-        rd.committedEntries[appliedEarly]!.index <= this.durableLastIndex
-      ) {
-        this.applyOrDefer(rd.committedEntries[appliedEarly]!, commitNow);
-        appliedEarly++;
-      }
-    }
-    return appliedEarly;
+    let n = 0;
+    // Off (applyBeforeOwnWrite false): only what was on this node's disk before the round.
+    while (
+      n < rd.committedEntries.length &&
+      (this.applyBeforeOwnWrite || rd.committedEntries[n]!.index <= this.durableLastIndex)
+    )
+      this.applyOrDefer(rd.committedEntries[n++]!, commitNow);
+    if (n === rd.committedEntries.length) this.roundApplied = true;
+    return n;
   }
 
   /**
@@ -1389,11 +1450,10 @@ export class RaftDriver {
       e.index === this.applied + 1,
       () => `applying entry ${e.index} after applied ${this.applied}: applied must grow by one`,
     );
-    assert(
-      e.index <= this.durableLastIndex,
-      () => `applying entry ${e.index} beyond the durable last index ${this.durableLastIndex}`,
-    );
+    // An entry beyond this node's durable log may be applied: it is committed, so durable on
+    // a quorum (applyCommittedEarly). Only the commit index bounds what is applied.
     assert(e.index <= commit, () => `applying entry ${e.index} beyond the commit index ${commit}`);
+    if (e.index > this.durableLastIndex) this.appliedBeforeOwnWrite++;
     let result: unknown = undefined;
     latencyTrace?.('d.apply', e.index);
     if (e.type === 'normal') {

@@ -243,6 +243,7 @@ async function main(): Promise<void> {
   let steps = 0;
   let violations = 0;
   let acked = 0;
+  const overlap = { appendsPipelined: 0, appliedUnblocked: 0, appliedBeforeOwnSync: 0 };
   const byInvariant = new Map<string, number>();
   let knownBug = 0;
   for (let i = 0; i < args.runs; i++) {
@@ -250,6 +251,7 @@ async function main(): Promise<void> {
     const r = await runSimulation({ seed, steps: args.steps, nodes: args.nodes });
     steps += r.steps;
     acked += r.stats.acked;
+    for (const k of Object.keys(overlap) as Array<keyof typeof overlap>) overlap[k] += r.stats[k];
     if (args.verbose)
       console.log(
         `run ${i + 1}: ${describeSettings(seed, args.steps, r.settings, r.profile)} → ${r.violation ? 'VIOLATION' : 'ok'} (${r.steps} steps, ${r.stats.acked} acked, ${r.elapsedMs.toFixed(0)} ms)`,
@@ -265,6 +267,7 @@ async function main(): Promise<void> {
   const secs = (performance.now() - t0) / 1000;
   console.log(
     `elapsed ${secs.toFixed(1)} s, ${(steps / secs).toFixed(0)} steps/s, ${acked} proposals acknowledged`,
+    `\npipelined appends ${overlap.appendsPipelined}, entries applied during a round ${overlap.appliedUnblocked}, applied before their node's own sync ${overlap.appliedBeforeOwnSync}`,
   );
   if (violations > 0) {
     console.log(

@@ -127,11 +127,32 @@ describe('invariant checkers', () => {
     expect(c.violation?.invariant).toBe('state-machine-safety');
   });
 
-  it('state-machine-safety: applying past the durable log', () => {
+  it('state-machine-safety: applying past what the core handed out as committed', () => {
     const c = new InvariantChecker(limits);
+    c.onReady(nid('b'), ready({ committedEntries: [entry(1, 1, 'x'), entry(2, 1, 'y')] }));
     c.onReady(nid('a'), ready({ committedEntries: [entry(1, 1, 'x')] }));
+    // Beyond its own synced log (empty) is allowed: a quorum holds a committed entry.
     c.onApply(nid('a'), 1, 1, 'x', 1, empty);
+    expect(c.violation).toBeNull();
+    // Beyond what a's core handed out (2 is committed, but a's core never said so) is not.
+    c.onApply(nid('a'), 1, 2, 'y', 2, empty);
     expect(c.violation?.invariant).toBe('state-machine-safety');
+    expect(c.violation?.message).toMatch(/beyond what its core handed out as committed/);
+  });
+
+  it('commit-durable: an entry reported committed that a majority of voters do not hold synced', () => {
+    const voters = [nid('a'), nid('b'), nid('c')];
+    const holds = disk(log({ term: 1, vote: null, commit: 0 }, [1]));
+    // a and b hold the entry written, only a synced.
+    const written = disk(empty.synced, log({ term: 1, vote: null, commit: 0 }, [1]));
+    const check = (disks: Record<string, DiskView>) => {
+      const c = new InvariantChecker(limits);
+      c.quorumView = () => ({ voters, disk: (v) => disks[v] });
+      c.onReady(nid('a'), ready({ committedEntries: [entry(1, 1, 'x')] }));
+      return c.violation;
+    };
+    expect(check({ a: holds, b: written, c: empty })?.invariant).toBe('commit-durable');
+    expect(check({ a: written, b: holds, c: holds })).toBeNull();
   });
 
   it('commit-monotonic: the durable commit index goes back', () => {

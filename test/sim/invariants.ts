@@ -13,8 +13,15 @@
  *                            every append message sent
  *  - leader-completeness     every committed entry is in the log of every leader of a later term
  *  - state-machine-safety    every node applies the same entry at the same index, in increasing
- *                            order, never twice, never past its durable log; restored snapshots
- *                            equal what the others applied
+ *                            order, never twice, never past what its core handed out as
+ *                            committed; restored snapshots equal what the others applied (an
+ *                            entry may be applied before it is on the node's own disk: it is
+ *                            durable on a quorum, which commit-durable checks)
+ *  - commit-durable          an entry is first reported committed only once a majority of the
+ *                            voters the leader counted it over (its configuration when its
+ *                            commit index moved over the entry) hold it on their SYNCED disks
+ *                            (its index and term, or a snapshot covering it): a leader counts
+ *                            only its durable log (Raft thesis §10.2.1)
  *  - commit-monotonic        commit index never decreases (per incarnation, and on disk), is never
  *                            below the durable one
  *  - acked-not-lost          an acknowledged proposal is committed at its index, and every later
@@ -43,6 +50,7 @@ export type InvariantName =
   | 'log-matching'
   | 'leader-completeness'
   | 'state-machine-safety'
+  | 'commit-durable'
   | 'commit-monotonic'
   | 'acked-not-lost'
   | 'vote-once'
@@ -145,6 +153,13 @@ interface LeaderRecord {
   terms: Int32Array;
 }
 
+/** What commit-durable reads (InvariantChecker.quorumView). */
+export interface QuorumView {
+  voters: readonly NodeId[];
+  leaderVoters?: readonly NodeId[];
+  disk: (v: NodeId) => DiskView | undefined;
+}
+
 export class InvariantChecker {
   private first: Violation | null = null;
   readonly limits: Limits;
@@ -165,6 +180,10 @@ export class InvariantChecker {
   private readonly hashAt = new Map<number, number>();
   private readonly indexOfPayload = new Map<string, number>();
   private readonly lastApplied = new Map<string, number>(); // per incarnation "id#inc"
+  // for commit-durable: index → the voters of the leader whose commit index first covered it
+  private readonly commitVoters = new Map<number, readonly NodeId[]>();
+  // the highest index each node's core handed out as committed (since its last start)
+  private readonly handedCommitted = new Map<NodeId, number>();
   // commits
   private readonly lastCommit = new Map<string, number>(); // per incarnation
   // votes
@@ -183,6 +202,14 @@ export class InvariantChecker {
    * proposed again is the same bytes; apply decides it); off, a repeat is a re-applied entry.
    */
   repeatedPayloadsAllowed = false;
+
+  /**
+   * For commit-durable: the voters of `id`'s configuration, and of its leader's (the one
+   * that decided the commit: a follower may learn a commit index before the conf entry the
+   * leader counted it under, effective on append), and every node's disk. The entry must
+   * be durable on a majority of one of them. Unset (the scenario harness), the check is off.
+   */
+  quorumView: ((id: NodeId) => QuorumView | null) | null = null;
 
   constructor(limits: Limits, ignore: readonly InvariantName[] = []) {
     this.limits = limits;
@@ -232,6 +259,9 @@ export class InvariantChecker {
     for (const m of [...rd.messages, ...rd.messagesAfterPersist])
       if (LEADER_TYPES.has(m.type)) this.noteLeader(m.term, m.from, `${m.type} message`);
     for (const e of rd.committedEntries) this.noteCommitted(id, e);
+    const lastCommitted = rd.committedEntries.at(-1);
+    if (lastCommitted && lastCommitted.index > (this.handedCommitted.get(id) ?? 0))
+      this.handedCommitted.set(id, lastCommitted.index);
     for (const rs of rd.readStates) {
       const must = this.readMustSee.get(rs.ctx);
       if (must === undefined) continue;
@@ -263,6 +293,7 @@ export class InvariantChecker {
     // The entry was committed in a term ≤ the reporter's current term.
     const commitTerm = this.nodeTerm.get(id) ?? this.maxTermSeen;
     if (known === undefined) {
+      this.checkDurableOnQuorum(id, e);
       this.committed.set(e.index, { term: e.term, key, commitTerm });
       // Retroactively: every leader of a term after the commit must hold it.
       for (const rec of this.leaderRecords.values())
@@ -279,6 +310,40 @@ export class InvariantChecker {
         `${id} committed ${describe(e)} at index ${e.index}, but ${known.key}@t${known.term} was committed there before`,
       );
     }
+  }
+
+  /**
+   * A leader's commit index moved over (from, to], counted over `voters`: the configuration
+   * commit-durable checks those entries against (the first leader to cover an index wins).
+   */
+  onLeaderCommit(from: number, to: number, voters: readonly NodeId[]): void {
+    for (let i = from + 1; i <= to; i++)
+      if (!this.commitVoters.has(i)) this.commitVoters.set(i, voters);
+  }
+
+  /** commit-durable: `id` reports `e` committed for the first time. */
+  private checkDurableOnQuorum(id: NodeId, e: Entry): void {
+    const view = this.quorumView?.(id);
+    if (!view || view.voters.length === 0) return;
+    const holds = (v: NodeId): boolean => {
+      const synced = view.disk(v)?.synced;
+      return !!synced && (synced.snapshotIndex() >= e.index || synced.termAt(e.index) === e.term);
+    };
+    const durableOn = (voters: readonly NodeId[]): boolean =>
+      voters.filter(holds).length >= Math.floor(voters.length / 2) + 1;
+    // The configuration the leader counted it under, when known; else the reporter's or its
+    // leader's now.
+    const decided = this.commitVoters.get(e.index);
+    if (
+      decided
+        ? durableOn(decided)
+        : durableOn(view.voters) || (view.leaderVoters && durableOn(view.leaderVoters))
+    )
+      return;
+    this.report(
+      'commit-durable',
+      `${id} reported ${describe(e)} at ${e.index}@t${e.term} committed, but only [${(decided ?? view.voters).filter(holds).join(', ')}] of voters [${(decided ?? view.voters).join(', ')}] hold it on a synced disk`,
+    );
   }
 
   private checkLeaderHas(rec: LeaderRecord, index: number, term: number, commitTerm: number): void {
@@ -475,6 +540,7 @@ export class InvariantChecker {
     // afterStep then checks the new incarnation's commit index against the durable one.
     this.lastCommit.set(`${id}#${incarnation}`, disk.synced.hardState().commit);
     this.lastApplied.set(`${id}#${incarnation}`, disk.synced.snapshotIndex());
+    this.handedCommitted.delete(id);
   }
 
   /** The state machine of `id` applied one entry's data; `hash` is its state hash after it. */
@@ -491,10 +557,14 @@ export class InvariantChecker {
     if (index <= last)
       this.report('state-machine-safety', `${inc} applied index ${index} after ${last}`);
     this.lastApplied.set(inc, index);
-    if (index > disk.synced.lastIndex())
+    // Not "never past its synced log": a committed entry may be applied before this node's
+    // own write of it ends (a quorum holds it: commit-durable). What bounds an apply is the
+    // commit index its core handed out.
+    const handed = this.handedCommitted.get(id) ?? 0;
+    if (index > handed && index > disk.synced.snapshotIndex())
       this.report(
         'state-machine-safety',
-        `${inc} applied index ${index} beyond its synced log (last ${disk.synced.lastIndex()})`,
+        `${inc} applied index ${index} beyond what its core handed out as committed (${handed})`,
       );
     const c = this.committed.get(index);
     if (c === undefined)

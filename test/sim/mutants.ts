@@ -9,11 +9,11 @@ import type {
   Entry,
   Message,
   NodeId,
-  ReadState,
   Ready,
   SnapshotRef,
   SnapshotMeta,
   Status,
+  Unblocked,
 } from '../../src/raft/core/types.ts';
 import type { RaftCoreApi } from '../../src/raft/driver.ts';
 
@@ -102,8 +102,17 @@ export class OldTermCommitMutant implements RaftCoreApi {
   leaseReadIndex(): number | null {
     return this.inner.leaseReadIndex();
   }
-  takeUnblocked(): { messages: Message[]; readStates: ReadState[] } {
-    return this.inner.takeUnblocked();
+  takeUnblocked(opts?: { committed?: boolean; appends?: boolean }): Unblocked {
+    const out = this.inner.takeUnblocked(opts);
+    // What this mutant's Readies handed out already (its fake commits) is not handed again.
+    const committedEntries = out.committedEntries.filter((e) => e.index > this.delivered);
+    const last = committedEntries.at(-1);
+    if (last) this.delivered = last.index;
+    return {
+      ...out,
+      committedEntries,
+      commit: Math.max(out.commit, this.fakeCommit),
+    };
   }
   campaign(): void {
     this.inner.campaign();
@@ -133,4 +142,29 @@ export class MinorityCommitMutant extends OldTermCommitMutant {
     super(inner);
     this.quorumShift = -1;
   }
+}
+
+/**
+ * A leader that counts itself at its LAST index, entries still in its pending write
+ * included, instead of at its durable index (`log.stable`). With appends pipelined and
+ * committed entries applied before the leader's own write ends, it acknowledges an entry
+ * that one follower and its own unsynced write hold: a crash of the leader then leaves it
+ * on a single disk. The real core is patched on this instance only (its private commit rule).
+ */
+export function countUnsyncedSelf(core: RaftCoreApi): RaftCoreApi {
+  const raw = core as unknown as {
+    log: { stable: number; lastIndex(): number };
+    maybeCommit(): boolean;
+  };
+  const real = raw.maybeCommit;
+  raw.maybeCommit = function (this: typeof raw): boolean {
+    const stable = this.log.stable;
+    this.log.stable = this.log.lastIndex();
+    try {
+      return real.call(this);
+    } finally {
+      this.log.stable = stable;
+    }
+  };
+  return core;
 }

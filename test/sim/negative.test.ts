@@ -84,7 +84,7 @@ describe('vote-once', () => {
 });
 
 describe('the commit rule', () => {
-  it('a leader committing with a minority is caught by the safety checkers', async () => {
+  it('a leader committing with a minority is caught by commit-durable at once', async () => {
     const r = await firstViolation(
       {
         steps: 2000,
@@ -92,6 +92,20 @@ describe('the commit rule', () => {
         settings: { snapshotEveryEntries: 0 },
         profile: { snapshot: 0 },
         ignore: ['liveness', 'read-linearizable'],
+      },
+      10,
+    );
+    expect(r?.violation?.invariant).toBe('commit-durable');
+  });
+
+  it('... and, with commit-durable muted, by the end-to-end safety checkers', async () => {
+    const r = await firstViolation(
+      {
+        steps: 2000,
+        wrapCore: (core) => new MinorityCommitMutant(core),
+        settings: { snapshotEveryEntries: 0 },
+        profile: { snapshot: 0 },
+        ignore: ['liveness', 'read-linearizable', 'commit-durable'],
       },
       10,
     );
@@ -106,7 +120,7 @@ describe('the commit rule', () => {
         wrapCore: (core) => new MinorityCommitMutant(core),
         settings: { snapshotEveryEntries: 0 },
         profile: { snapshot: 0, read: 3 },
-        ignore: ['liveness'],
+        ignore: ['liveness', 'commit-durable'],
       },
       5,
     );

@@ -8,16 +8,23 @@ import type {
   ConfChange,
   Message,
   NodeId,
-  ReadState,
   Ready,
   SnapshotRef,
   SnapshotMeta,
   Status,
+  Unblocked,
 } from '../../src/raft/core/types.ts';
 
 export interface CoreObserver {
   onReady(rd: Ready): void;
   onReadIndex?(ctx: string): void;
+  /**
+   * A leader's commit index moved from `from` to `to` (exclusive, inclusive), counted over
+   * `voters` (its configuration at that moment).
+   */
+  onLeaderCommit?(from: number, to: number, voters: readonly NodeId[]): void;
+  /** What takeUnblocked handed out (also shown to onReady, as a Ready of just that). */
+  onUnblocked?(out: Unblocked): void;
 }
 
 export class ObservedCore implements RaftCoreApi {
@@ -26,17 +33,34 @@ export class ObservedCore implements RaftCoreApi {
     private readonly observer: CoreObserver,
   ) {}
 
+  /** The commit index last seen, to report a leader's advances (onLeaderCommit). */
+  private commitSeen = 0;
+
+  private watchCommit(): void {
+    if (!this.observer.onLeaderCommit) return;
+    const st = this.inner.status();
+    if (st.commit > this.commitSeen && st.role === 'leader')
+      this.observer.onLeaderCommit(this.commitSeen, st.commit, st.conf.voters);
+    this.commitSeen = Math.max(this.commitSeen, st.commit);
+  }
+
   tick(): void {
     this.inner.tick();
+    this.watchCommit();
   }
   step(m: Message): void {
     this.inner.step(m);
+    this.watchCommit();
   }
   propose(data: Uint8Array): { index: number; term: number } {
-    return this.inner.propose(data);
+    const at = this.inner.propose(data);
+    this.watchCommit();
+    return at;
   }
   proposeConfChange(cc: ConfChange): { index: number; term: number } {
-    return this.inner.proposeConfChange(cc);
+    const at = this.inner.proposeConfChange(cc);
+    this.watchCommit();
+    return at;
   }
   transferLeadership(to: NodeId): void {
     this.inner.transferLeadership(to);
@@ -48,9 +72,10 @@ export class ObservedCore implements RaftCoreApi {
   leaseReadIndex(): number | null {
     return this.inner.leaseReadIndex();
   }
-  takeUnblocked(): { messages: Message[]; readStates: ReadState[] } {
-    const out = this.inner.takeUnblocked();
-    if (out.messages.length > 0 || out.readStates.length > 0) {
+  takeUnblocked(opts?: { committed?: boolean; appends?: boolean }): Unblocked {
+    const out = this.inner.takeUnblocked(opts);
+    this.observer.onUnblocked?.(out);
+    if (out.messages.length > 0 || out.readStates.length > 0 || out.committedEntries.length > 0) {
       this.observer.onReady({
         softState: null,
         hardState: null,
@@ -59,7 +84,7 @@ export class ObservedCore implements RaftCoreApi {
         messages: out.messages,
         messagesAfterPersist: [],
         snapshotChunks: [],
-        committedEntries: [],
+        committedEntries: out.committedEntries,
         readStates: out.readStates,
       });
     }
@@ -73,11 +98,13 @@ export class ObservedCore implements RaftCoreApi {
   }
   ready(): Ready {
     const rd = this.inner.ready();
+    this.watchCommit();
     this.observer.onReady(rd);
     return rd;
   }
   advance(rd: Ready): void {
     this.inner.advance(rd);
+    this.watchCommit();
   }
   compact(snapshot: SnapshotRef): void {
     this.inner.compact(snapshot);

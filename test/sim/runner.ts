@@ -97,6 +97,26 @@ function leaseSettings(
   return { leaseReads: true, maxClockDrift, clockRates };
 }
 
+/**
+ * Share of seeds whose leaders pipeline their appends (the driver's pipelineAppends; the
+ * others send them with the next round, as the server does by default). Drawn from a stream
+ * of its own, so the other settings of a seed stay as they were.
+ */
+export const PIPELINE_SHARE = 0.5;
+
+/** Share of seeds that apply at quorum before a node's own write (the driver's default). */
+export const APPLY_EARLY_SHARE = 0.8;
+
+function overlapSettings(
+  seed: number,
+): Pick<SimSettings, 'pipelineAppends' | 'applyBeforeOwnWrite'> {
+  const rng = new Prng((seed ^ 0x719e11e5) >>> 0);
+  return {
+    pipelineAppends: rng.chance(PIPELINE_SHARE),
+    applyBeforeOwnWrite: rng.chance(APPLY_EARLY_SHARE),
+  };
+}
+
 /** Share of seeds that bootstrap one voter (the spares may join as learners, then voters). */
 export const ONE_VOTER_SHARE = 0.15;
 
@@ -137,6 +157,7 @@ export function chooseSettings(
     readTimeoutTicks: 4 * electionTicks,
     diskBug: opts.diskBug ?? 'none',
     ...leaseSettings(opts.seed, nodes + 2),
+    ...overlapSettings(opts.seed),
     ...opts.settings,
   };
   const profile: FaultProfile = {
@@ -171,7 +192,7 @@ export function describeSettings(
   const lease = s.leaseReads
     ? ` leaseReads maxClockDrift=${s.maxClockDrift} clockRates=[${(s.clockRates ?? []).map((r) => r.toFixed(4)).join(',')}]`
     : '';
-  const set = `nodes=${s.nodes} spares=${s.spares} electionTicks=${s.electionTicks} heartbeatTicks=${s.heartbeatTicks} maxMsgBytes=${s.maxMsgBytes} maxInflightMsgs=${s.maxInflightMsgs} snapshotChunkBytes=${s.snapshotChunkBytes} snapshotEveryEntries=${s.snapshotEveryEntries} snapshotSliceMs=${s.snapshotSliceMs} snapshotStagger=${s.snapshotStagger} maxPendingProposals=${s.maxPendingProposals} maxUncommittedBytes=${s.maxUncommittedBytes} maxQueueLength=${s.maxQueueLength} readTimeoutTicks=${s.readTimeoutTicks} diskBug=${s.diskBug}${lease}`;
+  const set = `nodes=${s.nodes} spares=${s.spares} electionTicks=${s.electionTicks} heartbeatTicks=${s.heartbeatTicks} maxMsgBytes=${s.maxMsgBytes} maxInflightMsgs=${s.maxInflightMsgs} snapshotChunkBytes=${s.snapshotChunkBytes} snapshotEveryEntries=${s.snapshotEveryEntries} snapshotSliceMs=${s.snapshotSliceMs} snapshotStagger=${s.snapshotStagger} maxPendingProposals=${s.maxPendingProposals} maxUncommittedBytes=${s.maxUncommittedBytes} maxQueueLength=${s.maxQueueLength} readTimeoutTicks=${s.readTimeoutTicks} diskBug=${s.diskBug} pipelineAppends=${s.pipelineAppends} applyBeforeOwnWrite=${s.applyBeforeOwnWrite}${lease}`;
   const prof = Object.entries(p)
     .map(([k, v]) => `${k}=${v}`)
     .join(' ');

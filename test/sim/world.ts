@@ -58,6 +58,10 @@ export interface SimSettings {
   diskBug: DiskBug;
   /** Lease reads on every node (the driver's leaseReads), with this clock drift bound. */
   leaseReads: boolean;
+  /** The driver's pipelineAppends (a leader's appends leave during its round's write). */
+  pipelineAppends: boolean;
+  /** The driver's applyBeforeOwnWrite (committed entries applied during a node's own write). */
+  applyBeforeOwnWrite: boolean;
   maxClockDrift: number;
   /**
    * Null: every node's clock is ticked on its own (arbitrary drift; the default). Else one
@@ -87,6 +91,8 @@ export const DEFAULT_SETTINGS: SimSettings = {
   maxQueueLength: 64,
   diskBug: 'none',
   leaseReads: false,
+  pipelineAppends: true,
+  applyBeforeOwnWrite: true,
   maxClockDrift: 0.05,
   clockRates: null,
 };
@@ -150,6 +156,12 @@ export interface WorldStats {
   leaderChanges: number;
   snapshotsSent: number;
   confChanges: number;
+  /** Appends with entries a leader sent while its round's write was under way (pipelined). */
+  appendsPipelined: number;
+  /** Entries applied while the node's round was under way (takeUnblocked). */
+  appliedUnblocked: number;
+  /** Entries applied before the node's own disk held them synced (a quorum of others did). */
+  appliedBeforeOwnSync: number;
 }
 
 /** A bounded ring of recent events, formatted for a failure report. */
@@ -190,6 +202,9 @@ export class World {
     leaderChanges: 0,
     snapshotsSent: 0,
     confChanges: 0,
+    appendsPipelined: 0,
+    appliedUnblocked: 0,
+    appliedBeforeOwnSync: 0,
   };
   step = 0;
   /** Global time in ms (clockRates mode only). */
@@ -236,6 +251,17 @@ export class World {
       voters,
       learners: [],
       context: Object.fromEntries(voters.map((v) => [v, `sim://${v}`])),
+    };
+    this.checker.quorumView = (id) => {
+      const driver = this.nodes.get(id)?.driver;
+      if (!driver) return null;
+      const st = driver.status();
+      const leader = st.leader !== null ? this.nodes.get(st.leader)?.driver : undefined;
+      return {
+        voters: st.conf.voters,
+        ...(leader ? { leaderVoters: leader.status().conf.voters } : {}),
+        disk: (v) => this.nodes.get(v)?.disk.view,
+      };
     };
     for (const id of this.ids) {
       const node = new SimNode(id, s.diskBug, options.prng.fork());
@@ -285,6 +311,22 @@ export class World {
 
   // ---------------------------------------------------------------- lifecycle
 
+  /** A node's core (wrapped by a mutant, if any), shown to the checkers. */
+  private observedCore(id: NodeId, config: RaftConfig, durable: DurableState): RaftCoreApi {
+    let core: RaftCoreApi = this.coreFactory(config, durable);
+    if (this.wrapCore) core = this.wrapCore(core, id);
+    return new ObservedCore(core, {
+      onReady: (rd) => this.checker.onReady(id, rd),
+      onLeaderCommit: (from, to, voters) => this.checker.onLeaderCommit(from, to, voters),
+      onUnblocked: (out) => {
+        for (const m of out.messages)
+          if (m.type === 'app' && m.entries.length > 0) this.stats.appendsPipelined++;
+        this.stats.appliedUnblocked += out.committedEntries.length;
+      },
+      onReadIndex: (ctx) => this.checker.onReadIndexRequest(ctx),
+    });
+  }
+
   /** Starts (or restarts) a node from its durable disk. */
   async startNode(id: NodeId): Promise<void> {
     const node = this.node(id);
@@ -296,8 +338,10 @@ export class World {
     const transport = this.net.attach(id);
     const sm = this.makeStateMachine(id);
     sm.observer = {
-      onApply: (index, payload, hash) =>
-        this.checker.onApply(id, inc, index, payload, hash, node.disk.view),
+      onApply: (index, payload, hash) => {
+        if (index > node.disk.view.synced.lastIndex()) this.stats.appliedBeforeOwnSync++;
+        this.checker.onApply(id, inc, index, payload, hash, node.disk.view);
+      },
       onRestore: (index, stateIndex, hash) =>
         this.checker.onRestore(id, inc, index, stateIndex, hash),
     };
@@ -327,15 +371,10 @@ export class World {
       maxPendingReads: s.maxPendingReads,
       readTimeoutTicks: s.readTimeoutTicks,
       leaseReads: s.leaseReads,
+      pipelineAppends: s.pipelineAppends,
+      applyBeforeOwnWrite: s.applyBeforeOwnWrite,
       maxClockDrift: s.maxClockDrift,
-      createCore: (config, durable) => {
-        let core: RaftCoreApi = this.coreFactory(config, durable);
-        if (this.wrapCore) core = this.wrapCore(core, id);
-        return new ObservedCore(core, {
-          onReady: (rd) => this.checker.onReady(id, rd),
-          onReadIndex: (ctx) => this.checker.onReadIndexRequest(ctx),
-        });
-      },
+      createCore: (config, durable) => this.observedCore(id, config, durable),
     });
     driver.onFatal((err) => this.onFatal(node, inc, err));
     driver.onStateChange((st) => this.onStateChange(st));

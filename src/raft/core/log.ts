@@ -22,6 +22,11 @@ export class RaftLog {
   entries: Entry[];
   committed: number;
   applied: number;
+  /**
+   * Last index handed to the caller to apply (etcd's `applying`): ≥ applied; the entries in
+   * between were handed out in a Ready not yet advanced.
+   */
+  applying: number;
   /** Last index durable on this node's disk. */
   stable: number;
   /**
@@ -49,6 +54,7 @@ export class RaftLog {
     );
     this.committed = Math.max(committed, this.snapIndex);
     this.applied = this.snapIndex;
+    this.applying = this.snapIndex;
   }
 
   firstIndex(): number {
@@ -191,16 +197,23 @@ export class RaftLog {
     if (this.matchTerm(index, term) && index > this.stable) this.stable = index;
   }
 
-  /** Committed entries not yet handed to the state machine. */
+  /** Committed entries not yet handed to the caller (none while a received snapshot waits). */
   nextCommitted(): Entry[] {
-    const from = Math.max(this.applied, this.snapIndex) + 1;
+    const from = Math.max(this.applying, this.snapIndex) + 1;
     if (from > this.committed) return [];
     return this.entries.slice(from - this.snapIndex - 1, this.committed - this.snapIndex);
+  }
+
+  /** The caller was handed the committed entries up to `index`. */
+  applyingTo(index: number): void {
+    assert(index <= this.committed, () => `applying ${index} beyond commit ${this.committed}`);
+    if (index > this.applying) this.applying = index;
   }
 
   appliedTo(index: number): void {
     assert(index <= this.committed, () => `applied ${index} beyond commit ${this.committed}`);
     if (index > this.applied) this.applied = index;
+    if (index > this.applying) this.applying = index;
   }
 
   /** Replaces the whole log with a snapshot received from the leader. */

@@ -28,6 +28,7 @@ import type {
   SnapshotRef,
   SoftState,
   Status,
+  Unblocked,
 } from './types.ts';
 
 /**
@@ -106,8 +107,8 @@ export class RaftCore {
   private msgs: Message[] = [];
   /** Snapshot chunks for the caller to read from its storage and send (Ready.snapshotChunks). */
   private chunkSends: SnapshotChunkSend[] = [];
-  /** Heartbeats and heartbeat answers in `msgs` (what takeUnblocked may take). */
-  private heartbeatsInOutbox = 0;
+  /** Messages in `msgs` of a type that may leave before a write (what takeUnblocked may take). */
+  private earlyInOutbox = 0;
   private prevHard: HardState;
   private prevSoft: SoftState;
 
@@ -317,29 +318,48 @@ export class RaftCore {
   }
 
   /**
-   * What depends on no write at all, taken between a Ready and its advance (while the
-   * caller awaits the disk): heartbeats and their answers of a term already durable, and
-   * read states. ReadIndex rounds thus never wait behind a disk write (as in etcd). What
-   * is taken here is not in the next Ready.
+   * What may go out between a Ready and its advance (while the caller awaits the disk),
+   * taken at once instead of with the next Ready (etcd hands out the same while its WAL
+   * write is under way):
+   *  - `messages`: everything that may leave before a write (mayLeaveBeforePersist) — a
+   *    leader's appends (pipelined: entries proposed during the write reach the followers
+   *    at once, and are persisted here by the next Ready, in order), heartbeats, timeoutNow,
+   *    heartbeat answers — of a term already durable. ReadIndex rounds never wait behind a
+   *    disk write, and the followers' fsyncs of new entries overlap the leader's.
+   *  - `readStates`.
+   *    (`appends: false`: a leader's appends wait for the next Ready, as before pipelining.)
+   *  - `committedEntries` (if `committed`, and no received snapshot waits to be restored):
+   *    entries committed since the last hand-out. The caller applies them at once, in
+   *    order, after the Ready's own committed entries. They may lie beyond this node's
+   *    durable log: a committed entry is durable on a quorum (the leader counts itself only
+   *    at its durable index; Raft thesis §10.2.1), so applying it needs no local write.
+   *    `commit` is the commit index they stand on.
+   * What is taken here is not in the next Ready.
    */
-  takeUnblocked(): { messages: Message[]; readStates: ReadState[] } {
+  takeUnblocked(opts: { committed?: boolean; appends?: boolean } = {}): Unblocked {
+    const { committed = true, appends = true } = opts;
     const messages: Message[] = [];
-    // Only heartbeats and their answers are taken: skip the scan of a busy outbox without any.
-    if (this.heartbeatsInOutbox > 0) {
-      this.heartbeatsInOutbox = 0;
+    // Skip the scan of a busy outbox without any message that may leave early.
+    if (this.earlyInOutbox > 0) {
+      this.earlyInOutbox = 0;
       const keep: Message[] = [];
       for (const m of this.msgs) {
         const unblocked =
-          (m.type === 'heartbeat' || m.type === 'heartbeatResp') &&
-          m.term >= this.term &&
-          m.term <= this.prevHard.term;
+          m.term >= this.term && this.mayLeaveBeforePersist(m) && (appends || m.type !== 'app');
         (unblocked ? messages : keep).push(m);
       }
       this.msgs = keep;
     }
     const readStates = this.readStates;
     this.readStates = [];
-    return { messages, readStates };
+    let committedEntries: Entry[] = [];
+    if (committed && this.log.pendingSnapshot === null) {
+      committedEntries = this.log.nextCommitted();
+      const last = committedEntries.at(-1);
+      // Handed out for the caller to apply now: applied as far as the core is concerned.
+      if (last) this.log.appliedTo(last.index);
+    }
+    return { messages, readStates, committedEntries, commit: this.log.committed };
   }
 
   /**
@@ -378,7 +398,7 @@ export class RaftCore {
       this.readStates.length > 0 ||
       this.log.pendingSnapshot !== null ||
       this.log.stable < this.log.lastIndex() ||
-      this.log.committed > this.log.applied ||
+      this.log.committed > this.log.applying ||
       !sameHard(this.prevHard, this.hardState()) ||
       !sameSoft(this.prevSoft, this.softState())
     );
@@ -406,8 +426,10 @@ export class RaftCore {
     };
     this.msgs = [];
     this.chunkSends = [];
-    this.heartbeatsInOutbox = 0;
+    this.earlyInOutbox = 0;
     this.readStates = [];
+    const lastCommitted = rd.committedEntries.at(-1);
+    if (lastCommitted) this.log.applyingTo(lastCommitted.index);
     return rd;
   }
 
@@ -1065,7 +1087,7 @@ export class RaftCore {
 
   private send(m: Outgoing): void {
     const msg = { ...m, from: this.id, term: m.term ?? this.term } as Message;
-    if (msg.type === 'heartbeat' || msg.type === 'heartbeatResp') this.heartbeatsInOutbox++;
+    if (EARLY_MESSAGE_TYPES.has(msg.type)) this.earlyInOutbox++;
     this.msgs.push(msg);
   }
 

@@ -181,13 +181,18 @@ export interface SoftState {
  *     anything of a term this Ready makes durable, depend on step 2; and read the
  *     `snapshotChunks` from storage and send them (they may leave whenever read);
  *  4. restore `snapshot` into the state machine if present, then apply `committedEntries`
- *     in order (those already durable on this node may be applied before step 2: they are
- *     committed and nothing in this write can change them);
+ *     in order (without a snapshot they may be applied before or during step 2: they are
+ *     committed, so durable on a quorum — a leader counts itself only at its durable index
+ *     — and nothing in this write can change them; Raft thesis §10.2.1);
  *  5. hand `readStates` to their readers (any time: they depend on no write of this node);
  *  6. call `advance(ready)`.
  * No further Ready is produced until advance is called; in between, `takeUnblocked()`
- * hands out what depends on no write at all (heartbeats, their answers, read states), so
- * that ReadIndex rounds never wait behind the disk.
+ * hands out what depends on no write of this node: what may leave before a write (a
+ * leader's appends of entries proposed meanwhile — pipelined, persisted by the next Ready
+ * —, heartbeats and their answers), read states, and the entries committed meanwhile (a
+ * quorum holds them durably; applied at once, after this Ready's own). So ReadIndex rounds
+ * never wait behind the disk, the followers' fsyncs overlap the leader's, and an entry
+ * both followers hold is applied before the leader's own write of it ends.
  */
 export interface Ready {
   softState: SoftState | null;
@@ -205,6 +210,20 @@ export interface Ready {
   snapshotChunks: SnapshotChunkSend[];
   committedEntries: Entry[];
   readStates: ReadState[];
+}
+
+/**
+ * What `takeUnblocked()` hands out between a Ready and its advance (while the caller awaits
+ * the disk): see RaftCore.takeUnblocked.
+ */
+export interface Unblocked {
+  /** May leave at once (as Ready.messages). */
+  messages: Message[];
+  readStates: ReadState[];
+  /** Committed since the last hand-out: apply at once, in order, after the Ready's own. */
+  committedEntries: Entry[];
+  /** The commit index they stand on. */
+  commit: number;
 }
 
 /** Limits, all named with their units. Defaults in config.ts. */

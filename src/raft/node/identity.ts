@@ -197,23 +197,17 @@ function foreignError(config: RaftNodeConfig, ours: string, theirs: string): Con
 }
 
 /**
- * Peers whose answers settle a founding member on an empty directory at once: with itself,
- * a majority of the bootstrap membership. A member that lost its state is known to every
- * live member, so one answer of a majority tells.
- */
-export function foundingAnswersNeeded(peers: number): number {
-  return Math.floor((peers + 1) / 2);
-}
-
-/**
  * Asks every configured peer at once, in rounds, keeping each peer's latest answer. A
- * joining node keeps asking until one knows the cluster. A founding member stops when a
- * majority answered (foundingAnswersNeeded), or one knows it, or no ask of the round timed
- * out (the peers that did not answer refused at once: down, or founding members not yet
- * listening, as when a cluster first starts). A round in which an ask timed out (a peer
- * listens but is slow: a loaded machine) says nothing about that peer, so it asks again:
- * founding on that silence would let a member that lost its state vote again. Both give up
- * at the deadline.
+ * joining node keeps asking until one knows the cluster. A founding member stops when one
+ * knows it, or no ask of the round timed out (the peers that did not answer refused at
+ * once: down, or founding members not yet listening, as when a cluster first starts). A
+ * round in which an ask timed out (a peer listens but is slow: a loaded machine) says
+ * nothing about that peer, so it asks again: founding on that silence would let a member
+ * that lost its state vote again. Answers from a majority are not enough either: a Raft
+ * follower hears only the leader, so it may not know a member the leader knows (a follower
+ * that never exchanged a vote with it) — when the leader's ask timed out and a follower
+ * answered "unknown", the wiped member founded (CI, under load). Both give up at the
+ * deadline.
  */
 async function askPeers(o: SettleIdentityOptions, founding: boolean): Promise<IdentifyAnswer[]> {
   const sleep = o.sleep ?? ((ms: number) => new Promise<void>((r) => setTimeout(r, ms)));
@@ -237,9 +231,7 @@ async function askPeers(o: SettleIdentityOptions, founding: boolean): Promise<Id
     const timedOut =
       round.some((a) => a === null) && now() - started >= IDENTIFY_TIMEOUT_MS * IDENTIFY_TIMED_OUT;
     const enough = founding
-      ? answers.length >= foundingAnswersNeeded(addresses.length) ||
-        answers.some((a) => a.knownUid !== '') ||
-        !timedOut
+      ? answers.some((a) => a.knownUid !== '') || !timedOut
       : answers.some((a) => a.clusterId !== '');
     if (enough || now() >= deadline) return answers;
     o.logger.info(
