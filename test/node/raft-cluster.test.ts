@@ -1,8 +1,10 @@
 /**
  * A Raft node on a real disk and a real network: three `kv-main` processes on loopback,
- * LevelDB in tmp dirs, gRPC between them, killed with SIGKILL. Each test names the
- * property it guards (DESIGN.md invariants 5 and 6).
+ * the write-ahead log and LevelDB in tmp dirs, gRPC between them, killed with SIGKILL. Each
+ * test names the property it guards (DESIGN.md invariants 5 and 6).
  */
+import { readdir } from 'node:fs/promises';
+import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { eventually, KvCluster, Load, sleep } from './kv-cluster.ts';
 import { identifyPeer } from '../../src/raft/transport/grpc-transport.ts';
@@ -96,6 +98,8 @@ describe('raft node processes', () => {
     const leader = await c.waitForLeader();
     expectAllAcked(load.acked, await c.dump(leader, 'all-'));
     expectAllAcked(load.acked, await c.converged('all-'));
+    // The nodes' logs are on the write-ahead log (a new data directory's default).
+    for (const id of c.ids) expect(await readdir(join(c.dataDir(id), 'raft-wal'))).not.toEqual([]);
   });
 
   it('a follower down long enough to need a snapshot catches up by snapshot', async () => {
