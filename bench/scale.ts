@@ -14,18 +14,24 @@
  *
  *   npm run bench -- scale [--live 100000] [--concurrency 64] [--data-bytes 100]
  *                          [--tick-ms 100] [--idle-s 20] [--node-args "<V8 flags>"]
- *                          [--dist] [--keep]
+ *                          [--dist] [--keep] [--heap-snapshots <dir>]
  *
  * Node memory options: --node-args passes V8 flags to the nodes; MALLOC_ARENA_MAX in the
  * bench's environment reaches them (they inherit it); --dist runs them as an installed
  * `concord` does (compiled, no tsx loader).
  *
+ * --heap-snapshots <dir>: the nodes write a V8 heap snapshot into <dir> on SIGUSR2; the bench
+ * asks each node for one, one node at a time, right after the "filled" figures and again
+ * after the idle ones (bench/heap-buffers.ts reads them: which ArrayBuffers are held, by
+ * whom). A snapshot stops its node for seconds, so the restart and failover timings of such
+ * a run are not comparable with others'.
+ *
  * Prints a table and the summary line scripts read:
  *   [bench scale] live N: RSS max N MB, follower restart N ms, new leader N ms
  */
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdir, mkdtemp, readdir, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import { Command } from 'commander';
 import { TcClient } from '../src/client/tc-client.ts';
 import type { Xid } from '../src/shared/ids.ts';
@@ -64,6 +70,8 @@ interface Options {
   /** The nodes' log level (their logs are kept with --keep). */
   logLevel: string;
   keep: boolean;
+  /** Where the nodes write heap snapshots (SIGUSR2); null: none taken. */
+  heapSnapshots: string | null;
 }
 
 interface Memory {
@@ -75,9 +83,20 @@ interface Memory {
   logMb: number;
 }
 
+/** The largest RSS a node showed while sampled, heap and external then; its largest external. */
+interface Peak {
+  rssMb: number;
+  heapMb: number;
+  externalMb: number;
+  externalMaxMb: number;
+  samples: number;
+}
+
 interface NodeFigures {
   nodeId: string;
   before: Memory;
+  /** Sampled every PEAK_SAMPLE_MS during the fill. */
+  fillPeak: Peak;
   filled: Memory;
   ended: Memory | null;
   /** --idle-s seconds after "ended", nothing running. */
@@ -101,6 +120,7 @@ function parseOptions(args: string[]): Options {
     .option('--dist', 'run the nodes from dist/ (npm run build first), not through tsx', false)
     .option('--log-level <level>', "the nodes' log level", 'warn')
     .option('--keep', 'keep the data dir and logs', false)
+    .option('--heap-snapshots <dir>', 'heap snapshots of every node after the fill and idle')
     .exitOverride();
   cmd.parse(args, { from: 'user' });
   const o = cmd.opts<Record<string, string | boolean>>();
@@ -119,6 +139,86 @@ function parseOptions(args: string[]): Options {
     dist: o.dist === true,
     logLevel: String(o.logLevel),
     keep: o.keep === true,
+    heapSnapshots: typeof o.heapSnapshots === 'string' ? o.heapSnapshots : null,
+  };
+}
+
+/** How long one node may take to write its heap snapshot, ms. */
+const HEAP_SNAPSHOT_TIMEOUT_MS = 300_000;
+
+/**
+ * Asks each node in turn for a heap snapshot (SIGUSR2, --heapsnapshot-signal) and waits
+ * until its file has stopped growing and the node answers again. `label` goes into the
+ * progress line; the files are V8's (Heap.<date>.<pid>.<n>.heapsnapshot).
+ */
+async function heapSnapshots(cluster: BenchCluster, dir: string, label: string): Promise<void> {
+  for (const n of cluster.nodes) {
+    const pid = n.proc.pid;
+    if (pid === undefined || n.proc.exitCode !== null || n.proc.signalCode !== null) continue;
+    const ours = async () =>
+      (await readdir(dir)).filter((f) => f.includes(`.${pid}.`) && f.endsWith('.heapsnapshot'));
+    const before = new Set(await ours());
+    const memBefore = await memoryOf(n);
+    const started = Date.now();
+    n.proc.kill('SIGUSR2');
+    const file = await until(`the heap snapshot of ${n.nodeId}`, async () => {
+      const f = (await ours()).find((x) => !before.has(x));
+      return f;
+    });
+    // The file is written while the node is stopped: done once it has bytes, has not grown
+    // for a second, and the node answers /metrics again.
+    let size = -1;
+    for (;;) {
+      await sleep(1_000);
+      const s = (await stat(join(dir, file))).size;
+      if (s > 0 && s === size && (await metricsOf(n)) !== null) break;
+      if (Date.now() - started > HEAP_SNAPSHOT_TIMEOUT_MS)
+        throw new Error(
+          `the heap snapshot of ${n.nodeId}: not within ${HEAP_SNAPSHOT_TIMEOUT_MS} ms`,
+        );
+      size = s;
+    }
+    // A snapshot collects the garbage first: what external memory is left is held.
+    const memAfter = await memoryOf(n);
+    console.log(
+      `[bench scale] ${label}: heap snapshot of ${n.nodeId} (pid ${pid}) ${join(dir, file)}, ${(size / MB).toFixed(0)} MB, ${Date.now() - started} ms; RSS ${f0(memBefore.rssMb)} → ${f0(memAfter.rssMb)} MB, heap ${f0(memBefore.heapMb)} → ${f0(memAfter.heapMb)} MB, external ${f0(memBefore.externalMb)} → ${f0(memAfter.externalMb)} MB`,
+    );
+  }
+}
+
+/** How often the fill's memory peak is sampled, ms. */
+const PEAK_SAMPLE_MS = 1_000;
+
+/** Samples every node's memory until stopped; one sample in flight per node at a time. */
+function samplePeaks(nodes: BenchNode[]): { stop(): Peak[] } {
+  const peaks: Peak[] = nodes.map(() => ({
+    rssMb: NaN,
+    heapMb: NaN,
+    externalMb: NaN,
+    externalMaxMb: NaN,
+    samples: 0,
+  }));
+  const busy = nodes.map(() => false);
+  const timer = setInterval(() => {
+    for (const [i, n] of nodes.entries()) {
+      if (busy[i]) continue;
+      busy[i] = true;
+      void memoryOf(n).then((m) => {
+        busy[i] = false;
+        const p = peaks[i]!;
+        if (!Number.isFinite(m.rssMb)) return;
+        p.samples++;
+        if (!(m.rssMb <= p.rssMb))
+          Object.assign(p, { rssMb: m.rssMb, heapMb: m.heapMb, externalMb: m.externalMb });
+        if (!(m.externalMb <= p.externalMaxMb)) p.externalMaxMb = m.externalMb;
+      });
+    }
+  }, PEAK_SAMPLE_MS);
+  return {
+    stop() {
+      clearInterval(timer);
+      return peaks.map((p) => ({ ...p }));
+    },
   };
 }
 
@@ -169,6 +269,15 @@ async function until<T>(what: string, probe: () => Promise<T | undefined>): Prom
     if (Date.now() > deadline) throw new Error(`${what}: not within ${PHASE_TIMEOUT_MS} ms`);
     await sleep(20);
   }
+}
+
+/** The leader every node names, once they agree. */
+async function agreedLeader(cluster: BenchCluster): Promise<string> {
+  return until('the nodes to agree on a leader', async () => {
+    const ids = await Promise.all(cluster.nodes.map(async (n) => (await metadataOf(n))?.leaderId));
+    const id = ids[0];
+    return typeof id === 'string' && ids.every((x) => x === id) ? id : undefined;
+  });
 }
 
 function progress(label: string, done: number, total: number, startedAt: number): void {
@@ -327,6 +436,7 @@ async function figuresBefore(cluster: BenchCluster): Promise<NodeFigures[]> {
     figures.push({
       nodeId: n.nodeId,
       before: await memoryOf(n),
+      fillPeak: { rssMb: NaN, heapMb: NaN, externalMb: NaN, externalMaxMb: NaN, samples: 0 },
       filled: { rssMb: NaN, heapMb: NaN, externalMb: NaN, logMb: NaN },
       ended: null,
       idle: null,
@@ -357,6 +467,10 @@ function figuresTable(figures: NodeFigures[], o: Options): string {
     [
       'node',
       'RSS before',
+      'RSS peak',
+      'heap@peak',
+      'ext@peak',
+      'ext peak',
       'RSS filled',
       'heap filled',
       'ext filled',
@@ -379,6 +493,10 @@ function figuresTable(figures: NodeFigures[], o: Options): string {
     ...figures.map((f) => [
       f.nodeId,
       f0(f.before.rssMb),
+      f0(f.fillPeak.rssMb),
+      f0(f.fillPeak.heapMb),
+      f0(f.fillPeak.externalMb),
+      f0(f.fillPeak.externalMaxMb),
       f0(f.filled.rssMb),
       f0(f.filled.heapMb),
       f0(f.filled.externalMb),
@@ -405,7 +523,7 @@ function figuresTable(figures: NodeFigures[], o: Options): string {
 function report(figures: NodeFigures[], o: Options, t: Timings): void {
   const { fillMs, restartMs, failover, endMs } = t;
   console.log(
-    `\n(MB unless said; node restarts and the failover come between "filled" and "ended")`,
+    `\n(MB unless said; "peak": the largest RSS sampled during the fill, heap and external then, and the largest external; node restarts and the failover come between "filled" and "ended")`,
   );
   console.log(figuresTable(figures, o));
   console.log(
@@ -414,6 +532,11 @@ function report(figures: NodeFigures[], o: Options, t: Timings): void {
   // The killed nodes' figures after the fill were taken before they were killed: the max is over
   // all.
   const rssMax = Math.max(...figures.map((f) => f.filled.rssMb));
+  const peakMax = Math.max(...figures.map((f) => f.fillPeak.rssMb));
+  const extPeakMax = Math.max(...figures.map((f) => f.fillPeak.externalMaxMb));
+  console.log(
+    `during the fill (every node's /metrics every ${PEAK_SAMPLE_MS} ms): RSS peak ${f0(peakMax)} MB, external peak ${f0(extPeakMax)} MB`,
+  );
   console.log(
     `[bench scale] live ${o.live}: RSS max ${f0(rssMax)} MB, follower restart ${restartMs} ms, new leader ${failover.newLeaderMs} ms`,
   );
@@ -432,15 +555,20 @@ async function measure(cluster: BenchCluster, tc: TcClient, o: Options): Promise
   await rm.ready(15_000);
   const figures = await figuresBefore(cluster);
 
+  const sampler = samplePeaks(cluster.nodes);
   const { xids, ms: fillMs } = await fill(tc, o, clientId);
   await sleep(2_000); // followers apply the tail; a snapshot in progress ends
+  for (const [i, p] of sampler.stop().entries()) figures[i]!.fillPeak = p;
   await recordFilled(cluster, figures);
+  if (o.heapSnapshots !== null) await heapSnapshots(cluster, o.heapSnapshots, 'filled');
 
-  const restartMs = await followerRestart(cluster, cluster.leaderId);
-  const failover = await leaderFailover(cluster, cluster.leaderId, tc, xids[0]!);
+  // A heap snapshot stops its node for seconds: the leader may have changed meanwhile.
+  const leaderId = o.heapSnapshots === null ? cluster.leaderId : await agreedLeader(cluster);
+  const restartMs = await followerRestart(cluster, leaderId);
+  const failover = await leaderFailover(cluster, leaderId, tc, xids[0]!);
   // The old leader comes back as a follower before the drain (three replicas again).
   await until('the old leader back', async () => {
-    const md = await metadataOf(cluster.nodes.find((n) => n.nodeId === cluster.leaderId)!);
+    const md = await metadataOf(cluster.nodes.find((n) => n.nodeId === leaderId)!);
     return md?.leaderId === failover.newLeaderId ? true : undefined;
   });
 
@@ -454,12 +582,18 @@ async function measure(cluster: BenchCluster, tc: TcClient, o: Options): Promise
   // Idle: the nodes compact their logs (the idle snapshot) and prune what retention let go.
   await sleep(o.idleS * 1000);
   for (const [i, n] of cluster.nodes.entries()) figures[i]!.idle = await memoryOf(n);
+  if (o.heapSnapshots !== null) await heapSnapshots(cluster, o.heapSnapshots, 'idle');
   report(figures, o, { fillMs, restartMs, failover, endMs });
 }
 
 export async function main(args: string[]): Promise<void> {
   const o = parseOptions(args);
   const dir = await mkdtemp(join(tmpdir(), 'concord-bench-scale-'));
+  if (o.heapSnapshots !== null) {
+    o.heapSnapshots = resolve(o.heapSnapshots);
+    await mkdir(o.heapSnapshots, { recursive: true });
+    o.nodeArgs.push('--heapsnapshot-signal=SIGUSR2', `--diagnostic-dir=${o.heapSnapshots}`);
+  }
   // The nodes inherit it: one application holds every live transaction.
   process.env.CONCORD_SECURITY_QUOTAS_MAX_LIVE_TRANSACTIONS_PER_APPLICATION ??= String(
     Math.max(o.live, MAX_LIVE_SESSIONS),

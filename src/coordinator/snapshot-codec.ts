@@ -17,6 +17,7 @@
  * half-restored.
  */
 import { Packr } from 'msgpackr';
+import { releaseLargePackBuffer, releaseUnpackSource } from '../shared/msgpack-buffer.ts';
 import { AssertionFailure, StorageCorruptError } from '../shared/errors.ts';
 import type { BranchId, Xid } from '../shared/ids.ts';
 import {
@@ -76,8 +77,24 @@ export function encodeSnapshot(data: SnapshotData): Uint8Array {
   top.finished = data.finished.map((f) => defined(finishedRow(f), 'finished'));
   top.sessions = sessions.map((x) => defined(sessionRow(x), 'session'));
   top.version = data.version;
-  return Uint8Array.from(packr.pack(top));
+  const packed = packr.pack(top);
+  const bytes = Uint8Array.from(packed);
+  // msgpackr grew its shared buffer to twice the snapshot for this: not for every later pack.
+  releaseLargePackBuffer(packed);
+  return bytes;
 }
+
+/**
+ * Rows one msgpackr pack() call writes (a sliced encode's slice is packed in parts of this
+ * many). msgpackr writes every pack() of the process into one shared buffer that grows to 4×
+ * the largest pack and stays at that size: 2,000 rows (~0.6 MB) made it 2.5 MB, and each
+ * small encoding kept later (a lone command's entry, a cached entry encoding) then pinned a
+ * whole 2.5 MB buffer. 64 rows (~20 KB) keep it at the size an entry's encoding makes it.
+ */
+export const PACK_ROWS = 64;
+/** The pieces a sliced encode adds when its size hint falls short: bounds, bytes. */
+const MIN_PIECE_BYTES = 256 * 1024;
+const MAX_PIECE_BYTES = 16 * 1024 * 1024;
 
 /** Rows (sessions, finished records, remembered request ids) one slice of a sliced encode packs. */
 export const SNAPSHOT_SLICE_ROWS = 2_000;
@@ -112,32 +129,29 @@ export interface SnapshotSource {
  * The bytes are assembled by hand around msgpackr's: the top map's header (map16, as
  * msgpackr writes objects) and keys, each
  * array's header (msgpack's shortest form, as msgpackr writes them), then each slice's rows
- * packed as one array whose header is cut off. test/coordinator/snapshot.test.ts checks the
- * bytes equal encodeSnapshot's. They are written into one buffer of `sizeHint` bytes (the
- * last snapshot's size; it grows if need be): no copy per slice, no final concatenation.
+ * packed as arrays of at most PACK_ROWS rows whose headers are cut off (so msgpackr's shared
+ * buffer, which every later pack of the process writes into, stays small: issue 19).
+ * test/coordinator/snapshot.test.ts checks the bytes equal encodeSnapshot's. They are
+ * written into one buffer of `sizeHint` bytes (the caller's estimate, from the last
+ * snapshot): no copy per slice, no final concatenation. A hint too small is not doubled
+ * and copied (at 100,000 live, 3× the snapshot's size of garbage per capture): the rest
+ * goes into pieces, joined once at the end.
  */
 export function* encodeSnapshotInSlices(
   data: SnapshotSource,
   sliceRows = SNAPSHOT_SLICE_ROWS,
   sizeHint = 0,
 ): Generator<void, Uint8Array, void> {
-  // Every byte is written before it is read: no zero fill (tens of MB at 100,000 sessions).
-  let out: Uint8Array = Buffer.allocUnsafeSlow(Math.max(64 * 1024, Math.ceil(sizeHint * 1.05)));
-  let length = 0;
-  const put = (bytes: Uint8Array, from = 0) => {
-    const n = bytes.length - from;
-    if (length + n > out.length) {
-      const bigger = Buffer.allocUnsafeSlow(Math.max(out.length * 2, length + n));
-      bigger.set(out.subarray(0, length));
-      out = bigger;
+  const out = new SnapshotOut(sizeHint);
+  const put = (bytes: Uint8Array, from = 0) => out.put(bytes, from);
+  const rows = (all: unknown[]) => {
+    for (let i = 0; i < all.length; i += PACK_ROWS) {
+      const part = all.length <= PACK_ROWS ? all : all.slice(i, i + PACK_ROWS);
+      // A header cut off: the rows' own bytes, as they sit inside the whole array.
+      const packed = packr.pack(part);
+      put(packed, arrayHeader(part.length).length);
+      releaseLargePackBuffer(packed); // rows of megabytes (a session of many branches)
     }
-    out.set(from === 0 ? bytes : bytes.subarray(from), length);
-    length += n;
-  };
-  const rows = (packed: unknown[]) => {
-    // A header cut off: the rows' own bytes, as they sit inside the whole array.
-    const whole = packr.pack(packed);
-    put(whole, arrayHeader(packed.length).length);
   };
   const keys = data.commandTime !== undefined ? 5 : 4;
   // msgpackr writes an object's map header as map16 whatever its size.
@@ -168,10 +182,66 @@ export function* encodeSnapshotInSlices(
   }
   put(packr.pack('version'));
   put(packr.pack(data.version));
-  // A buffer that grew (no hint, or the state grew) keeps at most a quarter unused.
-  return length >= out.length * 0.75
-    ? out.subarray(0, length)
-    : Uint8Array.prototype.slice.call(out, 0, length);
+  return out.finish();
+}
+
+/**
+ * A sliced encode's output: one buffer of the size hint (+5 %); if that falls short, pieces
+ * after it (a quarter of what is written so far each, 256 KiB to 16 MiB), joined once at
+ * the end into a buffer of the exact size.
+ */
+class SnapshotOut {
+  private out: Uint8Array;
+  private length = 0;
+  /** Full buffers before `out`, and their bytes. */
+  private readonly pieces: Uint8Array[] = [];
+  private piecesBytes = 0;
+
+  constructor(sizeHint: number) {
+    // Every byte is written before it is read: no zero fill (tens of MB at 100,000 sessions).
+    this.out = Buffer.allocUnsafeSlow(Math.max(64 * 1024, Math.ceil(sizeHint * 1.05)));
+  }
+
+  /** Appends `bytes` from offset `from`. */
+  put(bytes: Uint8Array, from = 0): void {
+    while (from < bytes.length) {
+      if (this.length === this.out.length) {
+        this.pieces.push(this.out);
+        this.piecesBytes += this.out.length;
+        this.out = Buffer.allocUnsafeSlow(
+          Math.min(MAX_PIECE_BYTES, Math.max(MIN_PIECE_BYTES, this.piecesBytes >>> 2)),
+        );
+        this.length = 0;
+      }
+      const n = Math.min(bytes.length - from, this.out.length - this.length);
+      this.out.set(
+        from === 0 && n === bytes.length ? bytes : bytes.subarray(from, from + n),
+        this.length,
+      );
+      this.length += n;
+      from += n;
+    }
+  }
+
+  /** The bytes written, in one buffer. */
+  finish(): Uint8Array {
+    const { out, length } = this;
+    if (this.pieces.length > 0) {
+      // The hint fell short: one copy of the pieces into a buffer of the exact size.
+      const whole = Buffer.allocUnsafeSlow(this.piecesBytes + length);
+      let at = 0;
+      for (const p of this.pieces) {
+        whole.set(p, at);
+        at += p.length;
+      }
+      whole.set(out.subarray(0, length), at);
+      return whole;
+    }
+    // A hint too large (the state shrank) keeps at most a quarter unused.
+    return length >= out.length * 0.75
+      ? out.subarray(0, length)
+      : Uint8Array.prototype.slice.call(out, 0, length);
+  }
 }
 
 /** A msgpack array header for `n` elements, in the shortest form (as msgpackr writes it). */
@@ -188,6 +258,8 @@ export function decodeSnapshot(bytes: Uint8Array): SnapshotData {
     value = packr.unpack(bytes);
   } catch (err) {
     throw new StorageCorruptError('coordinator snapshot does not decode', { cause: err });
+  } finally {
+    releaseUnpackSource(); // msgpackr would keep the snapshot's bytes until its next unpack
   }
   const data = value as Partial<SnapshotData> | null;
   if (typeof data !== 'object' || data === null)

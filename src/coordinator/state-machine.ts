@@ -210,8 +210,13 @@ export class CoordinatorStateMachine implements CoordinatorStateView {
    * applying, and a session it captured is copied before its first change (null: none).
    */
   private capturing: CaptureImage | null = null;
-  /** The last sliced snapshot's size, bytes: the next one's buffer (not part of the state). */
+  /**
+   * The last sliced snapshot's (or restored one's) size, bytes, and its rows (sessions,
+   * finished records, remembered request ids): the next one's buffer is this size scaled by
+   * the rows then (not part of the state).
+   */
   private lastSnapshotBytes = 0;
+  private lastSnapshotRows = 0;
   /** One copy of the strings live transactions repeat (interned.ts). */
   private readonly interned = new Interned();
   private readonly retention: Readonly<RetentionLimits>;
@@ -1090,7 +1095,13 @@ export class CoordinatorStateMachine implements CoordinatorStateView {
       finished: new FinishedCapture(this.finished),
     };
     this.capturing = image;
+    const rows = this.snapshotRows();
+    const sizeHint =
+      this.lastSnapshotRows > 0
+        ? Math.ceil((this.lastSnapshotBytes * rows) / this.lastSnapshotRows)
+        : this.lastSnapshotBytes;
     const steps = this.captureSteps(image, sliceRows, {
+      sizeHint,
       // In xid order, as encoded (the index: no sort).
       sessions: this.xids.all().map((xid) => this.sessions.get(xid)!),
       dedup: this.dedup.capture(),
@@ -1107,6 +1118,7 @@ export class CoordinatorStateMachine implements CoordinatorStateView {
         if (!r.done) return null;
         this.capturing = null;
         this.lastSnapshotBytes = r.value.length;
+        this.lastSnapshotRows = rows;
         return r.value;
       },
     };
@@ -1117,6 +1129,7 @@ export class CoordinatorStateMachine implements CoordinatorStateView {
     image: CaptureImage,
     sliceRows: number,
     at: {
+      sizeHint: number;
       sessions: GlobalSession[];
       dedup: DedupCapture;
       commandTime: number;
@@ -1175,8 +1188,13 @@ export class CoordinatorStateMachine implements CoordinatorStateView {
         commandTime: at.commandTime,
       },
       sliceRows,
-      this.lastSnapshotBytes,
+      at.sizeHint,
     );
+  }
+
+  /** The rows a snapshot of the state now holds (sessions, finished records, request ids). */
+  private snapshotRows(): number {
+    return this.sessions.size + this.finished.size + this.dedup.size;
   }
 
   /**
@@ -1259,6 +1277,9 @@ export class CoordinatorStateMachine implements CoordinatorStateView {
       Object.assign(this, previous);
       throw new StorageCorruptError('coordinator snapshot breaks an invariant', { cause: err });
     }
+    // The next capture's buffer: a restarted node's first one was sized from nothing.
+    this.lastSnapshotBytes = bytes.length;
+    this.lastSnapshotRows = this.snapshotRows();
   }
 
   /**

@@ -328,6 +328,8 @@ export interface DriverStatus extends Status {
    * log holds besides unapplied entries (and the entries of a snapshot still being written).
    */
   bytesSinceSnapshot: number;
+  /** A local snapshot is being encoded or written (its buffers are in use until it ends). */
+  snapshotInFlight: boolean;
   /** Snapshots received from a leader and restored into the state machine since start. */
   snapshotsRestored: number;
   /** Snapshots received from a leader and refused (they did not decode) since start. */
@@ -905,6 +907,7 @@ export class RaftDriver {
       durableLastIndex: this.durableLastIndex,
       snapshotIndex: this.snapshotIndex,
       bytesSinceSnapshot: this.bytesSinceCapture,
+      snapshotInFlight: this.snapshotInFlight,
       snapshotsRestored: this.snapshotsRestored,
       snapshotsRejected: this.snapshotsRejected,
       pendingProposals: this.proposals.size,

@@ -10,7 +10,7 @@
  *   raft:   { dataDir, peers: [{nodeId, host, raftPort, tcPort, httpPort}], tickMs,
  *             electionTicks, heartbeatTicks, snapshotEveryEntries, snapshotEveryBytes, join,
  *             clusterToken,
- *             leaseReads, maxClockDrift }
+ *             leaseReads, maxClockDrift, logStorage: wal | leveldb }
  *   store:  { mode: raft | db, db: { url, tablePrefix, maxConnections, startupTimeoutMs,
  *             lease: { leaseMs, renewIntervalMs, safetyMarginMs }, deciderHandOffMs } }
  *   http:   { authToken }
@@ -36,6 +36,7 @@ import {
   MAX_LIVE_SESSIONS_CEILING,
   MAX_NODE_BUDGETS,
 } from '../coordinator/limits.ts';
+import { parseLogStorage, type LogStorageChoice } from '../raft/node/config.ts';
 import { ConfigError } from '../shared/errors.ts';
 import { NODE_ID_HINT, NODE_ID_PATTERN, type NodeId } from '../shared/ids.ts';
 import {
@@ -243,6 +244,8 @@ export interface NodeConfig {
     leaseReads: boolean;
     /** The clock drift bound a lease assumes (a fraction, default 0.05). */
     maxClockDrift: number;
+    /** The log storage a NEW data directory gets (an existing one keeps its own). */
+    logStorage: LogStorageChoice;
   };
   store: { mode: StoreMode; db: DbConfig | null };
   /** authToken: the admin bearer token; viewerToken: read-only (the console's viewer role). */
@@ -450,6 +453,7 @@ function parseRaftSection(
       'clusterToken',
       'leaseReads',
       'maxClockDrift',
+      'logStorage',
     ],
     'raft',
   );
@@ -493,6 +497,7 @@ function parseRaftSection(
     clusterToken: str(raftS, 'clusterToken', 'raft', { default: '', maxLength: 128 }),
     leaseReads: bool(raftS, 'leaseReads', 'raft', false),
     maxClockDrift: clockDrift(raftS.maxClockDrift),
+    logStorage: parseLogStorage('raft.logStorage', raftS.logStorage),
   };
   return raft;
 }

@@ -5,8 +5,14 @@
  * does RSS. This job runs one full collection once the node is quiet: nothing applied for
  * one interval, the in-memory log compacted (the idle snapshot, src/raft/driver.ts: less
  * than MEMORY_RETURN_MAX_LOG_BYTES held; the leader's occasional Prune leaves a few bytes
- * that trigger no snapshot), and something applied since the last collection it ran, at
- * most once per minInterval.
+ * that trigger no snapshot), no local snapshot under way, and something applied or a
+ * snapshot taken since the last collection it ran, at most once per minInterval.
+ *
+ * Not during a snapshot (issue 19): the driver resets its count of the log's bytes when a
+ * capture starts, so the idle snapshot itself looked "compacted"; the collection then ran
+ * while the capture's buffers were in use (at 100,000 live, 35–55 MB of external memory)
+ * and they became garbage right after it, which no collection of an idle node ever freed.
+ * A snapshot taken since the last collection is reason enough for the next one.
  *
  * The collection needs `gc`: `node --expose-gc` gives it; otherwise it is exposed at start
  * through v8.setFlagsFromString (as Node's own tests do). Without either, the job does
@@ -45,6 +51,8 @@ export class MemoryReturn {
   /** Applied index at the previous look, and at the last collection. */
   private appliedBefore = -1;
   private appliedAtGc = -1;
+  /** Local snapshots the driver had taken at the last collection. */
+  private takenAtGc = -1;
   private lastGcAt = -Infinity;
   /** Collections run (tests and logs). */
   collections = 0;
@@ -80,13 +88,16 @@ export class MemoryReturn {
     this.appliedBefore = applied;
     const now = (this.options.now ?? Date.now)();
     const minInterval = this.options.minIntervalMs ?? MEMORY_RETURN_MIN_INTERVAL_MS;
-    if (gc === null || !quiet || applied === this.appliedAtGc) return false;
+    const taken = st.counters?.snapshotsTaken ?? 0;
+    if (gc === null || !quiet || st.snapshotInFlight === true) return false;
+    if (applied === this.appliedAtGc && taken === this.takenAtGc) return false;
     if ((st.bytesSinceSnapshot ?? 0) >= MEMORY_RETURN_MAX_LOG_BYTES) return false;
     if (now - this.lastGcAt < minInterval) return false;
     const before = process.memoryUsage();
     gc();
     const after = process.memoryUsage();
     this.appliedAtGc = applied;
+    this.takenAtGc = taken;
     this.lastGcAt = now;
     this.collections++;
     const mb = (n: number) => Math.round(n / 1_048_576);

@@ -14,6 +14,8 @@ export interface RaftControlStatus extends RaftStatus {
   snapshotIndex?: number;
   /** Entry data applied since the last local snapshot, bytes. */
   bytesSinceSnapshot?: number;
+  /** A local snapshot is being encoded or written. */
+  snapshotInFlight?: boolean;
   pendingProposals?: number;
   pendingReads?: number;
   leaseReadsServed?: number;

@@ -114,6 +114,7 @@ export function raftNodeConfigOf(c: NodeConfig): RaftNodeConfig {
     clusterToken: c.raft.clusterToken,
     leaseReads: c.raft.leaseReads,
     maxClockDrift: c.raft.maxClockDrift,
+    logStorage: c.raft.logStorage,
     // This node's own client-facing endpoints travel in its member context.
     contextExtra: {
       transaction: formatHostPort(self.transaction),

@@ -249,6 +249,11 @@ export class KvCluster {
     return ['--tls-ca', f.ca, '--tls-cert', f.cert, '--tls-key', f.key];
   }
 
+  /** A node's data directory. */
+  dataDir(id: string): string {
+    return this.slot(id).dataDir;
+  }
+
   raftPort(id: string): number {
     return this.slot(id).raftPort;
   }

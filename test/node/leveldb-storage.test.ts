@@ -6,7 +6,7 @@ import { Level } from 'level';
 import { Packr } from 'msgpackr';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import type { ConfState, Entry, HardState, Snapshot } from '../../src/raft/core/types.ts';
-import type { LoadedState } from '../../src/raft/ports.ts';
+import type { LoadedState, LogStorage } from '../../src/raft/ports.ts';
 import { CRC32_IS_NATIVE, crc32, crc32Table } from '../../src/raft/storage/crc32.ts';
 import { SnapshotFiles } from '../../src/raft/storage/snapshot-files.ts';
 import {
@@ -15,7 +15,9 @@ import {
   MAX_RUN_ENTRIES,
   runKey,
   STORAGE_FORMAT_VERSION,
+  type StorageStats,
 } from '../../src/raft/storage/leveldb-storage.ts';
+import { WalStorage } from '../../src/raft/storage/wal-storage.ts';
 import { AssertionFailure, ConfigError, StorageCorruptError } from '../../src/shared/errors.ts';
 import { silentLogger } from '../../src/shared/logger.ts';
 import { nid } from '../support/node-id.ts';
@@ -1038,7 +1040,24 @@ describe('LevelDbStorage', () => {
  * not, term and vote changes), load() after a reopen returns exactly the log a plain
  * in-memory model holds. fast-check prints the shrunk operation list on failure.
  */
-describe('LevelDbStorage against an in-memory model of the log', () => {
+describe.each([
+  {
+    name: 'LevelDbStorage',
+    open: (dir: string): LogStorage & { stats(): StorageStats } =>
+      new LevelDbStorage({ path: join(dir, 'raft'), logger: silentLogger() }),
+  },
+  {
+    // Segments of 4 KiB: rounds roll over segments and compactions delete them.
+    name: 'WalStorage',
+    open: (dir: string): LogStorage & { stats(): StorageStats } =>
+      new WalStorage({
+        walDir: join(dir, 'raft-wal'),
+        levelPath: join(dir, 'raft'),
+        logger: silentLogger(),
+        segmentBytes: 4096,
+      }),
+  },
+])('$name against an in-memory model of the log', ({ open }) => {
   const KINDS = [
     'append',
     'append',
@@ -1074,8 +1093,7 @@ describe('LevelDbStorage against an in-memory model of the log', () => {
 
   async function runOps(ops: Op[]): Promise<void> {
     const dir = await mkdtemp(join(tmpdir(), 'concord-storage-prop-'));
-    const path = join(dir, 'raft');
-    let storage = new LevelDbStorage({ path, logger: silentLogger() });
+    let storage = open(dir);
     try {
       await storage.load();
       const m: Model = {
@@ -1101,7 +1119,7 @@ describe('LevelDbStorage against an in-memory model of the log', () => {
       };
       const reopenAndCheck = async () => {
         await storage.close();
-        storage = new LevelDbStorage({ path, logger: silentLogger() });
+        storage = open(dir);
         expect(view(await storage.load())).toEqual(view(m));
       };
 

@@ -1,11 +1,14 @@
 import { spawn } from 'node:child_process';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { pino, type Logger } from 'pino';
 import { describe, expect, it } from 'vitest';
 import { raftAddressOf } from '../../src/raft/node/members.ts';
 import { validateRaftNodeConfig } from '../../src/raft/node/config.ts';
-import { bootstrapConf } from '../../src/raft/node/raft-node.ts';
+import { bootstrapConf, openLogStorage } from '../../src/raft/node/raft-node.ts';
+import { LevelDbStorage } from '../../src/raft/storage/leveldb-storage.ts';
+import { WalStorage } from '../../src/raft/storage/wal-storage.ts';
 import { ConfigError } from '../../src/shared/errors.ts';
 import { freePort, KV_MAIN, REPO_ROOT } from './kv-cluster.ts';
 
@@ -42,6 +45,7 @@ describe('raft node config', () => {
       snapshotLogPercentOfState: 50,
       leaseReads: false,
       maxClockDrift: 0.05,
+      logStorage: 'wal',
     });
   });
 
@@ -62,6 +66,10 @@ describe('raft node config', () => {
     expect(keyOf({ ...base, snapshotIntervalEntries: -1 })).toBe('snapshotIntervalEntries');
     expect(keyOf({ ...base, join: 'yes' })).toBe('join');
     expect(keyOf({ ...base, electionTimeout: 5 })).toBe('electionTimeout');
+    expect(keyOf({ ...base, logStorage: 'rocksdb' })).toBe('logStorage');
+    expect(keyOf({ ...base, logStorage: 'WAL' })).toBe('logStorage');
+    expect(keyOf({ ...base, logStorage: '' })).toBe('logStorage');
+    expect(keyOf({ ...base, logStorage: 1 })).toBe('logStorage');
     expect(keyOf(null)).toBe('(root)');
   });
 
@@ -124,6 +132,71 @@ describe('raft node config', () => {
     const code = await new Promise<number | null>((r) => proc.once('exit', r));
     expect(code).toBe(2);
     expect(stderr).toContain('config key "tickMs"');
+  });
+});
+
+describe('raft.logStorage: the log storage of a new data directory', () => {
+  function capture(): { logger: Logger; lines: Record<string, unknown>[] } {
+    const lines: Record<string, unknown>[] = [];
+    const logger = pino(
+      { level: 'info' },
+      { write: (s: string) => lines.push(JSON.parse(s) as Record<string, unknown>) },
+    );
+    return { logger, lines };
+  }
+  const used = (lines: Record<string, unknown>[]) =>
+    lines.filter((l) => l.msg === 'raft log storage').map((l) => l.logStorage);
+
+  async function writeOne(storage: LevelDbStorage | WalStorage): Promise<void> {
+    await storage.readIdentity();
+    await storage.load();
+    await storage.save({
+      hardState: { term: 1, vote: null, commit: 0 },
+      entries: [{ index: 1, term: 1, type: 'normal', data: new Uint8Array([1]) }],
+      snapshot: null,
+    });
+    await storage.close();
+  }
+
+  it('accepts wal and leveldb', () => {
+    expect(validateRaftNodeConfig({ ...base, logStorage: 'leveldb' }).logStorage).toBe('leveldb');
+    expect(validateRaftNodeConfig({ ...base, logStorage: 'wal' }).logStorage).toBe('wal');
+  });
+
+  it('a new directory gets the one chosen; an existing one keeps its own whatever is chosen', async () => {
+    const root = await mkdtemp(join(tmpdir(), 'concord-logstorage-'));
+    try {
+      const onLevel = join(root, 'a');
+      const onWal = join(root, 'b');
+      const { logger, lines } = capture();
+      const a = openLogStorage(onLevel, logger, 'n1', 'leveldb');
+      expect(a).toBeInstanceOf(LevelDbStorage);
+      await writeOne(a);
+      expect((await readdir(onLevel)).sort()).toEqual(['raft']);
+      const b = openLogStorage(onWal, logger, 'n1', 'wal');
+      expect(b).toBeInstanceOf(WalStorage);
+      await writeOne(b);
+      expect(used(lines)).toEqual(['leveldb', 'wal']);
+      // Reopened with the other choice: each keeps the storage it was written with (logged,
+      // with the choice it overrode), and its entry.
+      const a2 = openLogStorage(onLevel, logger, 'n1', 'wal');
+      expect(a2).toBeInstanceOf(LevelDbStorage);
+      expect((await a2.load()).entries.map((e) => e.index)).toEqual([1]);
+      await a2.close();
+      const b2 = openLogStorage(onWal, logger, 'n1', 'leveldb');
+      expect(b2).toBeInstanceOf(WalStorage);
+      expect((await b2.load()).entries.map((e) => e.index)).toEqual([1]);
+      await b2.close();
+      expect(used(lines)).toEqual(['leveldb', 'wal', 'leveldb', 'wal']);
+      expect(lines.filter((l) => l.msg === 'raft log storage').map((l) => l.configured)).toEqual([
+        undefined,
+        undefined,
+        'wal',
+        'leveldb',
+      ]);
+    } finally {
+      await rm(root, { recursive: true, force: true });
+    }
   });
 });
 

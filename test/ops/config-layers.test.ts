@@ -90,6 +90,7 @@ describe('every key can come from its environment variable', () => {
     ['raft.clusterToken', 'blue', {}, 'blue'],
     ['raft.leaseReads', 'true', {}, true],
     ['raft.maxClockDrift', '0.1', {}, 0.1],
+    ['raft.logStorage', 'leveldb', {}, 'leveldb'],
     ['store.mode', 'db', { ...DB, CONCORD_RAFT_JOIN: '' }, 'db'],
     ['store.db.url', 'mysql://u@h/db', {}, 'mysql://u@h/db'],
     ['store.db.tablePrefix', 'blue_', DB, 'blue_'],

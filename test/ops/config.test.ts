@@ -51,6 +51,7 @@ describe('config', () => {
     expect(c.raft.dataDir).toBe('/srv/concord/data/node1');
     expect(c.raft.tickMs).toBe(DEFAULT_TICK_MS);
     expect(c.raft.join).toBe(false);
+    expect(c.raft.logStorage).toBe('wal');
     expect(c.store).toEqual({ mode: 'raft', db: null });
     expect(c.http.authToken).toBeNull();
     expect(c.limits.watchTimeoutMs).toBe(DEFAULT_WATCH_TIMEOUT_MS);
@@ -96,6 +97,10 @@ describe('config', () => {
     expect(r.raftAddress).toBe('127.0.0.1:9092');
     expect(r.peers).toEqual({ node1: '127.0.0.1:9091', node3: '127.0.0.1:9093' });
     expect(r.contextExtra).toEqual({ transaction: '127.0.0.1:8092', control: '127.0.0.1:7092' });
+    expect(r.logStorage).toBe('wal');
+    expect(raftNodeConfigOf({ ...c, raft: { ...c.raft, logStorage: 'leveldb' } }).logStorage).toBe(
+      'leveldb',
+    );
   });
 
   it('names the bad key in every validation error', () => {
@@ -112,6 +117,8 @@ describe('config', () => {
       ['server.advertiseHost', (c) => (c.server.host = '0.0.0.0')],
       ['raft', (c) => (c.raft = [])],
       ['raft.dataDir', (c) => delete c.raft.dataDir],
+      ['raft.logStorage', (c) => (c.raft.logStorage = 'rocksdb')],
+      ['raft.logStorage', (c) => (c.raft.logStorage = 1)],
       ['raft.peers', (c) => delete c.raft.peers],
       ['raft.peers', (c) => (c.raft.peers = {})],
       ['raft.peers', (c) => (c.raft.peers[0].nodeId = 'other')],

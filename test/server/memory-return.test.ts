@@ -60,6 +60,31 @@ describe('MemoryReturn', () => {
     expect(w.collections()).toBe(2);
   });
 
+  it('waits for a local snapshot under way, and collects after one was taken', () => {
+    const w = world(60_000);
+    w.st.counters = { snapshotsTaken: 0 } as NonNullable<RaftControlStatus['counters']>;
+    w.look(5_000);
+    // A burst; then the idle snapshot starts: the driver counts the log's bytes from 0 again.
+    w.st.applied = 500;
+    w.st.bytesSinceSnapshot = 2_000_000;
+    expect(w.look(5_000)).toBe(false);
+    w.st.bytesSinceSnapshot = 0;
+    w.st.snapshotInFlight = true;
+    expect(w.look(5_000)).toBe(false); // quiet and "compacted", but its buffers are in use
+    expect(w.look(5_000)).toBe(false);
+    w.st.snapshotInFlight = false;
+    w.st.counters.snapshotsTaken = 1;
+    expect(w.look(5_000)).toBe(true); // done: its buffers are garbage now
+    expect(w.collections()).toBe(1);
+    // Nothing applied since, but another snapshot taken (e.g. on request): collect again,
+    // once the interval has passed.
+    w.st.counters.snapshotsTaken = 2;
+    expect(w.look(5_000)).toBe(false);
+    expect(w.look(60_000)).toBe(true);
+    expect(w.look(60_000)).toBe(false);
+    expect(w.collections()).toBe(2);
+  });
+
   it('does nothing without gc', () => {
     const job = new MemoryReturn({
       control: { status: () => ({ applied: 1 }) as RaftControlStatus },

@@ -19,6 +19,9 @@
  *   clusterToken             ""      mixed into the cluster id founding members compute (etcd's
  *                                    initial-cluster-token): two clusters with the same members
  *                                    and addresses stay apart when their tokens differ
+ *   logStorage               "wal"   the log storage a NEW data directory gets: "wal" (the
+ *                                    write-ahead log) or "leveldb"; an existing directory keeps
+ *                                    the one it was written with (openLogStorage)
  */
 import { ConfigError } from '../../shared/errors.ts';
 import { isNodeId } from '../../shared/ids.ts';
@@ -71,6 +74,27 @@ export interface RaftNodeConfig {
   leaseReads: boolean;
   /** The clock drift bound a lease assumes (RaftDriverOptions.maxClockDrift). */
   maxClockDrift: number;
+  /**
+   * The log storage a new data directory gets; an existing one keeps the storage it was
+   * written with, whatever this says (openLogStorage).
+   */
+  logStorage: LogStorageChoice;
+}
+
+/** The log storages a new data directory can be given. */
+export const LOG_STORAGES = ['wal', 'leveldb'] as const;
+export type LogStorageChoice = (typeof LOG_STORAGES)[number];
+export const DEFAULT_LOG_STORAGE: LogStorageChoice = 'wal';
+
+/** A log storage name ('wal' | 'leveldb'); anything else is a ConfigError naming `key`. */
+export function parseLogStorage(key: string, value: unknown): LogStorageChoice {
+  if (value === undefined) return DEFAULT_LOG_STORAGE;
+  if (typeof value !== 'string' || !(LOG_STORAGES as readonly string[]).includes(value))
+    throw new ConfigError(
+      key,
+      `must be one of ${LOG_STORAGES.map((s) => `"${s}"`).join(', ')}, got ${JSON.stringify(value)}`,
+    );
+  return value as LogStorageChoice;
 }
 
 export const DEFAULT_NODE_TICK_MS = 100;
@@ -100,6 +124,7 @@ const KNOWN_KEYS = new Set([
   'clusterToken',
   'leaseReads',
   'maxClockDrift',
+  'logStorage',
 ]);
 
 /** Longest cluster token accepted. */
@@ -199,6 +224,7 @@ export function validateRaftNodeConfig(raw: unknown): RaftNodeConfig {
     clusterToken: parseClusterToken(r),
     leaseReads: optionalBoolean('leaseReads', r.leaseReads),
     maxClockDrift: parseMaxClockDrift(r),
+    logStorage: parseLogStorage('logStorage', r.logStorage),
   };
 }
 

@@ -1,8 +1,11 @@
 /**
- * RaftNode: one Raft member on a real disk and a real network. It assembles the LevelDB
- * log storage (`<dataDir>/raft`), the gRPC peer transport, the system clock and the
- * driver around a caller's StateMachine, and exposes the driver's requests.
+ * RaftNode: one Raft member on a real disk and a real network. It assembles the log
+ * storage (openLogStorage: the write-ahead log `<dataDir>/raft-wal` beside LevelDB
+ * `<dataDir>/raft`, or LevelDB alone for a directory written before the WAL), the gRPC
+ * peer transport, the system clock and the driver around a caller's StateMachine, and
+ * exposes the driver's requests.
  */
+import { existsSync } from 'node:fs';
 import { chmod, mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { nodeIdEntries } from '../../shared/ids.ts';
@@ -26,6 +29,7 @@ import type {
   StateMachine,
 } from '../ports.ts';
 import { LevelDbStorage, type StorageStats } from '../storage/leveldb-storage.ts';
+import { WalStorage } from '../storage/wal-storage.ts';
 import {
   FRAME_OVERHEAD_BYTES,
   GrpcTransport,
@@ -35,7 +39,7 @@ import {
   type TransportStats,
 } from '../transport/grpc-transport.ts';
 import type { PeerTls } from '../transport/tls.ts';
-import type { RaftNodeConfig } from './config.ts';
+import { DEFAULT_LOG_STORAGE, type LogStorageChoice, type RaftNodeConfig } from './config.ts';
 import { PeerIdentityBook, settleIdentity } from './identity.ts';
 import { encodeMemberContext, PeerDirectory } from './members.ts';
 
@@ -81,6 +85,38 @@ function roundOverlap(o: RaftNodeOptions): {
     pipelineAppends: o.pipelineAppends ?? false,
     applyBeforeOwnWrite: o.applyBeforeOwnWrite ?? true,
   };
+}
+
+/**
+ * The log storage for a data directory. One with `raft-wal` is on the WAL; one with only
+ * `raft` (a LevelDB log: written with `logStorage: 'leveldb'`, or before the WAL) stays on
+ * LevelDbStorage (no conversion: its log is read where it is); a new one gets `forNew`
+ * (the node option raft.logStorage, default the WAL). An existing directory keeps its
+ * storage whatever `forNew` says; which one is used is logged. WalStorage makes `raft-wal`
+ * before anything else, so a crash in its first start cannot leave a directory that looks
+ * like a LevelDB one.
+ */
+export function openLogStorage(
+  dataDir: string,
+  logger: Logger,
+  nodeId: string,
+  forNew: LogStorageChoice = DEFAULT_LOG_STORAGE,
+): LevelDbStorage | WalStorage {
+  const hasWal = existsSync(join(dataDir, 'raft-wal'));
+  const hasLevel = existsSync(join(dataDir, 'raft'));
+  const kind: LogStorageChoice = hasWal ? 'wal' : hasLevel ? 'leveldb' : forNew;
+  logger.info(
+    {
+      dataDir,
+      logStorage: kind,
+      why: hasWal || hasLevel ? 'the data directory was written with it' : 'a new data directory',
+      ...(kind !== forNew ? { configured: forNew } : {}),
+    },
+    'raft log storage',
+  );
+  return kind === 'wal'
+    ? WalStorage.forDataDir(dataDir, logger, nodeId)
+    : new LevelDbStorage({ path: join(dataDir, 'raft'), logger, nodeId });
 }
 
 export interface RaftNodeStatus extends DriverStatus {
@@ -182,7 +218,7 @@ export class RaftNode {
   readonly config: RaftNodeConfig;
   readonly driver: RaftDriver;
   private readonly transport: GrpcTransport;
-  private readonly storage: LevelDbStorage;
+  private readonly storage: LevelDbStorage | WalStorage;
   private readonly logger: Logger;
   private started = false;
   private identity: NodeIdentity | null = null;
@@ -212,11 +248,7 @@ export class RaftNode {
       () =>
         `raft snapshotChunkBytes ${chunkBytes} does not fit twice in a transport frame of ${frame} bytes`,
     );
-    this.storage = new LevelDbStorage({
-      path: join(config.dataDir, 'raft'),
-      logger: this.logger,
-      nodeId: config.nodeId,
-    });
+    this.storage = openLogStorage(config.dataDir, this.logger, config.nodeId, config.logStorage);
     this.driver = new RaftDriver({
       id: config.nodeId,
       storage: new SeedingStorage(

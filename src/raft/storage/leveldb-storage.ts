@@ -57,6 +57,7 @@ import type { Logger } from '../../shared/logger.ts';
 import { crc32 } from './crc32.ts';
 import { checkEntry, checkSnapshotMeta, isIndex, isObject } from './shape.ts';
 import { SnapshotFiles, type SnapshotFile } from './snapshot-files.ts';
+import { releaseLargePackBuffer } from '../../shared/msgpack-buffer.ts';
 
 /**
  * Version byte at the head of every stored value; bump on an incompatible layout change.
@@ -421,7 +422,9 @@ function planEntries(p: SavePlan, entries: readonly Entry[]): void {
     const run = entries.length <= MAX_RUN_ENTRIES ? entries : entries.slice(k, k + MAX_RUN_ENTRIES);
     const runFirst = run[0]!.index;
     const key = runKey(runFirst);
-    p.puts.push({ type: 'put', key, value: frameValue(key, packr.pack(run)) });
+    const packed = packr.pack(run);
+    p.puts.push({ type: 'put', key, value: frameValue(key, packed) });
+    releaseLargePackBuffer(packed); // a catch-up's run of megabytes (frameValue copied it)
     p.added.push({ first: runFirst, last: run[run.length - 1]!.index });
   }
   p.keep = first.index - p.snapshotIndex - 1;

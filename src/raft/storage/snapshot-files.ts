@@ -12,7 +12,7 @@
  * written.
  */
 import { mkdir, open, readdir, readFile, rename, unlink, type FileHandle } from 'node:fs/promises';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { StorageCorruptError } from '../../shared/errors.ts';
 import type { Logger } from '../../shared/logger.ts';
 import type { Snapshot } from '../core/types.ts';
@@ -49,7 +49,10 @@ export class SnapshotFiles {
     const data = snapshot.data;
     this.writing.add(file);
     try {
-      await mkdir(this.dir, { recursive: true });
+      // A new directory's name is made durable in its parent before a file in it is named by
+      // a meta (which lets the log it covers go).
+      if ((await mkdir(this.dir, { recursive: true })) !== undefined)
+        await SnapshotFiles.syncDirAt(dirname(this.dir));
       const tmp = join(this.dir, `${file}.tmp`);
       const fh = await open(tmp, 'w');
       try {
@@ -132,8 +135,12 @@ export class SnapshotFiles {
     }
   }
 
-  private async syncDir(): Promise<void> {
-    const fh = await open(this.dir, 'r');
+  private syncDir(): Promise<void> {
+    return SnapshotFiles.syncDirAt(this.dir);
+  }
+
+  private static async syncDirAt(dir: string): Promise<void> {
+    const fh = await open(dir, 'r');
     try {
       await fh.sync();
     } finally {

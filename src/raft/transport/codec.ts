@@ -7,6 +7,7 @@ import { Packr } from 'msgpackr';
 import { isNodeId } from '../../shared/ids.ts';
 import type { Message } from '../core/types.ts';
 import { checkEntry, checkSnapshotMeta, isIndex, isObject } from '../storage/shape.ts';
+import { ownedCopy, releaseLargePackBuffer } from '../../shared/msgpack-buffer.ts';
 
 /**
  * copyBuffers: decoded byte fields own their memory instead of pinning the whole
@@ -16,14 +17,50 @@ const packr = new Packr({ useRecords: false, copyBuffers: true });
 
 /**
  * A leader sends the same entries to every follower (and again on a retry), so each
- * entry's encoding is kept, keyed by the entry object, for as long as the core holds it.
+ * entry's encoding is kept, keyed by the entry object, the latest MAX_CACHED_ENCODING_BYTES
+ * of them (oldest out first): an entry sent long ago, to a follower that lags, is encoded
+ * again (the same bytes). Each encoding is a copy of its own size: a view of msgpackr's
+ * shared pack buffer would keep that whole buffer alive while cached (issue 19).
  */
-const encodedEntries = new WeakMap<object, Buffer>();
+export const MAX_CACHED_ENCODING_BYTES = 4 * 1024 * 1024;
 
-function encodeEntry(entry: object): Buffer {
+class EncodingCache {
+  private readonly map = new Map<object, Uint8Array>();
+  bytes = 0;
+
+  get(entry: object): Uint8Array | undefined {
+    return this.map.get(entry);
+  }
+
+  set(entry: object, bytes: Uint8Array): void {
+    this.map.set(entry, bytes);
+    this.bytes += bytes.length;
+    // Map iteration is insertion order: the oldest first. The newest always stays.
+    for (const [old, b] of this.map) {
+      if (this.bytes <= MAX_CACHED_ENCODING_BYTES || old === entry) break;
+      this.map.delete(old);
+      this.bytes -= b.length;
+    }
+  }
+
+  get size(): number {
+    return this.map.size;
+  }
+}
+
+const encodedEntries = new EncodingCache();
+
+/** The cache's entries and bytes (tests). */
+export function encodingCacheStats(): { entries: number; bytes: number } {
+  return { entries: encodedEntries.size, bytes: encodedEntries.bytes };
+}
+
+function encodeEntry(entry: object): Uint8Array {
   let bytes = encodedEntries.get(entry);
   if (bytes === undefined) {
-    bytes = packr.pack(entry);
+    const packed = packr.pack(entry);
+    bytes = ownedCopy(packed);
+    releaseLargePackBuffer(packed);
     encodedEntries.set(entry, bytes);
   }
   return bytes;
@@ -40,21 +77,41 @@ function arrayHead(n: number): Buffer {
 }
 
 /** The msgpack key `entries` (a fixstr). */
-const ENTRIES_KEY = packr.pack('entries');
+const ENTRIES_KEY = ownedCopy(packr.pack('entries'));
+
+/** A message packed whole: a snapshot chunk (512 KiB) must not leave msgpackr's buffer large. */
+function packWhole(message: Message): Buffer {
+  const bytes = packr.pack(message);
+  releaseLargePackBuffer(bytes);
+  return bytes;
+}
 
 export function encodeMessage(message: Message): Buffer {
-  if (message.type !== 'app' || message.entries.length === 0) return packr.pack(message);
-  // An append is encoded as its other fields plus an `entries` key whose array is spliced
-  // together from the cached entry encodings: the same bytes msgpackr would produce for
-  // the whole object, without encoding each entry once per follower.
+  if (message.type !== 'app' || message.entries.length === 0) return packWhole(message);
+  // An append is encoded as its other fields plus an `entries` key (last) whose array is
+  // spliced together from the cached entry encodings: the bytes msgpackr produces for the
+  // object with `entries` as its last key, without encoding each entry once per follower.
+  // (Until issue 19 this splice was never taken: it expected a fixmap header, and msgpackr
+  // writes objects with a map16 one, so every append was packed whole, once per follower.)
   const { entries, ...rest } = message;
   const head = packr.pack(rest);
-  const fields = head[0]! & 0x0f;
-  // A fixmap (≤ 15 fields) is all an append's few fields can make; anything else is a bug.
-  if ((head[0]! & 0xf0) !== 0x80 || fields === 15) return packr.pack(message);
-  const parts: Buffer[] = [
-    Buffer.from([0x80 | (fields + 1)]),
-    head.subarray(1),
+  // msgpackr writes an object's header as a map16 (0xde, 2 bytes of count); a fixmap is
+  // read too. Anything else is a bug: then the message is packed whole.
+  let fields: number;
+  let body: Uint8Array;
+  if (head[0] === 0xde) {
+    fields = (head[1]! << 8) | head[2]!;
+    body = head.subarray(3);
+  } else if ((head[0]! & 0xf0) === 0x80) {
+    fields = head[0]! & 0x0f;
+    body = head.subarray(1);
+  } else return packWhole(message);
+  const n = fields + 1;
+  if (n > (head[0] === 0xde ? 0xffff : 15)) return packWhole(message);
+  const parts: Uint8Array[] = [
+    // The header in the form msgpackr chose for the object.
+    head[0] === 0xde ? Buffer.from([0xde, n >> 8, n & 0xff]) : Buffer.from([0x80 | n]),
+    body,
     ENTRIES_KEY,
     arrayHead(entries.length),
   ];

@@ -28,6 +28,7 @@ export const CONFIG_KEYS = {
   'raft.clusterToken': 'string',
   'raft.leaseReads': 'bool',
   'raft.maxClockDrift': 'number',
+  'raft.logStorage': 'string',
   'store.mode': 'string',
   'store.db.url': 'string',
   'store.db.tablePrefix': 'string',

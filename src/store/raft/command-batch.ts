@@ -18,6 +18,7 @@ import {
   type Outcome,
 } from '../../coordinator/index.ts';
 import { AssertionFailure } from '../../shared/errors.ts';
+import { ownedCopy } from '../../shared/msgpack-buffer.ts';
 import { latencyTrace } from '../../shared/latency-trace.ts';
 
 /** Bytes of encoded commands one entry may carry (a single larger command travels alone). */
@@ -34,7 +35,9 @@ const packr = new Packr({ useRecords: false, mapsAsObjects: true, moreTypes: fal
 export function encodeEntry(commands: readonly Uint8Array[]): Uint8Array {
   const n = commands.length;
   if (n === 0) throw new AssertionFailure('an entry needs at least one command');
-  if (n === 1) return commands[0]!;
+  // A lone command's bytes are a view of msgpackr's shared pack buffer (encodeCommand): the
+  // log keeps the entry until the next snapshot, so it gets a copy of its own size.
+  if (n === 1) return ownedCopy(commands[0]!);
   if (n > 0xffff) throw new AssertionFailure(`a batch of ${n} commands exceeds a msgpack array16`);
   const head = n < 16 ? 1 : 3;
   let bytes = head;
