@@ -11,9 +11,16 @@ import { DEFAULT_SETTINGS, World, type SimNode } from './world.ts';
 import { Prng } from '../support/prng.ts';
 import type { Message, NodeId } from '../../src/raft/core/types.ts';
 
-async function electedWorld(opts: { mutant?: boolean; ignore?: InvariantName[] } = {}) {
+async function electedWorld(
+  opts: { mutant?: boolean; ignore?: InvariantName[]; yieldBeforePersist?: boolean } = {},
+) {
   const w = new World({
-    settings: { ...DEFAULT_SETTINGS, nodes: 3, snapshotEveryEntries: 0 },
+    settings: {
+      ...DEFAULT_SETTINGS,
+      nodes: 3,
+      snapshotEveryEntries: 0,
+      yieldBeforePersist: opts.yieldBeforePersist ?? false,
+    },
     prng: new Prng(7),
     traceSize: 80,
     ...(opts.mutant ? { wrapCore: countUnsyncedSelf } : {}),
@@ -168,3 +175,93 @@ async function firstViolation(
   }
   return null;
 }
+
+describe('apply before a follower’s own write (review of issue 12)', () => {
+  /**
+   * f1's disk is slow: it holds `a` in a write under way when the append of `b` tells it
+   * that `a` is committed (the leader and f2 hold it synced). f1 applies `a` at once, before
+   * its own write of it ends — never `b` (not committed), never anything twice.
+   */
+  async function followerAppliesEarly() {
+    const { w, leader } = await electedWorld();
+    const [f1, f2] = w.ids.slice(0, 3).filter((id) => id !== leader.id) as [NodeId, NodeId];
+    const fast = [leader.id, f2];
+    const a = w.propose(leader.id, 'a');
+    await w.act(() => undefined);
+    const ia = leader.disk.view.written.lastIndex();
+    // f1 gets `a` and starts writing it; only the leader's and f2's disks sync.
+    await flushSome(w, fast);
+    expect(w.outcomes.get(a)?.ok).toBe(true);
+    expect(w.node(f1).disk.pendingWrites).toBe(1);
+    expect(w.node(f1).disk.view.synced.lastIndex()).toBeLessThan(ia);
+    const before = w.stats.appliedBeforeOwnSync;
+    const b = w.propose(leader.id, 'b');
+    await w.act(() => undefined);
+    const ib = ia + 1;
+    // The append of `b` carries commit ≥ ia; f2 does not answer it yet (its disk waits), so
+    // `b` is not committed: f1 must apply `a` and stop there.
+    await flushSome(w, [leader.id]);
+    const st = w.node(f1).driver!.status();
+    expect(st.commit).toBeGreaterThanOrEqual(ia);
+    expect(st.commit).toBeLessThan(ib);
+    expect(st.applied).toBe(ia);
+    expect(w.stats.appliedBeforeOwnSync).toBeGreaterThan(before);
+    // f1's first write is still under way: `a` is applied there, on no synced disk of f1's.
+    expect(w.node(f1).disk.view.synced.lastIndex()).toBeLessThan(ia);
+    expect(w.checker.violation).toBeNull();
+    return { w, leader, f1, f2, a, b, ia, ib };
+  }
+
+  it('a follower applies an entry committed by the others before its own write of it ends, and only that', async () => {
+    const { w, b, ib } = await followerAppliesEarly();
+    // The next heartbeat carries the commit index of `b` to the followers.
+    for (let r = 0; r < 10; r++) await w.round();
+    expect(w.outcomes.get(b)?.ok).toBe(true);
+    for (const id of w.ids.slice(0, 3))
+      expect(w.node(id).driver!.status().applied).toBeGreaterThanOrEqual(ib);
+    expect(w.checker.violation).toBeNull();
+  });
+
+  it('a snapshot asked for while such an entry is not on the follower’s disk waits for its write; a crash before it loses nothing', async () => {
+    const { w, f1, a, b, ia, ib } = await followerAppliesEarly();
+    const taken = w.node(f1).driver!.status().counters.snapshotsTaken;
+    // Asked for now, it may not be taken at the applied index (beyond f1's durable log).
+    await w.act(() => w.snapshotNow(f1));
+    expect(w.node(f1).driver!.status().counters.snapshotsTaken).toBe(taken);
+    expect(w.node(f1).disk.view.written.snapshotIndex()).toBeLessThan(ia);
+    // f1 crashes before its write ends: it forgets `a` (its state is rebuilt from its disk),
+    // which the leader and f2 still hold; it learns it again.
+    await w.act(() => w.crash(f1));
+    await w.act(() => w.startNode(f1));
+    for (let r = 0; r < 10; r++) await w.round();
+    expect(w.outcomes.get(a)?.ok).toBe(true);
+    expect(w.outcomes.get(b)?.ok).toBe(true);
+    expect(w.node(f1).driver!.status().applied).toBeGreaterThanOrEqual(ib);
+    // A snapshot now (everything applied is on f1's disk) stands on a durable commit index.
+    await w.act(() => w.snapshotNow(f1));
+    for (let r = 0; r < 10; r++) await w.round();
+    const disk = w.node(f1).disk.view.synced;
+    expect(disk.snapshotIndex()).toBeGreaterThanOrEqual(ia);
+    expect(disk.snapshotIndex()).toBeLessThanOrEqual(disk.hardState().commit);
+    expect(w.checker.violation).toBeNull();
+  });
+});
+
+describe('yieldBeforePersist in the simulator (as the server sets it)', () => {
+  it('a leader’s round sends its appends, then yields: a delivery comes before its write starts', async () => {
+    const { w, leader } = await electedWorld({ yieldBeforePersist: true });
+    const [f1] = w.ids.slice(0, 3).filter((id) => id !== leader.id) as [NodeId, NodeId];
+    w.recorded = [];
+    await w.act(() => void w.propose(leader.id, 'a'));
+    // The appends left; the write waits for the next action.
+    expect(w.recorded.some((m) => m.type === 'app' && m.entries.length > 0)).toBe(true);
+    expect(leader.disk.pendingWrites).toBe(0);
+    // Any action resumes it: here, the append reaches f1 first.
+    await w.act(() => w.deliver(`${leader.id}>${f1}`, 0));
+    expect(leader.disk.pendingWrites).toBe(1);
+    await w.flush();
+    for (let r = 0; r < 3; r++) await w.round();
+    expect([...w.outcomes.values()].every((o) => o.ok)).toBe(true);
+    expect(w.checker.violation).toBeNull();
+  });
+});

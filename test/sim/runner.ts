@@ -107,13 +107,18 @@ export const PIPELINE_SHARE = 0.5;
 /** Share of seeds that apply at quorum before a node's own write (the driver's default). */
 export const APPLY_EARLY_SHARE = 0.8;
 
+/** Share of seeds whose rounds yield before their write, as the server's (yieldBeforePersist). */
+export const YIELD_SHARE = 0.5;
+
 function overlapSettings(
   seed: number,
-): Pick<SimSettings, 'pipelineAppends' | 'applyBeforeOwnWrite'> {
+): Pick<SimSettings, 'pipelineAppends' | 'applyBeforeOwnWrite' | 'yieldBeforePersist'> {
   const rng = new Prng((seed ^ 0x719e11e5) >>> 0);
   return {
     pipelineAppends: rng.chance(PIPELINE_SHARE),
     applyBeforeOwnWrite: rng.chance(APPLY_EARLY_SHARE),
+    // Drawn last: the two above stay as they were for every seed.
+    yieldBeforePersist: rng.chance(YIELD_SHARE),
   };
 }
 
@@ -192,7 +197,7 @@ export function describeSettings(
   const lease = s.leaseReads
     ? ` leaseReads maxClockDrift=${s.maxClockDrift} clockRates=[${(s.clockRates ?? []).map((r) => r.toFixed(4)).join(',')}]`
     : '';
-  const set = `nodes=${s.nodes} spares=${s.spares} electionTicks=${s.electionTicks} heartbeatTicks=${s.heartbeatTicks} maxMsgBytes=${s.maxMsgBytes} maxInflightMsgs=${s.maxInflightMsgs} snapshotChunkBytes=${s.snapshotChunkBytes} snapshotEveryEntries=${s.snapshotEveryEntries} snapshotSliceMs=${s.snapshotSliceMs} snapshotStagger=${s.snapshotStagger} maxPendingProposals=${s.maxPendingProposals} maxUncommittedBytes=${s.maxUncommittedBytes} maxQueueLength=${s.maxQueueLength} readTimeoutTicks=${s.readTimeoutTicks} diskBug=${s.diskBug} pipelineAppends=${s.pipelineAppends} applyBeforeOwnWrite=${s.applyBeforeOwnWrite}${lease}`;
+  const set = `nodes=${s.nodes} spares=${s.spares} electionTicks=${s.electionTicks} heartbeatTicks=${s.heartbeatTicks} maxMsgBytes=${s.maxMsgBytes} maxInflightMsgs=${s.maxInflightMsgs} snapshotChunkBytes=${s.snapshotChunkBytes} snapshotEveryEntries=${s.snapshotEveryEntries} snapshotSliceMs=${s.snapshotSliceMs} snapshotStagger=${s.snapshotStagger} maxPendingProposals=${s.maxPendingProposals} maxUncommittedBytes=${s.maxUncommittedBytes} maxQueueLength=${s.maxQueueLength} readTimeoutTicks=${s.readTimeoutTicks} diskBug=${s.diskBug} pipelineAppends=${s.pipelineAppends} applyBeforeOwnWrite=${s.applyBeforeOwnWrite} yieldBeforePersist=${s.yieldBeforePersist}${lease}`;
   const prof = Object.entries(p)
     .map(([k, v]) => `${k}=${v}`)
     .join(' ');

@@ -62,6 +62,12 @@ export interface SimSettings {
   pipelineAppends: boolean;
   /** The driver's applyBeforeOwnWrite (committed entries applied during a node's own write). */
   applyBeforeOwnWrite: boolean;
+  /**
+   * The driver's yieldBeforePersist, as the server sets it (a round whose appends leave
+   * yields before its write starts): the yield lasts until the world's next action, so a
+   * delivery, tick, sync or crash may come between a round's appends and its write.
+   */
+  yieldBeforePersist: boolean;
   maxClockDrift: number;
   /**
    * Null: every node's clock is ticked on its own (arbitrary drift; the default). Else one
@@ -93,6 +99,7 @@ export const DEFAULT_SETTINGS: SimSettings = {
   leaseReads: false,
   pipelineAppends: true,
   applyBeforeOwnWrite: true,
+  yieldBeforePersist: false,
   maxClockDrift: 0.05,
   clockRates: null,
 };
@@ -133,6 +140,8 @@ export class SimNode {
   transport: FakeTransport | null = null;
   readonly disk: FakeDisk;
   readonly random: Prng;
+  /** Rounds yielding before their write (yieldBeforePersist), resumed by the next action. */
+  yields: Array<() => void> = [];
   constructor(
     readonly id: NodeId,
     bug: DiskBug,
@@ -373,6 +382,9 @@ export class World {
       leaseReads: s.leaseReads,
       pipelineAppends: s.pipelineAppends,
       applyBeforeOwnWrite: s.applyBeforeOwnWrite,
+      ...(s.yieldBeforePersist
+        ? { yieldBeforePersist: () => new Promise<void>((resolve) => node.yields.push(resolve)) }
+        : {}),
       maxClockDrift: s.maxClockDrift,
       createCore: (config, durable) => this.observedCore(id, config, durable),
     });
@@ -420,6 +432,8 @@ export class World {
   private kill(node: SimNode): void {
     if (node.up) this.onNodeDown?.(node);
     node.up = false;
+    // A dead process's rounds never resume (as its pending writes never end).
+    node.yields = [];
     node.disk.crash();
     node.clock?.clear();
     this.net.detach(node.id);
@@ -641,7 +655,11 @@ export class World {
   /** One action, then settle, then check. */
   async act(action: () => void | Promise<void>): Promise<void> {
     this.step++;
+    // A round yielding before its write (yieldBeforePersist) resumes after this action.
+    const yields: Array<() => void> = [];
+    for (const n of this.nodes.values()) yields.push(...n.yields.splice(0));
     await action();
+    for (const resume of yields) resume();
     await this.settle();
     this.check();
     if (this.checker.violation === null) this.onStep?.();
