@@ -51,11 +51,12 @@ import { Level } from 'level';
 import { Packr } from 'msgpackr';
 import type { Entry, HardState, Snapshot, SnapshotMeta } from '../core/types.ts';
 import type { LoadedState, LogStorage, PersistBatch, SnapshotChunkRead } from '../ports.ts';
-import { assert, ConfigError, StorageCorruptError, StoppedError } from '../../shared/errors.ts';
+import { assert, ConfigError, StorageCorruptError } from '../../shared/errors.ts';
 import { isNodeId } from '../../shared/ids.ts';
 import type { Logger } from '../../shared/logger.ts';
 import { crc32 } from './crc32.ts';
 import { checkEntry, checkSnapshotMeta, isIndex, isObject } from './shape.ts';
+import { SerialWrites } from './serial-writes.ts';
 import { SnapshotFiles, type SnapshotFile } from './snapshot-files.ts';
 import { releaseLargePackBuffer } from '../../shared/msgpack-buffer.ts';
 
@@ -491,7 +492,7 @@ export class LevelDbStorage implements LogStorage {
   /** The durable snapshot's data, where it is (set once its meta is durable). */
   private snapshotData: DurableSnapshotData | null = null;
   /** Serializes writes: each waits for the previous one. */
-  private tail: Promise<void> = Promise.resolve();
+  private readonly writes: SerialWrites;
   /** Serializes the (advisory) peer identity writes, apart from the log's. */
   private identityTail: Promise<void> = Promise.resolve();
   private readonly files: SnapshotFiles;
@@ -499,7 +500,6 @@ export class LevelDbStorage implements LogStorage {
   private housekeeping: Promise<void> = Promise.resolve();
   /** The identity record as read or written (set by readIdentity or load). */
   private identity: { clusterId: string | null; nodeUid: string } | null = null;
-  private failed: unknown = null;
   private closed = false;
   private readonly counters = {
     syncedWrites: 0,
@@ -518,6 +518,11 @@ export class LevelDbStorage implements LogStorage {
       writeBufferSize: LEVELDB_WRITE_BUFFER_BYTES,
     });
     this.logger = options.logger.child({ component: 'raft-storage' });
+    this.writes = new SerialWrites(
+      this.logger,
+      () => this.closed,
+      () => this.view !== null,
+    );
     this.nodeId = options.nodeId;
     this.files = new SnapshotFiles(options.snapshotDir ?? `${options.path}-snapshots`, this.logger);
   }
@@ -918,21 +923,7 @@ export class LevelDbStorage implements LogStorage {
   }
 
   private serialize(write: () => Promise<void>): Promise<void> {
-    const run = this.tail.then(async () => {
-      if (this.closed) throw new StoppedError('raft storage is closed');
-      if (this.failed !== null)
-        throw new StoppedError('raft storage failed an earlier write', { cause: this.failed });
-      assert(this.view !== null, 'raft storage written before load');
-      try {
-        await write();
-      } catch (err) {
-        this.failed = err;
-        this.logger.error({ err }, 'raft storage write failed; storage refuses further writes');
-        throw err;
-      }
-    });
-    this.tail = run.catch(() => undefined);
-    return run;
+    return this.writes.run(write);
   }
 
   private snapshotOps(snapshot: Snapshot, file: SnapshotFile, received: boolean): WriteOp[] {
@@ -1044,7 +1035,7 @@ export class LevelDbStorage implements LogStorage {
 
   async close(): Promise<void> {
     if (this.closed) return;
-    await this.tail;
+    await this.writes.drained();
     await this.identityTail;
     await this.housekeeping;
     this.closed = true;

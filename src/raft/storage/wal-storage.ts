@@ -33,11 +33,12 @@ import { performance } from 'node:perf_hooks';
 import { join } from 'node:path';
 import type { Entry, HardState, Snapshot, SnapshotMeta } from '../core/types.ts';
 import type { LoadedState, LogStorage, PersistBatch, SnapshotChunkRead } from '../ports.ts';
-import { assert, ConfigError, StorageCorruptError, StoppedError } from '../../shared/errors.ts';
+import { assert, ConfigError, StorageCorruptError } from '../../shared/errors.ts';
 import { isNodeId } from '../../shared/ids.ts';
 import type { Logger } from '../../shared/logger.ts';
 import { LevelDbStorage, type StorageStats, type StoredIdentity } from './leveldb-storage.ts';
 import { checkEntry, checkSnapshotMeta, isIndex, isObject } from './shape.ts';
+import { SerialWrites } from './serial-writes.ts';
 import { SnapshotFiles, type SnapshotFile } from './snapshot-files.ts';
 import {
   DEFAULT_SEGMENT_BYTES,
@@ -315,9 +316,8 @@ export class WalStorage implements LogStorage {
   private segments: Segment[] = [];
   private view: View | null = null;
   private identityRead = false;
-  private tail: Promise<void> = Promise.resolve();
+  private readonly writes: SerialWrites;
   private housekeeping: Promise<void> = Promise.resolve();
-  private failed: unknown = null;
   private closed = false;
   private readonly counters = {
     syncedWrites: 0,
@@ -330,6 +330,11 @@ export class WalStorage implements LogStorage {
 
   constructor(options: WalStorageOptions) {
     this.logger = options.logger.child({ component: 'raft-storage' });
+    this.writes = new SerialWrites(
+      this.logger,
+      () => this.closed,
+      () => this.view !== null,
+    );
     this.walDir = options.walDir;
     this.levelPath = options.levelPath;
     this.segmentBytes = options.segmentBytes ?? DEFAULT_SEGMENT_BYTES;
@@ -561,21 +566,7 @@ export class WalStorage implements LogStorage {
   }
 
   private serialize(write: () => Promise<void>): Promise<void> {
-    const run = this.tail.then(async () => {
-      if (this.closed) throw new StoppedError('raft storage is closed');
-      if (this.failed !== null)
-        throw new StoppedError('raft storage failed an earlier write', { cause: this.failed });
-      assert(this.view !== null, 'raft storage written before load');
-      try {
-        await write();
-      } catch (err) {
-        this.failed = err;
-        this.logger.error({ err }, 'raft storage write failed; storage refuses further writes');
-        throw err;
-      }
-    });
-    this.tail = run.catch(() => undefined);
-    return run;
+    return this.writes.run(write);
   }
 
   private static storedMeta(
@@ -770,7 +761,7 @@ export class WalStorage implements LogStorage {
 
   async close(): Promise<void> {
     if (this.closed) return;
-    await this.tail;
+    await this.writes.drained();
     await this.housekeeping;
     this.closed = true;
     await this.writer?.close();
