@@ -56,6 +56,7 @@ import { isNodeId } from '../../shared/ids.ts';
 import type { Logger } from '../../shared/logger.ts';
 import { crc32 } from './crc32.ts';
 import { checkEntry, checkSnapshotMeta, isIndex, isObject } from './shape.ts';
+import { durableRange, durableTermAt } from './durable-terms.ts';
 import { SerialWrites } from './serial-writes.ts';
 import { SnapshotFiles, type SnapshotFile } from './snapshot-files.ts';
 import { releaseLargePackBuffer } from '../../shared/msgpack-buffer.ts';
@@ -527,27 +528,13 @@ export class LevelDbStorage implements LogStorage {
     this.files = new SnapshotFiles(options.snapshotDir ?? `${options.path}-snapshots`, this.logger);
   }
 
-  private get lastIndex(): number {
-    const v = this.view!;
-    return v.snapshotIndex + v.terms.length;
-  }
-
   /** The term of a durable entry (or of the snapshot's last entry); null if not held. */
   private termAt(index: number): number | null {
-    const v = this.view!;
-    if (index === v.snapshotIndex) return v.snapshotTerm;
-    if (index < v.snapshotIndex || index > this.lastIndex) return null;
-    return v.terms[index - v.snapshotIndex - 1] ?? null;
+    return durableTermAt(this.view!, index);
   }
 
   stats(): StorageStats {
-    const v = this.view;
-    return {
-      ...this.counters,
-      snapshotIndex: v?.snapshotIndex ?? 0,
-      firstIndex: (v?.snapshotIndex ?? 0) + 1,
-      lastIndex: v ? this.lastIndex : 0,
-    };
+    return { ...this.counters, ...durableRange(this.view) };
   }
 
   /**

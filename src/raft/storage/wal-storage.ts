@@ -38,6 +38,7 @@ import { isNodeId } from '../../shared/ids.ts';
 import type { Logger } from '../../shared/logger.ts';
 import { LevelDbStorage, type StorageStats, type StoredIdentity } from './leveldb-storage.ts';
 import { checkEntry, checkSnapshotMeta, isIndex, isObject } from './shape.ts';
+import { durableRange, durableTermAt, lastDurableIndex } from './durable-terms.ts';
 import { SerialWrites } from './serial-writes.ts';
 import { SnapshotFiles, type SnapshotFile } from './snapshot-files.ts';
 import {
@@ -364,25 +365,16 @@ export class WalStorage implements LogStorage {
   }
 
   private get lastIndex(): number {
-    const v = this.view!;
-    return v.snapshotIndex + v.terms.length;
+    return lastDurableIndex(this.view!);
   }
 
+  /** The term of a durable entry (or of the snapshot's last entry); null if not held. */
   private termAt(index: number): number | null {
-    const v = this.view!;
-    if (index === v.snapshotIndex) return v.snapshotTerm;
-    if (index < v.snapshotIndex || index > this.lastIndex) return null;
-    return v.terms[index - v.snapshotIndex - 1] ?? null;
+    return durableTermAt(this.view!, index);
   }
 
   stats(): StorageStats {
-    const v = this.view;
-    return {
-      ...this.counters,
-      snapshotIndex: v?.snapshotIndex ?? 0,
-      firstIndex: (v?.snapshotIndex ?? 0) + 1,
-      lastIndex: v ? this.lastIndex : 0,
-    };
+    return { ...this.counters, ...durableRange(this.view) };
   }
 
   /**
