@@ -51,6 +51,29 @@ const settle = (c: ReturnType<typeof config>, stored: StoredIdentity, identify: 
     sleep: async () => {},
   });
 
+/**
+ * settleIdentity for a fresh founding n3 on a fake clock: `identify` advances `clock.t` by
+ * IDENTIFY_TIMEOUT_MS to time an ask out; waits between rounds advance it too.
+ */
+function settleOnFakeClock(
+  identify: (address: string, clock: { t: number }) => Promise<IdentifyAnswer | null>,
+) {
+  const clock = { t: 0 };
+  const c = config();
+  const result = settleIdentity({
+    config: c,
+    stored: fresh,
+    bootstrap: bootstrapConf(c),
+    identify: (address: string) => identify(address, clock),
+    logger: silentLogger(),
+    sleep: async (ms) => {
+      clock.t += ms;
+    },
+    now: () => clock.t,
+  });
+  return { clock, c, result };
+}
+
 describe('cluster id', () => {
   it('founding members compute the same id from the same membership; a token or another address changes it', () => {
     const c1 = bootstrapConf(config());
@@ -107,50 +130,27 @@ describe('cluster id', () => {
     // A loaded machine: the asks of the first rounds time out, then n2 answers that it
     // knows this node. Founding on the silence of a timed-out round would let a member that
     // lost its state vote again (CI caught it: the wiped node started as a founding member).
-    let t = 0;
     let round = 0;
-    const c = config();
-    const err = await settleIdentity({
-      config: c,
-      stored: fresh,
-      bootstrap: bootstrapConf(c),
-      identify: async (address: string) => {
-        if (address.endsWith('1')) round++;
-        if (round >= 4 && address.endsWith('2'))
-          return { nodeId: 'n2', clusterId: 'c1', nodeUid: 'uid-n2', knownUid: 'uid-old' };
-        if (address.endsWith('1')) t += IDENTIFY_TIMEOUT_MS; // timed out
-        return null;
-      },
-      logger: silentLogger(),
-      sleep: async (ms) => {
-        t += ms;
-      },
-      now: () => t,
-    }).catch((e: unknown) => e);
+    const err = await settleOnFakeClock(async (address, clock) => {
+      if (address.endsWith('1')) round++;
+      if (round >= 4 && address.endsWith('2'))
+        return { nodeId: 'n2', clusterId: 'c1', nodeUid: 'uid-n2', knownUid: 'uid-old' };
+      if (address.endsWith('1')) clock.t += IDENTIFY_TIMEOUT_MS; // timed out
+      return null;
+    }).result.catch((e: unknown) => e);
     expect(err).toBeInstanceOf(ConfigError);
     expect((err as Error).message).toMatch(/node "n3" is a member of cluster c1/);
     expect(round).toBe(4);
   });
 
   it('a founding member whose peers keep timing out founds only at the deadline', async () => {
-    let t = 0;
-    const c = config();
-    const r = await settleIdentity({
-      config: c,
-      stored: fresh,
-      bootstrap: bootstrapConf(c),
-      identify: async () => {
-        t += IDENTIFY_TIMEOUT_MS;
-        return null;
-      },
-      logger: silentLogger(),
-      sleep: async (ms) => {
-        t += ms;
-      },
-      now: () => t,
+    const { clock, c, result } = settleOnFakeClock(async (_address, clock) => {
+      clock.t += IDENTIFY_TIMEOUT_MS;
+      return null;
     });
+    const r = await result;
     expect(r.identity.clusterId).toBe(bootstrapClusterId(bootstrapConf(c), ''));
-    expect(t).toBeGreaterThanOrEqual(JOIN_DISCOVERY_TIMEOUT_MS);
+    expect(clock.t).toBeGreaterThanOrEqual(JOIN_DISCOVERY_TIMEOUT_MS);
   });
 
   it('a founding member whose peers refuse at once (a cluster starting) founds at once', async () => {
@@ -169,29 +169,17 @@ describe('cluster id', () => {
     // at once that it does not know this node; n2 (the leader, which does) is slow, and its
     // first ask times out. Founding on n1's answer alone let the wiped node start as a
     // founding member (raft-cluster.test.ts under load).
-    let t = 0;
     let n2Asks = 0;
-    const c = config();
-    const err = await settleIdentity({
-      config: c,
-      stored: fresh,
-      bootstrap: bootstrapConf(c),
-      identify: async (address: string) => {
-        if (address.endsWith('1'))
-          return { nodeId: 'n1', clusterId: 'c1', nodeUid: 'uid-n1', knownUid: '' };
-        n2Asks++;
-        if (n2Asks === 1) {
-          t += IDENTIFY_TIMEOUT_MS; // timed out
-          return null;
-        }
-        return { nodeId: 'n2', clusterId: 'c1', nodeUid: 'uid-n2', knownUid: 'uid-old' };
-      },
-      logger: silentLogger(),
-      sleep: async (ms) => {
-        t += ms;
-      },
-      now: () => t,
-    }).catch((e: unknown) => e);
+    const err = await settleOnFakeClock(async (address, clock) => {
+      if (address.endsWith('1'))
+        return { nodeId: 'n1', clusterId: 'c1', nodeUid: 'uid-n1', knownUid: '' };
+      n2Asks++;
+      if (n2Asks === 1) {
+        clock.t += IDENTIFY_TIMEOUT_MS; // timed out
+        return null;
+      }
+      return { nodeId: 'n2', clusterId: 'c1', nodeUid: 'uid-n2', knownUid: 'uid-old' };
+    }).result.catch((e: unknown) => e);
     expect(err).toBeInstanceOf(ConfigError);
     expect((err as Error).message).toMatch(/node "n3" is a member of cluster c1/);
     expect(n2Asks).toBe(2);
